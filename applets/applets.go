@@ -1,0 +1,172 @@
+// Package applets is narun's dispatcher: it picks the applet from the name
+// the binary was invoked as, or from its first argument, busybox style.
+package applets
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/narun/narun/applets/ctl"
+	"github.com/narun/narun/applets/gw"
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/launcher"
+	natsapplet "github.com/narun/narun/applets/nats"
+	"github.com/narun/narun/applets/runner"
+	"github.com/narun/narun/applets/up"
+)
+
+// Applet is one entry of the dispatch table.
+type Applet struct {
+	Name    string
+	Aliases []string // names the binary may be linked as (see Install)
+	Summary string
+	Run     cli.Func
+}
+
+// Table lists the applets a user can call. It is a function, not a
+// variable, because install derives its link names from it.
+func Table() []Applet {
+	return []Applet{
+		{Name: "up", Summary: "embedded NATS, runner and gateway in one process", Run: up.Main},
+		{Name: "nats", Aliases: []string{"narun-nats"}, Summary: "embedded NATS server (JetStream, cluster, leafnodes)", Run: natsapplet.Main},
+		{Name: "gw", Aliases: []string{"narun-gw"}, Summary: "HTTP gateway to NATS Micro services", Run: gw.Main},
+		{Name: "runner", Aliases: []string{"node-runner"}, Summary: "node agent: deploys and supervises apps", Run: runner.Main},
+		{Name: "ctl", Aliases: []string{"narun-ctl"}, Summary: "management CLI", Run: ctl.Main},
+		{Name: "version", Summary: "print version, commit, Go version and platform", Run: versionMain},
+		{Name: "install", Summary: "create the applet symlinks in DIR (default: beside the binary)", Run: installMain},
+	}
+}
+
+// hidden entries are looked up before any flag, config or environment is
+// read, and never listed: the runner re-execs the binary as these.
+var hidden = map[string]cli.Func{
+	"launcher": launcher.Main,
+}
+
+// StdIO returns the process's own streams.
+func StdIO() cli.IO {
+	return cli.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}
+
+// Main runs the applet chosen by args and returns the process exit code.
+func Main(args []string, stdio cli.IO) int {
+	if len(args) == 0 {
+		args = []string{"narun"}
+	}
+	if run, rest := lookupHidden(args); run != nil {
+		return report(stdio.Stderr, rest[0], run(context.Background(), stdio, rest))
+	}
+	app, rest, ok := lookup(args)
+	if !ok {
+		if len(args) < 2 {
+			usage(stdio.Stderr)
+			return 2
+		}
+		switch args[1] {
+		case "-h", "--help", "help":
+			usage(stdio.Stdout)
+			return 0
+		}
+		fmt.Fprintf(stdio.Stderr, "narun: unknown applet %q\n\n", args[1])
+		usage(stdio.Stderr)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return report(stdio.Stderr, rest[0], app.Run(ctx, stdio, rest))
+}
+
+func report(stderr io.Writer, name string, err error) int {
+	code := cli.ExitCode(err)
+	if err != nil && err.Error() != "" {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	}
+	return code
+}
+
+func lookupHidden(args []string) (cli.Func, []string) {
+	if run, ok := hidden[invokedName(args[0])]; ok {
+		return run, args
+	}
+	if len(args) > 1 {
+		if run, ok := hidden[args[1]]; ok {
+			return run, args[1:]
+		}
+	}
+	return nil, nil
+}
+
+// lookup finds the applet by the invoked name, then by the first argument.
+func lookup(args []string) (Applet, []string, bool) {
+	if a, ok := byName(invokedName(args[0])); ok {
+		return a, args, true
+	}
+	if len(args) > 1 {
+		if a, ok := byName(args[1]); ok {
+			return a, args[1:], true
+		}
+	}
+	return Applet{}, nil, false
+}
+
+func byName(name string) (Applet, bool) {
+	for _, a := range Table() {
+		if a.Name == name {
+			return a, true
+		}
+		for _, alias := range a.Aliases {
+			if alias == name {
+				return a, true
+			}
+		}
+	}
+	return Applet{}, false
+}
+
+// invokedName is the base name of argv[0] after following a chain of
+// symlinks to its last link, so a link to a link to narun-gw still runs gw.
+func invokedName(argv0 string) string {
+	path := argv0
+	if !strings.Contains(path, "/") {
+		if p, err := exec.LookPath(path); err == nil {
+			path = p
+		}
+	}
+	name := filepath.Base(argv0)
+	for range 16 {
+		target, err := os.Readlink(path)
+		if err != nil {
+			break
+		}
+		name = filepath.Base(path)
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return name
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "narun: one binary to run and expose services on edge devices")
+	fmt.Fprintln(w, "\nusage: narun APPLET [flags]   (or invoke a link named after the applet)")
+	fmt.Fprintln(w, "\napplets:")
+	entries := Table()
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	for _, a := range entries {
+		names := a.Name
+		if len(a.Aliases) > 0 {
+			names += " (" + strings.Join(a.Aliases, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %-28s %s\n", names, a.Summary)
+	}
+	fmt.Fprintln(w, "\nrun 'narun APPLET --help' for an applet's flags")
+}

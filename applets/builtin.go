@@ -1,0 +1,109 @@
+package applets
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/narun/narun/applets/internal/buildinfo"
+	"github.com/narun/narun/applets/internal/cli"
+)
+
+func versionMain(_ context.Context, stdio cli.IO, args []string) error {
+	fl := flag.NewFlagSet("version", flag.ContinueOnError)
+	fl.SetOutput(stdio.Stderr)
+	asJSON := fl.Bool("json", false, "print as JSON")
+	if err := fl.Parse(args[1:]); err != nil {
+		return cli.Usage(errors.New(""))
+	}
+	info := buildinfo.Get()
+	if *asJSON {
+		return json.NewEncoder(stdio.Stdout).Encode(info)
+	}
+	_, err := fmt.Fprintf(stdio.Stdout, "narun %s (commit %s) %s %s/%s\n", info.Version, info.Commit, info.GoVersion, info.OS, info.Arch)
+	return err
+}
+
+// linkNames are the names Install creates: every alias in the table.
+func linkNames() []string {
+	var names []string
+	for _, a := range Table() {
+		names = append(names, a.Aliases...)
+	}
+	return names
+}
+
+func installMain(_ context.Context, stdio cli.IO, args []string) error {
+	fl := flag.NewFlagSet("install", flag.ContinueOnError)
+	fl.SetOutput(stdio.Stderr)
+	fl.Usage = func() {
+		fmt.Fprintf(stdio.Stderr, "usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the binary's own directory)\n", linkNames())
+	}
+	if err := fl.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return cli.Usage(errors.New(""))
+	}
+	if fl.NArg() > 1 {
+		return cli.Usage(errors.New("install takes at most one directory"))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return fmt.Errorf("resolve own binary: %w", err)
+	}
+	dir := filepath.Dir(self)
+	if fl.NArg() == 1 {
+		dir = fl.Arg(0)
+	}
+	created, err := Install(self, dir)
+	for _, p := range created {
+		fmt.Fprintf(stdio.Stdout, "%s -> %s\n", p, self)
+	}
+	return err
+}
+
+// Install makes each applet alias in dir a symlink to binary. It is
+// idempotent, replaces symlinks that point elsewhere, and refuses to touch
+// anything that is not a symlink. It returns the links it created.
+func Install(binary, dir string) ([]string, error) {
+	target := binary
+	if absDir, err := filepath.Abs(dir); err == nil && absDir == filepath.Dir(binary) {
+		target = filepath.Base(binary)
+	}
+	var created []string
+	for _, name := range linkNames() {
+		link := filepath.Join(dir, name)
+		fi, err := os.Lstat(link)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return created, fmt.Errorf("install %s: %w", link, err)
+		case fi.Mode()&fs.ModeSymlink == 0:
+			return created, fmt.Errorf("install %s: a file that is not a symlink is in the way; remove it first", link)
+		default:
+			if cur, err := os.Readlink(link); err == nil && cur == target {
+				continue
+			}
+		}
+		tmp := link + ".narun-tmp"
+		os.Remove(tmp)
+		if err := os.Symlink(target, tmp); err != nil {
+			return created, fmt.Errorf("install %s: %w", link, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			os.Remove(tmp)
+			return created, fmt.Errorf("install %s: %w", link, err)
+		}
+		created = append(created, link)
+	}
+	return created, nil
+}

@@ -1,0 +1,87 @@
+// Package cli holds what every applet shares: the applet signature, exit
+// codes, the process logger and the NATS client flags.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// IO is the standard streams and environment an applet runs with; tests
+// give each run its own.
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads the environment; nil means os.Getenv.
+	Getenv func(string) string
+}
+
+// Env returns the value of an environment variable.
+func (s IO) Env(key string) string {
+	if s.Getenv == nil {
+		return os.Getenv(key)
+	}
+	return s.Getenv(key)
+}
+
+// ExitError carries an exit code other than 1 up to the dispatcher.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Usage marks err as a usage error: exit code 2.
+func Usage(err error) error { return &ExitError{Code: 2, Err: err} }
+
+// ExitCode maps an applet's error to the process exit code.
+func ExitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	return 1
+}
+
+// NewLogger builds the process logger: text for terminals, or JSON when
+// format is "json". level is debug, info, warn or error.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if level == "" {
+		level = "info"
+	}
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+}
+
+// Func is the signature of every applet. args[0] is the name the applet was
+// invoked as; ctx is cancelled on SIGINT or SIGTERM. An applet returns nil
+// when it stopped because ctx was cancelled.
+type Func func(ctx context.Context, stdio IO, args []string) error

@@ -1,0 +1,119 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// Common flag names shared by every applet.
+const (
+	FlagConfig    = "config"
+	FlagNATSURL   = "nats-url"
+	FlagNATSCreds = "nats-creds"
+	FlagNATSNkey  = "nats-nkey"
+	FlagDataDir   = "data-dir"
+	FlagLogLevel  = "log-level"
+	FlagLogFormat = "log-format"
+)
+
+// ConfigFlags are the flags that choose the file and the logging.
+func ConfigFlags() []ucli.Flag {
+	return []ucli.Flag{
+		&ucli.StringFlag{Name: FlagConfig, Usage: "configuration file (default ./narun.toml, then /etc/narun/narun.toml)"},
+		&ucli.StringFlag{Name: FlagLogLevel, Usage: "debug, info, warn or error"},
+		&ucli.StringFlag{Name: FlagLogFormat, Usage: "text or json"},
+	}
+}
+
+// ClientFlags are the flags of applets that connect to NATS.
+func ClientFlags() []ucli.Flag {
+	return []ucli.Flag{
+		&ucli.StringFlag{Name: FlagNATSURL, EnvVars: []string{"NARUN_NATS_URL"}, Usage: "NATS server URL(s), comma separated"},
+		&ucli.StringFlag{Name: FlagNATSCreds, Usage: "NATS credentials file (JWT + nkey seed)"},
+		&ucli.StringFlag{Name: FlagNATSNkey, Usage: "file holding an NATS nkey seed"},
+	}
+}
+
+// DataDirFlag is the flag of applets that keep state on disk.
+func DataDirFlag() ucli.Flag {
+	return &ucli.StringFlag{Name: FlagDataDir, EnvVars: []string{"NARUN_DATA_DIR"}, Usage: "where JetStream, the binary cache and instances live"}
+}
+
+// NewApp returns a urfave/cli app wired to stdio that never calls os.Exit,
+// so the dispatcher alone turns errors into exit codes.
+func NewApp(stdio IO, name, usage string, flags []ucli.Flag) *ucli.App {
+	return &ucli.App{
+		Name:                 name,
+		Usage:                usage,
+		Flags:                flags,
+		Reader:               stdio.Stdin,
+		Writer:               stdio.Stdout,
+		ErrWriter:            stdio.Stderr,
+		HideVersion:          true,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*ucli.Context, error) {},
+		OnUsageError: func(_ *ucli.Context, err error, _ bool) error {
+			return Usage(err)
+		},
+	}
+}
+
+// Load reads the configuration named by --config and applies the common
+// flags over it; flags win over the file and the environment.
+func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
+	cfg, err := config.Load(c.String(FlagConfig), stdio.Env)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if c.IsSet(FlagLogLevel) {
+		cfg.LogLevel = c.String(FlagLogLevel)
+	}
+	if c.IsSet(FlagLogFormat) {
+		cfg.LogFormat = c.String(FlagLogFormat)
+	}
+	if c.IsSet(FlagDataDir) {
+		cfg.DataDir = c.String(FlagDataDir)
+	}
+	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
+		if c.IsSet(FlagNATSURL) {
+			client.NATSURL = c.String(FlagNATSURL)
+		}
+		if c.IsSet(FlagNATSCreds) {
+			client.NATSCreds = c.String(FlagNATSCreds)
+		}
+		if c.IsSet(FlagNATSNkey) {
+			client.NATSNkey = c.String(FlagNATSNkey)
+		}
+	}
+	log, err := NewLogger(stdio.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return cfg, nil, Usage(err)
+	}
+	return cfg, log, nil
+}
+
+// NATSOptions turns client settings into connection options: credentials,
+// nkey and a reconnect policy that never gives up, because edge links drop.
+func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+	}
+	if client.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(client.NATSCreds))
+	}
+	if client.NATSNkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(client.NATSNkey)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)
+		}
+		opts = append(opts, opt)
+	}
+	return opts, nil
+}

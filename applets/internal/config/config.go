@@ -1,0 +1,231 @@
+// Package config loads narun.toml: one file with a table per applet,
+// decoded strictly, with the documented defaults filled in.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// SearchPath is where Find looks for a configuration when none is named.
+var SearchPath = []string{"narun.toml", "/etc/narun/narun.toml"}
+
+// File is the whole of narun.toml.
+type File struct {
+	// DataDir holds JetStream, the binary cache and instance directories.
+	DataDir   string `toml:"data_dir"`
+	LogLevel  string `toml:"log_level"`
+	LogFormat string `toml:"log_format"`
+
+	NATS    NATS    `toml:"nats"`
+	Gateway Gateway `toml:"gateway"`
+	Runner  Runner  `toml:"runner"`
+	Ctl     Ctl     `toml:"ctl"`
+
+	// Path is the file this was read from; empty when only defaults apply.
+	Path string `toml:"-"`
+}
+
+// Client is how an applet reaches NATS.
+type Client struct {
+	NATSURL   string `toml:"nats_url"`
+	NATSCreds string `toml:"nats_creds"`
+	NATSNkey  string `toml:"nats_nkey"`
+}
+
+// NATS configures the embedded server.
+type NATS struct {
+	Listen     string `toml:"listen"`
+	ServerName string `toml:"server_name"`
+	MaxPayload Size   `toml:"max_payload"`
+	// HTTPListen enables the NATS monitoring endpoint; empty disables it.
+	HTTPListen string    `toml:"http_listen"`
+	JetStream  JetStream `toml:"jetstream"`
+	Cluster    Cluster   `toml:"cluster"`
+	Leafnodes  Leafnodes `toml:"leafnodes"`
+	// Users and NKeys enable client authentication when either is set.
+	Users []User   `toml:"users"`
+	NKeys []string `toml:"nkeys"`
+}
+
+// JetStream limits; zero means the server's own defaults.
+type JetStream struct {
+	MaxMemory Size   `toml:"max_memory"`
+	MaxStore  Size   `toml:"max_store"`
+	Domain    string `toml:"domain"`
+}
+
+// Cluster joins this server to others with routes; empty Listen disables it.
+type Cluster struct {
+	Name   string   `toml:"name"`
+	Listen string   `toml:"listen"`
+	Routes []string `toml:"routes"`
+}
+
+// Leafnodes accepts leaf connections (Listen) and/or connects to hubs (Remotes).
+type Leafnodes struct {
+	Listen  string       `toml:"listen"`
+	Remotes []LeafRemote `toml:"remotes"`
+}
+
+// LeafRemote is a hub this server connects to as a leaf node.
+type LeafRemote struct {
+	URLs        []string `toml:"urls"`
+	Credentials string   `toml:"credentials"`
+}
+
+// User is a client login of the embedded server.
+type User struct {
+	User     string `toml:"user"`
+	Password string `toml:"password"`
+}
+
+// Gateway configures the HTTP gateway.
+type Gateway struct {
+	Client
+	Listen      string     `toml:"listen"`
+	AdminListen string     `toml:"admin_listen"`
+	Timeout     Duration   `toml:"timeout"`
+	MaxBody     Size       `toml:"max_body"`
+	TLS         GatewayTLS `toml:"tls"`
+	Routes      []Route    `toml:"routes"`
+}
+
+// GatewayTLS enables HTTPS when Cert and Key are set.
+type GatewayTLS struct {
+	Listen string `toml:"listen"`
+	Cert   string `toml:"cert"`
+	Key    string `toml:"key"`
+}
+
+// Route maps HTTP requests to a NATS Micro service.
+// The same fields, as JSON, are the value format of the narun-routes bucket.
+type Route struct {
+	Host        string   `toml:"host" json:"host,omitempty"`
+	Path        string   `toml:"path" json:"path"`
+	Match       string   `toml:"match" json:"match,omitempty"`
+	Methods     []string `toml:"methods" json:"methods,omitempty"`
+	Service     string   `toml:"service" json:"service"`
+	StripPrefix bool     `toml:"strip_prefix" json:"strip_prefix,omitempty"`
+	Timeout     Duration `toml:"timeout" json:"timeout,omitempty"`
+	MaxBody     Size     `toml:"max_body" json:"max_body,omitempty"`
+}
+
+// Runner configures the node agent.
+type Runner struct {
+	Client
+	NodeID      string            `toml:"node_id"`
+	Labels      map[string]string `toml:"labels"`
+	AdminListen string            `toml:"admin_listen"`
+	// MasterKeyFile holds the key that decrypts secrets on this node.
+	MasterKeyFile     string   `toml:"master_key_file"`
+	HeartbeatInterval Duration `toml:"heartbeat_interval"`
+}
+
+// Ctl configures the management CLI.
+type Ctl struct {
+	Client
+	MasterKeyFile string   `toml:"master_key_file"`
+	Timeout       Duration `toml:"timeout"`
+}
+
+// Defaults returns the configuration used when no file says otherwise.
+func Defaults() File {
+	return File{
+		DataDir:  DefaultDataDir(),
+		LogLevel: "info",
+		NATS: NATS{
+			Listen:     "0.0.0.0:4222",
+			MaxPayload: 1 << 20,
+		},
+		Gateway: Gateway{
+			Client:      Client{NATSURL: DefaultNATSURL},
+			Listen:      ":8080",
+			AdminListen: ":9090",
+			Timeout:     Duration(30 * time.Second),
+			MaxBody:     64 << 20,
+			TLS:         GatewayTLS{Listen: ":8443"},
+		},
+		Runner: Runner{
+			Client:            Client{NATSURL: DefaultNATSURL},
+			AdminListen:       ":9101",
+			HeartbeatInterval: Duration(5 * time.Second),
+		},
+		Ctl: Ctl{
+			Client:  Client{NATSURL: DefaultNATSURL},
+			Timeout: Duration(15 * time.Second),
+		},
+	}
+}
+
+// DefaultNATSURL is where clients look for NATS when nothing else is said.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// DefaultDataDir is /var/lib/narun for root and ./narun-data for anyone else.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/narun"
+	}
+	return "narun-data"
+}
+
+// Find returns the configuration file to read: explicit if given (it must
+// exist), else the first of SearchPath that exists, else "" for defaults.
+func Find(explicit string) (string, error) {
+	if explicit != "" {
+		if _, err := os.Stat(explicit); err != nil {
+			return "", fmt.Errorf("config file: %w", err)
+		}
+		return explicit, nil
+	}
+	for _, p := range SearchPath {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("config file %s: %w", p, err)
+		}
+	}
+	return "", nil
+}
+
+// Load reads the configuration named by explicit (see Find) over the
+// defaults, then applies NARUN_NATS_URL and NARUN_DATA_DIR from getenv.
+// Flags are applied by the caller after this, so they win over both.
+func Load(explicit string, getenv func(string) string) (File, error) {
+	cfg := Defaults()
+	path, err := Find(explicit)
+	if err != nil {
+		return cfg, err
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		if err := DecodeStrict(path, data, &cfg); err != nil {
+			return cfg, err
+		}
+		cfg.Path = path
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if u := getenv("NARUN_NATS_URL"); u != "" {
+		cfg.Gateway.NATSURL, cfg.Runner.NATSURL, cfg.Ctl.NATSURL = u, u, u
+	}
+	if d := getenv("NARUN_DATA_DIR"); d != "" {
+		cfg.DataDir = d
+	}
+	if cfg.DataDir != "" && !filepath.IsAbs(cfg.DataDir) {
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return cfg, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
+		}
+		cfg.DataDir = abs
+	}
+	return cfg, nil
+}

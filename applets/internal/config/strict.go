@@ -1,0 +1,74 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DecodeStrict decodes TOML into v and refuses what it does not know: an
+// unknown key or a value of the wrong type is an error that names the file,
+// the line and the key, so a typo never silently falls back to a default.
+func DecodeStrict(file string, data []byte, v any) error {
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
+		}
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		key := undecoded[0]
+		return fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), key.String())
+	}
+	return nil
+}
+
+// keyLine finds the line where key is defined. The TOML decoder keeps key
+// positions private, so this follows table headers and key names in the
+// source; it returns 0 when the key cannot be placed.
+func keyLine(data []byte, key toml.Key) int {
+	full := key.String()
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	table := ""
+	fallback := 0
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if line[0] == '[' {
+			name := strings.Trim(strings.SplitN(line, "]", 2)[0], "[] ")
+			if name == full {
+				return n
+			}
+			table = name
+			continue
+		}
+		eq := strings.IndexByte(line, '=')
+		if eq < 0 {
+			continue
+		}
+		k := strings.Trim(strings.TrimSpace(line[:eq]), `"'`)
+		path := k
+		if table != "" {
+			path = table + "." + k
+		}
+		if path == full || strings.HasPrefix(full, path+".") {
+			return n
+		}
+		if fallback == 0 && k == key[len(key)-1] {
+			fallback = n
+		}
+	}
+	return fallback
+}
