@@ -1,0 +1,280 @@
+// Package embednats runs a NATS server with JetStream inside the narun
+// process, and hands out in-process client connections to it.
+package embednats
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config describes the embedded server. The zero value of every field but
+// DataDir is usable.
+type Config struct {
+	// Listen is the client address "host:port"; port -1 picks a free one.
+	// Empty means no TCP listener: in-process connections only.
+	Listen string
+	// DataDir is where JetStream keeps its store (DataDir/jetstream). Required.
+	DataDir string
+	// ServerName names the server in a cluster; empty lets the server pick.
+	ServerName string
+	// MaxPayload is the largest message in bytes; 0 means 1 MiB.
+	MaxPayload int64
+	// HTTPListen enables the monitoring endpoint at "host:port"; empty disables it.
+	HTTPListen string
+	// JetStreamMaxMemory and JetStreamMaxStore cap JetStream; 0 means the server's defaults.
+	JetStreamMaxMemory int64
+	JetStreamMaxStore  int64
+	// JetStreamDomain separates JetStream of a leaf node from its hub's; empty means none.
+	JetStreamDomain string
+	// Cluster joins other servers through routes; a zero Cluster means standalone.
+	Cluster Cluster
+	// Leafnodes accepts leaf connections and/or connects to hubs.
+	Leafnodes Leafnodes
+	// Users and NKeys turn on client authentication when either is set.
+	Users []User
+	NKeys []string
+	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Cluster configures routes to the other servers of a cluster.
+type Cluster struct {
+	Name   string   // cluster name, the same on every member
+	Listen string   // "host:port" for routes; empty disables clustering
+	Routes []string // nats-route://host:port of the other members
+}
+
+// Leafnodes configures leaf node connections.
+type Leafnodes struct {
+	Listen  string       // "host:port" accepting leaf nodes; empty disables it
+	Remotes []LeafRemote // hubs this server joins as a leaf
+}
+
+// LeafRemote is a hub this server connects to as a leaf node.
+type LeafRemote struct {
+	URLs        []string // nats-leaf://host:port of the hub
+	Credentials string   // credentials file for the hub; empty for none
+}
+
+// User is a client login with a password.
+type User struct {
+	User     string
+	Password string
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns       *server.Server
+	internal *User // login for in-process connections when authentication is on
+}
+
+// internalUser is the login in-process applets use when client
+// authentication is on; its password is random for each start.
+const internalUser = "narun-internal"
+
+// Start starts the server and waits until it accepts clients.
+func Start(cfg Config) (*Server, error) {
+	opts, internal, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.DontListen {
+		if err := checkFree(opts.Host, opts.Port); err != nil {
+			return nil, err
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configure nats server: %w", err)
+	}
+	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(logs, false, false, false)
+	go ns.Start()
+	timeout := cfg.ReadyTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if !ns.ReadyForConnections(timeout) {
+		ns.Shutdown()
+		select {
+		case msg := <-logs.fatal:
+			return nil, fmt.Errorf("start nats server: %s", msg)
+		default:
+			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
+		}
+	}
+	return &Server{ns: ns, internal: internal}, nil
+}
+
+func serverOptions(cfg Config) (*server.Options, *User, error) {
+	if cfg.DataDir == "" {
+		return nil, nil, errors.New("embedded nats: a data dir is required for JetStream")
+	}
+	opts := &server.Options{
+		ServerName:         cfg.ServerName,
+		JetStream:          true,
+		StoreDir:           filepath.Join(cfg.DataDir, "jetstream"),
+		JetStreamMaxMemory: cfg.JetStreamMaxMemory,
+		JetStreamMaxStore:  cfg.JetStreamMaxStore,
+		JetStreamDomain:    cfg.JetStreamDomain,
+		MaxPayload:         1 << 20,
+		NoSigs:             true,
+		NoLog:              cfg.Logger == nil,
+	}
+	if cfg.MaxPayload > 0 {
+		if cfg.MaxPayload > 64<<20 {
+			return nil, nil, fmt.Errorf("max_payload %d: at most 64 MiB", cfg.MaxPayload)
+		}
+		opts.MaxPayload = int32(cfg.MaxPayload)
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort("listen", cfg.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Host, opts.Port = host, port
+	}
+	if cfg.HTTPListen != "" {
+		host, port, err := splitHostPort("http_listen", cfg.HTTPListen)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.HTTPHost, opts.HTTPPort = host, port
+	}
+	if cfg.Cluster.Listen != "" {
+		host, port, err := splitHostPort("cluster.listen", cfg.Cluster.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port}
+		routes, err := parseURLs("cluster.routes", cfg.Cluster.Routes)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Routes = routes
+	}
+	if cfg.Leafnodes.Listen != "" {
+		host, port, err := splitHostPort("leafnodes.listen", cfg.Leafnodes.Listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+	}
+	for i, r := range cfg.Leafnodes.Remotes {
+		urls, err := parseURLs(fmt.Sprintf("leafnodes.remotes[%d].urls", i), r.URLs)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(urls) == 0 {
+			return nil, nil, fmt.Errorf("leafnodes.remotes[%d]: at least one url is required", i)
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{URLs: urls, Credentials: r.Credentials})
+	}
+	var internal *User
+	if len(cfg.Users) > 0 || len(cfg.NKeys) > 0 {
+		for _, u := range cfg.Users {
+			if u.User == "" || u.Password == "" {
+				return nil, nil, errors.New("users: every user needs a user name and a password")
+			}
+			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password})
+		}
+		for _, k := range cfg.NKeys {
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+		}
+		internal = &User{User: internalUser, Password: rand.Text()}
+		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: internal.Password})
+	}
+	return opts, internal, nil
+}
+
+func splitHostPort(key, addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: want host:port: %w", key, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("%s %q: invalid port", key, addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+func parseURLs(key string, raw []string) ([]*url.URL, error) {
+	var urls []*url.URL
+	for _, r := range raw {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("%s: invalid url %q", key, r)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// checkFree reports a taken port before the server tries it, because the
+// server itself would only log the failure and never become ready.
+func checkFree(host string, port int) error {
+	if port <= 0 {
+		return nil
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("nats listen on %s: %w", addr, err)
+	}
+	return l.Close()
+}
+
+
+// ClientURL is the address TCP clients on this machine connect to.
+func (s *Server) ClientURL() string {
+	addr, ok := s.ns.Addr().(*net.TCPAddr)
+	if !ok || addr == nil {
+		return ""
+	}
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "nats://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// Connect opens an in-process client connection, which skips TCP. When
+// client authentication is on it logs in with the internal user.
+func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	all := []nats.Option{nats.InProcessServer(s.ns), nats.MaxReconnects(-1)}
+	if s.internal != nil {
+		all = append(all, nats.UserInfo(s.internal.User, s.internal.Password))
+	}
+	nc, err := nats.Connect("", append(all, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect in-process to nats: %w", err)
+	}
+	return nc, nil
+}
+
+// NATS returns the underlying server, for monitoring and tests.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server; JetStream flushes its store before it returns.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}

@@ -1,0 +1,173 @@
+package embednats_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+func TestKVSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "survive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	s.Shutdown()
+
+	s2, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown()
+	nc2, err := nats.Connect(s2.ClientURL())
+	if err != nil {
+		t.Fatalf("tcp connect to %s: %v", s2.ClientURL(), err)
+	}
+	defer nc2.Close()
+	js2, _ := jetstream.New(nc2)
+	kv2, err := js2.KeyValue(ctx, "survive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv2.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(e.Value()) != "v1" {
+		t.Fatalf("value after restart = %q, want v1", e.Value())
+	}
+}
+
+func TestPortTakenIsAClearError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = embednats.Start(embednats.Config{Listen: l.Addr().String(), DataDir: t.TempDir()})
+	if err == nil {
+		t.Fatal("start on a taken port succeeded")
+	}
+	if !strings.Contains(err.Error(), l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("error does not name the address and the cause: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  embednats.Config
+		want string
+	}{
+		{"no data dir", embednats.Config{}, "data dir"},
+		{"bad listen", embednats.Config{DataDir: "x", Listen: "4222"}, "listen"},
+		{"bad route", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"::bad"}}}, "cluster.routes"},
+		{"user without password", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a"}}}, "password"},
+		{"huge payload", embednats.Config{DataDir: "x", MaxPayload: 1 << 30}, "max_payload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := embednats.Start(tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	s := natstest.StartConfig(t, embednats.Config{Users: []embednats.User{{User: "alice", Password: "s3cret"}}})
+	if _, err := nats.Connect(s.ClientURL()); err == nil {
+		t.Fatal("anonymous TCP client was let in")
+	}
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("alice", "s3cret"))
+	if err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	nc.Close()
+	inproc := natstest.Connect(t, s)
+	if err := inproc.Flush(); err != nil {
+		t.Fatalf("in-process connection with auth on: %v", err)
+	}
+}
+
+func TestInProcessOnly(t *testing.T) {
+	s, err := embednats.Start(embednats.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if u := s.ClientURL(); u != "" {
+		t.Fatalf("server without a listener reports client URL %q", u)
+	}
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Request("$JS.API.INFO", nil, 5*time.Second); err != nil {
+		t.Fatalf("JetStream over the in-process connection: %v", err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestLeafnodeJoinsHub(t *testing.T) {
+	leafAddr := freeAddr(t)
+	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
+	leaf := natstest.StartConfig(t, embednats.Config{
+		JetStreamDomain: "edge",
+		Leafnodes:       embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + leafAddr}}}},
+	})
+	hubConn := natstest.Connect(t, hub)
+	sub, err := hubConn.SubscribeSync("edge.hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubConn.Flush()
+	leafConn := natstest.Connect(t, leaf)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		leafConn.Publish("edge.hello", []byte("hi"))
+		if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+			if string(m.Data) != "hi" {
+				t.Fatalf("got %q", m.Data)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("message from the leaf never reached the hub")
+		}
+	}
+}
