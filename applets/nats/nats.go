@@ -1,14 +1,64 @@
-// Package nats is the narun nats applet.
+// Package nats is the narun nats applet: the embedded NATS server on its own,
+// for devices that form a cluster or join a hub as a leaf node.
 package nats
 
 import (
 	"context"
-	"errors"
+	"fmt"
+
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/embednats"
 )
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	flags := append(cli.ConfigFlags(), cli.DataDirFlag(),
+		&ucli.StringFlag{Name: "listen", Usage: "client address host:port (default 0.0.0.0:4222)"},
+		&ucli.StringFlag{Name: "server-name", Usage: "server name, unique in a cluster"},
+		&ucli.StringFlag{Name: "http-listen", Usage: "monitoring address host:port (default: off)"},
+		&ucli.StringFlag{Name: "cluster-name", Usage: "cluster name"},
+		&ucli.StringFlag{Name: "cluster-listen", Usage: "route address host:port (default: no cluster)"},
+		&ucli.StringSliceFlag{Name: "routes", Usage: "routes to the other cluster members (nats-route://host:port)"},
+		&ucli.StringSliceFlag{Name: "leaf-remote", Usage: "hub to join as a leaf node (nats-leaf://host:port)"},
+	)
+	app := cli.NewApp(stdio, args[0], "embedded NATS server with JetStream", flags)
+	app.Action = func(c *ucli.Context) error {
+		if c.NArg() > 0 {
+			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		}
+		cfg, log, err := cli.Load(c, stdio)
+		if err != nil {
+			return err
+		}
+		set := func(flag string, dst *string) {
+			if c.IsSet(flag) {
+				*dst = c.String(flag)
+			}
+		}
+		set("listen", &cfg.NATS.Listen)
+		set("server-name", &cfg.NATS.ServerName)
+		set("http-listen", &cfg.NATS.HTTPListen)
+		set("cluster-name", &cfg.NATS.Cluster.Name)
+		set("cluster-listen", &cfg.NATS.Cluster.Listen)
+		if c.IsSet("routes") {
+			cfg.NATS.Cluster.Routes = c.StringSlice("routes")
+		}
+		ec := cli.EmbedConfig(cfg)
+		if c.IsSet("leaf-remote") {
+			ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: c.StringSlice("leaf-remote")})
+		}
+		ec.Logger = log
+		srv, err := embednats.Start(ec)
+		if err != nil {
+			return err
+		}
+		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
+		<-ctx.Done()
+		log.Info("nats stopping")
+		srv.Shutdown()
+		return nil
+	}
+	return app.RunContext(ctx, args)
 }

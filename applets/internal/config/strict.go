@@ -5,10 +5,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 )
+
+// typeErr matches the decoder's type mismatch message, which carries the
+// line and key only inside its text.
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 
 // DecodeStrict decodes TOML into v and refuses what it does not know: an
 // unknown key or a value of the wrong type is an error that names the file,
@@ -22,6 +27,9 @@ func DecodeStrict(file string, data []byte, v any) error {
 				return fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
 			}
 			return fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
+		}
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Errorf("%s:%s: key %q: %s", file, m[1], m[2], m[3])
 		}
 		return fmt.Errorf("%s: %w", file, err)
 	}

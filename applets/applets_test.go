@@ -1,0 +1,166 @@
+package applets_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/narun/narun/applets"
+	"github.com/narun/narun/applets/internal/cli"
+)
+
+// The test binary acts as narun when this variable is set, so symlinks to it
+// exercise the real argv[0] dispatch.
+const asNarun = "NARUN_TEST_AS_NARUN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asNarun) == "1" {
+		os.Exit(applets.Main(os.Args, applets.StdIO()))
+	}
+	os.Exit(m.Run())
+}
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = applets.Main(args, cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+	return code, out.String(), errb.String()
+}
+
+func TestDispatchInProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		code       int
+		stdout     string
+		stderr     string
+		notInError string
+	}{
+		{"unknown applet", []string{"narun", "bogus"}, 2, "", "unknown applet \"bogus\"", ""},
+		{"no applet", []string{"narun"}, 2, "", "applets:", ""},
+		{"help", []string{"narun", "--help"}, 0, "applets:", "", ""},
+		{"help lists aliases", []string{"narun", "help"}, 0, "runner (node-runner)", "", ""},
+		{"launcher is hidden", []string{"narun", "bogus"}, 2, "", "version", "launcher"},
+		{"version", []string{"narun", "version"}, 0, runtime.GOOS + "/" + runtime.GOARCH, "", ""},
+		{"version json", []string{"narun", "version", "--json"}, 0, `"go_version":"` + runtime.Version(), "", ""},
+		{"by argv0 alias", []string{"/nowhere/narun-nats", "--help"}, 0, "embedded NATS server", "", ""},
+		{"by argv0 applet name", []string{"nats", "--help"}, 0, "embedded NATS server", "", ""},
+		{"applet flag error is usage", []string{"narun", "nats", "--no-such-flag"}, 2, "", "no-such-flag", ""},
+		{"unknown binary name falls back to argv1", []string{"/x/narun-linux-amd64", "version"}, 0, "narun ", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := run(tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.code, errs)
+			}
+			if !strings.Contains(out, tc.stdout) {
+				t.Errorf("stdout %q does not contain %q", out, tc.stdout)
+			}
+			if !strings.Contains(errs, tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", errs, tc.stderr)
+			}
+			if tc.notInError != "" && strings.Contains(errs+out, tc.notInError) {
+				t.Errorf("output mentions %q: %s%s", tc.notInError, out, errs)
+			}
+		})
+	}
+}
+
+// runLinked execs the test binary through a symlink named name in dir.
+func runLinked(t *testing.T, path string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), asNarun+"=1")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %s: %v", path, err)
+	}
+	return code, string(out)
+}
+
+func TestDispatchThroughSymlinks(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	link := func(name, target string) string {
+		p := filepath.Join(dir, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	narun := link("narun", self)
+	natsLink := link("narun-nats", self)
+	chained := link("my-nats", natsLink) // a link to a link: the last link names the applet
+	other := link("something-else", self)
+
+	for _, tc := range []struct {
+		name string
+		path string
+		args []string
+		code int
+		want string
+	}{
+		{"alias link", natsLink, []string{"--help"}, 0, "embedded NATS server"},
+		{"chain resolves to last link", chained, []string{"--help"}, 0, "embedded NATS server"},
+		{"plain name with applet arg", narun, []string{"nats", "--help"}, 0, "embedded NATS server"},
+		{"unknown link name uses argv1", other, []string{"version"}, 0, runtime.GOARCH},
+		{"bogus applet", narun, []string{"bogus"}, 2, "applets:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runLinked(t, tc.path, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d (want %d), output %q should contain %q", code, tc.code, out, tc.want)
+			}
+		})
+	}
+}
+
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "narun")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	created, err := applets.Install(bin, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"narun-nats", "narun-gw", "node-runner", "narun-ctl"}
+	if len(created) != len(want) {
+		t.Fatalf("created %v, want %v", created, want)
+	}
+	for _, name := range want {
+		target, err := os.Readlink(filepath.Join(dir, name))
+		if err != nil || target != "narun" {
+			t.Errorf("%s -> %q (%v), want a relative link to narun", name, target, err)
+		}
+	}
+	again, err := applets.Install(bin, dir)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second install changed %v (err %v); want nothing", again, err)
+	}
+
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "narun-gw"), []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = applets.Install(bin, other)
+	if err == nil || !strings.Contains(err.Error(), "not a symlink") {
+		t.Fatalf("install over a regular file: err = %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(other, "narun-gw")); string(b) != "precious" {
+		t.Fatal("install overwrote a regular file")
+	}
+	if target, err := os.Readlink(filepath.Join(other, "narun-nats")); err != nil || target != bin {
+		t.Errorf("link in another dir should be absolute: %q %v", target, err)
+	}
+}

@@ -1,0 +1,31 @@
+package cli
+
+import (
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/embednats"
+)
+
+// EmbedConfig turns the [nats] table into the embedded server's config.
+func EmbedConfig(cfg config.File) embednats.Config {
+	n := cfg.NATS
+	ec := embednats.Config{
+		Listen:             n.Listen,
+		DataDir:            cfg.DataDir,
+		ServerName:         n.ServerName,
+		MaxPayload:         int64(n.MaxPayload),
+		HTTPListen:         n.HTTPListen,
+		JetStreamMaxMemory: int64(n.JetStream.MaxMemory),
+		JetStreamMaxStore:  int64(n.JetStream.MaxStore),
+		JetStreamDomain:    n.JetStream.Domain,
+		Cluster:            embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes},
+		Leafnodes:          embednats.Leafnodes{Listen: n.Leafnodes.Listen},
+		NKeys:              n.NKeys,
+	}
+	for _, r := range n.Leafnodes.Remotes {
+		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})
+	}
+	for _, u := range n.Users {
+		ec.Users = append(ec.Users, embednats.User{User: u.User, Password: u.Password})
+	}
+	return ec
+}

@@ -1,0 +1,117 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func noEnv(string) string { return "" }
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := config.Load("../../../testdata/narun.toml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.ServerName != "edge-1" || cfg.NATS.MaxPayload != 1<<20 || cfg.NATS.JetStream.MaxStore != 1<<30 {
+		t.Errorf("nats table not read: %+v", cfg.NATS)
+	}
+	if len(cfg.Gateway.Routes) != 1 || cfg.Gateway.Routes[0].Timeout.D() != 10*time.Second || cfg.Gateway.Routes[0].Service != "hello" {
+		t.Errorf("gateway routes not read: %+v", cfg.Gateway.Routes)
+	}
+	if cfg.Runner.Labels["role"] != "edge" || cfg.Ctl.Timeout.D() != 15*time.Second {
+		t.Errorf("runner/ctl tables not read: %+v %+v", cfg.Runner, cfg.Ctl)
+	}
+	if len(cfg.NATS.Leafnodes.Remotes) != 1 || len(cfg.NATS.Users) != 1 {
+		t.Errorf("array tables not read: %+v", cfg.NATS)
+	}
+}
+
+func TestStrictErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key in table", "[gateway]\nlisten = \":8080\"\nlisne = \":1\"\n", []string{":3:", `"gateway.lisne"`}},
+		{"unknown top-level key", "data_dir = \"/x\"\n\nbogus = 1\n", []string{":3:", `"bogus"`}},
+		{"unknown key in array table", "[[gateway.routes]]\npath = \"/a\"\nservise = \"a\"\n", []string{":3:", "servise"}},
+		{"unknown table", "[runer]\nnode_id = \"x\"\n", []string{":1:", "runer"}},
+		{"wrong type", "[gateway]\nlisten = 8080\n", []string{":2:", "listen"}},
+		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
+		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
+		{"syntax", "[gateway\n", []string{"table name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, tc.body)
+			_, err := config.Load(p, noEnv)
+			if err == nil {
+				t.Fatal("loaded a bad config")
+			}
+			for _, w := range append(tc.want, p) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingExplicitFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "nope.toml"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "nope.toml") {
+		t.Fatalf("error = %v, want one naming the file", err)
+	}
+}
+
+func TestNoFileMeansDefaults(t *testing.T) {
+	t.Chdir(t.TempDir())
+	saved := config.SearchPath
+	config.SearchPath = []string{"narun.toml"}
+	t.Cleanup(func() { config.SearchPath = saved })
+	cfg, err := config.Load("", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Path != "" || cfg.Gateway.Listen != ":8080" || cfg.NATS.Listen != "0.0.0.0:4222" || cfg.Runner.AdminListen != ":9101" {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	p := writeConfig(t, "data_dir = \"/from/file\"\n[runner]\nnats_url = \"nats://file:4222\"\n")
+	env := map[string]string{"NARUN_NATS_URL": "nats://env:4222", "NARUN_DATA_DIR": "/from/env"}
+	cfg, err := config.Load(p, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/from/env" || cfg.Runner.NATSURL != "nats://env:4222" || cfg.Gateway.NATSURL != "nats://env:4222" {
+		t.Fatalf("environment did not override the file: %+v", cfg)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]config.Size{"0": 0, "512": 512, "1KiB": 1024, "64MiB": 64 << 20, "1MB": 1000000, "2G": 2 << 30} {
+		got, err := config.ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5MiB", "MiB", "99999999999GiB"} {
+		if _, err := config.ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}

@@ -1,0 +1,59 @@
+// Package testutil holds helpers shared by the applets' tests: finding
+// external tools, free ports and waiting on conditions.
+package testutil
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tool finds an external program used by a test, in PATH and then in
+// $(go env GOPATH)/bin. When it is missing the test is skipped, unless
+// NARUN_REQUIRE_TOOLS=1 (set by scripts/test.sh, which installs the tools).
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			p := filepath.Join(dir, "bin", name)
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if os.Getenv("NARUN_REQUIRE_TOOLS") == "1" {
+		t.Fatalf("%s not found in PATH or GOPATH/bin; scripts/test.sh installs it", name)
+	}
+	t.Skipf("%s not installed (scripts/test.sh installs it; set NARUN_REQUIRE_TOOLS=1 to make this a failure)", name)
+	return ""
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Eventually polls cond every 10ms until it returns true or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

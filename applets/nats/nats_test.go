@@ -1,0 +1,59 @@
+package nats_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	natsapplet "github.com/narun/narun/applets/nats"
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// TestNatsCLIAgainstApplet drives `narun nats` with the real nats CLI, an
+// independent client: create a bucket, put a key and read it back.
+func TestNatsCLIAgainstApplet(t *testing.T) {
+	natsCLI := testutil.Tool(t, "nats")
+	addr := testutil.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- natsapplet.Main(ctx, stdio, []string{"nats", "--listen", addr, "--data-dir", t.TempDir(), "--config", "/dev/null"})
+	}()
+	testutil.Eventually(t, 10*time.Second, "nats to listen on "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	nats := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(natsCLI, append([]string{"--server", "nats://" + addr, "--timeout", "10s"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nats %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	nats("kv", "add", "devices")
+	nats("kv", "put", "devices", "node-1", "online")
+	if got := strings.TrimSpace(nats("kv", "get", "devices", "node-1", "--raw")); got != "online" {
+		t.Fatalf("kv get = %q, want online", got)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("applet returned %v after cancel", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("applet did not stop after cancel")
+	}
+}
