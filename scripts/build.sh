@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Cross-compiles static narun binaries for the three device architectures
+# into dist/, checks that each is static, and prints the sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=${NARUN_VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+pkg=github.com/narun/narun/applets/internal/buildinfo
+ldflags="-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit"
+arches=${NARUN_ARCHES:-"amd64 arm64 riscv64"}
+
+mkdir -p dist
+for arch in $arches; do
+	out=dist/narun-linux-$arch
+	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .
+	if readelf -lW "$out.tmp" | grep -q INTERP || readelf -dW "$out.tmp" 2>/dev/null | grep -q NEEDED; then
+		echo "build: $out is not static" >&2
+		exit 1
+	fi
+	mv "$out.tmp" "$out"
+	printf '%-26s %6.1f MB  static\n' "$out" "$(echo "$(stat -c %s "$out") / 1000000" | bc -l)"
+done

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the tools it needs, vets, runs every Go
+# test (root-only sandbox tests included when run as root), the pure
+# packages again under qemu for arm64 and riscv64, and short fuzz runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:$(go env GOPATH)/bin"
+export NARUN_REQUIRE_TOOLS=1
+export CGO_ENABLED=0
+
+scripts/deps.sh
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test (linux/$(go env GOARCH))"
+go test -count=1 -timeout 12m ./...
+
+# The pure packages run under user-mode qemu, so the three architectures
+# are exercised, not just compiled. Tests that exec the test binary again
+# are left out: without binfmt_misc the kernel cannot run a foreign binary.
+for arch in arm64 riscv64; do
+	case $arch in arm64) q=qemu-aarch64-static ;; riscv64) q=qemu-riscv64-static ;; esac
+	echo "== go test under $q (linux/$arch)"
+	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" ./applets/internal/config/ ./embednats/
+	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run 'TestDispatchInProcess|TestInstall' ./applets/
+done
+
+echo "== fuzz (short runs)"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "-- $pkg $target"
+		go test -run '^$' -fuzz "^$target\$" -fuzztime "${NARUN_FUZZTIME:-10s}" "$pkg"
+	done
+done
+if [ -x scripts/e2e.sh ] && [ "$(id -u)" -eq 0 ]; then
+	echo "== end to end (scripts/e2e.sh)"
+	scripts/e2e.sh
+fi
+echo "== all tests passed"
