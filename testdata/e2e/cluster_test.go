@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// cluster starts `narun nats` on each host as one cluster of three.
+func cluster(t *testing.T, n *Net) map[*Host]*Proc {
+	t.Helper()
+	var routes []string
+	for _, h := range n.hosts {
+		routes = append(routes, fmt.Sprintf(`"nats-route://%s:6222"`, h.Addr))
+	}
+	procs := map[*Host]*Proc{}
+	for _, h := range n.hosts {
+		h.WriteFile("narun.toml", fmt.Sprintf(`data_dir = %q
+[nats]
+listen = "0.0.0.0:4222"
+server_name = %q
+http_listen = "0.0.0.0:8222"
+[nats.cluster]
+name = "e2e"
+listen = "0.0.0.0:6222"
+routes = [%s]
+`, h.DataDir, h.Name, strings.Join(routes, ", ")))
+		procs[h] = startNATS(t, h)
+	}
+	for _, h := range n.hosts {
+		waitJetStream(t, h, 60*time.Second)
+	}
+	return procs
+}
+
+func startNATS(t *testing.T, h *Host) *Proc {
+	t.Helper()
+	return h.Start("nats", "nats", "--config", h.DataDir+"/narun.toml")
+}
+
+// waitJetStream waits until the host's server reports JetStream healthy.
+func waitJetStream(t *testing.T, h *Host, timeout time.Duration) {
+	t.Helper()
+	url := "http://" + h.Addr + ":8222/healthz"
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: JetStream not healthy after %s (last: %v)", h.Name, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func clusterURLs(n *Net) string {
+	var urls []string
+	for _, h := range n.hosts {
+		urls = append(urls, "nats://"+h.Addr+":4222")
+	}
+	return strings.Join(urls, ",")
+}
+
+// TestRollingNATSRestartKeepsKV restarts each server in turn while a
+// client writes to an R3 bucket: every acknowledged write must survive.
+func TestRollingNATSRestartKeepsKV(t *testing.T) {
+	n := NewNet(t, "h1", "h2", "h3")
+	procs := cluster(t, n)
+
+	nc, err := nats.Connect(clusterURLs(n), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "e2e-rolling", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	type result struct{ acked, failed int }
+	done := make(chan result)
+	go func() {
+		var r result
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- r
+				return
+			default:
+			}
+			putCtx, putCancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := kv.Put(putCtx, fmt.Sprintf("k%06d", r.acked), []byte(fmt.Sprint(r.acked)))
+			putCancel()
+			if err != nil {
+				r.failed++
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			r.acked++
+			if r.acked >= 100000 {
+				<-stop
+				done <- r
+				return
+			}
+		}
+	}()
+
+	for _, h := range n.hosts {
+		procs[h].Stop(t)
+		procs[h] = startNATS(t, h)
+		waitJetStream(t, h, 60*time.Second)
+	}
+	close(stop)
+	r := <-done
+	t.Logf("rolling restart: %d writes acknowledged, %d attempts failed and were retried", r.acked, r.failed)
+	if r.acked == 0 {
+		t.Fatal("no write was acknowledged during the rolling restart")
+	}
+	for i := 0; i < r.acked; i++ {
+		e, err := kv.Get(ctx, fmt.Sprintf("k%06d", i))
+		if err != nil || string(e.Value()) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged write k%06d lost after rolling restart: %v", i, err)
+		}
+	}
+}
