@@ -13,7 +13,7 @@ arches=${NARUN_ARCHES:-"amd64 arm64 riscv64"}
 mkdir -p dist
 for arch in $arches; do
 	out=dist/narun-linux-$arch
-	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .
+	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -tags urfave_cli_no_docs -ldflags "$ldflags" -o "$out.tmp" .
 	if readelf -lW "$out.tmp" | grep -q INTERP || readelf -dW "$out.tmp" 2>/dev/null | grep -q NEEDED; then
 		echo "build: $out is not static" >&2
 		exit 1
