@@ -242,7 +242,6 @@ func checkFree(host string, port int) error {
 	return l.Close()
 }
 
-
 // ClientURL is the address TCP clients on this machine connect to.
 func (s *Server) ClientURL() string {
 	addr, ok := s.ns.Addr().(*net.TCPAddr)

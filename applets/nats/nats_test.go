@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	natsapplet "github.com/narun/narun/applets/nats"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/testutil"
+	natsapplet "github.com/narun/narun/applets/nats"
 )
 
 // TestNatsCLIAgainstApplet drives `narun nats` with the real nats CLI, an

@@ -1,0 +1,146 @@
+package secrets
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+func ring(t testing.TB, lines ...string) *Ring {
+	t.Helper()
+	r, err := ParseRing([]byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func newKey(t testing.TB) string {
+	t.Helper()
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSealOpen(t *testing.T) {
+	k1, k2 := newKey(t), newKey(t)
+	r := ring(t, "# comment", k1)
+	s, err := r.Seal("db-pass", []byte("hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.Marshal()
+	if strings.Contains(string(b), "hunter2") {
+		t.Fatal("plaintext in stored form")
+	}
+	s2, err := Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.Open("db-pass", s2)
+	if err != nil || string(v) != "hunter2" {
+		t.Fatalf("open: %q %v", v, err)
+	}
+
+	tests := []struct {
+		name   string
+		ring   *Ring
+		secret string
+		mutate func(*Sealed)
+		want   error
+	}{
+		{"other name (AAD)", r, "other", nil, ErrOpen},
+		{"other key", ring(t, k2), "db-pass", nil, ErrNoKey},
+		{"tampered", r, "db-pass", func(s *Sealed) { s.Ciphertext[0] ^= 1 }, ErrOpen},
+		{"short nonce", r, "db-pass", func(s *Sealed) { s.Nonce = s.Nonce[:4] }, ErrOpen},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := Unmarshal(b)
+			if tc.mutate != nil {
+				tc.mutate(c)
+			}
+			_, err := tc.ring.Open(tc.secret, c)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRingRejects(t *testing.T) {
+	for _, src := range []string{"", "# only a comment\n", "not base64!", "c2hvcnQ="} {
+		if _, err := ParseRing([]byte(src)); err == nil {
+			t.Errorf("accepted %q", src)
+		}
+	}
+}
+
+func TestLoadRingPermissions(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "key")
+	if err := os.WriteFile(p, []byte(newKey(t)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRing(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key file accepted: %v", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRing(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(ctx, js, names.SecretsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := newKey(t), newKey(t)
+	oldRing := ring(t, old)
+	for _, n := range []string{"a", "b"} {
+		if err := Put(ctx, kv, oldRing, n, []byte("value-"+n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := ring(t, fresh, old)
+	done, err := Rotate(ctx, kv, both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 2 {
+		t.Fatalf("rotated %v", done)
+	}
+	newOnly := ring(t, fresh)
+	for _, n := range []string{"a", "b"} {
+		v, err := Get(ctx, kv, newOnly, n)
+		if err != nil || string(v) != "value-"+n {
+			t.Fatalf("after rotation %s: %q %v", n, v, err)
+		}
+		if _, err := Get(ctx, kv, oldRing, n); !errors.Is(err, ErrNoKey) {
+			t.Fatalf("old key still opens %s: %v", n, err)
+		}
+	}
+	if done, err := Rotate(ctx, kv, both); err != nil || len(done) != 0 {
+		t.Fatalf("second rotation rewrote %v (%v)", done, err)
+	}
+}

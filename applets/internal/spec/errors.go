@@ -1,0 +1,124 @@
+package spec
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// FieldError is a problem with one key of a spec.
+type FieldError struct {
+	File string
+	Line int // 0 when the key cannot be placed (e.g. a missing required key)
+	Key  string
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: key %q: %s", e.File, e.Line, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: key %q: %s", e.File, e.Key, e.Msg)
+}
+
+// validator collects every problem of a spec, each placed at its line.
+type validator struct {
+	file string
+	data []byte
+	errs []*FieldError
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) check(key string, err error) {
+	if err != nil {
+		v.add(key, "%v", err)
+	}
+}
+
+func (v *validator) port(key string, p int) {
+	if p < 1 || p > 65535 {
+		v.add(key, "want a port 1..65535, got %d", p)
+	}
+}
+
+func (v *validator) maxDur(key string, d config.Duration, limit time.Duration) {
+	if d.D() > limit {
+		v.add(key, "%s is more than the maximum %s", d.D(), limit)
+	}
+}
+
+// locate finds the line of a key path such as "restart.policy",
+// "files[1].path" or "env.FOO" in TOML source. The decoder keeps positions
+// private, so this follows table headers, [[array]] counts and key names;
+// when the exact key is absent (a default, an inline table) it returns the
+// line of the closest enclosing key or table, and 0 if there is none.
+func locate(data []byte, path string) int {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	table := ""
+	counts := map[string]int{}
+	best, bestLen := 0, 0
+	consider := func(p string, line int) bool {
+		if p == path {
+			return true
+		}
+		if strings.HasPrefix(path, p) && len(p) > bestLen {
+			if rest := path[len(p):]; rest[0] == '.' || rest[0] == '[' {
+				best, bestLen = line, len(p)
+			}
+		}
+		return false
+	}
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if strings.HasPrefix(line, "[[") {
+			name := normKey(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
+			table = name + "[" + strconv.Itoa(counts[name]) + "]"
+			counts[name]++
+			if consider(table, n) {
+				return n
+			}
+			continue
+		}
+		if line[0] == '[' {
+			table = normKey(strings.Trim(strings.SplitN(line, "]", 2)[0], "[ "))
+			if consider(table, n) {
+				return n
+			}
+			continue
+		}
+		eq := strings.IndexByte(line, '=')
+		if eq < 0 {
+			continue
+		}
+		k := normKey(line[:eq])
+		full := k
+		if table != "" {
+			full = table + "." + k
+		}
+		if consider(full, n) {
+			return n
+		}
+	}
+	return best
+}
+
+// normKey turns `a . "b" ` into `a.b`.
+func normKey(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}

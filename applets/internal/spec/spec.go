@@ -1,0 +1,778 @@
+// Package spec parses and validates app specs: the TOML file an operator
+// deploys with `narun ctl deploy` and the runner executes. There is one
+// parser, used by both, so a spec that ctl accepts is a spec every node
+// accepts.
+//
+// API for the runner and ctl:
+//
+//	app, err := spec.Parse("app.toml", data)   // strict TOML, defaults filled, validated
+//	app.Selects(nodeID, labels) bool            // does this node run the app
+//	app.ReplicasOn(nodeID, labels) int          // replicas this node runs (0 = none)
+//	app.Fingerprint(arch) string                // changes only when a process on a node of that arch must restart
+//	app.Binary(arch) (Binary, bool)             // pinned object and sha256 for an arch ("amd64", "arm64", "riscv64")
+//	app.StopSig() syscall.Signal                // stop_signal as a signal
+//	spec.WithBinaries(file, src, bins) ([]byte, error) // ctl: the stored form (user TOML + [binaries.<arch>])
+//	spec.WithRestart(src, t) []byte             // ctl: sets restarted_at, which changes every fingerprint
+//	spec.ValidName(s) / spec.ValidObjectName(s) // app/node names (NATS tokens) / file and secret names
+//
+// Every error from Parse names the file, the line and the key
+// ("app.toml:7: key \"restart.max_backoff\": ..."); several problems are
+// joined with errors.Join so an operator sees them all at once.
+package spec
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// Modes of running an app.
+const (
+	ModeExec    = "exec"
+	ModeSandbox = "sandbox"
+)
+
+// Restart policies.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// Health check types.
+const (
+	HealthMicro = "micro"
+	HealthHTTP  = "http"
+	HealthTCP   = "tcp"
+	HealthNone  = "none"
+)
+
+// Limits that keep a typo (an extra zero) from taking a device down.
+const (
+	MaxNameLen  = 64
+	MaxReplicas = 100
+	MaxBackoff  = time.Hour
+	MaxTimeout  = time.Hour
+)
+
+// Arches a binary may be built for.
+var Arches = []string{"amd64", "arm64", "riscv64"}
+
+// Presets of the sandbox: groups of paths an ordinary program needs.
+var Presets = []string{"stdio", "tmp", "certs", "dns", "shared_libs", "proc_self"}
+
+// App is a parsed, validated spec with every default filled in.
+type App struct {
+	Name    string            `toml:"name"`
+	Version string            `toml:"version"`
+	Args    []string          `toml:"args"`
+	Env     map[string]string `toml:"env"`
+	// Nodes and Labels select nodes; a node runs the app when its id is in
+	// Nodes or its labels carry every pair of Labels.
+	Nodes  []string          `toml:"nodes"`
+	Labels map[string]string `toml:"labels"`
+	// Replicas is the number of instances on each selected node.
+	Replicas    int             `toml:"replicas"`
+	Mode        string          `toml:"mode"`
+	Sandbox     Sandbox         `toml:"sandbox"`
+	Resources   Resources       `toml:"resources"`
+	Restart     Restart         `toml:"restart"`
+	Health      Health          `toml:"health"`
+	Files       []File          `toml:"files"`
+	Secrets     []Secret        `toml:"secrets"`
+	Routes      []config.Route  `toml:"routes"`
+	HTTP        HTTP            `toml:"http"`
+	StopSignal  string          `toml:"stop_signal"`
+	StopTimeout config.Duration `toml:"stop_timeout"`
+	// Binaries is written by `narun ctl deploy`: one pinned object per arch.
+	Binaries map[string]Binary `toml:"binaries"`
+	// RestartedAt is written by `narun ctl app restart` (RFC 3339): changing
+	// it changes every fingerprint, so the runner rolls every instance.
+	RestartedAt string `toml:"restarted_at"`
+}
+
+// Sandbox restricts an app in mode "sandbox"; enforced by the sandbox package.
+type Sandbox struct {
+	// Landlock is "required" (refuse to start without it) or "best-effort".
+	Landlock string   `toml:"landlock"`
+	Presets  []string `toml:"presets"`
+	Paths    []Path   `toml:"paths"`
+	// User and Group run the app under another identity; empty = the runner's.
+	User    string `toml:"user"`
+	Group   string `toml:"group"`
+	Network string `toml:"network"`
+}
+
+// Path grants access to a host path: Mode is a combination of r, w and x.
+type Path struct {
+	Path string `toml:"path"`
+	Mode string `toml:"mode"`
+}
+
+// Resources limits an instance; zero means no limit.
+type Resources struct {
+	Memory config.Size `toml:"memory"`
+	// CPU is in cores (0.5 = half a core).
+	CPU  float64 `toml:"cpu"`
+	Pids int     `toml:"pids"`
+}
+
+// Restart says when and how fast a stopped instance is started again.
+type Restart struct {
+	Policy         string          `toml:"policy"`
+	InitialBackoff config.Duration `toml:"initial_backoff"`
+	MaxBackoff     config.Duration `toml:"max_backoff"`
+	// Jitter is the fraction (0..1) by which a backoff is randomly stretched.
+	Jitter float64 `toml:"jitter"`
+	// ResetAfter is how long an instance must run to forget its failures.
+	ResetAfter config.Duration `toml:"reset_after"`
+	// MaxFailures is how many consecutive failures make the instance
+	// "failed" (given up); 0 retries forever.
+	MaxFailures int `toml:"max_failures"`
+}
+
+// Health says how the runner decides that an instance serves.
+type Health struct {
+	Type string `toml:"type"`
+	// Service is the NATS Micro service pinged by type "micro".
+	Service    string          `toml:"service"`
+	Path       string          `toml:"path"`
+	Port       int             `toml:"port"`
+	Interval   config.Duration `toml:"interval"`
+	Timeout    config.Duration `toml:"timeout"`
+	Failures   int             `toml:"failures"`
+	StartGrace config.Duration `toml:"start_grace"`
+}
+
+// File places an object of the narun-files store in the instance dir.
+type File struct {
+	Object string `toml:"object"`
+	// Path is relative to the instance directory.
+	Path string `toml:"path"`
+}
+
+// Secret delivers a secret of narun-secrets as an env variable or a file.
+type Secret struct {
+	Name string `toml:"name"`
+	Env  string `toml:"env"`
+	// File is relative to the instance directory; written with mode 0400.
+	File string `toml:"file"`
+}
+
+// HTTP marks a plain-HTTP app that listens on 127.0.0.1:Port.
+type HTTP struct {
+	Port int `toml:"port"`
+}
+
+// Binary pins the object holding an app's binary for one arch.
+type Binary struct {
+	Object string `toml:"object"`
+	SHA256 string `toml:"sha256"`
+}
+
+// defaults is what an empty spec decodes over: TOML only overwrites the keys
+// it sets, so an explicit zero stays distinguishable from an absent key.
+func defaults() App {
+	return App{
+		Replicas: 1,
+		Mode:     ModeExec,
+		Restart: Restart{
+			Policy:         RestartAlways,
+			InitialBackoff: config.Duration(100 * time.Millisecond),
+			MaxBackoff:     config.Duration(5 * time.Minute),
+			Jitter:         0.2,
+			ResetAfter:     config.Duration(10 * time.Minute),
+		},
+		Health: Health{
+			Interval:   config.Duration(10 * time.Second),
+			Timeout:    config.Duration(2 * time.Second),
+			Failures:   3,
+			StartGrace: config.Duration(30 * time.Second),
+		},
+		StopSignal:  "SIGTERM",
+		StopTimeout: config.Duration(10 * time.Second),
+	}
+}
+
+// Parse decodes a spec strictly, fills defaults and validates it. file only
+// names the source in error messages.
+func Parse(file string, data []byte) (*App, error) {
+	a := defaults()
+	if err := config.DecodeStrict(file, data, &a); err != nil {
+		return nil, err
+	}
+	v := &validator{file: file, data: data}
+	a.fill()
+	a.validate(v)
+	slices.SortStableFunc(v.errs, func(x, y *FieldError) int {
+		return lineOrder(x.Line) - lineOrder(y.Line)
+	})
+	if len(v.errs) > 0 {
+		errs := make([]error, len(v.errs))
+		for i, e := range v.errs {
+			errs[i] = e
+		}
+		return nil, errors.Join(errs...)
+	}
+	return &a, nil
+}
+
+// lineOrder puts errors without a line after the placed ones.
+func lineOrder(l int) int {
+	if l == 0 {
+		return 1 << 30
+	}
+	return l
+}
+
+// fill sets the defaults that depend on other fields.
+func (a *App) fill() {
+	if a.Mode == ModeSandbox {
+		if a.Sandbox.Landlock == "" {
+			a.Sandbox.Landlock = "required"
+		}
+		if a.Sandbox.Network == "" {
+			a.Sandbox.Network = "host"
+		}
+		if a.Sandbox.Presets == nil {
+			a.Sandbox.Presets = []string{"stdio", "tmp", "proc_self"}
+		}
+	}
+	for i := range a.Routes {
+		if a.Routes[i].Service == "" {
+			a.Routes[i].Service = a.Name
+		}
+		if a.Routes[i].Match == "" {
+			a.Routes[i].Match = "prefix"
+		}
+	}
+	h := &a.Health
+	if h.Type == "" {
+		switch {
+		case a.HTTP.Port > 0 && a.HTTP.Port <= 65535:
+			h.Type = HealthTCP
+		case len(a.Routes) > 0:
+			h.Type = HealthMicro
+		default:
+			h.Type = HealthNone
+		}
+	}
+	if h.Type == HealthMicro && h.Service == "" {
+		h.Service = a.Name
+		if len(a.Routes) > 0 {
+			h.Service = a.Routes[0].Service
+		}
+	}
+	if (h.Type == HealthHTTP || h.Type == HealthTCP) && h.Port == 0 {
+		h.Port = a.HTTP.Port
+	}
+	if h.Type == HealthHTTP && h.Path == "" {
+		h.Path = "/"
+	}
+	if s, ok := normalSignal(a.StopSignal); ok {
+		a.StopSignal = s
+	}
+}
+
+var (
+	tokenRe   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
+	envRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+	hexRe     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	userRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+)
+
+// ValidName reports whether s can be an app, node, secret or file name:
+// a single NATS subject token that is also safe as a file name.
+func ValidName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("longer than %d characters", MaxNameLen)
+	case !tokenRe.MatchString(s):
+		return errors.New("may contain only letters, digits, '_' and '-' (it is a NATS subject token)")
+	}
+	return nil
+}
+
+var objectRe = regexp.MustCompile(`^[A-Za-z0-9_-]([A-Za-z0-9._-]*[A-Za-z0-9_-])?$`)
+
+// ValidObjectName reports whether s can name a file in narun-files or a
+// secret in narun-secrets: like ValidName, but dots are allowed inside
+// ("app.conf"), as these names never become a subject token of narun's.
+func ValidObjectName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 2*MaxNameLen:
+		return fmt.Errorf("longer than %d characters", 2*MaxNameLen)
+	case !objectRe.MatchString(s) || strings.Contains(s, ".."):
+		return errors.New("may contain only letters, digits, '_', '-' and single '.' inside")
+	}
+	return nil
+}
+
+func (a *App) validate(v *validator) {
+	v.check("name", ValidName(a.Name))
+	switch {
+	case a.Version == "":
+		v.add("version", "is required")
+	case len(a.Version) > MaxNameLen || !versionRe.MatchString(a.Version):
+		v.add("version", "want letters, digits, '.', '_', '+' and '-', at most %d characters", MaxNameLen)
+	}
+	for i, s := range a.Args {
+		if strings.ContainsRune(s, 0) {
+			v.add(fmt.Sprintf("args[%d]", i), "contains a NUL byte")
+		}
+	}
+	for _, k := range sortedKeys(a.Env) {
+		key := "env." + k
+		switch {
+		case !envRe.MatchString(k):
+			v.add(key, "not a valid environment variable name")
+		case strings.HasPrefix(k, "NARUN_"):
+			v.add(key, "NARUN_ variables are set by the runner")
+		case strings.ContainsRune(a.Env[k], 0):
+			v.add(key, "contains a NUL byte")
+		}
+	}
+	a.validateSelector(v)
+	switch a.Mode {
+	case ModeExec:
+		if !isZero(a.Sandbox) {
+			v.add("sandbox", "[sandbox] needs mode = \"sandbox\"")
+		}
+	case ModeSandbox:
+		a.validateSandbox(v)
+	default:
+		v.add("mode", "want \"exec\" or \"sandbox\", got %q", a.Mode)
+	}
+	a.validateResources(v)
+	a.validateRestart(v)
+	a.validateHealth(v)
+	a.validateFiles(v)
+	a.validateRoutes(v)
+	if a.HTTP.Port != 0 {
+		v.port("http.port", a.HTTP.Port)
+	}
+	if _, ok := signals[a.StopSignal]; !ok {
+		v.add("stop_signal", "unknown signal %q: want e.g. \"SIGTERM\", \"SIGINT\", \"SIGQUIT\"", a.StopSignal)
+	}
+	v.maxDur("stop_timeout", a.StopTimeout, MaxTimeout)
+	if a.RestartedAt != "" {
+		if _, err := time.Parse(time.RFC3339Nano, a.RestartedAt); err != nil {
+			v.add("restarted_at", "want an RFC 3339 time (written by narun ctl app restart), got %q", a.RestartedAt)
+		}
+	}
+	for _, arch := range sortedKeys(a.Binaries) {
+		b, key := a.Binaries[arch], "binaries."+arch
+		if !slices.Contains(Arches, arch) {
+			v.add(key, "unknown arch %q: want one of %s", arch, strings.Join(Arches, ", "))
+			continue
+		}
+		if b.Object == "" {
+			v.add(key+".object", "is required")
+		}
+		if !hexRe.MatchString(b.SHA256) {
+			v.add(key+".sha256", "want 64 lower-case hex digits")
+		}
+	}
+}
+
+func (a *App) validateSelector(v *validator) {
+	if len(a.Nodes) == 0 && len(a.Labels) == 0 {
+		v.add("nodes", "select nodes with nodes = [\"id\", ...] and/or labels = { key = \"value\" }")
+	}
+	seen := map[string]bool{}
+	for i, n := range a.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		if err := ValidName(n); err != nil {
+			v.add(key, "node id %q: %v", n, err)
+		} else if seen[n] {
+			v.add(key, "node %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	for _, k := range sortedKeys(a.Labels) {
+		if !labelRe.MatchString(k) || len(k) > 128 {
+			v.add("labels."+k, "invalid label name")
+		}
+		if val := a.Labels[k]; val == "" || len(val) > 128 || strings.ContainsAny(val, "\x00\n") {
+			v.add("labels."+k, "label value must be 1..128 characters on one line")
+		}
+	}
+	if a.Replicas < 0 || a.Replicas > MaxReplicas {
+		v.add("replicas", "want 0..%d, got %d", MaxReplicas, a.Replicas)
+	}
+}
+
+func (a *App) validateSandbox(v *validator) {
+	s := a.Sandbox
+	if s.Landlock != "required" && s.Landlock != "best-effort" {
+		v.add("sandbox.landlock", "want \"required\" or \"best-effort\", got %q", s.Landlock)
+	}
+	switch s.Network {
+	case "host", "none", "isolated":
+	default:
+		v.add("sandbox.network", "want \"host\", \"none\" or \"isolated\", got %q", s.Network)
+	}
+	for i, p := range s.Presets {
+		if !slices.Contains(Presets, p) {
+			v.add(fmt.Sprintf("sandbox.presets[%d]", i), "unknown preset %q: want %s", p, strings.Join(Presets, ", "))
+		}
+	}
+	for i, p := range s.Paths {
+		key := fmt.Sprintf("sandbox.paths[%d]", i)
+		if !strings.HasPrefix(p.Path, "/") || hasDotDot(p.Path) || strings.ContainsRune(p.Path, 0) {
+			v.add(key+".path", "want an absolute path without '..', got %q", p.Path)
+		}
+		if !validMode(p.Mode) {
+			v.add(key+".mode", "want a combination of r, w and x (e.g. \"r\", \"rw\", \"rx\"), got %q", p.Mode)
+		}
+	}
+	if s.User != "" && (!userRe.MatchString(s.User) || len(s.User) > 32) {
+		v.add("sandbox.user", "invalid user %q", s.User)
+	}
+	if s.Group != "" && (!userRe.MatchString(s.Group) || len(s.Group) > 32) {
+		v.add("sandbox.group", "invalid group %q", s.Group)
+	}
+}
+
+func (a *App) validateResources(v *validator) {
+	r := a.Resources
+	if r.Memory != 0 && (r.Memory < 4<<20 || r.Memory > 1<<40) {
+		v.add("resources.memory", "want 0 (no limit) or 4MiB..1TiB, got %d bytes", r.Memory)
+	}
+	if r.CPU < 0 || r.CPU > 1024 || r.CPU != r.CPU {
+		v.add("resources.cpu", "want 0 (no limit) or a number of cores up to 1024, got %v", r.CPU)
+	} else if r.CPU > 0 && r.CPU < 0.01 {
+		v.add("resources.cpu", "want at least 0.01 cores, got %v", r.CPU)
+	}
+	if r.Pids < 0 || r.Pids > 1<<22 {
+		v.add("resources.pids", "want 0 (no limit) or up to %d, got %d", 1<<22, r.Pids)
+	}
+}
+
+func (a *App) validateRestart(v *validator) {
+	r := a.Restart
+	switch r.Policy {
+	case RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		v.add("restart.policy", "want \"always\", \"on-failure\" or \"never\", got %q", r.Policy)
+	}
+	v.maxDur("restart.initial_backoff", r.InitialBackoff, MaxBackoff)
+	v.maxDur("restart.max_backoff", r.MaxBackoff, MaxBackoff)
+	if r.InitialBackoff == 0 {
+		v.add("restart.initial_backoff", "must be greater than 0")
+	}
+	if r.MaxBackoff < r.InitialBackoff {
+		v.add("restart.max_backoff", "must not be less than initial_backoff (%s)", r.InitialBackoff.D())
+	}
+	if r.Jitter < 0 || r.Jitter > 1 || r.Jitter != r.Jitter {
+		v.add("restart.jitter", "want a fraction 0..1, got %v", r.Jitter)
+	}
+	v.maxDur("restart.reset_after", r.ResetAfter, 24*time.Hour)
+	if r.MaxFailures < 0 || r.MaxFailures > 10000 {
+		v.add("restart.max_failures", "want 0 (never give up) .. 10000, got %d", r.MaxFailures)
+	}
+}
+
+func (a *App) validateHealth(v *validator) {
+	h := a.Health
+	switch h.Type {
+	case HealthMicro:
+		if err := validSubject(h.Service); err != nil {
+			v.add("health.service", "%v", err)
+		}
+	case HealthHTTP:
+		if !strings.HasPrefix(h.Path, "/") {
+			v.add("health.path", "want a path starting with '/', got %q", h.Path)
+		}
+		fallthrough
+	case HealthTCP:
+		if h.Port == 0 {
+			v.add("health.port", "is required for type %q (or set [http] port)", h.Type)
+		} else {
+			v.port("health.port", h.Port)
+		}
+	case HealthNone:
+	default:
+		v.add("health.type", "want \"micro\", \"http\", \"tcp\" or \"none\", got %q", h.Type)
+	}
+	v.maxDur("health.interval", h.Interval, MaxTimeout)
+	v.maxDur("health.timeout", h.Timeout, MaxTimeout)
+	v.maxDur("health.start_grace", h.StartGrace, MaxTimeout)
+	if h.Type != HealthNone {
+		if h.Interval < config.Duration(100*time.Millisecond) {
+			v.add("health.interval", "want at least 100ms, got %s", h.Interval.D())
+		}
+		if h.Timeout == 0 {
+			v.add("health.timeout", "must be greater than 0")
+		}
+	}
+	if h.Failures < 1 || h.Failures > 1000 {
+		v.add("health.failures", "want 1..1000, got %d", h.Failures)
+	}
+}
+
+func (a *App) validateFiles(v *validator) {
+	dest := map[string]string{}
+	claim := func(key, p string) {
+		c := cleanRel(p)
+		if prev, ok := dest[c]; ok {
+			v.add(key, "path %q already used by %s", p, prev)
+		}
+		dest[c] = key
+	}
+	for i, f := range a.Files {
+		key := fmt.Sprintf("files[%d]", i)
+		if err := ValidObjectName(f.Object); err != nil {
+			v.add(key+".object", "object %q: %v", f.Object, err)
+		}
+		if err := validRel(f.Path); err != nil {
+			v.add(key+".path", "%v", err)
+		} else {
+			claim(key+".path", f.Path)
+		}
+	}
+	envs := map[string]bool{}
+	for i, s := range a.Secrets {
+		key := fmt.Sprintf("secrets[%d]", i)
+		if err := ValidObjectName(s.Name); err != nil {
+			v.add(key+".name", "secret %q: %v", s.Name, err)
+		}
+		switch {
+		case (s.Env == "") == (s.File == ""):
+			v.add(key, "set exactly one of env or file")
+		case s.Env != "":
+			switch {
+			case !envRe.MatchString(s.Env):
+				v.add(key+".env", "not a valid environment variable name: %q", s.Env)
+			case strings.HasPrefix(s.Env, "NARUN_"):
+				v.add(key+".env", "NARUN_ variables are set by the runner")
+			case envs[s.Env]:
+				v.add(key+".env", "%s set by two secrets", s.Env)
+			default:
+				if _, ok := a.Env[s.Env]; ok {
+					v.add(key+".env", "%s is also set in env", s.Env)
+				}
+			}
+			envs[s.Env] = true
+		default:
+			if err := validRel(s.File); err != nil {
+				v.add(key+".file", "%v", err)
+			} else {
+				claim(key+".file", s.File)
+			}
+		}
+	}
+}
+
+func (a *App) validateRoutes(v *validator) {
+	for i, r := range a.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		if !strings.HasPrefix(r.Path, "/") {
+			v.add(key+".path", "want a path starting with '/', got %q", r.Path)
+		}
+		if r.Match != "prefix" && r.Match != "exact" {
+			v.add(key+".match", "want \"prefix\" or \"exact\", got %q", r.Match)
+		}
+		if err := validSubject(r.Service); err != nil {
+			v.add(key+".service", "%v", err)
+		}
+		for j, m := range r.Methods {
+			if m == "" || strings.ToUpper(m) != m || strings.ContainsAny(m, " \t/") {
+				v.add(fmt.Sprintf("%s.methods[%d]", key, j), "want an upper-case HTTP method, got %q", m)
+			}
+		}
+		if strings.ContainsAny(r.Host, " /\x00") {
+			v.add(key+".host", "invalid host %q", r.Host)
+		}
+		v.maxDur(key+".timeout", r.Timeout, MaxTimeout)
+		if r.MaxBody < 0 || r.MaxBody > 1<<40 {
+			v.add(key+".max_body", "want 0 (gateway default) .. 1TiB")
+		}
+	}
+}
+
+// validSubject accepts a NATS subject without wildcards, as micro service
+// names and route services are.
+func validSubject(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if len(s) > 255 {
+		return errors.New("longer than 255 characters")
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n\x00") {
+			return fmt.Errorf("invalid NATS subject %q: no empty tokens, spaces or wildcards", s)
+		}
+	}
+	return nil
+}
+
+// validRel accepts a relative path that stays inside the instance dir.
+func validRel(p string) error {
+	switch {
+	case p == "":
+		return errors.New("must not be empty")
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("path %q must be relative to the instance directory", p)
+	case hasDotDot(p):
+		return fmt.Errorf("path %q must not contain '..'", p)
+	case strings.ContainsRune(p, 0) || strings.Contains(p, "\\"):
+		return fmt.Errorf("path %q contains a NUL byte or a backslash", p)
+	case cleanRel(p) == "." || cleanRel(p) == "":
+		return fmt.Errorf("path %q names the instance directory itself", p)
+	}
+	return nil
+}
+
+func hasDotDot(p string) bool {
+	return slices.Contains(strings.Split(p, "/"), "..")
+}
+
+// cleanRel normalises a validated relative path ("a//b/./c" -> "a/b/c").
+func cleanRel(p string) string {
+	var out []string
+	for _, part := range strings.Split(p, "/") {
+		if part != "" && part != "." {
+			out = append(out, part)
+		}
+	}
+	return strings.Join(out, "/")
+}
+
+func validMode(m string) bool {
+	if m == "" || len(m) > 3 {
+		return false
+	}
+	seen := map[rune]bool{}
+	for _, c := range m {
+		if !strings.ContainsRune("rwx", c) || seen[c] {
+			return false
+		}
+		seen[c] = true
+	}
+	return true
+}
+
+func isZero(s Sandbox) bool {
+	return s.Landlock == "" && s.Presets == nil && s.Paths == nil && s.User == "" && s.Group == "" && s.Network == ""
+}
+
+var signals = map[string]syscall.Signal{
+	"SIGTERM": syscall.SIGTERM, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT,
+	"SIGHUP": syscall.SIGHUP, "SIGUSR1": syscall.SIGUSR1, "SIGUSR2": syscall.SIGUSR2,
+	"SIGKILL": syscall.SIGKILL,
+}
+
+// normalSignal accepts "TERM", "sigterm" and "SIGTERM" alike.
+func normalSignal(s string) (string, bool) {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(u, "SIG") {
+		u = "SIG" + u
+	}
+	_, ok := signals[u]
+	return u, ok
+}
+
+// StopSig is the signal that asks an instance to stop.
+func (a *App) StopSig() syscall.Signal { return signals[a.StopSignal] }
+
+// Selects reports whether the node with this id and labels runs the app.
+func (a *App) Selects(nodeID string, labels map[string]string) bool {
+	if slices.Contains(a.Nodes, nodeID) {
+		return true
+	}
+	if len(a.Labels) == 0 {
+		return false
+	}
+	for k, want := range a.Labels {
+		if got, ok := labels[k]; !ok || got != want {
+			return false
+		}
+	}
+	return true
+}
+
+// ReplicasOn is the number of instances the node runs (0 when not selected).
+func (a *App) ReplicasOn(nodeID string, labels map[string]string) int {
+	if !a.Selects(nodeID, labels) {
+		return 0
+	}
+	return a.Replicas
+}
+
+// Binary returns the pinned binary for arch.
+func (a *App) Binary(arch string) (Binary, bool) {
+	b, ok := a.Binaries[arch]
+	return b, ok
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
+
+// WithBinaries returns the stored form of a spec: the operator's TOML
+// unchanged (comments included) followed by the generated [binaries.<arch>]
+// tables. src must not carry [binaries] itself; the result is validated.
+func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, error) {
+	a, err := Parse(file, src)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Binaries) > 0 {
+		return nil, fmt.Errorf("%s: key \"binaries\": already set; it is written by narun ctl deploy", file)
+	}
+	var b bytes.Buffer
+	b.Write(src)
+	if len(src) > 0 && src[len(src)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	b.WriteString("\n# Written by narun ctl deploy: the exact binaries this spec runs.\n")
+	arches := make([]string, 0, len(bins))
+	for arch := range bins {
+		arches = append(arches, arch)
+	}
+	sort.Strings(arches)
+	for _, arch := range arches {
+		fmt.Fprintf(&b, "[binaries.%s]\nobject = %q\nsha256 = %q\n", arch, bins[arch].Object, bins[arch].SHA256)
+	}
+	out := b.Bytes()
+	if _, err := Parse(file, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// restartedPrefix starts the line WithRestart writes; it is always the
+// first line of a stored spec, because top-level keys must precede tables.
+const restartedPrefix = "restarted_at = "
+
+// WithRestart returns src with restarted_at set to t, replacing a previous
+// value written the same way; the new fingerprint makes the runner roll
+// every instance as it does for a new version.
+func WithRestart(src []byte, t time.Time) []byte {
+	if bytes.HasPrefix(src, []byte(restartedPrefix)) {
+		if i := bytes.IndexByte(src, '\n'); i >= 0 {
+			src = src[i+1:]
+		} else {
+			src = nil
+		}
+	}
+	line := fmt.Sprintf("%s%q # written by narun ctl app restart\n", restartedPrefix, t.UTC().Format(time.RFC3339Nano))
+	return append([]byte(line), src...)
+}

@@ -1,0 +1,355 @@
+package spec
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const smallest = `name = "hello"
+version = "1.0.0"
+nodes = ["node-1"]        # node ids, or: labels = { role = "edge" }
+replicas = 2              # per selected node (default 1)
+[[routes]]                # optional: registered with every gateway on deploy
+path = "/hello/"          # service defaults to the app name
+`
+
+func TestSmallestContractSpec(t *testing.T) {
+	a, err := Parse("hello.toml", []byte(smallest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Name != "hello" || a.Replicas != 2 || a.Mode != ModeExec {
+		t.Errorf("got name %q replicas %d mode %q", a.Name, a.Replicas, a.Mode)
+	}
+	if len(a.Routes) != 1 || a.Routes[0].Service != "hello" || a.Routes[0].Match != "prefix" {
+		t.Errorf("route defaults not applied: %+v", a.Routes)
+	}
+	if a.Restart.Policy != RestartAlways || a.Restart.InitialBackoff.D() != 100*time.Millisecond || a.Restart.MaxBackoff.D() != 5*time.Minute {
+		t.Errorf("restart defaults: %+v", a.Restart)
+	}
+	if a.Health.Type != HealthMicro || a.Health.Service != "hello" {
+		t.Errorf("health default for an app with routes: %+v", a.Health)
+	}
+	if a.StopSig().String() != "terminated" || a.StopTimeout.D() != 10*time.Second {
+		t.Errorf("stop defaults: %v %v", a.StopSig(), a.StopTimeout.D())
+	}
+}
+
+func TestFullSpec(t *testing.T) {
+	src := `name = "full_app-2"
+version = "2.1.0+build.7"
+args = ["--flag", "x"]
+env = { LOG_LEVEL = "debug" }
+labels = { role = "edge" }
+mode = "sandbox"
+stop_signal = "INT"
+stop_timeout = "3s"
+
+[sandbox]
+landlock = "best-effort"
+presets = ["stdio", "dns", "certs"]
+network = "isolated"
+user = "nobody"
+[[sandbox.paths]]
+path = "/var/lib/thing"
+mode = "rw"
+
+[resources]
+memory = "64MiB"
+cpu = 0.5
+pids = 64
+
+[restart]
+policy = "on-failure"
+max_failures = 5
+jitter = 0
+
+[health]
+type = "http"
+path = "/healthz"
+
+[http]
+port = 8081
+
+[[files]]
+object = "app-config"
+path = "conf/app.yaml"
+
+[[secrets]]
+name = "db-pass"
+env = "DB_PASSWORD"
+
+[[secrets]]
+name = "tls-key"
+file = "secrets/tls.key"
+
+[binaries.arm64]
+object = "full_app-2/2.1.0+build.7/linux-arm64"
+sha256 = "` + strings.Repeat("ab", 32) + `"
+`
+	a, err := Parse("full.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Health.Port != 8081 || a.StopSignal != "SIGINT" || a.Resources.Memory != 64<<20 || a.Restart.Jitter != 0 {
+		t.Errorf("unexpected values: %+v", a)
+	}
+	if a.Sandbox.Paths[0].Mode != "rw" || a.Sandbox.Network != "isolated" {
+		t.Errorf("sandbox: %+v", a.Sandbox)
+	}
+	if !a.Selects("any", map[string]string{"role": "edge", "x": "y"}) || a.Selects("any", map[string]string{"role": "core"}) {
+		t.Error("label selector")
+	}
+	if b, ok := a.Binary("arm64"); !ok || b.SHA256 != strings.Repeat("ab", 32) {
+		t.Errorf("binary: %+v", b)
+	}
+}
+
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	tests := []struct {
+		name string
+		src  string
+		key  string
+		line int
+	}{
+		{"unknown top key", base + "replica = 2\n", "replica", 4},
+		{"unknown nested key", base + "[restart]\npolicy = \"always\"\nbackof = \"1s\"\n", "restart.backof", 6},
+		{"bad type", base + "replicas = \"two\"\n", "replicas", 4},
+		{"negative duration", base + "[restart]\nmax_backoff = \"-1s\"\n", "restart.max_backoff", 5},
+		{"negative replicas", base + "replicas = -1\n", "replicas", 4},
+		{"huge replicas", base + "replicas = 100000\n", "replicas", 4},
+		{"name with dot", "name = \"a.b\"\nversion = \"1\"\nnodes = [\"n1\"]\n", "name", 1},
+		{"name with wildcard", "name = \"a*\"\nversion = \"1\"\nnodes = [\"n1\"]\n", "name", 1},
+		{"name with slash", "name = \"a/b\"\nversion = \"1\"\nnodes = [\"n1\"]\n", "name", 1},
+		{"name unicode", "name = \"héllo\"\nversion = \"1\"\nnodes = [\"n1\"]\n", "name", 1},
+		{"name too long", "name = \"" + strings.Repeat("a", 65) + "\"\nversion = \"1\"\nnodes = [\"n1\"]\n", "name", 1},
+		{"missing version", "name = \"a\"\nnodes = [\"n1\"]\n", "version", 0},
+		{"no selector", "name = \"a\"\nversion = \"1\"\n", "nodes", 0},
+		{"bad node id", "name = \"a\"\nversion = \"1\"\nnodes = [\"n.1\"]\n", "nodes[0]", 3},
+		{"bad mode", base + "mode = \"jail\"\n", "mode", 4},
+		{"sandbox in exec mode", base + "[sandbox]\nnetwork = \"none\"\n", "sandbox", 4},
+		{"bad landlock", base + "mode = \"sandbox\"\n[sandbox]\nlandlock = \"maybe\"\n", "sandbox.landlock", 6},
+		{"bad preset", base + "mode = \"sandbox\"\n[sandbox]\npresets = [\"stdio\", \"home\"]\n", "sandbox.presets[1]", 6},
+		{"bad path mode", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"r\"\n[[sandbox.paths]]\npath = \"/y\"\nmode = \"rr\"\n", "sandbox.paths[1].mode", 10},
+		{"relative sandbox path", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"x\"\nmode = \"r\"\n", "sandbox.paths[0].path", 6},
+		{"bad network", base + "mode = \"sandbox\"\n[sandbox]\nnetwork = \"bridge\"\n", "sandbox.network", 6},
+		{"negative memory", base + "[resources]\nmemory = -5\n", "resources.memory", 5},
+		{"negative cpu", base + "[resources]\ncpu = -1.0\n", "resources.cpu", 5},
+		{"negative pids", base + "[resources]\npids = -1\n", "resources.pids", 5},
+		{"bad policy", base + "[restart]\npolicy = \"sometimes\"\n", "restart.policy", 5},
+		{"backoff inverted", base + "[restart]\ninitial_backoff = \"10s\"\nmax_backoff = \"1s\"\n", "restart.max_backoff", 6},
+		{"huge backoff", base + "[restart]\nmax_backoff = \"1000h\"\n", "restart.max_backoff", 5},
+		{"bad jitter", base + "[restart]\njitter = 2.0\n", "restart.jitter", 5},
+		{"negative max failures", base + "[restart]\nmax_failures = -3\n", "restart.max_failures", 5},
+		{"bad health type", base + "[health]\ntype = \"grpc\"\n", "health.type", 5},
+		{"http health without port", base + "[health]\ntype = \"http\"\n", "health.port", 4},
+		{"bad health port", base + "[health]\ntype = \"tcp\"\nport = 70000\n", "health.port", 6},
+		{"zero health failures", base + "[health]\nfailures = 0\n", "health.failures", 5},
+		{"file with dotdot", base + "[[files]]\nobject = \"x\"\npath = \"../etc/passwd\"\n", "files[0].path", 6},
+		{"file absolute", base + "[[files]]\nobject = \"x\"\npath = \"ok\"\n[[files]]\nobject = \"y\"\npath = \"/etc/passwd\"\n", "files[1].path", 9},
+		{"file duplicate path", base + "[[files]]\nobject = \"x\"\npath = \"a/b\"\n[[files]]\nobject = \"y\"\npath = \"a//b\"\n", "files[1].path", 9},
+		{"secret env and file", base + "[[secrets]]\nname = \"s\"\nenv = \"S\"\nfile = \"s\"\n", "secrets[0]", 4},
+		{"secret reserved env", base + "[[secrets]]\nname = \"s\"\nenv = \"NARUN_NODE\"\n", "secrets[0].env", 6},
+		{"secret file escape", base + "[[secrets]]\nname = \"s\"\nfile = \"a/../../x\"\n", "secrets[0].file", 6},
+		{"env reserved", base + "[env]\nNARUN_APP = \"x\"\n", "env.NARUN_APP", 5},
+		{"env bad name", base + "env = { \"A-B\" = \"x\" }\n", "env.A-B", 4},
+		{"route without slash", base + "[[routes]]\npath = \"hello\"\n", "routes[0].path", 5},
+		{"route bad match", base + "[[routes]]\npath = \"/\"\nmatch = \"regex\"\n", "routes[0].match", 6},
+		{"route wildcard service", base + "[[routes]]\npath = \"/\"\nservice = \"a.>\"\n", "routes[0].service", 6},
+		{"http port negative", base + "[http]\nport = -80\n", "http.port", 5},
+		{"bad stop signal", base + "stop_signal = \"SIGFOO\"\n", "stop_signal", 4},
+		{"huge stop timeout", base + "stop_timeout = \"48h\"\n", "stop_timeout", 4},
+		{"unknown arch", base + "[binaries.mips]\nobject = \"x\"\nsha256 = \"" + strings.Repeat("0", 64) + "\"\n", "binaries.mips", 4},
+		{"bad digest", base + "[binaries.amd64]\nobject = \"x\"\nsha256 = \"xyz\"\n", "binaries.amd64.sha256", 6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("app.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatal("spec accepted")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, `"`+tc.key+`"`) {
+				t.Errorf("error does not name key %q: %s", tc.key, msg)
+			}
+			prefix := "app.toml:"
+			if tc.line > 0 {
+				prefix += strconv.Itoa(tc.line) + ":"
+			}
+			if !strings.HasPrefix(msg, prefix) {
+				t.Errorf("error does not start with %q: %s", prefix, msg)
+			}
+			var fe *FieldError
+			if errors.As(err, &fe) && tc.line > 0 && fe.Line != tc.line {
+				t.Errorf("line %d, want %d", fe.Line, tc.line)
+			}
+		})
+	}
+}
+
+func TestObjectNames(t *testing.T) {
+	for _, ok := range []string{"conf", "app.conf", "tls_key-2", "a"} {
+		if err := ValidObjectName(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".hidden", "trailing.", "a..b", "a/b", "../x", "a b", "é", strings.Repeat("x", 200)} {
+		if ValidObjectName(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestHealthServiceDefault(t *testing.T) {
+	a, err := Parse("a.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\n[[routes]]\npath = \"/api/\"\nservice = \"api.v1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Health.Type != HealthMicro || a.Health.Service != "api.v1" {
+		t.Errorf("health: %+v", a.Health)
+	}
+}
+
+func TestAllProblemsReported(t *testing.T) {
+	_, err := Parse("app.toml", []byte("name = \"a.b\"\nversion = \"1\"\nnodes = [\"n\"]\nreplicas = -1\nmode = \"x\"\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, key := range []string{`"name"`, `"replicas"`, `"mode"`} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("missing %s in %v", key, err)
+		}
+	}
+}
+
+func TestReplicasOn(t *testing.T) {
+	a, err := Parse("a.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nlabels = { role = \"edge\", zone = \"b\" }\nreplicas = 3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		node   string
+		labels map[string]string
+		want   int
+	}{
+		{"n1", nil, 3},
+		{"n2", nil, 0},
+		{"n2", map[string]string{"role": "edge"}, 0},
+		{"n2", map[string]string{"role": "edge", "zone": "b"}, 3},
+		{"n2", map[string]string{"role": "edge", "zone": "c"}, 0},
+	}
+	for _, tc := range tests {
+		if got := a.ReplicasOn(tc.node, tc.labels); got != tc.want {
+			t.Errorf("ReplicasOn(%s, %v) = %d, want %d", tc.node, tc.labels, got, tc.want)
+		}
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	digest := func(c byte) string { return strings.Repeat(string(c), 64) }
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	bins := "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + digest('a') + "\"\n" +
+		"[binaries.arm64]\nobject = \"a/1/linux-arm64\"\nsha256 = \"" + digest('b') + "\"\n"
+	fp := func(src, arch string) string {
+		t.Helper()
+		a, err := Parse("a.toml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Fingerprint(arch)
+	}
+	ref := fp(base+bins, "amd64")
+	same := []struct{ name, src string }{
+		{"replicas", base + "replicas = 5\n" + bins},
+		{"routes", base + "[[routes]]\npath = \"/x/\"\n" + bins},
+		{"restart", base + "[restart]\nmax_failures = 3\n" + bins},
+		{"stop timeout", base + "stop_timeout = \"1s\"\n" + bins},
+		{"other arch binary", base + "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + digest('a') + "\"\n[binaries.arm64]\nobject = \"a/1/linux-arm64\"\nsha256 = \"" + digest('c') + "\"\n"},
+		{"other node list", "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\", \"n2\"]\n" + bins},
+	}
+	for _, tc := range same {
+		if got := fp(tc.src, "amd64"); got != ref {
+			t.Errorf("%s changed the fingerprint", tc.name)
+		}
+	}
+	differ := []struct{ name, src string }{
+		{"args", base + "args = [\"-v\"]\n" + bins},
+		{"env", base + "env = { A = \"1\" }\n" + bins},
+		{"version", "name = \"a\"\nversion = \"2\"\nnodes = [\"n1\"]\n" + bins},
+		{"own binary", base + "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + digest('d') + "\"\n"},
+		{"resources", base + "[resources]\nmemory = \"64MiB\"\n" + bins},
+		{"restart", string(WithRestart([]byte(base+bins), time.Unix(1, 0)))},
+	}
+	for _, tc := range differ {
+		if got := fp(tc.src, "amd64"); got == ref {
+			t.Errorf("%s did not change the fingerprint", tc.name)
+		}
+	}
+}
+
+func TestWithBinaries(t *testing.T) {
+	bins := map[string]Binary{
+		"arm64": {Object: "hello/1.0.0/linux-arm64", SHA256: strings.Repeat("1", 64)},
+		"amd64": {Object: "hello/1.0.0/linux-amd64", SHA256: strings.Repeat("2", 64)},
+	}
+	out, err := WithBinaries("hello.toml", []byte(smallest), bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), smallest) {
+		t.Error("operator's spec not kept verbatim")
+	}
+	a, err := Parse("stored", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Binaries["amd64"] != bins["amd64"] || a.Binaries["arm64"] != bins["arm64"] {
+		t.Errorf("binaries: %+v", a.Binaries)
+	}
+	if _, err := WithBinaries("again", out, bins); err == nil || !strings.Contains(err.Error(), `"binaries"`) {
+		t.Errorf("second [binaries] accepted: %v", err)
+	}
+}
+
+func TestWithRestart(t *testing.T) {
+	src := []byte(smallest)
+	once := WithRestart(src, time.Unix(100, 0))
+	twice := WithRestart(once, time.Unix(200, 0))
+	if !strings.HasSuffix(string(twice), smallest) || strings.Count(string(twice), "restarted_at") != 1 {
+		t.Fatalf("restart line not replaced:\n%s", twice)
+	}
+	a1, err := Parse("1", once)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := Parse("2", twice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Fingerprint("amd64") == a2.Fingerprint("amd64") {
+		t.Error("restart did not change the fingerprint")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(smallest))
+	f.Add([]byte("name = \"a\"\nversion = \"1\"\nlabels = { r = \"x\" }\nmode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"rw\"\n[[files]]\nobject = \"o\"\npath = \"p\"\n"))
+	f.Add([]byte("[restart]\nmax_backoff = \"-1s\"\n[[routes]]\n[[routes]]\npath = 3\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := Parse("f.toml", data)
+		if err != nil {
+			return
+		}
+		// Whatever parses must parse again identically once stored.
+		if a.Fingerprint("amd64") == "" {
+			t.Fatal("empty fingerprint")
+		}
+		if _, err := Parse("again", data); err != nil {
+			t.Fatalf("second parse: %v", err)
+		}
+	})
+}

@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+func TestCreateOrOpen(t *testing.T) {
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An operator tuned narun-apps before any narun client started.
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: names.AppsBucket, History: 42}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		kv, err := KV(ctx, js, names.AppsBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.History() != 42 {
+			t.Fatalf("history reset to %d", st.History())
+		}
+	}
+
+	nodes, err := KV(ctx, js, names.NodesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := nodes.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != NodeTTL {
+		t.Errorf("nodes TTL %s, want %s", st.TTL(), NodeTTL)
+	}
+	for _, b := range []string{names.BinariesBucket, names.FilesBucket} {
+		if _, err := Objects(ctx, js, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := LogsStream(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxBytes <= 0 || info.Config.MaxAge <= 0 || info.Config.MaxAge > 30*24*time.Hour {
+		t.Errorf("logs stream unbounded: %+v", info.Config)
+	}
+	if _, err := KV(ctx, js, "something-else"); err == nil {
+		t.Error("unknown bucket created")
+	}
+	if _, err := Objects(ctx, js, "something-else"); err == nil {
+		t.Error("unknown object store created")
+	}
+}
