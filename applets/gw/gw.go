@@ -1,14 +1,84 @@
-// Package gw is the narun gw applet.
+// Package gw is the narun gw applet: the HTTP gateway on its own, talking
+// to NATS over TCP.
 package gw
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/gateway"
 )
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
+	flags = append(flags,
+		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
+		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
+	)
+	app := cli.NewApp(stdio, args[0], "HTTP gateway to NATS Micro services", flags)
+	app.Action = func(c *ucli.Context) error {
+		if c.NArg() > 0 {
+			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		}
+		cfg, log, err := cli.Load(c, stdio)
+		if err != nil {
+			return err
+		}
+		if c.IsSet("listen") {
+			cfg.Gateway.Listen = c.String("listen")
+		}
+		if c.IsSet("admin-listen") {
+			cfg.Gateway.AdminListen = c.String("admin-listen")
+		}
+		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
+		if err != nil {
+			return err
+		}
+		opts = append(opts,
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+			nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
+			nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
+		)
+		// RetryOnFailedConnect makes this succeed with NATS down: the
+		// gateway serves 503 until the connection comes up.
+		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to nats %s: %w", cfg.Gateway.NATSURL, err)
+		}
+		defer nc.Close()
+		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path})
+		if err != nil {
+			return err
+		}
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if cfg.Path == "" {
+						log.Warn("SIGHUP ignored: no configuration file to reload")
+						continue
+					}
+					if err := g.Reload(); err != nil {
+						log.Error("reload failed, keeping the current routes", "err", err)
+					}
+				}
+			}
+		}()
+		log.Info("gateway starting", "nats", cfg.Gateway.NATSURL, "config", cfg.Path)
+		return g.Run(ctx)
+	}
+	return app.RunContext(ctx, args)
 }

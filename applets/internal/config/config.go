@@ -87,12 +87,15 @@ type User struct {
 // Gateway configures the HTTP gateway.
 type Gateway struct {
 	Client
-	Listen      string     `toml:"listen"`
-	AdminListen string     `toml:"admin_listen"`
-	Timeout     Duration   `toml:"timeout"`
-	MaxBody     Size       `toml:"max_body"`
-	TLS         GatewayTLS `toml:"tls"`
-	Routes      []Route    `toml:"routes"`
+	Listen      string   `toml:"listen"`
+	AdminListen string   `toml:"admin_listen"`
+	Timeout     Duration `toml:"timeout"`
+	MaxBody     Size     `toml:"max_body"`
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// at shutdown; 0 means 15s.
+	ShutdownTimeout Duration   `toml:"shutdown_timeout"`
+	TLS             GatewayTLS `toml:"tls"`
+	Routes          []Route    `toml:"routes"`
 }
 
 // GatewayTLS enables HTTPS when Cert and Key are set.
@@ -124,6 +127,15 @@ type Runner struct {
 	// MasterKeyFile holds the key that decrypts secrets on this node.
 	MasterKeyFile     string   `toml:"master_key_file"`
 	HeartbeatInterval Duration `toml:"heartbeat_interval"`
+	// ResyncInterval is the period of the full reconciliation that backs up
+	// the watch of narun-apps.
+	ResyncInterval Duration `toml:"resync_interval"`
+	// AppNATSURL is the NATS URL given to apps; "" means nats_url.
+	AppNATSURL string `toml:"app_nats_url"`
+	// AppNATSCreds and AppNATSNkey are credential files given to apps; the
+	// runner's own credentials are never passed on.
+	AppNATSCreds string `toml:"app_nats_creds"`
+	AppNATSNkey  string `toml:"app_nats_nkey"`
 }
 
 // Ctl configures the management CLI.
@@ -143,17 +155,19 @@ func Defaults() File {
 			MaxPayload: 1 << 20,
 		},
 		Gateway: Gateway{
-			Client:      Client{NATSURL: DefaultNATSURL},
-			Listen:      ":8080",
-			AdminListen: ":9090",
-			Timeout:     Duration(30 * time.Second),
-			MaxBody:     64 << 20,
-			TLS:         GatewayTLS{Listen: ":8443"},
+			Client:          Client{NATSURL: DefaultNATSURL},
+			Listen:          ":8080",
+			AdminListen:     ":9090",
+			Timeout:         Duration(30 * time.Second),
+			MaxBody:         64 << 20,
+			ShutdownTimeout: Duration(15 * time.Second),
+			TLS:             GatewayTLS{Listen: ":8443"},
 		},
 		Runner: Runner{
 			Client:            Client{NATSURL: DefaultNATSURL},
 			AdminListen:       ":9101",
 			HeartbeatInterval: Duration(5 * time.Second),
+			ResyncInterval:    Duration(30 * time.Second),
 		},
 		Ctl: Ctl{
 			Client:  Client{NATSURL: DefaultNATSURL},

@@ -1,0 +1,79 @@
+package gw_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/gw"
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+func status(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestGatewayApplet runs `narun gw` against NATS that comes up after it,
+// reloads its routes on SIGHUP and stops on cancel.
+func TestGatewayApplet(t *testing.T) {
+	natsAddr, httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	base := "[gateway]\nlisten = \"" + httpAddr + "\"\nadmin_listen = \"" + adminAddr + "\"\n"
+	if err := os.WriteFile(path, []byte(base+"[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- gw.Main(ctx, stdio, []string{"gw", "--config", path, "--nats-url", "nats://" + natsAddr})
+	}()
+	testutil.Eventually(t, 10*time.Second, "gateway admin to listen", func() bool { return status("http://"+adminAddr+"/healthz") == 200 })
+	if s := status("http://" + adminAddr + "/readyz"); s != 503 {
+		t.Errorf("readyz without NATS = %d, want 503", s)
+	}
+	if s := status("http://" + httpAddr + "/a"); s != 503 {
+		t.Errorf("request without NATS = %d, want 503", s)
+	}
+	natstest.StartConfig(t, embednats.Config{Listen: natsAddr})
+	testutil.Eventually(t, 20*time.Second, "readyz once NATS is up", func() bool { return status("http://"+adminAddr+"/readyz") == 200 })
+
+	if s := status("http://" + httpAddr + "/b"); s != 404 {
+		t.Errorf("/b before reload = %d, want 404", s)
+	}
+	if err := os.WriteFile(path, []byte(base+"[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// No responder for b: 503 means the route exists.
+	testutil.Eventually(t, 10*time.Second, "route /b after SIGHUP", func() bool { return status("http://"+httpAddr+"/b") == 503 })
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("gw returned %v after cancel; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gw did not stop after cancel")
+	}
+}

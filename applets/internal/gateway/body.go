@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+var errBodyTooLarge = errors.New("request body too large")
+
+// Bodies of known length that fit in one message are read into a pooled
+// buffer of the next power of two from 4 KiB: one pool per size, so a 64 KiB
+// upload neither takes nor clears a message-sized buffer.
+const (
+	minSizeShift = 12
+	maxSizeShift = 20
+)
+
+var sizedBufs [maxSizeShift - minSizeShift + 1]sync.Pool
+
+func sizedBuf(n int64) (*[]byte, int) {
+	shift := max(bits.Len64(uint64(n-1)), minSizeShift)
+	if shift > maxSizeShift {
+		return nil, -1
+	}
+	i := shift - minSizeShift
+	if b, ok := sizedBufs[i].Get().(*[]byte); ok {
+		return b, i
+	}
+	b := make([]byte, 1<<shift)
+	return &b, i
+}
+
+// bodySource cuts a client's request body into message-sized chunks, read
+// only when the service pulls them.
+type bodySource struct {
+	r     io.ReadCloser
+	limit int64
+	chunk int
+	pool  *sync.Pool // of *[]byte, grown to chunk on use
+	cl    int64
+	read  int64
+	eof   bool
+	small *[]byte
+	class int // sizedBufs index of small
+	big   *[]byte
+}
+
+// first returns the part of the body that travels with the request head and
+// whether more follows.
+func (b *bodySource) first(contentLength int64) ([]byte, bool, error) {
+	b.cl = contentLength
+	if b.r == nil || b.r == http.NoBody || contentLength == 0 {
+		b.eof = true
+		return nil, false, nil
+	}
+	if contentLength > 0 && contentLength <= int64(b.chunk) {
+		b.small, b.class = sizedBuf(contentLength)
+	}
+	if b.small != nil {
+		n, err := io.ReadFull(b.r, (*b.small)[:contentLength])
+		b.read, b.eof = int64(n), true
+		if err != nil {
+			return nil, false, err
+		}
+		return (*b.small)[:n], false, nil
+	}
+	data, last, err := b.next()
+	return data, !last, err
+}
+
+// next reads the following chunk; last is true when it ends the body.
+func (b *bodySource) next() (data []byte, last bool, err error) {
+	if b.eof {
+		return nil, true, nil
+	}
+	if b.big == nil {
+		b.big = b.pool.Get().(*[]byte)
+		if len(*b.big) < b.chunk {
+			*b.big = make([]byte, b.chunk)
+		}
+	}
+	n, err := io.ReadFull(b.r, (*b.big)[:b.chunk])
+	b.read += int64(n)
+	if b.read > b.limit {
+		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
+	}
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		if b.cl > 0 && b.read < b.cl {
+			return nil, false, io.ErrUnexpectedEOF
+		}
+		b.eof = true
+	case err != nil:
+		return nil, false, err
+	case b.cl > 0 && b.read >= b.cl:
+		b.eof = true
+	}
+	return (*b.big)[:n], b.eof, nil
+}
+
+// sent returns the small buffer once the head is published: NATS copied it.
+func (b *bodySource) sent() {
+	if b.small != nil {
+		sizedBufs[b.class].Put(b.small)
+		b.small = nil
+	}
+}
+
+func (b *bodySource) release() {
+	b.sent()
+	if b.big != nil {
+		b.pool.Put(b.big)
+		b.big = nil
+	}
+}
+
+// stripEscaped removes the route prefix from the escaped path, keeping the
+// client's escaping of the rest (%2F stays %2F).
+func stripEscaped(escaped string, rt *route) string {
+	if rest, ok := strings.CutPrefix(escaped, rt.escPrefix); ok && (rest == "" || rest[0] == '/') {
+		if rest == "" {
+			return "/"
+		}
+		return rest
+	}
+	u, err := url.PathUnescape(escaped)
+	if err != nil {
+		u = escaped
+	}
+	return (&url.URL{Path: rt.stripped(u)}).EscapedPath()
+}

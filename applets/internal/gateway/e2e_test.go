@@ -1,0 +1,391 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
+)
+
+// seen is what a handler observed of a request.
+type seen struct {
+	Method, Path, RawPath, Query, Host, RemoteAddr, Proto string
+	Header                                                http.Header
+	Body                                                  string
+	Deadline                                              bool
+}
+
+func recorder() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, dl := r.Context().Deadline()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Reply", "yes")
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		_ = json.NewEncoder(w).Encode(seen{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.Host, r.RemoteAddr, r.Proto, r.Header, string(b), dl})
+	})
+}
+
+func TestRoundTrip(t *testing.T) {
+	e := newEnv(t, gwConfig(
+		config.Route{Path: "/rec/", Service: "rec"},
+		config.Route{Path: "/strip/", Service: "rec", StripPrefix: true},
+	))
+	e.serve(t, "rec", recorder())
+
+	req, _ := http.NewRequest("PUT", e.hs.URL+"/rec/a%2Fb/c?x=1&y=%20z&x=2", strings.NewReader("payload"))
+	req.Host = "api.example.com:8080"
+	req.Header.Set("X-Custom", "v1")
+	req.Header.Add("X-Multi", "m1")
+	req.Header.Add("X-Multi", "m2")
+	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("X-Request-Id", "client-id-42")
+	req.Header.Set("Narun-Method", "DELETE") // a client must not forge protocol headers
+	req.Header.Set("Narun-Status", "500")
+	req.Header.Set("Connection", "keep-alive, X-Hop")
+	req.Header.Set("X-Hop", "dropped")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ what, got, want string }{
+		{"status", fmt.Sprint(resp.StatusCode), "200"},
+		{"method", s.Method, "PUT"},
+		{"path", s.Path, "/rec/a/b/c"},
+		{"raw path", s.RawPath, "/rec/a%2Fb/c"},
+		{"query", s.Query, "x=1&y=%20z&x=2"},
+		{"host", s.Host, "api.example.com:8080"},
+		{"body", s.Body, "payload"},
+		{"custom header", s.Header.Get("X-Custom"), "v1"},
+		{"multi header", strings.Join(s.Header.Values("X-Multi"), ","), "m1,m2"},
+		{"traceparent", s.Header.Get("Traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		{"x-forwarded-for", s.Header.Get("X-Forwarded-For"), "203.0.113.7, 127.0.0.1"},
+		{"x-forwarded-host", s.Header.Get("X-Forwarded-Host"), "api.example.com:8080"},
+		{"x-forwarded-proto", s.Header.Get("X-Forwarded-Proto"), "http"},
+		{"request id in", s.Header.Get("X-Request-Id"), "client-id-42"},
+		{"request id out", resp.Header.Get("X-Request-Id"), "client-id-42"},
+		{"hop header", s.Header.Get("X-Hop"), ""},
+		{"connection", s.Header.Get("Connection"), ""},
+		{"forged protocol header", s.Header.Get("Narun-Status"), ""},
+		{"reply header", resp.Header.Get("X-Reply"), "yes"},
+		{"multi reply header", strings.Join(resp.Header.Values("Set-Cookie"), ","), "a=1,b=2"},
+		{"content type", resp.Header.Get("Content-Type"), "application/json"},
+		{"deadline", fmt.Sprint(s.Deadline), "true"},
+		{"proto", s.Proto, "HTTP/1.1"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
+		}
+	}
+	if !strings.HasPrefix(s.RemoteAddr, "127.0.0.1:") {
+		t.Errorf("remote addr = %q, want the client's 127.0.0.1:port", s.RemoteAddr)
+	}
+
+	// strip_prefix, and a generated request id when the client's is unusable.
+	req, _ = http.NewRequest("GET", e.hs.URL+"/strip/users/7", nil)
+	req.Header.Set("X-Request-Id", "bad id with spaces")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s = seen{}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Path != "/users/7" {
+		t.Errorf("stripped path = %q, want /users/7", s.Path)
+	}
+	rid := resp.Header.Get("X-Request-Id")
+	if rid == "" || rid == "bad id with spaces" || s.Header.Get("X-Request-Id") != rid {
+		t.Errorf("request id out %q, in %q: want a generated id, the same on both sides", rid, s.Header.Get("X-Request-Id"))
+	}
+}
+
+func digest(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestLargeBodies(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "big"}))
+	download := randomBytes(5<<20, 2)
+	e.serve(t, "big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("X-Sum", digest(download))
+			_, _ = w.Write(download)
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", len(b), digest(b))
+	}))
+
+	upload := randomBytes(2<<20, 1)
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("upload chunked=%v", chunked), func(t *testing.T) {
+			var body io.Reader = bytes.NewReader(upload)
+			if chunked {
+				body = io.MultiReader(body) // hides the length: Transfer-Encoding: chunked
+			}
+			resp, err := http.Post(e.hs.URL+"/up", "application/octet-stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			if want := fmt.Sprintf("%d %s", len(upload), digest(upload)); string(got) != want {
+				t.Errorf("service saw %q, want %q", got, want)
+			}
+		})
+	}
+	t.Run("download", func(t *testing.T) {
+		resp, err := http.Get(e.hs.URL + "/down")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(download) || digest(got) != resp.Header.Get("X-Sum") {
+			t.Errorf("downloaded %d bytes sum %s, want %d bytes sum %s", len(got), digest(got), len(download), resp.Header.Get("X-Sum"))
+		}
+	})
+}
+
+func TestServerSentEvents(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/events", Service: "sse"}))
+	next := make(chan struct{})
+	handlerDone := make(chan struct{})
+	e.serve(t, "sse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handlerDone)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+			// The next event waits until the client has seen this one, so
+			// the client can only pass if events arrive one by one.
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	resp, err := http.Get(e.hs.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("content type %q", ct)
+	}
+	br := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("data: event %d\n", i); line != want {
+			t.Fatalf("event %d = %q, want %q", i, line, want)
+		}
+		_, _ = br.ReadString('\n')
+		select {
+		case <-handlerDone:
+			t.Fatalf("handler returned before event %d was read", i)
+		default:
+		}
+		next <- struct{}{}
+	}
+	if rest, _ := io.ReadAll(br); len(rest) != 0 {
+		t.Errorf("trailing data %q", rest)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cfg := gwConfig(
+		config.Route{Path: "/ok/", Service: "ok"},
+		config.Route{Path: "/get-only", Methods: []string{"GET", "HEAD"}, Service: "ok"},
+		config.Route{Path: "/small", Service: "ok", MaxBody: 10},
+		config.Route{Path: "/nobody", Service: "nobody"},
+		config.Route{Path: "/slow", Service: "slow", Timeout: config.Duration(200 * time.Millisecond)},
+		config.Route{Path: "/raw/", Service: "raw"},
+	)
+	e := newEnv(t, cfg)
+	e.serve(t, "ok", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	e.serve(t, "slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	// raw answers like a hand-written responder in any language would.
+	raw := natsConn(t, e)
+	if _, err := raw.Subscribe("raw", func(m *nats.Msg) {
+		reply := &nats.Msg{Subject: m.Reply, Header: nats.Header{}}
+		switch m.Header.Get(consumer.HeaderPath) {
+		case "/raw/bad-status":
+			reply.Header.Set("Narun-Status", "abc")
+		case "/raw/frame-first":
+			reply.Header.Set("Narun-Frame", "data")
+		case "/raw/micro-404":
+			reply.Header.Set("Nats-Service-Error-Code", "404")
+			reply.Header.Set("Nats-Service-Error", "no such user")
+		case "/raw/micro-odd":
+			reply.Header.Set("Nats-Service-Error-Code", "E42")
+			reply.Header.Set("Nats-Service-Error", "database down")
+		case "/raw/lower":
+			reply.Header.Set("narun-status", "418")
+			reply.Header.Set("x-lower", "kept")
+			reply.Data = []byte("teapot")
+		}
+		_ = raw.PublishMsg(reply)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name, method, path string
+		body               io.Reader
+		status             int
+		header, value      string
+		bodyHas            string
+	}{
+		{"no route", "GET", "/nowhere", nil, 404, "", "", "no route"},
+		{"method", "POST", "/get-only", nil, 405, "Allow", "GET, HEAD", "not allowed"},
+		{"too large", "POST", "/small", strings.NewReader("12345678901"), 413, "", "", "larger than 10"},
+		{"too large chunked", "POST", "/small", io.MultiReader(strings.NewReader("12345678901")), 413, "", "", "too large"},
+		{"no responders", "GET", "/nobody", nil, 503, "Retry-After", "1", "no instance"},
+		{"timeout", "GET", "/slow", nil, 504, "", "", "within 200ms"},
+		{"bad status", "GET", "/raw/bad-status", nil, 502, "", "", "malformed"},
+		{"frame before head", "GET", "/raw/frame-first", nil, 502, "", "", "malformed"},
+		{"micro error code", "GET", "/raw/micro-404", nil, 404, "", "", "no such user"},
+		{"micro error odd code", "GET", "/raw/micro-odd", nil, 502, "", "", "database down"},
+		{"lower-case headers", "GET", "/raw/lower", nil, 418, "X-Lower", "kept", "teapot"},
+		{"ok", "POST", "/small", strings.NewReader("1234567890"), 200, "", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.hs.URL+tc.path, tc.body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.status, b)
+			}
+			if tc.header != "" && resp.Header.Get(tc.header) != tc.value {
+				t.Errorf("%s = %q, want %q", tc.header, resp.Header.Get(tc.header), tc.value)
+			}
+			if !strings.Contains(string(b), tc.bodyHas) {
+				t.Errorf("body %q does not contain %q", b, tc.bodyHas)
+			}
+			if rid := resp.Header.Get("X-Request-Id"); tc.status >= 400 && tc.status != 418 && (rid == "" || !strings.Contains(string(b), rid)) {
+				t.Errorf("error body %q does not name the request id %q", b, rid)
+			}
+		})
+	}
+}
+
+func natsConn(t *testing.T, e *env) *nats.Conn {
+	t.Helper()
+	nc, err := e.srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func TestClientCancelReachesHandler(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/wait", Service: "wait"}))
+	started := make(chan struct{})
+	cancelled := make(chan error, 1)
+	e.serve(t, "wait", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			cancelled <- r.Context().Err()
+		case <-time.After(20 * time.Second):
+			cancelled <- errors.New("handler context was never cancelled")
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.hs.URL+"/wait", nil)
+	go func() {
+		<-started
+		cancel()
+	}()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("request succeeded, want it cancelled")
+	}
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler context: %v, want context.Canceled", err)
+	}
+}
+
+func TestNATSReplyCLIAsResponder(t *testing.T) {
+	natsCLI := testutil.Tool(t, "nats")
+	e := newEnv(t, gwConfig(config.Route{Path: "/cli", Service: "cli.svc"}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, natsCLI, "--server", e.srv.ClientURL(), "reply", "cli.svc", "hello from the nats CLI", "-H", "Narun-Status:201", "-H", "Content-Type:text/plain")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	var body, ct string
+	testutil.Eventually(t, 15*time.Second, "nats reply answers through the gateway", func() bool {
+		resp, err := http.Get(e.hs.URL + "/cli")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		ct = resp.Header.Get("Content-Type")
+		return resp.StatusCode == 201
+	})
+	if body != "hello from the nats CLI" || ct != "text/plain" {
+		t.Errorf("body = %q, content type %q", body, ct)
+	}
+}

@@ -1,0 +1,451 @@
+// Package gateway is narun's HTTP gateway: it routes HTTP requests to NATS
+// Micro services with the protocol of docs/PROTOCOL.md, and serves the admin
+// endpoints (/healthz, /readyz, /metrics). The gw applet and `narun up`
+// both run it.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// Options configure a Gateway.
+type Options struct {
+	// Config is the [gateway] table; Listen "" disables plain HTTP,
+	// AdminListen "" disables the admin server, TLS needs Cert and Key.
+	Config config.Gateway
+	// Conn is connected or reconnecting (RetryOnFailedConnect); requests
+	// get 503 while it is not connected.
+	Conn *nats.Conn
+	// Logger receives the gateway's logs; nil discards them.
+	Logger *slog.Logger
+	// ConfigPath is the narun.toml the routes came from, re-read when it
+	// changes and on Reload; "" disables that.
+	ConfigPath string
+	// OnListen, if set, is told each address Run listens on; name is
+	// "http", "https" or "admin". Tests use it with ":0" addresses.
+	OnListen func(name, addr string)
+}
+
+// Gateway proxies HTTP requests to NATS services.
+type Gateway struct {
+	opts    Options
+	nc      *nats.Conn
+	log     *slog.Logger
+	mux     *inboxMux
+	metrics *metrics
+	noRoute *routeMetrics
+	table   atomic.Pointer[table]
+	chunk   atomic.Int64
+	bigBufs sync.Pool
+
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	mu         sync.Mutex // serialises route rebuilds
+	cfg        config.Gateway
+	kvRoutes   map[string][]config.Route
+	cert       atomic.Pointer[tls.Certificate]
+	certStamp  string
+	fileStamp  string
+	reloadErrs atomic.Uint64
+}
+
+// New checks the configuration and subscribes the reply inbox; it does not
+// listen yet (see Run).
+func New(opts Options) (*Gateway, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("gateway: no NATS connection")
+	}
+	g := &Gateway{
+		opts:     opts,
+		nc:       opts.Conn,
+		log:      opts.Logger,
+		metrics:  newMetrics(),
+		cfg:      opts.Config,
+		kvRoutes: map[string][]config.Route{},
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.noRoute = g.metrics.forRoute("")
+	g.bigBufs.New = func() any { return new([]byte) }
+	var rnd [5]byte
+	_, _ = rand.Read(rnd[:])
+	g.idPrefix = base32.HexEncoding.EncodeToString(rnd[:]) + "-"
+	if err := g.rebuild(opts.Config, g.kvRoutes); err != nil {
+		return nil, err
+	}
+	if g.opts.ConfigPath != "" {
+		g.fileStamp = stamp(g.opts.ConfigPath)
+	}
+	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
+		if tc.Cert == "" || tc.Key == "" {
+			return nil, errors.New("gateway tls: both cert and key are needed")
+		}
+		if err := g.loadCert(); err != nil {
+			return nil, err
+		}
+	}
+	mux, err := newInboxMux(g.nc)
+	if err != nil {
+		return nil, err
+	}
+	g.mux = mux
+	return g, nil
+}
+
+// chunkSize is how much body goes in one message: the server's
+// max_payload, known once connected, less room for the headers.
+func (g *Gateway) chunkSize() int {
+	if c := g.chunk.Load(); c > 0 {
+		return int(c)
+	}
+	mp := g.nc.MaxPayload()
+	if mp <= 0 {
+		mp = 1 << 20
+	}
+	const headroom = 64 << 10
+	c := mp - headroom
+	if mp <= 2*headroom {
+		c = max(mp/2, 1)
+	}
+	g.chunk.Store(c)
+	return int(c)
+}
+
+// Handler is the proxy without the listeners, for tests and embedding.
+func (g *Gateway) Handler() http.Handler { return g }
+
+func (g *Gateway) newRequestID() string {
+	return g.idPrefix + strconv.FormatUint(g.idSeq.Add(1), 36)
+}
+
+// rebuild compiles the routes of cfg and of the narun-routes bucket into a
+// new table. The file's routes must all be valid; a bad bucket entry only
+// loses that app's routes, since one deploy must not break all the others.
+func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	timeout, maxBody := cfg.Timeout.D(), int64(cfg.MaxBody)
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	if maxBody <= 0 {
+		maxBody = 64 << 20
+	}
+	src := g.opts.ConfigPath
+	if src == "" {
+		src = "config"
+	}
+	var routes []*route
+	for i, rc := range cfg.Routes {
+		r, err := compile(rc, fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path), timeout, maxBody)
+		if err != nil {
+			return err
+		}
+		routes = append(routes, r)
+	}
+	if _, err := newTable(routes); err != nil {
+		return err
+	}
+	apps := make([]string, 0, len(kv))
+	for app := range kv {
+		apps = append(apps, app)
+	}
+	slices.Sort(apps)
+	for _, app := range apps {
+		var appRoutes []*route
+		var err error
+		for i, rc := range kv[app] {
+			if rc.Service == "" {
+				rc.Service = app
+			}
+			var r *route
+			r, err = compile(rc, fmt.Sprintf("app %q route #%d (path %q)", app, i+1, rc.Path), timeout, maxBody)
+			if err != nil {
+				break
+			}
+			appRoutes = append(appRoutes, r)
+		}
+		if err == nil {
+			_, err = newTable(append(append([]*route(nil), routes...), appRoutes...))
+		}
+		if err != nil {
+			g.log.Error("ignoring routes of app", "app", app, "err", err)
+			continue
+		}
+		routes = append(routes, appRoutes...)
+	}
+	t, err := newTable(routes)
+	if err != nil {
+		return err
+	}
+	for _, r := range t.routes {
+		r.metrics = g.metrics.forRoute(r.label)
+	}
+	g.cfg = cfg
+	g.kvRoutes = kv
+	g.table.Store(t)
+	return nil
+}
+
+// Reload re-reads the routes from ConfigPath. On error the current routes
+// stay in place; the error says why.
+func (g *Gateway) Reload() error {
+	if g.opts.ConfigPath == "" {
+		return errors.New("reload: the gateway was not started from a configuration file")
+	}
+	data, err := os.ReadFile(g.opts.ConfigPath)
+	if err != nil {
+		g.reloadErrs.Add(1)
+		return fmt.Errorf("reload: %w", err)
+	}
+	f := config.Defaults()
+	if err := config.DecodeStrict(g.opts.ConfigPath, data, &f); err != nil {
+		g.reloadErrs.Add(1)
+		return fmt.Errorf("reload: %w", err)
+	}
+	g.mu.Lock()
+	kv := g.kvRoutes
+	g.mu.Unlock()
+	if err := g.rebuild(f.Gateway, kv); err != nil {
+		g.reloadErrs.Add(1)
+		return fmt.Errorf("reload: %w", err)
+	}
+	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
+	return nil
+}
+
+// setAppRoutes replaces the routes of one app from the narun-routes bucket;
+// nil removes them.
+func (g *Gateway) setAppRoutes(app string, routes []config.Route) {
+	g.mu.Lock()
+	kv := make(map[string][]config.Route, len(g.kvRoutes)+1)
+	for k, v := range g.kvRoutes {
+		kv[k] = v
+	}
+	cfg := g.cfg
+	g.mu.Unlock()
+	if routes == nil {
+		delete(kv, app)
+	} else {
+		kv[app] = routes
+	}
+	if err := g.rebuild(cfg, kv); err != nil {
+		g.log.Error("routes from narun-routes not applied", "app", app, "err", err)
+	}
+}
+
+// tlsFiles is the [gateway.tls] table of the current configuration.
+func (g *Gateway) tlsFiles() config.GatewayTLS {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg.TLS
+}
+
+func (g *Gateway) loadCert() error {
+	tc := g.tlsFiles()
+	cert, err := tls.LoadX509KeyPair(tc.Cert, tc.Key)
+	if err != nil {
+		return fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
+	}
+	g.cert.Store(&cert)
+	g.certStamp = stamp(tc.Cert) + stamp(tc.Key)
+	return nil
+}
+
+func (g *Gateway) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return g.cert.Load(), nil
+}
+
+// stamp identifies a file version without reading it.
+func stamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	return fi.ModTime().String() + "/" + strconv.FormatInt(fi.Size(), 10)
+}
+
+// watchFiles polls the configuration and certificate files: polling is a
+// stat every second and needs no inotify dependency.
+func (g *Gateway) watchFiles(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p := g.opts.ConfigPath; p != "" {
+			if s := stamp(p); s != g.fileStamp {
+				g.fileStamp = s
+				if err := g.Reload(); err != nil {
+					g.log.Error("configuration change not applied, keeping the current routes", "err", err)
+				}
+			}
+		}
+		if tc := g.tlsFiles(); tc.Cert != "" {
+			if s := stamp(tc.Cert) + stamp(tc.Key); s != g.certStamp {
+				if err := g.loadCert(); err != nil {
+					g.certStamp = s
+					g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
+				} else {
+					g.log.Info("tls certificate reloaded", "cert", tc.Cert)
+				}
+			}
+		}
+	}
+}
+
+// Run serves the listeners until ctx is done, then stops accepting, lets
+// in-flight requests finish (bounded by shutdown_timeout) and returns nil.
+// A listener that fails is an error.
+func (g *Gateway) Run(ctx context.Context) error {
+	defer g.mux.close()
+	type srv struct {
+		name string
+		s    *http.Server
+		ln   net.Listener
+		tls  bool
+	}
+	var servers []srv
+	closeAll := func() {
+		for _, s := range servers {
+			_ = s.ln.Close()
+		}
+	}
+	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+	listen := func(name, addr string, h http.Handler, p *http.Protocols, useTLS bool) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("gateway %s listener: %w", name, err)
+		}
+		s := &http.Server{
+			Handler:           h,
+			Protocols:         p,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    32 << 10,
+			ErrorLog:          errLog,
+		}
+		if useTLS {
+			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12}
+		}
+		servers = append(servers, srv{name, s, ln, useTLS})
+		g.log.Info("gateway listening", "listener", name, "addr", ln.Addr().String())
+		if g.opts.OnListen != nil {
+			g.opts.OnListen(name, ln.Addr().String())
+		}
+		return nil
+	}
+	c := g.opts.Config
+	if c.Listen != "" {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		if err := listen("http", c.Listen, g, p, false); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	if c.TLS.Cert != "" && c.TLS.Listen != "" {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		if err := listen("https", c.TLS.Listen, g, p, true); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	if c.AdminListen != "" {
+		if err := listen("admin", c.AdminListen, g.adminHandler(), nil, false); err != nil {
+			closeAll()
+			return err
+		}
+	}
+
+	bg, stopBG := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { g.watchFiles(bg) })
+	wg.Go(func() { g.watchRoutes(bg) })
+
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			var err error
+			if s.tls {
+				err = s.s.ServeTLS(s.ln, "", "")
+			} else {
+				err = s.s.Serve(s.ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("gateway %s listener: %w", s.name, err)
+			}
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	stopBG()
+	grace := c.ShutdownTimeout.D()
+	if grace <= 0 {
+		grace = 15 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	var sw sync.WaitGroup
+	for _, s := range servers {
+		sw.Go(func() {
+			if err := s.s.Shutdown(sctx); err != nil {
+				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
+				_ = s.s.Close()
+			}
+		})
+	}
+	sw.Wait()
+	wg.Wait()
+	return runErr
+}
+
+func (g *Gateway) adminHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !g.nc.IsConnected() {
+			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	m.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if err := g.metrics.write(w); err != nil {
+			g.log.Debug("write metrics", "err", err)
+		}
+	})
+	return m
+}

@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// env is one embedded NATS server with a gateway in front of it.
+type env struct {
+	srv *embednats.Server
+	nc  *nats.Conn
+	gw  *Gateway
+	hs  *httptest.Server
+}
+
+func gwConfig(routes ...config.Route) config.Gateway {
+	c := config.Defaults().Gateway
+	c.Routes = routes
+	return c
+}
+
+func newEnv(t testing.TB, cfg config.Gateway) *env {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	g, err := New(Options{Config: cfg, Conn: nc})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	t.Cleanup(g.mux.close)
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	return &env{srv: srv, nc: nc, gw: g, hs: hs}
+}
+
+// serve runs h as the consumer service name until the test ends and waits
+// until it answers NATS Micro pings.
+func (e *env) serve(t testing.TB, name string, h http.Handler) {
+	t.Helper()
+	serveOn(t, natstest.Connect(t, e.srv), consumer.Config{Name: name}, h)
+}
+
+func serveOn(t testing.TB, nc *nats.Conn, cfg consumer.Config, h http.Handler) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- consumer.Serve(ctx, nc, cfg, h) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, consumer.ErrConnClosed) {
+			t.Errorf("consumer %s: %v", cfg.Name, err)
+		}
+	})
+	testutil.Eventually(t, 10*time.Second, "service "+cfg.Name+" answers pings", func() bool {
+		_, err := nc.Request("$SRV.PING."+cfg.Name, nil, time.Second)
+		return err == nil
+	})
+}

@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+)
+
+// watchRoutes follows the narun-routes bucket, written by `narun ctl
+// deploy`. The bucket may not exist yet (nothing deployed) and NATS may be
+// away: both are retried, never fatal.
+func (g *Gateway) watchRoutes(ctx context.Context) {
+	js, err := jetstream.New(g.nc)
+	if err != nil {
+		g.log.Error("routes bucket: jetstream", "err", err)
+		return
+	}
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-retry.C:
+		}
+		if err := g.followRoutes(ctx, js); err != nil && ctx.Err() == nil {
+			g.log.Debug("routes bucket not followed, retrying", "bucket", names.RoutesBucket, "err", err)
+		}
+		retry.Reset(3 * time.Second)
+	}
+}
+
+func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				continue
+			}
+			app := e.Key()
+			if e.Operation() != jetstream.KeyValuePut {
+				g.setAppRoutes(app, nil)
+				continue
+			}
+			var routes []config.Route
+			if err := json.Unmarshal(e.Value(), &routes); err != nil {
+				g.log.Error("ignoring routes of app: bad JSON in routes bucket", "app", app, "err", err)
+				g.setAppRoutes(app, nil)
+				continue
+			}
+			if routes == nil {
+				routes = []config.Route{}
+			}
+			g.setAppRoutes(app, routes)
+		}
+	}
+}

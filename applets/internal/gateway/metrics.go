@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The Prometheus text exposition is written here by hand: the gateway needs
+// a handful of counters and one histogram, and client_golang would add
+// protobuf, its registry and several dependencies (a few MiB) to a binary
+// meant for small devices.
+
+// NATS outcomes of a proxied request.
+const (
+	outcomeOK           = iota // a reply arrived
+	outcomeNoResponders        // no service instance is subscribed
+	outcomeTimeout             // no (complete) reply before the deadline
+	outcomeCancelled           // the client went away first
+	outcomeMalformed           // the reply did not follow the protocol
+	outcomeError               // publishing failed or NATS is not connected
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "no_responders", "timeout", "cancelled", "malformed", "error"}
+
+// latencyBounds are the histogram's upper bounds in seconds.
+var latencyBounds = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+type routeMetrics struct {
+	label    string
+	codes    [600]atomic.Uint64
+	buckets  [16]atomic.Uint64 // len(latencyBounds)+1, the last is +Inf
+	sumNanos atomic.Uint64
+	bytesIn  atomic.Uint64
+	bytesOut atomic.Uint64
+}
+
+func (m *routeMetrics) observe(code int, d time.Duration, in, out int64) {
+	if code < 0 || code >= len(m.codes) {
+		code = 0
+	}
+	m.codes[code].Add(1)
+	s := d.Seconds()
+	i, _ := slices.BinarySearch(latencyBounds, s)
+	m.buckets[i].Add(1)
+	m.sumNanos.Add(uint64(d))
+	m.bytesIn.Add(uint64(max(in, 0)))
+	m.bytesOut.Add(uint64(max(out, 0)))
+}
+
+// metrics survive route reloads: series are keyed by route label.
+type metrics struct {
+	mu       sync.Mutex
+	routes   map[string]*routeMetrics
+	inflight atomic.Int64
+	outcomes [numOutcomes]atomic.Uint64
+}
+
+func newMetrics() *metrics {
+	return &metrics{routes: map[string]*routeMetrics{}}
+}
+
+// forRoute returns the series of a route label; label "" collects the
+// requests that matched no route.
+func (m *metrics) forRoute(label string) *routeMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rm := m.routes[label]
+	if rm == nil {
+		rm = &routeMetrics{label: label}
+		m.routes[label] = rm
+	}
+	return rm
+}
+
+func (m *metrics) write(w io.Writer) error {
+	m.mu.Lock()
+	rms := make([]*routeMetrics, 0, len(m.routes))
+	for _, rm := range m.routes {
+		rms = append(rms, rm)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(rms, func(a, b *routeMetrics) int { return strings.Compare(a.label, b.label) })
+
+	b := bufio.NewWriter(w)
+	b.WriteString("# HELP narun_gateway_requests_total HTTP requests by route and status code.\n# TYPE narun_gateway_requests_total counter\n")
+	for _, rm := range rms {
+		for code := range rm.codes {
+			if n := rm.codes[code].Load(); n > 0 {
+				b.WriteString(`narun_gateway_requests_total{route="` + escapeLabel(rm.label) + `",code="` + strconv.Itoa(code) + `"} ` + strconv.FormatUint(n, 10) + "\n")
+			}
+		}
+	}
+	b.WriteString("# HELP narun_gateway_request_duration_seconds Time from request to the end of the response, by route.\n# TYPE narun_gateway_request_duration_seconds histogram\n")
+	for _, rm := range rms {
+		l := `route="` + escapeLabel(rm.label) + `"`
+		var cum uint64
+		for i := range rm.buckets {
+			cum += rm.buckets[i].Load()
+			le := "+Inf"
+			if i < len(latencyBounds) {
+				le = strconv.FormatFloat(latencyBounds[i], 'g', -1, 64)
+			}
+			b.WriteString("narun_gateway_request_duration_seconds_bucket{" + l + `,le="` + le + `"} ` + strconv.FormatUint(cum, 10) + "\n")
+		}
+		b.WriteString("narun_gateway_request_duration_seconds_sum{" + l + "} " + strconv.FormatFloat(time.Duration(rm.sumNanos.Load()).Seconds(), 'g', -1, 64) + "\n")
+		b.WriteString("narun_gateway_request_duration_seconds_count{" + l + "} " + strconv.FormatUint(cum, 10) + "\n")
+	}
+	b.WriteString("# HELP narun_gateway_request_bytes_total Request body bytes received, by route.\n# TYPE narun_gateway_request_bytes_total counter\n")
+	for _, rm := range rms {
+		b.WriteString(`narun_gateway_request_bytes_total{route="` + escapeLabel(rm.label) + `"} ` + strconv.FormatUint(rm.bytesIn.Load(), 10) + "\n")
+	}
+	b.WriteString("# HELP narun_gateway_response_bytes_total Response body bytes sent, by route.\n# TYPE narun_gateway_response_bytes_total counter\n")
+	for _, rm := range rms {
+		b.WriteString(`narun_gateway_response_bytes_total{route="` + escapeLabel(rm.label) + `"} ` + strconv.FormatUint(rm.bytesOut.Load(), 10) + "\n")
+	}
+	b.WriteString("# HELP narun_gateway_in_flight_requests Requests being proxied now.\n# TYPE narun_gateway_in_flight_requests gauge\n")
+	b.WriteString("narun_gateway_in_flight_requests " + strconv.FormatInt(m.inflight.Load(), 10) + "\n")
+	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
+	for i, name := range outcomeNames {
+		b.WriteString(`narun_gateway_nats_requests_total{outcome="` + name + `"} ` + strconv.FormatUint(m.outcomes[i].Load(), 10) + "\n")
+	}
+	return b.Flush()
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }

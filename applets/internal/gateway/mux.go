@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+)
+
+// inboxMux routes every message of every exchange through one wildcard
+// subscription, like nats.go's request mux, but keeps a token open for
+// several messages (pulls, stream frames), so no exchange costs a
+// SUB/UNSUB round trip to the server.
+type inboxMux struct {
+	prefix string
+	sub    *nats.Subscription
+	next   atomic.Uint64
+	pool   sync.Pool
+
+	mu      sync.Mutex
+	waiters map[string]*waiter
+}
+
+// waiter receives the messages of one exchange. Flow control bounds what
+// the peer may send before the gateway answers, so the buffer is small.
+type waiter struct {
+	token string
+	reply string
+	ch    chan *nats.Msg
+	// overflow is set when the peer sent more than the protocol allows.
+	overflow atomic.Bool
+}
+
+const waiterBuffer = 16
+
+func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
+	m := &inboxMux{prefix: nats.NewInbox() + ".", waiters: map[string]*waiter{}}
+	m.pool.New = func() any { return &waiter{ch: make(chan *nats.Msg, waiterBuffer)} }
+	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to reply inbox: %w", err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return nil, fmt.Errorf("subscribe to reply inbox: %w", err)
+	}
+	m.sub = sub
+	return m, nil
+}
+
+func (m *inboxMux) deliver(msg *nats.Msg) {
+	if len(msg.Subject) <= len(m.prefix) {
+		return
+	}
+	token := msg.Subject[len(m.prefix):]
+	// Sending under the lock means release, which also takes it, can
+	// never race with a late message into a recycled waiter.
+	m.mu.Lock()
+	if w := m.waiters[token]; w != nil {
+		select {
+		case w.ch <- msg:
+		default:
+			w.overflow.Store(true)
+		}
+	}
+	m.mu.Unlock()
+}
+
+func (m *inboxMux) open() *waiter {
+	w := m.pool.Get().(*waiter)
+	w.token = strconv.FormatUint(m.next.Add(1), 36)
+	w.reply = m.prefix + w.token
+	w.overflow.Store(false)
+	m.mu.Lock()
+	m.waiters[w.token] = w
+	m.mu.Unlock()
+	return w
+}
+
+func (m *inboxMux) release(w *waiter) {
+	m.mu.Lock()
+	delete(m.waiters, w.token)
+	m.mu.Unlock()
+	for {
+		select {
+		case <-w.ch:
+			continue
+		default:
+		}
+		break
+	}
+	m.pool.Put(w)
+}
+
+func (m *inboxMux) close() {
+	_ = m.sub.Unsubscribe()
+}

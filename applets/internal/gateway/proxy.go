@@ -1,0 +1,504 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+)
+
+// hopByHop headers describe one connection, not the request (RFC 9110 7.6.1).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// exchange is the per-request state, pooled: its fixed arrays back the
+// header values of the request head so the hot path does not allocate them.
+type exchange struct {
+	vals   [12]string
+	hdr    nats.Header // reused: cleared, never reallocated
+	timer  *time.Timer // reused: stopped before going back to the pool
+	msg    nats.Msg
+	status int
+	in     int64
+	out    int64
+}
+
+func (ex *exchange) reset() {
+	ex.vals = [12]string{}
+	clear(ex.hdr)
+	ex.msg = nats.Msg{}
+	ex.status, ex.in, ex.out = 0, 0, 0
+}
+
+var exchangePool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &exchange{hdr: make(nats.Header, 24), timer: t}
+}}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	g.metrics.inflight.Add(1)
+	ex := exchangePool.Get().(*exchange)
+	ex.reset()
+	rm := g.noRoute
+	defer func() {
+		g.metrics.inflight.Add(-1)
+		rm.observe(ex.status, time.Since(start), ex.in, ex.out)
+		exchangePool.Put(ex)
+	}()
+
+	rid := r.Header.Get("X-Request-Id")
+	if !saneRequestID(rid) {
+		rid = g.newRequestID()
+	}
+	ex.vals[0] = rid
+	// Not backed by ex.vals: the server may write these headers after the
+	// exchange went back to the pool.
+	w.Header()["X-Request-Id"] = []string{rid}
+
+	p := cleanPath(r.URL.Path)
+	rt, allow := g.table.Load().match(requestHost(r.Host), p, r.Method)
+	if rt == nil {
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			g.fail(w, ex, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here", rid)
+			return
+		}
+		g.fail(w, ex, http.StatusNotFound, "no route for "+p, rid)
+		return
+	}
+	rm = rt.metrics
+	if !g.nc.IsConnected() {
+		g.metrics.outcomes[outcomeError].Add(1)
+		w.Header().Set("Retry-After", "1")
+		g.fail(w, ex, http.StatusServiceUnavailable, "not connected to NATS", rid)
+		return
+	}
+	if r.ContentLength > rt.maxBody {
+		g.fail(w, ex, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", rid)
+		return
+	}
+	g.proxy(w, r, ex, rt, p, rid)
+}
+
+// proxy runs the exchange with the service: request head, body pulls,
+// response head and response frames.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, cleaned, rid string) {
+	// The head is built in the pooled map rather than in r.Header: no map
+	// allocation or growth per request.
+	h := ex.hdr
+	skip := r.Header["Connection"]
+	for k, v := range r.Header {
+		if consumer.IsReserved(k) || isHopByHop(k) || (len(skip) > 0 && listed(skip, k)) {
+			continue
+		}
+		h[k] = v
+	}
+	ip := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+		ex.vals[1] = strings.Join(prior, ", ") + ", " + ip
+	} else {
+		ex.vals[1] = ip
+	}
+	escaped := r.URL.EscapedPath()
+	if cleaned != r.URL.Path {
+		escaped = (&url.URL{Path: cleaned}).EscapedPath()
+	}
+	if rt.cfg.StripPrefix {
+		escaped = stripEscaped(escaped, rt)
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+		h[consumer.HeaderScheme] = httpsValue
+	}
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 {
+		ex.vals[9] = r.Proto
+		h[consumer.HeaderProto] = ex.vals[9:10:10]
+	}
+	ex.vals[2] = r.Host
+	ex.vals[3] = scheme
+	ex.vals[4] = r.Method
+	ex.vals[5] = escaped
+	ex.vals[6] = r.URL.RawQuery
+	ex.vals[7] = r.RemoteAddr
+	ex.vals[8] = rt.timeoutMS
+	h["X-Request-Id"] = ex.vals[0:1:1]
+	h["X-Forwarded-For"] = ex.vals[1:2:2]
+	h["X-Forwarded-Host"] = ex.vals[2:3:3]
+	h["X-Forwarded-Proto"] = ex.vals[3:4:4]
+	h[consumer.HeaderMethod] = ex.vals[4:5:5]
+	h[consumer.HeaderPath] = ex.vals[5:6:6]
+	if ex.vals[6] != "" {
+		h[consumer.HeaderQuery] = ex.vals[6:7:7]
+	}
+	h[consumer.HeaderHost] = ex.vals[2:3:3]
+	h[consumer.HeaderRemoteAddr] = ex.vals[7:8:8]
+	h[consumer.HeaderTimeout] = ex.vals[8:9:9]
+
+	body := &bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
+	defer body.release()
+	first, more, err := body.first(r.ContentLength)
+	if err != nil {
+		g.bodyError(w, ex, err, rid)
+		return
+	}
+	if more {
+		ex.vals[10] = consumer.BodyStream
+		h[consumer.HeaderBody] = ex.vals[10:11:11]
+	}
+	ex.in = int64(len(first))
+
+	wt := g.mux.open()
+	defer g.mux.release(wt)
+	ex.msg = nats.Msg{Subject: rt.cfg.Service, Reply: wt.reply, Header: nats.Header(h), Data: first}
+	if err := g.nc.PublishMsg(&ex.msg); err != nil {
+		g.metrics.outcomes[outcomeError].Add(1)
+		w.Header().Set("Retry-After", "1")
+		g.fail(w, ex, http.StatusServiceUnavailable, "publish to NATS: "+err.Error(), rid)
+		return
+	}
+	body.sent()
+
+	timer := ex.timer
+	timer.Reset(rt.timeout)
+	defer timer.Stop()
+	done := r.Context().Done()
+	headSeen := false
+	var flusher http.Flusher
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-wt.ch:
+		case <-done:
+			g.cancel(rt, wt)
+			g.metrics.outcomes[outcomeCancelled].Add(1)
+			ex.status = 499 // nginx's "client closed request", for the metrics only
+			return
+		case <-timer.C:
+			g.cancel(rt, wt)
+			g.metrics.outcomes[outcomeTimeout].Add(1)
+			if headSeen {
+				panic(http.ErrAbortHandler)
+			}
+			g.fail(w, ex, http.StatusGatewayTimeout, "no reply from service "+rt.cfg.Service+" within "+rt.timeout.String(), rid)
+			return
+		}
+		if wt.overflow.Load() {
+			g.protocolError(w, ex, rt, wt, headSeen, "service sent more messages than flow control allows", rid)
+			return
+		}
+		meta := scanMeta(m.Header)
+		switch meta.frame {
+		case "":
+			if headSeen {
+				g.protocolError(w, ex, rt, wt, headSeen, "second response head", rid)
+				return
+			}
+			hd, err := decodeHead(m, meta)
+			if err != nil {
+				g.protocolError(w, ex, rt, wt, false, err.Error(), rid)
+				return
+			}
+			if hd.noResponders {
+				g.metrics.outcomes[outcomeNoResponders].Add(1)
+				w.Header().Set("Retry-After", "1")
+				g.fail(w, ex, http.StatusServiceUnavailable, "no instance of service "+rt.cfg.Service+" is running", rid)
+				return
+			}
+			status := hd.status
+			if hd.errMsg != "" {
+				g.metrics.outcomes[outcomeOK].Add(1)
+				g.fail(w, ex, status, "service error: "+hd.errMsg, rid)
+				return
+			}
+			copyReplyHeaders(w.Header(), m.Header)
+			headSeen = true
+			ex.status = status
+			if !hd.stream {
+				g.metrics.outcomes[outcomeOK].Add(1)
+				if status == http.StatusNoContent || status == http.StatusNotModified {
+					w.WriteHeader(status)
+					return
+				}
+				w.Header()["Content-Length"] = []string{strconv.Itoa(len(m.Data))}
+				w.WriteHeader(status)
+				n, _ := w.Write(m.Data)
+				ex.out += int64(n)
+				return
+			}
+			w.WriteHeader(status)
+			n, _ := w.Write(m.Data)
+			ex.out += int64(n)
+			flusher, _ = w.(http.Flusher)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		case consumer.FramePull:
+			if m.Reply == "" {
+				continue
+			}
+			chunk, last, err := body.next()
+			if err != nil {
+				g.cancel(rt, wt)
+				_ = g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+				if headSeen {
+					panic(http.ErrAbortHandler)
+				}
+				g.bodyError(w, ex, err, rid)
+				return
+			}
+			ex.in += int64(len(chunk))
+			kind := consumer.FrameData
+			if last {
+				kind = consumer.FrameEnd
+			}
+			if err := g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: chunk}); err != nil {
+				g.log.Debug("send request body chunk", "request_id", rid, "err", err)
+			}
+		case consumer.FrameData, consumer.FrameEnd:
+			if !headSeen {
+				g.protocolError(w, ex, rt, wt, false, "body frame before the response head", rid)
+				return
+			}
+			if meta.frame == consumer.FrameEnd && (meta.errCode != "" || meta.errText != "") {
+				// The status is already sent: cutting the connection is the
+				// only way left to tell the client the body is incomplete.
+				g.metrics.outcomes[outcomeOK].Add(1)
+				panic(http.ErrAbortHandler)
+			}
+			n, err := w.Write(m.Data)
+			ex.out += int64(n)
+			if meta.frame == consumer.FrameEnd {
+				g.metrics.outcomes[outcomeOK].Add(1)
+				setTrailers(w.Header(), m.Header)
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			if m.Reply != "" {
+				kind := consumer.FrameAck
+				if err != nil {
+					kind = consumer.FrameCancel
+				}
+				_ = g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {kind}}})
+			}
+			if err != nil {
+				g.cancel(rt, wt)
+				g.metrics.outcomes[outcomeCancelled].Add(1)
+				return
+			}
+		default:
+			// Unknown frames are ignored so later protocol additions do not
+			// break older gateways.
+		}
+	}
+}
+
+// cancel tells the service that nobody waits for this exchange any more.
+func (g *Gateway) cancel(rt *route, wt *waiter) {
+	if err := g.nc.Publish(consumer.CancelSubject(rt.cfg.Service), []byte(wt.reply)); err != nil {
+		g.log.Debug("publish cancel", "service", rt.cfg.Service, "err", err)
+	}
+}
+
+func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, wt *waiter, headSeen bool, why, rid string) {
+	g.metrics.outcomes[outcomeMalformed].Add(1)
+	g.cancel(rt, wt)
+	g.log.Warn("malformed reply", "service", rt.cfg.Service, "request_id", rid, "why", why)
+	if headSeen {
+		panic(http.ErrAbortHandler)
+	}
+	g.fail(w, ex, http.StatusBadGateway, "malformed reply from service "+rt.cfg.Service+": "+why, rid)
+}
+
+func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, err error, rid string) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
+		g.fail(w, ex, http.StatusRequestEntityTooLarge, err.Error(), rid)
+		return
+	}
+	g.fail(w, ex, http.StatusBadRequest, "read request body: "+err.Error(), rid)
+}
+
+// fail writes an error response that names the request id, so a user can
+// quote it and an operator can find it in the logs.
+func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
+	ex.status = code
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(code)
+	n, _ := io.WriteString(w, strconv.Itoa(code)+" "+http.StatusText(code)+": "+msg+"\nrequest id: "+rid+"\n")
+	ex.out += int64(n)
+}
+
+// head is what a response head means for the client.
+type head struct {
+	status       int
+	stream       bool
+	errMsg       string // a NATS Micro error: status holds its HTTP code
+	noResponders bool
+}
+
+// decodeHead interprets a response head; an error means the reply breaks
+// the protocol (502).
+func decodeHead(m *nats.Msg, meta replyMeta) (head, error) {
+	if isNoResponders(m) {
+		return head{status: http.StatusServiceUnavailable, noResponders: true}, nil
+	}
+	if meta.errCode != "" || meta.errText != "" {
+		code, err := strconv.Atoi(meta.errCode)
+		if err != nil || code < 400 || code > 599 {
+			code = http.StatusBadGateway
+		}
+		msg := meta.errText
+		if msg == "" {
+			msg = "error code " + strconv.Quote(meta.errCode)
+		}
+		return head{status: code, errMsg: msg}, nil
+	}
+	h := head{status: http.StatusOK, stream: meta.body == consumer.BodyStream}
+	if meta.status != "" {
+		s, err := strconv.Atoi(meta.status)
+		if err != nil || s < 200 || s > 599 {
+			return h, errors.New("invalid " + consumer.HeaderStatus + " " + strconv.Quote(meta.status))
+		}
+		h.status = s
+	}
+	if meta.body != "" && !h.stream {
+		return h, errors.New("unknown " + consumer.HeaderBody + " " + strconv.Quote(meta.body))
+	}
+	return h, nil
+}
+
+type replyMeta struct {
+	frame, status, body, errCode, errText string
+}
+
+// scanMeta reads the protocol headers of a reply; names are matched without
+// regard to case because responders in other languages may lower-case them.
+func scanMeta(h nats.Header) replyMeta {
+	var m replyMeta
+	for k, v := range h {
+		if len(v) == 0 || len(k) < 5 {
+			continue
+		}
+		switch {
+		case strings.EqualFold(k, consumer.HeaderFrame):
+			m.frame = v[0]
+		case strings.EqualFold(k, consumer.HeaderStatus):
+			m.status = v[0]
+		case strings.EqualFold(k, consumer.HeaderBody):
+			m.body = v[0]
+		case strings.EqualFold(k, consumer.HeaderServiceErrorCode):
+			m.errCode = v[0]
+		case strings.EqualFold(k, consumer.HeaderServiceError):
+			m.errText = v[0]
+		}
+	}
+	return m
+}
+
+func isNoResponders(m *nats.Msg) bool {
+	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+}
+
+var httpsValue = []string{"https"}
+
+func isHopByHop(k string) bool {
+	for _, hb := range hopByHop {
+		if k == hb {
+			return true
+		}
+	}
+	return false
+}
+
+// listed reports whether the Connection header names k as hop-by-hop.
+func listed(connection []string, k string) bool {
+	for _, c := range connection {
+		for f := range strings.SplitSeq(c, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func skipReplyHeader(k string) bool {
+	if consumer.IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) {
+		return true
+	}
+	for _, hb := range hopByHop {
+		if strings.EqualFold(k, hb) {
+			return true
+		}
+	}
+	return false
+}
+
+func copyReplyHeaders(dst http.Header, src nats.Header) {
+	for k, v := range src {
+		if skipReplyHeader(k) {
+			continue
+		}
+		dst[http.CanonicalHeaderKey(k)] = v
+	}
+}
+
+func setTrailers(dst http.Header, src nats.Header) {
+	for k, v := range src {
+		if skipReplyHeader(k) {
+			continue
+		}
+		dst[http.TrailerPrefix+http.CanonicalHeaderKey(k)] = v
+	}
+}
+
+// saneRequestID accepts a client's X-Request-Id only if it is short and
+// printable, so it can go into logs and headers unescaped.
+func saneRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanPath resolves "." and ".." so that routing sees the path the service
+// will see, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") && p[0] == '/' {
+		return p
+	}
+	np := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
+}

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// TestRawResponderStreams is a service written from docs/PROTOCOL.md alone,
+// with plain NATS calls: it pulls a large request body (§2) and streams its
+// response with acks and a trailer (§3).
+func TestRawResponderStreams(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/raw", Service: "rawstream"}))
+	nc := natsConn(t, e)
+	errs := make(chan error, 1)
+	_, err := nc.QueueSubscribe("rawstream", "q", func(m *nats.Msg) {
+		go func() { errs <- rawServe(nc, m) }()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	upload := randomBytes(3<<20+5, 7)
+	resp, err := http.Post(e.hs.URL+"/raw", "application/octet-stream", io.MultiReader(bytes.NewReader(upload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("part 0\npart 1\npart 2\nreceived %d bytes %s\n", len(upload), digest(upload))
+	if resp.StatusCode != 207 || string(got) != want {
+		t.Errorf("got %d %q, want 207 %q", resp.StatusCode, got, want)
+	}
+	if tr := resp.Trailer.Get("X-Checksum"); tr != digest(upload) {
+		t.Errorf("trailer X-Checksum = %q", tr)
+	}
+}
+
+func rawServe(nc *nats.Conn, m *nats.Msg) error {
+	body := append([]byte(nil), m.Data...)
+	if m.Header.Get("Narun-Body") == "stream" {
+		for {
+			chunk, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"pull"}}}, 10*time.Second)
+			if err != nil {
+				return fmt.Errorf("pull: %w", err)
+			}
+			body = append(body, chunk.Data...)
+			if f := chunk.Header.Get("Narun-Frame"); f == "end" {
+				break
+			} else if f != "data" {
+				return fmt.Errorf("pull answered with frame %q", f)
+			}
+		}
+	}
+	head := &nats.Msg{Subject: m.Reply, Header: nats.Header{
+		"Narun-Status": {"207"}, "Narun-Body": {"stream"}, "Content-Type": {"text/plain"},
+	}, Data: []byte("part 0\n")}
+	if err := nc.PublishMsg(head); err != nil {
+		return err
+	}
+	for i := 1; i <= 2; i++ {
+		ack, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte("part " + strconv.Itoa(i) + "\n")}, 10*time.Second)
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i, err)
+		}
+		if f := ack.Header.Get("Narun-Frame"); f != "ack" {
+			return fmt.Errorf("frame %d answered with %q", i, f)
+		}
+	}
+	end := &nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "X-Checksum": {digest(body)}},
+		Data: fmt.Appendf(nil, "received %d bytes %s\n", len(body), digest(body))}
+	return nc.PublishMsg(end)
+}
+
+// TestTrailersFromGoHandler checks that trailers declared by a Go handler
+// reach the client.
+func TestTrailersFromGoHandler(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/t", Service: "trailers"}))
+	e.serve(t, "trailers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Total")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Total", "4")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+	}))
+	resp, err := http.Get(e.hs.URL + "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "body" || resp.Trailer.Get("X-Total") != "4" || resp.Trailer.Get("X-Late") != "yes" {
+		t.Errorf("body %q trailers %v", b, resp.Trailer)
+	}
+}

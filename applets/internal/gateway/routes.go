@@ -1,0 +1,256 @@
+package gateway
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// Match kinds of a route's path.
+const (
+	MatchPrefix = "prefix"
+	MatchExact  = "exact"
+)
+
+// route is a validated config.Route ready for matching.
+type route struct {
+	cfg      config.Route
+	origin   string // where it was defined, for error messages and logs
+	host     string // lower case; "" matches any host
+	wildcard bool   // host is "*.suffix": host holds ".suffix"
+	exact    bool
+	methods  []string // upper case; empty allows all
+	timeout  time.Duration
+	// timeoutMS is the Narun-Timeout value, formatted once.
+	timeoutMS string
+	maxBody   int64
+	label     string // metrics label: bounded by configuration, never the raw path
+	pat       string
+	// escPrefix is the path without its trailing slash, escaped, for strip_prefix.
+	escPrefix string
+	metrics   *routeMetrics
+}
+
+// pattern is what two routes must share to compete for the same requests.
+func (r *route) pattern() string { return r.pat }
+
+func (r *route) allows(method string) bool {
+	return len(r.methods) == 0 || slices.Contains(r.methods, method)
+}
+
+func (r *route) matchHost(host string) bool {
+	switch {
+	case r.host == "":
+		return true
+	case r.wildcard:
+		return len(host) > len(r.host) && strings.HasSuffix(host, r.host)
+	default:
+		return host == r.host
+	}
+}
+
+func (r *route) matchPath(p string) bool {
+	rp := r.cfg.Path
+	if r.exact {
+		return p == rp
+	}
+	if strings.HasSuffix(rp, "/") {
+		return strings.HasPrefix(p, rp) || p == rp[:len(rp)-1]
+	}
+	return p == rp || (strings.HasPrefix(p, rp) && p[len(rp)] == '/')
+}
+
+// stripped removes the route's prefix from a matched path.
+func (r *route) stripped(p string) string {
+	rest := strings.TrimPrefix(p, strings.TrimSuffix(r.cfg.Path, "/"))
+	if !strings.HasPrefix(rest, "/") {
+		rest = "/" + rest
+	}
+	return rest
+}
+
+// table is an immutable, ordered set of routes: most specific first.
+type table struct {
+	routes []*route
+}
+
+// compile validates one route and fills in the gateway defaults.
+func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBody int64) (*route, error) {
+	r := &route{cfg: rc, origin: origin, timeout: rc.Timeout.D(), maxBody: int64(rc.MaxBody)}
+	if r.timeout == 0 {
+		r.timeout = defTimeout
+	}
+	if r.maxBody == 0 {
+		r.maxBody = defMaxBody
+	}
+	r.timeoutMS = strconv.FormatInt(r.timeout.Milliseconds(), 10)
+	if !strings.HasPrefix(rc.Path, "/") {
+		return nil, fmt.Errorf("route %s: path %q must start with /", origin, rc.Path)
+	}
+	switch rc.Match {
+	case "", MatchPrefix:
+		r.cfg.Match = MatchPrefix
+	case MatchExact:
+		r.exact = true
+	default:
+		return nil, fmt.Errorf("route %s: match %q: want %q or %q", origin, rc.Match, MatchPrefix, MatchExact)
+	}
+	if !validSubject(rc.Service) {
+		return nil, fmt.Errorf("route %s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
+	}
+	h := strings.ToLower(rc.Host)
+	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
+		return nil, fmt.Errorf("route %s: host %q: want a host name without port or scheme", origin, rc.Host)
+	}
+	if suffix, ok := strings.CutPrefix(h, "*"); ok {
+		if !strings.HasPrefix(suffix, ".") || len(suffix) < 2 || strings.Contains(suffix, "*") {
+			return nil, fmt.Errorf("route %s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
+		}
+		r.wildcard, h = true, suffix
+	} else if strings.Contains(h, "*") {
+		return nil, fmt.Errorf("route %s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
+	}
+	r.host = h
+	r.cfg.Host = strings.ToLower(rc.Host)
+	for _, m := range rc.Methods {
+		m = strings.ToUpper(strings.TrimSpace(m))
+		if m == "" || strings.ContainsAny(m, " \t/") {
+			return nil, fmt.Errorf("route %s: method %q is not an HTTP method", origin, m)
+		}
+		if !slices.Contains(r.methods, m) {
+			r.methods = append(r.methods, m)
+		}
+	}
+	slices.Sort(r.methods)
+	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
+	r.pat = r.cfg.Host + " " + r.cfg.Path + " " + r.cfg.Match
+	r.label = r.cfg.Host + r.cfg.Path
+	if r.exact {
+		r.label += " (exact)"
+	}
+	return r, nil
+}
+
+func validSubject(s string) bool {
+	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	return !strings.ContainsAny(s, " \t\r\n*>")
+}
+
+// hostRank orders exact hosts before wildcards before "any host".
+func (r *route) hostRank() int {
+	switch {
+	case r.host == "":
+		return 0
+	case r.wildcard:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// newTable orders routes so the first match is the most specific: longest
+// host, then longest path, exact before prefix; definition order breaks the
+// remaining ties among routes of one pattern, so the result never depends on
+// map iteration.
+func newTable(routes []*route) (*table, error) {
+	byPattern := map[string][]*route{}
+	for _, r := range routes {
+		for _, o := range byPattern[r.pattern()] {
+			if overlap(o.methods, r.methods) {
+				return nil, fmt.Errorf("duplicate route: %s and %s both map %s %s (%s) with methods %s", o.origin, r.origin, hostOrAny(r.cfg.Host), r.cfg.Path, r.cfg.Match, methodsText(o.methods, r.methods))
+			}
+		}
+		byPattern[r.pattern()] = append(byPattern[r.pattern()], r)
+	}
+	sorted := slices.Clone(routes)
+	slices.SortStableFunc(sorted, func(a, b *route) int {
+		return cmp.Or(
+			cmp.Compare(b.hostRank(), a.hostRank()),
+			cmp.Compare(len(b.host), len(a.host)),
+			cmp.Compare(len(b.cfg.Path), len(a.cfg.Path)),
+			cmp.Compare(btoi(b.exact), btoi(a.exact)),
+			// Routes of one pattern must be adjacent for match.
+			strings.Compare(a.pat, b.pat),
+		)
+	})
+	return &table{routes: sorted}, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func hostOrAny(h string) string {
+	if h == "" {
+		return "any host"
+	}
+	return h
+}
+
+func methodsText(a, b []string) string {
+	if len(a) == 0 || len(b) == 0 {
+		return "(all)"
+	}
+	var common []string
+	for _, m := range a {
+		if slices.Contains(b, m) {
+			common = append(common, m)
+		}
+	}
+	return strings.Join(common, ",")
+}
+
+func overlap(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for _, m := range a {
+		if slices.Contains(b, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// match finds the route for a request. The most specific pattern that
+// matches host and path decides: if none of its routes allows the method,
+// the answer is 405 with allow listing what they accept.
+func (t *table) match(host, path, method string) (r *route, allow []string) {
+	var hit *route
+	for _, c := range t.routes {
+		if hit != nil && c.pattern() != hit.pattern() {
+			break
+		}
+		if !c.matchHost(host) || !c.matchPath(path) {
+			continue
+		}
+		hit = c
+		if c.allows(method) {
+			return c, nil
+		}
+		allow = append(allow, c.methods...)
+	}
+	slices.Sort(allow)
+	return nil, slices.Compact(allow)
+}
+
+// requestHost is the host a request was sent to, lower case, without port.
+func requestHost(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}

@@ -1,0 +1,433 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// running is a gateway started with Run on random ports.
+type running struct {
+	gw    *Gateway
+	addrs map[string]string
+	stop  context.CancelFunc
+	done  chan error
+}
+
+func startRun(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string) *running {
+	t.Helper()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.TLS.Cert != "" {
+		cfg.TLS.Listen = "127.0.0.1:0"
+	}
+	var mu sync.Mutex
+	addrs := map[string]string{}
+	g, err := New(Options{Config: cfg, Conn: nc, ConfigPath: path, OnListen: func(name, addr string) {
+		mu.Lock()
+		addrs[name] = addr
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{gw: g, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- g.Run(ctx) }()
+	want := 2
+	if cfg.TLS.Cert != "" {
+		want = 3
+	}
+	testutil.Eventually(t, 10*time.Second, "gateway listening", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(addrs) == want
+	})
+	r.addrs = addrs
+	t.Cleanup(func() {
+		cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("gateway run: %v", err)
+		}
+	})
+	return r
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestNATSDownAtStart(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	nc, err := nats.Connect("nats://"+addr, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect with retry: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "late"}), "")
+	if code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz"); code != 503 {
+		t.Errorf("readyz = %d while NATS is down, want 503", code)
+	}
+	if code, _ := get(t, "http://"+r.addrs["admin"]+"/healthz"); code != 200 {
+		t.Errorf("healthz = %d, want 200", code)
+	}
+	code, body := get(t, "http://"+r.addrs["http"]+"/x")
+	if code != 503 || !strings.Contains(body, "not connected") {
+		t.Errorf("request while NATS is down: %d %q, want 503", code, body)
+	}
+
+	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
+	testutil.Eventually(t, 20*time.Second, "readyz turns 200", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		return code == 200
+	})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("late"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "finally")
+	}))
+	if code, body := get(t, "http://"+r.addrs["http"]+"/x"); code != 200 || body != "finally" {
+		t.Errorf("after NATS came up: %d %q", code, body)
+	}
+}
+
+func TestShutdownFinishesInFlight(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	cfg := gwConfig(config.Route{Path: "/", Service: "slowpoke"})
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", ""
+	var addr atomic.Value
+	g, err := New(Options{Config: cfg, Conn: nc, OnListen: func(_, a string) { addr.Store(a) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("slowpoke"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- g.Run(ctx) }()
+	testutil.Eventually(t, 10*time.Second, "listening", func() bool { return addr.Load() != nil })
+	url := "http://" + addr.Load().(string) + "/"
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		res <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	<-entered
+	cancel()
+	// New connections are refused once shutdown began, while the request
+	// in flight is still waiting.
+	testutil.Eventually(t, 10*time.Second, "listener closed", func() bool {
+		c, err := net.DialTimeout("tcp", addr.Load().(string), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(release)
+	r := <-res
+	if r.err != nil || r.code != 200 || r.body != "done" {
+		t.Errorf("in-flight request: %+v, want 200 done", r)
+	}
+	if err := <-runErr; err != nil {
+		t.Errorf("run returned %v, want nil", err)
+	}
+}
+
+func TestMetricsAreByRoute(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/api/", Service: "metered"}), "")
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("metered"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "12345")
+	}))
+	for _, p := range []string{"/api/a", "/api/b?x=1", "/api/c/d", "/nothing"} {
+		get(t, "http://"+r.addrs["http"]+p)
+	}
+	code, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+	if code != 200 {
+		t.Fatalf("metrics: %d", code)
+	}
+	for _, want := range []string{
+		`narun_gateway_requests_total{route="/api/",code="200"} 3`,
+		`narun_gateway_requests_total{route="",code="404"} 1`,
+		`narun_gateway_request_duration_seconds_count{route="/api/"} 3`,
+		`narun_gateway_request_duration_seconds_bucket{route="/api/",le="+Inf"} 3`,
+		`narun_gateway_response_bytes_total{route="/api/"} 15`,
+		`narun_gateway_nats_requests_total{outcome="ok"} 3`,
+		`narun_gateway_in_flight_requests 0`,
+		"# TYPE narun_gateway_request_duration_seconds histogram",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, raw := range []string{"/api/a", "/api/c/d", "/nothing"} {
+		if strings.Contains(m, `"`+raw+`"`) {
+			t.Errorf("metrics carry the raw path %s", raw)
+		}
+	}
+}
+
+func consumerConfig(name string) consumer.Config { return consumer.Config{Name: name} }
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReload(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for _, name := range []string{"a", "b"} {
+		serveOn(t, natstest.Connect(t, srv), consumerConfig(name), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, name)
+		}))
+	}
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	one := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	two := one + "[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n"
+	writeFile(t, path, one)
+	f := config.Defaults()
+	data, _ := os.ReadFile(path)
+	if err := config.DecodeStrict(path, data, &f); err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, nc, f.Gateway, path)
+	base := "http://" + r.addrs["http"]
+
+	t.Run("under load", func(t *testing.T) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var sent, failed atomic.Int64
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					sent.Add(1)
+					resp, err := client.Get(base + "/a")
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || string(b) != "a" {
+						failed.Add(1)
+					}
+				}
+			})
+		}
+		for i := range 30 {
+			if i%2 == 0 {
+				writeFile(t, path, two)
+			} else {
+				writeFile(t, path, one)
+			}
+			if err := r.gw.Reload(); err != nil {
+				t.Errorf("reload %d: %v", i, err)
+			}
+		}
+		close(stop)
+		wg.Wait()
+		if failed.Load() != 0 || sent.Load() == 0 {
+			t.Errorf("%d of %d requests failed during reloads", failed.Load(), sent.Load())
+		}
+	})
+
+	t.Run("file change", func(t *testing.T) {
+		writeFile(t, path, two)
+		testutil.Eventually(t, 15*time.Second, "route /b appears after the file changed", func() bool {
+			code, body := get(t, base+"/b")
+			return code == 200 && body == "b"
+		})
+	})
+
+	t.Run("bad reload keeps routes", func(t *testing.T) {
+		for _, bad := range []string{
+			two + "[[gateway.routes]]\npath = \"/b\"\nservice = \"a\"\n", // duplicate
+			two + "[gateway]\nnot_a_key = 1\n",
+			"[[gateway.routes]\n",
+		} {
+			writeFile(t, path, bad)
+			if err := r.gw.Reload(); err == nil {
+				t.Errorf("reload of %q succeeded, want an error", bad)
+			}
+			if code, body := get(t, base+"/b"); code != 200 || body != "b" {
+				t.Errorf("after a bad reload /b = %d %q, want the old routes", code, body)
+			}
+		}
+	})
+}
+
+func TestRoutesFromKV(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/static", Service: "kvapp"}), "")
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: names.RoutesBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + r.addrs["http"]
+	if _, err := kv.PutString(ctx, "kvapp", `[{"path":"/deployed/","strip_prefix":true,"timeout":"5s"}]`); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "route from narun-routes", func() bool {
+		code, body := get(t, base+"/deployed/x")
+		return code == 200 && body == "kv:/x"
+	})
+	// An app whose routes clash with the file's is ignored, not fatal.
+	if _, err := kv.PutString(ctx, "clash", `[{"path":"/static","service":"kvapp"}]`); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "kvapp"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "route removed with the app", func() bool {
+		code, _ := get(t, base+"/deployed/x")
+		return code == 404
+	})
+	if code, body := get(t, base+"/static"); code != 200 || body != "kv:/static" {
+		t.Errorf("file route after a clashing app: %d %q", code, body)
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and returns its pool.
+func selfSigned(t *testing.T, certPath, keyPath, cn string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	writeFile(t, keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
+	writeFile(t, certPath, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool
+}
+
+func TestTLSAndHTTP2(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := selfSigned(t, certPath, keyPath, "first")
+	cfg := gwConfig(config.Route{Path: "/", Service: "proto"})
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	r := startRun(t, nc, cfg, "")
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("proto"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto+" "+r.Header.Get("X-Forwarded-Proto"))
+	}))
+
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	resp, err := h2.Get("https://" + r.addrs["https"] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(b) != "HTTP/2.0 https" {
+		t.Errorf("https: client saw %s, service saw %q; want HTTP/2 both ways over https", resp.Proto, b)
+	}
+
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: p}}
+	resp, err = h2c.Get("http://" + r.addrs["http"] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(b) != "HTTP/2.0 http" {
+		t.Errorf("h2c: client saw %s, service saw %q", resp.Proto, b)
+	}
+
+	// A new certificate on disk is picked up without a restart.
+	newPool := selfSigned(t, certPath, keyPath, "second")
+	testutil.Eventually(t, 15*time.Second, "new certificate served", func() bool {
+		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: newPool})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName == "second"
+	})
+}

@@ -1,0 +1,312 @@
+// Package consumer serves an http.Handler as a NATS Micro service behind the
+// narun gateway: each HTTP request arrives as a NATS request (see
+// docs/PROTOCOL.md) and is handed to the handler as a real *http.Request.
+//
+// It imports only the standard library and nats.go, so that any Go program
+// can use it without pulling in the rest of narun.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Config describes the service. Only Name is required.
+type Config struct {
+	// Name is the NATS Micro service name ([A-Za-z0-9_-]+), shown by
+	// `nats micro ls`.
+	Name string
+	// Subject is the subject the gateway sends requests to; "" means Name.
+	Subject string
+	// Version is a SemVer version; "" means "0.0.0".
+	Version string
+	// Description is shown by `nats micro info`; "" shows nothing.
+	Description string
+	// Metadata is shown by `nats micro info`; nil means none.
+	Metadata map[string]string
+	// QueueGroup spreads requests over instances; "" means "q", as in
+	// nats.go/micro.
+	QueueGroup string
+	// MaxConcurrent bounds the requests handled at the same time; 0 means
+	// 64 × GOMAXPROCS. Further requests wait in the subscription's buffer.
+	MaxConcurrent int
+	// ErrorHandler receives errors that cannot be returned to a caller, such
+	// as a failed reply; nil ignores them.
+	ErrorHandler func(error)
+}
+
+// Sentinel errors.
+var (
+	// ErrConfig reports an invalid Config.
+	ErrConfig = errors.New("invalid consumer config")
+	// ErrConnClosed reports that the NATS connection closed while serving.
+	ErrConnClosed = errors.New("nats connection closed")
+)
+
+var (
+	nameRe   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	semverRe = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+)
+
+func (c *Config) validate() error {
+	if !nameRe.MatchString(c.Name) {
+		return fmt.Errorf("%w: name %q: want letters, digits, '-' or '_'", ErrConfig, c.Name)
+	}
+	if c.Subject == "" {
+		c.Subject = c.Name
+	}
+	if strings.ContainsAny(c.Subject, " \t\r\n*>") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, "..") {
+		return fmt.Errorf("%w: subject %q: want a literal NATS subject", ErrConfig, c.Subject)
+	}
+	if c.Version == "" {
+		c.Version = "0.0.0"
+	}
+	if !semverRe.MatchString(c.Version) {
+		return fmt.Errorf("%w: version %q: want SemVer such as 1.2.3", ErrConfig, c.Version)
+	}
+	if c.QueueGroup == "" {
+		c.QueueGroup = micro.DefaultQueueGroup
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = 64 * runtime.GOMAXPROCS(0)
+	}
+	return nil
+}
+
+// Serve registers the service on nc and serves h until ctx is cancelled; it
+// then stops taking requests, lets the ones in flight finish and returns nil.
+// It returns ErrConnClosed if nc closes first.
+func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	s := newServer(nc, cfg, h)
+	return s.run(ctx)
+}
+
+// ListenAndServe connects to NATS as the narun runner tells apps to, then
+// calls Serve. It reads NARUN_NATS_URL (default nats://127.0.0.1:4222) and
+// the optional credentials files NARUN_NATS_CREDS (JWT + seed) and
+// NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error: the
+// connection keeps retrying.
+func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+	}
+	if f := os.Getenv("NARUN_NATS_CREDS"); f != "" {
+		opts = append(opts, nats.UserCredentials(f))
+	}
+	if f := os.Getenv("NARUN_NATS_NKEY"); f != "" {
+		o, err := nats.NkeyOptionFromSeed(f)
+		if err != nil {
+			return fmt.Errorf("read nkey %s: %w", f, err)
+		}
+		opts = append(opts, o)
+	}
+	url := os.Getenv("NARUN_NATS_URL")
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	defer nc.Close()
+	if err := Serve(ctx, nc, cfg, h); err != nil {
+		return err
+	}
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("drain nats connection: %w", err)
+	}
+	return nil
+}
+
+// server is one running instance of a service.
+type server struct {
+	nc      *nats.Conn
+	cfg     Config
+	h       http.Handler
+	id      string
+	started time.Time
+	// work hands requests to idle workers; workers is how many exist,
+	// touched only by dispatch.
+	work    chan *nats.Msg
+	workers int
+	wg      sync.WaitGroup
+	// chunk caches chunkSize: max_payload is only known once connected,
+	// which may be after Serve started.
+	chunk atomic.Int64
+
+	mu       sync.Mutex
+	inflight map[string]context.CancelFunc
+	stats    micro.EndpointStats
+}
+
+func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
+	return &server{
+		nc:       nc,
+		cfg:      cfg,
+		h:        h,
+		id:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
+		started:  time.Now().UTC(),
+		work:     make(chan *nats.Msg),
+		inflight: make(map[string]context.CancelFunc),
+		stats:    micro.EndpointStats{Name: endpointName, Subject: cfg.Subject, QueueGroup: cfg.QueueGroup},
+	}
+}
+
+const endpointName = "http"
+
+// chunkSize is the body size of one message: the server's max_payload less
+// room for the headers.
+func (s *server) chunkSize() int {
+	if c := s.chunk.Load(); c > 0 {
+		return int(c)
+	}
+	mp := s.nc.MaxPayload()
+	if mp <= 0 {
+		// Not connected: guess the NATS default, and do not keep the guess.
+		return chunkFor(1 << 20)
+	}
+	c := chunkFor(mp)
+	s.chunk.Store(int64(c))
+	return c
+}
+
+func chunkFor(maxPayload int64) int {
+	const headroom = 64 << 10
+	if maxPayload <= 2*headroom {
+		return int(max(maxPayload/2, 1))
+	}
+	return int(maxPayload - headroom)
+}
+
+func (s *server) run(ctx context.Context) error {
+	var subs []*nats.Subscription
+	defer func() {
+		for _, vs := range subs {
+			_ = vs.Unsubscribe()
+		}
+	}()
+	cancelSub, err := s.nc.Subscribe(CancelSubject(s.cfg.Subject), s.cancel)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", CancelSubject(s.cfg.Subject), err)
+	}
+	subs = append(subs, cancelSub)
+	vs, err := s.addVerbs()
+	subs = append(subs, vs...)
+	if err != nil {
+		return err
+	}
+	// The request subscription comes last, so that no request is taken
+	// before the service can be seen and cancelled.
+	closed := make(chan struct{})
+	sub, err := s.nc.QueueSubscribe(s.cfg.Subject, s.cfg.QueueGroup, s.dispatch)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err)
+	}
+	sub.SetClosedHandler(func(string) { close(closed) })
+	// Pending limits are lifted because MaxConcurrent, not the client
+	// buffer, bounds the work: a "slow consumer" would drop requests.
+	if err = sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		err = fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err)
+	} else {
+		err = s.wait(ctx, sub, closed)
+	}
+	// After the closed handler, dispatch is never called again: the
+	// workers can be told to finish.
+	<-closed
+	close(s.work)
+	s.wg.Wait()
+	return err
+}
+
+func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		// Drain delivers what the server already sent us, so no accepted
+		// request is left unanswered. Without a connection there is
+		// nothing to drain, and draining would wait for a reconnect.
+		if !s.nc.IsConnected() {
+			_ = sub.Unsubscribe()
+		} else if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			_ = sub.Unsubscribe()
+			return fmt.Errorf("drain %s: %w", s.cfg.Subject, err)
+		}
+		return nil
+	case <-closed:
+		if ctx.Err() == nil {
+			return ErrConnClosed
+		}
+		return nil
+	}
+}
+
+// dispatch runs on the subscription's goroutine. Workers live as long as
+// the service: a goroutine per request would grow a fresh stack for every
+// handler, which costs more than the handler itself for small requests.
+// When MaxConcurrent workers are busy, dispatch blocks, which holds further
+// requests in the client buffer.
+func (s *server) dispatch(m *nats.Msg) {
+	select {
+	case s.work <- m:
+		return
+	default:
+	}
+	if s.workers < s.cfg.MaxConcurrent {
+		s.workers++
+		s.wg.Add(1)
+		go s.worker(m)
+		return
+	}
+	s.work <- m
+}
+
+func (s *server) worker(m *nats.Msg) {
+	defer s.wg.Done()
+	for ; m != nil; m = <-s.work {
+		s.serve(m)
+	}
+}
+
+func (s *server) cancel(m *nats.Msg) {
+	s.mu.Lock()
+	c := s.inflight[string(m.Data)]
+	s.mu.Unlock()
+	if c != nil {
+		c()
+	}
+}
+
+func (s *server) record(d time.Duration, errText string) {
+	s.mu.Lock()
+	s.stats.NumRequests++
+	s.stats.ProcessingTime += d
+	s.stats.AverageProcessingTime = s.stats.ProcessingTime / time.Duration(s.stats.NumRequests)
+	if errText != "" {
+		s.stats.NumErrors++
+		s.stats.LastError = errText
+	}
+	s.mu.Unlock()
+}
+
+func (s *server) asyncErr(err error) {
+	if s.cfg.ErrorHandler != nil {
+		s.cfg.ErrorHandler(err)
+	}
+}

@@ -1,0 +1,246 @@
+package consumer_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// start serves h and returns a client connection and a stop function that
+// returns Serve's result.
+func start(t *testing.T, cfg consumer.Config, h http.Handler) (*embednats.Server, *nats.Conn, func() error) {
+	t.Helper()
+	srv := natstest.Start(t)
+	svc := natstest.Connect(t, srv)
+	nc := natstest.Connect(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- consumer.Serve(ctx, svc, cfg, h) }()
+	waitFor(t, "service ping", func() bool {
+		_, err := nc.Request("$SRV.PING."+cfg.Name, nil, time.Second)
+		return err == nil
+	})
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return srv, nc, stop
+}
+
+func request(nc *nats.Conn, subject, path string) (*nats.Msg, error) {
+	return nc.RequestMsg(&nats.Msg{Subject: subject, Header: nats.Header{consumer.HeaderPath: {path}}}, 10*time.Second)
+}
+
+func TestConfigValidation(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for _, cfg := range []consumer.Config{
+		{}, {Name: "bad name"}, {Name: "ok", Version: "v1"}, {Name: "ok", Subject: "a.*"}, {Name: "ok", Subject: "a..b"},
+	} {
+		err := consumer.Serve(context.Background(), nc, cfg, http.NotFoundHandler())
+		if !errors.Is(err, consumer.ErrConfig) {
+			t.Errorf("Serve(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+}
+
+func TestPoolIsBoundedAndConcurrent(t *testing.T) {
+	const limit = 3
+	var cur, peak atomic.Int32
+	release := make(chan struct{})
+	_, nc, _ := start(t, consumer.Config{Name: "pool", MaxConcurrent: limit}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		cur.Add(-1)
+	}))
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	for range 2 * limit {
+		wg.Go(func() {
+			m, err := request(nc, "pool", "/")
+			if err != nil || m.Header.Get(consumer.HeaderStatus) != "" {
+				failures.Add(1)
+			}
+		})
+	}
+	waitFor(t, "the pool to fill", func() bool { return cur.Load() == limit })
+	close(release)
+	wg.Wait()
+	if peak.Load() != limit || failures.Load() != 0 {
+		t.Errorf("peak concurrency %d (want %d), %d failures", peak.Load(), limit, failures.Load())
+	}
+}
+
+func TestDrainFinishesInFlight(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	_, nc, stop := start(t, consumer.Config{Name: "drain"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := request(nc, "drain", "/")
+		if err != nil {
+			t.Error(err)
+		}
+		reply <- m
+	}()
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// Draining: no new request reaches the service.
+	waitFor(t, "the subscription to go", func() bool {
+		_, err := request(nc, "drain", "/")
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Serve returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	if m := <-reply; m == nil || m.Header.Get(consumer.HeaderStatus) != "202" {
+		t.Errorf("in-flight reply %+v, want 202", m)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Serve = %v, want nil", err)
+	}
+}
+
+func TestBadHeadAndPanic(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "bad"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		panic("boom")
+	}))
+	tests := []struct {
+		name string
+		h    nats.Header
+		code string
+	}{
+		{"method", nats.Header{consumer.HeaderMethod: {"GE T"}}, "400"},
+		{"path", nats.Header{consumer.HeaderPath: {"relative"}}, "400"},
+		{"timeout", nats.Header{consumer.HeaderTimeout: {"-5"}}, "400"},
+		{"proto", nats.Header{consumer.HeaderProto: {"SPDY"}}, "400"},
+		{"panic", nats.Header{consumer.HeaderPath: {"/"}}, "500"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := nc.RequestMsg(&nats.Msg{Subject: "bad", Header: tc.h}, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Header.Get(consumer.HeaderServiceErrorCode); got != tc.code {
+				t.Errorf("error code %q, want %q (%s)", got, tc.code, m.Header.Get(consumer.HeaderServiceError))
+			}
+		})
+	}
+}
+
+func TestTimeoutBecomesDeadline(t *testing.T) {
+	got := make(chan time.Duration, 1)
+	_, nc, _ := start(t, consumer.Config{Name: "dl"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dl, ok := r.Context().Deadline()
+		if !ok {
+			got <- -1
+			return
+		}
+		got <- time.Until(dl)
+	}))
+	if _, err := nc.RequestMsg(&nats.Msg{Subject: "dl", Header: nats.Header{consumer.HeaderTimeout: {strconv.Itoa(60_000)}}}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-got; d <= 0 || d > time.Minute {
+		t.Errorf("handler deadline in %v, want within the minute given", d)
+	}
+}
+
+func TestConnClosedEndsServe(t *testing.T) {
+	srv := natstest.Start(t)
+	svc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Serve(context.Background(), svc, consumer.Config{Name: "gone"}, http.NotFoundHandler())
+	}()
+	nc := natstest.Connect(t, srv)
+	waitFor(t, "service ping", func() bool {
+		_, err := nc.Request("$SRV.PING.gone", nil, time.Second)
+		return err == nil
+	})
+	svc.Close()
+	if err := <-done; !errors.Is(err, consumer.ErrConnClosed) {
+		t.Errorf("Serve = %v, want ErrConnClosed", err)
+	}
+}
+
+// A service started before NATS learns max_payload late; it must still
+// answer a small response in one message (it once streamed it byte by byte).
+func TestStartedBeforeNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	svc, err := nats.Connect("nats://"+addr, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "early"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write(bytes.Repeat([]byte("x"), 1000))
+		}))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
+	nc := natstest.Connect(t, srv)
+	waitFor(t, "service ping", func() bool {
+		_, err := nc.Request("$SRV.PING.early", nil, time.Second)
+		return err == nil
+	})
+	m, err := request(nc, "early", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(consumer.HeaderBody) != "" || len(m.Data) != 1000 {
+		t.Errorf("reply: body mode %q, %d bytes; want the whole 1000 bytes in one message", m.Header.Get(consumer.HeaderBody), len(m.Data))
+	}
+}

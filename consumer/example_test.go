@@ -1,0 +1,111 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
+)
+
+// A service deployed by narun reads its NATS address and credentials from
+// the environment the runner sets, and stops cleanly on SIGTERM.
+func ExampleListenAndServe() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello/{name}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Hello, %s!\n", r.PathValue("name"))
+	})
+	err := consumer.ListenAndServe(ctx, consumer.Config{Name: "hello", Version: "1.0.0"}, mux)
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Serve takes a connection made by the caller, for programs that already
+// talk to NATS. Handlers may stream: every Flush reaches the client.
+func ExampleServe() {
+	nc, err := nats.Connect(nats.DefaultURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	events := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; ; i++ {
+			fmt.Fprintf(w, "data: tick %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done(): // client gone, or the route's timeout
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	})
+	cfg := consumer.Config{
+		Name:          "clock",
+		Version:       "0.1.0",
+		Description:   "a tick a second",
+		MaxConcurrent: 100,
+	}
+	if err := consumer.Serve(context.Background(), nc, cfg, events); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// What the gateway sends is a plain NATS request: any NATS client can play
+// the gateway (or the service) without this package.
+func Example_protocol() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	srv, err := embednats.Start(embednats.Config{DataDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown()
+	svcConn, _ := srv.Connect()
+	defer svcConn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- consumer.Serve(ctx, svcConn, consumer.Config{Name: "echo"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, "%s %s?%s host=%s body=%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Host, body)
+		}))
+	}()
+	nc, _ := srv.Connect()
+	defer nc.Close()
+	for { // wait until the service is registered
+		if _, err := nc.Request("$SRV.PING.echo", nil, time.Second); err == nil {
+			break
+		}
+	}
+	req := &nats.Msg{Subject: "echo", Data: []byte("hi"), Header: nats.Header{
+		"Narun-Method": {"POST"},
+		"Narun-Path":   {"/notes/1"},
+		"Narun-Query":  {"draft=true"},
+		"Narun-Host":   {"example.com"},
+	}}
+	reply, err := nc.RequestMsg(req, 5*time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(reply.Header.Get("Narun-Status"), reply.Header.Get("Content-Type"))
+	fmt.Println(string(reply.Data))
+	cancel()
+	<-done
+	// Output:
+	// 201 text/plain
+	// POST /notes/1?draft=true host=example.com body=hi
+}

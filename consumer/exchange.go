@@ -1,0 +1,444 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// errBadRequest marks a request head that does not follow the protocol.
+var errBadRequest = errors.New("bad request head")
+
+// decodeRequest turns a request head into an *http.Request whose body is
+// the payload, followed by pulled chunks when the head says so.
+func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) (*nats.Msg, error)) (*http.Request, context.CancelFunc, error) {
+	h := m.Header
+	stream := h.Get(HeaderBody) == BodyStream
+	method := h.Get(HeaderMethod)
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validToken(method) {
+		return nil, nil, fmt.Errorf("%w: method %q", errBadRequest, method)
+	}
+	path := h.Get(HeaderPath)
+	if path == "" {
+		path = "/"
+	}
+	if path[0] != '/' && path != "*" {
+		return nil, nil, fmt.Errorf("%w: path %q does not start with /", errBadRequest, path)
+	}
+	uri := path
+	if q := h.Get(HeaderQuery); q != "" {
+		uri += "?" + q
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	proto := h.Get(HeaderProto)
+	if proto == "" {
+		proto = "HTTP/1.1"
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: proto %q", errBadRequest, proto)
+	}
+	cancel := context.CancelFunc(func() {})
+	if t := h.Get(HeaderTimeout); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, nil, fmt.Errorf("%w: timeout %q", errBadRequest, t)
+		}
+		ms = min(ms, int64(math.MaxInt64/time.Millisecond))
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	// The message's header map becomes the request's: the message is ours,
+	// and reusing the map saves a copy per request.
+	hdr := http.Header(h)
+	host, remote := h.Get(HeaderHost), h.Get(HeaderRemoteAddr)
+	for k, v := range h {
+		if IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) {
+			delete(hdr, k)
+			continue
+		}
+		if ck := http.CanonicalHeaderKey(k); ck != k {
+			delete(hdr, k)
+			hdr[ck] = append(hdr[ck], v...)
+		}
+	}
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	r := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      proto,
+		ProtoMajor: major,
+		ProtoMinor: minor,
+		Header:     hdr,
+		Host:       host,
+		RemoteAddr: remote,
+		RequestURI: uri,
+	}
+	if stream {
+		r.ContentLength = -1
+		if cl, err := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+			r.ContentLength = cl
+		}
+		r.Body = &pullReader{ctx: ctx, pull: pull, buf: m.Data}
+	} else {
+		r.ContentLength = int64(len(m.Data))
+		if len(m.Data) == 0 {
+			r.Body = http.NoBody
+		} else {
+			b := &bytesBody{}
+			b.Reset(m.Data)
+			r.Body = b
+		}
+	}
+	return r.WithContext(ctx), cancel, nil
+}
+
+// bytesBody is a whole body in memory: one allocation where
+// io.NopCloser(bytes.NewReader(...)) takes two.
+type bytesBody struct{ bytes.Reader }
+
+func (*bytesBody) Close() error { return nil }
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// pullReader reads a request body that the gateway hands out chunk by
+// chunk: one pull in flight at a time is the flow control.
+type pullReader struct {
+	ctx  context.Context
+	pull func(context.Context) (*nats.Msg, error)
+	buf  []byte
+	eof  bool
+	err  error
+}
+
+func (r *pullReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.eof {
+			return 0, io.EOF
+		}
+		m, err := r.pull(r.ctx)
+		if err != nil {
+			r.err = fmt.Errorf("read request body: %w", err)
+			continue
+		}
+		switch m.Header.Get(HeaderFrame) {
+		case FrameData:
+			r.buf = m.Data
+		case FrameEnd:
+			r.buf, r.eof = m.Data, true
+		default:
+			r.err = fmt.Errorf("read request body: gateway ended the exchange (%q)", m.Header.Get(HeaderFrame))
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (r *pullReader) Close() error { return nil }
+
+// serve handles one request head to completion and accounts for it.
+func (s *server) serve(m *nats.Msg) {
+	start := time.Now()
+	reply := m.Reply
+	if reply == "" {
+		// Nothing can answer a request without a reply subject.
+		s.record(time.Since(start), "request without reply subject")
+		return
+	}
+	pull := func(ctx context.Context) (*nats.Msg, error) {
+		return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
+	}
+	r, cancel, err := decodeRequest(context.Background(), m, pull)
+	if err != nil {
+		s.respondError(reply, http.StatusBadRequest, err.Error())
+		s.record(time.Since(start), err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.inflight[reply] = cancel
+	s.mu.Unlock()
+	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize()}
+	errText := w.run(r)
+	cancel()
+	s.mu.Lock()
+	delete(s.inflight, reply)
+	s.mu.Unlock()
+	s.record(time.Since(start), errText)
+}
+
+func (s *server) respondError(reply string, code int, text string) {
+	err := s.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{
+		HeaderServiceErrorCode: {strconv.Itoa(code)},
+		HeaderServiceError:     {text},
+	}})
+	if err != nil {
+		s.asyncErr(fmt.Errorf("reply to %s: %w", reply, err))
+	}
+}
+
+// ackWindow is how many response chunks may await the gateway's ack: enough
+// to keep the pipe full, few enough to bound memory on a slow client.
+const ackWindow = 4
+
+// responseWriter buffers a small response into one reply message and turns
+// into a stream of frames when the handler flushes or writes more than a
+// message holds.
+type responseWriter struct {
+	s           *server
+	reply       string
+	ctx         context.Context
+	hdr         http.Header
+	status      int
+	wroteHeader bool
+	streaming   bool
+	buf         []byte
+	acks        chan *nats.Msg
+	ackSub      *nats.Subscription
+	unacked     int
+	chunk       int
+	err         error
+}
+
+func (w *responseWriter) Header() http.Header { return w.hdr }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 {
+		// Interim responses (103 Early Hints) are not relayed.
+		return
+	}
+	w.wroteHeader, w.status = true, code
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.buf = append(w.buf, p...)
+	if len(w.buf) <= w.chunk {
+		return len(p), nil
+	}
+	if !w.streaming {
+		w.startStream()
+	}
+	for w.err == nil && len(w.buf) >= w.chunk {
+		w.sendFrame(FrameData, w.buf[:w.chunk], nil)
+		w.buf = w.buf[:copy(w.buf, w.buf[w.chunk:])]
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// Flush sends what was written so far to the client.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return
+	}
+	if !w.streaming {
+		w.startStream()
+		return
+	}
+	if len(w.buf) > 0 {
+		w.sendFrame(FrameData, w.buf, nil)
+		w.buf = w.buf[:0]
+	}
+}
+
+// FlushError is Flush that reports a failure, for http.ResponseController.
+func (w *responseWriter) FlushError() error {
+	w.Flush()
+	return w.err
+}
+
+func (w *responseWriter) head(stream bool) *nats.Msg {
+	h := make(nats.Header, len(w.hdr)+2)
+	for k, v := range w.hdr {
+		if IsReserved(k) || k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		h[k] = v
+	}
+	if w.status != http.StatusOK {
+		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
+	}
+	if stream {
+		h[HeaderBody] = []string{BodyStream}
+	}
+	return &nats.Msg{Subject: w.reply, Header: h}
+}
+
+// startStream sends the head with the first chunk, after which every chunk
+// is a frame that the gateway acks once written to the client.
+func (w *responseWriter) startStream() {
+	w.acks = make(chan *nats.Msg, ackWindow+1)
+	sub, err := w.s.nc.ChanSubscribe(nats.NewInbox(), w.acks)
+	if err != nil {
+		w.err = fmt.Errorf("stream response: %w", err)
+		return
+	}
+	w.ackSub = sub
+	w.streaming = true
+	n := min(len(w.buf), w.chunk)
+	m := w.head(true)
+	m.Data = w.buf[:n]
+	if err := w.s.nc.PublishMsg(m); err != nil {
+		w.err = fmt.Errorf("send response head: %w", err)
+		return
+	}
+	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+}
+
+func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Header) {
+	for w.unacked >= ackWindow && w.err == nil {
+		select {
+		case a := <-w.acks:
+			w.unacked--
+			if a.Header.Get(HeaderFrame) != FrameAck {
+				w.err = fmt.Errorf("send response: client went away")
+			}
+		case <-w.ctx.Done():
+			w.err = fmt.Errorf("send response: %w", context.Cause(w.ctx))
+		}
+	}
+	if w.err != nil {
+		return
+	}
+	h := make(nats.Header, len(trailers)+1)
+	for k, v := range trailers {
+		h[k] = v
+	}
+	h[HeaderFrame] = []string{kind}
+	m := &nats.Msg{Subject: w.reply, Header: h, Data: data}
+	if kind == FrameData {
+		m.Reply = w.ackSub.Subject
+		w.unacked++
+	}
+	if err := w.s.nc.PublishMsg(m); err != nil {
+		w.err = fmt.Errorf("send response: %w", err)
+	}
+}
+
+// trailers collects the values of declared trailers, as net/http does.
+func (w *responseWriter) trailers() http.Header {
+	var t http.Header
+	for _, decl := range w.hdr["Trailer"] {
+		for name := range strings.SplitSeq(decl, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if v, ok := w.hdr[name]; ok && name != "" {
+				if t == nil {
+					t = make(http.Header)
+				}
+				t[name] = v
+			}
+		}
+	}
+	for k, v := range w.hdr {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[http.CanonicalHeaderKey(name)] = v
+		}
+	}
+	return t
+}
+
+// run calls the handler and completes the response; it returns the error
+// text to count in the Micro stats, "" for a success.
+func (w *responseWriter) run(r *http.Request) (errText string) {
+	defer func() {
+		if w.ackSub != nil {
+			_ = w.ackSub.Unsubscribe()
+		}
+	}()
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		errText = fmt.Sprintf("panic: %v", p)
+		if p == http.ErrAbortHandler {
+			errText = "handler aborted the response"
+		}
+		if !w.streaming {
+			w.s.respondError(w.reply, http.StatusInternalServerError, "internal server error")
+			return
+		}
+		w.sendFrame(FrameEnd, nil, http.Header{HeaderServiceErrorCode: {"500"}, HeaderServiceError: {errText}})
+	}()
+	w.s.h.ServeHTTP(w, r)
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err.Error()
+	}
+	tr := w.trailers()
+	if !w.streaming && tr == nil {
+		m := w.head(false)
+		m.Data = w.buf
+		if err := w.s.nc.PublishMsg(m); err != nil {
+			w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
+			return err.Error()
+		}
+	} else {
+		if !w.streaming {
+			w.startStream()
+		}
+		w.sendFrame(FrameEnd, w.buf, tr)
+		if w.err != nil {
+			return w.err.Error()
+		}
+	}
+	if w.status >= 500 {
+		return "HTTP " + strconv.Itoa(w.status)
+	}
+	return ""
+}

@@ -1,0 +1,64 @@
+package consumer
+
+import "strings"
+
+// Header names of the narun HTTP-over-NATS protocol (docs/PROTOCOL.md).
+// Every name starts with HeaderPrefix; the gateway drops client headers with
+// that prefix so that a client cannot forge them.
+const (
+	HeaderPrefix = "Narun-"
+
+	// Request head, gateway to service. Scheme defaults to "http", Proto
+	// to "HTTP/1.1" and Method to GET; the request id travels as the HTTP
+	// header X-Request-Id.
+	HeaderMethod     = "Narun-Method"
+	HeaderPath       = "Narun-Path"
+	HeaderQuery      = "Narun-Query"
+	HeaderHost       = "Narun-Host"
+	HeaderScheme     = "Narun-Scheme"
+	HeaderProto      = "Narun-Proto"
+	HeaderRemoteAddr = "Narun-Remote-Addr"
+	// HeaderTimeout is the time left in milliseconds: relative, so that
+	// clocks of the gateway and the service need not agree.
+	HeaderTimeout = "Narun-Timeout"
+
+	// Response head, service to gateway; absent means 200.
+	HeaderStatus = "Narun-Status"
+
+	// HeaderBody set to BodyStream on a head says that more of the body
+	// follows in frames; absent, the payload is the whole body.
+	HeaderBody = "Narun-Body"
+	// HeaderFrame marks every message after the heads; absent, a message
+	// on the reply subject is the response head.
+	HeaderFrame = "Narun-Frame"
+)
+
+// Values of HeaderBody and HeaderFrame.
+const (
+	BodyStream = "stream"
+
+	FramePull   = "pull"   // service asks for the next request body chunk
+	FrameData   = "data"   // a body chunk; more follow
+	FrameEnd    = "end"    // the last chunk (may be empty); its headers are trailers
+	FrameAck    = "ack"    // gateway has written a response chunk to the client
+	FrameCancel = "cancel" // the exchange is over: stop sending
+)
+
+// Micro error headers, as written by nats.go/micro and any NATS Micro
+// implementation.
+const (
+	HeaderServiceError     = "Nats-Service-Error"
+	HeaderServiceErrorCode = "Nats-Service-Error-Code"
+)
+
+// CancelSubject is where the gateway announces that the client of a request
+// went away; the payload is the reply subject of that request. Every
+// instance of a service listens on it (no queue group).
+func CancelSubject(serviceSubject string) string {
+	return "_NARUN.cancel." + serviceSubject
+}
+
+// IsReserved reports whether an HTTP header name belongs to the protocol.
+func IsReserved(name string) bool {
+	return len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix)
+}

@@ -1,0 +1,93 @@
+// Command hello is the fixture of narun's tests and benchmark: one handler
+// served either as the NATS Micro service "hello" behind the gateway
+// (default) or as a plain HTTP server (--http ADDR), so the two paths can be
+// compared request for request.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/narun/narun/consumer"
+)
+
+func main() {
+	httpAddr := flag.String("http", "", "serve plain HTTP on this address instead of NATS")
+	name := flag.String("service", "hello", "NATS Micro service name (and subject)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if *httpAddr != "" {
+		err = serveHTTP(ctx, *httpAddr)
+	} else {
+		err = consumer.ListenAndServe(ctx, consumer.Config{
+			Name:        *name,
+			Version:     "1.0.0",
+			Description: "narun test fixture: greets and echoes",
+		}, Handler())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hello:", err)
+		os.Exit(1)
+	}
+}
+
+func serveHTTP(ctx context.Context, addr string) error {
+	srv := &http.Server{Addr: addr, Handler: Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// Handler greets on POST /hello/ with {"name":"X"} and otherwise echoes
+// what it received under /hello/.
+func Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /hello/{$}", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Name string `json:"name"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil || in.Name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `want a JSON body such as {"name":"X"}`})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"message": "Hello, " + in.Name + "!"})
+	})
+	mux.HandleFunc("/hello/", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "body_length": n,
+		})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
