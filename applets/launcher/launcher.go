@@ -1,14 +1,17 @@
-// Package launcher is the narun launcher applet.
+// Package launcher is the hidden launcher applet: the runner re-execs the
+// binary as it inside new namespaces, and it hands over to the sandbox.
 package launcher
 
 import (
 	"context"
-	"errors"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/sandbox"
 )
 
-// Main runs the applet.
+// Main never returns: the launcher ends the process with the app's exit
+// status, or with sandbox.ExitSetupFailed.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	sandbox.LauncherMain()
+	return nil
 }

@@ -1,0 +1,387 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// v1Controllers are the legacy hierarchies an instance gets a cgroup in.
+var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids"}
+
+// cgroupPlan locates one instance's cgroup in every hierarchy. It is
+// computed by the runner and sent to the launcher, so both agree.
+type cgroupPlan struct {
+	// Version is 1 or 2.
+	Version int `json:"version"`
+	// Dirs maps a v1 controller to its directory; v2 uses the key "".
+	Dirs map[string]string `json:"dirs"`
+}
+
+// hierarchies describes the cgroup mounts of this machine.
+type hierarchies struct {
+	v2root string            // mount point of a v2 hierarchy that has controllers, or ""
+	v1     map[string]string // v1 controller -> mount point
+}
+
+func (h hierarchies) version() int {
+	switch {
+	case h.v2root != "":
+		return 2
+	case h.v1["memory"] != "" || h.v1["cpu"] != "" || h.v1["pids"] != "":
+		return 1
+	}
+	return 0
+}
+
+// detectHierarchies reads the mount table. A v2 hierarchy counts only at
+// /sys/fs/cgroup (or root when given): the hybrid layout's empty
+// /sys/fs/cgroup/unified has no controllers to enforce anything with.
+func detectHierarchies(root string) (hierarchies, error) {
+	h := hierarchies{v1: map[string]string{}}
+	if root != "" {
+		h.v2root = root
+		return h, nil
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return h, fmt.Errorf("read mount table: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, pf := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(pf) < 3 {
+			continue
+		}
+		mnt := f[4]
+		switch pf[0] {
+		case "cgroup2":
+			if mnt == "/sys/fs/cgroup" {
+				h.v2root = mnt
+			}
+		case "cgroup":
+			for _, opt := range strings.Split(pf[2], ",") {
+				for _, c := range v1Controllers {
+					if opt == c {
+						h.v1[c] = mnt
+					}
+				}
+			}
+		}
+	}
+	return h, nil
+}
+
+// planCgroups decides where the instance's cgroup lives; nil means the
+// machine has no usable cgroups and no limits were asked for.
+func planCgroups(cfg *Config) (*cgroupPlan, error) {
+	h, err := detectHierarchies(cfg.CgroupRoot)
+	if err != nil {
+		return nil, err
+	}
+	rel := cfg.cgroupPath()
+	switch h.version() {
+	case 2:
+		return &cgroupPlan{Version: 2, Dirs: map[string]string{"": filepath.Join(h.v2root, rel)}}, nil
+	case 1:
+		p := &cgroupPlan{Version: 1, Dirs: map[string]string{}}
+		for c, mnt := range h.v1 {
+			p.Dirs[c] = filepath.Join(mnt, rel)
+		}
+		return p, nil
+	}
+	r := cfg.Resources
+	if r.MemoryMax > 0 || r.CPUMillis > 0 || r.PidsMax > 0 {
+		return nil, errors.New("resource limits need cgroups, and this machine has none mounted")
+	}
+	return nil, nil
+}
+
+// dirs returns each distinct directory once (cpu and cpuacct may share a mount).
+func (p *cgroupPlan) dirs() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range p.Dirs {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (p *cgroupPlan) dir(controller string) string {
+	if p.Version == 2 {
+		return p.Dirs[""]
+	}
+	return p.Dirs[controller]
+}
+
+// create makes the instance's cgroups and writes the limits. A leftover
+// cgroup of the same name (from a crashed runner) is removed first.
+func (p *cgroupPlan) create(r Resources) error {
+	if err := p.destroy(); err != nil {
+		return fmt.Errorf("remove leftover cgroup: %w", err)
+	}
+	if p.Version == 2 {
+		if err := enableV2Controllers(p.Dirs[""]); err != nil {
+			return err
+		}
+	}
+	for _, d := range p.dirs() {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create cgroup: %w", err)
+		}
+	}
+	need := func(controller, file string) (string, error) {
+		d := p.dir(controller)
+		if d == "" {
+			return "", fmt.Errorf("cgroup v1 %s controller is not mounted", controller)
+		}
+		path := filepath.Join(d, file)
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("cgroup v%d %s controller is not available: %w", p.Version, controller, err)
+		}
+		return path, nil
+	}
+	type limit struct {
+		controller, file, value string
+		optional                bool // absent when swap accounting is off
+	}
+	var limits []limit
+	if m := r.MemoryMax; m > 0 {
+		v := strconv.FormatInt(m, 10)
+		if p.Version == 2 {
+			limits = append(limits, limit{"memory", "memory.max", v, false}, limit{"memory", "memory.swap.max", "0", true})
+		} else {
+			limits = append(limits, limit{"memory", "memory.limit_in_bytes", v, false}, limit{"memory", "memory.memsw.limit_in_bytes", v, true})
+		}
+	}
+	if c := r.CPUMillis; c > 0 {
+		const period = 100000
+		quota := strconv.FormatInt(c*period/1000, 10)
+		if p.Version == 2 {
+			limits = append(limits, limit{"cpu", "cpu.max", quota + " " + strconv.Itoa(period), false})
+		} else {
+			limits = append(limits, limit{"cpu", "cpu.cfs_period_us", strconv.Itoa(period), false}, limit{"cpu", "cpu.cfs_quota_us", quota, false})
+		}
+	}
+	if n := r.PidsMax; n > 0 {
+		limits = append(limits, limit{"pids", "pids.max", strconv.FormatInt(n, 10), false})
+	}
+	for _, l := range limits {
+		path, err := need(l.controller, l.file)
+		if err != nil {
+			if l.optional {
+				continue
+			}
+			return err
+		}
+		if err := os.WriteFile(path, []byte(l.value), 0); err != nil {
+			return fmt.Errorf("set %s to %s: %w", path, l.value, err)
+		}
+	}
+	return nil
+}
+
+// enableV2Controllers delegates memory, cpu and pids from the root down
+// to the instance's parent, so the instance's own files exist.
+func enableV2Controllers(dir string) error {
+	parent := filepath.Dir(dir)
+	var chain []string
+	for d := parent; ; d = filepath.Dir(d) {
+		chain = append([]string{d}, chain...)
+		if _, err := os.Stat(filepath.Join(filepath.Dir(d), "cgroup.subtree_control")); err != nil || d == "/" {
+			break
+		}
+	}
+	for _, d := range chain {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", d, err)
+		}
+		avail, err := os.ReadFile(filepath.Join(d, "cgroup.controllers"))
+		if err != nil {
+			return fmt.Errorf("read controllers of %s: %w", d, err)
+		}
+		var enable []string
+		for _, c := range strings.Fields(string(avail)) {
+			if c == "memory" || c == "cpu" || c == "pids" {
+				enable = append(enable, "+"+c)
+			}
+		}
+		if len(enable) == 0 {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0); err != nil {
+			return fmt.Errorf("enable %s in %s: %w", strings.Join(enable, " "), d, err)
+		}
+	}
+	return nil
+}
+
+// Stats are an instance's resource figures, read from its cgroup, so
+// they describe the app and its children, never the launcher.
+type Stats struct {
+	// MemoryCurrent is the memory charged to the cgroup (page cache included).
+	MemoryCurrent int64 `json:"memory_current"`
+	// MemoryPeak is the highest MemoryCurrent seen; 0 if the kernel does not say.
+	MemoryPeak int64 `json:"memory_peak,omitempty"`
+	// RSS is the anonymous memory.
+	RSS int64 `json:"rss"`
+	// CPU is the CPU time used.
+	CPU time.Duration `json:"cpu"`
+	// Pids is the number of tasks.
+	Pids int64 `json:"pids"`
+	// OOMKills counts processes the kernel killed for hitting MemoryMax.
+	OOMKills int64 `json:"oom_kills"`
+}
+
+// stats reads what each hierarchy offers; missing files leave zeros.
+func (p *cgroupPlan) stats() Stats {
+	var s Stats
+	if p.Version == 2 {
+		d := p.Dirs[""]
+		s.MemoryCurrent = readInt(filepath.Join(d, "memory.current"))
+		s.MemoryPeak = readInt(filepath.Join(d, "memory.peak"))
+		s.RSS = readKey(filepath.Join(d, "memory.stat"), "anon")
+		s.CPU = time.Duration(readKey(filepath.Join(d, "cpu.stat"), "usage_usec")) * time.Microsecond
+		s.Pids = readInt(filepath.Join(d, "pids.current"))
+		s.OOMKills = readKey(filepath.Join(d, "memory.events"), "oom_kill")
+		return s
+	}
+	if d := p.Dirs["memory"]; d != "" {
+		s.MemoryCurrent = readInt(filepath.Join(d, "memory.usage_in_bytes"))
+		s.MemoryPeak = readInt(filepath.Join(d, "memory.max_usage_in_bytes"))
+		s.RSS = readKey(filepath.Join(d, "memory.stat"), "total_rss")
+		s.OOMKills = readKey(filepath.Join(d, "memory.oom_control"), "oom_kill")
+	}
+	if d := p.Dirs["cpuacct"]; d != "" {
+		s.CPU = time.Duration(readInt(filepath.Join(d, "cpuacct.usage")))
+	}
+	if d := p.Dirs["pids"]; d != "" {
+		s.Pids = readInt(filepath.Join(d, "pids.current"))
+	}
+	return s
+}
+
+func readInt(path string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	return n
+}
+
+// readKey reads one "key value" line of a flat-keyed cgroup file.
+func readKey(path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// destroy kills whatever is left in the instance's cgroups and removes
+// them. A missing cgroup is not an error.
+func (p *cgroupPlan) destroy() error {
+	var errs []error
+	for _, d := range p.dirs() {
+		errs = append(errs, removeCgroup(d))
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroup empties dir (and its children) and removes it.
+func removeCgroup(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	entries, _ := os.ReadDir(dir)
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			errs = append(errs, removeCgroup(filepath.Join(dir, e.Name())))
+		}
+	}
+	if os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0) != nil {
+		killProcs(dir)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := unix.Rmdir(dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return errors.Join(errs...)
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return errors.Join(append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))...)
+		}
+		killProcs(dir)
+		time.Sleep(10 * time.Millisecond) // polling the kernel: no event says a cgroup emptied on v1
+	}
+}
+
+func killProcs(dir string) {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return
+	}
+	for _, f := range bytes.Fields(data) {
+		if pid, err := strconv.Atoi(string(f)); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// CleanStale removes every instance cgroup under CgroupParent, killing
+// what still runs in them. The runner calls it once at start: instances
+// of a crashed runner are orphans nobody supervises.
+func CleanStale() error {
+	h, err := detectHierarchies("")
+	if err != nil {
+		return err
+	}
+	mounts := map[string]bool{}
+	if h.v2root != "" {
+		mounts[h.v2root] = true
+	}
+	for _, m := range h.v1 {
+		mounts[m] = true
+	}
+	var errs []error
+	for m := range mounts {
+		parent := filepath.Join(m, CgroupParent)
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				errs = append(errs, removeCgroup(filepath.Join(parent, e.Name())))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,170 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+)
+
+// maxABI is the highest Landlock ABI the sandbox asks for. Newer kernels
+// are used at this level: ABI 9 and 10 restrict pathname unix sockets
+// and UDP, which would need rules of their own (the bridges, DNS) that
+// are not written yet.
+const maxABI = 7
+
+var abiConfigs = []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5, landlock.V6, landlock.V7}
+
+const (
+	rightsReadFile  = ll.AccessFSReadFile
+	rightsReadDir   = ll.AccessFSReadFile | ll.AccessFSReadDir
+	rightsWriteFile = ll.AccessFSWriteFile | ll.AccessFSTruncate
+	rightsWriteDir  = ll.AccessFSWriteFile | ll.AccessFSTruncate | ll.AccessFSRemoveDir | ll.AccessFSRemoveFile |
+		ll.AccessFSMakeDir | ll.AccessFSMakeReg | ll.AccessFSMakeSock | ll.AccessFSMakeFifo | ll.AccessFSMakeSym | ll.AccessFSRefer
+	rightsExec = ll.AccessFSExecute
+)
+
+// presets maps a preset to the paths it grants; each is optional, since
+// distributions differ. The tmp preset is a mount, handled apart.
+var presets = map[string][]Path{
+	PresetStdio: {
+		{Path: "/dev/null", Access: "rw", Optional: true},
+		{Path: "/dev/zero", Access: "r", Optional: true},
+		{Path: "/dev/full", Access: "rw", Optional: true},
+		{Path: "/dev/random", Access: "r", Optional: true},
+		{Path: "/dev/urandom", Access: "r", Optional: true},
+	},
+	PresetCerts: {
+		{Path: "/etc/ssl", Access: "r", Optional: true},
+		{Path: "/etc/pki", Access: "r", Optional: true},
+		{Path: "/etc/ca-certificates", Access: "r", Optional: true},
+		{Path: "/usr/share/ca-certificates", Access: "r", Optional: true},
+		{Path: "/usr/local/share/ca-certificates", Access: "r", Optional: true},
+	},
+	PresetDNS: {
+		{Path: "/etc/resolv.conf", Access: "r", Optional: true},
+		{Path: "/etc/hosts", Access: "r", Optional: true},
+		{Path: "/etc/nsswitch.conf", Access: "r", Optional: true},
+		{Path: "/etc/host.conf", Access: "r", Optional: true},
+		{Path: "/etc/gai.conf", Access: "r", Optional: true},
+	},
+	PresetSharedLibs: {
+		{Path: "/lib", Access: "rx", Optional: true},
+		{Path: "/lib64", Access: "rx", Optional: true},
+		{Path: "/usr/lib", Access: "rx", Optional: true},
+		{Path: "/usr/lib64", Access: "rx", Optional: true},
+		{Path: "/usr/local/lib", Access: "rx", Optional: true},
+		{Path: "/etc/ld.so.cache", Access: "r", Optional: true},
+		{Path: "/etc/ld.so.conf", Access: "r", Optional: true},
+		{Path: "/etc/ld.so.conf.d", Access: "r", Optional: true},
+	},
+	PresetProcSelf: {
+		{Path: "/proc", Access: "r"},
+	},
+}
+
+// landlockABI returns the kernel's Landlock ABI version, 0 without Landlock.
+func landlockABI() int {
+	v, err := ll.LandlockGetABIVersion()
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// landlockPaths lists every path the app gets, before they are checked:
+// the instance dir readable, its data/ writable, the binary executable,
+// then presets and the config's own paths.
+func landlockPaths(cfg *Config) []Path {
+	paths := []Path{
+		{Path: cfg.Dir, Access: "r"},
+		{Path: filepath.Join(cfg.Dir, "data"), Access: "rw"},
+		{Path: cfg.Binary, Access: "rx"},
+	}
+	if hasPreset(cfg, PresetTmp) {
+		paths = append(paths, Path{Path: "/tmp", Access: "rw"})
+	}
+	for _, p := range cfg.Landlock.Presets {
+		paths = append(paths, presets[p]...)
+	}
+	return append(paths, cfg.Landlock.Paths...)
+}
+
+// landlockRules turns paths and ports into go-landlock rules for the
+// given ABI. A missing non-optional path is an error naming it.
+func landlockRules(cfg *Config, kernelABI int) (landlock.Config, []landlock.Rule, error) {
+	base := abiConfigs[min(kernelABI, maxABI)]
+	var rules []landlock.Rule
+	for _, p := range landlockPaths(cfg) {
+		st, err := os.Stat(p.Path)
+		if err != nil {
+			if p.Optional && errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return base, nil, fmt.Errorf("path %s: %w", p.Path, err)
+		}
+		var rights landlock.AccessFSSet
+		read, write, exec := rightsReadFile, rightsWriteFile, rightsExec
+		if st.IsDir() {
+			read, write = rightsReadDir, rightsWriteDir
+		}
+		if strings.Contains(p.Access, "r") {
+			rights |= landlock.AccessFSSet(read)
+		}
+		if strings.Contains(p.Access, "w") {
+			rights |= landlock.AccessFSSet(write)
+		}
+		if strings.Contains(p.Access, "x") {
+			rights |= landlock.AccessFSSet(exec)
+		}
+		rights &= base.HandledAccessFS
+		if rights == 0 {
+			continue
+		}
+		rules = append(rules, landlock.PathAccess(rights, p.Path))
+	}
+	handled := []any{base.HandledAccessFS}
+	if restrictTCP(cfg) && base.HandledAccessNet != 0 {
+		tcp := landlock.AccessNetSet(ll.AccessNetBindTCP | ll.AccessNetConnectTCP)
+		handled = append(handled, tcp)
+		for _, b := range cfg.Outbound {
+			rules = append(rules, landlock.ConnectTCP(b.Port))
+		}
+		for _, b := range cfg.Inbound {
+			// The app listens on the port; the launcher connects to it.
+			rules = append(rules, landlock.BindTCP(b.Port), landlock.ConnectTCP(b.Port))
+		}
+		for _, p := range cfg.Landlock.ConnectTCP {
+			rules = append(rules, landlock.ConnectTCP(p))
+		}
+		for _, p := range cfg.Landlock.BindTCP {
+			rules = append(rules, landlock.BindTCP(p))
+		}
+	}
+	scoped := base.Scoped
+	if kernelABI < 8 {
+		// Before ABI 8, go-landlock restricts each thread on its own, so
+		// each launcher thread is a separate domain, and one that did not
+		// fork the app may not signal it: stops would fail at random.
+		scoped &^= landlock.ScopedSet(ll.ScopeSignal)
+	}
+	if scoped != 0 {
+		handled = append(handled, scoped)
+	}
+	c, err := landlock.NewConfig(handled...)
+	if err != nil {
+		return base, nil, err
+	}
+	return *c, rules, nil
+}
+
+// restrictTCP says whether TCP bind and connect are confined: always
+// without host networking, and with it only when the config lists ports.
+func restrictTCP(cfg *Config) bool {
+	return cfg.newNet() || len(cfg.Landlock.ConnectTCP) > 0 || len(cfg.Landlock.BindTCP) > 0
+}

@@ -1,0 +1,422 @@
+package sandbox
+
+import (
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// forwarded are the signals the launcher passes on to the app.
+var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// LauncherMain is the hidden launcher applet. It runs as PID 1 of the
+// namespaces Command created: it reads the config from the inherited
+// pipe, sets the sandbox up, starts the app, forwards signals to it,
+// reaps every orphan, and exits with the app's status. On a setup
+// failure it reports the reason over the status pipe and exits with
+// ExitSetupFailed. It never returns.
+func LauncherMain() {
+	// The privilege drop below is per thread, and the app inherits it from
+	// the thread that forks it: both happen on this locked thread.
+	runtime.LockOSThread()
+	// Descriptors the runner inherited without close-on-exec (from its
+	// own parent, say) must not reach the app.
+	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) != nil {
+		markAllCloseOnExec()
+	}
+	status, err := inheritedFile(envStatusFD)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "narun launcher: %v (started outside the runner?)\n", err)
+		os.Exit(ExitSetupFailed)
+	}
+	fail := func(stage string, err error) {
+		writeStatus(status, statusMsg{Stage: stage, Error: err.Error()})
+		os.Exit(ExitSetupFailed)
+	}
+	// Registered before anything runs, so a stop asked for during setup
+	// is delivered to the app once it exists, and no SIGCHLD is lost.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+
+	msg, err := readConfig()
+	if err != nil {
+		fail("config", err)
+	}
+	cfg := &msg.Config
+	l := &launcher{cfg: cfg, plan: msg.Cgroup}
+	stage, err := l.setup()
+	if err != nil {
+		fail(stage, err)
+	}
+	pid, err := l.startApp()
+	if err != nil {
+		fail("exec", explainExec(cfg, err))
+	}
+	writeStatus(status, statusMsg{Started: true, LandlockABI: l.abi})
+	code, sig := supervise(pid, sigs)
+	writeStatus(status, statusMsg{Exited: true, Code: code, Signal: sig})
+	if sig != 0 {
+		os.Exit(128 + sig)
+	}
+	os.Exit(code)
+}
+
+// markAllCloseOnExec is CloseRange's fallback for kernels before 5.11.
+func markAllCloseOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+func inheritedFile(env string) (*os.File, error) {
+	fd, err := strconv.Atoi(os.Getenv(env))
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("no descriptor in %s", env)
+	}
+	// The app must not inherit the launcher's pipes.
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), env), nil
+}
+
+func readConfig() (*launchMsg, error) {
+	f, err := inheritedFile(envConfigFD)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read config pipe: %w", err)
+	}
+	var msg launchMsg
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := msg.Config.Validate(); err != nil {
+		return nil, err
+	}
+	return &msg, nil
+}
+
+// launcher holds what setup prepares for startApp.
+type launcher struct {
+	cfg      *Config
+	plan     *cgroupPlan
+	abi      int
+	cgroupFD int        // v2: the app is cloned straight into this cgroup
+	appV1    []*os.File // v1: the app's cgroups' tasks files, for the forking thread to step in
+	homeV1   []*os.File // v1: the launcher's own tasks files, to step back out
+}
+
+// setup runs every step that needs root, in the order that keeps each
+// possible: mounts and listeners first, then cgroups, then dropping
+// capabilities, and Landlock last.
+func (l *launcher) setup() (string, error) {
+	cfg := l.cfg
+	if err := setupMounts(cfg); err != nil {
+		return "mount", err
+	}
+	if err := unix.Sethostname([]byte(cfg.hostname())); err != nil {
+		return "hostname", fmt.Errorf("set hostname: %w", err)
+	}
+	if cfg.newNet() {
+		if err := loopbackUp(); err != nil {
+			return "network", err
+		}
+		if err := startBridges(cfg); err != nil {
+			return "bridge", err
+		}
+	}
+	if err := l.enterCgroup(); err != nil {
+		return "cgroup", err
+	}
+	if err := dropPrivileges(); err != nil {
+		return "privileges", err
+	}
+	if err := l.applyLandlock(); err != nil {
+		return "landlock", err
+	}
+	return "", nil
+}
+
+// setupMounts gives the sandbox its own /proc, showing only its PID
+// namespace, and with the tmp preset the instance's tmp/ as /tmp.
+// Nothing propagates back to the host.
+func setupMounts(cfg *Config) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	const safe = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("proc", "/proc", "proc", safe, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if hasPreset(cfg, PresetTmp) {
+		tmp := filepath.Join(cfg.Dir, "tmp")
+		if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mount %s on /tmp: %w", tmp, err)
+		}
+		if err := unix.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("remount /tmp nosuid: %w", err)
+		}
+	}
+	return nil
+}
+
+// startBridges opens the bridge listeners before Landlock and the
+// capability drop, so the app cannot bind the bridge ports itself.
+func startBridges(cfg *Config) error {
+	ctx := context.Background()
+	for _, b := range cfg.Outbound {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(b.Port))))
+		if err != nil {
+			return fmt.Errorf("listen on bridge port %d: %w", b.Port, err)
+		}
+		var d net.Dialer
+		go forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", b.Socket)
+		})
+	}
+	for _, b := range cfg.Inbound {
+		if err := os.Remove(b.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale bridge socket: %w", err)
+		}
+		ln, err := net.Listen("unix", b.Socket)
+		if err != nil {
+			return fmt.Errorf("listen on bridge socket: %w", err)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(b.Port)))
+		var d net.Dialer
+		go forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		})
+	}
+	return nil
+}
+
+// enterCgroup prepares the app's cgroup placement without putting the
+// launcher's own memory and threads into it. On v2 the app is cloned
+// into its cgroup. On v1, where no clone flag exists, the thread that
+// forks steps into the app's cgroups for the fork and back out after
+// it; moving one thread, not the process, keeps the launcher's other
+// threads from counting against the app's pids.max. The files are
+// opened now because Landlock will not allow opening them later.
+func (l *launcher) enterCgroup() error {
+	l.cgroupFD = -1
+	if l.plan == nil {
+		return nil
+	}
+	if l.plan.Version == 2 {
+		fd, err := unix.Open(l.plan.Dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open cgroup: %w", err)
+		}
+		l.cgroupFD = fd
+		return nil
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return fmt.Errorf("read own cgroups: %w", err)
+	}
+	mine := map[string]string{}
+	for _, line := range strings.Split(string(own), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			mine[c] = parts[2]
+		}
+	}
+	for c, dir := range l.plan.Dirs {
+		rel, ok := mine[c]
+		if !ok {
+			continue
+		}
+		// The hierarchy's mount is dir minus the instance's relative path.
+		mnt := strings.TrimSuffix(dir, "/"+l.cfg.cgroupPath())
+		home, err := os.OpenFile(filepath.Join(mnt, rel, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open own %s cgroup: %w", c, err)
+		}
+		l.homeV1 = append(l.homeV1, home)
+		app, err := os.OpenFile(filepath.Join(dir, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open app's %s cgroup: %w", c, err)
+		}
+		l.appV1 = append(l.appV1, app)
+	}
+	return nil
+}
+
+// dropPrivileges empties the capability bounding and ambient sets and
+// sets no_new_privs on the calling (locked) thread, the one that forks
+// the app, so the app (even as uid 0) execs with no capabilities and
+// cannot gain any. The launcher keeps its effective set: it still has
+// to switch the app's uid.
+func dropPrivileges() error {
+	last := 40
+	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// applyLandlock confines the launcher itself, so the app inherits the
+// domain from its first instruction. What the launcher does afterwards
+// (exec the binary, forward bridges, write held cgroup files) is either
+// allowed by the same rules or done through descriptors opened before.
+func (l *launcher) applyLandlock() error {
+	abi := landlockABI()
+	if abi == 0 {
+		if l.cfg.Landlock.mode() == LandlockRequired {
+			return errors.New("the kernel has no Landlock support (landlock = \"required\")")
+		}
+		return nil
+	}
+	c, rules, err := landlockRules(l.cfg, abi)
+	if err != nil {
+		return err
+	}
+	if err := c.Restrict(rules...); err != nil {
+		return fmt.Errorf("restrict: %w", err)
+	}
+	l.abi = min(abi, maxABI)
+	return nil
+}
+
+// startApp forks the app as the config's user with no supplementary
+// groups, in its own process group, and returns its pid.
+func (l *launcher) startApp() (int, error) {
+	cfg := l.cfg
+	args := cfg.Args
+	if len(args) == 0 {
+		args = []string{cfg.Binary}
+	}
+	env := cfg.Env
+	if hasPreset(cfg, PresetTmp) && !hasEnv(env, "TMPDIR") {
+		env = append(env[:len(env):len(env)], "TMPDIR=/tmp")
+	}
+	sys := &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: []uint32{}},
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if l.cgroupFD >= 0 {
+		sys.UseCgroupFD = true
+		sys.CgroupFD = l.cgroupFD
+	}
+	// LauncherMain locked this goroutine to its thread: the one that
+	// forks, so the one moved into the app's cgroups.
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	for _, app := range l.appV1 {
+		_, err := app.Write(tid)
+		app.Close()
+		if err != nil {
+			return 0, fmt.Errorf("enter the app's cgroup: %w", err)
+		}
+	}
+	p, err := os.StartProcess(cfg.Binary, args, &os.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   env,
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+		Sys:   sys,
+	})
+	for _, home := range l.homeV1 {
+		if _, herr := home.Write(tid); herr != nil && err == nil {
+			err = fmt.Errorf("leave the app's cgroup: %w", herr)
+		}
+		home.Close()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return p.Pid, nil
+}
+
+// explainExec adds the usual cause to an exec refused by Landlock: a
+// dynamically linked binary whose loader and libraries are not allowed.
+func explainExec(cfg *Config, err error) error {
+	if !errors.Is(err, unix.EACCES) || hasPreset(cfg, PresetSharedLibs) {
+		return err
+	}
+	f, ferr := elf.Open(cfg.Binary)
+	if ferr != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%w (the binary is dynamically linked: add the %s preset)", err, PresetSharedLibs)
+		}
+	}
+	return err
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// supervise forwards signals to the app's process group and reaps every
+// child until the app itself has exited; it returns the app's exit code
+// or the signal that killed it. Orphans of the app are reparented to the
+// launcher (PID 1) and reaped here too; whatever still runs when the
+// launcher exits is killed by the kernel with the namespace.
+func supervise(app int, sigs <-chan os.Signal) (code, sig int) {
+	for s := range sigs {
+		if s != syscall.SIGCHLD {
+			if unix.Kill(-app, s.(syscall.Signal)) != nil {
+				_ = unix.Kill(app, s.(syscall.Signal))
+			}
+			continue
+		}
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if err != nil || pid <= 0 {
+				break
+			}
+			if pid != app {
+				continue
+			}
+			if ws.Signaled() {
+				return -1, int(ws.Signal())
+			}
+			return ws.ExitStatus(), 0
+		}
+	}
+	return -1, int(syscall.SIGKILL)
+}

@@ -1,0 +1,920 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/embednats/natstest"
+)
+
+const nobody = 65534
+
+var (
+	// base holds the helper binary and every instance dir; unlike
+	// t.TempDir it is traversable by the unprivileged app user.
+	base   string
+	helper string
+	hello  string // the project's testdata/apps/hello fixture
+)
+
+func TestMain(m *testing.M) {
+	// The sandbox re-execs /proc/self/exe as the launcher, so the test
+	// binary must be one.
+	if len(os.Args) > 1 && os.Args[1] == "launcher" {
+		LauncherMain()
+	}
+	var err error
+	base, err = os.MkdirTemp("", "narun-sandbox-")
+	if err == nil {
+		err = os.Chmod(base, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create test dir:", err)
+		os.Exit(1)
+	}
+	helper = filepath.Join(base, "bin", "escape")
+	hello = filepath.Join(base, "bin", "hello")
+	for bin, pkg := range map[string]string{helper: "./testdata/escape", hello: "../testdata/apps/hello"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	_ = os.Chmod(filepath.Dir(helper), 0o755)
+	code := m.Run()
+	os.RemoveAll(base)
+	os.Exit(code)
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox needs root to create namespaces and cgroups")
+	}
+}
+
+func requireLandlock(t testing.TB, abi int) {
+	t.Helper()
+	if got := landlockABI(); got < abi {
+		t.Skipf("kernel lacks Landlock ABI %d (has %d)", abi, got)
+	}
+}
+
+// testConfig is a sandbox for the helper in mode args, as nobody, in a
+// fresh instance dir named after the test.
+func testConfig(t testing.TB, args ...string) Config {
+	t.Helper()
+	name := strings.NewReplacer("/", "-", "_", "-", "#", "-").Replace(strings.ToLower(t.Name()))
+	if len(name) > 60 {
+		name = name[len(name)-60:]
+	}
+	dir := filepath.Join(base, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		Binary:   helper,
+		Args:     append([]string{"escape"}, args...),
+		Env:      []string{"PATH=/usr/bin:/bin", "APP_SECRET=s3cret"},
+		Dir:      dir,
+		Hostname: name,
+		UID:      nobody,
+		GID:      nobody,
+		Landlock: LandlockConfig{Presets: []string{PresetStdio, PresetProcSelf}},
+	}
+}
+
+// sandboxed is a started sandbox whose output is collected line by line.
+type sandboxed struct {
+	*Launch
+	lines chan string
+	mu    sync.Mutex
+	out   strings.Builder
+	stdin io.WriteCloser
+	done  chan struct{}
+}
+
+func startSandbox(t testing.TB, cfg Config) *sandboxed {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := Command(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatalf("command: %v", err)
+	}
+	s := &sandboxed{Launch: l, lines: make(chan string, 100), done: make(chan struct{})}
+	r, w := io.Pipe()
+	l.Cmd.Stdout = w
+	l.Cmd.Stderr = w
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Cmd.Stdin = stdinR
+	s.stdin = stdinW
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.out.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			select {
+			case s.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		stdinW.Close()
+		w.Close()
+		if err := l.Cleanup(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := l.Start(); err != nil {
+		stdinR.Close()
+		w.Close()
+		w.Close()
+		<-s.done
+		t.Fatalf("start: %v\n%s", err, s.out.String())
+	}
+	stdinR.Close()
+	return s
+}
+
+// wait waits for the sandbox and the end of its output.
+func (s *sandboxed) wait(t testing.TB) (string, error) {
+	t.Helper()
+	tm := time.AfterFunc(15*time.Second, func() {
+		s.mu.Lock()
+		fmt.Fprintf(os.Stderr, "STUCK %s output so far:\n%s", t.Name(), s.out.String())
+		s.mu.Unlock()
+	})
+	defer tm.Stop()
+	err := s.Wait()
+	s.Cmd.Stdout.(*io.PipeWriter).Close()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String(), err
+}
+
+// waitLine blocks until the app prints want.
+func (s *sandboxed) waitLine(t testing.TB, want string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-s.lines:
+			if l == want {
+				return
+			}
+		case <-timeout:
+			s.mu.Lock()
+			t.Fatalf("app never printed %q:\n%s", want, s.out.String())
+		}
+	}
+}
+
+func runSandbox(t testing.TB, cfg Config) (string, error) {
+	t.Helper()
+	return startSandbox(t, cfg).wait(t)
+}
+
+func exitCode(err error) int {
+	var xe *ExitError
+	if errors.As(err, &xe) {
+		return xe.Code
+	}
+	if err == nil {
+		return 0
+	}
+	return -2
+}
+
+func TestEscapeCatalogue(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 4)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hostPort := ln.Addr().String()
+	outside := filepath.Join(base, "outside.txt")
+	notAllowed := "/usr/bin/true"
+	if _, err := os.Stat(notAllowed); err != nil {
+		notAllowed = "/bin/sh"
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		network string
+		asRoot  bool // also meaningful as uid 0 without capabilities
+	}{
+		{"read-shadow", []string{"read", "/etc/shadow"}, "", true},
+		{"write-outside", []string{"write", outside}, "", true},
+		{"write-etc", []string{"write", "/etc/narun-escaped"}, "", true},
+		{"write-tmp-without-preset", []string{"write", "/tmp/narun-escaped"}, "", true},
+		{"exec-not-allowed", []string{"exec", notAllowed}, "", true},
+		{"kill-host-process", []string{"kill0", strconv.Itoa(os.Getpid())}, "", true},
+		{"raw-socket", []string{"rawsock"}, "", true},
+		{"mount", []string{"mount", "/mnt"}, "", true},
+		{"become-root", []string{"setuid"}, "", false},
+		{"connect-other-port", []string{"connect", hostPort}, NetworkNone, true},
+		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true},
+	}
+	for _, tc := range tests {
+		for _, root := range []bool{false, true} {
+			if root && !tc.asRoot {
+				continue
+			}
+			name := tc.name
+			if root {
+				name += "-as-root"
+			}
+			t.Run(name, func(t *testing.T) {
+				cfg := testConfig(t, tc.args...)
+				cfg.Network = tc.network
+				if cfg.Network == NetworkNone {
+					cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+				}
+				if root {
+					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				}
+				out, err := runSandbox(t, cfg)
+				if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+					t.Fatalf("escape not blocked: %v\n%s", err, out)
+				}
+				t.Log(strings.TrimSpace(out))
+			})
+		}
+	}
+	if _, err := os.Stat(outside); err == nil {
+		t.Errorf("%s was written", outside)
+	}
+}
+
+// TestCatalogueControl shows the escape helper does succeed where the
+// sandbox allows it, so the catalogue's blocks are not the helper's bugs.
+func TestCatalogueControl(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name  string
+		args  []string
+		paths []Path
+	}{
+		{"read-allowed-file", []string{"read", "/etc/hostname"}, []Path{{Path: "/etc/hostname", Access: "r"}}},
+		{"write-data", []string{"write", "DATA/f"}, nil},
+		{"exec-allowed", []string{"exec", "/usr/bin/true"}, []Path{{Path: "/usr/bin/true", Access: "rx"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			args := append([]string(nil), tc.args...)
+			args[1] = strings.Replace(args[1], "DATA", filepath.Join(cfg.Dir, "data"), 1)
+			cfg.Args = append([]string{"escape"}, args...)
+			cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
+			cfg.Landlock.Paths = tc.paths
+			for _, p := range tc.paths {
+				if _, err := os.Stat(p.Path); err != nil {
+					t.Skipf("%s missing on this machine", p.Path)
+				}
+			}
+			out, err := runSandbox(t, cfg)
+			if err != nil || !strings.Contains(out, "ESCAPED") {
+				t.Fatalf("allowed access failed: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+func TestIdentityInsideSandbox(t *testing.T) {
+	requireRoot(t)
+	for _, root := range []bool{false, true} {
+		t.Run(fmt.Sprintf("root=%v", root), func(t *testing.T) {
+			cfg := testConfig(t, "info")
+			if root {
+				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+			}
+			s := startSandbox(t, cfg)
+			if got, want := s.LandlockABI(), min(landlockABI(), maxABI); got != want {
+				t.Errorf("landlock abi %d, want %d", got, want)
+			}
+			out, err := s.wait(t)
+			if err != nil {
+				t.Fatalf("info: %v\n%s", err, out)
+			}
+			var info struct {
+				Hostname string
+				PID      int
+				PPID     int
+				UID, GID int
+				Groups   []int
+				Env      []string
+				CapEff   uint64 `json:"cap_eff"`
+				CapPrm   uint64 `json:"cap_prm"`
+				Bounding []int
+				NNP      int
+				WD       string
+				FDs      []string
+			}
+			if err := json.Unmarshal([]byte(out), &info); err != nil {
+				t.Fatalf("decode %q: %v", out, err)
+			}
+			checks := []struct {
+				what      string
+				got, want any
+			}{
+				{"hostname", info.Hostname, cfg.Hostname},
+				{"parent is the launcher, PID 1", info.PPID, 1},
+				{"uid", info.UID, int(cfg.UID)},
+				{"gid", info.GID, int(cfg.GID)},
+				{"groups", len(info.Groups), 0},
+				{"env", strings.Join(info.Env, " "), strings.Join(cfg.Env, " ")},
+				{"effective caps", info.CapEff, uint64(0)},
+				{"permitted caps", info.CapPrm, uint64(0)},
+				{"bounding set", len(info.Bounding), 0},
+				{"no_new_privs", info.NNP, 1},
+				{"working dir", info.WD, cfg.Dir},
+				{"launcher pipes inherited", launcherPipes(info.FDs), ""},
+			}
+			for _, c := range checks {
+				if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+					t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
+				}
+			}
+		})
+	}
+}
+
+func TestMemoryLimitKillsOnlyThatApp(t *testing.T) {
+	requireRoot(t)
+	other := startSandbox(t, testConfig(t, "sigterm"))
+	other.waitLine(t, "ready")
+
+	cfg := testConfig(t, "alloc", "256")
+	cfg.Hostname += "-oom"
+	cfg.Resources.MemoryMax = 32 << 20
+	s := startSandbox(t, cfg)
+	out, err := s.wait(t)
+	var xe *ExitError
+	if !errors.As(err, &xe) || !xe.OOM || Reason(err) != "oom" {
+		t.Fatalf("want an oom exit, got %v (reason %q)\n%s", err, Reason(err), out)
+	}
+	if st := s.Stats(); st.OOMKills < 1 {
+		t.Errorf("cgroup counted %d oom kills", st.OOMKills)
+	}
+
+	if err := other.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := other.wait(t); err != nil || !strings.Contains(out, "got SIGTERM") {
+		t.Fatalf("the neighbour was affected: %v\n%s", err, out)
+	}
+}
+
+func TestForkBombStoppedByPidsMax(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "forkbomb", "200")
+	cfg.Resources.PidsMax = 32
+	out, err := runSandbox(t, cfg)
+	if exitCode(err) != 10 || !strings.Contains(out, "resource temporarily unavailable") {
+		t.Fatalf("fork bomb not stopped by pids.max: %v\n%s", err, out)
+	}
+}
+
+func TestSIGTERMReachesApp(t *testing.T) {
+	requireRoot(t)
+	s := startSandbox(t, testConfig(t, "sigterm"))
+	s.waitLine(t, "ready")
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.wait(t)
+	if err != nil || !strings.Contains(out, "got SIGTERM") {
+		t.Fatalf("graceful stop failed: %v\n%s", err, out)
+	}
+}
+
+func TestAppIgnoringSignalsIsStillStopped(t *testing.T) {
+	requireRoot(t)
+	s := startSandbox(t, testConfig(t, "ignore"))
+	s.waitLine(t, "ready")
+	procs := readProcs(t, s.plan)
+	if len(procs) != 1 {
+		t.Fatalf("want the app alone in its cgroup, got %v", procs)
+	}
+	if procs[0] == s.Pid() {
+		t.Fatalf("the launcher (%d) is in the app's cgroup", s.Pid())
+	}
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The supervisor's grace period runs out; SIGKILL ends the namespace.
+	if err := s.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.wait(t)
+	var xe *ExitError
+	if !errors.As(err, &xe) || xe.Signal != syscall.SIGKILL {
+		t.Fatalf("want the launcher killed, got %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", procs[0])); !os.IsNotExist(err) {
+		t.Fatalf("app %d survived its launcher", procs[0])
+	}
+}
+
+func TestNoZombieRemains(t *testing.T) {
+	requireRoot(t)
+	out, err := runSandbox(t, testConfig(t, "zombie"))
+	if err != nil || !strings.Contains(out, "reaped") {
+		t.Fatalf("orphan not reaped by the launcher: %v\n%s", err, out)
+	}
+}
+
+func TestSetupErrorReason(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	cfg := testConfig(t, "hello")
+	cfg.Landlock.Paths = []Path{{Path: "/nonexistent/narun", Access: "r"}}
+	l, err := Command(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Cleanup() })
+	err = l.Start()
+	var se *SetupError
+	if !errors.As(err, &se) {
+		t.Fatalf("want a setup error, got %v", err)
+	}
+	if want := "landlock: path /nonexistent/narun: "; !strings.HasPrefix(Reason(err), want) {
+		t.Fatalf("reason %q, want prefix %q", Reason(err), want)
+	}
+	if l.Cmd.ProcessState == nil || l.Cmd.ProcessState.ExitCode() != ExitSetupFailed {
+		t.Fatalf("launcher state %v, want exit %d", l.Cmd.ProcessState, ExitSetupFailed)
+	}
+}
+
+// TestDynamicBinary runs a dynamically linked system binary: refused
+// with a hint without the shared_libs preset, run with it.
+func TestDynamicBinary(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	const bin = "/usr/bin/true"
+	if f, err := elf.Open(bin); err != nil {
+		t.Skipf("%s: %v", bin, err)
+	} else {
+		dynamic := false
+		for _, p := range f.Progs {
+			dynamic = dynamic || p.Type == elf.PT_INTERP
+		}
+		f.Close()
+		if !dynamic {
+			t.Skipf("%s is statically linked here", bin)
+		}
+	}
+	t.Run("without-shared-libs", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Binary, cfg.Args = bin, nil
+		l, err := Command(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Cleanup() })
+		err = l.Start()
+		if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "add the shared_libs preset") {
+			t.Fatalf("reason %q", r)
+		}
+	})
+	t.Run("with-shared-libs", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Binary, cfg.Args = bin, nil
+		cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
+		if out, err := runSandbox(t, cfg); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	})
+}
+
+func TestOptionalPathMayBeMissing(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "hello")
+	cfg.Landlock.Paths = []Path{{Path: "/nonexistent/narun", Access: "r", Optional: true}}
+	if out, err := runSandbox(t, cfg); err != nil || out != "hello\n" {
+		t.Fatalf("got %v\n%s", err, out)
+	}
+}
+
+func TestNetworkNoneBridges(t *testing.T) {
+	requireRoot(t)
+	t.Run("nats-outbound", func(t *testing.T) {
+		srv := natstest.Start(t)
+		cfg := testConfig(t, "natsinfo", "127.0.0.1:4222")
+		cfg.Network = NetworkNone
+		cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ServeBridge(ctx, cfg.Outbound[0].Socket, srv.ClientURL()) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("serve bridge: %v", err)
+			}
+		})
+		waitFor(t, func() bool { _, err := os.Stat(cfg.Outbound[0].Socket); return err == nil })
+		out, err := runSandbox(t, cfg)
+		if err != nil || !strings.HasPrefix(out, "INFO {") {
+			t.Fatalf("no NATS through the bridge: %v\n%s", err, out)
+		}
+	})
+	t.Run("http-inbound", func(t *testing.T) {
+		cfg := testConfig(t, "serve", "8080")
+		cfg.Network = NetworkNone
+		cfg.Inbound = []Bridge{HTTPBridge(cfg.Dir, 8080)}
+		s := startSandbox(t, cfg)
+		s.waitLine(t, "ready")
+		client := &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", cfg.Inbound[0].Socket)
+			},
+		}}
+		resp, err := client.Get("http://app/")
+		if err != nil {
+			t.Fatalf("get through the bridge: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hi from the sandbox" {
+			t.Fatalf("body %q", body)
+		}
+		_ = s.Signal(syscall.SIGKILL)
+		_, _ = s.wait(t)
+	})
+}
+
+// TestHelloFixtureWithoutNetwork runs the project's hello fixture with
+// network = "none", as a NATS Micro service through the NATS bridge and
+// as a plain HTTP server through the inbound bridge.
+func TestHelloFixtureWithoutNetwork(t *testing.T) {
+	requireRoot(t)
+	t.Run("nats", func(t *testing.T) {
+		srv := natstest.Start(t)
+		nc := natstest.Connect(t, srv)
+		cfg := testConfig(t)
+		cfg.Binary, cfg.Args = hello, []string{"hello"}
+		cfg.Network = NetworkNone
+		cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ServeBridge(ctx, cfg.Outbound[0].Socket, srv.ClientURL()) }()
+		t.Cleanup(func() { cancel(); <-served })
+		s := startSandbox(t, cfg)
+		var reply string
+		waitFor(t, func() bool {
+			msg, err := nc.Request("$SRV.PING.hello", nil, time.Second)
+			if err == nil {
+				reply = string(msg.Data)
+			}
+			return err == nil
+		})
+		if !strings.Contains(reply, `"name":"hello"`) {
+			t.Fatalf("ping reply %s", reply)
+		}
+		if err := s.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := s.wait(t); err != nil {
+			t.Fatalf("hello did not stop cleanly: %v\n%s", err, out)
+		}
+	})
+	t.Run("http", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Binary, cfg.Args = hello, []string{"hello", "--http", "127.0.0.1:8080"}
+		cfg.Network = NetworkNone
+		cfg.Inbound = []Bridge{HTTPBridge(cfg.Dir, 8080)}
+		s := startSandbox(t, cfg)
+		client := &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", cfg.Inbound[0].Socket)
+			},
+		}}
+		var body []byte
+		waitFor(t, func() bool {
+			resp, err := client.Post("http://app/hello/", "application/json", strings.NewReader(`{"name":"Sandbox"}`))
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			body, _ = io.ReadAll(resp.Body)
+			return resp.StatusCode == http.StatusOK
+		})
+		if !strings.Contains(string(body), "Hello, Sandbox") {
+			t.Fatalf("body %s", body)
+		}
+		if err := s.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := s.wait(t); err != nil {
+			t.Fatalf("hello did not stop cleanly: %v\n%s", err, out)
+		}
+	})
+}
+
+// TestHostNetworkTCPAllowList: with host networking and a ConnectTCP
+// list, Landlock lets the app reach the listed port and nothing else.
+func TestHostNetworkTCPAllowList(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 4)
+	var ports []uint16
+	for range 2 {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
+	}
+	tests := []struct {
+		port uint16
+		want int
+	}{{ports[0], 0}, {ports[1], 10}}
+	for _, tc := range tests {
+		t.Run(map[int]string{0: "listed", 10: "unlisted"}[tc.want], func(t *testing.T) {
+			cfg := testConfig(t, "connect", fmt.Sprintf("127.0.0.1:%d", tc.port))
+			cfg.Landlock.ConnectTCP = []uint16{ports[0]}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != tc.want {
+				t.Fatalf("connect to %d: %v\n%s", tc.port, err, out)
+			}
+		})
+	}
+}
+
+func TestStatsComeFromTheApp(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "hold", "64")
+	cfg.Resources = Resources{MemoryMax: 256 << 20, CPUMillis: 500, PidsMax: 64}
+	s := startSandbox(t, cfg)
+	s.waitLine(t, "ready")
+	st := s.Stats()
+	if st.RSS < 64<<20 || st.MemoryCurrent < st.RSS {
+		t.Errorf("rss %d, memory %d: want at least the app's 64 MiB", st.RSS, st.MemoryCurrent)
+	}
+	if st.Pids < 1 || st.CPU <= 0 {
+		t.Errorf("pids %d, cpu %v", st.Pids, st.CPU)
+	}
+	if _, err := io.WriteString(s.stdin, "\n"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.wait(t); err != nil {
+		t.Fatalf("app failed: %v\n%s", err, out)
+	}
+}
+
+// TestCgroupV2Placement runs against a cgroup v2 hierarchy: the app is
+// cloned into its cgroup and the launcher stays out. On hybrid machines
+// the v2 hierarchy has no controllers, so only placement and CPU
+// accounting are checked there.
+func TestCgroupV2Placement(t *testing.T) {
+	requireRoot(t)
+	root := ""
+	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st syscall.Statfs_t
+		if syscall.Statfs(p, &st) == nil && st.Type == 0x63677270 {
+			root = p
+		}
+	}
+	if root == "" {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	cfg := testConfig(t, "hold", "1")
+	cfg.CgroupRoot = root
+	s := startSandbox(t, cfg)
+	s.waitLine(t, "ready")
+	procs := readProcs(t, s.plan)
+	if len(procs) != 1 || procs[0] == s.Pid() {
+		t.Fatalf("cgroup holds %v; want the app only (launcher %d)", procs, s.Pid())
+	}
+	io.WriteString(s.stdin, "\n")
+	if out, err := s.wait(t); err != nil {
+		t.Fatalf("app failed: %v\n%s", err, out)
+	}
+	if st := s.Stats(); st.CPU <= 0 {
+		t.Errorf("cpu %v from cpu.stat", st.CPU)
+	}
+}
+
+func TestCleanStale(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t)
+	plan, err := planCgroups(&cfg)
+	if err != nil || plan == nil {
+		t.Skipf("no cgroups: %v", err)
+	}
+	if err := plan.create(Resources{}); err != nil {
+		t.Fatal(err)
+	}
+	orphan := exec.Command(helper, "sleep")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range plan.dirs() {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(orphan.Process.Pid)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := CleanStale(); err != nil {
+		t.Fatalf("clean stale: %v", err)
+	}
+	for _, d := range plan.dirs() {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s still exists", d)
+		}
+	}
+	if err := orphan.Wait(); err == nil {
+		t.Error("the orphan was not killed")
+	}
+}
+
+func TestProbe(t *testing.T) {
+	c := Probe()
+	if c.LandlockABI != landlockABI() {
+		t.Errorf("landlock abi %d, kernel says %d", c.LandlockABI, landlockABI())
+	}
+	if os.Geteuid() == 0 && !c.Sandbox {
+		t.Errorf("root on linux but sandbox unavailable: %+v", c)
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"landlock_abi"`, `"cgroup_version"`, `"namespaces"`, `"sandbox"`, `"user_namespaces"`} {
+		if !strings.Contains(string(data), key) {
+			t.Errorf("%s lacks %s", data, key)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := Config{Binary: "/bin/app", Dir: "/var/lib/narun/i1", Hostname: "i1", UID: 1000, GID: 1000}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   string // "" = valid
+	}{
+		{"minimal", func(*Config) {}, ""},
+		{"relative binary", func(c *Config) { c.Binary = "app" }, "binary"},
+		{"relative dir", func(c *Config) { c.Dir = "i1" }, "dir"},
+		{"bad network", func(c *Config) { c.Network = "bridge" }, "network"},
+		{"root without consent", func(c *Config) { c.UID = 0 }, "uid 0"},
+		{"root with consent", func(c *Config) { c.UID, c.AllowRoot = 0, true }, ""},
+		{"bad landlock mode", func(c *Config) { c.Landlock.Mode = "maybe" }, "landlock mode"},
+		{"unknown preset", func(c *Config) { c.Landlock.Presets = []string{"gpu"} }, "preset"},
+		{"bad access", func(c *Config) { c.Landlock.Paths = []Path{{Path: "/x", Access: "rc"}} }, "access"},
+		{"relative path", func(c *Config) { c.Landlock.Paths = []Path{{Path: "x", Access: "r"}} }, "not absolute"},
+		{"cgroup escape", func(c *Config) { c.Cgroup = "narun/../system.slice" }, "cgroup"},
+		{"cgroup outside parent", func(c *Config) { c.Cgroup = "other/x" }, "cgroup"},
+		{"bridge without socket", func(c *Config) { c.Outbound = []Bridge{{Port: 4222}} }, "bridge"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.modify(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalidConfig)):
+				t.Fatalf("error %v, want one about %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// launcherPipes lists the descriptors above stderr that are pipes: the
+// app must not hold the launcher's config or status pipe.
+func launcherPipes(fds []string) string {
+	var pipes []string
+	for _, fd := range fds {
+		n, target, _ := strings.Cut(fd, "=")
+		if n != "0" && n != "1" && n != "2" && strings.HasPrefix(target, "pipe:") {
+			pipes = append(pipes, fd)
+		}
+	}
+	return strings.Join(pipes, ",")
+}
+
+func readProcs(t testing.TB, plan *cgroupPlan) []int {
+	t.Helper()
+	dir := plan.dir("pids")
+	if dir == "" {
+		dir = plan.dir("memory")
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		n, _ := strconv.Atoi(f)
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkFirstLine measures the time from start to the app's first
+// output line, for a plain exec and for the sandbox (namespaces,
+// cgroups with limits, Landlock, privilege drop).
+func BenchmarkFirstLine(b *testing.B) {
+	requireRoot(b)
+	firstLine := func(b *testing.B, cmd *exec.Cmd, start func() error) time.Duration {
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := start(); err != nil {
+			b.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		d := time.Since(t0)
+		if err != nil || line != "hello\n" {
+			b.Fatalf("first line %q: %v", line, err)
+		}
+		return d
+	}
+	b.Run("exec", func(b *testing.B) {
+		var total time.Duration
+		for b.Loop() {
+			cmd := exec.Command(helper, "hello")
+			total += firstLine(b, cmd, cmd.Start)
+			if err := cmd.Wait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/first-line")
+	})
+	b.Run("sandbox", func(b *testing.B) {
+		cfg := testConfig(b, "hello")
+		cfg.Resources = Resources{MemoryMax: 64 << 20, CPUMillis: 500, PidsMax: 64}
+		cfg.Landlock.Presets = []string{PresetStdio}
+		var total time.Duration
+		for b.Loop() {
+			l, err := Command(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += firstLine(b, l.Cmd, l.Start)
+			if err := l.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Cleanup(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/first-line")
+	})
+}

@@ -1,0 +1,224 @@
+// Command escape is the sandbox tests' app: each mode tries one thing a
+// sandboxed app must not be able to do, or exercises one behaviour. It
+// exits 0 when the attempt succeeded ("ESCAPED") and 10 when it was
+// blocked ("BLOCKED: reason"), so tests read the verdict from the code.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const blocked = 10
+
+func verdict(err error) {
+	if err != nil {
+		fmt.Println("BLOCKED:", err)
+		os.Exit(blocked)
+	}
+	fmt.Println("ESCAPED")
+	os.Exit(0)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: escape MODE [ARG]")
+		os.Exit(2)
+	}
+	arg := ""
+	if len(os.Args) > 2 {
+		arg = os.Args[2]
+	}
+	switch os.Args[1] {
+	case "hello":
+		fmt.Println("hello")
+	case "read":
+		_, err := os.ReadFile(arg)
+		verdict(err)
+	case "write":
+		verdict(os.WriteFile(arg, []byte("x"), 0o644))
+	case "exec":
+		verdict(exec.Command(arg).Run())
+	case "kill0":
+		pid, _ := strconv.Atoi(arg)
+		verdict(syscall.Kill(pid, 0))
+	case "rawsock":
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+		if err == nil {
+			unix.Close(fd)
+		}
+		verdict(err)
+	case "mount":
+		verdict(unix.Mount("none", arg, "tmpfs", 0, ""))
+	case "setuid":
+		verdict(unix.Setuid(0))
+	case "connect":
+		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		verdict(err)
+	case "alloc":
+		mb, _ := strconv.Atoi(arg)
+		var keep [][]byte
+		for i := 0; i < mb; i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = byte(j)
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("ESCAPED", len(keep))
+	case "hold":
+		mb, _ := strconv.Atoi(arg)
+		b := make([]byte, mb<<20)
+		for j := range b {
+			b[j] = 1
+		}
+		fmt.Println("ready")
+		waitStdin()
+		fmt.Println(len(b))
+	case "forkbomb":
+		n, _ := strconv.Atoi(arg)
+		for i := 0; i < n; i++ {
+			c := exec.Command("/proc/self/exe", "sleep")
+			if err := c.Start(); err != nil {
+				verdict(fmt.Errorf("child %d: %w", i, err))
+			}
+		}
+		verdict(nil)
+	case "sleep":
+		time.Sleep(time.Hour)
+	case "spin":
+		ms, _ := strconv.Atoi(arg)
+		end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+		for time.Now().Before(end) {
+		}
+		fmt.Println("done")
+	case "sigterm":
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		fmt.Println("ready")
+		<-c
+		fmt.Println("got SIGTERM")
+	case "ignore":
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "zombie":
+		zombie()
+	case "spawn-exit":
+		c := exec.Command("/proc/self/exe", "exit-soon")
+		if err := c.Start(); err != nil {
+			fmt.Println("start grandchild:", err)
+			os.Exit(2)
+		}
+		fmt.Println(c.Process.Pid)
+	case "exit-soon":
+		time.Sleep(50 * time.Millisecond)
+	case "info":
+		info()
+	case "serve":
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hi from the sandbox") })
+		ln, err := net.Listen("tcp", "127.0.0.1:"+arg)
+		if err != nil {
+			fmt.Println("listen:", err)
+			os.Exit(2)
+		}
+		fmt.Println("ready")
+		_ = http.Serve(ln, nil)
+	case "natsinfo":
+		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
+		if err != nil {
+			verdict(err)
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			verdict(err)
+		}
+		fmt.Print(line)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func waitStdin() {
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+}
+
+// zombie makes a grandchild whose parent exits first, so the grandchild
+// is reparented to PID 1, and reports whether PID 1 reaps it.
+func zombie() {
+	out, err := exec.Command("/proc/self/exe", "spawn-exit").Output()
+	if err != nil {
+		fmt.Println("spawn:", err)
+		os.Exit(2)
+	}
+	pid, _ := strconv.Atoi(string(out[:len(out)-1]))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			fmt.Println("reaped", pid)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fmt.Printf("not reaped: %s\n", stat)
+	os.Exit(blocked)
+}
+
+func info() {
+	host, _ := os.Hostname()
+	groups, _ := unix.Getgroups()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	_ = unix.Capget(&hdr, &data[0])
+	var bounding []int
+	for c := 0; c < 64; c++ {
+		if ok, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err == nil && ok == 1 {
+			bounding = append(bounding, c)
+		}
+	}
+	nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	wd, _ := os.Getwd()
+	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"hostname": host,
+		"pid":      os.Getpid(),
+		"ppid":     os.Getppid(),
+		"uid":      os.Getuid(),
+		"gid":      os.Getgid(),
+		"groups":   groups,
+		"env":      os.Environ(),
+		"cap_eff":  uint64(data[0].Effective) | uint64(data[1].Effective)<<32,
+		"cap_prm":  uint64(data[0].Permitted) | uint64(data[1].Permitted)<<32,
+		"bounding": bounding,
+		"nnp":      nnp,
+		"wd":       wd,
+		"fds":      openFDs(),
+	})
+}
+
+func openFDs() []string {
+	var fds []string
+	for fd := 0; fd < 64; fd++ {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			target, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+			fds = append(fds, strconv.Itoa(fd)+"="+target)
+		}
+	}
+	return fds
+}
