@@ -1,14 +1,273 @@
-// Package ctl is the narun ctl applet.
+// Package ctl is the narun ctl applet: the operator's command line for
+// deploying apps and inspecting and steering what the runners do.
+//
+// Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 rollout failed
+// or timed out (deploy --wait), 5 refused because in use (image, file or
+// secret referenced by a deployed app; --force overrides).
 package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// Exit codes beyond cli's 0, 1 and 2.
+const (
+	ExitNotFound = 3
+	ExitRollout  = 4
+	ExitInUse    = 5
+)
+
+func notFound(format string, args ...any) error {
+	return &cli.ExitError{Code: ExitNotFound, Err: fmt.Errorf(format, args...)}
+}
+
+func inUse(format string, args ...any) error {
+	return &cli.ExitError{Code: ExitInUse, Err: fmt.Errorf(format, args...)}
+}
+
+func usagef(format string, args ...any) error { return cli.Usage(fmt.Errorf(format, args...)) }
+
+const (
+	flagTimeout = "timeout"
+	flagKeyFile = "key-file"
+	flagJSON    = "json"
+	flagForce   = "force"
 )
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	app := newApp(stdio)
+	if len(args) == 0 {
+		args = []string{"ctl"}
+	}
+	var unknown string
+	app.CommandNotFound = func(_ *ucli.Context, name string) { unknown = name }
+	err := app.RunContext(ctx, reorder(app, args))
+	if err == nil && unknown != "" {
+		return usagef("unknown command %q (--help lists them)", unknown)
+	}
+	return err
+}
+
+// env is what every command needs: configuration, streams and, once
+// connected, JetStream.
+type env struct {
+	stdio cli.IO
+	cfg   config.File
+	log   *slog.Logger
+	// timeout bounds each NATS operation (not a whole --wait or -f).
+	timeout time.Duration
+	nc      *nats.Conn
+	js      jetstream.JetStream
+}
+
+func newApp(stdio cli.IO) *ucli.App {
+	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
+	flags = append(flags,
+		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation (default [ctl] timeout, 15s)"},
+		&ucli.StringFlag{Name: flagKeyFile, EnvVars: []string{"NARUN_KEY_FILE"}, Usage: "secrets key file (default [ctl] master_key_file)"},
+	)
+	app := cli.NewApp(stdio, "ctl", "manage narun apps, nodes, images, secrets, files and routes", flags)
+	app.Description = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 rollout failed or timed out, 5 in use (see --force)."
+	app.Commands = []*ucli.Command{
+		deployCommand(stdio),
+		appCommand(stdio),
+		logsCommand(stdio),
+		nodeCommand(stdio),
+		imageCommand(stdio),
+		secretCommand(stdio),
+		filesCommand(stdio),
+		routeCommand(stdio),
+		completionCommand(stdio),
+	}
+	markUsage(app.Commands, app.OnUsageError)
+	return app
+}
+
+// markUsage makes a flag error in any subcommand exit 2, as in the app.
+func markUsage(cmds []*ucli.Command, h ucli.OnUsageErrorFunc) {
+	for _, c := range cmds {
+		c.OnUsageError = h
+		markUsage(c.Subcommands, h)
+	}
+}
+
+// setup reads the configuration; commands that talk to NATS then connect.
+func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
+	// Flag lookups on c walk up to the global flags.
+	cfg, log, err := cli.Load(c, stdio)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{stdio: stdio, cfg: cfg, log: log, timeout: cfg.Ctl.Timeout.D()}
+	// deploy has a --timeout of its own (for --wait): read the global one
+	// from the app-level context (the last is urfave's empty parent).
+	lineage := c.Lineage()
+	if root := lineage[len(lineage)-2]; root.IsSet(flagTimeout) {
+		e.timeout = root.Duration(flagTimeout)
+	}
+	if e.timeout <= 0 {
+		e.timeout = 15 * time.Second
+	}
+	if c.IsSet(flagKeyFile) {
+		e.cfg.Ctl.MasterKeyFile = c.String(flagKeyFile)
+	}
+	return e, nil
+}
+
+func (e *env) connect() error {
+	opts, err := cli.NATSOptions("narun-ctl", e.cfg.Ctl.Client)
+	if err != nil {
+		return err
+	}
+	// A command line tool reports an unreachable server instead of
+	// waiting for it like the long-running applets do.
+	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(e.timeout))
+	nc, err := nats.Connect(e.cfg.Ctl.NATSURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", e.cfg.Ctl.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	e.nc, e.js = nc, js
+	return nil
+}
+
+func (e *env) close() {
+	if e.nc != nil {
+		e.nc.Close()
+	}
+}
+
+// action wraps a command body: configuration, connection and clean-up.
+func action(stdio cli.IO, needNATS bool, body func(ctx context.Context, c *ucli.Context, e *env) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		e, err := setup(c, stdio)
+		if err != nil {
+			return err
+		}
+		if needNATS {
+			if err := e.connect(); err != nil {
+				return err
+			}
+			defer e.close()
+		}
+		return body(c.Context, c, e)
+	}
+}
+
+// op is a context for one NATS operation.
+func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.timeout)
+}
+
+func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	ctx, cancel := e.op(ctx)
+	defer cancel()
+	return store.KV(ctx, e.js, bucket)
+}
+
+func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	ctx, cancel := e.op(ctx)
+	defer cancel()
+	return store.Objects(ctx, e.js, bucket)
+}
+
+// keys lists a bucket's keys, sorted.
+func (e *env) keys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
+	ctx, cancel := e.op(ctx)
+	defer cancel()
+	l, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
+	}
+	var out []string
+	for k := range l.Keys() {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (e *env) out() io.Writer { return e.stdio.Stdout }
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdio.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes aligned columns for people.
+type table struct{ tw *tabwriter.Writer }
+
+func (e *env) table(header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(e.stdio.Stdout, 0, 0, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: flagJSON, Usage: "print JSON for scripts"} }
+
+// oneArg returns the single positional argument named what.
+func oneArg(c *ucli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", usagef("want exactly one %s, got %d arguments", what, c.NArg())
+	}
+	return c.Args().First(), nil
+}
+
+// isTerminal reports whether w is a terminal, where progress is shown.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t)
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Truncate(time.Second).String()
+	case d < time.Hour:
+		return d.Truncate(time.Minute).String()
+	default:
+		return d.Truncate(time.Hour).String()
+	}
+}
+
+func isNotFound(err error) bool {
+	return store.IsNotFound(err) || errors.Is(err, jetstream.ErrNoKeysFound) || errors.Is(err, jetstream.ErrNoObjectsFound)
 }

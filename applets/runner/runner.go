@@ -1,14 +1,90 @@
-// Package runner is the narun runner applet.
+// Package runner is the narun runner applet: the node agent on its own,
+// connected to a NATS server elsewhere.
 package runner
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/runner"
 )
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
+	flags = append(flags, cli.DataDirFlag(),
+		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the hostname)"},
+		&ucli.StringSliceFlag{Name: "label", Usage: "node label key=value, repeatable; apps select nodes by label"},
+		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
+		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},
+	)
+	app := cli.NewApp(stdio, args[0], "node agent: deploys and supervises apps", flags)
+	app.Action = func(c *ucli.Context) error {
+		if c.NArg() > 0 {
+			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		}
+		cfg, log, err := cli.Load(c, stdio)
+		if err != nil {
+			return err
+		}
+		rc := cfg.Runner
+		if c.IsSet("node-id") {
+			rc.NodeID = c.String("node-id")
+		}
+		if c.IsSet("admin-listen") {
+			rc.AdminListen = c.String("admin-listen")
+		}
+		if c.IsSet("key-file") {
+			rc.MasterKeyFile = c.String("key-file")
+		}
+		for _, l := range c.StringSlice("label") {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || k == "" {
+				return cli.Usage(fmt.Errorf("label %q: want key=value", l))
+			}
+			if rc.Labels == nil {
+				rc.Labels = map[string]string{}
+			}
+			rc.Labels[k] = v
+		}
+		opts, err := cli.NATSOptions("narun runner", rc.Client)
+		if err != nil {
+			return err
+		}
+		nc, err := nats.Connect(rc.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to nats %s: %w", rc.NATSURL, err)
+		}
+		defer nc.Close()
+		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log})
+		if err != nil {
+			return err
+		}
+		if rc.AdminListen != "" {
+			ln, err := net.Listen("tcp", rc.AdminListen)
+			if err != nil {
+				return fmt.Errorf("admin listen: %w", err)
+			}
+			srv := &http.Server{Handler: r.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+			go func() {
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					log.Error("admin server", "err", err)
+				}
+			}()
+			defer srv.Close()
+			log.Info("admin page", "addr", ln.Addr().String())
+		}
+		log.Info("runner started", "node", r.NodeID(), "nats", rc.NATSURL, "data_dir", cfg.DataDir)
+		return r.Run(ctx)
+	}
+	return app.RunContext(ctx, args)
 }

@@ -1,14 +1,135 @@
-// Package up is the narun up applet.
+// Package up is the narun up applet: embedded NATS, runner and gateway in
+// one process, sharing in-process connections, for one device or a laptop.
 package up
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/gateway"
+	"github.com/narun/narun/applets/internal/runner"
+	"github.com/narun/narun/embednats"
 )
+
+// stopBudget bounds a clean stop: Ctrl-C ends everything within it.
+const stopBudget = 4 * time.Second
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return errors.New("not implemented yet")
+	flags := append(cli.ConfigFlags(), cli.DataDirFlag(),
+		&ucli.StringFlag{Name: "nats-listen", Usage: "NATS client address ([nats] listen, default 0.0.0.0:4222)"},
+		&ucli.StringFlag{Name: "listen", Usage: "gateway HTTP address ([gateway] listen, default :8080)"},
+		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
+		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
+		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the hostname)"},
+	)
+	app := cli.NewApp(stdio, args[0], "embedded NATS, runner and gateway in one process", flags)
+	app.Action = func(c *ucli.Context) error {
+		if c.NArg() > 0 {
+			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		}
+		cfg, log, err := cli.Load(c, stdio)
+		if err != nil {
+			return err
+		}
+		for flag, dst := range map[string]*string{
+			"nats-listen":         &cfg.NATS.Listen,
+			"listen":              &cfg.Gateway.Listen,
+			"admin-listen":        &cfg.Gateway.AdminListen,
+			"runner-admin-listen": &cfg.Runner.AdminListen,
+			"node-id":             &cfg.Runner.NodeID,
+		} {
+			if c.IsSet(flag) {
+				*dst = c.String(flag)
+			}
+		}
+		ec := cli.EmbedConfig(cfg)
+		ec.Logger = log.With("part", "nats")
+		srv, err := embednats.Start(ec)
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+
+		gwConn, err := srv.Connect(nats.Name("narun-gateway"))
+		if err != nil {
+			return err
+		}
+		defer gwConn.Close()
+		runnerConn, err := srv.Connect(nats.Name("narun-runner"))
+		if err != nil {
+			return err
+		}
+		defer runnerConn.Close()
+
+		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path})
+		if err != nil {
+			return err
+		}
+		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner")})
+		if err != nil {
+			return err
+		}
+
+		fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
+		fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
+		fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", cfg.Gateway.Listen, cfg.Gateway.AdminListen)
+		fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", cfg.Runner.AdminListen)
+
+		partsCtx, stopParts := context.WithCancel(context.Background())
+		defer stopParts()
+		adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler())
+		if err != nil {
+			return fmt.Errorf("runner admin: %w", err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := <-adminDone; err != nil {
+				errs <- fmt.Errorf("runner admin: %w", err)
+			}
+		}()
+		for _, part := range []func(context.Context) error{gw.Run, rn.Run} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := part(partsCtx); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		var runErr error
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+		case runErr = <-errs:
+			log.Error("a part stopped", "err", runErr)
+		}
+		stopParts()
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(stopBudget):
+			runErr = errors.Join(runErr, fmt.Errorf("parts still running after %s; stopping anyway", stopBudget))
+		}
+		for {
+			select {
+			case err := <-errs:
+				runErr = errors.Join(runErr, err)
+			default:
+				return runErr
+			}
+		}
+	}
+	return app.RunContext(ctx, args)
 }

@@ -1,0 +1,288 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+func appCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "app",
+		Usage: "list, inspect, delete and restart deployed apps",
+		Subcommands: []*ucli.Command{
+			{Name: "list", Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
+			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appStatus)},
+			{Name: "delete", Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: action(stdio, true, appDelete)},
+			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Action: action(stdio, true, appRestart)},
+		},
+	}
+}
+
+// deployed is a spec as stored in narun-apps.
+type deployed struct {
+	name     string
+	app      *spec.App
+	raw      []byte
+	revision uint64
+	created  time.Time
+	err      error
+}
+
+func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := e.keys(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	var out []deployed
+	for _, k := range keys {
+		d, err := e.deployedApp(ctx, kv, k)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (e *env) deployedApp(ctx context.Context, kv jetstream.KeyValue, name string) (deployed, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	entry, err := kv.Get(octx, name)
+	if err != nil {
+		return deployed{}, err
+	}
+	d := deployed{name: name, raw: entry.Value(), revision: entry.Revision(), created: entry.Created()}
+	d.app, d.err = spec.Parse(names.AppsBucket+"/"+name, entry.Value())
+	return d, nil
+}
+
+// instanceStatus is one instance as `app status --json` prints it.
+type instanceStatus struct {
+	Node     string      `json:"node"`
+	ID       string      `json:"id"`
+	State    state.State `json:"state"`
+	PID      int         `json:"pid"`
+	Restarts int         `json:"restarts"`
+	Reason   string      `json:"reason"`
+	Version  string      `json:"version,omitempty"`
+	Healthy  bool        `json:"healthy"`
+	Current  bool        `json:"current"`
+	Started  *time.Time  `json:"started,omitempty"`
+}
+
+// appStatusJSON is the object `app status NAME --json` prints.
+type appStatusJSON struct {
+	Name      string           `json:"name"`
+	Version   string           `json:"version"`
+	Revision  uint64           `json:"revision"`
+	Updated   time.Time        `json:"updated"`
+	Mode      string           `json:"mode"`
+	Replicas  int              `json:"replicas"`
+	Desired   int              `json:"desired"`
+	Ready     int              `json:"ready"`
+	Nodes     []string         `json:"nodes"`
+	Error     string           `json:"error,omitempty"`
+	Instances []instanceStatus `json:"instances"`
+}
+
+func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
+	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}}
+	if d.err != nil {
+		s.Error = d.err.Error()
+	} else {
+		s.Version, s.Mode, s.Replicas = d.app.Version, d.app.Mode, d.app.Replicas
+	}
+	for _, n := range nodes {
+		fp := ""
+		if d.app != nil {
+			if want := d.app.ReplicasOn(n.ID, n.Labels); want > 0 {
+				s.Desired += want
+				s.Nodes = append(s.Nodes, n.ID)
+			}
+			fp = d.app.Fingerprint(n.Arch)
+		}
+		for _, in := range n.Instances {
+			if in.App != name {
+				continue
+			}
+			is := instanceStatus{
+				Node: n.ID, ID: in.ID, State: in.State, PID: in.PID, Restarts: in.Restarts, Reason: in.Reason,
+				Version: in.Version, Healthy: in.Healthy, Current: fp != "" && in.Fingerprint == fp,
+			}
+			if !in.Started.IsZero() {
+				t := in.Started
+				is.Started = &t
+			}
+			if is.Current && (in.State == state.Healthy || in.State == state.Running && d.app.Health.Type == spec.HealthNone) {
+				s.Ready++
+			}
+			s.Instances = append(s.Instances, is)
+		}
+	}
+	sort.Slice(s.Instances, func(i, j int) bool {
+		a, b := s.Instances[i], s.Instances[j]
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		return a.ID < b.ID
+	})
+	return s
+}
+
+func appList(ctx context.Context, c *ucli.Context, e *env) error {
+	apps, err := e.deployedApps(ctx)
+	if err != nil {
+		return err
+	}
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	var all []appStatusJSON
+	for _, d := range apps {
+		all = append(all, statusOf(d, d.name, nodes))
+	}
+	if c.Bool(flagJSON) {
+		if all == nil {
+			all = []appStatusJSON{}
+		}
+		return e.printJSON(all)
+	}
+	t := e.table("NAME", "VERSION", "MODE", "READY", "NODES", "UPDATED")
+	for _, s := range all {
+		if s.Error != "" {
+			t.row(s.Name, "-", "-", "-", "-", "invalid: "+firstLine(s.Error))
+			continue
+		}
+		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), strings.Join(s.Nodes, ","), ago(s.Updated))
+	}
+	return t.flush()
+}
+
+func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+
+func appStatus(ctx context.Context, c *ucli.Context, e *env) error {
+	name, err := oneArg(c, "app name")
+	if err != nil {
+		return err
+	}
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	d, err := e.deployedApp(ctx, kv, name)
+	if isNotFound(err) {
+		return notFound("app %q is not deployed", name)
+	}
+	if err != nil {
+		return fmt.Errorf("read spec of %s: %w", name, err)
+	}
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	s := statusOf(d, name, nodes)
+	if c.Bool(flagJSON) {
+		return e.printJSON(s)
+	}
+	if s.Error != "" {
+		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", name, s.Error)
+	} else {
+		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), s.Ready, s.Desired)
+	}
+	t := e.table("NODE", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON")
+	for _, in := range s.Instances {
+		pid, up := "-", "-"
+		if in.PID > 0 {
+			pid = strconv.Itoa(in.PID)
+		}
+		if in.Started != nil {
+			up = ago(*in.Started)
+		}
+		version := in.Version
+		if !in.Current {
+			version += " (old)"
+		}
+		t.row(in.Node, in.ID, string(in.State), pid, strconv.Itoa(in.Restarts), version, up, in.Reason)
+	}
+	return t.flush()
+}
+
+func appDelete(ctx context.Context, c *ucli.Context, e *env) error {
+	name, err := oneArg(c, "app name")
+	if err != nil {
+		return err
+	}
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := kv.Get(octx, name); isNotFound(err) {
+		return notFound("app %q is not deployed", name)
+	} else if err != nil {
+		return fmt.Errorf("read spec of %s: %w", name, err)
+	}
+	routes, err := e.kv(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	// Routes go first so gateways stop sending requests before instances stop.
+	if err := routes.Delete(octx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove routes of %s: %w", name, err)
+	}
+	if err := kv.Delete(octx, name); err != nil {
+		return fmt.Errorf("delete spec of %s: %w", name, err)
+	}
+	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
+	return nil
+}
+
+func appRestart(ctx context.Context, c *ucli.Context, e *env) error {
+	name, err := oneArg(c, "app name")
+	if err != nil {
+		return err
+	}
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	d, err := e.deployedApp(ctx, kv, name)
+	if isNotFound(err) {
+		return notFound("app %q is not deployed", name)
+	}
+	if err != nil {
+		return fmt.Errorf("read spec of %s: %w", name, err)
+	}
+	if d.err != nil {
+		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	// Conditional on the revision, so a deploy in between is not undone.
+	if _, err := kv.Update(octx, name, spec.WithRestart(d.raw, time.Now()), d.revision); err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	fmt.Fprintf(e.out(), "%s: restart requested, instances roll one by one\n", name)
+	return nil
+}

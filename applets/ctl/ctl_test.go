@@ -1,0 +1,655 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+const helloSpec = `name = "hello"
+version = "1.0.0"
+nodes = ["node-1"]
+replicas = 2
+[[routes]]
+path = "/hello/"
+`
+
+func TestDeployInvalidSpecUploadsNothing(t *testing.T) {
+	h := newHarness(t)
+	bin := selfBinary(t)
+	tests := []struct {
+		name, spec, want string
+	}{
+		{"negative replicas", "name = \"hello\"\nversion = \"1\"\nnodes = [\"n\"]\nreplicas = -2\n", `hello.toml:4: key "replicas"`},
+		{"unknown key", "name = \"hello\"\nversion = \"1\"\nnodes = [\"n\"]\nreplicaz = 2\n", `hello.toml:4: unknown key "replicaz"`},
+		{"file escape", "name = \"hello\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"x\"\npath = \"../x\"\n", `hello.toml:6: key "files[0].path"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := h.file("hello.toml", tc.spec)
+			r := h.fails(1, "", "deploy", p, "--binary", bin)
+			if !strings.Contains(r.err, tc.want) {
+				t.Errorf("error %q does not contain %q", r.err, tc.want)
+			}
+			if n := h.objectCount(names.BinariesBucket); n != 0 {
+				t.Errorf("%d objects uploaded from an invalid spec", n)
+			}
+			if _, ok := h.get(names.AppsBucket, "hello"); ok {
+				t.Error("invalid spec stored")
+			}
+		})
+	}
+}
+
+func TestDeployRefusesBadBinaries(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	script := h.file("run.sh", "#!/bin/sh\necho hi\n")
+	r := h.fails(1, "", "deploy", p, "--binary", script)
+	if !strings.Contains(r.err, "not an ELF file") {
+		t.Errorf("unexpected error: %s", r.err)
+	}
+	bin := selfBinary(t)
+	r = h.fails(2, "", "deploy", p, "--binary", bin, "--binary", bin)
+	if !strings.Contains(r.err, "both") {
+		t.Errorf("unexpected error: %s", r.err)
+	}
+	h.fails(2, "", "deploy", p)
+	if n := h.objectCount(names.BinariesBucket); n != 0 {
+		t.Errorf("%d objects uploaded", n)
+	}
+}
+
+func TestDeployDryRun(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run", "--json")
+	var res deployResult
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	if !res.DryRun || len(res.Binaries) != 1 || res.Binaries[0].Arch != runtime.GOARCH || res.Binaries[0].Object != "hello/1.0.0/linux-"+runtime.GOARCH {
+		t.Errorf("plan: %+v", res)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 0 {
+		t.Errorf("dry run uploaded %d objects", n)
+	}
+	if _, ok := h.get(names.AppsBucket, "hello"); ok {
+		t.Error("dry run stored the spec")
+	}
+}
+
+func TestDeploy(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	bin := selfBinary(t)
+	h.ok("", "deploy", p, "--binary", bin)
+
+	stored, ok := h.get(names.AppsBucket, "hello")
+	if !ok {
+		t.Fatal("spec not stored")
+	}
+	if !strings.HasPrefix(string(stored), helloSpec) {
+		t.Errorf("stored spec does not keep the operator's text:\n%s", stored)
+	}
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := inspectBinary(bin, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, ok := app.Binary(runtime.GOARCH)
+	if !ok || pinned.SHA256 != want.SHA256 || pinned.Object != want.Object {
+		t.Fatalf("pinned %+v, want %s %s", pinned, want.Object, want.SHA256)
+	}
+	obs, err := h.js.ObjectStore(context.Background(), names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := obs.GetInfo(context.Background(), pinned.Object)
+	if err != nil || digestHex(info) != want.SHA256 {
+		t.Fatalf("object %s: %v, digest %s", pinned.Object, err, digestHex(info))
+	}
+
+	raw, ok := h.get(names.RoutesBucket, "hello")
+	if !ok {
+		t.Fatal("routes not stored")
+	}
+	var routes []config.Route
+	if err := json.Unmarshal(raw, &routes); err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].Path != "/hello/" || routes[0].Service != "hello" {
+		t.Errorf("routes: %+v", routes)
+	}
+
+	// The same deploy again changes nothing; without --binary the pinned
+	// binaries of the same version are kept.
+	r := h.ok("", "deploy", p, "--binary", bin)
+	if !strings.Contains(r.out, "unchanged") {
+		t.Errorf("redeploy: %s", r.out)
+	}
+	r = h.ok("", "deploy", p, "--json")
+	if !strings.Contains(r.out, `"changed": false`) {
+		t.Errorf("deploy without --binary: %s", r.out)
+	}
+
+	// A spec without routes removes the app's routes.
+	h.file("hello.toml", "name = \"hello\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\n")
+	h.ok("", "deploy", p)
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("routes kept after they were removed from the spec")
+	}
+}
+
+func TestDeployMissingReferencesUploadsNothing(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n")
+	r := h.fails(1, "", "deploy", p, "--binary", selfBinary(t))
+	for _, want := range []string{`secret "db" does not exist`, `file "conf" does not exist`} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("error lacks %q: %s", want, r.err)
+		}
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 0 {
+		t.Errorf("%d objects uploaded", n)
+	}
+}
+
+// fakeRunner answers deployments of app the way a runner reports them:
+// heartbeats with instances in the given final state.
+func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := h.kv(names.AppsBucket).WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			app, err := spec.Parse(e.Key(), e.Value())
+			if err != nil {
+				continue
+			}
+			n := state.Node{ID: node, Arch: runtime.GOARCH}
+			for i := range app.ReplicasOn(node, nil) {
+				n.Instances = append(n.Instances, state.Instance{
+					App: app.Name, Node: node, ID: app.Name + "-" + string(rune('0'+i)), State: final, Reason: reason,
+					PID: 1000 + i, Version: app.Version, Fingerprint: app.Fingerprint(runtime.GOARCH), Since: time.Now(),
+				})
+			}
+			b, _ := json.Marshal(n)
+			if _, err := h.kv(names.NodesBucket).Put(ctx, node, b); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func TestDeployWait(t *testing.T) {
+	t.Run("healthy", func(t *testing.T) {
+		h := newHarness(t)
+		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+		fakeRunner(t, h, "node-1", state.Healthy, "")
+		p := h.file("hello.toml", helloSpec)
+		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		if !strings.Contains(r.out, "2 instance(s) ready") {
+			t.Errorf("output: %s", r.out)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		h := newHarness(t)
+		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+		fakeRunner(t, h, "node-1", state.Failed, "exec format error")
+		p := h.file("hello.toml", helloSpec)
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		if !strings.Contains(r.err, "exec format error") {
+			t.Errorf("node's reason not reported: %s", r.err)
+		}
+	})
+	t.Run("no binary for the node's arch", func(t *testing.T) {
+		h := newHarness(t)
+		h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64"})
+		p := h.file("hello.toml", helloSpec)
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		if !strings.Contains(r.err, "no riscv64 binary") {
+			t.Errorf("error: %s", r.err)
+		}
+	})
+}
+
+func TestAppStatusJSON(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, PID: 4242, Restarts: 1, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)},
+		{App: "hello", Node: "node-1", ID: "hello-1", State: state.Backoff, Restarts: 3, Reason: "exit status 1", Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)},
+		{App: "other", Node: "node-1", ID: "other-0", State: state.Running},
+	}})
+	r := h.ok("", "app", "status", "hello", "--json")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	insts, ok := got["instances"].([]any)
+	if !ok || len(insts) != 2 {
+		t.Fatalf("instances: %v", got["instances"])
+	}
+	for _, in := range insts {
+		m := in.(map[string]any)
+		for _, k := range []string{"node", "id", "state", "pid", "restarts", "reason"} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("instance lacks %q: %v", k, m)
+			}
+		}
+	}
+	first := insts[0].(map[string]any)
+	if first["id"] != "hello-0" || first["state"] != "healthy" || first["pid"] != float64(4242) || first["restarts"] != float64(1) {
+		t.Errorf("first instance: %v", first)
+	}
+	if got["desired"] != float64(2) || got["ready"] != float64(1) {
+		t.Errorf("desired %v ready %v", got["desired"], got["ready"])
+	}
+
+	// People get a table with the same facts.
+	r = h.ok("", "app", "status", "hello")
+	if !strings.Contains(r.out, "hello-1") || !strings.Contains(r.out, "exit status 1") {
+		t.Errorf("table: %s", r.out)
+	}
+	r = h.ok("", "app", "list", "--json")
+	if !strings.Contains(r.out, `"name": "hello"`) {
+		t.Errorf("app list: %s", r.out)
+	}
+	h.fails(ExitNotFound, "", "app", "status", "nope")
+	h.fails(2, "", "app", "status")
+}
+
+func TestAppDeleteAndRestart(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	before, _ := h.get(names.AppsBucket, "hello")
+	h.ok("", "app", "restart", "hello")
+	after, _ := h.get(names.AppsBucket, "hello")
+	a1, err := spec.Parse("before", before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := spec.Parse("after", after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Fingerprint(runtime.GOARCH) == a2.Fingerprint(runtime.GOARCH) {
+		t.Error("restart did not change the instance fingerprint")
+	}
+	if a2.Binaries[runtime.GOARCH] != a1.Binaries[runtime.GOARCH] {
+		t.Error("restart changed the pinned binary")
+	}
+
+	r := h.ok("", "route", "list", "--json")
+	if !strings.Contains(r.out, `"path": "/hello/"`) {
+		t.Errorf("route list: %s", r.out)
+	}
+	h.ok("", "app", "delete", "hello")
+	if _, ok := h.get(names.AppsBucket, "hello"); ok {
+		t.Error("spec still stored")
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("routes still stored")
+	}
+	h.fails(ExitNotFound, "", "app", "delete", "hello")
+	h.fails(ExitNotFound, "", "app", "restart", "hello")
+
+	// A deleted app can be deployed again, binaries already uploaded.
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if _, ok := h.get(names.AppsBucket, "hello"); !ok {
+		t.Error("redeploy after delete did not store the spec")
+	}
+}
+
+func TestImageDelete(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	name := "hello/1.0.0/linux-" + runtime.GOARCH
+
+	r := h.ok("", "image", "list", "--json")
+	var objs []object
+	if err := json.Unmarshal([]byte(r.out), &objs); err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].Name != name || len(objs[0].UsedBy) != 1 || objs[0].UsedBy[0] != "hello" {
+		t.Fatalf("image list: %+v", objs)
+	}
+
+	r = h.fails(ExitInUse, "", "image", "delete", name)
+	if !strings.Contains(r.err, "used by hello") {
+		t.Errorf("refusal does not say who uses it: %s", r.err)
+	}
+	if h.objectCount(names.BinariesBucket) != 1 {
+		t.Fatal("refused delete removed the image")
+	}
+	h.fails(ExitNotFound, "", "image", "delete", "nope/1/linux-amd64")
+	h.ok("", "image", "delete", name, "--force")
+	if h.objectCount(names.BinariesBucket) != 0 {
+		t.Fatal("forced delete kept the image")
+	}
+}
+
+func TestFiles(t *testing.T) {
+	h := newHarness(t)
+	content := h.file("conf.toml", "answer = 42\n")
+	h.ok("", "files", "put", "conf", content)
+	h.fails(2, "", "files", "put", "../conf", content)
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"conf\"\npath = \"etc/conf.toml\"\n")
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "files", "list")
+	if !strings.Contains(r.out, "conf") || !strings.Contains(r.out, "app") {
+		t.Errorf("files list: %s", r.out)
+	}
+	h.fails(ExitInUse, "", "files", "delete", "conf")
+	h.ok("", "app", "delete", "app")
+	h.ok("", "files", "delete", "conf")
+	if h.objectCount(names.FilesBucket) != 0 {
+		t.Error("file not deleted")
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	st, err := os.Stat(key)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	h.fails(1, "", "--key-file", key, "secret", "keygen")
+
+	const value = "s3cr3t-value-do-not-print"
+	r := h.fails(2, "", "--key-file", key, "secret", "set", "db", value)
+	if strings.Contains(r.err, value) || strings.Contains(r.out, value) {
+		t.Error("refusal echoed the value")
+	}
+	if _, ok := h.get(names.SecretsBucket, "db"); ok {
+		t.Fatal("value from argv stored")
+	}
+	r = h.ok(value+"\n", "--log-level", "debug", "--key-file", key, "secret", "set", "db")
+	r2 := h.ok("", "--key-file", key, "secret", "list", "--json")
+	for _, res := range []result{r, r2} {
+		if strings.Contains(res.out+res.err, value) {
+			t.Fatalf("secret value in output: %s %s", res.out, res.err)
+		}
+	}
+	raw, ok := h.get(names.SecretsBucket, "db")
+	if !ok || strings.Contains(string(raw), value) {
+		t.Fatalf("stored form: %q", raw)
+	}
+	ring, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := secrets.Get(context.Background(), h.kv(names.SecretsBucket), ring, "db")
+	if err != nil || string(got) != value {
+		t.Fatalf("node-side decrypt: %q %v", got, err)
+	}
+
+	// Rotation: a new first key, re-encrypt, then the new key alone opens it.
+	oldID := ring.PrimaryID()
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	r = h.ok("", "--key-file", key, "secret", "rotate")
+	if !strings.Contains(r.out, "1 secret(s) re-encrypted") {
+		t.Errorf("rotate: %s", r.out)
+	}
+	both, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if both.PrimaryID() == oldID || len(both.IDs()) != 2 {
+		t.Fatalf("key ids after --add: %v", both.IDs())
+	}
+	data, _ := os.ReadFile(key)
+	newOnly, err := secrets.ParseRing([]byte(strings.SplitN(string(data), "\n", 2)[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = secrets.Get(context.Background(), h.kv(names.SecretsBucket), newOnly, "db")
+	if err != nil || string(got) != value {
+		t.Fatalf("after rotation: %q %v", got, err)
+	}
+
+	// In use: refused unless forced; unknown: not found.
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.fails(ExitInUse, "", "secret", "delete", "db")
+	h.fails(ExitNotFound, "", "secret", "delete", "nope")
+	h.ok("", "secret", "delete", "db", "--force")
+	if _, ok := h.get(names.SecretsBucket, "db"); ok {
+		t.Error("secret still stored")
+	}
+}
+
+func TestLogs(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js); err != nil {
+		t.Fatal(err)
+	}
+	lines := []state.LogLine{
+		{App: "hello", Node: "n1", Instance: "hello-0", Stream: "stdout", Line: "first"},
+		{App: "hello", Node: "n2", Instance: "hello-0", Stream: "stdout", Line: "second"},
+		{App: "other", Node: "n1", Instance: "other-0", Stream: "stdout", Line: "unrelated"},
+		{App: "hello", Node: "n1", Instance: "hello-1", Stream: "stderr", Line: "third"},
+	}
+	for _, l := range lines {
+		l.Time = time.Now()
+		b, _ := json.Marshal(l)
+		if _, err := h.js.Publish(ctx, names.LogSubject(l.App, l.Node, l.Instance), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"hello"}, []string{"first", "second", "third"}},
+		{[]string{"--node", "n1", "hello"}, []string{"first", "third"}},
+		{[]string{"hello", "--instance", "hello-1"}, []string{"third"}},
+		{[]string{"--since", "10m", "other"}, []string{"unrelated"}},
+		{[]string{"nothing"}, nil},
+	}
+	for _, tc := range tests {
+		r := h.ok("", append([]string{"logs"}, tc.args...)...)
+		out := strings.Split(strings.TrimSpace(r.out), "\n")
+		if len(tc.want) == 0 {
+			if strings.TrimSpace(r.out) != "" {
+				t.Errorf("logs %v: %q", tc.args, r.out)
+			}
+			continue
+		}
+		if len(out) != len(tc.want) {
+			t.Errorf("logs %v: %q", tc.args, r.out)
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.HasSuffix(out[i], " "+w) {
+				t.Errorf("logs %v line %d: %q, want %q", tc.args, i, out[i], w)
+			}
+		}
+	}
+	h.fails(2, "", "logs", "bad.app")
+}
+
+func TestNodeList(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "edge-7", Version: "v1", Arch: "arm64", Labels: map[string]string{"role": "edge"}})
+	r := h.ok("", "node", "list")
+	if !strings.Contains(r.out, "edge-7") || !strings.Contains(r.out, "linux/arm64") || !strings.Contains(r.out, "role=edge") {
+		t.Errorf("node list: %s", r.out)
+	}
+	r = h.ok("", "node", "list", "--json")
+	var nodes []state.Node
+	if err := json.Unmarshal([]byte(r.out), &nodes); err != nil || len(nodes) != 1 || nodes[0].ID != "edge-7" {
+		t.Errorf("node list --json: %s (%v)", r.out, err)
+	}
+}
+
+func TestUsageAndUnreachable(t *testing.T) {
+	h := newHarness(t)
+	h.fails(2, "", "app", "status", "--bogus", "x")
+	h.fails(2, "", "bogus")
+	h.fails(2, "", "app", "bogus")
+	h.url = "nats://127.0.0.1:1"
+	r := h.fails(1, "", "app", "list")
+	if !strings.Contains(r.err, "connect to NATS") {
+		t.Errorf("error: %s", r.err)
+	}
+}
+
+func TestReorder(t *testing.T) {
+	app := newApp(cliIO())
+	tests := []struct{ in, want string }{
+		{"ctl app status hello --json", "ctl app status --json hello"},
+		{"ctl deploy a.toml --binary x --binary y --wait", "ctl deploy --binary x --binary y --wait a.toml"},
+		{"ctl app list --nats-url nats://x:1", "ctl --nats-url nats://x:1 app list"},
+		{"ctl deploy a.toml --timeout 1m --wait", "ctl deploy --timeout 1m --wait a.toml"},
+		{"ctl app list --timeout 1m", "ctl --timeout 1m app list"},
+		{"ctl logs -f hello --since=10m", "ctl logs -f --since=10m hello"},
+		{"ctl secret set db -- --weird", "ctl secret set -- db --weird"},
+		{"ctl app status --generate-bash-completion", "ctl app status --generate-bash-completion"},
+	}
+	for _, tc := range tests {
+		got := strings.Join(reorder(app, strings.Fields(tc.in)), " ")
+		if got != tc.want {
+			t.Errorf("reorder(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// syncBuffer is a buffer a running ctl writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLogsFollow(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello"})
+	}()
+	publish := func(line string) {
+		b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Line: line})
+		if _, err := h.js.Publish(context.Background(), names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stream may not exist until ctl creates it.
+	testutil.Eventually(t, 10*time.Second, "logs stream", func() bool {
+		_, err := h.js.Stream(context.Background(), names.LogsStream)
+		return err == nil
+	})
+	publish("one")
+	testutil.Eventually(t, 10*time.Second, "first line", func() bool { return strings.Contains(out.String(), " one\n") })
+	publish("two")
+	testutil.Eventually(t, 10*time.Second, "second line", func() bool { return strings.Contains(out.String(), " two\n") })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("logs -f ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("logs -f did not stop when cancelled")
+	}
+}
+
+// tinyBinary cross-compiles a do-nothing linux program for goarch.
+func tinyBinary(t *testing.T, goarch string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/main.go", []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/go.mod", []byte("module tiny\n\ngo 1.21\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := dir + "/tiny-" + goarch
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+goarch, "CGO_ENABLED=0", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build linux/%s: %v\n%s", goarch, err, b)
+	}
+	return out
+}
+
+func TestDeployMultiArch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross-compiles")
+	}
+	h := newHarness(t)
+	arm, riscv := tinyBinary(t, "arm64"), tinyBinary(t, "riscv64")
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", arm, "--binary", riscv)
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(app.Binaries) != 2 || app.Binaries["arm64"].Object != "hello/1.0.0/linux-arm64" || app.Binaries["riscv64"].Object != "hello/1.0.0/linux-riscv64" {
+		t.Fatalf("binaries: %+v", app.Binaries)
+	}
+	r := h.ok("", "image", "list")
+	for _, want := range []string{"linux-arm64", "linux-riscv64", "arm64", "riscv64"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("image list lacks %s:\n%s", want, r.out)
+		}
+	}
+}

@@ -1,0 +1,477 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/elfarch"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+func deployCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:      "deploy",
+		Usage:     "validate a spec, upload its binaries and roll it out",
+		ArgsUsage: "APP.toml",
+		Description: "The spec is validated first; nothing is uploaded from an invalid spec.\n" +
+			"Each --binary is a Linux ELF executable for amd64, arm64 or riscv64; its arch is read from\n" +
+			"the ELF header. Without --binary the binaries of the deployed spec are kept if the version\n" +
+			"is unchanged.",
+		Flags: []ucli.Flag{
+			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
+			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing"},
+			&ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every desired instance is running and healthy"},
+			&ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout"},
+			jsonFlag(),
+		},
+		Action: action(stdio, false, runDeploy),
+	}
+}
+
+// binaryFile is a local executable checked for upload.
+type binaryFile struct {
+	Path   string `json:"path"`
+	Arch   string `json:"arch"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Object string `json:"object"`
+}
+
+// deployResult is what deploy --json prints.
+type deployResult struct {
+	App      string                 `json:"app"`
+	Version  string                 `json:"version"`
+	DryRun   bool                   `json:"dry_run"`
+	Binaries []binaryFile           `json:"binaries"`
+	Pinned   map[string]spec.Binary `json:"pinned"`
+	Routes   int                    `json:"routes"`
+	Revision uint64                 `json:"revision,omitempty"`
+	Changed  bool                   `json:"changed"`
+	Rollout  *rollout               `json:"rollout,omitempty"`
+}
+
+func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
+	file, err := oneArg(c, "spec file")
+	if err != nil {
+		return err
+	}
+	src, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("read spec: %w", err)
+	}
+	app, err := spec.Parse(file, src)
+	if err != nil {
+		return fmt.Errorf("invalid spec, nothing deployed:\n%w", err)
+	}
+	var bins []binaryFile
+	for _, p := range c.StringSlice("binary") {
+		b, err := inspectBinary(p, app)
+		if err != nil {
+			return err
+		}
+		for _, prev := range bins {
+			if prev.Arch == b.Arch {
+				return usagef("%s and %s are both %s binaries", prev.Path, b.Path, b.Arch)
+			}
+		}
+		bins = append(bins, b)
+	}
+	if len(bins) > 0 && len(app.Binaries) > 0 {
+		return usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
+	}
+	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: app.Binaries}
+	if res.DryRun {
+		return e.reportDeploy(c, res, bins)
+	}
+
+	if err := e.connect(); err != nil {
+		return err
+	}
+	defer e.close()
+	apps, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	cur, err := currentSpec(ctx, e, apps, app.Name)
+	if err != nil {
+		return err
+	}
+	if err := e.checkReferences(ctx, app); err != nil {
+		return err
+	}
+
+	stored := src
+	switch {
+	case len(bins) > 0:
+		pinned := map[string]spec.Binary{}
+		for i := range bins {
+			if err := e.upload(ctx, &bins[i]); err != nil {
+				return err
+			}
+			pinned[bins[i].Arch] = spec.Binary{Object: bins[i].Object, SHA256: bins[i].SHA256}
+		}
+		if stored, err = spec.WithBinaries(file, src, pinned); err != nil {
+			return err
+		}
+		res.Pinned = pinned
+	case len(app.Binaries) > 0:
+		if err := e.checkPinned(ctx, app.Binaries); err != nil {
+			return err
+		}
+	case cur.app != nil && cur.app.Version == app.Version && len(cur.app.Binaries) > 0:
+		if stored, err = spec.WithBinaries(file, src, cur.app.Binaries); err != nil {
+			return err
+		}
+		res.Pinned = cur.app.Binaries
+	default:
+		return usagef("no binary for %s %s: pass --binary FILE (one per arch)", app.Name, app.Version)
+	}
+	final, err := spec.Parse(file, stored)
+	if err != nil {
+		return err
+	}
+
+	// Subscribe before writing so no event of the rollout is missed.
+	var w *waiter
+	if c.Bool("wait") {
+		if w, err = newWaiter(e, final); err != nil {
+			return err
+		}
+		defer w.stop()
+	}
+	res.Changed, res.Revision = !bytes.Equal(cur.raw, stored), cur.rev
+	if res.Changed {
+		octx, cancel := e.op(ctx)
+		// Conditional writes: a concurrent deploy of the same app makes one
+		// of the two fail instead of silently overwriting the other.
+		if cur.rev == 0 {
+			res.Revision, err = apps.Create(octx, app.Name, stored)
+		} else {
+			res.Revision, err = apps.Update(octx, app.Name, stored, cur.rev)
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("store spec of %s (deployed concurrently?): %w", app.Name, err)
+		}
+	}
+	if err := e.putRoutes(ctx, final); err != nil {
+		return err
+	}
+	if w != nil {
+		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
+		res.Rollout = r
+		if c.Bool(flagJSON) {
+			if perr := e.printJSON(res); perr != nil {
+				return perr
+			}
+		}
+		if err != nil {
+			return &cli.ExitError{Code: ExitRollout, Err: err}
+		}
+		if !c.Bool(flagJSON) {
+			fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready\n", app.Name, app.Version, len(r.Ready))
+		}
+		return nil
+	}
+	return e.reportDeploy(c, res, bins)
+}
+
+func (e *env) reportDeploy(c *ucli.Context, res deployResult, bins []binaryFile) error {
+	if c.Bool(flagJSON) {
+		return e.printJSON(res)
+	}
+	verb := "deployed"
+	switch {
+	case res.DryRun:
+		verb = "valid (dry run, nothing uploaded or written)"
+	case !res.Changed:
+		verb = "unchanged"
+	}
+	fmt.Fprintf(e.out(), "%s %s: %s\n", res.App, res.Version, verb)
+	for _, b := range bins {
+		fmt.Fprintf(e.out(), "  linux/%s  %s  %d bytes  sha256:%s\n", b.Arch, b.Object, b.Size, b.SHA256[:12])
+	}
+	if res.Routes > 0 {
+		fmt.Fprintf(e.out(), "  %d route(s)\n", res.Routes)
+	}
+	return nil
+}
+
+// inspectBinary checks that p is a Linux executable for a supported arch and
+// digests it.
+func inspectBinary(p string, app *spec.App) (binaryFile, error) {
+	arch, err := elfarch.DetectFile(p)
+	if err != nil {
+		return binaryFile{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return binaryFile{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return binaryFile{}, fmt.Errorf("read %s: %w", p, err)
+	}
+	return binaryFile{
+		Path:   p,
+		Arch:   arch,
+		Size:   n,
+		SHA256: hex.EncodeToString(h.Sum(nil)),
+		Object: app.Name + "/" + app.Version + "/linux-" + arch,
+	}, nil
+}
+
+// current is the deployed spec of an app.
+type current struct {
+	app *spec.App // nil when absent or unparsable
+	raw []byte
+	rev uint64 // 0 when absent
+}
+
+func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name string) (current, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	entry, err := apps.Get(octx, name)
+	if isNotFound(err) {
+		return current{}, nil
+	}
+	if err != nil {
+		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
+	}
+	// A stored spec nodes cannot parse is replaced, not kept.
+	a, _ := spec.Parse(names.AppsBucket+"/"+name, entry.Value())
+	return current{app: a, raw: entry.Value(), rev: entry.Revision()}, nil
+}
+
+// checkReferences fails before any upload when a secret or file the spec
+// needs is missing, instead of every node failing at start.
+func (e *env) checkReferences(ctx context.Context, app *spec.App) error {
+	var missing []error
+	if len(app.Secrets) > 0 {
+		kv, err := e.kv(ctx, names.SecretsBucket)
+		if err != nil {
+			return err
+		}
+		for _, s := range app.Secrets {
+			octx, cancel := e.op(ctx)
+			_, err := kv.Get(octx, s.Name)
+			cancel()
+			if isNotFound(err) {
+				missing = append(missing, fmt.Errorf("secret %q does not exist (narun ctl secret set %s)", s.Name, s.Name))
+			} else if err != nil {
+				return fmt.Errorf("check secret %q: %w", s.Name, err)
+			}
+		}
+	}
+	if len(app.Files) > 0 {
+		obs, err := e.objects(ctx, names.FilesBucket)
+		if err != nil {
+			return err
+		}
+		for _, f := range app.Files {
+			octx, cancel := e.op(ctx)
+			_, err := obs.GetInfo(octx, f.Object)
+			cancel()
+			if isNotFound(err) {
+				missing = append(missing, fmt.Errorf("file %q does not exist (narun ctl files put %s FILE)", f.Object, f.Object))
+			} else if err != nil {
+				return fmt.Errorf("check file %q: %w", f.Object, err)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
+	}
+	return nil
+}
+
+// checkPinned verifies that the objects a spec pins exist with its digests.
+func (e *env) checkPinned(ctx context.Context, pinned map[string]spec.Binary) error {
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		return err
+	}
+	for arch, b := range pinned {
+		octx, cancel := e.op(ctx)
+		info, err := obs.GetInfo(octx, b.Object)
+		cancel()
+		if isNotFound(err) {
+			return notFound("binary %s for %s is not in %s", b.Object, arch, names.BinariesBucket)
+		}
+		if err != nil {
+			return fmt.Errorf("check binary %s: %w", b.Object, err)
+		}
+		if digestHex(info) != b.SHA256 {
+			return fmt.Errorf("binary %s has sha256 %s, the spec pins %s", b.Object, digestHex(info), b.SHA256)
+		}
+	}
+	return nil
+}
+
+// digestHex turns the object store's "SHA-256=<base64url>" digest into hex.
+func digestHex(info *jetstream.ObjectInfo) string {
+	const prefix = "SHA-256="
+	if len(info.Digest) <= len(prefix) {
+		return ""
+	}
+	raw, err := base64.URLEncoding.DecodeString(info.Digest[len(prefix):])
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(raw)
+}
+
+// upload puts a binary into narun-binaries unless the same bytes are
+// already there, retrying transient failures, and checks the digest the
+// server computed against the local one.
+func (e *env) upload(ctx context.Context, b *binaryFile) error {
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	info, err := obs.GetInfo(octx, b.Object)
+	cancel()
+	switch {
+	case err == nil && digestHex(info) == b.SHA256:
+		e.log.Debug("binary already uploaded", "object", b.Object)
+		return nil
+	case err == nil:
+		fmt.Fprintf(e.stdio.Stderr, "replacing %s: same version, different binary (sha256 %s)\n", b.Object, b.SHA256[:12])
+	case !isNotFound(err):
+		return fmt.Errorf("check %s: %w", b.Object, err)
+	}
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err = e.putBinary(ctx, obs, b)
+		if err == nil || attempt == 4 || ctx.Err() != nil || !transient(err) {
+			break
+		}
+		fmt.Fprintf(e.stdio.Stderr, "upload %s failed (%v), retrying in %s\n", b.Object, err, backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", b.Path, err)
+	}
+	return nil
+}
+
+func (e *env) putBinary(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
+	f, err := os.Open(b.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	var bar *progress
+	if isTerminal(e.stdio.Stderr) {
+		bar = &progress{w: e.stdio.Stderr, name: b.Object, total: b.Size}
+		r = io.TeeReader(f, bar)
+	}
+	// Large binaries over a slow link need more than one operation's timeout.
+	octx, cancel := context.WithTimeout(ctx, e.timeout+time.Duration(b.Size/(256<<10))*time.Second)
+	defer cancel()
+	hdr := nats.Header{}
+	hdr.Set("Narun-Sha256", b.SHA256)
+	hdr.Set("Narun-Arch", b.Arch)
+	info, err := obs.Put(octx, jetstream.ObjectMeta{
+		Name:        b.Object,
+		Description: "linux/" + b.Arch + " binary",
+		Headers:     hdr,
+		Metadata:    map[string]string{"arch": b.Arch, "os": "linux", "sha256": b.SHA256},
+	}, r)
+	if bar != nil {
+		bar.done()
+	}
+	if err != nil {
+		return err
+	}
+	if got := digestHex(info); got != b.SHA256 {
+		return fmt.Errorf("stored digest %s differs from local %s (file changed during upload?)", got, b.SHA256)
+	}
+	return nil
+}
+
+// transient reports whether a failed upload is worth another attempt.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrDisconnected)
+}
+
+// progress draws a one-line bar on a terminal.
+type progress struct {
+	w     io.Writer
+	name  string
+	total int64
+	n     int64
+	last  int
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	pct := 100
+	if p.total > 0 {
+		pct = int(p.n * 100 / p.total)
+	}
+	if pct != p.last {
+		p.last = pct
+		const width = 30
+		fill := pct * width / 100
+		fmt.Fprintf(p.w, "\r%s [%-*s] %3d%%", p.name, width, bytes.Repeat([]byte("="), fill), pct)
+	}
+	return len(b), nil
+}
+
+func (p *progress) done() { fmt.Fprintln(p.w) }
+
+// putRoutes registers the spec's routes with every gateway, or removes the
+// app's routes when it has none any more.
+func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
+	kv, err := e.kv(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if len(app.Routes) == 0 {
+		if err := kv.Delete(octx, app.Name); err != nil && !isNotFound(err) {
+			return fmt.Errorf("remove routes of %s: %w", app.Name, err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(app.Routes)
+	if err != nil {
+		return fmt.Errorf("encode routes of %s: %w", app.Name, err)
+	}
+	if cur, err := kv.Get(octx, app.Name); err == nil && bytes.Equal(cur.Value(), b) {
+		return nil
+	}
+	if _, err := kv.Put(octx, app.Name, b); err != nil {
+		return fmt.Errorf("store routes of %s: %w", app.Name, err)
+	}
+	return nil
+}

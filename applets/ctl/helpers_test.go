@@ -1,0 +1,173 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// harness is one embedded NATS server and a ctl that talks to it.
+type harness struct {
+	t      *testing.T
+	srv    *embednats.Server
+	url    string
+	js     jetstream.JetStream
+	dir    string
+	config string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(cfg, []byte("[ctl]\ntimeout = \"5s\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, srv: s, url: s.ClientURL(), js: js, dir: dir, config: cfg}
+}
+
+// result is what one ctl run produced.
+type result struct {
+	out, err string
+	code     int
+	e        error
+}
+
+// run calls ctl.Main in-process with stdin and the given arguments.
+func (h *harness) run(stdin string, args ...string) result {
+	h.t.Helper()
+	var out, errb bytes.Buffer
+	stdio := cli.IO{
+		Stdin:  strings.NewReader(stdin),
+		Stdout: &out,
+		Stderr: &errb,
+		Getenv: func(string) string { return "" },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)
+	err := Main(ctx, stdio, full)
+	r := result{out: out.String(), err: errb.String(), code: cli.ExitCode(err), e: err}
+	if err != nil {
+		r.err += err.Error()
+	}
+	return r
+}
+
+// ok runs ctl and fails the test unless it exits 0.
+func (h *harness) ok(stdin string, args ...string) result {
+	h.t.Helper()
+	r := h.run(stdin, args...)
+	if r.code != 0 {
+		h.t.Fatalf("ctl %v: exit %d\nstdout: %s\nstderr: %s", args, r.code, r.out, r.err)
+	}
+	return r
+}
+
+// fails runs ctl and fails the test unless it exits with code.
+func (h *harness) fails(code int, stdin string, args ...string) result {
+	h.t.Helper()
+	r := h.run(stdin, args...)
+	if r.code != code {
+		h.t.Fatalf("ctl %v: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.code, code, r.out, r.err)
+	}
+	return r
+}
+
+func (h *harness) file(name, content string) string {
+	h.t.Helper()
+	p := filepath.Join(h.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
+// selfBinary is the test binary: a real linux ELF for this machine's arch.
+func selfBinary(t *testing.T) string {
+	t.Helper()
+	p, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (h *harness) kv(bucket string) jetstream.KeyValue {
+	h.t.Helper()
+	kv, err := store.KV(context.Background(), h.js, bucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return kv
+}
+
+func (h *harness) get(bucket, key string) ([]byte, bool) {
+	h.t.Helper()
+	e, err := h.kv(bucket).Get(context.Background(), key)
+	if store.IsNotFound(err) {
+		return nil, false
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return e.Value(), true
+}
+
+// objectCount counts objects in a store; a missing store counts 0.
+func (h *harness) objectCount(bucket string) int {
+	h.t.Helper()
+	obs, err := h.js.ObjectStore(context.Background(), bucket)
+	if store.IsNotFound(err) {
+		return 0
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	list, err := obs.List(context.Background())
+	if err != nil && !isNotFound(err) {
+		h.t.Fatal(err)
+	}
+	return len(list)
+}
+
+// heartbeat writes a node heartbeat the way the runner does.
+func (h *harness) heartbeat(n state.Node) {
+	h.t.Helper()
+	n.Time = time.Now().UTC()
+	if n.OS == "" {
+		n.OS = "linux"
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.kv(names.NodesBucket).Put(context.Background(), n.ID, b); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func cliIO() cli.IO {
+	return cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}
+}

@@ -1,0 +1,134 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+func logsCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:      "logs",
+		Usage:     "print the output of an app's instances from " + names.LogsStream,
+		ArgsUsage: "APP",
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until interrupted"},
+			&ucli.DurationFlag{Name: "since", Usage: "only lines newer than this (e.g. 10m); default all kept lines"},
+			&ucli.StringFlag{Name: "node", Usage: "only this node"},
+			&ucli.StringFlag{Name: "instance", Usage: "only this instance"},
+			jsonFlag(),
+		},
+		Action: action(stdio, true, runLogs),
+	}
+}
+
+func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
+	app, err := oneArg(c, "app name")
+	if err != nil {
+		return err
+	}
+	node, inst := c.String("node"), c.String("instance")
+	for what, v := range map[string]string{"app": app, "node": node, "instance": inst} {
+		if v != "" {
+			if err := spec.ValidName(v); err != nil {
+				return usagef("%s %q: %v", what, v, err)
+			}
+		}
+	}
+	filter := names.LogSubject(app, orStar(node), orStar(inst))
+	octx, cancel := e.op(ctx)
+	stream, err := store.LogsStream(octx, e.js)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
+	if since := c.Duration("since"); since > 0 {
+		start := time.Now().Add(-since)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	octx, cancel = e.op(ctx)
+	cons, err := stream.OrderedConsumer(octx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read logs of %s: %w", app, err)
+	}
+	octx, cancel = e.op(ctx)
+	info, err := cons.Info(octx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read logs of %s: %w", app, err)
+	}
+	pending := info.NumPending
+	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
+	if !follow && pending == 0 {
+		return nil
+	}
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("read logs of %s: %w", app, err)
+	}
+	defer it.Stop()
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("read logs of %s: %w", app, err)
+		}
+		e.printLog(msg, asJSON)
+		if !follow {
+			meta, err := msg.Metadata()
+			if err != nil || meta.NumPending == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+func orStar(s string) string {
+	if s == "" {
+		return "*"
+	}
+	return s
+}
+
+func (e *env) printLog(msg jetstream.Msg, asJSON bool) {
+	var l state.LogLine
+	if err := json.Unmarshal(msg.Data(), &l); err != nil || l.Time.IsZero() {
+		// Not from a runner: show the raw line with what the subject says.
+		parts := strings.Split(msg.Subject(), ".")
+		l = state.LogLine{Line: string(msg.Data())}
+		if len(parts) == 5 {
+			l.App, l.Node, l.Instance = parts[2], parts[3], parts[4]
+		}
+		if meta, err := msg.Metadata(); err == nil {
+			l.Time = meta.Timestamp
+		}
+	}
+	if asJSON {
+		b, _ := json.Marshal(l)
+		fmt.Fprintln(e.stdio.Stdout, string(b))
+		return
+	}
+	fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), l.Node, l.Instance, l.Line)
+}

@@ -1,0 +1,181 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+func nodeCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "node",
+		Usage: "runners that sent a heartbeat recently",
+		Subcommands: []*ucli.Command{
+			{Name: "list", Usage: "live nodes", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, nodeList)},
+		},
+	}
+}
+
+func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	if c.Bool(flagJSON) {
+		if nodes == nil {
+			nodes = []state.Node{}
+		}
+		return e.printJSON(nodes)
+	}
+	t := e.table("NODE", "VERSION", "PLATFORM", "LABELS", "INSTANCES", "SANDBOX", "SEEN")
+	for _, n := range nodes {
+		up := 0
+		for _, in := range n.Instances {
+			if in.State.Up() {
+				up++
+			}
+		}
+		sandbox := "no"
+		if n.Capabilities.Sandbox {
+			sandbox = fmt.Sprintf("landlock v%d, cgroup v%d", n.Capabilities.LandlockABI, n.Capabilities.CgroupVersion)
+		}
+		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, ago(n.Time)+" ago")
+	}
+	return t.flush()
+}
+
+func labels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}
+
+func routeCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "route",
+		Usage: "gateway routes registered by deployed apps",
+		Subcommands: []*ucli.Command{
+			{Name: "list", Usage: "routes in " + names.RoutesBucket, Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, routeList)},
+		},
+	}
+}
+
+// appRoute is a route with the app that registered it.
+type appRoute struct {
+	App string `json:"app"`
+	config.Route
+}
+
+func routeList(ctx context.Context, c *ucli.Context, e *env) error {
+	kv, err := e.kv(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	keys, err := e.keys(ctx, kv)
+	if err != nil {
+		return err
+	}
+	all := []appRoute{}
+	for _, k := range keys {
+		octx, cancel := e.op(ctx)
+		entry, err := kv.Get(octx, k)
+		cancel()
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read routes of %s: %w", k, err)
+		}
+		var rs []config.Route
+		if err := json.Unmarshal(entry.Value(), &rs); err != nil {
+			e.log.Warn("unreadable routes", "app", k, "err", err)
+			continue
+		}
+		for _, r := range rs {
+			all = append(all, appRoute{App: k, Route: r})
+		}
+	}
+	if c.Bool(flagJSON) {
+		return e.printJSON(all)
+	}
+	t := e.table("APP", "HOST", "PATH", "MATCH", "METHODS", "SERVICE", "TIMEOUT")
+	for _, r := range all {
+		timeout := "-"
+		if r.Timeout > 0 {
+			timeout = r.Timeout.D().String()
+		}
+		t.row(r.App, orDash(r.Host), r.Path, orDash(r.Match), orDash(strings.Join(r.Methods, ",")), r.Service, timeout)
+	}
+	return t.flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanSize(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + "GiB"
+	case n >= 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MiB"
+	case n >= 1<<10:
+		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + "KiB"
+	}
+	return strconv.FormatUint(n, 10) + "B"
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04")
+}
+
+func completionCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:      "completion",
+		Usage:     "print a bash completion script: source <(narun ctl completion bash)",
+		ArgsUsage: "bash",
+		Action: func(c *ucli.Context) error {
+			if c.NArg() != 1 || c.Args().First() != "bash" {
+				return usagef("only bash is supported: narun ctl completion bash")
+			}
+			_, err := fmt.Fprint(stdio.Stdout, bashCompletion)
+			return err
+		},
+	}
+}
+
+// bashCompletion asks the binary itself (urfave/cli's
+// --generate-bash-completion) for the words that may follow.
+const bashCompletion = `_narun_ctl_complete() {
+  local cur words
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  COMPREPLY=($(compgen -W "${words}" -- "${cur}"))
+  return 0
+}
+complete -o bashdefault -o default -F _narun_ctl_complete narun-ctl
+complete -o bashdefault -o default -F _narun_ctl_complete narun
+`

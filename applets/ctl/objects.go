@@ -1,0 +1,254 @@
+package ctl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+func imageCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "image",
+		Usage: "app binaries in " + names.BinariesBucket,
+		Subcommands: []*ucli.Command{
+			{Name: "list", Usage: "uploaded binaries and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, imageList)},
+			{
+				Name: "delete", Usage: "delete binaries no deployed spec uses", ArgsUsage: "OBJECT...",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec pins it"}},
+				Action: action(stdio, true, imageDelete),
+			},
+		},
+	}
+}
+
+func filesCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "files",
+		Usage: "files for app instances in " + names.FilesBucket,
+		Subcommands: []*ucli.Command{
+			{Name: "put", Usage: "upload a file under NAME", ArgsUsage: "NAME FILE", Action: action(stdio, true, filesPut)},
+			{Name: "list", Usage: "uploaded files and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, filesList)},
+			{
+				Name: "delete", Usage: "delete files no deployed spec uses", ArgsUsage: "NAME...",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec uses it"}},
+				Action: action(stdio, true, filesDelete),
+			},
+		},
+	}
+}
+
+// object is a row of `image list` and `files list`.
+type object struct {
+	Name     string   `json:"name"`
+	Size     uint64   `json:"size"`
+	SHA256   string   `json:"sha256"`
+	Arch     string   `json:"arch,omitempty"`
+	Modified string   `json:"modified"`
+	UsedBy   []string `json:"used_by"`
+}
+
+// users maps an object name to the deployed apps that reference it.
+func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[string][]string, error) {
+	apps, err := e.deployedApps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string][]string{}
+	for _, d := range apps {
+		if d.app == nil {
+			continue
+		}
+		for _, o := range ref(d.app) {
+			m[o] = append(m[o], d.name)
+		}
+	}
+	return m, nil
+}
+
+func binaryRefs(a *spec.App) []string {
+	var out []string
+	for _, b := range a.Binaries {
+		out = append(out, b.Object)
+	}
+	return out
+}
+
+func fileRefs(a *spec.App) []string {
+	var out []string
+	for _, f := range a.Files {
+		out = append(out, f.Object)
+	}
+	return out
+}
+
+func secretRefs(a *spec.App) []string {
+	var out []string
+	for _, s := range a.Secrets {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App) []string) ([]object, error) {
+	obs, err := e.objects(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	octx, cancel := e.op(ctx)
+	infos, err := obs.List(octx)
+	cancel()
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list %s: %w", bucket, err)
+	}
+	used, err := e.users(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	out := []object{}
+	for _, in := range infos {
+		o := object{Name: in.Name, Size: in.Size, SHA256: digestHex(in), Arch: in.Metadata["arch"], Modified: in.ModTime.UTC().Format("2006-01-02T15:04:05Z"), UsedBy: used[in.Name]}
+		if o.UsedBy == nil {
+			o.UsedBy = []string{}
+		}
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (e *env) printObjects(c *ucli.Context, objs []object, withArch bool) error {
+	if c.Bool(flagJSON) {
+		return e.printJSON(objs)
+	}
+	head := []string{"NAME", "SIZE", "SHA256", "MODIFIED", "USED BY"}
+	if withArch {
+		head = []string{"NAME", "ARCH", "SIZE", "SHA256", "MODIFIED", "USED BY"}
+	}
+	t := e.table(head...)
+	for _, o := range objs {
+		digest := o.SHA256
+		if len(digest) > 12 {
+			digest = digest[:12]
+		}
+		cols := []string{o.Name, humanSize(o.Size), digest, o.Modified, orDash(strings.Join(o.UsedBy, ","))}
+		if withArch {
+			cols = append([]string{o.Name, orDash(o.Arch)}, cols[1:]...)
+		}
+		t.row(cols...)
+	}
+	return t.flush()
+}
+
+func imageList(ctx context.Context, c *ucli.Context, e *env) error {
+	objs, err := e.listObjects(ctx, names.BinariesBucket, binaryRefs)
+	if err != nil {
+		return err
+	}
+	return e.printObjects(c, objs, true)
+}
+
+func filesList(ctx context.Context, c *ucli.Context, e *env) error {
+	objs, err := e.listObjects(ctx, names.FilesBucket, fileRefs)
+	if err != nil {
+		return err
+	}
+	return e.printObjects(c, objs, false)
+}
+
+func imageDelete(ctx context.Context, c *ucli.Context, e *env) error {
+	return e.deleteObjects(ctx, c, names.BinariesBucket, "image", binaryRefs)
+}
+
+func filesDelete(ctx context.Context, c *ucli.Context, e *env) error {
+	return e.deleteObjects(ctx, c, names.FilesBucket, "file", fileRefs)
+}
+
+// deleteObjects deletes the named objects; all are checked before any is
+// deleted, so a refused command changes nothing.
+func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what string, ref func(*spec.App) []string) error {
+	if c.NArg() == 0 {
+		return usagef("name the %s(s) to delete", what)
+	}
+	obs, err := e.objects(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	used, err := e.users(ctx, ref)
+	if err != nil {
+		return err
+	}
+	for _, name := range c.Args().Slice() {
+		octx, cancel := e.op(ctx)
+		_, err := obs.GetInfo(octx, name)
+		cancel()
+		if isNotFound(err) {
+			return notFound("%s %q does not exist", what, name)
+		}
+		if err != nil {
+			return fmt.Errorf("read %s %q: %w", what, name, err)
+		}
+		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
+			return inUse("%s %q is used by %s; deploy without it first or pass --force", what, name, strings.Join(apps, ", "))
+		}
+	}
+	for _, name := range c.Args().Slice() {
+		octx, cancel := e.op(ctx)
+		err := obs.Delete(octx, name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("delete %s %q: %w", what, name, err)
+		}
+		fmt.Fprintf(e.out(), "deleted %s %s\n", what, name)
+	}
+	return nil
+}
+
+func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
+	if c.NArg() != 2 {
+		return usagef("want NAME FILE, got %d arguments", c.NArg())
+	}
+	name, path := c.Args().Get(0), c.Args().Get(1)
+	if err := spec.ValidObjectName(name); err != nil {
+		return usagef("file name %q: %v", name, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	obs, err := e.objects(ctx, names.FilesBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	info, err := obs.Put(octx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f)
+	if err != nil {
+		return fmt.Errorf("upload file %s: %w", name, err)
+	}
+	if got := digestHex(info); got != sum {
+		return fmt.Errorf("stored digest %s of %s differs from local %s (file changed during upload?)", got, name, sum)
+	}
+	fmt.Fprintf(e.out(), "file %s: %d bytes, sha256:%s\n", name, info.Size, sum[:12])
+	return nil
+}

@@ -1,0 +1,290 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+// maxSecret keeps a secret well inside one NATS message.
+const maxSecret = 512 << 10
+
+func secretCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "secret",
+		Usage: "encrypted secrets in " + names.SecretsBucket,
+		Subcommands: []*ucli.Command{
+			{
+				Name: "set", Usage: "encrypt and store a secret read from stdin or --from-file", ArgsUsage: "NAME",
+				Description: "The value is never taken from the command line. From stdin one trailing newline is dropped;\n" +
+					"--from-file is stored byte for byte.",
+				Flags:  []ucli.Flag{&ucli.StringFlag{Name: "from-file", Usage: "read the value from this file"}},
+				Action: action(stdio, true, secretSet),
+			},
+			{Name: "list", Usage: "secret names, key ids and the apps that use them (no values)", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, secretList)},
+			{
+				Name: "delete", Usage: "delete secrets no deployed spec uses", ArgsUsage: "NAME...",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec uses it"}},
+				Action: action(stdio, true, secretDelete),
+			},
+			{
+				Name: "rotate", Usage: "re-encrypt every secret with the first key of the key file",
+				Description: "Rotation: 1) narun ctl secret keygen --key-file K --add puts a new key first in K;\n" +
+					"2) copy K to every node (old keys still open old secrets); 3) narun ctl secret rotate;\n" +
+					"4) remove the old key lines from K on ctl and the nodes.",
+				Action: action(stdio, true, secretRotate),
+			},
+			{
+				Name: "keygen", Usage: "write a new key file (mode 0600), or add a new first key with --add",
+				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: "add", Usage: "put a new key first in an existing key file, keeping the old ones"}},
+				Action: action(stdio, false, secretKeygen),
+			},
+		},
+	}
+}
+
+func (e *env) ring() (*secrets.Ring, error) {
+	return secrets.LoadRing(e.cfg.Ctl.MasterKeyFile)
+}
+
+func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
+	if c.NArg() > 1 {
+		return usagef("secret set takes only NAME: the value is read from stdin or --from-file, never from the command line")
+	}
+	name, err := oneArg(c, "secret name")
+	if err != nil {
+		return err
+	}
+	if err := spec.ValidObjectName(name); err != nil {
+		return usagef("secret name %q: %v", name, err)
+	}
+	ring, err := e.ring()
+	if err != nil {
+		return err
+	}
+	var value []byte
+	if p := c.String("from-file"); p != "" {
+		value, err = readLimited(p, nil)
+	} else {
+		if e.stdio.Stdin == nil {
+			return usagef("no value: pipe it to stdin or pass --from-file")
+		}
+		if isTerminal(e.stdio.Stdin) {
+			fmt.Fprintf(e.stdio.Stderr, "value of %s (input is visible; end with Ctrl-D):\n", name)
+		}
+		value, err = readLimited("stdin", e.stdio.Stdin)
+		value = bytes.TrimSuffix(bytes.TrimSuffix(value, []byte("\n")), []byte("\r"))
+	}
+	if err != nil {
+		return err
+	}
+	if len(value) == 0 {
+		return usagef("secret %s: empty value", name)
+	}
+	kv, err := e.kv(ctx, names.SecretsBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if err := secrets.Put(octx, kv, ring, name, value); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
+	return nil
+}
+
+func readLimited(name string, r io.Reader) ([]byte, error) {
+	if r == nil {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("read secret value: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxSecret+1))
+	if err != nil {
+		return nil, fmt.Errorf("read secret value from %s: %w", name, err)
+	}
+	if len(b) > maxSecret {
+		return nil, fmt.Errorf("secret value from %s is larger than %d bytes", name, maxSecret)
+	}
+	return b, nil
+}
+
+type secretRow struct {
+	Name    string   `json:"name"`
+	KeyID   string   `json:"key_id"`
+	Updated string   `json:"updated"`
+	UsedBy  []string `json:"used_by"`
+}
+
+func secretList(ctx context.Context, c *ucli.Context, e *env) error {
+	kv, err := e.kv(ctx, names.SecretsBucket)
+	if err != nil {
+		return err
+	}
+	keys, err := e.keys(ctx, kv)
+	if err != nil {
+		return err
+	}
+	used, err := e.users(ctx, secretRefs)
+	if err != nil {
+		return err
+	}
+	rows := []secretRow{}
+	for _, k := range keys {
+		octx, cancel := e.op(ctx)
+		entry, err := kv.Get(octx, k)
+		cancel()
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read secret %s: %w", k, err)
+		}
+		row := secretRow{Name: k, UsedBy: used[k]}
+		if s, err := secrets.Unmarshal(entry.Value()); err == nil {
+			row.KeyID, row.Updated = s.KeyID, stamp(s.Updated)
+		}
+		if row.UsedBy == nil {
+			row.UsedBy = []string{}
+		}
+		rows = append(rows, row)
+	}
+	if c.Bool(flagJSON) {
+		return e.printJSON(rows)
+	}
+	t := e.table("NAME", "KEY", "UPDATED", "USED BY")
+	for _, r := range rows {
+		t.row(r.Name, orDash(r.KeyID), r.Updated, orDash(strings.Join(r.UsedBy, ",")))
+	}
+	return t.flush()
+}
+
+func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
+	if c.NArg() == 0 {
+		return usagef("name the secret(s) to delete")
+	}
+	kv, err := e.kv(ctx, names.SecretsBucket)
+	if err != nil {
+		return err
+	}
+	used, err := e.users(ctx, secretRefs)
+	if err != nil {
+		return err
+	}
+	for _, name := range c.Args().Slice() {
+		octx, cancel := e.op(ctx)
+		_, err := kv.Get(octx, name)
+		cancel()
+		if isNotFound(err) {
+			return notFound("secret %q does not exist", name)
+		}
+		if err != nil {
+			return fmt.Errorf("read secret %q: %w", name, err)
+		}
+		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
+			return inUse("secret %q is used by %s; deploy without it first or pass --force", name, strings.Join(apps, ", "))
+		}
+	}
+	for _, name := range c.Args().Slice() {
+		octx, cancel := e.op(ctx)
+		// Purge, not delete: no old ciphertext stays in the history.
+		err := kv.Purge(octx, name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("delete secret %q: %w", name, err)
+		}
+		fmt.Fprintf(e.out(), "deleted secret %s\n", name)
+	}
+	return nil
+}
+
+func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
+	ring, err := e.ring()
+	if err != nil {
+		return err
+	}
+	kv, err := e.kv(ctx, names.SecretsBucket)
+	if err != nil {
+		return err
+	}
+	done, err := secrets.Rotate(ctx, kv, ring)
+	for _, n := range done {
+		fmt.Fprintf(e.out(), "re-encrypted %s with key %s\n", n, ring.PrimaryID())
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out(), "%d secret(s) re-encrypted; every secret now uses key %s\n", len(done), ring.PrimaryID())
+	return nil
+}
+
+func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
+	path := e.cfg.Ctl.MasterKeyFile
+	if path == "" {
+		return usagef("name the key file with --key-file (or [ctl] master_key_file)")
+	}
+	key, err := secrets.NewKey()
+	if err != nil {
+		return err
+	}
+	var old []byte
+	if c.Bool("add") {
+		if _, err := secrets.LoadRing(path); err != nil {
+			return err
+		}
+		if old, err = os.ReadFile(path); err != nil {
+			return fmt.Errorf("read key file: %w", err)
+		}
+	} else if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("key file %s exists; pass --add to put a new key in front of the old ones", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("key file: %w", err)
+	}
+	content := append([]byte(key+"\n"), old...)
+	ring, err := secrets.ParseRing(content)
+	if err != nil {
+		return err
+	}
+	// Write beside and rename, so an interrupted write never loses the old keys.
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write key file: %w", err)
+	}
+	fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, strings.Join(ring.IDs(), ", "))
+	return nil
+}

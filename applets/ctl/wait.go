@@ -1,0 +1,226 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// rollout is how far a deployment got on the nodes.
+type rollout struct {
+	// Desired counts instances over the selected nodes.
+	Desired int      `json:"desired"`
+	Ready   []string `json:"ready"`
+	// Waiting says, per node, what is still missing.
+	Waiting []string `json:"waiting,omitempty"`
+	// Failed holds the reasons reported by nodes for instances that gave up.
+	Failed []string `json:"failed,omitempty"`
+}
+
+// waiter follows instance events and node heartbeats until a spec runs
+// everywhere it should.
+type waiter struct {
+	e      *env
+	app    *spec.App
+	sub    *nats.Subscription
+	events chan *nats.Msg
+	// seen holds the latest status of every instance of the app, by node
+	// and instance id, from events and heartbeats, whichever is newer.
+	seen map[string]map[string]state.Instance
+	// up holds when each instance was first seen running or healthy, by
+	// "node/id", on this machine's clock.
+	up map[string]time.Time
+}
+
+// settle is how long an instance without a health check must stay running
+// to count as ready, so that one crashing right after its start fails the
+// rollout instead of passing it.
+const settle = 2 * time.Second
+
+func newWaiter(e *env, app *spec.App) (*waiter, error) {
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}}
+	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
+	}
+	w.sub = sub
+	return w, nil
+}
+
+func (w *waiter) stop() { _ = w.sub.Unsubscribe() }
+
+func (w *waiter) record(in state.Instance) {
+	m := w.seen[in.Node]
+	if m == nil {
+		m = map[string]state.Instance{}
+		w.seen[in.Node] = m
+	}
+	if cur, ok := m[in.ID]; ok && cur.Since.After(in.Since) {
+		return
+	}
+	m[in.ID] = in
+	key := in.Node + "/" + in.ID
+	if in.State != state.Running && in.State != state.Healthy {
+		delete(w.up, key)
+	} else if _, ok := w.up[key]; !ok {
+		w.up[key] = time.Now()
+	}
+}
+
+// wait returns when every desired instance is ready, when one fails, or
+// after timeout.
+func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) (*rollout, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var nodes []state.Node
+	refresh := func() {
+		ns, err := w.e.nodes(ctx)
+		if err != nil {
+			w.e.log.Debug("read heartbeats", "err", err)
+			return
+		}
+		nodes = ns
+		for _, n := range ns {
+			for _, in := range n.Instances {
+				if in.App == w.app.Name {
+					w.record(in)
+				}
+			}
+		}
+	}
+	if w.app.Replicas == 0 {
+		return &rollout{}, nil
+	}
+	refresh()
+	for {
+		r := evaluate(w.app, nodes, w.seen, w.up, time.Now())
+		switch {
+		case len(r.Failed) > 0:
+			return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
+		case r.Desired > 0 && len(r.Waiting) == 0:
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				if r.Desired == 0 {
+					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
+				}
+				return r, fmt.Errorf("rollout of %s not done after %s: %s", w.app.Name, timeout, strings.Join(r.Waiting, "; "))
+			}
+			return r, ctx.Err()
+		case m := <-w.events:
+			var ev state.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				continue
+			}
+			w.record(ev.Instance)
+			if verbose {
+				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
+				if ev.Reason != "" {
+					line += " (" + ev.Reason + ")"
+				}
+				fmt.Fprintln(w.e.stdio.Stderr, line)
+			}
+		case <-tick.C:
+			refresh()
+		}
+	}
+}
+
+// evaluate compares what nodes report with what app wants. An instance is
+// ready when healthy; without a health check, when it has also been up
+// (since up[node/id]) for settle.
+func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now time.Time) *rollout {
+	r := &rollout{}
+	for _, n := range nodes {
+		want := app.ReplicasOn(n.ID, n.Labels)
+		if want == 0 {
+			continue
+		}
+		r.Desired += want
+		if _, ok := app.Binary(n.Arch); !ok {
+			r.Failed = append(r.Failed, fmt.Sprintf("node %s is linux/%s but no %s binary was deployed", n.ID, n.Arch, n.Arch))
+			continue
+		}
+		fp := app.Fingerprint(n.Arch)
+		ready := 0
+		var ids []string
+		for id := range seen[n.ID] {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			in := seen[n.ID][id]
+			if !(in.Fingerprint == fp || in.Fingerprint == "" && in.Version == app.Version) {
+				continue
+			}
+			switch {
+			case in.State == state.Failed:
+				r.Failed = append(r.Failed, fmt.Sprintf("%s on %s: %s", in.ID, n.ID, in.Reason))
+			case isReady(app, in, up, now):
+				ready++
+				r.Ready = append(r.Ready, n.ID+"/"+in.ID)
+			}
+		}
+		if ready < want {
+			r.Waiting = append(r.Waiting, fmt.Sprintf("%s: %d of %d ready", n.ID, ready, want))
+		}
+	}
+	return r
+}
+
+func isReady(app *spec.App, in state.Instance, up map[string]time.Time, now time.Time) bool {
+	if app.Health.Type != spec.HealthNone {
+		return in.State == state.Healthy
+	}
+	t, ok := up[in.Node+"/"+in.ID]
+	return ok && now.Sub(t) >= settle && (in.State == state.Running || in.State == state.Healthy)
+}
+
+// nodes reads every live heartbeat.
+func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
+	kv, err := e.kv(ctx, names.NodesBucket)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := e.keys(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	var out []state.Node
+	for _, k := range keys {
+		octx, cancel := e.op(ctx)
+		entry, err := kv.Get(octx, k)
+		cancel()
+		if store.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read heartbeat of %s: %w", k, err)
+		}
+		var n state.Node
+		if err := json.Unmarshal(entry.Value(), &n); err != nil {
+			e.log.Warn("unreadable heartbeat", "node", k, "err", err)
+			continue
+		}
+		if n.ID == "" {
+			n.ID = k
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,88 @@
+package ctl
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+func TestEvaluate(t *testing.T) {
+	digest := strings.Repeat("a", 64)
+	parse := func(extra string) *spec.App {
+		t.Helper()
+		a, err := spec.Parse("a.toml", []byte("name = \"a\"\nversion = \"2\"\nnodes = [\"n1\"]\nreplicas = 2\n"+extra+
+			"[binaries.amd64]\nobject = \"a/2/linux-amd64\"\nsha256 = \""+digest+"\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	checked := parse("[health]\ntype = \"tcp\"\nport = 80\n")
+	unchecked := parse("")
+	now := time.Now()
+	inst := func(app *spec.App, id string, st state.State) state.Instance {
+		return state.Instance{App: "a", Node: "n1", ID: id, State: st, Fingerprint: app.Fingerprint("amd64"), Reason: "r-" + id}
+	}
+	node := []state.Node{{ID: "n1", Arch: "amd64"}, {ID: "n2", Arch: "arm64"}}
+	tests := []struct {
+		name      string
+		app       *spec.App
+		nodes     []state.Node
+		instances []state.Instance
+		upFor     time.Duration
+		ready     int
+		waiting   bool
+		failed    string
+	}{
+		{"healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, 0, 2, false, ""},
+		{"running is not healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Running)}, time.Hour, 1, true, ""},
+		{"old fingerprint", checked, node, []state.Instance{inst(checked, "0", state.Healthy), {App: "a", Node: "n1", ID: "1", State: state.Healthy, Fingerprint: "old"}}, 0, 1, true, ""},
+		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, 0, 1, true, "r-1"},
+		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, true, ""},
+		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, false, ""},
+		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, false, "no riscv64 binary"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[string]map[string]state.Instance{"n1": {}}
+			up := map[string]time.Time{}
+			for _, in := range tc.instances {
+				seen["n1"][in.ID] = in
+				up["n1/"+in.ID] = now.Add(-tc.upFor)
+			}
+			r := evaluate(tc.app, tc.nodes, seen, up, now)
+			if r.Desired != 2 {
+				t.Errorf("desired %d", r.Desired)
+			}
+			if len(r.Ready) != tc.ready || (len(r.Waiting) > 0) != tc.waiting {
+				t.Errorf("ready %v waiting %v", r.Ready, r.Waiting)
+			}
+			if got := strings.Join(r.Failed, ";"); tc.failed == "" && got != "" || !strings.Contains(got, tc.failed) {
+				t.Errorf("failed %q, want %q", got, tc.failed)
+			}
+		})
+	}
+}
+
+func TestProgress(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b, name: "obj", total: 200}
+	for range 4 {
+		if _, err := p.Write(make([]byte, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.done()
+	out := b.String()
+	for _, want := range []string{" 25%", " 50%", "100%", "obj ["} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress output lacks %q: %q", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "\n") {
+		t.Error("progress does not end its line")
+	}
+}

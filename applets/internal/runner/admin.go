@@ -1,0 +1,239 @@
+package runner
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/narun/narun/applets/internal/buildinfo"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// AdminHandler serves the runner's admin endpoints: a web page at /, the
+// Prometheus metrics at /metrics and /healthz.
+func (r *Runner) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", r.servePage)
+	mux.HandleFunc("GET /metrics", r.serveMetrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+type pageInstance struct {
+	state.Instance
+	Uptime string
+	Lines  []state.LogLine
+}
+
+type pageApp struct {
+	Name      string
+	Version   string
+	Replicas  int
+	SpecError string
+	Instances []pageInstance
+}
+
+type page struct {
+	Node      state.Node
+	Uptime    string
+	Connected bool
+	Apps      []pageApp
+	Now       string
+}
+
+// lastLines is how many output lines per instance the page shows.
+const lastLines = 10
+
+func (r *Runner) servePage(w http.ResponseWriter, _ *http.Request) {
+	p := page{
+		Node:      r.nodeState(),
+		Uptime:    roundDur(time.Since(r.started)),
+		Connected: r.opts.Conn.IsConnected(),
+		Now:       time.Now().UTC().Format(time.RFC3339),
+	}
+	for _, a := range r.appList() {
+		a.mu.Lock()
+		pa := pageApp{Name: a.name, SpecError: a.specErr}
+		if a.current != nil {
+			pa.Version = a.current.Version
+			pa.Replicas = a.current.ReplicasOn(r.node, r.labels)
+		}
+		a.mu.Unlock()
+		for _, in := range a.instanceList() {
+			st := in.sup.Status()
+			pi := pageInstance{Instance: st}
+			if !st.Started.IsZero() {
+				pi.Uptime = roundDur(time.Since(st.Started))
+			}
+			lines := in.sup.Lines()
+			pi.Lines = lines[max(0, len(lines)-lastLines):]
+			pa.Instances = append(pa.Instances, pi)
+		}
+		p.Apps = append(p.Apps, pa)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pageTmpl.Execute(w, p); err != nil {
+		r.log.Debug("render admin page", "err", err)
+	}
+}
+
+func roundDur(d time.Duration) string {
+	if d < time.Hour {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="2">
+<title>narun runner {{.Node.ID}}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em;vertical-align:top}
+th{background:#f3f3f3}
+.healthy{color:#080}.running{color:#06c}.failed,.crashed{color:#c00}.backoff{color:#c60}
+pre{margin:0;font-size:.8em;max-width:60em;white-space:pre-wrap;word-break:break-all}
+.stderr{color:#a00}
+</style></head><body>
+<h1>narun runner <span id="node">{{.Node.ID}}</span></h1>
+<p>version {{.Node.Version}} · {{.Node.OS}}/{{.Node.Arch}} · up {{.Uptime}} ·
+NATS {{if .Connected}}connected{{else}}<b class="failed">disconnected</b>{{end}} ·
+Landlock ABI {{.Node.Capabilities.LandlockABI}} · cgroup v{{.Node.Capabilities.CgroupVersion}} · {{.Now}}</p>
+{{if not .Apps}}<p>No apps on this node.</p>{{end}}
+<table id="instances">
+<thead><tr><th>app</th><th>instance</th><th>version</th><th>state</th><th>pid</th><th>restarts</th><th>uptime</th><th>health</th><th>reason</th><th>last lines</th></tr></thead>
+<tbody>
+{{range $a := .Apps}}{{range .Instances}}<tr data-app="{{$a.Name}}" data-instance="{{.ID}}" data-state="{{.State}}">
+<td>{{$a.Name}}</td><td>{{.ID}}</td><td>{{.Version}}</td><td class="{{.State}}">{{.State}}</td>
+<td>{{if .PID}}{{.PID}}{{end}}</td><td>{{.Restarts}}</td><td>{{.Uptime}}</td>
+<td>{{if .Healthy}}healthy{{else}}-{{end}}</td><td>{{.Reason}}</td>
+<td><pre>{{range .Lines}}<span class="{{.Stream}}">{{.Line}}</span>
+{{end}}</pre></td></tr>
+{{end}}{{end}}</tbody></table>
+{{range .Apps}}{{if .SpecError}}<p class="failed">{{.Name}}: invalid spec: {{.SpecError}}</p>{{end}}{{end}}
+</body></html>
+`))
+
+// serveMetrics writes the Prometheus text format by hand: the runner needs
+// a dozen series, not a client library.
+func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	var b strings.Builder
+	type series struct {
+		labels string
+		value  float64
+	}
+	family := func(name, kind, help string, ss []series) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
+		for _, s := range ss {
+			fmt.Fprintf(&b, "%s%s %s\n", name, s.labels, strconv.FormatFloat(s.value, 'g', -1, 64))
+		}
+	}
+	var up, healthy, restarts, cpu, rss []series
+	states := map[state.State]int{}
+	apps := r.appList()
+	for _, a := range apps {
+		for _, in := range a.instanceList() {
+			st := in.sup.Status()
+			states[st.State]++
+			l := labels("app", st.App, "instance", st.ID, "node", st.Node)
+			up = append(up, series{l, boolf(st.PID > 0)})
+			healthy = append(healthy, series{l, boolf(st.Healthy)})
+			restarts = append(restarts, series{l, float64(st.Restarts)})
+			if st.PID > 0 {
+				if u, err := procUsage(st.PID); err == nil {
+					cpu = append(cpu, series{l, u.cpu})
+					rss = append(rss, series{l, float64(u.rss)})
+				}
+			}
+		}
+	}
+	family("narun_runner_instance_up", "gauge", "Whether the instance's process is alive.", up)
+	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
+	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
+	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's process and its reaped children.", cpu)
+	family("narun_runner_instance_resident_memory_bytes", "gauge", "Resident memory of the instance's process.", rss)
+
+	var byState []series
+	keys := make([]string, 0, len(states))
+	for s := range states {
+		keys = append(keys, string(s))
+	}
+	sort.Strings(keys)
+	for _, s := range keys {
+		byState = append(byState, series{labels("state", s), float64(states[state.State(s)])})
+	}
+	family("narun_runner_instances", "gauge", "Instances on this node by state.", byState)
+	family("narun_runner_apps", "gauge", "Apps known to this runner.", []series{{"", float64(len(apps))}})
+	family("narun_runner_nats_connected", "gauge", "Whether the runner is connected to NATS.", []series{{"", boolf(r.opts.Conn.IsConnected())}})
+	family("narun_runner_start_time_seconds", "gauge", "When the runner started, in Unix seconds.", []series{{"", float64(r.started.Unix())}})
+	family("narun_runner_goroutines", "gauge", "Goroutines of the runner.", []series{{"", float64(runtime.NumGoroutine())}})
+	if u, err := procUsage(os.Getpid()); err == nil {
+		family("narun_runner_resident_memory_bytes", "gauge", "Resident memory of the runner's process.", []series{{"", float64(u.rss)}})
+		family("narun_runner_cpu_seconds_total", "counter", "CPU time of the runner's process.", []series{{"", u.cpu}})
+	}
+	family("narun_runner_info", "gauge", "Runner build and node.", []series{{labels("version", buildinfo.Get().Version, "node", r.node), 1}})
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	io.WriteString(w, b.String())
+}
+
+func boolf(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// labels formats Prometheus labels from name, value pairs.
+func labels(kv ...string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i+1 < len(kv); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		v := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(kv[i+1])
+		fmt.Fprintf(&b, `%s="%s"`, kv[i], v)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+type usage struct {
+	cpu float64
+	rss int64
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture narun supports.
+const clockTicks = 100
+
+// procUsage reads the CPU time and resident memory of pid from /proc.
+func procUsage(pid int) (usage, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return usage{}, err
+	}
+	f, err := statFields(b)
+	if err != nil {
+		return usage{}, err
+	}
+	var ticks uint64
+	// utime, stime, cutime, cstime: fields 14 to 17 of proc(5).
+	for _, s := range f[11:15] {
+		n, _ := strconv.ParseUint(s, 10, 64)
+		ticks += n
+	}
+	pages, _ := strconv.ParseInt(f[21], 10, 64)
+	return usage{cpu: float64(ticks) / clockTicks, rss: pages * int64(os.Getpagesize())}, nil
+}

@@ -1,0 +1,393 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/supervisor"
+)
+
+// app reconciles one app on this node, on its own goroutine: downloads,
+// rollouts and stops of one app never wait for another.
+type app struct {
+	r    *Runner
+	name string
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu sync.Mutex
+	// raw is the desired spec as stored; nil once the app is deleted.
+	raw []byte
+	rev uint64
+	// current is the last spec that parsed; specErr why the last one did not.
+	current *spec.App
+	specErr string
+	insts   []*instance
+}
+
+// instance is one supervised process slot of the app.
+type instance struct {
+	slot   int
+	fp     string
+	digest string
+	dir    string
+	sup    *supervisor.Supervisor
+
+	mu         sync.Mutex
+	bridge     context.CancelFunc
+	bridgeDone chan struct{}
+}
+
+func newApp(r *Runner, name string) *app {
+	return &app{r: r, name: name, log: r.log.With("app", name), wake: make(chan struct{}, 1)}
+}
+
+func (a *app) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *app) setSpec(raw []byte, rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if raw != nil && bytes.Equal(raw, a.raw) {
+		a.rev = max(a.rev, rev)
+		return
+	}
+	a.raw, a.rev = raw, rev
+	a.poke()
+}
+
+func (a *app) hasSpec() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.raw != nil
+}
+
+func (a *app) instanceList() []*instance {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.insts)
+}
+
+// digests are the binaries the app still needs.
+func (a *app) digests() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var d []string
+	if a.current != nil {
+		if b, ok := a.current.Binary(runtime.GOARCH); ok {
+			d = append(d, b.SHA256)
+		}
+	}
+	for _, in := range a.insts {
+		d = append(d, in.digest)
+	}
+	return d
+}
+
+func (a *app) specPath() string { return filepath.Join(a.r.specsDir(), a.name+".toml") }
+func (a *app) dir() string      { return filepath.Join(a.r.instancesDir(), a.name) }
+
+func (a *app) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			a.stop(a.instanceList())
+			return
+		case <-a.wake:
+		}
+		a.mu.Lock()
+		raw, rev := a.raw, a.rev
+		a.mu.Unlock()
+		a.log.Debug("reconcile", "revision", rev, "deleted", raw == nil)
+		if raw == nil {
+			a.stop(a.instanceList())
+			if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
+				a.log.Warn("remove cached spec", "err", err)
+			}
+			if err := os.RemoveAll(a.dir()); err != nil {
+				a.log.Warn("remove app directory", "err", err)
+			}
+			a.mu.Lock()
+			a.current = nil
+			a.mu.Unlock()
+			if a.r.forget(a) {
+				a.log.Info("app deleted")
+				return
+			}
+			continue
+		}
+		sp, err := spec.Parse(a.name+".toml", raw)
+		if err == nil && sp.Name != a.name {
+			err = fmt.Errorf("spec name %q differs from its key %q", sp.Name, a.name)
+		}
+		a.mu.Lock()
+		if err != nil {
+			a.specErr = err.Error()
+		} else {
+			a.current, a.specErr = sp, ""
+		}
+		a.mu.Unlock()
+		if err != nil {
+			// Running instances are left alone: a bad spec must not take
+			// a working app down.
+			a.log.Error("invalid spec; instances left as they are", "err", err)
+			continue
+		}
+		if err := writeFileAtomic(a.specPath(), raw, 0o600); err != nil {
+			a.log.Warn("cache spec", "err", err)
+		}
+		a.reconcile(ctx, sp)
+	}
+}
+
+// reconcile converges the instances to sp: the ones of slots no longer
+// wanted stop, missing ones start, and the ones whose fingerprint changed
+// are replaced, one slot at a time, by a new instance that is healthy
+// before the old one stops.
+func (a *app) reconcile(ctx context.Context, sp *spec.App) {
+	want := sp.ReplicasOn(a.r.node, a.r.labels)
+	fp := sp.Fingerprint(runtime.GOARCH)
+	var extra []*instance
+	for _, in := range a.instanceList() {
+		if in.slot >= want {
+			extra = append(extra, in)
+		}
+	}
+	a.stop(extra)
+	for slot := range want {
+		var cur, old, failed []*instance
+		for _, in := range a.instanceList() {
+			switch {
+			case in.slot != slot:
+			case in.sup.Status().State.Final():
+				// Any change of the spec gives a failed or exited instance
+				// a new start, with the restart policy it now says.
+				failed = append(failed, in)
+			case in.fp == fp:
+				cur = append(cur, in)
+			default:
+				old = append(old, in)
+			}
+		}
+		a.stop(failed)
+		if len(cur) == 0 && len(old) > 0 && sp.HTTP.Port > 0 {
+			// Two processes cannot listen on one fixed port: replace.
+			a.stop(old)
+			old = nil
+		}
+		if len(cur) == 0 {
+			cur = append(cur, a.start(ctx, sp, slot, fp, len(old) > 0))
+		}
+		if len(old) == 0 {
+			continue
+		}
+		healthy, interrupted := a.waitHealthy(ctx, cur[len(cur)-1], sp)
+		if interrupted {
+			return
+		}
+		if !healthy {
+			st := cur[len(cur)-1].sup.Status()
+			a.log.Warn("rollout halted: new instance not healthy, old one kept", "instance", st.ID, "state", st.State, "reason", st.Reason)
+			return
+		}
+		a.stop(old)
+	}
+}
+
+// waitHealthy waits for a new instance to be healthy; interrupted is set
+// when a newer spec or a shutdown cut the wait.
+func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (healthy, interrupted bool) {
+	deadline := time.NewTimer(sp.Health.StartGrace.D() + time.Minute)
+	defer deadline.Stop()
+	for {
+		ch := in.sup.Changed()
+		st := in.sup.Status()
+		switch {
+		case st.State == state.Healthy:
+			return true, false
+		case st.State.Final():
+			return false, false
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false, false
+		case <-a.wake:
+			a.poke()
+			return false, true
+		case <-ctx.Done():
+			return false, true
+		}
+	}
+}
+
+// start creates and runs a new instance in slot; replacing says that it
+// takes over from an instance still serving.
+func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, replacing bool) *instance {
+	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
+	in := &instance{slot: slot, fp: fp, dir: filepath.Join(a.dir(), id)}
+	if b, ok := sp.Binary(runtime.GOARCH); ok {
+		in.digest = b.SHA256
+	}
+	var baselineMu sync.Mutex
+	var baseline map[string]bool
+	in.sup = supervisor.New(supervisor.Config{
+		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp},
+		Prepare: func(ctx context.Context) (supervisor.InstanceLaunch, error) {
+			if replacing && sp.Health.Type == spec.HealthMicro {
+				// Who answers before this instance runs is not it.
+				ids := a.r.respondersOf(ctx, sp.Health.Service, 300*time.Millisecond)
+				baselineMu.Lock()
+				baseline = ids
+				baselineMu.Unlock()
+			}
+			return a.r.prepare(ctx, sp, id, in.dir)
+		},
+		Command: a.r.opts.Command,
+		Policy: supervisor.Policy{
+			Mode:       sp.Restart.Policy,
+			Initial:    sp.Restart.InitialBackoff.D(),
+			Max:        sp.Restart.MaxBackoff.D(),
+			Jitter:     sp.Restart.Jitter,
+			ResetAfter: sp.Restart.ResetAfter.D(),
+			GiveUp:     sp.Restart.MaxFailures,
+		},
+		Health: supervisor.Health{
+			Check: a.r.healthCheck(sp, id, func() map[string]bool {
+				baselineMu.Lock()
+				defer baselineMu.Unlock()
+				return baseline
+			}),
+			Interval:   sp.Health.Interval.D(),
+			Timeout:    sp.Health.Timeout.D(),
+			Failures:   sp.Health.Failures,
+			StartGrace: sp.Health.StartGrace.D(),
+		},
+		StopSignal:  sp.StopSig(),
+		StopTimeout: sp.StopTimeout.D(),
+		OnChange: func(st state.Instance) {
+			a.r.publishEvent(st)
+			a.observe(in, sp, st)
+		},
+		OnLog:  a.r.publishLog,
+		Logger: a.log,
+	})
+	a.mu.Lock()
+	a.insts = append(a.insts, in)
+	a.mu.Unlock()
+	a.r.publishEvent(in.sup.Status())
+	go in.sup.Run(ctx)
+	return in
+}
+
+// observe reacts to an instance's state changes: it records the process
+// group for the next runner to clean up after a crash of this one, and
+// bridges a plain-HTTP app while it is healthy.
+func (a *app) observe(in *instance, sp *spec.App, st state.Instance) {
+	if st.State == state.Running && st.PID > 0 {
+		if err := writePIDFile(in.dir, st.PID); err != nil {
+			a.log.Warn("record process group", "err", err)
+		}
+	}
+	if sp.HTTP.Port == 0 {
+		return
+	}
+	switch {
+	case st.State == state.Healthy:
+		in.startBridge(a.r, sp, st.ID)
+	case st.State != state.Running:
+		in.stopBridge()
+	}
+}
+
+// stop stops instances in parallel, waits for them and removes their
+// directories.
+func (a *app) stop(list []*instance) {
+	if len(list) == 0 {
+		return
+	}
+	var bridges []<-chan struct{}
+	for _, in := range list {
+		bridges = append(bridges, in.stopBridge())
+	}
+	for _, done := range bridges {
+		waitBridge(done)
+	}
+	for _, in := range list {
+		in.sup.Stop()
+	}
+	for _, in := range list {
+		<-in.sup.Done()
+		if err := os.RemoveAll(in.dir); err != nil {
+			a.log.Warn("remove instance directory", "dir", in.dir, "err", err)
+		}
+	}
+	a.mu.Lock()
+	a.insts = slices.DeleteFunc(a.insts, func(in *instance) bool { return slices.Contains(list, in) })
+	a.mu.Unlock()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// writePIDFile records pid and its start time in dir/pid.
+func writePIDFile(dir string, pid int) error {
+	start, err := procStartTime(pid)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "pid"), fmt.Appendf(nil, "%d %d\n", pid, start), 0o600)
+}
+
+// killStale kills the process groups recorded by instances of an earlier
+// runner process and removes their directories: instance ids are new for
+// every runner, so whatever is in dir now is left over. Pdeathsig already
+// killed each instance's first process; this catches what it forked.
+func killStale(dir string, log *slog.Logger) {
+	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*", "*", "pid"))
+	for _, f := range pidFiles {
+		var pid int
+		var start uint64
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
+			continue
+		}
+		// A live process under that pid must be ours (same start time);
+		// with none, the id can only name what is left of our group.
+		if got, err := procStartTime(pid); err == nil && got != start {
+			continue
+		}
+		if err := syscall.Kill(-pid, syscall.SIGKILL); err == nil {
+			log.Info("killed process group left by an earlier runner", "pgid", pid)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			log.Warn("remove stale instance directory", "err", err)
+		}
+	}
+}

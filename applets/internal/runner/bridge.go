@@ -1,0 +1,102 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/consumer"
+)
+
+var semverRe = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+
+// startBridge registers a NATS Micro service that forwards the gateway's
+// requests to a plain-HTTP app on 127.0.0.1:[http] port. Each instance has
+// its own registration in the service's queue group, so the gateway spreads
+// requests over the instances that are healthy.
+func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.bridge != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	in.bridge, in.bridgeDone = cancel, done
+
+	target := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(sp.HTTP.Port))}
+	newProxy := func(dial supervisor.DialFunc) (*httputil.ReverseProxy, *http.Transport) {
+		tr := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+		// ReverseProxy flushes streamed responses (no length, event
+		// streams) as they come and sends the others whole, in one NATS
+		// reply.
+		return &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Host = pr.In.Host
+				pr.SetXForwarded()
+			},
+			Transport: tr,
+		}, tr
+	}
+	cfg := consumer.Config{
+		Name:        sp.Name,
+		Version:     "0.0.0",
+		Description: "plain HTTP app " + sp.Name + " bridged by the narun runner",
+		Metadata:    map[string]string{"node": r.node, "app_version": sp.Version, instanceMetadata: id},
+	}
+	if semverRe.MatchString(sp.Version) {
+		cfg.Version = sp.Version
+	}
+	if len(sp.Routes) > 0 {
+		cfg.Subject = sp.Routes[0].Service
+	}
+	log := r.log.With("app", sp.Name)
+	go func() {
+		defer close(done)
+		// Called here, not above: startBridge runs inside the
+		// supervisor's status update, which Dial would wait for.
+		proxy, tr := newProxy(in.sup.Dial())
+		defer tr.CloseIdleConnections()
+		err := consumer.Serve(ctx, r.opts.Conn, cfg, proxy)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("http bridge stopped", "err", err)
+		}
+	}()
+}
+
+// stopBridge withdraws the service registration; the returned channel is
+// closed once the requests in flight are done (nil when there was none).
+func (in *instance) stopBridge() <-chan struct{} {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.bridge == nil {
+		return nil
+	}
+	in.bridge()
+	done := in.bridgeDone
+	in.bridge, in.bridgeDone = nil, nil
+	return done
+}
+
+// waitBridge waits for a bridge to finish its requests in flight, for a
+// bounded time: a stuck request must not hold a stop back for ever.
+func waitBridge(done <-chan struct{}) {
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}

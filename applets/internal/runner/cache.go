@@ -1,0 +1,175 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/supervisor"
+)
+
+// errOffline reports that NATS is needed but not reachable; a retry may help.
+var errOffline = errors.New("nats not reachable")
+
+// cache keeps binaries under <data>/binaries/<sha256>, written only after
+// their digest was verified, so a file in the cache is never a mismatch.
+type cache struct {
+	dir string
+	// mu serialises fetches of the same digest; fetches of different
+	// digests only share it for the instant of a map lookup.
+	mu       sync.Mutex
+	inflight map[string]*sync.Mutex
+}
+
+func newCache(dir string) (*cache, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create binary cache: %w", err)
+	}
+	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}}, nil
+}
+
+func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
+
+func (c *cache) lock(digest string) func() {
+	c.mu.Lock()
+	m, ok := c.inflight[digest]
+	if !ok {
+		m = &sync.Mutex{}
+		c.inflight[digest] = m
+	}
+	c.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// binary returns the path of the verified binary b, fetching it from obs
+// (nil when NATS is unreachable) unless it is cached.
+func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Binary) (string, error) {
+	unlock := c.lock(b.SHA256)
+	defer unlock()
+	p := c.path(b.SHA256)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if obs == nil {
+		return "", fmt.Errorf("fetch binary %s: %w", b.Object, errOffline)
+	}
+	obj, err := obs.Get(ctx, b.Object)
+	if err != nil {
+		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
+	}
+	defer obj.Close()
+	if err := writeVerified(c.dir, p, obj, b.SHA256, 0o555); err != nil {
+		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
+	}
+	return p, nil
+}
+
+// gc removes the cached binaries whose digest is not in keep.
+func (c *cache) gc(keep map[string]bool) []string {
+	entries, err := os.ReadDir(c.dir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		// Temporary files belong to fetches in flight.
+		if keep[name] || len(name) != sha256.Size*2 || strings.HasPrefix(name, ".") {
+			continue
+		}
+		unlock := c.lock(name)
+		if os.Remove(filepath.Join(c.dir, name)) == nil {
+			removed = append(removed, name)
+		}
+		unlock()
+	}
+	return removed
+}
+
+// writeVerified copies r into a temporary file in dir, syncs it, checks its
+// SHA-256 against want (hex; "" accepts any) and only then renames it to
+// dst with the given mode. On a mismatch nothing is left behind and the
+// error wraps supervisor.ErrPermanent: the pinned digest will not change.
+func writeVerified(dir, dst string, r io.Reader, want string, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), r); err != nil {
+		tmp.Close()
+		return fmt.Errorf("download: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); want != "" && got != want {
+		return fmt.Errorf("sha256 mismatch: want %s, got %s; not executed: %w", want, got, supervisor.ErrPermanent)
+	}
+	if err := os.Chmod(tmp.Name(), mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to path through a synced temporary file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}

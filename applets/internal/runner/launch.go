@@ -1,0 +1,372 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/supervisor"
+)
+
+// online returns the JetStream handles when NATS is reachable, else nil.
+func (r *Runner) online() *resources {
+	if !r.opts.Conn.IsConnected() {
+		return nil
+	}
+	return r.res.Load()
+}
+
+// prepare fetches what an instance needs into its directory and returns
+// how to start it.
+func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (supervisor.InstanceLaunch, error) {
+	var l supervisor.InstanceLaunch
+	if sp.Mode == spec.ModeSandbox && r.opts.Command == nil {
+		return l, fmt.Errorf("sandbox mode not available in this build: %w", supervisor.ErrPermanent)
+	}
+	b, ok := sp.Binary(runtime.GOARCH)
+	if !ok {
+		return l, fmt.Errorf("no binary for linux/%s in the spec (deploy one with --binary): %w", runtime.GOARCH, supervisor.ErrPermanent)
+	}
+	res := r.online()
+	var obs jetstream.ObjectStore
+	if res != nil {
+		obs = res.binaries
+	}
+	bin, err := r.cache.binary(ctx, obs, b)
+	if err != nil {
+		return l, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return l, fmt.Errorf("create instance directory: %w", err)
+	}
+	for _, f := range sp.Files {
+		if err := r.placeFile(ctx, res, f, dir); err != nil {
+			return l, err
+		}
+	}
+	env := make([]string, 0, len(sp.Env)+len(sp.Secrets)+6)
+	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
+		env = append(env, k+"="+sp.Env[k])
+	}
+	for _, s := range sp.Secrets {
+		v, err := r.secret(ctx, res, s.Name)
+		if err != nil {
+			return l, err
+		}
+		if s.Env != "" {
+			env = append(env, s.Env+"="+string(v))
+			continue
+		}
+		if err := placeSecret(dir, s.File, v); err != nil {
+			return l, fmt.Errorf("secret %q: %w", s.Name, err)
+		}
+	}
+	env = append(env,
+		"NARUN_APP="+sp.Name,
+		"NARUN_INSTANCE="+id,
+		"NARUN_NODE="+r.node,
+		"NARUN_NATS_URL="+r.appURL,
+	)
+	if c := r.opts.Config.AppNATSCreds; c != "" {
+		env = append(env, "NARUN_NATS_CREDS="+c)
+	}
+	if k := r.opts.Config.AppNATSNkey; k != "" {
+		env = append(env, "NARUN_NATS_NKEY="+k)
+	}
+	return supervisor.InstanceLaunch{
+		App: sp.Name, Node: r.node, Instance: id, Mode: sp.Mode,
+		Path: bin, Args: sp.Args, Env: env, Dir: dir, Spec: sp,
+	}, nil
+}
+
+// placeFile copies an object of narun-files into the instance dir,
+// read-only. The last copy fetched is kept under <data>/files for when NATS
+// is unreachable.
+func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir string) error {
+	cached := filepath.Join(r.filesDir(), f.Object)
+	digestFile := cached + ".digest"
+	if res != nil {
+		info, err := res.files.GetInfo(ctx, f.Object)
+		switch {
+		case store.IsNotFound(err):
+			return fmt.Errorf("file %q not found in %s: %w", f.Object, names.FilesBucket, err)
+		case err != nil:
+			r.log.Warn("fetch file info; trying the cached copy", "file", f.Object, "err", err)
+		}
+		if have, _ := os.ReadFile(digestFile); err == nil && string(have) != info.Digest {
+			obj, err := res.files.Get(ctx, f.Object)
+			if err != nil {
+				return fmt.Errorf("fetch file %q: %w", f.Object, err)
+			}
+			// The object store checks its own digest at the end of the
+			// read, so a corrupted object fails the copy.
+			err = writeVerified(r.filesDir(), cached, obj, "", 0o444)
+			obj.Close()
+			if err != nil {
+				return fmt.Errorf("fetch file %q: %w", f.Object, err)
+			}
+			if err := writeFileAtomic(digestFile, []byte(info.Digest), 0o600); err != nil {
+				return fmt.Errorf("fetch file %q: %w", f.Object, err)
+			}
+		}
+	}
+	src, err := os.Open(cached)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return fmt.Errorf("file %q: %w", f.Object, errOffline)
+		}
+		return fmt.Errorf("file %q: %w", f.Object, err)
+	}
+	defer src.Close()
+	dst, err := inside(dir, f.Path)
+	if err != nil {
+		return fmt.Errorf("file %q: %w", f.Object, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return fmt.Errorf("file %q: %w", f.Object, err)
+	}
+	if err := writeVerified(filepath.Dir(dst), dst, src, "", 0o444); err != nil {
+		return fmt.Errorf("place file %q at %s: %w", f.Object, f.Path, err)
+	}
+	return nil
+}
+
+// inside joins a relative path to dir and refuses any that leaves it; the
+// spec parser already refuses such paths, this guards against a spec that
+// bypassed it.
+func inside(dir, rel string) (string, error) {
+	if filepath.IsAbs(rel) || slices.Contains(strings.Split(rel, "/"), "..") {
+		return "", fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
+	}
+	p := filepath.Join(dir, rel)
+	if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+		return "", fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
+	}
+	return p, nil
+}
+
+func placeSecret(dir, rel string, v []byte) error {
+	p, err := inside(dir, rel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	return writeFileAtomic(p, v, 0o400)
+}
+
+// secret decrypts a secret of narun-secrets. The sealed form (never the
+// value) is kept under <data>/secrets for when NATS is unreachable.
+func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byte, error) {
+	if r.keys == nil {
+		return nil, fmt.Errorf("secret %q: %w: %w", name, r.keysErr, supervisor.ErrPermanent)
+	}
+	cached := filepath.Join(r.sealedDir(), name)
+	var sealed []byte
+	if res != nil {
+		e, err := res.secrets.Get(ctx, name)
+		switch {
+		case err == nil:
+			sealed = e.Value()
+			if err := writeFileAtomic(cached, sealed, 0o600); err != nil {
+				r.log.Warn("cache sealed secret", "secret", name, "err", err)
+			}
+		case store.IsNotFound(err):
+			return nil, fmt.Errorf("secret %q is not set (narun ctl secret set %s)", name, name)
+		default:
+			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)
+		}
+	}
+	if sealed == nil {
+		b, err := os.ReadFile(cached)
+		if err != nil {
+			return nil, fmt.Errorf("secret %q: %w", name, errOffline)
+		}
+		sealed = b
+	}
+	s, err := secrets.Unmarshal(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w: %w", name, err, supervisor.ErrPermanent)
+	}
+	v, err := r.keys.Open(name, s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
+	}
+	return v, nil
+}
+
+// healthCheck builds the probe of the spec's [health] for instance id; nil
+// for "none". baseline returns the micro responders that are not this
+// instance.
+func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string]bool) func(context.Context, supervisor.DialFunc) error {
+	h := sp.Health
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
+	switch h.Type {
+	case spec.HealthTCP:
+		return func(ctx context.Context, dial supervisor.DialFunc) error {
+			c, err := dial(ctx, "tcp", addr)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}
+	case spec.HealthHTTP:
+		url := "http://" + addr + h.Path
+		return func(ctx context.Context, dial supervisor.DialFunc) error {
+			client := &http.Client{
+				Transport:     &http.Transport{DialContext: dial, DisableKeepAlives: true},
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			if resp.StatusCode >= 400 {
+				return fmt.Errorf("GET %s: %s", h.Path, resp.Status)
+			}
+			return nil
+		}
+	case spec.HealthMicro:
+		return func(ctx context.Context, _ supervisor.DialFunc) error {
+			return r.pingInstance(ctx, h.Service, id, baseline)
+		}
+	}
+	return nil
+}
+
+// instanceMetadata is the NATS Micro metadata key under which a service
+// names the instance it runs in (the runner's bridge does; the consumer
+// package does it from NARUN_INSTANCE).
+const instanceMetadata = "narun_instance"
+
+// pingInstance succeeds once this instance answers a NATS Micro ping of
+// service. A responder is this instance when its metadata names it or, for
+// services that do not say, when it was not among those answering before
+// the instance started (baseline); otherwise the old instance of a rolling
+// update would vouch for the new one.
+func (r *Runner) pingInstance(ctx context.Context, service, id string, baseline func() map[string]bool) error {
+	if !r.opts.Conn.IsConnected() {
+		return errOffline
+	}
+	before := baseline()
+	found := errors.New("found")
+	err := r.ping(ctx, service, 100*time.Millisecond, func(p micro.Ping) error {
+		if inst, ok := p.Metadata[instanceMetadata]; ok && inst == id || !ok && !before[p.ID] {
+			return found
+		}
+		return nil
+	})
+	if errors.Is(err, found) {
+		return nil
+	}
+	return fmt.Errorf("ping %s: no answer from instance %s: %w", service, id, err)
+}
+
+// ping sends NATS Micro pings to service every resend and hands each answer
+// to each until it returns an error or ctx ends.
+func (r *Runner) ping(ctx context.Context, service string, resend time.Duration, each func(micro.Ping) error) error {
+	subject, err := micro.ControlSubject(micro.PingVerb, service, "")
+	if err != nil {
+		return err
+	}
+	inbox := r.opts.Conn.NewRespInbox()
+	answers := make(chan *nats.Msg, 64)
+	sub, err := r.opts.Conn.ChanSubscribe(inbox, answers)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	defer sub.Unsubscribe()
+	t := time.NewTicker(resend)
+	defer t.Stop()
+	for {
+		if err := r.opts.Conn.PublishRequest(subject, inbox, nil); err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+		for again := false; !again; {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+				again = true
+			case m := <-answers:
+				var p micro.Ping
+				if json.Unmarshal(m.Data, &p) != nil {
+					continue
+				}
+				if err := each(p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// respondersOf collects the ids of the instances of service that answer a
+// ping within d.
+func (r *Runner) respondersOf(ctx context.Context, service string, d time.Duration) map[string]bool {
+	ids := map[string]bool{}
+	if !r.opts.Conn.IsConnected() {
+		return ids
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_ = r.ping(ctx, service, d, func(p micro.Ping) error {
+		ids[p.ID] = true
+		return nil
+	})
+	return ids
+}
+
+// procStartTime is the start time of pid in clock ticks since boot.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	f, err := statFields(b)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// statFields splits /proc/PID/stat after the command name, which may hold
+// spaces: field 0 is the state (the third field of proc(5)).
+func statFields(b []byte) ([]string, error) {
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 22 {
+		return nil, errors.New("short /proc stat")
+	}
+	return f, nil
+}

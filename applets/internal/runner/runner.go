@@ -1,0 +1,610 @@
+// Package runner is the node agent: it watches the narun-apps bucket,
+// fetches and verifies the binaries of the apps selected for its node, runs
+// their instances under supervisors, and publishes their state, events and
+// output. Each app is reconciled by its own goroutine, so a slow download or
+// stop of one app never delays another, nor the heartbeat.
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/buildinfo"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/supervisor"
+)
+
+// CommandFactory builds the process of an instance; see supervisor.CommandFactory.
+type CommandFactory = supervisor.CommandFactory
+
+// InstanceLaunch is what a CommandFactory starts; see supervisor.InstanceLaunch.
+type InstanceLaunch = supervisor.InstanceLaunch
+
+// Options configure a Runner.
+type Options struct {
+	// Config is the [runner] table; NodeID "" means the hostname.
+	Config config.Runner
+	// DataDir holds the binary cache, the instance directories and the
+	// cached specs; required.
+	DataDir string
+	// Conn reaches NATS; required. It should reconnect for ever: the runner
+	// keeps its apps running while it is disconnected.
+	Conn *nats.Conn
+	// AppNATSURL is the URL given to apps; "" means Config.AppNATSURL, then
+	// Config.NATSURL, then the URL Conn is connected to.
+	AppNATSURL string
+	// Logger receives the runner's messages; nil discards them.
+	Logger *slog.Logger
+	// Command builds the processes of instances in every mode; nil runs
+	// binaries as they are and reports apps in mode "sandbox" failed.
+	Command CommandFactory
+}
+
+// Runner is the node agent. Create it with New, then call Run once.
+type Runner struct {
+	opts    Options
+	node    string
+	labels  map[string]string
+	log     *slog.Logger
+	appURL  string
+	started time.Time
+	cache   *cache
+	keys    *secrets.Ring
+	keysErr error
+	caps    state.Capabilities
+
+	// res holds the JetStream handles once NATS answered; nil before.
+	res atomic.Pointer[resources]
+	// beat asks the heartbeat goroutine for an early heartbeat.
+	beat chan struct{}
+
+	mu   sync.Mutex
+	apps map[string]*app
+	// appsCtx is the context apps run in; set by Run.
+	appsCtx context.Context
+	appsWG  sync.WaitGroup
+}
+
+type resources struct {
+	apps     jetstream.KeyValue
+	nodes    jetstream.KeyValue
+	secrets  jetstream.KeyValue
+	binaries jetstream.ObjectStore
+	files    jetstream.ObjectStore
+}
+
+// New checks the options and prepares the data directory.
+func New(opts Options) (*Runner, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("runner: no NATS connection")
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("runner: no data dir")
+	}
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("runner: data dir: %w", err)
+	}
+	opts.DataDir = dir
+	if opts.Config.HeartbeatInterval <= 0 {
+		opts.Config.HeartbeatInterval = config.Duration(5 * time.Second)
+	}
+	if opts.Config.ResyncInterval <= 0 {
+		opts.Config.ResyncInterval = config.Duration(30 * time.Second)
+	}
+	node := opts.Config.NodeID
+	if node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("runner: node id: %w", err)
+		}
+		node = hostNodeID(h)
+	}
+	if err := spec.ValidName(node); err != nil {
+		return nil, fmt.Errorf("runner: node id %q: %w", node, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	appURL := opts.AppNATSURL
+	for _, u := range []string{opts.Config.AppNATSURL, opts.Config.NATSURL, opts.Conn.ConnectedUrl()} {
+		if appURL == "" {
+			appURL = u
+		}
+	}
+	r := &Runner{
+		opts:    opts,
+		node:    node,
+		labels:  opts.Config.Labels,
+		log:     log.With("node", node),
+		appURL:  appURL,
+		started: time.Now(),
+		apps:    map[string]*app{},
+		beat:    make(chan struct{}, 1),
+		caps:    probeCapabilities(opts.Command != nil),
+	}
+	if opts.Config.MasterKeyFile != "" {
+		r.keys, r.keysErr = secrets.LoadRing(opts.Config.MasterKeyFile)
+	} else {
+		r.keysErr = errors.New("this node has no secret key (set [runner] master_key_file)")
+	}
+	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.sealedDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("runner: create %s: %w", d, err)
+		}
+	}
+	if r.cache, err = newCache(filepath.Join(dir, "binaries")); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	return r, nil
+}
+
+// hostNodeID turns a host name into a node id, which must be a NATS
+// subject token: the first label, with anything else than letters, digits,
+// '-' and '_' replaced by '-'.
+func hostNodeID(host string) string {
+	host, _, _ = strings.Cut(host, ".")
+	id := []byte(host)
+	for i, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			id[i] = '-'
+		}
+	}
+	if len(id) == 0 {
+		return "node"
+	}
+	return string(id[:min(len(id), spec.MaxNameLen)])
+}
+
+// NodeID is the id this runner heartbeats under.
+func (r *Runner) NodeID() string { return r.node }
+
+func (r *Runner) instancesDir() string { return filepath.Join(r.opts.DataDir, "instances") }
+func (r *Runner) specsDir() string     { return filepath.Join(r.opts.DataDir, "specs") }
+func (r *Runner) filesDir() string     { return filepath.Join(r.opts.DataDir, "files") }
+func (r *Runner) sealedDir() string    { return filepath.Join(r.opts.DataDir, "secrets") }
+
+// Run reconciles until ctx is cancelled, then stops every instance
+// (gracefully, each within its stop_timeout) and returns.
+func (r *Runner) Run(ctx context.Context) error {
+	// Two runners on one data dir would kill each other's instances as
+	// stale: the second one refuses to run.
+	lock, err := os.OpenFile(filepath.Join(r.opts.DataDir, "runner.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("runner: lock data dir: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("runner: data dir %s is in use by another runner: %w", r.opts.DataDir, err)
+	}
+	killStale(r.instancesDir(), r.log)
+	appsCtx, stopApps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopApps()
+	r.mu.Lock()
+	r.appsCtx = appsCtx
+	r.mu.Unlock()
+
+	r.loadCachedSpecs()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { r.heartbeats(ctx) })
+	wg.Go(func() { r.sync(ctx) })
+	<-ctx.Done()
+	wg.Wait()
+
+	r.log.Info("stopping all instances")
+	stopApps()
+	r.appsWG.Wait()
+	if res := r.res.Load(); res != nil && r.opts.Conn.IsConnected() {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := res.nodes.Delete(dctx, r.node); err != nil {
+			r.log.Debug("remove heartbeat", "err", err)
+		}
+		cancel()
+	}
+	return nil
+}
+
+// connect opens the buckets, retrying until NATS answers or ctx ends.
+func (r *Runner) connect(ctx context.Context) bool {
+	for attempt := 1; ; attempt++ {
+		res, err := r.openResources(ctx)
+		if err == nil {
+			r.res.Store(res)
+			r.poke()
+			return true
+		}
+		r.log.Warn("open narun buckets; apps keep running from the cached specs", "err", err, "attempt", attempt)
+		if !sleep(ctx, retryDelay(attempt)) {
+			return false
+		}
+	}
+}
+
+func (r *Runner) openResources(ctx context.Context) (*resources, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(r.opts.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	var res resources
+	for _, kv := range []struct {
+		bucket string
+		dst    *jetstream.KeyValue
+	}{{names.AppsBucket, &res.apps}, {names.NodesBucket, &res.nodes}, {names.SecretsBucket, &res.secrets}} {
+		if *kv.dst, err = store.KV(ctx, js, kv.bucket); err != nil {
+			return nil, err
+		}
+	}
+	if res.binaries, err = store.Objects(ctx, js, names.BinariesBucket); err != nil {
+		return nil, err
+	}
+	if res.files, err = store.Objects(ctx, js, names.FilesBucket); err != nil {
+		return nil, err
+	}
+	if _, err := store.LogsStream(ctx, js); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// sync follows narun-apps: a watch for changes as they happen, restarted
+// whenever the connection comes back (a watch can take long to notice a
+// server restart), and a full resync every resync_interval in case it still
+// missed something.
+func (r *Runner) sync(ctx context.Context) {
+	reconnected := r.opts.Conn.StatusChanged(nats.CONNECTED)
+	defer r.opts.Conn.RemoveStatusListener(reconnected)
+	resync := time.NewTicker(r.opts.Config.ResyncInterval.D())
+	defer resync.Stop()
+	for attempt := 1; ; attempt++ {
+		if r.res.Load() == nil && !r.connect(ctx) {
+			return
+		}
+		w, err := r.res.Load().apps.WatchAll(ctx)
+		if err != nil {
+			r.log.Warn("watch apps", "err", err)
+			// The buckets may be gone with a server that lost its store.
+			r.res.Store(nil)
+		} else {
+			if r.follow(ctx, w, resync.C, reconnected) {
+				attempt = 0
+			}
+			if err := w.Stop(); err != nil {
+				r.log.Debug("stop watch", "err", err)
+			}
+		}
+		if !sleep(ctx, retryDelay(attempt)) {
+			return
+		}
+	}
+}
+
+// follow applies the entries of a watch until it ends or the connection
+// was re-established; true if it got as far as the initial values.
+func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
+	seen := map[string]bool{}
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return !initial
+		case <-reconnected:
+			r.log.Info("reconnected to nats; watching apps again")
+			return !initial
+		case <-resync:
+			r.resync(ctx)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return !initial
+			}
+			if e == nil {
+				// The initial values are in: whatever was not among
+				// them was deleted while this node was not watching.
+				initial = false
+				r.removeExcept(seen)
+				continue
+			}
+			if initial {
+				seen[e.Key()] = true
+			}
+			r.applyEntry(e)
+		}
+	}
+}
+
+func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
+	switch e.Operation() {
+	case jetstream.KeyValuePut:
+		r.apply(e.Key(), e.Value(), e.Revision())
+	default:
+		r.remove(e.Key())
+	}
+}
+
+// resync reads the whole bucket and applies what differs.
+func (r *Runner) resync(ctx context.Context) {
+	res := r.res.Load()
+	if res == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	keys, err := res.apps.ListKeys(ctx)
+	if err != nil {
+		r.log.Warn("resync: list apps", "err", err)
+		return
+	}
+	seen := map[string]bool{}
+	for k := range keys.Keys() {
+		seen[k] = true
+	}
+	if err := keys.Stop(); err != nil {
+		r.log.Debug("resync: stop listing", "err", err)
+	}
+	for k := range seen {
+		e, err := res.apps.Get(ctx, k)
+		if err != nil {
+			r.log.Warn("resync: get app", "app", k, "err", err)
+			continue
+		}
+		r.applyEntry(e)
+	}
+	r.removeExcept(seen)
+	r.gc()
+}
+
+// apply hands a spec to its app's goroutine, creating it if needed.
+func (r *Runner) apply(name string, raw []byte, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.apps[name]
+	if !ok {
+		if spec.ValidName(name) != nil {
+			r.log.Warn("ignore app with an invalid name", "app", name)
+			return
+		}
+		a = newApp(r, name)
+		r.apps[name] = a
+		r.appsWG.Go(func() { a.run(r.appsCtx) })
+	}
+	a.setSpec(raw, rev)
+}
+
+// remove tells an app's goroutine that the app was deleted.
+func (r *Runner) remove(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a, ok := r.apps[name]; ok {
+		a.setSpec(nil, 0)
+	}
+}
+
+func (r *Runner) removeExcept(keep map[string]bool) {
+	for _, a := range r.appList() {
+		if !keep[a.name] {
+			r.remove(a.name)
+		}
+	}
+}
+
+// forget drops an app that has nothing left to run, unless a new spec
+// arrived meanwhile; true if it was dropped.
+func (r *Runner) forget(a *app) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.apps[a.name] != a || a.hasSpec() {
+		return false
+	}
+	delete(r.apps, a.name)
+	return true
+}
+
+func (r *Runner) appList() []*app {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := make([]*app, 0, len(r.apps))
+	for _, a := range r.apps {
+		list = append(list, a)
+	}
+	slices.SortFunc(list, func(x, y *app) int { return strings.Compare(x.name, y.name) })
+	return list
+}
+
+// loadCachedSpecs starts the apps of the last known specs, so that a runner
+// restarted while NATS is down still brings its apps up.
+func (r *Runner) loadCachedSpecs() {
+	entries, err := os.ReadDir(r.specsDir())
+	if err != nil {
+		r.log.Warn("read cached specs", "err", err)
+		return
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".toml")
+		if !ok || spec.ValidName(name) != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(r.specsDir(), e.Name()))
+		if err != nil {
+			r.log.Warn("read cached spec", "app", name, "err", err)
+			continue
+		}
+		r.apply(name, raw, 0)
+	}
+}
+
+// instances returns the status of every instance on this node.
+func (r *Runner) instances() []state.Instance {
+	var all []state.Instance
+	for _, a := range r.appList() {
+		for _, in := range a.instanceList() {
+			all = append(all, in.sup.Status())
+		}
+	}
+	return all
+}
+
+// heartbeats writes this node's state to narun-nodes on its own goroutine,
+// so nothing an app does can make the node look dead: every heartbeat
+// interval, and soon after instance state changes (see poke), so that
+// `narun ctl app status` is current right after a rollout.
+func (r *Runner) heartbeats(ctx context.Context) {
+	t := time.NewTicker(r.opts.Config.HeartbeatInterval.D())
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.beat:
+			// A burst of state changes makes one heartbeat.
+			if wait := minBeatGap - time.Since(last); wait > 0 && !sleep(ctx, wait) {
+				return
+			}
+		}
+		if res := r.res.Load(); res != nil {
+			r.heartbeat(ctx, res)
+			last = time.Now()
+		}
+	}
+}
+
+// minBeatGap is the least time between two heartbeats.
+const minBeatGap = 200 * time.Millisecond
+
+// poke asks for a heartbeat soon; it never blocks.
+func (r *Runner) poke() {
+	select {
+	case r.beat <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) heartbeat(ctx context.Context, res *resources) {
+	b, err := json.Marshal(r.nodeState())
+	if err != nil {
+		r.log.Error("encode heartbeat", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Config.HeartbeatInterval.D())
+	defer cancel()
+	if _, err := res.nodes.Put(ctx, r.node, b); err != nil && ctx.Err() == nil {
+		r.log.Debug("heartbeat", "err", err)
+	}
+}
+
+func (r *Runner) nodeState() state.Node {
+	return state.Node{
+		ID:           r.node,
+		Version:      buildinfo.Get().Version,
+		OS:           runtime.GOOS,
+		Arch:         runtime.GOARCH,
+		Labels:       r.labels,
+		Capabilities: r.caps,
+		Instances:    r.instances(),
+		Started:      r.started,
+		Time:         time.Now(),
+	}
+}
+
+// publishEvent sends an instance state change; it never blocks: while NATS
+// is unreachable the client buffers, then drops.
+func (r *Runner) publishEvent(in state.Instance) {
+	b, err := json.Marshal(state.Event{Instance: in, Time: time.Now()})
+	if err != nil {
+		return
+	}
+	if err := r.opts.Conn.Publish(names.EventSubject(in.App, in.Node), b); err != nil {
+		r.log.Debug("publish event", "err", err)
+	}
+	r.poke()
+}
+
+func (r *Runner) publishLog(l state.LogLine) {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return
+	}
+	if err := r.opts.Conn.Publish(names.LogSubject(l.App, l.Node, l.Instance), b); err != nil {
+		r.log.Debug("publish log line", "err", err)
+	}
+}
+
+// gc removes the cached binaries, files and sealed secrets that no app on
+// this node refers to any more.
+func (r *Runner) gc() {
+	keep := map[string]bool{}
+	files, sealed := map[string]bool{}, map[string]bool{}
+	for _, a := range r.appList() {
+		for _, d := range a.digests() {
+			keep[d] = true
+		}
+		a.mu.Lock()
+		if sp := a.current; sp != nil {
+			for _, f := range sp.Files {
+				files[f.Object], files[f.Object+".digest"] = true, true
+			}
+			for _, s := range sp.Secrets {
+				sealed[s.Name] = true
+			}
+		}
+		a.mu.Unlock()
+	}
+	for _, d := range r.cache.gc(keep) {
+		r.log.Info("removed unused binary", "sha256", d)
+	}
+	for dir, keep := range map[string]map[string]bool{r.filesDir(): files, r.sealedDir(): sealed} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			// Temporary files belong to fetches in flight.
+			if !keep[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+					r.log.Warn("remove unused cache entry", "path", filepath.Join(dir, e.Name()), "err", err)
+				}
+			}
+		}
+	}
+}
+
+func retryDelay(attempt int) time.Duration {
+	d := min(100*time.Millisecond<<min(attempt, 10), 10*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,1205 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/gateway"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+const node = "n1"
+
+// Binaries built once for all tests.
+var helloBin, probeBin string
+
+// childEnv makes the test binary a runner process of its own, so a test
+// can kill a runner with SIGKILL.
+const childEnv = "NARUN_RUNNER_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if err := runChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "runner child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "narun-runner-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	helloBin, probeBin = filepath.Join(dir, "hello"), filepath.Join(dir, "probe")
+	for out, pkg := range map[string]string{helloBin: "../../../testdata/apps/hello", probeBin: "./testdata/probe"} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runChild() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	nc, err := nats.Connect(os.Getenv("NARUN_TEST_NATS_URL"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	r, err := New(Options{
+		Config: config.Runner{
+			Client:            config.Client{NATSURL: os.Getenv("NARUN_TEST_NATS_URL")},
+			NodeID:            node,
+			HeartbeatInterval: config.Duration(100 * time.Millisecond),
+		},
+		DataDir: os.Getenv("NARUN_TEST_DATA"),
+		Conn:    nc,
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", os.Getenv("NARUN_TEST_ADMIN"))
+	if err != nil {
+		return err
+	}
+	go http.Serve(ln, r.AdminHandler())
+	return r.Run(ctx)
+}
+
+// cluster is an embedded NATS server with the narun buckets.
+type cluster struct {
+	srv      *embednats.Server
+	nc       *nats.Conn
+	apps     jetstream.KeyValue
+	nodes    jetstream.KeyValue
+	secrets  jetstream.KeyValue
+	binaries jetstream.ObjectStore
+}
+
+func newCluster(t testing.TB, srv *embednats.Server) *cluster {
+	t.Helper()
+	if srv == nil {
+		srv = natstest.Start(t)
+	}
+	c := &cluster{srv: srv, nc: natstest.Connect(t, srv)}
+	c.open(t)
+	return c
+}
+
+func (c *cluster) open(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range []struct {
+		bucket string
+		dst    *jetstream.KeyValue
+	}{{names.AppsBucket, &c.apps}, {names.NodesBucket, &c.nodes}, {names.SecretsBucket, &c.secrets}} {
+		if *kv.dst, err = store.KV(ctx, js, kv.bucket); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.binaries, err = store.Objects(ctx, js, names.BinariesBucket); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deploy uploads bin and stores the spec: the smallest spec for node n1
+// followed by extra.
+func (c *cluster) deploy(t testing.TB, app, version, bin, extra string) {
+	t.Helper()
+	c.deployDigest(t, app, version, bin, fileDigest(t, bin), extra)
+}
+
+func fileDigest(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func (c *cluster) deployDigest(t testing.TB, app, version, bin, digest, extra string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	object := fmt.Sprintf("%s/%s/linux-%s", app, version, runtime.GOARCH)
+	f, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := c.binaries.Put(ctx, jetstream.ObjectMeta{Name: object}, f); err != nil {
+		t.Fatalf("upload %s: %v", object, err)
+	}
+	c.putSpec(t, app, version, object, digest, extra)
+}
+
+// putSpec stores a spec that runs an uploaded object.
+func (c *cluster) putSpec(t testing.TB, app, version, object, digest, extra string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src := fmt.Sprintf("name = %q\nversion = %q\nnodes = [%q]\n%s\n", app, version, node, extra)
+	stored, err := spec.WithBinaries(app+".toml", []byte(src), map[string]spec.Binary{runtime.GOARCH: {Object: object, SHA256: digest}})
+	if err != nil {
+		t.Fatalf("spec: %v", err)
+	}
+	if _, err := c.apps.Put(ctx, app, stored); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) remove(t *testing.T, app string) {
+	t.Helper()
+	if err := c.apps.Delete(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// events collects the instance events of an app.
+type events struct {
+	mu  sync.Mutex
+	all []state.Event
+}
+
+func (c *cluster) watchEvents(t *testing.T, app string) *events {
+	t.Helper()
+	ev := &events{}
+	sub, err := c.nc.Subscribe(names.EventSubject(app, node), func(m *nats.Msg) {
+		var e state.Event
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			t.Errorf("bad event %q: %v", m.Data, err)
+			return
+		}
+		ev.mu.Lock()
+		ev.all = append(ev.all, e)
+		ev.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func (ev *events) list() []state.Event {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return slices.Clone(ev.all)
+}
+
+type testRunner struct {
+	*Runner
+	dir  string
+	logs *syncBuffer
+	// stop stops the runner and waits for it; also called at cleanup.
+	stop func()
+}
+
+// startRunner runs a runner in this process until the test ends.
+func startRunner(t testing.TB, c *cluster, mod func(*Options)) *testRunner {
+	t.Helper()
+	tr := &testRunner{dir: t.TempDir(), logs: &syncBuffer{}}
+	opts := Options{
+		Config:     config.Runner{NodeID: node, HeartbeatInterval: config.Duration(100 * time.Millisecond)},
+		DataDir:    tr.dir,
+		Conn:       c.nc,
+		AppNATSURL: c.srv.ClientURL(),
+		Logger:     slog.New(slog.NewTextHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	r, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Runner = r
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.Run(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	var once sync.Once
+	tr.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("runner did not stop")
+			}
+			if t.Failed() || os.Getenv("NARUN_TEST_RUNNER_LOG") != "" {
+				t.Logf("runner log:\n%s", tr.logs.String())
+			}
+		})
+	}
+	t.Cleanup(tr.stop)
+	return tr
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (tr *testRunner) of(app string) []state.Instance {
+	var list []state.Instance
+	for _, in := range tr.instances() {
+		if in.App == app {
+			list = append(list, in)
+		}
+	}
+	slices.SortFunc(list, func(a, b state.Instance) int { return a.Slot - b.Slot })
+	return list
+}
+
+// wait polls the instances of app until ok holds.
+func (tr *testRunner) wait(t *testing.T, app, what string, ok func([]state.Instance) bool) []state.Instance {
+	t.Helper()
+	var last []state.Instance
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		last = tr.of(app)
+		if ok(last) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s of %s; instances: %+v", what, app, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func allIn(n int, st state.State) func([]state.Instance) bool {
+	return func(list []state.Instance) bool {
+		if len(list) != n {
+			return false
+		}
+		for _, in := range list {
+			if in.State != st {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f, err := statFields(b)
+	return err == nil && f[0] != "Z"
+}
+
+func TestDeployReplicas(t *testing.T) {
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "hello")
+	t.Setenv("RUNNER_ONLY_SECRET", "must-not-reach-apps")
+	tr := startRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "hello"})
+	deployed := time.Now()
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n[[routes]]\npath = \"/hello/\"\n")
+	if body := postHello(t, gw, "narun"); !strings.Contains(body, "Hello, narun") {
+		t.Errorf("through the gateway: %s", body)
+	}
+	if st, err := os.Stat(helloBin); err == nil {
+		t.Logf("deploy (upload of %d MB included) to first 200 through the gateway: %v", st.Size()>>20, time.Since(deployed))
+	}
+	list := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
+
+	for _, in := range list {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", in.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
+		slices.Sort(env)
+		want := []string{"NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node}
+		if !slices.Equal(env, want) {
+			t.Errorf("instance %s environment %q, want exactly %q", in.ID, env, want)
+		}
+	}
+
+	t.Run("events", func(t *testing.T) {
+		testutil.Eventually(t, 10*time.Second, "healthy events", func() bool {
+			n := 0
+			for _, e := range ev.list() {
+				if e.State == state.Healthy {
+					n++
+				}
+			}
+			return n >= 2
+		})
+		var seq []state.State
+		for _, e := range ev.list() {
+			if e.ID == list[0].ID && (len(seq) == 0 || seq[len(seq)-1] != e.State) {
+				seq = append(seq, e.State)
+			}
+		}
+		want := []state.State{state.Pending, state.Fetching, state.Starting, state.Running, state.Healthy}
+		if !slices.Equal(seq, want) {
+			t.Errorf("events of %s: %v, want %v", list[0].ID, seq, want)
+		}
+	})
+
+	t.Run("heartbeat", func(t *testing.T) {
+		testutil.Eventually(t, 10*time.Second, "heartbeat with 2 healthy instances", func() bool {
+			e, err := c.nodes.Get(context.Background(), node)
+			if err != nil {
+				return false
+			}
+			var n state.Node
+			if err := json.Unmarshal(e.Value(), &n); err != nil {
+				t.Fatalf("heartbeat %q: %v", e.Value(), err)
+			}
+			healthy := 0
+			for _, in := range n.Instances {
+				if in.App == "hello" && in.State == state.Healthy {
+					healthy++
+				}
+			}
+			caps := n.Capabilities
+			return n.ID == node && n.Arch == runtime.GOARCH && healthy == 2 && len(caps.Namespaces) > 0 && !caps.Sandbox
+		})
+	})
+
+	t.Run("admin", func(t *testing.T) {
+		srv := httptest.NewServer(tr.AdminHandler())
+		defer srv.Close()
+		page := get(t, srv.URL+"/")
+		for _, in := range list {
+			if !strings.Contains(page, fmt.Sprintf(`data-instance="%s" data-state="healthy"`, in.ID)) {
+				t.Errorf("admin page lacks healthy instance %s:\n%s", in.ID, page)
+			}
+		}
+		metrics := get(t, srv.URL+"/metrics")
+		for _, in := range list {
+			for _, m := range []string{"narun_runner_instance_up", "narun_runner_instance_healthy"} {
+				line := fmt.Sprintf(`%s{app="hello",instance="%s",node="%s"} 1`, m, in.ID, node)
+				if !strings.Contains(metrics, line) {
+					t.Errorf("metrics lack %s:\n%s", line, metrics)
+				}
+			}
+			if !strings.Contains(metrics, fmt.Sprintf(`narun_runner_instance_resident_memory_bytes{app="hello",instance="%s"`, in.ID)) {
+				t.Errorf("metrics lack the RSS of %s", in.ID)
+			}
+		}
+		if got := get(t, srv.URL+"/healthz"); got != "ok\n" {
+			t.Errorf("healthz = %q", got)
+		}
+	})
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %v %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+func TestKilledInstanceRestarts(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+	killed := time.Now()
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	again := tr.wait(t, "hello", "restart", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Healthy && l[0].PID != first.PID
+	})[0]
+	t.Logf("kill -9 to restarted process: %v", again.Started.Sub(killed))
+	if again.ID != first.ID || again.Restarts != 1 {
+		t.Errorf("after kill: %+v, want instance %s with 1 restart", again, first.ID)
+	}
+}
+
+func TestCrashLoopFails(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "crashy", "1.0.0", probeBin, "args = [\"crash\"]\n[restart]\ninitial_backoff = \"10ms\"\nmax_backoff = \"40ms\"\nmax_failures = 4\n")
+	in := tr.wait(t, "crashy", "failed", allIn(1, state.Failed))[0]
+	if in.Restarts != 3 || !strings.Contains(in.Reason, "exit status 3") {
+		t.Errorf("failed instance %+v, want 3 restarts and exit status 3 in the reason", in)
+	}
+	// A fixed spec replaces the failed instance.
+	c.deploy(t, "crashy", "1.0.1", probeBin, "")
+	fixed := tr.wait(t, "crashy", "healthy", allIn(1, state.Healthy))[0]
+	if fixed.ID == in.ID {
+		t.Errorf("failed instance %s was not replaced", in.ID)
+	}
+}
+
+func TestStopAndDelete(t *testing.T) {
+	c := newCluster(t, nil)
+	evPolite := c.watchEvents(t, "polite")
+	evStubborn := c.watchEvents(t, "stubborn")
+	tr := startRunner(t, c, nil)
+	// A stop timeout beyond the test's deadline shows the polite app was
+	// not waited for; the stubborn one must be killed after 200ms.
+	c.deploy(t, "polite", "1.0.0", probeBin, "replicas = 2\nstop_timeout = \"1h\"\n")
+	c.deploy(t, "stubborn", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"200ms\"\n")
+	var pids []int
+	for _, app := range []string{"polite", "stubborn"} {
+		for _, in := range tr.wait(t, app, "running", func(l []state.Instance) bool {
+			return len(l) > 0 && allIn(len(l), state.Healthy)(l)
+		}) {
+			pids = append(pids, in.PID)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tr.dir, "instances", "polite")); err != nil {
+		t.Fatalf("instance directory: %v", err)
+	}
+	c.remove(t, "polite")
+	c.remove(t, "stubborn")
+	for _, app := range []string{"polite", "stubborn"} {
+		tr.wait(t, app, "no instance", func(l []state.Instance) bool { return len(l) == 0 })
+		if _, err := os.Stat(filepath.Join(tr.dir, "instances", app)); !os.IsNotExist(err) {
+			t.Errorf("instance directory of %s still there: %v", app, err)
+		}
+		if _, err := os.Stat(filepath.Join(tr.dir, "specs", app+".toml")); !os.IsNotExist(err) {
+			t.Errorf("cached spec of %s still there: %v", app, err)
+		}
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("pid %d survived the delete", pid)
+		}
+	}
+	exitCodes := func(ev *events) []int {
+		var codes []int
+		for _, e := range ev.list() {
+			if e.State == state.Stopped && e.ExitCode != nil {
+				codes = append(codes, *e.ExitCode)
+			}
+		}
+		return codes
+	}
+	testutil.Eventually(t, 10*time.Second, "stopped events", func() bool {
+		return len(exitCodes(evPolite)) == 2 && len(exitCodes(evStubborn)) == 1
+	})
+	if got := exitCodes(evPolite); !slices.Equal(got, []int{0, 0}) {
+		t.Errorf("polite exit codes %v, want clean exits on SIGTERM", got)
+	}
+	if got := exitCodes(evStubborn); !slices.Equal(got, []int{-1}) {
+		t.Errorf("stubborn exit codes %v, want killed", got)
+	}
+}
+
+func TestCorruptBinaryNeverRuns(t *testing.T) {
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "hello")
+	tr := startRunner(t, c, nil)
+	bogus := strings.Repeat("ab", 32)
+	c.deployDigest(t, "hello", "1.0.0", helloBin, bogus, "")
+	in := tr.wait(t, "hello", "failed", allIn(1, state.Failed))[0]
+	if !strings.Contains(in.Reason, "sha256 mismatch") {
+		t.Errorf("reason %q does not name the mismatch", in.Reason)
+	}
+	for _, e := range ev.list() {
+		if e.State == state.Starting || e.State == state.Running || e.PID != 0 {
+			t.Errorf("a corrupted binary was started: %+v", e)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(tr.dir, "binaries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("binary cache holds %v after a mismatch", entries)
+	}
+}
+
+func TestSandboxModeUnavailable(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "boxed", "1.0.0", probeBin, "mode = \"sandbox\"\n")
+	in := tr.wait(t, "boxed", "failed", allIn(1, state.Failed))[0]
+	if !strings.Contains(in.Reason, "sandbox mode not available in this build") {
+		t.Errorf("reason %q", in.Reason)
+	}
+}
+
+func TestSpecChanges(t *testing.T) {
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "hello")
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
+	before := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
+
+	// Routes, health and replicas are not part of an instance: nothing
+	// restarts, one instance is added.
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 3\n[[routes]]\npath = \"/hello/\"\n")
+	after := tr.wait(t, "hello", "3 healthy", allIn(3, state.Healthy))
+	for i, in := range before {
+		if after[i].ID != in.ID || after[i].PID != in.PID || after[i].Restarts != 0 {
+			t.Errorf("slot %d changed on a routes-only edit: %+v -> %+v", i, in, after[i])
+		}
+	}
+
+	// A new version rolls: each new instance is healthy before the old one
+	// of its slot stops.
+	c.deploy(t, "hello", "1.1.0", helloBin, "replicas = 3\n[[routes]]\npath = \"/hello/\"\n")
+	rolled := tr.wait(t, "hello", "3 healthy on 1.1.0", func(l []state.Instance) bool {
+		if !allIn(3, state.Healthy)(l) {
+			return false
+		}
+		for _, in := range l {
+			if in.Version != "1.1.0" {
+				return false
+			}
+		}
+		return true
+	})
+	events := ev.list()
+	at := func(id string, st state.State) int {
+		return slices.IndexFunc(events, func(e state.Event) bool { return e.ID == id && e.State == st })
+	}
+	for i, old := range after {
+		newHealthy, oldStopping := at(rolled[i].ID, state.Healthy), at(old.ID, state.Stopping)
+		if newHealthy < 0 || oldStopping < 0 || newHealthy > oldStopping {
+			t.Errorf("slot %d: new %s healthy at event %d, old %s stopping at event %d", i, rolled[i].ID, newHealthy, old.ID, oldStopping)
+		}
+		if alive(old.PID) {
+			t.Errorf("old process %d of slot %d still alive", old.PID, i)
+		}
+	}
+}
+
+func TestSecretDelivery(t *testing.T) {
+	c := newCluster(t, nil)
+	key, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.LoadRing(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const value = "s3cr3t-value-for-the-test"
+	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	c.deploy(t, "vault", "1.0.0", probeBin, "args = [\"secret\"]\n"+
+		"[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n"+
+		"[[secrets]]\nname = \"token\"\nfile = \"conf/token\"\n")
+	in := tr.wait(t, "vault", "healthy", allIn(1, state.Healthy))[0]
+
+	sum := sha256.Sum256([]byte(value))
+	want := []string{fmt.Sprintf("env digest %x", sum), fmt.Sprintf("file digest %x mode 400", sum)}
+	testutil.Eventually(t, 10*time.Second, "digest lines", func() bool {
+		lines := tr.lines("vault")
+		return slices.Contains(lines, want[0]) && slices.Contains(lines, want[1])
+	})
+
+	// Every line published to NARUN_LOGS, the runner's own log and the
+	// process's argv: none holds the value.
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(context.Background(), names.LogsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged []string
+	testutil.Eventually(t, 10*time.Second, "lines in NARUN_LOGS", func() bool {
+		logged = logged[:0]
+		info, err := stream.Info(context.Background())
+		if err != nil {
+			return false
+		}
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+			m, err := stream.GetMsg(context.Background(), seq)
+			if err == nil {
+				logged = append(logged, string(m.Data))
+			}
+		}
+		return slices.ContainsFunc(logged, func(s string) bool { return strings.Contains(s, want[1]) })
+	})
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.PID))
+	for what, text := range map[string]string{"NARUN_LOGS": strings.Join(logged, "\n"), "runner log": tr.logs.String(), "argv": string(cmdline)} {
+		if strings.Contains(text, value) {
+			t.Errorf("the secret appears in the %s", what)
+		}
+	}
+}
+
+// lines returns the kept output lines of an app's instances.
+func (tr *testRunner) lines(app string) []string {
+	var out []string
+	for _, a := range tr.appList() {
+		if a.name != app {
+			continue
+		}
+		for _, in := range a.instanceList() {
+			for _, l := range in.sup.Lines() {
+				out = append(out, l.Line)
+			}
+		}
+	}
+	return out
+}
+
+func TestHTTPBridge(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n[http]\nport = %s\n[[routes]]\npath = \"/hello/\"\n", addr, port))
+	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+	body := postHello(t, gw, "bridge")
+	if !strings.Contains(body, "Hello, bridge") {
+		t.Errorf("body %s", body)
+	}
+}
+
+// startGateway runs a gateway with static routes until the test ends and
+// returns its base URL.
+func startGateway(t *testing.T, c *cluster, routes ...config.Route) string {
+	t.Helper()
+	cfg := config.Defaults().Gateway
+	cfg.Listen, cfg.AdminListen, cfg.TLS, cfg.Routes = "127.0.0.1:0", "", config.GatewayTLS{}, routes
+	addrs := make(chan string, 1)
+	g, err := gateway.New(gateway.Options{Config: cfg, Conn: c.nc, OnListen: func(name, addr string) {
+		if name == "http" {
+			addrs <- addr
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := g.Run(ctx); err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case a := <-addrs:
+		return "http://" + a
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not listen")
+		return ""
+	}
+}
+
+// postHello greets name through the gateway, retrying until a 200.
+func postHello(t *testing.T, base, name string) string {
+	t.Helper()
+	var body string
+	testutil.Eventually(t, 10*time.Second, "200 from POST /hello/", func() bool {
+		resp, err := http.Post(base+"/hello/", "application/json", strings.NewReader(fmt.Sprintf(`{"name":%q}`, name)))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	})
+	return body
+}
+
+// startChild runs a runner as a separate process (this test binary), so
+// that it can be killed with SIGKILL.
+type child struct {
+	*exec.Cmd
+	// exited is closed once the process was waited for.
+	exited chan struct{}
+}
+
+func startChild(t *testing.T, natsURL, dataDir, admin string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "NARUN_TEST_NATS_URL="+natsURL, "NARUN_TEST_DATA="+dataDir, "NARUN_TEST_ADMIN="+admin)
+	// A file, not a pipe: Wait must not depend on who else holds it.
+	out, err := os.CreateTemp(t.TempDir(), "runner-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{Cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.exited
+		if t.Failed() {
+			b, _ := os.ReadFile(out.Name())
+			t.Logf("runner child output:\n%s", b)
+		}
+	})
+	return c
+}
+
+// healthyPIDs reads the pids of the healthy instances from a heartbeat.
+func healthyPIDs(t *testing.T, c *cluster) []int {
+	t.Helper()
+	e, err := c.nodes.Get(context.Background(), node)
+	if err != nil {
+		return nil
+	}
+	var n state.Node
+	if err := json.Unmarshal(e.Value(), &n); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	var pids []int
+	for _, in := range n.Instances {
+		if in.State == state.Healthy {
+			pids = append(pids, in.PID)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// healthyOnAdmin counts the healthy instances in a runner's /metrics.
+func healthyOnAdmin(admin string) int {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "narun_runner_instance_healthy{") && strings.HasSuffix(l, " 1") {
+			n++
+		}
+	}
+	return n
+}
+
+func waitDead(t *testing.T, pids []int) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("processes %v to die", pids), func() bool {
+		return !slices.ContainsFunc(pids, alive)
+	})
+}
+
+func TestRunnerKilled(t *testing.T) {
+	natsDir := t.TempDir()
+	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t), DataDir: natsDir})
+	c := newCluster(t, srv)
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	data := t.TempDir()
+
+	admin := testutil.FreeAddr(t)
+	first := startChild(t, srv.ClientURL(), data, admin)
+	var pids []int
+	testutil.Eventually(t, 30*time.Second, "3 healthy instances in the heartbeat", func() bool {
+		pids = healthyPIDs(t, c)
+		return len(pids) == 3
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, pids)
+
+	// The leftover heartbeat still lists the old pids until it is replaced.
+	restarted := time.Now()
+	second := startChild(t, srv.ClientURL(), data, admin)
+	var again []int
+	testutil.Eventually(t, 5*time.Second, "3 new healthy instances after the runner restarted", func() bool {
+		again = healthyPIDs(t, c)
+		return len(again) == 3 && !slices.ContainsFunc(again, func(p int) bool { return slices.Contains(pids, p) })
+	})
+	t.Logf("runner restart to 3 healthy instances: %v", time.Since(restarted))
+
+	// Killed again, and restarted while NATS is down: the cached specs and
+	// binaries bring the apps back.
+	if err := second.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, again)
+	srv.Shutdown()
+	admin = testutil.FreeAddr(t)
+	offline := time.Now()
+	startChild(t, srv.ClientURL(), data, admin)
+	testutil.Eventually(t, 5*time.Second, "3 healthy instances with NATS down", func() bool {
+		return healthyOnAdmin(admin) == 3
+	})
+	t.Logf("runner restart with NATS down to 3 healthy instances: %v", time.Since(offline))
+}
+
+func TestNATSOutage(t *testing.T) {
+	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
+	srv := natstest.StartConfig(t, natsCfg)
+	c := newCluster(t, srv)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	tr := startRunner(t, c, func(o *Options) { o.Conn = nc })
+	c.deploy(t, "hello", "1.0.0", helloBin, "[[routes]]\npath = \"/hello/\"\n")
+	before := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+
+	srv.Shutdown()
+	testutil.Eventually(t, 10*time.Second, "runner to notice NATS is gone", func() bool { return !nc.IsConnected() })
+	// A crash while NATS is away restarts from the cached binary.
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	during := tr.wait(t, "hello", "restart without NATS", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].PID != before.PID && l[0].State.Up()
+	})[0]
+
+	srv2, err := embednats.Start(natsCfg)
+	if err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	c2 := newCluster(t, srv2)
+	testutil.Eventually(t, 30*time.Second, "runner to reconnect", nc.IsConnected)
+	// The watch resumed: a new replica count arrives without touching the
+	// instance that ran through the outage.
+	c2.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n[[routes]]\npath = \"/hello/\"\n")
+	after := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
+	if after[0].ID != during.ID || after[0].PID != during.PID {
+		t.Errorf("instance replaced after the outage: %+v -> %+v", during, after[0])
+	}
+	testutil.Eventually(t, 10*time.Second, "heartbeat on the restarted server", func() bool {
+		return len(healthyPIDs(t, c2)) == 2
+	})
+	start := time.Now()
+	tr.stop()
+	t.Logf("runner stopped in %v", time.Since(start))
+}
+
+func TestOldBinariesCollected(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
+	c.deploy(t, "app", "1.0.0", probeBin, "")
+	tr.wait(t, "app", "healthy", allIn(1, state.Healthy))
+	c.deploy(t, "app", "2.0.0", helloBin, "")
+	tr.wait(t, "app", "healthy on 2.0.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "2.0.0"
+	})
+	hello, err := os.ReadFile(helloBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(hello)
+	testutil.Eventually(t, 10*time.Second, "only the binary in use cached", func() bool {
+		entries, _ := os.ReadDir(filepath.Join(tr.dir, "binaries"))
+		return len(entries) == 1 && entries[0].Name() == hex.EncodeToString(sum[:])
+	})
+	// Left over from a deleted app: collected too.
+	for _, p := range []string{filepath.Join(tr.dir, "files", "gone"), filepath.Join(tr.dir, "secrets", "gone")} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 10*time.Second, "unused "+p+" removed", func() bool {
+			_, err := os.Stat(p)
+			return os.IsNotExist(err)
+		})
+	}
+}
+
+func TestRollingUpdateUnderLoad(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	const routes = "[[routes]]\npath = \"/hello/\"\n"
+	c.deploy(t, "hello", "1.0.0", helloBin, routes)
+	old := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "hello"})
+	postHello(t, gw, "warm-up")
+
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(why string) {
+		failed.Add(1)
+		mu.Lock()
+		failures = append(failures, why)
+		mu.Unlock()
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client := &http.Client{Timeout: 10 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := client.Post(gw+"/hello/", "application/json", strings.NewReader(`{"name":"load"}`))
+			if err != nil {
+				fail(err.Error())
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				fail(fmt.Sprintf("%s: %s", resp.Status, b))
+				continue
+			}
+			ok.Add(1)
+		}
+	}()
+	c.deploy(t, "hello", "1.1.0", helloBin, routes)
+	tr.wait(t, "hello", "rolled to 1.1.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
+	})
+	waitDead(t, []int{old.PID})
+	// Keep the load on the new instance for a moment, counted in requests.
+	n := ok.Load()
+	testutil.Eventually(t, 10*time.Second, "50 more requests", func() bool { return ok.Load() >= n+50 })
+	close(stop)
+	<-done
+	t.Logf("%d requests served during the rollout, %d failed", ok.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d requests failed during the rollout: %q", failed.Load(), failures[:min(len(failures), 5)])
+	}
+}
+
+func TestFilesPlacedReadOnly(t *testing.T) {
+	c := newCluster(t, nil)
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := store.Objects(context.Background(), js, names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"etc/app.conf\"]\n[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n")
+	tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))
+	want := `cat "greeting=hi" mode 444`
+	testutil.Eventually(t, 10*time.Second, "the file as the app sees it", func() bool {
+		return slices.Contains(tr.lines("reader"), want)
+	})
+
+	// A file missing from the store is a reason, not a start.
+	c.deploy(t, "lost", "1.0.0", probeBin, "[[files]]\nobject = \"nothere\"\npath = \"x\"\n")
+	lost := tr.wait(t, "lost", "backoff", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Backoff
+	})[0]
+	if !strings.Contains(lost.Reason, `file "nothere" not found`) {
+		t.Errorf("reason %q", lost.Reason)
+	}
+}
+
+func TestRestartRequestRolls(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
+	before := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
+	e, err := c.apps.Get(context.Background(), "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What `narun ctl app restart` writes.
+	if _, err := c.apps.Put(context.Background(), "hello", spec.WithRestart(e.Value(), time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	after := tr.wait(t, "hello", "2 new healthy instances", func(l []state.Instance) bool {
+		return allIn(2, state.Healthy)(l) && l[0].ID != before[0].ID && l[1].ID != before[1].ID
+	})
+	waitDead(t, []int{before[0].PID, before[1].PID})
+	if after[0].Version != "1.0.0" {
+		t.Errorf("restart changed the version: %+v", after[0])
+	}
+}
+
+// TestAppsIndependent holds one app in a stop that cannot finish and shows
+// that another app still deploys and the heartbeat goes on.
+func TestAppsIndependent(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
+	stuck := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
+	t.Cleanup(func() { syscall.Kill(stuck.PID, syscall.SIGKILL) })
+	c.remove(t, "stuck")
+	tr.wait(t, "stuck", "stopping", allIn(1, state.Stopping))
+
+	c.deploy(t, "other", "1.0.0", probeBin, "")
+	tr.wait(t, "other", "healthy while another app is stuck stopping", allIn(1, state.Healthy))
+	since := time.Now()
+	testutil.Eventually(t, 10*time.Second, "a fresh heartbeat", func() bool {
+		e, err := c.nodes.Get(context.Background(), node)
+		if err != nil {
+			return false
+		}
+		var n state.Node
+		return json.Unmarshal(e.Value(), &n) == nil && n.Time.After(since)
+	})
+	if err := syscall.Kill(stuck.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "stuck", "gone once killed", func(l []state.Instance) bool { return len(l) == 0 })
+}
+
+// TestHeartbeatFollowsStateChanges uses a heartbeat interval longer than
+// the test: the heartbeat that shows the instance healthy comes from the
+// state change itself.
+func TestHeartbeatFollowsStateChanges(t *testing.T) {
+	c := newCluster(t, nil)
+	startRunner(t, c, func(o *Options) { o.Config.HeartbeatInterval = config.Duration(time.Hour) })
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	testutil.Eventually(t, 10*time.Second, "a heartbeat with the healthy instance", func() bool {
+		return len(healthyPIDs(t, c)) == 1
+	})
+}
+
+// TestStaleGroupKilled kills a runner whose app forked: the parent-death
+// signal ends the app but not its child, which the next runner kills as
+// part of the stale process group before starting anything.
+func TestStaleGroupKilled(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t)})
+	c := newCluster(t, srv)
+	c.deploy(t, "forker", "1.0.0", probeBin, "args = [\"fork\"]\n")
+	data := t.TempDir()
+	first := startChild(t, srv.ClientURL(), data, testutil.FreeAddr(t))
+	var grandchild int
+	testutil.Eventually(t, 30*time.Second, "the forked child's pid in NARUN_LOGS", func() bool {
+		grandchild = forkedPID(t, c)
+		return grandchild > 0
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	if !alive(grandchild) {
+		t.Fatalf("the forked child %d died with the runner; this test needs it to outlive it", grandchild)
+	}
+	startChild(t, srv.ClientURL(), data, testutil.FreeAddr(t))
+	waitDead(t, []int{grandchild})
+}
+
+// forkedPID finds the "forked PID" line of the forker app in NARUN_LOGS.
+func forkedPID(t *testing.T, c *cluster) int {
+	t.Helper()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(context.Background(), names.LogsStream)
+	if err != nil {
+		return 0
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := stream.GetMsg(context.Background(), seq)
+		if err != nil {
+			continue
+		}
+		var l state.LogLine
+		if json.Unmarshal(m.Data, &l) != nil || l.App != "forker" {
+			continue
+		}
+		if f, ok := strings.CutPrefix(l.Line, "forked "); ok {
+			pid, _ := strconv.Atoi(f)
+			return pid
+		}
+	}
+	return 0
+}

@@ -1,0 +1,126 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+func TestWriteVerified(t *testing.T) {
+	content := "#!/bin/true\n"
+	sum := sha256.Sum256([]byte(content))
+	good := hex.EncodeToString(sum[:])
+	tests := []struct {
+		name      string
+		want      string
+		ok        bool
+		permanent bool
+	}{
+		{"digest matches", good, true, false},
+		{"digest differs", strings.Repeat("0", 64), false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			dst := filepath.Join(dir, tt.want)
+			err := writeVerified(dir, dst, strings.NewReader(content), tt.want, 0o555)
+			if (err == nil) != tt.ok || errors.Is(err, supervisor.ErrPermanent) != tt.permanent {
+				t.Fatalf("writeVerified: %v", err)
+			}
+			entries, _ := os.ReadDir(dir)
+			if !tt.ok {
+				if len(entries) != 0 {
+					t.Errorf("a mismatch left %v behind", entries)
+				}
+				return
+			}
+			st, err := os.Stat(dst)
+			if err != nil || st.Mode().Perm() != 0o555 || len(entries) != 1 {
+				t.Errorf("verified file: %v %v, dir %v", st, err, entries)
+			}
+		})
+	}
+}
+
+func TestCacheGC(t *testing.T) {
+	c, err := newCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, drop := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	for _, name := range []string{keep, drop, ".tmp-123", "README"} {
+		if err := os.WriteFile(filepath.Join(c.dir, name), nil, 0o555); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed := c.gc(map[string]bool{keep: true})
+	if len(removed) != 1 || removed[0] != drop {
+		t.Errorf("removed %v, want only %s", removed, drop)
+	}
+	for _, name := range []string{keep, ".tmp-123", "README"} {
+		if _, err := os.Stat(filepath.Join(c.dir, name)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestInside(t *testing.T) {
+	tests := []struct {
+		rel string
+		ok  bool
+	}{
+		{"conf/app.toml", true},
+		{"a", true},
+		{"../etc/passwd", false},
+		{"a/../../b", false},
+		{"/etc/passwd", false},
+	}
+	for _, tt := range tests {
+		_, err := inside("/data/instances/x/0-abc", tt.rel)
+		if (err == nil) != tt.ok {
+			t.Errorf("inside(%q) = %v, want ok=%v", tt.rel, err, tt.ok)
+		}
+	}
+}
+
+func TestHostNodeID(t *testing.T) {
+	tests := []struct{ host, want string }{
+		{"edge-01", "edge-01"},
+		{"edge-01.example.com", "edge-01"},
+		{"my host", "my-host"},
+		{"", "node"},
+		{strings.Repeat("a", 100), strings.Repeat("a", 64)},
+	}
+	for _, tt := range tests {
+		if got := hostNodeID(tt.host); got != tt.want {
+			t.Errorf("hostNodeID(%q) = %q, want %q", tt.host, got, tt.want)
+		}
+	}
+}
+
+func TestDataDirLocked(t *testing.T) {
+	c := newCluster(t, nil)
+	first := startRunner(t, c, nil)
+	testutil.Eventually(t, 10*time.Second, "first runner connected", func() bool { return first.res.Load() != nil })
+	second, err := New(Options{Config: first.opts.Config, DataDir: first.dir, Conn: c.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Run returns at once with the error; without the lock it would run
+	// until the deadline and return nil.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = second.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "in use by another runner") {
+		t.Fatalf("second runner on one data dir: %v", err)
+	}
+}

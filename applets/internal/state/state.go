@@ -1,0 +1,124 @@
+// Package state holds the JSON shapes of narun's runtime state shared by the
+// runner, which writes them, and ctl and the web pages, which read them: node
+// heartbeats in the narun-nodes bucket, instance statuses, the events
+// published on narun.events.<app>.<node> and the log lines published on
+// narun.logs.<app>.<node>.<instance>.
+package state
+
+import "time"
+
+// State is where an instance is in its life cycle.
+//
+//	pending → fetching → starting → running → healthy → stopping → stopped
+//	running|healthy → crashed → backoff → starting
+//	any → failed (gave up; Reason says why)
+type State string
+
+// The states of an instance.
+const (
+	Pending  State = "pending"
+	Fetching State = "fetching"
+	Starting State = "starting"
+	Running  State = "running"
+	Healthy  State = "healthy"
+	Stopping State = "stopping"
+	Stopped  State = "stopped"
+	Crashed  State = "crashed"
+	Backoff  State = "backoff"
+	Failed   State = "failed"
+)
+
+// Final reports whether an instance in s will not change again by itself.
+func (s State) Final() bool { return s == Stopped || s == Failed }
+
+// Up reports whether a process of the instance is alive in state s.
+func (s State) Up() bool { return s == Running || s == Healthy || s == Stopping }
+
+// Instance is the status of one instance of an app on one node.
+type Instance struct {
+	App  string `json:"app"`
+	Node string `json:"node"`
+	// ID is unique on the node and a valid NATS subject token.
+	ID    string `json:"id"`
+	Slot  int    `json:"slot"`
+	State State  `json:"state"`
+	// PID is the process id while a process is alive, else 0.
+	PID int `json:"pid,omitempty"`
+	// Restarts counts process starts after the first one.
+	Restarts int `json:"restarts"`
+	// Reason explains the last failure, crash or stop.
+	Reason  string `json:"reason,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Fingerprint identifies the part of the spec this instance runs with.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// ExitCode is the last exit status; -1 when killed by a signal.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Started is when the current process started; zero when none runs.
+	Started time.Time `json:"started,omitzero"`
+	Healthy bool      `json:"healthy"`
+	// Since is when the instance entered State.
+	Since time.Time `json:"since"`
+}
+
+// Capabilities are the isolation features of a node's kernel (as probed by
+// the sandbox package, whose JSON names these match).
+type Capabilities struct {
+	// LandlockABI is the kernel's Landlock ABI version; 0 means unavailable.
+	LandlockABI int `json:"landlock_abi"`
+	// LandlockEnforced is the ABI the sandbox uses (capped at what it knows).
+	LandlockEnforced int `json:"landlock_enforced"`
+	// CgroupVersion is 2 for a unified hierarchy, 1 for legacy, 0 for none.
+	CgroupVersion int `json:"cgroup_version"`
+	// CgroupControllers lists the usable controllers among memory, cpu, cpuacct, pids.
+	CgroupControllers []string `json:"cgroup_controllers"`
+	// Namespaces lists the namespace kinds of the kernel (pid, net, mnt, ipc, uts, user, cgroup).
+	Namespaces []string `json:"namespaces"`
+	// UserNamespaces reports whether user namespaces may be created.
+	UserNamespaces bool `json:"user_namespaces"`
+	// Sandbox reports whether mode = "sandbox" can run on this node: the
+	// kernel allows it and the runner was built with the sandbox.
+	Sandbox bool `json:"sandbox"`
+}
+
+// Node is the heartbeat of a runner, stored in narun-nodes under its id.
+type Node struct {
+	ID           string            `json:"id"`
+	Version      string            `json:"version"`
+	OS           string            `json:"os"`
+	Arch         string            `json:"arch"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Capabilities Capabilities      `json:"capabilities"`
+	Instances    []Instance        `json:"instances"`
+	// Started is when the runner started.
+	Started time.Time `json:"started"`
+	// Time is when this heartbeat was written.
+	Time time.Time `json:"time"`
+}
+
+// Event is an instance state change, published on
+// narun.events.<app>.<node>.
+type Event struct {
+	Instance
+	// Time is when the change happened.
+	Time time.Time `json:"time"`
+}
+
+// Log stream names.
+const (
+	Stdout = "stdout"
+	Stderr = "stderr"
+)
+
+// LogLine is one line of an instance's output, published as JSON on
+// narun.logs.<app>.<node>.<instance>. A line longer than the runner's
+// maximum is split; every part but the last has Partial set.
+type LogLine struct {
+	Time     time.Time `json:"time"`
+	App      string    `json:"app"`
+	Node     string    `json:"node"`
+	Instance string    `json:"instance"`
+	// Stream is "stdout" or "stderr".
+	Stream  string `json:"stream"`
+	Line    string `json:"line"`
+	Partial bool   `json:"partial,omitempty"`
+}

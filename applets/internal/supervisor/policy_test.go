@@ -1,0 +1,130 @@
+package supervisor
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPolicyDelay(t *testing.T) {
+	p := Policy{Initial: 100 * time.Millisecond, Max: time.Second}
+	tests := []struct {
+		n    int
+		rnd  float64
+		pol  Policy
+		want time.Duration
+	}{
+		{n: 1, rnd: 0.5, pol: p, want: 100 * time.Millisecond},
+		{n: 2, rnd: 0.5, pol: p, want: 200 * time.Millisecond},
+		{n: 4, rnd: 0.5, pol: p, want: 800 * time.Millisecond},
+		{n: 5, rnd: 0.5, pol: p, want: time.Second},
+		{n: 60, rnd: 0.5, pol: p, want: time.Second},
+		{n: 0, rnd: 0.5, pol: p, want: 100 * time.Millisecond},
+		{n: 1, rnd: 0, pol: Policy{Initial: time.Second, Jitter: 0.5}, want: 500 * time.Millisecond},
+		{n: 1, rnd: 1, pol: Policy{Initial: time.Second, Jitter: 0.5}, want: 1500 * time.Millisecond},
+		{n: 1, rnd: 0.5, pol: Policy{}, want: 100 * time.Millisecond},
+		{n: 40, rnd: 0.5, pol: Policy{}, want: 5 * time.Minute},
+		{n: 1, rnd: 0.5, pol: Policy{Initial: time.Minute, Max: time.Second}, want: time.Minute},
+	}
+	for _, tt := range tests {
+		if got := tt.pol.Delay(tt.n, tt.rnd); got != tt.want {
+			t.Errorf("%+v.Delay(%d, %v) = %v, want %v", tt.pol, tt.n, tt.rnd, got, tt.want)
+		}
+	}
+}
+
+func TestPolicyDecide(t *testing.T) {
+	crash := Exit{Code: 3, Ran: time.Second}
+	killed := Exit{Code: -1, Signal: "killed", Ran: time.Second}
+	clean := Exit{Code: 0, Ran: time.Second}
+	stable := Exit{Code: 3, Ran: time.Hour}
+	base := Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, GiveUp: 3, ResetAfter: time.Minute}
+	tests := []struct {
+		name    string
+		pol     Policy
+		exit    Exit
+		crashes int
+		want    Decision
+	}{
+		{"first crash restarts fast", base, crash, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
+		{"second crash doubles", base, crash, 1, Decision{Restart: true, Delay: 200 * time.Millisecond, Crashes: 2}},
+		{"signal is a crash", base, killed, 1, Decision{Restart: true, Delay: 200 * time.Millisecond, Crashes: 2}},
+		{"threshold gives up", base, crash, 2, Decision{Crashes: 3, GaveUp: true}},
+		{"stable run resets the count", base, stable, 2, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
+		{"no threshold never gives up", Policy{}, crash, 1000, Decision{Restart: true, Delay: 5 * time.Minute, Crashes: 1001}},
+		{"always restarts a clean exit", base, clean, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
+		{"clean exits back off but never give up", base, clean, 5, Decision{Restart: true, Delay: 3200 * time.Millisecond, Crashes: 6}},
+		{"on-failure keeps a clean exit stopped", Policy{Mode: OnFailure}, clean, 2, Decision{}},
+		{"on-failure restarts a crash", Policy{Mode: OnFailure}, crash, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
+		{"never fails a crash", Policy{Mode: Never}, crash, 0, Decision{Crashes: 1, GaveUp: true}},
+		{"never stops a clean exit", Policy{Mode: Never}, clean, 0, Decision{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.pol.Decide(tt.exit, tt.crashes, 0.5); got != tt.want {
+				t.Errorf("Decide(%v, %d) = %+v, want %+v", tt.exit, tt.crashes, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSplitLines(t *testing.T) {
+	type part struct {
+		line    string
+		partial bool
+	}
+	tests := []struct {
+		name string
+		in   string
+		want []part
+	}{
+		{"lines", "a\nbb\r\n", []part{{"a", false}, {"bb", false}}},
+		{"unterminated last line", "a\nb", []part{{"a", false}, {"b", false}}},
+		{"long line split", "abcdefghijklmnopqrstuvwxyz0123456789\nk\n", []part{{"abcdefghijklmnop", true}, {"qrstuvwxyz012345", true}, {"6789", false}, {"k", false}}},
+		{"empty", "", nil},
+		{"blank lines kept", "\n\n", []part{{"", false}, {"", false}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []part
+			splitLines(strings.NewReader(tt.in), 16, func(b []byte, partial bool) {
+				got = append(got, part{string(b), partial})
+			})
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("part %d = %+v, want %+v", i, got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestRing(t *testing.T) {
+	tests := []struct {
+		add  int
+		want []int
+	}{
+		{0, nil},
+		{2, []int{0, 1}},
+		{3, []int{0, 1, 2}},
+		{7, []int{4, 5, 6}},
+	}
+	for _, tt := range tests {
+		r := newRing[int](3)
+		for i := range tt.add {
+			r.add(i)
+		}
+		got := r.all()
+		if len(got) != len(tt.want) {
+			t.Fatalf("after %d adds: %v, want %v", tt.add, got, tt.want)
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("after %d adds: %v, want %v", tt.add, got, tt.want)
+			}
+		}
+	}
+}

@@ -1,0 +1,581 @@
+// Package supervisor runs one instance of an app: it prepares it, starts its
+// process through a command factory, restarts it by its policy, checks its
+// health, stops it (stop signal, timeout, then SIGKILL of the process group)
+// and keeps its last output lines. It knows nothing of NATS or sandboxes.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// ErrPermanent marks a preparation or start error that retrying cannot
+// fix: the instance is reported failed at once.
+var ErrPermanent = errors.New("permanent failure")
+
+// InstanceLaunch is everything needed to start the process of an instance.
+type InstanceLaunch struct {
+	App      string
+	Node     string
+	Instance string
+	// Mode is "exec" or "sandbox".
+	Mode string
+	// Path is the verified, read-only binary.
+	Path string
+	// Args are the arguments after the program name.
+	Args []string
+	// Env is the complete environment of the process.
+	Env []string
+	// Dir is the instance directory and the working directory.
+	Dir string
+	// Spec is the app spec the instance runs, for factories that need more
+	// (a sandbox reads its [sandbox] and [resources] tables); may be nil.
+	Spec *spec.App
+}
+
+// Process is one start of an instance: a command and, for programs that
+// need more than exec gives, hooks around it.
+type Process struct {
+	// Cmd is the command. The supervisor sets its standard streams and puts
+	// it in a process group of its own with SIGKILL as parent-death signal;
+	// stops signal that group.
+	Cmd *exec.Cmd
+	// Start starts Cmd; nil means Cmd.Start. A sandbox hands its launcher
+	// the configuration here. It runs on a thread that outlives the child
+	// (see spawn), so the parent-death signal is reliable.
+	Start func() error
+	// Wait waits for the end; nil means Cmd.Wait. An error with a
+	// Reason() string method explains the end better than an exit status
+	// ("oom", "landlock: ...") and becomes the instance's reason.
+	Wait func() error
+	// Release frees what the run held (cgroups, sockets) once it ended;
+	// nil means nothing to free.
+	Release func()
+	// Dial reaches the app's own addresses (127.0.0.1:port) from the host,
+	// for health checks and the HTTP bridge; nil dials directly. A sandbox
+	// with a network namespace of its own dials through its bridge sockets.
+	Dial DialFunc
+}
+
+// DialFunc connects to an address as net.Dialer.DialContext does.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+func directDial(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
+}
+
+// CommandFactory builds the process of one start of an instance. ctx is
+// never cancelled: the supervisor stops processes itself, gracefully.
+type CommandFactory func(ctx context.Context, inst InstanceLaunch) (*Process, error)
+
+// Exec is the plain command factory: the binary runs as is. argv[0] is its
+// path, which programs that re-execute themselves through it rely on.
+func Exec(_ context.Context, inst InstanceLaunch) (*Process, error) {
+	return &Process{Cmd: &exec.Cmd{
+		Path: inst.Path,
+		Args: append([]string{inst.Path}, inst.Args...),
+		Env:  inst.Env,
+		Dir:  inst.Dir,
+	}}, nil
+}
+
+// Health is how an instance's health is checked.
+type Health struct {
+	// Check probes the instance, reaching it with dial; nil means healthy
+	// as soon as it runs.
+	Check func(ctx context.Context, dial DialFunc) error
+	// Interval is the time between checks once healthy; 0 means 10s. Until
+	// the first success checks run every 100ms, so rollouts are quick.
+	Interval time.Duration
+	// Timeout bounds one check; 0 means 2s.
+	Timeout time.Duration
+	// Failures in a row that make a healthy instance unhealthy; 0 means 3.
+	Failures int
+	// StartGrace is how long a new process may take to become healthy before
+	// that is reported as a problem; 0 means 30s.
+	StartGrace time.Duration
+}
+
+// Config describes one instance.
+type Config struct {
+	// Instance gives the identity fields of the status (App, Node, ID, Slot,
+	// Version, Fingerprint); the rest is maintained by the supervisor.
+	Instance state.Instance
+	// Prepare fetches what the instance needs and returns how to start it;
+	// it runs in state fetching, again with backoff while it fails.
+	Prepare func(ctx context.Context) (InstanceLaunch, error)
+	// Command builds the process; nil means Exec.
+	Command CommandFactory
+	Policy  Policy
+	Health  Health
+	// StopSignal asks the process to stop; 0 means SIGTERM.
+	StopSignal syscall.Signal
+	// StopTimeout is how long a stopping process may take before its group
+	// is killed; 0 means 10s.
+	StopTimeout time.Duration
+	// OnChange is called with the status after every change, in order. It
+	// must not block nor call the Supervisor.
+	OnChange func(state.Instance)
+	// OnLog is called for every output line. It must not block.
+	OnLog func(state.LogLine)
+	// MaxLine is the longest line kept whole (at least 16); 0 means 8 KiB.
+	MaxLine int
+	// KeepLines is how many of the last lines Lines returns; 0 means 100.
+	KeepLines int
+	// Logger receives the supervisor's own messages, with the instance id
+	// added; nil discards them.
+	Logger *slog.Logger
+}
+
+// Supervisor runs one instance. Create it with New, then call Run.
+type Supervisor struct {
+	cfg   Config
+	log   *slog.Logger
+	lines *ring[state.LogLine]
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+
+	mu      sync.Mutex
+	st      state.Instance
+	changed chan struct{}
+	dial    DialFunc
+}
+
+// New returns a supervisor in state pending.
+func New(cfg Config) *Supervisor {
+	if cfg.Command == nil {
+		cfg.Command = Exec
+	}
+	if cfg.StopSignal == 0 {
+		cfg.StopSignal = syscall.SIGTERM
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = 8 << 10
+	}
+	cfg.MaxLine = max(cfg.MaxLine, 16)
+	if cfg.KeepLines <= 0 {
+		cfg.KeepLines = 100
+	}
+	h := &cfg.Health
+	if h.Interval <= 0 {
+		h.Interval = 10 * time.Second
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = 2 * time.Second
+	}
+	if h.Failures <= 0 {
+		h.Failures = 3
+	}
+	if h.StartGrace <= 0 {
+		h.StartGrace = 30 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st := cfg.Instance
+	st.State, st.Since = state.Pending, time.Now()
+	return &Supervisor{
+		cfg:     cfg,
+		log:     log.With("instance", st.ID),
+		lines:   newRing[state.LogLine](cfg.KeepLines),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		st:      st,
+		changed: make(chan struct{}),
+	}
+}
+
+// Status returns the current status.
+func (s *Supervisor) Status() state.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+// Changed returns a channel closed at the next status change.
+func (s *Supervisor) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Dial returns how to reach the app's addresses from the host, as the
+// factory of its current process said.
+func (s *Supervisor) Dial() DialFunc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dial == nil {
+		return directDial
+	}
+	return s.dial
+}
+
+// Lines returns the last output lines, oldest first.
+func (s *Supervisor) Lines() []state.LogLine { return s.lines.all() }
+
+// Stop asks the instance to stop; Done is closed once it has.
+func (s *Supervisor) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+// Done is closed when Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
+
+// update applies f to the status and publishes the result.
+func (s *Supervisor) update(f func(st *state.Instance)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.st
+	f(&s.st)
+	if s.st.State != prev.State {
+		s.st.Since = time.Now()
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(s.st)
+	}
+}
+
+func (s *Supervisor) set(st state.State, reason string) {
+	s.update(func(i *state.Instance) {
+		i.State, i.Reason = st, reason
+		if !st.Up() {
+			i.Healthy = false
+		}
+	})
+}
+
+// Run supervises the instance until Stop is called, ctx is cancelled (both
+// stop the process gracefully) or it ends for good, stopped or failed.
+func (s *Supervisor) Run(ctx context.Context) {
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	launch, ok := s.prepare(ctx)
+	if !ok {
+		return
+	}
+	crashes := 0
+	for restarts := 0; ; restarts++ {
+		if restarts > 0 {
+			s.update(func(i *state.Instance) { i.Restarts = restarts })
+		}
+		s.set(state.Starting, "")
+		exit, err := s.runOnce(ctx, launch)
+		if ctx.Err() != nil {
+			s.set(state.Stopped, "stopped")
+			return
+		}
+		if err != nil {
+			if errors.Is(err, ErrPermanent) {
+				s.set(state.Failed, err.Error())
+				return
+			}
+			exit = Exit{Code: -1}
+		}
+		d := s.cfg.Policy.Decide(exit, crashes, rand.Float64())
+		crashes = d.Crashes
+		reason := exit.String()
+		if err != nil {
+			reason = err.Error()
+		}
+		if !d.Restart {
+			switch {
+			case d.GaveUp && s.cfg.Policy.Mode == Never:
+				s.set(state.Failed, reason+" (restart policy never)")
+			case d.GaveUp:
+				s.set(state.Failed, fmt.Sprintf("gave up after %d crashes in a row: %s", crashes, reason))
+			default:
+				s.set(state.Stopped, reason)
+			}
+			return
+		}
+		s.set(state.Crashed, reason)
+		if !s.backoff(ctx, d.Delay, reason) {
+			return
+		}
+	}
+}
+
+// prepare runs Prepare until it succeeds, backing off between attempts
+// whatever the restart mode: a fetch that fails is retried even for an app
+// that must not be restarted once it ran.
+func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
+	retry := s.cfg.Policy
+	retry.Mode = Always
+	failures := 0
+	for {
+		s.set(state.Fetching, "")
+		launch, err := s.cfg.Prepare(ctx)
+		if ctx.Err() != nil {
+			s.set(state.Stopped, "stopped before start")
+			return launch, false
+		}
+		if err == nil {
+			return launch, true
+		}
+		s.log.Warn("prepare instance", "err", err)
+		if errors.Is(err, ErrPermanent) {
+			s.set(state.Failed, err.Error())
+			return launch, false
+		}
+		d := retry.Decide(Exit{Code: 1}, failures, rand.Float64())
+		failures = d.Crashes
+		if d.GaveUp {
+			s.set(state.Failed, err.Error())
+			return launch, false
+		}
+		if !s.backoff(ctx, d.Delay, err.Error()) {
+			return launch, false
+		}
+	}
+}
+
+// backoff waits before a retry; false means the wait was cut by a stop.
+func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string) bool {
+	s.set(state.Backoff, fmt.Sprintf("%s; retry in %s", reason, d.Round(time.Millisecond)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		s.set(state.Stopped, "stopped")
+		return false
+	}
+}
+
+// runOnce starts the process and waits for it to exit, stopping it when ctx
+// is cancelled.
+func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, error) {
+	if err := ctx.Err(); err != nil {
+		return Exit{}, err
+	}
+	p, err := s.cfg.Command(context.WithoutCancel(ctx), launch)
+	if err != nil {
+		return Exit{}, fmt.Errorf("build command: %w", err)
+	}
+	cmd := p.Cmd
+	if p.Release != nil {
+		defer p.Release()
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Exit{}, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return Exit{}, fmt.Errorf("stderr pipe: %w", err)
+	}
+	// Files, not writers: the child writes straight into the pipes, so
+	// Wait returns when the process exits, whoever still holds them open.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, outW, errW
+	start, wait := p.Start, p.Wait
+	if start == nil {
+		start = cmd.Start
+	}
+	if wait == nil {
+		wait = cmd.Wait
+	}
+	err = spawn(cmd, start)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		if cmd.Process != nil {
+			// Started, then failed (a sandbox's setup): nothing of it
+			// stays, not even a zombie.
+			s.signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		return Exit{}, fmt.Errorf("start %s: %w", launch.Path, err)
+	}
+	pid := cmd.Process.Pid
+	started := time.Now()
+	s.update(func(i *state.Instance) {
+		i.State, i.Reason, i.PID, i.Started, i.ExitCode, i.Healthy = state.Running, "", pid, started, nil, false
+		s.dial = p.Dial
+	})
+	s.log.Debug("started", "pid", pid)
+
+	var readers sync.WaitGroup
+	for _, o := range []struct {
+		r      *os.File
+		stream string
+	}{{outR, state.Stdout}, {errR, state.Stderr}} {
+		readers.Go(func() {
+			defer o.r.Close()
+			s.forward(o.r, o.stream)
+		})
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- wait() }()
+	hctx, hcancel := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		s.watchHealth(hctx, pid, started)
+	}()
+
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		s.set(state.Stopping, "")
+		s.signalGroup(pid, s.cfg.StopSignal)
+		t := time.NewTimer(s.cfg.StopTimeout)
+		select {
+		case werr = <-waited:
+		case <-t.C:
+			s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
+			s.signalGroup(pid, syscall.SIGKILL)
+			werr = <-waited
+		}
+		t.Stop()
+	}
+	hcancel()
+	<-healthDone
+	// Whatever the app left behind in its group goes with it.
+	s.signalGroup(pid, syscall.SIGKILL)
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-time.After(time.Second):
+		// A process that left the group keeps the pipe open; its lines
+		// keep flowing, but the instance does not wait for it.
+	}
+
+	exit := Exit{Code: -1, Ran: time.Since(started)}
+	if ps := cmd.ProcessState; ps != nil {
+		exit.Code = ps.ExitCode()
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			exit.Code, exit.Signal = -1, ws.Signal().String()
+		}
+	}
+	var explained interface{ Reason() string }
+	if errors.As(werr, &explained) {
+		exit.Reason = explained.Reason()
+	}
+	code := exit.Code
+	s.update(func(i *state.Instance) {
+		i.PID, i.Started, i.ExitCode, i.Healthy = 0, time.Time{}, &code, false
+	})
+	return exit, nil
+}
+
+func (s *Supervisor) signalGroup(pid int, sig syscall.Signal) {
+	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		s.log.Warn("signal process group", "pid", pid, "signal", sig, "err", err)
+	}
+}
+
+func (s *Supervisor) forward(r io.Reader, stream string) {
+	id := s.cfg.Instance
+	splitLines(r, s.cfg.MaxLine, func(b []byte, partial bool) {
+		l := state.LogLine{
+			Time: time.Now(), App: id.App, Node: id.Node, Instance: id.ID,
+			Stream: stream, Line: string(b), Partial: partial,
+		}
+		s.lines.add(l)
+		if s.cfg.OnLog != nil {
+			s.cfg.OnLog(l)
+		}
+	})
+}
+
+// watchHealth checks the process with pid until ctx is done and reflects
+// the result in the status.
+func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time) {
+	h := s.cfg.Health
+	if h.Check == nil {
+		s.setHealth(pid, true, "")
+		return
+	}
+	healthy, fails, warned := false, 0, false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
+		err := h.Check(cctx, s.Dial())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil:
+			fails = 0
+			if !healthy {
+				healthy = true
+				s.setHealth(pid, true, "")
+			}
+		case healthy:
+			fails++
+			if fails >= h.Failures {
+				healthy = false
+				s.setHealth(pid, false, "health check failing: "+err.Error())
+			}
+		case !warned && time.Since(started) > h.StartGrace:
+			warned = true
+			s.setHealth(pid, false, fmt.Sprintf("not healthy %s after start: %v", h.StartGrace, err))
+		}
+		wait := h.Interval
+		if !healthy {
+			wait = min(wait, 100*time.Millisecond)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {
+	s.mu.Lock()
+	current := s.st.PID == pid && (s.st.State == state.Running || s.st.State == state.Healthy)
+	s.mu.Unlock()
+	if !current {
+		return
+	}
+	s.update(func(i *state.Instance) {
+		if i.PID != pid || (i.State != state.Running && i.State != state.Healthy) {
+			return
+		}
+		i.Healthy, i.Reason = healthy, reason
+		i.State = state.Running
+		if healthy {
+			i.State = state.Healthy
+		}
+	})
+}

@@ -1,0 +1,531 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// The test binary doubles as the supervised program when this variable names
+// a behaviour, so the tests run real processes without building anything.
+const childEnv = "SUPERVISOR_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(childEnv); mode != "" {
+		child(mode)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func child(mode string) {
+	term := make(chan os.Signal, 1)
+	switch mode {
+	case "serve":
+		signal.Notify(term, syscall.SIGTERM)
+		fmt.Println("ready")
+		<-term
+		fmt.Println("bye")
+		os.Exit(0)
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		sleepForever()
+	case "crash":
+		fmt.Fprintln(os.Stderr, "dying")
+		os.Exit(3)
+	case "done":
+		fmt.Println("done")
+		os.Exit(0)
+	case "longline":
+		os.Stdout.WriteString(strings.Repeat("x", 5000) + "\nend\n")
+		sleepForever()
+	case "env":
+		for _, e := range os.Environ() {
+			fmt.Println("env:", e)
+		}
+		fmt.Println("end")
+		sleepForever()
+	case "grandchild":
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = []string{childEnv + "=stubborn"}
+		if err := cmd.Start(); err != nil {
+			fmt.Println("start grandchild:", err)
+			os.Exit(1)
+		}
+		fmt.Println("grandchild", cmd.Process.Pid)
+		sleepForever()
+	}
+	os.Exit(2)
+}
+
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	states []state.State
+}
+
+func (r *recorder) add(i state.Instance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.states); n == 0 || r.states[n-1] != i.State {
+		r.states = append(r.states, i.State)
+	}
+}
+
+func (r *recorder) all() []state.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.states)
+}
+
+// start runs a supervisor of the test binary in the given child mode.
+func start(t *testing.T, mode string, cfg Config) (*Supervisor, *recorder) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	cfg.Instance = state.Instance{App: "test", Node: "n1", ID: "0-test"}
+	cfg.OnChange = rec.add
+	if cfg.Prepare == nil {
+		dir := t.TempDir()
+		cfg.Prepare = func(context.Context) (InstanceLaunch, error) {
+			return InstanceLaunch{Path: exe, Env: []string{childEnv + "=" + mode, "GREETING=hi"}, Dir: dir}, nil
+		}
+	}
+	s := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		<-s.Done()
+	})
+	return s, rec
+}
+
+// waitFor polls the supervisor's status until ok holds.
+func waitFor(t *testing.T, s *Supervisor, what string, ok func(state.Instance) bool) state.Instance {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		ch := s.Changed()
+		st := s.Status()
+		if ok(st) {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; status %+v; lines %+v", what, st, s.Lines())
+		}
+	}
+}
+
+func waitDone(t *testing.T, s *Supervisor) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("supervisor did not end; status %+v", s.Status())
+	}
+}
+
+func inState(want state.State) func(state.Instance) bool {
+	return func(i state.Instance) bool { return i.State == want }
+}
+
+func hasLine(s *Supervisor, stream, line string) bool {
+	return slices.ContainsFunc(s.Lines(), func(l state.LogLine) bool { return l.Stream == stream && l.Line == line })
+}
+
+func waitLine(t *testing.T, s *Supervisor, stream, line string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !hasLine(s, stream, line) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s line %q in %+v", stream, line, s.Lines())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func TestStopGraceful(t *testing.T) {
+	// A stop timeout far beyond the test's deadline proves the stop did not
+	// wait for it.
+	s, rec := start(t, "serve", Config{StopTimeout: time.Hour})
+	st := waitFor(t, s, "healthy", inState(state.Healthy))
+	waitLine(t, s, state.Stdout, "ready")
+	s.Stop()
+	waitDone(t, s)
+	end := s.Status()
+	if end.State != state.Stopped || end.ExitCode == nil || *end.ExitCode != 0 {
+		t.Fatalf("after stop: %+v, want stopped with exit code 0", end)
+	}
+	if alive(st.PID) {
+		t.Errorf("pid %d still alive after stop", st.PID)
+	}
+	if !hasLine(s, state.Stdout, "bye") {
+		t.Errorf("the app's last line was not kept: %+v", s.Lines())
+	}
+	want := []state.State{state.Fetching, state.Starting, state.Running, state.Healthy, state.Stopping, state.Stopped}
+	if got := rec.all(); !slices.Equal(got, want) {
+		t.Errorf("states %v, want %v", got, want)
+	}
+}
+
+func TestStopKillsAfterTimeout(t *testing.T) {
+	s, _ := start(t, "stubborn", Config{StopTimeout: 100 * time.Millisecond})
+	st := waitFor(t, s, "healthy", inState(state.Healthy))
+	waitLine(t, s, state.Stdout, "ready")
+	s.Stop()
+	waitDone(t, s)
+	end := s.Status()
+	if end.State != state.Stopped || end.ExitCode == nil || *end.ExitCode != -1 {
+		t.Fatalf("after stop: %+v, want stopped and killed", end)
+	}
+	if alive(st.PID) {
+		t.Errorf("pid %d still alive after stop", st.PID)
+	}
+}
+
+func TestStopKillsTheGroup(t *testing.T) {
+	s, _ := start(t, "grandchild", Config{StopTimeout: 100 * time.Millisecond})
+	var pid int
+	deadline := time.Now().Add(20 * time.Second)
+	for pid == 0 {
+		for _, l := range s.Lines() {
+			if f, ok := strings.CutPrefix(l.Line, "grandchild "); ok {
+				pid, _ = strconv.Atoi(f)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no grandchild pid in %+v", s.Lines())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Stop()
+	waitDone(t, s)
+	deadline = time.Now().Add(10 * time.Second)
+	for alive(pid) && !zombie(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d survived the stop", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// zombie reports whether pid has exited but is not yet reaped (by init,
+// since its parent is gone).
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(rest, "Z")
+}
+
+func TestCrashLoopGivesUp(t *testing.T) {
+	s, rec := start(t, "crash", Config{Policy: Policy{Initial: time.Millisecond, Max: 4 * time.Millisecond, GiveUp: 3}})
+	waitDone(t, s)
+	end := s.Status()
+	if end.State != state.Failed || end.Restarts != 2 || !strings.Contains(end.Reason, "exit status 3") {
+		t.Fatalf("end %+v, want failed after 2 restarts with exit status 3", end)
+	}
+	got := rec.all()
+	for _, want := range []state.State{state.Crashed, state.Backoff, state.Failed} {
+		if !slices.Contains(got, want) {
+			t.Errorf("states %v lack %s", got, want)
+		}
+	}
+	if !hasLine(s, state.Stderr, "dying") {
+		t.Errorf("stderr line not kept: %+v", s.Lines())
+	}
+}
+
+func TestRestartAfterKill(t *testing.T) {
+	s, _ := start(t, "serve", Config{})
+	first := waitFor(t, s, "healthy", inState(state.Healthy))
+	killed := time.Now()
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	again := waitFor(t, s, "restarted", func(i state.Instance) bool {
+		return i.State == state.Healthy && i.PID != first.PID
+	})
+	t.Logf("kill -9 to running again: %v", again.Started.Sub(killed))
+	if again.Restarts != 1 {
+		t.Errorf("restarts = %d, want 1", again.Restarts)
+	}
+}
+
+func TestCleanEnvironment(t *testing.T) {
+	t.Setenv("RUNNER_SECRET_KEY", "must-not-leak")
+	s, _ := start(t, "env", Config{})
+	waitLine(t, s, state.Stdout, "end")
+	var env []string
+	for _, l := range s.Lines() {
+		if e, ok := strings.CutPrefix(l.Line, "env: "); ok {
+			env = append(env, e)
+		}
+	}
+	slices.Sort(env)
+	want := []string{"GREETING=hi", childEnv + "=env"}
+	if !slices.Equal(env, want) {
+		t.Errorf("app environment %q, want exactly %q", env, want)
+	}
+}
+
+func TestLongLinesSplit(t *testing.T) {
+	s, _ := start(t, "longline", Config{MaxLine: 1024})
+	waitLine(t, s, state.Stdout, "end")
+	var whole strings.Builder
+	parts := 0
+	for _, l := range s.Lines() {
+		if l.Line == "end" {
+			break
+		}
+		if len(l.Line) > 1024 {
+			t.Errorf("line of %d bytes exceeds the maximum", len(l.Line))
+		}
+		whole.WriteString(l.Line)
+		parts++
+	}
+	if whole.String() != strings.Repeat("x", 5000) || parts != 5 {
+		t.Errorf("long line came back as %d parts of total %d bytes", parts, whole.Len())
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		mode      string
+		errs      []error
+		wantState state.State
+		wantIn    string
+	}{
+		{"transient errors are retried", Always, []error{errors.New("nats down"), errors.New("nats down")}, state.Healthy, ""},
+		{"transient errors are retried with policy never", Never, []error{errors.New("nats down")}, state.Healthy, ""},
+		{"permanent error fails at once", Always, []error{fmt.Errorf("verify binary: sha256 mismatch: %w", ErrPermanent)}, state.Failed, "sha256 mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls int
+			policy := Policy{Mode: tt.mode, Initial: time.Millisecond}
+			s, rec := start(t, "", Config{
+				Policy: policy,
+				Prepare: func(context.Context) (InstanceLaunch, error) {
+					calls++
+					if calls <= len(tt.errs) {
+						return InstanceLaunch{}, tt.errs[calls-1]
+					}
+					return InstanceLaunch{Path: exe, Env: []string{childEnv + "=serve"}, Dir: t.TempDir()}, nil
+				},
+			})
+			end := waitFor(t, s, string(tt.wantState), inState(tt.wantState))
+			if !strings.Contains(end.Reason, tt.wantIn) {
+				t.Errorf("reason %q lacks %q", end.Reason, tt.wantIn)
+			}
+			if tt.wantState == state.Failed && slices.Contains(rec.all(), state.Starting) {
+				t.Errorf("a failed preparation went on to start: %v", rec.all())
+			}
+		})
+	}
+}
+
+func TestHealthCheck(t *testing.T) {
+	ready := make(chan struct{})
+	s, _ := start(t, "serve", Config{Health: Health{Check: func(ctx context.Context, _ DialFunc) error {
+		select {
+		case <-ready:
+			return nil
+		default:
+			return errors.New("not yet")
+		}
+	}}})
+	st := waitFor(t, s, "running", inState(state.Running))
+	if st.Healthy {
+		t.Fatalf("healthy before the check passed: %+v", st)
+	}
+	close(ready)
+	waitFor(t, s, "healthy", func(i state.Instance) bool { return i.State == state.Healthy && i.Healthy })
+}
+
+type reasonErr string
+
+func (e reasonErr) Error() string  { return string(e) }
+func (e reasonErr) Reason() string { return string(e) }
+
+// TestProcessHooks runs the start, wait and release hooks a sandbox uses.
+func TestProcessHooks(t *testing.T) {
+	var mu sync.Mutex
+	starts, releases := 0, 0
+	s, _ := start(t, "crash", Config{
+		Policy: Policy{Initial: time.Millisecond, GiveUp: 2},
+		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+			p, err := Exec(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			p.Start = func() error {
+				mu.Lock()
+				starts++
+				mu.Unlock()
+				return p.Cmd.Start()
+			}
+			p.Wait = func() error {
+				if err := p.Cmd.Wait(); err != nil {
+					return fmt.Errorf("app: %w", reasonErr("oom"))
+				}
+				return nil
+			}
+			p.Release = func() {
+				mu.Lock()
+				releases++
+				mu.Unlock()
+			}
+			return p, nil
+		},
+	})
+	waitDone(t, s)
+	end := s.Status()
+	mu.Lock()
+	defer mu.Unlock()
+	if end.State != state.Failed || !strings.Contains(end.Reason, "oom") {
+		t.Errorf("end %+v, want failed with the reason of the wait hook", end)
+	}
+	if starts != 2 || releases != 2 {
+		t.Errorf("%d starts and %d releases, want 2 of each", starts, releases)
+	}
+}
+
+// TestHungStartBlocksNoOther holds one start in its hook and shows that
+// another instance still starts, and that a start failing after the fork
+// leaves no process.
+func TestHungStartBlocksNoOther(t *testing.T) {
+	release := make(chan struct{})
+	forked := make(chan int, 1)
+	hung, _ := start(t, "serve", Config{
+		Policy: Policy{Mode: Never},
+		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+			p, err := Exec(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			p.Start = func() error {
+				if err := p.Cmd.Start(); err != nil {
+					return err
+				}
+				forked <- p.Cmd.Process.Pid
+				<-release
+				return fmt.Errorf("setup failed: %w", ErrPermanent)
+			}
+			return p, nil
+		},
+	})
+	pid := <-forked
+	other, _ := start(t, "serve", Config{})
+	waitFor(t, other, "healthy while another start hangs", inState(state.Healthy))
+	close(release)
+	waitDone(t, hung)
+	if st := hung.Status(); st.State != state.Failed || !strings.Contains(st.Reason, "setup failed") {
+		t.Errorf("hung start ended %+v, want failed with its reason", st)
+	}
+	// Killed and reaped: not even a zombie is left.
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d of the failed start survived or was not reaped", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEndStates runs programs that end by themselves under each restart
+// mode and checks where the instance ends up.
+func TestEndStates(t *testing.T) {
+	tests := []struct {
+		mode, child string
+		want        state.State
+		restarts    int
+		reason      string
+	}{
+		{Never, "crash", state.Failed, 0, "exit status 3 (restart policy never)"},
+		{Never, "done", state.Stopped, 0, "exit status 0"},
+		{OnFailure, "done", state.Stopped, 0, "exit status 0"},
+		{OnFailure, "crash", state.Failed, 1, "gave up after 2 crashes in a row: exit status 3"},
+		{Always, "done", state.Stopped, 2, "stopped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode+"/"+tt.child, func(t *testing.T) {
+			s, rec := start(t, tt.child, Config{Policy: Policy{Mode: tt.mode, Initial: time.Millisecond, GiveUp: 2}})
+			if tt.mode == Always {
+				// Never ends by itself: stop it after two restarts.
+				waitFor(t, s, "2 restarts", func(i state.Instance) bool { return i.Restarts >= 2 })
+				s.Stop()
+			}
+			waitDone(t, s)
+			end := s.Status()
+			if end.State != tt.want || end.Reason != tt.reason || (tt.mode != Always && end.Restarts != tt.restarts) {
+				t.Errorf("ended %s (%q) after %d restarts, want %s (%q) after %d; states %v",
+					end.State, end.Reason, end.Restarts, tt.want, tt.reason, tt.restarts, rec.all())
+			}
+		})
+	}
+}
+
+// TestDialHook shows that health checks reach the app the way its factory
+// says (a sandbox with its own network namespace dials through a socket).
+func TestDialHook(t *testing.T) {
+	s, _ := start(t, "serve", Config{
+		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+			p, err := Exec(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			p.Dial = func(_ context.Context, _, address string) (net.Conn, error) {
+				if address != "app:80" {
+					return nil, fmt.Errorf("unexpected address %q", address)
+				}
+				c, peer := net.Pipe()
+				peer.Close()
+				return c, nil
+			}
+			return p, nil
+		},
+		Health: Health{Check: func(ctx context.Context, dial DialFunc) error {
+			c, err := dial(ctx, "tcp", "app:80")
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}},
+	})
+	waitFor(t, s, "healthy through the factory's dialer", inState(state.Healthy))
+}
