@@ -9,11 +9,13 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // watchRoutes follows the narun-routes bucket, written by `narun ctl
-// deploy`. The bucket may not exist yet (nothing deployed) and NATS may be
-// away: both are retried, never fatal.
+// deploy`. The bucket is created when missing, so the first deploy's routes
+// are seen at once rather than at the next retry; NATS may be away: that is
+// retried, never fatal.
 func (g *Gateway) watchRoutes(ctx context.Context) {
 	js, err := jetstream.New(g.nc)
 	if err != nil {
@@ -36,7 +38,7 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 }
 
 func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.KeyValue(ctx, names.RoutesBucket)
+	kv, err := store.KV(ctx, js, names.RoutesBucket)
 	if err != nil {
 		return err
 	}

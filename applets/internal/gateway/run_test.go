@@ -26,6 +26,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats"
@@ -328,7 +329,7 @@ func TestRoutesFromKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: names.RoutesBucket})
+	kv, err := store.KV(ctx, js, names.RoutesBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
