@@ -4,12 +4,8 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
@@ -70,18 +66,16 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		if rc.AdminListen != "" {
-			ln, err := net.Listen("tcp", rc.AdminListen)
+			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler())
 			if err != nil {
-				return fmt.Errorf("admin listen: %w", err)
+				return fmt.Errorf("runner admin: %w", err)
 			}
-			srv := &http.Server{Handler: r.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 			go func() {
-				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				if err := <-adminDone; err != nil {
 					log.Error("admin server", "err", err)
 				}
 			}()
-			defer srv.Close()
-			log.Info("admin page", "addr", ln.Addr().String())
+			log.Info("admin page", "addr", rc.AdminListen)
 		}
 		log.Info("runner started", "node", r.NodeID(), "nats", rc.NATSURL, "data_dir", cfg.DataDir)
 		return r.Run(ctx)
