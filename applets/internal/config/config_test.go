@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"reflect"
+
+	"github.com/BurntSushi/toml"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,6 +115,51 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "-1", "1.5MiB", "MiB", "99999999999GiB"} {
 		if _, err := config.ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}
+
+// tomlPaths lists every key path a struct type accepts, as "a.b.c".
+func tomlPaths(t reflect.Type, prefix string) []string {
+	var paths []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			paths = append(paths, tomlPaths(f.Type, prefix)...)
+			continue
+		}
+		name := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		path := prefix + name
+		paths = append(paths, path)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.NumField() > 0 && ft.PkgPath() == reflect.TypeFor[config.File]().PkgPath() {
+			paths = append(paths, tomlPaths(ft, path+".")...)
+		}
+	}
+	return paths
+}
+
+// TestExampleConfigIsComplete keeps testdata/narun.toml a complete
+// reference: every key narun accepts appears in it.
+func TestExampleConfigIsComplete(t *testing.T) {
+	var f config.File
+	md, err := toml.DecodeFile("../../../testdata/narun.toml", &f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := map[string]bool{}
+	for _, k := range md.Keys() {
+		shown[k.String()] = true
+	}
+	for _, path := range tomlPaths(reflect.TypeFor[config.File](), "") {
+		if !shown[path] {
+			t.Errorf("testdata/narun.toml does not show key %q", path)
 		}
 	}
 }
