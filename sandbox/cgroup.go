@@ -355,10 +355,15 @@ func killProcs(dir string) {
 	}
 }
 
-// CleanStale removes every instance cgroup under CgroupParent, killing
-// what still runs in them. The runner calls it once at start: instances
-// of a crashed runner are orphans nobody supervises.
-func CleanStale() error {
+// CleanStaleUnder removes every instance cgroup under
+// CgroupParent/scope, killing what still runs in them: instances of a
+// crashed runner are orphans nobody supervises. The scope keeps a runner
+// from killing the instances of another runner on the same machine; ""
+// means all of CgroupParent.
+func CleanStaleUnder(scope string) error {
+	if filepath.IsAbs(scope) || strings.Contains(scope, "..") {
+		return fmt.Errorf("%w: cgroup scope %q", ErrInvalidConfig, scope)
+	}
 	h, err := detectHierarchies("")
 	if err != nil {
 		return err
@@ -372,7 +377,7 @@ func CleanStale() error {
 	}
 	var errs []error
 	for m := range mounts {
-		parent := filepath.Join(m, CgroupParent)
+		parent := filepath.Join(m, CgroupParent, scope)
 		entries, err := os.ReadDir(parent)
 		if err != nil {
 			continue

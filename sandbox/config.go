@@ -85,7 +85,7 @@ type Config struct {
 	Resources Resources `json:"resources"`
 	// Cgroup is the instance's cgroup path relative to each hierarchy's
 	// root; empty means CgroupParent/Hostname. It must lie under
-	// CgroupParent, so CleanStale can find it after a crash.
+	// CgroupParent, so CleanStaleUnder can find it after a crash.
 	Cgroup string `json:"cgroup,omitempty"`
 	// CgroupRoot overrides the detected cgroup v2 mount point, for tests
 	// on machines whose v2 hierarchy is not at /sys/fs/cgroup; empty detects.

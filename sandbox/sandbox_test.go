@@ -739,6 +739,10 @@ func TestCgroupV2Placement(t *testing.T) {
 func TestCleanStale(t *testing.T) {
 	requireRoot(t)
 	cfg := testConfig(t)
+	// A scope of its own: cleaning all of CgroupParent would kill the
+	// sandboxes of tests running in parallel, in this package or others.
+	scope := "stale-" + cfg.Hostname
+	cfg.Cgroup = CgroupParent + "/" + scope + "/orphan"
 	plan, err := planCgroups(&cfg)
 	if err != nil || plan == nil {
 		t.Skipf("no cgroups: %v", err)
@@ -755,7 +759,7 @@ func TestCleanStale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := CleanStale(); err != nil {
+	if err := CleanStaleUnder(scope); err != nil {
 		t.Fatalf("clean stale: %v", err)
 	}
 	for _, d := range plan.dirs() {

@@ -151,7 +151,12 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			up = append(up, series{l, boolf(st.PID > 0)})
 			healthy = append(healthy, series{l, boolf(st.Healthy)})
 			restarts = append(restarts, series{l, float64(st.Restarts)})
-			if st.PID > 0 {
+			if run, ok := r.sandboxes.get(st.App, st.ID); ok && run.launch != nil {
+				// The cgroup counts the app and its children, never the launcher.
+				s := run.launch.Stats()
+				cpu = append(cpu, series{l, s.CPU.Seconds()})
+				rss = append(rss, series{l, float64(s.RSS)})
+			} else if st.PID > 0 {
 				if u, err := procUsage(st.PID); err == nil {
 					cpu = append(cpu, series{l, u.cpu})
 					rss = append(rss, series{l, float64(u.rss)})
@@ -162,8 +167,8 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instance_up", "gauge", "Whether the instance's process is alive.", up)
 	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
 	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
-	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's process and its reaped children.", cpu)
-	family("narun_runner_instance_resident_memory_bytes", "gauge", "Resident memory of the instance's process.", rss)
+	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's process and its reaped children; of its cgroup when sandboxed.", cpu)
+	family("narun_runner_instance_resident_memory_bytes", "gauge", "Resident memory of the instance's process; anonymous memory of its cgroup when sandboxed.", rss)
 
 	var byState []series
 	keys := make([]string, 0, len(states))

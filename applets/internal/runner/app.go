@@ -335,6 +335,8 @@ func (a *app) stop(list []*instance) {
 	}
 	for _, in := range list {
 		<-in.sup.Done()
+		st := in.sup.Status()
+		a.r.sandboxes.forget(st.App, st.ID)
 		if err := os.RemoveAll(in.dir); err != nil {
 			a.log.Warn("remove instance directory", "dir", in.dir, "err", err)
 		}

@@ -40,8 +40,8 @@ func (r *Runner) online() *resources {
 // how to start it.
 func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (supervisor.InstanceLaunch, error) {
 	var l supervisor.InstanceLaunch
-	if sp.Mode == spec.ModeSandbox && r.opts.Command == nil {
-		return l, fmt.Errorf("sandbox mode not available in this build: %w", supervisor.ErrPermanent)
+	if sp.Mode == spec.ModeSandbox && !r.caps.Sandbox {
+		return l, fmt.Errorf("sandbox mode not available on this node (it needs root and the pid, mount, ipc, uts and net namespaces): %w", supervisor.ErrPermanent)
 	}
 	b, ok := sp.Binary(runtime.GOARCH)
 	if !ok {

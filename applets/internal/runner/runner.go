@@ -33,6 +33,7 @@ import (
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/sandbox"
 )
 
 // CommandFactory builds the process of an instance; see supervisor.CommandFactory.
@@ -57,7 +58,9 @@ type Options struct {
 	// Logger receives the runner's messages; nil discards them.
 	Logger *slog.Logger
 	// Command builds the processes of instances in every mode; nil runs
-	// binaries as they are and reports apps in mode "sandbox" failed.
+	// mode "exec" as it is and mode "sandbox" through the sandbox
+	// launcher, which needs the process to be narun (or to handle the
+	// "launcher" argument as narun does).
 	Command CommandFactory
 }
 
@@ -73,6 +76,9 @@ type Runner struct {
 	keys    *secrets.Ring
 	keysErr error
 	caps    state.Capabilities
+	// cgroupScope is the cgroup subtree of this runner's sandboxes.
+	cgroupScope string
+	sandboxes   sandboxes
 
 	// res holds the JetStream handles once NATS answered; nil before.
 	res atomic.Pointer[resources]
@@ -143,7 +149,11 @@ func New(opts Options) (*Runner, error) {
 		started: time.Now(),
 		apps:    map[string]*app{},
 		beat:    make(chan struct{}, 1),
-		caps:    probeCapabilities(opts.Command != nil),
+		caps:    probeCapabilities(opts.Command == nil),
+	}
+	r.cgroupScope = cgroupScope(dir)
+	if r.opts.Command == nil {
+		r.opts.Command = r.command
 	}
 	if opts.Config.MasterKeyFile != "" {
 		r.keys, r.keysErr = secrets.LoadRing(opts.Config.MasterKeyFile)
@@ -200,6 +210,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("runner: data dir %s is in use by another runner: %w", r.opts.DataDir, err)
 	}
 	killStale(r.instancesDir(), r.log)
+	if r.caps.Sandbox {
+		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
+			r.log.Warn("remove cgroups left by an earlier runner", "err", err)
+		}
+	}
 	appsCtx, stopApps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopApps()
 	r.mu.Lock()
@@ -461,7 +476,7 @@ func (r *Runner) instances() []state.Instance {
 	var all []state.Instance
 	for _, a := range r.appList() {
 		for _, in := range a.instanceList() {
-			all = append(all, in.sup.Status())
+			all = append(all, r.decorate(in.sup.Status()))
 		}
 	}
 	return all
@@ -534,7 +549,7 @@ func (r *Runner) nodeState() state.Node {
 // publishEvent sends an instance state change; it never blocks: while NATS
 // is unreachable the client buffers, then drops.
 func (r *Runner) publishEvent(in state.Instance) {
-	b, err := json.Marshal(state.Event{Instance: in, Time: time.Now()})
+	b, err := json.Marshal(state.Event{Instance: r.decorate(in), Time: time.Now()})
 	if err != nil {
 		return
 	}

@@ -106,7 +106,9 @@ type Sandbox struct {
 	Landlock string   `toml:"landlock"`
 	Presets  []string `toml:"presets"`
 	Paths    []Path   `toml:"paths"`
-	// User and Group run the app under another identity; empty = the runner's.
+	// User and Group run the app under another identity (names or
+	// numbers); empty User means a uid of the app's own, root only when
+	// User says "root".
 	User    string `toml:"user"`
 	Group   string `toml:"group"`
 	Network string `toml:"network"`

@@ -56,6 +56,9 @@ type Instance struct {
 	// Started is when the current process started; zero when none runs.
 	Started time.Time `json:"started,omitzero"`
 	Healthy bool      `json:"healthy"`
+	// LandlockABI is the Landlock ABI a sandboxed instance runs under (0:
+	// unconfined, the best-effort degrade); nil in mode "exec".
+	LandlockABI *int `json:"landlock_abi,omitempty"`
 	// Since is when the instance entered State.
 	Since time.Time `json:"since"`
 }

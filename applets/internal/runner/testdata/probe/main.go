@@ -55,6 +55,17 @@ func main() {
 			break
 		}
 		fmt.Println("forked", cmd.Process.Pid)
+	case "alloc":
+		// Grows until a memory limit kills it.
+		var hold [][]byte
+		for {
+			b := make([]byte, 8<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			hold = append(hold, b)
+			fmt.Println("probe: holding", len(hold)*8, "MiB")
+		}
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)

@@ -1,0 +1,331 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/sandbox"
+)
+
+// sandboxes tracks the sandboxed runs of a runner: the live launch of each
+// instance, for its cgroup figures, and the Landlock ABI it got.
+type sandboxes struct {
+	mu   sync.Mutex
+	runs map[string]*sandboxRun
+}
+
+type sandboxRun struct {
+	launch *sandbox.Launch // nil once the run ended
+	abi    int
+}
+
+func instKey(app, id string) string { return app + "/" + id }
+
+func (s *sandboxes) get(app, id string) (sandboxRun, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.runs[instKey(app, id)]
+	if !ok {
+		return sandboxRun{}, false
+	}
+	return *r, true
+}
+
+func (s *sandboxes) set(app, id string, l *sandbox.Launch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runs == nil {
+		s.runs = map[string]*sandboxRun{}
+	}
+	r := &sandboxRun{launch: l}
+	if l != nil {
+		r.abi = l.LandlockABI()
+	} else if old, ok := s.runs[instKey(app, id)]; ok {
+		r.abi = old.abi
+	}
+	s.runs[instKey(app, id)] = r
+}
+
+func (s *sandboxes) forget(app, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.runs, instKey(app, id))
+}
+
+// decorate adds what the sandbox knows to an instance's status.
+func (r *Runner) decorate(st state.Instance) state.Instance {
+	if run, ok := r.sandboxes.get(st.App, st.ID); ok {
+		abi := run.abi
+		st.LandlockABI = &abi
+	}
+	return st
+}
+
+// cgroupScope is the cgroup subtree of this runner's instances, under
+// sandbox.CgroupParent: one per data dir, so that two runners on one
+// machine (tests, narun up next to a system runner) never clean up each
+// other's instances.
+func cgroupScope(dataDir string) string {
+	sum := sha256.Sum256([]byte(dataDir))
+	return "r-" + hex.EncodeToString(sum[:6])
+}
+
+// command is the runner's own command factory: binaries of mode "exec"
+// run as they are, those of mode "sandbox" through the sandbox launcher.
+func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
+	if inst.Mode != spec.ModeSandbox {
+		return supervisor.Exec(ctx, inst)
+	}
+	cfg, err := r.sandboxConfig(inst)
+	if err != nil {
+		return nil, err
+	}
+	l, err := sandbox.Command(ctx, cfg)
+	if err != nil {
+		return nil, sandboxErr(err)
+	}
+	bctx, stopBridges := context.WithCancel(context.Background())
+	p := &supervisor.Process{
+		Cmd: l.Cmd,
+		Start: func() error {
+			for _, b := range cfg.Outbound {
+				go func() {
+					if err := sandbox.ServeBridge(bctx, b.Socket, natsTarget(r.appURL)); err != nil {
+						r.log.Warn("nats bridge stopped", "app", inst.App, "instance", inst.Instance, "err", err)
+					}
+				}()
+			}
+			if err := l.Start(); err != nil {
+				return sandboxErr(err)
+			}
+			r.sandboxes.set(inst.App, inst.Instance, l)
+			return nil
+		},
+		Wait: l.Wait,
+		Release: func() {
+			stopBridges()
+			r.sandboxes.set(inst.App, inst.Instance, nil)
+			if err := l.Cleanup(); err != nil {
+				r.log.Warn("clean sandbox up", "app", inst.App, "instance", inst.Instance, "err", err)
+			}
+		},
+	}
+	if len(cfg.Inbound) > 0 {
+		socks := map[string]string{}
+		for _, b := range cfg.Inbound {
+			socks[strconv.Itoa(int(b.Port))] = b.Socket
+		}
+		p.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(address)
+			sock, ok := socks[port]
+			if err != nil || !ok || (host != "127.0.0.1" && host != "localhost") {
+				return nil, fmt.Errorf("dial %s: not bridged into the sandbox", address)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}
+	}
+	return p, nil
+}
+
+// sandboxErr makes a setup failure permanent: the same config fails the
+// same way, so restarting quickly only burns CPU. A launcher that died
+// without a reason may have been killed, and is retried.
+func sandboxErr(err error) error {
+	var se *sandbox.SetupError
+	if errors.As(err, &se) && se.Stage != "launcher" {
+		return fmt.Errorf("%s: %w", err, supervisor.ErrPermanent)
+	}
+	if errors.Is(err, sandbox.ErrInvalidConfig) {
+		return fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
+	}
+	return err
+}
+
+// natsTarget is the host:port the NATS bridge forwards to: the first
+// server of the apps' URL list.
+func natsTarget(urls string) string {
+	first, _, _ := strings.Cut(urls, ",")
+	if u, err := url.Parse(strings.TrimSpace(first)); err == nil && u.Host != "" {
+		if u.Port() == "" {
+			return net.JoinHostPort(u.Hostname(), strconv.Itoa(sandbox.DefaultNATSPort))
+		}
+		return u.Host
+	}
+	return first
+}
+
+// sandboxConfig turns an instance of a sandboxed spec into the sandbox's
+// config, and gives the app's identity what it must read.
+func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
+	sp := inst.Spec
+	if sp == nil {
+		return sandbox.Config{}, fmt.Errorf("sandbox instance %s without a spec: %w", inst.Instance, supervisor.ErrPermanent)
+	}
+	uid, gid, root, err := sandboxIdentity(sp.Name, sp.Sandbox)
+	if err != nil {
+		return sandbox.Config{}, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
+	}
+	cfg := sandbox.Config{
+		Binary:    inst.Path,
+		Args:      append([]string{inst.Path}, inst.Args...),
+		Env:       inst.Env,
+		Dir:       inst.Dir,
+		Hostname:  inst.Instance,
+		Network:   sp.Sandbox.Network,
+		UID:       uid,
+		GID:       gid,
+		AllowRoot: root,
+		Landlock: sandbox.LandlockConfig{
+			Mode:    sp.Sandbox.Landlock,
+			Presets: sp.Sandbox.Presets,
+		},
+		Resources: sandbox.Resources{
+			MemoryMax: int64(sp.Resources.Memory),
+			CPUMillis: int64(math.Round(sp.Resources.CPU * 1000)),
+			PidsMax:   int64(sp.Resources.Pids),
+		},
+		Cgroup: sandbox.CgroupParent + "/" + r.cgroupScope + "/" + inst.App + "." + inst.Instance,
+	}
+	for _, p := range sp.Sandbox.Paths {
+		cfg.Landlock.Paths = append(cfg.Landlock.Paths, sandbox.Path{Path: p.Path, Access: p.Mode})
+	}
+	if cfg.Network != sandbox.NetworkHost && cfg.Network != "" {
+		// No route out but the bridges: NATS on its usual port inside,
+		// and the app's own ports reachable from the runner.
+		cfg.Outbound = []sandbox.Bridge{sandbox.NATSBridge(inst.Dir)}
+		cfg.Env = withEnv(cfg.Env, "NARUN_NATS_URL", fmt.Sprintf("nats://127.0.0.1:%d", sandbox.DefaultNATSPort))
+		if sp.HTTP.Port > 0 {
+			cfg.Inbound = append(cfg.Inbound, sandbox.HTTPBridge(inst.Dir, uint16(sp.HTTP.Port)))
+		}
+		if h := sp.Health; (h.Type == spec.HealthHTTP || h.Type == spec.HealthTCP) && h.Port > 0 && h.Port != sp.HTTP.Port {
+			cfg.Inbound = append(cfg.Inbound, sandbox.Bridge{Port: uint16(h.Port), Socket: filepath.Join(inst.Dir, "run", "health.sock")})
+		}
+	}
+	if slices.Contains(cfg.Landlock.Presets, sandbox.PresetTmp) && (inst.Dir == "/tmp" || strings.HasPrefix(inst.Dir, "/tmp/")) {
+		return sandbox.Config{}, fmt.Errorf("instance dir %s is under /tmp, which the tmp preset replaces with a private one: choose a data_dir outside /tmp: %w", inst.Dir, supervisor.ErrPermanent)
+	}
+	if err := r.reachable(inst, uid, gid); err != nil {
+		return sandbox.Config{}, err
+	}
+	return cfg, nil
+}
+
+func withEnv(env []string, key, value string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, key+"="+value)
+}
+
+// sandboxIdentity resolves the spec's user and group. Without a user the
+// app gets a uid of its own (sandbox.AppID); root only when the spec
+// names it.
+func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, err error) {
+	uid, gid = sandbox.AppID(app), sandbox.AppID(app)
+	if s.User != "" {
+		if n, perr := strconv.ParseUint(s.User, 10, 32); perr == nil {
+			uid, gid = uint32(n), uint32(n)
+		} else {
+			u, lerr := user.Lookup(s.User)
+			if lerr != nil {
+				return 0, 0, false, fmt.Errorf("sandbox user %q: %w", s.User, lerr)
+			}
+			un, _ := strconv.ParseUint(u.Uid, 10, 32)
+			gn, _ := strconv.ParseUint(u.Gid, 10, 32)
+			uid, gid = uint32(un), uint32(gn)
+		}
+	}
+	if s.Group != "" {
+		if n, perr := strconv.ParseUint(s.Group, 10, 32); perr == nil {
+			gid = uint32(n)
+		} else {
+			g, lerr := user.LookupGroup(s.Group)
+			if lerr != nil {
+				return 0, 0, false, fmt.Errorf("sandbox group %q: %w", s.Group, lerr)
+			}
+			gn, _ := strconv.ParseUint(g.Gid, 10, 32)
+			gid = uint32(gn)
+		}
+	}
+	return uid, gid, uid == 0, nil
+}
+
+// reachable lets the app's identity reach its binary and instance
+// directory: the runner's directories on the way become searchable (not
+// listable) by others, the directories placed in the instance dir
+// enterable by the app's group, and its secret files (mode 0400) its own.
+func (r *Runner) reachable(inst InstanceLaunch, uid, gid uint32) error {
+	fail := func(err error) error {
+		return fmt.Errorf("give uid %d access to its instance: %w: %w", uid, err, supervisor.ErrPermanent)
+	}
+	for d := filepath.Dir(r.opts.DataDir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fail(err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fail(fmt.Errorf("%s (mode %04o) is not searchable by others: chmod o+x it or choose another data_dir", d, fi.Mode().Perm()))
+		}
+		if d == "/" {
+			break
+		}
+	}
+	for _, d := range []string{r.opts.DataDir, r.instancesDir(), filepath.Dir(inst.Dir), filepath.Dir(inst.Path)} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fail(err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	// data/, tmp/ and run/ belong to the sandbox and the app; nothing in
+	// them is followed.
+	skip := map[string]bool{"data": true, "tmp": true, "run": true}
+	err := filepath.WalkDir(inst.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(inst.Dir, p)
+		switch {
+		case p == inst.Dir:
+			return nil
+		case d.IsDir() && skip[rel]:
+			return filepath.SkipDir
+		case d.IsDir():
+			return os.Lchown(p, -1, int(gid))
+		case d.Type().IsRegular():
+			if fi, err := d.Info(); err == nil && fi.Mode().Perm() == 0o400 {
+				return os.Lchown(p, int(uid), int(gid))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return nil
+}

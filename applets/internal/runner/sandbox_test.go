@@ -1,0 +1,304 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/sandbox"
+)
+
+// sandboxDataDir is a data dir the apps' uids can reach (t.TempDir's
+// parent is private to root), outside /tmp, which the sandbox's private
+// /tmp hides.
+func sandboxDataDir(t testing.TB) string {
+	t.Helper()
+	base, err := os.MkdirTemp("/var/tmp", "narun-runner-sandbox-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	return base
+}
+
+// startSandboxRunner is startRunner on a sandboxDataDir, skipping where
+// the kernel or the user cannot sandbox.
+func startSandboxRunner(t *testing.T, c *cluster, mod func(*Options)) *testRunner {
+	t.Helper()
+	if !sandbox.Probe().Sandbox {
+		t.Skip("sandbox unavailable: needs root and the pid, mount, ipc, uts and net namespaces")
+	}
+	base := sandboxDataDir(t)
+	return startRunner(t, c, func(o *Options) {
+		o.DataDir = base
+		if mod != nil {
+			mod(o)
+		}
+	})
+}
+
+// appUID is the uid the app process of a sandboxed instance runs as: the
+// launcher's only child.
+func appUID(t *testing.T, launcher int) int {
+	t.Helper()
+	var child int
+	testutil.Eventually(t, 5*time.Second, "the launcher's child", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", launcher, launcher))
+		if err != nil {
+			return false
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return false
+		}
+		child, _ = strconv.Atoi(f[0])
+		return true
+	})
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uid, _ := strconv.Atoi(strings.Fields(rest)[0])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", child)
+	return -1
+}
+
+func TestSandboxConsumerThroughGateway(t *testing.T) {
+	// With network "none" the consumer reaches NATS only through the
+	// bridge, at the NARUN_NATS_URL the runner rewrote.
+	for _, network := range []string{"host", "none"} {
+		t.Run(network, func(t *testing.T) {
+			c := newCluster(t, nil)
+			tr := startSandboxRunner(t, c, nil)
+			gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "hello"})
+			c.deploy(t, "hello", "1.0.0", helloBin, fmt.Sprintf("mode = \"sandbox\"\nstop_timeout = \"1h\"\n"+
+				"[sandbox]\nnetwork = %q\n[[routes]]\npath = \"/hello/\"\n", network))
+			if body := postHello(t, gw, "sandbox"); !strings.Contains(body, "Hello, sandbox") {
+				t.Errorf("through the gateway: %s", body)
+			}
+			in := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+			if want := sandbox.Probe().LandlockEnforced; in.LandlockABI == nil || *in.LandlockABI != want {
+				t.Errorf("instance reports Landlock ABI %v, want %d", in.LandlockABI, want)
+			}
+			if uid := appUID(t, in.PID); uid != int(sandbox.AppID("hello")) {
+				t.Errorf("app runs as uid %d, want the app's own %d", uid, sandbox.AppID("hello"))
+			}
+
+			srv := httptest.NewServer(tr.AdminHandler())
+			defer srv.Close()
+			metrics := get(t, srv.URL+"/metrics")
+			prefix := fmt.Sprintf(`narun_runner_instance_resident_memory_bytes{app="hello",instance="%s",node="%s"} `, in.ID, node)
+			i := strings.Index(metrics, prefix)
+			if i < 0 {
+				t.Fatalf("metrics lack the RSS of %s:\n%s", in.ID, metrics)
+			}
+			rss, _ := strconv.ParseFloat(strings.Fields(metrics[i+len(prefix):])[0], 64)
+			if rss <= 0 {
+				t.Errorf("cgroup RSS of %s is %v", in.ID, rss)
+			}
+
+			// A stop timeout of an hour: only a SIGTERM that reaches the
+			// app through the launcher ends it within the wait.
+			c.remove(t, "hello")
+			tr.wait(t, "hello", "gone", func(l []state.Instance) bool { return len(l) == 0 })
+			if alive(in.PID) {
+				t.Errorf("launcher %d still alive", in.PID)
+			}
+		})
+	}
+}
+
+func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
+	// A fixed port inside its own network namespace: nothing on the host
+	// can be in the way, nor reach it but through the bridge. (Ports
+	// below 1024 need a capability the app does not have.)
+	c.deploy(t, "plain", "1.0.0", helloBin, "mode = \"sandbox\"\nargs = [\"--http\", \"127.0.0.1:8080\"]\n"+
+		"[sandbox]\nnetwork = \"none\"\n[http]\nport = 8080\n[[routes]]\npath = \"/hello/\"\n")
+	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+	if body := postHello(t, gw, "bridge"); !strings.Contains(body, "Hello, bridge") {
+		t.Errorf("body %s", body)
+	}
+}
+
+func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "hog")
+	tr := startSandboxRunner(t, c, nil)
+	c.deploy(t, "calm", "1.0.0", probeBin, "mode = \"sandbox\"\n")
+	calm := tr.wait(t, "calm", "healthy", allIn(1, state.Healthy))[0]
+	c.deploy(t, "hog", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"alloc\"]\n"+
+		"[resources]\nmemory = \"32MiB\"\n[restart]\ninitial_backoff = \"10ms\"\n")
+	tr.wait(t, "hog", "a restart", func(l []state.Instance) bool { return len(l) == 1 && l[0].Restarts >= 1 })
+	testutil.Eventually(t, 10*time.Second, "an oom event", func() bool {
+		return slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.State == state.Crashed && e.Reason == "oom" })
+	})
+	now := tr.of("calm")
+	if len(now) != 1 || now[0].PID != calm.PID || now[0].Restarts != 0 || now[0].State != state.Healthy {
+		t.Errorf("calm app disturbed by the hog: %+v -> %+v", calm, now)
+	}
+}
+
+func TestSandboxConfinesFilesAndDeliversSecrets(t *testing.T) {
+	c := newCluster(t, nil)
+	key, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.LoadRing(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const value = "sandboxed-secret-value"
+	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	tr := startSandboxRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	// /etc/passwd is world-readable: only Landlock keeps the app out.
+	c.deploy(t, "snoop", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"cat\", \"/etc/passwd\"]\n")
+	c.deploy(t, "vault", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"secret\"]\n[sandbox]\nnetwork = \"none\"\n"+
+		"[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n[[secrets]]\nname = \"token\"\nfile = \"conf/token\"\n")
+	tr.wait(t, "snoop", "healthy", allIn(1, state.Healthy))
+	tr.wait(t, "vault", "healthy", allIn(1, state.Healthy))
+	testutil.Eventually(t, 10*time.Second, "the probe's verdict on /etc/passwd", func() bool {
+		return slices.ContainsFunc(tr.lines("snoop"), func(l string) bool { return strings.HasPrefix(l, "cat ") })
+	})
+	for _, l := range tr.lines("snoop") {
+		if strings.HasPrefix(l, "cat ") && !strings.HasPrefix(l, "cat error") {
+			t.Errorf("sandboxed app read /etc/passwd: %.40s", l)
+		}
+	}
+	sum := sha256.Sum256([]byte(value))
+	want := []string{fmt.Sprintf("env digest %x", sum), fmt.Sprintf("file digest %x mode 400", sum)}
+	testutil.Eventually(t, 10*time.Second, "digest lines", func() bool {
+		lines := tr.lines("vault")
+		return slices.Contains(lines, want[0]) && slices.Contains(lines, want[1])
+	})
+}
+
+func TestSandboxSetupErrorFails(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	c.deploy(t, "lost", "1.0.0", probeBin, "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/no/such/dir\"\nmode = \"r\"\n")
+	in := tr.wait(t, "lost", "failed", allIn(1, state.Failed))[0]
+	if !strings.Contains(in.Reason, "landlock: path /no/such/dir") || in.Restarts != 0 {
+		t.Errorf("instance %+v: want failed at once with the launcher's reason", in)
+	}
+}
+
+func TestSandboxIdentity(t *testing.T) {
+	own := sandbox.AppID("web")
+	for _, tc := range []struct {
+		in        spec.Sandbox
+		uid, gid  uint32
+		root, bad bool
+	}{
+		{in: spec.Sandbox{}, uid: own, gid: own},
+		{in: spec.Sandbox{User: "root"}, uid: 0, gid: 0, root: true},
+		{in: spec.Sandbox{User: "1234"}, uid: 1234, gid: 1234},
+		{in: spec.Sandbox{User: "1234", Group: "99"}, uid: 1234, gid: 99},
+		{in: spec.Sandbox{Group: "root"}, uid: own, gid: 0},
+		{in: spec.Sandbox{User: "no-such-user-here"}, bad: true},
+	} {
+		uid, gid, root, err := sandboxIdentity("web", tc.in)
+		if (err != nil) != tc.bad || err == nil && (uid != tc.uid || gid != tc.gid || root != tc.root) {
+			t.Errorf("%+v: uid %d gid %d root %v err %v, want %d %d %v bad %v", tc.in, uid, gid, root, err, tc.uid, tc.gid, tc.root, tc.bad)
+		}
+	}
+}
+
+func TestNATSTarget(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":              "127.0.0.1:4222",
+		"nats://a:1,nats://b:2":              "a:1",
+		"nats://user:pw@10.0.0.1":            "10.0.0.1:4222",
+		"tls://nats.example.com:7422,x:4222": "nats.example.com:7422",
+	} {
+		if got := natsTarget(in); got != want {
+			t.Errorf("natsTarget(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkGatewayThroughput compares requests through the gateway to a
+// hello consumer run as a plain process, inside the sandbox, and inside
+// the sandbox without network (its NATS connection through the bridge).
+func BenchmarkGatewayThroughput(b *testing.B) {
+	for _, mode := range []struct{ name, extra string }{
+		{"exec", ""},
+		{"sandbox", "mode = \"sandbox\"\n"},
+		{"sandbox-network-none", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n"},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := newCluster(b, nil)
+			var tr *testRunner
+			if mode.extra != "" {
+				if !sandbox.Probe().Sandbox {
+					b.Skip("sandbox unavailable")
+				}
+				base := sandboxDataDir(b)
+				tr = startRunner(b, c, func(o *Options) { o.DataDir = base })
+			} else {
+				tr = startRunner(b, c, nil)
+			}
+			gw := startGateway(b, c, config.Route{Path: "/hello/", Service: "hello"})
+			c.deploy(b, "hello", "1.0.0", helloBin, mode.extra+"[[routes]]\npath = \"/hello/\"\n")
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			post := func() bool {
+				resp, err := client.Post(gw+"/hello/", "application/json", strings.NewReader(`{"name":"bench"}`))
+				if err != nil {
+					return false
+				}
+				defer resp.Body.Close()
+				_, _ = io.Copy(io.Discard, resp.Body)
+				return resp.StatusCode == http.StatusOK
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !post() {
+				if time.Now().After(deadline) {
+					b.Fatalf("hello never answered; runner log:\n%s", tr.logs.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if !post() {
+						b.Error("request failed")
+						return
+					}
+				}
+			})
+		})
+	}
+}
