@@ -179,8 +179,12 @@ func (s *server) serve(m *nats.Msg) {
 		s.record(time.Since(start), "request without reply subject")
 		return
 	}
-	pull := func(ctx context.Context) (*nats.Msg, error) {
-		return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
+	var pull func(context.Context) (*nats.Msg, error)
+	// Only a streamed body pulls: most requests do not pay for the closure.
+	if m.Header.Get(HeaderBody) == BodyStream {
+		pull = func(ctx context.Context) (*nats.Msg, error) {
+			return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
+		}
 	}
 	r, cancel, err := decodeRequest(context.Background(), m, pull)
 	if err != nil {
@@ -297,7 +301,8 @@ func (w *responseWriter) FlushError() error {
 	return w.err
 }
 
-func (w *responseWriter) head(stream bool) *nats.Msg {
+// streamHead is the head of a streamed response.
+func (w *responseWriter) streamHead() *nats.Msg {
 	h := make(nats.Header, len(w.hdr)+2)
 	for k, v := range w.hdr {
 		if IsReserved(k) || k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) {
@@ -308,10 +313,24 @@ func (w *responseWriter) head(stream bool) *nats.Msg {
 	if w.status != http.StatusOK {
 		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
-	if stream {
-		h[HeaderBody] = []string{BodyStream}
-	}
+	h[HeaderBody] = []string{BodyStream}
 	return &nats.Msg{Subject: w.reply, Header: h}
+}
+
+// finalHead is the head of an unstreamed response, its only message. It
+// reuses the handler's header map: the handler has returned and must not
+// touch it any more (as with net/http), and nats.go encodes the headers
+// before PublishMsg returns, so no copy is needed.
+func (w *responseWriter) finalHead() *nats.Msg {
+	for k := range w.hdr {
+		if IsReserved(k) || k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(w.hdr, k)
+		}
+	}
+	if w.status != http.StatusOK {
+		w.hdr[HeaderStatus] = []string{strconv.Itoa(w.status)}
+	}
+	return &nats.Msg{Subject: w.reply, Header: nats.Header(w.hdr)}
 }
 
 // startStream sends the head with the first chunk, after which every chunk
@@ -326,7 +345,7 @@ func (w *responseWriter) startStream() {
 	w.ackSub = sub
 	w.streaming = true
 	n := min(len(w.buf), w.chunk)
-	m := w.head(true)
+	m := w.streamHead()
 	m.Data = w.buf[:n]
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response head: %w", err)
@@ -422,7 +441,7 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 	}
 	tr := w.trailers()
 	if !w.streaming && tr == nil {
-		m := w.head(false)
+		m := w.finalHead()
 		m.Data = w.buf
 		if err := w.s.nc.PublishMsg(m); err != nil {
 			w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))

@@ -20,13 +20,13 @@ type inboxMux struct {
 	pool   sync.Pool
 
 	mu      sync.Mutex
-	waiters map[string]*waiter
+	waiters map[uint64]*waiter
 }
 
 // waiter receives the messages of one exchange. Flow control bounds what
 // the peer may send before the gateway answers, so the buffer is small.
 type waiter struct {
-	token string
+	id    uint64
 	reply string
 	ch    chan *nats.Msg
 	// overflow is set when the peer sent more than the protocol allows.
@@ -36,7 +36,7 @@ type waiter struct {
 const waiterBuffer = 16
 
 func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
-	m := &inboxMux{prefix: nats.NewInbox() + ".", waiters: map[string]*waiter{}}
+	m := &inboxMux{prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{}}
 	m.pool.New = func() any { return &waiter{ch: make(chan *nats.Msg, waiterBuffer)} }
 	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
 	if err != nil {
@@ -53,11 +53,14 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	if len(msg.Subject) <= len(m.prefix) {
 		return
 	}
-	token := msg.Subject[len(m.prefix):]
+	id, err := strconv.ParseUint(msg.Subject[len(m.prefix):], 36, 64)
+	if err != nil {
+		return
+	}
 	// Sending under the lock means release, which also takes it, can
 	// never race with a late message into a recycled waiter.
 	m.mu.Lock()
-	if w := m.waiters[token]; w != nil {
+	if w := m.waiters[id]; w != nil {
 		select {
 		case w.ch <- msg:
 		default:
@@ -69,18 +72,21 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 
 func (m *inboxMux) open() *waiter {
 	w := m.pool.Get().(*waiter)
-	w.token = strconv.FormatUint(m.next.Add(1), 36)
-	w.reply = m.prefix + w.token
+	w.id = m.next.Add(1)
+	// One allocation for the reply subject; the buffer stays on the stack.
+	b := make([]byte, 0, 64)
+	b = strconv.AppendUint(append(b, m.prefix...), w.id, 36)
+	w.reply = string(b)
 	w.overflow.Store(false)
 	m.mu.Lock()
-	m.waiters[w.token] = w
+	m.waiters[w.id] = w
 	m.mu.Unlock()
 	return w
 }
 
 func (m *inboxMux) release(w *waiter) {
 	m.mu.Lock()
-	delete(m.waiters, w.token)
+	delete(m.waiters, w.id)
 	m.mu.Unlock()
 	for {
 		select {
