@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
@@ -100,12 +101,19 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // calls Serve. It reads NARUN_NATS_URL (default nats://127.0.0.1:4222) and
 // the optional credentials files NARUN_NATS_CREDS (JWT + seed) and
 // NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error: the
-// connection keeps retrying.
+// connection keeps retrying. NARUN_INSTANCE and NARUN_NODE, when set, are
+// added to the metadata as narun_instance and narun_node, so the runner's
+// health check and `nats micro info` can tell instances apart.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
+	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		// A cut edge link sends nothing: notice within seconds and fail
+		// over to another server instead of waiting minutes.
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
 	}
 	if f := os.Getenv("NARUN_NATS_CREDS"); f != "" {
 		opts = append(opts, nats.UserCredentials(f))
@@ -309,4 +317,19 @@ func (s *server) asyncErr(err error) {
 	if s.cfg.ErrorHandler != nil {
 		s.cfg.ErrorHandler(err)
 	}
+}
+
+// withRunnerMetadata returns md plus the instance and node the runner gave
+// this process, leaving keys the caller set alone; md is not modified.
+func withRunnerMetadata(md map[string]string) map[string]string {
+	out := make(map[string]string, len(md)+2)
+	maps.Copy(out, md)
+	for key, env := range map[string]string{"narun_instance": "NARUN_INSTANCE", "narun_node": "NARUN_NODE"} {
+		if _, set := out[key]; !set {
+			if v := os.Getenv(env); v != "" {
+				out[key] = v
+			}
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats"
@@ -242,5 +244,34 @@ func TestStartedBeforeNATS(t *testing.T) {
 	}
 	if m.Header.Get(consumer.HeaderBody) != "" || len(m.Data) != 1000 {
 		t.Errorf("reply: body mode %q, %d bytes; want the whole 1000 bytes in one message", m.Header.Get(consumer.HeaderBody), len(m.Data))
+	}
+}
+
+func TestListenAndServeReadsRunnerEnvironment(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+	t.Setenv("NARUN_INSTANCE", "hello-n1-0")
+	t.Setenv("NARUN_NODE", "n1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "envsvc", Metadata: map[string]string{"narun_node": "set-by-app"}},
+			http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	}()
+	nc := natstest.Connect(t, srv)
+	var info micro.Info
+	waitFor(t, "service info", func() bool {
+		m, err := nc.Request("$SRV.INFO.envsvc", nil, time.Second)
+		return err == nil && json.Unmarshal(m.Data, &info) == nil
+	})
+	if got := info.Metadata["narun_instance"]; got != "hello-n1-0" {
+		t.Errorf("narun_instance = %q, want the NARUN_INSTANCE value", got)
+	}
+	if got := info.Metadata["narun_node"]; got != "set-by-app" {
+		t.Errorf("narun_node = %q, want the app's own value to win over NARUN_NODE", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("ListenAndServe after cancel: %v", err)
 	}
 }

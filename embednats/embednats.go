@@ -132,6 +132,11 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		MaxPayload:         1 << 20,
 		NoSigs:             true,
 		NoLog:              cfg.Logger == nil,
+		// Edge links fail silently (a pulled cable sends no FIN): the
+		// default two minutes of pings would leave a partitioned node
+		// believing in its routes, and its clients in it, for that long.
+		PingInterval: 2 * time.Second,
+		MaxPingsOut:  3,
 	}
 	if cfg.MaxPayload > 0 {
 		if cfg.MaxPayload > 64<<20 {
