@@ -38,15 +38,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if c.IsSet("admin-listen") {
 			cfg.Gateway.AdminListen = c.String("admin-listen")
 		}
-		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
+		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client, log)
 		if err != nil {
 			return err
 		}
-		opts = append(opts,
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
-			nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
-			nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
-		)
 		// RetryOnFailedConnect makes this succeed with NATS down: the
 		// gateway serves 503 until the connection comes up.
 		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)

@@ -52,7 +52,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			rc.Labels[k] = v
 		}
-		opts, err := cli.NATSOptions("narun runner", rc.Client)
+		opts, err := cli.NATSOptions("narun runner", rc.Client, log)
 		if err != nil {
 			return err
 		}

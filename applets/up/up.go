@@ -58,12 +58,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer srv.Shutdown()
 
-		gwConn, err := srv.Connect(nats.Name("narun-gateway"))
+		gwConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "gateway")), nats.Name("narun-gateway"))...)
 		if err != nil {
 			return err
 		}
 		defer gwConn.Close()
-		runnerConn, err := srv.Connect(nats.Name("narun-runner"))
+		runnerConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "runner")), nats.Name("narun-runner"))...)
 		if err != nil {
 			return err
 		}

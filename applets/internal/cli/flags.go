@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
@@ -98,13 +99,19 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 }
 
 // NATSOptions turns client settings into connection options: credentials,
-// nkey and a reconnect policy that never gives up, because edge links drop.
-func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
+// nkey, a reconnect policy that never gives up, because edge links drop,
+// and NATSLogging.
+func NATSOptions(name string, client config.Client, log *slog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		// Notice a dead server within seconds, not minutes, so the client
+		// fails over to another cluster member while a link is cut.
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
 	}
+	opts = append(opts, NATSLogging(log)...)
 	if client.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
@@ -116,4 +123,25 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		opts = append(opts, opt)
 	}
 	return opts, nil
+}
+
+// NATSLogging sends connection events and asynchronous errors (a slow
+// consumer, a permissions violation) to log instead of nats.go's stderr.
+func NATSLogging(log *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Warn("nats error", "err", err)
+		}),
+	}
 }
