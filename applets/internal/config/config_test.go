@@ -1,14 +1,15 @@
 package config_test
 
 import (
-	"reflect"
-
-	"github.com/BurntSushi/toml"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/narun/narun/applets/internal/config"
 )
@@ -161,5 +162,37 @@ func TestExampleConfigIsComplete(t *testing.T) {
 		if !shown[path] {
 			t.Errorf("testdata/narun.toml does not show key %q", path)
 		}
+	}
+}
+
+// Routes travel through narun-routes as JSON, written by ctl and read by
+// every gateway; a size must survive the trip in both spellings.
+func TestRouteSizeJSON(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    config.Size
+		wantErr bool
+	}{
+		{`{"path":"/","service":"s","max_body":1048576}`, 1 << 20, false},
+		{`{"path":"/","service":"s","max_body":"2MiB"}`, 2 << 20, false},
+		{`{"path":"/","service":"s"}`, 0, false},
+		{`{"path":"/","service":"s","max_body":-1}`, 0, true},
+		{`{"path":"/","service":"s","max_body":1.5}`, 0, true},
+		{`{"path":"/","service":"s","max_body":true}`, 0, true},
+	}
+	for _, c := range cases {
+		var r config.Route
+		err := json.Unmarshal([]byte(c.in), &r)
+		if (err != nil) != c.wantErr || r.MaxBody != c.want {
+			t.Errorf("%s: max_body %d, err %v; want %d, error %v", c.in, r.MaxBody, err, c.want, c.wantErr)
+		}
+	}
+	b, err := json.Marshal(config.Route{Path: "/", Service: "s", MaxBody: 3 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back config.Route
+	if err := json.Unmarshal(b, &back); err != nil || back.MaxBody != 3<<20 {
+		t.Errorf("round trip of %s: %d, %v", b, back.MaxBody, err)
 	}
 }

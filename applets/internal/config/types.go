@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -81,5 +82,23 @@ func (s *Size) UnmarshalTOML(v any) error {
 		return s.UnmarshalText([]byte(x))
 	default:
 		return fmt.Errorf("invalid size %v: want an integer or a string such as \"64MiB\"", v)
+	}
+}
+
+// UnmarshalJSON accepts what UnmarshalTOML accepts: the routes that ctl
+// writes to narun-routes carry sizes as numbers, people write strings.
+func (s *Size) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case float64:
+		if x != float64(int64(x)) {
+			return fmt.Errorf("invalid size %s: want a whole number of bytes", b)
+		}
+		return s.UnmarshalTOML(int64(x))
+	default:
+		return s.UnmarshalTOML(v)
 	}
 }
