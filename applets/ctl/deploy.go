@@ -166,7 +166,10 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		cancel()
 		if err != nil {
-			return fmt.Errorf("store spec of %s (deployed concurrently?): %w", app.Name, err)
+			if lostRace(err) {
+				return fmt.Errorf("store spec of %s: it changed during this deploy (another deploy?); run it again: %w", app.Name, err)
+			}
+			return fmt.Errorf("store spec of %s: %w", app.Name, err)
 		}
 	}
 	if err := e.putRoutes(ctx, final); err != nil {
@@ -474,4 +477,12 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
 		return fmt.Errorf("store routes of %s: %w", app.Name, err)
 	}
 	return nil
+}
+
+// lostRace reports whether a conditional KV write failed because another
+// writer got there first, as opposed to any other failure.
+func lostRace(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &api) &&
+		(api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -62,6 +62,10 @@ const (
 	MaxReplicas = 100
 	MaxBackoff  = time.Hour
 	MaxTimeout  = time.Hour
+	// MaxSize bounds a spec file: it is stored as one KV value, which
+	// must fit a NATS message with room to spare, and no real spec comes
+	// near it.
+	MaxSize = 256 << 10
 )
 
 // Arches a binary may be built for.
@@ -208,6 +212,9 @@ func defaults() App {
 // Parse decodes a spec strictly, fills defaults and validates it. file only
 // names the source in error messages.
 func Parse(file string, data []byte) (*App, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%s: spec is %d bytes; at most %d KiB", file, len(data), MaxSize>>10)
+	}
 	a := defaults()
 	if err := config.DecodeStrict(file, data, &a); err != nil {
 		return nil, err

@@ -353,3 +353,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// An oversized spec is refused before decoding, so ctl uploads nothing for
+// it and the runner never tries to hold it.
+func TestOversizedSpecRefused(t *testing.T) {
+	big := smallest + "# " + strings.Repeat("x", MaxSize) + "\n"
+	_, err := Parse("big.toml", []byte(big))
+	if err == nil || !strings.Contains(err.Error(), "big.toml") || !strings.Contains(err.Error(), "at most 256 KiB") {
+		t.Fatalf("want a size error naming the file, got %v", err)
+	}
+}
