@@ -179,8 +179,9 @@ func placeSecret(dir, rel string, v []byte) error {
 // secret decrypts a secret of narun-secrets. The sealed form (never the
 // value) is kept under <data>/secrets for when NATS is unreachable.
 func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byte, error) {
-	if r.keys == nil {
-		return nil, fmt.Errorf("secret %q: %w: %w", name, r.keysErr, supervisor.ErrPermanent)
+	ring, err := r.keys.load()
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
 	}
 	cached := filepath.Join(r.sealedDir(), name)
 	var sealed []byte
@@ -209,7 +210,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("secret %q: %w: %w", name, err, supervisor.ErrPermanent)
 	}
-	v, err := r.keys.Open(name, s)
+	v, err := ring.Open(name, s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
 	}

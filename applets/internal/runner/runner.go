@@ -28,7 +28,6 @@ import (
 	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
-	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
@@ -73,8 +72,7 @@ type Runner struct {
 	appURL  string
 	started time.Time
 	cache   *cache
-	keys    *secrets.Ring
-	keysErr error
+	keys    keyFile
 	caps    state.Capabilities
 	// cgroupScope is the cgroup subtree of this runner's sandboxes.
 	cgroupScope string
@@ -155,10 +153,11 @@ func New(opts Options) (*Runner, error) {
 	if r.opts.Command == nil {
 		r.opts.Command = r.command
 	}
-	if opts.Config.MasterKeyFile != "" {
-		r.keys, r.keysErr = secrets.LoadRing(opts.Config.MasterKeyFile)
-	} else {
-		r.keysErr = errors.New("this node has no secret key (set [runner] master_key_file)")
+	r.keys.path = opts.Config.MasterKeyFile
+	if r.keys.path != "" {
+		if _, err := r.keys.load(); err != nil {
+			r.log.Warn("secret key not usable yet; apps with secrets wait for it", "err", err)
+		}
 	}
 	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.sealedDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {

@@ -1212,3 +1212,30 @@ func forkedPID(t *testing.T, c *cluster) int {
 	}
 	return 0
 }
+
+// A key file put in place after the runner started is picked up at the
+// next start attempt; no runner restart.
+func TestSecretKeyArrivesLater(t *testing.T) {
+	c := newCluster(t, nil)
+	key, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.ParseRing([]byte(key + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	c.deploy(t, "late", "1.0.0", probeBin, "args = [\"secret\"]\n[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
+	tr.wait(t, "late", "a start refused for the missing key", func(ins []state.Instance) bool {
+		return len(ins) == 1 && strings.Contains(ins[0].Reason, "secret key") && !ins[0].Healthy
+	})
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "late", "healthy once the key exists", allIn(1, state.Healthy))
+}
