@@ -134,7 +134,7 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 }
 
 func (e *env) connect() error {
-	opts, err := cli.NATSOptions("narun-ctl", e.cfg.Ctl.Client, e.log)
+	opts, err := cli.NATSOptions("narun-ctl", e.cfg.Ctl.Client)
 	if err != nil {
 		return err
 	}

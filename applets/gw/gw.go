@@ -38,10 +38,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if c.IsSet("admin-listen") {
 			cfg.Gateway.AdminListen = c.String("admin-listen")
 		}
-		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client, log)
+		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
 			return err
 		}
+		opts = append(opts, cli.NATSLogging(log)...)
 		// RetryOnFailedConnect makes this succeed with NATS down: the
 		// gateway serves 503 until the connection comes up.
 		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)

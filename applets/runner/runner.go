@@ -52,10 +52,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			rc.Labels[k] = v
 		}
-		opts, err := cli.NATSOptions("narun runner", rc.Client, log)
+		opts, err := cli.NATSOptions("narun runner", rc.Client)
 		if err != nil {
 			return err
 		}
+		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := nats.Connect(rc.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", rc.NATSURL, err)

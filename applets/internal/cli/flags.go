@@ -99,9 +99,8 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 }
 
 // NATSOptions turns client settings into connection options: credentials,
-// nkey, a reconnect policy that never gives up, because edge links drop,
-// and NATSLogging.
-func NATSOptions(name string, client config.Client, log *slog.Logger) ([]nats.Option, error) {
+// nkey and a reconnect policy that never gives up, because edge links drop.
+func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -111,7 +110,6 @@ func NATSOptions(name string, client config.Client, log *slog.Logger) ([]nats.Op
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(3),
 	}
-	opts = append(opts, NATSLogging(log)...)
 	if client.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
@@ -126,7 +124,8 @@ func NATSOptions(name string, client config.Client, log *slog.Logger) ([]nats.Op
 }
 
 // NATSLogging sends connection events and asynchronous errors (a slow
-// consumer, a permissions violation) to log instead of nats.go's stderr.
+// consumer, a permissions violation) of a long-running applet to log
+// instead of nats.go's stderr.
 func NATSLogging(log *slog.Logger) []nats.Option {
 	return []nats.Option{
 		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
