@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests on test hosts made of network namespaces (root only):
-# builds narun once and runs testdata/e2e against it.
+# builds narun once and runs testdata/e2e against it. With
+# NARUN_E2E_WRITE_REPORT=1 the suite writes its results to docs/RELIABILITY.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -8,6 +9,20 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 bin=$(mktemp -d)/narun
-trap 'rm -rf "$(dirname "$bin")"' EXIT
+cleanup() {
+	# The tests clean up after themselves; this covers a test binary that
+	# was killed (timeout) before its cleanups ran.
+	for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^nre2e/ {print $1}'); do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	ip link del nre2ebr 2>/dev/null || true
+	rm -rf "$(dirname "$bin")"
+}
+trap cleanup EXIT
 CGO_ENABLED=0 go build -o "$bin" .
-NARUN_E2E_BINARY=$bin go test -count=1 -timeout 10m -v ./testdata/e2e/
+report=
+if [ "${NARUN_E2E_WRITE_REPORT:-}" = 1 ]; then
+	report=$PWD/docs/RELIABILITY.md
+fi
+NARUN_E2E_BINARY=$bin NARUN_E2E_REPORT=$report go test -count=1 -timeout 10m -v ./testdata/e2e/

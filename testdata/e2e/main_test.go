@@ -18,7 +18,17 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: the ip tool (iproute2) is required")
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if helloDir != "" {
+		os.RemoveAll(helloDir)
+	}
+	if p := os.Getenv("NARUN_E2E_REPORT"); p != "" {
+		if err := writeReport(p); err != nil {
+			fmt.Println("e2e: write report:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func narunBinary(t *testing.T) string {

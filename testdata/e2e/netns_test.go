@@ -79,6 +79,17 @@ func cleanupLeftovers() {
 		}
 	}
 	ip("link", "del", bridge)
+	// A namespace outlives `ip netns del` until its last process is gone,
+	// and its veth with it: remove the root end so the names are free.
+	out, _ = exec.Command("ip", "-o", "link", "show").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, prefix+"v") {
+				ip("link", "del", name)
+			}
+		}
+	}
 }
 
 func killNamespace(ns string) {
