@@ -373,16 +373,7 @@ role = "leaf"
 	h.Start("up", "up", "--config", cfg)
 	leafURL := "nats://" + h.Addr + ":4222"
 	eventually(t, 30*time.Second, "leaf gateway ready", func() error { return httpOK("http://" + h.Addr + ":9090/readyz") })
-	mustCtl(t, leafURL, "deploy", writeSpec(t, `name = "leafhello"
-version = "1.0.0"
-args = ["--service", "leafhello"]
-labels = { role = "leaf" }
-[health]
-interval = "1s"
-[[routes]]
-path = "/hello/"
-service = "leafhello"
-`), "--binary", hello(t), "--wait", "--timeout", "60s")
+	mustCtl(t, leafURL, "deploy", writeSpec(t, leafSpec("1.0.0", "")), "--binary", hello(t), "--wait", "--timeout", "60s")
 	leafGW := "http://" + h.Addr + ":8080/hello/"
 	eventually(t, 15*time.Second, "leaf route served", func() error {
 		return helloRequest(context.Background(), httpClient, leafGW, "leaf")
@@ -421,19 +412,9 @@ service = "leafhello"
 	l := startLoad(leafGW, 2)
 	// The leaf's control plane is its own: a rollout works while cut off.
 	deployStart := time.Now()
-	mustCtl(t, leafURL, "deploy", writeSpec(t, fmt.Sprintf(`name = "leafhello"
-version = "1.0.1"
-args = ["--service", "leafhello"]
-labels = { role = "leaf" }
-[health]
-interval = "1s"
-[[routes]]
-path = "/hello/"
-service = "leafhello"
-[binaries.amd64]
-object = "leafhello/1.0.0/linux-amd64"
-sha256 = %q
-`, e.helloSum)), "--wait", "--timeout", "30s")
+	// The new version reuses the binary already in the leaf's own store.
+	pinned := fmt.Sprintf("[binaries.amd64]\nobject = \"leafhello/1.0.0/linux-amd64\"\nsha256 = %q\n", e.helloSum)
+	mustCtl(t, leafURL, "deploy", writeSpec(t, leafSpec("1.0.1", pinned)), "--wait", "--timeout", "30s")
 	rollout := time.Since(deployStart)
 	for time.Since(cutAt) < 15*time.Second {
 		time.Sleep(200 * time.Millisecond)
@@ -524,4 +505,18 @@ max_backoff = "1s"
 	record(t, "scenario", "5. disk full (2 MiB tmpfs data dir) while the node downloads a 10 MB binary",
 		fmt.Sprintf("instance reason %q; no process started; the cache held no binary (%d partial download files); started once the tmpfs grew to 64 MiB", reason, partial),
 		"0 (nothing half-written ran)", back.Round(100*time.Millisecond).String()+" after space returned")
+}
+
+// leafSpec is the leaf device's app at version v, with extra appended.
+func leafSpec(v, extra string) string {
+	return fmt.Sprintf(`name = "leafhello"
+version = %q
+args = ["--service", "leafhello"]
+labels = { role = "leaf" }
+[health]
+interval = "1s"
+[[routes]]
+path = "/hello/"
+service = "leafhello"
+`, v) + extra
 }

@@ -653,24 +653,38 @@ func TestSpecChanges(t *testing.T) {
 	}
 }
 
-func TestSecretDelivery(t *testing.T) {
-	c := newCluster(t, nil)
+// sealSecret stores value as secret name under a new key and returns the
+// key file's contents, not yet written anywhere.
+func sealSecret(t *testing.T, c *cluster, name, value string) []byte {
+	t.Helper()
 	key, err := secrets.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyFile := filepath.Join(t.TempDir(), "keys")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := secrets.LoadRing(keyFile)
+	ring, err := secrets.ParseRing([]byte(key + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const value = "s3cr3t-value-for-the-test"
-	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte(value)); err != nil {
+	if err := secrets.Put(context.Background(), c.secrets, ring, name, []byte(value)); err != nil {
 		t.Fatal(err)
 	}
+	return []byte(key + "\n")
+}
+
+// writeKeyFile writes key to a 0600 file of the test and returns its path.
+func writeKeyFile(t *testing.T, key []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestSecretDelivery(t *testing.T) {
+	c := newCluster(t, nil)
+	const value = "s3cr3t-value-for-the-test"
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", value))
 	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	c.deploy(t, "vault", "1.0.0", probeBin, "args = [\"secret\"]\n"+
 		"[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n"+
@@ -1217,24 +1231,14 @@ func forkedPID(t *testing.T, c *cluster) int {
 // next start attempt; no runner restart.
 func TestSecretKeyArrivesLater(t *testing.T) {
 	c := newCluster(t, nil)
-	key, err := secrets.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := secrets.ParseRing([]byte(key + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte("late")); err != nil {
-		t.Fatal(err)
-	}
+	key := sealSecret(t, c, "token", "late")
 	keyFile := filepath.Join(t.TempDir(), "keys")
 	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	c.deploy(t, "late", "1.0.0", probeBin, "args = [\"secret\"]\n[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
 	tr.wait(t, "late", "a start refused for the missing key", func(ins []state.Instance) bool {
 		return len(ins) == 1 && strings.Contains(ins[0].Reason, "secret key") && !ins[0].Healthy
 	})
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tr.wait(t, "late", "healthy once the key exists", allIn(1, state.Healthy))

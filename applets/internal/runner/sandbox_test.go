@@ -1,14 +1,12 @@
 package runner
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
-	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -166,22 +163,8 @@ func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
 
 func TestSandboxConfinesFilesAndDeliversSecrets(t *testing.T) {
 	c := newCluster(t, nil)
-	key, err := secrets.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "keys")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := secrets.LoadRing(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const value = "sandboxed-secret-value"
-	if err := secrets.Put(context.Background(), c.secrets, ring, "token", []byte(value)); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", value))
 	tr := startSandboxRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	// /etc/passwd is world-readable: only Landlock keeps the app out.
 	c.deploy(t, "snoop", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"cat\", \"/etc/passwd\"]\n")
