@@ -19,5 +19,6 @@ for arch in $arches; do
 		exit 1
 	fi
 	mv "$out.tmp" "$out"
-	printf '%-26s %6.1f MB  static\n' "$out" "$(echo "$(stat -c %s "$out") / 1000000" | bc -l)"
+	size=$(stat -c %s "$out")
+	printf '%-26s %6.1f MB (%.1f MiB)  static\n' "$out" "$(echo "$size / 1000000" | bc -l)" "$(echo "$size / 1048576" | bc -l)"
 done

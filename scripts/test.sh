@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the tools it needs, vets, runs every Go
 # test (root-only sandbox tests included when run as root), the pure
-# packages again under qemu for arm64 and riscv64, and short fuzz runs.
+# packages again under qemu for arm64 and riscv64, the static release
+# builds, short fuzz runs and, as root, the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:$(go env GOPATH)/bin"
@@ -25,6 +26,9 @@ for arch in arm64 riscv64; do
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" ./applets/internal/config/ ./embednats/
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run 'TestDispatchInProcess|TestInstall' ./applets/
 done
+
+echo "== release build (scripts/build.sh)"
+scripts/build.sh
 
 echo "== fuzz (short runs)"
 for pkg in $(go list ./...); do
