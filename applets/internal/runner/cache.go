@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,13 +31,43 @@ type cache struct {
 	// digests only share it for the instant of a map lookup.
 	mu       sync.Mutex
 	inflight map[string]*sync.Mutex
+	// afterFetch runs once fetches have stopped for releaseDelay.
+	afterFetch *debounce
 }
+
+// releaseDelay is how long after the last download its buffers are handed
+// back to the OS. A download leaves tens of MiB behind: the object store's
+// block buffers (in the same process under narun up) and the copies of
+// the transfer. They are garbage within a minute, but an idle process runs
+// a GC only every two minutes and returns pages slowly after it, so an
+// edge device would otherwise carry a deploy's peak for minutes.
+const releaseDelay = time.Minute
 
 func newCache(dir string) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}}, nil
+	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+}
+
+// debounce runs f once d has passed since the last call of trigger.
+type debounce struct {
+	mu    sync.Mutex
+	d     time.Duration
+	f     func()
+	timer *time.Timer
+}
+
+func newDebounce(d time.Duration, f func()) *debounce { return &debounce{d: d, f: f} }
+
+func (b *debounce) trigger() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.d, b.f)
+		return
+	}
+	b.timer.Reset(b.d)
 }
 
 func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
@@ -69,6 +101,7 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}
 	defer obj.Close()
+	defer c.afterFetch.trigger()
 	if err := writeVerified(c.dir, p, obj, b.SHA256, 0o555); err != nil {
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}
