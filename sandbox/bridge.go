@@ -10,31 +10,127 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// ServeBridge is the runner's half of an outbound bridge: it listens on
-// the unix socket socketPath and forwards every connection to target, a
-// TCP "host:port" (a nats:// URL is accepted). It returns when ctx is
-// done, after removing the socket; a stale socket file is replaced.
-func ServeBridge(ctx context.Context, socketPath, target string) error {
+// OutboundBridge is the runner's half of an outbound bridge. The launcher
+// opens a TCP listener inside the sandbox's network namespace and hands
+// it over the bridge's unix socket (SCM_RIGHTS); the runner accepts the
+// app's connections on it and joins each to the target. The app's bytes
+// then cross one kernel splice, not a copy in the launcher and another in
+// the runner.
+type OutboundBridge struct {
+	ln     *net.UnixListener
+	path   string
+	target string
+}
+
+// ListenBridge opens the unix socket at socketPath (replacing a stale
+// one) for a launcher to hand its listener to; Serve joins the app's
+// connections to target, a TCP "host:port" (a nats:// URL is accepted).
+// The socket must exist before the launcher starts, so this is separate
+// from Serve.
+func ListenBridge(socketPath, target string) (*OutboundBridge, error) {
 	if u, ok := strings.CutPrefix(target, "nats://"); ok {
 		target = u
 	}
 	if err := os.MkdirAll(filepath.Dir(socketPath), 0o700); err != nil {
-		return fmt.Errorf("create bridge dir: %w", err)
+		return nil, fmt.Errorf("create bridge dir: %w", err)
 	}
 	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale bridge socket: %w", err)
+		return nil, fmt.Errorf("remove stale bridge socket: %w", err)
 	}
-	ln, err := net.Listen("unix", socketPath)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("listen on bridge socket: %w", err)
+		return nil, fmt.Errorf("listen on bridge socket: %w", err)
 	}
-	defer os.Remove(socketPath)
+	return &OutboundBridge{ln: ln, path: socketPath, target: target}, nil
+}
+
+// Serve takes the listeners launchers hand over and serves each until ctx
+// is done; it then closes them, removes the socket and returns.
+func (b *OutboundBridge) Serve(ctx context.Context) error {
+	defer os.Remove(b.path)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { b.ln.Close() })
+	defer stop()
 	var d net.Dialer
-	return forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", target)
-	})
+	dial := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", b.target) }
+	for {
+		c, err := b.ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept on %s: %w", b.path, err)
+		}
+		ln, err := receiveListener(c)
+		c.Close()
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer ln.Close()
+			_ = forward(ctx, ln, dial)
+		}()
+	}
+}
+
+// handOver sends ln's socket to the runner listening on socketPath. The
+// caller may close ln afterwards: the socket lives on in the runner.
+func handOver(ln *net.TCPListener, socketPath string) error {
+	f, err := ln.File()
+	if err != nil {
+		return fmt.Errorf("duplicate listener: %w", err)
+	}
+	defer f.Close()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socketPath, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("reach the runner: %w", err)
+	}
+	defer c.Close()
+	if _, _, err := c.WriteMsgUnix([]byte{'L'}, unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return fmt.Errorf("send listener: %w", err)
+	}
+	return nil
+}
+
+// receiveListener reads the one listener a launcher sends on c.
+func receiveListener(c *net.UnixConn) (net.Listener, error) {
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return nil, err
+	}
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := c.ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return nil, fmt.Errorf("read listener: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("read listener: want one control message, got %d (%v)", len(msgs), err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		return nil, fmt.Errorf("read listener: %w", err)
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("read listener: want one descriptor, got %d", len(fds))
+	}
+	f := os.NewFile(uintptr(fds[0]), "bridge listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("read listener: %w", err)
+	}
+	return ln, nil
 }
 
 // forward accepts on ln until ctx is done and splices each connection to

@@ -67,9 +67,9 @@ type Config struct {
 	// Network is NetworkHost (default when empty), NetworkNone or NetworkIsolated.
 	Network string `json:"network,omitempty"`
 	// Outbound bridges let the app reach services outside its network
-	// namespace: the launcher listens on 127.0.0.1:Port inside and
-	// forwards to Socket, served by the runner with ServeBridge. Ignored
-	// with NetworkHost.
+	// namespace: the launcher listens on 127.0.0.1:Port inside and hands
+	// the listener to the OutboundBridge listening on Socket, which must
+	// exist before Start. Ignored with NetworkHost.
 	Outbound []Bridge `json:"outbound,omitempty"`
 	// Inbound bridges let the host reach the app: the launcher listens on
 	// Socket and forwards to 127.0.0.1:Port inside. Ignored with NetworkHost.

@@ -179,18 +179,21 @@ func setupMounts(cfg *Config) error {
 }
 
 // startBridges opens the bridge listeners before Landlock and the
-// capability drop, so the app cannot bind the bridge ports itself.
+// capability drop, so the app cannot bind the bridge ports itself. The
+// outbound ones go to the runner, which serves them (OutboundBridge); the
+// launcher stays out of the app's NATS traffic.
 func startBridges(cfg *Config) error {
 	ctx := context.Background()
 	for _, b := range cfg.Outbound {
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(b.Port))))
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(b.Port)})
 		if err != nil {
 			return fmt.Errorf("listen on bridge port %d: %w", b.Port, err)
 		}
-		var d net.Dialer
-		go forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", b.Socket)
-		})
+		err = handOver(ln, b.Socket)
+		ln.Close()
+		if err != nil {
+			return fmt.Errorf("bridge port %d: %w", b.Port, err)
+		}
 	}
 	for _, b := range cfg.Inbound {
 		if err := os.Remove(b.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {

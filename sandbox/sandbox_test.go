@@ -258,6 +258,7 @@ func TestEscapeCatalogue(t *testing.T) {
 				cfg.Network = tc.network
 				if cfg.Network == NetworkNone {
 					cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+					serveBridge(t, cfg, "127.0.0.1:1")
 				}
 				if root {
 					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
@@ -533,16 +534,7 @@ func TestNetworkNoneBridges(t *testing.T) {
 		cfg := testConfig(t, "natsinfo", "127.0.0.1:4222")
 		cfg.Network = NetworkNone
 		cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() { served <- ServeBridge(ctx, cfg.Outbound[0].Socket, srv.ClientURL()) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-served; err != nil {
-				t.Errorf("serve bridge: %v", err)
-			}
-		})
-		waitFor(t, func() bool { _, err := os.Stat(cfg.Outbound[0].Socket); return err == nil })
+		serveBridge(t, cfg, srv.ClientURL())
 		out, err := runSandbox(t, cfg)
 		if err != nil || !strings.HasPrefix(out, "INFO {") {
 			t.Fatalf("no NATS through the bridge: %v\n%s", err, out)
@@ -586,10 +578,7 @@ func TestHelloFixtureWithoutNetwork(t *testing.T) {
 		cfg.Binary, cfg.Args = hello, []string{"hello"}
 		cfg.Network = NetworkNone
 		cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() { served <- ServeBridge(ctx, cfg.Outbound[0].Socket, srv.ClientURL()) }()
-		t.Cleanup(func() { cancel(); <-served })
+		serveBridge(t, cfg, srv.ClientURL())
 		s := startSandbox(t, cfg)
 		var reply string
 		waitFor(t, func() bool {
@@ -920,5 +909,24 @@ func BenchmarkFirstLine(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/first-line")
+	})
+}
+
+// serveBridge runs the runner's half of cfg's outbound bridge to target
+// until the test ends.
+func serveBridge(t *testing.T, cfg Config, target string) {
+	t.Helper()
+	br, err := ListenBridge(cfg.Outbound[0].Socket, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- br.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve bridge: %v", err)
+		}
 	})
 }

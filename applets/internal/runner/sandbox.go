@@ -106,8 +106,12 @@ func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.
 		Cmd: l.Cmd,
 		Start: func() error {
 			for _, b := range cfg.Outbound {
+				br, err := sandbox.ListenBridge(b.Socket, natsTarget(r.appURL))
+				if err != nil {
+					return fmt.Errorf("nats bridge: %w", err)
+				}
 				go func() {
-					if err := sandbox.ServeBridge(bctx, b.Socket, natsTarget(r.appURL)); err != nil {
+					if err := br.Serve(bctx); err != nil {
 						r.log.Warn("nats bridge stopped", "app", inst.App, "instance", inst.Instance, "err", err)
 					}
 				}()
