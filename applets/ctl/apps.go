@@ -63,6 +63,26 @@ func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
 	return out, nil
 }
 
+// namedApp reads the app named by the command's one argument.
+func (e *env) namedApp(ctx context.Context, c *ucli.Context) (jetstream.KeyValue, deployed, error) {
+	name, err := oneArg(c, "app name")
+	if err != nil {
+		return nil, deployed{}, err
+	}
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return nil, deployed{}, err
+	}
+	d, err := e.deployedApp(ctx, kv, name)
+	if isNotFound(err) {
+		return nil, deployed{}, notFound("app %q is not deployed", name)
+	}
+	if err != nil {
+		return nil, deployed{}, fmt.Errorf("read spec of %s: %w", name, err)
+	}
+	return kv, d, nil
+}
+
 func (e *env) deployedApp(ctx context.Context, kv jetstream.KeyValue, name string) (deployed, error) {
 	octx, cancel := e.op(ctx)
 	defer cancel()
@@ -181,31 +201,20 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 
 func appStatus(ctx context.Context, c *ucli.Context, e *env) error {
-	name, err := oneArg(c, "app name")
+	_, d, err := e.namedApp(ctx, c)
 	if err != nil {
 		return err
-	}
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
-		return err
-	}
-	d, err := e.deployedApp(ctx, kv, name)
-	if isNotFound(err) {
-		return notFound("app %q is not deployed", name)
-	}
-	if err != nil {
-		return fmt.Errorf("read spec of %s: %w", name, err)
 	}
 	nodes, err := e.nodes(ctx)
 	if err != nil {
 		return err
 	}
-	s := statusOf(d, name, nodes)
+	s := statusOf(d, d.name, nodes)
 	if c.Bool(flagJSON) {
 		return e.printJSON(s)
 	}
 	if s.Error != "" {
-		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", name, s.Error)
+		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", d.name, s.Error)
 	} else {
 		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), s.Ready, s.Desired)
 	}
@@ -259,21 +268,11 @@ func appDelete(ctx context.Context, c *ucli.Context, e *env) error {
 }
 
 func appRestart(ctx context.Context, c *ucli.Context, e *env) error {
-	name, err := oneArg(c, "app name")
+	kv, d, err := e.namedApp(ctx, c)
 	if err != nil {
 		return err
 	}
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
-		return err
-	}
-	d, err := e.deployedApp(ctx, kv, name)
-	if isNotFound(err) {
-		return notFound("app %q is not deployed", name)
-	}
-	if err != nil {
-		return fmt.Errorf("read spec of %s: %w", name, err)
-	}
+	name := d.name
 	if d.err != nil {
 		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
 	}

@@ -210,6 +210,32 @@ func (e *env) keys(ctx context.Context, kv jetstream.KeyValue) ([]string, error)
 	return out, nil
 }
 
+// entries calls each with every key of bucket, in order, and its value;
+// keys deleted meanwhile are skipped. what names an entry in errors.
+func (e *env) entries(ctx context.Context, bucket, what string, each func(key string, value []byte)) error {
+	kv, err := e.kv(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	keys, err := e.keys(ctx, kv)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		octx, cancel := e.op(ctx)
+		entry, err := kv.Get(octx, k)
+		cancel()
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s of %s: %w", what, k, err)
+		}
+		each(k, entry.Value())
+	}
+	return nil
+}
+
 func (e *env) out() io.Writer { return e.stdio.Stdout }
 
 func (e *env) printJSON(v any) error {

@@ -84,33 +84,19 @@ type appRoute struct {
 }
 
 func routeList(ctx context.Context, c *ucli.Context, e *env) error {
-	kv, err := e.kv(ctx, names.RoutesBucket)
-	if err != nil {
-		return err
-	}
-	keys, err := e.keys(ctx, kv)
-	if err != nil {
-		return err
-	}
 	all := []appRoute{}
-	for _, k := range keys {
-		octx, cancel := e.op(ctx)
-		entry, err := kv.Get(octx, k)
-		cancel()
-		if isNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read routes of %s: %w", k, err)
-		}
+	err := e.entries(ctx, names.RoutesBucket, "routes", func(k string, v []byte) {
 		var rs []config.Route
-		if err := json.Unmarshal(entry.Value(), &rs); err != nil {
+		if err := json.Unmarshal(v, &rs); err != nil {
 			e.log.Warn("unreadable routes", "app", k, "err", err)
-			continue
+			return
 		}
 		for _, r := range rs {
 			all = append(all, appRoute{App: k, Route: r})
 		}
+	})
+	if err != nil {
+		return err
 	}
 	if c.Bool(flagJSON) {
 		return e.printJSON(all)

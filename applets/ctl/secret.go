@@ -133,37 +133,23 @@ type secretRow struct {
 }
 
 func secretList(ctx context.Context, c *ucli.Context, e *env) error {
-	kv, err := e.kv(ctx, names.SecretsBucket)
-	if err != nil {
-		return err
-	}
-	keys, err := e.keys(ctx, kv)
-	if err != nil {
-		return err
-	}
 	used, err := e.users(ctx, secretRefs)
 	if err != nil {
 		return err
 	}
 	rows := []secretRow{}
-	for _, k := range keys {
-		octx, cancel := e.op(ctx)
-		entry, err := kv.Get(octx, k)
-		cancel()
-		if isNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read secret %s: %w", k, err)
-		}
+	err = e.entries(ctx, names.SecretsBucket, "secret", func(k string, v []byte) {
 		row := secretRow{Name: k, UsedBy: used[k]}
-		if s, err := secrets.Unmarshal(entry.Value()); err == nil {
+		if s, err := secrets.Unmarshal(v); err == nil {
 			row.KeyID, row.Updated = s.KeyID, stamp(s.Updated)
 		}
 		if row.UsedBy == nil {
 			row.UsedBy = []string{}
 		}
 		rows = append(rows, row)
+	})
+	if err != nil {
+		return err
 	}
 	if c.Bool(flagJSON) {
 		return e.printJSON(rows)

@@ -14,7 +14,6 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
-	"github.com/narun/narun/applets/internal/store"
 )
 
 // rollout is how far a deployment got on the nodes.
@@ -193,34 +192,17 @@ func isReady(app *spec.App, in state.Instance, up map[string]time.Time, now time
 
 // nodes reads every live heartbeat.
 func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
-	kv, err := e.kv(ctx, names.NodesBucket)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := e.keys(ctx, kv)
-	if err != nil {
-		return nil, err
-	}
 	var out []state.Node
-	for _, k := range keys {
-		octx, cancel := e.op(ctx)
-		entry, err := kv.Get(octx, k)
-		cancel()
-		if store.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read heartbeat of %s: %w", k, err)
-		}
+	err := e.entries(ctx, names.NodesBucket, "heartbeat", func(k string, v []byte) {
 		var n state.Node
-		if err := json.Unmarshal(entry.Value(), &n); err != nil {
+		if err := json.Unmarshal(v, &n); err != nil {
 			e.log.Warn("unreadable heartbeat", "node", k, "err", err)
-			continue
+			return
 		}
 		if n.ID == "" {
 			n.ID = k
 		}
 		out = append(out, n)
-	}
-	return out, nil
+	})
+	return out, err
 }

@@ -5,6 +5,7 @@ package gw
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/gateway"
 )
 
@@ -23,21 +25,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
 	)
-	app := cli.NewApp(stdio, args[0], "HTTP gateway to NATS Micro services", flags)
-	app.Action = func(c *ucli.Context) error {
-		if c.NArg() > 0 {
-			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
-		}
-		cfg, log, err := cli.Load(c, stdio)
-		if err != nil {
-			return err
-		}
-		if c.IsSet("listen") {
-			cfg.Gateway.Listen = c.String("listen")
-		}
-		if c.IsSet("admin-listen") {
-			cfg.Gateway.AdminListen = c.String("admin-listen")
-		}
+	return cli.Service(ctx, stdio, args, "HTTP gateway to NATS Micro services", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen})
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
 			return err
@@ -75,6 +64,5 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}()
 		log.Info("gateway starting", "nats", cfg.Gateway.NATSURL, "config", cfg.Path)
 		return g.Run(ctx)
-	}
-	return app.RunContext(ctx, args)
+	})
 }

@@ -4,11 +4,12 @@ package nats
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/embednats"
 )
 
@@ -23,25 +24,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringSliceFlag{Name: "routes", Usage: "routes to the other cluster members (nats-route://host:port)"},
 		&ucli.StringSliceFlag{Name: "leaf-remote", Usage: "hub to join as a leaf node (nats-leaf://host:port)"},
 	)
-	app := cli.NewApp(stdio, args[0], "embedded NATS server with JetStream", flags)
-	app.Action = func(c *ucli.Context) error {
-		if c.NArg() > 0 {
-			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
-		}
-		cfg, log, err := cli.Load(c, stdio)
-		if err != nil {
-			return err
-		}
-		set := func(flag string, dst *string) {
-			if c.IsSet(flag) {
-				*dst = c.String(flag)
-			}
-		}
-		set("listen", &cfg.NATS.Listen)
-		set("server-name", &cfg.NATS.ServerName)
-		set("http-listen", &cfg.NATS.HTTPListen)
-		set("cluster-name", &cfg.NATS.Cluster.Name)
-		set("cluster-listen", &cfg.NATS.Cluster.Listen)
+	return cli.Service(ctx, stdio, args, "embedded NATS server with JetStream", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		cli.Override(c, map[string]*string{
+			"listen":         &cfg.NATS.Listen,
+			"server-name":    &cfg.NATS.ServerName,
+			"http-listen":    &cfg.NATS.HTTPListen,
+			"cluster-name":   &cfg.NATS.Cluster.Name,
+			"cluster-listen": &cfg.NATS.Cluster.Listen,
+		})
 		if c.IsSet("routes") {
 			cfg.NATS.Cluster.Routes = c.StringSlice("routes")
 		}
@@ -59,6 +49,5 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		log.Info("nats stopping")
 		srv.Shutdown()
 		return nil
-	}
-	return app.RunContext(ctx, args)
+	})
 }

@@ -5,12 +5,14 @@ package runner
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/runner"
 )
 
@@ -23,25 +25,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
 		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},
 	)
-	app := cli.NewApp(stdio, args[0], "node agent: deploys and supervises apps", flags)
-	app.Action = func(c *ucli.Context) error {
-		if c.NArg() > 0 {
-			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
-		}
-		cfg, log, err := cli.Load(c, stdio)
-		if err != nil {
-			return err
-		}
+	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		rc := cfg.Runner
-		if c.IsSet("node-id") {
-			rc.NodeID = c.String("node-id")
-		}
-		if c.IsSet("admin-listen") {
-			rc.AdminListen = c.String("admin-listen")
-		}
-		if c.IsSet("key-file") {
-			rc.MasterKeyFile = c.String("key-file")
-		}
+		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen, "key-file": &rc.MasterKeyFile})
 		for _, l := range c.StringSlice("label") {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
@@ -80,6 +66,5 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		log.Info("runner started", "node", r.NodeID(), "nats", rc.NATSURL, "data_dir", cfg.DataDir)
 		return r.Run(ctx)
-	}
-	return app.RunContext(ctx, args)
+	})
 }

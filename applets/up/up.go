@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/runner"
 	"github.com/narun/narun/embednats"
@@ -30,26 +32,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the hostname)"},
 	)
-	app := cli.NewApp(stdio, args[0], "embedded NATS, runner and gateway in one process", flags)
-	app.Action = func(c *ucli.Context) error {
-		if c.NArg() > 0 {
-			return cli.Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
-		}
-		cfg, log, err := cli.Load(c, stdio)
-		if err != nil {
-			return err
-		}
-		for flag, dst := range map[string]*string{
+	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		cli.Override(c, map[string]*string{
 			"nats-listen":         &cfg.NATS.Listen,
 			"listen":              &cfg.Gateway.Listen,
 			"admin-listen":        &cfg.Gateway.AdminListen,
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
-		} {
-			if c.IsSet(flag) {
-				*dst = c.String(flag)
-			}
-		}
+		})
 		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
 		srv, err := embednats.Start(ec)
@@ -130,6 +120,5 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				return runErr
 			}
 		}
-	}
-	return app.RunContext(ctx, args)
+	})
 }

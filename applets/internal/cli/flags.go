@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -142,5 +143,32 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 			}
 			log.Warn("nats error", "err", err)
 		}),
+	}
+}
+
+// Service runs a long-running applet: it takes no arguments, loads the
+// configuration under the flags, then calls run.
+func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
+	app := NewApp(stdio, args[0], usage, flags)
+	app.Action = func(c *ucli.Context) error {
+		if c.NArg() > 0 {
+			return Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
+		}
+		cfg, log, err := Load(c, stdio)
+		if err != nil {
+			return err
+		}
+		return run(c, cfg, log)
+	}
+	return app.RunContext(ctx, args)
+}
+
+// Override sets each destination whose flag the command line gives, so
+// that flags win over the configuration file.
+func Override(c *ucli.Context, flags map[string]*string) {
+	for flag, dst := range flags {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
 	}
 }
