@@ -9,7 +9,7 @@ import (
 )
 
 // Capabilities are what this node's kernel lets the sandbox enforce,
-// for the node heartbeat. The JSON names match the runner's state package.
+// for the node heartbeat. The runner publishes it as is.
 type Capabilities struct {
 	// LandlockABI is the kernel's Landlock ABI version; 0 = no Landlock.
 	LandlockABI int `json:"landlock_abi"`

@@ -5,7 +5,11 @@
 // narun.logs.<app>.<node>.<instance>.
 package state
 
-import "time"
+import (
+	"time"
+
+	"github.com/narun/narun/sandbox"
+)
 
 // State is where an instance is in its life cycle.
 //
@@ -63,25 +67,10 @@ type Instance struct {
 	Since time.Time `json:"since"`
 }
 
-// Capabilities are the isolation features of a node's kernel (as probed by
-// the sandbox package, whose JSON names these match).
-type Capabilities struct {
-	// LandlockABI is the kernel's Landlock ABI version; 0 means unavailable.
-	LandlockABI int `json:"landlock_abi"`
-	// LandlockEnforced is the ABI the sandbox uses (capped at what it knows).
-	LandlockEnforced int `json:"landlock_enforced"`
-	// CgroupVersion is 2 for a unified hierarchy, 1 for legacy, 0 for none.
-	CgroupVersion int `json:"cgroup_version"`
-	// CgroupControllers lists the usable controllers among memory, cpu, cpuacct, pids.
-	CgroupControllers []string `json:"cgroup_controllers"`
-	// Namespaces lists the namespace kinds of the kernel (pid, net, mnt, ipc, uts, user, cgroup).
-	Namespaces []string `json:"namespaces"`
-	// UserNamespaces reports whether user namespaces may be created.
-	UserNamespaces bool `json:"user_namespaces"`
-	// Sandbox reports whether mode = "sandbox" can run on this node: the
-	// kernel allows it and the runner was built with the sandbox.
-	Sandbox bool `json:"sandbox"`
-}
+// Capabilities are the isolation features of a node's kernel, as the
+// sandbox package probes them; Sandbox is also false when the runner does
+// not run sandboxes itself.
+type Capabilities = sandbox.Capabilities
 
 // Node is the heartbeat of a runner, stored in narun-nodes under its id.
 type Node struct {
