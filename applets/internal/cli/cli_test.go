@@ -1,0 +1,70 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// Flags win over the file, the file wins over the defaults, and the
+// environment sits between the two.
+func TestFlagsOverrideFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	err := os.WriteFile(file, []byte(`data_dir = "/from/file"
+log_level = "warn"
+[gateway]
+listen = ":1111"
+admin_listen = ":2222"
+nats_url = "nats://file:4222"
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := append(cli.ConfigFlags(), cli.DataDirFlag())
+	flags = append(flags, cli.ClientFlags()...)
+	flags = append(flags, &ucli.StringFlag{Name: "listen"}, &ucli.StringFlag{Name: "admin-listen"})
+	env := map[string]string{"NARUN_DATA_DIR": "/from/env"}
+	stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(k string) string { return env[k] }}
+	var got config.File
+	run := func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen})
+		got = cfg
+		return nil
+	}
+	args := []string{"gw", "--config", file, "--listen", ":3333", "--nats-url", "nats://flag:4222", "--log-level", "debug"}
+	if err := cli.Service(context.Background(), stdio, args, "test", flags, run); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, got, want string }{
+		{"gateway.listen (flag over file)", got.Gateway.Listen, ":3333"},
+		{"gateway.admin_listen (file, no flag)", got.Gateway.AdminListen, ":2222"},
+		{"gateway.nats_url (flag over file)", got.Gateway.NATSURL, "nats://flag:4222"},
+		{"log_level (flag over file)", got.LogLevel, "debug"},
+		{"data_dir (environment over file)", got.DataDir, "/from/env"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestServiceRefusesArguments(t *testing.T) {
+	stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+	called := false
+	err := cli.Service(context.Background(), stdio, []string{"nats", "--config", "/dev/null", "extra"}, "test", cli.ConfigFlags(),
+		func(*ucli.Context, config.File, *slog.Logger) error { called = true; return nil })
+	var usage *cli.ExitError
+	if called || !errors.As(err, &usage) || usage.Code != 2 || !strings.Contains(err.Error(), `unexpected argument "extra"`) {
+		t.Errorf("called %v, err %v; want a usage error (exit 2) naming the argument", called, err)
+	}
+}
