@@ -531,6 +531,7 @@ func TestStopAndDelete(t *testing.T) {
 			pids = append(pids, in.PID)
 		}
 	}
+	tr.waitLine(t, "stubborn", ignoringTERM)
 	if _, err := os.Stat(filepath.Join(tr.dir, "instances", "polite")); err != nil {
 		t.Fatalf("instance directory: %v", err)
 	}
@@ -729,6 +730,19 @@ func TestSecretDelivery(t *testing.T) {
 			t.Errorf("the secret appears in the %s", what)
 		}
 	}
+}
+
+// ignoringTERM is what the probe's stubborn mode prints once SIGTERM is
+// ignored: health "none" makes it healthy before that, and a stop sent
+// earlier would end it at once.
+const ignoringTERM = "probe: ignoring SIGTERM"
+
+// waitLine waits until an instance of app has printed line.
+func (tr *testRunner) waitLine(t *testing.T, app, line string) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, app+" printing "+line, func() bool {
+		return slices.Contains(tr.lines(app), line)
+	})
 }
 
 // lines returns the kept output lines of an app's instances.
@@ -1138,6 +1152,7 @@ func TestAppsIndependent(t *testing.T) {
 	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
 	stuck := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
 	t.Cleanup(func() { syscall.Kill(stuck.PID, syscall.SIGKILL) })
+	tr.waitLine(t, "stuck", ignoringTERM)
 	c.remove(t, "stuck")
 	tr.wait(t, "stuck", "stopping", allIn(1, state.Stopping))
 
