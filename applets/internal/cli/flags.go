@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,7 +51,7 @@ func DataDirFlag() ucli.Flag {
 // so the dispatcher alone turns errors into exit codes.
 func NewApp(stdio IO, name, usage string, flags []ucli.Flag) *ucli.App {
 	return &ucli.App{
-		Name:                 name,
+		Name:                 filepath.Base(name),
 		Usage:                usage,
 		Flags:                flags,
 		Reader:               stdio.Stdin,
@@ -150,6 +151,8 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 // configuration under the flags, then calls run.
 func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	app := NewApp(stdio, args[0], usage, flags)
+	app.UsageText = app.Name + " [options]"
+	app.HideHelpCommand = true
 	app.Action = func(c *ucli.Context) error {
 		if c.NArg() > 0 {
 			return Usage(fmt.Errorf("unexpected argument %q", c.Args().First()))
