@@ -150,8 +150,37 @@ func (e *env) connect() error {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	if err := e.waitJetStream(js); err != nil {
+		nc.Close()
+		return err
+	}
 	e.nc, e.js = nc, js
 	return nil
+}
+
+// waitJetStream waits, up to the operation timeout, for JetStream to answer:
+// right after a server or cluster starts, NATS accepts clients before its
+// JetStream API has a responder, and a command sent then would fail with
+// "no responders" for a moment's wait.
+func (e *env) waitJetStream(js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	for {
+		_, err := js.AccountInfo(ctx)
+		// nats.go reports no responders to this request as "not enabled".
+		if err == nil || !transient(err) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			// Other errors (JetStream disabled, no permission) are for the
+			// command itself to report with its context.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jetstream at %s not answering within %s: %w", e.cfg.Ctl.NATSURL, e.timeout, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 func (e *env) close() {

@@ -1,0 +1,75 @@
+package ctl
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// startWithoutJetStream runs a NATS server with JetStream off on addr,
+// as a cluster member looks to clients while its JetStream is starting.
+func startWithoutJetStream(t *testing.T, addr string) *server.Server {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{Host: host, NoLog: true, NoSigs: true}
+	if opts.Port, err = net.LookupPort("tcp", port); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// A command sent while JetStream is not answering yet waits for it
+// instead of failing with "no responders".
+func TestWaitsForJetStream(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	early := startWithoutJetStream(t, addr)
+	h := &harness{t: t, url: "nats://" + addr, dir: t.TempDir()}
+	h.config = filepath.Join(h.dir, "narun.toml")
+	if err := os.WriteFile(h.config, []byte("[ctl]\ntimeout = \"20s\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() { done <- h.run("", "node", "list", "--json") }()
+	testutil.Eventually(t, 10*time.Second, "ctl connected", func() bool { return early.NumClients() > 0 })
+	early.Shutdown()
+	natstest.StartConfig(t, embednats.Config{Listen: addr})
+	r := <-done
+	if r.code != 0 || strings.TrimSpace(r.out) != "[]" {
+		t.Fatalf("node list once JetStream answered: exit %d, out %q, err %s", r.code, r.out, r.err)
+	}
+}
+
+func TestJetStreamNeverAnswers(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	startWithoutJetStream(t, addr)
+	h := &harness{t: t, url: "nats://" + addr, dir: t.TempDir()}
+	h.config = filepath.Join(h.dir, "narun.toml")
+	if err := os.WriteFile(h.config, []byte("[ctl]\ntimeout = \"300ms\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "node", "list")
+	if !strings.Contains(r.err, "jetstream at nats://"+addr+" not answering within 300ms") {
+		t.Errorf("error: %s", r.err)
+	}
+}
