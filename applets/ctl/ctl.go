@@ -214,13 +214,21 @@ func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	return store.KV(ctx, e.js, bucket)
+	kv, err := store.KV(ctx, e.js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return patientKV{kv}, nil
 }
 
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	return store.Objects(ctx, e.js, bucket)
+	obs, err := store.Objects(ctx, e.js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return patientObjects{obs}, nil
 }
 
 // keys lists a bucket's keys, sorted.
