@@ -38,7 +38,7 @@ func ClientFlags() []ucli.Flag {
 	return []ucli.Flag{
 		&ucli.StringFlag{Name: FlagNATSURL, EnvVars: []string{"NARUN_NATS_URL"}, Usage: "NATS server URL(s), comma separated"},
 		&ucli.StringFlag{Name: FlagNATSCreds, Usage: "NATS credentials file (JWT + nkey seed)"},
-		&ucli.StringFlag{Name: FlagNATSNkey, Usage: "file holding an NATS nkey seed"},
+		&ucli.StringFlag{Name: FlagNATSNkey, Usage: "file holding a NATS nkey seed"},
 	}
 }
 
