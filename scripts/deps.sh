@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine with Go: the real
-# nats CLI, wrk, qemu-user-static, chromium and iproute2. Idempotent; quiet
+# nats CLI, wrk, qemu-user-static, chromium, iproute2, and bc and readelf for
+# scripts/build.sh. Idempotent; quiet
 # when everything is already there.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v bc >/dev/null || missing+=(bc)
+command -v readelf >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
