@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine with Go: the real
 # nats CLI, wrk, qemu-user-static, chromium, iproute2, and bc and readelf for
-# scripts/build.sh. Idempotent; quiet
-# when everything is already there.
+# scripts/build.sh. Idempotent; quiet when everything is already there.
 set -euo pipefail
 
 gobin=$(go env GOPATH)/bin
