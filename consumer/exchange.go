@@ -54,7 +54,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) 
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: proto %q", errBadRequest, proto)
 	}
-	cancel := context.CancelFunc(func() {})
+	var cancel context.CancelFunc
 	if t := h.Get(HeaderTimeout); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || ms < 0 {
@@ -301,11 +301,19 @@ func (w *responseWriter) FlushError() error {
 	return w.err
 }
 
-// streamHead is the head of a streamed response.
+// inResponseHead reports whether the handler's header k goes out in the
+// response head: protocol headers are the consumer's to set, and trailers
+// travel with the last frame.
+func inResponseHead(k string) bool {
+	return !IsReserved(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+// streamHead is the head of a streamed response. It copies the header map:
+// the handler is still running and may change it.
 func (w *responseWriter) streamHead() *nats.Msg {
 	h := make(nats.Header, len(w.hdr)+2)
 	for k, v := range w.hdr {
-		if IsReserved(k) || k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) {
+		if !inResponseHead(k) {
 			continue
 		}
 		h[k] = v
@@ -323,7 +331,7 @@ func (w *responseWriter) streamHead() *nats.Msg {
 // before PublishMsg returns, so no copy is needed.
 func (w *responseWriter) finalHead() *nats.Msg {
 	for k := range w.hdr {
-		if IsReserved(k) || k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) {
+		if !inResponseHead(k) {
 			delete(w.hdr, k)
 		}
 	}
