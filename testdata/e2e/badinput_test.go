@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // device is one `narun up` on loopback, in the test's own namespace.
@@ -234,17 +232,10 @@ func (d *device) badSpecs(t *testing.T, intact func(*testing.T) string) {
 // writer that bypasses ctl could: the runner must refuse them and keep
 // running everything else.
 func (d *device) badStoredSpecs(t *testing.T, intact func(*testing.T) string) {
-	nc := natsConn(t, d.natsURL)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := bucket(t, d.natsURL, "narun-apps")
+	nodes := bucket(t, d.natsURL, "narun-nodes")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, "narun-apps")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cases := []struct{ key, spec string }{
 		{"junk", "name = \"junk\x00\xff[[[\n"},
 		{"other", "name = \"someone-else\"\nversion = \"1.0.0\"\nnodes = [\"bad\"]\n"},
@@ -259,11 +250,7 @@ func (d *device) badStoredSpecs(t *testing.T, intact func(*testing.T) string) {
 	// Give the runner a heartbeat or two to act on them, then check it
 	// still serves and started none of them.
 	hb := func() (time.Time, error) {
-		e, err := js.KeyValue(ctx, "narun-nodes")
-		if err != nil {
-			return time.Time{}, err
-		}
-		en, err := e.Get(ctx, "bad")
+		en, err := nodes.Get(ctx, "bad")
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -702,17 +689,9 @@ env = "TOKEN"
 	}
 	record(t, "bad input", "secret: spec naming a secret that does not exist", fmt.Sprintf("exit %d: %s", r.Code, firstLine(r.Out)), "nothing uploaded", "–")
 
-	nc := natsConn(t, d.natsURL)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := bucket(t, d.natsURL, "narun-secrets")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, "narun-secrets")
-	if err != nil {
-		t.Fatal(err)
-	}
 	e, err := kv.Get(ctx, "shared")
 	if err != nil {
 		t.Fatal(err)

@@ -174,15 +174,24 @@ func (e *edge) restartHost(t *testing.T, h *Host) {
 	e.runners[h] = startRunner(t, h)
 }
 
+// steadyLoad starts the suite's load on the gateway and returns once it is
+// being served, so that failures afterwards belong to the fault.
+func (e *edge) steadyLoad(t *testing.T) *load {
+	t.Helper()
+	l := startLoad(e.gwURL, workers)
+	if err := l.waitOK(50, 20*time.Second); err != nil {
+		l.Stop()
+		t.Fatal(err)
+	}
+	return l
+}
+
 // killHost: scenario 2. A power cut of one member under steady load: only
 // the requests in flight fail, and the member rejoins by itself.
 func (e *edge) killHost(t *testing.T) {
 	h := e.members[2]
-	l := startLoad(e.gwURL, workers)
+	l := e.steadyLoad(t)
 	defer l.Stop()
-	if err := l.waitOK(50, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	killed := time.Now()
 	h.Kill()
 	if err := l.waitOK(100, 30*time.Second); err != nil {
@@ -220,11 +229,8 @@ func (e *edge) partition(t *testing.T) {
 	if len(pids) != 1 {
 		t.Fatalf("%s runs %d hello processes before the partition, want 1", h.Name, len(pids))
 	}
-	l := startLoad(e.gwURL, workers)
+	l := e.steadyLoad(t)
 	defer l.Stop()
-	if err := l.waitOK(50, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	cut := time.Now()
 	h.Cut()
 	healed := false
@@ -296,11 +302,8 @@ func (e *edge) partition(t *testing.T) {
 // restarted in turn under load: only requests in flight may fail, and the
 // specs in narun-apps survive.
 func (e *edge) rollingNATS(t *testing.T) {
-	l := startLoad(e.gwURL, workers)
+	l := e.steadyLoad(t)
 	defer l.Stop()
-	if err := l.waitOK(50, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	var worst time.Duration
 	for _, h := range e.members {
 		start := time.Now()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // helloDir holds the hello fixture built for this run; TestMain removes it.
@@ -175,6 +176,22 @@ func natsConn(t *testing.T, urls string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// bucket opens the KV bucket name through urls for the rest of the test.
+func bucket(t *testing.T, urls, name string) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(natsConn(t, urls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	return kv
 }
 
 // serviceStats asks every instance of a NATS Micro service for its
