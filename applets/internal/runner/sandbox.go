@@ -255,9 +255,13 @@ func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, er
 			if lerr != nil {
 				return 0, 0, false, fmt.Errorf("sandbox user %q: %w", s.User, lerr)
 			}
-			un, _ := strconv.ParseUint(u.Uid, 10, 32)
-			gn, _ := strconv.ParseUint(u.Gid, 10, 32)
-			uid, gid = uint32(un), uint32(gn)
+			// A user name brings its primary group along.
+			if uid, err = parseID("user", s.User, u.Uid); err != nil {
+				return 0, 0, false, err
+			}
+			if gid, err = parseID("user", s.User, u.Gid); err != nil {
+				return 0, 0, false, err
+			}
 		}
 	}
 	if s.Group != "" {
@@ -268,11 +272,22 @@ func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, er
 			if lerr != nil {
 				return 0, 0, false, fmt.Errorf("sandbox group %q: %w", s.Group, lerr)
 			}
-			gn, _ := strconv.ParseUint(g.Gid, 10, 32)
-			gid = uint32(gn)
+			if gid, err = parseID("group", s.Group, g.Gid); err != nil {
+				return 0, 0, false, err
+			}
 		}
 	}
 	return uid, gid, uid == 0, nil
+}
+
+// parseID reads a numeric id from the user or group database. An entry
+// that does not parse is an error, never id 0: that would be root.
+func parseID(what, name, id string) (uint32, error) {
+	n, err := strconv.ParseUint(id, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("sandbox %s %q: id %q is not a number", what, name, id)
+	}
+	return uint32(n), nil
 }
 
 // reachable lets the app's identity reach its binary and instance
