@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine with Go: the real
-# nats CLI, wrk, qemu-user-static, chromium, iproute2, and bc and readelf for
-# scripts/build.sh. Idempotent; quiet when everything is already there.
+# nats CLI, wrk, qemu-user-static, chromium, iproute2, bc and readelf for
+# scripts/build.sh, and a C toolchain for the race detector (it needs cgo).
+# Idempotent; quiet when everything is already there.
 set -euo pipefail
 
 gobin=$(go env GOPATH)/bin
@@ -18,6 +19,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v bc >/dev/null || missing+=(bc)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
+command -v gcc >/dev/null || missing+=(gcc)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${missing[*]}; run as root or install them with apt-get" >&2

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the tools it needs, vets, runs every Go
-# test (root-only sandbox tests included when run as root), the pure
-# packages again under qemu for arm64 and riscv64, the static release
-# builds, short fuzz runs and, as root, the end-to-end suite.
+# test (root-only sandbox tests included when run as root), the concurrent
+# packages again under the race detector, the pure packages again under
+# qemu for arm64 and riscv64, the static release builds, short fuzz runs
+# and, as root, the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:$(go env GOPATH)/bin"
@@ -16,6 +17,12 @@ go vet ./...
 
 echo "== go test (linux/$(go env GOARCH))"
 go test -count=1 -timeout 12m ./...
+
+# The packages where goroutines meet (request pools, reply muxes, process
+# supervision) run again under the race detector, which needs cgo.
+echo "== go test -race (consumer, gateway, runner, supervisor, ctl)"
+CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal/gateway/ \
+	./applets/internal/runner/ ./applets/internal/supervisor/ ./applets/ctl/
 
 # The pure packages run under user-mode qemu, so the three architectures
 # are exercised, not just compiled. Tests that exec the test binary again
