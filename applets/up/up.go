@@ -42,7 +42,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
 		})
-		if env := os.Getenv("GOMAXPROCS"); env == "" {
+		if os.Getenv("GOMAXPROCS") == "" {
 			runtime.GOMAXPROCS(shareCores(runtime.GOMAXPROCS(0)))
 		}
 		log.Debug("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0))
@@ -136,7 +136,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 // the server's read and write loops), and with a P per core every hand-off
 // wakes another thread that competes with the apps for the same cores. On
 // the 2-core reference machine one P instead of two cut narun up's CPU per
-// proxied request by 15-25 % and raised requests/s (docs/PERFORMANCE.md).
+// proxied request by 15-30 % and raised requests/s (docs/PERFORMANCE.md).
 func shareCores(procs int) int {
 	return max(1, (procs+1)/2)
 }
