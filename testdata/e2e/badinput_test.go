@@ -98,13 +98,7 @@ path = "/hello/small/"
 service = "hello"
 max_body = "1MiB"
 `, keyFile))
-	mustCtl(t, d.natsURL, "deploy", writeSpec(t, `name = "hello"
-version = "1.0.0"
-args = ["--service", "hello"]
-nodes = ["bad"]
-[[routes]]
-path = "/hello/"
-`), "--binary", hello(t), "--wait", "--timeout", "60s")
+	d.deployHello(t, "hello", "")
 	helloURL := d.gw + "/hello/"
 	eventually(t, 15*time.Second, "hello served", func() error {
 		return helloRequest(context.Background(), httpClient, helloURL, "probe")
@@ -137,6 +131,20 @@ path = "/hello/"
 	t.Run("http", func(t *testing.T) { d.badHTTP(t, helloURL, intact) })
 	t.Run("nats_replies", func(t *testing.T) { d.hostileResponder(t, intact) })
 	t.Run("secrets", func(t *testing.T) { d.secretCollision(t, keyFile) })
+}
+
+// deployHello deploys the hello fixture as service name on this device,
+// routed at /name/ with the extra route lines, and waits until it runs.
+func (d *device) deployHello(t *testing.T, name, routeExtra string) {
+	t.Helper()
+	mustCtl(t, d.natsURL, "deploy", writeSpec(t, fmt.Sprintf(`name = %q
+version = "1.0.0"
+args = ["--service", %q]
+nodes = ["bad"]
+[[routes]]
+path = "/%s/"
+%s
+`, name, name, name, routeExtra)), "--binary", hello(t), "--wait", "--timeout", "60s")
 }
 
 // inventory summarises deployed apps and stored images.
@@ -426,14 +434,7 @@ func (d *device) routeMaxBody(t *testing.T, big string) {
 		mustCtl(t, d.natsURL, "app", "delete", "limited")
 		mustCtl(t, d.natsURL, "image", "delete", "limited/1.0.0/linux-amd64")
 	})
-	mustCtl(t, d.natsURL, "deploy", writeSpec(t, `name = "limited"
-version = "1.0.0"
-args = ["--service", "limited"]
-nodes = ["bad"]
-[[routes]]
-path = "/limited/"
-max_body = "1MiB"
-`), "--binary", hello(t), "--wait", "--timeout", "60s")
+	d.deployHello(t, "limited", `max_body = "1MiB"`)
 	var code int
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
