@@ -178,8 +178,10 @@ func TestDeployMissingReferencesUploadsNothing(t *testing.T) {
 }
 
 // fakeRunner answers deployments of app the way a runner reports them:
-// heartbeats with instances in the given final state.
-func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason string) {
+// an event per instance in the given final state, then, heartbeatLag later
+// (the real runner coalesces the heartbeats of a burst of changes), a
+// heartbeat with the same instances.
+func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason string, heartbeatLag time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -203,6 +205,17 @@ func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason
 					PID: 1000 + i, Version: app.Version, Fingerprint: app.Fingerprint(runtime.GOARCH), Since: time.Now(),
 				})
 			}
+			for _, in := range n.Instances {
+				ev, _ := json.Marshal(state.Event{Instance: in, Time: in.Since})
+				if err := h.js.Conn().Publish(names.EventSubject(app.Name, node), ev); err != nil {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(heartbeatLag):
+			}
 			b, _ := json.Marshal(n)
 			if _, err := h.kv(names.NodesBucket).Put(ctx, node, b); err != nil {
 				return
@@ -215,17 +228,42 @@ func TestDeployWait(t *testing.T) {
 	t.Run("healthy", func(t *testing.T) {
 		h := newHarness(t)
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-		fakeRunner(t, h, "node-1", state.Healthy, "")
+		fakeRunner(t, h, "node-1", state.Healthy, "", 0)
 		p := h.file("hello.toml", helloSpec)
 		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.out, "2 instance(s) ready") {
 			t.Errorf("output: %s", r.out)
 		}
 	})
+	t.Run("status agrees when it returns", func(t *testing.T) {
+		h := newHarness(t)
+		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+		fakeRunner(t, h, "node-1", state.Healthy, "", 300*time.Millisecond)
+		p := h.file("hello.toml", helloSpec)
+		h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r := h.ok("", "app", "status", "hello", "--json")
+		var got struct{ Desired, Ready int }
+		if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+			t.Fatalf("decode %q: %v", r.out, err)
+		}
+		if got.Desired != 2 || got.Ready != 2 {
+			t.Errorf("app status right after deploy --wait: %d of %d ready", got.Ready, got.Desired)
+		}
+	})
+	t.Run("heartbeats never agree", func(t *testing.T) {
+		h := newHarness(t)
+		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+		fakeRunner(t, h, "node-1", state.Healthy, "", time.Hour)
+		p := h.file("hello.toml", helloSpec)
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "1s")
+		if !strings.Contains(r.err, "node-1: 0 of 2 ready (per its heartbeat)") {
+			t.Errorf("error: %s", r.err)
+		}
+	})
 	t.Run("failed", func(t *testing.T) {
 		h := newHarness(t)
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-		fakeRunner(t, h, "node-1", state.Failed, "exec format error")
+		fakeRunner(t, h, "node-1", state.Failed, "exec format error", 0)
 		p := h.file("hello.toml", helloSpec)
 		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.err, "exec format error") {

@@ -104,13 +104,29 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		return &rollout{}, nil
 	}
 	refresh()
+	// lagging is set while events say the rollout is done but heartbeats,
+	// which `app status` shows, do not say so yet.
+	var lagging <-chan time.Time
 	for {
-		r := evaluate(w.app, nodes, w.seen, w.up, time.Now())
+		now := time.Now()
+		r := evaluate(w.app, nodes, w.seen, w.up, now)
 		switch {
 		case len(r.Failed) > 0:
 			return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
 		case r.Desired > 0 && len(r.Waiting) == 0:
-			return r, nil
+			// A runner publishes events at once but coalesces its
+			// heartbeats, so status run right after --wait could still
+			// show the instances starting.
+			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
+			if len(hb.Waiting) == 0 {
+				return r, nil
+			}
+			for _, lag := range hb.Waiting {
+				r.Waiting = append(r.Waiting, lag+" (per its heartbeat)")
+			}
+			if lagging == nil {
+				lagging = time.After(100 * time.Millisecond)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -136,8 +152,29 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			}
 		case <-tick.C:
 			refresh()
+		case <-lagging:
+			lagging = nil
+			refresh()
 		}
 	}
+}
+
+// reported is what the heartbeats in nodes say of app's instances, by node
+// and instance id.
+func reported(nodes []state.Node, app string) map[string]map[string]state.Instance {
+	seen := map[string]map[string]state.Instance{}
+	for _, n := range nodes {
+		for _, in := range n.Instances {
+			if in.App != app {
+				continue
+			}
+			if seen[n.ID] == nil {
+				seen[n.ID] = map[string]state.Instance{}
+			}
+			seen[n.ID][in.ID] = in
+		}
+	}
+	return seen
 }
 
 // evaluate compares what nodes report with what app wants. An instance is
