@@ -92,11 +92,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			return
 		}
 		nodes = ns
-		for _, n := range ns {
-			for _, in := range n.Instances {
-				if in.App == w.app.Name {
-					w.record(in)
-				}
+		for _, byID := range reported(ns, w.app.Name) {
+			for _, in := range byID {
+				w.record(in)
 			}
 		}
 	}
