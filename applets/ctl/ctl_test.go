@@ -206,9 +206,15 @@ func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason
 				})
 			}
 			for _, in := range n.Instances {
-				ev, _ := json.Marshal(state.Event{Instance: in, Time: in.Since})
-				if err := h.js.Conn().Publish(names.EventSubject(app.Name, node), ev); err != nil {
-					return
+				// Like the runner, report the state, then a change of
+				// another field in the same state.
+				pidless := in
+				pidless.PID = 0
+				for _, v := range []state.Instance{pidless, in} {
+					ev, _ := json.Marshal(state.Event{Instance: v, Time: v.Since})
+					if err := h.js.Conn().Publish(names.EventSubject(app.Name, node), ev); err != nil {
+						return
+					}
 				}
 			}
 			select {
@@ -240,8 +246,11 @@ func TestDeployWait(t *testing.T) {
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 		fakeRunner(t, h, "node-1", state.Healthy, "", 300*time.Millisecond)
 		p := h.file("hello.toml", helloSpec)
-		h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
-		r := h.ok("", "app", "status", "hello", "--json")
+		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		if n := strings.Count(r.err, "node-1 hello-0: healthy\n"); n != 1 {
+			t.Errorf("progress shows the same state %d times:\n%s", n, r.err)
+		}
+		r = h.ok("", "app", "status", "hello", "--json")
 		var got struct{ Desired, Ready int }
 		if err := json.Unmarshal([]byte(r.out), &got); err != nil {
 			t.Fatalf("decode %q: %v", r.out, err)

@@ -40,6 +40,9 @@ type waiter struct {
 	// up holds when each instance was first seen running or healthy, by
 	// "node/id", on this machine's clock.
 	up map[string]time.Time
+	// shown is the last progress line printed per "node/id": events also
+	// report changes the line does not show (pid, health, restarts).
+	shown map[string]string
 }
 
 // settle is how long an instance without a health check must stay running
@@ -48,7 +51,7 @@ type waiter struct {
 const settle = 2 * time.Second
 
 func newWaiter(e *env, app *spec.App) (*waiter, error) {
-	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}}
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, shown: map[string]string{}}
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
@@ -146,7 +149,10 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				if ev.Reason != "" {
 					line += " (" + ev.Reason + ")"
 				}
-				fmt.Fprintln(w.e.stdio.Stderr, line)
+				if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
+					w.shown[key] = line
+					fmt.Fprintln(w.e.stdio.Stderr, line)
+				}
 			}
 		case <-tick.C:
 			refresh()
