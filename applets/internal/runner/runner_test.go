@@ -914,13 +914,16 @@ func waitDead(t *testing.T, pids []int) {
 func TestRunnerKilled(t *testing.T) {
 	natsDir := t.TempDir()
 	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t), DataDir: natsDir})
+	// Taken now: once the server is shut down it has no address, and an
+	// empty URL would mean nats.go's default, which may be a real server.
+	url := srv.ClientURL()
 	c := newCluster(t, srv)
 	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
 	data := t.TempDir()
 
 	admin := testutil.FreeAddr(t)
-	first := startChild(t, srv.ClientURL(), data, admin)
+	first := startChild(t, url, data, admin)
 	var pids []int
 	testutil.Eventually(t, 30*time.Second, "3 healthy instances in the heartbeat", func() bool {
 		pids = healthyPIDs(t, c)
@@ -933,7 +936,7 @@ func TestRunnerKilled(t *testing.T) {
 
 	// The leftover heartbeat still lists the old pids until it is replaced.
 	restarted := time.Now()
-	second := startChild(t, srv.ClientURL(), data, admin)
+	second := startChild(t, url, data, admin)
 	var again []int
 	testutil.Eventually(t, 5*time.Second, "3 new healthy instances after the runner restarted", func() bool {
 		again = healthyPIDs(t, c)
@@ -950,7 +953,7 @@ func TestRunnerKilled(t *testing.T) {
 	srv.Shutdown()
 	admin = testutil.FreeAddr(t)
 	offline := time.Now()
-	startChild(t, srv.ClientURL(), data, admin)
+	startChild(t, url, data, admin)
 	testutil.Eventually(t, 5*time.Second, "3 healthy instances with NATS down", func() bool {
 		return healthyOnAdmin(admin) == 3
 	})
