@@ -198,7 +198,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 		}
 		fp := app.Fingerprint(n.Arch)
 		ready := 0
-		var ids []string
+		var ids, notReady []string
 		for id := range seen[n.ID] {
 			ids = append(ids, id)
 		}
@@ -214,10 +214,20 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			case isReady(app, in, up, now):
 				ready++
 				r.Ready = append(r.Ready, n.ID+"/"+in.ID)
+			default:
+				why := in.ID + " " + string(in.State)
+				if in.Reason != "" {
+					why += ": " + in.Reason
+				}
+				notReady = append(notReady, why)
 			}
 		}
 		if ready < want {
-			r.Waiting = append(r.Waiting, fmt.Sprintf("%s: %d of %d ready", n.ID, ready, want))
+			line := fmt.Sprintf("%s: %d of %d ready", n.ID, ready, want)
+			if len(notReady) > 0 {
+				line += " (" + strings.Join(notReady, "; ") + ")"
+			}
+			r.Waiting = append(r.Waiting, line)
 		}
 	}
 	return r

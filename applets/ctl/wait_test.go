@@ -34,16 +34,16 @@ func TestEvaluate(t *testing.T) {
 		instances []state.Instance
 		upFor     time.Duration
 		ready     int
-		waiting   bool
+		waiting   string // "" for none
 		failed    string
 	}{
-		{"healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, 0, 2, false, ""},
-		{"running is not healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Running)}, time.Hour, 1, true, ""},
-		{"old fingerprint", checked, node, []state.Instance{inst(checked, "0", state.Healthy), {App: "a", Node: "n1", ID: "1", State: state.Healthy, Fingerprint: "old"}}, 0, 1, true, ""},
-		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, 0, 1, true, "r-1"},
-		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, true, ""},
-		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, false, ""},
-		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, false, "no riscv64 binary"},
+		{"healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, 0, 2, "", ""},
+		{"running is not healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Running)}, time.Hour, 1, "n1: 1 of 2 ready (1 running: r-1)", ""},
+		{"old fingerprint", checked, node, []state.Instance{inst(checked, "0", state.Healthy), {App: "a", Node: "n1", ID: "1", State: state.Healthy, Fingerprint: "old"}}, 0, 1, "n1: 1 of 2 ready", ""},
+		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, 0, 1, "n1: 1 of 2 ready", "r-1"},
+		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, "(0 healthy: r-0; 1 running: r-1)", ""},
+		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, "", ""},
+		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,8 +57,9 @@ func TestEvaluate(t *testing.T) {
 			if r.Desired != 2 {
 				t.Errorf("desired %d", r.Desired)
 			}
-			if len(r.Ready) != tc.ready || (len(r.Waiting) > 0) != tc.waiting {
-				t.Errorf("ready %v waiting %v", r.Ready, r.Waiting)
+			waiting := strings.Join(r.Waiting, "; ")
+			if len(r.Ready) != tc.ready || (waiting == "") != (tc.waiting == "") || !strings.Contains(waiting, tc.waiting) {
+				t.Errorf("ready %v waiting %q, want %d ready, waiting %q", r.Ready, waiting, tc.ready, tc.waiting)
 			}
 			if got := strings.Join(r.Failed, ";"); tc.failed == "" && got != "" || !strings.Contains(got, tc.failed) {
 				t.Errorf("failed %q, want %q", got, tc.failed)

@@ -522,7 +522,10 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 		s.setHealth(pid, true, "")
 		return
 	}
-	healthy, fails, warned := false, 0, false
+	// noted and warned say whether the first failed check and the end of
+	// the grace period were reported: once each per process, so a starting
+	// app does not publish a change every retry.
+	healthy, fails, noted, warned := false, 0, false, false
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		err := h.Check(cctx, s.Dial())
@@ -544,8 +547,11 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 				s.setHealth(pid, false, "health check failing: "+err.Error())
 			}
 		case !warned && time.Since(started) > h.StartGrace:
-			warned = true
+			warned, noted = true, true
 			s.setHealth(pid, false, fmt.Sprintf("not healthy %s after start: %v", h.StartGrace, err))
+		case !noted:
+			noted = true
+			s.setHealth(pid, false, "waiting for health check: "+err.Error())
 		}
 		wait := h.Interval
 		if !healthy {

@@ -369,12 +369,19 @@ func TestHealthCheck(t *testing.T) {
 			return errors.New("not yet")
 		}
 	}}})
-	st := waitFor(t, s, "running", inState(state.Running))
-	if st.Healthy {
-		t.Fatalf("healthy before the check passed: %+v", st)
+	// The first failure shows at once, so that status and deploy --wait
+	// can say why an instance is not ready before the grace period ends.
+	st := waitFor(t, s, "running with the check's error", func(i state.Instance) bool {
+		return i.State == state.Running && i.Reason != ""
+	})
+	if st.Healthy || st.Reason != "waiting for health check: not yet" {
+		t.Fatalf("before the check passed: %+v", st)
 	}
 	close(ready)
-	waitFor(t, s, "healthy", func(i state.Instance) bool { return i.State == state.Healthy && i.Healthy })
+	st = waitFor(t, s, "healthy", func(i state.Instance) bool { return i.State == state.Healthy && i.Healthy })
+	if st.Reason != "" {
+		t.Errorf("healthy instance keeps the reason %q", st.Reason)
+	}
 }
 
 type reasonErr string
