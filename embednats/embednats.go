@@ -20,7 +20,8 @@ import (
 // Config describes the embedded server. The zero value of every field but
 // DataDir is usable.
 type Config struct {
-	// Listen is the client address "host:port"; port -1 picks a free one.
+	// Listen is the client address "host:port"; port 0 or -1 picks a free
+	// one.
 	// Empty means no TCP listener: in-process connections only.
 	Listen string
 	// DataDir is where JetStream keeps its store (DataDir/jetstream). Required.
@@ -217,6 +218,11 @@ func splitHostPort(key, addr string) (string, int, error) {
 	}
 	if host == "" {
 		host = "0.0.0.0"
+	}
+	if port == 0 {
+		// Any free port, as with net.Listen: nats-server would read 0
+		// as its default port and take 4222 from whatever else runs.
+		port = server.RANDOM_PORT
 	}
 	return host, port, nil
 }

@@ -3,6 +3,7 @@ package embednats_test
 import (
 	"context"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,22 @@ func TestPortTakenIsAClearError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("error does not name the address and the cause: %v", err)
+	}
+}
+
+func TestPortZeroPicksAFreePort(t *testing.T) {
+	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	u, err := url.Parse(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel picks free ports from its ephemeral range, never 4222.
+	if p := u.Port(); p == "" || p == "0" || p == "4222" {
+		t.Fatalf("listen 127.0.0.1:0 serves on %s, want a free port", s.ClientURL())
 	}
 }
 
