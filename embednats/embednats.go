@@ -116,7 +116,19 @@ func Start(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
 		}
 	}
+	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port can deploy apps and run them on this device; set [nats] users or nkeys, or listen on 127.0.0.1",
+			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+	}
 	return &Server{ns: ns, internal: internal}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func serverOptions(cfg Config) (*server.Options, *User, error) {

@@ -1,7 +1,9 @@
 package embednats_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -91,6 +93,33 @@ func TestPortZeroPicksAFreePort(t *testing.T) {
 	// The kernel picks free ports from its ephemeral range, never 4222.
 	if p := u.Port(); p == "" || p == "0" || p == "4222" {
 		t.Fatalf("listen 127.0.0.1:0 serves on %s, want a free port", s.ClientURL())
+	}
+}
+
+func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  embednats.Config
+		warn bool
+	}{
+		{"all interfaces, no auth", embednats.Config{Listen: "0.0.0.0:-1"}, true},
+		{"loopback", embednats.Config{Listen: "127.0.0.1:-1"}, false},
+		{"all interfaces with users", embednats.Config{Listen: "0.0.0.0:-1", Users: []embednats.User{{User: "a", Password: "b"}}}, false},
+		{"in-process only", embednats.Config{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			tc.cfg.DataDir = t.TempDir()
+			tc.cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			s, err := embednats.Start(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Shutdown()
+			if got := strings.Contains(logs.String(), "without authentication"); got != tc.warn {
+				t.Errorf("warning logged: %v, want %v; logs:\n%s", got, tc.warn, logs.String())
+			}
+		})
 	}
 }
 
