@@ -6,6 +6,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,8 +52,9 @@ type Options struct {
 	// Conn reaches NATS; required. It should reconnect for ever: the runner
 	// keeps its apps running while it is disconnected.
 	Conn *nats.Conn
-	// AppNATSURL is the URL given to apps; "" means Config.AppNATSURL, then
-	// Config.NATSURL, then the URL Conn is connected to.
+	// AppNATSURL is the URL given to apps when Config.AppNATSURL, which the
+	// user sets, is empty; "" means Config.NATSURL, then the URL Conn is
+	// connected to.
 	AppNATSURL string
 	// Logger receives the runner's messages; nil discards them.
 	Logger *slog.Logger
@@ -132,18 +134,12 @@ func New(opts Options) (*Runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	appURL := opts.AppNATSURL
-	for _, u := range []string{opts.Config.AppNATSURL, opts.Config.NATSURL, opts.Conn.ConnectedUrl()} {
-		if appURL == "" {
-			appURL = u
-		}
-	}
 	r := &Runner{
 		opts:    opts,
 		node:    node,
 		labels:  opts.Config.Labels,
 		log:     log.With("node", node),
-		appURL:  appURL,
+		appURL:  appNATSURL(opts),
 		started: time.Now(),
 		apps:    map[string]*app{},
 		beat:    make(chan struct{}, 1),
@@ -185,6 +181,12 @@ func hostNodeID(host string) string {
 		return "node"
 	}
 	return string(id[:min(len(id), spec.MaxNameLen)])
+}
+
+// appNATSURL is the first URL set of: what the user configured for apps,
+// what the caller offers (narun up: its embedded server), the runner's own.
+func appNATSURL(opts Options) string {
+	return cmp.Or(opts.Config.AppNATSURL, opts.AppNATSURL, opts.Config.NATSURL, opts.Conn.ConnectedUrl())
 }
 
 // NodeID is the id this runner heartbeats under.

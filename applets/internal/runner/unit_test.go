@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
 )
@@ -104,6 +105,27 @@ func TestHostNodeID(t *testing.T) {
 		if got := hostNodeID(tt.host); got != tt.want {
 			t.Errorf("hostNodeID(%q) = %q, want %q", tt.host, got, tt.want)
 		}
+	}
+}
+
+func TestAppNATSURL(t *testing.T) {
+	c := newCluster(t, nil)
+	for _, tt := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"configured for apps wins over narun up's embedded server", Options{Config: config.Runner{AppNATSURL: "nats://app:pw@127.0.0.1:4222"}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://app:pw@127.0.0.1:4222"},
+		{"narun up's embedded server", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://127.0.0.1:4222"},
+		{"the runner's own URL", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}}, "nats://runner:4222"},
+		{"where the runner is connected", Options{}, c.nc.ConnectedUrl()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Conn = c.nc
+			if got := appNATSURL(tt.opts); got != tt.want {
+				t.Errorf("apps get %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 
