@@ -259,6 +259,11 @@ func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan
 		return nil
 	case <-closed:
 		if ctx.Err() == nil {
+			// Why it closed (refused credentials, say) is what the
+			// operator needs to read in the app's log.
+			if err := s.nc.LastError(); err != nil {
+				return fmt.Errorf("%w: %w", ErrConnClosed, err)
+			}
 			return ErrConnClosed
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,6 +245,15 @@ func TestStartedBeforeNATS(t *testing.T) {
 	}
 	if m.Header.Get(consumer.HeaderBody) != "" || len(m.Data) != 1000 {
 		t.Errorf("reply: body mode %q, %d bytes; want the whole 1000 bytes in one message", m.Header.Get(consumer.HeaderBody), len(m.Data))
+	}
+}
+
+func TestListenAndServeSaysWhyNATSClosed(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{{User: "app", Password: "right"}}})
+	t.Setenv("NARUN_NATS_URL", strings.Replace(srv.ClientURL(), "nats://", "nats://app:wrong@", 1))
+	err := consumer.ListenAndServe(context.Background(), consumer.Config{Name: "refused"}, http.NotFoundHandler())
+	if !errors.Is(err, consumer.ErrConnClosed) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("ListenAndServe with refused credentials = %v, want ErrConnClosed naming the authorization error", err)
 	}
 }
 
