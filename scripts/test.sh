@@ -2,8 +2,9 @@
 # The whole test suite: installs the tools it needs, vets, runs every Go
 # test (root-only sandbox tests included when run as root), the concurrent
 # packages again under the race detector, the pure packages again under
-# qemu for arm64 and riscv64, the static release builds, short fuzz runs
-# and, as root, the end-to-end suite.
+# qemu for arm64 and riscv64, the static release builds, the consumer
+# library for other systems, short fuzz runs and, as root, the end-to-end
+# suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:$(go env GOPATH)/bin"
@@ -36,6 +37,13 @@ done
 
 echo "== release build (scripts/build.sh)"
 scripts/build.sh
+
+# narun runs on Linux, but services that import the consumer package are
+# written on any machine: it must keep building there.
+for os in darwin windows freebsd; do
+	echo "== consumer builds for $os"
+	GOOS=$os GOARCH=arm64 go build ./consumer/
+done
 
 echo "== fuzz (short runs)"
 for pkg in $(go list ./...); do
