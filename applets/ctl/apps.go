@@ -25,7 +25,7 @@ func appCommand(stdio cli.IO) *ucli.Command {
 			{Name: "list", Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appStatus)},
 			{Name: "delete", Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: action(stdio, true, appDelete)},
-			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Action: action(stdio, true, appRestart)},
+			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: action(stdio, true, appRestart)},
 		},
 	}
 }
@@ -276,12 +276,33 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env) error {
 	if d.err != nil {
 		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
 	}
+	restarted := spec.WithRestart(d.raw, time.Now())
+	// Subscribe before writing so no event of the rollout is missed.
+	var w *waiter
+	if c.Bool("wait") {
+		app, err := spec.Parse(names.AppsBucket+"/"+name, restarted)
+		if err != nil {
+			return fmt.Errorf("restart %s: %w", name, err)
+		}
+		if w, err = newWaiter(e, app); err != nil {
+			return err
+		}
+		defer w.stop()
+	}
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	// Conditional on the revision, so a deploy in between is not undone.
-	if _, err := kv.Update(octx, name, spec.WithRestart(d.raw, time.Now()), d.revision); err != nil {
+	if _, err := kv.Update(octx, name, restarted, d.revision); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
-	fmt.Fprintf(e.out(), "%s: restart requested, instances roll one by one\n", name)
+	if w == nil {
+		fmt.Fprintf(e.out(), "%s: restart requested, instances roll one by one\n", name)
+		return nil
+	}
+	r, err := w.wait(ctx, c.Duration(flagTimeout), true)
+	if err != nil {
+		return &cli.ExitError{Code: ExitRollout, Err: err}
+	}
+	fmt.Fprintf(e.out(), "%s: restarted, %d instance(s) ready\n", name, len(r.Ready))
 	return nil
 }

@@ -342,6 +342,28 @@ func TestAppStatusJSON(t *testing.T) {
 	h.fails(2, "", "app", "status")
 }
 
+func TestAppRestartWait(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	fakeRunner(t, h, "node-1", state.Healthy, "", 100*time.Millisecond)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+	r := h.ok("", "app", "restart", "hello", "--wait", "--timeout", "20s")
+	if !strings.Contains(r.out, "hello: restarted, 2 instance(s) ready") {
+		t.Errorf("output: %s", r.out)
+	}
+	// Status counts only instances of the current spec as ready: the
+	// restarted ones, which --wait waited for.
+	r = h.ok("", "app", "status", "hello", "--json")
+	var got struct{ Desired, Ready int }
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	if got.Desired != 2 || got.Ready != 2 {
+		t.Errorf("app status right after restart --wait: %d of %d ready", got.Ready, got.Desired)
+	}
+}
+
 func TestAppDeleteAndRestart(t *testing.T) {
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)

@@ -35,12 +35,20 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
 			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing"},
-			&ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every desired instance is running and healthy"},
-			&ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout"},
+			waitFlag(),
+			waitTimeoutFlag(),
 			jsonFlag(),
 		},
 		Action: action(stdio, false, runDeploy),
 	}
+}
+
+func waitFlag() ucli.Flag {
+	return &ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every desired instance is running and healthy"}
+}
+
+func waitTimeoutFlag() ucli.Flag {
+	return &ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout"}
 }
 
 // binaryFile is a local executable checked for upload.
