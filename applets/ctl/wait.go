@@ -146,7 +146,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			w.record(ev.Instance)
 			if verbose {
 				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
-				if ev.Reason != "" {
+				if ev.Reason != "" && ev.Reason != string(ev.State) {
 					line += " (" + ev.Reason + ")"
 				}
 				if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
