@@ -272,11 +272,15 @@ func TestDeployWait(t *testing.T) {
 	t.Run("failed", func(t *testing.T) {
 		h := newHarness(t)
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-		fakeRunner(t, h, "node-1", state.Failed, "exec format error", 0)
+		fakeRunner(t, h, "node-1", state.Failed, "exec format error", 300*time.Millisecond)
 		p := h.file("hello.toml", helloSpec)
 		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.err, "exec format error") {
 			t.Errorf("node's reason not reported: %s", r.err)
+		}
+		r = h.ok("", "app", "status", "hello")
+		if strings.Count(r.out, "exec format error") != 2 {
+			t.Errorf("app status right after a failed deploy --wait does not show the failure:\n%s", r.out)
 		}
 	})
 	t.Run("no binary for the node's arch", func(t *testing.T) {

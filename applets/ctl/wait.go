@@ -105,19 +105,29 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		return &rollout{}, nil
 	}
 	refresh()
-	// lagging is set while events say the rollout is done but heartbeats,
-	// which `app status` shows, do not say so yet.
+	// A runner publishes events at once but coalesces its heartbeats, which
+	// `app status` shows: lagging is set while the events tell the outcome
+	// and the heartbeats do not yet, so that status run right after --wait
+	// agrees with it. failedAt bounds that wait for a failure, which is
+	// reported either way.
 	var lagging <-chan time.Time
+	var failedAt time.Time
 	for {
 		now := time.Now()
 		r := evaluate(w.app, nodes, w.seen, w.up, now)
 		switch {
 		case len(r.Failed) > 0:
-			return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
+			if failedAt.IsZero() {
+				failedAt = now
+			}
+			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
+			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
+				return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
+			}
+			if lagging == nil {
+				lagging = time.After(100 * time.Millisecond)
+			}
 		case r.Desired > 0 && len(r.Waiting) == 0:
-			// A runner publishes events at once but coalesces its
-			// heartbeats, so status run right after --wait could still
-			// show the instances starting.
 			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
 			if len(hb.Waiting) == 0 {
 				return r, nil
