@@ -51,7 +51,21 @@ func TestWaitsForJetStream(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() { done <- h.run("", "node", "list", "--json") }()
-	testutil.Eventually(t, 10*time.Second, "ctl connected", func() bool { return early.NumClients() > 0 })
+	// A client with a subscription (its reply inbox), not just a client: a
+	// client counts from the accept, and a shutdown during the handshake
+	// fails the connect itself.
+	testutil.Eventually(t, 10*time.Second, "ctl connected and asking JetStream", func() bool {
+		conns, err := early.Connz(nil)
+		if err != nil {
+			return false
+		}
+		for _, c := range conns.Conns {
+			if c.NumSubs > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	early.Shutdown()
 	natstest.StartConfig(t, embednats.Config{Listen: addr})
 	r := <-done
