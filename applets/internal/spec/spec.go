@@ -407,7 +407,12 @@ func (a *App) validateSelector(v *validator) {
 	for i, n := range a.Nodes {
 		key := fmt.Sprintf("nodes[%d]", i)
 		if err := ValidName(n); err != nil {
-			v.add(key, "node id %q: %v", n, err)
+			if short, _, dotted := strings.Cut(n, "."); dotted && ValidName(short) == nil {
+				// A host name, as `hostname` prints it on some systems.
+				v.add(key, "node id %q: %v; a runner's default id is the first label of its host name, %q (narun ctl node list shows the ids)", n, err, short)
+			} else {
+				v.add(key, "node id %q: %v", n, err)
+			}
 		} else if seen[n] {
 			v.add(key, "node %q listed twice", n)
 		}

@@ -363,3 +363,12 @@ func TestOversizedSpecRefused(t *testing.T) {
 		t.Fatalf("want a size error naming the file, got %v", err)
 	}
 }
+
+// `hostname` prints the full name on some systems; a runner's default id is
+// its first label, and the error says so.
+func TestNodeIDFromFullHostName(t *testing.T) {
+	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"edge-01.example.com\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), `the first label of its host name, "edge-01"`) {
+		t.Fatalf("error = %v, want the hint to use \"edge-01\"", err)
+	}
+}
