@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
@@ -304,14 +305,15 @@ func oneArg(c *ucli.Context, what string) (string, error) {
 	return c.Args().First(), nil
 }
 
-// isTerminal reports whether w is a terminal, where progress is shown.
+// isTerminal reports whether w is a terminal, where progress and prompts
+// are shown. A character device is not enough: /dev/null is one.
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func ago(t time.Time) string {

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,38 @@ func TestProgress(t *testing.T) {
 	}
 	if !strings.HasSuffix(out, "\n") {
 		t.Error("progress does not end its line")
+	}
+}
+
+func TestIsTerminal(t *testing.T) {
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal to check against: %v", err)
+	}
+	defer pty.Close()
+	for _, tc := range []struct {
+		name string
+		f    any
+		want bool
+	}{
+		{"/dev/null, a character device but no terminal", devNull, false},
+		{"pipe", w, false},
+		{"not a file", &strings.Builder{}, false},
+		{"pseudo-terminal", pty, true},
+	} {
+		if got := isTerminal(tc.f); got != tc.want {
+			t.Errorf("%s: isTerminal = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
