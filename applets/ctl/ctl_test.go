@@ -559,17 +559,10 @@ func TestLogs(t *testing.T) {
 		{[]string{"--node", "n1", "hello"}, []string{"first", "third"}},
 		{[]string{"hello", "--instance", "hello-1"}, []string{"third"}},
 		{[]string{"--since", "10m", "other"}, []string{"unrelated"}},
-		{[]string{"nothing"}, nil},
 	}
 	for _, tc := range tests {
 		r := h.ok("", append([]string{"logs"}, tc.args...)...)
 		out := strings.Split(strings.TrimSpace(r.out), "\n")
-		if len(tc.want) == 0 {
-			if strings.TrimSpace(r.out) != "" {
-				t.Errorf("logs %v: %q", tc.args, r.out)
-			}
-			continue
-		}
 		if len(out) != len(tc.want) {
 			t.Errorf("logs %v: %q", tc.args, r.out)
 			continue
@@ -581,6 +574,16 @@ func TestLogs(t *testing.T) {
 		}
 	}
 	h.fails(2, "", "logs", "bad.app")
+
+	// No lines: fine for a deployed app, a probable typo for any other.
+	r := h.fails(ExitNotFound, "", "logs", "helo")
+	if !strings.Contains(r.err, `app "helo" is not deployed`) {
+		t.Errorf("logs of an unknown app: %s", r.err)
+	}
+	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", selfBinary(t))
+	if r := h.ok("", "logs", "quiet"); r.out != "" {
+		t.Errorf("logs of a deployed app with no lines: %q", r.out)
+	}
 }
 
 func TestNodeList(t *testing.T) {
