@@ -163,6 +163,28 @@ func TestDeploy(t *testing.T) {
 	}
 }
 
+func TestDeployRouteClashUploadsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	// "a-hello" sorts first: gateways would hand it hello's route.
+	other := h.file("a-hello.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "a-hello"`, 1))
+	r := h.fails(1, "", "deploy", other, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, `app "hello" route #1 (path "/hello/") and app "a-hello" route #1`) {
+		t.Errorf("error does not name both routes: %s", r.err)
+	}
+	if _, ok := h.get(names.AppsBucket, "a-hello"); ok {
+		t.Error("spec stored")
+	}
+	if _, ok := h.get(names.RoutesBucket, "a-hello"); ok {
+		t.Error("routes stored")
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 1 {
+		t.Errorf("%d binaries stored, want only hello's", n)
+	}
+	// Its own routes do not clash with themselves on a redeploy.
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1)), "--binary", selfBinary(t))
+}
+
 func TestDeployMissingReferencesUploadsNothing(t *testing.T) {
 	h := newHarness(t)
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n")

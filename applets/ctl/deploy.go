@@ -18,7 +18,9 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/elfarch"
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 )
@@ -120,6 +122,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	if err := e.checkReferences(ctx, app); err != nil {
+		return err
+	}
+	if err := e.checkRoutes(ctx, app); err != nil {
 		return err
 	}
 
@@ -461,6 +466,30 @@ func (p *progress) done() { fmt.Fprintln(p.w) }
 
 // putRoutes registers the spec's routes with every gateway, or removes the
 // app's routes when it has none any more.
+// checkRoutes refuses routes that clash with another app's before anything
+// is uploaded or written.
+func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
+	if len(app.Routes) == 0 {
+		return nil
+	}
+	others := map[string][]config.Route{}
+	err := e.entries(ctx, names.RoutesBucket, "routes", func(key string, value []byte) {
+		var routes []config.Route
+		if err := json.Unmarshal(value, &routes); err != nil {
+			e.log.Warn("unreadable routes in narun-routes", "app", key, "err", err)
+			return
+		}
+		others[key] = routes
+	})
+	if err != nil {
+		return err
+	}
+	if err := gateway.CheckAppRoutes(app.Name, app.Routes, others); err != nil {
+		return fmt.Errorf("nothing deployed: %w (narun ctl route list shows the routes of every app)", err)
+	}
+	return nil
+}
+
 func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
 	kv, err := e.kv(ctx, names.RoutesBucket)
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -166,34 +165,9 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	if _, err := newTable(routes); err != nil {
 		return err
 	}
-	apps := make([]string, 0, len(kv))
-	for app := range kv {
-		apps = append(apps, app)
-	}
-	slices.Sort(apps)
-	for _, app := range apps {
-		var appRoutes []*route
-		var err error
-		for i, rc := range kv[app] {
-			if rc.Service == "" {
-				rc.Service = app
-			}
-			var r *route
-			r, err = compile(rc, fmt.Sprintf("app %q route #%d (path %q)", app, i+1, rc.Path), timeout, maxBody)
-			if err != nil {
-				break
-			}
-			appRoutes = append(appRoutes, r)
-		}
-		if err == nil {
-			_, err = newTable(append(append([]*route(nil), routes...), appRoutes...))
-		}
-		if err != nil {
-			g.log.Error("ignoring routes of app", "app", app, "err", err)
-			continue
-		}
-		routes = append(routes, appRoutes...)
-	}
+	routes = addAppRoutes(routes, kv, timeout, maxBody, func(app string, err error) {
+		g.log.Error("ignoring routes of app", "app", app, "err", err)
+	})
 	t, err := newTable(routes)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -136,6 +137,60 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		r.label += " (exact)"
 	}
 	return r, nil
+}
+
+// addAppRoutes compiles the routes of the apps in kv onto base, in app
+// name order: an app whose routes do not compile, or clash with those before
+// it, is left out whole and reported to skip, since one deploy must not
+// break the others.
+func addAppRoutes(base []*route, kv map[string][]config.Route, timeout time.Duration, maxBody int64, skip func(app string, err error)) []*route {
+	routes := slices.Clone(base)
+	for _, app := range slices.Sorted(maps.Keys(kv)) {
+		appRoutes, err := compileApp(app, kv[app], timeout, maxBody)
+		if err == nil {
+			_, err = newTable(append(slices.Clone(routes), appRoutes...))
+		}
+		if err != nil {
+			skip(app, err)
+			continue
+		}
+		routes = append(routes, appRoutes...)
+	}
+	return routes
+}
+
+func compileApp(app string, rcs []config.Route, timeout time.Duration, maxBody int64) ([]*route, error) {
+	var out []*route
+	for i, rc := range rcs {
+		if rc.Service == "" {
+			rc.Service = app
+		}
+		r, err := compile(rc, fmt.Sprintf("app %q route #%d (path %q)", app, i+1, rc.Path), timeout, maxBody)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// CheckAppRoutes reports whether app's routes can be served next to those
+// that other apps have in narun-routes (others, by app name), as a gateway
+// compiles them; the error names both routes of a clash. Gateways give a
+// clashing route to the app whose name sorts first, so without this check
+// a deploy could lose its route, or take another app's, in silence. Routes
+// from a gateway's own configuration file are not known here.
+func CheckAppRoutes(app string, routes []config.Route, others map[string][]config.Route) error {
+	const timeout, maxBody = time.Second, 1
+	mine, err := compileApp(app, routes, timeout, maxBody)
+	if err != nil {
+		return err
+	}
+	others = maps.Clone(others)
+	delete(others, app) // a redeploy replaces the app's own routes
+	theirs := addAppRoutes(nil, others, timeout, maxBody, func(string, error) {})
+	_, err = newTable(append(theirs, mine...))
+	return err
 }
 
 func validSubject(s string) bool {

@@ -185,3 +185,31 @@ func TestCleanPath(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckAppRoutes(t *testing.T) {
+	x := []config.Route{{Path: "/x/"}}
+	for _, tc := range []struct {
+		name   string
+		routes []config.Route
+		others map[string][]config.Route
+		want   string // "" for no error
+	}{
+		{"free path", x, map[string][]config.Route{"b": {{Path: "/y/"}}}, ""},
+		{"taken path", x, map[string][]config.Route{"b": {{Path: "/x/"}}}, `app "b" route #1 (path "/x/") and app "a" route #1 (path "/x/")`},
+		{"redeploy of the same app", x, map[string][]config.Route{"a": {{Path: "/x/"}}}, ""},
+		{"same path, other methods", []config.Route{{Path: "/x/", Methods: []string{"POST"}}}, map[string][]config.Route{"b": {{Path: "/x/", Methods: []string{"GET"}}}}, ""},
+		{"same path, other host", []config.Route{{Path: "/x/", Host: "a.example.com"}}, map[string][]config.Route{"b": {{Path: "/x/"}}}, ""},
+		{"others that clash among themselves", []config.Route{{Path: "/z/"}}, map[string][]config.Route{"b": {{Path: "/x/"}}, "c": {{Path: "/x/"}}}, ""},
+		{"invalid route of its own", []config.Route{{Path: "x"}}, nil, `app "a" route #1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckAppRoutes("a", tc.routes, tc.others)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
