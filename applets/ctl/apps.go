@@ -241,17 +241,17 @@ func appDelete(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if ok, err := e.deployed(ctx, name); err != nil {
+		return err
+	} else if !ok {
+		return notFound("app %q is not deployed", name)
+	}
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err
 	}
 	octx, cancel := e.op(ctx)
 	defer cancel()
-	if _, err := kv.Get(octx, name); isNotFound(err) {
-		return notFound("app %q is not deployed", name)
-	} else if err != nil {
-		return fmt.Errorf("read spec of %s: %w", name, err)
-	}
 	routes, err := e.kv(ctx, names.RoutesBucket)
 	if err != nil {
 		return err
@@ -265,6 +265,22 @@ func appDelete(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
 	return nil
+}
+
+// deployed reports whether narun-apps has a spec of app.
+func (e *env) deployed(ctx context.Context, app string) (bool, error) {
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return false, err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := kv.Get(octx, app); isNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("read spec of %s: %w", app, err)
+	}
+	return true, nil
 }
 
 func appRestart(ctx context.Context, c *ucli.Context, e *env) error {

@@ -272,13 +272,8 @@ func TestDeployWait(t *testing.T) {
 		if n := strings.Count(r.err, "node-1 hello-0: healthy\n"); n != 1 {
 			t.Errorf("progress shows the same state %d times:\n%s", n, r.err)
 		}
-		r = h.ok("", "app", "status", "hello", "--json")
-		var got struct{ Desired, Ready int }
-		if err := json.Unmarshal([]byte(r.out), &got); err != nil {
-			t.Fatalf("decode %q: %v", r.out, err)
-		}
-		if got.Desired != 2 || got.Ready != 2 {
-			t.Errorf("app status right after deploy --wait: %d of %d ready", got.Ready, got.Desired)
+		if desired, ready := h.readiness("hello"); desired != 2 || ready != 2 {
+			t.Errorf("app status right after deploy --wait: %d of %d ready", ready, desired)
 		}
 	})
 	t.Run("heartbeats never agree", func(t *testing.T) {
@@ -380,13 +375,8 @@ func TestAppRestartWait(t *testing.T) {
 	}
 	// Status counts only instances of the current spec as ready: the
 	// restarted ones, which --wait waited for.
-	r = h.ok("", "app", "status", "hello", "--json")
-	var got struct{ Desired, Ready int }
-	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
-		t.Fatalf("decode %q: %v", r.out, err)
-	}
-	if got.Desired != 2 || got.Ready != 2 {
-		t.Errorf("app status right after restart --wait: %d of %d ready", got.Ready, got.Desired)
+	if desired, ready := h.readiness("hello"); desired != 2 || ready != 2 {
+		t.Errorf("app status right after restart --wait: %d of %d ready", ready, desired)
 	}
 }
 

@@ -168,6 +168,18 @@ func (h *harness) heartbeat(n state.Node) {
 	}
 }
 
+// readiness is what app status --json says of app: desired and ready
+// instances.
+func (h *harness) readiness(app string) (desired, ready int) {
+	h.t.Helper()
+	r := h.ok("", "app", "status", app, "--json")
+	var got struct{ Desired, Ready int }
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+		h.t.Fatalf("decode %q: %v", r.out, err)
+	}
+	return got.Desired, got.Ready
+}
+
 func cliIO() cli.IO {
 	return cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}
 }

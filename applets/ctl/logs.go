@@ -108,16 +108,10 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 // noLogs explains an empty answer when the name is probably a typo: lines
 // of a deleted app are kept, so only an app with neither is not found.
 func (e *env) noLogs(ctx context.Context, app string) error {
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
+	if ok, err := e.deployed(ctx, app); err != nil {
 		return err
-	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if _, err := kv.Get(octx, app); isNotFound(err) {
+	} else if !ok {
 		return notFound("app %q is not deployed and has no kept log lines", app)
-	} else if err != nil {
-		return fmt.Errorf("read spec of %s: %w", app, err)
 	}
 	return nil
 }
