@@ -374,6 +374,11 @@ func (a *App) validate(v *validator) {
 	a.validateRoutes(v)
 	if a.HTTP.Port != 0 {
 		v.port("http.port", a.HTTP.Port)
+		if a.Replicas > 1 && (a.Mode == ModeExec || a.Sandbox.Network == "host") {
+			// All instances of a node would bind the one port: all but
+			// the first would crash, again and again.
+			v.add("http.port", "replicas = %d on the host network: the instances on a node would all listen on 127.0.0.1:%d; run one replica, or mode = \"sandbox\" with network = \"none\" or \"isolated\" (a network namespace each)", a.Replicas, a.HTTP.Port)
+		}
 	}
 	if _, ok := signals[a.StopSignal]; !ok {
 		v.add("stop_signal", "unknown signal %q: want e.g. \"SIGTERM\", \"SIGINT\", \"SIGQUIT\"", a.StopSignal)

@@ -161,6 +161,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"route bad match", base + "[[routes]]\npath = \"/\"\nmatch = \"regex\"\n", "routes[0].match", 6},
 		{"route wildcard service", base + "[[routes]]\npath = \"/\"\nservice = \"a.>\"\n", "routes[0].service", 6},
 		{"http port negative", base + "[http]\nport = -80\n", "http.port", 5},
+		{"http port shared by replicas", base + "replicas = 2\n[http]\nport = 8080\n", "http.port", 6},
 		{"bad stop signal", base + "stop_signal = \"SIGFOO\"\n", "stop_signal", 4},
 		{"huge stop timeout", base + "stop_timeout = \"48h\"\n", "stop_timeout", 4},
 		{"unknown arch", base + "[binaries.mips]\nobject = \"x\"\nsha256 = \"" + strings.Repeat("0", 64) + "\"\n", "binaries.mips", 4},
@@ -370,5 +371,14 @@ func TestNodeIDFromFullHostName(t *testing.T) {
 	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"edge-01.example.com\"]\n"))
 	if err == nil || !strings.Contains(err.Error(), `the first label of its host name, "edge-01"`) {
 		t.Fatalf("error = %v, want the hint to use \"edge-01\"", err)
+	}
+}
+
+// Replicas with an [http] port work when each has its own network
+// namespace.
+func TestHTTPPortReplicasInOwnNetwork(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nreplicas = 3\nmode = \"sandbox\"\n[sandbox]\nnetwork = \"isolated\"\n[http]\nport = 8080\n"
+	if _, err := Parse("app.toml", []byte(src)); err != nil {
+		t.Fatal(err)
 	}
 }
