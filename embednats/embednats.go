@@ -107,12 +107,18 @@ func Start(cfg Config) (*Server, error) {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	if !ns.ReadyForConnections(timeout) {
-		ns.Shutdown()
+	// A server that gave up (an unusable store, say) never gets ready: its
+	// fatal message ends the wait at once, not the timeout.
+	deadline := time.Now().Add(timeout)
+	for !ns.ReadyForConnections(25 * time.Millisecond) {
 		select {
 		case msg := <-logs.fatal:
+			ns.Shutdown()
 			return nil, fmt.Errorf("start nats server: %s", msg)
 		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
 			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
 		}
 	}

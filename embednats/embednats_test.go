@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,19 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 				t.Errorf("warning logged: %v, want %v; logs:\n%s", got, tc.warn, logs.String())
 			}
 		})
+	}
+}
+
+// A store the server cannot use fails the start with the server's own
+// reason, without waiting out the ready timeout (an hour here).
+func TestUnusableDataDirFailsAtOnce(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := embednats.Start(embednats.Config{DataDir: file, ReadyTimeout: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "JetStream") {
+		t.Fatalf("start on a file as data dir: %v, want the server's JetStream error", err)
 	}
 }
 
