@@ -140,10 +140,14 @@ func (e *env) connect() error {
 		return err
 	}
 	// A command line tool reports an unreachable server instead of
-	// waiting for it like the long-running applets do.
-	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(e.timeout))
+	// waiting for it like the long-running applets do. A NATS server
+	// greets at once, so the handshake gets less time than an operation.
+	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)))
 	nc, err := nats.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", e.cfg.Ctl.NATSURL, err)
+		}
 		return fmt.Errorf("connect to NATS at %s: %w", e.cfg.Ctl.NATSURL, err)
 	}
 	js, err := jetstream.New(nc)

@@ -87,3 +87,39 @@ func TestJetStreamNeverAnswers(t *testing.T) {
 		t.Errorf("error: %s", r.err)
 	}
 }
+
+// A port that accepts but does not speak NATS (the gateway's HTTP port,
+// say) fails fast with a hint instead of an unexplained EOF or timeout.
+func TestConnectToAPortThatIsNotNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		// Like an HTTP server: hold each connection, waiting for a
+		// request that never comes.
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	h := &harness{t: t, url: "nats://" + l.Addr().String(), dir: t.TempDir()}
+	h.config = filepath.Join(h.dir, "narun.toml")
+	if err := os.WriteFile(h.config, []byte("[ctl]\ntimeout = \"300ms\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "node", "list")
+	if !strings.Contains(r.err, "did not answer as a NATS server") {
+		t.Errorf("error: %s", r.err)
+	}
+}
