@@ -163,6 +163,16 @@ func TestDeploy(t *testing.T) {
 	}
 }
 
+func TestDeployWarnsOfAbsentNodes(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, "warning: node ghost sends no heartbeat") || strings.Contains(r.err, "node node-1") {
+		t.Errorf("stderr: %q", r.err)
+	}
+}
+
 func TestDeployRouteClashUploadsNothing(t *testing.T) {
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))

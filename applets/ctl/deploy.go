@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +24,7 @@ import (
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
 )
 
 func deployCommand(stdio cli.IO) *ucli.Command {
@@ -188,6 +190,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := e.putRoutes(ctx, final); err != nil {
 		return err
 	}
+	e.warnAbsentNodes(ctx, final)
 	if w != nil {
 		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
 		res.Rollout = r
@@ -466,6 +469,25 @@ func (p *progress) done() { fmt.Fprintln(p.w) }
 
 // putRoutes registers the spec's routes with every gateway, or removes the
 // app's routes when it has none any more.
+// warnAbsentNodes names the nodes the spec lists that have no heartbeat:
+// rollouts and status count only nodes that are there, so a typo or a node
+// that is down would otherwise go unnoticed.
+func (e *env) warnAbsentNodes(ctx context.Context, app *spec.App) {
+	if len(app.Nodes) == 0 {
+		return
+	}
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		e.log.Debug("read heartbeats", "err", err)
+		return
+	}
+	for _, id := range app.Nodes {
+		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
+		}
+	}
+}
+
 // checkRoutes refuses routes that clash with another app's before anything
 // is uploaded or written.
 func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
