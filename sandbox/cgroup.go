@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -355,6 +356,48 @@ func killProcs(dir string) {
 	}
 }
 
+// cgroupMounts lists the hierarchies instance cgroups are made in, each once.
+func cgroupMounts() ([]string, error) {
+	h, err := detectHierarchies("")
+	if err != nil {
+		return nil, err
+	}
+	var mounts []string
+	if h.v2root != "" {
+		mounts = append(mounts, h.v2root)
+	}
+	for _, m := range h.v1 {
+		if !slices.Contains(mounts, m) {
+			mounts = append(mounts, m)
+		}
+	}
+	return mounts, nil
+}
+
+// RemoveScope removes CgroupParent/scope itself, after what is under it
+// (as CleanStaleUnder does): a runner calls it when it stops, so that the
+// scope of a data dir that goes away (a test's, a moved one) is not left
+// behind for ever.
+func RemoveScope(scope string) error {
+	if scope == "" {
+		return fmt.Errorf("%w: empty cgroup scope would be all of %s", ErrInvalidConfig, CgroupParent)
+	}
+	if err := CleanStaleUnder(scope); err != nil {
+		return err
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range mounts {
+		if err := os.Remove(filepath.Join(m, CgroupParent, scope)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove cgroup scope: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // CleanStaleUnder removes every instance cgroup under
 // CgroupParent/scope, killing what still runs in them: instances of a
 // crashed runner are orphans nobody supervises. The scope keeps a runner
@@ -364,19 +407,12 @@ func CleanStaleUnder(scope string) error {
 	if filepath.IsAbs(scope) || strings.Contains(scope, "..") {
 		return fmt.Errorf("%w: cgroup scope %q", ErrInvalidConfig, scope)
 	}
-	h, err := detectHierarchies("")
+	mounts, err := cgroupMounts()
 	if err != nil {
 		return err
 	}
-	mounts := map[string]bool{}
-	if h.v2root != "" {
-		mounts[h.v2root] = true
-	}
-	for _, m := range h.v1 {
-		mounts[m] = true
-	}
 	var errs []error
-	for m := range mounts {
+	for _, m := range mounts {
 		parent := filepath.Join(m, CgroupParent, scope)
 		entries, err := os.ReadDir(parent)
 		if err != nil {

@@ -759,6 +759,19 @@ func TestCleanStale(t *testing.T) {
 	if err := orphan.Wait(); err == nil {
 		t.Error("the orphan was not killed")
 	}
+
+	// A runner that stops removes its scope too.
+	if err := RemoveScope(scope); err != nil {
+		t.Fatalf("remove scope: %v", err)
+	}
+	for _, d := range plan.dirs() {
+		if _, err := os.Stat(filepath.Dir(d)); !os.IsNotExist(err) {
+			t.Errorf("scope %s still exists", filepath.Dir(d))
+		}
+	}
+	if err := RemoveScope(""); err == nil {
+		t.Error("an empty scope, all of CgroupParent, was accepted")
+	}
 }
 
 func TestProbe(t *testing.T) {

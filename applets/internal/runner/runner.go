@@ -233,6 +233,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("stopping all instances")
 	stopApps()
 	r.appsWG.Wait()
+	if r.caps.Sandbox {
+		if err := sandbox.RemoveScope(r.cgroupScope); err != nil {
+			r.log.Warn("remove this runner's cgroups", "err", err)
+		}
+	}
 	if res := r.res.Load(); res != nil && r.opts.Conn.IsConnected() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := res.nodes.Delete(dctx, r.node); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,6 +124,20 @@ func TestSandboxConsumerThroughGateway(t *testing.T) {
 			tr.wait(t, "hello", "gone", func(l []state.Instance) bool { return len(l) == 0 })
 			if alive(in.PID) {
 				t.Errorf("launcher %d still alive", in.PID)
+			}
+
+			// A runner that stops leaves no cgroup of its own behind.
+			scopes := func() []string {
+				v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + sandbox.CgroupParent + "/" + tr.cgroupScope)
+				v2, _ := filepath.Glob("/sys/fs/cgroup/" + sandbox.CgroupParent + "/" + tr.cgroupScope)
+				return append(v1, v2...)
+			}
+			if len(scopes()) == 0 {
+				t.Fatal("no cgroup scope of the runner while it runs")
+			}
+			tr.stop()
+			if left := scopes(); len(left) > 0 {
+				t.Errorf("cgroups left after the runner stopped: %v", left)
 			}
 		})
 	}
