@@ -19,7 +19,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
-	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
@@ -467,8 +466,6 @@ func (p *progress) Write(b []byte) (int, error) {
 
 func (p *progress) done() { fmt.Fprintln(p.w) }
 
-// putRoutes registers the spec's routes with every gateway, or removes the
-// app's routes when it has none any more.
 // warnAbsentNodes names the nodes the spec lists that have no heartbeat:
 // rollouts and status count only nodes that are there, so a typo or a node
 // that is down would otherwise go unnoticed.
@@ -494,15 +491,7 @@ func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
 	if len(app.Routes) == 0 {
 		return nil
 	}
-	others := map[string][]config.Route{}
-	err := e.entries(ctx, names.RoutesBucket, "routes", func(key string, value []byte) {
-		var routes []config.Route
-		if err := json.Unmarshal(value, &routes); err != nil {
-			e.log.Warn("unreadable routes in narun-routes", "app", key, "err", err)
-			return
-		}
-		others[key] = routes
-	})
+	others, err := e.appRoutes(ctx)
 	if err != nil {
 		return err
 	}
@@ -512,6 +501,8 @@ func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
 	return nil
 }
 
+// putRoutes registers the spec's routes with every gateway, or removes the
+// app's routes when it has none any more.
 func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
 	kv, err := e.kv(ctx, names.RoutesBucket)
 	if err != nil {

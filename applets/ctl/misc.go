@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,20 +85,31 @@ type appRoute struct {
 	config.Route
 }
 
-func routeList(ctx context.Context, c *ucli.Context, e *env) error {
-	all := []appRoute{}
-	err := e.entries(ctx, names.RoutesBucket, "routes", func(k string, v []byte) {
+// appRoutes reads narun-routes: the routes of each app, by app name. An
+// entry that is not valid JSON is logged and left out.
+func (e *env) appRoutes(ctx context.Context) (map[string][]config.Route, error) {
+	out := map[string][]config.Route{}
+	err := e.entries(ctx, names.RoutesBucket, "routes", func(app string, v []byte) {
 		var rs []config.Route
 		if err := json.Unmarshal(v, &rs); err != nil {
-			e.log.Warn("unreadable routes", "app", k, "err", err)
+			e.log.Warn("unreadable routes", "app", app, "err", err)
 			return
 		}
-		for _, r := range rs {
-			all = append(all, appRoute{App: k, Route: r})
-		}
+		out[app] = rs
 	})
+	return out, err
+}
+
+func routeList(ctx context.Context, c *ucli.Context, e *env) error {
+	byApp, err := e.appRoutes(ctx)
 	if err != nil {
 		return err
+	}
+	all := []appRoute{}
+	for _, app := range slices.Sorted(maps.Keys(byApp)) {
+		for _, r := range byApp[app] {
+			all = append(all, appRoute{App: app, Route: r})
+		}
 	}
 	if c.Bool(flagJSON) {
 		return e.printJSON(all)
