@@ -293,7 +293,10 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	if s.internal != nil {
 		all = append(all, nats.UserInfo(s.internal.User, s.internal.Password))
 	}
-	nc, err := nats.Connect("", append(all, opts...)...)
+	// nats.go dials the in-process pipe whatever the URL; given the listen
+	// address, its ConnectedUrl (in logs) names this server, not the
+	// default nats://127.0.0.1:4222.
+	nc, err := nats.Connect(s.ClientURL(), append(all, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect in-process to nats: %w", err)
 	}

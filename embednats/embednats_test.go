@@ -175,6 +175,22 @@ func TestAuthentication(t *testing.T) {
 	}
 }
 
+func TestInProcessConnectionNamesTheListenURL(t *testing.T) {
+	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if got := nc.ConnectedUrl(); got != s.ClientURL() {
+		t.Fatalf("in-process connection reports URL %q, want the server's %q", got, s.ClientURL())
+	}
+}
+
 func TestInProcessOnly(t *testing.T) {
 	s, err := embednats.Start(embednats.Config{DataDir: t.TempDir()})
 	if err != nil {
