@@ -17,6 +17,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
@@ -95,6 +96,32 @@ func TestDeployDryRun(t *testing.T) {
 	}
 	if _, ok := h.get(names.AppsBucket, "hello"); ok {
 		t.Error("dry run stored the spec")
+	}
+}
+
+func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
+	dynamic := "/bin/sh"
+	if _, err := elfarch.DetectFile(dynamic); err != nil || elfarch.Interpreter(dynamic) == "" {
+		t.Skipf("%s is not a dynamically linked executable for this arch here", dynamic)
+	}
+	h := newHarness(t)
+	const warning = "is dynamically linked"
+	tests := []struct {
+		name, extra string
+		warns       bool
+	}{
+		{name: "exec mode", extra: ""},
+		{name: "sandbox without shared_libs", extra: "mode = \"sandbox\"\n", warns: true},
+		{name: "sandbox with shared_libs", extra: "mode = \"sandbox\"\n[sandbox]\npresets = [\"stdio\", \"shared_libs\"]\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := h.file("dyn.toml", "name = \"dyn\"\nversion = \"1\"\nnodes = [\"n\"]\n"+tt.extra)
+			r := h.ok("", "deploy", p, "--binary", dynamic, "--dry-run")
+			if got := strings.Contains(r.err, warning); got != tt.warns {
+				t.Errorf("warning shown: %v, want %v; stderr:\n%s", got, tt.warns, r.err)
+			}
+		})
 	}
 }
 

@@ -102,6 +102,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		bins = append(bins, b)
 	}
+	warnDynamicBinaries(e.stdio.Stderr, app, bins)
 	if len(bins) > 0 && len(app.Binaries) > 0 {
 		return usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
 	}
@@ -254,6 +255,20 @@ func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 		SHA256: hex.EncodeToString(h.Sum(nil)),
 		Object: app.Name + "/" + app.Version + "/linux-" + arch,
 	}, nil
+}
+
+// warnDynamicBinaries names each dynamically linked binary of a sandboxed
+// app that lacks the shared_libs preset: Landlock would refuse its loader,
+// and every instance would fail to start after the upload.
+func warnDynamicBinaries(w io.Writer, app *spec.App, bins []binaryFile) {
+	if app.Mode != spec.ModeSandbox || slices.Contains(app.Sandbox.Presets, "shared_libs") {
+		return
+	}
+	for _, b := range bins {
+		if interp := elfarch.Interpreter(b.Path); interp != "" {
+			fmt.Fprintf(w, "warning: %s is dynamically linked (loader %s) but [sandbox] presets lack \"shared_libs\": its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset\n", b.Path, interp)
+		}
+	}
 }
 
 // current is the deployed spec of an app.
