@@ -105,13 +105,15 @@ func lookupHidden(args []string) (cli.Func, []string) {
 }
 
 // lookup finds the applet by the invoked name, then by the first argument.
+// The arguments it returns start with the command as the user typed it
+// ("narun-ctl", "narun ctl"), which help texts and error messages show.
 func lookup(args []string) (Applet, []string, bool) {
 	if a, ok := byName(invokedName(args[0])); ok {
-		return a, args, true
+		return a, append([]string{filepath.Base(args[0])}, args[1:]...), true
 	}
 	if len(args) > 1 {
 		if a, ok := byName(args[1]); ok {
-			return a, args[1:], true
+			return a, append([]string{filepath.Base(args[0]) + " " + args[1]}, args[2:]...), true
 		}
 	}
 	return Applet{}, nil, false

@@ -50,6 +50,9 @@ func TestDispatchInProcess(t *testing.T) {
 		{"by argv0 applet name", []string{"nats", "--help"}, 0, "embedded NATS server", "", ""},
 		{"applet flag error is usage", []string{"narun", "nats", "--no-such-flag"}, 2, "", "no-such-flag", ""},
 		{"unknown binary name falls back to argv1", []string{"/x/narun-linux-amd64", "version"}, 0, "narun ", "", ""},
+		{"help names the command as typed", []string{"/usr/bin/narun", "ctl", "deploy", "--help"}, 0, "narun ctl deploy [command options]", "", ""},
+		{"help names the link as typed", []string{"/usr/bin/narun-gw", "--help"}, 0, "narun-gw [options]", "", ""},
+		{"error names the command as typed", []string{"narun", "ctl", "app", "status"}, 2, "", "narun ctl: missing NAME (usage: narun ctl app status NAME)", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := run(tc.args...)

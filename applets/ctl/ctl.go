@@ -55,10 +55,10 @@ const (
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	app := newApp(stdio)
 	if len(args) == 0 {
 		args = []string{"ctl"}
 	}
+	app := newApp(stdio, args[0])
 	var unknown string
 	app.CommandNotFound = func(_ *ucli.Context, name string) { unknown = name }
 	err := app.RunContext(ctx, reorder(app, args))
@@ -80,13 +80,13 @@ type env struct {
 	js      jetstream.JetStream
 }
 
-func newApp(stdio cli.IO) *ucli.App {
+func newApp(stdio cli.IO, name string) *ucli.App {
 	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
 	flags = append(flags,
 		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation (default [ctl] timeout, 15s)"},
 		&ucli.StringFlag{Name: flagKeyFile, EnvVars: []string{"NARUN_KEY_FILE"}, Usage: "secrets key file (default [ctl] master_key_file)"},
 	)
-	app := cli.NewApp(stdio, "ctl", "manage narun apps, nodes, images, secrets, files and routes", flags)
+	app := cli.NewApp(stdio, name, "manage narun apps, nodes, images, secrets, files and routes", flags)
 	app.Description = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 rollout failed or timed out, 5 in use (see --force)."
 	app.Commands = []*ucli.Command{
 		deployCommand(stdio),
@@ -197,6 +197,9 @@ func (e *env) close() {
 // action wraps a command body: configuration, connection and clean-up.
 func action(stdio cli.IO, needNATS bool, body func(ctx context.Context, c *ucli.Context, e *env) error) ucli.ActionFunc {
 	return func(c *ucli.Context) error {
+		if err := requiredArgs(c); err != nil {
+			return err
+		}
 		e, err := setup(c, stdio)
 		if err != nil {
 			return err
@@ -302,6 +305,25 @@ func (t *table) flush() error { return t.tw.Flush() }
 func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: flagJSON, Usage: "print JSON for scripts"} }
 
 // oneArg returns the single positional argument named what.
+// requiredArgs refuses a command line that lacks an argument its usage
+// line requires ("NAME", "OBJECT..."; "[X]" is optional) before anything
+// connects: a missing name is a usage error, not a NATS timeout.
+func requiredArgs(c *ucli.Context) error {
+	if c.Command == nil {
+		return nil
+	}
+	var required []string
+	for _, word := range strings.Fields(c.Command.ArgsUsage) {
+		if !strings.HasPrefix(word, "[") {
+			required = append(required, strings.TrimSuffix(word, "..."))
+		}
+	}
+	if c.NArg() < len(required) {
+		return usagef("missing %s (usage: %s %s)", required[c.NArg()], c.Command.HelpName, c.Command.ArgsUsage)
+	}
+	return nil
+}
+
 func oneArg(c *ucli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("want exactly one %s, got %d arguments", what, c.NArg())

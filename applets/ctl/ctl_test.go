@@ -662,7 +662,7 @@ func TestUsageAndUnreachable(t *testing.T) {
 }
 
 func TestReorder(t *testing.T) {
-	app := newApp(cliIO())
+	app := newApp(cliIO(), "ctl")
 	tests := []struct{ in, want string }{
 		{"ctl app status hello --json", "ctl app status --json hello"},
 		{"ctl deploy a.toml --binary x --binary y --wait", "ctl deploy --binary x --binary y --wait a.toml"},
