@@ -83,7 +83,7 @@ type env struct {
 func newApp(stdio cli.IO, name string) *ucli.App {
 	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
 	flags = append(flags,
-		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation (default [ctl] timeout, 15s)"},
+		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation", DefaultText: "[ctl] timeout, else 15s"},
 		&ucli.StringFlag{Name: flagKeyFile, EnvVars: []string{"NARUN_KEY_FILE"}, Usage: "secrets key file (default [ctl] master_key_file)"},
 	)
 	app := cli.NewApp(stdio, name, "manage narun apps, nodes, images, secrets, files and routes", flags)

@@ -25,7 +25,7 @@ func logsCommand(stdio cli.IO) *ucli.Command {
 		ArgsUsage: "APP",
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until interrupted"},
-			&ucli.DurationFlag{Name: "since", Usage: "only lines newer than this (e.g. 10m); default all kept lines"},
+			&ucli.DurationFlag{Name: "since", Usage: "only lines newer than this (e.g. 10m)", DefaultText: "all kept lines"},
 			&ucli.StringFlag{Name: "node", Usage: "only this node"},
 			&ucli.StringFlag{Name: "instance", Usage: "only this instance"},
 			jsonFlag(),
