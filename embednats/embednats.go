@@ -61,6 +61,10 @@ type Cluster struct {
 type Leafnodes struct {
 	Listen  string       // "host:port" accepting leaf nodes; empty disables it
 	Remotes []LeafRemote // hubs this server joins as a leaf
+	// Local subjects never cross this server's connections to its hubs,
+	// either way. A stream on each side captures them, so without this a
+	// hub's messages would be stored by every leaf and the other way round.
+	Local []string
 }
 
 // LeafRemote is a hub this server connects to as a leaf node.
@@ -206,7 +210,12 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		if len(urls) == 0 {
 			return nil, nil, fmt.Errorf("leafnodes.remotes[%d]: at least one url is required", i)
 		}
-		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{URLs: urls, Credentials: r.Credentials})
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
+			URLs:        urls,
+			Credentials: r.Credentials,
+			DenyImports: cfg.Leafnodes.Local,
+			DenyExports: cfg.Leafnodes.Local,
+		})
 	}
 	var internal *User
 	if len(cfg.Users) > 0 || len(cfg.NKeys) > 0 {

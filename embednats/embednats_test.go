@@ -210,6 +210,63 @@ func TestInProcessOnly(t *testing.T) {
 	}
 }
 
+func TestLeafKeepsLocalSubjects(t *testing.T) {
+	local := []string{"logs.>", "$O.store.>"}
+	leafAddr := freeAddr(t)
+	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
+	leaf := natstest.StartConfig(t, embednats.Config{
+		JetStreamDomain: "edge",
+		Leafnodes: embednats.Leafnodes{
+			Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + leafAddr}}},
+			Local:   local,
+		},
+	})
+	hubConn, leafConn := natstest.Connect(t, hub), natstest.Connect(t, leaf)
+	for _, dir := range []struct {
+		name     string
+		from, to *nats.Conn
+	}{
+		{"hub to leaf", hubConn, leafConn},
+		{"leaf to hub", leafConn, hubConn},
+	} {
+		t.Run(dir.name, func(t *testing.T) {
+			// The receiver subscribes to the local subjects before the
+			// marker, and one connection carries both ways in order: once
+			// the marker arrives, a local message sent before it would have
+			// (nats.go fills channel subscriptions in arrival order).
+			leaked := make(chan *nats.Msg, 1000)
+			for _, subject := range local {
+				sub, err := dir.to.ChanSubscribe(subject, leaked)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sub.Unsubscribe()
+			}
+			marker, err := dir.to.SubscribeSync("marker")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer marker.Unsubscribe()
+			dir.to.Flush()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				dir.from.Publish("logs.app.node", []byte("line"))
+				dir.from.Publish("$O.store.C.chunk", []byte("chunk"))
+				dir.from.Publish("marker", nil)
+				if _, err := marker.NextMsg(100 * time.Millisecond); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the marker never crossed the leaf connection")
+				}
+			}
+			if len(leaked) > 0 {
+				t.Fatalf("a local subject crossed the leaf connection: %s", (<-leaked).Subject)
+			}
+		})
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

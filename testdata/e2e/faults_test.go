@@ -388,6 +388,23 @@ role = "leaf"
 	}
 	eventually(t, 30*time.Second, "hub reaches the leaf's service", ping)
 
+	// Each side's object stores stay its own while the link is up: a
+	// file put on either side never lands in the other's narun-files. The
+	// ping after the puts crosses the link behind any message they sent.
+	probe := writeSpec(t, "probe")
+	mustCtl(t, e.urls, "files", "put", "from-hub", probe)
+	mustCtl(t, leafURL, "files", "put", "from-leaf", probe)
+	if err := ping(); err != nil {
+		t.Fatalf("ping the leaf after the puts: %v", err)
+	}
+	if out := mustCtl(t, leafURL, "files", "list"); strings.Contains(out, "from-hub") {
+		t.Errorf("a file put on the hub reached the leaf's store:\n%s", out)
+	}
+	if out := mustCtl(t, e.urls, "files", "list"); strings.Contains(out, "from-leaf") {
+		t.Errorf("a file put on the leaf reached the hub's store:\n%s", out)
+	}
+	mustCtl(t, e.urls, "files", "delete", "from-hub")
+
 	// The leaf loses its routes to the hub but stays reachable from the
 	// test, which plays a local client of the leaf's gateway.
 	for _, m := range e.members {
@@ -430,7 +447,7 @@ role = "leaf"
 		t.Errorf("leaf gateway while cut off from the hub: %d ok, %s", ok, summary(fails))
 	}
 	record(t, "scenario", "7. leaf device (`narun up`, own JetStream domain) cut off from the hub for 15 s",
-		fmt.Sprintf("its gateway and app kept serving local requests (%d ok) and a local rolling update to 1.0.1 completed in %s; the hub reached its service again after the link returned", ok, rollout.Round(100*time.Millisecond)),
+		fmt.Sprintf("its gateway and app kept serving local requests (%d ok) and a local rolling update to 1.0.1 completed in %s; the hub reached its service again after the link returned; while linked, a file put on either side stayed out of the other's store", ok, rollout.Round(100*time.Millisecond)),
 		fmt.Sprint(len(fails)), resync.Round(100*time.Millisecond).String()+" after the link returned")
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/embednats"
 )
 
@@ -18,7 +19,7 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		JetStreamMaxStore:  int64(n.JetStream.MaxStore),
 		JetStreamDomain:    n.JetStream.Domain,
 		Cluster:            embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes},
-		Leafnodes:          embednats.Leafnodes{Listen: n.Leafnodes.Listen},
+		Leafnodes:          embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
 		NKeys:              n.NKeys,
 	}
 	for _, r := range n.Leafnodes.Remotes {

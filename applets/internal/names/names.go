@@ -14,6 +14,14 @@ const (
 	LogsSubjects   = "narun.logs.>"
 )
 
+// LeafLocal are the subjects a leaf device keeps to itself: its own
+// JetStream domain has these streams, and so has its hub's. nats-server
+// keeps $KV traffic apart across domains, but not the object stores' $O
+// subjects, nor the log stream's: without this, every binary, file and log
+// line of the hub would be stored on every leaf, and a hub's object of the
+// same name would replace the leaf's.
+var LeafLocal = []string{"$O." + BinariesBucket + ".>", "$O." + FilesBucket + ".>", LogsSubjects}
+
 // LogSubject is where one output line of an instance is published.
 func LogSubject(app, node, instance string) string {
 	return "narun.logs." + app + "." + node + "." + instance
