@@ -304,7 +304,6 @@ func (t *table) flush() error { return t.tw.Flush() }
 
 func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: flagJSON, Usage: "print JSON for scripts"} }
 
-// oneArg returns the single positional argument named what.
 // requiredArgs refuses a command line that lacks an argument its usage
 // line requires ("NAME", "OBJECT..."; "[X]" is optional) before anything
 // connects: a missing name is a usage error, not a NATS timeout.
@@ -324,6 +323,7 @@ func requiredArgs(c *ucli.Context) error {
 	return nil
 }
 
+// oneArg returns the single positional argument named what.
 func oneArg(c *ucli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
 		return "", usagef("want exactly one %s, got %d arguments", what, c.NArg())

@@ -24,6 +24,7 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/sandbox"
 )
 
 func deployCommand(stdio cli.IO) *ucli.Command {
@@ -261,12 +262,12 @@ func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 // app that lacks the shared_libs preset: Landlock would refuse its loader,
 // and every instance would fail to start after the upload.
 func warnDynamicBinaries(w io.Writer, app *spec.App, bins []binaryFile) {
-	if app.Mode != spec.ModeSandbox || slices.Contains(app.Sandbox.Presets, "shared_libs") {
+	if app.Mode != spec.ModeSandbox || slices.Contains(app.Sandbox.Presets, sandbox.PresetSharedLibs) {
 		return
 	}
 	for _, b := range bins {
 		if interp := elfarch.Interpreter(b.Path); interp != "" {
-			fmt.Fprintf(w, "warning: %s is dynamically linked (loader %s) but [sandbox] presets lack \"shared_libs\": its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset\n", b.Path, interp)
+			fmt.Fprintf(w, "warning: %s is dynamically linked (loader %s) but [sandbox] presets lack %q: its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset\n", b.Path, interp, sandbox.PresetSharedLibs)
 		}
 	}
 }
