@@ -37,7 +37,7 @@ func Table() []Applet {
 	return []Applet{
 		{Name: "up", Summary: "embedded NATS, runner and gateway in one process", Run: up.Main},
 		{Name: "nats", Aliases: []string{"narun-nats"}, Summary: "embedded NATS server (JetStream, cluster, leafnodes)", Run: natsapplet.Main},
-		{Name: "gw", Aliases: []string{"narun-gw"}, Summary: "HTTP gateway to NATS Micro services", Run: gw.Main},
+		{Name: "gw", Aliases: []string{"narun-gw"}, Summary: "HTTP and gRPC gateway to NATS Micro services", Run: gw.Main},
 		{Name: "runner", Aliases: []string{"node-runner"}, Summary: "node agent: deploys and supervises apps", Run: runner.Main},
 		{Name: "ctl", Aliases: []string{"narun-ctl"}, Summary: "management CLI", Run: ctl.Main},
 		{Name: "version", Summary: "print version, commit, Go version and platform", Run: versionMain},

@@ -25,7 +25,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
 	)
-	return cli.Service(ctx, stdio, args, "HTTP gateway to NATS Micro services", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen})
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {

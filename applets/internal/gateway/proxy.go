@@ -30,6 +30,7 @@ type exchange struct {
 	status int
 	in     int64
 	out    int64
+	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
 }
 
 func (ex *exchange) reset() {
@@ -37,6 +38,7 @@ func (ex *exchange) reset() {
 	clear(ex.hdr)
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
+	ex.grpc = false
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -62,6 +64,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rid = g.newRequestID()
 	}
 	ex.vals[0] = rid
+	ex.grpc = isGRPC(r.Header["Content-Type"])
 	// Not backed by ex.vals: the server may write these headers after the
 	// exchange went back to the pool.
 	w.Header()["X-Request-Id"] = []string{rid}
@@ -340,6 +343,11 @@ func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, err error, rid 
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
 	ex.status = code
 	h := w.Header()
+	if ex.grpc {
+		writeGRPCStatus(h, code, msg+" (request id "+rid+")")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
