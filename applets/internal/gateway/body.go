@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,11 @@ type bodySource struct {
 	small *[]byte
 	class int // sizedBufs index of small
 	big   *[]byte
+	// messages makes a chunk end where the client's gRPC message ends: in
+	// a bidirectional stream the client sends its next message only after
+	// the reply to this one, so filling a whole chunk would never finish.
+	messages bool
+	left     int64 // bytes of the current gRPC message not read yet
 }
 
 // first returns the part of the body that travels with the request head and
@@ -85,6 +91,9 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 			*b.big = make([]byte, b.chunk)
 		}
 	}
+	if b.messages {
+		return b.nextMessage()
+	}
 	n, err := io.ReadFull(b.r, (*b.big)[:b.chunk])
 	b.read += int64(n)
 	if b.read > b.limit {
@@ -102,6 +111,46 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		b.eof = true
 	}
 	return (*b.big)[:n], b.eof, nil
+}
+
+// grpcPrefix is the length of a gRPC message's prefix: a flag byte and
+// the message length as a 32-bit big-endian number.
+const grpcPrefix = 5
+
+// nextMessage reads the rest of the current gRPC message, or the prefix and
+// start of the next one, up to a chunk: never a byte the client has not
+// committed to send.
+func (b *bodySource) nextMessage() ([]byte, bool, error) {
+	buf := (*b.big)[:b.chunk]
+	n := 0
+	if b.left == 0 {
+		k, err := io.ReadFull(b.r, buf[:grpcPrefix])
+		b.read += int64(k)
+		switch {
+		case k == 0 && errors.Is(err, io.EOF):
+			b.eof = true
+			return nil, true, nil
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, false, fmt.Errorf("gRPC message prefix cut after %d bytes", k)
+		case err != nil:
+			return nil, false, err
+		}
+		b.left = int64(binary.BigEndian.Uint32(buf[1:grpcPrefix]))
+		n = grpcPrefix
+	}
+	if b.read+b.left > b.limit {
+		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
+	}
+	k, err := io.ReadFull(b.r, buf[n:n+int(min(b.left, int64(b.chunk-n)))])
+	b.read += int64(k)
+	b.left -= int64(k)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, false, fmt.Errorf("gRPC message cut %d bytes short", b.left)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return buf[:n+k], false, nil
 }
 
 // sent returns the small buffer once the head is published: NATS copied it.

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +20,32 @@ import (
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
-// grpcResult is one line printed by testdata/apps/grpchealth --call.
+// grpcResult is one line printed by testdata/apps/grpcsvc --status.
 type grpcResult struct {
 	Call, Code, Message, Status string
 }
 
-// TestGRPCThroughGateway serves grpc-go's health service with
-// consumer.ListenAndServe and calls it with a grpc-go client over h2c
-// through the gateway: unary calls, a status error, a server stream, and
-// the gateway's own errors as gRPC statuses.
+// TestGRPCThroughGateway serves gRPC's interop TestService with
+// consumer.ListenAndServe and runs gRPC's interop cases against it with a
+// grpc-go client over h2c through a real gateway: unary calls, client,
+// server and bidirectional streams, metadata, status codes, cancellation,
+// deadlines; and checks the gateway's own errors arrive as gRPC statuses.
 func TestGRPCThroughGateway(t *testing.T) {
 	// The fixture is a module of its own (narun does not depend on gRPC);
 	// building it may fetch grpc-go from the module proxy.
-	dir := filepath.Join("..", "..", "..", "testdata", "apps", "grpchealth")
-	bin := filepath.Join(t.TempDir(), "grpchealth")
+	bin := filepath.Join(t.TempDir(), "grpcsvc")
 	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = dir
+	build.Dir = filepath.Join("..", "..", "..", "testdata", "apps", "grpcsvc")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the gRPC fixture: %v\n%s", err, out)
 	}
 
-	e := newEnv(t, gwConfig(config.Route{Path: "/grpc.health.v1.Health/", Service: "grpchealth"}))
+	var routes []config.Route
+	for _, svc := range []string{"grpc.testing.TestService", "grpc.testing.UnimplementedService", "grpc.health.v1.Health"} {
+		routes = append(routes, config.Route{Path: "/" + svc + "/", Service: "grpctest"})
+	}
+	e := newEnv(t, gwConfig(routes...))
 	hs := httptest.NewUnstartedServer(e.gw.Handler())
 	hs.Config.Protocols = new(http.Protocols)
 	hs.Config.Protocols.SetHTTP1(true)
@@ -47,11 +54,11 @@ func TestGRPCThroughGateway(t *testing.T) {
 	t.Cleanup(hs.Close)
 	addr := strings.TrimPrefix(hs.URL, "http://")
 
-	call := func() map[string]grpcResult {
+	status := func() map[string]grpcResult {
 		t.Helper()
-		out, err := exec.Command(bin, "--call", addr).Output()
+		out, err := exec.Command(bin, "--status", addr).Output()
 		if err != nil {
-			t.Fatalf("grpchealth --call: %v\n%s", err, out)
+			t.Fatalf("grpcsvc --status: %v\n%s", err, out)
 		}
 		results := map[string]grpcResult{}
 		sc := bufio.NewScanner(bytes.NewReader(out))
@@ -65,13 +72,12 @@ func TestGRPCThroughGateway(t *testing.T) {
 		return results
 	}
 
-	// No instance yet: the gateway answers with gRPC statuses a gRPC
-	// client can read, naming the request id, not with an HTTP error page.
-	before := call()
-	// (grpc-go turns an HTTP error into a status too, but its message then
-	// starts "unexpected HTTP status code".)
-	if r := before["check narun"]; r.Code != "Unavailable" || !strings.HasPrefix(r.Message, "no instance of service grpchealth is running (request id ") {
-		t.Errorf("check without a service: %+v, want Unavailable naming the service and the request id", r)
+	// No instance yet: the gateway answers with gRPC statuses that name
+	// the request id. (grpc-go turns an HTTP error page into a status too,
+	// but its message then starts "unexpected HTTP status code".)
+	before := status()
+	if r := before["health"]; r.Code != "Unavailable" || !strings.HasPrefix(r.Message, "no instance of service grpctest is running (request id ") {
+		t.Errorf("call without a service: %+v, want Unavailable naming the service and the request id", r)
 	}
 	if r := before["unrouted"]; r.Code != "Unimplemented" || !strings.HasPrefix(r.Message, "no route for /narun.Missing/Call (request id ") {
 		t.Errorf("call without a route: %+v, want Unimplemented naming the path", r)
@@ -86,23 +92,26 @@ func TestGRPCThroughGateway(t *testing.T) {
 	t.Cleanup(func() {
 		_ = srv.Process.Signal(os.Interrupt)
 		if err := srv.Wait(); err != nil {
-			t.Errorf("grpchealth did not stop cleanly: %v", err)
+			t.Errorf("grpcsvc did not stop cleanly: %v", err)
 		}
 	})
-	testutil.Eventually(t, 15*time.Second, "grpchealth registered", func() bool {
-		_, err := e.nc.Request("$SRV.PING.grpchealth", nil, time.Second)
+	testutil.Eventually(t, 15*time.Second, "grpctest registered", func() bool {
+		_, err := e.nc.Request("$SRV.PING.grpctest", nil, time.Second)
 		return err == nil
 	})
-
-	got := call()
-	want := map[string]grpcResult{
-		"check narun":   {Call: "check narun", Code: "OK", Status: "SERVING"},
-		"check unknown": {Call: "check unknown", Code: "NotFound", Message: "unknown service"},
-		"watch narun":   {Call: "watch narun", Code: "OK", Status: "SERVING"},
+	if r := status()["health"]; r.Code != "OK" || r.Status != "SERVING" {
+		t.Errorf("health check: %+v, want OK SERVING", r)
 	}
-	for name, w := range want {
-		if got[name] != w {
-			t.Errorf("%s: got %+v, want %+v", name, got[name], w)
+
+	out, err := exec.Command(bin, "--interop", addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gRPC interop cases through the gateway: %v\n%s", err, out)
+	}
+	for _, name := range []string{"empty_unary", "large_unary", "client_streaming", "server_streaming", "ping_pong", "empty_stream",
+		"custom_metadata", "status_code_and_message", "special_status_message", "unimplemented_method", "unimplemented_service",
+		"cancel_after_begin", "cancel_after_first_response", "timeout_on_sleeping_server"} {
+		if !bytes.Contains(out, []byte("ok "+name+"\n")) {
+			t.Errorf("interop case %s did not pass:\n%s", name, out)
 		}
 	}
 }
@@ -137,5 +146,56 @@ func TestGRPCPercentEncode(t *testing.T) {
 		if got := grpcPercentEncode(in); got != want {
 			t.Errorf("grpcPercentEncode(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// grpcMessage frames payload as one gRPC message.
+func grpcMessage(payload string) string {
+	n := len(payload)
+	return string([]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}) + payload
+}
+
+func TestBodySourceMessages(t *testing.T) {
+	big := strings.Repeat("x", 20)
+	tests := []struct {
+		name   string
+		body   string
+		limit  int64
+		chunks []string // what each next() returns, until the end
+		err    string
+	}{
+		{name: "one message per chunk", body: grpcMessage("ab") + grpcMessage("") + grpcMessage("cde"), limit: 1 << 20,
+			chunks: []string{grpcMessage("ab"), grpcMessage(""), grpcMessage("cde")}},
+		{name: "a message larger than a chunk is cut", body: grpcMessage(big), limit: 1 << 20,
+			chunks: []string{grpcMessage(big)[:16], big[11:]}},
+		{name: "prefix cut", body: grpcMessage("ab")[:3], limit: 1 << 20, err: "prefix cut after 3 bytes"},
+		{name: "message cut", body: grpcMessage("abcd")[:7], limit: 1 << 20, err: "cut 2 bytes short"},
+		{name: "over the limit", body: grpcMessage(big), limit: 10, err: "request body too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pool := &sync.Pool{New: func() any { b := make([]byte, 16); return &b }}
+			b := &bodySource{r: io.NopCloser(strings.NewReader(tt.body)), limit: tt.limit, chunk: 16, pool: pool, messages: true}
+			var got []string
+			for {
+				data, last, err := b.next()
+				if err != nil {
+					if tt.err == "" || !strings.Contains(err.Error(), tt.err) {
+						t.Fatalf("after %q: error %v, want %q", got, err, tt.err)
+					}
+					return
+				}
+				if last {
+					break
+				}
+				got = append(got, string(data))
+			}
+			if tt.err != "" {
+				t.Fatalf("read %q, want error %q", got, tt.err)
+			}
+			if !slices.Equal(got, tt.chunks) {
+				t.Errorf("chunks %q, want %q", got, tt.chunks)
+			}
+		})
 	}
 }

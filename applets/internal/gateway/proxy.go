@@ -154,6 +154,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 
 	body := &bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
 	defer body.release()
+	// A gRPC stream over HTTP/2 may be bidirectional: its body is read a
+	// message at a time, and by a goroutine of its own (pulls below), so
+	// that waiting for the client's next message never holds up the reply
+	// it waits for. HTTP/2 only: there closing the body ends a blocked read.
+	duplex := ex.grpc && r.ProtoMajor == 2 && r.ContentLength < 0
+	body.messages = duplex
 	first, more, err := body.first(r.ContentLength)
 	if err != nil {
 		g.bodyError(w, ex, err, rid)
@@ -182,9 +188,21 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	done := r.Context().Done()
 	headSeen := false
 	var flusher http.Flusher
+	var pulls *puller
 	for {
 		var m *nats.Msg
+		var pullErr <-chan error
+		if pulls != nil {
+			pullErr = pulls.failed
+		}
 		select {
+		case err := <-pullErr:
+			g.cancel(rt, wt)
+			if headSeen {
+				panic(http.ErrAbortHandler)
+			}
+			g.bodyError(w, ex, err, rid)
+			return
 		case m = <-wt.ch:
 		case <-done:
 			g.cancel(rt, wt)
@@ -254,6 +272,19 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if m.Reply == "" {
 				continue
 			}
+			if duplex {
+				if pulls == nil {
+					pulls = g.startPuller(body, &ex.in, rid)
+					defer pulls.stop(r.Body)
+				}
+				select {
+				case pulls.replies <- m.Reply:
+				default:
+					g.protocolError(w, ex, rt, wt, headSeen, "a second pull before the first was answered", rid)
+					return
+				}
+				continue
+			}
 			chunk, last, err := body.next()
 			if err != nil {
 				g.cancel(rt, wt)
@@ -310,6 +341,46 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// break older gateways.
 		}
 	}
+}
+
+// puller answers a service's pulls of a duplex request body on a
+// goroutine of its own; the protocol allows one pull in flight.
+type puller struct {
+	replies chan string // reply subjects of pulls
+	failed  chan error  // the body could not be read; the exchange is over
+	done    chan struct{}
+}
+
+func (g *Gateway) startPuller(body *bodySource, in *int64, rid string) *puller {
+	p := &puller{replies: make(chan string, 1), failed: make(chan error, 1), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for reply := range p.replies {
+			chunk, last, err := body.next()
+			if err != nil {
+				_ = g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+				p.failed <- err
+				return
+			}
+			*in += int64(len(chunk))
+			kind := consumer.FrameData
+			if last {
+				kind = consumer.FrameEnd
+			}
+			if err := g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: chunk}); err != nil {
+				g.log.Debug("send request body chunk", "request_id", rid, "err", err)
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends the puller before the exchange releases the body's buffers:
+// closing an HTTP/2 request body ends a read blocked in it.
+func (p *puller) stop(body io.Closer) {
+	close(p.replies)
+	_ = body.Close()
+	<-p.done
 }
 
 // cancel tells the service that nobody waits for this exchange any more.
