@@ -162,6 +162,7 @@ func (b *bodySource) sent() {
 }
 
 func (b *bodySource) release() {
+	b.r = nil // the source sits in a pooled exchange: let the request go
 	b.sent()
 	if b.big != nil {
 		b.pool.Put(b.big)

@@ -31,6 +31,9 @@ type exchange struct {
 	in     int64
 	out    int64
 	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
+	// body lives here rather than on the stack: a duplex exchange hands it
+	// to a goroutine, which would move it to the heap on every request.
+	body bodySource
 }
 
 func (ex *exchange) reset() {
@@ -152,7 +155,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h[consumer.HeaderRemoteAddr] = ex.vals[7:8:8]
 	h[consumer.HeaderTimeout] = ex.vals[8:9:9]
 
-	body := &bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
+	body := &ex.body
+	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
 	defer body.release()
 	// A gRPC stream over HTTP/2 may be bidirectional: its body is read a
 	// message at a time, and by a goroutine of its own (pulls below), so
@@ -189,6 +193,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	headSeen := false
 	var flusher http.Flusher
 	var pulls *puller
+	defer func() {
+		if pulls != nil {
+			pulls.stop(r.Body)
+		}
+	}()
 	for {
 		var m *nats.Msg
 		var pullErr <-chan error
@@ -275,7 +284,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if duplex {
 				if pulls == nil {
 					pulls = g.startPuller(body, &ex.in, rid)
-					defer pulls.stop(r.Body)
 				}
 				select {
 				case pulls.replies <- m.Reply:
