@@ -288,7 +288,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				select {
 				case pulls.replies <- m.Reply:
 				default:
-					g.protocolError(w, ex, rt, wt, headSeen, "a second pull before the first was answered", rid)
+					g.protocolError(w, ex, rt, wt, headSeen, "pulls sent before earlier ones were answered", rid)
 					return
 				}
 				continue
