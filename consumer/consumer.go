@@ -2,6 +2,11 @@
 // narun gateway: each HTTP request arrives as a NATS request (see
 // docs/PROTOCOL.md) and is handed to the handler as a real *http.Request.
 //
+// gRPC services are served the same way: a *grpc.Server from grpc-go is an
+// http.Handler for the HTTP/2 requests the gateway forwards from gRPC
+// clients, so ListenAndServe(ctx, cfg, grpcServer) serves unary and
+// streaming calls; route the gateway's path "/<package>.<Service>/" to it.
+//
 // It imports only the standard library and nats.go, so that any Go program
 // can use it without pulling in the rest of narun.
 package consumer
