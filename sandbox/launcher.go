@@ -371,17 +371,33 @@ func explainExec(cfg *Config, err error) error {
 	if !errors.Is(err, unix.EACCES) || hasPreset(cfg, PresetSharedLibs) {
 		return err
 	}
-	f, ferr := elf.Open(cfg.Binary)
-	if ferr != nil {
-		return err
+	if Interpreter(cfg.Binary) != "" {
+		return fmt.Errorf("%w (the binary is dynamically linked: add the %s preset)", err, PresetSharedLibs)
+	}
+	return err
+}
+
+// Interpreter returns the program interpreter (dynamic loader) the
+// executable at path asks for, or "" for a static one or a file it cannot
+// read: Landlock refuses a dynamically linked binary's loader and libraries
+// unless the shared_libs preset allows them.
+func Interpreter(path string) string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return ""
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%w (the binary is dynamically linked: add the %s preset)", err, PresetSharedLibs)
+		if p.Type != elf.PT_INTERP {
+			continue
 		}
+		b, err := io.ReadAll(io.LimitReader(p.Open(), 4096))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimRight(string(b), "\x00")
 	}
-	return err
+	return ""
 }
 
 func hasEnv(env []string, key string) bool {

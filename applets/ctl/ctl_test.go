@@ -24,6 +24,7 @@ import (
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/sandbox"
 )
 
 const helloSpec = `name = "hello"
@@ -101,7 +102,7 @@ func TestDeployDryRun(t *testing.T) {
 
 func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
 	dynamic := "/bin/sh"
-	if _, err := elfarch.DetectFile(dynamic); err != nil || elfarch.Interpreter(dynamic) == "" {
+	if _, err := elfarch.DetectFile(dynamic); err != nil || sandbox.Interpreter(dynamic) == "" {
 		t.Skipf("%s is not a dynamically linked executable for this arch here", dynamic)
 	}
 	h := newHarness(t)

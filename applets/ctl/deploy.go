@@ -266,7 +266,7 @@ func warnDynamicBinaries(w io.Writer, app *spec.App, bins []binaryFile) {
 		return
 	}
 	for _, b := range bins {
-		if interp := elfarch.Interpreter(b.Path); interp != "" {
+		if interp := sandbox.Interpreter(b.Path); interp != "" {
 			fmt.Fprintf(w, "warning: %s is dynamically linked (loader %s) but [sandbox] presets lack %q: its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset\n", b.Path, interp, sandbox.PresetSharedLibs)
 		}
 	}

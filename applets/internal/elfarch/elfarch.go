@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 )
 
 // ErrUnsupported means the file is not a Linux executable for amd64, arm64
@@ -120,27 +119,4 @@ func DetectFile(path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return arch, nil
-}
-
-// Interpreter returns the program interpreter (dynamic loader) an
-// executable asks for, or "" for a static one or a file it cannot read:
-// under Landlock a dynamically linked binary needs its loader and libraries
-// allowed.
-func Interpreter(path string) string {
-	f, err := elf.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_INTERP {
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(p.Open(), 4096))
-		if err != nil {
-			return ""
-		}
-		return strings.TrimRight(string(b), "\x00")
-	}
-	return ""
 }

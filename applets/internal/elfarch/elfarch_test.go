@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 )
 
@@ -31,25 +30,6 @@ func build(t *testing.T, dir, goos, goarch string) string {
 		t.Fatalf("build %s/%s: %v\n%s", goos, goarch, err, b)
 	}
 	return out
-}
-
-func TestInterpreter(t *testing.T) {
-	static := build(t, t.TempDir(), "linux", runtime.GOARCH)
-	if got := Interpreter(static); got != "" {
-		t.Errorf("static Go binary: interpreter %q, want none", got)
-	}
-	if got := Interpreter(filepath.Join(t.TempDir(), "missing")); got != "" {
-		t.Errorf("missing file: interpreter %q, want none", got)
-	}
-	const dynamic = "/bin/sh"
-	if _, err := os.Stat(dynamic); err != nil {
-		t.Skipf("no %s to read", dynamic)
-	}
-	// /bin/sh is dynamically linked on the distributions CI and devices
-	// run; its loader lives under /lib.
-	if got := Interpreter(dynamic); !strings.HasPrefix(got, "/lib") {
-		t.Errorf("%s: interpreter %q, want a loader under /lib", dynamic, got)
-	}
 }
 
 func TestDetect(t *testing.T) {
