@@ -22,9 +22,9 @@ func appCommand(stdio cli.IO) *ucli.Command {
 		Name:  "app",
 		Usage: "list, inspect, delete and restart deployed apps",
 		Subcommands: []*ucli.Command{
-			{Name: "list", Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appStatus)},
-			{Name: "delete", Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: action(stdio, true, appDelete)},
+			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: action(stdio, true, appDelete)},
 			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: action(stdio, true, appRestart)},
 		},
 	}

@@ -497,13 +497,14 @@ func TestFiles(t *testing.T) {
 	h.fails(2, "", "files", "put", "../conf", content)
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"conf\"\npath = \"etc/conf.toml\"\n")
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
-	r := h.ok("", "files", "list")
+	// ls and rm are the short forms the nats CLI taught its users.
+	r := h.ok("", "files", "ls")
 	if !strings.Contains(r.out, "conf") || !strings.Contains(r.out, "app") {
-		t.Errorf("files list: %s", r.out)
+		t.Errorf("files ls: %s", r.out)
 	}
 	h.fails(ExitInUse, "", "files", "delete", "conf")
-	h.ok("", "app", "delete", "app")
-	h.ok("", "files", "delete", "conf")
+	h.ok("", "app", "rm", "app")
+	h.ok("", "files", "rm", "conf")
 	if h.objectCount(names.FilesBucket) != 0 {
 		t.Error("file not deleted")
 	}

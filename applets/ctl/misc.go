@@ -24,7 +24,7 @@ func nodeCommand(stdio cli.IO) *ucli.Command {
 		Name:  "node",
 		Usage: "runners that sent a heartbeat recently",
 		Subcommands: []*ucli.Command{
-			{Name: "list", Usage: "live nodes", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, nodeList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "live nodes", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, nodeList)},
 		},
 	}
 }
@@ -74,7 +74,7 @@ func routeCommand(stdio cli.IO) *ucli.Command {
 		Name:  "route",
 		Usage: "gateway routes registered by deployed apps",
 		Subcommands: []*ucli.Command{
-			{Name: "list", Usage: "routes in " + names.RoutesBucket, Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, routeList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "routes in " + names.RoutesBucket, Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, routeList)},
 		},
 	}
 }

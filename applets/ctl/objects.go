@@ -23,9 +23,9 @@ func imageCommand(stdio cli.IO) *ucli.Command {
 		Name:  "image",
 		Usage: "app binaries in " + names.BinariesBucket,
 		Subcommands: []*ucli.Command{
-			{Name: "list", Usage: "uploaded binaries and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, imageList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "uploaded binaries and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, imageList)},
 			{
-				Name: "delete", Usage: "delete binaries no deployed spec uses", ArgsUsage: "OBJECT...",
+				Name: "delete", Aliases: []string{"rm"}, Usage: "delete binaries no deployed spec uses", ArgsUsage: "OBJECT...",
 				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec pins it"}},
 				Action: action(stdio, true, imageDelete),
 			},
@@ -39,9 +39,9 @@ func filesCommand(stdio cli.IO) *ucli.Command {
 		Usage: "files for app instances in " + names.FilesBucket,
 		Subcommands: []*ucli.Command{
 			{Name: "put", Usage: "upload a file under NAME", ArgsUsage: "NAME FILE", Action: action(stdio, true, filesPut)},
-			{Name: "list", Usage: "uploaded files and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, filesList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "uploaded files and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, filesList)},
 			{
-				Name: "delete", Usage: "delete files no deployed spec uses", ArgsUsage: "NAME...",
+				Name: "delete", Aliases: []string{"rm"}, Usage: "delete files no deployed spec uses", ArgsUsage: "NAME...",
 				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec uses it"}},
 				Action: action(stdio, true, filesDelete),
 			},

@@ -33,9 +33,9 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 				Flags:  []ucli.Flag{&ucli.StringFlag{Name: "from-file", Usage: "read the value from this file"}},
 				Action: action(stdio, true, secretSet),
 			},
-			{Name: "list", Usage: "secret names, key ids and the apps that use them (no values)", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, secretList)},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "secret names, key ids and the apps that use them (no values)", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, secretList)},
 			{
-				Name: "delete", Usage: "delete secrets no deployed spec uses", ArgsUsage: "NAME...",
+				Name: "delete", Aliases: []string{"rm"}, Usage: "delete secrets no deployed spec uses", ArgsUsage: "NAME...",
 				Flags:  []ucli.Flag{&ucli.BoolFlag{Name: flagForce, Usage: "delete even if a deployed spec uses it"}},
 				Action: action(stdio, true, secretDelete),
 			},
