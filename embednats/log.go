@@ -17,7 +17,7 @@ func (l *logAdapter) emit(level slog.Level, format string, v ...any) {
 	if l.log == nil || !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "nats")
+	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
 }
 
 func (l *logAdapter) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, format, v...) }
