@@ -247,11 +247,41 @@ func (s *Supervisor) update(f func(st *state.Instance)) {
 	f(&s.st)
 	if s.st.State != prev.State {
 		s.st.Since = time.Now()
+		s.logChange(prev.State, s.st)
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	if s.cfg.OnChange != nil {
 		s.cfg.OnChange(s.st)
+	}
+}
+
+// logChange writes the transitions an operator reading the node's journal
+// needs (start, health, exit, give-up, stop) at the level they deserve; the
+// same changes also go to narun.events, but the journal is what is left when
+// NATS is not reachable.
+func (s *Supervisor) logChange(prev state.State, cur state.Instance) {
+	switch cur.State {
+	case state.Running:
+		if prev == state.Healthy {
+			s.log.Warn("instance unhealthy", "pid", cur.PID, "reason", cur.Reason)
+		} else {
+			s.log.Info("instance started", "pid", cur.PID, "version", cur.Version)
+		}
+	case state.Healthy:
+		// Without a check an instance is healthy as soon as it runs: the
+		// line would only repeat "started".
+		if s.cfg.Health.Check != nil {
+			s.log.Info("instance healthy", "pid", cur.PID)
+		}
+	case state.Crashed:
+		s.log.Warn("instance exited", "reason", cur.Reason, "restarts", cur.Restarts)
+	case state.Failed:
+		s.log.Error("instance failed; not restarting it", "reason", cur.Reason, "restarts", cur.Restarts)
+	case state.Stopped:
+		s.log.Info("instance stopped", "reason", cur.Reason)
+	default:
+		s.log.Debug("instance state", "state", cur.State, "reason", cur.Reason)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -262,6 +263,46 @@ func TestCrashLoopGivesUp(t *testing.T) {
 	}
 	if !hasLine(s, state.Stderr, "dying") {
 		t.Errorf("stderr line not kept: %+v", s.Lines())
+	}
+}
+
+// syncBuffer is an io.Writer the supervisor's goroutines may share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestJournalTellsTheCrashLoop(t *testing.T) {
+	var out syncBuffer
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, _ := start(t, "crash", Config{Policy: Policy{Initial: time.Millisecond, Max: 4 * time.Millisecond, GiveUp: 2}, Logger: log})
+	waitDone(t, s)
+	journal := out.String()
+	for _, want := range []string{
+		`level=INFO msg="instance started" instance=0-test pid=`,
+		`level=WARN msg="instance exited" instance=0-test reason="exit status 3" restarts=0`,
+		`level=ERROR msg="instance failed; not restarting it" instance=0-test reason="gave up after 2 crashes in a row: exit status 3"`,
+	} {
+		if !strings.Contains(journal, want) {
+			t.Errorf("journal lacks %s:\n%s", want, journal)
+		}
+	}
+	for _, noise := range []string{"level=DEBUG", "instance healthy"} {
+		if strings.Contains(journal, noise) {
+			t.Errorf("journal has %q at level info, without a health check:\n%s", noise, journal)
+		}
 	}
 }
 
