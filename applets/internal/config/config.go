@@ -93,9 +93,11 @@ type Gateway struct {
 	MaxBody     Size     `toml:"max_body"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// at shutdown; 0 means 15s.
-	ShutdownTimeout Duration   `toml:"shutdown_timeout"`
-	TLS             GatewayTLS `toml:"tls"`
-	Routes          []Route    `toml:"routes"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// AccessLog logs one line per request; it follows hot reloads.
+	AccessLog bool       `toml:"access_log"`
+	TLS       GatewayTLS `toml:"tls"`
+	Routes    []Route    `toml:"routes"`
 }
 
 // GatewayTLS enables HTTPS when Cert and Key are set.

@@ -65,6 +65,7 @@ type Gateway struct {
 	certStamp  string
 	fileStamp  string
 	reloadErrs atomic.Uint64
+	accessLog  atomic.Bool
 }
 
 // New checks the configuration and subscribes the reply inbox; it does not
@@ -178,6 +179,7 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	g.cfg = cfg
 	g.kvRoutes = kv
 	g.table.Store(t)
+	g.accessLog.Store(cfg.AccessLog)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -56,9 +57,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchangePool.Get().(*exchange)
 	ex.reset()
 	rm := g.noRoute
+	var rt *route
 	defer func() {
 		g.metrics.inflight.Add(-1)
-		rm.observe(ex.status, time.Since(start), ex.in, ex.out)
+		took := time.Since(start)
+		rm.observe(ex.status, took, ex.in, ex.out)
+		if g.accessLog.Load() {
+			g.logAccess(r, rt, ex, took)
+		}
 		exchangePool.Put(ex)
 	}()
 
@@ -73,7 +79,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Request-Id"] = []string{rid}
 
 	p := cleanPath(r.URL.Path)
-	rt, allow := g.table.Load().match(requestHost(r.Host), p, r.Method)
+	var allow []string
+	rt, allow = g.table.Load().match(requestHost(r.Host), p, r.Method)
 	if rt == nil {
 		if len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -99,6 +106,30 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // proxy runs the exchange with the service: request head, body pulls,
 // response head and response frames.
+// logAccess writes the access log line of a finished request. The route is
+// named by its configured host and path, as in the metrics; the URI is the
+// client's, query included, as nginx and Caddy log it.
+func (g *Gateway) logAccess(r *http.Request, rt *route, ex *exchange, took time.Duration) {
+	route, service := "", ""
+	if rt != nil {
+		route, service = rt.label, rt.cfg.Service
+	}
+	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("uri", r.RequestURI),
+		slog.String("proto", r.Proto),
+		slog.Int("status", ex.status),
+		slog.Int64("bytes_in", ex.in),
+		slog.Int64("bytes_out", ex.out),
+		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+		slog.String("route", route),
+		slog.String("service", service),
+		slog.String("client", r.RemoteAddr),
+		slog.String("request_id", ex.vals[0]),
+	)
+}
+
 func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, cleaned, rid string) {
 	// The head is built in the pooled map rather than in r.Header: no map
 	// allocation or growth per request.

@@ -8,8 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -43,13 +45,18 @@ type running struct {
 
 func startRun(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string) *running {
 	t.Helper()
+	return startRunLogged(t, nc, cfg, path, nil)
+}
+
+func startRunLogged(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string, log *slog.Logger) *running {
+	t.Helper()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.TLS.Cert != "" {
 		cfg.TLS.Listen = "127.0.0.1:0"
 	}
 	var mu sync.Mutex
 	addrs := map[string]string{}
-	g, err := New(Options{Config: cfg, Conn: nc, ConfigPath: path, OnListen: func(name, addr string) {
+	g, err := New(Options{Config: cfg, Conn: nc, ConfigPath: path, Logger: log, OnListen: func(name, addr string) {
 		mu.Lock()
 		addrs[name] = addr
 		mu.Unlock()
@@ -315,6 +322,80 @@ func TestReload(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestAccessLog(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("a"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "a")
+	}))
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	writeFile(t, path, "[gateway]\naccess_log = true\n"+routes)
+	f := config.Defaults()
+	data, _ := os.ReadFile(path)
+	if err := config.DecodeStrict(path, data, &f); err != nil {
+		t.Fatal(err)
+	}
+	var out testutil.LogBuffer
+	r := startRunLogged(t, nc, f.Gateway, path, slog.New(slog.NewJSONHandler(&out, nil)))
+	base := "http://" + r.addrs["http"]
+
+	type line struct {
+		Msg, Method, URI, Route, Service string
+		RequestID                        string `json:"request_id"`
+		Status                           int
+		BytesOut                         int64 `json:"bytes_out"`
+	}
+	requests := func() []line {
+		var got []line
+		for _, text := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var l line
+			if json.Unmarshal([]byte(text), &l) == nil && l.Msg == "request" {
+				got = append(got, l)
+			}
+		}
+		return got
+	}
+
+	resp, err := http.Get(base + "/a?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	rid := resp.Header.Get("X-Request-Id")
+	if code, _ := get(t, base+"/nope"); code != http.StatusNotFound {
+		t.Fatalf("GET /nope = %d, want 404", code)
+	}
+	// The line is written once the response is out: wait for it.
+	testutil.Eventually(t, 10*time.Second, "two access log lines", func() bool { return len(requests()) == 2 })
+	got := requests()
+	want := []line{
+		{Msg: "request", Method: "GET", URI: "/a?x=1", Route: "/a", Service: "a", RequestID: rid, Status: 200, BytesOut: 1},
+		{Msg: "request", Method: "GET", URI: "/nope", Status: 404},
+	}
+	got[1].RequestID, got[1].BytesOut = "", 0
+	if got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("access log\n got %+v\nwant %+v", got, want)
+	}
+
+	// Turned off by a reload: no further line.
+	writeFile(t, path, routes)
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, base+"/a"); code != http.StatusOK {
+		t.Fatalf("GET /a = %d", code)
+	}
+	if code, _ := get(t, base+"/nope"); code != http.StatusNotFound {
+		t.Fatalf("GET /nope = %d", code)
+	}
+	// The line is written when the handler returns, before net/http sends
+	// a response the handler did not flush: none is left in flight here.
+	if n := len(requests()); n != 2 {
+		t.Errorf("%d access log lines after access_log was turned off, want 2", n)
+	}
 }
 
 func TestRoutesFromKV(t *testing.T) {

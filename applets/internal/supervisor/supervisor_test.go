@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // The test binary doubles as the supervised program when this variable names
@@ -266,26 +267,8 @@ func TestCrashLoopGivesUp(t *testing.T) {
 	}
 }
 
-// syncBuffer is an io.Writer the supervisor's goroutines may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestJournalTellsTheCrashLoop(t *testing.T) {
-	var out syncBuffer
+	var out testutil.LogBuffer
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, _ := start(t, "crash", Config{Policy: Policy{Initial: time.Millisecond, Max: 4 * time.Millisecond, GiveUp: 2}, Logger: log})
 	waitDone(t, s)
