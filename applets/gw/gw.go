@@ -6,9 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
@@ -39,29 +36,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return fmt.Errorf("connect to nats %s: %w", cfg.Gateway.NATSURL, err)
 		}
 		defer nc.Close()
-		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path})
+		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
+			OnServing: func() { cli.NotifyReady(log) }})
 		if err != nil {
 			return err
 		}
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					if cfg.Path == "" {
-						log.Warn("SIGHUP ignored: no configuration file to reload")
-						continue
-					}
-					if err := g.Reload(); err != nil {
-						log.Error("reload failed, keeping the current routes", "err", err)
-					}
-				}
-			}
-		}()
+		cli.OnSIGHUP(ctx, log, g.Reload)
 		log.Info("gateway starting", "nats", cfg.Gateway.NATSURL, "config", cfg.Path)
 		return g.Run(ctx)
 	})

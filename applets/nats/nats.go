@@ -45,6 +45,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
+		cli.OnSIGHUP(ctx, log, func() error {
+			log.Info("SIGHUP: nothing to reload; restart narun nats to apply a changed [nats] table")
+			return nil
+		})
+		cli.NotifyReady(log)
 		<-ctx.Done()
 		log.Info("nats stopping")
 		srv.Shutdown()

@@ -64,6 +64,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}()
 			log.Info("admin page", "addr", rc.AdminListen)
 		}
+		cli.OnSIGHUP(ctx, log, func() error {
+			log.Info("SIGHUP: nothing to reload; apps follow narun-apps and the key file is re-read when it changes")
+			return nil
+		})
+		cli.NotifyReady(log)
 		log.Info("runner started", "node", r.NodeID(), "nats", rc.NATSURL, "data_dir", cfg.DataDir)
 		return r.Run(ctx)
 	})

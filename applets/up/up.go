@@ -65,7 +65,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer runnerConn.Close()
 
-		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path})
+		// The runner's admin listener is bound before the gateway runs: the
+		// gateway's listeners are the last to be ready.
+		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
+			OnServing: func() { cli.NotifyReady(log) }})
 		if err != nil {
 			return err
 		}
@@ -73,6 +76,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
+
+		cli.OnSIGHUP(ctx, log, gw.Reload)
 
 		fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
 		fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())

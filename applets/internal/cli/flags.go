@@ -11,6 +11,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/sdnotify"
 )
 
 // Common flag names shared by every applet.
@@ -148,7 +149,9 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 }
 
 // Service runs a long-running applet: it takes no arguments, loads the
-// configuration under the flags, then calls run.
+// configuration under the flags, then calls run. When ctx ends, a service
+// manager that asked is told the applet is stopping; run calls
+// NotifyReady once it serves.
 func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	app := NewApp(stdio, args[0], usage, flags)
 	app.UsageText = app.Name + " [options]"
@@ -161,6 +164,12 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		if err != nil {
 			return err
 		}
+		stopping := context.AfterFunc(ctx, func() {
+			if err := sdnotify.Send(sdnotify.Stopping); err != nil {
+				log.Warn("service manager not told of the stop", "err", err)
+			}
+		})
+		defer stopping()
 		return run(c, cfg, log)
 	}
 	return app.RunContext(ctx, args)
@@ -173,5 +182,13 @@ func Override(c *ucli.Context, flags map[string]*string) {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
 		}
+	}
+}
+
+// NotifyReady tells a service manager that asked (a systemd unit with
+// Type=notify) that the applet serves.
+func NotifyReady(log *slog.Logger) {
+	if err := sdnotify.Send(sdnotify.Ready); err != nil {
+		log.Warn("service manager not told of readiness", "err", err)
 	}
 }

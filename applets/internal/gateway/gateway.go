@@ -41,6 +41,8 @@ type Options struct {
 	// OnListen, if set, is told each address Run listens on; name is
 	// "http", "https" or "admin". Tests use it with ":0" addresses.
 	OnListen func(name, addr string)
+	// OnServing, if set, is called once every listener is bound.
+	OnServing func()
 }
 
 // Gateway proxies HTTP requests to NATS services.
@@ -358,6 +360,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 			closeAll()
 			return err
 		}
+	}
+
+	if g.opts.OnServing != nil {
+		g.opts.OnServing()
 	}
 
 	bg, stopBG := context.WithCancel(ctx)

@@ -1,0 +1,37 @@
+// Package sdnotify speaks systemd's notify protocol, so that a unit with
+// Type=notify counts narun as started only once it serves, and sees it
+// stopping: units ordered After=narun.service then start when its ports
+// answer, not when its process exists.
+package sdnotify
+
+import (
+	"fmt"
+	"net"
+	"os"
+)
+
+// Ready and Stopping are the states narun reports.
+const (
+	Ready    = "READY=1"
+	Stopping = "STOPPING=1"
+)
+
+// Send writes state to the socket the service manager named in
+// NOTIFY_SOCKET. Without that variable (not started by a service manager
+// that asked) it does nothing. A name starting with '@' is an abstract
+// socket, which Go's net package maps itself.
+func Send(state string) error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("tell the service manager %s: %w", state, err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("tell the service manager %s: %w", state, err)
+	}
+	return nil
+}

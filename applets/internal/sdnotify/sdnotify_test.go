@@ -1,0 +1,67 @@
+package sdnotify
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func listen(t *testing.T, name string) *net.UnixConn {
+	t.Helper()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func receive(t *testing.T, conn *net.UnixConn) string {
+	t.Helper()
+	buf := make([]byte, 256)
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	return string(buf[:n])
+}
+
+func TestSend(t *testing.T) {
+	for _, tc := range []struct{ kind, name string }{
+		{"path", filepath.Join(t.TempDir(), "notify")},
+		{"abstract", "@narun-sdnotify-test-" + strings.ReplaceAll(t.Name(), "/", "-")},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			conn := listen(t, tc.name)
+			t.Setenv("NOTIFY_SOCKET", tc.name)
+			for _, state := range []string{Ready, Stopping} {
+				if err := Send(state); err != nil {
+					t.Fatal(err)
+				}
+				if got := receive(t, conn); got != state {
+					t.Errorf("received %q, want %q", got, state)
+				}
+			}
+		})
+	}
+}
+
+func TestSendWithoutServiceManager(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Send(Ready); err != nil {
+		t.Errorf("without NOTIFY_SOCKET: %v, want nothing done", err)
+	}
+}
+
+func TestSendToMissingSocketSaysWhat(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone"))
+	err := Send(Ready)
+	if err == nil || !strings.Contains(err.Error(), "tell the service manager READY=1") {
+		t.Errorf("err = %v, want one naming the notification", err)
+	}
+}

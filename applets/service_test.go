@@ -1,0 +1,116 @@
+package applets_test
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// TestServicesUnderServiceManager runs each long-running applet as systemd
+// runs a Type=notify unit: it must say READY=1 once it serves, survive
+// SIGHUP (`systemctl reload`; Go's default would end the process and a
+// node's apps with it), and say STOPPING=1 and exit 0 on SIGTERM.
+func TestServicesUnderServiceManager(t *testing.T) {
+	srv := natstest.Start(t)
+	natsURL := srv.ClientURL()
+	for _, tc := range []struct {
+		applet string
+		args   func(dir string) []string
+		// onHUP is what the applet logs when SIGHUP reaches it.
+		onHUP string
+	}{
+		{"nats", func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--listen", testutil.FreeAddr(t)}
+		}, "SIGHUP: nothing to reload"},
+		{"runner", func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--nats-url", natsURL, "--node-id", "sd", "--admin-listen", testutil.FreeAddr(t)}
+		}, "SIGHUP: nothing to reload"},
+		{"gw", func(dir string) []string {
+			return []string{"--config", gatewayConfig(t, dir), "--nats-url", natsURL, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t)}
+		}, "routes reloaded"},
+		{"up", func(dir string) []string {
+			return []string{"--config", gatewayConfig(t, dir), "--data-dir", dir, "--nats-listen", testutil.FreeAddr(t),
+				"--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", testutil.FreeAddr(t)}
+		}, "routes reloaded"},
+	} {
+		t.Run(tc.applet, func(t *testing.T) {
+			dir := t.TempDir()
+			socket := filepath.Join(dir, "notify")
+			notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer notify.Close()
+
+			var out testutil.LogBuffer
+			cmd := exec.Command(os.Args[0], append([]string{tc.applet}, tc.args(dir)...)...)
+			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			reaped := false
+			defer func() {
+				if !reaped {
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+			}()
+
+			expectNotice(t, notify, "READY=1", &out)
+			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 10*time.Second, "the SIGHUP log line", func() bool { return strings.Contains(out.String(), tc.onHUP) })
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatalf("the process is gone after SIGHUP: %v\n%s", err, out.String())
+			}
+			expectNotice(t, notify, "STOPPING=1", &out)
+			select {
+			case err := <-exited:
+				reaped = true
+				if err != nil {
+					t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("still running 20 s after SIGTERM\n%s", out.String())
+			}
+		})
+	}
+}
+
+// gatewayConfig writes a narun.toml with one route, so a reload has a file
+// to read.
+func gatewayConfig(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(path, []byte("[[gateway.routes]]\npath = \"/a/\"\nservice = \"a\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func expectNotice(t *testing.T, conn *net.UnixConn, want string, out *testutil.LogBuffer) {
+	t.Helper()
+	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no %s from the applet: %v\n%s", want, err, out.String())
+	}
+	if got := string(buf[:n]); got != want {
+		t.Fatalf("notice %q, want %q\n%s", got, want, out.String())
+	}
+}
