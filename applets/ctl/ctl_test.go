@@ -89,7 +89,7 @@ func TestDeployDryRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
 		t.Fatalf("decode %q: %v", r.out, err)
 	}
-	if !res.DryRun || len(res.Binaries) != 1 || res.Binaries[0].Arch != runtime.GOARCH || res.Binaries[0].Object != "hello/1.0.0/linux-"+runtime.GOARCH {
+	if !res.DryRun || len(res.Binaries) != 1 || res.Binaries[0].Arch != runtime.GOARCH || res.Binaries[0].Object != "hello/1.0.0/linux-"+runtime.GOARCH+"-"+res.Binaries[0].SHA256[:12] {
 		t.Errorf("plan: %+v", res)
 	}
 	if n := h.objectCount(names.BinariesBucket); n != 0 {
@@ -465,7 +465,15 @@ func TestImageDelete(t *testing.T) {
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
-	name := "hello/1.0.0/linux-" + runtime.GOARCH
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := app.Binaries[runtime.GOARCH].Object
+	if want := "hello/1.0.0/linux-" + runtime.GOARCH + "-" + app.Binaries[runtime.GOARCH].SHA256[:12]; name != want {
+		t.Fatalf("object %s, want %s", name, want)
+	}
 
 	r := h.ok("", "image", "list", "--json")
 	var objs []object
@@ -770,7 +778,7 @@ func TestDeployMultiArch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(app.Binaries) != 2 || app.Binaries["arm64"].Object != "hello/1.0.0/linux-arm64" || app.Binaries["riscv64"].Object != "hello/1.0.0/linux-riscv64" {
+	if len(app.Binaries) != 2 || !strings.HasPrefix(app.Binaries["arm64"].Object, "hello/1.0.0/linux-arm64-") || !strings.HasPrefix(app.Binaries["riscv64"].Object, "hello/1.0.0/linux-riscv64-") {
 		t.Fatalf("binaries: %+v", app.Binaries)
 	}
 	r := h.ok("", "image", "list")
@@ -778,5 +786,93 @@ func TestDeployMultiArch(t *testing.T) {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("image list lacks %s:\n%s", want, r.out)
 		}
+	}
+}
+
+// A deploy that uploads a new binary of the same version and then fails
+// to store its spec must leave the deployed spec runnable: the object it
+// pins still holds the digest it pins.
+func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+
+	// Another build of the same version: the same ELF with a byte more.
+	self, err := os.ReadFile(selfBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := h.file("hello-rebuilt", string(append(self, 0)))
+	// The server refuses the next spec, which is longer than the first:
+	// the deploy fails after its upload, as when it loses a race.
+	stream, err := h.js.Stream(context.Background(), "KV_"+names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = int32(len(stored) + 100)
+	if _, err := h.js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	h.file("hello.toml", helloSpec+"# "+strings.Repeat("x", 200)+"\n")
+	h.fails(1, "", "deploy", p, "--binary", rebuilt)
+
+	now, _ := h.get(names.AppsBucket, "hello")
+	if !bytes.Equal(now, stored) {
+		t.Fatalf("failed deploy changed the stored spec:\n%s", now)
+	}
+	app, err := spec.Parse("stored", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, _ := app.Binary(runtime.GOARCH)
+	obs, err := h.js.ObjectStore(context.Background(), names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := obs.GetInfo(context.Background(), pinned.Object)
+	if err != nil {
+		t.Fatalf("pinned object %s: %v", pinned.Object, err)
+	}
+	if got := digestHex(info); got != pinned.SHA256 {
+		t.Errorf("pinned object %s now holds sha256 %s, the stored spec pins %s", pinned.Object, got, pinned.SHA256)
+	}
+}
+
+// A spec an older ctl stored pins an object named without its digest;
+// deploying the same binary again keeps that object, and so the spec and
+// every instance, unchanged.
+func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
+	h := newHarness(t)
+	bin := selfBinary(t)
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	old := "hello/1.0.0/linux-" + runtime.GOARCH
+	info, err := obs.Put(context.Background(), jetstream.ObjectMeta{Name: old}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := spec.WithBinaries("hello.toml", []byte(helloSpec), map[string]spec.Binary{runtime.GOARCH: {Object: old, SHA256: digestHex(info)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.AppsBucket).Create(context.Background(), "hello", stored); err != nil {
+		t.Fatal(err)
+	}
+
+	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", bin)
+	if !strings.Contains(r.out, "unchanged") {
+		t.Errorf("redeploy of the same binary: %s", r.out)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 1 {
+		t.Errorf("%d objects, want the one the older ctl uploaded", n)
 	}
 }

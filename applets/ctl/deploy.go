@@ -34,8 +34,9 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 		ArgsUsage: "APP.toml",
 		Description: "The spec is validated first; nothing is uploaded from an invalid spec.\n" +
 			"Each --binary is a Linux ELF executable for amd64, arm64 or riscv64; its arch is read from\n" +
-			"the ELF header. Without --binary the binaries of the deployed spec are kept if the version\n" +
-			"is unchanged.",
+			"the ELF header. It is stored as <name>/<version>/linux-<arch>-<first 12 hex digits of its\n" +
+			"sha256>, so another build of the same version never replaces the object a deployed spec pins.\n" +
+			"Without --binary the binaries of the deployed spec are kept if the version is unchanged.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
 			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing"},
@@ -136,7 +137,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	case len(bins) > 0:
 		pinned := map[string]spec.Binary{}
 		for i := range bins {
-			if err := e.upload(ctx, &bins[i]); err != nil {
+			var reuse string
+			if prev, ok := cur.pinned(bins[i].Arch); ok && prev.SHA256 == bins[i].SHA256 {
+				reuse = prev.Object
+			}
+			if err := e.upload(ctx, &bins[i], reuse); err != nil {
 				return err
 			}
 			pinned[bins[i].Arch] = spec.Binary{Object: bins[i].Object, SHA256: bins[i].SHA256}
@@ -249,13 +254,23 @@ func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 	if err != nil {
 		return binaryFile{}, fmt.Errorf("read %s: %w", p, err)
 	}
+	sum := hex.EncodeToString(h.Sum(nil))
 	return binaryFile{
 		Path:   p,
 		Arch:   arch,
 		Size:   n,
-		SHA256: hex.EncodeToString(h.Sum(nil)),
-		Object: app.Name + "/" + app.Version + "/linux-" + arch,
+		SHA256: sum,
+		Object: binaryObject(app, arch, sum),
 	}, nil
+}
+
+// binaryObject names the object of a binary after its content as well as
+// its app, version and arch: another build of the same version is then a
+// new object, and the one a deployed spec pins is never overwritten (a
+// deploy that fails after its upload would otherwise leave nodes without
+// the binary cached unable to run the stored spec).
+func binaryObject(app *spec.App, arch, sum string) string {
+	return app.Name + "/" + app.Version + "/linux-" + arch + "-" + sum[:12]
 }
 
 // warnDynamicBinaries names each dynamically linked binary of a sandboxed
@@ -277,6 +292,15 @@ type current struct {
 	app *spec.App // nil when absent or unparsable
 	raw []byte
 	rev uint64 // 0 when absent
+}
+
+// pinned returns the binary the deployed spec pins for arch.
+func (c current) pinned(arch string) (spec.Binary, bool) {
+	if c.app == nil {
+		return spec.Binary{}, false
+	}
+	b, ok := c.app.Binaries[arch]
+	return b, ok
 }
 
 func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name string) (current, error) {
@@ -374,11 +398,26 @@ func digestHex(info *jetstream.ObjectInfo) string {
 
 // upload puts a binary into narun-binaries unless the same bytes are
 // already there, retrying transient failures, and checks the digest the
-// server computed against the local one.
-func (e *env) upload(ctx context.Context, b *binaryFile) error {
+// server computed against the local one. An object that holds other bytes
+// is never replaced: a stored spec may pin it.
+//
+// reuse is the object the deployed spec pins with the same digest, if
+// any: keeping its name (which an older ctl chose without the digest)
+// keeps the spec, and so every instance, unchanged.
+func (e *env) upload(ctx context.Context, b *binaryFile, reuse string) error {
 	obs, err := e.objects(ctx, names.BinariesBucket)
 	if err != nil {
 		return err
+	}
+	if reuse != "" && reuse != b.Object {
+		octx, cancel := e.op(ctx)
+		info, err := obs.GetInfo(octx, reuse)
+		cancel()
+		if err == nil && digestHex(info) == b.SHA256 {
+			e.log.Debug("binary already uploaded", "object", reuse)
+			b.Object = reuse
+			return nil
+		}
 	}
 	octx, cancel := e.op(ctx)
 	info, err := obs.GetInfo(octx, b.Object)
@@ -388,7 +427,7 @@ func (e *env) upload(ctx context.Context, b *binaryFile) error {
 		e.log.Debug("binary already uploaded", "object", b.Object)
 		return nil
 	case err == nil:
-		fmt.Fprintf(e.stdio.Stderr, "replacing %s: same version, different binary (sha256 %s)\n", b.Object, b.SHA256[:12])
+		return fmt.Errorf("upload %s: object %s already holds other bytes (sha256 %s) and is not replaced; nothing deployed (narun ctl image delete %s if no spec uses it)", b.Path, b.Object, digestHex(info), b.Object)
 	case !isNotFound(err):
 		return fmt.Errorf("check %s: %w", b.Object, err)
 	}
