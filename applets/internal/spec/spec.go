@@ -12,7 +12,7 @@
 //	app.Binary(arch) (Binary, bool)             // pinned object and sha256 for an arch ("amd64", "arm64", "riscv64")
 //	app.StopSig() syscall.Signal                // stop_signal as a signal
 //	spec.WithBinaries(file, src, bins) ([]byte, error) // ctl: the stored form (user TOML + [binaries.<arch>])
-//	spec.WithRestart(src, t) []byte             // ctl: sets restarted_at, which changes every fingerprint
+//	spec.SetRestartedAt(file, src, t) ([]byte, error) // ctl: sets restarted_at, which changes every fingerprint
 //	spec.ValidName(s) / spec.ValidObjectName(s) // app/node names (NATS tokens) / file and secret names
 //
 // Every error from Parse names the file, the line and the key
@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -777,21 +778,60 @@ func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, erro
 	return out, nil
 }
 
-// restartedPrefix starts the line WithRestart writes; it is always the
-// first line of a stored spec, because top-level keys must precede tables.
-const restartedPrefix = "restarted_at = "
-
-// WithRestart returns src with restarted_at set to t, replacing a previous
-// value written the same way; the new fingerprint makes the runner roll
-// every instance as it does for a new version.
-func WithRestart(src []byte, t time.Time) []byte {
-	if bytes.HasPrefix(src, []byte(restartedPrefix)) {
-		if i := bytes.IndexByte(src, '\n'); i >= 0 {
-			src = src[i+1:]
-		} else {
-			src = nil
+// SetRestartedAt returns src with its top-level restarted_at set to t; the
+// new fingerprint makes the runner roll every instance as it does for a new
+// version. The line that sets it is replaced where it is, comments and
+// layout kept, or one is added first. The result is checked to parse and to
+// differ from src in restarted_at only, so a spec whose restarted_at cannot
+// be rewritten line by line (a value on several lines) is an error rather
+// than a stored spec that runners refuse.
+func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
+	before, err := Parse(file, src)
+	if err != nil {
+		return nil, err
+	}
+	value := t.UTC().Format(time.RFC3339Nano)
+	line := fmt.Sprintf("restarted_at = %q # written by narun ctl app restart\n", value)
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	replaced := false
+	for i, l := range lines {
+		text := strings.TrimSpace(string(l))
+		if strings.HasPrefix(text, "[") {
+			// Top-level keys precede the first table; below it a
+			// restarted_at belongs to that table.
+			break
+		}
+		if k, _, ok := strings.Cut(text, "="); ok && !strings.HasPrefix(text, "#") && normKey(k) == "restarted_at" {
+			lines[i], replaced = []byte(line), true
+			break
 		}
 	}
-	line := fmt.Sprintf("%s%q # written by narun ctl app restart\n", restartedPrefix, t.UTC().Format(time.RFC3339Nano))
-	return append([]byte(line), src...)
+	out := bytes.Join(lines, nil)
+	if !replaced {
+		out = append([]byte(line), src...)
+	}
+	after, err := Parse(file, out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: key \"restarted_at\": cannot set it in this spec (remove restarted_at, or put it on one line before the first table): %w", file, err)
+	}
+	if after.RestartedAt != value {
+		return nil, fmt.Errorf("%s: key \"restarted_at\": cannot set it in this spec: remove restarted_at, or put it on one line before the first table", file)
+	}
+	after.RestartedAt = before.RestartedAt
+	if !reflect.DeepEqual(before, after) {
+		return nil, fmt.Errorf("%s: key \"restarted_at\": cannot set it without changing other keys (a line inside a multi-line string looks like it): remove restarted_at, or put it on one line before the first table", file)
+	}
+	return out, nil
+}
+
+// WithRestart is SetRestartedAt for callers that cannot report an error: a
+// spec it cannot rewrite comes back unchanged, so nothing invalid is stored.
+//
+// Deprecated: use SetRestartedAt, which says why the spec cannot restart.
+func WithRestart(src []byte, t time.Time) []byte {
+	out, err := SetRestartedAt("spec", src, t)
+	if err != nil {
+		return src
+	}
+	return out
 }

@@ -283,7 +283,7 @@ func TestFingerprint(t *testing.T) {
 		{"version", "name = \"a\"\nversion = \"2\"\nnodes = [\"n1\"]\n" + bins},
 		{"own binary", base + "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + digest('d') + "\"\n"},
 		{"resources", base + "[resources]\nmemory = \"64MiB\"\n" + bins},
-		{"restart", string(WithRestart([]byte(base+bins), time.Unix(1, 0)))},
+		{"restart", restarted(t, base+bins)},
 	}
 	for _, tc := range differ {
 		if got := fp(tc.src, "amd64"); got == ref {
@@ -316,23 +316,73 @@ func TestWithBinaries(t *testing.T) {
 	}
 }
 
+func TestSetRestartedAt(t *testing.T) {
+	const when = `"1970-01-01T00:03:20Z"`
+	tests := []struct {
+		name string
+		src  string
+		want string // the line that must carry the new time
+	}{
+		{"none yet", smallest, "restarted_at = " + when},
+		{"first line", "restarted_at = \"1970-01-01T00:01:40Z\"\n" + smallest, "restarted_at = " + when},
+		{"after a comment", "# hello, deployed by CI\nrestarted_at = \"1970-01-01T00:01:40Z\"\n" + smallest, "restarted_at = " + when},
+		{"after other keys", "name = \"hello\"\nversion = \"1.0.0\"\n  restarted_at=\"1970-01-01T00:01:40Z\" # by hand\nnodes = [\"node-1\"]\n[[routes]]\npath = \"/hello/\"\n", "restarted_at = " + when},
+		{"quoted key, no final newline", "name = \"hello\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\n\"restarted_at\" = \"1970-01-01T00:01:40Z\"", "restarted_at = " + when},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := SetRestartedAt("app.toml", []byte(tt.src), time.Unix(200, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := Parse("stored", out)
+			if err != nil {
+				t.Fatalf("result does not parse: %v\n%s", err, out)
+			}
+			if a.RestartedAt != "1970-01-01T00:03:20Z" || strings.Count(string(out), "restarted_at") != 1 || !strings.Contains(string(out), tt.want) {
+				t.Errorf("restarted_at not set once to %s:\n%s", when, out)
+			}
+			orig, err := Parse("orig", []byte(tt.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if orig.Fingerprint("amd64") == a.Fingerprint("amd64") {
+				t.Error("restart did not change the fingerprint")
+			}
+		})
+	}
+}
+
+// A restarted_at that cannot be rewritten in place is an error, never a
+// spec that runners refuse or one that runs something else.
+func TestSetRestartedAtRefuses(t *testing.T) {
+	tests := []struct{ name, src string }{
+		{"invalid spec", "name = \"a\"\n"},
+		{"value on two lines", "name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\nrestarted_at = \"\"\"\n1970-01-01T00:01:40Z\"\"\"\n"},
+		{"look-alike inside a string", "name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\nargs = [\"\"\"\nrestarted_at = \"x\"\n\"\"\"]\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := SetRestartedAt("app.toml", []byte(tt.src), time.Unix(200, 0))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", out)
+			}
+			if !strings.HasPrefix(err.Error(), "app.toml") {
+				t.Errorf("error does not name the file: %v", err)
+			}
+		})
+	}
+}
+
 func TestWithRestart(t *testing.T) {
-	src := []byte(smallest)
-	once := WithRestart(src, time.Unix(100, 0))
-	twice := WithRestart(once, time.Unix(200, 0))
-	if !strings.HasSuffix(string(twice), smallest) || strings.Count(string(twice), "restarted_at") != 1 {
-		t.Fatalf("restart line not replaced:\n%s", twice)
+	src := []byte("# comment first\nrestarted_at = \"1970-01-01T00:01:40Z\"\n" + smallest)
+	out := WithRestart(src, time.Unix(200, 0))
+	if _, err := Parse("stored", out); err != nil {
+		t.Fatalf("result does not parse: %v\n%s", err, out)
 	}
-	a1, err := Parse("1", once)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a2, err := Parse("2", twice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a1.Fingerprint("amd64") == a2.Fingerprint("amd64") {
-		t.Error("restart did not change the fingerprint")
+	bad := []byte("name = \"a\"\n")
+	if got := WithRestart(bad, time.Unix(200, 0)); string(got) != string(bad) {
+		t.Errorf("a spec it cannot rewrite came back changed:\n%s", got)
 	}
 }
 
@@ -381,4 +431,13 @@ func TestHTTPPortReplicasInOwnNetwork(t *testing.T) {
 	if _, err := Parse("app.toml", []byte(src)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func restarted(t *testing.T, src string) string {
+	t.Helper()
+	out, err := SetRestartedAt("a.toml", []byte(src), time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
