@@ -55,6 +55,12 @@ type Cluster struct {
 	Name   string   // cluster name, the same on every member
 	Listen string   // "host:port" for routes; empty disables clustering
 	Routes []string // nats-route://host:port of the other members
+	// User and Password authenticate routes both ways: this server
+	// accepts only routes that present them and presents them to the
+	// members in Routes (unless a route URL carries its own). Every
+	// member needs the same pair. Required when Users or NKeys is set.
+	User     string
+	Password string
 }
 
 // Leafnodes configures leaf node connections.
@@ -130,6 +136,10 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port can deploy apps and run them on this device; set [nats] users or nkeys, or listen on 127.0.0.1",
 			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	}
+	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
+			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
+	}
 	return &Server{ns: ns, internal: internal}, nil
 }
 
@@ -188,10 +198,27 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port}
+		if (cfg.Cluster.User == "") != (cfg.Cluster.Password == "") {
+			return nil, nil, errors.New("cluster.user and cluster.password: set both or neither")
+		}
+		// nats-server accepts any route when the cluster has no user: with
+		// client logins on, whoever reaches the cluster port would join as a
+		// route and read and publish everything, deploys included.
+		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
+			return nil, nil, errors.New("cluster.listen is set with users or nkeys, but routes would need no login: set cluster.user and cluster.password (the same on every member)")
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
+			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
 		routes, err := parseURLs("cluster.routes", cfg.Cluster.Routes)
 		if err != nil {
 			return nil, nil, err
+		}
+		// nats-server logs in to a configured route with the URL's user
+		// info only; routes it learns from its peers get the cluster's.
+		for _, u := range routes {
+			if u.User == nil && cfg.Cluster.User != "" {
+				u.User = url.UserPassword(cfg.Cluster.User, cfg.Cluster.Password)
+			}
 		}
 		opts.Routes = routes
 	}

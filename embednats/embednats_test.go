@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,8 +109,18 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 		{"loopback", embednats.Config{Listen: "127.0.0.1:-1"}, false},
 		{"all interfaces with users", embednats.Config{Listen: "0.0.0.0:-1", Users: []embednats.User{{User: "a", Password: "b"}}}, false},
 		{"in-process only", embednats.Config{}, false},
+		{"cluster on all interfaces, no route auth", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1"}}, true},
+		{"cluster on all interfaces with route auth", embednats.Config{Listen: "127.0.0.1:-1",
+			Cluster: embednats.Cluster{Listen: "0.0.0.0:-1", User: "r", Password: "p"}}, false},
+		{"cluster on loopback", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.cfg.Cluster.Listen != "" {
+				// JetStream in a cluster wants names and a route; one
+				// that nobody answers will do.
+				tc.cfg.ServerName, tc.cfg.Cluster.Name = "a", "c"
+				tc.cfg.Cluster.Routes = []string{"nats-route://" + freeAddr(t)}
+			}
 			var logs bytes.Buffer
 			tc.cfg.DataDir = t.TempDir()
 			tc.cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -149,6 +160,11 @@ func TestConfigErrors(t *testing.T) {
 		{"bad route", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"::bad"}}}, "cluster.routes"},
 		{"user without password", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a"}}}, "password"},
 		{"huge payload", embednats.Config{DataDir: "x", MaxPayload: 1 << 30}, "max_payload"},
+		{"users with an open cluster", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a", Password: "b"}},
+			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
+		{"nkeys with an open cluster", embednats.Config{DataDir: "x", NKeys: []string{"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"},
+			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
+		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := embednats.Start(tc.cfg)
@@ -304,4 +320,90 @@ func TestLeafnodeJoinsHub(t *testing.T) {
 			t.Fatal("message from the leaf never reached the hub")
 		}
 	}
+}
+
+// syncBuffer collects a server's log lines, written from its goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// With client logins on, a server that does not know the cluster's login
+// must not join as a route: a route reads and publishes every subject.
+func TestClusterRoutesNeedTheClusterLogin(t *testing.T) {
+	hubAddr, memberAddr := freeAddr(t), freeAddr(t)
+	route := []string{"nats-route://" + hubAddr}
+	var logs syncBuffer
+	hub := natstest.StartConfig(t, embednats.Config{
+		ServerName: "hub",
+		Users:      []embednats.User{{User: "alice", Password: "s3cret"}},
+		Cluster: embednats.Cluster{Name: "narun", Listen: hubAddr, User: "route", Password: "r0ute",
+			Routes: []string{"nats-route://" + memberAddr}},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+
+	// An unauthenticated server, and one with the wrong password, dial
+	// the hub's cluster port; the hub refuses each with an auth error.
+	for _, tc := range []struct {
+		name    string
+		cluster embednats.Cluster
+	}{
+		{"anonymous", embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: route}},
+		{"wrong password", embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: route, User: "route", Password: "guess"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := strings.Count(logs.String(), "authentication error")
+			rogue := natstest.StartConfig(t, embednats.Config{ServerName: "rogue", Cluster: tc.cluster})
+			deadline := time.Now().Add(10 * time.Second)
+			for strings.Count(logs.String(), "authentication error") == before {
+				if time.Now().After(deadline) {
+					t.Fatalf("the hub never refused the route; its log:\n%s", logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := rogue.NATS().NumRoutes(); n != 0 {
+				t.Fatalf("a route without the cluster login joined: rogue has %d routes", n)
+			}
+			if n := hub.NATS().NumRoutes(); n != 0 {
+				t.Fatalf("the hub has %d routes, want none", n)
+			}
+			rogue.Shutdown()
+		})
+	}
+
+	t.Run("member", func(t *testing.T) {
+		member := natstest.StartConfig(t, embednats.Config{
+			ServerName: "member",
+			Users:      []embednats.User{{User: "alice", Password: "s3cret"}},
+			Cluster:    embednats.Cluster{Name: "narun", Listen: memberAddr, Routes: route, User: "route", Password: "r0ute"},
+		})
+		hubConn, memberConn := natstest.Connect(t, hub), natstest.Connect(t, member)
+		sub, err := hubConn.SubscribeSync("narun.hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubConn.Flush()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			memberConn.Publish("narun.hello", []byte("hi"))
+			if _, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a message from the member never crossed the route; hub log:\n%s", logs.String())
+			}
+		}
+	})
 }

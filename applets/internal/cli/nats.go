@@ -18,9 +18,10 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		JetStreamMaxMemory: int64(n.JetStream.MaxMemory),
 		JetStreamMaxStore:  int64(n.JetStream.MaxStore),
 		JetStreamDomain:    n.JetStream.Domain,
-		Cluster:            embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes},
-		Leafnodes:          embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
-		NKeys:              n.NKeys,
+		Cluster: embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes,
+			User: n.Cluster.User, Password: n.Cluster.Password},
+		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
+		NKeys:     n.NKeys,
 	}
 	for _, r := range n.Leafnodes.Remotes {
 		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})

@@ -64,6 +64,10 @@ type Cluster struct {
 	Name   string   `toml:"name"`
 	Listen string   `toml:"listen"`
 	Routes []string `toml:"routes"`
+	// User and Password are the routes' login, the same on every member;
+	// required when Users or NKeys is set.
+	User     string `toml:"user"`
+	Password string `toml:"password"`
 }
 
 // Leafnodes accepts leaf connections (Listen) and/or connects to hubs (Remotes).
