@@ -657,7 +657,22 @@ func validRel(p string) error {
 	case cleanRel(p) == "." || cleanRel(p) == "":
 		return fmt.Errorf("path %q names the instance directory itself", p)
 	}
+	first, _, _ := strings.Cut(cleanRel(p), "/")
+	if why, ok := reserved[first]; ok {
+		return fmt.Errorf("path %q: %q is reserved in the instance directory: %s; choose another path", p, first, why)
+	}
 	return nil
+}
+
+// reserved are the names the runner and the sandbox use in an instance
+// directory. A file placed there is overwritten or unreadable to the app;
+// they are refused in every mode, so switching to "sandbox" does not make a
+// valid spec invalid.
+var reserved = map[string]string{
+	"pid":  "the runner replaces pid with its record of the instance's process at every start",
+	"data": "in mode \"sandbox\" data/ is the app's writable directory, given to its uid, where a secret the runner writes stays root's and unreadable",
+	"tmp":  "in mode \"sandbox\" tmp/ is the app's private /tmp, given to its uid, where a secret the runner writes stays root's and unreadable",
+	"run":  "in mode \"sandbox\" run/ holds the bridge sockets and only root may enter it",
 }
 
 func hasDotDot(p string) bool {

@@ -192,6 +192,40 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 	}
 }
 
+// The runner and the sandbox own some names of the instance directory; a
+// file or secret there would be overwritten or unreadable.
+func TestReservedInstancePaths(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	file := func(p string) string { return base + "[[files]]\nobject = \"x\"\npath = \"" + p + "\"\n" }
+	secret := func(p string) string { return base + "[[secrets]]\nname = \"s\"\nfile = \"" + p + "\"\n" }
+	tests := []struct {
+		name, src, key, reason string
+	}{
+		{"pid file", file("pid"), "files[0].path", "record of the instance's process"},
+		{"pid as a directory", file("./pid/x"), "files[0].path", "record of the instance's process"},
+		{"under data", file("data/app.conf"), "files[0].path", "data/ is the app's writable directory"},
+		{"tmp itself", file("tmp"), "files[0].path", "private /tmp"},
+		{"secret under run", secret("run//token"), "secrets[0].file", "bridge sockets"},
+		{"secret under data in sandbox mode", "mode = \"sandbox\"\n" + secret("data/token"), "secrets[0].file", "unreadable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("app.toml", []byte(tt.src))
+			if err == nil {
+				t.Fatal("spec accepted")
+			}
+			if msg := err.Error(); !strings.Contains(msg, `key "`+tt.key+`"`) || !strings.Contains(msg, tt.reason) {
+				t.Errorf("want key %q and %q in: %s", tt.key, tt.reason, msg)
+			}
+		})
+	}
+	for _, ok := range []string{"pidfile", "database/x", "conf/pid", "conf/data/x", "runner.toml"} {
+		if _, err := Parse("app.toml", []byte(file(ok))); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+}
+
 func TestObjectNames(t *testing.T) {
 	for _, ok := range []string{"conf", "app.conf", "tls_key-2", "a"} {
 		if err := ValidObjectName(ok); err != nil {
