@@ -547,13 +547,24 @@ func (a *App) validateHealth(v *validator) {
 }
 
 func (a *App) validateFiles(v *validator) {
-	dest := map[string]string{}
+	// Files and secret files share the instance directory: no two may be
+	// the same file, nor one a directory the other is placed in, or every
+	// start fails.
+	type claimed struct{ path, key string }
+	var dest []claimed
 	claim := func(key, p string) {
 		c := cleanRel(p)
-		if prev, ok := dest[c]; ok {
-			v.add(key, "path %q already used by %s", p, prev)
+		for _, prev := range dest {
+			switch {
+			case prev.path == c:
+				v.add(key, "path %q already used by %s", p, prev.key)
+			case strings.HasPrefix(c, prev.path+"/"):
+				v.add(key, "path %q is inside %q, which %s places as a file", p, prev.path, prev.key)
+			case strings.HasPrefix(prev.path, c+"/"):
+				v.add(key, "path %q is a directory of %q, which %s places as a file", p, prev.path, prev.key)
+			}
 		}
-		dest[c] = key
+		dest = append(dest, claimed{c, key})
 	}
 	for i, f := range a.Files {
 		key := fmt.Sprintf("files[%d]", i)

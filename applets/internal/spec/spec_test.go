@@ -152,6 +152,10 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"file with dotdot", base + "[[files]]\nobject = \"x\"\npath = \"../etc/passwd\"\n", "files[0].path", 6},
 		{"file absolute", base + "[[files]]\nobject = \"x\"\npath = \"ok\"\n[[files]]\nobject = \"y\"\npath = \"/etc/passwd\"\n", "files[1].path", 9},
 		{"file duplicate path", base + "[[files]]\nobject = \"x\"\npath = \"a/b\"\n[[files]]\nobject = \"y\"\npath = \"a//b\"\n", "files[1].path", 9},
+		{"file inside a file", base + "[[files]]\nobject = \"x\"\npath = \"conf\"\n[[files]]\nobject = \"y\"\npath = \"conf/x\"\n", "files[1].path", 9},
+		{"file over a file's directory", base + "[[files]]\nobject = \"x\"\npath = \"conf/x\"\n[[files]]\nobject = \"y\"\npath = \"./conf\"\n", "files[1].path", 9},
+		{"secret inside a file", base + "[[files]]\nobject = \"x\"\npath = \"conf\"\n[[secrets]]\nname = \"s\"\nfile = \"conf//token\"\n", "secrets[0].file", 9},
+		{"secret file shared with a file", base + "[[files]]\nobject = \"x\"\npath = \"a/b\"\n[[secrets]]\nname = \"s\"\nfile = \"a/./b\"\n", "secrets[0].file", 9},
 		{"secret env and file", base + "[[secrets]]\nname = \"s\"\nenv = \"S\"\nfile = \"s\"\n", "secrets[0]", 4},
 		{"secret reserved env", base + "[[secrets]]\nname = \"s\"\nenv = \"NARUN_NODE\"\n", "secrets[0].env", 6},
 		{"secret file escape", base + "[[secrets]]\nname = \"s\"\nfile = \"a/../../x\"\n", "secrets[0].file", 6},
@@ -223,6 +227,16 @@ func TestReservedInstancePaths(t *testing.T) {
 		if _, err := Parse("app.toml", []byte(file(ok))); err != nil {
 			t.Errorf("%q refused: %v", ok, err)
 		}
+	}
+}
+
+// A path conflict names both keys, so the operator sees which two clash.
+func TestPathConflictNamesBothKeys(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n[[secrets]]\nname = \"s\"\nfile = \"conf/token\"\n[[files]]\nobject = \"x\"\npath = \"conf\"\n[[files]]\nobject = \"y\"\npath = \"confx/token\"\n"
+	_, err := Parse("app.toml", []byte(src))
+	want := `app.toml:6: key "secrets[0].file": path "conf/token" is inside "conf", which files[0].path places as a file`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
 	}
 }
 
