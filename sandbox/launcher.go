@@ -267,11 +267,11 @@ func (l *launcher) enterCgroup() error {
 	return nil
 }
 
-// dropPrivileges empties the capability bounding and ambient sets and
-// sets no_new_privs on the calling (locked) thread, the one that forks
-// the app, so the app (even as uid 0) execs with no capabilities and
-// cannot gain any. The launcher keeps its effective set: it still has
-// to switch the app's uid.
+// dropPrivileges empties the capability bounding, ambient and
+// inheritable sets and sets no_new_privs on the calling (locked) thread,
+// the one that forks the app, so the app (even as uid 0) execs with no
+// capabilities and cannot gain any. The launcher keeps its effective and
+// permitted sets: it still has to switch the app's uid.
 func dropPrivileges() error {
 	last := 40
 	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
@@ -286,6 +286,18 @@ func dropPrivileges() error {
 	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	// An exec as uid 0 puts the whole inheritable set into the permitted
+	// one, whatever the bounding set; a runner started with inheritable
+	// capabilities would hand them to a root app.
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var caps [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &caps[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	caps[0].Inheritable, caps[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &caps[0]); err != nil {
+		return fmt.Errorf("clear inheritable capabilities: %w", err)
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)

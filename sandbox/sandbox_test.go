@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -311,11 +314,24 @@ func TestCatalogueControl(t *testing.T) {
 
 func TestIdentityInsideSandbox(t *testing.T) {
 	requireRoot(t)
-	for _, root := range []bool{false, true} {
-		t.Run(fmt.Sprintf("root=%v", root), func(t *testing.T) {
+	for _, tc := range []struct {
+		root bool
+		// inheritable capabilities of the runner's thread that starts the
+		// launcher: exec as uid 0 turns inheritable into permitted.
+		inheritable uint32
+	}{
+		{false, 0},
+		{true, 0},
+		{false, 1<<unix.CAP_SYS_ADMIN | 1<<unix.CAP_SYS_MODULE},
+		{true, 1<<unix.CAP_SYS_ADMIN | 1<<unix.CAP_SYS_MODULE},
+	} {
+		t.Run(fmt.Sprintf("root=%v,inheritable=%#x", tc.root, tc.inheritable), func(t *testing.T) {
 			cfg := testConfig(t, "info")
-			if root {
+			if tc.root {
 				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+			}
+			if tc.inheritable != 0 {
+				raiseInheritable(t, tc.inheritable)
 			}
 			s := startSandbox(t, cfg)
 			if got, want := s.LandlockABI(), min(landlockABI(), maxABI); got != want {
@@ -334,6 +350,7 @@ func TestIdentityInsideSandbox(t *testing.T) {
 				Env      []string
 				CapEff   uint64 `json:"cap_eff"`
 				CapPrm   uint64 `json:"cap_prm"`
+				CapInh   uint64 `json:"cap_inh"`
 				Bounding []int
 				NNP      int
 				WD       string
@@ -354,6 +371,7 @@ func TestIdentityInsideSandbox(t *testing.T) {
 				{"env", strings.Join(info.Env, " "), strings.Join(cfg.Env, " ")},
 				{"effective caps", info.CapEff, uint64(0)},
 				{"permitted caps", info.CapPrm, uint64(0)},
+				{"inheritable caps", info.CapInh, uint64(0)},
 				{"bounding set", len(info.Bounding), 0},
 				{"no_new_privs", info.NNP, 1},
 				{"working dir", info.WD, cfg.Dir},
@@ -839,6 +857,24 @@ func TestValidate(t *testing.T) {
 
 // launcherPipes lists the descriptors above stderr that are pipes: the
 // app must not hold the launcher's config or status pipe.
+// raiseInheritable adds caps to the inheritable set of the test's thread
+// for the rest of the test, as a runner started with inheritable
+// capabilities would have them: the goroutine stays on this thread, so the
+// launcher is forked from it, and the thread is discarded with it.
+func raiseInheritable(t *testing.T, caps uint32) {
+	t.Helper()
+	runtime.LockOSThread()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	data[0].Inheritable |= caps
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		t.Fatalf("raise inheritable capabilities: %v", err)
+	}
+}
+
 func launcherPipes(fds []string) string {
 	var pipes []string
 	for _, fd := range fds {

@@ -204,6 +204,7 @@ func info() {
 		"env":      os.Environ(),
 		"cap_eff":  uint64(data[0].Effective) | uint64(data[1].Effective)<<32,
 		"cap_prm":  uint64(data[0].Permitted) | uint64(data[1].Permitted)<<32,
+		"cap_inh":  uint64(data[0].Inheritable) | uint64(data[1].Inheritable)<<32,
 		"bounding": bounding,
 		"nnp":      nnp,
 		"wd":       wd,
