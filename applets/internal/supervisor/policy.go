@@ -24,11 +24,11 @@ type Policy struct {
 	Max time.Duration
 	// Jitter spreads each delay by ± this fraction (0 to 1); 0 means none.
 	Jitter float64
-	// ResetAfter is how long a process must run for its crash count to
-	// start again from zero; 0 means 10 minutes.
+	// ResetAfter is how long a process must run for its streak to start
+	// again from zero; 0 means 10 minutes.
 	ResetAfter time.Duration
-	// GiveUp is how many crashes in a row turn the instance failed; 0 means
-	// it is restarted for ever.
+	// GiveUp is how many crashes in a row turn the instance failed; a clean
+	// exit breaks the row. 0 means it is restarted for ever.
 	GiveUp int
 }
 
@@ -57,12 +57,23 @@ func (e Exit) String() string {
 	return fmt.Sprintf("exit status %d", e.Code)
 }
 
+// Streak is what a policy remembers of the exits before the current one.
+type Streak struct {
+	// Exits counts the exits in a row without a stable run, clean or not:
+	// it sets the backoff, so a program that keeps exiting at once is
+	// restarted ever more slowly whatever its status.
+	Exits int
+	// Crashes counts the failures in a row: it decides giving up, which a
+	// clean exit must not bring closer.
+	Crashes int
+}
+
 // Decision is what to do after a process ended.
 type Decision struct {
 	Restart bool
 	Delay   time.Duration
-	// Crashes is the new count of exits in a row without a stable run.
-	Crashes int
+	// Streak is the new streak, to pass to the next Decide.
+	Streak Streak
 	// GaveUp is set when the instance must be reported failed.
 	GaveUp bool
 }
@@ -87,29 +98,26 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
-// Decide applies the policy to an exit, given the crashes in a row before
-// it; rnd is a random number in [0,1) that places the jitter.
-func (p Policy) Decide(e Exit, crashes int, rnd float64) Decision {
+// Decide applies the policy to an exit, given the streak before it; rnd is
+// a random number in [0,1) that places the jitter.
+func (p Policy) Decide(e Exit, s Streak, rnd float64) Decision {
 	p = p.withDefaults()
 	if e.Ran >= p.ResetAfter {
-		crashes = 0
+		s = Streak{}
 	}
-	crashes++
+	s.Exits++
 	if !e.Failure() {
+		s.Crashes = 0
 		if p.Mode != Always {
-			return Decision{}
+			return Decision{Streak: s}
 		}
-		// A clean exit is never given up on, but a program that keeps
-		// exiting at once still backs off.
-		return Decision{Restart: true, Delay: p.Delay(crashes, rnd), Crashes: crashes}
+		return Decision{Restart: true, Delay: p.Delay(s.Exits, rnd), Streak: s}
 	}
-	if p.Mode == Never {
-		return Decision{Crashes: crashes, GaveUp: true}
+	s.Crashes++
+	if p.Mode == Never || (p.GiveUp > 0 && s.Crashes >= p.GiveUp) {
+		return Decision{Streak: s, GaveUp: true}
 	}
-	if p.GiveUp > 0 && crashes >= p.GiveUp {
-		return Decision{Crashes: crashes, GaveUp: true}
-	}
-	return Decision{Restart: true, Delay: p.Delay(crashes, rnd), Crashes: crashes}
+	return Decision{Restart: true, Delay: p.Delay(s.Exits, rnd), Streak: s}
 }
 
 // Delay is the wait before restart number n (1 = first) of a crash loop:

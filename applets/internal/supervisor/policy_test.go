@@ -40,31 +40,50 @@ func TestPolicyDecide(t *testing.T) {
 	stable := Exit{Code: 3, Ran: time.Hour}
 	base := Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, GiveUp: 3, ResetAfter: time.Minute}
 	tests := []struct {
-		name    string
-		pol     Policy
-		exit    Exit
-		crashes int
-		want    Decision
+		name   string
+		pol    Policy
+		exit   Exit
+		streak Streak
+		want   Decision
 	}{
-		{"first crash restarts fast", base, crash, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
-		{"second crash doubles", base, crash, 1, Decision{Restart: true, Delay: 200 * time.Millisecond, Crashes: 2}},
-		{"signal is a crash", base, killed, 1, Decision{Restart: true, Delay: 200 * time.Millisecond, Crashes: 2}},
-		{"threshold gives up", base, crash, 2, Decision{Crashes: 3, GaveUp: true}},
-		{"stable run resets the count", base, stable, 2, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
-		{"no threshold never gives up", Policy{}, crash, 1000, Decision{Restart: true, Delay: 5 * time.Minute, Crashes: 1001}},
-		{"always restarts a clean exit", base, clean, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
-		{"clean exits back off but never give up", base, clean, 5, Decision{Restart: true, Delay: 3200 * time.Millisecond, Crashes: 6}},
-		{"on-failure keeps a clean exit stopped", Policy{Mode: OnFailure}, clean, 2, Decision{}},
-		{"on-failure restarts a crash", Policy{Mode: OnFailure}, crash, 0, Decision{Restart: true, Delay: 100 * time.Millisecond, Crashes: 1}},
-		{"never fails a crash", Policy{Mode: Never}, crash, 0, Decision{Crashes: 1, GaveUp: true}},
-		{"never stops a clean exit", Policy{Mode: Never}, clean, 0, Decision{}},
+		{"first crash restarts fast", base, crash, Streak{}, Decision{Restart: true, Delay: 100 * time.Millisecond, Streak: Streak{1, 1}}},
+		{"second crash doubles", base, crash, Streak{1, 1}, Decision{Restart: true, Delay: 200 * time.Millisecond, Streak: Streak{2, 2}}},
+		{"signal is a crash", base, killed, Streak{1, 1}, Decision{Restart: true, Delay: 200 * time.Millisecond, Streak: Streak{2, 2}}},
+		{"threshold gives up", base, crash, Streak{2, 2}, Decision{Streak: Streak{3, 3}, GaveUp: true}},
+		{"stable run resets the streak", base, stable, Streak{2, 2}, Decision{Restart: true, Delay: 100 * time.Millisecond, Streak: Streak{1, 1}}},
+		{"no threshold never gives up", Policy{}, crash, Streak{1000, 1000}, Decision{Restart: true, Delay: 5 * time.Minute, Streak: Streak{1001, 1001}}},
+		{"always restarts a clean exit", base, clean, Streak{}, Decision{Restart: true, Delay: 100 * time.Millisecond, Streak: Streak{1, 0}}},
+		{"clean exits back off but never give up", base, clean, Streak{5, 0}, Decision{Restart: true, Delay: 3200 * time.Millisecond, Streak: Streak{6, 0}}},
+		{"a clean exit breaks the crash row", base, clean, Streak{2, 2}, Decision{Restart: true, Delay: 400 * time.Millisecond, Streak: Streak{3, 0}}},
+		{"clean exits do not count toward giving up", base, crash, Streak{2, 0}, Decision{Restart: true, Delay: 400 * time.Millisecond, Streak: Streak{3, 1}}},
+		{"on-failure keeps a clean exit stopped", Policy{Mode: OnFailure}, clean, Streak{2, 2}, Decision{Streak: Streak{3, 0}}},
+		{"on-failure restarts a crash", Policy{Mode: OnFailure}, crash, Streak{}, Decision{Restart: true, Delay: 100 * time.Millisecond, Streak: Streak{1, 1}}},
+		{"never fails a crash", Policy{Mode: Never}, crash, Streak{}, Decision{Streak: Streak{1, 1}, GaveUp: true}},
+		{"never stops a clean exit", Policy{Mode: Never}, clean, Streak{}, Decision{Streak: Streak{1, 0}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.pol.Decide(tt.exit, tt.crashes, 0.5); got != tt.want {
-				t.Errorf("Decide(%v, %d) = %+v, want %+v", tt.exit, tt.crashes, got, tt.want)
+			if got := tt.pol.Decide(tt.exit, tt.streak, 0.5); got != tt.want {
+				t.Errorf("Decide(%v, %+v) = %+v, want %+v", tt.exit, tt.streak, got, tt.want)
 			}
 		})
+	}
+}
+
+// max_failures counts failures in a row: with policy "always" and 3, two
+// clean exits then a crash is one failure, not a third.
+func TestPolicyGiveUpCountsOnlyFailures(t *testing.T) {
+	p := Policy{GiveUp: 3}
+	var s Streak
+	for i, e := range []Exit{{Code: 0}, {Code: 0}, {Code: 1}, {Code: 1}, {Code: 0}, {Code: 1}, {Code: 1}} {
+		d := p.Decide(e, s, 0.5)
+		if d.GaveUp || !d.Restart {
+			t.Fatalf("exit %d (%v) after %+v: %+v, want a restart", i, e, s, d)
+		}
+		s = d.Streak
+	}
+	if d := p.Decide(Exit{Code: 1}, s, 0.5); !d.GaveUp {
+		t.Errorf("third crash in a row after %+v: %+v, want give-up", s, d)
 	}
 }
 

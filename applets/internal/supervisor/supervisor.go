@@ -312,7 +312,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 	if !ok {
 		return
 	}
-	crashes := 0
+	var streak Streak
 	for restarts := 0; ; restarts++ {
 		if restarts > 0 {
 			s.update(func(i *state.Instance) { i.Restarts = restarts })
@@ -330,8 +330,8 @@ func (s *Supervisor) Run(ctx context.Context) {
 			}
 			exit = Exit{Code: -1}
 		}
-		d := s.cfg.Policy.Decide(exit, crashes, rand.Float64())
-		crashes = d.Crashes
+		d := s.cfg.Policy.Decide(exit, streak, rand.Float64())
+		streak = d.Streak
 		reason := exit.String()
 		if err != nil {
 			reason = err.Error()
@@ -341,7 +341,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 			case d.GaveUp && s.cfg.Policy.Mode == Never:
 				s.set(state.Failed, reason+" (restart policy never)")
 			case d.GaveUp:
-				s.set(state.Failed, fmt.Sprintf("gave up after %d crashes in a row: %s", crashes, reason))
+				s.set(state.Failed, fmt.Sprintf("gave up after %d crashes in a row: %s", streak.Crashes, reason))
 			default:
 				s.set(state.Stopped, reason)
 			}
@@ -360,7 +360,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
 	retry := s.cfg.Policy
 	retry.Mode = Always
-	failures := 0
+	var failures Streak
 	for {
 		s.set(state.Fetching, "")
 		launch, err := s.cfg.Prepare(ctx)
@@ -377,7 +377,7 @@ func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
 			return launch, false
 		}
 		d := retry.Decide(Exit{Code: 1}, failures, rand.Float64())
-		failures = d.Crashes
+		failures = d.Streak
 		if d.GaveUp {
 			s.set(state.Failed, err.Error())
 			return launch, false
