@@ -36,6 +36,10 @@ type app struct {
 	current *spec.App
 	specErr string
 	insts   []*instance
+	// halted is the new instance a rollout gave up waiting for: nothing
+	// else reconciles an unchanged spec, so its turning healthy later must
+	// resume the rollout, or the old instance would run beside it for good.
+	halted *instance
 }
 
 // instance is one supervised process slot of the app.
@@ -162,6 +166,9 @@ func (a *app) run(ctx context.Context) {
 // are replaced, one slot at a time, by a new instance that is healthy
 // before the old one stops.
 func (a *app) reconcile(ctx context.Context, sp *spec.App) {
+	a.mu.Lock()
+	a.halted = nil
+	a.mu.Unlock()
 	want := sp.ReplicasOn(a.r.node, a.r.labels)
 	fp := sp.Fingerprint(runtime.GOARCH)
 	var extra []*instance
@@ -203,18 +210,31 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			return
 		}
 		if !healthy {
-			st := cur[len(cur)-1].sup.Status()
-			a.log.Warn("rollout halted: new instance not healthy, old one kept", "instance", st.ID, "state", st.State, "reason", st.Reason)
+			a.halt(cur[len(cur)-1])
 			return
 		}
 		a.stop(old)
 	}
 }
 
+// halt leaves a rollout waiting for in to turn healthy.
+func (a *app) halt(in *instance) {
+	a.mu.Lock()
+	a.halted = in
+	a.mu.Unlock()
+	st := in.sup.Status()
+	a.log.Warn("rollout halted: new instance not healthy, old one kept until it is", "instance", st.ID, "state", st.State, "reason", st.Reason)
+	// It may have turned healthy before it was marked halted, unseen by
+	// observe.
+	if st.State == state.Healthy {
+		a.poke()
+	}
+}
+
 // waitHealthy waits for a new instance to be healthy; interrupted is set
 // when a newer spec or a shutdown cut the wait.
 func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (healthy, interrupted bool) {
-	deadline := time.NewTimer(sp.Health.StartGrace.D() + time.Minute)
+	deadline := time.NewTimer(sp.Health.StartGrace.D() + a.r.rolloutSlack)
 	defer deadline.Stop()
 	for {
 		ch := in.sup.Changed()
@@ -298,12 +318,24 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 }
 
 // observe reacts to an instance's state changes: it records the process
-// group for the next runner to clean up after a crash of this one, and
-// bridges a plain-HTTP app while it is healthy.
+// group for the next runner to clean up after a crash of this one, resumes
+// a rollout halted for it, and bridges a plain-HTTP app while it is healthy.
 func (a *app) observe(in *instance, sp *spec.App, st state.Instance) {
 	if st.State == state.Running && st.PID > 0 {
 		if err := writePIDFile(in.dir, st.PID); err != nil {
 			a.log.Warn("record process group", "err", err)
+		}
+	}
+	if st.State == state.Healthy {
+		a.mu.Lock()
+		resume := a.halted == in
+		if resume {
+			a.halted = nil
+		}
+		a.mu.Unlock()
+		if resume {
+			a.log.Info("halted rollout resumes: new instance healthy", "instance", st.ID)
+			a.poke()
 		}
 	}
 	if sp.HTTP.Port == 0 {

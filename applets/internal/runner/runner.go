@@ -76,6 +76,9 @@ type Runner struct {
 	cache   *cache
 	keys    keyFile
 	caps    state.Capabilities
+	// rolloutSlack is how much longer than its start_grace a rollout
+	// waits for a new instance, download included, before it halts.
+	rolloutSlack time.Duration
 	// cgroupScope is the cgroup subtree of this runner's sandboxes.
 	cgroupScope string
 	sandboxes   sandboxes
@@ -144,6 +147,8 @@ func New(opts Options) (*Runner, error) {
 		apps:    map[string]*app{},
 		beat:    make(chan struct{}, 1),
 		caps:    probeCapabilities(opts.Command == nil),
+
+		rolloutSlack: time.Minute,
 	}
 	r.cgroupScope = cgroupScope(dir)
 	if r.opts.Command == nil {

@@ -254,6 +254,13 @@ type testRunner struct {
 // startRunner runs a runner in this process until the test ends.
 func startRunner(t testing.TB, c *cluster, mod func(*Options)) *testRunner {
 	t.Helper()
+	return startTunedRunner(t, c, mod, nil)
+}
+
+// startTunedRunner is startRunner with tune applied to the runner before
+// it runs.
+func startTunedRunner(t testing.TB, c *cluster, mod func(*Options), tune func(*Runner)) *testRunner {
+	t.Helper()
 	tr := &testRunner{dir: t.TempDir(), logs: &syncBuffer{}}
 	opts := Options{
 		Config:     config.Runner{NodeID: node, HeartbeatInterval: config.Duration(100 * time.Millisecond)},
@@ -268,6 +275,9 @@ func startRunner(t testing.TB, c *cluster, mod func(*Options)) *testRunner {
 	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(r)
 	}
 	tr.Runner = r
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1260,4 +1270,41 @@ func TestSecretKeyArrivesLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.wait(t, "late", "healthy once the key exists", allIn(1, state.Healthy))
+}
+
+// A rollout that halted because its new instance was not healthy in time
+// resumes when that instance turns healthy later: the old one stops.
+func TestHaltedRolloutResumes(t *testing.T) {
+	c := newCluster(t, nil)
+	// Halt as soon as start_grace is over instead of a minute later.
+	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+
+	// The new version's health check reaches a port nobody listens on
+	// until the rollout has halted.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	c.deploy(t, "probe", "1.1.0", probeBin, "[health]\ntype = \"tcp\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	if !alive(old.PID) {
+		t.Fatal("halted rollout stopped the old instance")
+	}
+
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tr.wait(t, "probe", "rolled to 1.1.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
+	})
+	waitDead(t, []int{old.PID})
 }
