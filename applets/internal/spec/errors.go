@@ -55,6 +55,17 @@ func (v *validator) maxDur(key string, d config.Duration, limit time.Duration) {
 	}
 }
 
+// positiveDur checks a duration for which 0 means nothing useful; why says
+// what 0 would do. A spec decodes over its defaults, so a 0 here was
+// written, not left out.
+func (v *validator) positiveDur(key string, d config.Duration, limit time.Duration, why string) {
+	if d == 0 {
+		v.add(key, "want more than 0 and at most %s, got 0s: %s", limit, why)
+		return
+	}
+	v.maxDur(key, d, limit)
+}
+
 // locate finds the line of a key path such as "restart.policy",
 // "files[1].path" or "env.FOO" in TOML source. The decoder keeps positions
 // private, so this follows table headers, [[array]] counts and key names;

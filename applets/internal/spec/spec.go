@@ -384,7 +384,7 @@ func (a *App) validate(v *validator) {
 	if _, ok := signals[a.StopSignal]; !ok {
 		v.add("stop_signal", "unknown signal %q: want e.g. \"SIGTERM\", \"SIGINT\", \"SIGQUIT\"", a.StopSignal)
 	}
-	v.maxDur("stop_timeout", a.StopTimeout, MaxTimeout)
+	v.positiveDur("stop_timeout", a.StopTimeout, MaxTimeout, "the process group would be killed without waiting (stop_signal = \"SIGKILL\" says that)")
 	if a.RestartedAt != "" {
 		if _, err := time.Parse(time.RFC3339Nano, a.RestartedAt); err != nil {
 			v.add("restarted_at", "want an RFC 3339 time (written by narun ctl app restart), got %q", a.RestartedAt)
@@ -502,7 +502,7 @@ func (a *App) validateRestart(v *validator) {
 	if r.Jitter < 0 || r.Jitter > 1 || r.Jitter != r.Jitter {
 		v.add("restart.jitter", "want a fraction 0..1, got %v", r.Jitter)
 	}
-	v.maxDur("restart.reset_after", r.ResetAfter, 24*time.Hour)
+	v.positiveDur("restart.reset_after", r.ResetAfter, 24*time.Hour, "every exit would forget the ones before, so backoff and max_failures would never apply")
 	if r.MaxFailures < 0 || r.MaxFailures > 10000 {
 		v.add("restart.max_failures", "want 0 (never give up) .. 10000, got %d", r.MaxFailures)
 	}
@@ -532,7 +532,7 @@ func (a *App) validateHealth(v *validator) {
 	}
 	v.maxDur("health.interval", h.Interval, MaxTimeout)
 	v.maxDur("health.timeout", h.Timeout, MaxTimeout)
-	v.maxDur("health.start_grace", h.StartGrace, MaxTimeout)
+	v.positiveDur("health.start_grace", h.StartGrace, MaxTimeout, "every start would be reported unhealthy before the app could listen")
 	if h.Type != HealthNone {
 		if h.Interval < config.Duration(100*time.Millisecond) {
 			v.add("health.interval", "want at least 100ms, got %s", h.Interval.D())

@@ -36,6 +36,9 @@ func TestSmallestContractSpec(t *testing.T) {
 	if a.StopSig().String() != "terminated" || a.StopTimeout.D() != 10*time.Second {
 		t.Errorf("stop defaults: %v %v", a.StopSig(), a.StopTimeout.D())
 	}
+	if a.Restart.ResetAfter.D() != 10*time.Minute || a.Health.StartGrace.D() != 30*time.Second {
+		t.Errorf("absent reset_after %v, start_grace %v: want the defaults", a.Restart.ResetAfter.D(), a.Health.StartGrace.D())
+	}
 }
 
 func TestFullSpec(t *testing.T) {
@@ -168,6 +171,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"http port shared by replicas", base + "replicas = 2\n[http]\nport = 8080\n", "http.port", 6},
 		{"bad stop signal", base + "stop_signal = \"SIGFOO\"\n", "stop_signal", 4},
 		{"huge stop timeout", base + "stop_timeout = \"48h\"\n", "stop_timeout", 4},
+		{"zero stop timeout", base + "stop_timeout = \"0s\"\n", "stop_timeout", 4},
+		{"zero start grace", base + "[health]\nstart_grace = \"0s\"\n", "health.start_grace", 5},
+		{"zero reset after", base + "[restart]\nreset_after = \"0ms\"\n", "restart.reset_after", 5},
 		{"unknown arch", base + "[binaries.mips]\nobject = \"x\"\nsha256 = \"" + strings.Repeat("0", 64) + "\"\n", "binaries.mips", 4},
 		{"bad digest", base + "[binaries.amd64]\nobject = \"x\"\nsha256 = \"xyz\"\n", "binaries.amd64.sha256", 6},
 	}
