@@ -140,6 +140,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad path mode", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"r\"\n[[sandbox.paths]]\npath = \"/y\"\nmode = \"rr\"\n", "sandbox.paths[1].mode", 10},
 		{"relative sandbox path", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"x\"\nmode = \"r\"\n", "sandbox.paths[0].path", 6},
 		{"bad network", base + "mode = \"sandbox\"\n[sandbox]\nnetwork = \"bridge\"\n", "sandbox.network", 6},
+		{"memory limit in exec mode", base + "[resources]\nmemory = \"64MiB\"\n", "resources.memory", 5},
+		{"cpu limit in exec mode", base + "mode = \"exec\"\n[resources]\ncpu = 0.5\n", "resources.cpu", 6},
+		{"pids limit in exec mode", base + "[resources]\nmemory = 0\npids = 64\n", "resources.pids", 6},
 		{"negative memory", base + "[resources]\nmemory = -5\n", "resources.memory", 5},
 		{"negative cpu", base + "[resources]\ncpu = -1.0\n", "resources.cpu", 5},
 		{"negative pids", base + "[resources]\npids = -1\n", "resources.pids", 5},
@@ -336,13 +339,16 @@ func TestFingerprint(t *testing.T) {
 		{"env", base + "env = { A = \"1\" }\n" + bins},
 		{"version", "name = \"a\"\nversion = \"2\"\nnodes = [\"n1\"]\n" + bins},
 		{"own binary", base + "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + digest('d') + "\"\n"},
-		{"resources", base + "[resources]\nmemory = \"64MiB\"\n" + bins},
 		{"restart", restarted(t, base+bins)},
 	}
 	for _, tc := range differ {
 		if got := fp(tc.src, "amd64"); got == ref {
 			t.Errorf("%s did not change the fingerprint", tc.name)
 		}
+	}
+	sandboxed := base + "mode = \"sandbox\"\n"
+	if fp(sandboxed+bins, "amd64") == fp(sandboxed+"[resources]\nmemory = \"64MiB\"\n"+bins, "amd64") {
+		t.Error("resources did not change the fingerprint")
 	}
 }
 
