@@ -292,7 +292,10 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env) error {
 	if d.err != nil {
 		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
 	}
-	restarted := spec.WithRestart(d.raw, time.Now())
+	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, d.raw, time.Now())
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {

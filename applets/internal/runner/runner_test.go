@@ -1145,7 +1145,11 @@ func TestRestartRequestRolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What `narun ctl app restart` writes.
-	if _, err := c.apps.Put(context.Background(), "hello", spec.WithRestart(e.Value(), time.Now())); err != nil {
+	restarted, err := spec.SetRestartedAt("hello.toml", e.Value(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.apps.Put(context.Background(), "hello", restarted); err != nil {
 		t.Fatal(err)
 	}
 	after := tr.wait(t, "hello", "2 new healthy instances", func(l []state.Instance) bool {
