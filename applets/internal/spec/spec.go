@@ -865,15 +865,3 @@ func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
 	}
 	return out, nil
 }
-
-// WithRestart is SetRestartedAt for callers that cannot report an error: a
-// spec it cannot rewrite comes back unchanged, so nothing invalid is stored.
-//
-// Deprecated: use SetRestartedAt, which says why the spec cannot restart.
-func WithRestart(src []byte, t time.Time) []byte {
-	out, err := SetRestartedAt("spec", src, t)
-	if err != nil {
-		return src
-	}
-	return out
-}

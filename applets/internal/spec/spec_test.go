@@ -434,18 +434,6 @@ func TestSetRestartedAtRefuses(t *testing.T) {
 	}
 }
 
-func TestWithRestart(t *testing.T) {
-	src := []byte("# comment first\nrestarted_at = \"1970-01-01T00:01:40Z\"\n" + smallest)
-	out := WithRestart(src, time.Unix(200, 0))
-	if _, err := Parse("stored", out); err != nil {
-		t.Fatalf("result does not parse: %v\n%s", err, out)
-	}
-	bad := []byte("name = \"a\"\n")
-	if got := WithRestart(bad, time.Unix(200, 0)); string(got) != string(bad) {
-		t.Errorf("a spec it cannot rewrite came back changed:\n%s", got)
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(smallest))
 	f.Add([]byte("name = \"a\"\nversion = \"1\"\nlabels = { r = \"x\" }\nmode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"rw\"\n[[files]]\nobject = \"o\"\npath = \"p\"\n"))
