@@ -79,7 +79,9 @@ type Config struct {
 	// UID and GID the app runs as; 0 is refused unless AllowRoot is set.
 	UID uint32 `json:"uid"`
 	GID uint32 `json:"gid"`
-	// AllowRoot permits UID 0; even then the app gets no capabilities.
+	// AllowRoot permits UID 0; even then the app gets no capabilities, but
+	// before Landlock ABI 9 it may connect to every unix socket root owns
+	// on the host (docs/SECURITY.md).
 	AllowRoot bool `json:"allow_root,omitempty"`
 	// Resources are the cgroup limits; zero values mean unlimited.
 	Resources Resources `json:"resources"`

@@ -13,12 +13,15 @@ import (
 )
 
 // maxABI is the highest Landlock ABI the sandbox asks for. Newer kernels
-// are used at this level: ABI 9 and 10 restrict pathname unix sockets
-// and UDP, which would need rules of their own (the bridges, DNS) that
-// are not written yet.
-const maxABI = 7
+// are used at this level: ABI 10 restricts UDP, which would need rules of
+// its own (DNS) that are not written yet. ABI 9 needs none: no rule grants
+// connecting to pathname unix sockets, so an app reaches only the ones it
+// created itself; the bridges' sockets are used by the launcher before
+// Landlock and by the runner outside it.
+const maxABI = 9
 
-var abiConfigs = []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5, landlock.V6, landlock.V7}
+var abiConfigs = []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
+	landlock.V6, landlock.V7, landlock.V8, landlock.V9}
 
 const (
 	rightsReadFile  = ll.AccessFSReadFile

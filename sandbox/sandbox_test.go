@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/embednats/natstest"
@@ -228,23 +230,44 @@ func TestEscapeCatalogue(t *testing.T) {
 	if _, err := os.Stat(notAllowed); err != nil {
 		notAllowed = "/bin/sh"
 	}
+	// Unix sockets of the host that file permissions leave open to
+	// anyone, or to root: only Landlock stands in the way.
+	sockDir := filepath.Join(base, "host-sockets")
+	if err := os.MkdirAll(sockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pathSock := filepath.Join(sockDir, "open.sock")
+	abstractSock := fmt.Sprintf("@narun-test-%d", os.Getpid())
+	for _, addr := range []string{pathSock, abstractSock} {
+		ul, err := net.Listen("unix", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ul.Close()
+	}
+	if err := os.Chmod(pathSock, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
 		network string
 		asRoot  bool // also meaningful as uid 0 without capabilities
+		abi     int  // the Landlock ABI that blocks it, when above 4
 	}{
-		{"read-shadow", []string{"read", "/etc/shadow"}, "", true},
-		{"write-outside", []string{"write", outside}, "", true},
-		{"write-etc", []string{"write", "/etc/narun-escaped"}, "", true},
-		{"write-tmp-without-preset", []string{"write", "/tmp/narun-escaped"}, "", true},
-		{"exec-not-allowed", []string{"exec", notAllowed}, "", true},
-		{"kill-host-process", []string{"kill0", strconv.Itoa(os.Getpid())}, "", true},
-		{"raw-socket", []string{"rawsock"}, "", true},
-		{"mount", []string{"mount", "/mnt"}, "", true},
-		{"become-root", []string{"setuid"}, "", false},
-		{"connect-other-port", []string{"connect", hostPort}, NetworkNone, true},
-		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true},
+		{"read-shadow", []string{"read", "/etc/shadow"}, "", true, 0},
+		{"write-outside", []string{"write", outside}, "", true, 0},
+		{"write-etc", []string{"write", "/etc/narun-escaped"}, "", true, 0},
+		{"write-tmp-without-preset", []string{"write", "/tmp/narun-escaped"}, "", true, 0},
+		{"exec-not-allowed", []string{"exec", notAllowed}, "", true, 0},
+		{"kill-host-process", []string{"kill0", strconv.Itoa(os.Getpid())}, "", true, 0},
+		{"raw-socket", []string{"rawsock"}, "", true, 0},
+		{"mount", []string{"mount", "/mnt"}, "", true, 0},
+		{"become-root", []string{"setuid"}, "", false, 0},
+		{"connect-other-port", []string{"connect", hostPort}, NetworkNone, true, 0},
+		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true, 0},
+		{"connect-abstract-unix-socket", []string{"unixconnect", abstractSock}, "", true, 6},
+		{"connect-pathname-unix-socket", []string{"unixconnect", pathSock}, NetworkNone, true, 9},
 	}
 	for _, tc := range tests {
 		for _, root := range []bool{false, true} {
@@ -256,6 +279,7 @@ func TestEscapeCatalogue(t *testing.T) {
 				name += "-as-root"
 			}
 			t.Run(name, func(t *testing.T) {
+				requireLandlock(t, tc.abi)
 				cfg := testConfig(t, tc.args...)
 				cfg.Network = tc.network
 				if cfg.Network == NetworkNone {
@@ -986,4 +1010,72 @@ func serveBridge(t *testing.T, cfg Config, target string) {
 			t.Errorf("serve bridge: %v", err)
 		}
 	})
+}
+
+// TestRootReachesHostUnixSocketsBeforeABI9 pins the limit docs/SECURITY.md
+// states: before Landlock ABI 9 nothing but file permissions guards
+// pathname unix sockets, so an app as uid 0 connects to root's own (a
+// service manager's, a container engine's), while another uid does not.
+func TestRootReachesHostUnixSocketsBeforeABI9(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	if abi := landlockABI(); abi >= 9 {
+		t.Skipf("Landlock ABI %d confines pathname unix sockets (TestEscapeCatalogue/connect-pathname-unix-socket)", abi)
+	}
+	dir, err := os.MkdirTemp("", "narun-root-only-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "root.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	if err := os.Chmod(sock, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, root := range []bool{false, true} {
+		t.Run(fmt.Sprintf("root=%v", root), func(t *testing.T) {
+			cfg := testConfig(t, "unixconnect", sock)
+			cfg.Network = NetworkNone
+			cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+			serveBridge(t, cfg, "127.0.0.1:1")
+			if root {
+				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+			}
+			out, err := runSandbox(t, cfg)
+			if escaped := err == nil && strings.Contains(out, "ESCAPED"); escaped != root {
+				t.Fatalf("connected to a root-only unix socket: %v, want %v (%v)\n%s", escaped, root, err, out)
+			}
+		})
+	}
+}
+
+// On a kernel with Landlock ABI 9 the app may connect to no pathname unix
+// socket it did not create, and a path granted "rw" does not change that.
+// TestEscapeCatalogue/connect-pathname-unix-socket checks it for real where
+// the kernel has ABI 9.
+func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
+	cfg := testConfig(t)
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Landlock.Paths = []Path{{Path: base, Access: "rwx"}}
+	resolveUnix := landlock.AccessFSSet(ll.AccessFSResolveUnix)
+	for abi, handled := range map[int]bool{7: false, 8: false, 9: true, 10: true} {
+		c, rules, err := landlockRules(&cfg, abi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.HandledAccessFS&resolveUnix != 0; got != handled {
+			t.Errorf("ABI %d: connecting to unix sockets handled: %v, want %v (%v)", abi, got, handled, c)
+		}
+		for _, r := range rules {
+			if strings.Contains(fmt.Sprint(r), "resolve_unix") {
+				t.Errorf("ABI %d: rule %v grants connecting to unix sockets", abi, r)
+			}
+		}
+	}
 }

@@ -69,6 +69,12 @@ func main() {
 			c.Close()
 		}
 		verdict(err)
+	case "unixconnect":
+		c, err := net.DialTimeout("unix", arg, 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		verdict(err)
 	case "alloc":
 		mb, _ := strconv.Atoi(arg)
 		var keep [][]byte
