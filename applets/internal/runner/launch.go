@@ -101,10 +101,13 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 
 // placeFile copies an object of narun-files into the instance dir,
 // read-only. The last copy fetched is kept under <data>/files for when NATS
-// is unreachable.
+// is unreachable, and its object digest under <data>/file-digests: beside
+// it, the digest of object X would be cached where object X.digest is.
 func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir string) error {
 	cached := filepath.Join(r.filesDir(), f.Object)
-	digestFile := cached + ".digest"
+	// A copy without a digest there (an earlier runner kept digests beside
+	// the copies) is fetched again.
+	digestFile := filepath.Join(r.fileDigestsDir(), f.Object)
 	if res != nil {
 		info, err := res.files.GetInfo(ctx, f.Object)
 		switch {

@@ -160,7 +160,7 @@ func New(opts Options) (*Runner, error) {
 			r.log.Warn("secret key not usable yet; apps with secrets wait for it", "err", err)
 		}
 	}
-	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.sealedDir()} {
+	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.fileDigestsDir(), r.sealedDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("runner: create %s: %w", d, err)
 		}
@@ -197,10 +197,11 @@ func appNATSURL(opts Options) string {
 // NodeID is the id this runner heartbeats under.
 func (r *Runner) NodeID() string { return r.node }
 
-func (r *Runner) instancesDir() string { return filepath.Join(r.opts.DataDir, "instances") }
-func (r *Runner) specsDir() string     { return filepath.Join(r.opts.DataDir, "specs") }
-func (r *Runner) filesDir() string     { return filepath.Join(r.opts.DataDir, "files") }
-func (r *Runner) sealedDir() string    { return filepath.Join(r.opts.DataDir, "secrets") }
+func (r *Runner) instancesDir() string   { return filepath.Join(r.opts.DataDir, "instances") }
+func (r *Runner) specsDir() string       { return filepath.Join(r.opts.DataDir, "specs") }
+func (r *Runner) filesDir() string       { return filepath.Join(r.opts.DataDir, "files") }
+func (r *Runner) fileDigestsDir() string { return filepath.Join(r.opts.DataDir, "file-digests") }
+func (r *Runner) sealedDir() string      { return filepath.Join(r.opts.DataDir, "secrets") }
 
 // Run reconciles until ctx is cancelled, then stops every instance
 // (gracefully, each within its stop_timeout) and returns.
@@ -592,7 +593,7 @@ func (r *Runner) gc() {
 		a.mu.Lock()
 		if sp := a.current; sp != nil {
 			for _, f := range sp.Files {
-				files[f.Object], files[f.Object+".digest"] = true, true
+				files[f.Object] = true
 			}
 			for _, s := range sp.Secrets {
 				sealed[s.Name] = true
@@ -603,7 +604,7 @@ func (r *Runner) gc() {
 	for _, d := range r.cache.gc(keep) {
 		r.log.Info("removed unused binary", "sha256", d)
 	}
-	for dir, keep := range map[string]map[string]bool{r.filesDir(): files, r.sealedDir(): sealed} {
+	for dir, keep := range map[string]map[string]bool{r.filesDir(): files, r.fileDigestsDir(): files, r.sealedDir(): sealed} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue

@@ -1312,3 +1312,112 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	})
 	waitDead(t, []int{old.PID})
 }
+
+// File objects named X and X.digest are cached apart from each other's
+// digests: an instance started later from the cache gets the contents of
+// the object it names.
+func TestFileCacheKeepsDigestsApart(t *testing.T) {
+	c := newCluster(t, nil)
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := store.Objects(context.Background(), js, names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"a.conf": "plain", "a.conf.digest": "payload"} {
+		if _, err := files.PutBytes(context.Background(), name, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"a.conf.digest\"\npath = \"x\"\n[[files]]\nobject = \"a.conf\"\npath = \"y\"\n")
+	want := `cat "payload" mode 444`
+	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	testutil.Eventually(t, 10*time.Second, "the file as the first instance sees it", func() bool {
+		return slices.Contains(tr.lines("reader"), want)
+	})
+
+	// A new instance, as narun ctl app restart makes, places the files
+	// from the cache.
+	e, err := c.apps.Get(context.Background(), "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := spec.SetRestartedAt("reader.toml", e.Value(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.apps.Put(context.Background(), "reader", restarted); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "reader", "a new healthy instance", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].ID != first.ID
+	})
+	var cat string
+	testutil.Eventually(t, 10*time.Second, "the new instance to print the file", func() bool {
+		for _, l := range tr.lines("reader") {
+			if strings.HasPrefix(l, "cat ") {
+				cat = l
+			}
+		}
+		return cat != ""
+	})
+	if cat != want {
+		t.Errorf("new instance: %s, want %s", cat, want)
+	}
+}
+
+// An earlier runner kept each file's digest beside its cached copy; such a
+// copy is fetched again, and the old digest is collected.
+func TestFileCacheOfEarlierLayout(t *testing.T) {
+	c := newCluster(t, nil)
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := store.Objects(context.Background(), js, names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := files.PutBytes(context.Background(), "conf", []byte("current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	cached := filepath.Join(data, "files")
+	if err := os.MkdirAll(cached, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	// A copy that is not what its digest says, as the earlier layout could
+	// leave behind.
+	if err := os.WriteFile(filepath.Join(cached, "conf"), []byte("stale"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cached, "conf.digest"), []byte(info.Digest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, func(o *Options) {
+		o.DataDir = data
+		o.Config.ResyncInterval = config.Duration(50 * time.Millisecond)
+	})
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
+	tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))
+	var cat string
+	testutil.Eventually(t, 10*time.Second, "the instance to print the file", func() bool {
+		for _, l := range tr.lines("reader") {
+			if strings.HasPrefix(l, "cat ") {
+				cat = l
+			}
+		}
+		return cat != ""
+	})
+	if want := `cat "current" mode 444`; cat != want {
+		t.Errorf("instance: %s, want %s", cat, want)
+	}
+	testutil.Eventually(t, 10*time.Second, "the digest of the earlier layout collected", func() bool {
+		_, err := os.Stat(filepath.Join(cached, "conf.digest"))
+		return os.IsNotExist(err)
+	})
+}
