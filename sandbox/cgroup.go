@@ -27,6 +27,9 @@ type cgroupPlan struct {
 	Version int `json:"version"`
 	// Dirs maps a v1 controller to its directory; v2 uses the key "".
 	Dirs map[string]string `json:"dirs"`
+	// Root is the v2 hierarchy's mount point, where delegating the
+	// controllers down to Dirs[""] starts.
+	Root string `json:"root,omitempty"`
 }
 
 // hierarchies describes the cgroup mounts of this machine.
@@ -96,7 +99,7 @@ func planCgroups(cfg *Config) (*cgroupPlan, error) {
 	rel := cfg.cgroupPath()
 	switch h.version() {
 	case 2:
-		return &cgroupPlan{Version: 2, Dirs: map[string]string{"": filepath.Join(h.v2root, rel)}}, nil
+		return &cgroupPlan{Version: 2, Dirs: map[string]string{"": filepath.Join(h.v2root, rel)}, Root: h.v2root}, nil
 	case 1:
 		p := &cgroupPlan{Version: 1, Dirs: map[string]string{}}
 		for c, mnt := range h.v1 {
@@ -138,7 +141,7 @@ func (p *cgroupPlan) create(r Resources) error {
 		return fmt.Errorf("remove leftover cgroup: %w", err)
 	}
 	if p.Version == 2 {
-		if err := enableV2Controllers(p.Dirs[""]); err != nil {
+		if err := enableV2Controllers(p.Root, p.Dirs[""]); err != nil {
 			return err
 		}
 	}
@@ -198,30 +201,35 @@ func (p *cgroupPlan) create(r Resources) error {
 	return nil
 }
 
-// enableV2Controllers delegates memory, cpu and pids from the root down
-// to the instance's parent, so the instance's own files exist.
-func enableV2Controllers(dir string) error {
-	parent := filepath.Dir(dir)
-	var chain []string
-	for d := parent; ; d = filepath.Dir(d) {
-		chain = append([]string{d}, chain...)
-		if _, err := os.Stat(filepath.Join(filepath.Dir(d), "cgroup.subtree_control")); err != nil || d == "/" {
-			break
+// enableV2Controllers delegates memory, cpu and pids from the hierarchy's
+// root down to the instance's parent, so the instance's own files exist.
+// It goes top-down, creating each level: a child offers only what its
+// parent enabled, so on a fresh host (no narun/ yet) every level needs
+// its turn, the root's first. The root's list is what the hierarchy has.
+func enableV2Controllers(root, dir string) error {
+	rel, err := filepath.Rel(root, filepath.Dir(dir))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("cgroup %s is not under the hierarchy %s", dir, root)
+	}
+	avail, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("read controllers of %s: %w", root, err)
+	}
+	var enable []string
+	for _, c := range strings.Fields(string(avail)) {
+		if c == "memory" || c == "cpu" || c == "pids" {
+			enable = append(enable, "+"+c)
 		}
 	}
-	for _, d := range chain {
+	d := root
+	levels := []string{"."}
+	if rel != "." {
+		levels = append(levels, strings.Split(rel, "/")...)
+	}
+	for _, name := range levels {
+		d = filepath.Join(d, name)
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create cgroup %s: %w", d, err)
-		}
-		avail, err := os.ReadFile(filepath.Join(d, "cgroup.controllers"))
-		if err != nil {
-			return fmt.Errorf("read controllers of %s: %w", d, err)
-		}
-		var enable []string
-		for _, c := range strings.Fields(string(avail)) {
-			if c == "memory" || c == "cpu" || c == "pids" {
-				enable = append(enable, "+"+c)
-			}
 		}
 		if len(enable) == 0 {
 			continue

@@ -1079,3 +1079,36 @@ func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
 		}
 	}
 }
+
+// On a fresh cgroup v2 host no narun/ exists yet: the root and every level
+// down to the instance's parent must delegate the controllers, top-down,
+// or the first instance's limits find no controller files. The tree is a
+// plain directory standing in for cgroupfs, which offers only the root's
+// controllers here.
+func TestCgroupV2DelegatesOnAFreshHost(t *testing.T) {
+	root := t.TempDir()
+	for file, content := range map[string]string{"cgroup.controllers": "cpuset cpu io memory pids\n", "cgroup.subtree_control": ""} {
+		if err := os.WriteFile(filepath.Join(root, file), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.CgroupRoot = root
+	cfg.Cgroup = CgroupParent + "/r-abc/app.inst"
+	plan, err := planCgroups(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enableV2Controllers(plan.Root, plan.Dirs[""]); err != nil {
+		t.Fatal(err)
+	}
+	for _, level := range []string{".", CgroupParent, CgroupParent + "/r-abc"} {
+		got, err := os.ReadFile(filepath.Join(root, level, "cgroup.subtree_control"))
+		if err != nil || string(got) != "+cpu +memory +pids" {
+			t.Errorf("%s/cgroup.subtree_control = %q (%v), want +cpu +memory +pids", level, got, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(plan.Dirs[""], "cgroup.subtree_control")); err == nil {
+		t.Error("the instance's own cgroup delegates controllers: it holds the app, so it must not")
+	}
+}
