@@ -876,3 +876,36 @@ func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 		t.Errorf("%d objects, want the one the older ctl uploaded", n)
 	}
 }
+
+// Deploying the operator's unchanged file after app restart keeps the
+// restart's restarted_at: nothing changes, nothing restarts.
+func TestDeployAfterRestartUnchanged(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	bin := selfBinary(t)
+	h.ok("", "deploy", p, "--binary", bin)
+	h.ok("", "app", "restart", "hello")
+	restarted, _ := h.get(names.AppsBucket, "hello")
+
+	for _, args := range [][]string{{"deploy", p}, {"deploy", p, "--binary", bin}} {
+		r := h.ok("", args...)
+		if !strings.Contains(r.out, "hello 1.0.0: unchanged") {
+			t.Errorf("%v after app restart: %s", args, r.out)
+		}
+		if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, restarted) {
+			t.Errorf("%v after app restart changed the stored spec:\n%s\nwas:\n%s", args, now, restarted)
+		}
+	}
+
+	// A new version starts afresh.
+	h.file("hello.toml", strings.Replace(helloSpec, "1.0.0", "1.1.0", 1))
+	h.ok("", "deploy", p, "--binary", bin)
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.RestartedAt != "" {
+		t.Errorf("new version kept restarted_at %q", app.RestartedAt)
+	}
+}

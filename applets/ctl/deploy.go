@@ -162,6 +162,18 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	default:
 		return usagef("no binary for %s %s: pass --binary FILE (one per arch)", app.Name, app.Version)
 	}
+	// app restart sets restarted_at in the deployed spec, never in the
+	// operator's file: kept like the binaries above, so that deploying the
+	// same file again does not restart every instance.
+	if cur.app != nil && cur.app.Version == app.Version && cur.app.RestartedAt != "" && app.RestartedAt == "" {
+		t, err := time.Parse(time.RFC3339Nano, cur.app.RestartedAt)
+		if err != nil {
+			return fmt.Errorf("restarted_at of the deployed spec of %s: %w", app.Name, err)
+		}
+		if stored, err = spec.SetRestartedAt(file, stored, t); err != nil {
+			return fmt.Errorf("keep restarted_at of the deployed spec of %s: %w", app.Name, err)
+		}
+	}
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return err
