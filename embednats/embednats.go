@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -236,6 +237,20 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		if len(urls) == 0 {
 			return nil, nil, fmt.Errorf("leafnodes.remotes[%d]: at least one url is required", i)
+		}
+		// The server takes any remote and, at run time, only logs that it
+		// cannot connect, for ever: a typo must fail the start instead.
+		for _, u := range urls {
+			switch u.Scheme {
+			case "nats-leaf", "nats", "tls", "ws", "wss":
+			default:
+				return nil, nil, fmt.Errorf("leafnodes.remotes[%d].urls: %q: scheme %q, want nats-leaf, nats, tls, ws or wss", i, u.Redacted(), u.Scheme)
+			}
+		}
+		if r.Credentials != "" {
+			if _, err := os.ReadFile(r.Credentials); err != nil {
+				return nil, nil, fmt.Errorf("leafnodes.remotes[%d].credentials: %w", i, err)
+			}
 		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
 			URLs:        urls,

@@ -164,10 +164,22 @@ func TestConfigErrors(t *testing.T) {
 			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
 		{"nkeys with an open cluster", embednats.Config{DataDir: "x", NKeys: []string{"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"},
 			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
+		{"missing leaf credentials", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
+			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/nonexistent/hub.creds"}}}}, "leafnodes.remotes[0].credentials: open /nonexistent/hub.creds"},
+		{"leaf credentials a directory", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
+			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/"}}}}, "leafnodes.remotes[0].credentials"},
+		{"leaf url of another protocol", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
+			{URLs: []string{"nats-leaf://127.0.0.1:7422"}}, {URLs: []string{"http://hub.example.com:7422"}}}}}, `leafnodes.remotes[1].urls: "http://hub.example.com:7422": scheme "http"`},
 		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := embednats.Start(tc.cfg)
+			if tc.cfg.DataDir != "" {
+				tc.cfg.DataDir = t.TempDir()
+			}
+			s, err := embednats.Start(tc.cfg)
+			if err == nil {
+				s.Shutdown()
+			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want one mentioning %q", err, tc.want)
 			}
