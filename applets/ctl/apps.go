@@ -23,11 +23,40 @@ func appCommand(stdio cli.IO) *ucli.Command {
 		Usage: "list, inspect, delete and restart deployed apps",
 		Subcommands: []*ucli.Command{
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
-			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appStatus)},
-			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: action(stdio, true, appDelete)},
-			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: action(stdio, true, appRestart)},
+			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
+			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: appAction(stdio, appDelete)},
+			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart)},
 		},
 	}
+}
+
+// appAction is action for a command on the app its one argument names. The
+// name is checked before anything connects: one NATS cannot take as a key
+// is a usage error saying the rule, not "nats: invalid key".
+func appAction(stdio cli.IO, body func(ctx context.Context, c *ucli.Context, e *env, app string) error) ucli.ActionFunc {
+	connected := action(stdio, true, func(ctx context.Context, c *ucli.Context, e *env) error {
+		return body(ctx, c, e, c.Args().First())
+	})
+	return func(c *ucli.Context) error {
+		if err := requiredArgs(c); err != nil {
+			return err
+		}
+		name, err := oneArg(c, "app name")
+		if err != nil {
+			return err
+		}
+		if err := validAppName(name); err != nil {
+			return err
+		}
+		return connected(c)
+	}
+}
+
+func validAppName(name string) error {
+	if err := spec.ValidName(name); err != nil {
+		return usagef("app name %q: %v", name, err)
+	}
+	return nil
 }
 
 // deployed is a spec as stored in narun-apps.
@@ -63,12 +92,8 @@ func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
 	return out, nil
 }
 
-// namedApp reads the app named by the command's one argument.
-func (e *env) namedApp(ctx context.Context, c *ucli.Context) (jetstream.KeyValue, deployed, error) {
-	name, err := oneArg(c, "app name")
-	if err != nil {
-		return nil, deployed{}, err
-	}
+// namedApp reads the deployed app name.
+func (e *env) namedApp(ctx context.Context, name string) (jetstream.KeyValue, deployed, error) {
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return nil, deployed{}, err
@@ -200,8 +225,8 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 
-func appStatus(ctx context.Context, c *ucli.Context, e *env) error {
-	_, d, err := e.namedApp(ctx, c)
+func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	_, d, err := e.namedApp(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -236,11 +261,7 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env) error {
 	return t.flush()
 }
 
-func appDelete(ctx context.Context, c *ucli.Context, e *env) error {
-	name, err := oneArg(c, "app name")
-	if err != nil {
-		return err
-	}
+func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error {
 	if ok, err := e.deployed(ctx, name); err != nil {
 		return err
 	} else if !ok {
@@ -283,12 +304,11 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 	return true, nil
 }
 
-func appRestart(ctx context.Context, c *ucli.Context, e *env) error {
-	kv, d, err := e.namedApp(ctx, c)
+func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	kv, d, err := e.namedApp(ctx, name)
 	if err != nil {
 		return err
 	}
-	name := d.name
 	if d.err != nil {
 		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
 	}

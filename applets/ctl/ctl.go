@@ -342,20 +342,36 @@ func isTerminal(w any) bool {
 	return err == nil
 }
 
+// ago is how long ago t was, for the columns of status and lists.
 func ago(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	d := time.Since(t)
+	return shortDuration(time.Since(t))
+}
+
+// shortDuration prints d in its two largest units, truncated ("45s",
+// "1m45s", "2h3m", "3d4h"): exact enough to tell two ages apart, short
+// enough for a column.
+func shortDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	two := func(n time.Duration, big string, rest time.Duration, small string) string {
+		if rest == 0 {
+			return fmt.Sprintf("%d%s", n, big)
+		}
+		return fmt.Sprintf("%d%s%d%s", n, big, rest, small)
+	}
 	switch {
-	case d < 0:
+	case d < time.Second:
 		return "0s"
 	case d < time.Minute:
-		return d.Truncate(time.Second).String()
+		return fmt.Sprintf("%ds", d/time.Second)
 	case d < time.Hour:
-		return d.Truncate(time.Minute).String()
+		return two(d/time.Minute, "m", d%time.Minute/time.Second, "s")
+	case d < day:
+		return two(d/time.Hour, "h", d%time.Hour/time.Minute, "m")
 	default:
-		return d.Truncate(time.Hour).String()
+		return two(d/day, "d", d%day/time.Hour, "h")
 	}
 }
 

@@ -909,3 +909,49 @@ func TestDeployAfterRestartUnchanged(t *testing.T) {
 		t.Errorf("new version kept restarted_at %q", app.RestartedAt)
 	}
 }
+
+// Arguments that cannot be right are usage errors that say the rule,
+// before anything connects (the harness's server is not reachable here).
+func TestBadArgumentsAreUsageErrors(t *testing.T) {
+	h := newHarness(t)
+	h.url = "nats://127.0.0.1:1"
+	for _, args := range [][]string{
+		{"app", "status", "a b"},
+		{"app", "restart", "a.b"},
+		{"app", "delete", "a*"},
+		{"logs", "a b"},
+	} {
+		r := h.fails(2, "", args...)
+		if !strings.Contains(r.err, `app name "`+args[len(args)-1]+`": may contain only letters, digits, '_' and '-'`) {
+			t.Errorf("%v: %s", args, r.err)
+		}
+	}
+	r := h.fails(2, "", "logs", "hello", "--since", "-5m")
+	if !strings.Contains(r.err, "--since -5m0s: want how far back to start, a positive duration") {
+		t.Errorf("logs --since -5m: %s", r.err)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Minute, "0s"},
+		{900 * time.Millisecond, "0s"},
+		{45*time.Second + 300*time.Millisecond, "45s"},
+		{time.Minute, "1m"},
+		{time.Minute + 45*time.Second, "1m45s"},
+		{2*time.Hour + 3*time.Minute + 59*time.Second, "2h3m"},
+		{5 * time.Hour, "5h"},
+		{3*24*time.Hour + 4*time.Hour + 30*time.Minute, "3d4h"},
+		{400 * 24 * time.Hour, "400d"},
+	} {
+		if got := shortDuration(c.d); got != c.want {
+			t.Errorf("shortDuration(%s) = %q, want %q", c.d, got, c.want)
+		}
+	}
+	if got := ago(time.Time{}); got != "-" {
+		t.Errorf("ago(zero) = %q, want -", got)
+	}
+}

@@ -30,7 +30,7 @@ func logsCommand(stdio cli.IO) *ucli.Command {
 			&ucli.StringFlag{Name: "instance", Usage: "only this instance"},
 			jsonFlag(),
 		},
-		Action: action(stdio, true, runLogs),
+		Action: action(stdio, false, runLogs),
 	}
 }
 
@@ -39,14 +39,27 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := validAppName(app); err != nil {
+		return err
+	}
 	node, inst := c.String("node"), c.String("instance")
-	for what, v := range map[string]string{"app": app, "node": node, "instance": inst} {
+	for what, v := range map[string]string{"node": node, "instance": inst} {
 		if v != "" {
 			if err := spec.ValidName(v); err != nil {
 				return usagef("%s %q: %v", what, v, err)
 			}
 		}
 	}
+	since := c.Duration("since")
+	if since < 0 {
+		return usagef("--since %s: want how far back to start, a positive duration (e.g. 10m)", since)
+	}
+	// Connected only once the command line is known to be good: a usage
+	// error is not a connection error.
+	if err := e.connect(); err != nil {
+		return err
+	}
+	defer e.close()
 	filter := names.LogSubject(app, orStar(node), orStar(inst))
 	octx, cancel := e.op(ctx)
 	stream, err := store.LogsStream(octx, e.js)
@@ -55,7 +68,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
-	if since := c.Duration("since"); since > 0 {
+	if since > 0 {
 		start := time.Now().Add(-since)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
