@@ -336,9 +336,11 @@ func (l *launcher) startApp() (int, error) {
 	if len(args) == 0 {
 		args = []string{cfg.Binary}
 	}
-	env := cfg.Env
+	// Never nil: os.StartProcess reads nil as "inherit", which would hand
+	// the app the launcher's own environment.
+	env := append([]string{}, cfg.Env...)
 	if hasPreset(cfg, PresetTmp) && !hasEnv(env, "TMPDIR") {
-		env = append(env[:len(env):len(env)], "TMPDIR=/tmp")
+		env = append(env, "TMPDIR=/tmp")
 	}
 	sys := &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: []uint32{}},
