@@ -410,6 +410,25 @@ func TestIdentityInsideSandbox(t *testing.T) {
 	}
 }
 
+// An app given no environment gets none, not the launcher's: that holds
+// the descriptor numbers of the launcher's pipes.
+func TestEmptyEnvironmentStaysEmpty(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "info")
+	cfg.Env = nil
+	out, err := runSandbox(t, cfg)
+	if err != nil {
+		t.Fatalf("info: %v\n%s", err, out)
+	}
+	var info struct{ Env []string }
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	if len(info.Env) != 0 {
+		t.Fatalf("app environment %q, want none", info.Env)
+	}
+}
+
 func TestMemoryLimitKillsOnlyThatApp(t *testing.T) {
 	requireRoot(t)
 	other := startSandbox(t, testConfig(t, "sigterm"))
@@ -879,8 +898,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// launcherPipes lists the descriptors above stderr that are pipes: the
-// app must not hold the launcher's config or status pipe.
 // raiseInheritable adds caps to the inheritable set of the test's thread
 // for the rest of the test, as a runner started with inheritable
 // capabilities would have them: the goroutine stays on this thread, so the
@@ -899,6 +916,8 @@ func raiseInheritable(t *testing.T, caps uint32) {
 	}
 }
 
+// launcherPipes lists the descriptors above stderr that are pipes: the
+// app must not hold the launcher's config or status pipe.
 func launcherPipes(fds []string) string {
 	var pipes []string
 	for _, fd := range fds {
