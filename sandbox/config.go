@@ -76,10 +76,10 @@ type Config struct {
 	Inbound []Bridge `json:"inbound,omitempty"`
 	// Landlock restricts the filesystem, TCP ports and IPC scopes.
 	Landlock LandlockConfig `json:"landlock"`
-	// UID and GID the app runs as; 0 is refused unless AllowRoot is set.
+	// UID and GID the app runs as; 0 (either) is refused unless AllowRoot is set.
 	UID uint32 `json:"uid"`
 	GID uint32 `json:"gid"`
-	// AllowRoot permits UID 0; even then the app gets no capabilities, but
+	// AllowRoot permits UID and GID 0; even then the app gets no capabilities, but
 	// before Landlock ABI 9 it may connect to every unix socket root owns
 	// on the host (docs/SECURITY.md).
 	AllowRoot bool `json:"allow_root,omitempty"`
@@ -240,6 +240,10 @@ func (c *Config) Validate() error {
 	}
 	if c.UID == 0 && !c.AllowRoot {
 		return bad("uid 0 without allow_root")
+	}
+	// Group 0 opens every file that root's group may read or write.
+	if c.GID == 0 && !c.AllowRoot {
+		return bad("gid 0 without allow_root")
 	}
 	if c.Resources.MemoryMax < 0 || c.Resources.CPUMillis < 0 || c.Resources.PidsMax < 0 {
 		return bad("negative resource limit")

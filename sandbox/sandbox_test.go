@@ -875,6 +875,8 @@ func TestValidate(t *testing.T) {
 		{"bad network", func(c *Config) { c.Network = "bridge" }, "network"},
 		{"root without consent", func(c *Config) { c.UID = 0 }, "uid 0"},
 		{"root with consent", func(c *Config) { c.UID, c.AllowRoot = 0, true }, ""},
+		{"root group without consent", func(c *Config) { c.GID = 0 }, "gid 0"},
+		{"root group with consent", func(c *Config) { c.GID, c.AllowRoot = 0, true }, ""},
 		{"bad landlock mode", func(c *Config) { c.Landlock.Mode = "maybe" }, "landlock mode"},
 		{"unknown preset", func(c *Config) { c.Landlock.Presets = []string{"gpu"} }, "preset"},
 		{"bad access", func(c *Config) { c.Landlock.Paths = []Path{{Path: "/x", Access: "rc"}} }, "access"},
