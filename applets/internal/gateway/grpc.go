@@ -31,7 +31,8 @@ const (
 
 // grpcCode is the gRPC status for a gateway error of HTTP status code, as
 // gRPC's HTTP mapping has it, except that the gateway knows a 504 is a
-// deadline and a 413 a message too large.
+// deadline, as is a 408 (the client's part of the exchange was too
+// slow), and a 413 a message too large.
 func grpcCode(code int) int {
 	switch code {
 	case http.StatusBadRequest:
@@ -44,7 +45,7 @@ func grpcCode(code int) int {
 		return grpcUnimplemented
 	case http.StatusRequestEntityTooLarge:
 		return grpcResourceExhausted
-	case http.StatusGatewayTimeout:
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
 		return grpcDeadlineExceeded
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
 		return grpcUnavailable

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -101,11 +102,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, ex, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", rid)
 		return
 	}
-	g.proxy(w, r, ex, rt, p, rid)
+	g.proxy(w, r, ex, rt, p, rid, start.Add(rt.timeout))
 }
 
-// proxy runs the exchange with the service: request head, body pulls,
-// response head and response frames.
 // logAccess writes the access log line of a finished request. The route is
 // named by its configured host and path, as in the metrics; the URI is the
 // client's, query included, as nginx and Caddy log it.
@@ -130,7 +129,22 @@ func (g *Gateway) logAccess(r *http.Request, rt *route, ex *exchange, took time.
 	)
 }
 
-func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, cleaned, rid string) {
+// proxy runs the exchange with the service: request head, body pulls,
+// response head and response frames, all before deadline.
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, cleaned, rid string, deadline time.Time) {
+	// The route timeout covers the whole exchange, the client's part too:
+	// a client that stops sending its body, or stops reading the response,
+	// would otherwise hold this handler and its buffers for as long as it
+	// likes. Writes get answerTime more, so that the gateway's own answer
+	// to a timeout still goes out. The read deadline is set only while a
+	// body is left to read: net/http then watches the connection for the
+	// client hanging up, and clears the deadline when it starts to.
+	if conn := deadlines(w); conn != nil {
+		_ = conn.SetWriteDeadline(deadline.Add(answerTime))
+		if r.Body != nil && r.Body != http.NoBody {
+			_ = conn.SetReadDeadline(deadline)
+		}
+	}
 	// The head is built in the pooled map rather than in r.Header: no map
 	// allocation or growth per request.
 	h := ex.hdr
@@ -197,7 +211,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	body.messages = duplex
 	first, more, err := body.first(r.ContentLength)
 	if err != nil {
-		g.bodyError(w, ex, err, rid)
+		g.bodyError(w, ex, rt, err, rid)
 		return
 	}
 	if more {
@@ -218,7 +232,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	body.sent()
 
 	timer := ex.timer
-	timer.Reset(rt.timeout)
+	timer.Reset(time.Until(deadline))
 	defer timer.Stop()
 	done := r.Context().Done()
 	headSeen := false
@@ -241,7 +255,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if headSeen {
 				panic(http.ErrAbortHandler)
 			}
-			g.bodyError(w, ex, err, rid)
+			g.bodyError(w, ex, rt, err, rid)
 			return
 		case m = <-wt.ch:
 		case <-done:
@@ -331,7 +345,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				if headSeen {
 					panic(http.ErrAbortHandler)
 				}
-				g.bodyError(w, ex, err, rid)
+				g.bodyError(w, ex, rt, err, rid)
 				return
 			}
 			ex.in += int64(len(chunk))
@@ -422,6 +436,34 @@ func (p *puller) stop(body io.Closer) {
 	<-p.done
 }
 
+// answerTime is how long past the exchange deadline the gateway may take
+// to write its own answer to a timeout: a short error message, which a
+// client that does not read must not be able to hold up for long.
+const answerTime = 2 * time.Second
+
+// deadliner sets the deadlines of a request's connection (HTTP/1) or
+// stream (HTTP/2).
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// deadlines finds the deadliner of w through wrappers, as
+// http.ResponseController does; nil if there is none (a test recorder).
+// ResponseController itself would allocate an error on every call there.
+func deadlines(w http.ResponseWriter) deadliner {
+	for {
+		switch t := w.(type) {
+		case deadliner:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
 // cancel tells the service that nobody waits for this exchange any more.
 func (g *Gateway) cancel(rt *route, wt *waiter) {
 	if err := g.nc.Publish(consumer.CancelSubject(rt.cfg.Service), []byte(wt.reply)); err != nil {
@@ -439,10 +481,14 @@ func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, 
 	g.fail(w, ex, http.StatusBadGateway, "malformed reply from service "+rt.cfg.Service+": "+why, rid)
 }
 
-func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, err error, rid string) {
+func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, rt *route, err error, rid string) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
 		g.fail(w, ex, http.StatusRequestEntityTooLarge, err.Error(), rid)
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		g.fail(w, ex, http.StatusRequestTimeout, "request body not received within "+rt.timeout.String(), rid)
 		return
 	}
 	g.fail(w, ex, http.StatusBadRequest, "read request body: "+err.Error(), rid)

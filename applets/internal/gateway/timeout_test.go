@@ -1,0 +1,115 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// dialRaw opens a plain TCP connection to the test server, for clients that
+// misbehave in ways net/http's client never would.
+func dialRaw(t *testing.T, e *env) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestStalledUploadTimesOut sends part of a request body and then nothing:
+// the route timeout must end the exchange with a 408, close the connection
+// and let the handler go, whether the gateway waits for the part that
+// travels with the request head or for a chunk the service pulled.
+func TestStalledUploadTimesOut(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(300 * time.Millisecond)}))
+	readErr := make(chan error, 1)
+	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		readErr <- err
+	}))
+	for _, tc := range []struct {
+		name         string
+		length, sent int
+		pulled       bool
+	}{
+		{"before the head", 100_000, 5, false},
+		{"during a pull", 3 << 20, 1<<20 + 100, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, e)
+			fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", tc.length)
+			if _, err := c.Write(make([]byte, tc.sent)); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer to a stalled upload: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "within 300ms") {
+				t.Errorf("got %d %q, want 408 naming the timeout", resp.StatusCode, body)
+			}
+			if _, err := br.ReadByte(); err == nil {
+				t.Error("connection still open after the 408")
+			}
+			if tc.pulled {
+				if err := <-readErr; err == nil {
+					t.Error("the service read a complete body")
+				}
+			}
+			testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+				return e.gw.metrics.inflight.Load() == 0
+			})
+		})
+	}
+}
+
+// TestStalledReaderIsCut streams a response larger than the socket buffers
+// to a client that stops reading: once the route timeout passes, the gateway
+// must give up the write and the connection.
+func TestStalledReaderIsCut(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "big", Timeout: config.Duration(300 * time.Millisecond)}))
+	const size = 32 << 20
+	e.serve(t, "big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(make([]byte, size))
+	}))
+	var closed atomic.Int64
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	testutil.Eventually(t, 15*time.Second, "the gateway closes the stalled connection", func() bool {
+		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
+	})
+}
