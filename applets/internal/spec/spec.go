@@ -467,6 +467,13 @@ func (a *App) validateSandbox(v *validator) {
 	if s.Group != "" && (!userRe.MatchString(s.Group) || len(s.Group) > 32) {
 		v.add("sandbox.group", "invalid group %q", s.Group)
 	}
+	// The sandbox refuses gid 0 for a user other than root (group root
+	// owns files a non-root app must not reach); said here, the deploy
+	// fails instead of every start. Names other than root resolve on the
+	// node, so only the literal forms are known here.
+	if (s.Group == "root" || s.Group == "0") && s.User != "root" && s.User != "0" {
+		v.add("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
+	}
 }
 
 func (a *App) validateResources(v *validator) {

@@ -140,6 +140,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad path mode", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"r\"\n[[sandbox.paths]]\npath = \"/y\"\nmode = \"rr\"\n", "sandbox.paths[1].mode", 10},
 		{"relative sandbox path", base + "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"x\"\nmode = \"r\"\n", "sandbox.paths[0].path", 6},
 		{"bad network", base + "mode = \"sandbox\"\n[sandbox]\nnetwork = \"bridge\"\n", "sandbox.network", 6},
+		{"group root without user root", base + "mode = \"sandbox\"\n[sandbox]\ngroup = \"root\"\n", "sandbox.group", 6},
+		{"gid 0 for another user", base + "mode = \"sandbox\"\n[sandbox]\nuser = \"nobody\"\ngroup = \"0\"\n", "sandbox.group", 7},
 		{"memory limit in exec mode", base + "[resources]\nmemory = \"64MiB\"\n", "resources.memory", 5},
 		{"cpu limit in exec mode", base + "mode = \"exec\"\n[resources]\ncpu = 0.5\n", "resources.cpu", 6},
 		{"pids limit in exec mode", base + "[resources]\nmemory = 0\npids = 64\n", "resources.pids", 6},
