@@ -320,7 +320,7 @@ runner_bench() {
 			nodes = ["bench"]
 			args = ["--http", "127.0.0.1:0"]
 			[binaries.$arch]
-			object = "idle/1.0.0/linux-$arch"
+			object = "idle/1.0.0/linux-$arch-${sha:0:12}"
 			sha256 = "$sha"
 		EOF
 	)" >"$WORK/scale/pub.out" 2>&1 || { echo "bench: nats pub failed:" >&2; cat "$WORK/scale/pub.out" >&2; exit 1; }

@@ -433,7 +433,7 @@ role = "leaf"
 	// The leaf's control plane is its own: a rollout works while cut off.
 	deployStart := time.Now()
 	// The new version reuses the binary already in the leaf's own store.
-	pinned := fmt.Sprintf("[binaries.amd64]\nobject = \"leafhello/1.0.0/linux-amd64\"\nsha256 = %q\n", e.helloSum)
+	pinned := fmt.Sprintf("[binaries.amd64]\nobject = \"leafhello/1.0.0/linux-amd64-%s\"\nsha256 = %q\n", e.helloSum[:12], e.helloSum)
 	mustCtl(t, leafURL, "deploy", writeSpec(t, leafSpec("1.0.1", pinned)), "--wait", "--timeout", "30s")
 	rollout := time.Since(deployStart)
 	for time.Since(cutAt) < 15*time.Second {

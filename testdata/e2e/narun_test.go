@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +47,18 @@ func hello(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// helloSum is the hex SHA-256 of the hello fixture; ctl names its objects
+// after the first 12 digits.
+func helloSum(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(hello(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // ctlResult is what one `narun ctl` run printed and how it exited.

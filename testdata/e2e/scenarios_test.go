@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -52,12 +49,7 @@ func newEdge(t *testing.T) *edge {
 		}
 		return nil
 	})
-	data, err := os.ReadFile(hello(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	e.helloSum = hex.EncodeToString(sum[:])
+	e.helloSum = helloSum(t)
 	t.Logf("cluster of 3 + gateway up in %s", time.Since(start).Round(time.Millisecond))
 	return e
 }
@@ -127,7 +119,7 @@ path = "/hello/"
 }
 
 func (e *edge) pin() string {
-	return fmt.Sprintf("[binaries.amd64]\nobject = \"hello/1.0.0/linux-amd64\"\nsha256 = %q\n", e.helloSum)
+	return fmt.Sprintf("[binaries.amd64]\nobject = \"hello/1.0.0/linux-amd64-%s\"\nsha256 = %q\n", e.helloSum[:12], e.helloSum)
 }
 
 // waitVersion waits until each of nodes runs one healthy hello of version v.
