@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -198,5 +199,61 @@ func TestBodySourceMessages(t *testing.T) {
 				t.Errorf("chunks %q, want %q", got, tt.chunks)
 			}
 		})
+	}
+}
+
+// TestGRPCServerSpeaksFirst is a bidirectional stream whose server sends a
+// message before it reads any: the client sends its message only once it has
+// the server's, so the request head must reach the service without waiting
+// for the body.
+func TestGRPCServerSpeaksFirst(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/chat.Chat/", Service: "chat", Timeout: config.Duration(20 * time.Second)}))
+	e.serve(t, "chat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = io.WriteString(w, grpcMessage("hello"))
+		w.(http.Flusher).Flush()
+		msg := make([]byte, len(grpcMessage("hi")))
+		if _, err := io.ReadFull(r.Body, msg); err != nil {
+			w.Header().Set("Grpc-Status", "13")
+			return
+		}
+		_, _ = w.Write(msg)
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	t.Cleanup(hs.Close)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequestWithContext(ctx, "POST", hs.URL+"/chat.Chat/Talk", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("no response head while the client waits for the server: %v", err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len(grpcMessage("hello")))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != grpcMessage("hello") {
+		t.Fatalf("server's first message %q, %v", first, err)
+	}
+	go func() {
+		_, _ = io.WriteString(pw, grpcMessage("hi"))
+		_ = pw.Close()
+	}()
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != grpcMessage("hi") || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Errorf("echo %q, %v, trailers %v; want %q and Grpc-Status 0", rest, err, resp.Trailer, grpcMessage("hi"))
 	}
 }

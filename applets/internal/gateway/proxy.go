@@ -206,13 +206,20 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// A gRPC stream over HTTP/2 may be bidirectional: its body is read a
 	// message at a time, and by a goroutine of its own (pulls below), so
 	// that waiting for the client's next message never holds up the reply
-	// it waits for. HTTP/2 only: there closing the body ends a blocked read.
+	// it waits for. For the same reason the head goes out without any of
+	// the body: the server may speak first, and the client wait for it.
+	// HTTP/2 only: there closing the body ends a blocked read.
 	duplex := ex.grpc && r.ProtoMajor == 2 && r.ContentLength < 0
 	body.messages = duplex
-	first, more, err := body.first(r.ContentLength)
-	if err != nil {
-		g.bodyError(w, ex, rt, err, rid)
-		return
+	var first []byte
+	more := duplex
+	if !duplex {
+		var err error
+		first, more, err = body.first(r.ContentLength)
+		if err != nil {
+			g.bodyError(w, ex, rt, err, rid)
+			return
+		}
 	}
 	if more {
 		ex.vals[10] = consumer.BodyStream
