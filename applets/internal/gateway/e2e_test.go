@@ -389,3 +389,33 @@ func TestNATSReplyCLIAsResponder(t *testing.T) {
 		t.Errorf("body = %q, content type %q", body, ct)
 	}
 }
+
+// TestHeadContentLength checks that the answer to HEAD keeps the length the
+// service gives for GET (http.ServeContent sets it), and that a length that
+// is not a number is not passed on.
+func TestHeadContentLength(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "files"}))
+	content := strings.Repeat("x", 12345)
+	e.serve(t, "files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bad" {
+			w.Header().Set("Content-Length", "12a")
+			return
+		}
+		http.ServeContent(w, r, "f.txt", time.Unix(0, 0), strings.NewReader(content))
+	}))
+	for _, tc := range []struct{ method, path, want string }{
+		{"GET", "/f.txt", "12345"},
+		{"HEAD", "/f.txt", "12345"},
+		{"HEAD", "/bad", "0"},
+	} {
+		req, _ := http.NewRequest(tc.method, e.hs.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Length"); resp.StatusCode != 200 || got != tc.want {
+			t.Errorf("%s %s: %d with Content-Length %q, want 200 with %q", tc.method, tc.path, resp.StatusCode, got, tc.want)
+		}
+	}
+}

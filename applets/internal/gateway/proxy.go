@@ -316,7 +316,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 					w.WriteHeader(status)
 					return
 				}
-				w.Header()["Content-Length"] = []string{strconv.Itoa(len(m.Data))}
+				// The answer to HEAD has no body but tells the length
+				// of the one GET would get: the service's to say.
+				if r.Method != http.MethodHead || len(m.Data) > 0 || !validLength(w.Header()["Content-Length"]) {
+					w.Header()["Content-Length"] = []string{strconv.Itoa(len(m.Data))}
+				}
 				w.WriteHeader(status)
 				n, _ := w.Write(m.Data)
 				ex.out += int64(n)
@@ -588,6 +592,15 @@ func scanMeta(h nats.Header) replyMeta {
 
 func isNoResponders(m *nats.Msg) bool {
 	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+}
+
+// validLength reports whether a Content-Length header is one decimal number.
+func validLength(v []string) bool {
+	if len(v) != 1 {
+		return false
+	}
+	_, err := strconv.ParseUint(v[0], 10, 63)
+	return err == nil
 }
 
 var httpsValue = []string{"https"}
