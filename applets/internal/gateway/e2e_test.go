@@ -241,6 +241,7 @@ func TestErrors(t *testing.T) {
 	cfg := gwConfig(
 		config.Route{Path: "/ok/", Service: "ok"},
 		config.Route{Path: "/get-only", Methods: []string{"GET", "HEAD"}, Service: "ok"},
+		config.Route{Path: "/get", Methods: []string{"GET"}, Service: "ok"},
 		config.Route{Path: "/small", Service: "ok", MaxBody: 10},
 		config.Route{Path: "/nobody", Service: "nobody"},
 		config.Route{Path: "/slow", Service: "slow", Timeout: config.Duration(200 * time.Millisecond)},
@@ -290,6 +291,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{"no route", "GET", "/nowhere", nil, 404, "", "", "no route"},
 		{"method", "POST", "/get-only", nil, 405, "Allow", "GET, HEAD", "not allowed"},
+		{"method, GET listed", "POST", "/get", nil, 405, "Allow", "GET, HEAD", "not allowed"},
+		{"HEAD where GET is listed", "HEAD", "/get", nil, 200, "", "", ""},
 		{"too large", "POST", "/small", strings.NewReader("12345678901"), 413, "", "", "larger than 10"},
 		{"too large chunked", "POST", "/small", io.MultiReader(strings.NewReader("12345678901")), 413, "", "", "too large"},
 		{"no responders", "GET", "/nobody", nil, 503, "Retry-After", "1", "no instance"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -42,7 +43,13 @@ type route struct {
 // pattern is what two routes must share to compete for the same requests.
 func (r *route) pattern() string { return r.pat }
 
+// allows reports whether the route takes method. Listing GET allows HEAD
+// too, as RFC 9110 (9.3.2) has it and net/http's ServeMux does.
 func (r *route) allows(method string) bool {
+	return r.lists(method) || method == http.MethodHead && r.lists(http.MethodGet)
+}
+
+func (r *route) lists(method string) bool {
 	return len(r.methods) == 0 || slices.Contains(r.methods, method)
 }
 
@@ -281,9 +288,10 @@ func overlap(a, b []string) bool {
 
 // match finds the route for a request. The most specific pattern that
 // matches host and path decides: if none of its routes allows the method,
-// the answer is 405 with allow listing what they accept.
+// the answer is 405 with allow listing what they accept. A route that
+// lists HEAD takes it before one that lists GET.
 func (t *table) match(host, path, method string) (r *route, allow []string) {
-	var hit *route
+	var hit, viaGet *route
 	for _, c := range t.routes {
 		if hit != nil && c.pattern() != hit.pattern() {
 			break
@@ -292,10 +300,19 @@ func (t *table) match(host, path, method string) (r *route, allow []string) {
 			continue
 		}
 		hit = c
-		if c.allows(method) {
+		if c.lists(method) {
 			return c, nil
 		}
+		if viaGet == nil && c.allows(method) {
+			viaGet = c
+		}
 		allow = append(allow, c.methods...)
+	}
+	if viaGet != nil {
+		return viaGet, nil
+	}
+	if slices.Contains(allow, http.MethodGet) {
+		allow = append(allow, http.MethodHead)
 	}
 	slices.Sort(allow)
 	return nil, slices.Compact(allow)

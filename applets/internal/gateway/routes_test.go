@@ -37,6 +37,9 @@ func TestRouteMatch(t *testing.T) {
 		config.Route{Path: "/rw", Methods: []string{"get", "HEAD"}, Service: "reader"},
 		config.Route{Path: "/rw", Methods: []string{"POST"}, Service: "writer"},
 		config.Route{Path: "/only-get", Methods: []string{"GET"}, Service: "only-get"},
+		// HEAD goes where it is listed, though GET is listed first.
+		config.Route{Path: "/h", Methods: []string{"GET"}, Service: "h-get"},
+		config.Route{Path: "/h", Methods: []string{"HEAD"}, Service: "h-head"},
 		// Same length, interleaved definitions: /m1/ POST must still be found.
 		config.Route{Path: "/m1/", Methods: []string{"GET"}, Service: "m1-get"},
 		config.Route{Path: "/m2/", Service: "m2"},
@@ -65,10 +68,14 @@ func TestRouteMatch(t *testing.T) {
 		{"localhost", "/rw", "GET", "reader", ""},
 		{"localhost", "/rw", "POST", "writer", ""},
 		{"localhost", "/rw", "PUT", "", "GET, HEAD, POST"},
-		{"localhost", "/only-get/sub", "PUT", "", "GET"},
+		{"localhost", "/only-get/sub", "PUT", "", "GET, HEAD"},
+		{"localhost", "/only-get/sub", "HEAD", "only-get", ""},
+		{"localhost", "/h", "HEAD", "h-head", ""},
+		{"localhost", "/h", "GET", "h-get", ""},
 		{"localhost", "/m1/x", "POST", "m1-post", ""},
 		{"localhost", "/m1/x", "GET", "m1-get", ""},
-		{"localhost", "/m1/x", "PUT", "", "GET, POST"},
+		{"localhost", "/m1/x", "PUT", "", "GET, HEAD, POST"},
+		{"localhost", "/m1/x", "HEAD", "m1-get", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.host+tc.path+" "+tc.method, func(t *testing.T) {
