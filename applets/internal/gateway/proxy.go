@@ -638,9 +638,25 @@ func skipReplyHeader(k string) bool {
 	return false
 }
 
+// replyConnection is a reply's Connection header: the headers it names
+// are hop-by-hop too, on this side as on the request's. Responders in other
+// languages may spell it in any case.
+func replyConnection(h nats.Header) []string {
+	if v, ok := h["Connection"]; ok {
+		return v
+	}
+	for k, v := range h {
+		if strings.EqualFold(k, "Connection") {
+			return v
+		}
+	}
+	return nil
+}
+
 func copyReplyHeaders(dst http.Header, src nats.Header) {
+	skip := replyConnection(src)
 	for k, v := range src {
-		if skipReplyHeader(k) {
+		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		dst[http.CanonicalHeaderKey(k)] = v
@@ -648,8 +664,9 @@ func copyReplyHeaders(dst http.Header, src nats.Header) {
 }
 
 func setTrailers(dst http.Header, src nats.Header) {
+	skip := replyConnection(src)
 	for k, v := range src {
-		if skipReplyHeader(k) {
+		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		dst[http.TrailerPrefix+http.CanonicalHeaderKey(k)] = v

@@ -108,3 +108,43 @@ func TestTrailersFromGoHandler(t *testing.T) {
 		t.Errorf("body %q trailers %v", b, resp.Trailer)
 	}
 }
+
+// TestReplyConnectionHeaders checks that the headers a reply's Connection
+// header names stay between service and gateway, in the head and in the
+// trailers, whatever their case.
+func TestReplyConnectionHeaders(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "conn"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("conn", func(m *nats.Msg) {
+		if m.Header.Get("Narun-Path") == "/trailers" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}}, Data: []byte("a")})
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "connection": {"X-Hidden"}, "X-Hidden": {"1"}, "X-Sum": {"2"}}})
+			return
+		}
+		head := nats.Header{"Connection": {"X-Internal, x-other"}, "X-Internal": {"secret"}, "X-Other": {"secret"}, "X-Kept": {"yes"}}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("ok")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.hs.URL + "/head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h := resp.Header; h.Get("X-Internal") != "" || h.Get("X-Other") != "" || h.Get("X-Kept") != "yes" {
+		t.Errorf("response headers %v: want X-Kept only", h)
+	}
+	resp, err = http.Get(e.hs.URL + "/trailers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if tr := resp.Trailer; tr.Get("X-Hidden") != "" || tr.Get("X-Sum") != "2" {
+		t.Errorf("trailers %v: want X-Sum only", tr)
+	}
+}
