@@ -335,7 +335,9 @@ func (w *responseWriter) finalHead() *nats.Msg {
 			delete(w.hdr, k)
 		}
 	}
-	if w.status != http.StatusOK {
+	// A reply with a Status header, no protocol header and no payload
+	// looks like NATS's "no responders": Narun-Status tells them apart.
+	if w.status != http.StatusOK || (len(w.buf) == 0 && w.hdr["Status"] != nil) {
 		w.hdr[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
 	return &nats.Msg{Subject: w.reply, Header: nats.Header(w.hdr)}

@@ -422,3 +422,35 @@ func TestHeadContentLength(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusHeaderIsNotNoResponders checks that a reply with an empty body
+// and a plain "Status: 503" header is a reply, not NATS's "no responders",
+// from a raw responder that sets Narun-Status and from a Go handler.
+func TestStatusHeaderIsNotNoResponders(t *testing.T) {
+	e := newEnv(t, gwConfig(
+		config.Route{Path: "/raw", Service: "raw"},
+		config.Route{Path: "/go", Service: "gohandler"},
+	))
+	nc := natsConn(t, e)
+	if _, err := nc.Subscribe("raw", func(m *nats.Msg) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Status": {"202"}, "Status": {"503"}}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e.serve(t, "gohandler", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Status", "503")
+	}))
+	for path, want := range map[string]int{"/raw": 202, "/go": 200} {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || resp.Header.Get("Status") != "503" {
+			t.Errorf("%s: %d with Status %q, want %d with the service's Status header", path, resp.StatusCode, resp.Header.Get("Status"), want)
+		}
+	}
+}

@@ -590,8 +590,19 @@ func scanMeta(h nats.Header) replyMeta {
 	return m
 }
 
+// isNoResponders tells the NATS server's "no responders" message (status
+// 503 in a Status header, no payload) from a reply that happens to carry a
+// Status header: the server's has no protocol header.
 func isNoResponders(m *nats.Msg) bool {
-	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+	if len(m.Data) != 0 || m.Header.Get("Status") != "503" {
+		return false
+	}
+	for k := range m.Header {
+		if consumer.IsReserved(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // validLength reports whether a Content-Length header is one decimal number.
