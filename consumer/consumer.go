@@ -7,6 +7,14 @@
 // clients, so ListenAndServe(ctx, cfg, grpcServer) serves unary and
 // streaming calls; route the gateway's path "/<package>.<Service>/" to it.
 //
+// The request is the one the client sent the gateway, as net/http's server
+// would hand it over: Host, RemoteAddr and RequestURI are the client's, the
+// body streams in when it is large, and the context ends when the client
+// goes away or the route's timeout passes. For a client that used https,
+// r.TLS is an empty, non-nil tls.ConnectionState (the gateway holds the TLS
+// connection, so its details are not known here); r.URL.Scheme stays empty,
+// as for any server request.
+//
 // It imports only the standard library and nats.go, so that any Go program
 // can use it without pulling in the rest of narun.
 package consumer

@@ -285,3 +285,29 @@ func TestListenAndServeReadsRunnerEnvironment(t *testing.T) {
 		t.Errorf("ListenAndServe after cancel: %v", err)
 	}
 }
+
+// TestHTTPSClientSetsTLS checks that a request the gateway got over TLS
+// (Narun-Scheme: https) reaches the handler with r.TLS set, as net/http's
+// server would hand it over, and a plain one without.
+func TestHTTPSClientSetsTLS(t *testing.T) {
+	type seen struct {
+		tls    bool
+		scheme string
+	}
+	got := make(chan seen, 1)
+	_, nc, _ := start(t, consumer.Config{Name: "scheme"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.TLS != nil, r.URL.Scheme}
+	}))
+	for scheme, want := range map[string]bool{"https": true, "": false, "http": false} {
+		h := nats.Header{consumer.HeaderPath: {"/"}}
+		if scheme != "" {
+			h.Set(consumer.HeaderScheme, scheme)
+		}
+		if _, err := nc.RequestMsg(&nats.Msg{Subject: "scheme", Header: h}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if s := <-got; s.tls != want || s.scheme != "" {
+			t.Errorf("Narun-Scheme %q: r.TLS set %v, r.URL.Scheme %q; want %v and \"\"", scheme, s.tls, s.scheme, want)
+		}
+	}
+}

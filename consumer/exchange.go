@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) 
 	// and reusing the map saves a copy per request.
 	hdr := http.Header(h)
 	host, remote := h.Get(HeaderHost), h.Get(HeaderRemoteAddr)
+	https := strings.EqualFold(h.Get(HeaderScheme), "https")
 	for k, v := range h {
 		if IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) {
 			delete(hdr, k)
@@ -92,6 +94,13 @@ func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) 
 		Host:       host,
 		RemoteAddr: remote,
 		RequestURI: uri,
+	}
+	if https {
+		// Handlers tell an https client by r.TLS, as net/http's server
+		// sets it (redirect-to-https middleware, secure cookies). The
+		// gateway holds the TLS connection, so its state is not known
+		// here: the value is empty, but not nil.
+		r.TLS = &tls.ConnectionState{}
 	}
 	if stream {
 		r.ContentLength = -1
