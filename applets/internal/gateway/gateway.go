@@ -60,14 +60,13 @@ type Gateway struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	mu         sync.Mutex // serialises route rebuilds
-	cfg        config.Gateway
-	kvRoutes   map[string][]config.Route
-	cert       atomic.Pointer[tls.Certificate]
-	certStamp  string
-	fileStamp  string
-	reloadErrs atomic.Uint64
-	accessLog  atomic.Bool
+	mu        sync.Mutex // serialises route rebuilds
+	cfg       config.Gateway
+	kvRoutes  map[string][]config.Route
+	cert      atomic.Pointer[tls.Certificate]
+	certStamp string
+	fileStamp string
+	accessLog atomic.Bool
 }
 
 // New checks the configuration and subscribes the reply inbox; it does not
@@ -193,19 +192,19 @@ func (g *Gateway) Reload() error {
 	}
 	data, err := os.ReadFile(g.opts.ConfigPath)
 	if err != nil {
-		g.reloadErrs.Add(1)
+		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
 	f := config.Defaults()
 	if err := config.DecodeStrict(g.opts.ConfigPath, data, &f); err != nil {
-		g.reloadErrs.Add(1)
+		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
 	g.mu.Lock()
 	kv := g.kvRoutes
 	g.mu.Unlock()
 	if err := g.rebuild(f.Gateway, kv); err != nil {
-		g.reloadErrs.Add(1)
+		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))

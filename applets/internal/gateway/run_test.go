@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -512,4 +513,42 @@ func TestTLSAndHTTP2(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName == "second"
 	})
+}
+
+// TestReloadErrorsInMetrics checks that every failed reload of the
+// configuration file is counted in /metrics: a file that does not parse,
+// routes that clash, a file that is gone.
+func TestReloadErrorsInMetrics(t *testing.T) {
+	srv := natstest.Start(t)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	route := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	writeFile(t, path, route)
+	g, err := New(Options{Config: gwConfig(config.Route{Path: "/a", Service: "a"}), Conn: natstest.Connect(t, srv), ConfigPath: path})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	t.Cleanup(g.mux.close)
+	admin := httptest.NewServer(g.adminHandler())
+	t.Cleanup(admin.Close)
+	for _, bad := range []string{"[[gateway.routes]\n", route + route, ""} {
+		if bad == "" {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			writeFile(t, path, bad)
+		}
+		if err := g.Reload(); err == nil {
+			t.Fatalf("reload of %q succeeded, want an error", bad)
+		}
+	}
+	code, m := get(t, admin.URL+"/metrics")
+	for _, want := range []string{
+		"# TYPE narun_gateway_reload_errors_total counter\n",
+		"\nnarun_gateway_reload_errors_total 3\n",
+	} {
+		if code != 200 || !strings.Contains(m, want) {
+			t.Errorf("metrics (%d) lack %q:\n%s", code, want, m)
+		}
+	}
 }
