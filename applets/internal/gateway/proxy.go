@@ -136,9 +136,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// a client that stops sending its body, or stops reading the response,
 	// would otherwise hold this handler and its buffers for as long as it
 	// likes. Writes get answerTime more, so that the gateway's own answer
-	// to a timeout still goes out. The read deadline is set only while a
-	// body is left to read: net/http then watches the connection for the
-	// client hanging up, and clears the deadline when it starts to.
+	// to a timeout still goes out. The read deadline is set only if there
+	// is a body to read: once there is none left, HTTP/1's server reads
+	// the connection in the background to notice the client hanging up,
+	// and a deadline would end that read as if it had (net/http clears
+	// the deadline when it starts that read).
 	if conn := deadlines(w); conn != nil {
 		_ = conn.SetWriteDeadline(deadline.Add(answerTime))
 		if r.Body != nil && r.Body != http.NoBody {
