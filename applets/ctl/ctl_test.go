@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -837,6 +838,30 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 	}
 	if got := digestHex(info); got != pinned.SHA256 {
 		t.Errorf("pinned object %s now holds sha256 %s, the stored spec pins %s", pinned.Object, got, pinned.SHA256)
+	}
+}
+
+// Redeploying a version with another build replaces the pinned object by a
+// new one and then deletes the old, so a version under development keeps
+// one object in the store; an earlier version's stays for a rollback.
+func TestRedeployPrunesSupersededBuild(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	self, err := os.ReadFile(selfBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		build := h.file(fmt.Sprintf("hello-%d", i), string(append(self, bytes.Repeat([]byte{0}, i)...)))
+		h.ok("", "deploy", p, "--binary", build)
+		if n := h.objectCount(names.BinariesBucket); n != 1 {
+			t.Fatalf("after build %d of 1.0.0: %d objects, want 1", i, n)
+		}
+	}
+	h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1))
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if n := h.objectCount(names.BinariesBucket); n != 2 {
+		t.Errorf("after 1.0.1: %d objects, want 1.0.0's kept beside it", n)
 	}
 }
 

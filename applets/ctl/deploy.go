@@ -208,6 +208,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := e.putRoutes(ctx, final); err != nil {
 		return err
 	}
+	if res.Changed {
+		e.pruneSuperseded(ctx, cur.app, final)
+	}
 	e.warnAbsentNodes(ctx, final)
 	if w != nil {
 		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
@@ -548,6 +551,49 @@ func (e *env) warnAbsentNodes(ctx context.Context, app *spec.App) {
 	for _, id := range app.Nodes {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
+		}
+	}
+}
+
+// pruneSuperseded deletes the binaries of the same app and version that the
+// new spec no longer pins and no stored spec uses: another build of a
+// version is a new object (the pinned one is never overwritten), so without
+// this every redeploy of a version under development would keep its
+// predecessor in the store. Earlier versions stay for a rollback until
+// `image delete`. It runs once the new spec is stored; a failure leaves an
+// unused object behind, which is only worth a warning.
+func (e *env) pruneSuperseded(ctx context.Context, prev, next *spec.App) {
+	if prev == nil || prev.Version != next.Version {
+		return
+	}
+	var stale []string
+	for arch, old := range prev.Binaries {
+		if now, ok := next.Binaries[arch]; ok && now.Object != old.Object {
+			stale = append(stale, old.Object)
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	used, err := e.users(ctx, binaryRefs)
+	if err != nil {
+		e.log.Debug("read specs before pruning binaries", "err", err)
+		return
+	}
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		e.log.Debug("open binaries before pruning", "err", err)
+		return
+	}
+	for _, name := range stale {
+		if len(used[name]) > 0 {
+			continue
+		}
+		octx, cancel := e.op(ctx)
+		err := obs.Delete(octx, name)
+		cancel()
+		if err != nil && !isNotFound(err) {
+			fmt.Fprintf(e.stdio.Stderr, "warning: superseded binary %s not deleted: %v (narun ctl image delete removes it)\n", name, err)
 		}
 	}
 }
