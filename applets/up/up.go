@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"sync"
-	"time"
+	"syscall"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
@@ -21,9 +22,6 @@ import (
 	"github.com/narun/narun/applets/internal/runner"
 	"github.com/narun/narun/embednats"
 )
-
-// stopBudget bounds a clean stop: Ctrl-C ends everything within it.
-const stopBudget = 4 * time.Second
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
@@ -111,17 +109,25 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		var runErr error
 		select {
 		case <-ctx.Done():
-			log.Info("stopping")
+			log.Info("stopping: apps get their stop_timeout, requests the gateway's shutdown_timeout; a second SIGINT or SIGTERM stops at once")
 		case runErr = <-errs:
 			log.Error("a part stopped", "err", runErr)
 		}
+		// The stop takes as long as the apps' stop_timeout and the gateway's
+		// shutdown_timeout allow, as the README promises a service manager;
+		// an impatient operator (or a service manager's final SIGTERM after
+		// its own timeout) cuts it short, and the apps die with narun
+		// (their parent-death signal).
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(again)
 		stopParts()
 		stopped := make(chan struct{})
 		go func() { wg.Wait(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(stopBudget):
-			runErr = errors.Join(runErr, fmt.Errorf("parts still running after %s; stopping anyway", stopBudget))
+		case sig := <-again:
+			runErr = errors.Join(runErr, fmt.Errorf("second %s: stopped without waiting for the apps and in-flight requests", sig))
 		}
 		for {
 			select {

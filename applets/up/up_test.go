@@ -2,15 +2,19 @@ package up_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/narun/narun/applets"
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
@@ -18,9 +22,24 @@ import (
 // smoke test runs a real process and sends it a real SIGTERM.
 const asUp = "NARUN_TEST_AS_UP"
 
+// asSlowApp makes the test binary an app that takes its time to stop: on
+// SIGTERM it works 5 s more, longer than narun up once allowed, then
+// writes the file this variable names and exits 0.
+const asSlowApp = "UP_TEST_SLOW_STOP"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(asUp) == "1" {
 		os.Exit(applets.Main(append([]string{"narun"}, os.Args[1:]...), applets.StdIO()))
+	}
+	if marker := os.Getenv(asSlowApp); marker != "" {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		<-term
+		time.Sleep(5 * time.Second)
+		if err := os.WriteFile(marker, []byte("clean exit"), 0o644); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -77,5 +96,60 @@ func TestUpSmoke(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("startup output does not say where %s listens:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestUpStopWaitsForApps stops narun up with an app whose stop takes 5 s:
+// narun up must let it finish within its stop_timeout, as the README tells
+// systemd users, and exit 0.
+func TestUpStopWaitsForApps(t *testing.T) {
+	dataDir := t.TempDir()
+	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd := exec.Command(os.Args[0], "up", "--config", "/dev/null", "--data-dir", dataDir, "--node-id", "upstop",
+		"--nats-listen", natsAddr, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", runnerAdmin)
+	cmd.Env = append(os.Environ(), asUp+"=1")
+	var out testutil.LogBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	testutil.Eventually(t, 10*time.Second, "runner /healthz", func() bool {
+		resp, err := http.Get("http://" + runnerAdmin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	marker := filepath.Join(t.TempDir(), "stopped")
+	specFile := filepath.Join(t.TempDir(), "slow.toml")
+	spec := fmt.Sprintf("name = \"slow\"\nversion = \"1\"\nnodes = [\"upstop\"]\nstop_timeout = \"30s\"\n[env]\n%s = %q\n[health]\ntype = \"none\"\n", asSlowApp, marker)
+	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ctlOut bytes.Buffer
+	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &ctlOut, Stderr: &ctlOut, Getenv: func(string) string { return "" }}
+	if code := applets.Main([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"}, stdio); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, ctlOut.String(), out.String())
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("narun up exited with %v; output:\n%s", err, out.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("narun up still running 40 s after SIGTERM; output:\n%s", out.String())
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the app did not finish its stop: %v; output:\n%s", err, out.String())
 	}
 }
