@@ -122,7 +122,8 @@ type Path struct {
 	// Path is absolute.
 	Path string `json:"path"`
 	// Access is a combination of "r" (read, list), "w" (write, create,
-	// delete) and "x" (execute); required.
+	// delete, and from Landlock ABI 9 connect to unix sockets) and "x"
+	// (execute); required.
 	Access string `json:"access"`
 	// Optional skips the path when it does not exist instead of failing
 	// the start.

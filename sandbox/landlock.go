@@ -14,10 +14,10 @@ import (
 
 // maxABI is the highest Landlock ABI the sandbox asks for. Newer kernels
 // are used at this level: ABI 10 restricts UDP, which would need rules of
-// its own (DNS) that are not written yet. ABI 9 needs none: no rule grants
-// connecting to pathname unix sockets, so an app reaches only the ones it
-// created itself; the bridges' sockets are used by the launcher before
-// Landlock and by the runner outside it.
+// its own (DNS) that are not written yet. From ABI 9 an app connects only
+// to the pathname unix sockets it created and to those under a path the
+// config grants "w"; the bridges' sockets need no rule, as the launcher
+// uses them before Landlock and the runner outside it.
 const maxABI = 9
 
 var abiConfigs = []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
@@ -80,9 +80,9 @@ func landlockABI() int {
 	return v
 }
 
-// landlockPaths lists every path the app gets, before they are checked:
-// the instance dir readable, its data/ writable, the binary executable,
-// then presets and the config's own paths.
+// landlockPaths lists the paths the sandbox itself gives the app, before
+// they are checked: the instance dir readable, its data/ writable, the
+// binary executable, then presets. The config's own paths come on top.
 func landlockPaths(cfg *Config) []Path {
 	paths := []Path{
 		{Path: cfg.Dir, Access: "r"},
@@ -95,7 +95,7 @@ func landlockPaths(cfg *Config) []Path {
 	for _, p := range cfg.Landlock.Presets {
 		paths = append(paths, presets[p]...)
 	}
-	return append(paths, cfg.Landlock.Paths...)
+	return paths
 }
 
 // landlockRules turns paths and ports into go-landlock rules for the
@@ -103,7 +103,8 @@ func landlockPaths(cfg *Config) []Path {
 func landlockRules(cfg *Config, kernelABI int) (landlock.Config, []landlock.Rule, error) {
 	base := abiConfigs[min(kernelABI, maxABI)]
 	var rules []landlock.Rule
-	for _, p := range landlockPaths(cfg) {
+	own := landlockPaths(cfg)
+	for i, p := range append(own, cfg.Landlock.Paths...) {
 		st, err := os.Stat(p.Path)
 		if err != nil {
 			if p.Optional && errors.Is(err, fs.ErrNotExist) {
@@ -121,6 +122,14 @@ func landlockRules(cfg *Config, kernelABI int) (landlock.Config, []landlock.Rule
 		}
 		if strings.Contains(p.Access, "w") {
 			rights |= landlock.AccessFSSet(write)
+			if i >= len(own) {
+				// Connecting is how a client writes to a unix socket, so
+				// an operator granting "w" on a socket, or on the
+				// directory holding one, means the app to reach it. The
+				// sandbox's own paths and presets hold no socket an app
+				// needs: they keep ABI 9's refusal.
+				rights |= landlock.AccessFSSet(ll.AccessFSResolveUnix)
+			}
 		}
 		if strings.Contains(p.Access, "x") {
 			rights |= landlock.AccessFSSet(exec)

@@ -1074,16 +1074,35 @@ func TestRootReachesHostUnixSocketsBeforeABI9(t *testing.T) {
 	}
 }
 
-// On a kernel with Landlock ABI 9 the app may connect to no pathname unix
-// socket it did not create, and a path granted "rw" does not change that.
-// TestEscapeCatalogue/connect-pathname-unix-socket checks it for real where
-// the kernel has ABI 9.
+// On a kernel with Landlock ABI 9 the app may connect to the pathname unix
+// sockets it did not create only under a path the config grants "w": one
+// granted "r" or "rx", the instance's data/ and the presets (a private
+// /tmp, /dev/null "rw") do not open them. The rules are checked here since
+// this VM lacks ABI 9; TestEscapeCatalogue/connect-pathname-unix-socket and
+// TestGrantedUnixSocketConnects check them for real where a kernel has it.
 func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.Landlock.Presets = []string{PresetStdio, PresetTmp, PresetCerts, PresetDNS, PresetSharedLibs, PresetProcSelf}
+	// Access to name: a directory, or a socket when it ends in .sock.
+	grant := map[string]string{"w": "sockets", "rw": "w.sock", "r": "readable", "rx": "r.sock"}
+	granted := map[string]bool{}
+	for access, name := range grant {
+		p := filepath.Join(cfg.Dir, name)
+		if strings.HasSuffix(name, ".sock") {
+			ul, err := net.Listen("unix", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ul.Close()
+		} else if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: p, Access: access})
+		granted[p] = strings.Contains(access, "w")
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Landlock.Paths = []Path{{Path: base, Access: "rwx"}}
 	resolveUnix := landlock.AccessFSSet(ll.AccessFSResolveUnix)
 	for abi, handled := range map[int]bool{7: false, 8: false, 9: true, 10: true} {
 		c, rules, err := landlockRules(&cfg, abi)
@@ -1093,11 +1112,62 @@ func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
 		if got := c.HandledAccessFS&resolveUnix != 0; got != handled {
 			t.Errorf("ABI %d: connecting to unix sockets handled: %v, want %v (%v)", abi, got, handled, c)
 		}
+		connects := map[string]bool{}
 		for _, r := range rules {
-			if strings.Contains(fmt.Sprint(r), "resolve_unix") {
+			s := fmt.Sprint(r)
+			if !strings.Contains(s, "resolve_unix") {
+				continue
+			}
+			_, paths, _ := strings.Cut(s, " for paths ")
+			p := strings.Trim(paths, "[]")
+			if !granted[p] || !handled {
 				t.Errorf("ABI %d: rule %v grants connecting to unix sockets", abi, r)
 			}
+			connects[p] = true
 		}
+		for p, w := range granted {
+			if w && handled && !connects[p] {
+				t.Errorf("ABI %d: %s granted with w, but the app may not connect to sockets there", abi, p)
+			}
+		}
+	}
+}
+
+// TestGrantedUnixSocketConnects shows what a "w" grant is for: the app
+// reaches a host socket under it, while "r" alone leaves it refused from
+// Landlock ABI 9 (before, nothing but file permissions decides).
+func TestGrantedUnixSocketConnects(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	dir := filepath.Join(base, "granted-sockets")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "app.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, access string
+		connects     bool
+	}{
+		{sock, "rw", true},
+		{dir, "w", true},
+		{dir, "r", landlockABI() < 9},
+	} {
+		t.Run(filepath.Base(tc.path)+"-"+tc.access, func(t *testing.T) {
+			cfg := testConfig(t, "unixconnect", sock)
+			cfg.Landlock.Paths = []Path{{Path: tc.path, Access: tc.access}}
+			out, err := runSandbox(t, cfg)
+			if connected := err == nil && strings.Contains(out, "ESCAPED"); connected != tc.connects {
+				t.Fatalf("connected: %v, want %v (%v)\n%s", connected, tc.connects, err, out)
+			}
+		})
 	}
 }
 
