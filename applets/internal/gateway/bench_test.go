@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/config"
@@ -42,4 +43,44 @@ func benchProxy(b *testing.B, body []byte) {
 			}
 		}
 	})
+}
+
+// BenchmarkGRPCUnary measures one unary gRPC call over h2c, end to end:
+// a client that sends no Content-Length, as gRPC clients do, so the
+// request takes the duplex path.
+func BenchmarkGRPCUnary(b *testing.B) {
+	e := newEnv(b, gwConfig(config.Route{Path: "/bench.Bench/", Service: "grpcbench"}))
+	e.serve(b, "grpcbench", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = w.Write(req)
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	b.Cleanup(hs.Close)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	b.Cleanup(tr.CloseIdleConnections)
+	msg := grpcMessage(`{"name":"bench"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		req, err := http.NewRequest("POST", hs.URL+"/bench.Bench/Echo", io.NopCloser(strings.NewReader(msg)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/grpc")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(got) != msg || resp.Trailer.Get("Grpc-Status") != "0" {
+			b.Fatalf("echo %q, %v, trailers %v", got, err, resp.Trailer)
+		}
+	}
 }

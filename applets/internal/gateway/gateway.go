@@ -67,6 +67,9 @@ type Gateway struct {
 	certStamp string
 	fileStamp string
 	accessLog atomic.Bool
+	// firstWait is firstMessageWait; a test lengthens it so that a
+	// loaded machine cannot make it miss a message sent with the head.
+	firstWait time.Duration
 }
 
 // New checks the configuration and subscribes the reply inbox; it does not
@@ -76,12 +79,13 @@ func New(opts Options) (*Gateway, error) {
 		return nil, errors.New("gateway: no NATS connection")
 	}
 	g := &Gateway{
-		opts:     opts,
-		nc:       opts.Conn,
-		log:      opts.Logger,
-		metrics:  newMetrics(),
-		cfg:      opts.Config,
-		kvRoutes: map[string][]config.Route{},
+		opts:      opts,
+		nc:        opts.Conn,
+		log:       opts.Logger,
+		metrics:   newMetrics(),
+		cfg:       opts.Config,
+		kvRoutes:  map[string][]config.Route{},
+		firstWait: firstMessageWait,
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/nats-io/nats.go"
 )
 
 // grpcResult is one line printed by testdata/apps/grpcsvc --status.
@@ -255,5 +256,52 @@ func TestGRPCServerSpeaksFirst(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || string(rest) != grpcMessage("hi") || resp.Trailer.Get("Grpc-Status") != "0" {
 		t.Errorf("echo %q, %v, trailers %v; want %q and Grpc-Status 0", rest, err, resp.Trailer, grpcMessage("hi"))
+	}
+}
+
+// TestGRPCUnaryHeadCarriesMessage checks that the message a client sends
+// right after its request head (a unary call's) travels with the head, so
+// that the service need not pull it.
+func TestGRPCUnaryHeadCarriesMessage(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/echo.Echo/", Service: "echo"}))
+	e.gw.firstWait = time.Minute
+	nc := natsConn(t, e)
+	heads := make(chan *nats.Msg, 1)
+	_, err := nc.Subscribe("echo", func(m *nats.Msg) {
+		heads <- m
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"0"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	t.Cleanup(hs.Close)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+
+	// No Content-Length, as from a gRPC client: the duplex path.
+	req, err := http.NewRequest("POST", hs.URL+"/echo.Echo/Say", io.NopCloser(strings.NewReader(grpcMessage("hi"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Grpc-Status") != "0" {
+		t.Errorf("got %d %v, want 200 with Grpc-Status 0", resp.StatusCode, resp.Header)
+	}
+	m := <-heads
+	if string(m.Data) != grpcMessage("hi") || m.Header.Get("Narun-Body") != "stream" {
+		t.Errorf("head payload %q, Narun-Body %q; want the message and stream (the end is still to pull)", m.Data, m.Header.Get("Narun-Body"))
 	}
 }

@@ -208,14 +208,31 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// A gRPC stream over HTTP/2 may be bidirectional: its body is read a
 	// message at a time, and by a goroutine of its own (pulls below), so
 	// that waiting for the client's next message never holds up the reply
-	// it waits for. For the same reason the head goes out without any of
-	// the body: the server may speak first, and the client wait for it.
-	// HTTP/2 only: there closing the body ends a blocked read.
+	// it waits for. For the same reason the head cannot wait for the
+	// client's first message: the server may speak first, and the client
+	// wait for it. It waits firstMessageWait at most, which a message sent
+	// with the request's head (a unary call's) beats: that saves the
+	// service a pull round trip. HTTP/2 only: there closing the body ends
+	// a blocked read.
 	duplex := ex.grpc && r.ProtoMajor == 2 && r.ContentLength < 0
 	body.messages = duplex
 	var first []byte
-	more := duplex
-	if !duplex {
+	var more bool
+	var pulls *puller
+	defer func() {
+		if pulls != nil {
+			pulls.stop(r.Body)
+		}
+	}()
+	if duplex {
+		pulls = g.startPuller(body, &ex.in, rid)
+		var err error
+		first, more, err = pulls.early(ex.timer, g.firstWait)
+		if err != nil {
+			g.bodyError(w, ex, rt, err, rid)
+			return
+		}
+	} else {
 		var err error
 		first, more, err = body.first(r.ContentLength)
 		if err != nil {
@@ -246,12 +263,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	done := r.Context().Done()
 	headSeen := false
 	var flusher http.Flusher
-	var pulls *puller
-	defer func() {
-		if pulls != nil {
-			pulls.stop(r.Body)
-		}
-	}()
 	for {
 		var m *nats.Msg
 		var pullErr <-chan error
@@ -340,9 +351,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				continue
 			}
 			if duplex {
-				if pulls == nil {
-					pulls = g.startPuller(body, &ex.in, rid)
-				}
 				select {
 				case pulls.replies <- m.Reply:
 				default:
@@ -414,31 +422,76 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 type puller struct {
 	replies chan string // reply subjects of pulls
 	failed  chan error  // the body could not be read; the exchange is over
-	done    chan struct{}
+	// first offers the body's first chunk to the request head, unbuffered:
+	// either the head takes it or the first pull gets it, never both.
+	first chan chunk
+	done  chan struct{}
 }
 
+type chunk struct {
+	data []byte
+	last bool
+	err  error
+}
+
+// firstMessageWait is how long a duplex request's head waits for the
+// client's first message. A unary call's message is in the frames that
+// follow its headers and arrives well within it; a client that waits for
+// the server to speak delays the head by this much, once.
+const firstMessageWait = time.Millisecond
+
 func (g *Gateway) startPuller(body *bodySource, in *int64, rid string) *puller {
-	p := &puller{replies: make(chan string, 1), failed: make(chan error, 1), done: make(chan struct{})}
+	p := &puller{replies: make(chan string, 1), failed: make(chan error, 1), first: make(chan chunk), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		for reply := range p.replies {
-			chunk, last, err := body.next()
-			if err != nil {
-				_ = g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
-				p.failed <- err
+		data, last, err := body.next()
+		select {
+		case p.first <- chunk{data, last, err}:
+		case reply, ok := <-p.replies:
+			if !ok || !g.answerPull(p, reply, data, last, err, in, rid) {
 				return
 			}
-			*in += int64(len(chunk))
-			kind := consumer.FrameData
-			if last {
-				kind = consumer.FrameEnd
-			}
-			if err := g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: chunk}); err != nil {
-				g.log.Debug("send request body chunk", "request_id", rid, "err", err)
+		}
+		for reply := range p.replies {
+			data, last, err := body.next()
+			if !g.answerPull(p, reply, data, last, err, in, rid) {
+				return
 			}
 		}
 	}()
 	return p
+}
+
+// early returns the body's first chunk if the client sends it within
+// wait, else nothing and more: the first pull gets it then. The
+// exchange's timer is free until the head is published.
+func (p *puller) early(timer *time.Timer, wait time.Duration) (data []byte, more bool, err error) {
+	timer.Reset(wait)
+	defer timer.Stop()
+	select {
+	case c := <-p.first:
+		return c.data, !c.last, c.err
+	case <-timer.C:
+		return nil, true, nil
+	}
+}
+
+// answerPull sends the chunk read for a pull; false ends the puller.
+func (g *Gateway) answerPull(p *puller, reply string, data []byte, last bool, err error, in *int64, rid string) bool {
+	if err != nil {
+		_ = g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+		p.failed <- err
+		return false
+	}
+	*in += int64(len(data))
+	kind := consumer.FrameData
+	if last {
+		kind = consumer.FrameEnd
+	}
+	if err := g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: data}); err != nil {
+		g.log.Debug("send request body chunk", "request_id", rid, "err", err)
+	}
+	return true
 }
 
 // stop ends the puller before the exchange releases the body's buffers:
