@@ -41,6 +41,6 @@ func FuzzDecodeReply(f *testing.F) {
 				t.Fatalf("header %q should have been dropped", k)
 			}
 		}
-		setTrailers(http.Header{}, h)
+		setTrailers(http.Header{}, h, replyConnection(h))
 	})
 }

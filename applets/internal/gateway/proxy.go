@@ -263,6 +263,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	done := r.Context().Done()
 	headSeen := false
 	var flusher http.Flusher
+	// The head's Connection header names hop-by-hop headers for the whole
+	// response, trailers included. A slice of the head's own value: no
+	// allocation, and nil when there is none.
+	var headConn []string
 	for {
 		var m *nats.Msg
 		var pullErr <-chan error
@@ -339,6 +343,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				ex.out += int64(n)
 				return
 			}
+			headConn = replyConnection(m.Header)
 			w.WriteHeader(status)
 			n, _ := w.Write(m.Data)
 			ex.out += int64(n)
@@ -392,7 +397,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			ex.out += int64(n)
 			if meta.frame == consumer.FrameEnd {
 				g.metrics.outcomes[outcomeOK].Add(1)
-				setTrailers(w.Header(), m.Header)
+				setTrailers(w.Header(), m.Header, headConn)
 				return
 			}
 			if flusher != nil {
@@ -729,10 +734,12 @@ func copyReplyHeaders(dst http.Header, src nats.Header) {
 	}
 }
 
-func setTrailers(dst http.Header, src nats.Header) {
+// setTrailers copies an end frame's headers as trailers, except those its
+// own Connection header or the head's (headConn) names.
+func setTrailers(dst http.Header, src nats.Header, headConn []string) {
 	skip := replyConnection(src)
 	for k, v := range src {
-		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) {
+		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) || (len(headConn) > 0 && listed(headConn, k)) {
 			continue
 		}
 		dst[http.TrailerPrefix+http.CanonicalHeaderKey(k)] = v

@@ -111,11 +111,16 @@ func TestTrailersFromGoHandler(t *testing.T) {
 
 // TestReplyConnectionHeaders checks that the headers a reply's Connection
 // header names stay between service and gateway, in the head and in the
-// trailers, whatever their case.
+// trailers, whatever their case; those the head names, in the trailers too.
 func TestReplyConnectionHeaders(t *testing.T) {
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "conn"}))
 	nc := natsConn(t, e)
 	_, err := nc.Subscribe("conn", func(m *nats.Msg) {
+		if m.Header.Get("Narun-Path") == "/head-names-trailers" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "Connection": {"X-Hidden"}}, Data: []byte("a")})
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "X-Hidden": {"1"}, "X-Sum": {"2"}}})
+			return
+		}
 		if m.Header.Get("Narun-Path") == "/trailers" {
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}}, Data: []byte("a")})
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "connection": {"X-Hidden"}, "X-Hidden": {"1"}, "X-Sum": {"2"}}})
@@ -138,13 +143,17 @@ func TestReplyConnectionHeaders(t *testing.T) {
 	if h := resp.Header; h.Get("X-Internal") != "" || h.Get("X-Other") != "" || h.Get("X-Kept") != "yes" {
 		t.Errorf("response headers %v: want X-Kept only", h)
 	}
-	resp, err = http.Get(e.hs.URL + "/trailers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if tr := resp.Trailer; tr.Get("X-Hidden") != "" || tr.Get("X-Sum") != "2" {
-		t.Errorf("trailers %v: want X-Sum only", tr)
+	// Named by the end frame's Connection header, or by the head's: that
+	// one describes the whole response.
+	for _, p := range []string{"/trailers", "/head-names-trailers"} {
+		resp, err = http.Get(e.hs.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if tr := resp.Trailer; tr.Get("X-Hidden") != "" || tr.Get("X-Sum") != "2" {
+			t.Errorf("%s: trailers %v: want X-Sum only", p, tr)
+		}
 	}
 }
