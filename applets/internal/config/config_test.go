@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,24 @@ func TestStrictErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// One load names every unknown key, each on its line, and an unknown
+// table once rather than once per key inside it.
+func TestStrictNamesEveryUnknownKey(t *testing.T) {
+	p := writeConfig(t, "[gateway]\nlisne = \":1\"\n[runer]\nnode_id = \"x\"\nlabels = {}\n[ctl]\ntimout = \"1s\"\n")
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	want := []string{
+		p + `:2: unknown key "gateway.lisne"`,
+		p + `:3: unknown key "runer"`,
+		p + `:7: unknown key "ctl.timout"`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

@@ -33,11 +33,19 @@ func DecodeStrict(file string, data []byte, v any) error {
 		}
 		return fmt.Errorf("%s: %w", file, err)
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		key := undecoded[0]
-		return fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), key.String())
+	// Every unknown key at once, so one run finds all the typos; the keys
+	// inside an unknown table are that table's, not more typos.
+	var unknown []error
+	var last string
+	for _, key := range md.Undecoded() {
+		name := key.String()
+		if last != "" && strings.HasPrefix(name, last+".") {
+			continue
+		}
+		last = name
+		unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), name))
 	}
-	return nil
+	return errors.Join(unknown...)
 }
 
 // keyLine finds the line where key is defined. The TOML decoder keeps key
