@@ -67,6 +67,9 @@ type deployed struct {
 	revision uint64
 	created  time.Time
 	err      error
+	// outdated is what a deploy of the spec would now be refused for,
+	// though nodes run it (spec.ParseStored).
+	outdated error
 }
 
 func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
@@ -116,7 +119,9 @@ func (e *env) deployedApp(ctx context.Context, kv jetstream.KeyValue, name strin
 		return deployed{}, err
 	}
 	d := deployed{name: name, raw: entry.Value(), revision: entry.Revision(), created: entry.Created()}
-	d.app, d.err = spec.Parse(names.AppsBucket+"/"+name, entry.Value())
+	// Read as nodes read it: a spec an earlier ctl stored runs, and pins
+	// its objects, whatever rules a deploy has gained since.
+	d.app, d.outdated, d.err = spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
 	return d, nil
 }
 
@@ -146,6 +151,7 @@ type appStatusJSON struct {
 	Ready     int              `json:"ready"`
 	Nodes     []string         `json:"nodes"`
 	Error     string           `json:"error,omitempty"`
+	Outdated  string           `json:"outdated,omitempty"`
 	Instances []instanceStatus `json:"instances"`
 }
 
@@ -155,6 +161,9 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 		s.Error = d.err.Error()
 	} else {
 		s.Version, s.Mode, s.Replicas = d.app.Version, d.app.Mode, d.app.Replicas
+	}
+	if d.outdated != nil {
+		s.Outdated = d.outdated.Error()
 	}
 	for _, n := range nodes {
 		fp := ""
@@ -243,6 +252,9 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	} else {
 		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), s.Ready, s.Desired)
 	}
+	if s.Outdated != "" {
+		fmt.Fprintf(e.stdio.Stderr, "warning: nodes run the stored spec of %s, but deploying it again is refused until this is fixed:\n%s\n", s.Name, s.Outdated)
+	}
 	t := e.table("NODE", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON")
 	for _, in := range s.Instances {
 		pid, up := "-", "-"
@@ -319,7 +331,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {
-		app, err := spec.Parse(names.AppsBucket+"/"+name, restarted)
+		app, _, err := spec.ParseStored(names.AppsBucket+"/"+name, restarted)
 		if err != nil {
 			return fmt.Errorf("restart %s: %w", name, err)
 		}

@@ -328,8 +328,9 @@ func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name stri
 	if err != nil {
 		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
 	}
-	// A stored spec nodes cannot parse is replaced, not kept.
-	a, _ := spec.Parse(names.AppsBucket+"/"+name, entry.Value())
+	// A stored spec nodes cannot parse is replaced, not kept; one they run
+	// still lends its binaries and restarted_at to a deploy of its version.
+	a, _, _ := spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
 	return current{app: a, raw: entry.Value(), rev: entry.Revision()}, nil
 }
 

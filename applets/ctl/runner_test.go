@@ -3,17 +3,22 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/runner"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestWithRealRunner drives a real runner with ctl: deploy --wait, status,
@@ -23,32 +28,7 @@ func TestWithRealRunner(t *testing.T) {
 		t.Skip("builds the hello app and runs real processes")
 	}
 	h := newHarness(t)
-	nc := natstest.Connect(t, h.srv)
-	hello := filepath.Join(t.TempDir(), "hello")
-	if out, err := exec.Command("go", "build", "-o", hello, "../../testdata/apps/hello").CombinedOutput(); err != nil {
-		t.Fatalf("build hello: %v\n%s", err, out)
-	}
-	r, err := runner.New(runner.Options{
-		Config: config.Runner{
-			Client:            config.Client{NATSURL: h.url},
-			NodeID:            "node-1",
-			HeartbeatInterval: config.Duration(200 * time.Millisecond),
-		},
-		DataDir: t.TempDir(),
-		Conn:    nc,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("runner: %v", err)
-		}
-	})
+	hello := startRealRunner(t, h)
 
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", hello, "--wait", "--timeout", "30s")
@@ -87,4 +67,105 @@ func TestWithRealRunner(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// startRealRunner runs a runner for node-1 on h's server until the test
+// ends, and returns the hello app built for it to run.
+func startRealRunner(t *testing.T, h *harness) string {
+	t.Helper()
+	nc := natstest.Connect(t, h.srv)
+	hello := filepath.Join(t.TempDir(), "hello")
+	if out, err := exec.Command("go", "build", "-o", hello, "../../testdata/apps/hello").CombinedOutput(); err != nil {
+		t.Fatalf("build hello: %v\n%s", err, out)
+	}
+	r, err := runner.New(runner.Options{
+		Config: config.Runner{
+			Client:            config.Client{NATSURL: h.url},
+			NodeID:            "node-1",
+			HeartbeatInterval: config.Duration(200 * time.Millisecond),
+		},
+		DataDir: t.TempDir(),
+		Conn:    nc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+	return hello
+}
+
+// A spec an earlier ctl stored, valid then but refused by today's deploy
+// (a zero stop_timeout, a memory limit in mode "exec"), keeps running after
+// an upgrade: status shows it with what a redeploy must fix, its binary
+// stays protected, a restart works, and deploying the file again is
+// refused, naming the keys.
+func TestStoredSpecOfEarlierCtl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the hello app and runs real processes")
+	}
+	h := newHarness(t)
+	hello := startRealRunner(t, h)
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	object := "legacy/1.0.0/linux-" + runtime.GOARCH
+	info, err := obs.Put(context.Background(), jetstream.ObjectMeta{Name: object}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := "name = \"legacy\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\nstop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n"
+	stored := src + "\n# Written by narun ctl deploy: the exact binaries this spec runs.\n[binaries." + runtime.GOARCH + "]\nobject = \"" + object + "\"\nsha256 = \"" + digestHex(info) + "\"\n"
+	if _, err := h.kv(names.AppsBucket).Create(context.Background(), "legacy", []byte(stored)); err != nil {
+		t.Fatal(err)
+	}
+
+	var st appStatusJSON
+	testutil.Eventually(t, 20*time.Second, "status to show the instance ready", func() bool {
+		res := h.ok("", "app", "status", "legacy", "--json")
+		if err := json.Unmarshal([]byte(res.out), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ready == 1
+	})
+	if st.Error != "" || st.Version != "1.0.0" || !strings.Contains(st.Outdated, `key "stop_timeout"`) || !strings.Contains(st.Outdated, `key "resources.memory"`) {
+		t.Errorf("status: error %q, version %q, outdated %q", st.Error, st.Version, st.Outdated)
+	}
+	res := h.ok("", "app", "status", "legacy")
+	if !strings.Contains(res.out, "legacy 1.0.0 (exec)") || !strings.Contains(res.err, "deploying it again is refused") {
+		t.Errorf("status table:\n%s\nstderr:\n%s", res.out, res.err)
+	}
+	res = h.ok("", "app", "list")
+	if strings.Contains(res.out, "invalid") {
+		t.Errorf("app list:\n%s", res.out)
+	}
+
+	res = h.fails(ExitInUse, "", "image", "delete", object)
+	if !strings.Contains(res.err, "used by legacy") {
+		t.Errorf("image delete: %s", res.err)
+	}
+	h.ok("", "app", "restart", "legacy")
+
+	res = h.fails(1, "", "deploy", h.file("legacy.toml", src), "--binary", hello)
+	for _, want := range []string{`legacy.toml:4: key "stop_timeout"`, `legacy.toml:6: key "resources.memory"`} {
+		if !strings.Contains(res.err, want) {
+			t.Errorf("deploy error lacks %s: %s", want, res.err)
+		}
+	}
+	if now, _ := h.get(names.AppsBucket, "legacy"); !strings.Contains(string(now), "restarted_at") || !strings.Contains(string(now), `stop_timeout = "0s"`) {
+		t.Errorf("stored spec after the refused deploy:\n%s", now)
+	}
 }

@@ -40,6 +40,10 @@ type app struct {
 	// else reconciles an unchanged spec, so its turning healthy later must
 	// resume the rollout, or the old instance would run beside it for good.
 	halted *instance
+
+	// warned is the last spec whose outdated rules were logged, so that a
+	// reconcile of the same spec does not log them again; only run uses it.
+	warned []byte
 }
 
 // instance is one supervised process slot of the app.
@@ -137,7 +141,9 @@ func (a *app) run(ctx context.Context) {
 			}
 			continue
 		}
-		sp, err := spec.Parse(a.name+".toml", raw)
+		// A stored spec ran under the narun that stored it: rules that
+		// came later must not stop it here (spec.ParseStored).
+		sp, outdated, err := spec.ParseStored(a.name+".toml", raw)
 		if err == nil && sp.Name != a.name {
 			err = fmt.Errorf("spec name %q differs from its key %q", sp.Name, a.name)
 		}
@@ -153,6 +159,10 @@ func (a *app) run(ctx context.Context) {
 			// a working app down.
 			a.log.Error("invalid spec; instances left as they are", "err", err)
 			continue
+		}
+		if outdated != nil && !bytes.Equal(raw, a.warned) {
+			a.warned = raw
+			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; it runs as before, but deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
 		}
 		if err := writeFileAtomic(a.specPath(), raw, 0o600); err != nil {
 			a.log.Warn("cache spec", "err", err)

@@ -277,6 +277,16 @@ func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, er
 			}
 		}
 	}
+	// The sandbox refuses gid 0 for any uid but root's. Said here in the
+	// spec's words, since a spec stored before deploy refused it still
+	// reaches the runner, and before the instance dir goes to that group.
+	if gid == 0 && uid != 0 {
+		group := fmt.Sprintf("group %q", s.Group)
+		if s.Group == "" {
+			group = fmt.Sprintf("the primary group of user %q", s.User)
+		}
+		return 0, 0, false, fmt.Errorf("sandbox %s is gid 0, root's group, which only user = \"root\" may run as: deploy the app with another group", group)
+	}
 	return uid, gid, uid == 0, nil
 }
 

@@ -224,7 +224,9 @@ func TestSandboxIdentity(t *testing.T) {
 		{in: spec.Sandbox{User: "root"}, uid: 0, gid: 0, root: true},
 		{in: spec.Sandbox{User: "1234"}, uid: 1234, gid: 1234},
 		{in: spec.Sandbox{User: "1234", Group: "99"}, uid: 1234, gid: 99},
-		{in: spec.Sandbox{Group: "root"}, uid: own, gid: 0},
+		{in: spec.Sandbox{Group: "root"}, bad: true},
+		{in: spec.Sandbox{User: "1234", Group: "0"}, bad: true},
+		{in: spec.Sandbox{User: "root", Group: "root"}, uid: 0, gid: 0, root: true},
 		{in: spec.Sandbox{User: "no-such-user-here"}, bad: true},
 	} {
 		uid, gid, root, err := sandboxIdentity("web", tc.in)

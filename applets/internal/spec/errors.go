@@ -31,10 +31,27 @@ type validator struct {
 	file string
 	data []byte
 	errs []*FieldError
+	// stored is set for a spec read back from narun-apps: the deploy-time
+	// rules then go to outdated instead of errs.
+	stored   bool
+	outdated []*FieldError
 }
 
 func (v *validator) add(key, format string, args ...any) {
 	v.errs = append(v.errs, &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// deployRule adds a problem found by a rule that came after specs had
+// already been stored: a new deploy is refused for it, but a stored spec
+// that breaks it ran before, and an upgrade of narun must not stop it.
+// Such a rule only refuses what the runner ignores or what fails at start;
+// it never guards something the runner relies on.
+func (v *validator) deployRule(key, format string, args ...any) {
+	if !v.stored {
+		v.add(key, format, args...)
+		return
+	}
+	v.outdated = append(v.outdated, &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) check(key string, err error) {
@@ -60,7 +77,7 @@ func (v *validator) maxDur(key string, d config.Duration, limit time.Duration) {
 // written, not left out.
 func (v *validator) positiveDur(key string, d config.Duration, limit time.Duration, why string) {
 	if d == 0 {
-		v.add(key, "want more than 0 and at most %s, got 0s: %s", limit, why)
+		v.deployRule(key, "want more than 0 and at most %s, got 0s: %s", limit, why)
 		return
 	}
 	v.maxDur(key, d, limit)

@@ -5,7 +5,8 @@
 //
 // API for the runner and ctl:
 //
-//	app, err := spec.Parse("app.toml", data)   // strict TOML, defaults filled, validated
+//	app, err := spec.Parse("app.toml", data)   // strict TOML, defaults filled, validated by every rule (deploy)
+//	app, outdated, err := spec.ParseStored(key, data) // a spec from narun-apps: deploy-time rules only reported
 //	app.Selects(nodeID, labels) bool            // does this node run the app
 //	app.ReplicasOn(nodeID, labels) int          // replicas this node runs (0 = none)
 //	app.Fingerprint(arch) string                // changes only when a process on a node of that arch must restart
@@ -18,6 +19,13 @@
 // Every error from Parse names the file, the line and the key
 // ("app.toml:7: key \"restart.max_backoff\": ..."); several problems are
 // joined with errors.Join so an operator sees them all at once.
+//
+// Rules added once specs could already be stored are deploy-time rules
+// (validator.deployRule): a stored spec that breaks one was accepted by
+// the narun ctl that stored it, and a node upgrade must not stop its app,
+// so the runner runs it as it did before (a node that now refuses part of
+// it at start fails the instance with that reason); only a new deploy is
+// refused.
 package spec
 
 import (
@@ -210,30 +218,54 @@ func defaults() App {
 	}
 }
 
-// Parse decodes a spec strictly, fills defaults and validates it. file only
-// names the source in error messages.
+// Parse decodes a spec strictly, fills defaults and validates it with
+// every rule, as a deploy must. file only names the source in error
+// messages.
 func Parse(file string, data []byte) (*App, error) {
+	a, _, err := parse(file, data, false)
+	return a, err
+}
+
+// ParseStored parses a spec read back from narun-apps, which an earlier
+// narun ctl may have stored: every rule applies but the deploy-time ones,
+// which came later, so that upgrading narun never stops an app that ran.
+// outdated joins what those rules find (nil if nothing), in Parse's
+// format, for the caller to report; err is a spec nothing can run.
+func ParseStored(file string, data []byte) (app *App, outdated, err error) {
+	a, old, err := parse(file, data, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, joinSorted(old), nil
+}
+
+func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%s: spec is %d bytes; at most %d KiB", file, len(data), MaxSize>>10)
+		return nil, nil, fmt.Errorf("%s: spec is %d bytes; at most %d KiB", file, len(data), MaxSize>>10)
 	}
 	a := defaults()
 	if err := config.DecodeStrict(file, data, &a); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	v := &validator{file: file, data: data}
+	v := &validator{file: file, data: data, stored: stored}
 	a.fill()
 	a.validate(v)
-	slices.SortStableFunc(v.errs, func(x, y *FieldError) int {
+	if err := joinSorted(v.errs); err != nil {
+		return nil, nil, err
+	}
+	return &a, v.outdated, nil
+}
+
+// joinSorted joins errs in the order of their lines; nil if there are none.
+func joinSorted(errs []*FieldError) error {
+	slices.SortStableFunc(errs, func(x, y *FieldError) int {
 		return lineOrder(x.Line) - lineOrder(y.Line)
 	})
-	if len(v.errs) > 0 {
-		errs := make([]error, len(v.errs))
-		for i, e := range v.errs {
-			errs[i] = e
-		}
-		return nil, errors.Join(errs...)
+	all := make([]error, len(errs))
+	for i, e := range errs {
+		all[i] = e
 	}
-	return &a, nil
+	return errors.Join(all...)
 }
 
 // lineOrder puts errors without a line after the placed ones.
@@ -472,7 +504,7 @@ func (a *App) validateSandbox(v *validator) {
 	// fails instead of every start. Names other than root resolve on the
 	// node, so only the literal forms are known here.
 	if (s.Group == "root" || s.Group == "0") && s.User != "root" && s.User != "0" {
-		v.add("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
+		v.deployRule("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
 	}
 }
 
@@ -482,7 +514,7 @@ func (a *App) validateResources(v *validator) {
 	// enforce them, and a limit is never silently ignored.
 	sandboxOnly := func(key string) {
 		if a.Mode == ModeExec {
-			v.add(key, "needs mode = \"sandbox\": only the sandbox enforces [resources]")
+			v.deployRule(key, "needs mode = \"sandbox\": only the sandbox enforces [resources]")
 		}
 	}
 	switch {
@@ -582,9 +614,9 @@ func (a *App) validateFiles(v *validator) {
 			case prev.path == c:
 				v.add(key, "path %q already used by %s", p, prev.key)
 			case strings.HasPrefix(c, prev.path+"/"):
-				v.add(key, "path %q is inside %q, which %s places as a file", p, prev.path, prev.key)
+				v.deployRule(key, "path %q is inside %q, which %s places as a file", p, prev.path, prev.key)
 			case strings.HasPrefix(prev.path, c+"/"):
-				v.add(key, "path %q is a directory of %q, which %s places as a file", p, prev.path, prev.key)
+				v.deployRule(key, "path %q is a directory of %q, which %s places as a file", p, prev.path, prev.key)
 			}
 		}
 		dest = append(dest, claimed{c, key})
@@ -594,11 +626,7 @@ func (a *App) validateFiles(v *validator) {
 		if err := ValidObjectName(f.Object); err != nil {
 			v.add(key+".object", "object %q: %v", f.Object, err)
 		}
-		if err := validRel(f.Path); err != nil {
-			v.add(key+".path", "%v", err)
-		} else {
-			claim(key+".path", f.Path)
-		}
+		v.placed(key+".path", f.Path, claim)
 	}
 	envs := map[string]bool{}
 	for i, s := range a.Secrets {
@@ -624,11 +652,7 @@ func (a *App) validateFiles(v *validator) {
 			}
 			envs[s.Env] = true
 		default:
-			if err := validRel(s.File); err != nil {
-				v.add(key+".file", "%v", err)
-			} else {
-				claim(key+".file", s.File)
-			}
+			v.placed(key+".file", s.File, claim)
 		}
 	}
 }
@@ -691,11 +715,21 @@ func validRel(p string) error {
 	case cleanRel(p) == "." || cleanRel(p) == "":
 		return fmt.Errorf("path %q names the instance directory itself", p)
 	}
+	return nil
+}
+
+// placed checks the path key of a file or secret placed in the instance
+// directory, and claims it.
+func (v *validator) placed(key, p string, claim func(key, p string)) {
+	if err := validRel(p); err != nil {
+		v.add(key, "%v", err)
+		return
+	}
 	first, _, _ := strings.Cut(cleanRel(p), "/")
 	if why, ok := reserved[first]; ok {
-		return fmt.Errorf("path %q: %q is reserved in the instance directory: %s; choose another path", p, first, why)
+		v.deployRule(key, "path %q: %q is reserved in the instance directory: %s; choose another path", p, first, why)
 	}
-	return nil
+	claim(key, p)
 }
 
 // reserved are the names the runner and the sandbox use in an instance
@@ -833,9 +867,11 @@ func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, erro
 // layout kept, or one is added first. The result is checked to parse and to
 // differ from src in restarted_at only, so a spec whose restarted_at cannot
 // be rewritten line by line (a value on several lines) is an error rather
-// than a stored spec that runners refuse.
+// than a stored spec that runners refuse. src is checked as a stored spec
+// (ParseStored): restarting an app deployed by an earlier narun ctl is not
+// a new deploy, and a deploy checks its spec itself.
 func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
-	before, err := Parse(file, src)
+	before, _, err := ParseStored(file, src)
 	if err != nil {
 		return nil, err
 	}
@@ -859,7 +895,7 @@ func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
 	if !replaced {
 		out = append([]byte(line), src...)
 	}
-	after, err := Parse(file, out)
+	after, _, err := ParseStored(file, out)
 	if err != nil {
 		return nil, fmt.Errorf("%s: key \"restarted_at\": cannot set it in this spec (remove restarted_at, or put it on one line before the first table): %w", file, err)
 	}

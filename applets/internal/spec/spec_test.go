@@ -251,6 +251,87 @@ func TestPathConflictNamesBothKeys(t *testing.T) {
 	}
 }
 
+// Parse refuses what a deploy must not store; ParseStored lets through a
+// spec an earlier ctl stored that only breaks the deploy-time rules, and
+// reports them, and refuses what nothing can run in either mode.
+func TestParseModes(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	file := func(p string) string { return "[[files]]\nobject = \"x\"\npath = \"" + p + "\"\n" }
+	tests := []struct {
+		name, src, key string
+		line           int
+		// deployOnly: ParseStored accepts it, reporting key as outdated.
+		deployOnly bool
+	}{
+		{"zero stop timeout", "stop_timeout = \"0s\"\n", "stop_timeout", 4, true},
+		{"zero start grace", "[health]\nstart_grace = \"0s\"\n", "health.start_grace", 5, true},
+		{"zero reset after", "[restart]\nreset_after = \"0s\"\n", "restart.reset_after", 5, true},
+		{"memory limit in exec mode", "[resources]\nmemory = \"64MiB\"\n", "resources.memory", 5, true},
+		{"cpu limit in exec mode", "[resources]\ncpu = 0.5\n", "resources.cpu", 5, true},
+		{"pids limit in exec mode", "[resources]\npids = 64\n", "resources.pids", 5, true},
+		{"file at a reserved path", file("pid"), "files[0].path", 6, true},
+		{"secret under a reserved directory", "[[secrets]]\nname = \"s\"\nfile = \"data/token\"\n", "secrets[0].file", 6, true},
+		{"file inside a file", file("conf") + file("conf/x"), "files[1].path", 9, true},
+		{"group root for another user", "mode = \"sandbox\"\n[sandbox]\ngroup = \"root\"\n", "sandbox.group", 6, true},
+		{"huge stop timeout", "stop_timeout = \"48h\"\n", "stop_timeout", 4, false},
+		{"negative memory", "[resources]\nmemory = -5\n", "resources.memory", 5, false},
+		{"sandbox table in exec mode", "[sandbox]\nnetwork = \"none\"\n", "sandbox", 4, false},
+		{"duplicate file path", file("conf") + file("./conf"), "files[1].path", 9, false},
+		{"file outside the instance dir", file("../x"), "files[0].path", 6, false},
+		{"zero initial backoff", "[restart]\ninitial_backoff = \"0s\"\n", "restart.initial_backoff", 5, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := []byte(base + tt.src)
+			want := "a.toml:" + strconv.Itoa(tt.line) + ": key \"" + tt.key + "\": "
+			_, err := Parse("a.toml", src)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("Parse: %v, want an error starting %q", err, want)
+			}
+			app, outdated, err := ParseStored("a.toml", src)
+			switch {
+			case !tt.deployOnly && (err == nil || !strings.HasPrefix(err.Error(), want)):
+				t.Errorf("ParseStored: %v, want an error starting %q", err, want)
+			case !tt.deployOnly && (app != nil || outdated != nil):
+				t.Errorf("ParseStored refused the spec but returned %v and %v", app, outdated)
+			case tt.deployOnly && err != nil:
+				t.Errorf("ParseStored: %v", err)
+			case tt.deployOnly && (app == nil || outdated == nil || !strings.HasPrefix(outdated.Error(), want)):
+				t.Errorf("ParseStored: app %v, outdated %v, want it starting %q", app, outdated, want)
+			}
+		})
+	}
+	app, outdated, err := ParseStored("a.toml", []byte(base))
+	if app == nil || outdated != nil || err != nil {
+		t.Errorf("a spec that breaks nothing: app %v, outdated %v, err %v", app, outdated, err)
+	}
+}
+
+// A stored spec that breaks deploy-time rules keeps what it says, which
+// the runner reads as it did before the rules: a zero duration for its
+// default, exec-mode limits as nothing to enforce.
+func TestParseStoredKeepsValues(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nstop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n"
+	app, outdated, err := ParseStored("a.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.StopTimeout != 0 || app.Resources.Memory != 64<<20 {
+		t.Errorf("stop_timeout %v, memory %d", app.StopTimeout.D(), app.Resources.Memory)
+	}
+	if n := len(strings.Split(outdated.Error(), "\n")); n != 2 {
+		t.Errorf("%d outdated problems, want 2: %v", n, outdated)
+	}
+	// app restart of such a spec is no deploy: it is not refused.
+	restarted, err := SetRestartedAt("a.toml", []byte(src), time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if _, _, err := ParseStored("a.toml", restarted); err != nil {
+		t.Errorf("restarted spec: %v", err)
+	}
+}
+
 func TestObjectNames(t *testing.T) {
 	for _, ok := range []string{"conf", "app.conf", "tls_key-2", "a"} {
 		if err := ValidObjectName(ok); err != nil {
