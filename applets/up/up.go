@@ -79,24 +79,26 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 
 		fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
 		fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
-		fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", cfg.Gateway.Listen, cfg.Gateway.AdminListen)
-		fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", cfg.Runner.AdminListen)
+		fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
+		fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
 
 		partsCtx, stopParts := context.WithCancel(context.Background())
 		defer stopParts()
-		adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler())
-		if err != nil {
-			return fmt.Errorf("runner admin: %w", err)
-		}
 		var wg sync.WaitGroup
 		errs := make(chan error, 3)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := <-adminDone; err != nil {
-				errs <- fmt.Errorf("runner admin: %w", err)
+		if cfg.Runner.AdminListen != "" {
+			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler())
+			if err != nil {
+				return fmt.Errorf("runner admin: %w", err)
 			}
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := <-adminDone; err != nil {
+					errs <- fmt.Errorf("runner admin: %w", err)
+				}
+			}()
+		}
 		for _, part := range []func(context.Context) error{gw.Run, rn.Run} {
 			wg.Add(1)
 			go func() {
@@ -150,4 +152,13 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 // proxied request by 15-30 % and raised requests/s (docs/PERFORMANCE.md).
 func shareCores(procs int) int {
 	return max(1, (procs+1)/2)
+}
+
+// orOff names an address left empty, which turns its listener off, as
+// narun.toml documents.
+func orOff(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return addr
 }

@@ -153,3 +153,44 @@ func TestUpStopWaitsForApps(t *testing.T) {
 		t.Errorf("the app did not finish its stop: %v; output:\n%s", err, out.String())
 	}
 }
+
+// TestUpListenersOff turns every HTTP listener off with an empty address,
+// as narun.toml documents: narun up says so, runs the node all the same,
+// and stops cleanly.
+func TestUpListenersOff(t *testing.T) {
+	natsAddr := testutil.FreeAddr(t)
+	cmd := exec.Command(os.Args[0], "up", "--config", "/dev/null", "--data-dir", t.TempDir(), "--node-id", "upoff",
+		"--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	cmd.Env = append(os.Environ(), asUp+"=1")
+	var out testutil.LogBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	testutil.Eventually(t, 10*time.Second, "node upoff in narun ctl node list", func() bool {
+		var ctlOut bytes.Buffer
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &ctlOut, Stderr: &ctlOut, Getenv: func(string) string { return "" }}
+		return applets.Main([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr, "node", "list"}, stdio) == 0 &&
+			strings.Contains(ctlOut.String(), "upoff")
+	})
+	for _, want := range []string{"gateway  http off, admin off", "runner   admin off"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("startup output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("narun up exited with %v; output:\n%s", err, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("narun up still running 20 s after SIGTERM; output:\n%s", out.String())
+	}
+}
