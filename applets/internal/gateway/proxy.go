@@ -188,7 +188,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	ex.vals[5] = escaped
 	ex.vals[6] = r.URL.RawQuery
 	ex.vals[7] = r.RemoteAddr
-	ex.vals[8] = rt.timeoutMS
 	h["X-Request-Id"] = ex.vals[0:1:1]
 	h["X-Forwarded-For"] = ex.vals[1:2:2]
 	h["X-Forwarded-Host"] = ex.vals[2:3:3]
@@ -248,6 +247,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 
 	wt := g.mux.open()
 	defer g.mux.release(wt)
+	// Set only now: reading the body's first part may have used some of
+	// the time the service is told it has.
+	ex.vals[8] = timeLeft(rt, rt.timeout-time.Until(deadline))
 	ex.msg = nats.Msg{Subject: rt.cfg.Service, Reply: wt.reply, Header: nats.Header(h), Data: first}
 	if err := g.nc.PublishMsg(&ex.msg); err != nil {
 		g.metrics.outcomes[outcomeError].Add(1)
@@ -420,6 +422,19 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// break older gateways.
 		}
 	}
+}
+
+// timeLeft is the Narun-Timeout of a head published elapsed after the
+// request head came in: the route's timeout less elapsed, both in whole
+// milliseconds, and never negative (the consumer rejects that). Most heads
+// go out within the first millisecond, and get the string formatted once
+// per route rather than one allocated per request.
+func timeLeft(rt *route, elapsed time.Duration) string {
+	ms := elapsed.Milliseconds()
+	if ms == 0 {
+		return rt.timeoutMS
+	}
+	return strconv.FormatInt(max(rt.timeout.Milliseconds()-ms, 0), 10)
 }
 
 // puller answers a service's pulls of a duplex request body on a

@@ -30,7 +30,8 @@ type route struct {
 	exact    bool
 	methods  []string // upper case; empty allows all
 	timeout  time.Duration
-	// timeoutMS is the Narun-Timeout value, formatted once.
+	// timeoutMS is the Narun-Timeout of a head published within the first
+	// millisecond (see timeLeft), formatted once.
 	timeoutMS string
 	maxBody   int64
 	label     string // metrics label: bounded by configuration, never the raw path

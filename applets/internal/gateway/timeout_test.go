@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -116,4 +119,62 @@ func TestStalledReaderIsCut(t *testing.T) {
 	testutil.Eventually(t, 15*time.Second, "the gateway closes the stalled connection", func() bool {
 		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
 	})
+}
+
+// TestTimeoutHeaderIsTimeLeft sends a request head, then its body a while
+// later: the request head published to the service must count that while
+// out of Narun-Timeout, which runs from when the gateway got the request.
+func TestTimeoutHeaderIsTimeLeft(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "left", Timeout: config.Duration(5 * time.Second)}))
+	nc := natsConn(t, e)
+	got := make(chan string, 1)
+	if _, err := nc.Subscribe("left", func(m *nats.Msg) {
+		got <- m.Header.Get("Narun-Timeout")
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+	const delay = 300 * time.Millisecond
+	time.Sleep(delay)
+	fmt.Fprintf(c, "abc")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ms, err := strconv.Atoi(<-got)
+	if err != nil || ms > 5000-int(delay.Milliseconds()) || ms <= 0 {
+		t.Errorf("Narun-Timeout %d (%v) for a head published %v after the request, want at most %d", ms, err, delay, 5000-delay.Milliseconds())
+	}
+}
+
+func TestTimeLeft(t *testing.T) {
+	rt, err := compile(config.Route{Path: "/", Service: "s", Timeout: config.Duration(5 * time.Second)}, "test", time.Second, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		elapsed time.Duration
+		want    string
+	}{
+		{0, "5000"},
+		{999 * time.Microsecond, "5000"},
+		{time.Millisecond, "4999"},
+		{1234567 * time.Microsecond, "3766"},
+		{5 * time.Second, "0"},
+		{6 * time.Second, "0"},
+	} {
+		if got := timeLeft(rt, tc.elapsed); got != tc.want {
+			t.Errorf("timeLeft after %v = %q, want %q", tc.elapsed, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = timeLeft(rt, 500*time.Microsecond) }); n != 0 {
+		t.Errorf("timeLeft within the first millisecond allocates %v times", n)
+	}
 }
