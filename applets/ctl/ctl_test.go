@@ -955,6 +955,21 @@ func TestBadArgumentsAreUsageErrors(t *testing.T) {
 	if !strings.Contains(r.err, "--since -5m0s: want how far back to start, a positive duration") {
 		t.Errorf("logs --since -5m: %s", r.err)
 	}
+	content := h.file("conf", "x")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"secret", "set", "db", "s3cr3t"}, "secret set takes only NAME"},
+		{[]string{"secret", "set", "a b"}, `secret name "a b"`},
+		{[]string{"files", "put", "conf", content, "extra"}, "want NAME FILE, got 3 arguments"},
+		{[]string{"files", "put", "../conf", content}, `file name "../conf"`},
+	} {
+		r := h.fails(2, "", tc.args...)
+		if !strings.Contains(r.err, tc.want) {
+			t.Errorf("%v: %s", tc.args, r.err)
+		}
+	}
 }
 
 func TestShortDuration(t *testing.T) {

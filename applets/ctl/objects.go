@@ -38,7 +38,7 @@ func filesCommand(stdio cli.IO) *ucli.Command {
 		Name:  "files",
 		Usage: "files for app instances in " + names.FilesBucket,
 		Subcommands: []*ucli.Command{
-			{Name: "put", Usage: "upload a file under NAME", ArgsUsage: "NAME FILE", Action: action(stdio, true, filesPut)},
+			{Name: "put", Usage: "upload a file under NAME", ArgsUsage: "NAME FILE", Action: action(stdio, false, filesPut)},
 			{Name: "list", Aliases: []string{"ls"}, Usage: "uploaded files and the apps that use them", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, filesList)},
 			{
 				Name: "delete", Aliases: []string{"rm"}, Usage: "delete files no deployed spec uses", ArgsUsage: "NAME...",
@@ -236,6 +236,12 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
+	// Connected only once the command line and the file are known to be
+	// good: a usage error is not a connection error.
+	if err := e.connect(); err != nil {
+		return err
+	}
+	defer e.close()
 	obs, err := e.objects(ctx, names.FilesBucket)
 	if err != nil {
 		return err

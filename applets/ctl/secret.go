@@ -31,7 +31,7 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 				Description: "The value is never taken from the command line. From stdin one trailing newline is dropped;\n" +
 					"--from-file is stored byte for byte.",
 				Flags:  []ucli.Flag{&ucli.StringFlag{Name: "from-file", Usage: "read the value from this file"}},
-				Action: action(stdio, true, secretSet),
+				Action: action(stdio, false, secretSet),
 			},
 			{Name: "list", Aliases: []string{"ls"}, Usage: "secret names, key ids and the apps that use them (no values)", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, secretList)},
 			{
@@ -74,6 +74,13 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	// Connected once the command line and the key file are known to be
+	// good (a usage error is not a connection error), but before the value
+	// is asked for: nobody should type a secret that cannot be stored.
+	if err := e.connect(); err != nil {
+		return err
+	}
+	defer e.close()
 	var value []byte
 	if p := c.String("from-file"); p != "" {
 		value, err = readLimited(p, nil)
