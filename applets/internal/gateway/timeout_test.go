@@ -178,3 +178,62 @@ func TestTimeLeft(t *testing.T) {
 		t.Errorf("timeLeft within the first millisecond allocates %v times", n)
 	}
 }
+
+// TestStalledUploadHTTP2 is TestStalledUploadTimesOut over HTTP/2, where
+// the 408 ends the request's stream only: the connection goes on serving
+// the client's other requests.
+func TestStalledUploadHTTP2(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(300 * time.Millisecond)}))
+	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h2c", true: "tls"}[useTLS], func(t *testing.T) {
+			var conns atomic.Int64
+			hs := httptest.NewUnstartedServer(e.gw.Handler())
+			hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			if useTLS {
+				hs.EnableHTTP2 = true
+				hs.StartTLS()
+				tr.TLSClientConfig = hs.Client().Transport.(*http.Transport).TLSClientConfig
+				tr.Protocols.SetHTTP2(true)
+			} else {
+				hs.Config.Protocols = new(http.Protocols)
+				hs.Config.Protocols.SetUnencryptedHTTP2(true)
+				hs.Start()
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			t.Cleanup(hs.Close)
+			t.Cleanup(tr.CloseIdleConnections)
+
+			stalled, pw := io.Pipe()
+			t.Cleanup(func() { _ = pw.Close() })
+			go func() { _, _ = pw.Write(make([]byte, 5)) }()
+			req, _ := http.NewRequest("POST", hs.URL+"/x", stalled)
+			req.ContentLength = 100_000
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout {
+				t.Fatalf("got %s %d %q, %v; want a whole HTTP/2 408", resp.Proto, resp.StatusCode, body, err)
+			}
+			req, _ = http.NewRequest("POST", hs.URL+"/x", strings.NewReader("next"))
+			resp, err = tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || conns.Load() != 1 {
+				t.Errorf("next request: %d on connection %d, want 200 on the first", resp.StatusCode, conns.Load())
+			}
+		})
+	}
+}
