@@ -1,6 +1,7 @@
 package applets
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,9 +17,20 @@ import (
 
 func versionMain(_ context.Context, stdio cli.IO, args []string) error {
 	fl := flag.NewFlagSet("version", flag.ContinueOnError)
-	fl.SetOutput(stdio.Stderr)
+	// The usage goes to stdout when asked for, as the other applets print
+	// their help, and to stderr after a wrong flag.
+	var msg bytes.Buffer
+	fl.SetOutput(&msg)
 	asJSON := fl.Bool("json", false, "print as JSON")
-	if err := fl.Parse(args[1:]); err != nil {
+	fl.Usage = func() {
+		fmt.Fprintf(&msg, "usage: %s [--json]\n\nprints narun's version, commit, Go version and platform\n\n", args[0])
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		_, err = msg.WriteTo(stdio.Stdout)
+		return err
+	} else if err != nil {
+		msg.WriteTo(stdio.Stderr)
 		return cli.Usage(errors.New(""))
 	}
 	info := buildinfo.Get()
