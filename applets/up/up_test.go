@@ -48,47 +48,17 @@ func TestMain(m *testing.M) {
 // answers, SIGTERM stops it with exit code 0 within 5 s, and nothing it
 // started is left running.
 func TestUpSmoke(t *testing.T) {
-	dataDir := t.TempDir()
 	natsAddr, gwAddr, gwAdmin, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd := exec.Command(os.Args[0], "up", "--config", "/dev/null", "--data-dir", dataDir,
-		"--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
-	cmd.Env = append(os.Environ(), asUp+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	cmd, out := startUp(t, "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
 
 	// The runner and the gateway open their listeners concurrently: each
 	// is waited for, in any order.
-	for _, addr := range []string{runnerAdmin, gwAdmin} {
-		testutil.Eventually(t, 10*time.Second, "/healthz on "+addr, func() bool {
-			resp, err := http.Get("http://" + addr + "/healthz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-	}
+	healthy(t, runnerAdmin)
+	healthy(t, gwAdmin)
 	t.Logf("runner and gateway /healthz answered %s after start", time.Since(start).Round(time.Millisecond))
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("narun up exited with %v after SIGTERM; output:\n%s", err, out.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("narun up still running 5 s after SIGTERM; output:\n%s", out.String())
-	}
+	stopUp(t, cmd, out, 5*time.Second)
 	if err := syscall.Kill(-cmd.Process.Pid, 0); err == nil {
 		t.Fatal("a process of narun up's group survived it")
 	}
@@ -103,26 +73,10 @@ func TestUpSmoke(t *testing.T) {
 // narun up must let it finish within its stop_timeout, as the README tells
 // systemd users, and exit 0.
 func TestUpStopWaitsForApps(t *testing.T) {
-	dataDir := t.TempDir()
 	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd := exec.Command(os.Args[0], "up", "--config", "/dev/null", "--data-dir", dataDir, "--node-id", "upstop",
+	cmd, out := startUp(t, "--node-id", "upstop",
 		"--nats-listen", natsAddr, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", runnerAdmin)
-	cmd.Env = append(os.Environ(), asUp+"=1")
-	var out testutil.LogBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	testutil.Eventually(t, 10*time.Second, "runner /healthz", func() bool {
-		resp, err := http.Get("http://" + runnerAdmin + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	healthy(t, runnerAdmin)
 
 	marker := filepath.Join(t.TempDir(), "stopped")
 	specFile := filepath.Join(t.TempDir(), "slow.toml")
@@ -130,25 +84,11 @@ func TestUpStopWaitsForApps(t *testing.T) {
 	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var ctlOut bytes.Buffer
-	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &ctlOut, Stderr: &ctlOut, Getenv: func(string) string { return "" }}
-	if code := applets.Main([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"}, stdio); code != 0 {
-		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, ctlOut.String(), out.String())
+	if res, code := ctl(natsAddr, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("narun up exited with %v; output:\n%s", err, out.String())
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatalf("narun up still running 40 s after SIGTERM; output:\n%s", out.String())
-	}
+	stopUp(t, cmd, out, 40*time.Second)
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the app did not finish its stop: %v; output:\n%s", err, out.String())
 	}
@@ -159,27 +99,48 @@ func TestUpStopWaitsForApps(t *testing.T) {
 // and stops cleanly.
 func TestUpListenersOff(t *testing.T) {
 	natsAddr := testutil.FreeAddr(t)
-	cmd := exec.Command(os.Args[0], "up", "--config", "/dev/null", "--data-dir", t.TempDir(), "--node-id", "upoff",
-		"--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
-	cmd.Env = append(os.Environ(), asUp+"=1")
-	var out testutil.LogBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	cmd, out := startUp(t, "--node-id", "upoff", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 10*time.Second, "node upoff in narun ctl node list", func() bool {
-		var ctlOut bytes.Buffer
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &ctlOut, Stderr: &ctlOut, Getenv: func(string) string { return "" }}
-		return applets.Main([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr, "node", "list"}, stdio) == 0 &&
-			strings.Contains(ctlOut.String(), "upoff")
+		res, code := ctl(natsAddr, "node", "list")
+		return code == 0 && strings.Contains(res, "upoff")
 	})
 	for _, want := range []string{"gateway  http off, admin off", "runner   admin off"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("startup output lacks %q:\n%s", want, out.String())
 		}
 	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// ctl runs narun ctl against the NATS server at addr and returns its
+// output and exit code.
+func ctl(natsAddr string, args ...string) (string, int) {
+	var out bytes.Buffer
+	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+	code := applets.Main(append([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr}, args...), stdio)
+	return out.String(), code
+}
+
+// startUp runs the test binary as `narun up` with args, in a process group
+// of its own that the test kills at the end, whatever happens.
+func startUp(t *testing.T, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"up", "--config", "/dev/null", "--data-dir", t.TempDir()}, args...)...)
+	cmd.Env = append(os.Environ(), asUp+"=1")
+	out := &testutil.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	return cmd, out
+}
+
+// stopUp sends SIGTERM and fails the test unless narun up exits 0 within
+// the time given.
+func stopUp(t *testing.T, cmd *exec.Cmd, out *testutil.LogBuffer, within time.Duration) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +149,22 @@ func TestUpListenersOff(t *testing.T) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("narun up exited with %v; output:\n%s", err, out.String())
+			t.Fatalf("narun up exited with %v after SIGTERM; output:\n%s", err, out.String())
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("narun up still running 20 s after SIGTERM; output:\n%s", out.String())
+	case <-time.After(within):
+		t.Fatalf("narun up still running %s after SIGTERM; output:\n%s", within, out.String())
 	}
+}
+
+// healthy waits until addr answers /healthz with 200.
+func healthy(t *testing.T, addr string) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "/healthz on "+addr, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
