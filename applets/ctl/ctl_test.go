@@ -96,8 +96,8 @@ func TestDeployDryRun(t *testing.T) {
 	if n := h.objectCount(names.BinariesBucket); n != 0 {
 		t.Errorf("dry run uploaded %d objects", n)
 	}
-	if _, ok := h.get(names.AppsBucket, "hello"); ok {
-		t.Error("dry run stored the spec")
+	if _, err := h.js.KeyValue(context.Background(), names.AppsBucket); !store.IsNotFound(err) {
+		t.Errorf("dry run created bucket %s (err %v)", names.AppsBucket, err)
 	}
 }
 
@@ -893,7 +893,16 @@ func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", bin)
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", bin, "--dry-run", "--json")
+	var plan deployResult
+	if err := json.Unmarshal([]byte(r.out), &plan); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	if len(plan.Binaries) != 1 || plan.Binaries[0].Object != old {
+		t.Errorf("dry run plans %+v, want the object %s the deploy keeps", plan.Binaries, old)
+	}
+	r = h.ok("", "deploy", p, "--binary", bin)
 	if !strings.Contains(r.out, "unchanged") {
 		t.Errorf("redeploy of the same binary: %s", r.out)
 	}

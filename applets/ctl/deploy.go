@@ -39,7 +39,7 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 			"Without --binary the binaries of the deployed spec are kept if the version is unchanged.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
-			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing"},
+			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing (with --binary, read the deployed spec to name the objects)"},
 			waitFlag(),
 			waitTimeoutFlag(),
 			jsonFlag(),
@@ -110,6 +110,16 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: app.Binaries}
 	if res.DryRun {
+		if len(bins) > 0 {
+			// The name a deploy gives a binary depends on the deployed spec.
+			if err := e.connect(); err != nil {
+				return err
+			}
+			defer e.close()
+			if err := e.plannedNames(ctx, app.Name, bins); err != nil {
+				return err
+			}
+		}
 		return e.reportDeploy(c, res, bins)
 	}
 
@@ -135,13 +145,14 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	stored := src
 	switch {
 	case len(bins) > 0:
+		obs, err := e.objects(ctx, names.BinariesBucket)
+		if err != nil {
+			return err
+		}
 		pinned := map[string]spec.Binary{}
 		for i := range bins {
-			var reuse string
-			if prev, ok := cur.pinned(bins[i].Arch); ok && prev.SHA256 == bins[i].SHA256 {
-				reuse = prev.Object
-			}
-			if err := e.upload(ctx, &bins[i], reuse); err != nil {
+			e.keepPinned(ctx, obs, cur, &bins[i])
+			if err := e.upload(ctx, obs, &bins[i]); err != nil {
 				return err
 			}
 			pinned[bins[i].Arch] = spec.Binary{Object: bins[i].Object, SHA256: bins[i].SHA256}
@@ -412,29 +423,60 @@ func digestHex(info *jetstream.ObjectInfo) string {
 	return hex.EncodeToString(raw)
 }
 
+// keepPinned gives b the name of the object the deployed spec pins for its
+// arch when that object holds the same bytes: keeping the name (which an
+// older ctl chose without the digest) keeps the spec, and so every
+// instance, unchanged.
+func (e *env) keepPinned(ctx context.Context, obs jetstream.ObjectStore, cur current, b *binaryFile) {
+	prev, ok := cur.pinned(b.Arch)
+	if !ok || prev.SHA256 != b.SHA256 || prev.Object == b.Object {
+		return
+	}
+	octx, cancel := e.op(ctx)
+	info, err := obs.GetInfo(octx, prev.Object)
+	cancel()
+	if err == nil && digestHex(info) == b.SHA256 {
+		b.Object = prev.Object
+	}
+}
+
+// plannedNames gives bins the names a deploy of app would store them
+// under. It reads the deployed spec and the objects it pins but, unlike a
+// deploy, creates no missing bucket: a dry run writes nothing.
+func (e *env) plannedNames(ctx context.Context, app string, bins []binaryFile) error {
+	octx, cancel := e.op(ctx)
+	apps, err := e.js.KeyValue(octx, names.AppsBucket)
+	cancel()
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", names.AppsBucket, err)
+	}
+	cur, err := currentSpec(ctx, e, patientKV{apps}, app)
+	if err != nil {
+		return err
+	}
+	octx, cancel = e.op(ctx)
+	obs, err := e.js.ObjectStore(octx, names.BinariesBucket)
+	cancel()
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open object store %s: %w", names.BinariesBucket, err)
+	}
+	for i := range bins {
+		e.keepPinned(ctx, patientObjects{obs}, cur, &bins[i])
+	}
+	return nil
+}
+
 // upload puts a binary into narun-binaries unless the same bytes are
 // already there, retrying transient failures, and checks the digest the
 // server computed against the local one. An object that holds other bytes
 // is never replaced: a stored spec may pin it.
-//
-// reuse is the object the deployed spec pins with the same digest, if
-// any: keeping its name (which an older ctl chose without the digest)
-// keeps the spec, and so every instance, unchanged.
-func (e *env) upload(ctx context.Context, b *binaryFile, reuse string) error {
-	obs, err := e.objects(ctx, names.BinariesBucket)
-	if err != nil {
-		return err
-	}
-	if reuse != "" && reuse != b.Object {
-		octx, cancel := e.op(ctx)
-		info, err := obs.GetInfo(octx, reuse)
-		cancel()
-		if err == nil && digestHex(info) == b.SHA256 {
-			e.log.Debug("binary already uploaded", "object", reuse)
-			b.Object = reuse
-			return nil
-		}
-	}
+func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
 	octx, cancel := e.op(ctx)
 	info, err := obs.GetInfo(octx, b.Object)
 	cancel()
