@@ -329,6 +329,54 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// TestMalformedChunkedBody sends a body whose chunked encoding breaks,
+// whether in the part that travels with the request head or in a chunk the
+// service pulled: the client gets the 400 that PROTOCOL.md lists.
+func TestMalformedChunkedBody(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload"}))
+	readErr := make(chan error, 1)
+	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		readErr <- err
+	}))
+	for _, tc := range []struct {
+		name  string
+		valid int // bytes of well-formed chunk before the malformed one
+	}{
+		{"before the head", 0},
+		{"during a pull", 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, e)
+			bw := bufio.NewWriter(c)
+			fmt.Fprintf(bw, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+			if tc.valid > 0 {
+				fmt.Fprintf(bw, "%x\r\n%s\r\n", tc.valid, make([]byte, tc.valid))
+			}
+			fmt.Fprintf(bw, "zz\r\n")
+			if err := bw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			rid := resp.Header.Get("X-Request-Id")
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "read request body") || rid == "" || !strings.Contains(string(b), rid) {
+				t.Errorf("got %d %q, want 400 naming the body and the request id", resp.StatusCode, b)
+			}
+			if tc.valid > 0 {
+				if err := <-readErr; err == nil {
+					t.Error("the service read a complete body")
+				}
+			}
+		})
+	}
+}
+
 func natsConn(t *testing.T, e *env) *nats.Conn {
 	t.Helper()
 	nc, err := e.srv.Connect()
