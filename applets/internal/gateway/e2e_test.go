@@ -377,6 +377,49 @@ func TestMalformedChunkedBody(t *testing.T) {
 	}
 }
 
+// TestNarunPath checks the path a responder in any language gets, as
+// PROTOCOL.md describes it: the client's escaping where the gateway kept the
+// path as it came, escaped anew where it had to change it.
+func TestNarunPath(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "path"}, config.Route{Path: "/s/", Service: "path", StripPrefix: true}))
+	nc := natsConn(t, e)
+	got := make(chan string, 1)
+	if _, err := nc.Subscribe("path", func(m *nats.Msg) {
+		got <- m.Header.Get(consumer.HeaderPath)
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ sent, want string }{
+		{"/a%2Fb/c", "/a%2Fb/c"},
+		{"/caf%C3%A9", "/caf%C3%A9"},
+		{"/caf%c3%a9", "/caf%c3%a9"},
+		{"/a%20b+c", "/a%20b+c"},
+		{"/s/x%2Fy", "/x%2Fy"},
+		{"/caf\xc3\xa9", "/caf%C3%A9"},
+		{"/x/./a%2Fb", "/x/a/b"},
+		{"/a%2F..%2Fb", "/b"},
+	} {
+		c := dialRaw(t, e)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tc.sent)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.sent, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%q: status %d", tc.sent, resp.StatusCode)
+		}
+		if p := <-got; p != tc.want {
+			t.Errorf("client sent %q: Narun-Path %q, want %q", tc.sent, p, tc.want)
+		}
+	}
+}
+
 func natsConn(t *testing.T, e *env) *nats.Conn {
 	t.Helper()
 	nc, err := e.srv.Connect()
