@@ -26,8 +26,46 @@ func writeConfig(t *testing.T, body string) string {
 
 func noEnv(string) string { return "" }
 
-func TestExampleConfigLoads(t *testing.T) {
-	cfg, err := config.Load("../../../testdata/narun.toml", noEnv)
+const example = "../../../testdata/narun.toml"
+
+// exampleWithExamples is testdata/narun.toml with its example settings,
+// the lines commented out as "#key = value", put in.
+func exampleWithExamples(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if len(l) > 1 && l[0] == '#' && l[1] != ' ' {
+			lines[i] = l[1:]
+		}
+	}
+	return writeConfig(t, strings.Join(lines, "\n"))
+}
+
+// A copy of testdata/narun.toml changes nothing: what it sets is what
+// no file gives.
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	cfg, err := config.Load(example, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := config.Load(writeConfig(t, ""), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file spells out what the empty default means.
+	want.Path, want.LogFormat = example, "text"
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("testdata/narun.toml is not the defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// The example settings are keys narun accepts, with values of their types.
+func TestExampleConfigExamplesLoad(t *testing.T) {
+	cfg, err := config.Load(exampleWithExamples(t), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,10 +204,11 @@ func tomlPaths(t reflect.Type, prefix string) []string {
 }
 
 // TestExampleConfigIsComplete keeps testdata/narun.toml a complete
-// reference: every key narun accepts appears in it.
+// reference: every key narun accepts appears in it, as a default or as an
+// example.
 func TestExampleConfigIsComplete(t *testing.T) {
 	var f config.File
-	md, err := toml.DecodeFile("../../../testdata/narun.toml", &f)
+	md, err := toml.DecodeFile(exampleWithExamples(t), &f)
 	if err != nil {
 		t.Fatal(err)
 	}
