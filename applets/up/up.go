@@ -30,7 +30,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "listen", Usage: "gateway HTTP address ([gateway] listen, default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
 		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
-		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the hostname)"},
+		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name)"},
 	)
 	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{

@@ -127,6 +127,9 @@ type Route struct {
 // Runner configures the node agent.
 type Runner struct {
 	Client
+	// NodeID is the id the runner heartbeats under and app specs list in
+	// nodes; "" means the host name up to its first dot ("edge-1" of
+	// "edge-1.example.com"), with '-' for any character an id may not hold.
 	NodeID      string            `toml:"node_id"`
 	Labels      map[string]string `toml:"labels"`
 	AdminListen string            `toml:"admin_listen"`

@@ -44,7 +44,8 @@ type InstanceLaunch = supervisor.InstanceLaunch
 
 // Options configure a Runner.
 type Options struct {
-	// Config is the [runner] table; NodeID "" means the hostname.
+	// Config is the [runner] table; NodeID "" means the first label of
+	// the host name, made a valid id (hostNodeID).
 	Config config.Runner
 	// DataDir holds the binary cache, the instance directories and the
 	// cached specs; required.
