@@ -1285,16 +1285,18 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
 	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
 
-	// The new version's health check reaches a port nobody listens on
-	// until the rollout has halted.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	c.deploy(t, "probe", "1.1.0", probeBin, "[health]\ntype = \"tcp\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
+	// The new version's health check fails until the rollout has halted.
+	// The server holds its port throughout: a port let go and listened on
+	// again could be taken by another process in between.
+	var healthy atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c.deploy(t, "probe", "1.1.0", probeBin, "[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted")
 	})
@@ -1302,11 +1304,7 @@ func TestHaltedRolloutResumes(t *testing.T) {
 		t.Fatal("halted rollout stopped the old instance")
 	}
 
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	healthy.Store(true)
 	tr.wait(t, "probe", "rolled to 1.1.0", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
 	})
