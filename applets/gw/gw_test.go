@@ -14,6 +14,7 @@ import (
 
 	"github.com/narun/narun/applets/gw"
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -67,6 +68,43 @@ func TestGatewayApplet(t *testing.T) {
 	// No responder for b: 503 means the route exists.
 	testutil.Eventually(t, 10*time.Second, "route /b after SIGHUP", func() bool { return status("http://"+httpAddr+"/b") == 503 })
 
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("gw returned %v after cancel; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gw did not stop after cancel")
+	}
+}
+
+// TestGatewayAppletWithoutFile sends SIGHUP to `narun gw` started without a
+// configuration file: there is nothing to reload, which it must say at info
+// level rather than log a failed reload.
+func TestGatewayAppletWithoutFile(t *testing.T) {
+	saved := config.SearchPath
+	config.SearchPath = nil
+	t.Cleanup(func() { config.SearchPath = saved })
+	srv := natstest.Start(t)
+	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr testutil.LogBuffer
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- gw.Main(ctx, stdio, []string{"gw", "--nats-url", srv.ClientURL(), "--listen", httpAddr, "--admin-listen", adminAddr})
+	}()
+	testutil.Eventually(t, 10*time.Second, "gateway admin to listen", func() bool { return status("http://"+adminAddr+"/healthz") == 200 })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the SIGHUP log line", func() bool {
+		return strings.Contains(stderr.String(), `level=INFO msg="nothing to reload`)
+	})
+	if strings.Contains(stderr.String(), "level=ERROR") {
+		t.Errorf("SIGHUP logged an error:\n%s", stderr.String())
+	}
 	cancel()
 	select {
 	case err := <-done:

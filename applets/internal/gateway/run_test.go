@@ -556,3 +556,28 @@ func TestReloadErrorsInMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadWithoutFile reloads a gateway started without a configuration
+// file, as SIGHUP does: there is nothing to re-read, which is no error, no
+// reload error in the metrics, and the routes stay.
+func TestReloadWithoutFile(t *testing.T) {
+	srv := natstest.Start(t)
+	var out testutil.LogBuffer
+	g, err := New(Options{Config: gwConfig(config.Route{Path: "/a", Service: "a"}), Conn: natstest.Connect(t, srv), Logger: slog.New(slog.NewTextHandler(&out, nil))})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	t.Cleanup(g.mux.close)
+	if err := g.Reload(); err != nil {
+		t.Errorf("reload without a file: %v", err)
+	}
+	if log := out.String(); !strings.Contains(log, "level=INFO msg=\"nothing to reload") {
+		t.Errorf("log %q does not say at info level that there is nothing to reload", log)
+	}
+	if n := g.metrics.reloadErrors.Load(); n != 0 {
+		t.Errorf("%d reload errors counted", n)
+	}
+	if rt, _ := g.table.Load().match("", "/a", "GET"); rt == nil {
+		t.Error("route /a gone after the reload")
+	}
+}
