@@ -101,6 +101,25 @@ func TestDeployDryRun(t *testing.T) {
 	}
 }
 
+// A dry run linting a spec and its binary where no NATS is reachable (a CI
+// job) still checks both, and says the names it shows are a first deploy's.
+func TestDeployDryRunOffline(t *testing.T) {
+	h := newHarness(t)
+	h.url = "nats://127.0.0.1:1"
+	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--dry-run", "--json")
+	var res deployResult
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	if len(res.Binaries) != 1 || !strings.HasPrefix(res.Binaries[0].Object, "hello/1.0.0/linux-"+runtime.GOARCH+"-") {
+		t.Errorf("plan: %+v", res)
+	}
+	if !strings.Contains(r.err, "object names are those of a first deploy") {
+		t.Errorf("no warning that the names may differ; stderr:\n%s", r.err)
+	}
+	h.fails(1, "", "deploy", h.file("bad.toml", helloSpec+"replicas = -1\n"), "--binary", selfBinary(t), "--dry-run")
+}
+
 func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
 	dynamic := "/bin/sh"
 	if _, err := elfarch.DetectFile(dynamic); err != nil || sandbox.Interpreter(dynamic) == "" {
