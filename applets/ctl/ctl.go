@@ -305,11 +305,17 @@ func (t *table) flush() error { return t.tw.Flush() }
 func jsonFlag() ucli.Flag { return &ucli.BoolFlag{Name: flagJSON, Usage: "print JSON for scripts"} }
 
 // requiredArgs refuses a command line that lacks an argument its usage
-// line requires ("NAME", "OBJECT..."; "[X]" is optional) before anything
-// connects: a missing name is a usage error, not a NATS timeout.
+// line requires ("NAME", "OBJECT..."; "[X]" is optional), or gives one to a
+// command that takes none, before anything connects: a missing name is a
+// usage error, not a NATS timeout, and `node list web` does not list every
+// node as if it had filtered them. The extra arguments are not repeated:
+// one may be a secret typed in the wrong place.
 func requiredArgs(c *ucli.Context) error {
 	if c.Command == nil {
 		return nil
+	}
+	if c.Command.ArgsUsage == "" && c.NArg() > 0 {
+		return usagef("%s takes no arguments, got %d", c.Command.HelpName, c.NArg())
 	}
 	var required []string
 	for _, word := range strings.Fields(c.Command.ArgsUsage) {

@@ -992,10 +992,17 @@ func TestBadArgumentsAreUsageErrors(t *testing.T) {
 		{[]string{"secret", "set", "a b"}, `secret name "a b"`},
 		{[]string{"files", "put", "conf", content, "extra"}, "want NAME FILE, got 3 arguments"},
 		{[]string{"files", "put", "../conf", content}, `file name "../conf"`},
+		{[]string{"node", "list", "web"}, "node list takes no arguments, got 1"},
+		{[]string{"app", "ls", "web"}, "takes no arguments, got 1"},
+		{[]string{"secret", "rotate", "hunter2"}, "secret rotate takes no arguments, got 1"},
+		{[]string{"image", "delete"}, "missing OBJECT"},
 	} {
 		r := h.fails(2, "", tc.args...)
 		if !strings.Contains(r.err, tc.want) {
 			t.Errorf("%v: %s", tc.args, r.err)
+		}
+		if strings.Contains(r.err, "hunter2") {
+			t.Errorf("%v: the error repeats the argument: %s", tc.args, r.err)
 		}
 	}
 }

@@ -178,9 +178,6 @@ func filesDelete(ctx context.Context, c *ucli.Context, e *env) error {
 // deleteObjects deletes the named objects; all are checked before any is
 // deleted, so a refused command changes nothing.
 func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what string, ref func(*spec.App) []string) error {
-	if c.NArg() == 0 {
-		return usagef("name the %s(s) to delete", what)
-	}
 	obs, err := e.objects(ctx, bucket)
 	if err != nil {
 		return err

@@ -169,9 +169,6 @@ func secretList(ctx context.Context, c *ucli.Context, e *env) error {
 }
 
 func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
-	if c.NArg() == 0 {
-		return usagef("name the secret(s) to delete")
-	}
 	kv, err := e.kv(ctx, names.SecretsBucket)
 	if err != nil {
 		return err
