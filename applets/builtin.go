@@ -17,21 +17,13 @@ import (
 
 func versionMain(_ context.Context, stdio cli.IO, args []string) error {
 	fl := flag.NewFlagSet("version", flag.ContinueOnError)
-	// The usage goes to stdout when asked for, as the other applets print
-	// their help, and to stderr after a wrong flag.
-	var msg bytes.Buffer
-	fl.SetOutput(&msg)
 	asJSON := fl.Bool("json", false, "print as JSON")
-	fl.Usage = func() {
-		fmt.Fprintf(&msg, "usage: %s [--json]\n\nprints narun's version, commit, Go version and platform\n\n", args[0])
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		_, err = msg.WriteTo(stdio.Stdout)
+	usage := fmt.Sprintf("usage: %s [--json]\n\nprints narun's version, commit, Go version and platform\n\n", args[0])
+	if done, err := parseFlags(fl, stdio, args, usage); done || err != nil {
 		return err
-	} else if err != nil {
-		msg.WriteTo(stdio.Stderr)
-		return cli.Usage(errors.New(""))
+	}
+	if fl.NArg() > 0 {
+		return cli.Usage(fmt.Errorf("version takes no arguments, got %d", fl.NArg()))
 	}
 	info := buildinfo.Get()
 	if *asJSON {
@@ -39,6 +31,28 @@ func versionMain(_ context.Context, stdio cli.IO, args []string) error {
 	}
 	_, err := fmt.Fprintf(stdio.Stdout, "narun %s (commit %s) %s %s/%s\n", info.Version, info.Commit, info.GoVersion, info.OS, info.Arch)
 	return err
+}
+
+// parseFlags parses the flags of an applet without urfave/cli. The usage
+// goes to stdout when asked for (done, exit 0), as the other applets print
+// their help, and to stderr after a wrong flag (a usage error).
+func parseFlags(fl *flag.FlagSet, stdio cli.IO, args []string, usage string) (done bool, err error) {
+	var msg bytes.Buffer
+	fl.SetOutput(&msg)
+	fl.Usage = func() {
+		msg.WriteString(usage)
+		fl.PrintDefaults()
+	}
+	err = fl.Parse(args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		_, err = msg.WriteTo(stdio.Stdout)
+		return true, err
+	}
+	if err != nil {
+		msg.WriteTo(stdio.Stderr)
+		return true, cli.Usage(errors.New(""))
+	}
+	return false, nil
 }
 
 // linkNames are the names Install creates: every alias in the table.
@@ -52,15 +66,9 @@ func linkNames() []string {
 
 func installMain(_ context.Context, stdio cli.IO, args []string) error {
 	fl := flag.NewFlagSet("install", flag.ContinueOnError)
-	fl.SetOutput(stdio.Stderr)
-	fl.Usage = func() {
-		fmt.Fprintf(stdio.Stderr, "usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the binary's own directory)\n", linkNames())
-	}
-	if err := fl.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return cli.Usage(errors.New(""))
+	usage := fmt.Sprintf("usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the binary's own directory)\n", linkNames())
+	if done, err := parseFlags(fl, stdio, args, usage); done || err != nil {
+		return err
 	}
 	if fl.NArg() > 1 {
 		return cli.Usage(errors.New("install takes at most one directory"))
