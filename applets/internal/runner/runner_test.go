@@ -172,6 +172,13 @@ func fileDigest(t testing.TB, path string) string {
 
 func (c *cluster) deployDigest(t testing.TB, app, version, bin, digest, extra string) {
 	t.Helper()
+	c.putSpec(t, app, version, c.upload(t, app, version, bin), digest, extra)
+}
+
+// upload puts bin into narun-binaries as an object of app and version and
+// returns its name.
+func (c *cluster) upload(t testing.TB, app, version, bin string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	object := fmt.Sprintf("%s/%s/linux-%s", app, version, runtime.GOARCH)
@@ -183,7 +190,23 @@ func (c *cluster) deployDigest(t testing.TB, app, version, bin, digest, extra st
 	if _, err := c.binaries.Put(ctx, jetstream.ObjectMeta{Name: object}, f); err != nil {
 		t.Fatalf("upload %s: %v", object, err)
 	}
-	c.putSpec(t, app, version, object, digest, extra)
+	return object
+}
+
+// restart writes what narun ctl app restart writes for app.
+func (c *cluster) restart(t *testing.T, app string) {
+	t.Helper()
+	e, err := c.apps.Get(context.Background(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := spec.SetRestartedAt(app+".toml", e.Value(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.apps.Put(context.Background(), app, restarted); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // putSpec stores a spec that runs an uploaded object.
@@ -1140,18 +1163,7 @@ func TestRestartRequestRolls(t *testing.T) {
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
 	before := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
-	e, err := c.apps.Get(context.Background(), "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What `narun ctl app restart` writes.
-	restarted, err := spec.SetRestartedAt("hello.toml", e.Value(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.apps.Put(context.Background(), "hello", restarted); err != nil {
-		t.Fatal(err)
-	}
+	c.restart(t, "hello")
 	after := tr.wait(t, "hello", "2 new healthy instances", func(l []state.Instance) bool {
 		return allIn(2, state.Healthy)(l) && l[0].ID != before[0].ID && l[1].ID != before[1].ID
 	})
@@ -1339,17 +1351,7 @@ func TestFileCacheKeepsDigestsApart(t *testing.T) {
 
 	// A new instance, as narun ctl app restart makes, places the files
 	// from the cache.
-	e, err := c.apps.Get(context.Background(), "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restarted, err := spec.SetRestartedAt("reader.toml", e.Value(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.apps.Put(context.Background(), "reader", restarted); err != nil {
-		t.Fatal(err)
-	}
+	c.restart(t, "reader")
 	tr.wait(t, "reader", "a new healthy instance", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].ID != first.ID
 	})
