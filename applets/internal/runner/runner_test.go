@@ -120,6 +120,7 @@ type cluster struct {
 	nodes    jetstream.KeyValue
 	secrets  jetstream.KeyValue
 	binaries jetstream.ObjectStore
+	files    jetstream.ObjectStore
 }
 
 func newCluster(t testing.TB, srv *embednats.Server) *cluster {
@@ -149,6 +150,9 @@ func (c *cluster) open(t testing.TB) {
 		}
 	}
 	if c.binaries, err = store.Objects(ctx, js, names.BinariesBucket); err != nil {
+		t.Fatal(err)
+	}
+	if c.files, err = store.Objects(ctx, js, names.FilesBucket); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -1129,15 +1133,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 
 func TestFilesPlacedReadOnly(t *testing.T) {
 	c := newCluster(t, nil)
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := store.Objects(context.Background(), js, names.FilesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
+	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
 		t.Fatal(err)
 	}
 	tr := startRunner(t, c, nil)
@@ -1328,16 +1324,8 @@ func TestHaltedRolloutResumes(t *testing.T) {
 // the object it names.
 func TestFileCacheKeepsDigestsApart(t *testing.T) {
 	c := newCluster(t, nil)
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := store.Objects(context.Background(), js, names.FilesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, content := range map[string]string{"a.conf": "plain", "a.conf.digest": "payload"} {
-		if _, err := files.PutBytes(context.Background(), name, []byte(content)); err != nil {
+		if _, err := c.files.PutBytes(context.Background(), name, []byte(content)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1373,15 +1361,7 @@ func TestFileCacheKeepsDigestsApart(t *testing.T) {
 // copy is fetched again, and the old digest is collected.
 func TestFileCacheOfEarlierLayout(t *testing.T) {
 	c := newCluster(t, nil)
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := store.Objects(context.Background(), js, names.FilesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := files.PutBytes(context.Background(), "conf", []byte("current"))
+	info, err := c.files.PutBytes(context.Background(), "conf", []byte("current"))
 	if err != nil {
 		t.Fatal(err)
 	}
