@@ -164,12 +164,20 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		if err != nil {
 			return err
 		}
+		told := make(chan struct{})
 		stopping := context.AfterFunc(ctx, func() {
+			defer close(told)
 			if err := sdnotify.Send(sdnotify.Stopping); err != nil {
 				log.Warn("service manager not told of the stop", "err", err)
 			}
 		})
-		defer stopping()
+		// An applet that stops quickly (a runner still starting) would
+		// otherwise exit before the notice goes out.
+		defer func() {
+			if !stopping() {
+				<-told
+			}
+		}()
 		return run(c, cfg, log)
 	}
 	return app.RunContext(ctx, args)
