@@ -554,7 +554,8 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 	}
 	// noted and warned say whether the first failed check and the end of
 	// the grace period were reported: once each per process, so a starting
-	// app does not publish a change every retry.
+	// app does not publish a change every retry. Both are about a start: once
+	// the process was healthy, its failure keeps the reason that says so.
 	healthy, fails, noted, warned := false, 0, false, false
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
@@ -573,7 +574,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 		case healthy:
 			fails++
 			if fails >= h.Failures {
-				healthy = false
+				healthy, noted, warned = false, true, true
 				s.setHealth(pid, false, "health check failing: "+err.Error())
 			}
 		case !warned && time.Since(started) > h.StartGrace:

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -405,6 +406,34 @@ func TestHealthCheck(t *testing.T) {
 	st = waitFor(t, s, "healthy", func(i state.Instance) bool { return i.State == state.Healthy && i.Healthy })
 	if st.Reason != "" {
 		t.Errorf("healthy instance keeps the reason %q", st.Reason)
+	}
+}
+
+// An instance that was healthy and then fails its checks says so, not that
+// it never became healthy after its start: its grace period is long over.
+func TestHealthFailingAfterHealthy(t *testing.T) {
+	var calls atomic.Int64
+	var failing atomic.Bool
+	s, _ := start(t, "serve", Config{Health: Health{
+		Interval:   10 * time.Millisecond,
+		Failures:   1,
+		StartGrace: time.Millisecond,
+		Check: func(ctx context.Context, _ DialFunc) error {
+			calls.Add(1)
+			if failing.Load() {
+				return errors.New("no answer")
+			}
+			return nil
+		},
+	}})
+	waitFor(t, s, "healthy", inState(state.Healthy))
+	failing.Store(true)
+	waitFor(t, s, "unhealthy", inState(state.Running))
+	// Each check's outcome is in the status before the next check starts.
+	n := calls.Load()
+	testutil.Eventually(t, 20*time.Second, "more failed checks", func() bool { return calls.Load() >= n+3 })
+	if st := s.Status(); st.State != state.Running || st.Reason != "health check failing: no answer" {
+		t.Fatalf("a once healthy instance failing its checks: %+v", st)
 	}
 }
 
