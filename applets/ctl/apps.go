@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,22 +142,25 @@ type instanceStatus struct {
 
 // appStatusJSON is the object `app status NAME --json` prints.
 type appStatusJSON struct {
-	Name      string           `json:"name"`
-	Version   string           `json:"version"`
-	Revision  uint64           `json:"revision"`
-	Updated   time.Time        `json:"updated"`
-	Mode      string           `json:"mode"`
-	Replicas  int              `json:"replicas"`
-	Desired   int              `json:"desired"`
-	Ready     int              `json:"ready"`
-	Nodes     []string         `json:"nodes"`
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Revision uint64    `json:"revision"`
+	Updated  time.Time `json:"updated"`
+	Mode     string    `json:"mode"`
+	Replicas int       `json:"replicas"`
+	Desired  int       `json:"desired"`
+	Ready    int       `json:"ready"`
+	Nodes    []string  `json:"nodes"`
+	// Missing are nodes the spec names in nodes that send no heartbeat:
+	// their replicas count as desired and not ready.
+	Missing   []string         `json:"missing_nodes"`
 	Error     string           `json:"error,omitempty"`
 	Outdated  string           `json:"outdated,omitempty"`
 	Instances []instanceStatus `json:"instances"`
 }
 
 func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
-	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}}
+	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}}
 	if d.err != nil {
 		s.Error = d.err.Error()
 	} else {
@@ -190,6 +194,18 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 				s.Ready++
 			}
 			s.Instances = append(s.Instances, is)
+		}
+	}
+	// A node named in the spec that stopped sending heartbeats drops out
+	// of narun-nodes when its entry expires; without this its replicas
+	// would vanish from the desired count, and an app meant for two nodes
+	// would look whole on one.
+	if d.app != nil {
+		for _, id := range d.app.Nodes {
+			if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+				s.Missing = append(s.Missing, id)
+				s.Desired += d.app.Replicas
+			}
 		}
 	}
 	sort.Slice(s.Instances, func(i, j int) bool {
@@ -269,6 +285,9 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 			version += " (old)"
 		}
 		t.row(in.Node, in.ID, string(in.State), pid, strconv.Itoa(in.Restarts), version, up, in.Reason)
+	}
+	for _, id := range s.Missing {
+		t.row(id, "-", "missing", "-", "-", "-", "-", "no heartbeat from this node: down, or its runner is not started")
 	}
 	return t.flush()
 }

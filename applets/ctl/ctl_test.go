@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -419,6 +420,36 @@ func TestAppStatusJSON(t *testing.T) {
 	}
 	h.fails(ExitNotFound, "", "app", "status", "nope")
 	h.fails(2, "", "app", "status")
+}
+
+// A node the spec names that sends no heartbeat (down, its entry expired)
+// keeps its replicas in the desired count and is shown as missing.
+func TestAppStatusCountsMissingNodes(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := app.Fingerprint(runtime.GOARCH)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: fp},
+		{App: "hello", Node: "node-1", ID: "hello-1", State: state.Healthy, Version: "1.0.0", Fingerprint: fp},
+	}})
+	var got appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Desired != 4 || got.Ready != 2 || !slices.Equal(got.Missing, []string{"node-2"}) {
+		t.Errorf("desired %d, ready %d, missing %v; want 4, 2, [node-2]", got.Desired, got.Ready, got.Missing)
+	}
+	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, "2/4 ready") || !strings.Contains(r.out, "no heartbeat from this node") {
+		t.Errorf("table:\n%s", r.out)
+	}
+	if r := h.ok("", "app", "list"); !strings.Contains(r.out, "2/4") {
+		t.Errorf("app list:\n%s", r.out)
+	}
 }
 
 func TestAppRestartWait(t *testing.T) {
