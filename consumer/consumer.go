@@ -121,6 +121,9 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
+		// In the order listed: the runner lists its device's own server
+		// first, and the app should stay on it as the runner does.
+		nats.DontRandomize(),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		// A cut edge link sends nothing: notice within seconds and fail

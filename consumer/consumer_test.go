@@ -257,6 +257,53 @@ func TestListenAndServeSaysWhyNATSClosed(t *testing.T) {
 	}
 }
 
+// ListenAndServe tries the servers of NARUN_NATS_URL in the order given:
+// the runner lists its device's own server first. The listeners here
+// accept and hang up, and say which one was tried first.
+func TestListenAndServeKeepsServerOrder(t *testing.T) {
+	first := make(chan int, 1)
+	var urls []string
+	for i := range 10 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		urls = append(urls, "nats://"+l.Addr().String())
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				select {
+				case first <- i:
+				default:
+				}
+				c.Close()
+			}
+		}()
+	}
+	t.Setenv("NARUN_NATS_URL", strings.Join(urls, ","))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// It cannot connect: only the order of the attempts matters.
+		_ = consumer.ListenAndServe(ctx, consumer.Config{Name: "order"}, http.NotFoundHandler())
+	}()
+	select {
+	case i := <-first:
+		if i != 0 {
+			t.Errorf("first server tried is number %d of the list, want the first", i)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no server tried")
+	}
+	cancel()
+	<-done
+}
+
 func TestListenAndServeReadsRunnerEnvironment(t *testing.T) {
 	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
 	t.Setenv("NARUN_NATS_URL", srv.ClientURL())

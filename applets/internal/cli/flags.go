@@ -106,6 +106,11 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name),
+		// The servers are tried in the order listed, so that a device's
+		// runner, listing its own server first, stays on it: a shuffled
+		// pool sends its requests across the network and cuts a healthy
+		// device off when the link to the chosen member fails.
+		nats.DontRandomize(),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		// Notice a dead server within seconds, not minutes, so the client
