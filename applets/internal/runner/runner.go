@@ -91,6 +91,9 @@ type Runner struct {
 
 	mu   sync.Mutex
 	apps map[string]*app
+	// listed is closed once a full listing of narun-apps was applied:
+	// from then on the cached specs are out of date and never applied.
+	listed chan struct{}
 	// appsCtx is the context apps run in; set by Run.
 	appsCtx context.Context
 	appsWG  sync.WaitGroup
@@ -227,13 +230,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopApps()
 	r.mu.Lock()
 	r.appsCtx = appsCtx
+	r.listed = make(chan struct{})
 	r.mu.Unlock()
-
-	r.loadCachedSpecs()
 
 	var wg sync.WaitGroup
 	wg.Go(func() { r.heartbeats(ctx) })
 	wg.Go(func() { r.sync(ctx) })
+	r.awaitListing(ctx)
 	<-ctx.Done()
 	wg.Wait()
 
@@ -353,10 +356,13 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				// The initial values are in: whatever was not among
 				// them was deleted while this node was not watching.
 				initial = false
+				r.markListed()
 				r.removeExcept(seen)
 				continue
 			}
-			if initial {
+			// A key whose last entry is a delete names no app: its cached
+			// spec must go too.
+			if initial && e.Operation() == jetstream.KeyValuePut {
 				seen[e.Key()] = true
 			}
 			r.applyEntry(e)
@@ -415,11 +421,17 @@ func (r *Runner) apply(name string, raw []byte, rev uint64) {
 			r.log.Warn("ignore app with an invalid name", "app", name)
 			return
 		}
-		a = newApp(r, name)
-		r.apps[name] = a
-		r.appsWG.Go(func() { a.run(r.appsCtx) })
+		a = r.startApp(name)
 	}
 	a.setSpec(raw, rev)
+}
+
+// startApp creates the app name and its goroutine; r.mu must be held.
+func (r *Runner) startApp(name string) *app {
+	a := newApp(r, name)
+	r.apps[name] = a
+	r.appsWG.Go(func() { a.run(r.appsCtx) })
+	return a
 }
 
 // remove tells an app's goroutine that the app was deleted.
@@ -431,10 +443,31 @@ func (r *Runner) remove(name string) {
 	}
 }
 
+// removeExcept removes the apps not in keep, and the cached specs of those
+// that do not run here: apps deleted while this node was down, which a
+// start without NATS must not bring back.
 func (r *Runner) removeExcept(keep map[string]bool) {
 	for _, a := range r.appList() {
 		if !keep[a.name] {
 			r.remove(a.name)
+		}
+	}
+	entries, err := os.ReadDir(r.specsDir())
+	if err != nil {
+		r.log.Warn("read cached specs", "err", err)
+		return
+	}
+	// An app that runs removes its own cached spec once it stopped; r.mu
+	// keeps one from being created meanwhile.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".toml")
+		if !ok || keep[name] || r.apps[name] != nil {
+			continue
+		}
+		if err := os.Remove(filepath.Join(r.specsDir(), e.Name())); err != nil && !os.IsNotExist(err) {
+			r.log.Warn("remove cached spec of a deleted app", "app", name, "err", err)
 		}
 	}
 }
@@ -462,8 +495,47 @@ func (r *Runner) appList() []*app {
 	return list
 }
 
+// startListingWait bounds how long a runner connected to NATS at its start
+// waits for narun-apps before it starts its apps from the cached specs.
+const startListingWait = 3 * time.Second
+
+// awaitListing lets the apps start from narun-apps, which may have changed
+// while this node was down (a new version, a deleted app): started from
+// the cached specs first, they would run an outdated spec until the
+// listing replaced it. The cached specs are used only when NATS is not
+// connected, or does not list narun-apps within startListingWait.
+func (r *Runner) awaitListing(ctx context.Context) {
+	if r.opts.Conn.IsConnected() {
+		t := time.NewTimer(startListingWait)
+		defer t.Stop()
+		select {
+		case <-r.listed:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.log.Warn("narun-apps not read in time; starting apps from the cached specs", "waited", startListingWait)
+		}
+	} else {
+		r.log.Warn("nats not connected; starting apps from the cached specs")
+	}
+	r.loadCachedSpecs()
+}
+
+// markListed records that narun-apps was listed in full.
+func (r *Runner) markListed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.listed:
+	default:
+		close(r.listed)
+	}
+}
+
 // loadCachedSpecs starts the apps of the last known specs, so that a runner
-// restarted while NATS is down still brings its apps up.
+// restarted while NATS is down still brings its apps up. A spec narun-apps
+// gave already, or a listing of it, wins over the cached one.
 func (r *Runner) loadCachedSpecs() {
 	entries, err := os.ReadDir(r.specsDir())
 	if err != nil {
@@ -480,8 +552,25 @@ func (r *Runner) loadCachedSpecs() {
 			r.log.Warn("read cached spec", "app", name, "err", err)
 			continue
 		}
-		r.apply(name, raw, 0)
+		r.applyCached(name, raw)
 	}
+}
+
+// applyCached is apply for a cached spec: under r.mu, so that a listing
+// that completes meanwhile either comes after it, and removes it if the
+// app was deleted, or prevents it.
+func (r *Runner) applyCached(name string, raw []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.listed:
+		return
+	default:
+	}
+	if _, ok := r.apps[name]; ok {
+		return
+	}
+	r.startApp(name).setSpec(raw, 0)
 }
 
 // instances returns the status of every instance on this node.

@@ -997,6 +997,45 @@ func TestRunnerKilled(t *testing.T) {
 	t.Logf("runner restart with NATS down to 3 healthy instances: %v", time.Since(offline))
 }
 
+// A runner that starts while NATS is up runs what narun-apps holds now, not
+// the specs it cached before: neither the version replaced nor the app
+// deleted while it was down starts, even for a moment.
+func TestStartFollowsAppsNotCache(t *testing.T) {
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	first := startRunner(t, c, nil)
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.wait(t, "probe", "healthy", allIn(1, state.Healthy))
+	first.stop()
+
+	c.deploy(t, "hello", "2.0.0", helloBin, "")
+	c.remove(t, "probe")
+	hello, probe := c.watchEvents(t, "hello"), c.watchEvents(t, "probe")
+	second := startRunner(t, c, func(o *Options) { o.DataDir = first.dir })
+	// One publisher, so the events of anything started before arrive first.
+	testutil.Eventually(t, 30*time.Second, "hello 2.0.0 healthy", func() bool {
+		return slices.ContainsFunc(hello.list(), func(e state.Event) bool {
+			return e.Version == "2.0.0" && e.State == state.Healthy
+		})
+	})
+	for _, e := range hello.list() {
+		if e.Version != "2.0.0" {
+			t.Errorf("cached spec ran: %+v", e)
+		}
+	}
+	if l := probe.list(); len(l) > 0 {
+		t.Errorf("app deleted while the runner was down started: %+v", l)
+	}
+	testutil.Eventually(t, 10*time.Second, "cached spec of the deleted app removed", func() bool {
+		_, err := os.Stat(filepath.Join(first.dir, "specs", "probe.toml"))
+		return os.IsNotExist(err)
+	})
+	if logs := second.logs.String(); strings.Contains(logs, "version=1.0.0") || strings.Contains(logs, "app=probe") {
+		t.Errorf("the cached specs were acted on:\n%s", logs)
+	}
+}
+
 func TestNATSOutage(t *testing.T) {
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
