@@ -145,10 +145,11 @@ func (e *env) connect() error {
 	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)))
 	nc, err := nats.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
+		at := cli.RedactURLs(e.cfg.Ctl.NATSURL)
 		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", e.cfg.Ctl.NATSURL, err)
+			return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, cli.RedactError(err))
 		}
-		return fmt.Errorf("connect to NATS at %s: %w", e.cfg.Ctl.NATSURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", at, cli.RedactError(err))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -181,7 +182,7 @@ func (e *env) waitJetStream(js jetstream.JetStream) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("jetstream at %s not answering within %s: %w", e.cfg.Ctl.NATSURL, e.timeout, err)
+			return fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)

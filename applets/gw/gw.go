@@ -33,7 +33,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// gateway serves 503 until the connection comes up.
 		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)
 		if err != nil {
-			return fmt.Errorf("connect to nats %s: %w", cfg.Gateway.NATSURL, err)
+			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(cfg.Gateway.NATSURL), cli.RedactError(err))
 		}
 		defer nc.Close()
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
@@ -42,7 +42,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		cli.OnSIGHUP(ctx, log, g.Reload)
-		log.Info("gateway starting", "nats", cfg.Gateway.NATSURL, "config", cfg.Path)
+		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
 		return g.Run(ctx)
 	})
 }

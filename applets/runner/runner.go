@@ -45,7 +45,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := nats.Connect(rc.NATSURL, opts...)
 		if err != nil {
-			return fmt.Errorf("connect to nats %s: %w", rc.NATSURL, err)
+			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(rc.NATSURL), cli.RedactError(err))
 		}
 		defer nc.Close()
 		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log})
@@ -69,7 +69,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return nil
 		})
 		cli.NotifyReady(log)
-		log.Info("runner started", "node", r.NodeID(), "nats", rc.NATSURL, "data_dir", cfg.DataDir)
+		log.Info("runner started", "node", r.NodeID(), "nats", cli.RedactURLs(rc.NATSURL), "data_dir", cfg.DataDir)
 		return r.Run(ctx)
 	})
 }

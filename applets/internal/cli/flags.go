@@ -136,8 +136,9 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 // instead of nats.go's stderr.
 func NATSLogging(log *slog.Logger) []nats.Option {
 	return []nats.Option{
-		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		// Not ConnectedUrlRedacted: it leaves a token readable.
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", RedactURLs(nc.ConnectedUrl())) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", RedactURLs(nc.ConnectedUrl())) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

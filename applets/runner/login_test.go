@@ -1,0 +1,65 @@
+package runner
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// startApplet runs `narun runner` with no configuration file and args
+// after its own, until the test ends; it returns its log.
+func startApplet(t *testing.T, args ...string) *testutil.LogBuffer {
+	t.Helper()
+	saved := config.SearchPath
+	config.SearchPath = nil
+	t.Cleanup(func() { config.SearchPath = saved })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr testutil.LogBuffer
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- Main(ctx, stdio, append([]string{"runner", "--data-dir", t.TempDir(), "--node-id", "n1", "--admin-listen", ""}, args...))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runner returned %v after cancel; log:\n%s", err, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("runner did not stop after cancel")
+		}
+	})
+	return &stderr
+}
+
+// guardedNATS runs a NATS server that wants the login edge:edge-secret.
+func guardedNATS(t *testing.T) (addr string) {
+	t.Helper()
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0",
+		Users: []embednats.User{{User: "edge", Password: "edge-secret"}}})
+	return strings.TrimPrefix(srv.ClientURL(), "nats://")
+}
+
+// The runner's log names its servers without their password.
+func TestLogHidesThePassword(t *testing.T) {
+	addr := guardedNATS(t)
+	log := startApplet(t, "--nats-url", "nats://edge:edge-secret@"+addr)
+	wants := []string{`msg="nats connected" url=nats://edge:xxxxx@` + addr, `msg="runner started" node=n1 nats=nats://edge:xxxxx@` + addr}
+	for _, want := range wants {
+		testutil.Eventually(t, 20*time.Second, want, func() bool { return strings.Contains(log.String(), want) })
+	}
+	logs := log.String()
+	if strings.Contains(logs, "edge-secret") {
+		t.Errorf("the password appears in the log:\n%s", logs)
+	}
+}
