@@ -65,3 +65,9 @@ func mapLogins(s string, f func(login string) string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// WithoutLogins removes the logins (user:password@, token@) of the URLs
+// in s, a comma-separated list as nats_url holds them.
+func WithoutLogins(s string) string {
+	return mapLogins(s, func(string) string { return "" })
+}

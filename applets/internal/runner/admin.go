@@ -111,7 +111,8 @@ pre{margin:0;font-size:.8em;max-width:60em;white-space:pre-wrap;word-break:break
 <p>version {{.Node.Version}} · {{.Node.OS}}/{{.Node.Arch}} · up {{.Uptime}} ·
 NATS {{if .Connected}}connected{{else}}<b class="failed">disconnected</b>{{end}} ·
 Landlock ABI {{.Node.Capabilities.LandlockABI}} · cgroup v{{.Node.Capabilities.CgroupVersion}} · {{.Now}}</p>
-{{if not .Apps}}<p>No apps on this node.</p>{{end}}
+{{range .Node.Duplicates}}<p class="failed duplicate">node id {{$.Node.ID}} is also used by another runner (host {{or .Host "unknown"}}, boot id {{or .Boot "unknown"}}): give each node its own node_id</p>
+{{end}}{{if not .Apps}}<p>No apps on this node.</p>{{end}}
 <table id="instances">
 <thead><tr><th>app</th><th>instance</th><th>version</th><th>state</th><th>pid</th><th>restarts</th><th>uptime</th><th>health</th><th>reason</th><th>last lines</th></tr></thead>
 <tbody>

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/buildinfo"
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
@@ -55,7 +56,7 @@ type Options struct {
 	Conn *nats.Conn
 	// AppNATSURL is the URL given to apps when Config.AppNATSURL, which the
 	// user sets, is empty; "" means Config.NATSURL, then the URL Conn is
-	// connected to.
+	// connected to, without the runner's login.
 	AppNATSURL string
 	// Logger receives the runner's messages; nil discards them.
 	Logger *slog.Logger
@@ -97,6 +98,13 @@ type Runner struct {
 	// appsCtx is the context apps run in; set by Run.
 	appsCtx context.Context
 	appsWG  sync.WaitGroup
+
+	// host and boot identify this run of the runner in its heartbeats.
+	host, boot string
+	// beatRev is the revision of the last heartbeat this runner wrote; only
+	// the heartbeat goroutine uses it.
+	beatRev uint64
+	dups    duplicates
 }
 
 type resources struct {
@@ -141,12 +149,13 @@ func New(opts Options) (*Runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	appURL, loginDropped := appNATSURL(opts)
 	r := &Runner{
 		opts:    opts,
 		node:    node,
 		labels:  opts.Config.Labels,
 		log:     log.With("node", node),
-		appURL:  appNATSURL(opts),
+		appURL:  appURL,
 		started: time.Now(),
 		apps:    map[string]*app{},
 		beat:    make(chan struct{}, 1),
@@ -154,7 +163,14 @@ func New(opts Options) (*Runner, error) {
 
 		rolloutSlack: time.Minute,
 	}
+	if loginDropped && opts.Config.AppNATSCreds == "" && opts.Config.AppNATSNkey == "" {
+		r.log.Warn("apps get this runner's NATS servers without its login and have none of their own: "+
+			"a server that wants a login refuses them; give them one with [runner] app_nats_url "+
+			"(user:password@ in the URL), app_nats_creds or app_nats_nkey", "app_nats_url", appURL)
+	}
 	r.cgroupScope = cgroupScope(dir)
+	r.host, _ = os.Hostname()
+	r.boot = randomHex(8)
 	if r.opts.Command == nil {
 		r.opts.Command = r.command
 	}
@@ -193,9 +209,16 @@ func hostNodeID(host string) string {
 }
 
 // appNATSURL is the first URL set of: what the user configured for apps,
-// what the caller offers (narun up: its embedded server), the runner's own.
-func appNATSURL(opts Options) string {
-	return cmp.Or(opts.Config.AppNATSURL, opts.AppNATSURL, opts.Config.NATSURL, opts.Conn.ConnectedUrl())
+// what the caller offers (narun up: its embedded server), the runner's own
+// without its login (loginDropped says there was one). That login may
+// deploy to every node; an app, whoever wrote it, must not hold it.
+func appNATSURL(opts Options) (url string, loginDropped bool) {
+	if given := cmp.Or(opts.Config.AppNATSURL, opts.AppNATSURL); given != "" {
+		return given, false
+	}
+	own := cmp.Or(opts.Config.NATSURL, opts.Conn.ConnectedUrl())
+	url = cli.WithoutLogins(own)
+	return url, url != own
 }
 
 // NodeID is the id this runner heartbeats under.
@@ -629,12 +652,34 @@ func (r *Runner) heartbeat(ctx context.Context, res *resources) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Config.HeartbeatInterval.D())
 	defer cancel()
-	if _, err := res.nodes.Put(ctx, r.node, b); err != nil && ctx.Err() == nil {
-		r.log.Debug("heartbeat", "err", err)
+	// Written on top of this runner's last heartbeat, it costs no read to
+	// find that another runner wrote since.
+	if r.beatRev != 0 {
+		rev, err := res.nodes.Update(ctx, r.node, b, r.beatRev)
+		if err == nil {
+			r.beatRev = rev
+			return
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if ctx.Err() == nil {
+				r.log.Debug("heartbeat", "err", err)
+			}
+			return
+		}
+		r.checkDuplicate(ctx, res)
 	}
+	rev, err := res.nodes.Put(ctx, r.node, b)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Debug("heartbeat", "err", err)
+		}
+		return
+	}
+	r.beatRev = rev
 }
 
 func (r *Runner) nodeState() state.Node {
+	now := time.Now()
 	return state.Node{
 		ID:           r.node,
 		Version:      buildinfo.Get().Version,
@@ -644,7 +689,10 @@ func (r *Runner) nodeState() state.Node {
 		Capabilities: r.caps,
 		Instances:    r.instances(),
 		Started:      r.started,
-		Time:         time.Now(),
+		Time:         now,
+		Host:         r.host,
+		Boot:         r.boot,
+		Duplicates:   r.dups.recent(now),
 	}
 }
 

@@ -111,19 +111,21 @@ func TestHostNodeID(t *testing.T) {
 func TestAppNATSURL(t *testing.T) {
 	c := newCluster(t, nil)
 	for _, tt := range []struct {
-		name string
-		opts Options
-		want string
+		name    string
+		opts    Options
+		want    string
+		dropped bool
 	}{
-		{"configured for apps wins over narun up's embedded server", Options{Config: config.Runner{AppNATSURL: "nats://app:pw@127.0.0.1:4222"}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://app:pw@127.0.0.1:4222"},
-		{"narun up's embedded server", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://127.0.0.1:4222"},
-		{"the runner's own URL", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}}, "nats://runner:4222"},
-		{"where the runner is connected", Options{}, c.nc.ConnectedUrl()},
+		{"configured for apps wins over narun up's embedded server", Options{Config: config.Runner{AppNATSURL: "nats://app:pw@127.0.0.1:4222"}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://app:pw@127.0.0.1:4222", false},
+		{"narun up's embedded server", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}, AppNATSURL: "nats://127.0.0.1:4222"}, "nats://127.0.0.1:4222", false},
+		{"the runner's own URL", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://runner:4222"}}}, "nats://runner:4222", false},
+		{"the runner's own URLs without their logins", Options{Config: config.Runner{Client: config.Client{NATSURL: "nats://edge:pw@a:4222, tls://t0ken@b,edge:pw@c"}}}, "nats://a:4222, tls://b,c", true},
+		{"where the runner is connected", Options{}, c.nc.ConnectedUrl(), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.Conn = c.nc
-			if got := appNATSURL(tt.opts); got != tt.want {
-				t.Errorf("apps get %q, want %q", got, tt.want)
+			if got, dropped := appNATSURL(tt.opts); got != tt.want || dropped != tt.dropped {
+				t.Errorf("apps get %q (login dropped %v), want %q (%v)", got, dropped, tt.want, tt.dropped)
 			}
 		})
 	}

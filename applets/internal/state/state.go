@@ -85,6 +85,23 @@ type Node struct {
 	Started time.Time `json:"started"`
 	// Time is when this heartbeat was written.
 	Time time.Time `json:"time"`
+	// Host is the host name of the runner's machine.
+	Host string `json:"host,omitempty"`
+	// Boot is random and new at every start of a runner: a heartbeat of
+	// another boot replacing this one's is another runner with the same id.
+	Boot string `json:"boot,omitempty"`
+	// Duplicates are the other runners found writing this node's
+	// heartbeat lately: they use the same node id, so each hides the other
+	// from app status and node list.
+	Duplicates []Duplicate `json:"duplicates,omitempty"`
+}
+
+// Duplicate is another runner that writes the heartbeat of a node.
+type Duplicate struct {
+	Host string `json:"host,omitempty"`
+	Boot string `json:"boot,omitempty"`
+	// Seen is when its heartbeat was last found.
+	Seen time.Time `json:"seen"`
 }
 
 // Event is an instance state change, published on

@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+const appLoginWarning = "apps get this runner's NATS servers without its login"
+
+// An app gets the runner's servers but never the runner's login, which may
+// deploy to every node; a login given for apps reaches them as written.
+func TestAppsGetNoRunnerLogin(t *testing.T) {
+	addr, other := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	runnerURL := "nats://edge:edge-secret@" + addr + ",edge:edge-secret@" + other
+	for _, tc := range []struct {
+		name string
+		mod  func(*Options)
+		want string // NARUN_NATS_URL
+		warn bool
+	}{
+		{"nats_url", func(o *Options) { o.Config.NATSURL = runnerURL }, "nats://" + addr + "," + other, true},
+		{"connected url", func(o *Options) {}, "nats://" + addr, true},
+		{"app_nats_creds", func(o *Options) { o.Config.NATSURL, o.Config.AppNATSCreds = runnerURL, "/etc/narun/app.creds" },
+			"nats://" + addr + "," + other, false},
+		{"app_nats_url", func(o *Options) {
+			o.Config.NATSURL, o.Config.AppNATSURL = runnerURL, "nats://app:app-secret@"+addr
+		}, "nats://app:app-secret@" + addr, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, natstest.StartConfig(t, embednats.Config{Listen: addr,
+				Users: []embednats.User{{User: "edge", Password: "edge-secret"}, {User: "app", Password: "app-secret"}}}))
+			nc, err := nats.Connect("nats://edge:edge-secret@" + addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			tr := startRunner(t, c, func(o *Options) {
+				o.Conn, o.AppNATSURL = nc, ""
+				tc.mod(o)
+			})
+			app := strings.ReplaceAll(tc.name, "_", "-")
+			app = strings.ReplaceAll(app, " ", "-")
+			c.deploy(t, app, "1.0.0", probeBin, `args = ["env"]`)
+			tr.waitLine(t, app, "probe: ready")
+			lines := strings.Join(tr.lines(app), "\n")
+			if !strings.Contains(lines, "env NARUN_NATS_URL="+tc.want+"\n") {
+				t.Errorf("app environment lacks NARUN_NATS_URL=%s:\n%s", tc.want, lines)
+			}
+			if strings.Contains(lines, "edge-secret") {
+				t.Errorf("the runner's password reached the app:\n%s", lines)
+			}
+			logs := tr.logs.String()
+			if n := strings.Count(logs, appLoginWarning); n != map[bool]int{true: 1}[tc.warn] {
+				t.Errorf("warning about the apps' login logged %d times, want it %v:\n%s", n, tc.warn, logs)
+			}
+			if strings.Contains(logs, "edge-secret") {
+				t.Errorf("the runner's password is in its log:\n%s", logs)
+			}
+		})
+	}
+}
