@@ -64,3 +64,16 @@ func TestLogHidesThePassword(t *testing.T) {
 		t.Errorf("the password appears in the log:\n%s", logs)
 	}
 }
+
+// A gateway refused by NATS says so once, as an error.
+func TestLogSaysTheLoginWasRefused(t *testing.T) {
+	addr := guardedNATS(t)
+	log := startGateway(t, "nats://edge:wrong-secret@"+addr)
+	const want = `level=ERROR msg="nats refused the login`
+	testutil.Eventually(t, 20*time.Second, "the refusal logged", func() bool {
+		return strings.Contains(log.String(), want)
+	})
+	if !strings.Contains(log.String(), "Authorization Violation") {
+		t.Errorf("log lacks the server's reason:\n%s", log.String())
+	}
+}

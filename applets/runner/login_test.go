@@ -63,3 +63,22 @@ func TestLogHidesThePassword(t *testing.T) {
 		t.Errorf("the password appears in the log:\n%s", logs)
 	}
 }
+
+// A runner refused by NATS says so, not only that the connection closed.
+func TestLogSaysTheLoginWasRefused(t *testing.T) {
+	addr := guardedNATS(t)
+	log := startApplet(t, "--nats-url", "nats://edge:wrong-secret@"+addr)
+	refused := func(level, msg string) bool {
+		for _, l := range strings.Split(log.String(), "\n") {
+			if strings.Contains(l, "level="+level+" msg="+msg) && strings.Contains(strings.ToLower(l), "authorization violation") {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.Eventually(t, 20*time.Second, "the refusal logged as an error", func() bool { return refused("ERROR", `"nats refused the login`) })
+	testutil.Eventually(t, 20*time.Second, "the refusal in the buckets' warning", func() bool { return refused("WARN", `"open narun buckets`) })
+	if n := strings.Count(log.String(), "nats refused the login"); n != 1 {
+		t.Errorf("refusal logged %d times, want once:\n%s", n, log.String())
+	}
+}

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -135,24 +138,53 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 // consumer, a permissions violation) of a long-running applet to log
 // instead of nats.go's stderr.
 func NATSLogging(log *slog.Logger) []nats.Option {
+	// A refused login is logged once per connection lost: nats.go gives
+	// up after a server refused it twice, and without this line the
+	// applet would only ever say that the connection is closed.
+	var refused atomic.Bool
+	loginRefused := func(err error) bool {
+		if !slices.ContainsFunc(authErrors, func(e error) bool { return errors.Is(err, e) }) {
+			return false
+		}
+		if !refused.Swap(true) {
+			log.Error("nats refused the login: check the user:password@ of nats_url, nats_creds or nats_nkey", "err", err)
+		}
+		return true
+	}
+	connected := func(msg string) nats.ConnHandler {
+		return func(nc *nats.Conn) {
+			refused.Store(false)
+			// Not ConnectedUrlRedacted: it leaves a token readable.
+			log.Info(msg, "url", RedactURLs(nc.ConnectedUrl()))
+		}
+	}
 	return []nats.Option{
-		// Not ConnectedUrlRedacted: it leaves a token readable.
-		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", RedactURLs(nc.ConnectedUrl())) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", RedactURLs(nc.ConnectedUrl())) }),
+		nats.ConnectHandler(connected("nats connected")),
+		nats.ReconnectHandler(connected("nats reconnected")),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
+		// The failed attempts of a first connection come here, a refused
+		// login among them; a refusal on a later reconnect goes to the
+		// ErrorHandler. Dial failures come here too, at every attempt, and
+		// the disconnect was logged already.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { loginRefused(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
 				return
 			}
-			log.Warn("nats error", "err", err)
+			if !loginRefused(err) {
+				log.Warn("nats error", "err", err)
+			}
 		}),
 	}
 }
+
+// authErrors are the server's refusals of a login.
+var authErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired}
 
 // Service runs a long-running applet: it takes no arguments, loads the
 // configuration under the flags, then calls run. When ctx ends, a service

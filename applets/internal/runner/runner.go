@@ -290,7 +290,13 @@ func (r *Runner) connect(ctx context.Context) bool {
 			r.poke()
 			return true
 		}
-		r.log.Warn("open narun buckets; apps keep running from the cached specs", "err", err, "attempt", attempt)
+		args := []any{"err", err, "attempt", attempt}
+		// Once nats.go gives up (a refused login), every call fails with
+		// "connection closed"; why it gave up is what the operator must fix.
+		if cause := r.opts.Conn.LastError(); cause != nil && !r.opts.Conn.IsConnected() {
+			args = append(args, "nats_err", cause)
+		}
+		r.log.Warn("open narun buckets; apps keep running from the cached specs", args...)
 		if !sleep(ctx, retryDelay(attempt)) {
 			return false
 		}
