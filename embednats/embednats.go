@@ -44,7 +44,7 @@ type Config struct {
 	Leafnodes Leafnodes
 	// Users and NKeys turn on client authentication when either is set.
 	Users []User
-	NKeys []string
+	NKeys []NKey
 	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines; nil discards them.
@@ -84,6 +84,30 @@ type LeafRemote struct {
 type User struct {
 	User     string
 	Password string
+	// Permissions restricts the login; nil allows it everything.
+	Permissions *Permissions
+}
+
+// NKey is a client login with an nkey.
+type NKey struct {
+	PublicKey string // "U..."
+	// Permissions restricts the login; nil allows it everything.
+	Permissions *Permissions
+}
+
+// Permissions restricts a login.
+type Permissions struct {
+	// DenyPublish are the subjects the login may not publish to, with
+	// subscription wildcards; it may publish to every other subject. The
+	// server refuses such a publish with a permissions violation.
+	DenyPublish []string
+}
+
+func (p *Permissions) server() *server.Permissions {
+	if p == nil {
+		return nil
+	}
+	return &server.Permissions{Publish: &server.SubjectPermission{Deny: p.DenyPublish}}
 }
 
 // Server is a running embedded NATS server.
@@ -261,14 +285,29 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	}
 	var internal *User
 	if len(cfg.Users) > 0 || len(cfg.NKeys) > 0 {
+		// The server keeps the last of two logins with one name: the
+		// other would quietly lose its password or its permissions.
+		users := map[string]bool{}
 		for _, u := range cfg.Users {
 			if u.User == "" || u.Password == "" {
 				return nil, nil, errors.New("users: every user needs a user name and a password")
 			}
-			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password})
+			if u.User == internalUser {
+				return nil, nil, fmt.Errorf("users: user name %q is reserved for narun's in-process connections", u.User)
+			}
+			if users[u.User] {
+				return nil, nil, fmt.Errorf("users: user %q is listed twice", u.User)
+			}
+			users[u.User] = true
+			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: u.Permissions.server()})
 		}
+		keys := map[string]bool{}
 		for _, k := range cfg.NKeys {
-			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+			if keys[k.PublicKey] {
+				return nil, nil, fmt.Errorf("nkeys and app_nkeys: %s is listed twice", k.PublicKey)
+			}
+			keys[k.PublicKey] = true
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})
 		}
 		internal = &User{User: internalUser, Password: rand.Text()}
 		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: internal.Password})

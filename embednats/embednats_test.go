@@ -3,6 +3,7 @@ package embednats_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/url"
@@ -162,7 +163,7 @@ func TestConfigErrors(t *testing.T) {
 		{"huge payload", embednats.Config{DataDir: "x", MaxPayload: 1 << 30}, "max_payload"},
 		{"users with an open cluster", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a", Password: "b"}},
 			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
-		{"nkeys with an open cluster", embednats.Config{DataDir: "x", NKeys: []string{"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"},
+		{"nkeys with an open cluster", embednats.Config{DataDir: "x", NKeys: []embednats.NKey{{PublicKey: "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"}},
 			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
 		{"missing leaf credentials", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/nonexistent/hub.creds"}}}}, "leafnodes.remotes[0].credentials: open /nonexistent/hub.creds"},
@@ -171,6 +172,11 @@ func TestConfigErrors(t *testing.T) {
 		{"leaf url of another protocol", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}}, {URLs: []string{"http://hub.example.com:7422"}}}}}, `leafnodes.remotes[1].urls: "http://hub.example.com:7422": scheme "http"`},
 		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
+		{"user twice", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "app", Password: "a"},
+			{User: "app", Password: "b", Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, `users: user "app" is listed twice`},
+		{"internal user name", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "narun-internal", Password: "a"}}}, `"narun-internal" is reserved`},
+		{"nkey twice", embednats.Config{DataDir: "x", NKeys: []embednats.NKey{{PublicKey: appNKey},
+			{PublicKey: appNKey, Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, "app_nkeys: " + appNKey + " is listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.DataDir != "" {
@@ -200,6 +206,75 @@ func TestAuthentication(t *testing.T) {
 	inproc := natstest.Connect(t, s)
 	if err := inproc.Flush(); err != nil {
 		t.Fatalf("in-process connection with auth on: %v", err)
+	}
+}
+
+// A user nkey for tests: the seed logs in, the public key is configured.
+const (
+	appNKeySeed = "SUALG5AJFUCQB2X5MPPJTGOXF4LBT3IDQBWBKT4RKOZLELNPZ6CSCCSBLM"
+	appNKey     = "UBJDA5ZQ4WDOANDI24YSOUI5YSZPCSOGBCDOHZKRTX73YRZREI2WP34F"
+)
+
+// publishRefused publishes to subject and returns the server's permissions
+// violation for it, or nil when the server took the message.
+func publishRefused(t *testing.T, nc *nats.Conn, subject string) error {
+	t.Helper()
+	if err := nc.Publish(subject, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers a refused publish with -ERR before the PONG
+	// that ends the flush, so the error is in place when Flush returns.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.LastError(); err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
+		return err
+	}
+	return nil
+}
+
+// A login's DenyPublish subjects are refused, wildcards included, and
+// everything else stays allowed; a login without permissions, the
+// in-process one too, may publish anything.
+func TestPermissionsDenyPublish(t *testing.T) {
+	deny := &embednats.Permissions{DenyPublish: []string{"state.>", "api.*.state"}}
+	s := natstest.StartConfig(t, embednats.Config{
+		Users: []embednats.User{{User: "admin", Password: "a"}, {User: "app", Password: "b", Permissions: deny}},
+		NKeys: []embednats.NKey{{PublicKey: appNKey, Permissions: deny}},
+	})
+	seed := filepath.Join(t.TempDir(), "app.nk")
+	if err := os.WriteFile(seed, []byte(appNKeySeed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nkeyOpt, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(opt nats.Option) *nats.Conn {
+		// The violations are read from LastError, not logged.
+		nc, err := nats.Connect(s.ClientURL(), opt, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	for name, nc := range map[string]*nats.Conn{"user": connect(nats.UserInfo("app", "b")), "nkey": connect(nkeyOpt)} {
+		for _, subj := range []string{"state.x", "state.x.y", "api.delete.state"} {
+			if err := publishRefused(t, nc, subj); err == nil {
+				t.Errorf("%s login with the deny list published to %s", name, subj)
+			}
+		}
+		for _, subj := range []string{"state", "other.x", "api.delete.other", "api.delete.state.x"} {
+			if err := publishRefused(t, nc, subj); err != nil {
+				t.Errorf("%s login with the deny list: %s: %v", name, subj, err)
+			}
+		}
+	}
+	for name, nc := range map[string]*nats.Conn{"admin": connect(nats.UserInfo("admin", "a")), "in-process": natstest.Connect(t, s)} {
+		if err := publishRefused(t, nc, "state.x"); err != nil {
+			t.Errorf("%s login: %v", name, err)
+		}
 	}
 }
 

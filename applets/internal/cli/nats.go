@@ -21,13 +21,23 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		Cluster: embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes,
 			User: n.Cluster.User, Password: n.Cluster.Password},
 		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
-		NKeys:     n.NKeys,
 	}
 	for _, r := range n.Leafnodes.Remotes {
 		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})
 	}
+	app := &embednats.Permissions{DenyPublish: names.AppDenyPublish()}
 	for _, u := range n.Users {
-		ec.Users = append(ec.Users, embednats.User{User: u.User, Password: u.Password})
+		var perms *embednats.Permissions
+		if u.Role == config.RoleApp {
+			perms = app
+		}
+		ec.Users = append(ec.Users, embednats.User{User: u.User, Password: u.Password, Permissions: perms})
+	}
+	for _, k := range n.NKeys {
+		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: k})
+	}
+	for _, k := range n.AppNKeys {
+		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: k, Permissions: app})
 	}
 	return ec
 }

@@ -47,9 +47,11 @@ type NATS struct {
 	JetStream  JetStream `toml:"jetstream"`
 	Cluster    Cluster   `toml:"cluster"`
 	Leafnodes  Leafnodes `toml:"leafnodes"`
-	// Users and NKeys enable client authentication when either is set.
-	Users []User   `toml:"users"`
-	NKeys []string `toml:"nkeys"`
+	// Users, NKeys and AppNKeys enable client authentication when any is set.
+	Users []User `toml:"users"`
+	// NKeys are public user nkeys with the admin role, AppNKeys with the app role.
+	NKeys    []string `toml:"nkeys"`
+	AppNKeys []string `toml:"app_nkeys"`
 }
 
 // JetStream limits; zero means the server's own defaults.
@@ -86,6 +88,30 @@ type LeafRemote struct {
 type User struct {
 	User     string `toml:"user"`
 	Password string `toml:"password"`
+	// Role is what the login may do; "" is RoleAdmin.
+	Role Role `toml:"role"`
+}
+
+// Role is what a NATS login may do.
+type Role string
+
+const (
+	// RoleAdmin may do everything, deploying apps included.
+	RoleAdmin Role = "admin"
+	// RoleApp may do what an app does, but not publish to narun's state
+	// (docs/SECURITY.md, "The app role", says what that does not stop).
+	RoleApp Role = "app"
+)
+
+// UnmarshalText accepts the known roles only: a misspelt role must not
+// quietly leave an app's login able to deploy.
+func (r *Role) UnmarshalText(b []byte) error {
+	switch v := Role(b); v {
+	case RoleAdmin, RoleApp:
+		*r = v
+		return nil
+	}
+	return fmt.Errorf("unknown role %q: want %q or %q", b, RoleAdmin, RoleApp)
 }
 
 // Gateway configures the HTTP gateway.

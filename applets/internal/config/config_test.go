@@ -78,8 +78,10 @@ func TestExampleConfigExamplesLoad(t *testing.T) {
 	if cfg.Runner.Labels["role"] != "edge" || cfg.Ctl.Timeout.D() != 15*time.Second {
 		t.Errorf("runner/ctl tables not read: %+v %+v", cfg.Runner, cfg.Ctl)
 	}
-	if len(cfg.NATS.Leafnodes.Remotes) != 1 || len(cfg.NATS.Users) != 1 {
+	if len(cfg.NATS.Leafnodes.Remotes) != 1 || len(cfg.NATS.Users) != 2 {
 		t.Errorf("array tables not read: %+v", cfg.NATS)
+	} else if cfg.NATS.Users[0].Role != config.RoleAdmin || cfg.NATS.Users[1].Role != config.RoleApp || len(cfg.NATS.AppNKeys) != 1 {
+		t.Errorf("roles not read: %+v", cfg.NATS)
 	}
 }
 
@@ -96,6 +98,8 @@ func TestStrictErrors(t *testing.T) {
 		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
 		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
 		{"syntax", "[gateway\n", []string{"table name"}},
+		{"unknown role", "[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n\n[[nats.users]]\nuser = \"c\"\npassword = \"d\"\nrole = \"apps\"\n",
+			[]string{":8:", `key "nats.users.role"`, `unknown role "apps"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeConfig(t, tc.body)

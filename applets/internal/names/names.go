@@ -31,3 +31,35 @@ func LogSubject(app, node, instance string) string {
 func EventSubject(app, node string) string {
 	return "narun.events." + app + "." + node
 }
+
+// streams are the JetStream streams that hold narun's state.
+var streams = []string{
+	"KV_" + AppsBucket, "KV_" + RoutesBucket, "KV_" + NodesBucket, "KV_" + SecretsBucket,
+	"OBJ_" + BinariesBucket, "OBJ_" + FilesBucket, LogsStream,
+}
+
+// AppDenyPublish is what a NATS login with the app role may not publish:
+// narun's state, events and logs, and the JetStream API of narun's
+// streams, also under a JetStream domain's prefix ($JS.<domain>.API) that
+// reaches the streams of a leaf or hub. Everything else stays allowed.
+func AppDenyPublish() []string {
+	deny := []string{
+		"$KV." + AppsBucket + ".>", "$KV." + RoutesBucket + ".>", "$KV." + NodesBucket + ".>", "$KV." + SecretsBucket + ".>",
+		"$O." + BinariesBucket + ".>", "$O." + FilesBucket + ".>",
+		"narun.>",
+	}
+	for _, api := range []string{"$JS.API", "$JS.*.API"} {
+		for _, s := range streams {
+			deny = append(deny,
+				api+".STREAM.*."+s,          // CREATE, UPDATE, INFO, DELETE, PURGE, SNAPSHOT, RESTORE
+				api+".STREAM.*.*."+s,        // MSG.GET, MSG.DELETE, LEADER.STEPDOWN, PEER.REMOVE
+				api+".CONSUMER.*."+s,        // CREATE, NAMES, LIST
+				api+".CONSUMER.*."+s+".>",   // CREATE with a name, INFO, DELETE, PAUSE, RESET, UNPIN
+				api+".CONSUMER.*.*."+s+".>", // DURABLE.CREATE, MSG.NEXT, LEADER.STEPDOWN
+				api+".DIRECT.GET."+s,
+				api+".DIRECT.GET."+s+".>",
+			)
+		}
+	}
+	return deny
+}
