@@ -140,6 +140,10 @@ type instanceStatus struct {
 	Started  *time.Time  `json:"started,omitempty"`
 }
 
+// stateUnknown is the state app status gives the instances of a node that
+// stopped sending heartbeats.
+const stateUnknown state.State = "unknown"
+
 // appStatusJSON is the object `app status NAME --json` prints.
 type appStatusJSON struct {
 	Name     string    `json:"name"`
@@ -169,6 +173,7 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 	if d.outdated != nil {
 		s.Outdated = d.outdated.Error()
 	}
+	now := time.Now()
 	for _, n := range nodes {
 		fp := ""
 		if d.app != nil {
@@ -190,7 +195,12 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 				t := in.Started
 				is.Started = &t
 			}
-			if is.Current && (in.State == state.Healthy || in.State == state.Running && d.app.Health.Type == spec.HealthNone) {
+			if late(n, now) {
+				// What a silent node last said is no longer known to hold.
+				is.Reason = fmt.Sprintf("node not heard from for %s (it said %s)", shortDuration(now.Sub(n.Time)), in.State)
+				is.State = stateUnknown
+			}
+			if is.Current && (is.State == state.Healthy || is.State == state.Running && d.app.Health.Type == spec.HealthNone) {
 				s.Ready++
 			}
 			s.Instances = append(s.Instances, is)

@@ -452,6 +452,36 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 	}
 }
 
+// A node whose last heartbeat is three intervals old is taken for down
+// before its entry expires: its instances are not counted ready, and node
+// list says it is late. A node id two runners share is called out.
+func TestStatusOfSilentNode(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Second, Time: time.Now().Add(-20 * time.Second),
+		Host: "a", Duplicates: []state.Duplicate{{Host: "b", Boot: "x", Seen: time.Now()}},
+		Instances: []state.Instance{{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)}}})
+	var got appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ready != 0 || len(got.Instances) != 1 || got.Instances[0].State != stateUnknown || !strings.Contains(got.Instances[0].Reason, "it said healthy") {
+		t.Errorf("status of a silent node's instance: ready %d, %+v", got.Ready, got.Instances)
+	}
+	r := h.ok("", "node", "list")
+	if !strings.Contains(r.out, "(late: down?)") {
+		t.Errorf("node list:\n%s", r.out)
+	}
+	if !strings.Contains(r.err, "node id node-1 is used by two runners (hosts a and b)") {
+		t.Errorf("node list stderr:\n%s", r.err)
+	}
+}
+
 func TestAppRestartWait(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})

@@ -155,7 +155,9 @@ func (h *harness) objectCount(bucket string) int {
 // heartbeat writes a node heartbeat the way the runner does.
 func (h *harness) heartbeat(n state.Node) {
 	h.t.Helper()
-	n.Time = time.Now().UTC()
+	if n.Time.IsZero() {
+		n.Time = time.Now().UTC()
+	}
 	if n.OS == "" {
 		n.OS = "linux"
 	}

@@ -52,9 +52,27 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		if n.Capabilities.Sandbox {
 			sandbox = fmt.Sprintf("landlock v%d, cgroup v%d", n.Capabilities.LandlockABI, n.Capabilities.CgroupVersion)
 		}
-		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, ago(n.Time)+" ago")
+		seen := ago(n.Time) + " ago"
+		if late(n, time.Now()) {
+			seen += " (late: down?)"
+		}
+		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, seen)
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		for _, d := range n.Duplicates {
+			fmt.Fprintf(e.stdio.Stderr, "warning: node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id\n", n.ID, orDash(n.Host), orDash(d.Host))
+		}
+	}
+	return nil
+}
+
+// late reports whether node n missed three heartbeats: it stopped or lost
+// NATS, though its entry lives until the bucket's TTL expires it.
+func late(n state.Node, now time.Time) bool {
+	return n.Interval > 0 && now.Sub(n.Time) > 3*n.Interval+time.Second
 }
 
 func labels(m map[string]string) string {

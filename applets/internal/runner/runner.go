@@ -696,6 +696,7 @@ func (r *Runner) nodeState() state.Node {
 		Instances:    r.instances(),
 		Started:      r.started,
 		Time:         now,
+		Interval:     r.opts.Config.HeartbeatInterval.D(),
 		Host:         r.host,
 		Boot:         r.boot,
 		Duplicates:   r.dups.recent(now),

@@ -85,6 +85,10 @@ type Node struct {
 	Started time.Time `json:"started"`
 	// Time is when this heartbeat was written.
 	Time time.Time `json:"time"`
+	// Interval is how often the runner writes its heartbeat: one much
+	// older than that is from a node that stopped, though its entry has
+	// not expired yet.
+	Interval time.Duration `json:"interval,omitempty"`
 	// Host is the host name of the runner's machine.
 	Host string `json:"host,omitempty"`
 	// Boot is random and new at every start of a runner: a heartbeat of
