@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -63,5 +64,34 @@ func TestAppsGetNoRunnerLogin(t *testing.T) {
 				t.Errorf("the runner's password is in its log:\n%s", logs)
 			}
 		})
+	}
+}
+
+// A sandboxed app without network reaches NATS through the bridge with the
+// login app_nats_url gives it.
+func TestSandboxAppKeepsItsLoginThroughTheBridge(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	c := newCluster(t, natstest.StartConfig(t, embednats.Config{Listen: addr,
+		Users: []embednats.User{{User: "app", Password: "app-secret"}}}))
+	tr := startSandboxRunner(t, c, func(o *Options) { o.AppNATSURL, o.Config.AppNATSURL = "", "nats://app:app-secret@"+addr })
+	// A route makes the health check a ping of the service over NATS.
+	c.deploy(t, "hello", "1.0.0", helloBin, "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[[routes]]\npath = \"/hello/\"\n")
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+}
+
+func TestBridgedNATSURL(t *testing.T) {
+	for _, tc := range []struct{ in, url, target string }{
+		{"nats://10.0.0.1:4222", "nats://127.0.0.1:4222", "10.0.0.1:4222"},
+		{"nats://app:pw@10.0.0.1:4222,nats://app:pw@10.0.0.2:4222", "nats://app:pw@127.0.0.1:4222", "10.0.0.1:4222"},
+		{"tls://t0ken@nats.example.com", "nats://t0ken@127.0.0.1:4222", "nats.example.com:4222"},
+		{"app:pw@10.0.0.1:4223", "nats://app:pw@127.0.0.1:4222", "10.0.0.1:4223"},
+		{"10.0.0.1", "nats://127.0.0.1:4222", "10.0.0.1:4222"},
+	} {
+		if got := bridgedNATSURL(tc.in); got != tc.url {
+			t.Errorf("bridgedNATSURL(%q) = %q, want %q", tc.in, got, tc.url)
+		}
+		if got := natsTarget(tc.in); got != tc.target {
+			t.Errorf("natsTarget(%q) = %q, want %q", tc.in, got, tc.target)
+		}
 	}
 }

@@ -166,14 +166,36 @@ func sandboxErr(err error) error {
 // natsTarget is the host:port the NATS bridge forwards to: the first
 // server of the apps' URL list.
 func natsTarget(urls string) string {
-	first, _, _ := strings.Cut(urls, ",")
-	if u, err := url.Parse(strings.TrimSpace(first)); err == nil && u.Host != "" {
+	if u, err := firstNATSURL(urls); err == nil && u.Host != "" {
 		if u.Port() == "" {
 			return net.JoinHostPort(u.Hostname(), strconv.Itoa(sandbox.DefaultNATSPort))
 		}
 		return u.Host
 	}
+	first, _, _ := strings.Cut(urls, ",")
 	return first
+}
+
+// bridgedNATSURL is NARUN_NATS_URL inside a sandbox without network: the
+// bridge, with the login app_nats_url gives for the server behind it,
+// which the app must still present there.
+func bridgedNATSURL(urls string) string {
+	inside := &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(sandbox.DefaultNATSPort))}
+	if u, err := firstNATSURL(urls); err == nil {
+		inside.User = u.User
+	}
+	return inside.String()
+}
+
+// firstNATSURL parses the first server of a URL list; without a scheme it
+// is nats://, as nats.go reads it.
+func firstNATSURL(urls string) (*url.URL, error) {
+	first, _, _ := strings.Cut(urls, ",")
+	first = strings.TrimSpace(first)
+	if !strings.Contains(first, "://") {
+		first = "nats://" + first
+	}
+	return url.Parse(first)
 }
 
 // sandboxConfig turns an instance of a sandboxed spec into the sandbox's
@@ -215,7 +237,7 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		// No route out but the bridges: NATS on its usual port inside,
 		// and the app's own ports reachable from the runner.
 		cfg.Outbound = []sandbox.Bridge{sandbox.NATSBridge(inst.Dir)}
-		cfg.Env = withEnv(cfg.Env, "NARUN_NATS_URL", fmt.Sprintf("nats://127.0.0.1:%d", sandbox.DefaultNATSPort))
+		cfg.Env = withEnv(cfg.Env, "NARUN_NATS_URL", bridgedNATSURL(r.appURL))
 		if sp.HTTP.Port > 0 {
 			cfg.Inbound = append(cfg.Inbound, sandbox.HTTPBridge(inst.Dir, uint16(sp.HTTP.Port)))
 		}
