@@ -3,6 +3,9 @@
 package natstest
 
 import (
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -43,4 +46,114 @@ func Connect(t testing.TB, s *embednats.Server, opts ...nats.Option) *nats.Conn 
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Cluster is a JetStream cluster on loopback. Each member keeps its name,
+// addresses and store across a stop and a start, so that a test can take a
+// member down and bring the same member back.
+type Cluster struct {
+	t       testing.TB
+	cfgs    []embednats.Config
+	servers []*embednats.Server
+}
+
+// NewCluster configures n members routed to each other and starts none.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, cfgs: make([]embednats.Config, n), servers: make([]*embednats.Server, n)}
+	routes := make([]string, n)
+	for i := range n {
+		c.cfgs[i] = embednats.Config{
+			Listen:     freeAddr(t),
+			DataDir:    t.TempDir(),
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Cluster:    embednats.Cluster{Name: "narun", Listen: freeAddr(t)},
+		}
+		routes[i] = "nats-route://" + c.cfgs[i].Cluster.Listen
+	}
+	for i := range c.cfgs {
+		c.cfgs[i].Cluster.Routes = routes
+	}
+	return c
+}
+
+// StartCluster runs n members.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := NewCluster(t, n)
+	for i := range n {
+		c.Start(i)
+	}
+	return c
+}
+
+// Start runs member i, which must not be running.
+func (c *Cluster) Start(i int) *embednats.Server {
+	c.t.Helper()
+	if c.servers[i] != nil {
+		c.t.Fatalf("member %d is already running", i)
+	}
+	c.servers[i] = StartConfig(c.t, c.cfgs[i])
+	return c.servers[i]
+}
+
+// Stop shuts member i down, as a crash would for its peers: it does not hand
+// over the leaderships it holds first.
+func (c *Cluster) Stop(i int) {
+	c.servers[i].Shutdown()
+	c.servers[i] = nil
+}
+
+// Server is member i, nil while it is stopped.
+func (c *Cluster) Server(i int) *embednats.Server { return c.servers[i] }
+
+// URL lists every member's client address, as a client configured with the
+// whole cluster has them.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.cfgs))
+	for i, cfg := range c.cfgs {
+		urls[i] = "nats://" + cfg.Listen
+	}
+	return strings.Join(urls, ",")
+}
+
+// Leader is the running member that leads JetStream, or -1 while none does.
+func (c *Cluster) Leader() int {
+	for i, s := range c.servers {
+		if s != nil && s.NATS().JetStreamIsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// LeaderSeesDown reports whether the JetStream leader counts member i as
+// offline: until it does, it may still place a new stream's replicas, or
+// its leader, on that member.
+func (c *Cluster) LeaderSeesDown(i int) bool {
+	l := c.Leader()
+	if l < 0 {
+		return false
+	}
+	info, err := c.servers[l].NATS().Jsz(nil)
+	if err != nil || info.Meta == nil {
+		return false
+	}
+	for _, p := range info.Meta.Replicas {
+		if p.Name == c.cfgs[i].ServerName {
+			return p.Offline
+		}
+	}
+	return false
+}
+
+// freeAddr is a loopback address whose port was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

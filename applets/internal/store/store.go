@@ -1,16 +1,18 @@
 // Package store creates narun's JetStream buckets and streams when they are
 // missing, with the settings below, and otherwise opens them as they are: an
-// operator's tuning of an existing bucket (replicas, history, limits) is never
-// reset by a client that starts.
+// operator's tuning of an existing bucket (history, limits) is never reset by
+// a client that starts. Replicas are the exception, and only upwards: in a
+// cluster, a bucket with fewer than Replicas gets more once the cluster can
+// hold them (see raise).
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
@@ -62,21 +64,21 @@ func LogsStreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// Replicas is how many copies a new bucket or stream keeps: three when the
-// server is a member of a cluster of at least three (so one device can fail
-// without losing specs, binaries or logs), else one. A leaf node is not a
-// member of its hub's cluster, so its own buckets stay local.
-func Replicas(nc *nats.Conn) int {
-	if nc == nil || nc.ConnectedClusterName() == "" {
-		return 1
-	}
-	return min(3, max(1, len(nc.Servers())))
-}
+// Replicas is how many copies of each bucket and stream narun keeps in a
+// cluster: three, so that any one device can fail or restart without losing
+// specs, binaries or logs, or making them read-only.
+const Replicas = 3
+
+// raiseTimeout bounds a check or raise of the replicas: the bucket is
+// already open, and a cluster that cannot answer now (no JetStream leader)
+// must not hold up the client that opened it.
+const raiseTimeout = 3 * time.Second
 
 // KV opens a narun KV bucket, creating it first if it does not exist.
 func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if err == nil {
+		raise(ctx, js, "KV_"+bucket, nil)
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -86,8 +88,11 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.K
 	if err != nil {
 		return nil, err
 	}
-	cfg.Replicas = Replicas(js.Conn())
-	kv, err = js.CreateKeyValue(ctx, cfg)
+	err = create(js, bucket, func(replicas int) error {
+		cfg.Replicas = replicas
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		// Another client created it in between.
 		kv, err = js.KeyValue(ctx, bucket)
@@ -102,6 +107,7 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.K
 func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.ObjectStore, error) {
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err == nil {
+		raise(ctx, js, "OBJ_"+bucket, nil)
 		return obs, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -111,8 +117,11 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstr
 	if err != nil {
 		return nil, err
 	}
-	cfg.Replicas = Replicas(js.Conn())
-	obs, err = js.CreateObjectStore(ctx, cfg)
+	err = create(js, bucket, func(replicas int) error {
+		cfg.Replicas = replicas
+		obs, err = js.CreateObjectStore(ctx, cfg)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		obs, err = js.ObjectStore(ctx, bucket)
 	}
@@ -126,14 +135,18 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstr
 func LogsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, names.LogsStream)
 	if err == nil {
+		raise(ctx, js, names.LogsStream, s.CachedInfo())
 		return s, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("open stream %s: %w", names.LogsStream, err)
 	}
 	cfg := LogsStreamConfig()
-	cfg.Replicas = Replicas(js.Conn())
-	s, err = js.CreateStream(ctx, cfg)
+	err = create(js, names.LogsStream, func(replicas int) error {
+		cfg.Replicas = replicas
+		s, err = js.CreateStream(ctx, cfg)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		s, err = js.Stream(ctx, names.LogsStream)
 	}
@@ -141,6 +154,99 @@ func LogsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, 
 		return nil, fmt.Errorf("create stream %s: %w", names.LogsStream, err)
 	}
 	return s, nil
+}
+
+// create calls try with Replicas, then fewer while the cluster answers that
+// it cannot place that many: how many members a cluster has, and how many
+// of them are up, is for its servers to say, not for the servers a client
+// happens to know of. raise adds the missing replicas later.
+func create(js jetstream.JetStream, name string, try func(replicas int) error) error {
+	if js.Conn().ConnectedClusterName() == "" {
+		// A server that is no cluster member: nowhere to put a copy.
+		return try(1)
+	}
+	for r := Replicas; ; r-- {
+		err := try(r)
+		switch {
+		case r > 1 && apiCode(err) == codeReplicasNotSupported:
+			// JetStream runs on this server alone (a leaf node, say).
+			return try(1)
+		case r > 1 && cannotPlace(err):
+			continue
+		case err == nil && r < Replicas:
+			slog.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
+				"stream", name, "replicas", r, "want", Replicas)
+		}
+		return err
+	}
+}
+
+// raise gives stream, which exists, Replicas copies when it has fewer and
+// the cluster can now place them (or as many as it can), so that a bucket
+// created while members were down or not yet joined does not keep depending
+// on every one of the members it got. It never lowers them. Not being able
+// to raise them now is only logged: the next open tries again. info, when
+// the caller has it, saves a request.
+func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jetstream.StreamInfo) {
+	if js.Conn().ConnectedClusterName() == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, raiseTimeout)
+	defer cancel()
+	if info == nil {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			slog.Warn("replicas not checked", "stream", stream, "err", err)
+			return
+		}
+		info = s.CachedInfo()
+	}
+	have := info.Config.Replicas
+	if have >= Replicas {
+		return
+	}
+	cfg := info.Config
+	var err error
+	for r := Replicas; r > have; r-- {
+		cfg.Replicas = r
+		_, err = js.UpdateStream(ctx, cfg)
+		if err == nil {
+			slog.Info("replicas raised", "stream", stream, "from", have, "to", r)
+			return
+		}
+		if apiCode(err) == codeReplicasNotSupported {
+			// JetStream runs on this server alone: one copy is all there is.
+			return
+		}
+		if !cannotPlace(err) {
+			break
+		}
+	}
+	slog.Warn("fewer replicas than narun keeps, not raised now; a later open tries again",
+		"stream", stream, "replicas", have, "want", Replicas, "err", err)
+}
+
+// JetStream API error codes (nats-server's JSClusterNoPeersErrF,
+// JSInsufficientResourcesErr, JSStreamReplicasNotSupportedErr).
+const (
+	codeNoPeers              = 10005
+	codeInsufficientResource = 10023
+	codeReplicasNotSupported = 10074
+)
+
+// cannotPlace reports whether the cluster refused a stream because it
+// cannot place that many replicas now.
+func cannotPlace(err error) bool {
+	c := apiCode(err)
+	return c == codeNoPeers || c == codeInsufficientResource
+}
+
+func apiCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
 }
 
 // IsNotFound reports whether err means a bucket, stream, key or object does

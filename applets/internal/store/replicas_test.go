@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+var (
+	kvBuckets     = []string{names.AppsBucket, names.NodesBucket, names.RoutesBucket, names.SecretsBucket}
+	objectBuckets = []string{names.BinariesBucket, names.FilesBucket}
+)
+
+// openAll opens (or creates) every narun bucket and stream the way the
+// applets do, and reports each one's replicas by stream name.
+func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := map[string]int{}
+	for _, b := range kvBuckets {
+		kv, err := KV(ctx, js, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got["KV_"+b] = st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas
+	}
+	for _, b := range objectBuckets {
+		obs, err := Objects(ctx, js, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := obs.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got["OBJ_"+b] = st.Replicas()
+	}
+	s, err := LogsStream(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got[names.LogsStream] = info.Config.Replicas
+	return got
+}
+
+func all(n int) map[string]int {
+	want := map[string]int{names.LogsStream: n}
+	for _, b := range kvBuckets {
+		want["KV_"+b] = n
+	}
+	for _, b := range objectBuckets {
+		want["OBJ_"+b] = n
+	}
+	return want
+}
+
+func connect(t *testing.T, s *embednats.Server) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// A member that is down when the buckets are created does not cost them a
+// replica: the cluster, which knows its members, places one on it. A bucket
+// an older client created with fewer gets the missing ones when opened.
+func TestReplicasWithAMemberDown(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	// Not the leader: a new leader may take seconds to be elected, which
+	// is not what this test is about.
+	leader := c.Leader()
+	down := (leader + 1) % 3
+	js := connect(t, c.Server(leader))
+	ctx := context.Background()
+	// The cluster places replicas on a member that is down only once it
+	// has heard what the member can hold.
+	testutil.Eventually(t, 10*time.Second, "the cluster placing three replicas", func() bool {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "probe", Replicas: 3})
+		return err == nil
+	})
+	c.Stop(down)
+	testutil.Eventually(t, 10*time.Second, "the JetStream leader seeing the member down", func() bool { return c.LeaderSeesDown(down) })
+	cfg, err := KVConfig(names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Replicas = 1
+	if _, err := js.CreateKeyValue(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := openAll(t, js); !maps.Equal(got, all(3)) {
+		t.Fatalf("opened with a member down: %v, want 3 replicas each", got)
+	}
+}
+
+// Buckets created while the cluster cannot place three replicas get what it
+// can, and three once it can: a member that was down when they were created
+// must not leave them one failure away from unavailable for good.
+func TestReplicasFollowTheCluster(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	// Restarted without the third member, the cluster knows of it but
+	// cannot place anything on it until it has heard from it again.
+	for i := range 3 {
+		c.Stop(i)
+	}
+	c.Start(0)
+	c.Start(1)
+	testutil.Eventually(t, 20*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	js := connect(t, c.Server(0))
+	if got := openAll(t, js); !maps.Equal(got, all(2)) {
+		t.Fatalf("created with two of three members up: %v, want 2 replicas each", got)
+	}
+
+	c.Start(2)
+	testutil.Eventually(t, 20*time.Second, "three replicas once the third member is up", func() bool {
+		return maps.Equal(openAll(t, js), all(3))
+	})
+	if got := openAll(t, js); !maps.Equal(got, all(3)) {
+		t.Fatalf("opened again: %v", got)
+	}
+}
+
+// A server that is no cluster member keeps one copy, whether it has no
+// cluster name or one of its own (a leaf node's).
+func TestReplicasAlone(t *testing.T) {
+	for name, cfg := range map[string]embednats.Config{
+		"standalone": {},
+		"leaf node":  {ServerName: "leaf", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + testutil.FreeAddr(t)}}}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			js := connect(t, natstest.StartConfig(t, cfg))
+			for range 2 {
+				if got := openAll(t, js); !maps.Equal(got, all(1)) {
+					t.Fatalf("%v, want 1 replica each", got)
+				}
+			}
+		})
+	}
+}
