@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +82,23 @@ func TestLogSaysTheLoginWasRefused(t *testing.T) {
 	if n := strings.Count(log.String(), "nats refused the login"); n != 1 {
 		t.Errorf("refusal logged %d times, want once:\n%s", n, log.String())
 	}
+}
+
+// A runner refused by NATS keeps trying: once the server takes its login
+// (a password rotated on the server after the runner's), it connects with
+// no restart. nats.go alone gives up after a server refused it twice.
+func TestConnectsOnceTheLoginIsAccepted(t *testing.T) {
+	var serverLog testutil.LogBuffer
+	old := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&serverLog, nil)),
+		Users: []embednats.User{{User: "edge", Password: "old-secret"}}})
+	addr := strings.TrimPrefix(old.ClientURL(), "nats://")
+	log := startApplet(t, "--nats-url", "nats://edge:new-secret@"+addr)
+	testutil.Eventually(t, 30*time.Second, "the server to refuse the login three times", func() bool {
+		return strings.Count(serverLog.String(), "authentication error") >= 3
+	})
+	old.Shutdown()
+	natstest.StartConfig(t, embednats.Config{Listen: addr, Users: []embednats.User{{User: "edge", Password: "new-secret"}}})
+	testutil.Eventually(t, 30*time.Second, "the runner to connect", func() bool {
+		return strings.Contains(log.String(), `msg="nats connected"`)
+	})
 }

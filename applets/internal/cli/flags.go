@@ -136,11 +136,12 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 
 // NATSLogging sends connection events and asynchronous errors (a slow
 // consumer, a permissions violation) of a long-running applet to log
-// instead of nats.go's stderr.
+// instead of nats.go's stderr, and keeps the applet trying after a server
+// refused its login.
 func NATSLogging(log *slog.Logger) []nats.Option {
-	// A refused login is logged once per connection lost: nats.go gives
-	// up after a server refused it twice, and without this line the
-	// applet would only ever say that the connection is closed.
+	// A refused login is logged once until a connection succeeds: the
+	// applet keeps trying, and without this line it would only say that
+	// it cannot open its buckets.
 	var refused atomic.Bool
 	loginRefused := func(err error) bool {
 		if !slices.ContainsFunc(authErrors, func(e error) bool { return errors.Is(err, e) }) {
@@ -159,6 +160,11 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		}
 	}
 	return []nats.Option{
+		// nats.go closes a connection for good once a server refused its
+		// login twice; a runner or gateway would then stay cut off after
+		// the login is fixed on the server (a password rotated on the hub
+		// first) until someone restarts it.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ConnectHandler(connected("nats connected")),
 		nats.ReconnectHandler(connected("nats reconnected")),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
