@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -198,43 +199,43 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	}
 	if cfg.MaxPayload > 0 {
 		if cfg.MaxPayload > 64<<20 {
-			return nil, nil, fmt.Errorf("max_payload %d: at most 64 MiB", cfg.MaxPayload)
+			return nil, nil, fmt.Errorf("nats.max_payload %d: at most 64 MiB", cfg.MaxPayload)
 		}
 		opts.MaxPayload = int32(cfg.MaxPayload)
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
-		host, port, err := splitHostPort("listen", cfg.Listen)
+		host, port, err := splitHostPort("nats.listen", cfg.Listen)
 		if err != nil {
 			return nil, nil, err
 		}
 		opts.Host, opts.Port = host, port
 	}
 	if cfg.HTTPListen != "" {
-		host, port, err := splitHostPort("http_listen", cfg.HTTPListen)
+		host, port, err := splitHostPort("nats.http_listen", cfg.HTTPListen)
 		if err != nil {
 			return nil, nil, err
 		}
 		opts.HTTPHost, opts.HTTPPort = host, port
 	}
 	if cfg.Cluster.Listen != "" {
-		host, port, err := splitHostPort("cluster.listen", cfg.Cluster.Listen)
+		host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
 		if err != nil {
 			return nil, nil, err
 		}
 		if (cfg.Cluster.User == "") != (cfg.Cluster.Password == "") {
-			return nil, nil, errors.New("cluster.user and cluster.password: set both or neither")
+			return nil, nil, errors.New("nats.cluster.user and nats.cluster.password: set both or neither")
 		}
 		// nats-server accepts any route when the cluster has no user: with
 		// client logins on, whoever reaches the cluster port would join as a
 		// route and read and publish everything, deploys included.
 		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
-			return nil, nil, errors.New("cluster.listen is set with users or nkeys, but routes would need no login: set cluster.user and cluster.password (the same on every member)")
+			return nil, nil, errors.New("nats.cluster.listen is set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")
 		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
 			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
-		routes, err := parseURLs("cluster.routes", cfg.Cluster.Routes)
+		routes, err := parseURLs("nats.cluster.routes", cfg.Cluster.Routes)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -248,19 +249,19 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		opts.Routes = routes
 	}
 	if cfg.Leafnodes.Listen != "" {
-		host, port, err := splitHostPort("leafnodes.listen", cfg.Leafnodes.Listen)
+		host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen)
 		if err != nil {
 			return nil, nil, err
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 	}
 	for i, r := range cfg.Leafnodes.Remotes {
-		urls, err := parseURLs(fmt.Sprintf("leafnodes.remotes[%d].urls", i), r.URLs)
+		urls, err := parseURLs(fmt.Sprintf("nats.leafnodes.remotes[%d].urls", i), r.URLs)
 		if err != nil {
 			return nil, nil, err
 		}
 		if len(urls) == 0 {
-			return nil, nil, fmt.Errorf("leafnodes.remotes[%d]: at least one url is required", i)
+			return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d]: at least one url is required", i)
 		}
 		// The server takes any remote and, at run time, only logs that it
 		// cannot connect, for ever: a typo must fail the start instead.
@@ -268,12 +269,12 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			switch u.Scheme {
 			case "nats-leaf", "nats", "tls", "ws", "wss":
 			default:
-				return nil, nil, fmt.Errorf("leafnodes.remotes[%d].urls: %q: scheme %q, want nats-leaf, nats, tls, ws or wss", i, u.Redacted(), u.Scheme)
+				return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d].urls: %q: scheme %q, want nats-leaf, nats, tls, ws or wss", i, u.Redacted(), u.Scheme)
 			}
 		}
 		if r.Credentials != "" {
 			if _, err := os.ReadFile(r.Credentials); err != nil {
-				return nil, nil, fmt.Errorf("leafnodes.remotes[%d].credentials: %w", i, err)
+				return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d].credentials: %w", i, err)
 			}
 		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
@@ -290,13 +291,13 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		users := map[string]bool{}
 		for _, u := range cfg.Users {
 			if u.User == "" || u.Password == "" {
-				return nil, nil, errors.New("users: every user needs a user name and a password")
+				return nil, nil, errors.New("nats.users: every user needs a user name and a password")
 			}
 			if u.User == internalUser {
-				return nil, nil, fmt.Errorf("users: user name %q is reserved for narun's in-process connections", u.User)
+				return nil, nil, fmt.Errorf("nats.users: user name %q is reserved for narun's in-process connections", u.User)
 			}
 			if users[u.User] {
-				return nil, nil, fmt.Errorf("users: user %q is listed twice", u.User)
+				return nil, nil, fmt.Errorf("nats.users: user %q is listed twice", u.User)
 			}
 			users[u.User] = true
 			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: u.Permissions.server()})
@@ -304,7 +305,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		keys := map[string]bool{}
 		for _, k := range cfg.NKeys {
 			if keys[k.PublicKey] {
-				return nil, nil, fmt.Errorf("nkeys and app_nkeys: %s is listed twice", k.PublicKey)
+				return nil, nil, fmt.Errorf("nats.nkeys and nats.app_nkeys: %s is listed twice", k.PublicKey)
 			}
 			keys[k.PublicKey] = true
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})
@@ -335,12 +336,32 @@ func splitHostPort(key, addr string) (string, int, error) {
 	return host, port, nil
 }
 
+// redactedURL hides the password of a URL that may not parse: an error
+// naming a bad route or leaf URL must not print its login.
+func redactedURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	login := raw[:at]
+	scheme, rest, ok := strings.Cut(login, "://")
+	if !ok {
+		scheme, rest = "", login
+	} else {
+		scheme += "://"
+	}
+	if user, _, ok := strings.Cut(rest, ":"); ok {
+		return scheme + user + ":xxxxx" + raw[at:]
+	}
+	return scheme + "xxxxx" + raw[at:]
+}
+
 func parseURLs(key string, raw []string) ([]*url.URL, error) {
 	var urls []*url.URL
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("%s: invalid url %q", key, r)
+			return nil, fmt.Errorf("%s: invalid url %q", key, redactedURL(r))
 		}
 		urls = append(urls, u)
 	}

@@ -158,13 +158,16 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"no data dir", embednats.Config{}, "data dir"},
 		{"bad listen", embednats.Config{DataDir: "x", Listen: "4222"}, "listen"},
-		{"bad route", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"::bad"}}}, "cluster.routes"},
+		{"bad route", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"::bad"}}}, "nats.cluster.routes"},
+		{"bad route with a login", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://r:route-secret@host:port"}}}, `invalid url "nats-route://r:xxxxx@host:port"`},
+		{"bad leaf url with a token", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
+			{URLs: []string{"nats-leaf://s3cr3t-token@hub:x"}}}}}, `nats.leafnodes.remotes[0].urls: invalid url "nats-leaf://xxxxx@hub:x"`},
 		{"user without password", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a"}}}, "password"},
 		{"huge payload", embednats.Config{DataDir: "x", MaxPayload: 1 << 30}, "max_payload"},
 		{"users with an open cluster", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a", Password: "b"}},
-			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
+			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "nats.cluster.user and nats.cluster.password"},
 		{"nkeys with an open cluster", embednats.Config{DataDir: "x", NKeys: []embednats.NKey{{PublicKey: "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"}},
-			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "cluster.user and cluster.password"},
+			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "nats.cluster.user and nats.cluster.password"},
 		{"missing leaf credentials", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/nonexistent/hub.creds"}}}}, "leafnodes.remotes[0].credentials: open /nonexistent/hub.creds"},
 		{"leaf credentials a directory", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
