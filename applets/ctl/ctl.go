@@ -151,11 +151,12 @@ func (e *env) connect() error {
 		}
 		return fmt.Errorf("connect to NATS at %s: %w", at, cli.RedactError(err))
 	}
-	js, err := jetstream.New(nc)
+	raw, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	js := patientJS{raw}
 	if err := e.waitJetStream(js); err != nil {
 		nc.Close()
 		return err
@@ -167,26 +168,17 @@ func (e *env) connect() error {
 // waitJetStream waits, up to the operation timeout, for JetStream to answer:
 // right after a server or cluster starts, NATS accepts clients before its
 // JetStream API has a responder, and a command sent then would fail with
-// "no responders" for a moment's wait.
+// "no responders" for a moment's wait; while a cluster elects a leader, no
+// server answers at all. js is patient: it asks again until answered.
 func (e *env) waitJetStream(js jetstream.JetStream) error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
-	backoff := 50 * time.Millisecond
-	for {
-		_, err := js.AccountInfo(ctx)
-		// nats.go reports no responders to this request as "not enabled".
-		if err == nil || !transient(err) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
-			// Other errors (JetStream disabled, no permission) are for the
-			// command itself to report with its context.
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Second)
+	// Other errors (JetStream disabled, no permission) are for the command
+	// itself to report with its context.
+	if _, err := js.AccountInfo(ctx); unanswered(err) {
+		return fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
 	}
+	return nil
 }
 
 func (e *env) close() {
@@ -223,21 +215,13 @@ func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	kv, err := store.KV(ctx, e.js, bucket)
-	if err != nil {
-		return nil, err
-	}
-	return patientKV{kv}, nil
+	return store.KV(ctx, e.js, bucket)
 }
 
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	obs, err := store.Objects(ctx, e.js, bucket)
-	if err != nil {
-		return nil, err
-	}
-	return patientObjects{obs}, nil
+	return store.Objects(ctx, e.js, bucket)
 }
 
 // keys lists a bucket's keys, sorted.

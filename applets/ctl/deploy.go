@@ -456,7 +456,7 @@ func (e *env) plannedNames(ctx context.Context, app string, bins []binaryFile) e
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", names.AppsBucket, err)
 	}
-	cur, err := currentSpec(ctx, e, patientKV{apps}, app)
+	cur, err := currentSpec(ctx, e, apps, app)
 	if err != nil {
 		return err
 	}
@@ -470,7 +470,7 @@ func (e *env) plannedNames(ctx context.Context, app string, bins []binaryFile) e
 		return fmt.Errorf("open object store %s: %w", names.BinariesBucket, err)
 	}
 	for i := range bins {
-		e.keepPinned(ctx, patientObjects{obs}, cur, &bins[i])
+		e.keepPinned(ctx, obs, cur, &bins[i])
 	}
 	return nil
 }

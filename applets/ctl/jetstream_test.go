@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -121,5 +123,46 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 	r := h.fails(1, "", "node", "list")
 	if !strings.Contains(r.err, "did not answer as a NATS server") {
 		t.Errorf("error: %s", r.err)
+	}
+}
+
+// A command sent while the cluster has no JetStream leader succeeds once
+// one is elected, well within its timeout: the servers drop its requests
+// meanwhile, so each is sent again rather than waited on for the whole
+// timeout.
+func TestRetriesThroughALeaderElection(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	leader := c.Leader()
+	survivor, other := (leader+1)%3, (leader+2)%3
+	js, err := jetstream.New(natstest.Connect(t, c.Server(survivor)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, url: c.URL(), js: js, dir: t.TempDir()}
+	h.config = h.file("narun.toml", "[ctl]\ntimeout = \"30s\"\n")
+	h.heartbeat(state.Node{ID: "edge-1"})
+
+	// Two of three members gone: the one left cannot elect itself.
+	c.Stop(other)
+	c.Stop(leader)
+	done := make(chan result, 1)
+	go func() { done <- h.run("", "node", "list", "--json") }()
+	testutil.Eventually(t, 10*time.Second, "ctl asking JetStream", func() bool {
+		conns, err := c.Server(survivor).NATS().Connz(nil)
+		if err != nil {
+			return false
+		}
+		for _, conn := range conns.Conns {
+			if conn.Name == "narun-ctl" && conn.NumSubs > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	c.Start(other)
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.out, `"edge-1"`) {
+		t.Fatalf("node list through the election: exit %d, out %q, err %s", r.code, r.out, r.err)
 	}
 }

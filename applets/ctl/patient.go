@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -9,33 +10,227 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// patientKV and patientObjects retry reads that found no responder until
-// the operation's deadline: right after a bucket is created, or a server
-// joins or restarts, the stream's replicas may not serve direct gets for a
-// moment, and a command should not fail for that.
+// attemptTimeout is how long one JetStream request may go unanswered
+// before it is sent again. While a JetStream group elects a leader (seconds
+// after its leader is lost), its followers drop requests without a word,
+// and one request waiting out the whole --timeout would never see the new
+// leader; the same request sent again does.
+const attemptTimeout = 2 * time.Second
+
+// jsClusterNotAvail is nats-server's JSClusterNotAvailErr: "JetStream system
+// temporarily unavailable", the answer of a server that knows its group has
+// no leader.
+const jsClusterNotAvail jetstream.ErrorCode = 10008
+
+// patientJS hands out buckets, object stores and streams whose operations,
+// like its own, are sent again, until the operation's deadline, while
+// JetStream does not answer them: right after a server starts or a leader
+// is lost, and right after a bucket is created, while its replicas cannot
+// serve yet. Every JetStream request of ctl goes through it.
+type patientJS struct{ jetstream.JetStream }
+
+func (js patientJS) AccountInfo(ctx context.Context) (*jetstream.AccountInfo, error) {
+	return untilAnswered(ctx, js.JetStream.AccountInfo)
+}
+
+func (js patientJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.JetStream.Stream(ctx, name) })
+	return wrapStream(s, err)
+}
+
+func (js patientJS) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.JetStream.CreateStream(ctx, cfg) })
+	return wrapStream(s, err)
+}
+
+func (js patientJS) UpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.JetStream.UpdateStream(ctx, cfg) })
+	return wrapStream(s, err)
+}
+
+func (js patientJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.JetStream.KeyValue(ctx, bucket) })
+	return wrapKV(kv, err)
+}
+
+func (js patientJS) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.JetStream.CreateKeyValue(ctx, cfg) })
+	return wrapKV(kv, err)
+}
+
+func (js patientJS) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	obs, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.JetStream.ObjectStore(ctx, bucket) })
+	return wrapObjects(obs, err)
+}
+
+func (js patientJS) CreateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	obs, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) {
+		return js.JetStream.CreateObjectStore(ctx, cfg)
+	})
+	return wrapObjects(obs, err)
+}
+
+func wrapKV(kv jetstream.KeyValue, err error) (jetstream.KeyValue, error) {
+	if err != nil {
+		return nil, err
+	}
+	return patientKV{kv}, nil
+}
+
+func wrapObjects(obs jetstream.ObjectStore, err error) (jetstream.ObjectStore, error) {
+	if err != nil {
+		return nil, err
+	}
+	return patientObjects{obs}, nil
+}
+
+func wrapStream(s jetstream.Stream, err error) (jetstream.Stream, error) {
+	if err != nil {
+		return nil, err
+	}
+	return patientStream{s}, nil
+}
+
+type patientStream struct{ jetstream.Stream }
+
+func (s patientStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.Consumer, error) { return s.Stream.OrderedConsumer(ctx, cfg) })
+	if err != nil {
+		return nil, err
+	}
+	return patientConsumer{c}, nil
+}
+
+type patientConsumer struct{ jetstream.Consumer }
+
+func (c patientConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	return untilAnswered(ctx, c.Consumer.Info)
+}
+
 type patientKV struct{ jetstream.KeyValue }
 
 func (kv patientKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
-	return untilAnswered(ctx, func() (jetstream.KeyValueEntry, error) { return kv.KeyValue.Get(ctx, key) })
+	return untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return kv.KeyValue.Get(ctx, key) })
 }
+
+func (kv patientKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	return untilAnswered(ctx, func(ctx context.Context) (uint64, error) { return kv.KeyValue.Put(ctx, key, value) })
+}
+
+func (kv patientKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	_, err := untilAnswered(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, kv.KeyValue.Delete(ctx, key, opts...) })
+	return err
+}
+
+func (kv patientKV) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	_, err := untilAnswered(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, kv.KeyValue.Purge(ctx, key, opts...) })
+	return err
+}
+
+// Create and Update are conditional: sent again after an attempt that got
+// no answer but did write, they would fail as if another client had won.
+// Finding the value they write there, newer than the revision they expect,
+// means that attempt did.
+func (kv patientKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return kv.conditional(ctx, key, value, 0, func(ctx context.Context) (uint64, error) { return kv.KeyValue.Create(ctx, key, value, opts...) })
+}
+
+func (kv patientKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	return kv.conditional(ctx, key, value, last, func(ctx context.Context) (uint64, error) { return kv.KeyValue.Update(ctx, key, value, last) })
+}
+
+func (kv patientKV) conditional(ctx context.Context, key string, value []byte, last uint64, write func(context.Context) (uint64, error)) (uint64, error) {
+	mayHaveWritten := false
+	return untilAnswered(ctx, func(ctx context.Context) (uint64, error) {
+		rev, err := write(ctx)
+		if mayHaveWritten && lostRace(err) {
+			if e, gerr := kv.KeyValue.Get(ctx, key); gerr == nil && e.Revision() > last && bytes.Equal(e.Value(), value) {
+				return e.Revision(), nil
+			}
+		}
+		mayHaveWritten = mayHaveWritten || unsure(err)
+		return rev, err
+	})
+}
+
+// ListKeys lists every key before it returns: a listing cut short by an
+// attempt's deadline is started again, not handed out incomplete.
+func (kv patientKV) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error) {
+	keys, err := untilListed(ctx, func(ctx context.Context) ([]string, error) {
+		l, err := kv.KeyValue.ListKeys(ctx, opts...)
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		for k := range l.Keys() {
+			keys = append(keys, k)
+		}
+		// The lister ends its channel as quietly when ctx ends as when
+		// every key is listed.
+		return keys, ctx.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan string, len(keys))
+	for _, k := range keys {
+		ch <- k
+	}
+	close(ch)
+	return listed(ch), nil
+}
+
+// listed is a KeyLister over keys already listed.
+type listed chan string
+
+func (l listed) Keys() <-chan string { return l }
+func (l listed) Stop() error         { return nil }
 
 type patientObjects struct{ jetstream.ObjectStore }
 
 func (o patientObjects) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
-	return untilAnswered(ctx, func() (*jetstream.ObjectInfo, error) { return o.ObjectStore.GetInfo(ctx, name, opts...) })
+	return untilAnswered(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) {
+		return o.ObjectStore.GetInfo(ctx, name, opts...)
+	})
 }
 
+// Get retries only with ctx itself: the result reads the object with the
+// context Get was given after Get returns, so no attempt's deadline may end
+// it.
 func (o patientObjects) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
-	return untilAnswered(ctx, func() (jetstream.ObjectResult, error) { return o.ObjectStore.Get(ctx, name, opts...) })
+	return untilAnswered(ctx, func(context.Context) (jetstream.ObjectResult, error) { return o.ObjectStore.Get(ctx, name, opts...) })
 }
 
-// untilAnswered calls f until it returns anything but "no responders" or
-// ctx ends.
-func untilAnswered[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	backoff := 20 * time.Millisecond
+func (o patientObjects) List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
+	return untilListed(ctx, func(ctx context.Context) ([]*jetstream.ObjectInfo, error) { return o.ObjectStore.List(ctx, opts...) })
+}
+
+// Delete needs no more care than Put: deleting a deleted object succeeds.
+func (o patientObjects) Delete(ctx context.Context, name string) error {
+	_, err := untilAnswered(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, o.ObjectStore.Delete(ctx, name) })
+	return err
+}
+
+// untilAnswered calls f, with attemptTimeout for each attempt, until it
+// returns anything but an error that sending the request again may cure,
+// or ctx ends.
+func untilAnswered[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	return retry(ctx, false, f)
+}
+
+// untilListed is untilAnswered for listings, which take longer the more
+// there is to list: each attempt gets twice the time of the one before.
+func untilListed[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	return retry(ctx, true, f)
+}
+
+func retry[T any](ctx context.Context, grow bool, f func(context.Context) (T, error)) (T, error) {
+	attempt, backoff := attemptTimeout, 20*time.Millisecond
 	for {
-		v, err := f()
-		if !errors.Is(err, nats.ErrNoResponders) {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		v, err := f(actx)
+		cancel()
+		if err == nil || !unanswered(err) || ctx.Err() != nil {
 			return v, err
 		}
 		select {
@@ -44,5 +239,27 @@ func untilAnswered[T any](ctx context.Context, f func() (T, error)) (T, error) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
+		if grow {
+			attempt *= 2
+		}
 	}
+}
+
+// unanswered reports whether err means JetStream did not act on a request,
+// or did not say so in time, in a way that may pass: nothing took it (no
+// responders; nats.go's "JetStream not enabled" for account info), nothing
+// answered in time, the server is reconnecting, or a server said its group
+// has no leader now.
+func unanswered(err error) bool {
+	var api *jetstream.APIError
+	return unsure(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.As(err, &api) && api.ErrorCode == jsClusterNotAvail
+}
+
+// unsure reports whether err leaves open whether the request was carried
+// out: it was sent, but its answer did not come.
+func unsure(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
 }

@@ -7,11 +7,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 func TestUntilAnswered(t *testing.T) {
 	calls := 0
-	v, err := untilAnswered(context.Background(), func() (int, error) {
+	v, err := untilAnswered(context.Background(), func(context.Context) (int, error) {
 		calls++
 		if calls < 3 {
 			return 0, nats.ErrNoResponders
@@ -24,13 +29,78 @@ func TestUntilAnswered(t *testing.T) {
 
 	other := errors.New("key not found")
 	calls = 0
-	if _, err := untilAnswered(context.Background(), func() (int, error) { calls++; return 0, other }); err != other || calls != 1 {
+	if _, err := untilAnswered(context.Background(), func(context.Context) (int, error) { calls++; return 0, other }); err != other || calls != 1 {
 		t.Errorf("a lasting error must come back at once: %v after %d calls", err, calls)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := untilAnswered(ctx, func() (int, error) { return 0, nats.ErrNoResponders }); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := untilAnswered(ctx, func(context.Context) (int, error) { return 0, nats.ErrNoResponders }); !errors.Is(err, nats.ErrNoResponders) {
 		t.Errorf("at the deadline: %v, want no responders", err)
+	}
+}
+
+// lostAnswers carries out each write but, the first time, reports that no
+// answer came, as when a reply is lost or arrives after the deadline; then
+// runs meanwhile, if set.
+type lostAnswers struct {
+	jetstream.KeyValue
+	lost      bool
+	meanwhile func()
+}
+
+func (kv *lostAnswers) lose(err error) error {
+	if err == nil && !kv.lost {
+		kv.lost = true
+		if kv.meanwhile != nil {
+			kv.meanwhile()
+		}
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+func (kv *lostAnswers) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	rev, err := kv.KeyValue.Create(ctx, key, value, opts...)
+	return rev, kv.lose(err)
+}
+
+func (kv *lostAnswers) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	rev, err := kv.KeyValue.Update(ctx, key, value, last)
+	return rev, kv.lose(err)
+}
+
+// A conditional write sent again after its answer was lost finds its own
+// work done, and succeeds instead of reporting a conflict.
+func TestSentAgainAfterALostAnswer(t *testing.T) {
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := store.KV(ctx, js, names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := patientKV{&lostAnswers{KeyValue: raw}}
+	rev, err := kv.Create(ctx, "web", []byte("v1"))
+	if err != nil || rev == 0 {
+		t.Fatalf("create: revision %d, %v", rev, err)
+	}
+	kv = patientKV{&lostAnswers{KeyValue: raw}}
+	if rev, err = kv.Update(ctx, "web", []byte("v2"), rev); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if e, err := raw.Get(ctx, "web"); err != nil || string(e.Value()) != "v2" || e.Revision() != rev {
+		t.Fatalf("stored: %v, %v; want v2 at revision %d", e, err, rev)
+	}
+	// Another client's value found there is a conflict.
+	kv = patientKV{&lostAnswers{KeyValue: raw, meanwhile: func() {
+		if _, err := raw.Put(ctx, "web", []byte("theirs")); err != nil {
+			t.Error(err)
+		}
+	}}}
+	if _, err := kv.Update(ctx, "web", []byte("v3"), rev); !lostRace(err) {
+		t.Fatalf("update overwritten meanwhile: %v, want a conflict", err)
 	}
 }
