@@ -215,13 +215,13 @@ func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	return store.KV(ctx, e.js, bucket)
+	return store.KV(ctx, e.js, bucket, e.log)
 }
 
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
-	return store.Objects(ctx, e.js, bucket)
+	return store.Objects(ctx, e.js, bucket, e.log)
 }
 
 // keys lists a bucket's keys, sorted.

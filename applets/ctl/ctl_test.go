@@ -675,7 +675,7 @@ func TestSecrets(t *testing.T) {
 func TestLogs(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	if _, err := store.LogsStream(ctx, h.js); err != nil {
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
 		t.Fatal(err)
 	}
 	lines := []state.LogLine{
@@ -951,7 +951,7 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 	h := newHarness(t)
 	bin := selfBinary(t)
-	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket)
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func selfBinary(t *testing.T) string {
 
 func (h *harness) kv(bucket string) jetstream.KeyValue {
 	h.t.Helper()
-	kv, err := store.KV(context.Background(), h.js, bucket)
+	kv, err := store.KV(context.Background(), h.js, bucket, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	defer e.close()
 	filter := names.LogSubject(app, orStar(node), orStar(inst))
 	octx, cancel := e.op(ctx)
-	stream, err := store.LogsStream(octx, e.js)
+	stream, err := store.LogsStream(octx, e.js, e.log)
 	cancel()
 	if err != nil {
 		return err

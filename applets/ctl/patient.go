@@ -194,13 +194,6 @@ func (o patientObjects) GetInfo(ctx context.Context, name string, opts ...jetstr
 	})
 }
 
-// Get retries only with ctx itself: the result reads the object with the
-// context Get was given after Get returns, so no attempt's deadline may end
-// it.
-func (o patientObjects) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
-	return untilAnswered(ctx, func(context.Context) (jetstream.ObjectResult, error) { return o.ObjectStore.Get(ctx, name, opts...) })
-}
-
 func (o patientObjects) List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
 	return untilListed(ctx, func(ctx context.Context) ([]*jetstream.ObjectInfo, error) { return o.ObjectStore.List(ctx, opts...) })
 }

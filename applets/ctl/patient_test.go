@@ -78,7 +78,7 @@ func TestSentAgainAfterALostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := store.KV(ctx, js, names.AppsBucket)
+	raw, err := store.KV(ctx, js, names.AppsBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func TestStoredSpecOfEarlierCtl(t *testing.T) {
 	}
 	h := newHarness(t)
 	hello := startRealRunner(t, h)
-	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket)
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

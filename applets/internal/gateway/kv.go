@@ -38,7 +38,7 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 }
 
 func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := store.KV(ctx, js, names.RoutesBucket)
+	kv, err := store.KV(ctx, js, names.RoutesBucket, g.log)
 	if err != nil {
 		return err
 	}

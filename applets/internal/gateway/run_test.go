@@ -415,7 +415,7 @@ func TestRoutesFromKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	kv, err := store.KV(ctx, js, names.RoutesBucket)
+	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

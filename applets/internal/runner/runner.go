@@ -315,17 +315,17 @@ func (r *Runner) openResources(ctx context.Context) (*resources, error) {
 		bucket string
 		dst    *jetstream.KeyValue
 	}{{names.AppsBucket, &res.apps}, {names.NodesBucket, &res.nodes}, {names.SecretsBucket, &res.secrets}} {
-		if *kv.dst, err = store.KV(ctx, js, kv.bucket); err != nil {
+		if *kv.dst, err = store.KV(ctx, js, kv.bucket, r.log); err != nil {
 			return nil, err
 		}
 	}
-	if res.binaries, err = store.Objects(ctx, js, names.BinariesBucket); err != nil {
+	if res.binaries, err = store.Objects(ctx, js, names.BinariesBucket, r.log); err != nil {
 		return nil, err
 	}
-	if res.files, err = store.Objects(ctx, js, names.FilesBucket); err != nil {
+	if res.files, err = store.Objects(ctx, js, names.FilesBucket, r.log); err != nil {
 		return nil, err
 	}
-	if _, err := store.LogsStream(ctx, js); err != nil {
+	if _, err := store.LogsStream(ctx, js, r.log); err != nil {
 		return nil, err
 	}
 	return &res, nil

@@ -145,14 +145,14 @@ func (c *cluster) open(t testing.TB) {
 		bucket string
 		dst    *jetstream.KeyValue
 	}{{names.AppsBucket, &c.apps}, {names.NodesBucket, &c.nodes}, {names.SecretsBucket, &c.secrets}} {
-		if *kv.dst, err = store.KV(ctx, js, kv.bucket); err != nil {
+		if *kv.dst, err = store.KV(ctx, js, kv.bucket, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if c.binaries, err = store.Objects(ctx, js, names.BinariesBucket); err != nil {
+	if c.binaries, err = store.Objects(ctx, js, names.BinariesBucket, nil); err != nil {
 		t.Fatal(err)
 	}
-	if c.files, err = store.Objects(ctx, js, names.FilesBucket); err != nil {
+	if c.files, err = store.Objects(ctx, js, names.FilesBucket, nil); err != nil {
 		t.Fatal(err)
 	}
 }

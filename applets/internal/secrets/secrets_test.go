@@ -111,7 +111,7 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := store.KV(ctx, js, names.SecretsBucket)
+	kv, err := store.KV(ctx, js, names.SecretsBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
 	defer cancel()
 	got := map[string]int{}
 	for _, b := range kvBuckets {
-		kv, err := KV(ctx, js, b)
+		kv, err := KV(ctx, js, b, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +38,7 @@ func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
 		got["KV_"+b] = st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas
 	}
 	for _, b := range objectBuckets {
-		obs, err := Objects(ctx, js, b)
+		obs, err := Objects(ctx, js, b, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
 		}
 		got["OBJ_"+b] = st.Replicas()
 	}
-	s, err := LogsStream(ctx, js)
+	s, err := LogsStream(ctx, js, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

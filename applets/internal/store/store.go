@@ -75,10 +75,12 @@ const Replicas = 3
 const raiseTimeout = 3 * time.Second
 
 // KV opens a narun KV bucket, creating it first if it does not exist.
-func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+// log (nil discards) hears of replicas added, or fewer than Replicas.
+func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.KeyValue, error) {
+	log = orDiscard(log)
 	kv, err := js.KeyValue(ctx, bucket)
 	if err == nil {
-		raise(ctx, js, "KV_"+bucket, nil)
+		raise(ctx, js, "KV_"+bucket, nil, log)
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -88,7 +90,7 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.K
 	if err != nil {
 		return nil, err
 	}
-	err = create(js, bucket, func(replicas int) error {
+	err = create(js, bucket, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		kv, err = js.CreateKeyValue(ctx, cfg)
 		return err
@@ -104,10 +106,11 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.K
 }
 
 // Objects opens a narun object store, creating it first if it does not exist.
-func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.ObjectStore, error) {
+func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.ObjectStore, error) {
+	log = orDiscard(log)
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err == nil {
-		raise(ctx, js, "OBJ_"+bucket, nil)
+		raise(ctx, js, "OBJ_"+bucket, nil, log)
 		return obs, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -117,7 +120,7 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstr
 	if err != nil {
 		return nil, err
 	}
-	err = create(js, bucket, func(replicas int) error {
+	err = create(js, bucket, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		obs, err = js.CreateObjectStore(ctx, cfg)
 		return err
@@ -132,17 +135,18 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string) (jetstr
 }
 
 // LogsStream opens NARUN_LOGS, creating it first if it does not exist.
-func LogsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.Stream, error) {
+	log = orDiscard(log)
 	s, err := js.Stream(ctx, names.LogsStream)
 	if err == nil {
-		raise(ctx, js, names.LogsStream, s.CachedInfo())
+		raise(ctx, js, names.LogsStream, s.CachedInfo(), log)
 		return s, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("open stream %s: %w", names.LogsStream, err)
 	}
 	cfg := LogsStreamConfig()
-	err = create(js, names.LogsStream, func(replicas int) error {
+	err = create(js, names.LogsStream, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		s, err = js.CreateStream(ctx, cfg)
 		return err
@@ -160,7 +164,7 @@ func LogsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, 
 // it cannot place that many: how many members a cluster has, and how many
 // of them are up, is for its servers to say, not for the servers a client
 // happens to know of. raise adds the missing replicas later.
-func create(js jetstream.JetStream, name string, try func(replicas int) error) error {
+func create(js jetstream.JetStream, name string, log *slog.Logger, try func(replicas int) error) error {
 	if js.Conn().ConnectedClusterName() == "" {
 		// A server that is no cluster member: nowhere to put a copy.
 		return try(1)
@@ -174,7 +178,7 @@ func create(js jetstream.JetStream, name string, try func(replicas int) error) e
 		case r > 1 && cannotPlace(err):
 			continue
 		case err == nil && r < Replicas:
-			slog.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
+			log.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
 				"stream", name, "replicas", r, "want", Replicas)
 		}
 		return err
@@ -187,7 +191,7 @@ func create(js jetstream.JetStream, name string, try func(replicas int) error) e
 // on every one of the members it got. It never lowers them. Not being able
 // to raise them now is only logged: the next open tries again. info, when
 // the caller has it, saves a request.
-func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jetstream.StreamInfo) {
+func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jetstream.StreamInfo, log *slog.Logger) {
 	if js.Conn().ConnectedClusterName() == "" {
 		return
 	}
@@ -196,7 +200,7 @@ func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jet
 	if info == nil {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
-			slog.Warn("replicas not checked", "stream", stream, "err", err)
+			log.Debug("replicas not checked", "stream", stream, "err", err)
 			return
 		}
 		info = s.CachedInfo()
@@ -211,7 +215,7 @@ func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jet
 		cfg.Replicas = r
 		_, err = js.UpdateStream(ctx, cfg)
 		if err == nil {
-			slog.Info("replicas raised", "stream", stream, "from", have, "to", r)
+			log.Info("replicas raised", "stream", stream, "from", have, "to", r)
 			return
 		}
 		if apiCode(err) == codeReplicasNotSupported {
@@ -222,7 +226,9 @@ func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jet
 			break
 		}
 	}
-	slog.Warn("fewer replicas than narun keeps, not raised now; a later open tries again",
+	// Debug: every open tries again, and a cluster short of a member
+	// would repeat this on every narun ctl command.
+	log.Debug("fewer replicas than narun keeps, not raised now; a later open tries again",
 		"stream", stream, "replicas", have, "want", Replicas, "err", err)
 }
 
@@ -254,4 +260,11 @@ func apiCode(err error) jetstream.ErrorCode {
 func IsNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrObjectNotFound) ||
 		errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }

@@ -22,7 +22,7 @@ func TestCreateOrOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		kv, err := KV(ctx, js, names.AppsBucket)
+		kv, err := KV(ctx, js, names.AppsBucket, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func TestCreateOrOpen(t *testing.T) {
 		}
 	}
 
-	nodes, err := KV(ctx, js, names.NodesBucket)
+	nodes, err := KV(ctx, js, names.NodesBucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +47,11 @@ func TestCreateOrOpen(t *testing.T) {
 		t.Errorf("nodes TTL %s, want %s", st.TTL(), NodeTTL)
 	}
 	for _, b := range []string{names.BinariesBucket, names.FilesBucket} {
-		if _, err := Objects(ctx, js, b); err != nil {
+		if _, err := Objects(ctx, js, b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s, err := LogsStream(ctx, js)
+	s, err := LogsStream(ctx, js, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,10 +62,10 @@ func TestCreateOrOpen(t *testing.T) {
 	if info.Config.MaxBytes <= 0 || info.Config.MaxAge <= 0 || info.Config.MaxAge > 30*24*time.Hour {
 		t.Errorf("logs stream unbounded: %+v", info.Config)
 	}
-	if _, err := KV(ctx, js, "something-else"); err == nil {
+	if _, err := KV(ctx, js, "something-else", nil); err == nil {
 		t.Error("unknown bucket created")
 	}
-	if _, err := Objects(ctx, js, "something-else"); err == nil {
+	if _, err := Objects(ctx, js, "something-else", nil); err == nil {
 		t.Error("unknown object store created")
 	}
 }
