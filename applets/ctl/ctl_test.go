@@ -318,8 +318,13 @@ func TestDeployWait(t *testing.T) {
 		fakeRunner(t, h, "node-1", state.Healthy, "", 0)
 		p := h.file("hello.toml", helloSpec)
 		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
-		if !strings.Contains(r.out, "2 instance(s) ready") {
+		if !strings.Contains(r.out, "2 instance(s) ready\n") {
 			t.Errorf("output: %s", r.out)
+		}
+		// The same file again changes nothing, and says so.
+		r = h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		if !strings.Contains(r.out, "2 instance(s) ready (spec unchanged: nothing rolled out)") {
+			t.Errorf("output of a deploy that changes nothing: %s", r.out)
 		}
 	})
 	t.Run("status agrees when it returns", func(t *testing.T) {

@@ -238,7 +238,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 			return &cli.ExitError{Code: ExitRollout, Err: err}
 		}
 		if !c.Bool(flagJSON) {
-			fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready\n", app.Name, app.Version, len(r.Ready))
+			unchanged := ""
+			if !res.Changed {
+				unchanged = " (spec unchanged: nothing rolled out)"
+			}
+			fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready%s\n", app.Name, app.Version, len(r.Ready), unchanged)
 		}
 		return nil
 	}
