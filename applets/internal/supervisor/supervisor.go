@@ -5,6 +5,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"golang.org/x/sys/unix"
 )
 
 // ErrPermanent marks a preparation or start error that retrying cannot
@@ -155,6 +157,11 @@ type Supervisor struct {
 	st      state.Instance
 	changed chan struct{}
 	dial    DialFunc
+
+	// lastExit is why the previous process ended, shown as the reason
+	// while its successor runs: a crash loop between two status reads
+	// would otherwise show only a restart count. Only run uses it.
+	lastExit string
 }
 
 // New returns a supervisor in state pending.
@@ -348,6 +355,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 			return
 		}
 		s.set(state.Crashed, reason)
+		s.lastExit = reason
 		if !s.backoff(ctx, d.Delay, reason) {
 			return
 		}
@@ -452,8 +460,12 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	}
 	pid := cmd.Process.Pid
 	started := time.Now()
+	reason := ""
+	if s.lastExit != "" {
+		reason = "last exit: " + s.lastExit
+	}
 	s.update(func(i *state.Instance) {
-		i.State, i.Reason, i.PID, i.Started, i.ExitCode, i.Healthy = state.Running, "", pid, started, nil, false
+		i.State, i.Reason, i.PID, i.Started, i.ExitCode, i.Healthy = state.Running, reason, pid, started, nil, false
 		s.dial = p.Dial
 	})
 	s.log.Debug("started", "pid", pid)
@@ -510,7 +522,8 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	if ps := cmd.ProcessState; ps != nil {
 		exit.Code = ps.ExitCode()
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			exit.Code, exit.Signal = -1, ws.Signal().String()
+			// "SIGKILL", not Go's "killed": "killed by killed" says nothing.
+			exit.Code, exit.Signal = -1, cmp.Or(unix.SignalName(ws.Signal()), ws.Signal().String())
 		}
 	}
 	var explained interface{ Reason() string }

@@ -84,6 +84,8 @@ func sleepForever() {
 type recorder struct {
 	mu     sync.Mutex
 	states []state.State
+	// started are the reasons given as each process started running.
+	started []string
 }
 
 func (r *recorder) add(i state.Instance) {
@@ -91,6 +93,9 @@ func (r *recorder) add(i state.Instance) {
 	defer r.mu.Unlock()
 	if n := len(r.states); n == 0 || r.states[n-1] != i.State {
 		r.states = append(r.states, i.State)
+		if i.State == state.Running {
+			r.started = append(r.started, i.Reason)
+		}
 	}
 }
 
@@ -291,7 +296,7 @@ func TestJournalTellsTheCrashLoop(t *testing.T) {
 }
 
 func TestRestartAfterKill(t *testing.T) {
-	s, _ := start(t, "serve", Config{})
+	s, rec := start(t, "serve", Config{})
 	first := waitFor(t, s, "healthy", inState(state.Healthy))
 	killed := time.Now()
 	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
@@ -303,6 +308,13 @@ func TestRestartAfterKill(t *testing.T) {
 	t.Logf("kill -9 to running again: %v", again.Started.Sub(killed))
 	if again.Restarts != 1 {
 		t.Errorf("restarts = %d, want 1", again.Restarts)
+	}
+	// While the new process runs, status says why the last one ended.
+	rec.mu.Lock()
+	started := slices.Clone(rec.started)
+	rec.mu.Unlock()
+	if len(started) != 2 || started[0] != "" || started[1] != "last exit: killed by SIGKILL" {
+		t.Errorf("reasons at each start: %q, want none, then the kill", started)
 	}
 }
 
