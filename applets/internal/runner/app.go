@@ -162,7 +162,7 @@ func (a *app) run(ctx context.Context) {
 		}
 		if outdated != nil && !bytes.Equal(raw, a.warned) {
 			a.warned = raw
-			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; it runs as before, but deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
+			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
 		}
 		if err := writeFileAtomic(a.specPath(), raw, 0o600); err != nil {
 			a.log.Warn("cache spec", "err", err)
