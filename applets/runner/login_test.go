@@ -1,59 +1,24 @@
 package runner
 
 import (
-	"context"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/narun/narun/applets/internal/cli"
-	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
 
-// startApplet runs `narun runner` with no configuration file and args
-// after its own, until the test ends; it returns its log.
+// startApplet runs narun runner with args until the test ends.
 func startApplet(t *testing.T, args ...string) *testutil.LogBuffer {
-	t.Helper()
-	saved := config.SearchPath
-	config.SearchPath = nil
-	t.Cleanup(func() { config.SearchPath = saved })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var stderr testutil.LogBuffer
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, append([]string{"runner", "--data-dir", t.TempDir(), "--node-id", "n1", "--admin-listen", ""}, args...))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("runner returned %v after cancel; log:\n%s", err, stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("runner did not stop after cancel")
-		}
-	})
-	return &stderr
-}
-
-// guardedNATS runs a NATS server that wants the login edge:edge-secret.
-func guardedNATS(t *testing.T) (addr string) {
-	t.Helper()
-	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0",
-		Users: []embednats.User{{User: "edge", Password: "edge-secret"}}})
-	return strings.TrimPrefix(srv.ClientURL(), "nats://")
+	return testutil.RunApplet(t, Main, append([]string{"runner", "--data-dir", t.TempDir(), "--node-id", "n1", "--admin-listen", ""}, args...)...)
 }
 
 // The runner's log names its servers without their password.
 func TestLogHidesThePassword(t *testing.T) {
-	addr := guardedNATS(t)
+	addr := natstest.StartWithLogin(t, "edge", "edge-secret")
 	log := startApplet(t, "--nats-url", "nats://edge:edge-secret@"+addr)
 	wants := []string{`msg="nats connected" url=nats://edge:xxxxx@` + addr, `msg="runner started" node=n1 nats=nats://edge:xxxxx@` + addr}
 	for _, want := range wants {
@@ -67,7 +32,7 @@ func TestLogHidesThePassword(t *testing.T) {
 
 // A runner refused by NATS says so, not only that the connection closed.
 func TestLogSaysTheLoginWasRefused(t *testing.T) {
-	addr := guardedNATS(t)
+	addr := natstest.StartWithLogin(t, "edge", "edge-secret")
 	log := startApplet(t, "--nats-url", "nats://edge:wrong-secret@"+addr)
 	refused := func(level, msg string) bool {
 		for _, l := range strings.Split(log.String(), "\n") {

@@ -37,6 +37,14 @@ func StartConfig(t testing.TB, cfg embednats.Config) *embednats.Server {
 	return s
 }
 
+// StartWithLogin starts a server on a free loopback port that wants the
+// login user:password from its clients, and returns its host:port.
+func StartWithLogin(t testing.TB, user, password string) string {
+	t.Helper()
+	s := StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{{User: user, Password: password}}})
+	return strings.TrimPrefix(s.ClientURL(), "nats://")
+}
+
 // Connect opens an in-process connection closed when the test ends.
 func Connect(t testing.TB, s *embednats.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
