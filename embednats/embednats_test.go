@@ -3,7 +3,6 @@ package embednats_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/url"
@@ -218,24 +217,6 @@ const (
 	appNKey     = "UBJDA5ZQ4WDOANDI24YSOUI5YSZPCSOGBCDOHZKRTX73YRZREI2WP34F"
 )
 
-// publishRefused publishes to subject and returns the server's permissions
-// violation for it, or nil when the server took the message.
-func publishRefused(t *testing.T, nc *nats.Conn, subject string) error {
-	t.Helper()
-	if err := nc.Publish(subject, []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	// The server answers a refused publish with -ERR before the PONG
-	// that ends the flush, so the error is in place when Flush returns.
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.LastError(); err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
-		return err
-	}
-	return nil
-}
-
 // A login's DenyPublish subjects are refused, wildcards included, and
 // everything else stays allowed; a login without permissions, the
 // in-process one too, may publish anything.
@@ -264,18 +245,18 @@ func TestPermissionsDenyPublish(t *testing.T) {
 	}
 	for name, nc := range map[string]*nats.Conn{"user": connect(nats.UserInfo("app", "b")), "nkey": connect(nkeyOpt)} {
 		for _, subj := range []string{"state.x", "state.x.y", "api.delete.state"} {
-			if err := publishRefused(t, nc, subj); err == nil {
+			if err := natstest.PublishRefused(t, nc, subj); err == nil {
 				t.Errorf("%s login with the deny list published to %s", name, subj)
 			}
 		}
 		for _, subj := range []string{"state", "other.x", "api.delete.other", "api.delete.state.x"} {
-			if err := publishRefused(t, nc, subj); err != nil {
+			if err := natstest.PublishRefused(t, nc, subj); err != nil {
 				t.Errorf("%s login with the deny list: %s: %v", name, subj, err)
 			}
 		}
 	}
 	for name, nc := range map[string]*nats.Conn{"admin": connect(nats.UserInfo("admin", "a")), "in-process": natstest.Connect(t, s)} {
-		if err := publishRefused(t, nc, "state.x"); err != nil {
+		if err := natstest.PublishRefused(t, nc, "state.x"); err != nil {
 			t.Errorf("%s login: %v", name, err)
 		}
 	}

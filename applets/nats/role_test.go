@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // A user nkey for tests: the seed logs in, the public key is configured.
@@ -101,24 +101,6 @@ func (c *roleCluster) connect(t *testing.T, login nats.Option) *nats.Conn {
 	return nc
 }
 
-// publishRefused publishes to subject and returns the server's permissions
-// violation for it, or nil when the server took the message.
-func publishRefused(t *testing.T, nc *nats.Conn, subject string) error {
-	t.Helper()
-	if err := nc.Publish(subject, []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
-	// The server answers a refused publish with -ERR before the PONG
-	// that ends the flush, so the error is in place when Flush returns.
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.LastError(); err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
-		return err
-	}
-	return nil
-}
-
 // An app's login serves and calls services and keeps its own buckets, but
 // cannot write narun's state, touch its streams or publish its events; an
 // admin login can.
@@ -176,7 +158,7 @@ func TestAppRole(t *testing.T) {
 				"$JS.API.DIRECT.GET.KV_narun-secrets.$KV.narun-secrets.db",
 				"$JS.hub.API.STREAM.DELETE.KV_narun-apps",
 			} {
-				if err := publishRefused(t, client, subj); err == nil {
+				if err := natstest.PublishRefused(t, client, subj); err == nil {
 					t.Errorf("the app role may publish to %s", subj)
 				}
 			}
@@ -203,7 +185,7 @@ func TestAppRole(t *testing.T) {
 	if _, err := bins.PutBytes(ctx, "web", []byte("\x7fELF")); err != nil {
 		t.Errorf("admin put to narun-binaries: %v", err)
 	}
-	if err := publishRefused(t, c.admin, "narun.events.web.node-1"); err != nil {
+	if err := natstest.PublishRefused(t, c.admin, "narun.events.web.node-1"); err != nil {
 		t.Errorf("admin event: %v", err)
 	}
 	for _, b := range []string{names.AppsBucket, names.BinariesBucket} {

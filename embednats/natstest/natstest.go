@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -164,4 +165,22 @@ func freeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// PublishRefused publishes to subject on nc and returns the server's
+// permissions violation for it, or nil when the server took the message.
+func PublishRefused(t testing.TB, nc *nats.Conn, subject string) error {
+	t.Helper()
+	if err := nc.Publish(subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers a refused publish with -ERR before the PONG
+	// that ends the flush, so the error is in place when Flush returns.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.LastError(); err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
+		return err
+	}
+	return nil
 }
