@@ -125,9 +125,12 @@ type Gateway struct {
 	// at shutdown; 0 means 15s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// AccessLog logs one line per request; it follows hot reloads.
-	AccessLog bool       `toml:"access_log"`
-	TLS       GatewayTLS `toml:"tls"`
-	Routes    []Route    `toml:"routes"`
+	AccessLog bool `toml:"access_log"`
+	// TrustedKeys, when set, are the keys one of which must have signed a
+	// route entry of narun-routes for the gateway to serve it.
+	TrustedKeys []string   `toml:"trusted_keys"`
+	TLS         GatewayTLS `toml:"tls"`
+	Routes      []Route    `toml:"routes"`
 }
 
 // GatewayTLS enables HTTPS when Cert and Key are set.
@@ -171,6 +174,9 @@ type Runner struct {
 	// runner's own credentials are never passed on.
 	AppNATSCreds string `toml:"app_nats_creds"`
 	AppNATSNkey  string `toml:"app_nats_nkey"`
+	// TrustedKeys, when set, are the keys one of which must have signed a
+	// spec of narun-apps for the runner to run it.
+	TrustedKeys []string `toml:"trusted_keys"`
 }
 
 // Ctl configures the management CLI.
@@ -178,6 +184,9 @@ type Ctl struct {
 	Client
 	MasterKeyFile string   `toml:"master_key_file"`
 	Timeout       Duration `toml:"timeout"`
+	// SigningKeyFile signs the specs and route entries ctl stores, for
+	// runners and gateways with trusted_keys.
+	SigningKeyFile string `toml:"signing_key_file"`
 }
 
 // Defaults returns the configuration used when no file says otherwise.

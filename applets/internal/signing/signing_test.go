@@ -1,0 +1,84 @@
+package signing
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func newKey(t *testing.T) *Key {
+	t.Helper()
+	text, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSignAndVerify(t *testing.T) {
+	k, other := newKey(t), newKey(t)
+	v, err := NewVerifier("trusted_keys", []string{k.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := []byte("name = \"a\"\nversion = \"1\"\n")
+	signed := k.Sign(spec)
+	if body, err := v.Verify(signed); err != nil || string(body) != string(spec) {
+		t.Fatalf("verify own signature: %q, %v", body, err)
+	}
+	// Signing again replaces the trailer instead of stacking one.
+	if again := k.Sign(signed); string(again) != string(signed) {
+		t.Errorf("signing a signed value:\n%s\nwant\n%s", again, signed)
+	}
+	// A value without a final newline is signed as if it had one.
+	if body, err := v.Verify(k.Sign([]byte(`[{"path":"/a"}]`))); err != nil || string(body) != "[{\"path\":\"/a\"}]\n" {
+		t.Errorf("JSON value: %q, %v", body, err)
+	}
+	for _, tc := range []struct {
+		name, value, want string
+	}{
+		{"unsigned", string(spec), "not signed"},
+		{"untrusted key", string(other.Sign(spec)), "does not trust"},
+		{"changed after signing", strings.Replace(string(signed), `"1"`, `"2"`, 1), "does not match"},
+		{"line added after the trailer", string(signed) + "user = \"root\"\n", "not signed"},
+		{"garbled signature", string(signed[:len(signed)-5]) + "!!!!\n", "does not match"},
+	} {
+		if _, err := v.Verify([]byte(tc.value)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	// Trusting nothing checks nothing, but still strips the trailer.
+	none, _ := NewVerifier("trusted_keys", nil)
+	if body, err := none.Verify(signed); err != nil || string(body) != string(spec) || none.Enabled() {
+		t.Errorf("no trusted keys: %q, %v", body, err)
+	}
+}
+
+func TestBadKeys(t *testing.T) {
+	if _, err := NewVerifier("runner.trusted_keys", []string{"narun-ed25519:short"}); err == nil || !strings.Contains(err.Error(), "runner.trusted_keys[0]") {
+		t.Errorf("short public key: %v", err)
+	}
+	if _, err := ParseKey([]byte("hello")); err == nil {
+		t.Error("parsed a key file without a seed")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sign.key")
+	text, _ := Generate()
+	if err := os.WriteFile(path, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable key file: %v", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(path); err != nil {
+		t.Errorf("key file with mode 0600: %v", err)
+	}
+}
