@@ -12,8 +12,8 @@
 //	app.Fingerprint(arch) string                // changes only when a process on a node of that arch must restart
 //	app.Binary(arch) (Binary, bool)             // pinned object and sha256 for an arch ("amd64", "arm64", "riscv64")
 //	app.StopSig() syscall.Signal                // stop_signal as a signal
-//	spec.WithBinaries(file, src, bins) ([]byte, error) // ctl: the stored form (user TOML + [binaries.<arch>])
-//	spec.SetRestartedAt(file, src, t) ([]byte, error) // ctl: sets restarted_at, which changes every fingerprint
+//	spec.WithBinaries(file, src, bins) ([]byte, error) // ctl: the stored form (user TOML + [binaries.<arch>]), unsigned
+//	spec.SetRestartedAt(file, src, t) ([]byte, error) // ctl: sets restarted_at, which changes every fingerprint; unsigned
 //	spec.ValidName(s) / spec.ValidObjectName(s) // app/node names (NATS tokens) / file and secret names
 //
 // Every error from Parse names the file, the line and the key
@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/signing"
 )
 
 // Modes of running an app.
@@ -832,7 +833,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // WithBinaries returns the stored form of a spec: the operator's TOML
 // unchanged (comments included) followed by the generated [binaries.<arch>]
 // tables. src must not carry [binaries] itself; the result is validated.
+// A signature trailer of src is dropped: the tables would follow it, and a
+// trailer counts only as the last line, so ctl signs the result instead.
 func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, error) {
+	src = signing.Strip(src)
 	a, err := Parse(file, src)
 	if err != nil {
 		return nil, err
@@ -869,8 +873,10 @@ func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, erro
 // be rewritten line by line (a value on several lines) is an error rather
 // than a stored spec that runners refuse. src is checked as a stored spec
 // (ParseStored): restarting an app deployed by an earlier narun ctl is not
-// a new deploy, and a deploy checks its spec itself.
+// a new deploy, and a deploy checks its spec itself. A signature trailer
+// of src is dropped, as no longer matching: ctl signs the result again.
 func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
+	src = signing.Strip(src)
 	before, _, err := ParseStored(file, src)
 	if err != nil {
 		return nil, err

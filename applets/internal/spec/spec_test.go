@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/narun/narun/applets/internal/signing"
 )
 
 const smallest = `name = "hello"
@@ -456,6 +458,38 @@ func TestWithBinaries(t *testing.T) {
 	}
 	if _, err := WithBinaries("again", out, bins); err == nil || !strings.Contains(err.Error(), `"binaries"`) {
 		t.Errorf("second [binaries] accepted: %v", err)
+	}
+}
+
+// A rewrite of a signed spec invalidates its signature and, for
+// WithBinaries, would bury the trailer above the new tables: both return
+// the unsigned result for ctl to sign, never a stale trailer.
+func TestRewritesDropSignature(t *testing.T) {
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := key.Sign([]byte(smallest))
+	bins := map[string]Binary{"arm64": {Object: "hello/1.0.0/linux-arm64", SHA256: strings.Repeat("1", 64)}}
+	withBins, err := WithBinaries("hello.toml", signed, bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := SetRestartedAt("hello.toml", key.Sign(withBins), time.Unix(200, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string][]byte{"WithBinaries": withBins, "SetRestartedAt": restarted} {
+		if strings.Contains(string(out), "narun-signature") {
+			t.Errorf("%s kept the trailer:\n%s", name, out)
+		}
+	}
+	if !strings.HasPrefix(string(withBins), smallest) {
+		t.Errorf("WithBinaries did not keep the spec:\n%s", withBins)
 	}
 }
 
