@@ -123,7 +123,7 @@ Landlock ABI {{.Node.Capabilities.LandlockABI}} · cgroup v{{.Node.Capabilities.
 <td><pre>{{range .Lines}}<span class="{{.Stream}}">{{.Line}}</span>
 {{end}}</pre></td></tr>
 {{end}}{{end}}</tbody></table>
-{{range .Apps}}{{if .SpecError}}<p class="failed">{{.Name}}: invalid spec: {{.SpecError}}</p>{{end}}{{end}}
+{{range .Apps}}{{if .SpecError}}<p class="failed">{{.Name}}: {{.SpecError}}</p>{{end}}{{end}}
 </body></html>
 `))
 

@@ -32,7 +32,8 @@ type app struct {
 	// raw is the desired spec as stored; nil once the app is deleted.
 	raw []byte
 	rev uint64
-	// current is the last spec that parsed; specErr why the last one did not.
+	// current is the last spec that parsed; specErr why the last one was
+	// not applied (invalid or refused).
 	current *spec.App
 	specErr string
 	insts   []*instance
@@ -141,12 +142,7 @@ func (a *app) run(ctx context.Context) {
 			}
 			continue
 		}
-		// A stored spec ran under the narun that stored it: rules that
-		// came later must not stop it here (spec.ParseStored).
-		sp, outdated, err := spec.ParseStored(a.name+".toml", raw)
-		if err == nil && sp.Name != a.name {
-			err = fmt.Errorf("spec name %q differs from its key %q", sp.Name, a.name)
-		}
+		sp, outdated, err := a.parse(raw)
 		a.mu.Lock()
 		if err != nil {
 			a.specErr = err.Error()
@@ -155,9 +151,9 @@ func (a *app) run(ctx context.Context) {
 		}
 		a.mu.Unlock()
 		if err != nil {
-			// Running instances are left alone: a bad spec must not take
-			// a working app down.
-			a.log.Error("invalid spec; instances left as they are", "err", err)
+			// Running instances are left alone: a bad or refused spec
+			// must not take a working app down.
+			a.log.Error("spec not applied; instances left as they are", "revision", rev, "err", err)
 			continue
 		}
 		if outdated != nil && !bytes.Equal(raw, a.warned) {
@@ -169,6 +165,25 @@ func (a *app) run(ctx context.Context) {
 		}
 		a.reconcile(ctx, sp)
 	}
+}
+
+// parse reads a spec as narun-apps stores it, after checking its
+// signature: a spec no trusted key signed is never read, let alone cached.
+func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
+	body, err := a.r.signatures.Verify(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spec refused: %w", err)
+	}
+	// A stored spec ran under the narun that stored it: rules that came
+	// later must not stop it here (spec.ParseStored).
+	sp, outdated, err = spec.ParseStored(a.name+".toml", body)
+	if err == nil && sp.Name != a.name {
+		err = fmt.Errorf("spec name %q differs from its key %q", sp.Name, a.name)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid spec: %w", err)
+	}
+	return sp, outdated, nil
 }
 
 // reconcile converges the instances to sp: the ones of slots no longer

@@ -30,6 +30,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
@@ -78,6 +79,10 @@ type Runner struct {
 	cache   *cache
 	keys    keyFile
 	caps    state.Capabilities
+	// signatures checks every spec before it is read: with trusted keys,
+	// JetStream can be made to write narun-apps for a login kept off it
+	// (docs/SECURITY.md, "Signed specs").
+	signatures *signing.Verifier
 	// rolloutSlack is how much longer than its start_grace a rollout
 	// waits for a new instance, download included, before it halts.
 	rolloutSlack time.Duration
@@ -145,6 +150,10 @@ func New(opts Options) (*Runner, error) {
 	if err := spec.ValidName(node); err != nil {
 		return nil, fmt.Errorf("runner: node id %q: %w", node, err)
 	}
+	signatures, err := signing.NewVerifier("runner.trusted_keys", opts.Config.TrustedKeys)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -161,6 +170,7 @@ func New(opts Options) (*Runner, error) {
 		beat:    make(chan struct{}, 1),
 		caps:    probeCapabilities(opts.Command == nil),
 
+		signatures:   signatures,
 		rolloutSlack: time.Minute,
 	}
 	if loginDropped && opts.Config.AppNATSCreds == "" && opts.Config.AppNATSNkey == "" {
@@ -242,6 +252,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return fmt.Errorf("runner: data dir %s is in use by another runner: %w", r.opts.DataDir, err)
+	}
+	if r.signatures.Enabled() {
+		r.log.Info(fmt.Sprintf("runs only specs signed by %d trusted key(s)", len(r.opts.Config.TrustedKeys)))
+	} else {
+		r.log.Info("runs specs without checking signatures: runner.trusted_keys is empty")
 	}
 	killStale(r.instancesDir(), r.log)
 	if r.caps.Sandbox {

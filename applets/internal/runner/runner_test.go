@@ -218,14 +218,20 @@ func (c *cluster) putSpec(t testing.TB, app, version, object, digest, extra stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if _, err := c.apps.Put(ctx, app, storedSpec(t, app, version, object, digest, extra)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedSpec is the spec putSpec stores.
+func storedSpec(t testing.TB, app, version, object, digest, extra string) []byte {
+	t.Helper()
 	src := fmt.Sprintf("name = %q\nversion = %q\nnodes = [%q]\n%s\n", app, version, node, extra)
 	stored, err := spec.WithBinaries(app+".toml", []byte(src), map[string]spec.Binary{runtime.GOARCH: {Object: object, SHA256: digest}})
 	if err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	if _, err := c.apps.Put(ctx, app, stored); err != nil {
-		t.Fatal(err)
-	}
+	return stored
 }
 
 func (c *cluster) remove(t *testing.T, app string) {

@@ -1,0 +1,169 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+func newSigningKey(t *testing.T) *signing.Key {
+	t.Helper()
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// putSigned uploads bin and stores the spec putSpec would, signed by key
+// (nil leaves it unsigned), then changed by edit (nil changes nothing).
+func (c *cluster) putSigned(t *testing.T, key *signing.Key, app, version, bin string, edit func([]byte) []byte) {
+	t.Helper()
+	value := storedSpec(t, app, version, c.upload(t, app, version, bin), fileDigest(t, bin), "")
+	if key != nil {
+		value = key.Sign(value)
+	}
+	if edit != nil {
+		value = edit(value)
+	}
+	if _, err := c.apps.Put(context.Background(), app, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func trusting(keys ...*signing.Key) func(*Options) {
+	return func(o *Options) {
+		for _, k := range keys {
+			o.Config.TrustedKeys = append(o.Config.TrustedKeys, k.Public())
+		}
+	}
+}
+
+// waitRefused waits for the runner to log that it refused app's spec, with
+// why.
+func (tr *testRunner) waitRefused(t *testing.T, app, why string) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "refusal of "+app+"'s spec logged", func() bool {
+		for line := range strings.Lines(tr.logs.String()) {
+			if strings.Contains(line, "level=ERROR") && strings.Contains(line, " app="+app+" ") && strings.Contains(line, `err="spec refused: `+why) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A runner with a trusted key runs what that key signed and nothing else:
+// not an unsigned spec, not one changed after it was signed, not one
+// another key signed. A refused spec never reaches the spec cache, and one
+// that replaces a running spec leaves its instance as it was.
+func TestOnlySignedSpecsRun(t *testing.T) {
+	key, other := newSigningKey(t), newSigningKey(t)
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, trusting(key))
+	c.putSigned(t, key, "signed", "1.0.0", helloBin, nil)
+	c.putSigned(t, nil, "unsigned", "1.0.0", helloBin, nil)
+	c.putSigned(t, key, "tampered", "1.0.0", helloBin, func(v []byte) []byte {
+		return bytes.Replace(v, []byte("\nnodes = ["), []byte("\nreplicas = 3\nnodes = ["), 1)
+	})
+	c.putSigned(t, other, "untrusted", "1.0.0", helloBin, nil)
+
+	running := tr.wait(t, "signed", "healthy", allIn(1, state.Healthy))[0]
+	if logs := tr.logs.String(); !strings.Contains(logs, "runs only specs signed by 1 trusted key(s)") {
+		t.Errorf("runner log does not say it checks signatures:\n%s", logs)
+	}
+	for app, why := range map[string]string{
+		"unsigned":  "not signed, and this node runs only what a trusted key signed",
+		"tampered":  "signature of " + key.Public() + " does not match",
+		"untrusted": "signed by " + other.Public() + ", which this node does not trust",
+	} {
+		tr.waitRefused(t, app, why)
+		if l := tr.of(app); len(l) > 0 {
+			t.Errorf("%s spec runs: %+v", app, l)
+		}
+		if _, err := os.Stat(filepath.Join(tr.dir, "specs", app+".toml")); !os.IsNotExist(err) {
+			t.Errorf("%s spec cached: %v", app, err)
+		}
+	}
+	// The admin page says why an app does not run.
+	rec := httptest.NewRecorder()
+	tr.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if want := "unsigned: spec refused: not signed"; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("admin page lacks %q:\n%s", want, rec.Body.String())
+	}
+
+	cached, err := os.ReadFile(filepath.Join(tr.dir, "specs", "signed.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.putSigned(t, nil, "signed", "2.0.0", helloBin, nil)
+	tr.waitRefused(t, "signed", "not signed")
+	if l := tr.of("signed"); len(l) != 1 || l[0].ID != running.ID || l[0].PID != running.PID || l[0].Version != "1.0.0" || l[0].State != state.Healthy {
+		t.Errorf("instance changed by a refused spec: %+v -> %+v", running, l)
+	}
+	if now, _ := os.ReadFile(filepath.Join(tr.dir, "specs", "signed.toml")); !bytes.Equal(now, cached) {
+		t.Errorf("cached spec replaced by a refused one:\n%s", now)
+	}
+}
+
+// A signature is a TOML comment: a runner that trusts no key runs a signed
+// spec as any other.
+func TestSignedSpecRunsWithoutTrustedKeys(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.putSigned(t, newSigningKey(t), "hello", "1.0.0", helloBin, nil)
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+}
+
+// A runner started without NATS checks the specs it cached as it checks
+// narun-apps: one cached before trusted keys were set, unsigned, does not
+// start, while a signed one does.
+func TestCachedUnsignedSpecRefusedOffline(t *testing.T) {
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	first := startRunner(t, c, nil)
+	c.putSigned(t, key, "signed", "1.0.0", helloBin, nil)
+	c.putSigned(t, nil, "plain", "1.0.0", helloBin, nil)
+	first.wait(t, "signed", "healthy", allIn(1, state.Healthy))
+	first.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+	first.stop()
+
+	offline, err := nats.Connect("nats://"+testutil.FreeAddr(t), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(offline.Close)
+	second := startRunner(t, c, func(o *Options) {
+		o.DataDir, o.Conn = first.dir, offline
+		trusting(key)(o)
+	})
+	second.wait(t, "signed", "healthy from the cached spec", allIn(1, state.Healthy))
+	second.waitRefused(t, "plain", "not signed")
+	if l := second.of("plain"); len(l) > 0 {
+		t.Errorf("cached unsigned spec runs: %+v", l)
+	}
+}
+
+func TestBadTrustedKey(t *testing.T) {
+	c := newCluster(t, nil)
+	_, err := New(Options{Config: config.Runner{NodeID: node, TrustedKeys: []string{"narun-ed25519:short"}}, DataDir: t.TempDir(), Conn: c.nc})
+	if err == nil || !strings.Contains(err.Error(), "runner.trusted_keys[0]") {
+		t.Errorf("New with a bad trusted key: %v, want an error naming runner.trusted_keys[0]", err)
+	}
+}
