@@ -161,6 +161,11 @@ type appStatusJSON struct {
 	Error     string           `json:"error,omitempty"`
 	Outdated  string           `json:"outdated,omitempty"`
 	Instances []instanceStatus `json:"instances"`
+	// SignedBy is the public key whose signature the stored spec carries,
+	// "" when unsigned; SignatureError says why that signature does not
+	// hold, and nodes that trust the key refuse the spec.
+	SignedBy       string `json:"signed_by"`
+	SignatureError string `json:"signature_error,omitempty"`
 }
 
 func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
@@ -172,6 +177,12 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 	}
 	if d.outdated != nil {
 		s.Outdated = d.outdated.Error()
+	}
+	if pub, err := signedBy(d.raw); pub != "" {
+		s.SignedBy = pub
+		if err != nil {
+			s.SignatureError = err.Error()
+		}
 	}
 	now := time.Now()
 	for _, n := range nodes {
@@ -276,7 +287,7 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	if s.Error != "" {
 		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", d.name, s.Error)
 	} else {
-		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), s.Ready, s.Desired)
+		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), signature(s), s.Ready, s.Desired)
 	}
 	if s.Outdated != "" {
 		fmt.Fprintf(e.stdio.Stderr, "warning: the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s\n", s.Name, s.Outdated)
@@ -300,6 +311,17 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		t.row(id, "-", "missing", "-", "-", "-", "-", "no heartbeat from this node: down, or its runner is not started")
 	}
 	return t.flush()
+}
+
+// signature says who signed a stored spec, briefly, for the status line.
+func signature(s appStatusJSON) string {
+	switch {
+	case s.SignedBy == "":
+		return "unsigned"
+	case s.SignatureError != "":
+		return "bad signature: " + s.SignatureError
+	}
+	return "signed by " + s.SignedBy
 }
 
 func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error {
@@ -353,10 +375,18 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if d.err != nil {
 		return fmt.Errorf("stored spec of %s is invalid, deploy a fixed one: %w", name, d.err)
 	}
+	key, err := e.signer()
+	if err != nil {
+		return err
+	}
+	if err := refuseUnsigned(key, d.raw, "the stored spec of "+name); err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
 	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, d.raw, time.Now())
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
+	restarted = sign(key, restarted)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {

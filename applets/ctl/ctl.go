@@ -49,6 +49,7 @@ func usagef(format string, args ...any) error { return cli.Usage(fmt.Errorf(form
 const (
 	flagTimeout = "timeout"
 	flagKeyFile = "key-file"
+	flagSignKey = "signing-key"
 	flagJSON    = "json"
 	flagForce   = "force"
 )
@@ -85,6 +86,7 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 	flags = append(flags,
 		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation", DefaultText: "[ctl] timeout, else 15s"},
 		&ucli.StringFlag{Name: flagKeyFile, EnvVars: []string{"NARUN_KEY_FILE"}, Usage: "secrets key file (default [ctl] master_key_file)"},
+		&ucli.StringFlag{Name: flagSignKey, EnvVars: []string{"NARUN_SIGNING_KEY"}, Usage: "key file that signs specs and routes (default [ctl] signing_key_file)"},
 	)
 	app := cli.NewApp(stdio, name, "manage narun apps, nodes, images, secrets, files and routes", flags)
 	app.Description = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 rollout failed or timed out, 5 in use (see --force)."
@@ -97,6 +99,7 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 		secretCommand(stdio),
 		filesCommand(stdio),
 		routeCommand(stdio),
+		signingCommand(stdio),
 		completionCommand(stdio),
 	}
 	markUsage(app.Commands, app.OnUsageError)
@@ -130,6 +133,9 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 	}
 	if c.IsSet(flagKeyFile) {
 		e.cfg.Ctl.MasterKeyFile = c.String(flagKeyFile)
+	}
+	if c.IsSet(flagSignKey) {
+		e.cfg.Ctl.SigningKeyFile = c.String(flagSignKey)
 	}
 	return e, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/sandbox"
@@ -108,6 +109,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if len(bins) > 0 && len(app.Binaries) > 0 {
 		return usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
 	}
+	// A key that cannot sign fails the deploy before anything is uploaded.
+	key, err := e.signer()
+	if err != nil {
+		return err
+	}
 	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: app.Binaries}
 	if res.DryRun {
 		if len(bins) > 0 {
@@ -136,6 +142,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	cur, err := currentSpec(ctx, e, apps, app.Name)
 	if err != nil {
+		return err
+	}
+	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app.Name); err != nil {
 		return err
 	}
 	if err := e.checkReferences(ctx, app); err != nil {
@@ -188,6 +197,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 			return fmt.Errorf("keep restarted_at of the deployed spec of %s: %w", app.Name, err)
 		}
 	}
+	// Signed last, over exactly what is stored; a trailer the file itself
+	// carried (a stored spec saved and deployed again) is dropped, so
+	// without a key the spec is stored unsigned. Parsing the signed value
+	// checks what nodes read, trailer and size included.
+	stored = sign(key, signing.Strip(stored))
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return err
@@ -201,6 +215,8 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		defer w.stop()
 	}
+	// Signing is deterministic: the same body signed by the same key is
+	// the same value, and a spec signed by no key or another one changes.
 	res.Changed, res.Revision = !bytes.Equal(cur.raw, stored), cur.rev
 	if res.Changed {
 		octx, cancel := e.op(ctx)
@@ -219,7 +235,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 			return fmt.Errorf("store spec of %s: %w", app.Name, err)
 		}
 	}
-	if err := e.putRoutes(ctx, final); err != nil {
+	if err := e.putRoutes(ctx, final, key); err != nil {
 		return err
 	}
 	if res.Changed {
@@ -666,7 +682,7 @@ func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
 
 // putRoutes registers the spec's routes with every gateway, or removes the
 // app's routes when it has none any more.
-func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
+func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) error {
 	kv, err := e.kv(ctx, names.RoutesBucket)
 	if err != nil {
 		return err
@@ -683,6 +699,7 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App) error {
 	if err != nil {
 		return fmt.Errorf("encode routes of %s: %w", app.Name, err)
 	}
+	b = sign(key, b)
 	if cur, err := kv.Get(octx, app.Name); err == nil && bytes.Equal(cur.Value(), b) {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/state"
 )
 
@@ -104,12 +105,14 @@ type appRoute struct {
 }
 
 // appRoutes reads narun-routes: the routes of each app, by app name. An
-// entry that is not valid JSON is logged and left out.
+// entry that is not valid JSON is logged and left out. A signature
+// trailer is not JSON and is dropped unchecked: listing routes and
+// checking a deploy for clashes need the routes, not who signed them.
 func (e *env) appRoutes(ctx context.Context) (map[string][]config.Route, error) {
 	out := map[string][]config.Route{}
 	err := e.entries(ctx, names.RoutesBucket, "routes", func(app string, v []byte) {
 		var rs []config.Route
-		if err := json.Unmarshal(v, &rs); err != nil {
+		if err := json.Unmarshal(signing.Strip(v), &rs); err != nil {
 			e.log.Warn("unreadable routes", "app", app, "err", err)
 			return
 		}

@@ -1,0 +1,144 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/signing"
+)
+
+func signingCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:  "signing",
+		Usage: "the key that signs the specs and routes ctl stores",
+		Subcommands: []*ucli.Command{
+			{
+				Name: "keygen", Usage: "write a new signing key file (mode 0600) and print its public key", ArgsUsage: "FILE",
+				Description: "Put the printed public key in [runner] trusted_keys and [gateway] trusted_keys of every node,\n" +
+					"and FILE in [ctl] signing_key_file (or pass --signing-key FILE).",
+				Action: action(stdio, false, signingKeygen),
+			},
+			{Name: "public", Usage: "print the public key of the signing key ([ctl] signing_key_file or --signing-key)", Action: action(stdio, false, signingPublic)},
+		},
+	}
+}
+
+func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
+	path, err := oneArg(c, "key file")
+	if err != nil {
+		return err
+	}
+	text, err := signing.Generate()
+	if err != nil {
+		return err
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		return err
+	}
+	if err := writeNewFile(path, text); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out(), key.Public())
+	fmt.Fprintf(e.stdio.Stderr, "signing key written to %s: add the public key above to trusted_keys in [runner] and [gateway] of every node, and set [ctl] signing_key_file = %q\n", path, path)
+	return nil
+}
+
+// writeNewFile writes a key file that appears whole or not at all, and
+// never replaces one: a lost signing key cannot sign again for the nodes
+// that trust it.
+func writeNewFile(path string, content []byte) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("key file %s exists; it is not replaced (nodes may trust it): choose another name", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("key file: %w", err)
+	}
+	// CreateTemp makes the file 0600, so the key is never readable by others.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write key file: %w", err)
+	}
+	return nil
+}
+
+func signingPublic(_ context.Context, _ *ucli.Context, e *env) error {
+	if e.cfg.Ctl.SigningKeyFile == "" {
+		return usagef("no signing key: name it with --signing-key FILE or [ctl] signing_key_file")
+	}
+	key, err := e.signer()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out(), key.Public())
+	return nil
+}
+
+// signer is the configured signing key; nil when none is configured, and
+// ctl then stores values unsigned.
+func (e *env) signer() (*signing.Key, error) {
+	if e.cfg.Ctl.SigningKeyFile == "" {
+		return nil, nil
+	}
+	return signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
+}
+
+// sign is the value ctl stores for nodes: signed when a key is configured.
+func sign(key *signing.Key, value []byte) []byte {
+	if key == nil {
+		return value
+	}
+	return key.Sign(value)
+}
+
+// signedBy returns the public key whose trailer value carries, "" when
+// unsigned. check is non-nil when that key's signature does not match
+// the value: status then warns rather than vouch for it.
+func signedBy(value []byte) (pub string, check error) {
+	trailer := strings.TrimSpace(string(value[len(signing.Strip(value)):]))
+	if trailer == "" {
+		return "", nil
+	}
+	// The trailer's format is signing's: "# narun-signature: <key> <sig>".
+	_, rest, _ := strings.Cut(trailer, ": ")
+	pub, _, _ = strings.Cut(rest, " ")
+	v, err := signing.NewVerifier("signature", []string{pub})
+	if err == nil {
+		_, err = v.Verify(value)
+	}
+	return pub, err
+}
+
+// refuseUnsigned refuses to rewrite a signed stored value without a key:
+// nodes that trust keys would refuse the unsigned result.
+func refuseUnsigned(key *signing.Key, stored []byte, what string) error {
+	if key != nil {
+		return nil
+	}
+	if pub, _ := signedBy(stored); pub != "" {
+		return fmt.Errorf("%s is signed by %s and no signing key is configured: nodes that trust that key would refuse an unsigned one; set [ctl] signing_key_file (or --signing-key FILE)", what, pub)
+	}
+	return nil
+}

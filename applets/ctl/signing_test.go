@@ -1,0 +1,177 @@
+package ctl
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+// keygen writes a signing key with ctl and returns its path and public key.
+func (h *harness) keygen(name string) (path, public string) {
+	h.t.Helper()
+	path = filepath.Join(h.dir, name)
+	r := h.ok("", "signing", "keygen", path)
+	return path, strings.TrimSpace(r.out)
+}
+
+// useSigningKey makes path the [ctl] signing_key_file of the harness's
+// config; "" configures none.
+func (h *harness) useSigningKey(path string) {
+	h.t.Helper()
+	h.file("narun.toml", fmt.Sprintf("[ctl]\ntimeout = \"5s\"\nsigning_key_file = %q\n", path))
+}
+
+func verifier(t *testing.T, public string) *signing.Verifier {
+	t.Helper()
+	v, err := signing.NewVerifier("trusted_keys", []string{public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestSigningKeygen(t *testing.T) {
+	h := newHarness(t)
+	h.url = "nats://127.0.0.1:1" // neither command needs NATS
+	path, public := h.keygen("sign.key")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %04o, want 0600", st.Mode().Perm())
+	}
+	key, err := signing.LoadKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.Public() != public {
+		t.Errorf("keygen printed %q, the key's public half is %q", public, key.Public())
+	}
+	if r := h.ok("", "signing", "public", "--signing-key", path); strings.TrimSpace(r.out) != public {
+		t.Errorf("signing public --signing-key: %q, want %q", r.out, public)
+	}
+	h.useSigningKey(path)
+	if r := h.ok("", "signing", "public"); strings.TrimSpace(r.out) != public {
+		t.Errorf("signing public with signing_key_file: %q, want %q", r.out, public)
+	}
+
+	before, _ := os.ReadFile(path)
+	r := h.fails(1, "", "signing", "keygen", path)
+	if !strings.Contains(r.err, "exists") {
+		t.Errorf("keygen over an existing file: %s", r.err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("keygen replaced an existing key file")
+	}
+	if matches, _ := filepath.Glob(filepath.Join(h.dir, ".sign.key.tmp-*")); len(matches) > 0 {
+		t.Errorf("temporary files left: %v", matches)
+	}
+
+	h.fails(2, "", "signing", "keygen")
+	h.fails(2, "", "signing", "public", "extra")
+	h.useSigningKey("")
+	if r := h.fails(2, "", "signing", "public"); !strings.Contains(r.err, "signing_key_file") {
+		t.Errorf("signing public without a key: %s", r.err)
+	}
+}
+
+func TestDeploySigned(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	bin := selfBinary(t)
+	path, public := h.keygen("sign.key")
+	v := verifier(t, public)
+
+	// Unsigned without a key, as before signing existed.
+	h.ok("", "deploy", p, "--binary", bin)
+	unsigned, _ := h.get(names.AppsBucket, "hello")
+	routes, _ := h.get(names.RoutesBucket, "hello")
+	if strings.Contains(string(unsigned)+string(routes), "narun-signature") {
+		t.Errorf("stored signed without a key:\n%s\n%s", unsigned, routes)
+	}
+	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, ", unsigned:") {
+		t.Errorf("status of an unsigned spec: %s", r.out)
+	}
+
+	// A key configured over the unsigned spec signs it: a change.
+	h.useSigningKey(path)
+	if r := h.ok("", "deploy", p, "--json"); !strings.Contains(r.out, `"changed": true`) {
+		t.Errorf("first signed deploy: %s", r.out)
+	}
+	stored, _ := h.get(names.AppsBucket, "hello")
+	body, err := v.Verify(stored)
+	if err != nil {
+		t.Fatalf("stored spec: %v\n%s", err, stored)
+	}
+	if !bytes.Equal(body, unsigned) {
+		t.Errorf("signed spec differs from the unsigned one beyond its trailer:\n%s\nwas\n%s", body, unsigned)
+	}
+	raw, _ := h.get(names.RoutesBucket, "hello")
+	body, err = v.Verify(raw)
+	if err != nil {
+		t.Fatalf("stored routes: %v\n%s", err, raw)
+	}
+	var rs []config.Route
+	if err := json.Unmarshal(body, &rs); err != nil || len(rs) != 1 || rs[0].Path != "/hello/" {
+		t.Errorf("signed routes %q: %+v, %v", raw, rs, err)
+	}
+
+	// The same file with the same key again is unchanged.
+	for _, args := range [][]string{{"deploy", p}, {"deploy", p, "--binary", bin}} {
+		if r := h.ok("", args...); !strings.Contains(r.out, "hello 1.0.0: unchanged") {
+			t.Errorf("%v again: %s", args, r.out)
+		}
+	}
+	if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, stored) {
+		t.Errorf("unchanged redeploy rewrote the spec:\n%s", now)
+	}
+
+	r := h.ok("", "app", "status", "hello", "--json")
+	var st struct {
+		SignedBy string `json:"signed_by"`
+		Name     string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &st); err != nil || st.SignedBy != public || st.Name != "hello" {
+		t.Errorf("status --json: %+v, %v\n%s", st, err, r.out)
+	}
+	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, "signed by "+public) {
+		t.Errorf("status of a signed spec: %s", r.out)
+	}
+	if r := h.ok("", "route", "list", "--json"); !strings.Contains(r.out, `"path": "/hello/"`) {
+		t.Errorf("route list of signed entries: %s", r.out)
+	}
+
+	// Restart keeps a valid signature.
+	h.ok("", "app", "restart", "hello")
+	restarted, _ := h.get(names.AppsBucket, "hello")
+	body, err = v.Verify(restarted)
+	if err != nil {
+		t.Fatalf("restarted spec: %v\n%s", err, restarted)
+	}
+	if app, err := spec.Parse("restarted", body); err != nil || app.RestartedAt == "" {
+		t.Errorf("restarted spec: %v, restarted_at %q", err, app.RestartedAt)
+	}
+
+	// Without the key, ctl cannot rewrite the signed spec: the result
+	// would be unsigned, which nodes that trust the key refuse.
+	h.useSigningKey("")
+	for _, args := range [][]string{{"app", "restart", "hello"}, {"deploy", p}} {
+		r := h.fails(1, "", args...)
+		if !strings.Contains(r.err, "signing_key_file") {
+			t.Errorf("%v without a key: %s", args, r.err)
+		}
+		if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, restarted) {
+			t.Errorf("%v without a key changed the stored spec:\n%s", args, now)
+		}
+	}
+}
