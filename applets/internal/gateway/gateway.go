@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/signing"
 )
 
 // Options configure a Gateway.
@@ -60,13 +63,18 @@ type Gateway struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	mu        sync.Mutex // serialises route rebuilds
-	cfg       config.Gateway
-	kvRoutes  map[string][]config.Route
-	cert      atomic.Pointer[tls.Certificate]
-	certStamp string
-	fileStamp string
-	accessLog atomic.Bool
+	mu  sync.Mutex // serialises route rebuilds
+	cfg config.Gateway
+	// signatures checks the entries of narun-routes (docs/SECURITY.md,
+	// "Signed specs"); kvRaw holds them as stored, to check them again
+	// when a reload changes trusted_keys, and kvRoutes what they say.
+	signatures *signing.Verifier
+	kvRaw      map[string][]byte
+	kvRoutes   map[string][]config.Route
+	cert       atomic.Pointer[tls.Certificate]
+	certStamp  string
+	fileStamp  string
+	accessLog  atomic.Bool
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
@@ -84,8 +92,13 @@ func New(opts Options) (*Gateway, error) {
 		log:       opts.Logger,
 		metrics:   newMetrics(),
 		cfg:       opts.Config,
+		kvRaw:     map[string][]byte{},
 		kvRoutes:  map[string][]config.Route{},
 		firstWait: firstMessageWait,
+	}
+	var err error
+	if g.signatures, err = signing.NewVerifier("gateway.trusted_keys", opts.Config.TrustedKeys); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -95,7 +108,10 @@ func New(opts Options) (*Gateway, error) {
 	var rnd [5]byte
 	_, _ = rand.Read(rnd[:])
 	g.idPrefix = base32.HexEncoding.EncodeToString(rnd[:]) + "-"
-	if err := g.rebuild(opts.Config, g.kvRoutes); err != nil {
+	g.mu.Lock()
+	err = g.rebuild(opts.Config, g.kvRoutes)
+	g.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	if g.opts.ConfigPath != "" {
@@ -146,9 +162,8 @@ func (g *Gateway) newRequestID() string {
 // rebuild compiles the routes of cfg and of the narun-routes bucket into a
 // new table. The file's routes must all be valid; a bad bucket entry only
 // loses that app's routes, since one deploy must not break all the others.
+// g.mu must be held.
 func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	timeout, maxBody := cfg.Timeout.D(), int64(cfg.MaxBody)
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -207,33 +222,46 @@ func (g *Gateway) Reload() error {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
+	// Held from the entries read to the table stored, so that no entry
+	// checked against the trusted_keys being replaced slips in meanwhile.
 	g.mu.Lock()
-	kv := g.kvRoutes
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	signatures, kv := g.signatures, g.kvRoutes
+	if !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys) {
+		if signatures, err = signing.NewVerifier("gateway.trusted_keys", f.Gateway.TrustedKeys); err != nil {
+			g.metrics.reloadErrors.Add(1)
+			return fmt.Errorf("reload: %w", err)
+		}
+		kv = make(map[string][]config.Route, len(g.kvRaw))
+		for app, value := range g.kvRaw {
+			if routes := g.appRoutes(signatures, app, value); routes != nil {
+				kv[app] = routes
+			}
+		}
+	}
 	if err := g.rebuild(f.Gateway, kv); err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
+	g.signatures = signatures
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
 	return nil
 }
 
-// setAppRoutes replaces the routes of one app from the narun-routes bucket;
-// nil removes them.
-func (g *Gateway) setAppRoutes(app string, routes []config.Route) {
+// setAppEntry applies the narun-routes entry of one app; nil removes it.
+func (g *Gateway) setAppEntry(app string, value []byte) {
 	g.mu.Lock()
-	kv := make(map[string][]config.Route, len(g.kvRoutes)+1)
-	for k, v := range g.kvRoutes {
-		kv[k] = v
+	defer g.mu.Unlock()
+	kv := maps.Clone(g.kvRoutes)
+	delete(kv, app)
+	delete(g.kvRaw, app)
+	if value != nil {
+		g.kvRaw[app] = value
+		if routes := g.appRoutes(g.signatures, app, value); routes != nil {
+			kv[app] = routes
+		}
 	}
-	cfg := g.cfg
-	g.mu.Unlock()
-	if routes == nil {
-		delete(kv, app)
-	} else {
-		kv[app] = routes
-	}
-	if err := g.rebuild(cfg, kv); err != nil {
+	if err := g.rebuild(g.cfg, kv); err != nil {
 		g.log.Error("routes from narun-routes not applied", "app", app, "err", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/store"
 )
 
@@ -58,21 +59,31 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 			if e == nil {
 				continue
 			}
-			app := e.Key()
 			if e.Operation() != jetstream.KeyValuePut {
-				g.setAppRoutes(app, nil)
+				g.setAppEntry(e.Key(), nil)
 				continue
 			}
-			var routes []config.Route
-			if err := json.Unmarshal(e.Value(), &routes); err != nil {
-				g.log.Error("ignoring routes of app: bad JSON in routes bucket", "app", app, "err", err)
-				g.setAppRoutes(app, nil)
-				continue
-			}
-			if routes == nil {
-				routes = []config.Route{}
-			}
-			g.setAppRoutes(app, routes)
+			g.setAppEntry(e.Key(), e.Value())
 		}
 	}
+}
+
+// appRoutes reads the narun-routes entry of app; nil when it is refused or
+// not valid JSON, which loses that app's routes only. The signature's
+// trailer goes even when no key is trusted, for JSON cannot hold it.
+func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []byte) []config.Route {
+	body, err := signatures.Verify(value)
+	if err != nil {
+		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
+		return nil
+	}
+	var routes []config.Route
+	if err := json.Unmarshal(body, &routes); err != nil {
+		g.log.Error("ignoring routes of app: bad JSON in routes bucket", "app", app, "err", err)
+		return nil
+	}
+	if routes == nil {
+		routes = []config.Route{}
+	}
+	return routes
 }

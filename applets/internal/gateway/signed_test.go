@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// A signed route entry is served by gateways with and without trusted
+// keys; an unsigned one only by those without, and another app's unsigned
+// entry costs a gateway with trusted keys nothing of the signed ones. A
+// reload that sets trusted_keys checks the entries already loaded.
+func TestSignedRouteEntries(t *testing.T) {
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+
+	var strictLog testutil.LogBuffer
+	strictCfg := gwConfig()
+	strictCfg.TrustedKeys = []string{key.Public()}
+	strict := "http://" + startRunLogged(t, nc, strictCfg, "", slog.New(slog.NewTextHandler(&strictLog, nil))).addrs["http"]
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[gateway]\n")
+	open := startRun(t, nc, gwConfig(), path)
+	openBase := "http://" + open.addrs["http"]
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The unsigned entry goes first: once the signed one is served, the
+	// gateway has been through both.
+	if _, err := kv.Put(ctx, "plain", []byte(`[{"path":"/plain/","service":"kvapp"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "signed", key.Sign([]byte(`[{"path":"/signed/","service":"kvapp"}]`))); err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{strict, openBase} {
+		testutil.Eventually(t, 15*time.Second, "signed entry served by "+base, func() bool {
+			code, body := get(t, base+"/signed/x")
+			return code == 200 && body == "kv:/signed/x"
+		})
+	}
+	if code, body := get(t, openBase+"/plain/x"); code != 200 || body != "kv:/plain/x" {
+		t.Errorf("gateway without trusted keys, unsigned entry: %d %q", code, body)
+	}
+	if code, _ := get(t, strict+"/plain/x"); code != 404 {
+		t.Errorf("gateway with trusted keys serves an unsigned entry: %d", code)
+	}
+	refused := func(log string) bool {
+		for line := range strings.Lines(log) {
+			if strings.Contains(line, "level=ERROR") && strings.Contains(line, "app=plain") && strings.Contains(line, "not signed") {
+				return true
+			}
+		}
+		return false
+	}
+	if !refused(strictLog.String()) {
+		t.Errorf("refusal of the unsigned entry not logged:\n%s", strictLog.String())
+	}
+
+	writeFile(t, path, "[gateway]\ntrusted_keys = [\""+key.Public()+"\"]\n")
+	if err := open.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, openBase+"/plain/x"); code != 404 {
+		t.Errorf("unsigned entry served after a reload set trusted_keys: %d", code)
+	}
+	if code, body := get(t, openBase+"/signed/x"); code != 200 || body != "kv:/signed/x" {
+		t.Errorf("signed entry after a reload set trusted_keys: %d %q", code, body)
+	}
+}
+
+func TestBadGatewayTrustedKey(t *testing.T) {
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{"narun-ed25519:short"}
+	_, err := New(Options{Config: cfg, Conn: natstest.Connect(t, natstest.Start(t))})
+	if err == nil || !strings.Contains(err.Error(), "gateway.trusted_keys[0]") {
+		t.Errorf("New with a bad trusted key: %v, want an error naming gateway.trusted_keys[0]", err)
+	}
+}
