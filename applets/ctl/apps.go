@@ -14,6 +14,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 )
@@ -178,7 +179,7 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 	if d.outdated != nil {
 		s.Outdated = d.outdated.Error()
 	}
-	if pub, err := signedBy(d.raw); pub != "" {
+	if pub, err := signing.SignedBy(d.raw); pub != "" {
 		s.SignedBy = pub
 		if err != nil {
 			s.SignatureError = err.Error()

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -113,31 +112,13 @@ func sign(key *signing.Key, value []byte) []byte {
 	return key.Sign(value)
 }
 
-// signedBy returns the public key whose trailer value carries, "" when
-// unsigned. check is non-nil when that key's signature does not match
-// the value: status then warns rather than vouch for it.
-func signedBy(value []byte) (pub string, check error) {
-	trailer := strings.TrimSpace(string(value[len(signing.Strip(value)):]))
-	if trailer == "" {
-		return "", nil
-	}
-	// The trailer's format is signing's: "# narun-signature: <key> <sig>".
-	_, rest, _ := strings.Cut(trailer, ": ")
-	pub, _, _ = strings.Cut(rest, " ")
-	v, err := signing.NewVerifier("signature", []string{pub})
-	if err == nil {
-		_, err = v.Verify(value)
-	}
-	return pub, err
-}
-
 // refuseUnsigned refuses to rewrite a signed stored value without a key:
 // nodes that trust keys would refuse the unsigned result.
 func refuseUnsigned(key *signing.Key, stored []byte, what string) error {
 	if key != nil {
 		return nil
 	}
-	if pub, _ := signedBy(stored); pub != "" {
+	if pub, _ := signing.SignedBy(stored); pub != "" {
 		return fmt.Errorf("%s is signed by %s and no signing key is configured: nodes that trust that key would refuse an unsigned one; set [ctl] signing_key_file (or --signing-key FILE)", what, pub)
 	}
 	return nil

@@ -131,6 +131,22 @@ func split(value []byte) (body []byte, trailer string, ok bool) {
 	return value[:i+1], string(v[i+1+len(trailerPrefix):]), true
 }
 
+// SignedBy returns the public key value's trailer names, "" when value is
+// not signed, and whether that key's signature matches the value: a
+// status must not vouch for a value changed after it was signed.
+func SignedBy(value []byte) (pub string, err error) {
+	_, trailer, ok := split(value)
+	if !ok {
+		return "", nil
+	}
+	pub, _, _ = strings.Cut(trailer, " ")
+	v, err := NewVerifier("signature", []string{pub})
+	if err == nil {
+		_, err = v.Verify(value)
+	}
+	return pub, err
+}
+
 // Verifier checks signatures against trusted public keys.
 type Verifier struct {
 	trusted map[string]ed25519.PublicKey

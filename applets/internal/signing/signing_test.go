@@ -82,3 +82,18 @@ func TestBadKeys(t *testing.T) {
 		t.Errorf("key file with mode 0600: %v", err)
 	}
 }
+
+func TestSignedBy(t *testing.T) {
+	k := newKey(t)
+	spec := []byte("name = \"a\"\n")
+	if pub, err := SignedBy(spec); pub != "" || err != nil {
+		t.Errorf("unsigned: %q, %v", pub, err)
+	}
+	signed := k.Sign(spec)
+	if pub, err := SignedBy(signed); pub != k.Public() || err != nil {
+		t.Errorf("signed: %q, %v", pub, err)
+	}
+	if pub, err := SignedBy([]byte(strings.Replace(string(signed), `"a"`, `"b"`, 1))); pub != k.Public() || err == nil {
+		t.Errorf("changed after signing: %q, %v, want the key and an error", pub, err)
+	}
+}
