@@ -13,6 +13,7 @@
 //	app.Binary(arch) (Binary, bool)             // pinned object and sha256 for an arch ("amd64", "arm64", "riscv64")
 //	app.StopSig() syscall.Signal                // stop_signal as a signal
 //	spec.WithBinaries(file, src, bins) ([]byte, error) // ctl: the stored form (user TOML + [binaries.<arch>]), unsigned
+//	spec.SetFileDigests(file, src, digests) ([]byte, error) // ctl: adds or replaces [file_digests] at the end, unsigned
 //	spec.SetRestartedAt(file, src, t) ([]byte, error) // ctl: sets restarted_at, which changes every fingerprint; unsigned
 //	spec.ValidName(s) / spec.ValidObjectName(s) // app/node names (NATS tokens) / file and secret names
 //
@@ -109,6 +110,9 @@ type App struct {
 	StopTimeout config.Duration `toml:"stop_timeout"`
 	// Binaries is written by `narun ctl deploy`: one pinned object per arch.
 	Binaries map[string]Binary `toml:"binaries"`
+	// FileDigests is written by `narun ctl deploy` and `app restart`: the
+	// SHA-256 (hex) that each [[files]] object must have, by object name.
+	FileDigests map[string]string `toml:"file_digests"`
 	// RestartedAt is written by `narun ctl app restart` (RFC 3339): changing
 	// it changes every fingerprint, so the runner rolls every instance.
 	RestartedAt string `toml:"restarted_at"`
@@ -434,6 +438,15 @@ func (a *App) validate(v *validator) {
 		}
 		if !hexRe.MatchString(b.SHA256) {
 			v.add(key+".sha256", "want 64 lower-case hex digits")
+		}
+	}
+	for _, obj := range sortedKeys(a.FileDigests) {
+		key := "file_digests." + obj
+		if !slices.ContainsFunc(a.Files, func(f File) bool { return f.Object == obj }) {
+			v.add(key, "no [[files]] entry uses object %q", obj)
+		}
+		if !hexRe.MatchString(a.FileDigests[obj]) {
+			v.add(key, "want 64 lower-case hex digits")
 		}
 	}
 }
@@ -844,6 +857,11 @@ func WithBinaries(file string, src []byte, bins map[string]Binary) ([]byte, erro
 	if len(a.Binaries) > 0 {
 		return nil, fmt.Errorf("%s: key \"binaries\": already set; it is written by narun ctl deploy", file)
 	}
+	// SetFileDigests replaces only the table it wrote itself; one the
+	// operator put anywhere else would be kept beside the new pins.
+	if len(a.FileDigests) > 0 {
+		return nil, fmt.Errorf("%s: key \"file_digests\": set without [binaries]; it is written by narun ctl deploy", file)
+	}
 	var b bytes.Buffer
 	b.Write(src)
 	if len(src) > 0 && src[len(src)-1] != '\n' {
@@ -913,4 +931,79 @@ func SetRestartedAt(file string, src []byte, t time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("%s: key \"restarted_at\": cannot set it without changing other keys (a line inside a multi-line string looks like it): remove restarted_at, or put it on one line before the first table", file)
 	}
 	return out, nil
+}
+
+// fileDigestsComment opens the table SetFileDigests writes; a table it
+// replaces loses the comment too.
+const fileDigestsComment = "# Written by narun ctl: the content each [[files]] object must have."
+
+// SetFileDigests returns src with its [file_digests] table set to digests
+// (object name -> SHA-256 hex; none removes the table), after everything
+// else: ctl writes it after [binaries] and replaces it when the objects
+// change (app restart). Only a table that starts on a line of its own and
+// runs to the next table or the end is replaced, as ctl writes it; the
+// result is checked to differ from src in file_digests only, so a spec
+// that sets it another way is an error rather than a spec with two. src
+// is checked as a stored spec (ParseStored), as app restart reads one. A
+// signature trailer of src is dropped: ctl signs the result.
+func SetFileDigests(file string, src []byte, digests map[string]string) ([]byte, error) {
+	src = signing.Strip(src)
+	before, _, err := ParseStored(file, src)
+	if err != nil {
+		return nil, err
+	}
+	out := src
+	if len(before.FileDigests) > 0 {
+		if out, err = removeTable(src, "file_digests"); err != nil {
+			return nil, fmt.Errorf("%s: key \"file_digests\": %w", file, err)
+		}
+		out = bytes.TrimSuffix(bytes.TrimSuffix(out, []byte(fileDigestsComment+"\n")), []byte("\n"))
+	}
+	if len(digests) > 0 {
+		var b bytes.Buffer
+		b.Write(out)
+		if len(out) > 0 && out[len(out)-1] != '\n' {
+			b.WriteByte('\n')
+		}
+		b.WriteString("\n" + fileDigestsComment + "\n[file_digests]\n")
+		for _, obj := range sortedKeys(digests) {
+			fmt.Fprintf(&b, "%q = %q\n", obj, digests[obj])
+		}
+		out = b.Bytes()
+	}
+	after, _, err := ParseStored(file, out)
+	if err != nil {
+		return nil, err
+	}
+	if !maps.Equal(after.FileDigests, digests) {
+		return nil, fmt.Errorf("%s: key \"file_digests\": cannot replace it in this spec: remove it (narun ctl writes it)", file)
+	}
+	after.FileDigests = before.FileDigests
+	if !reflect.DeepEqual(before, after) {
+		return nil, fmt.Errorf("%s: key \"file_digests\": cannot replace it without changing other keys: remove it (narun ctl writes it)", file)
+	}
+	return out, nil
+}
+
+// removeTable cuts the lines of table name from its header to the next
+// table header or the end; src must have the table under a header.
+func removeTable(src []byte, name string) ([]byte, error) {
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	start := -1
+	for i, l := range lines {
+		text := strings.TrimSpace(string(l))
+		if start < 0 {
+			if strings.HasPrefix(text, "[") && !strings.HasPrefix(text, "[[") && normKey(strings.Trim(strings.SplitN(text, "]", 2)[0], "[ ")) == name {
+				start = i
+			}
+			continue
+		}
+		if strings.HasPrefix(text, "[") {
+			return slices.Concat(bytes.Join(lines[:start], nil), bytes.Join(lines[i:], nil)), nil
+		}
+	}
+	if start < 0 {
+		return nil, errors.New("cannot replace it in this spec: not a [file_digests] table on its own; remove it (narun ctl writes it)")
+	}
+	return bytes.Join(lines[:start], nil), nil
 }

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -605,4 +606,113 @@ func restarted(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+const withFiles = `name = "hello"
+version = "1.0.0"
+nodes = ["node-1"]
+[[files]]
+object = "app.conf"
+path = "conf/app.conf"
+[[files]]
+object = "ca"
+path = "ca.pem"
+`
+
+func TestFileDigestsRules(t *testing.T) {
+	tests := []struct{ name, table, want string }{
+		{"unused object", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("a", 64) + "\"\n\"other\" = \"" + strings.Repeat("b", 64) + "\"\n", `a.toml:13: key "file_digests.other": no [[files]] entry uses object "other"`},
+		{"not hex", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("A", 64) + "\"\n", `a.toml:12: key "file_digests.app.conf": want 64 lower-case hex digits`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("a.toml", []byte(withFiles+"\n"+tt.table))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetFileDigests(t *testing.T) {
+	bins := map[string]Binary{"arm64": {Object: "hello/1.0.0/linux-arm64", SHA256: strings.Repeat("1", 64)}}
+	withBins, err := WithBinaries("hello.toml", []byte(withFiles), bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]string{"app.conf": strings.Repeat("a", 64), "ca": strings.Repeat("b", 64)}
+	pinned, err := SetFileDigests("hello.toml", withBins, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(pinned), string(withBins)) {
+		t.Errorf("spec not kept before the table:\n%s", pinned)
+	}
+	a, err := Parse("stored", pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(a.FileDigests, first) {
+		t.Errorf("file_digests = %v, want %v", a.FileDigests, first)
+	}
+
+	// app restart pins what the store holds now: the table is replaced,
+	// not added again, and the same digests give the same bytes.
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := map[string]string{"app.conf": strings.Repeat("c", 64), "ca": strings.Repeat("b", 64)}
+	replaced, err := SetFileDigests("hello.toml", key.Sign(pinned), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(replaced), "narun-signature") {
+		t.Errorf("trailer kept:\n%s", replaced)
+	}
+	if n := strings.Count(string(replaced), "[file_digests]"); n != 1 {
+		t.Errorf("%d [file_digests] tables:\n%s", n, replaced)
+	}
+	if a, err = Parse("stored", replaced); err != nil || !maps.Equal(a.FileDigests, second) {
+		t.Errorf("file_digests = %v (%v), want %v", a.FileDigests, err, second)
+	}
+	again, err := SetFileDigests("hello.toml", replaced, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != string(pinned) {
+		t.Errorf("replacing the table changed more than the table:\n%s\nwant:\n%s", again, pinned)
+	}
+	if _, err := WithBinaries("hello.toml", []byte(withFiles+"\n[file_digests]\nca = \""+strings.Repeat("b", 64)+"\"\n"), bins); err == nil || !strings.Contains(err.Error(), `"file_digests"`) {
+		t.Errorf("[file_digests] without [binaries] accepted: %v", err)
+	}
+}
+
+// Only a table on its own is replaced: an inline one would stay beside
+// the new table and make a spec no node parses.
+func TestSetFileDigestsRefuses(t *testing.T) {
+	inline := strings.Replace(withFiles, "[[files]]", "file_digests = { ca = \""+strings.Repeat("b", 64)+"\" }\n[[files]]", 1)
+	out, err := SetFileDigests("app.toml", []byte(inline), map[string]string{"ca": strings.Repeat("c", 64)})
+	if err == nil || !strings.Contains(err.Error(), `key "file_digests": cannot replace it`) {
+		t.Errorf("got %v:\n%s", err, out)
+	}
+}
+
+func TestFingerprintIgnoresFileDigests(t *testing.T) {
+	bins := "[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n"
+	a, err := Parse("a.toml", []byte(withFiles+bins))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse("a.toml", []byte(withFiles+bins+"[file_digests]\nca = \""+strings.Repeat("b", 64)+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Fingerprint("amd64") != b.Fingerprint("amd64") {
+		t.Error("pinning the files changed the fingerprint: a deploy that only adds pins would restart every instance")
+	}
 }
