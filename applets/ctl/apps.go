@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -385,6 +386,18 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	}
 	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, d.raw, time.Now())
 	if err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	// A restart is how a file changed with files put rolls out: the new
+	// instances must be allowed the bytes narun-files holds now.
+	digests, missing, err := e.fileDigests(ctx, d.app.Files)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("restart %s: %w", name, errors.Join(missing...))
+	}
+	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, digests); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	restarted = sign(key, restarted)

@@ -37,7 +37,8 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 			"Each --binary is a Linux ELF executable for amd64, arm64 or riscv64; its arch is read from\n" +
 			"the ELF header. It is stored as <name>/<version>/linux-<arch>-<first 12 hex digits of its\n" +
 			"sha256>, so another build of the same version never replaces the object a deployed spec pins.\n" +
-			"Without --binary the binaries of the deployed spec are kept if the version is unchanged.",
+			"Without --binary the binaries of the deployed spec are kept if the version is unchanged.\n" +
+			"The sha256 of each [[files]] object is pinned too; after files put, app restart pins and rolls out the new content.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
 			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing (with --binary and NATS reachable, read the deployed spec to name the objects)"},
@@ -147,7 +148,8 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app.Name); err != nil {
 		return err
 	}
-	if err := e.checkReferences(ctx, app); err != nil {
+	fileDigests, err := e.checkReferences(ctx, app)
+	if err != nil {
 		return err
 	}
 	if err := e.checkRoutes(ctx, app); err != nil {
@@ -177,6 +179,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		if err := e.checkPinned(ctx, app.Binaries); err != nil {
 			return err
 		}
+		for obj, pin := range app.FileDigests {
+			if fileDigests[obj] != pin {
+				return fmt.Errorf("file %s has sha256 %s, the spec pins %s", obj, fileDigests[obj], pin)
+			}
+		}
 	case cur.app != nil && cur.app.Version == app.Version && len(cur.app.Binaries) > 0:
 		if stored, err = spec.WithBinaries(file, src, cur.app.Binaries); err != nil {
 			return err
@@ -184,6 +191,14 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		res.Pinned = cur.app.Binaries
 	default:
 		return usagef("no binary for %s %s: pass --binary FILE (one per arch)", app.Name, app.Version)
+	}
+	// Pinned like the binaries, so that nodes place only the bytes this
+	// deploy saw; a file that already pins them (a stored spec saved and
+	// deployed again) was checked above and is stored as it is.
+	if len(app.FileDigests) == 0 {
+		if stored, err = spec.SetFileDigests(file, stored, fileDigests); err != nil {
+			return err
+		}
 	}
 	// app restart sets restarted_at in the deployed spec, never in the
 	// operator's file: kept like the binaries above, so that deploying the
@@ -369,13 +384,14 @@ func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name stri
 }
 
 // checkReferences fails before any upload when a secret or file the spec
-// needs is missing, instead of every node failing at start.
-func (e *env) checkReferences(ctx context.Context, app *spec.App) error {
+// needs is missing, instead of every node failing at start. It returns the
+// SHA-256 of each file object, for the spec to pin.
+func (e *env) checkReferences(ctx context.Context, app *spec.App) (map[string]string, error) {
 	var missing []error
 	if len(app.Secrets) > 0 {
 		kv, err := e.kv(ctx, names.SecretsBucket)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, s := range app.Secrets {
 			octx, cancel := e.op(ctx)
@@ -384,30 +400,50 @@ func (e *env) checkReferences(ctx context.Context, app *spec.App) error {
 			if isNotFound(err) {
 				missing = append(missing, fmt.Errorf("secret %q does not exist (narun ctl secret set %s)", s.Name, s.Name))
 			} else if err != nil {
-				return fmt.Errorf("check secret %q: %w", s.Name, err)
+				return nil, fmt.Errorf("check secret %q: %w", s.Name, err)
 			}
 		}
 	}
-	if len(app.Files) > 0 {
-		obs, err := e.objects(ctx, names.FilesBucket)
-		if err != nil {
-			return err
+	digests, missingFiles, err := e.fileDigests(ctx, app.Files)
+	if err != nil {
+		return nil, err
+	}
+	if missing = append(missing, missingFiles...); len(missing) > 0 {
+		return nil, fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
+	}
+	return digests, nil
+}
+
+// fileDigests reads the SHA-256 (hex) of each object files use; missing
+// names those narun-files lacks.
+func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[string]string, missing []error, err error) {
+	if len(files) == 0 {
+		return nil, nil, nil
+	}
+	obs, err := e.objects(ctx, names.FilesBucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	digests = map[string]string{}
+	for _, f := range files {
+		if _, done := digests[f.Object]; done {
+			continue
 		}
-		for _, f := range app.Files {
-			octx, cancel := e.op(ctx)
-			_, err := obs.GetInfo(octx, f.Object)
-			cancel()
-			if isNotFound(err) {
-				missing = append(missing, fmt.Errorf("file %q does not exist (narun ctl files put %s FILE)", f.Object, f.Object))
-			} else if err != nil {
-				return fmt.Errorf("check file %q: %w", f.Object, err)
-			}
+		octx, cancel := e.op(ctx)
+		info, err := obs.GetInfo(octx, f.Object)
+		cancel()
+		switch {
+		case isNotFound(err):
+			missing = append(missing, fmt.Errorf("file %q does not exist (narun ctl files put %s FILE)", f.Object, f.Object))
+			continue
+		case err != nil:
+			return nil, nil, fmt.Errorf("check file %q: %w", f.Object, err)
+		}
+		if digests[f.Object] = digestHex(info); digests[f.Object] == "" {
+			return nil, nil, fmt.Errorf("check file %q: %s gives no SHA-256 digest (%q)", f.Object, names.FilesBucket, info.Digest)
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
-	}
-	return nil
+	return digests, missing, nil
 }
 
 // checkPinned verifies that the objects a spec pins exist with its digests.

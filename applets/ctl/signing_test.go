@@ -2,8 +2,11 @@ package ctl
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,5 +176,88 @@ func TestDeploySigned(t *testing.T) {
 		if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, restarted) {
 			t.Errorf("%v without a key changed the stored spec:\n%s", args, now)
 		}
+	}
+}
+
+// Deploy and restart pin each file object's digest before signing, so the
+// signature covers the pins: a file replaced in narun-files without a
+// redeploy is no longer what the spec allows.
+func TestFilesPinned(t *testing.T) {
+	h := newHarness(t)
+	path, public := h.keygen("sign.key")
+	h.useSigningKey(path)
+	v := verifier(t, public)
+	bin := selfBinary(t)
+	sum := func(s string) string {
+		d := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(d[:])
+	}
+	pins := func() map[string]string {
+		t.Helper()
+		stored, _ := h.get(names.AppsBucket, "app")
+		body, err := v.Verify(stored)
+		if err != nil {
+			t.Fatalf("stored spec: %v\n%s", err, stored)
+		}
+		a, err := spec.Parse("stored", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.FileDigests
+	}
+	put := func(name, content string) {
+		t.Helper()
+		h.ok("", "files", "put", name, h.file(name+".src", content))
+	}
+	put("app.conf", "answer = 1\n")
+	put("ca", "ca\n")
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n"+
+		"[[files]]\nobject = \"app.conf\"\npath = \"etc/app.conf\"\n"+
+		"[[files]]\nobject = \"app.conf\"\npath = \"copy.conf\"\n"+
+		"[[files]]\nobject = \"ca\"\npath = \"ca.pem\"\n")
+	h.ok("", "deploy", p, "--binary", bin)
+	want := map[string]string{"app.conf": sum("answer = 1\n"), "ca": sum("ca\n")}
+	if got := pins(); !maps.Equal(got, want) {
+		t.Errorf("deploy pinned %v, want %v", got, want)
+	}
+	if r := h.ok("", "deploy", p); !strings.Contains(r.out, "app 1: unchanged") {
+		t.Errorf("deploy with the same files: %s", r.out)
+	}
+
+	put("app.conf", "answer = 2\n")
+	if r := h.ok("", "deploy", p); !strings.Contains(r.out, "app 1: deployed") {
+		t.Errorf("deploy after files put: %s", r.out)
+	}
+	if want["app.conf"] = sum("answer = 2\n"); !maps.Equal(pins(), want) {
+		t.Errorf("deploy after files put pinned %v, want %v", pins(), want)
+	}
+
+	// files put then app restart is how a changed file rolls out.
+	put("app.conf", "answer = 3\n")
+	h.ok("", "app", "restart", "app")
+	if want["app.conf"] = sum("answer = 3\n"); !maps.Equal(pins(), want) {
+		t.Errorf("restart pinned %v, want %v", pins(), want)
+	}
+	restarted, _ := h.get(names.AppsBucket, "app")
+	if n := strings.Count(string(restarted), "[file_digests]"); n != 1 {
+		t.Errorf("%d [file_digests] tables after restart:\n%s", n, restarted)
+	}
+	if r := h.ok("", "deploy", p); !strings.Contains(r.out, "app 1: unchanged") {
+		t.Errorf("deploy after restart: %s", r.out)
+	}
+
+	// A stored spec saved and deployed again keeps its pins, which must
+	// still hold.
+	saved := h.file("saved.toml", string(restarted))
+	if r := h.ok("", "deploy", saved); !strings.Contains(r.out, "app 1: unchanged") {
+		t.Errorf("deploy of the stored spec: %s", r.out)
+	}
+	put("ca", "other ca\n")
+	r := h.fails(1, "", "deploy", saved)
+	if !strings.Contains(r.err, "file ca has sha256 "+sum("other ca\n")+", the spec pins "+sum("ca\n")) {
+		t.Errorf("deploy of pins that no longer hold: %s", r.err)
+	}
+	if now, _ := h.get(names.AppsBucket, "app"); !bytes.Equal(now, restarted) {
+		t.Errorf("refused deploy changed the stored spec:\n%s", now)
 	}
 }
