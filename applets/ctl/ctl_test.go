@@ -177,8 +177,8 @@ func TestDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := obs.GetInfo(context.Background(), pinned.Object)
-	if err != nil || digestHex(info) != want.SHA256 {
-		t.Fatalf("object %s: %v, digest %s", pinned.Object, err, digestHex(info))
+	if err != nil || store.DigestHex(info) != want.SHA256 {
+		t.Fatalf("object %s: %v, digest %s", pinned.Object, err, store.DigestHex(info))
 	}
 
 	raw, ok := h.get(names.RoutesBucket, "hello")
@@ -921,7 +921,7 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pinned object %s: %v", pinned.Object, err)
 	}
-	if got := digestHex(info); got != pinned.SHA256 {
+	if got := store.DigestHex(info); got != pinned.SHA256 {
 		t.Errorf("pinned object %s now holds sha256 %s, the stored spec pins %s", pinned.Object, got, pinned.SHA256)
 	}
 }
@@ -970,7 +970,7 @@ func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored, err := spec.WithBinaries("hello.toml", []byte(helloSpec), map[string]spec.Binary{runtime.GOARCH: {Object: old, SHA256: digestHex(info)}})
+	stored, err := spec.WithBinaries("hello.toml", []byte(helloSpec), map[string]spec.Binary{runtime.GOARCH: {Object: old, SHA256: store.DigestHex(info)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +24,7 @@ import (
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/sandbox"
 )
 
@@ -439,7 +439,7 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 		case err != nil:
 			return nil, nil, fmt.Errorf("check file %q: %w", f.Object, err)
 		}
-		if digests[f.Object] = digestHex(info); digests[f.Object] == "" {
+		if digests[f.Object] = store.DigestHex(info); digests[f.Object] == "" {
 			return nil, nil, fmt.Errorf("check file %q: %s gives no SHA-256 digest (%q)", f.Object, names.FilesBucket, info.Digest)
 		}
 	}
@@ -462,24 +462,11 @@ func (e *env) checkPinned(ctx context.Context, pinned map[string]spec.Binary) er
 		if err != nil {
 			return fmt.Errorf("check binary %s: %w", b.Object, err)
 		}
-		if digestHex(info) != b.SHA256 {
-			return fmt.Errorf("binary %s has sha256 %s, the spec pins %s", b.Object, digestHex(info), b.SHA256)
+		if store.DigestHex(info) != b.SHA256 {
+			return fmt.Errorf("binary %s has sha256 %s, the spec pins %s", b.Object, store.DigestHex(info), b.SHA256)
 		}
 	}
 	return nil
-}
-
-// digestHex turns the object store's "SHA-256=<base64url>" digest into hex.
-func digestHex(info *jetstream.ObjectInfo) string {
-	const prefix = "SHA-256="
-	if len(info.Digest) <= len(prefix) {
-		return ""
-	}
-	raw, err := base64.URLEncoding.DecodeString(info.Digest[len(prefix):])
-	if err != nil {
-		return ""
-	}
-	return hex.EncodeToString(raw)
 }
 
 // keepPinned gives b the name of the object the deployed spec pins for its
@@ -494,7 +481,7 @@ func (e *env) keepPinned(ctx context.Context, obs jetstream.ObjectStore, cur cur
 	octx, cancel := e.op(ctx)
 	info, err := obs.GetInfo(octx, prev.Object)
 	cancel()
-	if err == nil && digestHex(info) == b.SHA256 {
+	if err == nil && store.DigestHex(info) == b.SHA256 {
 		b.Object = prev.Object
 	}
 }
@@ -540,11 +527,11 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	info, err := obs.GetInfo(octx, b.Object)
 	cancel()
 	switch {
-	case err == nil && digestHex(info) == b.SHA256:
+	case err == nil && store.DigestHex(info) == b.SHA256:
 		e.log.Debug("binary already uploaded", "object", b.Object)
 		return nil
 	case err == nil:
-		return fmt.Errorf("upload %s: object %s already holds other bytes (sha256 %s) and is not replaced; nothing deployed (narun ctl image delete %s if no spec uses it)", b.Path, b.Object, digestHex(info), b.Object)
+		return fmt.Errorf("upload %s: object %s already holds other bytes (sha256 %s) and is not replaced; nothing deployed (narun ctl image delete %s if no spec uses it)", b.Path, b.Object, store.DigestHex(info), b.Object)
 	case !isNotFound(err):
 		return fmt.Errorf("check %s: %w", b.Object, err)
 	}
@@ -598,7 +585,7 @@ func (e *env) putBinary(ctx context.Context, obs jetstream.ObjectStore, b *binar
 	if err != nil {
 		return err
 	}
-	if got := digestHex(info); got != b.SHA256 {
+	if got := store.DigestHex(info); got != b.SHA256 {
 		return fmt.Errorf("stored digest %s differs from local %s (file changed during upload?)", got, b.SHA256)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 func imageCommand(stdio cli.IO) *ucli.Command {
@@ -118,7 +119,7 @@ func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App
 	}
 	out := []object{}
 	for _, in := range infos {
-		o := object{Name: in.Name, Size: in.Size, SHA256: digestHex(in), Arch: in.Metadata["arch"], Modified: in.ModTime.UTC().Format("2006-01-02T15:04:05Z"), UsedBy: used[in.Name]}
+		o := object{Name: in.Name, Size: in.Size, SHA256: store.DigestHex(in), Arch: in.Metadata["arch"], Modified: in.ModTime.UTC().Format("2006-01-02T15:04:05Z"), UsedBy: used[in.Name]}
 		if o.UsedBy == nil {
 			o.UsedBy = []string{}
 		}
@@ -249,7 +250,7 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("upload file %s: %w", name, err)
 	}
-	if got := digestHex(info); got != sum {
+	if got := store.DigestHex(info); got != sum {
 		return fmt.Errorf("stored digest %s of %s differs from local %s (file changed during upload?)", got, name, sum)
 	}
 	fmt.Fprintf(e.out(), "file %s: %d bytes, sha256:%s\n", name, info.Size, sum[:12])

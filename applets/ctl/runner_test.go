@@ -128,7 +128,7 @@ func TestStoredSpecOfEarlierCtl(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := "name = \"legacy\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\nstop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n"
-	stored := src + "\n# Written by narun ctl deploy: the exact binaries this spec runs.\n[binaries." + runtime.GOARCH + "]\nobject = \"" + object + "\"\nsha256 = \"" + digestHex(info) + "\"\n"
+	stored := src + "\n# Written by narun ctl deploy: the exact binaries this spec runs.\n[binaries." + runtime.GOARCH + "]\nobject = \"" + object + "\"\nsha256 = \"" + store.DigestHex(info) + "\"\n"
 	if _, err := h.kv(names.AppsBucket).Create(context.Background(), "legacy", []byte(stored)); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -260,6 +262,20 @@ func apiCode(err error) jetstream.ErrorCode {
 func IsNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrObjectNotFound) ||
 		errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// DigestHex turns an object's "SHA-256=<base64url>" digest into the hex
+// that specs pin; "" if it is not one.
+func DigestHex(info *jetstream.ObjectInfo) string {
+	const prefix = "SHA-256="
+	if len(info.Digest) <= len(prefix) {
+		return ""
+	}
+	raw, err := base64.URLEncoding.DecodeString(info.Digest[len(prefix):])
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(raw)
 }
 
 func orDiscard(log *slog.Logger) *slog.Logger {
