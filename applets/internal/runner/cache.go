@@ -153,7 +153,7 @@ func writeVerified(dir, dst string, r io.Reader, want string, mode os.FileMode) 
 		return fmt.Errorf("close: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); want != "" && got != want {
-		return fmt.Errorf("sha256 mismatch: want %s, got %s; not executed: %w", want, got, supervisor.ErrPermanent)
+		return fmt.Errorf("sha256 mismatch: want %s, got %s; not used: %w", want, got, supervisor.ErrPermanent)
 	}
 	if err := os.Chmod(tmp.Name(), mode); err != nil {
 		return fmt.Errorf("chmod: %w", err)

@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,7 +62,7 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 		return l, fmt.Errorf("create instance directory: %w", err)
 	}
 	for _, f := range sp.Files {
-		if err := r.placeFile(ctx, res, f, dir); err != nil {
+		if err := r.placeFile(ctx, res, f, sp.FileDigests[f.Object], dir); err != nil {
 			return l, err
 		}
 	}
@@ -103,7 +105,11 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 // read-only. The last copy fetched is kept under <data>/files for when NATS
 // is unreachable, and its object digest under <data>/file-digests: beside
 // it, the digest of object X would be cached where object X.digest is.
-func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir string) error {
+// pin is the SHA-256 (hex) the spec allows, "" in a spec stored before
+// ctl pinned files: a signed spec then covers the file's bytes too, so an
+// object replaced in narun-files without a new spec never reaches an
+// instance, from the store or from the cache.
+func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin, dir string) error {
 	cached := filepath.Join(r.filesDir(), f.Object)
 	// A copy without a digest there (an earlier runner kept digests beside
 	// the copies) is fetched again.
@@ -115,6 +121,10 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir
 			return fmt.Errorf("file %q not found in %s: %w", f.Object, names.FilesBucket, err)
 		case err != nil:
 			r.log.Warn("fetch file info; trying the cached copy", "file", f.Object, "err", err)
+		case pin != "" && store.DigestHex(info) != pin:
+			// Only a new spec changes the pin, so retrying cannot help.
+			return fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
+				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent)
 		}
 		if have, _ := os.ReadFile(digestFile); err == nil && string(have) != info.Digest {
 			obj, err := res.files.Get(ctx, f.Object)
@@ -122,8 +132,9 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir
 				return fmt.Errorf("fetch file %q: %w", f.Object, err)
 			}
 			// The object store checks its own digest at the end of the
-			// read, so a corrupted object fails the copy.
-			err = writeVerified(r.filesDir(), cached, obj, "", 0o444)
+			// read, so a corrupted object fails the copy; the pin catches
+			// an object replaced since GetInfo.
+			err = writeVerified(r.filesDir(), cached, obj, pin, 0o444)
 			obj.Close()
 			if err != nil {
 				return fmt.Errorf("fetch file %q: %w", f.Object, err)
@@ -141,6 +152,24 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, dir
 		return fmt.Errorf("file %q: %w", f.Object, err)
 	}
 	defer src.Close()
+	if pin != "" {
+		// The copy the store could not be asked about may predate the
+		// pin; a later attempt that reaches the store fetches the pinned
+		// one.
+		h := sha256.New()
+		if _, err := io.Copy(h, src); err != nil {
+			return fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != pin {
+			// Whatever the recorded digest says, the next attempt fetches
+			// the object again.
+			os.Remove(digestFile)
+			return fmt.Errorf("file %s: the cached copy has sha256 %s, the spec pins %s; not placed: %w", f.Object, got, pin, errOffline)
+		}
+		if _, err := src.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("file %q: %w", f.Object, err)
+		}
+	}
 	dst, err := inside(dir, f.Path)
 	if err != nil {
 		return fmt.Errorf("file %q: %w", f.Object, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1445,4 +1446,130 @@ func TestFileCacheOfEarlierLayout(t *testing.T) {
 		_, err := os.Stat(filepath.Join(cached, "conf.digest"))
 		return os.IsNotExist(err)
 	})
+}
+
+// pin writes what narun ctl deploy adds to the stored spec of app: the
+// digest of each [[files]] object as narun-files holds it now.
+func (c *cluster) pin(t *testing.T, app string) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := c.apps.Get(ctx, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := spec.Parse(app+".toml", e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests := map[string]string{}
+	for _, f := range a.Files {
+		info, err := c.files.GetInfo(ctx, f.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests[f.Object] = store.DigestHex(info)
+	}
+	pinned, err := spec.SetFileDigests(app+".toml", e.Value(), digests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.apps.Put(ctx, app, pinned); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// A file object replaced in narun-files behind the spec's back never
+// reaches an instance, whether the runner has the pinned copy cached or
+// none at all; re-pinning, as narun ctl app restart does, rolls it out.
+func TestPinnedFileReplacedIsRefused(t *testing.T) {
+	c := newCluster(t, nil)
+	put := func(content string) {
+		t.Helper()
+		if _, err := c.files.PutBytes(context.Background(), "conf", []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("one")
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
+	c.pin(t, "reader")
+	tr := startRunner(t, c, nil)
+	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	tr.waitLine(t, "reader", `cat "one" mode 444`)
+
+	put("two")
+	reason := fmt.Sprintf("file conf: narun-files holds sha256 %s, the spec pins %s: ", sha256Hex("two"), sha256Hex("one"))
+	refused := func(tr *testRunner) state.Instance {
+		t.Helper()
+		var failed state.Instance
+		tr.wait(t, "reader", "an instance refused", func(l []state.Instance) bool {
+			for _, in := range l {
+				if in.ID != first.ID && in.State == state.Failed {
+					failed = in
+					return true
+				}
+			}
+			return false
+		})
+		if !strings.HasPrefix(failed.Reason, reason) {
+			t.Errorf("reason %q, want it to start with %q", failed.Reason, reason)
+		}
+		// The directory stays while the failed instance is listed.
+		dir := filepath.Join(tr.dir, "instances", "reader", failed.ID)
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("instance directory: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+			t.Errorf("the replaced file was placed: %v", err)
+		}
+		return failed
+	}
+	// A restart request that does not pin again starts a new instance of
+	// the same spec; the old one keeps serving.
+	c.restart(t, "reader")
+	refused(tr)
+	if l := tr.of("reader"); !slices.ContainsFunc(l, func(in state.Instance) bool { return in.ID == first.ID && in.State == state.Healthy }) {
+		t.Errorf("old instance not serving: %+v", l)
+	}
+
+	// A runner with nothing cached refuses it as well.
+	tr.stop()
+	fresh := startRunner(t, c, nil)
+	refused(fresh)
+	if slices.Contains(fresh.lines("reader"), `cat "two" mode 444`) {
+		t.Error("an instance read the replaced file")
+	}
+
+	c.pin(t, "reader")
+	c.restart(t, "reader")
+	fresh.wait(t, "reader", "healthy", allIn(1, state.Healthy))
+	fresh.waitLine(t, "reader", `cat "two" mode 444`)
+}
+
+// Without NATS the cached copy is placed only when it is the pinned one.
+func TestPinnedFileFromCache(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if err := os.WriteFile(filepath.Join(tr.filesDir(), "conf"), []byte("old"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	f := spec.File{Object: "conf", Path: "x"}
+	dir := t.TempDir()
+	err := tr.placeFile(context.Background(), nil, f, sha256Hex("new"), dir)
+	if !errors.Is(err, errOffline) || !strings.Contains(err.Error(), "file conf: the cached copy has sha256 "+sha256Hex("old")+", the spec pins "+sha256Hex("new")) {
+		t.Errorf("stale cached copy: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Errorf("stale copy placed: %v", err)
+	}
+	if err := tr.placeFile(context.Background(), nil, f, sha256Hex("old"), dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "x")); err != nil || string(b) != "old" {
+		t.Errorf("placed %q, %v", b, err)
+	}
 }
