@@ -26,6 +26,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/store"
 )
 
@@ -84,9 +85,10 @@ type env struct {
 func newApp(stdio cli.IO, name string) *ucli.App {
 	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
 	flags = append(flags,
+		&ucli.StringFlag{Name: cli.FlagDataDir, EnvVars: []string{"NARUN_DATA_DIR"}, Usage: "data dir of narun up on this device, whose " + signing.NodeKeyFile + " signs when no signing key is named (default data_dir)"},
 		&ucli.DurationFlag{Name: flagTimeout, Usage: "timeout of each NATS operation", DefaultText: "[ctl] timeout, else 15s"},
 		&ucli.StringFlag{Name: flagKeyFile, EnvVars: []string{"NARUN_KEY_FILE"}, Usage: "secrets key file (default [ctl] master_key_file)"},
-		&ucli.StringFlag{Name: flagSignKey, EnvVars: []string{"NARUN_SIGNING_KEY"}, Usage: "key file that signs specs and routes (default [ctl] signing_key_file)"},
+		&ucli.StringFlag{Name: flagSignKey, EnvVars: []string{"NARUN_SIGNING_KEY"}, Usage: "key file that signs specs and routes (default [ctl] signing_key_file, else the data dir's " + signing.NodeKeyFile + ")"},
 	)
 	app := cli.NewApp(stdio, name, "manage narun apps, nodes, images, secrets, files and routes", flags)
 	app.Description = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 rollout failed or timed out, 5 in use (see --force)."

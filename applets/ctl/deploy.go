@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -230,6 +231,10 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		defer w.stop()
 	}
+	var refusing []string
+	if key == nil {
+		refusing = e.warnSignedOnly(ctx, final)
+	}
 	// Signing is deterministic: the same body signed by the same key is
 	// the same value, and a spec signed by no key or another one changes.
 	res.Changed, res.Revision = !bytes.Equal(cur.raw, stored), cur.rev
@@ -257,6 +262,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		e.pruneSuperseded(ctx, cur.app, final)
 	}
 	e.warnAbsentNodes(ctx, final)
+	if w != nil && len(refusing) > 0 {
+		// Those nodes report nothing of a spec they refuse: waiting would
+		// only end in the timeout.
+		return &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and ctl has no signing key", app.Name, strings.Join(refusing, ", "))}
+	}
 	if w != nil {
 		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
 		res.Rollout = r
@@ -642,6 +652,26 @@ func (e *env) warnAbsentNodes(ctx context.Context, app *spec.App) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
 		}
 	}
+}
+
+// warnSignedOnly names the nodes that select app and run only signed
+// specs, for a deploy without a key: they refuse the unsigned spec it
+// stores, and it says so before writing instead of leaving the operator to
+// find out why nothing starts.
+func (e *env) warnSignedOnly(ctx context.Context, app *spec.App) []string {
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		e.log.Debug("read heartbeats", "err", err)
+		return nil
+	}
+	var refusing []string
+	for _, n := range nodes {
+		if n.SignaturesRequired && app.Selects(n.ID, n.Labels) {
+			refusing = append(refusing, n.ID)
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy\n", n.ID)
+		}
+	}
+	return refusing
 }
 
 // pruneSuperseded deletes the binaries of the same app and version that the

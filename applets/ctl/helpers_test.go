@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -41,7 +42,8 @@ func newHarness(t *testing.T) *harness {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "narun.toml")
-	if err := os.WriteFile(cfg, []byte("[ctl]\ntimeout = \"5s\"\n"), 0o644); err != nil {
+	// A data dir of its own: ctl signs with a signing.key it finds there.
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\n[ctl]\ntimeout = \"5s\"\n", filepath.Join(dir, "data"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return &harness{t: t, srv: s, url: s.ClientURL(), js: js, dir: dir, config: cfg}

@@ -41,7 +41,7 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		return e.printJSON(nodes)
 	}
-	t := e.table("NODE", "VERSION", "PLATFORM", "LABELS", "INSTANCES", "SANDBOX", "SEEN")
+	t := e.table("NODE", "VERSION", "PLATFORM", "LABELS", "INSTANCES", "SANDBOX", "SIGNED-ONLY", "SEEN")
 	for _, n := range nodes {
 		up := 0
 		for _, in := range n.Instances {
@@ -53,11 +53,15 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		if n.Capabilities.Sandbox {
 			sandbox = fmt.Sprintf("landlock v%d, cgroup v%d", n.Capabilities.LandlockABI, n.Capabilities.CgroupVersion)
 		}
+		signedOnly := "no"
+		if n.SignaturesRequired {
+			signedOnly = "yes"
+		}
 		seen := ago(n.Time) + " ago"
 		if late(n, time.Now()) {
 			seen += " (late: down?)"
 		}
-		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, seen)
+		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, signedOnly, seen)
 	}
 	if err := t.flush(); err != nil {
 		return err

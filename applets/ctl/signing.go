@@ -2,9 +2,7 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -43,7 +41,7 @@ func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := writeNewFile(path, text); err != nil {
+	if err := signing.WriteKeyFile(path, text); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.out(), key.Public())
@@ -51,57 +49,41 @@ func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
 	return nil
 }
 
-// writeNewFile writes a key file that appears whole or not at all, and
-// never replaces one: a lost signing key cannot sign again for the nodes
-// that trust it.
-func writeNewFile(path string, content []byte) error {
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("key file %s exists; it is not replaced (nodes may trust it): choose another name", path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("key file: %w", err)
-	}
-	// CreateTemp makes the file 0600, so the key is never readable by others.
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write key file: %w", err)
-	}
-	return nil
-}
-
 func signingPublic(_ context.Context, _ *ucli.Context, e *env) error {
-	if e.cfg.Ctl.SigningKeyFile == "" {
-		return usagef("no signing key: name it with --signing-key FILE or [ctl] signing_key_file")
-	}
 	key, err := e.signer()
 	if err != nil {
 		return err
+	}
+	if key == nil {
+		return usagef("no signing key: name it with --signing-key FILE or [ctl] signing_key_file, or run where narun up's data dir (--data-dir) holds %s", signing.NodeKeyFile)
 	}
 	fmt.Fprintln(e.out(), key.Public())
 	return nil
 }
 
-// signer is the configured signing key; nil when none is configured, and
+// signer is the configured signing key, else the node key of narun up in
+// the data dir when this user may read it; nil when there is neither, and
 // ctl then stores values unsigned.
 func (e *env) signer() (*signing.Key, error) {
-	if e.cfg.Ctl.SigningKeyFile == "" {
+	if e.cfg.Ctl.SigningKeyFile != "" {
+		return signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
+	}
+	path := filepath.Join(e.cfg.DataDir, signing.NodeKeyFile)
+	// The node key is root's on a device run as root: another user's ctl
+	// goes without it, and hears about it only where a node needs it
+	// (deploy's warning).
+	f, err := os.Open(path)
+	if err != nil {
+		e.log.Debug("no node signing key", "file", path, "err", err)
 		return nil, nil
 	}
-	return signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
+	f.Close()
+	key, err := signing.LoadKey(path)
+	if err != nil {
+		fmt.Fprintf(e.stdio.Stderr, "warning: %v; storing unsigned\n", err)
+		return nil, nil
+	}
+	return key, nil
 }
 
 // sign is the value ctl stores for nodes: signed when a key is configured.

@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
 )
 
 // keygen writes a signing key with ctl and returns its path and public key.
@@ -30,7 +32,7 @@ func (h *harness) keygen(name string) (path, public string) {
 // config; "" configures none.
 func (h *harness) useSigningKey(path string) {
 	h.t.Helper()
-	h.file("narun.toml", fmt.Sprintf("[ctl]\ntimeout = \"5s\"\nsigning_key_file = %q\n", path))
+	h.file("narun.toml", fmt.Sprintf("data_dir = %q\n[ctl]\ntimeout = \"5s\"\nsigning_key_file = %q\n", filepath.Join(h.dir, "data"), path))
 }
 
 func verifier(t *testing.T, public string) *signing.Verifier {
@@ -259,5 +261,95 @@ func TestFilesPinned(t *testing.T) {
 	}
 	if now, _ := h.get(names.AppsBucket, "app"); !bytes.Equal(now, restarted) {
 		t.Errorf("refused deploy changed the stored spec:\n%s", now)
+	}
+}
+
+// Without a signing key named, ctl signs with the node key narun up keeps
+// in the data dir, and goes without it, silently, when it cannot read it.
+func TestNodeKeyFromDataDir(t *testing.T) {
+	h := newHarness(t)
+	data := filepath.Join(h.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(data, signing.NodeKeyFile)
+	if err := signing.WriteKeyFile(path, text); err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.ok("", "signing", "public"); strings.TrimSpace(r.out) != key.Public() {
+		t.Errorf("signing public with the data dir's key: %q, want %q", r.out, key.Public())
+	}
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	if _, err := verifier(t, key.Public()).Verify(stored); err != nil {
+		t.Errorf("spec deployed with the node key in the data dir: %v\n%s", err, stored)
+	}
+	routes, _ := h.get(names.RoutesBucket, "hello")
+	if _, err := verifier(t, key.Public()).Verify(routes); err != nil {
+		t.Errorf("routes deployed with the node key in the data dir: %v\n%s", err, routes)
+	}
+
+	if os.Geteuid() == 0 {
+		return // root reads every file
+	}
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ok("", "deploy", h.file("other.toml", strings.ReplaceAll(helloSpec, "hello", "other")), "--binary", selfBinary(t))
+	if r.err != "" {
+		t.Errorf("deploy without access to the node key: stderr %q, want nothing", r.err)
+	}
+	if stored, _ := h.get(names.AppsBucket, "other"); strings.Contains(string(stored), "narun-signature") {
+		t.Errorf("signed without access to the key:\n%s", stored)
+	}
+}
+
+// A deploy without a key warns before writing of each node it selects
+// that runs only signed specs, and --wait fails at once instead of timing
+// out; node list shows which nodes require signatures.
+func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true})
+	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true})
+	h.heartbeat(state.Node{ID: "node-3"})
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	want := "warning: node node-1 runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy"
+	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") || strings.Contains(r.err, "node node-3 runs") {
+		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)
+	}
+	if v, _ := h.get(names.AppsBucket, "hello"); len(v) == 0 {
+		t.Error("spec not stored after the warning")
+	}
+
+	start := time.Now()
+	r = h.fails(ExitRollout, "", "deploy", p, "--wait", "--timeout", "60s")
+	if !strings.Contains(r.err, "node(s) node-1 run only signed specs") || time.Since(start) > 30*time.Second {
+		t.Errorf("deploy --wait after %s: %s", time.Since(start), r.err)
+	}
+
+	r = h.ok("", "node", "list")
+	if !strings.Contains(r.out, "SIGNED-ONLY") {
+		t.Errorf("node list has no SIGNED-ONLY column:\n%s", r.out)
+	}
+	for line := range strings.Lines(r.out) {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "node-") {
+			continue
+		}
+		if got, want := strings.Contains(line, " yes "), f[0] != "node-3"; got != want {
+			t.Errorf("node list, %s: signed-only %v, want %v:\n%s", f[0], got, want, r.out)
+		}
+	}
+	if r := h.ok("", "node", "list", "--json"); strings.Count(r.out, `"signatures_required": true`) != 2 {
+		t.Errorf("node list --json:\n%s", r.out)
 	}
 }

@@ -702,19 +702,20 @@ func (r *Runner) heartbeat(ctx context.Context, res *resources) {
 func (r *Runner) nodeState() state.Node {
 	now := time.Now()
 	return state.Node{
-		ID:           r.node,
-		Version:      buildinfo.Get().Version,
-		OS:           runtime.GOOS,
-		Arch:         runtime.GOARCH,
-		Labels:       r.labels,
-		Capabilities: r.caps,
-		Instances:    r.instances(),
-		Started:      r.started,
-		Time:         now,
-		Interval:     r.opts.Config.HeartbeatInterval.D(),
-		Host:         r.host,
-		Boot:         r.boot,
-		Duplicates:   r.dups.recent(now),
+		ID:                 r.node,
+		Version:            buildinfo.Get().Version,
+		OS:                 runtime.GOOS,
+		Arch:               runtime.GOARCH,
+		Labels:             r.labels,
+		Capabilities:       r.caps,
+		SignaturesRequired: r.signatures.Enabled(),
+		Instances:          r.instances(),
+		Started:            r.started,
+		Time:               now,
+		Interval:           r.opts.Config.HeartbeatInterval.D(),
+		Host:               r.host,
+		Boot:               r.boot,
+		Duplicates:         r.dups.recent(now),
 	}
 }
 

@@ -88,6 +88,9 @@ func TestOnlySignedSpecsRun(t *testing.T) {
 	if logs := tr.logs.String(); !strings.Contains(logs, "runs only specs signed by 1 trusted key(s)") {
 		t.Errorf("runner log does not say it checks signatures:\n%s", logs)
 	}
+	if !tr.nodeState().SignaturesRequired {
+		t.Error("heartbeat does not say the node requires signatures")
+	}
 	for app, why := range map[string]string{
 		"unsigned":  "not signed, and this node runs only what a trusted key signed",
 		"tampered":  "signature of " + key.Public() + " does not match",
@@ -129,6 +132,9 @@ func TestSignedSpecRunsWithoutTrustedKeys(t *testing.T) {
 	tr := startRunner(t, c, nil)
 	c.putSigned(t, newSigningKey(t), "hello", "1.0.0", helloBin, nil)
 	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	if tr.nodeState().SignaturesRequired {
+		t.Error("heartbeat of a runner without trusted keys says it requires signatures")
+	}
 }
 
 // A runner started without NATS checks the specs it cached as it checks

@@ -27,9 +27,16 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 )
+
+// NodeKeyFile is the key narun up creates in its data dir and trusts
+// unless trusted_keys are configured; narun ctl signs with it when it can
+// read it and no signing_key_file is named.
+const NodeKeyFile = "signing.key"
 
 const (
 	trailerPrefix = "# narun-signature: "
@@ -85,6 +92,39 @@ func LoadKey(path string) (*Key, error) {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// WriteKeyFile writes a key file that appears whole or not at all, and
+// never replaces one: a lost signing key cannot sign again for the nodes
+// that trust it.
+func WriteKeyFile(path string, content []byte) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("key file %s exists; it is not replaced (nodes may trust it): choose another name", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("key file: %w", err)
+	}
+	// CreateTemp makes the file 0600, so the key is never readable by others.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// A link, unlike a rename, fails on a file that appeared meanwhile.
+		err = os.Link(tmp, path)
+	}
+	os.Remove(tmp)
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	return nil
 }
 
 // Public is the key's public half as runners and gateways list it in

@@ -80,7 +80,11 @@ type Node struct {
 	Arch         string            `json:"arch"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Capabilities Capabilities      `json:"capabilities"`
-	Instances    []Instance        `json:"instances"`
+	// SignaturesRequired says the runner runs only specs a trusted key
+	// signed, so that ctl can tell a deploy without a key that it will not
+	// run there. Not a Capabilities field: those are the kernel's.
+	SignaturesRequired bool       `json:"signatures_required,omitempty"`
+	Instances          []Instance `json:"instances"`
 	// Started is when the runner started.
 	Started time.Time `json:"started"`
 	// Time is when this heartbeat was written.
