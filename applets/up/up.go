@@ -20,6 +20,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/runner"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/embednats"
 )
 
@@ -31,6 +32,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
 		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name)"},
+		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
 	)
 	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
@@ -44,6 +46,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			runtime.GOMAXPROCS(shareCores(runtime.GOMAXPROCS(0)))
 		}
 		log.Debug("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0))
+		var nk *nodeKey
+		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
+			var err error
+			if nk, err = readNodeKey(cfg.DataDir); err != nil {
+				return err
+			}
+			cfg.Runner.TrustedKeys = []string{nk.key.Public()}
+		}
 		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
 		srv, err := embednats.Start(ec)
@@ -62,10 +72,19 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		defer runnerConn.Close()
+		var nodeKeys []string
+		if nk != nil {
+			if err := nk.save(ctx, runnerConn, log); err != nil {
+				return err
+			}
+			nodeKeys = cfg.Runner.TrustedKeys
+			log.Info("runs only specs and routes signed by the node key: narun ctl on this device signs with it; copy it to sign from elsewhere",
+				"key", nk.key.Public(), "file", nk.path)
+		}
 
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready.
-		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
+		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
 			OnServing: func() { cli.NotifyReady(log) }})
 		if err != nil {
 			return err

@@ -27,6 +27,9 @@ const asUp = "NARUN_TEST_AS_UP"
 // writes the file this variable names and exits 0.
 const asSlowApp = "UP_TEST_SLOW_STOP"
 
+// asIdleApp makes the test binary an app that runs until SIGTERM.
+const asIdleApp = "UP_TEST_IDLE"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(asUp) == "1" {
 		os.Exit(applets.Main(append([]string{"narun"}, os.Args[1:]...), applets.StdIO()))
@@ -41,6 +44,12 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(asIdleApp) != "" {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		<-term
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -50,7 +59,7 @@ func TestMain(m *testing.M) {
 func TestUpSmoke(t *testing.T) {
 	natsAddr, gwAddr, gwAdmin, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	start := time.Now()
-	cmd, out := startUp(t, "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
+	cmd, out := startUp(t, t.TempDir(), "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
 
 	// The runner and the gateway open their listeners concurrently: each
 	// is waited for, in any order.
@@ -73,8 +82,8 @@ func TestUpSmoke(t *testing.T) {
 // narun up must let it finish within its stop_timeout, as the README tells
 // systemd users, and exit 0.
 func TestUpStopWaitsForApps(t *testing.T) {
-	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd, out := startUp(t, "--node-id", "upstop",
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upstop",
 		"--nats-listen", natsAddr, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", runnerAdmin)
 	healthy(t, runnerAdmin)
 
@@ -84,7 +93,7 @@ func TestUpStopWaitsForApps(t *testing.T) {
 	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if res, code := ctl(natsAddr, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+	if res, code := ctl(natsAddr, dataDir, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
 		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
 	}
 
@@ -98,10 +107,10 @@ func TestUpStopWaitsForApps(t *testing.T) {
 // as narun.toml documents: narun up says so, runs the node all the same,
 // and stops cleanly.
 func TestUpListenersOff(t *testing.T) {
-	natsAddr := testutil.FreeAddr(t)
-	cmd, out := startUp(t, "--node-id", "upoff", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	natsAddr, dataDir := testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upoff", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 10*time.Second, "node upoff in narun ctl node list", func() bool {
-		res, code := ctl(natsAddr, "node", "list")
+		res, code := ctl(natsAddr, dataDir, "node", "list")
 		return code == 0 && strings.Contains(res, "upoff")
 	})
 	for _, want := range []string{"gateway  http off, admin off", "runner   admin off"} {
@@ -112,20 +121,21 @@ func TestUpListenersOff(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
-// ctl runs narun ctl against the NATS server at addr and returns its
-// output and exit code.
-func ctl(natsAddr string, args ...string) (string, int) {
+// ctl runs narun ctl against the NATS server at addr, on the device
+// whose narun up keeps its data in dataDir, and returns its output and
+// exit code.
+func ctl(natsAddr, dataDir string, args ...string) (string, int) {
 	var out bytes.Buffer
 	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
-	code := applets.Main(append([]string{"narun", "ctl", "--nats-url", "nats://" + natsAddr}, args...), stdio)
+	code := applets.Main(append([]string{"narun", "ctl", "--config", "/dev/null", "--nats-url", "nats://" + natsAddr, "--data-dir", dataDir}, args...), stdio)
 	return out.String(), code
 }
 
 // startUp runs the test binary as `narun up` with args, in a process group
 // of its own that the test kills at the end, whatever happens.
-func startUp(t *testing.T, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
+func startUp(t *testing.T, dataDir string, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"up", "--config", "/dev/null", "--data-dir", t.TempDir()}, args...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"up", "--config", "/dev/null", "--data-dir", dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), asUp+"=1")
 	out := &testutil.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -68,6 +68,8 @@ func startUp(t *testing.T, config string) *device {
 			t.Logf("narun up output:\n%s", lastLines(out.String(), 40))
 		}
 	})
+	signingKeys.Store(d.natsURL, filepath.Join(dir, "data", "signing.key"))
+	t.Cleanup(func() { signingKeys.Delete(d.natsURL) })
 	eventually(t, 30*time.Second, "narun up ready", func() error {
 		if d.proc.Exited() {
 			t.Fatalf("narun up exited: %v\n%s", d.proc.err, out.String())
@@ -237,8 +239,9 @@ func (d *device) badSpecs(t *testing.T, intact func(*testing.T) string) {
 }
 
 // badStoredSpecs writes hostile specs straight into narun-apps, as a
-// writer that bypasses ctl could: the runner must refuse them and keep
-// running everything else.
+// writer that bypasses ctl could, an app among them: narun up runs only
+// what its node key signed, so the runner must refuse each as unsigned,
+// before reading it, and keep running everything else.
 func (d *device) badStoredSpecs(t *testing.T, intact func(*testing.T) string) {
 	kv := bucket(t, d.natsURL, "narun-apps")
 	nodes := bucket(t, d.natsURL, "narun-nodes")
@@ -275,6 +278,16 @@ func (d *device) badStoredSpecs(t *testing.T, intact func(*testing.T) string) {
 		}
 		return nil
 	})
+	for _, c := range cases {
+		eventually(t, 15*time.Second, "runner refuses the unsigned spec "+c.key, func() error {
+			for line := range strings.Lines(d.proc.out.String()) {
+				if strings.Contains(line, "app="+c.key+" ") && strings.Contains(line, "spec refused: not signed") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no refusal of %s as unsigned logged", c.key)
+		})
+	}
 	var outcomes []string
 	for _, c := range cases {
 		s, err := status(t, d.natsURL, c.key)
@@ -294,7 +307,7 @@ func (d *device) badStoredSpecs(t *testing.T, intact func(*testing.T) string) {
 		}
 	}
 	record(t, "bad input", "specs written straight into narun-apps (not TOML, name ≠ key, binary object ../../etc/passwd, no [binaries])",
-		"runner kept running and started none; ctl app status: "+strings.Join(outcomes, "; "), intact(t), "–")
+		"runner refused each as unsigned (narun up runs only what its node key signed), kept running and started none; ctl app status: "+strings.Join(outcomes, "; "), intact(t), "–")
 }
 
 func (d *device) badBinaries(t *testing.T, intact func(*testing.T) string) {

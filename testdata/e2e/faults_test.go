@@ -375,6 +375,10 @@ role = "leaf"
 `, h.DataDir, strings.Join(remotes, ", ")))
 	h.Start("up", "up", "--config", cfg)
 	leafURL := "nats://" + h.Addr + ":4222"
+	// The leaf is a narun up that trusts its own node key: its operator
+	// signs with a copy, here the file itself.
+	signingKeys.Store(leafURL, filepath.Join(h.DataDir, "signing.key"))
+	defer signingKeys.Delete(leafURL)
 	eventually(t, 30*time.Second, "leaf gateway ready", func() error { return httpOK("http://" + h.Addr + ":9090/readyz") })
 	mustCtl(t, leafURL, "deploy", writeSpec(t, leafSpec("1.0.0", "")), "--binary", hello(t), "--wait", "--timeout", "60s")
 	leafGW := "http://" + h.Addr + ":8080/hello/"

@@ -70,6 +70,9 @@ type ctlResult struct {
 // ctl runs `narun ctl` from the test's own namespace against natsURL.
 func ctl(t *testing.T, natsURL string, stdin string, args ...string) ctlResult {
 	t.Helper()
+	if key, ok := signingKeys.Load(natsURL); ok {
+		args = append([]string{"--signing-key", key.(string)}, args...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, narunBinary(t), append([]string{"ctl", "--nats-url", natsURL, "--timeout", "10s"}, args...)...)
@@ -87,6 +90,10 @@ func ctl(t *testing.T, natsURL string, stdin string, args ...string) ctlResult {
 	}
 	return r
 }
+
+// signingKeys holds, by NATS URL, the node key of the narun up there: its
+// operator's ctl signs with it, as ctl on the device finds it itself.
+var signingKeys sync.Map
 
 // mustCtl runs ctl and fails the test unless it succeeds.
 func mustCtl(t *testing.T, natsURL string, args ...string) string {

@@ -46,6 +46,10 @@ type Options struct {
 	OnListen func(name, addr string)
 	// OnServing, if set, is called once every listener is bound.
 	OnServing func()
+	// NodeKeys are trusted while Config's trusted_keys is empty, at start
+	// and after every reload: narun up trusts its node key without a line
+	// in the file, and a reload of that file must not drop the key.
+	NodeKeys []string
 }
 
 // Gateway proxies HTTP requests to NATS services.
@@ -85,6 +89,9 @@ type Gateway struct {
 func New(opts Options) (*Gateway, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("gateway: no NATS connection")
+	}
+	if len(opts.Config.TrustedKeys) == 0 {
+		opts.Config.TrustedKeys = opts.NodeKeys
 	}
 	g := &Gateway{
 		opts:      opts,
@@ -221,6 +228,9 @@ func (g *Gateway) Reload() error {
 	if err := config.DecodeStrict(g.opts.ConfigPath, data, &f); err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
+	}
+	if len(f.Gateway.TrustedKeys) == 0 {
+		f.Gateway.TrustedKeys = g.opts.NodeKeys
 	}
 	// Held from the entries read to the table stored, so that no entry
 	// checked against the trusted_keys being replaced slips in meanwhile.

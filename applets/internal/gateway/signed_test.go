@@ -108,3 +108,31 @@ func TestBadGatewayTrustedKey(t *testing.T) {
 		t.Errorf("New with a bad trusted key: %v, want an error naming gateway.trusted_keys[0]", err)
 	}
 }
+
+// narun up's node key is trusted without a line in the file: a reload of
+// a file that names no trusted key keeps checking signatures with it.
+func TestNodeKeysSurviveReload(t *testing.T) {
+	text, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.ParseKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[gateway]\n")
+	g, err := New(Options{Config: gwConfig(), Conn: natstest.Connect(t, natstest.Start(t)), ConfigPath: path, NodeKeys: []string{key.Public()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.signatures.Enabled() {
+		t.Fatal("node key not trusted at start")
+	}
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.signatures.Verify([]byte("[]\n")); err == nil {
+		t.Error("after a reload, an unsigned entry passes: the node key was dropped")
+	}
+}

@@ -1,0 +1,163 @@
+package up_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// idleSpec is an app that runs the test binary until it is stopped.
+func idleSpec(t *testing.T, name, node string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name+".toml")
+	spec := fmt.Sprintf("name = %q\nversion = \"1\"\nnodes = [%q]\n[env]\n%s = \"1\"\n[health]\ntype = \"none\"\n[[routes]]\npath = \"/%s/\"\n", name, node, asIdleApp, name)
+	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// appsKV is narun-apps of the narun up at natsAddr.
+func appsKV(t *testing.T, natsAddr string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// status is what narun ctl app status --json says of app.
+type status struct {
+	Desired  int    `json:"desired"`
+	Ready    int    `json:"ready"`
+	SignedBy string `json:"signed_by"`
+}
+
+func appStatus(t *testing.T, natsAddr, dataDir, app string) status {
+	t.Helper()
+	res, code := ctl(natsAddr, dataDir, "app", "status", app, "--json")
+	var st status
+	if code != 0 {
+		return st
+	}
+	if err := json.Unmarshal([]byte(res), &st); err != nil {
+		t.Fatalf("app status %s: %v\n%s", app, err, res)
+	}
+	return st
+}
+
+// By default narun up makes a node key and runs only what it signed: ctl
+// on the device signs with it, and a spec written straight into
+// narun-apps, as any app could, is refused, then and at later starts.
+func TestUpRunsOnlySignedSpecs(t *testing.T) {
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upsign", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+
+	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
+	key, err := signing.LoadKey(keyFile)
+	if err != nil {
+		t.Fatalf("node key: %v\n%s", err, out.String())
+	}
+	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("node key mode %04o, want 0600", st.Mode().Perm())
+	}
+	for _, want := range []string{key.Public(), keyFile, "narun ctl on this device signs with it"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("startup log lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "good", "upsign"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	// The rogue spec runs the same pinned binary: only its signature is
+	// missing.
+	kv := appsKV(t, natsAddr)
+	good, err := kv.Get(context.Background(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(signing.Strip(good.Value())), `name = "good"`, `name = "rogue"`, 1)
+	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "rogue spec refused", func() bool {
+		return strings.Contains(out.String(), "app=rogue") && strings.Contains(out.String(), "spec refused: not signed")
+	})
+	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
+		t.Errorf("unsigned spec runs: %+v", st)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+
+	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out = startUp(t, dataDir, "--node-id", "upsign", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	testutil.Eventually(t, 30*time.Second, "good runs again", func() bool { return appStatus(t, natsAddr, dataDir, "good").Ready == 1 })
+	testutil.Eventually(t, 15*time.Second, "rogue spec refused again", func() bool {
+		return strings.Contains(out.String(), "app=rogue") && strings.Contains(out.String(), "spec refused: not signed")
+	})
+	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
+		t.Errorf("rogue spec after a restart: %v\n%s", err, v.Value())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// --signing=false runs unsigned specs and makes no key. The first start
+// with signing over such a data dir, an upgraded install, signs what is
+// stored, so that its apps keep running.
+func TestUpAdoptsUnsignedSpecs(t *testing.T) {
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--signing=false", "--node-id", "upold", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upold"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("unsigned deploy with --signing=false: exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, signing.NodeKeyFile)); !os.IsNotExist(err) {
+		t.Errorf("--signing=false made a node key: %v", err)
+	}
+	if st := appStatus(t, natsAddr, dataDir, "old"); st.SignedBy != "" {
+		t.Errorf("spec signed with --signing=false: %+v", st)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+
+	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out = startUp(t, dataDir, "--node-id", "upold", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	key, err := signing.LoadKey(filepath.Join(dataDir, signing.NodeKeyFile))
+	if err != nil {
+		t.Fatalf("node key: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "values=2") {
+		t.Errorf("startup log does not say it signed the spec and the route entry:\n%s", out.String())
+	}
+	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
+		st := appStatus(t, natsAddr, dataDir, "old")
+		return st.Ready == 1 && st.SignedBy == key.Public()
+	})
+	if strings.Contains(out.String(), "spec refused") {
+		t.Errorf("a stored spec was refused after the upgrade:\n%s", out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
