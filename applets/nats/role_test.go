@@ -120,6 +120,11 @@ func TestAppRole(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer svc.Stop()
+			// The service's subscriptions reach the server with this flush;
+			// a request on the other connection could otherwise overtake them.
+			if err := server.Flush(); err != nil {
+				t.Fatal(err)
+			}
 			if m, err := client.Request("greet."+name, []byte("app"), 5*time.Second); err != nil || string(m.Data) != "hello app" {
 				t.Fatalf("request to the app's service: %v, %v", m, err)
 			}
