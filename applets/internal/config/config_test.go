@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -131,6 +132,24 @@ func TestStrictNamesEveryUnknownKey(t *testing.T) {
 	}
 	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
 		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// A file of a hundred unknown keys names the first ones and counts the
+// rest.
+func TestStrictCountsUnknownKeysPastTheFirst(t *testing.T) {
+	var b strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&b, "k%d = 1\n", i)
+	}
+	p := writeConfig(t, b.String())
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 21 || lines[0] != p+`:1: unknown key "k0"` || lines[20] != p+": 80 more unknown keys" {
+		t.Errorf("%d lines: first %q, last %q", len(lines), lines[0], lines[len(lines)-1])
 	}
 }
 

@@ -34,19 +34,33 @@ func DecodeStrict(file string, data []byte, v any) error {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	// Every unknown key at once, so one run finds all the typos; the keys
-	// inside an unknown table are that table's, not more typos.
+	// inside an unknown table are that table's, not more typos. Placing a
+	// key scans the file, so a file of thousands of unknown keys (a wrong
+	// file, or one made to slow a node down) names the first
+	// maxUnknownKeys and counts the rest.
 	var unknown []error
 	var last string
+	more := 0
 	for _, key := range md.Undecoded() {
 		name := key.String()
 		if last != "" && strings.HasPrefix(name, last+".") {
 			continue
 		}
 		last = name
+		if len(unknown) == maxUnknownKeys {
+			more++
+			continue
+		}
 		unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), name))
+	}
+	if more > 0 {
+		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
 	return errors.Join(unknown...)
 }
+
+// maxUnknownKeys is how many unknown keys an error names.
+const maxUnknownKeys = 20
 
 // keyLine finds the line where key is defined. The TOML decoder keeps key
 // positions private, so this follows table headers and key names in the
