@@ -35,10 +35,26 @@ type validator struct {
 	// rules then go to outdated instead of errs.
 	stored   bool
 	outdated []*FieldError
+	// unplaced counts the errors past maxErrors: placing one scans the
+	// spec, so a spec of thousands of bad entries (a wrong file, or one
+	// made to slow a node down) names the first ones and counts the rest.
+	// Outdated problems past maxErrors are only warnings, and dropped.
+	unplaced int
+}
+
+// maxErrors is how many problems of a spec an error names.
+const maxErrors = 50
+
+func (v *validator) field(key, format string, args ...any) *FieldError {
+	return &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.errs = append(v.errs, &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	if len(v.errs) >= maxErrors {
+		v.unplaced++
+		return
+	}
+	v.errs = append(v.errs, v.field(key, format, args...))
 }
 
 // deployRule adds a problem found by a rule that came after specs had
@@ -51,7 +67,9 @@ func (v *validator) deployRule(key, format string, args ...any) {
 		v.add(key, format, args...)
 		return
 	}
-	v.outdated = append(v.outdated, &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	if len(v.outdated) < maxErrors {
+		v.outdated = append(v.outdated, v.field(key, format, args...))
+	}
 }
 
 func (v *validator) check(key string, err error) {

@@ -256,6 +256,9 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	a.fill()
 	a.validate(v)
 	if err := joinSorted(v.errs); err != nil {
+		if v.unplaced > 0 {
+			err = errors.Join(err, fmt.Errorf("%s: %d more problems", file, v.unplaced))
+		}
 		return nil, nil, err
 	}
 	return &a, v.outdated, nil

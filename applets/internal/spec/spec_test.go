@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -332,6 +333,25 @@ func TestParseStoredKeepsValues(t *testing.T) {
 	}
 	if _, _, err := ParseStored("a.toml", restarted); err != nil {
 		t.Errorf("restarted spec: %v", err)
+	}
+}
+
+// A spec of a thousand bad entries names the first problems and counts
+// the rest: placing each one scans the file, and naming them all made such
+// a spec take seconds to refuse.
+func TestManyProblemsAreCounted(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\n")
+	for i := range 1000 {
+		fmt.Fprintf(&b, "[[files]]\nobject = \"o\"\npath = \"../x%d\"\n", i)
+	}
+	_, err := Parse("a.toml", []byte(b.String()))
+	if err == nil {
+		t.Fatal("parsed a spec of bad paths")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxErrors+1 || lines[len(lines)-1] != "a.toml: 950 more problems" {
+		t.Errorf("%d lines, last %q; want %d and the count of the rest", len(lines), lines[len(lines)-1], maxErrors+1)
 	}
 }
 
