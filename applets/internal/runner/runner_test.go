@@ -576,6 +576,18 @@ func TestStopAndDelete(t *testing.T) {
 		}
 	}
 	tr.waitLine(t, "stubborn", ignoringTERM)
+	// Healthy means started here (no health check): a SIGTERM before the
+	// probe's handler is in place would kill it, not stop it cleanly, as
+	// happened on a loaded machine.
+	testutil.Eventually(t, 10*time.Second, "both polite instances ready for SIGTERM", func() bool {
+		n := 0
+		for _, l := range tr.lines("polite") {
+			if l == "probe: ready" {
+				n++
+			}
+		}
+		return n == 2
+	})
 	if _, err := os.Stat(filepath.Join(tr.dir, "instances", "polite")); err != nil {
 		t.Fatalf("instance directory: %v", err)
 	}
