@@ -33,15 +33,11 @@ func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	text, err := signing.Generate()
+	key, err := signing.Generate()
 	if err != nil {
 		return err
 	}
-	key, err := signing.ParseKey(text)
-	if err != nil {
-		return err
-	}
-	if err := signing.WriteKeyFile(path, text); err != nil {
+	if err := signing.WriteKeyFile(path, key.File()); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.out(), key.Public())

@@ -272,16 +272,13 @@ func TestNodeKeyFromDataDir(t *testing.T) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	text, err := signing.Generate()
+	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
+	text := key.File()
 	path := filepath.Join(data, signing.NodeKeyFile)
 	if err := signing.WriteKeyFile(path, text); err != nil {
-		t.Fatal(err)
-	}
-	key, err := signing.ParseKey(text)
-	if err != nil {
 		t.Fatal(err)
 	}
 	if r := h.ok("", "signing", "public"); strings.TrimSpace(r.out) != key.Public() {

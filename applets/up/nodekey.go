@@ -41,14 +41,10 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 	if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
 		return nil, fmt.Errorf("node %w (or set trusted_keys, or --signing=false)", err)
 	}
-	text, err := signing.Generate()
-	if err != nil {
+	if key, err = signing.Generate(); err != nil {
 		return nil, err
 	}
-	if key, err = signing.ParseKey(text); err != nil {
-		return nil, err
-	}
-	return &nodeKey{key: key, path: path, text: text}, nil
+	return &nodeKey{key: key, path: path, text: key.File()}, nil
 }
 
 // save writes a new node key, after signing the specs and route entries

@@ -20,11 +20,7 @@ import (
 
 func newSigningKey(t *testing.T) *signing.Key {
 	t.Helper()
-	text, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := signing.ParseKey(text)
+	k, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,13 +51,18 @@ type Key struct {
 	priv ed25519.PrivateKey
 }
 
-// Generate returns a new key as the text of a key file.
-func Generate() ([]byte, error) {
+// Generate returns a new key.
+func Generate() (*Key, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	if _, err := rand.Read(seed); err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
-	return []byte(seedPrefix + b64.EncodeToString(seed) + "\n"), nil
+	return &Key{priv: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// File is the text of k's key file, which ParseKey reads.
+func (k *Key) File() []byte {
+	return []byte(seedPrefix + b64.EncodeToString(k.priv.Seed()) + "\n")
 }
 
 // ParseKey reads the text of a key file.

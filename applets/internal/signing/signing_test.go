@@ -9,11 +9,7 @@ import (
 
 func newKey(t *testing.T) *Key {
 	t.Helper()
-	text, err := Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ParseKey(text)
+	k, err := Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +64,7 @@ func TestBadKeys(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sign.key")
-	text, _ := Generate()
-	if err := os.WriteFile(path, text, 0o644); err != nil {
+	if err := os.WriteFile(path, newKey(t).File(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
