@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,18 +50,26 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 }
 
 // save writes a new node key, after signing the specs and route entries
-// already stored: they ran before, unsigned, on a node that checked
-// nothing, and an upgrade must not stop them. That happens once, when the
-// key is made; the key is written last so that a start that fails to sign
-// them makes a new key and tries again, and a value stored unsigned later
-// (by an app, say) is never signed.
+// already stored when the data dir is from before signing: they ran
+// unsigned on a node that checked nothing, and an upgrade must not stop
+// them. The key is written last so that a start that fails to sign them
+// makes a new key and tries again.
 func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 	if k.text == nil {
 		return nil
 	}
-	n, err := k.adopt(ctx, nc)
+	n, others, err := k.adopt(ctx, nc)
 	if err != nil {
 		return fmt.Errorf("sign the stored specs with the new node key %s: %w", k.path, err)
+	}
+	if len(others) > 0 {
+		var by []string
+		for pub, n := range others {
+			by = append(by, fmt.Sprintf("%s (%d values)", pub, n))
+		}
+		slices.Sort(by)
+		log.Warn("the node key was made anew over specs or route entries signed by another key: they stay refused until redeployed with the new key, or set trusted_keys to the old public key; the unsigned ones stay refused too",
+			"signed_by", strings.Join(by, ", "), "key", k.key.Public())
 	}
 	if n > 0 {
 		log.Info("signed the specs and route entries stored before this node had a signing key, as they ran before", "values", n)
@@ -74,28 +84,42 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	return nil
 }
 
-// adopt signs the unsigned values of narun-apps and narun-routes with
-// conditional updates: a value changed meanwhile fails the start rather
-// than being signed unseen.
-func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, error) {
+// stored is a value of narun-apps or narun-routes as adopt read it.
+type stored struct {
+	kv     jetstream.KeyValue
+	bucket string
+	key    string
+	value  []byte
+	rev    uint64
+}
+
+// adopt signs the unsigned values of narun-apps and narun-routes, only
+// when none is signed: a signed one means the node key was made before
+// and lost (or trusted_keys were dropped), and the unsigned values are
+// then ones nodes refused, an app's plant perhaps, not ones that ran.
+// It returns how many it signed, or, instead, how many values each other
+// key signed. The updates are conditional: a value changed meanwhile
+// fails the start rather than being signed unseen.
+func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	signed := 0
+	var unsigned []stored
+	others := map[string]int{}
 	for _, bucket := range []string{names.AppsBucket, names.RoutesBucket} {
 		kv, err := js.KeyValue(ctx, bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			continue
 		}
 		if err != nil {
-			return signed, fmt.Errorf("%s: %w", bucket, err)
+			return 0, nil, fmt.Errorf("%s: %w", bucket, err)
 		}
 		keys, err := kv.ListKeys(ctx)
 		if err != nil {
-			return signed, fmt.Errorf("%s: %w", bucket, err)
+			return 0, nil, fmt.Errorf("%s: %w", bucket, err)
 		}
 		for name := range keys.Keys() {
 			e, err := kv.Get(ctx, name)
@@ -103,16 +127,23 @@ func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, error) {
 				continue
 			}
 			if err != nil {
-				return signed, fmt.Errorf("%s %s: %w", bucket, name, err)
+				return 0, nil, fmt.Errorf("%s %s: %w", bucket, name, err)
 			}
+			// An invalid signature counts too: it shows signing was in use.
 			if pub, _ := signing.SignedBy(e.Value()); pub != "" {
+				others[pub]++
 				continue
 			}
-			if _, err := kv.Update(ctx, name, k.key.Sign(e.Value()), e.Revision()); err != nil {
-				return signed, fmt.Errorf("%s %s: %w", bucket, name, err)
-			}
-			signed++
+			unsigned = append(unsigned, stored{kv: kv, bucket: bucket, key: name, value: e.Value(), rev: e.Revision()})
 		}
 	}
-	return signed, nil
+	if len(others) > 0 {
+		return 0, others, nil
+	}
+	for i, v := range unsigned {
+		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.value), v.rev); err != nil {
+			return i, nil, fmt.Errorf("%s %s: %w", v.bucket, v.key, err)
+		}
+	}
+	return len(unsigned), nil, nil
 }

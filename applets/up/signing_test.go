@@ -161,3 +161,53 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }
+
+// A node key made anew over a data dir that already holds signed values,
+// its key file lost, signs nothing: the unsigned values there are ones
+// nodes refused, planted perhaps, not ones that ran before signing.
+func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "uplost", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
+	old, err := signing.LoadKey(keyFile)
+	if err != nil {
+		t.Fatalf("node key: %v\n%s", err, out.String())
+	}
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "good", "uplost"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	kv := appsKV(t, natsAddr)
+	good, err := kv.Get(context.Background(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(signing.Strip(good.Value())), `name = "good"`, `name = "rogue"`, 1)
+	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
+		t.Fatal(err)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+
+	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out = startUp(t, dataDir, "--node-id", "uplost", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	if _, err := signing.LoadKey(keyFile); err != nil {
+		t.Fatalf("new node key: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "signed by another key") || !strings.Contains(out.String(), old.Public()) {
+		t.Errorf("startup log does not warn of the values the lost key %s signed:\n%s", old.Public(), out.String())
+	}
+	testutil.Eventually(t, 15*time.Second, "rogue spec refused", func() bool {
+		return strings.Contains(out.String(), "app=rogue") && strings.Contains(out.String(), "spec refused: not signed")
+	})
+	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
+		t.Errorf("planted spec after the key was made anew: %v\n%s", err, v.Value())
+	}
+	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
+		t.Errorf("planted spec runs: %+v", st)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
