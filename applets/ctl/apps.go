@@ -384,6 +384,9 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if err := refuseUnsigned(key, d.raw, "the stored spec of "+name); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
+	if reason := notOurs(key, d.raw); reason != "" {
+		return fmt.Errorf("restart %s: %w", name, notOurSpec(name, reason))
+	}
 	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, d.raw, time.Now())
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
@@ -400,6 +403,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, digests); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
+	e.warnRepinned(d.app.FileDigests, digests)
 	restarted = sign(key, restarted)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter

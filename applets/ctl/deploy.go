@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -38,7 +39,8 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 			"Each --binary is a Linux ELF executable for amd64, arm64 or riscv64; its arch is read from\n" +
 			"the ELF header. It is stored as <name>/<version>/linux-<arch>-<first 12 hex digits of its\n" +
 			"sha256>, so another build of the same version never replaces the object a deployed spec pins.\n" +
-			"Without --binary the binaries of the deployed spec are kept if the version is unchanged.\n" +
+			"Without --binary the binaries of the deployed spec are kept if the version is unchanged (with a\n" +
+			"signing key, only from a deployed spec that key signed; any other is refused).\n" +
 			"The sha256 of each [[files]] object is pinned too; after files put, app restart pins and rolls out the new content.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
@@ -126,7 +128,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 				fmt.Fprintf(e.stdio.Stderr, "warning: %v; object names are those of a first deploy (a deployed spec that pins the same bytes keeps its object's name)\n", err)
 			} else {
 				defer e.close()
-				if err := e.plannedNames(ctx, app.Name, bins); err != nil {
+				if err := e.plannedNames(ctx, key, app.Name, bins); err != nil {
 					return err
 				}
 			}
@@ -149,11 +151,20 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app.Name); err != nil {
 		return err
 	}
+	if reason := notOurs(key, cur.raw); cur.rev != 0 && reason != "" {
+		// Binaries, restarted_at and pins come only from a spec this key
+		// signed; binaries given here or in the file replace the stored
+		// spec whole, so it lends nothing and nothing it names is pruned.
+		if len(bins) == 0 && len(app.Binaries) == 0 {
+			return notOurSpec(app.Name, reason)
+		}
+		cur.app = nil
+	}
 	fileDigests, err := e.checkReferences(ctx, app)
 	if err != nil {
 		return err
 	}
-	if err := e.checkRoutes(ctx, app); err != nil {
+	if err := e.checkRoutes(ctx, app, key); err != nil {
 		return err
 	}
 
@@ -221,6 +232,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return err
+	}
+	if cur.app != nil {
+		e.warnRepinned(cur.app.FileDigests, final.FileDigests)
 	}
 
 	// Subscribe before writing so no event of the rollout is missed.
@@ -496,10 +510,11 @@ func (e *env) keepPinned(ctx context.Context, obs jetstream.ObjectStore, cur cur
 	}
 }
 
-// plannedNames gives bins the names a deploy of app would store them
-// under. It reads the deployed spec and the objects it pins but, unlike a
-// deploy, creates no missing bucket: a dry run writes nothing.
-func (e *env) plannedNames(ctx context.Context, app string, bins []binaryFile) error {
+// plannedNames gives bins the names a deploy of app signing with key
+// would store them under. It reads the deployed spec and the objects it
+// pins but, unlike a deploy, creates no missing bucket: a dry run writes
+// nothing.
+func (e *env) plannedNames(ctx context.Context, key *signing.Key, app string, bins []binaryFile) error {
 	octx, cancel := e.op(ctx)
 	apps, err := e.js.KeyValue(octx, names.AppsBucket)
 	cancel()
@@ -512,6 +527,9 @@ func (e *env) plannedNames(ctx context.Context, app string, bins []binaryFile) e
 	cur, err := currentSpec(ctx, e, apps, app)
 	if err != nil {
 		return err
+	}
+	if notOurs(key, cur.raw) != "" {
+		return nil // a deploy would not keep its names either
 	}
 	octx, cancel = e.op(ctx)
 	obs, err := e.js.ObjectStore(octx, names.BinariesBucket)
@@ -718,14 +736,23 @@ func (e *env) pruneSuperseded(ctx context.Context, prev, next *spec.App) {
 }
 
 // checkRoutes refuses routes that clash with another app's before anything
-// is uploaded or written.
-func (e *env) checkRoutes(ctx context.Context, app *spec.App) error {
+// is uploaded or written. With a key, it counts only entries the key
+// signed: any app may write narun-routes, and one claiming another app's
+// path must not keep the operator from deploying that app.
+func (e *env) checkRoutes(ctx context.Context, app *spec.App, key *signing.Key) error {
 	if len(app.Routes) == 0 {
 		return nil
 	}
-	others, err := e.appRoutes(ctx)
+	others, unsigned, err := e.appRoutes(ctx, key)
 	if err != nil {
 		return err
+	}
+	for _, other := range slices.Sorted(maps.Keys(unsigned)) {
+		if other == app.Name {
+			continue // this deploy replaces it
+		}
+		delete(others, other)
+		fmt.Fprintf(e.stdio.Stderr, "warning: the routes entry %q in %s is not signed by this ctl's key (%s): nodes with trusted keys ignore it, and so does this deploy's route check\n", other, names.RoutesBucket, unsigned[other])
 	}
 	if err := gateway.CheckAppRoutes(app.Name, app.Routes, others); err != nil {
 		return fmt.Errorf("nothing deployed: %w (narun ctl route list shows the routes of every app)", err)

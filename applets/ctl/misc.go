@@ -106,34 +106,44 @@ func routeCommand(stdio cli.IO) *ucli.Command {
 type appRoute struct {
 	App string `json:"app"`
 	config.Route
+	// NotOurs says why the entry is not signed by ctl's key, when ctl
+	// has one: gateways that trust only signed routes may ignore it.
+	NotOurs string `json:"not_ours,omitempty"`
 }
 
-// appRoutes reads narun-routes: the routes of each app, by app name. An
-// entry that is not valid JSON is logged and left out. A signature
-// trailer is not JSON and is dropped unchecked: listing routes and
-// checking a deploy for clashes need the routes, not who signed them.
-func (e *env) appRoutes(ctx context.Context) (map[string][]config.Route, error) {
-	out := map[string][]config.Route{}
-	err := e.entries(ctx, names.RoutesBucket, "routes", func(app string, v []byte) {
+// appRoutes reads narun-routes: the routes of each app, by app name, and
+// for each entry key does not sign, why (notOurs). An entry that is not
+// valid JSON is logged and left out. A signature trailer is not JSON and
+// is dropped once checked.
+func (e *env) appRoutes(ctx context.Context, key *signing.Key) (routes map[string][]config.Route, unsigned map[string]string, err error) {
+	routes, unsigned = map[string][]config.Route{}, map[string]string{}
+	err = e.entries(ctx, names.RoutesBucket, "routes", func(app string, v []byte) {
 		var rs []config.Route
 		if err := json.Unmarshal(signing.Strip(v), &rs); err != nil {
 			e.log.Warn("unreadable routes", "app", app, "err", err)
 			return
 		}
-		out[app] = rs
+		routes[app] = rs
+		if reason := notOurs(key, v); reason != "" {
+			unsigned[app] = reason
+		}
 	})
-	return out, err
+	return routes, unsigned, err
 }
 
 func routeList(ctx context.Context, c *ucli.Context, e *env) error {
-	byApp, err := e.appRoutes(ctx)
+	key, err := e.signer()
+	if err != nil {
+		return err
+	}
+	byApp, unsigned, err := e.appRoutes(ctx, key)
 	if err != nil {
 		return err
 	}
 	all := []appRoute{}
 	for _, app := range slices.Sorted(maps.Keys(byApp)) {
 		for _, r := range byApp[app] {
-			all = append(all, appRoute{App: app, Route: r})
+			all = append(all, appRoute{App: app, Route: r, NotOurs: unsigned[app]})
 		}
 	}
 	if c.Bool(flagJSON) {
@@ -145,7 +155,14 @@ func routeList(ctx context.Context, c *ucli.Context, e *env) error {
 		if r.Timeout > 0 {
 			timeout = r.Timeout.D().String()
 		}
-		t.row(r.App, orDash(r.Host), r.Path, orDash(r.Match), orDash(strings.Join(r.Methods, ",")), r.Service, timeout)
+		app := r.App
+		switch {
+		case r.NotOurs == "unsigned":
+			app += " (unsigned)"
+		case r.NotOurs != "":
+			app += " (not ours)"
+		}
+		t.row(app, orDash(r.Host), r.Path, orDash(r.Match), orDash(strings.Join(r.Methods, ",")), r.Service, timeout)
 	}
 	return t.flush()
 }

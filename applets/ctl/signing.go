@@ -3,8 +3,10 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -100,4 +102,50 @@ func refuseUnsigned(key *signing.Key, stored []byte, what string) error {
 		return fmt.Errorf("%s is signed by %s and no signing key is configured: nodes that trust that key would refuse an unsigned one; set [ctl] signing_key_file (or --signing-key FILE)", what, pub)
 	}
 	return nil
+}
+
+// notOurs says why value is not signed by key ("unsigned", "signed by X",
+// "changed after it was signed"), "" when it is or ctl has no key. Any app
+// may write narun's buckets on a default device: a stored value only this
+// key's signature vouches for is one narun ctl wrote, and ctl builds on
+// no other, or signing it would launder what an app planted.
+func notOurs(key *signing.Key, value []byte) string {
+	if key == nil {
+		return ""
+	}
+	v, err := signing.NewVerifier("signing key", []string{key.Public()})
+	if err == nil {
+		_, err = v.Verify(value)
+	}
+	if err == nil {
+		return ""
+	}
+	switch pub, _ := signing.SignedBy(value); {
+	case pub == "":
+		return "unsigned"
+	case pub != key.Public():
+		return "signed by " + pub
+	}
+	return "changed after it was signed"
+}
+
+// notOurSpec refuses to build on the stored spec of app, which notOurs
+// found is not this ctl's for reason.
+func notOurSpec(app, reason string) error {
+	return fmt.Errorf("the stored spec of %s is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; deploy it from its file with --binary to replace it", app, reason)
+}
+
+// warnRepinned names each file object whose pin changes from prev to next:
+// files put then a restart is the way to change one, but so is an app
+// replacing the object, which the operator should hear about.
+func (e *env) warnRepinned(prev, next map[string]string) {
+	for _, obj := range slices.Sorted(maps.Keys(next)) {
+		if old, ok := prev[obj]; ok && old != next[obj] {
+			fmt.Fprintf(e.stdio.Stderr, "warning: file %s changed since the last deploy: pinning its new content (sha256 %s… → %s…); if you did not run narun ctl files put for it, something else replaced it\n", obj, prefix(old), prefix(next[obj]))
+		}
+	}
+}
+
+func prefix(digest string) string {
+	return digest[:min(12, len(digest))]
 }

@@ -108,9 +108,13 @@ func TestDeploySigned(t *testing.T) {
 		t.Errorf("status of an unsigned spec: %s", r.out)
 	}
 
-	// A key configured over the unsigned spec signs it: a change.
+	// A key configured over the unsigned spec builds nothing on it (an app
+	// may have written it); a deploy with --binary replaces it, signed.
 	h.useSigningKey(path)
-	if r := h.ok("", "deploy", p, "--json"); !strings.Contains(r.out, `"changed": true`) {
+	if r := h.fails(1, "", "deploy", p); !strings.Contains(r.err, "not signed by this ctl's key (unsigned)") {
+		t.Errorf("deploy without --binary over the unsigned spec: %s", r.err)
+	}
+	if r := h.ok("", "deploy", p, "--binary", bin, "--json"); !strings.Contains(r.out, `"changed": true`) {
 		t.Errorf("first signed deploy: %s", r.out)
 	}
 	stored, _ := h.get(names.AppsBucket, "hello")

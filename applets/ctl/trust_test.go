@@ -1,0 +1,227 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// plantedBinary is the object a planted spec pins: in narun-binaries, as
+// an app that writes there would leave it.
+const plantedBinary = "hello/1.0.0/linux-planted"
+
+// plant writes hello's spec into narun-apps as an app could, bypassing
+// ctl: unsigned, pinning plantedBinary, with a restarted_at.
+func (h *harness) plant() []byte {
+	h.t.Helper()
+	payload := []byte("#!/bin/sh\n")
+	sum := sha256.Sum256(payload)
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(context.Background(), plantedBinary, payload); err != nil {
+		h.t.Fatal(err)
+	}
+	planted, err := spec.WithBinaries("planted", []byte(helloSpec), map[string]spec.Binary{
+		runtime.GOARCH: {Object: plantedBinary, SHA256: hex.EncodeToString(sum[:])},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if planted, err = spec.SetRestartedAt("planted", planted, time.Now()); err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "hello", planted); err != nil {
+		h.t.Fatal(err)
+	}
+	return planted
+}
+
+// hasObject reports whether bucket holds name.
+func (h *harness) hasObject(bucket, name string) bool {
+	h.t.Helper()
+	obs, err := h.js.ObjectStore(context.Background(), bucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, err = obs.GetInfo(context.Background(), name)
+	if err != nil && !isNotFound(err) {
+		h.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// app restart signs only a stored spec its own key signed: signing any
+// other would make nodes run what an app wrote into narun-apps.
+func TestRestartRefusesSpecNotOurs(t *testing.T) {
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	ours, _ := h.get(names.AppsBucket, "hello")
+	other, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		stored func() []byte
+		want   string
+	}{
+		{"unsigned", h.plant, "(unsigned)"},
+		{"tampered", func() []byte {
+			tampered := bytes.Replace(ours, []byte("replicas = 2"), []byte("replicas = 3"), 1)
+			if bytes.Equal(tampered, ours) {
+				t.Fatalf("nothing to tamper with in\n%s", ours)
+			}
+			return tampered
+		}, "(changed after it was signed)"},
+		{"another key", func() []byte { return other.Sign(signing.Strip(ours)) }, "(signed by " + other.Public() + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stored := tt.stored()
+			if _, err := h.kv(names.AppsBucket).Put(context.Background(), "hello", stored); err != nil {
+				t.Fatal(err)
+			}
+			r := h.fails(1, "", "app", "restart", "hello")
+			if want := "the stored spec of hello is not signed by this ctl's key " + tt.want; !strings.Contains(r.err, want) || !strings.Contains(r.err, "--binary") {
+				t.Errorf("restart: %s\nwant %q", r.err, want)
+			}
+			if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, stored) {
+				t.Errorf("refused restart changed the stored spec:\n%s", now)
+			}
+		})
+	}
+}
+
+// deploy without --binary keeps what the stored spec pins only when its
+// own key signed it; with --binary the new spec replaces a stored one it
+// did not sign and carries nothing over.
+func TestDeployOverSpecNotOurs(t *testing.T) {
+	h := newHarness(t)
+	path, public := h.keygen("sign.key")
+	h.useSigningKey(path)
+	p := h.file("hello.toml", helloSpec)
+	planted := h.plant()
+
+	r := h.fails(1, "", "deploy", p)
+	if !strings.Contains(r.err, "the stored spec of hello is not signed by this ctl's key (unsigned)") {
+		t.Errorf("deploy without --binary over a planted spec: %s", r.err)
+	}
+	if now, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(now, planted) {
+		t.Errorf("refused deploy changed the stored spec:\n%s", now)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 1 {
+		t.Errorf("refused deploy: %d objects in %s, want only the planted one", n, names.BinariesBucket)
+	}
+
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	body, err := verifier(t, public).Verify(stored)
+	if err != nil {
+		t.Fatalf("stored spec: %v\n%s", err, stored)
+	}
+	app, err := spec.Parse("stored", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.Binaries[runtime.GOARCH].Object == plantedBinary || app.RestartedAt != "" {
+		t.Errorf("deploy --binary carried over the planted spec:\n%s", stored)
+	}
+	if !h.hasObject(names.BinariesBucket, plantedBinary) {
+		t.Error("deploy --binary pruned an object only the planted spec named")
+	}
+}
+
+// The route clash check counts only entries ctl's key signed: an app that
+// claims another app's path in narun-routes must not keep it from being
+// deployed. route list marks the entries gateways may ignore.
+func TestRouteClashIgnoresEntriesNotOurs(t *testing.T) {
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	squatter, err := spec.Parse("aaa.toml", []byte(strings.ReplaceAll(helloSpec, `name = "hello"`, `name = "aaa"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := json.Marshal(squatter.Routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.RoutesBucket).Put(context.Background(), "aaa", entry); err != nil {
+		t.Fatal(err)
+	}
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, `the routes entry "aaa" in narun-routes is not signed by this ctl's key (unsigned)`) {
+		t.Errorf("deploy over an unsigned clashing entry, stderr:\n%s", r.err)
+	}
+
+	r = h.ok("", "route", "list")
+	if !strings.Contains(r.out, "aaa (unsigned)") || strings.Contains(r.out, "hello (") {
+		t.Errorf("route list:\n%s", r.out)
+	}
+	if r := h.ok("", "route", "list", "--json"); strings.Count(r.out, `"not_ours": "unsigned"`) != 1 {
+		t.Errorf("route list --json:\n%s", r.out)
+	}
+
+	// An entry the key signed still counts.
+	key, err := signing.LoadKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.RoutesBucket).Put(context.Background(), "aaa", key.Sign(entry)); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.fails(1, "", "deploy", p); !strings.Contains(r.err, `duplicate route`) {
+		t.Errorf("deploy over a signed clashing entry: %s", r.err)
+	}
+}
+
+// Re-pinning a file whose content changed since the stored spec pinned it
+// is allowed (files put then app restart) but said: an app may have
+// replaced the object.
+func TestRepinWarns(t *testing.T) {
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	short := func(s string) string {
+		d := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(d[:])[:12]
+	}
+	put := func(content string) {
+		t.Helper()
+		h.ok("", "files", "put", "v.conf", h.file("v.src", content))
+	}
+	put("a\n")
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"v.conf\"\npath = \"v.conf\"\n")
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if r := h.ok("", "deploy", p); strings.Contains(r.err, "changed since") {
+		t.Errorf("deploy with the same file warns:\n%s", r.err)
+	}
+	warning := func(from, to string) string {
+		return "warning: file v.conf changed since the last deploy: pinning its new content (sha256 " + short(from) + "… → " + short(to) + "…); if you did not run narun ctl files put for it, something else replaced it"
+	}
+
+	put("b\n")
+	if r := h.ok("", "app", "restart", "app"); !strings.Contains(r.err, warning("a\n", "b\n")) {
+		t.Errorf("restart after the file changed, stderr:\n%s", r.err)
+	}
+	put("c\n")
+	if r := h.ok("", "deploy", p); !strings.Contains(r.err, warning("b\n", "c\n")) {
+		t.Errorf("deploy after the file changed, stderr:\n%s", r.err)
+	}
+}
