@@ -381,6 +381,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if err != nil {
 		return err
 	}
+	key = e.nodeSigner(ctx, key)
 	if err := refuseUnsigned(key, d.raw, "the stored spec of "+name); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}

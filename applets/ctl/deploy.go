@@ -140,6 +140,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	defer e.close()
+	key = e.nodeSigner(ctx, key)
 	apps, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err

@@ -84,6 +84,46 @@ func (e *env) signer() (*signing.Key, error) {
 	return key, nil
 }
 
+// nodeSigner is key, else the node key of a narun up on this machine
+// whose heartbeat names its file: ctl run without narun up's --data-dir
+// finds it there. Only a file this user may read serves, and only one
+// whose public key that node trusts. A heartbeat is anyone's to write on a
+// default device, but a spoofed one only points ctl at a key file: ctl
+// then signs with a key this user holds, which nodes trust or not by
+// their own trusted_keys; the worst is a deploy they refuse, never one
+// they would not have run otherwise.
+func (e *env) nodeSigner(ctx context.Context, key *signing.Key) *signing.Key {
+	if key != nil {
+		return key
+	}
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		e.log.Debug("read heartbeats for a node key", "err", err)
+		return nil
+	}
+	for _, n := range nodes {
+		path := n.SigningKeyFile
+		if !n.SignaturesRequired || !filepath.IsAbs(path) {
+			continue
+		}
+		// Not a device or a pipe, which a read could wait on for ever.
+		if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		k, err := signing.LoadKey(path)
+		if err != nil {
+			e.log.Debug("node key of a heartbeat", "node", n.ID, "file", path, "err", err)
+			continue
+		}
+		if !slices.Contains(n.TrustedKeys, k.Public()) {
+			continue
+		}
+		fmt.Fprintf(e.stdio.Stderr, "signing with the node key of %s (%s)\n", n.ID, path)
+		return k
+	}
+	return nil
+}
+
 // sign is the value ctl stores for nodes: signed when a key is configured.
 func sign(key *signing.Key, value []byte) []byte {
 	if key == nil {

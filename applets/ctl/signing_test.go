@@ -354,3 +354,48 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 		t.Errorf("node list --json:\n%s", r.out)
 	}
 }
+
+// Without a key of its own, ctl signs with the node key a heartbeat names
+// when it can read it and that node trusts it: narun up's data dir need
+// not be given to ctl on the same machine.
+func TestNodeKeyFromHeartbeat(t *testing.T) {
+	h := newHarness(t)
+	keys := t.TempDir()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(keys, signing.NodeKeyFile)
+	if err := signing.WriteKeyFile(path, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	other, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A key file that node does not trust is not used.
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{other.Public()}})
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, "node node-1 runs only signed specs and ctl has no signing key") || strings.Contains(r.err, "signing with") {
+		t.Errorf("deploy with an untrusted key in the heartbeat: stderr\n%s", r.err)
+	}
+	if stored, _ := h.get(names.AppsBucket, "hello"); strings.Contains(string(stored), "narun-signature") {
+		t.Errorf("signed with a key the node does not trust:\n%s", stored)
+	}
+
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}})
+	r = h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if want := fmt.Sprintf("signing with the node key of node-1 (%s)\n", path); strings.Count(r.err, "signing with") != 1 || !strings.Contains(r.err, want) {
+		t.Errorf("deploy stderr:\n%s\nwant once %q", r.err, want)
+	}
+	stored, _ := h.get(names.AppsBucket, "hello")
+	if _, err := verifier(t, key.Public()).Verify(stored); err != nil {
+		t.Errorf("spec deployed with the heartbeat's node key: %v\n%s", err, stored)
+	}
+	routes, _ := h.get(names.RoutesBucket, "hello")
+	if _, err := verifier(t, key.Public()).Verify(routes); err != nil {
+		t.Errorf("routes deployed with the heartbeat's node key: %v\n%s", err, routes)
+	}
+}

@@ -211,3 +211,26 @@ func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }
+
+// ctl on the device without narun up's data dir finds the node key
+// through the node's heartbeat, as a script that starts narun up with
+// --data-dir and then deploys does.
+func TestUpNodeKeyWithoutDataDir(t *testing.T) {
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upbeat", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
+	otherDir := t.TempDir()
+	testutil.Eventually(t, 15*time.Second, "heartbeat naming the node key", func() bool {
+		res, code := ctl(natsAddr, otherDir, "node", "list", "--json")
+		return code == 0 && strings.Contains(res, `"signing_key_file": "`+keyFile+`"`)
+	})
+	res, code := ctl(natsAddr, otherDir, "deploy", idleSpec(t, "beat", "upbeat"), "--binary", os.Args[0], "--wait", "--timeout", "60s")
+	if code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	if want := "signing with the node key of upbeat (" + keyFile + ")"; !strings.Contains(res, want) {
+		t.Errorf("deploy output lacks %q:\n%s", want, res)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -73,11 +74,17 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer runnerConn.Close()
 		var nodeKeys []string
+		var nodeKeyFile string
 		if nk != nil {
 			if err := nk.save(ctx, runnerConn, log); err != nil {
 				return err
 			}
 			nodeKeys = cfg.Runner.TrustedKeys
+			// Absolute: narun ctl reads it from the heartbeat in another
+			// working directory.
+			if nodeKeyFile, err = filepath.Abs(nk.path); err != nil {
+				return err
+			}
 			log.Info("runs only specs and routes signed by the node key: narun ctl on this device signs with it; copy it to sign from elsewhere",
 				"key", nk.key.Public(), "file", nk.path)
 		}
@@ -89,7 +96,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner")})
+		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner"),
+			SigningKeyFile: nodeKeyFile})
 		if err != nil {
 			return err
 		}

@@ -66,6 +66,10 @@ type Options struct {
 	// launcher, which needs the process to be narun (or to handle the
 	// "launcher" argument as narun does).
 	Command CommandFactory
+	// SigningKeyFile is the node key file of narun up, which its
+	// heartbeat names for narun ctl on the same machine; "" when narun up
+	// does not sign with a node key.
+	SigningKeyFile string
 }
 
 // Runner is the node agent. Create it with New, then call Run once.
@@ -709,6 +713,8 @@ func (r *Runner) nodeState() state.Node {
 		Labels:             r.labels,
 		Capabilities:       r.caps,
 		SignaturesRequired: r.signatures.Enabled(),
+		TrustedKeys:        r.opts.Config.TrustedKeys,
+		SigningKeyFile:     r.opts.SigningKeyFile,
 		Instances:          r.instances(),
 		Started:            r.started,
 		Time:               now,

@@ -83,8 +83,15 @@ type Node struct {
 	// SignaturesRequired says the runner runs only specs a trusted key
 	// signed, so that ctl can tell a deploy without a key that it will not
 	// run there. Not a Capabilities field: those are the kernel's.
-	SignaturesRequired bool       `json:"signatures_required,omitempty"`
-	Instances          []Instance `json:"instances"`
+	SignaturesRequired bool `json:"signatures_required,omitempty"`
+	// TrustedKeys are the public keys the runner trusts (trusted_keys).
+	TrustedKeys []string `json:"trusted_keys,omitempty"`
+	// SigningKeyFile is the path of the node key of narun up, when it
+	// signs with one: narun ctl on the same machine, as the same user,
+	// finds it there without being told narun up's data dir. A path only:
+	// the file is its owner's.
+	SigningKeyFile string     `json:"signing_key_file,omitempty"`
+	Instances      []Instance `json:"instances"`
 	// Started is when the runner started.
 	Started time.Time `json:"started"`
 	// Time is when this heartbeat was written.
