@@ -90,20 +90,7 @@ func TestUpRunsOnlySignedSpecs(t *testing.T) {
 		}
 	}
 
-	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "good", "upsign"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
-		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
-	}
-	// The rogue spec runs the same pinned binary: only its signature is
-	// missing.
-	kv := appsKV(t, natsAddr)
-	good, err := kv.Get(context.Background(), "good")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rogue := strings.Replace(string(signing.Strip(good.Value())), `name = "good"`, `name = "rogue"`, 1)
-	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
-		t.Fatal(err)
-	}
+	deployAndPlant(t, natsAddr, dataDir, "upsign", out)
 	testutil.Eventually(t, 15*time.Second, "rogue spec refused", func() bool {
 		return strings.Contains(out.String(), "app=rogue") && strings.Contains(out.String(), "spec refused: not signed")
 	})
@@ -174,18 +161,7 @@ func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node key: %v\n%s", err, out.String())
 	}
-	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "good", "uplost"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
-		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
-	}
-	kv := appsKV(t, natsAddr)
-	good, err := kv.Get(context.Background(), "good")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rogue := strings.Replace(string(signing.Strip(good.Value())), `name = "good"`, `name = "rogue"`, 1)
-	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
-		t.Fatal(err)
-	}
+	deployAndPlant(t, natsAddr, dataDir, "uplost", out)
 	stopUp(t, cmd, out, 20*time.Second)
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
@@ -233,4 +209,23 @@ func TestUpNodeKeyWithoutDataDir(t *testing.T) {
 		t.Errorf("deploy output lacks %q:\n%s", want, res)
 	}
 	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// deployAndPlant deploys app "good" to node with ctl, which signs it, then
+// stores "rogue" as an app on the device could: the same spec, pinning the
+// same binary, without the signature.
+func deployAndPlant(t *testing.T, natsAddr, dataDir, node string, out *testutil.LogBuffer) {
+	t.Helper()
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "good", node), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	kv := appsKV(t, natsAddr)
+	good, err := kv.Get(context.Background(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(signing.Strip(good.Value())), `name = "good"`, `name = "rogue"`, 1)
+	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
+		t.Fatal(err)
+	}
 }
