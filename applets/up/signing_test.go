@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,9 +73,8 @@ func appStatus(t *testing.T, natsAddr, dataDir, app string) status {
 // on the device signs with it, and a spec written straight into
 // narun-apps, as any app could, is refused, then and at later starts.
 func TestUpRunsOnlySignedSpecs(t *testing.T) {
-	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	cmd, out := startUp(t, dataDir, "--node-id", "upsign", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "upsign")
 
 	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
 	key, err := signing.LoadKey(keyFile)
@@ -99,8 +99,7 @@ func TestUpRunsOnlySignedSpecs(t *testing.T) {
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 
-	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd, out = startUp(t, dataDir, "--node-id", "upsign", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	natsAddr, cmd, out = startNode(t, dataDir, "upsign")
 	testutil.Eventually(t, 30*time.Second, "good runs again", func() bool { return appStatus(t, natsAddr, dataDir, "good").Ready == 1 })
 	testutil.Eventually(t, 15*time.Second, "rogue spec refused again", func() bool {
 		return strings.Contains(out.String(), "app=rogue") && strings.Contains(out.String(), "spec refused: not signed")
@@ -115,9 +114,8 @@ func TestUpRunsOnlySignedSpecs(t *testing.T) {
 // with signing over such a data dir, an upgraded install, signs what is
 // stored, so that its apps keep running.
 func TestUpAdoptsUnsignedSpecs(t *testing.T) {
-	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	cmd, out := startUp(t, dataDir, "--signing=false", "--node-id", "upold", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "upold", "--signing=false")
 	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upold"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
 		t.Fatalf("unsigned deploy with --signing=false: exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
 	}
@@ -129,9 +127,7 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 
-	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd, out = startUp(t, dataDir, "--node-id", "upold", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	natsAddr, cmd, out = startNode(t, dataDir, "upold")
 	key, err := signing.LoadKey(filepath.Join(dataDir, signing.NodeKeyFile))
 	if err != nil {
 		t.Fatalf("node key: %v\n%s", err, out.String())
@@ -153,9 +149,8 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 // its key file lost, signs nothing: the unsigned values there are ones
 // nodes refused, planted perhaps, not ones that ran before signing.
 func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
-	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	cmd, out := startUp(t, dataDir, "--node-id", "uplost", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "uplost")
 	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
 	old, err := signing.LoadKey(keyFile)
 	if err != nil {
@@ -167,9 +162,7 @@ func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	natsAddr, runnerAdmin = testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cmd, out = startUp(t, dataDir, "--node-id", "uplost", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	natsAddr, cmd, out = startNode(t, dataDir, "uplost")
 	if _, err := signing.LoadKey(keyFile); err != nil {
 		t.Fatalf("new node key: %v\n%s", err, out.String())
 	}
@@ -192,9 +185,8 @@ func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
 // through the node's heartbeat, as a script that starts narun up with
 // --data-dir and then deploys does.
 func TestUpNodeKeyWithoutDataDir(t *testing.T) {
-	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	cmd, out := startUp(t, dataDir, "--node-id", "upbeat", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
-	healthy(t, runnerAdmin)
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "upbeat")
 	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
 	otherDir := t.TempDir()
 	testutil.Eventually(t, 15*time.Second, "heartbeat naming the node key", func() bool {
@@ -228,4 +220,14 @@ func deployAndPlant(t *testing.T, natsAddr, dataDir, node string, out *testutil.
 	if _, err := kv.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startNode runs narun up as node on dataDir, with only NATS and the
+// runner's admin listening (free ports), until its runner is healthy.
+func startNode(t *testing.T, dataDir, node string, args ...string) (natsAddr string, cmd *exec.Cmd, out *testutil.LogBuffer) {
+	t.Helper()
+	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out = startUp(t, dataDir, append(args, "--node-id", node, "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)...)
+	healthy(t, runnerAdmin)
+	return natsAddr, cmd, out
 }
