@@ -292,7 +292,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if res := r.res.Load(); res != nil && r.opts.Conn.IsConnected() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := res.nodes.Delete(dctx, r.node); err != nil {
+		// Only the heartbeat this runner wrote: another runner with the same
+		// node id may have written since, and its heartbeat must stay.
+		if err := res.nodes.Delete(dctx, r.node, jetstream.LastRevision(r.beatRev)); err != nil {
 			r.log.Debug("remove heartbeat", "err", err)
 		}
 		cancel()
