@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,7 +159,7 @@ type Supervisor struct {
 	changed chan struct{}
 	dial    DialFunc
 
-	// lastExit is why the previous process ended, shown as the reason
+	// lastExit is why the previous process ended (after lastExitPrefix), shown as the reason
 	// while its successor runs: a crash loop between two status reads
 	// would otherwise show only a restart count. Only run uses it.
 	lastExit string
@@ -462,13 +463,12 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	started := time.Now()
 	reason := ""
 	if s.lastExit != "" {
-		reason = "last exit: " + s.lastExit
+		reason = lastExitPrefix + s.lastExit
 	}
 	s.update(func(i *state.Instance) {
 		i.State, i.Reason, i.PID, i.Started, i.ExitCode, i.Healthy = state.Running, reason, pid, started, nil, false
 		s.dial = p.Dial
 	})
-	s.log.Debug("started", "pid", pid)
 
 	var readers sync.WaitGroup
 	for _, o := range []struct {
@@ -622,6 +622,12 @@ func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {
 		if i.PID != pid || (i.State != state.Running && i.State != state.Healthy) {
 			return
 		}
+		// A health check with nothing to say keeps why the previous
+		// process ended: without a check, "healthy" comes at once and
+		// would otherwise hide a crash loop between two status reads.
+		if reason == "" && strings.HasPrefix(i.Reason, lastExitPrefix) {
+			reason = i.Reason
+		}
 		i.Healthy, i.Reason = healthy, reason
 		i.State = state.Running
 		if healthy {
@@ -629,3 +635,7 @@ func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {
 		}
 	})
 }
+
+// lastExitPrefix starts the reason of a process started again after an
+// exit: it names why the one before ended.
+const lastExitPrefix = "last exit: "

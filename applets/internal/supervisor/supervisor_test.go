@@ -306,8 +306,8 @@ func TestRestartAfterKill(t *testing.T) {
 		return i.State == state.Healthy && i.PID != first.PID
 	})
 	t.Logf("kill -9 to running again: %v", again.Started.Sub(killed))
-	if again.Restarts != 1 {
-		t.Errorf("restarts = %d, want 1", again.Restarts)
+	if again.Restarts != 1 || again.Reason != "last exit: killed by SIGKILL" {
+		t.Errorf("restarts = %d, reason %q; want 1 and why the last process ended", again.Restarts, again.Reason)
 	}
 	// While the new process runs, status says why the last one ended.
 	rec.mu.Lock()
