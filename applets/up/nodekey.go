@@ -136,6 +136,11 @@ func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int
 			}
 			unsigned = append(unsigned, stored{kv: kv, bucket: bucket, key: name, value: e.Value(), rev: e.Revision()})
 		}
+		// The key channel closes alike when the listing ends and when ctx
+		// does: a cut-short listing must not pass for the whole bucket.
+		if err := ctx.Err(); err != nil {
+			return 0, nil, fmt.Errorf("%s: list keys: %w", bucket, err)
+		}
 	}
 	if len(others) > 0 {
 		return 0, others, nil
