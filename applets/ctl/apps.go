@@ -37,7 +37,7 @@ func appCommand(stdio cli.IO) *ucli.Command {
 // name is checked before anything connects: one NATS cannot take as a key
 // is a usage error saying the rule, not "nats: invalid key".
 func appAction(stdio cli.IO, body func(ctx context.Context, c *ucli.Context, e *env, app string) error) ucli.ActionFunc {
-	connected := action(stdio, true, func(ctx context.Context, c *ucli.Context, e *env) error {
+	connected := withEnv(stdio, true, func(ctx context.Context, c *ucli.Context, e *env) error {
 		return body(ctx, c, e, c.Args().First())
 	})
 	return func(c *ucli.Context) error {

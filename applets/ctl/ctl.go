@@ -195,12 +195,21 @@ func (e *env) close() {
 	}
 }
 
-// action wraps a command body: configuration, connection and clean-up.
+// action wraps a command body: arguments, configuration, connection and
+// clean-up.
 func action(stdio cli.IO, needNATS bool, body func(ctx context.Context, c *ucli.Context, e *env) error) ucli.ActionFunc {
+	run := withEnv(stdio, needNATS, body)
 	return func(c *ucli.Context) error {
 		if err := requiredArgs(c); err != nil {
 			return err
 		}
+		return run(c)
+	}
+}
+
+// withEnv is action for a caller that has checked the arguments itself.
+func withEnv(stdio cli.IO, needNATS bool, body func(ctx context.Context, c *ucli.Context, e *env) error) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
 		e, err := setup(c, stdio)
 		if err != nil {
 			return err

@@ -1062,6 +1062,8 @@ func TestBadArgumentsAreUsageErrors(t *testing.T) {
 		{[]string{"app", "ls", "web"}, "takes no arguments, got 1"},
 		{[]string{"secret", "rotate", "hunter2"}, "secret rotate takes no arguments, got 1"},
 		{[]string{"image", "delete"}, "missing OBJECT"},
+		{[]string{"app", "status"}, "missing NAME"},
+		{[]string{"app", "restart", "a", "b"}, "want exactly one app name, got 2 arguments"},
 	} {
 		r := h.fails(2, "", tc.args...)
 		if !strings.Contains(r.err, tc.want) {
