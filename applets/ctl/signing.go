@@ -153,20 +153,15 @@ func notOurs(key *signing.Key, value []byte) string {
 	if key == nil {
 		return ""
 	}
-	v, err := signing.NewVerifier("signing key", []string{key.Public()})
-	if err == nil {
-		_, err = v.Verify(value)
-	}
-	if err == nil {
-		return ""
-	}
-	switch pub, _ := signing.SignedBy(value); {
+	switch pub, err := signing.SignedBy(value); {
 	case pub == "":
 		return "unsigned"
 	case pub != key.Public():
 		return "signed by " + pub
+	case err != nil:
+		return "changed after it was signed"
 	}
-	return "changed after it was signed"
+	return ""
 }
 
 // notOurSpec refuses to build on the stored spec of app, which notOurs

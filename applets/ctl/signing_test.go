@@ -399,3 +399,33 @@ func TestNodeKeyFromHeartbeat(t *testing.T) {
 		t.Errorf("routes deployed with the heartbeat's node key: %v\n%s", err, routes)
 	}
 }
+
+func TestNotOurs(t *testing.T) {
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("name = \"hello\"\n")
+	signed := key.Sign(body)
+	changed := bytes.Replace(signed, []byte("hello"), []byte("hullo"), 1)
+	for _, tc := range []struct {
+		name  string
+		key   *signing.Key
+		value []byte
+		want  string
+	}{
+		{"ours", key, signed, ""},
+		{"no key", nil, body, ""},
+		{"unsigned", key, body, "unsigned"},
+		{"another key", key, other.Sign(body), "signed by " + other.Public()},
+		{"changed", key, changed, "changed after it was signed"},
+	} {
+		if got := notOurs(tc.key, tc.value); got != tc.want {
+			t.Errorf("%s: notOurs = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
