@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -336,32 +335,12 @@ func splitHostPort(key, addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// redactedURL hides the password of a URL that may not parse: an error
-// naming a bad route or leaf URL must not print its login.
-func redactedURL(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	login := raw[:at]
-	scheme, rest, ok := strings.Cut(login, "://")
-	if !ok {
-		scheme, rest = "", login
-	} else {
-		scheme += "://"
-	}
-	if user, _, ok := strings.Cut(rest, ":"); ok {
-		return scheme + user + ":xxxxx" + raw[at:]
-	}
-	return scheme + "xxxxx" + raw[at:]
-}
-
 func parseURLs(key string, raw []string) ([]*url.URL, error) {
 	var urls []*url.URL
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("%s: invalid url %q", key, redactedURL(r))
+			return nil, fmt.Errorf("%s: invalid url %q", key, RedactURLs(r))
 		}
 		urls = append(urls, u)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/sdnotify"
+	"github.com/narun/narun/embednats"
 )
 
 // Common flag names shared by every applet.
@@ -156,7 +157,7 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		return func(nc *nats.Conn) {
 			refused.Store(false)
 			// Not ConnectedUrlRedacted: it leaves a token readable.
-			log.Info(msg, "url", RedactURLs(nc.ConnectedUrl()))
+			log.Info(msg, "url", embednats.RedactURLs(nc.ConnectedUrl()))
 		}
 	}
 	return []nats.Option{

@@ -1,0 +1,48 @@
+package embednats_test
+
+import (
+	"testing"
+
+	"github.com/narun/narun/embednats"
+)
+
+func TestRedactURLs(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://edge:edge-secret@10.0.0.1:4222", "nats://edge:xxxxx@10.0.0.1:4222"},
+		{"nats://s3cr3t@10.0.0.1:4222", "nats://xxxxx@10.0.0.1:4222"},
+		{"nats://edge:@10.0.0.1", "nats://edge:xxxxx@10.0.0.1"},
+		{"edge:edge-secret@10.0.0.1:4222", "edge:xxxxx@10.0.0.1:4222"},
+		{"s3cr3t@10.0.0.1", "xxxxx@10.0.0.1"},
+		{"10.0.0.1:4222", "10.0.0.1:4222"},
+		{
+			"nats://edge:a@10.0.0.1:4222,nats://edge:b@10.0.0.2:4222, tls://c@nats.example.com,edge:d@10.0.0.4",
+			"nats://edge:xxxxx@10.0.0.1:4222,nats://edge:xxxxx@10.0.0.2:4222, tls://xxxxx@nats.example.com,edge:xxxxx@10.0.0.4",
+		},
+		// net/url reads the login up to the last '@' of the authority.
+		{"nats://edge:p@ss@10.0.0.1", "nats://edge:xxxxx@10.0.0.1"},
+		// An '@' past the authority is no login.
+		{"nats://10.0.0.1:4222/x@y", "nats://10.0.0.1:4222/x@y"},
+		{"nats://host/x@y", "nats://host/x@y"},
+		{"nats://edge:pw@host/x@y", "nats://edge:xxxxx@host/x@y"},
+		{"ws://edge:pw@host:80/path?q=a@b", "ws://edge:xxxxx@host:80/path?q=a@b"},
+		// A message quoting a URL, as url.Parse's errors do.
+		{`parse "nats://edge:pw@host:42x": invalid port ":42x" after host`, `parse "nats://edge:xxxxx@host:42x": invalid port ":42x" after host`},
+		{"", ""},
+	} {
+		if got := embednats.RedactURLs(tc.in); got != tc.want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestWithoutLogins(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nats://edge:pw@10.0.0.1:4222,s3cr3t@10.0.0.2", "nats://10.0.0.1:4222,10.0.0.2"},
+		{"nats://host/x@y", "nats://host/x@y"},
+	} {
+		if got := embednats.WithoutLogins(tc.in); got != tc.want {
+			t.Errorf("WithoutLogins(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
