@@ -90,22 +90,20 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("gateway: no NATS connection")
 	}
-	if len(opts.Config.TrustedKeys) == 0 {
-		opts.Config.TrustedKeys = opts.NodeKeys
+	signatures, err := trustedKeys(&opts.Config, opts.NodeKeys)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{
-		opts:      opts,
-		nc:        opts.Conn,
-		log:       opts.Logger,
-		metrics:   newMetrics(),
-		cfg:       opts.Config,
-		kvRaw:     map[string][]byte{},
-		kvRoutes:  map[string][]config.Route{},
-		firstWait: firstMessageWait,
-	}
-	var err error
-	if g.signatures, err = signing.NewVerifier("gateway.trusted_keys", opts.Config.TrustedKeys); err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+		opts:       opts,
+		nc:         opts.Conn,
+		log:        opts.Logger,
+		metrics:    newMetrics(),
+		cfg:        opts.Config,
+		kvRaw:      map[string][]byte{},
+		kvRoutes:   map[string][]config.Route{},
+		firstWait:  firstMessageWait,
+		signatures: signatures,
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -229,8 +227,10 @@ func (g *Gateway) Reload() error {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
-	if len(f.Gateway.TrustedKeys) == 0 {
-		f.Gateway.TrustedKeys = g.opts.NodeKeys
+	newSignatures, err := trustedKeys(&f.Gateway, g.opts.NodeKeys)
+	if err != nil {
+		g.metrics.reloadErrors.Add(1)
+		return fmt.Errorf("reload: %w", err)
 	}
 	// Held from the entries read to the table stored, so that no entry
 	// checked against the trusted_keys being replaced slips in meanwhile.
@@ -238,10 +238,7 @@ func (g *Gateway) Reload() error {
 	defer g.mu.Unlock()
 	signatures, kv := g.signatures, g.kvRoutes
 	if !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys) {
-		if signatures, err = signing.NewVerifier("gateway.trusted_keys", f.Gateway.TrustedKeys); err != nil {
-			g.metrics.reloadErrors.Add(1)
-			return fmt.Errorf("reload: %w", err)
-		}
+		signatures = newSignatures
 		kv = make(map[string][]config.Route, len(g.kvRaw))
 		for app, value := range g.kvRaw {
 			if routes := g.appRoutes(signatures, app, value); routes != nil {
@@ -256,6 +253,16 @@ func (g *Gateway) Reload() error {
 	g.signatures = signatures
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
 	return nil
+}
+
+// trustedKeys makes the verifier of the narun-routes entries: cfg's
+// trusted_keys or, when it lists none, nodeKeys, which it then stores in
+// cfg.TrustedKeys.
+func trustedKeys(cfg *config.Gateway, nodeKeys []string) (*signing.Verifier, error) {
+	if len(cfg.TrustedKeys) == 0 {
+		cfg.TrustedKeys = nodeKeys
+	}
+	return signing.NewVerifier("gateway.trusted_keys", cfg.TrustedKeys)
 }
 
 // setAppEntry applies the narun-routes entry of one app; nil removes it.
