@@ -271,15 +271,19 @@ func (g *Gateway) setAppEntry(app string, value []byte) {
 	defer g.mu.Unlock()
 	kv := maps.Clone(g.kvRoutes)
 	delete(kv, app)
-	delete(g.kvRaw, app)
 	if value != nil {
-		g.kvRaw[app] = value
 		if routes := g.appRoutes(g.signatures, app, value); routes != nil {
 			kv[app] = routes
 		}
 	}
 	if err := g.rebuild(g.cfg, kv); err != nil {
 		g.log.Error("routes from narun-routes not applied", "app", app, "err", err)
+		return
+	}
+	if value == nil {
+		delete(g.kvRaw, app)
+	} else {
+		g.kvRaw[app] = value
 	}
 }
 
