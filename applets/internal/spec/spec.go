@@ -452,6 +452,16 @@ func (a *App) validate(v *validator) {
 			v.add(key, "want 64 lower-case hex digits")
 		}
 	}
+	// A deploy writes [file_digests] only when the file has none: one
+	// that leaves an object out would store it unpinned, for nodes to
+	// place whatever bytes the object holds when they start.
+	if len(a.FileDigests) > 0 {
+		for i, f := range a.Files {
+			if _, ok := a.FileDigests[f.Object]; !ok {
+				v.deployRule(fmt.Sprintf("files[%d].object", i), "object %q has no pin in [file_digests]: pin every [[files]] object, or remove [file_digests] for narun ctl deploy to write it", f.Object)
+			}
+		}
+	}
 }
 
 func (a *App) validateSelector(v *validator) {

@@ -637,8 +637,9 @@ path = "ca.pem"
 
 func TestFileDigestsRules(t *testing.T) {
 	tests := []struct{ name, table, want string }{
-		{"unused object", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("a", 64) + "\"\n\"other\" = \"" + strings.Repeat("b", 64) + "\"\n", `a.toml:13: key "file_digests.other": no [[files]] entry uses object "other"`},
-		{"not hex", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("A", 64) + "\"\n", `a.toml:12: key "file_digests.app.conf": want 64 lower-case hex digits`},
+		{"unused object", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("a", 64) + "\"\nca = \"" + strings.Repeat("c", 64) + "\"\n\"other\" = \"" + strings.Repeat("b", 64) + "\"\n", `a.toml:14: key "file_digests.other": no [[files]] entry uses object "other"`},
+		{"not hex", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("A", 64) + "\"\nca = \"" + strings.Repeat("c", 64) + "\"\n", `a.toml:12: key "file_digests.app.conf": want 64 lower-case hex digits`},
+		{"object left out", "[file_digests]\n\"app.conf\" = \"" + strings.Repeat("a", 64) + "\"\n", `a.toml:8: key "files[1].object": object "ca" has no pin in [file_digests]: pin every [[files]] object, or remove [file_digests] for narun ctl deploy to write it`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -647,6 +648,13 @@ func TestFileDigestsRules(t *testing.T) {
 				t.Errorf("got %v, want %s", err, tt.want)
 			}
 		})
+	}
+	// Stored by an earlier narun ctl, a spec with an object left out
+	// still runs, and is reported as outdated.
+	src := withFiles + "\n[file_digests]\n\"app.conf\" = \"" + strings.Repeat("a", 64) + "\"\n"
+	a, outdated, err := ParseStored("a.toml", []byte(src))
+	if err != nil || a == nil || outdated == nil || !strings.Contains(outdated.Error(), `key "files[1].object": object "ca" has no pin`) {
+		t.Errorf("ParseStored: outdated %v, err %v", outdated, err)
 	}
 }
 
@@ -699,7 +707,7 @@ func TestSetFileDigests(t *testing.T) {
 	if string(again) != string(pinned) {
 		t.Errorf("replacing the table changed more than the table:\n%s\nwant:\n%s", again, pinned)
 	}
-	if _, err := WithBinaries("hello.toml", []byte(withFiles+"\n[file_digests]\nca = \""+strings.Repeat("b", 64)+"\"\n"), bins); err == nil || !strings.Contains(err.Error(), `"file_digests"`) {
+	if _, err := WithBinaries("hello.toml", []byte(withFiles+"\n[file_digests]\n\"app.conf\" = \""+strings.Repeat("a", 64)+"\"\nca = \""+strings.Repeat("b", 64)+"\"\n"), bins); err == nil || !strings.Contains(err.Error(), `"file_digests"`) {
 		t.Errorf("[file_digests] without [binaries] accepted: %v", err)
 	}
 }
@@ -720,7 +728,7 @@ func TestFingerprintIgnoresFileDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Parse("a.toml", []byte(withFiles+bins+"[file_digests]\nca = \""+strings.Repeat("b", 64)+"\"\n"))
+	b, err := Parse("a.toml", []byte(withFiles+bins+"[file_digests]\n\"app.conf\" = \""+strings.Repeat("a", 64)+"\"\nca = \""+strings.Repeat("b", 64)+"\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
