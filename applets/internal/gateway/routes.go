@@ -44,12 +44,6 @@ type route struct {
 // pattern is what two routes must share to compete for the same requests.
 func (r *route) pattern() string { return r.pat }
 
-// allows reports whether the route takes method. Listing GET allows HEAD
-// too, as RFC 9110 (9.3.2) has it and net/http's ServeMux does.
-func (r *route) allows(method string) bool {
-	return r.lists(method) || method == http.MethodHead && r.lists(http.MethodGet)
-}
-
 func (r *route) lists(method string) bool {
 	return len(r.methods) == 0 || slices.Contains(r.methods, method)
 }
@@ -304,7 +298,9 @@ func (t *table) match(host, path, method string) (r *route, allow []string) {
 		if c.lists(method) {
 			return c, nil
 		}
-		if viaGet == nil && c.allows(method) {
+		// Listing GET allows HEAD too, as RFC 9110 (9.3.2) has it and
+		// net/http's ServeMux does.
+		if viaGet == nil && method == http.MethodHead && c.lists(http.MethodGet) {
 			viaGet = c
 		}
 		allow = append(allow, c.methods...)
