@@ -381,7 +381,13 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if err != nil {
 		return err
 	}
-	key = e.nodeSigner(ctx, key)
+	if key == nil {
+		nodes, err := e.nodes(ctx)
+		if err != nil {
+			e.log.Debug("read heartbeats for a node key", "err", err)
+		}
+		key = e.nodeSigner(key, nodes)
+	}
 	if err := refuseUnsigned(key, d.raw, "the stored spec of "+name); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}

@@ -140,7 +140,15 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	defer e.close()
-	key = e.nodeSigner(ctx, key)
+	// Read once: the node key, and the warnings about nodes that will
+	// not run this deploy. Without them, ctl signs with its own key or
+	// none, and warns about nothing.
+	nodes, err := e.nodes(ctx)
+	heartbeats := err == nil
+	if err != nil {
+		e.log.Debug("read heartbeats", "err", err)
+	}
+	key = e.nodeSigner(key, nodes)
 	apps, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err
@@ -247,8 +255,8 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		defer w.stop()
 	}
 	var refusing []string
-	if key == nil {
-		refusing = e.warnSignedOnly(ctx, final)
+	if key == nil && heartbeats {
+		refusing = e.warnSignedOnly(nodes, final)
 	}
 	// Signing is deterministic: the same body signed by the same key is
 	// the same value, and a spec signed by no key or another one changes.
@@ -276,7 +284,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if res.Changed {
 		e.pruneSuperseded(ctx, cur.app, final)
 	}
-	e.warnAbsentNodes(ctx, final)
+	if heartbeats {
+		e.warnAbsentNodes(nodes, final)
+	}
 	if w != nil && len(refusing) > 0 {
 		// Those nodes report nothing of a spec they refuse: waiting would
 		// only end in the timeout.
@@ -657,15 +667,7 @@ func (p *progress) done() { fmt.Fprintln(p.w) }
 // warnAbsentNodes names the nodes the spec lists that have no heartbeat:
 // rollouts and status count only nodes that are there, so a typo or a node
 // that is down would otherwise go unnoticed.
-func (e *env) warnAbsentNodes(ctx context.Context, app *spec.App) {
-	if len(app.Nodes) == 0 {
-		return
-	}
-	nodes, err := e.nodes(ctx)
-	if err != nil {
-		e.log.Debug("read heartbeats", "err", err)
-		return
-	}
+func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	for _, id := range app.Nodes {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
@@ -677,12 +679,7 @@ func (e *env) warnAbsentNodes(ctx context.Context, app *spec.App) {
 // specs, for a deploy without a key: they refuse the unsigned spec it
 // stores, and it says so before writing instead of leaving the operator to
 // find out why nothing starts.
-func (e *env) warnSignedOnly(ctx context.Context, app *spec.App) []string {
-	nodes, err := e.nodes(ctx)
-	if err != nil {
-		e.log.Debug("read heartbeats", "err", err)
-		return nil
-	}
+func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App) []string {
 	var refusing []string
 	for _, n := range nodes {
 		if n.SignaturesRequired && app.Selects(n.ID, n.Labels) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/state"
 )
 
 func signingCommand(stdio cli.IO) *ucli.Command {
@@ -92,14 +93,10 @@ func (e *env) signer() (*signing.Key, error) {
 // then signs with a key this user holds, which nodes trust or not by
 // their own trusted_keys; the worst is a deploy they refuse, never one
 // they would not have run otherwise.
-func (e *env) nodeSigner(ctx context.Context, key *signing.Key) *signing.Key {
+// nodes are the heartbeats, read by the caller.
+func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 	if key != nil {
 		return key
-	}
-	nodes, err := e.nodes(ctx)
-	if err != nil {
-		e.log.Debug("read heartbeats for a node key", "err", err)
-		return nil
 	}
 	for _, n := range nodes {
 		path := n.SigningKeyFile
