@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -280,7 +279,7 @@ func (ev *events) list() []state.Event {
 type testRunner struct {
 	*Runner
 	dir  string
-	logs *syncBuffer
+	logs *testutil.LogBuffer
 	// stop stops the runner and waits for it; also called at cleanup.
 	stop func()
 }
@@ -295,7 +294,7 @@ func startRunner(t testing.TB, c *cluster, mod func(*Options)) *testRunner {
 // it runs.
 func startTunedRunner(t testing.TB, c *cluster, mod func(*Options), tune func(*Runner)) *testRunner {
 	t.Helper()
-	tr := &testRunner{dir: t.TempDir(), logs: &syncBuffer{}}
+	tr := &testRunner{dir: t.TempDir(), logs: &testutil.LogBuffer{}}
 	opts := Options{
 		Config:     config.Runner{NodeID: node, HeartbeatInterval: config.Duration(100 * time.Millisecond)},
 		DataDir:    tr.dir,
@@ -338,23 +337,6 @@ func startTunedRunner(t testing.TB, c *cluster, mod func(*Options), tune func(*R
 	}
 	t.Cleanup(tr.stop)
 	return tr
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (tr *testRunner) of(app string) []state.Instance {
