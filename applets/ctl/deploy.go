@@ -255,8 +255,8 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		defer w.stop()
 	}
 	var refusing []string
-	if key == nil && heartbeats {
-		refusing = e.warnSignedOnly(nodes, final)
+	if heartbeats {
+		refusing = e.warnSignedOnly(nodes, final, key)
 	}
 	// Signing is deterministic: the same body signed by the same key is
 	// the same value, and a spec signed by no key or another one changes.
@@ -290,7 +290,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if w != nil && len(refusing) > 0 {
 		// Those nodes report nothing of a spec they refuse: waiting would
 		// only end in the timeout.
-		return &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and ctl has no signing key", app.Name, strings.Join(refusing, ", "))}
+		why := "ctl has no signing key"
+		if key != nil {
+			why = "do not trust ctl's key " + key.Public()
+		}
+		return &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", app.Name, strings.Join(refusing, ", "), why)}
 	}
 	if w != nil {
 		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
@@ -675,17 +679,25 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	}
 }
 
-// warnSignedOnly names the nodes that select app and run only signed
-// specs, for a deploy without a key: they refuse the unsigned spec it
-// stores, and it says so before writing instead of leaving the operator to
-// find out why nothing starts.
-func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App) []string {
+// warnSignedOnly names the nodes that select app, run only signed specs
+// and refuse the one this deploy stores: unsigned (key is nil) or signed
+// by a key they do not trust. It says so before writing instead of leaving
+// the operator to find out why nothing starts.
+func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key) []string {
 	var refusing []string
 	for _, n := range nodes {
-		if n.SignaturesRequired && app.Selects(n.ID, n.Labels) {
-			refusing = append(refusing, n.ID)
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy\n", n.ID)
+		if !n.SignaturesRequired || !app.Selects(n.ID, n.Labels) {
+			continue
 		}
+		switch {
+		case key == nil:
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy\n", n.ID)
+		case !slices.Contains(n.TrustedKeys, key.Public()):
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and does not trust ctl's key %s (add it to that node's trusted_keys): it will not run this deploy\n", n.ID, key.Public())
+		default:
+			continue
+		}
+		refusing = append(refusing, n.ID)
 	}
 	return refusing
 }

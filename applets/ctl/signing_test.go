@@ -429,3 +429,35 @@ func TestNotOurs(t *testing.T) {
 		}
 	}
 }
+
+// A deploy with a key warns of each node it selects that runs only signed
+// specs and does not trust that key, and --wait fails at once; a node that
+// trusts it goes unmentioned.
+func TestDeployWarnsUntrustingNodes(t *testing.T) {
+	h := newHarness(t)
+	path, public := h.keygen("ctl.key")
+	h.useSigningKey(path)
+	other, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
+	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
+	p := h.file("hello.toml", helloSpec)
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	want := "warning: node node-1 runs only signed specs and does not trust ctl's key " + public + " (add it to that node's trusted_keys): it will not run this deploy"
+	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") {
+		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)
+	}
+
+	start := time.Now()
+	r = h.fails(ExitRollout, "", "deploy", p, "--wait", "--timeout", "60s")
+	if !strings.Contains(r.err, "node(s) node-1 run only signed specs and do not trust ctl's key "+public) || time.Since(start) > 30*time.Second {
+		t.Errorf("deploy --wait after %s: %s", time.Since(start), r.err)
+	}
+
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, TrustedKeys: []string{other.Public(), public}})
+	if r := h.ok("", "deploy", p); strings.Contains(r.err, "does not trust") {
+		t.Errorf("deploy to a node that trusts the key: stderr\n%s", r.err)
+	}
+}
