@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -209,18 +210,21 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		if err != nil {
 			return err
 		}
-		told := make(chan struct{})
-		stopping := context.AfterFunc(ctx, func() {
-			defer close(told)
+		tell := sync.OnceFunc(func() {
 			if err := sdnotify.Send(sdnotify.Stopping); err != nil {
 				log.Warn("service manager not told of the stop", "err", err)
 			}
 		})
-		// An applet that stops quickly (a runner still starting) would
-		// otherwise exit before the notice goes out.
+		stop := context.AfterFunc(ctx, tell)
+		// The notice goes out before the applet returns when ctx ended:
+		// run can see ctx done and return before the context package has
+		// started tell (it closes Done before it runs AfterFuncs), and
+		// stop would then cancel tell. A tell already running is waited
+		// for by the OnceFunc.
 		defer func() {
-			if !stopping() {
-				<-told
+			stop()
+			if ctx.Err() != nil {
+				tell()
 			}
 		}()
 		return run(c, cfg, log)
