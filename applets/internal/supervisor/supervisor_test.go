@@ -303,7 +303,7 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	again := waitFor(t, s, "restarted", func(i state.Instance) bool {
-		return i.State == state.Healthy && i.PID != first.PID
+		return i.State == state.Healthy && i.PID != 0 && i.PID != first.PID
 	})
 	t.Logf("kill -9 to running again: %v", again.Started.Sub(killed))
 	if again.Restarts != 1 || again.Reason != "last exit: killed by SIGKILL" {
