@@ -158,6 +158,9 @@ type Supervisor struct {
 	st      state.Instance
 	changed chan struct{}
 	dial    DialFunc
+	// exitCode is the code of a process that has ended, held until the
+	// state that follows its end is set.
+	exitCode *int
 
 	// lastExit is why the previous process ended (after lastExitPrefix), shown as the reason
 	// while its successor runs: a crash loop between two status reads
@@ -297,7 +300,10 @@ func (s *Supervisor) set(st state.State, reason string) {
 	s.update(func(i *state.Instance) {
 		i.State, i.Reason = st, reason
 		if !st.Up() {
-			i.Healthy = false
+			i.PID, i.Started, i.Healthy = 0, time.Time{}, false
+			if s.exitCode != nil {
+				i.ExitCode, s.exitCode = s.exitCode, nil
+			}
 		}
 	})
 }
@@ -530,10 +536,13 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	if errors.As(werr, &explained) {
 		exit.Reason = explained.Reason()
 	}
+	// The exit is recorded with the state the caller decides next, in one
+	// change: a status read in between must not show a healthy instance
+	// without a process.
 	code := exit.Code
-	s.update(func(i *state.Instance) {
-		i.PID, i.Started, i.ExitCode, i.Healthy = 0, time.Time{}, &code, false
-	})
+	s.mu.Lock()
+	s.exitCode = &code
+	s.mu.Unlock()
 	return exit, nil
 }
 

@@ -86,11 +86,17 @@ type recorder struct {
 	states []state.State
 	// started are the reasons given as each process started running.
 	started []string
+	// upWithoutProcess are the changes that showed a live instance with
+	// no process behind it.
+	upWithoutProcess []state.Instance
 }
 
 func (r *recorder) add(i state.Instance) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if i.State.Up() && i.PID == 0 {
+		r.upWithoutProcess = append(r.upWithoutProcess, i)
+	}
 	if n := len(r.states); n == 0 || r.states[n-1] != i.State {
 		r.states = append(r.states, i.State)
 		if i.State == state.Running {
@@ -315,6 +321,11 @@ func TestRestartAfterKill(t *testing.T) {
 	rec.mu.Unlock()
 	if len(started) != 2 || started[0] != "" || started[1] != "last exit: killed by SIGKILL" {
 		t.Errorf("reasons at each start: %q, want none, then the kill", started)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.upWithoutProcess) > 0 {
+		t.Errorf("status showed a live instance without a process: %+v", rec.upWithoutProcess)
 	}
 }
 
