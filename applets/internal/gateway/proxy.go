@@ -326,7 +326,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.fail(w, ex, status, "service error: "+hd.errMsg, rid)
 				return
 			}
-			copyReplyHeaders(w.Header(), m.Header)
+			conn := copyReplyHeaders(w.Header(), m.Header)
 			headSeen = true
 			ex.status = status
 			if !hd.stream {
@@ -345,7 +345,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				ex.out += int64(n)
 				return
 			}
-			headConn = replyConnection(m.Header)
+			headConn = conn
 			w.WriteHeader(status)
 			n, _ := w.Write(m.Data)
 			ex.out += int64(n)
@@ -369,21 +369,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			chunk, last, err := body.next()
 			if err != nil {
 				g.cancel(rt, wt)
-				_ = g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+				g.refusePull(m.Reply)
 				if headSeen {
 					panic(http.ErrAbortHandler)
 				}
 				g.bodyError(w, ex, rt, err, rid)
 				return
 			}
-			ex.in += int64(len(chunk))
-			kind := consumer.FrameData
-			if last {
-				kind = consumer.FrameEnd
-			}
-			if err := g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: chunk}); err != nil {
-				g.log.Debug("send request body chunk", "request_id", rid, "err", err)
-			}
+			g.sendChunk(m.Reply, chunk, last, &ex.in, rid)
 		case consumer.FrameData, consumer.FrameEnd:
 			if !headSeen {
 				g.protocolError(w, ex, rt, wt, false, "body frame before the response head", rid)
@@ -499,10 +492,16 @@ func (p *puller) early(timer *time.Timer, wait time.Duration) (data []byte, more
 // answerPull sends the chunk read for a pull; false ends the puller.
 func (g *Gateway) answerPull(p *puller, reply string, data []byte, last bool, err error, in *int64, rid string) bool {
 	if err != nil {
-		_ = g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+		g.refusePull(reply)
 		p.failed <- err
 		return false
 	}
+	g.sendChunk(reply, data, last, in, rid)
+	return true
+}
+
+// sendChunk answers a pull with the next chunk of the request body.
+func (g *Gateway) sendChunk(reply string, data []byte, last bool, in *int64, rid string) {
 	*in += int64(len(data))
 	kind := consumer.FrameData
 	if last {
@@ -511,7 +510,11 @@ func (g *Gateway) answerPull(p *puller, reply string, data []byte, last bool, er
 	if err := g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: data}); err != nil {
 		g.log.Debug("send request body chunk", "request_id", rid, "err", err)
 	}
-	return true
+}
+
+// refusePull tells the service that pulled that the body will not come.
+func (g *Gateway) refusePull(reply string) {
+	_ = g.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
 }
 
 // stop ends the puller before the exchange releases the body's buffers:
@@ -739,14 +742,17 @@ func replyConnection(h nats.Header) []string {
 	return nil
 }
 
-func copyReplyHeaders(dst http.Header, src nats.Header) {
-	skip := replyConnection(src)
+// copyReplyHeaders copies a response head's headers and returns its
+// Connection header, which also governs the trailers.
+func copyReplyHeaders(dst http.Header, src nats.Header) (connection []string) {
+	connection = replyConnection(src)
 	for k, v := range src {
-		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) {
+		if skipReplyHeader(k) || (len(connection) > 0 && listed(connection, k)) {
 			continue
 		}
 		dst[http.CanonicalHeaderKey(k)] = v
 	}
+	return connection
 }
 
 // setTrailers copies an end frame's headers as trailers, except those its
