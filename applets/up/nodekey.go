@@ -30,7 +30,16 @@ type nodeKey struct {
 	// text is the file's content while the file is still to be written:
 	// a new key.
 	text []byte
+	// adopting says an earlier start made the key and did not finish
+	// signing the values stored before it.
+	adopting bool
 }
+
+// adoptingSuffix names the file that exists, beside the node key, from
+// before the key is written until every value stored before signing is
+// signed: a start cut short in between resumes from it. Only narun up
+// writes it, in its data dir, so no app can ask for values to be signed.
+const adoptingSuffix = ".adopting"
 
 // readNodeKey reads the node key of dataDir, or makes a new one that save
 // writes.
@@ -38,7 +47,8 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 	path := filepath.Join(dataDir, signing.NodeKeyFile)
 	key, err := signing.LoadKey(path)
 	if err == nil {
-		return &nodeKey{key: key, path: path}, nil
+		_, serr := os.Lstat(path + adoptingSuffix)
+		return &nodeKey{key: key, path: path, adopting: serr == nil}, nil
 	}
 	if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
 		return nil, fmt.Errorf("node %w (or set trusted_keys, or --signing=false)", err)
@@ -49,42 +59,87 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 	return &nodeKey{key: key, path: path, text: key.File()}, nil
 }
 
-// save writes a new node key, after signing the specs and route entries
+// save writes a new node key, and signs the specs and route entries
 // already stored when the data dir is from before signing: they ran
 // unsigned on a node that checked nothing, and an upgrade must not stop
-// them. The key is written last so that a start that fails to sign them
-// makes a new key and tries again.
+// them. A start that fails while signing them leaves the adopting file,
+// and the next start signs the rest with the same key.
 func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
-	if k.text == nil {
+	if k.text == nil && !k.adopting {
 		return nil
 	}
-	n, others, err := k.adopt(ctx, nc)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	unsigned, others, err := k.scan(ctx, nc)
 	if err != nil {
-		return fmt.Errorf("sign the stored specs with the new node key %s: %w", k.path, err)
+		return fmt.Errorf("read the stored specs to sign them with the node key %s: %w", k.path, err)
 	}
-	if len(others) > 0 {
-		var by []string
-		for pub, n := range others {
-			by = append(by, fmt.Sprintf("%s (%d values)", pub, n))
+	if k.text != nil {
+		if len(others) > 0 {
+			var by []string
+			for pub, n := range others {
+				by = append(by, fmt.Sprintf("%s (%d values)", pub, n))
+			}
+			slices.Sort(by)
+			log.Warn("the node key was made anew over specs or route entries signed by another key: they stay refused until redeployed with the new key, or set trusted_keys to the old public key; the unsigned ones stay refused too",
+				"signed_by", strings.Join(by, ", "), "key", k.key.Public())
+			unsigned = nil
 		}
-		slices.Sort(by)
-		log.Warn("the node key was made anew over specs or route entries signed by another key: they stay refused until redeployed with the new key, or set trusted_keys to the old public key; the unsigned ones stay refused too",
-			"signed_by", strings.Join(by, ", "), "key", k.key.Public())
+		if err := os.MkdirAll(filepath.Dir(k.path), 0o750); err != nil {
+			return fmt.Errorf("node signing key: %w", err)
+		}
+		if len(unsigned) > 0 {
+			if err := writeSynced(k.path+adoptingSuffix, []byte("narun up is signing the specs stored before this node had a key\n")); err != nil {
+				return fmt.Errorf("node signing key: %w", err)
+			}
+		}
+		if err := signing.WriteKeyFile(k.path, k.text); err != nil {
+			return fmt.Errorf("node signing key: %w", err)
+		}
+		k.text = nil
 	}
-	if n > 0 {
-		log.Info("signed the specs and route entries stored before this node had a signing key, as they ran before", "values", n)
+	for i, v := range unsigned {
+		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.value), v.rev); err != nil {
+			return fmt.Errorf("sign the stored specs with the node key %s: %s %s: %w (%d of %d signed; the next start signs the rest)",
+				k.path, v.bucket, v.key, err, i, len(unsigned))
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(k.path), 0o750); err != nil {
+	if len(unsigned) > 0 {
+		log.Info("signed the specs and route entries stored before this node had a signing key, as they ran before", "values", len(unsigned))
+	}
+	if err := os.Remove(k.path + adoptingSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("node signing key: %w", err)
 	}
-	if err := signing.WriteKeyFile(k.path, k.text); err != nil {
-		return fmt.Errorf("node signing key: %w", err)
-	}
-	k.text = nil
+	k.adopting = false
 	return nil
 }
 
-// stored is a value of narun-apps or narun-routes as adopt read it.
+// writeSynced writes a file and its directory entry to disk before it
+// returns: the file must be there before the one written after it.
+func writeSynced(path string, content []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// stored is a value of narun-apps or narun-routes as scan read it.
 type stored struct {
 	kv     jetstream.KeyValue
 	bucket string
@@ -93,19 +148,17 @@ type stored struct {
 	rev    uint64
 }
 
-// adopt signs the unsigned values of narun-apps and narun-routes, only
-// when none is signed: a signed one means the node key was made before
-// and lost (or trusted_keys were dropped), and the unsigned values are
-// then ones nodes refused, an app's plant perhaps, not ones that ran.
-// It returns how many it signed, or, instead, how many values each other
-// key signed. The updates are conditional: a value changed meanwhile
-// fails the start rather than being signed unseen.
-func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+// scan reads the unsigned values of narun-apps and narun-routes, and
+// counts the values each key other than the node key signed. A value
+// signed by another key means the node key was made before and lost (or
+// trusted_keys were dropped), and the unsigned values are then ones nodes
+// refused, an app's plant perhaps, not ones that ran. The revisions read
+// make the signing updates conditional: a value changed meanwhile fails
+// the start rather than being signed unseen.
+func (k *nodeKey) scan(ctx context.Context, nc *nats.Conn) ([]stored, map[string]int, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
 	var unsigned []stored
 	others := map[string]int{}
@@ -115,11 +168,11 @@ func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int
 			continue
 		}
 		if err != nil {
-			return 0, nil, fmt.Errorf("%s: %w", bucket, err)
+			return nil, nil, fmt.Errorf("%s: %w", bucket, err)
 		}
 		keys, err := kv.ListKeys(ctx)
 		if err != nil {
-			return 0, nil, fmt.Errorf("%s: %w", bucket, err)
+			return nil, nil, fmt.Errorf("%s: %w", bucket, err)
 		}
 		for name := range keys.Keys() {
 			e, err := kv.Get(ctx, name)
@@ -127,11 +180,13 @@ func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int
 				continue
 			}
 			if err != nil {
-				return 0, nil, fmt.Errorf("%s %s: %w", bucket, name, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", bucket, name, err)
 			}
 			// An invalid signature counts too: it shows signing was in use.
 			if pub, _ := signing.SignedBy(e.Value()); pub != "" {
-				others[pub]++
+				if pub != k.key.Public() {
+					others[pub]++
+				}
 				continue
 			}
 			unsigned = append(unsigned, stored{kv: kv, bucket: bucket, key: name, value: e.Value(), rev: e.Revision()})
@@ -139,16 +194,8 @@ func (k *nodeKey) adopt(ctx context.Context, nc *nats.Conn) (int, map[string]int
 		// The key channel closes alike when the listing ends and when ctx
 		// does: a cut-short listing must not pass for the whole bucket.
 		if err := ctx.Err(); err != nil {
-			return 0, nil, fmt.Errorf("%s: list keys: %w", bucket, err)
+			return nil, nil, fmt.Errorf("%s: list keys: %w", bucket, err)
 		}
 	}
-	if len(others) > 0 {
-		return 0, others, nil
-	}
-	for i, v := range unsigned {
-		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.value), v.rev); err != nil {
-			return i, nil, fmt.Errorf("%s %s: %w", v.bucket, v.key, err)
-		}
-	}
-	return len(unsigned), nil, nil
+	return unsigned, others, nil
 }

@@ -33,6 +33,11 @@ func idleSpec(t *testing.T, name, node string) string {
 // appsKV is narun-apps of the narun up at natsAddr.
 func appsKV(t *testing.T, natsAddr string) jetstream.KeyValue {
 	t.Helper()
+	return bucket(t, natsAddr, names.AppsBucket)
+}
+
+func bucket(t *testing.T, natsAddr, name string) jetstream.KeyValue {
+	t.Helper()
 	nc, err := nats.Connect("nats://" + natsAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +47,7 @@ func appsKV(t *testing.T, natsAddr string) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(context.Background(), names.AppsBucket)
+	kv, err := js.KeyValue(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +147,71 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	if strings.Contains(out.String(), "spec refused") {
 		t.Errorf("a stored spec was refused after the upgrade:\n%s", out.String())
 	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// A start cut short while signing the values stored before signing
+// leaves the key and a note beside it; the next start signs the rest with
+// that key, rather than leaving them refused as a stranger's.
+func TestUpResumesAdoption(t *testing.T) {
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "upcut", "--signing=false")
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upcut"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("unsigned deploy with --signing=false: exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	// What a start cut short after signing the spec, not yet the route
+	// entry, leaves behind.
+	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile+".adopting", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WriteKeyFile(keyFile, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	apps := appsKV(t, natsAddr)
+	spec, err := apps.Get(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apps.Update(context.Background(), "old", key.Sign(spec.Value()), spec.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+
+	natsAddr, cmd, out = startNode(t, dataDir, "upcut")
+	if !strings.Contains(out.String(), "values=1") || strings.Contains(out.String(), "signed by another key") {
+		t.Errorf("startup log does not say it signed the one value left:\n%s", out.String())
+	}
+	routes := bucket(t, natsAddr, names.RoutesBucket)
+	keys, err := routes.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range keys.Keys() {
+		e, err := routes.Get(context.Background(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pub, err := signing.SignedBy(e.Value()); pub != key.Public() || err != nil {
+			t.Errorf("route entry %s signed by %q (%v), want the node key %s", k, pub, err, key.Public())
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("%d route entries, want the one of old", n)
+	}
+	if _, err := os.Lstat(keyFile + ".adopting"); !os.IsNotExist(err) {
+		t.Errorf("adopting note left after the values were signed: %v", err)
+	}
+	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
+		st := appStatus(t, natsAddr, dataDir, "old")
+		return st.Ready == 1 && st.SignedBy == key.Public()
+	})
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
