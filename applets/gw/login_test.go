@@ -41,3 +41,21 @@ func TestLogSaysTheLoginWasRefused(t *testing.T) {
 		t.Errorf("log lacks the server's reason:\n%s", log.String())
 	}
 }
+
+// A gateway whose NATS is down says why, naming the server it tries; the
+// failed attempts that follow within a minute add no lines.
+func TestLogSaysNATSIsUnreachable(t *testing.T) {
+	down := testutil.FreeAddr(t)
+	log := startGateway(t, "nats://edge:edge-secret@"+down)
+	const want = `level=WARN msg="nats not reachable, retrying" servers=nats://`
+	testutil.Eventually(t, 20*time.Second, want, func() bool { return strings.Contains(log.String(), want) })
+	logs := log.String()
+	if !strings.Contains(logs, down) || !strings.Contains(logs, "connection refused") || strings.Contains(logs, "edge-secret") {
+		t.Errorf("want the server and the reason, without the password:\n%s", logs)
+	}
+	// nats.go tries again every two seconds.
+	time.Sleep(5 * time.Second)
+	if n := strings.Count(log.String(), "nats not reachable"); n != 1 {
+		t.Errorf("%d unreachable lines within seconds, want 1:\n%s", n, log.String())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,9 +155,27 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		}
 		return true
 	}
+	// A server that cannot be reached is said at the first failed attempt
+	// and then once a minute while it lasts: nats.go retries every few
+	// seconds, and a gateway that only answers 503 must say why. The
+	// first connection's failure says only "no servers available"; the
+	// retries that follow say why (connection refused, a timeout).
+	var unreachableSince atomic.Int64
+	unreachable := func(nc *nats.Conn, err error) {
+		if errors.Is(err, nats.ErrNoServers) {
+			return
+		}
+		now := time.Now().UnixNano()
+		last := unreachableSince.Load()
+		if last != 0 && time.Duration(now-last) < time.Minute || !unreachableSince.CompareAndSwap(last, now) {
+			return
+		}
+		log.Warn("nats not reachable, retrying", "servers", embednats.RedactURLs(strings.Join(nc.Servers(), ",")), "err", err)
+	}
 	connected := func(msg string) nats.ConnHandler {
 		return func(nc *nats.Conn) {
 			refused.Store(false)
+			unreachableSince.Store(0)
 			// Not ConnectedUrlRedacted: it leaves a token readable.
 			log.Info(msg, "url", embednats.RedactURLs(nc.ConnectedUrl()))
 		}
@@ -178,7 +197,11 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		// login among them; a refusal on a later reconnect goes to the
 		// ErrorHandler. Dial failures come here too, at every attempt, and
 		// the disconnect was logged already.
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { loginRefused(err) }),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !loginRefused(err) {
+				unreachable(nc, err)
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
