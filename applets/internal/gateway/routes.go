@@ -36,6 +36,13 @@ type route struct {
 	maxBody   int64
 	label     string // metrics label: bounded by configuration, never the raw path
 	pat       string
+	// patPath is the path part of pat: the path, but for a prefix route
+	// that ends in one slash, without it, since "/a/" and "/a" match the
+	// same paths.
+	patPath string
+	// covers is the length of the shortest path the route matches, "/"
+	// counting as 1: a prefix route "/a/" covers "/a", like exact "/a".
+	covers int
 	// escPrefix is the path without its trailing slash, escaped, for strip_prefix.
 	escPrefix string
 	metrics   *routeMetrics
@@ -133,7 +140,16 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	}
 	slices.Sort(r.methods)
 	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
-	r.pat = r.cfg.Host + " " + r.cfg.Path + " " + r.cfg.Match
+	r.patPath, r.covers = rc.Path, len(rc.Path)
+	if !r.exact && rc.Path != "/" && strings.HasSuffix(rc.Path, "/") {
+		r.covers--
+		// "//" matches "/" and paths under "//", not all that "/" does;
+		// "/a//" likewise differs from "/a/".
+		if !strings.HasSuffix(rc.Path, "//") {
+			r.patPath = rc.Path[:len(rc.Path)-1]
+		}
+	}
+	r.pat = r.cfg.Host + " " + r.patPath + " " + r.cfg.Match
 	r.label = r.cfg.Host + r.cfg.Path
 	if r.exact {
 		r.label += " (exact)"
@@ -215,15 +231,22 @@ func (r *route) hostRank() int {
 }
 
 // newTable orders routes so the first match is the most specific: longest
-// host, then longest path, exact before prefix; definition order breaks the
-// remaining ties among routes of one pattern, so the result never depends on
-// map iteration.
+// host, then longest path (that of a prefix route without its trailing
+// slash, so that an exact route wins the path it names), exact before
+// prefix; definition order breaks the remaining ties among routes of one
+// pattern, so the result never depends on map iteration. Prefix routes that
+// differ only by a trailing slash are one pattern: with overlapping methods
+// they are duplicates.
 func newTable(routes []*route) (*table, error) {
 	byPattern := map[string][]*route{}
 	for _, r := range routes {
 		for _, o := range byPattern[r.pattern()] {
 			if overlap(o.methods, r.methods) {
-				return nil, fmt.Errorf("duplicate route: %s and %s both map %s %s (%s) with methods %s", o.origin, r.origin, hostOrAny(r.cfg.Host), r.cfg.Path, r.cfg.Match, methodsText(o.methods, r.methods))
+				paths := o.cfg.Path
+				if r.cfg.Path != o.cfg.Path {
+					paths += " and " + r.cfg.Path
+				}
+				return nil, fmt.Errorf("duplicate route: %s and %s both map %s %s (%s) with methods %s", o.origin, r.origin, hostOrAny(r.cfg.Host), paths, r.cfg.Match, methodsText(o.methods, r.methods))
 			}
 		}
 		byPattern[r.pattern()] = append(byPattern[r.pattern()], r)
@@ -233,8 +256,11 @@ func newTable(routes []*route) (*table, error) {
 		return cmp.Or(
 			cmp.Compare(b.hostRank(), a.hostRank()),
 			cmp.Compare(len(b.host), len(a.host)),
-			cmp.Compare(len(b.cfg.Path), len(a.cfg.Path)),
+			cmp.Compare(b.covers, a.covers),
 			cmp.Compare(btoi(b.exact), btoi(a.exact)),
+			// "//" before "/", which covers as much; equal within a
+			// pattern, so it stays adjacent.
+			cmp.Compare(len(b.patPath), len(a.patPath)),
 			// Routes of one pattern must be adjacent for match.
 			strings.Compare(a.pat, b.pat),
 		)

@@ -91,6 +91,120 @@ func TestRouteMatch(t *testing.T) {
 	}
 }
 
+// TestRouteExactAndTrailingSlash covers paths that a route names both with
+// and without a trailing slash: an exact route wins the path it names over
+// any prefix route, however the prefix is written, and the prefix routes /a
+// and /a/, which match the same paths, are one pattern.
+func TestRouteExactAndTrailingSlash(t *testing.T) {
+	type request struct{ path, method, want, allow string }
+	tests := []struct {
+		name     string
+		routes   []config.Route
+		requests []request
+	}{
+		{"exact /api/v1, then prefix /api/v1/", []config.Route{
+			{Path: "/api/v1", Match: "exact", Service: "exact"},
+			{Path: "/api/v1/", Service: "prefix"},
+		}, []request{
+			{"/api/v1", "GET", "exact", ""},
+			{"/api/v1/", "GET", "prefix", ""},
+			{"/api/v1/x", "GET", "prefix", ""},
+			{"/api/v1x", "GET", "", ""},
+		}},
+		{"prefix /api/v1/, then exact /api/v1", []config.Route{
+			{Path: "/api/v1/", Service: "prefix"},
+			{Path: "/api/v1", Match: "exact", Service: "exact"},
+		}, []request{
+			{"/api/v1", "GET", "exact", ""},
+			{"/api/v1/", "GET", "prefix", ""},
+			{"/api/v1/x", "GET", "prefix", ""},
+		}},
+		{"exact /api next to prefixes /api/ and /", []config.Route{
+			{Path: "/", Service: "root"},
+			{Path: "/api/", Service: "prefix"},
+			{Path: "/api", Match: "exact", Service: "exact"},
+		}, []request{
+			{"/api", "GET", "exact", ""},
+			{"/api/", "GET", "prefix", ""},
+			{"/apix", "GET", "root", ""},
+		}},
+		{"exact /, then prefix /", []config.Route{
+			{Path: "/", Match: "exact", Service: "exact"},
+			{Path: "/", Service: "prefix"},
+		}, []request{
+			{"/", "GET", "exact", ""},
+			{"/x", "GET", "prefix", ""},
+		}},
+		{"prefix /, then exact /", []config.Route{
+			{Path: "/", Service: "prefix"},
+			{Path: "/", Match: "exact", Service: "exact"},
+		}, []request{
+			{"/", "GET", "exact", ""},
+			{"/x", "GET", "prefix", ""},
+		}},
+		{"exact /a/ next to prefix /a", []config.Route{
+			{Path: "/a", Service: "prefix"},
+			{Path: "/a/", Match: "exact", Service: "exact"},
+		}, []request{
+			{"/a", "GET", "prefix", ""},
+			{"/a/", "GET", "exact", ""},
+			{"/a/x", "GET", "prefix", ""},
+		}},
+		// A route /b of the same length sorts between them unless /a and
+		// /a/ are one pattern.
+		{"prefixes /a and /a/ split by method", []config.Route{
+			{Path: "/", Service: "root"},
+			{Path: "/a", Methods: []string{"GET"}, Service: "a-get"},
+			{Path: "/b", Service: "b"},
+			{Path: "/a/", Methods: []string{"POST"}, Service: "a-post"},
+		}, []request{
+			{"/a", "GET", "a-get", ""},
+			{"/a", "POST", "a-post", ""},
+			{"/a/x", "GET", "a-get", ""},
+			{"/a/x", "POST", "a-post", ""},
+			{"/a", "HEAD", "a-get", ""},
+			{"/a", "PUT", "", "GET, HEAD, POST"},
+			{"/a/", "PUT", "", "GET, HEAD, POST"},
+			{"/ab", "PUT", "root", ""},
+			{"/b", "PUT", "b", ""},
+		}},
+		{"prefix /a does not match /ab", []config.Route{
+			{Path: "/", Service: "root"},
+			{Path: "/a", Service: "a"},
+		}, []request{
+			{"/a", "GET", "a", ""},
+			{"/a/b", "GET", "a", ""},
+			{"/ab", "GET", "root", ""},
+			{"/ab/", "GET", "root", ""},
+		}},
+		// "//" is not "/" with a trailing slash: it matches "/" and paths
+		// under "//", so it is the more specific of the two.
+		{"prefixes / and //", []config.Route{
+			{Path: "/", Service: "root"},
+			{Path: "//", Service: "double"},
+		}, []request{
+			{"/", "GET", "double", ""},
+			{"//x", "GET", "double", ""},
+			{"/x", "GET", "root", ""},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := mustTable(t, tc.routes...)
+			for _, rq := range tc.requests {
+				r, allow := tb.match("localhost", rq.path, rq.method)
+				got := ""
+				if r != nil {
+					got = r.cfg.Service
+				}
+				if got != rq.want || strings.Join(allow, ", ") != rq.allow {
+					t.Errorf("%s %s: match = %q allow %q, want %q allow %q (order %v)", rq.method, rq.path, got, allow, rq.want, rq.allow, services(tb))
+				}
+			}
+		})
+	}
+}
+
 func TestRouteOrderIsDeterministic(t *testing.T) {
 	rcs := []config.Route{
 		{Path: "/a/", Service: "a"}, {Path: "/a/b/", Service: "ab"}, {Host: "h", Path: "/", Service: "h"},
@@ -151,6 +265,10 @@ func TestRouteErrors(t *testing.T) {
 		{"duplicate methods overlap", []config.Route{{Path: "/a", Methods: []string{"GET", "PUT"}, Service: "x"}, {Path: "/a", Methods: []string{"put"}, Service: "y"}}, "with methods PUT"},
 		{"duplicate all vs some", []config.Route{{Path: "/a", Service: "x"}, {Path: "/a", Methods: []string{"GET"}, Service: "y"}}, "duplicate route"},
 		{"duplicate host case", []config.Route{{Host: "A.com", Path: "/", Service: "x"}, {Host: "a.com", Path: "/", Service: "y"}}, "duplicate route"},
+		{"duplicate message", []config.Route{{Path: "/a/", Service: "x"}, {Path: "/a/", Service: "y"}}, "duplicate route: route A and route B both map any host /a/ (prefix) with methods (all)"},
+		{"duplicate trailing slash", []config.Route{{Path: "/api/v1", Service: "x"}, {Path: "/api/v1/", Service: "y"}}, "duplicate route: route A and route B both map any host /api/v1 and /api/v1/ (prefix) with methods (all)"},
+		{"duplicate trailing slash first", []config.Route{{Host: "A.com", Path: "/a/", Methods: []string{"GET"}, Service: "x"}, {Host: "a.com", Path: "/a", Service: "y"}}, "duplicate route: route A and route B both map a.com /a/ and /a (prefix) with methods (all)"},
+		{"duplicate trailing slash methods", []config.Route{{Path: "/a", Methods: []string{"GET", "PUT"}, Service: "x"}, {Path: "/a/", Methods: []string{"PUT"}, Service: "y"}}, "both map any host /a and /a/ (prefix) with methods PUT"},
 		{"relative path", []config.Route{{Path: "a", Service: "x"}}, "must start with /"},
 		{"bad match", []config.Route{{Path: "/", Match: "regex", Service: "x"}}, `match "regex"`},
 		{"wildcard service", []config.Route{{Path: "/", Service: "x.*"}}, "literal NATS subject"},
@@ -181,6 +299,12 @@ func TestRouteErrors(t *testing.T) {
 	// Same path, disjoint methods, or exact next to prefix: not duplicates.
 	mustTable(t, config.Route{Path: "/a", Methods: []string{"GET"}, Service: "x"}, config.Route{Path: "/a", Methods: []string{"POST"}, Service: "y"},
 		config.Route{Path: "/a", Match: "exact", Service: "z"})
+	// Exact routes with and without the slash name different paths; a
+	// prefix ending in two slashes is not the one ending in one; other hosts.
+	mustTable(t, config.Route{Path: "/a", Match: "exact", Service: "x"}, config.Route{Path: "/a/", Match: "exact", Service: "y"},
+		config.Route{Path: "/a/", Service: "z"}, config.Route{Path: "/a//", Service: "w"},
+		config.Route{Path: "/", Service: "v"}, config.Route{Path: "//", Service: "u"},
+		config.Route{Host: "a.com", Path: "/a", Service: "t"})
 }
 
 func TestCleanPath(t *testing.T) {
@@ -203,7 +327,9 @@ func TestCheckAppRoutes(t *testing.T) {
 	}{
 		{"free path", x, map[string][]config.Route{"b": {{Path: "/y/"}}}, ""},
 		{"taken path", x, map[string][]config.Route{"b": {{Path: "/x/"}}}, `app "b" route #1 (path "/x/") and app "a" route #1 (path "/x/")`},
+		{"taken path with a trailing slash", []config.Route{{Path: "/x"}}, map[string][]config.Route{"b": {{Path: "/x/"}}}, `app "b" route #1 (path "/x/") and app "a" route #1 (path "/x") both map any host /x/ and /x (prefix)`},
 		{"redeploy of the same app", x, map[string][]config.Route{"a": {{Path: "/x/"}}}, ""},
+		{"redeploy without the trailing slash", []config.Route{{Path: "/x"}}, map[string][]config.Route{"a": {{Path: "/x/"}}}, ""},
 		{"same path, other methods", []config.Route{{Path: "/x/", Methods: []string{"POST"}}}, map[string][]config.Route{"b": {{Path: "/x/", Methods: []string{"GET"}}}}, ""},
 		{"same path, other host", []config.Route{{Path: "/x/", Host: "a.example.com"}}, map[string][]config.Route{"b": {{Path: "/x/"}}}, ""},
 		{"others that clash among themselves", []config.Route{{Path: "/z/"}}, map[string][]config.Route{"b": {{Path: "/x/"}}, "c": {{Path: "/x/"}}}, ""},
@@ -218,5 +344,31 @@ func TestCheckAppRoutes(t *testing.T) {
 				t.Fatalf("error = %v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAddAppRoutesTrailingSlash: an app whose route differs from one before
+// it only by a trailing slash is left out, as for the same path.
+func TestAddAppRoutesTrailingSlash(t *testing.T) {
+	base, err := compile(config.Route{Path: "/x", Service: "cfg"}, "config route #1", time.Second, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := map[string]string{}
+	routes := addAppRoutes([]*route{base}, map[string][]config.Route{
+		"b": {{Path: "/x/"}},
+		"c": {{Path: "/y"}},
+		"d": {{Path: "/y/"}},
+	}, time.Second, 1, func(app string, err error) { skipped[app] = err.Error() })
+	var kept []string
+	for _, r := range routes {
+		kept = append(kept, r.cfg.Service)
+	}
+	if got := strings.Join(kept, " "); got != "cfg c" {
+		t.Errorf("kept %s, want cfg c", got)
+	}
+	if !strings.Contains(skipped["b"], `duplicate route: config route #1 and app "b" route #1 (path "/x/") both map any host /x and /x/ (prefix)`) ||
+		!strings.Contains(skipped["d"], `app "c" route #1 (path "/y") and app "d" route #1 (path "/y/")`) || len(skipped) != 2 {
+		t.Errorf("skipped %q", skipped)
 	}
 }
