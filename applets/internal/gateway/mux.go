@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
 )
 
 // inboxMux routes every message of every exchange through one wildcard
@@ -14,6 +16,7 @@ import (
 // several messages (pulls, stream frames), so no exchange costs a
 // SUB/UNSUB round trip to the server.
 type inboxMux struct {
+	nc     *nats.Conn
 	prefix string
 	sub    *nats.Subscription
 	next   atomic.Uint64
@@ -36,7 +39,7 @@ type waiter struct {
 const waiterBuffer = 16
 
 func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
-	m := &inboxMux{prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{}}
+	m := &inboxMux{nc: nc, prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{}}
 	m.pool.New = func() any { return &waiter{ch: make(chan *nats.Msg, waiterBuffer)} }
 	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
 	if err != nil {
@@ -60,7 +63,8 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	// Sending under the lock means release, which also takes it, can
 	// never race with a late message into a recycled waiter.
 	m.mu.Lock()
-	if w := m.waiters[id]; w != nil {
+	w := m.waiters[id]
+	if w != nil {
 		select {
 		case w.ch <- msg:
 		default:
@@ -68,6 +72,22 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 		}
 	}
 	m.mu.Unlock()
+	if w == nil && id <= m.next.Load() {
+		m.over(msg)
+	}
+}
+
+// over answers a pull or a data frame that arrives after its exchange
+// ended, as the exchange would have: a service waiting for the answer
+// learns at once that nobody reads on, instead of at its own timeout.
+func (m *inboxMux) over(msg *nats.Msg) {
+	if msg.Reply == "" {
+		return
+	}
+	switch scanMeta(msg.Header).frame {
+	case consumer.FramePull, consumer.FrameData:
+		_ = m.nc.PublishMsg(&nats.Msg{Subject: msg.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+	}
 }
 
 func (m *inboxMux) open() *waiter {

@@ -715,8 +715,11 @@ func listed(connection []string, k string) bool {
 	return false
 }
 
+// skipReplyHeader tells the reply headers the client never gets: the
+// protocol's, NATS's, hop-by-hop ones, and X-Request-Id, which stays the
+// gateway's so that the client's id matches the gateway's logs.
 func skipReplyHeader(k string) bool {
-	if consumer.IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) {
+	if consumer.IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) || strings.EqualFold(k, "X-Request-Id") {
 		return true
 	}
 	for _, hb := range hopByHop {

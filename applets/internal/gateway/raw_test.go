@@ -126,7 +126,7 @@ func TestReplyConnectionHeaders(t *testing.T) {
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "connection": {"X-Hidden"}, "X-Hidden": {"1"}, "X-Sum": {"2"}}})
 			return
 		}
-		head := nats.Header{"Connection": {"X-Internal, x-other"}, "X-Internal": {"secret"}, "X-Other": {"secret"}, "X-Kept": {"yes"}}
+		head := nats.Header{"Connection": {"X-Internal, x-other"}, "X-Internal": {"secret"}, "X-Other": {"secret"}, "X-Kept": {"yes"}, "x-request-id": {"the-service-s"}}
 		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("ok")})
 	})
 	if err != nil {
@@ -143,6 +143,10 @@ func TestReplyConnectionHeaders(t *testing.T) {
 	if h := resp.Header; h.Get("X-Internal") != "" || h.Get("X-Other") != "" || h.Get("X-Kept") != "yes" {
 		t.Errorf("response headers %v: want X-Kept only", h)
 	}
+	// The gateway's request id, the one in its logs, not the service's.
+	if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] == "the-service-s" {
+		t.Errorf("X-Request-Id %q: want only the gateway's", ids)
+	}
 	// Named by the end frame's Connection header, or by the head's: that
 	// one describes the whole response.
 	for _, p := range []string{"/trailers", "/head-names-trailers"} {
@@ -154,6 +158,39 @@ func TestReplyConnectionHeaders(t *testing.T) {
 		resp.Body.Close()
 		if tr := resp.Trailer; tr.Get("X-Hidden") != "" || tr.Get("X-Sum") != "2" {
 			t.Errorf("%s: trailers %v: want X-Sum only", p, tr)
+		}
+	}
+}
+
+// A pull or a data frame that arrives after its exchange ended (here at
+// the route timeout) is answered with a cancel, as during the exchange:
+// the service learns at once that nobody reads on.
+func TestLateFramesGetCancel(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/late", Service: "late", Timeout: config.Duration(200 * time.Millisecond)}))
+	nc := natsConn(t, e)
+	heads := make(chan *nats.Msg, 1)
+	if _, err := nc.Subscribe("late", func(m *nats.Msg) { heads <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(e.hs.URL+"/late", "application/octet-stream", bytes.NewReader(randomBytes(3<<20, 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", resp.StatusCode)
+	}
+	head := <-heads
+	for _, frame := range []string{"pull", "data"} {
+		answer, err := nc.RequestMsg(&nats.Msg{Subject: head.Reply, Header: nats.Header{"Narun-Frame": {frame}}}, 10*time.Second)
+		if err != nil {
+			t.Fatalf("late %s: %v", frame, err)
+		}
+		if got := answer.Header.Get("Narun-Frame"); got != "cancel" {
+			t.Errorf("late %s answered with frame %q, want cancel", frame, got)
 		}
 	}
 }
