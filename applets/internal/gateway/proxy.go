@@ -345,6 +345,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				ex.out += int64(n)
 				return
 			}
+			if r.Method == http.MethodHead {
+				// A HEAD response has no body: the stream is not read,
+				// and the service hears it can stop.
+				g.cancel(rt, wt)
+				g.metrics.outcomes[outcomeOK].Add(1)
+				w.WriteHeader(status)
+				return
+			}
 			headConn = conn
 			w.WriteHeader(status)
 			n, _ := w.Write(m.Data)

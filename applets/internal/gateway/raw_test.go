@@ -194,3 +194,41 @@ func TestLateFramesGetCancel(t *testing.T) {
 		}
 	}
 }
+
+// A HEAD answered with a streamed head gets the head, and the service
+// hears at once that no body is wanted.
+func TestHeadOfAStream(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/s", Service: "headstream"}))
+	nc := natsConn(t, e)
+	cancels, err := nc.SubscribeSync("_NARUN.cancel.headstream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replies := make(chan string, 1)
+	_, err = nc.Subscribe("headstream", func(m *nats.Msg) {
+		replies <- m.Reply
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "Narun-Status": {"203"}}, Data: []byte("first part")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Head(e.hs.URL + "/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 203 {
+		t.Errorf("status %d, want the service's 203", resp.StatusCode)
+	}
+	reply := <-replies
+	m, err := cancels.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no cancel after the head: %v", err)
+	}
+	if string(m.Data) != reply {
+		t.Errorf("cancel for %q, want the exchange %q", m.Data, reply)
+	}
+}
