@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
@@ -248,6 +249,8 @@ func TestErrors(t *testing.T) {
 		config.Route{Path: "/raw/", Service: "raw"},
 	)
 	e := newEnv(t, cfg)
+	var logs testutil.LogBuffer
+	e.gw.log = slog.New(slog.NewTextHandler(&logs, nil))
 	e.serve(t, "ok", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
@@ -322,11 +325,31 @@ func TestErrors(t *testing.T) {
 			if !strings.Contains(string(b), tc.bodyHas) {
 				t.Errorf("body %q does not contain %q", b, tc.bodyHas)
 			}
-			if rid := resp.Header.Get("X-Request-Id"); tc.status >= 400 && tc.status != 418 && (rid == "" || !strings.Contains(string(b), rid)) {
+			rid := resp.Header.Get("X-Request-Id")
+			if tc.status >= 400 && tc.status != 418 && (rid == "" || !strings.Contains(string(b), rid)) {
 				t.Errorf("error body %q does not name the request id %q", b, rid)
+			}
+			// The gateway's own errors are logged with the service, which
+			// the client is not told.
+			if gatewayMade[tc.name] {
+				if !strings.Contains(logs.String(), "request_id="+rid) {
+					t.Errorf("no log line for request %s:\n%s", rid, logs.String())
+				}
+				for _, svc := range []string{"nobody", "slow", "raw"} {
+					if strings.Contains(string(b), "service "+svc) {
+						t.Errorf("error body %q names the service", b)
+					}
+				}
 			}
 		})
 	}
+}
+
+// gatewayMade are the cases of TestErrors where the gateway, not the
+// service, decided the error.
+var gatewayMade = map[string]bool{
+	"too large": true, "too large chunked": true, "no responders": true,
+	"timeout": true, "bad status": true, "frame before head": true,
 }
 
 // TestMalformedChunkedBody sends a body whose chunked encoding breaks,

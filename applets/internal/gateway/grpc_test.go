@@ -79,7 +79,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 	// the request id. (grpc-go turns an HTTP error page into a status too,
 	// but its message then starts "unexpected HTTP status code".)
 	before := status()
-	if r := before["health"]; r.Code != "Unavailable" || !strings.HasPrefix(r.Message, "no instance of service grpctest is running (request id ") {
+	if r := before["health"]; r.Code != "Unavailable" || !strings.HasPrefix(r.Message, "no instance of the service is running (request id ") {
 		t.Errorf("call without a service: %+v, want Unavailable naming the service and the request id", r)
 	}
 	if r := before["unrouted"]; r.Code != "Unimplemented" || !strings.HasPrefix(r.Message, "no route for /narun.Missing/Call (request id ") {

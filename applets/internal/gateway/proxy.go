@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -80,10 +82,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Request-Id"] = []string{rid}
 
 	p := cleanPath(r.URL.Path)
+	var refused *route
 	var allow []string
-	rt, allow = g.table.Load().match(requestHost(r.Host), p, r.Method)
+	rt, refused, allow = g.table.Load().match(requestHost(r.Host), p, r.Method)
 	if rt == nil {
-		if len(allow) > 0 {
+		if refused != nil {
+			rm = refused.metrics
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			g.fail(w, ex, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here", rid)
 			return
@@ -95,11 +99,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.nc.IsConnected() {
 		g.metrics.outcomes[outcomeError].Add(1)
 		w.Header().Set("Retry-After", "1")
-		g.fail(w, ex, http.StatusServiceUnavailable, "not connected to NATS", rid)
+		g.failLogged(w, ex, rt, http.StatusServiceUnavailable, "not connected to NATS", "", rid)
 		return
 	}
 	if r.ContentLength > rt.maxBody {
-		g.fail(w, ex, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", rid)
+		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", "", rid)
 		return
 	}
 	g.proxy(w, r, ex, rt, p, rid, start.Add(rt.timeout))
@@ -254,7 +258,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if err := g.nc.PublishMsg(&ex.msg); err != nil {
 		g.metrics.outcomes[outcomeError].Add(1)
 		w.Header().Set("Retry-After", "1")
-		g.fail(w, ex, http.StatusServiceUnavailable, "publish to NATS: "+err.Error(), rid)
+		g.failLogged(w, ex, rt, http.StatusServiceUnavailable, "the request could not be sent to the service", "publish to NATS: "+err.Error(), rid)
 		return
 	}
 	body.sent()
@@ -293,9 +297,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeTimeout].Add(1)
 			if headSeen {
+				g.log.Warn("response aborted: not finished within the route's timeout", "timeout", rt.timeout, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
 				panic(http.ErrAbortHandler)
 			}
-			g.fail(w, ex, http.StatusGatewayTimeout, "no reply from service "+rt.cfg.Service+" within "+rt.timeout.String(), rid)
+			g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
 			return
 		}
 		if wt.overflow.Load() {
@@ -317,7 +322,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if hd.noResponders {
 				g.metrics.outcomes[outcomeNoResponders].Add(1)
 				w.Header().Set("Retry-After", "1")
-				g.fail(w, ex, http.StatusServiceUnavailable, "no instance of service "+rt.cfg.Service+" is running", rid)
+				g.failLogged(w, ex, rt, http.StatusServiceUnavailable, "no instance of the service is running", "no responders", rid)
 				return
 			}
 			status := hd.status
@@ -571,24 +576,44 @@ func (g *Gateway) cancel(rt *route, wt *waiter) {
 func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, wt *waiter, headSeen bool, why, rid string) {
 	g.metrics.outcomes[outcomeMalformed].Add(1)
 	g.cancel(rt, wt)
-	g.log.Warn("malformed reply", "service", rt.cfg.Service, "request_id", rid, "why", why)
 	if headSeen {
+		g.log.Warn("response aborted: malformed reply", "route", rt.label, "service", rt.cfg.Service, "request_id", rid, "why", why)
 		panic(http.ErrAbortHandler)
 	}
-	g.fail(w, ex, http.StatusBadGateway, "malformed reply from service "+rt.cfg.Service+": "+why, rid)
+	g.failLogged(w, ex, rt, http.StatusBadGateway, "malformed reply: "+why, "", rid)
 }
 
 func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, rt *route, err error, rid string) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
-		g.fail(w, ex, http.StatusRequestEntityTooLarge, err.Error(), rid)
+		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, err.Error(), "", rid)
 		return
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		g.fail(w, ex, http.StatusRequestTimeout, "request body not received within "+rt.timeout.String(), rid)
+		g.failLogged(w, ex, rt, http.StatusRequestTimeout, "request body not received within "+rt.timeout.String(), "", rid)
 		return
 	}
-	g.fail(w, ex, http.StatusBadRequest, "read request body: "+err.Error(), rid)
+	g.failLogged(w, ex, rt, http.StatusBadRequest, "read request body: "+err.Error(), "", rid)
+}
+
+// failLogged answers with an error the gateway made for a routed request,
+// and logs it with what the client is not told (the service, and detail
+// when there is more to say), so that the request id a user quotes leads
+// to the cause: a warning for 5xx, the gateway's or the service's side,
+// info for what the client did wrong.
+func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, code int, msg, detail, rid string) {
+	level := slog.LevelWarn
+	if code < 500 {
+		level = slog.LevelInfo
+	}
+	g.log.LogAttrs(context.Background(), level, "request failed",
+		slog.Int("status", code),
+		slog.String("reason", cmp.Or(detail, msg)),
+		slog.String("route", rt.label),
+		slog.String("service", rt.cfg.Service),
+		slog.String("request_id", rid),
+	)
+	g.fail(w, ex, code, msg, rid)
 }
 
 // fail writes an error response that names the request id, so a user can

@@ -309,9 +309,10 @@ func overlap(a, b []string) bool {
 
 // match finds the route for a request. The most specific pattern that
 // matches host and path decides: if none of its routes allows the method,
-// the answer is 405 with allow listing what they accept. A route that
-// lists HEAD takes it before one that lists GET.
-func (t *table) match(host, path, method string) (r *route, allow []string) {
+// the answer is 405 with allow listing what they accept, and refused is
+// the first of them, whose metrics count the 405. A route that lists HEAD
+// takes it before one that lists GET.
+func (t *table) match(host, path, method string) (r, refused *route, allow []string) {
 	var hit, viaGet *route
 	for _, c := range t.routes {
 		if hit != nil && c.pattern() != hit.pattern() {
@@ -322,7 +323,7 @@ func (t *table) match(host, path, method string) (r *route, allow []string) {
 		}
 		hit = c
 		if c.lists(method) {
-			return c, nil
+			return c, nil, nil
 		}
 		// Listing GET allows HEAD too, as RFC 9110 (9.3.2) has it and
 		// net/http's ServeMux does.
@@ -332,13 +333,13 @@ func (t *table) match(host, path, method string) (r *route, allow []string) {
 		allow = append(allow, c.methods...)
 	}
 	if viaGet != nil {
-		return viaGet, nil
+		return viaGet, nil, nil
 	}
 	if slices.Contains(allow, http.MethodGet) {
 		allow = append(allow, http.MethodHead)
 	}
 	slices.Sort(allow)
-	return nil, slices.Compact(allow)
+	return nil, hit, slices.Compact(allow)
 }
 
 // requestHost is the host a request was sent to, lower case, without port.

@@ -79,7 +79,7 @@ func TestRouteMatch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.host+tc.path+" "+tc.method, func(t *testing.T) {
-			r, allow := tb.match(tc.host, tc.path, tc.method)
+			r, _, allow := tb.match(tc.host, tc.path, tc.method)
 			got := ""
 			if r != nil {
 				got = r.cfg.Service
@@ -192,7 +192,7 @@ func TestRouteExactAndTrailingSlash(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := mustTable(t, tc.routes...)
 			for _, rq := range tc.requests {
-				r, allow := tb.match("localhost", rq.path, rq.method)
+				r, _, allow := tb.match("localhost", rq.path, rq.method)
 				got := ""
 				if r != nil {
 					got = r.cfg.Service

@@ -191,13 +191,18 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 func TestMetricsAreByRoute(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	r := startRun(t, nc, gwConfig(config.Route{Path: "/api/", Service: "metered"}), "")
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/api/", Service: "metered"}, config.Route{Path: "/ro", Methods: []string{"GET"}, Service: "metered"}), "")
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("metered"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "12345")
 	}))
 	for _, p := range []string{"/api/a", "/api/b?x=1", "/api/c/d", "/nothing"} {
 		get(t, "http://"+r.addrs["http"]+p)
 	}
+	resp, err := http.Post("http://"+r.addrs["http"]+"/ro", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	code, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
 	if code != 200 {
 		t.Fatalf("metrics: %d", code)
@@ -205,6 +210,7 @@ func TestMetricsAreByRoute(t *testing.T) {
 	for _, want := range []string{
 		`narun_gateway_requests_total{route="/api/",code="200"} 3`,
 		`narun_gateway_requests_total{route="",code="404"} 1`,
+		`narun_gateway_requests_total{route="/ro",code="405"} 1`,
 		`narun_gateway_request_duration_seconds_count{route="/api/"} 3`,
 		`narun_gateway_request_duration_seconds_bucket{route="/api/",le="+Inf"} 3`,
 		`narun_gateway_response_bytes_total{route="/api/"} 15`,
@@ -577,7 +583,7 @@ func TestReloadWithoutFile(t *testing.T) {
 	if n := g.metrics.reloadErrors.Load(); n != 0 {
 		t.Errorf("%d reload errors counted", n)
 	}
-	if rt, _ := g.table.Load().match("", "/a", "GET"); rt == nil {
+	if rt, _, _ := g.table.Load().match("", "/a", "GET"); rt == nil {
 		t.Error("route /a gone after the reload")
 	}
 }
