@@ -1,7 +1,9 @@
 package applets_test
 
 import (
+	"errors"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -112,5 +116,102 @@ func expectNotice(t *testing.T, conn *net.UnixConn, want string, out *testutil.L
 	}
 	if got := string(buf[:n]); got != want {
 		t.Fatalf("notice %q, want %q\n%s", got, want, out.String())
+	}
+}
+
+// TestSecondSignalStopsAtOnce stops each long-running applet while it has
+// something to wait for at shutdown (for gw, a request its service never
+// answers, with a shutdown_timeout of minutes): a second SIGINT or SIGTERM
+// during that wait must end the process at once, as the README promises.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The service "slow" takes every request and answers none.
+	received := make(chan struct{}, 1)
+	if _, err := nc.Subscribe("slow", func(*nats.Msg) {
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, second := range []struct {
+		sig  syscall.Signal
+		name string
+	}{{syscall.SIGINT, "SIGINT"}, {syscall.SIGTERM, "SIGTERM"}} {
+		t.Run("gw "+second.name, func(t *testing.T) {
+			dir := t.TempDir()
+			httpAddr := testutil.FreeAddr(t)
+			path := filepath.Join(dir, "narun.toml")
+			if err := os.WriteFile(path, []byte("[gateway]\nshutdown_timeout = \"5m\"\n"+
+				"[[gateway.routes]]\npath = \"/slow/\"\nservice = \"slow\"\ntimeout = \"5m\"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			socket := filepath.Join(dir, "notify")
+			notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer notify.Close()
+
+			var out testutil.LogBuffer
+			cmd := exec.Command(os.Args[0], "gw", "--config", path, "--nats-url", srv.ClientURL(),
+				"--listen", httpAddr, "--admin-listen", testutil.FreeAddr(t))
+			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			reaped := false
+			defer func() {
+				if !reaped {
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+			}()
+			expectNotice(t, notify, "READY=1", &out)
+
+			go func() {
+				if resp, err := http.Get("http://" + httpAddr + "/slow/"); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			select {
+			case <-received:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("the request never reached the service\n%s", out.String())
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			// STOPPING=1 says the first signal was taken: the drain runs.
+			expectNotice(t, notify, "STOPPING=1", &out)
+			if err := cmd.Process.Signal(second.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-exited:
+				reaped = true
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+					t.Errorf("exit after the second signal: %v, want exit status 1\n%s", err, out.String())
+				}
+				if want := "second " + second.name; !strings.Contains(out.String(), want) {
+					t.Errorf("output does not say %q:\n%s", want, out.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("still running 20 s after a second signal (the drain allows 5 min)\n%s", out.String())
+			}
+		})
 	}
 }

@@ -43,6 +43,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		cli.OnSIGHUP(ctx, log, g.Reload)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
+		context.AfterFunc(ctx, func() {
+			log.Info("gateway stopping: in-flight requests get up to shutdown_timeout; a second SIGINT or SIGTERM stops at once")
+		})
 		return g.Run(ctx)
 	})
 }

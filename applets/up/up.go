@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
@@ -145,19 +143,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The stop takes as long as the apps' stop_timeout and the gateway's
 		// shutdown_timeout allow, as the README promises a service manager;
 		// an impatient operator (or a service manager's final SIGTERM after
-		// its own timeout) cuts it short, and the apps die with narun
-		// (their parent-death signal).
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(again)
+		// its own timeout) cuts it short (cli.Service returns at a second
+		// signal), and the apps die with narun (their parent-death signal).
 		stopParts()
-		stopped := make(chan struct{})
-		go func() { wg.Wait(); close(stopped) }()
-		select {
-		case <-stopped:
-		case sig := <-again:
-			runErr = errors.Join(runErr, fmt.Errorf("second %s: stopped without waiting for the apps and in-flight requests", sig))
-		}
+		wg.Wait()
 		for {
 			select {
 			case err := <-errs:

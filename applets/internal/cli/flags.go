@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -220,7 +223,10 @@ var authErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAut
 // Service runs a long-running applet: it takes no arguments, loads the
 // configuration under the flags, then calls run. When ctx ends, a service
 // manager that asked is told the applet is stopping; run calls
-// NotifyReady once it serves.
+// NotifyReady once it serves. A second SIGINT or SIGTERM while run is
+// stopping returns at once, without waiting for run: the process exits,
+// as an operator who signals twice, or a service manager whose stop
+// timeout passed, wants.
 func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	app := NewApp(stdio, args[0], usage, flags)
 	app.UsageText = app.Name + " [options]"
@@ -233,26 +239,55 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		if err != nil {
 			return err
 		}
-		tell := sync.OnceFunc(func() {
+		// The second signal is listened for from the end of ctx on (the
+		// first one ended it), and before the service manager hears of the
+		// stop, so a second signal sent once it heard is not missed.
+		again := make(chan os.Signal, 1)
+		defer signal.Stop(again)
+		stopping := sync.OnceFunc(func() {
+			signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
 			if err := sdnotify.Send(sdnotify.Stopping); err != nil {
 				log.Warn("service manager not told of the stop", "err", err)
 			}
 		})
-		stop := context.AfterFunc(ctx, tell)
+		stop := context.AfterFunc(ctx, stopping)
 		// The notice goes out before the applet returns when ctx ended:
 		// run can see ctx done and return before the context package has
-		// started tell (it closes Done before it runs AfterFuncs), and
-		// stop would then cancel tell. A tell already running is waited
-		// for by the OnceFunc.
+		// started stopping (it closes Done before it runs AfterFuncs), and
+		// stop would then cancel it. One already running is waited for by
+		// the OnceFunc.
 		defer func() {
 			stop()
 			if ctx.Err() != nil {
-				tell()
+				stopping()
 			}
 		}()
-		return run(c, cfg, log)
+		done := make(chan error, 1)
+		go func() { done <- run(c, cfg, log) }()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+		}
+		select {
+		case err := <-done:
+			return err
+		case sig := <-again:
+			return fmt.Errorf("second %s: stopped at once, without waiting for the shutdown to finish", signalName(sig))
+		}
 	}
 	return app.RunContext(ctx, args)
+}
+
+// signalName is the name an operator sends a signal by.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
 }
 
 // Override sets each destination whose flag the command line gives, so
