@@ -86,7 +86,7 @@ func Main(args []string, stdio cli.IO) int {
 
 func report(stderr io.Writer, name string, err error) int {
 	code := cli.ExitCode(err)
-	if err != nil && err.Error() != "" {
+	if err != nil && err.Error() != "" && !cli.IsLogged(err) {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	}
 	return code

@@ -2,6 +2,7 @@ package applets_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/narun/narun/applets"
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // The test binary acts as narun when this variable is set, so symlinks to it
@@ -172,4 +175,63 @@ func TestInstall(t *testing.T) {
 	if target, err := os.Readlink(filepath.Join(other, "narun-nats")); err != nil || target != bin {
 		t.Errorf("link in another dir should be absolute: %q %v", target, err)
 	}
+}
+
+// TestFatalErrorIsALogLine makes an applet fail at start with JSON logging
+// chosen (by flag or by the file): its error must be a JSON log line of
+// level ERROR, as every other line, so a log shipper parses it; with text
+// logging it stays the plain "narun gw: ..." line.
+func TestFatalErrorIsALogLine(t *testing.T) {
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	listen := "listen = \"" + testutil.FreeAddr(t) + "\"\nadmin_listen = \"" + testutil.FreeAddr(t) + "\"\n"
+	route := "[[gateway.routes]]\npath = \"/a/\"\nservice = \"a\"\n"
+	unknown := write("unknown.toml", "[gateway]\nlistn = \":1\"\n")
+	duplicate := write("duplicate.toml", "[gateway]\n"+listen+route+route)
+	jsonInFile := write("json.toml", "log_format = \"json\"\n[gateway]\n"+listen+route+route)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown key", []string{"--log-format", "json", "--config", unknown}, `unknown key "gateway.listn"`},
+		{"duplicate route", []string{"--log-format", "json", "--config", duplicate}, "duplicate route"},
+		{"json from the file", []string{"--config", jsonInFile}, "duplicate route"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := run(append([]string{"narun", "gw", "--nats-url", srv.ClientURL()}, tc.args...)...)
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			found := false
+			for line := range strings.Lines(errs) {
+				var rec struct {
+					Level, Msg, Err string
+				}
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Errorf("not a JSON line: %q (%v)", line, err)
+					continue
+				}
+				if rec.Level == "ERROR" && strings.Contains(rec.Err, tc.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no ERROR line with %q in err:\n%s", tc.want, errs)
+			}
+		})
+	}
+	t.Run("text", func(t *testing.T) {
+		code, _, errs := run("narun", "gw", "--nats-url", srv.ClientURL(), "--config", unknown)
+		if want := "narun gw: " + unknown + `:2: unknown key "gateway.listn"` + "\n"; code != 1 || errs != want {
+			t.Errorf("exit code %d, stderr %q; want 1, %q", code, errs, want)
+		}
+	})
 }

@@ -48,6 +48,21 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // Usage marks err as a usage error: exit code 2.
 func Usage(err error) error { return &ExitError{Code: 2, Err: err} }
 
+// Logged marks err as already logged by the applet (as a JSON log line):
+// the dispatcher turns it into the exit code and prints nothing.
+func Logged(err error) error { return &loggedError{err} }
+
+// IsLogged reports whether err was marked by Logged.
+func IsLogged(err error) bool {
+	var l *loggedError
+	return errors.As(err, &l)
+}
+
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
+
 // ExitCode maps an applet's error to the process exit code.
 func ExitCode(err error) int {
 	if err == nil {

@@ -237,46 +237,69 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		}
 		cfg, log, err := Load(c, stdio)
 		if err != nil {
-			return err
-		}
-		// The second signal is listened for from the end of ctx on (the
-		// first one ended it), and before the service manager hears of the
-		// stop, so a second signal sent once it heard is not missed.
-		again := make(chan os.Signal, 1)
-		defer signal.Stop(again)
-		stopping := sync.OnceFunc(func() {
-			signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
-			if err := sdnotify.Send(sdnotify.Stopping); err != nil {
-				log.Warn("service manager not told of the stop", "err", err)
+			if c.IsSet(FlagLogFormat) {
+				cfg.LogFormat = c.String(FlagLogFormat)
 			}
-		})
-		stop := context.AfterFunc(ctx, stopping)
-		// The notice goes out before the applet returns when ctx ended:
-		// run can see ctx done and return before the context package has
-		// started stopping (it closes Done before it runs AfterFuncs), and
-		// stop would then cancel it. One already running is waited for by
-		// the OnceFunc.
-		defer func() {
-			stop()
-			if ctx.Err() != nil {
-				stopping()
-			}
-		}()
-		done := make(chan error, 1)
-		go func() { done <- run(c, cfg, log) }()
-		select {
-		case err := <-done:
-			return err
-		case <-ctx.Done():
+			return logFatal(stdio, args[0], cfg.LogFormat, err)
 		}
-		select {
-		case err := <-done:
-			return err
-		case sig := <-again:
-			return fmt.Errorf("second %s: stopped at once, without waiting for the shutdown to finish", signalName(sig))
-		}
+		err = serve(ctx, c, cfg, log, run)
+		return logFatal(stdio, args[0], cfg.LogFormat, err)
 	}
 	return app.RunContext(ctx, args)
+}
+
+// logFatal writes err, with which an applet stops, as a log line of level
+// ERROR when the logs are JSON, so that a log shipper parses it as it
+// parses the others, and returns it marked Logged for the dispatcher. In
+// text it returns err for the dispatcher's plain "APPLET: err" line.
+func logFatal(stdio IO, name, format string, err error) error {
+	if err == nil || err.Error() == "" || !strings.EqualFold(format, "json") {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stdio.Stderr, nil))
+	log.Error("fatal error", "applet", name, "err", err.Error(), "exit_code", ExitCode(err))
+	return Logged(err)
+}
+
+// serve runs run until it returns, or until a second SIGINT or SIGTERM
+// after ctx ended.
+func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logger, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
+	// The second signal is listened for from the end of ctx on (the
+	// first one ended it), and before the service manager hears of the
+	// stop, so a second signal sent once it heard is not missed.
+	again := make(chan os.Signal, 1)
+	defer signal.Stop(again)
+	stopping := sync.OnceFunc(func() {
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		if err := sdnotify.Send(sdnotify.Stopping); err != nil {
+			log.Warn("service manager not told of the stop", "err", err)
+		}
+	})
+	stop := context.AfterFunc(ctx, stopping)
+	// The notice goes out before the applet returns when ctx ended:
+	// run can see ctx done and return before the context package has
+	// started stopping (it closes Done before it runs AfterFuncs), and
+	// stop would then cancel it. One already running is waited for by
+	// the OnceFunc.
+	defer func() {
+		stop()
+		if ctx.Err() != nil {
+			stopping()
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- run(c, cfg, log) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err
+	case sig := <-again:
+		return fmt.Errorf("second %s: stopped at once, without waiting for the shutdown to finish", signalName(sig))
+	}
 }
 
 // signalName is the name an operator sends a signal by.
