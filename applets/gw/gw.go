@@ -28,14 +28,15 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		opts = append(opts, cli.NATSLogging(log)...)
+		logging, closeConn := cli.ClientLogging(log)
+		opts = append(opts, logging...)
 		// RetryOnFailedConnect makes this succeed with NATS down: the
 		// gateway serves 503 until the connection comes up.
 		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(cfg.Gateway.NATSURL), cli.RedactError(err))
 		}
-		defer nc.Close()
+		defer closeConn(nc)
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
 			OnServing: func() { cli.NotifyReady(log) }})
 		if err != nil {

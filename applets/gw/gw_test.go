@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,5 +114,49 @@ func TestGatewayAppletWithoutFile(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("gw did not stop after cancel")
+	}
+}
+
+// TestGatewayAppletRefusedConfigIsTheLastWord starts `narun gw` with a
+// configuration it refuses after connecting to NATS (a duplicate route).
+// nats.go says "connected" on a goroutine of its own, and a connection
+// closed at once used to log "nats connected" with an empty url after the
+// error; the run is repeated because that goroutine's timing varies.
+func TestGatewayAppletRefusedConfigIsTheLastWord(t *testing.T) {
+	saved := config.SearchPath
+	config.SearchPath = nil
+	t.Cleanup(func() { config.SearchPath = saved })
+	srv := natstest.Start(t)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	route := "[[gateway.routes]]\npath = \"/a/\"\nservice = \"a\"\n"
+	if err := os.WriteFile(path, []byte("[gateway]\nlisten = \"\"\nadmin_listen = \"\"\n"+route+route), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		before := callbackDispatchers()
+		var stderr testutil.LogBuffer
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		err := gw.Main(context.Background(), stdio, []string{"gw", "--config", path, "--nats-url", srv.ClientURL()})
+		if err == nil || !strings.Contains(err.Error(), "duplicate route") {
+			t.Fatalf("gw returned %v, want the duplicate route", err)
+		}
+		// The connection's callbacks are all run once its dispatcher ends.
+		testutil.Eventually(t, 10*time.Second, "nats.go's callback dispatcher to end", func() bool { return callbackDispatchers() <= before })
+		if strings.Contains(stderr.String(), `url=""`) {
+			t.Fatalf("a line without url after the error:\n%s", stderr.String())
+		}
+	}
+}
+
+// callbackDispatchers counts the goroutines that run nats.go's callbacks,
+// one per connection until its last callback ran.
+func callbackDispatchers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), ").asyncCBDispatcher(")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

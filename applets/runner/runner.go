@@ -42,12 +42,13 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		opts = append(opts, cli.NATSLogging(log)...)
+		logging, closeConn := cli.ClientLogging(log)
+		opts = append(opts, logging...)
 		nc, err := nats.Connect(rc.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(rc.NATSURL), cli.RedactError(err))
 		}
-		defer nc.Close()
+		defer closeConn(nc)
 		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log})
 		if err != nil {
 			return err

@@ -61,16 +61,18 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer srv.Shutdown()
 
-		gwConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "gateway")), nats.Name("narun-gateway"))...)
+		gwLogging, closeGW := cli.ClientLogging(log.With("part", "gateway"))
+		gwConn, err := srv.Connect(append(gwLogging, nats.Name("narun-gateway"))...)
 		if err != nil {
 			return err
 		}
-		defer gwConn.Close()
-		runnerConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "runner")), nats.Name("narun-runner"))...)
+		defer closeGW(gwConn)
+		runnerLogging, closeRunner := cli.ClientLogging(log.With("part", "runner"))
+		runnerConn, err := srv.Connect(append(runnerLogging, nats.Name("narun-runner"))...)
 		if err != nil {
 			return err
 		}
-		defer runnerConn.Close()
+		defer closeRunner(runnerConn)
 		var nodeKeys []string
 		var nodeKeyFile string
 		if nk != nil {
