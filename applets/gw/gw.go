@@ -42,6 +42,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
+		cli.WarnUnusedCertificate(log, cfg.Gateway)
 		cli.OnSIGHUP(ctx, log, g.Reload)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
 		context.AfterFunc(ctx, func() {

@@ -3,7 +3,14 @@ package gw_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -158,5 +165,62 @@ func callbackDispatchers() int {
 			return strings.Count(string(buf[:n]), ").asyncCBDispatcher(")
 		}
 		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestGatewayAppletWarnsOfUnusedCertificate starts `narun gw` with a TLS
+// certificate and key but [gateway.tls] listen = "": HTTPS is off, and the
+// start must say so rather than load the certificate in silence.
+func TestGatewayAppletWarnsOfUnusedCertificate(t *testing.T) {
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, certPath, keyPath)
+	tlsTable := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n"
+	for _, tc := range []struct {
+		name, tlsListen string
+		warn            bool
+	}{
+		{"no listener", "listen = \"\"\n", true},
+		{"listener", "listen = \"" + testutil.FreeAddr(t) + "\"\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "narun.toml")
+			if err := os.WriteFile(path, []byte("[gateway]\nlisten = \"\"\nadmin_listen = \"\"\n"+tlsTable+tc.tlsListen), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			log := testutil.RunApplet(t, gw.Main, "gw", "--config", path, "--nats-url", srv.ClientURL())
+			// The warning comes before the gateway starts.
+			testutil.Eventually(t, 10*time.Second, "the gateway to start", func() bool { return strings.Contains(log.String(), "gateway starting") })
+			warned := strings.Contains(log.String(), "level=WARN") && strings.Contains(log.String(), "gateway.tls.listen")
+			if warned != tc.warn {
+				t.Errorf("warned of the unused certificate: %v, want %v\n%s", warned, tc.warn, log.String())
+			}
+		})
+	}
+}
+
+// writeSelfSigned writes a self-signed certificate and its key.
+func writeSelfSigned(t *testing.T, certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

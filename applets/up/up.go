@@ -96,6 +96,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
+		cli.WarnUnusedCertificate(log.With("part", "gateway"), cfg.Gateway)
 		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner"),
 			SigningKeyFile: nodeKeyFile})
 		if err != nil {
