@@ -15,6 +15,17 @@ import (
 	"github.com/narun/narun/applets/internal/gateway"
 )
 
+// description is the help's DESCRIPTION: what the flags do not show.
+const description = `Routes come from [[gateway.routes]] in the configuration file and from the
+narun-routes bucket, where deployed apps put theirs (narun ctl route list).
+The bucket is followed live; the file is re-read when it changes and on SIGHUP
+(systemctl reload), which applies routes, timeout, max_body, access_log and
+trusted_keys; listen addresses and shutdown_timeout need a restart.
+Only the file sets [gateway] timeout, max_body, shutdown_timeout, access_log,
+trusted_keys and [gateway.tls] listen, cert and key (HTTPS; the certificate is
+reloaded when its files change): testdata/narun.toml lists every key, with its
+default, and the README's Configuration section explains the file.`
+
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
@@ -22,7 +33,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
 	)
-	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen})
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {

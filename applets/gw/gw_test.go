@@ -224,3 +224,23 @@ func writeSelfSigned(t *testing.T, certPath, keyPath string) {
 		t.Fatal(err)
 	}
 }
+
+// TestGatewayAppletHelp: the help says what its flags do not: where
+// routes come from, what reloads them, and where the settings that have no
+// flag are.
+func TestGatewayAppletHelp(t *testing.T) {
+	var out bytes.Buffer
+	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+	if err := gw.Main(context.Background(), stdio, []string{"narun gw", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[[gateway.routes]]", "narun-routes", "SIGHUP", "when it changes",
+		"[gateway.tls]", "timeout", "max_body", "shutdown_timeout", "testdata/narun.toml", "README"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help does not mention %q:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "narun gw - HTTP and gRPC gateway to NATS Micro services\n") {
+		t.Errorf("help lost its one-line summary:\n%s", out.String())
+	}
+}

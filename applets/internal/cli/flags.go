@@ -226,9 +226,12 @@ var authErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAut
 // NotifyReady once it serves. A second SIGINT or SIGTERM while run is
 // stopping returns at once, without waiting for run: the process exits,
 // as an operator who signals twice, or a service manager whose stop
-// timeout passed, wants.
+// timeout passed, wants. The first line of usage is the summary the help
+// shows after the name; the lines after it, if any, its DESCRIPTION.
 func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
-	app := NewApp(stdio, args[0], usage, flags)
+	summary, description, _ := strings.Cut(usage, "\n")
+	app := NewApp(stdio, args[0], summary, flags)
+	app.Description = description
 	app.UsageText = app.Name + " [options]"
 	app.HideHelpCommand = true
 	app.Action = func(c *ucli.Context) error {
