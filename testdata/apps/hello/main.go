@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 func main() {
 	httpAddr := flag.String("http", "", "serve plain HTTP on this address instead of NATS")
 	name := flag.String("service", "hello", "NATS Micro service name (and subject)")
+	flag.Usage = usage
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -40,6 +42,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
+}
+
+// usage is the -help text: how the consumer finds its NATS server, which
+// no flag says.
+func usage() {
+	w := flag.CommandLine.Output()
+	fmt.Fprintf(w, `usage: %s [flags]
+
+Serves a greeting and echo handler as the NATS Micro service -service
+(default), or as plain HTTP with -http. As a NATS consumer it connects to
+NARUN_NATS_URL (comma-separated URLs; default nats://127.0.0.1:4222), with
+the credentials file NARUN_NATS_CREDS (JWT + seed) or the nkey seed file
+NARUN_NATS_NKEY when set. The narun runner sets these for the apps it runs.
+
+flags:
+`, filepath.Base(os.Args[0]))
+	flag.PrintDefaults()
 }
 
 func serveHTTP(ctx context.Context, addr string) error {
