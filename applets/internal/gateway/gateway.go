@@ -425,6 +425,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.watchFiles(bg) })
 	wg.Go(func() { g.watchRoutes(bg) })
+	wg.Go(func() { g.mux.watchConnection(bg) })
 
 	errc := make(chan error, len(servers))
 	for _, s := range servers {

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -24,7 +26,18 @@ type inboxMux struct {
 
 	mu      sync.Mutex
 	waiters map[uint64]*waiter
+
+	// lost is closed when the connection to NATS has been down for
+	// lostGrace, and replaced: the exchanges in flight then will most
+	// likely never see their reply, which went to a server that no
+	// longer knows the gateway's inbox.
+	lost atomic.Pointer[chan struct{}]
 }
+
+// lostGrace is how long the connection may be down before the exchanges
+// in flight give up. A gateway whose server went away finds another
+// member of a cluster at once; a reply sent meanwhile may still come.
+const lostGrace = 2 * time.Second
 
 // waiter receives the messages of one exchange. Flow control bounds what
 // the peer may send before the gateway answers, so the buffer is small.
@@ -41,6 +54,8 @@ const waiterBuffer = 16
 func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
 	m := &inboxMux{nc: nc, prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{}}
 	m.pool.New = func() any { return &waiter{ch: make(chan *nats.Msg, waiterBuffer)} }
+	lost := make(chan struct{})
+	m.lost.Store(&lost)
 	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to reply inbox: %w", err)
@@ -117,6 +132,44 @@ func (m *inboxMux) release(w *waiter) {
 		break
 	}
 	m.pool.Put(w)
+}
+
+// connectionLost is closed when the exchanges open now must give up, the
+// connection to NATS being lost.
+func (m *inboxMux) connectionLost() <-chan struct{} { return *m.lost.Load() }
+
+// watchConnection ends the exchanges in flight when the connection has
+// been down for lostGrace, or is closed, until ctx is done.
+func (m *inboxMux) watchConnection(ctx context.Context) {
+	changes := m.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer m.nc.RemoveStatusListener(changes)
+	grace := time.NewTimer(lostGrace)
+	grace.Stop()
+	defer grace.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-changes:
+			switch st {
+			case nats.CONNECTED:
+				grace.Stop()
+			case nats.CLOSED:
+				m.giveUp()
+			default:
+				grace.Reset(lostGrace)
+			}
+		case <-grace.C:
+			if !m.nc.IsConnected() {
+				m.giveUp()
+			}
+		}
+	}
+}
+
+func (m *inboxMux) giveUp() {
+	next := make(chan struct{})
+	close(*m.lost.Swap(&next))
 }
 
 func (m *inboxMux) close() {

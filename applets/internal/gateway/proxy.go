@@ -251,6 +251,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 
 	wt := g.mux.open()
 	defer g.mux.release(wt)
+	lost := g.mux.connectionLost()
 	// Set only now: reading the body's first part may have used some of
 	// the time the service is told it has.
 	ex.vals[8] = timeLeft(rt, rt.timeout-time.Until(deadline))
@@ -292,6 +293,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeCancelled].Add(1)
 			ex.status = 499 // nginx's "client closed request", for the metrics only
+			return
+		case <-lost:
+			g.metrics.outcomes[outcomeError].Add(1)
+			if headSeen {
+				g.log.Warn("response aborted: connection to NATS lost", "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+				panic(http.ErrAbortHandler)
+			}
+			g.failLogged(w, ex, rt, http.StatusBadGateway, "connection to NATS lost before the reply", "", rid)
 			return
 		case <-timer.C:
 			g.cancel(rt, wt)

@@ -98,6 +98,45 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// A request in flight when NATS goes away for good gets a 502 once the
+// connection has been down for lostGrace, not a 504 at the route's
+// timeout: its reply can no longer come.
+func TestNATSLostInFlight(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "stuck", Timeout: config.Duration(time.Hour)}), "")
+	got, release := make(chan struct{}), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(got)
+		// The service lost NATS too: no cancel reaches it.
+		<-release
+	}))
+	t.Cleanup(func() { close(release) })
+	type result struct {
+		code int
+		body string
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body := get(t, "http://"+r.addrs["http"]+"/x")
+		res <- result{code, body}
+	}()
+	<-got
+	srv.Shutdown()
+	select {
+	case rs := <-res:
+		if rs.code != http.StatusBadGateway || !strings.Contains(rs.body, "connection to NATS lost") {
+			t.Errorf("request in flight when NATS went away: %d %q, want 502", rs.code, rs.body)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("request in flight still waiting a minute after NATS went away")
+	}
+}
+
 func TestNATSDownAtStart(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	nc, err := nats.Connect("nats://"+addr, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
