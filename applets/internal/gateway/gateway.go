@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,9 @@ type Gateway struct {
 	cert       atomic.Pointer[tls.Certificate]
 	certStamp  string
 	fileStamp  string
+	// restartOnly are the file's settings a reload cannot apply, as the
+	// file last said them.
+	restartOnly map[string]string
 	accessLog  atomic.Bool
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
@@ -121,6 +125,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if g.opts.ConfigPath != "" {
 		g.fileStamp = stamp(g.opts.ConfigPath)
+		if f, err := readConfigFile(g.opts.ConfigPath); err == nil {
+			g.restartOnly = restartOnly(f)
+		}
 	}
 	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
 		if tc.Cert == "" || tc.Key == "" {
@@ -217,13 +224,8 @@ func (g *Gateway) Reload() error {
 		g.log.Info("nothing to reload: started without a configuration file; routes from narun-routes follow the bucket by themselves")
 		return nil
 	}
-	data, err := os.ReadFile(g.opts.ConfigPath)
+	f, err := readConfigFile(g.opts.ConfigPath)
 	if err != nil {
-		g.metrics.reloadErrors.Add(1)
-		return fmt.Errorf("reload: %w", err)
-	}
-	f := config.Defaults()
-	if err := config.DecodeStrict(g.opts.ConfigPath, data, &f); err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -252,7 +254,49 @@ func (g *Gateway) Reload() error {
 	}
 	g.signatures = signatures
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
+	now := restartOnly(f)
+	var changed []string
+	for k, v := range now {
+		if g.restartOnly != nil && g.restartOnly[k] != v {
+			changed = append(changed, k)
+		}
+	}
+	g.restartOnly = now
+	if len(changed) > 0 {
+		slices.Sort(changed)
+		g.log.Warn("configuration changed where a reload cannot apply it: the change takes effect at the next start", "file", g.opts.ConfigPath, "keys", strings.Join(changed, ", "))
+	}
 	return nil
+}
+
+func readConfigFile(path string) (config.File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config.File{}, err
+	}
+	f := config.Defaults()
+	if err := config.DecodeStrict(path, data, &f); err != nil {
+		return config.File{}, err
+	}
+	return f, nil
+}
+
+// restartOnly are the settings of a configuration file that a reload
+// cannot apply: listeners, the NATS login and logging are set up once,
+// and the drain's bound is read when the gateway starts.
+func restartOnly(f config.File) map[string]string {
+	gw := f.Gateway
+	return map[string]string{
+		"gateway.listen":           gw.Listen,
+		"gateway.admin_listen":     gw.AdminListen,
+		"gateway.tls.listen":       gw.TLS.Listen,
+		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
+		"gateway.nats_url":         gw.NATSURL,
+		"gateway.nats_creds":       gw.NATSCreds,
+		"gateway.nats_nkey":        gw.NATSNkey,
+		"log_level":                f.LogLevel,
+		"log_format":               f.LogFormat,
+	}
 }
 
 // trustedKeys makes the verifier of the narun-routes entries: cfg's
@@ -420,6 +464,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.opts.OnServing != nil {
 		g.opts.OnServing()
 	}
+	g.mu.Lock()
+	fromFile := len(g.cfg.Routes)
+	g.mu.Unlock()
+	g.log.Info("gateway serving: the configuration's routes now, deployed apps' as narun-routes has them", "routes", fromFile)
 
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -464,6 +512,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	sw.Wait()
 	wg.Wait()
+	g.log.Info("gateway stopped")
 	return runErr
 }
 

@@ -281,6 +281,39 @@ func writeFile(t *testing.T, path, data string) {
 	}
 }
 
+// A reload applies the routes and says which changed settings it cannot
+// apply, rather than leaving the operator to believe they took effect.
+func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[gateway]\nlisten = \":8080\"\ntimeout = \"5s\"\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
+	f, err := readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.LogBuffer
+	r := startRunLogged(t, nc, f.Gateway, path, slog.New(slog.NewTextHandler(&logs, nil)))
+	writeFile(t, path, "log_level = \"debug\"\n[gateway]\nlisten = \":8081\"\ntimeout = \"6s\"\n[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n")
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	const want = `keys="gateway.listen, log_level"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("reload log lacks %s:\n%s", want, logs.String())
+	}
+	if rt, _, _ := r.gw.table.Load().match("", "/b", "GET"); rt == nil || rt.timeout != 6*time.Second {
+		t.Errorf("route /b with the new timeout not applied: %+v", rt)
+	}
+	// Said once: a reload with nothing new says nothing more.
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "reload cannot apply"); n != 1 {
+		t.Errorf("%d warnings after two reloads of one change, want 1:\n%s", n, logs.String())
+	}
+}
+
 func TestReload(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
