@@ -102,3 +102,24 @@ func keyLine(data []byte, key toml.Key) int {
 	}
 	return fallback
 }
+
+// ArrayTableLines returns the line of each [[name]] header in data, in
+// order, so that an error about the n-th entry of an array of tables can
+// name its line. Entries written inline (name = [{...}]) have no header:
+// the caller compares the count with the entries decoded.
+func ArrayTableLines(data []byte, name string) []int {
+	var lines []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "[[") {
+			continue
+		}
+		header, _, ok := strings.Cut(line[2:], "]]")
+		if ok && strings.TrimSpace(header) == name {
+			lines = append(lines, n)
+		}
+	}
+	return lines
+}

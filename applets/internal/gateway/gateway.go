@@ -82,6 +82,9 @@ type Gateway struct {
 	// restartOnly are the file's settings a reload cannot apply, as the
 	// file last said them.
 	restartOnly map[string]string
+	// routeLines are the lines of the file's [[gateway.routes]] entries,
+	// for errors; nil when they cannot be placed.
+	routeLines []int
 	accessLog  atomic.Bool
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
@@ -117,17 +120,18 @@ func New(opts Options) (*Gateway, error) {
 	var rnd [5]byte
 	_, _ = rand.Read(rnd[:])
 	g.idPrefix = base32.HexEncoding.EncodeToString(rnd[:]) + "-"
+	if g.opts.ConfigPath != "" {
+		g.fileStamp = stamp(g.opts.ConfigPath)
+		if f, lines, err := readConfigFile(g.opts.ConfigPath); err == nil {
+			g.restartOnly = restartOnly(f)
+			g.routeLines = placed(lines, opts.Config.Routes)
+		}
+	}
 	g.mu.Lock()
 	err = g.rebuild(opts.Config, g.kvRoutes)
 	g.mu.Unlock()
 	if err != nil {
 		return nil, err
-	}
-	if g.opts.ConfigPath != "" {
-		g.fileStamp = stamp(g.opts.ConfigPath)
-		if f, err := readConfigFile(g.opts.ConfigPath); err == nil {
-			g.restartOnly = restartOnly(f)
-		}
 	}
 	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
 		if tc.Cert == "" || tc.Key == "" {
@@ -189,7 +193,11 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	}
 	var routes []*route
 	for i, rc := range cfg.Routes {
-		r, err := compile(rc, fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path), timeout, maxBody)
+		origin := fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path)
+		if i < len(g.routeLines) {
+			origin = fmt.Sprintf("%s:%d: route #%d (path %q)", src, g.routeLines[i], i+1, rc.Path)
+		}
+		r, err := compile(rc, origin, timeout, maxBody)
 		if err != nil {
 			return err
 		}
@@ -224,7 +232,7 @@ func (g *Gateway) Reload() error {
 		g.log.Info("nothing to reload: started without a configuration file; routes from narun-routes follow the bucket by themselves")
 		return nil
 	}
-	f, err := readConfigFile(g.opts.ConfigPath)
+	f, lines, err := readConfigFile(g.opts.ConfigPath)
 	if err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
@@ -239,6 +247,8 @@ func (g *Gateway) Reload() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	signatures, kv := g.signatures, g.kvRoutes
+	oldLines := g.routeLines
+	g.routeLines = placed(lines, f.Gateway.Routes)
 	if !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys) {
 		signatures = newSignatures
 		kv = make(map[string][]config.Route, len(g.kvRaw))
@@ -249,6 +259,7 @@ func (g *Gateway) Reload() error {
 		}
 	}
 	if err := g.rebuild(f.Gateway, kv); err != nil {
+		g.routeLines = oldLines
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -269,16 +280,27 @@ func (g *Gateway) Reload() error {
 	return nil
 }
 
-func readConfigFile(path string) (config.File, error) {
+// readConfigFile reads a configuration file, and the lines of its
+// [[gateway.routes]] headers.
+func readConfigFile(path string) (config.File, []int, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return config.File{}, err
+		return config.File{}, nil, err
 	}
 	f := config.Defaults()
 	if err := config.DecodeStrict(path, data, &f); err != nil {
-		return config.File{}, err
+		return config.File{}, nil, err
 	}
-	return f, nil
+	return f, config.ArrayTableLines(data, "gateway.routes"), nil
+}
+
+// placed is lines if there is one for each route, else nil: routes
+// written inline have no header line of their own.
+func placed(lines []int, routes []config.Route) []int {
+	if len(lines) != len(routes) {
+		return nil
+	}
+	return lines
 }
 
 // restartOnly are the settings of a configuration file that a reload

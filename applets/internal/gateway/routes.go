@@ -102,7 +102,7 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	}
 	r.timeoutMS = strconv.FormatInt(r.timeout.Milliseconds(), 10)
 	if !strings.HasPrefix(rc.Path, "/") {
-		return nil, fmt.Errorf("route %s: path %q must start with /", origin, rc.Path)
+		return nil, fmt.Errorf("%s: path %q must start with /", origin, rc.Path)
 	}
 	switch rc.Match {
 	case "", MatchPrefix:
@@ -110,29 +110,29 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	case MatchExact:
 		r.exact = true
 	default:
-		return nil, fmt.Errorf("route %s: match %q: want %q or %q", origin, rc.Match, MatchPrefix, MatchExact)
+		return nil, fmt.Errorf("%s: match %q: want %q or %q", origin, rc.Match, MatchPrefix, MatchExact)
 	}
 	if !validSubject(rc.Service) {
-		return nil, fmt.Errorf("route %s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
+		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
 	}
 	h := strings.ToLower(rc.Host)
 	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
-		return nil, fmt.Errorf("route %s: host %q: want a host name without port or scheme", origin, rc.Host)
+		return nil, fmt.Errorf("%s: host %q: want a host name without port or scheme", origin, rc.Host)
 	}
 	if suffix, ok := strings.CutPrefix(h, "*"); ok {
 		if !strings.HasPrefix(suffix, ".") || len(suffix) < 2 || strings.Contains(suffix, "*") {
-			return nil, fmt.Errorf("route %s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
+			return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
 		}
 		r.wildcard, h = true, suffix
 	} else if strings.Contains(h, "*") {
-		return nil, fmt.Errorf("route %s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
+		return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
 	}
 	r.host = h
 	r.cfg.Host = strings.ToLower(rc.Host)
 	for _, m := range rc.Methods {
 		m = strings.ToUpper(strings.TrimSpace(m))
 		if m == "" || strings.ContainsAny(m, " \t/") {
-			return nil, fmt.Errorf("route %s: method %q is not an HTTP method", origin, m)
+			return nil, fmt.Errorf("%s: method %q is not an HTTP method", origin, m)
 		}
 		if !slices.Contains(r.methods, m) {
 			r.methods = append(r.methods, m)

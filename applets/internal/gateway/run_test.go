@@ -288,7 +288,7 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	nc := natstest.Connect(t, srv)
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	writeFile(t, path, "[gateway]\nlisten = \":8080\"\ntimeout = \"5s\"\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
-	f, err := readConfigFile(path)
+	f, _, err := readConfigFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,6 +311,35 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "reload cannot apply"); n != 1 {
 		t.Errorf("%d warnings after two reloads of one change, want 1:\n%s", n, logs.String())
+	}
+}
+
+// A bad route of the configuration file is named by its line, at start
+// and on reload, whether or not the routes before it are good.
+func TestRouteErrorsNameTheLine(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	good := "[gateway]\ntimeout = \"5s\"\n\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	bad := good + "\n[[gateway.routes]]\npath = \"b\"\nservice = \"b\"\n"
+	want := path + `:8: route #2 (path "b"): path "b" must start with /`
+	writeFile(t, path, bad)
+	f, _, err := readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path}); err == nil || err.Error() != want {
+		t.Errorf("start: %v, want %s", err, want)
+	}
+	writeFile(t, path, good)
+	f, _, err = readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, nc, f.Gateway, path)
+	writeFile(t, path, bad)
+	if err := r.gw.Reload(); err == nil || err.Error() != "reload: "+want {
+		t.Errorf("reload: %v, want %s", err, want)
 	}
 }
 
