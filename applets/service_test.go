@@ -2,6 +2,7 @@ package applets_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -47,47 +48,18 @@ func TestServicesUnderServiceManager(t *testing.T) {
 	} {
 		t.Run(tc.applet, func(t *testing.T) {
 			dir := t.TempDir()
-			socket := filepath.Join(dir, "notify")
-			notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
-			if err != nil {
+			p := startNotified(t, dir, append([]string{tc.applet}, tc.args(dir)...)...)
+			expectNotice(t, p.notify, "READY=1", &p.out)
+			if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
-			defer notify.Close()
-
-			var out testutil.LogBuffer
-			cmd := exec.Command(os.Args[0], append([]string{tc.applet}, tc.args(dir)...)...)
-			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
+			testutil.Eventually(t, 10*time.Second, "the SIGHUP log line", func() bool { return strings.Contains(p.out.String(), tc.onHUP) })
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatalf("the process is gone after SIGHUP: %v\n%s", err, p.out.String())
 			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			reaped := false
-			defer func() {
-				if !reaped {
-					_ = cmd.Process.Kill()
-					<-exited
-				}
-			}()
-
-			expectNotice(t, notify, "READY=1", &out)
-			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-				t.Fatal(err)
-			}
-			testutil.Eventually(t, 10*time.Second, "the SIGHUP log line", func() bool { return strings.Contains(out.String(), tc.onHUP) })
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatalf("the process is gone after SIGHUP: %v\n%s", err, out.String())
-			}
-			expectNotice(t, notify, "STOPPING=1", &out)
-			select {
-			case err := <-exited:
-				reaped = true
-				if err != nil {
-					t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatalf("still running 20 s after SIGTERM\n%s", out.String())
+			expectNotice(t, p.notify, "STOPPING=1", &p.out)
+			if err := p.wait(20 * time.Second); err != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", err, p.out.String())
 			}
 		})
 	}
@@ -102,6 +74,56 @@ func gatewayConfig(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// notified is an applet run as a Type=notify unit: its notices arrive on
+// notify.
+type notified struct {
+	cmd    *exec.Cmd
+	out    testutil.LogBuffer
+	notify *net.UnixConn
+	exited chan struct{}
+	err    error // how it exited, once exited is closed
+}
+
+// startNotified runs the test binary as narun with args and a
+// NOTIFY_SOCKET in dir; the process is killed at the end of the test if
+// it is still running.
+func startNotified(t *testing.T, dir string, args ...string) *notified {
+	t.Helper()
+	socket := filepath.Join(dir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	p := &notified{notify: notify, exited: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], args...)
+	p.cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// wait returns how the process exited, failing the test if it still runs
+// after limit.
+func (p *notified) wait(limit time.Duration) error {
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(limit):
+		return fmt.Errorf("still running %s later", limit)
+	}
 }
 
 func expectNotice(t *testing.T, conn *net.UnixConn, want string, out *testutil.LogBuffer) {
@@ -155,31 +177,9 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 				"[[gateway.routes]]\npath = \"/slow/\"\nservice = \"slow\"\ntimeout = \"5m\"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			socket := filepath.Join(dir, "notify")
-			notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer notify.Close()
-
-			var out testutil.LogBuffer
-			cmd := exec.Command(os.Args[0], "gw", "--config", path, "--nats-url", srv.ClientURL(),
+			p := startNotified(t, dir, "gw", "--config", path, "--nats-url", srv.ClientURL(),
 				"--listen", httpAddr, "--admin-listen", testutil.FreeAddr(t))
-			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			reaped := false
-			defer func() {
-				if !reaped {
-					_ = cmd.Process.Kill()
-					<-exited
-				}
-			}()
-			expectNotice(t, notify, "READY=1", &out)
+			expectNotice(t, p.notify, "READY=1", &p.out)
 
 			go func() {
 				if resp, err := http.Get("http://" + httpAddr + "/slow/"); err == nil {
@@ -189,28 +189,24 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 			select {
 			case <-received:
 			case <-time.After(20 * time.Second):
-				t.Fatalf("the request never reached the service\n%s", out.String())
+				t.Fatalf("the request never reached the service\n%s", p.out.String())
 			}
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			// STOPPING=1 says the first signal was taken: the drain runs.
-			expectNotice(t, notify, "STOPPING=1", &out)
-			if err := cmd.Process.Signal(second.sig); err != nil {
+			expectNotice(t, p.notify, "STOPPING=1", &p.out)
+			if err := p.cmd.Process.Signal(second.sig); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-exited:
-				reaped = true
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-					t.Errorf("exit after the second signal: %v, want exit status 1\n%s", err, out.String())
-				}
-				if want := "second " + second.name; !strings.Contains(out.String(), want) {
-					t.Errorf("output does not say %q:\n%s", want, out.String())
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatalf("still running 20 s after a second signal (the drain allows 5 min)\n%s", out.String())
+			// The drain allows 5 min.
+			err := p.wait(20 * time.Second)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("exit after the second signal: %v, want exit status 1\n%s", err, p.out.String())
+			}
+			if want := "second " + second.name; !strings.Contains(p.out.String(), want) {
+				t.Errorf("output does not say %q:\n%s", want, p.out.String())
 			}
 		})
 	}
