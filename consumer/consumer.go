@@ -54,7 +54,10 @@ type Config struct {
 	// nats.go/micro.
 	QueueGroup string
 	// MaxConcurrent bounds the requests handled at the same time; 0 means
-	// 64 × GOMAXPROCS. Further requests wait in the subscription's buffer.
+	// 64 × GOMAXPROCS. Further requests wait their turn; their timeout
+	// runs while they wait, and one that ends (or that the gateway
+	// cancels) before a worker is free is dropped without calling the
+	// handler, and counted as an error.
 	MaxConcurrent int
 	// ErrorHandler receives errors that cannot be returned to a caller, such
 	// as a failed reply; nil ignores them.
@@ -166,11 +169,10 @@ type server struct {
 	h       http.Handler
 	id      string
 	started time.Time
-	// work hands requests to idle workers; workers is how many exist,
-	// touched only by dispatch.
-	work    chan *nats.Msg
-	workers int
-	wg      sync.WaitGroup
+	// q holds the requests for the workers, who live as long as the
+	// service.
+	q  queue
+	wg sync.WaitGroup
 	// chunk caches chunkSize: max_payload is only known once connected,
 	// which may be after Serve started.
 	chunk atomic.Int64
@@ -181,16 +183,17 @@ type server struct {
 }
 
 func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
-	return &server{
+	s := &server{
 		nc:       nc,
 		cfg:      cfg,
 		h:        h,
 		id:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
 		started:  time.Now().UTC(),
-		work:     make(chan *nats.Msg),
 		inflight: make(map[string]context.CancelFunc),
 		stats:    micro.EndpointStats{Name: endpointName, Subject: cfg.Subject, QueueGroup: cfg.QueueGroup},
 	}
+	s.q.handoff = make(chan job)
+	return s
 }
 
 const endpointName = "http"
@@ -253,9 +256,9 @@ func (s *server) run(ctx context.Context) error {
 		err = s.wait(ctx, sub, closed)
 	}
 	// After the closed handler, dispatch is never called again: the
-	// workers can be told to finish.
+	// workers can be told to finish what is queued, and stop.
 	<-closed
-	close(s.work)
+	close(s.q.handoff)
 	s.wg.Wait()
 	return err
 }
@@ -286,39 +289,76 @@ func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan
 	}
 }
 
-// dispatch runs on the subscription's goroutine. Workers live as long as
+// dispatch runs on the subscription's goroutine and never blocks, so
+// that every request is stamped when it arrives. Workers live as long as
 // the service: a goroutine per request would grow a fresh stack for every
 // handler, which costs more than the handler itself for small requests.
-// When MaxConcurrent workers are busy, dispatch blocks, which holds further
-// requests in the client buffer.
 func (s *server) dispatch(m *nats.Msg) {
-	select {
-	case s.work <- m:
+	j := job{m: m, arrived: time.Now()}
+	q := &s.q
+	q.mu.Lock()
+	switch {
+	case q.idle > 0:
+		// That worker is on its way to receive: the send does not wait.
+		q.idle--
+		q.mu.Unlock()
+		q.handoff <- j
 		return
-	default:
-	}
-	if s.workers < s.cfg.MaxConcurrent {
-		s.workers++
+	case q.workers < s.cfg.MaxConcurrent:
+		q.workers++
 		s.wg.Add(1)
-		go s.worker(m)
-		return
+		go s.worker(j)
+	default:
+		q.jobs = append(q.jobs, j)
 	}
-	s.work <- m
+	q.mu.Unlock()
 }
 
-func (s *server) worker(m *nats.Msg) {
+// worker serves j, then the queued jobs, then each job handed to it, until
+// the handoff closes; what is queued then is still served.
+func (s *server) worker(j job) {
 	defer s.wg.Done()
-	for ; m != nil; m = <-s.work {
-		s.serve(m)
+	q := &s.q
+	for {
+		s.serve(j)
+		q.mu.Lock()
+		if q.head < len(q.jobs) {
+			j = q.pop()
+			q.mu.Unlock()
+			continue
+		}
+		q.idle++
+		q.mu.Unlock()
+		var ok bool
+		if j, ok = <-q.handoff; !ok {
+			break
+		}
+	}
+	for {
+		q.mu.Lock()
+		if q.head == len(q.jobs) {
+			q.mu.Unlock()
+			return
+		}
+		j = q.pop()
+		q.mu.Unlock()
+		s.serve(j)
 	}
 }
 
+// cancel ends the exchange the gateway gave up on: its handler's context
+// if it runs, its place in the queue if it waits.
 func (s *server) cancel(m *nats.Msg) {
+	reply := string(m.Data)
 	s.mu.Lock()
-	c := s.inflight[string(m.Data)]
+	c := s.inflight[reply]
 	s.mu.Unlock()
 	if c != nil {
 		c()
+		return
+	}
+	if _, ok := s.q.remove(reply); ok {
+		s.record(0, "cancelled while waiting for a worker")
 	}
 }
 

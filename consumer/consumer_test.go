@@ -358,3 +358,65 @@ func TestHTTPSClientSetsTLS(t *testing.T) {
 		}
 	}
 }
+
+// stats is the service's endpoint stats as `nats micro stats` reads them.
+func stats(t *testing.T, nc *nats.Conn, name string) micro.EndpointStats {
+	t.Helper()
+	m, err := nc.Request("$SRV.STATS."+name, nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st micro.Stats
+	if err := json.Unmarshal(m.Data, &st); err != nil || len(st.Endpoints) != 1 {
+		t.Fatalf("stats %s: %v", m.Data, err)
+	}
+	return *st.Endpoints[0]
+}
+
+// A request whose time ran out while it waited for a free worker never
+// reaches the handler: the gateway has answered its client already. It
+// counts as an error.
+func TestExpiredQueuedRequestIsDropped(t *testing.T) {
+	var handled atomic.Int32
+	busy, release := make(chan struct{}), make(chan struct{})
+	_, nc, _ := start(t, consumer.Config{Name: "busy", MaxConcurrent: 1}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if handled.Add(1) == 1 {
+			close(busy)
+			<-release
+		}
+	}))
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox + ".*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(id, timeout string) {
+		if err := nc.PublishMsg(&nats.Msg{Subject: "busy", Reply: inbox + "." + id, Header: nats.Header{consumer.HeaderTimeout: {timeout}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first", "60000")
+	<-busy
+	// No time left: the gateway sends 0 when it has given up already.
+	send("expired", "0")
+	send("last", "60000")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	for _, want := range []string{"first", "last"} {
+		m, err := replies.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("reply to %s: %v", want, err)
+		}
+		if !strings.HasSuffix(m.Subject, "."+want) {
+			t.Errorf("reply to %s, want %s", m.Subject, want)
+		}
+	}
+	if n := handled.Load(); n != 2 {
+		t.Errorf("handler ran %d times, want 2 (not for the expired request)", n)
+	}
+	if st := stats(t, nc, "busy"); st.NumRequests != 3 || st.NumErrors != 1 || st.LastError != "timed out waiting for a worker" {
+		t.Errorf("stats %+v, want 3 requests and the expired one as an error", st)
+	}
+}

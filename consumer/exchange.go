@@ -22,7 +22,7 @@ var errBadRequest = errors.New("bad request head")
 
 // decodeRequest turns a request head into an *http.Request whose body is
 // the payload, followed by pulled chunks when the head says so.
-func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) (*nats.Msg, error)) (*http.Request, context.CancelFunc, error) {
+func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull func(context.Context) (*nats.Msg, error)) (*http.Request, context.CancelFunc, error) {
 	h := m.Header
 	stream := h.Get(HeaderBody) == BodyStream
 	method := h.Get(HeaderMethod)
@@ -61,8 +61,10 @@ func decodeRequest(ctx context.Context, m *nats.Msg, pull func(context.Context) 
 		if err != nil || ms < 0 {
 			return nil, nil, fmt.Errorf("%w: timeout %q", errBadRequest, t)
 		}
+		// A time left from when the message arrived (PROTOCOL.md), not
+		// from when a worker got to it.
 		ms = min(ms, int64(math.MaxInt64/time.Millisecond))
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		ctx, cancel = context.WithDeadline(ctx, arrived.Add(time.Duration(ms)*time.Millisecond))
 	} else {
 		ctx, cancel = context.WithCancel(ctx)
 	}
@@ -180,8 +182,9 @@ func (r *pullReader) Read(p []byte) (int, error) {
 func (r *pullReader) Close() error { return nil }
 
 // serve handles one request head to completion and accounts for it.
-func (s *server) serve(m *nats.Msg) {
+func (s *server) serve(j job) {
 	start := time.Now()
+	m := j.m
 	reply := m.Reply
 	if reply == "" {
 		// Nothing can answer a request without a reply subject.
@@ -195,10 +198,16 @@ func (s *server) serve(m *nats.Msg) {
 			return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
 		}
 	}
-	r, cancel, err := decodeRequest(context.Background(), m, pull)
+	r, cancel, err := decodeRequest(context.Background(), m, j.arrived, pull)
 	if err != nil {
 		s.respondError(reply, http.StatusBadRequest, err.Error())
 		s.record(time.Since(start), err.Error())
+		return
+	}
+	if r.Context().Err() != nil {
+		// The gateway has answered the client already (504).
+		cancel()
+		s.record(time.Since(start), "timed out waiting for a worker")
 		return
 	}
 	s.mu.Lock()

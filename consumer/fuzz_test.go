@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -38,7 +39,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return &nats.Msg{Header: nats.Header{HeaderFrame: {FrameEnd}}, Data: []byte("tail")}, nil
 		}
-		r, cancel, err := decodeRequest(context.Background(), &nats.Msg{Header: h, Data: data}, pull)
+		r, cancel, err := decodeRequest(context.Background(), &nats.Msg{Header: h, Data: data}, time.Now(), pull)
 		if err != nil {
 			if !errors.Is(err, errBadRequest) {
 				t.Fatalf("error %v does not wrap errBadRequest", err)
