@@ -145,9 +145,22 @@ func TestDrainFinishesInFlight(t *testing.T) {
 }
 
 func TestBadHeadAndPanic(t *testing.T) {
-	_, nc, _ := start(t, consumer.Config{Name: "bad"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	reported := make(chan error, 10)
+	_, nc, _ := start(t, consumer.Config{Name: "bad", ErrorHandler: func(err error) { reported <- err }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		panic("boom")
 	}))
+	t.Cleanup(func() {
+		// The panic reaches the ErrorHandler with its stack, as net/http
+		// logs one.
+		select {
+		case err := <-reported:
+			if msg := err.Error(); !strings.Contains(msg, "panic serving GET /: boom") || !strings.Contains(msg, "goroutine ") {
+				t.Errorf("panic reported as %q, want the request and a stack", msg)
+			}
+		default:
+			t.Error("panic not reported to the ErrorHandler")
+		}
+	})
 	tests := []struct {
 		name string
 		h    nats.Header
@@ -418,5 +431,21 @@ func TestExpiredQueuedRequestIsDropped(t *testing.T) {
 	}
 	if st := stats(t, nc, "busy"); st.NumRequests != 3 || st.NumErrors != 1 || st.LastError != "timed out waiting for a worker" {
 		t.Errorf("stats %+v, want 3 requests and the expired one as an error", st)
+	}
+}
+
+// A request the gateway gave up on while the handler ran counts as an
+// error, though the handler returned normally: its client got a 504.
+func TestRequestEndedBeforeTheReplyIsAnError(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "late"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		_, _ = w.Write([]byte("too late"))
+	}))
+	if _, err := nc.RequestMsg(&nats.Msg{Subject: "late", Header: nats.Header{consumer.HeaderTimeout: {"50"}}}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := stats(t, nc, "late")
+	if st.NumRequests != 1 || st.NumErrors != 1 || st.LastError != "request ended before the reply: context deadline exceeded" {
+		t.Errorf("stats %+v, want the request counted as an error", st)
 	}
 }

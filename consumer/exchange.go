@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -453,6 +454,10 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		errText = fmt.Sprintf("panic: %v", p)
 		if p == http.ErrAbortHandler {
 			errText = "handler aborted the response"
+		} else {
+			// As net/http's server logs it: the stats keep only the
+			// last error's text.
+			w.s.asyncErr(fmt.Errorf("panic serving %s %s: %v\n%s", r.Method, r.URL.RequestURI(), p, debug.Stack()))
 		}
 		if !w.streaming {
 			w.s.respondError(w.reply, http.StatusInternalServerError, "internal server error")
@@ -483,6 +488,11 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		if w.err != nil {
 			return w.err.Error()
 		}
+	}
+	if err := w.ctx.Err(); err != nil {
+		// The gateway answered the client (504) or it went away: the
+		// reply reached nobody, whatever the handler made of it.
+		return "request ended before the reply: " + context.Cause(w.ctx).Error()
 	}
 	if w.status >= 500 {
 		return "HTTP " + strconv.Itoa(w.status)
