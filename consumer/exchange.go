@@ -214,7 +214,7 @@ func (s *server) serve(j job) {
 	s.mu.Lock()
 	s.inflight[reply] = cancel
 	s.mu.Unlock()
-	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize()}
+	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize(), head: r.Method == http.MethodHead}
 	errText := w.run(r)
 	cancel()
 	s.mu.Lock()
@@ -254,6 +254,10 @@ type responseWriter struct {
 	unacked     int
 	chunk       int
 	err         error
+	// head is set for a HEAD request: the body is counted, not sent, as
+	// net/http's server does, and headLen is its length.
+	head    bool
+	headLen int
 }
 
 func (w *responseWriter) Header() http.Header { return w.hdr }
@@ -278,6 +282,10 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.head {
+		w.headLen += len(p)
+		return len(p), nil
 	}
 	w.buf = append(w.buf, p...)
 	if len(w.buf) <= w.chunk {
@@ -353,6 +361,10 @@ func (w *responseWriter) finalHead() *nats.Msg {
 		if !inResponseHead(k) {
 			delete(w.hdr, k)
 		}
+	}
+	if w.head && w.headLen > 0 && w.hdr["Content-Length"] == nil {
+		// The length a GET would get, as net/http's server tells it.
+		w.hdr["Content-Length"] = []string{strconv.Itoa(w.headLen)}
 	}
 	// A reply with a Status header, no protocol header and no payload
 	// looks like NATS's "no responders": Narun-Status tells them apart.
@@ -489,9 +501,11 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 			return w.err.Error()
 		}
 	}
-	if err := w.ctx.Err(); err != nil {
+	if err := w.ctx.Err(); err != nil && !(w.head && w.streaming) {
 		// The gateway answered the client (504) or it went away: the
-		// reply reached nobody, whatever the handler made of it.
+		// reply reached nobody, whatever the handler made of it. (A
+		// flushed HEAD response is over once its head is out, and the
+		// gateway says so.)
 		return "request ended before the reply: " + context.Cause(w.ctx).Error()
 	}
 	if w.status >= 500 {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -513,17 +514,31 @@ func TestNATSReplyCLIAsResponder(t *testing.T) {
 func TestHeadContentLength(t *testing.T) {
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "files"}))
 	content := strings.Repeat("x", 12345)
+	big := make([]byte, 3<<20)
 	e.serve(t, "files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/bad" {
+		switch r.URL.Path {
+		case "/bad":
 			w.Header().Set("Content-Length", "12a")
-			return
+		case "/big":
+			// Larger than a message, no length set: net/http's server
+			// discards a HEAD body and tells its length.
+			_, _ = w.Write(big)
+		case "/events":
+			// A stream that ends when the client goes.
+			for r.Context().Err() == nil {
+				_, _ = w.Write([]byte("data: tick\n\n"))
+				w.(http.Flusher).Flush()
+			}
+		default:
+			http.ServeContent(w, r, "f.txt", time.Unix(0, 0), strings.NewReader(content))
 		}
-		http.ServeContent(w, r, "f.txt", time.Unix(0, 0), strings.NewReader(content))
 	}))
 	for _, tc := range []struct{ method, path, want string }{
 		{"GET", "/f.txt", "12345"},
 		{"HEAD", "/f.txt", "12345"},
 		{"HEAD", "/bad", "0"},
+		{"HEAD", "/big", strconv.Itoa(len(big))},
+		{"HEAD", "/events", ""},
 	} {
 		req, _ := http.NewRequest(tc.method, e.hs.URL+tc.path, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -534,6 +549,14 @@ func TestHeadContentLength(t *testing.T) {
 		if got := resp.Header.Get("Content-Length"); resp.StatusCode != 200 || got != tc.want {
 			t.Errorf("%s %s: %d with Content-Length %q, want 200 with %q", tc.method, tc.path, resp.StatusCode, got, tc.want)
 		}
+	}
+	// None of the HEAD answers is an error of the service's.
+	m, err := natsConn(t, e).Request("$SRV.STATS.files", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), `"num_errors":0`) {
+		t.Errorf("HEAD requests counted as errors: %s", m.Data)
 	}
 }
 
