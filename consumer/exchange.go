@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -241,10 +242,14 @@ const ackWindow = 4
 // into a stream of frames when the handler flushes or writes more than a
 // message holds.
 type responseWriter struct {
-	s           *server
-	reply       string
-	ctx         context.Context
-	hdr         http.Header
+	s     *server
+	reply string
+	ctx   context.Context
+	hdr   http.Header
+	// sent is hdr as it was when the status was set: what goes out in
+	// the response head, as net/http's server ignores changes made
+	// after WriteHeader (except trailers).
+	sent        http.Header
 	status      int
 	wroteHeader bool
 	streaming   bool
@@ -274,6 +279,10 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
+	w.sent = maps.Clone(w.hdr)
+	if w.sent == nil {
+		w.sent = http.Header{}
+	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -338,8 +347,8 @@ func inResponseHead(k string) bool {
 // streamHead is the head of a streamed response. It copies the header map:
 // the handler is still running and may change it.
 func (w *responseWriter) streamHead() *nats.Msg {
-	h := make(nats.Header, len(w.hdr)+2)
-	for k, v := range w.hdr {
+	h := make(nats.Header, len(w.sent)+2)
+	for k, v := range w.sent {
 		if !inResponseHead(k) {
 			continue
 		}
@@ -353,25 +362,25 @@ func (w *responseWriter) streamHead() *nats.Msg {
 }
 
 // finalHead is the head of an unstreamed response, its only message. It
-// reuses the handler's header map: the handler has returned and must not
-// touch it any more (as with net/http), and nats.go encodes the headers
-// before PublishMsg returns, so no copy is needed.
+// is the header as sent, which is the writer's own: nats.go encodes it
+// before PublishMsg returns, so it needs no copy.
 func (w *responseWriter) finalHead() *nats.Msg {
-	for k := range w.hdr {
+	h := w.sent
+	for k := range h {
 		if !inResponseHead(k) {
-			delete(w.hdr, k)
+			delete(h, k)
 		}
 	}
-	if w.head && w.headLen > 0 && w.hdr["Content-Length"] == nil {
+	if w.head && w.headLen > 0 && h["Content-Length"] == nil {
 		// The length a GET would get, as net/http's server tells it.
-		w.hdr["Content-Length"] = []string{strconv.Itoa(w.headLen)}
+		h["Content-Length"] = []string{strconv.Itoa(w.headLen)}
 	}
 	// A reply with a Status header, no protocol header and no payload
 	// looks like NATS's "no responders": Narun-Status tells them apart.
-	if w.status != http.StatusOK || (len(w.buf) == 0 && w.hdr["Status"] != nil) {
-		w.hdr[HeaderStatus] = []string{strconv.Itoa(w.status)}
+	if w.status != http.StatusOK || (len(w.buf) == 0 && h["Status"] != nil) {
+		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
-	return &nats.Msg{Subject: w.reply, Header: nats.Header(w.hdr)}
+	return &nats.Msg{Subject: w.reply, Header: nats.Header(h)}
 }
 
 // startStream sends the head with the first chunk, after which every chunk
@@ -425,10 +434,11 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 	}
 }
 
-// trailers collects the values of declared trailers, as net/http does.
+// trailers collects the values of declared trailers, as net/http does:
+// declared in the header as sent, set by the time the handler returns.
 func (w *responseWriter) trailers() http.Header {
 	var t http.Header
-	for _, decl := range w.hdr["Trailer"] {
+	for _, decl := range w.sent["Trailer"] {
 		for name := range strings.SplitSeq(decl, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
 			if v, ok := w.hdr[name]; ok && name != "" {

@@ -97,6 +97,8 @@ func TestTrailersFromGoHandler(t *testing.T) {
 		_, _ = io.WriteString(w, "body")
 		w.Header().Set("X-Total", "4")
 		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+		// After the head went out: ignored, as net/http ignores it.
+		w.Header().Set("X-After", "late")
 	}))
 	resp, err := http.Get(e.hs.URL + "/t")
 	if err != nil {
@@ -106,6 +108,9 @@ func TestTrailersFromGoHandler(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if string(b) != "body" || resp.Trailer.Get("X-Total") != "4" || resp.Trailer.Get("X-Late") != "yes" {
 		t.Errorf("body %q trailers %v", b, resp.Trailer)
+	}
+	if h := resp.Header; h.Get("X-Total") != "" || h.Get("X-After") != "" {
+		t.Errorf("head %v carries headers set after it was written", h)
 	}
 }
 
