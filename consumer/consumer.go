@@ -15,6 +15,14 @@
 // connection, so its details are not known here); r.URL.Scheme stays empty,
 // as for any server request.
 //
+// The ResponseWriter behaves as net/http's, with these differences: the
+// connection cannot be hijacked (the gateway holds it), interim 1xx
+// responses are not relayed, a second WriteHeader is ignored without a
+// log line, and of http.ResponseController's deadlines only the zero time
+// (no deadline) is accepted, the route's timeout bounding the exchange.
+// A response with a 5xx status counts as an error in `nats micro stats`,
+// as do panics and requests the gateway gave up on.
+//
 // It imports only the standard library and nats.go, so that any Go program
 // can use it without pulling in the rest of narun.
 package consumer
@@ -59,8 +67,10 @@ type Config struct {
 	// cancels) before a worker is free is dropped without calling the
 	// handler, and counted as an error.
 	MaxConcurrent int
-	// ErrorHandler receives errors that cannot be returned to a caller, such
-	// as a failed reply; nil ignores them.
+	// ErrorHandler receives errors that cannot be returned to a caller: a
+	// failed reply, a handler's panic (with its stack) and, with
+	// ListenAndServe, a NATS server out of reach. It is called from many
+	// goroutines at once. nil ignores them.
 	ErrorHandler func(error)
 }
 
@@ -93,36 +103,75 @@ func (c *Config) validate() error {
 	if !semverRe.MatchString(c.Version) {
 		return fmt.Errorf("%w: version %q: want SemVer such as 1.2.3", ErrConfig, c.Version)
 	}
+	if strings.HasPrefix(c.Subject, "$") || strings.HasPrefix(c.Subject, "_NARUN.") || strings.HasPrefix(c.Subject, nats.InboxPrefix) {
+		return fmt.Errorf("%w: subject %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own", ErrConfig, c.Subject)
+	}
 	if c.QueueGroup == "" {
 		c.QueueGroup = micro.DefaultQueueGroup
 	}
-	if c.MaxConcurrent <= 0 {
+	if strings.ContainsAny(c.QueueGroup, " \t\r\n*>") {
+		return fmt.Errorf("%w: queue group %q: want a name without spaces, '*' or '>'", ErrConfig, c.QueueGroup)
+	}
+	if c.MaxConcurrent < 0 {
+		return fmt.Errorf("%w: max concurrent %d: want 0 (the default) or more", ErrConfig, c.MaxConcurrent)
+	}
+	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = 64 * runtime.GOMAXPROCS(0)
 	}
+	// Served by $SRV.INFO while the caller may still hold the map.
+	c.Metadata = maps.Clone(c.Metadata)
 	return nil
 }
 
 // Serve registers the service on nc and serves h until ctx is cancelled; it
 // then stops taking requests, lets the ones in flight finish and returns nil.
-// It returns ErrConnClosed if nc closes first.
+// The handlers' contexts are not cancelled by that: a handler that may run
+// long (a stream) should also watch a signal of its own. Serve returns
+// ErrConnClosed if nc is closed, or closes first.
 func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error {
 	if err := cfg.validate(); err != nil {
 		return err
+	}
+	if nc.IsClosed() {
+		return ErrConnClosed
 	}
 	s := newServer(nc, cfg, h)
 	return s.run(ctx)
 }
 
 // ListenAndServe connects to NATS as the narun runner tells apps to, then
-// calls Serve. It reads NARUN_NATS_URL (default nats://127.0.0.1:4222) and
-// the optional credentials files NARUN_NATS_CREDS (JWT + seed) and
-// NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error: the
-// connection keeps retrying. NARUN_INSTANCE and NARUN_NODE, when set, are
-// added to the metadata as narun_instance and narun_node, so the runner's
-// health check and `nats micro info` can tell instances apart.
+// calls Serve. It reads NARUN_NATS_URL (default nats://127.0.0.1:4222; a
+// comma-separated list names several servers, tried in order) and the
+// optional credentials files NARUN_NATS_CREDS (JWT + seed) and
+// NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error:
+// the connection keeps retrying, and the ErrorHandler hears of it, once
+// until a connection succeeds. NARUN_INSTANCE and NARUN_NODE, when set,
+// are added to the metadata as narun_instance and narun_node, so the
+// runner's health check and `nats micro info` can tell instances apart.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
+	report := func(err error) {
+		if cfg.ErrorHandler != nil {
+			cfg.ErrorHandler(err)
+		}
+	}
+	// Said once until a connection succeeds: nats.go retries every few
+	// seconds. The first connection's failure says only "no servers
+	// available"; the retries that follow say why.
+	var unreachable atomic.Bool
 	opts := []nats.Option{
+		nats.ConnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
+		nats.ReconnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				report(fmt.Errorf("nats disconnected: %w", err))
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if !errors.Is(err, nats.ErrNoServers) && !unreachable.Swap(true) {
+				report(fmt.Errorf("nats not reachable, retrying: %w", err))
+			}
+		}),
 		nats.Name(cfg.Name),
 		// In the order listed: the runner lists its device's own server
 		// first, and the app should stay on it as the runner does.
@@ -156,7 +205,9 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	if err := Serve(ctx, nc, cfg, h); err != nil {
 		return err
 	}
-	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	// Without a server there is nothing to drain: a stop while NATS is
+	// out of reach is still a clean stop.
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionReconnecting) {
 		return fmt.Errorf("drain nats connection: %w", err)
 	}
 	return nil

@@ -66,6 +66,8 @@ func TestConfigValidation(t *testing.T) {
 	nc := natstest.Connect(t, srv)
 	for _, cfg := range []consumer.Config{
 		{}, {Name: "bad name"}, {Name: "ok", Version: "v1"}, {Name: "ok", Subject: "a.*"}, {Name: "ok", Subject: "a..b"},
+		{Name: "ok", Subject: "$SRV.PING"}, {Name: "ok", Subject: "_NARUN.cancel.x"}, {Name: "ok", QueueGroup: "bad group"},
+		{Name: "ok", QueueGroup: "a.*"}, {Name: "ok", MaxConcurrent: -1},
 	} {
 		err := consumer.Serve(context.Background(), nc, cfg, http.NotFoundHandler())
 		if !errors.Is(err, consumer.ErrConfig) {
@@ -221,6 +223,43 @@ func TestConnClosedEndsServe(t *testing.T) {
 	svc.Close()
 	if err := <-done; !errors.Is(err, consumer.ErrConnClosed) {
 		t.Errorf("Serve = %v, want ErrConnClosed", err)
+	}
+	// Closed before Serve: the same.
+	if err := consumer.Serve(context.Background(), svc, consumer.Config{Name: "gone"}, http.NotFoundHandler()); !errors.Is(err, consumer.ErrConnClosed) {
+		t.Errorf("Serve on a closed connection = %v, want ErrConnClosed", err)
+	}
+}
+
+// With no NATS server to reach, ListenAndServe says so to the ErrorHandler
+// (once), and a stop meanwhile is a clean stop.
+func TestListenAndServeWithoutNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	t.Setenv("NARUN_NATS_URL", "nats://"+down)
+	reported := make(chan error, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "alone", ErrorHandler: func(err error) { reported <- err }}, http.NotFoundHandler())
+	}()
+	select {
+	case err := <-reported:
+		if !strings.Contains(err.Error(), "nats not reachable, retrying") || !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("reported %v, want why NATS is out of reach", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing reported while NATS is out of reach")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("stop while NATS is out of reach: %v, want nil", err)
+	}
+	if len(reported) != 0 {
+		t.Errorf("reported more than once: %v", <-reported)
 	}
 }
 
@@ -447,5 +486,23 @@ func TestRequestEndedBeforeTheReplyIsAnError(t *testing.T) {
 	st := stats(t, nc, "late")
 	if st.NumRequests != 1 || st.NumErrors != 1 || st.LastError != "request ended before the reply: context deadline exceeded" {
 		t.Errorf("stats %+v, want the request counted as an error", st)
+	}
+}
+
+// A streaming handler written for net/http clears its write deadline
+// and asks for full duplex through http.ResponseController; both hold
+// here, while a deadline of its own is refused as not supported.
+func TestResponseController(t *testing.T) {
+	got := make(chan []error, 1)
+	_, nc, _ := start(t, consumer.Config{Name: "rc"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		got <- []error{rc.SetWriteDeadline(time.Time{}), rc.SetReadDeadline(time.Time{}), rc.EnableFullDuplex(), rc.SetWriteDeadline(time.Now().Add(time.Second))}
+	}))
+	if _, err := request(nc, "rc", "/"); err != nil {
+		t.Fatal(err)
+	}
+	errs := <-got
+	if errs[0] != nil || errs[1] != nil || errs[2] != nil || !errors.Is(errs[3], http.ErrNotSupported) {
+		t.Errorf("clear write, clear read, full duplex, set deadline: %v; want nil, nil, nil, not supported", errs)
 	}
 }

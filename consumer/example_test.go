@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,13 +20,20 @@ import (
 // A service deployed by narun reads its NATS address and credentials from
 // the environment the runner sets, and stops cleanly on SIGTERM.
 func ExampleListenAndServe() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM is what the runner (and systemd) stop a service with.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello, %s!\n", r.PathValue("name"))
 	})
-	err := consumer.ListenAndServe(ctx, consumer.Config{Name: "hello", Version: "1.0.0"}, mux)
+	cfg := consumer.Config{
+		Name:    "hello",
+		Version: "1.0.0",
+		// Panics (with their stack) and a NATS server out of reach.
+		ErrorHandler: func(err error) { log.Print(err) },
+	}
+	err := consumer.ListenAndServe(ctx, cfg, mux)
 	if err != nil {
 		log.Fatal(err)
 	}

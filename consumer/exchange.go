@@ -337,6 +337,26 @@ func (w *responseWriter) FlushError() error {
 	return w.err
 }
 
+// EnableFullDuplex is for http.ResponseController: the body can always be
+// read after the response started, since it is pulled from the gateway.
+func (w *responseWriter) EnableFullDuplex() error { return nil }
+
+// SetWriteDeadline is for http.ResponseController. The route's timeout
+// bounds the whole exchange and no deadline of the handler's own can be
+// set; clearing one (the zero time, as streaming handlers do for
+// net/http's WriteTimeout) asks for what already holds.
+func (w *responseWriter) SetWriteDeadline(t time.Time) error { return noDeadline(t) }
+
+// SetReadDeadline is SetWriteDeadline's reading twin.
+func (w *responseWriter) SetReadDeadline(t time.Time) error { return noDeadline(t) }
+
+func noDeadline(t time.Time) error {
+	if t.IsZero() {
+		return nil
+	}
+	return fmt.Errorf("%w: the route's timeout bounds the exchange", http.ErrNotSupported)
+}
+
 // inResponseHead reports whether the handler's header k goes out in the
 // response head: protocol headers are the consumer's to set, and trailers
 // travel with the last frame.

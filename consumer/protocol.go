@@ -51,9 +51,11 @@ const (
 	HeaderServiceErrorCode = "Nats-Service-Error-Code"
 )
 
-// CancelSubject is where the gateway announces that the client of a request
-// went away; the payload is the reply subject of that request. Every
-// instance of a service listens on it (no queue group).
+// CancelSubject is where the gateway announces that nobody waits for a
+// request any more (the client went away, the route's timeout passed, the
+// body could not be read, the reply broke the protocol: docs/PROTOCOL.md
+// §4); the payload is the reply subject of that request. Every instance of
+// a service listens on it (no queue group).
 func CancelSubject(serviceSubject string) string {
 	return "_NARUN.cancel." + serviceSubject
 }
