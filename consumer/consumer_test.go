@@ -506,3 +506,25 @@ func TestResponseController(t *testing.T) {
 		t.Errorf("clear write, clear read, full duplex, set deadline: %v; want nil, nil, nil, not supported", errs)
 	}
 }
+
+// A response whose head does not fit in a NATS message gets a 500 at
+// once, not a 504 at the route's timeout; streamed or not.
+func TestResponseHeadTooLarge(t *testing.T) {
+	huge := strings.Repeat("x", 2<<20)
+	_, nc, _ := start(t, consumer.Config{Name: "huge"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Huge", huge)
+		_, _ = w.Write([]byte("body"))
+		if r.URL.Path == "/flushed" {
+			w.(http.Flusher).Flush()
+		}
+	}))
+	for _, path := range []string{"/", "/flushed"} {
+		m, err := request(nc, "huge", path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if got := m.Header.Get(consumer.HeaderServiceErrorCode); got != "500" {
+			t.Errorf("%s: error code %q, want 500", path, got)
+		}
+	}
+}

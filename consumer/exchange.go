@@ -419,6 +419,7 @@ func (w *responseWriter) startStream() {
 	m.Data = w.buf[:n]
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response head: %w", err)
+		w.s.respondError(w.reply, http.StatusInternalServerError, "the response could not be sent")
 		return
 	}
 	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
@@ -520,6 +521,9 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		m.Data = w.buf
 		if err := w.s.nc.PublishMsg(m); err != nil {
 			w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
+			// Headers too large for a message, say: the client gets a
+			// 500 now rather than a 504 at the route's timeout.
+			w.s.respondError(w.reply, http.StatusInternalServerError, "the response could not be sent")
 			return err.Error()
 		}
 	} else {
