@@ -69,8 +69,9 @@ type Config struct {
 	MaxConcurrent int
 	// ErrorHandler receives errors that cannot be returned to a caller: a
 	// failed reply, a handler's panic (with its stack) and, with
-	// ListenAndServe, a NATS server out of reach. It is called from many
-	// goroutines at once. nil ignores them.
+	// ListenAndServe, each disconnect from NATS and a server out of
+	// reach. It is called from many goroutines at once, and may still be
+	// called for a moment after ListenAndServe returned. nil ignores them.
 	ErrorHandler func(error)
 }
 
@@ -244,6 +245,7 @@ func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
 		stats:    micro.EndpointStats{Name: endpointName, Subject: cfg.Subject, QueueGroup: cfg.QueueGroup},
 	}
 	s.q.handoff = make(chan job)
+	s.q.waiting = make(map[string]uint64)
 	return s
 }
 
@@ -340,8 +342,9 @@ func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan
 	}
 }
 
-// dispatch runs on the subscription's goroutine and never blocks, so
-// that every request is stamped when it arrives. Workers live as long as
+// dispatch runs on the subscription's goroutine and waits for nothing but
+// an idle worker to be scheduled, so that every request is stamped when it
+// arrives. Workers live as long as
 // the service: a goroutine per request would grow a fresh stack for every
 // handler, which costs more than the handler itself for small requests.
 func (s *server) dispatch(m *nats.Msg) {
@@ -350,7 +353,8 @@ func (s *server) dispatch(m *nats.Msg) {
 	q.mu.Lock()
 	switch {
 	case q.idle > 0:
-		// That worker is on its way to receive: the send does not wait.
+		// That worker is on its way to receive: the send waits only
+		// for it to be scheduled.
 		q.idle--
 		q.mu.Unlock()
 		q.handoff <- j
@@ -360,7 +364,7 @@ func (s *server) dispatch(m *nats.Msg) {
 		s.wg.Add(1)
 		go s.worker(j)
 	default:
-		q.jobs = append(q.jobs, j)
+		q.push(j)
 	}
 	q.mu.Unlock()
 }
@@ -373,8 +377,8 @@ func (s *server) worker(j job) {
 	for {
 		s.serve(j)
 		q.mu.Lock()
-		if q.head < len(q.jobs) {
-			j = q.pop()
+		var queued bool
+		if j, queued = q.pop(); queued {
 			q.mu.Unlock()
 			continue
 		}
@@ -387,12 +391,11 @@ func (s *server) worker(j job) {
 	}
 	for {
 		q.mu.Lock()
-		if q.head == len(q.jobs) {
-			q.mu.Unlock()
+		j, queued := q.pop()
+		q.mu.Unlock()
+		if !queued {
 			return
 		}
-		j = q.pop()
-		q.mu.Unlock()
 		s.serve(j)
 	}
 }
@@ -408,7 +411,7 @@ func (s *server) cancel(m *nats.Msg) {
 		c()
 		return
 	}
-	if _, ok := s.q.remove(reply); ok {
+	if s.q.cancel(reply) {
 		s.record(0, "cancelled while waiting for a worker")
 	}
 }

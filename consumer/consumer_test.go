@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -411,17 +412,21 @@ func TestHTTPSClientSetsTLS(t *testing.T) {
 	}
 }
 
-// stats is the service's endpoint stats as `nats micro stats` reads them.
-func stats(t *testing.T, nc *nats.Conn, name string) micro.EndpointStats {
+// stats is the service's endpoint stats as `nats micro stats` reads them,
+// once they count requests: a request is counted after its reply went.
+func stats(t *testing.T, nc *nats.Conn, name string, requests int) micro.EndpointStats {
 	t.Helper()
-	m, err := nc.Request("$SRV.STATS."+name, nil, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var st micro.Stats
-	if err := json.Unmarshal(m.Data, &st); err != nil || len(st.Endpoints) != 1 {
-		t.Fatalf("stats %s: %v", m.Data, err)
-	}
+	waitFor(t, fmt.Sprintf("%d requests in the stats", requests), func() bool {
+		m, err := nc.Request("$SRV.STATS."+name, nil, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &st); err != nil || len(st.Endpoints) != 1 {
+			t.Fatalf("stats %s: %v", m.Data, err)
+		}
+		return st.Endpoints[0].NumRequests >= requests
+	})
 	return *st.Endpoints[0]
 }
 
@@ -437,6 +442,10 @@ func TestExpiredQueuedRequestIsDropped(t *testing.T) {
 			<-release
 		}
 	}))
+	// Registered after start's: runs first, so that a test that failed
+	// early does not leave the handler blocked.
+	released := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(released)
 	inbox := nats.NewInbox()
 	replies, err := nc.SubscribeSync(inbox + ".*")
 	if err != nil {
@@ -455,7 +464,7 @@ func TestExpiredQueuedRequestIsDropped(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
+	released()
 	for _, want := range []string{"first", "last"} {
 		m, err := replies.NextMsg(10 * time.Second)
 		if err != nil {
@@ -468,7 +477,7 @@ func TestExpiredQueuedRequestIsDropped(t *testing.T) {
 	if n := handled.Load(); n != 2 {
 		t.Errorf("handler ran %d times, want 2 (not for the expired request)", n)
 	}
-	if st := stats(t, nc, "busy"); st.NumRequests != 3 || st.NumErrors != 1 || st.LastError != "timed out waiting for a worker" {
+	if st := stats(t, nc, "busy", 3); st.NumRequests != 3 || st.NumErrors != 1 || st.LastError != "timed out waiting for a worker" {
 		t.Errorf("stats %+v, want 3 requests and the expired one as an error", st)
 	}
 }
@@ -483,7 +492,7 @@ func TestRequestEndedBeforeTheReplyIsAnError(t *testing.T) {
 	if _, err := nc.RequestMsg(&nats.Msg{Subject: "late", Header: nats.Header{consumer.HeaderTimeout: {"50"}}}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	st := stats(t, nc, "late")
+	st := stats(t, nc, "late", 1)
 	if st.NumRequests != 1 || st.NumErrors != 1 || st.LastError != "request ended before the reply: context deadline exceeded" {
 		t.Errorf("stats %+v, want the request counted as an error", st)
 	}

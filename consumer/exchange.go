@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -279,7 +278,9 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
-	w.sent = maps.Clone(w.hdr)
+	// A deep copy, as net/http's: a handler may still change a value
+	// in place.
+	w.sent = w.hdr.Clone()
 	if w.sent == nil {
 		w.sent = http.Header{}
 	}

@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,7 +34,10 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.run(ctx) }()
+	released := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(func() {
+		// A test that failed early must not leave the handler blocked.
+		released()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
@@ -41,7 +46,7 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 	queued := func() int {
 		s.q.mu.Lock()
 		defer s.q.mu.Unlock()
-		return len(s.q.jobs) - s.q.head
+		return len(s.q.waiting)
 	}
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
@@ -70,7 +75,7 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil("the cancelled request out of the queue", func() bool { return queued() == 0 })
-	close(release)
+	released()
 	waitUntil("the first request counted", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -81,5 +86,57 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 	s.mu.Unlock()
 	if handled.Load() != 1 || st.NumErrors != 1 || st.LastError != "cancelled while waiting for a worker" {
 		t.Errorf("handler ran %d times, stats %+v: want once, and the cancelled request as an error", handled.Load(), st)
+	}
+}
+
+// A request's time runs from when it arrived, not from when a worker took
+// it: one that waited its whole timeout in the queue is over.
+func TestTimeoutRunsFromArrival(t *testing.T) {
+	m := &nats.Msg{Header: nats.Header{HeaderTimeout: {"30000"}}}
+	r, cancel, err := decodeRequest(context.Background(), m, time.Now().Add(-time.Minute), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	if r.Context().Err() == nil {
+		t.Error("a request that arrived a minute ago with 30 s to live is not over")
+	}
+}
+
+// The queue keeps the jobs in order, takes out a cancelled one, and
+// does not grow without end while it never empties.
+func TestQueueOrderCancelAndCompaction(t *testing.T) {
+	q := queue{waiting: map[string]uint64{}}
+	push := func(reply string) { q.push(job{m: &nats.Msg{Reply: reply}}) }
+	pop := func() string {
+		j, ok := q.pop()
+		if !ok {
+			return ""
+		}
+		return j.m.Reply
+	}
+	push("a")
+	push("b")
+	push("c")
+	if !q.cancel("b") || q.cancel("b") || q.cancel("x") {
+		t.Error("cancel: want true once for a queued job, then false")
+	}
+	if got := pop() + pop() + pop(); got != "ac" {
+		t.Errorf("popped %q, want a then c", got)
+	}
+	for i := range 10 {
+		push("w" + strconv.Itoa(i))
+	}
+	for i := range 100000 {
+		push("n" + strconv.Itoa(i))
+		if pop() == "" {
+			t.Fatal("queue empty while jobs wait")
+		}
+	}
+	if c := cap(q.jobs); c > 1000 || len(q.waiting) != 10 {
+		t.Errorf("after 100000 jobs through a queue of 10: capacity %d, %d waiting", c, len(q.waiting))
+	}
+	if !q.cancel("n99995") {
+		t.Error("a job queued after compaction cannot be cancelled")
 	}
 }

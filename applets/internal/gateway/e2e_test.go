@@ -550,13 +550,20 @@ func TestHeadContentLength(t *testing.T) {
 			t.Errorf("%s %s: %d with Content-Length %q, want 200 with %q", tc.method, tc.path, resp.StatusCode, got, tc.want)
 		}
 	}
-	// None of the HEAD answers is an error of the service's.
-	m, err := natsConn(t, e).Request("$SRV.STATS.files", nil, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(m.Data), `"num_errors":0`) {
-		t.Errorf("HEAD requests counted as errors: %s", m.Data)
+	// None of the HEAD answers is an error of the service's; a request is
+	// counted once its reply went.
+	nc := natsConn(t, e)
+	var stats []byte
+	testutil.Eventually(t, 10*time.Second, "the 5 requests counted", func() bool {
+		m, err := nc.Request("$SRV.STATS.files", nil, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats = m.Data
+		return strings.Contains(string(stats), `"num_requests":5,`)
+	})
+	if !strings.Contains(string(stats), `"num_errors":0`) {
+		t.Errorf("HEAD requests counted as errors: %s", stats)
 	}
 }
 
