@@ -80,7 +80,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 	// but its message then starts "unexpected HTTP status code".)
 	before := status()
 	if r := before["health"]; r.Code != "Unavailable" || !strings.HasPrefix(r.Message, "no instance of the service is running (request id ") {
-		t.Errorf("call without a service: %+v, want Unavailable naming the service and the request id", r)
+		t.Errorf("call without a service: %+v, want Unavailable with the reason and the request id", r)
 	}
 	if r := before["unrouted"]; r.Code != "Unimplemented" || !strings.HasPrefix(r.Message, "no route for /narun.Missing/Call (request id ") {
 		t.Errorf("call without a route: %+v, want Unimplemented naming the path", r)

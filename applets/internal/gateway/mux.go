@@ -146,6 +146,7 @@ func (m *inboxMux) watchConnection(ctx context.Context) {
 	grace := time.NewTimer(lostGrace)
 	grace.Stop()
 	defer grace.Stop()
+	down := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,11 +154,18 @@ func (m *inboxMux) watchConnection(ctx context.Context) {
 		case st := <-changes:
 			switch st {
 			case nats.CONNECTED:
+				down = false
 				grace.Stop()
 			case nats.CLOSED:
 				m.giveUp()
 			default:
-				grace.Reset(lostGrace)
+				// Armed when the connection goes, not again at each
+				// failed attempt: a server that keeps refusing the
+				// handshake must not put the give-up off for ever.
+				if !down {
+					down = true
+					grace.Reset(lostGrace)
+				}
 			}
 		case <-grace.C:
 			if !m.nc.IsConnected() {

@@ -35,6 +35,7 @@ type exchange struct {
 	in     int64
 	out    int64
 	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
+	lost   <-chan struct{}
 	// body lives here rather than on the stack: a duplex exchange hands it
 	// to a goroutine, which would move it to the heap on every request.
 	body bodySource
@@ -45,7 +46,7 @@ func (ex *exchange) reset() {
 	clear(ex.hdr)
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
-	ex.grpc = false
+	ex.grpc, ex.lost = false, nil
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -96,6 +97,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rm = rt.metrics
+	// Taken before the connection is checked: a loss while the body is
+	// read (which may take a while) must still end the exchange.
+	ex.lost = g.mux.connectionLost()
 	if !g.nc.IsConnected() {
 		g.metrics.outcomes[outcomeError].Add(1)
 		w.Header().Set("Retry-After", "1")
@@ -251,7 +255,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 
 	wt := g.mux.open()
 	defer g.mux.release(wt)
-	lost := g.mux.connectionLost()
+	lost := ex.lost
 	// Set only now: reading the body's first part may have used some of
 	// the time the service is told it has.
 	ex.vals[8] = timeLeft(rt, rt.timeout-time.Until(deadline))
@@ -295,6 +299,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			ex.status = 499 // nginx's "client closed request", for the metrics only
 			return
 		case <-lost:
+			// In a cluster the service may still be connected: nats.go
+			// sends the cancel once the gateway is connected again.
+			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeError].Add(1)
 			if headSeen {
 				g.log.Warn("response aborted: connection to NATS lost", "route", rt.label, "service", rt.cfg.Service, "request_id", rid)

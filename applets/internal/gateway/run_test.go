@@ -125,7 +125,11 @@ func TestNATSLostInFlight(t *testing.T) {
 		code, body := get(t, "http://"+r.addrs["http"]+"/x")
 		res <- result{code, body}
 	}()
-	<-got
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request never reached the service")
+	}
 	srv.Shutdown()
 	select {
 	case rs := <-res:
