@@ -147,29 +147,11 @@ func expectNotice(t *testing.T, conn *net.UnixConn, want string, out *testutil.L
 // during that wait must end the process at once, as the README promises.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	// The service "slow" takes every request and answers none.
-	received := make(chan struct{}, 1)
-	if _, err := nc.Subscribe("slow", func(*nats.Msg) {
-		select {
-		case received <- struct{}{}:
-		default:
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	for _, second := range []struct {
-		sig  syscall.Signal
-		name string
-	}{{syscall.SIGINT, "SIGINT"}, {syscall.SIGTERM, "SIGTERM"}} {
-		t.Run("gw "+second.name, func(t *testing.T) {
+	for _, tc := range []struct {
+		applet string
+		second syscall.Signal
+	}{{"gw", syscall.SIGINT}, {"gw", syscall.SIGTERM}, {"up", syscall.SIGINT}} {
+		t.Run(tc.applet+" "+signalName(tc.second), func(t *testing.T) {
 			dir := t.TempDir()
 			httpAddr := testutil.FreeAddr(t)
 			path := filepath.Join(dir, "narun.toml")
@@ -177,10 +159,36 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 				"[[gateway.routes]]\npath = \"/slow/\"\nservice = \"slow\"\ntimeout = \"5m\"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			p := startNotified(t, dir, "gw", "--config", path, "--nats-url", srv.ClientURL(),
-				"--listen", httpAddr, "--admin-listen", testutil.FreeAddr(t))
+			natsURL := srv.ClientURL()
+			args := []string{tc.applet, "--config", path, "--listen", httpAddr, "--admin-listen", testutil.FreeAddr(t)}
+			if tc.applet == "up" {
+				natsAddr := testutil.FreeAddr(t)
+				natsURL = "nats://" + natsAddr
+				args = append(args, "--data-dir", dir, "--nats-listen", natsAddr, "--runner-admin-listen", "")
+			} else {
+				args = append(args, "--nats-url", natsURL)
+			}
+			p := startNotified(t, dir, args...)
 			expectNotice(t, p.notify, "READY=1", &p.out)
 
+			// The service "slow" takes every request and answers none.
+			nc, err := nats.Connect(natsURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			received := make(chan struct{}, 1)
+			if _, err := nc.Subscribe("slow", func(*nats.Msg) {
+				select {
+				case received <- struct{}{}:
+				default:
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
 			go func() {
 				if resp, err := http.Get("http://" + httpAddr + "/slow/"); err == nil {
 					resp.Body.Close()
@@ -196,18 +204,29 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 			}
 			// STOPPING=1 says the first signal was taken: the drain runs.
 			expectNotice(t, p.notify, "STOPPING=1", &p.out)
-			if err := p.cmd.Process.Signal(second.sig); err != nil {
+			if err := p.cmd.Process.Signal(tc.second); err != nil {
 				t.Fatal(err)
 			}
 			// The drain allows 5 min.
-			err := p.wait(20 * time.Second)
+			err = p.wait(20 * time.Second)
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("exit after the second signal: %v, want exit status 1\n%s", err, p.out.String())
 			}
-			if want := "second " + second.name; !strings.Contains(p.out.String(), want) {
+			if want := "second " + signalName(tc.second); !strings.Contains(p.out.String(), want) {
 				t.Errorf("output does not say %q:\n%s", want, p.out.String())
+			}
+			// Cut short, narun up still shuts its NATS server down cleanly.
+			if tc.applet == "up" && !strings.Contains(p.out.String(), "Server Exiting") {
+				t.Errorf("embedded NATS server not shut down:\n%s", p.out.String())
 			}
 		})
 	}
+}
+
+func signalName(sig syscall.Signal) string {
+	if sig == syscall.SIGINT {
+		return "SIGINT"
+	}
+	return "SIGTERM"
 }

@@ -49,7 +49,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer closeConn(nc)
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
-			OnServing: func() { cli.NotifyReady(log) }})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c)})
 		if err != nil {
 			return err
 		}

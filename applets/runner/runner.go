@@ -71,6 +71,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		})
 		cli.NotifyReady(log)
 		log.Info("runner started", "node", r.NodeID(), "nats", cli.RedactURLs(rc.NATSURL), "data_dir", cfg.DataDir)
-		return r.Run(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		select {
+		case err := <-done:
+			return err
+		case <-cli.Hurried(c):
+			// The apps die with the runner (their parent-death signal).
+			return nil
+		}
 	})
 }

@@ -92,7 +92,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready.
 		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
-			OnServing: func() { cli.NotifyReady(log) }})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c)})
 		if err != nil {
 			return err
 		}
@@ -146,10 +146,18 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The stop takes as long as the apps' stop_timeout and the gateway's
 		// shutdown_timeout allow, as the README promises a service manager;
 		// an impatient operator (or a service manager's final SIGTERM after
-		// its own timeout) cuts it short (cli.Service returns at a second
-		// signal), and the apps die with narun (their parent-death signal).
+		// its own timeout) cuts it short, and the apps die with narun
+		// (their parent-death signal). The embedded NATS server is shut
+		// down cleanly either way, by the deferred Shutdown.
 		stopParts()
-		wg.Wait()
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-cli.Hurried(c):
+			log.Warn("second signal: not waiting for apps and in-flight requests")
+			return runErr
+		}
 		for {
 			select {
 			case err := <-errs:

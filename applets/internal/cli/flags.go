@@ -163,14 +163,14 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 	// seconds, and a gateway that only answers 503 must say why. The
 	// first connection's failure says only "no servers available"; the
 	// retries that follow say why (connection refused, a timeout).
-	var unreachableSince atomic.Int64
+	var lastUnreachableWarning atomic.Int64
 	unreachable := func(nc *nats.Conn, err error) {
 		if errors.Is(err, nats.ErrNoServers) {
 			return
 		}
 		now := time.Now().UnixNano()
-		last := unreachableSince.Load()
-		if last != 0 && time.Duration(now-last) < time.Minute || !unreachableSince.CompareAndSwap(last, now) {
+		last := lastUnreachableWarning.Load()
+		if last != 0 && time.Duration(now-last) < time.Minute || !lastUnreachableWarning.CompareAndSwap(last, now) {
 			return
 		}
 		log.Warn("nats not reachable, retrying", "servers", embednats.RedactURLs(strings.Join(nc.Servers(), ",")), "err", err)
@@ -178,7 +178,7 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 	connected := func(msg string) nats.ConnHandler {
 		return func(nc *nats.Conn) {
 			refused.Store(false)
-			unreachableSince.Store(0)
+			lastUnreachableWarning.Store(0)
 			// Not ConnectedUrlRedacted: it leaves a token readable.
 			log.Info(msg, "url", embednats.RedactURLs(nc.ConnectedUrl()))
 		}
@@ -224,9 +224,10 @@ var authErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAut
 // configuration under the flags, then calls run. When ctx ends, a service
 // manager that asked is told the applet is stopping; run calls
 // NotifyReady once it serves. A second SIGINT or SIGTERM while run is
-// stopping returns at once, without waiting for run: the process exits,
-// as an operator who signals twice, or a service manager whose stop
-// timeout passed, wants. The first line of usage is the summary the help
+// stopping closes Hurried(c): run stops waiting for apps and requests and
+// returns; Service returns as soon as it has, or after hurryBound, and
+// the process exits, as an operator who signals twice, or a service
+// manager whose stop timeout passed, wants. The first line of usage is the summary the help
 // shows after the name; the lines after it, if any, its DESCRIPTION.
 func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	summary, description, _ := strings.Cut(usage, "\n")
@@ -290,6 +291,8 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 			stopping()
 		}
 	}()
+	hurry := make(chan struct{})
+	c.Context = context.WithValue(c.Context, hurryKey{}, (<-chan struct{})(hurry))
 	done := make(chan error, 1)
 	go func() { done <- run(c, cfg, log) }()
 	select {
@@ -297,12 +300,35 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 		return err
 	case <-ctx.Done():
 	}
+	var sig os.Signal
 	select {
 	case err := <-done:
 		return err
-	case sig := <-again:
-		return fmt.Errorf("second %s: stopped at once, without waiting for the shutdown to finish", signalName(sig))
+	case sig = <-again:
 	}
+	close(hurry)
+	// What is left is quick and worth its time: an embedded NATS server
+	// shut down cleanly starts again without rebuilding its state.
+	t := time.NewTimer(hurryBound)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	return fmt.Errorf("second %s: stopped at once, without waiting for apps and requests", signalName(sig))
+}
+
+// hurryBound is how long a second signal leaves an applet to return.
+const hurryBound = 5 * time.Second
+
+type hurryKey struct{}
+
+// Hurried is closed when a second SIGINT or SIGTERM asks a stopping
+// applet to stop at once: it should stop waiting for apps and in-flight
+// requests, and return after what is quick (closing its NATS server).
+func Hurried(c *ucli.Context) <-chan struct{} {
+	ch, _ := c.Context.Value(hurryKey{}).(<-chan struct{})
+	return ch
 }
 
 // signalName is the name an operator sends a signal by.

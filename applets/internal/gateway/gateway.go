@@ -47,6 +47,10 @@ type Options struct {
 	OnListen func(name, addr string)
 	// OnServing, if set, is called once every listener is bound.
 	OnServing func()
+	// Hurry, when closed, cuts the drain at shutdown short: in-flight
+	// requests are dropped rather than waited for. nil: only
+	// shutdown_timeout bounds the drain.
+	Hurry <-chan struct{}
 	// NodeKeys are trusted while Config's trusted_keys is empty, at start
 	// and after every reload: narun up trusts its node key without a line
 	// in the file, and a reload of that file must not drop the key.
@@ -523,6 +527,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
+	if g.opts.Hurry != nil {
+		go func() {
+			select {
+			case <-g.opts.Hurry:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+	}
 	var sw sync.WaitGroup
 	for _, s := range servers {
 		sw.Go(func() {
