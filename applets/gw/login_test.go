@@ -1,7 +1,9 @@
 package gw_test
 
 import (
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,8 +55,25 @@ func TestLogSaysNATSIsUnreachable(t *testing.T) {
 	if !strings.Contains(logs, down) || !strings.Contains(logs, "connection refused") || strings.Contains(logs, "edge-secret") {
 		t.Errorf("want the server and the reason, without the password:\n%s", logs)
 	}
-	// nats.go tries again every two seconds.
-	time.Sleep(5 * time.Second)
+	// Something now listens there and hangs up on every attempt: once it
+	// has seen three, they must have added no line.
+	ln, err := net.Listen("tcp", down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var attempts atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			attempts.Add(1)
+			c.Close()
+		}
+	}()
+	testutil.Eventually(t, 30*time.Second, "three more attempts", func() bool { return attempts.Load() >= 3 })
 	if n := strings.Count(log.String(), "nats not reachable"); n != 1 {
 		t.Errorf("%d unreachable lines within seconds, want 1:\n%s", n, log.String())
 	}
