@@ -56,9 +56,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		cli.WarnUnusedCertificate(log, cfg.Gateway)
 		cli.OnSIGHUP(ctx, log, g.Reload)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
-		context.AfterFunc(ctx, func() {
+		// Only while it runs: a gateway that failed to start is not
+		// stopping when the process ends.
+		stopping := context.AfterFunc(ctx, func() {
 			log.Info("gateway stopping: in-flight requests get up to shutdown_timeout; a second SIGINT or SIGTERM stops at once")
 		})
+		defer stopping()
 		return g.Run(ctx)
 	})
 }

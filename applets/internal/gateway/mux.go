@@ -125,7 +125,10 @@ func (m *inboxMux) release(w *waiter) {
 	m.mu.Unlock()
 	for {
 		select {
-		case <-w.ch:
+		case msg := <-w.ch:
+			// Sent before the exchange ended, read after: answered as a
+			// late one is.
+			m.over(msg)
 			continue
 		default:
 		}

@@ -357,9 +357,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 					return
 				}
 				// The answer to HEAD has no body but tells the length
-				// of the one GET would get: the service's to say.
-				if r.Method != http.MethodHead || len(m.Data) > 0 || !validLength(w.Header()["Content-Length"]) {
+				// of the one GET would get: the service's to say, and
+				// when it says nothing, nothing is said (0 would be a
+				// claim about GET).
+				switch {
+				case r.Method != http.MethodHead || len(m.Data) > 0:
 					w.Header()["Content-Length"] = []string{strconv.Itoa(len(m.Data))}
+				case !validLength(w.Header()["Content-Length"]):
+					delete(w.Header(), "Content-Length")
 				}
 				w.WriteHeader(status)
 				n, _ := w.Write(m.Data)

@@ -210,9 +210,20 @@ func TestHeadOfAStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	replies := make(chan string, 1)
+	frameAnswers := make(chan string, 1)
 	_, err = nc.Subscribe("headstream", func(m *nats.Msg) {
 		replies <- m.Reply
 		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "Narun-Status": {"203"}}, Data: []byte("first part")})
+		// A service that streams on at once: its first frame may reach
+		// the gateway before the exchange ends, and must be answered.
+		go func() {
+			a, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte("more")}, 10*time.Second)
+			if err != nil {
+				frameAnswers <- err.Error()
+				return
+			}
+			frameAnswers <- a.Header.Get("Narun-Frame")
+		}()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -235,5 +246,8 @@ func TestHeadOfAStream(t *testing.T) {
 	}
 	if string(m.Data) != reply {
 		t.Errorf("cancel for %q, want the exchange %q", m.Data, reply)
+	}
+	if got := <-frameAnswers; got != "cancel" {
+		t.Errorf("the frame after the head was answered %q, want cancel", got)
 	}
 }
