@@ -28,16 +28,17 @@ type inboxMux struct {
 	waiters map[uint64]*waiter
 
 	// lost is closed when the connection to NATS has been down for
-	// lostGrace, and replaced: the exchanges in flight then will most
-	// likely never see their reply, which went to a server that no
-	// longer knows the gateway's inbox.
+	// grace, and replaced: the exchanges in flight then will most likely
+	// never see their reply, which went to a server that no longer knows
+	// the gateway's inbox.
 	lost atomic.Pointer[chan struct{}]
+	// grace is how long the connection may be down before the exchanges
+	// in flight give up: two of nats.go's reconnect attempts and a
+	// second (5 s by default), so that a server restarted at once, or
+	// another member of a cluster, is found again in time; a reply sent
+	// meanwhile may still come.
+	grace time.Duration
 }
-
-// lostGrace is how long the connection may be down before the exchanges
-// in flight give up. A gateway whose server went away finds another
-// member of a cluster at once; a reply sent meanwhile may still come.
-const lostGrace = 2 * time.Second
 
 // waiter receives the messages of one exchange. Flow control bounds what
 // the peer may send before the gateway answers, so the buffer is small.
@@ -52,7 +53,8 @@ type waiter struct {
 const waiterBuffer = 16
 
 func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
-	m := &inboxMux{nc: nc, prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{}}
+	m := &inboxMux{nc: nc, prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{},
+		grace: 2*nc.Opts.ReconnectWait + nc.Opts.ReconnectJitter + time.Second}
 	m.pool.New = func() any { return &waiter{ch: make(chan *nats.Msg, waiterBuffer)} }
 	lost := make(chan struct{})
 	m.lost.Store(&lost)
@@ -142,11 +144,11 @@ func (m *inboxMux) release(w *waiter) {
 func (m *inboxMux) connectionLost() <-chan struct{} { return *m.lost.Load() }
 
 // watchConnection ends the exchanges in flight when the connection has
-// been down for lostGrace, or is closed, until ctx is done.
+// been down for m.grace, or is closed, until ctx is done.
 func (m *inboxMux) watchConnection(ctx context.Context) {
 	changes := m.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	defer m.nc.RemoveStatusListener(changes)
-	grace := time.NewTimer(lostGrace)
+	grace := time.NewTimer(m.grace)
 	grace.Stop()
 	defer grace.Stop()
 	down := false
@@ -167,7 +169,7 @@ func (m *inboxMux) watchConnection(ctx context.Context) {
 				// handshake must not put the give-up off for ever.
 				if !down {
 					down = true
-					grace.Reset(lostGrace)
+					grace.Reset(m.grace)
 				}
 			}
 		case <-grace.C:

@@ -99,7 +99,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 // A request in flight when NATS goes away for good gets a 502 once the
-// connection has been down for lostGrace, not a 504 at the route's
+// connection has been down for its grace, not a 504 at the route's
 // timeout: its reply can no longer come.
 func TestNATSLostInFlight(t *testing.T) {
 	srv := natstest.Start(t)
@@ -138,6 +138,67 @@ func TestNATSLostInFlight(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("request in flight still waiting a minute after NATS went away")
+	}
+}
+
+// A NATS server restarted at once is found again within the grace: the
+// request in flight gets the reply its service sends after the restart.
+func TestNATSBackInTime(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
+	reconnecting := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	nc, err := nats.Connect("nats://"+addr, reconnecting...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	svc, err := nats.Connect("nats://"+addr, reconnecting...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "steady", Timeout: config.Duration(time.Minute)}), "")
+	got, release := make(chan struct{}), make(chan struct{})
+	serveOn(t, svc, consumerConfig("steady"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(got)
+		<-release
+		_, _ = io.WriteString(w, "still here")
+	}))
+	released := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(released)
+	type result struct {
+		code int
+		body string
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body := get(t, "http://"+r.addrs["http"]+"/x")
+		res <- result{code, body}
+	}()
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request never reached the service")
+	}
+	srv.Shutdown()
+	natstest.StartConfig(t, embednats.Config{Listen: addr})
+	// Cleanups run last first: the service's connection must close before
+	// this server does, or its drain waits for a server that is gone.
+	t.Cleanup(svc.Close)
+	testutil.Eventually(t, 20*time.Second, "both connections back", func() bool { return nc.IsConnected() && svc.IsConnected() })
+	// The new server has the gateway's inbox once it answered a ping
+	// sent after the subscriptions: a reply sent before that is lost.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	released()
+	select {
+	case rs := <-res:
+		if rs.code != http.StatusOK || rs.body != "still here" {
+			t.Errorf("request in flight across a quick restart: %d %q, want the reply", rs.code, rs.body)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("request still waiting a minute after the restart")
 	}
 }
 
