@@ -246,6 +246,7 @@ func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
 	}
 	s.q.handoff = make(chan job)
 	s.q.waiting = make(map[string]uint64)
+	s.q.early = make(map[string]time.Time)
 	return s
 }
 
@@ -351,6 +352,11 @@ func (s *server) dispatch(m *nats.Msg) {
 	j := job{m: m, arrived: time.Now()}
 	q := &s.q
 	q.mu.Lock()
+	if q.cancelled(m.Reply) {
+		q.mu.Unlock()
+		s.record(0, "cancelled before it arrived")
+		return
+	}
 	switch {
 	case q.idle > 0:
 		// That worker is on its way to receive: the send waits only
@@ -411,7 +417,7 @@ func (s *server) cancel(m *nats.Msg) {
 		c()
 		return
 	}
-	if s.q.cancel(reply) {
+	if s.q.cancel(reply, time.Now()) {
 		s.record(0, "cancelled while waiting for a worker")
 	}
 }

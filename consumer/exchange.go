@@ -214,6 +214,19 @@ func (s *server) serve(j job) {
 	s.mu.Lock()
 	s.inflight[reply] = cancel
 	s.mu.Unlock()
+	// A cancel that came after the queue let go of the request and
+	// before it was registered above was kept: take it now.
+	s.q.mu.Lock()
+	gone := s.q.cancelled(reply)
+	s.q.mu.Unlock()
+	if gone {
+		cancel()
+		s.mu.Lock()
+		delete(s.inflight, reply)
+		s.mu.Unlock()
+		s.record(time.Since(start), "cancelled before its handler started")
+		return
+	}
 	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize(), head: r.Method == http.MethodHead}
 	errText := w.run(r)
 	cancel()

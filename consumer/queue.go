@@ -28,7 +28,25 @@ type queue struct {
 	// idle is how many workers wait on handoff and were not given a job.
 	idle    int
 	workers int
+	// early are cancels that matched no request: a cancel may overtake
+	// its request (the two come on different subscriptions), or land
+	// after a worker took the request and before its handler is
+	// registered. Each is kept for earlyFor, in arrival order in
+	// earlyOrder.
+	early      map[string]time.Time
+	earlyOrder []earlyCancel
 }
+
+type earlyCancel struct {
+	reply string
+	at    time.Time
+}
+
+// earlyFor is how long a cancel that matched nothing is kept. A cancel
+// that overtook its request is matched within moments; every instance
+// also hears the cancels of requests other instances served, which are
+// never matched, so a few seconds bound the memory they take.
+const earlyFor = 5 * time.Second
 
 // job is a request as it arrived; a nil m is a job cancelled while queued.
 type job struct {
@@ -79,15 +97,46 @@ func (q *queue) compact() {
 }
 
 // cancel drops the queued job whose reply subject is reply; false if
-// none waits.
-func (q *queue) cancel(reply string) bool {
+// none waits, and the cancel is then kept for a request that comes later.
+func (q *queue) cancel(reply string, now time.Time) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	seq, ok := q.waiting[reply]
 	if !ok {
+		q.remember(reply, now)
 		return false
 	}
 	delete(q.waiting, reply)
 	q.jobs[seq-q.base].m = nil
+	return true
+}
+
+// remember keeps an unmatched cancel, and forgets those past earlyFor;
+// q.mu must be held.
+func (q *queue) remember(reply string, now time.Time) {
+	for len(q.earlyOrder) > 0 && now.Sub(q.earlyOrder[0].at) > earlyFor {
+		old := q.earlyOrder[0]
+		if q.early[old.reply] == old.at {
+			delete(q.early, old.reply)
+		}
+		q.earlyOrder[0] = earlyCancel{}
+		q.earlyOrder = q.earlyOrder[1:]
+	}
+	if len(q.earlyOrder) == 0 {
+		q.earlyOrder = nil
+	}
+	q.early[reply] = now
+	q.earlyOrder = append(q.earlyOrder, earlyCancel{reply, now})
+}
+
+// cancelled takes a kept cancel for reply; q.mu must be held.
+func (q *queue) cancelled(reply string) bool {
+	if len(q.early) == 0 {
+		return false
+	}
+	if _, ok := q.early[reply]; !ok {
+		return false
+	}
+	delete(q.early, reply)
 	return true
 }

@@ -87,6 +87,32 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 	if handled.Load() != 1 || st.NumErrors != 1 || st.LastError != "cancelled while waiting for a worker" {
 		t.Errorf("handler ran %d times, stats %+v: want once, and the cancelled request as an error", handled.Load(), st)
 	}
+
+	// A cancel that overtakes its request (they come on two
+	// subscriptions) is kept, and the request dropped when it comes.
+	if err := nc.Publish(CancelSubject("queued"), []byte(inbox+".overtaken")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the cancel kept", func() bool {
+		s.q.mu.Lock()
+		defer s.q.mu.Unlock()
+		_, ok := s.q.early[inbox+".overtaken"]
+		return ok
+	})
+	if err := nc.PublishMsg(&nats.Msg{Subject: "queued", Reply: inbox + ".overtaken"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the overtaken request counted", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.stats.NumRequests == 3
+	})
+	s.mu.Lock()
+	st = s.stats
+	s.mu.Unlock()
+	if handled.Load() != 1 || st.NumErrors != 2 || st.LastError != "cancelled before it arrived" {
+		t.Errorf("handler ran %d times, stats %+v: want once, and the overtaken request as an error", handled.Load(), st)
+	}
 }
 
 // A request's time runs from when it arrived, not from when a worker took
@@ -106,7 +132,7 @@ func TestTimeoutRunsFromArrival(t *testing.T) {
 // The queue keeps the jobs in order, takes out a cancelled one, and
 // does not grow without end while it never empties.
 func TestQueueOrderCancelAndCompaction(t *testing.T) {
-	q := queue{waiting: map[string]uint64{}}
+	q := queue{waiting: map[string]uint64{}, early: map[string]time.Time{}}
 	push := func(reply string) { q.push(job{m: &nats.Msg{Reply: reply}}) }
 	pop := func() string {
 		j, ok := q.pop()
@@ -118,7 +144,8 @@ func TestQueueOrderCancelAndCompaction(t *testing.T) {
 	push("a")
 	push("b")
 	push("c")
-	if !q.cancel("b") || q.cancel("b") || q.cancel("x") {
+	now := time.Now()
+	if !q.cancel("b", now) || q.cancel("b", now) || q.cancel("x", now) {
 		t.Error("cancel: want true once for a queued job, then false")
 	}
 	if got := pop() + pop() + pop(); got != "ac" {
@@ -136,7 +163,24 @@ func TestQueueOrderCancelAndCompaction(t *testing.T) {
 	if c := cap(q.jobs); c > 1000 || len(q.waiting) != 10 {
 		t.Errorf("after 100000 jobs through a queue of 10: capacity %d, %d waiting", c, len(q.waiting))
 	}
-	if !q.cancel("n99995") {
+	if !q.cancel("n99995", now) {
 		t.Error("a job queued after compaction cannot be cancelled")
+	}
+}
+
+// Cancels that match nothing are forgotten after earlyFor: every
+// instance hears the cancels of the requests others served.
+func TestUnmatchedCancelsAreForgotten(t *testing.T) {
+	q := queue{waiting: map[string]uint64{}, early: map[string]time.Time{}}
+	start := time.Now()
+	for i := range 1000 {
+		q.cancel("old"+strconv.Itoa(i), start)
+	}
+	q.cancel("new", start.Add(earlyFor+time.Second))
+	if len(q.early) != 1 || len(q.earlyOrder) != 1 {
+		t.Errorf("%d cancels kept (%d in order), want only the recent one", len(q.early), len(q.earlyOrder))
+	}
+	if !q.cancelled("new") || q.cancelled("new") {
+		t.Error("a kept cancel must be taken once")
 	}
 }
