@@ -520,7 +520,8 @@ func TestResponseController(t *testing.T) {
 // once, not a 504 at the route's timeout; streamed or not.
 func TestResponseHeadTooLarge(t *testing.T) {
 	huge := strings.Repeat("x", 2<<20)
-	_, nc, _ := start(t, consumer.Config{Name: "huge"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	reported := make(chan error, 10)
+	_, nc, _ := start(t, consumer.Config{Name: "huge", ErrorHandler: func(err error) { reported <- err }}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Huge", huge)
 		_, _ = w.Write([]byte("body"))
 		if r.URL.Path == "/flushed" {
@@ -534,6 +535,14 @@ func TestResponseHeadTooLarge(t *testing.T) {
 		}
 		if got := m.Header.Get(consumer.HeaderServiceErrorCode); got != "500" {
 			t.Errorf("%s: error code %q, want 500", path, got)
+		}
+		select {
+		case err := <-reported:
+			if !strings.Contains(err.Error(), "maximum payload exceeded") {
+				t.Errorf("%s: reported %v", path, err)
+			}
+		default:
+			t.Errorf("%s: the failure was not reported to the ErrorHandler", path)
 		}
 	}
 }

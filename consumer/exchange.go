@@ -307,6 +307,11 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if w.head {
+		if _, typed := w.sent["Content-Type"]; !typed && w.headLen == 0 && len(p) > 0 {
+			// What the gateway's net/http writer would guess from the
+			// body GET gets; HEAD sends none for it to guess from.
+			w.sent["Content-Type"] = []string{http.DetectContentType(p)}
+		}
 		w.headLen += len(p)
 		return len(p), nil
 	}
@@ -428,15 +433,33 @@ func (w *responseWriter) startStream() {
 	}
 	w.ackSub = sub
 	w.streaming = true
-	n := min(len(w.buf), w.chunk)
 	m := w.streamHead()
+	// The head's headers may take more than the room a chunk leaves them:
+	// the first part of the body is then smaller, and the rest follows.
+	n := min(len(w.buf), w.chunk)
+	if mp := int(w.s.nc.MaxPayload()); mp > 0 {
+		n = max(0, min(n, mp-headerSize(m.Header)))
+	}
 	m.Data = w.buf[:n]
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response head: %w", err)
+		w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
 		w.s.respondError(w.reply, http.StatusInternalServerError, "the response could not be sent")
 		return
 	}
 	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+}
+
+// headerSize is how many bytes h takes in a NATS message, as nats.go
+// writes it.
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
 }
 
 func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Header) {

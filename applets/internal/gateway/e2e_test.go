@@ -524,6 +524,8 @@ func TestHeadContentLength(t *testing.T) {
 			// Larger than a message, no length set: net/http's server
 			// discards a HEAD body and tells its length.
 			_, _ = w.Write(big)
+		case "/text":
+			_, _ = io.WriteString(w, "plain words, no type set\n")
 		case "/events":
 			// A stream that ends when the client goes.
 			for r.Context().Err() == nil {
@@ -540,6 +542,7 @@ func TestHeadContentLength(t *testing.T) {
 		{"HEAD", "/bad", ""},
 		{"HEAD", "/big", strconv.Itoa(len(big))},
 		{"HEAD", "/events", ""},
+		{"HEAD", "/text", "25"},
 	} {
 		req, _ := http.NewRequest(tc.method, e.hs.URL+tc.path, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -550,18 +553,22 @@ func TestHeadContentLength(t *testing.T) {
 		if got := resp.Header.Get("Content-Length"); resp.StatusCode != 200 || got != tc.want {
 			t.Errorf("%s %s: %d with Content-Length %q, want 200 with %q", tc.method, tc.path, resp.StatusCode, got, tc.want)
 		}
+		// The type GET's body would be given, guessed as for GET.
+		if ct := resp.Header.Get("Content-Type"); tc.path == "/text" && ct != "text/plain; charset=utf-8" {
+			t.Errorf("%s %s: Content-Type %q, want the one guessed for GET", tc.method, tc.path, ct)
+		}
 	}
 	// None of the HEAD answers is an error of the service's; a request is
 	// counted once its reply went.
 	nc := natsConn(t, e)
 	var stats []byte
-	testutil.Eventually(t, 10*time.Second, "the 5 requests counted", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the 6 requests counted", func() bool {
 		m, err := nc.Request("$SRV.STATS.files", nil, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		stats = m.Data
-		return strings.Contains(string(stats), `"num_requests":5,`)
+		return strings.Contains(string(stats), `"num_requests":6,`)
 	})
 	if !strings.Contains(string(stats), `"num_errors":0`) {
 		t.Errorf("HEAD requests counted as errors: %s", stats)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,5 +250,29 @@ func TestHeadOfAStream(t *testing.T) {
 	}
 	if got := <-frameAnswers; got != "cancel" {
 		t.Errorf("the frame after the head was answered %q, want cancel", got)
+	}
+}
+
+// A response head with more headers than the room a message chunk leaves
+// them still goes out: its first part of the body is smaller.
+func TestLargeHeadWithLargeBody(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "bighead"}))
+	header := strings.Repeat("h", 70<<10)
+	body := randomBytes(2<<20, 5)
+	e.serve(t, "bighead", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Large", header)
+		_, _ = w.Write(body)
+	}))
+	resp, err := http.Get(e.hs.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("X-Large") != header || digest(got) != digest(body) {
+		t.Errorf("status %d, header of %d bytes, body of %d bytes: want 200 and both whole", resp.StatusCode, len(resp.Header.Get("X-Large")), len(got))
 	}
 }
