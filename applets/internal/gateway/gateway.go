@@ -47,6 +47,10 @@ type Options struct {
 	OnListen func(name, addr string)
 	// OnServing, if set, is called once every listener is bound.
 	OnServing func()
+	// WholeFile says the process runs every part of the configuration
+	// file (narun up): a reload then names changes to [nats], [runner] and
+	// data_dir as needing a restart too.
+	WholeFile bool
 	// Hurry, when closed, cuts the drain at shutdown short: in-flight
 	// requests are dropped rather than waited for. nil: only
 	// shutdown_timeout bounds the drain.
@@ -83,9 +87,10 @@ type Gateway struct {
 	cert       atomic.Pointer[tls.Certificate]
 	certStamp  string
 	fileStamp  string
-	// restartOnly are the file's settings a reload cannot apply, as the
-	// file last said them.
-	restartOnly map[string]string
+	// started are the file's settings a reload cannot apply, as the
+	// file said them at start; warned, those of them a reload warned of
+	// since, with the value it warned of.
+	started, warned map[string]string
 	// routeLines are the lines of the file's [[gateway.routes]] entries,
 	// for errors; nil when they cannot be placed.
 	routeLines []int
@@ -127,7 +132,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.opts.ConfigPath != "" {
 		g.fileStamp = stamp(g.opts.ConfigPath)
 		if f, lines, err := readConfigFile(g.opts.ConfigPath); err == nil {
-			g.restartOnly = restartOnly(f)
+			g.started = g.restartOnly(f)
 			g.routeLines = placed(lines, opts.Config.Routes)
 		}
 	}
@@ -269,14 +274,19 @@ func (g *Gateway) Reload() error {
 	}
 	g.signatures = signatures
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
-	now := restartOnly(f)
+	// Each change is said once, and a change undone needs no restart.
 	var changed []string
-	for k, v := range now {
-		if g.restartOnly != nil && g.restartOnly[k] != v {
+	pending := map[string]string{}
+	for k, v := range g.restartOnly(f) {
+		if g.started == nil || g.started[k] == v {
+			continue
+		}
+		pending[k] = v
+		if w, ok := g.warned[k]; !ok || w != v {
 			changed = append(changed, k)
 		}
 	}
-	g.restartOnly = now
+	g.warned = pending
 	if len(changed) > 0 {
 		slices.Sort(changed)
 		g.log.Warn("configuration changed where a reload cannot apply it: the change takes effect at the next start", "file", g.opts.ConfigPath, "keys", strings.Join(changed, ", "))
@@ -308,21 +318,30 @@ func placed(lines []int, routes []config.Route) []int {
 }
 
 // restartOnly are the settings of a configuration file that a reload
-// cannot apply: listeners, the NATS login and logging are set up once,
-// and the drain's bound is read when the gateway starts.
-func restartOnly(f config.File) map[string]string {
+// cannot apply: listeners and logging are set up once, and the drain's
+// bound is read when the gateway starts. A gateway of its own also has
+// its NATS login; one inside narun up has none (it is connected in
+// process), but the file's other parts, which nothing reloads.
+func (g *Gateway) restartOnly(f config.File) map[string]string {
 	gw := f.Gateway
-	return map[string]string{
+	keys := map[string]string{
 		"gateway.listen":           gw.Listen,
 		"gateway.admin_listen":     gw.AdminListen,
 		"gateway.tls.listen":       gw.TLS.Listen,
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
-		"gateway.nats_url":         gw.NATSURL,
-		"gateway.nats_creds":       gw.NATSCreds,
-		"gateway.nats_nkey":        gw.NATSNkey,
 		"log_level":                f.LogLevel,
 		"log_format":               f.LogFormat,
 	}
+	if g.opts.WholeFile {
+		keys["data_dir"] = f.DataDir
+		keys["nats"] = fmt.Sprintf("%+v", f.NATS)
+		keys["runner"] = fmt.Sprintf("%+v", f.Runner)
+	} else {
+		keys["gateway.nats_url"] = gw.NATSURL
+		keys["gateway.nats_creds"] = gw.NATSCreds
+		keys["gateway.nats_nkey"] = gw.NATSNkey
+	}
+	return keys
 }
 
 // trustedKeys makes the verifier of the narun-routes entries: cfg's

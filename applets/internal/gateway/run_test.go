@@ -370,12 +370,37 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	if rt, _, _ := r.gw.table.Load().match("", "/b", "GET"); rt == nil || rt.timeout != 6*time.Second {
 		t.Errorf("route /b with the new timeout not applied: %+v", rt)
 	}
-	// Said once: a reload with nothing new says nothing more.
+	// Said once: a reload with nothing new says nothing more, nor does
+	// one that undoes the change.
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "[gateway]\nlisten = \":8080\"\ntimeout = \"6s\"\n[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n")
 	if err := r.gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(logs.String(), "reload cannot apply"); n != 1 {
-		t.Errorf("%d warnings after two reloads of one change, want 1:\n%s", n, logs.String())
+		t.Errorf("%d warnings after a change, the same again and its undoing, want 1:\n%s", n, logs.String())
+	}
+
+	// Inside narun up the whole file is the process's: its other parts
+	// need a restart too, and the gateway's NATS login is not used.
+	var upLogs testutil.LogBuffer
+	f, _, err = readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path, WholeFile: true, Logger: slog.New(slog.NewTextHandler(&upLogs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.mux.close)
+	writeFile(t, path, "[nats]\nlisten = \"127.0.0.1:4333\"\n[gateway]\nnats_url = \"nats://elsewhere:4222\"\nlisten = \":8080\"\ntimeout = \"6s\"\n[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n")
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "keys=nats\n"; !strings.Contains(upLogs.String(), want) {
+		t.Errorf("narun up's reload log lacks %s:\n%s", want, upLogs.String())
 	}
 }
 
