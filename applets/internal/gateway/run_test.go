@@ -116,20 +116,7 @@ func TestNATSLostInFlight(t *testing.T) {
 		<-release
 	}))
 	t.Cleanup(func() { close(release) })
-	type result struct {
-		code int
-		body string
-	}
-	res := make(chan result, 1)
-	go func() {
-		code, body := get(t, "http://"+r.addrs["http"]+"/x")
-		res <- result{code, body}
-	}()
-	select {
-	case <-got:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the request never reached the service")
-	}
+	res := inFlight(t, "http://"+r.addrs["http"]+"/x", got)
 	srv.Shutdown()
 	select {
 	case rs := <-res:
@@ -166,20 +153,7 @@ func TestNATSBackInTime(t *testing.T) {
 	}))
 	released := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(released)
-	type result struct {
-		code int
-		body string
-	}
-	res := make(chan result, 1)
-	go func() {
-		code, body := get(t, "http://"+r.addrs["http"]+"/x")
-		res <- result{code, body}
-	}()
-	select {
-	case <-got:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the request never reached the service")
-	}
+	res := inFlight(t, "http://"+r.addrs["http"]+"/x", got)
 	srv.Shutdown()
 	natstest.StartConfig(t, embednats.Config{Listen: addr})
 	// Cleanups run last first: the service's connection must close before
@@ -200,6 +174,28 @@ func TestNATSBackInTime(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("request still waiting a minute after the restart")
 	}
+}
+
+type result struct {
+	code int
+	body string
+}
+
+// inFlight sends a GET to url and returns once its service signalled on
+// got that it has the request; the response comes on the channel.
+func inFlight(t *testing.T, url string, got <-chan struct{}) <-chan result {
+	t.Helper()
+	res := make(chan result, 1)
+	go func() {
+		code, body := get(t, url)
+		res <- result{code, body}
+	}()
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request never reached the service")
+	}
+	return res
 }
 
 func TestNATSDownAtStart(t *testing.T) {
