@@ -216,10 +216,7 @@ func (s *server) serve(j job) {
 	s.mu.Unlock()
 	// A cancel that came after the queue let go of the request and
 	// before it was registered above was kept: take it now.
-	s.q.mu.Lock()
-	gone := s.q.cancelled(reply)
-	s.q.mu.Unlock()
-	if gone {
+	if s.q.takeEarly(reply) {
 		cancel()
 		s.mu.Lock()
 		delete(s.inflight, reply)
@@ -383,8 +380,9 @@ func inResponseHead(k string) bool {
 	return !IsReserved(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix)
 }
 
-// streamHead is the head of a streamed response. It copies the header map:
-// the handler is still running and may change it.
+// streamHead is the head of a streamed response. It copies the header as
+// sent rather than filtering it in place: trailers() reads its Trailer
+// declaration when the response ends.
 func (w *responseWriter) streamHead() *nats.Msg {
 	h := make(nats.Header, len(w.sent)+2)
 	for k, v := range w.sent {

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,9 @@ type queue struct {
 	// earlyOrder.
 	early      map[string]time.Time
 	earlyOrder []earlyCancel
+	// earlyCount is len(early), read without q.mu: serve looks for a kept
+	// cancel only when there is one, not on every request.
+	earlyCount atomic.Int32
 }
 
 type earlyCancel struct {
@@ -127,6 +131,7 @@ func (q *queue) remember(reply string, now time.Time) {
 	}
 	q.early[reply] = now
 	q.earlyOrder = append(q.earlyOrder, earlyCancel{reply, now})
+	q.earlyCount.Store(int32(len(q.early)))
 }
 
 // cancelled takes a kept cancel for reply; q.mu must be held.
@@ -138,5 +143,17 @@ func (q *queue) cancelled(reply string) bool {
 		return false
 	}
 	delete(q.early, reply)
+	q.earlyCount.Store(int32(len(q.early)))
 	return true
+}
+
+// takeEarly takes a kept cancel for reply, locking q.mu only when one is
+// kept at all.
+func (q *queue) takeEarly(reply string) bool {
+	if q.earlyCount.Load() == 0 {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cancelled(reply)
 }
