@@ -304,8 +304,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeError].Add(1)
 			if headSeen {
-				g.log.Warn("response aborted: connection to NATS lost", "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
-				panic(http.ErrAbortHandler)
+				g.abort(rt, rid, "connection to NATS lost")
 			}
 			g.failLogged(w, ex, rt, http.StatusBadGateway, "connection to NATS lost before the reply", "", rid)
 			return
@@ -313,8 +312,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeTimeout].Add(1)
 			if headSeen {
-				g.log.Warn("response aborted: not finished within the route's timeout", "timeout", rt.timeout, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
-				panic(http.ErrAbortHandler)
+				g.abort(rt, rid, "not finished within the route's timeout of "+rt.timeout.String())
 			}
 			g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
 			return
@@ -598,8 +596,7 @@ func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, 
 	g.metrics.outcomes[outcomeMalformed].Add(1)
 	g.cancel(rt, wt)
 	if headSeen {
-		g.log.Warn("response aborted: malformed reply", "route", rt.label, "service", rt.cfg.Service, "request_id", rid, "why", why)
-		panic(http.ErrAbortHandler)
+		g.abort(rt, rid, "malformed reply: "+why)
 	}
 	g.failLogged(w, ex, rt, http.StatusBadGateway, "malformed reply: "+why, "", rid)
 }
@@ -615,6 +612,13 @@ func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, rt *route, err 
 		return
 	}
 	g.failLogged(w, ex, rt, http.StatusBadRequest, "read request body: "+err.Error(), "", rid)
+}
+
+// abort cuts a response whose head is out, the only way left to tell the
+// client it is incomplete, and logs why.
+func (g *Gateway) abort(rt *route, rid, why string) {
+	g.log.Warn("response aborted", "reason", why, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+	panic(http.ErrAbortHandler)
 }
 
 // failLogged answers with an error the gateway made for a routed request,
