@@ -39,21 +39,19 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		logging, closeConn := cli.ClientLogging(log)
-		opts = append(opts, logging...)
+		opts = append(opts, cli.NATSLogging(log)...)
 		// RetryOnFailedConnect makes this succeed with NATS down: the
 		// gateway serves 503 until the connection comes up.
 		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(cfg.Gateway.NATSURL), cli.RedactError(err))
 		}
-		defer closeConn(nc)
+		defer nc.Close()
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
 			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c)})
 		if err != nil {
 			return err
 		}
-		cli.WarnUnusedCertificate(log, cfg.Gateway)
 		cli.OnSIGHUP(ctx, log, g.Reload)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
 		// Only while it runs: a gateway that failed to start is not

@@ -42,13 +42,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		logging, closeConn := cli.ClientLogging(log)
-		opts = append(opts, logging...)
+		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := nats.Connect(rc.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(rc.NATSURL), cli.RedactError(err))
 		}
-		defer closeConn(nc)
+		defer nc.Close()
 		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log})
 		if err != nil {
 			return err

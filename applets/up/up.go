@@ -61,18 +61,16 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer srv.Shutdown()
 
-		gwLogging, closeGW := cli.ClientLogging(log.With("part", "gateway"))
-		gwConn, err := srv.Connect(append(gwLogging, nats.Name("narun-gateway"))...)
+		gwConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "gateway")), nats.Name("narun-gateway"))...)
 		if err != nil {
 			return err
 		}
-		defer closeGW(gwConn)
-		runnerLogging, closeRunner := cli.ClientLogging(log.With("part", "runner"))
-		runnerConn, err := srv.Connect(append(runnerLogging, nats.Name("narun-runner"))...)
+		defer gwConn.Close()
+		runnerConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "runner")), nats.Name("narun-runner"))...)
 		if err != nil {
 			return err
 		}
-		defer closeRunner(runnerConn)
+		defer runnerConn.Close()
 		var nodeKeys []string
 		var nodeKeyFile string
 		if nk != nil {
@@ -96,7 +94,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		cli.WarnUnusedCertificate(log.With("part", "gateway"), cfg.Gateway)
 		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner"),
 			SigningKeyFile: nodeKeyFile})
 		if err != nil {

@@ -179,8 +179,16 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		return func(nc *nats.Conn) {
 			refused.Store(false)
 			lastUnreachableWarning.Store(0)
+			// nats.go runs this on a goroutine of its own, which may come
+			// after the applet closed the connection (a configuration
+			// refused right after connecting): then there is nothing to
+			// say, and no url to say it with.
+			url := nc.ConnectedUrl()
+			if url == "" {
+				return
+			}
 			// Not ConnectedUrlRedacted: it leaves a token readable.
-			log.Info(msg, "url", embednats.RedactURLs(nc.ConnectedUrl()))
+			log.Info(msg, "url", embednats.RedactURLs(url))
 		}
 	}
 	return []nats.Option{

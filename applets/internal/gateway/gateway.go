@@ -490,6 +490,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if c.TLS.Cert != "" && c.TLS.Listen == "" {
+		g.log.Warn("gateway tls: cert and key are loaded but no TLS listener is configured (gateway.tls.listen is empty), so HTTPS is off",
+			"cert", c.TLS.Cert)
+	}
 	if c.TLS.Cert != "" && c.TLS.Listen != "" {
 		p := new(http.Protocols)
 		p.SetHTTP1(true)
