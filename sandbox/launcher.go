@@ -125,8 +125,8 @@ type launcher struct {
 }
 
 // setup runs every step that needs root, in the order that keeps each
-// possible: mounts and listeners first, then cgroups, then dropping
-// capabilities, and Landlock last.
+// possible: mounts and listeners first, then cgroups, then the host's
+// mounts made read-only, then dropping capabilities, and Landlock last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
@@ -145,6 +145,9 @@ func (l *launcher) setup() (string, error) {
 	}
 	if err := l.enterCgroup(); err != nil {
 		return "cgroup", err
+	}
+	if err := readOnlyMounts(cfg); err != nil {
+		return "mount", err
 	}
 	if err := dropPrivileges(); err != nil {
 		return "privileges", err
@@ -218,7 +221,8 @@ func startBridges(cfg *Config) error {
 // forks steps into the app's cgroups for the fork and back out after
 // it; moving one thread, not the process, keeps the launcher's other
 // threads from counting against the app's pids.max. The files are
-// opened now because Landlock will not allow opening them later.
+// opened now because Landlock will not allow opening them later, and
+// through detached mounts because the sandbox's own are made read-only.
 func (l *launcher) enterCgroup() error {
 	l.cgroupFD = -1
 	if l.plan == nil {
@@ -253,12 +257,12 @@ func (l *launcher) enterCgroup() error {
 		}
 		// The hierarchy's mount is dir minus the instance's relative path.
 		mnt := strings.TrimSuffix(dir, "/"+l.cfg.cgroupPath())
-		home, err := os.OpenFile(filepath.Join(mnt, rel, "tasks"), os.O_WRONLY, 0)
+		home, err := openThroughClone(filepath.Join(mnt, rel), "tasks")
 		if err != nil {
 			return fmt.Errorf("open own %s cgroup: %w", c, err)
 		}
 		l.homeV1 = append(l.homeV1, home)
-		app, err := os.OpenFile(filepath.Join(dir, "tasks"), os.O_WRONLY, 0)
+		app, err := openThroughClone(dir, "tasks")
 		if err != nil {
 			return fmt.Errorf("open app's %s cgroup: %w", c, err)
 		}

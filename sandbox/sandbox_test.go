@@ -226,6 +226,12 @@ func TestEscapeCatalogue(t *testing.T) {
 	defer ln.Close()
 	hostPort := ln.Addr().String()
 	outside := filepath.Join(base, "outside.txt")
+	// Root's own file: as uid 0 only Landlock or the mount stands
+	// between the app and chmod, and Landlock does not handle chmod.
+	rootsFile := filepath.Join(base, "roots-file")
+	if err := os.WriteFile(rootsFile, []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	notAllowed := "/usr/bin/true"
 	if _, err := os.Stat(notAllowed); err != nil {
 		notAllowed = "/bin/sh"
@@ -263,6 +269,7 @@ func TestEscapeCatalogue(t *testing.T) {
 		{"kill-host-process", []string{"kill0", strconv.Itoa(os.Getpid())}, "", true, 0},
 		{"raw-socket", []string{"rawsock"}, "", true, 0},
 		{"mount", []string{"mount", "/mnt"}, "", true, 0},
+		{"chmod-outside", []string{"chmod", rootsFile}, "", true, 0},
 		{"become-root", []string{"setuid"}, "", false, 0},
 		{"connect-other-port", []string{"connect", hostPort}, NetworkNone, true, 0},
 		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true, 0},
@@ -300,6 +307,9 @@ func TestEscapeCatalogue(t *testing.T) {
 	if _, err := os.Stat(outside); err == nil {
 		t.Errorf("%s was written", outside)
 	}
+	if fi, err := os.Stat(rootsFile); err != nil || fi.Mode() != 0o600 {
+		t.Errorf("%s: mode %v (%v), want it left at 0600", rootsFile, fi.Mode(), err)
+	}
 }
 
 // TestCatalogueControl shows the escape helper does succeed where the
@@ -333,6 +343,63 @@ func TestCatalogueControl(t *testing.T) {
 				t.Fatalf("allowed access failed: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// The host's mounts are read-only inside the sandbox but for what the app
+// may write, since Landlock leaves chmod to file permissions (see
+// TestEscapeCatalogue/chmod-outside-as-root). What is granted stays
+// writable, mounts below a granted directory included, unless they were
+// read-only on the host.
+func TestWritableOnlyWhereGranted(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t)
+	granted := filepath.Join(cfg.Dir, "granted")
+	for _, d := range []string{"sub", "ro"} {
+		if err := os.MkdirAll(filepath.Join(granted, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d, flags := range map[string]uintptr{"sub": 0, "ro": unix.MS_RDONLY} {
+		p := filepath.Join(granted, d)
+		if err := unix.Mount("tmpfs", p, "tmpfs", flags, "mode=0755"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(p, unix.MNT_DETACH) })
+	}
+	// Granted through a symbolic link: the mounts below are found all the same.
+	link := filepath.Join(cfg.Dir, "granted-link")
+	if err := os.Symlink(granted, link); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	data := filepath.Join(cfg.Dir, "data")
+	tests := []struct {
+		args    []string
+		escaped bool
+	}{
+		{[]string{"write", filepath.Join(data, "f")}, true},
+		{[]string{"chmod", filepath.Join(data, "f")}, true},
+		{[]string{"write", filepath.Join(granted, "f")}, true},
+		{[]string{"write", filepath.Join(granted, "sub", "f")}, true},
+		{[]string{"write", "/dev/null"}, true},
+		{[]string{"write", filepath.Join(granted, "ro", "f")}, false},
+		{[]string{"chmod", helper}, false},
+		{[]string{"chmod", cfg.Dir}, false},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := cfg
+			c.Args = append([]string{"escape"}, tc.args...)
+			c.UID, c.GID, c.AllowRoot = 0, 0, true
+			c.Landlock.Paths = []Path{{Path: link, Access: "rw"}}
+			out, err := runSandbox(t, c)
+			if escaped := err == nil && strings.Contains(out, "ESCAPED"); escaped != tc.escaped {
+				t.Fatalf("succeeded: %v, want %v (%v)\n%s", escaped, tc.escaped, err, out)
+			}
+		})
+	}
+	if fi, err := os.Stat(helper); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("%s: mode %v (%v), want it left at 0755", helper, fi.Mode(), err)
 	}
 }
 
