@@ -149,6 +149,9 @@ func (l *launcher) setup() (string, error) {
 	if err := readOnlyMounts(cfg); err != nil {
 		return "mount", err
 	}
+	if err := enterOwnRoot(cfg); err != nil {
+		return "mount", err
+	}
 	if err := dropPrivileges(); err != nil {
 		return "privileges", err
 	}
@@ -179,6 +182,51 @@ func setupMounts(cfg *Config) error {
 		}
 	}
 	return nil
+}
+
+// appRootCandidates are where the launcher may mount the sandbox's root:
+// top directories every system has, one of which no Landlock rule names.
+var appRootCandidates = []string{"/sys", "/dev", "/mnt", "/media", "/srv", "/opt", "/boot", "/home", "/var"}
+
+// enterOwnRoot binds the sandbox's tree, read-only mounts and all, onto a
+// top directory and chroots the launcher there, and so the app. Both see
+// the same paths as before, and Landlock rules follow the files whatever
+// the path; but the kernel refuses a user namespace to a process whose
+// root is not its mount namespace's. Without that, the app could create
+// one and hold every capability in it: not over the host, but over a
+// network namespace of its own, where nf_tables and the rest of the
+// kernel's network configuration, a frequent source of privilege
+// escalations, are open to it.
+//
+// Landlock walks a path up past the root, through the directory the tree
+// is mounted on and that directory's parents: a rule on one of them would
+// cover every file. So the directory is one no rule names, and its only
+// parent is /, a rule on which covers every file anyway.
+func enterOwnRoot(cfg *Config) error {
+	ruled := map[[2]uint64]bool{}
+	for _, p := range append(landlockPaths(cfg), cfg.Landlock.Paths...) {
+		var st unix.Stat_t
+		if unix.Stat(p.Path, &st) == nil {
+			ruled[[2]uint64{st.Dev, st.Ino}] = true
+		}
+	}
+	for _, dir := range appRootCandidates {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || ruled[[2]uint64{st.Dev, st.Ino}] {
+			continue
+		}
+		if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind the sandbox's root on %s: %w", dir, err)
+		}
+		if err := unix.Chroot(dir); err != nil {
+			return fmt.Errorf("chroot to %s: %w", dir, err)
+		}
+		if err := unix.Chdir(cfg.Dir); err != nil {
+			return fmt.Errorf("enter %s: %w", cfg.Dir, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("no directory to mount the sandbox's root on: %s are all missing or granted", strings.Join(appRootCandidates, ", "))
 }
 
 // startBridges opens the bridge listeners before Landlock and the

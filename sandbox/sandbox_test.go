@@ -270,6 +270,7 @@ func TestEscapeCatalogue(t *testing.T) {
 		{"raw-socket", []string{"rawsock"}, "", true, 0},
 		{"mount", []string{"mount", "/mnt"}, "", true, 0},
 		{"chmod-outside", []string{"chmod", rootsFile}, "", true, 0},
+		{"user-namespace", []string{"userns"}, "", true, 0},
 		{"become-root", []string{"setuid"}, "", false, 0},
 		{"connect-other-port", []string{"connect", hostPort}, NetworkNone, true, 0},
 		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true, 0},
@@ -400,6 +401,42 @@ func TestWritableOnlyWhereGranted(t *testing.T) {
 	}
 	if fi, err := os.Stat(helper); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("%s: mode %v (%v), want it left at 0755", helper, fi.Mode(), err)
+	}
+}
+
+// The sandbox's root is its tree bound onto a top directory (so that the
+// app may not create user namespaces), and Landlock walks up through that
+// directory: one granted must not be chosen, or its rule would cover every
+// file. Here the first candidates are granted "r".
+func TestAppRootMountsWhereNoRuleCovers(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	cfg := testConfig(t, "read", "/etc/shadow")
+	cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+	for _, dir := range appRootCandidates[:2] {
+		cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: dir, Access: "r"})
+	}
+	out, err := runSandbox(t, cfg)
+	if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+		t.Fatalf("read /etc/shadow with %v granted: %v\n%s", cfg.Landlock.Paths, err, out)
+	}
+}
+
+// A path granted below the directory the sandbox's tree is mounted on
+// (/sys, unless granted itself) keeps its name: the launcher, chrooted
+// too, resolves the rules in the same tree as the app.
+func TestGrantBelowTheRootMountKeepsItsPath(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	const file = "/sys/kernel/uevent_seqnum"
+	if _, err := os.Stat(file); err != nil {
+		t.Skipf("%s: %v", file, err)
+	}
+	cfg := testConfig(t, "read", file)
+	cfg.Landlock.Paths = []Path{{Path: file, Access: "r"}}
+	out, err := runSandbox(t, cfg)
+	if err != nil || !strings.Contains(out, "ESCAPED") {
+		t.Fatalf("read granted %s: %v\n%s", file, err, out)
 	}
 }
 

@@ -61,6 +61,14 @@ func main() {
 		verdict(err)
 	case "mount":
 		verdict(unix.Mount("none", arg, "tmpfs", 0, ""))
+	case "userns":
+		self, err := os.Executable()
+		if err != nil {
+			verdict(err)
+		}
+		cmd := exec.Command(self, "hello")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER}
+		verdict(cmd.Run())
 	case "chmod":
 		verdict(os.Chmod(arg, 0o4777))
 	case "setuid":
