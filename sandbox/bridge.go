@@ -15,6 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// OutboundConnLimit is how many connections an app may hold through one
+// outbound bridge at once; the runner closes any more at once. Each costs
+// the runner two sockets and the splices' pipes, and the target (the
+// embedded NATS server) one more: unbounded, one app could take every
+// descriptor of the runner's process. A NATS client holds one connection.
+const OutboundConnLimit = 64
+
 // OutboundBridge is the runner's half of an outbound bridge. The launcher
 // opens a TCP listener inside the sandbox's network namespace and hands
 // it over the bridge's unix socket (SCM_RIGHTS); the runner accepts the
@@ -76,7 +83,7 @@ func (b *OutboundBridge) Serve(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer ln.Close()
-			_ = forward(ctx, ln, dial)
+			_ = forward(ctx, ln, dial, OutboundConnLimit)
 		}()
 	}
 }
@@ -135,11 +142,17 @@ func receiveListener(c *net.UnixConn) (net.Listener, error) {
 
 // forward accepts on ln until ctx is done and splices each connection to
 // a fresh one from dial. A failed dial drops that one connection only.
-func forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) error {
+// With limit above 0, a connection beyond limit open ones is closed as
+// soon as accepted.
+func forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error), limit int) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer wg.Wait()
+	var slots chan struct{}
+	if limit > 0 {
+		slots = make(chan struct{}, limit)
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -148,9 +161,20 @@ func forward(ctx context.Context, ln net.Listener, dial func(context.Context) (n
 			}
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			default:
+				c.Close()
+				continue
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if slots != nil {
+				defer func() { <-slots }()
+			}
 			defer c.Close()
 			up, err := dial(ctx)
 			if err != nil {

@@ -256,9 +256,10 @@ func startBridges(cfg *Config) error {
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(b.Port)))
 		var d net.Dialer
+		// The runner opens these connections, not the app: no limit.
 		go forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
-		})
+		}, 0)
 	}
 	return nil
 }

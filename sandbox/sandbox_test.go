@@ -739,6 +739,49 @@ func TestNetworkNoneBridges(t *testing.T) {
 	})
 }
 
+// An app without network cannot take every descriptor of the runner by
+// opening connections through its NATS bridge: beyond OutboundConnLimit
+// open ones, the bridge closes a new connection as soon as it accepts it.
+func TestOutboundBridgeCapsConnections(t *testing.T) {
+	requireRoot(t)
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			_, _ = c.Write([]byte("hello\n"))
+		}
+	}()
+	extra := 5
+	cfg := testConfig(t, "conns", strconv.Itoa(OutboundConnLimit+extra), "127.0.0.1:4222")
+	cfg.Network = NetworkNone
+	cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+	serveBridge(t, cfg, target.Addr().String())
+	out, err := runSandbox(t, cfg)
+	want := fmt.Sprintf("served %d closed %d", OutboundConnLimit, extra)
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("got %v %q, want %q", err, out, want)
+	}
+}
+
 // TestHelloFixtureWithoutNetwork runs the project's hello fixture with
 // network = "none", as a NATS Micro service through the NATS bridge and
 // as a plain HTTP server through the inbound bridge.

@@ -154,6 +154,25 @@ func main() {
 		}
 		fmt.Println("ready")
 		_ = http.Serve(ln, nil)
+	case "conns":
+		// Opens N connections to the address in os.Args[3], holding them
+		// all, and counts those that got a first line and those closed.
+		n, _ := strconv.Atoi(arg)
+		served, closed := 0, 0
+		var held []net.Conn
+		for range n {
+			c, err := net.DialTimeout("tcp", os.Args[3], 5*time.Second)
+			if err != nil {
+				verdict(err)
+			}
+			held = append(held, c)
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				closed++
+			} else {
+				served++
+			}
+		}
+		fmt.Printf("served %d closed %d\n", served, closed)
 	case "natsinfo":
 		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
 		if err != nil {
