@@ -146,6 +146,9 @@ func (l *launcher) setup() (string, error) {
 	if err := l.enterCgroup(); err != nil {
 		return "cgroup", err
 	}
+	if err := hideRunDir(cfg); err != nil {
+		return "mount", err
+	}
 	if err := readOnlyMounts(cfg); err != nil {
 		return "mount", err
 	}
@@ -227,6 +230,21 @@ func enterOwnRoot(cfg *Config) error {
 		return nil
 	}
 	return fmt.Errorf("no directory to mount the sandbox's root on: %s are all missing or granted", strings.Join(appRootCandidates, ", "))
+}
+
+// hideRunDir covers the instance's run/ with an empty read-only tmpfs,
+// once the bridges no longer need its sockets by name: the launcher has
+// handed the outbound listeners over and bound the inbound ones, and the
+// runner reaches them from outside. Only root may enter run/, but an app
+// running as root could otherwise connect to the runner's bridge socket
+// and have it serve listeners of its own, past the connection limit.
+func hideRunDir(cfg *Config) error {
+	run := filepath.Join(cfg.Dir, "run")
+	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("tmpfs", run, "tmpfs", flags, "size=4k,mode=0700"); err != nil {
+		return fmt.Errorf("hide %s: %w", run, err)
+	}
+	return nil
 }
 
 // startBridges opens the bridge listeners before Landlock and the

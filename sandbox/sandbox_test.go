@@ -742,6 +742,32 @@ func TestNetworkNoneBridges(t *testing.T) {
 // An app without network cannot take every descriptor of the runner by
 // opening connections through its NATS bridge: beyond OutboundConnLimit
 // open ones, the bridge closes a new connection as soon as it accepts it.
+// The runner's bridge socket is out of an app's reach, even as root
+// (which file permissions let in) before Landlock ABI 9 (which would
+// refuse it): the app could hand the runner listeners of its own.
+func TestBridgeSocketHiddenFromApp(t *testing.T) {
+	requireRoot(t)
+	for _, root := range []bool{false, true} {
+		t.Run(fmt.Sprintf("root=%v", root), func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Args = []string{"escape", "unixconnect", NATSBridge(cfg.Dir).Socket}
+			cfg.Network = NetworkNone
+			cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+			serveBridge(t, cfg, "127.0.0.1:1")
+			if root {
+				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+			}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("connected to the runner's bridge socket: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(NATSBridge(cfg.Dir).Socket); err != nil {
+				t.Fatalf("the runner's side lost its socket: %v", err)
+			}
+		})
+	}
+}
+
 func TestOutboundBridgeCapsConnections(t *testing.T) {
 	requireRoot(t)
 	target, err := net.Listen("tcp", "127.0.0.1:0")
