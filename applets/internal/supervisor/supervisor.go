@@ -101,8 +101,9 @@ type Health struct {
 	// Check probes the instance, reaching it with dial; nil means healthy
 	// as soon as it runs.
 	Check func(ctx context.Context, dial DialFunc) error
-	// Interval is the time between checks once healthy; 0 means 10s. Until
-	// the first success checks run every 100ms, so rollouts are quick.
+	// Interval is the time between checks; 0 means 10s. Until the first
+	// success, and only within StartGrace, checks run every 100ms, so
+	// rollouts are quick.
 	Interval time.Duration
 	// Timeout bounds one check; 0 means 2s.
 	Timeout time.Duration
@@ -606,11 +607,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 			noted = true
 			s.setHealth(pid, false, "waiting for health check: "+err.Error())
 		}
-		wait := h.Interval
-		if !healthy {
-			wait = min(wait, 100*time.Millisecond)
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(h.nextCheck(healthy, time.Since(started)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -618,6 +615,18 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 		case <-t.C:
 		}
 	}
+}
+
+// nextCheck is the time until the next check. Until the first success
+// and within the grace period checks run every 100ms, so rollouts are
+// quick; after it, an instance that never got healthy or stopped being so
+// is checked every Interval like a healthy one, so a hung app does not
+// draw ten probes a second for as long as it runs.
+func (h Health) nextCheck(healthy bool, sinceStart time.Duration) time.Duration {
+	if !healthy && sinceStart <= h.StartGrace {
+		return min(h.Interval, 100*time.Millisecond)
+	}
+	return h.Interval
 }
 
 func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {

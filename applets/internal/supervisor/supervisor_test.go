@@ -612,3 +612,30 @@ func TestDialHook(t *testing.T) {
 	})
 	waitFor(t, s, "healthy through the factory's dialer", inState(state.Healthy))
 }
+
+// A process that never turns healthy, or stopped being so, is probed at the
+// app's interval once its grace period is over, not every 100ms for as long
+// as it runs.
+func TestHealthCheckPace(t *testing.T) {
+	h := Health{Interval: 10 * time.Second, StartGrace: 30 * time.Second}
+	for _, c := range []struct {
+		name    string
+		healthy bool
+		since   time.Duration
+		want    time.Duration
+	}{
+		{"starting", false, time.Second, 100 * time.Millisecond},
+		{"never healthy after the grace", false, time.Minute, 10 * time.Second},
+		{"healthy", true, time.Second, 10 * time.Second},
+		{"healthy after the grace", true, time.Minute, 10 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := h.nextCheck(c.healthy, c.since); got != c.want {
+				t.Errorf("next check in %s, want %s", got, c.want)
+			}
+		})
+	}
+	if got := (Health{Interval: 50 * time.Millisecond, StartGrace: time.Second}).nextCheck(false, 0); got != 50*time.Millisecond {
+		t.Errorf("an interval shorter than the start pace: next check in %s", got)
+	}
+}
