@@ -666,9 +666,17 @@ func TestSecrets(t *testing.T) {
 	}
 
 	// In use: refused unless forced; unknown: not found.
-	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
+	// The spec uses the secret twice, as env and as file: one user.
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[secrets]]\nname = \"db\"\nfile = \"db.txt\"\n")
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
-	h.fails(ExitInUse, "", "secret", "delete", "db")
+	r = h.fails(ExitInUse, "", "secret", "delete", "db")
+	if !strings.Contains(r.err, "is used by app;") {
+		t.Errorf("secret delete of a secret in use: %s", r.err)
+	}
+	r = h.ok("", "secret", "list")
+	if !strings.Contains(r.out, " app\n") {
+		t.Errorf("secret list names its user once: %s", r.out)
+	}
 	h.fails(ExitNotFound, "", "secret", "delete", "nope")
 	h.ok("", "secret", "delete", "db", "--force")
 	if _, ok := h.get(names.SecretsBucket, "db"); ok {

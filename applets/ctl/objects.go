@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -72,7 +73,11 @@ func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[stri
 			continue
 		}
 		for _, o := range ref(d.app) {
-			m[o] = append(m[o], d.name)
+			// A spec may use one object twice (a secret as env and as
+			// file): it is one user.
+			if !slices.Contains(m[o], d.name) {
+				m[o] = append(m[o], d.name)
+			}
 		}
 	}
 	return m, nil
