@@ -331,7 +331,7 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 			a.r.publishEvent(st)
 			a.observe(in, sp, st)
 		},
-		OnLog:  a.r.publishLog,
+		OnLog:  newLogLimit(a.r.publishLog, a.log).line,
 		Logger: a.log,
 	})
 	a.mu.Lock()

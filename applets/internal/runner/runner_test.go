@@ -1567,3 +1567,40 @@ func TestPinnedFileFromCache(t *testing.T) {
 		t.Errorf("placed %q, %v", b, err)
 	}
 }
+
+// An app that prints in a tight loop publishes only its bound to NARUN_LOGS
+// and a line saying the rest was dropped, so it cannot push the history of
+// every other app out of the stream.
+func TestLogFloodBounded(t *testing.T) {
+	c := newCluster(t, nil)
+	sub, err := c.nc.SubscribeSync(names.LogSubject("flood", node, "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "flood", "1.0.0", probeBin, "args = [\"flood\"]\n")
+	// The runner publishes on the test's connection: once the instance's
+	// last line reached its ring, a flush delivers everything published.
+	tr.waitLine(t, "flood", "probe: ready")
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := sub.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last state.LogLine
+	for range n {
+		m, err := sub.NextMsg(time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != logBurst+1 || !strings.HasPrefix(last.Line, "narun: more than") {
+		t.Errorf("12001 lines printed, %d published, the last %q", n, last.Line)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
 )
@@ -169,4 +172,36 @@ func TestDebounceCoalesces(t *testing.T) {
 	}
 	b.trigger()
 	<-ran
+}
+
+func TestLogLimit(t *testing.T) {
+	var got []state.LogLine
+	ll := newLogLimit(func(l state.LogLine) { got = append(got, l) }, slog.New(slog.DiscardHandler))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	line := func(at time.Duration, text string) {
+		ll.line(state.LogLine{Time: t0.Add(at), Instance: "0-abc", Stream: state.Stdout, Line: text})
+	}
+	for i := range logBurst + 5 {
+		line(time.Millisecond, fmt.Sprint("line ", i))
+	}
+	if len(got) != logBurst+1 {
+		t.Fatalf("published %d lines of %d, want the first %d and a notice", len(got), logBurst+5, logBurst)
+	}
+	if n := got[logBurst]; n.Stream != state.Stderr || !strings.Contains(n.Line, "dropping this instance's output until 2026-01-01T00:00:30Z") {
+		t.Errorf("notice: %+v", n)
+	}
+	line(logWindow+time.Millisecond, "after the window")
+	if n := len(got); n != logBurst+3 || !strings.Contains(got[n-2].Line, "5 lines of this instance were dropped") || got[n-1].Line != "after the window" {
+		t.Errorf("after the window: %+v", got[logBurst+1:])
+	}
+
+	// Long lines reach the byte bound first.
+	got = nil
+	big := strings.Repeat("x", 1<<20)
+	for range 5 {
+		line(3*logWindow, big)
+	}
+	if len(got) != 5 || got[3].Line != big || !strings.Contains(got[4].Line, "dropping") {
+		t.Errorf("5 MiB in one window: %d lines published, last %.40q", len(got), got[len(got)-1].Line)
+	}
 }

@@ -66,6 +66,11 @@ func main() {
 			hold = append(hold, b)
 			fmt.Println("probe: holding", len(hold)*8, "MiB")
 		}
+	case "flood":
+		// More lines at once than an instance may publish.
+		for i := range 12000 {
+			fmt.Println("probe: line", i)
+		}
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)

@@ -1,0 +1,70 @@
+package runner
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// NARUN_LOGS is one stream for every app: without a bound per instance, an
+// app that prints in a tight loop fills its 256 MiB within seconds and the
+// stream drops the history of every other app to make room. As journald
+// does per unit, each instance may publish logBurst lines and logBytes bytes
+// per logWindow; beyond that its lines are dropped until the window ends,
+// with a line that says so. The admin page keeps its last lines regardless.
+const (
+	logWindow = 30 * time.Second
+	logBurst  = 10000
+	logBytes  = 4 << 20
+)
+
+// logLimit applies the bound to one instance's output lines.
+type logLimit struct {
+	publish func(state.LogLine)
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	start   time.Time
+	lines   int
+	bytes   int
+	dropped int
+}
+
+func newLogLimit(publish func(state.LogLine), log *slog.Logger) *logLimit {
+	return &logLimit{publish: publish, log: log}
+}
+
+// line publishes l unless the instance is over its bound. It holds the lock
+// while publishing, which never blocks, so that a notice and the lines
+// around it keep their order.
+func (ll *logLimit) line(l state.LogLine) {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	if l.Time.Sub(ll.start) >= logWindow {
+		if ll.dropped > 0 {
+			ll.notice(l, fmt.Sprintf("narun: %d lines of this instance were dropped: more than %d lines or %d MiB in %s", ll.dropped, logBurst, logBytes>>20, logWindow))
+		}
+		ll.start, ll.lines, ll.bytes, ll.dropped = l.Time, 0, 0, 0
+	}
+	if ll.lines >= logBurst || ll.bytes+len(l.Line) > logBytes {
+		if ll.dropped == 0 {
+			until := ll.start.Add(logWindow)
+			ll.log.Warn("instance output over its bound: lines dropped from NARUN_LOGS", "instance", l.Instance, "until", until.Format(time.RFC3339))
+			ll.notice(l, fmt.Sprintf("narun: more than %d lines or %d MiB in %s: dropping this instance's output until %s", logBurst, logBytes>>20, logWindow, until.UTC().Format(time.RFC3339)))
+		}
+		ll.dropped++
+		return
+	}
+	ll.lines++
+	ll.bytes += len(l.Line)
+	ll.publish(l)
+}
+
+// notice publishes the runner's own line about l's instance.
+func (ll *logLimit) notice(l state.LogLine, text string) {
+	l.Stream, l.Line, l.Partial = state.Stderr, text, false
+	ll.publish(l)
+}
