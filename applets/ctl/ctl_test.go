@@ -221,6 +221,19 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 	}
 }
 
+// A node selected by the spec whose arch it has no binary for fails its
+// instances at once: a deploy without --wait says so instead of a bare success.
+func TestDeployWarnsOfMissingArch(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64"})
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH})
+	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1))
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, "warning: node node-1 is linux/riscv64 and this spec has no riscv64 binary") || strings.Contains(r.err, "node node-2") {
+		t.Errorf("stderr: %q", r.err)
+	}
+}
+
 func TestDeployRouteClashUploadsNothing(t *testing.T) {
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))

@@ -286,6 +286,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	if heartbeats {
 		e.warnAbsentNodes(nodes, final)
+		e.warnMissingArch(nodes, final)
 	}
 	if w != nil && len(refusing) > 0 {
 		// Those nodes report nothing of a spec they refuse: waiting would
@@ -675,6 +676,20 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	for _, id := range app.Nodes {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
+		}
+	}
+}
+
+// warnMissingArch names the nodes that select app but have no binary of
+// their arch in it: their instances fail at once, which a deploy without
+// --wait would otherwise report as a success.
+func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
+	for _, n := range nodes {
+		if app.ReplicasOn(n.ID, n.Labels) == 0 {
+			continue
+		}
+		if _, ok := app.Binary(n.Arch); !ok {
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)\n", n.ID, n.Arch, n.Arch)
 		}
 	}
 }
