@@ -221,6 +221,10 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			switch {
 			case in.State == state.Failed:
 				r.Failed = append(r.Failed, fmt.Sprintf("%s on %s: %s", in.ID, n.ID, in.Reason))
+			case in.State == state.Stopped && in.Slot < want && app.Restart.Policy != spec.RestartAlways:
+				// It exited and its policy does not start it again: it
+				// can never be ready, so waiting would only time out.
+				r.Failed = append(r.Failed, fmt.Sprintf("%s on %s exited and is not restarted (restart policy %q): %s", in.ID, n.ID, app.Restart.Policy, in.Reason))
 			case isReady(app, in, up, now):
 				ready++
 				r.Ready = append(r.Ready, n.ID+"/"+in.ID)

@@ -23,10 +23,17 @@ func TestEvaluate(t *testing.T) {
 	}
 	checked := parse("[health]\ntype = \"tcp\"\nport = 80\n")
 	unchecked := parse("")
+	never := parse("[restart]\npolicy = \"never\"\n[health]\ntype = \"tcp\"\nport = 80\n")
 	now := time.Now()
 	inst := func(app *spec.App, id string, st state.State) state.Instance {
-		return state.Instance{App: "a", Node: "n1", ID: id, State: st, Fingerprint: app.Fingerprint("amd64"), Reason: "r-" + id}
+		slot := 0
+		if id == "1" {
+			slot = 1
+		}
+		return state.Instance{App: "a", Node: "n1", ID: id, Slot: slot, State: st, Fingerprint: app.Fingerprint("amd64"), Reason: "r-" + id}
 	}
+	// The third replica, stopped by its runner when replicas went from 3 to 2.
+	scaledAway := state.Instance{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Stopped, Fingerprint: never.Fingerprint("amd64"), Reason: "stopped"}
 	node := []state.Node{{ID: "n1", Arch: "amd64"}, {ID: "n2", Arch: "arm64"}}
 	tests := []struct {
 		name      string
@@ -44,6 +51,8 @@ func TestEvaluate(t *testing.T) {
 		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, 0, 1, "n1: 1 of 2 ready", "r-1"},
 		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, "(0 healthy: r-0; 1 running: r-1)", ""},
 		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, "", ""},
+		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, 0, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
+		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
 	for _, tc := range tests {
