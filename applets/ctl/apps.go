@@ -370,6 +370,9 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 }
 
 func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	if err := checkWaitTimeout(c); err != nil {
+		return err
+	}
 	kv, d, err := e.namedApp(ctx, name)
 	if err != nil {
 		return err

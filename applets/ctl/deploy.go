@@ -61,6 +61,15 @@ func waitTimeoutFlag() ucli.Flag {
 	return &ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout"}
 }
 
+// checkWaitTimeout refuses a --wait that could not wait at all, before
+// anything is written: it would report the rollout as failed at once.
+func checkWaitTimeout(c *ucli.Context) error {
+	if d := c.Duration(flagTimeout); c.Bool("wait") && d <= 0 {
+		return usagef("--timeout %s: --wait needs a positive duration (e.g. 2m)", d)
+	}
+	return nil
+}
+
 // binaryFile is a local executable checked for upload.
 type binaryFile struct {
 	Path   string `json:"path"`
@@ -86,6 +95,9 @@ type deployResult struct {
 func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	file, err := oneArg(c, "spec file")
 	if err != nil {
+		return err
+	}
+	if err := checkWaitTimeout(c); err != nil {
 		return err
 	}
 	src, err := os.ReadFile(file)

@@ -88,13 +88,20 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var nodes []state.Node
+	// readErr is why the heartbeats could not be read, until they could:
+	// without them no node is known, which is not "none selected".
+	var readErr error
+	read := false
 	refresh := func() {
 		ns, err := w.e.nodes(ctx)
 		if err != nil {
 			w.e.log.Debug("read heartbeats", "err", err)
+			if !read {
+				readErr = err
+			}
 			return
 		}
-		nodes = ns
+		nodes, read, readErr = ns, true, nil
 		for _, byID := range reported(ns, w.app.Name) {
 			for _, in := range byID {
 				w.record(in)
@@ -142,6 +149,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				if r.Desired == 0 && readErr != nil {
+					return r, fmt.Errorf("rollout of %s not followed: read node heartbeats in %s: %w", w.app.Name, timeout, readErr)
+				}
 				if r.Desired == 0 {
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}

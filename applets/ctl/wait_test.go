@@ -2,10 +2,12 @@ package ctl
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 )
@@ -129,4 +131,21 @@ func TestIsTerminal(t *testing.T) {
 			t.Errorf("%s: isTerminal = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// A --wait that cannot wait is a usage error before anything is written,
+// not a rollout that "selected no node".
+func TestWaitNeedsATimeout(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	p := h.file("hello.toml", helloSpec)
+	r := h.fails(2, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "0")
+	if !strings.Contains(r.err, "--wait needs a positive duration") {
+		t.Errorf("deploy --wait --timeout 0: %s", r.err)
+	}
+	if _, ok := h.get(names.AppsBucket, "hello"); ok {
+		t.Error("spec stored")
+	}
+	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.fails(2, "", "app", "restart", "hello", "--wait", "--timeout", "-1s")
 }
