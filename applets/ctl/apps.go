@@ -402,8 +402,10 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	// A restart is how a file changed with files put rolls out: the new
-	// instances must be allowed the bytes narun-files holds now.
-	digests, missing, err := e.fileDigests(ctx, d.app.Files)
+	// instances must be allowed the bytes narun-files holds now. A secret
+	// or file deleted since the deploy would keep every new instance from
+	// starting: refused here, as deploy refuses it.
+	digests, missing, err := e.references(ctx, d.app)
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}

@@ -695,6 +695,15 @@ func TestSecrets(t *testing.T) {
 	if _, ok := h.get(names.SecretsBucket, "db"); ok {
 		t.Error("secret still stored")
 	}
+	// A restart would start instances that cannot get the secret.
+	stored, _ := h.get(names.AppsBucket, "app")
+	r = h.fails(1, "", "app", "restart", "app")
+	if !strings.Contains(r.err, `secret "db" does not exist`) || strings.Count(r.err, "does not exist") != 1 {
+		t.Errorf("restart without its secret: %s", r.err)
+	}
+	if now, _ := h.get(names.AppsBucket, "app"); string(now) != string(stored) {
+		t.Error("refused restart changed the stored spec")
+	}
 }
 
 func TestLogs(t *testing.T) {

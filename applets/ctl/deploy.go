@@ -439,31 +439,45 @@ func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name stri
 // needs is missing, instead of every node failing at start. It returns the
 // SHA-256 of each file object, for the spec to pin.
 func (e *env) checkReferences(ctx context.Context, app *spec.App) (map[string]string, error) {
-	var missing []error
+	digests, missing, err := e.references(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
+	}
+	return digests, nil
+}
+
+// references reads the SHA-256 (hex) of each file object app uses; missing
+// names the secrets and files that do not exist.
+func (e *env) references(ctx context.Context, app *spec.App) (digests map[string]string, missing []error, err error) {
 	if len(app.Secrets) > 0 {
 		kv, err := e.kv(ctx, names.SecretsBucket)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		checked := map[string]bool{}
 		for _, s := range app.Secrets {
+			if checked[s.Name] {
+				continue
+			}
+			checked[s.Name] = true
 			octx, cancel := e.op(ctx)
 			_, err := kv.Get(octx, s.Name)
 			cancel()
 			if isNotFound(err) {
 				missing = append(missing, fmt.Errorf("secret %q does not exist (narun ctl secret set %s)", s.Name, s.Name))
 			} else if err != nil {
-				return nil, fmt.Errorf("check secret %q: %w", s.Name, err)
+				return nil, nil, fmt.Errorf("check secret %q: %w", s.Name, err)
 			}
 		}
 	}
 	digests, missingFiles, err := e.fileDigests(ctx, app.Files)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if missing = append(missing, missingFiles...); len(missing) > 0 {
-		return nil, fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
-	}
-	return digests, nil
+	return digests, append(missing, missingFiles...), nil
 }
 
 // fileDigests reads the SHA-256 (hex) of each object files use; missing
