@@ -101,6 +101,31 @@ func TestDeployDryRun(t *testing.T) {
 	}
 }
 
+// deploy --json is for scripts: its keys are the same snake_case throughout,
+// and lists are lists even when empty.
+func TestDeployJSONKeys(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--json", "--wait", "--timeout", "1s")
+	var res struct {
+		Pinned  map[string]map[string]any `json:"pinned"`
+		Rollout map[string]any            `json:"rollout"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	pin := res.Pinned[runtime.GOARCH]
+	if _, ok := pin["object"]; !ok {
+		t.Errorf("pinned binary keys: %v", pin)
+	}
+	if _, ok := pin["sha256"]; !ok {
+		t.Errorf("pinned binary keys: %v", pin)
+	}
+	if ready, ok := res.Rollout["ready"].([]any); !ok || len(ready) != 0 {
+		t.Errorf("rollout ready: %#v", res.Rollout["ready"])
+	}
+}
+
 // A dry run linting a spec and its binary where no NATS is reachable (a CI
 // job) still checks both, and says the names it shows are a first deploy's.
 func TestDeployDryRunOffline(t *testing.T) {

@@ -79,17 +79,32 @@ type binaryFile struct {
 	Object string `json:"object"`
 }
 
+// pinnedBinary is a spec.Binary as deploy --json prints it. spec.Binary
+// itself must not gain JSON names: the fingerprint hashes its JSON form.
+type pinnedBinary struct {
+	Object string `json:"object"`
+	SHA256 string `json:"sha256"`
+}
+
+func pinnedOf(bins map[string]spec.Binary) map[string]pinnedBinary {
+	out := map[string]pinnedBinary{}
+	for arch, b := range bins {
+		out[arch] = pinnedBinary{Object: b.Object, SHA256: b.SHA256}
+	}
+	return out
+}
+
 // deployResult is what deploy --json prints.
 type deployResult struct {
-	App      string                 `json:"app"`
-	Version  string                 `json:"version"`
-	DryRun   bool                   `json:"dry_run"`
-	Binaries []binaryFile           `json:"binaries"`
-	Pinned   map[string]spec.Binary `json:"pinned"`
-	Routes   int                    `json:"routes"`
-	Revision uint64                 `json:"revision,omitempty"`
-	Changed  bool                   `json:"changed"`
-	Rollout  *rollout               `json:"rollout,omitempty"`
+	App      string                  `json:"app"`
+	Version  string                  `json:"version"`
+	DryRun   bool                    `json:"dry_run"`
+	Binaries []binaryFile            `json:"binaries"`
+	Pinned   map[string]pinnedBinary `json:"pinned"`
+	Routes   int                     `json:"routes"`
+	Revision uint64                  `json:"revision,omitempty"`
+	Changed  bool                    `json:"changed"`
+	Rollout  *rollout                `json:"rollout,omitempty"`
 }
 
 func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
@@ -130,7 +145,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: app.Binaries}
+	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: pinnedOf(app.Binaries)}
 	if res.DryRun {
 		if len(bins) > 0 {
 			// The name a deploy gives a binary depends on the deployed
@@ -207,7 +222,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		if stored, err = spec.WithBinaries(file, src, pinned); err != nil {
 			return err
 		}
-		res.Pinned = pinned
+		res.Pinned = pinnedOf(pinned)
 	case len(app.Binaries) > 0:
 		if err := e.checkPinned(ctx, app.Binaries); err != nil {
 			return err
@@ -221,7 +236,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		if stored, err = spec.WithBinaries(file, src, cur.app.Binaries); err != nil {
 			return err
 		}
-		res.Pinned = cur.app.Binaries
+		res.Pinned = pinnedOf(cur.app.Binaries)
 	default:
 		return usagef("no binary for %s %s: pass --binary FILE (one per arch)", app.Name, app.Version)
 	}

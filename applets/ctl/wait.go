@@ -109,7 +109,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		}
 	}
 	if w.app.Replicas == 0 {
-		return &rollout{}, nil
+		return &rollout{Ready: []string{}}, nil
 	}
 	refresh()
 	// A runner publishes events at once but coalesces its heartbeats, which
@@ -205,7 +205,7 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // ready when healthy; without a health check, when it has also been up
 // (since up[node/id]) for settle.
 func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now time.Time) *rollout {
-	r := &rollout{}
+	r := &rollout{Ready: []string{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
 		if want == 0 {

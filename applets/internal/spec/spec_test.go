@@ -736,3 +736,20 @@ func TestFingerprintIgnoresFileDigests(t *testing.T) {
 		t.Error("pinning the files changed the fingerprint: a deploy that only adds pins would restart every instance")
 	}
 }
+
+// The fingerprint is compared across versions of narun: a runner upgraded
+// before ctl, or the reverse, must compute the same one from the same spec,
+// or every instance looks out of date to ctl, and an upgraded runner
+// restarts them all. A change of the value (a struct tag, a field) is a
+// change of that contract.
+func TestFingerprintStable(t *testing.T) {
+	a, err := Parse("a.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nargs = [\"-v\"]\nenv = { A = \"1\" }\n"+
+		"mode = \"sandbox\"\n[resources]\nmemory = \"64MiB\"\n[http]\nport = 8080\n"+
+		"[binaries.amd64]\nobject = \"a/1/linux-amd64\"\nsha256 = \""+strings.Repeat("a", 64)+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.Fingerprint("amd64"), "fc28d4582eff09e262388c696d0c3320"; got != want {
+		t.Errorf("fingerprint %s, want %s", got, want)
+	}
+}
