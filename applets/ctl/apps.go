@@ -159,7 +159,11 @@ type appStatusJSON struct {
 	Nodes    []string  `json:"nodes"`
 	// Missing are nodes the spec names in nodes that send no heartbeat:
 	// their replicas count as desired and not ready.
-	Missing   []string         `json:"missing_nodes"`
+	Missing []string `json:"missing_nodes"`
+	// Refused are the selected nodes that run only specs a key they trust
+	// signed, and not this one, each with why: they leave the app's
+	// instances as they were and start none of this spec.
+	Refused   []refusal        `json:"refused_nodes,omitempty"`
 	Error     string           `json:"error,omitempty"`
 	Outdated  string           `json:"outdated,omitempty"`
 	Instances []instanceStatus `json:"instances"`
@@ -168,6 +172,28 @@ type appStatusJSON struct {
 	// hold, and nodes that trust the key refuse the spec.
 	SignedBy       string `json:"signed_by"`
 	SignatureError string `json:"signature_error,omitempty"`
+}
+
+// refusal is a node that will not run the stored spec.
+type refusal struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+// refusedBy says why node n refuses a spec signed by pub ("" when
+// unsigned; sigErr when that signature does not hold); "" when it runs it.
+func refusedBy(n state.Node, pub, sigErr string) string {
+	switch {
+	case !n.SignaturesRequired:
+		return ""
+	case pub == "":
+		return "the node runs only signed specs and this one is unsigned"
+	case sigErr != "":
+		return "the node runs only signed specs and this one's signature does not hold: " + sigErr
+	case !slices.Contains(n.TrustedKeys, pub):
+		return "the node runs only signed specs and does not trust the key that signed this one, " + pub
+	}
+	return ""
 }
 
 func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
@@ -193,6 +219,9 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 			if want := d.app.ReplicasOn(n.ID, n.Labels); want > 0 {
 				s.Desired += want
 				s.Nodes = append(s.Nodes, n.ID)
+				if why := refusedBy(n, s.SignedBy, s.SignatureError); why != "" {
+					s.Refused = append(s.Refused, refusal{Node: n.ID, Reason: why})
+				}
 			}
 			fp = d.app.Fingerprint(n.Arch)
 		}
@@ -311,6 +340,9 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	}
 	for _, id := range s.Missing {
 		t.row(id, "-", "missing", "-", "-", "-", "-", "no heartbeat from this node: down, or its runner is not started")
+	}
+	for _, r := range s.Refused {
+		t.row(r.Node, "-", "refused", "-", "-", "-", "-", r.Reason)
 	}
 	return t.flush()
 }

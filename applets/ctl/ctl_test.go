@@ -494,6 +494,25 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 	}
 }
 
+// A selected node that runs only specs signed by a key it trusts starts
+// nothing of an unsigned one: status says so instead of an empty table.
+func TestAppStatusNamesRefusingNodes(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{"narun-ed25519:someone"}})
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH})
+	var got appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Refused) != 1 || got.Refused[0].Node != "node-1" || !strings.Contains(got.Refused[0].Reason, "this one is unsigned") {
+		t.Errorf("refused nodes: %+v", got.Refused)
+	}
+	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, "refused") {
+		t.Errorf("table:\n%s", r.out)
+	}
+}
+
 // A node whose last heartbeat is three intervals old is taken for down
 // before its entry expires: its instances are not counted ready, and node
 // list says it is late. A node id two runners share is called out.
