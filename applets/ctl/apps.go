@@ -444,6 +444,11 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if len(missing) > 0 {
 		return fmt.Errorf("restart %s: %w", name, errors.Join(missing...))
 	}
+	// So is a binary deleted with image delete --force: a node that has no
+	// copy cached could not start the new instances.
+	if err := e.checkPinned(ctx, d.app.Binaries); err != nil {
+		return fmt.Errorf("restart %s (deploy it again with --binary): %w", name, err)
+	}
 	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, digests); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}

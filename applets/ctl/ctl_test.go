@@ -638,6 +638,14 @@ func TestImageDelete(t *testing.T) {
 	if h.objectCount(names.BinariesBucket) != 0 {
 		t.Fatal("forced delete kept the image")
 	}
+	// A node without a cached copy could not start what a restart rolls.
+	r = h.fails(ExitNotFound, "", "app", "restart", "hello")
+	if !strings.Contains(r.err, name+" for "+runtime.GOARCH+" is not in") {
+		t.Errorf("restart without its binary: %s", r.err)
+	}
+	if now, _ := h.get(names.AppsBucket, "hello"); string(now) != string(stored) {
+		t.Error("refused restart changed the stored spec")
+	}
 }
 
 func TestFiles(t *testing.T) {
