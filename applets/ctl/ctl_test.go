@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +125,43 @@ func TestDeployJSONKeys(t *testing.T) {
 	}
 	if ready, ok := res.Rollout["ready"].([]any); !ok || len(ready) != 0 {
 		t.Errorf("rollout ready: %#v", res.Rollout["ready"])
+	}
+}
+
+// A spec path that names an endless stream (a FIFO, a device) is read only
+// up to the largest spec, not into memory until the process dies.
+func TestDeployReadsABoundedSpec(t *testing.T) {
+	h := newHarness(t)
+	fifo := filepath.Join(h.dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const total = 64 << 20
+	written := make(chan int64, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			written <- -1
+			return
+		}
+		defer f.Close()
+		chunk := []byte(strings.Repeat("#", 64<<10) + "\n")
+		var n int64
+		for n < total {
+			m, err := f.Write(chunk)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		written <- n
+	}()
+	r := h.fails(1, "", "deploy", fifo, "--dry-run")
+	if !strings.Contains(r.err, "at most 256 KiB") {
+		t.Errorf("deploy of an endless spec: %s", r.err)
+	}
+	if n := <-written; n >= total {
+		t.Errorf("deploy read all %d bytes of the stream", n)
 	}
 }
 

@@ -79,6 +79,18 @@ type binaryFile struct {
 	Object string `json:"object"`
 }
 
+// readSpec reads a spec file, but no more than one byte past the largest
+// spec, which spec.Parse then refuses: a wrong path (a device, a huge log)
+// must not be read whole into memory.
+func readSpec(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, spec.MaxSize+1))
+}
+
 // pinnedBinary is a spec.Binary as deploy --json prints it. spec.Binary
 // itself must not gain JSON names: the fingerprint hashes its JSON form.
 type pinnedBinary struct {
@@ -115,7 +127,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := checkWaitTimeout(c); err != nil {
 		return err
 	}
-	src, err := os.ReadFile(file)
+	src, err := readSpec(file)
 	if err != nil {
 		return fmt.Errorf("read spec: %w", err)
 	}

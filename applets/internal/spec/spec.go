@@ -246,7 +246,8 @@ func ParseStored(file string, data []byte) (app *App, outdated, err error) {
 
 func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	if len(data) > MaxSize {
-		return nil, nil, fmt.Errorf("%s: spec is %d bytes; at most %d KiB", file, len(data), MaxSize>>10)
+		// Not the size: a reader may stop at the first byte too many.
+		return nil, nil, fmt.Errorf("%s: spec is larger than the limit; at most %d KiB", file, MaxSize>>10)
 	}
 	a := defaults()
 	if err := config.DecodeStrict(file, data, &a); err != nil {
