@@ -283,6 +283,18 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 	if !strings.Contains(r.err, "warning: node ghost sends no heartbeat") || strings.Contains(r.err, "node node-1") {
 		t.Errorf("stderr: %q", r.err)
 	}
+
+	// A label selector matched by no live node is as good as a typo.
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge", "zone": "a"}})
+	p = h.file("labels.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `labels = { role = "edge", zone = "b" }`, 1))
+	r = h.ok("", "deploy", p, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, "warning: no node that sends a heartbeat has the labels role=edge,zone=b") {
+		t.Errorf("stderr: %q", r.err)
+	}
+	h.file("labels.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `labels = { role = "edge", zone = "a" }`, 1))
+	if r = h.ok("", "deploy", p); strings.Contains(r.err, "warning") {
+		t.Errorf("stderr of a selector a node matches: %q", r.err)
+	}
 }
 
 // A node selected by the spec whose arch it has no binary for fails its

@@ -731,6 +731,15 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
 		}
 	}
+	// A label selector no live node matches (a typo, a node not yet
+	// labelled) runs nothing, like a node id that is not there.
+	if len(app.Labels) > 0 && !slices.ContainsFunc(nodes, func(n state.Node) bool { return app.Selects("", n.Labels) }) {
+		pairs := make([]string, 0, len(app.Labels))
+		for _, k := range slices.Sorted(maps.Keys(app.Labels)) {
+			pairs = append(pairs, k+"="+app.Labels[k])
+		}
+		fmt.Fprintf(e.stdio.Stderr, "warning: no node that sends a heartbeat has the labels %s (narun ctl node list shows them); instances start on a node once it does\n", strings.Join(pairs, ","))
+	}
 }
 
 // warnMissingArch names the nodes that select app but have no binary of
