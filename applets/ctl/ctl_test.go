@@ -809,6 +809,29 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
+// logs -f whose server goes away says so and fails: exit 0 would tell a
+// script that the output ended.
+func TestLogsFollowLosesNATS(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	done := make(chan result, 1)
+	go func() { done <- h.run("", "logs", "-f", "hello") }()
+	testutil.Eventually(t, 20*time.Second, "logs -f following", func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Consumers > 0
+	})
+	h.srv.Shutdown()
+	r := <-done
+	if r.code == 0 || !strings.Contains(r.err, "lost the connection to NATS") {
+		t.Errorf("logs -f after the server went away: exit %d, %s", r.code, r.err)
+	}
+}
+
 func TestLogs(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()

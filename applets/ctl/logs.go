@@ -1,9 +1,9 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -103,8 +103,14 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			// Only an interrupt stops the iterator on purpose; closed by
+			// anything else (the connection given up on), the output is
+			// cut short and a script must not take it for the end.
+			if ctx.Err() != nil {
 				return nil
+			}
+			if e.nc.IsClosed() {
+				return fmt.Errorf("read logs of %s: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), err))
 			}
 			return fmt.Errorf("read logs of %s: %w", app, err)
 		}
