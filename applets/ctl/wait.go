@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,6 +176,11 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				}
 			}
 		case <-tick.C:
+			if w.e.nc.IsClosed() {
+				// ctl gave up reconnecting: nothing more can be learnt,
+				// and "not done" at the timeout would not say why.
+				return r, fmt.Errorf("rollout of %s not followed to its end: lost the connection to NATS: %w", w.app.Name, cmp.Or(w.e.nc.LastError(), nats.ErrConnectionClosed))
+			}
 			refresh()
 		case <-lagging:
 			lagging = nil

@@ -10,6 +10,7 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 func TestEvaluate(t *testing.T) {
@@ -148,4 +149,24 @@ func TestWaitNeedsATimeout(t *testing.T) {
 	}
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
 	h.fails(2, "", "app", "restart", "hello", "--wait", "--timeout", "-1s")
+}
+
+// A wait whose server goes away says so as soon as ctl gives up on it,
+// instead of running out its --timeout and calling the rollout not done.
+func TestWaitLosesNATS(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	done := make(chan result, 1)
+	go func() {
+		done <- h.run("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--wait", "--timeout", "10m")
+	}()
+	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
+		_, ok := h.get(names.AppsBucket, "hello")
+		return ok
+	})
+	h.srv.Shutdown()
+	r := <-done
+	if r.code == 0 || !strings.Contains(r.err, "lost the connection to NATS") {
+		t.Errorf("deploy --wait after the server went away: exit %d, %s", r.code, r.err)
+	}
 }
