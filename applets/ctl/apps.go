@@ -382,7 +382,31 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		return fmt.Errorf("delete spec of %s: %w", name, err)
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
+	// Its binaries stay, for a deploy again, and nothing else removes them:
+	// on a device with little disk the operator must know they are there.
+	left, err := e.unpinnedImagesOf(ctx, name)
+	if err != nil {
+		e.log.Debug("list the binaries the app leaves", "err", err)
+	} else if len(left) > 0 {
+		fmt.Fprintf(e.out(), "its binaries stay in %s; to remove them: narun ctl image delete %s\n", names.BinariesBucket, strings.Join(left, " "))
+	}
 	return nil
+}
+
+// unpinnedImagesOf names the objects of app's binaries that no stored spec
+// pins.
+func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error) {
+	obs, err := e.listObjects(ctx, names.BinariesBucket, binaryRefs)
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, o := range obs {
+		if strings.HasPrefix(o.Name, app+"/") && len(o.UsedBy) == 0 {
+			left = append(left, o.Name)
+		}
+	}
+	return left, nil
 }
 
 // deployed reports whether narun-apps has a spec of app.

@@ -637,7 +637,10 @@ func TestAppDeleteAndRestart(t *testing.T) {
 	if !strings.Contains(r.out, `"path": "/hello/"`) {
 		t.Errorf("route list: %s", r.out)
 	}
-	h.ok("", "app", "delete", "hello")
+	r = h.ok("", "app", "delete", "hello")
+	if want := "narun ctl image delete " + a2.Binaries[runtime.GOARCH].Object + "\n"; !strings.Contains(r.out, want) {
+		t.Errorf("app delete does not say how to remove its binary: %s", r.out)
+	}
 	if _, ok := h.get(names.AppsBucket, "hello"); ok {
 		t.Error("spec still stored")
 	}
