@@ -329,7 +329,9 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		if in.PID > 0 {
 			pid = strconv.Itoa(in.PID)
 		}
-		if in.Started != nil {
+		// A silent node's process may be long gone: an uptime that keeps
+		// growing would say it runs.
+		if in.Started != nil && in.State != stateUnknown {
 			up = ago(*in.Started)
 		}
 		version := in.Version

@@ -577,13 +577,17 @@ func TestStatusOfSilentNode(t *testing.T) {
 	}
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Second, Time: time.Now().Add(-20 * time.Second),
 		Host: "a", Duplicates: []state.Duplicate{{Host: "b", Boot: "x", Seen: time.Now()}},
-		Instances: []state.Instance{{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)}}})
+		Instances: []state.Instance{{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH),
+			PID: 42, Started: time.Now().Add(-time.Hour)}}})
 	var got appStatusJSON
 	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.Ready != 0 || len(got.Instances) != 1 || got.Instances[0].State != stateUnknown || !strings.Contains(got.Instances[0].Reason, "it said healthy") {
 		t.Errorf("status of a silent node's instance: ready %d, %+v", got.Ready, got.Instances)
+	}
+	if r := h.ok("", "app", "status", "hello"); strings.Contains(r.out, "1h") {
+		t.Errorf("a silent node's instance shown with an uptime:\n%s", r.out)
 	}
 	r := h.ok("", "node", "list")
 	if !strings.Contains(r.out, "(late: down?)") {
