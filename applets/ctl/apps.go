@@ -295,7 +295,13 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 			t.row(s.Name, "-", "-", "-", "-", "invalid: "+firstLine(s.Error))
 			continue
 		}
-		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), strings.Join(s.Nodes, ","), ago(s.Updated))
+		// A missing node's replicas are in the desired count: without it
+		// here, 2/4 on one node would not say where the other two are.
+		nodes := slices.Clone(s.Nodes)
+		for _, id := range s.Missing {
+			nodes = append(nodes, id+"(missing)")
+		}
+		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), strings.Join(nodes, ","), ago(s.Updated))
 	}
 	return t.flush()
 }

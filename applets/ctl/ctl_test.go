@@ -540,7 +540,7 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, "2/4 ready") || !strings.Contains(r.out, "no heartbeat from this node") {
 		t.Errorf("table:\n%s", r.out)
 	}
-	if r := h.ok("", "app", "list"); !strings.Contains(r.out, "2/4") {
+	if r := h.ok("", "app", "list"); !strings.Contains(r.out, "2/4") || !strings.Contains(r.out, "node-1,node-2(missing)") {
 		t.Errorf("app list:\n%s", r.out)
 	}
 }
