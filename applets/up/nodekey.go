@@ -68,12 +68,12 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	if k.text == nil && !k.adopting {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	unsigned, others, err := k.scan(ctx, nc)
+	unsigned, others, err := k.scanWhenAnswered(ctx, nc, log)
 	if err != nil {
 		return fmt.Errorf("read the stored specs to sign them with the node key %s: %w", k.path, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	if k.text != nil {
 		if len(others) > 0 {
 			var by []string
@@ -112,6 +112,43 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	}
 	k.adopting = false
 	return nil
+}
+
+// scanAttempt bounds one try of scan: JetStream leaves requests
+// unanswered until its cluster has elected a leader.
+const scanAttempt = 5 * time.Second
+
+// scanWhenAnswered runs scan until JetStream answers, or ctx ends. The
+// members of a new cluster elect their first leader only once they see
+// each other, so the first member to start waits for the others here; a
+// single bounded try made every member of a cluster started at once give
+// up before the last one came up.
+func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]stored, map[string]int, error) {
+	for attempt := 1; ; attempt++ {
+		tryCtx, cancel := context.WithTimeout(ctx, scanAttempt)
+		unsigned, others, err := k.scan(tryCtx, nc)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("JetStream answers: reading the stored specs")
+			}
+			return unsigned, others, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, err
+		}
+		if attempt == 1 {
+			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other",
+				"err", err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // writeSynced writes a file and its directory entry to disk before it

@@ -75,6 +75,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		var nodeKeyFile string
 		if nk != nil {
 			if err := nk.save(ctx, runnerConn, log); err != nil {
+				if ctx.Err() != nil {
+					// Stopped while waiting for JetStream.
+					return nil
+				}
 				return err
 			}
 			nodeKeys = cfg.Runner.TrustedKeys

@@ -169,12 +169,15 @@ func stopUp(t *testing.T, cmd *exec.Cmd, out *testutil.LogBuffer, within time.Du
 // healthy waits until addr answers /healthz with 200.
 func healthy(t *testing.T, addr string) {
 	t.Helper()
-	testutil.Eventually(t, 10*time.Second, "/healthz on "+addr, func() bool {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	testutil.Eventually(t, 10*time.Second, "/healthz on "+addr, func() bool { return healthz(addr) })
+}
+
+// healthz reports whether addr answers /healthz with 200.
+func healthz(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

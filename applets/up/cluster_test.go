@@ -1,0 +1,57 @@
+package up_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// The first start of a cluster of narun up nodes: JetStream answers only
+// once the members have elected a leader, which needs the others up. The
+// first member waits for them instead of giving up, then serves.
+func TestUpFirstClusterStartWaitsForMembers(t *testing.T) {
+	clusterAddrs := []string{testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)}
+	var routes []string
+	for _, a := range clusterAddrs {
+		routes = append(routes, "nats-route://"+a)
+	}
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	config := filepath.Join(t.TempDir(), "narun.toml")
+	err := os.WriteFile(config, []byte(fmt.Sprintf(`[nats]
+server_name = "u1"
+[nats.cluster]
+name = "narun"
+listen = %q
+routes = ["%s"]
+`, clusterAddrs[0], strings.Join(routes, `", "`))), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startUp(t, dataDir, "--config", config, "--node-id", "u1", "--nats-listen", natsAddr,
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
+		return strings.Contains(out.String(), "waiting for JetStream to answer")
+	})
+	for i := 1; i < 3; i++ {
+		natstest.StartConfig(t, embednats.Config{
+			Listen:     "127.0.0.1:-1",
+			ServerName: fmt.Sprintf("u%d", i+1),
+			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
+		})
+	}
+	testutil.Eventually(t, 90*time.Second, "narun up serving once the cluster has a leader", func() bool {
+		return healthz(runnerAdmin)
+	})
+	if _, err := signing.LoadKey(filepath.Join(dataDir, signing.NodeKeyFile)); err != nil {
+		t.Errorf("node key: %v\n%s", err, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
