@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 )
 
@@ -95,6 +96,10 @@ type Gateway struct {
 	// for errors; nil when they cannot be placed.
 	routeLines []int
 	accessLog  atomic.Bool
+	// routesRead is set once the watch of narun-routes delivered the
+	// bucket's content: until then every deployed app's route answers
+	// 404, which /readyz must not call ready.
+	routesRead atomic.Bool
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
@@ -582,6 +587,10 @@ func (g *Gateway) adminHandler() http.Handler {
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !g.nc.IsConnected() {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+			return
+		}
+		if !g.routesRead.Load() {
+			http.Error(w, "deployed apps' routes not read from "+names.RoutesBucket+" yet", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -57,6 +57,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 				return nil
 			}
 			if e == nil {
+				g.routesRead.Store(true)
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {

@@ -774,3 +774,22 @@ func TestReloadWithoutFile(t *testing.T) {
 		t.Error("route /a gone after the reload")
 	}
 }
+
+// A gateway that has not read narun-routes yet would answer 404 for every
+// deployed app: it is not ready until it has. Here JetStream cannot answer
+// (one member of three is up: no leader) while core NATS works.
+func TestNotReadyUntilRoutesRead(t *testing.T) {
+	c := natstest.NewCluster(t, 3)
+	nc := natstest.Connect(t, c.Start(0))
+	r := startRun(t, nc, gwConfig(), "")
+	testutil.Eventually(t, 10*time.Second, "connected", nc.IsConnected)
+	if code, body := get(t, "http://"+r.addrs["admin"]+"/readyz"); code != 503 || !strings.Contains(body, "narun-routes") {
+		t.Errorf("readyz before narun-routes is read = %d %q, want 503 naming the bucket", code, body)
+	}
+	c.Start(1)
+	c.Start(2)
+	testutil.Eventually(t, 60*time.Second, "readyz turns 200 once JetStream answers", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		return code == 200
+	})
+}
