@@ -55,6 +55,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
+		if (len(ec.Users) > 0 || len(ec.NKeys) > 0) && cfg.Runner.AppNATSURL == "" && cfg.Runner.AppNATSCreds == "" && cfg.Runner.AppNATSNkey == "" {
+			// Apps get the embedded server's address, never the runner's
+			// login: the server refuses them, and they crash-loop.
+			log.Warn("[nats] wants a login and apps have none: an app that uses NATS is refused (Authorization Violation); give them one with [runner] app_nats_url (user:password@ in the URL), app_nats_creds or app_nats_nkey")
+		}
 		srv, err := embednats.Start(ec)
 		if err != nil {
 			return err

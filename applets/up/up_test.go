@@ -181,3 +181,20 @@ func healthz(addr string) bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
+
+// With logins on its server and none given to apps, narun up says that
+// apps using NATS will be refused, as the runner applet does.
+func TestUpWarnsAppsHaveNoLogin(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(config, []byte("[[nats.users]]\nuser = \"edge\"\npassword = \"edge-secret\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runnerAdmin := testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "uplogin", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	if !strings.Contains(out.String(), "apps have none") || !strings.Contains(out.String(), "app_nats_url") {
+		t.Errorf("no warning that apps have no NATS login:\n%s", out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
