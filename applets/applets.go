@@ -3,6 +3,7 @@
 package applets
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -133,8 +134,11 @@ func byName(name string) (Applet, bool) {
 	return Applet{}, false
 }
 
-// invokedName is the base name of argv[0] after following a chain of
-// symlinks to its last link, so a link to a link to narun-gw still runs gw.
+// invokedName is the base name of argv[0], or of a link it leads to: the
+// last name along the chain of symlinks that names an applet. So a link to
+// a link to narun-gw still runs gw, and narun-gw -> narun still runs gw
+// when narun is itself a link to a versioned binary (narun-1.2), as an
+// install that swaps versions by moving one link has it.
 func invokedName(argv0 string) string {
 	path := argv0
 	if !strings.Contains(path, "/") {
@@ -143,18 +147,30 @@ func invokedName(argv0 string) string {
 		}
 	}
 	name := filepath.Base(argv0)
+	applet := ""
+	if isApplet(name) {
+		applet = name
+	}
 	for range 16 {
 		target, err := os.Readlink(path)
 		if err != nil {
 			break
 		}
 		name = filepath.Base(path)
+		if isApplet(name) {
+			applet = name
+		}
 		if !filepath.IsAbs(target) {
 			target = filepath.Join(filepath.Dir(path), target)
 		}
 		path = target
 	}
-	return name
+	return cmp.Or(applet, name)
+}
+
+func isApplet(name string) bool {
+	_, ok := byName(name)
+	return ok || hidden[name] != nil
 }
 
 func usage(w io.Writer) {

@@ -113,6 +113,15 @@ func TestDispatchThroughSymlinks(t *testing.T) {
 	natsLink := link("narun-nats", self)
 	chained := link("my-nats", natsLink) // a link to a link: the last link names the applet
 	other := link("something-else", self)
+	versioned := t.TempDir()
+	current := filepath.Join(versioned, "narun")
+	if err := os.Symlink(self, current); err != nil {
+		t.Fatal(err)
+	}
+	gwViaCurrent := filepath.Join(versioned, "narun-gw")
+	if err := os.Symlink("narun", gwViaCurrent); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -123,6 +132,7 @@ func TestDispatchThroughSymlinks(t *testing.T) {
 	}{
 		{"alias link", natsLink, []string{"--help"}, 0, "embedded NATS server"},
 		{"chain resolves to last link", chained, []string{"--help"}, 0, "embedded NATS server"},
+		{"alias link to a link to the binary", gwViaCurrent, []string{"--help"}, 0, "--admin-listen"},
 		{"plain name with applet arg", narun, []string{"nats", "--help"}, 0, "embedded NATS server"},
 		{"unknown link name uses argv1", other, []string{"version"}, 0, runtime.GOARCH},
 		{"bogus applet", narun, []string{"bogus"}, 2, "applets:"},
