@@ -245,3 +245,28 @@ func TestFatalErrorIsALogLine(t *testing.T) {
 		}
 	})
 }
+
+// narun install run through a link to the binary (narun -> narun-1.2, the
+// link an upgrade moves) puts the applet links beside that link and points
+// them at it, so that they follow it to the next version.
+func TestInstallBesideTheInvokedLink(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	narun := filepath.Join(dir, "narun")
+	if err := os.Symlink(self, narun); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runLinked(t, narun, "install"); code != 0 {
+		t.Fatalf("install: exit %d: %s", code, out)
+	}
+	gw := filepath.Join(dir, "narun-gw")
+	if target, err := os.Readlink(gw); err != nil || target != "narun" {
+		t.Fatalf("%s -> %q (%v), want a link to narun beside it", gw, target, err)
+	}
+	if code, out := runLinked(t, gw, "--help"); code != 0 || !strings.Contains(out, "--admin-listen") {
+		t.Errorf("narun-gw --help: exit %d: %s", code, out)
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/cli"
@@ -66,19 +68,16 @@ func linkNames() []string {
 
 func installMain(_ context.Context, stdio cli.IO, args []string) error {
 	fl := flag.NewFlagSet("install", flag.ContinueOnError)
-	usage := fmt.Sprintf("usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the binary's own directory)\n", linkNames())
+	usage := fmt.Sprintf("usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the directory of the binary as invoked, symlinks not followed)\n", linkNames())
 	if done, err := parseFlags(fl, stdio, args, usage); done || err != nil {
 		return err
 	}
 	if fl.NArg() > 1 {
 		return cli.Usage(errors.New("install takes at most one directory"))
 	}
-	self, err := os.Executable()
+	self, err := installTarget(os.Args[0])
 	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
-	}
-	if self, err = filepath.EvalSymlinks(self); err != nil {
-		return fmt.Errorf("resolve own binary: %w", err)
+		return err
 	}
 	dir := filepath.Dir(self)
 	if fl.NArg() == 1 {
@@ -89,6 +88,36 @@ func installMain(_ context.Context, stdio cli.IO, args []string) error {
 		fmt.Fprintf(stdio.Stdout, "%s -> %s\n", p, self)
 	}
 	return err
+}
+
+// installTarget is what the links point to: the binary as it was invoked
+// when that path leads to the running binary through symlinks, so that
+// links beside /usr/local/bin/narun -> narun-1.2 follow narun when an
+// upgrade moves it to narun-1.3; otherwise the running binary itself.
+func installTarget(argv0 string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own binary: %w", err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return "", fmt.Errorf("resolve own binary: %w", err)
+	}
+	invoked := argv0
+	if !strings.Contains(invoked, "/") {
+		if invoked, err = exec.LookPath(invoked); err != nil {
+			return self, nil
+		}
+	}
+	invoked, err = filepath.Abs(invoked)
+	if err != nil {
+		return self, nil
+	}
+	a, errA := os.Stat(invoked)
+	b, errB := os.Stat(self)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return self, nil
+	}
+	return invoked, nil
 }
 
 // Install makes each applet alias in dir a symlink to binary. It is

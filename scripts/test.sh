@@ -33,7 +33,7 @@ for arch in arm64 riscv64; do
 	case $arch in arm64) q=qemu-aarch64-static ;; riscv64) q=qemu-riscv64-static ;; esac
 	echo "== go test under $q (linux/$arch)"
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" ./applets/internal/config/ ./embednats/
-	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run 'TestDispatchInProcess|TestInstall' ./applets/
+	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run '^(TestDispatchInProcess|TestInstall)$' ./applets/
 done
 
 echo "== release build (scripts/build.sh)"
