@@ -270,3 +270,32 @@ func TestInstallBesideTheInvokedLink(t *testing.T) {
 		t.Errorf("narun-gw --help: exit %d: %s", code, out)
 	}
 }
+
+// With --log-format json on the command line, a wrong flag or argument,
+// which fails before the configuration is read, is a JSON log line too.
+func TestUsageErrorIsALogLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"narun", "gw", "--log-format=json", "--bogus"}, "bogus"},
+		{[]string{"narun", "up", "--log-format", "json", "extra"}, `unexpected argument \"extra\"`},
+		{[]string{"narun", "nats", "-log-format", "json", "--listen"}, "listen"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, errs := run(tc.args...)
+			if code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			if errs == "" {
+				t.Fatal("nothing on stderr")
+			}
+			for line := range strings.Lines(errs) {
+				var rec struct{ Level string }
+				if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Level != "ERROR" || !strings.Contains(line, tc.want) {
+					t.Errorf("want one JSON ERROR line naming %q, got %q", tc.want, line)
+				}
+			}
+		})
+	}
+}

@@ -257,7 +257,34 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		err = serve(ctx, c, cfg, log, run)
 		return logFatal(stdio, args[0], cfg.LogFormat, err)
 	}
-	return app.RunContext(ctx, args)
+	err := app.RunContext(ctx, args)
+	if err != nil && !IsLogged(err) {
+		// A wrong flag or argument fails before the configuration is
+		// read: the --log-format given on the command line decides.
+		return logFatal(stdio, args[0], formatArg(args[1:]), err)
+	}
+	return err
+}
+
+// formatArg is the value of the last --log-format among args, as the
+// command line gives it, before any parsing; "" when there is none.
+func formatArg(args []string) string {
+	format := ""
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != FlagLogFormat {
+			continue
+		}
+		if hasValue {
+			format = value
+		} else if i+1 < len(args) {
+			format = args[i+1]
+		}
+	}
+	return format
 }
 
 // logFatal writes err, with which an applet stops, as a log line of level
