@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -111,10 +112,17 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 
 		cli.OnSIGHUP(ctx, log, gw.Reload)
 
-		fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
-		fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
-		fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
-		fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
+		if strings.EqualFold(cfg.LogFormat, "json") {
+			// Every line JSON: a service manager mixes stdout into the
+			// same journal as the log.
+			log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(cfg.Gateway.Listen),
+				"gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
+		} else {
+			fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
+			fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
+			fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
+			fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
+		}
 
 		partsCtx, stopParts := context.WithCancel(context.Background())
 		defer stopParts()

@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -197,4 +198,22 @@ func TestUpWarnsAppsHaveNoLogin(t *testing.T) {
 		t.Errorf("no warning that apps have no NATS login:\n%s", out.String())
 	}
 	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// With --log-format json every line narun up writes is JSON, the one
+// saying where it listens included, for a journal mixes stdout and stderr.
+func TestUpJSONOutput(t *testing.T) {
+	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--log-format", "json", "--node-id", "upjson", "--nats-listen", natsAddr,
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	stopUp(t, cmd, out, 20*time.Second)
+	for line := range strings.Lines(out.String()) {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("not a JSON line: %q", line)
+		}
+	}
+	if !strings.Contains(out.String(), natsAddr) || !strings.Contains(out.String(), runnerAdmin) {
+		t.Errorf("output does not say where narun up listens:\n%s", out.String())
+	}
 }
