@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -114,6 +115,7 @@ func (p *Permissions) server() *server.Permissions {
 type Server struct {
 	ns       *server.Server
 	internal *User // login for in-process connections when authentication is on
+	lock     *os.File
 }
 
 // internalUser is the login in-process applets use when client
@@ -131,8 +133,13 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	lock, err := lockStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("configure nats server: %w", err)
 	}
 	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1)}
@@ -149,11 +156,15 @@ func Start(cfg Config) (*Server, error) {
 		select {
 		case msg := <-logs.fatal:
 			ns.Shutdown()
+			ns.WaitForShutdown()
+			lock.Close()
 			return nil, fmt.Errorf("start nats server: %s", msg)
 		default:
 		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
+			ns.WaitForShutdown()
+			lock.Close()
 			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
 		}
 	}
@@ -165,7 +176,27 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
 			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
 	}
-	return &Server{ns: ns, internal: internal}, nil
+	return &Server{ns: ns, internal: internal, lock: lock}, nil
+}
+
+// lockStore takes the data dir's lock on its JetStream store, held until
+// Shutdown. nats-server takes none: a second narun nats or narun up on the
+// same data dir would open the store the first one is writing, and
+// rebuild it under it.
+func lockStore(dataDir string) (*os.File, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock the JetStream store of %s: %w", dataDir, err)
+	}
+	path := filepath.Join(dataDir, "nats.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock the JetStream store of %s: %w", dataDir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, path, err)
+	}
+	return f, nil
 }
 
 func isLoopback(host string) bool {
@@ -400,4 +431,5 @@ func (s *Server) NATS() *server.Server { return s.ns }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	s.lock.Close()
 }

@@ -484,3 +484,28 @@ func TestClusterRoutesNeedTheClusterLogin(t *testing.T) {
 		}
 	})
 }
+
+// A second server on a data dir whose store a running server holds is
+// refused before it opens the store, and starts once the first stopped.
+func TestSecondServerOnADataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	first, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err == nil {
+		second.Shutdown()
+		first.Shutdown()
+		t.Fatal("a second server started on the data dir of a running one")
+	}
+	if !strings.Contains(err.Error(), "in use by another narun") {
+		t.Errorf("error %q does not say the store is in use", err)
+	}
+	first.Shutdown()
+	again, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatalf("start after the first server stopped: %v", err)
+	}
+	again.Shutdown()
+}
