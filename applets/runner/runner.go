@@ -26,6 +26,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},
 	)
 	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		if err := runner.CheckConfig(cfg); err != nil {
+			return err
+		}
 		rc := cfg.Runner
 		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen, "key-file": &rc.MasterKeyFile})
 		for _, l := range c.StringSlice("label") {

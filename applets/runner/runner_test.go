@@ -3,6 +3,8 @@ package runner
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,5 +29,25 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("Main(%q) = %v (exit %d), want a usage error with %q", tt.args, err, cli.ExitCode(err), tt.want)
 			}
 		})
+	}
+}
+
+// A heartbeat interval longer than half the life of a heartbeat in
+// narun-nodes would make the node vanish between two: refused at start,
+// naming the file and the key.
+func TestHeartbeatIntervalTooLong(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(file, []byte("[runner]\nheartbeat_interval = \"40s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+	// Stopped already: without the check the runner would start, and
+	// return at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), file+": runner.heartbeat_interval 40s: at most 15s") {
+		t.Errorf("Main = %v, want an error naming the file and runner.heartbeat_interval", err)
 	}
 }

@@ -42,6 +42,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
 		})
+		if err := runner.CheckConfig(cfg); err != nil {
+			return err
+		}
 		if os.Getenv("GOMAXPROCS") == "" {
 			runtime.GOMAXPROCS(shareCores(runtime.GOMAXPROCS(0)))
 		}

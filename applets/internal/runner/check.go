@@ -1,0 +1,25 @@
+package runner
+
+import (
+	"fmt"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// CheckConfig refuses a [runner] table whose node would keep dropping out
+// of narun-nodes: the bucket forgets a heartbeat store.NodeTTL after it was
+// written, whatever the interval, and a node without one looks gone to
+// node list, app status and deploy. Half the TTL leaves room for one
+// heartbeat lost on the way.
+func CheckConfig(cfg config.File) error {
+	if limit := store.NodeTTL / 2; cfg.Runner.HeartbeatInterval.D() > limit {
+		where := ""
+		if cfg.Path != "" {
+			where = cfg.Path + ": "
+		}
+		return fmt.Errorf("%srunner.heartbeat_interval %s: at most %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
+			where, cfg.Runner.HeartbeatInterval.D(), limit, store.NodeTTL)
+	}
+	return nil
+}
