@@ -249,6 +249,10 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		opts.HTTPHost, opts.HTTPPort = host, port
 	}
+	if cfg.Cluster.Listen == "" && len(cfg.Cluster.Routes) > 0 {
+		// The server would run alone, quietly: routes need a route port.
+		return nil, nil, errors.New("nats.cluster.routes is set but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222")
+	}
 	if cfg.Cluster.Listen != "" {
 		host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
 		if err != nil {

@@ -174,6 +174,7 @@ func TestConfigErrors(t *testing.T) {
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/"}}}}, "leafnodes.remotes[0].credentials"},
 		{"leaf url of another protocol", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}}, {URLs: []string{"http://hub.example.com:7422"}}}}}, `leafnodes.remotes[1].urls: "http://hub.example.com:7422": scheme "http"`},
+		{"routes without a route address", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Name: "narun", Routes: []string{"nats-route://127.0.0.1:6222"}}}, "nats.cluster.listen is empty"},
 		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
 		{"user twice", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "app", Password: "a"},
 			{User: "app", Password: "b", Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, `users: user "app" is listed twice`},
