@@ -10,6 +10,13 @@ pkg=github.com/narun/narun/applets/internal/buildinfo
 ldflags="-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit"
 arches=${NARUN_ARCHES:-"amd64 arm64 riscv64"}
 
+# Without readelf the check below would find nothing and call any binary
+# static.
+if ! command -v readelf >/dev/null; then
+	echo "build: readelf not found (apt-get install binutils): it checks that the binaries are static" >&2
+	exit 1
+fi
+
 mkdir -p dist
 for arch in $arches; do
 	out=dist/narun-linux-$arch
@@ -20,5 +27,5 @@ for arch in $arches; do
 	fi
 	mv "$out.tmp" "$out"
 	size=$(stat -c %s "$out")
-	printf '%-26s %6.1f MB (%.1f MiB)  static\n' "$out" "$(echo "$size / 1000000" | bc -l)" "$(echo "$size / 1048576" | bc -l)"
+	awk -v out="$out" -v size="$size" 'BEGIN { printf "%-26s %6.1f MB (%.1f MiB)  static\n", out, size / 1000000, size / 1048576 }'
 done
