@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/config"
@@ -32,10 +34,21 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		case <-retry.C:
 		}
 		if err := g.followRoutes(ctx, js); err != nil && ctx.Err() == nil {
+			// A NATS without JetStream has no deployed routes to read:
+			// the configuration's are all there are, and /readyz says so.
+			if noJetStream(err) && !g.routesRead.Swap(true) {
+				g.log.Info("no JetStream on this NATS: serving the configuration's routes only, until it has", "err", err)
+			}
 			g.log.Debug("routes bucket not followed, retrying", "bucket", names.RoutesBucket, "err", err)
 		}
 		retry.Reset(3 * time.Second)
 	}
+}
+
+// noJetStream reports whether err says that no server offers JetStream.
+func noJetStream(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
 func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) error {

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -789,6 +790,30 @@ func TestNotReadyUntilRoutesRead(t *testing.T) {
 	c.Start(1)
 	c.Start(2)
 	testutil.Eventually(t, 60*time.Second, "readyz turns 200 once JetStream answers", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		return code == 200
+	})
+}
+
+// A NATS server without JetStream has no narun-routes to read: the
+// gateway serves its configuration's routes and says it is ready.
+func TestReadyWithoutJetStream(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "plain"}), "")
+	testutil.Eventually(t, 20*time.Second, "readyz 200 without JetStream", func() bool {
 		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
 		return code == 200
 	})
