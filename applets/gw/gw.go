@@ -26,7 +26,8 @@ trusted_keys and [gateway.tls] listen, cert and key (HTTPS; the certificate is
 reloaded when its files change): testdata/narun.toml lists every key, with its
 default, and the README's Configuration section explains the file.
 /readyz on the admin address answers 200 once the gateway is connected to NATS
-and has read narun-routes (before that, deployed apps' routes would answer 404).`
+and has read narun-routes, or found that NATS has no JetStream (before that,
+deployed apps' routes would answer 404).`
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
