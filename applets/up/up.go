@@ -103,7 +103,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready.
 		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
-			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: filepath.Join(cfg.DataDir, "routes.json")})
 		if err != nil {
 			return err
 		}

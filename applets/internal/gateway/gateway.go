@@ -60,6 +60,9 @@ type Options struct {
 	// and after every reload: narun up trusts its node key without a line
 	// in the file, and a reload of that file must not drop the key.
 	NodeKeys []string
+	// RoutesCache is a file that keeps narun-routes' entries as last read,
+	// served at the next start until the bucket can be read; "" keeps none.
+	RoutesCache string
 }
 
 // Gateway proxies HTTP requests to NATS services.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +27,7 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		g.log.Error("routes bucket: jetstream", "err", err)
 		return
 	}
+	g.loadRoutesCache()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
@@ -61,6 +64,11 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 		return err
 	}
 	defer func() { _ = w.Stop() }()
+	// The keys of the watch's initial values: an entry held from before
+	// (the cache, an earlier watch) that is not among them was removed
+	// meanwhile.
+	seen := map[string]bool{}
+	initial := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -70,15 +78,89 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 				return nil
 			}
 			if e == nil {
+				if initial {
+					initial = false
+					g.dropUnseen(seen)
+				}
 				g.routesRead.Store(true)
+				g.saveRoutesCache()
 				continue
+			}
+			if initial {
+				seen[e.Key()] = true
 			}
 			if e.Operation() != jetstream.KeyValuePut {
 				g.setAppEntry(e.Key(), nil)
-				continue
+			} else {
+				g.setAppEntry(e.Key(), e.Value())
 			}
-			g.setAppEntry(e.Key(), e.Value())
+			if !initial {
+				g.saveRoutesCache()
+			}
 		}
+	}
+}
+
+// dropUnseen removes the entries held whose app is not in seen.
+func (g *Gateway) dropUnseen(seen map[string]bool) {
+	g.mu.Lock()
+	var gone []string
+	for app := range g.kvRaw {
+		if !seen[app] {
+			gone = append(gone, app)
+		}
+	}
+	g.mu.Unlock()
+	for _, app := range gone {
+		g.setAppEntry(app, nil)
+	}
+}
+
+// loadRoutesCache serves the entries of narun-routes as last read, so that
+// a gateway started while JetStream cannot answer (a cluster member back
+// alone, its peers still down) routes to the apps its runner starts from
+// cached specs instead of answering 404. They are checked as the bucket's
+// are; /readyz still waits for the bucket.
+func (g *Gateway) loadRoutesCache() {
+	path := g.opts.RoutesCache
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var entries map[string][]byte
+	if err == nil {
+		err = json.Unmarshal(b, &entries)
+	}
+	if err != nil {
+		g.log.Warn("routes cache not read: deployed apps' routes wait for narun-routes", "file", path, "err", err)
+		return
+	}
+	for app, value := range entries {
+		g.setAppEntry(app, value)
+	}
+	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries))
+}
+
+// saveRoutesCache writes the entries held for loadRoutesCache.
+func (g *Gateway) saveRoutesCache() {
+	path := g.opts.RoutesCache
+	if path == "" {
+		return
+	}
+	g.mu.Lock()
+	b, err := json.Marshal(g.kvRaw)
+	g.mu.Unlock()
+	if err == nil {
+		tmp := path + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, path)
+		}
+	}
+	if err != nil {
+		g.log.Warn("routes cache not written", "file", path, "err", err)
 	}
 }
 

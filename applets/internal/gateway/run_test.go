@@ -52,17 +52,26 @@ func startRun(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string) *run
 
 func startRunLogged(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string, log *slog.Logger) *running {
 	t.Helper()
+	return startRunOptions(t, Options{Config: cfg, Conn: nc, ConfigPath: path, Logger: log})
+}
+
+// startRunOptions runs a gateway with opts on random ports.
+func startRunOptions(t *testing.T, opts Options) *running {
+	t.Helper()
+	cfg := opts.Config
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.TLS.Cert != "" {
 		cfg.TLS.Listen = "127.0.0.1:0"
 	}
 	var mu sync.Mutex
 	addrs := map[string]string{}
-	g, err := New(Options{Config: cfg, Conn: nc, ConfigPath: path, Logger: log, OnListen: func(name, addr string) {
+	opts.Config = cfg
+	opts.OnListen = func(name, addr string) {
 		mu.Lock()
 		addrs[name] = addr
 		mu.Unlock()
-	}})
+	}
+	g, err := New(opts)
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
 	}
@@ -816,5 +825,75 @@ func TestReadyWithoutJetStream(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "readyz 200 without JetStream", func() bool {
 		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
 		return code == 200
+	})
+}
+
+// A gateway started while JetStream cannot answer (one member of three
+// up: no leader) serves the deployed routes it cached at its last run, so
+// that the apps its node starts from cached specs are reached; it does not
+// call itself ready until it has read the bucket. A route removed while it
+// was away goes once it has.
+func TestRoutesCacheWhileJetStreamIsAway(t *testing.T) {
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	c := natstest.NewCluster(t, 3)
+	for i := range 3 {
+		c.Start(i)
+	}
+	nc := natstest.Connect(t, c.Server(0))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var kv jetstream.KeyValue
+	testutil.Eventually(t, 60*time.Second, "narun-routes created", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		kv, err = store.KV(cctx, js, names.RoutesBucket, nil)
+		return err == nil
+	})
+	for _, app := range []string{"kept", "removed"} {
+		if _, err := kv.PutString(ctx, app, `[{"path":"/`+app+`/"}]`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache})
+	testutil.Eventually(t, 20*time.Second, "routes cached", func() bool {
+		b, _ := os.ReadFile(cache)
+		return strings.Contains(string(b), `"kept"`) && strings.Contains(string(b), `"removed"`)
+	})
+	first.stop()
+	if err := <-first.done; err != nil {
+		t.Fatal(err)
+	}
+	first.done <- nil
+	// Removed while no gateway watched: the cache still has it.
+	if err := kv.Delete(ctx, "removed"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The cluster goes down, and one member comes back alone.
+	for i := range 3 {
+		c.Stop(i)
+	}
+	alone := natstest.Connect(t, c.Start(0))
+	serveOn(t, alone, consumerConfig("kept"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "still here")
+	}))
+	r := startRunOptions(t, Options{Config: gwConfig(), Conn: alone, RoutesCache: cache})
+	testutil.Eventually(t, 20*time.Second, "cached route served", func() bool {
+		code, body := get(t, "http://"+r.addrs["http"]+"/kept/x")
+		return code == 200 && body == "still here"
+	})
+	if code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz"); code != 503 {
+		t.Errorf("readyz from the cache alone = %d, want 503", code)
+	}
+
+	c.Start(1)
+	c.Start(2)
+	testutil.Eventually(t, 60*time.Second, "readyz and the removed route gone", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		gone, _ := get(t, "http://"+r.addrs["http"]+"/removed/")
+		return code == 200 && gone == 404
 	})
 }
