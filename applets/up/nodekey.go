@@ -137,9 +137,11 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 		if ctx.Err() != nil {
 			return nil, nil, err
 		}
-		if attempt == 1 {
-			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other",
-				"err", err)
+		// Said again about once a minute: the server's own lines (a route
+		// refused for a wrong login, say) may have buried the first one.
+		if attempt%10 == 1 {
+			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password",
+				"err", err, "attempt", attempt)
 		}
 		t := time.NewTimer(time.Second)
 		select {
