@@ -301,3 +301,24 @@ func startNode(t *testing.T, dataDir, node string, args ...string) (natsAddr str
 	healthy(t, runnerAdmin)
 	return natsAddr, cmd, out
 }
+
+// trusted_keys in one of [runner] and [gateway] turns the node key off
+// for both: narun up says that the other part then checks nothing.
+func TestUpWarnsOfOneSidedTrust(t *testing.T) {
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("[runner]\ntrusted_keys = [%q]\n", key.Public())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runnerAdmin := testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "uptrust", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	if !strings.Contains(out.String(), "[gateway] trusted_keys is not") {
+		t.Errorf("no warning that the gateway checks nothing:\n%s", out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}

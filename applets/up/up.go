@@ -49,6 +49,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			runtime.GOMAXPROCS(shareCores(runtime.GOMAXPROCS(0)))
 		}
 		log.Debug("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0))
+		// Either list turns the node key off for both parts: the other
+		// part then checks nothing.
+		switch {
+		case len(cfg.Runner.TrustedKeys) > 0 && len(cfg.Gateway.TrustedKeys) == 0:
+			log.Warn("[runner] trusted_keys is set and [gateway] trusted_keys is not: the gateway serves route entries of narun-routes whoever wrote them (an app too); set both")
+		case len(cfg.Gateway.TrustedKeys) > 0 && len(cfg.Runner.TrustedKeys) == 0:
+			log.Warn("[gateway] trusted_keys is set and [runner] trusted_keys is not: the runner runs specs of narun-apps whoever wrote them (an app too); set both")
+		}
 		var nk *nodeKey
 		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
 			var err error
