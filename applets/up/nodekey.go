@@ -115,8 +115,9 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 }
 
 // scanAttempt bounds one try of scan: JetStream leaves requests
-// unanswered until its cluster has elected a leader.
-const scanAttempt = 5 * time.Second
+// unanswered until its cluster has elected a leader. It is long enough
+// for a slow device to read many specs in one try.
+const scanAttempt = 15 * time.Second
 
 // scanWhenAnswered runs scan until JetStream answers, or ctx ends. The
 // members of a new cluster elect their first leader only once they see
