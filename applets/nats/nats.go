@@ -24,7 +24,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringSliceFlag{Name: "routes", Usage: "routes to the other cluster members (nats-route://host:port)"},
 		&ucli.StringSliceFlag{Name: "leaf-remote", Usage: "hub to join as a leaf node (nats-leaf://host:port)"},
 	)
-	return cli.Service(ctx, stdio, args, "embedded NATS server with JetStream", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "embedded NATS server with JetStream\n"+
+		"The [nats] table of narun.toml holds the rest (logins, cluster login, leaf remotes,\n"+
+		"JetStream limits): testdata/narun.toml lists every key, docs/CLUSTER.md shows a\n"+
+		"three-member cluster and a leaf. A changed [nats] table needs a restart.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"listen":         &cfg.NATS.Listen,
 			"server-name":    &cfg.NATS.ServerName,

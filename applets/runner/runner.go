@@ -25,7 +25,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
 		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},
 	)
-	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps\n"+
+		"The [runner] table of narun.toml holds the rest (app_nats_url, trusted_keys,\n"+
+		"heartbeat_interval): testdata/narun.toml lists every key with its default.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}

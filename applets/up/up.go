@@ -34,7 +34,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name)"},
 		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
 	)
-	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process\n"+
+		"The flags cover what changes from one device to the next; everything else is in\n"+
+		"narun.toml ([nats], [gateway], [runner] and data_dir): testdata/narun.toml lists\n"+
+		"every key with its default, docs/CLUSTER.md joins devices into a cluster. SIGHUP\n"+
+		"reloads the gateway's routes; a second SIGINT or SIGTERM stops at once.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"nats-listen":         &cfg.NATS.Listen,
 			"listen":              &cfg.Gateway.Listen,
