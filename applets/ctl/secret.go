@@ -12,6 +12,7 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
@@ -251,28 +252,8 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	// Write beside and rename, so an interrupted write never loses the old keys.
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	// Replaced whole, so an interrupted write never loses the old keys.
+	if err := atomicfile.Write(path, content, 0o600); err != nil {
 		return fmt.Errorf("write key file: %w", err)
 	}
 	fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, strings.Join(ring.IDs(), ", "))

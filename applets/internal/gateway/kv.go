@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
@@ -154,10 +155,7 @@ func (g *Gateway) saveRoutesCache() {
 	b, err := json.Marshal(g.kvRaw)
 	g.mu.Unlock()
 	if err == nil {
-		tmp := path + ".tmp"
-		if err = os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, path)
-		}
+		err = atomicfile.Write(path, b, 0o600)
 	}
 	if err != nil {
 		g.log.Warn("routes cache not written", "file", path, "err", err)
