@@ -577,11 +577,12 @@ func TestStopAndDelete(t *testing.T) {
 	c.remove(t, "stubborn")
 	for _, app := range []string{"polite", "stubborn"} {
 		tr.wait(t, app, "no instance", func(l []state.Instance) bool { return len(l) == 0 })
-		if _, err := os.Stat(filepath.Join(tr.dir, "instances", app)); !os.IsNotExist(err) {
-			t.Errorf("instance directory of %s still there: %v", app, err)
-		}
-		if _, err := os.Stat(filepath.Join(tr.dir, "specs", app+".toml")); !os.IsNotExist(err) {
-			t.Errorf("cached spec of %s still there: %v", app, err)
+		// The app's files go after its last instance has been reported gone.
+		for _, p := range []string{filepath.Join(tr.dir, "instances", app), filepath.Join(tr.dir, "specs", app+".toml")} {
+			testutil.Eventually(t, 10*time.Second, p+" removed", func() bool {
+				_, err := os.Stat(p)
+				return os.IsNotExist(err)
+			})
 		}
 	}
 	for _, pid := range pids {
