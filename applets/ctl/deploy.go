@@ -285,58 +285,13 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		e.warnRepinned(cur.app.FileDigests, final.FileDigests)
 	}
 
-	// Subscribe before writing so no event of the rollout is missed.
-	var w *waiter
-	if c.Bool("wait") {
-		if w, err = newWaiter(e, final); err != nil {
-			return err
-		}
-		defer w.stop()
-	}
-	var refusing []string
-	if heartbeats {
-		refusing = e.warnSignedOnly(nodes, final, key)
-	}
-	// Signing is deterministic: the same body signed by the same key is
-	// the same value, and a spec signed by no key or another one changes.
-	res.Changed, res.Revision = !bytes.Equal(cur.raw, stored), cur.rev
-	if res.Changed {
-		octx, cancel := e.op(ctx)
-		// Conditional writes: a concurrent deploy of the same app makes one
-		// of the two fail instead of silently overwriting the other.
-		if cur.rev == 0 {
-			res.Revision, err = apps.Create(octx, app.Name, stored)
-		} else {
-			res.Revision, err = apps.Update(octx, app.Name, stored, cur.rev)
-		}
-		cancel()
-		if err != nil {
-			if lostRace(err) {
-				return fmt.Errorf("store spec of %s: it changed during this deploy (another deploy?); run it again: %w", app.Name, err)
-			}
-			return fmt.Errorf("store spec of %s: %w", app.Name, err)
-		}
-	}
-	if err := e.putRoutes(ctx, final, key); err != nil {
+	p, err := e.publish(ctx, release{apps: apps, cur: cur, stored: stored, final: final, key: key, nodes: nodes, heartbeats: heartbeats, prune: true, verb: "deploy"}, c.Bool("wait"))
+	if err != nil {
 		return err
 	}
-	if res.Changed {
-		e.pruneSuperseded(ctx, cur.app, final)
-	}
-	if heartbeats {
-		e.warnAbsentNodes(nodes, final)
-		e.warnMissingArch(nodes, final)
-	}
-	if w != nil && len(refusing) > 0 {
-		// Those nodes report nothing of a spec they refuse: waiting would
-		// only end in the timeout.
-		why := "ctl has no signing key"
-		if key != nil {
-			why = "do not trust ctl's key " + key.Public()
-		}
-		return &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", app.Name, strings.Join(refusing, ", "), why)}
-	}
-	if w != nil {
+	res.Changed, res.Revision = p.changed, p.revision
+	if w := p.w; w != nil {
+		defer w.stop()
 		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
 		res.Rollout = r
 		if c.Bool(flagJSON) {
