@@ -23,12 +23,14 @@ import (
 func appCommand(stdio cli.IO) *ucli.Command {
 	return &ucli.Command{
 		Name:  "app",
-		Usage: "list, inspect, delete and restart deployed apps",
+		Usage: "list, inspect, delete, restart and roll back deployed apps",
 		Subcommands: []*ucli.Command{
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: appAction(stdio, appDelete)},
 			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart)},
+			appHistoryCommand(stdio),
+			appRollbackCommand(stdio),
 		},
 	}
 }

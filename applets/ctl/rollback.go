@@ -1,0 +1,376 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+const flagTo = "to"
+
+func appHistoryCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:      "history",
+		Usage:     "revisions of an app's spec kept in " + names.AppsBucket + ", newest first",
+		ArgsUsage: "NAME",
+		Description: names.AppsBucket + " keeps the last 10 revisions of each app, deletions included. A revision number\n" +
+			"is a sequence of the whole bucket: it orders deploys but does not count one app's.\n" +
+			"NOTE says which revision is current, which one only restarted the one before it (app restart:\n" +
+			"restarted_at and the file pins changed), which holds the same spec as an earlier one (a rollback),\n" +
+			"and which deleted the app.",
+		Flags:  []ucli.Flag{jsonFlag()},
+		Action: appAction(stdio, appHistory),
+	}
+}
+
+func appRollbackCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name:      "rollback",
+		Usage:     "store an earlier revision of an app's spec again, as a deploy stores one",
+		ArgsUsage: "NAME",
+		Description: "Without --to, the revision restored is the newest earlier one that differs from the current spec\n" +
+			"in more than restarted_at and file pins: the deploy before the current one, not the current one\n" +
+			"before an app restart. app history lists the revisions.\n" +
+			"The revision is checked as a deploy checks a spec, and nothing is written if a check fails: its\n" +
+			"pinned binaries must still be in " + names.BinariesBucket + " (image delete may have removed them), its\n" +
+			"secrets and files must exist, with the content it pinned, and its routes must not clash with\n" +
+			"another app's. It is signed again with the key deploy signs with; with a key, a revision that\n" +
+			"key did not sign is refused, as deploy refuses to build on one. Its routes replace the app's.\n" +
+			"A rollback that finds the spec changed since it read it (a deploy meanwhile) fails and writes\n" +
+			"nothing. Restoring the current revision, or one with the same spec, changes nothing (exit 0).\n" +
+			"An app deleted with app delete is not brought back: deploy it again from its file.",
+		Flags: []ucli.Flag{
+			&ucli.Uint64Flag{Name: flagTo, Usage: "revision to restore (app history lists them)", DefaultText: "the previous deploy"},
+			waitFlag(),
+			waitTimeoutFlag(),
+		},
+		Action: appAction(stdio, appRollback),
+	}
+}
+
+// revision is one entry of an app's history in narun-apps, as
+// `app history --json` prints it.
+type revision struct {
+	Revision uint64    `json:"revision"`
+	Stored   time.Time `json:"stored"`
+	// Operation is "put" for a stored spec, "delete" for app delete and
+	// "purge" for a purge, which removes every earlier revision.
+	Operation string                  `json:"operation"`
+	Version   string                  `json:"version,omitempty"`
+	Replicas  int                     `json:"replicas"`
+	Binaries  map[string]pinnedBinary `json:"binaries,omitempty"`
+	// SignedBy is the public key of the spec's signature, "" unsigned;
+	// SignatureError says why that signature does not hold.
+	SignedBy       string `json:"signed_by"`
+	SignatureError string `json:"signature_error,omitempty"`
+	Current        bool   `json:"current"`
+	// Restart is set on a revision that differs from the spec before it
+	// only in restarted_at and file pins: what app restart writes.
+	Restart bool `json:"restart"`
+	// SameAs is the newest earlier revision that holds the same spec (a
+	// rollback, or the same file deployed again), 0 when none does.
+	SameAs uint64 `json:"same_as,omitempty"`
+	// Error says why the stored spec does not parse.
+	Error string `json:"error,omitempty"`
+
+	raw []byte
+	app *spec.App
+}
+
+func (r revision) isSpec() bool { return r.Operation == "put" }
+
+func operation(op jetstream.KeyValueOp) string {
+	switch op {
+	case jetstream.KeyValueDelete:
+		return "delete"
+	case jetstream.KeyValuePurge:
+		return "purge"
+	}
+	return "put"
+}
+
+// history reads the revisions of app that narun-apps keeps, oldest first.
+func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([]revision, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	entries, err := kv.History(octx, app)
+	if isNotFound(err) {
+		return nil, notFound("app %q has no revisions in %s", app, names.AppsBucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", app, err)
+	}
+	revs := make([]revision, 0, len(entries))
+	for _, en := range entries {
+		r := revision{Revision: en.Revision(), Stored: en.Created(), Operation: operation(en.Operation()), raw: en.Value()}
+		if r.isSpec() {
+			// Read as nodes read it, like app status: a spec an earlier
+			// ctl stored is shown as it runs.
+			a, _, perr := spec.ParseStored(fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, r.Revision), r.raw)
+			if perr != nil {
+				r.Error = perr.Error()
+			} else {
+				r.app, r.Version, r.Replicas, r.Binaries = a, a.Version, a.Replicas, pinnedOf(a.Binaries)
+			}
+			if pub, serr := signing.SignedBy(r.raw); pub != "" {
+				r.SignedBy = pub
+				if serr != nil {
+					r.SignatureError = serr.Error()
+				}
+			}
+		}
+		revs = append(revs, r)
+	}
+	last := &revs[len(revs)-1]
+	last.Current = last.isSpec()
+	for i := range revs {
+		if !revs[i].isSpec() {
+			continue
+		}
+		for j := i - 1; j >= 0; j-- {
+			if revs[j].isSpec() && bytes.Equal(signing.Strip(revs[j].raw), signing.Strip(revs[i].raw)) {
+				revs[i].SameAs = revs[j].Revision
+				break
+			}
+		}
+		if i > 0 && revs[i].SameAs == 0 && revs[i-1].isSpec() && sameSpec(revs[i-1].app, revs[i].app) {
+			revs[i].Restart = true
+		}
+	}
+	return revs, nil
+}
+
+// sameSpec reports whether a and b differ at most in what app restart
+// changes: restarted_at and the file pins.
+func sameSpec(a, b *spec.App) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	x, y := *a, *b
+	x.RestartedAt, y.RestartedAt = "", ""
+	x.FileDigests, y.FileDigests = nil, nil
+	return reflect.DeepEqual(x, y)
+}
+
+func appHistory(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	revs, err := e.history(ctx, kv, name)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(revs)
+	if c.Bool(flagJSON) {
+		return e.printJSON(revs)
+	}
+	t := e.table("REVISION", "STORED", "VERSION", "REPLICAS", "BINARIES", "SIGNED BY", "NOTE")
+	for _, r := range revs {
+		stored := r.Stored.Local().Format("2006-01-02 15:04:05 MST")
+		if !r.isSpec() {
+			note := "app deleted"
+			if r.Operation == "purge" {
+				note = "purged: earlier revisions removed"
+			}
+			t.row(strconv.FormatUint(r.Revision, 10), stored, "-", "-", "-", "-", note)
+			continue
+		}
+		var notes []string
+		if r.Current {
+			notes = append(notes, "current")
+		}
+		if r.Restart {
+			notes = append(notes, "restart")
+		}
+		if r.SameAs != 0 {
+			notes = append(notes, fmt.Sprintf("same as %d", r.SameAs))
+		}
+		if r.Error != "" {
+			notes = append(notes, "invalid: "+firstLine(r.Error))
+			t.row(strconv.FormatUint(r.Revision, 10), stored, "-", "-", "-", signer(r), strings.Join(notes, ", "))
+			continue
+		}
+		var bins []string
+		for _, arch := range slices.Sorted(maps.Keys(r.Binaries)) {
+			bins = append(bins, arch+":"+prefix(r.Binaries[arch].SHA256))
+		}
+		t.row(strconv.FormatUint(r.Revision, 10), stored, r.Version, strconv.Itoa(r.Replicas), strings.Join(bins, ","), signer(r), strings.Join(notes, ", "))
+	}
+	return t.flush()
+}
+
+// signer says briefly who signed a revision, for a column.
+func signer(r revision) string {
+	switch {
+	case r.SignedBy == "":
+		return "unsigned"
+	case r.SignatureError != "":
+		return "bad signature"
+	}
+	// The key is long; its first characters tell an operator's few apart.
+	pub := strings.TrimPrefix(r.SignedBy, "narun-ed25519:")
+	return pub[:min(12, len(pub))] + "…"
+}
+
+// rollbackTarget picks the revision to restore from revs (oldest first):
+// to, else the newest earlier spec that differs from the current one in
+// more than app restart changes.
+func rollbackTarget(app string, revs []revision, to uint64) (revision, error) {
+	cur := revs[len(revs)-1]
+	if !cur.isSpec() {
+		return revision{}, notFound("app %q was deleted (revision %d): rollback restores a revision over a deployed spec; deploy the app again from its file (narun ctl deploy APP.toml)", app, cur.Revision)
+	}
+	if to != 0 {
+		i := slices.IndexFunc(revs, func(r revision) bool { return r.Revision == to })
+		if i < 0 {
+			return revision{}, notFound("revision %d is not in the history of %s (narun ctl app history %s lists the %d kept)", to, app, app, len(revs))
+		}
+		if !revs[i].isSpec() {
+			return revision{}, fmt.Errorf("revision %d of %s is its deletion, not a spec (narun ctl app history %s)", to, app, app)
+		}
+		return revs[i], nil
+	}
+	for i := len(revs) - 2; i >= 0; i-- {
+		if revs[i].isSpec() && !sameSpec(revs[i].app, cur.app) {
+			return revs[i], nil
+		}
+	}
+	return revision{}, notFound("%s has no earlier revision that differs from the current one (%d) in more than a restart (narun ctl app history %s)", app, cur.Revision, app)
+}
+
+func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	if err := checkWaitTimeout(c); err != nil {
+		return err
+	}
+	// Read once, as deploy does: the node key, and the warnings about
+	// nodes that will not run what is stored.
+	nodes, err := e.nodes(ctx)
+	heartbeats := err == nil
+	if err != nil {
+		e.log.Debug("read heartbeats", "err", err)
+	}
+	key, err := e.signer()
+	if err != nil {
+		return err
+	}
+	key = e.nodeSigner(key, nodes)
+	apps, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	revs, err := e.history(ctx, apps, name)
+	if err != nil {
+		return err
+	}
+	target, err := rollbackTarget(name, revs, c.Uint64(flagTo))
+	if err != nil {
+		return err
+	}
+	// The current spec as the history read it: the write is conditional
+	// on its revision, so a deploy since is not overwritten.
+	cur := revs[len(revs)-1]
+	if target.Revision == cur.Revision {
+		fmt.Fprintf(e.out(), "%s: revision %d is the current one; nothing to roll back\n", name, cur.Revision)
+		return nil
+	}
+	stored, final, err := e.restorable(ctx, name, target, cur, key)
+	if err != nil {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
+	}
+	if bytes.Equal(stored, cur.raw) {
+		fmt.Fprintf(e.out(), "%s: revision %d holds the same spec as the current one (%d); nothing to roll back\n", name, target.Revision, cur.Revision)
+		return nil
+	}
+	p, err := e.publish(ctx, release{
+		apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision},
+		stored: stored, final: final, key: key, nodes: nodes, heartbeats: heartbeats, verb: "rollback",
+	}, c.Bool("wait"))
+	if err != nil {
+		return err
+	}
+	if p.w == nil {
+		fmt.Fprintf(e.out(), "%s %s: rolled back to revision %d, stored as revision %d; runners roll its instances\n", name, final.Version, target.Revision, p.revision)
+		return nil
+	}
+	defer p.w.stop()
+	r, err := p.w.wait(ctx, c.Duration(flagTimeout), true)
+	if err != nil {
+		return &cli.ExitError{Code: ExitRollout, Err: err}
+	}
+	fmt.Fprintf(e.out(), "%s %s: rolled back to revision %d, stored as revision %d; %d instance(s) ready\n", name, final.Version, target.Revision, p.revision, len(r.Ready))
+	return nil
+}
+
+// restorable checks revision t of app as deploy checks a spec before it
+// writes, and returns it as deploy would store it, signed with key, and
+// parsed; or why not, naming everything that is missing. cur is the
+// stored spec.
+func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *signing.Key) ([]byte, *spec.App, error) {
+	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app); err != nil {
+		return nil, nil, err
+	}
+	if err := refuseUnsigned(key, t.raw, fmt.Sprintf("revision %d", t.Revision)); err != nil {
+		return nil, nil, err
+	}
+	// Any app may write narun-apps on a default device: signing a revision
+	// this key did not sign would vouch for what something else wrote.
+	if reason := notOurs(key, t.raw); reason != "" {
+		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; deploy it from its file with --binary", t.Revision, reason)
+	}
+	file := fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, t.Revision)
+	body := signing.Strip(t.raw)
+	a, err := spec.Parse(file, body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("revision %d is not a spec deploy accepts now (deploy a fixed one from its file):\n%w", t.Revision, err)
+	}
+	if len(a.Binaries) == 0 {
+		return nil, nil, fmt.Errorf("revision %d pins no binary", t.Revision)
+	}
+	digests, problems, err := e.references(ctx, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := e.checkPinned(ctx, a.Binaries); err != nil {
+		problems = append(problems, fmt.Errorf("%w (narun ctl image delete removes one; deploy %s %s again with --binary)", err, a.Name, a.Version))
+	}
+	for _, obj := range slices.Sorted(maps.Keys(a.FileDigests)) {
+		if now, ok := digests[obj]; ok && now != a.FileDigests[obj] {
+			problems = append(problems, fmt.Errorf("file %q changed since revision %d was stored (sha256 %s…, it pins %s…): put its earlier content back with narun ctl files put", obj, t.Revision, prefix(now), prefix(a.FileDigests[obj])))
+		}
+	}
+	if err := e.checkRoutes(ctx, a, key); err != nil {
+		problems = append(problems, err)
+	}
+	if len(problems) > 0 {
+		return nil, nil, errors.Join(problems...)
+	}
+	// A revision an earlier ctl stored without pins gets them, as deploy
+	// pins what narun-files holds now.
+	if len(a.FileDigests) == 0 {
+		if body, err = spec.SetFileDigests(file, body, digests); err != nil {
+			return nil, nil, err
+		}
+	}
+	stored := sign(key, body)
+	final, err := spec.Parse(file, stored)
+	if err != nil {
+		return nil, nil, err
+	}
+	return stored, final, nil
+}
