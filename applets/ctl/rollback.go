@@ -21,7 +21,10 @@ import (
 	"github.com/narun/narun/applets/internal/spec"
 )
 
-const flagTo = "to"
+const (
+	flagTo       = "to"
+	flagRevision = "revision"
+)
 
 func appHistoryCommand(stdio cli.IO) *ucli.Command {
 	return &ucli.Command{
@@ -32,8 +35,13 @@ func appHistoryCommand(stdio cli.IO) *ucli.Command {
 			"is a sequence of the whole bucket: it orders deploys but does not count one app's.\n" +
 			"NOTE says which revision is current, which one only restarted the one before it (app restart:\n" +
 			"restarted_at and the file pins changed), which holds the same spec as an earlier one (a rollback),\n" +
-			"and which deleted the app.",
-		Flags:  []ucli.Flag{jsonFlag()},
+			"and which deleted the app.\n" +
+			"--revision N prints that revision's spec as stored, without its signature: saved to a file, it\n" +
+			"deploys as it is (its [binaries] pin the objects), which brings back an app that was deleted.",
+		Flags: []ucli.Flag{
+			jsonFlag(),
+			&ucli.Uint64Flag{Name: flagRevision, Usage: "print the spec of this revision instead of the list"},
+		},
 		Action: appAction(stdio, appHistory),
 	}
 }
@@ -176,6 +184,14 @@ func appHistory(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if err != nil {
 		return err
 	}
+	if c.IsSet(flagRevision) {
+		r, err := findRevision(name, revs, c.Uint64(flagRevision))
+		if err != nil {
+			return err
+		}
+		_, err = e.out().Write(signing.Strip(r.raw))
+		return err
+	}
 	slices.Reverse(revs)
 	if c.Bool(flagJSON) {
 		return e.printJSON(revs)
@@ -228,23 +244,28 @@ func signer(r revision) string {
 	return pub[:min(12, len(pub))] + "…"
 }
 
+// findRevision returns the spec revision n of app.
+func findRevision(app string, revs []revision, n uint64) (revision, error) {
+	i := slices.IndexFunc(revs, func(r revision) bool { return r.Revision == n })
+	if i < 0 {
+		return revision{}, notFound("revision %d is not in the history of %s (narun ctl app history %s lists the %d kept)", n, app, app, len(revs))
+	}
+	if !revs[i].isSpec() {
+		return revision{}, fmt.Errorf("revision %d of %s is its deletion, not a spec (narun ctl app history %s)", n, app, app)
+	}
+	return revs[i], nil
+}
+
 // rollbackTarget picks the revision to restore from revs (oldest first):
 // to, else the newest earlier spec that differs from the current one in
 // more than app restart changes.
 func rollbackTarget(app string, revs []revision, to uint64) (revision, error) {
 	cur := revs[len(revs)-1]
 	if !cur.isSpec() {
-		return revision{}, notFound("app %q was deleted (revision %d): rollback restores a revision over a deployed spec; deploy the app again from its file (narun ctl deploy APP.toml)", app, cur.Revision)
+		return revision{}, notFound("app %q was deleted (revision %d): rollback restores a revision over a deployed spec; deploy the app again from its file, or from a kept revision (narun ctl app history %s --revision N > %s.toml; narun ctl deploy %s.toml)", app, cur.Revision, app, app, app)
 	}
 	if to != 0 {
-		i := slices.IndexFunc(revs, func(r revision) bool { return r.Revision == to })
-		if i < 0 {
-			return revision{}, notFound("revision %d is not in the history of %s (narun ctl app history %s lists the %d kept)", to, app, app, len(revs))
-		}
-		if !revs[i].isSpec() {
-			return revision{}, fmt.Errorf("revision %d of %s is its deletion, not a spec (narun ctl app history %s)", to, app, app)
-		}
-		return revs[i], nil
+		return findRevision(app, revs, to)
 	}
 	for i := len(revs) - 2; i >= 0; i-- {
 		if revs[i].isSpec() && !sameSpec(revs[i].app, cur.app) {
@@ -331,7 +352,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	// Any app may write narun-apps on a default device: signing a revision
 	// this key did not sign would vouch for what something else wrote.
 	if reason := notOurs(key, t.raw); reason != "" {
-		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; deploy it from its file with --binary", t.Revision, reason)
+		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; if it is yours, read it (narun ctl app history %s --revision %d > %s.toml) and deploy that file, which signs it", t.Revision, reason, app, t.Revision, app)
 	}
 	file := fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, t.Revision)
 	body := signing.Strip(t.raw)
@@ -347,7 +368,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 		return nil, nil, err
 	}
 	if err := e.checkPinned(ctx, a.Binaries); err != nil {
-		problems = append(problems, fmt.Errorf("%w (narun ctl image delete removes one; deploy %s %s again with --binary)", err, a.Name, a.Version))
+		problems = append(problems, fmt.Errorf("%w: deploy %s %s again from its file with --binary instead", err, a.Name, a.Version))
 	}
 	for _, obj := range slices.Sorted(maps.Keys(a.FileDigests)) {
 		if now, ok := digests[obj]; ok && now != a.FileDigests[obj] {

@@ -266,6 +266,19 @@ func TestAppHistory(t *testing.T) {
 		t.Error("rollback of a deleted app stored a spec")
 	}
 	h.fails(ExitNotFound, "", "app", "history", "nope")
+	// The delete is the next write to narun-apps after the rollback.
+	r = h.fails(1, "", "app", "history", "hello", "--revision", fmt.Sprint(revs[0].Revision+1))
+	if !strings.Contains(r.err, "is its deletion, not a spec") {
+		t.Errorf("history --revision of the deletion: %s", r.err)
+	}
+
+	// What the hint says brings a deleted app back: a kept revision,
+	// printed, saved and deployed.
+	r = h.ok("", "app", "history", "hello", "--revision", fmt.Sprint(v1.Revision))
+	h.ok("", "deploy", h.file("saved.toml", r.out))
+	if _, again := h.revisionOf("hello"); !bytes.Equal(again, now) {
+		t.Errorf("deploy of revision %d as printed stored\n%s\nwant\n%s", v1.Revision, again, now)
+	}
 }
 
 // With a signing key a rollback stores the revision signed by it, and
@@ -304,6 +317,15 @@ func TestRollbackSigned(t *testing.T) {
 	routes, _ := h.get(names.RoutesBucket, "hello")
 	if pub, err := signing.SignedBy(routes); pub != public || err != nil {
 		t.Errorf("routes after the rollback signed by %q (%v), want %s", pub, err, public)
+	}
+
+	// The way the refusal names: the operator reads the revision and
+	// deploys it, vouching for it.
+	r = h.ok("", "app", "history", "hello", "--revision", fmt.Sprint(unsigned))
+	h.ok("", "deploy", h.file("saved.toml", r.out))
+	_, stored = h.revisionOf("hello")
+	if body, err := verifier(t, public).Verify(stored); err != nil || versionOf(t, body) != "1.0.0" {
+		t.Errorf("deploy of the unsigned revision as a file: %v\n%s", err, stored)
 	}
 }
 
