@@ -88,7 +88,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		if err != nil {
 			stop()
 			if lostRace(err) {
-				return p, fmt.Errorf("store spec of %s: it changed during this %s (another deploy?); run it again: %w", name, r.verb, err)
+				return p, fmt.Errorf("store spec of %s: it changed during this %s (another deploy, restart or rollback?); run it again: %w", name, r.verb, err)
 			}
 			return p, fmt.Errorf("store spec of %s: %w", name, err)
 		}

@@ -279,6 +279,9 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	if err := checkWaitTimeout(c); err != nil {
 		return err
 	}
+	if c.IsSet(flagTo) && c.Uint64(flagTo) == 0 {
+		return usagef("--to 0: revisions start at 1 (narun ctl app history %s lists them)", name)
+	}
 	// Read once, as deploy does: the node key, and the warnings about
 	// nodes that will not run what is stored.
 	nodes, err := e.nodes(ctx)

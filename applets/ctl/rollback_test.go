@@ -160,6 +160,7 @@ func TestRollbackTo(t *testing.T) {
 		t.Errorf("rollback to an unknown revision: %s", r.err)
 	}
 	h.fails(2, "", "app", "rollback", "hello", "--to", "x")
+	h.fails(2, "", "app", "rollback", "hello", "--to", "0")
 }
 
 // A revision whose binary image delete removed, or whose file changed, is
