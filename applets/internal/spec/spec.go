@@ -171,6 +171,10 @@ type Health struct {
 	Timeout    config.Duration `toml:"timeout"`
 	Failures   int             `toml:"failures"`
 	StartGrace config.Duration `toml:"start_grace"`
+	// RestartAfter is how many failed checks in a row, counted once the
+	// instance has been healthy or its start grace is over, make the runner
+	// stop it and apply [restart] as after a failure; 0 never does.
+	RestartAfter int `toml:"restart_after"`
 }
 
 // File places an object of the narun-files store in the instance dir.
@@ -626,6 +630,13 @@ func (a *App) validateHealth(v *validator) {
 	}
 	if h.Failures < 1 || h.Failures > 1000 {
 		v.add("health.failures", "want 1..1000, got %d", h.Failures)
+	}
+	switch {
+	case h.RestartAfter < 0 || h.RestartAfter > 1000:
+		v.add("health.restart_after", "want 0 (never restart an unhealthy instance) or 1..1000, got %d", h.RestartAfter)
+	case h.RestartAfter > 0 && h.Type == HealthNone:
+		// Without a check nothing ever fails: the key would silently do nothing.
+		v.add("health.restart_after", "needs a health check, but type is \"none\" (set [health] type, or [http] port or [[routes]] for a default one)")
 	}
 }
 

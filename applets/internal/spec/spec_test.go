@@ -34,8 +34,8 @@ func TestSmallestContractSpec(t *testing.T) {
 	if a.Restart.Policy != RestartAlways || a.Restart.InitialBackoff.D() != 100*time.Millisecond || a.Restart.MaxBackoff.D() != 5*time.Minute {
 		t.Errorf("restart defaults: %+v", a.Restart)
 	}
-	if a.Health.Type != HealthMicro || a.Health.Service != "hello" {
-		t.Errorf("health default for an app with routes: %+v", a.Health)
+	if a.Health.Type != HealthMicro || a.Health.Service != "hello" || a.Health.RestartAfter != 0 {
+		t.Errorf("health default for an app with routes (never restarted for failing checks): %+v", a.Health)
 	}
 	if a.StopSig().String() != "terminated" || a.StopTimeout.D() != 10*time.Second {
 		t.Errorf("stop defaults: %v %v", a.StopSig(), a.StopTimeout.D())
@@ -77,6 +77,7 @@ jitter = 0
 [health]
 type = "http"
 path = "/healthz"
+restart_after = 4
 
 [http]
 port = 8081
@@ -101,7 +102,7 @@ sha256 = "` + strings.Repeat("ab", 32) + `"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Health.Port != 8081 || a.StopSignal != "SIGINT" || a.Resources.Memory != 64<<20 || a.Restart.Jitter != 0 {
+	if a.Health.Port != 8081 || a.Health.RestartAfter != 4 || a.StopSignal != "SIGINT" || a.Resources.Memory != 64<<20 || a.Restart.Jitter != 0 {
 		t.Errorf("unexpected values: %+v", a)
 	}
 	if a.Sandbox.Paths[0].Mode != "rw" || a.Sandbox.Network != "isolated" {
@@ -161,6 +162,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"http health without port", base + "[health]\ntype = \"http\"\n", "health.port", 4},
 		{"bad health port", base + "[health]\ntype = \"tcp\"\nport = 70000\n", "health.port", 6},
 		{"zero health failures", base + "[health]\nfailures = 0\n", "health.failures", 5},
+		{"negative restart after", base + "[health]\ntype = \"tcp\"\nport = 80\nrestart_after = -1\n", "health.restart_after", 7},
+		{"huge restart after", base + "[health]\ntype = \"tcp\"\nport = 80\nrestart_after = 1001\n", "health.restart_after", 7},
+		{"restart after without a check", base + "[health]\nrestart_after = 3\n", "health.restart_after", 5},
 		{"file with dotdot", base + "[[files]]\nobject = \"x\"\npath = \"../etc/passwd\"\n", "files[0].path", 6},
 		{"file absolute", base + "[[files]]\nobject = \"x\"\npath = \"ok\"\n[[files]]\nobject = \"y\"\npath = \"/etc/passwd\"\n", "files[1].path", 9},
 		{"file duplicate path", base + "[[files]]\nobject = \"x\"\npath = \"a/b\"\n[[files]]\nobject = \"y\"\npath = \"a//b\"\n", "files[1].path", 9},
