@@ -15,6 +15,7 @@ import (
 //
 //	pending → fetching → starting → running → healthy → stopping → stopped
 //	running|healthy → crashed → backoff → starting
+//	running|healthy → stopping → backoff → starting (stopped as unhealthy)
 //	any → failed (gave up; Reason says why)
 type State string
 

@@ -27,8 +27,9 @@ type Policy struct {
 	// ResetAfter is how long a process must run for its streak to start
 	// again from zero; 0 means 10 minutes.
 	ResetAfter time.Duration
-	// GiveUp is how many crashes in a row turn the instance failed; a clean
-	// exit breaks the row. 0 means it is restarted for ever.
+	// GiveUp is how many failures in a row (crashes, stops as unhealthy)
+	// turn the instance failed; a clean exit breaks the row. 0 means it is
+	// restarted for ever.
 	GiveUp int
 }
 
@@ -42,10 +43,14 @@ type Exit struct {
 	Ran time.Duration
 	// Reason, when set, explains the end better than the status.
 	Reason string
+	// Unhealthy says the supervisor stopped the process for failing its
+	// health checks: a failure whatever the exit status, so that backoff
+	// and giving up apply as to a crash.
+	Unhealthy bool
 }
 
 // Failure reports whether the exit counts as a crash.
-func (e Exit) Failure() bool { return e.Code != 0 }
+func (e Exit) Failure() bool { return e.Code != 0 || e.Unhealthy }
 
 func (e Exit) String() string {
 	if e.Reason != "" {
@@ -63,8 +68,8 @@ type Streak struct {
 	// it sets the backoff, so a program that keeps exiting at once is
 	// restarted ever more slowly whatever its status.
 	Exits int
-	// Crashes counts the failures in a row: it decides giving up, which a
-	// clean exit must not bring closer.
+	// Crashes counts the failures in a row, stops as unhealthy included:
+	// it decides giving up, which a clean exit must not bring closer.
 	Crashes int
 }
 

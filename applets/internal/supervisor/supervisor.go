@@ -1,7 +1,8 @@
 // Package supervisor runs one instance of an app: it prepares it, starts its
 // process through a command factory, restarts it by its policy, checks its
 // health, stops it (stop signal, timeout, then SIGKILL of the process group)
-// and keeps its last output lines. It knows nothing of NATS or sandboxes.
+// when asked or, if told to, when it keeps failing its checks, and keeps its
+// last output lines. It knows nothing of NATS or sandboxes.
 package supervisor
 
 import (
@@ -28,6 +29,20 @@ import (
 // ErrPermanent marks a preparation or start error that retrying cannot
 // fix: the instance is reported failed at once.
 var ErrPermanent = errors.New("permanent failure")
+
+// ErrInconclusive marks a failed health check that says nothing of the
+// app, such as a NATS ping while the runner itself is offline: it is
+// reported like any failure but breaks the row that RestartAfter counts,
+// since restarting the app would not bring the check back.
+var ErrInconclusive = errors.New("health check inconclusive")
+
+// Inconclusive marks err as ErrInconclusive, keeping its message.
+func Inconclusive(err error) error { return inconclusive{err} }
+
+type inconclusive struct{ error }
+
+func (e inconclusive) Unwrap() error        { return e.error }
+func (e inconclusive) Is(target error) bool { return target == ErrInconclusive }
 
 // InstanceLaunch is everything needed to start the process of an instance.
 type InstanceLaunch struct {
@@ -112,6 +127,11 @@ type Health struct {
 	// StartGrace is how long a new process may take to become healthy before
 	// that is reported as a problem; 0 means 30s.
 	StartGrace time.Duration
+	// RestartAfter is how many failed checks in a row make the supervisor
+	// stop the process as unhealthy and apply the policy as after a crash;
+	// 0 means never. Checks count once the process has been healthy or
+	// StartGrace is over, so a slow start is not cut short.
+	RestartAfter int
 }
 
 // Config describes one instance.
@@ -356,13 +376,17 @@ func (s *Supervisor) Run(ctx context.Context) {
 			case d.GaveUp && s.cfg.Policy.Mode == Never:
 				s.set(state.Failed, reason+" (restart policy never)")
 			case d.GaveUp:
-				s.set(state.Failed, fmt.Sprintf("gave up after %d crashes in a row: %s", streak.Crashes, reason))
+				s.set(state.Failed, fmt.Sprintf("gave up after %d failures in a row: %s", streak.Crashes, reason))
 			default:
 				s.set(state.Stopped, reason)
 			}
 			return
 		}
-		s.set(state.Crashed, reason)
+		// A process stopped as unhealthy did not crash: stopping, then
+		// backoff, both with the reason, say what happened.
+		if !exit.Unhealthy {
+			s.set(state.Crashed, reason)
+		}
 		s.lastExit = reason
 		if !s.backoff(ctx, d.Delay, reason) {
 			return
@@ -491,26 +515,23 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	go func() { waited <- wait() }()
 	hctx, hcancel := context.WithCancel(ctx)
 	healthDone := make(chan struct{})
+	sick := make(chan string, 1)
 	go func() {
 		defer close(healthDone)
-		s.watchHealth(hctx, pid, started)
+		s.watchHealth(hctx, pid, started, sick)
 	}()
 
 	var werr error
+	unhealthy := ""
 	select {
 	case werr = <-waited:
+	case unhealthy = <-sick:
+		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
+		s.set(state.Stopping, unhealthy)
+		werr = s.terminate(pid, waited)
 	case <-ctx.Done():
 		s.set(state.Stopping, "")
-		s.signalGroup(pid, s.cfg.StopSignal)
-		t := time.NewTimer(s.cfg.StopTimeout)
-		select {
-		case werr = <-waited:
-		case <-t.C:
-			s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
-			s.signalGroup(pid, syscall.SIGKILL)
-			werr = <-waited
-		}
-		t.Stop()
+		werr = s.terminate(pid, waited)
 	}
 	hcancel()
 	<-healthDone
@@ -537,6 +558,11 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	if errors.As(werr, &explained) {
 		exit.Reason = explained.Reason()
 	}
+	if unhealthy != "" {
+		// However the stopped process exited, it ended because it failed
+		// its checks, and that counts as a failure.
+		exit.Reason, exit.Unhealthy = unhealthy, true
+	}
 	// The exit is recorded with the state the caller decides next, in one
 	// change: a status read in between must not show a healthy instance
 	// without a process.
@@ -545,6 +571,22 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	s.exitCode = &code
 	s.mu.Unlock()
 	return exit, nil
+}
+
+// terminate stops the process: the stop signal, then SIGKILL of its group
+// once StopTimeout is over. It returns what waited gives.
+func (s *Supervisor) terminate(pid int, waited <-chan error) error {
+	s.signalGroup(pid, s.cfg.StopSignal)
+	t := time.NewTimer(s.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case err := <-waited:
+		return err
+	case <-t.C:
+		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
+		s.signalGroup(pid, syscall.SIGKILL)
+		return <-waited
+	}
 }
 
 func (s *Supervisor) signalGroup(pid int, sig syscall.Signal) {
@@ -568,8 +610,9 @@ func (s *Supervisor) forward(r io.Reader, stream string) {
 }
 
 // watchHealth checks the process with pid until ctx is done and reflects
-// the result in the status.
-func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time) {
+// the result in the status. Once RestartAfter checks in a row have failed,
+// it sends why on sick and stops checking.
+func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time, sick chan<- string) {
 	h := s.cfg.Health
 	if h.Check == nil {
 		s.setHealth(pid, true, "")
@@ -580,6 +623,9 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 	// app does not publish a change every retry. Both are about a start: once
 	// the process was healthy, its failure keeps the reason that says so.
 	healthy, fails, noted, warned := false, 0, false, false
+	// strikes are the failed checks in a row that RestartAfter counts: only
+	// once the process has been healthy or its grace is over.
+	wasHealthy, strikes := false, 0
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		err := h.Check(cctx, s.Dial())
@@ -588,8 +634,15 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 			return
 		}
 		switch {
+		case err == nil, errors.Is(err, ErrInconclusive):
+			strikes = 0
+		case wasHealthy || time.Since(started) > h.StartGrace:
+			strikes++
+		}
+		switch {
 		case err == nil:
 			fails = 0
+			wasHealthy = true
 			if !healthy {
 				healthy = true
 				s.setHealth(pid, true, "")
@@ -606,6 +659,10 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 		case !noted:
 			noted = true
 			s.setHealth(pid, false, "waiting for health check: "+err.Error())
+		}
+		if h.RestartAfter > 0 && strikes >= h.RestartAfter {
+			sick <- fmt.Sprintf("unhealthy after %d failed health checks in a row: %v", strikes, err)
+			return
 		}
 		t := time.NewTimer(h.nextCheck(healthy, time.Since(started)))
 		select {

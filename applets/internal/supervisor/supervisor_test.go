@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 }
 
 func child(mode string) {
+	if port, ok := strings.CutPrefix(mode, "listen:"); ok {
+		listen(port)
+	}
 	term := make(chan os.Signal, 1)
 	switch mode {
 	case "serve":
@@ -75,6 +78,39 @@ func child(mode string) {
 	os.Exit(2)
 }
 
+// listen answers TCP connections on port until SIGUSR1, then stays alive
+// without answering: a hung app, for the health checks.
+func listen(port string) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		fmt.Println("listen:", err)
+		os.Exit(1)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hang, term := make(chan os.Signal, 1), make(chan os.Signal, 1)
+	signal.Notify(hang, syscall.SIGUSR1)
+	signal.Notify(term, syscall.SIGTERM)
+	fmt.Println("ready")
+	for {
+		select {
+		case <-hang:
+			ln.Close()
+			fmt.Println("hung")
+		case <-term:
+			fmt.Println("bye")
+			os.Exit(0)
+		}
+	}
+}
+
 func sleepForever() {
 	for {
 		time.Sleep(time.Hour)
@@ -89,11 +125,14 @@ type recorder struct {
 	// upWithoutProcess are the changes that showed a live instance with
 	// no process behind it.
 	upWithoutProcess []state.Instance
+	// changes are all the statuses published, as events are.
+	changes []state.Instance
 }
 
 func (r *recorder) add(i state.Instance) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.changes = append(r.changes, i)
 	if i.State.Up() && i.PID == 0 {
 		r.upWithoutProcess = append(r.upWithoutProcess, i)
 	}
@@ -109,6 +148,22 @@ func (r *recorder) all() []state.State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.states)
+}
+
+// reasons are the reasons published as the instance entered state st,
+// once for each time it did.
+func (r *recorder) reasons(st state.State) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	var prev state.State
+	for _, c := range r.changes {
+		if c.State == st && prev != st {
+			out = append(out, c.Reason)
+		}
+		prev = c.State
+	}
+	return out
 }
 
 // start runs a supervisor of the test binary in the given child mode.
@@ -288,7 +343,7 @@ func TestJournalTellsTheCrashLoop(t *testing.T) {
 	for _, want := range []string{
 		`level=INFO msg="instance started" instance=0-test pid=`,
 		`level=WARN msg="instance exited" instance=0-test reason="exit status 3" restarts=0`,
-		`level=ERROR msg="instance failed; not restarting it" instance=0-test reason="gave up after 2 crashes in a row: exit status 3"`,
+		`level=ERROR msg="instance failed; not restarting it" instance=0-test reason="gave up after 2 failures in a row: exit status 3"`,
 	} {
 		if !strings.Contains(journal, want) {
 			t.Errorf("journal lacks %s:\n%s", want, journal)
@@ -452,11 +507,182 @@ func TestHealthFailingAfterHealthy(t *testing.T) {
 	waitFor(t, s, "healthy", inState(state.Healthy))
 	failing.Store(true)
 	waitFor(t, s, "unhealthy", inState(state.Running))
+	unhealthy := s.Status()
 	// Each check's outcome is in the status before the next check starts.
 	n := calls.Load()
 	testutil.Eventually(t, 20*time.Second, "more failed checks", func() bool { return calls.Load() >= n+3 })
-	if st := s.Status(); st.State != state.Running || st.Reason != "health check failing: no answer" {
+	st := s.Status()
+	if st.State != state.Running || st.Reason != "health check failing: no answer" {
 		t.Fatalf("a once healthy instance failing its checks: %+v", st)
+	}
+	// Without RestartAfter it is left running: the same process, never
+	// restarted.
+	if st.PID != unhealthy.PID || st.Restarts != 0 || !alive(st.PID) {
+		t.Errorf("an unhealthy instance without RestartAfter was restarted: %+v, was %+v", st, unhealthy)
+	}
+}
+
+// tcpCheck is the health check of the runner's type "tcp".
+func tcpCheck(port string) func(context.Context, DialFunc) error {
+	return func(ctx context.Context, dial DialFunc) error {
+		c, err := dial(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// A process that answered its checks, then hangs (alive, not answering),
+// is stopped with the stop signal after RestartAfter failed checks and
+// started again, and every status on the way says it was unhealthy.
+func TestUnhealthyRestarted(t *testing.T) {
+	const port = "18231"
+	var out testutil.LogBuffer
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, rec := start(t, "listen:"+port, Config{
+		Policy: Policy{Initial: time.Millisecond},
+		Health: Health{
+			Check:        tcpCheck(port),
+			Interval:     10 * time.Millisecond,
+			Failures:     1,
+			RestartAfter: 2,
+			// Counting starts with the first success, not with the grace.
+			StartGrace: time.Hour,
+		},
+		Logger: log,
+	})
+	first := waitFor(t, s, "healthy", inState(state.Healthy))
+	if err := syscall.Kill(first.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	again := waitFor(t, s, "healthy again in a new process", func(i state.Instance) bool {
+		return i.State == state.Healthy && i.PID != first.PID
+	})
+	if again.Restarts != 1 {
+		t.Errorf("restarts = %d, want 1", again.Restarts)
+	}
+	const why = "unhealthy after 2 failed health checks in a row: dial tcp 127.0.0.1:" + port + ": connect: connection refused"
+	rec.mu.Lock()
+	i := slices.IndexFunc(rec.changes, func(c state.Instance) bool { return c.PID == again.PID })
+	startedWith := rec.changes[i].Reason
+	rec.mu.Unlock()
+	if startedWith != "last exit: "+why {
+		t.Errorf("the new process started with reason %q, want %q", startedWith, "last exit: "+why)
+	}
+	if !hasLine(s, state.Stdout, "bye") {
+		t.Errorf("the hung process was not stopped by its stop signal: %+v", s.Lines())
+	}
+	if alive(first.PID) {
+		t.Errorf("hung process %d still alive", first.PID)
+	}
+	if got := rec.reasons(state.Stopping); !slices.Equal(got, []string{why}) {
+		t.Errorf("stopping reasons %q, want %q", got, why)
+	}
+	if got := rec.reasons(state.Backoff); !slices.Equal(got, []string{why + "; retry in 1ms"}) {
+		t.Errorf("backoff reasons %q, want the unhealthy reason", got)
+	}
+	if slices.Contains(rec.all(), state.Crashed) {
+		t.Errorf("an instance restarted as unhealthy was reported crashed: %v", rec.all())
+	}
+	journal := out.String()
+	if want := `level=WARN msg="instance unhealthy, stopping it" instance=0-test pid=` + strconv.Itoa(first.PID) + ` reason="` + why + `"`; !strings.Contains(journal, want) {
+		t.Errorf("journal lacks %s:\n%s", want, journal)
+	}
+}
+
+// Stops as unhealthy feed the restart policy as crashes do: backoff grows
+// with each, max failures gives up, and policy never leaves it failed.
+func TestUnhealthyUnderPolicy(t *testing.T) {
+	const why = "unhealthy after 1 failed health checks in a row: no answer"
+	tests := []struct {
+		name     string
+		policy   Policy
+		reason   string
+		restarts int
+		backoffs []string
+	}{
+		{"max failures", Policy{Mode: OnFailure, Initial: time.Millisecond, Max: time.Second, GiveUp: 3},
+			"gave up after 3 failures in a row: " + why, 2, []string{why + "; retry in 1ms", why + "; retry in 2ms"}},
+		{"never", Policy{Mode: Never}, why + " (restart policy never)", 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, rec := start(t, "serve", Config{
+				Policy: tt.policy,
+				Health: Health{
+					Check:        func(context.Context, DialFunc) error { return errors.New("no answer") },
+					Interval:     10 * time.Millisecond,
+					StartGrace:   time.Millisecond,
+					RestartAfter: 1,
+				},
+			})
+			waitDone(t, s)
+			end := s.Status()
+			if end.State != state.Failed || end.Reason != tt.reason || end.Restarts != tt.restarts {
+				t.Errorf("ended %s (%q) after %d restarts, want failed (%q) after %d; states %v",
+					end.State, end.Reason, end.Restarts, tt.reason, tt.restarts, rec.all())
+			}
+			if got := rec.reasons(state.Backoff); !slices.Equal(got, tt.backoffs) {
+				t.Errorf("backoff reasons %q, want %q", got, tt.backoffs)
+			}
+			if n := len(rec.reasons(state.Stopping)); n != tt.restarts+1 {
+				t.Errorf("%d stops as unhealthy, want %d", n, tt.restarts+1)
+			}
+		})
+	}
+}
+
+// Failed checks do not count toward RestartAfter during the grace of a
+// process that never was healthy, nor when the check cannot tell
+// (ErrInconclusive); a conclusive failure after them does.
+func TestUnhealthyNotCounted(t *testing.T) {
+	var calls atomic.Int64
+	var mu sync.Mutex
+	verdict := errors.New("not yet")
+	set := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		verdict = err
+	}
+	s, rec := start(t, "serve", Config{
+		Policy: Policy{Initial: time.Millisecond},
+		Health: Health{
+			Interval:     10 * time.Millisecond,
+			StartGrace:   time.Hour,
+			RestartAfter: 1,
+			Check: func(context.Context, DialFunc) error {
+				calls.Add(1)
+				mu.Lock()
+				defer mu.Unlock()
+				return verdict
+			},
+		},
+	})
+	first := waitFor(t, s, "waiting for its check", func(i state.Instance) bool { return i.State == state.Running && i.Reason != "" })
+	checks := func(what string) {
+		t.Helper()
+		n := calls.Load()
+		testutil.Eventually(t, 20*time.Second, what, func() bool { return calls.Load() >= n+3 })
+	}
+	checks("failed checks in the grace")
+	if st := s.Status(); st.PID != first.PID || st.Restarts != 0 {
+		t.Fatalf("restarted for failed checks during its start grace: %+v", st)
+	}
+	set(nil)
+	waitFor(t, s, "healthy", inState(state.Healthy))
+	set(Inconclusive(errors.New("nats not reachable")))
+	// Reported as any failure...
+	waitFor(t, s, "unhealthy", func(i state.Instance) bool { return i.Reason == "health check failing: nats not reachable" })
+	checks("inconclusive checks")
+	// ...but not restarted for.
+	if st := s.Status(); st.PID != first.PID || st.Restarts != 0 {
+		t.Fatalf("restarted for inconclusive checks: %+v", st)
+	}
+	set(errors.New("no answer"))
+	waitFor(t, s, "restarted", func(i state.Instance) bool { return i.Restarts == 1 })
+	if got, want := rec.reasons(state.Stopping), []string{"unhealthy after 1 failed health checks in a row: no answer"}; !slices.Equal(got, want) {
+		t.Errorf("stopped with reasons %q, want %q", got, want)
 	}
 }
 
@@ -562,7 +788,7 @@ func TestEndStates(t *testing.T) {
 		{Never, "crash", state.Failed, 0, "exit status 3 (restart policy never)"},
 		{Never, "done", state.Stopped, 0, "exit status 0"},
 		{OnFailure, "done", state.Stopped, 0, "exit status 0"},
-		{OnFailure, "crash", state.Failed, 1, "gave up after 2 crashes in a row: exit status 3"},
+		{OnFailure, "crash", state.Failed, 1, "gave up after 2 failures in a row: exit status 3"},
 		{Always, "done", state.Stopped, 2, "stopped"},
 	}
 	for _, tt := range tests {
