@@ -320,10 +320,11 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 				defer baselineMu.Unlock()
 				return baseline
 			}),
-			Interval:   sp.Health.Interval.D(),
-			Timeout:    sp.Health.Timeout.D(),
-			Failures:   sp.Health.Failures,
-			StartGrace: sp.Health.StartGrace.D(),
+			Interval:     sp.Health.Interval.D(),
+			Timeout:      sp.Health.Timeout.D(),
+			Failures:     sp.Health.Failures,
+			StartGrace:   sp.Health.StartGrace.D(),
+			RestartAfter: sp.Health.RestartAfter,
 		},
 		StopSignal:  sp.StopSig(),
 		StopTimeout: sp.StopTimeout.D(),

@@ -288,7 +288,13 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 		}
 	case spec.HealthMicro:
 		return func(ctx context.Context, _ supervisor.DialFunc) error {
-			return r.pingInstance(ctx, h.Service, id, baseline)
+			err := r.pingInstance(ctx, h.Service, id, baseline)
+			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
+				// The runner, not the app, lost NATS: restarting the app
+				// for it ([health] restart_after) would not help.
+				return supervisor.Inconclusive(err)
+			}
+			return err
 		}
 	}
 	return nil

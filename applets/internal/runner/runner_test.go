@@ -36,6 +36,7 @@ import (
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -1358,6 +1359,86 @@ func TestHaltedRolloutResumes(t *testing.T) {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
 	})
 	waitDead(t, []int{old.PID})
+}
+
+// [health] restart_after reaches the supervisor: an instance whose check
+// fails after it was healthy is stopped and started again, and its events
+// say it was unhealthy.
+func TestUnhealthyInstanceRestarted(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	ev := c.watchEvents(t, "probe")
+	// The check's endpoint stands for the app's: it holds its port
+	// throughout, failing while told to.
+	var failing atomic.Bool
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:18232")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	c.deploy(t, "probe", "1.0.0", probeBin, "[health]\ntype = \"http\"\nport = 18232\ninterval = \"100ms\"\nfailures = 1\nrestart_after = 2\n")
+	first := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+
+	failing.Store(true)
+	const why = "unhealthy after 2 failed health checks in a row: GET /: 503 Service Unavailable"
+	testutil.Eventually(t, 30*time.Second, "an event of the stop as unhealthy", func() bool {
+		return slices.ContainsFunc(ev.list(), func(e state.Event) bool {
+			return e.ID == first.ID && e.State == state.Stopping && e.Reason == why
+		})
+	})
+	failing.Store(false)
+	again := tr.wait(t, "probe", "healthy in a new process", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].PID != first.PID
+	})[0]
+	if again.ID != first.ID || again.Restarts == 0 {
+		t.Errorf("after the stop as unhealthy: %+v, want instance %s restarted", again, first.ID)
+	}
+	waitDead(t, []int{first.PID})
+	if !strings.Contains(tr.logs.String(), `msg="instance unhealthy, stopping it"`) {
+		t.Errorf("the journal does not say the instance was stopped as unhealthy:\n%s", tr.logs.String())
+	}
+	for _, e := range ev.list() {
+		if e.State == state.Crashed {
+			t.Errorf("a stop as unhealthy was published as a crash: %+v", e)
+		}
+	}
+}
+
+// A NATS Micro check that fails because the runner lost NATS says nothing
+// of the app: it is inconclusive, so restart_after does not count it. A
+// check that finds no instance while connected does count.
+func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
+	c := newCluster(t, nil)
+	nc, err := nats.Connect(c.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sp, err := spec.Parse("mute.toml", []byte("name = \"mute\"\nversion = \"1\"\nnodes = [\""+node+"\"]\n[[routes]]\npath = \"/mute/\"\n[health]\nrestart_after = 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{opts: Options{Conn: nc}}
+	check := r.healthCheck(sp, "0-mute", func() map[string]bool { return nil })
+	run := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return check(ctx, nil)
+	}
+	if err := run(); err == nil || errors.Is(err, supervisor.ErrInconclusive) {
+		t.Errorf("connected, no instance answering: %v, want a failure that counts", err)
+	}
+	nc.Close()
+	if err := run(); !errors.Is(err, supervisor.ErrInconclusive) {
+		t.Errorf("runner offline: %v, want an inconclusive failure", err)
+	}
 }
 
 // File objects named X and X.digest are cached apart from each other's
