@@ -198,7 +198,10 @@ func refusedBy(n state.Node, pub, sigErr string) string {
 	return ""
 }
 
-func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
+// statusOf is the status of the deployed app d from the heartbeats in
+// nodes; now is the NATS server's clock (env.serverNow), by which their
+// ages count.
+func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appStatusJSON {
 	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}}
 	if d.err != nil {
 		s.Error = d.err.Error()
@@ -214,7 +217,6 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 			s.SignatureError = err.Error()
 		}
 	}
-	now := time.Now()
 	for _, n := range nodes {
 		fp := ""
 		if d.app != nil {
@@ -241,7 +243,7 @@ func statusOf(d deployed, name string, nodes []state.Node) appStatusJSON {
 			}
 			if late(n, now) {
 				// What a silent node last said is no longer known to hold.
-				is.Reason = fmt.Sprintf("node not heard from for %s (it said %s)", shortDuration(now.Sub(n.Time)), in.State)
+				is.Reason = fmt.Sprintf("node not heard from for %s (it said %s)", shortDuration(now.Sub(n.Stored)), in.State)
 				is.State = stateUnknown
 			}
 			if is.Current && (is.State == state.Healthy || is.State == state.Running && d.app.Health.Type == spec.HealthNone) {
@@ -283,7 +285,7 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	var all []appStatusJSON
 	for _, d := range apps {
-		all = append(all, statusOf(d, d.name, nodes))
+		all = append(all, statusOf(d, d.name, nodes, e.serverNow()))
 	}
 	if c.Bool(flagJSON) {
 		if all == nil {
@@ -319,7 +321,7 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	if err != nil {
 		return err
 	}
-	s := statusOf(d, d.name, nodes)
+	s := statusOf(d, d.name, nodes, e.serverNow())
 	if c.Bool(flagJSON) {
 		return e.printJSON(s)
 	}

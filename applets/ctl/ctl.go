@@ -80,6 +80,9 @@ type env struct {
 	timeout time.Duration
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	// serverAhead is how far the NATS server's clock is ahead of this
+	// machine's (negative: behind), as nodes last read it.
+	serverAhead time.Duration
 }
 
 func newApp(stdio cli.IO, name string) *ucli.App {
@@ -264,6 +267,12 @@ func (e *env) entries(ctx context.Context, bucket, what string, each func(key st
 	if err != nil {
 		return err
 	}
+	return e.eachEntry(ctx, kv, what, func(entry jetstream.KeyValueEntry) { each(entry.Key(), entry.Value()) })
+}
+
+// eachEntry is entries for a caller that needs more of an entry than its
+// value, such as when the server stored it.
+func (e *env) eachEntry(ctx context.Context, kv jetstream.KeyValue, what string, each func(jetstream.KeyValueEntry)) error {
 	keys, err := e.keys(ctx, kv)
 	if err != nil {
 		return err
@@ -278,7 +287,7 @@ func (e *env) entries(ctx context.Context, bucket, what string, each func(key st
 		if err != nil {
 			return fmt.Errorf("read %s of %s: %w", what, k, err)
 		}
-		each(k, entry.Value())
+		each(entry)
 	}
 	return nil
 }

@@ -567,6 +567,9 @@ func TestAppStatusNamesRefusingNodes(t *testing.T) {
 // A node whose last heartbeat is three intervals old is taken for down
 // before its entry expires: its instances are not counted ready, and node
 // list says it is late. A node id two runners share is called out.
+// A node whose heartbeat the NATS server stored more than three of its
+// intervals ago stopped, whatever time it wrote in it: here one an hour
+// ahead, which its own stamp would keep looking fresh.
 func TestStatusOfSilentNode(t *testing.T) {
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
@@ -575,15 +578,20 @@ func TestStatusOfSilentNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Second, Time: time.Now().Add(-20 * time.Second),
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Nanosecond, Time: time.Now().Add(time.Hour),
 		Host: "a", Duplicates: []state.Duplicate{{Host: "b", Boot: "x", Seen: time.Now()}},
 		Instances: []state.Instance{{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH),
 			PID: 42, Started: time.Now().Add(-time.Hour)}}})
+	// The heartbeat ages by the server's clock from the moment it is
+	// stored; nothing writes another.
 	var got appStatusJSON
-	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.Ready != 0 || len(got.Instances) != 1 || got.Instances[0].State != stateUnknown || !strings.Contains(got.Instances[0].Reason, "it said healthy") {
+	testutil.Eventually(t, 20*time.Second, "the silent node's instance to turn unknown", func() bool {
+		if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
+			t.Fatal(err)
+		}
+		return len(got.Instances) == 1 && got.Instances[0].State == stateUnknown
+	})
+	if got.Ready != 0 || !strings.Contains(got.Instances[0].Reason, "it said healthy") {
 		t.Errorf("status of a silent node's instance: ready %d, %+v", got.Ready, got.Instances)
 	}
 	if r := h.ok("", "app", "status", "hello"); strings.Contains(r.out, "1h") {
@@ -595,6 +603,37 @@ func TestStatusOfSilentNode(t *testing.T) {
 	}
 	if !strings.Contains(r.err, "node id node-1 is used by two runners (hosts a and b)") {
 		t.Errorf("node list stderr:\n%s", r.err)
+	}
+}
+
+// A node whose clock is behind writes heartbeats stamped in the past:
+// they are fresh all the same, its instances count, and node list says
+// what is wrong with it.
+func TestStatusOfNodeWithSlowClock(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := time.Now().Add(-20 * time.Second)
+	var instances []state.Instance
+	for i := range 2 {
+		instances = append(instances, state.Instance{App: "hello", Node: "node-1", ID: fmt.Sprintf("hello-%d", i), Slot: i, State: state.Healthy,
+			Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH), Since: behind})
+	}
+	// 20 s behind is more than three of its 5 s intervals.
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: 5 * time.Second, Time: behind, Instances: instances})
+	if desired, ready := h.readiness("hello"); desired != 2 || ready != 2 {
+		t.Errorf("app status: %d of %d ready, want 2 of 2", ready, desired)
+	}
+	r := h.ok("", "node", "list")
+	if strings.Contains(r.out, "late") {
+		t.Errorf("node list of a node heard from just now:\n%s", r.out)
+	}
+	if !strings.Contains(r.err, "warning: the clock of node node-1 is 2") || !strings.Contains(r.err, "s behind the NATS server's") {
+		t.Errorf("node list stderr lacks the clock warning:\n%s", r.err)
 	}
 }
 

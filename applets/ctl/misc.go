@@ -41,6 +41,7 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		return e.printJSON(nodes)
 	}
+	now := e.serverNow()
 	t := e.table("NODE", "VERSION", "PLATFORM", "LABELS", "INSTANCES", "SANDBOX", "SIGNED-ONLY", "SEEN")
 	for _, n := range nodes {
 		up := 0
@@ -57,8 +58,8 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		if n.SignaturesRequired {
 			signedOnly = "yes"
 		}
-		seen := ago(n.Time) + " ago"
-		if late(n, time.Now()) {
+		seen := shortDuration(now.Sub(n.Stored)) + " ago"
+		if late(n, now) {
 			seen += " (late: down?)"
 		}
 		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, signedOnly, seen)
@@ -70,14 +71,43 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		for _, d := range n.Duplicates {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id\n", n.ID, orDash(n.Host), orDash(d.Host))
 		}
+		if skew := clockSkew(n); skew != 0 {
+			way := "ahead of"
+			if skew < 0 {
+				way, skew = "behind", -skew
+			}
+			fmt.Fprintf(e.stdio.Stderr, "warning: the clock of node %s is %s %s the NATS server's: its TLS certificate checks and the times of its logs and events are off; synchronise it (NTP, systemd-timesyncd)\n", n.ID, shortDuration(skew), way)
+		}
 	}
 	return nil
 }
 
 // late reports whether node n missed three heartbeats: it stopped or lost
-// NATS, though its entry lives until the bucket's TTL expires it.
+// NATS, though its entry lives until the bucket's TTL expires it. now is
+// the NATS server's clock, which stamped n.Stored: the node's own clock
+// may be off, and a node that keeps writing heartbeats is alive whatever
+// time it writes in them.
 func late(n state.Node, now time.Time) bool {
-	return n.Interval > 0 && now.Sub(n.Time) > 3*n.Interval+time.Second
+	return n.Interval > 0 && now.Sub(n.Stored) > 3*n.Interval+time.Second
+}
+
+// minSkew is the least difference between a node's clock and the NATS
+// server's that node list warns about.
+const minSkew = 5 * time.Second
+
+// clockSkew is how far node n's clock was ahead of the NATS server's
+// (negative: behind) when it wrote its heartbeat, or 0 when within a few
+// seconds. A heartbeat may wait up to its interval for NATS before it is
+// stored, so a lag within that is no skew.
+func clockSkew(n state.Node) time.Duration {
+	if n.Stored.IsZero() || n.Time.IsZero() {
+		return 0
+	}
+	skew := n.Time.Sub(n.Stored)
+	if skew > minSkew || skew < -max(minSkew, n.Interval) {
+		return skew
+	}
+	return 0
 }
 
 func labels(m map[string]string) string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
@@ -271,19 +272,56 @@ func isReady(app *spec.App, in state.Instance, up map[string]time.Time, now time
 	return ok && now.Sub(t) >= settle && (in.State == state.Running || in.State == state.Healthy)
 }
 
-// nodes reads every live heartbeat.
+// nodes reads every live heartbeat, with when the NATS server stored it,
+// and sets serverAhead from the server's clock: a heartbeat's age is
+// counted on the clock that stamped Stored, neither the node's nor this
+// machine's, which may both be wrong.
 func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
+	kv, err := e.kv(ctx, names.NodesBucket)
+	if err != nil {
+		return nil, err
+	}
 	var out []state.Node
-	err := e.entries(ctx, names.NodesBucket, "heartbeat", func(k string, v []byte) {
+	err = e.eachEntry(ctx, kv, "heartbeat", func(entry jetstream.KeyValueEntry) {
 		var n state.Node
-		if err := json.Unmarshal(v, &n); err != nil {
-			e.log.Warn("unreadable heartbeat", "node", k, "err", err)
+		if err := json.Unmarshal(entry.Value(), &n); err != nil {
+			e.log.Warn("unreadable heartbeat", "node", entry.Key(), "err", err)
 			return
 		}
 		if n.ID == "" {
-			n.ID = k
+			n.ID = entry.Key()
 		}
+		n.Stored = entry.Created()
 		out = append(out, n)
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	e.readServerClock(ctx, kv)
+	return out, nil
 }
+
+// readServerClock sets serverAhead from the time at which the server that
+// holds kv's stream (its leader, in a cluster) answers for it: the clock
+// that stamps its entries. When it does not answer, the last offset, or
+// none, stays.
+func (e *env) readServerClock(ctx context.Context, kv jetstream.KeyValue) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	asked := time.Now()
+	st, err := untilAnswered(octx, kv.Status)
+	if err != nil {
+		e.log.Debug("read the NATS server's clock", "bucket", kv.Bucket(), "err", err)
+		return
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo().TimeStamp.IsZero() {
+		return
+	}
+	// The server read its clock between the request and the answer.
+	local := asked.Add(time.Since(asked) / 2)
+	e.serverAhead = bs.StreamInfo().TimeStamp.Sub(local)
+}
+
+// serverNow is the NATS server's clock, as of the last heartbeats read.
+func (e *env) serverNow() time.Time { return time.Now().Add(e.serverAhead) }

@@ -95,8 +95,14 @@ type Node struct {
 	Instances      []Instance `json:"instances"`
 	// Started is when the runner started.
 	Started time.Time `json:"started"`
-	// Time is when this heartbeat was written.
+	// Time is when this heartbeat was written, by the node's clock.
 	Time time.Time `json:"time"`
+	// Stored is when the NATS server stored this heartbeat, by the clock
+	// of the server that holds the bucket: readers set it from the KV
+	// entry, the runner leaves it out. A heartbeat's age is judged by it,
+	// so that a node whose clock is wrong still looks alive while it
+	// writes heartbeats.
+	Stored time.Time `json:"stored,omitzero"`
 	// Interval is how often the runner writes its heartbeat: one much
 	// older than that is from a node that stopped, though its entry has
 	// not expired yet.
