@@ -108,7 +108,48 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 		completionCommand(stdio),
 	}
 	markUsage(app.Commands, app.OnUsageError)
+	app.Action = needCommand("")
+	markGroups(app.Commands, "")
 	return app
+}
+
+// markGroups gives every command that only groups others needCommand as
+// its action: urfave/cli would show their help and succeed.
+func markGroups(cmds []*ucli.Command, parent string) {
+	for _, c := range cmds {
+		if len(c.Subcommands) == 0 {
+			continue
+		}
+		path := strings.TrimSpace(parent + " " + c.Name)
+		if c.Action == nil {
+			c.Action = needCommand(path)
+		}
+		markGroups(c.Subcommands, path)
+	}
+}
+
+// needCommand is the action of ctl and of its command groups (path, such
+// as "app"), which do nothing by themselves: run with no subcommand, or
+// with a word that names none, they fail with a usage error, so that a
+// script whose subcommand is empty or mistyped stops there instead of
+// going on after a help text and exit 0. --help still shows the help.
+func needCommand(path string) ucli.ActionFunc {
+	return func(c *ucli.Context) error {
+		var names []string
+		for _, sub := range c.Command.Subcommands {
+			if !sub.Hidden && sub.Name != "help" {
+				names = append(names, sub.Name)
+			}
+		}
+		where := ""
+		if path != "" {
+			where = " after " + path
+		}
+		if c.NArg() == 0 {
+			return usagef("missing command%s: want one of %s (--help says more)", where, strings.Join(names, ", "))
+		}
+		return usagef("unknown command %q%s: want one of %s (--help says more)", c.Args().First(), where, strings.Join(names, ", "))
+	}
 }
 
 // markUsage makes a flag error in any subcommand exit 2, as in the app.

@@ -958,6 +958,39 @@ func TestUsageAndUnreachable(t *testing.T) {
 	}
 }
 
+// A command group run without a subcommand is a usage error, as a
+// mistyped one is: a script must not go on after a help text and exit 0.
+// Asked for, the help is shown and succeeds.
+func TestGroupWithoutCommand(t *testing.T) {
+	h := newHarness(t)
+	h.url = "nats://127.0.0.1:1"
+	groups := map[string][]string{}
+	for _, c := range newApp(cliIO(), "ctl").Commands {
+		if len(c.Subcommands) > 0 {
+			groups[c.Name] = []string{c.Name}
+		}
+	}
+	groups["ctl"] = nil
+	for name, args := range groups {
+		r := h.fails(2, "", args...)
+		if r.out != "" || !strings.Contains(r.err, "missing command") {
+			t.Errorf("%s without a command: stdout %q, error %q; want only a usage error", name, r.out, r.err)
+		}
+	}
+	if len(groups) < 8 {
+		t.Errorf("only %d command groups found: %v", len(groups), groups)
+	}
+	r := h.fails(2, "", "app", "lst")
+	if !strings.Contains(r.err, `unknown command "lst" after app: want one of list, status, delete, restart`) {
+		t.Errorf("app lst: %s", r.err)
+	}
+	for _, help := range [][]string{{"app", "--help"}, {"secret", "-h"}, {"--help"}, {"help", "node"}} {
+		if r := h.ok("", help...); !strings.Contains(r.out, "USAGE:") {
+			t.Errorf("%v: %s", help, r.out)
+		}
+	}
+}
+
 func TestReorder(t *testing.T) {
 	app := newApp(cliIO(), "ctl")
 	tests := []struct{ in, want string }{
