@@ -991,6 +991,22 @@ func TestGroupWithoutCommand(t *testing.T) {
 	}
 }
 
+// A write the server refuses says "nats: " once, though nats.go doubles
+// it, and says what was being written.
+func TestRefusedWriteSaysNATSOnce(t *testing.T) {
+	h := newHarness(t)
+	// An operator limited the bucket's values; ctl opens it as it is.
+	if _, err := h.js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: names.SecretsBucket, MaxValueSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	r := h.fails(1, "a value longer than the bucket takes\n", "--key-file", key, "secret", "set", "db")
+	if strings.Count(r.err, "nats:") != 1 || !strings.Contains(r.err, "db") || !strings.Contains(r.err, "maximum") {
+		t.Errorf("error of a refused write: %s", r.err)
+	}
+}
+
 func TestReorder(t *testing.T) {
 	app := newApp(cliIO(), "ctl")
 	tests := []struct{ in, want string }{

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // attemptTimeout is how long one JetStream request may go unanswered
@@ -224,11 +226,11 @@ func retry[T any](ctx context.Context, grow bool, f func(context.Context) (T, er
 		v, err := f(actx)
 		cancel()
 		if err == nil || !unanswered(err) || ctx.Err() != nil {
-			return v, err
+			return v, store.Tidy(err)
 		}
 		select {
 		case <-ctx.Done():
-			return v, err
+			return v, store.Tidy(err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)

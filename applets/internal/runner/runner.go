@@ -689,7 +689,7 @@ func (r *Runner) heartbeat(ctx context.Context, res *resources) {
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			if ctx.Err() == nil {
-				r.log.Debug("heartbeat", "err", err)
+				r.log.Debug("heartbeat", "err", store.Tidy(err))
 			}
 			return
 		}
@@ -698,7 +698,7 @@ func (r *Runner) heartbeat(ctx context.Context, res *resources) {
 	rev, err := res.nodes.Put(ctx, r.node, b)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.log.Debug("heartbeat", "err", err)
+			r.log.Debug("heartbeat", "err", store.Tidy(err))
 		}
 		return
 	}

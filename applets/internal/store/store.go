@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -284,3 +285,22 @@ func orDiscard(log *slog.Logger) *slog.Logger {
 	}
 	return log
 }
+
+// Tidy returns err with the doubled "nats: " that nats.go's JetStream
+// publish (a KV put, create, update or delete) puts in front of an error
+// the server answered with, written once: it wraps with "nats: %w" an
+// APIError whose text already starts with "nats: ". errors.Is and
+// errors.As see the same chain; nil stays nil.
+func Tidy(err error) error {
+	if err == nil || !strings.Contains(err.Error(), doubled) {
+		return err
+	}
+	return tidyError{err}
+}
+
+const doubled = "nats: nats: "
+
+type tidyError struct{ err error }
+
+func (e tidyError) Error() string { return strings.ReplaceAll(e.err.Error(), doubled, "nats: ") }
+func (e tidyError) Unwrap() error { return e.err }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +69,31 @@ func TestCreateOrOpen(t *testing.T) {
 	}
 	if _, err := Objects(ctx, js, "something-else", nil); err == nil {
 		t.Error("unknown object store created")
+	}
+}
+
+// Tidy writes "nats: " once, and leaves the error chain as it was, so
+// that a lost race is still told from other failures.
+func TestTidy(t *testing.T) {
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := KV(ctx, js, names.AppsBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = kv.Create(ctx, "a", []byte("2"))
+	tidy := Tidy(err)
+	var api *jetstream.APIError
+	if strings.Count(tidy.Error(), "nats: ") != 1 || !errors.Is(tidy, jetstream.ErrKeyExists) || !errors.As(tidy, &api) {
+		t.Errorf("Tidy(%q) = %q, chain kept: %v", err, tidy, errors.Is(tidy, jetstream.ErrKeyExists))
+	}
+	if Tidy(nil) != nil {
+		t.Error("Tidy(nil) is not nil")
 	}
 }
