@@ -65,10 +65,17 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	app.CommandNotFound = func(_ *ucli.Context, name string) { unknown = name }
 	err := app.RunContext(ctx, reorder(app, args))
 	if err == nil && unknown != "" {
-		return usagef("unknown command %q (--help lists them)", unknown)
+		err = usagef("unknown command %q (--help lists them)", unknown)
 	}
-	return err
+	// Tables and --json output go to stdout as they are; only the error
+	// follows the log format, as the other applets' do.
+	format, _ := app.Metadata[logFormatKey].(string)
+	return cli.LogFatal(stdio, args, format, err)
 }
+
+// logFormatKey is the App.Metadata entry where setup leaves the log format
+// it read, for Main to write the error in.
+const logFormatKey = "log-format"
 
 // env is what every command needs: configuration, streams and, once
 // connected, JetStream.
@@ -164,6 +171,11 @@ func markUsage(cmds []*ucli.Command, h ucli.OnUsageErrorFunc) {
 func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 	// Flag lookups on c walk up to the global flags.
 	cfg, log, err := cli.Load(c, stdio)
+	format := cfg.LogFormat
+	if c.IsSet(cli.FlagLogFormat) {
+		format = c.String(cli.FlagLogFormat)
+	}
+	c.App.Metadata[logFormatKey] = format
 	if err != nil {
 		return nil, err
 	}

@@ -1007,6 +1007,47 @@ func TestRefusedWriteSaysNATSOnce(t *testing.T) {
 	}
 }
 
+// Under --log-format json (or log_format in the file) an error is a JSON
+// log line, as in the other applets, and the output is what it was.
+func TestErrorsFollowTheLogFormat(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	jsonFile := h.file("json.toml", "log_format = \"json\"\n[ctl]\ntimeout = \"5s\"\n")
+	run := func(args ...string) (stdout, stderr string, err error) {
+		var out, errb bytes.Buffer
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+		err = Main(context.Background(), stdio, append([]string{"narun ctl"}, args...))
+		return out.String(), errb.String(), err
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--log-format", "json", "--config", h.config, "--nats-url", "nats://127.0.0.1:1", "node", "list"}, 1, "connect to NATS"},
+		{[]string{"--config", jsonFile, "--nats-url", "nats://127.0.0.1:1", "app", "list"}, 1, "connect to NATS"},
+		{[]string{"app", "--log-format=json", "--bogus"}, 2, "bogus"},
+		{[]string{"--log-format", "json", "app"}, 2, "missing command"},
+	} {
+		_, stderr, err := run(tc.args...)
+		if cli.ExitCode(err) != tc.code || !cli.IsLogged(err) {
+			t.Errorf("%v: exit %d, logged %v; want %d, logged", tc.args, cli.ExitCode(err), cli.IsLogged(err), tc.code)
+		}
+		var rec struct{ Level, Err string }
+		if json.Unmarshal([]byte(stderr), &rec) != nil || strings.Count(stderr, "\n") != 1 || rec.Level != "ERROR" || !strings.Contains(rec.Err, tc.want) {
+			t.Errorf("%v: stderr %q; want one JSON ERROR line naming %q", tc.args, stderr, tc.want)
+		}
+	}
+	stdout, stderr, err := run("--log-format", "json", "--config", h.config, "--nats-url", h.url, "node", "list", "--json")
+	var nodes []state.Node
+	if err != nil || stderr != "" || json.Unmarshal([]byte(stdout), &nodes) != nil || len(nodes) != 1 {
+		t.Errorf("node list --json under --log-format json: %v, stdout %q, stderr %q", err, stdout, stderr)
+	}
+	if _, _, err := run("--config", h.config, "--nats-url", "nats://127.0.0.1:1", "node", "list"); cli.IsLogged(err) {
+		t.Error("an error in text logs was logged instead of returned for the dispatcher to print")
+	}
+}
+
 func TestReorder(t *testing.T) {
 	app := newApp(cliIO(), "ctl")
 	tests := []struct{ in, want string }{

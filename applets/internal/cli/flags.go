@@ -266,6 +266,22 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 	return err
 }
 
+// LogFatal is what Service does with the error an applet stops with, for
+// an applet that runs commands of its own (ctl): err as a JSON log line,
+// marked Logged, when the logs are JSON, else err as it is. format is the
+// log format the configuration and flags chose; "" when they were not
+// read (a wrong flag), and then the --log-format among args decides.
+func LogFatal(stdio IO, args []string, format string, err error) error {
+	if format == "" && len(args) > 0 {
+		format = formatArg(args[1:])
+	}
+	name := ""
+	if len(args) > 0 {
+		name = args[0]
+	}
+	return logFatal(stdio, name, format, err)
+}
+
 // formatArg is the value of the last --log-format among args, as the
 // command line gives it, before any parsing; "" when there is none.
 func formatArg(args []string) string {
