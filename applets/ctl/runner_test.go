@@ -3,6 +3,8 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/runner"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -73,11 +76,18 @@ func TestWithRealRunner(t *testing.T) {
 // ends, and returns the hello app built for it to run.
 func startRealRunner(t *testing.T, h *harness) string {
 	t.Helper()
-	nc := natstest.Connect(t, h.srv)
 	hello := filepath.Join(t.TempDir(), "hello")
 	if out, err := exec.Command("go", "build", "-o", hello, "../../testdata/apps/hello").CombinedOutput(); err != nil {
 		t.Fatalf("build hello: %v\n%s", err, out)
 	}
+	startRunner(t, h)
+	return hello
+}
+
+// startRunner runs a runner for node-1 on h's server until the test ends.
+func startRunner(t *testing.T, h *harness) {
+	t.Helper()
+	nc := natstest.Connect(t, h.srv)
 	r, err := runner.New(runner.Options{
 		Config: config.Runner{
 			Client:            config.Client{NATSURL: h.url},
@@ -99,7 +109,71 @@ func startRealRunner(t *testing.T, h *harness) string {
 			t.Errorf("runner: %v", err)
 		}
 	})
-	return hello
+}
+
+// deploy --wait of fewer replicas, and of none, returns once the instances
+// that go away have stopped. These ignore their stop signal, so each stops
+// only when killed after its stop_timeout.
+func TestDeployWaitForRemovedInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	for _, p := range []string{"/bin/sh", "/bin/sleep"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("the instances run %s: %v", p, err)
+		}
+	}
+	h := newHarness(t)
+	startRunner(t, h)
+	// The health check connects to the test: an instance is ready as soon
+	// as it runs, and --wait has no reason to wait but the ones stopping.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	deploy := func(replicas int) {
+		t.Helper()
+		p := h.file("stubborn.toml", fmt.Sprintf("name = \"stubborn\"\nversion = \"1\"\nnodes = [\"node-1\"]\nreplicas = %d\n"+
+			"args = [\"-c\", \"trap '' TERM; exec /bin/sleep 600\"]\nstop_timeout = \"1s\"\n[health]\ntype = \"tcp\"\nport = %d\n",
+			replicas, ln.Addr().(*net.TCPAddr).Port))
+		h.ok("", "deploy", p, "--binary", "/bin/sh", "--wait", "--timeout", "30s")
+	}
+	deploy(2)
+	var st appStatusJSON
+	testutil.Eventually(t, 20*time.Second, "status to show 2 ready instances", func() bool {
+		if err := json.Unmarshal([]byte(h.ok("", "app", "status", "stubborn", "--json").out), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ready == 2 && len(st.Instances) == 2
+	})
+	pids := map[string]int{}
+	for _, in := range st.Instances {
+		pids[in.ID[:1]] = in.PID
+	}
+	alive := func(slot string) bool { return syscall.Kill(pids[slot], 0) == nil }
+	if !alive("0") || !alive("1") {
+		t.Fatalf("instances not running: %+v", st.Instances)
+	}
+
+	deploy(1)
+	if !alive("0") || alive("1") {
+		t.Errorf("after deploy --wait of 1 replica: slot 0 alive %v (want true), slot 1 alive %v (want false)", alive("0"), alive("1"))
+	}
+	deploy(0)
+	if alive("0") {
+		t.Error("after deploy --wait of 0 replicas: the last instance is still alive")
+	}
+	// --wait also waited for the heartbeats to agree: they list the
+	// instance as stopped, or no longer list it.
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "stubborn", "--json").out), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range st.Instances {
+		if in.State != state.Stopped {
+			t.Errorf("status after scaling to 0 lists %s as %s", in.ID, in.State)
+		}
+	}
 }
 
 // A spec an earlier ctl stored, valid then but refused by today's deploy

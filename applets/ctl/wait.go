@@ -30,7 +30,8 @@ type rollout struct {
 }
 
 // waiter follows instance events and node heartbeats until a spec runs
-// everywhere it should.
+// everywhere it should, and the instances it no longer wants (fewer
+// replicas, replicas = 0, a node no longer selected) have stopped.
 type waiter struct {
 	e      *env
 	app    *spec.App
@@ -110,9 +111,6 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			}
 		}
 	}
-	if w.app.Replicas == 0 {
-		return &rollout{Ready: []string{}}, nil
-	}
 	refresh()
 	// A runner publishes events at once but coalesces its heartbeats, which
 	// `app status` shows: lagging is set while the events tell the outcome
@@ -136,7 +134,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if lagging == nil {
 				lagging = time.After(100 * time.Millisecond)
 			}
-		case r.Desired > 0 && len(r.Waiting) == 0:
+		case (r.Desired > 0 || w.app.Replicas == 0 && read) && len(r.Waiting) == 0:
+			// With replicas = 0 nothing is desired anywhere, and the
+			// rollout is done once the heartbeats show nothing stopping.
 			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
 			if len(hb.Waiting) == 0 {
 				return r, nil
@@ -154,7 +154,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				if r.Desired == 0 && readErr != nil {
 					return r, fmt.Errorf("rollout of %s not followed: read node heartbeats in %s: %w", w.app.Name, timeout, readErr)
 				}
-				if r.Desired == 0 {
+				if r.Desired == 0 && len(r.Waiting) == 0 {
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
 				return r, fmt.Errorf("rollout of %s not done after %s: %s", w.app.Name, timeout, strings.Join(r.Waiting, "; "))
@@ -210,11 +210,29 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 
 // evaluate compares what nodes report with what app wants. An instance is
 // ready when healthy; without a health check, when it has also been up
-// (since up[node/id]) for settle.
+// (since up[node/id]) for settle. One of a slot app no longer wants on its
+// node is waited for until it has stopped, or its node's heartbeat no
+// longer lists it, as the runner's does once it stopped it.
 func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now time.Time) *rollout {
 	r := &rollout{Ready: []string{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
+		var going []string
+		for _, in := range n.Instances {
+			if in.App != app.Name || in.Slot < want {
+				continue
+			}
+			if latest, ok := seen[n.ID][in.ID]; ok {
+				in = latest
+			}
+			if !in.State.Final() {
+				going = append(going, in.ID+" "+string(in.State))
+			}
+		}
+		if len(going) > 0 {
+			sort.Strings(going)
+			r.Waiting = append(r.Waiting, fmt.Sprintf("%s: %d instance(s) to stop (%s)", n.ID, len(going), strings.Join(going, "; ")))
+		}
 		if want == 0 {
 			continue
 		}
@@ -232,7 +250,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 		sort.Strings(ids)
 		for _, id := range ids {
 			in := seen[n.ID][id]
-			if !(in.Fingerprint == fp || in.Fingerprint == "" && in.Version == app.Version) {
+			if in.Slot >= want || !(in.Fingerprint == fp || in.Fingerprint == "" && in.Version == app.Version) {
 				continue
 			}
 			switch {

@@ -38,6 +38,10 @@ func TestEvaluate(t *testing.T) {
 	// The third replica, stopped by its runner when replicas went from 3 to 2.
 	scaledAway := state.Instance{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Stopped, Fingerprint: never.Fingerprint("amd64"), Reason: "stopped"}
 	node := []state.Node{{ID: "n1", Arch: "amd64"}, {ID: "n2", Arch: "arm64"}}
+	// The third replica, still listed by its node's heartbeat after
+	// replicas went from 3 to 2, and still stopping.
+	stopping := state.Instance{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Stopping, Fingerprint: checked.Fingerprint("amd64")}
+	listing := []state.Node{{ID: "n1", Arch: "amd64", Instances: []state.Instance{{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Healthy}}}}
 	tests := []struct {
 		name      string
 		app       *spec.App
@@ -56,6 +60,8 @@ func TestEvaluate(t *testing.T) {
 		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, "", ""},
 		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, 0, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
 		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
+		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
+		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
 	for _, tc := range tests {
