@@ -166,8 +166,10 @@ func TestWaitLosesNATS(t *testing.T) {
 	go func() {
 		done <- h.run("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--wait", "--timeout", "10m")
 	}()
-	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
-		_, ok := h.get(names.AppsBucket, "hello")
+	// The routes are the last thing deploy writes before it waits: a server
+	// gone before that fails the write, not the wait.
+	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
+		_, ok := h.get(names.RoutesBucket, "hello")
 		return ok
 	})
 	h.srv.Shutdown()
