@@ -95,7 +95,7 @@ func TestStrictErrors(t *testing.T) {
 		{"unknown top-level key", "data_dir = \"/x\"\n\nbogus = 1\n", []string{":3:", `"bogus"`}},
 		{"unknown key in array table", "[[gateway.routes]]\npath = \"/a\"\nservise = \"a\"\n", []string{":3:", "servise"}},
 		{"unknown table", "[runer]\nnode_id = \"x\"\n", []string{":1:", "runer"}},
-		{"wrong type", "[gateway]\nlisten = 8080\n", []string{":2:", "listen"}},
+		{"wrong type", "[gateway]\nlisten = 8080\n", []string{":2:", "listen", "want a string, got an integer"}},
 		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
 		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
 		{"syntax", "[gateway\n", []string{"table name"}},
@@ -114,6 +114,51 @@ func TestStrictErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A value of the wrong kind is refused in TOML's words: what the key
+// wants and what it got, never the Go types it decodes into.
+func TestTypeErrorsSayWhatTheKeyWants(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"string", "[gateway]\nlisten = 8080\n", `:2: key "gateway.listen": want a string, got an integer`},
+		{"bool", "[gateway]\naccess_log = \"yes\"\n", `:2: key "gateway.access_log": want true or false, got a string`},
+		{"list", "[gateway]\ntrusted_keys = \"k\"\n", `:2: key "gateway.trusted_keys": want a list of strings, got a string`},
+		{"list element", "[nats]\nnkeys = [1]\n", `:2: key "nats.nkeys": want a list of strings, got a list holding an integer`},
+		{"table", "gateway = 3\n", `:1: key "gateway": want a table, got an integer`},
+		{"table of strings", "[runner.labels]\nzone = 1\n", `:2: key "runner.labels.zone": want a string, got an integer`},
+		{"array of tables", "[nats]\nusers = \"a\"\n", `:2: key "nats.users": want a list of tables, got a string`},
+		{"array of tables element", "[nats]\nusers = [1]\n", `:2: key "nats.users": want a list of tables, got a list holding an integer`},
+		{"key in array of tables", "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\nstrip_prefix = \"yes\"\n", `:4: key "gateway.routes.strip_prefix": want true or false, got a string`},
+		{"duration", "[gateway]\ntimeout = 30\n", `:2: key "gateway.timeout": want a duration such as "30s", got an integer`},
+		{"duration list", "[ctl]\ntimeout = [\"1s\"]\n", `:2: key "ctl.timeout": want a duration such as "30s", got a list`},
+		{"size", "[gateway]\nmax_body = true\n", `:2: key "gateway.max_body": want a size such as "64MiB" or a number of bytes, got a boolean`},
+		{"role", "[[nats.users]]\nuser = \"a\"\npassword = \"b\"\nrole = [1]\n", `:4: key "nats.users.role": want a string, got a list`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, tc.body)
+			_, err := config.Load(p, noEnv)
+			if err == nil {
+				t.Fatal("loaded a bad config")
+			}
+			if want := p + tc.want; err.Error() != want {
+				t.Errorf("error\n %s\nwant\n %s", err, want)
+			}
+		})
+	}
+}
+
+// The integer 0 needs no unit and was a valid duration before durations
+// had their own TOML decoding.
+func TestZeroDurationNeedsNoUnit(t *testing.T) {
+	cfg, err := config.Load(writeConfig(t, "[gateway]\ntimeout = 0\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.Timeout != 0 {
+		t.Errorf("timeout = %v, want 0", cfg.Gateway.Timeout)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -13,7 +14,7 @@ import (
 
 // typeErr matches the decoder's type mismatch message, which carries the
 // line and key only inside its text.
-var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
 
 // DecodeStrict decodes TOML into v and refuses what it does not know: an
 // unknown key or a value of the wrong type is an error that names the file,
@@ -29,7 +30,9 @@ func DecodeStrict(file string, data []byte, v any) error {
 			return fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
-			return fmt.Errorf("%s:%s: key %q: %s", file, m[1], m[2], m[3])
+			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
+				return fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
+			}
 		}
 		return fmt.Errorf("%s: %w", file, err)
 	}

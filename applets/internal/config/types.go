@@ -24,6 +24,22 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// UnmarshalTOML accepts a string, and the integer 0 that needs no unit
+// (as UnmarshalText did when the decoder called it with "0"); for any other
+// value it says what is wanted, where the decoder would name Go types.
+func (d *Duration) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		return d.UnmarshalText([]byte(x))
+	case int64:
+		if x == 0 {
+			*d = 0
+			return nil
+		}
+	}
+	return fmt.Errorf("want a duration such as \"30s\", got %s", TOMLKind(v))
+}
+
 // MarshalText writes the duration back in Go syntax.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
@@ -81,7 +97,7 @@ func (s *Size) UnmarshalTOML(v any) error {
 	case string:
 		return s.UnmarshalText([]byte(x))
 	default:
-		return fmt.Errorf("invalid size %v: want an integer or a string such as \"64MiB\"", v)
+		return fmt.Errorf("want a size such as \"64MiB\" or a number of bytes, got %s", TOMLKind(v))
 	}
 }
 

@@ -215,6 +215,37 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 	}
 }
 
+// A value of the wrong kind is refused in TOML's words, on its line and
+// key: what the key wants and what it got, never the Go types of the spec.
+func TestTypeErrorsSayWhatTheKeyWants(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\n"
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"string", base + "nodes = [\"n1\"]\nmode = 1\n", `app.toml:4: key "mode": want a string, got an integer`},
+		{"integer", base + "nodes = [\"n1\"]\nreplicas = \"two\"\n", `app.toml:4: key "replicas": want an integer, got a string`},
+		{"float", base + "nodes = [\"n1\"]\n[resources]\ncpu = \"half\"\n", `app.toml:5: key "resources.cpu": want a number, got a string`},
+		{"bool", base + "nodes = [\"n1\"]\n[[routes]]\npath = \"/\"\nstrip_prefix = 1\n", `app.toml:6: key "routes.strip_prefix": want true or false, got an integer`},
+		{"list", base + "nodes = \"x\"\n", `app.toml:3: key "nodes": want a list of strings, got a string`},
+		{"list element", base + "nodes = [\"n1\", 2]\n", `app.toml:3: key "nodes": want a list of strings, got a list holding an integer`},
+		{"table", base + "nodes = [\"n1\"]\nrestart = \"always\"\n", `app.toml:4: key "restart": want a table, got a string`},
+		{"table of strings", base + "nodes = [\"n1\"]\n[env]\nA = 1\n", `app.toml:5: key "env.A": want a string, got an integer`},
+		{"array of tables", base + "nodes = [\"n1\"]\nfiles = \"conf\"\n", `app.toml:4: key "files": want a list of tables, got a string`},
+		{"duration", base + "nodes = [\"n1\"]\nstop_timeout = 30\n", `app.toml:4: key "stop_timeout": want a duration such as "30s", got an integer`},
+		{"size", base + "nodes = [\"n1\"]\n[resources]\nmemory = 1.5\n", `app.toml:5: key "resources.memory": want a size such as "64MiB" or a number of bytes, got a float`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("app.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatal("spec accepted")
+			}
+			if err.Error() != tc.want {
+				t.Errorf("error\n %s\nwant\n %s", err, tc.want)
+			}
+		})
+	}
+}
+
 // The runner and the sandbox own some names of the instance directory; a
 // file or secret there would be overwritten or unreadable.
 func TestReservedInstancePaths(t *testing.T) {

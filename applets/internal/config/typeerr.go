@@ -1,0 +1,275 @@
+package config
+
+import (
+	"encoding"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// The decoder's two wordings of a value of the wrong type; both speak of Go
+// types, which a person writing TOML does not know.
+var (
+	badTypeErr   = regexp.MustCompile(`^incompatible types: TOML value has type (\S+); destination has type (.+)$`)
+	notTableErr  = regexp.MustCompile(`^type mismatch for (\S+): expected table but found (\S+)$`)
+	durationType = reflect.TypeFor[Duration]()
+	sizeType     = reflect.TypeFor[Size]()
+)
+
+// typeMessage rewrites the decoder's type mismatch text for key into what
+// the key wants and what it got, in TOML's terms. What the key wants comes
+// from the Go type at key's path in v, which is reliable when the
+// decoder's own destination agrees with it; otherwise the decoder's
+// destination kind is named, or nothing more precise than "another type".
+// A text that is no type mismatch is returned as it is.
+func typeMessage(v any, key, msg string) string {
+	var got, dst string
+	if m := badTypeErr.FindStringSubmatch(msg); m != nil {
+		got, dst = m[1], m[2]
+	} else if m := notTableErr.FindStringSubmatch(msg); m != nil {
+		got, dst = m[2], "table"
+	} else {
+		return msg
+	}
+	gotWords := goTypeWords(got)
+	want := kindWords(dst)
+	if t, ok := typeAt(reflect.TypeOf(v), splitKey(key)); ok {
+		switch {
+		case matches(t, dst):
+			want = typeWords(t)
+		case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && matches(t.Elem(), dst):
+			want = typeWords(t)
+			gotWords = "a list holding " + gotWords
+		}
+	}
+	return "want " + want + ", got " + gotWords
+}
+
+// TOMLKind names the TOML kind of a decoded value, for types with an
+// UnmarshalTOML that refuse some kinds.
+func TOMLKind(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any, []map[string]any:
+		return "a list"
+	case map[string]any:
+		return "a table"
+	case time.Time:
+		return "a date or time"
+	}
+	return "a value of another type"
+}
+
+// goTypeWords names the TOML kind of a value from the Go type the decoder
+// names in its message.
+func goTypeWords(name string) string {
+	switch {
+	case name == "string":
+		return "a string"
+	case name == "int64":
+		return "an integer"
+	case name == "float64":
+		return "a float"
+	case name == "bool":
+		return "a boolean"
+	case strings.HasPrefix(name, "[]"):
+		return "a list"
+	case strings.HasPrefix(name, "map["):
+		return "a table"
+	case name == "time.Time":
+		return "a date or time"
+	}
+	return "a value of another type"
+}
+
+// kindWords names the decoder's destination kind when the Go type at the
+// key cannot be trusted to be the one it refers to.
+func kindWords(dst string) string {
+	switch dst {
+	case "string":
+		return "a string"
+	case "integer":
+		return "an integer"
+	case "float":
+		return "a number"
+	case "boolean":
+		return "true or false"
+	case "slice":
+		return "a list"
+	case "map", "table":
+		return "a table"
+	}
+	return "a value of another type"
+}
+
+// matches reports whether the decoder's destination kind dst describes t.
+func matches(t reflect.Type, dst string) bool {
+	if custom(t) {
+		return dst == "primitive (string-like)"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return dst == "string"
+	case reflect.Float32, reflect.Float64:
+		return dst == "float"
+	case reflect.Bool:
+		return dst == "boolean"
+	case reflect.Slice, reflect.Array:
+		return dst == "slice"
+	case reflect.Map:
+		return dst == "map"
+	case reflect.Struct:
+		return dst == "table"
+	}
+	return isInt(t) && dst == "integer"
+}
+
+// typeWords says what a value of Go type t is written as in TOML.
+func typeWords(t reflect.Type) string {
+	switch t {
+	case durationType:
+		return `a duration such as "30s"`
+	case sizeType:
+		return `a size such as "64MiB"`
+	}
+	if custom(t) {
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list of " + plural(t.Elem())
+	case reflect.Map:
+		return "a table of " + plural(t.Elem())
+	case reflect.Struct:
+		return "a table"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	if isInt(t) {
+		return "an integer"
+	}
+	return "a value of another type"
+}
+
+func isInt(t reflect.Type) bool {
+	return t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64
+}
+
+// plural names the elements of a list or table of Go type t.
+func plural(t reflect.Type) string {
+	switch t {
+	case durationType:
+		return "durations"
+	case sizeType:
+		return "sizes"
+	}
+	if custom(t) {
+		return "strings"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "strings"
+	case reflect.Bool:
+		return "booleans"
+	case reflect.Float32, reflect.Float64:
+		return "numbers"
+	case reflect.Slice, reflect.Array:
+		return "lists"
+	case reflect.Map, reflect.Struct:
+		return "tables"
+	}
+	if isInt(t) {
+		return "integers"
+	}
+	return "values"
+}
+
+// custom reports whether values of t decode themselves.
+func custom(t reflect.Type) bool {
+	p := reflect.PointerTo(t)
+	return p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) || p.Implements(reflect.TypeFor[toml.Unmarshaler]())
+}
+
+// typeAt follows a key path through t the way the decoder does: struct
+// fields by toml tag (or by name, ignoring case, when untagged), any key
+// of a map, and through lists, whose elements have no key of their own.
+func typeAt(t reflect.Type, path []string) (reflect.Type, bool) {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return nil, false
+	}
+	if len(path) == 0 {
+		return t, true
+	}
+	if custom(t) {
+		return nil, false
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return typeAt(t.Elem(), path)
+	case reflect.Map:
+		return typeAt(t.Elem(), path[1:])
+	case reflect.Struct:
+		if f, ok := field(t, path[0]); ok {
+			return typeAt(f.Type, path[1:])
+		}
+	}
+	return nil, false
+}
+
+// field finds the struct field that TOML key name decodes into.
+func field(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case tag == "-" || !f.IsExported():
+		case tag == name:
+			return f, true
+		case tag == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			if inner, ok := field(f.Type, name); ok {
+				return inner, true
+			}
+		case tag == "" && strings.EqualFold(f.Name, name):
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// splitKey undoes toml.Key.String: parts joined by dots, quoted when they
+// are not bare keys.
+func splitKey(key string) []string {
+	var parts []string
+	for key != "" {
+		if key[0] == '"' {
+			if q, err := strconv.QuotedPrefix(key); err == nil {
+				s, _ := strconv.Unquote(q)
+				parts = append(parts, s)
+				key = strings.TrimPrefix(key[len(q):], ".")
+				continue
+			}
+		}
+		part, rest, _ := strings.Cut(key, ".")
+		parts = append(parts, part)
+		key = rest
+	}
+	return parts
+}
