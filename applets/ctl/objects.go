@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -77,6 +78,44 @@ func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[stri
 			// file): it is one user.
 			if !slices.Contains(m[o], d.name) {
 				m[o] = append(m[o], d.name)
+			}
+		}
+	}
+	return m, nil
+}
+
+// keptPins maps an object name to the earlier revisions of deployed apps
+// that reference it, as "APP revision N (version V)": what app rollback
+// could restore and would refuse once the object is gone. Revisions of a
+// deleted app are left out, as rollback does not bring one back.
+func (e *env) keptPins(ctx context.Context, ref func(*spec.App) []string) (map[string][]string, error) {
+	apps, err := e.deployedApps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string][]string{}
+	for _, d := range apps {
+		revs, err := e.history(ctx, kv, d.name)
+		// An app deleted since it was listed has nothing to roll back.
+		if xe := (*cli.ExitError)(nil); errors.As(err, &xe) && xe.Code == ExitNotFound {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range revs {
+			if r.Current || r.app == nil {
+				continue
+			}
+			pin := fmt.Sprintf("%s revision %d (version %s)", d.name, r.Revision, r.Version)
+			for _, o := range ref(r.app) {
+				if !slices.Contains(m[o], pin) {
+					m[o] = append(m[o], pin)
+				}
 			}
 		}
 	}
@@ -182,7 +221,11 @@ func filesDelete(ctx context.Context, c *ucli.Context, e *env) error {
 }
 
 // deleteObjects deletes the named objects; all are checked before any is
-// deleted, so a refused command changes nothing.
+// deleted, so a refused command changes nothing. An object only earlier
+// kept revisions pin is deleted with a warning naming them, not refused:
+// deleting old versions is what image delete is for, and every such
+// delete needing --force would make --force routine, and with it the
+// deletion of what a deployed spec runs.
 func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what string, ref func(*spec.App) []string) error {
 	obs, err := e.objects(ctx, bucket)
 	if err != nil {
@@ -206,7 +249,14 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 			return inUse("%s %q is used by %s; deploy without it first or pass --force", what, name, strings.Join(apps, ", "))
 		}
 	}
+	kept, err := e.keptPins(ctx, ref)
+	if err != nil {
+		return err
+	}
 	for _, name := range c.Args().Slice() {
+		if revs := kept[name]; len(revs) > 0 {
+			fmt.Fprintf(e.stdio.Stderr, "warning: %s %s is pinned by earlier revisions %s keeps, which app rollback will refuse to restore once it is gone: %s\n", what, name, names.AppsBucket, strings.Join(revs, ", "))
+		}
 		octx, cancel := e.op(ctx)
 		err := obs.Delete(octx, name)
 		cancel()

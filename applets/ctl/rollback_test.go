@@ -206,6 +206,35 @@ func TestRollbackRefusedWritesNothing(t *testing.T) {
 	}
 }
 
+// Deleting a binary only earlier kept revisions pin goes ahead, and says
+// which revisions a rollback can no longer restore.
+func TestImageDeleteNamesKeptRevisions(t *testing.T) {
+	h := newHarness(t)
+	bin := selfBinary(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", otherBuild(t, bin, "v1"))
+	rev1, v1 := h.revisionOf("hello")
+	h.file("hello.toml", helloVersion("2.0.0", "/hello2/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	a1, err := spec.Parse("v1", v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := a1.Binaries[runtime.GOARCH].Object
+	if n := h.objectCount(names.BinariesBucket); n != 2 {
+		t.Fatalf("%d binaries stored, want both versions'", n)
+	}
+
+	r := h.ok("", "image", "delete", old)
+	want := fmt.Sprintf("warning: image %s is pinned by earlier revisions %s keeps, which app rollback will refuse to restore once it is gone: hello revision %d (version 1.0.0)\n", old, names.AppsBucket, rev1)
+	if !strings.Contains(r.err, want) {
+		t.Errorf("image delete does not name the revision it breaks:\n%s\nwant\n%s", r.err, want)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != 1 {
+		t.Errorf("%d binaries left, want the current one only", n)
+	}
+}
+
 // History lists every kept revision, newest first, and says which one is
 // current, which restarted, which repeats an earlier one and which deleted
 // the app; a deleted app is not rolled back.
