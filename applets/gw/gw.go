@@ -20,14 +20,16 @@ const description = `Routes come from [[gateway.routes]] in the configuration fi
 narun-routes bucket, where deployed apps put theirs (narun ctl route list).
 The bucket is followed live; the file is re-read when it changes and on SIGHUP
 (systemctl reload), which applies routes, timeout, max_body, access_log and
-trusted_keys; listen addresses and shutdown_timeout need a restart.
+trusted_keys; listen addresses, shutdown_timeout and routes_cache need a restart.
 Only the file sets [gateway] timeout, max_body, shutdown_timeout, access_log,
 trusted_keys and [gateway.tls] listen, cert and key (HTTPS; the certificate is
 reloaded when its files change): testdata/narun.toml lists every key, with its
 default, and the README's Configuration section explains the file.
 /readyz on the admin address answers 200 once the gateway is connected to NATS
 and has read narun-routes, or found that NATS has no JetStream (before that,
-deployed apps' routes would answer 404).`
+deployed apps' routes would answer 404, unless --routes-cache names a file:
+the gateway keeps the routes it reads there and, at its next start, serves
+those until narun-routes answers).`
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
@@ -35,9 +37,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	flags = append(flags,
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
+		&ucli.StringFlag{Name: "routes-cache", Usage: "file keeping deployed apps' routes as last read, served at start until narun-routes answers (default: none)"},
 	)
 	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
-		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen})
+		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "routes-cache": &cfg.Gateway.RoutesCache})
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
 			return err
@@ -51,7 +54,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer nc.Close()
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path,
-			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c)})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), RoutesCache: cfg.Gateway.RoutesCache})
 		if err != nil {
 			return err
 		}

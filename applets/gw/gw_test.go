@@ -8,7 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -24,6 +27,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -36,6 +40,62 @@ func status(url string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// A gateway started while JetStream cannot answer (a cluster member back
+// alone, its peers down) serves the deployed routes its routes_cache kept,
+// and keeps /readyz at 503 until narun-routes answers.
+func TestGatewayAppletServesCachedRoutes(t *testing.T) {
+	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "routes.json")
+	entries, err := json.Marshal(map[string][]byte{"hello": []byte(`[{"path":"/hello/","service":"hello"}]`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cache, entries, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "narun.toml")
+	conf := fmt.Sprintf("[gateway]\nlisten = %q\nadmin_listen = %q\nroutes_cache = %q\n", httpAddr, adminAddr, cache)
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// One member of three: JetStream has no meta leader to answer.
+	alone := natstest.NewCluster(t, 3).Start(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	serving := make(chan error, 1)
+	go func() {
+		serving <- consumer.Serve(ctx, natstest.Connect(t, alone), consumer.Config{Name: "hello"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "from the cache")
+		}))
+	}()
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- gw.Main(ctx, stdio, []string{"gw", "--config", path, "--nats-url", alone.ClientURL()})
+	}()
+	testutil.Eventually(t, 20*time.Second, "cached route served", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/hello/x")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && string(body) == "from the cache"
+	})
+	if s := status("http://" + adminAddr + "/readyz"); s != 503 {
+		t.Errorf("readyz from the cache alone = %d, want 503", s)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("gw returned %v after cancel; stderr:\n%s", err, stderr.String())
+	}
+	if err := <-serving; err != nil && !errors.Is(err, consumer.ErrConnClosed) {
+		t.Errorf("service: %v", err)
+	}
 }
 
 // TestGatewayApplet runs `narun gw` against NATS that comes up after it,

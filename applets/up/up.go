@@ -112,10 +112,17 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				"key", nk.key.Public(), "file", nk.path)
 		}
 
+		// A device has a data directory to keep the routes cache in, and
+		// its runner starts apps from cached specs while JetStream is
+		// away: without the cache their routes would answer 404.
+		routesCache := cfg.Gateway.RoutesCache
+		if routesCache == "" {
+			routesCache = filepath.Join(cfg.DataDir, "routes.json")
+		}
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready.
 		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
-			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: filepath.Join(cfg.DataDir, "routes.json")})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
 		if err != nil {
 			return err
 		}

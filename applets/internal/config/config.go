@@ -131,6 +131,10 @@ type Gateway struct {
 	TrustedKeys []string   `toml:"trusted_keys"`
 	TLS         GatewayTLS `toml:"tls"`
 	Routes      []Route    `toml:"routes"`
+	// RoutesCache is a file that keeps narun-routes' entries as last read,
+	// served at the next start until JetStream answers; "" keeps none,
+	// except under narun up, which then keeps <data_dir>/routes.json.
+	RoutesCache string `toml:"routes_cache"`
 }
 
 // GatewayTLS enables HTTPS when Cert and Key are set.

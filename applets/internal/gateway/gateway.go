@@ -337,6 +337,7 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		"gateway.admin_listen":     gw.AdminListen,
 		"gateway.tls.listen":       gw.TLS.Listen,
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
+		"gateway.routes_cache":     gw.RoutesCache,
 		"log_level":                f.LogLevel,
 		"log_format":               f.LogFormat,
 	}
