@@ -437,6 +437,18 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 	return true, nil
 }
 
+// storeRestart writes the restarted spec of app over revision rev, which
+// the restart read: conditional, so a deploy, restart or rollback in
+// between is not undone.
+func (e *env) storeRestart(ctx context.Context, kv jetstream.KeyValue, app string, restarted []byte, rev uint64) error {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := kv.Update(octx, app, restarted, rev); err != nil {
+		return storeSpecError(app, "restart", err)
+	}
+	return nil
+}
+
 func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error {
 	if err := checkWaitTimeout(c); err != nil {
 		return err
@@ -502,11 +514,8 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		}
 		defer w.stop()
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	// Conditional on the revision, so a deploy in between is not undone.
-	if _, err := kv.Update(octx, name, restarted, d.revision); err != nil {
-		return fmt.Errorf("restart %s: %w", name, err)
+	if err := e.storeRestart(ctx, kv, name, restarted, d.revision); err != nil {
+		return err
 	}
 	if w == nil {
 		fmt.Fprintf(e.out(), "%s: restart requested, instances roll one by one\n", name)

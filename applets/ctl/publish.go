@@ -87,10 +87,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		cancel()
 		if err != nil {
 			stop()
-			if lostRace(err) {
-				return p, fmt.Errorf("store spec of %s: it changed during this %s (another deploy, restart or rollback?); run it again: %w", name, r.verb, err)
-			}
-			return p, fmt.Errorf("store spec of %s: %w", name, err)
+			return p, storeSpecError(name, r.verb, err)
 		}
 	}
 	if err := e.putRoutes(ctx, r.final, r.key); err != nil {
@@ -113,4 +110,14 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		return p, &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", name, strings.Join(refusing, ", "), why)}
 	}
 	return p, nil
+}
+
+// storeSpecError says why a conditional write of app's spec by the command
+// verb failed: when another writer got there first, that the command is to
+// be run again, since nothing it checked still holds.
+func storeSpecError(app, verb string, err error) error {
+	if lostRace(err) {
+		return fmt.Errorf("store spec of %s: it changed during this %s (another deploy, restart or rollback?); run it again: %w", app, verb, err)
+	}
+	return fmt.Errorf("store spec of %s: %w", app, err)
 }

@@ -425,3 +425,35 @@ func TestRollbackWaitFails(t *testing.T) {
 	}
 	h.fails(2, "", "app", "rollback", "hello", "--wait", "--timeout", "0")
 }
+
+// A restart whose spec changed between its read and its write (a deploy
+// meanwhile) fails, overwriting nothing, and says to run it again as a
+// deploy or rollback that loses the race does.
+func TestRestartLosesRaceToDeploy(t *testing.T) {
+	h := newHarness(t)
+	bin := selfBinary(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	read, stored := h.revisionOf("hello")
+	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/hello", stored, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	deployed, v2 := h.revisionOf("hello")
+
+	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
+	e.cfg.Ctl.NATSURL = h.url
+	if err := e.connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	err = e.storeRestart(context.Background(), h.kv(names.AppsBucket), "hello", restarted, read)
+	if err == nil || !strings.Contains(err.Error(), "it changed during this restart") || !strings.Contains(err.Error(), "run it again") {
+		t.Errorf("restart over a deploy it did not read: %v", err)
+	}
+	if rev, now := h.revisionOf("hello"); rev != deployed || !bytes.Equal(now, v2) {
+		t.Errorf("the deploy was overwritten: revision %d (was %d)", rev, deployed)
+	}
+}
