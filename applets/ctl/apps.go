@@ -509,7 +509,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		if err != nil {
 			return fmt.Errorf("restart %s: %w", name, err)
 		}
-		if w, err = newWaiter(e, app); err != nil {
+		if w, err = newWaiter(ctx, e, app); err != nil {
 			return err
 		}
 		defer w.stop()

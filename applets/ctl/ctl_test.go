@@ -369,8 +369,10 @@ func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason
 			}
 			n := state.Node{ID: node, Arch: runtime.GOARCH}
 			for i := range app.ReplicasOn(node, nil) {
+				// A new id for each spec, as the runner starts a new
+				// instance for a changed spec, even one in the same slot.
 				n.Instances = append(n.Instances, state.Instance{
-					App: app.Name, Node: node, ID: app.Name + "-" + string(rune('0'+i)), State: final, Reason: reason,
+					App: app.Name, Node: node, ID: fmt.Sprintf("%s-%d.%d", app.Name, i, e.Revision()), State: final, Reason: reason,
 					PID: 1000 + i, Version: app.Version, Fingerprint: app.Fingerprint(runtime.GOARCH), Since: time.Now(),
 				})
 			}
@@ -421,7 +423,7 @@ func TestDeployWait(t *testing.T) {
 		fakeRunner(t, h, "node-1", state.Healthy, "", 300*time.Millisecond)
 		p := h.file("hello.toml", helloSpec)
 		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
-		if n := strings.Count(r.err, "node-1 hello-0: healthy\n"); n != 1 {
+		if n := strings.Count(r.err, "node-1 hello-0.1: healthy\n"); n != 1 {
 			t.Errorf("progress shows the same state %d times:\n%s", n, r.err)
 		}
 		if desired, ready := h.readiness("hello"); desired != 2 || ready != 2 {

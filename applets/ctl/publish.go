@@ -55,7 +55,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	name := r.final.Name
 	var p published
 	if wait {
-		w, err := newWaiter(e, r.final)
+		w, err := newWaiter(ctx, e, r.final)
 		if err != nil {
 			return p, err
 		}
@@ -73,6 +73,9 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	// Signing is deterministic: the same body signed by the same key is
 	// the same value, and a spec signed by no key or another one changes.
 	p.changed, p.revision = !bytes.Equal(r.cur.raw, r.stored), r.cur.rev
+	if p.w != nil && !p.changed {
+		p.w.ended = map[string]bool{}
+	}
 	if p.changed {
 		octx, cancel := e.op(ctx)
 		var err error

@@ -426,6 +426,54 @@ func TestRollbackWaitFails(t *testing.T) {
 	h.fails(2, "", "app", "rollback", "hello", "--wait", "--timeout", "0")
 }
 
+// Rolled back from a revision whose instances failed and then straight
+// back to it: the node's heartbeat may still list those failed instances,
+// of the very spec restored. The runner starts new ones for it, and those
+// are what --wait follows, not the ones that ended before the write.
+func TestRollbackWaitIgnoresInstancesEndedBefore(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	bin := selfBinary(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	_, v1 := h.revisionOf("hello")
+	app, err := spec.Parse("stored", v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	var failed []state.Instance
+	for i := range 2 {
+		failed = append(failed, state.Instance{App: "hello", Node: "node-1", ID: fmt.Sprintf("%d-old", i), Slot: i, State: state.Failed,
+			Reason: "exit status 2", Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH), Since: time.Now()})
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: failed})
+	// The new instances turn healthy at once; the heartbeat that drops the
+	// failed ones comes a second later.
+	fakeRunner(t, h, "node-1", state.Healthy, "", time.Second)
+	r := h.ok("", "app", "rollback", "hello", "--wait", "--timeout", "20s")
+	if !strings.Contains(r.out, "rolled back to revision 1") || !strings.Contains(r.out, "2 instance(s) ready") {
+		t.Errorf("rollback --wait to the revision whose failed instances the heartbeat still lists: %s\n%s", r.out, r.err)
+	}
+}
+
+// A deploy --wait that changes nothing reports the instances that failed
+// before it: they are what the stored spec runs as, and nothing restarts
+// them.
+func TestDeployWaitUnchangedReportsFailure(t *testing.T) {
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	fakeRunner(t, h, "node-1", state.Failed, "exit status 2", 0)
+	bin := selfBinary(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.fails(ExitRollout, "", "deploy", p, "--binary", bin, "--wait", "--timeout", "20s")
+	r := h.fails(ExitRollout, "", "deploy", p, "--binary", bin, "--wait", "--timeout", "20s")
+	if !strings.Contains(r.err, "rollout of hello failed") || !strings.Contains(r.err, "exit status 2") {
+		t.Errorf("deploy --wait of the unchanged spec whose instances failed: %s", r.err)
+	}
+}
+
 // A restart whose spec changed between its read and its write (a deploy
 // meanwhile) fails, overwriting nothing, and says to run it again as a
 // deploy or rollback that loses the race does.

@@ -46,6 +46,14 @@ type waiter struct {
 	// shown is the last progress line printed per "node/id": events also
 	// report changes the line does not show (pid, health, restarts).
 	shown map[string]string
+	// ended holds, by "node/id", the instances that had already failed or
+	// stopped before the spec was written. A changed spec gives such an
+	// instance no new life but a new instance with a new id, so what they
+	// say is not about this rollout: a heartbeat still listing one that
+	// failed under the same spec moments ago (a rollback to a revision
+	// just rolled back from) must not fail it. publish forgets them when
+	// the spec did not change, since then they are its outcome.
+	ended map[string]bool
 }
 
 // settle is how long an instance without a health check must stay running
@@ -53,19 +61,37 @@ type waiter struct {
 // rollout instead of passing it.
 const settle = 2 * time.Second
 
-func newWaiter(e *env, app *spec.App) (*waiter, error) {
-	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, shown: map[string]string{}}
+// newWaiter subscribes to app's events and reads which of its instances
+// have already ended; call it before writing the spec.
+func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, shown: map[string]string{}, ended: map[string]bool{}}
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
 	}
 	w.sub = sub
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		// Without them nothing is set aside: an instance that failed
+		// before the write may end the wait early, and no more.
+		e.log.Debug("read heartbeats before the write", "err", err)
+	}
+	for node, byID := range reported(nodes, app.Name) {
+		for id, in := range byID {
+			if in.State.Final() {
+				w.ended[node+"/"+id] = true
+			}
+		}
+	}
 	return w, nil
 }
 
 func (w *waiter) stop() { _ = w.sub.Unsubscribe() }
 
 func (w *waiter) record(in state.Instance) {
+	if w.ended[in.Node+"/"+in.ID] {
+		return
+	}
 	m := w.seen[in.Node]
 	if m == nil {
 		m = map[string]state.Instance{}
@@ -127,7 +153,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if failedAt.IsZero() {
 				failedAt = now
 			}
-			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now)
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
 				return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
 			}
@@ -137,7 +163,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case (r.Desired > 0 || w.app.Replicas == 0 && read) && len(r.Waiting) == 0:
 			// With replicas = 0 nothing is desired anywhere, and the
 			// rollout is done once the heartbeats show nothing stopping.
-			hb := evaluate(w.app, nodes, reported(nodes, w.app.Name), w.up, now)
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now)
 			if len(hb.Waiting) == 0 {
 				return r, nil
 			}
@@ -188,6 +214,20 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			refresh()
 		}
 	}
+}
+
+// reported is what the heartbeats in nodes say of the app's instances, by
+// node and instance id, but for those that had ended before the write.
+func (w *waiter) reported(nodes []state.Node) map[string]map[string]state.Instance {
+	seen := reported(nodes, w.app.Name)
+	for node, byID := range seen {
+		for id := range byID {
+			if w.ended[node+"/"+id] {
+				delete(byID, id)
+			}
+		}
+	}
+	return seen
 }
 
 // reported is what the heartbeats in nodes say of app's instances, by node
