@@ -371,27 +371,43 @@ func signature(s appStatusJSON) string {
 }
 
 func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error {
-	if ok, err := e.deployed(ctx, name); err != nil {
+	ok, err := e.deployed(ctx, name)
+	if err != nil {
 		return err
-	} else if !ok {
+	}
+	routes, err := e.kv(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if !ok {
+		// Routes left by a delete cut short, or by one that raced a deploy,
+		// would hold their paths for good: this is how they go.
+		if _, err := routes.Get(octx, name); err == nil {
+			if err := routes.Delete(octx, name); err != nil {
+				return fmt.Errorf("remove leftover routes of %s: %w", name, err)
+			}
+			fmt.Fprintf(e.out(), "%s is not deployed; its leftover routes are removed\n", name)
+			return nil
+		}
 		return notFound("app %q is not deployed", name)
 	}
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	routes, err := e.kv(ctx, names.RoutesBucket)
-	if err != nil {
-		return err
-	}
-	// Routes go first so gateways stop sending requests before instances stop.
+	// Routes go first so gateways stop sending requests before instances
+	// stop, and again after the spec, for a deploy's routes written in
+	// between (dropRoutesOfDeleted).
 	if err := routes.Delete(octx, name); err != nil && !isNotFound(err) {
 		return fmt.Errorf("remove routes of %s: %w", name, err)
 	}
 	if err := kv.Delete(octx, name); err != nil {
 		return fmt.Errorf("delete spec of %s: %w", name, err)
+	}
+	if err := routes.Delete(octx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove routes of %s: %w", name, err)
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
 	// Its binaries stay, for a deploy again, and nothing else removes them:

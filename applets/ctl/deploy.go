@@ -831,6 +831,35 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	return nil
 }
 
+// dropRoutesOfDeleted removes app's routes entry when its spec is gone.
+// The spec and the routes are two writes: an `app delete` that lands
+// between a deploy's spec and its routes removes both before the routes
+// are written, and would leave them behind, answering 503 for a path no
+// other app may take. Delete removes the routes again after the spec, and
+// a deploy looks at the spec again after its routes: whichever writes the
+// routes last sees the deletion.
+func (e *env) dropRoutesOfDeleted(ctx context.Context, app string) error {
+	apps, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := apps.Get(octx, app); err == nil {
+		return nil
+	} else if !isNotFound(err) {
+		return fmt.Errorf("read spec of %s after its routes: %w", app, err)
+	}
+	routes, err := e.kv(ctx, names.RoutesBucket)
+	if err != nil {
+		return err
+	}
+	if err := routes.Delete(octx, app); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove routes of deleted app %s: %w", app, err)
+	}
+	return fmt.Errorf("%s was deleted while this ran (narun ctl app delete?); its routes are removed too: deploy it again if it should run", app)
+}
+
 // lostRace reports whether a conditional KV write failed because another
 // writer got there first, as opposed to any other failure.
 func lostRace(err error) bool {

@@ -97,6 +97,10 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		stop()
 		return p, err
 	}
+	if err := e.dropRoutesOfDeleted(ctx, name); err != nil {
+		stop()
+		return p, err
+	}
 	if p.changed && r.prune {
 		e.pruneSuperseded(ctx, r.cur.app, r.final)
 	}

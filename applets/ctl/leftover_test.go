@@ -1,0 +1,72 @@
+package ctl
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/names"
+)
+
+// Routes whose spec is gone (a delete cut short after the spec, or one that
+// raced a deploy) are removed by `app delete`, which has no other way in.
+func TestAppDeleteRemovesLeftoverRoutes(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	if err := h.kv(names.AppsBucket).Delete(context.Background(), "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
+		t.Fatal("no routes entry to leave behind")
+	}
+	r := h.ok("", "app", "delete", "hello")
+	if !strings.Contains(r.out, "leftover routes are removed") {
+		t.Errorf("app delete said %q", r.out)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("leftover routes entry still there")
+	}
+	h.fails(ExitNotFound, "", "app", "delete", "hello")
+}
+
+// A deploy whose routes land after an `app delete` removed the spec takes
+// them out again and says so, instead of leaving them to answer 503 and
+// hold their path.
+func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	ctx := context.Background()
+	routes, ok := h.get(names.RoutesBucket, "hello")
+	if !ok {
+		t.Fatal("no routes entry")
+	}
+	h.ok("", "app", "delete", "hello")
+	// What the racing deploy writes after the delete.
+	if _, err := h.kv(names.RoutesBucket).Put(ctx, "hello", routes); err != nil {
+		t.Fatal(err)
+	}
+
+	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
+	e.cfg.Ctl.NATSURL = h.url
+	if err := e.connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	err := e.dropRoutesOfDeleted(ctx, "hello")
+	if err == nil || !strings.Contains(err.Error(), "was deleted while this ran") {
+		t.Errorf("after the delete: %v", err)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("routes of the deleted app still there")
+	}
+
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	if err := e.dropRoutesOfDeleted(ctx, "hello"); err != nil {
+		t.Errorf("with the spec there: %v", err)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
+		t.Error("routes of a deployed app removed")
+	}
+}
