@@ -147,13 +147,13 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 	var failedAt time.Time
 	for {
 		now := time.Now()
-		r := evaluate(w.app, nodes, w.seen, w.up, now)
+		r := evaluate(w.app, nodes, w.seen, w.up, now, w.e.serverNow())
 		switch {
 		case len(r.Failed) > 0:
 			if failedAt.IsZero() {
 				failedAt = now
 			}
-			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now)
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
 				return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
 			}
@@ -163,7 +163,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case (r.Desired > 0 || w.app.Replicas == 0 && read) && len(r.Waiting) == 0:
 			// With replicas = 0 nothing is desired anywhere, and the
 			// rollout is done once the heartbeats show nothing stopping.
-			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now)
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
 			if len(hb.Waiting) == 0 {
 				return r, nil
 			}
@@ -252,14 +252,17 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // ready when healthy; without a health check, when it has also been up
 // (since up[node/id]) for settle. One of a slot app no longer wants on its
 // node is waited for until it has stopped, or its node's heartbeat no
-// longer lists it, as the runner's does once it stopped it.
-func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now time.Time) *rollout {
+// longer lists it, as the runner's does once it stopped it; not on a node
+// whose heartbeats have stopped (late by serverNow, the NATS server's
+// clock): its runner stops them when it is back, and waiting for its
+// heartbeat to expire would only run out the timeout.
+func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now, serverNow time.Time) *rollout {
 	r := &rollout{Ready: []string{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
 		var going []string
 		for _, in := range n.Instances {
-			if in.App != app.Name || in.Slot < want {
+			if in.App != app.Name || in.Slot < want || late(n, serverNow) {
 				continue
 			}
 			if latest, ok := seen[n.ID][in.ID]; ok {

@@ -42,6 +42,8 @@ func TestEvaluate(t *testing.T) {
 	// replicas went from 3 to 2, and still stopping.
 	stopping := state.Instance{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Stopping, Fingerprint: checked.Fingerprint("amd64")}
 	listing := []state.Node{{ID: "n1", Arch: "amd64", Instances: []state.Instance{{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Healthy}}}}
+	// The same, by a node whose last heartbeat the server stored an hour ago.
+	silent := []state.Node{{ID: "n1", Arch: "amd64", Interval: time.Second, Stored: now.Add(-time.Hour), Instances: listing[0].Instances}}
 	tests := []struct {
 		name      string
 		app       *spec.App
@@ -61,6 +63,7 @@ func TestEvaluate(t *testing.T) {
 		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, 0, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
 		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
+		{"slot scaled away on a silent node", checked, silent, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "", ""},
 		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
@@ -72,7 +75,7 @@ func TestEvaluate(t *testing.T) {
 				seen["n1"][in.ID] = in
 				up["n1/"+in.ID] = now.Add(-tc.upFor)
 			}
-			r := evaluate(tc.app, tc.nodes, seen, up, now)
+			r := evaluate(tc.app, tc.nodes, seen, up, now, now)
 			if r.Desired != 2 {
 				t.Errorf("desired %d", r.Desired)
 			}
