@@ -34,6 +34,12 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
+	return SyncDir(dir)
+}
+
+// SyncDir writes dir's entries to disk, so that a file just renamed into
+// it keeps its name after a power cut.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open %s to sync it: %w", dir, err)

@@ -162,19 +162,7 @@ func writeVerified(dir, dst string, r io.Reader, want string, mode os.FileMode) 
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 // writeFileAtomic writes data to path through a synced temporary file,
