@@ -271,6 +271,13 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if err := DecodeStrict(path, data, &cfg); err != nil {
 			return cfg, err
 		}
+		var mistyped []error
+		for _, m := range MistypedTables(data, &cfg) {
+			mistyped = append(mistyped, fmt.Errorf("%s:%d: key %q: want %s, got %s", path, keyLine(data, m.path), m.Key, m.Want, m.Got))
+		}
+		if err := errors.Join(mistyped...); err != nil {
+			return cfg, err
+		}
 		cfg.Path = path
 	}
 	if getenv == nil {

@@ -129,6 +129,8 @@ func TestTypeErrorsSayWhatTheKeyWants(t *testing.T) {
 		{"list element", "[nats]\nnkeys = [1]\n", `:2: key "nats.nkeys": want a list of strings, got a list holding an integer`},
 		{"table", "gateway = 3\n", `:1: key "gateway": want a table, got an integer`},
 		{"table of strings", "[runner.labels]\nzone = 1\n", `:2: key "runner.labels.zone": want a string, got an integer`},
+		{"table of strings, a string", "[runner]\nlabels = \"edge\"\n", `:2: key "runner.labels": want a table of strings, got a string`},
+		{"table of strings, a list", "[runner]\nnode_id = \"n\"\nlabels = [\"edge\"]\n", `:3: key "runner.labels": want a table of strings, got a list`},
 		{"array of tables", "[nats]\nusers = \"a\"\n", `:2: key "nats.users": want a list of tables, got a string`},
 		{"array of tables element", "[nats]\nusers = [1]\n", `:2: key "nats.users": want a list of tables, got a list holding an integer`},
 		{"key in array of tables", "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\nstrip_prefix = \"yes\"\n", `:4: key "gateway.routes.strip_prefix": want true or false, got a string`},

@@ -273,3 +273,53 @@ func splitKey(key string) []string {
 	}
 	return parts
 }
+
+// Mistyped is a key whose Go destination is a map but whose TOML value is
+// not a table.
+type Mistyped struct {
+	Key       string
+	Want, Got string
+	path      toml.Key
+}
+
+// MistypedTables finds the keys of data that v wants as a table of values
+// (a Go map, such as labels or env) but that hold something else. The TOML
+// decoder leaves such a map empty without an error, so `labels = "edge"`
+// would silently select nothing.
+func MistypedTables(data []byte, v any) []Mistyped {
+	var doc map[string]any
+	md, err := toml.Decode(string(data), &doc)
+	if err != nil {
+		return nil // DecodeStrict reports it
+	}
+	var found []Mistyped
+	for _, key := range md.Keys() {
+		t, ok := typeAt(reflect.TypeOf(v), key)
+		if !ok || t.Kind() != reflect.Map || custom(t) {
+			continue
+		}
+		if got := md.Type(key...); got != "Hash" {
+			found = append(found, Mistyped{Key: key.String(), Want: typeWords(t), Got: tomlTypeWords(got), path: key})
+		}
+	}
+	return found
+}
+
+// tomlTypeWords names a TOML type as the decoder's metadata spells it.
+func tomlTypeWords(name string) string {
+	switch name {
+	case "String":
+		return "a string"
+	case "Integer":
+		return "an integer"
+	case "Float":
+		return "a float"
+	case "Bool":
+		return "a boolean"
+	case "Datetime":
+		return "a date or time"
+	case "Array", "ArrayHash":
+		return "a list"
+	}
+	return "a value of another type"
+}

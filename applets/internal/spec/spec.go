@@ -258,6 +258,11 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 		return nil, nil, err
 	}
 	v := &validator{file: file, data: data, stored: stored}
+	// The decoder left these maps empty: a stored spec ran that way, so
+	// it only warns there.
+	for _, m := range config.MistypedTables(data, &a) {
+		v.deployRule(m.Key, "want %s, got %s", m.Want, m.Got)
+	}
 	a.fill()
 	a.validate(v)
 	if err := joinSorted(v.errs); err != nil {
