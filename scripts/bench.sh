@@ -172,7 +172,7 @@ ms_since() { # start_us -> milliseconds since then, 1 decimal
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 children() { cat /proc/"$1"/task/*/children 2>/dev/null | xargs; } # pid -> its children's pids
 
-# start_up NAME: a fresh `narun up` with node id "bench" in $WORK/NAME; sets
+# start_up NAME [FLAG...]: a fresh `narun up` with node id "bench" in $WORK/NAME; sets
 # UP_PID, UP_NATS (URL) and UP_GW (host:port) once its runner admin answers.
 start_up() {
 	local np gp ap rp
@@ -181,7 +181,7 @@ start_up() {
 	printf 'log_level = "warn"\n' >"$WORK/$1/narun.toml"
 	"$WORK/narun" up --config "$WORK/$1/narun.toml" --data-dir "$WORK/$1/data" --node-id bench \
 		--nats-listen "127.0.0.1:$np" --listen "127.0.0.1:$gp" --admin-listen "127.0.0.1:$ap" \
-		--runner-admin-listen "127.0.0.1:$rp" >"$WORK/$1/up.out" 2>"$WORK/$1/up.log" &
+		--runner-admin-listen "127.0.0.1:$rp" "${@:2}" >"$WORK/$1/up.out" 2>"$WORK/$1/up.log" &
 	UP_PID=$!
 	PIDS+=("$UP_PID")
 	UP_NATS=nats://127.0.0.1:$np
@@ -285,7 +285,8 @@ runner_bench() {
 	stop "$UP_PID"
 
 	# 3. and 4. on a fresh node: idle RSS, then APPS idle apps.
-	start_up scale
+	# The specs written straight to narun-apps below carry no signature.
+	start_up scale --signing=false
 	echo "runner: idle RSS..." >&2
 	sleep 5
 	local rss0 rss1 rssn
