@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +115,21 @@ func selfBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// env is a ctl environment connected to the harness's server, for tests
+// that call a step of a command between writes of their own; what it
+// prints to stderr goes to stderr.
+func (h *harness) env(stderr io.Writer) *env {
+	h.t.Helper()
+	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
+	e.stdio.Stderr = stderr
+	e.cfg.Ctl.NATSURL = h.url
+	if err := e.connect(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(e.close)
+	return e
 }
 
 func (h *harness) kv(bucket string) jetstream.KeyValue {

@@ -2,10 +2,9 @@ package ctl
 
 import (
 	"context"
-	"log/slog"
+	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/narun/narun/applets/internal/names"
 )
@@ -48,12 +47,7 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
-	e.cfg.Ctl.NATSURL = h.url
-	if err := e.connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := h.env(io.Discard)
 	err := e.dropRoutesOfDeleted(ctx, "hello")
 	if err == nil || !strings.Contains(err.Error(), "was deleted while this ran") {
 		t.Errorf("after the delete: %v", err)

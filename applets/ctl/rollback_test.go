@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -370,13 +370,7 @@ func TestRollbackLosesRaceToDeploy(t *testing.T) {
 	h.ok("", "deploy", p, "--binary", bin)
 
 	var stderr bytes.Buffer
-	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
-	e.stdio.Stderr = &stderr
-	e.cfg.Ctl.NATSURL = h.url
-	if err := e.connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := h.env(&stderr)
 	ctx := context.Background()
 	apps, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
@@ -491,12 +485,7 @@ func TestRestartLosesRaceToDeploy(t *testing.T) {
 	h.ok("", "deploy", p, "--binary", bin)
 	deployed, v2 := h.revisionOf("hello")
 
-	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
-	e.cfg.Ctl.NATSURL = h.url
-	if err := e.connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := h.env(io.Discard)
 	err = e.storeRestart(context.Background(), h.kv(names.AppsBucket), "hello", restarted, read)
 	if err == nil || !strings.Contains(err.Error(), "it changed during this restart") || !strings.Contains(err.Error(), "run it again") {
 		t.Errorf("restart over a deploy it did not read: %v", err)
