@@ -48,7 +48,7 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	}
 
 	e := h.env(io.Discard)
-	err := e.dropRoutesOfDeleted(ctx, "hello")
+	err := e.dropRoutesOfDeleted(ctx, h.kv(names.AppsBucket), "hello")
 	if err == nil || !strings.Contains(err.Error(), "was deleted while this ran") {
 		t.Errorf("after the delete: %v", err)
 	}
@@ -57,7 +57,7 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	}
 
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
-	if err := e.dropRoutesOfDeleted(ctx, "hello"); err != nil {
+	if err := e.dropRoutesOfDeleted(ctx, h.kv(names.AppsBucket), "hello"); err != nil {
 		t.Errorf("with the spec there: %v", err)
 	}
 	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {

@@ -97,7 +97,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		stop()
 		return p, err
 	}
-	if err := e.dropRoutesOfDeleted(ctx, name); err != nil {
+	if err := e.dropRoutesOfDeleted(ctx, r.apps, name); err != nil {
 		stop()
 		return p, err
 	}
