@@ -132,7 +132,7 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 // timeout.
 func TestRetriesThroughALeaderElection(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	c.WaitPlaceable(10 * time.Second)
 	leader := c.Leader()
 	survivor, other := (leader+1)%3, (leader+2)%3
 	js, err := jetstream.New(natstest.Connect(t, c.Server(survivor)))

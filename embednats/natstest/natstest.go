@@ -3,13 +3,16 @@
 package natstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/embednats"
 )
@@ -94,6 +97,50 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		c.Start(i)
 	}
 	return c
+}
+
+// WaitPlaceable waits until JetStream can place a stream with a replica on
+// every running member. Electing a leader is not enough: a leader just
+// elected refuses every stream ("no suitable peers for placement, peer
+// offline") until it has heard what each member can hold.
+func (c *Cluster) WaitPlaceable(timeout time.Duration) {
+	c.t.Helper()
+	var member *embednats.Server
+	replicas := 0
+	for _, s := range c.servers {
+		if s != nil {
+			member = s
+			replicas++
+		}
+	}
+	if member == nil {
+		c.t.Fatal("no member is running")
+	}
+	js, err := jetstream.New(Connect(c.t, member))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	const probe = "natstest_probe"
+	deadline := time.Now().Add(timeout)
+	for {
+		// Each try has its own bound: without a leader the request gets
+		// no answer at all.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: probe, Replicas: replicas})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("JetStream placing %d replicas within %s: %v", replicas, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, probe); err != nil {
+		c.t.Fatalf("delete the probe stream: %v", err)
+	}
 }
 
 // Start runs member i, which must not be running.

@@ -85,19 +85,15 @@ func connect(t *testing.T, s *embednats.Server) jetstream.JetStream {
 // an older client created with fewer gets the missing ones when opened.
 func TestReplicasWithAMemberDown(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	c.WaitPlaceable(10 * time.Second)
 	// Not the leader: a new leader may take seconds to be elected, which
 	// is not what this test is about.
 	leader := c.Leader()
 	down := (leader + 1) % 3
 	js := connect(t, c.Server(leader))
 	ctx := context.Background()
-	// The cluster places replicas on a member that is down only once it
-	// has heard what the member can hold.
-	testutil.Eventually(t, 10*time.Second, "the cluster placing three replicas", func() bool {
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "probe", Replicas: 3})
-		return err == nil
-	})
+	// The cluster places replicas on a member that is down only because
+	// WaitPlaceable made it hear what the member can hold.
 	c.Stop(down)
 	testutil.Eventually(t, 10*time.Second, "the JetStream leader seeing the member down", func() bool { return c.LeaderSeesDown(down) })
 	cfg, err := KVConfig(names.AppsBucket)
@@ -121,7 +117,7 @@ func TestReplicasWithAMemberDown(t *testing.T) {
 // JetStream election took more than a minute in CI runs.
 func TestReplicasFollowTheCluster(t *testing.T) {
 	c := natstest.StartCluster(t, 2)
-	testutil.Eventually(t, 30*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	c.WaitPlaceable(30 * time.Second)
 	js := connect(t, c.Server(0))
 	if got := openAll(t, js); !maps.Equal(got, all(2)) {
 		t.Fatalf("created in a cluster of two: %v, want 2 replicas each", got)
