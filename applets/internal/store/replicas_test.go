@@ -144,3 +144,12 @@ func TestReplicasAlone(t *testing.T) {
 		})
 	}
 }
+
+// A leader just elected refuses every stream, whatever its replicas, until
+// it has heard what the members can hold; opening the buckets then waits
+// for it rather than failing.
+func TestCreateRightAfterAnElection(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	openAll(t, connect(t, c.Server(c.Leader())))
+}

@@ -93,7 +93,7 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	err = create(js, bucket, log, func(replicas int) error {
+	err = create(ctx, js, bucket, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		kv, err = js.CreateKeyValue(ctx, cfg)
 		return err
@@ -123,7 +123,7 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *sl
 	if err != nil {
 		return nil, err
 	}
-	err = create(js, bucket, log, func(replicas int) error {
+	err = create(ctx, js, bucket, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		obs, err = js.CreateObjectStore(ctx, cfg)
 		return err
@@ -149,7 +149,7 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 		return nil, fmt.Errorf("open stream %s: %w", names.LogsStream, err)
 	}
 	cfg := LogsStreamConfig()
-	err = create(js, names.LogsStream, log, func(replicas int) error {
+	err = create(ctx, js, names.LogsStream, log, func(replicas int) error {
 		cfg.Replicas = replicas
 		s, err = js.CreateStream(ctx, cfg)
 		return err
@@ -166,25 +166,49 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 // create calls try with Replicas, then fewer while the cluster answers that
 // it cannot place that many: how many members a cluster has, and how many
 // of them are up, is for its servers to say, not for the servers a client
-// happens to know of. raise adds the missing replicas later.
-func create(js jetstream.JetStream, name string, log *slog.Logger, try func(replicas int) error) error {
+// happens to know of. raise adds the missing replicas later. A cluster that
+// cannot place even one replica for want of peers has a leader just
+// elected, which has not yet heard what any member can hold: create tries
+// again until ctx ends.
+func create(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger, try func(replicas int) error) error {
 	if js.Conn().ConnectedClusterName() == "" {
 		// A server that is no cluster member: nowhere to put a copy.
 		return try(1)
 	}
+	for {
+		replicas, err := tryFewer(try)
+		if err == nil && replicas < Replicas {
+			log.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
+				"stream", name, "replicas", replicas, "want", Replicas)
+		}
+		if apiCode(err) != codeNoPeers {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(placeRetry):
+		}
+	}
+}
+
+// placeRetry is how long create waits before asking a cluster that could
+// place no replica at all again.
+const placeRetry = 250 * time.Millisecond
+
+// tryFewer calls try with Replicas, then fewer while the cluster cannot
+// place that many, and says how many it asked for last.
+func tryFewer(try func(replicas int) error) (int, error) {
 	for r := Replicas; ; r-- {
 		err := try(r)
 		switch {
 		case r > 1 && apiCode(err) == codeReplicasNotSupported:
 			// JetStream runs on this server alone (a leaf node, say).
-			return try(1)
+			return 1, try(1)
 		case r > 1 && cannotPlace(err):
 			continue
-		case err == nil && r < Replicas:
-			log.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
-				"stream", name, "replicas", r, "want", Replicas)
 		}
-		return err
+		return r, err
 	}
 }
 
