@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +24,22 @@ import (
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
+
+// asProcess in the environment makes this test binary run ctl with its
+// arguments instead of the tests: runProcess starts ctl as a process of
+// its own, as separate invocations on a device are.
+const asProcess = "NARUN_CTL_TEST_AS_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asProcess) == "1" {
+		err := Main(context.Background(), cli.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(cli.ExitCode(err))
+	}
+	os.Exit(m.Run())
+}
 
 // harness is one embedded NATS server and a ctl that talks to it.
 type harness struct {
@@ -74,6 +92,28 @@ func (h *harness) run(stdin string, args ...string) result {
 	r := result{out: out.String(), err: errb.String(), code: cli.ExitCode(err), e: err}
 	if err != nil {
 		r.err += err.Error()
+	}
+	return r
+}
+
+// runProcess runs ctl as a separate process, with the arguments run
+// gives it.
+func (h *harness) runProcess(args ...string) result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)...)
+	cmd.Env = append(os.Environ(), asProcess+"=1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{out: out.String(), err: errb.String(), e: err}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		h.t.Fatalf("run ctl as a process: %v", err)
 	}
 	return r
 }

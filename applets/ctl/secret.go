@@ -234,26 +234,38 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	var old []byte
-	if c.Bool("add") {
-		if _, err := secrets.LoadRing(path); err != nil {
-			return err
-		}
-		if old, err = os.ReadFile(path); err != nil {
-			return fmt.Errorf("read key file: %w", err)
-		}
-	} else if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("key file %s exists; pass --add to put a new key in front of the old ones", path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("key file: %w", err)
-	}
-	content := append([]byte(key+"\n"), old...)
+	content := []byte(key + "\n")
 	ring, err := secrets.ParseRing(content)
 	if err != nil {
 		return err
 	}
-	// Replaced whole, so an interrupted write never loses the old keys.
-	if err := atomicfile.Write(path, content, 0o600); err != nil {
+	if !c.Bool("add") {
+		err := atomicfile.Create(path, content, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("key file %s exists; pass --add to put a new key in front of the old ones", path)
+		}
+		if err != nil {
+			return fmt.Errorf("write key file: %w", err)
+		}
+		fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, ring.PrimaryID())
+		return nil
+	}
+	// The old keys are read under the directory's lock, so that of two
+	// --add at once neither loses the other's key.
+	var refused error
+	err = atomicfile.Update(path, 0o600, func(old []byte) ([]byte, error) {
+		// Its mode checked too, as every use of the file does.
+		if _, refused = secrets.LoadRing(path); refused != nil {
+			return nil, refused
+		}
+		content = append(content, old...)
+		ring, refused = secrets.ParseRing(content)
+		return content, refused
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil {
 		return fmt.Errorf("write key file: %w", err)
 	}
 	fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, strings.Join(ring.IDs(), ", "))

@@ -12,12 +12,24 @@ import (
 // syncs it, gives it mode, renames it over path and syncs the directory,
 // so that the new name survives a power cut too.
 func Write(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := writeTemp(path, data, mode)
 	if err != nil {
-		return fmt.Errorf("create a temporary file for %s: %w", path, err)
+		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// writeTemp writes data, synced and with mode, to a new temporary file
+// beside path and returns its name; the file is gone when it fails.
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("create a temporary file for %s: %w", path, err)
+	}
 	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Sync()
@@ -29,12 +41,10 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		err = os.Chmod(tmp.Name(), mode)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return SyncDir(dir)
+	return tmp.Name(), nil
 }
 
 // SyncDir writes dir's entries to disk, so that a file just renamed into

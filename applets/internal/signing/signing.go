@@ -29,8 +29,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/narun/narun/applets/internal/atomicfile"
 )
 
 // NodeKeyFile is the key narun up creates in its data dir and trusts
@@ -103,29 +104,10 @@ func LoadKey(path string) (*Key, error) {
 // never replaces one: a lost signing key cannot sign again for the nodes
 // that trust it.
 func WriteKeyFile(path string, content []byte) error {
-	if _, err := os.Lstat(path); err == nil {
+	err := atomicfile.Create(path, content, 0o600)
+	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("key file %s exists; it is not replaced (nodes may trust it): choose another name", path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("key file: %w", err)
 	}
-	// CreateTemp makes the file 0600, so the key is never readable by others.
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		// A link, unlike a rename, fails on a file that appeared meanwhile.
-		err = os.Link(tmp, path)
-	}
-	os.Remove(tmp)
 	if err != nil {
 		return fmt.Errorf("write key file: %w", err)
 	}

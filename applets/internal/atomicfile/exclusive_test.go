@@ -1,0 +1,97 @@
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Of several creators of one file, exactly one succeeds and its content is
+// what the file holds; the others are told it exists.
+func TestCreateHasOneWinner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key")
+	const creators = 8
+	errs := make([]error, creators)
+	var wg sync.WaitGroup
+	for i := range creators {
+		wg.Go(func() { errs[i] = Create(path, fmt.Appendf(nil, "creator %d\n", i), 0o600) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Fatalf("creators %d and %d both succeeded", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, fs.ErrExist):
+			t.Fatalf("creator %d: %v, want an error wrapping fs.ErrExist", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no creator succeeded")
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != fmt.Sprintf("creator %d\n", winner) {
+		t.Fatalf("file holds %q (%v), want creator %d's content", got, err, winner)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("directory holds %v, want only the file", entries)
+	}
+}
+
+// Concurrent updates apply one after the other: every one is in the file.
+func TestUpdatesDoNotUndoEachOther(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ring")
+	if err := os.WriteFile(path, []byte("first\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const updaters = 16
+	var wg sync.WaitGroup
+	for i := range updaters {
+		wg.Go(func() {
+			err := Update(path, 0o600, func(old []byte) ([]byte, error) {
+				return append(fmt.Appendf(nil, "line %d\n", i), old...), nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range updaters {
+		if !strings.Contains(string(got), fmt.Sprintf("line %d\n", i)) {
+			t.Errorf("update %d lost: file holds %q", i, got)
+		}
+	}
+	if !strings.HasSuffix(string(got), "first\n") {
+		t.Errorf("the original content lost: %q", got)
+	}
+}
+
+// An update whose change fails leaves the file as it was.
+func TestRefusedUpdateChangesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ring")
+	if err := os.WriteFile(path, []byte("kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refusal := errors.New("refused")
+	if err := Update(path, 0o600, func([]byte) ([]byte, error) { return nil, refusal }); !errors.Is(err, refusal) {
+		t.Fatalf("Update returned %v, want the change's error", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "kept\n" {
+		t.Fatalf("file holds %q after a refused update", got)
+	}
+}
