@@ -53,6 +53,8 @@ const DefaultNATSPort = 4222
 // launcher's environment, because Env may carry secrets.
 type Config struct {
 	// Binary is the absolute host path of the app's executable; required.
+	// It may be a symlink, which names the process (comm, what ps and
+	// pgrep show); Landlock grants the file it resolves to.
 	Binary string `json:"binary"`
 	// Args is the app's argv including argv[0]; empty means {Binary}.
 	Args []string `json:"args,omitempty"`

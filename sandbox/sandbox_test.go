@@ -404,6 +404,58 @@ func TestWritableOnlyWhereGranted(t *testing.T) {
 	}
 }
 
+// A binary run through a symbolic link is named after the link (comm,
+// what ps, top and pgrep show; argv[0]), as the runner's links to its
+// binary cache rely on, and Landlock checks the file it resolves to: no
+// rule covers the link's directory, which stays read-only even to root.
+func TestBinaryThroughSymlink(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	const name = "named-through-a-link"
+	cfg := testConfig(t, "hold", "0")
+	dir := filepath.Join(filepath.Dir(cfg.Dir), "links-"+cfg.Hostname)
+	link := filepath.Join(dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(helper, link); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.Binary, cfg.Args = link, []string{link, "hold", "0"}
+	s := startSandbox(t, cfg)
+	s.waitLine(t, "ready")
+	procs := readProcs(t, s.plan)
+	if len(procs) != 1 {
+		t.Fatalf("want the app alone in its cgroup, got %v", procs)
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", procs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(comm)); got != name[:15] {
+		t.Errorf("comm %q, want %q", got, name[:15])
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", procs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if argv0, _, _ := strings.Cut(string(cmdline), "\x00"); argv0 != link {
+		t.Errorf("argv[0] %q, want %q", argv0, link)
+	}
+	s.stdin.Close()
+	if out, err := s.wait(t); err != nil {
+		t.Fatalf("app through a link: %v\n%s", err, out)
+	}
+
+	write := cfg
+	write.Args = []string{link, "write", filepath.Join(dir, "other")}
+	write.UID, write.GID, write.AllowRoot = 0, 0, true
+	if out, err := runSandbox(t, write); exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+		t.Errorf("root wrote beside its link: %v\n%s", err, out)
+	}
+}
+
 // The sandbox's root is its tree bound onto a top directory (so that the
 // app may not create user namespaces), and Landlock walks up through that
 // directory: one granted must not be chosen, or its rule would cover every
