@@ -136,6 +136,7 @@ func (a *app) run(ctx context.Context) {
 			a.mu.Lock()
 			a.current = nil
 			a.mu.Unlock()
+			a.pruneLinks()
 			if a.r.forget(a) {
 				a.log.Info("app deleted")
 				return
@@ -402,6 +403,14 @@ func (a *app) stop(list []*instance) {
 	a.mu.Lock()
 	a.insts = slices.DeleteFunc(a.insts, func(in *instance) bool { return slices.Contains(list, in) })
 	a.mu.Unlock()
+	a.pruneLinks()
+}
+
+// pruneLinks removes the links to builds the app no longer runs.
+func (a *app) pruneLinks() {
+	if err := a.r.links.prune(a.name, a.digests); err != nil {
+		a.log.Warn("remove the links of builds no longer run", "err", err)
+	}
 }
 
 func randomHex(n int) string {

@@ -58,6 +58,14 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	if err != nil {
 		return l, err
 	}
+	// ps, top and pgrep name the process after the path it is run by. A
+	// name is not worth an app that does not start (a full disk): without
+	// its link, the binary runs by its digest, as verified all the same.
+	if link, err := r.links.link(sp.Name, b.SHA256, bin); err != nil {
+		r.log.Warn("binary runs by its digest, not by a link named after the app", "app", sp.Name, "err", err)
+	} else {
+		bin = link
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return l, fmt.Errorf("create instance directory: %w", err)
 	}

@@ -81,6 +81,7 @@ type Runner struct {
 	appURL  string
 	started time.Time
 	cache   *cache
+	links   execLinks
 	keys    keyFile
 	caps    state.Capabilities
 	// signatures checks every spec before it is read: with trusted keys,
@@ -202,6 +203,7 @@ func New(opts Options) (*Runner, error) {
 	if r.cache, err = newCache(filepath.Join(dir, "binaries")); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
+	r.links.dir = r.execDir()
 	return r, nil
 }
 
@@ -243,6 +245,7 @@ func (r *Runner) specsDir() string       { return filepath.Join(r.opts.DataDir, 
 func (r *Runner) filesDir() string       { return filepath.Join(r.opts.DataDir, "files") }
 func (r *Runner) fileDigestsDir() string { return filepath.Join(r.opts.DataDir, "file-digests") }
 func (r *Runner) sealedDir() string      { return filepath.Join(r.opts.DataDir, "secrets") }
+func (r *Runner) execDir() string        { return filepath.Join(r.opts.DataDir, "exec") }
 
 // Run reconciles until ctx is cancelled, then stops every instance
 // (gracefully, each within its stop_timeout) and returns.
@@ -263,6 +266,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.log.Info("runs specs without checking signatures: runner.trusted_keys is empty")
 	}
 	killStale(r.instancesDir(), r.log)
+	r.removeExecLinks()
 	if r.caps.Sandbox {
 		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
 			r.log.Warn("remove cgroups left by an earlier runner", "err", err)
@@ -285,6 +289,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("stopping all instances")
 	stopApps()
 	r.appsWG.Wait()
+	r.removeExecLinks()
 	if r.caps.Sandbox {
 		if err := sandbox.RemoveScope(r.cgroupScope); err != nil {
 			r.log.Warn("remove this runner's cgroups", "err", err)
@@ -750,12 +755,31 @@ func (r *Runner) publishLog(l state.LogLine) {
 	}
 }
 
+// removeExecLinks removes the links of every app. Only starts of this
+// runner's instances use them, so it runs while none can start: before
+// the apps and after they stopped, and those of a runner that crashed go.
+func (r *Runner) removeExecLinks() {
+	if err := r.links.removeExcept(func(string) bool { return false }); err != nil {
+		r.log.Warn("remove the links binaries were executed by", "err", err)
+	}
+}
+
 // gc removes the cached binaries, files and sealed secrets that no app on
-// this node refers to any more.
+// this node refers to any more, and the links to binaries that its app
+// does not run any more.
 func (r *Runner) gc() {
+	// Under r.mu no app is created, and only an app's own instances make
+	// links in its directory.
+	r.mu.Lock()
+	err := r.links.removeExcept(func(app string) bool { return r.apps[app] != nil })
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Warn("remove the links of deleted apps", "err", err)
+	}
 	keep := map[string]bool{}
 	files, sealed := map[string]bool{}, map[string]bool{}
 	for _, a := range r.appList() {
+		a.pruneLinks()
 		for _, d := range a.digests() {
 			keep[d] = true
 		}

@@ -342,7 +342,12 @@ func (r *Runner) reachable(inst InstanceLaunch, uid, gid uint32) error {
 			break
 		}
 	}
-	for _, d := range []string{r.opts.DataDir, r.instancesDir(), filepath.Dir(inst.Dir), filepath.Dir(inst.Path)} {
+	dirs := []string{r.opts.DataDir, r.instancesDir(), filepath.Dir(inst.Dir), r.cache.dir}
+	// The binary is executed by its link, in exec/<app>/<build>/.
+	for d := filepath.Dir(inst.Path); strings.HasPrefix(d, r.opts.DataDir+"/"); d = filepath.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
 		fi, err := os.Stat(d)
 		if err != nil {
 			return fail(err)

@@ -51,7 +51,8 @@ type InstanceLaunch struct {
 	Instance string
 	// Mode is "exec" or "sandbox".
 	Mode string
-	// Path is the verified, read-only binary.
+	// Path is the verified, read-only binary, or a symlink to it: the
+	// process is named after the path's last element (ps, pgrep).
 	Path string
 	// Args are the arguments after the program name.
 	Args []string
