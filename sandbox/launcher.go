@@ -22,6 +22,10 @@ import (
 // forwarded are the signals the launcher passes on to the app.
 var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
+// LauncherName is the launcher's process name (/proc/PID/comm), what ps
+// -e and top show for it; the app it starts is named after its binary.
+const LauncherName = "narun-launcher"
+
 // LauncherMain is the hidden launcher applet. It runs as PID 1 of the
 // namespaces Command created: it reads the config from the inherited
 // pipe, sets the sandbox up, starts the app, forwards signals to it,
@@ -32,6 +36,9 @@ func LauncherMain() {
 	// The privilege drop below is per thread, and the app inherits it from
 	// the thread that forks it: both happen on this locked thread.
 	runtime.LockOSThread()
+	// Started as /proc/self/exe, the launcher would show in ps and top as
+	// "exe". Best effort: a name is no reason to fail an app.
+	_ = os.WriteFile("/proc/self/comm", []byte(LauncherName), 0)
 	// Descriptors the runner inherited without close-on-exec (from its
 	// own parent, say) must not reach the app.
 	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/sandbox"
 )
 
 // namedApp is longer than the 15 bytes the kernel keeps of a process
@@ -164,6 +165,9 @@ func TestSandboxProcessNamedAfterApp(t *testing.T) {
 	c.deploy(t, namedApp, "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"fork\"]\nstop_timeout = \"200ms\"\n")
 	in := tr.wait(t, namedApp, "healthy", allIn(1, state.Healthy))[0]
 	// The instance's pid is the launcher's; the app is its child.
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", in.PID)); err != nil || strings.TrimSpace(string(comm)) != sandbox.LauncherName {
+		t.Errorf("launcher comm %q (%v), want %q", comm, err, sandbox.LauncherName)
+	}
 	app := onlyChild(t, in.PID)
 	checkNamed(t, tr, app, namedApp, probe)
 	// Landlock lets the app execute its binary through the link, again.
