@@ -32,6 +32,10 @@ type cache struct {
 	// digests only share it for the instant of a map lookup.
 	mu       sync.Mutex
 	inflight map[string]*sync.Mutex
+	// handedOut is when binary last returned each digest's path: gc spares
+	// a binary handed out after it began listing what the apps keep, to a
+	// new app it could not see yet.
+	handedOut map[string]time.Time
 	// afterFetch runs once fetches have stopped for releaseDelay.
 	afterFetch *debounce
 }
@@ -48,7 +52,7 @@ func newCache(dir string) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
@@ -92,6 +96,7 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	defer unlock()
 	p := c.path(b.SHA256)
 	if _, err := os.Stat(p); err == nil {
+		c.handOut(b.SHA256)
 		return p, nil
 	}
 	if obs == nil {
@@ -106,11 +111,19 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	if err := writeVerified(c.dir, p, obj, b.SHA256, 0o555); err != nil {
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}
+	c.handOut(b.SHA256)
 	return p, nil
 }
 
-// gc removes the cached binaries whose digest is not in keep.
-func (c *cache) gc(keep map[string]bool) []string {
+func (c *cache) handOut(digest string) {
+	c.mu.Lock()
+	c.handedOut[digest] = time.Now()
+	c.mu.Unlock()
+}
+
+// gc removes the cached binaries whose digest is not in keep, except those
+// handed out since listed, when the caller began to list what it keeps.
+func (c *cache) gc(keep map[string]bool, listed time.Time) []string {
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
 		return nil
@@ -123,7 +136,13 @@ func (c *cache) gc(keep map[string]bool) []string {
 			continue
 		}
 		unlock := c.lock(name)
-		if os.Remove(filepath.Join(c.dir, name)) == nil {
+		c.mu.Lock()
+		recent := !c.handedOut[name].Before(listed)
+		if !recent {
+			delete(c.handedOut, name)
+		}
+		c.mu.Unlock()
+		if !recent && os.Remove(filepath.Join(c.dir, name)) == nil {
 			removed = append(removed, name)
 		}
 		unlock()

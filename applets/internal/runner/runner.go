@@ -768,6 +768,7 @@ func (r *Runner) removeExecLinks() {
 // this node refers to any more, and the links to binaries that its app
 // does not run any more.
 func (r *Runner) gc() {
+	listed := time.Now()
 	// Under r.mu no app is created, and only an app's own instances make
 	// links in its directory.
 	r.mu.Lock()
@@ -794,7 +795,7 @@ func (r *Runner) gc() {
 		}
 		a.mu.Unlock()
 	}
-	for _, d := range r.cache.gc(keep) {
+	for _, d := range r.cache.gc(keep, listed) {
 		r.log.Info("removed unused binary", "sha256", d)
 	}
 	for dir, keep := range map[string]map[string]bool{r.filesDir(): files, r.fileDigestsDir(): files, r.sealedDir(): sealed} {

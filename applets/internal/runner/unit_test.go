@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -66,7 +67,7 @@ func TestCacheGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	removed := c.gc(map[string]bool{keep: true})
+	removed := c.gc(map[string]bool{keep: true}, time.Now())
 	if len(removed) != 1 || removed[0] != drop {
 		t.Errorf("removed %v, want only %s", removed, drop)
 	}
@@ -74,6 +75,35 @@ func TestCacheGC(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(c.dir, name)); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A binary handed out to an app that started after gc listed what the
+// apps keep is not removed under it: the app runs it next.
+func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
+	c, err := newCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := strings.Repeat("c", 64)
+	if err := os.WriteFile(c.path(digest), nil, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	listed := time.Now()
+	// From the cache: no object store needed.
+	p, err := c.binary(context.Background(), nil, spec.Binary{Object: "app/1/linux", SHA256: digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed := c.gc(nil, listed); len(removed) != 0 {
+		t.Fatalf("removed %v, handed out after the listing", removed)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("binary handed out: %v", err)
+	}
+	// The next gc, which lists after the hand-out, judges it by keep.
+	if removed := c.gc(nil, time.Now()); len(removed) != 1 {
+		t.Fatalf("removed %v, want the binary no app keeps", removed)
 	}
 }
 
