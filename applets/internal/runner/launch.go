@@ -260,13 +260,13 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 // healthCheck builds the probe of the spec's [health] for instance id; nil
 // for "none". baseline returns the micro responders that are not this
 // instance.
-func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string]bool) func(context.Context, supervisor.DialFunc) error {
+func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string]bool) func(context.Context, supervisor.Target) error {
 	h := sp.Health
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
 	switch h.Type {
 	case spec.HealthTCP:
-		return func(ctx context.Context, dial supervisor.DialFunc) error {
-			c, err := dial(ctx, "tcp", addr)
+		return func(ctx context.Context, t supervisor.Target) error {
+			c, err := t.Dial(ctx, "tcp", addr)
 			if err != nil {
 				return err
 			}
@@ -274,9 +274,9 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 		}
 	case spec.HealthHTTP:
 		url := "http://" + addr + h.Path
-		return func(ctx context.Context, dial supervisor.DialFunc) error {
+		return func(ctx context.Context, t supervisor.Target) error {
 			client := &http.Client{
-				Transport:     &http.Transport{DialContext: dial, DisableKeepAlives: true},
+				Transport:     &http.Transport{DialContext: t.Dial, DisableKeepAlives: true},
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 			}
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -295,7 +295,7 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 			return nil
 		}
 	case spec.HealthMicro:
-		return func(ctx context.Context, _ supervisor.DialFunc) error {
+		return func(ctx context.Context, _ supervisor.Target) error {
 			err := r.pingInstance(ctx, h.Service, id, baseline)
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app

@@ -1430,7 +1430,7 @@ func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
 	run := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
-		return check(ctx, nil)
+		return check(ctx, supervisor.Target{})
 	}
 	if err := run(); err == nil || errors.Is(err, supervisor.ErrInconclusive) {
 		t.Errorf("connected, no instance answering: %v, want a failure that counts", err)

@@ -97,6 +97,17 @@ func directDial(ctx context.Context, network, address string) (net.Conn, error) 
 	return d.DialContext(ctx, network, address)
 }
 
+// Target is the process a health check probes.
+type Target struct {
+	// PID is the process the factory started, in the supervisor's PID
+	// namespace: the app, or a sandbox launcher whose descendants the
+	// app's processes are. A check that must tell the app's own sockets
+	// from another program's looks for them there.
+	PID int
+	// Dial reaches the app's addresses from the host (see Process.Dial).
+	Dial DialFunc
+}
+
 // CommandFactory builds the process of one start of an instance. ctx is
 // never cancelled: the supervisor stops processes itself, gracefully.
 type CommandFactory func(ctx context.Context, inst InstanceLaunch) (*Process, error)
@@ -114,9 +125,9 @@ func Exec(_ context.Context, inst InstanceLaunch) (*Process, error) {
 
 // Health is how an instance's health is checked.
 type Health struct {
-	// Check probes the instance, reaching it with dial; nil means healthy
-	// as soon as it runs.
-	Check func(ctx context.Context, dial DialFunc) error
+	// Check probes the process t names; nil means healthy as soon as it
+	// runs.
+	Check func(ctx context.Context, t Target) error
 	// Interval is the time between checks; 0 means 10s. Until the first
 	// success, and only within StartGrace, checks run every 100ms, so
 	// rollouts are quick.
@@ -629,7 +640,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 	wasHealthy, strikes := false, 0
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		err := h.Check(cctx, s.Dial())
+		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial()})
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -464,7 +464,9 @@ func TestPrepare(t *testing.T) {
 
 func TestHealthCheck(t *testing.T) {
 	ready := make(chan struct{})
-	s, _ := start(t, "serve", Config{Health: Health{Check: func(ctx context.Context, _ DialFunc) error {
+	var checked atomic.Int64
+	s, _ := start(t, "serve", Config{Health: Health{Check: func(ctx context.Context, target Target) error {
+		checked.Store(int64(target.PID))
 		select {
 		case <-ready:
 			return nil
@@ -485,6 +487,9 @@ func TestHealthCheck(t *testing.T) {
 	if st.Reason != "" {
 		t.Errorf("healthy instance keeps the reason %q", st.Reason)
 	}
+	if got := checked.Load(); got != int64(st.PID) {
+		t.Errorf("the check was given pid %d, the process is %d", got, st.PID)
+	}
 }
 
 // An instance that was healthy and then fails its checks says so, not that
@@ -496,7 +501,7 @@ func TestHealthFailingAfterHealthy(t *testing.T) {
 		Interval:   10 * time.Millisecond,
 		Failures:   1,
 		StartGrace: time.Millisecond,
-		Check: func(ctx context.Context, _ DialFunc) error {
+		Check: func(ctx context.Context, _ Target) error {
 			calls.Add(1)
 			if failing.Load() {
 				return errors.New("no answer")
@@ -523,9 +528,9 @@ func TestHealthFailingAfterHealthy(t *testing.T) {
 }
 
 // tcpCheck is the health check of the runner's type "tcp".
-func tcpCheck(port string) func(context.Context, DialFunc) error {
-	return func(ctx context.Context, dial DialFunc) error {
-		c, err := dial(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+func tcpCheck(port string) func(context.Context, Target) error {
+	return func(ctx context.Context, t Target) error {
+		c, err := t.Dial(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
 		if err != nil {
 			return err
 		}
@@ -611,7 +616,7 @@ func TestUnhealthyUnderPolicy(t *testing.T) {
 			s, rec := start(t, "serve", Config{
 				Policy: tt.policy,
 				Health: Health{
-					Check:        func(context.Context, DialFunc) error { return errors.New("no answer") },
+					Check:        func(context.Context, Target) error { return errors.New("no answer") },
 					Interval:     10 * time.Millisecond,
 					StartGrace:   time.Millisecond,
 					RestartAfter: 1,
@@ -651,7 +656,7 @@ func TestUnhealthyNotCounted(t *testing.T) {
 			Interval:     10 * time.Millisecond,
 			StartGrace:   time.Hour,
 			RestartAfter: 1,
-			Check: func(context.Context, DialFunc) error {
+			Check: func(context.Context, Target) error {
 				calls.Add(1)
 				mu.Lock()
 				defer mu.Unlock()
@@ -828,8 +833,8 @@ func TestDialHook(t *testing.T) {
 			}
 			return p, nil
 		},
-		Health: Health{Check: func(ctx context.Context, dial DialFunc) error {
-			c, err := dial(ctx, "tcp", "app:80")
+		Health: Health{Check: func(ctx context.Context, t Target) error {
+			c, err := t.Dial(ctx, "tcp", "app:80")
 			if err != nil {
 				return err
 			}
