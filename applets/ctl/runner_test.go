@@ -118,26 +118,24 @@ func TestDeployWaitForRemovedInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real processes")
 	}
-	for _, p := range []string{"/bin/sh", "/bin/sleep"} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("the instances run %s: %v", p, err)
-		}
+	// The probe of the runner's tests ignores SIGTERM and listens on the
+	// health check's port, which its replicas share: the check wants the
+	// instance's own listener, so an instance is ready as soon as it
+	// listens, and --wait has no reason to wait but the ones stopping.
+	probe := filepath.Join(t.TempDir(), "probe")
+	if out, err := exec.Command("go", "build", "-o", probe, "../internal/runner/testdata/probe").CombinedOutput(); err != nil {
+		t.Fatalf("build probe: %v\n%s", err, out)
 	}
 	h := newHarness(t)
 	startRunner(t, h)
-	// The health check connects to the test: an instance is ready as soon
-	// as it runs, and --wait has no reason to wait but the ones stopping.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
 	deploy := func(replicas int) {
 		t.Helper()
 		p := h.file("stubborn.toml", fmt.Sprintf("name = \"stubborn\"\nversion = \"1\"\nnodes = [\"node-1\"]\nreplicas = %d\n"+
-			"args = [\"-c\", \"trap '' TERM; exec /bin/sleep 600\"]\nstop_timeout = \"1s\"\n[health]\ntype = \"tcp\"\nport = %d\n",
-			replicas, ln.Addr().(*net.TCPAddr).Port))
-		h.ok("", "deploy", p, "--binary", "/bin/sh", "--wait", "--timeout", "30s")
+			"args = [\"stubborn\", %q]\nstop_timeout = \"1s\"\n[health]\ntype = \"tcp\"\nport = %s\n",
+			replicas, addr, port))
+		h.ok("", "deploy", p, "--binary", probe, "--wait", "--timeout", "30s")
 	}
 	deploy(2)
 	var st appStatusJSON

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,7 @@ import (
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/sandbox"
 )
 
 // online returns the JetStream handles when NATS is reachable, else nil.
@@ -263,9 +265,33 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string]bool) func(context.Context, supervisor.Target) error {
 	h := sp.Health
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
+	// On the host network another program may hold the port, and a
+	// connection would reach it instead of the app: the listener must be
+	// the instance's before anything is sent to it. An instance with a
+	// network namespace of its own is reached through its bridge, where
+	// no other program listens.
+	owned := func(context.Context, supervisor.Target) error { return nil }
+	if sp.Mode != spec.ModeSandbox || sp.Sandbox.Network == "" || sp.Sandbox.Network == sandbox.NetworkHost {
+		owner := &portOwner{}
+		var unknownOnce sync.Once
+		owned = func(ctx context.Context, t supervisor.Target) error {
+			err := owner.check(ctx, t.PID, h.Port)
+			if errors.Is(err, errOwnerUnknown) {
+				unknownOnce.Do(func() {
+					r.log.Info("cannot tell whether the health check's port is the instance's; checking it by connecting only",
+						"app", sp.Name, "instance", id, "port", h.Port, "err", err)
+				})
+				return nil
+			}
+			return err
+		}
+	}
 	switch h.Type {
 	case spec.HealthTCP:
 		return func(ctx context.Context, t supervisor.Target) error {
+			if err := owned(ctx, t); err != nil {
+				return err
+			}
 			c, err := t.Dial(ctx, "tcp", addr)
 			if err != nil {
 				return err
@@ -275,6 +301,9 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 	case spec.HealthHTTP:
 		url := "http://" + addr + h.Path
 		return func(ctx context.Context, t supervisor.Target) error {
+			if err := owned(ctx, t); err != nil {
+				return err
+			}
 			client := &http.Client{
 				Transport:     &http.Transport{DialContext: t.Dial, DisableKeepAlives: true},
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -1335,9 +1335,10 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
 	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
 
-	// The new version's health check fails until the rollout has halted.
-	// The server holds its port throughout: a port let go and listened on
-	// again could be taken by another process in between.
+	// The new version's health check fails until the rollout has halted:
+	// the new probe listens on the check's port (the check wants the
+	// instance's own listener) and forwards to a server that answers as
+	// told.
 	var healthy atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !healthy.Load() {
@@ -1345,8 +1346,10 @@ func TestHaltedRolloutResumes(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	c.deploy(t, "probe", "1.1.0", probeBin, "[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	c.deploy(t, "probe", "1.1.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
+		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted")
 	})
@@ -1368,22 +1371,19 @@ func TestUnhealthyInstanceRestarted(t *testing.T) {
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	ev := c.watchEvents(t, "probe")
-	// The check's endpoint stands for the app's: it holds its port
-	// throughout, failing while told to.
+	// The probe listens on the check's port and forwards to a server
+	// that stands for the app's handler, failing while told to.
 	var failing atomic.Bool
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if failing.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:18232")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Listener = ln
-	srv.Start()
 	defer srv.Close()
-	c.deploy(t, "probe", "1.0.0", probeBin, "[health]\ntype = \"http\"\nport = 18232\ninterval = \"100ms\"\nfailures = 1\nrestart_after = 2\n")
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	c.deploy(t, "probe", "1.0.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
+		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nfailures = 1\nrestart_after = 2\n")
 	first := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
 
 	failing.Store(true)

@@ -1,16 +1,22 @@
 // Command probe is the runner tests' app with awkward behaviours: it
-// crashes, ignores SIGTERM or reports (as digests, never in clear) the
-// secrets it was given.
+// crashes, ignores SIGTERM, reports (as digests, never in clear) the
+// secrets it was given, or listens on a port for its health check.
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -26,10 +32,67 @@ func main() {
 		os.Exit(3)
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM)
+		// stubborn ADDR also listens on ADDR, once SIGTERM is ignored, with
+		// SO_REUSEPORT so that the replicas of one app share it as their
+		// health check's port.
+		if len(os.Args) > 2 {
+			lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+				var serr error
+				err := c.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+				})
+				if err != nil {
+					return err
+				}
+				return serr
+			}}
+			ln, err := lc.Listen(context.Background(), "tcp", os.Args[2])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "probe:", err)
+				os.Exit(1)
+			}
+			go http.Serve(ln, http.NotFoundHandler())
+		}
 		fmt.Println("probe: ignoring SIGTERM")
 		for {
 			time.Sleep(time.Hour)
 		}
+	case "listen":
+		// listen ADDR [TARGET] serves ADDR, forwarding each connection to
+		// TARGET when given, else answering 200. An ADDR taken by another
+		// program is reported, and the probe runs on without it, as an
+		// app that does not need its port to live.
+		ln, err := net.Listen("tcp", os.Args[2])
+		if err != nil {
+			fmt.Println("probe: listen error:", err)
+			break
+		}
+		if len(os.Args) > 3 {
+			go forward(ln, os.Args[3])
+		} else {
+			go http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		}
+		fmt.Println("probe: listening on", ln.Addr())
+	case "bind":
+		// bind ADDR is a server that sets up for a moment, then listens
+		// on ADDR or exits 1, as most do when their port is taken.
+		time.Sleep(300 * time.Millisecond)
+		ln, err := net.Listen("tcp", os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		go http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	case "spawn":
+		// spawn MODE ARGS... runs another probe as its child, in its
+		// process group, and holds nothing itself.
+		cmd := exec.Command(os.Args[0], os.Args[2:]...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			fmt.Println("spawn error", err)
+			break
+		}
+		fmt.Println("spawned", cmd.Process.Pid)
 	case "secret":
 		fmt.Printf("env digest %x\n", sha256.Sum256([]byte(os.Getenv("TOKEN"))))
 		if b, err := os.ReadFile("conf/token"); err == nil {
@@ -79,4 +142,24 @@ func main() {
 	fmt.Println("probe: ready")
 	<-term
 	fmt.Println("probe: bye")
+}
+
+// forward copies each connection of ln to and from target.
+func forward(ln net.Listener, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer t.Close()
+			go io.Copy(t, c)
+			io.Copy(c, t)
+		}()
+	}
 }
