@@ -116,6 +116,7 @@ type Server struct {
 	ns       *server.Server
 	internal *User // login for in-process connections when authentication is on
 	lock     *os.File
+	logs     *logAdapter
 }
 
 // internalUser is the login in-process applets use when client
@@ -157,6 +158,7 @@ func Start(cfg Config) (*Server, error) {
 		case msg := <-logs.fatal:
 			ns.Shutdown()
 			ns.WaitForShutdown()
+			logs.close()
 			lock.Close()
 			return nil, fmt.Errorf("start nats server: %s", msg)
 		default:
@@ -164,6 +166,7 @@ func Start(cfg Config) (*Server, error) {
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			ns.WaitForShutdown()
+			logs.close()
 			lock.Close()
 			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
 		}
@@ -176,7 +179,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
 			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
 	}
-	return &Server{ns: ns, internal: internal, lock: lock}, nil
+	return &Server{ns: ns, internal: internal, lock: lock, logs: logs}, nil
 }
 
 // lockStore takes the data dir's lock on its JetStream store, held until
@@ -435,5 +438,6 @@ func (s *Server) NATS() *server.Server { return s.ns }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	s.logs.close()
 	s.lock.Close()
 }

@@ -1,9 +1,27 @@
 package embednats
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The server logs every failed connection attempt, and some peers retry
+// for as long as they run: a member with a wrong route password makes
+// each of the others log about seven lines a second, a million a day, in
+// which anything else is lost. Past repeatBurst lines of one shape (the
+// message with its numbers blanked: addresses, ports, connection ids)
+// within repeatWindow, lines are counted instead, and the count is logged
+// with the last of them when the window ends.
+const (
+	repeatBurst  = 5
+	repeatWindow = time.Minute
 )
 
 // logAdapter turns the server's printf-style log calls into slog records,
@@ -11,13 +29,101 @@ import (
 type logAdapter struct {
 	log   *slog.Logger
 	fatal chan string
+
+	mu     sync.Mutex
+	shapes map[shapeKey]*shapeCount // of the current window; nil between windows
+	timer  *time.Timer              // ends the current window
+	closed bool                     // the server has shut down: no more windows
+}
+
+type shapeKey struct {
+	level slog.Level
+	shape string
+}
+
+type shapeCount struct {
+	lines int
+	last  string
 }
 
 func (l *logAdapter) emit(level slog.Level, format string, v ...any) {
 	if l.log == nil || !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	// Debug and trace lines are asked for, and read, one by one.
+	if level >= slog.LevelInfo && !l.admit(level, msg) {
+		return
+	}
+	l.log.Log(context.Background(), level, msg)
+}
+
+// admit counts msg in its shape and reports whether it is to be logged.
+func (l *logAdapter) admit(level slog.Level, msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return true
+	}
+	if l.shapes == nil {
+		l.shapes = map[shapeKey]*shapeCount{}
+		l.timer = time.AfterFunc(repeatWindow, l.endWindow)
+	}
+	k := shapeKey{level, blankNumbers(msg)}
+	c := l.shapes[k]
+	if c == nil {
+		c = &shapeCount{}
+		l.shapes[k] = c
+	}
+	c.lines++
+	c.last = msg
+	return c.lines <= repeatBurst
+}
+
+// endWindow logs, for each shape that had lines held back, how many and
+// the last of them.
+func (l *logAdapter) endWindow() {
+	l.mu.Lock()
+	shapes := l.shapes
+	l.shapes, l.timer = nil, nil
+	l.mu.Unlock()
+	// In a stable order, most severe first.
+	keys := slices.SortedFunc(maps.Keys(shapes), func(a, b shapeKey) int {
+		return cmp.Or(cmp.Compare(b.level, a.level), strings.Compare(a.shape, b.shape))
+	})
+	for _, k := range keys {
+		if c := shapes[k]; c.lines > repeatBurst {
+			l.log.Log(context.Background(), k.level, "NATS server lines like this one not logged",
+				"count", c.lines-repeatBurst, "within", repeatWindow.String(), "last", c.last)
+		}
+	}
+}
+
+// close ends the current window at once, so that what it held back is
+// logged before the server's shutdown returns rather than after.
+func (l *logAdapter) close() {
+	l.mu.Lock()
+	l.closed = true
+	pending := l.timer != nil && l.timer.Stop()
+	l.mu.Unlock()
+	if pending {
+		l.endWindow()
+	}
+}
+
+// blankNumbers replaces each run of digits in s with one '#'.
+func blankNumbers(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			if len(b) == 0 || b[len(b)-1] != '#' {
+				b = append(b, '#')
+			}
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 func (l *logAdapter) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, format, v...) }
@@ -28,7 +134,9 @@ func (l *logAdapter) Tracef(format string, v ...any)  { l.emit(slog.LevelDebug-4
 
 func (l *logAdapter) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	l.emit(slog.LevelError, "%s", msg)
+	if l.log != nil {
+		l.log.Log(context.Background(), slog.LevelError, msg)
+	}
 	select {
 	case l.fatal <- msg:
 	default:

@@ -1,0 +1,125 @@
+package embednats
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log destination the server's goroutines may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Lines of one shape beyond the burst are counted, not logged, and the
+// count comes with the last of them when the window ends; other shapes,
+// and debug lines, are not affected.
+func TestRepeatedLinesAreCounted(t *testing.T) {
+	var out syncBuffer
+	l := &logAdapter{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for i := range 20 {
+		l.Errorf("127.0.0.1:%d - rid:%d - authentication error", 40000+i, i)
+		l.Debugf("debug %d", i)
+	}
+	l.Noticef("Server is ready")
+	logged := strings.Count(out.String(), "authentication error")
+	if logged != repeatBurst {
+		t.Fatalf("%d lines of one shape logged, want %d:\n%s", logged, repeatBurst, out.String())
+	}
+	if n := strings.Count(out.String(), "msg=\"debug "); n != 20 {
+		t.Errorf("%d debug lines logged, want all 20", n)
+	}
+	if !strings.Contains(out.String(), "Server is ready") {
+		t.Error("a line of another shape was held back")
+	}
+	l.close()
+	want := fmt.Sprintf(`level=ERROR msg="NATS server lines like this one not logged" count=%d within=1m0s last="127.0.0.1:40019 - rid:19 - authentication error"`, 20-repeatBurst)
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("no summary %s in:\n%s", want, out.String())
+	}
+	l.Errorf("127.0.0.1:1 - rid:1 - authentication error")
+	if n := strings.Count(out.String(), "authentication error"); n != logged+2 {
+		t.Errorf("after close: %d lines, want every line logged", n)
+	}
+}
+
+// A member with a wrong route password retries for as long as it runs;
+// the member it knocks on logs a few of its failures, then counts them.
+func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
+	var outA syncBuffer
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	cfg := func(name, listen, route, password string, out *syncBuffer) Config {
+		c := Config{
+			Listen: freeAddr(t), DataDir: t.TempDir(), ServerName: name,
+			Cluster: Cluster{Name: "narun", Listen: listen, Routes: []string{"nats-route://" + route}, User: "route", Password: password},
+		}
+		if out != nil {
+			c.Logger = slog.New(slog.NewTextHandler(out, nil))
+		}
+		return c
+	}
+	a, err := Start(cfg("a", addrA, addrB, "right", &outA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := Start(cfg("b", addrB, addrA, "wrong", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+
+	const shape = `#.#.#.#:# - rid:# - authentication error - User "route"`
+	counted := func() int {
+		a.logs.mu.Lock()
+		defer a.logs.mu.Unlock()
+		if c := a.logs.shapes[shapeKey{slog.LevelError, shape}]; c != nil {
+			return c.lines
+		}
+		return 0
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for counted() < repeatBurst+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s, %d failed route logins counted; the log:\n%s", counted(), outA.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Shutdown()
+	if n := strings.Count(outA.String(), "authentication error"); n != repeatBurst {
+		t.Fatalf("%d failed route logins logged, want %d:\n%s", n, repeatBurst, outA.String())
+	}
+	n := counted()
+	a.Shutdown()
+	if want := fmt.Sprintf("count=%d ", n-repeatBurst); !strings.Contains(outA.String(), want) {
+		t.Fatalf("no summary with %s after shutdown:\n%s", want, outA.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
