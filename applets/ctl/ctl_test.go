@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -1201,9 +1202,11 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 	}
 }
 
-// Redeploying a version with another build replaces the pinned object by a
-// new one and then deletes the old, so a version under development keeps
-// one object in the store; an earlier version's stays for a rollback.
+// Redeploying a version with another build stores a new object and keeps
+// the one it replaces while a kept revision pins it, so that a rollback
+// can restore that revision; once the revision has left the history, the
+// next deploy of the version deletes it. An earlier version's build stays
+// for a rollback whatever the history.
 func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
@@ -1211,16 +1214,38 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	build := func(i int) string {
+		return h.file(fmt.Sprintf("hello-%d", i), string(append(self, bytes.Repeat([]byte{0}, i)...)))
+	}
 	for i := range 3 {
-		build := h.file(fmt.Sprintf("hello-%d", i), string(append(self, bytes.Repeat([]byte{0}, i)...)))
-		h.ok("", "deploy", p, "--binary", build)
-		if n := h.objectCount(names.BinariesBucket); n != 1 {
-			t.Fatalf("after build %d of 1.0.0: %d objects, want 1", i, n)
+		h.ok("", "deploy", p, "--binary", build(i))
+		if n := h.objectCount(names.BinariesBucket); n != i+1 {
+			t.Fatalf("after build %d of 1.0.0: %d objects, want %d: the kept revisions pin them", i, n, i+1)
 		}
 	}
+	h.ok("", "app", "rollback", "hello")
+	raw, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("hello", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := app.Binaries[runtime.GOARCH].SHA256, fmt.Sprintf("%x", sha256.Sum256(append(self, 0))); got != want {
+		t.Fatalf("rollback over a redeploy of the same version pins sha256 %s, want build 1's %s", got, want)
+	}
+
+	// Restarts fill the history (10 revisions) until only build 1's
+	// revisions are left in it, then a new build of 1.0.0 comes.
+	for range 10 {
+		h.ok("", "app", "restart", "hello")
+	}
+	h.ok("", "deploy", p, "--binary", build(3))
+	if n := h.objectCount(names.BinariesBucket); n != 2 {
+		t.Fatalf("after build 3 of 1.0.0: %d objects, want 2 (build 3, and build 1 which the history pins)", n)
+	}
+
 	h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1))
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
-	if n := h.objectCount(names.BinariesBucket); n != 2 {
+	if n := h.objectCount(names.BinariesBucket); n != 3 {
 		t.Errorf("after 1.0.1: %d objects, want 1.0.0's kept beside it", n)
 	}
 }

@@ -734,21 +734,37 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 	return refusing
 }
 
-// pruneSuperseded deletes the binaries of the same app and version that the
-// new spec no longer pins and no stored spec uses: another build of a
-// version is a new object (the pinned one is never overwritten), so without
-// this every redeploy of a version under development would keep its
-// predecessor in the store. Earlier versions stay for a rollback until
-// `image delete`. It runs once the new spec is stored; a failure leaves an
-// unused object behind, which is only worth a warning.
+// pruneSuperseded deletes the builds of the same app and version that no
+// stored spec pins and no kept revision of a deployed app does: another
+// build of a version is a new object (the pinned one is never overwritten),
+// so without this every redeploy of a version under development would
+// keep its predecessor in the store for good. A build a kept revision pins
+// stays, so that app rollback can restore that revision; the next deploy
+// of the version deletes it once the revision has left the history.
+// Earlier versions stay until `image delete`. It runs once the new spec is
+// stored; a failure leaves an unused object behind, which is only worth a
+// warning.
 func (e *env) pruneSuperseded(ctx context.Context, prev, next *spec.App) {
 	if prev == nil || prev.Version != next.Version {
 		return
 	}
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		e.log.Debug("open binaries before pruning", "err", err)
+		return
+	}
+	octx, cancel := e.op(ctx)
+	infos, err := obs.List(octx)
+	cancel()
+	if err != nil {
+		e.log.Debug("list binaries before pruning", "err", err)
+		return
+	}
+	builds := next.Name + "/" + next.Version + "/"
 	var stale []string
-	for arch, old := range prev.Binaries {
-		if now, ok := next.Binaries[arch]; ok && now.Object != old.Object {
-			stale = append(stale, old.Object)
+	for _, in := range infos {
+		if strings.HasPrefix(in.Name, builds) && !slices.Contains(binaryRefs(next), in.Name) {
+			stale = append(stale, in.Name)
 		}
 	}
 	if len(stale) == 0 {
@@ -759,13 +775,13 @@ func (e *env) pruneSuperseded(ctx context.Context, prev, next *spec.App) {
 		e.log.Debug("read specs before pruning binaries", "err", err)
 		return
 	}
-	obs, err := e.objects(ctx, names.BinariesBucket)
+	kept, err := e.keptPins(ctx, binaryRefs)
 	if err != nil {
-		e.log.Debug("open binaries before pruning", "err", err)
+		e.log.Debug("read the apps' history before pruning binaries", "err", err)
 		return
 	}
 	for _, name := range stale {
-		if len(used[name]) > 0 {
+		if len(used[name]) > 0 || len(kept[name]) > 0 {
 			continue
 		}
 		octx, cancel := e.op(ctx)
