@@ -271,9 +271,14 @@ func TestInstallBesideTheInvokedLink(t *testing.T) {
 	}
 }
 
-// With --log-format json on the command line, a wrong flag or argument,
+// With --log-format json on the command line, or log_format = "json" in
+// the configuration file the command line names, a wrong flag or argument,
 // which fails before the configuration is read, is a JSON log line too.
 func TestUsageErrorIsALogLine(t *testing.T) {
+	jsonConfig := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(jsonConfig, []byte("log_format = \"json\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -281,6 +286,9 @@ func TestUsageErrorIsALogLine(t *testing.T) {
 		{[]string{"narun", "gw", "--log-format=json", "--bogus"}, "bogus"},
 		{[]string{"narun", "up", "--log-format", "json", "extra"}, `unexpected argument \"extra\"`},
 		{[]string{"narun", "nats", "-log-format", "json", "--listen"}, "listen"},
+		{[]string{"narun", "gw", "--config", jsonConfig, "--bogus"}, "bogus"},
+		{[]string{"narun", "runner", "--config=" + jsonConfig, "extra"}, `unexpected argument \"extra\"`},
+		{[]string{"narun", "ctl", "--config", jsonConfig, "app", "bogus"}, `unknown command \"bogus\"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, errs := run(tc.args...)

@@ -282,25 +282,37 @@ func LogFatal(stdio IO, args []string, format string, err error) error {
 	return logFatal(stdio, name, format, err)
 }
 
-// formatArg is the value of the last --log-format among args, as the
-// command line gives it, before any parsing; "" when there is none.
+// formatArg is the log format of a command line that failed before the
+// configuration was read: its last --log-format, else the log_format of
+// the configuration file it names with --config (or the default one), so
+// that a service whose file asks for JSON logs its usage errors in JSON
+// too; "" when neither says.
 func formatArg(args []string) string {
-	format := ""
+	if format := argValue(args, FlagLogFormat); format != "" {
+		return format
+	}
+	return config.LogFormatOf(argValue(args, FlagConfig))
+}
+
+// argValue is the value of the last --name among args, as the command line
+// gives it, before any parsing; "" when there is none.
+func argValue(args []string, flag string) string {
+	value := ""
 	for i, a := range args {
 		if a == "--" {
 			break
 		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != FlagLogFormat {
+		name, v, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != flag {
 			continue
 		}
 		if hasValue {
-			format = value
+			value = v
 		} else if i+1 < len(args) {
-			format = args[i+1]
+			value = args[i+1]
 		}
 	}
-	return format
+	return value
 }
 
 // logFatal writes err, with which an applet stops, as a log line of level

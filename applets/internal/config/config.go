@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // SearchPath is where Find looks for a configuration when none is named.
@@ -252,6 +254,28 @@ func Find(explicit string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// LogFormatOf is the log_format of the configuration named by explicit
+// (see Find), read on its own and leniently, for an error found before
+// the configuration is loaded (a wrong flag): "" when there is no file, it
+// does not say, or it cannot be read.
+func LogFormatOf(explicit string) string {
+	path, err := Find(explicit)
+	if err != nil || path == "" {
+		return ""
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var f struct {
+		LogFormat string `toml:"log_format"`
+	}
+	if _, err := toml.Decode(string(data), &f); err != nil {
+		return ""
+	}
+	return f.LogFormat
 }
 
 // Load reads the configuration named by explicit (see Find) over the
