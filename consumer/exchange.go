@@ -272,6 +272,10 @@ type responseWriter struct {
 	// net/http's server does, and headLen is its length.
 	head    bool
 	headLen int
+	// declared is the Content-Length the handler set before the status,
+	// -1 for none, and written what it wrote of the body since.
+	declared int64
+	written  int64
 }
 
 func (w *responseWriter) Header() http.Header { return w.hdr }
@@ -294,6 +298,18 @@ func (w *responseWriter) WriteHeader(code int) {
 	if w.sent == nil {
 		w.sent = http.Header{}
 	}
+	w.declared = -1
+	if v := w.sent["Content-Length"]; len(v) == 1 {
+		if cl, err := strconv.ParseInt(v[0], 10, 64); err == nil && cl >= 0 {
+			w.declared = cl
+		}
+	}
+}
+
+// bodyAllowed reports whether the status may have a body, as net/http's
+// server has it: not 1xx, 204 or 304.
+func (w *responseWriter) bodyAllowed() bool {
+	return w.status != http.StatusNoContent && w.status != http.StatusNotModified
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -303,6 +319,15 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	// As net/http's server refuses them, so that the handler learns of
+	// its mistake where a direct client would have.
+	if !w.bodyAllowed() {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+		return 0, http.ErrContentLength
+	}
+	w.written += int64(len(p))
 	if w.head {
 		if _, typed := w.sent["Content-Type"]; !typed && w.headLen == 0 && len(p) > 0 {
 			// What the gateway's net/http writer would guess from the
@@ -549,6 +574,26 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 	}
 	if w.err != nil {
 		return w.err.Error()
+	}
+	if w.written < w.declared && !w.head && w.bodyAllowed() {
+		// The body is shorter than the length the head claims: sent as
+		// is, the gateway would give the client a short body as whole
+		// (a file truncated while served, say). A response aborted after
+		// its head is what net/http's server gives the client instead.
+		errText = fmt.Sprintf("handler wrote %d bytes of the %d its Content-Length declared", w.written, w.declared)
+		if !w.streaming {
+			w.startStream()
+		}
+		// What was written goes out before the end that aborts, which
+		// the gateway does before writing that end's payload.
+		if len(w.buf) > 0 {
+			w.sendFrame(FrameData, w.buf, nil)
+		}
+		w.sendFrame(FrameEnd, nil, http.Header{HeaderServiceErrorCode: {"500"}, HeaderServiceError: {errText}})
+		if w.err != nil {
+			return w.err.Error()
+		}
+		return errText
 	}
 	tr := w.trailers()
 	if !w.streaming && tr == nil {

@@ -606,3 +606,74 @@ func TestStatusHeaderIsNotNoResponders(t *testing.T) {
 		}
 	}
 }
+
+// TestDeclaredLengthHolds checks that a Go handler's Content-Length is
+// held to as net/http's server holds it: a body shorter than declared
+// reaches the client as an incomplete response, not as a whole one of the
+// shorter length, and writes past it or into a 204 fail in the handler.
+func TestDeclaredLengthHolds(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "cl"}))
+	writeErr := make(chan error, 1)
+	large := randomBytes(3<<20, 5)
+	e.serve(t, "cl", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/short":
+			w.Header().Set("Content-Length", "10")
+			_, _ = io.WriteString(w, "short")
+		case "/short-large":
+			w.Header().Set("Content-Length", strconv.Itoa(len(large)+10))
+			_, _ = w.Write(large)
+		case "/long":
+			w.Header().Set("Content-Length", "2")
+			_, _ = io.WriteString(w, "ok")
+			_, err := io.WriteString(w, "more")
+			writeErr <- err
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			_, err := io.WriteString(w, "body")
+			writeErr <- err
+		}
+	}))
+	resp, err := http.Get(e.hs.URL + "/short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, io.ErrUnexpectedEOF) || resp.ContentLength != 10 || string(body) != "short" {
+		t.Errorf("short body: Content-Length %d, body %q, read error %v; want 10, what was written and an unexpected EOF", resp.ContentLength, body, err)
+	}
+	// Larger than a message: every byte written still reaches the client.
+	resp, err = http.Get(e.hs.URL + "/short-large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Equal(body, large) {
+		t.Errorf("short large body: %d of %d bytes written, read error %v; want them all and an unexpected EOF", len(body), len(large), err)
+	}
+	req, _ := http.NewRequest(http.MethodHead, e.hs.URL+"/short", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != 10 {
+		t.Errorf("HEAD: %d with Content-Length %d, want 200 with 10", resp.StatusCode, resp.ContentLength)
+	}
+	for path, want := range map[string]error{"/long": http.ErrContentLength, "/nocontent": http.ErrBodyNotAllowed} {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := <-writeErr; !errors.Is(got, want) {
+			t.Errorf("%s: handler's write returned %v, want %v", path, got, want)
+		}
+		if path == "/long" && string(body) != "ok" {
+			t.Errorf("%s: body %q, want the declared %q", path, body, "ok")
+		}
+	}
+}
