@@ -130,18 +130,26 @@ type bytesBody struct{ bytes.Reader }
 
 func (*bytesBody) Close() error { return nil }
 
+// validToken reports whether s is an HTTP token, as a method or a header
+// name must be (RFC 9110 5.6.2); NATS header names are the same set.
 func validToken(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+		if !tokenChars[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var tokenChars = func() (t [256]bool) {
+	for c := '!'; c <= '~'; c++ {
+		t[c] = !strings.ContainsRune(`()<>@,;:\"/[]?={}`, c)
+	}
+	return t
+}()
 
 // pullReader reads a request body that the gateway hands out chunk by
 // chunk: one pull in flight at a time is the flow control.
@@ -399,10 +407,12 @@ func noDeadline(t time.Time) error {
 }
 
 // inResponseHead reports whether the handler's header k goes out in the
-// response head: protocol headers are the consumer's to set, and trailers
-// travel with the last frame.
+// response head: protocol headers are the consumer's to set, trailers
+// travel with the last frame, and a name that is no HTTP token is dropped,
+// as net/http's server drops it, rather than failing the whole reply (NATS
+// refuses such a name).
 func inResponseHead(k string) bool {
-	return !IsReserved(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix)
+	return !IsReserved(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix) && validToken(k)
 }
 
 // streamHead is the head of a streamed response. It copies the header as
@@ -522,7 +532,7 @@ func (w *responseWriter) trailers() http.Header {
 	for _, decl := range w.sent["Trailer"] {
 		for name := range strings.SplitSeq(decl, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if v, ok := w.hdr[name]; ok && name != "" {
+			if v, ok := w.hdr[name]; ok && validToken(name) {
 				if t == nil {
 					t = make(http.Header)
 				}
@@ -531,7 +541,7 @@ func (w *responseWriter) trailers() http.Header {
 		}
 	}
 	for k, v := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validToken(name) {
 			if t == nil {
 				t = make(http.Header)
 			}

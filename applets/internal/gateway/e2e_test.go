@@ -677,3 +677,34 @@ func TestDeclaredLengthHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestBadHeaderNameIsDropped checks that a header name a Go handler sets
+// that is no HTTP token (NATS refuses it in a message) is dropped, as
+// net/http's server drops it, instead of turning the reply into a 500;
+// in the head of a whole reply, of a streamed one, and among trailers.
+func TestBadHeaderNameIsDropped(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "badname"}))
+	e.serve(t, "badname", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["X Bad"] = []string{"1"}
+		w.Header()["X-Good"] = []string{"2"}
+		w.Header().Set("Trailer", "X-Sum, Bad:Trailer")
+		_, _ = io.WriteString(w, "body")
+		if r.URL.Path == "/flushed" {
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("X-Sum", "3")
+		w.Header()["Bad:Trailer"] = []string{"4"}
+		w.Header()[http.TrailerPrefix+"Bad Late"] = []string{"5"}
+	}))
+	for _, path := range []string{"/", "/flushed"} {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "body" || resp.Header.Get("X-Good") != "2" || resp.Trailer.Get("X-Sum") != "3" {
+			t.Errorf("%s: %d %q, X-Good %q, trailers %v; want 200 \"body\" with X-Good 2 and the trailer X-Sum 3", path, resp.StatusCode, body, resp.Header.Get("X-Good"), resp.Trailer)
+		}
+	}
+}
