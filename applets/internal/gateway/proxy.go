@@ -811,9 +811,20 @@ func copyReplyHeaders(dst http.Header, src nats.Header) (connection []string) {
 		if skipReplyHeader(k) || (len(connection) > 0 && listed(connection, k)) {
 			continue
 		}
-		dst[http.CanonicalHeaderKey(k)] = v
+		addValues(dst, http.CanonicalHeaderKey(k), v)
 	}
 	return connection
+}
+
+// addValues adds the values of a reply header to dst[key]: a responder may
+// spell one name in several cases (NATS keeps them apart), and each
+// spelling's values are the header's. The common case, one spelling, takes
+// the values as they are, without a copy.
+func addValues(dst http.Header, key string, v []string) {
+	if prior := dst[key]; prior != nil {
+		v = append(prior[:len(prior):len(prior)], v...)
+	}
+	dst[key] = v
 }
 
 // setTrailers copies an end frame's headers as trailers, except those its
@@ -824,7 +835,7 @@ func setTrailers(dst http.Header, src nats.Header, headConn []string) {
 		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) || (len(headConn) > 0 && listed(headConn, k)) {
 			continue
 		}
-		dst[http.TrailerPrefix+http.CanonicalHeaderKey(k)] = v
+		addValues(dst, http.TrailerPrefix+http.CanonicalHeaderKey(k), v)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,5 +275,36 @@ func TestLargeHeadWithLargeBody(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || resp.Header.Get("X-Large") != header || digest(got) != digest(body) {
 		t.Errorf("status %d, header of %d bytes, body of %d bytes: want 200 and both whole", resp.StatusCode, len(resp.Header.Get("X-Large")), len(got))
+	}
+}
+
+// TestReplyHeaderCases checks that a responder that spells one header name
+// in several cases (NATS keeps them apart) has every value of it reach the
+// client, in the head and in the trailers.
+func TestReplyHeaderCases(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "cases"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("cases", func(m *nats.Msg) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "set-cookie": {"a=1"}, "Set-Cookie": {"b=2"}, "SET-COOKIE": {"c=3"}}, Data: []byte("a")})
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "x-sum": {"1"}, "X-Sum": {"2"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.hs.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	cookies := resp.Header.Values("Set-Cookie")
+	slices.Sort(cookies)
+	sums := resp.Trailer.Values("X-Sum")
+	slices.Sort(sums)
+	if strings.Join(cookies, " ") != "a=1 b=2 c=3" || strings.Join(sums, " ") != "1 2" {
+		t.Errorf("Set-Cookie %q, trailer X-Sum %q: want every value of every spelling", cookies, sums)
 	}
 }
