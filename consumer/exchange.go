@@ -390,6 +390,21 @@ func (w *responseWriter) FlushError() error {
 // read after the response started, since it is pulled from the gateway.
 func (w *responseWriter) EnableFullDuplex() error { return nil }
 
+// CloseNotify is net/http's deprecated http.CloseNotifier, which frameworks
+// still assert without checking (gin's Context.Stream does, and panics
+// without it): the channel gets true when the exchange ends before the
+// handler does, the client gone or the route's timeout passed.
+func (w *responseWriter) CloseNotify() <-chan bool {
+	ch := make(chan bool, 1)
+	go func() {
+		// The context ends when serve returns too, so this goroutine
+		// never outlives the request.
+		<-w.ctx.Done()
+		ch <- true
+	}()
+	return ch
+}
+
 // SetWriteDeadline is for http.ResponseController. The route's timeout
 // bounds the whole exchange and no deadline of the handler's own can be
 // set; clearing one (the zero time, as streaming handlers do for

@@ -708,3 +708,45 @@ func TestBadHeaderNameIsDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseNotify checks that a handler written against net/http's
+// deprecated http.CloseNotifier, as gin's Context.Stream is, finds it and
+// hears of a client that went away.
+func TestCloseNotify(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/stream", Service: "notify"}))
+	started := make(chan struct{})
+	gone := make(chan string, 1)
+	e.serve(t, "notify", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn, ok := w.(interface{ CloseNotify() <-chan bool })
+		if !ok {
+			gone <- "the ResponseWriter has no CloseNotify"
+			return
+		}
+		notify := cn.CloseNotify()
+		w.(http.Flusher).Flush()
+		close(started)
+		select {
+		case <-notify:
+			gone <- "notified"
+		case <-time.After(20 * time.Second):
+			gone <- "not notified of the client going away"
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.hs.URL+"/stream", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case got := <-gone:
+		t.Fatal(got)
+	}
+	cancel()
+	resp.Body.Close()
+	if got := <-gone; got != "notified" {
+		t.Error(got)
+	}
+}
