@@ -750,3 +750,40 @@ func TestCloseNotify(t *testing.T) {
 		t.Error(got)
 	}
 }
+
+// TestClientNATSHeadersDropped checks that a client's Nats- headers do not
+// reach the request head, where the NATS server would act on them:
+// Nats-Trace-Dest would have it publish a trace of the request to a
+// subject of the client's choosing, and with Nats-Trace-Only it would not
+// deliver the request at all (a 504 at the route's timeout).
+func TestClientNATSHeadersDropped(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "traced", Timeout: config.Duration(5 * time.Second)}))
+	nc := natsConn(t, e)
+	got := make(chan nats.Header, 1)
+	if _, err := nc.Subscribe("traced", func(m *nats.Msg) {
+		got <- m.Header
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.hs.URL+"/", nil)
+	req.Header.Set("Nats-Trace-Dest", "client.chosen")
+	req.Header.Set("Nats-Trace-Only", "true")
+	req.Header.Set("nats-msg-id", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want the service's 200", resp.StatusCode)
+	}
+	for k := range <-got {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			t.Errorf("the service got the client's %s header", k)
+		}
+	}
+}

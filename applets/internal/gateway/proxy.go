@@ -160,7 +160,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h := ex.hdr
 	skip := r.Header["Connection"]
 	for k, v := range r.Header {
-		if consumer.IsReserved(k) || isHopByHop(k) || (len(skip) > 0 && listed(skip, k)) {
+		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		h[k] = v
@@ -773,11 +773,21 @@ func listed(connection []string, k string) bool {
 	return false
 }
 
+// isNATSHeader reports whether k is one of the headers the NATS server
+// and its clients act on (Nats-Trace-Dest, Nats-Trace-Only, Nats-Msg-Id,
+// Nats-Expected-Stream, micro's errors...). A client's must not reach the
+// request head: with Nats-Trace-Dest it would have the NATS server publish
+// a trace to any subject it names, and with Nats-Trace-Only keep the
+// request from the service.
+func isNATSHeader(k string) bool {
+	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")
+}
+
 // skipReplyHeader tells the reply headers the client never gets: the
 // protocol's, NATS's, hop-by-hop ones, and X-Request-Id, which stays the
 // gateway's so that the client's id matches the gateway's logs.
 func skipReplyHeader(k string) bool {
-	if consumer.IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) || strings.EqualFold(k, "X-Request-Id") {
+	if consumer.IsReserved(k) || isNATSHeader(k) || strings.EqualFold(k, "X-Request-Id") {
 		return true
 	}
 	for _, hb := range hopByHop {
