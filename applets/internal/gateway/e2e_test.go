@@ -787,3 +787,30 @@ func TestClientNATSHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketRefused checks that a WebSocket handshake gets a 501 that
+// says why, rather than reaching the service as a plain GET stripped of
+// its Upgrade header, while another Upgrade offer is ignored as HTTP
+// allows and the request served.
+func TestWebSocketRefused(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "ws"}))
+	e.serve(t, "ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "served")
+	}))
+	for upgrade, want := range map[string]int{"websocket": 501, "WebSocket/13, foo": 501, "h2c": 200} {
+		req, _ := http.NewRequest("GET", e.hs.URL+"/chat", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", upgrade)
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == 501 && !strings.Contains(string(body), "WebSocket is not supported")) {
+			t.Errorf("Upgrade %q: %d %q, want %d", upgrade, resp.StatusCode, body, want)
+		}
+	}
+}

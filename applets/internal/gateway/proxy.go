@@ -97,6 +97,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rm = rt.metrics
+	if upgradesTo(r.Header["Upgrade"], "websocket") {
+		// Forwarded as a plain GET, without its Upgrade header (hop by
+		// hop), the handshake reached the service as a request that no
+		// WebSocket library accepts, and the client got a puzzling
+		// answer; nothing in the protocol can carry the connection after
+		// it, so the gateway says so itself. Not logged, as a 404 is not:
+		// a client's doing, which a browser may repeat at will.
+		g.fail(w, ex, http.StatusNotImplemented, "WebSocket is not supported: the gateway relays HTTP requests and responses, not upgraded connections", rid)
+		return
+	}
 	// Taken before the connection is checked: a loss while the body is
 	// read (which may take a while) must still end the exchange.
 	ex.lost = g.mux.connectionLost()
@@ -756,6 +766,19 @@ func isHopByHop(k string) bool {
 	for _, hb := range hopByHop {
 		if k == hb {
 			return true
+		}
+	}
+	return false
+}
+
+// upgradesTo reports whether an Upgrade header lists protocol.
+func upgradesTo(upgrade []string, protocol string) bool {
+	for _, u := range upgrade {
+		for p := range strings.SplitSeq(u, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(p), "/")
+			if strings.EqualFold(name, protocol) {
+				return true
+			}
 		}
 	}
 	return false
