@@ -474,7 +474,9 @@ func (w *responseWriter) finalHead() *nats.Msg {
 // is a frame that the gateway acks once written to the client.
 func (w *responseWriter) startStream() {
 	w.acks = make(chan *nats.Msg, ackWindow+1)
-	sub, err := w.s.nc.ChanSubscribe(nats.NewInbox(), w.acks)
+	// The connection's own inbox prefix: an account may allow its
+	// users to subscribe under theirs only (nats.CustomInboxPrefix).
+	sub, err := w.s.nc.ChanSubscribe(w.s.nc.NewInbox(), w.acks)
 	if err != nil {
 		w.err = fmt.Errorf("stream response: %w", err)
 		return

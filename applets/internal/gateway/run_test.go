@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -896,4 +897,53 @@ func TestRoutesCacheWhileJetStreamIsAway(t *testing.T) {
 		gone, _ := get(t, "http://"+r.addrs["http"]+"/removed/")
 		return code == 200 && gone == 404
 	})
+}
+
+// A Go service on a connection with an inbox prefix of its own, in an
+// account that lets it subscribe under that prefix only, still streams:
+// the acks of its response frames come to an inbox it may subscribe to.
+func TestConsumerInboxPrefix(t *testing.T) {
+	app := &server.User{Username: "app", Password: "app", Permissions: &server.Permissions{
+		Subscribe: &server.SubjectPermission{Allow: []string{"prefixed", "_NARUN.cancel.prefixed", "$SRV.>", "_APP_INBOX.>"}},
+	}}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		Users: []*server.User{{Username: "gw", Password: "gw"}, app}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	gwConn, err := nats.Connect(ns.ClientURL(), nats.UserInfo("gw", "gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gwConn.Close)
+	svcConn, err := nats.Connect(ns.ClientURL(), nats.UserInfo("app", "app"), nats.CustomInboxPrefix("_APP_INBOX"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svcConn.Close)
+	g, err := New(Options{Config: gwConfig(config.Route{Path: "/", Service: "prefixed", Timeout: config.Duration(5 * time.Second)}), Conn: gwConn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.mux.close)
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	large := randomBytes(5<<20, 9)
+	serveOn(t, svcConn, consumer.Config{Name: "prefixed"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(large)
+	}))
+	resp, err := http.Get(hs.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, large) {
+		t.Errorf("streamed response: %d of %d bytes, %v; want it whole", len(body), len(large), err)
+	}
 }
