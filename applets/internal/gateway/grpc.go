@@ -17,6 +17,15 @@ func isGRPC(contentType []string) bool {
 	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
+// isConnectStream tells a streaming call of the Connect protocol
+// (connectrpc.com) by its content type, application/connect+<codec>: its
+// messages are framed as gRPC's are, and its bidirectional calls need the
+// same duplex handling. Its unary calls are plain HTTP requests. Its errors
+// are HTTP statuses, which Connect clients read, so it is no isGRPC.
+func isConnectStream(contentType []string) bool {
+	return len(contentType) > 0 && strings.HasPrefix(contentType[0], "application/connect+")
+}
+
 // gRPC status codes the gateway's own errors map to.
 const (
 	grpcUnknown           = 2

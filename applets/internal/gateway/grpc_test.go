@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -303,5 +304,73 @@ func TestGRPCUnaryHeadCarriesMessage(t *testing.T) {
 	m := <-heads
 	if string(m.Data) != grpcMessage("hi") || m.Header.Get("Narun-Body") != "stream" {
 		t.Errorf("head payload %q, Narun-Body %q; want the message and stream (the end is still to pull)", m.Data, m.Header.Get("Narun-Body"))
+	}
+}
+
+// TestConnectBidiStream is a bidirectional stream of the Connect protocol
+// (connect-go's default), whose messages are framed as gRPC's: the client
+// sends a message and waits for the reply before the next, which works
+// only if the gateway hands each message on as it comes rather than
+// waiting for a chunk's worth of body.
+func TestConnectBidiStream(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/chat.v1.Chat/", Service: "connectchat", Timeout: config.Duration(20 * time.Second)}))
+	e.serve(t, "connectchat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/connect+proto")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		prefix := make([]byte, 5)
+		for {
+			if _, err := io.ReadFull(r.Body, prefix); err != nil {
+				return
+			}
+			msg := make([]byte, binary.BigEndian.Uint32(prefix[1:]))
+			if _, err := io.ReadFull(r.Body, msg); err != nil {
+				return
+			}
+			_, _ = w.Write(append(prefix, msg...))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	t.Cleanup(hs.Close)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequestWithContext(ctx, "POST", hs.URL+"/chat.v1.Chat/Talk", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/connect+proto")
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(pw, grpcMessage("one"))
+		sent <- err
+	}()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []string{"one", "two", "three"} {
+		if i > 0 {
+			if _, err := io.WriteString(pw, grpcMessage(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make([]byte, len(grpcMessage(m)))
+		if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != grpcMessage(m) {
+			t.Fatalf("reply to message %d: %q, %v; want it echoed before the next is sent", i+1, got, err)
+		}
 	}
 }

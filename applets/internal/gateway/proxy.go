@@ -222,7 +222,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	body := &ex.body
 	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
 	defer body.release()
-	// A gRPC stream over HTTP/2 may be bidirectional: its body is read a
+	// A gRPC stream over HTTP/2 (or a Connect one, framed alike) may be
+	// bidirectional: its body is read a
 	// message at a time, and by a goroutine of its own (pulls below), so
 	// that waiting for the client's next message never holds up the reply
 	// it waits for. For the same reason the head cannot wait for the
@@ -231,7 +232,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// with the request's head (a unary call's) beats: that saves the
 	// service a pull round trip. HTTP/2 only: there closing the body ends
 	// a blocked read.
-	duplex := ex.grpc && r.ProtoMajor == 2 && r.ContentLength < 0
+	duplex := (ex.grpc || isConnectStream(r.Header["Content-Type"])) && r.ProtoMajor == 2 && r.ContentLength < 0
 	body.messages = duplex
 	var first []byte
 	var more bool
