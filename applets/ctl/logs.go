@@ -109,7 +109,10 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if e.nc.IsClosed() {
+			// Reconnecting counts too: the ordered consumer, failing to
+			// recreate itself while the server is away, ends the
+			// iterator with a timeout before nats.go gives up.
+			if !e.nc.IsConnected() {
 				return fmt.Errorf("read logs of %s: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), err))
 			}
 			return fmt.Errorf("read logs of %s: %w", app, err)
