@@ -139,6 +139,9 @@ func TestTimeoutHeaderIsTimeLeft(t *testing.T) {
 	}
 	c := dialRaw(t, e)
 	fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+	// The delay runs from when the gateway has the request, not from
+	// the write: on a loaded machine its handler may start later.
+	testutil.Eventually(t, 10*time.Second, "the gateway handling the request", func() bool { return e.gw.metrics.inflight.Load() == 1 })
 	const delay = 300 * time.Millisecond
 	time.Sleep(delay)
 	fmt.Fprintf(c, "abc")
