@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -25,9 +26,12 @@ import (
 var errOffline = errors.New("nats not reachable")
 
 // cache keeps binaries under <data>/binaries/<sha256>, written only after
-// their digest was verified, so a file in the cache is never a mismatch.
+// their digest was verified, and checked again each time one is handed
+// out: an SD card or a power cut can change a file after it was written,
+// and a changed binary may crash-loop or, worse, run.
 type cache struct {
 	dir string
+	log *slog.Logger
 	// mu serialises fetches of the same digest; fetches of different
 	// digests only share it for the instant of a map lookup.
 	mu       sync.Mutex
@@ -48,11 +52,11 @@ type cache struct {
 // edge device would otherwise carry a deploy's peak for minutes.
 const releaseDelay = time.Minute
 
-func newCache(dir string) (*cache, error) {
+func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, log: log, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
@@ -95,11 +99,17 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	unlock := c.lock(b.SHA256)
 	defer unlock()
 	p := c.path(b.SHA256)
-	if _, err := os.Stat(p); err == nil {
-		c.handOut(b.SHA256)
-		return p, nil
+	var damaged error
+	if _, err := os.Lstat(p); err == nil {
+		if damaged = c.check(p, b.SHA256); damaged == nil {
+			c.handOut(b.SHA256)
+			return p, nil
+		}
 	}
 	if obs == nil {
+		if damaged != nil {
+			return "", fmt.Errorf("binary %s: %w; fetched again once NATS answers: %w", b.Object, damaged, errOffline)
+		}
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, errOffline)
 	}
 	obj, err := obs.Get(ctx, b.Object)
@@ -113,6 +123,41 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	}
 	c.handOut(b.SHA256)
 	return p, nil
+}
+
+// check verifies the cached binary at p against its digest, and removes
+// it when it does not match or cannot be read, so that the next fetch
+// replaces it.
+func (c *cache) check(p, want string) error {
+	got, err := fileSHA256(p)
+	if err == nil && got == want {
+		return nil
+	}
+	var damaged error
+	if err != nil {
+		damaged = fmt.Errorf("cached binary %s unreadable: %w", p, err)
+	} else {
+		damaged = fmt.Errorf("cached binary %s damaged: sha256 %s, want %s", p, got, want)
+	}
+	if rerr := os.Remove(p); rerr != nil {
+		damaged = fmt.Errorf("%w; not removed: %w", damaged, rerr)
+	}
+	c.log.Error("cached binary does not match its digest: not run, fetched again from the object store", "file", p, "err", damaged)
+	return damaged
+}
+
+// fileSHA256 returns the SHA-256 (hex) of the file at p.
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (c *cache) handOut(digest string) {

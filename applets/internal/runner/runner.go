@@ -200,7 +200,7 @@ func New(opts Options) (*Runner, error) {
 			return nil, fmt.Errorf("runner: create %s: %w", d, err)
 		}
 	}
-	if r.cache, err = newCache(filepath.Join(dir, "binaries")); err != nil {
+	if r.cache, err = newCache(filepath.Join(dir, "binaries"), r.log); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	r.links.dir = r.execDir()

@@ -635,6 +635,39 @@ func TestCorruptBinaryNeverRuns(t *testing.T) {
 	}
 }
 
+// A cached binary replaced on disk after it was verified is not run when
+// the runner starts again: the node fetches the deployed one instead. The
+// stand-in leaves a mark when it runs, which a runner that trusts its
+// cache without checking would show.
+func TestDamagedCachedBinaryFetchedAgain(t *testing.T) {
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := startRunner(t, c, nil)
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.stop()
+
+	digest := fileDigest(t, helloBin)
+	cached := filepath.Join(first.dir, "binaries", digest)
+	mark := filepath.Join(t.TempDir(), "ran")
+	if err := os.Chmod(cached, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cached, []byte("#!/bin/sh\ntouch "+mark+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	second := startRunner(t, c, func(o *Options) { o.DataDir = first.dir })
+	second.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	if _, err := os.Stat(mark); err == nil {
+		t.Error("the damaged cached binary ran")
+	}
+	if got := fileDigest(t, cached); got != digest {
+		t.Errorf("cached binary has sha256 %s, want the deployed %s", got, digest)
+	}
+	if logs := second.logs.String(); !strings.Contains(logs, "cached binary does not match its digest") || !strings.Contains(logs, cached) {
+		t.Errorf("the log does not name the damaged file:\n%s", logs)
+	}
+}
+
 func TestSandboxModeUnavailable(t *testing.T) {
 	if sandbox.Probe().Sandbox {
 		t.Skip("this node can run sandboxes (see TestSandbox*)")

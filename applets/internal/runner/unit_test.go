@@ -57,7 +57,7 @@ func TestWriteVerified(t *testing.T) {
 }
 
 func TestCacheGC(t *testing.T) {
-	c, err := newCache(t.TempDir())
+	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +81,11 @@ func TestCacheGC(t *testing.T) {
 // A binary handed out to an app that started after gc listed what the
 // apps keep is not removed under it: the app runs it next.
 func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
-	c, err := newCache(t.TempDir())
+	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	digest := strings.Repeat("c", 64)
+	digest := sha256Hex("")
 	if err := os.WriteFile(c.path(digest), nil, 0o555); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +104,44 @@ func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
 	// The next gc, which lists after the hand-out, judges it by keep.
 	if removed := c.gc(nil, time.Now()); len(removed) != 1 {
 		t.Fatalf("removed %v, want the binary no app keeps", removed)
+	}
+}
+
+// A cached binary changed on disk since it was verified (a bad SD card, a
+// power cut while the file system was repairing) is neither handed out nor
+// kept: offline it is an error that names the file and waits for NATS, and
+// the next attempt that reaches the object store replaces it.
+func TestCacheRefusesDamagedBinary(t *testing.T) {
+	content := "#!/bin/true\n"
+	digest := sha256Hex(content)
+	b := spec.Binary{Object: "app/1/linux", SHA256: digest}
+	for _, damage := range []struct {
+		name    string
+		content string
+	}{
+		{"truncated", content[:3]},
+		{"empty", ""},
+		{"bit flipped", "#!/bin/trve\n"},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(c.path(digest), []byte(damage.content), 0o555); err != nil {
+				t.Fatal(err)
+			}
+			p, err := c.binary(context.Background(), nil, b)
+			if err == nil {
+				t.Fatalf("damaged binary handed out as %s", p)
+			}
+			if !errors.Is(err, errOffline) || errors.Is(err, supervisor.ErrPermanent) || !strings.Contains(err.Error(), c.path(digest)) || !strings.Contains(err.Error(), "damaged") {
+				t.Errorf("error %q: want a retryable error naming the damaged file", err)
+			}
+			if _, err := os.Lstat(c.path(digest)); !os.IsNotExist(err) {
+				t.Errorf("damaged binary kept in the cache: %v", err)
+			}
+		})
 	}
 }
 
