@@ -391,7 +391,24 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 			fmt.Fprintf(e.out(), "%s is not deployed; its leftover routes are removed\n", name)
 			return nil
 		}
-		return notFound("app %q is not deployed", name)
+		// A node keeps running, from its cached spec, an app that its
+		// store lost without a deletion; a delete marker is what stops it.
+		running, err := e.nodesRunning(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(running) == 0 {
+			return notFound("app %q is not deployed", name)
+		}
+		kv, err := e.kv(ctx, names.AppsBucket)
+		if err != nil {
+			return err
+		}
+		if err := kv.Delete(octx, name); err != nil {
+			return fmt.Errorf("store the deletion of %s: %w", name, err)
+		}
+		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, strings.Join(running, ", "))
+		return nil
 	}
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
@@ -438,6 +455,22 @@ func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error
 }
 
 // deployed reports whether narun-apps has a spec of app.
+// nodesRunning lists the nodes whose heartbeat shows an instance of app.
+func (e *env) nodesRunning(ctx context.Context, app string) ([]string, error) {
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the node heartbeats: %w", err)
+	}
+	var running []string
+	for _, n := range nodes {
+		if slices.ContainsFunc(n.Instances, func(in state.Instance) bool { return in.App == app }) {
+			running = append(running, n.ID)
+		}
+	}
+	slices.Sort(running)
+	return running, nil
+}
+
 func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {

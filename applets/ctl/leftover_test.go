@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/state"
 )
 
 // Routes whose spec is gone (a delete cut short after the spec, or one that
@@ -62,5 +65,22 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	}
 	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
 		t.Error("routes of a deployed app removed")
+	}
+}
+
+// An app that a node runs from its cached spec though narun-apps has no
+// entry for it (a store that lost its data) is deleted by `app delete`:
+// the delete marker it stores is what the node waits for.
+func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
+	h := newHarness(t)
+	h.fails(ExitNotFound, "", "app", "delete", "ghost")
+	h.heartbeat(state.Node{ID: "n1", Instances: []state.Instance{{App: "ghost", Node: "n1", ID: "0-abcdef", State: state.Healthy}}})
+	r := h.ok("", "app", "delete", "ghost")
+	if !strings.Contains(r.out, "runs on n1 from a cached spec") {
+		t.Errorf("app delete said %q", r.out)
+	}
+	hist, err := h.kv(names.AppsBucket).History(context.Background(), "ghost")
+	if err != nil || len(hist) != 1 || hist[0].Operation() != jetstream.KeyValueDelete {
+		t.Errorf("narun-apps history of ghost: %v %v, want one delete marker", hist, err)
 	}
 }

@@ -412,7 +412,7 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				// them was deleted while this node was not watching.
 				initial = false
 				r.markListed()
-				r.removeExcept(seen)
+				r.removeExcept(ctx, seen)
 				continue
 			}
 			// A key whose last entry is a delete names no app: its cached
@@ -462,7 +462,7 @@ func (r *Runner) resync(ctx context.Context) {
 		}
 		r.applyEntry(e)
 	}
-	r.removeExcept(seen)
+	r.removeExcept(ctx, seen)
 	r.gc()
 }
 
@@ -500,10 +500,13 @@ func (r *Runner) remove(name string) {
 
 // removeExcept removes the apps not in keep, and the cached specs of those
 // that do not run here: apps deleted while this node was down, which a
-// start without NATS must not bring back.
-func (r *Runner) removeExcept(keep map[string]bool) {
+// start without NATS must not bring back. An app that narun-apps has no
+// record of at all, not even its deletion, was not deleted: its store
+// lost it (a damaged or replaced JetStream directory), and it keeps
+// running, or starts, from its cached spec, the last copy there may be.
+func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 	for _, a := range r.appList() {
-		if !keep[a.name] {
+		if !keep[a.name] && r.record(ctx, a.name) == recordDeleted {
 			r.remove(a.name)
 		}
 	}
@@ -512,18 +515,87 @@ func (r *Runner) removeExcept(keep map[string]bool) {
 		r.log.Warn("read cached specs", "err", err)
 		return
 	}
+	var gone, lost []string
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".toml")
+		if !ok || keep[name] || spec.ValidName(name) != nil {
+			continue
+		}
+		r.mu.Lock()
+		running := r.apps[name] != nil
+		r.mu.Unlock()
+		if running {
+			continue
+		}
+		switch r.record(ctx, name) {
+		case recordDeleted:
+			gone = append(gone, name)
+		case recordNone:
+			lost = append(lost, name)
+		}
+	}
 	// An app that runs removes its own cached spec once it stopped; r.mu
 	// keeps one from being created meanwhile.
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".toml")
-		if !ok || keep[name] || r.apps[name] != nil {
+	for _, name := range gone {
+		if r.apps[name] != nil {
 			continue
 		}
-		if err := os.Remove(filepath.Join(r.specsDir(), e.Name())); err != nil && !os.IsNotExist(err) {
+		if err := os.Remove(filepath.Join(r.specsDir(), name+".toml")); err != nil && !os.IsNotExist(err) {
 			r.log.Warn("remove cached spec of a deleted app", "app", name, "err", err)
 		}
+	}
+	for _, name := range lost {
+		if r.apps[name] != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(r.specsDir(), name+".toml"))
+		if err != nil {
+			r.log.Error("read cached spec of an app narun-apps has no record of", "app", name, "err", err)
+			continue
+		}
+		r.startApp(name).setSpec(raw, 0)
+	}
+}
+
+// appRecord is what narun-apps knows of an app that it does not list.
+type appRecord int
+
+const (
+	// recordUnknown: narun-apps could not be asked; nothing is decided.
+	recordUnknown appRecord = iota
+	// recordDeleted: its history ends with a deletion.
+	recordDeleted
+	// recordNone: it has no entry at all, not even a deletion.
+	recordNone
+)
+
+// record tells an app deleted through narun-apps from one that narun-apps
+// has no entry for: ctl deletes by storing a delete marker, which the
+// bucket's history keeps, so only a store that lost its data, or one
+// replaced by an empty one, has nothing for an app a node has a spec of.
+func (r *Runner) record(ctx context.Context, name string) appRecord {
+	res := r.res.Load()
+	if res == nil {
+		return recordUnknown
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	hist, err := res.apps.History(ctx, name, jetstream.MetaOnly())
+	switch {
+	case err == nil && hist[len(hist)-1].Operation() == jetstream.KeyValuePut:
+		// Stored after the listing: the watch brings it.
+		return recordUnknown
+	case err == nil:
+		return recordDeleted
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		r.log.Error("narun-apps has no record of this app, neither its spec nor its deletion: the NATS store lost it (a damaged or replaced JetStream directory); it runs from its cached spec. Deploy it again to store it, or delete it with narun ctl app delete",
+			"app", name, "file", filepath.Join(r.specsDir(), name+".toml"))
+		return recordNone
+	default:
+		r.log.Warn("cannot tell whether an app narun-apps does not list was deleted; left as it is until the next resync", "app", name, "err", err)
+		return recordUnknown
 	}
 }
 

@@ -1072,6 +1072,61 @@ func TestStartFollowsAppsNotCache(t *testing.T) {
 	}
 }
 
+// A narun-apps that lost its entries (a damaged JetStream directory
+// restores none of them, as one whose block file a power cut truncated
+// does) holds no record of an app, not even its deletion: the node keeps
+// running it from its cached spec, across resyncs, and says so, rather
+// than erasing the last copy of the spec. An app deleted while the node
+// was away, whose delete marker is there, still goes.
+func TestAppLostByStoreRunsFromCache(t *testing.T) {
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	first := startRunner(t, c, nil)
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.wait(t, "probe", "healthy", allIn(1, state.Healthy))
+	first.stop()
+
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
+		t.Fatal(err)
+	}
+	c.open(t)
+	c.remove(t, "probe")
+	second := startRunner(t, c, func(o *Options) {
+		o.DataDir = first.dir
+		o.Config.ResyncInterval = config.Duration(50 * time.Millisecond)
+	})
+	hello := second.wait(t, "hello", "healthy from the cached spec", allIn(1, state.Healthy))[0]
+	lost := "narun-apps has no record of this app"
+	testutil.Eventually(t, 10*time.Second, "a resync to pass", func() bool {
+		return strings.Count(second.logs.String(), lost) >= 3
+	})
+	if now := second.of("hello"); len(now) != 1 || now[0].PID != hello.PID {
+		t.Errorf("a resync stopped the app the store lost: %+v", now)
+	}
+	if !strings.Contains(second.logs.String(), filepath.Join(first.dir, "specs", "hello.toml")) {
+		t.Errorf("the log does not name the cached spec:\n%s", second.logs.String())
+	}
+	if l := second.of("probe"); len(l) > 0 {
+		t.Errorf("app deleted while the runner was down started: %+v", l)
+	}
+	if _, err := os.Stat(filepath.Join(first.dir, "specs", "probe.toml")); !os.IsNotExist(err) {
+		t.Errorf("cached spec of the deleted app kept: %v", err)
+	}
+
+	// What narun ctl app delete stores stops it.
+	c.remove(t, "hello")
+	second.wait(t, "hello", "gone", func(l []state.Instance) bool { return len(l) == 0 })
+	testutil.Eventually(t, 10*time.Second, "cached spec of the deleted app removed", func() bool {
+		_, err := os.Stat(filepath.Join(first.dir, "specs", "hello.toml"))
+		return os.IsNotExist(err)
+	})
+}
+
 func TestNATSOutage(t *testing.T) {
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
