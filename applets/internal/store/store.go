@@ -149,11 +149,27 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 		return nil, fmt.Errorf("open stream %s: %w", names.LogsStream, err)
 	}
 	cfg := LogsStreamConfig()
-	err = create(ctx, js, names.LogsStream, log, func(replicas int) error {
-		cfg.Replicas = replicas
-		s, err = js.CreateStream(ctx, cfg)
-		return err
-	})
+	// JetStream reserves a stream's MaxBytes against its storage limit,
+	// three quarters of the disk space free when the server started unless
+	// max_store says otherwise: on a device with less than about 350 MiB
+	// free, 256 MiB is refused, and the runner, which opens this stream
+	// with its buckets, would never run a deploy. Less history is better
+	// than none.
+	for {
+		err = create(ctx, js, names.LogsStream, log, func(replicas int) error {
+			cfg.Replicas = replicas
+			s, err = js.CreateStream(ctx, cfg)
+			return err
+		})
+		if !outOfStorage(err) || cfg.MaxBytes/2 < minLogsBytes {
+			break
+		}
+		cfg.MaxBytes /= 2
+	}
+	if err == nil && cfg.MaxBytes < LogsStreamConfig().MaxBytes {
+		log.Warn("log history created smaller than narun's default: JetStream's storage limit ([nats.jetstream] max_store, or three quarters of the disk space free when the server started) leaves no more",
+			"stream", names.LogsStream, "max_bytes", cfg.MaxBytes, "default", LogsStreamConfig().MaxBytes)
+	}
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		s, err = js.Stream(ctx, names.LogsStream)
 	}
@@ -161,6 +177,16 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 		return nil, fmt.Errorf("create stream %s: %w", names.LogsStream, err)
 	}
 	return s, nil
+}
+
+// minLogsBytes is the smallest log history LogsStream settles for.
+const minLogsBytes = 1 << 20
+
+// outOfStorage reports whether JetStream refused a stream for want of
+// storage to reserve its MaxBytes.
+func outOfStorage(err error) bool {
+	c := apiCode(err)
+	return c == codeStorageExceeded || c == codeInsufficientResource
 }
 
 // create calls try with Replicas, then fewer while the cluster answers that
@@ -260,10 +286,12 @@ func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jet
 }
 
 // JetStream API error codes (nats-server's JSClusterNoPeersErrF,
-// JSInsufficientResourcesErr, JSStreamReplicasNotSupportedErr).
+// JSInsufficientResourcesErr, JSStorageResourcesExceededErr,
+// JSStreamReplicasNotSupportedErr).
 const (
 	codeNoPeers              = 10005
 	codeInsufficientResource = 10023
+	codeStorageExceeded      = 10047
 	codeReplicasNotSupported = 10074
 )
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -69,6 +72,35 @@ func TestCreateOrOpen(t *testing.T) {
 	}
 	if _, err := Objects(ctx, js, "something-else", nil); err == nil {
 		t.Error("unknown object store created")
+	}
+}
+
+// A server whose storage limit is below the log history's default size
+// (a small disk, or [nats.jetstream] max_store) still gets a log stream,
+// a smaller one, and says so: refused, it kept the runner from opening
+// its buckets, so that nothing deployed ever ran.
+func TestLogsStreamFitsSmallStore(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.StartConfig(t, embednats.Config{JetStreamMaxStore: 100 << 20})
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.LogBuffer{}
+	s, err := LogsStream(ctx, js, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("log stream on a 100 MiB store: %v", err)
+	}
+	got := s.CachedInfo().Config.MaxBytes
+	if got <= 0 || got > 100<<20 {
+		t.Errorf("max bytes %d, want a bound that fits in 100 MiB", got)
+	}
+	if !strings.Contains(logs.String(), "log history created smaller") {
+		t.Errorf("no warning of the smaller history:\n%s", logs)
+	}
+	// What is left still takes the buckets.
+	if _, err := KV(ctx, js, names.AppsBucket, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 
