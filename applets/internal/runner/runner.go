@@ -267,6 +267,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	killStale(r.instancesDir(), r.log)
 	r.removeExecLinks()
+	r.removeTemporaries()
 	if r.caps.Sandbox {
 		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
 			r.log.Warn("remove cgroups left by an earlier runner", "err", err)
@@ -830,6 +831,37 @@ func (r *Runner) publishLog(l state.LogLine) {
 // removeExecLinks removes the links of every app. Only starts of this
 // runner's instances use them, so it runs while none can start: before
 // the apps and after they stopped, and those of a runner that crashed go.
+// removeTemporaries removes the temporary files of writes that a crash or
+// power cut interrupted: nothing else does, gc leaves them to the fetches
+// in flight, and each can be as large as a binary, which a device with a
+// small disk cannot afford after a few cuts. Called while this runner
+// holds the data dir's lock, before it writes anything.
+func (r *Runner) removeTemporaries() {
+	var removed int
+	for _, dir := range []string{r.cache.dir, r.filesDir(), r.fileDigestsDir(), r.specsDir(), r.sealedDir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			r.log.Warn("look for temporary files left by an interrupted write", "dir", dir, "err", err)
+			continue
+		}
+		for _, e := range entries {
+			// writeVerified's .tmp-*, atomicfile's .<name>.tmp-*.
+			if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), ".tmp-") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err != nil {
+				r.log.Warn("remove a temporary file left by an interrupted write", "file", p, "err", err)
+				continue
+			}
+			removed++
+		}
+	}
+	if removed > 0 {
+		r.log.Info("removed temporary files left by interrupted writes", "files", removed)
+	}
+}
+
 func (r *Runner) removeExecLinks() {
 	if err := r.links.removeExcept(func(string) bool { return false }); err != nil {
 		r.log.Warn("remove the links binaries were executed by", "err", err)

@@ -1127,6 +1127,42 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 	})
 }
 
+// The temporary files of a download or spec write that a power cut
+// interrupted are removed when the runner starts again; the files it
+// keeps are not.
+func TestInterruptedWritesCleanedAtStart(t *testing.T) {
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := startRunner(t, c, nil)
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.stop()
+
+	left := []string{
+		filepath.Join(first.dir, "binaries", ".tmp-123456"),
+		filepath.Join(first.dir, "specs", ".hello.toml.tmp-654321"),
+		filepath.Join(first.dir, "files", ".tmp-42"),
+		filepath.Join(first.dir, "secrets", ".db.tmp-7"),
+	}
+	for _, p := range left {
+		if err := os.WriteFile(p, make([]byte, 4096), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := startRunner(t, c, func(o *Options) { o.DataDir = first.dir })
+	second.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	for _, p := range left {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	if got := fileDigest(t, filepath.Join(first.dir, "binaries", fileDigest(t, helloBin))); got != fileDigest(t, helloBin) {
+		t.Errorf("cached binary changed: %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(first.dir, "specs", "hello.toml")); err != nil {
+		t.Errorf("cached spec: %v", err)
+	}
+}
+
 func TestNATSOutage(t *testing.T) {
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
