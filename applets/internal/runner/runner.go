@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
@@ -268,6 +270,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	killStale(r.instancesDir(), r.log)
 	r.removeExecLinks()
 	r.removeTemporaries()
+	r.checkNodeID()
 	if r.caps.Sandbox {
 		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
 			r.log.Warn("remove cgroups left by an earlier runner", "err", err)
@@ -831,6 +834,31 @@ func (r *Runner) publishLog(l state.LogLine) {
 // removeExecLinks removes the links of every app. Only starts of this
 // runner's instances use them, so it runs while none can start: before
 // the apps and after they stopped, and those of a runner that crashed go.
+// nodeIDFile records, in the data dir, the node id the runner last ran
+// under.
+const nodeIDFile = "node-id"
+
+// checkNodeID warns when this data dir last ran under another node id.
+// The default id is the host name, which DHCP, cloud-init or a re-imaged
+// device can change: every spec that names the old id then stops here,
+// and nothing else says why.
+func (r *Runner) checkNodeID() {
+	path := filepath.Join(r.opts.DataDir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch last := strings.TrimSpace(string(b)); {
+	case err == nil && last == r.node:
+		return
+	case err == nil && last != "":
+		r.log.Warn("node id changed since this data dir last ran: apps whose spec names the old id in nodes stop here; set [runner] node_id (or --node-id) to the old id to keep them",
+			"old", last, "new", r.node, "file", path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		r.log.Warn("read the node id this data dir last ran under", "file", path, "err", err)
+	}
+	if err := atomicfile.Write(path, []byte(r.node+"\n"), 0o600); err != nil {
+		r.log.Warn("record the node id", "file", path, "err", err)
+	}
+}
+
 // removeTemporaries removes the temporary files of writes that a crash or
 // power cut interrupted: nothing else does, gc leaves them to the fetches
 // in flight, and each can be as large as a binary, which a device with a

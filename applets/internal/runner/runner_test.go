@@ -1163,6 +1163,32 @@ func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 	}
 }
 
+// A data dir started under another node id (a host name changed by DHCP
+// or a re-image, with no [runner] node_id) says so: the apps that named
+// the old id stop here, and nothing else would tell why.
+func TestNodeIDChangeWarned(t *testing.T) {
+	c := newCluster(t, nil)
+	dir := t.TempDir()
+	changed := "node id changed since this data dir last ran"
+	for _, step := range []struct {
+		id   string
+		warn bool
+	}{{"n1", false}, {"n1", false}, {"n2", true}, {"n2", false}} {
+		tr := startRunner(t, c, func(o *Options) {
+			o.DataDir = dir
+			o.Config.NodeID = step.id
+		})
+		tr.stop()
+		logs := tr.logs.String()
+		if got := strings.Contains(logs, changed); got != step.warn {
+			t.Errorf("start as %s: warned %v, want %v:\n%s", step.id, got, step.warn, logs)
+		}
+		if step.warn && !strings.Contains(logs, "old=n1 new=n2") {
+			t.Errorf("the warning does not name both ids:\n%s", logs)
+		}
+	}
+}
+
 func TestNATSOutage(t *testing.T) {
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
