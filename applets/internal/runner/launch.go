@@ -241,19 +241,31 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)
 		}
 	}
-	if sealed == nil {
+	fromCache := sealed == nil
+	if fromCache {
 		b, err := os.ReadFile(cached)
 		if err != nil {
 			return nil, fmt.Errorf("secret %q: %w", name, errOffline)
 		}
 		sealed = b
 	}
+	var v []byte
 	s, err := secrets.Unmarshal(sealed)
 	if err != nil {
-		return nil, fmt.Errorf("secret %q: %w: %w", name, err, supervisor.ErrPermanent)
+		err = fmt.Errorf("secret %q: %w", name, err)
+	} else {
+		v, err = ring.Open(name, s)
 	}
-	v, err := ring.Open(name, s)
-	if err != nil {
+	switch {
+	case err != nil && fromCache:
+		// The copy on disk may be what is damaged, not the secret: the
+		// store is asked again when it answers, and only its copy can
+		// fail for good.
+		if rerr := os.Remove(cached); rerr != nil {
+			r.log.Warn("remove a cached sealed secret that does not open", "file", cached, "err", rerr)
+		}
+		return nil, fmt.Errorf("secret %q: cached copy %s does not open (%v); fetched again once NATS answers: %w", name, cached, err, errOffline)
+	case err != nil:
 		return nil, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
 	}
 	return v, nil

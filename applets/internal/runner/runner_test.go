@@ -755,6 +755,39 @@ func writeKeyFile(t *testing.T, key []byte) string {
 	return path
 }
 
+// A cached sealed secret that does not open while NATS is away (a damaged
+// file) is not a permanent failure: the instance waits, and the store's
+// copy serves once NATS answers.
+func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
+	c := newCluster(t, nil)
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	online := &resources{secrets: c.secrets}
+	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v1" {
+		t.Fatalf("online: %q %v", v, err)
+	}
+	cached := filepath.Join(r.sealedDir(), "token")
+	for _, damage := range []string{"", "{\"v\":1,", `{"v":1,"alg":"x"}`} {
+		if err := os.WriteFile(cached, []byte(damage), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := r.secret(ctx, nil, "token")
+		if !errors.Is(err, errOffline) || errors.Is(err, supervisor.ErrPermanent) || !strings.Contains(err.Error(), cached) {
+			t.Errorf("cached %q offline: %v; want a retryable error naming the file", damage, err)
+		}
+		if _, err := os.Lstat(cached); !os.IsNotExist(err) {
+			t.Errorf("cached %q kept: %v", damage, err)
+		}
+	}
+	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v1" {
+		t.Fatalf("online again: %q %v", v, err)
+	}
+}
+
 func TestSecretDelivery(t *testing.T) {
 	c := newCluster(t, nil)
 	const value = "s3cr3t-value-for-the-test"
