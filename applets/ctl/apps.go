@@ -407,6 +407,11 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		if err := kv.Delete(octx, name); err != nil {
 			return fmt.Errorf("store the deletion of %s: %w", name, err)
 		}
+		// Gateways keep serving routes that their store lost too, until
+		// their removal is stored.
+		if err := routes.Delete(octx, name); err != nil {
+			return fmt.Errorf("store the removal of the routes of %s: %w", name, err)
+		}
 		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, strings.Join(running, ", "))
 		return nil
 	}

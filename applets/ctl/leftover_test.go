@@ -79,8 +79,10 @@ func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
 	if !strings.Contains(r.out, "runs on n1 from a cached spec") {
 		t.Errorf("app delete said %q", r.out)
 	}
-	hist, err := h.kv(names.AppsBucket).History(context.Background(), "ghost")
-	if err != nil || len(hist) != 1 || hist[0].Operation() != jetstream.KeyValueDelete {
-		t.Errorf("narun-apps history of ghost: %v %v, want one delete marker", hist, err)
+	for _, bucket := range []string{names.AppsBucket, names.RoutesBucket} {
+		hist, err := h.kv(bucket).History(context.Background(), "ghost")
+		if err != nil || len(hist) != 1 || hist[0].Operation() != jetstream.KeyValueDelete {
+			t.Errorf("%s history of ghost: %v %v, want one delete marker", bucket, hist, err)
+		}
 	}
 }

@@ -81,7 +81,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 			if e == nil {
 				if initial {
 					initial = false
-					g.dropUnseen(seen)
+					g.dropUnseen(ctx, kv, seen)
 				}
 				g.routesRead.Store(true)
 				g.saveRoutesCache()
@@ -102,18 +102,33 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 	}
 }
 
-// dropUnseen removes the entries held whose app is not in seen.
-func (g *Gateway) dropUnseen(seen map[string]bool) {
+// dropUnseen removes the entries held whose app is not in seen and whose
+// removal kv records. An entry kv has no record of at all, not even a
+// removal, was lost by its store (a damaged or replaced JetStream
+// directory): its runner keeps the app running from its cached spec, so
+// the entry, perhaps the last copy of its routes, is kept and served.
+func (g *Gateway) dropUnseen(ctx context.Context, kv jetstream.KeyValue, seen map[string]bool) {
 	g.mu.Lock()
-	var gone []string
+	var unseen []string
 	for app := range g.kvRaw {
 		if !seen[app] {
-			gone = append(gone, app)
+			unseen = append(unseen, app)
 		}
 	}
 	g.mu.Unlock()
-	for _, app := range gone {
-		g.setAppEntry(app, nil)
+	for _, app := range unseen {
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := kv.History(hctx, app, jetstream.MetaOnly())
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			g.log.Error("narun-routes has no record of this app's routes, neither the entry nor its removal: the NATS store lost it (a damaged or replaced JetStream directory); serving them as last read. Deploy the app again to store them, or delete it with narun ctl app delete",
+				"app", app, "file", g.opts.RoutesCache)
+		case err != nil:
+			g.log.Warn("cannot tell whether routes narun-routes does not list were removed; kept until it can", "app", app, "err", err)
+		default:
+			g.setAppEntry(app, nil)
+		}
 	}
 }
 

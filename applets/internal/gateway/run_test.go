@@ -947,3 +947,68 @@ func TestConsumerInboxPrefix(t *testing.T) {
 		t.Errorf("streamed response: %d of %d bytes, %v; want it whole", len(body), len(large), err)
 	}
 }
+
+// A narun-routes that lost its entries (a damaged JetStream directory)
+// has no record of an app's routes, not even their removal: the gateway
+// keeps serving them from its routes cache, as the runner keeps the app
+// running from its cached spec, instead of erasing the last copy. Routes
+// removed while it was away still go.
+func TestRoutesLostByStoreServedFromCache(t *testing.T) {
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []string{"lost", "removed"} {
+		if _, err := kv.PutString(ctx, app, `[{"path":"/`+app+`/"}]`); err != nil {
+			t.Fatal(err)
+		}
+		serveOn(t, nc, consumerConfig(app), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "served")
+		}))
+	}
+	first := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache})
+	testutil.Eventually(t, 20*time.Second, "routes cached", func() bool {
+		b, _ := os.ReadFile(cache)
+		return strings.Contains(string(b), `"lost"`) && strings.Contains(string(b), `"removed"`)
+	})
+	first.stop()
+	if err := <-first.done; err != nil {
+		t.Fatal(err)
+	}
+	first.done <- nil
+
+	// The store lost everything; only the removal of "removed" is stored
+	// since.
+	if err := js.DeleteKeyValue(ctx, names.RoutesBucket); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err = store.KV(ctx, js, names.RoutesBucket, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "removed"); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.LogBuffer{}
+	r := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	testutil.Eventually(t, 20*time.Second, "ready, and the removed route gone", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		gone, _ := get(t, "http://"+r.addrs["http"]+"/removed/")
+		return code == 200 && gone == 404
+	})
+	if code, body := get(t, "http://"+r.addrs["http"]+"/lost/"); code != 200 || body != "served" {
+		t.Errorf("route the store lost: %d %q, want it served from the cache", code, body)
+	}
+	if b, _ := os.ReadFile(cache); !strings.Contains(string(b), `"lost"`) {
+		t.Errorf("routes cache no longer holds the lost routes: %s", b)
+	}
+	if !strings.Contains(logs.String(), "narun-routes has no record of this app's routes") {
+		t.Errorf("the lost routes are not reported:\n%s", logs)
+	}
+}
