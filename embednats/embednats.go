@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -113,11 +114,25 @@ func (p *Permissions) server() *server.Permissions {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns       *server.Server
+	cfg      Config
 	internal *User // login for in-process connections when authentication is on
 	lock     *os.File
 	logs     *logAdapter
+
+	mu sync.Mutex
+	ns *server.Server // replaced by Restart
 }
+
+// current is the server running now.
+func (s *Server) current() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ns
+}
+
+// InProcessConn connects to the server running now, so that an
+// in-process client reconnects to the one Restart started.
+func (s *Server) InProcessConn() (net.Conn, error) { return s.current().InProcessConn() }
 
 // internalUser is the login in-process applets use when client
 // authentication is on; its password is random for each start.
@@ -138,15 +153,32 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
+	ns, err := launch(opts, logs, cfg.ReadyTimeout)
+	if err != nil {
+		logs.close()
+		lock.Close()
+		return nil, err
+	}
+	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port can deploy apps and run them on this device; set [nats] users or nkeys, or listen on 127.0.0.1",
+			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+	}
+	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
+			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
+	}
+	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs}, nil
+}
+
+// launch starts a server with opts and waits until it accepts clients.
+func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*server.Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		lock.Close()
 		return nil, fmt.Errorf("configure nats server: %w", err)
 	}
-	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1)}
 	ns.SetLoggerV2(logs, false, false, false)
 	go ns.Start()
-	timeout := cfg.ReadyTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
@@ -158,28 +190,58 @@ func Start(cfg Config) (*Server, error) {
 		case msg := <-logs.fatal:
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			logs.close()
-			lock.Close()
 			return nil, fmt.Errorf("start nats server: %s", msg)
 		default:
 		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			logs.close()
-			lock.Close()
 			return nil, fmt.Errorf("start nats server: not ready for connections after %s", timeout)
 		}
 	}
-	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
-		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port can deploy apps and run them on this device; set [nats] users or nkeys, or listen on 127.0.0.1",
-			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+	return ns, nil
+}
+
+// WriteFailed receives the first error with which the JetStream store
+// failed a write (a full disk, an I/O error) since the server started.
+// nats-server refuses every later write of that stream, or all of them,
+// until it restarts: Restart is the way back once the cause is gone.
+func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }
+
+// Restart replaces the server by a new one with the same configuration
+// and port, which reopens the JetStream store. In-process connections
+// reconnect to it by themselves, as TCP clients do; the data dir stays
+// locked throughout.
+func (s *Server) Restart() error {
+	opts, _, err := serverOptions(s.cfg)
+	if err != nil {
+		return err
 	}
-	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
-		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
-			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if addr, ok := s.ns.Addr().(*net.TCPAddr); ok && addr != nil {
+		// A random port (":0") stays the one clients know.
+		opts.Port = addr.Port
 	}
-	return &Server{ns: ns, internal: internal, lock: lock, logs: logs}, nil
+	if s.internal != nil {
+		for _, u := range opts.Users {
+			if u.Username == internalUser {
+				u.Password = s.internal.Password
+			}
+		}
+	}
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	select {
+	case <-s.logs.writeFailed:
+	default:
+	}
+	ns, err := launch(opts, s.logs, s.cfg.ReadyTimeout)
+	if err != nil {
+		return fmt.Errorf("restart nats server: %w", err)
+	}
+	s.ns = ns
+	return nil
 }
 
 // lockStore takes the data dir's lock on its JetStream store, held until
@@ -401,7 +463,7 @@ func checkFree(host string, port int) error {
 
 // ClientURL is the address TCP clients on this machine connect to.
 func (s *Server) ClientURL() string {
-	addr, ok := s.ns.Addr().(*net.TCPAddr)
+	addr, ok := s.current().Addr().(*net.TCPAddr)
 	if !ok || addr == nil {
 		return ""
 	}
@@ -417,7 +479,7 @@ func (s *Server) ClientURL() string {
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	// No write deadline: on the in-process pipe every flush would arm and
 	// stop a timer (an allocation each), and there is no network to hang.
-	all := []nats.Option{nats.InProcessServer(s.ns), nats.MaxReconnects(-1), nats.FlusherTimeout(0)}
+	all := []nats.Option{nats.InProcessServer(s), nats.MaxReconnects(-1), nats.FlusherTimeout(0)}
 	if s.internal != nil {
 		all = append(all, nats.UserInfo(s.internal.User, s.internal.Password))
 	}
@@ -432,12 +494,13 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 }
 
 // NATS returns the underlying server, for monitoring and tests.
-func (s *Server) NATS() *server.Server { return s.ns }
+func (s *Server) NATS() *server.Server { return s.current() }
 
 // Shutdown stops the server; JetStream flushes its store before it returns.
 func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+	ns := s.current()
+	ns.Shutdown()
+	ns.WaitForShutdown()
 	s.logs.close()
 	s.lock.Close()
 }

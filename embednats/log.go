@@ -25,10 +25,13 @@ const (
 )
 
 // logAdapter turns the server's printf-style log calls into slog records,
-// and keeps the first fatal message so Start can report why it failed.
+// and keeps the first fatal message so Start can report why it failed,
+// and the first failed store write, after which nats-server writes
+// nothing more to that stream until it restarts.
 type logAdapter struct {
-	log   *slog.Logger
-	fatal chan string
+	log         *slog.Logger
+	fatal       chan string
+	writeFailed chan string
 
 	mu     sync.Mutex
 	shapes map[shapeKey]*shapeCount // of the current window; nil between windows
@@ -128,9 +131,20 @@ func blankNumbers(s string) string {
 
 func (l *logAdapter) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, format, v...) }
 func (l *logAdapter) Warnf(format string, v ...any)   { l.emit(slog.LevelWarn, format, v...) }
-func (l *logAdapter) Errorf(format string, v ...any)  { l.emit(slog.LevelError, format, v...) }
-func (l *logAdapter) Debugf(format string, v ...any)  { l.emit(slog.LevelDebug, format, v...) }
-func (l *logAdapter) Tracef(format string, v ...any)  { l.emit(slog.LevelDebug-4, format, v...) }
+func (l *logAdapter) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.emit(slog.LevelError, "%s", msg)
+	// The filestore's and raft's words for a write error they keep
+	// (fileStore.setWriteErr, raft.setWriteErrLocked).
+	if strings.Contains(msg, "Critical write error") {
+		select {
+		case l.writeFailed <- msg:
+		default:
+		}
+	}
+}
+func (l *logAdapter) Debugf(format string, v ...any) { l.emit(slog.LevelDebug, format, v...) }
+func (l *logAdapter) Tracef(format string, v ...any) { l.emit(slog.LevelDebug-4, format, v...) }
 
 func (l *logAdapter) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)

@@ -53,9 +53,16 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return nil
 		})
 		cli.NotifyReady(log)
-		<-ctx.Done()
+		storeCtx, stopStore := context.WithCancel(ctx)
+		stored := make(chan error, 1)
+		go func() { stored <- cli.KeepStoreWritable(storeCtx, srv, cfg.DataDir, log) }()
+		select {
+		case <-ctx.Done():
+		case err = <-stored:
+		}
+		stopStore()
 		log.Info("nats stopping")
 		srv.Shutdown()
-		return nil
+		return err
 	})
 }

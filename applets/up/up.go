@@ -149,7 +149,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		partsCtx, stopParts := context.WithCancel(context.Background())
 		defer stopParts()
 		var wg sync.WaitGroup
-		errs := make(chan error, 3)
+		errs := make(chan error, 4)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cli.KeepStoreWritable(partsCtx, srv, cfg.DataDir, log.With("part", "nats")); err != nil {
+				errs <- err
+			}
+		}()
 		if cfg.Runner.AdminListen != "" {
 			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler())
 			if err != nil {

@@ -1,0 +1,102 @@
+package cli_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+)
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// A node whose disk filled up once writes to JetStream again, by itself,
+// once the space is back: nats-server alone refuses every write to a
+// store that failed one until it restarts.
+func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=24m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	data := filepath.Join(dir, "data")
+	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	logs := &testutil.LogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("keep the store writable: %v", err)
+		}
+	})
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(payload []byte) error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := js.Publish(pctx, "t", payload)
+		return err
+	}
+
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, zeros{}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fill the disk: %v", err)
+	}
+	f.Close()
+	big := []byte(strings.Repeat("x", 64<<10))
+	testutil.Eventually(t, 10*time.Second, "a store write to fail", func() bool {
+		return publish(big) != nil && strings.Contains(logs.String(), "JetStream could not write to its store")
+	})
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
+		return publish([]byte("after")) == nil
+	})
+	if !strings.Contains(logs.String(), "embedded NATS server restarted") {
+		t.Errorf("the restart is not logged:\n%s", logs)
+	}
+}
