@@ -154,7 +154,13 @@ func (a *app) run(ctx context.Context) {
 		if err != nil {
 			// Running instances are left alone: a bad or refused spec
 			// must not take a working app down.
-			a.log.Error("spec not applied; instances left as they are", "revision", rev, "err", err)
+			args := []any{"revision", rev, "err", err}
+			if rev == 0 {
+				// Read from the cache, not from narun-apps: a damaged file
+				// reads as unsigned or invalid, and is the thing to look at.
+				args = append(args, "cached_spec", a.specPath())
+			}
+			a.log.Error("spec not applied; instances left as they are", args...)
 			continue
 		}
 		if outdated != nil && !bytes.Equal(raw, a.warned) {

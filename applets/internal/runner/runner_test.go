@@ -1222,6 +1222,48 @@ func TestNodeIDChangeWarned(t *testing.T) {
 	}
 }
 
+// A cached spec damaged on disk, read while NATS is away, is refused, and
+// the log names the file: it reads as an unsigned spec, which would
+// otherwise send the operator after signing keys.
+func TestDamagedCachedSpecNamed(t *testing.T) {
+	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
+	srv := natstest.StartConfig(t, natsCfg)
+	c := newCluster(t, srv)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := startRunner(t, c, func(o *Options) { o.Conn = nc })
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.stop()
+	srv.Shutdown()
+	testutil.Eventually(t, 10*time.Second, "NATS gone", func() bool { return !nc.IsConnected() })
+
+	cached := filepath.Join(first.dir, "specs", "hello.toml")
+	raw, err := os.ReadFile(cached)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cached, raw[:len(raw)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := startRunner(t, c, func(o *Options) {
+		o.Conn = nc
+		o.DataDir = first.dir
+	})
+	testutil.Eventually(t, 10*time.Second, "the damaged cached spec refused", func() bool {
+		return strings.Contains(second.logs.String(), "spec not applied")
+	})
+	if logs := second.logs.String(); !strings.Contains(logs, "cached_spec="+cached) {
+		t.Errorf("the refusal does not name the cached file:\n%s", logs)
+	}
+	if l := second.of("hello"); len(l) > 0 && l[0].PID != 0 {
+		t.Errorf("the damaged spec ran: %+v", l)
+	}
+}
+
 func TestNATSOutage(t *testing.T) {
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
