@@ -580,8 +580,19 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	cancel()
 	switch {
 	case err == nil && store.DigestHex(info) == b.SHA256:
-		e.log.Debug("binary already uploaded", "object", b.Object)
-		return nil
+		// Its chunks may be damaged on disk though its digest, kept
+		// apart, is intact: nodes then fail every download of it, and a
+		// deploy again of the same bytes is how an operator would fix
+		// that. Reading it through checks them.
+		verr := e.readThrough(ctx, obs, b)
+		if verr == nil {
+			e.log.Debug("binary already uploaded", "object", b.Object)
+			return nil
+		}
+		if !errors.Is(verr, jetstream.ErrDigestMismatch) {
+			return fmt.Errorf("check %s: %w", b.Object, verr)
+		}
+		fmt.Fprintf(e.stdio.Stderr, "%s in %s is damaged (%v): uploading it again\n", b.Object, names.BinariesBucket, verr)
 	case err == nil:
 		return fmt.Errorf("upload %s: object %s already holds other bytes (sha256 %s) and is not replaced; nothing deployed (narun ctl image delete %s if no spec uses it)", b.Path, b.Object, store.DigestHex(info), b.Object)
 	case !isNotFound(err):
@@ -605,6 +616,20 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 		return fmt.Errorf("upload %s: %w", b.Path, err)
 	}
 	return nil
+}
+
+// readThrough reads the stored object of b to its end, which checks its
+// content against its digest.
+func (e *env) readThrough(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
+	octx, cancel := context.WithTimeout(ctx, e.timeout+time.Duration(b.Size/(256<<10))*time.Second)
+	defer cancel()
+	obj, err := obs.Get(octx, b.Object)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	_, err = io.Copy(io.Discard, obj)
+	return err
 }
 
 func (e *env) putBinary(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -84,5 +85,61 @@ func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
 		if err != nil || len(hist) != 1 || hist[0].Operation() != jetstream.KeyValueDelete {
 			t.Errorf("%s history of ghost: %v %v, want one delete marker", bucket, hist, err)
 		}
+	}
+}
+
+// A stored binary whose chunks were damaged on disk, though its digest is
+// intact, is uploaded again by a deploy of the same bytes: nodes fail
+// every download of it, and that deploy is how an operator would fix it.
+func TestDeployReplacesDamagedBinary(t *testing.T) {
+	h := newHarness(t)
+	spec := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", spec, "--binary", selfBinary(t))
+	ctx := context.Background()
+	obs, err := h.js.ObjectStore(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := obs.List(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("objects: %v %v", list, err)
+	}
+	object := list[0].Name
+	// Replace one chunk by as many other bytes, as a damaged block file
+	// would have it.
+	chunks := "$O." + names.BinariesBucket + ".C." + list[0].NUID
+	stream, err := h.js.Stream(ctx, "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, chunks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctx, m.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.js.Publish(ctx, chunks, make([]byte, len(m.Data))); err != nil {
+		t.Fatal(err)
+	}
+	read := func() error {
+		obj, err := obs.Get(ctx, object)
+		if err != nil {
+			return err
+		}
+		defer obj.Close()
+		_, err = io.Copy(io.Discard, obj)
+		return err
+	}
+	if err := read(); !errors.Is(err, jetstream.ErrDigestMismatch) {
+		t.Fatalf("damaged object read: %v", err)
+	}
+
+	r := h.ok("", "deploy", spec, "--binary", selfBinary(t))
+	if !strings.Contains(r.err, object+" in "+names.BinariesBucket+" is damaged") {
+		t.Errorf("deploy said nothing of the damaged object: %q", r.err)
+	}
+	if err := read(); err != nil {
+		t.Errorf("object after the deploy: %v", err)
 	}
 }
