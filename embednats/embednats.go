@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -173,6 +174,11 @@ func Start(cfg Config) (*Server, error) {
 
 // launch starts a server with opts and waits until it accepts clients.
 func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*server.Server, error) {
+	// nats-server sets its storage limit, when not given one, from the
+	// space free at start: on a full disk it is zero, and stays so once
+	// the space is back. Its refusals then call for a restart as a failed
+	// write does.
+	logs.limitFromFullDisk.Store(opts.JetStreamMaxStore == 0 && freeSpace(opts.StoreDir) < MinStoreRoom)
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure nats server: %w", err)
@@ -202,8 +208,35 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 	return ns, nil
 }
 
+// MinStoreRoom is the free space below which a start gives JetStream too
+// small a storage limit to write, and which WriteFailed's receiver should
+// wait for before Restart.
+const MinStoreRoom = 8 << 20
+
+// freeSpace is the space an unprivileged process may still write in the
+// file system that holds dir, or of its nearest existing parent; the
+// largest value when no file system answers, which asks for nothing.
+func freeSpace(dir string) uint64 {
+	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err == nil {
+			return st.Bavail * uint64(st.Bsize)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return math.MaxUint64
+		}
+		dir = parent
+	}
+}
+
+// FreeSpace is the space left for the store of a server on dataDir.
+func FreeSpace(dataDir string) uint64 { return freeSpace(dataDir) }
+
 // WriteFailed receives the first error with which the JetStream store
-// failed a write (a full disk, an I/O error) since the server started.
+// failed a write (a full disk, an I/O error) since the server started,
+// or the first refusal for its storage limit when that limit was set from
+// a disk with less than MinStoreRoom free.
 // nats-server refuses every later write of that stream, or all of them,
 // until it restarts: Restart is the way back once the cause is gone.
 func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }

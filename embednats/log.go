@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,9 @@ type logAdapter struct {
 	log         *slog.Logger
 	fatal       chan string
 	writeFailed chan string
+	// limitFromFullDisk says the running server's storage limit was set
+	// from a disk with no room (launch).
+	limitFromFullDisk atomic.Bool
 
 	mu     sync.Mutex
 	shapes map[shapeKey]*shapeCount // of the current window; nil between windows
@@ -136,7 +140,8 @@ func (l *logAdapter) Errorf(format string, v ...any) {
 	l.emit(slog.LevelError, "%s", msg)
 	// The filestore's and raft's words for a write error they keep
 	// (fileStore.setWriteErr, raft.setWriteErrLocked).
-	if strings.Contains(msg, "Critical write error") {
+	if strings.Contains(msg, "Critical write error") ||
+		l.limitFromFullDisk.Load() && strings.Contains(msg, "resource limits exceeded") {
 		select {
 		case l.writeFailed <- msg:
 		default:

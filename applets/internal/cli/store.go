@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"syscall"
 	"time"
 
 	"github.com/narun/narun/embednats"
@@ -13,7 +12,7 @@ import (
 // storeRoom is the free space the data dir needs before an embedded
 // server whose store failed a write is restarted: enough for JetStream to
 // write again, not so much that a small device never gets there.
-const storeRoom = 8 << 20
+const storeRoom = embednats.MinStoreRoom
 
 // storeCheck is how often the data dir's free space is looked at while
 // it lacks room, and the least time between two restarts, so that a disk
@@ -44,12 +43,7 @@ func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir strin
 				return nil
 			case <-t.C:
 			}
-			free, err := freeBytes(dataDir)
-			if err != nil {
-				log.Warn("read the free space of the data dir", "data_dir", dataDir, "err", err)
-				continue
-			}
-			if free >= storeRoom {
+			if embednats.FreeSpace(dataDir) >= storeRoom {
 				break
 			}
 		}
@@ -58,14 +52,4 @@ func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir strin
 		}
 		log.Info("embedded NATS server restarted: JetStream writes to its store again", "data_dir", dataDir)
 	}
-}
-
-// freeBytes is the space an unprivileged process may still write in the
-// file system that holds dir.
-func freeBytes(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return st.Bavail * uint64(st.Bsize), nil
 }

@@ -100,3 +100,90 @@ func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
 		t.Errorf("the restart is not logged:\n%s", logs)
 	}
 }
+
+// A node started on a full disk writes to JetStream once the space is
+// back: nats-server set its storage limit from the free space at start,
+// zero, and would refuse every write until restarted.
+func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	data := filepath.Join(dir, "data")
+	cfg := embednats.Config{Listen: "127.0.0.1:-1", DataDir: data}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	put := func(js jetstream.JetStream) error {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		kv, err := js.CreateOrUpdateKeyValue(wctx, jetstream.KeyValueConfig{Bucket: "b"})
+		if err != nil {
+			return err
+		}
+		_, err = kv.PutString(wctx, "k", "v")
+		return err
+	}
+	connect := func(srv *embednats.Server) jetstream.JetStream {
+		nc, err := srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	// The store exists from an earlier start, as on a node.
+	first, err := embednats.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := put(connect(first)); err != nil {
+		t.Fatal(err)
+	}
+	first.Shutdown()
+
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, zeros{}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fill the disk: %v", err)
+	}
+	f.Close()
+	srv, err := embednats.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	logs := &testutil.LogBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("keep the store writable: %v", err)
+		}
+	})
+	js := connect(srv)
+	if err := put(js); err == nil {
+		t.Fatal("a write on a full disk passed")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
+		return put(js) == nil
+	})
+}
