@@ -768,6 +768,33 @@ func TestFiles(t *testing.T) {
 	}
 }
 
+// TestSecretListJSONTime checks that secret list --json gives a script the
+// time a secret was set as the other lists do, RFC 3339 in UTC, and not the
+// table's local minute without a zone.
+func TestSecretListJSONTime(t *testing.T) {
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	before := time.Now().UTC().Truncate(time.Second)
+	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	after := time.Now().UTC()
+	r := h.ok("", "secret", "list", "--json")
+	var rows []struct {
+		Name    string `json:"name"`
+		Updated string `json:"updated"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &rows); err != nil || len(rows) != 1 {
+		t.Fatalf("secret list --json: %v: %s", err, r.out)
+	}
+	got, err := time.Parse(time.RFC3339, rows[0].Updated)
+	if err != nil {
+		t.Fatalf("updated %q is not RFC 3339: %v", rows[0].Updated, err)
+	}
+	if _, off := got.Zone(); off != 0 || got.Before(before) || got.After(after) {
+		t.Errorf("updated %s: want a UTC time between %s and %s", got, before, after)
+	}
+}
+
 func TestSecrets(t *testing.T) {
 	h := newHarness(t)
 	key := h.dir + "/secret.key"

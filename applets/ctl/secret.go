@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -134,10 +135,13 @@ func readLimited(name string, r io.Reader) ([]byte, error) {
 }
 
 type secretRow struct {
-	Name    string   `json:"name"`
-	KeyID   string   `json:"key_id"`
+	Name  string `json:"name"`
+	KeyID string `json:"key_id"`
+	// Updated is RFC 3339 in UTC, as the other lists' times, for scripts
+	// that compare it; "" when the stored value does not say.
 	Updated string   `json:"updated"`
 	UsedBy  []string `json:"used_by"`
+	stamp   string
 }
 
 func secretList(ctx context.Context, c *ucli.Context, e *env) error {
@@ -149,7 +153,10 @@ func secretList(ctx context.Context, c *ucli.Context, e *env) error {
 	err = e.entries(ctx, names.SecretsBucket, "secret", func(k string, v []byte) {
 		row := secretRow{Name: k, UsedBy: used[k]}
 		if s, err := secrets.Unmarshal(v); err == nil {
-			row.KeyID, row.Updated = s.KeyID, stamp(s.Updated)
+			row.KeyID, row.stamp = s.KeyID, stamp(s.Updated)
+			if !s.Updated.IsZero() {
+				row.Updated = s.Updated.UTC().Format(time.RFC3339)
+			}
 		}
 		if row.UsedBy == nil {
 			row.UsedBy = []string{}
@@ -164,7 +171,7 @@ func secretList(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	t := e.table("NAME", "KEY", "UPDATED", "USED BY")
 	for _, r := range rows {
-		t.row(r.Name, orDash(r.KeyID), r.Updated, orDash(strings.Join(r.UsedBy, ",")))
+		t.row(r.Name, orDash(r.KeyID), orDash(r.stamp), orDash(strings.Join(r.UsedBy, ",")))
 	}
 	return t.flush()
 }
