@@ -34,10 +34,10 @@ func TestUsageErrors(t *testing.T) {
 
 // A heartbeat interval longer than half the life of a heartbeat in
 // narun-nodes would make the node vanish between two: refused at start,
-// naming the file and the key.
+// naming the file, the line and the key.
 func TestHeartbeatIntervalTooLong(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "narun.toml")
-	if err := os.WriteFile(file, []byte("[runner]\nheartbeat_interval = \"40s\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("[runner]\nnode_id = \"n\"\nheartbeat_interval = \"40s\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
@@ -47,7 +47,7 @@ func TestHeartbeatIntervalTooLong(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), file+": runner.heartbeat_interval 40s: at most 15s") {
-		t.Errorf("Main = %v, want an error naming the file and runner.heartbeat_interval", err)
+	if err == nil || !strings.Contains(err.Error(), file+`:3: key "runner.heartbeat_interval": want at most 15s, got 40s`) {
+		t.Errorf("Main = %v, want an error naming the file, line 3 and runner.heartbeat_interval", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -321,4 +322,22 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		cfg.DataDir = abs
 	}
 	return cfg, nil
+}
+
+// Where places key (dotted: "runner.heartbeat_interval") in the file f was
+// read from, as "path:line", for an error about a value that only a check
+// after loading refuses: "path" when the key cannot be placed (or the file
+// cannot be read again), "" when f was read from no file.
+func (f File) Where(key string) string {
+	if f.Path == "" {
+		return ""
+	}
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return f.Path
+	}
+	if n := keyLine(data, toml.Key(strings.Split(key, "."))); n > 0 {
+		return fmt.Sprintf("%s:%d", f.Path, n)
+	}
+	return f.Path
 }

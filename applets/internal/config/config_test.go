@@ -324,3 +324,25 @@ func TestRouteSizeJSON(t *testing.T) {
 		t.Errorf("round trip of %s: %d, %v", b, back.MaxBody, err)
 	}
 }
+
+// Where places a key for an error about its value, which only a check after
+// loading can refuse.
+func TestWhere(t *testing.T) {
+	p := writeConfig(t, "log_level = \"info\"\n\n[runner]\nnode_id = \"n\"\n# heartbeat_interval = \"1s\"\nheartbeat_interval = \"40s\"\n")
+	cfg, err := config.Load(p, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		"runner.heartbeat_interval": p + ":6",
+		"log_level":                 p + ":1",
+		"runner.labels":             p,
+	} {
+		if got := cfg.Where(key); got != want {
+			t.Errorf("Where(%q) = %q, want %q", key, got, want)
+		}
+	}
+	if got := config.Defaults().Where("runner.heartbeat_interval"); got != "" {
+		t.Errorf("Where without a file = %q, want \"\"", got)
+	}
+}

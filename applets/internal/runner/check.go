@@ -15,11 +15,11 @@ import (
 func CheckConfig(cfg config.File) error {
 	if limit := store.NodeTTL / 2; cfg.Runner.HeartbeatInterval.D() > limit {
 		where := ""
-		if cfg.Path != "" {
-			where = cfg.Path + ": "
+		if w := cfg.Where("runner.heartbeat_interval"); w != "" {
+			where = w + ": "
 		}
-		return fmt.Errorf("%srunner.heartbeat_interval %s: at most %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
-			where, cfg.Runner.HeartbeatInterval.D(), limit, store.NodeTTL)
+		return fmt.Errorf("%skey %q: want at most %s, got %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
+			where, "runner.heartbeat_interval", limit, cfg.Runner.HeartbeatInterval.D(), store.NodeTTL)
 	}
 	return nil
 }
