@@ -26,7 +26,7 @@ func signingCommand(stdio cli.IO) *ucli.Command {
 					"and FILE in [ctl] signing_key_file (or pass --signing-key FILE).",
 				Action: action(stdio, false, signingKeygen),
 			},
-			{Name: "public", Usage: "print the public key of the signing key ([ctl] signing_key_file or --signing-key)", Action: action(stdio, false, signingPublic)},
+			{Name: "public", Usage: "print the public key of the signing key (--signing-key, [ctl] signing_key_file, else the data dir's signing.key)", Action: action(stdio, false, signingPublic)},
 		},
 	}
 }
