@@ -78,22 +78,39 @@ func ExitCode(err error) int {
 // NewLogger builds the process logger: text for terminals, or JSON when
 // format is "json". level is debug, info, warn or error.
 func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if level == "" {
-		level = "info"
+	lvl, err := parseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
 	}
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	if err := checkFormat(format); err != nil {
+		return nil, fmt.Errorf("log format: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(format) {
-	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
+	if strings.EqualFold(format, "json") {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	default:
-		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// parseLevel reads a log level; "" is info.
+func parseLevel(level string) (slog.Level, error) {
+	var lvl slog.Level
+	if level == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return 0, fmt.Errorf("want debug, info, warn or error, got %q", level)
+	}
+	return lvl, nil
+}
+
+// checkFormat accepts a log format; "" is text.
+func checkFormat(format string) error {
+	switch strings.ToLower(format) {
+	case "", "text", "json":
+		return nil
+	}
+	return fmt.Errorf("want text or json, got %q", format)
 }
 
 // Func is the signature of every applet. args[0] is the name the applet was

@@ -58,6 +58,51 @@ nats_url = "nats://file:4222"
 	}
 }
 
+// A wrong log level or format in the file is an error of the file, naming
+// its line and key like a wrong type, and exits 1; the same mistake in a
+// flag is a usage error (exit 2).
+func TestLogSettingsErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	for _, tt := range []struct {
+		name, body string
+		args       []string
+		code       int
+		want       string
+	}{
+		{"file level", "data_dir = \"/x\"\nlog_level = \"verbose\"\n", nil, 1,
+			file + `:2: key "log_level": want debug, info, warn or error, got "verbose"`},
+		{"file format", "log_format = \"xml\"\n", nil, 1,
+			file + `:1: key "log_format": want text or json, got "xml"`},
+		{"flag level", "", []string{"--log-level", "loud"}, 2,
+			`--log-level: want debug, info, warn or error, got "loud"`},
+		{"flag over a wrong file", "log_level = \"verbose\"\n", []string{"--log-level", "debug"}, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(file, []byte(tt.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &stderr, Getenv: func(string) string { return "" }}
+			args := append([]string{"nats", "--config", file}, tt.args...)
+			err := cli.Service(context.Background(), stdio, args, "test", cli.ConfigFlags(),
+				func(*ucli.Context, config.File, *slog.Logger) error { return nil })
+			if got := cli.ExitCode(err); got != tt.code {
+				t.Fatalf("exit %d (%v), want %d", got, err, tt.code)
+			}
+			if msg := stderr.String() + errorText(err); !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q, want it to contain %q", msg, tt.want)
+			}
+		})
+	}
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
 func TestServiceRefusesArguments(t *testing.T) {
 	stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
 	called := false

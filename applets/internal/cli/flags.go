@@ -103,9 +103,26 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 			client.NATSNkey = c.String(FlagNATSNkey)
 		}
 	}
+	// A wrong flag is a usage error; a wrong value in the file is the
+	// file's, named by its line as the decoder names a wrong type.
+	for _, v := range []struct {
+		flag, key string
+		err       error
+	}{
+		{FlagLogLevel, "log_level", func() error { _, err := parseLevel(cfg.LogLevel); return err }()},
+		{FlagLogFormat, "log_format", checkFormat(cfg.LogFormat)},
+	} {
+		switch {
+		case v.err == nil:
+		case c.IsSet(v.flag):
+			return cfg, nil, Usage(fmt.Errorf("--%s: %w", v.flag, v.err))
+		default:
+			return cfg, nil, fmt.Errorf("%s: key %q: %w", cfg.Where(v.key), v.key, v.err)
+		}
+	}
 	log, err := NewLogger(stdio.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		return cfg, nil, Usage(err)
+		return cfg, nil, err
 	}
 	return cfg, log, nil
 }
