@@ -495,7 +495,7 @@ func (a *App) validateSelector(v *validator) {
 	}
 	for _, k := range sortedKeys(a.Labels) {
 		if !labelRe.MatchString(k) || len(k) > 128 {
-			v.add("labels."+k, "invalid label name")
+			v.add("labels."+k, "label name %q: want a letter or digit, then letters, digits, '.', '_', '/' or '-', at most 128 characters", k)
 		}
 		if val := a.Labels[k]; val == "" || len(val) > 128 || strings.ContainsAny(val, "\x00\n") {
 			v.add("labels."+k, "label value must be 1..128 characters on one line")

@@ -637,6 +637,16 @@ func TestOversizedSpecRefused(t *testing.T) {
 
 // `hostname` prints the full name on some systems; a runner's default id is
 // its first label, and the error says so.
+// A label name the selector refuses says what a name may hold, so the
+// fix does not need the reference.
+func TestLabelNameErrorSaysWhatIsWanted(t *testing.T) {
+	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \"1\"\nlabels = { \"-zone\" = \"x\" }\n"))
+	want := `app.toml:3: key "labels.-zone": label name "-zone": want a letter or digit, then letters, digits, '.', '_', '/' or '-', at most 128 characters`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error = %v, want %s", err, want)
+	}
+}
+
 func TestNodeIDFromFullHostName(t *testing.T) {
 	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"edge-01.example.com\"]\n"))
 	if err == nil || !strings.Contains(err.Error(), `the first label of its host name, "edge-01"`) {
