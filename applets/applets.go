@@ -76,7 +76,13 @@ func Main(args []string, stdio cli.IO) int {
 			usage(stdio.Stdout)
 			return 0
 		}
-		fmt.Fprintf(stdio.Stderr, "narun: unknown applet %q\n\n", args[1])
+		if strings.HasPrefix(args[1], "-") {
+			// `narun --config FILE up` is a natural guess: every flag,
+			// --config included, belongs to an applet.
+			fmt.Fprintf(stdio.Stderr, "narun: %s before the applet: flags follow it (narun APPLET %s ...)\n\n", args[1], args[1])
+		} else {
+			fmt.Fprintf(stdio.Stderr, "narun: unknown applet %q\n\n", args[1])
+		}
 		usage(stdio.Stderr)
 		return 2
 	}

@@ -44,6 +44,7 @@ func TestDispatchInProcess(t *testing.T) {
 	}{
 		{"unknown applet", []string{"narun", "bogus"}, 2, "", "unknown applet \"bogus\"", ""},
 		{"no applet", []string{"narun"}, 2, "", "applets:", ""},
+		{"flag before the applet", []string{"narun", "--config", "x", "up"}, 2, "", "narun: --config before the applet: flags follow it (narun APPLET --config ...)", "unknown applet"},
 		{"help", []string{"narun", "--help"}, 0, "applets:", "", ""},
 		{"help lists aliases", []string{"narun", "help"}, 0, "runner (node-runner)", "", ""},
 		{"launcher is hidden", []string{"narun", "bogus"}, 2, "", "version", "launcher"},
