@@ -327,7 +327,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	}
 	if cfg.MaxPayload > 0 {
 		if cfg.MaxPayload > 64<<20 {
-			return nil, nil, fmt.Errorf("nats.max_payload %d: at most 64 MiB", cfg.MaxPayload)
+			return nil, nil, &KeyError{Key: "nats.max_payload", Err: fmt.Errorf("want at most 64 MiB, got %d bytes", cfg.MaxPayload)}
 		}
 		opts.MaxPayload = int32(cfg.MaxPayload)
 	}
@@ -349,7 +349,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	}
 	if cfg.Cluster.Listen == "" && len(cfg.Cluster.Routes) > 0 {
 		// The server would run alone, quietly: routes need a route port.
-		return nil, nil, errors.New("nats.cluster.routes is set but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222")
+		return nil, nil, &KeyError{Key: "nats.cluster.routes", Err: errors.New("set, but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222")}
 	}
 	if cfg.Cluster.Listen != "" {
 		host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
@@ -357,13 +357,13 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			return nil, nil, err
 		}
 		if (cfg.Cluster.User == "") != (cfg.Cluster.Password == "") {
-			return nil, nil, errors.New("nats.cluster.user and nats.cluster.password: set both or neither")
+			return nil, nil, &KeyError{Key: "nats.cluster", Err: errors.New("set both nats.cluster.user and nats.cluster.password, or neither")}
 		}
 		// nats-server accepts any route when the cluster has no user: with
 		// client logins on, whoever reaches the cluster port would join as a
 		// route and read and publish everything, deploys included.
 		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
-			return nil, nil, errors.New("nats.cluster.listen is set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")
+			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")}
 		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
 			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
@@ -448,14 +448,27 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	return opts, internal, nil
 }
 
+// KeyError is a configuration value the server refuses. Key names the
+// value as narun.toml does ("nats.max_payload", or "nats.cluster" for a
+// pair of its keys), so that a caller that read it from a file can say
+// where.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
 func splitHostPort(key, addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("%s %q: want host:port: %w", key, addr, err)
+		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: want host:port: %w", addr, err)}
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < -1 || port > 65535 {
-		return "", 0, fmt.Errorf("%s %q: invalid port", key, addr)
+		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: invalid port", addr)}
 	}
 	if host == "" {
 		host = "0.0.0.0"

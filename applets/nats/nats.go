@@ -45,7 +45,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		ec.Logger = log
 		srv, err := embednats.Start(ec)
 		if err != nil {
-			return err
+			return cli.PlaceNATSError(cfg, err, map[string]bool{
+				"nats.listen":         c.IsSet("listen"),
+				"nats.http_listen":    c.IsSet("http-listen"),
+				"nats.cluster.listen": c.IsSet("cluster-listen"),
+				"nats.cluster.routes": c.IsSet("routes"),
+			})
 		}
 		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
 		cli.OnSIGHUP(ctx, log, func() error {

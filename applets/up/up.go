@@ -78,7 +78,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		srv, err := embednats.Start(ec)
 		if err != nil {
-			return err
+			return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
 		}
 		defer srv.Shutdown()
 

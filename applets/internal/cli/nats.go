@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/embednats"
@@ -40,4 +43,20 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: k, Permissions: app})
 	}
 	return ec
+}
+
+// PlaceNATSError names the file and line of the [nats] key behind an error
+// of the embedded server's configuration (embednats.KeyError), as the
+// decoder names a wrong type; fromFlag reports the keys a flag set, which
+// the file does not hold.
+func PlaceNATSError(cfg config.File, err error, fromFlag map[string]bool) error {
+	var ke *embednats.KeyError
+	if !errors.As(err, &ke) || fromFlag[ke.Key] {
+		return err
+	}
+	where := cfg.Where(ke.Key)
+	if where == "" || where == cfg.Path {
+		return err
+	}
+	return fmt.Errorf("%s: key %q: %w", where, ke.Key, ke.Err)
 }
