@@ -234,7 +234,7 @@ func TestEnvironment(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]config.Size{"0": 0, "512": 512, "1KiB": 1024, "64MiB": 64 << 20, "1MB": 1000000, "2G": 2 << 30} {
+	for in, want := range map[string]config.Size{"0": 0, "512": 512, "1KiB": 1024, "64MiB": 64 << 20, "1MB": 1000000, "2G": 2 << 30, "1TiB": 1 << 40, "2TB": 2e12, "1T": 1 << 40} {
 		got, err := config.ParseSize(in)
 		if err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)

@@ -647,6 +647,20 @@ func TestLabelNameErrorSaysWhatIsWanted(t *testing.T) {
 	}
 }
 
+// The memory limit's documented range, 4MiB..1TiB, can be written with the
+// unit it is documented in.
+func TestMemoryLimitInTiB(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nmode = \"sandbox\"\n[resources]\n"
+	a, err := Parse("app.toml", []byte(base+"memory = \"1TiB\"\n"))
+	if err != nil || a.Resources.Memory != 1<<40 {
+		t.Fatalf("memory = \"1TiB\": %v", err)
+	}
+	_, err = Parse("app.toml", []byte(base+"memory = \"2TiB\"\n"))
+	if want := `key "resources.memory": want 0 (no limit) or 4MiB..1TiB`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("memory = \"2TiB\": %v, want %s", err, want)
+	}
+}
+
 func TestNodeIDFromFullHostName(t *testing.T) {
 	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \"1\"\nnodes = [\"edge-01.example.com\"]\n"))
 	if err == nil || !strings.Contains(err.Error(), `the first label of its host name, "edge-01"`) {
