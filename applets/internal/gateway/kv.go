@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -154,10 +155,26 @@ func (g *Gateway) loadRoutesCache() {
 		g.log.Warn("routes cache not read: deployed apps' routes wait for narun-routes", "file", path, "err", err)
 		return
 	}
+	// An entry the trusted keys do not sign is left for the bucket to
+	// settle rather than refused with an error: the cache holds what an
+	// earlier configuration took, and after signing is set up it holds the
+	// unsigned entries until their signed copies arrive.
+	var unsigned []string
 	for app, value := range entries {
+		g.mu.Lock()
+		_, err := g.signatures.Verify(value)
+		g.mu.Unlock()
+		if err != nil {
+			unsigned = append(unsigned, app)
+			continue
+		}
 		g.setAppEntry(app, value)
 	}
-	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries))
+	if len(unsigned) > 0 {
+		slices.Sort(unsigned)
+		g.log.Info("routes cache entries the trusted keys do not sign are left out until narun-routes answers", "file", path, "apps", unsigned)
+	}
+	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries)-len(unsigned))
 }
 
 // saveRoutesCache writes the entries held for loadRoutesCache.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -126,5 +127,54 @@ func TestNodeKeysSurviveReload(t *testing.T) {
 	}
 	if _, err := g.signatures.Verify([]byte("[]\n")); err == nil {
 		t.Error("after a reload, an unsigned entry passes: the node key was dropped")
+	}
+}
+
+// Once trusted keys are set, the routes cache still holds the unsigned
+// entries of before: they are left out quietly, with one line naming them,
+// not refused as errors, and the signed copies narun-routes holds are
+// served once it answers.
+func TestUnsignedCacheEntriesLeftOutQuietly(t *testing.T) {
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, nc, consumerConfig("old"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "served")
+	}))
+	entry := []byte(`[{"path":"/old/","service":"old"}]`)
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	b, err := json.Marshal(map[string][]byte{"old": entry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cache, string(b))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(context.Background(), js, names.RoutesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), "old", key.Sign(entry)); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs testutil.LogBuffer
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{key.Public()}
+	r := startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	testutil.Eventually(t, 20*time.Second, "the signed copy served", func() bool {
+		code, body := get(t, "http://"+r.addrs["http"]+"/old/")
+		return code == 200 && body == "served"
+	})
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("an unsigned cache entry logged as an error:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "routes cache entries the trusted keys do not sign are left out until narun-routes answers") || !strings.Contains(logs.String(), "apps=[old]") {
+		t.Errorf("the unsigned cache entries are not named:\n%s", logs.String())
 	}
 }
