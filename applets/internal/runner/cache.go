@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,6 +41,9 @@ type cache struct {
 	// a binary handed out after it began listing what the apps keep, to a
 	// new app it could not see yet.
 	handedOut map[string]time.Time
+	// verified is when check last found each digest's file whole, and
+	// what the file looked like then.
+	verified map[string]verification
 	// afterFetch runs once fetches have stopped for releaseDelay.
 	afterFetch *debounce
 }
@@ -56,7 +60,7 @@ func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, log: log, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, log: log, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
@@ -100,8 +104,8 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	defer unlock()
 	p := c.path(b.SHA256)
 	var damaged error
-	if _, err := os.Lstat(p); err == nil {
-		if damaged = c.check(p, b.SHA256); damaged == nil {
+	if fi, err := os.Lstat(p); err == nil {
+		if damaged = c.check(p, b.SHA256, fi); damaged == nil {
 			c.handOut(b.SHA256)
 			return p, nil
 		}
@@ -128,9 +132,21 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 // check verifies the cached binary at p against its digest, and removes
 // it when it does not match or cannot be read, so that the next fetch
 // replaces it.
-func (c *cache) check(p, want string) error {
+func (c *cache) check(p, want string, fi os.FileInfo) error {
+	stamp, stamped := stampOf(fi)
+	c.mu.Lock()
+	v, ok := c.verified[want]
+	c.mu.Unlock()
+	if stamped && ok && v.stamp == stamp && v.settled() && time.Since(v.at) < recheckAfter {
+		return nil
+	}
 	got, err := fileSHA256(p)
 	if err == nil && got == want {
+		if stamped {
+			c.mu.Lock()
+			c.verified[want] = verification{stamp: stamp, at: time.Now()}
+			c.mu.Unlock()
+		}
 		return nil
 	}
 	var damaged error
@@ -144,6 +160,45 @@ func (c *cache) check(p, want string) error {
 	}
 	c.log.Error("cached binary does not match its digest: not run, fetched again from the object store", "file", p, "err", damaged)
 	return damaged
+}
+
+// recheckAfter is how long a verified binary whose file has not changed
+// (same inode, size, modification and change times) is run without
+// hashing it again: a burst of starts (a hundred apps of one binary, a
+// crash loop) hashes it once, not once per start, which on a device
+// without SHA instructions costs tens of milliseconds per start of a
+// 10 MiB binary. Any write, replacement or mode change is seen at once;
+// damage the filesystem does not record (the medium decaying) within it.
+const recheckAfter = time.Minute
+
+type verification struct {
+	stamp fileStamp
+	at    time.Time
+}
+
+// timestampGrain bounds how coarse file times are: the kernel takes them
+// from a clock that ticks every few milliseconds.
+const timestampGrain = time.Second
+
+// settled reports whether the file had not changed for a while when it was
+// hashed: a write soon after the hash, within the same tick of the file
+// times, would leave the stamp as it was (git's "racy" index entries).
+func (v verification) settled() bool {
+	return time.Unix(v.stamp.ctime.Unix()).Before(v.at.Add(-timestampGrain))
+}
+
+// fileStamp is what a write, a replacement or a chmod of a file changes.
+type fileStamp struct {
+	ino, size    int64
+	mtime, ctime syscall.Timespec
+}
+
+func stampOf(fi os.FileInfo) (fileStamp, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStamp{}, false
+	}
+	return fileStamp{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}, true
 }
 
 // fileSHA256 returns the SHA-256 (hex) of the file at p.
@@ -185,6 +240,7 @@ func (c *cache) gc(keep map[string]bool, listed time.Time) []string {
 		recent := !c.handedOut[name].Before(listed)
 		if !recent {
 			delete(c.handedOut, name)
+			delete(c.verified, name)
 		}
 		c.mu.Unlock()
 		if !recent && os.Remove(filepath.Join(c.dir, name)) == nil {

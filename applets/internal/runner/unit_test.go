@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,6 +127,14 @@ func TestCacheRefusesDamagedBinary(t *testing.T) {
 		t.Run(damage.name, func(t *testing.T) {
 			c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 			if err != nil {
+				t.Fatal(err)
+			}
+			// Verified once, so that the check after the damage is the
+			// one that could trust the earlier hash.
+			if err := os.WriteFile(c.path(digest), []byte(content), 0o555); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.binary(context.Background(), nil, b); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(c.path(digest), []byte(damage.content), 0o555); err != nil {
@@ -271,5 +280,57 @@ func TestLogLimit(t *testing.T) {
 	}
 	if len(got) != 5 || got[3].Line != big || !strings.Contains(got[4].Line, "dropping") {
 		t.Errorf("5 MiB in one window: %d lines published, last %.40q", len(got), got[len(got)-1].Line)
+	}
+}
+
+// A binary hashed a moment ago whose file has not changed since is handed
+// out without hashing it again; any write to it is seen at once.
+func TestCacheTrustsRecentHashOfUnchangedFile(t *testing.T) {
+	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := "#!/bin/true\n"
+	digest := sha256Hex(content)
+	b := spec.Binary{Object: "app/1/linux", SHA256: digest}
+	// Contents that do not match, under a hash recorded for the file as it
+	// is: handed out only if the recorded hash is trusted.
+	if err := os.WriteFile(c.path(digest), []byte("#!/bin/trve\n"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(c.path(digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp, ok := stampOf(fi)
+	if !ok {
+		t.Fatal("no stamp for a file on Linux")
+	}
+	// Hashed after the file had settled, as a start a while after the
+	// fetch is.
+	c.verified[digest] = verification{stamp: stamp, at: time.Now().Add(2 * timestampGrain)}
+	if _, err := c.binary(context.Background(), nil, b); err != nil {
+		t.Fatalf("a file unchanged since it was hashed was hashed again: %v", err)
+	}
+	// Of another length: file times may not move within a tick, which
+	// settled is for.
+	if err := os.WriteFile(c.path(digest), []byte("#!/bin/trve \n"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.binary(context.Background(), nil, b); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a file written after it was hashed handed out as %s (%v)", p, err)
+	}
+}
+
+// A hash taken within a tick of file times of the file's last change is
+// not trusted: a write right after it could leave the stamp unchanged.
+func TestVerificationSettled(t *testing.T) {
+	now := time.Now()
+	at := func(d time.Duration) syscall.Timespec { return syscall.NsecToTimespec(now.Add(d).UnixNano()) }
+	if (verification{stamp: fileStamp{ctime: at(-2 * timestampGrain)}, at: now}).settled() != true {
+		t.Error("a file changed long before its hash is not trusted")
+	}
+	if (verification{stamp: fileStamp{ctime: at(-time.Millisecond)}, at: now}).settled() != false {
+		t.Error("a file changed just before its hash is trusted")
 	}
 }
