@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // zeros reads as an endless run of zero bytes.
@@ -41,18 +42,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // reopens the store, and the in-process connection opened before carries
 // on with the new server, messages stored before included.
 func TestRestartAfterWriteFailure(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := natstest.SmallDisk(t, "8m")
 	data := filepath.Join(dir, "data")
 	// The disk, not the account's limit, must refuse the write.
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,4 +232,24 @@ func PublishRefused(t testing.TB, nc *nats.Conn, subject string) error {
 		return err
 	}
 	return nil
+}
+
+// SmallDisk mounts a tmpfs of size (as mount takes it: "8m") on a new
+// temporary directory, for tests of a full disk, and unmounts it when the
+// test ends. It skips the test where mounting is not allowed.
+func SmallDisk(t testing.TB, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }

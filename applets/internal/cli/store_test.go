@@ -17,6 +17,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 type zeros struct{}
@@ -30,18 +31,7 @@ func (zeros) Read(p []byte) (int, error) {
 // once the space is back: nats-server alone refuses every write to a
 // store that failed one until it restarts.
 func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=24m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := natstest.SmallDisk(t, "24m")
 	data := filepath.Join(dir, "data")
 	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})
 	if err != nil {
@@ -105,18 +95,7 @@ func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
 // back: nats-server set its storage limit from the free space at start,
 // zero, and would refuse every write until restarted.
 func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := natstest.SmallDisk(t, "16m")
 	data := filepath.Join(dir, "data")
 	cfg := embednats.Config{Listen: "127.0.0.1:-1", DataDir: data}
 	ctx, cancel := context.WithCancel(context.Background())
