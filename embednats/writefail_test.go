@@ -2,12 +2,8 @@ package embednats_test
 
 import (
 	"context"
-	"errors"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,14 +12,6 @@ import (
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
-
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
-}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -67,15 +55,7 @@ func TestRestartAfterWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, zeros{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill the disk: %v", err)
-	}
-	f.Close()
+	free := natstest.FillDisk(t, dir)
 	payload := []byte(strings.Repeat("x", 64<<10))
 	var failed string
 	waitFor(t, 10*time.Second, "a failed store write to be reported", func() bool {
@@ -91,9 +71,7 @@ func TestRestartAfterWriteFailure(t *testing.T) {
 		t.Errorf("reported %q, want the write error", failed)
 	}
 
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	if _, err := js.Publish(ctx, "t", []byte("room again")); err == nil {
 		t.Fatal("nats-server took a write after a failed one without a restart: Restart would not be needed")
 	}

@@ -2,13 +2,9 @@ package cli_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,13 +15,6 @@ import (
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
-
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
-}
 
 // A node whose disk filled up once writes to JetStream again, by itself,
 // once the space is back: nats-server alone refuses every write to a
@@ -67,22 +56,12 @@ func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
 		return err
 	}
 
-	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, zeros{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill the disk: %v", err)
-	}
-	f.Close()
+	free := natstest.FillDisk(t, dir)
 	big := []byte(strings.Repeat("x", 64<<10))
 	testutil.Eventually(t, 10*time.Second, "a store write to fail", func() bool {
 		return publish(big) != nil && strings.Contains(logs.String(), "JetStream could not write to its store")
 	})
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
 		return publish([]byte("after")) == nil
 	})
@@ -132,15 +111,7 @@ func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
 	}
 	first.Shutdown()
 
-	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, zeros{}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fill the disk: %v", err)
-	}
-	f.Close()
+	free := natstest.FillDisk(t, dir)
 	srv, err := embednats.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +130,7 @@ func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
 	if err := put(js); err == nil {
 		t.Fatal("a write on a full disk passed")
 	}
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
 		return put(js) == nil
 	})
