@@ -903,7 +903,9 @@ func TestLogsFollowLosesNATS(t *testing.T) {
 	})
 	h.srv.Shutdown()
 	r := <-done
-	if r.code == 0 || !strings.Contains(r.err, "lost the connection to NATS") {
+	// Which one depends on whether nats.go noticed the closed connection
+	// before JetStream's silence timed the follow out.
+	if r.code == 0 || !strings.Contains(r.err, "lost the connection to NATS") && !strings.Contains(r.err, "NATS stopped answering") {
 		t.Errorf("logs -f after the server went away: exit %d, %s", r.code, r.err)
 	}
 }

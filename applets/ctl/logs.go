@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
 
@@ -114,6 +116,11 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			// iterator with a timeout before nats.go gives up.
 			if !e.nc.IsConnected() {
 				return fmt.Errorf("read logs of %s: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), err))
+			}
+			// A server shutting down stops answering JetStream before it
+			// closes its connections.
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				return fmt.Errorf("read logs of %s: NATS stopped answering: %w", app, err)
 			}
 			return fmt.Errorf("read logs of %s: %w", app, err)
 		}
