@@ -78,13 +78,13 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	cons, err := stream.OrderedConsumer(octx, cfg)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read logs of %s: %w", app, err)
+		return e.readLogsErr(app, err)
 	}
 	octx, cancel = e.op(ctx)
 	info, err := cons.Info(octx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read logs of %s: %w", app, err)
+		return e.readLogsErr(app, err)
 	}
 	pending := info.NumPending
 	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
@@ -95,7 +95,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	defer cancel()
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("read logs of %s: %w", app, err)
+		return e.readLogsErr(app, err)
 	}
 	defer it.Stop()
 	go func() {
@@ -111,18 +111,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// Reconnecting counts too: the ordered consumer, failing to
-			// recreate itself while the server is away, ends the
-			// iterator with a timeout before nats.go gives up.
-			if !e.nc.IsConnected() {
-				return fmt.Errorf("read logs of %s: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), err))
-			}
-			// A server shutting down stops answering JetStream before it
-			// closes its connections.
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				return fmt.Errorf("read logs of %s: NATS stopped answering: %w", app, err)
-			}
-			return fmt.Errorf("read logs of %s: %w", app, err)
+			return e.readLogsErr(app, err)
 		}
 		e.printLog(msg, asJSON)
 		if !follow {
@@ -132,6 +121,23 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			}
 		}
 	}
+}
+
+// readLogsErr says why reading app's logs failed. A lost NATS is named as
+// such: a script must not take output cut short for its end.
+func (e *env) readLogsErr(app string, err error) error {
+	// Reconnecting counts too: the ordered consumer, failing to recreate
+	// itself while the server is away, ends the iterator with a timeout
+	// before nats.go gives up.
+	if !e.nc.IsConnected() {
+		return fmt.Errorf("read logs of %s: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), err))
+	}
+	// A server shutting down stops answering JetStream before it closes
+	// its connections.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("read logs of %s: NATS stopped answering: %w", app, err)
+	}
+	return fmt.Errorf("read logs of %s: %w", app, err)
 }
 
 // noLogs explains an empty answer when the name is probably a typo: lines
