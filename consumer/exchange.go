@@ -315,7 +315,7 @@ func (w *responseWriter) WriteHeader(code int) {
 }
 
 // bodyAllowed reports whether the status may have a body, as net/http's
-// server has it: not 1xx, 204 or 304.
+// server has it: not 204 or 304.
 func (w *responseWriter) bodyAllowed() bool {
 	return w.status != http.StatusNoContent && w.status != http.StatusNotModified
 }

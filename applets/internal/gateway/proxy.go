@@ -232,7 +232,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// with the request's head (a unary call's) beats: that saves the
 	// service a pull round trip. HTTP/2 only: there closing the body ends
 	// a blocked read.
-	duplex := (ex.grpc || isConnectStream(r.Header["Content-Type"])) && r.ProtoMajor == 2 && r.ContentLength < 0
+	duplex := r.ProtoMajor == 2 && r.ContentLength < 0 && (ex.grpc || isConnectStream(r.Header["Content-Type"]))
 	body.messages = duplex
 	var first []byte
 	var more bool
