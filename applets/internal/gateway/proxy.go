@@ -237,26 +237,46 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	var first []byte
 	var more bool
 	var pulls *puller
+	var stream *bodyStream
 	defer func() {
+		if stream != nil {
+			stream.stop()
+		}
 		if pulls != nil {
-			pulls.stop(r.Body)
+			// Closing an HTTP/2 body ends a blocked read; an HTTP/1 one
+			// would wait for it.
+			var closer io.Closer
+			if r.ProtoMajor == 2 {
+				closer = r.Body
+			}
+			pulls.stop(closer)
+		}
+		if stream != nil {
+			stream.done()
 		}
 	}()
-	if duplex {
+	var err error
+	switch {
+	case duplex:
 		pulls = g.startPuller(body, &ex.in, rid)
-		var err error
 		first, more, err = pulls.early(ex.timer, g.firstWait)
-		if err != nil {
-			g.bodyError(w, ex, rt, err, rid)
-			return
+	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
+		// Read while the service answers, over HTTP/1 too: without full
+		// duplex net/http would take the connection's lock to discard
+		// the rest of the body when the response starts, and wait for a
+		// read the stream has in progress.
+		if r.ProtoMajor == 1 {
+			_ = http.NewResponseController(w).EnableFullDuplex()
 		}
-	} else {
-		var err error
+		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs)
+		pulls = g.startStreamPuller(stream, &ex.in, rid)
+		first, more, err = stream.head(ex.timer, g.firstWait)
+	default:
 		first, more, err = body.first(r.ContentLength)
-		if err != nil {
-			g.bodyError(w, ex, rt, err, rid)
-			return
-		}
+	}
+	if err != nil {
+		g.bodyError(w, ex, rt, err, rid)
+		return
 	}
 	if more {
 		ex.vals[10] = consumer.BodyStream
@@ -278,6 +298,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		return
 	}
 	body.sent()
+	if stream != nil {
+		stream.release()
+	}
 
 	timer := ex.timer
 	timer.Reset(time.Until(deadline))
@@ -400,7 +423,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if m.Reply == "" {
 				continue
 			}
-			if duplex {
+			if pulls != nil {
 				select {
 				case pulls.replies <- m.Reply:
 				default:
@@ -532,6 +555,23 @@ func (p *puller) early(timer *time.Timer, wait time.Duration) (data []byte, more
 	}
 }
 
+// startStreamPuller answers a service's pulls of a body of unknown length
+// with what arrived since the last one.
+func (g *Gateway) startStreamPuller(s *bodyStream, in *int64, rid string) *puller {
+	p := &puller{replies: make(chan string, 1), failed: make(chan error, 1), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for reply := range p.replies {
+			data, last, err := s.next()
+			if !g.answerPull(p, reply, data, last, err, in, rid) {
+				return
+			}
+			s.release()
+		}
+	}()
+	return p
+}
+
 // answerPull sends the chunk read for a pull; false ends the puller.
 func (g *Gateway) answerPull(p *puller, reply string, data []byte, last bool, err error, in *int64, rid string) bool {
 	if err != nil {
@@ -564,7 +604,9 @@ func (g *Gateway) refusePull(reply string) {
 // closing an HTTP/2 request body ends a read blocked in it.
 func (p *puller) stop(body io.Closer) {
 	close(p.replies)
-	_ = body.Close()
+	if body != nil {
+		_ = body.Close()
+	}
 	<-p.done
 }
 
