@@ -119,47 +119,36 @@ type deployResult struct {
 	Rollout  *rollout                `json:"rollout,omitempty"`
 }
 
+// deployment is one deploy of a spec file: what was read from the files,
+// then, once plan has run, what the checks read in NATS and the spec to
+// store.
+type deployment struct {
+	file string
+	src  []byte
+	app  *spec.App
+	bins []binaryFile
+	key  *signing.Key
+	res  deployResult
+
+	// nodes are the heartbeats; heartbeats says whether they could be
+	// read, without which nothing is warned of.
+	nodes      []state.Node
+	heartbeats bool
+	apps       jetstream.KeyValue
+	cur        current
+	// obs is narun-binaries, opened when there are bins to upload.
+	obs    jetstream.ObjectStore
+	stored []byte
+	final  *spec.App
+}
+
 func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
-	file, err := oneArg(c, "spec file")
+	d, err := e.readDeployment(c)
 	if err != nil {
 		return err
 	}
-	if err := checkWaitTimeout(c); err != nil {
-		return err
-	}
-	src, err := readSpec(file)
-	if err != nil {
-		return fmt.Errorf("read spec: %w", err)
-	}
-	app, err := spec.Parse(file, src)
-	if err != nil {
-		return fmt.Errorf("invalid spec, nothing deployed:\n%w", err)
-	}
-	var bins []binaryFile
-	for _, p := range c.StringSlice("binary") {
-		b, err := inspectBinary(p, app)
-		if err != nil {
-			return err
-		}
-		for _, prev := range bins {
-			if prev.Arch == b.Arch {
-				return usagef("%s and %s are both %s binaries", prev.Path, b.Path, b.Arch)
-			}
-		}
-		bins = append(bins, b)
-	}
-	warnDynamicBinaries(e.stdio.Stderr, app, bins)
-	if len(bins) > 0 && len(app.Binaries) > 0 {
-		return usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
-	}
-	// A key that cannot sign fails the deploy before anything is uploaded.
-	key, err := e.signer()
-	if err != nil {
-		return err
-	}
-	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: pinnedOf(app.Binaries)}
-	if res.DryRun {
-		if len(bins) > 0 {
+	if d.res.DryRun {
+		if len(d.bins) > 0 {
 			// The name a deploy gives a binary depends on the deployed
 			// spec; a dry run that cannot read it still checks the spec
 			// and the binaries, as it does offline in a CI job.
@@ -167,151 +156,258 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 				fmt.Fprintf(e.stdio.Stderr, "warning: %v; object names are those of a first deploy (a deployed spec that pins the same bytes keeps its object's name)\n", err)
 			} else {
 				defer e.close()
-				if err := e.plannedNames(ctx, key, app.Name, bins); err != nil {
+				if err := e.plannedNames(ctx, d.key, d.app.Name, d.bins); err != nil {
 					return err
 				}
 			}
 		}
-		return e.reportDeploy(c, res, bins)
+		return e.reportDeploy(c, d.res, d.bins)
 	}
 
 	if err := e.connect(); err != nil {
 		return err
 	}
 	defer e.close()
+	if err := e.plan(ctx, d); err != nil {
+		return err
+	}
+	for i := range d.bins {
+		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
+			return err
+		}
+	}
+	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy"}, c.Bool("wait"))
+	if err != nil {
+		return err
+	}
+	d.res.Changed, d.res.Revision = p.changed, p.revision
+	if p.w != nil {
+		defer p.w.stop()
+		return e.followDeploy(ctx, c, d.res, p.w)
+	}
+	return e.reportDeploy(c, d.res, d.bins)
+}
+
+// readDeployment reads and checks what deploy is given: the spec file,
+// the binaries and the signing key. Nothing in NATS is read yet.
+func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
+	file, err := oneArg(c, "spec file")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkWaitTimeout(c); err != nil {
+		return nil, err
+	}
+	src, err := readSpec(file)
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	app, err := spec.Parse(file, src)
+	if err != nil {
+		return nil, fmt.Errorf("invalid spec, nothing deployed:\n%w", err)
+	}
+	bins, err := inspectBinaries(c.StringSlice("binary"), app)
+	if err != nil {
+		return nil, err
+	}
+	warnDynamicBinaries(e.stdio.Stderr, app, bins)
+	if len(bins) > 0 && len(app.Binaries) > 0 {
+		return nil, usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
+	}
+	// A key that cannot sign fails the deploy before anything is uploaded.
+	key, err := e.signer()
+	if err != nil {
+		return nil, err
+	}
+	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: pinnedOf(app.Binaries)}
+	return &deployment{file: file, src: src, app: app, bins: bins, key: key, res: res}, nil
+}
+
+// inspectBinaries inspects each of paths, one binary per arch.
+func inspectBinaries(paths []string, app *spec.App) ([]binaryFile, error) {
+	var bins []binaryFile
+	for _, p := range paths {
+		b, err := inspectBinary(p, app)
+		if err != nil {
+			return nil, err
+		}
+		for _, prev := range bins {
+			if prev.Arch == b.Arch {
+				return nil, usagef("%s and %s are both %s binaries", prev.Path, b.Path, b.Arch)
+			}
+		}
+		bins = append(bins, b)
+	}
+	return bins, nil
+}
+
+// plan runs every check of a deploy that reads NATS, each of which
+// refuses the deploy before anything is uploaded or written, and builds
+// the spec to store into d.
+func (e *env) plan(ctx context.Context, d *deployment) error {
 	// Read once: the node key, and the warnings about nodes that will
 	// not run this deploy. Without them, ctl signs with its own key or
 	// none, and warns about nothing.
 	nodes, err := e.nodes(ctx)
-	heartbeats := err == nil
+	d.nodes, d.heartbeats = nodes, err == nil
 	if err != nil {
 		e.log.Debug("read heartbeats", "err", err)
 	}
-	key = e.nodeSigner(key, nodes)
+	d.key = e.nodeSigner(d.key, nodes)
+	if err := e.readCurrent(ctx, d); err != nil {
+		return err
+	}
+	fileDigests, err := e.checkReferences(ctx, d.app)
+	if err != nil {
+		return err
+	}
+	if err := e.checkRoutes(ctx, d.app, d.key); err != nil {
+		return err
+	}
+	pinned, err := e.planBinaries(ctx, d, fileDigests)
+	if err != nil {
+		return err
+	}
+	return e.build(d, pinned, fileDigests)
+}
+
+// readCurrent reads the deployed spec of d's app into d, refusing a
+// deploy that would have to build on one this ctl may not replace.
+func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 	apps, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err
 	}
-	cur, err := currentSpec(ctx, e, apps, app.Name)
+	cur, err := currentSpec(ctx, e, apps, d.app.Name)
 	if err != nil {
 		return err
 	}
-	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app.Name); err != nil {
+	if err := refuseUnsigned(d.key, cur.raw, "the deployed spec of "+d.app.Name); err != nil {
 		return err
 	}
-	if reason := notOurs(key, cur.raw); cur.rev != 0 && reason != "" {
+	if reason := notOurs(d.key, cur.raw); cur.rev != 0 && reason != "" {
 		// Binaries, restarted_at and pins come only from a spec this key
 		// signed; binaries given here or in the file replace the stored
 		// spec whole, so it lends nothing and nothing it names is pruned.
-		if len(bins) == 0 && len(app.Binaries) == 0 {
-			return notOurSpec(app.Name, reason)
+		if len(d.bins) == 0 && len(d.app.Binaries) == 0 {
+			return notOurSpec(d.app.Name, reason)
 		}
 		cur.app = nil
 	}
-	fileDigests, err := e.checkReferences(ctx, app)
-	if err != nil {
-		return err
-	}
-	if err := e.checkRoutes(ctx, app, key); err != nil {
-		return err
-	}
+	d.apps, d.cur = apps, cur
+	return nil
+}
 
-	stored := src
+// planBinaries names the binaries the stored spec is to pin: d's bins, or
+// those the deployed spec pins for the same version; nil when the file's
+// own [binaries] stand, once checked against the store with its file pins.
+func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[string]string) (map[string]spec.Binary, error) {
 	switch {
-	case len(bins) > 0:
+	case len(d.bins) > 0:
 		obs, err := e.objects(ctx, names.BinariesBucket)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		d.obs = obs
 		pinned := map[string]spec.Binary{}
-		for i := range bins {
-			e.keepPinned(ctx, obs, cur, &bins[i])
-			if err := e.upload(ctx, obs, &bins[i]); err != nil {
-				return err
-			}
-			pinned[bins[i].Arch] = spec.Binary{Object: bins[i].Object, SHA256: bins[i].SHA256}
+		for i := range d.bins {
+			e.keepPinned(ctx, obs, d.cur, &d.bins[i])
+			pinned[d.bins[i].Arch] = spec.Binary{Object: d.bins[i].Object, SHA256: d.bins[i].SHA256}
 		}
-		if stored, err = spec.WithBinaries(file, src, pinned); err != nil {
-			return err
+		return pinned, nil
+	case len(d.app.Binaries) > 0:
+		if err := e.checkPinned(ctx, d.app.Binaries); err != nil {
+			return nil, err
 		}
-		res.Pinned = pinnedOf(pinned)
-	case len(app.Binaries) > 0:
-		if err := e.checkPinned(ctx, app.Binaries); err != nil {
-			return err
-		}
-		for obj, pin := range app.FileDigests {
+		for obj, pin := range d.app.FileDigests {
 			if fileDigests[obj] != pin {
-				return fmt.Errorf("file %s has sha256 %s, the spec pins %s", obj, fileDigests[obj], pin)
+				return nil, fmt.Errorf("file %s has sha256 %s, the spec pins %s", obj, fileDigests[obj], pin)
 			}
 		}
-	case cur.app != nil && cur.app.Version == app.Version && len(cur.app.Binaries) > 0:
-		if stored, err = spec.WithBinaries(file, src, cur.app.Binaries); err != nil {
+		return nil, nil
+	case d.cur.app != nil && d.cur.app.Version == d.app.Version && len(d.cur.app.Binaries) > 0:
+		return d.cur.app.Binaries, nil
+	}
+	return nil, usagef("no binary for %s %s: pass --binary FILE (one per arch)", d.app.Name, d.app.Version)
+}
+
+// build makes the value d stores: the file's text with pinned (unless
+// nil), the file pins and the kept restarted_at, signed.
+func (e *env) build(d *deployment, pinned map[string]spec.Binary, fileDigests map[string]string) error {
+	stored := d.src
+	var err error
+	if pinned != nil {
+		if stored, err = spec.WithBinaries(d.file, d.src, pinned); err != nil {
 			return err
 		}
-		res.Pinned = pinnedOf(cur.app.Binaries)
-	default:
-		return usagef("no binary for %s %s: pass --binary FILE (one per arch)", app.Name, app.Version)
+		d.res.Pinned = pinnedOf(pinned)
 	}
 	// Pinned like the binaries, so that nodes place only the bytes this
 	// deploy saw; a file that already pins them (a stored spec saved and
-	// deployed again) was checked above and is stored as it is.
-	if len(app.FileDigests) == 0 {
-		if stored, err = spec.SetFileDigests(file, stored, fileDigests); err != nil {
+	// deployed again) was checked by planBinaries and is stored as it is.
+	if len(d.app.FileDigests) == 0 {
+		if stored, err = spec.SetFileDigests(d.file, stored, fileDigests); err != nil {
 			return err
 		}
 	}
-	// app restart sets restarted_at in the deployed spec, never in the
-	// operator's file: kept like the binaries above, so that deploying the
-	// same file again does not restart every instance.
-	if cur.app != nil && cur.app.Version == app.Version && cur.app.RestartedAt != "" && app.RestartedAt == "" {
-		t, err := time.Parse(time.RFC3339Nano, cur.app.RestartedAt)
-		if err != nil {
-			return fmt.Errorf("restarted_at of the deployed spec of %s: %w", app.Name, err)
-		}
-		if stored, err = spec.SetRestartedAt(file, stored, t); err != nil {
-			return fmt.Errorf("keep restarted_at of the deployed spec of %s: %w", app.Name, err)
-		}
+	if stored, err = keepRestartedAt(d, stored); err != nil {
+		return err
 	}
 	// Signed last, over exactly what is stored; a trailer the file itself
 	// carried (a stored spec saved and deployed again) is dropped, so
 	// without a key the spec is stored unsigned. Parsing the signed value
 	// checks what nodes read, trailer and size included.
-	stored = sign(key, signing.Strip(stored))
-	final, err := spec.Parse(file, stored)
+	stored = sign(d.key, signing.Strip(stored))
+	final, err := spec.Parse(d.file, stored)
 	if err != nil {
 		return err
 	}
-	if cur.app != nil {
-		e.warnRepinned(cur.app.FileDigests, final.FileDigests)
+	if d.cur.app != nil {
+		e.warnRepinned(d.cur.app.FileDigests, final.FileDigests)
 	}
+	d.stored, d.final = stored, final
+	return nil
+}
 
-	p, err := e.publish(ctx, release{apps: apps, cur: cur, stored: stored, final: final, key: key, nodes: nodes, heartbeats: heartbeats, prune: true, verb: "deploy"}, c.Bool("wait"))
+// keepRestartedAt gives stored the restarted_at of the deployed spec of
+// the same version, unless the file sets one: app restart sets it in the
+// deployed spec, never in the operator's file, and deploying the same file
+// again must not restart every instance.
+func keepRestartedAt(d *deployment, stored []byte) ([]byte, error) {
+	cur := d.cur.app
+	if cur == nil || cur.Version != d.app.Version || cur.RestartedAt == "" || d.app.RestartedAt != "" {
+		return stored, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, cur.RestartedAt)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("restarted_at of the deployed spec of %s: %w", d.app.Name, err)
 	}
-	res.Changed, res.Revision = p.changed, p.revision
-	if w := p.w; w != nil {
-		defer w.stop()
-		r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
-		res.Rollout = r
-		if c.Bool(flagJSON) {
-			if perr := e.printJSON(res); perr != nil {
-				return perr
-			}
-		}
-		if err != nil {
-			return &cli.ExitError{Code: ExitRollout, Err: err}
-		}
-		if !c.Bool(flagJSON) {
-			unchanged := ""
-			if !res.Changed {
-				unchanged = " (spec unchanged: nothing rolled out)"
-			}
-			fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready%s\n", app.Name, app.Version, len(r.Ready), unchanged)
-		}
-		return nil
+	if stored, err = spec.SetRestartedAt(d.file, stored, t); err != nil {
+		return nil, fmt.Errorf("keep restarted_at of the deployed spec of %s: %w", d.app.Name, err)
 	}
-	return e.reportDeploy(c, res, bins)
+	return stored, nil
+}
+
+// followDeploy waits for the rollout w follows and reports it.
+func (e *env) followDeploy(ctx context.Context, c *ucli.Context, res deployResult, w *waiter) error {
+	r, err := w.wait(ctx, c.Duration(flagTimeout), !c.Bool(flagJSON))
+	res.Rollout = r
+	if c.Bool(flagJSON) {
+		if perr := e.printJSON(res); perr != nil {
+			return perr
+		}
+	}
+	if err != nil {
+		return &cli.ExitError{Code: ExitRollout, Err: err}
+	}
+	if !c.Bool(flagJSON) {
+		unchanged := ""
+		if !res.Changed {
+			unchanged = " (spec unchanged: nothing rolled out)"
+		}
+		fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready%s\n", res.App, res.Version, len(r.Ready), unchanged)
+	}
+	return nil
 }
 
 func (e *env) reportDeploy(c *ucli.Context, res deployResult, bins []binaryFile) error {
