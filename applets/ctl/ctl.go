@@ -90,6 +90,9 @@ type env struct {
 	// serverAhead is how far the NATS server's clock is ahead of this
 	// machine's (negative: behind), as nodes last read it.
 	serverAhead time.Duration
+	// readOnly is set by a dry run: kv and objects then open buckets
+	// without creating or changing any (openKV).
+	readOnly bool
 }
 
 func newApp(stdio cli.IO, name string) *ucli.App {
@@ -288,12 +291,18 @@ func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
+	if e.readOnly {
+		return e.openKV(ctx, bucket)
+	}
 	return store.KV(ctx, e.js, bucket, e.log)
 }
 
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()
+	if e.readOnly {
+		return e.openObjects(ctx, bucket)
+	}
 	return store.Objects(ctx, e.js, bucket, e.log)
 }
 

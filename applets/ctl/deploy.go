@@ -44,7 +44,7 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 			"The sha256 of each [[files]] object is pinned too; after files put, app restart pins and rolls out the new content.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
-			&ucli.BoolFlag{Name: "dry-run", Usage: "validate and show the plan; upload and write nothing (with --binary and NATS reachable, read the deployed spec to name the objects)"},
+			&ucli.BoolFlag{Name: "dry-run", Usage: "run the checks of a deploy and show the plan; upload and write nothing (without NATS, check the spec and binaries only)"},
 			waitFlag(),
 			waitTimeoutFlag(),
 			jsonFlag(),
@@ -148,22 +148,8 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	if d.res.DryRun {
-		if len(d.bins) > 0 {
-			// The name a deploy gives a binary depends on the deployed
-			// spec; a dry run that cannot read it still checks the spec
-			// and the binaries, as it does offline in a CI job.
-			if err := e.connect(); err != nil {
-				fmt.Fprintf(e.stdio.Stderr, "warning: %v; object names are those of a first deploy (a deployed spec that pins the same bytes keeps its object's name)\n", err)
-			} else {
-				defer e.close()
-				if err := e.plannedNames(ctx, d.key, d.app.Name, d.bins); err != nil {
-					return err
-				}
-			}
-		}
-		return e.reportDeploy(c, d.res, d.bins)
+		return e.dryRun(ctx, c, d)
 	}
-
 	if err := e.connect(); err != nil {
 		return err
 	}
@@ -186,6 +172,51 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return e.followDeploy(ctx, c, d.res, p.w)
 	}
 	return e.reportDeploy(c, d.res, d.bins)
+}
+
+// dryRun is a deploy that stops before its upload: through plan it
+// refuses what the deploy would, with the same error and exit code, so
+// that a spec it calls valid deploys; read-only buckets keep it from
+// writing anything, not even a missing bucket. Without NATS it checks the
+// spec and the binaries only and says what it skipped, so that a CI job
+// can lint specs offline.
+func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error {
+	if err := e.connect(); err != nil {
+		fmt.Fprintf(e.stdio.Stderr, "warning: %v; checked the spec and binaries only, not what a deploy checks in NATS: %s; a deploy may still refuse it\n", err, strings.Join(offlineSkips(d), "; "))
+		return e.reportDeploy(c, d.res, d.bins)
+	}
+	defer e.close()
+	e.readOnly = true
+	if err := e.plan(ctx, d); err != nil {
+		return err
+	}
+	if d.heartbeats {
+		e.warnSignedOnly(d.nodes, d.final, d.key)
+		e.warnAbsentNodes(d.nodes, d.final)
+		e.warnMissingArch(d.nodes, d.final)
+	}
+	return e.reportDeploy(c, d.res, d.bins)
+}
+
+// offlineSkips names the checks in NATS a deploy of d runs, and which a
+// dry run without NATS skips.
+func offlineSkips(d *deployment) []string {
+	var skips []string
+	if len(d.app.Secrets) > 0 || len(d.app.Files) > 0 {
+		skips = append(skips, "that its secrets and [[files]] objects exist")
+	}
+	if len(d.app.Routes) > 0 {
+		skips = append(skips, "that its routes do not clash with another app's")
+	}
+	switch {
+	case len(d.bins) > 0:
+		skips = append(skips, "whether the deployed spec pins the same bytes under another name (object names are those of a first deploy)")
+	case len(d.app.Binaries) > 0:
+		skips = append(skips, "that the binaries it pins exist")
+	default:
+		skips = append(skips, "that the deployed spec has binaries of "+d.app.Version+" to keep")
+	}
+	return append(skips, "that the deployed spec is one this ctl may replace (its signature)", "which nodes will not run it")
 }
 
 // readDeployment reads and checks what deploy is given: the spec file,
@@ -628,42 +659,6 @@ func (e *env) keepPinned(ctx context.Context, obs jetstream.ObjectStore, cur cur
 	if err == nil && store.DigestHex(info) == b.SHA256 {
 		b.Object = prev.Object
 	}
-}
-
-// plannedNames gives bins the names a deploy of app signing with key
-// would store them under. It reads the deployed spec and the objects it
-// pins but, unlike a deploy, creates no missing bucket: a dry run writes
-// nothing.
-func (e *env) plannedNames(ctx context.Context, key *signing.Key, app string, bins []binaryFile) error {
-	octx, cancel := e.op(ctx)
-	apps, err := e.js.KeyValue(octx, names.AppsBucket)
-	cancel()
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", names.AppsBucket, err)
-	}
-	cur, err := currentSpec(ctx, e, apps, app)
-	if err != nil {
-		return err
-	}
-	if notOurs(key, cur.raw) != "" {
-		return nil // a deploy would not keep its names either
-	}
-	octx, cancel = e.op(ctx)
-	obs, err := e.js.ObjectStore(octx, names.BinariesBucket)
-	cancel()
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open object store %s: %w", names.BinariesBucket, err)
-	}
-	for i := range bins {
-		e.keepPinned(ctx, obs, cur, &bins[i])
-	}
-	return nil
 }
 
 // upload puts a binary into narun-binaries unless the same bytes are
