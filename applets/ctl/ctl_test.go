@@ -795,6 +795,18 @@ func TestSecretListJSONTime(t *testing.T) {
 	}
 }
 
+// TestSecretsWithoutKeyFile: every secret command that needs the key file
+// says how to name it, with the usage exit code, as keygen does.
+func TestSecretsWithoutKeyFile(t *testing.T) {
+	h := newHarness(t)
+	for _, args := range [][]string{{"secret", "keygen"}, {"secret", "set", "db"}, {"secret", "rotate"}} {
+		r := h.fails(2, "value\n", args...)
+		if !strings.Contains(r.err, "--key-file") {
+			t.Errorf("%v: %q does not say how to name the key file", args, r.err)
+		}
+	}
+}
+
 func TestSecrets(t *testing.T) {
 	h := newHarness(t)
 	key := h.dir + "/secret.key"

@@ -58,6 +58,11 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 }
 
 func (e *env) ring() (*secrets.Ring, error) {
+	if e.cfg.Ctl.MasterKeyFile == "" {
+		// A usage error, as for secret keygen and signing public: what is
+		// missing is part of the command line or its configuration.
+		return nil, usagef("no secrets key file: name it with --key-file (or [ctl] master_key_file)")
+	}
 	return secrets.LoadRing(e.cfg.Ctl.MasterKeyFile)
 }
 
