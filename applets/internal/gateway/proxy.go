@@ -63,9 +63,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rm := g.noRoute
 	var rt *route
 	defer func() {
-		g.metrics.inflight.Add(-1)
 		took := time.Since(start)
 		rm.observe(ex.status, took, ex.in, ex.out)
+		// After the observation: a scrape that sees no request in flight
+		// sees every finished one counted.
+		g.metrics.inflight.Add(-1)
 		if g.accessLog.Load() {
 			g.logAccess(r, rt, ex, took)
 		}
