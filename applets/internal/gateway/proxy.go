@@ -263,13 +263,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		pulls = g.startPuller(body, &ex.in, rid)
 		first, more, err = pulls.early(ex.timer, g.firstWait)
 	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
-		// Read while the service answers, over HTTP/1 too: without full
-		// duplex net/http would take the connection's lock to discard
-		// the rest of the body when the response starts, and wait for a
-		// read the stream has in progress.
-		if r.ProtoMajor == 1 {
-			_ = http.NewResponseController(w).EnableFullDuplex()
-		}
 		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		first, more, err = stream.head(ex.timer, g.firstWait)
@@ -279,6 +272,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if err != nil {
 		g.bodyError(w, ex, rt, err, rid)
 		return
+	}
+	if more && r.ProtoMajor == 1 {
+		// The service may start its response before it pulled the whole
+		// body. By default HTTP/1's server would then discard the rest
+		// (up to 256 KiB; the service's next pull fails), taking the
+		// body's lock to do so, which a stream's read in progress holds.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 	if more {
 		ex.vals[10] = consumer.BodyStream

@@ -164,6 +164,36 @@ func TestAnswerBeforeTheBody(t *testing.T) {
 	})
 }
 
+// TestResponseBeforeTheRestOfTheBody has the service start its response
+// and then read an HTTP/1.1 upload with a length: the part the head did
+// not carry (less than the 256 KiB net/http discards when a response starts
+// with the body unread) must still reach it whole.
+func TestResponseBeforeTheRestOfTheBody(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "sum", Timeout: config.Duration(time.Minute)}))
+	e.serve(t, "sum", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		h := sha256.New()
+		if _, err := io.Copy(h, r.Body); err != nil {
+			fmt.Fprintf(w, "error: %v", err)
+			return
+		}
+		fmt.Fprint(w, hex.EncodeToString(h.Sum(nil)))
+	}))
+	data := make([]byte, e.gw.chunkSize()+100<<10)
+	_, _ = rand.Read(data)
+	sum := sha256.Sum256(data)
+	resp, err := http.Post(e.hs.URL+"/x", "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != hex.EncodeToString(sum[:]) {
+		t.Errorf("got %q, %v; want the body's sha256 %x", b, err, sum)
+	}
+}
+
 // h2cClient is a transport speaking HTTP/2 without TLS to a server of
 // e's gateway that accepts it.
 func h2cClient(t *testing.T, e *env) *http.Transport {
