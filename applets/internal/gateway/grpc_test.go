@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,12 +49,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 		routes = append(routes, config.Route{Path: "/" + svc + "/", Service: "grpctest"})
 	}
 	e := newEnv(t, gwConfig(routes...))
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.Protocols = new(http.Protocols)
-	hs.Config.Protocols.SetHTTP1(true)
-	hs.Config.Protocols.SetUnencryptedHTTP2(true)
-	hs.Start()
-	t.Cleanup(hs.Close)
+	hs := startH2C(t, e)
 	addr := strings.TrimPrefix(hs.URL, "http://")
 
 	status := func() map[string]grpcResult {
@@ -223,20 +217,13 @@ func TestGRPCServerSpeaksFirst(t *testing.T) {
 		_, _ = w.Write(msg)
 		w.Header().Set("Grpc-Status", "0")
 	}))
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.Protocols = new(http.Protocols)
-	hs.Config.Protocols.SetUnencryptedHTTP2(true)
-	hs.Start()
-	t.Cleanup(hs.Close)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
+	tr := h2cClient(t, e)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, err := http.NewRequestWithContext(ctx, "POST", hs.URL+"/chat.Chat/Talk", pr)
+	req, err := http.NewRequestWithContext(ctx, "POST", e.hs.URL+"/chat.Chat/Talk", pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,17 +265,10 @@ func TestGRPCUnaryHeadCarriesMessage(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.Protocols = new(http.Protocols)
-	hs.Config.Protocols.SetUnencryptedHTTP2(true)
-	hs.Start()
-	t.Cleanup(hs.Close)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
+	tr := h2cClient(t, e)
 
 	// No Content-Length, as from a gRPC client: the duplex path.
-	req, err := http.NewRequest("POST", hs.URL+"/echo.Echo/Say", io.NopCloser(strings.NewReader(grpcMessage("hi"))))
+	req, err := http.NewRequest("POST", e.hs.URL+"/echo.Echo/Say", io.NopCloser(strings.NewReader(grpcMessage("hi"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,20 +311,13 @@ func TestConnectBidiStream(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	}))
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.Protocols = new(http.Protocols)
-	hs.Config.Protocols.SetUnencryptedHTTP2(true)
-	hs.Start()
-	t.Cleanup(hs.Close)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
+	tr := h2cClient(t, e)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, err := http.NewRequestWithContext(ctx, "POST", hs.URL+"/chat.v1.Chat/Talk", pr)
+	req, err := http.NewRequestWithContext(ctx, "POST", e.hs.URL+"/chat.v1.Chat/Talk", pr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,18 @@ func newEnv(t testing.TB, cfg config.Gateway) *env {
 	return &env{srv: srv, nc: nc, gw: g, hs: hs}
 }
 
+// startH2C serves e's gateway over HTTP/1 and HTTP/2 without TLS (h2c).
+func startH2C(t testing.TB, e *env) *httptest.Server {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetHTTP1(true)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	t.Cleanup(hs.Close)
+	return hs
+}
+
 // serve runs h as the consumer service name until the test ends and waits
 // until it answers NATS Micro pings.
 func (e *env) serve(t testing.TB, name string, h http.Handler) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -194,17 +193,11 @@ func TestResponseBeforeTheRestOfTheBody(t *testing.T) {
 	}
 }
 
-// h2cClient is a transport speaking HTTP/2 without TLS to a server of
-// e's gateway that accepts it.
+// h2cClient makes e's test server one that also speaks HTTP/2 without TLS,
+// and returns a transport that speaks it.
 func h2cClient(t *testing.T, e *env) *http.Transport {
 	t.Helper()
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.Protocols = new(http.Protocols)
-	hs.Config.Protocols.SetHTTP1(true)
-	hs.Config.Protocols.SetUnencryptedHTTP2(true)
-	hs.Start()
-	t.Cleanup(hs.Close)
-	e.hs = hs
+	e.hs = startH2C(t, e)
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
