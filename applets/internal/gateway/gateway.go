@@ -5,8 +5,10 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base32"
 	"errors"
@@ -89,8 +91,10 @@ type Gateway struct {
 	kvRaw      map[string][]byte
 	kvRoutes   map[string][]config.Route
 	cert       atomic.Pointer[tls.Certificate]
-	certStamp  string
-	fileStamp  string
+	// certVersion is the content of the certificate pair last loaded,
+	// or tried; fileVersion that of the configuration file (see version).
+	certVersion string
+	fileVersion string
 	// started are the file's settings a reload cannot apply, as the
 	// file said them at start; warned, those of them a reload warned of
 	// since, with the value it warned of.
@@ -138,7 +142,7 @@ func New(opts Options) (*Gateway, error) {
 	_, _ = rand.Read(rnd[:])
 	g.idPrefix = base32.HexEncoding.EncodeToString(rnd[:]) + "-"
 	if g.opts.ConfigPath != "" {
-		g.fileStamp = stamp(g.opts.ConfigPath)
+		g.fileVersion = fileVersion(g.opts.ConfigPath)
 		if f, lines, err := readConfigFile(g.opts.ConfigPath); err == nil {
 			g.started = g.restartOnly(f)
 			g.routeLines = placed(lines, opts.Config.Routes)
@@ -249,7 +253,17 @@ func (g *Gateway) Reload() error {
 		g.log.Info("nothing to reload: started without a configuration file; routes from narun-routes follow the bucket by themselves")
 		return nil
 	}
-	f, lines, err := readConfigFile(g.opts.ConfigPath)
+	// The version of what is read, not of what the watch saw: a change
+	// made in between is seen at the next look.
+	data, err := os.ReadFile(g.opts.ConfigPath)
+	g.mu.Lock()
+	g.fileVersion = version(data, err)
+	g.mu.Unlock()
+	var f config.File
+	var lines []int
+	if err == nil {
+		f, lines, err = decodeConfigFile(g.opts.ConfigPath, data)
+	}
 	if err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
@@ -309,6 +323,11 @@ func readConfigFile(path string) (config.File, []int, error) {
 	if err != nil {
 		return config.File{}, nil, err
 	}
+	return decodeConfigFile(path, data)
+}
+
+// decodeConfigFile decodes the content of a configuration file.
+func decodeConfigFile(path string, data []byte) (config.File, []int, error) {
 	f := config.Defaults()
 	if err := config.DecodeStrict(path, data, &f); err != nil {
 		return config.File{}, nil, err
@@ -392,14 +411,22 @@ func (g *Gateway) tlsFiles() config.GatewayTLS {
 	return g.cfg.TLS
 }
 
+// loadCert loads the pair from the bytes whose version it records, so
+// that a pair changed while it was read is seen as changed again.
 func (g *Gateway) loadCert() error {
 	tc := g.tlsFiles()
-	cert, err := tls.LoadX509KeyPair(tc.Cert, tc.Key)
+	certPEM, certErr := os.ReadFile(tc.Cert)
+	keyPEM, keyErr := os.ReadFile(tc.Key)
+	g.certVersion = version(certPEM, certErr) + version(keyPEM, keyErr)
+	err := cmp.Or(certErr, keyErr)
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.X509KeyPair(certPEM, keyPEM)
+	}
 	if err != nil {
 		return fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
 	}
 	g.cert.Store(&cert)
-	g.certStamp = stamp(tc.Cert) + stamp(tc.Key)
 	return nil
 }
 
@@ -407,17 +434,23 @@ func (g *Gateway) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	return g.cert.Load(), nil
 }
 
-// stamp identifies a file version without reading it.
-func stamp(path string) string {
-	fi, err := os.Stat(path)
+// version identifies the content of a file as read (data, err): a file
+// replaced by one of the same size and modification time is a change too,
+// which a stamp of those would miss (cp -p, rsync -a and tar keep the
+// source's time; a file system with a coarse clock gives two saves within
+// one tick the same time). The files watched are small.
+func version(data []byte, err error) string {
 	if err != nil {
-		return "missing"
+		return "error: " + err.Error()
 	}
-	return fi.ModTime().String() + "/" + strconv.FormatInt(fi.Size(), 10)
+	sum := sha256.Sum256(data)
+	return string(sum[:])
 }
 
-// watchFiles polls the configuration and certificate files: polling is a
-// stat every second and needs no inotify dependency.
+func fileVersion(path string) string { return version(os.ReadFile(path)) }
+
+// watchFiles looks at the configuration and certificate files every
+// second: a read of a few small files, and no inotify dependency.
 func (g *Gateway) watchFiles(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -428,17 +461,18 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		case <-t.C:
 		}
 		if p := g.opts.ConfigPath; p != "" {
-			if s := stamp(p); s != g.fileStamp {
-				g.fileStamp = s
+			g.mu.Lock()
+			applied := g.fileVersion
+			g.mu.Unlock()
+			if fileVersion(p) != applied {
 				if err := g.Reload(); err != nil {
 					g.log.Error("configuration change not applied, keeping the current routes", "err", err)
 				}
 			}
 		}
 		if tc := g.tlsFiles(); tc.Cert != "" {
-			if s := stamp(tc.Cert) + stamp(tc.Key); s != g.certStamp {
+			if fileVersion(tc.Cert)+fileVersion(tc.Key) != g.certVersion {
 				if err := g.loadCert(); err != nil {
-					g.certStamp = s
 					g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
 				} else {
 					g.log.Info("tls certificate reloaded", "cert", tc.Cert)

@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1015,4 +1016,97 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 	if !strings.Contains(logs.String(), "narun-routes has no record of this app's routes") {
 		t.Errorf("the lost routes are not reported:\n%s", logs)
 	}
+}
+
+// A file replaced by one of the same size and modification time is a
+// change: cp -p, rsync -a and tar keep the time of the copy's source, and
+// a file system with a coarse clock gives two saves within one of its
+// ticks the same time. The configuration and the certificate pair are
+// both watched so.
+func TestReloadSeesSameSizeAndTime(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for _, name := range []string{"a", "b"} {
+		serveOn(t, natstest.Connect(t, srv), consumerConfig(name), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, name)
+		}))
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "narun.toml")
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	// Pairs until one has the size of the first: ECDSA signatures vary
+	// in length by a byte or two, so one comes within a few tries.
+	selfSigned(t, certPath, keyPath, "first")
+	first := sizes(t, certPath, keyPath)
+	second := filepath.Join(dir, "second")
+	if err := os.Mkdir(second, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var pool *x509.CertPool
+	for pool == nil || sizes(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem")) != first {
+		pool = selfSigned(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem"), "second")
+	}
+
+	writeFile(t, path, "[[gateway.routes]]\npath = \"/x\"\nservice = \"a\"\n")
+	f, _, err := readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Gateway.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	writeFile(t, path, "[[gateway.routes]]\npath = \"/x\"\nservice = \"a\"\n[gateway.tls]\ncert = \""+certPath+"\"\nkey = \""+keyPath+"\"\n")
+	r := startRun(t, nc, f.Gateway, path)
+	base := "http://" + r.addrs["http"]
+	if code, body := get(t, base+"/x"); code != 200 || body != "a" {
+		t.Fatalf("/x = %d %q before the change, want a", code, body)
+	}
+
+	sameTime := func(dst, content string) {
+		t.Helper()
+		fi, err := os.Stat(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, dst, content)
+		if err := os.Chtimes(dst, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTime(path, strings.Replace(string(old), `service = "a"`, `service = "b"`, 1))
+	for _, name := range []string{"cert.pem", "key.pem"} {
+		b, err := os.ReadFile(filepath.Join(second, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameTime(filepath.Join(dir, name), string(b))
+	}
+	testutil.Eventually(t, 15*time.Second, "the configuration of the same size and time applied", func() bool {
+		code, body := get(t, base+"/x")
+		return code == 200 && body == "b"
+	})
+	testutil.Eventually(t, 15*time.Second, "the certificate of the same size and time served", func() bool {
+		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: pool})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName == "second"
+	})
+}
+
+// sizes are the sizes of files, for comparison.
+func sizes(t *testing.T, paths ...string) string {
+	t.Helper()
+	var s []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = append(s, strconv.FormatInt(fi.Size(), 10))
+	}
+	return strings.Join(s, " ")
 }
