@@ -13,6 +13,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
@@ -110,6 +111,8 @@ type Gateway struct {
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
+	// listen is net.Listen; a test makes its listener fail.
+	listen func(network, address string) (net.Listener, error)
 }
 
 // New checks the configuration and subscribes the reply inbox; it does not
@@ -131,6 +134,7 @@ func New(opts Options) (*Gateway, error) {
 		kvRaw:      map[string][]byte{},
 		kvRoutes:   map[string][]config.Route{},
 		firstWait:  firstMessageWait,
+		listen:     net.Listen,
 		signatures: signatures,
 	}
 	if g.log == nil {
@@ -499,9 +503,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			_ = s.ln.Close()
 		}
 	}
-	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+	errLog := log.New(serverLog{g.log}, "", 0)
 	listen := func(name, addr string, h http.Handler, p *http.Protocols, useTLS bool) error {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := g.listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("gateway %s listener: %w", name, err)
 		}
@@ -615,6 +619,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Wait()
 	g.log.Info("gateway stopped")
 	return runErr
+}
+
+// serverLog is the ErrorLog of the gateway's servers. Most of what
+// net/http says there is about clients (a failed TLS handshake, a bad
+// HTTP/2 preface), routine on a port open to the Internet, and goes at
+// debug; but a failed accept (the process out of file descriptors, when
+// connections are refused unseen) and a panic are the gateway's own
+// trouble, which an operator must see.
+type serverLog struct{ log *slog.Logger }
+
+func (s serverLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelDebug
+	if strings.HasPrefix(msg, "http: Accept error") || strings.HasPrefix(msg, "http: panic serving") || strings.HasPrefix(msg, "http2: panic serving") {
+		level = slog.LevelError
+	}
+	s.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 func (g *Gateway) adminHandler() http.Handler {

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1109,4 +1110,53 @@ func sizes(t *testing.T, paths ...string) string {
 		s = append(s, strconv.FormatInt(fi.Size(), 10))
 	}
 	return strings.Join(s, " ")
+}
+
+// flakyListener fails its first Accept as a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// An error accepting connections is the gateway's own trouble, not a
+// client's: an operator must see it at the default level, where
+// net/http's messages about clients (failed TLS handshakes) do not go.
+func TestAcceptErrorLogged(t *testing.T) {
+	srv := natstest.Start(t)
+	var logs testutil.LogBuffer
+	cfg := gwConfig()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", ""
+	addr := make(chan string, 1)
+	g, err := New(Options{Config: cfg, Conn: natstest.Connect(t, srv), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnListen: func(_, a string) { addr <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.listen = func(network, address string) (net.Listener, error) {
+		ln, err := net.Listen(network, address)
+		return &flakyListener{Listener: ln}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway run: %v", err)
+		}
+	})
+	if code, _ := get(t, "http://"+<-addr+"/"); code != 404 {
+		t.Errorf("GET / after the accept error = %d, want 404", code)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"http: Accept error: accept tcp: accept4: too many open files") {
+		t.Errorf("accept error not logged as an error:\n%s", logs.String())
+	}
 }
