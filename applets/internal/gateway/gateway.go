@@ -92,6 +92,9 @@ type Gateway struct {
 	kvRaw      map[string][]byte
 	kvRoutes   map[string][]config.Route
 	cert       atomic.Pointer[tls.Certificate]
+	// https says the HTTPS listener runs: it starts with the gateway or
+	// not at all, and its certificate is watched only if it does.
+	https bool
 	// certVersion is the content of the certificate pair last loaded,
 	// or tried; fileVersion that of the configuration file (see version).
 	certVersion string
@@ -135,6 +138,7 @@ func New(opts Options) (*Gateway, error) {
 		kvRoutes:   map[string][]config.Route{},
 		firstWait:  firstMessageWait,
 		listen:     net.Listen,
+		https:      opts.Config.TLS.Cert != "" && opts.Config.TLS.Listen != "",
 		signatures: signatures,
 	}
 	if g.log == nil {
@@ -359,6 +363,7 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		"gateway.listen":           gw.Listen,
 		"gateway.admin_listen":     gw.AdminListen,
 		"gateway.tls.listen":       gw.TLS.Listen,
+		"gateway.tls.cert":         strconv.FormatBool(gw.TLS.Cert != ""), // HTTPS on or off; another certificate is reloaded
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
 		"gateway.routes_cache":     gw.RoutesCache,
 		"log_level":                f.LogLevel,
@@ -474,7 +479,7 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 				}
 			}
 		}
-		if tc := g.tlsFiles(); tc.Cert != "" {
+		if tc := g.tlsFiles(); g.https && tc.Cert != "" {
 			if fileVersion(tc.Cert)+fileVersion(tc.Key) != g.certVersion {
 				if err := g.loadCert(); err != nil {
 					g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
@@ -541,7 +546,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.log.Warn("gateway tls: cert and key are loaded but no TLS listener is configured (gateway.tls.listen is empty), so HTTPS is off",
 			"cert", c.TLS.Cert)
 	}
-	if c.TLS.Cert != "" && c.TLS.Listen != "" {
+	if g.https {
 		p := new(http.Protocols)
 		p.SetHTTP1(true)
 		p.SetHTTP2(true)

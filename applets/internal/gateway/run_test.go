@@ -1160,3 +1160,39 @@ func TestAcceptErrorLogged(t *testing.T) {
 		t.Errorf("accept error not logged as an error:\n%s", logs.String())
 	}
 }
+
+// The HTTPS listener starts with the gateway, if cert and key are set
+// then: a reload that sets them where none were, or removes them, needs a
+// restart and says so, rather than letting the operator believe HTTPS
+// is on, or off.
+func TestReloadOfTLSOnOffWarns(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	dir := t.TempDir()
+	path, certPath, keyPath := filepath.Join(dir, "narun.toml"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	selfSigned(t, certPath, keyPath, "only")
+	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	withTLS := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n" + routes
+	for _, c := range []struct{ name, before, after string }{
+		{"on", routes, withTLS},
+		{"off", withTLS, routes},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			writeFile(t, path, c.before)
+			f, _, err := readConfigFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs testutil.LogBuffer
+			r := startRunLogged(t, nc, f.Gateway, path, slog.New(slog.NewTextHandler(&logs, nil)))
+			writeFile(t, path, c.after)
+			if err := r.gw.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			const want = `reload cannot apply it: the change takes effect at the next start" file=`
+			if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `keys=gateway.tls.cert`) {
+				t.Errorf("reload that turns HTTPS %s does not say it needs a restart:\n%s", c.name, logs.String())
+			}
+		})
+	}
+}
