@@ -129,6 +129,9 @@ type Gateway struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// AccessLog logs one line per request; it follows hot reloads.
 	AccessLog bool `toml:"access_log"`
+	// MaxConnections bounds the client connections of the HTTP and HTTPS
+	// listeners together; 0 means DefaultMaxConnections.
+	MaxConnections Count `toml:"max_connections"`
 	// TrustedKeys, when set, are the keys one of which must have signed a
 	// route entry of narun-routes for the gateway to serve it.
 	TrustedKeys []string   `toml:"trusted_keys"`
@@ -212,6 +215,7 @@ func Defaults() File {
 			Timeout:         Duration(30 * time.Second),
 			MaxBody:         64 << 20,
 			ShutdownTimeout: Duration(15 * time.Second),
+			MaxConnections:  DefaultMaxConnections,
 			TLS:             GatewayTLS{Listen: ":8443"},
 		},
 		Runner: Runner{
@@ -226,6 +230,11 @@ func Defaults() File {
 		},
 	}
 }
+
+// DefaultMaxConnections is the gateway's max_connections when none is
+// set: some 80 MiB of idle connections, and far from the LimitNOFILE of
+// the README's unit.
+const DefaultMaxConnections = 4096
 
 // DefaultNATSURL is where clients look for NATS when nothing else is said.
 const DefaultNATSURL = "nats://127.0.0.1:4222"

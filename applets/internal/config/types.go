@@ -119,3 +119,20 @@ func (s *Size) UnmarshalJSON(b []byte) error {
 		return s.UnmarshalTOML(v)
 	}
 }
+
+// Count is a number of things: 0 to 1<<30, where a uint would take -1 for
+// its largest value.
+type Count int
+
+// UnmarshalTOML accepts an integer in range.
+func (c *Count) UnmarshalTOML(v any) error {
+	x, ok := v.(int64)
+	if !ok {
+		return fmt.Errorf("want a whole number, got %s", TOMLKind(v))
+	}
+	if x < 0 || x > 1<<30 {
+		return fmt.Errorf("want 0..%d, got %d", 1<<30, x)
+	}
+	*c = Count(x)
+	return nil
+}

@@ -114,6 +114,8 @@ type Gateway struct {
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
+	// conns bounds the connections of the HTTP and HTTPS listeners.
+	conns *connLimit
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -145,6 +147,12 @@ func New(opts Options) (*Gateway, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.noRoute = g.metrics.forRoute("")
+	maxConns := int(opts.Config.MaxConnections)
+	if maxConns == 0 {
+		maxConns = config.DefaultMaxConnections
+	}
+	g.conns = newConnLimit(maxConns, g.log)
+	g.metrics.conns = g.conns
 	g.bigBufs.New = func() any { return new([]byte) }
 	var rnd [5]byte
 	_, _ = rand.Read(rnd[:])
@@ -365,6 +373,7 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		"gateway.tls.listen":       gw.TLS.Listen,
 		"gateway.tls.cert":         strconv.FormatBool(gw.TLS.Cert != ""), // HTTPS on or off; another certificate is reloaded
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
+		"gateway.max_connections":  strconv.Itoa(int(gw.MaxConnections)),
 		"gateway.routes_cache":     gw.RoutesCache,
 		"log_level":                f.LogLevel,
 		"log_format":               f.LogFormat,
@@ -521,6 +530,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    32 << 10,
 			ErrorLog:          errLog,
+		}
+		if name != "admin" {
+			s.ConnState = g.conns.track
 		}
 		if useTLS {
 			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12}

@@ -63,6 +63,8 @@ type metrics struct {
 	// reloadErrors counts reloads of the configuration file that failed
 	// and left the routes as they were.
 	reloadErrors atomic.Uint64
+	// conns are the connections of the HTTP and HTTPS listeners.
+	conns *connLimit
 }
 
 func newMetrics() *metrics {
@@ -125,6 +127,10 @@ func (m *metrics) write(w io.Writer) error {
 	}
 	b.WriteString("# HELP narun_gateway_in_flight_requests Requests being proxied now.\n# TYPE narun_gateway_in_flight_requests gauge\n")
 	b.WriteString("narun_gateway_in_flight_requests " + strconv.FormatInt(m.inflight.Load(), 10) + "\n")
+	b.WriteString("# HELP narun_gateway_connections Client connections open on the HTTP and HTTPS listeners.\n# TYPE narun_gateway_connections gauge\n")
+	b.WriteString("narun_gateway_connections " + strconv.Itoa(m.conns.count()) + "\n")
+	b.WriteString("# HELP narun_gateway_connections_refused_total Connections closed at once for max_connections, none being idle.\n# TYPE narun_gateway_connections_refused_total counter\n")
+	b.WriteString("narun_gateway_connections_refused_total " + strconv.FormatUint(m.conns.refused.Load(), 10) + "\n")
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {
 		b.WriteString(`narun_gateway_nats_requests_total{outcome="` + name + `"} ` + strconv.FormatUint(m.outcomes[i].Load(), 10) + "\n")
