@@ -491,6 +491,7 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		if tc := g.tlsFiles(); g.https && tc.Cert != "" {
 			if fileVersion(tc.Cert)+fileVersion(tc.Key) != g.certVersion {
 				if err := g.loadCert(); err != nil {
+					g.metrics.reloadErrors.Add(1)
 					g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
 				} else {
 					g.log.Info("tls certificate reloaded", "cert", tc.Cert)

@@ -60,8 +60,8 @@ type metrics struct {
 	routes   map[string]*routeMetrics
 	inflight atomic.Int64
 	outcomes [numOutcomes]atomic.Uint64
-	// reloadErrors counts reloads of the configuration file that failed
-	// and left the routes as they were.
+	// reloadErrors counts reloads of the configuration file, or of the
+	// certificate pair, that failed and left what was in place.
 	reloadErrors atomic.Uint64
 	// conns are the connections of the HTTP and HTTPS listeners.
 	conns *connLimit
@@ -135,7 +135,7 @@ func (m *metrics) write(w io.Writer) error {
 	for i, name := range outcomeNames {
 		b.WriteString(`narun_gateway_nats_requests_total{outcome="` + name + `"} ` + strconv.FormatUint(m.outcomes[i].Load(), 10) + "\n")
 	}
-	b.WriteString("# HELP narun_gateway_reload_errors_total Route reloads from the configuration file that failed; the routes in place were kept.\n# TYPE narun_gateway_reload_errors_total counter\n")
+	b.WriteString("# HELP narun_gateway_reload_errors_total Reloads of the configuration file or the TLS certificate pair that failed; what was in place was kept.\n# TYPE narun_gateway_reload_errors_total counter\n")
 	b.WriteString("narun_gateway_reload_errors_total " + strconv.FormatUint(m.reloadErrors.Load(), 10) + "\n")
 	return b.Flush()
 }

@@ -1196,3 +1196,50 @@ func TestReloadOfTLSOnOffWarns(t *testing.T) {
 		})
 	}
 }
+
+// A certificate pair that does not load, here a new certificate whose key
+// is not written yet, leaves the pair in use serving, and counts as a
+// failed reload in /metrics, where an operator's alert sees it: a renewal
+// that keeps failing would otherwise show only when the old certificate
+// expires. The key written in turn completes the pair.
+func TestTLSBadPairKeepsServing(t *testing.T) {
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	firstPool := selfSigned(t, certPath, keyPath, "first")
+	cfg := gwConfig()
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	r := startRun(t, natstest.Connect(t, srv), cfg, "")
+	served := func(pool *x509.CertPool) string {
+		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: pool})
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+
+	next := t.TempDir()
+	nextCert, nextKey := filepath.Join(next, "cert.pem"), filepath.Join(next, "key.pem")
+	nextPool := selfSigned(t, nextCert, nextKey, "second")
+	b, err := os.ReadFile(nextCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, certPath, string(b))
+	testutil.Eventually(t, 15*time.Second, "the failed load counted", func() bool {
+		_, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+		return strings.Contains(m, "\nnarun_gateway_reload_errors_total 1\n")
+	})
+	if cn := served(firstPool); cn != "first" {
+		t.Errorf("with a certificate that does not match its key, served %q, want the first pair", cn)
+	}
+	b, err = os.ReadFile(nextKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, keyPath, string(b))
+	testutil.Eventually(t, 15*time.Second, "the completed pair served", func() bool {
+		return served(nextPool) == "second"
+	})
+}
