@@ -207,6 +207,7 @@ func TestFatalErrorIsALogLine(t *testing.T) {
 	unknown := write("unknown.toml", "[gateway]\nlistn = \":1\"\n")
 	duplicate := write("duplicate.toml", "[gateway]\n"+listen+route+route)
 	jsonInFile := write("json.toml", "log_format = \"json\"\n[gateway]\n"+listen+route+route)
+	jsonInBroken := write("broken.toml", "log_format = \"json\"\n[gateway\n"+listen)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -215,6 +216,7 @@ func TestFatalErrorIsALogLine(t *testing.T) {
 		{"unknown key", []string{"--log-format", "json", "--config", unknown}, `unknown key "gateway.listn"`},
 		{"duplicate route", []string{"--log-format", "json", "--config", duplicate}, "duplicate route"},
 		{"json from the file", []string{"--config", jsonInFile}, "duplicate route"},
+		{"json from a file that does not parse", []string{"--config", jsonInBroken}, "to end table name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errs := run(append([]string{"narun", "gw", "--nats-url", srv.ClientURL()}, tc.args...)...)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -266,10 +267,13 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 		}
 		cfg, log, err := Load(c, stdio)
 		if err != nil {
+			// A file that does not parse leaves the default in cfg, but
+			// may say what it wants before the error.
+			format := cmp.Or(config.LogFormatOf(c.String(FlagConfig)), cfg.LogFormat)
 			if c.IsSet(FlagLogFormat) {
-				cfg.LogFormat = c.String(FlagLogFormat)
+				format = c.String(FlagLogFormat)
 			}
-			return logFatal(stdio, args[0], cfg.LogFormat, err)
+			return logFatal(stdio, args[0], format, err)
 		}
 		err = serve(ctx, c, cfg, log, run)
 		return logFatal(stdio, args[0], cfg.LogFormat, err)

@@ -283,9 +283,27 @@ func LogFormatOf(explicit string) string {
 		LogFormat string `toml:"log_format"`
 	}
 	if _, err := toml.Decode(string(data), &f); err != nil {
-		return ""
+		// log_format is a top-level key, so it comes before the first
+		// table: a file that does not parse further on still says it,
+		// and the error that it does not parse is then a JSON line too.
+		if _, err := toml.Decode(beforeFirstTable(string(data)), &f); err != nil {
+			return ""
+		}
 	}
 	return f.LogFormat
+}
+
+// beforeFirstTable is the part of a TOML document before its first table
+// header.
+func beforeFirstTable(doc string) string {
+	n := 0
+	for line := range strings.Lines(doc) {
+		if strings.HasPrefix(strings.TrimSpace(line), "[") {
+			break
+		}
+		n += len(line)
+	}
+	return doc[:n]
 }
 
 // Load reads the configuration named by explicit (see Find) over the
