@@ -32,6 +32,7 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 	g.loadRoutesCache()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	var warned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -39,12 +40,26 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		case <-retry.C:
 		}
 		if err := g.followRoutes(ctx, js); err != nil && ctx.Err() == nil {
-			// A NATS without JetStream has no deployed routes to read:
-			// the configuration's are all there are, and /readyz says so.
-			if noJetStream(err) && !g.routesRead.Swap(true) {
-				g.log.Info("no JetStream on this NATS: serving the configuration's routes only, until it has", "err", err)
+			switch {
+			case noJetStream(err):
+				// A NATS without JetStream has no deployed routes to
+				// read: the configuration's are all there are, and
+				// /readyz says so.
+				if !g.routesRead.Swap(true) {
+					g.log.Info("no JetStream on this NATS: serving the configuration's routes only, until it has", "err", err)
+				}
+			case g.nc.IsConnected() && time.Since(warned) >= time.Minute:
+				// Connected, yet JetStream does not answer (a cluster
+				// without a leader, a login without the rights): deployed
+				// apps' routes wait, and /readyz says 503, for a reason
+				// the operator must be able to read. Once a minute, as
+				// the attempts are every few seconds; a lost connection
+				// is said by the connection's own log.
+				warned = time.Now()
+				g.log.Warn("routes bucket not read, retrying: deployed apps' routes wait for it", "bucket", names.RoutesBucket, "err", err)
+			default:
+				g.log.Debug("routes bucket not followed, retrying", "bucket", names.RoutesBucket, "err", err)
 			}
-			g.log.Debug("routes bucket not followed, retrying", "bucket", names.RoutesBucket, "err", err)
 		}
 		retry.Reset(3 * time.Second)
 	}

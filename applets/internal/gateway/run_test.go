@@ -798,11 +798,16 @@ func TestReloadWithoutFile(t *testing.T) {
 func TestNotReadyUntilRoutesRead(t *testing.T) {
 	c := natstest.NewCluster(t, 3)
 	nc := natstest.Connect(t, c.Start(0))
-	r := startRun(t, nc, gwConfig(), "")
+	var logs testutil.LogBuffer
+	r := startRunLogged(t, nc, gwConfig(), "", slog.New(slog.NewTextHandler(&logs, nil)))
 	testutil.Eventually(t, 10*time.Second, "connected", nc.IsConnected)
 	if code, body := get(t, "http://"+r.addrs["admin"]+"/readyz"); code != 503 || !strings.Contains(body, "narun-routes") {
 		t.Errorf("readyz before narun-routes is read = %d %q, want 503 naming the bucket", code, body)
 	}
+	// Why is the operator's to read at the default level.
+	testutil.Eventually(t, 60*time.Second, "a warning that the bucket cannot be read", func() bool {
+		return strings.Contains(logs.String(), `level=WARN msg="routes bucket not read`)
+	})
 	c.Start(1)
 	c.Start(2)
 	testutil.Eventually(t, 60*time.Second, "readyz turns 200 once JetStream answers", func() bool {
