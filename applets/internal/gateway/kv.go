@@ -30,6 +30,11 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		return
 	}
 	g.loadRoutesCache()
+	// A watch notices a restarted server only after its heartbeats are
+	// missed (15 to 20 s, during which deploys were not seen): it starts
+	// again as soon as the connection is back, as the runner's does.
+	reconnected := g.nc.StatusChanged(nats.CONNECTED)
+	defer g.nc.RemoveStatusListener(reconnected)
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	var warned time.Time
@@ -39,7 +44,12 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 			return
 		case <-retry.C:
 		}
-		if err := g.followRoutes(ctx, js); err != nil && ctx.Err() == nil {
+		again, err := g.followRoutes(ctx, js, reconnected)
+		if again {
+			retry.Reset(0)
+			continue
+		}
+		if err != nil && ctx.Err() == nil {
 			switch {
 			case noJetStream(err):
 				// A NATS without JetStream has no deployed routes to
@@ -71,14 +81,16 @@ func noJetStream(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
-func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) error {
+// followRoutes applies the bucket's entries until the watch ends, or the
+// connection came back, which asks for a new watch at once (again).
+func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reconnected <-chan nats.Status) (again bool, err error) {
 	kv, err := store.KV(ctx, js, names.RoutesBucket, g.log)
 	if err != nil {
-		return err
+		return false, err
 	}
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = w.Stop() }()
 	// The keys of the watch's initial values: an entry held from before
@@ -89,10 +101,13 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream) erro
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, nil
+		case <-reconnected:
+			g.log.Info("reconnected to NATS; watching narun-routes again")
+			return true, nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return false, nil
 			}
 			if e == nil {
 				if initial {

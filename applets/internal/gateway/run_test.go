@@ -1248,3 +1248,54 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 		return served(nextPool) == "second"
 	})
 }
+
+// TestRoutesAfterNATSRestart writes a route right after the NATS server
+// restarted: the gateway's watch starts again as soon as it reconnects,
+// instead of when the old watch's missed heartbeats (15 s and more) show
+// it is dead.
+func TestRoutesAfterNATSRestart(t *testing.T) {
+	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
+	srv := natstest.StartConfig(t, natsCfg)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var logs testutil.LogBuffer
+	r := startRunLogged(t, nc, gwConfig(), "", slog.New(slog.NewTextHandler(&logs, nil)))
+	testutil.Eventually(t, 10*time.Second, "routes bucket read", r.gw.routesRead.Load)
+
+	srv.Shutdown()
+	testutil.Eventually(t, 10*time.Second, "gateway to notice NATS is gone", func() bool { return !nc.IsConnected() })
+	srv2, err := embednats.Start(natsCfg)
+	if err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	testutil.Eventually(t, 10*time.Second, "gateway to reconnect", nc.IsConnected)
+	testutil.Eventually(t, 10*time.Second, "the watch started again", func() bool {
+		return strings.Contains(logs.String(), "watching narun-routes again")
+	})
+
+	other := natstest.Connect(t, srv2)
+	serveOn(t, other, consumerConfig("late"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "late")
+	}))
+	js, err := jetstream.New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(ctx, "late", `[{"path":"/late/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + r.addrs["http"]
+	testutil.Eventually(t, 10*time.Second, "route written after the restart served", func() bool {
+		code, body := get(t, base+"/late/")
+		return code == 200 && body == "late"
+	})
+}
