@@ -472,31 +472,48 @@ func fileVersion(path string) string { return version(os.ReadFile(path)) }
 func (g *Gateway) watchFiles(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var seen lastLook
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if p := g.opts.ConfigPath; p != "" {
-			g.mu.Lock()
-			applied := g.fileVersion
-			g.mu.Unlock()
-			if fileVersion(p) != applied {
-				if err := g.Reload(); err != nil {
-					g.log.Error("configuration change not applied, keeping the current routes", "err", err)
-				}
+		g.look(&seen)
+	}
+}
+
+// lastLook is the content of the watched files at the watch's last look.
+type lastLook struct{ config, cert string }
+
+// look applies a configuration or certificate change once two looks in a
+// row see the same new content. A file written in place (truncated, then
+// written) may be caught half written, and half a configuration may well
+// parse (an empty one does: no routes), as half a certificate pair may
+// load; a whole file stays as it is.
+func (g *Gateway) look(seen *lastLook) {
+	if p := g.opts.ConfigPath; p != "" {
+		g.mu.Lock()
+		applied := g.fileVersion
+		g.mu.Unlock()
+		if v := fileVersion(p); v != applied && v == seen.config {
+			if err := g.Reload(); err != nil {
+				g.log.Error("configuration change not applied, keeping the current routes", "err", err)
 			}
+		} else {
+			seen.config = v
 		}
-		if tc := g.tlsFiles(); g.https && tc.Cert != "" {
-			if fileVersion(tc.Cert)+fileVersion(tc.Key) != g.certVersion {
-				if err := g.loadCert(); err != nil {
-					g.metrics.reloadErrors.Add(1)
-					g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
-				} else {
-					g.log.Info("tls certificate reloaded", "cert", tc.Cert)
-				}
+	}
+	if tc := g.tlsFiles(); g.https && tc.Cert != "" {
+		if v := fileVersion(tc.Cert) + fileVersion(tc.Key); v != g.certVersion && v == seen.cert {
+			if err := g.loadCert(); err != nil {
+				g.metrics.reloadErrors.Add(1)
+				g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
+			} else {
+				g.log.Info("tls certificate reloaded", "cert", tc.Cert)
 			}
+		} else {
+			seen.cert = v
 		}
 	}
 }

@@ -1299,3 +1299,44 @@ func TestRoutesAfterNATSRestart(t *testing.T) {
 		return code == 200 && body == "late"
 	})
 }
+
+// TestHalfWrittenConfigNotApplied drives the file watch's looks by hand: a
+// configuration caught between the truncation and the write of an in-place
+// save (here, empty: it parses, with no routes) is not applied; the whole
+// file is, once two looks see it.
+func TestHalfWrittenConfigNotApplied(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
+	f, _, err := readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.mux.close)
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	routed := func(p string) bool {
+		code, _ := get(t, hs.URL+p)
+		return code != http.StatusNotFound
+	}
+	var seen lastLook
+	writeFile(t, path, "")
+	g.look(&seen)
+	if !routed("/a") {
+		t.Fatal("an empty file, seen once, was applied: /a is gone")
+	}
+	writeFile(t, path, "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n")
+	g.look(&seen)
+	if routed("/b") {
+		t.Fatal("a change seen once was applied")
+	}
+	g.look(&seen)
+	if !routed("/a") || !routed("/b") {
+		t.Fatal("the whole file, seen twice, was not applied")
+	}
+}
