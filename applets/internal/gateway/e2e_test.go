@@ -249,9 +249,8 @@ func TestErrors(t *testing.T) {
 		config.Route{Path: "/slow", Service: "slow", Timeout: config.Duration(200 * time.Millisecond)},
 		config.Route{Path: "/raw/", Service: "raw"},
 	)
-	e := newEnv(t, cfg)
 	var logs testutil.LogBuffer
-	e.gw.log = slog.New(slog.NewTextHandler(&logs, nil))
+	e := newEnvLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	e.serve(t, "ok", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))

@@ -116,6 +116,8 @@ type Gateway struct {
 	firstWait time.Duration
 	// conns bounds the connections of the HTTP and HTTPS listeners.
 	conns *connLimit
+	// fails logs the requests the gateway fails, a few of each kind.
+	fails failLog
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -147,6 +149,7 @@ func New(opts Options) (*Gateway, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.noRoute = g.metrics.forRoute("")
+	g.fails.log = g.log
 	maxConns := int(opts.Config.MaxConnections)
 	if maxConns == 0 {
 		maxConns = config.DefaultMaxConnections
@@ -523,6 +526,7 @@ func (g *Gateway) look(seen *lastLook) {
 // A listener that fails is an error.
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.mux.close()
+	defer g.fails.flush()
 	type srv struct {
 		name string
 		s    *http.Server

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -33,9 +34,15 @@ func gwConfig(routes ...config.Route) config.Gateway {
 
 func newEnv(t testing.TB, cfg config.Gateway) *env {
 	t.Helper()
+	return newEnvLogged(t, cfg, nil)
+}
+
+// newEnvLogged is newEnv with the gateway logging to log.
+func newEnvLogged(t testing.TB, cfg config.Gateway, log *slog.Logger) *env {
+	t.Helper()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	g, err := New(Options{Config: cfg, Conn: nc})
+	g, err := New(Options{Config: cfg, Conn: nc, Logger: log})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -686,13 +685,7 @@ func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, cod
 	if code < 500 {
 		level = slog.LevelInfo
 	}
-	g.log.LogAttrs(context.Background(), level, "request failed",
-		slog.Int("status", code),
-		slog.String("reason", cmp.Or(detail, msg)),
-		slog.String("route", rt.label),
-		slog.String("service", rt.cfg.Service),
-		slog.String("request_id", rid),
-	)
+	g.fails.record(level, code, cmp.Or(detail, msg), rt.label, rt.cfg.Service, rid)
 	g.fail(w, ex, code, msg, rid)
 }
 
