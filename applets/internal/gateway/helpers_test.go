@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats"
@@ -62,6 +65,20 @@ func startH2C(t testing.TB, e *env) *httptest.Server {
 	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs
+}
+
+// routesKV opens (or creates) narun-routes through nc.
+func routesKV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(context.Background(), js, names.RoutesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 // serve runs h as the consumer service name until the test ends and waits

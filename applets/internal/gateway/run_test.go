@@ -620,15 +620,8 @@ func TestRoutesFromKV(t *testing.T) {
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
 	}))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := routesKV(t, nc)
 	base := "http://" + r.addrs["http"]
 	if _, err := kv.PutString(ctx, "kvapp", `[{"path":"/deployed/","strip_prefix":true,"timeout":"5s"}]`); err != nil {
 		t.Fatal(err)
@@ -967,15 +960,8 @@ func TestConsumerInboxPrefix(t *testing.T) {
 func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 	cache := filepath.Join(t.TempDir(), "routes.json")
 	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := routesKV(t, nc)
 	for _, app := range []string{"lost", "removed"} {
 		if _, err := kv.PutString(ctx, app, `[{"path":"/`+app+`/"}]`); err != nil {
 			t.Fatal(err)
@@ -997,12 +983,14 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 
 	// The store lost everything; only the removal of "removed" is stored
 	// since.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := js.DeleteKeyValue(ctx, names.RoutesBucket); err != nil {
 		t.Fatal(err)
 	}
-	if kv, err = store.KV(ctx, js, names.RoutesBucket, nil); err != nil {
-		t.Fatal(err)
-	}
+	kv = routesKV(t, nc)
 	if err := kv.Delete(ctx, "removed"); err != nil {
 		t.Fatal(err)
 	}
@@ -1281,15 +1269,8 @@ func TestRoutesAfterNATSRestart(t *testing.T) {
 	serveOn(t, other, consumerConfig("late"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "late")
 	}))
-	js, err := jetstream.New(other)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := routesKV(t, other)
 	if _, err := kv.PutString(ctx, "late", `[{"path":"/late/"}]`); err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
-	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -44,15 +40,8 @@ func TestSignedRouteEntries(t *testing.T) {
 	open := startRun(t, nc, gwConfig(), path)
 	openBase := "http://" + open.addrs["http"]
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	kv, err := store.KV(ctx, js, names.RoutesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := routesKV(t, nc)
 	// The unsigned entry goes first: once the signed one is served, the
 	// gateway has been through both.
 	if _, err := kv.Put(ctx, "plain", []byte(`[{"path":"/plain/","service":"kvapp"}]`)); err != nil {
@@ -151,15 +140,7 @@ func TestUnsignedCacheEntriesLeftOutQuietly(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, cache, string(b))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := store.KV(context.Background(), js, names.RoutesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Put(context.Background(), "old", key.Sign(entry)); err != nil {
+	if _, err := routesKV(t, nc).Put(context.Background(), "old", key.Sign(entry)); err != nil {
 		t.Fatal(err)
 	}
 
