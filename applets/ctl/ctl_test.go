@@ -71,8 +71,14 @@ func TestDeployRefusesBadBinaries(t *testing.T) {
 	p := h.file("hello.toml", helloSpec)
 	script := h.file("run.sh", "#!/bin/sh\necho hi\n")
 	r := h.fails(1, "", "deploy", p, "--binary", script)
-	if !strings.Contains(r.err, "not an ELF file") {
-		t.Errorf("unexpected error: %s", r.err)
+	// A script's author is told how to run it, not to rebuild with GOOS.
+	for _, want := range []string{"not an ELF file", "script for /bin/sh", "[[files]]"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("error %q does not contain %q", r.err, want)
+		}
+	}
+	if strings.Contains(r.err, "GOOS") {
+		t.Errorf("error %q tells a script's author to build it", r.err)
 	}
 	bin := selfBinary(t)
 	r = h.fails(2, "", "deploy", p, "--binary", bin, "--binary", bin)

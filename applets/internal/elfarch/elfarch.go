@@ -4,11 +4,15 @@
 package elfarch
 
 import (
+	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrUnsupported means the file is not a Linux executable for amd64, arm64
@@ -21,6 +25,9 @@ var ErrUnsupported = errors.New("unsupported binary")
 func Detect(r io.ReaderAt, size int64) (string, error) {
 	var magic [4]byte
 	if _, err := r.ReadAt(magic[:], 0); err != nil || string(magic[:]) != elf.ELFMAG {
+		if interp, ok := shebang(r); ok {
+			return "", fmt.Errorf("%w: not an ELF file but a script for %s: deploy the interpreter as --binary, the script as a [[files]] object, and name it in args (docs/SPEC.md, \"Scripts\")", ErrUnsupported, interp)
+		}
 		return "", fmt.Errorf("%w: not an ELF file (build with GOOS=linux)", ErrUnsupported)
 	}
 	f, err := elf.NewFile(r)
@@ -60,6 +67,27 @@ func Detect(r io.ReaderAt, size int64) (string, error) {
 		return "", err
 	}
 	return arch, nil
+}
+
+// shebang returns the interpreter a "#!" line names ("/usr/bin/env
+// python3"): a runner executes only ELF binaries, so the script's author
+// needs to hear what to deploy instead, not to rebuild it.
+func shebang(r io.ReaderAt) (string, bool) {
+	var b [128]byte
+	n, _ := r.ReadAt(b[:], 0)
+	line, ok := bytes.CutPrefix(b[:n], []byte("#!"))
+	if !ok {
+		return "", false
+	}
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	interp := strings.TrimSpace(string(line))
+	// The line goes to a terminal: only a printable one is quoted back.
+	if interp == "" || !utf8.ValidString(interp) || strings.IndexFunc(interp, func(c rune) bool { return !unicode.IsPrint(c) }) >= 0 {
+		return "an interpreter", true
+	}
+	return interp, true
 }
 
 // foreignNotes are note owners that mark an executable for another OS;
