@@ -40,6 +40,11 @@ func (r *Runner) online() *resources {
 	return r.res.Load()
 }
 
+// defaultPATH is systemd's PATH for services: an app that runs a program
+// by name (exec.Command("sh"), a script's commands) finds it as it would
+// under a unit, without the runner's own environment reaching it.
+const defaultPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // prepare fetches what an instance needs into its directory and returns
 // how to start it.
 func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (supervisor.InstanceLaunch, error) {
@@ -76,7 +81,10 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 			return l, err
 		}
 	}
-	env := make([]string, 0, len(sp.Env)+len(sp.Secrets)+6)
+	env := make([]string, 0, len(sp.Env)+len(sp.Secrets)+7)
+	if _, ok := sp.Env["PATH"]; !ok {
+		env = append(env, "PATH="+defaultPATH)
+	}
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
 		env = append(env, k+"="+sp.Env[k])
 	}

@@ -417,7 +417,8 @@ func TestDeployReplicas(t *testing.T) {
 		}
 		env := strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
 		slices.Sort(env)
-		want := []string{"NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node}
+		// PATH is systemd's, not the runner's.
+		want := []string{"NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node, "PATH=" + defaultPATH}
 		if !slices.Equal(env, want) {
 			t.Errorf("instance %s environment %q, want exactly %q", in.ID, env, want)
 		}
