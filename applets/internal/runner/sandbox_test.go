@@ -167,8 +167,11 @@ func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
 	c.deploy(t, "hog", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"alloc\"]\n"+
 		"[resources]\nmemory = \"32MiB\"\n[restart]\ninitial_backoff = \"10ms\"\n")
 	tr.wait(t, "hog", "a restart", func(l []state.Instance) bool { return len(l) == 1 && l[0].Restarts >= 1 })
+	// The reason names the limit: "oom" alone leaves the app's developer to
+	// guess whether the app, its limit or the node ran out.
+	const oom = "oom: killed at its memory limit of 32MiB ([resources] memory)"
 	testutil.Eventually(t, 10*time.Second, "an oom event", func() bool {
-		return slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.State == state.Crashed && e.Reason == "oom" })
+		return slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.State == state.Crashed && e.Reason == oom })
 	})
 	now := tr.of("calm")
 	if len(now) != 1 || now[0].PID != calm.PID || now[0].Restarts != 0 || now[0].State != state.Healthy {
