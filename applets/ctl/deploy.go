@@ -429,6 +429,11 @@ func (e *env) followDeploy(ctx context.Context, c *ucli.Context, res deployResul
 		}
 	}
 	if err != nil {
+		if !res.Changed && len(r.Failed) > 0 {
+			// The same spec stored again starts nothing: what failed
+			// failed before this deploy, and stays failed.
+			err = fmt.Errorf("%w (spec unchanged, so nothing was started again: narun ctl app restart %s starts its instances anew)", err, res.App)
+		}
 		return &cli.ExitError{Code: ExitRollout, Err: err}
 	}
 	if !c.Bool(flagJSON) {

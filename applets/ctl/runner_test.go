@@ -72,6 +72,26 @@ func TestWithRealRunner(t *testing.T) {
 	})
 }
 
+// Deploying the file of an app whose instances gave up again stores
+// nothing, so nothing starts again: --wait says so and names the command
+// that does, instead of a bare "rollout failed" the developer would take
+// for the new deploy's.
+func TestDeployUnchangedOverFailedNamesRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the hello app and runs real processes")
+	}
+	h := newHarness(t)
+	hello := startRealRunner(t, h)
+	bad := h.file("bad.toml", "name = \"bad\"\nversion = \"1\"\nnodes = [\"node-1\"]\nargs = [\"--no-such-flag\"]\n[restart]\nmax_failures = 2\n")
+	h.fails(ExitRollout, "", "deploy", bad, "--binary", hello, "--wait", "--timeout", "30s")
+	res := h.fails(ExitRollout, "", "deploy", bad, "--wait", "--timeout", "30s")
+	for _, want := range []string{"gave up", "spec unchanged", "narun ctl app restart bad"} {
+		if !strings.Contains(res.err, want) {
+			t.Errorf("error %q does not contain %q", res.err, want)
+		}
+	}
+}
+
 // startRealRunner runs a runner for node-1 on h's server until the test
 // ends, and returns the hello app built for it to run.
 func startRealRunner(t *testing.T, h *harness) string {
