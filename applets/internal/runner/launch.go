@@ -382,6 +382,11 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, baseline 
 	if errors.Is(err, found) {
 		return nil
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The usual cause is an app written as a plain HTTP server whose
+		// spec has routes but no [http] port.
+		return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q (an app that serves plain HTTP needs [http] port): %w", id, service, err)
+	}
 	return fmt.Errorf("ping %s: no answer from instance %s: %w", service, id, err)
 }
 
