@@ -135,6 +135,21 @@ func TestDeployJSONKeys(t *testing.T) {
 	}
 }
 
+// A rollout that fails before any instance ran (no binary for the node's
+// arch) does not send its developer to logs that cannot hold anything.
+func TestDeployWaitNoLogsHintWhenNothingRan(t *testing.T) {
+	h := newHarness(t)
+	other := "riscv64"
+	if runtime.GOARCH == other {
+		other = "arm64"
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: other})
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--wait", "--timeout", "5s")
+	if !strings.Contains(r.err, "no "+other+" binary") || strings.Contains(r.err, "narun ctl logs") {
+		t.Errorf("error %q: want the missing binary, without pointing to logs", r.err)
+	}
+}
+
 // A spec path that names an endless stream (a FIFO, a device) is read only
 // up to the largest spec, not into memory until the process dies.
 func TestDeployReadsABoundedSpec(t *testing.T) {

@@ -60,6 +60,10 @@ func TestWithRealRunner(t *testing.T) {
 	if !strings.Contains(res.err, "gave up") && !strings.Contains(res.err, "exit status") {
 		t.Errorf("crash loop not reported with the node's reason: %s", res.err)
 	}
+	// Why it exited is in what it printed: the error points there.
+	if !strings.Contains(res.err, "narun ctl logs bad") {
+		t.Errorf("crash loop reported without where its output is: %s", res.err)
+	}
 
 	h.ok("", "app", "delete", "hello")
 	testutil.Eventually(t, 20*time.Second, "instances of a deleted app to stop", func() bool {

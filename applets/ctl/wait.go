@@ -54,6 +54,9 @@ type waiter struct {
 	// just rolled back from) must not fail it. publish forgets them when
 	// the spec did not change, since then they are its outcome.
 	ended map[string]bool
+	// ran says a process of the rollout started: only then can the
+	// app's output say why the rollout failed.
+	ran bool
 }
 
 // settle is how long an instance without a health check must stay running
@@ -88,6 +91,15 @@ func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
 
 func (w *waiter) stop() { _ = w.sub.Unsubscribe() }
 
+// logsHint ends a rollout's error with where the app's output is, once a
+// process of it ran: why it exits or never answers is nearly always there.
+func (w *waiter) logsHint() string {
+	if !w.ran {
+		return ""
+	}
+	return "; its output: narun ctl logs " + w.app.Name
+}
+
 func (w *waiter) record(in state.Instance) {
 	if w.ended[in.Node+"/"+in.ID] {
 		return
@@ -101,6 +113,9 @@ func (w *waiter) record(in state.Instance) {
 		return
 	}
 	m[in.ID] = in
+	if in.State.Up() || in.Restarts > 0 || in.ExitCode != nil {
+		w.ran = true
+	}
 	key := in.Node + "/" + in.ID
 	if in.State != state.Running && in.State != state.Healthy {
 		delete(w.up, key)
@@ -155,7 +170,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			}
 			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
-				return r, fmt.Errorf("rollout of %s failed: %s", w.app.Name, strings.Join(r.Failed, "; "))
+				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, strings.Join(r.Failed, "; "), w.logsHint())
 			}
 			if lagging == nil {
 				lagging = time.After(100 * time.Millisecond)
@@ -183,7 +198,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				if r.Desired == 0 && len(r.Waiting) == 0 {
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s", w.app.Name, timeout, strings.Join(r.Waiting, "; "))
+				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, strings.Join(r.Waiting, "; "), w.logsHint())
 			}
 			return r, ctx.Err()
 		case m := <-w.events:
