@@ -116,7 +116,11 @@ type deployResult struct {
 	Routes   int                     `json:"routes"`
 	Revision uint64                  `json:"revision,omitempty"`
 	Changed  bool                    `json:"changed"`
-	Rollout  *rollout                `json:"rollout,omitempty"`
+	// UID is the uid a sandboxed app without user runs as on every node;
+	// Group is its group when the spec names one, else the gid is UID.
+	UID     *uint32  `json:"uid,omitempty"`
+	Group   string   `json:"group,omitempty"`
+	Rollout *rollout `json:"rollout,omitempty"`
 }
 
 // deployment is one deploy of a spec file: what was read from the files,
@@ -251,6 +255,12 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 		return nil, err
 	}
 	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: pinnedOf(app.Binaries)}
+	if app.Mode == spec.ModeSandbox && app.Sandbox.User == "" {
+		// Only the node can resolve a user name; a derived uid is the same
+		// everywhere, and its owner must chown what the app writes.
+		uid := sandbox.AppID(app.Name)
+		res.UID, res.Group = &uid, app.Sandbox.Group
+	}
 	return &deployment{file: file, src: src, app: app, bins: bins, key: key, res: res}, nil
 }
 
@@ -442,6 +452,7 @@ func (e *env) followDeploy(ctx context.Context, c *ucli.Context, res deployResul
 			unchanged = " (spec unchanged: nothing rolled out)"
 		}
 		fmt.Fprintf(e.out(), "%s %s: %d instance(s) ready%s\n", res.App, res.Version, len(r.Ready), unchanged)
+		e.reportUID(res)
 	}
 	return nil
 }
@@ -464,7 +475,20 @@ func (e *env) reportDeploy(c *ucli.Context, res deployResult, bins []binaryFile)
 	if res.Routes > 0 {
 		fmt.Fprintf(e.out(), "  %d route(s)\n", res.Routes)
 	}
+	e.reportUID(res)
 	return nil
+}
+
+// reportUID says which uid a sandboxed app runs as, when ctl knows it.
+func (e *env) reportUID(res deployResult) {
+	if res.UID == nil {
+		return
+	}
+	who := fmt.Sprintf("uid and gid %d", *res.UID)
+	if res.Group != "" {
+		who = fmt.Sprintf("uid %d, group %s", *res.UID, res.Group)
+	}
+	fmt.Fprintf(e.out(), "  runs as %s, its own on every node: a host directory it must write ([[sandbox.paths]] \"rw\") must be writable by it\n", who)
 }
 
 // inspectBinary checks that p is a Linux executable for a supported arch and

@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"runtime"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/sandbox"
 )
 
 // streams is the last sequence of every stream, by name: each KV bucket
@@ -181,5 +183,35 @@ func TestDryRunOfflineNamesSkippedChecks(t *testing.T) {
 		if !strings.Contains(r.err, want) {
 			t.Errorf("warning lacks %q; stderr:\n%s", want, r.err)
 		}
+	}
+}
+
+// A sandboxed app without user runs as a uid derived from its name, and
+// what it must write on the host (a [[sandbox.paths]] "rw" directory that
+// outlives its instances) must be made that uid's before it starts: deploy
+// and its dry run name the uid, where a developer looks before deploying.
+func TestDeployNamesSandboxUID(t *testing.T) {
+	h := newHarness(t)
+	p := h.file("keeper.toml", "name = \"keeper\"\nversion = \"1\"\nnodes = [\"node-1\"]\nmode = \"sandbox\"\n"+
+		"[[sandbox.paths]]\npath = \"/srv/keeper\"\nmode = \"rw\"\n")
+	uid := fmt.Sprint(sandbox.AppID("keeper"))
+	r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run")
+	if !strings.Contains(r.out, "uid and gid "+uid) {
+		t.Errorf("dry run does not name uid %s:\n%s", uid, r.out)
+	}
+	var res struct {
+		UID *uint32 `json:"uid"`
+	}
+	r = h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run", "--json")
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	if res.UID == nil || fmt.Sprint(*res.UID) != uid {
+		t.Errorf("deploy --json uid %v, want %s:\n%s", res.UID, uid, r.out)
+	}
+	// With user set, the node resolves it: ctl does not guess.
+	p = h.file("named.toml", "name = \"named\"\nversion = \"1\"\nnodes = [\"node-1\"]\nmode = \"sandbox\"\n[sandbox]\nuser = \"nobody\"\n")
+	if r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run"); strings.Contains(r.out, "uid") {
+		t.Errorf("dry run names a uid for user = \"nobody\":\n%s", r.out)
 	}
 }
