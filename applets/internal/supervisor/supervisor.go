@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -710,10 +709,13 @@ func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {
 			return
 		}
 		// A health check with nothing to say keeps why the previous
-		// process ended: without a check, "healthy" comes at once and
-		// would otherwise hide a crash loop between two status reads.
-		if reason == "" && strings.HasPrefix(i.Reason, lastExitPrefix) {
-			reason = i.Reason
+		// process ended: "healthy" would otherwise hide a crash loop
+		// between two status reads. It is taken from the record, not from
+		// the reason shown: the checks that failed while this process
+		// started replaced that. (lastExit is written only between two
+		// processes, before this one's checks began.)
+		if reason == "" && s.lastExit != "" {
+			reason = lastExitPrefix + s.lastExit
 		}
 		i.Healthy, i.Reason = healthy, reason
 		i.State = state.Running
