@@ -445,6 +445,42 @@ func (r *Runner) respondersOf(ctx context.Context, service string, d time.Durati
 	return ids
 }
 
+// warnEscaped logs the processes that an exec instance whose process group
+// was pgid left running: descendants that left the group (setsid, a
+// daemon's double fork), which stopping the instance does not reach. They
+// are found by the NARUN_APP and NARUN_INSTANCE they inherited, as nothing
+// else ties an orphan to its instance.
+func (r *Runner) warnEscaped(inst supervisor.InstanceLaunch, pgid int) {
+	app, id := "NARUN_APP="+inst.App, "NARUN_INSTANCE="+inst.Instance
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		env := strings.Split(string(b), "\x00")
+		if !slices.Contains(env, app) || !slices.Contains(env, id) {
+			continue
+		}
+		// The group's own processes may not have died yet.
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+			if f, err := statFields(b); err == nil && f[2] == strconv.Itoa(pgid) {
+				continue
+			}
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) > 0 {
+		r.log.Warn(`processes left the instance's process group and outlive it: stopping an app with mode = "exec" does not reach them; mode = "sandbox" does`,
+			"app", inst.App, "instance", inst.Instance, "pids", pids)
+	}
+}
+
 // procStartTime is the start time of pid in clock ticks since boot.
 func procStartTime(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

@@ -91,7 +91,18 @@ func cgroupScope(dataDir string) string {
 // run as they are, those of mode "sandbox" through the sandbox launcher.
 func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	if inst.Mode != spec.ModeSandbox {
-		return supervisor.Exec(ctx, inst)
+		p, err := supervisor.Exec(ctx, inst)
+		if err != nil {
+			return nil, err
+		}
+		// Release runs once the group was killed: what still runs with
+		// the instance's identity left the group.
+		p.Release = func() {
+			if p.Cmd.Process != nil {
+				r.warnEscaped(inst, p.Cmd.Process.Pid)
+			}
+		}
+		return p, nil
 	}
 	cfg, err := r.sandboxConfig(inst)
 	if err != nil {

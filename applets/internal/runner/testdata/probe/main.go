@@ -109,6 +109,16 @@ func main() {
 			break
 		}
 		fmt.Printf("cat %q mode %o\n", b, st.Mode().Perm())
+	case "daemon":
+		// A child that leaves the process group for a session of its
+		// own, as a daemon does, and ignores SIGTERM.
+		cmd := exec.Command(os.Args[0], "stubborn")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Println("daemon error", err)
+			break
+		}
+		fmt.Println("daemon", cmd.Process.Pid)
 	case "fork":
 		// A child in the same process group, which the kernel's
 		// parent-death signal does not reach.
