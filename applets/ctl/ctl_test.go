@@ -1169,6 +1169,33 @@ func TestLogsFollow(t *testing.T) {
 	}
 }
 
+// logs -f of an app that is neither deployed nor has kept lines waits for
+// its first line (a deploy about to start), but says so on stderr: a typo
+// in the name must not look like an app that prints nothing.
+func TestLogsFollowUnknownAppWarns(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr testutil.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "helo"})
+	}()
+	testutil.Eventually(t, 10*time.Second, "a warning", func() bool {
+		return strings.Contains(stderr.String(), `app "helo" is not deployed and has no kept log lines`)
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("logs -f ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("logs -f did not stop when cancelled")
+	}
+}
+
 // tinyBinary cross-compiles a do-nothing linux program for goarch.
 func tinyBinary(t *testing.T, goarch string) string {
 	t.Helper()

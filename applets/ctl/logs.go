@@ -88,8 +88,15 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	pending := info.NumPending
 	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
-	if !follow && pending == 0 {
-		return e.noLogs(ctx, app)
+	if pending == 0 {
+		if !follow {
+			return e.noLogs(ctx, app)
+		}
+		// Following waits for an app about to be deployed; a typo must
+		// still be told from an app that prints nothing.
+		if err := e.noLogs(ctx, app); cli.ExitCode(err) == ExitNotFound {
+			fmt.Fprintf(e.stdio.Stderr, "warning: %v; waiting for its lines\n", err)
+		}
 	}
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
