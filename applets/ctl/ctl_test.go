@@ -80,6 +80,10 @@ func TestDeployRefusesBadBinaries(t *testing.T) {
 	if strings.Contains(r.err, "GOOS") {
 		t.Errorf("error %q tells a script's author to build it", r.err)
 	}
+	// A directory (the package, not the build) is named as one.
+	if r := h.fails(1, "", "deploy", p, "--binary", h.dir); !strings.Contains(r.err, "is a directory") {
+		t.Errorf("unexpected error for a directory: %s", r.err)
+	}
 	bin := selfBinary(t)
 	r = h.fails(2, "", "deploy", p, "--binary", bin, "--binary", bin)
 	if !strings.Contains(r.err, "both") {

@@ -142,6 +142,10 @@ func DetectFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if st.IsDir() {
+		// Often a Go package directory given where its build was meant.
+		return "", fmt.Errorf("%s: %w: is a directory, not an executable", path, ErrUnsupported)
+	}
 	arch, err := Detect(f, st.Size())
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
