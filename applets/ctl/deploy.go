@@ -831,6 +831,13 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
 		}
 	}
+	// A node that died moments ago keeps its heartbeat until the entry
+	// expires: it is selected, yet runs nothing of this spec until back.
+	for _, n := range nodes {
+		if app.ReplicasOn(n.ID, n.Labels) > 0 && late(n, e.serverNow()) {
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back\n", n.ID, shortDuration(e.serverNow().Sub(n.Stored)))
+		}
+	}
 	// A label selector no live node matches (a typo, a node not yet
 	// labelled) runs nothing, like a node id that is not there.
 	if len(app.Labels) > 0 && !slices.ContainsFunc(nodes, func(n state.Node) bool { return app.Selects("", n.Labels) }) {

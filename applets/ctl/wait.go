@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -27,6 +28,10 @@ type rollout struct {
 	Waiting []string `json:"waiting,omitempty"`
 	// Failed holds the reasons reported by nodes for instances that gave up.
 	Failed []string `json:"failed,omitempty"`
+	// Down names the selected nodes whose heartbeats have stopped, or
+	// that the spec lists and send none: the rollout does not wait for
+	// them, since their runners apply the spec only once they are back.
+	Down []string `json:"down,omitempty"`
 }
 
 // waiter follows instance events and node heartbeats until a spec runs
@@ -180,6 +185,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			// rollout is done once the heartbeats show nothing stopping.
 			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
 			if len(hb.Waiting) == 0 {
+				if len(r.Down) > 0 {
+					fmt.Fprintf(w.e.stdio.Stderr, "warning: %s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)\n", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
+				}
 				return r, nil
 			}
 			for _, lag := range hb.Waiting {
@@ -196,6 +204,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					return r, fmt.Errorf("rollout of %s not followed: read node heartbeats in %s: %w", w.app.Name, timeout, readErr)
 				}
 				if r.Desired == 0 && len(r.Waiting) == 0 {
+					if len(r.Down) > 0 {
+						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, strings.Join(r.Down, ", "))
+					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
 				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, strings.Join(r.Waiting, "; "), w.logsHint())
@@ -267,10 +278,12 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // ready when healthy; without a health check, when it has also been up
 // (since up[node/id]) for settle. One of a slot app no longer wants on its
 // node is waited for until it has stopped, or its node's heartbeat no
-// longer lists it, as the runner's does once it stopped it; not on a node
-// whose heartbeats have stopped (late by serverNow, the NATS server's
-// clock): its runner stops them when it is back, and waiting for its
-// heartbeat to expire would only run out the timeout.
+// longer lists it, as the runner's does once it stopped it. Nothing is
+// waited for on a node whose heartbeats have stopped (late by serverNow,
+// the NATS server's clock), nor on one the spec lists that sends none:
+// their runners roll out when they are back, and waiting for a stopped
+// heartbeat to expire would only hold the rollout up to its TTL and then
+// pass it without a word about that node.
 func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now, serverNow time.Time) *rollout {
 	r := &rollout{Ready: []string{}}
 	for _, n := range nodes {
@@ -292,6 +305,10 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			r.Waiting = append(r.Waiting, fmt.Sprintf("%s: %d instance(s) to stop (%s)", n.ID, len(going), strings.Join(going, "; ")))
 		}
 		if want == 0 {
+			continue
+		}
+		if late(n, serverNow) {
+			r.Down = append(r.Down, fmt.Sprintf("%s (no heartbeat for %s)", n.ID, shortDuration(serverNow.Sub(n.Stored))))
 			continue
 		}
 		r.Desired += want
@@ -335,6 +352,11 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 				line += " (" + strings.Join(notReady, "; ") + ")"
 			}
 			r.Waiting = append(r.Waiting, line)
+		}
+	}
+	for _, id := range app.Nodes {
+		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+			r.Down = append(r.Down, id+" (no heartbeat)")
 		}
 	}
 	return r

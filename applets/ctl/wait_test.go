@@ -63,10 +63,18 @@ func TestEvaluate(t *testing.T) {
 		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, 0, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
 		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
-		{"slot scaled away on a silent node", checked, silent, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "", ""},
 		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
+	// A silent node is waited for neither to stop what the spec no longer
+	// wants nor to start what it wants: it is named as down.
+	t.Run("slot scaled away on a silent node", func(t *testing.T) {
+		seen := map[string]map[string]state.Instance{"n1": {"0": inst(checked, "0", state.Healthy), "1": inst(checked, "1", state.Healthy), "2": stopping}}
+		r := evaluate(checked, silent, seen, map[string]time.Time{}, now, now)
+		if r.Desired != 0 || len(r.Waiting) != 0 || len(r.Down) != 1 || !strings.HasPrefix(r.Down[0], "n1 ") {
+			t.Errorf("desired %d, waiting %q, down %q; want 0, none, n1", r.Desired, r.Waiting, r.Down)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			seen := map[string]map[string]state.Instance{"n1": {}}
@@ -87,6 +95,33 @@ func TestEvaluate(t *testing.T) {
 				t.Errorf("failed %q, want %q", got, tc.failed)
 			}
 		})
+	}
+}
+
+// A node that died keeps its heartbeat until the entry expires: the
+// rollout must neither wait for it until then nor pass without naming it,
+// nor forget a node the spec lists whose heartbeat has already expired.
+func TestEvaluateDownNodes(t *testing.T) {
+	digest := strings.Repeat("a", 64)
+	app, err := spec.Parse("a.toml", []byte("name = \"a\"\nversion = \"2\"\nnodes = [\"n1\", \"n2\", \"n3\"]\n[health]\ntype = \"tcp\"\nport = 80\n"+
+		"[binaries.amd64]\nobject = \"a/2/linux-amd64\"\nsha256 = \""+digest+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	fresh := state.Instance{App: "a", Node: "n1", ID: "0", State: state.Healthy, Fingerprint: app.Fingerprint("amd64")}
+	old := state.Instance{App: "a", Node: "n2", ID: "0", State: state.Healthy, Fingerprint: "old"}
+	nodes := []state.Node{
+		{ID: "n1", Arch: "amd64", Interval: time.Second, Stored: now, Instances: []state.Instance{fresh}},
+		{ID: "n2", Arch: "amd64", Interval: time.Second, Stored: now.Add(-time.Minute), Instances: []state.Instance{old}},
+	}
+	seen := map[string]map[string]state.Instance{"n1": {"0": fresh}, "n2": {"0": old}}
+	r := evaluate(app, nodes, seen, map[string]time.Time{}, now, now)
+	if len(r.Waiting) != 0 || len(r.Ready) != 1 || r.Desired != 1 {
+		t.Errorf("desired %d, ready %v, waiting %q; want 1, [n1/0], none", r.Desired, r.Ready, r.Waiting)
+	}
+	if got := strings.Join(r.Down, "; "); got != "n2 (no heartbeat for 1m); n3 (no heartbeat)" {
+		t.Errorf("down %q", got)
 	}
 }
 
