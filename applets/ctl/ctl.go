@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -212,11 +213,7 @@ func (e *env) connect() error {
 	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)))
 	nc, err := nats.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
-		at := cli.RedactURLs(e.cfg.Ctl.NATSURL)
-		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, cli.RedactError(err))
-		}
-		return fmt.Errorf("connect to NATS at %s: %w", at, cli.RedactError(err))
+		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL), cli.RedactError(err))
 	}
 	raw, err := jetstream.New(nc)
 	if err != nil {
@@ -230,6 +227,21 @@ func (e *env) connect() error {
 	}
 	e.nc, e.js = nc, js
 	return nil
+}
+
+// connectError says why ctl could not connect to the servers at at. A
+// connection that opens but gets no NATS greeting is a wrong port; one that
+// does not even open in time is a device that is down or cut off, which a
+// hint about ports would only send the operator looking in the wrong place.
+func connectError(at string, err error) error {
+	var op *net.OpError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial" && errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, err)
+	}
+	return fmt.Errorf("connect to NATS at %s: %w", at, err)
 }
 
 // waitJetStream waits, up to the operation timeout, for JetStream to answer:

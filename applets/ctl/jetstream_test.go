@@ -126,6 +126,20 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 	}
 }
 
+// A dial that times out reaches no device at all (down, cut off): the
+// hint about a wrong port would mislead, and another member is the way out.
+func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(198, 18, 0, 12), Port: 4222}, Err: os.ErrDeadlineExceeded}
+	got := connectError("nats://198.18.0.12:4222", dial).Error()
+	if strings.Contains(got, "something listens there") || !strings.Contains(got, "the device is down or cut off") {
+		t.Errorf("dial timeout: %s", got)
+	}
+	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	if got := connectError("nats://127.0.0.1:8080", read).Error(); !strings.Contains(got, "did not answer as a NATS server") {
+		t.Errorf("greeting timeout: %s", got)
+	}
+}
+
 // A command sent while the cluster has no JetStream leader succeeds once
 // one is elected, well within its timeout: the servers drop its requests
 // meanwhile, so each is sent again rather than waited on for the whole
