@@ -160,6 +160,10 @@ func TestOperatorCluster(t *testing.T) {
 		if err := waitStable(h3, []string{"hello"}); err != nil {
 			t.Error(err)
 		}
+		// Not even for a moment, from the spec it had cached.
+		if out := o.runners[h3].Output(); strings.Contains(out, "app=gone") {
+			t.Errorf("the runner of %s acted on gone after the delete:\n%s", h3.Name, lastLines(out, 30))
+		}
 		if out := mustCtl(t, o.urls, "app", "list"); strings.Contains(out, "gone") {
 			t.Errorf("gone is listed again after %s came back:\n%s", h3.Name, out)
 		}
