@@ -169,6 +169,40 @@ func TestOperatorCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("back_before_its_link", func(t *testing.T) {
+		mustCtl(t, o.urls, "deploy", writeSpec(t, gone), "--wait", "--timeout", "60s")
+		h3.Kill()
+		mustCtl(t, o.ownFirst(h1), "app", "delete", "gone")
+		// The device boots while its link is still down: it can learn
+		// nothing of the delete, and runs what it had cached.
+		h3.Cut()
+		healed := false
+		defer func() {
+			if !healed {
+				h3.Heal()
+			}
+		}()
+		o.bootHost(t, h3)
+		eventually(t, 30*time.Second, "gone started on "+h3.Name+" from its cached spec", func() error {
+			if p := h3.appProcs("--service", "gone"); len(p) != 1 {
+				return fmt.Errorf("gone processes on %s: %v", h3.Name, p)
+			}
+			return nil
+		})
+		h3.Heal()
+		healed = true
+		eventually(t, 90*time.Second, "gone stopped on "+h3.Name+" once it reads narun-apps", func() error {
+			if p := h3.appProcs("--service", "gone"); len(p) != 0 {
+				return fmt.Errorf("gone runs on %s: %v", h3.Name, p)
+			}
+			return nil
+		})
+		o.ready(t, "1.0.1", 60*time.Second)
+		if out := mustCtl(t, o.urls, "app", "list"); strings.Contains(out, "gone") {
+			t.Errorf("gone is listed again after %s came back:\n%s", h3.Name, out)
+		}
+	})
+
 	t.Run("meta_leader_partitioned", func(t *testing.T) {
 		lh := h1
 		if name := metaLeader(o.members); name != "" {
