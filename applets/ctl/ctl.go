@@ -221,7 +221,7 @@ func (e *env) connect() error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	js := patientJS{raw}
-	if err := e.waitJetStream(js); err != nil {
+	if err := e.waitJetStream(nc, js); err != nil {
 		nc.Close()
 		return err
 	}
@@ -249,13 +249,20 @@ func connectError(at string, err error) error {
 // JetStream API has a responder, and a command sent then would fail with
 // "no responders" for a moment's wait; while a cluster elects a leader, no
 // server answers at all. js is patient: it asks again until answered.
-func (e *env) waitJetStream(js jetstream.JetStream) error {
+func (e *env) waitJetStream(nc *nats.Conn, js jetstream.JetStream) error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
 	// Other errors (JetStream disabled, no permission) are for the command
 	// itself to report with its context.
 	if _, err := js.AccountInfo(ctx); unanswered(err) {
-		return fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
+		err = fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
+		// The usual cause in a cluster, and one ctl cannot see: the
+		// server it reached is on the minority side of a partition, or
+		// the only member up, and keeps serving apps but not JetStream.
+		if cluster := nc.ConnectedClusterName(); cluster != "" {
+			err = fmt.Errorf("%w (server %s of cluster %s answers for JetStream only while it reaches a majority of the members: are the others down or cut off from it? ctl works through any member of the majority)", err, nc.ConnectedServerName(), cluster)
+		}
+		return err
 	}
 	return nil
 }

@@ -126,6 +126,21 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 	}
 }
 
+// A member that reaches no majority keeps its clients but not JetStream:
+// ctl pointed at it alone says so instead of a bare timeout.
+func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	c.WaitPlaceable(10 * time.Second)
+	c.Stop(1)
+	c.Stop(2)
+	h := &harness{t: t, url: c.Server(0).ClientURL(), dir: t.TempDir()}
+	h.config = h.file("narun.toml", "[ctl]\ntimeout = \"1s\"\n")
+	r := h.fails(1, "", "node", "list")
+	if !strings.Contains(r.err, "not answering") || !strings.Contains(r.err, "reaches a majority of the members") {
+		t.Errorf("error: %s", r.err)
+	}
+}
+
 // A dial that times out reaches no device at all (down, cut off): the
 // hint about a wrong port would mislead, and another member is the way out.
 func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
