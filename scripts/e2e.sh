@@ -25,4 +25,4 @@ report=
 if [ "${NARUN_E2E_WRITE_REPORT:-}" = 1 ]; then
 	report=$PWD/docs/RELIABILITY.md
 fi
-NARUN_E2E_BINARY=$bin NARUN_E2E_REPORT=$report go test -count=1 -timeout 10m -v ./testdata/e2e/
+NARUN_E2E_BINARY=$bin NARUN_E2E_REPORT=$report go test -count=1 -timeout 20m -v ./testdata/e2e/
