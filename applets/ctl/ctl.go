@@ -233,10 +233,12 @@ func (e *env) connect() error {
 // connection that opens but gets no NATS greeting is a wrong port; one that
 // does not even open in time is a device that is down or cut off, which a
 // hint about ports would only send the operator looking in the wrong place.
+// A dial's timeout is either error: the socket's deadline or the dialer's
+// context, whichever fires first.
 func connectError(at string, err error) error {
 	var op *net.OpError
 	switch {
-	case errors.As(err, &op) && op.Op == "dial" && errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, err)

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -144,10 +145,12 @@ func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 // A dial that times out reaches no device at all (down, cut off): the
 // hint about a wrong port would mislead, and another member is the way out.
 func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
-	dial := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(198, 18, 0, 12), Port: 4222}, Err: os.ErrDeadlineExceeded}
-	got := connectError("nats://198.18.0.12:4222", dial).Error()
-	if strings.Contains(got, "something listens there") || !strings.Contains(got, "the device is down or cut off") {
-		t.Errorf("dial timeout: %s", got)
+	for _, timeout := range []error{os.ErrDeadlineExceeded, context.DeadlineExceeded} {
+		dial := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(198, 18, 0, 12), Port: 4222}, Err: timeout}
+		got := connectError("nats://198.18.0.12:4222", dial).Error()
+		if strings.Contains(got, "something listens there") || !strings.Contains(got, "the device is down or cut off") {
+			t.Errorf("dial timeout (%v): %s", timeout, got)
+		}
 	}
 	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	if got := connectError("nats://127.0.0.1:8080", read).Error(); !strings.Contains(got, "did not answer as a NATS server") {
