@@ -257,16 +257,22 @@ func (e *env) waitJetStream(nc *nats.Conn, js jetstream.JetStream) error {
 	// Other errors (JetStream disabled, no permission) are for the command
 	// itself to report with its context.
 	if _, err := js.AccountInfo(ctx); unanswered(err) {
-		err = fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err)
-		// The usual cause in a cluster, and one ctl cannot see: the
-		// server it reached is on the minority side of a partition, or
-		// the only member up, and keeps serving apps but not JetStream.
-		if cluster := nc.ConnectedClusterName(); cluster != "" {
-			err = fmt.Errorf("%w (server %s of cluster %s answers for JetStream only while it reaches a majority of the members: are the others down or cut off from it? ctl works through any member of the majority)", err, nc.ConnectedServerName(), cluster)
-		}
-		return err
+		return majorityHint(nc, fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err))
 	}
 	return nil
+}
+
+// majorityHint adds the usual cause of an unanswered JetStream request in
+// a cluster, one ctl cannot see: the server it reached is on the minority
+// side of a partition, or the only member up, and keeps serving apps but
+// not JetStream. A member that has just lost the others may still answer
+// for a moment, so a later request can be the first to go unanswered.
+func majorityHint(nc *nats.Conn, err error) error {
+	cluster := nc.ConnectedClusterName()
+	if cluster == "" || !unanswered(err) {
+		return err
+	}
+	return fmt.Errorf("%w (server %s of cluster %s answers for JetStream only while it reaches a majority of the members: are the others down or cut off from it? ctl works through any member of the majority)", err, nc.ConnectedServerName(), cluster)
 }
 
 func (e *env) close() {
@@ -315,7 +321,8 @@ func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 	if e.readOnly {
 		return e.openKV(ctx, bucket)
 	}
-	return store.KV(ctx, e.js, bucket, e.log)
+	kv, err := store.KV(ctx, e.js, bucket, e.log)
+	return kv, majorityHint(e.nc, err)
 }
 
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
@@ -324,7 +331,8 @@ func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore
 	if e.readOnly {
 		return e.openObjects(ctx, bucket)
 	}
-	return store.Objects(ctx, e.js, bucket, e.log)
+	obs, err := store.Objects(ctx, e.js, bucket, e.log)
+	return obs, majorityHint(e.nc, err)
 }
 
 // keys lists a bucket's keys, sorted.

@@ -128,7 +128,9 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 }
 
 // A member that reaches no majority keeps its clients but not JetStream:
-// ctl pointed at it alone says so instead of a bare timeout.
+// ctl pointed at it alone says so instead of a bare timeout, whether the
+// member has already noticed (JetStream does not answer at all) or not yet
+// (it answers, and the bucket's request is the first to go unanswered).
 func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(10 * time.Second)
@@ -137,7 +139,7 @@ func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 	h := &harness{t: t, url: c.Server(0).ClientURL(), dir: t.TempDir()}
 	h.config = h.file("narun.toml", "[ctl]\ntimeout = \"1s\"\n")
 	r := h.fails(1, "", "node", "list")
-	if !strings.Contains(r.err, "not answering") || !strings.Contains(r.err, "reaches a majority of the members") {
+	if !strings.Contains(r.err, "reaches a majority of the members") {
 		t.Errorf("error: %s", r.err)
 	}
 }
