@@ -119,7 +119,7 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 				// JetStream in a cluster wants names and a route; one
 				// that nobody answers will do.
 				tc.cfg.ServerName, tc.cfg.Cluster.Name = "a", "c"
-				tc.cfg.Cluster.Routes = []string{"nats-route://" + freeAddr(t)}
+				tc.cfg.Cluster.Routes = []string{"nats-route://" + natstest.FreeAddr(t)}
 			}
 			var logs bytes.Buffer
 			tc.cfg.DataDir = t.TempDir()
@@ -301,7 +301,7 @@ func TestInProcessOnly(t *testing.T) {
 
 func TestLeafKeepsLocalSubjects(t *testing.T) {
 	local := []string{"logs.>", "$O.store.>"}
-	leafAddr := freeAddr(t)
+	leafAddr := natstest.FreeAddr(t)
 	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
 	leaf := natstest.StartConfig(t, embednats.Config{
 		JetStreamDomain: "edge",
@@ -356,18 +356,8 @@ func TestLeafKeepsLocalSubjects(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestLeafnodeJoinsHub(t *testing.T) {
-	leafAddr := freeAddr(t)
+	leafAddr := natstest.FreeAddr(t)
 	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
 	leaf := natstest.StartConfig(t, embednats.Config{
 		JetStreamDomain: "edge",
@@ -416,7 +406,7 @@ func (b *syncBuffer) String() string {
 // With client logins on, a server that does not know the cluster's login
 // must not join as a route: a route reads and publishes every subject.
 func TestClusterRoutesNeedTheClusterLogin(t *testing.T) {
-	hubAddr, memberAddr := freeAddr(t), freeAddr(t)
+	hubAddr, memberAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	route := []string{"nats-route://" + hubAddr}
 	var logs syncBuffer
 	hub := natstest.StartConfig(t, embednats.Config{

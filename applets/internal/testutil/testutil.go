@@ -3,7 +3,6 @@
 package testutil
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // Tool finds an external program used by a test, in PATH and then in
@@ -36,15 +37,11 @@ func Tool(t testing.TB, name string) string {
 	return ""
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr is natstest.FreeAddr: a loopback address whose port is free
+// now and out of the way of the kernel's choices for other sockets.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return natstest.FreeAddr(t)
 }
 
 // Eventually polls cond every 10ms until it returns true or timeout passes.
