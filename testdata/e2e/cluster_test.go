@@ -19,12 +19,16 @@ import (
 // startRunner can use the same file.
 func cluster(t *testing.T, hosts []*Host) map[*Host]*Proc {
 	t.Helper()
-	var routes, urls []string
+	var routes []string
 	for _, h := range hosts {
 		routes = append(routes, fmt.Sprintf(`"nats-route://%s:6222"`, h.Addr))
-		urls = append(urls, "nats://"+h.Addr+":4222")
 	}
 	procs := map[*Host]*Proc{}
+	// As docs/CLUSTER.md says: the runner and its apps use their own
+	// device's server, and another member only while it is down. With one
+	// list for all, every app used the first member's server, and a restart
+	// of that one server left the service without responders for as long as
+	// the apps took to reconnect.
 	for _, h := range hosts {
 		h.WriteFile("narun.toml", fmt.Sprintf(`data_dir = %q
 [nats]
@@ -44,7 +48,7 @@ admin_listen = "0.0.0.0:9101"
 heartbeat_interval = "1s"
 [runner.labels]
 role = "edge"
-`, h.DataDir, h.Name, strings.Join(routes, ", "), strings.Join(urls, ","), h.Name))
+`, h.DataDir, h.Name, strings.Join(routes, ", "), ownFirst(h, hosts), h.Name))
 		procs[h] = startNATS(t, h)
 	}
 	for _, h := range hosts {
@@ -81,6 +85,17 @@ func waitJetStream(t *testing.T, h *Host, timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ownFirst is the members' client URLs with h's server first.
+func ownFirst(h *Host, members []*Host) string {
+	urls := []string{"nats://" + h.Addr + ":4222"}
+	for _, m := range members {
+		if m != h {
+			urls = append(urls, "nats://"+m.Addr+":4222")
+		}
+	}
+	return strings.Join(urls, ",")
 }
 
 func clusterURLs(hosts []*Host) string {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,14 +24,6 @@ func newOps(t *testing.T) *ops {
 	o.urls = clusterURLs(o.members)
 	o.nats = cluster(t, o.members)
 	for _, h := range o.members {
-		// As docs/CLUSTER.md says: the runner and its apps use their own
-		// device's server, and another member only while it is down.
-		cfg := filepath.Join(h.DataDir, "narun.toml")
-		b, err := os.ReadFile(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.WriteFile("narun.toml", strings.Replace(string(b), fmt.Sprintf("nats_url = %q", o.urls), fmt.Sprintf("nats_url = %q", o.ownFirst(h)), 1))
 		o.runners[h] = startRunner(t, h)
 		o.startGW(t, h)
 	}
@@ -42,15 +32,7 @@ func newOps(t *testing.T) *ops {
 }
 
 // ownFirst is the members' URL list with h's server first.
-func (o *ops) ownFirst(h *Host) string {
-	urls := []string{"nats://" + h.Addr + ":4222"}
-	for _, m := range o.members {
-		if m != h {
-			urls = append(urls, "nats://"+m.Addr+":4222")
-		}
-	}
-	return strings.Join(urls, ",")
-}
+func (o *ops) ownFirst(h *Host) string { return ownFirst(h, o.members) }
 
 func (o *ops) startGW(t *testing.T, h *Host) {
 	t.Helper()
