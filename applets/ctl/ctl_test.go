@@ -1162,6 +1162,12 @@ func TestLogsFollow(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "first line", func() bool { return strings.Contains(out.String(), " one\n") })
 	publish("two")
 	testutil.Eventually(t, 10*time.Second, "second line", func() bool { return strings.Contains(out.String(), " two\n") })
+	stopFollowing(t, cancel, done)
+}
+
+// stopFollowing cancels a logs -f run and waits for it to end cleanly.
+func stopFollowing(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
 	cancel()
 	select {
 	case err := <-done:
@@ -1189,15 +1195,7 @@ func TestLogsFollowUnknownAppWarns(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "a warning", func() bool {
 		return strings.Contains(stderr.String(), `app "helo" is not deployed and has no kept log lines`)
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("logs -f ended with %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("logs -f did not stop when cancelled")
-	}
+	stopFollowing(t, cancel, done)
 }
 
 // tinyBinary cross-compiles a do-nothing linux program for goarch.
