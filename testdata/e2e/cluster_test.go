@@ -19,10 +19,6 @@ import (
 // startRunner can use the same file.
 func cluster(t *testing.T, hosts []*Host) map[*Host]*Proc {
 	t.Helper()
-	var routes []string
-	for _, h := range hosts {
-		routes = append(routes, fmt.Sprintf(`"nats-route://%s:6222"`, h.Addr))
-	}
 	procs := map[*Host]*Proc{}
 	// As docs/CLUSTER.md says: the runner and its apps use their own
 	// device's server, and another member only while it is down. With one
@@ -30,16 +26,7 @@ func cluster(t *testing.T, hosts []*Host) map[*Host]*Proc {
 	// of that one server left the service without responders for as long as
 	// the apps took to reconnect.
 	for _, h := range hosts {
-		h.WriteFile("narun.toml", fmt.Sprintf(`data_dir = %q
-[nats]
-listen = "0.0.0.0:4222"
-server_name = %q
-http_listen = "0.0.0.0:8222"
-[nats.cluster]
-name = "e2e"
-listen = "0.0.0.0:6222"
-routes = [%s]
-[nats.leafnodes]
+		h.WriteFile("narun.toml", natsSection(h, hosts)+fmt.Sprintf(`[nats.leafnodes]
 listen = "0.0.0.0:7422"
 [runner]
 nats_url = %q
@@ -48,7 +35,7 @@ admin_listen = "0.0.0.0:9101"
 heartbeat_interval = "1s"
 [runner.labels]
 role = "edge"
-`, h.DataDir, h.Name, strings.Join(routes, ", "), ownFirst(h, hosts), h.Name))
+`, ownFirst(h, hosts), h.Name))
 		procs[h] = startNATS(t, h)
 	}
 	for _, h := range hosts {
@@ -85,6 +72,25 @@ func waitJetStream(t *testing.T, h *Host, timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// natsSection is the start of h's narun.toml as a member of a cluster of
+// members: its data dir and its NATS server, routed to the others.
+func natsSection(h *Host, members []*Host) string {
+	var routes []string
+	for _, m := range members {
+		routes = append(routes, fmt.Sprintf(`"nats-route://%s:6222"`, m.Addr))
+	}
+	return fmt.Sprintf(`data_dir = %q
+[nats]
+listen = "0.0.0.0:4222"
+server_name = %q
+http_listen = "0.0.0.0:8222"
+[nats.cluster]
+name = "e2e"
+listen = "0.0.0.0:6222"
+routes = [%s]
+`, h.DataDir, h.Name, strings.Join(routes, ", "))
 }
 
 // ownFirst is the members' client URLs with h's server first.

@@ -26,23 +26,10 @@ func TestUpCluster(t *testing.T) {
 	o := &ops{edge: &edge{net: n, members: n.hosts, urls: clusterURLs(n.hosts)}}
 	signingKeys.Store(o.urls, key)
 	t.Cleanup(func() { signingKeys.Delete(o.urls) })
-	var routes []string
-	for _, h := range n.hosts {
-		routes = append(routes, fmt.Sprintf(`"nats-route://%s:6222"`, h.Addr))
-	}
 	ups := map[*Host]*Proc{}
 	start := func(h *Host) { ups[h] = h.Start("up", "up", "--config", h.DataDir+"/narun.toml") }
 	for _, h := range n.hosts {
-		h.WriteFile("narun.toml", fmt.Sprintf(`data_dir = %q
-[nats]
-listen = "0.0.0.0:4222"
-server_name = %q
-http_listen = "0.0.0.0:8222"
-[nats.cluster]
-name = "e2e"
-listen = "0.0.0.0:6222"
-routes = [%s]
-[gateway]
+		h.WriteFile("narun.toml", natsSection(h, n.hosts)+fmt.Sprintf(`[gateway]
 listen = "0.0.0.0:8080"
 admin_listen = "0.0.0.0:9090"
 trusted_keys = [%q]
@@ -52,7 +39,7 @@ node_id = %q
 admin_listen = "0.0.0.0:9101"
 heartbeat_interval = "1s"
 trusted_keys = [%q]
-`, h.DataDir, h.Name, strings.Join(routes, ", "), pub, o.ownFirst(h), h.Name, pub))
+`, pub, o.ownFirst(h), h.Name, pub))
 		start(h)
 	}
 	for _, h := range n.hosts {
