@@ -16,7 +16,9 @@ cleanup() {
 		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
 		ip netns del "$ns" 2>/dev/null || true
 	done
-	ip link del nre2ebr 2>/dev/null || true
+	for link in $(ip -o link show 2>/dev/null | awk -F': ' '$2 ~ /^nre2e/ {sub(/@.*/, "", $2); print $2}'); do
+		ip link del "$link" 2>/dev/null || true
+	done
 	rm -rf "$(dirname "$bin")"
 }
 trap cleanup EXIT

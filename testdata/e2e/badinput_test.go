@@ -83,6 +83,7 @@ func startUp(t *testing.T, config string) *device {
 // replies to one device and checks each gets a clear refusal while the
 // device keeps serving and loses nothing.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	// The runner reads its key file when it starts, so the key exists first.
 	keyFile := filepath.Join(t.TempDir(), "secret.key")
 	if r := ctl(t, "nats://127.0.0.1:1", "", "--key-file", keyFile, "secret", "keygen"); r.Code != 0 {

@@ -115,6 +115,7 @@ func clusterURLs(hosts []*Host) string {
 // TestRollingNATSRestartKeepsKV restarts each server in turn while a
 // client writes to an R3 bucket: every acknowledged write must survive.
 func TestRollingNATSRestartKeepsKV(t *testing.T) {
+	t.Parallel()
 	n := NewNet(t, "h1", "h2", "h3")
 	procs := cluster(t, n.hosts)
 

@@ -18,6 +18,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: the ip tool (iproute2) is required")
 		os.Exit(1)
 	}
+	cleanupLeftovers()
 	code := m.Run()
 	if helloDir != "" {
 		os.RemoveAll(helloDir)

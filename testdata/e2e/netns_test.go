@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,18 +18,19 @@ import (
 
 // The test hosts live in network namespaces joined by a bridge in the root
 // namespace. Addresses come from 198.18.0.0/15, reserved for network tests;
-// no traffic leaves the bridge.
-const (
-	prefix     = "nre2e"
-	bridge     = prefix + "br"
-	bridgeAddr = "198.18.0.1"
-	netmask    = "/24"
-)
+// no traffic leaves the bridge. Each Net has its own bridge, /24 and names,
+// so that tests with nets of their own can run in parallel.
+const prefix = "nre2e"
+
+// nets numbers the nets of this run: the number is in their names and
+// addresses.
+var nets atomic.Int32
 
 // Net is a set of test hosts on one bridge.
 type Net struct {
-	t     *testing.T
-	hosts []*Host
+	t      *testing.T
+	bridge string
+	hosts  []*Host
 }
 
 // Host is one device: a network namespace with its own address and data dir.
@@ -68,7 +70,7 @@ func mustIP(t *testing.T, args ...string) {
 	}
 }
 
-// cleanupLeftovers removes namespaces and the bridge of an earlier run that
+// cleanupLeftovers removes namespaces and bridges of an earlier run that
 // did not finish its own cleanup.
 func cleanupLeftovers() {
 	out, _ := exec.Command("ip", "netns", "list").Output()
@@ -78,18 +80,28 @@ func cleanupLeftovers() {
 			ip("netns", "del", f[0])
 		}
 	}
-	ip("link", "del", bridge)
 	// A namespace outlives `ip netns del` until its last process is gone,
 	// and its veth with it: remove the root end so the names are free.
 	out, _ = exec.Command("ip", "-o", "link", "show").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 1 {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			if strings.HasPrefix(name, prefix+"v") {
+			if strings.HasPrefix(name, prefix) {
 				ip("link", "del", name)
 			}
 		}
 	}
+}
+
+// remove deletes the net's namespaces, links and bridge, leaving other
+// nets alone.
+func (n *Net) remove() {
+	for _, h := range n.hosts {
+		killNamespace(h.NS)
+		ip("netns", "del", h.NS)
+		ip("link", "del", h.veth)
+	}
+	ip("link", "del", n.bridge)
 }
 
 func killNamespace(ns string) {
@@ -102,30 +114,35 @@ func killNamespace(ns string) {
 	}
 }
 
-// NewNet creates hosts named after names, each at 198.18.0.(10+i).
+// NewNet creates hosts named after names on a bridge of their own: the
+// k-th net of the run has 198.18.k.0/24, and its i-th host 198.18.k.(10+i).
 func NewNet(t *testing.T, names ...string) *Net {
 	t.Helper()
-	cleanupLeftovers()
-	n := &Net{t: t}
+	k := nets.Add(1)
+	if k > 250 {
+		t.Fatal("e2e: more than 250 nets in one run")
+	}
+	p := fmt.Sprintf("%s%d", prefix, k)
+	n := &Net{t: t, bridge: p + "br"}
 	t.Cleanup(func() {
 		for _, h := range n.hosts {
 			h.StopAll()
 		}
-		cleanupLeftovers()
+		n.remove()
 	})
-	mustIP(t, "link", "add", bridge, "type", "bridge")
-	mustIP(t, "addr", "add", bridgeAddr+netmask, "dev", bridge)
-	mustIP(t, "link", "set", bridge, "up")
+	mustIP(t, "link", "add", n.bridge, "type", "bridge")
+	mustIP(t, "addr", "add", fmt.Sprintf("198.18.%d.1/24", k), "dev", n.bridge)
+	mustIP(t, "link", "set", n.bridge, "up")
 	for i, name := range names {
-		h := &Host{net: n, Name: name, NS: prefix + "-" + name, Addr: fmt.Sprintf("198.18.0.%d", 10+i), DataDir: t.TempDir(), veth: fmt.Sprintf("%sv%d", prefix, i)}
+		h := &Host{net: n, Name: name, NS: p + "-" + name, Addr: fmt.Sprintf("198.18.%d.%d", k, 10+i), DataDir: t.TempDir(), veth: fmt.Sprintf("%sv%d", p, i)}
+		n.hosts = append(n.hosts, h)
 		mustIP(t, "netns", "add", h.NS)
 		mustIP(t, "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS)
-		mustIP(t, "link", "set", h.veth, "master", bridge)
+		mustIP(t, "link", "set", h.veth, "master", n.bridge)
 		mustIP(t, "link", "set", h.veth, "up")
-		mustIP(t, "-n", h.NS, "addr", "add", h.Addr+netmask, "dev", "eth0")
+		mustIP(t, "-n", h.NS, "addr", "add", h.Addr+"/24", "dev", "eth0")
 		mustIP(t, "-n", h.NS, "link", "set", "eth0", "up")
 		mustIP(t, "-n", h.NS, "link", "set", "lo", "up")
-		n.hosts = append(n.hosts, h)
 	}
 	return n
 }

@@ -80,6 +80,7 @@ path = "/hello/"
 // the others, a restart of every device in turn (an upgrade) and a power
 // cut of the whole site.
 func TestOperatorCluster(t *testing.T) {
+	t.Parallel()
 	o := newOps(t)
 	h1, h2, h3 := o.members[0], o.members[1], o.members[2]
 	eventually(t, 30*time.Second, "three runners heartbeating", func() error {

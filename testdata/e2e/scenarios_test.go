@@ -141,6 +141,7 @@ func (e *edge) waitVersion(t *testing.T, app, v string, timeout time.Duration, n
 }
 
 func TestEdgeCluster(t *testing.T) {
+	t.Parallel()
 	e := newEdge(t)
 	steps := []struct {
 		name string

@@ -16,6 +16,7 @@ import (
 // turn and a power cut of the whole site each end with hello served by
 // every gateway and one instance of it per device.
 func TestUpCluster(t *testing.T) {
+	t.Parallel()
 	n := NewNet(t, "u1", "u2", "u3")
 	key := filepath.Join(t.TempDir(), "signing.key")
 	out, err := exec.Command(narunBinary(t), "ctl", "signing", "keygen", key).CombinedOutput()
