@@ -11,18 +11,21 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 export NARUN_REQUIRE_TOOLS=1
 export CGO_ENABLED=0
 
+# Each stage says when it starts, so a slow CI run shows which one grew.
+stage() { echo "== $* (at $SECONDS s)"; }
+
 scripts/deps.sh
 
 # ./... leaves out testdata; the test app has a test of its own.
-echo "== go vet"
+stage "go vet"
 go vet ./... ./testdata/apps/hello/
 
-echo "== go test (linux/$(go env GOARCH))"
+stage "go test (linux/$(go env GOARCH))"
 go test -count=1 -timeout 12m ./... ./testdata/apps/hello/
 
 # The packages where goroutines meet (request pools, reply muxes, process
 # supervision) run again under the race detector, which needs cgo.
-echo "== go test -race (consumer, gateway, runner, supervisor, ctl)"
+stage "go test -race (consumer, gateway, runner, supervisor, ctl)"
 CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal/gateway/ \
 	./applets/internal/runner/ ./applets/internal/supervisor/ ./applets/ctl/
 
@@ -31,22 +34,22 @@ CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal
 # are left out: without binfmt_misc the kernel cannot run a foreign binary.
 for arch in arm64 riscv64; do
 	case $arch in arm64) q=qemu-aarch64-static ;; riscv64) q=qemu-riscv64-static ;; esac
-	echo "== go test under $q (linux/$arch)"
+	stage "go test under $q (linux/$arch)"
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" ./applets/internal/config/ ./embednats/
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run '^(TestDispatchInProcess|TestInstall)$' ./applets/
 done
 
-echo "== release build (scripts/build.sh)"
+stage "release build (scripts/build.sh)"
 scripts/build.sh
 
 # narun runs on Linux, but services that import the consumer package are
 # written on any machine: it must keep building there.
 for os in darwin windows freebsd; do
-	echo "== consumer builds for $os"
+	stage "consumer builds for $os"
 	GOOS=$os GOARCH=arm64 go build ./consumer/
 done
 
-echo "== fuzz (short runs)"
+stage "fuzz (short runs)"
 # A count, not a duration: with -fuzztime 10s, Go 1.26's fuzz coordinator
 # may report "context deadline exceeded" as a failure when the time runs
 # out while a worker is busy (go.dev/issue/75804, fixed in Go 1.27).
@@ -58,7 +61,7 @@ for pkg in $(go list ./...); do
 	done
 done
 if [ -x scripts/e2e.sh ] && [ "$(id -u)" -eq 0 ]; then
-	echo "== end to end (scripts/e2e.sh)"
+	stage "end to end (scripts/e2e.sh)"
 	scripts/e2e.sh
 fi
-echo "== all tests passed"
+echo "== all tests passed in $SECONDS s"

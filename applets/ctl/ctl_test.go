@@ -40,6 +40,7 @@ path = "/hello/"
 `
 
 func TestDeployInvalidSpecUploadsNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	tests := []struct {
@@ -67,6 +68,7 @@ func TestDeployInvalidSpecUploadsNothing(t *testing.T) {
 }
 
 func TestDeployRefusesBadBinaries(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	script := h.file("run.sh", "#!/bin/sh\necho hi\n")
@@ -96,6 +98,7 @@ func TestDeployRefusesBadBinaries(t *testing.T) {
 }
 
 func TestDeployDryRun(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run", "--json")
@@ -117,6 +120,7 @@ func TestDeployDryRun(t *testing.T) {
 // deploy --json is for scripts: its keys are the same snake_case throughout,
 // and lists are lists even when empty.
 func TestDeployJSONKeys(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--json", "--wait", "--timeout", "1s")
@@ -142,6 +146,7 @@ func TestDeployJSONKeys(t *testing.T) {
 // A rollout that fails before any instance ran (no binary for the node's
 // arch) does not send its developer to logs that cannot hold anything.
 func TestDeployWaitNoLogsHintWhenNothingRan(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	other := "riscv64"
 	if runtime.GOARCH == other {
@@ -157,6 +162,7 @@ func TestDeployWaitNoLogsHintWhenNothingRan(t *testing.T) {
 // A spec path that names an endless stream (a FIFO, a device) is read only
 // up to the largest spec, not into memory until the process dies.
 func TestDeployReadsABoundedSpec(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	fifo := filepath.Join(h.dir, "fifo.toml")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -194,6 +200,7 @@ func TestDeployReadsABoundedSpec(t *testing.T) {
 // A dry run linting a spec and its binary where no NATS is reachable (a CI
 // job) still checks both, and says the names it shows are a first deploy's.
 func TestDeployDryRunOffline(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1"
 	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--dry-run", "--json")
@@ -211,6 +218,7 @@ func TestDeployDryRunOffline(t *testing.T) {
 }
 
 func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
+	t.Parallel()
 	dynamic := "/bin/sh"
 	if _, err := elfarch.DetectFile(dynamic); err != nil || sandbox.Interpreter(dynamic) == "" {
 		t.Skipf("%s is not a dynamically linked executable for this arch here", dynamic)
@@ -237,6 +245,7 @@ func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
 }
 
 func TestDeploy(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	bin := selfBinary(t)
@@ -302,6 +311,7 @@ func TestDeploy(t *testing.T) {
 }
 
 func TestDeployWarnsOfAbsentNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
@@ -326,6 +336,7 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 // A node selected by the spec whose arch it has no binary for fails its
 // instances at once: a deploy without --wait says so instead of a bare success.
 func TestDeployWarnsOfMissingArch(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64"})
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH})
@@ -337,6 +348,7 @@ func TestDeployWarnsOfMissingArch(t *testing.T) {
 }
 
 func TestDeployRouteClashUploadsNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
 	// "a-hello" sorts first: gateways would hand it hello's route.
@@ -359,6 +371,7 @@ func TestDeployRouteClashUploadsNothing(t *testing.T) {
 }
 
 func TestDeployMissingReferencesUploadsNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n")
 	r := h.fails(1, "", "deploy", p, "--binary", selfBinary(t))
@@ -428,6 +441,7 @@ func fakeRunner(t *testing.T, h *harness, node string, final state.State, reason
 }
 
 func TestDeployWait(t *testing.T) {
+	t.Parallel()
 	t.Run("healthy", func(t *testing.T) {
 		h := newHarness(t)
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
@@ -492,6 +506,7 @@ func TestDeployWait(t *testing.T) {
 }
 
 func TestAppStatusJSON(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
@@ -546,6 +561,7 @@ func TestAppStatusJSON(t *testing.T) {
 // A node the spec names that sends no heartbeat (down, its entry expired)
 // keeps its replicas in the desired count and is shown as missing.
 func TestAppStatusCountsMissingNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
@@ -576,6 +592,7 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 // A selected node that runs only specs signed by a key it trusts starts
 // nothing of an unsigned one: status says so instead of an empty table.
 func TestAppStatusNamesRefusingNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{"narun-ed25519:someone"}})
@@ -599,6 +616,7 @@ func TestAppStatusNamesRefusingNodes(t *testing.T) {
 // intervals ago stopped, whatever time it wrote in it: here one an hour
 // ahead, which its own stamp would keep looking fresh.
 func TestStatusOfSilentNode(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
@@ -638,6 +656,7 @@ func TestStatusOfSilentNode(t *testing.T) {
 // they are fresh all the same, its instances count, and node list says
 // what is wrong with it.
 func TestStatusOfNodeWithSlowClock(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
@@ -666,6 +685,7 @@ func TestStatusOfNodeWithSlowClock(t *testing.T) {
 }
 
 func TestAppRestartWait(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Healthy, "", 100*time.Millisecond)
@@ -683,6 +703,7 @@ func TestAppRestartWait(t *testing.T) {
 }
 
 func TestAppDeleteAndRestart(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
@@ -729,6 +750,7 @@ func TestAppDeleteAndRestart(t *testing.T) {
 }
 
 func TestImageDelete(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
@@ -774,6 +796,7 @@ func TestImageDelete(t *testing.T) {
 }
 
 func TestFiles(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	content := h.file("conf.toml", "answer = 42\n")
 	h.ok("", "files", "put", "conf", content)
@@ -797,6 +820,7 @@ func TestFiles(t *testing.T) {
 // time a secret was set as the other lists do, RFC 3339 in UTC, and not the
 // table's local minute without a zone.
 func TestSecretListJSONTime(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	key := h.dir + "/secret.key"
 	h.ok("", "--key-file", key, "secret", "keygen")
@@ -823,6 +847,7 @@ func TestSecretListJSONTime(t *testing.T) {
 // TestSecretsWithoutKeyFile: every secret command that needs the key file
 // says how to name it, with the usage exit code, as keygen does.
 func TestSecretsWithoutKeyFile(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	for _, args := range [][]string{{"secret", "keygen"}, {"secret", "set", "db"}, {"secret", "rotate"}} {
 		r := h.fails(2, "value\n", args...)
@@ -833,6 +858,7 @@ func TestSecretsWithoutKeyFile(t *testing.T) {
 }
 
 func TestSecrets(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	key := h.dir + "/secret.key"
 	h.ok("", "--key-file", key, "secret", "keygen")
@@ -925,6 +951,7 @@ func TestSecrets(t *testing.T) {
 // logs -f whose server goes away says so and fails: exit 0 would tell a
 // script that the output ended.
 func TestLogsFollowLosesNATS(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
 	stream, err := store.LogsStream(ctx, h.js, nil)
@@ -948,6 +975,7 @@ func TestLogsFollowLosesNATS(t *testing.T) {
 }
 
 func TestLogs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
 	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
@@ -1002,6 +1030,7 @@ func TestLogs(t *testing.T) {
 }
 
 func TestNodeList(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "edge-7", Version: "v1", Arch: "arm64", Labels: map[string]string{"role": "edge"}})
 	r := h.ok("", "node", "list")
@@ -1016,6 +1045,7 @@ func TestNodeList(t *testing.T) {
 }
 
 func TestUsageAndUnreachable(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.fails(2, "", "app", "status", "--bogus", "x")
 	h.fails(2, "", "bogus")
@@ -1031,6 +1061,7 @@ func TestUsageAndUnreachable(t *testing.T) {
 // mistyped one is: a script must not go on after a help text and exit 0.
 // Asked for, the help is shown and succeeds.
 func TestGroupWithoutCommand(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1"
 	groups := map[string][]string{}
@@ -1063,6 +1094,7 @@ func TestGroupWithoutCommand(t *testing.T) {
 // A write the server refuses says "nats: " once, though nats.go doubles
 // it, and says what was being written.
 func TestRefusedWriteSaysNATSOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// An operator limited the bucket's values; ctl opens it as it is.
 	if _, err := h.js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: names.SecretsBucket, MaxValueSize: 16}); err != nil {
@@ -1118,6 +1150,7 @@ func TestErrorsFollowTheLogFormat(t *testing.T) {
 }
 
 func TestReorder(t *testing.T) {
+	t.Parallel()
 	app := newApp(cliIO(), "ctl")
 	tests := []struct{ in, want string }{
 		{"ctl app status hello --json", "ctl app status --json hello"},
@@ -1219,6 +1252,7 @@ func tinyBinary(t *testing.T, goarch string) string {
 }
 
 func TestDeployMultiArch(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("cross-compiles")
 	}
@@ -1246,6 +1280,7 @@ func TestDeployMultiArch(t *testing.T) {
 // to store its spec must leave the deployed spec runnable: the object it
 // pins still holds the digest it pins.
 func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", selfBinary(t))
@@ -1299,6 +1334,7 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 // next deploy of the version deletes it. An earlier version's build stays
 // for a rollback whatever the history.
 func TestRedeployPrunesSupersededBuild(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	self, err := os.ReadFile(selfBinary(t))
@@ -1345,6 +1381,7 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 // deploying the same binary again keeps that object, and so the spec and
 // every instance, unchanged.
 func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
@@ -1390,6 +1427,7 @@ func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 // Deploying the operator's unchanged file after app restart keeps the
 // restart's restarted_at: nothing changes, nothing restarts.
 func TestDeployAfterRestartUnchanged(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	bin := selfBinary(t)
@@ -1423,6 +1461,7 @@ func TestDeployAfterRestartUnchanged(t *testing.T) {
 // Arguments that cannot be right are usage errors that say the rule,
 // before anything connects (the harness's server is not reachable here).
 func TestBadArgumentsAreUsageErrors(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1"
 	for _, args := range [][]string{
@@ -1467,6 +1506,7 @@ func TestBadArgumentsAreUsageErrors(t *testing.T) {
 }
 
 func TestShortDuration(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		d    time.Duration
 		want string

@@ -47,6 +47,7 @@ func (h *harness) dryRunWritesNothing(args ...string) result {
 // A dry run refuses what the deploy refuses, for the same reason and
 // with the same exit code, and writes nothing, not even a bucket.
 func TestDryRunRefusesAsDeploy(t *testing.T) {
+	t.Parallel()
 	bin := selfBinary(t)
 	const secret = "[[secrets]]\nname = \"db\"\nenv = \"DB\"\n"
 	const file = "[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n"
@@ -126,6 +127,7 @@ func TestDryRunRefusesAsDeploy(t *testing.T) {
 // does: one that sends no heartbeat, one of an arch the spec has no binary
 // for, one that runs only signed specs.
 func TestDryRunWarnsOfNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64", SignaturesRequired: true})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
@@ -148,6 +150,7 @@ func TestDryRunWarnsOfNodes(t *testing.T) {
 // A dry run without --binary plans the binaries the deploy keeps from the
 // deployed spec of the same version.
 func TestDryRunPlansKeptBinaries(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	deployed := h.ok("", "deploy", p, "--binary", selfBinary(t), "--json")
@@ -167,6 +170,7 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 // Without NATS a dry run still lints the spec, and names the checks in
 // NATS it skipped.
 func TestDryRunOfflineNamesSkippedChecks(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1"
 	r := h.runProcess("deploy", "--dry-run", h.file("hello.toml", helloSpec+"[[secrets]]\nname = \"db\"\nenv = \"DB\"\n"))
@@ -191,6 +195,7 @@ func TestDryRunOfflineNamesSkippedChecks(t *testing.T) {
 // outlives its instances) must be made that uid's before it starts: deploy
 // and its dry run name the uid, where a developer looks before deploying.
 func TestDeployNamesSandboxUID(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("keeper.toml", "name = \"keeper\"\nversion = \"1\"\nnodes = [\"node-1\"]\nmode = \"sandbox\"\n"+
 		"[[sandbox.paths]]\npath = \"/srv/keeper\"\nmode = \"rw\"\n")

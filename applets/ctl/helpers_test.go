@@ -75,35 +75,29 @@ type result struct {
 	e        error
 }
 
-// run calls ctl.Main in-process with stdin and the given arguments.
+// run runs ctl as a process of its own, as separate invocations on a
+// device are, with stdin, the given arguments and an empty environment.
+// In-process runs could not overlap: urfave/cli v2 writes package
+// variables (its help flag and command) as each run parses its flags, and
+// the tests run in parallel.
 func (h *harness) run(stdin string, args ...string) result {
 	h.t.Helper()
-	var out, errb bytes.Buffer
-	stdio := cli.IO{
-		Stdin:  strings.NewReader(stdin),
-		Stdout: &out,
-		Stderr: &errb,
-		Getenv: func(string) string { return "" },
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)
-	err := Main(ctx, stdio, full)
-	r := result{out: out.String(), err: errb.String(), code: cli.ExitCode(err), e: err}
-	if err != nil {
-		r.err += err.Error()
-	}
-	return r
+	return h.exec(stdin, []string{asProcess + "=1"}, args)
 }
 
-// runProcess runs ctl as a separate process, with the arguments run
-// gives it.
+// runProcess runs ctl as run does, in the test's own environment.
 func (h *harness) runProcess(args ...string) result {
+	h.t.Helper()
+	return h.exec("", append(os.Environ(), asProcess+"=1"), args)
+}
+
+func (h *harness) exec(stdin string, env, args []string) result {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)...)
-	cmd.Env = append(os.Environ(), asProcess+"=1")
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

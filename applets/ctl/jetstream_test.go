@@ -45,6 +45,7 @@ func startWithoutJetStream(t *testing.T, addr string) *server.Server {
 // A command sent while JetStream is not answering yet waits for it
 // instead of failing with "no responders".
 func TestWaitsForJetStream(t *testing.T) {
+	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	early := startWithoutJetStream(t, addr)
 	h := &harness{t: t, url: "nats://" + addr, dir: t.TempDir()}
@@ -78,6 +79,7 @@ func TestWaitsForJetStream(t *testing.T) {
 }
 
 func TestJetStreamNeverAnswers(t *testing.T) {
+	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	startWithoutJetStream(t, addr)
 	h := &harness{t: t, url: "nats://" + addr, dir: t.TempDir()}
@@ -94,6 +96,7 @@ func TestJetStreamNeverAnswers(t *testing.T) {
 // A port that accepts but does not speak NATS (the gateway's HTTP port,
 // say) fails fast with a hint instead of an unexplained EOF or timeout.
 func TestConnectToAPortThatIsNotNATS(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +135,7 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 // member has already noticed (JetStream does not answer at all) or not yet
 // (it answers, and the bucket's request is the first to go unanswered).
 func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
+	t.Parallel()
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(10 * time.Second)
 	c.Stop(1)
@@ -147,6 +151,7 @@ func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 // A dial that times out reaches no device at all (down, cut off): the
 // hint about a wrong port would mislead, and another member is the way out.
 func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
+	t.Parallel()
 	for _, timeout := range []error{os.ErrDeadlineExceeded, context.DeadlineExceeded} {
 		dial := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(198, 18, 0, 12), Port: 4222}, Err: timeout}
 		got := connectError("nats://198.18.0.12:4222", dial).Error()
@@ -165,6 +170,7 @@ func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
 // meanwhile, so each is sent again rather than waited on for the whole
 // timeout.
 func TestRetriesThroughALeaderElection(t *testing.T) {
+	t.Parallel()
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(10 * time.Second)
 	leader := c.Leader()

@@ -15,6 +15,7 @@ import (
 // parallel (separate processes), never loses a key: a key lost after secrets were sealed with
 // it makes them unreadable for good.
 func TestConcurrentKeygenLosesNoKey(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	const runs = 6
 

@@ -16,6 +16,7 @@ import (
 // Routes whose spec is gone (a delete cut short after the spec, or one that
 // raced a deploy) are removed by `app delete`, which has no other way in.
 func TestAppDeleteRemovesLeftoverRoutes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
 	if err := h.kv(names.AppsBucket).Delete(context.Background(), "hello"); err != nil {
@@ -38,6 +39,7 @@ func TestAppDeleteRemovesLeftoverRoutes(t *testing.T) {
 // them out again and says so, instead of leaving them to answer 503 and
 // hold their path.
 func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
 	ctx := context.Background()
@@ -73,6 +75,7 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 // entry for it (a store that lost its data) is deleted by `app delete`:
 // the delete marker it stores is what the node waits for.
 func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.fails(ExitNotFound, "", "app", "delete", "ghost")
 	h.heartbeat(state.Node{ID: "n1", Instances: []state.Instance{{App: "ghost", Node: "n1", ID: "0-abcdef", State: state.Healthy}}})
@@ -92,6 +95,7 @@ func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
 // intact, is uploaded again by a deploy of the same bytes: nodes fail
 // every download of it, and that deploy is how an operator would fix it.
 func TestDeployReplacesDamagedBinary(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	spec := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", spec, "--binary", selfBinary(t))

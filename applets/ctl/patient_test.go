@@ -15,6 +15,7 @@ import (
 )
 
 func TestUntilAnswered(t *testing.T) {
+	t.Parallel()
 	calls := 0
 	v, err := untilAnswered(context.Background(), func(context.Context) (int, error) {
 		calls++
@@ -73,6 +74,7 @@ func (kv *lostAnswers) Update(ctx context.Context, key string, value []byte, las
 // A conditional write sent again after its answer was lost finds its own
 // work done, and succeeds instead of reporting a conflict.
 func TestSentAgainAfterALostAnswer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 // ctl's errors name the server it tried, but never its password or token.
 func TestErrorsHideTheLogin(t *testing.T) {
+	t.Parallel()
 	closed := testutil.FreeAddr(t)
 	noJetStream := testutil.FreeAddr(t)
 	startWithoutJetStream(t, noJetStream)

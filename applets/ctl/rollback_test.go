@@ -74,6 +74,7 @@ func otherBuild(t *testing.T, bin, tag string) string {
 // Deploy 1.0.0, deploy 2.0.0, roll back: a real runner runs 1.0.0 again and
 // the app's routes are 1.0.0's; rolling back again returns to 2.0.0.
 func TestRollbackWithRealRunner(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the hello app and runs real processes")
 	}
@@ -123,6 +124,7 @@ func TestRollbackWithRealRunner(t *testing.T) {
 // --to restores the revision it names; the current one is a no-op; a
 // revision the app never had is not found.
 func TestRollbackTo(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
@@ -166,6 +168,7 @@ func TestRollbackTo(t *testing.T) {
 // A revision whose binary image delete removed, or whose file changed, is
 // refused, naming the revision and what is missing, and nothing is written.
 func TestRollbackRefusedWritesNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	h.ok("", "files", "put", "conf", h.file("conf", "a = 1\n"))
@@ -209,6 +212,7 @@ func TestRollbackRefusedWritesNothing(t *testing.T) {
 // Deleting a binary only earlier kept revisions pin goes ahead, and says
 // which revisions a rollback can no longer restore.
 func TestImageDeleteNamesKeptRevisions(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
@@ -239,6 +243,7 @@ func TestImageDeleteNamesKeptRevisions(t *testing.T) {
 // current, which restarted, which repeats an earlier one and which deleted
 // the app; a deleted app is not rolled back.
 func TestAppHistory(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
@@ -314,6 +319,7 @@ func TestAppHistory(t *testing.T) {
 // With a signing key a rollback stores the revision signed by it, and
 // refuses one the key did not sign.
 func TestRollbackSigned(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
@@ -362,6 +368,7 @@ func TestRollbackSigned(t *testing.T) {
 // A deploy between a rollback's read and its write makes the rollback
 // fail: the write is conditional on the revision it read.
 func TestRollbackLosesRaceToDeploy(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
@@ -405,6 +412,7 @@ func TestRollbackLosesRaceToDeploy(t *testing.T) {
 
 // A rollback --wait fails like deploy's when the nodes report a failure.
 func TestRollbackWaitFails(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Failed, "exit status 2", 0)
@@ -425,6 +433,7 @@ func TestRollbackWaitFails(t *testing.T) {
 // of the very spec restored. The runner starts new ones for it, and those
 // are what --wait follows, not the ones that ended before the write.
 func TestRollbackWaitIgnoresInstancesEndedBefore(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	bin := selfBinary(t)
@@ -456,6 +465,7 @@ func TestRollbackWaitIgnoresInstancesEndedBefore(t *testing.T) {
 // before it: they are what the stored spec runs as, and nothing restarts
 // them.
 func TestDeployWaitUnchangedReportsFailure(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Failed, "exit status 2", 0)
@@ -472,6 +482,7 @@ func TestDeployWaitUnchangedReportsFailure(t *testing.T) {
 // meanwhile) fails, overwriting nothing, and says to run it again as a
 // deploy or rollback that loses the race does.
 func TestRestartLosesRaceToDeploy(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))

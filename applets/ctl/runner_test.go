@@ -27,6 +27,7 @@ import (
 // TestWithRealRunner drives a real runner with ctl: deploy --wait, status,
 // a crash loop reported by the node, delete.
 func TestWithRealRunner(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the hello app and runs real processes")
 	}
@@ -81,6 +82,7 @@ func TestWithRealRunner(t *testing.T) {
 // that does, instead of a bare "rollout failed" the developer would take
 // for the new deploy's.
 func TestDeployUnchangedOverFailedNamesRestart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the hello app and runs real processes")
 	}
@@ -139,6 +141,7 @@ func startRunner(t *testing.T, h *harness) {
 // that go away have stopped. These ignore their stop signal, so each stops
 // only when killed after its stop_timeout.
 func TestDeployWaitForRemovedInstances(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs real processes")
 	}
@@ -204,6 +207,7 @@ func TestDeployWaitForRemovedInstances(t *testing.T) {
 // stays protected, a restart works, and deploying the file again is
 // refused, naming the keys.
 func TestStoredSpecOfEarlierCtl(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the hello app and runs real processes")
 	}

@@ -45,6 +45,7 @@ func verifier(t *testing.T, public string) *signing.Verifier {
 }
 
 func TestSigningKeygen(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1" // neither command needs NATS
 	path, public := h.keygen("sign.key")
@@ -91,6 +92,7 @@ func TestSigningKeygen(t *testing.T) {
 }
 
 func TestDeploySigned(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	bin := selfBinary(t)
@@ -189,6 +191,7 @@ func TestDeploySigned(t *testing.T) {
 // signature covers the pins: a file replaced in narun-files without a
 // redeploy is no longer what the spec allows.
 func TestFilesPinned(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, public := h.keygen("sign.key")
 	h.useSigningKey(path)
@@ -271,6 +274,7 @@ func TestFilesPinned(t *testing.T) {
 // Without a signing key named, ctl signs with the node key narun up keeps
 // in the data dir, and goes without it, silently, when it cannot read it.
 func TestNodeKeyFromDataDir(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	data := filepath.Join(h.dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -317,6 +321,7 @@ func TestNodeKeyFromDataDir(t *testing.T) {
 // that runs only signed specs, and --wait fails at once instead of timing
 // out; node list shows which nodes require signatures.
 func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true})
 	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true})
@@ -359,6 +364,7 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 // when it can read it and that node trusts it: narun up's data dir need
 // not be given to ctl on the same machine.
 func TestNodeKeyFromHeartbeat(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	keys := t.TempDir()
 	key, err := signing.Generate()
@@ -401,6 +407,7 @@ func TestNodeKeyFromHeartbeat(t *testing.T) {
 }
 
 func TestNotOurs(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -434,6 +441,7 @@ func TestNotOurs(t *testing.T) {
 // specs and does not trust that key, and --wait fails at once; a node that
 // trusts it goes unmentioned.
 func TestDeployWarnsUntrustingNodes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, public := h.keygen("ctl.key")
 	h.useSigningKey(path)

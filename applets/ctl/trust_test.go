@@ -66,6 +66,7 @@ func (h *harness) hasObject(bucket, name string) bool {
 // app restart signs only a stored spec its own key signed: signing any
 // other would make nodes run what an app wrote into narun-apps.
 func TestRestartRefusesSpecNotOurs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, _ := h.keygen("sign.key")
 	h.useSigningKey(path)
@@ -111,6 +112,7 @@ func TestRestartRefusesSpecNotOurs(t *testing.T) {
 // own key signed it; with --binary the new spec replaces a stored one it
 // did not sign and carries nothing over.
 func TestDeployOverSpecNotOurs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, public := h.keygen("sign.key")
 	h.useSigningKey(path)
@@ -150,6 +152,7 @@ func TestDeployOverSpecNotOurs(t *testing.T) {
 // claims another app's path in narun-routes must not keep it from being
 // deployed. route list marks the entries gateways may ignore.
 func TestRouteClashIgnoresEntriesNotOurs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, _ := h.keygen("sign.key")
 	h.useSigningKey(path)
@@ -195,6 +198,7 @@ func TestRouteClashIgnoresEntriesNotOurs(t *testing.T) {
 // is allowed (files put then app restart) but said: an app may have
 // replaced the object.
 func TestRepinWarns(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	path, _ := h.keygen("sign.key")
 	h.useSigningKey(path)

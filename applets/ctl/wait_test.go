@@ -14,6 +14,7 @@ import (
 )
 
 func TestEvaluate(t *testing.T) {
+	t.Parallel()
 	digest := strings.Repeat("a", 64)
 	parse := func(extra string) *spec.App {
 		t.Helper()
@@ -102,6 +103,7 @@ func TestEvaluate(t *testing.T) {
 // rollout must neither wait for it until then nor pass without naming it,
 // nor forget a node the spec lists whose heartbeat has already expired.
 func TestEvaluateDownNodes(t *testing.T) {
+	t.Parallel()
 	digest := strings.Repeat("a", 64)
 	app, err := spec.Parse("a.toml", []byte("name = \"a\"\nversion = \"2\"\nnodes = [\"n1\", \"n2\", \"n3\"]\n[health]\ntype = \"tcp\"\nport = 80\n"+
 		"[binaries.amd64]\nobject = \"a/2/linux-amd64\"\nsha256 = \""+digest+"\"\n"))
@@ -126,6 +128,7 @@ func TestEvaluateDownNodes(t *testing.T) {
 }
 
 func TestProgress(t *testing.T) {
+	t.Parallel()
 	var b strings.Builder
 	p := &progress{w: &b, name: "obj", total: 200}
 	for range 4 {
@@ -146,6 +149,7 @@ func TestProgress(t *testing.T) {
 }
 
 func TestIsTerminal(t *testing.T) {
+	t.Parallel()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +185,7 @@ func TestIsTerminal(t *testing.T) {
 // A --wait that cannot wait is a usage error before anything is written,
 // not a rollout that "selected no node".
 func TestWaitNeedsATimeout(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	p := h.file("hello.toml", helloSpec)
@@ -198,6 +203,7 @@ func TestWaitNeedsATimeout(t *testing.T) {
 // A wait whose server goes away says so as soon as ctl gives up on it,
 // instead of running out its --timeout and calling the rollout not done.
 func TestWaitLosesNATS(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	done := make(chan result, 1)
