@@ -211,7 +211,7 @@ func (e *env) connect() error {
 	// waiting for it like the long-running applets do. A NATS server
 	// greets at once, so the handshake gets less time than an operation.
 	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)))
-	nc, err := nats.Connect(e.cfg.Ctl.NATSURL, opts...)
+	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
 		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL), cli.RedactError(err))
 	}

@@ -148,6 +148,24 @@ func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 	}
 }
 
+// A device that is down, listed first, costs a command nothing: ctl
+// connects to the next server without waiting out the first one's dial
+// timeout, its operation timeout up to 5s.
+func TestConnectPassesOverADeviceThatIsDown(t *testing.T) {
+	h := newHarness(t)
+	h.url = "nats://" + testutil.Unanswering(t) + "," + h.url
+	done := make(chan result, 1)
+	go func() { done <- h.run("", "node", "list", "--json") }()
+	select {
+	case r := <-done:
+		if r.code != 0 {
+			t.Fatalf("node list: exit %d, err %s", r.code, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("node list not done within the dial timeout: ctl waited on the device that is down")
+	}
+}
+
 // A dial that times out reaches no device at all (down, cut off): the
 // hint about a wrong port would mislead, and another member is the way out.
 func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
@@ -49,7 +48,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		opts = append(opts, cli.NATSLogging(log)...)
 		// RetryOnFailedConnect makes this succeed with NATS down: the
 		// gateway serves 503 until the connection comes up.
-		nc, err := nats.Connect(cfg.Gateway.NATSURL, opts...)
+		nc, err := cli.Connect(cfg.Gateway.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(cfg.Gateway.NATSURL), cli.RedactError(err))
 		}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
@@ -48,7 +47,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		opts = append(opts, cli.NATSLogging(log)...)
-		nc, err := nats.Connect(rc.NATSURL, opts...)
+		nc, err := cli.Connect(rc.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(rc.NATSURL), cli.RedactError(err))
 		}

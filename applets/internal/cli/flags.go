@@ -130,6 +130,7 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 
 // NATSOptions turns client settings into connection options: credentials,
 // nkey and a reconnect policy that never gives up, because edge links drop.
+// Connect with them through Connect, which does not wait on a dead server.
 func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name),
@@ -180,10 +181,11 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 	// and then once a minute while it lasts: nats.go retries every few
 	// seconds, and a gateway that only answers 503 must say why. The
 	// first connection's failure says only "no servers available"; the
-	// retries that follow say why (connection refused, a timeout).
+	// retries that follow say why (connection refused, a timeout). A
+	// server skipped because another answered first is no failure.
 	var lastUnreachableWarning atomic.Int64
 	unreachable := func(nc *nats.Conn, err error) {
-		if errors.Is(err, nats.ErrNoServers) {
+		if errors.Is(err, nats.ErrNoServers) || errors.Is(err, errSkipped) {
 			return
 		}
 		now := time.Now().UnixNano()

@@ -3,6 +3,8 @@
 package testutil
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -42,6 +46,43 @@ func Tool(t testing.TB, name string) string {
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	return natstest.FreeAddr(t)
+}
+
+// Unanswering is a loopback address that answers no SYN, as a device that
+// is powered off or cut off: a dial to it times out. It is a listener that
+// never accepts, with a backlog of 0 whose queue one connection fills,
+// after which the kernel drops the SYNs it gets.
+func Unanswering(t testing.TB) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	filler, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("fill the accept queue of %s: %v", addr, err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	// The handshake's last ACK may reach the listener after the dial
+	// returned; until it does, a SYN would still be answered. Of a
+	// listener, TCP_INFO's unacked is its accept queue's length.
+	Eventually(t, 10*time.Second, "accept queue of "+addr+" full", func() bool {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err == nil && info.Unacked >= 1
+	})
+	return addr
 }
 
 // Eventually polls cond every 10ms until it returns true or timeout passes.
