@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"container/list"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -10,28 +11,61 @@ import (
 	"time"
 )
 
+// headGrace is how long a connection may go without a complete request
+// head (TLS handshake included) before it may be closed to make room at
+// max_connections: a phone on a poor link sends its first request within
+// it, while a client that sends nothing, or its headers a byte at a time,
+// would otherwise hold its place for the whole 10 s header timeout, and a
+// few thousand such would shut every real client out.
+const headGrace = 2 * time.Second
+
+// Reasons a connection is closed to make room, the label of
+// narun_gateway_connections_reclaimed_total.
+const (
+	reclaimIdle = iota // an idle keep-alive connection
+	reclaimHead        // one without a complete request head past headGrace
+	numReclaims
+)
+
+var reclaimNames = [numReclaims]string{"idle", "head_incomplete"}
+
 // connLimit holds the client connections of the HTTP and HTTPS listeners
 // under a bound, through their servers' ConnState. Each connection costs
 // some 20 KiB even idle, and a file descriptor; unbounded, a flood of
 // them takes the memory and descriptors of the whole process, which under
 // narun up are the NATS server's and the runner's too. At the bound a new
 // connection takes the place of an idle keep-alive one, as nginx does
-// (its client opens another when it needs one); with none idle it is
-// closed at once. The admin listener is outside the bound, so /healthz
+// (its client opens another when it needs one), else of the oldest one
+// still without a complete request head after headGrace; with neither it
+// is closed at once. The admin listener is outside the bound, so /healthz
 // and /metrics still answer.
 type connLimit struct {
-	max     int
-	log     *slog.Logger
-	refused atomic.Uint64
+	max       int
+	log       *slog.Logger
+	refused   atomic.Uint64
+	reclaimed [numReclaims]atomic.Uint64
+	// now is time.Now; a test moves it on past headGrace.
+	now func() time.Time
 
-	mu       sync.Mutex
-	open     map[net.Conn]struct{}
-	idle     map[net.Conn]struct{}
+	mu   sync.Mutex
+	open map[net.Conn]struct{}
+	idle map[net.Conn]struct{}
+	// noHead are the connections without a request head yet, oldest
+	// first, as accepted; noHeadAt finds each one's element.
+	noHead   *list.List
+	noHeadAt map[net.Conn]*list.Element
 	lastWarn time.Time
 }
 
+// noHeadConn is an element of connLimit.noHead.
+type noHeadConn struct {
+	conn     net.Conn
+	accepted time.Time
+}
+
 func newConnLimit(max int, log *slog.Logger) *connLimit {
-	return &connLimit{max: max, log: log, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{}}
+	return &connLimit{max: max, log: log, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
+		noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
 }
 
 // track is the servers' ConnState.
@@ -40,38 +74,74 @@ func (l *connLimit) track(c net.Conn, st http.ConnState) {
 	defer l.mu.Unlock()
 	switch st {
 	case http.StateNew:
-		if len(l.open) >= l.max && !l.evictIdle() {
+		now := l.now()
+		if len(l.open) >= l.max && !l.reclaimIdle() && !l.reclaimNoHead(now) {
 			l.refused.Add(1)
-			if now := time.Now(); now.Sub(l.lastWarn) >= time.Minute {
+			if now.Sub(l.lastWarn) >= time.Minute {
 				l.lastWarn = now
-				l.log.Warn("connection limit reached: new connections are closed at once while none is idle",
+				l.log.Warn("connection limit reached: new connections are closed at once while none is idle or without its request head for "+headGrace.String(),
 					"max_connections", l.max, "refused", l.refused.Load())
 			}
 			closeConn(c)
 			return
 		}
 		l.open[c] = struct{}{}
+		l.noHeadAt[c] = l.noHead.PushBack(noHeadConn{conn: c, accepted: now})
 	case http.StateIdle:
 		if _, ok := l.open[c]; ok {
 			l.idle[c] = struct{}{}
 		}
+		l.headed(c)
 	case http.StateActive:
 		delete(l.idle, c)
+		l.headed(c)
 	case http.StateClosed, http.StateHijacked:
-		delete(l.open, c)
-		delete(l.idle, c)
+		l.forget(c)
 	}
 }
 
-// evictIdle closes an idle connection, if there is one. l.mu is held.
-func (l *connLimit) evictIdle() bool {
+// headed notes that c has sent a request head (or, over HTTP/2, its
+// preface). l.mu is held.
+func (l *connLimit) headed(c net.Conn) {
+	if e, ok := l.noHeadAt[c]; ok {
+		l.noHead.Remove(e)
+		delete(l.noHeadAt, c)
+	}
+}
+
+// forget drops c from every set. l.mu is held.
+func (l *connLimit) forget(c net.Conn) {
+	delete(l.open, c)
+	delete(l.idle, c)
+	l.headed(c)
+}
+
+// reclaimIdle closes an idle connection, if there is one. l.mu is held.
+func (l *connLimit) reclaimIdle() bool {
 	for c := range l.idle {
-		delete(l.idle, c)
-		delete(l.open, c)
+		l.forget(c)
 		closeConn(c)
+		l.reclaimed[reclaimIdle].Add(1)
 		return true
 	}
 	return false
+}
+
+// reclaimNoHead closes the oldest connection without a request head,
+// if it has had headGrace to send one. l.mu is held.
+func (l *connLimit) reclaimNoHead(now time.Time) bool {
+	e := l.noHead.Front()
+	if e == nil {
+		return false
+	}
+	h := e.Value.(noHeadConn)
+	if now.Sub(h.accepted) < headGrace {
+		return false
+	}
+	l.forget(h.conn)
+	closeConn(h.conn)
+	l.reclaimed[reclaimHead].Add(1)
+	return true
 }
 
 func (l *connLimit) count() int {

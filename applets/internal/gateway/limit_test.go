@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,4 +89,134 @@ func TestConnectionLimit(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+// A client that connects and sends nothing, or its headers a byte at a
+// time, holds its place only for the grace: at max_connections a real
+// request takes the place of the oldest such connection.
+func TestConnectionLimitReclaimsConnectionsWithoutARequest(t *testing.T) {
+	srv := natstest.Start(t)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc"})
+	cfg.MaxConnections = 4
+	r := startRun(t, natstest.Connect(t, srv), cfg, "")
+
+	var silent []net.Conn
+	for i := range int(cfg.MaxConnections) {
+		c, err := net.Dial("tcp", r.addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 1 {
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHo")
+		}
+		silent = append(silent, c)
+		// One at a time, so that the first is the oldest.
+		testutil.Eventually(t, 10*time.Second, "connection accepted", func() bool { return r.gw.conns.count() == i+1 })
+	}
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	testutil.Eventually(t, 10*time.Second, "a request served in place of a connection without one", func() bool {
+		resp, err := client.Get("http://" + r.addrs["http"] + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if err := silent[0].SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := silent[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("oldest connection without a request: read %v, want EOF (closed for the new one)", err)
+	}
+	// The 10 s header timeout did not free the place instead.
+	code, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+	if want := "\nnarun_gateway_connections_reclaimed_total{reason=\"head_incomplete\"} 1\n"; code != 200 || !strings.Contains(m, want) {
+		t.Errorf("metrics (%d) lack %q:\n%s", code, want, m)
+	}
+}
+
+// Within the grace a connection keeps its place; and an HTTP/2 connection
+// without TLS (gRPC's), whose states the HTTP/2 server reports once it has
+// read the preface, is not taken for one without a request.
+func TestConnectionLimitGraceAndHTTP2(t *testing.T) {
+	srv := natstest.Start(t)
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc"})
+	cfg.MaxConnections = 2
+	// The limiter's clock moves only when the test moves it.
+	start := time.Now()
+	var elapsed atomic.Int64
+	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, srv)}, func(g *Gateway) {
+		g.conns.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	})
+	base := "http://" + r.addrs["http"]
+
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	busy := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: tr}).Get(base + "/slow")
+		if err != nil {
+			busy <- err.Error()
+			return
+		}
+		resp.Body.Close()
+		busy <- fmt.Sprintf("%s %d", resp.Proto, resp.StatusCode)
+	}()
+	<-arrived
+	silent, err := net.Dial("tcp", r.addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	testutil.Eventually(t, 10*time.Second, "both connections accepted", func() bool { return r.gw.conns.count() == 2 })
+
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := fresh.Get(base + "/fast"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a connection within the grace gave its place: %s", resp.Status)
+	}
+	elapsed.Store(int64(headGrace))
+	resp, err := fresh.Get(base + "/fast")
+	if err != nil {
+		t.Fatalf("past the grace: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("past the grace: %s", resp.Status)
+	}
+	if err := silent.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := silent.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("connection without a request: read %v, want EOF (closed for the new one)", err)
+	}
+	close(release)
+	if got := <-busy; got != "HTTP/2.0 200" {
+		t.Errorf("busy HTTP/2 request: %s, want HTTP/2.0 200", got)
+	}
+	code, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+	for _, want := range []string{
+		"\nnarun_gateway_connections_refused_total 1\n",
+		"\nnarun_gateway_connections_reclaimed_total{reason=\"head_incomplete\"} 1\n",
+		"\nnarun_gateway_connections_reclaimed_total{reason=\"idle\"} 0\n",
+	} {
+		if code != 200 || !strings.Contains(m, want) {
+			t.Errorf("metrics (%d) lack %q:\n%s", code, want, m)
+		}
+	}
 }

@@ -129,8 +129,12 @@ func (m *metrics) write(w io.Writer) error {
 	b.WriteString("narun_gateway_in_flight_requests " + strconv.FormatInt(m.inflight.Load(), 10) + "\n")
 	b.WriteString("# HELP narun_gateway_connections Client connections open on the HTTP and HTTPS listeners.\n# TYPE narun_gateway_connections gauge\n")
 	b.WriteString("narun_gateway_connections " + strconv.Itoa(m.conns.count()) + "\n")
-	b.WriteString("# HELP narun_gateway_connections_refused_total Connections closed at once for max_connections, none being idle.\n# TYPE narun_gateway_connections_refused_total counter\n")
+	b.WriteString("# HELP narun_gateway_connections_refused_total New connections closed at once for max_connections, none being idle or without a request head past the grace.\n# TYPE narun_gateway_connections_refused_total counter\n")
 	b.WriteString("narun_gateway_connections_refused_total " + strconv.FormatUint(m.conns.refused.Load(), 10) + "\n")
+	b.WriteString("# HELP narun_gateway_connections_reclaimed_total Connections closed to make room for a new one at max_connections, by reason: idle keep-alive, or no complete request head past the grace.\n# TYPE narun_gateway_connections_reclaimed_total counter\n")
+	for i, name := range reclaimNames {
+		b.WriteString(`narun_gateway_connections_reclaimed_total{reason="` + name + `"} ` + strconv.FormatUint(m.conns.reclaimed[i].Load(), 10) + "\n")
+	}
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {
 		b.WriteString(`narun_gateway_nats_requests_total{outcome="` + name + `"} ` + strconv.FormatUint(m.outcomes[i].Load(), 10) + "\n")

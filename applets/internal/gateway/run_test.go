@@ -61,6 +61,13 @@ func startRunLogged(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string
 // startRunOptions runs a gateway with opts on random ports.
 func startRunOptions(t *testing.T, opts Options) *running {
 	t.Helper()
+	return startRunPrepared(t, opts, nil)
+}
+
+// startRunPrepared is startRunOptions that calls prepare, when not nil,
+// on the gateway before it runs.
+func startRunPrepared(t *testing.T, opts Options, prepare func(*Gateway)) *running {
+	t.Helper()
 	cfg := opts.Config
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.TLS.Cert != "" {
@@ -77,6 +84,9 @@ func startRunOptions(t *testing.T, opts Options) *running {
 	g, err := New(opts)
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
+	}
+	if prepare != nil {
+		prepare(g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{gw: g, stop: cancel, done: make(chan error, 1)}
