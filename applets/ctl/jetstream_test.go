@@ -152,6 +152,7 @@ func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 // connects to the next server without waiting out the first one's dial
 // timeout, its operation timeout up to 5s.
 func TestConnectPassesOverADeviceThatIsDown(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://" + testutil.Unanswering(t) + "," + h.url
 	done := make(chan result, 1)
