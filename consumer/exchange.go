@@ -105,21 +105,35 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 		// here: the value is empty, but not nil.
 		r.TLS = &tls.ConnectionState{}
 	}
-	if stream {
-		r.ContentLength = -1
-		if cl, err := strconv.ParseInt(hdr.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
-			r.ContentLength = cl
+	// A body the client sent without Content-Length (chunked, or HTTP/2
+	// without content-length) has an unknown length, as net/http's server
+	// tells it, whether or not it fits in one message: a handler that
+	// wants a length (411 Length Required) sees the same for a small
+	// upload as for a large one.
+	declared := int64(-1)
+	if v := hdr["Content-Length"]; len(v) == 1 {
+		if cl, err := strconv.ParseInt(v[0], 10, 64); err == nil && cl >= 0 {
+			declared = cl
 		}
+	}
+	switch {
+	case stream:
+		r.ContentLength = declared
 		r.Body = &pullReader{ctx: ctx, pull: pull, buf: m.Data}
-	} else {
+	case len(m.Data) == 0:
+		r.Body = http.NoBody
+	default:
 		r.ContentLength = int64(len(m.Data))
-		if len(m.Data) == 0 {
-			r.Body = http.NoBody
-		} else {
-			b := &bytesBody{}
-			b.Reset(m.Data)
-			r.Body = b
+		if declared < 0 {
+			r.ContentLength = -1
 		}
+		b := &bytesBody{}
+		b.Reset(m.Data)
+		r.Body = b
+	}
+	if r.ContentLength < 0 && major == 1 {
+		// HTTP/1 has no other way to send a body of unknown length.
+		r.TransferEncoding = []string{"chunked"}
 	}
 	return r.WithContext(ctx), cancel, nil
 }

@@ -813,3 +813,57 @@ func TestWebSocketRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyLengthAsNetHTTPTellsIt checks that a handler sees a request
+// body's length as net/http's server would show it: known when the client
+// sent Content-Length, unknown (-1, and chunked over HTTP/1.1) when it did
+// not, for a body that fits in the head's message as for one pulled in
+// chunks.
+func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "len"}))
+	e.serve(t, "len", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "ContentLength %d, TransferEncoding %v, read %d, %v", r.ContentLength, r.TransferEncoding, n, err)
+	}))
+	big := strings.Repeat("x", 3<<20)
+	h1 := http.DefaultTransport
+	h2 := h2cClient(t, e)
+	for _, tc := range []struct {
+		name   string
+		rt     http.RoundTripper
+		body   string
+		length bool
+		want   string
+	}{
+		{"HTTP/1.1 small with length", h1, "hello", true, "ContentLength 5, TransferEncoding [], read 5, <nil>"},
+		{"HTTP/1.1 small chunked", h1, "hello", false, "ContentLength -1, TransferEncoding [chunked], read 5, <nil>"},
+		{"HTTP/1.1 large with length", h1, big, true, "ContentLength 3145728, TransferEncoding [], read 3145728, <nil>"},
+		{"HTTP/1.1 large chunked", h1, big, false, "ContentLength -1, TransferEncoding [chunked], read 3145728, <nil>"},
+		{"HTTP/1.1 no body", h1, "", true, "ContentLength 0, TransferEncoding [], read 0, <nil>"},
+		{"HTTP/2 small without length", h2, "hello", false, "ContentLength -1, TransferEncoding [], read 5, <nil>"},
+		{"HTTP/2 small with length", h2, "hello", true, "ContentLength 5, TransferEncoding [], read 5, <nil>"},
+	} {
+		var body io.Reader = strings.NewReader(tc.body)
+		if !tc.length {
+			// A reader of unknown length: the client sends no
+			// Content-Length.
+			body = io.MultiReader(body)
+		}
+		req, err := http.NewRequest("POST", e.hs.URL+"/", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tc.rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if string(got) != tc.want {
+			t.Errorf("%s: handler saw %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
