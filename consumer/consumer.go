@@ -8,20 +8,64 @@
 // streaming calls; route the gateway's path "/<package>.<Service>/" to it.
 //
 // The request is the one the client sent the gateway, as net/http's server
-// would hand it over: Host, RemoteAddr and RequestURI are the client's, the
-// body streams in when it is large, and the context ends when the client
-// goes away or the route's timeout passes. For a client that used https,
-// r.TLS is an empty, non-nil tls.ConnectionState (the gateway holds the TLS
-// connection, so its details are not known here); r.URL.Scheme stays empty,
-// as for any server request.
+// would hand it over: Host, RemoteAddr, the headers and the cookies are the
+// client's, ContentLength is the client's Content-Length (-1 for a body
+// sent without one), the body streams in when it is large, and the
+// context ends when the client goes away or the route's timeout passes
+// (it always has that deadline). For a client that used https, r.TLS is
+// an empty, non-nil tls.ConnectionState (the gateway holds the TLS
+// connection, so its details are not known here); r.URL.Scheme stays
+// empty, as for any server request. What differs from a request served
+// by net/http directly:
+//   - on a route with strip_prefix, r.URL and r.RequestURI both hold the
+//     path without the prefix (where http.StripPrefix keeps the client's
+//     RequestURI), so ServeMux patterns, r.PathValue and r.Pattern see the
+//     stripped path; a redirect to an absolute path must put the prefix
+//     back itself;
+//   - hop-by-hop headers (Connection, Keep-Alive, TE, Upgrade...) are the
+//     gateway's and are not seen, so r.Close is false; an Expect:
+//     100-continue header is seen, but the gateway answered it already;
+//   - r.RemoteAddr is the gateway's client, which is the client itself
+//     unless a proxy stands in front of the gateway (X-Forwarded-For then
+//     lists the addresses).
 //
 // The ResponseWriter behaves as net/http's, with these differences: the
 // connection cannot be hijacked (the gateway holds it), interim 1xx
 // responses are not relayed, a second WriteHeader is ignored without a
-// log line, and of http.ResponseController's deadlines only the zero time
-// (no deadline) is accepted, the route's timeout bounding the exchange.
-// A response with a 5xx status counts as an error in `nats micro stats`,
-// as do panics and requests the gateway gave up on.
+// log line, trailers reach the client without a Trailer header
+// announcing them (and over HTTP/1 only in a chunked response: one
+// whose length was not set before the body), and of
+// http.ResponseController's deadlines only the zero time (no deadline)
+// is accepted, the route's timeout bounding the exchange. A response
+// with a 5xx status counts as an error in `nats micro stats`, as do
+// panics and requests the gateway gave up on.
+//
+// # Running under narun, and locally
+//
+// Deployed by narun, the app's spec routes paths to a service, by
+// default the app's own name ([[routes]] path = "/api/"): make that
+// Config.Name, and call ListenAndServe. It connects as the runner says
+// in the app's environment (NARUN_NATS_URL and the credentials files),
+// and names the instance (NARUN_INSTANCE) in the service's metadata,
+// which is how the runner's health check, a NATS Micro ping of the
+// route's service, tells a new instance from the one it replaces (with
+// Serve, set narun_instance in Config.Metadata yourself). Stop on SIGTERM,
+// the runner's default stop_signal, by cancelling the context: Serve then
+// lets the requests in flight finish, and the runner kills what still
+// runs after the spec's stop_timeout.
+//
+// On a development machine, `narun up` runs NATS and the gateway (on
+// ports 4222 and 8080) and serves the routes of its narun.toml
+// (./narun.toml, else /etc/narun/narun.toml):
+//
+//	[[gateway.routes]]
+//	path = "/api/"
+//	service = "api"
+//
+// The same program, run without NARUN_NATS_URL, connects to
+// nats://127.0.0.1:4222, and `curl http://127.0.0.1:8080/api/` reaches it.
+// The handler is a plain http.Handler, so unit tests can call it with
+// net/http/httptest, without NATS or gateway.
 //
 // It imports only the standard library and nats.go, so that any Go program
 // can use it without pulling in the rest of narun.
