@@ -170,6 +170,7 @@ func (c *Config) validate() error {
 
 // Serve registers the service on nc and serves h until ctx is cancelled; it
 // then stops taking requests, lets the ones in flight finish and returns nil.
+// A nil h means http.DefaultServeMux, as for net/http's server.
 // The handlers' contexts are not cancelled by that: a handler that may run
 // long (a stream) should also watch a signal of its own. Serve returns
 // ErrConnClosed if nc is closed, or closes first.
@@ -180,12 +181,17 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 	if nc.IsClosed() {
 		return ErrConnClosed
 	}
+	if h == nil {
+		// As http.ListenAndServe(addr, nil): handlers registered with
+		// http.HandleFunc serve, where nil would panic on every request.
+		h = http.DefaultServeMux
+	}
 	s := newServer(nc, cfg, h)
 	return s.run(ctx)
 }
 
 // ListenAndServe connects to NATS as the narun runner tells apps to, then
-// calls Serve. It reads NARUN_NATS_URL (default nats://127.0.0.1:4222; a
+// calls Serve (so a nil h is http.DefaultServeMux). It reads NARUN_NATS_URL (default nats://127.0.0.1:4222; a
 // comma-separated list names several servers, tried in order) and the
 // optional credentials files NARUN_NATS_CREDS (JWT + seed) and
 // NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error:

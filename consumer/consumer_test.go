@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -544,5 +545,21 @@ func TestResponseHeadTooLarge(t *testing.T) {
 		default:
 			t.Errorf("%s: the failure was not reported to the ErrorHandler", path)
 		}
+	}
+}
+
+// TestNilHandlerIsDefaultServeMux checks that Serve, like net/http's
+// server, serves http.DefaultServeMux when given no handler.
+func TestNilHandlerIsDefaultServeMux(t *testing.T) {
+	http.HandleFunc("/consumer-nil-handler", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "from the DefaultServeMux")
+	})
+	_, nc, _ := start(t, consumer.Config{Name: "nilhandler"}, nil)
+	m, err := request(nc, "nilhandler", "/consumer-nil-handler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(m.Data); got != "from the DefaultServeMux" || m.Header.Get(consumer.HeaderServiceErrorCode) != "" {
+		t.Errorf("reply %q, error %q: want the DefaultServeMux's handler's body", got, m.Header.Get(consumer.HeaderServiceError))
 	}
 }
