@@ -435,6 +435,15 @@ func noDeadline(t time.Time) error {
 	return fmt.Errorf("%w: the route's timeout bounds the exchange", http.ErrNotSupported)
 }
 
+// suppressed is what stands in a response head for a header the handler
+// set to nil, which net/http's server takes as "send none": the gateway
+// then neither sends nor adds one (PROTOCOL.md §1). NATS drops a header
+// without values, which would let the gateway guess a Content-Type.
+var suppressed = []string{""}
+
+// suppressible are the headers net/http's server adds when they are absent.
+var suppressible = [...]string{"Content-Type", "Date"}
+
 // inResponseHead reports whether the handler's header k goes out in the
 // response head: protocol headers are the consumer's to set, trailers
 // travel with the last frame, and a name that is no HTTP token is dropped,
@@ -455,6 +464,7 @@ func (w *responseWriter) streamHead() *nats.Msg {
 		}
 		h[k] = v
 	}
+	suppress(h)
 	if w.status != http.StatusOK {
 		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
@@ -472,6 +482,7 @@ func (w *responseWriter) finalHead() *nats.Msg {
 			delete(h, k)
 		}
 	}
+	suppress(nats.Header(h))
 	if w.head && w.headLen > 0 && h["Content-Length"] == nil {
 		// The length a GET would get, as net/http's server tells it.
 		h["Content-Length"] = []string{strconv.Itoa(w.headLen)}
@@ -482,6 +493,15 @@ func (w *responseWriter) finalHead() *nats.Msg {
 		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
 	return &nats.Msg{Subject: w.reply, Header: nats.Header(h)}
+}
+
+// suppress marks the headers that the handler set to nil as suppressed.
+func suppress(h nats.Header) {
+	for _, k := range suppressible {
+		if v, ok := h[k]; ok && len(v) == 0 {
+			h[k] = suppressed
+		}
+	}
 }
 
 // startStream sends the head with the first chunk, after which every chunk

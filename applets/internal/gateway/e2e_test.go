@@ -867,3 +867,35 @@ func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
 		}
 	}
 }
+
+// TestNilHeaderSuppresses checks that a handler that sets Content-Type or
+// Date to nil gets neither sent, as behind net/http's server: no type
+// guessed from the body (untrusted bytes must not become text/html), no
+// date added, in a response sent whole as in one streamed.
+func TestNilHeaderSuppresses(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "nilhdr"}))
+	e.serve(t, "nilhdr", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil
+		w.Header()["Date"] = nil
+		_, _ = io.WriteString(w, "<html><script>alert(1)</script></html>")
+		if r.URL.Path == "/flushed" {
+			w.(http.Flusher).Flush()
+		}
+	}))
+	for _, path := range []string{"/whole", "/flushed"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			req, _ := http.NewRequest(method, e.hs.URL+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			for _, k := range []string{"Content-Type", "Date"} {
+				if v, ok := resp.Header[k]; ok {
+					t.Errorf("%s %s: %s %q, want none", method, path, k, v)
+				}
+			}
+		}
+	}
+}

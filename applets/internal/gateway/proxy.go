@@ -884,6 +884,15 @@ func copyReplyHeaders(dst http.Header, src nats.Header) (connection []string) {
 		}
 		addValues(dst, http.CanonicalHeaderKey(k), v)
 	}
+	// An empty Content-Type or Date is no value HTTP allows: it stands for
+	// net/http's nil, which sends none and keeps net/http from guessing a
+	// type from the body (or adding the date). A service that serves
+	// untrusted bytes must be able to say "no type", not get text/html.
+	for _, k := range [...]string{"Content-Type", "Date"} {
+		if v := dst[k]; len(v) == 1 && v[0] == "" {
+			dst[k] = nil
+		}
+	}
 	return connection
 }
 
