@@ -265,6 +265,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		first, more, err = stream.head(ex.timer, g.firstWait)
+	case r.ContentLength > int64(body.chunk) && expectsContinue(r.Header["Expect"]):
+		// net/http asks the client for its body (100 Continue) on the
+		// first read: left to the service's first pull, a large upload
+		// that the service refuses unread is never sent, as when the
+		// service is served by net/http itself. The head carries none of
+		// it.
+		body.cl, more = r.ContentLength, true
 	default:
 		first, more, err = body.first(r.ContentLength)
 	}
@@ -820,6 +827,12 @@ func upgradesTo(upgrade []string, protocol string) bool {
 		}
 	}
 	return false
+}
+
+// expectsContinue reports whether the client waits for 100 Continue before
+// it sends its body.
+func expectsContinue(expect []string) bool {
+	return len(expect) == 1 && strings.EqualFold(strings.TrimSpace(expect[0]), "100-continue")
 }
 
 // listed reports whether the Connection header names k as hop-by-hop.
