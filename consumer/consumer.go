@@ -29,12 +29,17 @@
 //     body that fits in one message, before the handler runs);
 //   - r.RemoteAddr is the gateway's client, which is the client itself
 //     unless a proxy stands in front of the gateway (X-Forwarded-For then
-//     lists the addresses).
+//     lists the addresses);
+//   - the context holds no http.ServerContextKey or
+//     http.LocalAddrContextKey value: there is no *http.Server, and the
+//     connection is the gateway's.
 //
 // The ResponseWriter behaves as net/http's, with these differences: the
 // connection cannot be hijacked (the gateway holds it), interim 1xx
 // responses are not relayed, a second WriteHeader is ignored without a
-// log line, trailers reach the client without a Trailer header
+// log line, hop-by-hop headers (Connection: close) are dropped and do not
+// close the client's connection, trailers reach the client without a
+// Trailer header
 // announcing them (and over HTTP/1 only in a chunked response: one
 // whose length was not set before the body), and of
 // http.ResponseController's deadlines only the zero time (no deadline)
