@@ -117,3 +117,11 @@ func Example_protocol() {
 	// 201 text/plain
 	// POST /notes/1?draft=true host=example.com body=hi
 }
+
+// A responder written without this package (docs/PROTOCOL.md §4) hears of
+// the requests the gateway gave up on here, without a queue group; Serve
+// subscribes to it by itself.
+func ExampleCancelSubject() {
+	fmt.Println(consumer.CancelSubject("hello"))
+	// Output: _NARUN.cancel.hello
+}
