@@ -25,9 +25,9 @@
 //   - hop-by-hop headers (Connection, Keep-Alive, TE, Upgrade...) are the
 //     gateway's and are not seen, so r.Close is false; an Expect:
 //     100-continue header is seen, and the client is asked for a large
-//     body of known length only when the handler first reads it, as
-//     net/http does (for a body that fits in one message, or one sent
-//     without Content-Length, before the handler runs);
+//     body, or one of unknown length, only when the handler first reads
+//     it, as net/http does (for one that fits in one message, before the
+//     handler runs);
 //   - r.RemoteAddr is the gateway's client, which is the client itself
 //     unless a proxy stands in front of the gateway (X-Forwarded-For then
 //     lists the addresses);

@@ -901,10 +901,11 @@ func TestNilHeaderSuppresses(t *testing.T) {
 }
 
 // TestExpectContinueWaitsForTheService checks that a client that sends
-// Expect: 100-continue with a large body is asked for it only when the
-// service reads it, as net/http's server does: a service that refuses the
-// upload unread answers a client that never sent a byte of it, and one
-// that reads it gets the whole body after the 100 Continue.
+// Expect: 100-continue with a large body, or one of unknown length, is
+// asked for it only when the service reads it, as net/http's server does:
+// a service that refuses the upload unread answers a client that never
+// sent a byte of it, and one that reads it gets the whole body after the
+// 100 Continue.
 func TestExpectContinueWaitsForTheService(t *testing.T) {
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(time.Minute)}))
 	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -920,41 +921,53 @@ func TestExpectContinueWaitsForTheService(t *testing.T) {
 		_, _ = io.WriteString(w, digest(b))
 	}))
 	body := randomBytes(3<<20, 11)
-	head := func(c io.Writer, path string) {
-		fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, len(body))
-	}
+	for _, chunked := range []bool{false, true} {
+		head := func(c io.Writer, path string) {
+			framing := fmt.Sprintf("Content-Length: %d", len(body))
+			if chunked {
+				framing = "Transfer-Encoding: chunked"
+			}
+			fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: a\r\n%s\r\nExpect: 100-continue\r\n\r\n", path, framing)
+		}
 
-	c := dialRaw(t, e)
-	head(c, "/refuse")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("refused upload, body not sent: status %d, want 403 before the body", resp.StatusCode)
-	}
+		c := dialRaw(t, e)
+		head(c, "/refuse")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("chunked %v: refused upload, body not sent: status %d, want 403 before the body", chunked, resp.StatusCode)
+		}
 
-	c = dialRaw(t, e)
-	br := bufio.NewReader(c)
-	head(c, "/take")
-	resp, err = http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusContinue {
-		t.Fatalf("accepted upload: status %d, want 100 Continue first", resp.StatusCode)
-	}
-	if _, err := c.Write(body); err != nil {
-		t.Fatal(err)
-	}
-	resp, err = http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(got) != digest(body) {
-		t.Errorf("accepted upload: %d %q, want 200 and the body's digest", resp.StatusCode, got)
+		c = dialRaw(t, e)
+		br := bufio.NewReader(c)
+		head(c, "/take")
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusContinue {
+			t.Fatalf("chunked %v: accepted upload: status %d, want 100 Continue first", chunked, resp.StatusCode)
+		}
+		if chunked {
+			fmt.Fprintf(c, "%x\r\n", len(body))
+		}
+		if _, err := c.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if chunked {
+			_, _ = io.WriteString(c, "\r\n0\r\n\r\n")
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(got) != digest(body) {
+			t.Errorf("chunked %v: accepted upload: %d %q, want 200 and the body's digest", chunked, resp.StatusCode, got)
+		}
 	}
 }

@@ -262,9 +262,17 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		pulls = g.startPuller(body, &ex.in, rid)
 		first, more, err = pulls.early(ex.timer, g.firstWait)
 	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
-		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs)
+		// With Expect: 100-continue the client sends nothing before the
+		// first read: the head does not wait for it, and the first pull
+		// reads (see below for a body of known length).
+		expect := expectsContinue(r.Header["Expect"])
+		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs, expect)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
-		first, more, err = stream.head(ex.timer, g.firstWait)
+		if expect {
+			more = true
+		} else {
+			first, more, err = stream.head(ex.timer, g.firstWait)
+		}
 	case r.ContentLength > int64(body.chunk) && expectsContinue(r.Header["Expect"]):
 		// net/http asks the client for its body (100 Continue) on the
 		// first read: left to the service's first pull, a large upload

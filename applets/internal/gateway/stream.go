@@ -30,8 +30,13 @@ type bodyStream struct {
 	users atomic.Int32
 
 	arrived chan struct{} // the reader added data or ended
-	space   chan struct{} // a taker gave part of buf back
-	over    chan struct{} // closed when the exchange ends
+	// begin, when not nil, holds the reader back until the first pull
+	// closes it (once): the client waits for 100 Continue, which net/http
+	// sends on the first read.
+	begin     chan struct{}
+	beginOnce sync.Once
+	space     chan struct{} // a taker gave part of buf back
+	over      chan struct{} // closed when the exchange ends
 
 	mu sync.Mutex
 	// buf[start:end] has arrived and is not taken yet, except its first
@@ -42,7 +47,9 @@ type bodyStream struct {
 	err              error // io.EOF once the body ended
 }
 
-func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool) *bodyStream {
+// startStream starts reading r, or with deferred, starts once the first
+// pull asks for the body.
+func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool, deferred bool) *bodyStream {
 	buf := pool.Get().(*[]byte)
 	if len(*buf) < chunk {
 		*buf = make([]byte, chunk)
@@ -50,6 +57,9 @@ func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool) *bodyStre
 	*buf = (*buf)[:chunk]
 	s := &bodyStream{r: r, limit: limit, buf: buf, pool: pool,
 		arrived: make(chan struct{}, 1), space: make(chan struct{}, 1), over: make(chan struct{})}
+	if deferred {
+		s.begin = make(chan struct{})
+	}
 	s.users.Store(2)
 	go s.run()
 	return s
@@ -61,6 +71,13 @@ func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool) *bodyStre
 // passes.
 func (s *bodyStream) run() {
 	defer s.done()
+	if s.begin != nil {
+		select {
+		case <-s.begin:
+		case <-s.over:
+			return
+		}
+	}
 	buf := *s.buf
 	for {
 		s.mu.Lock()
@@ -131,6 +148,9 @@ func (s *bodyStream) endedOrFull() bool {
 // next waits until some of the body arrives, or it ends, and takes all
 // there is; last is true when nothing follows.
 func (s *bodyStream) next() (data []byte, last bool, err error) {
+	if s.begin != nil {
+		s.beginOnce.Do(func() { close(s.begin) })
+	}
 	for {
 		s.mu.Lock()
 		ready := s.err != nil || s.end > s.start
