@@ -20,8 +20,11 @@
 //   - on a route with strip_prefix, r.URL and r.RequestURI both hold the
 //     path without the prefix (where http.StripPrefix keeps the client's
 //     RequestURI), so ServeMux patterns, r.PathValue and r.Pattern see the
-//     stripped path; a redirect to an absolute path must put the prefix
-//     back itself;
+//     stripped path. The service is not told the prefix: a redirect to an
+//     absolute path must put it back itself, and so must one made with
+//     http.Redirect to a relative target, which it makes absolute from
+//     r.URL.Path (a Location relative to the request, written in the
+//     header by hand, needs nothing);
 //   - hop-by-hop headers (Connection, Keep-Alive, TE, Upgrade...) are the
 //     gateway's and are not seen, so r.Close is false; an Expect:
 //     100-continue header is seen, and the client is asked for a large
