@@ -128,7 +128,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 			r.ContentLength = -1
 		}
 		b := &bytesBody{}
-		b.Reset(m.Data)
+		b.r.Reset(m.Data)
 		r.Body = b
 	}
 	if r.ContentLength < 0 && major == 1 {
@@ -139,10 +139,24 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 }
 
 // bytesBody is a whole body in memory: one allocation where
-// io.NopCloser(bytes.NewReader(...)) takes two.
-type bytesBody struct{ bytes.Reader }
+// io.NopCloser(bytes.NewReader(...)) takes two. It is only a reader, as
+// net/http's request body is, and refuses reads after Close as that does.
+type bytesBody struct {
+	r      bytes.Reader
+	closed bool
+}
 
-func (*bytesBody) Close() error { return nil }
+func (b *bytesBody) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.Read(p)
+}
+
+func (b *bytesBody) Close() error {
+	b.closed = true
+	return nil
+}
 
 // validToken reports whether s is an HTTP token, as a method or a header
 // name must be (RFC 9110 5.6.2); NATS header names are the same set.
@@ -175,6 +189,10 @@ type pullReader struct {
 	err  error
 }
 
+// errReadAfterClose is net/http's error for a read after Close; the
+// gateway is not pulled for the rest.
+var errReadAfterClose = fmt.Errorf("read request body: %w", http.ErrBodyReadAfterClose)
+
 func (r *pullReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		if r.err != nil {
@@ -202,7 +220,10 @@ func (r *pullReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *pullReader) Close() error { return nil }
+func (r *pullReader) Close() error {
+	r.buf, r.err = nil, errReadAfterClose
+	return nil
+}
 
 // serve handles one request head to completion and accounts for it.
 func (s *server) serve(j job) {

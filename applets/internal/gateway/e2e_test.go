@@ -971,3 +971,28 @@ func TestExpectContinueWaitsForTheService(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyReadAfterClose checks that a handler reading its request body
+// after closing it gets net/http's http.ErrBodyReadAfterClose, whether the
+// body came with the head or is pulled in chunks, and not the rest of it.
+func TestBodyReadAfterClose(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "closed"}))
+	e.serve(t, "closed", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 2)
+		_, err1 := io.ReadFull(r.Body, buf)
+		r.Body.Close()
+		n, err2 := r.Body.Read(buf)
+		fmt.Fprintf(w, "first read %v, after Close %d bytes, ErrBodyReadAfterClose %v", err1, n, errors.Is(err2, http.ErrBodyReadAfterClose))
+	}))
+	for _, size := range []int{10, 3 << 20} {
+		resp, err := http.Post(e.hs.URL+"/", "application/octet-stream", bytes.NewReader(randomBytes(size, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "first read <nil>, after Close 0 bytes, ErrBodyReadAfterClose true"; string(got) != want {
+			t.Errorf("%d-byte body: handler saw %q, want %q", size, got, want)
+		}
+	}
+}
