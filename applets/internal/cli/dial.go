@@ -56,8 +56,14 @@ func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 	// net.Dialer spreads its timeout over a name's addresses as nats.go
 	// would.
 	o.CustomDialer, o.SkipHostLookup, o.ReconnectToServerCB = r, true, r.pick
+	o.ConnectedCB = r.afterHandshake(o.ConnectedCB)
+	o.ReconnectedCB = r.afterHandshake(o.ReconnectedCB)
 	r.next = serverAddrs(o.Servers)
-	return o.Connect()
+	nc, err := o.Connect()
+	if err == nil && nc.IsConnected() {
+		r.established()
+	}
+	return nc, err
 }
 
 // splitURLs is how nats.Connect splits its comma-separated list.
@@ -117,10 +123,11 @@ type racer struct {
 	timeout time.Duration
 	// stagger is the wait before dialing the next server too.
 	stagger time.Duration
-	// backoff is the least time from one round of dials to the next
-	// (ReconnectWait and its jitter, as nats.go pauses after a pass over
-	// its servers), so that a server that accepts and then fails the
-	// handshake (a refused login) is not dialed in a tight loop.
+	// backoff is the least time from one round of dials to the next when
+	// no connection came of the first (ReconnectWait and its jitter, as
+	// nats.go pauses after a pass over its servers), so that a server that
+	// accepts and then fails the handshake (a refused login) is not dialed
+	// in a tight loop.
 	backoff func() time.Duration
 
 	mu sync.Mutex
@@ -130,6 +137,29 @@ type racer struct {
 	raced map[string]dialed
 	// lastRace is when the last round of dials started.
 	lastRace time.Time
+	// connected says a connection came of the last round: losing it
+	// races the servers again at once, as nats.go moves on to the next
+	// server at once (a rolling restart of the servers must not leave
+	// clients out for a backoff each time).
+	connected bool
+}
+
+// established records that nats.go completed a handshake.
+func (r *racer) established() {
+	r.mu.Lock()
+	r.connected = true
+	r.mu.Unlock()
+}
+
+// afterHandshake is a nats.go connection callback that records the
+// handshake, then calls cb.
+func (r *racer) afterHandshake(cb nats.ConnHandler) nats.ConnHandler {
+	return func(nc *nats.Conn) {
+		r.established()
+		if cb != nil {
+			cb(nc)
+		}
+	}
 }
 
 type dialed struct {
@@ -159,8 +189,8 @@ func (r *racer) Dial(network, addr string) (net.Conn, error) {
 
 // pick is nats.go's ReconnectToServer callback: the server that answered
 // first in the last round, when nats.go did not take its connection yet,
-// else the first server, whose dial races them all, at least a backoff
-// after the last round started.
+// else the first server, whose dial races them all: at once when the last
+// round gave a connection, else at least a backoff after it started.
 func (r *racer) pick(servers []nats.Server, _ nats.ServerInfo) (*nats.Server, time.Duration) {
 	if len(servers) == 0 {
 		return nil, 0
@@ -176,6 +206,10 @@ func (r *racer) pick(servers []nats.Server, _ nats.ServerInfo) (*nats.Server, ti
 	r.next = make([]string, len(servers))
 	for i, s := range servers {
 		r.next[i] = s.URL.Host
+	}
+	if r.connected {
+		r.connected = false
+		return &servers[0], 0
 	}
 	return &servers[0], max(0, r.backoff()-time.Since(r.lastRace))
 }

@@ -97,6 +97,34 @@ func TestReconnectPassesOverAServerThatDoesNotAnswer(t *testing.T) {
 	}
 }
 
+// A connection that worked and is lost is raced for again at once, however
+// recent the last race: in a rolling restart a client moves from server to
+// server a few seconds apart, and waiting out ReconnectWait at each move
+// left a gateway without NATS for part of it.
+func TestReconnectAtOnceAfterAConnectionThatWorked(t *testing.T) {
+	a, b, c := natstest.Start(t), natstest.Start(t), natstest.Start(t)
+	reconnected := make(chan string, 1)
+	opts := append(deadOptions(t, reconnected), nats.ReconnectWait(time.Hour))
+	nc := connectBefore(t, a.ClientURL()+","+b.ClientURL()+","+c.ClientURL(), opts)
+	for _, s := range []interface {
+		ClientURL() string
+		Shutdown()
+	}{a, b} {
+		if got := nc.ConnectedUrl(); got != s.ClientURL() {
+			t.Fatalf("connected to %s, want %s", got, s.ClientURL())
+		}
+		s.Shutdown()
+		select {
+		case <-reconnected:
+		case <-time.After(deadline):
+			t.Fatalf("not reconnected %s after %s stopped: waiting out ReconnectWait (1h) after a connection that worked", deadline, s.ClientURL())
+		}
+	}
+	if got := nc.ConnectedUrl(); got != c.ClientURL() {
+		t.Errorf("connected to %s, want %s", got, c.ClientURL())
+	}
+}
+
 // When nothing answers, the error is the dial's timeout, as nats.go's
 // own: ctl tells the operator the device is down from it.
 func TestConnectWhenNothingAnswers(t *testing.T) {
