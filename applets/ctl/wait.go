@@ -151,6 +151,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			return
 		}
 		nodes, read, readErr = ns, true, nil
+		w.forget(ns)
 		for _, byID := range reported(ns, w.app.Name) {
 			for _, in := range byID {
 				w.record(in)
@@ -238,6 +239,32 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case <-lagging:
 			lagging = nil
 			refresh()
+		}
+	}
+}
+
+// forget drops the instances that a node's heartbeat no longer lists,
+// though the node wrote it after their last change it reported: its runner
+// removed them (replaced, stopped), maybe before this waiter subscribed to
+// the events that said so. Kept, one last seen healthy would count as
+// ready for good, beside the instance that took its slot. Both times are
+// the node's clock.
+func (w *waiter) forget(nodes []state.Node) {
+	for _, n := range nodes {
+		if n.Time.IsZero() {
+			continue
+		}
+		listed := map[string]bool{}
+		for _, in := range n.Instances {
+			if in.App == w.app.Name {
+				listed[in.ID] = true
+			}
+		}
+		for id, in := range w.seen[n.ID] {
+			if !listed[id] && in.Since.Before(n.Time) {
+				delete(w.seen[n.ID], id)
+				delete(w.up, n.ID+"/"+id)
+			}
 		}
 	}
 }

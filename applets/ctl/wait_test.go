@@ -99,6 +99,34 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+// An instance its node's heartbeat no longer lists, though written after
+// the instance's last reported change, is gone: an old instance stopped
+// before the waiter subscribed to the events that said so must not count
+// as ready beside the one that replaced it. One that changed after the
+// heartbeat was written is newer than it, and stays.
+func TestWaiterForgetsUnlisted(t *testing.T) {
+	beat := time.Now()
+	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, ended: map[string]bool{}}
+	stale := state.Instance{App: "a", Node: "n1", ID: "1-old", Slot: 1, State: state.Healthy, Since: beat.Add(-time.Second)}
+	fresh := state.Instance{App: "a", Node: "n1", ID: "1-new", Slot: 1, State: state.Starting, Since: beat.Add(time.Millisecond)}
+	listed := state.Instance{App: "a", Node: "n1", ID: "0-new", State: state.Healthy, Since: beat.Add(-time.Second)}
+	for _, in := range []state.Instance{stale, fresh, listed} {
+		w.record(in)
+	}
+	w.forget([]state.Node{{ID: "n1", Time: beat, Instances: []state.Instance{listed, {App: "b", ID: "1-old"}}}})
+	if _, ok := w.seen["n1"]["1-old"]; ok {
+		t.Error("an instance the newer heartbeat no longer lists is still seen")
+	}
+	if _, ok := w.up["n1/1-old"]; ok {
+		t.Error("an instance the newer heartbeat no longer lists still counts as up")
+	}
+	for _, id := range []string{"1-new", "0-new"} {
+		if _, ok := w.seen["n1"][id]; !ok {
+			t.Errorf("instance %s forgotten", id)
+		}
+	}
+}
+
 // A node that died keeps its heartbeat until the entry expires: the
 // rollout must neither wait for it until then nor pass without naming it,
 // nor forget a node the spec lists whose heartbeat has already expired.
