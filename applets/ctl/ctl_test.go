@@ -31,10 +31,13 @@ import (
 	"github.com/narun/narun/sandbox"
 )
 
+// helloSpec's min_healthy is short: the tests that --wait for it are about
+// other things, and the default would add its 2s to each.
 const helloSpec = `name = "hello"
 version = "1.0.0"
 nodes = ["node-1"]
 replicas = 2
+health = { min_healthy = "100ms" }
 [[routes]]
 path = "/hello/"
 `

@@ -22,7 +22,7 @@ import (
 
 // helloVersion is helloSpec at version v, routed at path.
 func helloVersion(v, path string) string {
-	return fmt.Sprintf("name = \"hello\"\nversion = %q\nnodes = [\"node-1\"]\nreplicas = 2\n[[routes]]\npath = %q\n", v, path)
+	return fmt.Sprintf("name = \"hello\"\nversion = %q\nnodes = [\"node-1\"]\nreplicas = 2\nhealth = { min_healthy = \"100ms\" }\n[[routes]]\npath = %q\n", v, path)
 }
 
 // revisionOf is the revision narun-apps holds for app now, and its value.

@@ -137,6 +137,58 @@ func startRunner(t *testing.T, h *harness) {
 	})
 }
 
+// buildProbe builds the runner tests' app of awkward behaviours.
+func buildProbe(t *testing.T) string {
+	t.Helper()
+	probe := filepath.Join(t.TempDir(), "probe")
+	if out, err := exec.Command("go", "build", "-o", probe, "../internal/runner/testdata/probe").CombinedOutput(); err != nil {
+		t.Fatalf("build probe: %v\n%s", err, out)
+	}
+	return probe
+}
+
+// deploy --wait does not pass an app that crashes right after its first
+// passed health check: an instance counts once it has stayed healthy for
+// min_healthy (the default here), and a crash in that window starts the
+// count again. One that crashes once and then stays up passes.
+func TestDeployWaitHealthyThenCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	probe := buildProbe(t)
+	h := newHarness(t)
+	startRunner(t, h)
+	// The probe exits 3 as it accepts the third check's connection, two
+	// intervals after the first made it healthy.
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	spec := func(name, args, extra string) string {
+		return h.file(name+".toml", fmt.Sprintf("name = %q\nversion = \"1\"\nnodes = [\"node-1\"]\nargs = %s\n%s[health]\ntype = \"tcp\"\nport = %s\ninterval = \"100ms\"\n",
+			name, args, extra, port))
+	}
+	res := h.fails(ExitRollout, "", "deploy", spec("crashy", fmt.Sprintf("[\"crashafter\", %q, \"3\"]", addr), "[restart]\nmax_failures = 2\n"),
+		"--binary", probe, "--wait", "--timeout", "60s")
+	for _, want := range []string{"rollout of crashy failed", "gave up after 2 failures in a row: exit status 3", "narun ctl logs crashy"} {
+		if !strings.Contains(res.err, want) {
+			t.Errorf("deploy --wait of an app that crashes after its first check: error lacks %q: %s", want, res.err)
+		}
+	}
+	// The progress lines name each state an instance reached.
+	if !strings.Contains(res.err, ": healthy") {
+		t.Errorf("the instance was never reported healthy, so this tests nothing:\n%s", res.err)
+	}
+
+	h.ok("", "app", "delete", "crashy")
+	h.ok("", "deploy", spec("flaky", fmt.Sprintf("[\"crashafter\", %q, \"3\", \"once\"]", addr), ""), "--binary", probe, "--wait", "--timeout", "60s")
+	var st appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "flaky", "--json").out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Instances) != 1 || st.Instances[0].Restarts != 1 || st.Ready != 1 {
+		t.Errorf("status after deploy --wait of an app that crashed once: %+v, want 1 ready instance restarted once", st)
+	}
+}
+
 // deploy --wait of fewer replicas, and of none, returns once the instances
 // that go away have stopped. These ignore their stop signal, so each stops
 // only when killed after its stop_timeout.
@@ -149,10 +201,7 @@ func TestDeployWaitForRemovedInstances(t *testing.T) {
 	// health check's port, which its replicas share: the check wants the
 	// instance's own listener, so an instance is ready as soon as it
 	// listens, and --wait has no reason to wait but the ones stopping.
-	probe := filepath.Join(t.TempDir(), "probe")
-	if out, err := exec.Command("go", "build", "-o", probe, "../internal/runner/testdata/probe").CombinedOutput(); err != nil {
-		t.Fatalf("build probe: %v\n%s", err, out)
-	}
+	probe := buildProbe(t)
 	h := newHarness(t)
 	startRunner(t, h)
 	addr := testutil.FreeAddr(t)
@@ -160,7 +209,7 @@ func TestDeployWaitForRemovedInstances(t *testing.T) {
 	deploy := func(replicas int) {
 		t.Helper()
 		p := h.file("stubborn.toml", fmt.Sprintf("name = \"stubborn\"\nversion = \"1\"\nnodes = [\"node-1\"]\nreplicas = %d\n"+
-			"args = [\"stubborn\", %q]\nstop_timeout = \"1s\"\n[health]\ntype = \"tcp\"\nport = %s\n",
+			"args = [\"stubborn\", %q]\nstop_timeout = \"1s\"\n[health]\ntype = \"tcp\"\nport = %s\nmin_healthy = \"100ms\"\n",
 			replicas, addr, port))
 		h.ok("", "deploy", p, "--binary", probe, "--wait", "--timeout", "30s")
 	}

@@ -32,6 +32,9 @@ type rollout struct {
 	// that the spec lists and send none: the rollout does not wait for
 	// them, since their runners apply the spec only once they are back.
 	Down []string `json:"down,omitempty"`
+	// settling is how long until the next instance that is healthy, but
+	// not yet for min_healthy, counts; 0 when none is.
+	settling time.Duration
 }
 
 // waiter follows instance events and node heartbeats until a spec runs
@@ -45,9 +48,9 @@ type waiter struct {
 	// seen holds the latest status of every instance of the app, by node
 	// and instance id, from events and heartbeats, whichever is newer.
 	seen map[string]map[string]state.Instance
-	// up holds when each instance was first seen running or healthy, by
-	// "node/id", on this machine's clock.
-	up map[string]time.Time
+	// healthy holds, by "node/id", since when each instance's current
+	// process has been seen healthy without a break.
+	healthy map[string]healthyRun
 	// shown is the last progress line printed per "node/id": events also
 	// report changes the line does not show (pid, health, restarts).
 	shown map[string]string
@@ -64,15 +67,21 @@ type waiter struct {
 	ran bool
 }
 
-// settle is how long an instance without a health check must stay running
-// to count as ready, so that one crashing right after its start fails the
-// rollout instead of passing it.
-const settle = 2 * time.Second
+// healthyRun is when a waiter first saw a process of an instance healthy,
+// on this machine's clock: a node's clock may differ from it, and the
+// heartbeats of a node carry the node's. The process is told by its pid
+// and restart count, so that a restart between two looks, whose states in
+// between were not seen, starts the count again.
+type healthyRun struct {
+	since    time.Time
+	pid      int
+	restarts int
+}
 
 // newWaiter subscribes to app's events and reads which of its instances
 // have already ended; call it before writing the spec.
 func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
-	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, shown: map[string]string{}, ended: map[string]bool{}}
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}}
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
@@ -122,10 +131,10 @@ func (w *waiter) record(in state.Instance) {
 		w.ran = true
 	}
 	key := in.Node + "/" + in.ID
-	if in.State != state.Running && in.State != state.Healthy {
-		delete(w.up, key)
-	} else if _, ok := w.up[key]; !ok {
-		w.up[key] = time.Now()
+	if in.State != state.Healthy {
+		delete(w.healthy, key)
+	} else if h, ok := w.healthy[key]; !ok || h.pid != in.PID || h.restarts != in.Restarts {
+		w.healthy[key] = healthyRun{since: time.Now(), pid: in.PID, restarts: in.Restarts}
 	}
 }
 
@@ -168,13 +177,13 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 	var failedAt time.Time
 	for {
 		now := time.Now()
-		r := evaluate(w.app, nodes, w.seen, w.up, now, w.e.serverNow())
+		r := evaluate(w.app, nodes, w.seen, w.healthy, now, w.e.serverNow())
 		switch {
 		case len(r.Failed) > 0:
 			if failedAt.IsZero() {
 				failedAt = now
 			}
-			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.healthy, now, w.e.serverNow())
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
 				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, strings.Join(r.Failed, "; "), w.logsHint())
 			}
@@ -184,7 +193,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case (r.Desired > 0 || w.app.Replicas == 0 && read) && len(r.Waiting) == 0:
 			// With replicas = 0 nothing is desired anywhere, and the
 			// rollout is done once the heartbeats show nothing stopping.
-			hb := evaluate(w.app, nodes, w.reported(nodes), w.up, now, w.e.serverNow())
+			hb := evaluate(w.app, nodes, w.reported(nodes), w.healthy, now, w.e.serverNow())
 			if len(hb.Waiting) == 0 {
 				if len(r.Down) > 0 {
 					fmt.Fprintf(w.e.stdio.Stderr, "warning: %s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)\n", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
@@ -198,7 +207,14 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				lagging = time.After(100 * time.Millisecond)
 			}
 		}
+		// Nothing else may happen when an instance completes its
+		// min_healthy: look again then.
+		var settled <-chan time.Time
+		if r.settling > 0 {
+			settled = time.After(r.settling)
+		}
 		select {
+		case <-settled:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				if r.Desired == 0 && readErr != nil {
@@ -263,7 +279,7 @@ func (w *waiter) forget(nodes []state.Node) {
 		for id, in := range w.seen[n.ID] {
 			if !listed[id] && in.Since.Before(n.Time) {
 				delete(w.seen[n.ID], id)
-				delete(w.up, n.ID+"/"+id)
+				delete(w.healthy, n.ID+"/"+id)
 			}
 		}
 	}
@@ -302,8 +318,10 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 }
 
 // evaluate compares what nodes report with what app wants. An instance is
-// ready when healthy; without a health check, when it has also been up
-// (since up[node/id]) for settle. One of a slot app no longer wants on its
+// ready once its process has been healthy (since healthy[node/id]) for
+// [health] min_healthy, as the runner's rolling update counts it: one that
+// crashes right after its first passed check must fail the rollout, not
+// pass it. One of a slot app no longer wants on its
 // node is waited for until it has stopped, or its node's heartbeat no
 // longer lists it, as the runner's does once it stopped it. Nothing is
 // waited for on a node whose heartbeats have stopped (late by serverNow,
@@ -311,7 +329,7 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // their runners roll out when they are back, and waiting for a stopped
 // heartbeat to expire would only hold the rollout up to its TTL and then
 // pass it without a word about that node.
-func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, up map[string]time.Time, now, serverNow time.Time) *rollout {
+func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, healthy map[string]healthyRun, now, serverNow time.Time) *rollout {
 	r := &rollout{Ready: []string{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
@@ -362,11 +380,23 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 				// It exited and its policy does not start it again: it
 				// can never be ready, so waiting would only time out.
 				r.Failed = append(r.Failed, fmt.Sprintf("%s on %s exited and is not restarted (restart policy %q): %s", in.ID, n.ID, app.Restart.Policy, in.Reason))
-			case isReady(app, in, up, now):
-				ready++
-				r.Ready = append(r.Ready, n.ID+"/"+in.ID)
 			default:
+				left, ok := settling(app, in, healthy, now)
+				if ok && left <= 0 {
+					ready++
+					r.Ready = append(r.Ready, n.ID+"/"+in.ID)
+					continue
+				}
 				why := in.ID + " " + string(in.State)
+				if ok {
+					why += fmt.Sprintf(" for less than min_healthy (%s)", app.Health.MinHealthy.D())
+					if r.settling == 0 || left < r.settling {
+						r.settling = left
+					}
+				}
+				if in.Restarts > 0 {
+					why += fmt.Sprintf(", %d restart(s)", in.Restarts)
+				}
 				if in.Reason != "" {
 					why += ": " + in.Reason
 				}
@@ -389,12 +419,15 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 	return r
 }
 
-func isReady(app *spec.App, in state.Instance, up map[string]time.Time, now time.Time) bool {
-	if app.Health.Type != spec.HealthNone {
-		return in.State == state.Healthy
+// settling says whether in is healthy in the process healthy holds for
+// it, and how long until it has been so for min_healthy (0 or less: it
+// has).
+func settling(app *spec.App, in state.Instance, healthy map[string]healthyRun, now time.Time) (time.Duration, bool) {
+	h, ok := healthy[in.Node+"/"+in.ID]
+	if in.State != state.Healthy || !ok || h.pid != in.PID || h.restarts != in.Restarts {
+		return 0, false
 	}
-	t, ok := up[in.Node+"/"+in.ID]
-	return ok && now.Sub(t) >= settle && (in.State == state.Running || in.State == state.Healthy)
+	return app.Health.MinHealthy.D() - now.Sub(h.since), true
 }
 
 // nodes reads every live heartbeat, with when the NATS server stored it,

@@ -28,6 +28,8 @@ func TestEvaluate(t *testing.T) {
 	checked := parse("[health]\ntype = \"tcp\"\nport = 80\n")
 	unchecked := parse("")
 	never := parse("[restart]\npolicy = \"never\"\n[health]\ntype = \"tcp\"\nport = 80\n")
+	atOnce := parse("[health]\ntype = \"tcp\"\nport = 80\nmin_healthy = 0\n")
+	const settled = spec.DefaultMinHealthy
 	now := time.Now()
 	inst := func(app *spec.App, id string, st state.State) state.Instance {
 		slot := 0
@@ -50,41 +52,64 @@ func TestEvaluate(t *testing.T) {
 		app       *spec.App
 		nodes     []state.Node
 		instances []state.Instance
-		upFor     time.Duration
-		ready     int
-		waiting   string // "" for none
-		failed    string
+		// healthyFor is how long the instances have been seen healthy.
+		healthyFor time.Duration
+		ready      int
+		waiting    string // "" for none
+		failed     string
 	}{
-		{"healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, 0, 2, "", ""},
+		{"healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, settled, 2, "", ""},
+		{"healthy, not yet for min_healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)}, settled - time.Millisecond, 0, "n1: 0 of 2 ready (0 healthy for less than min_healthy (2s): r-0; 1 healthy", ""},
+		{"min_healthy 0", atOnce, node, []state.Instance{inst(atOnce, "0", state.Healthy), inst(atOnce, "1", state.Healthy)}, 0, 2, "", ""},
 		{"running is not healthy", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Running)}, time.Hour, 1, "n1: 1 of 2 ready (1 running: r-1)", ""},
-		{"old fingerprint", checked, node, []state.Instance{inst(checked, "0", state.Healthy), {App: "a", Node: "n1", ID: "1", State: state.Healthy, Fingerprint: "old"}}, 0, 1, "n1: 1 of 2 ready", ""},
-		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, 0, 1, "n1: 1 of 2 ready", "r-1"},
-		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, "(0 healthy: r-0; 1 running: r-1)", ""},
-		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, settle, 2, "", ""},
-		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, 0, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
-		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
-		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, 0, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
-		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, 0, 2, "", ""},
+		{"old fingerprint", checked, node, []state.Instance{inst(checked, "0", state.Healthy), {App: "a", Node: "n1", ID: "1", State: state.Healthy, Fingerprint: "old"}}, settled, 1, "n1: 1 of 2 ready", ""},
+		{"failed", checked, node, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Failed)}, settled, 1, "n1: 1 of 2 ready", "r-1"},
+		{"no health check, just started", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Running)}, 0, 0, "(0 healthy for less than min_healthy (2s): r-0; 1 running: r-1)", ""},
+		{"no health check, settled", unchecked, node, []state.Instance{inst(unchecked, "0", state.Healthy), inst(unchecked, "1", state.Healthy)}, settled, 2, "", ""},
+		{"exited, policy never", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Stopped)}, settled, 1, "n1: 1 of 2 ready", `1 on n1 exited and is not restarted (restart policy "never"): r-1`},
+		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, settled, 2, "", ""},
+		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, settled, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
+		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, settled, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
 	// A silent node is waited for neither to stop what the spec no longer
 	// wants nor to start what it wants: it is named as down.
 	t.Run("slot scaled away on a silent node", func(t *testing.T) {
 		seen := map[string]map[string]state.Instance{"n1": {"0": inst(checked, "0", state.Healthy), "1": inst(checked, "1", state.Healthy), "2": stopping}}
-		r := evaluate(checked, silent, seen, map[string]time.Time{}, now, now)
+		r := evaluate(checked, silent, seen, map[string]healthyRun{}, now, now)
 		if r.Desired != 0 || len(r.Waiting) != 0 || len(r.Down) != 1 || !strings.HasPrefix(r.Down[0], "n1 ") {
 			t.Errorf("desired %d, waiting %q, down %q; want 0, none, n1", r.Desired, r.Waiting, r.Down)
+		}
+	})
+	// A process seen healthy long ago that has restarted since, the states
+	// in between unseen (a heartbeat, no events), starts its count again.
+	t.Run("restarted since seen healthy", func(t *testing.T) {
+		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+		first, other := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
+		first.PID, first.Since = 42, now.Add(-time.Hour)
+		w.record(first)
+		w.record(other)
+		for key, h := range w.healthy {
+			h.since = now.Add(-time.Hour)
+			w.healthy[key] = h
+		}
+		again := first
+		again.PID, again.Restarts, again.Since, again.Reason = 43, 1, now, "last exit: exit status 3"
+		w.record(again)
+		r := evaluate(checked, node, w.seen, w.healthy, time.Now(), now)
+		if want := "n1: 1 of 2 ready (0 healthy for less than min_healthy (2s), 1 restart(s): last exit: exit status 3)"; len(r.Ready) != 1 || strings.Join(r.Waiting, "; ") != want {
+			t.Errorf("ready %v, waiting %q; want 1 ready, waiting %q", r.Ready, r.Waiting, want)
 		}
 	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			seen := map[string]map[string]state.Instance{"n1": {}}
-			up := map[string]time.Time{}
+			healthy := map[string]healthyRun{}
 			for _, in := range tc.instances {
 				seen["n1"][in.ID] = in
-				up["n1/"+in.ID] = now.Add(-tc.upFor)
+				healthy["n1/"+in.ID] = healthyRun{since: now.Add(-tc.healthyFor)}
 			}
-			r := evaluate(tc.app, tc.nodes, seen, up, now, now)
+			r := evaluate(tc.app, tc.nodes, seen, healthy, now, now)
 			if r.Desired != 2 {
 				t.Errorf("desired %d", r.Desired)
 			}
@@ -106,7 +131,7 @@ func TestEvaluate(t *testing.T) {
 // heartbeat was written is newer than it, and stays.
 func TestWaiterForgetsUnlisted(t *testing.T) {
 	beat := time.Now()
-	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, up: map[string]time.Time{}, ended: map[string]bool{}}
+	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
 	stale := state.Instance{App: "a", Node: "n1", ID: "1-old", Slot: 1, State: state.Healthy, Since: beat.Add(-time.Second)}
 	fresh := state.Instance{App: "a", Node: "n1", ID: "1-new", Slot: 1, State: state.Starting, Since: beat.Add(time.Millisecond)}
 	listed := state.Instance{App: "a", Node: "n1", ID: "0-new", State: state.Healthy, Since: beat.Add(-time.Second)}
@@ -117,8 +142,8 @@ func TestWaiterForgetsUnlisted(t *testing.T) {
 	if _, ok := w.seen["n1"]["1-old"]; ok {
 		t.Error("an instance the newer heartbeat no longer lists is still seen")
 	}
-	if _, ok := w.up["n1/1-old"]; ok {
-		t.Error("an instance the newer heartbeat no longer lists still counts as up")
+	if _, ok := w.healthy["n1/1-old"]; ok {
+		t.Error("an instance the newer heartbeat no longer lists still counts as healthy")
 	}
 	for _, id := range []string{"1-new", "0-new"} {
 		if _, ok := w.seen["n1"][id]; !ok {
@@ -146,7 +171,7 @@ func TestEvaluateDownNodes(t *testing.T) {
 		{ID: "n2", Arch: "amd64", Interval: time.Second, Stored: now.Add(-time.Minute), Instances: []state.Instance{old}},
 	}
 	seen := map[string]map[string]state.Instance{"n1": {"0": fresh}, "n2": {"0": old}}
-	r := evaluate(app, nodes, seen, map[string]time.Time{}, now, now)
+	r := evaluate(app, nodes, seen, map[string]healthyRun{"n1/0": {since: now.Add(-time.Hour)}}, now, now)
 	if len(r.Waiting) != 0 || len(r.Ready) != 1 || r.Desired != 1 {
 		t.Errorf("desired %d, ready %v, waiting %q; want 1, [n1/0], none", r.Desired, r.Ready, r.Waiting)
 	}

@@ -255,7 +255,7 @@ func (a *app) halt(in *instance) {
 	a.halted = in
 	a.mu.Unlock()
 	st := in.sup.Status()
-	a.log.Warn("rollout halted: new instance not healthy, old one kept until it is", "instance", st.ID, "state", st.State, "reason", st.Reason)
+	a.log.Warn("rollout halted: new instance not healthy, old one kept until it is", "instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason)
 	// It may have turned healthy before it was marked halted, unseen by
 	// observe.
 	if st.State == state.Healthy {
@@ -263,22 +263,33 @@ func (a *app) halt(in *instance) {
 	}
 }
 
-// waitHealthy waits for a new instance to be healthy; interrupted is set
-// when a newer spec or a shutdown cut the wait.
+// waitHealthy waits for a new instance to have been healthy for
+// [health] min_healthy; interrupted is set when a newer spec or a shutdown
+// cut the wait. Healthy once is not enough: an app that passes its first
+// check and crashes a moment later would take its slot from one that
+// serves. Each state change restarts Since, so a restart or a turn
+// unhealthy starts the wait again, as ctl's --wait counts it.
 func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (healthy, interrupted bool) {
-	deadline := time.NewTimer(sp.Health.StartGrace.D() + a.r.rolloutSlack)
+	minHealthy := sp.Health.MinHealthy.D()
+	deadline := time.NewTimer(sp.Health.StartGrace.D() + minHealthy + a.r.rolloutSlack)
 	defer deadline.Stop()
 	for {
 		ch := in.sup.Changed()
 		st := in.sup.Status()
+		var settled <-chan time.Time
 		switch {
 		case st.State == state.Healthy:
-			return true, false
+			left := minHealthy - time.Since(st.Since)
+			if left <= 0 {
+				return true, false
+			}
+			settled = time.After(left)
 		case st.State.Final():
 			return false, false
 		}
 		select {
 		case <-ch:
+		case <-settled:
 		case <-deadline.C:
 			return false, false
 		case <-a.wake:

@@ -123,7 +123,7 @@ func TestProcessNamedAfterApp(t *testing.T) {
 
 	// A new build runs beside the old one during the rollout: each has a
 	// link of its own, and the old one goes with the old instance.
-	c.deploy(t, namedApp, "2.0.0", helloBin, "")
+	c.deploy(t, namedApp, "2.0.0", helloBin, takeOverAtOnce)
 	in = tr.wait(t, namedApp, "healthy on 2.0.0", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "2.0.0"
 	})[0]

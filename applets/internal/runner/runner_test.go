@@ -382,6 +382,11 @@ func allIn(n int, st state.State) func([]state.Instance) bool {
 	}
 }
 
+// takeOverAtOnce lets a new instance replace the old one of its slot at its
+// first passed check, for tests of something else than [health]
+// min_healthy, which would only make them slower.
+const takeOverAtOnce = "[health]\nmin_healthy = 0\n"
+
 func alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
@@ -701,7 +706,7 @@ func TestSpecChanges(t *testing.T) {
 
 	// A new version rolls: each new instance is healthy before the old one
 	// of its slot stops.
-	c.deploy(t, "hello", "1.1.0", helloBin, "replicas = 3\n[[routes]]\npath = \"/hello/\"\n")
+	c.deploy(t, "hello", "1.1.0", helloBin, "replicas = 3\n[[routes]]\npath = \"/hello/\"\n"+takeOverAtOnce)
 	rolled := tr.wait(t, "hello", "3 healthy on 1.1.0", func(l []state.Instance) bool {
 		if !allIn(3, state.Healthy)(l) {
 			return false
@@ -1315,7 +1320,7 @@ func TestOldBinariesCollected(t *testing.T) {
 	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
 	c.deploy(t, "app", "1.0.0", probeBin, "")
 	tr.wait(t, "app", "healthy", allIn(1, state.Healthy))
-	c.deploy(t, "app", "2.0.0", helloBin, "")
+	c.deploy(t, "app", "2.0.0", helloBin, takeOverAtOnce)
 	tr.wait(t, "app", "healthy on 2.0.0", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "2.0.0"
 	})
@@ -1383,7 +1388,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 			ok.Add(1)
 		}
 	}()
-	c.deploy(t, "hello", "1.1.0", helloBin, routes)
+	c.deploy(t, "hello", "1.1.0", helloBin, routes+takeOverAtOnce)
 	tr.wait(t, "hello", "rolled to 1.1.0", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
 	})
@@ -1425,7 +1430,7 @@ func TestFilesPlacedReadOnly(t *testing.T) {
 func TestRestartRequestRolls(t *testing.T) {
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n")
+	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n"+takeOverAtOnce)
 	before := tr.wait(t, "hello", "2 healthy", allIn(2, state.Healthy))
 	c.restart(t, "hello")
 	after := tr.wait(t, "hello", "2 new healthy instances", func(l []state.Instance) bool {
@@ -1575,7 +1580,7 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	c.deploy(t, "probe", "1.1.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
-		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
+		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\nmin_healthy = 0\n")
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted")
 	})
@@ -1588,6 +1593,53 @@ func TestHaltedRolloutResumes(t *testing.T) {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
 	})
 	waitDead(t, []int{old.PID})
+}
+
+// A new instance that passes its first health check and crashes a moment
+// later does not take its slot: the old instance serves on, and the
+// rollout halts once the new one gives up. One that crashes once and then
+// stays up takes over only after min_healthy counted from its new process.
+func TestRolloutWaitsMinHealthy(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	ev := c.watchEvents(t, "probe")
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+
+	// The probe exits as it accepts the second check's connection, one
+	// interval after the first made it healthy: well within the default
+	// min_healthy, as an app that fails right after its start does.
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	health := "[health]\ntype = \"tcp\"\nport = " + port + "\ninterval = \"100ms\"\n"
+	c.deploy(t, "probe", "1.1.0", probeBin, fmt.Sprintf("args = [\"crashafter\", %q, \"2\"]\n[restart]\nmax_failures = 2\n", addr)+health)
+	failed := tr.wait(t, "probe", "the new instance to give up", func(l []state.Instance) bool {
+		return slices.ContainsFunc(l, func(in state.Instance) bool { return in.Version == "1.1.0" && in.State == state.Failed })
+	})
+	if !slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.Version == "1.1.0" && e.State == state.Healthy }) {
+		t.Fatalf("the new instance was never healthy, so this tests nothing: %+v", failed)
+	}
+	testutil.Eventually(t, 10*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	if !alive(old.PID) {
+		t.Fatal("the rollout stopped the old instance for one that crashed right after its first passed check")
+	}
+
+	c.deploy(t, "probe", "1.2.0", probeBin, fmt.Sprintf("args = [\"crashafter\", %q, \"2\", \"once\"]\n", addr)+health)
+	rolled := tr.wait(t, "probe", "rolled to 1.2.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.2.0"
+	})[0]
+	waitDead(t, []int{old.PID})
+	if rolled.Restarts != 1 {
+		t.Errorf("new instance %+v: want it restarted once", rolled)
+	}
+	events := ev.list()
+	stopping := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == old.ID && e.State == state.Stopping })
+	again := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == rolled.ID && e.State == state.Healthy && e.Restarts == 1 })
+	if stopping < 0 || again < 0 || stopping < again {
+		t.Errorf("old instance stopping at event %d, new one healthy after its restart at event %d: want the old one stopped after", stopping, again)
+	}
 }
 
 // [health] restart_after reaches the supervisor: an instance whose check
@@ -1678,7 +1730,7 @@ func TestFileCacheKeepsDigestsApart(t *testing.T) {
 		}
 	}
 	tr := startRunner(t, c, nil)
-	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"a.conf.digest\"\npath = \"x\"\n[[files]]\nobject = \"a.conf\"\npath = \"y\"\n")
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"a.conf.digest\"\npath = \"x\"\n[[files]]\nobject = \"a.conf\"\npath = \"y\"\n"+takeOverAtOnce)
 	want := `cat "payload" mode 444`
 	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
 	testutil.Eventually(t, 10*time.Second, "the file as the first instance sees it", func() bool {

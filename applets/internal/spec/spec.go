@@ -67,6 +67,13 @@ const (
 	HealthNone  = "none"
 )
 
+// DefaultMinHealthy is [health] min_healthy when a spec leaves it out: long
+// enough that an app crashing in its first second or so after passing a
+// check fails its rollout, short enough that a deploy is not slowed down
+// for it. It is also how long deploy --wait already held an instance
+// without a check.
+const DefaultMinHealthy = 2 * time.Second
+
 // Limits that keep a typo (an extra zero) from taking a device down.
 const (
 	MaxNameLen  = 64
@@ -171,6 +178,11 @@ type Health struct {
 	Timeout    config.Duration `toml:"timeout"`
 	Failures   int             `toml:"failures"`
 	StartGrace config.Duration `toml:"start_grace"`
+	// MinHealthy is how long a process must stay healthy before a rollout
+	// counts it: the runner stops the instance it replaces, and ctl's
+	// --wait counts it ready, only then. A restart or a turn unhealthy
+	// starts the wait again; 0 counts it at its first passed check.
+	MinHealthy config.Duration `toml:"min_healthy"`
 	// RestartAfter is how many failed checks in a row, counted once the
 	// instance has been healthy or its start grace is over, make the runner
 	// stop it and apply [restart] as after a failure; 0 never does.
@@ -221,6 +233,7 @@ func defaults() App {
 			Timeout:    config.Duration(2 * time.Second),
 			Failures:   3,
 			StartGrace: config.Duration(30 * time.Second),
+			MinHealthy: config.Duration(DefaultMinHealthy),
 		},
 		StopSignal:  "SIGTERM",
 		StopTimeout: config.Duration(10 * time.Second),
@@ -625,6 +638,7 @@ func (a *App) validateHealth(v *validator) {
 	v.maxDur("health.interval", h.Interval, MaxTimeout)
 	v.maxDur("health.timeout", h.Timeout, MaxTimeout)
 	v.positiveDur("health.start_grace", h.StartGrace, MaxTimeout, "every start would be reported unhealthy before the app could listen")
+	v.maxDur("health.min_healthy", h.MinHealthy, MaxTimeout)
 	if h.Type != HealthNone {
 		if h.Interval < config.Duration(100*time.Millisecond) {
 			v.add("health.interval", "want at least 100ms, got %s", h.Interval.D())

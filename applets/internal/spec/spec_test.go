@@ -40,8 +40,13 @@ func TestSmallestContractSpec(t *testing.T) {
 	if a.StopSig().String() != "terminated" || a.StopTimeout.D() != 10*time.Second {
 		t.Errorf("stop defaults: %v %v", a.StopSig(), a.StopTimeout.D())
 	}
-	if a.Restart.ResetAfter.D() != 10*time.Minute || a.Health.StartGrace.D() != 30*time.Second {
-		t.Errorf("absent reset_after %v, start_grace %v: want the defaults", a.Restart.ResetAfter.D(), a.Health.StartGrace.D())
+	if a.Restart.ResetAfter.D() != 10*time.Minute || a.Health.StartGrace.D() != 30*time.Second || a.Health.MinHealthy.D() != DefaultMinHealthy {
+		t.Errorf("absent reset_after %v, start_grace %v, min_healthy %v: want the defaults", a.Restart.ResetAfter.D(), a.Health.StartGrace.D(), a.Health.MinHealthy.D())
+	}
+	// 0 has a meaning of its own: the first passed check counts.
+	zero, err := Parse("hello.toml", []byte(smallest+"[health]\nmin_healthy = 0\n"))
+	if err != nil || zero.Health.MinHealthy != 0 {
+		t.Errorf("min_healthy = 0: %v, %v", err, zero)
 	}
 }
 
@@ -186,6 +191,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"huge stop timeout", base + "stop_timeout = \"48h\"\n", "stop_timeout", 4},
 		{"zero stop timeout", base + "stop_timeout = \"0s\"\n", "stop_timeout", 4},
 		{"zero start grace", base + "[health]\nstart_grace = \"0s\"\n", "health.start_grace", 5},
+		{"huge min healthy", base + "[health]\nmin_healthy = \"2h\"\n", "health.min_healthy", 5},
+		{"negative min healthy", base + "[health]\nmin_healthy = \"-1s\"\n", "health.min_healthy", 5},
 		{"zero reset after", base + "[restart]\nreset_after = \"0ms\"\n", "restart.reset_after", 5},
 		{"unknown arch", base + "[binaries.mips]\nobject = \"x\"\nsha256 = \"" + strings.Repeat("0", 64) + "\"\n", "binaries.mips", 4},
 		{"bad digest", base + "[binaries.amd64]\nobject = \"x\"\nsha256 = \"xyz\"\n", "binaries.amd64.sha256", 6},

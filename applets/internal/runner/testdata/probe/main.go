@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -73,6 +74,43 @@ func main() {
 			go http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 		}
 		fmt.Println("probe: listening on", ln.Addr())
+	case "crashafter":
+		// crashafter ADDR N [once] listens on ADDR and exits 3 as it
+		// accepts its Nth connection: an app that passes its first health
+		// checks, then crashes. With once, only a process that finds no
+		// file "crashed" in its directory does, and leaves one there: the
+		// instance's next process runs on.
+		n, err := strconv.Atoi(os.Args[3])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		crash := true
+		if len(os.Args) > 4 && os.Args[4] == "once" {
+			_, err := os.Stat("crashed")
+			crash = err != nil
+		}
+		ln, err := net.Listen("tcp", os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		go func() {
+			for i := 1; ; i++ {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+				if crash && i >= n {
+					if err := os.WriteFile("crashed", nil, 0o600); err != nil {
+						fmt.Fprintln(os.Stderr, "probe:", err)
+					}
+					fmt.Fprintln(os.Stderr, "probe: crashing after", i, "connections")
+					os.Exit(3)
+				}
+			}
+		}()
 	case "bind":
 		// bind ADDR is a server that sets up for a moment, then listens
 		// on ADDR or exits 1, as most do when their port is taken.
