@@ -1,9 +1,17 @@
 package runner
 
 import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // An app that runs a helper by name (exec.Command("sh"), a script's
@@ -26,6 +34,71 @@ func TestAppGetsDefaultPATH(t *testing.T) {
 		}
 		if !slices.Equal(paths, []string{tc.want}) {
 			t.Errorf("%s: PATH lines %q, want %q", app, paths, tc.want)
+		}
+	}
+}
+
+// homeLine waits for the line the probe's home mode prints in app and
+// returns it, with the directory of the instance that printed it.
+func homeLine(t *testing.T, tr *testRunner, app string) (line, dir string) {
+	t.Helper()
+	in := tr.wait(t, app, "healthy", allIn(1, state.Healthy))[0]
+	testutil.Eventually(t, 10*time.Second, app+" printing its home", func() bool {
+		i := slices.IndexFunc(tr.lines(app), func(l string) bool { return strings.HasPrefix(l, "home ") })
+		if i >= 0 {
+			line = tr.lines(app)[i]
+		}
+		return i >= 0
+	})
+	return line, filepath.Join(tr.opts.DataDir, "instances", app, in.ID)
+}
+
+// An app gets a HOME it may write, and USER and LOGNAME, as systemd gives
+// a service run as User=; with mode "exec" its home is the instance
+// directory, and it runs as the runner's user. What the spec sets is the
+// app's own.
+func TestAppGetsHome(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	me, err := user.Current()
+	if err != nil {
+		t.Skipf("the runner's user has no name to give apps: %v", err)
+	}
+	c.deploy(t, "homed", "1.0.0", probeBin, `args = ["home"]`)
+	line, dir := homeLine(t, tr, "homed")
+	if want := fmt.Sprintf("home %s user %s logname %s: <nil>", dir, me.Username, me.Username); line != want {
+		t.Errorf("exec mode: %q, want %q", line, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".probe")); err != nil {
+		t.Errorf("the file the app wrote in its home: %v", err)
+	}
+
+	c.deploy(t, "own", "1.0.0", probeBin, "args = [\"home\"]\nenv = { HOME = \"/nonexistent\", USER = \"svc\" }")
+	if line, _ := homeLine(t, tr, "own"); !strings.HasPrefix(line, "home /nonexistent user svc logname "+me.Username+": ") {
+		t.Errorf("with HOME and USER in env: %q", line)
+	}
+}
+
+// A sandboxed app's home is its instance's data/, at the path it has
+// inside the sandbox: the only directory of the instance it may write.
+// USER and LOGNAME name its user when it has a name; the uid derived from
+// the app's name has none.
+func TestSandboxAppGetsHome(t *testing.T) {
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	tests := []struct{ app, extra, user string }{{"homed", "", ""}}
+	if _, err := user.Lookup("nobody"); err == nil {
+		tests = append(tests, struct{ app, extra, user string }{"nobodys", "[sandbox]\nuser = \"nobody\"\n", "nobody"})
+	}
+	for _, tc := range tests {
+		c.deploy(t, tc.app, "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"home\"]\n"+tc.extra)
+		line, dir := homeLine(t, tr, tc.app)
+		data := filepath.Join(dir, "data")
+		if want := fmt.Sprintf("home %s user %s logname %s: <nil>", data, tc.user, tc.user); line != want {
+			t.Errorf("%s: %q, want %q", tc.app, line, want)
+		}
+		if _, err := os.Stat(filepath.Join(data, ".probe")); err != nil {
+			t.Errorf("%s: the file the app wrote in its home: %v", tc.app, err)
 		}
 	}
 }

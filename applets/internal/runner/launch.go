@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -44,6 +45,49 @@ func (r *Runner) online() *resources {
 // by name (exec.Command("sh"), a script's commands) finds it as it would
 // under a unit, without the runner's own environment reaching it.
 const defaultPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// setByApp says whether the spec's env or one of its secrets sets the
+// variable name.
+func setByApp(sp *spec.App, name string) bool {
+	if _, ok := sp.Env[name]; ok {
+		return true
+	}
+	return slices.ContainsFunc(sp.Secrets, func(s spec.Secret) bool { return s.Env == name })
+}
+
+// identityEnv is what systemd gives a service run as User=: HOME, USER and
+// LOGNAME, but for those the app sets itself. Many programs (shells, git,
+// Python, Go's os.UserHomeDir) misbehave without HOME. It is a directory
+// of the instance that the app may write: one outside it would be shared
+// by the replicas and outlive the instance, and the sandboxed app's own
+// home, if its user has one, is out of its reach. USER and LOGNAME name
+// the user the app runs as, and are left out for a uid without a name,
+// such as the one the sandbox derives from the app's name.
+func identityEnv(sp *spec.App, dir string) []string {
+	home, uid := dir, os.Getuid()
+	if sp.Mode == spec.ModeSandbox {
+		// The sandbox's root holds the host's tree at the same paths, so
+		// data/ is where the app sees it, and the one directory of the
+		// instance it may write.
+		home, uid = filepath.Join(dir, "data"), -1
+		if id, _, _, err := sandboxIdentity(sp.Name, sp.Sandbox); err == nil {
+			uid = int(id)
+		}
+	}
+	name := ""
+	if uid >= 0 {
+		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+			name = u.Username
+		}
+	}
+	var env []string
+	for _, v := range []struct{ key, value string }{{"HOME", home}, {"LOGNAME", name}, {"USER", name}} {
+		if v.value != "" && !setByApp(sp, v.key) {
+			env = append(env, v.key+"="+v.value)
+		}
+	}
+	return env
+}
 
 // prepare fetches what an instance needs into its directory and returns
 // how to start it.
@@ -81,10 +125,11 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 			return l, err
 		}
 	}
-	env := make([]string, 0, len(sp.Env)+len(sp.Secrets)+7)
-	if _, ok := sp.Env["PATH"]; !ok {
+	env := make([]string, 0, len(sp.Env)+len(sp.Secrets)+10)
+	if !setByApp(sp, "PATH") {
 		env = append(env, "PATH="+defaultPATH)
 	}
+	env = append(env, identityEnv(sp, dir)...)
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
 		env = append(env, k+"="+sp.Env[k])
 	}

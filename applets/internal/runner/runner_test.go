@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -422,8 +423,14 @@ func TestDeployReplicas(t *testing.T) {
 		}
 		env := strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
 		slices.Sort(env)
-		// PATH is systemd's, not the runner's.
-		want := []string{"NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node, "PATH=" + defaultPATH}
+		// PATH is systemd's, not the runner's; HOME, USER and LOGNAME
+		// are the instance's and the runner's user, as systemd's User=
+		// gives them, never the runner's own.
+		want := []string{"HOME=" + filepath.Join(tr.dir, "instances", "hello", in.ID), "NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node, "PATH=" + defaultPATH}
+		if me, err := user.Current(); err == nil {
+			want = append(want, "LOGNAME="+me.Username, "USER="+me.Username)
+		}
+		slices.Sort(want)
 		if !slices.Equal(env, want) {
 			t.Errorf("instance %s environment %q, want exactly %q", in.ID, env, want)
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -182,6 +183,14 @@ func main() {
 		for i := range 12000 {
 			fmt.Println("probe: line", i)
 		}
+	case "home":
+		// home prints what the app is told of its user, and writes a file
+		// in its home, as programs keep their state there.
+		home, err := os.UserHomeDir()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(home, ".probe"), []byte("probe"), 0o600)
+		}
+		fmt.Printf("home %s user %s logname %s: %v\n", os.Getenv("HOME"), os.Getenv("USER"), os.Getenv("LOGNAME"), err)
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)
