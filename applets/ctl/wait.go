@@ -49,7 +49,7 @@ type waiter struct {
 	// and instance id, from events and heartbeats, whichever is newer.
 	seen map[string]map[string]state.Instance
 	// healthy holds, by "node/id", since when each instance's current
-	// process has been seen healthy without a break.
+	// process has been healthy without a break.
 	healthy map[string]healthyRun
 	// shown is the last progress line printed per "node/id": events also
 	// report changes the line does not show (pid, health, restarts).
@@ -67,8 +67,8 @@ type waiter struct {
 	ran bool
 }
 
-// healthyRun is when a waiter first saw a process of an instance healthy,
-// on this machine's clock: a node's clock may differ from it, and the
+// healthyRun is since when a process of an instance has been healthy, on
+// this machine's clock: a node's clock may differ from it, and the
 // heartbeats of a node carry the node's. The process is told by its pid
 // and restart count, so that a restart between two looks, whose states in
 // between were not seen, starts the count again.
@@ -114,7 +114,9 @@ func (w *waiter) logsHint() string {
 	return "; its output: narun ctl logs " + w.app.Name
 }
 
-func (w *waiter) record(in state.Instance) {
+// record keeps in, as its node reported it at its time at (zero when it did
+// not say), unless what the waiter has of the instance is newer.
+func (w *waiter) record(in state.Instance, at time.Time) {
 	if w.ended[in.Node+"/"+in.ID] {
 		return
 	}
@@ -134,7 +136,17 @@ func (w *waiter) record(in state.Instance) {
 	if in.State != state.Healthy {
 		delete(w.healthy, key)
 	} else if h, ok := w.healthy[key]; !ok || h.pid != in.PID || h.restarts != in.Restarts {
-		w.healthy[key] = healthyRun{since: time.Now(), pid: in.PID, restarts: in.Restarts}
+		// The node said at at that the process had been healthy since
+		// in.Since, both on its clock: the difference holds on this one's
+		// whatever the offset, and an instance healthy for long (a deploy
+		// that changes nothing, more replicas) counts at once, as the
+		// runner counts it. The time the report took to arrive is not
+		// credited, which errs on the side of waiting.
+		since := time.Now()
+		if !in.Since.IsZero() && at.After(in.Since) {
+			since = since.Add(-at.Sub(in.Since))
+		}
+		w.healthy[key] = healthyRun{since: since, pid: in.PID, restarts: in.Restarts}
 	}
 }
 
@@ -161,9 +173,11 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		}
 		nodes, read, readErr = ns, true, nil
 		w.forget(ns)
-		for _, byID := range reported(ns, w.app.Name) {
-			for _, in := range byID {
-				w.record(in)
+		for _, n := range ns {
+			for _, in := range n.Instances {
+				if in.App == w.app.Name {
+					w.record(in, n.Time)
+				}
 			}
 		}
 	}
@@ -234,7 +248,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
 				continue
 			}
-			w.record(ev.Instance)
+			w.record(ev.Instance, ev.Time)
 			if verbose {
 				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
 				if ev.Reason != "" && ev.Reason != string(ev.State) {

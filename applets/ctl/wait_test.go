@@ -87,18 +87,34 @@ func TestEvaluate(t *testing.T) {
 		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
 		first, other := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
 		first.PID, first.Since = 42, now.Add(-time.Hour)
-		w.record(first)
-		w.record(other)
+		w.record(first, time.Time{})
+		w.record(other, time.Time{})
 		for key, h := range w.healthy {
 			h.since = now.Add(-time.Hour)
 			w.healthy[key] = h
 		}
 		again := first
 		again.PID, again.Restarts, again.Since, again.Reason = 43, 1, now, "last exit: exit status 3"
-		w.record(again)
+		w.record(again, time.Time{})
 		r := evaluate(checked, node, w.seen, w.healthy, time.Now(), now)
 		if want := "n1: 1 of 2 ready (0 healthy for less than min_healthy (2s), 1 restart(s): last exit: exit status 3)"; len(r.Ready) != 1 || strings.Join(r.Waiting, "; ") != want {
 			t.Errorf("ready %v, waiting %q; want 1 ready, waiting %q", r.Ready, r.Waiting, want)
+		}
+	})
+	// How long an instance has been healthy is what its node says, on the
+	// node's clock, however far that is from this machine's: one healthy
+	// for min_healthy when its heartbeat was written counts at once, one
+	// that had just turned healthy does not.
+	t.Run("healthy as long as its node says", func(t *testing.T) {
+		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+		beat := time.Now().Add(-time.Hour)
+		long, just := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
+		long.Since, just.Since = beat.Add(-settled), beat
+		w.record(long, beat)
+		w.record(just, beat)
+		r := evaluate(checked, node, w.seen, w.healthy, time.Now(), now)
+		if len(r.Ready) != 1 || r.Ready[0] != "n1/0" || r.settling <= 0 {
+			t.Errorf("ready %v, waiting %q, settling %s: want n1/0 ready, n1/1 settling", r.Ready, r.Waiting, r.settling)
 		}
 	})
 	for _, tc := range tests {
@@ -136,7 +152,7 @@ func TestWaiterForgetsUnlisted(t *testing.T) {
 	fresh := state.Instance{App: "a", Node: "n1", ID: "1-new", Slot: 1, State: state.Starting, Since: beat.Add(time.Millisecond)}
 	listed := state.Instance{App: "a", Node: "n1", ID: "0-new", State: state.Healthy, Since: beat.Add(-time.Second)}
 	for _, in := range []state.Instance{stale, fresh, listed} {
-		w.record(in)
+		w.record(in, time.Time{})
 	}
 	w.forget([]state.Node{{ID: "n1", Time: beat, Instances: []state.Instance{listed, {App: "b", ID: "1-old"}}}})
 	if _, ok := w.seen["n1"]["1-old"]; ok {
