@@ -121,6 +121,9 @@ type deployResult struct {
 	UID     *uint32  `json:"uid,omitempty"`
 	Group   string   `json:"group,omitempty"`
 	Rollout *rollout `json:"rollout,omitempty"`
+	// compared says that a dry run read the deployed spec, so Changed
+	// tells what the deploy would do; offline it cannot know.
+	compared bool
 }
 
 // deployment is one deploy of a spec file: what was read from the files,
@@ -194,6 +197,9 @@ func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error 
 	if err := e.plan(ctx, d); err != nil {
 		return err
 	}
+	// As publish decides it, so that a script can tell from the dry run
+	// whether the deploy would store anything.
+	d.res.Changed, d.res.compared = !bytes.Equal(d.cur.raw, d.stored), true
 	if d.heartbeats {
 		e.warnSignedOnly(d.nodes, d.final, d.key)
 		e.warnAbsentNodes(d.nodes, d.final)
@@ -220,7 +226,7 @@ func offlineSkips(d *deployment) []string {
 	default:
 		skips = append(skips, "that the deployed spec has binaries of "+d.app.Version+" to keep")
 	}
-	return append(skips, "that the deployed spec is one this ctl may replace (its signature)", "which nodes will not run it")
+	return append(skips, "that the deployed spec is one this ctl may replace (its signature)", "whether the deploy would change the deployed spec (changed)", "which nodes will not run it")
 }
 
 // readDeployment reads and checks what deploy is given: the spec file,
@@ -463,8 +469,12 @@ func (e *env) reportDeploy(c *ucli.Context, res deployResult, bins []binaryFile)
 	}
 	verb := "deployed"
 	switch {
-	case res.DryRun:
+	case res.DryRun && !res.compared:
 		verb = "valid (dry run, nothing uploaded or written)"
+	case res.DryRun && res.Changed:
+		verb = "valid (dry run, nothing uploaded or written); the deploy would change the stored spec"
+	case res.DryRun:
+		verb = "valid (dry run, nothing uploaded or written); unchanged: the deploy would store the same spec"
 	case !res.Changed:
 		verb = "unchanged"
 	}

@@ -167,6 +167,37 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 	}
 }
 
+// A dry run says whether the deploy would change the stored spec, as the
+// deploy's "changed" does: a script checks it before deploying.
+func TestDryRunSaysWhetherTheDeployChanges(t *testing.T) {
+	h := newHarness(t)
+	bin := selfBinary(t)
+	p := h.file("hello.toml", helloSpec)
+	changed := func(args ...string) bool {
+		t.Helper()
+		r := h.dryRunWritesNothing(append(args, "--json")...)
+		var res deployResult
+		if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+			t.Fatalf("decode %q: %v; stderr:\n%s", r.out, err, r.err)
+		}
+		return res.Changed
+	}
+	if !changed(p, "--binary", bin) {
+		t.Error("dry run of a first deploy: changed is false")
+	}
+	h.ok("", "deploy", p, "--binary", bin)
+	if changed(p, "--binary", bin) {
+		t.Error("dry run of the deployed file: changed is true")
+	}
+	h.file("hello.toml", strings.Replace(helloSpec, "replicas = 2", "replicas = 3", 1))
+	if !changed(p) {
+		t.Error("dry run of a spec with other replicas: changed is false")
+	}
+	if r := h.dryRunWritesNothing(p); !strings.Contains(r.out, "the deploy would change the stored spec") {
+		t.Errorf("dry run of a changed spec does not say it would change:\n%s", r.out)
+	}
+}
+
 // Without NATS a dry run still lints the spec, and names the checks in
 // NATS it skipped.
 func TestDryRunOfflineNamesSkippedChecks(t *testing.T) {
