@@ -401,8 +401,10 @@ func (a *App) validate(v *validator) {
 	switch {
 	case a.Version == "":
 		v.add("version", "is required")
-	case len(a.Version) > MaxNameLen || !versionRe.MatchString(a.Version):
-		v.add("version", "want letters, digits, '.', '_', '+' and '-', at most %d characters", MaxNameLen)
+	case len(a.Version) > MaxNameLen:
+		v.add("version", "want at most %d characters, got %d", MaxNameLen, len(a.Version))
+	case !versionRe.MatchString(a.Version):
+		v.add("version", "want a letter or digit, then letters, digits, '.', '_', '+' or '-', at most %d characters, got %q", MaxNameLen, a.Version)
 	}
 	for i, s := range a.Args {
 		if strings.ContainsRune(s, 0) {

@@ -654,6 +654,17 @@ func TestLabelNameErrorSaysWhatIsWanted(t *testing.T) {
 	}
 }
 
+// A version made only of allowed characters but starting with one that
+// may not start it (".1", "-rc1") is told what is wrong with it, which a
+// list of the characters alone does not say.
+func TestVersionErrorSaysWhatIsWanted(t *testing.T) {
+	_, err := Parse("app.toml", []byte("name = \"a\"\nversion = \".1\"\nnodes = [\"n1\"]\n"))
+	want := `app.toml:2: key "version": want a letter or digit, then letters, digits, '.', '_', '+' or '-', at most 64 characters, got ".1"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error = %v, want %s", err, want)
+	}
+}
+
 // The memory limit's documented range, 4MiB..1TiB, can be written with the
 // unit it is documented in.
 func TestMemoryLimitInTiB(t *testing.T) {
