@@ -124,6 +124,9 @@ type deployResult struct {
 	// compared says that a dry run read the deployed spec, so Changed
 	// tells what the deploy would do; offline it cannot know.
 	compared bool
+	// pinnedFrom says where Pinned comes from when no --binary gave it,
+	// so that the plan names the binaries the deploy runs.
+	pinnedFrom string
 }
 
 // deployment is one deploy of a spec file: what was read from the files,
@@ -261,6 +264,9 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 		return nil, err
 	}
 	res := deployResult{App: app.Name, Version: app.Version, DryRun: c.Bool("dry-run"), Binaries: bins, Routes: len(app.Routes), Pinned: pinnedOf(app.Binaries)}
+	if len(app.Binaries) > 0 {
+		res.pinnedFrom = "pinned by " + file
+	}
 	if app.Mode == spec.ModeSandbox && app.Sandbox.User == "" {
 		// Only the node can resolve a user name; a derived uid is the same
 		// everywhere, and its owner must chown what the app writes.
@@ -373,6 +379,7 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 		}
 		return nil, nil
 	case d.cur.app != nil && d.cur.app.Version == d.app.Version && len(d.cur.app.Binaries) > 0:
+		d.res.pinnedFrom = "kept from the deployed spec"
 		return d.cur.app.Binaries, nil
 	}
 	return nil, usagef("no binary for %s %s: pass --binary FILE (one per arch)", d.app.Name, d.app.Version)
@@ -481,6 +488,12 @@ func (e *env) reportDeploy(c *ucli.Context, res deployResult, bins []binaryFile)
 	fmt.Fprintf(e.out(), "%s %s: %s\n", res.App, res.Version, verb)
 	for _, b := range bins {
 		fmt.Fprintf(e.out(), "  linux/%s  %s  %d bytes  sha256:%s\n", b.Arch, b.Object, b.Size, b.SHA256[:12])
+	}
+	if len(bins) == 0 && res.pinnedFrom != "" {
+		for _, arch := range slices.Sorted(maps.Keys(res.Pinned)) {
+			b := res.Pinned[arch]
+			fmt.Fprintf(e.out(), "  linux/%s  %s  %s  sha256:%s\n", arch, b.Object, res.pinnedFrom, b.SHA256[:12])
+		}
 	}
 	if res.Routes > 0 {
 		fmt.Fprintf(e.out(), "  %d route(s)\n", res.Routes)

@@ -165,6 +165,13 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 	if !maps.Equal(got.Pinned, want.Pinned) || len(want.Pinned) != 1 {
 		t.Errorf("dry run pins %v, the deploy pinned %v", got.Pinned, want.Pinned)
 	}
+	// The plan for people names them too, not only the routes.
+	out := h.dryRunWritesNothing(p).out
+	for arch, b := range want.Pinned {
+		if line := fmt.Sprintf("linux/%s  %s  kept from the deployed spec", arch, b.Object); !strings.Contains(out, line) {
+			t.Errorf("dry run without --binary does not say %q:\n%s", line, out)
+		}
+	}
 }
 
 // A dry run says whether the deploy would change the stored spec, as the
