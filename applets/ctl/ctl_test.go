@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -856,6 +857,32 @@ func TestSecretsWithoutKeyFile(t *testing.T) {
 		r := h.fails(2, "value\n", args...)
 		if !strings.Contains(r.err, "--key-file") {
 			t.Errorf("%v: %q does not say how to name the key file", args, r.err)
+		}
+	}
+}
+
+// The rotation steps that secret rotate --help lists work as written,
+// with K standing for the key file: an operator copies them.
+func TestSecretRotateHelpStepsRun(t *testing.T) {
+	h := newHarness(t)
+	key := h.dir + "/K"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.ok("value\n", "--key-file", key, "secret", "set", "db")
+	help := h.ok("", "secret", "rotate", "--help").out
+	// Steps 1 and 3 are commands, their words up to the prose after them.
+	steps := regexp.MustCompile(`[13]\) narun ctl ((?:(?:secret|keygen|rotate|--add|--key-file|K)\b ?)+)`).FindAllStringSubmatch(strings.Join(strings.Fields(help), " "), -1)
+	if len(steps) != 2 {
+		t.Fatalf("steps 1 and 3 not found in the help:\n%s", help)
+	}
+	for _, step := range steps {
+		args := strings.Fields(step[1])
+		for i, a := range args {
+			if a == "K" {
+				args[i] = key
+			}
+		}
+		if r := h.run("", args...); r.code != 0 {
+			t.Errorf("help step %q: exit %d: %s", step[1], r.code, r.err)
 		}
 	}
 }

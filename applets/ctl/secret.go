@@ -44,7 +44,8 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 			{
 				Name: "rotate", Usage: "re-encrypt every secret with the first key of the key file",
 				Description: "Rotation: 1) narun ctl secret keygen --key-file K --add puts a new key first in K;\n" +
-					"2) copy K to every node (old keys still open old secrets); 3) narun ctl secret rotate;\n" +
+					"2) copy K to every node (old keys still open old secrets);\n" +
+					"3) narun ctl secret rotate --key-file K re-encrypts every secret with it;\n" +
 					"4) remove the old key lines from K on ctl and the nodes.",
 				Action: action(stdio, true, secretRotate),
 			},
