@@ -119,16 +119,25 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 // for a slow device to read many specs in one try.
 const scanAttempt = 15 * time.Second
 
+// probeAttempt bounds the check, before each try of scan, that JetStream
+// answers at all. A request sent while a new cluster elects its first
+// leader may never be answered; made by the scan, it held up the start
+// for the rest of scanAttempt after the leader was there.
+const probeAttempt = 2 * time.Second
+
 // scanWhenAnswered runs scan until JetStream answers, or ctx ends. The
 // members of a new cluster elect their first leader only once they see
 // each other, so the first member to start waits for the others here; a
 // single bounded try made every member of a cluster started at once give
 // up before the last one came up.
 func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]stored, map[string]int, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	var warned time.Time
 	for attempt := 1; ; attempt++ {
-		tryCtx, cancel := context.WithTimeout(ctx, scanAttempt)
-		unsigned, others, err := k.scan(tryCtx, nc)
-		cancel()
+		unsigned, others, err := k.tryScan(ctx, js, nc)
 		if err == nil {
 			if attempt > 1 {
 				log.Info("JetStream answers: reading the stored specs")
@@ -140,9 +149,10 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 		}
 		// Said again about once a minute: the server's own lines (a route
 		// refused for a wrong login, say) may have buried the first one.
-		if attempt%10 == 1 {
+		if time.Since(warned) >= time.Minute {
 			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password",
 				"err", err, "attempt", attempt)
+			warned = time.Now()
 		}
 		t := time.NewTimer(time.Second)
 		select {
@@ -152,6 +162,19 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 		case <-t.C:
 		}
 	}
+}
+
+// tryScan is one try of scan, once JetStream has answered a probe.
+func (k *nodeKey) tryScan(ctx context.Context, js jetstream.JetStream, nc *nats.Conn) ([]stored, map[string]int, error) {
+	probeCtx, cancel := context.WithTimeout(ctx, probeAttempt)
+	_, err := js.AccountInfo(probeCtx)
+	cancel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("jetstream account info: %w", err)
+	}
+	scanCtx, cancel := context.WithTimeout(ctx, scanAttempt)
+	defer cancel()
+	return k.scan(scanCtx, nc)
 }
 
 // writeSynced writes a file and its directory entry to disk before it
