@@ -51,3 +51,21 @@ func TestHeartbeatIntervalTooLong(t *testing.T) {
 		t.Errorf("Main = %v, want an error naming the file, line 3 and runner.heartbeat_interval", err)
 	}
 }
+
+// A malformed trusted key is refused at start like any other bad value of
+// the file, naming the file, the line and the key, before NATS is dialled.
+func TestTrustedKeyMalformed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(file, []byte("[runner]\nnode_id = \"n\"\ntrusted_keys = [\"narun-ed25519:bogus\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
+	want := file + `:3: key "runner.trusted_keys[0]": "narun-ed25519:bogus": not a 32-byte Ed25519 public key in base64`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Main = %v, want an error with %s", err, want)
+	}
+}

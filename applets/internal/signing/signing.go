@@ -193,6 +193,13 @@ func NewVerifier(key string, public []string) (*Verifier, error) {
 	return v, nil
 }
 
+// CheckPublic says what is wrong with p as a public key of trusted_keys,
+// so that a configuration is refused before anything starts.
+func CheckPublic(p string) error {
+	_, err := parsePublic(p)
+	return err
+}
+
 func parsePublic(p string) (ed25519.PublicKey, error) {
 	enc, ok := strings.CutPrefix(p, publicPrefix)
 	if !ok {
