@@ -864,6 +864,7 @@ func TestSecretsWithoutKeyFile(t *testing.T) {
 // The rotation steps that secret rotate --help lists work as written,
 // with K standing for the key file: an operator copies them.
 func TestSecretRotateHelpStepsRun(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	key := h.dir + "/K"
 	h.ok("", "--key-file", key, "secret", "keygen")

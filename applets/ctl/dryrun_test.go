@@ -177,6 +177,7 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 // A dry run says whether the deploy would change the stored spec, as the
 // deploy's "changed" does: a script checks it before deploying.
 func TestDryRunSaysWhetherTheDeployChanges(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	bin := selfBinary(t)
 	p := h.file("hello.toml", helloSpec)

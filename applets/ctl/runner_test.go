@@ -152,6 +152,7 @@ func buildProbe(t *testing.T) string {
 // min_healthy (the default here), and a crash in that window starts the
 // count again. One that crashes once and then stays up passes.
 func TestDeployWaitHealthyThenCrash(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs real processes")
 	}

@@ -146,6 +146,7 @@ func TestEvaluate(t *testing.T) {
 // as ready beside the one that replaced it. One that changed after the
 // heartbeat was written is newer than it, and stays.
 func TestWaiterForgetsUnlisted(t *testing.T) {
+	t.Parallel()
 	beat := time.Now()
 	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
 	stale := state.Instance{App: "a", Node: "n1", ID: "1-old", Slot: 1, State: state.Healthy, Since: beat.Add(-time.Second)}
