@@ -46,7 +46,7 @@ path = "/hello/"
 func TestDeployInvalidSpecUploadsNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	tests := []struct {
 		name, spec, want string
 	}{
@@ -90,7 +90,7 @@ func TestDeployRefusesBadBinaries(t *testing.T) {
 	if r := h.fails(1, "", "deploy", p, "--binary", h.dir); !strings.Contains(r.err, "is a directory") {
 		t.Errorf("unexpected error for a directory: %s", r.err)
 	}
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	r = h.fails(2, "", "deploy", p, "--binary", bin, "--binary", bin)
 	if !strings.Contains(r.err, "both") {
 		t.Errorf("unexpected error: %s", r.err)
@@ -105,7 +105,7 @@ func TestDeployDryRun(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run", "--json")
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--dry-run", "--json")
 	var res deployResult
 	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
 		t.Fatalf("decode %q: %v", r.out, err)
@@ -127,7 +127,7 @@ func TestDeployJSONKeys(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--json", "--wait", "--timeout", "1s")
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--json", "--wait", "--timeout", "1s")
 	var res struct {
 		Pinned  map[string]map[string]any `json:"pinned"`
 		Rollout map[string]any            `json:"rollout"`
@@ -157,7 +157,7 @@ func TestDeployWaitNoLogsHintWhenNothingRan(t *testing.T) {
 		other = "arm64"
 	}
 	h.heartbeat(state.Node{ID: "node-1", Arch: other})
-	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--wait", "--timeout", "5s")
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "5s")
 	if !strings.Contains(r.err, "no "+other+" binary") || strings.Contains(r.err, "narun ctl logs") {
 		t.Errorf("error %q: want the missing binary, without pointing to logs", r.err)
 	}
@@ -207,7 +207,7 @@ func TestDeployDryRunOffline(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.url = "nats://127.0.0.1:1"
-	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--dry-run", "--json")
+	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--dry-run", "--json")
 	var res deployResult
 	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
 		t.Fatalf("decode %q: %v", r.out, err)
@@ -218,7 +218,7 @@ func TestDeployDryRunOffline(t *testing.T) {
 	if !strings.Contains(r.err, "object names are those of a first deploy") {
 		t.Errorf("no warning that the names may differ; stderr:\n%s", r.err)
 	}
-	h.fails(1, "", "deploy", h.file("bad.toml", helloSpec+"replicas = -1\n"), "--binary", selfBinary(t), "--dry-run")
+	h.fails(1, "", "deploy", h.file("bad.toml", helloSpec+"replicas = -1\n"), "--binary", elfBinary(t), "--dry-run")
 }
 
 func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
@@ -252,7 +252,7 @@ func TestDeploy(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	h.ok("", "deploy", p, "--binary", bin)
 
 	stored, ok := h.get(names.AppsBucket, "hello")
@@ -319,7 +319,7 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, "warning: node ghost sends no heartbeat") || strings.Contains(r.err, "node node-1") {
 		t.Errorf("stderr: %q", r.err)
 	}
@@ -327,7 +327,7 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 	// A label selector matched by no live node is as good as a typo.
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge", "zone": "a"}})
 	p = h.file("labels.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `labels = { role = "edge", zone = "b" }`, 1))
-	r = h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r = h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, "warning: no node that sends a heartbeat has the labels role=edge,zone=b") {
 		t.Errorf("stderr: %q", r.err)
 	}
@@ -345,7 +345,7 @@ func TestDeployWarnsOfMissingArch(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64"})
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1))
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, "warning: node node-1 is linux/riscv64 and this spec has no riscv64 binary") || strings.Contains(r.err, "node node-2") {
 		t.Errorf("stderr: %q", r.err)
 	}
@@ -354,10 +354,10 @@ func TestDeployWarnsOfMissingArch(t *testing.T) {
 func TestDeployRouteClashUploadsNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	// "a-hello" sorts first: gateways would hand it hello's route.
 	other := h.file("a-hello.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "a-hello"`, 1))
-	r := h.fails(1, "", "deploy", other, "--binary", selfBinary(t))
+	r := h.fails(1, "", "deploy", other, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, `app "hello" route #1 (path "/hello/") and app "a-hello" route #1`) {
 		t.Errorf("error does not name both routes: %s", r.err)
 	}
@@ -371,14 +371,14 @@ func TestDeployRouteClashUploadsNothing(t *testing.T) {
 		t.Errorf("%d binaries stored, want only hello's", n)
 	}
 	// Its own routes do not clash with themselves on a redeploy.
-	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1)), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1)), "--binary", elfBinary(t))
 }
 
 func TestDeployMissingReferencesUploadsNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n")
-	r := h.fails(1, "", "deploy", p, "--binary", selfBinary(t))
+	r := h.fails(1, "", "deploy", p, "--binary", elfBinary(t))
 	for _, want := range []string{`secret "db" does not exist`, `file "conf" does not exist`} {
 		if !strings.Contains(r.err, want) {
 			t.Errorf("error lacks %q: %s", want, r.err)
@@ -451,12 +451,12 @@ func TestDeployWait(t *testing.T) {
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 		fakeRunner(t, h, "node-1", state.Healthy, "", 0)
 		p := h.file("hello.toml", helloSpec)
-		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.out, "2 instance(s) ready\n") {
 			t.Errorf("output: %s", r.out)
 		}
 		// The same file again changes nothing, and says so.
-		r = h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r = h.ok("", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.out, "2 instance(s) ready (spec unchanged: nothing rolled out)") {
 			t.Errorf("output of a deploy that changes nothing: %s", r.out)
 		}
@@ -466,7 +466,7 @@ func TestDeployWait(t *testing.T) {
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 		fakeRunner(t, h, "node-1", state.Healthy, "", 300*time.Millisecond)
 		p := h.file("hello.toml", helloSpec)
-		r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 		if n := strings.Count(r.err, "node-1 hello-0.1: healthy\n"); n != 1 {
 			t.Errorf("progress shows the same state %d times:\n%s", n, r.err)
 		}
@@ -479,7 +479,7 @@ func TestDeployWait(t *testing.T) {
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 		fakeRunner(t, h, "node-1", state.Healthy, "", time.Hour)
 		p := h.file("hello.toml", helloSpec)
-		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "1s")
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "1s")
 		if !strings.Contains(r.err, "node-1: 0 of 2 ready (per its heartbeat)") {
 			t.Errorf("error: %s", r.err)
 		}
@@ -489,7 +489,7 @@ func TestDeployWait(t *testing.T) {
 		h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 		fakeRunner(t, h, "node-1", state.Failed, "exec format error", 300*time.Millisecond)
 		p := h.file("hello.toml", helloSpec)
-		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.err, "exec format error") {
 			t.Errorf("node's reason not reported: %s", r.err)
 		}
@@ -502,7 +502,7 @@ func TestDeployWait(t *testing.T) {
 		h := newHarness(t)
 		h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64"})
 		p := h.file("hello.toml", helloSpec)
-		r := h.fails(ExitRollout, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+		r := h.fails(ExitRollout, "", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 		if !strings.Contains(r.err, "no riscv64 binary") {
 			t.Errorf("error: %s", r.err)
 		}
@@ -513,7 +513,7 @@ func TestAppStatusJSON(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	app, err := spec.Parse("stored", stored)
 	if err != nil {
@@ -567,7 +567,7 @@ func TestAppStatusJSON(t *testing.T) {
 func TestAppStatusCountsMissingNodes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	app, err := spec.Parse("stored", stored)
 	if err != nil {
@@ -598,7 +598,7 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 func TestAppStatusNamesRefusingNodes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", elfBinary(t))
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{"narun-ed25519:someone"}})
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH})
 	var got appStatusJSON
@@ -622,7 +622,7 @@ func TestAppStatusNamesRefusingNodes(t *testing.T) {
 func TestStatusOfSilentNode(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	app, err := spec.Parse("stored", stored)
 	if err != nil {
@@ -662,7 +662,7 @@ func TestStatusOfSilentNode(t *testing.T) {
 func TestStatusOfNodeWithSlowClock(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	app, err := spec.Parse("stored", stored)
 	if err != nil {
@@ -694,7 +694,7 @@ func TestAppRestartWait(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Healthy, "", 100*time.Millisecond)
 	p := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "20s")
+	h.ok("", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "20s")
 	r := h.ok("", "app", "restart", "hello", "--wait", "--timeout", "20s")
 	if !strings.Contains(r.out, "hello: restarted, 2 instance(s) ready") {
 		t.Errorf("output: %s", r.out)
@@ -710,7 +710,7 @@ func TestAppDeleteAndRestart(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	before, _ := h.get(names.AppsBucket, "hello")
 	h.ok("", "app", "restart", "hello")
 	after, _ := h.get(names.AppsBucket, "hello")
@@ -747,7 +747,7 @@ func TestAppDeleteAndRestart(t *testing.T) {
 	h.fails(ExitNotFound, "", "app", "restart", "hello")
 
 	// A deleted app can be deployed again, binaries already uploaded.
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if _, ok := h.get(names.AppsBucket, "hello"); !ok {
 		t.Error("redeploy after delete did not store the spec")
 	}
@@ -757,7 +757,7 @@ func TestImageDelete(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	app, err := spec.Parse("stored", stored)
 	if err != nil {
@@ -806,7 +806,7 @@ func TestFiles(t *testing.T) {
 	h.ok("", "files", "put", "conf", content)
 	h.fails(2, "", "files", "put", "../conf", content)
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"conf\"\npath = \"etc/conf.toml\"\n")
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	// ls and rm are the short forms the nats CLI taught its users.
 	r := h.ok("", "files", "ls")
 	if !strings.Contains(r.out, "conf") || !strings.Contains(r.out, "app") {
@@ -954,7 +954,7 @@ func TestSecrets(t *testing.T) {
 	// In use: refused unless forced; unknown: not found.
 	// The spec uses the secret twice, as env and as file: one user.
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[secrets]]\nname = \"db\"\nfile = \"db.txt\"\n")
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	r = h.fails(ExitInUse, "", "secret", "delete", "db")
 	if !strings.Contains(r.err, "is used by app;") {
 		t.Errorf("secret delete of a secret in use: %s", r.err)
@@ -989,7 +989,7 @@ func TestLogsFollowLosesNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	done := make(chan result, 1)
 	go func() { done <- h.run("", "logs", "-f", "hello") }()
 	testutil.Eventually(t, 20*time.Second, "logs -f following", func() bool {
@@ -1054,7 +1054,7 @@ func TestLogs(t *testing.T) {
 	if !strings.Contains(r.err, `app "helo" is not deployed`) {
 		t.Errorf("logs of an unknown app: %s", r.err)
 	}
-	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", elfBinary(t))
 	if r := h.ok("", "logs", "quiet"); r.out != "" {
 		t.Errorf("logs of a deployed app with no lines: %q", r.out)
 	}
@@ -1314,15 +1314,15 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 
 	// Another build of the same version: the same ELF with a byte more.
-	self, err := os.ReadFile(selfBinary(t))
+	built, err := os.ReadFile(elfBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rebuilt := h.file("hello-rebuilt", string(append(self, 0)))
+	rebuilt := h.file("hello-rebuilt", string(append(built, 0)))
 	// The server refuses the next spec, which is longer than the first:
 	// the deploy fails after its upload, as when it loses a race.
 	stream, err := h.js.Stream(context.Background(), "KV_"+names.AppsBucket)
@@ -1368,12 +1368,12 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	self, err := os.ReadFile(selfBinary(t))
+	built, err := os.ReadFile(elfBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	build := func(i int) string {
-		return h.file(fmt.Sprintf("hello-%d", i), string(append(self, bytes.Repeat([]byte{0}, i)...)))
+		return h.file(fmt.Sprintf("hello-%d", i), string(append(built, bytes.Repeat([]byte{0}, i)...)))
 	}
 	for i := range 3 {
 		h.ok("", "deploy", p, "--binary", build(i))
@@ -1387,7 +1387,7 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := app.Binaries[runtime.GOARCH].SHA256, fmt.Sprintf("%x", sha256.Sum256(append(self, 0))); got != want {
+	if got, want := app.Binaries[runtime.GOARCH].SHA256, fmt.Sprintf("%x", sha256.Sum256(append(built, 0))); got != want {
 		t.Fatalf("rollback over a redeploy of the same version pins sha256 %s, want build 1's %s", got, want)
 	}
 
@@ -1402,7 +1402,7 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	}
 
 	h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1))
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if n := h.objectCount(names.BinariesBucket); n != 3 {
 		t.Errorf("after 1.0.1: %d objects, want 1.0.0's kept beside it", n)
 	}
@@ -1414,7 +1414,7 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 func TestDeployKeepsObjectOfOlderCtl(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -1461,7 +1461,7 @@ func TestDeployAfterRestartUnchanged(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	h.ok("", "deploy", p, "--binary", bin)
 	h.ok("", "app", "restart", "hello")
 	restarted, _ := h.get(names.AppsBucket, "hello")

@@ -48,7 +48,7 @@ func (h *harness) dryRunWritesNothing(args ...string) result {
 // with the same exit code, and writes nothing, not even a bucket.
 func TestDryRunRefusesAsDeploy(t *testing.T) {
 	t.Parallel()
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	const secret = "[[secrets]]\nname = \"db\"\nenv = \"DB\"\n"
 	const file = "[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n"
 	tests := []struct {
@@ -131,11 +131,11 @@ func TestDryRunWarnsOfNodes(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64", SignaturesRequired: true})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
-	dry := h.dryRunWritesNothing(p, "--binary", selfBinary(t))
+	dry := h.dryRunWritesNothing(p, "--binary", elfBinary(t))
 	if dry.code != 0 {
 		t.Fatalf("dry run: exit %d; stderr:\n%s", dry.code, dry.err)
 	}
-	deploy := h.runProcess("deploy", p, "--binary", selfBinary(t))
+	deploy := h.runProcess("deploy", p, "--binary", elfBinary(t))
 	for _, want := range []string{
 		"warning: node ghost sends no heartbeat",
 		"warning: node node-1 is linux/riscv64 and this spec has no riscv64 binary",
@@ -153,7 +153,7 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	deployed := h.ok("", "deploy", p, "--binary", selfBinary(t), "--json")
+	deployed := h.ok("", "deploy", p, "--binary", elfBinary(t), "--json")
 	dry := h.dryRunWritesNothing(p, "--json")
 	var want, got deployResult
 	if err := json.Unmarshal([]byte(deployed.out), &want); err != nil {
@@ -179,7 +179,7 @@ func TestDryRunPlansKeptBinaries(t *testing.T) {
 func TestDryRunSaysWhetherTheDeployChanges(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloSpec)
 	changed := func(args ...string) bool {
 		t.Helper()
@@ -239,14 +239,14 @@ func TestDeployNamesSandboxUID(t *testing.T) {
 	p := h.file("keeper.toml", "name = \"keeper\"\nversion = \"1\"\nnodes = [\"node-1\"]\nmode = \"sandbox\"\n"+
 		"[[sandbox.paths]]\npath = \"/srv/keeper\"\nmode = \"rw\"\n")
 	uid := fmt.Sprint(sandbox.AppID("keeper"))
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run")
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--dry-run")
 	if !strings.Contains(r.out, "uid and gid "+uid) {
 		t.Errorf("dry run does not name uid %s:\n%s", uid, r.out)
 	}
 	var res struct {
 		UID *uint32 `json:"uid"`
 	}
-	r = h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run", "--json")
+	r = h.ok("", "deploy", p, "--binary", elfBinary(t), "--dry-run", "--json")
 	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
 		t.Fatalf("decode %q: %v", r.out, err)
 	}
@@ -255,7 +255,7 @@ func TestDeployNamesSandboxUID(t *testing.T) {
 	}
 	// With user set, the node resolves it: ctl does not guess.
 	p = h.file("named.toml", "name = \"named\"\nversion = \"1\"\nnodes = [\"node-1\"]\nmode = \"sandbox\"\n[sandbox]\nuser = \"nobody\"\n")
-	if r := h.ok("", "deploy", p, "--binary", selfBinary(t), "--dry-run"); strings.Contains(r.out, "uid") {
+	if r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--dry-run"); strings.Contains(r.out, "uid") {
 		t.Errorf("dry run names a uid for user = \"nobody\":\n%s", r.out)
 	}
 }

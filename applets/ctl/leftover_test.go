@@ -18,7 +18,7 @@ import (
 func TestAppDeleteRemovesLeftoverRoutes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	if err := h.kv(names.AppsBucket).Delete(context.Background(), "hello"); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestAppDeleteRemovesLeftoverRoutes(t *testing.T) {
 func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	ctx := context.Background()
 	routes, ok := h.get(names.RoutesBucket, "hello")
 	if !ok {
@@ -62,7 +62,7 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 		t.Error("routes of the deleted app still there")
 	}
 
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	if err := e.dropRoutesOfDeleted(ctx, h.kv(names.AppsBucket), "hello"); err != nil {
 		t.Errorf("with the spec there: %v", err)
 	}
@@ -98,7 +98,7 @@ func TestDeployReplacesDamagedBinary(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	spec := h.file("hello.toml", helloSpec)
-	h.ok("", "deploy", spec, "--binary", selfBinary(t))
+	h.ok("", "deploy", spec, "--binary", elfBinary(t))
 	ctx := context.Background()
 	obs, err := h.js.ObjectStore(ctx, names.BinariesBucket)
 	if err != nil {
@@ -139,7 +139,7 @@ func TestDeployReplacesDamagedBinary(t *testing.T) {
 		t.Fatalf("damaged object read: %v", err)
 	}
 
-	r := h.ok("", "deploy", spec, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", spec, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, object+" in "+names.BinariesBucket+" is damaged") {
 		t.Errorf("deploy said nothing of the damaged object: %q", r.err)
 	}

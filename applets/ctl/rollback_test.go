@@ -126,7 +126,7 @@ func TestRollbackWithRealRunner(t *testing.T) {
 func TestRollbackTo(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	rev1, v1 := h.revisionOf("hello")
@@ -170,7 +170,7 @@ func TestRollbackTo(t *testing.T) {
 func TestRollbackRefusedWritesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	h.ok("", "files", "put", "conf", h.file("conf", "a = 1\n"))
 	withFile := helloVersion("1.0.0", "/hello/") + "[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n"
 	p := h.file("hello.toml", withFile)
@@ -214,7 +214,7 @@ func TestRollbackRefusedWritesNothing(t *testing.T) {
 func TestImageDeleteNamesKeptRevisions(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", otherBuild(t, bin, "v1"))
 	rev1, v1 := h.revisionOf("hello")
@@ -245,7 +245,7 @@ func TestImageDeleteNamesKeptRevisions(t *testing.T) {
 func TestAppHistory(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
@@ -321,7 +321,7 @@ func TestAppHistory(t *testing.T) {
 func TestRollbackSigned(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	unsigned, _ := h.revisionOf("hello")
@@ -370,7 +370,7 @@ func TestRollbackSigned(t *testing.T) {
 func TestRollbackLosesRaceToDeploy(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
@@ -416,7 +416,7 @@ func TestRollbackWaitFails(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Failed, "exit status 2", 0)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
@@ -436,7 +436,7 @@ func TestRollbackWaitIgnoresInstancesEndedBefore(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	_, v1 := h.revisionOf("hello")
@@ -469,7 +469,7 @@ func TestDeployWaitUnchangedReportsFailure(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	fakeRunner(t, h, "node-1", state.Failed, "exit status 2", 0)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.fails(ExitRollout, "", "deploy", p, "--binary", bin, "--wait", "--timeout", "20s")
 	r := h.fails(ExitRollout, "", "deploy", p, "--binary", bin, "--wait", "--timeout", "20s")
@@ -484,7 +484,7 @@ func TestDeployWaitUnchangedReportsFailure(t *testing.T) {
 func TestRestartLosesRaceToDeploy(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", bin)
 	read, stored := h.revisionOf("hello")

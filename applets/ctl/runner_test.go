@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -102,10 +103,7 @@ func TestDeployUnchangedOverFailedNamesRestart(t *testing.T) {
 // ends, and returns the hello app built for it to run.
 func startRealRunner(t *testing.T, h *harness) string {
 	t.Helper()
-	hello := filepath.Join(t.TempDir(), "hello")
-	if out, err := exec.Command("go", "build", "-o", hello, "../../testdata/apps/hello").CombinedOutput(); err != nil {
-		t.Fatalf("build hello: %v\n%s", err, out)
-	}
+	hello := built(t, helloApp)
 	startRunner(t, h)
 	return hello
 }
@@ -140,11 +138,32 @@ func startRunner(t *testing.T, h *harness) {
 // buildProbe builds the runner tests' app of awkward behaviours.
 func buildProbe(t *testing.T) string {
 	t.Helper()
-	probe := filepath.Join(t.TempDir(), "probe")
-	if out, err := exec.Command("go", "build", "-o", probe, "../internal/runner/testdata/probe").CombinedOutput(); err != nil {
-		t.Fatalf("build probe: %v\n%s", err, out)
+	return built(t, probeApp)
+}
+
+// The apps the tests run, each built once: the tests run in parallel and
+// would link them again each time.
+var (
+	helloApp = sync.OnceValues(func() (string, error) { return goBuild("../../testdata/apps/hello") })
+	probeApp = sync.OnceValues(func() (string, error) { return goBuild("../internal/runner/testdata/probe") })
+)
+
+// goBuild builds the main package pkg into appsDir.
+func goBuild(pkg string) (string, error) {
+	p := filepath.Join(appsDir, filepath.Base(pkg))
+	if out, err := exec.Command("go", "build", "-o", p, pkg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 	}
-	return probe
+	return p, nil
+}
+
+func built(t *testing.T, app func() (string, error)) string {
+	t.Helper()
+	p, err := app()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // deploy --wait does not pass an app that crashes right after its first

@@ -95,7 +95,7 @@ func TestDeploySigned(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	path, public := h.keygen("sign.key")
 	v := verifier(t, public)
 
@@ -196,7 +196,7 @@ func TestFilesPinned(t *testing.T) {
 	path, public := h.keygen("sign.key")
 	h.useSigningKey(path)
 	v := verifier(t, public)
-	bin := selfBinary(t)
+	bin := elfBinary(t)
 	sum := func(s string) string {
 		d := sha256.Sum256([]byte(s))
 		return hex.EncodeToString(d[:])
@@ -292,7 +292,7 @@ func TestNodeKeyFromDataDir(t *testing.T) {
 	if r := h.ok("", "signing", "public"); strings.TrimSpace(r.out) != key.Public() {
 		t.Errorf("signing public with the data dir's key: %q, want %q", r.out, key.Public())
 	}
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	if _, err := verifier(t, key.Public()).Verify(stored); err != nil {
 		t.Errorf("spec deployed with the node key in the data dir: %v\n%s", err, stored)
@@ -308,7 +308,7 @@ func TestNodeKeyFromDataDir(t *testing.T) {
 	if err := os.Chmod(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	r := h.ok("", "deploy", h.file("other.toml", strings.ReplaceAll(helloSpec, "hello", "other")), "--binary", selfBinary(t))
+	r := h.ok("", "deploy", h.file("other.toml", strings.ReplaceAll(helloSpec, "hello", "other")), "--binary", elfBinary(t))
 	if r.err != "" {
 		t.Errorf("deploy without access to the node key: stderr %q, want nothing", r.err)
 	}
@@ -327,7 +327,7 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true})
 	h.heartbeat(state.Node{ID: "node-3"})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	want := "warning: node node-1 runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy"
 	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") || strings.Contains(r.err, "node node-3 runs") {
 		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)
@@ -383,7 +383,7 @@ func TestNodeKeyFromHeartbeat(t *testing.T) {
 	// A key file that node does not trust is not used.
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{other.Public()}})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, "node node-1 runs only signed specs and ctl has no signing key") || strings.Contains(r.err, "signing with") {
 		t.Errorf("deploy with an untrusted key in the heartbeat: stderr\n%s", r.err)
 	}
@@ -392,7 +392,7 @@ func TestNodeKeyFromHeartbeat(t *testing.T) {
 	}
 
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}})
-	r = h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r = h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if want := fmt.Sprintf("signing with the node key of node-1 (%s)\n", path); strings.Count(r.err, "signing with") != 1 || !strings.Contains(r.err, want) {
 		t.Errorf("deploy stderr:\n%s\nwant once %q", r.err, want)
 	}
@@ -452,7 +452,7 @@ func TestDeployWarnsUntrustingNodes(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
 	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	want := "warning: node node-1 runs only signed specs and does not trust ctl's key " + public + " (add it to that node's trusted_keys): it will not run this deploy"
 	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") {
 		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)

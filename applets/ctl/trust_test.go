@@ -70,7 +70,7 @@ func TestRestartRefusesSpecNotOurs(t *testing.T) {
 	h := newHarness(t)
 	path, _ := h.keygen("sign.key")
 	h.useSigningKey(path)
-	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
 	ours, _ := h.get(names.AppsBucket, "hello")
 	other, err := signing.Generate()
 	if err != nil {
@@ -130,7 +130,7 @@ func TestDeployOverSpecNotOurs(t *testing.T) {
 		t.Errorf("refused deploy: %d objects in %s, want only the planted one", n, names.BinariesBucket)
 	}
 
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	stored, _ := h.get(names.AppsBucket, "hello")
 	body, err := verifier(t, public).Verify(stored)
 	if err != nil {
@@ -168,7 +168,7 @@ func TestRouteClashIgnoresEntriesNotOurs(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", selfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if !strings.Contains(r.err, `the routes entry "aaa" in narun-routes is not signed by this ctl's key (unsigned)`) {
 		t.Errorf("deploy over an unsigned clashing entry, stderr:\n%s", r.err)
 	}
@@ -212,7 +212,7 @@ func TestRepinWarns(t *testing.T) {
 	}
 	put("a\n")
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"v.conf\"\npath = \"v.conf\"\n")
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if r := h.ok("", "deploy", p); strings.Contains(r.err, "changed since") {
 		t.Errorf("deploy with the same file warns:\n%s", r.err)
 	}

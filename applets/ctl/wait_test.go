@@ -259,14 +259,14 @@ func TestWaitNeedsATimeout(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	p := h.file("hello.toml", helloSpec)
-	r := h.fails(2, "", "deploy", p, "--binary", selfBinary(t), "--wait", "--timeout", "0")
+	r := h.fails(2, "", "deploy", p, "--binary", elfBinary(t), "--wait", "--timeout", "0")
 	if !strings.Contains(r.err, "--wait needs a positive duration") {
 		t.Errorf("deploy --wait --timeout 0: %s", r.err)
 	}
 	if _, ok := h.get(names.AppsBucket, "hello"); ok {
 		t.Error("spec stored")
 	}
-	h.ok("", "deploy", p, "--binary", selfBinary(t))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	h.fails(2, "", "app", "restart", "hello", "--wait", "--timeout", "-1s")
 }
 
@@ -278,7 +278,7 @@ func TestWaitLosesNATS(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	done := make(chan result, 1)
 	go func() {
-		done <- h.run("", "deploy", h.file("hello.toml", helloSpec), "--binary", selfBinary(t), "--wait", "--timeout", "10m")
+		done <- h.run("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
 	}()
 	// The routes are the last thing deploy writes before it waits: a server
 	// gone before that fails the write, not the wait.
