@@ -16,6 +16,7 @@ import (
 // TestAdminPageInBrowser renders the admin page in headless Chromium and
 // finds every instance in the table of the rendered DOM.
 func TestAdminPageInBrowser(t *testing.T) {
+	t.Parallel()
 	chromium := testutil.Tool(t, "chromium")
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)

@@ -17,6 +17,7 @@ const appLoginWarning = "apps get this runner's NATS servers without its login"
 // An app gets the runner's servers but never the runner's login, which may
 // deploy to every node; a login given for apps reaches them as written.
 func TestAppsGetNoRunnerLogin(t *testing.T) {
+	t.Parallel()
 	addr, other := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	runnerURL := "nats://edge:edge-secret@" + addr + ",edge:edge-secret@" + other
 	for _, tc := range []struct {
@@ -70,6 +71,7 @@ func TestAppsGetNoRunnerLogin(t *testing.T) {
 // A sandboxed app without network reaches NATS through the bridge with the
 // login app_nats_url gives it.
 func TestSandboxAppKeepsItsLoginThroughTheBridge(t *testing.T) {
+	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	c := newCluster(t, natstest.StartConfig(t, embednats.Config{Listen: addr,
 		Users: []embednats.User{{User: "app", Password: "app-secret"}}}))
@@ -80,6 +82,7 @@ func TestSandboxAppKeepsItsLoginThroughTheBridge(t *testing.T) {
 }
 
 func TestBridgedNATSURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, url, target string }{
 		{"nats://10.0.0.1:4222", "nats://127.0.0.1:4222", "10.0.0.1:4222"},
 		{"nats://app:pw@10.0.0.1:4222,nats://app:pw@10.0.0.2:4222", "nats://app:pw@127.0.0.1:4222", "10.0.0.1:4222"},

@@ -41,6 +41,7 @@ func waitHeartbeats(t *testing.T, c *cluster, n uint64) {
 // Two runners with the same node id hide each other's heartbeat: each logs
 // the clash once, names the other in its heartbeat, and keeps its apps.
 func TestDuplicateNodeID(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	a := startRunner(t, c, nil)

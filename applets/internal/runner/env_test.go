@@ -18,6 +18,7 @@ import (
 // commands) finds it as under systemd, which gives every service a PATH;
 // one the spec sets is the app's alone.
 func TestAppGetsDefaultPATH(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	for app, tc := range map[string]struct{ extra, want string }{
@@ -58,6 +59,7 @@ func homeLine(t *testing.T, tr *testRunner, app string) (line, dir string) {
 // directory, and it runs as the runner's user. What the spec sets is the
 // app's own.
 func TestAppGetsHome(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	me, err := user.Current()
@@ -84,6 +86,7 @@ func TestAppGetsHome(t *testing.T) {
 // USER and LOGNAME name its user when it has a name; the uid derived from
 // the app's name has none.
 func TestSandboxAppGetsHome(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, nil)
 	tests := []struct{ app, extra, user string }{{"homed", "", ""}}

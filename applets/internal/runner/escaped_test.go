@@ -14,6 +14,7 @@ import (
 // outlives the instance, as the spec says; the node's journal names it,
 // so that its developer learns of it before the node fills with them.
 func TestEscapedProcessNamed(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "daemonic", "1.0.0", probeBin, `args = ["daemon"]`)

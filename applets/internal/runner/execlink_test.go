@@ -9,6 +9,7 @@ import (
 )
 
 func TestExecLinks(t *testing.T) {
+	t.Parallel()
 	data := t.TempDir()
 	l := &execLinks{dir: filepath.Join(data, "exec")}
 	bin := func(digest string) string { return filepath.Join(data, "binaries", digest) }

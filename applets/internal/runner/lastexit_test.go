@@ -15,6 +15,7 @@ import (
 // status read between two crashes of a loop must not show a healthy
 // instance with nothing to say.
 func TestLastExitOutlivesStartupChecks(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	addr := testutil.FreeAddr(t)

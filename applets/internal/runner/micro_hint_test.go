@@ -12,6 +12,7 @@ import (
 // one that serves plain HTTP never answers it, and its developer must learn
 // why from the reason rather than from a bare "context deadline exceeded".
 func TestMicroCheckOfPlainHTTPAppNamesHTTPPort(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	addr := testutil.FreeAddr(t)

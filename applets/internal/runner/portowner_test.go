@@ -33,6 +33,7 @@ func neverHealthy(t *testing.T, ev *events, list []state.Instance) {
 // neither one that crash-loops on EADDRINUSE nor one that runs on without
 // its port. The reason names the port and the holder.
 func TestHealthCheckPortHeldByAnother(t *testing.T) {
+	t.Parallel()
 	comm, err := os.ReadFile("/proc/self/comm")
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +91,7 @@ func TestHealthCheckPortHeldByAnother(t *testing.T) {
 // connections to 127.0.0.1, or through a child of its own, is healthy as
 // before.
 func TestHealthCheckPortOwnedByInstance(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	for _, tc := range []struct {
@@ -120,6 +122,7 @@ func TestHealthCheckPortOwnedByInstance(t *testing.T) {
 // listener, held by a process in the sandbox's PID namespace, is found
 // among the launcher's descendants.
 func TestHealthCheckPortOwnedInSandbox(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, nil)
 	addr := testutil.FreeAddr(t)

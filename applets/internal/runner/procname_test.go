@@ -108,6 +108,7 @@ func forkedLine(t *testing.T, tr *testRunner, app string) string {
 }
 
 func TestProcessNamedAfterApp(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
 	probe, hello := fileDigest(t, probeBin), fileDigest(t, helloBin)
@@ -159,6 +160,7 @@ func TestProcessNamedAfterApp(t *testing.T) {
 }
 
 func TestSandboxProcessNamedAfterApp(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
 	probe := fileDigest(t, probeBin)
@@ -187,6 +189,7 @@ func TestSandboxProcessNamedAfterApp(t *testing.T) {
 
 // A link that cannot be made costs the app its name, never its start.
 func TestProcessRunsWithoutItsLink(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	// A file where the links' directory should be: no link can be made.

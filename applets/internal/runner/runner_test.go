@@ -521,6 +521,7 @@ func get(t *testing.T, url string) string {
 }
 
 func TestKilledInstanceRestarts(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
@@ -539,6 +540,7 @@ func TestKilledInstanceRestarts(t *testing.T) {
 }
 
 func TestCrashLoopFails(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "crashy", "1.0.0", probeBin, "args = [\"crash\"]\n[restart]\ninitial_backoff = \"10ms\"\nmax_backoff = \"40ms\"\nmax_failures = 4\n")
@@ -555,6 +557,7 @@ func TestCrashLoopFails(t *testing.T) {
 }
 
 func TestStopAndDelete(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	evPolite := c.watchEvents(t, "polite")
 	evStubborn := c.watchEvents(t, "stubborn")
@@ -625,6 +628,7 @@ func TestStopAndDelete(t *testing.T) {
 }
 
 func TestCorruptBinaryNeverRuns(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	ev := c.watchEvents(t, "hello")
 	tr := startRunner(t, c, nil)
@@ -653,6 +657,7 @@ func TestCorruptBinaryNeverRuns(t *testing.T) {
 // stand-in leaves a mark when it runs, which a runner that trusts its
 // cache without checking would show.
 func TestDamagedCachedBinaryFetchedAgain(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	first := startRunner(t, c, nil)
@@ -682,6 +687,7 @@ func TestDamagedCachedBinaryFetchedAgain(t *testing.T) {
 }
 
 func TestSandboxModeUnavailable(t *testing.T) {
+	t.Parallel()
 	if sandbox.Probe().Sandbox {
 		t.Skip("this node can run sandboxes (see TestSandbox*)")
 	}
@@ -695,6 +701,7 @@ func TestSandboxModeUnavailable(t *testing.T) {
 }
 
 func TestSpecChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	ev := c.watchEvents(t, "hello")
 	tr := startRunner(t, c, nil)
@@ -772,6 +779,7 @@ func writeKeyFile(t *testing.T, key []byte) string {
 // file) is not a permanent failure: the instance waits, and the store's
 // copy serves once NATS answers.
 func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
 	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
@@ -802,6 +810,7 @@ func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
 }
 
 func TestSecretDelivery(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	const value = "s3cr3t-value-for-the-test"
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", value))
@@ -881,6 +890,7 @@ func (tr *testRunner) lines(app string) []string {
 }
 
 func TestHTTPBridge(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
@@ -1031,6 +1041,7 @@ func waitDead(t *testing.T, pids []int) {
 }
 
 func TestRunnerKilled(t *testing.T) {
+	t.Parallel()
 	natsDir := t.TempDir()
 	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t), DataDir: natsDir})
 	// Taken now: once the server is shut down it has no address, and an
@@ -1083,6 +1094,7 @@ func TestRunnerKilled(t *testing.T) {
 // the specs it cached before: neither the version replaced nor the app
 // deleted while it was down starts, even for a moment.
 func TestStartFollowsAppsNotCache(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
@@ -1125,6 +1137,7 @@ func TestStartFollowsAppsNotCache(t *testing.T) {
 // than erasing the last copy of the spec. An app deleted while the node
 // was away, whose delete marker is there, still goes.
 func TestAppLostByStoreRunsFromCache(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
@@ -1177,6 +1190,7 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 // interrupted are removed when the runner starts again; the files it
 // keeps are not.
 func TestInterruptedWritesCleanedAtStart(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	first := startRunner(t, c, nil)
@@ -1213,6 +1227,7 @@ func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 // or a re-image, with no [runner] node_id) says so: the apps that named
 // the old id stop here, and nothing else would tell why.
 func TestNodeIDChangeWarned(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	dir := t.TempDir()
 	changed := "node id changed since this data dir last ran"
@@ -1239,6 +1254,7 @@ func TestNodeIDChangeWarned(t *testing.T) {
 // the log names the file: it reads as an unsigned spec, which would
 // otherwise send the operator after signing keys.
 func TestDamagedCachedSpecNamed(t *testing.T) {
+	t.Parallel()
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
 	c := newCluster(t, srv)
@@ -1278,6 +1294,7 @@ func TestDamagedCachedSpecNamed(t *testing.T) {
 }
 
 func TestNATSOutage(t *testing.T) {
+	t.Parallel()
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
 	c := newCluster(t, srv)
@@ -1323,6 +1340,7 @@ func TestNATSOutage(t *testing.T) {
 }
 
 func TestOldBinariesCollected(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
 	c.deploy(t, "app", "1.0.0", probeBin, "")
@@ -1353,6 +1371,7 @@ func TestOldBinariesCollected(t *testing.T) {
 }
 
 func TestRollingUpdateUnderLoad(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	const routes = "[[routes]]\npath = \"/hello/\"\n"
@@ -1412,6 +1431,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 }
 
 func TestFilesPlacedReadOnly(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
 		t.Fatal(err)
@@ -1435,6 +1455,7 @@ func TestFilesPlacedReadOnly(t *testing.T) {
 }
 
 func TestRestartRequestRolls(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "replicas = 2\n"+takeOverAtOnce)
@@ -1452,6 +1473,7 @@ func TestRestartRequestRolls(t *testing.T) {
 // TestAppsIndependent holds one app in a stop that cannot finish and shows
 // that another app still deploys and the heartbeat goes on.
 func TestAppsIndependent(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
@@ -1482,6 +1504,7 @@ func TestAppsIndependent(t *testing.T) {
 // the test: the heartbeat that shows the instance healthy comes from the
 // state change itself.
 func TestHeartbeatFollowsStateChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	startRunner(t, c, func(o *Options) { o.Config.HeartbeatInterval = config.Duration(time.Hour) })
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
@@ -1494,6 +1517,7 @@ func TestHeartbeatFollowsStateChanges(t *testing.T) {
 // signal ends the app but not its child, which the next runner kills as
 // part of the stale process group before starting anything.
 func TestStaleGroupKilled(t *testing.T) {
+	t.Parallel()
 	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t)})
 	c := newCluster(t, srv)
 	c.deploy(t, "forker", "1.0.0", probeBin, "args = [\"fork\"]\n")
@@ -1550,6 +1574,7 @@ func forkedPID(t *testing.T, c *cluster) int {
 // A key file put in place after the runner started is picked up at the
 // next start attempt; no runner restart.
 func TestSecretKeyArrivesLater(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	key := sealSecret(t, c, "token", "late")
 	keyFile := filepath.Join(t.TempDir(), "keys")
@@ -1567,6 +1592,7 @@ func TestSecretKeyArrivesLater(t *testing.T) {
 // A rollout that halted because its new instance was not healthy in time
 // resumes when that instance turns healthy later: the old one stops.
 func TestHaltedRolloutResumes(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	// Halt as soon as start_grace is over instead of a minute later.
 	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
@@ -1607,6 +1633,7 @@ func TestHaltedRolloutResumes(t *testing.T) {
 // rollout halts once the new one gives up. One that crashes once and then
 // stays up takes over only after min_healthy counted from its new process.
 func TestRolloutWaitsMinHealthy(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	ev := c.watchEvents(t, "probe")
@@ -1653,6 +1680,7 @@ func TestRolloutWaitsMinHealthy(t *testing.T) {
 // fails after it was healthy is stopped and started again, and its events
 // say it was unhealthy.
 func TestUnhealthyInstanceRestarted(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	ev := c.watchEvents(t, "probe")
@@ -1700,6 +1728,7 @@ func TestUnhealthyInstanceRestarted(t *testing.T) {
 // of the app: it is inconclusive, so restart_after does not count it. A
 // check that finds no instance while connected does count.
 func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	nc, err := nats.Connect(c.srv.ClientURL())
 	if err != nil {
@@ -1730,6 +1759,7 @@ func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
 // digests: an instance started later from the cache gets the contents of
 // the object it names.
 func TestFileCacheKeepsDigestsApart(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	for name, content := range map[string]string{"a.conf": "plain", "a.conf.digest": "payload"} {
 		if _, err := c.files.PutBytes(context.Background(), name, []byte(content)); err != nil {
@@ -1767,6 +1797,7 @@ func TestFileCacheKeepsDigestsApart(t *testing.T) {
 // An earlier runner kept each file's digest beside its cached copy; such a
 // copy is fetched again, and the old digest is collected.
 func TestFileCacheOfEarlierLayout(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	info, err := c.files.PutBytes(context.Background(), "conf", []byte("current"))
 	if err != nil {
@@ -1848,6 +1879,7 @@ func sha256Hex(s string) string {
 // reaches an instance, whether the runner has the pinned copy cached or
 // none at all; re-pinning, as narun ctl app restart does, rolls it out.
 func TestPinnedFileReplacedIsRefused(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	put := func(content string) {
 		t.Helper()
@@ -1913,6 +1945,7 @@ func TestPinnedFileReplacedIsRefused(t *testing.T) {
 
 // Without NATS the cached copy is placed only when it is the pinned one.
 func TestPinnedFileFromCache(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	if err := os.WriteFile(filepath.Join(tr.filesDir(), "conf"), []byte("old"), 0o444); err != nil {
@@ -1939,6 +1972,7 @@ func TestPinnedFileFromCache(t *testing.T) {
 // and a line saying the rest was dropped, so it cannot push the history of
 // every other app out of the stream.
 func TestLogFloodBounded(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	sub, err := c.nc.SubscribeSync(names.LogSubject("flood", node, "*"))
 	if err != nil {

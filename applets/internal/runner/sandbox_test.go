@@ -85,6 +85,7 @@ func appUID(t *testing.T, launcher int) int {
 }
 
 func TestSandboxConsumerThroughGateway(t *testing.T) {
+	t.Parallel()
 	// With network "none" the consumer reaches NATS only through the
 	// bridge, at the NARUN_NATS_URL the runner rewrote.
 	for _, network := range []string{"host", "none"} {
@@ -144,6 +145,7 @@ func TestSandboxConsumerThroughGateway(t *testing.T) {
 }
 
 func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, nil)
 	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
@@ -159,6 +161,7 @@ func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
 }
 
 func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	ev := c.watchEvents(t, "hog")
 	tr := startSandboxRunner(t, c, nil)
@@ -180,6 +183,7 @@ func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
 }
 
 func TestSandboxConfinesFilesAndDeliversSecrets(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	const value = "sandboxed-secret-value"
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", value))
@@ -207,6 +211,7 @@ func TestSandboxConfinesFilesAndDeliversSecrets(t *testing.T) {
 }
 
 func TestSandboxSetupErrorFails(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, nil)
 	c.deploy(t, "lost", "1.0.0", probeBin, "mode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/no/such/dir\"\nmode = \"r\"\n")
@@ -217,6 +222,7 @@ func TestSandboxSetupErrorFails(t *testing.T) {
 }
 
 func TestSandboxIdentity(t *testing.T) {
+	t.Parallel()
 	own := sandbox.AppID("web")
 	for _, tc := range []struct {
 		in        spec.Sandbox
@@ -240,6 +246,7 @@ func TestSandboxIdentity(t *testing.T) {
 }
 
 func TestNATSTarget(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"nats://127.0.0.1:4222":              "127.0.0.1:4222",
 		"nats://a:1,nats://b:2":              "a:1",

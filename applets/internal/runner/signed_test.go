@@ -70,6 +70,7 @@ func (tr *testRunner) waitRefused(t *testing.T, app, why string) {
 // another key signed. A refused spec never reaches the spec cache, and one
 // that replaces a running spec leaves its instance as it was.
 func TestOnlySignedSpecsRun(t *testing.T) {
+	t.Parallel()
 	key, other := newSigningKey(t), newSigningKey(t)
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, trusting(key))
@@ -124,6 +125,7 @@ func TestOnlySignedSpecsRun(t *testing.T) {
 // A signature is a TOML comment: a runner that trusts no key runs a signed
 // spec as any other.
 func TestSignedSpecRunsWithoutTrustedKeys(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.putSigned(t, newSigningKey(t), "hello", "1.0.0", helloBin, nil)
@@ -137,6 +139,7 @@ func TestSignedSpecRunsWithoutTrustedKeys(t *testing.T) {
 // narun-apps: one cached before trusted keys were set, unsigned, does not
 // start, while a signed one does.
 func TestCachedUnsignedSpecRefusedOffline(t *testing.T) {
+	t.Parallel()
 	key := newSigningKey(t)
 	c := newCluster(t, nil)
 	first := startRunner(t, c, nil)
@@ -163,6 +166,7 @@ func TestCachedUnsignedSpecRefusedOffline(t *testing.T) {
 }
 
 func TestBadTrustedKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	_, err := New(Options{Config: config.Runner{NodeID: node, TrustedKeys: []string{"narun-ed25519:short"}}, DataDir: t.TempDir(), Conn: c.nc})
 	if err == nil || !strings.Contains(err.Error(), "runner.trusted_keys[0]") {

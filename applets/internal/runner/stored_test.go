@@ -29,6 +29,7 @@ func (c *cluster) putStoredSpec(t *testing.T, app, bin, extra string) {
 // stop_timeout, a memory limit in mode "exec"), still runs after the node
 // upgrades, and the runner says once what a redeploy must fix.
 func TestStoredSpecOfEarlierCtlRuns(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	c.putStoredSpec(t, "legacy", helloBin, "stop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n")
@@ -66,6 +67,7 @@ func TestStoredSpecOfEarlierCtlRuns(t *testing.T) {
 // sandbox refuses gid 0 without root): its instance fails, saying why in
 // the spec's words.
 func TestStoredSpecWithGroupRootFails(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startSandboxRunner(t, c, nil)
 	c.putStoredSpec(t, "rootgroup", probeBin, "mode = \"sandbox\"\n[sandbox]\ngroup = \"root\"\n")

@@ -22,6 +22,7 @@ import (
 )
 
 func TestWriteVerified(t *testing.T) {
+	t.Parallel()
 	content := "#!/bin/true\n"
 	sum := sha256.Sum256([]byte(content))
 	good := hex.EncodeToString(sum[:])
@@ -58,6 +59,7 @@ func TestWriteVerified(t *testing.T) {
 }
 
 func TestCacheGC(t *testing.T) {
+	t.Parallel()
 	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +84,7 @@ func TestCacheGC(t *testing.T) {
 // A binary handed out to an app that started after gc listed what the
 // apps keep is not removed under it: the app runs it next.
 func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
+	t.Parallel()
 	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +116,7 @@ func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
 // kept: offline it is an error that names the file and waits for NATS, and
 // the next attempt that reaches the object store replaces it.
 func TestCacheRefusesDamagedBinary(t *testing.T) {
+	t.Parallel()
 	content := "#!/bin/true\n"
 	digest := sha256Hex(content)
 	b := spec.Binary{Object: "app/1/linux", SHA256: digest}
@@ -155,6 +159,7 @@ func TestCacheRefusesDamagedBinary(t *testing.T) {
 }
 
 func TestInside(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		rel string
 		ok  bool
@@ -174,6 +179,7 @@ func TestInside(t *testing.T) {
 }
 
 func TestHostNodeID(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ host, want string }{
 		{"edge-01", "edge-01"},
 		{"edge-01.example.com", "edge-01"},
@@ -189,6 +195,7 @@ func TestHostNodeID(t *testing.T) {
 }
 
 func TestAppNATSURL(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	for _, tt := range []struct {
 		name    string
@@ -212,6 +219,7 @@ func TestAppNATSURL(t *testing.T) {
 }
 
 func TestDataDirLocked(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, nil)
 	first := startRunner(t, c, nil)
 	testutil.Eventually(t, 10*time.Second, "first runner connected", func() bool { return first.res.Load() != nil })
@@ -231,6 +239,7 @@ func TestDataDirLocked(t *testing.T) {
 
 // A burst of fetches releases memory once, after the last of them.
 func TestDebounceCoalesces(t *testing.T) {
+	t.Parallel()
 	ran := make(chan time.Time, 10)
 	b := newDebounce(50*time.Millisecond, func() { ran <- time.Now() })
 	var last time.Time
@@ -252,6 +261,7 @@ func TestDebounceCoalesces(t *testing.T) {
 }
 
 func TestLogLimit(t *testing.T) {
+	t.Parallel()
 	var got []state.LogLine
 	ll := newLogLimit(func(l state.LogLine) { got = append(got, l) }, slog.New(slog.DiscardHandler))
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -286,6 +296,7 @@ func TestLogLimit(t *testing.T) {
 // A binary hashed a moment ago whose file has not changed since is handed
 // out without hashing it again; any write to it is seen at once.
 func TestCacheTrustsRecentHashOfUnchangedFile(t *testing.T) {
+	t.Parallel()
 	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -325,6 +336,7 @@ func TestCacheTrustsRecentHashOfUnchangedFile(t *testing.T) {
 // A hash taken within a tick of file times of the file's last change is
 // not trusted: a write right after it could leave the stamp unchanged.
 func TestVerificationSettled(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	at := func(d time.Duration) syscall.Timespec { return syscall.NsecToTimespec(now.Add(d).UnixNano()) }
 	if (verification{stamp: fileStamp{ctime: at(-2 * timestampGrain)}, at: now}).settled() != true {
