@@ -46,6 +46,7 @@ func recorder() http.Handler {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(
 		config.Route{Path: "/rec/", Service: "rec"},
 		config.Route{Path: "/strip/", Service: "rec", StripPrefix: true},
@@ -140,6 +141,7 @@ func randomBytes(n int, seed uint64) []byte {
 }
 
 func TestLargeBodies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "big"}))
 	download := randomBytes(5<<20, 2)
 	e.serve(t, "big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -191,6 +193,7 @@ func TestLargeBodies(t *testing.T) {
 }
 
 func TestServerSentEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/events", Service: "sse"}))
 	next := make(chan struct{})
 	handlerDone := make(chan struct{})
@@ -240,6 +243,7 @@ func TestServerSentEvents(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	cfg := gwConfig(
 		config.Route{Path: "/ok/", Service: "ok"},
 		config.Route{Path: "/get-only", Methods: []string{"GET", "HEAD"}, Service: "ok"},
@@ -356,6 +360,7 @@ var gatewayMade = map[string]bool{
 // whether in the part that travels with the request head or in a chunk the
 // service pulled: the client gets the 400 that PROTOCOL.md lists.
 func TestMalformedChunkedBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload"}))
 	readErr := make(chan error, 1)
 	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -404,6 +409,7 @@ func TestMalformedChunkedBody(t *testing.T) {
 // PROTOCOL.md describes it: the client's escaping where the gateway kept the
 // path as it came, escaped anew where it had to change it.
 func TestNarunPath(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "path"}, config.Route{Path: "/s/", Service: "path", StripPrefix: true}))
 	nc := natsConn(t, e)
 	got := make(chan string, 1)
@@ -454,6 +460,7 @@ func natsConn(t *testing.T, e *env) *nats.Conn {
 }
 
 func TestClientCancelReachesHandler(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/wait", Service: "wait"}))
 	started := make(chan struct{})
 	cancelled := make(chan error, 1)
@@ -481,6 +488,7 @@ func TestClientCancelReachesHandler(t *testing.T) {
 }
 
 func TestNATSReplyCLIAsResponder(t *testing.T) {
+	t.Parallel()
 	natsCLI := testutil.Tool(t, "nats")
 	e := newEnv(t, gwConfig(config.Route{Path: "/cli", Service: "cli.svc"}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -512,6 +520,7 @@ func TestNATSReplyCLIAsResponder(t *testing.T) {
 // is not a number is not passed on, nor replaced by a 0 that would be a
 // claim about GET.
 func TestHeadContentLength(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "files"}))
 	content := strings.Repeat("x", 12345)
 	big := make([]byte, 3<<20)
@@ -578,6 +587,7 @@ func TestHeadContentLength(t *testing.T) {
 // and a plain "Status: 503" header is a reply, not NATS's "no responders",
 // from a raw responder that sets Narun-Status and from a Go handler.
 func TestStatusHeaderIsNotNoResponders(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(
 		config.Route{Path: "/raw", Service: "raw"},
 		config.Route{Path: "/go", Service: "gohandler"},
@@ -611,6 +621,7 @@ func TestStatusHeaderIsNotNoResponders(t *testing.T) {
 // reaches the client as an incomplete response, not as a whole one of the
 // shorter length, and writes past it or into a 204 fail in the handler.
 func TestDeclaredLengthHolds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "cl"}))
 	writeErr := make(chan error, 1)
 	large := randomBytes(3<<20, 5)
@@ -682,6 +693,7 @@ func TestDeclaredLengthHolds(t *testing.T) {
 // net/http's server drops it, instead of turning the reply into a 500;
 // in the head of a whole reply, of a streamed one, and among trailers.
 func TestBadHeaderNameIsDropped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "badname"}))
 	e.serve(t, "badname", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["X Bad"] = []string{"1"}
@@ -712,6 +724,7 @@ func TestBadHeaderNameIsDropped(t *testing.T) {
 // deprecated http.CloseNotifier, as gin's Context.Stream is, finds it and
 // hears of a client that went away.
 func TestCloseNotify(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/stream", Service: "notify"}))
 	started := make(chan struct{})
 	gone := make(chan string, 1)
@@ -756,6 +769,7 @@ func TestCloseNotify(t *testing.T) {
 // subject of the client's choosing, and with Nats-Trace-Only it would not
 // deliver the request at all (a 504 at the route's timeout).
 func TestClientNATSHeadersDropped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "traced", Timeout: config.Duration(5 * time.Second)}))
 	nc := natsConn(t, e)
 	got := make(chan nats.Header, 1)
@@ -792,6 +806,7 @@ func TestClientNATSHeadersDropped(t *testing.T) {
 // its Upgrade header, while another Upgrade offer is ignored as HTTP
 // allows and the request served.
 func TestWebSocketRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "ws"}))
 	e.serve(t, "ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "served")
@@ -820,6 +835,7 @@ func TestWebSocketRefused(t *testing.T) {
 // not, for a body that fits in the head's message as for one pulled in
 // chunks.
 func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "len"}))
 	e.serve(t, "len", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -873,6 +889,7 @@ func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
 // guessed from the body (untrusted bytes must not become text/html), no
 // date added, in a response sent whole as in one streamed.
 func TestNilHeaderSuppresses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "nilhdr"}))
 	e.serve(t, "nilhdr", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Content-Type"] = nil
@@ -907,6 +924,7 @@ func TestNilHeaderSuppresses(t *testing.T) {
 // sent a byte of it, and one that reads it gets the whole body after the
 // 100 Continue.
 func TestExpectContinueWaitsForTheService(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(time.Minute)}))
 	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/refuse" {
@@ -976,6 +994,7 @@ func TestExpectContinueWaitsForTheService(t *testing.T) {
 // after closing it gets net/http's http.ErrBodyReadAfterClose, whether the
 // body came with the head or is pulled in chunks, and not the rest of it.
 func TestBodyReadAfterClose(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "closed"}))
 	e.serve(t, "closed", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, 2)

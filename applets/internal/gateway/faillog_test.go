@@ -13,6 +13,7 @@ import (
 // status logs failBurst lines and then one with the count and the last
 // request id; another route's failures are not held back by it.
 func TestFailuresLoggedAFewOfEachKind(t *testing.T) {
+	t.Parallel()
 	var logs testutil.LogBuffer
 	f := failLog{log: slog.New(slog.NewTextHandler(&logs, nil))}
 	for i := range failBurst + 15 {

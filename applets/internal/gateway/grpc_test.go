@@ -33,6 +33,7 @@ type grpcResult struct {
 // server and bidirectional streams, metadata, status codes, cancellation,
 // deadlines; and checks the gateway's own errors arrive as gRPC statuses.
 func TestGRPCThroughGateway(t *testing.T) {
+	t.Parallel()
 	// The fixture is a module of its own (narun does not depend on gRPC);
 	// building it may fetch grpc-go from the module proxy. No VCS stamp: a
 	// checkout git will not read (another owner) must not fail the build.
@@ -115,6 +116,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 }
 
 func TestIsGRPC(t *testing.T) {
+	t.Parallel()
 	for ct, want := range map[string]bool{
 		"application/grpc":               true,
 		"application/grpc+proto":         true,
@@ -135,6 +137,7 @@ func TestIsGRPC(t *testing.T) {
 }
 
 func TestGRPCPercentEncode(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"no route for /a (request id X)": "no route for /a (request id X)",
 		"100% sure":                      "100%25 sure",
@@ -154,6 +157,7 @@ func grpcMessage(payload string) string {
 }
 
 func TestBodySourceMessages(t *testing.T) {
+	t.Parallel()
 	big := strings.Repeat("x", 20)
 	tests := []struct {
 		name   string
@@ -203,6 +207,7 @@ func TestBodySourceMessages(t *testing.T) {
 // the server's, so the request head must reach the service without waiting
 // for the body.
 func TestGRPCServerSpeaksFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/chat.Chat/", Service: "chat", Timeout: config.Duration(20 * time.Second)}))
 	e.serve(t, "chat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/grpc")
@@ -251,6 +256,7 @@ func TestGRPCServerSpeaksFirst(t *testing.T) {
 // right after its request head (a unary call's) travels with the head, so
 // that the service need not pull it.
 func TestGRPCUnaryHeadCarriesMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/echo.Echo/", Service: "echo"}))
 	e.gw.firstWait = time.Minute
 	nc := natsConn(t, e)
@@ -293,6 +299,7 @@ func TestGRPCUnaryHeadCarriesMessage(t *testing.T) {
 // only if the gateway hands each message on as it comes rather than
 // waiting for a chunk's worth of body.
 func TestConnectBidiStream(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/chat.v1.Chat/", Service: "connectchat", Timeout: config.Duration(20 * time.Second)}))
 	e.serve(t, "connectchat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/connect+proto")

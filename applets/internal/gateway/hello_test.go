@@ -20,6 +20,7 @@ import (
 // URL from NARUN_NATS_URL as apps deployed by the runner do, and as a plain
 // HTTP server.
 func TestHelloFixture(t *testing.T) {
+	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "hello")
 	build := exec.Command("go", "build", "-o", bin, "./testdata/apps/hello")
 	build.Dir = filepath.Join("..", "..", "..")

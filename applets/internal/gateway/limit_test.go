@@ -22,6 +22,7 @@ import (
 // connection, and with none idle it is closed at once, while the admin
 // listener still answers.
 func TestConnectionLimit(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 2)
@@ -95,6 +96,7 @@ func TestConnectionLimit(t *testing.T) {
 // time, holds its place only for the grace: at max_connections a real
 // request takes the place of the oldest such connection.
 func TestConnectionLimitReclaimsConnectionsWithoutARequest(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok")
@@ -144,6 +146,7 @@ func TestConnectionLimitReclaimsConnectionsWithoutARequest(t *testing.T) {
 // without TLS (gRPC's), whose states the HTTP/2 server reports once it has
 // read the preface, is not taken for one without a request.
 func TestConnectionLimitGraceAndHTTP2(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 1)

@@ -22,6 +22,7 @@ import (
 // against the requests sent through the gateway, with two instances, a
 // concurrent pool, panics and 5xx answers.
 func TestMicroStatsCountRequests(t *testing.T) {
+	t.Parallel()
 	natsCLI := testutil.Tool(t, "nats")
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "counted"}))
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

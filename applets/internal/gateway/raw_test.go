@@ -20,6 +20,7 @@ import (
 // with plain NATS calls: it pulls a large request body (§2) and streams its
 // response with acks and a trailer (§3).
 func TestRawResponderStreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/raw", Service: "rawstream"}))
 	nc := natsConn(t, e)
 	errs := make(chan error, 1)
@@ -93,6 +94,7 @@ func rawServe(nc *nats.Conn, m *nats.Msg) error {
 // TestTrailersFromGoHandler checks that trailers declared by a Go handler
 // reach the client.
 func TestTrailersFromGoHandler(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/t", Service: "trailers"}))
 	e.serve(t, "trailers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Total")
@@ -120,6 +122,7 @@ func TestTrailersFromGoHandler(t *testing.T) {
 // header names stay between service and gateway, in the head and in the
 // trailers, whatever their case; those the head names, in the trailers too.
 func TestReplyConnectionHeaders(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "conn"}))
 	nc := natsConn(t, e)
 	_, err := nc.Subscribe("conn", func(m *nats.Msg) {
@@ -173,6 +176,7 @@ func TestReplyConnectionHeaders(t *testing.T) {
 // the route timeout) is answered with a cancel, as during the exchange:
 // the service learns at once that nobody reads on.
 func TestLateFramesGetCancel(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/late", Service: "late", Timeout: config.Duration(200 * time.Millisecond)}))
 	nc := natsConn(t, e)
 	heads := make(chan *nats.Msg, 1)
@@ -205,6 +209,7 @@ func TestLateFramesGetCancel(t *testing.T) {
 // A HEAD answered with a streamed head gets the head, and the service
 // hears at once that no body is wanted.
 func TestHeadOfAStream(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/s", Service: "headstream"}))
 	nc := natsConn(t, e)
 	cancels, err := nc.SubscribeSync("_NARUN.cancel.headstream")
@@ -257,6 +262,7 @@ func TestHeadOfAStream(t *testing.T) {
 // A response head with more headers than the room a message chunk leaves
 // them still goes out: its first part of the body is smaller.
 func TestLargeHeadWithLargeBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "bighead"}))
 	header := strings.Repeat("h", 70<<10)
 	body := randomBytes(2<<20, 5)
@@ -282,6 +288,7 @@ func TestLargeHeadWithLargeBody(t *testing.T) {
 // in several cases (NATS keeps them apart) has every value of it reach the
 // client, in the head and in the trailers.
 func TestReplyHeaderCases(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "cases"}))
 	nc := natsConn(t, e)
 	_, err := nc.Subscribe("cases", func(m *nats.Msg) {

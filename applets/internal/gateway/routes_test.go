@@ -26,6 +26,7 @@ func mustTable(t *testing.T, rcs ...config.Route) *table {
 }
 
 func TestRouteMatch(t *testing.T) {
+	t.Parallel()
 	tb := mustTable(t,
 		config.Route{Path: "/", Service: "root"},
 		config.Route{Path: "/api/", Service: "api"},
@@ -96,6 +97,7 @@ func TestRouteMatch(t *testing.T) {
 // any prefix route, however the prefix is written, and the prefix routes /a
 // and /a/, which match the same paths, are one pattern.
 func TestRouteExactAndTrailingSlash(t *testing.T) {
+	t.Parallel()
 	type request struct{ path, method, want, allow string }
 	tests := []struct {
 		name     string
@@ -206,6 +208,7 @@ func TestRouteExactAndTrailingSlash(t *testing.T) {
 }
 
 func TestRouteOrderIsDeterministic(t *testing.T) {
+	t.Parallel()
 	rcs := []config.Route{
 		{Path: "/a/", Service: "a"}, {Path: "/a/b/", Service: "ab"}, {Host: "h", Path: "/", Service: "h"},
 		{Path: "/a/b/", Match: "exact", Service: "ab-exact"}, {Host: "*.h", Path: "/a/", Service: "wh"},
@@ -235,6 +238,7 @@ func services(tb *table) []string {
 }
 
 func TestRouteStripPrefix(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		route, escaped, want string
 	}{
@@ -256,6 +260,7 @@ func TestRouteStripPrefix(t *testing.T) {
 }
 
 func TestRouteErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		routes []config.Route
@@ -308,6 +313,7 @@ func TestRouteErrors(t *testing.T) {
 }
 
 func TestCleanPath(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/a/b": "/a/b", "/a/../b": "/b", "/a/./b/": "/a/b/", "//a": "/a", "/..": "/", "": "/", "/hello/../admin": "/admin",
 	} {
@@ -318,6 +324,7 @@ func TestCleanPath(t *testing.T) {
 }
 
 func TestCheckAppRoutes(t *testing.T) {
+	t.Parallel()
 	x := []config.Route{{Path: "/x/"}}
 	for _, tc := range []struct {
 		name   string
@@ -350,6 +357,7 @@ func TestCheckAppRoutes(t *testing.T) {
 // TestAddAppRoutesTrailingSlash: an app whose route differs from one before
 // it only by a trailing slash is left out, as for the same path.
 func TestAddAppRoutesTrailingSlash(t *testing.T) {
+	t.Parallel()
 	base, err := compile(config.Route{Path: "/x", Service: "cfg"}, "config route #1", time.Second, 1)
 	if err != nil {
 		t.Fatal(err)

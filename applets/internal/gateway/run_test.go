@@ -125,6 +125,7 @@ func get(t *testing.T, url string) (int, string) {
 // connection has been down for its grace, not a 504 at the route's
 // timeout: its reply can no longer come.
 func TestNATSLostInFlight(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
@@ -154,6 +155,7 @@ func TestNATSLostInFlight(t *testing.T) {
 // A NATS server restarted at once is found again within the grace: the
 // request in flight gets the reply its service sends after the restart.
 func TestNATSBackInTime(t *testing.T) {
+	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
 	reconnecting := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
@@ -222,6 +224,7 @@ func inFlight(t *testing.T, url string, got <-chan struct{}) <-chan result {
 }
 
 func TestNATSDownAtStart(t *testing.T) {
+	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	nc, err := nats.Connect("nats://"+addr, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
@@ -254,6 +257,7 @@ func TestNATSDownAtStart(t *testing.T) {
 }
 
 func TestShutdownFinishesInFlight(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	cfg := gwConfig(config.Route{Path: "/", Service: "slowpoke"})
@@ -312,6 +316,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 }
 
 func TestMetricsAreByRoute(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	r := startRun(t, nc, gwConfig(config.Route{Path: "/api/", Service: "metered"}, config.Route{Path: "/ro", Methods: []string{"GET"}, Service: "metered"}), "")
@@ -372,6 +377,7 @@ func writeFile(t *testing.T, path, data string) {
 // A reload applies the routes and says which changed settings it cannot
 // apply, rather than leaving the operator to believe they took effect.
 func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	path := filepath.Join(t.TempDir(), "narun.toml")
@@ -430,6 +436,7 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 // A bad route of the configuration file is named by its line, at start
 // and on reload, whether or not the routes before it are good.
 func TestRouteErrorsNameTheLine(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	path := filepath.Join(t.TempDir(), "narun.toml")
@@ -457,6 +464,7 @@ func TestRouteErrorsNameTheLine(t *testing.T) {
 }
 
 func TestReload(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	for _, name := range []string{"a", "b"} {
@@ -546,6 +554,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestAccessLog(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("a"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -624,6 +633,7 @@ func TestAccessLog(t *testing.T) {
 }
 
 func TestRoutesFromKV(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	r := startRun(t, nc, gwConfig(config.Route{Path: "/static", Service: "kvapp"}), "")
@@ -684,6 +694,7 @@ func selfSigned(t *testing.T, certPath, keyPath, cn string) *x509.CertPool {
 }
 
 func TestTLSAndHTTP2(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
@@ -736,6 +747,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 // configuration file is counted in /metrics: a file that does not parse,
 // routes that clash, a file that is gone.
 func TestReloadErrorsInMetrics(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	route := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
@@ -774,6 +786,7 @@ func TestReloadErrorsInMetrics(t *testing.T) {
 // file, as SIGHUP does: there is nothing to re-read, which is no error, no
 // reload error in the metrics, and the routes stay.
 func TestReloadWithoutFile(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	var out testutil.LogBuffer
 	g, err := New(Options{Config: gwConfig(config.Route{Path: "/a", Service: "a"}), Conn: natstest.Connect(t, srv), Logger: slog.New(slog.NewTextHandler(&out, nil))})
@@ -799,6 +812,7 @@ func TestReloadWithoutFile(t *testing.T) {
 // deployed app: it is not ready until it has. Here JetStream cannot answer
 // (one member of three is up: no leader) while core NATS works.
 func TestNotReadyUntilRoutesRead(t *testing.T) {
+	t.Parallel()
 	c := natstest.NewCluster(t, 3)
 	nc := natstest.Connect(t, c.Start(0))
 	var logs testutil.LogBuffer
@@ -822,6 +836,7 @@ func TestNotReadyUntilRoutesRead(t *testing.T) {
 // A NATS server without JetStream has no narun-routes to read: the
 // gateway serves its configuration's routes and says it is ready.
 func TestReadyWithoutJetStream(t *testing.T) {
+	t.Parallel()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
@@ -849,6 +864,7 @@ func TestReadyWithoutJetStream(t *testing.T) {
 // call itself ready until it has read the bucket. A route removed while it
 // was away goes once it has.
 func TestRoutesCacheWhileJetStreamIsAway(t *testing.T) {
+	t.Parallel()
 	cache := filepath.Join(t.TempDir(), "routes.json")
 	c := natstest.NewCluster(t, 3)
 	for i := range 3 {
@@ -917,6 +933,7 @@ func TestRoutesCacheWhileJetStreamIsAway(t *testing.T) {
 // account that lets it subscribe under that prefix only, still streams:
 // the acks of its response frames come to an inbox it may subscribe to.
 func TestConsumerInboxPrefix(t *testing.T) {
+	t.Parallel()
 	app := &server.User{Username: "app", Password: "app", Permissions: &server.Permissions{
 		Subscribe: &server.SubjectPermission{Allow: []string{"prefixed", "_NARUN.cancel.prefixed", "$SRV.>", "_APP_INBOX.>"}},
 	}}
@@ -968,6 +985,7 @@ func TestConsumerInboxPrefix(t *testing.T) {
 // running from its cached spec, instead of erasing the last copy. Routes
 // removed while it was away still go.
 func TestRoutesLostByStoreServedFromCache(t *testing.T) {
+	t.Parallel()
 	cache := filepath.Join(t.TempDir(), "routes.json")
 	nc := natstest.Connect(t, natstest.Start(t))
 	ctx := context.Background()
@@ -1028,6 +1046,7 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 // ticks the same time. The configuration and the certificate pair are
 // both watched so.
 func TestReloadSeesSameSizeAndTime(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	for _, name := range []string{"a", "b"} {
@@ -1133,6 +1152,7 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 // client's: an operator must see it at the default level, where
 // net/http's messages about clients (failed TLS handshakes) do not go.
 func TestAcceptErrorLogged(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	var logs testutil.LogBuffer
 	cfg := gwConfig()
@@ -1169,6 +1189,7 @@ func TestAcceptErrorLogged(t *testing.T) {
 // restart and says so, rather than letting the operator believe HTTPS
 // is on, or off.
 func TestReloadOfTLSOnOffWarns(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
@@ -1206,6 +1227,7 @@ func TestReloadOfTLSOnOffWarns(t *testing.T) {
 // that keeps failing would otherwise show only when the old certificate
 // expires. The key written in turn completes the pair.
 func TestTLSBadPairKeepsServing(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -1252,6 +1274,7 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 // instead of when the old watch's missed heartbeats (15 s and more) show
 // it is dead.
 func TestRoutesAfterNATSRestart(t *testing.T) {
+	t.Parallel()
 	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
 	srv := natstest.StartConfig(t, natsCfg)
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
@@ -1296,6 +1319,7 @@ func TestRoutesAfterNATSRestart(t *testing.T) {
 // save (here, empty: it parses, with no routes) is not applied; the whole
 // file is, once two looks see it.
 func TestHalfWrittenConfigNotApplied(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	path := filepath.Join(t.TempDir(), "narun.toml")

@@ -21,6 +21,7 @@ import (
 // entry costs a gateway with trusted keys nothing of the signed ones. A
 // reload that sets trusted_keys checks the entries already loaded.
 func TestSignedRouteEntries(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +88,7 @@ func TestSignedRouteEntries(t *testing.T) {
 }
 
 func TestBadGatewayTrustedKey(t *testing.T) {
+	t.Parallel()
 	cfg := gwConfig()
 	cfg.TrustedKeys = []string{"narun-ed25519:short"}
 	_, err := New(Options{Config: cfg, Conn: natstest.Connect(t, natstest.Start(t))})
@@ -98,6 +100,7 @@ func TestBadGatewayTrustedKey(t *testing.T) {
 // narun up's node key is trusted without a line in the file: a reload of
 // a file that names no trusted key keeps checking signatures with it.
 func TestNodeKeysSurviveReload(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,7 @@ func TestNodeKeysSurviveReload(t *testing.T) {
 // not refused as errors, and the signed copies narun-routes holds are
 // served once it answers.
 func TestUnsignedCacheEntriesLeftOutQuietly(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,7 @@ func echoLines(w http.ResponseWriter, r *http.Request) {
 // chunk fills or the body ends) and the response streams back while the
 // upload goes on, over HTTP/1.1 chunked and over HTTP/2 alike.
 func TestTrickledUploadStreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "echo", Timeout: config.Duration(time.Minute)}))
 	e.serve(t, "echo", http.HandlerFunc(echoLines))
 	const lines = 5
@@ -128,6 +129,7 @@ func TestTrickledUploadStreams(t *testing.T) {
 // the answer at once, over HTTP/1.1 (where the gateway still has a read of
 // the body in progress) and HTTP/2.
 func TestAnswerBeforeTheBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "deny", Timeout: config.Duration(time.Minute)}))
 	e.serve(t, "deny", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", http.StatusUnauthorized)
@@ -168,6 +170,7 @@ func TestAnswerBeforeTheBody(t *testing.T) {
 // not carry (less than the 256 KiB net/http discards when a response starts
 // with the body unread) must still reach it whole.
 func TestResponseBeforeTheRestOfTheBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "sum", Timeout: config.Duration(time.Minute)}))
 	e.serve(t, "sum", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -208,6 +211,7 @@ func h2cClient(t *testing.T, e *env) *http.Transport {
 // arrives intact, in chunks filled while the previous ones travel; above
 // the route's max_body it is refused with a 413.
 func TestLargeUploadOfUnknownLength(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, gwConfig(
 		config.Route{Path: "/", Service: "sum", Timeout: config.Duration(time.Minute)},
 		config.Route{Path: "/small/", Service: "sum", MaxBody: config.Size(1 << 20)},
