@@ -20,8 +20,10 @@ scripts/deps.sh
 stage "go vet"
 go vet ./... ./testdata/apps/hello/
 
+# Most tests wait on servers, processes and timers rather than the CPU:
+# four at a time in each package keep two cores busy.
 stage "go test (linux/$(go env GOARCH))"
-go test -count=1 -timeout 12m ./... ./testdata/apps/hello/
+go test -count=1 -parallel 4 -timeout 12m ./... ./testdata/apps/hello/
 
 # The packages where goroutines meet (request pools, reply muxes, process
 # supervision) run again under the race detector, which needs cgo.
