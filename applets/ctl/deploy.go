@@ -889,21 +889,31 @@ func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
 // warnSignedOnly names the nodes that select app, run only signed specs
 // and refuse the one this deploy stores: unsigned (key is nil) or signed
 // by a key they do not trust. It says so before writing instead of leaving
-// the operator to find out why nothing starts.
+// the operator to find out why nothing starts. It returns the nodes that
+// are up: what a node whose heartbeats have stopped last said may have
+// changed by the time it is back (it was down to be given the key), and
+// a rollout does not wait for it.
 func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key) []string {
 	var refusing []string
+	now := e.serverNow()
 	for _, n := range nodes {
 		if !n.SignaturesRequired || !app.Selects(n.ID, n.Labels) {
 			continue
 		}
+		var why string
 		switch {
 		case key == nil:
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy\n", n.ID)
+			why = "runs only signed specs and ctl has no signing key (signing_key_file)"
 		case !slices.Contains(n.TrustedKeys, key.Public()):
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s runs only signed specs and does not trust ctl's key %s (add it to that node's trusted_keys): it will not run this deploy\n", n.ID, key.Public())
+			why = "runs only signed specs and does not trust ctl's key " + key.Public() + " (add it to that node's trusted_keys)"
 		default:
 			continue
 		}
+		if late(n, now) {
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back\n", n.ID, why)
+			continue
+		}
+		fmt.Fprintf(e.stdio.Stderr, "warning: node %s %s: it will not run this deploy\n", n.ID, why)
 		refusing = append(refusing, n.ID)
 	}
 	return refusing

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // keygen writes a signing key with ctl and returns its path and public key.
@@ -434,6 +436,28 @@ func TestNotOurs(t *testing.T) {
 		if got := notOurs(tc.key, tc.value); got != tc.want {
 			t.Errorf("%s: notOurs = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A node whose heartbeats have stopped is named with what it last said,
+// but does not fail deploy --wait: it may have been down to be given the
+// key, and the rollout does not wait for it.
+func TestDeployWaitPassesOverADownNodeThatDidNotTrust(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, public := h.keygen("ctl.key")
+	h.useSigningKey(path)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Nanosecond, SignaturesRequired: true})
+	testutil.Eventually(t, 10*time.Second, "node-1 late", func() bool {
+		return strings.Contains(h.ok("", "node", "list").out, "late")
+	})
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "1s")
+	want := "warning: node node-1, whose heartbeats have stopped (late: down?), last said it runs only signed specs and does not trust ctl's key " + public
+	if !strings.Contains(r.err, want) {
+		t.Errorf("deploy --wait stderr lacks %q:\n%s", want, r.err)
+	}
+	if strings.Contains(r.err, "cannot complete") || !strings.Contains(r.err, "no node selected by hello") {
+		t.Errorf("deploy --wait with the only selected node down: want it to wait for the node, not to fail for its last heartbeat:\n%s", r.err)
 	}
 }
 
