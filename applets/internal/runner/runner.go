@@ -288,10 +288,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Go(func() { r.sync(ctx) })
 	r.awaitListing(ctx)
 	<-ctx.Done()
-	wg.Wait()
 
+	// The apps stop before the heartbeat and sync goroutines are waited
+	// for: one of those may be in a NATS request that waits out its
+	// timeout (the last members of a cluster to stop have no JetStream
+	// majority), and a stop must not wait for it. An app the sync starts
+	// meanwhile gets the cancelled context and stops at once; appsWG is
+	// waited for once no more can start.
 	r.log.Info("stopping all instances")
 	stopApps()
+	wg.Wait()
 	r.appsWG.Wait()
 	r.removeExecLinks()
 	if r.caps.Sandbox {
