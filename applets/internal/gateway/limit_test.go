@@ -14,8 +14,25 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
+
+// serveSlow serves "svc" on srv: a request for /slow says so on arrived
+// (room for arrivals of them) and is answered once release is closed;
+// any other at once.
+func serveSlow(t *testing.T, srv *embednats.Server, arrivals int) (arrived chan struct{}, release chan struct{}) {
+	t.Helper()
+	arrived, release = make(chan struct{}, arrivals), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	return arrived, release
+}
 
 // Connections beyond max_connections cannot take the process's memory
 // and file descriptors: a new one takes the place of an idle keep-alive
@@ -24,15 +41,7 @@ import (
 func TestConnectionLimit(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 2)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		_, _ = io.WriteString(w, "ok")
-	}))
+	arrived, release := serveSlow(t, srv, 2)
 	cfg := gwConfig(config.Route{Path: "/", Service: "svc"})
 	cfg.MaxConnections = 2
 	r := startRun(t, natstest.Connect(t, srv), cfg, "")
@@ -148,15 +157,7 @@ func TestConnectionLimitReclaimsConnectionsWithoutARequest(t *testing.T) {
 func TestConnectionLimitGraceAndHTTP2(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("svc"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		_, _ = io.WriteString(w, "ok")
-	}))
+	arrived, release := serveSlow(t, srv, 1)
 	cfg := gwConfig(config.Route{Path: "/", Service: "svc"})
 	cfg.MaxConnections = 2
 	// The limiter's clock moves only when the test moves it.
