@@ -32,40 +32,34 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// A heartbeat interval longer than half the life of a heartbeat in
-// narun-nodes would make the node vanish between two: refused at start,
-// naming the file, the line and the key.
-func TestHeartbeatIntervalTooLong(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "narun.toml")
-	if err := os.WriteFile(file, []byte("[runner]\nnode_id = \"n\"\nheartbeat_interval = \"40s\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
-	// Stopped already: without the check the runner would start, and
-	// return at once.
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), file+`:3: key "runner.heartbeat_interval": want at most 15s, got 40s`) {
-		t.Errorf("Main = %v, want an error naming the file, line 3 and runner.heartbeat_interval", err)
-	}
-}
-
-// A malformed trusted key is refused at start like any other bad value of
-// the file, naming the file, the line and the key, before NATS is dialled.
-func TestTrustedKeyMalformed(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "narun.toml")
-	if err := os.WriteFile(file, []byte("[runner]\nnode_id = \"n\"\ntrusted_keys = [\"narun-ed25519:bogus\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
-	want := file + `:3: key "runner.trusted_keys[0]": "narun-ed25519:bogus": not a 32-byte Ed25519 public key in base64`
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Main = %v, want an error with %s", err, want)
+// Bad values of the file are refused at start, naming the file, the line
+// and the key, before NATS is dialled: a heartbeat interval longer than
+// half the life of a heartbeat in narun-nodes (the node would vanish
+// between two), a malformed trusted key.
+func TestBadFileRefusedAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"heartbeat interval too long", "[runner]\nnode_id = \"n\"\nheartbeat_interval = \"40s\"\n",
+			`:3: key "runner.heartbeat_interval": want at most 15s, got 40s`},
+		{"malformed trusted key", "[runner]\nnode_id = \"n\"\ntrusted_keys = [\"narun-ed25519:bogus\"]\n",
+			`:3: key "runner.trusted_keys[0]": "narun-ed25519:bogus": not a 32-byte Ed25519 public key in base64`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "narun.toml")
+			if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+			// Stopped already: without the check the runner would start,
+			// and return at once.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), file+tc.want) {
+				t.Errorf("Main = %v, want an error with %s", err, file+tc.want)
+			}
+		})
 	}
 }
