@@ -55,10 +55,15 @@ func writeReport(path string) error {
 	b.WriteString("\"Lost\" counts requests (or writes) that failed; \"recover\" is the time from the fault\n")
 	b.WriteString("(or its end) until the system served normally again without operator action.\n")
 	b.WriteString("A **FAIL** row is a defect the suite found; the test log (`scripts/e2e.sh`) has the details.\n")
-	// Scenarios by number, bad inputs in the order they ran.
+	// Scenarios by number, bad inputs in the order they ran. The tests
+	// run in parallel, so the rows of the two sections interleave: the
+	// comparison orders sections first, to stay consistent.
 	rows := slices.Clone(report.rows)
 	slices.SortStableFunc(rows, func(a, b *row) int {
-		if a.Section == "scenario" && b.Section == "scenario" {
+		if c := strings.Compare(a.Section, b.Section); c != 0 {
+			return c
+		}
+		if a.Section == "scenario" {
 			return strings.Compare(a.Name, b.Name)
 		}
 		return 0
