@@ -60,6 +60,7 @@ func TestRoundTrip(t *testing.T) {
 	req.Header.Add("X-Multi", "m2")
 	req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("X-Forwarded-Prefix", "/forged")
 	req.Header.Set("X-Request-Id", "client-id-42")
 	req.Header.Set("Narun-Method", "DELETE") // a client must not forge protocol headers
 	req.Header.Set("Narun-Status", "500")
@@ -88,6 +89,7 @@ func TestRoundTrip(t *testing.T) {
 		{"x-forwarded-for", s.Header.Get("X-Forwarded-For"), "203.0.113.7, 127.0.0.1"},
 		{"x-forwarded-host", s.Header.Get("X-Forwarded-Host"), "api.example.com:8080"},
 		{"x-forwarded-proto", s.Header.Get("X-Forwarded-Proto"), "http"},
+		{"x-forwarded-prefix, nothing stripped", s.Header.Get("X-Forwarded-Prefix"), ""},
 		{"request id in", s.Header.Get("X-Request-Id"), "client-id-42"},
 		{"request id out", resp.Header.Get("X-Request-Id"), "client-id-42"},
 		{"hop header", s.Header.Get("X-Hop"), ""},
@@ -111,6 +113,7 @@ func TestRoundTrip(t *testing.T) {
 	// strip_prefix, and a generated request id when the client's is unusable.
 	req, _ = http.NewRequest("GET", e.hs.URL+"/strip/users/7", nil)
 	req.Header.Set("X-Request-Id", "bad id with spaces")
+	req.Header.Set("X-Forwarded-Prefix", "/forged")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +125,10 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if s.Path != "/users/7" {
 		t.Errorf("stripped path = %q, want /users/7", s.Path)
+	}
+	// What the service prepends to its paths for links the client can follow.
+	if p := s.Header.Values("X-Forwarded-Prefix"); len(p) != 1 || p[0] != "/strip" {
+		t.Errorf("X-Forwarded-Prefix = %q, want only the stripped /strip", p)
 	}
 	rid := resp.Header.Get("X-Request-Id")
 	if rid == "" || rid == "bad id with spaces" || s.Header.Get("X-Request-Id") != rid {

@@ -192,6 +192,16 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if rt.cfg.StripPrefix {
 		escaped = stripEscaped(escaped, rt)
 	}
+	// The prefix a service behind strip_prefix needs to build links the
+	// client can follow, as Traefik's StripPrefix sends it. The gateway is
+	// the edge, as for X-Forwarded-Host and -Proto: a client's value never
+	// passes, or the client would choose where the service's links point.
+	if rt.cfg.StripPrefix && rt.escPrefix != "" {
+		ex.vals[11] = rt.escPrefix
+		h["X-Forwarded-Prefix"] = ex.vals[11:12:12]
+	} else {
+		delete(h, "X-Forwarded-Prefix")
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
