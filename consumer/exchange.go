@@ -480,7 +480,10 @@ func inResponseHead(k string) bool {
 func (w *responseWriter) streamHead() *nats.Msg {
 	h := make(nats.Header, len(w.sent)+2)
 	for k, v := range w.sent {
-		if !inResponseHead(k) {
+		// The declaration goes in a streamed head only, which the gateway
+		// relays to the client (PROTOCOL.md §3): a whole reply has no end
+		// frame to carry the trailers it would announce.
+		if !inResponseHead(k) && k != "Trailer" {
 			continue
 		}
 		h[k] = v

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +21,8 @@ import (
 	"github.com/narun/narun/consumer"
 )
 
-// hopByHop headers describe one connection, not the request (RFC 9110 7.6.1).
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// hopByHop headers describe one connection, not the message (RFC 9110 7.6.1).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Transfer-Encoding", "Upgrade"}
 
 // exchange is the per-request state, pooled: its fixed arrays back the
 // header values of the request head so the hot path does not allocate them.
@@ -171,7 +172,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h := ex.hdr
 	skip := r.Header["Connection"]
 	for k, v := range r.Header {
-		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || (len(skip) > 0 && listed(skip, k)) {
+		// Trailer is end to end (RFC 9110 6.6.2), but the gateway relays
+		// no request trailers: the service would wait for ones that never
+		// come.
+		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		h[k] = v
@@ -410,7 +414,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			ex.status = status
 			if !hd.stream {
 				g.metrics.outcomes[outcomeOK].Add(1)
-				if status == http.StatusNoContent || status == http.StatusNotModified {
+				if !bodyAllowed(status) {
 					w.WriteHeader(status)
 					return
 				}
@@ -428,6 +432,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				n, _ := w.Write(m.Data)
 				ex.out += int64(n)
 				return
+			}
+			// Over HTTP/1 trailers need a chunked body, which HTTP/1.0 and a
+			// head with Content-Length rule out.
+			if r.ProtoAtLeast(1, 1) && bodyAllowed(status) && (r.ProtoMajor > 1 || !validLength(w.Header()["Content-Length"])) {
+				announceTrailers(w.Header(), m.Header, conn)
 			}
 			if r.Method == http.MethodHead {
 				// A HEAD response has no body: the stream is not read,
@@ -875,11 +884,12 @@ func isNATSHeader(k string) bool {
 	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")
 }
 
-// skipReplyHeader tells the reply headers the client never gets: the
-// protocol's, NATS's, hop-by-hop ones, and X-Request-Id, which stays the
-// gateway's so that the client's id matches the gateway's logs.
+// skipReplyHeader tells the reply headers the client never gets as they
+// are: the protocol's, NATS's, hop-by-hop ones, X-Request-Id, which stays
+// the gateway's so that the client's id matches the gateway's logs, and
+// Trailer, which announceTrailers rebuilds.
 func skipReplyHeader(k string) bool {
-	if consumer.IsReserved(k) || isNATSHeader(k) || strings.EqualFold(k, "X-Request-Id") {
+	if consumer.IsReserved(k) || isNATSHeader(k) || strings.EqualFold(k, "X-Request-Id") || strings.EqualFold(k, "Trailer") {
 		return true
 	}
 	for _, hb := range hopByHop {
@@ -948,6 +958,66 @@ func setTrailers(dst http.Header, src nats.Header, headConn []string) {
 		}
 		addValues(dst, http.TrailerPrefix+http.CanonicalHeaderKey(k), v)
 	}
+}
+
+// announceTrailers relays the Trailer header of a streamed head (src) to
+// the client's response (dst, the head's other headers already in it),
+// keeping the names that may arrive as trailers: setTrailers would drop
+// the others, Go's client refuses a response that announces
+// Content-Length, Transfer-Encoding or Trailer, and a name the head
+// carries too would go out twice, in the head and as a trailer.
+func announceTrailers(dst http.Header, src nats.Header, connection []string) {
+	var names []string
+	for k, v := range src {
+		if !strings.EqualFold(k, "Trailer") {
+			continue
+		}
+		for _, line := range v {
+			for name := range strings.SplitSeq(line, ",") {
+				name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+				if !isToken(name) || skipReplyHeader(name) || forbiddenTrailers[name] || dst[name] != nil ||
+					(len(connection) > 0 && listed(connection, name)) || slices.Contains(names, name) {
+					continue
+				}
+				names = append(names, name)
+			}
+		}
+	}
+	if len(names) > 0 {
+		dst["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+}
+
+// forbiddenTrailers are the fields net/http does not send as trailers
+// (its httpguts.ValidTrailerHeader), HTTP/2 or not.
+var forbiddenTrailers = map[string]bool{
+	"Authorization": true, "Cache-Control": true, "Connection": true, "Content-Encoding": true,
+	"Content-Length": true, "Content-Range": true, "Content-Type": true, "Expect": true,
+	"Host": true, "Keep-Alive": true, "Max-Forwards": true, "Pragma": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Proxy-Connection": true,
+	"Range": true, "Realm": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
+	"Www-Authenticate": true,
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), as a field
+// name must be.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// bodyAllowed reports whether a final status may have a body: not 204
+// or 304.
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // saneRequestID accepts a client's X-Request-Id only if it is short and

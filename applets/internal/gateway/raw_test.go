@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -313,5 +314,74 @@ func TestReplyHeaderCases(t *testing.T) {
 	slices.Sort(sums)
 	if strings.Join(cookies, " ") != "a=1 b=2 c=3" || strings.Join(sums, " ") != "1 2" {
 		t.Errorf("Set-Cookie %q, trailer X-Sum %q: want every value of every spelling", cookies, sums)
+	}
+}
+
+// TestTrailerAnnounced checks that a streamed response's Trailer header
+// reaches the client (RFC 9110 6.6.2: it is not hop-by-hop), so that a
+// client learns before the body which trailers may follow; from a Go
+// handler over HTTP/1.1 and HTTP/2, and from a raw responder, whose names
+// the gateway would not send as trailers are left out of it, as is the
+// whole header where no trailer can follow.
+func TestTrailerAnnounced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/go", Service: "gotrailers"}, config.Route{Path: "/raw/", Service: "rawtrailers"}))
+	e.serve(t, "gotrailers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "4")
+	}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("rawtrailers", func(m *nats.Msg) {
+		head := nats.Header{"trailer": {"x-sum, Narun-Status, X-Request-Id", "Transfer-Encoding,Content-Length, X-Head, X-Private, X Bad"},
+			"X-Head": {"in the head"}, "Connection": {"X-Private"}}
+		switch m.Header.Get("Narun-Path") {
+		case "/raw/whole":
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("body")})
+			return
+		case "/raw/length":
+			head.Set("Content-Length", "4")
+		}
+		head.Set("Narun-Body", "stream")
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head})
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "X-Sum": {"4"}}, Data: []byte("body")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		rt        http.RoundTripper
+		path      string
+		announced string // the keys of resp.Trailer before the body is read
+		sum       string // the X-Sum trailer
+	}{
+		{"Go handler, HTTP/1.1", http.DefaultTransport, "/go", "X-Sum", "4"},
+		{"Go handler, HTTP/2", h2cClient(t, e), "/go", "X-Sum", "4"},
+		{"raw responder", http.DefaultTransport, "/raw/stream", "X-Sum", "4"},
+		{"raw responder, whole reply", http.DefaultTransport, "/raw/whole", "", ""},
+		{"raw responder, Content-Length over HTTP/1.1", http.DefaultTransport, "/raw/length", "", ""},
+	} {
+		req, _ := http.NewRequest("GET", e.hs.URL+tc.path, nil)
+		resp, err := tc.rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		announced := slices.Sorted(maps.Keys(resp.Trailer))
+		header := resp.Header.Values("Trailer")
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "body" {
+			t.Errorf("%s: body %q, %v", tc.name, body, err)
+		}
+		if got := strings.Join(announced, ", "); got != tc.announced || len(header) != 0 {
+			t.Errorf("%s: announced trailers %q (Trailer header left %q), want %q", tc.name, got, header, tc.announced)
+		}
+		if got := resp.Trailer.Get("X-Sum"); got != tc.sum {
+			t.Errorf("%s: trailer X-Sum %q, want %q", tc.name, got, tc.sum)
+		}
 	}
 }
