@@ -39,13 +39,15 @@
 //     connection is the gateway's.
 //
 // The ResponseWriter behaves as net/http's, with these differences: the
-// connection cannot be hijacked (the gateway holds it), interim 1xx
-// responses are not relayed, a second WriteHeader is ignored without a
-// log line, hop-by-hop headers (Connection: close) are dropped and do not
-// close the client's connection, trailers reach the client without a
-// Trailer header
-// announcing them (and over HTTP/1 only in a chunked response: one
-// whose length was not set before the body), and of
+// connection cannot be hijacked (the gateway holds it), of the interim
+// 1xx responses only 103 Early Hints and the others from 102 up reach the
+// client (100 Continue is the gateway's to send, and 101 is ignored), a
+// second WriteHeader is ignored without a log line, hop-by-hop headers
+// (Connection: close) are dropped and do not close the client's
+// connection, trailers reach the client over HTTP/1 only in a chunked
+// response (one whose length was not set before the body), a Trailer
+// header only when the response streams (it has trailers, or was
+// flushed), and of
 // http.ResponseController's deadlines only the zero time (no deadline)
 // is accepted, the route's timeout bounding the exchange. A response
 // with a 5xx status counts as an error in `nats micro stats`, as do

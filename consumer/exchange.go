@@ -331,7 +331,12 @@ func (w *responseWriter) WriteHeader(code int) {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
 	if code < 200 {
-		// Interim responses (103 Early Hints) are not relayed.
+		// 100 Continue is the gateway's to send, when the body is first
+		// pulled; 101 would switch protocols, which the gateway cannot
+		// relay.
+		if code != http.StatusContinue && code != http.StatusSwitchingProtocols {
+			w.interim(code)
+		}
 		return
 	}
 	w.wroteHeader, w.status = true, code
@@ -346,6 +351,25 @@ func (w *responseWriter) WriteHeader(code int) {
 		if cl, err := strconv.ParseInt(v[0], 10, 64); err == nil && cl >= 0 {
 			w.declared = cl
 		}
+	}
+}
+
+// interim sends an interim response at once, with the headers set so far
+// but those about a body, as net/http's server writes one; they stay set
+// for the final response (RFC 8297). Gateways that predate the frame
+// ignore it, as every frame they do not know.
+func (w *responseWriter) interim(code int) {
+	h := make(nats.Header, len(w.hdr)+2)
+	for k, v := range w.hdr {
+		if inResponseHead(k) && k != "Content-Length" && k != "Transfer-Encoding" {
+			h[k] = v
+		}
+	}
+	h[HeaderFrame] = []string{FrameInterim}
+	h[HeaderStatus] = []string{strconv.Itoa(code)}
+	// Advisory: a hint lost does not fail the response.
+	if err := w.s.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: h}); err != nil {
+		w.s.asyncErr(fmt.Errorf("interim response to %s: %w", w.reply, err))
 	}
 }
 

@@ -42,6 +42,9 @@ const (
 	FrameEnd    = "end"    // the last chunk (may be empty); its headers are trailers
 	FrameAck    = "ack"    // gateway has written a response chunk to the client
 	FrameCancel = "cancel" // the exchange is over: stop sending
+	// FrameInterim is an interim (1xx) response, 103 Early Hints say, sent
+	// before the response head with its status in HeaderStatus.
+	FrameInterim = "interim"
 )
 
 // Micro error headers, as written by nats.go/micro and any NATS Micro

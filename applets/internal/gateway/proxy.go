@@ -454,6 +454,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if flusher != nil {
 				flusher.Flush()
 			}
+		case consumer.FrameInterim:
+			// After the head the client has its final status.
+			if !headSeen {
+				interim(w, r, m.Header, meta.status)
+			}
 		case consumer.FramePull:
 			if m.Reply == "" {
 				continue
@@ -516,6 +521,24 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// break older gateways.
 		}
 	}
+}
+
+// interim relays an interim (1xx) response to the client, as net/http
+// writes a handler's: with the headers in w at the time, which are then
+// cleared, since the final head brings its own. 100 Continue is the
+// gateway's own to send (Expect), 101 would switch protocols, and HTTP
+// forbids sending any to an HTTP/1.0 client (RFC 9110 15.2).
+func interim(w http.ResponseWriter, r *http.Request, src nats.Header, status string) {
+	code, err := strconv.Atoi(status)
+	if err != nil || code < 102 || code > 199 || !r.ProtoAtLeast(1, 1) {
+		return
+	}
+	h := w.Header()
+	rid := h["X-Request-Id"]
+	copyReplyHeaders(h, src)
+	w.WriteHeader(code)
+	clear(h)
+	h["X-Request-Id"] = rid
 }
 
 // timeLeft is the Narun-Timeout of a head published elapsed after the

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -383,5 +387,84 @@ func TestTrailerAnnounced(t *testing.T) {
 		if got := resp.Trailer.Get("X-Sum"); got != tc.sum {
 			t.Errorf("%s: trailer X-Sum %q, want %q", tc.name, got, tc.sum)
 		}
+	}
+}
+
+// TestInterimResponses checks that a 103 Early Hints a Go handler writes
+// before its response reaches the client, over HTTP/1.1 and HTTP/2, with
+// the headers set so far, which stay in the final response as net/http
+// keeps them; and that the gateway drops the interim frames of a raw
+// responder that it must not relay (100, 101, a bad status, one after
+// the head), and every one to an HTTP/1.0 client.
+func TestInterimResponses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/go", Service: "hints"}, config.Route{Path: "/raw", Service: "rawhints"}))
+	const link = "</style.css>; rel=preload; as=style"
+	e.serve(t, "hints", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", link)
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "final")
+	}))
+	nc := natsConn(t, e)
+	interim := func(reply, status string) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Narun-Frame": {"interim"}, "Narun-Status": {status}, "Link": {link}}})
+	}
+	_, err := nc.Subscribe("rawhints", func(m *nats.Msg) {
+		for _, status := range []string{"100", "101", "200", "abc", "103"} {
+			interim(m.Reply, status)
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}}, Data: []byte("fi")})
+		interim(m.Reply, "104")
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}}, Data: []byte("nal")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+		path string
+	}{
+		{"Go handler, HTTP/1.1", http.DefaultTransport, "/go"},
+		{"Go handler, HTTP/2", h2cClient(t, e), "/go"},
+		{"raw responder", http.DefaultTransport, "/raw"},
+	} {
+		var got []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			got = append(got, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", e.hs.URL+tc.path, nil)
+		resp, err := tc.rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "103 " + link; len(got) != 1 || got[0] != want {
+			t.Errorf("%s: interim responses %q, want one %q", tc.name, got, want)
+		}
+		if resp.StatusCode != 200 || string(body) != "final" {
+			t.Errorf("%s: final response %d %q, want 200 \"final\"", tc.name, resp.StatusCode, body)
+		}
+		if tc.path == "/go" && resp.Header.Get("Link") != link {
+			t.Errorf("%s: final response's Link %q, want the one the hints had", tc.name, resp.Header.Get("Link"))
+		}
+	}
+
+	c := dialRaw(t, e)
+	fmt.Fprintf(c, "GET /go HTTP/1.0\r\nHost: a\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("HTTP/1.0 client: first response %d, want the final 200: no interim response to HTTP/1.0", resp.StatusCode)
 	}
 }
