@@ -836,6 +836,53 @@ func TestWebSocketRefused(t *testing.T) {
 	}
 }
 
+// TestRequestTargetForms checks the requests whose target is no path: a
+// CONNECT (authority form), which would have the gateway open a tunnel,
+// gets a 501 that says why over HTTP/1.1 and HTTP/2, rather than reaching
+// the service of the route for "/" and, answered 200, leaving the client
+// believing it has a tunnel; an OPTIONS * (asterisk form) is about the
+// server itself, and net/http answers it with a 200 and no body.
+func TestRequestTargetForms(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "target"}))
+	e.serve(t, "target", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "served")
+	}))
+	h2 := h2cClient(t, e)
+	for _, tc := range []struct {
+		name, request string
+		status        int
+		bodyHas       string
+	}{
+		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "CONNECT is not supported"},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200, ""},
+	} {
+		c := dialRaw(t, e)
+		_, _ = io.WriteString(c, tc.request)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.bodyHas) || strings.Contains(string(body), "served") {
+			t.Errorf("%s: %d %q, want %d with %q, not the service's answer", tc.name, resp.StatusCode, body, tc.status, tc.bodyHas)
+		}
+	}
+	req, _ := http.NewRequest("CONNECT", e.hs.URL, nil)
+	req.Host = "example.com:443"
+	resp, err := h2.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 501 || !strings.Contains(string(body), "CONNECT is not supported") {
+		t.Errorf("CONNECT over HTTP/2: %d %q, want 501", resp.StatusCode, body)
+	}
+}
+
 // TestBodyLengthAsNetHTTPTellsIt checks that a handler sees a request
 // body's length as net/http's server would show it: known when the client
 // sent Content-Length, unknown (-1, and chunked over HTTP/1.1) when it did

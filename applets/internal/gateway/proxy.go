@@ -84,6 +84,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// exchange went back to the pool.
 	w.Header()["X-Request-Id"] = []string{rid}
 
+	if r.Method == http.MethodConnect {
+		// A CONNECT names a host to open a tunnel to, not a path: routed
+		// as "/", a service's 200 would tell the client its tunnel is
+		// open. Not logged, as a 404 is not: a client's doing.
+		g.fail(w, ex, http.StatusNotImplemented, "CONNECT is not supported: the gateway is not a forward proxy", rid)
+		return
+	}
 	p := cleanPath(r.URL.Path)
 	var refused *route
 	var allow []string
