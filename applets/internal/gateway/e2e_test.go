@@ -883,6 +883,41 @@ func TestRequestTargetForms(t *testing.T) {
 	}
 }
 
+// TestUnknownExpectation checks that a request that expects what the
+// gateway cannot meet gets a 417, as RFC 9110 10.1.1 allows and net/http's
+// HTTP/1 server answers, over HTTP/2 too, where net/http passes it on.
+func TestUnknownExpectation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "expect"}))
+	e.serve(t, "expect", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "served")
+	}))
+	h2 := h2cClient(t, e)
+	for _, tc := range []struct {
+		name   string
+		rt     http.RoundTripper
+		expect string
+		status int
+	}{
+		{"HTTP/1.1", http.DefaultTransport, "x-custom", 417},
+		{"HTTP/2", h2, "x-custom", 417},
+		{"HTTP/2, 100-continue", h2, "100-continue", 200},
+	} {
+		req, _ := http.NewRequest("PUT", e.hs.URL+"/", strings.NewReader("body"))
+		req.Header.Set("Expect", tc.expect)
+		resp, err := tc.rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s, Expect %q: %d %q, want %d", tc.name, tc.expect, resp.StatusCode, body, tc.status)
+		}
+	}
+}
+
 // TestBodyLengthAsNetHTTPTellsIt checks that a handler sees a request
 // body's length as net/http's server would show it: known when the client
 // sent Content-Length, unknown (-1, and chunked over HTTP/1.1) when it did
