@@ -447,6 +447,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				ex.out += int64(n)
 				return
 			}
+			// net/http sends every value of a handler's Content-Length,
+			// and two make a response no client reads; one that is no
+			// number it drops, saying so in the log. Without it the body
+			// goes chunked.
+			if cl, ok := w.Header()["Content-Length"]; ok && !validLength(cl) {
+				delete(w.Header(), "Content-Length")
+			}
 			// Over HTTP/1 trailers need a chunked body, which HTTP/1.0 and a
 			// head with Content-Length rule out.
 			if r.ProtoAtLeast(1, 1) && bodyAllowed(status) && (r.ProtoMajor > 1 || !validLength(w.Header()["Content-Length"])) {

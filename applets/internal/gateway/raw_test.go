@@ -468,3 +468,45 @@ func TestInterimResponses(t *testing.T) {
 		t.Errorf("HTTP/1.0 client: first response %d, want the final 200: no interim response to HTTP/1.0", resp.StatusCode)
 	}
 }
+
+// TestStreamedHeadBadLength checks that a streamed head whose
+// Content-Length is no single number (two values, from one spelling or
+// two, or not a number) is sent without it, its body chunked, rather than
+// as a response no client can read.
+func TestStreamedHeadBadLength(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "badlength"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("badlength", func(m *nats.Msg) {
+		head := nats.Header{"Narun-Body": {"stream"}}
+		switch m.Header.Get("Narun-Path") {
+		case "/two":
+			head["Content-Length"] = []string{"4", "5"}
+		case "/spellings":
+			head["Content-Length"] = []string{"4"}
+			head["content-length"] = []string{"5"}
+		case "/nan":
+			head["Content-Length"] = []string{"4a"}
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("bo")})
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}}, Data: []byte("dy")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/two", "/spellings", "/nan"} {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "body" || resp.ContentLength != -1 {
+			t.Errorf("%s: body %q (%v), length %d; want \"body\" chunked", path, body, err, resp.ContentLength)
+		}
+	}
+}
