@@ -64,6 +64,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var rt *route
 	defer func() {
 		took := time.Since(start)
+		if r.Method == http.MethodHead {
+			// net/http discards what the gateway wrote (the service's
+			// body, the gateway's error): no body went out.
+			ex.out = 0
+		}
 		rm.observe(ex.status, took, ex.in, ex.out)
 		// After the observation: a scrape that sees no request in flight
 		// sees every finished one counted.

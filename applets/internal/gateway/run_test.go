@@ -361,6 +361,46 @@ func TestMetricsAreByRoute(t *testing.T) {
 	}
 }
 
+// TestHeadBodyNotCounted checks that the body bytes of a response to HEAD,
+// which net/http discards, are not counted as sent: a responder that
+// answers HEAD as GET, and the gateway's own error.
+func TestHeadBodyNotCounted(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/raw", Service: "asget"}), "")
+	raw := natstest.Connect(t, srv)
+	if _, err := raw.Subscribe("asget", func(m *nats.Msg) { _ = m.Respond([]byte("body")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/raw", "/nothing"} {
+		resp, err := http.Head("http://" + r.addrs["http"] + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var m string
+	testutil.Eventually(t, 10*time.Second, "metrics with no request in flight", func() bool {
+		code, body := get(t, "http://"+r.addrs["admin"]+"/metrics")
+		m = body
+		return code == 200 && strings.Contains(m, "narun_gateway_in_flight_requests 0\n")
+	})
+	for _, want := range []string{
+		`narun_gateway_requests_total{route="/raw",code="200"} 1`,
+		`narun_gateway_response_bytes_total{route="/raw"} 0`,
+		`narun_gateway_requests_total{route="",code="404"} 1`,
+		`narun_gateway_response_bytes_total{route=""} 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
 func consumerConfig(name string) consumer.Config { return consumer.Config{Name: name} }
 
 func writeFile(t *testing.T, path, data string) {
