@@ -429,6 +429,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				return
 			}
 			conn := copyReplyHeaders(w.Header(), m.Header)
+			if !bodyAllowed(status) {
+				// No body follows, whatever length the service gives (HTTP
+				// allows a 304 the length of GET's): net/http's HTTP/2
+				// server sends it as is, and its client waits for the body.
+				delete(w.Header(), "Content-Length")
+			}
 			headSeen = true
 			ex.status = status
 			if !hd.stream {

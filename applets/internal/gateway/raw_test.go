@@ -510,3 +510,45 @@ func TestStreamedHeadBadLength(t *testing.T) {
 		}
 	}
 }
+
+// TestNoContentLengthWithoutBody checks that a 204 or 304 whose responder
+// set Content-Length (HTTP allows a 304 the length GET would get) goes
+// out without it, over HTTP/2 as net/http's HTTP/1 server sends it: there
+// its client would wait for a body that never comes.
+func TestNoContentLengthWithoutBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "nobody"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("nobody", func(m *nats.Msg) {
+		status, stream, _ := strings.Cut(strings.TrimPrefix(m.Header.Get("Narun-Path"), "/"), "/")
+		head := nats.Header{"Narun-Status": {status}, "Content-Length": {"12345"}}
+		if stream == "" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("body")})
+			return
+		}
+		head.Set("Narun-Body", "stream")
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head})
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := h2cClient(t, e)
+	for _, rt := range []http.RoundTripper{http.DefaultTransport, h2} {
+		for _, path := range []string{"/204", "/304", "/204/stream", "/304/stream"} {
+			req, _ := http.NewRequest("GET", e.hs.URL+path, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if cl := resp.Header.Values("Content-Length"); len(cl) != 0 || err != nil || len(body) != 0 || strconv.Itoa(resp.StatusCode) != path[1:4] {
+				t.Errorf("%s %s: %d, Content-Length %q, body %q (%v); want no length, no body", resp.Proto, path, resp.StatusCode, cl, body, err)
+			}
+		}
+	}
+}
