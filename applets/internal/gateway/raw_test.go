@@ -124,8 +124,9 @@ func TestTrailersFromGoHandler(t *testing.T) {
 }
 
 // TestReplyConnectionHeaders checks that the headers a reply's Connection
-// header names stay between service and gateway, in the head and in the
-// trailers, whatever their case; those the head names, in the trailers too.
+// header names, and the hop-by-hop ones, stay between service and gateway,
+// in the head and in the trailers, whatever their case; those the head
+// names, in the trailers too.
 func TestReplyConnectionHeaders(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "conn"}))
@@ -141,7 +142,8 @@ func TestReplyConnectionHeaders(t *testing.T) {
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "connection": {"X-Hidden"}, "X-Hidden": {"1"}, "X-Sum": {"2"}}})
 			return
 		}
-		head := nats.Header{"Connection": {"X-Internal, x-other"}, "X-Internal": {"secret"}, "X-Other": {"secret"}, "X-Kept": {"yes"}, "x-request-id": {"the-service-s"}}
+		head := nats.Header{"Connection": {"X-Internal, x-other, close"}, "X-Internal": {"secret"}, "X-Other": {"secret"}, "X-Kept": {"yes"}, "x-request-id": {"the-service-s"},
+			"Keep-Alive": {"timeout=1"}, "Transfer-Encoding": {"chunked"}, "Upgrade": {"h2c"}, "Proxy-Connection": {"close"}}
 		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("ok")})
 	})
 	if err != nil {
@@ -155,8 +157,14 @@ func TestReplyConnectionHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if h := resp.Header; h.Get("X-Internal") != "" || h.Get("X-Other") != "" || h.Get("X-Kept") != "yes" {
-		t.Errorf("response headers %v: want X-Kept only", h)
+	if h := resp.Header; h.Get("X-Internal") != "" || h.Get("X-Other") != "" || h.Get("X-Kept") != "yes" ||
+		h.Get("Keep-Alive") != "" || h.Get("Upgrade") != "" || h.Get("Proxy-Connection") != "" || len(resp.TransferEncoding) != 0 {
+		t.Errorf("response headers %v, transfer encoding %q: want X-Kept only", h, resp.TransferEncoding)
+	}
+	// The service's Connection: close describes its own hop: the client's
+	// connection stays open.
+	if resp.Close {
+		t.Error("the service's Connection: close closes the client's connection")
 	}
 	// The gateway's request id, the one in its logs, not the service's.
 	if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] == "the-service-s" {
