@@ -903,6 +903,8 @@ func TestUnknownExpectation(t *testing.T) {
 		{"HTTP/1.1", http.DefaultTransport, "x-custom", 417},
 		{"HTTP/2", h2, "x-custom", 417},
 		{"HTTP/2, 100-continue", h2, "100-continue", 200},
+		{"HTTP/2, empty", h2, "", 200},
+		{"HTTP/1.1, empty", http.DefaultTransport, "", 200},
 	} {
 		req, _ := http.NewRequest("PUT", e.hs.URL+"/", strings.NewReader("body"))
 		req.Header.Set("Expect", tc.expect)

@@ -96,10 +96,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, ex, http.StatusNotImplemented, "CONNECT is not supported: the gateway is not a forward proxy", rid)
 		return
 	}
-	if expect := r.Header["Expect"]; len(expect) > 0 && !listed(expect, "100-continue") {
-		// An expectation the gateway cannot meet (RFC 9110 10.1.1).
-		// net/http's HTTP/1 server answers it so before any handler; its
-		// HTTP/2 server passes it on, to a service that would ignore it.
+	if expect := r.Header["Expect"]; len(expect) > 0 && expect[0] != "" && !listed(expect[:1], "100-continue") {
+		// An expectation the gateway cannot meet (RFC 9110 10.1.1), judged
+		// as net/http's HTTP/1 server judges it, by the first value, and
+		// answers it before any handler; its HTTP/2 server passes it on,
+		// to a service that would ignore it.
 		g.fail(w, ex, http.StatusExpectationFailed, "only the expectation 100-continue is supported", rid)
 		return
 	}
