@@ -283,6 +283,9 @@ func TestErrors(t *testing.T) {
 		case "/raw/micro-odd":
 			reply.Header.Set("Nats-Service-Error-Code", "E42")
 			reply.Header.Set("Nats-Service-Error", "database down")
+		case "/raw/wrong-length":
+			reply.Header.Set("Content-Length", "99")
+			reply.Data = []byte("6 byte")
 		case "/raw/lower":
 			reply.Header.Set("narun-status", "418")
 			reply.Header.Set("x-lower", "kept")
@@ -316,6 +319,7 @@ func TestErrors(t *testing.T) {
 		{"micro error code", "GET", "/raw/micro-404", nil, 404, "", "", "no such user"},
 		{"micro error odd code", "GET", "/raw/micro-odd", nil, 502, "", "", "database down"},
 		{"lower-case headers", "GET", "/raw/lower", nil, 418, "X-Lower", "kept", "teapot"},
+		{"length of the payload", "GET", "/raw/wrong-length", nil, 200, "Content-Length", "6", "6 byte"},
 		{"ok", "POST", "/small", strings.NewReader("1234567890"), 200, "", "", ""},
 	}
 	for _, tc := range tests {
