@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,11 +95,16 @@ func detectHierarchies(root string) (hierarchies, error) {
 // planCgroups decides where the instance's cgroup lives; nil means the
 // machine has no usable cgroups and no limits were asked for.
 func planCgroups(cfg *Config) (*cgroupPlan, error) {
-	h, err := detectHierarchies(cfg.CgroupRoot)
+	return planCgroupsAt(cfg.CgroupRoot, cfg.cgroupPath(), cfg.Resources)
+}
+
+// planCgroupsAt is planCgroups for the cgroup at rel, below each
+// hierarchy's root; root overrides the detected v2 mount point.
+func planCgroupsAt(root, rel string, r Resources) (*cgroupPlan, error) {
+	h, err := detectHierarchies(root)
 	if err != nil {
 		return nil, err
 	}
-	rel := cfg.cgroupPath()
 	switch h.version() {
 	case 2:
 		return &cgroupPlan{Version: 2, Dirs: map[string]string{"": filepath.Join(h.v2root, rel)}, Root: h.v2root}, nil
@@ -107,7 +115,6 @@ func planCgroups(cfg *Config) (*cgroupPlan, error) {
 		}
 		return p, nil
 	}
-	r := cfg.Resources
 	if r.MemoryMax > 0 || r.CPUMillis > 0 || r.PidsMax > 0 {
 		return nil, errors.New("resource limits need cgroups, and this machine has none mounted")
 	}
@@ -353,16 +360,106 @@ func removeCgroup(dir string) error {
 }
 
 func killProcs(dir string) {
-	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil {
-		return
-	}
-	for _, f := range bytes.Fields(data) {
-		if pid, err := strconv.Atoi(string(f)); err == nil && pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	_ = signalProcs([]string{dir}, syscall.SIGKILL)
+}
+
+// signalProcs sends sig once to every process in the cgroups dirs (one
+// process in several v1 hierarchies: an app may take a second SIGTERM
+// for a hurry), but this one: on v1 a thread of the caller that stepped
+// into the cgroup to fork (forkInto) and could not step back makes
+// cgroup.procs list the caller.
+func signalProcs(dirs []string, sig syscall.Signal) error {
+	seen := map[int]bool{os.Getpid(): true}
+	var errs []error
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list the processes of cgroup %s: %w", dir, err))
+			continue
+		}
+		for _, f := range bytes.Fields(data) {
+			if pid, err := strconv.Atoi(string(f)); err == nil && pid > 0 && !seen[pid] {
+				seen[pid] = true
+				_ = syscall.Kill(pid, sig)
+			}
 		}
 	}
+	return errors.Join(errs...)
 }
+
+// threadCgroups maps each v1 controller to the cgroup the calling thread
+// is in, relative to its hierarchy's root: on v1 each thread has its own.
+func threadCgroups() (map[string]string, error) {
+	own, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroups: %w", err)
+	}
+	mine := map[string]string{}
+	for _, line := range strings.Split(string(own), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			mine[c] = parts[2]
+		}
+	}
+	return mine, nil
+}
+
+// v1Steps pairs each v1 cgroup directory of the plan, the cgroup at rel,
+// with the directory of the cgroup the calling thread is in now in the
+// same hierarchy: where a thread that steps into the app's cgroups to
+// fork it (forkInto) steps back to.
+func (p *cgroupPlan) v1Steps(rel string) (app, home []string, err error) {
+	mine, err := threadCgroups()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range slices.Sorted(maps.Keys(p.Dirs)) {
+		own, ok := mine[c]
+		if !ok {
+			continue
+		}
+		dir := p.Dirs[c]
+		// The hierarchy's mount is dir minus the instance's relative path.
+		mnt := strings.TrimSuffix(dir, "/"+rel)
+		app, home = append(app, dir), append(home, filepath.Join(mnt, own))
+	}
+	return app, home, nil
+}
+
+// forkInto runs start, which forks, with the calling thread in the app's
+// v1 cgroups (their tasks files in app), and moves the thread back
+// through the tasks files in home after: the child is born in the app's
+// cgroups, so nothing it runs can fork before being placed, and the
+// caller's memory and other threads are never charged to the app. Moving
+// one thread, not the process, keeps the caller's other threads from
+// counting against the app's pids.max. The caller must be locked to its
+// thread, which is the one that forks.
+func forkInto(app, home []*os.File, start func() error) error {
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	var err error
+	for _, f := range app {
+		if _, err = f.Write(tid); err != nil {
+			err = fmt.Errorf("enter the app's cgroup %s: %w", f.Name(), err)
+			break
+		}
+	}
+	if err == nil {
+		err = start()
+	}
+	for _, f := range home {
+		if _, herr := f.Write(tid); herr != nil {
+			err = errors.Join(err, fmt.Errorf("%w: %s: %w", errStuck, f.Name(), herr))
+		}
+	}
+	return err
+}
+
+// errStuck is forkInto's thread that could not step back out of the
+// app's cgroups.
+var errStuck = errors.New("leave the app's cgroup")
 
 // cgroupMounts lists the hierarchies instance cgroups are made in, each once.
 func cgroupMounts() ([]string, error) {
@@ -434,3 +531,122 @@ func CleanStaleUnder(scope string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ErrNoCgroups is NewCgroup's answer on a machine without a cgroup
+// hierarchy to make the cgroup in.
+var ErrNoCgroups = errors.New("no cgroup hierarchy (memory, cpu or pids) is mounted")
+
+// Cgroup is a cgroup of its own, in every hierarchy a sandbox uses, for a
+// process that runs outside the sandbox (the runner's mode "exec"): it is
+// placed there from birth as the launcher places a sandboxed app, and
+// everything it forks, whatever process group or session it moves to,
+// stays there to be signalled and killed with it.
+type Cgroup struct {
+	plan *cgroupPlan
+	rel  string
+	r    Resources
+}
+
+// NewCgroup plans the cgroup at path, relative to each hierarchy's root
+// and under CgroupParent (as Config.Cgroup), with the limits r; root
+// overrides the detected cgroup v2 mount point, as Config.CgroupRoot
+// does. It creates nothing: see Create.
+func NewCgroup(path, root string, r Resources) (*Cgroup, error) {
+	rel := filepath.Clean(path)
+	if filepath.IsAbs(rel) || !strings.HasPrefix(rel, CgroupParent+"/") || strings.Contains(rel, "..") {
+		return nil, fmt.Errorf("%w: cgroup %q is not under %s/", ErrInvalidConfig, path, CgroupParent)
+	}
+	plan, err := planCgroupsAt(root, rel, r)
+	if err != nil {
+		return nil, err
+	}
+	if plan == nil {
+		return nil, ErrNoCgroups
+	}
+	return &Cgroup{plan: plan, rel: rel, r: r}, nil
+}
+
+// Create makes the cgroup and writes its limits, after removing a
+// leftover of the same name (and killing what ran in it). It leaves
+// nothing behind when it fails.
+func (c *Cgroup) Create() error {
+	if err := c.plan.create(c.r); err != nil {
+		return errors.Join(fmt.Errorf("create cgroup %s: %w", c.rel, err), c.plan.destroy())
+	}
+	return nil
+}
+
+// Start starts cmd inside the cgroup, which Create made: on v2 it is
+// cloned into it (CLONE_INTO_CGROUP), on v1 the thread that forks steps
+// into its tasks files for the fork and back out (forkInto). It sets
+// cmd.SysProcAttr's cgroup fields and keeps the rest.
+func (c *Cgroup) Start(cmd *exec.Cmd) error {
+	if c.plan.Version == 2 {
+		fd, err := unix.Open(c.plan.Dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open cgroup: %w", err)
+		}
+		defer unix.Close(fd)
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		return cmd.Start()
+	}
+	// A thread that could not step back stays locked: if its goroutine
+	// ends, Go ends the thread too, and the cgroup does not keep it.
+	runtime.LockOSThread()
+	apps, homes, err := c.plan.v1Steps(c.rel)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	open := func(dirs []string) ([]*os.File, error) {
+		var out []*os.File
+		for _, d := range dirs {
+			f, err := os.OpenFile(filepath.Join(d, "tasks"), os.O_WRONLY, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open cgroup: %w", err)
+			}
+			files = append(files, f)
+			out = append(out, f)
+		}
+		return out, nil
+	}
+	app, err := open(apps)
+	var home []*os.File
+	if err == nil {
+		home, err = open(homes)
+	}
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	err = forkInto(app, home, cmd.Start)
+	if !errors.Is(err, errStuck) {
+		runtime.UnlockOSThread()
+	}
+	return err
+}
+
+// Signal sends sig to every process in the cgroup. SIGKILL goes through
+// cgroup.kill where the kernel has it (v2, Linux 5.14), which no fork
+// can outrun.
+func (c *Cgroup) Signal(sig syscall.Signal) error {
+	if sig == syscall.SIGKILL && c.plan.Version == 2 {
+		if os.WriteFile(filepath.Join(c.plan.Dirs[""], "cgroup.kill"), []byte("1"), 0) == nil {
+			return nil
+		}
+	}
+	return signalProcs(c.plan.dirs(), sig)
+}
+
+// Remove kills whatever is left in the cgroup and removes it; a cgroup
+// already gone is not an error.
+func (c *Cgroup) Remove() error { return c.plan.destroy() }

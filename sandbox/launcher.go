@@ -310,35 +310,19 @@ func (l *launcher) enterCgroup() error {
 		l.cgroupFD = fd
 		return nil
 	}
-	own, err := os.ReadFile("/proc/self/cgroup")
+	apps, homes, err := l.plan.v1Steps(l.cfg.cgroupPath())
 	if err != nil {
-		return fmt.Errorf("read own cgroups: %w", err)
+		return err
 	}
-	mine := map[string]string{}
-	for _, line := range strings.Split(string(own), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			mine[c] = parts[2]
-		}
-	}
-	for c, dir := range l.plan.Dirs {
-		rel, ok := mine[c]
-		if !ok {
-			continue
-		}
-		// The hierarchy's mount is dir minus the instance's relative path.
-		mnt := strings.TrimSuffix(dir, "/"+l.cfg.cgroupPath())
-		home, err := openThroughClone(filepath.Join(mnt, rel), "tasks")
+	for i, dir := range apps {
+		home, err := openThroughClone(homes[i], "tasks")
 		if err != nil {
-			return fmt.Errorf("open own %s cgroup: %w", c, err)
+			return fmt.Errorf("open own cgroup: %w", err)
 		}
 		l.homeV1 = append(l.homeV1, home)
 		app, err := openThroughClone(dir, "tasks")
 		if err != nil {
-			return fmt.Errorf("open app's %s cgroup: %w", c, err)
+			return fmt.Errorf("open app's cgroup: %w", err)
 		}
 		l.appV1 = append(l.appV1, app)
 	}
@@ -431,25 +415,18 @@ func (l *launcher) startApp() (int, error) {
 	}
 	// LauncherMain locked this goroutine to its thread: the one that
 	// forks, so the one moved into the app's cgroups.
-	tid := []byte(strconv.Itoa(unix.Gettid()))
-	for _, app := range l.appV1 {
-		_, err := app.Write(tid)
-		app.Close()
-		if err != nil {
-			return 0, fmt.Errorf("enter the app's cgroup: %w", err)
-		}
-	}
-	p, err := os.StartProcess(cfg.Binary, args, &os.ProcAttr{
-		Dir:   cfg.Dir,
-		Env:   env,
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-		Sys:   sys,
+	var p *os.Process
+	err := forkInto(l.appV1, l.homeV1, func() (err error) {
+		p, err = os.StartProcess(cfg.Binary, args, &os.ProcAttr{
+			Dir:   cfg.Dir,
+			Env:   env,
+			Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+			Sys:   sys,
+		})
+		return err
 	})
-	for _, home := range l.homeV1 {
-		if _, herr := home.Write(tid); herr != nil && err == nil {
-			err = fmt.Errorf("leave the app's cgroup: %w", herr)
-		}
-		home.Close()
+	for _, f := range append(l.appV1, l.homeV1...) {
+		f.Close()
 	}
 	if err != nil {
 		return 0, err

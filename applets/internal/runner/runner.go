@@ -93,9 +93,11 @@ type Runner struct {
 	// rolloutSlack is how much longer than its start_grace a rollout
 	// waits for a new instance, download included, before it halts.
 	rolloutSlack time.Duration
-	// cgroupScope is the cgroup subtree of this runner's sandboxes.
+	// cgroupScope is the cgroup subtree of this runner's instances.
 	cgroupScope string
 	sandboxes   sandboxes
+	// noCgroup says once that exec instances run without cgroups.
+	noCgroup sync.Once
 
 	// res holds the JetStream handles once NATS answered; nil before.
 	res atomic.Pointer[resources]
@@ -271,7 +273,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.removeExecLinks()
 	r.removeTemporaries()
 	r.checkNodeID()
-	if r.caps.Sandbox {
+	if r.caps.CgroupVersion > 0 {
 		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
 			r.log.Warn("remove cgroups left by an earlier runner", "err", err)
 		}
@@ -300,7 +302,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Wait()
 	r.appsWG.Wait()
 	r.removeExecLinks()
-	if r.caps.Sandbox {
+	if r.caps.CgroupVersion > 0 {
 		if err := sandbox.RemoveScope(r.cgroupScope); err != nil {
 			r.log.Warn("remove this runner's cgroups", "err", err)
 		}

@@ -78,6 +78,12 @@ func (r *Runner) decorate(st state.Instance) state.Instance {
 	return st
 }
 
+// instanceCgroup is the cgroup of an instance, in every mode, relative to
+// each hierarchy's root.
+func (r *Runner) instanceCgroup(inst InstanceLaunch) string {
+	return sandbox.CgroupParent + "/" + r.cgroupScope + "/" + inst.App + "." + inst.Instance
+}
+
 // cgroupScope is the cgroup subtree of this runner's instances, under
 // sandbox.CgroupParent: one per data dir, so that two runners on one
 // machine (tests, narun up next to a system runner) never clean up each
@@ -91,18 +97,7 @@ func cgroupScope(dataDir string) string {
 // run as they are, those of mode "sandbox" through the sandbox launcher.
 func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	if inst.Mode != spec.ModeSandbox {
-		p, err := supervisor.Exec(ctx, inst)
-		if err != nil {
-			return nil, err
-		}
-		// Release runs once the group was killed: what still runs with
-		// the instance's identity left the group.
-		p.Release = func() {
-			if p.Cmd.Process != nil {
-				r.warnEscaped(inst, p.Cmd.Process.Pid)
-			}
-		}
-		return p, nil
+		return r.execCommand(ctx, inst)
 	}
 	cfg, err := r.sandboxConfig(inst)
 	if err != nil {
@@ -277,7 +272,7 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 			CPUMillis: int64(math.Round(sp.Resources.CPU * 1000)),
 			PidsMax:   int64(sp.Resources.Pids),
 		},
-		Cgroup: sandbox.CgroupParent + "/" + r.cgroupScope + "/" + inst.App + "." + inst.Instance,
+		Cgroup: r.instanceCgroup(inst),
 	}
 	for _, p := range sp.Sandbox.Paths {
 		cfg.Landlock.Paths = append(cfg.Landlock.Paths, sandbox.Path{Path: p.Path, Access: p.Mode})

@@ -1,8 +1,9 @@
 // Package supervisor runs one instance of an app: it prepares it, starts its
 // process through a command factory, restarts it by its policy, checks its
-// health, stops it (stop signal, timeout, then SIGKILL of the process group)
-// when asked or, if told to, when it keeps failing its checks, and keeps its
-// last output lines. It knows nothing of NATS or sandboxes.
+// health, stops it (stop signal, timeout, then SIGKILL, to its process group
+// or to the processes the factory names) when asked or, if told to, when it
+// keeps failing its checks, and keeps its last output lines. It knows
+// nothing of NATS, sandboxes or cgroups.
 package supervisor
 
 import (
@@ -69,7 +70,7 @@ type InstanceLaunch struct {
 type Process struct {
 	// Cmd is the command. The supervisor sets its standard streams and puts
 	// it in a process group of its own with SIGKILL as parent-death signal;
-	// stops signal that group.
+	// stops signal that group, unless Signal is set.
 	Cmd *exec.Cmd
 	// Start starts Cmd; nil means Cmd.Start. A sandbox hands its launcher
 	// the configuration here. It runs on a thread that outlives the child
@@ -82,6 +83,12 @@ type Process struct {
 	// Release frees what the run held (cgroups, sockets) once it ended;
 	// nil means nothing to free.
 	Release func()
+	// Signal sends a signal to every process of the run: StopSignal and,
+	// once StopTimeout is over, SIGKILL to stop it, and SIGKILL to what
+	// is left once it ended. nil means Cmd's process group; a process
+	// in a cgroup of its own signals the cgroup, which also holds the
+	// processes that left the group.
+	Signal func(syscall.Signal) error
 	// Dial reaches the app's own addresses (127.0.0.1:port) from the host,
 	// for health checks and the HTTP bridge; nil dials directly. A sandbox
 	// with a network namespace of its own dials through its bridge sockets.
@@ -502,6 +509,14 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 		return Exit{}, fmt.Errorf("start %s: %w", launch.Path, err)
 	}
 	pid := cmd.Process.Pid
+	signal := func(sig syscall.Signal) { s.signalGroup(pid, sig) }
+	if p.Signal != nil {
+		signal = func(sig syscall.Signal) {
+			if err := p.Signal(sig); err != nil {
+				s.log.Warn("signal the instance's processes", "pid", pid, "signal", sig, "err", err)
+			}
+		}
+	}
 	started := time.Now()
 	reason := ""
 	if s.lastExit != "" {
@@ -539,15 +554,15 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
 		s.set(state.Stopping, unhealthy)
-		werr = s.terminate(pid, waited)
+		werr = s.terminate(pid, signal, waited)
 	case <-ctx.Done():
 		s.set(state.Stopping, "")
-		werr = s.terminate(pid, waited)
+		werr = s.terminate(pid, signal, waited)
 	}
 	hcancel()
 	<-healthDone
-	// Whatever the app left behind in its group goes with it.
-	s.signalGroup(pid, syscall.SIGKILL)
+	// Whatever the app left behind goes with it.
+	signal(syscall.SIGKILL)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
@@ -584,10 +599,11 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	return exit, nil
 }
 
-// terminate stops the process: the stop signal, then SIGKILL of its group
-// once StopTimeout is over. It returns what waited gives.
-func (s *Supervisor) terminate(pid int, waited <-chan error) error {
-	s.signalGroup(pid, s.cfg.StopSignal)
+// terminate stops the process: the stop signal, then SIGKILL once
+// StopTimeout is over, each to every process signal reaches. It returns
+// what waited gives.
+func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error) error {
+	signal(s.cfg.StopSignal)
 	t := time.NewTimer(s.cfg.StopTimeout)
 	defer t.Stop()
 	select {
@@ -595,7 +611,7 @@ func (s *Supervisor) terminate(pid int, waited <-chan error) error {
 		return err
 	case <-t.C:
 		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
-		s.signalGroup(pid, syscall.SIGKILL)
+		signal(syscall.SIGKILL)
 		return <-waited
 	}
 }

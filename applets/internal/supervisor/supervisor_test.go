@@ -739,6 +739,41 @@ func TestProcessHooks(t *testing.T) {
 	}
 }
 
+// A factory's Signal hook, not the process group, gets the stop signal,
+// SIGKILL at the stop timeout, and SIGKILL once the process ended, for
+// what it left behind.
+func TestSignalHook(t *testing.T) {
+	var mu sync.Mutex
+	var got []syscall.Signal
+	s, _ := start(t, "stubborn", Config{
+		StopTimeout: 100 * time.Millisecond,
+		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+			p, err := Exec(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			p.Signal = func(sig syscall.Signal) error {
+				mu.Lock()
+				got = append(got, sig)
+				mu.Unlock()
+				// The last one finds the process gone.
+				_ = p.Cmd.Process.Signal(sig)
+				return nil
+			}
+			return p, nil
+		},
+	})
+	waitFor(t, s, "healthy", inState(state.Healthy))
+	waitLine(t, s, state.Stdout, "ready")
+	s.Stop()
+	waitDone(t, s)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
+		t.Errorf("signals %v, want %v", got, want)
+	}
+}
+
 // TestHungStartBlocksNoOther holds one start in its hook and shows that
 // another instance still starts, and that a start failing after the fork
 // leaves no process.

@@ -141,6 +141,28 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(c.Process.Pid)
+	case "daemon":
+		// A daemon's double fork: a session leader starts it and exits,
+		// so the daemon, which ignores SIGTERM, is nobody's child here and
+		// in no process group of the app's.
+		c := exec.Command("/proc/self/exe", "spawn-ignoring")
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		out, err := c.Output()
+		if err != nil {
+			fmt.Println("start the session leader:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("daemon %s", out)
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "spawn-ignoring":
+		c := exec.Command("/proc/self/exe", "ignore")
+		if err := c.Start(); err != nil {
+			fmt.Println("start the daemon:", err)
+			os.Exit(2)
+		}
+		fmt.Println(c.Process.Pid)
 	case "exit-soon":
 		time.Sleep(50 * time.Millisecond)
 	case "info":

@@ -149,15 +149,26 @@ func main() {
 		}
 		fmt.Printf("cat %q mode %o\n", b, st.Mode().Perm())
 	case "daemon":
-		// A child that leaves the process group for a session of its
-		// own, as a daemon does, and ignores SIGTERM.
-		cmd := exec.Command(os.Args[0], "stubborn")
+		// A daemon's double fork: a child in a session of its own starts
+		// the daemon, which ignores SIGTERM, and exits, so the daemon is
+		// neither the probe's child nor in its process group.
+		cmd := exec.Command(os.Args[0], "daemonize")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
+		out, err := cmd.Output()
+		if err != nil {
 			fmt.Println("daemon error", err)
 			break
 		}
-		fmt.Println("daemon", cmd.Process.Pid)
+		fmt.Printf("daemon %s", out)
+	case "daemonize":
+		// Its output is /dev/null: the probe reads this one's to its end.
+		cmd := exec.Command(os.Args[0], "stubborn")
+		if err := cmd.Start(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println(cmd.Process.Pid)
+		os.Exit(0)
 	case "fork":
 		// A child in the same process group, which the kernel's
 		// parent-death signal does not reach.

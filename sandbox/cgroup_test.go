@@ -1,0 +1,123 @@
+package sandbox
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A process started in a Cgroup is there from birth, with everything it
+// forks: a daemon that left its process group and session is killed with
+// it, and the starting thread is not left behind in the cgroup. Run in the
+// hierarchies the sandbox would use, and on a v2 hierarchy when one is
+// mounted (on hybrid hosts, the one without controllers).
+func TestCgroupKeepsWhatLeavesTheGroup(t *testing.T) {
+	requireRoot(t)
+	roots := map[string]string{"detected": ""}
+	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st syscall.Statfs_t
+		if syscall.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			roots["v2"] = p
+		}
+	}
+	for name, root := range roots {
+		t.Run(name, func(t *testing.T) {
+			// A scope of its own, as in TestCleanStale.
+			scope := "cgroup-test-" + name + "-" + strconv.Itoa(os.Getpid())
+			cg, err := NewCgroup(CgroupParent+"/"+scope+"/app.1", root, Resources{})
+			if errors.Is(err, ErrNoCgroups) {
+				t.Skip(err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cg.Create(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := cg.Remove(); err != nil {
+					t.Error(err)
+				}
+				for _, d := range cg.plan.dirs() {
+					if err := os.Remove(filepath.Dir(d)); err != nil && !os.IsNotExist(err) {
+						t.Error(err)
+					}
+				}
+			})
+			cmd := exec.Command(helper, "daemon")
+			// As the runner starts an exec instance.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cg.Start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			daemon := 0
+			for sc := bufio.NewScanner(out); sc.Scan() && sc.Text() != "ready"; {
+				if f, ok := strings.CutPrefix(sc.Text(), "daemon "); ok {
+					daemon, _ = strconv.Atoi(f)
+				}
+			}
+			if daemon <= 0 {
+				t.Fatal("the helper named no daemon")
+			}
+			if sid, _ := unix.Getsid(daemon); sid == cmd.Process.Pid {
+				t.Fatalf("daemon %d is in the app's session", daemon)
+			}
+			procs := readProcs(t, cg.plan)
+			if !slices.Contains(procs, cmd.Process.Pid) || !slices.Contains(procs, daemon) {
+				t.Fatalf("cgroup holds %v; want the app %d and its daemon %d", procs, cmd.Process.Pid, daemon)
+			}
+			if slices.Contains(procs, os.Getpid()) {
+				t.Fatalf("cgroup holds %v, the test process %d among them: the forking thread stayed", procs, os.Getpid())
+			}
+			if err := cg.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err == nil {
+				t.Error("the app was not killed")
+			}
+			waitFor(t, func() bool { return !running(daemon) })
+			if err := cg.Remove(); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range cg.plan.dirs() {
+				if _, err := os.Stat(d); !os.IsNotExist(err) {
+					t.Errorf("%s still exists", d)
+				}
+			}
+		})
+	}
+}
+
+// running says whether pid runs: a killed daemon whose parent does not
+// reap it stays a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && !strings.HasPrefix(string(b[i+1:]), " Z")
+}
+
+// A path outside CgroupParent is refused: CleanStaleUnder would never
+// find what a crashed runner left there.
+func TestNewCgroupOnlyUnderParent(t *testing.T) {
+	for _, p := range []string{"", "other/app", "/narun/app", CgroupParent + "/../x"} {
+		if _, err := NewCgroup(p, "", Resources{}); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("NewCgroup(%q): %v, want ErrInvalidConfig", p, err)
+		}
+	}
+}
