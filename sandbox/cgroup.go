@@ -571,7 +571,7 @@ func NewCgroup(path, root string, r Resources) (*Cgroup, error) {
 // nothing behind when it fails.
 func (c *Cgroup) Create() error {
 	if err := c.plan.create(c.r); err != nil {
-		return errors.Join(fmt.Errorf("create cgroup %s: %w", c.rel, err), c.plan.destroy())
+		return errors.Join(fmt.Errorf("cgroup %s: %w", c.rel, err), c.plan.destroy())
 	}
 	return nil
 }
@@ -646,6 +646,10 @@ func (c *Cgroup) Signal(sig syscall.Signal) error {
 	}
 	return signalProcs(c.plan.dirs(), sig)
 }
+
+// Stats reads the resource use of the cgroup's processes; OOMKills says
+// whether the kernel killed one of them for memory.
+func (c *Cgroup) Stats() Stats { return c.plan.stats() }
 
 // Remove kills whatever is left in the cgroup and removes it; a cgroup
 // already gone is not an error.

@@ -271,7 +271,7 @@ func TestDeployWaitForRemovedInstances(t *testing.T) {
 }
 
 // A spec an earlier ctl stored, valid then but refused by today's deploy
-// (a zero stop_timeout, a memory limit in mode "exec"), keeps running after
+// (a zero stop_timeout, env given as a string), keeps running after
 // an upgrade: status shows it with what a redeploy must fix, its binary
 // stays protected, a restart works, and deploying the file again is
 // refused, naming the keys.
@@ -296,7 +296,7 @@ func TestStoredSpecOfEarlierCtl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := "name = \"legacy\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\nstop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n"
+	src := "name = \"legacy\"\nversion = \"1.0.0\"\nnodes = [\"node-1\"]\nstop_timeout = \"0s\"\nenv = \"A=1\"\n"
 	stored := src + "\n# Written by narun ctl deploy: the exact binaries this spec runs.\n[binaries." + runtime.GOARCH + "]\nobject = \"" + object + "\"\nsha256 = \"" + store.DigestHex(info) + "\"\n"
 	if _, err := h.kv(names.AppsBucket).Create(context.Background(), "legacy", []byte(stored)); err != nil {
 		t.Fatal(err)
@@ -310,7 +310,7 @@ func TestStoredSpecOfEarlierCtl(t *testing.T) {
 		}
 		return st.Ready == 1
 	})
-	if st.Error != "" || st.Version != "1.0.0" || !strings.Contains(st.Outdated, `key "stop_timeout"`) || !strings.Contains(st.Outdated, `key "resources.memory"`) {
+	if st.Error != "" || st.Version != "1.0.0" || !strings.Contains(st.Outdated, `key "stop_timeout"`) || !strings.Contains(st.Outdated, `key "env"`) {
 		t.Errorf("status: error %q, version %q, outdated %q", st.Error, st.Version, st.Outdated)
 	}
 	res := h.ok("", "app", "status", "legacy")
@@ -329,7 +329,7 @@ func TestStoredSpecOfEarlierCtl(t *testing.T) {
 	h.ok("", "app", "restart", "legacy")
 
 	res = h.fails(1, "", "deploy", h.file("legacy.toml", src), "--binary", hello)
-	for _, want := range []string{`legacy.toml:4: key "stop_timeout"`, `legacy.toml:6: key "resources.memory"`} {
+	for _, want := range []string{`legacy.toml:4: key "stop_timeout"`, `legacy.toml:5: key "env"`} {
 		if !strings.Contains(res.err, want) {
 			t.Errorf("deploy error lacks %s: %s", want, res.err)
 		}

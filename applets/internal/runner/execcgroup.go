@@ -2,23 +2,32 @@ package runner
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/sandbox"
 )
 
 // execCommand runs an instance of mode "exec" as it is, in a cgroup of its
-// own where the node can make one, as systemd runs a service: stopping it
-// signals every process of the cgroup, and once it ended whatever is left
-// there is killed, so a descendant that left its process group (setsid, a
-// daemon's double fork) does not outlive it. Without a cgroup only the
-// process group is reached, and the journal names what outlives it.
+// own where the node can make one, as systemd runs a service: the cgroup
+// holds the [resources] limits, stopping the instance signals every process
+// of it, and once the instance ended whatever is left there is killed, so a
+// descendant that left its process group (setsid, a daemon's double fork)
+// does not outlive it. Without a cgroup only the process group is reached,
+// and the journal names what outlives it.
 func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	p, err := supervisor.Exec(ctx, inst)
 	if err != nil {
 		return nil, err
 	}
-	cg := r.execCgroup(inst)
+	var limits sandbox.Resources
+	if inst.Spec != nil {
+		limits = cgroupLimits(inst.Spec)
+	}
+	cg, err := r.execCgroup(inst, limits)
+	if err != nil {
+		return nil, err
+	}
 	if cg == nil {
 		// Release runs once the group was killed: what still runs with
 		// the instance's identity left the group.
@@ -30,6 +39,15 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		return p, nil
 	}
 	p.Start = func() error { return cg.Start(p.Cmd) }
+	p.Wait = func() error {
+		err := p.Cmd.Wait()
+		if cg.Stats().OOMKills == 0 {
+			return err
+		}
+		// As a sandbox's: the kernel killed a process of the instance
+		// for memory, which its exit status does not say.
+		return namedOOM(&sandbox.ExitError{Code: p.Cmd.ProcessState.ExitCode(), OOM: true}, limits.MemoryMax)
+	}
 	p.Signal = cg.Signal
 	p.Release = func() {
 		if err := cg.Remove(); err != nil {
@@ -39,23 +57,27 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	return p, nil
 }
 
-// execCgroup makes the cgroup of an exec instance; nil when the node cannot
-// (no cgroup hierarchy, a runner that is not root), which the journal says
-// once.
-func (r *Runner) execCgroup(inst InstanceLaunch) *sandbox.Cgroup {
+// execCgroup makes the cgroup of an exec instance. Without limits it is
+// nil when the node cannot (no cgroup hierarchy, a runner that is not
+// root), which the journal says once; with limits that is the instance's
+// failure, as a limit is never silently ignored.
+func (r *Runner) execCgroup(inst InstanceLaunch, limits sandbox.Resources) (*sandbox.Cgroup, error) {
 	err := sandbox.ErrNoCgroups
 	var cg *sandbox.Cgroup
 	if r.caps.CgroupVersion > 0 {
-		if cg, err = sandbox.NewCgroup(r.instanceCgroup(inst), "", sandbox.Resources{}); err == nil {
+		if cg, err = sandbox.NewCgroup(r.instanceCgroup(inst), "", limits); err == nil {
 			err = cg.Create()
 		}
 	}
-	if err != nil {
-		r.noCgroup.Do(func() {
-			r.log.Warn(`exec instances run without a cgroup of their own: stopping one reaches only its process group, and processes that leave it outlive the instance; mode = "sandbox" reaches them`,
-				"err", err)
-		})
-		return nil
+	switch {
+	case err == nil:
+		return cg, nil
+	case limits != sandbox.Resources{}:
+		return nil, fmt.Errorf("[resources] limits need a cgroup of the instance's own, and this node cannot make one: %w: %w", err, supervisor.ErrPermanent)
 	}
-	return cg
+	r.noCgroup.Do(func() {
+		r.log.Warn(`exec instances run without a cgroup of their own: stopping one reaches only its process group, and processes that leave it outlive the instance; mode = "sandbox" reaches them`,
+			"err", err)
+	})
+	return nil, nil
 }

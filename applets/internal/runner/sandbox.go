@@ -267,12 +267,8 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 			Mode:    sp.Sandbox.Landlock,
 			Presets: sp.Sandbox.Presets,
 		},
-		Resources: sandbox.Resources{
-			MemoryMax: int64(sp.Resources.Memory),
-			CPUMillis: int64(math.Round(sp.Resources.CPU * 1000)),
-			PidsMax:   int64(sp.Resources.Pids),
-		},
-		Cgroup: r.instanceCgroup(inst),
+		Resources: cgroupLimits(sp),
+		Cgroup:    r.instanceCgroup(inst),
 	}
 	for _, p := range sp.Sandbox.Paths {
 		cfg.Landlock.Paths = append(cfg.Landlock.Paths, sandbox.Path{Path: p.Path, Access: p.Mode})
@@ -296,6 +292,16 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		return sandbox.Config{}, err
 	}
 	return cfg, nil
+}
+
+// cgroupLimits are the spec's [resources] as the cgroup of an instance
+// holds them, in every mode.
+func cgroupLimits(sp *spec.App) sandbox.Resources {
+	return sandbox.Resources{
+		MemoryMax: int64(sp.Resources.Memory),
+		CPUMillis: int64(math.Round(sp.Resources.CPU * 1000)),
+		PidsMax:   int64(sp.Resources.Pids),
+	}
 }
 
 func withEnv(env []string, key, value string) []string {

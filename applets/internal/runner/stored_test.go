@@ -26,20 +26,20 @@ func (c *cluster) putStoredSpec(t *testing.T, app, bin, extra string) {
 }
 
 // A spec an earlier ctl stored, which today's deploy refuses (a zero
-// stop_timeout, a memory limit in mode "exec"), still runs after the node
+// stop_timeout, env given as a string), still runs after the node
 // upgrades, and the runner says once what a redeploy must fix.
 func TestStoredSpecOfEarlierCtlRuns(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	c.putStoredSpec(t, "legacy", helloBin, "stop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n")
+	c.putStoredSpec(t, "legacy", helloBin, "stop_timeout = \"0s\"\nenv = \"A=1\"\n")
 	in := tr.wait(t, "legacy", "1 healthy", allIn(1, state.Healthy))[0]
 	if !alive(in.PID) {
 		t.Fatalf("instance %+v: process not alive", in)
 	}
 	const warning = "stored spec breaks rules narun ctl deploy now enforces"
 	logs := tr.logs.String()
-	for _, want := range []string{warning, "app=legacy", `key \"stop_timeout\"`, `key \"resources.memory\"`} {
+	for _, want := range []string{warning, "app=legacy", `key \"stop_timeout\"`, `key \"env\"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("runner log lacks %s:\n%s", want, logs)
 		}

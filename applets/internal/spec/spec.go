@@ -561,33 +561,20 @@ func (a *App) validateSandbox(v *validator) {
 }
 
 func (a *App) validateResources(v *validator) {
+	// The limits are the instance's cgroup in either mode; a node that
+	// cannot make one fails the instance rather than ignore a limit.
 	r := a.Resources
-	// The limits are the sandbox's cgroup: in mode "exec" nothing would
-	// enforce them, and a limit is never silently ignored.
-	sandboxOnly := func(key string) {
-		if a.Mode == ModeExec {
-			v.deployRule(key, "needs mode = \"sandbox\": only the sandbox enforces [resources]")
-		}
-	}
-	switch {
-	case r.Memory != 0 && (r.Memory < 4<<20 || r.Memory > 1<<40):
+	if r.Memory != 0 && (r.Memory < 4<<20 || r.Memory > 1<<40) {
 		v.add("resources.memory", "want 0 (no limit) or 4MiB..1TiB, got %d bytes", r.Memory)
-	case r.Memory != 0:
-		sandboxOnly("resources.memory")
 	}
 	switch {
 	case r.CPU < 0 || r.CPU > 1024 || r.CPU != r.CPU:
 		v.add("resources.cpu", "want 0 (no limit) or a number of cores up to 1024, got %v", r.CPU)
 	case r.CPU > 0 && r.CPU < 0.01:
 		v.add("resources.cpu", "want at least 0.01 cores, got %v", r.CPU)
-	case r.CPU != 0:
-		sandboxOnly("resources.cpu")
 	}
-	switch {
-	case r.Pids < 0 || r.Pids > 1<<22:
+	if r.Pids < 0 || r.Pids > 1<<22 {
 		v.add("resources.pids", "want 0 (no limit) or up to %d, got %d", 1<<22, r.Pids)
-	case r.Pids != 0:
-		sandboxOnly("resources.pids")
 	}
 }
 

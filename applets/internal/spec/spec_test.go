@@ -152,9 +152,6 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad network", base + "mode = \"sandbox\"\n[sandbox]\nnetwork = \"bridge\"\n", "sandbox.network", 6},
 		{"group root without user root", base + "mode = \"sandbox\"\n[sandbox]\ngroup = \"root\"\n", "sandbox.group", 6},
 		{"gid 0 for another user", base + "mode = \"sandbox\"\n[sandbox]\nuser = \"nobody\"\ngroup = \"0\"\n", "sandbox.group", 7},
-		{"memory limit in exec mode", base + "[resources]\nmemory = \"64MiB\"\n", "resources.memory", 5},
-		{"cpu limit in exec mode", base + "mode = \"exec\"\n[resources]\ncpu = 0.5\n", "resources.cpu", 6},
-		{"pids limit in exec mode", base + "[resources]\nmemory = 0\npids = 64\n", "resources.pids", 6},
 		{"negative memory", base + "[resources]\nmemory = -5\n", "resources.memory", 5},
 		{"negative cpu", base + "[resources]\ncpu = -1.0\n", "resources.cpu", 5},
 		{"negative pids", base + "[resources]\npids = -1\n", "resources.pids", 5},
@@ -314,9 +311,6 @@ func TestParseModes(t *testing.T) {
 		{"zero stop timeout", "stop_timeout = \"0s\"\n", "stop_timeout", 4, true},
 		{"zero start grace", "[health]\nstart_grace = \"0s\"\n", "health.start_grace", 5, true},
 		{"zero reset after", "[restart]\nreset_after = \"0s\"\n", "restart.reset_after", 5, true},
-		{"memory limit in exec mode", "[resources]\nmemory = \"64MiB\"\n", "resources.memory", 5, true},
-		{"cpu limit in exec mode", "[resources]\ncpu = 0.5\n", "resources.cpu", 5, true},
-		{"pids limit in exec mode", "[resources]\npids = 64\n", "resources.pids", 5, true},
 		{"file at a reserved path", file("pid"), "files[0].path", 6, true},
 		{"secret under a reserved directory", "[[secrets]]\nname = \"s\"\nfile = \"data/token\"\n", "secrets[0].file", 6, true},
 		{"file inside a file", file("conf") + file("conf/x"), "files[1].path", 9, true},
@@ -358,15 +352,15 @@ func TestParseModes(t *testing.T) {
 
 // A stored spec that breaks deploy-time rules keeps what it says, which
 // the runner reads as it did before the rules: a zero duration for its
-// default, exec-mode limits as nothing to enforce.
+// default, a file placed where the runner then refuses it.
 func TestParseStoredKeepsValues(t *testing.T) {
-	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nstop_timeout = \"0s\"\n[resources]\nmemory = \"64MiB\"\n"
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nstop_timeout = \"0s\"\n[[files]]\nobject = \"x\"\npath = \"pid\"\n"
 	app, outdated, err := ParseStored("a.toml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if app.StopTimeout != 0 || app.Resources.Memory != 64<<20 {
-		t.Errorf("stop_timeout %v, memory %d", app.StopTimeout.D(), app.Resources.Memory)
+	if app.StopTimeout != 0 || len(app.Files) != 1 || app.Files[0].Path != "pid" {
+		t.Errorf("stop_timeout %v, files %+v", app.StopTimeout.D(), app.Files)
 	}
 	if n := len(strings.Split(outdated.Error(), "\n")); n != 2 {
 		t.Errorf("%d outdated problems, want 2: %v", n, outdated)
@@ -831,5 +825,18 @@ func TestFingerprintStable(t *testing.T) {
 	}
 	if got, want := a.Fingerprint("amd64"), "fc28d4582eff09e262388c696d0c3320"; got != want {
 		t.Errorf("fingerprint %s, want %s", got, want)
+	}
+}
+
+// [resources] hold in mode "exec" too, as MemoryMax= does on a plain
+// systemd service: the instance's cgroup enforces them.
+func TestExecModeTakesResources(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nmode = \"exec\"\n[resources]\nmemory = \"64MiB\"\ncpu = 0.5\npids = 64\n"
+	app, err := Parse("a.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := app.Resources; r.Memory != 64<<20 || r.CPU != 0.5 || r.Pids != 64 {
+		t.Errorf("resources %+v", r)
 	}
 }

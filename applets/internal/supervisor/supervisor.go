@@ -61,7 +61,7 @@ type InstanceLaunch struct {
 	// Dir is the instance directory and the working directory.
 	Dir string
 	// Spec is the app spec the instance runs, for factories that need more
-	// (a sandbox reads its [sandbox] and [resources] tables); may be nil.
+	// (a sandbox reads its [sandbox] table, a cgroup its [resources]); may be nil.
 	Spec *spec.App
 }
 
