@@ -563,7 +563,22 @@ func NewCgroup(path, root string, r Resources) (*Cgroup, error) {
 	if plan == nil {
 		return nil, ErrNoCgroups
 	}
+	// Without CLONE_INTO_CGROUP, Go's clone3 fails every start; a process
+	// moved in after its start could fork before it is placed.
+	if release, err := os.ReadFile("/proc/sys/kernel/osrelease"); plan.Version == 2 && err == nil && !kernelAtLeast(string(release), 5, 7) {
+		return nil, fmt.Errorf("placing a process in a cgroup v2 needs Linux 5.7 (CLONE_INTO_CGROUP), this is %s", strings.TrimSpace(string(release)))
+	}
 	return &Cgroup{plan: plan, rel: rel, r: r}, nil
+}
+
+// kernelAtLeast says whether a kernel release ("6.1.0-13-amd64") is
+// major.minor or later; one it cannot read counts as recent.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // Create makes the cgroup and writes its limits, after removing a

@@ -121,3 +121,16 @@ func TestNewCgroupOnlyUnderParent(t *testing.T) {
 		}
 	}
 }
+
+// Go starts a process in a cgroup v2 with clone3's CLONE_INTO_CGROUP,
+// which Linux 5.7 brought: NewCgroup refuses v2 on older kernels.
+func TestKernelAtLeast(t *testing.T) {
+	for release, want := range map[string]bool{
+		"5.7.0": true, "5.10.0-28-arm64": true, "6.18.44-fc-v1045": true, "5.6.19-300.fc32.x86_64": false,
+		"4.19.0-26-amd64\n": false, "10.0": true, "garbage": true,
+	} {
+		if got := kernelAtLeast(release, 5, 7); got != want {
+			t.Errorf("kernelAtLeast(%q, 5, 7) = %v, want %v", release, got, want)
+		}
+	}
+}
