@@ -11,6 +11,9 @@ import (
 
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+	"github.com/narun/narun/sandbox"
 )
 
 // deployDaemon runs an exec app whose process starts a daemon (setsid and
@@ -92,4 +95,98 @@ func TestEscapedProcessNamedWithoutCgroups(t *testing.T) {
 	if !strings.Contains(tr.logs.String(), "exec instances run without a cgroup of their own") {
 		t.Error("the journal does not say that exec instances run without cgroups")
 	}
+}
+
+// A runner killed outright (SIGKILL, a crash) takes its instances' first
+// processes along, but not a daemon that left the process group: the next
+// runner on the data dir kills it with what is left in its cgroup, before
+// it starts anything.
+func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	if sandbox.Probe().CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	natsDir := t.TempDir()
+	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t), DataDir: natsDir})
+	c := newCluster(t, srv)
+	c.deploy(t, "daemonic", "1.0.0", probeBin, `args = ["daemon"]`)
+	data := t.TempDir()
+	// Last of the cleanups: whatever a failure left in the runner's
+	// cgroups goes, processes and all.
+	t.Cleanup(func() {
+		if err := sandbox.RemoveScope(cgroupScope(data)); err != nil {
+			t.Error(err)
+		}
+	})
+	first := startChild(t, srv.ClientURL(), data, testutil.FreeAddr(t))
+	// The daemon is found in its instance's cgroup, the only place that
+	// still ties it to the instance once its runner is gone.
+	instances := filepath.Join(sandbox.CgroupParent, cgroupScope(data), "daemonic.*", "cgroup.procs")
+	var daemon int
+	testutil.Eventually(t, 30*time.Second, "the app and its daemon in the instance's cgroup", func() bool {
+		files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", instances))
+		v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", instances))
+		if files = append(files, v2...); len(files) == 0 {
+			return false
+		}
+		b, _ := os.ReadFile(files[0])
+		parents := map[int]int{}
+		for _, f := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(f)
+			parents[pid] = ppid(pid)
+		}
+		// The app is the runner's child, the session leader the app's,
+		// and the daemon, once the leader is gone, neither's. The runner
+		// itself is listed while its thread forks the app (cgroup v1).
+		runner := first.Process.Pid
+		for pid, parent := range parents {
+			if _, ok := parents[parent]; !ok && pid != runner && parent != runner {
+				daemon = pid
+			}
+		}
+		return daemon > 0
+	})
+	t.Cleanup(func() {
+		_ = syscall.Kill(daemon, syscall.SIGKILL)
+		waitDead(t, []int{daemon})
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	if !alive(daemon) {
+		t.Fatalf("daemon %d died with the runner: the test shows nothing", daemon)
+	}
+	second := startChild(t, srv.ClientURL(), data, testutil.FreeAddr(t))
+	waitDead(t, []int{daemon})
+	// Stopped as a service is, it kills the daemon its own instance
+	// started, and removes the cgroups.
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second runner did not stop")
+	}
+	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", sandbox.CgroupParent, cgroupScope(data))); len(left) > 0 {
+		t.Errorf("the runner left its cgroups: %q", left)
+	}
+}
+
+// ppid is the parent of pid, 0 when it cannot be read.
+func ppid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f, err := statFields(b)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }
