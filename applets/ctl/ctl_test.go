@@ -1229,6 +1229,49 @@ func TestLogsFollow(t *testing.T) {
 	stopFollowing(t, cancel, done)
 }
 
+// logs reads through an ephemeral consumer, which the server would keep for
+// minutes after ctl is gone: a script that runs logs every few seconds
+// would pile them up. Both a read and a follow delete theirs on the way out.
+func TestLogsLeaveNoConsumer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Line: "one"})
+	if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		t.Helper()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	h.ok("", "logs", "hello")
+	if n := consumers(); n != 0 {
+		t.Errorf("after logs: %d consumers left on %s", n, names.LogsStream)
+	}
+
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out testutil.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello"})
+	}()
+	testutil.Eventually(t, 10*time.Second, "logs -f following", func() bool { return strings.Contains(out.String(), " one\n") })
+	stopFollowing(t, cancel, done)
+	if n := consumers(); n != 0 {
+		t.Errorf("after logs -f: %d consumers left on %s", n, names.LogsStream)
+	}
+}
+
 // stopFollowing cancels a logs -f run and waits for it to end cleanly.
 func stopFollowing(t *testing.T, cancel context.CancelFunc, done <-chan error) {
 	t.Helper()

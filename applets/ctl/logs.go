@@ -80,6 +80,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return e.readLogsErr(app, err)
 	}
+	defer e.dropConsumer(stream, cons)
 	octx, cancel = e.op(ctx)
 	info, err := cons.Info(octx)
 	cancel()
@@ -127,6 +128,24 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 				return nil
 			}
 		}
+	}
+}
+
+// dropConsumer deletes the ephemeral consumer logs read through. The server
+// would keep it for its inactive threshold (5 minutes) after ctl is gone, so a
+// script running logs every few seconds would keep a hundred of them. It is
+// not waited for when NATS is gone: the threshold then removes it.
+func (e *env) dropConsumer(stream jetstream.Stream, cons jetstream.Consumer) {
+	// An ordered consumer that was recreated has another name than the
+	// one it started with.
+	info := cons.CachedInfo()
+	if info == nil || !e.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := stream.DeleteConsumer(ctx, info.Name); err != nil {
+		e.log.Debug("delete the consumer logs read through", "err", err)
 	}
 }
 
