@@ -1405,8 +1405,7 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 // Redeploying a version with another build stores a new object and keeps
 // the one it replaces while a kept revision pins it, so that a rollback
 // can restore that revision; once the revision has left the history, the
-// next deploy of the version deletes it. An earlier version's build stays
-// for a rollback whatever the history.
+// next deploy of the app deletes it, whatever its version.
 func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -1447,7 +1446,58 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.1"`, 1))
 	h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if n := h.objectCount(names.BinariesBucket); n != 3 {
-		t.Errorf("after 1.0.1: %d objects, want 1.0.0's kept beside it", n)
+		t.Errorf("after 1.0.1: %d objects, want 1.0.0's two kept beside it while revisions pin them", n)
+	}
+
+	// Once 1.0.0's revisions have left the history too, the next version's
+	// deploy deletes its builds, and leaves nothing of them in the stream.
+	for range 10 {
+		h.ok("", "app", "restart", "hello")
+	}
+	h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "1.0.2"`, 1))
+	h.ok("", "deploy", p, "--binary", build(4))
+	if n := h.objectCount(names.BinariesBucket); n != 2 {
+		t.Errorf("after 1.0.2: %d objects, want 2 (1.0.2, and 1.0.1 which the history pins)", n)
+	}
+	s, err := h.js.Stream(context.Background(), "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter("$O."+names.BinariesBucket+".M.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 2 {
+		t.Errorf("after 1.0.2: metadata of %d objects in the stream, want that of the 2 kept: %v", len(info.State.Subjects), info.State.Subjects)
+	}
+}
+
+// An app deleted and deployed again, as a new version each time, does not
+// keep the builds of its earlier lives: the deploy after the delete prunes
+// those that no kept revision pins, as any deploy does.
+func TestDeployAfterDeletePrunes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	built, err := os.ReadFile(elfBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := func(v string) {
+		h.file("hello.toml", strings.Replace(helloSpec, `version = "1.0.0"`, `version = "`+v+`"`, 1))
+	}
+	h.ok("", "deploy", p, "--binary", h.file("hello-0", string(built)))
+	version("1.0.1")
+	h.ok("", "deploy", p, "--binary", h.file("hello-1", string(append(built, 1))))
+	// 1.0.0's revision leaves the history.
+	for range 10 {
+		h.ok("", "app", "restart", "hello")
+	}
+	h.ok("", "app", "delete", "hello")
+	version("1.0.2")
+	h.ok("", "deploy", p, "--binary", h.file("hello-2", string(append(built, 2))))
+	if n := h.objectCount(names.BinariesBucket); n != 2 {
+		t.Errorf("deploy after app delete: %d objects, want 2 (1.0.2, and 1.0.1 which the history pins)", n)
 	}
 }
 

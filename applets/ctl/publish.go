@@ -31,8 +31,8 @@ type release struct {
 	// whether they could be read, without which nothing is warned of.
 	nodes      []state.Node
 	heartbeats bool
-	// prune deletes the builds of the same version the new spec no longer
-	// pins (deploy); a rollback keeps them, to roll forward again.
+	// prune deletes the app's builds that nothing pins any more (deploy);
+	// a rollback keeps them, to roll forward again.
 	prune bool
 	// verb names the command in the error of a lost race.
 	verb string
@@ -102,7 +102,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		return p, err
 	}
 	if p.changed && r.prune {
-		e.pruneSuperseded(ctx, r.cur.app, r.final)
+		e.pruneSuperseded(ctx, r.cur, r.final)
 	}
 	if r.heartbeats {
 		e.warnAbsentNodes(r.nodes, r.final)
