@@ -226,6 +226,7 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			}
 		}
 		a.stop(failed)
+		old = a.stopUnfinished(old)
 		if len(cur) == 0 && len(old) > 0 && sp.HTTP.Port > 0 {
 			// Two processes cannot listen on one fixed port: replace.
 			a.stop(old)
@@ -247,6 +248,28 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 		a.stop(old)
 	}
+}
+
+// stopUnfinished stops the instances of a slot's old ones that an
+// unfinished rollout started (halted, or cut short by this spec) and
+// returns the one left: the one serving, healthy, else the first started,
+// which the slot had before. Kept, each deploy of a version that never
+// turns healthy would add one more instance to the slot, restarting for
+// ever beside the others; Kubernetes scales such a rollout's pods down
+// first too.
+func (a *app) stopUnfinished(old []*instance) []*instance {
+	if len(old) < 2 {
+		return old
+	}
+	keep := old[0]
+	for _, in := range old {
+		if in.sup.Status().State == state.Healthy {
+			keep = in
+			break
+		}
+	}
+	a.stop(slices.DeleteFunc(slices.Clone(old), func(in *instance) bool { return in == keep }))
+	return []*instance{keep}
 }
 
 // halt leaves a rollout waiting for in to turn healthy.

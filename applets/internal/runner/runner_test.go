@@ -1628,6 +1628,37 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	waitDead(t, []int{old.PID})
 }
 
+// A rollout that does not finish (its new instance never turns healthy) is
+// replaced by the next one, not kept beside it: each deploy of a version
+// that crash-loops added one more instance to the slot, all restarting for
+// ever, while the old one served. The slot keeps the instance serving and
+// the newest one.
+func TestNewRolloutReplacesUnfinishedOne(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+
+	crash := "args = [\"crash\"]\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+	c.deploy(t, "probe", "1.1.0", probeBin, crash)
+	tr.wait(t, "probe", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
+		return len(l) == 2 && slices.ContainsFunc(l, func(in state.Instance) bool { return in.Version == "1.1.0" && in.Restarts > 0 })
+	})
+	c.deploy(t, "probe", "1.2.0", probeBin, crash)
+	tr.wait(t, "probe", "1.2.0 beside 1.0.0, and 1.1.0 gone", func(l []state.Instance) bool {
+		var versions []string
+		for _, in := range l {
+			versions = append(versions, in.Version)
+		}
+		slices.Sort(versions)
+		return slices.Equal(versions, []string{"1.0.0", "1.2.0"})
+	})
+	if !alive(old.PID) {
+		t.Fatal("the new rollout stopped the instance serving")
+	}
+}
+
 // A new instance that passes its first health check and crashes a moment
 // later does not take its slot: the old instance serves on, and the
 // rollout halts once the new one gives up. One that crashes once and then
