@@ -36,7 +36,7 @@ type cache struct {
 	// mu serialises fetches of the same digest; fetches of different
 	// digests only share it for the instant of a map lookup.
 	mu       sync.Mutex
-	inflight map[string]*sync.Mutex
+	inflight map[string]*flight
 	// handedOut is when binary last returned each digest's path: gc spares
 	// a binary handed out after it began listing what the apps keep, to a
 	// new app it could not see yet.
@@ -60,7 +60,7 @@ func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, log: log, inflight: map[string]*sync.Mutex{}, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, log: log, inflight: map[string]*flight{}, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
@@ -85,16 +85,33 @@ func (b *debounce) trigger() {
 
 func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
 
+// flight is the lock of one digest, with how many hold it or wait for it.
+type flight struct {
+	mu sync.Mutex
+	n  int
+}
+
+// lock locks digest and returns its unlock. The lock goes from inflight
+// with its last user: a node keeps running new builds for months, and the
+// lock of every digest it ever ran would stay otherwise.
 func (c *cache) lock(digest string) func() {
 	c.mu.Lock()
-	m, ok := c.inflight[digest]
-	if !ok {
-		m = &sync.Mutex{}
-		c.inflight[digest] = m
+	f := c.inflight[digest]
+	if f == nil {
+		f = &flight{}
+		c.inflight[digest] = f
 	}
+	f.n++
 	c.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	f.mu.Lock()
+	return func() {
+		f.mu.Unlock()
+		c.mu.Lock()
+		if f.n--; f.n == 0 {
+			delete(c.inflight, digest)
+		}
+		c.mu.Unlock()
+	}
 }
 
 // binary returns the path of the verified binary b, fetching it from obs

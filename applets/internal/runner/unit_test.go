@@ -81,6 +81,34 @@ func TestCacheGC(t *testing.T) {
 	}
 }
 
+// A binary gc removed leaves nothing of it in the cache's memory: a node
+// runs new builds for months.
+func TestCacheForgetsRemovedBinaries(t *testing.T) {
+	t.Parallel()
+	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		content := fmt.Sprintf("build %d", i)
+		digest := sha256Hex(content)
+		if err := os.WriteFile(c.path(digest), []byte(content), 0o555); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.binary(context.Background(), nil, spec.Binary{Object: "app/1/linux", SHA256: digest}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if removed := c.gc(nil, time.Now()); len(removed) != 3 {
+		t.Fatalf("removed %v, want the 3 binaries no app keeps", removed)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.inflight) != 0 || len(c.handedOut) != 0 || len(c.verified) != 0 {
+		t.Errorf("after gc removed every binary: %d locks, %d hand-outs, %d verifications kept", len(c.inflight), len(c.handedOut), len(c.verified))
+	}
+}
+
 // A binary handed out to an app that started after gc listed what the
 // apps keep is not removed under it: the app runs it next.
 func TestCacheGCSparesBinaryHandedOutMeanwhile(t *testing.T) {
