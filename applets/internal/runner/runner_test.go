@@ -987,6 +987,11 @@ func startChild(t *testing.T, natsURL, dataDir, admin string) *child {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-c.exited
+		// A runner killed outright leaves its cgroups to the next runner
+		// of the data dir, and a test's data dir has none.
+		if err := sandbox.RemoveScope(cgroupScope(dataDir)); err != nil {
+			t.Errorf("remove the killed runner's cgroups: %v", err)
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(out.Name())
 			t.Logf("runner child output:\n%s", b)
