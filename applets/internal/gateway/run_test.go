@@ -331,14 +331,7 @@ func TestMetricsAreByRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	// A client has its response before the gateway's handler has returned
-	// and counted it.
-	var m string
-	testutil.Eventually(t, 10*time.Second, "metrics with no request in flight", func() bool {
-		code, body := get(t, "http://"+r.addrs["admin"]+"/metrics")
-		m = body
-		return code == 200 && strings.Contains(m, "narun_gateway_in_flight_requests 0\n")
-	})
+	m := settledMetrics(t, r)
 	for _, want := range []string{
 		`narun_gateway_requests_total{route="/api/",code="200"} 3`,
 		`narun_gateway_requests_total{route="",code="404"} 1`,
@@ -383,12 +376,7 @@ func TestHeadBodyNotCounted(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	var m string
-	testutil.Eventually(t, 10*time.Second, "metrics with no request in flight", func() bool {
-		code, body := get(t, "http://"+r.addrs["admin"]+"/metrics")
-		m = body
-		return code == 200 && strings.Contains(m, "narun_gateway_in_flight_requests 0\n")
-	})
+	m := settledMetrics(t, r)
 	for _, want := range []string{
 		`narun_gateway_requests_total{route="/raw",code="200"} 1`,
 		`narun_gateway_response_bytes_total{route="/raw"} 0`,
@@ -1394,4 +1382,18 @@ func TestHalfWrittenConfigNotApplied(t *testing.T) {
 	if !routed("/a") || !routed("/b") {
 		t.Fatal("the whole file, seen twice, was not applied")
 	}
+}
+
+// settledMetrics reads the admin page's metrics once no request is in
+// flight: a client has its response before the gateway's handler has
+// returned and counted it.
+func settledMetrics(t *testing.T, r *running) string {
+	t.Helper()
+	var m string
+	testutil.Eventually(t, 10*time.Second, "metrics with no request in flight", func() bool {
+		code, body := get(t, "http://"+r.addrs["admin"]+"/metrics")
+		m = body
+		return code == 200 && strings.Contains(m, "narun_gateway_in_flight_requests 0\n")
+	})
+	return m
 }
