@@ -133,17 +133,13 @@ func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
 			return false
 		}
 		b, _ := os.ReadFile(files[0])
-		parents := map[int]int{}
+		// Known by its arguments: telling it by its parent races with
+		// the session leader's exit, whose pid, once reaped, has no
+		// parent to read either.
 		for _, f := range strings.Fields(string(b)) {
 			pid, _ := strconv.Atoi(f)
-			parents[pid] = ppid(pid)
-		}
-		// The app is the runner's child, the session leader the app's,
-		// and the daemon, once the leader is gone, neither's. The runner
-		// itself is listed while its thread forks the app (cgroup v1).
-		runner := first.Process.Pid
-		for pid, parent := range parents {
-			if _, ok := parents[parent]; !ok && pid != runner && parent != runner {
+			args, _ := os.ReadFile("/proc/" + f + "/cmdline")
+			if strings.HasSuffix(string(args), "\x00stubborn\x00") && alive(pid) {
 				daemon = pid
 			}
 		}
@@ -175,18 +171,4 @@ func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", sandbox.CgroupParent, cgroupScope(data))); len(left) > 0 {
 		t.Errorf("the runner left its cgroups: %q", left)
 	}
-}
-
-// ppid is the parent of pid, 0 when it cannot be read.
-func ppid(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f, err := statFields(b)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }
