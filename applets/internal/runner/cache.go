@@ -133,7 +133,7 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 		}
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, errOffline)
 	}
-	obj, err := obs.Get(ctx, b.Object)
+	obj, err := openObject(ctx, obs, b.Object, fetchStall)
 	if err != nil {
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}

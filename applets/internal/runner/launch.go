@@ -190,7 +190,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent)
 		}
 		if have, _ := os.ReadFile(digestFile); err == nil && string(have) != info.Digest {
-			obj, err := res.files.Get(ctx, f.Object)
+			obj, err := openObject(ctx, res.files, f.Object, fetchStall)
 			if err != nil {
 				return fmt.Errorf("fetch file %q: %w", f.Object, err)
 			}
