@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -365,11 +366,22 @@ func killProcs(dir string) {
 
 // signalProcs sends sig once to every process in the cgroups dirs (one
 // process in several v1 hierarchies: an app may take a second SIGTERM
-// for a hurry), but this one: on v1 a thread of the caller that stepped
-// into the cgroup to fork (forkInto) and could not step back makes
-// cgroup.procs list the caller.
+// for a hurry).
 func signalProcs(dirs []string, sig syscall.Signal) error {
+	pids, err := procsIn(dirs)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, sig)
+	}
+	return err
+}
+
+// procsIn lists the processes in the cgroups dirs, each once, but this
+// one: on v1 a thread of the caller that stepped into the cgroup to fork
+// (forkInto) and could not step back makes cgroup.procs list the caller.
+// It lists what it could read when one of dirs fails.
+func procsIn(dirs []string) ([]int, error) {
 	seen := map[int]bool{os.Getpid(): true}
+	var pids []int
 	var errs []error
 	for _, dir := range dirs {
 		data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
@@ -380,11 +392,11 @@ func signalProcs(dirs []string, sig syscall.Signal) error {
 		for _, f := range bytes.Fields(data) {
 			if pid, err := strconv.Atoi(string(f)); err == nil && pid > 0 && !seen[pid] {
 				seen[pid] = true
-				_ = syscall.Kill(pid, sig)
+				pids = append(pids, pid)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return pids, errors.Join(errs...)
 }
 
 // threadCgroups maps each v1 controller to the cgroup the calling thread
@@ -669,3 +681,89 @@ func (c *Cgroup) Stats() Stats { return c.plan.stats() }
 // Remove kills whatever is left in the cgroup and removes it; a cgroup
 // already gone is not an error.
 func (c *Cgroup) Remove() error { return c.plan.destroy() }
+
+// Procs lists the processes in the cgroup, wherever they are in the
+// process tree: a daemon that left its parent's session is among them.
+func (c *Cgroup) Procs() ([]int, error) { return procsIn(c.plan.dirs()) }
+
+// emptyPoll is how often WaitEmpty reads a cgroup that the kernel
+// cannot report empty by an event.
+const emptyPoll = 20 * time.Millisecond
+
+// WaitEmpty returns once no process is left in the cgroup, or with ctx's
+// error if ctx ends first: a stop's grace covers every process of the
+// cgroup, not only the first. A cgroup already removed is empty. On v2
+// the kernel reports it in cgroup.events, watched with inotify; v1 tells
+// only a release agent, which is the machine's, so there the processes
+// are read every emptyPoll.
+func (c *Cgroup) WaitEmpty(ctx context.Context) error {
+	if c.plan.Version == 2 {
+		if err := waitUnpopulated(ctx, c.plan.Dirs[""]); !errors.Is(err, errNoWatch) {
+			return err
+		}
+	}
+	t := time.NewTicker(emptyPoll)
+	defer t.Stop()
+	for !c.empty() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// empty says whether no process is left in any of the cgroup's
+// directories; one that cannot be read is not known to be empty.
+func (c *Cgroup) empty() bool {
+	for _, d := range c.plan.dirs() {
+		pids, err := procsIn([]string{d})
+		if len(pids) > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false
+		}
+	}
+	return true
+}
+
+// errNoWatch says that a cgroup's events cannot be watched (no inotify
+// instance left to the user, say): the caller polls instead.
+var errNoWatch = errors.New("cannot watch cgroup.events")
+
+// waitUnpopulated waits for the v2 cgroup dir to hold no process, in
+// it or below: the kernel then writes "populated 0" to cgroup.events and
+// signals a modification of the file.
+func waitUnpopulated(ctx context.Context, dir string) error {
+	events := filepath.Join(dir, "cgroup.events")
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoWatch, err)
+	}
+	// The watch comes before the first read, so no change falls between.
+	if _, err := unix.InotifyAddWatch(fd, events, unix.IN_MODIFY); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errNoWatch, err)
+	}
+	// Non-blocking, the file is read through Go's poller, which
+	// deadlines (ctx's end) can interrupt.
+	f := os.NewFile(uintptr(fd), events)
+	defer f.Close()
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("%w: %w", errNoWatch, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 4096)
+	for readKey(events, "populated") != 0 {
+		if _, err := f.Read(buf); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("watch %s: %w", events, err)
+		}
+	}
+	return nil
+}
