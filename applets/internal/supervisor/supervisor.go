@@ -93,6 +93,16 @@ type Process struct {
 	// for health checks and the HTTP bridge; nil dials directly. A sandbox
 	// with a network namespace of its own dials through its bridge sockets.
 	Dial DialFunc
+	// WaitEmpty returns once every process of the run has ended, or with
+	// ctx's error: when a stop's Cmd process ended within StopTimeout,
+	// the others (a daemon it started) get what is left of it before
+	// SIGKILL, as systemd gives a service's cgroup. nil means a stop ends
+	// with Cmd's process, and what it left is killed at once.
+	WaitEmpty func(ctx context.Context) error
+	// Procs lists every process of the run, wherever it is in the process
+	// tree (those of a cgroup), for health checks (Target.Procs); nil
+	// means the factory cannot tell them all.
+	Procs func() ([]int, error)
 }
 
 // DialFunc connects to an address as net.Dialer.DialContext does.
@@ -112,6 +122,10 @@ type Target struct {
 	PID int
 	// Dial reaches the app's addresses from the host (see Process.Dial).
 	Dial DialFunc
+	// Procs lists every process of the instance, those that left PID's
+	// tree (a daemon's double fork) included, where the factory can tell
+	// them (Process.Procs); nil otherwise.
+	Procs func() ([]int, error)
 }
 
 // CommandFactory builds the process of one start of an instance. ctx is
@@ -167,7 +181,8 @@ type Config struct {
 	// StopSignal asks the process to stop; 0 means SIGTERM.
 	StopSignal syscall.Signal
 	// StopTimeout is how long a stopping process may take before its group
-	// is killed; 0 means 10s.
+	// is killed, with the processes it left if the factory can wait for
+	// them (Process.WaitEmpty); 0 means 10s.
 	StopTimeout time.Duration
 	// OnChange is called with the status after every change, in order. It
 	// must not block nor call the Supervisor.
@@ -544,7 +559,7 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	sick := make(chan string, 1)
 	go func() {
 		defer close(healthDone)
-		s.watchHealth(hctx, pid, started, sick)
+		s.watchHealth(hctx, pid, p.Procs, started, sick)
 	}()
 
 	var werr error
@@ -554,10 +569,10 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
 		s.set(state.Stopping, unhealthy)
-		werr = s.terminate(pid, signal, waited)
+		werr = s.terminate(pid, signal, waited, p.WaitEmpty)
 	case <-ctx.Done():
 		s.set(state.Stopping, "")
-		werr = s.terminate(pid, signal, waited)
+		werr = s.terminate(pid, signal, waited, p.WaitEmpty)
 	}
 	hcancel()
 	<-healthDone
@@ -600,20 +615,30 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 }
 
 // terminate stops the process: the stop signal, then SIGKILL once
-// StopTimeout is over, each to every process signal reaches. It returns
-// what waited gives.
-func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error) error {
+// StopTimeout is over, each to every process signal reaches. With
+// waitEmpty (Process.WaitEmpty), the timeout is the whole run's: the
+// process that ended in time waits, within it, for the others. It
+// returns what waited gives.
+func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) error {
 	signal(s.cfg.StopSignal)
-	t := time.NewTimer(s.cfg.StopTimeout)
-	defer t.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	defer cancel()
+	var err error
 	select {
-	case err := <-waited:
-		return err
-	case <-t.C:
+	case err = <-waited:
+	case <-ctx.Done():
 		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
 		signal(syscall.SIGKILL)
 		return <-waited
 	}
+	if waitEmpty == nil {
+		return err
+	}
+	if werr := waitEmpty(ctx); werr != nil {
+		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", s.cfg.StopTimeout, "err", werr)
+		signal(syscall.SIGKILL)
+	}
+	return err
 }
 
 func (s *Supervisor) signalGroup(pid int, sig syscall.Signal) {
@@ -639,7 +664,7 @@ func (s *Supervisor) forward(r io.Reader, stream string) {
 // watchHealth checks the process with pid until ctx is done and reflects
 // the result in the status. Once RestartAfter checks in a row have failed,
 // it sends why on sick and stops checking.
-func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time, sick chan<- string) {
+func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]int, error), started time.Time, sick chan<- string) {
 	h := s.cfg.Health
 	if h.Check == nil {
 		s.setHealth(pid, true, "")
@@ -655,7 +680,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, started time.Time
 	wasHealthy, strikes := false, 0
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial()})
+		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial(), Procs: procs})
 		cancel()
 		if ctx.Err() != nil {
 			return

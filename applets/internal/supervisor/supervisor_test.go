@@ -774,6 +774,90 @@ func TestSignalHook(t *testing.T) {
 	}
 }
 
+// A factory's WaitEmpty hook extends a stop's grace past the end of the
+// process to the rest of the run: the supervisor waits for it within the
+// stop timeout, and kills what is left only once it is over.
+func TestWaitEmptyHook(t *testing.T) {
+	// hooked runs the serve child, which ends at the stop signal, with
+	// hooks that record the signals and hand WaitEmpty's calls to wait.
+	hooked := func(t *testing.T, timeout time.Duration, wait func(context.Context) error) (*Supervisor, func() []syscall.Signal) {
+		var mu sync.Mutex
+		var got []syscall.Signal
+		s, _ := start(t, "serve", Config{
+			StopTimeout: timeout,
+			Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+				p, err := Exec(ctx, inst)
+				if err != nil {
+					return nil, err
+				}
+				p.Signal = func(sig syscall.Signal) error {
+					mu.Lock()
+					got = append(got, sig)
+					mu.Unlock()
+					_ = p.Cmd.Process.Signal(sig)
+					return nil
+				}
+				p.WaitEmpty = wait
+				return p, nil
+			},
+		})
+		waitLine(t, s, state.Stdout, "ready")
+		return s, func() []syscall.Signal {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+	}
+
+	t.Run("grace", func(t *testing.T) {
+		called, empty := make(chan bool, 1), make(chan struct{})
+		s, signals := hooked(t, time.Hour, func(ctx context.Context) error {
+			_, bounded := ctx.Deadline()
+			called <- bounded
+			select {
+			case <-empty:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		pid := s.Status().PID
+		s.Stop()
+		if bounded := <-called; !bounded {
+			t.Error("WaitEmpty got no deadline: the stop timeout does not bound it")
+		}
+		if alive(pid) {
+			t.Errorf("WaitEmpty called while the process %d runs", pid)
+		}
+		select {
+		case <-s.Done():
+			t.Fatal("the stop ended before the run was empty")
+		default:
+		}
+		if got := signals(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+			t.Errorf("signals while the run empties: %v, want only SIGTERM", got)
+		}
+		close(empty)
+		waitDone(t, s)
+		if end := s.Status(); end.State != state.Stopped || end.ExitCode == nil || *end.ExitCode != 0 {
+			t.Errorf("after stop: %+v, want stopped with exit code 0", end)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		s, signals := hooked(t, 100*time.Millisecond, func(ctx context.Context) error {
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		s.Stop()
+		waitDone(t, s)
+		// SIGKILL at the timeout, for what is left, then once the run ended.
+		if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
+			t.Errorf("signals %v, want %v", got, want)
+		}
+	})
+}
+
 // TestHungStartBlocksNoOther holds one start in its hook and shows that
 // another instance still starts, and that a start failing after the fork
 // leaves no process.
