@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,21 +17,26 @@ import (
 	"github.com/narun/narun/sandbox"
 )
 
-// deployDaemon runs an exec app whose process starts a daemon (setsid and
-// a double fork, so the daemon is in neither its process group nor its
-// session) and returns the daemon's pid, killed at the end of the test.
-func deployDaemon(t *testing.T, c *cluster, tr *testRunner) int {
+// stubbornDaemon is the spec of an app whose daemon ignores SIGTERM: a
+// stop kills it once the stop timeout, short here, is over.
+const stubbornDaemon = "args = [\"daemon\"]\nstop_timeout = \"200ms\"\n"
+
+// deployDaemon runs the exec app with spec, a probe in mode daemon that
+// starts a daemon (setsid and a double fork, so the daemon is in neither
+// its process group nor its session), and returns the daemon's pid,
+// killed at the end of the test.
+func deployDaemon(t *testing.T, c *cluster, tr *testRunner, app, spec string) int {
 	t.Helper()
-	c.deploy(t, "daemonic", "1.0.0", probeBin, `args = ["daemon"]`)
-	tr.waitLine(t, "daemonic", "probe: ready")
+	c.deploy(t, app, "1.0.0", probeBin, spec)
+	tr.waitLine(t, app, "probe: ready")
 	pid := 0
-	for _, l := range tr.lines("daemonic") {
+	for _, l := range tr.lines(app) {
 		if f, ok := strings.CutPrefix(l, "daemon "); ok {
 			pid, _ = strconv.Atoi(f)
 		}
 	}
 	if pid <= 0 {
-		t.Fatalf("no daemon pid in %q", tr.lines("daemonic"))
+		t.Fatalf("no daemon pid in %q", tr.lines(app))
 	}
 	t.Cleanup(func() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -41,7 +47,8 @@ func deployDaemon(t *testing.T, c *cluster, tr *testRunner) int {
 
 // A node that can make cgroups runs each exec instance in one of its own,
 // as systemd runs a service: the daemon the app started, which ignores
-// SIGTERM, is killed when the instance stops, and the cgroup goes with it.
+// SIGTERM, is killed when the instance's stop timeout is over, and the
+// cgroup goes with it.
 func TestExecInstanceStopsItsDaemon(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
@@ -52,7 +59,7 @@ func TestExecInstanceStopsItsDaemon(t *testing.T) {
 	if tr.caps.CgroupVersion == 0 {
 		t.Skip("no cgroup hierarchy")
 	}
-	pid := deployDaemon(t, c, tr)
+	pid := deployDaemon(t, c, tr, "daemonic", stubbornDaemon)
 	in := tr.wait(t, "daemonic", "running", allIn(1, state.Healthy))[0]
 	cgroup := tr.instanceCgroup(InstanceLaunch{App: "daemonic", Instance: in.ID})
 	own, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
@@ -82,7 +89,7 @@ func TestEscapedProcessNamedWithoutCgroups(t *testing.T) {
 		// A node without a cgroup hierarchy, as the runner sees it.
 		r.caps.CgroupVersion = 0
 	})
-	pid := deployDaemon(t, c, tr)
+	pid := deployDaemon(t, c, tr, "daemonic", stubbornDaemon)
 	c.remove(t, "daemonic")
 	testutil.Eventually(t, 10*time.Second, "a warning naming the daemon", func() bool {
 		logs := tr.logs.String()
@@ -112,7 +119,7 @@ func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
 	natsDir := t.TempDir()
 	srv := natstest.StartConfig(t, embednats.Config{Listen: testutil.FreeAddr(t), DataDir: natsDir})
 	c := newCluster(t, srv)
-	c.deploy(t, "daemonic", "1.0.0", probeBin, `args = ["daemon"]`)
+	c.deploy(t, "daemonic", "1.0.0", probeBin, stubbornDaemon)
 	data := t.TempDir()
 	// Last of the cleanups: whatever a failure left in the runner's
 	// cgroups goes, processes and all.
@@ -170,5 +177,40 @@ func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", sandbox.CgroupParent, cgroupScope(data))); len(left) > 0 {
 		t.Errorf("the runner left its cgroups: %q", left)
+	}
+}
+
+// A stop gives the stop timeout to every process of the instance's cgroup,
+// as systemd does, not only to its first: a daemon that takes a while to
+// flush once told to stop is not killed as the app that started it exits
+// at the stop signal.
+func TestExecStopGraceCoversDaemon(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	dir := t.TempDir()
+	// An hour: the daemon's grace ends when it does, not with the timeout.
+	pid := deployDaemon(t, c, tr, "flusher", fmt.Sprintf("args = [\"daemon\", \"flush\", %q]\nstop_timeout = \"1h\"\n", dir))
+	tr.wait(t, "flusher", "healthy", allIn(1, state.Healthy))
+	testutil.Eventually(t, 10*time.Second, "the daemon ready for SIGTERM", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "ready"))
+		return err == nil
+	})
+	c.remove(t, "flusher")
+	tr.wait(t, "flusher", "gone", func(l []state.Instance) bool { return len(l) == 0 })
+	for _, f := range []string{"term", "flushed"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("the daemon did not get to write %s before it was killed: %v", f, err)
+		}
+	}
+	waitDead(t, []int{pid})
+	if logs := tr.logs.String(); strings.Contains(logs, "stop timeout") {
+		t.Errorf("the stop timed out:\n%s", logs)
 	}
 }

@@ -11,10 +11,11 @@ import (
 // execCommand runs an instance of mode "exec" as it is, in a cgroup of its
 // own where the node can make one, as systemd runs a service: the cgroup
 // holds the [resources] limits, stopping the instance signals every process
-// of it, and once the instance ended whatever is left there is killed, so a
-// descendant that left its process group (setsid, a daemon's double fork)
-// does not outlive it. Without a cgroup only the process group is reached,
-// and the journal names what outlives it.
+// of it and gives them all the stop timeout, and once the instance ended
+// whatever is left there is killed, so a descendant that left its process
+// group (setsid, a daemon's double fork) does not outlive it. Without a
+// cgroup only the process group is reached, and the journal names what
+// outlives it.
 func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	p, err := supervisor.Exec(ctx, inst)
 	if err != nil {
@@ -49,6 +50,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		return namedOOM(&sandbox.ExitError{Code: p.Cmd.ProcessState.ExitCode(), OOM: true}, limits.MemoryMax)
 	}
 	p.Signal = cg.Signal
+	p.WaitEmpty = cg.WaitEmpty
 	p.Release = func() {
 		if err := cg.Remove(); err != nil {
 			r.log.Warn("remove the instance's cgroup", "app", inst.App, "instance", inst.Instance, "err", err)

@@ -149,10 +149,11 @@ func main() {
 		}
 		fmt.Printf("cat %q mode %o\n", b, st.Mode().Perm())
 	case "daemon":
-		// A daemon's double fork: a child in a session of its own starts
-		// the daemon, which ignores SIGTERM, and exits, so the daemon is
+		// daemon [MODE ARGS...] is a daemon's double fork: a child in a
+		// session of its own starts the daemon, a probe in MODE (stubborn,
+		// which ignores SIGTERM, by default), and exits, so the daemon is
 		// neither the probe's child nor in its process group.
-		cmd := exec.Command(os.Args[0], "daemonize")
+		cmd := exec.Command(os.Args[0], append([]string{"daemonize"}, os.Args[2:]...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		out, err := cmd.Output()
 		if err != nil {
@@ -162,7 +163,11 @@ func main() {
 		fmt.Printf("daemon %s", out)
 	case "daemonize":
 		// Its output is /dev/null: the probe reads this one's to its end.
-		cmd := exec.Command(os.Args[0], "stubborn")
+		args := os.Args[2:]
+		if len(args) == 0 {
+			args = []string{"stubborn"}
+		}
+		cmd := exec.Command(os.Args[0], args...)
 		if err := cmd.Start(); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
@@ -178,6 +183,24 @@ func main() {
 			break
 		}
 		fmt.Println("forked", cmd.Process.Pid)
+	case "flush":
+		// flush DIR is a daemon that takes a second to flush once told to
+		// stop, far longer than the probe that started it, which exits at
+		// once. It writes DIR/ready once it handles SIGTERM; at SIGTERM it
+		// writes DIR/term, then, a second later, DIR/flushed, and exits.
+		dir := os.Args[2]
+		if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600); err != nil {
+			os.Exit(1)
+		}
+		<-term
+		if err := os.WriteFile(filepath.Join(dir, "term"), nil, 0o600); err != nil {
+			os.Exit(1)
+		}
+		time.Sleep(time.Second)
+		if err := os.WriteFile(filepath.Join(dir, "flushed"), nil, 0o600); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "alloc":
 		// Grows until a memory limit kills it.
 		var hold [][]byte
