@@ -2,6 +2,7 @@ package runner
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -212,5 +213,26 @@ func TestExecStopGraceCoversDaemon(t *testing.T) {
 	waitDead(t, []int{pid})
 	if logs := tr.logs.String(); strings.Contains(logs, "stop timeout") {
 		t.Errorf("the stop timed out:\n%s", logs)
+	}
+}
+
+// A health check's port held by a daemon of the instance, outside its
+// process tree and group but in its cgroup, is the instance's.
+func TestHealthCheckPortHeldByDaemon(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	deployDaemon(t, c, tr, "served", fmt.Sprintf("args = [\"daemon\", \"stubborn\", %q]\nstop_timeout = \"200ms\"\n[http]\nport = %s\n", addr, port))
+	tr.wait(t, "served", "healthy", allIn(1, state.Healthy))
+	if strings.Contains(tr.logs.String(), "cannot tell") {
+		t.Errorf("the check did not find the listener's owner:\n%s", tr.logs.String())
 	}
 }

@@ -13,8 +13,9 @@ import (
 // holds the [resources] limits, stopping the instance signals every process
 // of it and gives them all the stop timeout, and once the instance ended
 // whatever is left there is killed, so a descendant that left its process
-// group (setsid, a daemon's double fork) does not outlive it. Without a
-// cgroup only the process group is reached, and the journal names what
+// group (setsid, a daemon's double fork) does not outlive it. The cgroup
+// also tells the health check which processes are the instance's. Without
+// a cgroup only the process group is reached, and the journal names what
 // outlives it.
 func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	p, err := supervisor.Exec(ctx, inst)
@@ -51,6 +52,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	}
 	p.Signal = cg.Signal
 	p.WaitEmpty = cg.WaitEmpty
+	p.Procs = cg.Procs
 	p.Release = func() {
 		if err := cg.Remove(); err != nil {
 			r.log.Warn("remove the instance's cgroup", "app", inst.App, "instance", inst.Instance, "err", err)

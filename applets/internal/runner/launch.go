@@ -340,7 +340,7 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 		owner := &portOwner{}
 		var unknownOnce sync.Once
 		owned = func(ctx context.Context, t supervisor.Target) error {
-			err := owner.check(ctx, t.PID, h.Port)
+			err := owner.check(ctx, t, h.Port)
 			if errors.Is(err, errOwnerUnknown) {
 				unknownOnce.Do(func() {
 					r.log.Info("cannot tell whether the health check's port is the instance's; checking it by connecting only",

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/narun/narun/applets/internal/supervisor"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,12 +46,12 @@ type lastOwner struct {
 const procDir = "/proc"
 
 // check returns nil when the listener on port is held by a process of the
-// instance started as pid (that process, its descendants or, for a plain
-// exec instance, its process group), or when nothing listens there, so the
-// connection itself reports it. When another process holds it, the error
-// names that process. errOwnerUnknown means the instance's processes could
-// not all be read.
-func (o *portOwner) check(ctx context.Context, pid, port int) error {
+// instance t names (its process, its descendants, the processes of its
+// cgroup (t.Procs) or, for a plain exec instance, its process group), or
+// when nothing listens there, so the connection itself reports it. When
+// another process holds it, the error names that process. errOwnerUnknown
+// means the instance's processes could not all be read.
+func (o *portOwner) check(ctx context.Context, t supervisor.Target, port int) error {
 	inodes, err := o.loopbackListeners(port)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errOwnerUnknown, err)
@@ -58,19 +59,36 @@ func (o *portOwner) check(ctx context.Context, pid, port int) error {
 	if len(inodes) == 0 {
 		return nil
 	}
-	mine, complete := o.heldByTree(pid, inodes)
+	mine, complete := o.heldByTree(t.PID, inodes)
 	if mine {
 		return nil
+	}
+	var procsErr error
+	if t.Procs != nil {
+		// A daemon (setsid, a double fork) is in neither the tree nor
+		// the process group, but its cgroup is the instance's.
+		var procs []int
+		procs, procsErr = t.Procs()
+		for _, p := range procs {
+			_, has, err := o.holds(p, inodes)
+			if has {
+				return nil
+			}
+			complete = complete && !errors.Is(err, fs.ErrPermission)
+		}
 	}
 	owner, found := o.findOwner(ctx, inodes)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	switch {
-	case found && owner.pgid == pid:
+	case found && owner.pgid == t.PID:
 		// A process that left the tree (its parent exited) but not the
 		// instance's process group is still the instance's.
 		return nil
+	case found && procsErr != nil:
+		// The owner may be one of the processes that could not be listed.
+		return fmt.Errorf("%w: list the instance's processes: %w", errOwnerUnknown, procsErr)
 	case found:
 		return fmt.Errorf("port %d is held by another process (pid %d, %s), not by this instance", port, owner.pid, owner.comm)
 	case !complete:
