@@ -14,6 +14,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/sandbox"
 )
 
 // AdminHandler serves the runner's admin endpoints: a web page at /, the
@@ -152,9 +153,16 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			up = append(up, series{l, boolf(st.PID > 0)})
 			healthy = append(healthy, series{l, boolf(st.Healthy)})
 			restarts = append(restarts, series{l, float64(st.Restarts)})
+			// The cgroup counts the app and all it started, daemons that
+			// left its tree included, never a sandbox's launcher.
+			var stats func() sandbox.Stats
 			if run, ok := r.sandboxes.get(st.App, st.ID); ok && run.launch != nil {
-				// The cgroup counts the app and its children, never the launcher.
-				s := run.launch.Stats()
+				stats = run.launch.Stats
+			} else if cg := r.execCgroups.get(st.App, st.ID); cg != nil {
+				stats = cg.Stats
+			}
+			if stats != nil {
+				s := stats()
 				cpu = append(cpu, series{l, s.CPU.Seconds()})
 				rss = append(rss, series{l, float64(s.RSS)})
 			} else if st.PID > 0 {
@@ -168,8 +176,8 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instance_up", "gauge", "Whether the instance's process is alive.", up)
 	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
 	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
-	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's process and its reaped children; of its cgroup when sandboxed.", cpu)
-	family("narun_runner_instance_resident_memory_bytes", "gauge", "Resident memory of the instance's process; anonymous memory of its cgroup when sandboxed.", rss)
+	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's cgroup where it has one, else of its process and its reaped children.", cpu)
+	family("narun_runner_instance_resident_memory_bytes", "gauge", "Anonymous memory of the instance's cgroup where it has one, else resident memory of its process.", rss)
 
 	var byState []series
 	keys := make([]string, 0, len(states))

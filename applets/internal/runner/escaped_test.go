@@ -3,6 +3,7 @@ package runner
 import (
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -235,4 +236,36 @@ func TestHealthCheckPortHeldByDaemon(t *testing.T) {
 	if strings.Contains(tr.logs.String(), "cannot tell") {
 		t.Errorf("the check did not find the listener's owner:\n%s", tr.logs.String())
 	}
+}
+
+// The memory an exec instance reports is its cgroup's, as a sandboxed
+// one's: a daemon it started counts.
+func TestExecMetricsCountDaemon(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	const held = 64 << 20
+	deployDaemon(t, c, tr, "hoarder", "args = [\"daemon\", \"hold\", \"64\"]\nstop_timeout = \"200ms\"\n")
+	in := tr.wait(t, "hoarder", "healthy", allIn(1, state.Healthy))[0]
+	if own, err := procUsage(in.PID); err != nil || own.rss >= held {
+		t.Fatalf("the app's own resident memory is %d (%v): the test shows nothing", own.rss, err)
+	}
+	srv := httptest.NewServer(tr.AdminHandler())
+	defer srv.Close()
+	prefix := fmt.Sprintf(`narun_runner_instance_resident_memory_bytes{app="hoarder",instance="%s",node="%s"} `, in.ID, node)
+	testutil.Eventually(t, 20*time.Second, "the daemon's memory in the instance's", func() bool {
+		metrics := get(t, srv.URL+"/metrics")
+		i := strings.Index(metrics, prefix)
+		if i < 0 {
+			t.Fatalf("metrics lack the memory of %s:\n%s", in.ID, metrics)
+		}
+		rss, _ := strconv.ParseFloat(strings.Fields(metrics[i+len(prefix):])[0], 64)
+		return rss >= held
+	})
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/sandbox"
@@ -14,9 +15,9 @@ import (
 // of it and gives them all the stop timeout, and once the instance ended
 // whatever is left there is killed, so a descendant that left its process
 // group (setsid, a daemon's double fork) does not outlive it. The cgroup
-// also tells the health check which processes are the instance's. Without
-// a cgroup only the process group is reached, and the journal names what
-// outlives it.
+// also tells the health check and the metrics which processes are the
+// instance's. Without a cgroup only the process group is reached, and the
+// journal names what outlives it.
 func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	p, err := supervisor.Exec(ctx, inst)
 	if err != nil {
@@ -40,7 +41,13 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		}
 		return p, nil
 	}
-	p.Start = func() error { return cg.Start(p.Cmd) }
+	p.Start = func() error {
+		if err := cg.Start(p.Cmd); err != nil {
+			return err
+		}
+		r.execCgroups.set(inst.App, inst.Instance, cg)
+		return nil
+	}
 	p.Wait = func() error {
 		err := p.Cmd.Wait()
 		if cg.Stats().OOMKills == 0 {
@@ -54,6 +61,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	p.WaitEmpty = cg.WaitEmpty
 	p.Procs = cg.Procs
 	p.Release = func() {
+		r.execCgroups.set(inst.App, inst.Instance, nil)
 		if err := cg.Remove(); err != nil {
 			r.log.Warn("remove the instance's cgroup", "app", inst.App, "instance", inst.Instance, "err", err)
 		}
@@ -84,4 +92,31 @@ func (r *Runner) execCgroup(inst InstanceLaunch, limits sandbox.Resources) (*san
 			"err", err)
 	})
 	return nil, nil
+}
+
+// execCgroups holds the cgroup of each exec instance that runs in one,
+// for the figures of its processes (metrics).
+type execCgroups struct {
+	mu sync.Mutex
+	m  map[string]*sandbox.Cgroup
+}
+
+func (e *execCgroups) get(app, id string) *sandbox.Cgroup {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.m[instKey(app, id)]
+}
+
+// set records the cgroup of the instance's running process; nil forgets it.
+func (e *execCgroups) set(app, id string, cg *sandbox.Cgroup) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cg == nil {
+		delete(e.m, instKey(app, id))
+		return
+	}
+	if e.m == nil {
+		e.m = map[string]*sandbox.Cgroup{}
+	}
+	e.m[instKey(app, id)] = cg
 }

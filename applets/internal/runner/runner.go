@@ -96,6 +96,7 @@ type Runner struct {
 	// cgroupScope is the cgroup subtree of this runner's instances.
 	cgroupScope string
 	sandboxes   sandboxes
+	execCgroups execCgroups
 	// noCgroup says once that exec instances run without cgroups.
 	noCgroup sync.Once
 

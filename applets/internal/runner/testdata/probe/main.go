@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -201,6 +202,18 @@ func main() {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	case "hold":
+		// hold MIB holds MIB MiB of memory it wrote to.
+		mib, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		held := make([]byte, mib<<20)
+		for i := range held {
+			held[i] = 1
+		}
+		defer runtime.KeepAlive(held)
 	case "alloc":
 		// Grows until a memory limit kills it.
 		var hold [][]byte
