@@ -463,15 +463,19 @@ func forkInto(app, home []*os.File, start func() error) error {
 	}
 	for _, f := range home {
 		if _, herr := f.Write(tid); herr != nil {
-			err = errors.Join(err, fmt.Errorf("%w: %s: %w", errStuck, f.Name(), herr))
+			err = errors.Join(err, fmt.Errorf("%w: %s: %w", ErrThreadStuck, f.Name(), herr))
 		}
 	}
 	return err
 }
 
-// errStuck is forkInto's thread that could not step back out of the
-// app's cgroups.
-var errStuck = errors.New("leave the app's cgroup")
+// ErrThreadStuck is Cgroup.Start's error when the thread that forked
+// could not step back out of the app's v1 cgroups. The thread is left
+// locked to the caller's goroutine, which must end without unlocking
+// it, so that Go ends the thread: one kept running would start whatever
+// it forks next in the app's cgroup, and keep that cgroup from being
+// removed.
+var ErrThreadStuck = errors.New("leave the app's cgroup")
 
 // cgroupMounts lists the hierarchies instance cgroups are made in, each once.
 func cgroupMounts() ([]string, error) {
@@ -605,8 +609,9 @@ func (c *Cgroup) Create() error {
 
 // Start starts cmd inside the cgroup, which Create made: on v2 it is
 // cloned into it (CLONE_INTO_CGROUP), on v1 the thread that forks steps
-// into its tasks files for the fork and back out (forkInto). It sets
-// cmd.SysProcAttr's cgroup fields and keeps the rest.
+// into its tasks files for the fork and back out (forkInto), and an
+// ErrThreadStuck says that it could not. It sets cmd.SysProcAttr's
+// cgroup fields and keeps the rest.
 func (c *Cgroup) Start(cmd *exec.Cmd) error {
 	if c.plan.Version == 2 {
 		fd, err := unix.Open(c.plan.Dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -620,8 +625,7 @@ func (c *Cgroup) Start(cmd *exec.Cmd) error {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 		return cmd.Start()
 	}
-	// A thread that could not step back stays locked: if its goroutine
-	// ends, Go ends the thread too, and the cgroup does not keep it.
+	// A thread that could not step back stays locked (ErrThreadStuck).
 	runtime.LockOSThread()
 	apps, homes, err := c.plan.v1Steps(c.rel)
 	if err != nil {
@@ -656,7 +660,7 @@ func (c *Cgroup) Start(cmd *exec.Cmd) error {
 		return err
 	}
 	err = forkInto(app, home, cmd.Start)
-	if !errors.Is(err, errStuck) {
+	if !errors.Is(err, ErrThreadStuck) {
 		runtime.UnlockOSThread()
 	}
 	return err

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -43,6 +44,9 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	}
 	p.Start = func() error {
 		if err := cg.Start(p.Cmd); err != nil {
+			if errors.Is(err, sandbox.ErrThreadStuck) {
+				return fmt.Errorf("%w: %w", err, supervisor.ErrThreadTainted)
+			}
 			return err
 		}
 		r.execCgroups.set(inst.App, inst.Instance, cg)

@@ -1,10 +1,13 @@
 package supervisor
 
 import (
+	"errors"
 	"os/exec"
 	"runtime"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The kernel sends the parent-death signal when the *thread* that forked a
@@ -27,8 +30,22 @@ type spawnReq struct {
 
 func spawnWorker() {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// Go never ends the main thread, not even for a goroutine that
+		// returns locked to it, and a worker's thread must end when it is
+		// tainted: this goroutine keeps the main thread out of the pool,
+		// and another takes its place.
+		go spawnWorker()
+		select {}
+	}
 	for r := range spawner.reqs {
 		err := r.start()
+		if errors.Is(err, ErrThreadTainted) {
+			// Returning still locked makes Go end the thread; what it
+			// forked gets its parent-death signal, as the start failed.
+			r.done <- err
+			return
+		}
 		spawner.mu.Lock()
 		spawner.idle++
 		spawner.mu.Unlock()

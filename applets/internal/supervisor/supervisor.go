@@ -30,6 +30,11 @@ import (
 // fix: the instance is reported failed at once.
 var ErrPermanent = errors.New("permanent failure")
 
+// ErrThreadTainted marks a start error after which the thread that ran
+// Process.Start must not start anything again (one left in a cgroup it
+// stepped into to fork): that thread ends, with what it forked.
+var ErrThreadTainted = errors.New("the thread that started it cannot start another")
+
 // ErrInconclusive marks a failed health check that says nothing of the
 // app, such as a NATS ping while the runner itself is offline: it is
 // reported like any failure but breaks the row that RestartAfter counts,
@@ -74,7 +79,8 @@ type Process struct {
 	Cmd *exec.Cmd
 	// Start starts Cmd; nil means Cmd.Start. A sandbox hands its launcher
 	// the configuration here. It runs on a thread that outlives the child
-	// (see spawn), so the parent-death signal is reliable.
+	// (see spawn), so the parent-death signal is reliable, unless it
+	// returns an ErrThreadTainted.
 	Start func() error
 	// Wait waits for the end; nil means Cmd.Wait. An error with a
 	// Reason() string method explains the end better than an exit status
