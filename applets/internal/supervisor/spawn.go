@@ -16,7 +16,8 @@ import (
 // from a thread locked by a goroutine that never returns: the signal then
 // fires exactly when the runner process dies, even by SIGKILL. The threads
 // form a pool that grows when starts overlap, so one start that hangs (a
-// sandbox launcher stuck in its setup) never holds back the others.
+// sandbox launcher stuck in its setup) never holds back the others. Only a
+// thread whose start failed with ErrThreadTainted leaves the pool, and ends.
 var spawner struct {
 	mu   sync.Mutex
 	idle int
