@@ -1409,6 +1409,8 @@ func TestFailedDeployKeepsPinnedBinary(t *testing.T) {
 func TestRedeployPrunesSupersededBuild(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Only the pins decide here: no build is spared for its age.
+	h.pruneGrace("0s")
 	p := h.file("hello.toml", helloSpec)
 	built, err := os.ReadFile(elfBinary(t))
 	if err != nil {
@@ -1478,6 +1480,8 @@ func TestRedeployPrunesSupersededBuild(t *testing.T) {
 func TestDeployAfterDeletePrunes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Only the pins decide here: no build is spared for its age.
+	h.pruneGrace("0s")
 	p := h.file("hello.toml", helloSpec)
 	built, err := os.ReadFile(elfBinary(t))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -172,6 +171,9 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
 			return err
 		}
+	}
+	if err := e.stampBinaries(ctx, d); err != nil {
+		return err
 	}
 	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy"}, c.Bool("wait"))
 	if err != nil {
@@ -762,6 +764,34 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	return nil
 }
 
+// stampBinaries stamps each build the spec to store pins (stampObject)
+// just before it is stored, so that no concurrent deploy's prune takes it
+// for one left behind, however long ago it was uploaded. One of this
+// deploy's builds that such a prune deleted since it was checked is
+// uploaded again; any other pin that is gone fails the deploy, as the
+// check before the upload would have.
+func (e *env) stampBinaries(ctx context.Context, d *deployment) error {
+	for _, arch := range slices.Sorted(maps.Keys(d.final.Binaries)) {
+		b := d.final.Binaries[arch]
+		err := e.stampObject(ctx, names.BinariesBucket, b.Object, b.SHA256)
+		if err == nil {
+			continue
+		}
+		i := slices.IndexFunc(d.bins, func(f binaryFile) bool { return f.Object == b.Object })
+		switch {
+		case !errors.Is(err, errNoObject):
+			return fmt.Errorf("nothing deployed: binary %s for %s: %w", b.Object, arch, err)
+		case i < 0:
+			return notFound("nothing deployed: binary %s for %s was deleted from %s since it was checked (narun ctl image delete?); deploy with --binary", b.Object, arch, names.BinariesBucket)
+		}
+		fmt.Fprintf(e.stdio.Stderr, "%s was deleted from %s since it was checked (another deploy's prune?): uploading it again\n", b.Object, names.BinariesBucket)
+		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readThrough reads the stored object of b to its end, which checks its
 // content against its digest.
 func (e *env) readThrough(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
@@ -918,118 +948,6 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 		refusing = append(refusing, n.ID)
 	}
 	return refusing
-}
-
-// pruneSuperseded deletes the builds of the app, of any version, that no
-// stored spec pins and no kept revision of a deployed app does: an object
-// is never overwritten, so without this every deploy would keep its
-// predecessor in the store for good, and narun-binaries would grow with
-// each version deployed until the disk is full. A build a kept revision
-// pins stays, so that app rollback can restore that revision; the next
-// deploy deletes it once the revision has left the history. A deploy over
-// a stored spec this key did not sign, or one nodes cannot parse (prev.app
-// is nil), prunes nothing: the objects such a spec names are not this
-// deploy's to judge. A first deploy, or one after app delete, does prune:
-// an app deleted and deployed again would otherwise keep the builds of
-// each of its lives. It runs once the new spec is stored; a failure leaves
-// an unused object behind, which is only worth a warning.
-func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App) {
-	if prev.rev != 0 && prev.app == nil {
-		return
-	}
-	obs, err := e.objects(ctx, names.BinariesBucket)
-	if err != nil {
-		e.log.Debug("open binaries before pruning", "err", err)
-		return
-	}
-	all, err := e.objectNames(ctx, names.BinariesBucket)
-	if err != nil {
-		e.log.Debug("list binaries before pruning", "err", err)
-		return
-	}
-	var stale []string
-	for _, name := range all {
-		if strings.HasPrefix(name, next.Name+"/") && !slices.Contains(binaryRefs(next), name) {
-			stale = append(stale, name)
-		}
-	}
-	if len(stale) == 0 {
-		return
-	}
-	used, err := e.users(ctx, binaryRefs)
-	if err != nil {
-		e.log.Debug("read specs before pruning binaries", "err", err)
-		return
-	}
-	kept, err := e.keptPins(ctx, binaryRefs)
-	if err != nil {
-		e.log.Debug("read the apps' history before pruning binaries", "err", err)
-		return
-	}
-	for _, name := range stale {
-		if len(used[name]) > 0 || len(kept[name]) > 0 {
-			continue
-		}
-		octx, cancel := e.op(ctx)
-		err := obs.Delete(octx, name)
-		if err == nil || isNotFound(err) {
-			err = e.purgeObjectMeta(octx, names.BinariesBucket, name)
-		}
-		cancel()
-		if err != nil {
-			fmt.Fprintf(e.stdio.Stderr, "warning: superseded binary %s not deleted: %v (narun ctl image delete removes it)\n", name, err)
-		}
-	}
-}
-
-// objectNames lists the objects of bucket, deleted ones included, from the
-// subjects of its stream, which the server keeps an index of. ObjectStore.List
-// reads instead each object's metadata, and with it the whole message block
-// (8 MiB) that holds it: in practice every block of the store, which the
-// server then keeps in memory for seconds. A list of a 1 GiB narun-binaries
-// took narun up from 80 MiB to 740 MiB; a listing by subjects reads nothing.
-func (e *env) objectNames(ctx context.Context, bucket string) ([]string, error) {
-	ctx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(objectMetaSubject(bucket, "")+">"))
-	if err != nil {
-		return nil, fmt.Errorf("list the objects of %s: %w", bucket, err)
-	}
-	var out []string
-	for subj := range info.State.Subjects {
-		enc, _ := strings.CutPrefix(subj, objectMetaSubject(bucket, ""))
-		name, err := base64.URLEncoding.DecodeString(enc)
-		if err != nil {
-			continue
-		}
-		out = append(out, string(name))
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-// purgeObjectMeta removes the marker a deleted object leaves in its bucket:
-// names are never reused (they hold the build's digest), so the markers of
-// every build ever pruned would pile up, and objectNames would list them.
-func (e *env) purgeObjectMeta(ctx context.Context, bucket, name string) error {
-	s, err := e.js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return fmt.Errorf("open stream of %s: %w", bucket, err)
-	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(objectMetaSubject(bucket, name))); err != nil {
-		return fmt.Errorf("purge the deletion marker of %s: %w", name, err)
-	}
-	return nil
-}
-
-// objectMetaSubject is the subject of an object's metadata, as nats.go
-// names it; with name "", the prefix of them all.
-func objectMetaSubject(bucket, name string) string {
-	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
 }
 
 // checkRoutes refuses routes that clash with another app's before anything

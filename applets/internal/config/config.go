@@ -197,6 +197,11 @@ type Ctl struct {
 	// SigningKeyFile signs the specs and route entries ctl stores, for
 	// runners and gateways with trusted_keys.
 	SigningKeyFile string `toml:"signing_key_file"`
+	// PruneGrace is how long after its upload (or its last reuse by a
+	// deploy), on the NATS server's clock, a build no spec pins is spared
+	// by deploy's pruning, so that the build of a concurrent deploy that
+	// has not stored its spec yet survives; 0 prunes such builds at once.
+	PruneGrace Duration `toml:"prune_grace"`
 }
 
 // Defaults returns the configuration used when no file says otherwise.
@@ -225,8 +230,9 @@ func Defaults() File {
 			ResyncInterval:    Duration(30 * time.Second),
 		},
 		Ctl: Ctl{
-			Client:  Client{NATSURL: DefaultNATSURL},
-			Timeout: Duration(15 * time.Second),
+			Client:     Client{NATSURL: DefaultNATSURL},
+			Timeout:    Duration(15 * time.Second),
+			PruneGrace: Duration(time.Hour),
 		},
 	}
 }

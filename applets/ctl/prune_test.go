@@ -1,0 +1,260 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// build is a binary of this machine's arch that differs from every other
+// build of the test by its suffix, and the object a deploy of version
+// would store it as.
+type build struct {
+	path, object, sha256 string
+	content              []byte
+}
+
+func (h *harness) build(version string, suffix byte) build {
+	h.t.Helper()
+	base, err := os.ReadFile(elfBinary(h.t))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	content := append(base, suffix)
+	sum := sha256.Sum256(content)
+	digest := hex.EncodeToString(sum[:])
+	return build{
+		path:    h.file(fmt.Sprintf("hello-%s", version), string(content)),
+		object:  "hello/" + version + "/linux-" + runtime.GOARCH + "-" + digest[:12],
+		sha256:  digest,
+		content: content,
+	}
+}
+
+// upload stores b as a deploy does before it stores its spec, and writes
+// no spec: what another deploy, still running, has done so far.
+func (h *harness) upload(b build) {
+	h.t.Helper()
+	obs, err := store.Objects(context.Background(), h.js, names.BinariesBucket, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := obs.Put(context.Background(), jetstream.ObjectMeta{Name: b.object}, bytes.NewReader(b.content)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// fetch reads b's object of narun-binaries whole, as a node fetches it; it
+// fails the test unless the object is there with b's bytes.
+func (h *harness) fetch(b build) {
+	h.t.Helper()
+	obs, err := h.js.ObjectStore(context.Background(), names.BinariesBucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	got, err := obs.GetBytes(context.Background(), b.object)
+	if err != nil {
+		h.t.Fatalf("fetch %s as a node does: %v", b.object, err)
+	}
+	if !bytes.Equal(got, b.content) {
+		h.t.Fatalf("%s holds %d bytes, not the %d of its build", b.object, len(got), len(b.content))
+	}
+}
+
+// metaSequence is the sequence of the last metadata message of object in
+// narun-binaries.
+func (h *harness) metaSequence(object string) uint64 {
+	h.t.Helper()
+	s, err := h.js.Stream(context.Background(), "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(context.Background(), objectMetaSubject(names.BinariesBucket, object))
+	if err != nil {
+		h.t.Fatalf("metadata of %s: %v", object, err)
+	}
+	return m.Sequence
+}
+
+// pruneGrace sets [ctl] prune_grace in the harness's configuration.
+func (h *harness) pruneGrace(d string) {
+	h.t.Helper()
+	cfg, err := os.ReadFile(h.config)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(h.config, append(cfg, []byte("prune_grace = \""+d+"\"\n")...), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// Two deploys of one app run at once: the one that stores its spec first
+// prunes, and must leave the build the other has uploaded but not yet
+// pinned in a stored spec, or the other's nodes find no binary to fetch.
+// A build left behind that way (the other deploy failed after its upload)
+// is pruned once it is older than [ctl] prune_grace.
+func TestPruneSparesBuildOfConcurrentDeploy(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", h.build("1.0.0", 0).path)
+
+	other := h.build("1.0.1", 1)
+	h.upload(other)
+	uploaded := h.metaSequence(other.object)
+	h.file("hello.toml", helloVersion("1.0.2", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.2", 2).path)
+	if !h.hasObject(names.BinariesBucket, other.object) {
+		t.Fatalf("the deploy of 1.0.2 pruned %s, which the deploy of 1.0.1 uploaded moments ago and has yet to pin", other.object)
+	}
+
+	// The other deploy now stores its spec, pinning the build it uploaded,
+	// and its nodes fetch it.
+	h.file("hello.toml", helloVersion("1.0.1", "/hello/"))
+	h.ok("", "deploy", p, "--binary", other.path)
+	raw, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("hello", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := app.Binaries[runtime.GOARCH].Object; got != other.object {
+		t.Fatalf("the deploy of 1.0.1 pins %s, want the build it uploaded, %s", got, other.object)
+	}
+	h.fetch(other)
+	// It was stamped as it was reused: a prune counts its age from now.
+	if seq := h.metaSequence(other.object); seq <= uploaded {
+		t.Errorf("the deploy of 1.0.1 reused %s and left its metadata at sequence %d, as uploaded: a prune would count its age from the upload", other.object, seq)
+	}
+
+	// A build no deploy pinned: kept while young, deleted once older than
+	// the grace (0 here, so at once), its metadata purged from the stream.
+	left := h.build("1.0.3", 3)
+	h.upload(left)
+	h.file("hello.toml", helloVersion("1.0.4", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.4", 4).path)
+	if !h.hasObject(names.BinariesBucket, left.object) {
+		t.Fatalf("the deploy of 1.0.4 pruned %s, younger than the default prune_grace", left.object)
+	}
+	h.pruneGrace("0s")
+	h.file("hello.toml", helloVersion("1.0.5", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.5", 5).path)
+	if h.hasObject(names.BinariesBucket, left.object) {
+		t.Fatalf("the deploy of 1.0.5 kept %s, which no spec pins and which is older than prune_grace = 0s", left.object)
+	}
+	s, err := h.js.Stream(context.Background(), "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLastMsgForSubject(context.Background(), objectMetaSubject(names.BinariesBucket, left.object)); err == nil {
+		t.Errorf("the metadata of pruned %s is still in the stream", left.object)
+	}
+	// Every other build is pinned by the spec or a kept revision.
+	for _, v := range []string{"1.0.0", "1.0.2", "1.0.4", "1.0.5"} {
+		if b := h.build(v, v[len(v)-1]-'0'); !h.hasObject(names.BinariesBucket, b.object) {
+			t.Errorf("%s, which a kept revision pins, was pruned", b.object)
+		}
+	}
+}
+
+// A deploy that reuses a build stamps it before storing its spec; a prune
+// that read the build's metadata before the stamp finds it changed and
+// deletes nothing, and one that reads it after counts its age from the
+// stamp, however old the upload.
+func TestPruneLosesToStamp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	e.cfg.Ctl.PruneGrace = config.Duration(time.Hour)
+	ctx := context.Background()
+	b := h.build("1.0.0", 1)
+	h.upload(b)
+
+	read, info, err := e.objectMeta(ctx, names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.stampObject(ctx, names.BinariesBucket, b.object, b.sha256); err != nil {
+		t.Fatalf("stamp: %v", err)
+	}
+	deleted, err := e.deleteObjectAt(ctx, names.BinariesBucket, read, info)
+	if err != nil || deleted {
+		t.Fatalf("delete by metadata read before the stamp: deleted %v, %v; want nothing deleted", deleted, err)
+	}
+	h.fetch(b)
+
+	stamped, _, err := e.objectMeta(ctx, names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stamped.Sequence <= read.Sequence {
+		t.Fatalf("stamp left the metadata at sequence %d (was %d)", stamped.Sequence, read.Sequence)
+	}
+	// An hour after the upload, on the server's clock, the stamp is
+	// younger than the grace.
+	if err := e.pruneObject(ctx, names.BinariesBucket, b.object, read.Time.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	h.fetch(b)
+	if err := e.pruneObject(ctx, names.BinariesBucket, b.object, stamped.Time.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if h.hasObject(names.BinariesBucket, b.object) {
+		t.Fatalf("%s, stamped an hour ago (prune_grace), was not pruned", b.object)
+	}
+}
+
+// A build that a concurrent prune deleted between a deploy's check and
+// its spec's write is uploaded again; a pin the deploy has no file for
+// fails it, naming the object.
+func TestStampUploadsPrunedBuildAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var stderr bytes.Buffer
+	e := h.env(&stderr)
+	ctx := context.Background()
+	b := h.build("1.0.0", 1)
+	h.upload(b)
+	read, info, err := e.objectMeta(ctx, names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := e.deleteObjectAt(ctx, names.BinariesBucket, read, info); err != nil || !deleted {
+		t.Fatalf("delete: deleted %v, %v", deleted, err)
+	}
+
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins := &spec.App{Binaries: map[string]spec.Binary{runtime.GOARCH: {Object: b.object, SHA256: b.sha256}}}
+	err = e.stampBinaries(ctx, &deployment{final: pins, obs: obs})
+	if xe := (*cli.ExitError)(nil); !errors.As(err, &xe) || xe.Code != ExitNotFound || !strings.Contains(err.Error(), "nothing deployed: binary "+b.object+" for "+runtime.GOARCH+" was deleted") {
+		t.Errorf("stamp of a pruned build the deploy has no file for: %v", err)
+	}
+
+	d := &deployment{final: pins, obs: obs, bins: []binaryFile{{Path: b.path, Arch: runtime.GOARCH, Size: int64(len(b.content)), SHA256: b.sha256, Object: b.object}}}
+	if err := e.stampBinaries(ctx, d); err != nil {
+		t.Fatalf("stamp of a pruned build of the deploy: %v", err)
+	}
+	h.fetch(b)
+	if !strings.Contains(stderr.String(), b.object+" was deleted from "+names.BinariesBucket) {
+		t.Errorf("upload again not reported: %q", stderr.String())
+	}
+}
