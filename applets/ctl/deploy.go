@@ -175,7 +175,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := e.stampBinaries(ctx, d); err != nil {
 		return err
 	}
-	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy"}, c.Bool("wait"))
+	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy", again: "deploy again to write them"}, c.Bool("wait"))
 	if err != nil {
 		return err
 	}

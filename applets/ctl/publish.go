@@ -36,6 +36,9 @@ type release struct {
 	prune bool
 	// verb names the command in the error of a lost race.
 	verb string
+	// again says how to write the routes when only they failed: the
+	// command that does it, run again.
+	again string
 }
 
 // published is what publish stored.
@@ -95,7 +98,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	}
 	if err := e.putRoutes(ctx, r.final, r.key); err != nil {
 		stop()
-		return p, err
+		return p, routesNotWritten(name, p, r.again, err)
 	}
 	if err := e.dropRoutesOfDeleted(ctx, r.apps, name); err != nil {
 		stop()
@@ -117,6 +120,17 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		return p, &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", name, strings.Join(refusing, ", "), why)}
 	}
 	return p, nil
+}
+
+// routesNotWritten says that the routes of app failed after its spec was
+// stored: the spec rolls out regardless, and an error that named only the
+// routes would read as a command that changed nothing.
+func routesNotWritten(app string, p published, again string, err error) error {
+	what := fmt.Sprintf("spec of %s stored (revision %d), its instances roll out", app, p.revision)
+	if !p.changed {
+		what = fmt.Sprintf("spec of %s unchanged (revision %d)", app, p.revision)
+	}
+	return fmt.Errorf("%s, but its routes are not written (gateways keep the earlier ones): %w; %s", what, err, again)
 }
 
 // storeSpecError says why a conditional write of app's spec by the command

@@ -318,12 +318,18 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
 	}
 	if bytes.Equal(stored, cur.raw) {
+		// Running a rollback again is how one whose routes failed after
+		// its spec was stored writes them; an unchanged entry is left.
+		if err := e.putRoutes(ctx, final, key); err != nil {
+			return err
+		}
 		fmt.Fprintf(e.out(), "%s: revision %d holds the same spec as the current one (%d); nothing to roll back\n", name, target.Revision, cur.Revision)
 		return nil
 	}
 	p, err := e.publish(ctx, release{
 		apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision},
 		stored: stored, final: final, key: key, nodes: nodes, heartbeats: heartbeats, verb: "rollback",
+		again: fmt.Sprintf("narun ctl app rollback %s --to %d writes them", name, target.Revision),
 	}, c.Bool("wait"))
 	if err != nil {
 		return err
