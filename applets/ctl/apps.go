@@ -426,10 +426,10 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		return fmt.Errorf("remove routes of %s: %w", name, err)
 	}
 	if err := kv.Delete(octx, name); err != nil {
-		return fmt.Errorf("delete spec of %s: %w", name, err)
+		return fmt.Errorf("delete spec of %s: %w; its routes are removed already, so gateways no longer send it requests while its instances run: narun ctl app delete %s again finishes, narun ctl deploy of its file keeps it", name, err, name)
 	}
 	if err := routes.Delete(octx, name); err != nil && !isNotFound(err) {
-		return fmt.Errorf("remove routes of %s: %w", name, err)
+		return fmt.Errorf("%s deleted, but removing its routes again (for a deploy in between) failed: %w; narun ctl app delete %s again removes them", name, err, name)
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
 	// Its binaries stay, for a deploy again, and nothing else removes them:
@@ -459,7 +459,6 @@ func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error
 	return left, nil
 }
 
-// deployed reports whether narun-apps has a spec of app.
 // nodesRunning lists the nodes whose heartbeat shows an instance of app.
 func (e *env) nodesRunning(ctx context.Context, app string) ([]string, error) {
 	nodes, err := e.nodes(ctx)
@@ -476,6 +475,7 @@ func (e *env) nodesRunning(ctx context.Context, app string) ([]string, error) {
 	return running, nil
 }
 
+// deployed reports whether narun-apps has a spec of app.
 func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {

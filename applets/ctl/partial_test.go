@@ -89,3 +89,30 @@ func TestRollbackRoutesFailureRepairedByRollbackAgain(t *testing.T) {
 		t.Errorf("after the rollback again, the routes of hello are %s, want revision %d's (/hello/)", routes, rev1)
 	}
 }
+
+// An app delete that removed the routes and then failed to delete the
+// spec says that the app still runs without its routes, and what to run.
+func TestAppDeleteSpecFailureSaysRoutesRemoved(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	// A sealed stream takes no more writes: the deletion of the spec fails.
+	s, err := h.js.Stream(context.Background(), "KV_"+names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := h.js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "app", "delete", "hello")
+	for _, want := range []string{"delete spec of hello: ", "its routes are removed already", "narun ctl app delete hello again"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("app delete whose spec stays: %q\nwant it to say %q", r.err, want)
+		}
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("the routes of hello are still there: the failure is not the partial one this test is about")
+	}
+}
