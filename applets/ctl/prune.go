@@ -82,7 +82,8 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 
 // pruneObject deletes name from bucket unless it was stored, or stamped by
 // a deploy, less than prune_grace before now (the server's clock). A
-// deletion marker (image delete leaves one) is purged whatever its age.
+// deletion marker (image delete leaves one) is purged whatever its age,
+// with any content a deletion cut short left behind.
 func (e *env) pruneObject(ctx context.Context, bucket, name string, now time.Time) error {
 	m, info, err := e.objectMeta(ctx, bucket, name)
 	if errors.Is(err, errNoObject) {
@@ -92,6 +93,9 @@ func (e *env) pruneObject(ctx context.Context, bucket, name string, now time.Tim
 		return err
 	}
 	if info.Deleted {
+		if err := e.purgeChunks(ctx, bucket, info); err != nil {
+			return err
+		}
 		return e.purgeObjectMeta(ctx, bucket, name, m.Sequence)
 	}
 	if age := now.Sub(m.Time); age < e.cfg.Ctl.PruneGrace.D() {
@@ -157,15 +161,29 @@ func (e *env) deleteObjectAt(ctx context.Context, bucket string, m *jetstream.Ra
 	if err != nil {
 		return false, fmt.Errorf("mark %s deleted: %w", info.Name, err)
 	}
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
-	if err != nil {
-		return true, fmt.Errorf("open stream of %s: %w", bucket, err)
-	}
-	// An upload after the marker uses chunks of another id.
-	if err := s.Purge(octx, jetstream.WithPurgeSubject("$O."+bucket+".C."+info.NUID)); err != nil {
-		return true, fmt.Errorf("purge the content of %s: %w", info.Name, err)
+	if err := e.purgeChunks(octx, bucket, info); err != nil {
+		return true, err
 	}
 	return true, e.purgeObjectMeta(octx, bucket, info.Name, ack.Sequence)
+}
+
+// purgeChunks removes the content of the object info describes, once it
+// is marked deleted: an upload of the same name since uses chunks of
+// another id.
+func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.ObjectInfo) error {
+	if info.NUID == "" {
+		return nil
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	if err != nil {
+		return fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	if err := s.Purge(octx, jetstream.WithPurgeSubject("$O."+bucket+".C."+info.NUID)); err != nil {
+		return fmt.Errorf("purge the content of %s: %w", info.Name, err)
+	}
+	return nil
 }
 
 // stampObject writes the metadata of name in bucket again as it is, which

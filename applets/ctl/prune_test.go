@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/cli"
@@ -257,4 +259,56 @@ func TestStampUploadsPrunedBuildAgain(t *testing.T) {
 	if !strings.Contains(stderr.String(), b.object+" was deleted from "+names.BinariesBucket) {
 		t.Errorf("upload again not reported: %q", stderr.String())
 	}
+}
+
+// A deletion cut short between its marker and the purge of the content
+// leaves the content in the stream, which no name reaches any more; the
+// prune that finds the marker purges both.
+func TestPruneFinishesDeletionCutShort(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	ctx := context.Background()
+	b := h.build("1.0.0", 1)
+	h.upload(b)
+	_, info, err := e.objectMeta(ctx, names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Deleted = true
+	marker, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(objectMetaSubject(names.BinariesBucket, b.object))
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	msg.Data = marker
+	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.subjects("$O." + names.BinariesBucket + ".C.>"); n != 1 {
+		t.Fatalf("%d content subjects before the prune, want the deleted object's", n)
+	}
+
+	if err := e.pruneObject(ctx, names.BinariesBucket, b.object, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.subjects("$O." + names.BinariesBucket + ".>"); n != 0 {
+		t.Errorf("%d subjects of narun-binaries left after the prune, want none", n)
+	}
+}
+
+// subjects counts the subjects of narun-binaries' stream that filter
+// matches.
+func (h *harness) subjects(filter string) int {
+	h.t.Helper()
+	s, err := h.js.Stream(context.Background(), "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return len(info.State.Subjects)
 }
