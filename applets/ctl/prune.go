@@ -192,8 +192,9 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 // just before storing it, so that a concurrent deploy's prune spares one
 // it reuses (uploaded long ago, by a deploy that failed or for a spec no
 // longer kept) as it spares one it uploaded. The write expects the
-// metadata read: errNoObject when a prune deleted the object first, or
-// the content is not sha256 (hex), which a deploy is not to pin.
+// metadata read. It returns errNoObject when a prune deleted the object
+// first, and an error when its content is not sha256 (hex), which a
+// deploy is not to pin.
 func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) error {
 	// A lost race is a prune's deletion, or another deploy's stamp, which
 	// the next read tells apart.
