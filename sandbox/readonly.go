@@ -30,6 +30,10 @@ func readOnlyMounts(cfg *Config) error {
 		return err
 	}
 	var writable []string
+	// below are the writable mounts found under a granted path. A mount
+	// the sandbox covered is listed with the rest, but cannot be reached
+	// at its path: one on the host's /tmp, under the instance's own.
+	below := map[string]bool{}
 	for _, p := range writablePaths(cfg) {
 		// Mount points below p are listed by their real path.
 		if real, err := filepath.EvalSymlinks(p); err == nil {
@@ -47,6 +51,7 @@ func readOnlyMounts(cfg *Config) error {
 		for _, m := range before {
 			if !m.readOnly && m.point != p && strings.HasPrefix(m.point, strings.TrimSuffix(p, "/")+"/") {
 				writable = append(writable, m.point)
+				below[m.point] = true
 			}
 		}
 	}
@@ -58,7 +63,13 @@ func readOnlyMounts(cfg *Config) error {
 		return fmt.Errorf("make the mounts read-only: %w", err)
 	}
 	for _, p := range writable {
-		if err := unix.MountSetattr(unix.AT_FDCWD, p, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		err := unix.MountSetattr(unix.AT_FDCWD, p, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+		if below[p] && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL)) {
+			// Covered: its path leads elsewhere (EINVAL: not to a
+			// mount's root), so the app cannot write through it.
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("keep %s writable: %w", p, err)
 		}
 	}

@@ -404,6 +404,49 @@ func TestWritableOnlyWhereGranted(t *testing.T) {
 	}
 }
 
+// A writable mount on the host's /tmp lies under the instance's own /tmp
+// (tmp preset), out of the app's reach: it used to fail the start, so any
+// program, or another sandbox's test, keeping a mount there stopped every
+// sandboxed app with the preset.
+func TestHostMountUnderTmpCovered(t *testing.T) {
+	requireRoot(t)
+	host, err := os.MkdirTemp("/tmp", "narun-host-mount-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(host) })
+	if err := unix.Mount("tmpfs", host, "tmpfs", 0, "mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(host, unix.MNT_DETACH) })
+	cfg := testConfig(t, "write", "/tmp/written")
+	// The instance's directory and binary cannot be on the /tmp it covers.
+	if cfg.Dir, err = os.MkdirTemp("/var/tmp", "narun-sandbox-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cfg.Dir) })
+	if err := os.Chmod(cfg.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(helper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Binary = filepath.Join(cfg.Dir, "escape")
+	if err := os.WriteFile(cfg.Binary, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetTmp)
+	out, err := runSandbox(t, cfg)
+	if err != nil || !strings.Contains(out, "ESCAPED") {
+		t.Fatalf("writing to its /tmp: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "tmp", "written")); err != nil {
+		t.Errorf("the app's /tmp is not the instance's tmp/: %v", err)
+	}
+}
+
 // A binary run through a symbolic link is named after the link (comm,
 // what ps, top and pgrep show; argv[0]), as the runner's links to its
 // binary cache rely on, and Landlock checks the file it resolves to: no
