@@ -217,6 +217,50 @@ func TestExecStopGraceCoversDaemon(t *testing.T) {
 	}
 }
 
+// An exec instance whose process ends on its own (a crash) leaves its
+// daemon the stop signal and the stop timeout, as systemd stops what a
+// service's main process left, before the instance is started again.
+func TestExecExitGraceCoversDaemon(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	dir := t.TempDir()
+	pid := deployDaemon(t, c, tr, "crasher", fmt.Sprintf("args = [\"daemon\", \"flush\", %q]\nstop_timeout = \"1h\"\n", dir))
+	first := tr.wait(t, "crasher", "healthy", allIn(1, state.Healthy))[0]
+	testutil.Eventually(t, 10*time.Second, "the daemon ready for SIGTERM", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "ready"))
+		return err == nil
+	})
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, []int{first.PID})
+	testutil.Eventually(t, 30*time.Second, "the daemon to flush", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "flushed"))
+		return err == nil
+	})
+	waitDead(t, []int{pid})
+	tr.wait(t, "crasher", "restarted", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Healthy && l[0].PID != first.PID
+	})
+	// The instance started again starts a daemon of its own, which must
+	// handle SIGTERM before the runner stops at the end of the test: one
+	// started after the stop signal went out would wait for the hour.
+	testutil.Eventually(t, 10*time.Second, "the new daemon ready for SIGTERM", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "ready"))
+		return len(b) > 0 && string(b) != strconv.Itoa(pid)
+	})
+	if logs := tr.logs.String(); strings.Contains(logs, "stop timeout") {
+		t.Errorf("the daemon was killed, not given its grace:\n%s", logs)
+	}
+}
+
 // A health check's port held by a daemon of the instance, outside its
 // process tree and group but in its cgroup, is the instance's.
 func TestHealthCheckPortHeldByDaemon(t *testing.T) {

@@ -569,9 +569,10 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	}()
 
 	var werr error
-	unhealthy := ""
+	unhealthy, exited := "", false
 	select {
 	case werr = <-waited:
+		exited = true
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
 		s.set(state.Stopping, unhealthy)
@@ -582,6 +583,9 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	}
 	hcancel()
 	<-healthDone
+	if exited {
+		s.endLeftovers(pid, signal, p.WaitEmpty)
+	}
 	// Whatever the app left behind goes with it.
 	signal(syscall.SIGKILL)
 	readersDone := make(chan struct{})
@@ -645,6 +649,30 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 		signal(syscall.SIGKILL)
 	}
 	return err
+}
+
+// endLeftovers stops what the process left running when it ended on its
+// own (a daemon it started), as systemd stops a service whose main process
+// exited: the stop signal, then SIGKILL once StopTimeout is over. Only a
+// run whose processes can all be told (waitEmpty, Process.WaitEmpty) has
+// any to wait for; one that left none goes on at once.
+func (s *Supervisor) endLeftovers(pid int, signal func(syscall.Signal), waitEmpty func(context.Context) error) {
+	if waitEmpty == nil {
+		return
+	}
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	if waitEmpty(now) == nil {
+		return
+	}
+	s.set(state.Stopping, "its process exited; stopping what it left running")
+	signal(s.cfg.StopSignal)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	defer cancel()
+	if err := waitEmpty(ctx); err != nil {
+		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", s.cfg.StopTimeout, "err", err)
+		signal(syscall.SIGKILL)
+	}
 }
 
 func (s *Supervisor) signalGroup(pid int, sig syscall.Signal) {

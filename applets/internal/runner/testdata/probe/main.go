@@ -187,10 +187,10 @@ func main() {
 	case "flush":
 		// flush DIR is a daemon that takes a second to flush once told to
 		// stop, far longer than the probe that started it, which exits at
-		// once. It writes DIR/ready once it handles SIGTERM; at SIGTERM it
+		// once. It writes its pid to DIR/ready once it handles SIGTERM; at SIGTERM it
 		// writes DIR/term, then, a second later, DIR/flushed, and exits.
 		dir := os.Args[2]
-		if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 			os.Exit(1)
 		}
 		<-term
