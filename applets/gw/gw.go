@@ -18,10 +18,11 @@ import (
 const description = `Routes come from [[gateway.routes]] in the configuration file and from the
 narun-routes bucket, where deployed apps put theirs (narun ctl route list).
 The bucket is followed live; the file is re-read when it changes and on SIGHUP
-(systemctl reload), which applies routes, timeout, max_body, access_log and
-trusted_keys; listen addresses, shutdown_timeout, max_connections, routes_cache
-and turning HTTPS on or off need a restart. Only the file sets [gateway] timeout,
-max_body, shutdown_timeout, access_log, max_connections, trusted_keys and
+(systemctl reload), which applies routes, timeout, max_body, body_idle_timeout,
+access_log and trusted_keys; listen addresses, shutdown_timeout, max_connections,
+routes_cache and turning HTTPS on or off need a restart. Only the file sets
+[gateway] timeout, max_body, body_idle_timeout, shutdown_timeout, access_log,
+max_connections, trusted_keys and
 [gateway.tls] listen, cert and key (HTTPS; the certificate is reloaded when its
 files change): testdata/narun.toml lists every key, with its default, and the
 README's Configuration section explains the file.

@@ -124,6 +124,10 @@ type Gateway struct {
 	AdminListen string   `toml:"admin_listen"`
 	Timeout     Duration `toml:"timeout"`
 	MaxBody     Size     `toml:"max_body"`
+	// BodyIdleTimeout bounds each wait for more of a request body, within
+	// the route's timeout; 0 means DefaultBodyIdleTimeout. It follows hot
+	// reloads.
+	BodyIdleTimeout Duration `toml:"body_idle_timeout"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// at shutdown; 0 means 15s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
@@ -219,6 +223,7 @@ func Defaults() File {
 			AdminListen:     ":9090",
 			Timeout:         Duration(30 * time.Second),
 			MaxBody:         64 << 20,
+			BodyIdleTimeout: Duration(DefaultBodyIdleTimeout),
 			ShutdownTimeout: Duration(15 * time.Second),
 			MaxConnections:  DefaultMaxConnections,
 			TLS:             GatewayTLS{Listen: ":8443"},
@@ -236,6 +241,13 @@ func Defaults() File {
 		},
 	}
 }
+
+// DefaultBodyIdleTimeout is the gateway's body_idle_timeout when none is
+// set: as long as a client has for its request head. A client that sends
+// nothing of its body for that long is most likely gone or stalling on
+// purpose, and holds a connection, an in-flight request and the service
+// that waits for the body.
+const DefaultBodyIdleTimeout = 10 * time.Second
 
 // DefaultMaxConnections is the gateway's max_connections when none is
 // set: some 80 MiB of idle connections, and far from the LimitNOFILE of

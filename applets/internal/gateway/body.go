@@ -40,7 +40,7 @@ func sizedBuf(n int64) (*[]byte, int) {
 // bodySource cuts a client's request body into message-sized chunks, read
 // only when the service pulls them.
 type bodySource struct {
-	r     io.ReadCloser
+	r     io.Reader
 	limit int64
 	chunk int
 	pool  *sync.Pool // of *[]byte, grown to chunk on use

@@ -107,6 +107,8 @@ type Gateway struct {
 	// for errors; nil when they cannot be placed.
 	routeLines []int
 	accessLog  atomic.Bool
+	// bodyIdle is body_idle_timeout, as a time.Duration.
+	bodyIdle atomic.Int64
 	// routesRead is set once the watch of narun-routes delivered the
 	// bucket's content: until then every deployed app's route answers
 	// 404, which /readyz must not call ready.
@@ -260,6 +262,7 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	g.kvRoutes = kv
 	g.table.Store(t)
 	g.accessLog.Store(cfg.AccessLog)
+	g.bodyIdle.Store(int64(cmp.Or(cfg.BodyIdleTimeout.D(), config.DefaultBodyIdleTimeout)))
 	return nil
 }
 

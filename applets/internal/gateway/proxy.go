@@ -39,6 +39,9 @@ type exchange struct {
 	// body lives here rather than on the stack: a duplex exchange hands it
 	// to a goroutine, which would move it to the heap on every request.
 	body bodySource
+	// timed bounds the waits of body; a body of unknown length, read by a
+	// goroutine that may outlive the exchange, gets one of its own.
+	timed timedBody
 }
 
 func (ex *exchange) reset() {
@@ -181,9 +184,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// the connection in the background to notice the client hanging up,
 	// and a deadline would end that read as if it had (net/http clears
 	// the deadline when it starts that read).
-	if conn := deadlines(w); conn != nil {
+	conn := deadlines(w)
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	if conn != nil {
 		_ = conn.SetWriteDeadline(deadline.Add(answerTime))
-		if r.Body != nil && r.Body != http.NoBody {
+		if hasBody {
 			_ = conn.SetReadDeadline(deadline)
 		}
 	}
@@ -269,6 +274,35 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// a blocked read.
 	duplex := r.ProtoMajor == 2 && r.ContentLength < 0 && (ex.grpc || isConnectStream(r.Header["Content-Type"]))
 	body.messages = duplex
+	// body_idle_timeout bounds each wait for the body, except a duplex
+	// stream's: its client may rightly send nothing for a long time (it
+	// waits for the server, or for its user), and only the route's
+	// timeout bounds it. A body of unknown length is read by a goroutine
+	// of its own, whose failure the exchange must tell from the client
+	// gone (see timedBody) even without that bound; a body of known
+	// length is read by the exchange itself, which needs no more than
+	// the connection's deadline then.
+	var timed *timedBody
+	var bodyIn io.Reader = r.Body
+	idle := time.Duration(g.bodyIdle.Load())
+	if idle >= rt.timeout {
+		idle = 0
+	}
+	if conn != nil && hasBody && !duplex && (idle > 0 || r.ContentLength < 0) {
+		timed = &ex.timed
+		if r.ContentLength < 0 {
+			timed = new(timedBody)
+		}
+		timed.start(r.Body, conn, idle, deadline)
+		bodyIn, body.r = timed, timed
+		defer func() {
+			timed.stop()
+			if timed == &ex.timed {
+				// Pooled: it must not keep the request.
+				timed.r, timed.conn = nil, nil
+			}
+		}()
+	}
 	var first []byte
 	var more bool
 	var pulls *puller
@@ -300,7 +334,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// first read: the head does not wait for it, and the first pull
 		// reads (see below for a body of known length).
 		expect := expectsContinue(r.Header["Expect"])
-		stream = startStream(r.Body, rt.maxBody, g.chunkSize(), &g.bigBufs, expect)
+		stream = startStream(bodyIn, rt.maxBody, g.chunkSize(), &g.bigBufs, expect)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		if expect {
 			more = true
@@ -318,7 +352,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		first, more, err = body.first(r.ContentLength)
 	}
 	if err != nil {
-		g.bodyError(w, ex, rt, err, rid)
+		g.bodyError(w, r, ex, rt, err, rid)
 		return
 	}
 	if more && r.ProtoMajor == 1 {
@@ -374,11 +408,21 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if headSeen {
 				panic(http.ErrAbortHandler)
 			}
-			g.bodyError(w, ex, rt, err, rid)
+			g.bodyError(w, r, ex, rt, err, rid)
 			return
 		case m = <-wt.ch:
 		case <-done:
 			g.cancel(rt, wt)
+			if err := timed.failure(); err != nil {
+				// Over HTTP/1 net/http cancels the request's context when
+				// a read of its body fails: here the client is still
+				// there, and must hear why.
+				if headSeen {
+					panic(http.ErrAbortHandler)
+				}
+				g.bodyError(w, r, ex, rt, err, rid)
+				return
+			}
 			g.metrics.outcomes[outcomeCancelled].Add(1)
 			ex.status = 499 // nginx's "client closed request", for the metrics only
 			return
@@ -394,6 +438,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			return
 		case <-timer.C:
 			g.cancel(rt, wt)
+			if err := timed.failure(); err != nil && !headSeen {
+				// The client had not sent the whole body either.
+				g.bodyError(w, r, ex, rt, err, rid)
+				return
+			}
 			g.metrics.outcomes[outcomeTimeout].Add(1)
 			if headSeen {
 				g.abort(rt, rid, "not finished within the route's timeout of "+rt.timeout.String())
@@ -512,7 +561,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				if headSeen {
 					panic(http.ErrAbortHandler)
 				}
-				g.bodyError(w, ex, rt, err, rid)
+				g.bodyError(w, r, ex, rt, err, rid)
 				return
 			}
 			g.sendChunk(m.Reply, chunk, last, &ex.in, rid)
@@ -745,10 +794,22 @@ func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, 
 	g.failLogged(w, ex, rt, http.StatusBadGateway, "malformed reply: "+why, "", rid)
 }
 
-func (g *Gateway) bodyError(w http.ResponseWriter, ex *exchange, rt *route, err error, rid string) {
+// bodyError answers a request whose body could not be read to its end.
+// Over HTTP/1 what is left of it on the connection cannot be told from a
+// next request, so the connection closes after the answer: net/http sees
+// to that for a body it could not finish reading itself, but not for one
+// read in full duplex whose last read failed.
+func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, err error, rid string) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
 		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, err.Error(), "", rid)
+		return
+	}
+	if errors.Is(err, errBodyStalled) {
+		g.failLogged(w, ex, rt, http.StatusRequestTimeout, err.Error(), "", rid)
 		return
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -2,11 +2,17 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -34,7 +40,10 @@ func dialRaw(t *testing.T, e *env) net.Conn {
 // TestStalledUploadTimesOut sends part of a request body and then nothing:
 // the route timeout must end the exchange with a 408, close the connection
 // and let the handler go, whether the gateway waits for the part that
-// travels with the request head or for a chunk the service pulled.
+// travels with the request head, for a chunk the service pulled, or for
+// more of a body of unknown length (where net/http's cancelling the
+// request as the read fails made it look like a client gone: a 200 with
+// no body, or a 504, and the connection kept).
 func TestStalledUploadTimesOut(t *testing.T) {
 	t.Parallel()
 	// Long enough for the head and its first chunk to reach the service on
@@ -45,20 +54,25 @@ func TestStalledUploadTimesOut(t *testing.T) {
 	readErr := make(chan error, 1)
 	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.Copy(io.Discard, r.Body)
-		readErr <- err
+		select {
+		case readErr <- err:
+		default:
+		}
 	}))
 	for _, tc := range []struct {
-		name         string
-		length, sent int
-		pulled       bool
+		name   string
+		header string
+		sent   []byte
+		pulled bool
 	}{
-		{"before the head", 100_000, 5, false},
-		{"during a pull", 3 << 20, 1<<20 + 100, true},
+		{"before the head", "Content-Length: 100000", make([]byte, 5), false},
+		{"during a pull", "Content-Length: 3145728", make([]byte, 1<<20+100), true},
+		{"unknown length", "Transfer-Encoding: chunked", []byte("5\r\nhello\r\n"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialRaw(t, e)
-			fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", tc.length)
-			if _, err := c.Write(make([]byte, tc.sent)); err != nil {
+			fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n", tc.header)
+			if _, err := c.Write(tc.sent); err != nil {
 				t.Fatal(err)
 			}
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -71,8 +85,8 @@ func TestStalledUploadTimesOut(t *testing.T) {
 			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "within 2s") {
 				t.Errorf("got %d %q, want 408 naming the timeout", resp.StatusCode, body)
 			}
-			if _, err := br.ReadByte(); err == nil {
-				t.Error("connection still open after the 408")
+			if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("connection still open after the 408 (%v)", err)
 			}
 			if tc.pulled {
 				select {
@@ -251,5 +265,196 @@ func TestStalledUploadHTTP2(t *testing.T) {
 				t.Errorf("next request: %d on connection %d, want 200 on the first", resp.StatusCode, conns.Load())
 			}
 		})
+	}
+}
+
+// TestStalledBodyIdle stalls a request body long before the route's
+// timeout: body_idle_timeout must end the exchange with a 408 that names
+// it, close the connection, tell a service that waits for the body and let
+// the handler go, whether the gateway waits for the part that travels with
+// the request head, for a chunk the service pulled, or for more of a body
+// of unknown length.
+func TestStalledBodyIdle(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "idle", Timeout: config.Duration(30 * time.Second)})
+	// Long enough that a loaded machine (race detector, parallel tests)
+	// does not stall what the client sent at once.
+	cfg.BodyIdleTimeout = config.Duration(time.Second)
+	e := newEnv(t, cfg)
+	readErr := make(chan error, 1)
+	e.serve(t, "idle", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		select {
+		case readErr <- err:
+		default:
+		}
+	}))
+	for _, tc := range []struct {
+		name   string
+		header string
+		sent   []byte
+		pulled bool
+	}{
+		{"before the head", "Content-Length: 100000", make([]byte, 5), false},
+		{"during a pull", "Content-Length: 3145728", make([]byte, 1<<20+100), true},
+		{"unknown length", "Transfer-Encoding: chunked", []byte("5\r\nhello\r\n"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, e)
+			fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n", tc.header)
+			if _, err := c.Write(tc.sent); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer to a stalled body: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "for 1s") || !resp.Close {
+				t.Errorf("got %d %q, Connection %q; want 408 naming body_idle_timeout, and close", resp.StatusCode, body, resp.Header.Get("Connection"))
+			}
+			// Closed, not merely silent: the rest of the body must not be
+			// read as a next request.
+			if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("connection still open after the 408 (%v)", err)
+			}
+			if tc.pulled {
+				select {
+				case err := <-readErr:
+					if err == nil {
+						t.Error("the service read a complete body")
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the service's read of the body neither failed nor ended 10s after the 408")
+				}
+			}
+			testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+				return e.gw.metrics.inflight.Load() == 0
+			})
+		})
+	}
+}
+
+// TestStalledBodyIdleHTTP2 is TestStalledBodyIdle over HTTP/2, where the
+// 408 ends the request's stream only.
+func TestStalledBodyIdleHTTP2(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "idle2", Timeout: config.Duration(30 * time.Second)})
+	// Long enough that a loaded machine (race detector, parallel tests)
+	// does not stall what the client sent at once.
+	cfg.BodyIdleTimeout = config.Duration(time.Second)
+	e := newEnv(t, cfg)
+	e.serve(t, "idle2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	tr := h2cClient(t, e)
+	for _, length := range []int64{100_000, -1} {
+		stalled, pw := io.Pipe()
+		t.Cleanup(func() { _ = pw.Close() })
+		go func() { _, _ = pw.Write(make([]byte, 5)) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.hs.URL+"/x", stalled)
+		req.ContentLength = length
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("length %d: no answer to a stalled body: %v", length, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "for 1s") {
+			t.Errorf("length %d: got %s %d %q, %v; want a whole HTTP/2 408 naming body_idle_timeout", length, resp.Proto, resp.StatusCode, body, err)
+		}
+	}
+}
+
+// TestSlowServiceIsNoStalledBody has a service wait between its reads of a
+// body the client sent at once, longer than body_idle_timeout: the bound
+// is on the client, and only while the gateway waits for it.
+func TestSlowServiceIsNoStalledBody(t *testing.T) {
+	t.Parallel()
+	// Long enough that a loaded machine (race detector, parallel tests)
+	// does not stall the client's sending.
+	const idle = time.Second
+	cfg := gwConfig(config.Route{Path: "/", Service: "slowpull", Timeout: config.Duration(time.Minute)})
+	cfg.BodyIdleTimeout = config.Duration(idle)
+	e := newEnv(t, cfg)
+	e.serve(t, "slowpull", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		first := make([]byte, 1000)
+		n, err := io.ReadFull(r.Body, first)
+		h.Write(first[:n])
+		if err == nil {
+			// The slowness under test, not a synchronisation: the next
+			// pull comes well after body_idle_timeout.
+			time.Sleep(2 * idle)
+			_, err = io.Copy(h, r.Body)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, hex.EncodeToString(h.Sum(nil)))
+	}))
+	data := randomBytes(3<<20, 11)
+	want := digest(data)
+	h1 := &http.Transport{}
+	t.Cleanup(h1.CloseIdleConnections)
+	h2 := h2cClient(t, e)
+	// One at a time: over HTTP/2 a body its service has not pulled yet
+	// holds up the others on the connection (docs/GATEWAY.md, "Limits").
+	for _, tc := range []struct {
+		name   string
+		tr     *http.Transport
+		length bool
+	}{{"HTTP/1.1", h1, true}, {"HTTP/1.1 chunked", h1, false}, {"HTTP/2", h2, true}, {"HTTP/2 unknown length", h2, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = bytes.NewReader(data)
+			if !tc.length {
+				body = io.MultiReader(body)
+			}
+			req, _ := http.NewRequest("POST", "http://"+e.hs.Listener.Addr().String()+"/x", body)
+			resp, err := tc.tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(got) != want {
+				t.Errorf("got %d %.80q, want 200 with sha256 %s", resp.StatusCode, got, want)
+			}
+		})
+	}
+}
+
+// TestTimeoutAfterTimedBody has a service that never answers a request
+// whose body body_idle_timeout bounded: once the body is read, net/http
+// watches the connection for the client hanging up with no deadline, and
+// the bound must not set one that would end that watch at the route's
+// timeout as if the client had (an empty 200 rather than the 504).
+func TestTimeoutAfterTimedBody(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "mute", Timeout: config.Duration(300 * time.Millisecond)})
+	cfg.BodyIdleTimeout = config.Duration(100 * time.Millisecond)
+	e := newEnv(t, cfg)
+	e.serve(t, "mute", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	for range 3 {
+		req, _ := http.NewRequest("POST", e.hs.URL+"/x", strings.NewReader("small body"))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
+		}
 	}
 }
