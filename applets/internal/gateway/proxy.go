@@ -576,11 +576,23 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.metrics.outcomes[outcomeOK].Add(1)
 				panic(http.ErrAbortHandler)
 			}
-			n, err := w.Write(m.Data)
-			ex.out += int64(n)
+			// A 204 or 304 is whole with its head. What a responder that
+			// streams every response alike sends after it is dropped and
+			// acked, as its payload in the head is: the response went out
+			// as the service meant it, and the write would fail
+			// (ErrBodyNotAllowed) and answer cancel, as to a client gone.
+			bodiless := !bodyAllowed(ex.status)
+			var err error
+			if !bodiless {
+				var n int
+				n, err = w.Write(m.Data)
+				ex.out += int64(n)
+			}
 			if meta.frame == consumer.FrameEnd {
 				g.metrics.outcomes[outcomeOK].Add(1)
-				setTrailers(w.Header(), m.Header, headConn)
+				if !bodiless {
+					setTrailers(w.Header(), m.Header, headConn)
+				}
 				return
 			}
 			if flusher != nil {

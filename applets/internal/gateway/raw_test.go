@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // TestRawResponderStreams is a service written from docs/PROTOCOL.md alone,
@@ -558,5 +559,78 @@ func TestNoContentLengthWithoutBody(t *testing.T) {
 				t.Errorf("%s %s: %d, Content-Length %q, body %q (%v); want no length, no body", resp.Proto, path, resp.StatusCode, cl, body, err)
 			}
 		}
+	}
+}
+
+// TestDataAfterBodilessStatus has a raw responder stream a 204 or 304 as
+// it streams any response, head, data frames and end: the client gets the
+// status without a body, and the responder acks for its frames and no
+// cancel, since nothing went wrong.
+func TestDataAfterBodilessStatus(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "bodiless"}))
+	nc := natsConn(t, e)
+	cancels, err := nc.SubscribeSync("_NARUN.cancel.bodiless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan []string, 1)
+	_, err = nc.Subscribe("bodiless", func(m *nats.Msg) {
+		status := strings.TrimPrefix(m.Header.Get("Narun-Path"), "/")
+		go func() {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Status": {status}, "Narun-Body": {"stream"}}, Data: []byte("head part")})
+			var got []string
+			for i := range 3 {
+				a, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte("part " + strconv.Itoa(i))}, 10*time.Second)
+				if err != nil {
+					got = append(got, err.Error())
+					break
+				}
+				got = append(got, a.Header.Get("Narun-Frame"))
+			}
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "X-Sum": {"1"}}, Data: []byte("last part")})
+			answers <- got
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := h2cClient(t, e)
+	for _, rt := range []http.RoundTripper{http.DefaultTransport, h2} {
+		for _, status := range []string{"204", "304"} {
+			req, _ := http.NewRequest("GET", e.hs.URL+"/"+status, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%s: %v", status, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strconv.Itoa(resp.StatusCode) != status || len(body) != 0 || err != nil || len(resp.Trailer) != 0 {
+				t.Errorf("%s %s: %d, body %q (%v), trailers %v; want the status alone", resp.Proto, status, resp.StatusCode, body, err, resp.Trailer)
+			}
+			if got := <-answers; !slices.Equal(got, []string{"ack", "ack", "ack"}) {
+				t.Errorf("%s %s: data frames answered %q, want three acks", resp.Proto, status, got)
+			}
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+		return e.gw.metrics.inflight.Load() == 0
+	})
+	// What the gateway published has reached this connection once both
+	// are flushed.
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := cancels.Pending(); n != 0 {
+		t.Errorf("%d cancels published for responses that ended cleanly", n)
+	}
+	if n := e.gw.metrics.outcomes[outcomeCancelled].Load(); n != 0 {
+		t.Errorf("%d exchanges counted as cancelled, want none", n)
 	}
 }
