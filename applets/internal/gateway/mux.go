@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,9 +49,19 @@ type waiter struct {
 	ch    chan *nats.Msg
 	// overflow is set when the peer sent more than the protocol allows.
 	overflow atomic.Bool
+	// interims counts the interim frames that came, under the mux's lock.
+	interims int
 }
 
 const waiterBuffer = 16
+
+// maxInterim is how many interim (1xx) frames of an exchange the gateway
+// relays; it drops the others, rather than the response, which they would
+// push out of the waiter's buffer: interim frames need no ack, so nothing
+// else holds a responder back. A few hints are what they are for, and 5 is
+// as many as clients that count them accept before they fail the request
+// (Go's, until it bounded their size instead; quic-go's HTTP/3 client).
+const maxInterim = 5
 
 func newInboxMux(nc *nats.Conn) (*inboxMux, error) {
 	m := &inboxMux{nc: nc, prefix: nats.NewInbox() + ".", waiters: map[uint64]*waiter{},
@@ -79,9 +90,13 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	}
 	// Sending under the lock means release, which also takes it, can
 	// never race with a late message into a recycled waiter.
+	interim := isInterim(msg.Header)
 	m.mu.Lock()
 	w := m.waiters[id]
-	if w != nil {
+	if w != nil && (!interim || w.interims < maxInterim) {
+		if interim {
+			w.interims++
+		}
 		select {
 		case w.ch <- msg:
 		default:
@@ -92,6 +107,20 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	if w == nil && id <= m.next.Load() {
 		m.over(msg)
 	}
+}
+
+// isInterim reports whether a message is an interim frame, as scanMeta
+// reads it, without comparing every header of the messages that are not.
+func isInterim(h nats.Header) bool {
+	if v, ok := h[consumer.HeaderFrame]; ok {
+		return len(v) > 0 && v[0] == consumer.FrameInterim
+	}
+	for k, v := range h {
+		if len(k) == len(consumer.HeaderFrame) && len(v) > 0 && strings.EqualFold(k, consumer.HeaderFrame) {
+			return v[0] == consumer.FrameInterim
+		}
+	}
+	return false
 }
 
 // over answers a pull or a data frame that arrives after its exchange
@@ -115,6 +144,7 @@ func (m *inboxMux) open() *waiter {
 	b = strconv.AppendUint(append(b, m.prefix...), w.id, 36)
 	w.reply = string(b)
 	w.overflow.Store(false)
+	w.interims = 0
 	m.mu.Lock()
 	m.waiters[w.id] = w
 	m.mu.Unlock()

@@ -634,3 +634,50 @@ func TestDataAfterBodilessStatus(t *testing.T) {
 		t.Errorf("%d exchanges counted as cancelled, want none", n)
 	}
 }
+
+// TestManyInterimResponses has a raw responder send many interim frames
+// before its head, faster than the gateway relays them: the first
+// maxInterim reach the client, in order, the others are dropped, and the
+// response itself goes out as ever.
+func TestManyInterimResponses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "manyhints"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("manyhints", func(m *nats.Msg) {
+		for i := range 40 {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"interim"}, "Narun-Status": {"103"}, "Link": {fmt.Sprintf("</%d.css>; rel=preload", i)}}})
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Data: []byte("final")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range maxInterim {
+		want = append(want, fmt.Sprintf("</%d.css>; rel=preload", i))
+	}
+	h2 := h2cClient(t, e)
+	for _, rt := range []http.RoundTripper{http.DefaultTransport, h2} {
+		var got []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			got = append(got, h.Get("Link"))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", e.hs.URL+"/", nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "final" {
+			t.Errorf("%s: final response %d %q, want 200 \"final\"", resp.Proto, resp.StatusCode, body)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: interim responses %q, want the first %d: %q", resp.Proto, got, maxInterim, want)
+		}
+	}
+}
