@@ -444,16 +444,33 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 }
 
 // unpinnedImagesOf names the objects of app's binaries that no stored spec
-// pins.
+// pins. It finds them as deploy's prune does (buildsOf) and reads the
+// metadata of those alone, to leave out the ones image delete removed
+// (their deletion marker stays): ObjectStore.List would read every block
+// of the store, and its server hold them in memory for seconds.
 func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error) {
-	obs, err := e.listObjects(ctx, names.BinariesBucket, binaryRefs)
+	builds, _, err := e.buildsOf(ctx, app)
+	if err != nil || len(builds) == 0 {
+		return nil, err
+	}
+	used, err := e.users(ctx, binaryRefs)
 	if err != nil {
 		return nil, err
 	}
 	var left []string
-	for _, o := range obs {
-		if strings.HasPrefix(o.Name, app+"/") && len(o.UsedBy) == 0 {
-			left = append(left, o.Name)
+	for _, name := range builds {
+		if len(used[name]) > 0 {
+			continue
+		}
+		_, info, err := e.objectMeta(ctx, names.BinariesBucket, name)
+		if errors.Is(err, errNoObject) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !info.Deleted {
+			left = append(left, name)
 		}
 	}
 	return left, nil

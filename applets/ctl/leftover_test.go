@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 )
 
@@ -145,5 +147,48 @@ func TestDeployReplacesDamagedBinary(t *testing.T) {
 	}
 	if err := read(); err != nil {
 		t.Errorf("object after the deploy: %v", err)
+	}
+}
+
+// app delete names the builds of the app that no stored spec pins, the
+// one the deleted spec pinned and those earlier revisions pin included,
+// and none that image delete removed (which leaves a deletion marker in
+// the stream) nor another app's whose name it prefixes.
+func TestAppDeleteNamesLeftoverBuilds(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	first := h.build("1.0.0", 0)
+	h.ok("", "deploy", p, "--binary", first.path)
+	h.file("hello.toml", helloVersion("1.0.1", "/hello/"))
+	second := h.build("1.0.1", 1)
+	h.ok("", "deploy", p, "--binary", second.path)
+	unpinned := h.build("1.0.2", 2)
+	h.upload(unpinned)
+	removed := h.build("1.0.3", 3)
+	h.upload(removed)
+	h.ok("", "image", "delete", removed.object)
+	other := h.build("1.0.0", 4)
+	other.object = "hello2/" + strings.TrimPrefix(other.object, "hello/")
+	h.upload(other)
+
+	r := h.ok("", "app", "delete", "hello")
+	want := "its binaries stay in " + names.BinariesBucket + "; to remove them: narun ctl image delete " +
+		first.object + " " + second.object + " " + unpinned.object + "\n"
+	if !strings.HasSuffix(r.out, want) {
+		t.Errorf("app delete said %q, want it to end with %q", r.out, want)
+	}
+
+	// An app whose every build is gone leaves nothing to name.
+	h.ok("", "deploy", h.file("solo.toml", strings.ReplaceAll(helloSpec, "hello", "solo")), "--binary", h.build("1.0.0", 5).path)
+	raw, _ := h.get(names.AppsBucket, "solo")
+	solo, err := spec.Parse("solo", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "image", "delete", "--force", solo.Binaries[runtime.GOARCH].Object)
+	r = h.ok("", "app", "delete", "solo")
+	if strings.Contains(r.out, "binaries stay") {
+		t.Errorf("app delete of an app whose builds are deleted said %q", r.out)
 	}
 }

@@ -42,18 +42,14 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 	if prev.rev != 0 && prev.app == nil {
 		return
 	}
-	if _, err := e.objects(ctx, names.BinariesBucket); err != nil {
-		e.log.Debug("open binaries before pruning", "err", err)
-		return
-	}
-	all, now, err := e.objectNames(ctx, names.BinariesBucket)
+	builds, now, err := e.buildsOf(ctx, next.Name)
 	if err != nil {
 		e.log.Debug("list binaries before pruning", "err", err)
 		return
 	}
 	var stale []string
-	for _, name := range all {
-		if strings.HasPrefix(name, next.Name+"/") && !slices.Contains(binaryRefs(next), name) {
+	for _, name := range builds {
+		if !slices.Contains(binaryRefs(next), name) {
 			stale = append(stale, name)
 		}
 	}
@@ -223,6 +219,27 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 		}
 	}
 	return fmt.Errorf("stamp %s: its metadata keeps changing", name)
+}
+
+// buildsOf lists the objects of app's builds in narun-binaries, deleted
+// ones included, by objectNames, and returns the server's clock as it
+// answered. Deploy's prune and app delete find an app's builds with it, so
+// that neither reads the rest of the store.
+func (e *env) buildsOf(ctx context.Context, app string) ([]string, time.Time, error) {
+	if _, err := e.objects(ctx, names.BinariesBucket); err != nil {
+		return nil, time.Time{}, err
+	}
+	all, now, err := e.objectNames(ctx, names.BinariesBucket)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var builds []string
+	for _, name := range all {
+		if strings.HasPrefix(name, app+"/") {
+			builds = append(builds, name)
+		}
+	}
+	return builds, now, nil
 }
 
 // objectNames lists the objects of bucket, deleted ones included, from the
