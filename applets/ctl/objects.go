@@ -89,24 +89,8 @@ func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[stri
 // could restore and would refuse once the object is gone. Revisions of a
 // deleted app are left out, as rollback does not bring one back.
 func (e *env) keptPins(ctx context.Context, ref func(*spec.App) []string) (map[string][]string, error) {
-	apps, err := e.deployedApps(ctx)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
-		return nil, err
-	}
 	m := map[string][]string{}
-	for _, d := range apps {
-		revs, err := e.history(ctx, kv, d.name)
-		// An app deleted since it was listed has nothing to roll back.
-		if xe := (*cli.ExitError)(nil); errors.As(err, &xe) && xe.Code == ExitNotFound {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := e.eachHistory(ctx, func(d deployed, revs []revision) {
 		for _, r := range revs {
 			if r.Current || r.app == nil {
 				continue
@@ -118,8 +102,33 @@ func (e *env) keptPins(ctx context.Context, ref func(*spec.App) []string) (map[s
 				}
 			}
 		}
+	})
+	return m, err
+}
+
+// eachHistory calls each with every deployed app and the revisions of it
+// that narun-apps keeps, oldest first. An app deleted since it was listed
+// is left out: it has nothing to roll back.
+func (e *env) eachHistory(ctx context.Context, each func(d deployed, revs []revision)) error {
+	apps, err := e.deployedApps(ctx)
+	if err != nil {
+		return err
 	}
-	return m, nil
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	for _, d := range apps {
+		revs, err := e.history(ctx, kv, d.name)
+		if xe := (*cli.ExitError)(nil); errors.As(err, &xe) && xe.Code == ExitNotFound {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		each(d, revs)
+	}
+	return nil
 }
 
 func binaryRefs(a *spec.App) []string {

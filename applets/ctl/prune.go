@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -24,13 +25,15 @@ import (
 // predecessor in the store for good, and narun-binaries would grow with
 // each version deployed until the disk is full. A build a kept revision
 // pins stays, so that app rollback can restore that revision; the next
-// deploy deletes it once the revision has left the history. A deploy over
-// a stored spec this key did not sign, or one nodes cannot parse (prev.app
-// is nil), prunes nothing: the objects such a spec names are not this
-// deploy's to judge. A first deploy, or one after app delete, does prune:
-// an app deleted and deployed again would otherwise keep the builds of
-// each of its lives. It runs once the new spec is stored; a failure leaves
-// an unused object behind, which is only worth a warning.
+// deploy deletes it once the revision has left the history. A build that
+// a stored spec or kept revision this ctl cannot parse names stays as well
+// (unparsedMentions). A deploy over a stored spec this key did not sign,
+// or one nodes cannot parse (prev.app is nil), prunes nothing: the objects
+// such a spec names are not this deploy's to judge. A first deploy, or
+// one after app delete, does prune: an app deleted and deployed again
+// would otherwise keep the builds of each of its lives. It runs once the
+// new spec is stored; a failure leaves an unused object behind, which is
+// only worth a warning.
 //
 // A build younger than [ctl] prune_grace stays too: another deploy of the
 // app may have uploaded it and not yet stored the spec that pins it, and
@@ -66,14 +69,56 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 		e.log.Debug("read the apps' history before pruning binaries", "err", err)
 		return
 	}
+	var unpinned []string
 	for _, name := range stale {
-		if len(used[name]) > 0 || len(kept[name]) > 0 {
+		if len(used[name]) == 0 && len(kept[name]) == 0 {
+			unpinned = append(unpinned, name)
+		}
+	}
+	if len(unpinned) == 0 {
+		return
+	}
+	unread, err := e.unparsedMentions(ctx, unpinned)
+	if err != nil {
+		e.log.Debug("read the specs this ctl cannot parse before pruning binaries", "err", err)
+		return
+	}
+	for _, name := range unpinned {
+		if specs := unread[name]; len(specs) > 0 {
+			e.log.Debug("binary named by a spec this ctl cannot parse kept", "object", name, "specs", specs)
 			continue
 		}
 		if err := e.pruneObject(ctx, names.BinariesBucket, name, now); err != nil {
 			fmt.Fprintf(e.stdio.Stderr, "warning: superseded binary %s not deleted: %v (narun ctl image delete removes it)\n", name, err)
 		}
 	}
+}
+
+// unparsedMentions maps each of objs to the stored specs of deployed apps,
+// current or kept for app rollback, that this ctl cannot parse and whose
+// text holds its name. users and keptPins skip such a spec, which a newer
+// ctl may have stored and nodes or a newer rollback may run: which objects
+// it pins is unknown, so every one it names counts as pinned.
+func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][]string, error) {
+	m := map[string][]string{}
+	mentions := func(spec string, raw []byte) {
+		for _, o := range objs {
+			if bytes.Contains(raw, []byte(o)) {
+				m[o] = append(m[o], spec)
+			}
+		}
+	}
+	err := e.eachHistory(ctx, func(d deployed, revs []revision) {
+		if d.app == nil {
+			mentions(d.name, d.raw)
+		}
+		for _, r := range revs {
+			if !r.Current && r.isSpec() && r.app == nil {
+				mentions(fmt.Sprintf("%s revision %d", d.name, r.Revision), r.raw)
+			}
+		}
+	})
+	return m, err
 }
 
 // pruneObject deletes name from bucket unless it was stored, or stamped by

@@ -312,3 +312,52 @@ func (h *harness) subjects(filter string) int {
 	}
 	return len(info.State.Subjects)
 }
+
+// A kept revision this ctl cannot parse (one a newer ctl stored, with a
+// key this one does not know) may pin a build: a deploy's prune keeps
+// every build such a revision names, as it cannot tell which it pins.
+func TestPruneKeepsBuildsOfUnparsableRevision(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.pruneGrace("0s")
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", h.build("1.0.0", 0).path)
+	newer := h.build("1.0.9", 9)
+	h.upload(newer)
+	future := helloVersion("1.0.9", "/hello/") + "future_knob = true\n[binaries." + runtime.GOARCH + "]\nobject = \"" + newer.object + "\"\nsha256 = \"" + newer.sha256 + "\"\n"
+	if _, _, err := spec.ParseStored("future", []byte(future)); err == nil {
+		t.Fatal("the spec of a newer ctl parses: the test needs one that does not")
+	}
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "hello", []byte(future)); err != nil {
+		t.Fatal(err)
+	}
+	// Over a spec it cannot parse a deploy prunes nothing; the next one
+	// prunes, with that spec a kept revision.
+	h.file("hello.toml", helloVersion("1.0.1", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.1", 1).path)
+	if !h.hasObject(names.BinariesBucket, newer.object) {
+		t.Fatalf("the deploy over the spec it cannot parse pruned %s, which that spec pins", newer.object)
+	}
+	h.file("hello.toml", helloVersion("1.0.2", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.2", 2).path)
+	if !h.hasObject(names.BinariesBucket, newer.object) {
+		t.Errorf("the deploy pruned %s, which a kept revision it cannot parse names", newer.object)
+	}
+	// So does another app's current spec it cannot parse; a build no
+	// spec names goes.
+	named, gone := h.build("1.0.3", 3), h.build("1.0.3", 5)
+	h.upload(named)
+	h.upload(gone)
+	other := strings.ReplaceAll(future, "1.0.9/linux-"+runtime.GOARCH+"-"+newer.sha256[:12], "1.0.3/linux-"+runtime.GOARCH+"-"+named.sha256[:12])
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "other", []byte(other)); err != nil {
+		t.Fatal(err)
+	}
+	h.file("hello.toml", helloVersion("1.0.4", "/hello/"))
+	h.ok("", "deploy", p, "--binary", h.build("1.0.4", 4).path)
+	if !h.hasObject(names.BinariesBucket, named.object) {
+		t.Errorf("the deploy pruned %s, which another app's spec it cannot parse names", named.object)
+	}
+	if h.hasObject(names.BinariesBucket, gone.object) {
+		t.Errorf("the deploy kept %s, which no spec names", gone.object)
+	}
+}
