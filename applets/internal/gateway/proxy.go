@@ -411,6 +411,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.bodyError(w, r, ex, rt, err, rid)
 			return
 		case m = <-wt.ch:
+			if !headSeen && !time.Now().Before(deadline) {
+				// A reply that came once the time was up is too late,
+				// whether or not the timer has fired yet (the runtime
+				// runs timers late under load) or select took the
+				// reply of the two: otherwise a service's answer at its
+				// own deadline, often an empty 200, would win the race.
+				g.timedOut(w, r, ex, rt, wt, timed, false, rid)
+				return
+			}
 		case <-done:
 			g.cancel(rt, wt)
 			if err := timed.failure(); err != nil {
@@ -437,17 +446,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.failLogged(w, ex, rt, http.StatusBadGateway, "connection to NATS lost before the reply", "", rid)
 			return
 		case <-timer.C:
-			g.cancel(rt, wt)
-			if err := timed.failure(); err != nil && !headSeen {
-				// The client had not sent the whole body either.
-				g.bodyError(w, r, ex, rt, err, rid)
-				return
-			}
-			g.metrics.outcomes[outcomeTimeout].Add(1)
-			if headSeen {
-				g.abort(rt, rid, "not finished within the route's timeout of "+rt.timeout.String())
-			}
-			g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
+			g.timedOut(w, r, ex, rt, wt, timed, headSeen, rid)
 			return
 		}
 		if wt.overflow.Load() {
@@ -633,6 +632,21 @@ func interim(w http.ResponseWriter, r *http.Request, src nats.Header, status str
 	w.WriteHeader(code)
 	clear(h)
 	h["X-Request-Id"] = rid
+}
+
+// timedOut ends an exchange whose route's timeout is over.
+func (g *Gateway) timedOut(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, wt *waiter, timed *timedBody, headSeen bool, rid string) {
+	g.cancel(rt, wt)
+	if err := timed.failure(); err != nil && !headSeen {
+		// The client had not sent the whole body either.
+		g.bodyError(w, r, ex, rt, err, rid)
+		return
+	}
+	g.metrics.outcomes[outcomeTimeout].Add(1)
+	if headSeen {
+		g.abort(rt, rid, "not finished within the route's timeout of "+rt.timeout.String())
+	}
+	g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
 }
 
 // timeLeft is the Narun-Timeout of a head published elapsed after the
