@@ -96,13 +96,20 @@ type result struct {
 // the tests run in parallel.
 func (h *harness) run(stdin string, args ...string) result {
 	h.t.Helper()
-	return h.exec(stdin, []string{asProcess + "=1", quickExit}, args)
+	return h.exec(stdin, nil, []string{asProcess + "=1", quickExit}, args)
+}
+
+// runSeen is run with ctl's stderr also copied to seen as ctl writes it,
+// so that a test can act once ctl has said it got somewhere.
+func (h *harness) runSeen(seen io.Writer, args ...string) result {
+	h.t.Helper()
+	return h.exec("", seen, []string{asProcess + "=1", quickExit}, args)
 }
 
 // runProcess runs ctl as run does, in the test's own environment.
 func (h *harness) runProcess(args ...string) result {
 	h.t.Helper()
-	return h.exec("", append(os.Environ(), asProcess+"=1", quickExit), args)
+	return h.exec("", nil, append(os.Environ(), asProcess+"=1", quickExit), args)
 }
 
 // quickExit keeps the race detector's options and drops its wait of a
@@ -110,7 +117,7 @@ func (h *harness) runProcess(args ...string) result {
 // ctl run paid under -race.
 var quickExit = "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
 
-func (h *harness) exec(stdin string, env, args []string) result {
+func (h *harness) exec(stdin string, seen io.Writer, env, args []string) result {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -119,6 +126,9 @@ func (h *harness) exec(stdin string, env, args []string) result {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if seen != nil {
+		cmd.Stderr = io.MultiWriter(&errb, seen)
+	}
 	err := cmd.Run()
 	r := result{out: out.String(), err: errb.String(), e: err}
 	var exit *exec.ExitError

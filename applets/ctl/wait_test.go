@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"encoding/json"
 	"os"
 	"runtime"
 	"strings"
@@ -277,14 +278,28 @@ func TestWaitLosesNATS(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
 	done := make(chan result, 1)
+	seen := &testutil.LogBuffer{}
 	go func() {
-		done <- h.run("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+		done <- h.runSeen(seen, "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
 	}()
-	// The routes are the last thing deploy writes before it waits: a server
-	// gone before that fails the write, not the wait.
+	// A server gone before the wait fails a write, not the wait; and the
+	// routes, the last write, are stored before ctl has the server's
+	// acknowledgement. Only the wait prints events, and ctl subscribed to
+	// them before its writes: once the routes are stored, an event is
+	// delivered, and once it is printed, ctl waits.
 	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
 		_, ok := h.get(names.RoutesBucket, "hello")
 		return ok
+	})
+	ev, err := json.Marshal(state.Event{Instance: state.Instance{App: "hello", Node: "node-1", ID: "hello-0", State: state.Starting}, Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.js.Conn().Publish(names.EventSubject("hello", "node-1"), ev); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "ctl waiting", func() bool {
+		return strings.Contains(seen.String(), "node-1 hello-0: starting")
 	})
 	h.srv.Shutdown()
 	r := <-done
