@@ -112,11 +112,19 @@ func TestStalledReaderIsCut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "big", Timeout: config.Duration(time.Second)}))
 	const size = 32 << 20
+	// The body is made only once the client has the head: a flushed head
+	// waits in the service's NATS connection for its writer to run, and
+	// on a loaded machine making the large body first took it past the
+	// route's timeout (a 504 where the test wants a stalled reader).
+	headRead := make(chan struct{})
 	e.serve(t, "big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The head goes out at once, so the status is 200 however slowly
-		// (race detector, loaded machine) the large body follows.
 		_, _ = w.Write([]byte("start"))
 		w.(http.Flusher).Flush()
+		select {
+		case <-headRead:
+		case <-r.Context().Done():
+			return
+		}
 		_, _ = w.Write(make([]byte, size))
 	}))
 	var closed atomic.Int64
@@ -141,6 +149,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
 		t.Fatalf("status line %q, %v", line, err)
 	}
+	close(headRead)
 	testutil.Eventually(t, 15*time.Second, "the gateway closes the stalled connection", func() bool {
 		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
 	})
