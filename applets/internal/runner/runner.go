@@ -265,6 +265,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return fmt.Errorf("runner: data dir %s is in use by another runner: %w", r.opts.DataDir, err)
 	}
+	// Closing alone would not release it: a process that another
+	// goroutine is starting holds a copy of the descriptor, and with it
+	// the lock, until it execs, and a runner started on this data dir
+	// right after Run returns was refused.
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
 	if r.signatures.Enabled() {
 		r.log.Info(fmt.Sprintf("runs only specs signed by %d trusted key(s)", len(r.opts.Config.TrustedKeys)))
 	} else {

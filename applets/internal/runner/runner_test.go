@@ -1255,6 +1255,38 @@ func TestNodeIDChangeWarned(t *testing.T) {
 	}
 }
 
+// A data dir is free once Run returns, though other goroutines start
+// processes meanwhile: each holds a copy of the lock's descriptor until it
+// execs, and a runner started right after was refused as if another one
+// ran there (TestNodeIDChangeWarned failed so under load).
+func TestDataDirFreeOnceRunReturns(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var starters sync.WaitGroup
+	defer starters.Wait()
+	defer cancel()
+	for range 2 {
+		starters.Go(func() {
+			for ctx.Err() == nil {
+				_ = exec.Command("/bin/true").Run()
+			}
+		})
+	}
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	for i := range 20 {
+		r, err := New(Options{Config: config.Runner{NodeID: node}, DataDir: dir, Conn: c.nc, AppNATSURL: c.srv.ClientURL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Run(stopped); err != nil {
+			t.Fatalf("run %d on the data dir the one before returned from: %v", i+1, err)
+		}
+	}
+}
+
 // A cached spec damaged on disk, read while NATS is away, is refused, and
 // the log names the file: it reads as an unsigned spec, which would
 // otherwise send the operator after signing keys.
