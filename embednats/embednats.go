@@ -158,7 +158,7 @@ func Start(cfg Config) (*Server, error) {
 	ns, err := launch(opts, logs, cfg.ReadyTimeout)
 	if err != nil {
 		logs.close()
-		lock.Close()
+		unlockStore(lock)
 		return nil, err
 	}
 	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
@@ -295,6 +295,15 @@ func lockStore(dataDir string) (*os.File, error) {
 		return nil, fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, path, err)
 	}
 	return f, nil
+}
+
+// unlockStore releases the lock lockStore took. Closing the file alone
+// would not: a process that another goroutine is starting holds a copy of
+// the descriptor, and with it the lock, until it execs, and a server
+// started on the data dir right after was refused.
+func unlockStore(f *os.File) {
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	f.Close()
 }
 
 func isLoopback(host string) bool {
@@ -548,5 +557,5 @@ func (s *Server) Shutdown() {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	s.logs.close()
-	s.lock.Close()
+	unlockStore(s.lock)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -499,4 +500,30 @@ func TestSecondServerOnADataDirIsRefused(t *testing.T) {
 		t.Fatalf("start after the first server stopped: %v", err)
 	}
 	again.Shutdown()
+}
+
+// A data dir is free once Shutdown returns, though other goroutines start
+// processes meanwhile: each holds a copy of the lock's descriptor until it
+// execs, and a server started right after was refused as if another one
+// held the store.
+func TestDataDirFreeDespiteProcessStarts(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var starters sync.WaitGroup
+	defer starters.Wait()
+	defer cancel()
+	for range 2 {
+		starters.Go(func() {
+			for ctx.Err() == nil {
+				_ = exec.Command("/bin/true").Run()
+			}
+		})
+	}
+	for i := range 20 {
+		s, err := embednats.Start(embednats.Config{DataDir: dir})
+		if err != nil {
+			t.Fatalf("start %d on the data dir the one before shut down: %v", i+1, err)
+		}
+		s.Shutdown()
+	}
 }
