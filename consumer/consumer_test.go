@@ -548,12 +548,19 @@ func TestResponseHeadTooLarge(t *testing.T) {
 	}
 }
 
-// TestNilHandlerIsDefaultServeMux checks that Serve, like net/http's
-// server, serves http.DefaultServeMux when given no handler.
-func TestNilHandlerIsDefaultServeMux(t *testing.T) {
+// registerDefaultRoute adds TestNilHandlerIsDefaultServeMux's route to
+// http.DefaultServeMux, once per process: registering a pattern again
+// panics, and -count runs the test again in the same process.
+var registerDefaultRoute = sync.OnceFunc(func() {
 	http.HandleFunc("/consumer-nil-handler", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "from the DefaultServeMux")
 	})
+})
+
+// TestNilHandlerIsDefaultServeMux checks that Serve, like net/http's
+// server, serves http.DefaultServeMux when given no handler.
+func TestNilHandlerIsDefaultServeMux(t *testing.T) {
+	registerDefaultRoute()
 	_, nc, _ := start(t, consumer.Config{Name: "nilhandler"}, nil)
 	m, err := request(nc, "nilhandler", "/consumer-nil-handler")
 	if err != nil {
