@@ -23,6 +23,21 @@ import (
 // stop kills it once the stop timeout, short here, is over.
 const stubbornDaemon = "args = [\"daemon\"]\nstop_timeout = \"200ms\"\n"
 
+// cgroupRunner starts a cluster and a runner on it that makes cgroups for
+// its exec instances, or skips the test where it cannot.
+func cgroupRunner(t *testing.T) (*cluster, *testRunner) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroups need root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	return c, tr
+}
+
 // deployDaemon runs the exec app with spec, a probe in mode daemon that
 // starts a daemon (setsid and a double fork, so the daemon is in neither
 // its process group nor its session), and returns the daemon's pid,
@@ -53,14 +68,7 @@ func deployDaemon(t *testing.T, c *cluster, tr *testRunner, app, spec string) in
 // cgroup goes with it.
 func TestExecInstanceStopsItsDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
+	c, tr := cgroupRunner(t)
 	pid := deployDaemon(t, c, tr, "daemonic", stubbornDaemon)
 	in := tr.wait(t, "daemonic", "running", allIn(1, state.Healthy))[0]
 	cgroup := tr.instanceCgroup(InstanceLaunch{App: "daemonic", Instance: in.ID})
@@ -188,14 +196,7 @@ func TestNextRunnerKillsDaemonOfKilledRunner(t *testing.T) {
 // at the stop signal.
 func TestExecStopGraceCoversDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
+	c, tr := cgroupRunner(t)
 	dir := t.TempDir()
 	// An hour: the daemon's grace ends when it does, not with the timeout.
 	pid := deployDaemon(t, c, tr, "flusher", fmt.Sprintf("args = [\"daemon\", \"flush\", %q]\nstop_timeout = \"1h\"\n", dir))
@@ -222,14 +223,7 @@ func TestExecStopGraceCoversDaemon(t *testing.T) {
 // service's main process left, before the instance is started again.
 func TestExecExitGraceCoversDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
+	c, tr := cgroupRunner(t)
 	dir := t.TempDir()
 	pid := deployDaemon(t, c, tr, "crasher", fmt.Sprintf("args = [\"daemon\", \"flush\", %q]\nstop_timeout = \"1h\"\n", dir))
 	first := tr.wait(t, "crasher", "healthy", allIn(1, state.Healthy))[0]
@@ -265,14 +259,7 @@ func TestExecExitGraceCoversDaemon(t *testing.T) {
 // process tree and group but in its cgroup, is the instance's.
 func TestHealthCheckPortHeldByDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
+	c, tr := cgroupRunner(t)
 	addr := testutil.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	deployDaemon(t, c, tr, "served", fmt.Sprintf("args = [\"daemon\", \"stubborn\", %q]\nstop_timeout = \"200ms\"\n[http]\nport = %s\n", addr, port))
@@ -286,14 +273,7 @@ func TestHealthCheckPortHeldByDaemon(t *testing.T) {
 // one's: a daemon it started counts.
 func TestExecMetricsCountDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
+	c, tr := cgroupRunner(t)
 	const held = 64 << 20
 	deployDaemon(t, c, tr, "hoarder", "args = [\"daemon\", \"hold\", \"64\"]\nstop_timeout = \"200ms\"\n")
 	in := tr.wait(t, "hoarder", "healthy", allIn(1, state.Healthy))[0]
