@@ -37,20 +37,41 @@ func dialRaw(t *testing.T, e *env) net.Conn {
 	return c
 }
 
-// TestStalledUploadTimesOut sends part of a request body and then nothing:
-// the route timeout must end the exchange with a 408, close the connection
-// and let the handler go, whether the gateway waits for the part that
-// travels with the request head, for a chunk the service pulled, or for
-// more of a body of unknown length (where net/http's cancelling the
-// request as the read fails made it look like a client gone: a 200 with
-// no body, or a 504, and the connection kept).
-func TestStalledUploadTimesOut(t *testing.T) {
+// TestStalledBodyTimesOut sends part of a request body and then nothing:
+// the route's timeout, or body_idle_timeout long before it, must end the
+// exchange with a 408 that names the bound, close the connection (the rest
+// of the body must not be read as a next request), tell a service that
+// waits for the body and let the handler go, whether the gateway waits for
+// the part that travels with the request head, for a chunk the service
+// pulled, or for more of a body of unknown length (where net/http's
+// cancelling the request as the read fails made it look like a client
+// gone: a 200 with no body, or a 504, and the connection kept).
+func TestStalledBodyTimesOut(t *testing.T) {
 	t.Parallel()
-	// Long enough for the head and its first chunk to reach the service on
-	// a loaded machine (race detector, parallel tests): a request that
-	// arrives after its deadline is dropped unhandled, and the pull case
-	// would test nothing.
-	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(2 * time.Second)}))
+	for _, bound := range []struct {
+		name        string
+		route, idle time.Duration
+		named       string
+	}{
+		// Long enough for the head and its first chunk to reach the
+		// service on a loaded machine (race detector, parallel tests): a
+		// request that arrives after its deadline is dropped unhandled,
+		// and the pull case would test nothing.
+		{"route timeout", 2 * time.Second, 0, "within 2s"},
+		{"body_idle_timeout", 30 * time.Second, time.Second, "for 1s"},
+	} {
+		t.Run(bound.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(bound.route)})
+			cfg.BodyIdleTimeout = config.Duration(bound.idle)
+			stalledBodies(t, newEnv(t, cfg), bound.named)
+		})
+	}
+}
+
+// stalledBodies runs TestStalledBodyTimesOut's cases against e, whose
+// service "upload" reads the body, expecting 408s whose body has named.
+func stalledBodies(t *testing.T, e *env, named string) {
 	readErr := make(chan error, 1)
 	e.serve(t, "upload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.Copy(io.Discard, r.Body)
@@ -79,11 +100,11 @@ func TestStalledUploadTimesOut(t *testing.T) {
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
-				t.Fatalf("no answer to a stalled upload: %v", err)
+				t.Fatalf("no answer to a stalled body: %v", err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "within 2s") {
-				t.Errorf("got %d %q, want 408 naming the timeout", resp.StatusCode, body)
+			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), named) || !resp.Close {
+				t.Errorf("got %d %q, Connection %q; want 408 naming %q, and close", resp.StatusCode, body, resp.Header.Get("Connection"), named)
 			}
 			if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("connection still open after the 408 (%v)", err)
@@ -217,7 +238,7 @@ func TestTimeLeft(t *testing.T) {
 	}
 }
 
-// TestStalledUploadHTTP2 is TestStalledUploadTimesOut over HTTP/2, where
+// TestStalledUploadHTTP2 is TestStalledBodyTimesOut over HTTP/2, where
 // the 408 ends the request's stream only: the connection goes on serving
 // the client's other requests.
 func TestStalledUploadHTTP2(t *testing.T) {
@@ -277,76 +298,7 @@ func TestStalledUploadHTTP2(t *testing.T) {
 	}
 }
 
-// TestStalledBodyIdle stalls a request body long before the route's
-// timeout: body_idle_timeout must end the exchange with a 408 that names
-// it, close the connection, tell a service that waits for the body and let
-// the handler go, whether the gateway waits for the part that travels with
-// the request head, for a chunk the service pulled, or for more of a body
-// of unknown length.
-func TestStalledBodyIdle(t *testing.T) {
-	t.Parallel()
-	cfg := gwConfig(config.Route{Path: "/", Service: "idle", Timeout: config.Duration(30 * time.Second)})
-	// Long enough that a loaded machine (race detector, parallel tests)
-	// does not stall what the client sent at once.
-	cfg.BodyIdleTimeout = config.Duration(time.Second)
-	e := newEnv(t, cfg)
-	readErr := make(chan error, 1)
-	e.serve(t, "idle", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := io.Copy(io.Discard, r.Body)
-		select {
-		case readErr <- err:
-		default:
-		}
-	}))
-	for _, tc := range []struct {
-		name   string
-		header string
-		sent   []byte
-		pulled bool
-	}{
-		{"before the head", "Content-Length: 100000", make([]byte, 5), false},
-		{"during a pull", "Content-Length: 3145728", make([]byte, 1<<20+100), true},
-		{"unknown length", "Transfer-Encoding: chunked", []byte("5\r\nhello\r\n"), true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := dialRaw(t, e)
-			fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n", tc.header)
-			if _, err := c.Write(tc.sent); err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("no answer to a stalled body: %v", err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "for 1s") || !resp.Close {
-				t.Errorf("got %d %q, Connection %q; want 408 naming body_idle_timeout, and close", resp.StatusCode, body, resp.Header.Get("Connection"))
-			}
-			// Closed, not merely silent: the rest of the body must not be
-			// read as a next request.
-			if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("connection still open after the 408 (%v)", err)
-			}
-			if tc.pulled {
-				select {
-				case err := <-readErr:
-					if err == nil {
-						t.Error("the service read a complete body")
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatal("the service's read of the body neither failed nor ended 10s after the 408")
-				}
-			}
-			testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
-				return e.gw.metrics.inflight.Load() == 0
-			})
-		})
-	}
-}
-
-// TestStalledBodyIdleHTTP2 is TestStalledBodyIdle over HTTP/2, where the
+// TestStalledBodyIdleHTTP2 is TestStalledBodyTimesOut over HTTP/2, where the
 // 408 ends the request's stream only.
 func TestStalledBodyIdleHTTP2(t *testing.T) {
 	t.Parallel()
