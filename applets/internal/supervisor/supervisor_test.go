@@ -743,35 +743,45 @@ func TestProcessHooks(t *testing.T) {
 // SIGKILL at the stop timeout, and SIGKILL once the process ended, for
 // what it left behind.
 func TestSignalHook(t *testing.T) {
-	var mu sync.Mutex
-	var got []syscall.Signal
-	s, _ := start(t, "stubborn", Config{
-		StopTimeout: 100 * time.Millisecond,
-		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
-			p, err := Exec(ctx, inst)
-			if err != nil {
-				return nil, err
-			}
-			p.Signal = func(sig syscall.Signal) error {
-				mu.Lock()
-				got = append(got, sig)
-				mu.Unlock()
-				// The last one finds the process gone.
-				_ = p.Cmd.Process.Signal(sig)
-				return nil
-			}
-			return p, nil
-		},
-	})
+	command, signals := signalRecorder(nil)
+	s, _ := start(t, "stubborn", Config{StopTimeout: 100 * time.Millisecond, Command: command})
 	waitFor(t, s, "healthy", inState(state.Healthy))
 	waitLine(t, s, state.Stdout, "ready")
 	s.Stop()
 	waitDone(t, s)
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
+	// The last SIGKILL finds the process gone.
+	if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
 		t.Errorf("signals %v, want %v", got, want)
 	}
+}
+
+// signalRecorder is a Command that runs Exec with a Signal hook recording
+// each signal before it passes it on to the process, and waitEmpty as its
+// WaitEmpty hook; signals returns those recorded so far.
+func signalRecorder(waitEmpty func(context.Context) error) (command func(context.Context, InstanceLaunch) (*Process, error), signals func() []syscall.Signal) {
+	var mu sync.Mutex
+	var got []syscall.Signal
+	command = func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+		p, err := Exec(ctx, inst)
+		if err != nil {
+			return nil, err
+		}
+		p.Signal = func(sig syscall.Signal) error {
+			mu.Lock()
+			got = append(got, sig)
+			mu.Unlock()
+			_ = p.Cmd.Process.Signal(sig)
+			return nil
+		}
+		p.WaitEmpty = waitEmpty
+		return p, nil
+	}
+	signals = func() []syscall.Signal {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	return command, signals
 }
 
 // A factory's WaitEmpty hook extends a stop's grace past the end of the
@@ -781,32 +791,10 @@ func TestWaitEmptyHook(t *testing.T) {
 	// hooked runs the serve child, which ends at the stop signal, with
 	// hooks that record the signals and hand WaitEmpty's calls to wait.
 	hooked := func(t *testing.T, timeout time.Duration, wait func(context.Context) error) (*Supervisor, func() []syscall.Signal) {
-		var mu sync.Mutex
-		var got []syscall.Signal
-		s, _ := start(t, "serve", Config{
-			StopTimeout: timeout,
-			Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
-				p, err := Exec(ctx, inst)
-				if err != nil {
-					return nil, err
-				}
-				p.Signal = func(sig syscall.Signal) error {
-					mu.Lock()
-					got = append(got, sig)
-					mu.Unlock()
-					_ = p.Cmd.Process.Signal(sig)
-					return nil
-				}
-				p.WaitEmpty = wait
-				return p, nil
-			},
-		})
+		command, signals := signalRecorder(wait)
+		s, _ := start(t, "serve", Config{StopTimeout: timeout, Command: command})
 		waitLine(t, s, state.Stdout, "ready")
-		return s, func() []syscall.Signal {
-			mu.Lock()
-			defer mu.Unlock()
-			return slices.Clone(got)
-		}
+		return s, signals
 	}
 
 	t.Run("grace", func(t *testing.T) {
