@@ -34,10 +34,13 @@ CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal
 # The pure packages run under user-mode qemu, so the three architectures
 # are exercised, not just compiled. Tests that exec the test binary again
 # are left out: without binfmt_misc the kernel cannot run a foreign binary.
+# So is the one that starts processes from several threads by the hundred:
+# user-mode qemu can hang in a fork of a multi-threaded process (seen on
+# riscv64), and the file lock it checks is the kernel's, alike on every arch.
 for arch in arm64 riscv64; do
 	case $arch in arm64) q=qemu-aarch64-static ;; riscv64) q=qemu-riscv64-static ;; esac
 	stage "go test under $q (linux/$arch)"
-	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" ./applets/internal/config/ ./embednats/
+	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -skip '^TestDataDirFreeDespiteProcessStarts$' ./applets/internal/config/ ./embednats/
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run '^(TestDispatchInProcess|TestInstall)$' ./applets/
 done
 
