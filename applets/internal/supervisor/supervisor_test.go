@@ -81,6 +81,11 @@ func child(mode string) {
 // listen answers TCP connections on port until SIGUSR1, then stays alive
 // without answering: a hung app, for the health checks.
 func listen(port string) {
+	// Before the port opens: the test sends SIGUSR1 once a check passed,
+	// and a Go program drops a signal it was not told to deliver.
+	hang, term := make(chan os.Signal, 1), make(chan os.Signal, 1)
+	signal.Notify(hang, syscall.SIGUSR1)
+	signal.Notify(term, syscall.SIGTERM)
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
 		fmt.Println("listen:", err)
@@ -95,9 +100,6 @@ func listen(port string) {
 			c.Close()
 		}
 	}()
-	hang, term := make(chan os.Signal, 1), make(chan os.Signal, 1)
-	signal.Notify(hang, syscall.SIGUSR1)
-	signal.Notify(term, syscall.SIGTERM)
 	fmt.Println("ready")
 	for {
 		select {
