@@ -524,6 +524,46 @@ func (g *Gateway) look(seen *lastLook) {
 	}
 }
 
+// HTTP/2 flow control. A request body is read only as fast as its service
+// pulls it; what the client sent beyond that waits in the server and counts
+// against both its stream's receive window and its connection's. With
+// net/http's defaults (1 MiB each) one upload whose service is slow, stalled
+// or not pulling yet fills the connection's window by itself, and every
+// other request of the connection that has a body (a browser's POST, a gRPC
+// call) waits behind it. A connection window as large as all its streams'
+// windows together leaves each stream held by its own window only; nginx
+// and Apache httpd open the connection's window fully to the same end, but
+// a bound keeps what one connection may make the gateway hold known
+// (docs/GATEWAY.md, "Limits").
+const (
+	// h2MaxStreams is RFC 9113's recommended floor (6.5.2), below Go's 250
+	// and nginx's 128: a request whose body is being forwarded costs some
+	// 4 MiB at the default max_payload (docs/PERFORMANCE.md), whatever the
+	// window, so the number of streams bounds a connection's memory most.
+	// Clients queue past it, or open another connection.
+	h2MaxStreams = 100
+	// h2StreamWindow bounds one body's bytes in flight between client and
+	// gateway, and so one upload's rate to window/RTT: 256 KiB is 5 MiB/s
+	// (40 Mbit/s) at 50 ms, 2.5 MiB/s at 100 ms, as much as most uplinks to
+	// an edge device carry, and no bound on a LAN. Go's 1 MiB would allow 4
+	// times that and make a connection's worst case 100 MiB, not 25. Over
+	// HTTP/1.1 the kernel's TCP window plays this part.
+	h2StreamWindow = 256 << 10
+	// net/http documents the connection's window as valid below 4 MiB, yet
+	// its server takes any up to 2^31-1; TestHTTP2ConnectionWindowCoversEveryStream
+	// reads what is announced, so a Go that enforced the documented bound
+	// would fail it.
+	h2ConnWindow = h2MaxStreams * h2StreamWindow
+)
+
+func http2Limits() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxConcurrentStreams:          h2MaxStreams,
+		MaxReceiveBufferPerStream:     h2StreamWindow,
+		MaxReceiveBufferPerConnection: h2ConnWindow,
+	}
+}
+
 // Run serves the listeners until ctx is done, then stops accepting, lets
 // in-flight requests finish (bounded by shutdown_timeout) and returns nil.
 // A listener that fails is an error.
@@ -555,6 +595,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    32 << 10,
 			ErrorLog:          errLog,
+			HTTP2:             http2Limits(),
 		}
 		if name != "admin" {
 			s.ConnState = g.conns.track

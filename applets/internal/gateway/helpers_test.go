@@ -55,10 +55,12 @@ func newEnvLogged(t testing.TB, cfg config.Gateway, log *slog.Logger) *env {
 	return &env{srv: srv, nc: nc, gw: g, hs: hs}
 }
 
-// startH2C serves e's gateway over HTTP/1 and HTTP/2 without TLS (h2c).
+// startH2C serves e's gateway over HTTP/1 and HTTP/2 without TLS (h2c),
+// with Run's HTTP/2 limits.
 func startH2C(t testing.TB, e *env) *httptest.Server {
 	t.Helper()
 	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.HTTP2 = http2Limits()
 	hs.Config.Protocols = new(http.Protocols)
 	hs.Config.Protocols.SetHTTP1(true)
 	hs.Config.Protocols.SetUnencryptedHTTP2(true)

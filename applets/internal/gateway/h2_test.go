@@ -1,0 +1,249 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// h2Settings is what an HTTP/2 server announces as a connection opens.
+type h2Settings struct {
+	maxStreams   uint32 // SETTINGS_MAX_CONCURRENT_STREAMS
+	streamWindow uint32 // SETTINGS_INITIAL_WINDOW_SIZE: a stream's receive window
+	connWindow   int64  // the connection's receive window
+}
+
+// readH2Settings speaks HTTP/2 on c (prior knowledge, or h2 chosen by ALPN)
+// and reads what the server announces until it answers a PING sent with the
+// preface. Go's server queues its SETTINGS and the WINDOW_UPDATE that widens
+// the connection's window before it reads the preface, so they come before
+// the PING's answer; its SETTINGS ack jumps that queue.
+func readH2Settings(c net.Conn) (h2Settings, error) {
+	// The values a server that announces nothing has (RFC 9113, 6.5.2).
+	s := h2Settings{maxStreams: math.MaxUint32, streamWindow: 65535, connWindow: 65535}
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return s, err
+	}
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	const emptySettings = "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+	const ping = "\x00\x00\x08\x06\x00\x00\x00\x00\x00" + "narun h2"
+	if _, err := io.WriteString(c, preface+emptySettings+ping); err != nil {
+		return s, fmt.Errorf("writing the preface: %w", err)
+	}
+	for {
+		var head [9]byte
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			return s, fmt.Errorf("reading a frame head: %w", err)
+		}
+		payload := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return s, fmt.Errorf("reading a frame payload: %w", err)
+		}
+		typ, ack, stream := head[3], head[4]&1 != 0, binary.BigEndian.Uint32(head[5:])&math.MaxInt32
+		switch {
+		case typ == 0x6 && ack:
+			return s, nil
+		case typ == 0x4 && !ack:
+			for p := payload; len(p) >= 6; p = p[6:] {
+				switch v := binary.BigEndian.Uint32(p[2:]); binary.BigEndian.Uint16(p) {
+				case 0x3:
+					s.maxStreams = v
+				case 0x4:
+					s.streamWindow = v
+				}
+			}
+		case typ == 0x8 && stream == 0:
+			s.connWindow += int64(binary.BigEndian.Uint32(payload) & math.MaxInt32)
+		}
+	}
+}
+
+// TestHTTP2ConnectionWindowCoversEveryStream reads the flow control windows
+// the HTTP/2 listeners announce: the connection's must hold every stream's
+// whole window at once, or streams whose bodies wait for their services
+// fill it and hold up the other requests of their connection.
+func TestHTTP2ConnectionWindowCoversEveryStream(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := selfSigned(t, certPath, keyPath, "h2")
+	cfg := gwConfig(config.Route{Path: "/", Service: "none"})
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	r := startRun(t, natstest.Connect(t, natstest.Start(t)), cfg, "")
+
+	for _, listener := range []struct {
+		name string
+		dial func() (net.Conn, error)
+	}{
+		{"h2c", func() (net.Conn, error) { return net.Dial("tcp", r.addrs["http"]) }},
+		{"h2 over TLS", func() (net.Conn, error) {
+			c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+			if err == nil && c.ConnectionState().NegotiatedProtocol != "h2" {
+				c.Close()
+				return nil, fmt.Errorf("ALPN chose %q, not h2", c.ConnectionState().NegotiatedProtocol)
+			}
+			return c, err
+		}},
+	} {
+		t.Run(listener.name, func(t *testing.T) {
+			c, err := listener.dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s, err := readH2Settings(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if all := int64(s.maxStreams) * int64(s.streamWindow); s.connWindow < all {
+				t.Errorf("connection window %d bytes, less than its %d streams' windows of %d bytes (%d): uploads whose services do not read them can fill it and hold the connection's other requests",
+					s.connWindow, s.maxStreams, s.streamWindow, all)
+			}
+		})
+	}
+}
+
+// countingConn counts the bytes a client writes: with bodies of one
+// request only, what its stream's flow control let through.
+type countingConn struct {
+	net.Conn
+	wrote *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.wrote.Add(int64(n))
+	return n, err
+}
+
+// TestSlowUploadDoesNotHoldItsConnection sends, over one HTTP/2 connection,
+// an upload to a service that does not read it until told to, and then a
+// small request with a body to another service: the small one must be
+// answered while the upload is still held, not wait behind its unread
+// bytes in the connection's flow control window.
+func TestSlowUploadDoesNotHoldItsConnection(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	cfg := gwConfig(
+		config.Route{Path: "/held/", Service: "held", Timeout: config.Duration(time.Minute)},
+		config.Route{Path: "/quick/", Service: "quick", Timeout: config.Duration(time.Minute)},
+	)
+	r := startRun(t, natstest.Connect(t, srv), cfg, "")
+	sizeOf := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	release := make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("held"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		sizeOf(w, r)
+	}))
+	letRead := sync.OnceFunc(func() { close(release) })
+	// Before the service's cleanup, which waits for its handlers.
+	t.Cleanup(letRead)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("quick"), sizeOf)
+
+	s, err := func() (h2Settings, error) {
+		c, err := net.Dial("tcp", r.addrs["http"])
+		if err != nil {
+			return h2Settings{}, err
+		}
+		defer c.Close()
+		return readH2Settings(c)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var dials atomic.Int32
+	var wrote atomic.Int64
+	tr := &http.Transport{Protocols: new(http.Protocols), DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		dials.Add(1)
+		return countingConn{c, &wrote}, nil
+	}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const uploadSize = 4 << 20
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	post := func(path string, body []byte) result {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.addrs["http"]+path, bytes.NewReader(body))
+		if err != nil {
+			return result{err: err}
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return result{err: err}
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			err = fmt.Errorf("answered over %s, not HTTP/2", resp.Proto)
+		}
+		return result{resp.StatusCode, string(b), err}
+	}
+	upload := make(chan result, 1)
+	go func() { upload <- post("/held/up", make([]byte, uploadSize)) }()
+
+	// The gateway has read the first chunk to send it with the request's
+	// head, and the service reads no more: what the client sends beyond it
+	// waits in the gateway, until the stream's window is full.
+	full := int64(r.gw.chunkSize()) + int64(s.streamWindow)
+	testutil.Eventually(t, 20*time.Second, "the upload filling its stream's window", func() bool {
+		return wrote.Load() >= full
+	})
+
+	// Larger than what is left of the stream's window once its frames'
+	// heads are counted as body, so that it cannot squeeze in with the
+	// connection's window full.
+	const small = 16 << 10
+	got := post("/quick/q", make([]byte, small))
+	if got.err != nil || got.status != http.StatusOK || got.body != strconv.Itoa(small) {
+		t.Fatalf("small request on the connection of a held upload: %d %q, %v; want 200 %q while the upload is held",
+			got.status, got.body, got.err, strconv.Itoa(small))
+	}
+	select {
+	case u := <-upload:
+		t.Fatalf("upload answered before its service was let read it: %d %q, %v", u.status, u.body, u.err)
+	default:
+	}
+
+	letRead()
+	if u := <-upload; u.err != nil || u.status != http.StatusOK || u.body != strconv.Itoa(uploadSize) {
+		t.Errorf("upload once released: %d %q, %v; want 200 %q", u.status, u.body, u.err, strconv.Itoa(uploadSize))
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("client opened %d connections; the test needs both requests on one", n)
+	}
+}
