@@ -388,6 +388,13 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			}
 		}
 		opts.Routes = routes
+		// nats-server refuses both as well, but without the file's line.
+		if cfg.ServerName == "" {
+			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.server_name is empty: a cluster member needs a name of its own, unique in the cluster and the same at every start (--server-name)")}
+		}
+		if cfg.Cluster.Name == "" {
+			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.name is empty: set it, the same on every member (--cluster-name)")}
+		}
 	}
 	if cfg.Leafnodes.Listen != "" {
 		host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen)
