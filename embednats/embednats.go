@@ -395,6 +395,9 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		if cfg.Cluster.Name == "" {
 			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.name is empty: set it, the same on every member (--cluster-name)")}
 		}
+		if len(routes) == 0 {
+			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.routes is empty: list the route address of every member, its own included (--routes)")}
+		}
 	}
 	if cfg.Leafnodes.Listen != "" {
 		host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen)
