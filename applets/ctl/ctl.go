@@ -341,7 +341,7 @@ func (e *env) keys(ctx context.Context, kv jetstream.KeyValue) ([]string, error)
 	defer cancel()
 	l, err := kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
+		return nil, majorityHint(e.nc, fmt.Errorf("list %s: %w", kv.Bucket(), err))
 	}
 	var out []string
 	for k := range l.Keys() {
@@ -376,7 +376,7 @@ func (e *env) eachEntry(ctx context.Context, kv jetstream.KeyValue, what string,
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("read %s of %s: %w", what, k, err)
+			return majorityHint(e.nc, fmt.Errorf("read %s of %s: %w", what, k, err))
 		}
 		each(entry)
 	}
