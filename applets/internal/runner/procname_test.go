@@ -145,16 +145,26 @@ func TestProcessNamedAfterApp(t *testing.T) {
 		bins, _ := os.ReadDir(filepath.Join(tr.opts.DataDir, "binaries"))
 		return os.IsNotExist(err) && len(bins) == 0
 	})
-	// Left by an app this runner does not know: collected too.
-	gone := filepath.Join(tr.opts.DataDir, "exec", "gone", hello[:12])
-	if err := os.MkdirAll(gone, 0o750); err != nil {
+	// Left by an app this runner does not know: collected too. Made
+	// aside and moved in whole: the runner's resync removes an unknown
+	// app's directory made in place before the link is in it, and the
+	// link would then fail.
+	staged := filepath.Join(t.TempDir(), "gone")
+	if err := os.MkdirAll(filepath.Join(staged, hello[:12]), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(tr.opts.DataDir, "binaries", hello), filepath.Join(gone, "gone")); err != nil {
+	if err := os.Symlink(filepath.Join(tr.opts.DataDir, "binaries", hello), filepath.Join(staged, hello[:12], "gone")); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(tr.opts.DataDir, "exec", "gone")
+	if err := os.MkdirAll(filepath.Dir(gone), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(staged, gone); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the links of an unknown app removed", func() bool {
-		_, err := os.Lstat(filepath.Dir(gone))
+		_, err := os.Lstat(gone)
 		return os.IsNotExist(err)
 	})
 }
