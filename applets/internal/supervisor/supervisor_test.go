@@ -544,7 +544,13 @@ func tcpCheck(port string) func(context.Context, Target) error {
 // is stopped with the stop signal after RestartAfter failed checks and
 // started again, and every status on the way says it was unhealthy.
 func TestUnhealthyRestarted(t *testing.T) {
-	const port = "18231"
+	// Not a fixed port: a test binary of another run (the race stage,
+	// another checkout) listening on it would pass the first process's
+	// checks before that process opened it, or keep it from opening it.
+	_, port, err := net.SplitHostPort(testutil.FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out testutil.LogBuffer
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, rec := start(t, "listen:"+port, Config{
@@ -569,7 +575,7 @@ func TestUnhealthyRestarted(t *testing.T) {
 	if again.Restarts != 1 {
 		t.Errorf("restarts = %d, want 1", again.Restarts)
 	}
-	const why = "unhealthy after 2 failed health checks in a row: dial tcp 127.0.0.1:" + port + ": connect: connection refused"
+	why := "unhealthy after 2 failed health checks in a row: dial tcp 127.0.0.1:" + port + ": connect: connection refused"
 	rec.mu.Lock()
 	i := slices.IndexFunc(rec.changes, func(c state.Instance) bool { return c.PID == again.PID })
 	startedWith := rec.changes[i].Reason
