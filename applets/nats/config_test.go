@@ -27,6 +27,14 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:3: key "nats.max_payload": want at most 64 MiB, got 68157440 bytes`, ""},
 		{"routes without listen", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.cluster]\nname = \"c\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n", nil,
 			file + `:6: key "nats.cluster.routes": set, but nats.cluster.listen is empty`, ""},
+		// JetStream needs a server name, a cluster name and routes for a
+		// cluster member; nats-server refuses each without the line.
+		{"cluster without server_name", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.cluster]\nname = \"narun\"\nlisten = \"127.0.0.1:-1\"\n", nil,
+			file + `:6: key "nats.cluster.listen": set, but nats.server_name is empty`, ""},
+		{"cluster without name", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-1\"\n\n[nats.cluster]\nlisten = \"127.0.0.1:-1\"\n", nil,
+			file + `:6: key "nats.cluster.listen": set, but nats.cluster.name is empty`, ""},
+		{"cluster without routes", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-1\"\n\n[nats.cluster]\nname = \"narun\"\nlisten = \"127.0.0.1:-1\"\n", nil,
+			file + `:7: key "nats.cluster.listen": set, but nats.cluster.routes is empty`, ""},
 		{"listen from the file", "[nats]\nlisten = \"bogus\"\n", nil,
 			file + `:2: key "nats.listen": "bogus": want host:port`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
