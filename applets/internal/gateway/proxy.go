@@ -870,6 +870,14 @@ func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, cod
 // quote it and an operator can find it in the logs.
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
 	ex.status = code
+	// net/http sets no write deadline: without one a client that sends
+	// request after request (a 404, say) and reads no answer would hold
+	// its connection, or HTTP/2 stream, for ever once the socket buffers
+	// or its flow control window are full, where a routed request is cut
+	// at its timeout. The answer is short; answerTime is its bound.
+	if conn := deadlines(w); conn != nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(answerTime))
+	}
 	h := w.Header()
 	if ex.grpc {
 		writeGRPCStatus(h, code, msg+" (request id "+rid+")")

@@ -419,3 +419,44 @@ func TestTimeoutAfterTimedBody(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledReaderOfErrorsIsCut sends request after request for a path
+// no route serves, on one connection, and reads none of the answers: the
+// gateway's own answers (404 here) must not wait for such a client for
+// ever, or a few of them would hold every place of max_connections, as
+// the route's timeout keeps a routed request from doing.
+func TestStalledReaderOfErrorsIsCut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig())
+	var closed atomic.Int64
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	// Each 404 names the path: long ones fill the socket buffers with few
+	// requests. The writer stops when the gateway stops reading (it waits
+	// to write) or closes the connection.
+	req := []byte("GET /" + strings.Repeat("x", 16<<10) + " HTTP/1.1\r\nHost: a\r\n\r\n")
+	go func() {
+		for {
+			if _, err := c.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	testutil.Eventually(t, 15*time.Second, "the gateway closes the connection that reads none of its answers", func() bool {
+		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
+	})
+}
