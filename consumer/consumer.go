@@ -12,7 +12,8 @@
 // client's, ContentLength is the client's Content-Length (-1 for a body
 // sent without one), the body streams in when it is large, and the
 // context ends when the client goes away or the route's timeout passes
-// (it always has that deadline). For a client that used https, r.TLS is
+// (it always has that deadline; 30 s for a request made by hand without
+// Narun-Timeout). For a client that used https, r.TLS is
 // an empty, non-nil tls.ConnectionState (the gateway holds the TLS
 // connection, so its details are not known here); r.URL.Scheme stays
 // empty, as for any server request. What differs from a request served

@@ -207,6 +207,28 @@ func TestTimeoutBecomesDeadline(t *testing.T) {
 	}
 }
 
+// TestNoTimeoutStillHasDeadline sends a request as by hand, without
+// Narun-Timeout, to a handler that streams: its requester reads the head
+// and leaves, so no ack ever comes, and only a deadline keeps the worker
+// (and Serve's return) from waiting for one for ever.
+func TestNoTimeoutStillHasDeadline(t *testing.T) {
+	got := make(chan time.Duration, 1)
+	_, nc, _ := start(t, consumer.Config{Name: "nodl"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dl, ok := r.Context().Deadline()
+		if !ok {
+			dl = time.Time{}
+		}
+		got <- time.Until(dl)
+		w.(http.Flusher).Flush()
+	}))
+	if _, err := request(nc, "nodl", "/"); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-got; d <= 0 || d > 30*time.Second {
+		t.Errorf("handler deadline in %v, want the default of 30s", d)
+	}
+}
+
 func TestConnClosedEndsServe(t *testing.T) {
 	srv := natstest.Start(t)
 	svc, err := srv.Connect()

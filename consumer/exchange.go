@@ -21,6 +21,10 @@ import (
 // errBadRequest marks a request head that does not follow the protocol.
 var errBadRequest = errors.New("bad request head")
 
+// defaultTimeout is the time left of a request without HeaderTimeout: the
+// gateway's default route timeout.
+const defaultTimeout = 30 * time.Second
+
 // decodeRequest turns a request head into an *http.Request whose body is
 // the payload, followed by pulled chunks when the head says so.
 func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull func(context.Context) (*nats.Msg, error)) (*http.Request, context.CancelFunc, error) {
@@ -56,19 +60,21 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: proto %q", errBadRequest, proto)
 	}
-	var cancel context.CancelFunc
+	// A request made by hand (nats request) may come without a timeout.
+	// Without a deadline a wait nobody will end (an ack of a streamed
+	// response, whose requester read the head and left; a pull) would
+	// hold its worker for ever, and Serve's return with it.
+	left := defaultTimeout
 	if t := h.Get(HeaderTimeout); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || ms < 0 {
 			return nil, nil, fmt.Errorf("%w: timeout %q", errBadRequest, t)
 		}
-		// A time left from when the message arrived (PROTOCOL.md), not
-		// from when a worker got to it.
-		ms = min(ms, int64(math.MaxInt64/time.Millisecond))
-		ctx, cancel = context.WithDeadline(ctx, arrived.Add(time.Duration(ms)*time.Millisecond))
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
+		left = time.Duration(min(ms, int64(math.MaxInt64/time.Millisecond))) * time.Millisecond
 	}
+	// A time left from when the message arrived (PROTOCOL.md), not from
+	// when a worker got to it.
+	ctx, cancel := context.WithDeadline(ctx, arrived.Add(left))
 	// The message's header map becomes the request's: the message is ours,
 	// and reusing the map saves a copy per request.
 	hdr := http.Header(h)
