@@ -592,3 +592,67 @@ func TestNilHandlerIsDefaultServeMux(t *testing.T) {
 		t.Errorf("reply %q, error %q: want the DefaultServeMux's handler's body", got, m.Header.Get(consumer.HeaderServiceError))
 	}
 }
+
+// TestLargeTrailers has a handler end its body with a trailer too large
+// to travel with the body's last part, and one too large for any message:
+// the first reaches the gateway in an end frame of its own, the second
+// ends the response with an error, both at once rather than leave the
+// gateway waiting for an end until the route's timeout.
+func TestLargeTrailers(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "trailers"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		size := 200 << 10
+		if r.URL.Path == "/huge" {
+			size = 2 << 20
+		}
+		w.Header().Set("Trailer", "X-Big")
+		// Streaming from the start: the body's last part goes in the end
+		// frame, not in the head.
+		w.(http.Flusher).Flush()
+		_, _ = w.Write(bytes.Repeat([]byte("b"), 900<<10))
+		w.Header().Set("X-Big", strings.Repeat("t", size))
+	}))
+	for _, tc := range []struct {
+		path    string
+		code    string // of the end frame
+		trailer int
+	}{
+		{"/near", "", 200 << 10},
+		{"/huge", "500", 0},
+	} {
+		inbox := nc.NewInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = nc.PublishMsg(&nats.Msg{Subject: "trailers", Reply: inbox, Header: nats.Header{
+			consumer.HeaderPath: {tc.path}, consumer.HeaderTimeout: {"60000"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := 0
+		for {
+			m, err := sub.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("%s: waiting for the end of the response: %v", tc.path, err)
+			}
+			body += len(m.Data)
+			if m.Reply != "" {
+				_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+			}
+			if m.Header.Get(consumer.HeaderFrame) != consumer.FrameEnd {
+				continue
+			}
+			if got := m.Header.Get(consumer.HeaderServiceErrorCode); got != tc.code {
+				t.Errorf("%s: end frame error code %q, want %q", tc.path, got, tc.code)
+			}
+			if got := len(m.Header.Get("X-Big")); got != tc.trailer {
+				t.Errorf("%s: trailer of %d bytes, want %d", tc.path, got, tc.trailer)
+			}
+			if tc.code == "" && body != 900<<10 {
+				t.Errorf("%s: body of %d bytes, want %d", tc.path, body, 900<<10)
+			}
+			break
+		}
+		_ = sub.Unsubscribe()
+	}
+}

@@ -630,6 +630,36 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 	}
 }
 
+// end sends the end frame: the rest of the body and the trailers. Trailers
+// that do not fit with the rest of the body let it go first, in a data
+// frame. Too large for any message, they fail the response at once, as a
+// head too large does, rather than leave the gateway waiting for an end
+// until the route's timeout.
+func (w *responseWriter) end(trailers http.Header) {
+	if w.err != nil {
+		return
+	}
+	data := w.buf
+	room := headerSize(nats.Header(trailers)) + len(HeaderFrame+": "+FrameEnd+"\r\n")
+	if mp := int(w.s.nc.MaxPayload()); mp > 0 && len(data) > 0 && len(data)+room > mp {
+		w.sendFrame(FrameData, data, nil)
+		data = nil
+	}
+	w.sendFrame(FrameEnd, data, trailers)
+	if !errors.Is(w.err, nats.ErrMaxPayload) {
+		return
+	}
+	w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, w.err))
+	err := w.s.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: nats.Header{
+		HeaderFrame:            {FrameEnd},
+		HeaderServiceErrorCode: {"500"},
+		HeaderServiceError:     {"the response's trailers could not be sent"},
+	}})
+	if err != nil {
+		w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
+	}
+}
+
 // trailers collects the values of declared trailers, as net/http does:
 // declared in the header as sent, set by the time the handler returns.
 func (w *responseWriter) trailers() http.Header {
@@ -725,7 +755,7 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		if !w.streaming {
 			w.startStream()
 		}
-		w.sendFrame(FrameEnd, w.buf, tr)
+		w.end(tr)
 		if w.err != nil {
 			return w.err.Error()
 		}
