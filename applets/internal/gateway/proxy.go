@@ -35,7 +35,11 @@ type exchange struct {
 	in     int64
 	out    int64
 	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
-	lost   <-chan struct{}
+	// hasBody is set for a request with a body; bounded once proxy has
+	// bounded the reads and writes of the exchange by the route's timeout
+	// (until then fail bounds those of its answer).
+	hasBody, bounded bool
+	lost             <-chan struct{}
 	// body lives here rather than on the stack: a duplex exchange hands it
 	// to a goroutine, which would move it to the heap on every request.
 	body bodySource
@@ -50,6 +54,7 @@ func (ex *exchange) reset() {
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
 	ex.grpc, ex.lost = false, nil
+	ex.hasBody, ex.bounded = false, false
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -88,6 +93,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.vals[0] = rid
 	ex.grpc = isGRPC(r.Header["Content-Type"])
+	ex.hasBody = r.Body != nil && r.Body != http.NoBody
 	// Not backed by ex.vals: the server may write these headers after the
 	// exchange went back to the pool.
 	w.Header()["X-Request-Id"] = []string{rid}
@@ -185,13 +191,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// and a deadline would end that read as if it had (net/http clears
 	// the deadline when it starts that read).
 	conn := deadlines(w)
-	hasBody := r.Body != nil && r.Body != http.NoBody
+	hasBody := ex.hasBody
 	if conn != nil {
 		_ = conn.SetWriteDeadline(deadline.Add(answerTime))
 		if hasBody {
 			_ = conn.SetReadDeadline(deadline)
 		}
 	}
+	ex.bounded = true
 	// The head is built in the pooled map rather than in r.Header: no map
 	// allocation or growth per request.
 	h := ex.hdr
@@ -870,13 +877,8 @@ func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, cod
 // quote it and an operator can find it in the logs.
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
 	ex.status = code
-	// net/http sets no write deadline: without one a client that sends
-	// request after request (a 404, say) and reads no answer would hold
-	// its connection, or HTTP/2 stream, for ever once the socket buffers
-	// or its flow control window are full, where a routed request is cut
-	// at its timeout. The answer is short; answerTime is its bound.
-	if conn := deadlines(w); conn != nil {
-		_ = conn.SetWriteDeadline(time.Now().Add(answerTime))
+	if !ex.bounded {
+		bound(w, ex.hasBody)
 	}
 	h := w.Header()
 	if ex.grpc {
@@ -890,6 +892,30 @@ func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid s
 	w.WriteHeader(code)
 	n, _ := io.WriteString(w, strconv.Itoa(code)+" "+http.StatusText(code)+": "+msg+"\nrequest id: "+rid+"\n")
 	ex.out += int64(n)
+}
+
+// bound bounds the answer to a request the gateway does not forward (no
+// route, a method not allowed, CONNECT...), as proxy bounds a routed one
+// by its route's timeout. net/http bounds neither the write of the answer
+// nor the read of what is left of the request's body, which it reads
+// (up to 256 KiB, to keep the connection) before the answer and after
+// it: a client that reads no answer and sends request after request, or
+// never sends the body it announced, would hold its connection, or
+// HTTP/2 stream, for ever. The answer is short, answerTime its bound; a
+// body that does not come within answerTime closes the connection after
+// the answer, which then has its answerTime from there. The read deadline
+// is set only if there is a body, for the reason proxy gives.
+func bound(w http.ResponseWriter, hasBody bool) {
+	conn := deadlines(w)
+	if conn == nil {
+		return
+	}
+	until := time.Now().Add(answerTime)
+	if hasBody {
+		_ = conn.SetReadDeadline(until)
+		until = until.Add(answerTime)
+	}
+	_ = conn.SetWriteDeadline(until)
 }
 
 // head is what a response head means for the client.

@@ -460,3 +460,46 @@ func TestStalledReaderOfErrorsIsCut(t *testing.T) {
 		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
 	})
 }
+
+// TestUnsentBodyOfErrorsIsCut announces a body with a request for a path
+// no route serves, and never sends it: net/http reads what is left of a
+// small body, before the answer and after it, and the gateway must bound
+// that read as it bounds a routed request's body, or the connection is
+// held for ever.
+func TestUnsentBodyOfErrorsIsCut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig())
+	var closed atomic.Int64
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	br := bufio.NewReader(c)
+	// A client that sends its body keeps its connection; the one after it
+	// does not send it.
+	for _, body := range []string{"0123456789", ""} {
+		fmt.Fprintf(c, "POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n%s", body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("body %q: no answer: %v", body, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || resp.Close != (body == "") {
+			t.Errorf("body %q: status %d, closing %v; want 404, closing only without the body", body, resp.StatusCode, resp.Close)
+		}
+	}
+	testutil.Eventually(t, 15*time.Second, "the gateway closes the connection whose body never came", func() bool {
+		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
+	})
+}
