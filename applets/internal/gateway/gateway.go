@@ -599,6 +599,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		if name != "admin" {
 			s.ConnState = g.conns.track
+			// The gateway answers OPTIONS * itself, within its bounds
+			// (serverOptions).
+			s.DisableGeneralOptionsHandler = true
 		}
 		if useTLS {
 			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12}

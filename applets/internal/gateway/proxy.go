@@ -64,6 +64,10 @@ var exchangePool = sync.Pool{New: func() any {
 }}
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.RequestURI == "*" && r.Method == http.MethodOptions {
+		serverOptions(w, r)
+		return
+	}
 	start := time.Now()
 	g.metrics.inflight.Add(1)
 	ex := exchangePool.Get().(*exchange)
@@ -152,6 +156,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.proxy(w, r, ex, rt, p, rid, start.Add(rt.timeout))
+}
+
+// serverOptions answers OPTIONS *, a question about the server rather
+// than a resource, as net/http's own handler does (200, empty), which the
+// servers leave to the gateway (DisableGeneralOptionsHandler): that one
+// reads up to 4 KiB of a body with no deadline, and writes with none, so
+// a client that announced a body and sent none, or sent request after
+// request and read no answer, held its connection for ever. Like a 404,
+// no service sees it and it is neither counted nor logged.
+func serverOptions(w http.ResponseWriter, r *http.Request) {
+	bound(w, r.Body != nil && r.Body != http.NoBody)
+	w.Header().Set("Content-Length", "0")
 }
 
 // logAccess writes the access log line of a finished request. The route is

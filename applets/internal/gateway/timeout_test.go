@@ -23,6 +23,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // dialRaw opens a plain TCP connection to the test server, for clients that
@@ -501,5 +502,37 @@ func TestUnsentBodyOfErrorsIsCut(t *testing.T) {
 	}
 	testutil.Eventually(t, 15*time.Second, "the gateway closes the connection whose body never came", func() bool {
 		return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
+	})
+}
+
+// TestServerOptionsIsBounded sends an OPTIONS *, a question about the
+// server that no service sees, announcing a body it never sends: the
+// answer is bounded as the gateway's others are, where net/http's own
+// handler for it waited for the body for ever.
+func TestServerOptionsIsBounded(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	r := startRun(t, natstest.Connect(t, srv), gwConfig(), "")
+	c, err := net.Dial("tcp", r.addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	br := bufio.NewReader(c)
+	for _, body := range []string{"0123456789", ""} {
+		fmt.Fprintf(c, "OPTIONS * HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n%s", body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("body %q: no answer: %v", body, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || len(got) != 0 || resp.ContentLength != 0 || resp.Close != (body == "") {
+			t.Errorf("body %q: %d %q (length %d), closing %v; want 200, empty, closing only without the body", body, resp.StatusCode, got, resp.ContentLength, resp.Close)
+		}
+	}
+	testutil.Eventually(t, 15*time.Second, "the gateway closes the connection whose body never came", func() bool {
+		return r.gw.conns.count() == 0
 	})
 }
