@@ -536,3 +536,34 @@ func TestServerOptionsIsBounded(t *testing.T) {
 		return r.gw.conns.count() == 0
 	})
 }
+
+// TestStalledReaderOfErrorsIsCutHTTP2 is TestStalledReaderOfErrorsIsCut
+// over HTTP/2: the client reads no answer, so its flow control window
+// stays shut, and the gateway's answers wait to be sent; each must give
+// up at its bound and end its stream, rather than hold it for ever.
+func TestStalledReaderOfErrorsIsCutHTTP2(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig())
+	tr := h2cClient(t, e)
+	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 64 << 10}
+	// Each 404 names its path: four of these fill the connection's window.
+	path := "/" + strings.Repeat("x", 16<<10)
+	var bodies []io.ReadCloser
+	for range 8 {
+		req, err := http.NewRequest("GET", e.hs.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	testutil.Eventually(t, 15*time.Second, "the gateway's answers that cannot be sent give up", func() bool {
+		return e.gw.metrics.inflight.Load() == 0
+	})
+	for _, b := range bodies {
+		b.Close()
+	}
+}
