@@ -820,6 +820,38 @@ func TestFiles(t *testing.T) {
 	}
 }
 
+// TestUploadsOnlyRegularFiles checks that files put and deploy --binary
+// refuse what is not a regular file, naming it, instead of reading
+// /dev/zero for ever or waiting on a named pipe for a writer, where
+// Ctrl-C, which only cancels the command's context, could not stop them.
+func TestUploadsOnlyRegularFiles(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	fifo := filepath.Join(h.dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"files", "put", "zero", "/dev/zero"}, "/dev/zero: a character device, not a regular file"},
+		{[]string{"files", "put", "fifo", fifo}, fifo + ": a named pipe, not a regular file"},
+		{[]string{"files", "put", "dir", h.dir}, h.dir + ": a directory, not a regular file"},
+		{[]string{"deploy", spec, "--binary", "/dev/zero"}, "/dev/zero: unsupported binary: a character device, not a regular file"},
+		{[]string{"deploy", spec, "--binary", fifo}, fifo + ": unsupported binary: a named pipe, not a regular file"},
+	} {
+		r := h.fails(1, "", tc.args...)
+		if !strings.Contains(r.err, tc.want) {
+			t.Errorf("%v: %s, want %q", tc.args, r.err, tc.want)
+		}
+	}
+	if n := h.objectCount(names.FilesBucket) + h.objectCount(names.BinariesBucket); n != 0 {
+		t.Errorf("%d objects uploaded", n)
+	}
+}
+
 // TestSecretListJSONTime checks that secret list --json gives a script the
 // time a secret was set as the other lists do, RFC 3339 in UTC, and not the
 // table's local minute without a zone.

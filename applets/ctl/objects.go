@@ -16,6 +16,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/store"
@@ -284,6 +285,15 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 	name, path := c.Args().Get(0), c.Args().Get(1)
 	if err := spec.ValidObjectName(name); err != nil {
 		return usagef("file name %q: %v", name, err)
+	}
+	// The file is read twice, for its digest and to upload it: a device
+	// such as /dev/zero never ends, a pipe cannot be read again, and
+	// opening a named pipe waits for a writer, all past Ctrl-C, which
+	// only cancels ctx.
+	if st, err := os.Stat(path); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("read %s: %s, not a regular file: files put uploads the content of a file", path, elfarch.FileType(st.Mode()))
 	}
 	f, err := os.Open(path)
 	if err != nil {

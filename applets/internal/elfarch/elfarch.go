@@ -133,22 +133,46 @@ func align4(n int) int { return (n + 3) &^ 3 }
 
 // DetectFile opens path and calls Detect.
 func DetectFile(path string) (string, error) {
+	// Checked before opening: opening a named pipe waits for a writer,
+	// and a caller that digests and uploads the file reads it to its end,
+	// which a device such as /dev/zero never reaches.
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case st.IsDir():
+		// Often a Go package directory given where its build was meant.
+		return "", fmt.Errorf("%s: %w: is a directory, not an executable", path, ErrUnsupported)
+	case !st.Mode().IsRegular():
+		return "", fmt.Errorf("%s: %w: %s, not a regular file", path, ErrUnsupported, FileType(st.Mode()))
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if st.IsDir() {
-		// Often a Go package directory given where its build was meant.
-		return "", fmt.Errorf("%s: %w: is a directory, not an executable", path, ErrUnsupported)
-	}
 	arch, err := Detect(f, st.Size())
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return arch, nil
+}
+
+// FileType names the type of a file that is not a regular one, for
+// errors that refuse it.
+func FileType(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "a special file"
 }
