@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -849,6 +851,56 @@ func TestUploadsOnlyRegularFiles(t *testing.T) {
 	}
 	if n := h.objectCount(names.FilesBucket) + h.objectCount(names.BinariesBucket); n != 0 {
 		t.Errorf("%d objects uploaded", n)
+	}
+}
+
+// stdinWaiting is a stdin that never ends, like a terminal waiting for
+// Ctrl-D; reading says that ctl waits for the value.
+type stdinWaiting struct {
+	reading chan struct{}
+	once    sync.Once
+	block   chan struct{}
+}
+
+func (s *stdinWaiting) Read([]byte) (int, error) {
+	s.once.Do(func() { close(s.reading) })
+	<-s.block
+	return 0, io.EOF
+}
+
+// TestSecretSetInterrupted checks that Ctrl-C, which cancels ctl's
+// context, stops secret set while it waits for the value on stdin, and
+// stores nothing.
+func TestSecretSetInterrupted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	stdin := &stdinWaiting{reading: make(chan struct{}), block: make(chan struct{})}
+	t.Cleanup(func() { close(stdin.block) })
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	done := make(chan error, 1)
+	go func() {
+		done <- Main(ctx, cli.IO{Stdin: stdin, Stdout: io.Discard, Stderr: io.Discard},
+			[]string{"ctl", "--config", h.config, "--nats-url", h.url, "--key-file", key, "secret", "set", "db"})
+	}()
+	select {
+	case <-stdin.reading:
+	case err := <-done:
+		t.Fatalf("secret set ended before reading stdin: %v", err)
+	}
+	interrupt()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("interrupted secret set: %v, want context canceled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("secret set still waits for stdin after Ctrl-C")
+	}
+	if _, ok := h.get(names.SecretsBucket, "db"); ok {
+		t.Error("an interrupted secret set stored a value")
 	}
 }
 

@@ -99,7 +99,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		if isTerminal(e.stdio.Stdin) {
 			fmt.Fprintf(e.stdio.Stderr, "value of %s (input is visible; end with Ctrl-D):\n", name)
 		}
-		value, err = readLimited("stdin", e.stdio.Stdin)
+		value, err = readInterruptible(ctx, e.stdio.Stdin)
 		value = bytes.TrimSuffix(bytes.TrimSuffix(value, []byte("\n")), []byte("\r"))
 	}
 	if err != nil {
@@ -119,6 +119,28 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
 	return nil
+}
+
+// readInterruptible reads the value from stdin until its end, or until
+// ctx ends: Ctrl-C only cancels ctx, and a read of a terminal waiting for
+// Ctrl-D, or of a pipe whose writer hangs, would otherwise keep ctl
+// running past it. The read left behind ends with the process.
+func readInterruptible(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := readLimited("stdin", r)
+		done <- result{b, err}
+	}()
+	select {
+	case res := <-done:
+		return res.b, res.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read secret value from stdin: %w", context.Cause(ctx))
+	}
 }
 
 func readLimited(name string, r io.Reader) ([]byte, error) {
