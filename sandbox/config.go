@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"path/filepath"
 	"strings"
 )
@@ -240,6 +241,11 @@ func (c *Config) Validate() error {
 		if p.Access == "" || strings.Trim(p.Access, "rwx") != "" {
 			return bad("landlock path %q: access %q, want a combination of r, w, x", p.Path, p.Access)
 		}
+	}
+	// (uid_t)-1 is no id: setuid refuses it, and chown leaves the owner
+	// as it was, so data/ and tmp/ would stay root's.
+	if c.UID == math.MaxUint32 || c.GID == math.MaxUint32 {
+		return bad("uid or gid %d is (uid_t)-1, not an id", uint32(math.MaxUint32))
 	}
 	if c.UID == 0 && !c.AllowRoot {
 		return bad("uid 0 without allow_root")

@@ -34,10 +34,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -547,17 +549,45 @@ func (a *App) validateSandbox(v *validator) {
 	}
 	if s.User != "" && (!userRe.MatchString(s.User) || len(s.User) > 32) {
 		v.add("sandbox.user", "invalid user %q", s.User)
+	} else if err := validNumericID(s.User); err != nil {
+		v.add("sandbox.user", "uid %s: %v", s.User, err)
 	}
 	if s.Group != "" && (!userRe.MatchString(s.Group) || len(s.Group) > 32) {
 		v.add("sandbox.group", "invalid group %q", s.Group)
+	} else if err := validNumericID(s.Group); err != nil {
+		v.add("sandbox.group", "gid %s: %v", s.Group, err)
 	}
 	// The sandbox refuses gid 0 for a user other than root (group root
 	// owns files a non-root app must not reach); said here, the deploy
 	// fails instead of every start. Names other than root resolve on the
-	// node, so only the literal forms are known here.
-	if (s.Group == "root" || s.Group == "0") && s.User != "root" && s.User != "0" {
+	// node, so only root and the number 0 are known here.
+	if rootID(s.Group) && !rootID(s.User) {
 		v.deployRule("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
 	}
+}
+
+// validNumericID checks a user or group given as a number, which a node
+// takes as the id itself: beyond 32 bits it is no id, and 4294967295 is
+// (uid_t)-1, which setuid refuses and chown takes for "leave as is", so
+// every start of the app would fail with "invalid argument".
+func validNumericID(s string) error {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return nil
+	}
+	if n, err := strconv.ParseUint(s, 10, 32); err != nil || n == math.MaxUint32 {
+		return fmt.Errorf("want 0..%d", uint32(math.MaxUint32-1))
+	}
+	return nil
+}
+
+// rootID says whether a user or group names root, by name or as the
+// number a node reads it as ("0", "00").
+func rootID(s string) bool {
+	if s == "root" {
+		return true
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	return err == nil && n == 0
 }
 
 func (a *App) validateResources(v *validator) {
