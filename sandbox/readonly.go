@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -88,6 +89,33 @@ func writablePaths(cfg *Config) []string {
 		}
 	}
 	return paths
+}
+
+// MountsUnder lists the mount points of the caller's mount namespace at
+// dir or below it, the deepest first, so that unmounting them in that
+// order leaves none: a directory about to be removed may hold a mount
+// that a removal would descend into. dir is taken with its symbolic
+// links resolved, as the mount table names mounts.
+func MountsUnder(dir string) ([]string, error) {
+	dir = filepath.Clean(dir)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	mounts, err := readMountInfo()
+	if err != nil {
+		return nil, err
+	}
+	var under []string
+	for _, m := range mounts {
+		if m.point == dir || strings.HasPrefix(m.point, strings.TrimSuffix(dir, "/")+"/") {
+			under = append(under, m.point)
+		}
+	}
+	// Stacked mounts share a point, and are listed in the order they
+	// were made: the last one first.
+	slices.Reverse(under)
+	slices.SortStableFunc(under, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return under, nil
 }
 
 type mountInfo struct {

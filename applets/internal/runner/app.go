@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,9 +16,12 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
+	"github.com/narun/narun/sandbox"
 )
 
 // app reconciles one app on this node, on its own goroutine: downloads,
@@ -130,7 +134,7 @@ func (a *app) run(ctx context.Context) {
 			if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
 				a.log.Warn("remove cached spec", "err", err)
 			}
-			if err := os.RemoveAll(a.dir()); err != nil {
+			if err := removeTree(a.dir(), a.log); err != nil {
 				a.log.Warn("remove app directory", "err", err)
 			}
 			a.mu.Lock()
@@ -436,7 +440,7 @@ func (a *app) stop(list []*instance) {
 		<-in.sup.Done()
 		st := in.sup.Status()
 		a.r.sandboxes.forget(st.App, st.ID)
-		if err := os.RemoveAll(in.dir); err != nil {
+		if err := removeTree(in.dir, a.log); err != nil {
 			a.log.Warn("remove instance directory", "dir", in.dir, "err", err)
 		}
 	}
@@ -495,8 +499,34 @@ func killStale(dir string, log *slog.Logger) {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		if err := removeTree(filepath.Join(dir, e.Name()), log); err != nil {
 			log.Warn("remove stale instance directory", "err", err)
 		}
 	}
+}
+
+// removeTree removes dir and all it holds, but never what is mounted in
+// it: an exec app runs as root in the runner's mount namespace, and one
+// that stopped with a mount left in its directory (a host directory bound
+// there, a tmpfs) would otherwise have os.RemoveAll delete the files of
+// that mount, the host's own. Each mount at or below dir is detached
+// first; a tree with one that cannot be is left as it is.
+func removeTree(dir string, log *slog.Logger) error {
+	mounts, err := sandbox.MountsUnder(dir)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w; not removed, in case a mount is in it", dir, err)
+	}
+	for _, m := range mounts {
+		err := unix.Unmount(m, unix.MNT_DETACH)
+		switch {
+		case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT):
+			// No longer a mount (gone with one detached before it), or
+			// gone: nothing to descend into there.
+			continue
+		case err != nil:
+			return fmt.Errorf("remove %s: unmount %s, left mounted there: %w; not removed", dir, m, err)
+		}
+		log.Warn("unmounted what an instance left mounted in its directory, before removing it", "mount", m)
+	}
+	return os.RemoveAll(dir)
 }

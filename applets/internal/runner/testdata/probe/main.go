@@ -238,6 +238,18 @@ func main() {
 			err = os.WriteFile(filepath.Join(home, ".probe"), []byte("probe"), 0o600)
 		}
 		fmt.Printf("home %s user %s logname %s: %v\n", os.Getenv("HOME"), os.Getenv("USER"), os.Getenv("LOGNAME"), err)
+	case "mount":
+		// mount DIR binds DIR on m in its directory and leaves it there,
+		// as an exec app running as root may.
+		if err := os.Mkdir("m", 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		if err := unix.Mount(os.Args[2], "m", "", unix.MS_BIND, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		fmt.Println("probe: mounted")
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)
