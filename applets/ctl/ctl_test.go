@@ -1225,6 +1225,50 @@ func TestRefusedWriteSaysNATSOnce(t *testing.T) {
 
 // Under --log-format json (or log_format in the file) an error is a JSON
 // log line, as in the other applets, and the output is what it was.
+// TestLogsEscapeControlCharacters checks that an app cannot act on the
+// terminal of whoever reads its lines: a carriage return that would print
+// over the time and instance, escape sequences (here: the window title,
+// the clipboard, erasing the line), C1 controls and bytes that are not
+// UTF-8 are shown escaped, tabs and other text as they are, and --json
+// gives the line exact.
+func TestLogsEscapeControlCharacters(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	line := "ok\tdone\rn9/forged \x1b]0;title\x07\x1b]52;c;cHduZWQ=\x07\x1b[2K\u009b31m\xffé→"
+	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Stream: "stdout", Line: line})
+	if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+		t.Fatal(err)
+	}
+	// Not from a runner, so not JSON: the bytes as published.
+	if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-1"), []byte("raw\xff\x1b[2J")); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ok("", "logs", "hello")
+	out := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
+	// JSON carries a byte that is not UTF-8 as U+FFFD.
+	want := []string{
+		` n1/hello-0 ok` + "\t" + `done\x0dn9/forged \x1b]0;title\x07\x1b]52;c;cHduZWQ=\x07\x1b[2K\xc2\x9b31m` + "\ufffdé→",
+		` n1/hello-1 raw\xff\x1b[2J`,
+	}
+	if len(out) != len(want) {
+		t.Fatalf("logs printed %q, want %d lines", r.out, len(want))
+	}
+	for i := range want {
+		if !strings.HasSuffix(out[i], want[i]) {
+			t.Errorf("logs printed %q, want it to end with %q", out[i], want[i])
+		}
+	}
+	r = h.ok("", "logs", "--json", "--instance", "hello-0", "hello")
+	var got state.LogLine
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil || got.Line != strings.ToValidUTF8(line, "\ufffd") {
+		t.Errorf("logs --json: %q (%v), want the line %q", r.out, err, line)
+	}
+}
+
 func TestErrorsFollowTheLogFormat(t *testing.T) {
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})

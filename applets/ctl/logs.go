@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -202,5 +203,33 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) {
 		fmt.Fprintln(e.stdio.Stdout, string(b))
 		return
 	}
-	fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), l.Node, l.Instance, l.Line)
+	fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), shown(l.Node), shown(l.Instance), shown(l.Line))
+}
+
+// shown escapes, as \xNN, the bytes of an app's line that a terminal
+// would act on instead of showing: control characters but tab (a carriage
+// return that overwrites the time and instance before it, escape sequences
+// that rewrite the screen, set the window title or the clipboard), C1
+// controls and bytes that are not UTF-8. The app writes its lines, not the
+// operator who reads them, and with mode = "sandbox" it is not trusted;
+// journalctl hides such lines for the same reason. --json keeps them exact.
+func shown(s string) string {
+	var b strings.Builder
+	done := 0 // s[:done] is in b, once the first byte was escaped
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 || r != '\t' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0) {
+			b.WriteString(s[done:i])
+			for _, c := range []byte(s[i : i+n]) {
+				fmt.Fprintf(&b, "\\x%02x", c)
+			}
+			done = i + n
+		}
+		i += n
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
 }
