@@ -400,7 +400,16 @@ func (e *env) table(header ...string) *table {
 	return t
 }
 
-func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
+// row writes one line of cells. Most come from NATS, where any client
+// can write (a heartbeat, an object's name): a cell never acts on the
+// terminal (shown), nor, holding a tab, shifts the columns after it.
+func (t *table) row(cols ...string) {
+	cells := make([]string, len(cols))
+	for i, c := range cols {
+		cells[i] = strings.ReplaceAll(shown(c), "\t", `\x09`)
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
 
 func (t *table) flush() error { return t.tw.Flush() }
 

@@ -1159,6 +1159,19 @@ func TestNodeList(t *testing.T) {
 	}
 }
 
+// TestTablesEscapeControlCharacters checks that what any NATS client can
+// write, a heartbeat here, reaches a table escaped: an app could otherwise
+// rewrite the operator's screen or forge the columns of another node.
+func TestTablesEscapeControlCharacters(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "edge-7", Version: "v1\x1b]0;pwned\x07\r", Arch: "arm64", Labels: map[string]string{"role": "edge\tNODE"}})
+	r := h.ok("", "node", "list")
+	if strings.ContainsAny(r.out, "\x1b\x07\r") || !strings.Contains(r.out, `v1\x1b]0;pwned\x07\x0d`) || !strings.Contains(r.out, `role=edge\x09NODE`) {
+		t.Errorf("node list: %q", r.out)
+	}
+}
+
 func TestUsageAndUnreachable(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
