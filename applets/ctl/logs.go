@@ -206,13 +206,14 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) {
 	fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), shown(l.Node), shown(l.Instance), shown(l.Line))
 }
 
-// shown escapes, as \xNN, the bytes of an app's line that a terminal
-// would act on instead of showing: control characters but tab (a carriage
-// return that overwrites the time and instance before it, escape sequences
-// that rewrite the screen, set the window title or the clipboard), C1
-// controls and bytes that are not UTF-8. The app writes its lines, not the
-// operator who reads them, and with mode = "sandbox" it is not trusted;
-// journalctl hides such lines for the same reason. --json keeps them exact.
+// shown escapes, as \xNN, the bytes of a text from NATS (an app's output
+// line, a heartbeat, an event) that a terminal would act on instead of
+// showing: control characters but tab (a carriage return that overwrites
+// the time and instance before a line, escape sequences that rewrite the
+// screen, set the window title or the clipboard), C1 controls and bytes
+// that are not UTF-8. Apps write those texts, not the operator who reads
+// them, and with mode = "sandbox" an app is not trusted; journalctl hides
+// such lines for the same reason. --json keeps them exact.
 func shown(s string) string {
 	var b strings.Builder
 	done := 0 // s[:done] is in b, once the first byte was escaped

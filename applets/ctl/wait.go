@@ -199,7 +199,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			}
 			hb := evaluate(w.app, nodes, w.reported(nodes), w.healthy, now, w.e.serverNow())
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
-				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, strings.Join(r.Failed, "; "), w.logsHint())
+				// The reasons come from heartbeats and events, which any
+				// NATS client can write.
+				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, shown(strings.Join(r.Failed, "; ")), w.logsHint())
 			}
 			if lagging == nil {
 				lagging = time.After(100 * time.Millisecond)
@@ -240,7 +242,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, strings.Join(r.Waiting, "; "), w.logsHint())
+				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, shown(strings.Join(r.Waiting, "; ")), w.logsHint())
 			}
 			return r, ctx.Err()
 		case m := <-w.events:
@@ -256,7 +258,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				}
 				if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
 					w.shown[key] = line
-					fmt.Fprintln(w.e.stdio.Stderr, line)
+					// Any NATS client can publish an event: its reason
+					// must not act on the terminal.
+					fmt.Fprintln(w.e.stdio.Stderr, shown(line))
 				}
 			}
 		case <-tick.C:

@@ -307,3 +307,53 @@ func TestWaitLosesNATS(t *testing.T) {
 		t.Errorf("deploy --wait after the server went away: exit %d, %s", r.code, r.err)
 	}
 }
+
+// TestWaitEscapesEventReasons checks that deploy --wait prints an event's
+// reason, which any NATS client can publish, with its control characters
+// escaped.
+func TestWaitEscapesEventReasons(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	done := make(chan result, 1)
+	seen := &testutil.LogBuffer{}
+	go func() {
+		done <- h.runSeen(seen, "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+	}()
+	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
+		_, ok := h.get(names.RoutesBucket, "hello")
+		return ok
+	})
+	ev, err := json.Marshal(state.Event{Instance: state.Instance{App: "hello", Node: "node-1", ID: "hello-0", State: state.Backoff, Reason: "exit status 1\x1b[2J\x1b]0;pwned\x07"}, Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.js.Conn().Publish(names.EventSubject("hello", "node-1"), ev); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the event printed", func() bool {
+		return strings.Contains(seen.String(), "node-1 hello-0: backoff (exit status 1")
+	})
+	// The same reason, on the instance failed for good, ends the rollout
+	// with an error that quotes it.
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, _, err := spec.ParseStored("hello.toml", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := state.Instance{App: "hello", Node: "node-1", ID: "hello-0", State: state.Failed, Fingerprint: app.Fingerprint(runtime.GOARCH), Reason: "exit status 1\x1b[2J\x1b]0;pwned\x07"}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{failed}})
+	if ev, err = json.Marshal(state.Event{Instance: failed, Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.js.Conn().Publish(names.EventSubject("hello", "node-1"), ev); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != ExitRollout || !strings.Contains(r.err, `hello-0 on node-1: exit status 1\x1b[2J\x1b]0;pwned\x07`) {
+		t.Errorf("deploy --wait: exit %d, %q", r.code, r.err)
+	}
+	if out := seen.String(); strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `(exit status 1\x1b[2J\x1b]0;pwned\x07)`) {
+		t.Errorf("deploy --wait printed %q", out)
+	}
+}
