@@ -31,6 +31,9 @@ type logLimit struct {
 	lines   int
 	bytes   int
 	dropped int
+	// last is the last line dropped, whose instance the count is told of
+	// once the window ends.
+	last state.LogLine
 }
 
 func newLogLimit(publish func(state.LogLine), log *slog.Logger) *logLimit {
@@ -44,23 +47,44 @@ func (ll *logLimit) line(l state.LogLine) {
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
 	if l.Time.Sub(ll.start) >= logWindow {
-		if ll.dropped > 0 {
-			ll.notice(l, fmt.Sprintf("narun: %d lines of this instance were dropped: more than %d lines or %d MiB in %s", ll.dropped, logBurst, logBytes>>20, logWindow))
-		}
-		ll.start, ll.lines, ll.bytes, ll.dropped = l.Time, 0, 0, 0
+		ll.tellDropped(l.Time)
+		ll.start, ll.lines, ll.bytes = l.Time, 0, 0
 	}
 	if ll.lines >= logBurst || ll.bytes+len(l.Line) > logBytes {
 		if ll.dropped == 0 {
 			until := ll.start.Add(logWindow)
 			ll.log.Warn("instance output over its bound: lines dropped from NARUN_LOGS", "instance", l.Instance, "until", until.Format(time.RFC3339))
 			ll.notice(l, fmt.Sprintf("narun: more than %d lines or %d MiB in %s: dropping this instance's output until %s", logBurst, logBytes>>20, logWindow, until.UTC().Format(time.RFC3339)))
+			// The count is told when the window ends, not only with the
+			// next line: an app that falls silent after its flood (one
+			// that crashed, its last words dropped) would never have it.
+			time.AfterFunc(time.Until(until), func() {
+				ll.mu.Lock()
+				defer ll.mu.Unlock()
+				if ll.start.Add(logWindow).Equal(until) {
+					ll.tellDropped(until)
+				}
+			})
 		}
 		ll.dropped++
+		ll.last = l
 		return
 	}
 	ll.lines++
 	ll.bytes += len(l.Line)
 	ll.publish(l)
+}
+
+// tellDropped publishes, at t, how many lines were dropped since the last
+// time it did, if any; ll.mu must be held.
+func (ll *logLimit) tellDropped(t time.Time) {
+	if ll.dropped == 0 {
+		return
+	}
+	l := ll.last
+	l.Time = t
+	ll.notice(l, fmt.Sprintf("narun: %d lines of this instance were dropped: more than %d lines or %d MiB in %s", ll.dropped, logBurst, logBytes>>20, logWindow))
+	ll.dropped = 0
 }
 
 // notice publishes the runner's own line about l's instance.

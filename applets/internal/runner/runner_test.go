@@ -2039,6 +2039,41 @@ func TestPinnedFileFromCache(t *testing.T) {
 // An app that prints in a tight loop publishes only its bound to NARUN_LOGS
 // and a line saying the rest was dropped, so it cannot push the history of
 // every other app out of the stream.
+// TestLogFloodCountedWhenSilent checks that the count of dropped lines is
+// published when the window ends, though the instance prints nothing more
+// after its flood: waiting for its next line, the count would never come.
+func TestLogFloodCountedWhenSilent(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	sub, err := c.nc.SubscribeSync(names.LogSubject("quiet", node, "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "quiet", "1.0.0", probeBin, "args = [\"flood\"]\n")
+	tr.waitLine(t, "quiet", "probe: ready")
+	// 12000 lines and "probe: ready": 10000 published, 2001 dropped.
+	want := fmt.Sprintf("narun: %d lines of this instance were dropped", 12001-logBurst)
+	deadline := time.Now().Add(2 * logWindow)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no line %q within %s: %v", want, 2*logWindow, err)
+		}
+		var l state.LogLine
+		if err := json.Unmarshal(m.Data, &l); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(l.Line, want) {
+			if l.Stream != state.Stderr || l.Instance == "" {
+				t.Errorf("count published as %+v", l)
+			}
+			return
+		}
+	}
+}
+
 func TestLogFloodBounded(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
