@@ -55,8 +55,14 @@ func LauncherMain() {
 	}
 	// Registered before anything runs, so a stop asked for during setup
 	// is delivered to the app once it exists, and no SIGCHLD is lost.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+	// Apart, because os/signal drops what does not fit in a channel: an
+	// app whose many children exit at once would fill a shared one with
+	// SIGCHLDs and lose the runner's SIGTERM. One pending SIGCHLD is
+	// enough, since each makes supervise reap every child that exited.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	children := make(chan os.Signal, 1)
+	signal.Notify(children, syscall.SIGCHLD)
 
 	msg, err := readConfig()
 	if err != nil {
@@ -73,7 +79,7 @@ func LauncherMain() {
 		fail("exec", explainExec(cfg, err))
 	}
 	writeStatus(status, statusMsg{Started: true, LandlockABI: l.abi})
-	code, sig := supervise(pid, sigs)
+	code, sig := supervise(pid, sigs, children)
 	writeStatus(status, statusMsg{Exited: true, Code: code, Signal: sig})
 	if sig != 0 {
 		os.Exit(128 + sig)
@@ -483,28 +489,36 @@ func hasEnv(env []string, key string) bool {
 // or the signal that killed it. Orphans of the app are reparented to the
 // launcher (PID 1) and reaped here too; whatever still runs when the
 // launcher exits is killed by the kernel with the namespace.
-func supervise(app int, sigs <-chan os.Signal) (code, sig int) {
-	for s := range sigs {
-		if s != syscall.SIGCHLD {
+func supervise(app int, sigs, children <-chan os.Signal) (code, sig int) {
+	for {
+		select {
+		case s := <-sigs:
 			if unix.Kill(-app, s.(syscall.Signal)) != nil {
 				_ = unix.Kill(app, s.(syscall.Signal))
 			}
-			continue
-		}
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if err != nil || pid <= 0 {
-				break
+		case <-children:
+			if code, sig, exited := reap(app); exited {
+				return code, sig
 			}
-			if pid != app {
-				continue
-			}
-			if ws.Signaled() {
-				return -1, int(ws.Signal())
-			}
-			return ws.ExitStatus(), 0
 		}
 	}
-	return -1, int(syscall.SIGKILL)
+}
+
+// reap waits for every child that has exited, and reports whether the app
+// was among them and how it ended.
+func reap(app int) (code, sig int, exited bool) {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err != nil || pid <= 0 {
+			return 0, 0, false
+		}
+		if pid != app {
+			continue
+		}
+		if ws.Signaled() {
+			return -1, int(ws.Signal()), true
+		}
+		return ws.ExitStatus(), 0, true
+	}
 }
