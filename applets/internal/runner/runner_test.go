@@ -2036,12 +2036,9 @@ func TestPinnedFileFromCache(t *testing.T) {
 	}
 }
 
-// An app that prints in a tight loop publishes only its bound to NARUN_LOGS
-// and a line saying the rest was dropped, so it cannot push the history of
-// every other app out of the stream.
-// TestLogFloodCountedWhenSilent checks that the count of dropped lines is
-// published when the window ends, though the instance prints nothing more
-// after its flood: waiting for its next line, the count would never come.
+// The count of dropped lines is published when the window ends, though
+// the instance prints nothing more after its flood: waiting for its next
+// line, the count would never come.
 func TestLogFloodCountedWhenSilent(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
@@ -2074,6 +2071,9 @@ func TestLogFloodCountedWhenSilent(t *testing.T) {
 	}
 }
 
+// An app that prints in a tight loop publishes only its bound to NARUN_LOGS
+// and a line saying the rest was dropped, so it cannot push the history of
+// every other app out of the stream.
 func TestLogFloodBounded(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)

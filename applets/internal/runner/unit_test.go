@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -290,32 +291,45 @@ func TestDebounceCoalesces(t *testing.T) {
 
 func TestLogLimit(t *testing.T) {
 	t.Parallel()
-	var got []state.LogLine
-	ll := newLogLimit(func(l state.LogLine) { got = append(got, l) }, slog.New(slog.DiscardHandler))
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// The end of a window is also told from a timer, which may publish
+	// while the test reads: published is appended to under ll's lock.
+	var published []state.LogLine
+	ll := newLogLimit(func(l state.LogLine) { published = append(published, l) }, slog.New(slog.DiscardHandler))
+	t0 := time.Now()
 	line := func(at time.Duration, text string) {
 		ll.line(state.LogLine{Time: t0.Add(at), Instance: "0-abc", Stream: state.Stdout, Line: text})
+	}
+	snapshot := func() []state.LogLine {
+		ll.mu.Lock()
+		defer ll.mu.Unlock()
+		return slices.Clone(published)
 	}
 	for i := range logBurst + 5 {
 		line(time.Millisecond, fmt.Sprint("line ", i))
 	}
+	got := snapshot()
 	if len(got) != logBurst+1 {
 		t.Fatalf("published %d lines of %d, want the first %d and a notice", len(got), logBurst+5, logBurst)
 	}
-	if n := got[logBurst]; n.Stream != state.Stderr || !strings.Contains(n.Line, "dropping this instance's output until 2026-01-01T00:00:30Z") {
-		t.Errorf("notice: %+v", n)
+	until := t0.Add(time.Millisecond + logWindow).UTC().Format(time.RFC3339)
+	if n := got[logBurst]; n.Stream != state.Stderr || !strings.Contains(n.Line, "dropping this instance's output until "+until) {
+		t.Errorf("notice: %+v, want it to say until %s", n, until)
 	}
+	// Whether the window's timer or this line tells the count first, it
+	// comes before the line.
 	line(logWindow+time.Millisecond, "after the window")
+	got = snapshot()
 	if n := len(got); n != logBurst+3 || !strings.Contains(got[n-2].Line, "5 lines of this instance were dropped") || got[n-1].Line != "after the window" {
 		t.Errorf("after the window: %+v", got[logBurst+1:])
 	}
 
 	// Long lines reach the byte bound first.
-	got = nil
+	before := len(got)
 	big := strings.Repeat("x", 1<<20)
 	for range 5 {
 		line(3*logWindow, big)
 	}
+	got = snapshot()[before:]
 	if len(got) != 5 || got[3].Line != big || !strings.Contains(got[4].Line, "dropping") {
 		t.Errorf("5 MiB in one window: %d lines published, last %.40q", len(got), got[len(got)-1].Line)
 	}
