@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,38 @@ routes = ["%s"]
 	})
 	if _, err := signing.LoadKey(filepath.Join(dataDir, signing.NodeKeyFile)); err != nil {
 		t.Errorf("node key: %v\n%s", err, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// A SIGHUP while narun up waits for JetStream at the first start of a
+// cluster (a log rotation's kill -HUP, an operator reloading every node)
+// leaves it waiting: it ended the process, whose reload handler is only
+// installed once it serves.
+func TestUpSIGHUPWhileWaitingForJetStream(t *testing.T) {
+	clusterAddrs := []string{testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)}
+	var routes []string
+	for _, a := range clusterAddrs {
+		routes = append(routes, "nats-route://"+a)
+	}
+	config := filepath.Join(t.TempDir(), "narun.toml")
+	err := os.WriteFile(config, []byte(fmt.Sprintf(`[nats]
+server_name = "u1"
+[nats.cluster]
+name = "narun"
+listen = %q
+routes = ["%s"]
+`, clusterAddrs[0], strings.Join(routes, `", "`))), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
+		return strings.Contains(out.String(), "waiting for JetStream to answer")
+	})
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }

@@ -377,6 +377,15 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 			stopping()
 		}
 	}()
+	// SIGHUP ends a Go process that does not catch it, and run installs
+	// its reload (OnSIGHUP) only once it serves: the first start of a
+	// cluster waits for JetStream as long as the other members are down,
+	// and a kill -HUP meanwhile (a log rotation, an operator reloading
+	// every node) took the node down. Caught from here on, a SIGHUP before
+	// run's own handler is dropped: nothing is loaded yet to reload.
+	early := make(chan os.Signal, 1)
+	signal.Notify(early, syscall.SIGHUP)
+	defer signal.Stop(early)
 	hurry := make(chan struct{})
 	c.Context = context.WithValue(c.Context, hurryKey{}, (<-chan struct{})(hurry))
 	done := make(chan error, 1)
