@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -334,6 +335,13 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		PingInterval: 2 * time.Second,
 		MaxPingsOut:  3,
 	}
+	// nats-server refuses these too, but without the key.
+	if strings.Contains(cfg.ServerName, " ") {
+		return nil, nil, &KeyError{Key: "nats.server_name", Err: fmt.Errorf("%q: must not contain spaces", cfg.ServerName)}
+	}
+	if d := cfg.JetStreamDomain; d != "" && (strings.ContainsAny(d, ".*>") || !server.IsValidSubject("$JS."+d+".API.>")) {
+		return nil, nil, &KeyError{Key: "nats.jetstream.domain", Err: fmt.Errorf("%q: want a NATS subject token: no spaces, '.', '*' or '>'", d)}
+	}
 	if cfg.MaxPayload > 0 {
 		if cfg.MaxPayload > 64<<20 {
 			return nil, nil, &KeyError{Key: "nats.max_payload", Err: fmt.Errorf("want at most 64 MiB, got %d bytes", cfg.MaxPayload)}
@@ -374,6 +382,10 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
 			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")}
 		}
+		// nats-server refuses a name with a space too, but without the key.
+		if strings.Contains(cfg.Cluster.Name, " ") {
+			return nil, nil, &KeyError{Key: "nats.cluster.name", Err: fmt.Errorf("%q: must not contain spaces", cfg.Cluster.Name)}
+		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
 			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
 		routes, err := parseURLs("nats.cluster.routes", cfg.Cluster.Routes)
@@ -412,7 +424,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			return nil, nil, err
 		}
 		if len(urls) == 0 {
-			return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d]: at least one url is required", i)
+			return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d]", i), Err: errors.New("at least one url is required")}
 		}
 		// The server takes any remote and, at run time, only logs that it
 		// cannot connect, for ever: a typo must fail the start instead.
@@ -420,12 +432,12 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			switch u.Scheme {
 			case "nats-leaf", "nats", "tls", "ws", "wss":
 			default:
-				return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d].urls: %q: scheme %q, want nats-leaf, nats, tls, ws or wss", i, u.Redacted(), u.Scheme)
+				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].urls", i), Err: fmt.Errorf("%q: scheme %q, want nats-leaf, nats, tls, ws or wss", u.Redacted(), u.Scheme)}
 			}
 		}
 		if r.Credentials != "" {
 			if _, err := os.ReadFile(r.Credentials); err != nil {
-				return nil, nil, fmt.Errorf("nats.leafnodes.remotes[%d].credentials: %w", i, err)
+				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].credentials", i), Err: err}
 			}
 		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
@@ -440,15 +452,15 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		// The server keeps the last of two logins with one name: the
 		// other would quietly lose its password or its permissions.
 		users := map[string]bool{}
-		for _, u := range cfg.Users {
+		for i, u := range cfg.Users {
 			if u.User == "" || u.Password == "" {
-				return nil, nil, errors.New("nats.users: every user needs a user name and a password")
+				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d]", i), Err: errors.New("every user needs a user name and a password")}
 			}
 			if u.User == internalUser {
-				return nil, nil, fmt.Errorf("nats.users: user name %q is reserved for narun's in-process connections", u.User)
+				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d].user", i), Err: fmt.Errorf("user name %q is reserved for narun's in-process connections", u.User)}
 			}
 			if users[u.User] {
-				return nil, nil, fmt.Errorf("nats.users: user %q is listed twice", u.User)
+				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d].user", i), Err: fmt.Errorf("user %q is listed twice", u.User)}
 			}
 			users[u.User] = true
 			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: u.Permissions.server()})
@@ -505,7 +517,7 @@ func parseURLs(key string, raw []string) ([]*url.URL, error) {
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("%s: invalid url %q", key, RedactURLs(r))
+			return nil, &KeyError{Key: key, Err: fmt.Errorf("invalid url %q", RedactURLs(r))}
 		}
 		urls = append(urls, u)
 	}

@@ -178,7 +178,7 @@ func TestConfigErrors(t *testing.T) {
 		{"routes without a route address", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Name: "narun", Routes: []string{"nats-route://127.0.0.1:6222"}}}, "nats.cluster.listen is empty"},
 		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
 		{"user twice", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "app", Password: "a"},
-			{User: "app", Password: "b", Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, `users: user "app" is listed twice`},
+			{User: "app", Password: "b", Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, `nats.users[1].user: user "app" is listed twice`},
 		{"internal user name", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "narun-internal", Password: "a"}}}, `"narun-internal" is reserved`},
 		{"nkey twice", embednats.Config{DataDir: "x", NKeys: []embednats.NKey{{PublicKey: appNKey},
 			{PublicKey: appNKey, Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, "app_nkeys: " + appNKey + " is listed twice"},

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -381,8 +382,46 @@ func (f File) Where(key string) string {
 	if err != nil {
 		return f.Path
 	}
+	if n := entryLine(data, key); n > 0 {
+		return fmt.Sprintf("%s:%d", f.Path, n)
+	}
 	if n := keyLine(data, toml.Key(strings.Split(key, "."))); n > 0 {
 		return fmt.Sprintf("%s:%d", f.Path, n)
 	}
 	return f.Path
+}
+
+// entryLine places a key of one entry of an array of tables, written with
+// its index ("nats.users[1].password", or "nats.users[1]" for the entry):
+// the line of that key in the entry's [[...]] table, else of the entry's
+// header; 0 for a key without an index, or an entry written inline.
+func entryLine(data []byte, key string) int {
+	table, rest, ok := strings.Cut(key, "[")
+	if !ok {
+		return 0
+	}
+	index, field, ok := strings.Cut(rest, "]")
+	i, err := strconv.Atoi(index)
+	if !ok || err != nil {
+		return 0
+	}
+	headers := ArrayTableLines(data, table)
+	if i < 0 || i >= len(headers) {
+		return 0
+	}
+	field = strings.TrimPrefix(field, ".")
+	if field == "" || strings.ContainsAny(field, ".[") {
+		return headers[i]
+	}
+	for n, line := range strings.Split(string(data), "\n")[headers[i]:] {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			break
+		}
+		k, _, ok := strings.Cut(line, "=")
+		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == field {
+			return headers[i] + 1 + n
+		}
+	}
+	return headers[i]
 }
