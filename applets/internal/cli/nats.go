@@ -37,10 +37,10 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		ec.Users = append(ec.Users, embednats.User{User: u.User, Password: u.Password, Permissions: perms})
 	}
 	for _, k := range n.NKeys {
-		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: k})
+		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k)})
 	}
 	for _, k := range n.AppNKeys {
-		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: k, Permissions: app})
+		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k), Permissions: app})
 	}
 	return ec
 }

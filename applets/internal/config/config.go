@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/nats-io/nkeys"
 )
 
 // SearchPath is where Find looks for a configuration when none is named.
@@ -54,8 +55,31 @@ type NATS struct {
 	// Users, NKeys and AppNKeys enable client authentication when any is set.
 	Users []User `toml:"users"`
 	// NKeys are public user nkeys with the admin role, AppNKeys with the app role.
-	NKeys    []string `toml:"nkeys"`
-	AppNKeys []string `toml:"app_nkeys"`
+	NKeys    []NKey `toml:"nkeys"`
+	AppNKeys []NKey `toml:"app_nkeys"`
+}
+
+// NKey is the public key of a user nkey ("U..."), as nk -pubout prints it.
+type NKey string
+
+// UnmarshalTOML accepts a public user nkey only: nats-server takes any
+// string as one and matches no login to it, so a typo, or a seed pasted
+// where its public key belongs, started a server nobody could log in to
+// with that key, and put a private key in a file that names no secret.
+func (k *NKey) UnmarshalTOML(value any) error {
+	v, ok := value.(string)
+	if !ok {
+		// An nkey is only ever an element of nkeys or app_nkeys.
+		return fmt.Errorf("want a list of strings, got a list holding %s", TOMLKind(value))
+	}
+	if nkeys.IsValidPublicUserKey(v) {
+		*k = NKey(v)
+		return nil
+	}
+	if strings.HasPrefix(v, "SU") {
+		return errors.New("a user nkey seed, the private half: list its public key (U..., nk -inkey FILE -pubout), and keep the seed with the client")
+	}
+	return fmt.Errorf("%q is not the public key of a user nkey (U..., 56 characters)", v)
 }
 
 // JetStream limits; zero means the server's own defaults.

@@ -101,6 +101,10 @@ func TestStrictErrors(t *testing.T) {
 		{"syntax", "[gateway\n", []string{"table name"}},
 		{"unknown role", "[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n\n[[nats.users]]\nuser = \"c\"\npassword = \"d\"\nrole = \"apps\"\n",
 			[]string{":8:", `key "nats.users.role"`, `unknown role "apps"`}},
+		{"nkey not a public key", "[nats]\nlisten = \"127.0.0.1:4222\"\nnkeys = [\"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF\"]\n",
+			[]string{":3:", `key "nats.nkeys"`, "is not the public key of a user nkey"}},
+		{"nkey seed", "[nats]\napp_nkeys = [\n  \"SUAAAGFDH6PWMORXDO6PT6BZDWQKKWUCN6VEP4A7IRRA32ZOMJODICSQXU\",\n]\n",
+			[]string{`key "nats.app_nkeys"`, "a user nkey seed, the private half"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeConfig(t, tc.body)
@@ -127,6 +131,7 @@ func TestTypeErrorsSayWhatTheKeyWants(t *testing.T) {
 		{"bool", "[gateway]\naccess_log = \"yes\"\n", `:2: key "gateway.access_log": want true or false, got a string`},
 		{"list", "[gateway]\ntrusted_keys = \"k\"\n", `:2: key "gateway.trusted_keys": want a list of strings, got a string`},
 		{"list element", "[nats]\nnkeys = [1]\n", `:2: key "nats.nkeys": want a list of strings, got a list holding an integer`},
+		{"list of nkeys", "[nats]\napp_nkeys = \"k\"\n", `:2: key "nats.app_nkeys": want a list of strings, got a string`},
 		{"table", "gateway = 3\n", `:1: key "gateway": want a table, got an integer`},
 		{"table of strings", "[runner.labels]\nzone = 1\n", `:2: key "runner.labels.zone": want a string, got an integer`},
 		{"table of strings, a string", "[runner]\nlabels = \"edge\"\n", `:2: key "runner.labels": want a table of strings, got a string`},
