@@ -30,8 +30,14 @@ func WithoutLogins(s string) string {
 // returns for it. A URL's authority runs from the scheme (or the start of
 // a list element without one) to the first '/', '?' or '#', and its login
 // to the last '@' there, as net/url reads it; a quote or a space also ends
-// it, for URLs quoted in a message.
+// it, for URLs quoted in a message. A password with an unescaped '/', '?'
+// or '#' (a base64 secret) makes that authority end inside the password,
+// and the URL not parse: when what net/url would take for host:port is
+// none, the login runs to the last '@' before the quote or space, and the
+// start of the password that net/url's error quotes as the port is hidden
+// too.
 func mapLogins(s string, f func(login string) string) string {
+	var ports []string // `":<start of a password>"`, as net/url quotes a port
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		var starts []int
@@ -48,9 +54,21 @@ func mapLogins(s string, f func(login string) string) string {
 		}
 		// From the last, so that a replacement moves no start still to do.
 		for _, start := range slices.Backward(starts) {
-			auth := p[start:]
-			if end := strings.IndexAny(auth, "/?#\" \t\r\n"); end >= 0 {
+			quoted := p[start:]
+			if end := strings.IndexAny(quoted, "\" \t\r\n"); end >= 0 {
+				quoted = quoted[:end]
+			}
+			auth := quoted
+			if end := strings.IndexAny(auth, "/?#"); end >= 0 {
 				auth = auth[:end]
+				if !strings.Contains(auth, "@") && !isHostPort(auth) && strings.Contains(quoted, "@") {
+					auth = quoted
+					if _, pass, ok := strings.Cut(auth, ":"); ok {
+						if end := strings.IndexAny(pass, "/?#@"); end > 0 {
+							ports = append(ports, `":`+pass[:end]+`"`)
+						}
+					}
+				}
 			}
 			if at := strings.LastIndex(auth, "@"); at >= 0 {
 				p = p[:start] + f(auth[:at]) + p[start+at+1:]
@@ -58,5 +76,23 @@ func mapLogins(s string, f func(login string) string) string {
 		}
 		parts[i] = p
 	}
-	return strings.Join(parts, ",")
+	s = strings.Join(parts, ",")
+	for _, port := range ports {
+		s = strings.ReplaceAll(s, port, `":xxxxx"`)
+	}
+	return s
+}
+
+// isHostPort reports whether auth, an authority without a login, reads as
+// a host with no port or a numeric one, as net/url accepts it.
+func isHostPort(auth string) bool {
+	if strings.HasPrefix(auth, "[") {
+		return true
+	}
+	i := strings.LastIndex(auth, ":")
+	if i < 0 {
+		return true
+	}
+	port := auth[i+1:]
+	return port != "" && strings.Trim(port, "0123456789") == ""
 }

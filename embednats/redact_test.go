@@ -28,6 +28,15 @@ func TestRedactURLs(t *testing.T) {
 		{"ws://edge:pw@host:80/path?q=a@b", "ws://edge:xxxxx@host:80/path?q=a@b"},
 		// A message quoting a URL, as url.Parse's errors do.
 		{`parse "nats://edge:pw@host:42x": invalid port ":42x" after host`, `parse "nats://edge:xxxxx@host:42x": invalid port ":42x" after host`},
+		// A password with an unescaped '/', '?' or '#', as base64 secrets
+		// have: the URL does not parse, and net/url's error quotes the
+		// start of the password as the port.
+		{"nats://edge:Zm9v/YmFy+@10.0.0.1:4222", "nats://edge:xxxxx@10.0.0.1:4222"},
+		{"nats-leaf://leaf:Zm9v#YmFy@hub:7422,nats-leaf://leaf:a?b@hub2:7422", "nats-leaf://leaf:xxxxx@hub:7422,nats-leaf://leaf:xxxxx@hub2:7422"},
+		{"edge:/secret@10.0.0.1", "edge:xxxxx@10.0.0.1"},
+		{`connect to nats nats://u:Zm9v?YmFy@127.0.0.1:1: parse "nats://u:Zm9v?YmFy@127.0.0.1:1": invalid port ":Zm9v" after host`,
+			`connect to nats nats://u:xxxxx@127.0.0.1:1: parse "nats://u:xxxxx@127.0.0.1:1": invalid port ":xxxxx" after host`},
+		{`invalid url "nats-route://r:Zm9v/YmFy@127.0.0.1:6222"`, `invalid url "nats-route://r:xxxxx@127.0.0.1:6222"`},
 		{"", ""},
 	} {
 		if got := embednats.RedactURLs(tc.in); got != tc.want {
