@@ -155,6 +155,13 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Cluster.Listen != "" {
+		if streams := standaloneStreams(opts.StoreDir); len(streams) > 0 {
+			unlockStore(lock)
+			return nil, &KeyError{Key: "nats.cluster.listen", Err: fmt.Errorf("set, but the data dir %s holds the JetStream store of a server that ran alone (streams %s): a cluster member does not see those streams, and narun would create empty buckets in their place; join with an empty data dir and deploy again, or move %s away (docs/CLUSTER.md, \"From one device to a cluster\")",
+				cfg.DataDir, strings.Join(streams, ", "), opts.StoreDir)}
+		}
+	}
 	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
 	ns, err := launch(opts, logs, cfg.ReadyTimeout)
 	if err != nil {
@@ -296,6 +303,26 @@ func lockStore(dataDir string) (*os.File, error) {
 		return nil, fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, path, err)
 	}
 	return f, nil
+}
+
+// standaloneStreams names the streams in storeDir of a server that never
+// ran as a cluster member, which has no JetStream meta group there.
+// nats-server started as a member recovers them from disk but leaves them
+// out of the cluster's meta data, so that no client sees them, and deletes
+// them as orphans once it is current with a meta leader: a device that
+// joins a cluster with the data of its time alone loses its specs,
+// binaries and secrets, and its runner stops the apps.
+func standaloneStreams(storeDir string) []string {
+	root := filepath.Join(storeDir, server.JetStreamStoreDir)
+	if _, err := os.Stat(filepath.Join(root, "$SYS", "_js_", "_meta_")); err == nil {
+		return nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join(root, "*", "streams", "*"))
+	var streams []string
+	for _, d := range dirs {
+		streams = append(streams, filepath.Base(d))
+	}
+	return streams
 }
 
 // unlockStore releases the lock lockStore took. Closing the file alone

@@ -529,3 +529,53 @@ func TestDataDirFreeDespiteProcessStarts(t *testing.T) {
 		s.Shutdown()
 	}
 }
+
+// A data dir of a server that ran alone is refused as a cluster member's:
+// nats-server would hide its streams from the cluster and delete them as
+// orphans. A member's own store, streams and all, starts again.
+func TestClusterRefusesAStandaloneStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	putKey := func(s *embednats.Server, bucket string) {
+		t.Helper()
+		nc, err := s.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	alone := t.TempDir()
+	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putKey(s, "specs")
+	s.Shutdown()
+	routeAddr := natstest.FreeAddr(t)
+	s, err = embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone, ServerName: "m1",
+		Cluster: embednats.Cluster{Name: "narun", Listen: routeAddr, Routes: []string{"nats-route://" + routeAddr}}})
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("a cluster member started on the store of a server that ran alone")
+	}
+	for _, want := range []string{`nats.cluster.listen`, "KV_specs", "ran alone"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+
+	c := natstest.StartCluster(t, 3)
+	c.WaitPlaceable(20 * time.Second)
+	putKey(c.Server(0), "specs")
+	c.Stop(0)
+	c.Start(0) // fails the test if refused
+}
