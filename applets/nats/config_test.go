@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:5: key "nats.jetstream.domain": "shop.17": want a NATS subject token`, ""},
 		{"domain with a space", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.jetstream]\ndomain = \"shop 17\"\n", nil,
 			file + `:5: key "nats.jetstream.domain": "shop 17": want a NATS subject token`, ""},
+		{"leaf remote from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n", []string{"--leaf-remote", "http://hub:7422"},
+			`nats.leafnodes.remotes[1].urls: "http://hub:7422": scheme "http"`, file},
 		{"listen from the file", "[nats]\nlisten = \"bogus\"\n", nil,
 			file + `:2: key "nats.listen": "bogus": want host:port`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},

@@ -4,6 +4,7 @@ package nats
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	ucli "github.com/urfave/cli/v2"
@@ -39,6 +40,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			cfg.NATS.Cluster.Routes = c.StringSlice("routes")
 		}
 		ec := cli.EmbedConfig(cfg)
+		flagRemote := fmt.Sprintf("nats.leafnodes.remotes[%d]", len(ec.Leafnodes.Remotes))
 		if c.IsSet("leaf-remote") {
 			ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: c.StringSlice("leaf-remote")})
 		}
@@ -50,6 +52,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				"nats.http_listen":    c.IsSet("http-listen"),
 				"nats.cluster.listen": c.IsSet("cluster-listen"),
 				"nats.cluster.routes": c.IsSet("routes"),
+				flagRemote:            c.IsSet("leaf-remote"),
+				flagRemote + ".urls":  c.IsSet("leaf-remote"),
 			})
 		}
 		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)

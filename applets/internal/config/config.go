@@ -406,8 +406,12 @@ func (f File) Where(key string) string {
 	if err != nil {
 		return f.Path
 	}
-	if n := entryLine(data, key); n > 0 {
+	if n, indexed := entryLine(data, key); n > 0 {
 		return fmt.Sprintf("%s:%d", f.Path, n)
+	} else if indexed {
+		// An entry the file does not have (a flag added it) or writes
+		// inline: the same key of another entry is not it.
+		return f.Path
 	}
 	if n := keyLine(data, toml.Key(strings.Split(key, "."))); n > 0 {
 		return fmt.Sprintf("%s:%d", f.Path, n)
@@ -418,24 +422,25 @@ func (f File) Where(key string) string {
 // entryLine places a key of one entry of an array of tables, written with
 // its index ("nats.users[1].password", or "nats.users[1]" for the entry):
 // the line of that key in the entry's [[...]] table, else of the entry's
-// header; 0 for a key without an index, or an entry written inline.
-func entryLine(data []byte, key string) int {
+// header; 0 for an entry without a [[...]] header. indexed says key has an
+// index.
+func entryLine(data []byte, key string) (line int, indexed bool) {
 	table, rest, ok := strings.Cut(key, "[")
 	if !ok {
-		return 0
+		return 0, false
 	}
 	index, field, ok := strings.Cut(rest, "]")
 	i, err := strconv.Atoi(index)
 	if !ok || err != nil {
-		return 0
+		return 0, false
 	}
 	headers := ArrayTableLines(data, table)
 	if i < 0 || i >= len(headers) {
-		return 0
+		return 0, true
 	}
 	field = strings.TrimPrefix(field, ".")
 	if field == "" || strings.ContainsAny(field, ".[") {
-		return headers[i]
+		return headers[i], true
 	}
 	for n, line := range strings.Split(string(data), "\n")[headers[i]:] {
 		line = strings.TrimSpace(line)
@@ -444,8 +449,8 @@ func entryLine(data []byte, key string) int {
 		}
 		k, _, ok := strings.Cut(line, "=")
 		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == field {
-			return headers[i] + 1 + n
+			return headers[i] + 1 + n, true
 		}
 	}
-	return headers[i]
+	return headers[i], true
 }

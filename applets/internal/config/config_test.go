@@ -333,7 +333,7 @@ func TestRouteSizeJSON(t *testing.T) {
 // Where places a key for an error about its value, which only a check after
 // loading can refuse.
 func TestWhere(t *testing.T) {
-	p := writeConfig(t, "log_level = \"info\"\n\n[runner]\nnode_id = \"n\"\n# heartbeat_interval = \"1s\"\nheartbeat_interval = \"40s\"\n")
+	p := writeConfig(t, "log_level = \"info\"\n\n[runner]\nnode_id = \"n\"\n# heartbeat_interval = \"1s\"\nheartbeat_interval = \"40s\"\n\n[nats.cluster]\npassword = \"p\"\n")
 	cfg, err := config.Load(p, noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -342,6 +342,8 @@ func TestWhere(t *testing.T) {
 		"runner.heartbeat_interval": p + ":6",
 		"log_level":                 p + ":1",
 		"runner.labels":             p,
+		// No [[nats.users]] entry: not the "password" of another table.
+		"nats.users[0].password": p,
 	} {
 		if got := cfg.Where(key); got != want {
 			t.Errorf("Where(%q) = %q, want %q", key, got, want)
