@@ -49,7 +49,8 @@ type Config struct {
 	// Users and NKeys turn on client authentication when either is set.
 	Users []User
 	NKeys []NKey
-	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
+	// ReadyTimeout bounds the wait for the server to accept clients,
+	// the time JetStream takes to read its store apart; 0 means 10s.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
@@ -197,8 +198,13 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 		timeout = 10 * time.Second
 	}
 	// A server that gave up (an unusable store, say) never gets ready: its
-	// fatal message ends the wait at once, not the timeout.
+	// fatal message ends the wait at once, not the timeout. JetStream reads
+	// its store before the server accepts clients, and after a power cut
+	// rebuilds the indexes of every stream, which on a device's SD card
+	// takes many seconds per GiB: that is waited for, or the node would
+	// be stopped in the middle of it at every start, and never start.
 	deadline := time.Now().Add(timeout)
+	var reading time.Time // since JetStream began to read its store
 	for !ns.ReadyForConnections(25 * time.Millisecond) {
 		select {
 		case msg := <-logs.fatal:
@@ -206,6 +212,15 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 			ns.WaitForShutdown()
 			return nil, fmt.Errorf("start nats server: %s", msg)
 		default:
+		}
+		if ns.JetStreamEnabled() {
+			if reading.IsZero() {
+				reading = time.Now()
+			} else if time.Since(reading) >= readingNotice && logs.log != nil {
+				logs.log.Info("JetStream is still reading its store; the server accepts clients once it has", "store_dir", opts.StoreDir, "for", time.Since(reading).Round(time.Second).String())
+				reading = time.Now()
+			}
+			continue
 		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
@@ -215,6 +230,10 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 	}
 	return ns, nil
 }
+
+// readingNotice is how often launch says that JetStream still reads its
+// store, so that a start that takes minutes is seen to be working.
+const readingNotice = 10 * time.Second
 
 // MinStoreRoom is the free space below which a start gives JetStream too
 // small a storage limit to write, and which WriteFailed's receiver should

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -578,4 +579,80 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 	putKey(c.Server(0), "specs")
 	c.Stop(0)
 	c.Start(0) // fails the test if refused
+}
+
+// JetStream reads its store before the server accepts clients. A store
+// that takes longer than ReadyTimeout to read (a big one rebuilt after a
+// power cut, on an SD card) is waited for: a start cut short in the middle
+// of it failed again at every restart, and the node never came up. A FIFO
+// in place of a stream's metadata file holds the read for as long as the
+// test wants.
+func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	s, err := embednats.Start(embednats.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	s.Shutdown()
+	meta := filepath.Join(dir, "jetstream", "jetstream", "$G", "streams", "KV_slow", "meta.inf")
+	content, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(meta, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	const readyTimeout = 50 * time.Millisecond
+	type result struct {
+		s   *embednats.Server
+		err error
+	}
+	started := make(chan result, 1)
+	go func() {
+		s, err := embednats.Start(embednats.Config{DataDir: dir, ReadyTimeout: readyTimeout})
+		started <- result{s, err}
+	}()
+	// Opening the FIFO for writing returns once the server opened it to
+	// read the stream's metadata.
+	f, err := os.OpenFile(meta, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store takes ten ready timeouts to read.
+	select {
+	case r := <-started:
+		if r.s != nil {
+			r.s.Shutdown()
+		}
+		t.Fatalf("Start returned while JetStream was reading its store: %v", r.err)
+	case <-time.After(10 * readyTimeout):
+	}
+	if _, err := f.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r := <-started
+	if r.err != nil {
+		t.Fatalf("Start after the store was read: %v", r.err)
+	}
+	defer r.s.Shutdown()
+	js2, _ := jetstream.New(natstest.Connect(t, r.s))
+	if _, err := js2.KeyValue(ctx, "slow"); err != nil {
+		t.Fatalf("bucket after the slow read: %v", err)
+	}
 }
