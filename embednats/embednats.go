@@ -54,6 +54,10 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
+	// Reading, when set, is called every 10 s while JetStream still reads
+	// its store at a start, before the server accepts clients, so that a
+	// service manager's start timeout can be extended.
+	Reading func()
 }
 
 // Cluster configures routes to the other servers of a cluster.
@@ -164,7 +168,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
-	ns, err := launch(opts, logs, cfg.ReadyTimeout)
+	ns, err := launch(opts, logs, cfg.ReadyTimeout, cfg.Reading)
 	if err != nil {
 		logs.close()
 		unlockStore(lock)
@@ -182,7 +186,7 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // launch starts a server with opts and waits until it accepts clients.
-func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*server.Server, error) {
+func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, reading func()) (*server.Server, error) {
 	// nats-server sets its storage limit, when not given one, from the
 	// space free at start: on a full disk it is zero, and stays so once
 	// the space is back. Its refusals then call for a restart as a failed
@@ -204,7 +208,7 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 	// takes many seconds per GiB: that is waited for, or the node would
 	// be stopped in the middle of it at every start, and never start.
 	deadline := time.Now().Add(timeout)
-	var reading time.Time // since JetStream began to read its store
+	var readingSince, noticed time.Time
 	for !ns.ReadyForConnections(25 * time.Millisecond) {
 		select {
 		case msg := <-logs.fatal:
@@ -214,11 +218,17 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration) (*ser
 		default:
 		}
 		if ns.JetStreamEnabled() {
-			if reading.IsZero() {
-				reading = time.Now()
-			} else if time.Since(reading) >= readingNotice && logs.log != nil {
-				logs.log.Info("JetStream is still reading its store; the server accepts clients once it has", "store_dir", opts.StoreDir, "for", time.Since(reading).Round(time.Second).String())
-				reading = time.Now()
+			if readingSince.IsZero() {
+				readingSince, noticed = time.Now(), time.Now()
+			} else if time.Since(noticed) >= readingNotice {
+				noticed = time.Now()
+				if logs.log != nil {
+					logs.log.Info("JetStream is still reading its store; the server accepts clients once it has",
+						"store_dir", opts.StoreDir, "for", time.Since(readingSince).Round(time.Second).String())
+				}
+				if reading != nil {
+					reading()
+				}
 			}
 			continue
 		}
@@ -296,7 +306,7 @@ func (s *Server) Restart() error {
 	case <-s.logs.writeFailed:
 	default:
 	}
-	ns, err := launch(opts, s.logs, s.cfg.ReadyTimeout)
+	ns, err := launch(opts, s.logs, s.cfg.ReadyTimeout, s.cfg.Reading)
 	if err != nil {
 		return fmt.Errorf("restart nats server: %w", err)
 	}

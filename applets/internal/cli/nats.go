@@ -3,9 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/sdnotify"
 	"github.com/narun/narun/embednats"
 )
 
@@ -24,6 +26,10 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		Cluster: embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes,
 			User: n.Cluster.User, Password: n.Cluster.Password},
 		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
+		// A big store read after a power cut can outlast a service
+		// manager's start timeout (90 s by default): it would kill the
+		// start, and the next one would read the store again.
+		Reading: func() { _ = sdnotify.Send(sdnotify.ExtendStart(30 * time.Second)) },
 	}
 	for _, r := range n.Leafnodes.Remotes {
 		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})

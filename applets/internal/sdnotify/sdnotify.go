@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 )
 
 // Ready and Stopping are the states narun reports.
@@ -15,6 +16,12 @@ const (
 	Ready    = "READY=1"
 	Stopping = "STOPPING=1"
 )
+
+// ExtendStart asks for d more, from now, before a start that has not said
+// Ready times out (TimeoutStartSec).
+func ExtendStart(d time.Duration) string {
+	return fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())
+}
 
 // Send writes state to the socket the service manager named in
 // NOTIFY_SOCKET. Without that variable (not started by a service manager
