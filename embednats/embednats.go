@@ -399,8 +399,11 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		return nil, nil, &KeyError{Key: "nats.jetstream.domain", Err: fmt.Errorf("%q: want a NATS subject token: no spaces, '.', '*' or '>'", d)}
 	}
 	if cfg.MaxPayload > 0 {
-		if cfg.MaxPayload > 64<<20 {
-			return nil, nil, &KeyError{Key: "nats.max_payload", Err: fmt.Errorf("want at most 64 MiB, got %d bytes", cfg.MaxPayload)}
+		// Below 256 KiB the server starts but narun cannot work on it:
+		// Object Store puts binaries in 128 KiB chunks, which with their
+		// headers would not fit, and deploys would fail on every node.
+		if cfg.MaxPayload < 256<<10 || cfg.MaxPayload > 64<<20 {
+			return nil, nil, &KeyError{Key: "nats.max_payload", Err: fmt.Errorf("want 256 KiB to 64 MiB, got %d bytes", cfg.MaxPayload)}
 		}
 		opts.MaxPayload = int32(cfg.MaxPayload)
 	}

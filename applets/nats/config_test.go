@@ -24,7 +24,7 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		notWant    string
 	}{
 		{"max_payload", "[nats]\nlisten = \"127.0.0.1:-1\"\nmax_payload = \"65MiB\"\n", nil,
-			file + `:3: key "nats.max_payload": want at most 64 MiB, got 68157440 bytes`, ""},
+			file + `:3: key "nats.max_payload": want 256 KiB to 64 MiB, got 68157440 bytes`, ""},
 		{"routes without listen", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.cluster]\nname = \"c\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n", nil,
 			file + `:6: key "nats.cluster.routes": set, but nats.cluster.listen is empty`, ""},
 		// JetStream needs a server name, a cluster name and routes for a
