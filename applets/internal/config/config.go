@@ -373,6 +373,11 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if err := errors.Join(mistyped...); err != nil {
 			return cfg, err
 		}
+		// The default was there before the file emptied it: without this
+		// the start fails later, far from the line.
+		if cfg.DataDir == "" {
+			return cfg, fmt.Errorf("%s:%d: key %q: want a directory, got \"\" (leave the key out for the default, %s)", path, keyLine(data, toml.Key{"data_dir"}), "data_dir", DefaultDataDir())
+		}
 		cfg.Path = path
 	}
 	if getenv == nil {

@@ -95,6 +95,7 @@ func TestStrictErrors(t *testing.T) {
 		{"unknown top-level key", "data_dir = \"/x\"\n\nbogus = 1\n", []string{":3:", `"bogus"`}},
 		{"unknown key in array table", "[[gateway.routes]]\npath = \"/a\"\nservise = \"a\"\n", []string{":3:", "servise"}},
 		{"unknown table", "[runer]\nnode_id = \"x\"\n", []string{":1:", "runer"}},
+		{"empty data dir", "log_level = \"info\"\ndata_dir = \"\"\n", []string{":2:", `key "data_dir": want a directory, got ""`}},
 		{"wrong type", "[gateway]\nlisten = 8080\n", []string{":2:", "listen", "want a string, got an integer"}},
 		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
 		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
