@@ -149,20 +149,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 		}
 		_, _ = w.Write(make([]byte, size))
 	}))
-	var closed atomic.Int64
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	hs.Start()
-	t.Cleanup(hs.Close)
-	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, closed := e.dialCountingCloses(t)
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4096)
 	}
@@ -429,20 +416,7 @@ func TestTimeoutAfterTimedBody(t *testing.T) {
 func TestStalledReaderOfErrorsIsCut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig())
-	var closed atomic.Int64
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	hs.Start()
-	t.Cleanup(hs.Close)
-	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, closed := e.dialCountingCloses(t)
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4096)
 	}
@@ -470,20 +444,7 @@ func TestStalledReaderOfErrorsIsCut(t *testing.T) {
 func TestUnsentBodyOfErrorsIsCut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig())
-	var closed atomic.Int64
-	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	hs.Start()
-	t.Cleanup(hs.Close)
-	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, closed := e.dialCountingCloses(t)
 	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
 	br := bufio.NewReader(c)
 	// A client that sends its body keeps its connection; the one after it
@@ -566,4 +527,26 @@ func TestStalledReaderOfErrorsIsCutHTTP2(t *testing.T) {
 	for _, b := range bodies {
 		b.Close()
 	}
+}
+
+// dialCountingCloses serves the gateway on a server that counts the
+// connections it closed, and dials it: the tests of a stalled client
+// wait for the gateway to close that client's connection.
+func (e *env) dialCountingCloses(t *testing.T) (net.Conn, *atomic.Int64) {
+	t.Helper()
+	closed := new(atomic.Int64)
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, closed
 }
