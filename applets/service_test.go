@@ -1,7 +1,6 @@
 package applets_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,10 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/testutil"
-	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -240,40 +237,11 @@ func signalName(sig syscall.Signal) string {
 // again. A FIFO in place of a stream's metadata file holds the read.
 func TestSlowStoreExtendsTheStartTimeout(t *testing.T) {
 	dir := t.TempDir()
-	s, err := embednats.Start(embednats.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	js, _ := jetstream.New(natstest.Connect(t, s))
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "slow"}); err != nil {
-		t.Fatal(err)
-	}
-	s.Shutdown()
-	meta := filepath.Join(dir, "jetstream", "jetstream", "$G", "streams", "KV_slow", "meta.inf")
-	content, err := os.ReadFile(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mkfifo(meta, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
+	reading, release := natstest.HoldStoreRead(t, dir)
 	p := startNotified(t, dir, "nats", "--config", "/dev/null", "--data-dir", dir, "--listen", testutil.FreeAddr(t))
-	// Returns once the server opened the FIFO to read it.
-	f, err := os.OpenFile(meta, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reading()
 	expectNotice(t, p.notify, "EXTEND_TIMEOUT_USEC=30000000", &p.out)
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	release()
 	expectNotice(t, p.notify, "READY=1", &p.out)
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

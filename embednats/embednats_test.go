@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -592,31 +591,7 @@ func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	s, err := embednats.Start(embednats.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := s.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "slow"}); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
-	s.Shutdown()
-	meta := filepath.Join(dir, "jetstream", "jetstream", "$G", "streams", "KV_slow", "meta.inf")
-	content, err := os.ReadFile(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mkfifo(meta, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	reading, release := natstest.HoldStoreRead(t, dir)
 
 	const readyTimeout = 50 * time.Millisecond
 	type result struct {
@@ -628,12 +603,7 @@ func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
 		s, err := embednats.Start(embednats.Config{DataDir: dir, ReadyTimeout: readyTimeout})
 		started <- result{s, err}
 	}()
-	// Opening the FIFO for writing returns once the server opened it to
-	// read the stream's metadata.
-	f, err := os.OpenFile(meta, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reading()
 	// The store takes ten ready timeouts to read.
 	select {
 	case r := <-started:
@@ -643,10 +613,7 @@ func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
 		t.Fatalf("Start returned while JetStream was reading its store: %v", r.err)
 	case <-time.After(10 * readyTimeout):
 	}
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	release()
 	r := <-started
 	if r.err != nil {
 		t.Fatalf("Start after the store was read: %v", r.err)

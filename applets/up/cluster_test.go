@@ -19,23 +19,8 @@ import (
 // once the members have elected a leader, which needs the others up. The
 // first member waits for them instead of giving up, then serves.
 func TestUpFirstClusterStartWaitsForMembers(t *testing.T) {
-	clusterAddrs := []string{testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)}
-	var routes []string
-	for _, a := range clusterAddrs {
-		routes = append(routes, "nats-route://"+a)
-	}
 	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	config := filepath.Join(t.TempDir(), "narun.toml")
-	err := os.WriteFile(config, []byte(fmt.Sprintf(`[nats]
-server_name = "u1"
-[nats.cluster]
-name = "narun"
-listen = %q
-routes = ["%s"]
-`, clusterAddrs[0], strings.Join(routes, `", "`))), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	config, clusterAddrs, routes := firstMemberConfig(t)
 	cmd, out := startUp(t, dataDir, "--config", config, "--node-id", "u1", "--nats-listen", natsAddr,
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
 	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
@@ -62,12 +47,28 @@ routes = ["%s"]
 // leaves it waiting: it ended the process, whose reload handler is only
 // installed once it serves.
 func TestUpSIGHUPWhileWaitingForJetStream(t *testing.T) {
-	clusterAddrs := []string{testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)}
-	var routes []string
+	config, _, _ := firstMemberConfig(t)
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
+		return strings.Contains(out.String(), "waiting for JetStream to answer")
+	})
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// firstMemberConfig writes the configuration of the first member, u1, of
+// a three-member cluster whose other two members are not started, and
+// returns it with the members' route addresses and URLs.
+func firstMemberConfig(t *testing.T) (config string, clusterAddrs, routes []string) {
+	t.Helper()
+	clusterAddrs = []string{testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)}
 	for _, a := range clusterAddrs {
 		routes = append(routes, "nats-route://"+a)
 	}
-	config := filepath.Join(t.TempDir(), "narun.toml")
+	config = filepath.Join(t.TempDir(), "narun.toml")
 	err := os.WriteFile(config, []byte(fmt.Sprintf(`[nats]
 server_name = "u1"
 [nats.cluster]
@@ -78,13 +79,5 @@ routes = ["%s"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
-		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
-	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
-		return strings.Contains(out.String(), "waiting for JetStream to answer")
-	})
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	stopUp(t, cmd, out, 20*time.Second)
+	return config, clusterAddrs, routes
 }

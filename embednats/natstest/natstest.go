@@ -324,3 +324,50 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// HoldStoreRead makes a JetStream store in dir, with one bucket, whose
+// reading by the next server started on dir is held: a FIFO stands in
+// for the stream's metadata file, as a big store on a slow card would
+// hold it. reading returns once that server has started to read the
+// store; release gives it the file and lets the read finish.
+func HoldStoreRead(t testing.TB, dir string) (reading, release func()) {
+	t.Helper()
+	s, err := embednats.Start(embednats.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(Connect(t, s))
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	meta := filepath.Join(dir, "jetstream", "jetstream", "$G", "streams", "KV_slow", "meta.inf")
+	content, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(meta, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var f *os.File
+	reading = func() {
+		t.Helper()
+		// Opening a FIFO to write returns once a reader opened it.
+		if f, err = os.OpenFile(meta, os.O_WRONLY, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release = func() {
+		t.Helper()
+		if _, err := f.Write(content); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	return reading, release
+}
