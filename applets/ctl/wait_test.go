@@ -275,22 +275,9 @@ func TestWaitNeedsATimeout(t *testing.T) {
 // instead of running out its --timeout and calling the rollout not done.
 func TestWaitLosesNATS(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-	done := make(chan result, 1)
-	seen := &testutil.LogBuffer{}
-	go func() {
-		done <- h.runSeen(seen, "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
-	}()
-	// A server gone before the wait fails a write, not the wait; and the
-	// routes, the last write, are stored before ctl has the server's
-	// acknowledgement. Only the wait prints events, and ctl subscribed to
-	// them before its writes: once the routes are stored, an event is
-	// delivered, and once it is printed, ctl waits.
-	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
-		_, ok := h.get(names.RoutesBucket, "hello")
-		return ok
-	})
+	h, done, seen := startWaitingDeploy(t)
+	// Only the wait prints events: once one is printed, ctl waits, and a
+	// server gone from then on fails the wait, not a write.
 	ev, err := json.Marshal(state.Event{Instance: state.Instance{App: "hello", Node: "node-1", ID: "hello-0", State: state.Starting}, Time: time.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -313,17 +300,7 @@ func TestWaitLosesNATS(t *testing.T) {
 // escaped.
 func TestWaitEscapesEventReasons(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-	done := make(chan result, 1)
-	seen := &testutil.LogBuffer{}
-	go func() {
-		done <- h.runSeen(seen, "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
-	}()
-	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
-		_, ok := h.get(names.RoutesBucket, "hello")
-		return ok
-	})
+	h, done, seen := startWaitingDeploy(t)
 	ev, err := json.Marshal(state.Event{Instance: state.Instance{App: "hello", Node: "node-1", ID: "hello-0", State: state.Backoff, Reason: "exit status 1\x1b[2J\x1b]0;pwned\x07"}, Time: time.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -356,4 +333,26 @@ func TestWaitEscapesEventReasons(t *testing.T) {
 	if out := seen.String(); strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `(exit status 1\x1b[2J\x1b]0;pwned\x07)`) {
 		t.Errorf("deploy --wait printed %q", out)
 	}
+}
+
+// startWaitingDeploy runs deploy --wait of hello to node-1 and returns
+// once ctl has stored the spec and routes. A server gone before the wait
+// fails a write, not the wait; the routes, the last write, are stored
+// before ctl has the server's acknowledgement, and ctl subscribed to
+// events before its writes: an event published from here on is printed
+// by the wait.
+func startWaitingDeploy(t *testing.T) (*harness, chan result, *testutil.LogBuffer) {
+	t.Helper()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	done := make(chan result, 1)
+	seen := &testutil.LogBuffer{}
+	go func() {
+		done <- h.runSeen(seen, "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+	}()
+	testutil.Eventually(t, 20*time.Second, "spec and routes stored", func() bool {
+		_, ok := h.get(names.RoutesBucket, "hello")
+		return ok
+	})
+	return h, done, seen
 }
