@@ -434,6 +434,19 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.bodyError(w, r, ex, rt, err, rid)
 			return
 		case m = <-wt.ch:
+			if !headSeen {
+				// A service whose body read failed at the refusal may
+				// answer (an empty 200 from a handler that ignores the
+				// error) as fast as select gets here: the client, who
+				// did not send the whole body, hears why instead.
+				select {
+				case err := <-pullErr:
+					g.cancel(rt, wt)
+					g.bodyError(w, r, ex, rt, err, rid)
+					return
+				default:
+				}
+			}
 			if !headSeen && !time.Now().Before(deadline) {
 				// A reply that came once the time was up is too late,
 				// whether or not the timer has fired yet (the runtime
@@ -764,8 +777,10 @@ func (g *Gateway) startStreamPuller(s *bodyStream, in *int64, rid string) *pulle
 // answerPull sends the chunk read for a pull; false ends the puller.
 func (g *Gateway) answerPull(p *puller, reply string, data []byte, last bool, err error, in *int64, rid string) bool {
 	if err != nil {
-		g.refusePull(reply)
+		// Failed before the service hears of it: its answer to the
+		// refusal must find the failure already there (proxy).
 		p.failed <- err
+		g.refusePull(reply)
 		return false
 	}
 	g.sendChunk(reply, data, last, in, rid)
