@@ -1244,7 +1244,9 @@ func saneRequestID(s string) bool {
 }
 
 // cleanPath resolves "." and ".." so that routing sees the path the service
-// will see, keeping a trailing slash.
+// will see, keeping a trailing slash. A last segment "." or ".." names a
+// directory, as RFC 3986's dot-segment removal has it: "/a/." is "/a/", not
+// the exact route "/a".
 func cleanPath(p string) string {
 	if p == "" {
 		return "/"
@@ -1253,7 +1255,8 @@ func cleanPath(p string) string {
 		return p
 	}
 	np := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && np != "/" {
+	dir := strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
+	if dir && np != "/" {
 		np += "/"
 	}
 	return np

@@ -316,6 +316,7 @@ func TestCleanPath(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"/a/b": "/a/b", "/a/../b": "/b", "/a/./b/": "/a/b/", "//a": "/a", "/..": "/", "": "/", "/hello/../admin": "/admin",
+		"/a/.": "/a/", "/a/b/..": "/a/", "/a/..": "/", "/a/.b": "/a/.b", "/a/..b": "/a/..b",
 	} {
 		if got := cleanPath(in); got != want {
 			t.Errorf("cleanPath(%q) = %q, want %q", in, got, want)
