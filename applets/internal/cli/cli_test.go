@@ -96,6 +96,25 @@ func TestLogSettingsErrors(t *testing.T) {
 	}
 }
 
+// A relative --data-dir is made absolute against the working directory,
+// as the file's and the environment's are.
+func TestRelativeDataDirFlag(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+	var got string
+	run := func(_ *ucli.Context, cfg config.File, _ *slog.Logger) error { got = cfg.DataDir; return nil }
+	flags := append(cli.ConfigFlags(), cli.DataDirFlag())
+	if err := cli.Service(context.Background(), stdio, []string{"nats", "--data-dir", "state/narun"}, "test", flags, run); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "state", "narun"); got != want {
+		t.Errorf("data dir = %q, want %q", got, want)
+	}
+}
+
 func errorText(err error) string {
 	if err == nil {
 		return ""

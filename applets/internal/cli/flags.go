@@ -90,8 +90,16 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	if c.IsSet(FlagLogFormat) {
 		cfg.LogFormat = c.String(FlagLogFormat)
 	}
-	if c.IsSet(FlagDataDir) {
-		cfg.DataDir = c.String(FlagDataDir)
+	// Empty counts as not given, as an empty NARUN_DATA_DIR does (the flag
+	// reads that variable too). Absolute, as the file's and the
+	// environment's are: the path is logged and handed to children that
+	// run in other directories.
+	if d := c.String(FlagDataDir); c.IsSet(FlagDataDir) && d != "" {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return cfg, nil, Usage(fmt.Errorf("--%s %q: %w", FlagDataDir, d, err))
+		}
+		cfg.DataDir = abs
 	}
 	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
 		if c.IsSet(FlagNATSURL) {
