@@ -185,6 +185,21 @@ func Start(cfg Config) (*Server, error) {
 	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs}, nil
 }
 
+// Check says whether Start would accept cfg, as the NATS server judges
+// it too, without listening, reading the store or writing anything: what
+// an operator checks before a restart. A taken port or a store in use is
+// found only by Start.
+func Check(cfg Config) error {
+	opts, _, err := serverOptions(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := server.NewServer(opts); err != nil {
+		return fmt.Errorf("configure nats server: %w", err)
+	}
+	return nil
+}
+
 // launch starts a server with opts and waits until it accepts clients.
 func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, reading func()) (*server.Server, error) {
 	// nats-server sets its storage limit, when not given one, from the

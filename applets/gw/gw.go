@@ -34,7 +34,8 @@ those until narun-routes answers).`
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
+	flags := append(cli.ConfigFlags(), cli.CheckFlag())
+	flags = append(flags, cli.ClientFlags()...)
 	flags = append(flags,
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
@@ -45,6 +46,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
 			return err
+		}
+		if c.Bool(cli.FlagCheck) {
+			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: log, ConfigPath: cfg.Path}); err != nil {
+				return err
+			}
+			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)
 		// RetryOnFailedConnect makes this succeed with NATS down: the

@@ -16,7 +16,7 @@ import (
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	flags := append(cli.ConfigFlags(), cli.DataDirFlag(),
+	flags := append(cli.ConfigFlags(), cli.CheckFlag(), cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "listen", Usage: "client address host:port (default 0.0.0.0:4222)"},
 		&ucli.StringFlag{Name: "server-name", Usage: "server name, unique in a cluster"},
 		&ucli.StringFlag{Name: "http-listen", Usage: "monitoring address host:port (default: off)"},
@@ -45,16 +45,23 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: c.StringSlice("leaf-remote")})
 		}
 		ec.Logger = log
+		fromFlag := map[string]bool{
+			"nats.listen":         c.IsSet("listen"),
+			"nats.http_listen":    c.IsSet("http-listen"),
+			"nats.cluster.listen": c.IsSet("cluster-listen"),
+			"nats.cluster.routes": c.IsSet("routes"),
+			flagRemote:            c.IsSet("leaf-remote"),
+			flagRemote + ".urls":  c.IsSet("leaf-remote"),
+		}
+		if c.Bool(cli.FlagCheck) {
+			if err := embednats.Check(ec); err != nil {
+				return cli.PlaceNATSError(cfg, err, fromFlag)
+			}
+			return cli.Checked(stdio, cfg)
+		}
 		srv, err := embednats.Start(ec)
 		if err != nil {
-			return cli.PlaceNATSError(cfg, err, map[string]bool{
-				"nats.listen":         c.IsSet("listen"),
-				"nats.http_listen":    c.IsSet("http-listen"),
-				"nats.cluster.listen": c.IsSet("cluster-listen"),
-				"nats.cluster.routes": c.IsSet("routes"),
-				flagRemote:            c.IsSet("leaf-remote"),
-				flagRemote + ".urls":  c.IsSet("leaf-remote"),
-			})
+			return cli.PlaceNATSError(cfg, err, fromFlag)
 		}
 		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
 		cli.OnSIGHUP(ctx, log, func() error {

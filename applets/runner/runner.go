@@ -17,7 +17,8 @@ import (
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
+	flags := append(cli.ConfigFlags(), cli.CheckFlag())
+	flags = append(flags, cli.ClientFlags()...)
 	flags = append(flags, cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the first label of the host name, e.g. edge-1 of edge-1.example.com)"},
 		&ucli.StringSliceFlag{Name: "label", Usage: "node label key=value, repeatable; apps select nodes by label"},
@@ -27,11 +28,15 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps\n"+
 		"The [runner] table of narun.toml holds the rest (app_nats_url, trusted_keys,\n"+
 		"heartbeat_interval): testdata/narun.toml lists every key with its default.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		rc := cfg.Runner
+		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen, "key-file": &rc.MasterKeyFile})
+		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {
+			return err
+		}
+		cfg.Runner = rc
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}
-		rc := cfg.Runner
-		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen, "key-file": &rc.MasterKeyFile})
 		for _, l := range c.StringSlice("label") {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
@@ -45,6 +50,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		opts, err := cli.NATSOptions("narun runner", rc.Client)
 		if err != nil {
 			return err
+		}
+		if c.Bool(cli.FlagCheck) {
+			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := cli.Connect(rc.NATSURL, opts...)

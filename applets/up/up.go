@@ -26,7 +26,7 @@ import (
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	flags := append(cli.ConfigFlags(), cli.DataDirFlag(),
+	flags := append(cli.ConfigFlags(), cli.CheckFlag(), cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "nats-listen", Usage: "NATS client address ([nats] listen, default 0.0.0.0:4222)"},
 		&ucli.StringFlag{Name: "listen", Usage: "gateway HTTP address ([gateway] listen, default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
@@ -46,6 +46,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
 		})
+		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), cfg.Runner.NodeID); err != nil {
+			return err
+		}
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}
@@ -75,6 +78,19 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			// Apps get the embedded server's address, never the runner's
 			// login: the server refuses them, and they crash-loop.
 			log.Warn("[nats] wants a login and apps have none: an app that uses NATS is refused (Authorization Violation); give them one with [runner] app_nats_url (user:password@ in the URL), app_nats_creds or app_nats_nkey")
+		}
+		if c.Bool(cli.FlagCheck) {
+			if err := embednats.Check(ec); err != nil {
+				return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
+			}
+			var nodeKeys []string
+			if nk != nil {
+				nodeKeys = cfg.Runner.TrustedKeys
+			}
+			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, WholeFile: true}); err != nil {
+				return err
+			}
+			return cli.Checked(stdio, cfg)
 		}
 		srv, err := embednats.Start(ec)
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 // Common flag names shared by every applet.
 const (
 	FlagConfig    = "config"
+	FlagCheck     = "check"
 	FlagNATSURL   = "nats-url"
 	FlagNATSCreds = "nats-creds"
 	FlagNATSNkey  = "nats-nkey"
@@ -42,6 +43,23 @@ func ConfigFlags() []ucli.Flag {
 		&ucli.StringFlag{Name: FlagLogLevel, Usage: "debug, info, warn or error"},
 		&ucli.StringFlag{Name: FlagLogFormat, Usage: "text or json"},
 	}
+}
+
+// CheckFlag asks a long-running applet to check its configuration and
+// flags and exit, as nginx -t and nats-server -t do: before a restart, or
+// as a service manager's ExecStartPre.
+func CheckFlag() ucli.Flag {
+	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem; binds nothing and writes nothing, so a port in use is found only at start"}
+}
+
+// Checked says that the configuration a --check read is valid.
+func Checked(stdio IO, cfg config.File) error {
+	from := "no configuration file: defaults, environment and flags"
+	if cfg.Path != "" {
+		from = cfg.Path
+	}
+	fmt.Fprintf(stdio.Stdout, "configuration valid (%s)\n", from)
+	return nil
 }
 
 // ClientFlags are the flags of applets that connect to NATS.

@@ -130,6 +130,28 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("gateway: no NATS connection")
 	}
+	g, err := configured(opts)
+	if err != nil {
+		return nil, err
+	}
+	mux, err := newInboxMux(g.nc)
+	if err != nil {
+		return nil, err
+	}
+	g.mux = mux
+	return g, nil
+}
+
+// Check says whether New would accept opts' configuration (routes, TLS
+// files, trusted keys), without a NATS connection and without listening.
+func Check(opts Options) error {
+	_, err := configured(opts)
+	return err
+}
+
+// configured is a gateway with opts' configuration applied, not yet
+// connected to anything.
+func configured(opts Options) (*Gateway, error) {
 	signatures, err := trustedKeys(&opts.Config, opts.NodeKeys)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -183,11 +205,6 @@ func New(opts Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	mux, err := newInboxMux(g.nc)
-	if err != nil {
-		return nil, err
-	}
-	g.mux = mux
 	return g, nil
 }
 

@@ -3,8 +3,10 @@ package runner
 import (
 	"fmt"
 
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/store"
 )
 
@@ -14,7 +16,7 @@ import (
 // node list, app status and deploy. Half the TTL leaves room for one
 // heartbeat lost on the way.
 //
-// It also refuses a malformed trusted key, as the file's other bad values
+// It also refuses a node id that is no name and a malformed trusted key, as the file's other bad values
 // are refused, with the file and line, before the runner connects.
 func CheckConfig(cfg config.File) error {
 	where := func(key string) string {
@@ -27,10 +29,25 @@ func CheckConfig(cfg config.File) error {
 		return fmt.Errorf("%skey %q: want at most %s, got %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
 			where("runner.heartbeat_interval"), "runner.heartbeat_interval", limit, cfg.Runner.HeartbeatInterval.D(), store.NodeTTL)
 	}
+	if _, err := nodeID(cfg.Runner); err != nil {
+		return fmt.Errorf("%skey %q: %w", where("runner.node_id"), "runner.node_id", err)
+	}
 	for i, pub := range cfg.Runner.TrustedKeys {
 		if err := signing.CheckPublic(pub); err != nil {
 			return fmt.Errorf("%skey %q: %w", where("runner.trusted_keys"), fmt.Sprintf("runner.trusted_keys[%d]", i), err)
 		}
+	}
+	return nil
+}
+
+// CheckNodeIDFlag refuses a --node-id that is no name as a usage error;
+// CheckConfig, which sees the value with the file's, would blame the file.
+func CheckNodeIDFlag(set bool, id string) error {
+	if !set || id == "" {
+		return nil
+	}
+	if err := spec.ValidName(id); err != nil {
+		return cli.Usage(fmt.Errorf("--node-id %q: %w", id, err))
 	}
 	return nil
 }

@@ -149,16 +149,9 @@ func New(opts Options) (*Runner, error) {
 	if opts.Config.ResyncInterval <= 0 {
 		opts.Config.ResyncInterval = config.Duration(30 * time.Second)
 	}
-	node := opts.Config.NodeID
-	if node == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("runner: node id: %w", err)
-		}
-		node = hostNodeID(h)
-	}
-	if err := spec.ValidName(node); err != nil {
-		return nil, fmt.Errorf("runner: node id %q: %w", node, err)
+	node, err := nodeID(opts.Config)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
 	}
 	signatures, err := signing.NewVerifier("runner.trusted_keys", opts.Config.TrustedKeys)
 	if err != nil {
@@ -210,6 +203,23 @@ func New(opts Options) (*Runner, error) {
 	}
 	r.links.dir = r.execDir()
 	return r, nil
+}
+
+// nodeID is the id the runner heartbeats under: node_id, or one made of
+// the host name.
+func nodeID(cfg config.Runner) (string, error) {
+	node := cfg.NodeID
+	if node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("node id: %w", err)
+		}
+		node = hostNodeID(h)
+	}
+	if err := spec.ValidName(node); err != nil {
+		return "", fmt.Errorf("node id %q: %w", node, err)
+	}
+	return node, nil
 }
 
 // hostNodeID turns a host name into a node id, which must be a NATS

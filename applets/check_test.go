@@ -1,0 +1,88 @@
+package applets_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// --check judges the file and flags as a start would, naming the line of
+// the first problem, and binds and writes nothing: it passes with every
+// address of the file held by another listener, and leaves no data dir.
+func TestCheckFlag(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("good.toml", `[nats]
+listen = "`+addr+`"
+[gateway]
+listen = "`+addr+`"
+admin_listen = "`+addr+`"
+[runner]
+admin_listen = "`+addr+`"
+[[gateway.routes]]
+path = "/a/"
+service = "a"
+`)
+	badNATS := write("nats.toml", "[nats]\nlisten = \""+addr+"\"\nserver_name = \"a b\"\n")
+	badRoutes := write("routes.toml", `[[gateway.routes]]
+path = "/a/"
+service = "a"
+
+[[gateway.routes]]
+path = "/a/"
+service = "b"
+`)
+	badTLS := write("tls.toml", "[gateway.tls]\ncert = \""+filepath.Join(dir, "none.pem")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
+	badNode := write("node.toml", "[runner]\nnode_id = \"x y\"\n")
+	data := filepath.Join(dir, "data")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"up valid", []string{"up", "--config", good}, 0, "configuration valid (" + good + ")"},
+		{"up nats", []string{"up", "--config", badNATS}, 1, badNATS + `:3: key "nats.server_name"`},
+		{"up routes", []string{"up", "--config", badRoutes}, 1, badRoutes + `:1: route #1 (path "/a/") and ` + badRoutes + `:5: route #2`},
+		{"up tls", []string{"up", "--config", badTLS}, 1, "load tls certificate " + filepath.Join(dir, "none.pem")},
+		{"up node id", []string{"up", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
+		{"up node id flag", []string{"up", "--config", good, "--node-id", "a.b"}, 2, `--node-id "a.b"`},
+		{"nats valid", []string{"nats", "--config", good}, 0, "configuration valid"},
+		{"nats invalid", []string{"nats", "--config", badNATS}, 1, badNATS + `:3: key "nats.server_name"`},
+		{"gw valid", []string{"gw", "--config", good}, 0, "configuration valid"},
+		{"gw routes", []string{"gw", "--config", badRoutes}, 1, "duplicate route: " + badRoutes + ":1"},
+		{"gw tls", []string{"gw", "--config", badTLS}, 1, "load tls certificate"},
+		{"runner valid", []string{"runner", "--config", good}, 0, "configuration valid"},
+		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
+		{"runner node id flag over the file's", []string{"runner", "--config", badNode, "--node-id", "ok"}, 0, "configuration valid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"narun"}, tc.args...)
+			args = append(args, "--check")
+			if tc.args[0] != "gw" {
+				args = append(args, "--data-dir", data)
+			}
+			code, stdout, stderr := run(args...)
+			if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
+				t.Fatalf("exit %d, want %d; output %q, want it to contain %q", code, tc.code, stdout+stderr, tc.want)
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Fatalf("the check made the data dir (stat: %v)", err)
+			}
+		})
+	}
+}
