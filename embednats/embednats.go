@@ -160,12 +160,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Cluster.Listen != "" {
-		if streams := standaloneStreams(opts.StoreDir); len(streams) > 0 {
-			unlockStore(lock)
-			return nil, &KeyError{Key: "nats.cluster.listen", Err: fmt.Errorf("set, but the data dir %s holds the JetStream store of a server that ran alone (streams %s): a cluster member does not see those streams, and narun would create empty buckets in their place; join with an empty data dir and deploy again, or move %s away (docs/CLUSTER.md, \"From one device to a cluster\")",
-				cfg.DataDir, strings.Join(streams, ", "), opts.StoreDir)}
-		}
+	if err := checkClusterStore(cfg, opts); err != nil {
+		unlockStore(lock)
+		return nil, err
 	}
 	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
 	ns, err := launch(opts, logs, cfg.ReadyTimeout, cfg.Reading)
@@ -196,6 +193,19 @@ func Check(cfg Config) error {
 	}
 	if _, err := server.NewServer(opts); err != nil {
 		return fmt.Errorf("configure nats server: %w", err)
+	}
+	return checkClusterStore(cfg, opts)
+}
+
+// checkClusterStore refuses to make a cluster member of a data dir whose
+// store a server that ran alone wrote.
+func checkClusterStore(cfg Config, opts *server.Options) error {
+	if cfg.Cluster.Listen == "" {
+		return nil
+	}
+	if streams := standaloneStreams(opts.StoreDir); len(streams) > 0 {
+		return &KeyError{Key: "nats.cluster.listen", Err: fmt.Errorf("set, but the data dir %s holds the JetStream store of a server that ran alone (streams %s): a cluster member does not see those streams, and narun would create empty buckets in their place; join with an empty data dir and deploy again, or move %s away (docs/CLUSTER.md, \"From one device to a cluster\")",
+			cfg.DataDir, strings.Join(streams, ", "), opts.StoreDir)}
 	}
 	return nil
 }

@@ -568,15 +568,20 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 	putKey(s, "specs")
 	s.Shutdown()
 	routeAddr := natstest.FreeAddr(t)
-	s, err = embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone, ServerName: "m1",
-		Cluster: embednats.Cluster{Name: "narun", Listen: routeAddr, Routes: []string{"nats-route://" + routeAddr}}})
+	member := embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone, ServerName: "m1",
+		Cluster: embednats.Cluster{Name: "narun", Listen: routeAddr, Routes: []string{"nats-route://" + routeAddr}}}
+	// --check says so before the operator restarts the device.
+	checkErr := embednats.Check(member)
+	s, err = embednats.Start(member)
 	if err == nil {
 		s.Shutdown()
 		t.Fatal("a cluster member started on the store of a server that ran alone")
 	}
-	for _, want := range []string{`nats.cluster.listen`, "KV_specs", "ran alone"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
+	for _, err := range []error{err, checkErr} {
+		for _, want := range []string{`nats.cluster.listen`, "KV_specs", "ran alone"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v does not mention %q", err, want)
+			}
 		}
 	}
 
