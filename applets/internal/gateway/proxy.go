@@ -490,6 +490,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			return
 		}
 		meta := scanMeta(m.Header)
+		if meta.ambiguous {
+			g.protocolError(w, ex, rt, wt, headSeen, "Narun-Frame, Narun-Status or Narun-Body with two different values", rid)
+			return
+		}
 		switch meta.frame {
 		case "":
 			if headSeen {
@@ -990,6 +994,12 @@ func decodeHead(m *nats.Msg, meta replyMeta) (head, error) {
 
 type replyMeta struct {
 	frame, status, body, errCode, errText string
+	// ambiguous is set when Narun-Frame, Narun-Status or Narun-Body has
+	// two different values, most often under two spellings of its name
+	// (a responder whose headers are case-sensitive may add both): which
+	// one scanMeta met first would depend on the map's order, so the same
+	// reply would be a 200 on one request and a 404 on the next.
+	ambiguous bool
 }
 
 // scanMeta reads the protocol headers of a reply; names are matched without
@@ -1002,11 +1012,11 @@ func scanMeta(h nats.Header) replyMeta {
 		}
 		switch {
 		case strings.EqualFold(k, consumer.HeaderFrame):
-			m.frame = v[0]
+			m.ambiguous = setOnce(&m.frame, v) || m.ambiguous
 		case strings.EqualFold(k, consumer.HeaderStatus):
-			m.status = v[0]
+			m.ambiguous = setOnce(&m.status, v) || m.ambiguous
 		case strings.EqualFold(k, consumer.HeaderBody):
-			m.body = v[0]
+			m.ambiguous = setOnce(&m.body, v) || m.ambiguous
 		case strings.EqualFold(k, consumer.HeaderServiceErrorCode):
 			m.errCode = v[0]
 		case strings.EqualFold(k, consumer.HeaderServiceError):
@@ -1014,6 +1024,19 @@ func scanMeta(h nats.Header) replyMeta {
 		}
 	}
 	return m
+}
+
+// setOnce sets *dst to the value of v, and reports whether v, or a value
+// set before under another spelling, disagrees with it.
+func setOnce(dst *string, v []string) (ambiguous bool) {
+	for _, s := range v {
+		if *dst == "" {
+			*dst = s
+		} else if s != *dst && s != "" {
+			ambiguous = true
+		}
+	}
+	return ambiguous
 }
 
 // isNoResponders tells the NATS server's "no responders" message (status

@@ -338,6 +338,42 @@ func TestReplyHeaderCases(t *testing.T) {
 	}
 }
 
+// TestAmbiguousProtocolHeaders has a raw responder give Narun-Status under
+// two spellings, as one whose headers are case-sensitive may: two
+// different values make a malformed reply, every time, rather than
+// whichever value the gateway happened to read first; the same value
+// twice is that value.
+func TestAmbiguousProtocolHeaders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "ambiguous"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("ambiguous", func(m *nats.Msg) {
+		h := nats.Header{"Narun-Status": {"200"}, "narun-status": {"404"}}
+		if m.Header.Get("Narun-Path") == "/same" {
+			h = nats.Header{"Narun-Status": {"201"}, "NARUN-STATUS": {"201"}}
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: h, Data: []byte("body")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Map order is random: 20 tries see both orders but once in 2^19.
+	codes := map[int]int{}
+	for range 20 {
+		code, _ := get(t, e.hs.URL+"/two")
+		codes[code]++
+	}
+	if codes[http.StatusBadGateway] != 20 {
+		t.Errorf("Narun-Status 200 and narun-status 404 gave %v, want 502 every time", codes)
+	}
+	if code, body := get(t, e.hs.URL+"/same"); code != 201 || body != "body" {
+		t.Errorf("Narun-Status 201 under two spellings gave %d %q, want 201", code, body)
+	}
+}
+
 // TestTrailerAnnounced checks that a streamed response's Trailer header
 // reaches the client (RFC 9110 6.6.2: it is not hop-by-hop), so that a
 // client learns before the body which trailers may follow; from a Go
