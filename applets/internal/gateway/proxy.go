@@ -468,6 +468,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.bodyError(w, r, ex, rt, err, rid)
 				return
 			}
+			if headSeen && !bodyAllowed(ex.status) {
+				// A 204 or 304 is whole with its head: a client that
+				// closes its connection then, as one without keep-alive
+				// does, left after its response, not before it.
+				g.metrics.outcomes[outcomeOK].Add(1)
+				return
+			}
 			g.metrics.outcomes[outcomeCancelled].Add(1)
 			ex.status = 499 // nginx's "client closed request", for the metrics only
 			return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"slices"
@@ -676,6 +677,53 @@ func TestDataAfterBodilessStatus(t *testing.T) {
 	}
 	if n := e.gw.metrics.outcomes[outcomeCancelled].Load(); n != 0 {
 		t.Errorf("%d exchanges counted as cancelled, want none", n)
+	}
+}
+
+// TestBodilessHeadClientGone has a raw responder stream a 204 head and not
+// yet its end frame, to a client that closes its connection once it has the
+// response, as any HTTP/1.1 client without keep-alive does: the client went
+// away after its whole response, not before, so the request counts as the
+// 204 it got, not as a 499 of a client gone first.
+func TestBodilessHeadClientGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "bodilessgone"}))
+	nc := natsConn(t, e)
+	cancels, err := nc.SubscribeSync("_NARUN.cancel.bodilessgone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = nc.Subscribe("bodilessgone", func(m *nats.Msg) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Status": {"204"}, "Narun-Body": {"stream"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	admin := httptest.NewServer(e.gw.adminHandler())
+	t.Cleanup(admin.Close)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(e.hs.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("status %d, want 204", resp.StatusCode)
+	}
+	// The service still hears that nobody reads on.
+	if _, err := cancels.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no cancel once the client left: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+		return e.gw.metrics.inflight.Load() == 0
+	})
+	_, m := get(t, admin.URL+"/metrics")
+	if !strings.Contains(m, `narun_gateway_requests_total{route="/",code="204"} 1`) || strings.Contains(m, `code="499"`) {
+		t.Errorf("a 204 the client got whole is not counted as 204:\n%s", m)
 	}
 }
 
