@@ -115,6 +115,59 @@ func TestGRPCThroughGateway(t *testing.T) {
 	}
 }
 
+// TestGRPCStatusAfterHead has a raw responder start a gRPC response and
+// then fail it: past the route's timeout, with a NATS Micro error in its
+// end frame, with a second head. Over HTTP/2 the status of a gRPC call is
+// in the trailers, so the gateway ends the stream with its own status
+// there, as before the head, rather than reset it: a reset gives the
+// client INTERNAL, which tells a timeout from a crash no better than it
+// tells which request failed.
+func TestGRPCStatusAfterHead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(
+		config.Route{Path: "/slow.Svc/", Service: "grpcafter", Timeout: config.Duration(500 * time.Millisecond)},
+		config.Route{Path: "/fail.Svc/", Service: "grpcafter"},
+	))
+	h2 := h2cClient(t, e)
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("grpcafter", func(m *nats.Msg) {
+		head := &nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "Content-Type": {"application/grpc"}}, Data: []byte(grpcMessage("first"))}
+		_ = nc.PublishMsg(head)
+		switch m.Header.Get("Narun-Path") {
+		case "/fail.Svc/Error":
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "Nats-Service-Error-Code": {"503"}, "Nats-Service-Error": {"went away"}}})
+		case "/fail.Svc/Head":
+			_ = nc.PublishMsg(head)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, status, msg string }{
+		{"/slow.Svc/Call", "4", "not finished within 500ms (request id "},
+		{"/fail.Svc/Error", "14", "service error: went away (request id "},
+		{"/fail.Svc/Head", "14", "malformed reply: second response head (request id "},
+	} {
+		req, _ := http.NewRequest("POST", e.hs.URL+c.path, strings.NewReader(grpcMessage("hi")))
+		req.Header.Set("Content-Type", "application/grpc")
+		resp, err := h2.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != grpcMessage("first") {
+			t.Errorf("%s: body %q, %v; want the first message, ended cleanly", c.path, body, err)
+		}
+		if got, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message"); got != c.status || !strings.HasPrefix(msg, grpcPercentEncode(c.msg)) {
+			t.Errorf("%s: trailers Grpc-Status %q, Grpc-Message %q; want %s, %q and the request id", c.path, got, msg, c.status, c.msg)
+		}
+	}
+}
+
 func TestIsGRPC(t *testing.T) {
 	t.Parallel()
 	for ct, want := range map[string]bool{

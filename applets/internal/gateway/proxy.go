@@ -484,7 +484,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.cancel(rt, wt)
 			g.metrics.outcomes[outcomeError].Add(1)
 			if headSeen {
-				g.abort(rt, rid, "connection to NATS lost")
+				g.abortOrStatus(w, r, ex, rt, http.StatusBadGateway, "connection to NATS lost", rid, "connection to NATS lost")
+				return
 			}
 			g.failLogged(w, ex, rt, http.StatusBadGateway, "connection to NATS lost before the reply", "", rid)
 			return
@@ -493,23 +494,23 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			return
 		}
 		if wt.overflow.Load() {
-			g.protocolError(w, ex, rt, wt, headSeen, "service sent more messages than flow control allows", rid)
+			g.protocolError(w, r, ex, rt, wt, headSeen, "service sent more messages than flow control allows", rid)
 			return
 		}
 		meta := scanMeta(m.Header)
 		if meta.ambiguous {
-			g.protocolError(w, ex, rt, wt, headSeen, "Narun-Frame, Narun-Status or Narun-Body with two different values", rid)
+			g.protocolError(w, r, ex, rt, wt, headSeen, "Narun-Frame, Narun-Status or Narun-Body with two different values", rid)
 			return
 		}
 		switch meta.frame {
 		case "":
 			if headSeen {
-				g.protocolError(w, ex, rt, wt, headSeen, "second response head", rid)
+				g.protocolError(w, r, ex, rt, wt, headSeen, "second response head", rid)
 				return
 			}
 			hd, err := decodeHead(m, meta)
 			if err != nil {
-				g.protocolError(w, ex, rt, wt, false, err.Error(), rid)
+				g.protocolError(w, r, ex, rt, wt, false, err.Error(), rid)
 				return
 			}
 			if hd.noResponders {
@@ -595,7 +596,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				select {
 				case pulls.replies <- m.Reply:
 				default:
-					g.protocolError(w, ex, rt, wt, headSeen, "pulls sent before earlier ones were answered", rid)
+					g.protocolError(w, r, ex, rt, wt, headSeen, "pulls sent before earlier ones were answered", rid)
 					return
 				}
 				continue
@@ -613,14 +614,20 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.sendChunk(m.Reply, chunk, last, &ex.in, rid)
 		case consumer.FrameData, consumer.FrameEnd:
 			if !headSeen {
-				g.protocolError(w, ex, rt, wt, false, "body frame before the response head", rid)
+				g.protocolError(w, r, ex, rt, wt, false, "body frame before the response head", rid)
 				return
 			}
 			if meta.frame == consumer.FrameEnd && (meta.errCode != "" || meta.errText != "") {
 				// The status is already sent: cutting the connection is the
-				// only way left to tell the client the body is incomplete.
+				// only way left to tell the client the body is incomplete,
+				// but for gRPC, whose status is in the trailers.
 				g.metrics.outcomes[outcomeOK].Add(1)
-				panic(http.ErrAbortHandler)
+				if !ex.grpc || r.ProtoMajor != 2 {
+					panic(http.ErrAbortHandler)
+				}
+				hd, _ := decodeHead(m, meta)
+				g.abortOrStatus(w, r, ex, rt, hd.status, "service error: "+hd.errMsg, rid, "service error after the head: "+hd.errMsg)
+				return
 			}
 			// A 204 or 304 is whole with its head. What a responder that
 			// streams every response alike sends after it is dropped and
@@ -691,7 +698,8 @@ func (g *Gateway) timedOut(w http.ResponseWriter, r *http.Request, ex *exchange,
 	}
 	g.metrics.outcomes[outcomeTimeout].Add(1)
 	if headSeen {
-		g.abort(rt, rid, "not finished within the route's timeout of "+rt.timeout.String())
+		g.abortOrStatus(w, r, ex, rt, http.StatusGatewayTimeout, "not finished within "+rt.timeout.String(), rid, "not finished within the route's timeout of "+rt.timeout.String())
+		return
 	}
 	g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
 }
@@ -860,11 +868,12 @@ func (g *Gateway) cancel(rt *route, wt *waiter) {
 	}
 }
 
-func (g *Gateway) protocolError(w http.ResponseWriter, ex *exchange, rt *route, wt *waiter, headSeen bool, why, rid string) {
+func (g *Gateway) protocolError(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, wt *waiter, headSeen bool, why, rid string) {
 	g.metrics.outcomes[outcomeMalformed].Add(1)
 	g.cancel(rt, wt)
 	if headSeen {
-		g.abort(rt, rid, "malformed reply: "+why)
+		g.abortOrStatus(w, r, ex, rt, http.StatusBadGateway, "malformed reply: "+why, rid, "malformed reply: "+why)
+		return
 	}
 	g.failLogged(w, ex, rt, http.StatusBadGateway, "malformed reply: "+why, "", rid)
 }
@@ -899,6 +908,24 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 func (g *Gateway) abort(rt *route, rid, why string) {
 	g.log.Warn("response aborted", "reason", why, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
 	panic(http.ErrAbortHandler)
+}
+
+// abortOrStatus ends a response whose head is out, and does not return
+// unless the response is gRPC's over HTTP/2: there the status goes in the
+// trailers, which the client reads after the messages whatever came
+// before, so the client learns the gateway's reason (DEADLINE_EXCEEDED for
+// the route's timeout, with the request id) where a reset stream would
+// tell it only INTERNAL. The caller then returns, and the trailers go out
+// with the end of the stream.
+func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, code int, msg, rid, why string) {
+	if !ex.grpc || r.ProtoMajor != 2 {
+		g.abort(rt, rid, why)
+	}
+	g.log.Warn("response ended with a gRPC status", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+	ex.status = code
+	h := w.Header()
+	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(code))}
+	h[http.TrailerPrefix+"Grpc-Message"] = []string{grpcPercentEncode(msg + " (request id " + rid + ")")}
 }
 
 // failLogged answers with an error the gateway made for a routed request,
