@@ -117,7 +117,7 @@ func TestGRPCThroughGateway(t *testing.T) {
 
 // TestGRPCStatusAfterHead has a raw responder start a gRPC response and
 // then fail it: past the route's timeout, with a NATS Micro error in its
-// end frame, with a second head. Over HTTP/2 the status of a gRPC call is
+// end frame, with a second head, or pulling a body above max_body. Over HTTP/2 the status of a gRPC call is
 // in the trailers, so the gateway ends the stream with its own status
 // there, as before the head, rather than reset it: a reset gives the
 // client INTERNAL, which tells a timeout from a crash no better than it
@@ -127,6 +127,7 @@ func TestGRPCStatusAfterHead(t *testing.T) {
 	e := newEnv(t, gwConfig(
 		config.Route{Path: "/slow.Svc/", Service: "grpcafter", Timeout: config.Duration(500 * time.Millisecond)},
 		config.Route{Path: "/fail.Svc/", Service: "grpcafter"},
+		config.Route{Path: "/small.Svc/", Service: "grpcafter", MaxBody: config.Size(100)},
 	))
 	h2 := h2cClient(t, e)
 	nc := natsConn(t, e)
@@ -138,6 +139,13 @@ func TestGRPCStatusAfterHead(t *testing.T) {
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "Nats-Service-Error-Code": {"503"}, "Nats-Service-Error": {"went away"}}})
 		case "/fail.Svc/Head":
 			_ = nc.PublishMsg(head)
+		case "/small.Svc/Upload":
+			for {
+				a, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"pull"}}}, 10*time.Second)
+				if err != nil || a.Header.Get("Narun-Frame") != "data" {
+					return
+				}
+			}
 		}
 	})
 	if err != nil {
@@ -147,18 +155,28 @@ func TestGRPCStatusAfterHead(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ path, status, msg string }{
+		{"/small.Svc/Upload", "8", "request body too large: more than 100 bytes (request id "},
 		{"/slow.Svc/Call", "4", "not finished within 500ms (request id "},
 		{"/fail.Svc/Error", "14", "service error: went away (request id "},
 		{"/fail.Svc/Head", "14", "malformed reply: second response head (request id "},
 	} {
-		req, _ := http.NewRequest("POST", e.hs.URL+c.path, strings.NewReader(grpcMessage("hi")))
+		// The second message, too large for /small.Svc/, goes once the
+		// response head is in: the body fails after it.
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("POST", e.hs.URL+c.path, pr)
 		req.Header.Set("Content-Type", "application/grpc")
+		go func() { _, _ = io.WriteString(pw, grpcMessage("hi")) }()
 		resp, err := h2.RoundTrip(req)
 		if err != nil {
 			t.Fatalf("%s: %v", c.path, err)
 		}
+		go func() {
+			_, _ = io.WriteString(pw, grpcMessage(strings.Repeat("x", 200)))
+			_ = pw.Close()
+		}()
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		_ = pr.Close()
 		if err != nil || string(body) != grpcMessage("first") {
 			t.Errorf("%s: body %q, %v; want the first message, ended cleanly", c.path, body, err)
 		}

@@ -429,7 +429,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		case err := <-pullErr:
 			g.cancel(rt, wt)
 			if headSeen {
-				panic(http.ErrAbortHandler)
+				g.bodyErrorAfterHead(w, r, ex, rt, err, rid)
+				return
 			}
 			g.bodyError(w, r, ex, rt, err, rid)
 			return
@@ -463,7 +464,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// a read of its body fails: here the client is still
 				// there, and must hear why.
 				if headSeen {
-					panic(http.ErrAbortHandler)
+					g.bodyErrorAfterHead(w, r, ex, rt, err, rid)
+					return
 				}
 				g.bodyError(w, r, ex, rt, err, rid)
 				return
@@ -606,7 +608,8 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.cancel(rt, wt)
 				g.refusePull(m.Reply)
 				if headSeen {
-					panic(http.ErrAbortHandler)
+					g.bodyErrorAfterHead(w, r, ex, rt, err, rid)
+					return
 				}
 				g.bodyError(w, r, ex, rt, err, rid)
 				return
@@ -887,20 +890,34 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
+	code, msg := bodyErrorStatus(rt, err)
+	g.failLogged(w, ex, rt, code, msg, "", rid)
+}
+
+// bodyErrorStatus is the status and message of a request body that could
+// not be read to its end.
+func bodyErrorStatus(rt *route, err error) (int, string) {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
-		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, err.Error(), "", rid)
-		return
+	switch {
+	case errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, errBodyStalled):
+		return http.StatusRequestTimeout, err.Error()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "request body not received within " + rt.timeout.String()
 	}
-	if errors.Is(err, errBodyStalled) {
-		g.failLogged(w, ex, rt, http.StatusRequestTimeout, err.Error(), "", rid)
-		return
+	return http.StatusBadRequest, "read request body: " + err.Error()
+}
+
+// bodyErrorAfterHead ends a response whose request body failed after the
+// response head went out.
+func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, err error, rid string) {
+	if !ex.grpc || r.ProtoMajor != 2 {
+		// The client's own doing: not worth abort's warning.
+		panic(http.ErrAbortHandler)
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		g.failLogged(w, ex, rt, http.StatusRequestTimeout, "request body not received within "+rt.timeout.String(), "", rid)
-		return
-	}
-	g.failLogged(w, ex, rt, http.StatusBadRequest, "read request body: "+err.Error(), "", rid)
+	code, msg := bodyErrorStatus(rt, err)
+	g.abortOrStatus(w, r, ex, rt, code, msg, rid, msg)
 }
 
 // abort cuts a response whose head is out, the only way left to tell the
@@ -921,7 +938,11 @@ func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exch
 	if !ex.grpc || r.ProtoMajor != 2 {
 		g.abort(rt, rid, why)
 	}
-	g.log.Warn("response ended with a gRPC status", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+	level := slog.LevelWarn
+	if code < 500 {
+		level = slog.LevelInfo
+	}
+	g.log.Log(r.Context(), level, "response ended with a gRPC status", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
 	ex.status = code
 	h := w.Header()
 	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(code))}
