@@ -944,6 +944,12 @@ func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exch
 	}
 	g.log.Log(r.Context(), level, "response ended with a gRPC status", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
 	ex.status = code
+	// The trailers wait behind what the client has not read yet: it gets
+	// the time of the gateway's own answers for that, as a reset would
+	// not have waited at all.
+	if conn := deadlines(w); conn != nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(answerTime))
+	}
 	h := w.Header()
 	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(code))}
 	h[http.TrailerPrefix+"Grpc-Message"] = []string{grpcPercentEncode(msg + " (request id " + rid + ")")}
