@@ -912,8 +912,9 @@ func bodyErrorStatus(rt *route, err error) (int, string) {
 // bodyErrorAfterHead ends a response whose request body failed after the
 // response head went out.
 func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, err error, rid string) {
-	if !ex.grpc || r.ProtoMajor != 2 {
-		// The client's own doing: not worth abort's warning.
+	if !ex.grpc || r.ProtoMajor != 2 || r.Context().Err() != nil {
+		// The client's own doing, not worth abort's warning; and a
+		// client that reset its stream (a cancelled call) reads no status.
 		panic(http.ErrAbortHandler)
 	}
 	code, msg := bodyErrorStatus(rt, err)
