@@ -1242,14 +1242,19 @@ func addValues(dst http.Header, key string, v []string) {
 }
 
 // setTrailers copies an end frame's headers as trailers, except those its
-// own Connection header or the head's (headConn) names.
+// own Connection header or the head's (headConn) names, and those HTTP
+// forbids in trailers, which net/http drops over HTTP/2 only.
 func setTrailers(dst http.Header, src nats.Header, headConn []string) {
 	skip := replyConnection(src)
 	for k, v := range src {
 		if skipReplyHeader(k) || (len(skip) > 0 && listed(skip, k)) || (len(headConn) > 0 && listed(headConn, k)) {
 			continue
 		}
-		addValues(dst, http.TrailerPrefix+http.CanonicalHeaderKey(k), v)
+		ck := http.CanonicalHeaderKey(k)
+		if forbiddenTrailers[ck] {
+			continue
+		}
+		addValues(dst, http.TrailerPrefix+ck, v)
 	}
 }
 
@@ -1281,8 +1286,11 @@ func announceTrailers(dst http.Header, src nats.Header, connection []string) {
 	}
 }
 
-// forbiddenTrailers are the fields net/http does not send as trailers
-// (its httpguts.ValidTrailerHeader), HTTP/2 or not.
+// forbiddenTrailers are the fields HTTP forbids in trailers (RFC 9110
+// 6.5.1), as net/http's HTTP/2 server drops them (httpguts.ValidTrailerHeader).
+// Its HTTP/1 server sends any trailer it is given: setTrailers drops them
+// for both, so that a client or proxy that merges trailers into the header
+// section takes no framing, routing or authentication field from them.
 var forbiddenTrailers = map[string]bool{
 	"Authorization": true, "Cache-Control": true, "Connection": true, "Content-Encoding": true,
 	"Content-Length": true, "Content-Range": true, "Content-Type": true, "Expect": true,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -372,6 +373,53 @@ func TestAmbiguousProtocolHeaders(t *testing.T) {
 	}
 	if code, body := get(t, e.hs.URL+"/same"); code != 201 || body != "body" {
 		t.Errorf("Narun-Status 201 under two spellings gave %d %q, want 201", code, body)
+	}
+}
+
+// TestForbiddenTrailersDropped has a raw responder end its stream with
+// fields HTTP forbids in trailers (RFC 9110 6.5.1: framing, routing,
+// authentication, caching, content processing) besides one it allows. Over
+// HTTP/2 net/http drops them; over HTTP/1.1 it sends every trailer it is
+// given, and a client or proxy that merges trailers into the header section
+// would take a Content-Length or Host from the service's last frame.
+func TestForbiddenTrailersDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "badtrailers"}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("badtrailers", func(m *nats.Msg) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}, "Trailer": {"X-Sum"}}, Data: []byte("body")})
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}, "X-Sum": {"1"},
+			"Content-Length": {"99"}, "Host": {"evil.example"}, "Authorization": {"Basic eDp5"}, "Cache-Control": {"public"},
+			"Content-Type": {"text/html"}, "Content-Encoding": {"gzip"}, "Www-Authenticate": {"Basic"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The trailer section follows the last chunk.
+	_, trailers, ok := strings.Cut(string(raw), "\r\n0\r\n")
+	if !ok || !strings.Contains(trailers, "X-Sum: 1\r\n") {
+		t.Fatalf("no trailer section with X-Sum in:\n%s", raw)
+	}
+	for name := range forbiddenTrailers {
+		if strings.Contains(strings.ToLower(trailers), "\n"+strings.ToLower(name)+":") || strings.HasPrefix(strings.ToLower(trailers), strings.ToLower(name)+":") {
+			t.Errorf("trailer %s sent over HTTP/1.1:\n%s", name, trailers)
+		}
 	}
 }
 
