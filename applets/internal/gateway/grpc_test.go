@@ -117,11 +117,11 @@ func TestGRPCThroughGateway(t *testing.T) {
 
 // TestGRPCStatusAfterHead has a raw responder start a gRPC response and
 // then fail it: past the route's timeout, with a NATS Micro error in its
-// end frame, with a second head, or pulling a body above max_body. Over HTTP/2 the status of a gRPC call is
-// in the trailers, so the gateway ends the stream with its own status
-// there, as before the head, rather than reset it: a reset gives the
-// client INTERNAL, which tells a timeout from a crash no better than it
-// tells which request failed.
+// end frame, with a second head, or pulling a body above max_body. Over
+// HTTP/2 the status of a gRPC call is in the trailers, so the gateway ends
+// the stream with its own status there, as before the head, rather than
+// reset it: a reset gives the client INTERNAL, which tells a timeout from a
+// crash no better than it tells which request failed.
 func TestGRPCStatusAfterHead(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(
