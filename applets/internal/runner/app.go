@@ -209,6 +209,9 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	fp := sp.Fingerprint(runtime.GOARCH)
 	var extra []*instance
 	for _, in := range a.instanceList() {
+		// stop_signal and stop_timeout are not in the fingerprint: the
+		// instances keep running, and stop as the spec now says.
+		in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
 		if in.slot >= want {
 			extra = append(extra, in)
 		}

@@ -1507,6 +1507,35 @@ func TestRestartRequestRolls(t *testing.T) {
 	}
 }
 
+// TestStopFollowsTheSpec lowers the stop timeout of a running instance
+// with a spec that restarts nothing (stop_timeout is not in the
+// fingerprint): the delete that follows kills it once the new 200ms are
+// over, not after the hour it was started with.
+func TestStopFollowsTheSpec(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
+	in := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
+	t.Cleanup(func() { syscall.Kill(in.PID, syscall.SIGKILL) })
+	tr.waitLine(t, "stuck", ignoringTERM)
+	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"200ms\"\n")
+	// The runner caches a spec just before it applies it, and applies
+	// the deletion only after: once the cache has the new timeout, the
+	// delete is the next thing it reads.
+	cached := filepath.Join(tr.dir, "specs", "stuck.toml")
+	testutil.Eventually(t, 10*time.Second, "the new spec cached", func() bool {
+		data, err := os.ReadFile(cached)
+		return err == nil && strings.Contains(string(data), `stop_timeout = "200ms"`)
+	})
+	if now := tr.of("stuck"); len(now) != 1 || now[0].ID != in.ID {
+		t.Fatalf("instances %+v, want %s kept: the spec changed nothing it runs", now, in.ID)
+	}
+	c.remove(t, "stuck")
+	tr.wait(t, "stuck", "gone once the new stop timeout is over", func(l []state.Instance) bool { return len(l) == 0 })
+	waitDead(t, []int{in.PID})
+}
+
 // TestAppsIndependent holds one app in a stop that cannot finish and shows
 // that another app still deploys and the heartbeat goes on.
 func TestAppsIndependent(t *testing.T) {

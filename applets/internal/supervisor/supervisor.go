@@ -226,6 +226,11 @@ type Supervisor struct {
 	// while its successor runs: a crash loop between two status reads
 	// would otherwise show only a restart count. Only run uses it.
 	lastExit string
+
+	// stopSignal and stopTimeout, under mu, start as the Config's and
+	// follow SetStop.
+	stopSignal  syscall.Signal
+	stopTimeout time.Duration
 }
 
 // New returns a supervisor in state pending.
@@ -266,14 +271,43 @@ func New(cfg Config) *Supervisor {
 	st := cfg.Instance
 	st.State, st.Since = state.Pending, time.Now()
 	return &Supervisor{
-		cfg:     cfg,
-		log:     log.With("instance", st.ID),
-		lines:   newRing[state.LogLine](cfg.KeepLines),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		st:      st,
-		changed: make(chan struct{}),
+		cfg:         cfg,
+		log:         log.With("instance", st.ID),
+		lines:       newRing[state.LogLine](cfg.KeepLines),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		st:          st,
+		changed:     make(chan struct{}),
+		stopSignal:  cfg.StopSignal,
+		stopTimeout: cfg.StopTimeout,
 	}
+}
+
+// SetStop changes the signal and timeout of the instance's next stop (0
+// means SIGTERM and 10s, as in Config). A spec that changes only
+// stop_signal or stop_timeout restarts nothing, yet the stop that follows
+// (a delete, a rollout, the runner's own stop) must do what the spec now
+// says, as systemd stops a service with the TimeoutStopSec= of its last
+// reload: an operator who lowers a timeout to fit the service manager's
+// would otherwise still wait the old one. A stop under way keeps the
+// values it began with.
+func (s *Supervisor) SetStop(sig syscall.Signal, timeout time.Duration) {
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	s.mu.Lock()
+	s.stopSignal, s.stopTimeout = sig, timeout
+	s.mu.Unlock()
+}
+
+// stopWith is the signal and timeout a stop begun now uses.
+func (s *Supervisor) stopWith() (syscall.Signal, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopSignal, s.stopTimeout
 }
 
 // Status returns the current status.
@@ -630,14 +664,15 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 // process that ended in time waits, within it, for the others. It
 // returns what waited gives.
 func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) error {
-	signal(s.cfg.StopSignal)
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	sig, timeout := s.stopWith()
+	signal(sig)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var err error
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
-		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", s.cfg.StopTimeout)
+		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", timeout)
 		signal(syscall.SIGKILL)
 		return <-waited
 	}
@@ -645,7 +680,7 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 		return err
 	}
 	if werr := waitEmpty(ctx); werr != nil {
-		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", s.cfg.StopTimeout, "err", werr)
+		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout, "err", werr)
 		signal(syscall.SIGKILL)
 	}
 	return err
@@ -666,11 +701,12 @@ func (s *Supervisor) endLeftovers(pid int, signal func(syscall.Signal), waitEmpt
 		return
 	}
 	s.set(state.Stopping, "its process exited; stopping what it left running")
-	signal(s.cfg.StopSignal)
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	sig, timeout := s.stopWith()
+	signal(sig)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := waitEmpty(ctx); err != nil {
-		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", s.cfg.StopTimeout, "err", err)
+		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout, "err", err)
 		signal(syscall.SIGKILL)
 	}
 }
