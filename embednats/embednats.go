@@ -3,6 +3,7 @@
 package embednats
 
 import (
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -102,6 +103,9 @@ type NKey struct {
 	PublicKey string // "U..."
 	// Permissions restricts the login; nil allows it everything.
 	Permissions *Permissions
+	// Key names the configuration key that lists it ("nats.app_nkeys"),
+	// for an error about it; "" means "nats.nkeys".
+	Key string
 }
 
 // Permissions restricts a login.
@@ -552,7 +556,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		keys := map[string]bool{}
 		for _, k := range cfg.NKeys {
 			if keys[k.PublicKey] {
-				return nil, nil, fmt.Errorf("nats.nkeys and nats.app_nkeys: %s is listed twice", k.PublicKey)
+				return nil, nil, &KeyError{Key: cmp.Or(k.Key, "nats.nkeys"), Err: fmt.Errorf("%s is listed twice in nats.nkeys and nats.app_nkeys", k.PublicKey)}
 			}
 			keys[k.PublicKey] = true
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})

@@ -184,7 +184,7 @@ func TestConfigErrors(t *testing.T) {
 			{User: "app", Password: "b", Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, `nats.users[1].user: user "app" is listed twice`},
 		{"internal user name", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "narun-internal", Password: "a"}}}, `"narun-internal" is reserved`},
 		{"nkey twice", embednats.Config{DataDir: "x", NKeys: []embednats.NKey{{PublicKey: appNKey},
-			{PublicKey: appNKey, Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}}}}, "app_nkeys: " + appNKey + " is listed twice"},
+			{PublicKey: appNKey, Permissions: &embednats.Permissions{DenyPublish: []string{"x"}}, Key: "nats.app_nkeys"}}}, "nats.app_nkeys: " + appNKey + " is listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.DataDir != "" {

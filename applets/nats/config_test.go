@@ -40,6 +40,9 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:8: key "nats.users[1]": every user needs a user name and a password`, ""},
 		{"user twice", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n\n[[nats.users]]\npassword = \"d\"\nuser = \"a\"\n", nil,
 			file + `:10: key "nats.users[1].user": user "a" is listed twice`, ""},
+		// One key in both lists is placed at the list that repeats it.
+		{"nkey twice", "[nats]\nlisten = \"127.0.0.1:-1\"\nnkeys = [\"UD5NFSAHIFKPERRZR6HCTNEEPSNM34SCZJS53OALAVRHILUUADFBBCO7\"]\n\napp_nkeys = [\"UD5NFSAHIFKPERRZR6HCTNEEPSNM34SCZJS53OALAVRHILUUADFBBCO7\"]\n", nil,
+			file + `:5: key "nats.app_nkeys": UD5NFSAHIFKPERRZR6HCTNEEPSNM34SCZJS53OALAVRHILUUADFBBCO7 is listed twice`, ""},
 		{"reserved user", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.users]]\nuser = \"narun-internal\"\npassword = \"b\"\n", nil,
 			file + `:5: key "nats.users[0].user": user name "narun-internal" is reserved`, ""},
 		{"leaf remote scheme", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n\n[[nats.leafnodes.remotes]]\nurls = [\"http://hub:7422\"]\n", nil,

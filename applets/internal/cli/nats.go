@@ -46,7 +46,7 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k)})
 	}
 	for _, k := range n.AppNKeys {
-		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k), Permissions: app})
+		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k), Permissions: app, Key: "nats.app_nkeys"})
 	}
 	return ec
 }
