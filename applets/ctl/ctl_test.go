@@ -933,14 +933,18 @@ func TestSecretListJSONTime(t *testing.T) {
 }
 
 // TestSecretsWithoutKeyFile: every secret command that needs the key file
-// says how to name it, with the usage exit code, as keygen does.
+// says how to name it, with the usage exit code, as keygen does; also
+// when NATS does not answer, since the command line is wrong either way.
 func TestSecretsWithoutKeyFile(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	nowhere := "nats://" + testutil.FreeAddr(t)
 	for _, args := range [][]string{{"secret", "keygen"}, {"secret", "set", "db"}, {"secret", "rotate"}} {
-		r := h.fails(2, "value\n", args...)
-		if !strings.Contains(r.err, "--key-file") {
-			t.Errorf("%v: %q does not say how to name the key file", args, r.err)
+		for _, args := range [][]string{args, append([]string{"--nats-url", nowhere}, args...)} {
+			r := h.fails(2, "value\n", args...)
+			if !strings.Contains(r.err, "--key-file") {
+				t.Errorf("%v: %q does not say how to name the key file", args, r.err)
+			}
 		}
 	}
 }

@@ -47,7 +47,7 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 					"2) copy K to every node (old keys still open old secrets);\n" +
 					"3) narun ctl secret rotate --key-file K re-encrypts every secret with it;\n" +
 					"4) remove the old key lines from K on ctl and the nodes.",
-				Action: action(stdio, true, secretRotate),
+				Action: action(stdio, false, secretRotate),
 			},
 			{
 				Name: "keygen", Usage: "write a new key file (mode 0600), or add a new first key with --add",
@@ -245,6 +245,12 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	// Connected only now, as secret set does: without a key file the
+	// command line is wrong (exit 2) whether NATS answers or not.
+	if err := e.connect(); err != nil {
+		return err
+	}
+	defer e.close()
 	kv, err := e.kv(ctx, names.SecretsBucket)
 	if err != nil {
 		return err
