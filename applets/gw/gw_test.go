@@ -260,6 +260,30 @@ func TestGatewayAppletWarnsOfUnusedCertificate(t *testing.T) {
 	}
 }
 
+// TestGatewayAppletCertWithoutKey: a certificate without its key (or the
+// other way round) stops the start naming the file, the line and the key
+// that is set, as every other error of the file does.
+func TestGatewayAppletCertWithoutKey(t *testing.T) {
+	srv := natstest.Start(t)
+	for _, tc := range []struct{ key, want string }{
+		{"cert", `:6: key "gateway.tls.cert": set without gateway.tls.key`},
+		{"key", `:6: key "gateway.tls.key": set without gateway.tls.cert`},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "narun.toml")
+			body := "[gateway]\nlisten = \"\"\nadmin_listen = \"\"\n\n[gateway.tls]\n" + tc.key + " = \"/etc/narun/tls.pem\"\n"
+			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+			err := gw.Main(context.Background(), stdio, []string{"gw", "--config", path, "--nats-url", srv.ClientURL()})
+			if err == nil || !strings.Contains(err.Error(), path+tc.want) {
+				t.Fatalf("gw returned %v, want it to contain %s%s", err, path, tc.want)
+			}
+		})
+	}
+}
+
 // writeSelfSigned writes a self-signed certificate and its key.
 func writeSelfSigned(t *testing.T, certPath, keyPath string) {
 	t.Helper()

@@ -199,7 +199,16 @@ func configured(opts Options) (*Gateway, error) {
 	}
 	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
 		if tc.Cert == "" || tc.Key == "" {
-			return nil, errors.New("gateway tls: both cert and key are needed")
+			// Only the file sets them: the line to fix is the one set.
+			set, missing := "gateway.tls.cert", "gateway.tls.key"
+			if tc.Cert == "" {
+				set, missing = missing, set
+			}
+			err := fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing)
+			if where := (config.File{Path: g.opts.ConfigPath}).Where(set); where != "" {
+				return nil, fmt.Errorf("%s: key %q: %w", where, set, err)
+			}
+			return nil, fmt.Errorf("%s: %w", set, err)
 		}
 		if err := g.loadCert(); err != nil {
 			return nil, err
