@@ -44,6 +44,8 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 			`:3: key "runner.heartbeat_interval": want at most 15s, got 40s`},
 		{"malformed trusted key", "[runner]\nnode_id = \"n\"\ntrusted_keys = [\"narun-ed25519:bogus\"]\n",
 			`:3: key "runner.trusted_keys[0]": "narun-ed25519:bogus": not a 32-byte Ed25519 public key in base64`},
+		{"node id with a dot", "[runner]\nnode_id = \"edge-1.example.com\"\n",
+			`:2: key "runner.node_id": node id "edge-1.example.com": may contain only letters`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "narun.toml")
