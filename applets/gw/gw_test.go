@@ -260,19 +260,19 @@ func TestGatewayAppletWarnsOfUnusedCertificate(t *testing.T) {
 	}
 }
 
-// TestGatewayAppletCertWithoutKey: a certificate without its key (or the
-// other way round) stops the start naming the file, the line and the key
-// that is set, as every other error of the file does.
-func TestGatewayAppletCertWithoutKey(t *testing.T) {
+// TestGatewayAppletBadFile: a certificate without its key (or the other
+// way round) and a malformed trusted key stop the start naming the file,
+// the line and the key, as every other error of the file does.
+func TestGatewayAppletBadFile(t *testing.T) {
 	srv := natstest.Start(t)
-	for _, tc := range []struct{ key, want string }{
-		{"cert", `:6: key "gateway.tls.cert": set without gateway.tls.key`},
-		{"key", `:6: key "gateway.tls.key": set without gateway.tls.cert`},
+	for _, tc := range []struct{ name, rest, want string }{
+		{"cert", "\n[gateway.tls]\ncert = \"/etc/narun/tls.pem\"\n", `:6: key "gateway.tls.cert": set without gateway.tls.key`},
+		{"key", "\n[gateway.tls]\nkey = \"/etc/narun/tls.pem\"\n", `:6: key "gateway.tls.key": set without gateway.tls.cert`},
+		{"trusted key", "trusted_keys = [\"bogus\"]\n", `:4: key "gateway.trusted_keys[0]": "bogus": want narun-ed25519:`},
 	} {
-		t.Run(tc.key, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "narun.toml")
-			body := "[gateway]\nlisten = \"\"\nadmin_listen = \"\"\n\n[gateway.tls]\n" + tc.key + " = \"/etc/narun/tls.pem\"\n"
-			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			if err := os.WriteFile(path, []byte("[gateway]\nlisten = \"\"\nadmin_listen = \"\"\n"+tc.rest), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}

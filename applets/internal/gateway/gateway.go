@@ -152,9 +152,9 @@ func Check(opts Options) error {
 // configured is a gateway with opts' configuration applied, not yet
 // connected to anything.
 func configured(opts Options) (*Gateway, error) {
-	signatures, err := trustedKeys(&opts.Config, opts.NodeKeys)
+	signatures, err := trustedKeys(&opts.Config, opts.NodeKeys, opts.ConfigPath)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+		return nil, err
 	}
 	g := &Gateway{
 		opts:       opts,
@@ -316,7 +316,7 @@ func (g *Gateway) Reload() error {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
-	newSignatures, err := trustedKeys(&f.Gateway, g.opts.NodeKeys)
+	newSignatures, err := trustedKeys(&f.Gateway, g.opts.NodeKeys, g.opts.ConfigPath)
 	if err != nil {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
@@ -424,10 +424,21 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 
 // trustedKeys makes the verifier of the narun-routes entries: cfg's
 // trusted_keys or, when it lists none, nodeKeys, which it then stores in
-// cfg.TrustedKeys.
-func trustedKeys(cfg *config.Gateway, nodeKeys []string) (*signing.Verifier, error) {
+// cfg.TrustedKeys. A malformed key of cfg is named with its line in path,
+// the file cfg was read from, as the runner names one of [runner].
+func trustedKeys(cfg *config.Gateway, nodeKeys []string, path string) (*signing.Verifier, error) {
 	if len(cfg.TrustedKeys) == 0 {
 		cfg.TrustedKeys = nodeKeys
+	} else {
+		for i, pub := range cfg.TrustedKeys {
+			if err := signing.CheckPublic(pub); err != nil {
+				key := fmt.Sprintf("gateway.trusted_keys[%d]", i)
+				if where := (config.File{Path: path}).Where("gateway.trusted_keys"); where != "" {
+					return nil, fmt.Errorf("%s: key %q: %w", where, key, err)
+				}
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
 	}
 	return signing.NewVerifier("gateway.trusted_keys", cfg.TrustedKeys)
 }
