@@ -209,9 +209,11 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	fp := sp.Fingerprint(runtime.GOARCH)
 	var extra []*instance
 	for _, in := range a.instanceList() {
-		// stop_signal and stop_timeout are not in the fingerprint: the
-		// instances keep running, and stop as the spec now says.
+		// stop_signal, stop_timeout and [restart] are not in the
+		// fingerprint: the instances keep running, and stop and restart
+		// as the spec now says.
 		in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
+		in.sup.SetPolicy(restartPolicy(sp))
 		if in.slot >= want {
 			extra = append(extra, in)
 		}
@@ -354,14 +356,7 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 			return a.r.prepare(ctx, sp, id, in.dir)
 		},
 		Command: a.r.opts.Command,
-		Policy: supervisor.Policy{
-			Mode:       sp.Restart.Policy,
-			Initial:    sp.Restart.InitialBackoff.D(),
-			Max:        sp.Restart.MaxBackoff.D(),
-			Jitter:     sp.Restart.Jitter,
-			ResetAfter: sp.Restart.ResetAfter.D(),
-			GiveUp:     sp.Restart.MaxFailures,
-		},
+		Policy:  restartPolicy(sp),
 		Health: supervisor.Health{
 			Check: a.r.healthCheck(sp, id, func() map[string]bool {
 				baselineMu.Lock()
@@ -389,6 +384,18 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 	a.r.publishEvent(in.sup.Status())
 	go in.sup.Run(ctx)
 	return in
+}
+
+// restartPolicy is the supervisor's form of sp's [restart].
+func restartPolicy(sp *spec.App) supervisor.Policy {
+	return supervisor.Policy{
+		Mode:       sp.Restart.Policy,
+		Initial:    sp.Restart.InitialBackoff.D(),
+		Max:        sp.Restart.MaxBackoff.D(),
+		Jitter:     sp.Restart.Jitter,
+		ResetAfter: sp.Restart.ResetAfter.D(),
+		GiveUp:     sp.Restart.MaxFailures,
+	}
 }
 
 // observe reacts to an instance's state changes: it records the process

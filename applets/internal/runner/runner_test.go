@@ -556,6 +556,24 @@ func TestCrashLoopFails(t *testing.T) {
 	}
 }
 
+// TestRestartFollowsTheSpec gives a crash-looping instance a max_failures
+// with a spec that restarts nothing ([restart] is not in the
+// fingerprint): the instance gives up at its next exit instead of looping
+// on under the policy it started with, which retries for ever.
+func TestRestartFollowsTheSpec(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	loop := "args = [\"crash\"]\n[restart]\ninitial_backoff = \"10ms\"\nmax_backoff = \"40ms\"\n"
+	c.deploy(t, "crashy", "1.0.0", probeBin, loop)
+	looping := tr.wait(t, "crashy", "restarts", func(l []state.Instance) bool { return len(l) == 1 && l[0].Restarts >= 3 })[0]
+	c.deploy(t, "crashy", "1.0.0", probeBin, loop+"max_failures = 2\n")
+	in := tr.wait(t, "crashy", "failed", allIn(1, state.Failed))[0]
+	if in.ID != looping.ID || !strings.Contains(in.Reason, "gave up after") {
+		t.Errorf("instance %+v, want %s given up", in, looping.ID)
+	}
+}
+
 func TestStopAndDelete(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)

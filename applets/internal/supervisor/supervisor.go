@@ -228,9 +228,10 @@ type Supervisor struct {
 	lastExit string
 
 	// stopSignal and stopTimeout, under mu, start as the Config's and
-	// follow SetStop.
+	// follow SetStop; policy likewise follows SetPolicy.
 	stopSignal  syscall.Signal
 	stopTimeout time.Duration
+	policy      Policy
 }
 
 // New returns a supervisor in state pending.
@@ -280,7 +281,25 @@ func New(cfg Config) *Supervisor {
 		changed:     make(chan struct{}),
 		stopSignal:  cfg.StopSignal,
 		stopTimeout: cfg.StopTimeout,
+		policy:      cfg.Policy,
 	}
+}
+
+// SetPolicy changes the restart policy the instance's next exit (or failed
+// prepare) is judged by, with the failures counted so far: a spec that
+// changes only [restart] restarts nothing, and an app restarting in a loop
+// must stop at the max_failures or policy it now has, not run on under the
+// ones it started with.
+func (s *Supervisor) SetPolicy(p Policy) {
+	s.mu.Lock()
+	s.policy = p
+	s.mu.Unlock()
+}
+
+func (s *Supervisor) policyNow() Policy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.policy
 }
 
 // SetStop changes the signal and timeout of the instance's next stop (0
@@ -438,7 +457,8 @@ func (s *Supervisor) Run(ctx context.Context) {
 			}
 			exit = Exit{Code: -1}
 		}
-		d := s.cfg.Policy.Decide(exit, streak, rand.Float64())
+		policy := s.policyNow()
+		d := policy.Decide(exit, streak, rand.Float64())
 		streak = d.Streak
 		reason := exit.String()
 		if err != nil {
@@ -446,7 +466,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 		}
 		if !d.Restart {
 			switch {
-			case d.GaveUp && s.cfg.Policy.Mode == Never:
+			case d.GaveUp && policy.Mode == Never:
 				s.set(state.Failed, reason+" (restart policy never)")
 			case d.GaveUp:
 				s.set(state.Failed, fmt.Sprintf("gave up after %d failures in a row: %s", streak.Crashes, reason))
@@ -471,10 +491,10 @@ func (s *Supervisor) Run(ctx context.Context) {
 // whatever the restart mode: a fetch that fails is retried even for an app
 // that must not be restarted once it ran.
 func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
-	retry := s.cfg.Policy
-	retry.Mode = Always
 	var failures Streak
 	for {
+		retry := s.policyNow()
+		retry.Mode = Always
 		s.set(state.Fetching, "")
 		launch, err := s.cfg.Prepare(ctx)
 		if ctx.Err() != nil {
