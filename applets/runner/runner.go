@@ -13,6 +13,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/runner"
+	"github.com/narun/narun/applets/internal/spec"
 )
 
 // Main runs the applet.
@@ -41,6 +42,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
 				return cli.Usage(fmt.Errorf("label %q: want key=value", l))
+			}
+			if err := spec.CheckLabel(k, v); err != nil {
+				return cli.Usage(fmt.Errorf("--label %q: %w", l, err))
 			}
 			if rc.Labels == nil {
 				rc.Labels = map[string]string{}

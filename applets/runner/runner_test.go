@@ -35,7 +35,8 @@ func TestUsageErrors(t *testing.T) {
 // Bad values of the file are refused at start, naming the file, the line
 // and the key, before NATS is dialled: a heartbeat interval longer than
 // half the life of a heartbeat in narun-nodes (the node would vanish
-// between two), a malformed trusted key.
+// between two), a malformed trusted key, a node id or label no spec could
+// name or select.
 func TestBadFileRefusedAtStart(t *testing.T) {
 	for _, tc := range []struct {
 		name, file, want string
@@ -46,6 +47,10 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 			`:3: key "runner.trusted_keys[0]": "narun-ed25519:bogus": not a 32-byte Ed25519 public key in base64`},
 		{"node id with a dot", "[runner]\nnode_id = \"edge-1.example.com\"\n",
 			`:2: key "runner.node_id": node id "edge-1.example.com": may contain only letters`},
+		{"label no spec could select", "[runner]\nnode_id = \"n\"\n[runner.labels]\n\"-x\" = \"y\"\n",
+			`:3: key "runner.labels": label name "-x": want a letter or digit`},
+		{"label without a value", "[runner]\nnode_id = \"n\"\nlabels = { role = \"\" }\n",
+			`:3: key "runner.labels": label value must be 1..128 characters`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "narun.toml")

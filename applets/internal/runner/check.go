@@ -2,6 +2,8 @@ package runner
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
@@ -16,7 +18,8 @@ import (
 // node list, app status and deploy. Half the TTL leaves room for one
 // heartbeat lost on the way.
 //
-// It also refuses a node id that is no name and a malformed trusted key, as the file's other bad values
+// It also refuses a node id that is no name, a label no spec could select
+// and a malformed trusted key, as the file's other bad values
 // are refused, with the file and line, before the runner connects.
 func CheckConfig(cfg config.File) error {
 	where := func(key string) string {
@@ -31,6 +34,11 @@ func CheckConfig(cfg config.File) error {
 	}
 	if _, err := nodeID(cfg.Runner); err != nil {
 		return fmt.Errorf("%skey %q: %w", where("runner.node_id"), "runner.node_id", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Runner.Labels)) {
+		if err := spec.CheckLabel(name, cfg.Runner.Labels[name]); err != nil {
+			return fmt.Errorf("%skey %q: %w", where("runner.labels"), "runner.labels", err)
+		}
 	}
 	for i, pub := range cfg.Runner.TrustedKeys {
 		if err := signing.CheckPublic(pub); err != nil {

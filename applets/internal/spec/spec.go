@@ -511,11 +511,11 @@ func (a *App) validateSelector(v *validator) {
 		seen[n] = true
 	}
 	for _, k := range sortedKeys(a.Labels) {
-		if !labelRe.MatchString(k) || len(k) > 128 {
-			v.add("labels."+k, "label name %q: want a letter or digit, then letters, digits, '.', '_', '/' or '-', at most 128 characters", k)
+		if err := labelNameError(k); err != nil {
+			v.add("labels."+k, "%v", err)
 		}
-		if val := a.Labels[k]; val == "" || len(val) > 128 || strings.ContainsAny(val, "\x00\n") {
-			v.add("labels."+k, "label value must be 1..128 characters on one line")
+		if err := labelValueError(a.Labels[k]); err != nil {
+			v.add("labels."+k, "%v", err)
 		}
 	}
 	if a.Replicas < 0 || a.Replicas > MaxReplicas {
@@ -871,6 +871,28 @@ func normalSignal(s string) (string, bool) {
 
 // StopSig is the signal that asks an instance to stop.
 func (a *App) StopSig() syscall.Signal { return signals[a.StopSignal] }
+
+// CheckLabel refuses a node label that no spec's labels could select.
+func CheckLabel(name, value string) error {
+	if err := labelNameError(name); err != nil {
+		return err
+	}
+	return labelValueError(value)
+}
+
+func labelNameError(name string) error {
+	if !labelRe.MatchString(name) || len(name) > 128 {
+		return fmt.Errorf("label name %q: want a letter or digit, then letters, digits, '.', '_', '/' or '-', at most 128 characters", name)
+	}
+	return nil
+}
+
+func labelValueError(value string) error {
+	if value == "" || len(value) > 128 || strings.ContainsAny(value, "\x00\n") {
+		return errors.New("label value must be 1..128 characters on one line")
+	}
+	return nil
+}
 
 // Selects reports whether the node with this id and labels runs the app.
 func (a *App) Selects(nodeID string, labels map[string]string) bool {
