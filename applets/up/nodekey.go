@@ -2,6 +2,8 @@ package up
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,13 +35,48 @@ type nodeKey struct {
 	// adopting says an earlier start made the key and did not finish
 	// signing the values stored before it.
 	adopting bool
+	// pending are the values that start listed to sign, as adoptKey
+	// names them, with the sha256 of each: a resumed start signs only
+	// those, as they were, and never what was stored since.
+	pending map[string]string
 }
 
 // adoptingSuffix names the file that exists, beside the node key, from
 // before the key is written until every value stored before signing is
 // signed: a start cut short in between resumes from it. Only narun up
 // writes it, in its data dir, so no app can ask for values to be signed.
+// It lists the values to sign, one "bucket key sha256" a line: while the
+// key exists nodes refuse unsigned values, so one stored after the first
+// start is an app's plant, not one that ran before signing, and a start
+// that signed whatever it found unsigned would vouch for it.
 const adoptingSuffix = ".adopting"
+
+// adoptKey names a value in the adopting file's list.
+func adoptKey(bucket, key string) string { return bucket + " " + key }
+
+func digest(value []byte) string {
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:])
+}
+
+// readAdopting reads the list of the adopting file. A line it cannot
+// read names no value, so that value stays unsigned: refused, not run
+// unseen.
+func readAdopting(path string) (map[string]string, error) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the list of values to sign: %w", err)
+	}
+	pending := map[string]string{}
+	for line := range strings.Lines(string(text)) {
+		f := strings.Fields(line)
+		if len(f) != 3 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		pending[adoptKey(f[0], f[1])] = f[2]
+	}
+	return pending, nil
+}
 
 // readNodeKey reads the node key of dataDir, or makes a new one that save
 // writes.
@@ -47,8 +84,14 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 	path := filepath.Join(dataDir, signing.NodeKeyFile)
 	key, err := signing.LoadKey(path)
 	if err == nil {
-		_, serr := os.Lstat(path + adoptingSuffix)
-		return &nodeKey{key: key, path: path, adopting: serr == nil}, nil
+		nk := &nodeKey{key: key, path: path}
+		if _, serr := os.Lstat(path + adoptingSuffix); serr == nil {
+			if nk.pending, err = readAdopting(path + adoptingSuffix); err != nil {
+				return nil, fmt.Errorf("node signing key: %w", err)
+			}
+			nk.adopting = true
+		}
+		return nk, nil
 	}
 	if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
 		return nil, fmt.Errorf("node %w (or set trusted_keys, or --signing=false)", err)
@@ -89,7 +132,11 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 			return fmt.Errorf("node signing key: %w", err)
 		}
 		if len(unsigned) > 0 {
-			if err := writeSynced(k.path+adoptingSuffix, []byte("narun up is signing the specs stored before this node had a key\n")); err != nil {
+			note := []byte("# narun up is signing these values, stored before this node had a key; a start cut short signs the rest\n")
+			for _, v := range unsigned {
+				note = fmt.Appendf(note, "%s %s\n", adoptKey(v.bucket, v.key), digest(v.value))
+			}
+			if err := writeSynced(k.path+adoptingSuffix, note); err != nil {
 				return fmt.Errorf("node signing key: %w", err)
 			}
 		}
@@ -97,6 +144,8 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 			return fmt.Errorf("node signing key: %w", err)
 		}
 		k.text = nil
+	} else {
+		unsigned = k.listed(unsigned, log)
 	}
 	for i, v := range unsigned {
 		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.value), v.rev); err != nil {
@@ -112,6 +161,25 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	}
 	k.adopting = false
 	return nil
+}
+
+// listed keeps of the unsigned values those the adopting file lists with
+// the same content, and warns of the others, which stay refused.
+func (k *nodeKey) listed(unsigned []stored, log *slog.Logger) []stored {
+	var keep []stored
+	var left []string
+	for _, v := range unsigned {
+		if want, ok := k.pending[adoptKey(v.bucket, v.key)]; ok && want == digest(v.value) {
+			keep = append(keep, v)
+			continue
+		}
+		left = append(left, v.bucket+"/"+v.key)
+	}
+	if len(left) > 0 {
+		log.Warn("unsigned values stored after the node key was made are not signed with it: nodes refuse them; deploy them again with narun ctl if they are yours",
+			"values", strings.Join(left, ", "))
+	}
+	return keep
 }
 
 // scanAttempt bounds one try of scan: JetStream leaves requests

@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -152,7 +153,9 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 
 // A start cut short while signing the values stored before signing
 // leaves the key and a note beside it; the next start signs the rest with
-// that key, rather than leaving them refused as a stranger's.
+// that key, rather than leaving them refused as a stranger's. It signs
+// only what the note lists: a spec stored unsigned since, while the key
+// made nodes refuse it, is an app's plant and stays refused.
 func TestUpResumesAdoption(t *testing.T) {
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upcut", "--signing=false")
@@ -166,18 +169,27 @@ func TestUpResumesAdoption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile+".adopting", nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := signing.WriteKeyFile(keyFile, key.File()); err != nil {
-		t.Fatal(err)
-	}
 	apps := appsKV(t, natsAddr)
 	spec, err := apps.Get(context.Background(), "old")
 	if err != nil {
 		t.Fatal(err)
 	}
+	route, err := bucket(t, natsAddr, names.RoutesBucket).Get(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	note := fmt.Sprintf("# list\n%s old %x\n%s old %x\n", names.AppsBucket, sha256.Sum256(spec.Value()), names.RoutesBucket, sha256.Sum256(route.Value()))
+	if err := os.WriteFile(keyFile+".adopting", []byte(note), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WriteKeyFile(keyFile, key.File()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := apps.Update(context.Background(), "old", key.Sign(spec.Value()), spec.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(spec.Value()), `name = "old"`, `name = "rogue"`, 1)
+	if _, err := apps.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
 		t.Fatal(err)
 	}
 	stopUp(t, cmd, out, 20*time.Second)
@@ -208,10 +220,19 @@ func TestUpResumesAdoption(t *testing.T) {
 	if _, err := os.Lstat(keyFile + ".adopting"); !os.IsNotExist(err) {
 		t.Errorf("adopting note left after the values were signed: %v", err)
 	}
+	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
+		t.Errorf("spec stored after the key was made signed by the resumed start: %v\n%s", err, v.Value())
+	}
+	if !strings.Contains(out.String(), "narun-apps/rogue") {
+		t.Errorf("startup log does not name the value it left unsigned:\n%s", out.String())
+	}
 	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
 		st := appStatus(t, natsAddr, dataDir, "old")
 		return st.Ready == 1 && st.SignedBy == key.Public()
 	})
+	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
+		t.Errorf("planted spec runs: %+v", st)
+	}
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
