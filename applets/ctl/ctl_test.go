@@ -1802,3 +1802,42 @@ func TestShortDuration(t *testing.T) {
 		t.Errorf("ago(zero) = %q, want -", got)
 	}
 }
+
+// A sealed secret is not signed: one left in the history of narun-secrets,
+// which any app can read, and planted again would still open, handing the
+// app the value the operator replaced. secret set and secret rotate keep
+// only the value they store.
+func TestSecretSetKeepsNoEarlierCiphertext(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.ok("leaked\n", "--key-file", key, "secret", "set", "db")
+	h.ok("fresh\n", "--key-file", key, "secret", "set", "db")
+	ctx := context.Background()
+	kv, err := h.js.KeyValue(ctx, names.SecretsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	history := func(when string) {
+		t.Helper()
+		revs, err := kv.History(ctx, "db")
+		if err != nil {
+			t.Fatalf("%s: history: %v", when, err)
+		}
+		if len(revs) != 1 {
+			t.Errorf("%s: %d sealed values of db stored, want only the latest", when, len(revs))
+		}
+	}
+	history("after secret set")
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	h.ok("", "--key-file", key, "secret", "rotate")
+	history("after secret rotate")
+	ring, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := secrets.Get(ctx, kv, ring, "db"); err != nil || string(v) != "fresh" {
+		t.Errorf("db after rotate: %q, %v; want \"fresh\"", v, err)
+	}
+}

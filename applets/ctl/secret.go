@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/atomicfile"
@@ -117,7 +118,27 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := secrets.Put(octx, kv, ring, name, value); err != nil {
 		return err
 	}
+	if err := e.dropEarlierSealed(octx, name); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
+	return nil
+}
+
+// dropEarlierSealed purges every stored value of the secret but the
+// latest. Any app may read narun-secrets on a default device and write it
+// through JetStream (docs/SECURITY.md), and a sealed value is not signed:
+// an earlier one left in the bucket's history, planted again, still opens
+// with the same key, and would give the app the value the operator
+// replaced, perhaps because it leaked.
+func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
+	st, err := e.js.Stream(ctx, "KV_"+names.SecretsBucket)
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+names.SecretsBucket+"."+name), jetstream.WithPurgeKeep(1))
+	}
+	if err != nil {
+		return fmt.Errorf("secret %s is stored, but its earlier sealed values were not purged from the history of %s (set it again to retry): %w", name, names.SecretsBucket, err)
+	}
 	return nil
 }
 
@@ -261,6 +282,16 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Until the old key leaves the key files, the copies it sealed would
+	// open if planted again.
+	for _, n := range done {
+		octx, cancel := e.op(ctx)
+		err := e.dropEarlierSealed(octx, n)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(e.out(), "%d secret(s) re-encrypted; every secret now uses key %s\n", len(done), ring.PrimaryID())
 	return nil
