@@ -280,18 +280,16 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	for _, n := range done {
 		fmt.Fprintf(e.out(), "re-encrypted %s with key %s\n", n, ring.PrimaryID())
 	}
-	if err != nil {
-		return err
-	}
 	// Until the old key leaves the key files, the copies it sealed would
 	// open if planted again.
 	for _, n := range done {
 		octx, cancel := e.op(ctx)
-		err := e.dropEarlierSealed(octx, n)
+		perr := e.dropEarlierSealed(octx, n)
 		cancel()
-		if err != nil {
-			return err
-		}
+		err = errors.Join(err, perr)
+	}
+	if err != nil {
+		return fmt.Errorf("secret rotate: %d secret(s) re-encrypted, but not all: %w", len(done), err)
 	}
 	fmt.Fprintf(e.out(), "%d secret(s) re-encrypted; every secret now uses key %s\n", len(done), ring.PrimaryID())
 	return nil

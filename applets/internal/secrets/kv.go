@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,6 +40,11 @@ func Get(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) ([]by
 // Rotate re-seals every secret not sealed with the primary key, keeping
 // each value, and returns the names it rewrote. A concurrent update of a
 // secret wins over its rotation (the write is conditional on the revision).
+// A secret it cannot re-seal (one that does not open, say) is named in the
+// error and the others are still rotated: any app can write the bucket on
+// a default device (docs/SECURITY.md), and one value it planted must not
+// keep the rest sealed under a key the operator is retiring, perhaps
+// because it leaked.
 func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) ([]string, error) {
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
@@ -49,34 +55,51 @@ func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) ([]string, erro
 		keys = append(keys, k)
 	}
 	var done []string
+	var errs []error
 	for _, name := range keys {
-		e, err := kv.Get(ctx, name)
+		rotated, err := rotate(ctx, kv, r, name)
 		if err != nil {
-			return done, fmt.Errorf("fetch secret %q: %w", name, err)
-		}
-		s, err := Unmarshal(e.Value())
-		if err != nil {
-			return done, fmt.Errorf("secret %q: %w", name, err)
-		}
-		if s.KeyID == r.PrimaryID() {
+			errs = append(errs, err)
 			continue
 		}
-		v, err := r.Open(name, s)
-		if err != nil {
-			return done, err
+		if rotated {
+			done = append(done, name)
 		}
-		ns, err := r.Seal(name, v)
-		if err != nil {
-			return done, err
-		}
-		b, err := ns.Marshal()
-		if err != nil {
-			return done, fmt.Errorf("encode secret %q: %w", name, err)
-		}
-		if _, err := kv.Update(ctx, name, b, e.Revision()); err != nil {
-			return done, fmt.Errorf("store rotated secret %q: %w", name, err)
-		}
-		done = append(done, name)
 	}
-	return done, nil
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("list secrets: %w", err))
+	}
+	return done, errors.Join(errs...)
+}
+
+// rotate re-seals the secret called name with the primary key, unless it
+// already is.
+func rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) (bool, error) {
+	e, err := kv.Get(ctx, name)
+	if err != nil {
+		return false, fmt.Errorf("fetch secret %q: %w", name, err)
+	}
+	s, err := Unmarshal(e.Value())
+	if err != nil {
+		return false, fmt.Errorf("secret %q: %w", name, err)
+	}
+	if s.KeyID == r.PrimaryID() {
+		return false, nil
+	}
+	v, err := r.Open(name, s)
+	if err != nil {
+		return false, err
+	}
+	ns, err := r.Seal(name, v)
+	if err != nil {
+		return false, err
+	}
+	b, err := ns.Marshal()
+	if err != nil {
+		return false, fmt.Errorf("encode secret %q: %w", name, err)
+	}
+	if _, err := kv.Update(ctx, name, b, e.Revision()); err != nil {
+		return false, fmt.Errorf("store rotated secret %q: %w", name, err)
+	}
+	return true, nil
 }

@@ -144,3 +144,38 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("second rotation rewrote %v (%v)", done, err)
 	}
 }
+
+// A value that does not open, which any app may plant in narun-secrets,
+// is named in the error but does not keep the other secrets under the
+// key being retired.
+func TestRotatePastValuesThatDoNotOpen(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(ctx, js, names.SecretsBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := newKey(t), newKey(t)
+	oldRing := ring(t, old)
+	// Stored first, so listed first.
+	if _, err := kv.Put(ctx, "planted", []byte(`{"v":1,"alg":"AES-256-GCM","key_id":"`+oldRing.PrimaryID()+`","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"AAAA"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Put(ctx, kv, oldRing, "db", []byte("value")); err != nil {
+		t.Fatal(err)
+	}
+	done, err := Rotate(ctx, kv, ring(t, fresh, old))
+	if err == nil || !strings.Contains(err.Error(), `"planted"`) {
+		t.Errorf("rotation error %v does not name the value that does not open", err)
+	}
+	if len(done) != 1 || done[0] != "db" {
+		t.Errorf("rotated %v, want [db]", done)
+	}
+	if v, err := Get(ctx, kv, ring(t, fresh), "db"); err != nil || string(v) != "value" {
+		t.Errorf("db after rotation, with the new key only: %q %v", v, err)
+	}
+}
