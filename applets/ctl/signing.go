@@ -2,7 +2,9 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -68,17 +70,15 @@ func (e *env) signer() (*signing.Key, error) {
 		return signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
 	}
 	path := filepath.Join(e.cfg.DataDir, signing.NodeKeyFile)
-	// The node key is root's on a device run as root: another user's ctl
-	// goes without it, and hears about it only where a node needs it
-	// (deploy's warning).
-	f, err := os.Open(path)
-	if err != nil {
+	key, err := signing.LoadKey(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
+		// The node key is root's on a device run as root: another user's
+		// ctl goes without it, and hears about it only where a node needs
+		// it (deploy's warning).
 		e.log.Debug("no node signing key", "file", path, "err", err)
 		return nil, nil
-	}
-	f.Close()
-	key, err := signing.LoadKey(path)
-	if err != nil {
+	case err != nil:
 		fmt.Fprintf(e.stdio.Stderr, "warning: %v; storing unsigned\n", err)
 		return nil, nil
 	}

@@ -27,9 +27,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/narun/narun/applets/internal/atomicfile"
 )
@@ -82,16 +84,28 @@ func ParseKey(text []byte) (*Key, error) {
 // LoadKey reads a key file, refusing one that others can read: whoever
 // reads it may deploy to every node that trusts it.
 func LoadKey(path string) (*Key, error) {
-	st, err := os.Stat(path)
+	// Opened without blocking and checked on the descriptor: ctl reads the
+	// file a node's heartbeat names, and anyone on NATS may write one. A
+	// FIFO there, or one swapped in after a check of the path, would
+	// otherwise hold ctl in a read that never ends.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("signing key %s is not a regular file (%s)", path, st.Mode().Type())
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("signing key %s has mode %04o: allow only its owner (chmod 600)", path, st.Mode().Perm())
 	}
-	text, err := os.ReadFile(path)
+	text, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
 	k, err := ParseKey(text)
 	if err != nil {
@@ -99,6 +113,10 @@ func LoadKey(path string) (*Key, error) {
 	}
 	return k, nil
 }
+
+// maxKeyFile is far more than a key file holds, and bounds what a large
+// file named as one costs to read.
+const maxKeyFile = 4 << 10
 
 // WriteKeyFile writes a key file that appears whole or not at all, and
 // never replaces one: a lost signing key cannot sign again for the nodes

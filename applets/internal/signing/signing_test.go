@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func newKey(t *testing.T) *Key {
@@ -90,5 +92,32 @@ func TestSignedBy(t *testing.T) {
 	}
 	if pub, err := SignedBy([]byte(strings.Replace(string(signed), `"a"`, `"b"`, 1))); pub != k.Public() || err == nil {
 		t.Errorf("changed after signing: %q, %v, want the key and an error", pub, err)
+	}
+}
+
+// ctl reads the key file a heartbeat names, and anyone on NATS may write
+// a heartbeat: a FIFO there, with the mode of a key file, is refused at
+// once rather than read for ever.
+func TestLoadKeyRefusesAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signing.key")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := LoadKey(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("LoadKey of a FIFO: %v, want it refused as not a regular file", err)
+		}
+	case <-time.After(10 * time.Second):
+		// Unblock the read so that the test binary can end.
+		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("LoadKey of a FIFO still reading after 10s")
 	}
 }
