@@ -39,6 +39,10 @@ type nodeKey struct {
 	// names them, with the sha256 of each: a resumed start signs only
 	// those, as they were, and never what was stored since.
 	pending map[string]string
+	// listedBefore, when set, stands in for pending: the adopting file
+	// is one of a release that listed nothing in it (legacyAdopting),
+	// and the values to sign are those stored before it was written.
+	listedBefore time.Time
 }
 
 // adoptingSuffix names the file that exists, beside the node key, from
@@ -51,6 +55,11 @@ type nodeKey struct {
 // that signed whatever it found unsigned would vouch for it.
 const adoptingSuffix = ".adopting"
 
+// legacyAdopting is the whole adopting file of releases before it listed
+// the values to sign: such a start wrote it before the key, once it had
+// found those values, so they are the unsigned ones stored before it.
+const legacyAdopting = "narun up is signing the specs stored before this node had a key\n"
+
 // adoptKey names a value in the adopting file's list.
 func adoptKey(bucket, key string) string { return bucket + " " + key }
 
@@ -62,10 +71,19 @@ func digest(value []byte) string {
 // readAdopting reads the list of the adopting file. A line it cannot
 // read names no value, so that value stays unsigned: refused, not run
 // unseen.
-func readAdopting(path string) (map[string]string, error) {
+// An adopting file of an earlier release, which lists nothing, returns
+// the time it was written instead.
+func readAdopting(path string) (map[string]string, time.Time, error) {
 	text, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read the list of values to sign: %w", err)
+		return nil, time.Time{}, fmt.Errorf("read the list of values to sign: %w", err)
+	}
+	if string(text) == legacyAdopting {
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("read the list of values to sign: %w", err)
+		}
+		return nil, st.ModTime(), nil
 	}
 	pending := map[string]string{}
 	for line := range strings.Lines(string(text)) {
@@ -75,7 +93,7 @@ func readAdopting(path string) (map[string]string, error) {
 		}
 		pending[adoptKey(f[0], f[1])] = f[2]
 	}
-	return pending, nil
+	return pending, time.Time{}, nil
 }
 
 // readNodeKey reads the node key of dataDir, or makes a new one that save
@@ -86,7 +104,7 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 	if err == nil {
 		nk := &nodeKey{key: key, path: path}
 		if _, serr := os.Lstat(path + adoptingSuffix); serr == nil {
-			if nk.pending, err = readAdopting(path + adoptingSuffix); err != nil {
+			if nk.pending, nk.listedBefore, err = readAdopting(path + adoptingSuffix); err != nil {
 				return nil, fmt.Errorf("node signing key: %w", err)
 			}
 			nk.adopting = true
@@ -169,6 +187,10 @@ func (k *nodeKey) listed(unsigned []stored, log *slog.Logger) []stored {
 	var keep []stored
 	var left []string
 	for _, v := range unsigned {
+		if !k.listedBefore.IsZero() && !v.created.After(k.listedBefore) {
+			keep = append(keep, v)
+			continue
+		}
 		if want, ok := k.pending[adoptKey(v.bucket, v.key)]; ok && want == digest(v.value) {
 			keep = append(keep, v)
 			continue
@@ -277,6 +299,8 @@ type stored struct {
 	key    string
 	value  []byte
 	rev    uint64
+	// created is when the server stored the value.
+	created time.Time
 }
 
 // scan reads the unsigned values of narun-apps and narun-routes, and
@@ -320,7 +344,7 @@ func (k *nodeKey) scan(ctx context.Context, nc *nats.Conn) ([]stored, map[string
 				}
 				continue
 			}
-			unsigned = append(unsigned, stored{kv: kv, bucket: bucket, key: name, value: e.Value(), rev: e.Revision()})
+			unsigned = append(unsigned, stored{kv: kv, bucket: bucket, key: name, value: e.Value(), rev: e.Revision(), created: e.Created()})
 		}
 		// The key channel closes alike when the listing ends and when ctx
 		// does: a cut-short listing must not pass for the whole bucket.

@@ -236,6 +236,68 @@ func TestUpResumesAdoption(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
+// An adoption cut short by a release that listed nothing in its adopting
+// file (af9fc39, testdata/adopting-af9fc39) is resumed by this one: the
+// unsigned values stored before that file are signed and run, and one
+// stored after it stays refused.
+func TestUpResumesAdoptionOfEarlierRelease(t *testing.T) {
+	dataDir := t.TempDir()
+	natsAddr, cmd, out := startNode(t, dataDir, "upold", "--signing=false")
+	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upold"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("unsigned deploy with --signing=false: exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	// What that release left when cut short before it signed anything.
+	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
+	note, err := os.ReadFile("testdata/adopting-af9fc39")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile+".adopting", note, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Written after every value of old, before the plant below.
+	written := time.Now()
+	if err := os.Chtimes(keyFile+".adopting", written, written); err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signing.WriteKeyFile(keyFile, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	apps := appsKV(t, natsAddr)
+	spec, err := apps.Get(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(spec.Value()), `name = "old"`, `name = "rogue"`, 1)
+	if _, err := apps.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
+		t.Fatal(err)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+
+	natsAddr, cmd, out = startNode(t, dataDir, "upold")
+	if !strings.Contains(out.String(), "values=2") {
+		t.Errorf("startup log does not say it signed the spec and route entry of old:\n%s", out.String())
+	}
+	if _, err := os.Lstat(keyFile + ".adopting"); !os.IsNotExist(err) {
+		t.Errorf("adopting note left after the values were signed: %v", err)
+	}
+	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
+		t.Errorf("spec stored after the adopting file signed by the resumed start: %v\n%s", err, v.Value())
+	}
+	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
+		st := appStatus(t, natsAddr, dataDir, "old")
+		return st.Ready == 1 && st.SignedBy == key.Public()
+	})
+	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
+		t.Errorf("planted spec runs: %+v", st)
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
 // A node key made anew over a data dir that already holds signed values,
 // its key file lost, signs nothing: the unsigned values there are ones
 // nodes refused, planted perhaps, not ones that ran before signing.
