@@ -81,7 +81,7 @@ const raiseTimeout = 3 * time.Second
 // log (nil discards) hears of replicas added, or fewer than Replicas.
 func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.KeyValue, error) {
 	log = orDiscard(log)
-	kv, err := js.KeyValue(ctx, bucket)
+	kv, err := resent(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucket) })
 	if err == nil {
 		raise(ctx, js, "KV_"+bucket, nil, log)
 		return kv, nil
@@ -111,7 +111,7 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Lo
 // Objects opens a narun object store, creating it first if it does not exist.
 func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.ObjectStore, error) {
 	log = orDiscard(log)
-	obs, err := js.ObjectStore(ctx, bucket)
+	obs, err := resent(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, bucket) })
 	if err == nil {
 		raise(ctx, js, "OBJ_"+bucket, nil, log)
 		return obs, nil
@@ -140,7 +140,7 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *sl
 // LogsStream opens NARUN_LOGS, creating it first if it does not exist.
 func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.Stream, error) {
 	log = orDiscard(log)
-	s, err := js.Stream(ctx, names.LogsStream)
+	s, err := resent(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, names.LogsStream) })
 	if err == nil {
 		raise(ctx, js, names.LogsStream, s.CachedInfo(), log)
 		return s, nil
@@ -177,6 +177,32 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 		return nil, fmt.Errorf("create stream %s: %w", names.LogsStream, err)
 	}
 	return s, nil
+}
+
+// firstResend is how long the first lookup of a bucket waits for an answer
+// before it is sent again. A server that has just joined its cluster again
+// (a member restarted) drops the JetStream requests it gets in its first
+// moments without a word: one lookup left to wait out the caller's whole
+// timeout kept a runner from reading narun-apps in time, and it started
+// the apps of its cached specs, deleted and outdated ones included, while
+// the majority had the current ones. The same request sent again is
+// answered at once.
+const firstResend = time.Second
+
+// resent calls lookup, which must have no effect but its answer, and calls
+// it again each time it gets no answer in time, waiting twice as long each
+// time, until ctx ends.
+func resent[T any](ctx context.Context, lookup func(context.Context) (T, error)) (T, error) {
+	wait := firstResend
+	for {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		v, err := lookup(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return v, err
+		}
+		wait *= 2
+	}
 }
 
 // minLogsBytes is the smallest log history LogsStream settles for.
