@@ -247,9 +247,15 @@ func retry[T any](ctx context.Context, grow bool, f func(context.Context) (T, er
 // has no leader now.
 func unanswered(err error) bool {
 	var api *jetstream.APIError
+	// Key listings and watches create their consumer through nats.go's
+	// older JetStream API, whose errors are of its own type: without it, a
+	// listing during a leader election failed at once instead of being
+	// sent again.
+	var legacy *nats.APIError
 	return unsure(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-		errors.As(err, &api) && api.ErrorCode == jsClusterNotAvail
+		errors.As(err, &api) && api.ErrorCode == jsClusterNotAvail ||
+		errors.As(err, &legacy) && legacy.ErrorCode == nats.JSErrCodeJetStreamNotAvailable
 }
 
 // unsure reports whether err leaves open whether the request was carried

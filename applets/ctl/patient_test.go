@@ -106,3 +106,47 @@ func TestSentAgainAfterALostAnswer(t *testing.T) {
 		t.Fatalf("update overwritten meanwhile: %v, want a conflict", err)
 	}
 }
+
+// leaderless answers the first listing of keys as a member of a group with
+// no leader does through nats.go's older API, which key listings use.
+type leaderless struct {
+	jetstream.KeyValue
+	answered bool
+}
+
+func (kv *leaderless) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error) {
+	if !kv.answered {
+		kv.answered = true
+		return nil, &nats.APIError{Code: 503, ErrorCode: nats.JSErrCodeJetStreamNotAvailable, Description: "JetStream system temporarily unavailable"}
+	}
+	return kv.KeyValue.ListKeys(ctx, opts...)
+}
+
+// A listing that JetStream answers with "temporarily unavailable" (a
+// stream electing its leader) is sent again, as every other request is.
+func TestListingSentAgainWhileLeaderless(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := store.KV(ctx, js, names.NodesBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, "edge-1", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := patientKV{&leaderless{KeyValue: raw}}.ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("listing through a leader election: %v", err)
+	}
+	var keys []string
+	for k := range l.Keys() {
+		keys = append(keys, k)
+	}
+	if len(keys) != 1 || keys[0] != "edge-1" {
+		t.Fatalf("listed %v, want [edge-1]", keys)
+	}
+}
