@@ -65,6 +65,12 @@ type waiter struct {
 	// ran says a process of the rollout started: only then can the
 	// app's output say why the rollout failed.
 	ran bool
+	// selected holds the nodes the spec selects by their labels that a
+	// heartbeat read during the rollout listed. A runner that stops
+	// removes its heartbeat: one restarted during the rollout (a rolling
+	// upgrade) would otherwise drop out of it without a word, and the
+	// rollout pass with its instances neither started nor counted.
+	selected map[string]bool
 }
 
 // healthyRun is since when a process of an instance has been healthy, on
@@ -81,7 +87,7 @@ type healthyRun struct {
 // newWaiter subscribes to app's events and reads which of its instances
 // have already ended; call it before writing the spec.
 func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
-	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}}
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}, selected: map[string]bool{}}
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
@@ -93,6 +99,7 @@ func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
 		// before the write may end the wait early, and no more.
 		e.log.Debug("read heartbeats before the write", "err", err)
 	}
+	w.noteSelected(nodes)
 	for node, byID := range reported(nodes, app.Name) {
 		for id, in := range byID {
 			if in.State.Final() {
@@ -104,6 +111,27 @@ func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
 }
 
 func (w *waiter) stop() { _ = w.sub.Unsubscribe() }
+
+func (w *waiter) noteSelected(nodes []state.Node) {
+	for _, n := range nodes {
+		if w.app.ReplicasOn(n.ID, n.Labels) > 0 {
+			w.selected[n.ID] = true
+		}
+	}
+}
+
+// stopped names the selected nodes whose heartbeat was read during the
+// rollout and is gone now; evaluate already names those the spec lists.
+func (w *waiter) stopped(nodes []state.Node) []string {
+	var out []string
+	for id := range w.selected {
+		if !slices.Contains(w.app.Nodes, id) && !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+			out = append(out, id+" (its runner stopped during the rollout)")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 // logsHint ends a rollout's error with where the app's output is, once a
 // process of it ran: why it exits or never answers is nearly always there.
@@ -173,6 +201,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		}
 		nodes, read, readErr = ns, true, nil
 		w.forget(ns)
+		w.noteSelected(ns)
 		for _, n := range ns {
 			for _, in := range n.Instances {
 				if in.App == w.app.Name {
@@ -211,6 +240,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			// rollout is done once the heartbeats show nothing stopping.
 			hb := evaluate(w.app, nodes, w.reported(nodes), w.healthy, now, w.e.serverNow())
 			if len(hb.Waiting) == 0 {
+				r.Down = append(r.Down, w.stopped(nodes)...)
 				if len(r.Down) > 0 {
 					fmt.Fprintf(w.e.stdio.Stderr, "warning: %s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)\n", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
 				}

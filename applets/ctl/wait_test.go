@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"runtime"
@@ -355,4 +356,48 @@ func startWaitingDeploy(t *testing.T) (*harness, chan result, *testutil.LogBuffe
 		return ok
 	})
 	return h, done, seen
+}
+
+// A runner stopped during a rollout (a rolling restart of the devices)
+// removes its heartbeat. The rollout does not wait for it, as for a node
+// that is down, but says that the spec did not reach it, instead of
+// passing as if that node had never been selected.
+func TestWaitWarnsOfARunnerStoppedDuringTheRollout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	edge := map[string]string{"role": "edge"}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: edge})
+	done := make(chan result, 1)
+	go func() {
+		done <- h.run("", "deploy", h.file("edge.toml", `name = "edge"
+version = "1.0.0"
+labels = { role = "edge" }
+health = { min_healthy = "100ms" }
+`), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+	}()
+	var stored []byte
+	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
+		var ok bool
+		stored, ok = h.get(names.AppsBucket, "edge")
+		return ok
+	})
+	app, _, err := spec.ParseStored("edge.toml", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kv(names.NodesBucket).Delete(context.Background(), "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	healthy := state.Instance{App: "edge", Node: "node-1", ID: "0-a", State: state.Healthy, PID: 1, Fingerprint: app.Fingerprint(runtime.GOARCH), Version: "1.0.0", Since: now.Add(-time.Minute)}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge, Time: now, Instances: []state.Instance{healthy}})
+	select {
+	case r := <-done:
+		if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (its runner stopped during the rollout)") {
+			t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("deploy --wait still waiting with node-1 healthy and node-2 stopped")
+	}
 }
