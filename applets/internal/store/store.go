@@ -223,6 +223,7 @@ func outOfStorage(err error) bool {
 // elected, which has not yet heard what any member can hold: create tries
 // again until ctx ends.
 func create(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger, try func(replicas int) error) error {
+	try = againIfStoreFailed(ctx, try)
 	if js.Conn().ConnectedClusterName() == "" {
 		// A server that is no cluster member: nowhere to put a copy.
 		return try(1)
@@ -247,6 +248,39 @@ func create(ctx context.Context, js jetstream.JetStream, name string, log *slog.
 // placeRetry is how long create waits before asking a cluster that could
 // place no replica at all again.
 const placeRetry = 250 * time.Millisecond
+
+// againIfStoreFailed makes try ask again, a few times, when the server
+// answers that it could not make the stream's store: nats-server has given
+// that answer, once, to a cluster just formed and to a stream created again
+// right after it was deleted, and the same request then succeeded. A store
+// that cannot be made (a data dir not writable) still fails, a second later.
+func againIfStoreFailed(ctx context.Context, try func(replicas int) error) func(int) error {
+	return func(replicas int) error {
+		err := try(replicas)
+		for range storeFailedRetries {
+			if !storeFailed(err) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(placeRetry):
+			}
+			err = try(replicas)
+		}
+		return err
+	}
+}
+
+// storeFailedRetries bounds againIfStoreFailed.
+const storeFailedRetries = 4
+
+// storeFailed reports whether JetStream refused to create a stream because
+// it could not make its store (nats-server's errStreamStoreFailed).
+func storeFailed(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == codeStreamCreate && strings.Contains(apiErr.Description, "error creating store")
+}
 
 // tryFewer calls try with Replicas, then fewer while the cluster cannot
 // place that many, and says how many it asked for last.
@@ -312,10 +346,11 @@ func raise(ctx context.Context, js jetstream.JetStream, stream string, info *jet
 }
 
 // JetStream API error codes (nats-server's JSClusterNoPeersErrF,
-// JSInsufficientResourcesErr, JSStorageResourcesExceededErr,
-// JSStreamReplicasNotSupportedErr).
+// JSStreamCreateErrF, JSInsufficientResourcesErr,
+// JSStorageResourcesExceededErr, JSStreamReplicasNotSupportedErr).
 const (
 	codeNoPeers              = 10005
+	codeStreamCreate         = 10049
 	codeInsufficientResource = 10023
 	codeStorageExceeded      = 10047
 	codeReplicasNotSupported = 10074

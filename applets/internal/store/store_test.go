@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +129,35 @@ func TestTidy(t *testing.T) {
 	}
 	if Tidy(nil) != nil {
 		t.Error("Tidy(nil) is not nil")
+	}
+}
+
+// nats-server has refused, once each, to make the store of a stream in a
+// cluster just formed and of one created again right after its deletion,
+// and made it when asked again: KV asks again. A file where the stream's
+// directory goes fails the first creation (nats-server removes it as it
+// cleans up after the failure).
+func TestKVAsksAgainWhenTheStoreFailed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	logs := &testutil.LogBuffer{}
+	srv := natstest.StartConfig(t, embednats.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := filepath.Join(dir, "jetstream", "jetstream", "$G", "streams")
+	if err := os.MkdirAll(streams, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(streams, "KV_"+names.RoutesBucket), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := KV(ctx, js, names.RoutesBucket, nil); err != nil {
+		t.Fatalf("a store refused once was not asked for again: %v", err)
+	}
+	if !strings.Contains(logs.String(), "Stream create failed for '$G > KV_"+names.RoutesBucket+"'") {
+		t.Fatalf("the first creation did not fail, so nothing was tested:\n%s", logs.String())
 	}
 }
