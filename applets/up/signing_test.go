@@ -217,23 +217,31 @@ func TestUpResumesAdoption(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d route entries, want the one of old", n)
 	}
+	expectResumed(t, natsAddr, dataDir, keyFile, key, out)
+	if !strings.Contains(out.String(), "narun-apps/rogue") {
+		t.Errorf("startup log does not name the value it left unsigned:\n%s", out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// expectResumed checks what a resumed adoption leaves: no adopting file,
+// old signed by the node key and running, the planted rogue unsigned and
+// not running.
+func expectResumed(t *testing.T, natsAddr, dataDir, keyFile string, key *signing.Key, out *testutil.LogBuffer) {
+	t.Helper()
 	if _, err := os.Lstat(keyFile + ".adopting"); !os.IsNotExist(err) {
 		t.Errorf("adopting note left after the values were signed: %v", err)
 	}
 	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
-		t.Errorf("spec stored after the key was made signed by the resumed start: %v\n%s", err, v.Value())
-	}
-	if !strings.Contains(out.String(), "narun-apps/rogue") {
-		t.Errorf("startup log does not name the value it left unsigned:\n%s", out.String())
+		t.Errorf("spec planted during the adoption signed by the resumed start: %v\n%s", err, v.Value())
 	}
 	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
 		st := appStatus(t, natsAddr, dataDir, "old")
 		return st.Ready == 1 && st.SignedBy == key.Public()
 	})
 	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
-		t.Errorf("planted spec runs: %+v", st)
+		t.Errorf("planted spec runs: %+v\nnarun up:\n%s", st, out.String())
 	}
-	stopUp(t, cmd, out, 20*time.Second)
 }
 
 // An adoption cut short by a release that listed nothing in its adopting
@@ -282,19 +290,7 @@ func TestUpResumesAdoptionOfEarlierRelease(t *testing.T) {
 	if !strings.Contains(out.String(), "values=2") {
 		t.Errorf("startup log does not say it signed the spec and route entry of old:\n%s", out.String())
 	}
-	if _, err := os.Lstat(keyFile + ".adopting"); !os.IsNotExist(err) {
-		t.Errorf("adopting note left after the values were signed: %v", err)
-	}
-	if v, err := appsKV(t, natsAddr).Get(context.Background(), "rogue"); err != nil || strings.Contains(string(v.Value()), "narun-signature") {
-		t.Errorf("spec stored after the adopting file signed by the resumed start: %v\n%s", err, v.Value())
-	}
-	testutil.Eventually(t, 30*time.Second, "old runs, signed by the node key", func() bool {
-		st := appStatus(t, natsAddr, dataDir, "old")
-		return st.Ready == 1 && st.SignedBy == key.Public()
-	})
-	if st := appStatus(t, natsAddr, dataDir, "rogue"); st.Ready != 0 {
-		t.Errorf("planted spec runs: %+v", st)
-	}
+	expectResumed(t, natsAddr, dataDir, keyFile, key, out)
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
