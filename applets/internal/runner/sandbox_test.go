@@ -58,17 +58,18 @@ func startSandboxRunner(t *testing.T, c *cluster, mod func(*Options)) *testRunne
 func appUID(t *testing.T, launcher int) int {
 	t.Helper()
 	var child int
+	// Any thread of the launcher may have forked the child, and a child
+	// is listed under the thread that forked it.
 	testutil.Eventually(t, 5*time.Second, "the launcher's child", func() bool {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", launcher, launcher))
-		if err != nil {
-			return false
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", launcher))
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+				child, _ = strconv.Atoi(f[0])
+				return true
+			}
 		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			return false
-		}
-		child, _ = strconv.Atoi(f[0])
-		return true
+		return false
 	})
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
 	if err != nil {
