@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // isGRPC tells a gRPC request by its content type. gRPC-Web
@@ -24,6 +25,46 @@ func isGRPC(contentType []string) bool {
 // are HTTP statuses, which Connect clients read, so it is no isGRPC.
 func isConnectStream(contentType []string) bool {
 	return len(contentType) > 0 && strings.HasPrefix(contentType[0], "application/connect+")
+}
+
+// grpcTimeout reads a gRPC client's deadline from its Grpc-Timeout header:
+// at most 8 digits and a unit (H, M, S, m, u, n), as gRPC's HTTP/2 mapping
+// has it. ok is false for a missing or malformed value, which the gateway
+// leaves to the service to judge; one beyond time.Duration's range is the
+// longest duration, which no route's timeout exceeds.
+func grpcTimeout(v []string) (d time.Duration, ok bool) {
+	if len(v) == 0 || len(v[0]) < 2 || len(v[0]) > 9 {
+		return 0, false
+	}
+	s := v[0]
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	var n int64
+	for _, c := range []byte(s[:len(s)-1]) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > int64(time.Duration(1<<63-1)/unit) {
+		return 1<<63 - 1, true
+	}
+	return time.Duration(n) * unit, true
 }
 
 // gRPC status codes the gateway's own errors map to.

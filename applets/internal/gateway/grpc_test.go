@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -204,6 +205,85 @@ func TestIsGRPC(t *testing.T) {
 		if got := isGRPC(h); got != want {
 			t.Errorf("isGRPC(%q) = %v, want %v", ct, got, want)
 		}
+	}
+}
+
+func TestGRPCTimeout(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{
+		"1496882u":  1496882 * time.Microsecond,
+		"5S":        5 * time.Second,
+		"2H":        2 * time.Hour,
+		"3M":        3 * time.Minute,
+		"250m":      250 * time.Millisecond,
+		"99999999n": 99999999,
+		"0m":        0,
+		"99999999H": 1<<63 - 1,
+	} {
+		if got, ok := grpcTimeout([]string{in}); !ok || got != want {
+			t.Errorf("grpcTimeout(%q) = %v, %v; want %v", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "S", "5", "5s", "-5S", "123456789S", "1.5S", " 5S"} {
+		if d, ok := grpcTimeout([]string{in}); ok {
+			t.Errorf("grpcTimeout(%q) = %v, want it refused", in, d)
+		}
+	}
+	if _, ok := grpcTimeout(nil); ok {
+		t.Error("grpcTimeout of no header is ok")
+	}
+}
+
+// TestGRPCDeadlineShortensTimeout checks that a gRPC client's deadline
+// shorter than the route's reaches the service as Narun-Timeout and ends
+// the exchange, as DEADLINE_EXCEEDED; a longer one changes nothing.
+func TestGRPCDeadlineShortensTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/slow.Svc/", Service: "grpcdeadline", Timeout: config.Duration(time.Minute)}))
+	nc := natsConn(t, e)
+	told := make(chan string, 2)
+	if _, err := nc.Subscribe("grpcdeadline", func(m *nats.Msg) {
+		told <- m.Header.Get("Narun-Timeout")
+		if m.Header.Get("Grpc-Timeout") == "1H" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"0"}}})
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := h2cClient(t, e)
+	call := func(timeout string) *http.Response {
+		t.Helper()
+		// A client that sends its deadline and never resets its stream
+		// at it: only the gateway ends the call.
+		req, _ := http.NewRequest("POST", e.hs.URL+"/slow.Svc/Call", strings.NewReader(grpcMessage("hi")))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Grpc-Timeout", timeout)
+		resp, err := h2.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("call with Grpc-Timeout %s: %v", timeout, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	resp := call("300m")
+	if ms, err := strconv.Atoi(<-told); err != nil || ms > 300 || ms < 0 {
+		t.Errorf("Narun-Timeout %d (%v) for Grpc-Timeout 300m, want at most 300", ms, err)
+	}
+	if got, msg := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"); got != "4" || !strings.HasPrefix(msg, "no reply within 300ms") {
+		t.Errorf("Grpc-Status %q, Grpc-Message %q; want 4 (DEADLINE_EXCEEDED), no reply within 300ms", got, msg)
+	}
+
+	resp = call("1H")
+	if ms := <-told; ms != "60000" {
+		t.Errorf("Narun-Timeout %s for Grpc-Timeout 1H on a route of 1m, want 60000", ms)
+	}
+	if got := resp.Header.Get("Grpc-Status"); got != "0" {
+		t.Errorf("Grpc-Status %q for Grpc-Timeout 1H, want 0", got)
 	}
 }
 

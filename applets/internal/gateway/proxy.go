@@ -35,6 +35,9 @@ type exchange struct {
 	in     int64
 	out    int64
 	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
+	// timeout bounds the exchange: the route's, or a gRPC client's
+	// deadline when that is shorter.
+	timeout time.Duration
 	// hasBody is set for a request with a body; bounded once proxy has
 	// bounded the reads and writes of the exchange by the route's timeout
 	// (until then fail bounds those of its answer).
@@ -53,7 +56,7 @@ func (ex *exchange) reset() {
 	clear(ex.hdr)
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
-	ex.grpc, ex.lost = false, nil
+	ex.grpc, ex.lost, ex.timeout = false, nil, 0
 	ex.hasBody, ex.bounded = false, false
 }
 
@@ -155,7 +158,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", "", rid)
 		return
 	}
-	g.proxy(w, r, ex, rt, p, rid, start.Add(rt.timeout))
+	ex.timeout = rt.timeout
+	if ex.grpc {
+		// A gRPC client gives up at its deadline, which the service
+		// must then know: a responder in another language reads only
+		// Narun-Timeout.
+		if d, ok := grpcTimeout(r.Header["Grpc-Timeout"]); ok && d < ex.timeout {
+			ex.timeout = d
+		}
+	}
+	g.proxy(w, r, ex, rt, p, rid, start.Add(ex.timeout))
 }
 
 // serverOptions answers OPTIONS *, a question about the server rather
@@ -308,7 +320,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	var timed *timedBody
 	var bodyIn io.Reader = r.Body
 	idle := time.Duration(g.bodyIdle.Load())
-	if idle >= rt.timeout {
+	if idle >= ex.timeout {
 		idle = 0
 	}
 	if conn != nil && hasBody && !duplex && (idle > 0 || r.ContentLength < 0) {
@@ -396,7 +408,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	lost := ex.lost
 	// Set only now: reading the body's first part may have used some of
 	// the time the service is told it has.
-	ex.vals[8] = timeLeft(rt, rt.timeout-time.Until(deadline))
+	ex.vals[8] = timeLeft(rt, ex.timeout, ex.timeout-time.Until(deadline))
 	ex.msg = nats.Msg{Subject: rt.cfg.Service, Reply: wt.reply, Header: nats.Header(h), Data: first}
 	if err := g.nc.PublishMsg(&ex.msg); err != nil {
 		g.metrics.outcomes[outcomeError].Add(1)
@@ -691,7 +703,7 @@ func interim(w http.ResponseWriter, r *http.Request, src nats.Header, status str
 	h["X-Request-Id"] = rid
 }
 
-// timedOut ends an exchange whose route's timeout is over.
+// timedOut ends an exchange whose timeout is over.
 func (g *Gateway) timedOut(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, wt *waiter, timed *timedBody, headSeen bool, rid string) {
 	g.cancel(rt, wt)
 	if err := timed.failure(); err != nil && !headSeen {
@@ -701,23 +713,31 @@ func (g *Gateway) timedOut(w http.ResponseWriter, r *http.Request, ex *exchange,
 	}
 	g.metrics.outcomes[outcomeTimeout].Add(1)
 	if headSeen {
-		g.abortOrStatus(w, r, ex, rt, http.StatusGatewayTimeout, "not finished within "+rt.timeout.String(), rid, "not finished within the route's timeout of "+rt.timeout.String())
+		g.abortOrStatus(w, r, ex, rt, http.StatusGatewayTimeout, "not finished within "+ex.timeout.String(), rid, "not finished within "+timeoutOrigin(rt, ex)+ex.timeout.String())
 		return
 	}
-	g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+rt.timeout.String(), "", rid)
+	g.failLogged(w, ex, rt, http.StatusGatewayTimeout, "no reply within "+ex.timeout.String(), "no reply within "+timeoutOrigin(rt, ex)+ex.timeout.String(), rid)
+}
+
+// timeoutOrigin names, for the log, whose timeout ended an exchange.
+func timeoutOrigin(rt *route, ex *exchange) string {
+	if ex.timeout < rt.timeout {
+		return "the client's grpc-timeout of "
+	}
+	return "the route's timeout of "
 }
 
 // timeLeft is the Narun-Timeout of a head published elapsed after the
-// request head came in: the route's timeout less elapsed, both in whole
+// request head came in: the exchange's timeout less elapsed, both in whole
 // milliseconds, and never negative (the consumer rejects that). Most heads
-// go out within the first millisecond, and get the string formatted once
-// per route rather than one allocated per request.
-func timeLeft(rt *route, elapsed time.Duration) string {
+// go out within the first millisecond with the route's timeout, and get the
+// string formatted once per route rather than one allocated per request.
+func timeLeft(rt *route, timeout, elapsed time.Duration) string {
 	ms := elapsed.Milliseconds()
-	if ms == 0 {
+	if ms == 0 && timeout == rt.timeout {
 		return rt.timeoutMS
 	}
-	return strconv.FormatInt(max(rt.timeout.Milliseconds()-ms, 0), 10)
+	return strconv.FormatInt(max(timeout.Milliseconds()-ms, 0), 10)
 }
 
 // puller answers a service's pulls of a duplex request body on a
@@ -890,13 +910,13 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
-	code, msg := bodyErrorStatus(rt, err)
+	code, msg := bodyErrorStatus(ex.timeout, err)
 	g.failLogged(w, ex, rt, code, msg, "", rid)
 }
 
 // bodyErrorStatus is the status and message of a request body that could
 // not be read to its end.
-func bodyErrorStatus(rt *route, err error) (int, string) {
+func bodyErrorStatus(timeout time.Duration, err error) (int, string) {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge):
@@ -904,7 +924,7 @@ func bodyErrorStatus(rt *route, err error) (int, string) {
 	case errors.Is(err, errBodyStalled):
 		return http.StatusRequestTimeout, err.Error()
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return http.StatusRequestTimeout, "request body not received within " + rt.timeout.String()
+		return http.StatusRequestTimeout, "request body not received within " + timeout.String()
 	}
 	return http.StatusBadRequest, "read request body: " + err.Error()
 }
@@ -917,7 +937,7 @@ func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex 
 		// client that reset its stream (a cancelled call) reads no status.
 		panic(http.ErrAbortHandler)
 	}
-	code, msg := bodyErrorStatus(rt, err)
+	code, msg := bodyErrorStatus(ex.timeout, err)
 	g.abortOrStatus(w, r, ex, rt, code, msg, rid, msg)
 }
 

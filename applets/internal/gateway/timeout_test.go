@@ -217,12 +217,15 @@ func TestTimeLeft(t *testing.T) {
 		{5 * time.Second, "0"},
 		{6 * time.Second, "0"},
 	} {
-		if got := timeLeft(rt, tc.elapsed); got != tc.want {
+		if got := timeLeft(rt, rt.timeout, tc.elapsed); got != tc.want {
 			t.Errorf("timeLeft after %v = %q, want %q", tc.elapsed, got, tc.want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { _ = timeLeft(rt, 500*time.Microsecond) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _ = timeLeft(rt, rt.timeout, 500*time.Microsecond) }); n != 0 {
 		t.Errorf("timeLeft within the first millisecond allocates %v times", n)
+	}
+	if got := timeLeft(rt, 250*time.Millisecond, 0); got != "250" {
+		t.Errorf("timeLeft of a gRPC deadline of 250ms = %q, want 250", got)
 	}
 }
 
