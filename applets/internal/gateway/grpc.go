@@ -67,6 +67,27 @@ func grpcTimeout(v []string) (d time.Duration, ok bool) {
 	return time.Duration(n) * unit, true
 }
 
+// clientDeadline is the deadline a gRPC client (Grpc-Timeout) or a Connect
+// one (Connect-Timeout-Ms, milliseconds, at most 10 digits) sent with its
+// request.
+func clientDeadline(h http.Header, grpc bool) (time.Duration, bool) {
+	if grpc {
+		return grpcTimeout(h["Grpc-Timeout"])
+	}
+	v := h["Connect-Timeout-Ms"]
+	if len(v) == 0 || len(v[0]) == 0 || len(v[0]) > 10 {
+		return 0, false
+	}
+	var ms int64
+	for _, c := range []byte(v[0]) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		ms = ms*10 + int64(c-'0')
+	}
+	return time.Duration(ms) * time.Millisecond, true
+}
+
 // gRPC status codes the gateway's own errors map to.
 const (
 	grpcUnknown           = 2

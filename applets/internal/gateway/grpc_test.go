@@ -208,7 +208,7 @@ func TestIsGRPC(t *testing.T) {
 	}
 }
 
-func TestGRPCTimeout(t *testing.T) {
+func TestClientDeadline(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]time.Duration{
 		"1496882u":  1496882 * time.Microsecond,
@@ -232,12 +232,26 @@ func TestGRPCTimeout(t *testing.T) {
 	if _, ok := grpcTimeout(nil); ok {
 		t.Error("grpcTimeout of no header is ok")
 	}
+	for in, want := range map[string]time.Duration{"250": 250 * time.Millisecond, "0": 0, "9999999999": 9999999999 * time.Millisecond} {
+		if got, ok := clientDeadline(http.Header{"Connect-Timeout-Ms": {in}}, false); !ok || got != want {
+			t.Errorf("Connect-Timeout-Ms %q: %v, %v; want %v", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5", "12345678901", "5S"} {
+		if d, ok := clientDeadline(http.Header{"Connect-Timeout-Ms": {in}}, false); ok {
+			t.Errorf("Connect-Timeout-Ms %q: %v, want it refused", in, d)
+		}
+	}
+	if _, ok := clientDeadline(http.Header{"Connect-Timeout-Ms": {"250"}}, true); ok {
+		t.Error("a gRPC request's Connect-Timeout-Ms is used")
+	}
 }
 
-// TestGRPCDeadlineShortensTimeout checks that a gRPC client's deadline
+// TestClientDeadlineShortensTimeout checks that a gRPC client's deadline
 // shorter than the route's reaches the service as Narun-Timeout and ends
-// the exchange, as DEADLINE_EXCEEDED; a longer one changes nothing.
-func TestGRPCDeadlineShortensTimeout(t *testing.T) {
+// the exchange, as DEADLINE_EXCEEDED; a longer one changes nothing; and a
+// Connect client's, a plain HTTP request, ends with a 504.
+func TestClientDeadlineShortensTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/slow.Svc/", Service: "grpcdeadline", Timeout: config.Duration(time.Minute)}))
 	nc := natsConn(t, e)
@@ -284,6 +298,21 @@ func TestGRPCDeadlineShortensTimeout(t *testing.T) {
 	}
 	if got := resp.Header.Get("Grpc-Status"); got != "0" {
 		t.Errorf("Grpc-Status %q for Grpc-Timeout 1H, want 0", got)
+	}
+
+	req, _ := http.NewRequest("POST", e.hs.URL+"/slow.Svc/Call", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Timeout-Ms", "300")
+	cresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cresp.Body.Close()
+	if ms, err := strconv.Atoi(<-told); err != nil || ms > 300 || ms < 0 {
+		t.Errorf("Narun-Timeout %d (%v) for Connect-Timeout-Ms 300, want at most 300", ms, err)
+	}
+	if cresp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("status %d for Connect-Timeout-Ms 300, want 504", cresp.StatusCode)
 	}
 }
 

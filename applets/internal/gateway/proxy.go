@@ -35,8 +35,8 @@ type exchange struct {
 	in     int64
 	out    int64
 	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
-	// timeout bounds the exchange: the route's, or a gRPC client's
-	// deadline when that is shorter.
+	// timeout bounds the exchange: the route's, or a gRPC or Connect
+	// client's deadline when that is shorter.
 	timeout time.Duration
 	// hasBody is set for a request with a body; bounded once proxy has
 	// bounded the reads and writes of the exchange by the route's timeout
@@ -159,13 +159,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.timeout = rt.timeout
-	if ex.grpc {
-		// A gRPC client gives up at its deadline, which the service
-		// must then know: a responder in another language reads only
-		// Narun-Timeout.
-		if d, ok := grpcTimeout(r.Header["Grpc-Timeout"]); ok && d < ex.timeout {
-			ex.timeout = d
-		}
+	// A gRPC or Connect client gives up at its deadline, which the
+	// service must then know: a responder in another language reads only
+	// Narun-Timeout.
+	if d, ok := clientDeadline(r.Header, ex.grpc); ok && d < ex.timeout {
+		ex.timeout = d
 	}
 	g.proxy(w, r, ex, rt, p, rid, start.Add(ex.timeout))
 }
@@ -722,7 +720,7 @@ func (g *Gateway) timedOut(w http.ResponseWriter, r *http.Request, ex *exchange,
 // timeoutOrigin names, for the log, whose timeout ended an exchange.
 func timeoutOrigin(rt *route, ex *exchange) string {
 	if ex.timeout < rt.timeout {
-		return "the client's grpc-timeout of "
+		return "the client's deadline of "
 	}
 	return "the route's timeout of "
 }
