@@ -81,7 +81,7 @@ const raiseTimeout = 3 * time.Second
 // log (nil discards) hears of replicas added, or fewer than Replicas.
 func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.KeyValue, error) {
 	log = orDiscard(log)
-	kv, err := resent(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucket) })
+	kv, err := resent(ctx, js, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucket) })
 	if err == nil {
 		raise(ctx, js, "KV_"+bucket, nil, log)
 		return kv, nil
@@ -111,7 +111,7 @@ func KV(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Lo
 // Objects opens a narun object store, creating it first if it does not exist.
 func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *slog.Logger) (jetstream.ObjectStore, error) {
 	log = orDiscard(log)
-	obs, err := resent(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, bucket) })
+	obs, err := resent(ctx, js, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, bucket) })
 	if err == nil {
 		raise(ctx, js, "OBJ_"+bucket, nil, log)
 		return obs, nil
@@ -140,7 +140,7 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *sl
 // LogsStream opens NARUN_LOGS, creating it first if it does not exist.
 func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.Stream, error) {
 	log = orDiscard(log)
-	s, err := resent(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, names.LogsStream) })
+	s, err := resent(ctx, js, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, names.LogsStream) })
 	if err == nil {
 		raise(ctx, js, names.LogsStream, s.CachedInfo(), log)
 		return s, nil
@@ -191,8 +191,17 @@ const firstResend = time.Second
 
 // resent calls lookup, which must have no effect but its answer, and calls
 // it again each time it gets no answer in time, waiting twice as long each
-// time, until ctx ends.
-func resent[T any](ctx context.Context, lookup func(context.Context) (T, error)) (T, error) {
+// time, until ctx ends, or js's default timeout for a ctx without a
+// deadline: a single lookup ended then, and callers that retry on their
+// own, as the gateway's watch of narun-routes does, warn between their
+// tries; waiting for ever, in ever longer waits, they said nothing and
+// asked again only minutes after JetStream was back.
+func resent[T any](ctx context.Context, js jetstream.JetStream, lookup func(context.Context) (T, error)) (T, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
+	}
 	wait := firstResend
 	for {
 		actx, cancel := context.WithTimeout(ctx, wait)

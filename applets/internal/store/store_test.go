@@ -161,3 +161,37 @@ func TestKVAsksAgainWhenTheStoreFailed(t *testing.T) {
 		t.Fatalf("the first creation did not fail, so nothing was tested:\n%s", logs.String())
 	}
 }
+
+// TestLookupWithoutDeadlineEnds has JetStream take a bucket's lookups and
+// answer none, as a cluster without a leader does, for a caller whose ctx
+// has no deadline (the gateway's watch of narun-routes): KV ends, as the
+// lookup would have after the client's default timeout, so that the
+// caller's retry loop runs and warns. The lookup is still sent again.
+func TestLookupWithoutDeadlineEnds(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	mute, err := nc.SubscribeSync("mute.API.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.NewWithAPIPrefix(nc, "mute.API", jetstream.WithDefaultTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := KV(context.Background(), js, names.RoutesBucket, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("KV gave %v, want a deadline exceeded", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("KV without a deadline still waits for JetStream after a minute")
+	}
+	if n, _, err := mute.Pending(); err != nil || n < 2 {
+		t.Errorf("the lookup was sent %d times (%v), want it sent again", n, err)
+	}
+}
