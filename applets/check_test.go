@@ -47,6 +47,7 @@ path = "/a/"
 service = "b"
 `)
 	badTLS := write("tls.toml", "[gateway.tls]\ncert = \""+filepath.Join(dir, "none.pem")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
+	badTLSKey := write("tlskey.toml", "[gateway.tls]\ncert = \""+write("cert.pem", "x")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
 	badNode := write("node.toml", "[runner]\nnode_id = \"x y\"\n")
 	data := filepath.Join(dir, "data")
 	for _, tc := range []struct {
@@ -58,14 +59,15 @@ service = "b"
 		{"up valid", []string{"up", "--config", good}, 0, "configuration valid (" + good + ")"},
 		{"up nats", []string{"up", "--config", badNATS}, 1, badNATS + `:3: key "nats.server_name"`},
 		{"up routes", []string{"up", "--config", badRoutes}, 1, badRoutes + `:1: route #1 (path "/a/") and ` + badRoutes + `:5: route #2`},
-		{"up tls", []string{"up", "--config", badTLS}, 1, "load tls certificate " + filepath.Join(dir, "none.pem")},
+		{"up tls", []string{"up", "--config", badTLS}, 1, badTLS + `:2: key "gateway.tls.cert": load tls certificate ` + filepath.Join(dir, "none.pem")},
 		{"up node id", []string{"up", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
 		{"up node id flag", []string{"up", "--config", good, "--node-id", "a.b"}, 2, `--node-id "a.b"`},
 		{"nats valid", []string{"nats", "--config", good}, 0, "configuration valid"},
 		{"nats invalid", []string{"nats", "--config", badNATS}, 1, badNATS + `:3: key "nats.server_name"`},
 		{"gw valid", []string{"gw", "--config", good}, 0, "configuration valid"},
 		{"gw routes", []string{"gw", "--config", badRoutes}, 1, "duplicate route: " + badRoutes + ":1"},
-		{"gw tls", []string{"gw", "--config", badTLS}, 1, "load tls certificate"},
+		{"gw tls", []string{"gw", "--config", badTLS}, 1, badTLS + `:2: key "gateway.tls.cert": load tls certificate`},
+		{"gw tls key", []string{"gw", "--config", badTLSKey}, 1, badTLSKey + `:3: key "gateway.tls.key": load tls certificate`},
 		{"runner valid", []string{"runner", "--config", good}, 0, "configuration valid"},
 		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
 		{"runner node id flag over the file's", []string{"runner", "--config", badNode, "--node-id", "ok"}, 0, "configuration valid"},

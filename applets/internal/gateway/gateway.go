@@ -204,14 +204,10 @@ func configured(opts Options) (*Gateway, error) {
 			if tc.Cert == "" {
 				set, missing = missing, set
 			}
-			err := fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing)
-			if where := (config.File{Path: g.opts.ConfigPath}).Where(set); where != "" {
-				return nil, fmt.Errorf("%s: key %q: %w", where, set, err)
-			}
-			return nil, fmt.Errorf("%s: %w", set, err)
+			return nil, placeKey(g.opts.ConfigPath, set, fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing))
 		}
-		if err := g.loadCert(); err != nil {
-			return nil, err
+		if key, err := g.loadCert(); err != nil {
+			return nil, placeKey(g.opts.ConfigPath, key, err)
 		}
 	}
 	return g, nil
@@ -473,22 +469,37 @@ func (g *Gateway) tlsFiles() config.GatewayTLS {
 }
 
 // loadCert loads the pair from the bytes whose version it records, so
-// that a pair changed while it was read is seen as changed again.
-func (g *Gateway) loadCert() error {
+// that a pair changed while it was read is seen as changed again. key is
+// the configuration key to fix when it fails: the file that could not be
+// read, else the certificate, of a pair that does not load.
+func (g *Gateway) loadCert() (key string, err error) {
 	tc := g.tlsFiles()
 	certPEM, certErr := os.ReadFile(tc.Cert)
 	keyPEM, keyErr := os.ReadFile(tc.Key)
 	g.certVersion = version(certPEM, certErr) + version(keyPEM, keyErr)
-	err := cmp.Or(certErr, keyErr)
+	key = "gateway.tls.cert"
+	if certErr == nil && keyErr != nil {
+		key = "gateway.tls.key"
+	}
+	err = cmp.Or(certErr, keyErr)
 	var cert tls.Certificate
 	if err == nil {
 		cert, err = tls.X509KeyPair(certPEM, keyPEM)
 	}
 	if err != nil {
-		return fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
+		return key, fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
 	}
 	g.cert.Store(&cert)
-	return nil
+	return "", nil
+}
+
+// placeKey names the file and line of the configuration key an error of
+// the gateway's start is about, as the file's other errors are named.
+func placeKey(path, key string, err error) error {
+	if where := (config.File{Path: path}).Where(key); where != "" {
+		return fmt.Errorf("%s: key %q: %w", where, key, err)
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }
 
 func (g *Gateway) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -549,7 +560,7 @@ func (g *Gateway) look(seen *lastLook) {
 	}
 	if tc := g.tlsFiles(); g.https && tc.Cert != "" {
 		if v := fileVersion(tc.Cert) + fileVersion(tc.Key); v != g.certVersion && v == seen.cert {
-			if err := g.loadCert(); err != nil {
+			if _, err := g.loadCert(); err != nil {
 				g.metrics.reloadErrors.Add(1)
 				g.log.Error("tls certificate change not applied, keeping the current one", "err", err)
 			} else {
