@@ -49,6 +49,8 @@ service = "b"
 	badTLS := write("tls.toml", "[gateway.tls]\ncert = \""+filepath.Join(dir, "none.pem")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
 	badTLSKey := write("tlskey.toml", "[gateway.tls]\ncert = \""+write("cert.pem", "x")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
 	badNode := write("node.toml", "[runner]\nnode_id = \"x y\"\n")
+	noCreds := filepath.Join(dir, "none.creds")
+	badCreds := write("creds.toml", "[gateway]\nnats_creds = \""+noCreds+"\"\n[runner]\nnats_creds = \""+noCreds+"\"\n")
 	data := filepath.Join(dir, "data")
 	for _, tc := range []struct {
 		name string
@@ -69,6 +71,8 @@ service = "b"
 		{"gw tls", []string{"gw", "--config", badTLS}, 1, badTLS + `:2: key "gateway.tls.cert": load tls certificate`},
 		{"gw tls key", []string{"gw", "--config", badTLSKey}, 1, badTLSKey + `:3: key "gateway.tls.key": load tls certificate`},
 		{"runner valid", []string{"runner", "--config", good}, 0, "configuration valid"},
+		{"runner creds", []string{"runner", "--config", badCreds}, 1, "nats creds " + noCreds},
+		{"gw creds", []string{"gw", "--config", badCreds}, 1, "nats creds " + noCreds},
 		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
 		{"runner node id flag over the file's", []string{"runner", "--config", badNode, "--node-id", "ok"}, 0, "configuration valid"},
 	} {

@@ -173,6 +173,12 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		nats.MaxPingsOutstanding(3),
 	}
 	if client.NATSCreds != "" {
+		// nats.go reads the file only to connect: read here, as the nkey
+		// is, a file that is missing or unreadable fails --check too,
+		// not only the start.
+		if _, err := os.ReadFile(client.NATSCreds); err != nil {
+			return nil, fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)
+		}
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
 	if client.NATSNkey != "" {
