@@ -49,6 +49,9 @@ service = "b"
 	badTLS := write("tls.toml", "[gateway.tls]\ncert = \""+filepath.Join(dir, "none.pem")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
 	badTLSKey := write("tlskey.toml", "[gateway.tls]\ncert = \""+write("cert.pem", "x")+"\"\nkey = \""+filepath.Join(dir, "none.key")+"\"\n")
 	badNode := write("node.toml", "[runner]\nnode_id = \"x y\"\n")
+	badListen := write("listen.toml", "[gateway]\nadmin_listen = \"9090\"\n[runner]\nadmin_listen = \"9101\"\n")
+	offHTTPS := write("offhttps.toml", "[gateway.tls]\nlisten = \"8443\"\n")
+	badHTTPS := write("https.toml", "[gateway.tls]\nlisten = \"8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
 	noCreds := filepath.Join(dir, "none.creds")
 	badCreds := write("creds.toml", "[gateway]\nnats_creds = \""+noCreds+"\"\n[runner]\nnats_creds = \""+noCreds+"\"\n")
 	data := filepath.Join(dir, "data")
@@ -71,6 +74,12 @@ service = "b"
 		{"gw tls", []string{"gw", "--config", badTLS}, 1, badTLS + `:2: key "gateway.tls.cert": load tls certificate`},
 		{"gw tls key", []string{"gw", "--config", badTLSKey}, 1, badTLSKey + `:3: key "gateway.tls.key": load tls certificate`},
 		{"runner valid", []string{"runner", "--config", good}, 0, "configuration valid"},
+		{"up listen", []string{"up", "--config", badListen}, 1, badListen + `:2: key "gateway.admin_listen": "9090": want host:port`},
+		{"gw listen", []string{"gw", "--config", badListen}, 1, badListen + `:2: key "gateway.admin_listen": "9090": want host:port`},
+		{"gw https without certificate", []string{"gw", "--config", offHTTPS}, 0, "configuration valid"},
+		{"gw https", []string{"gw", "--config", badHTTPS}, 1, badHTTPS + `:2: key "gateway.tls.listen": "8443": want host:port`},
+		{"gw listen flag", []string{"gw", "--config", good, "--listen", "8080"}, 2, `--listen "8080": want host:port`},
+		{"runner listen", []string{"runner", "--config", badListen}, 1, badListen + `:4: key "runner.admin_listen": "9101": want host:port`},
 		{"runner creds", []string{"runner", "--config", badCreds}, 1, "nats creds " + noCreds},
 		{"gw creds", []string{"gw", "--config", badCreds}, 1, "nats creds " + noCreds},
 		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},

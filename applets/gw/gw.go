@@ -43,6 +43,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	)
 	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "routes-cache": &cfg.Gateway.RoutesCache})
+		if err := cli.CheckListen(c, cfg, cli.GatewayListens(cfg.Gateway)...); err != nil {
+			return err
+		}
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
 			return err

@@ -34,6 +34,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {
 			return err
 		}
+		if err := cli.CheckListen(c, cfg, cli.Listen{Key: "runner.admin_listen", Flag: "admin-listen", Addr: rc.AdminListen}); err != nil {
+			return err
+		}
 		cfg.Runner = rc
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err

@@ -49,6 +49,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), cfg.Runner.NodeID); err != nil {
 			return err
 		}
+		listens := append(cli.GatewayListens(cfg.Gateway), cli.Listen{Key: "runner.admin_listen", Flag: "runner-admin-listen", Addr: cfg.Runner.AdminListen})
+		if err := cli.CheckListen(c, cfg, listens...); err != nil {
+			return err
+		}
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -477,6 +478,52 @@ func Override(c *ucli.Context, flags map[string]*string) {
 			*dst = c.String(flag)
 		}
 	}
+}
+
+// Listen is a listen address of the configuration: its key in the file,
+// the flag that may set it instead ("" for none), and its value.
+type Listen struct{ Key, Flag, Addr string }
+
+// CheckListen refuses an address no listener could take ("8080" without
+// its colon), naming the flag or the file's key and line that set it: the
+// start found it only once it listened, after the rest was up, and in
+// words that named neither, and --check, which listens on nothing, not at
+// all. An empty address, which turns its listener off, passes.
+func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
+	for _, l := range addrs {
+		if l.Addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(l.Addr)
+		if err == nil {
+			_, err = net.LookupPort("tcp", port)
+		}
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("%q: want host:port or :port: %w", l.Addr, err)
+		if l.Flag != "" && c.IsSet(l.Flag) {
+			return Usage(fmt.Errorf("--%s %w", l.Flag, err))
+		}
+		if where := cfg.Where(l.Key); where != "" {
+			return fmt.Errorf("%s: key %q: %w", where, l.Key, err)
+		}
+		return fmt.Errorf("key %q: %w", l.Key, err)
+	}
+	return nil
+}
+
+// GatewayListens are the gateway's addresses for CheckListen, set by the
+// flags of gw and up or the file: the HTTPS one only with a certificate,
+// without which nothing listens on it.
+func GatewayListens(g config.Gateway) []Listen {
+	var https string
+	if g.TLS.Cert != "" {
+		https = g.TLS.Listen
+	}
+	return []Listen{{Key: "gateway.listen", Flag: "listen", Addr: g.Listen},
+		{Key: "gateway.admin_listen", Flag: "admin-listen", Addr: g.AdminListen},
+		{Key: "gateway.tls.listen", Addr: https}}
 }
 
 // NotifyReady tells a service manager that asked (a systemd unit with
