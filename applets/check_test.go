@@ -53,6 +53,7 @@ service = "b"
 	offHTTPS := write("offhttps.toml", "[gateway.tls]\nlisten = \"8443\"\n")
 	badHTTPS := write("https.toml", "[gateway.tls]\nlisten = \"8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
 	noCreds := filepath.Join(dir, "none.creds")
+	badNkey := write("nkey.toml", "[gateway]\nnats_nkey = \""+noCreds+"\"\n")
 	badCreds := write("creds.toml", "[gateway]\nnats_creds = \""+noCreds+"\"\n[runner]\nnats_creds = \""+noCreds+"\"\n")
 	data := filepath.Join(dir, "data")
 	for _, tc := range []struct {
@@ -80,8 +81,10 @@ service = "b"
 		{"gw https", []string{"gw", "--config", badHTTPS}, 1, badHTTPS + `:2: key "gateway.tls.listen": "8443": want host:port`},
 		{"gw listen flag", []string{"gw", "--config", good, "--listen", "8080"}, 2, `--listen "8080": want host:port`},
 		{"runner listen", []string{"runner", "--config", badListen}, 1, badListen + `:4: key "runner.admin_listen": "9101": want host:port`},
-		{"runner creds", []string{"runner", "--config", badCreds}, 1, "nats creds " + noCreds},
-		{"gw creds", []string{"gw", "--config", badCreds}, 1, "nats creds " + noCreds},
+		{"runner creds", []string{"runner", "--config", badCreds}, 1, badCreds + `:4: key "runner.nats_creds": nats creds ` + noCreds},
+		{"gw creds", []string{"gw", "--config", badCreds}, 1, badCreds + `:2: key "gateway.nats_creds": nats creds ` + noCreds},
+		{"gw nkey", []string{"gw", "--config", badNkey}, 1, badNkey + `:2: key "gateway.nats_nkey": nats nkey ` + noCreds},
+		{"runner creds flag", []string{"runner", "--config", good, "--nats-creds", noCreds}, 1, `--nats-creds: nats creds ` + noCreds},
 		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
 		{"runner node id flag over the file's", []string{"runner", "--config", badNode, "--node-id", "ok"}, 0, "configuration valid"},
 	} {

@@ -48,7 +48,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
-			return err
+			return cli.PlaceClientError(c, cfg, "gateway", err)
 		}
 		if c.Bool(cli.FlagCheck) {
 			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: log, ConfigPath: cfg.Path}); err != nil {

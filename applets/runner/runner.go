@@ -56,7 +56,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		opts, err := cli.NATSOptions("narun runner", rc.Client)
 		if err != nil {
-			return err
+			return cli.PlaceClientError(c, cfg, "runner", err)
 		}
 		if c.Bool(cli.FlagCheck) {
 			return cli.Checked(stdio, cfg)

@@ -178,18 +178,47 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		// is, a file that is missing or unreadable fails --check too,
 		// not only the start.
 		if _, err := os.ReadFile(client.NATSCreds); err != nil {
-			return nil, fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)
+			return nil, &clientFileError{key: "nats_creds", flag: FlagNATSCreds, err: fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)}
 		}
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
 	if client.NATSNkey != "" {
 		opt, err := nats.NkeyOptionFromSeed(client.NATSNkey)
 		if err != nil {
-			return nil, fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)
+			return nil, &clientFileError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)}
 		}
 		opts = append(opts, opt)
 	}
 	return opts, nil
+}
+
+// clientFileError is NATSOptions' error about the file a client setting
+// names: key is the setting's name in its table, flag the flag that sets
+// it instead.
+type clientFileError struct {
+	key, flag string
+	err       error
+}
+
+func (e *clientFileError) Error() string { return e.err.Error() }
+func (e *clientFileError) Unwrap() error { return e.err }
+
+// PlaceClientError names the flag, or the key of table ("runner",
+// "gateway") and its line in the file, behind an error of NATSOptions,
+// as the file's other errors are named.
+func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error) error {
+	var fe *clientFileError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	if c.IsSet(fe.flag) {
+		return fmt.Errorf("--%s: %w", fe.flag, fe.err)
+	}
+	key := table + "." + fe.key
+	if where := cfg.Where(key); where != "" {
+		return fmt.Errorf("%s: key %q: %w", where, key, fe.err)
+	}
+	return err
 }
 
 // NATSLogging sends connection events and asynchronous errors (a slow
