@@ -31,6 +31,8 @@ import (
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
 	"github.com/narun/narun/sandbox"
 )
 
@@ -1839,5 +1841,27 @@ func TestSecretSetKeepsNoEarlierCiphertext(t *testing.T) {
 	}
 	if v, err := secrets.Get(ctx, kv, ring, "db"); err != nil || string(v) != "fresh" {
 		t.Errorf("db after rotate: %q, %v; want \"fresh\"", v, err)
+	}
+}
+
+// A secret rotate that re-encrypts every secret but cannot purge a
+// secret's earlier values (a login without the right) says so, not that
+// some secrets were left under the old key.
+func TestSecretRotatePurgeFailure(t *testing.T) {
+	t.Parallel()
+	s := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{
+		{User: "ctl", Password: "pw", Permissions: &embednats.Permissions{DenyPublish: []string{"$JS.API.STREAM.PURGE.>"}}}}})
+	h := newHarness(t)
+	h.url = "nats://ctl:pw@" + strings.TrimPrefix(s.ClientURL(), "nats://")
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	if r := h.run("value\n", "--key-file", key, "secret", "set", "db"); r.code != 1 || !strings.Contains(r.err, "secret db is stored, but its earlier sealed values were not purged") {
+		t.Fatalf("secret set without the right to purge: exit %d, %q", r.code, r.err)
+	}
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	r := h.run("", "--key-file", key, "secret", "rotate")
+	if r.code != 1 || !strings.Contains(r.out, "re-encrypted db with key") || strings.Contains(r.err, "not all") ||
+		!strings.Contains(r.err, "earlier sealed values were not purged") {
+		t.Errorf("secret rotate without the right to purge: exit %d, stdout %q, stderr %q; want every secret re-encrypted and the purge named", r.code, r.out, r.err)
 	}
 }

@@ -280,8 +280,12 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	for _, n := range done {
 		fmt.Fprintf(e.out(), "re-encrypted %s with key %s\n", n, ring.PrimaryID())
 	}
+	if err != nil {
+		err = fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err)
+	}
 	// Until the old key leaves the key files, the copies it sealed would
-	// open if planted again.
+	// open if planted again. A purge that fails leaves every secret
+	// re-encrypted all the same, which the error must not deny.
 	for _, n := range done {
 		octx, cancel := e.op(ctx)
 		perr := e.dropEarlierSealed(octx, n)
@@ -289,7 +293,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 		err = errors.Join(err, perr)
 	}
 	if err != nil {
-		return fmt.Errorf("secret rotate: %d secret(s) re-encrypted, but not all: %w", len(done), err)
+		return fmt.Errorf("secret rotate: %w", err)
 	}
 	fmt.Fprintf(e.out(), "%d secret(s) re-encrypted; every secret now uses key %s\n", len(done), ring.PrimaryID())
 	return nil
