@@ -267,6 +267,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					return r, fmt.Errorf("rollout of %s not followed: read node heartbeats in %s: %w", w.app.Name, timeout, readErr)
 				}
 				if r.Desired == 0 && len(r.Waiting) == 0 {
+					// Every selected runner may have stopped during the
+					// rollout (the one device of narun up, restarted).
+					r.Down = append(r.Down, w.stopped(nodes)...)
 					if len(r.Down) > 0 {
 						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, strings.Join(r.Down, ", "))
 					}

@@ -401,3 +401,36 @@ health = { min_healthy = "100ms" }
 		t.Fatal("deploy --wait still waiting with node-1 healthy and node-2 stopped")
 	}
 }
+
+// The only selected runner stopped during the rollout (narun up on a
+// single device, restarted): at --timeout the error names it, as the
+// warning does when other nodes took the rollout.
+func TestWaitNamesTheOnlyRunnerStoppedDuringTheRollout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: map[string]string{"role": "solo"}})
+	done := make(chan result, 1)
+	go func() {
+		done <- h.run("", "deploy", h.file("solo.toml", "name = \"solo\"\nversion = \"1.0.0\"\nlabels = { role = \"solo\" }\n"), "--binary", elfBinary(t), "--wait", "--timeout", "10s")
+	}()
+	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
+		select {
+		case r := <-done:
+			t.Fatalf("deploy --wait ended before the runner stopped: exit %d, %q", r.code, r.err)
+		default:
+		}
+		_, ok := h.get(names.AppsBucket, "solo")
+		return ok
+	})
+	if err := h.kv(names.NodesBucket).Delete(context.Background(), "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.code != 4 || !strings.Contains(r.err, "node-1 (its runner stopped during the rollout)") {
+			t.Errorf("deploy --wait: exit %d, stderr %q; want 4 naming node-1", r.code, r.err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("deploy --wait still waiting a minute after its --timeout of 10s")
+	}
+}
