@@ -48,9 +48,11 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 		{"node id with a dot", "[runner]\nnode_id = \"edge-1.example.com\"\n",
 			`:2: key "runner.node_id": node id "edge-1.example.com": may contain only letters`},
 		{"label no spec could select", "[runner]\nnode_id = \"n\"\n[runner.labels]\n\"-x\" = \"y\"\n",
-			`:3: key "runner.labels": label name "-x": want a letter or digit`},
+			`:4: key "runner.labels.-x": label name "-x": want a letter or digit`},
 		{"label without a value", "[runner]\nnode_id = \"n\"\nlabels = { role = \"\" }\n",
-			`:3: key "runner.labels": label value must be 1..128 characters`},
+			`:3: key "runner.labels.role": label value must be 1..128 characters`},
+		{"label without a value among others", "[runner]\nnode_id = \"n\"\n[runner.labels]\nzone = \"a\"\nrole = \"\"\n",
+			`:5: key "runner.labels.role": label value must be 1..128 characters`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "narun.toml")

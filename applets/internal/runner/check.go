@@ -37,7 +37,10 @@ func CheckConfig(cfg config.File) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Runner.Labels)) {
 		if err := spec.CheckLabel(name, cfg.Runner.Labels[name]); err != nil {
-			return fmt.Errorf("%skey %q: %w", where("runner.labels"), "runner.labels", err)
+			// The label's own key and line: the error about its value
+			// does not name it, and a table may hold many.
+			key := "runner.labels." + name
+			return fmt.Errorf("%skey %q: %w", where(key), key, err)
 		}
 	}
 	for i, pub := range cfg.Runner.TrustedKeys {
