@@ -53,6 +53,7 @@ service = "b"
 	offHTTPS := write("offhttps.toml", "[gateway.tls]\nlisten = \"8443\"\n")
 	badHTTPS := write("https.toml", "[gateway.tls]\nlisten = \"8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
 	noCreds := filepath.Join(dir, "none.creds")
+	badURL := write("url.toml", "[gateway]\nnats_url = \"nats://h:port:x\"\n[runner]\nnats_url = \"nats://h:port:x\"\n")
 	badNkey := write("nkey.toml", "[gateway]\nnats_nkey = \""+noCreds+"\"\n")
 	badCreds := write("creds.toml", "[gateway]\nnats_creds = \""+noCreds+"\"\n[runner]\nnats_creds = \""+noCreds+"\"\n")
 	data := filepath.Join(dir, "data")
@@ -84,6 +85,9 @@ service = "b"
 		{"runner creds", []string{"runner", "--config", badCreds}, 1, badCreds + `:4: key "runner.nats_creds": nats creds ` + noCreds},
 		{"gw creds", []string{"gw", "--config", badCreds}, 1, badCreds + `:2: key "gateway.nats_creds": nats creds ` + noCreds},
 		{"gw nkey", []string{"gw", "--config", badNkey}, 1, badNkey + `:2: key "gateway.nats_nkey": nats nkey ` + noCreds},
+		{"runner nats url", []string{"runner", "--config", badURL}, 1, badURL + `:4: key "runner.nats_url": nats url: parse`},
+		{"gw nats url", []string{"gw", "--config", badURL}, 1, badURL + `:2: key "gateway.nats_url": nats url: parse`},
+		{"gw nats url flag", []string{"gw", "--config", good, "--nats-url", "nats://a:1, h:x:y"}, 1, `--nats-url: nats url: parse "nats://h:x:y"`},
 		{"runner creds flag", []string{"runner", "--config", good, "--nats-creds", noCreds}, 1, `--nats-creds: nats creds ` + noCreds},
 		{"runner node id", []string{"runner", "--config", badNode}, 1, badNode + `:2: key "runner.node_id"`},
 		{"runner node id flag over the file's", []string{"runner", "--config", badNode, "--node-id", "ok"}, 0, "configuration valid"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -173,41 +174,63 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(3),
 	}
+	if err := checkNATSURL(client.NATSURL); err != nil {
+		return nil, &clientError{key: "nats_url", flag: FlagNATSURL, err: err}
+	}
 	if client.NATSCreds != "" {
 		// nats.go reads the file only to connect: read here, as the nkey
 		// is, a file that is missing or unreadable fails --check too,
 		// not only the start.
 		if _, err := os.ReadFile(client.NATSCreds); err != nil {
-			return nil, &clientFileError{key: "nats_creds", flag: FlagNATSCreds, err: fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)}
+			return nil, &clientError{key: "nats_creds", flag: FlagNATSCreds, err: fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)}
 		}
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
 	if client.NATSNkey != "" {
 		opt, err := nats.NkeyOptionFromSeed(client.NATSNkey)
 		if err != nil {
-			return nil, &clientFileError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)}
+			return nil, &clientError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)}
 		}
 		opts = append(opts, opt)
 	}
 	return opts, nil
 }
 
-// clientFileError is NATSOptions' error about the file a client setting
-// names: key is the setting's name in its table, flag the flag that sets
-// it instead.
-type clientFileError struct {
+// checkNATSURL refuses a server list nats.go could not parse, as it
+// parses it (a URL without a scheme is a nats:// one), so that --check
+// finds it: the connection, which does, comes only after.
+func checkNATSURL(servers string) error {
+	for _, u := range strings.Split(servers, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		if _, err := url.Parse(u); err != nil {
+			return fmt.Errorf("nats url: %w", RedactError(err))
+		}
+	}
+	return nil
+}
+
+// clientError is NATSOptions' error about a client setting or the file
+// it names: key is the setting's name in its table, flag the flag that
+// sets it instead.
+type clientError struct {
 	key, flag string
 	err       error
 }
 
-func (e *clientFileError) Error() string { return e.err.Error() }
-func (e *clientFileError) Unwrap() error { return e.err }
+func (e *clientError) Error() string { return e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
 
 // PlaceClientError names the flag, or the key of table ("runner",
 // "gateway") and its line in the file, behind an error of NATSOptions,
 // as the file's other errors are named.
 func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error) error {
-	var fe *clientFileError
+	var fe *clientError
 	if !errors.As(err, &fe) {
 		return err
 	}
