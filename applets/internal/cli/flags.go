@@ -51,7 +51,7 @@ func ConfigFlags() []ucli.Flag {
 // flags and exit, as nginx -t and nats-server -t do: before a restart, or
 // as a service manager's ExecStartPre.
 func CheckFlag() ucli.Flag {
-	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem, 2 naming a bad flag; binds nothing and writes nothing, so a port in use is found only at start"}
+	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem, 2 for a usage error; binds nothing and writes nothing, so a port in use is found only at start"}
 }
 
 // Checked says that the configuration a --check read is valid.
