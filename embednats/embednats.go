@@ -187,8 +187,9 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // Check says whether Start would accept cfg, as the NATS server judges
-// it too, without listening, reading the store or writing anything: what
-// an operator checks before a restart. A taken port or a store in use is
+// it too, without listening or writing anything: what an operator checks
+// before a restart. Of the store it only lists the streams, which tells a
+// standalone one made a cluster member. A taken port or a store in use is
 // found only by Start.
 func Check(cfg Config) error {
 	opts, _, err := serverOptions(cfg)
