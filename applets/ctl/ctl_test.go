@@ -1842,6 +1842,19 @@ func TestSecretSetKeepsNoEarlierCiphertext(t *testing.T) {
 	if v, err := secrets.Get(ctx, kv, ring, "db"); err != nil || string(v) != "fresh" {
 		t.Errorf("db after rotate: %q, %v; want \"fresh\"", v, err)
 	}
+
+	// A release before this purge kept the history: a secret set twice
+	// there is already under the primary key, and rotate purges it too.
+	for _, v := range []string{"leaked", "fresh"} {
+		if err := secrets.Put(ctx, kv, ring, "api", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.ok("", "--key-file", key, "secret", "rotate")
+	revs, err := kv.History(ctx, "api")
+	if err != nil || len(revs) != 1 {
+		t.Errorf("after secret rotate: %d sealed values of api stored (%v), want only the latest", len(revs), err)
+	}
 }
 
 // A secret rotate that re-encrypts every secret but cannot purge a

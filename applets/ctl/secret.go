@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,7 +277,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	done, err := secrets.Rotate(ctx, kv, ring)
+	done, current, err := secrets.Rotate(ctx, kv, ring)
 	for _, n := range done {
 		fmt.Fprintf(e.out(), "re-encrypted %s with key %s\n", n, ring.PrimaryID())
 	}
@@ -284,9 +285,11 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 		err = fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err)
 	}
 	// Until the old key leaves the key files, the copies it sealed would
-	// open if planted again. A purge that fails leaves every secret
-	// re-encrypted all the same, which the error must not deny.
-	for _, n := range done {
+	// open if planted again: the history of a secret already under the
+	// primary key, set by a release that kept it, holds such copies too.
+	// A purge that fails leaves every secret re-encrypted all the same,
+	// which the error must not deny.
+	for _, n := range slices.Concat(done, current) {
 		octx, cancel := e.op(ctx)
 		perr := e.dropEarlierSealed(octx, n)
 		cancel()

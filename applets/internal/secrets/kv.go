@@ -38,38 +38,39 @@ func Get(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) ([]by
 }
 
 // Rotate re-seals every secret not sealed with the primary key, keeping
-// each value, and returns the names it rewrote. A concurrent update of a
+// each value, and returns the names it rewrote and those already sealed
+// with the primary key. A concurrent update of a
 // secret wins over its rotation (the write is conditional on the revision).
 // A secret it cannot re-seal (one that does not open, say) is named in the
 // error and the others are still rotated: any app can write the bucket on
 // a default device (docs/SECURITY.md), and one value it planted must not
 // keep the rest sealed under a key the operator is retiring, perhaps
 // because it leaked.
-func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) ([]string, error) {
+func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) (rotated, current []string, err error) {
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list secrets: %w", err)
+		return nil, nil, fmt.Errorf("list secrets: %w", err)
 	}
 	var keys []string
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
-	var done []string
 	var errs []error
 	for _, name := range keys {
-		rotated, err := rotate(ctx, kv, r, name)
-		if err != nil {
+		resealed, err := rotate(ctx, kv, r, name)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
-			continue
-		}
-		if rotated {
-			done = append(done, name)
+		case resealed:
+			rotated = append(rotated, name)
+		default:
+			current = append(current, name)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("list secrets: %w", err))
 	}
-	return done, errors.Join(errs...)
+	return rotated, current, errors.Join(errs...)
 }
 
 // rotate re-seals the secret called name with the primary key, unless it

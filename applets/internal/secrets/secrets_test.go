@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,12 +124,12 @@ func TestRotate(t *testing.T) {
 		}
 	}
 	both := ring(t, fresh, old)
-	done, err := Rotate(ctx, kv, both)
+	done, current, err := Rotate(ctx, kv, both)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(done) != 2 {
-		t.Fatalf("rotated %v", done)
+	if len(done) != 2 || len(current) != 0 {
+		t.Fatalf("rotated %v, already current %v", done, current)
 	}
 	newOnly := ring(t, fresh)
 	for _, n := range []string{"a", "b"} {
@@ -140,8 +141,10 @@ func TestRotate(t *testing.T) {
 			t.Fatalf("old key still opens %s: %v", n, err)
 		}
 	}
-	if done, err := Rotate(ctx, kv, both); err != nil || len(done) != 0 {
-		t.Fatalf("second rotation rewrote %v (%v)", done, err)
+	done, current, err = Rotate(ctx, kv, both)
+	slices.Sort(current)
+	if err != nil || len(done) != 0 || !slices.Equal(current, []string{"a", "b"}) {
+		t.Fatalf("second rotation rewrote %v, found current %v (%v); want none rewritten, a and b current", done, current, err)
 	}
 }
 
@@ -168,7 +171,7 @@ func TestRotatePastValuesThatDoNotOpen(t *testing.T) {
 	if err := Put(ctx, kv, oldRing, "db", []byte("value")); err != nil {
 		t.Fatal(err)
 	}
-	done, err := Rotate(ctx, kv, ring(t, fresh, old))
+	done, _, err := Rotate(ctx, kv, ring(t, fresh, old))
 	if err == nil || !strings.Contains(err.Error(), `"planted"`) {
 		t.Errorf("rotation error %v does not name the value that does not open", err)
 	}
