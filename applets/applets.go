@@ -75,6 +75,10 @@ func Main(args []string, stdio cli.IO) int {
 		case "-h", "--help", "help":
 			usage(stdio.Stdout)
 			return 0
+		case "--version", "-version", "-v":
+			// What an operator types first to learn what runs on a
+			// device; pointing at an applet would send them nowhere.
+			return report(stdio.Stderr, "narun version", versionMain(context.Background(), stdio, []string{"narun version"}))
 		}
 		if strings.HasPrefix(args[1], "-") {
 			// `narun --config FILE up` is a natural guess: every flag,
@@ -85,6 +89,10 @@ func Main(args []string, stdio cli.IO) int {
 		}
 		usage(stdio.Stderr)
 		return 2
+	}
+	if len(rest) == 2 && rest[1] == "--version" {
+		// No applet has a flag of that name: the one version is narun's.
+		return report(stdio.Stderr, rest[0], versionMain(context.Background(), stdio, []string{rest[0]}))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
