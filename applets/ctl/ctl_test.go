@@ -1878,3 +1878,37 @@ func TestSecretRotatePurgeFailure(t *testing.T) {
 		t.Errorf("secret rotate without the right to purge: exit %d, stdout %q, stderr %q; want every secret re-encrypted and the purge named", r.code, r.out, r.err)
 	}
 }
+
+// logs whose output cannot be written (a full disk, /dev/full) fails: a
+// script saving an app's lines must not take the lines lost for all of
+// them, as the other commands' output does not either.
+func TestLogsToAFullDiskFails(t *testing.T) {
+	t.Parallel()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"first", "second"} {
+		b, _ := json.Marshal(state.LogLine{App: "hello", Node: "n1", Instance: "hello-0", Stream: "stdout", Line: text, Time: time.Now()})
+		if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"logs", "hello"}, {"logs", "--json", "hello"}} {
+		cmd := exec.Command(os.Args[0], append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)...)
+		cmd.Env = []string{asProcess + "=1", quickExit}
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = full, &errb
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(errb.String(), "no space left on device") {
+			t.Errorf("ctl %v > /dev/full: %v, stderr %q; want exit 1 saying the output failed", args, err, errb.String())
+		}
+	}
+}

@@ -122,7 +122,12 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			}
 			return e.readLogsErr(app, err)
 		}
-		e.printLog(msg, asJSON)
+		if err := e.printLog(msg, asJSON); err != nil {
+			// A full disk or a closed output: the lines that follow
+			// would be lost too, and a script must not take the file
+			// for all of them.
+			return fmt.Errorf("print the logs of %s: %w", app, err)
+		}
 		if !follow {
 			meta, err := msg.Metadata()
 			if err != nil || meta.NumPending == 0 {
@@ -185,7 +190,7 @@ func orStar(s string) string {
 	return s
 }
 
-func (e *env) printLog(msg jetstream.Msg, asJSON bool) {
+func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 	var l state.LogLine
 	if err := json.Unmarshal(msg.Data(), &l); err != nil || l.Time.IsZero() {
 		// Not from a runner: show the raw line with what the subject says.
@@ -200,10 +205,11 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) {
 	}
 	if asJSON {
 		b, _ := json.Marshal(l)
-		fmt.Fprintln(e.stdio.Stdout, string(b))
-		return
+		_, err := fmt.Fprintln(e.stdio.Stdout, string(b))
+		return err
 	}
-	fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), shown(l.Node), shown(l.Instance), shown(l.Line))
+	_, err := fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), shown(l.Node), shown(l.Instance), shown(l.Line))
+	return err
 }
 
 // shown escapes, as \xNN, the bytes of a text from NATS (an app's output
