@@ -72,7 +72,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		if rc.AdminListen != "" {
-			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler())
+			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
 			if err != nil {
 				return fmt.Errorf("runner admin: %w", err)
 			}

@@ -178,7 +178,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 		}()
 		if cfg.Runner.AdminListen != "" {
-			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler())
+			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
 			if err != nil {
 				return fmt.Errorf("runner admin: %w", err)
 			}

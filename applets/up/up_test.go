@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/applets"
 	"github.com/narun/narun/applets/internal/cli"
@@ -215,5 +218,40 @@ func TestUpJSONOutput(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), natsAddr) || !strings.Contains(out.String(), runnerAdmin) {
 		t.Errorf("output does not say where narun up listens:\n%s", out.String())
+	}
+}
+
+// Out of file descriptors (LimitNOFILE reached under a burst of
+// connections), the runner's admin server fails to accept and says so:
+// in JSON too, as every other line, not in the standard logger's format.
+func TestUpJSONOutputOutOfFiles(t *testing.T) {
+	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--log-format", "json", "--node-id", "upfiles", "--nats-listen", natsAddr,
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A few more than it holds: the next connections find none left.
+	limit := &unix.Rlimit{Cur: uint64(len(fds) + 4), Max: uint64(len(fds) + 4)}
+	if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, limit, nil); err != nil {
+		t.Skipf("cannot lower narun up's descriptor limit: %v", err)
+	}
+	for range 16 {
+		c, err := net.Dial("tcp", runnerAdmin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	testutil.Eventually(t, 20*time.Second, "an accept error logged", func() bool {
+		return strings.Contains(out.String(), "Accept error")
+	})
+	for line := range strings.Lines(out.String()) {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("not a JSON line: %q", line)
+		}
 	}
 }

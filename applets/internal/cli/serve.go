@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -11,13 +12,15 @@ import (
 
 // Serve listens on addr, so a taken port is reported at once, then serves h
 // in the background until ctx is done. The returned channel yields the
-// server's error, or nil after a clean shutdown.
-func Serve(ctx context.Context, addr string, h http.Handler) (<-chan error, error) {
+// server's error, or nil after a clean shutdown. What the server has to
+// say goes to log: without it net/http writes its failures to accept (out
+// of descriptors) in the standard logger's own format, among JSON lines.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (<-chan error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
