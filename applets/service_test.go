@@ -65,6 +65,60 @@ func TestServicesUnderServiceManager(t *testing.T) {
 	}
 }
 
+// A unit with WatchdogSec= kills a service that stops sending WATCHDOG=1
+// (and, with KillMode=mixed, a node's apps with it): each long-running
+// applet keeps sending it while it runs, from its start on.
+func TestServicesFeedTheWatchdog(t *testing.T) {
+	srv := natstest.Start(t)
+	natsURL := srv.ClientURL()
+	for applet, args := range map[string]func(dir string) []string{
+		"nats": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--listen", testutil.FreeAddr(t)}
+		},
+		"runner": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--nats-url", natsURL, "--node-id", "wd", "--admin-listen", testutil.FreeAddr(t)}
+		},
+		"gw": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--nats-url", natsURL, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t)}
+		},
+		"up": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--nats-listen", testutil.FreeAddr(t),
+				"--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", testutil.FreeAddr(t)}
+		},
+	} {
+		t.Run(applet, func(t *testing.T) {
+			dir := t.TempDir()
+			// WatchdogSec=1s, as systemd passes it.
+			p := startNotifiedEnv(t, dir, []string{"WATCHDOG_USEC=1000000"}, append([]string{applet}, args(dir)...)...)
+			if err := p.notify.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			ready, fed := false, 0
+			buf := make([]byte, 256)
+			for !ready || fed < 2 {
+				n, err := p.notify.Read(buf)
+				if err != nil {
+					t.Fatalf("READY=1 %v, WATCHDOG=1 %d times after it: %v\n%s", ready, fed, err, p.out.String())
+				}
+				switch string(buf[:n]) {
+				case "READY=1":
+					ready = true
+				case "WATCHDOG=1":
+					if ready {
+						fed++
+					}
+				}
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.wait(20 * time.Second); err != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", err, p.out.String())
+			}
+		})
+	}
+}
+
 // gatewayConfig writes a narun.toml with one route, so a reload has a file
 // to read.
 func gatewayConfig(t *testing.T, dir string) string {
@@ -91,6 +145,12 @@ type notified struct {
 // it is still running.
 func startNotified(t *testing.T, dir string, args ...string) *notified {
 	t.Helper()
+	return startNotifiedEnv(t, dir, nil, args...)
+}
+
+// startNotifiedEnv is startNotified with env added to the environment.
+func startNotifiedEnv(t *testing.T, dir string, env []string, args ...string) *notified {
+	t.Helper()
 	socket := filepath.Join(dir, "notify")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: socket, Net: "unixgram"})
 	if err != nil {
@@ -99,7 +159,7 @@ func startNotified(t *testing.T, dir string, args ...string) *notified {
 	t.Cleanup(func() { notify.Close() })
 	p := &notified{notify: notify, exited: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], args...)
-	p.cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket)
+	p.cmd.Env = append(append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -471,6 +471,11 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	early := make(chan os.Signal, 1)
 	signal.Notify(early, syscall.SIGHUP)
 	defer signal.Stop(early)
+	if every := sdnotify.WatchdogInterval(); every > 0 {
+		fed := make(chan struct{})
+		defer close(fed)
+		go feedWatchdog(every, fed, log)
+	}
 	hurry := make(chan struct{})
 	c.Context = context.WithValue(c.Context, hurryKey{}, (<-chan struct{})(hurry))
 	done := make(chan error, 1)
@@ -496,6 +501,28 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	case <-t.C:
 	}
 	return fmt.Errorf("second %s: stopped at once, without waiting for apps and requests", signalName(sig))
+}
+
+// feedWatchdog tells a service manager with WatchdogSec= that the process
+// still runs, every interval until stop is closed: past WatchdogSec without
+// a word it kills narun, and a node's apps with it. It says so from a
+// goroutine of its own, so it vouches for a process that is scheduled,
+// not frozen or stopped, not for each of its parts.
+func feedWatchdog(every time.Duration, stop <-chan struct{}, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	warned := false
+	for {
+		if err := sdnotify.Send(sdnotify.Watchdog); err != nil && !warned {
+			log.Warn("service manager's watchdog not fed", "err", err)
+			warned = true
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // hurryBound is how long a second signal leaves an applet to return.

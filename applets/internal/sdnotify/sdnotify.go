@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +17,24 @@ const (
 	Ready    = "READY=1"
 	Stopping = "STOPPING=1"
 )
+
+// Watchdog is the keep-alive a unit with WatchdogSec= waits for.
+const Watchdog = "WATCHDOG=1"
+
+// WatchdogInterval is how often to send Watchdog: half the WatchdogSec the
+// service manager passed in WATCHDOG_USEC, as sd_watchdog_enabled(3)
+// advises; 0 when it wants none, or wants it from another process
+// (WATCHDOG_PID).
+func WatchdogInterval() time.Duration {
+	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec <= 0 {
+		return 0
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return 0
+	}
+	return time.Duration(usec) * time.Microsecond / 2
+}
 
 // ExtendStart asks for d more, from now, before a start that has not said
 // Ready times out (TimeoutStartSec).

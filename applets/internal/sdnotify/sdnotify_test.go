@@ -2,7 +2,9 @@ package sdnotify
 
 import (
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +65,29 @@ func TestSendToMissingSocketSaysWhat(t *testing.T) {
 	err := Send(Ready)
 	if err == nil || !strings.Contains(err.Error(), "tell the service manager READY=1") {
 		t.Errorf("err = %v, want one naming the notification", err)
+	}
+}
+
+// The watchdog is fed at half WatchdogSec, and only by the process the
+// service manager named: a child that inherited the variables is not it.
+func TestWatchdogInterval(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
+	for _, tc := range []struct {
+		usec, pid string
+		want      time.Duration
+	}{
+		{"", "", 0},
+		{"30000000", "", 15 * time.Second},
+		{"30000000", self, 15 * time.Second},
+		{"30000000", "1", 0},
+		{"0", "", 0},
+		{"-5", "", 0},
+		{"soon", "", 0},
+	} {
+		t.Setenv("WATCHDOG_USEC", tc.usec)
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		if got := WatchdogInterval(); got != tc.want {
+			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: %s, want %s", tc.usec, tc.pid, got, tc.want)
+		}
 	}
 }
