@@ -119,6 +119,73 @@ func TestServicesFeedTheWatchdog(t *testing.T) {
 	}
 }
 
+// A long-running applet whose output's reader is gone (a log pipe's
+// reader that died, a journald restarted without keeping its streams)
+// keeps running, and stops as asked: Go's default, death by SIGPIPE at
+// the next log line, would take a node's apps down with narun up.
+func TestServicesOutliveTheirLogReader(t *testing.T) {
+	for applet, args := range map[string]func(dir string) []string{
+		"nats": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--listen", testutil.FreeAddr(t)}
+		},
+		"up": func(dir string) []string {
+			return []string{"--config", "/dev/null", "--data-dir", dir, "--nats-listen", testutil.FreeAddr(t),
+				"--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", testutil.FreeAddr(t)}
+		},
+	} {
+		t.Run(applet, func(t *testing.T) {
+			dir := t.TempDir()
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], append([]string{applet}, args(dir)...)...)
+			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET=")
+			cmd.Stdout, cmd.Stderr = w, w
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			exited := make(chan struct{})
+			var waitErr error
+			go func() {
+				waitErr = cmd.Wait()
+				close(exited)
+			}()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-exited
+			})
+			// Read up to a line of the running applet, then go away.
+			var seen strings.Builder
+			buf := make([]byte, 4096)
+			for !strings.Contains(seen.String(), "nats connected") && !strings.Contains(seen.String(), "nats ready") {
+				n, err := r.Read(buf)
+				if err != nil {
+					t.Fatalf("output ended before the applet ran: %v\n%s", err, seen.String())
+				}
+				seen.Write(buf[:n])
+			}
+			r.Close()
+			// Both log lines, to a pipe without a reader.
+			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-exited:
+				if waitErr != nil {
+					t.Fatalf("exit after SIGTERM with its output's reader gone: %v", waitErr)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("still running 30s after SIGTERM")
+			}
+		})
+	}
+}
+
 // gatewayConfig writes a narun.toml with one route, so a reload has a file
 // to read.
 func gatewayConfig(t *testing.T, dir string) string {

@@ -471,6 +471,14 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	early := make(chan os.Signal, 1)
 	signal.Notify(early, syscall.SIGHUP)
 	defer signal.Stop(early)
+	// Go ends a process that writes to a stdout or stderr whose reader
+	// is gone (a log pipe's reader that died, a journald restarted
+	// without keeping its streams) with SIGPIPE, and a node's apps die
+	// with it. Caught, the write fails and the line is lost; the node
+	// runs on. Caught for good: the last line, the error it stops with,
+	// goes out after serve returns. A caught signal, unlike an ignored
+	// one, is back to its default in the processes the runner starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if every := sdnotify.WatchdogInterval(); every > 0 {
 		fed := make(chan struct{})
 		defer close(fed)
