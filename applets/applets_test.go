@@ -3,12 +3,14 @@ package applets_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/narun/narun/applets"
 	"github.com/narun/narun/applets/internal/cli"
@@ -312,5 +314,55 @@ func TestUsageErrorIsALogLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Ctrl-C on a deploy --wait stops the following, not the rollout: the
+// spec is stored and the runners roll it out. The exit must not be 4,
+// which tells a script that the rollout failed or timed out, and the
+// error must say what happened instead of "context canceled".
+func TestInterruptedWaitIsNoFailedRollout(t *testing.T) {
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "ghost.toml")
+	if err := os.WriteFile(spec, []byte("name = \"ghost\"\nversion = \"1\"\nnodes = [\"ghost-node\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out testutil.LogBuffer
+	cmd := exec.Command(os.Args[0], "ctl", "--config", "/dev/null", "--data-dir", filepath.Join(dir, "data"), "--nats-url", srv.ClientURL(),
+		"deploy", spec, "--binary", os.Args[0], "--wait", "--timeout", "10m")
+	cmd.Env = append(os.Environ(), asNarun+"=1")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	// The warning comes once the spec is stored, before the wait.
+	testutil.Eventually(t, 30*time.Second, "ctl waiting for the rollout", func() bool {
+		return strings.Contains(out.String(), "ghost-node sends no heartbeat")
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ctl still running 30s after SIGINT:\n%s", out.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(waitErr, &exit) || exit.ExitCode() == 4 || exit.ExitCode() == 0 {
+		t.Errorf("exit after SIGINT: %v, want an error other than 4 (rollout failed)\n%s", waitErr, out.String())
+	}
+	if s := out.String(); strings.Contains(s, "context canceled") || !strings.Contains(s, "narun ctl app status ghost") {
+		t.Errorf("the error should say the rollout goes on and how to follow it:\n%s", s)
 	}
 }

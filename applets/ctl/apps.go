@@ -594,7 +594,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	}
 	r, err := w.wait(ctx, c.Duration(flagTimeout), true)
 	if err != nil {
-		return &cli.ExitError{Code: ExitRollout, Err: err}
+		return rolloutError(err)
 	}
 	fmt.Fprintf(e.out(), "%s: restarted, %d instance(s) ready\n", name, len(r.Ready))
 	return nil

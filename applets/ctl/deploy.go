@@ -460,7 +460,7 @@ func (e *env) followDeploy(ctx context.Context, c *ucli.Context, res deployResul
 			// failed before this deploy, and stays failed.
 			err = fmt.Errorf("%w (spec unchanged, so nothing was started again: narun ctl app restart %s starts its instances anew)", err, res.App)
 		}
-		return &cli.ExitError{Code: ExitRollout, Err: err}
+		return rolloutError(err)
 	}
 	if !c.Bool(flagJSON) {
 		unchanged := ""

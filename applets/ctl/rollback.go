@@ -341,7 +341,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	defer p.w.stop()
 	r, err := p.w.wait(ctx, c.Duration(flagTimeout), true)
 	if err != nil {
-		return &cli.ExitError{Code: ExitRollout, Err: err}
+		return rolloutError(err)
 	}
 	fmt.Fprintf(e.out(), "%s %s: rolled back to revision %d, stored as revision %d; %d instance(s) ready\n", name, final.Version, target.Revision, p.revision, len(r.Ready))
 	return nil

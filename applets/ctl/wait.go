@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -178,6 +179,20 @@ func (w *waiter) record(in state.Instance, at time.Time) {
 	}
 }
 
+// errInterrupted ends a wait that ctl was asked to stop: it says nothing
+// of the rollout, which goes on.
+var errInterrupted = errors.New("interrupted")
+
+// rolloutError is the error a command that waited for a rollout exits
+// with: ExitRollout, which tells a script that the rollout failed or is
+// not done, unless the wait was interrupted.
+func rolloutError(err error) error {
+	if errors.Is(err, errInterrupted) {
+		return err
+	}
+	return &cli.ExitError{Code: ExitRollout, Err: err}
+}
+
 // wait returns when every desired instance is ready, when one fails, or
 // after timeout.
 func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) (*rollout, error) {
@@ -277,7 +292,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				}
 				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, shown(strings.Join(r.Waiting, "; ")), w.logsHint())
 			}
-			return r, ctx.Err()
+			// Interrupted (Ctrl-C, SIGTERM): the spec is stored and the
+			// runners go on rolling it out, whatever becomes of ctl.
+			return r, fmt.Errorf("stopped following the rollout of %s (%w): the spec is stored and its nodes roll it out; narun ctl app status %s shows how far", w.app.Name, errInterrupted, w.app.Name)
 		case m := <-w.events:
 			var ev state.Event
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
