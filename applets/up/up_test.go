@@ -255,3 +255,61 @@ func TestUpJSONOutputOutOfFiles(t *testing.T) {
 		}
 	}
 }
+
+// What a Prometheus server scrapes from narun up's two admin addresses
+// follows the text format, with an app running and requests counted:
+// both are written by hand (testutil.CheckExposition says what is checked).
+func TestUpMetricsAreValidExposition(t *testing.T) {
+	natsAddr, gwAddr, gwAdmin, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upmetrics", "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	healthy(t, gwAdmin)
+
+	specFile := filepath.Join(t.TempDir(), "idle.toml")
+	spec := fmt.Sprintf("name = \"idle\"\nversion = \"1\"\nnodes = [\"upmetrics\"]\nreplicas = 2\n[env]\n%s = \"1\"\n[health]\ntype = \"none\"\n[[routes]]\npath = \"/idle/\"\n", asIdleApp)
+	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, code := ctl(natsAddr, dataDir, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+	// A request no route takes, and some the app's route takes (the app
+	// serves nothing: they time out or find no responder), both counted.
+	for _, path := range []string{"/nothing/", "/idle/a", "/idle/b?x=\"y\""} {
+		resp, err := http.Get("http://" + gwAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	scrape := func(addr string) string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		if _, err := b.ReadFrom(resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		addr string
+		want []string
+	}{
+		{runnerAdmin, []string{`narun_runner_instance_up{app="idle",`, "narun_runner_instances{state="}},
+		{gwAdmin, []string{`narun_gateway_request_duration_seconds_bucket{route="/idle/",le="+Inf"}`, `narun_gateway_requests_total{route="",code="404"} 1`}},
+	} {
+		text := scrape(tc.addr)
+		if err := testutil.CheckExposition(text); err != nil {
+			t.Errorf("/metrics of %s:\n%v\n%s", tc.addr, err, text)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("/metrics of %s lacks %s:\n%s", tc.addr, w, text)
+			}
+		}
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
