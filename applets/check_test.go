@@ -81,6 +81,8 @@ service = "b"
 		{"gw https without certificate", []string{"gw", "--config", offHTTPS}, 0, "configuration valid"},
 		{"gw https", []string{"gw", "--config", badHTTPS}, 1, badHTTPS + `:2: key "gateway.tls.listen": "8443": want host:port`},
 		{"gw listen flag", []string{"gw", "--config", good, "--listen", "8080"}, 2, `--listen "8080": want host:port`},
+		{"gw port past 65535", []string{"gw", "--config", good, "--admin-listen", "127.0.0.1:99999"}, 2, `--admin-listen "127.0.0.1:99999"`},
+		{"gw port by service name", []string{"gw", "--config", good, "--listen", "127.0.0.1:http"}, 0, "configuration valid"},
 		{"runner listen", []string{"runner", "--config", badListen}, 1, badListen + `:4: key "runner.admin_listen": "9101": want host:port`},
 		{"runner creds", []string{"runner", "--config", badCreds}, 1, badCreds + `:4: key "runner.nats_creds": nats creds ` + noCreds},
 		{"gw creds", []string{"gw", "--config", badCreds}, 1, badCreds + `:2: key "gateway.nats_creds": nats creds ` + noCreds},
@@ -106,5 +108,31 @@ service = "b"
 				t.Fatalf("the check made the data dir (stat: %v)", err)
 			}
 		})
+	}
+}
+
+// A data dir that cannot be made, a file being in its way, fails --check
+// as it fails the start, without --check writing anything.
+func TestCheckFlagRefusesADataDirThatCannotBeMade(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(file, "data")
+	// What the check must agree with: the start fails on the directory.
+	code, _, stderr := run("narun", "nats", "--config", "/dev/null", "--data-dir", data, "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, data) {
+		t.Fatalf("a start on a data dir under a file: exit %d, %q; want it to fail naming the directory", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"nats"},
+		{"runner", "--node-id", "n1"},
+		{"up", "--node-id", "n1"},
+	} {
+		code, stdout, stderr := run(append(append([]string{"narun"}, args...), "--config", "/dev/null", "--data-dir", data, "--check")...)
+		if code != 1 || !strings.Contains(stderr, file+" is not a directory") {
+			t.Errorf("%s --check: exit %d, %q%q; want 1 saying %s is not a directory", args[0], code, stdout, stderr, file)
+		}
 	}
 }

@@ -57,6 +57,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			if err := embednats.Check(ec); err != nil {
 				return cli.PlaceNATSError(cfg, err, fromFlag)
 			}
+			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
+				return err
+			}
 			return cli.Checked(stdio, cfg)
 		}
 		srv, err := embednats.Start(ec)

@@ -59,6 +59,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.PlaceClientError(c, cfg, "runner", err)
 		}
 		if c.Bool(cli.FlagCheck) {
+			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
+				return err
+			}
 			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)

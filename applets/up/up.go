@@ -68,6 +68,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		case len(cfg.Gateway.TrustedKeys) > 0 && len(cfg.Runner.TrustedKeys) == 0:
 			log.Warn("[gateway] trusted_keys is set and [runner] trusted_keys is not: the runner runs specs of narun-apps whoever wrote them (an app too); set both")
 		}
+		// Before the node key, which is read from the data dir.
+		if c.Bool(cli.FlagCheck) {
+			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
+				return err
+			}
+		}
 		var nk *nodeKey
 		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
 			var err error

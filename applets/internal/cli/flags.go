@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	ucli "github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/sdnotify"
@@ -52,6 +54,32 @@ func ConfigFlags() []ucli.Flag {
 // as a service manager's ExecStartPre.
 func CheckFlag() ucli.Flag {
 	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem, 2 for a usage error; binds nothing and writes nothing, so a port in use is found only at start"}
+}
+
+// CheckDataDir says whether a start could make and write the data dir
+// dir, as a --check must, without writing: the nearest part of its path
+// that exists must be a directory this process may write and enter, which
+// access(2) answers for a read-only file system too.
+func CheckDataDir(dir string) error {
+	for p := dir; ; {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("data dir %s: %s is not a directory", dir, p)
+		case err == nil:
+			if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("data dir %s: cannot write %s: %w", dir, p, err)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Errorf("data dir %s: %w", dir, err)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return nil
+		}
+		p = parent
+	}
 }
 
 // Checked says that the configuration a --check read is valid.
