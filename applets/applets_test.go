@@ -333,19 +333,7 @@ func TestInterruptedWaitIsNoFailedRollout(t *testing.T) {
 		"deploy", spec, "--binary", os.Args[0], "--wait", "--timeout", "10m")
 	cmd.Env = append(os.Environ(), asNarun+"=1")
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
+	ctl := startChild(t, cmd)
 	// The warning comes once the spec is stored, before the wait.
 	testutil.Eventually(t, 30*time.Second, "ctl waiting for the rollout", func() bool {
 		return strings.Contains(out.String(), "ghost-node sends no heartbeat")
@@ -353,11 +341,7 @@ func TestInterruptedWaitIsNoFailedRollout(t *testing.T) {
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ctl still running 30s after SIGINT:\n%s", out.String())
-	}
+	waitErr := ctl.wait(30 * time.Second)
 	var exit *exec.ExitError
 	if !errors.As(waitErr, &exit) || exit.ExitCode() == 4 || exit.ExitCode() == 0 {
 		t.Errorf("exit after SIGINT: %v, want an error other than 4 (rollout failed)\n%s", waitErr, out.String())

@@ -142,20 +142,8 @@ func TestServicesOutliveTheirLogReader(t *testing.T) {
 			cmd := exec.Command(os.Args[0], append([]string{applet}, args(dir)...)...)
 			cmd.Env = append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET=")
 			cmd.Stdout, cmd.Stderr = w, w
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			p := startChild(t, cmd)
 			w.Close()
-			exited := make(chan struct{})
-			var waitErr error
-			go func() {
-				waitErr = cmd.Wait()
-				close(exited)
-			}()
-			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
-				<-exited
-			})
 			// Read up to a line of the running applet, then go away.
 			var seen strings.Builder
 			buf := make([]byte, 4096)
@@ -174,13 +162,8 @@ func TestServicesOutliveTheirLogReader(t *testing.T) {
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case <-exited:
-				if waitErr != nil {
-					t.Fatalf("exit after SIGTERM with its output's reader gone: %v", waitErr)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("still running 30s after SIGTERM")
+			if err := p.wait(30 * time.Second); err != nil {
+				t.Fatalf("exit after SIGTERM with its output's reader gone: %v", err)
 			}
 		})
 	}
@@ -197,14 +180,48 @@ func gatewayConfig(t *testing.T, dir string) string {
 	return path
 }
 
+// child is a process the test started; it is killed at the end of the
+// test if it is still running.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error // how it exited, once exited is closed
+}
+
+func startChild(t *testing.T, cmd *exec.Cmd) *child {
+	t.Helper()
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.exited
+	})
+	return c
+}
+
+// wait returns how the process exited, or an error if it still runs
+// after limit.
+func (c *child) wait(limit time.Duration) error {
+	select {
+	case <-c.exited:
+		return c.err
+	case <-time.After(limit):
+		return fmt.Errorf("still running %s later", limit)
+	}
+}
+
 // notified is an applet run as a Type=notify unit: its notices arrive on
 // notify.
 type notified struct {
-	cmd    *exec.Cmd
+	*child
 	out    testutil.LogBuffer
 	notify *net.UnixConn
-	exited chan struct{}
-	err    error // how it exited, once exited is closed
 }
 
 // startNotified runs the test binary as narun with args and a
@@ -224,33 +241,12 @@ func startNotifiedEnv(t *testing.T, dir string, env []string, args ...string) *n
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { notify.Close() })
-	p := &notified{notify: notify, exited: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], args...)
-	p.cmd.Env = append(append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	})
+	p := &notified{notify: notify}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), asNarun+"=1", "NOTIFY_SOCKET="+socket), env...)
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	p.child = startChild(t, cmd)
 	return p
-}
-
-// wait returns how the process exited, failing the test if it still runs
-// after limit.
-func (p *notified) wait(limit time.Duration) error {
-	select {
-	case <-p.exited:
-		return p.err
-	case <-time.After(limit):
-		return fmt.Errorf("still running %s later", limit)
-	}
 }
 
 func expectNotice(t *testing.T, conn *net.UnixConn, want string, out *testutil.LogBuffer) {
