@@ -54,12 +54,9 @@ func grpcTimeout(v []string) (d time.Duration, ok bool) {
 	default:
 		return 0, false
 	}
-	var n int64
-	for _, c := range []byte(s[:len(s)-1]) {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
+	n, ok := digits(s[:len(s)-1])
+	if !ok {
+		return 0, false
 	}
 	if n > int64(time.Duration(1<<63-1)/unit) {
 		return 1<<63 - 1, true
@@ -75,17 +72,27 @@ func clientDeadline(h http.Header, grpc bool) (time.Duration, bool) {
 		return grpcTimeout(h["Grpc-Timeout"])
 	}
 	v := h["Connect-Timeout-Ms"]
-	if len(v) == 0 || len(v[0]) == 0 || len(v[0]) > 10 {
+	if len(v) == 0 || len(v[0]) > 10 {
 		return 0, false
 	}
-	var ms int64
-	for _, c := range []byte(v[0]) {
+	ms, ok := digits(v[0])
+	return time.Duration(ms) * time.Millisecond, ok
+}
+
+// digits reads a number of at most 18 decimal digits, no sign: what both
+// timeout headers allow, where strconv would take a sign too.
+func digits(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range []byte(s) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		ms = ms*10 + int64(c-'0')
+		n = n*10 + int64(c-'0')
 	}
-	return time.Duration(ms) * time.Millisecond, true
+	return n, true
 }
 
 // gRPC status codes the gateway's own errors map to.
