@@ -188,9 +188,13 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 	// from the app-level context (the last is urfave's empty parent).
 	lineage := c.Lineage()
 	if root := lineage[len(lineage)-2]; root.IsSet(flagTimeout) {
-		e.timeout = root.Duration(flagTimeout)
+		// Unlike the file's, a flag's 0 is no default: whoever typed it
+		// meant something else than 15s.
+		if e.timeout = root.Duration(flagTimeout); e.timeout <= 0 {
+			return nil, usagef("--%s %s: want a time to wait for each NATS operation, more than 0", flagTimeout, e.timeout)
+		}
 	}
-	if e.timeout <= 0 {
+	if e.timeout == 0 {
 		e.timeout = 15 * time.Second
 	}
 	if c.IsSet(flagKeyFile) {

@@ -1769,6 +1769,8 @@ func TestBadArgumentsAreUsageErrors(t *testing.T) {
 		{[]string{"image", "delete"}, "missing OBJECT"},
 		{[]string{"app", "status"}, "missing NAME"},
 		{[]string{"app", "restart", "a", "b"}, "want exactly one app name, got 2 arguments"},
+		{[]string{"--timeout", "0", "app", "ls"}, "--timeout 0s: want a time to wait for each NATS operation, more than 0"},
+		{[]string{"--timeout", "-1s", "app", "ls"}, "--timeout -1s: want"},
 	} {
 		r := h.fails(2, "", tc.args...)
 		if !strings.Contains(r.err, tc.want) {
