@@ -268,10 +268,14 @@ func TestInstallBesideTheInvokedLink(t *testing.T) {
 	if err := os.Symlink(self, narun); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := runLinked(t, narun, "install"); code != 0 {
+	code, out := runLinked(t, narun, "install")
+	if code != 0 {
 		t.Fatalf("install: exit %d: %s", code, out)
 	}
 	gw := filepath.Join(dir, "narun-gw")
+	if !strings.Contains(out, gw+" -> narun\n") {
+		t.Errorf("install printed %q, want %s -> narun, what the link holds", out, gw)
+	}
 	if target, err := os.Readlink(gw); err != nil || target != "narun" {
 		t.Fatalf("%s -> %q (%v), want a link to narun beside it", gw, target, err)
 	}

@@ -85,7 +85,13 @@ func installMain(_ context.Context, stdio cli.IO, args []string) error {
 	}
 	created, err := Install(self, dir)
 	for _, p := range created {
-		fmt.Fprintf(stdio.Stdout, "%s -> %s\n", p, self)
+		// What the link holds, which Install makes relative beside the
+		// binary: ls -l shows the same.
+		target, rerr := os.Readlink(p)
+		if rerr != nil {
+			target = self
+		}
+		fmt.Fprintf(stdio.Stdout, "%s -> %s\n", p, target)
 	}
 	return err
 }
