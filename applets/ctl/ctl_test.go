@@ -1914,3 +1914,28 @@ func TestLogsToAFullDiskFails(t *testing.T) {
 		}
 	}
 }
+
+// A node with nothing to run is listed with its lists as lists: a real
+// runner's heartbeat holds no instance then, which --json printed as null.
+func TestNodeListJSONListsAreLists(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	startRunner(t, h)
+	var nodes []map[string]any
+	testutil.Eventually(t, 20*time.Second, "node-1 in node list --json", func() bool {
+		r := h.ok("", "node", "list", "--json")
+		if err := json.Unmarshal([]byte(r.out), &nodes); err != nil {
+			t.Fatalf("decode %q: %v", r.out, err)
+		}
+		return len(nodes) == 1
+	})
+	if in, ok := nodes[0]["instances"].([]any); !ok || len(in) != 0 {
+		t.Errorf("instances of a node running nothing: %#v, want []", nodes[0]["instances"])
+	}
+	caps, _ := nodes[0]["capabilities"].(map[string]any)
+	for _, k := range []string{"cgroup_controllers", "namespaces"} {
+		if _, ok := caps[k].([]any); !ok {
+			t.Errorf("capabilities.%s: %#v, want a list", k, caps[k])
+		}
+	}
+}

@@ -39,6 +39,14 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		if nodes == nil {
 			nodes = []state.Node{}
 		}
+		// A runner with nothing to run writes its lists as null: a script
+		// reading them would have to tell null from [] for every node.
+		for i := range nodes {
+			n := &nodes[i]
+			n.Instances = nonNil(n.Instances)
+			n.Capabilities.CgroupControllers = nonNil(n.Capabilities.CgroupControllers)
+			n.Capabilities.Namespaces = nonNil(n.Capabilities.Namespaces)
+		}
 		return e.printJSON(nodes)
 	}
 	now := e.serverNow()
@@ -195,6 +203,14 @@ func routeList(ctx context.Context, c *ucli.Context, e *env) error {
 		t.row(app, orDash(r.Host), r.Path, orDash(r.Match), orDash(strings.Join(r.Methods, ",")), r.Service, timeout)
 	}
 	return t.flush()
+}
+
+// nonNil is l, or an empty list for nil, which JSON prints as [].
+func nonNil[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
 }
 
 func orDash(s string) string {
