@@ -1939,3 +1939,22 @@ func TestNodeListJSONListsAreLists(t *testing.T) {
 		}
 	}
 }
+
+// A deploy that keeps the deployed binaries uploads none: deploy --json
+// says so with an empty list, as a script expects a list, not null.
+func TestDeployJSONWithoutBinary(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	for _, args := range [][]string{{"deploy", p, "--json"}, {"deploy", p, "--json", "--dry-run"}} {
+		r := h.ok("", args...)
+		var res map[string]any
+		if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+			t.Fatalf("%v: decode %q: %v", args, r.out, err)
+		}
+		if bins, ok := res["binaries"].([]any); !ok || len(bins) != 0 {
+			t.Errorf("%v: binaries %#v, want []", args, res["binaries"])
+		}
+	}
+}

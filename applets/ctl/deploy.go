@@ -281,7 +281,8 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 
 // inspectBinaries inspects each of paths, one binary per arch.
 func inspectBinaries(paths []string, app *spec.App) ([]binaryFile, error) {
-	var bins []binaryFile
+	// Empty, not nil: deploy --json prints it, [] when no --binary is given.
+	bins := []binaryFile{}
 	for _, p := range paths {
 		b, err := inspectBinary(p, app)
 		if err != nil {
