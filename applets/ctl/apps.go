@@ -305,7 +305,7 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 		for _, id := range s.Missing {
 			nodes = append(nodes, id+"(missing)")
 		}
-		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), strings.Join(nodes, ","), ago(s.Updated))
+		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), orDash(strings.Join(nodes, ",")), ago(s.Updated))
 	}
 	return t.flush()
 }

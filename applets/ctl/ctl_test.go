@@ -1958,3 +1958,21 @@ func TestDeployJSONWithoutBinary(t *testing.T) {
 		}
 	}
 }
+
+// An app no node runs (labels no node has) is listed with "-" for its
+// nodes, as every other empty cell: an empty one shifted the columns a
+// reader (or awk) counts, and UPDATED read as NODES.
+func TestAppListNoNodes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("edge.toml", "name = \"edge\"\nversion = \"1\"\nlabels = { role = \"edge\" }\n"), "--binary", elfBinary(t))
+	r := h.ok("", "app", "list")
+	lines := strings.Split(strings.TrimSpace(r.out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("app list: %q", r.out)
+	}
+	head, row := strings.Fields(lines[0]), strings.Fields(lines[1])
+	if len(row) != len(head) || row[slices.Index(head, "NODES")] != "-" {
+		t.Errorf("app list of an app on no node:\n%s", r.out)
+	}
+}
