@@ -1976,3 +1976,25 @@ func TestAppListNoNodes(t *testing.T) {
 		t.Errorf("app list of an app on no node:\n%s", r.out)
 	}
 }
+
+// A node that stopped sending heartbeats is not listed as running the
+// instances it last reported: app status calls them unknown, and node
+// list must not count them up beside its "late: down?".
+func TestNodeListOfSilentNode(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Version: "v1", Arch: runtime.GOARCH, Interval: time.Nanosecond, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, PID: 42, Version: "1.0.0"},
+		{App: "hello", Node: "node-1", ID: "hello-1", State: state.Running, PID: 43, Version: "1.0.0"},
+	}})
+	var r result
+	testutil.Eventually(t, 20*time.Second, "node list to call the silent node late", func() bool {
+		r = h.ok("", "node", "list")
+		return strings.Contains(r.out, "(late: down?)")
+	})
+	lines := strings.Split(strings.TrimSpace(r.out), "\n")
+	head, row := strings.Fields(lines[0]), strings.Fields(lines[1])
+	if got := row[slices.Index(head, "INSTANCES")]; got != "?/2" {
+		t.Errorf("instances of a silent node: %q, want ?/2\n%s", got, r.out)
+	}
+}

@@ -67,10 +67,14 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 			signedOnly = "yes"
 		}
 		seen := shortDuration(now.Sub(n.Stored)) + " ago"
+		instances := fmt.Sprintf("%d/%d", up, len(n.Instances))
 		if late(n, now) {
 			seen += " (late: down?)"
+			// As app status says of them (unknown): what a silent node
+			// last said runs may have died with it.
+			instances = fmt.Sprintf("?/%d", len(n.Instances))
 		}
-		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), fmt.Sprintf("%d/%d", up, len(n.Instances)), sandbox, signedOnly, seen)
+		t.row(n.ID, n.Version, n.OS+"/"+n.Arch, labels(n.Labels), instances, sandbox, signedOnly, seen)
 	}
 	if err := t.flush(); err != nil {
 		return err
