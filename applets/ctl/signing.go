@@ -79,7 +79,9 @@ func (e *env) signer() (*signing.Key, error) {
 		e.log.Debug("no node signing key", "file", path, "err", err)
 		return nil, nil
 	case err != nil:
-		fmt.Fprintf(e.stdio.Stderr, "warning: %v; storing unsigned\n", err)
+		// Not "storing unsigned": deploy, restart and rollback go on to
+		// a node key a heartbeat names (nodeSigner), and say so.
+		fmt.Fprintf(e.stdio.Stderr, "warning: %v; not signing with it\n", err)
 		return nil, nil
 	}
 	return key, nil

@@ -493,3 +493,39 @@ func TestDeployWarnsUntrustingNodes(t *testing.T) {
 		t.Errorf("deploy to a node that trusts the key: stderr\n%s", r.err)
 	}
 }
+
+// A data dir's node key ctl may not use (readable by others) is warned
+// about, and ctl goes on to the node key a heartbeat names: the warning
+// must not say the deploy is stored unsigned when that key signs it.
+func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	data := filepath.Join(h.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	loose, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), []byte(loose.File()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), signing.NodeKeyFile)
+	if err := signing.WriteKeyFile(path, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}})
+	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	if !strings.Contains(r.err, "has mode 0644") || !strings.Contains(r.err, "signing with the node key of node-1") || strings.Contains(r.err, "storing unsigned") {
+		t.Errorf("deploy stderr:\n%s", r.err)
+	}
+	stored, _ := h.get(names.AppsBucket, "hello")
+	if _, err := verifier(t, key.Public()).Verify(stored); err != nil {
+		t.Errorf("spec deployed with the heartbeat's node key: %v\n%s", err, stored)
+	}
+}
