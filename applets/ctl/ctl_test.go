@@ -1998,3 +1998,20 @@ func TestNodeListOfSilentNode(t *testing.T) {
 		t.Errorf("instances of a silent node: %q, want ?/2\n%s", got, r.out)
 	}
 }
+
+// The tables of stored things show their times alike, in local time as
+// secret list does: image list and files list printed RFC 3339 in UTC,
+// the form --json gives scripts.
+func TestObjectListsShowLocalTimes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "files", "put", "app.conf", h.file("app.conf", "x"))
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	local := regexp.MustCompile(`  \d{4}-\d\d-\d\d \d\d:\d\d  `)
+	for _, what := range []string{"files", "image"} {
+		r := h.ok("", what, "list")
+		if !local.MatchString(r.out) || strings.Contains(r.out, "Z ") {
+			t.Errorf("%s list:\n%s", what, r.out)
+		}
+	}
+}

@@ -61,6 +61,9 @@ type object struct {
 	Arch     string   `json:"arch,omitempty"`
 	Modified string   `json:"modified"`
 	UsedBy   []string `json:"used_by"`
+	// stamp is Modified for people, in local time as secret list shows
+	// its times.
+	stamp string
 }
 
 // users maps an object name to the deployed apps that reference it.
@@ -173,7 +176,7 @@ func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App
 	}
 	out := []object{}
 	for _, in := range infos {
-		o := object{Name: in.Name, Size: in.Size, SHA256: store.DigestHex(in), Arch: in.Metadata["arch"], Modified: in.ModTime.UTC().Format("2006-01-02T15:04:05Z"), UsedBy: used[in.Name]}
+		o := object{Name: in.Name, Size: in.Size, SHA256: store.DigestHex(in), Arch: in.Metadata["arch"], Modified: in.ModTime.UTC().Format("2006-01-02T15:04:05Z"), UsedBy: used[in.Name], stamp: stamp(in.ModTime)}
 		if o.UsedBy == nil {
 			o.UsedBy = []string{}
 		}
@@ -197,7 +200,7 @@ func (e *env) printObjects(c *ucli.Context, objs []object, withArch bool) error 
 		if len(digest) > 12 {
 			digest = digest[:12]
 		}
-		cols := []string{o.Name, humanSize(o.Size), digest, o.Modified, orDash(strings.Join(o.UsedBy, ","))}
+		cols := []string{o.Name, humanSize(o.Size), digest, o.stamp, orDash(strings.Join(o.UsedBy, ","))}
 		if withArch {
 			cols = append([]string{o.Name, orDash(o.Arch)}, cols[1:]...)
 		}
