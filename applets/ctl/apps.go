@@ -138,10 +138,11 @@ type instanceStatus struct {
 	PID      int         `json:"pid"`
 	Restarts int         `json:"restarts"`
 	Reason   string      `json:"reason"`
-	Version  string      `json:"version,omitempty"`
+	Version  string      `json:"version"`
 	Healthy  bool        `json:"healthy"`
 	Current  bool        `json:"current"`
-	Started  *time.Time  `json:"started,omitempty"`
+	// Started is null until the node starts a process (pending, fetching).
+	Started *time.Time `json:"started"`
 }
 
 // stateUnknown is the state app status gives the instances of a node that
@@ -165,7 +166,7 @@ type appStatusJSON struct {
 	// Refused are the selected nodes that run only specs a key they trust
 	// signed, and not this one, each with why: they leave the app's
 	// instances as they were and start none of this spec.
-	Refused   []refusal        `json:"refused_nodes,omitempty"`
+	Refused   []refusal        `json:"refused_nodes"`
 	Error     string           `json:"error,omitempty"`
 	Outdated  string           `json:"outdated,omitempty"`
 	Instances []instanceStatus `json:"instances"`
@@ -202,7 +203,7 @@ func refusedBy(n state.Node, pub, sigErr string) string {
 // nodes; now is the NATS server's clock (env.serverNow), by which their
 // ages count.
 func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appStatusJSON {
-	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}}
+	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}, Refused: []refusal{}}
 	if d.err != nil {
 		s.Error = d.err.Error()
 	} else {

@@ -2015,3 +2015,42 @@ func TestObjectListsShowLocalTimes(t *testing.T) {
 		}
 	}
 }
+
+// app status --json has every key SPEC lists in every state, so that a
+// script reads the same object whatever the instances are doing: an
+// instance not started yet had neither version nor started, and an app
+// no node refused had no refused_nodes, where missing_nodes is [].
+func TestAppStatusJSONKeysInEveryState(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Pending},
+	}})
+	r := h.ok("", "app", "status", "hello", "--json")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	for _, k := range []string{"name", "version", "revision", "updated", "mode", "replicas", "desired", "ready", "nodes", "missing_nodes", "refused_nodes", "signed_by", "instances"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("app status --json lacks %q:\n%s", k, r.out)
+		}
+	}
+	if l, ok := got["refused_nodes"].([]any); !ok || len(l) != 0 {
+		t.Errorf("refused_nodes: %#v, want []", got["refused_nodes"])
+	}
+	insts, _ := got["instances"].([]any)
+	if len(insts) != 1 {
+		t.Fatalf("instances: %s", r.out)
+	}
+	in := insts[0].(map[string]any)
+	for _, k := range []string{"node", "id", "state", "pid", "restarts", "reason", "version", "healthy", "current", "started"} {
+		if _, ok := in[k]; !ok {
+			t.Errorf("pending instance lacks %q: %v", k, in)
+		}
+	}
+	if in["started"] != nil {
+		t.Errorf("started of a pending instance: %v, want null", in["started"])
+	}
+}
