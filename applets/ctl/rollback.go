@@ -79,22 +79,22 @@ type revision struct {
 	// Operation is "put" for a stored spec, "delete" for app delete and
 	// "purge" for a purge, which removes every earlier revision.
 	Operation string                  `json:"operation"`
-	Version   string                  `json:"version,omitempty"`
+	Version   string                  `json:"version"`
 	Replicas  int                     `json:"replicas"`
-	Binaries  map[string]pinnedBinary `json:"binaries,omitempty"`
+	Binaries  map[string]pinnedBinary `json:"binaries"`
 	// SignedBy is the public key of the spec's signature, "" unsigned;
 	// SignatureError says why that signature does not hold.
 	SignedBy       string `json:"signed_by"`
-	SignatureError string `json:"signature_error,omitempty"`
+	SignatureError string `json:"signature_error"`
 	Current        bool   `json:"current"`
 	// Restart is set on a revision that differs from the spec before it
 	// only in restarted_at and file pins: what app restart writes.
 	Restart bool `json:"restart"`
 	// SameAs is the newest earlier revision that holds the same spec (a
 	// rollback, or the same file deployed again), 0 when none does.
-	SameAs uint64 `json:"same_as,omitempty"`
+	SameAs uint64 `json:"same_as"`
 	// Error says why the stored spec does not parse.
-	Error string `json:"error,omitempty"`
+	Error string `json:"error"`
 
 	raw []byte
 	app *spec.App
@@ -125,7 +125,8 @@ func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([
 	}
 	revs := make([]revision, 0, len(entries))
 	for _, en := range entries {
-		r := revision{Revision: en.Revision(), Stored: en.Created(), Operation: operation(en.Operation()), raw: en.Value()}
+		// Every key in every revision, a deletion's too: --json prints them.
+		r := revision{Revision: en.Revision(), Stored: en.Created(), Operation: operation(en.Operation()), Binaries: map[string]pinnedBinary{}, raw: en.Value()}
 		if r.isSpec() {
 			// Read as nodes read it, like app status: a spec an earlier
 			// ctl stored is shown as it runs.

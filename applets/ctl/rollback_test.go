@@ -505,3 +505,28 @@ func TestRestartLosesRaceToDeploy(t *testing.T) {
 		t.Errorf("the deploy was overwritten: revision %d (was %d)", rev, deployed)
 	}
 }
+
+// app history --json has every key SPEC lists in every revision, a
+// deletion's included: a script reading .binaries or .same_as found them
+// only on some revisions.
+func TestAppHistoryJSONKeys(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloVersion("1.0.0", "/hello/")), "--binary", elfBinary(t))
+	h.ok("", "app", "delete", "hello")
+	r := h.ok("", "app", "history", "hello", "--json")
+	var revs []map[string]any
+	if err := json.Unmarshal([]byte(r.out), &revs); err != nil || len(revs) != 2 {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	for _, rev := range revs {
+		for _, k := range []string{"revision", "stored", "operation", "version", "replicas", "binaries", "signed_by", "signature_error", "current", "restart", "same_as", "error"} {
+			if _, ok := rev[k]; !ok {
+				t.Errorf("%s revision lacks %q: %v", rev["operation"], k, rev)
+			}
+		}
+		if _, ok := rev["binaries"].(map[string]any); !ok {
+			t.Errorf("%s revision: binaries %#v, want an object", rev["operation"], rev["binaries"])
+		}
+	}
+}
