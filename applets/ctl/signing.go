@@ -51,6 +51,15 @@ func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
 }
 
 func signingPublic(_ context.Context, _ *ucli.Context, e *env) error {
+	if e.cfg.Ctl.SigningKeyFile == "" {
+		// signer goes on without a node key it cannot use, but showing
+		// that key is all this command does: why it cannot is the answer,
+		// not "no signing key" beside a file that is there.
+		path := filepath.Join(e.cfg.DataDir, signing.NodeKeyFile)
+		if _, err := signing.LoadKey(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("read the node key in the data dir: %w", err)
+		}
+	}
 	key, err := e.signer()
 	if err != nil {
 		return err

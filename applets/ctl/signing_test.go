@@ -529,3 +529,25 @@ func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
 		t.Errorf("spec deployed with the heartbeat's node key: %v\n%s", err, stored)
 	}
 }
+
+// signing public with a node key in the data dir that ctl may not use
+// says why (exit 1), not that there is no key there (exit 2).
+func TestSigningPublicOfUnusableDataDirKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	data := filepath.Join(h.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), []byte(key.File()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "signing", "public")
+	if !strings.Contains(r.err, "has mode 0644") || strings.Contains(r.err, "no signing key") {
+		t.Errorf("signing public stderr:\n%s", r.err)
+	}
+}
