@@ -26,13 +26,13 @@ type rollout struct {
 	Desired int      `json:"desired"`
 	Ready   []string `json:"ready"`
 	// Waiting says, per node, what is still missing.
-	Waiting []string `json:"waiting,omitempty"`
+	Waiting []string `json:"waiting"`
 	// Failed holds the reasons reported by nodes for instances that gave up.
-	Failed []string `json:"failed,omitempty"`
+	Failed []string `json:"failed"`
 	// Down names the selected nodes whose heartbeats have stopped, or
 	// that the spec lists and send none: the rollout does not wait for
 	// them, since their runners apply the spec only once they are back.
-	Down []string `json:"down,omitempty"`
+	Down []string `json:"down"`
 	// settling is how long until the next instance that is healthy, but
 	// not yet for min_healthy, counts; 0 when none is.
 	settling time.Duration
@@ -398,7 +398,8 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // heartbeat to expire would only hold the rollout up to its TTL and then
 // pass it without a word about that node.
 func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, healthy map[string]healthyRun, now, serverNow time.Time) *rollout {
-	r := &rollout{Ready: []string{}}
+	// Lists even when empty: deploy --json prints them.
+	r := &rollout{Ready: []string{}, Waiting: []string{}, Failed: []string{}, Down: []string{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
 		var going []string
