@@ -28,7 +28,7 @@ func appCommand(stdio cli.IO) *ucli.Command {
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: appAction(stdio, appDelete)},
-			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart)},
+			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart, func(c *ucli.Context, _ string) error { return checkWaitTimeout(c) })},
 			appHistoryCommand(stdio),
 			appRollbackCommand(stdio),
 		},
@@ -36,9 +36,10 @@ func appCommand(stdio cli.IO) *ucli.Command {
 }
 
 // appAction is action for a command on the app its one argument names. The
-// name is checked before anything connects: one NATS cannot take as a key
-// is a usage error saying the rule, not "nats: invalid key".
-func appAction(stdio cli.IO, body func(ctx context.Context, c *ucli.Context, e *env, app string) error) ucli.ActionFunc {
+// name, and the flags by checks, are checked before anything connects: one
+// NATS cannot take as a key is a usage error saying the rule, not "nats:
+// invalid key", and a bad flag is a usage error whether NATS is up or not.
+func appAction(stdio cli.IO, body func(ctx context.Context, c *ucli.Context, e *env, app string) error, checks ...func(c *ucli.Context, app string) error) ucli.ActionFunc {
 	connected := withEnv(stdio, true, func(ctx context.Context, c *ucli.Context, e *env) error {
 		return body(ctx, c, e, c.Args().First())
 	})
@@ -52,6 +53,11 @@ func appAction(stdio cli.IO, body func(ctx context.Context, c *ucli.Context, e *
 		}
 		if err := validAppName(name); err != nil {
 			return err
+		}
+		for _, check := range checks {
+			if err := check(c, name); err != nil {
+				return err
+			}
 		}
 		return connected(c)
 	}
@@ -522,9 +528,6 @@ func (e *env) storeRestart(ctx context.Context, kv jetstream.KeyValue, app strin
 }
 
 func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error {
-	if err := checkWaitTimeout(c); err != nil {
-		return err
-	}
 	kv, d, err := e.namedApp(ctx, name)
 	if err != nil {
 		return err

@@ -60,6 +60,19 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 	h.url = "nats://127.0.0.1:1"
+	// A bad flag is a usage error with NATS down too: ctl checks the
+	// command line before it connects.
+	for _, args := range [][]string{
+		{"app", "restart", "hello", "--wait", "--timeout", "0s"},
+		{"app", "rollback", "hello", "--wait", "--timeout", "-1s"},
+		{"app", "rollback", "hello", "--to", "0"},
+		{"deploy", "hello.toml", "--wait", "--timeout", "0s"},
+		{"logs", "hello", "--since", "-1s"},
+	} {
+		if r := h.run("", args...); r.code != 2 {
+			t.Errorf("ctl %q without NATS: exit %d, want 2\nstderr: %s", args, r.code, r.err)
+		}
+	}
 	for _, args := range [][]string{{"app", "list", "--json"}, {"node", "list", "--json"}, {"app", "status", "hello", "--json"}} {
 		if r := h.run("", args...); r.code != 1 || r.out != "" {
 			t.Errorf("ctl %q without NATS: exit %d, want 1; stdout %q, want nothing", args, r.code, r.out)

@@ -67,7 +67,7 @@ func appRollbackCommand(stdio cli.IO) *ucli.Command {
 			waitFlag(),
 			waitTimeoutFlag(),
 		},
-		Action: appAction(stdio, appRollback),
+		Action: appAction(stdio, appRollback, checkRollbackFlags),
 	}
 }
 
@@ -276,13 +276,19 @@ func rollbackTarget(app string, revs []revision, to uint64) (revision, error) {
 	return revision{}, notFound("%s has no earlier revision that differs from the current one (%d) in more than a restart (narun ctl app history %s)", app, cur.Revision, app)
 }
 
-func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) error {
+// checkRollbackFlags refuses what no rollback could do, before ctl
+// connects (appAction).
+func checkRollbackFlags(c *ucli.Context, name string) error {
 	if err := checkWaitTimeout(c); err != nil {
 		return err
 	}
 	if c.IsSet(flagTo) && c.Uint64(flagTo) == 0 {
 		return usagef("--to 0: revisions start at 1 (narun ctl app history %s lists them)", name)
 	}
+	return nil
+}
+
+func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) error {
 	// Read once, as deploy does: the node key, and the warnings about
 	// nodes that will not run what is stored.
 	nodes, err := e.nodes(ctx)
