@@ -163,7 +163,7 @@ func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.R
 	if _, err := e.js.Stream(octx, "OBJ_"+bucket); err != nil {
 		return nil, nil, fmt.Errorf("open stream of %s: %w", bucket, err)
 	}
-	m, err := e.lastMsgFromLeader(octx, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+	m, err := store.LastFromLeader(octx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil, errNoObject
 	}
@@ -175,49 +175,6 @@ func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.R
 		return nil, nil, fmt.Errorf("read the metadata of %s: %w", name, err)
 	}
 	return m, &info, nil
-}
-
-// lastMsgFromLeader reads the last message of stream on subject from the
-// stream's leader. Stream.GetLastMsgForSubject sends a direct get when the
-// stream allows them, as the object stores do, which any replica answers,
-// the one ctl is connected to first: in a cluster a follower may not hold
-// yet what this ctl has just written (a deploy's upload, read again by its
-// stamp), and answers that it is not there. The leader has every message
-// it acknowledged.
-func (e *env) lastMsgFromLeader(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
-	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
-	if err != nil {
-		return nil, err
-	}
-	var resp struct {
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     uint16 `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Subject  string    `json:"subject"`
-			Sequence uint64    `json:"seq"`
-			Data     []byte    `json:"data"`
-			Time     time.Time `json:"time"`
-		} `json:"message"`
-	}
-	reply, err := e.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
-	if err != nil {
-		return nil, fmt.Errorf("read the last message of %s on %s: %w", stream, subject, err)
-	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return nil, fmt.Errorf("read the last message of %s on %s: %w", stream, subject, err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound):
-		return nil, jetstream.ErrMsgNotFound
-	case resp.Error != nil:
-		return nil, fmt.Errorf("read the last message of %s on %s: %s (%d)", stream, subject, resp.Error.Description, resp.Error.ErrCode)
-	case resp.Message == nil:
-		return nil, fmt.Errorf("read the last message of %s on %s: empty answer", stream, subject)
-	}
-	return &jetstream.RawStreamMsg{Subject: resp.Message.Subject, Sequence: resp.Message.Sequence, Data: resp.Message.Data, Time: resp.Message.Time}, nil
 }
 
 // deleteObjectAt deletes the object whose last metadata message is m,

@@ -422,6 +422,7 @@ func (r *Runner) sync(ctx context.Context) {
 func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
 	seen := map[string]bool{}
 	initial := true
+	leader := &leaderCheck{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -448,6 +449,12 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 			if initial && e.Operation() == jetstream.KeyValuePut {
 				seen[e.Key()] = true
 			}
+			if initial {
+				// Once the initial values are in, the consumer sends
+				// every later entry in order, newer than these.
+				r.applyLatest(ctx, e, leader)
+				continue
+			}
 			r.applyEntry(e)
 		}
 	}
@@ -461,6 +468,49 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 		r.remove(e.Key())
 	}
 }
+
+// leaderCheck is whether applyLatest may still ask the stream's leader in
+// one pass over the apps: after a read that failed, one per app would only
+// hold the others up as long.
+type leaderCheck struct{ failed bool }
+
+// applyLatest applies e, or the app's entry as the leader of narun-apps
+// has it when that is newer. The first values of a watch come from a
+// consumer that nats-server may place on any replica, and a Get from any
+// replica (store.LastFromLeader): one that has just restarted answers
+// with what it held when it went down, and applying that would roll the
+// app back to a spec replaced meanwhile, and forward again once the
+// replica caught up, restarting its instances twice. Without an answer
+// from the leader, e is applied, as it was before this check.
+func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *leaderCheck) {
+	if leader.failed {
+		r.applyEntry(e)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := store.LastFromLeader(ctx, r.opts.Conn, "KV_"+names.AppsBucket, "$KV."+names.AppsBucket+"."+e.Key())
+	if err != nil {
+		leader.failed = true
+		r.log.Debug("read an app's spec from the leader of its bucket", "app", e.Key(), "err", err)
+		r.applyEntry(e)
+		return
+	}
+	if m.Sequence <= e.Revision() {
+		r.applyEntry(e)
+		return
+	}
+	r.log.Info("a replica of narun-apps behind its leader gave an earlier revision of the spec; applying the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", m.Sequence)
+	switch m.Header.Get(kvOperation) {
+	case "DEL", "PURGE":
+		r.remove(e.Key())
+	default:
+		r.apply(e.Key(), m.Data, m.Sequence)
+	}
+}
+
+// kvOperation is the header nats.go's KV marks a delete or purge with.
+const kvOperation = "KV-Operation"
 
 // resync reads the whole bucket and applies what differs.
 func (r *Runner) resync(ctx context.Context) {
@@ -482,13 +532,14 @@ func (r *Runner) resync(ctx context.Context) {
 	if err := keys.Stop(); err != nil {
 		r.log.Debug("resync: stop listing", "err", err)
 	}
+	leader := &leaderCheck{}
 	for k := range seen {
 		e, err := res.apps.Get(ctx, k)
 		if err != nil {
 			r.log.Warn("resync: get app", "app", k, "err", err)
 			continue
 		}
-		r.applyEntry(e)
+		r.applyLatest(ctx, e, leader)
 	}
 	r.removeExcept(ctx, seen)
 	r.gc()

@@ -1,0 +1,75 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// specOf is the spec the runner last took for app, nil for none.
+func (tr *testRunner) specOf(app string) []byte {
+	tr.mu.Lock()
+	a := tr.apps[app]
+	tr.mu.Unlock()
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.raw
+}
+
+// A watch's first values and a Get may come from a replica of narun-apps
+// that has not caught up since it restarted: applying the earlier spec it
+// holds would roll the app back, and forward again once it caught up. On
+// one server the leader is that server, and an entry read before the last
+// write stands in for what the lagging replica gives.
+func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	onVersion := func(v string) func([]state.Instance) bool {
+		return func(l []state.Instance) bool {
+			return allIn(1, state.Healthy)(l) && l[0].Version == v
+		}
+	}
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
+	earlier, err := c.apps.Get(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.deploy(t, "hello", "1.1.0", helloBin, "")
+	running := tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
+	latest, err := c.apps.Get(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tr.applyLatest(ctx, earlier, &leaderCheck{})
+	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
+		t.Fatalf("after an earlier revision came in, the runner holds\n%s\nwant the leader's latest\n%s", got, latest.Value())
+	}
+	if now := tr.of("hello"); len(now) != 1 || now[0].ID != running[0].ID {
+		t.Errorf("instances %+v, want %s running on", now, running[0].ID)
+	}
+
+	// Deleted since: the leader has the delete marker.
+	c.deploy(t, "gone", "1.0.0", helloBin, "replicas = 0\n")
+	testutil.Eventually(t, 30*time.Second, "the runner taking the spec of gone", func() bool { return tr.specOf("gone") != nil })
+	before, err := c.apps.Get(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.remove(t, "gone")
+	testutil.Eventually(t, 30*time.Second, "the runner dropping gone", func() bool { return tr.specOf("gone") == nil })
+	tr.applyLatest(ctx, before, &leaderCheck{})
+	if got := tr.specOf("gone"); got != nil {
+		t.Errorf("an app deleted on the leader came back from an earlier entry:\n%s", got)
+	}
+}
