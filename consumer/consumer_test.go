@@ -656,3 +656,47 @@ func TestLargeTrailers(t *testing.T) {
 		_ = sub.Unsubscribe()
 	}
 }
+
+// TestLargeHeadWithBody has a handler answer with a head and a body that
+// each fit in a message, but not together: the response goes out whole,
+// streamed, rather than as a 500 for a reply too large.
+func TestLargeHeadWithBody(t *testing.T) {
+	const bodySize, headerSize = 900 << 10, 200 << 10
+	_, nc, _ := start(t, consumer.Config{Name: "bighead"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("h", headerSize))
+		_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
+	}))
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nc.PublishMsg(&nats.Msg{Subject: "bighead", Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, header := 0, 0
+	for {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for the end of the response: %v", err)
+		}
+		if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+			t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+		}
+		body += len(m.Data)
+		if v := m.Header.Get("X-Big"); v != "" {
+			header = len(v)
+		}
+		if m.Reply != "" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+		}
+		f := m.Header.Get(consumer.HeaderFrame)
+		if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
+			break
+		}
+	}
+	if body != bodySize || header != headerSize {
+		t.Errorf("body of %d bytes and header of %d, want %d and %d", body, header, bodySize, headerSize)
+	}
+}

@@ -741,9 +741,18 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		return errText
 	}
 	tr := w.trailers()
+	var m *nats.Msg
 	if !w.streaming && tr == nil {
-		m := w.finalHead()
+		m = w.finalHead()
 		m.Data = w.buf
+		// A head and a body that each fit in a message but not together
+		// go streamed, the body after the head, rather than fail as a
+		// reply too large.
+		if mp := int(w.s.nc.MaxPayload()); mp > 0 && len(m.Data) > 0 && headerSize(m.Header)+len(m.Data) > mp {
+			m = nil
+		}
+	}
+	if m != nil {
 		if err := w.s.nc.PublishMsg(m); err != nil {
 			w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
 			// Headers too large for a message, say: the client gets a
