@@ -700,3 +700,61 @@ func TestLargeHeadWithBody(t *testing.T) {
 		t.Errorf("body of %d bytes and header of %d, want %d and %d", body, header, bodySize, headerSize)
 	}
 }
+
+// TestBodyCloseEndsPull has a handler read its body in a goroutine, answer
+// without waiting for the rest, close the body and wait for the reader, as
+// grpc-go's ServeHTTP does: the close ends the pull the gateway has not
+// answered (a client that sends nothing more until it has the response),
+// as net/http's server unblocks a read, so the response goes out.
+func TestBodyCloseEndsPull(t *testing.T) {
+	readErr, pulled := make(chan error, 1), make(chan struct{})
+	_, nc, _ := start(t, consumer.Config{Name: "closebody"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, err := io.Copy(io.Discard, r.Body)
+			readErr <- err
+		}()
+		// Closed while a pull waits, not before the reader started.
+		<-pulled
+		_, _ = io.WriteString(w, "early answer")
+		_ = r.Body.Close()
+		<-done
+	}))
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nc.PublishMsg(&nats.Msg{Subject: "closebody", Reply: inbox, Data: []byte("first"), Header: nats.Header{
+		consumer.HeaderMethod: {"POST"}, consumer.HeaderBody: {consumer.BodyStream}, consumer.HeaderTimeout: {"600000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pulls stay unanswered: the reply must come without them.
+	var pull *nats.Msg
+	for {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			if pull != nil {
+				// Lets the handler, and Serve, end.
+				_ = pull.RespondMsg(&nats.Msg{Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+			}
+			t.Fatalf("waiting for the response: %v", err)
+		}
+		if m.Header.Get(consumer.HeaderFrame) == consumer.FramePull {
+			if pull == nil {
+				close(pulled)
+			}
+			pull = m
+			continue
+		}
+		if string(m.Data) != "early answer" {
+			t.Errorf("response %q %v, want %q", m.Data, m.Header, "early answer")
+		}
+		break
+	}
+	if err := <-readErr; err == nil {
+		t.Error("the body read in the goroutine ended without an error")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -125,7 +126,8 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 	switch {
 	case stream:
 		r.ContentLength = declared
-		r.Body = &pullReader{ctx: ctx, pull: pull, buf: m.Data}
+		pctx, stop := context.WithCancel(ctx)
+		r.Body = &pullReader{ctx: pctx, stop: stop, pull: pull, buf: m.Data}
 	case len(m.Data) == 0:
 		r.Body = http.NoBody
 	default:
@@ -188,11 +190,17 @@ var tokenChars = func() (t [256]bool) {
 // pullReader reads a request body that the gateway hands out chunk by
 // chunk: one pull in flight at a time is the flow control.
 type pullReader struct {
-	ctx  context.Context
-	pull func(context.Context) (*nats.Msg, error)
-	buf  []byte
-	eof  bool
-	err  error
+	ctx context.Context
+	// stop ends ctx, and the pull in flight with it, when the body is
+	// closed: a handler may close it while another goroutine reads, as
+	// grpc-go's does before it waits for that reader, and net/http's
+	// server unblocks such a read.
+	stop   context.CancelFunc
+	closed atomic.Bool
+	pull   func(context.Context) (*nats.Msg, error)
+	buf    []byte
+	eof    bool
+	err    error
 }
 
 // errReadAfterClose is net/http's error for a read after Close; the
@@ -200,6 +208,9 @@ type pullReader struct {
 var errReadAfterClose = fmt.Errorf("read request body: %w", http.ErrBodyReadAfterClose)
 
 func (r *pullReader) Read(p []byte) (int, error) {
+	if r.closed.Load() {
+		return 0, errReadAfterClose
+	}
 	for len(r.buf) == 0 {
 		if r.err != nil {
 			return 0, r.err
@@ -208,6 +219,9 @@ func (r *pullReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		m, err := r.pull(r.ctx)
+		if r.closed.Load() {
+			return 0, errReadAfterClose
+		}
 		if err != nil {
 			r.err = fmt.Errorf("read request body: %w", err)
 			continue
@@ -227,7 +241,8 @@ func (r *pullReader) Read(p []byte) (int, error) {
 }
 
 func (r *pullReader) Close() error {
-	r.buf, r.err = nil, errReadAfterClose
+	r.closed.Store(true)
+	r.stop()
 	return nil
 }
 
