@@ -758,3 +758,25 @@ func TestBodyCloseEndsPull(t *testing.T) {
 		t.Error("the body read in the goroutine ended without an error")
 	}
 }
+
+// TestBodyCloseWhileRead closes a body that fits in one message while
+// another goroutine reads it, which net/http's request body allows; run
+// with -race.
+func TestBodyCloseWhileRead(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "closeread"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(io.Discard, r.Body)
+		}()
+		_ = r.Body.Close()
+		<-done
+	}))
+	m, err := nc.RequestMsg(&nats.Msg{Subject: "closeread", Data: []byte("small body"), Header: nats.Header{consumer.HeaderMethod: {"POST"}}}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+		t.Errorf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+	}
+}

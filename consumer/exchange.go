@@ -149,20 +149,21 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 // bytesBody is a whole body in memory: one allocation where
 // io.NopCloser(bytes.NewReader(...)) takes two. It is only a reader, as
 // net/http's request body is, and refuses reads after Close as that does.
+// Close may come while another goroutine reads, as net/http's allows.
 type bytesBody struct {
 	r      bytes.Reader
-	closed bool
+	closed atomic.Bool
 }
 
 func (b *bytesBody) Read(p []byte) (int, error) {
-	if b.closed {
+	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	return b.r.Read(p)
 }
 
 func (b *bytesBody) Close() error {
-	b.closed = true
+	b.closed.Store(true)
 	return nil
 }
 
