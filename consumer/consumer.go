@@ -187,7 +187,9 @@ func (c *Config) validate() error {
 // A nil h means http.DefaultServeMux, as for net/http's server.
 // The handlers' contexts are not cancelled by that: a handler that may run
 // long (a stream) should also watch a signal of its own. Serve returns
-// ErrConnClosed if nc is closed, or closes first.
+// ErrConnClosed if nc is closed, or closes first; the handlers' contexts
+// then end, as no reply can go out, and Serve returns once the handlers
+// have.
 func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error {
 	if err := cfg.validate(); err != nil {
 		return err
@@ -289,6 +291,10 @@ type server struct {
 	// service.
 	q  queue
 	wg sync.WaitGroup
+	// base is the parent of every request's context, ended when the
+	// connection closes: no reply can go out any more.
+	base    context.Context
+	endBase context.CancelCauseFunc
 	// chunk caches chunkSize: max_payload is only known once connected,
 	// which may be after Serve started.
 	chunk atomic.Int64
@@ -308,6 +314,7 @@ func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
 		inflight: make(map[string]context.CancelFunc),
 		stats:    micro.EndpointStats{Name: endpointName, Subject: cfg.Subject, QueueGroup: cfg.QueueGroup},
 	}
+	s.base, s.endBase = context.WithCancelCause(context.Background())
 	s.q.handoff = make(chan job)
 	s.q.waiting = make(map[string]uint64)
 	s.q.early = make(map[string]time.Time)
@@ -376,6 +383,12 @@ func (s *server) run(ctx context.Context) error {
 	// After the closed handler, dispatch is never called again: the
 	// workers can be told to finish what is queued, and stop.
 	<-closed
+	if errors.Is(err, ErrConnClosed) {
+		// Handlers that wait for their request to end (a stream) would
+		// hold Serve until their timeout, as net/http's server ends its
+		// handlers' contexts when it closes.
+		s.endBase(err)
+	}
 	close(s.q.handoff)
 	s.wg.Wait()
 	return err

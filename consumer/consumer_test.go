@@ -780,3 +780,43 @@ func TestBodyCloseWhileRead(t *testing.T) {
 		t.Errorf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
 	}
 }
+
+// TestConnClosedEndsHandlers closes the service's connection while a
+// handler waits for its request to end, as a stream does: no reply can go
+// out any more, so the handler's context ends, as net/http's server ends
+// its handlers' when it closes, and Serve returns, rather than both
+// waiting for the request's timeout.
+func TestConnClosedEndsHandlers(t *testing.T) {
+	srv := natstest.Start(t)
+	svc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Serve(context.Background(), svc, consumer.Config{Name: "gonemid"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-r.Context().Done()
+		}))
+	}()
+	nc := natstest.Connect(t, srv)
+	waitFor(t, "service ping", func() bool {
+		_, err := nc.Request("$SRV.PING.gonemid", nil, time.Second)
+		return err == nil
+	})
+	err = nc.PublishMsg(&nats.Msg{Subject: "gonemid", Reply: nc.NewInbox(), Header: nats.Header{consumer.HeaderTimeout: {"600000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	svc.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, consumer.ErrConnClosed) {
+			t.Errorf("Serve = %v, want ErrConnClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still waits for the handler of a closed connection")
+	}
+}

@@ -264,7 +264,7 @@ func (s *server) serve(j job) {
 			return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
 		}
 	}
-	r, cancel, err := decodeRequest(context.Background(), m, j.arrived, pull)
+	r, cancel, err := decodeRequest(s.base, m, j.arrived, pull)
 	if err != nil {
 		s.respondError(reply, http.StatusBadRequest, err.Error())
 		s.record(time.Since(start), err.Error())
