@@ -52,7 +52,9 @@
 // http.ResponseController's deadlines only the zero time (no deadline)
 // is accepted, the route's timeout bounding the exchange. A response
 // with a 5xx status counts as an error in `nats micro stats`, as do
-// panics and requests the gateway gave up on.
+// panics and requests the gateway gave up on. A panic, or a
+// runtime.Goexit (t.FailNow in a handler), fails the request with a 500,
+// or aborts a response already started.
 //
 // # Running under narun, and locally
 //
@@ -452,13 +454,25 @@ func (s *server) dispatch(m *nats.Msg) {
 	q.mu.Unlock()
 }
 
-// worker serves j, then the queued jobs, then each job handed to it, until
-// the handoff closes; what is queued then is still served.
+// worker serves j (if any), then the queued jobs, then each job handed to
+// it, until the handoff closes; what is queued then is still served.
 func (s *server) worker(j job) {
-	defer s.wg.Done()
+	returned := false
+	defer func() {
+		if !returned {
+			// A handler called runtime.Goexit, which ends this goroutine
+			// whatever it defers: another takes its place in the pool,
+			// which would otherwise shrink for good.
+			s.wg.Add(1)
+			go s.worker(job{})
+		}
+		s.wg.Done()
+	}()
 	q := &s.q
 	for {
-		s.serve(j)
+		if j.m != nil {
+			s.serve(j)
+		}
 		q.mu.Lock()
 		var queued bool
 		if j, queued = q.pop(); queued {
@@ -477,6 +491,7 @@ func (s *server) worker(j job) {
 		j, queued := q.pop()
 		q.mu.Unlock()
 		if !queued {
+			returned = true
 			return
 		}
 		s.serve(j)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -818,5 +819,35 @@ func TestConnClosedEndsHandlers(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve still waits for the handler of a closed connection")
+	}
+}
+
+// TestGoexitInHandler has a handler end its goroutine with
+// runtime.Goexit, as t.FailNow in a handler does: the request fails at
+// once, as net/http's server closes the connection, and the worker's
+// place in the pool is not lost, so the next request is served.
+func TestGoexitInHandler(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "goexit", MaxConcurrent: 1}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/exit" {
+			runtime.Goexit()
+		}
+		_, _ = io.WriteString(w, "served")
+	}))
+	m, err := request(nc, "goexit", "/exit")
+	if err != nil {
+		t.Fatalf("/exit: %v", err)
+	}
+	if got := m.Header.Get(consumer.HeaderServiceErrorCode); got != "500" {
+		t.Errorf("/exit: error code %q, want 500", got)
+	}
+	m, err = request(nc, "goexit", "/")
+	if err != nil {
+		t.Fatalf("/ after /exit: %v", err)
+	}
+	if string(m.Data) != "served" {
+		t.Errorf("/ after /exit: %q, want %q", m.Data, "served")
+	}
+	if st := stats(t, nc, "goexit", 2); st.NumErrors != 1 {
+		t.Errorf("stats %+v, want 1 error of 2 requests", st)
 	}
 }

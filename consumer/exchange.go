@@ -290,13 +290,21 @@ func (s *server) serve(j job) {
 		return
 	}
 	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize(), head: r.Method == http.MethodHead}
-	errText := w.run(r)
-	cancel()
-	s.mu.Lock()
-	delete(s.inflight, reply)
-	s.mu.Unlock()
-	s.record(time.Since(start), errText)
+	// Deferred, and the text set before run, for a handler that calls
+	// runtime.Goexit: run then never returns.
+	errText := errGoexit
+	defer func() {
+		cancel()
+		s.mu.Lock()
+		delete(s.inflight, reply)
+		s.mu.Unlock()
+		s.record(time.Since(start), errText)
+	}()
+	errText = w.run(r)
 }
+
+// errGoexit is the error counted for a handler that called runtime.Goexit.
+const errGoexit = "handler exited its goroutine"
 
 func (s *server) respondError(reply string, code int, text string) {
 	err := s.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{
@@ -710,13 +718,18 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 			_ = w.ackSub.Unsubscribe()
 		}
 	}()
+	returned := false
 	defer func() {
 		p := recover()
-		if p == nil {
+		if p == nil && returned {
 			return
 		}
 		errText = fmt.Sprintf("panic: %v", p)
-		if p == http.ErrAbortHandler {
+		if p == nil {
+			// runtime.Goexit (t.FailNow in a handler): the response is
+			// aborted, as net/http's server closes the connection.
+			errText = errGoexit
+		} else if p == http.ErrAbortHandler {
 			errText = "handler aborted the response"
 		} else {
 			// As net/http's server logs it: the stats keep only the
@@ -730,6 +743,7 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 		w.sendFrame(FrameEnd, nil, http.Header{HeaderServiceErrorCode: {"500"}, HeaderServiceError: {errText}})
 	}()
 	w.s.h.ServeHTTP(w, r)
+	returned = true
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
