@@ -422,7 +422,7 @@ func (r *Runner) sync(ctx context.Context) {
 func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
 	seen := map[string]bool{}
 	initial := true
-	leader := &leaderCheck{}
+	leader := &leaderReads{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -449,13 +449,16 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 			if initial && e.Operation() == jetstream.KeyValuePut {
 				seen[e.Key()] = true
 			}
-			if initial {
-				// Once the initial values are in, the consumer sends
-				// every later entry in order, newer than these.
+			switch {
+			case initial:
 				r.applyLatest(ctx, e, leader)
-				continue
+			case leader.older(e):
+				// A replica catching up sends what was written while
+				// it was behind: older than what the leader gave.
+				r.log.Debug("skip an entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.taken[e.Key()])
+			default:
+				r.applyEntry(e)
 			}
-			r.applyEntry(e)
 		}
 	}
 }
@@ -469,10 +472,22 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 	}
 }
 
-// leaderCheck is whether applyLatest may still ask the stream's leader in
-// one pass over the apps: after a read that failed, one per app would only
-// hold the others up as long.
-type leaderCheck struct{ failed bool }
+// leaderReads is what applyLatest learnt from the stream's leader in one
+// pass over the apps.
+type leaderReads struct {
+	// failed stops the reads: after one that failed, one per app would
+	// only hold the others up as long.
+	failed bool
+	// taken holds, by app, the revision applied from the leader where the
+	// entry read was older.
+	taken map[string]uint64
+}
+
+// older says whether e is older than the revision taken from the leader
+// for its app.
+func (l *leaderReads) older(e jetstream.KeyValueEntry) bool {
+	return e.Revision() < l.taken[e.Key()]
+}
 
 // applyLatest applies e, or the app's entry as the leader of narun-apps
 // has it when that is newer. The first values of a watch come from a
@@ -482,7 +497,7 @@ type leaderCheck struct{ failed bool }
 // app back to a spec replaced meanwhile, and forward again once the
 // replica caught up, restarting its instances twice. Without an answer
 // from the leader, e is applied, as it was before this check.
-func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *leaderCheck) {
+func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *leaderReads) {
 	if leader.failed {
 		r.applyEntry(e)
 		return
@@ -501,6 +516,10 @@ func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, lea
 		return
 	}
 	r.log.Info("a replica of narun-apps behind its leader gave an earlier revision of the spec; applying the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", m.Sequence)
+	if leader.taken == nil {
+		leader.taken = map[string]uint64{}
+	}
+	leader.taken[e.Key()] = m.Sequence
 	switch m.Header.Get(kvOperation) {
 	case "DEL", "PURGE":
 		r.remove(e.Key())
@@ -532,7 +551,7 @@ func (r *Runner) resync(ctx context.Context) {
 	if err := keys.Stop(); err != nil {
 		r.log.Debug("resync: stop listing", "err", err)
 	}
-	leader := &leaderCheck{}
+	leader := &leaderReads{}
 	for k := range seen {
 		e, err := res.apps.Get(ctx, k)
 		if err != nil {
