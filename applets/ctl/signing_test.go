@@ -494,23 +494,30 @@ func TestDeployWarnsUntrustingNodes(t *testing.T) {
 	}
 }
 
+// writeLooseNodeKey puts a node key that others may read, which ctl must
+// not use, in the harness's data dir.
+func writeLooseNodeKey(t *testing.T, h *harness) {
+	t.Helper()
+	data := filepath.Join(h.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), key.File(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A data dir's node key ctl may not use (readable by others) is warned
 // about, and ctl goes on to the node key a heartbeat names: the warning
 // must not say the deploy is stored unsigned when that key signs it.
 func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	data := filepath.Join(h.dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	loose, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), []byte(loose.File()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeLooseNodeKey(t, h)
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -535,17 +542,7 @@ func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
 func TestSigningPublicOfUnusableDataDirKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	data := filepath.Join(h.dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), []byte(key.File()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeLooseNodeKey(t, h)
 	r := h.fails(1, "", "signing", "public")
 	if !strings.Contains(r.err, "has mode 0644") || strings.Contains(r.err, "no signing key") {
 		t.Errorf("signing public stderr:\n%s", r.err)
