@@ -149,6 +149,14 @@ func TestDeployJSONKeys(t *testing.T) {
 	if ready, ok := res.Rollout["ready"].([]any); !ok || len(ready) != 0 {
 		t.Errorf("rollout ready: %#v", res.Rollout["ready"])
 	}
+	// In every outcome: a rollout that timed out with no node down and
+	// nothing failed printed no failed and no down, which a script reads to
+	// tell a failure from a down node.
+	for _, k := range []string{"waiting", "failed", "down"} {
+		if _, ok := res.Rollout[k].([]any); !ok {
+			t.Errorf("rollout %s: %#v, want a list", k, res.Rollout[k])
+		}
+	}
 }
 
 // A rollout that fails before any instance ran (no binary for the node's
@@ -2052,26 +2060,5 @@ func TestAppStatusJSONKeysInEveryState(t *testing.T) {
 	}
 	if in["started"] != nil {
 		t.Errorf("started of a pending instance: %v, want null", in["started"])
-	}
-}
-
-// deploy --json's rollout has all its lists in every outcome: a rollout
-// that timed out with no node down and nothing failed printed no failed
-// and no down, which a script reads to tell a failure from a down node.
-func TestDeployJSONRolloutLists(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
-	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--json", "--wait", "--timeout", "1s")
-	var res struct {
-		Rollout map[string]any `json:"rollout"`
-	}
-	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
-		t.Fatalf("decode %q: %v", r.out, err)
-	}
-	for _, k := range []string{"ready", "waiting", "failed", "down"} {
-		if _, ok := res.Rollout[k].([]any); !ok {
-			t.Errorf("rollout %s: %#v, want a list", k, res.Rollout[k])
-		}
 	}
 }
