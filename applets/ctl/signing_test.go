@@ -278,19 +278,7 @@ func TestFilesPinned(t *testing.T) {
 func TestNodeKeyFromDataDir(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	data := filepath.Join(h.dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := key.File()
-	path := filepath.Join(data, signing.NodeKeyFile)
-	if err := signing.WriteKeyFile(path, text); err != nil {
-		t.Fatal(err)
-	}
+	key, path := writeNodeKey(t, h, 0o600)
 	if r := h.ok("", "signing", "public"); strings.TrimSpace(r.out) != key.Public() {
 		t.Errorf("signing public with the data dir's key: %q, want %q", r.out, key.Public())
 	}
@@ -494,9 +482,9 @@ func TestDeployWarnsUntrustingNodes(t *testing.T) {
 	}
 }
 
-// writeLooseNodeKey puts a node key that others may read, which ctl must
-// not use, in the harness's data dir.
-func writeLooseNodeKey(t *testing.T, h *harness) {
+// writeNodeKey puts a new node key with mode in the harness's data dir, as
+// narun up keeps it there, and returns it and its file.
+func writeNodeKey(t *testing.T, h *harness, mode os.FileMode) (*signing.Key, string) {
 	t.Helper()
 	data := filepath.Join(h.dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -506,9 +494,11 @@ func writeLooseNodeKey(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(data, signing.NodeKeyFile), key.File(), 0o644); err != nil {
+	path := filepath.Join(data, signing.NodeKeyFile)
+	if err := os.WriteFile(path, key.File(), mode); err != nil {
 		t.Fatal(err)
 	}
+	return key, path
 }
 
 // A data dir's node key ctl may not use (readable by others) is warned
@@ -517,7 +507,7 @@ func writeLooseNodeKey(t *testing.T, h *harness) {
 func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	writeLooseNodeKey(t, h)
+	writeNodeKey(t, h, 0o644) // others may read it: ctl must not use it
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -542,7 +532,7 @@ func TestUnusableDataDirKeyThenHeartbeatKey(t *testing.T) {
 func TestSigningPublicOfUnusableDataDirKey(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	writeLooseNodeKey(t, h)
+	writeNodeKey(t, h, 0o644) // others may read it: ctl must not use it
 	r := h.fails(1, "", "signing", "public")
 	if !strings.Contains(r.err, "has mode 0644") || strings.Contains(r.err, "no signing key") {
 		t.Errorf("signing public stderr:\n%s", r.err)
