@@ -105,17 +105,23 @@ func TestLoadRingPermissions(t *testing.T) {
 	}
 }
 
+// secretsKV is narun-secrets on a new server.
+func secretsKV(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(context.Background(), js, names.SecretsBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
 func TestRotate(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := store.KV(ctx, js, names.SecretsBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := secretsKV(t)
 	old, fresh := newKey(t), newKey(t)
 	oldRing := ring(t, old)
 	for _, n := range []string{"a", "b"} {
@@ -153,15 +159,7 @@ func TestRotate(t *testing.T) {
 // key being retired.
 func TestRotatePastValuesThatDoNotOpen(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := store.KV(ctx, js, names.SecretsBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := secretsKV(t)
 	old, fresh := newKey(t), newKey(t)
 	oldRing := ring(t, old)
 	// Stored first, so listed first.
