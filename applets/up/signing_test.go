@@ -188,10 +188,7 @@ func TestUpResumesAdoption(t *testing.T) {
 	if _, err := apps.Update(context.Background(), "old", key.Sign(spec.Value()), spec.Revision()); err != nil {
 		t.Fatal(err)
 	}
-	rogue := strings.Replace(string(spec.Value()), `name = "old"`, `name = "rogue"`, 1)
-	if _, err := apps.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
-		t.Fatal(err)
-	}
+	plantRogue(t, apps, spec.Value())
 	stopUp(t, cmd, out, 20*time.Second)
 
 	natsAddr, cmd, out = startNode(t, dataDir, "upcut")
@@ -280,10 +277,7 @@ func TestUpResumesAdoptionOfEarlierRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rogue := strings.Replace(string(spec.Value()), `name = "old"`, `name = "rogue"`, 1)
-	if _, err := apps.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
-		t.Fatal(err)
-	}
+	plantRogue(t, apps, spec.Value())
 	stopUp(t, cmd, out, 20*time.Second)
 
 	natsAddr, cmd, out = startNode(t, dataDir, "upold")
@@ -400,4 +394,14 @@ func TestUpWarnsOfOneSidedTrust(t *testing.T) {
 		t.Errorf("no warning that the gateway checks nothing:\n%s", out.String())
 	}
 	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// plantRogue stores, unsigned, a copy of the spec of old named rogue: what
+// something other than ctl may write while an adoption is cut short.
+func plantRogue(t *testing.T, apps jetstream.KeyValue, old []byte) {
+	t.Helper()
+	rogue := strings.Replace(string(old), `name = "old"`, `name = "rogue"`, 1)
+	if _, err := apps.Put(context.Background(), "rogue", []byte(rogue)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1525,6 +1525,18 @@ func TestRestartRequestRolls(t *testing.T) {
 	}
 }
 
+// deployStuck deploys the app stuck, which ignores SIGTERM and has an
+// hour to stop, and returns its instance once it ignores the signal; the
+// process is killed at the end of the test.
+func deployStuck(t *testing.T, c *cluster, tr *testRunner) state.Instance {
+	t.Helper()
+	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
+	in := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
+	t.Cleanup(func() { syscall.Kill(in.PID, syscall.SIGKILL) })
+	tr.waitLine(t, "stuck", ignoringTERM)
+	return in
+}
+
 // TestStopFollowsTheSpec lowers the stop timeout of a running instance
 // with a spec that restarts nothing (stop_timeout is not in the
 // fingerprint): the delete that follows kills it once the new 200ms are
@@ -1533,10 +1545,7 @@ func TestStopFollowsTheSpec(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
-	in := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
-	t.Cleanup(func() { syscall.Kill(in.PID, syscall.SIGKILL) })
-	tr.waitLine(t, "stuck", ignoringTERM)
+	in := deployStuck(t, c, tr)
 	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"200ms\"\n")
 	// The runner caches a spec just before it applies it, and applies
 	// the deletion only after: once the cache has the new timeout, the
@@ -1560,10 +1569,7 @@ func TestAppsIndependent(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	c.deploy(t, "stuck", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"1h\"\n")
-	stuck := tr.wait(t, "stuck", "healthy", allIn(1, state.Healthy))[0]
-	t.Cleanup(func() { syscall.Kill(stuck.PID, syscall.SIGKILL) })
-	tr.waitLine(t, "stuck", ignoringTERM)
+	stuck := deployStuck(t, c, tr)
 	c.remove(t, "stuck")
 	tr.wait(t, "stuck", "stopping", allIn(1, state.Stopping))
 
