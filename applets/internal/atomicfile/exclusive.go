@@ -1,9 +1,12 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +15,27 @@ import (
 // of several processes creating the same file at once exactly one
 // succeeds, and a reader never sees it half-written. The error of a path
 // that exists wraps fs.ErrExist.
+//
+// The data is written to a file without a name, which the kernel frees if
+// the process dies before the link: a named temporary file would outlive a
+// crash beside path, and Create writes keys. File systems without unnamed
+// files (O_TMPFILE) get a named one.
 func Create(path string, data []byte, mode os.FileMode) error {
+	f, err := writeUnnamed(filepath.Dir(path), data, mode)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if f != nil {
+		defer f.Close()
+		err := linkUnnamed(f, path)
+		if err == nil {
+			return SyncDir(filepath.Dir(path))
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("create %s: %w", path, err)
+		}
+		// No /proc to name the descriptor by: write a named file instead.
+	}
 	tmp, err := writeTemp(path, data, mode)
 	if err != nil {
 		return err
@@ -23,6 +46,43 @@ func Create(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// writeUnnamed writes data, synced and with mode, to a new file in dir that
+// has no name yet. It returns nil and no error when dir's file system
+// cannot make one.
+func writeUnnamed(dir string, data []byte, mode os.FileMode) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EINVAL):
+		return nil, nil
+	case err != nil:
+		return nil, &fs.PathError{Op: "create a file in", Path: dir, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), dir)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// linkUnnamed gives the unnamed file f the name path, failing with an
+// error wrapping fs.ErrExist when path exists; linkat names a descriptor
+// without privileges only through its /proc link.
+func linkUnnamed(f *os.File, path string) error {
+	proc := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	if err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return &fs.PathError{Op: "link", Path: path, Err: err}
+	}
+	return nil
 }
 
 // Update replaces path with what change makes of its content, as Write

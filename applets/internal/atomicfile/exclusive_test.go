@@ -95,3 +95,30 @@ func TestRefusedUpdateChangesNothing(t *testing.T) {
 		t.Fatalf("file holds %q after a refused update", got)
 	}
 }
+
+// Until its link, what Create writes has no name in the directory: a
+// crash in the middle of writing a key leaves no copy of it behind.
+func TestCreateWritesUnnamedUntilTheLink(t *testing.T) {
+	dir := t.TempDir()
+	f, err := writeUnnamed(dir, []byte("secret\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f == nil {
+		t.Skipf("the file system of %s has no unnamed files (O_TMPFILE): Create writes a named temporary file there", dir)
+	}
+	defer f.Close()
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("written but not linked, the directory holds %v", entries)
+	}
+	path := filepath.Join(dir, "key")
+	if err := linkUnnamed(f, path); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != "secret\n" {
+		t.Fatalf("linked file holds %q (%v)", got, err)
+	}
+	if err := linkUnnamed(f, path); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("linking over an existing file: %v, want an error wrapping fs.ErrExist", err)
+	}
+}
