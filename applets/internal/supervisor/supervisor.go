@@ -584,8 +584,11 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 		return Exit{}, fmt.Errorf("start %s: %w", launch.Path, err)
 	}
 	pid := cmd.Process.Pid
-	signal := func(sig syscall.Signal) { s.signalGroup(pid, sig) }
-	if p.Signal != nil {
+	var signal func(syscall.Signal)
+	if p.Signal == nil {
+		g := &group{s: s, pid: pid}
+		signal, wait = g.signal, g.waitThen(wait)
+	} else {
 		signal = func(sig syscall.Signal) {
 			if err := p.Signal(sig); err != nil {
 				s.log.Warn("signal the instance's processes", "pid", pid, "signal", sig, "err", err)
@@ -640,8 +643,11 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	if exited {
 		s.endLeftovers(pid, signal, p.WaitEmpty)
 	}
-	// Whatever the app left behind goes with it.
-	signal(syscall.SIGKILL)
+	// Whatever the app left behind goes with it (a process group's
+	// leftovers went before its leader was reaped: group.waitThen).
+	if p.Signal != nil {
+		signal(syscall.SIGKILL)
+	}
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
@@ -728,6 +734,48 @@ func (s *Supervisor) endLeftovers(pid int, signal func(syscall.Signal), waitEmpt
 	if err := waitEmpty(ctx); err != nil {
 		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout, "err", err)
 		signal(syscall.SIGKILL)
+	}
+}
+
+// group signals the process group a process leads. The group's id is the
+// leader's pid, which the kernel may give to a new process once the leader
+// is reaped; a signal to the group after that could reach a stranger. So
+// the group is signalled only while its leader, alive or a zombie, still
+// holds the pid, and what it left behind is killed before it is reaped.
+type group struct {
+	s      *Supervisor
+	pid    int
+	mu     sync.Mutex
+	reaped bool
+}
+
+func (g *group) signal(sig syscall.Signal) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.reaped {
+		g.s.signalGroup(g.pid, sig)
+	}
+}
+
+// waitThen returns a wait that waits for the leader's exit without reaping
+// it (waitid with WNOWAIT), kills the rest of its group, then reaps it with
+// reap.
+func (g *group) waitThen(reap func() error) func() error {
+	return func() error {
+		var err error = unix.EINTR
+		for errors.Is(err, unix.EINTR) {
+			var info unix.Siginfo
+			err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if err != nil {
+			g.s.log.Warn("wait for the instance's process without reaping it; its group is not signalled again", "pid", g.pid, "err", err)
+		} else {
+			g.s.signalGroup(g.pid, syscall.SIGKILL)
+		}
+		g.reaped = true
+		return reap()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -74,6 +77,18 @@ func child(mode string) {
 		}
 		fmt.Println("grandchild", cmd.Process.Pid)
 		sleepForever()
+	case "orphaner":
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = []string{childEnv + "=stubborn"}
+		if err := cmd.Start(); err != nil {
+			fmt.Println("start grandchild:", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile("grandchild.pid", []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+			fmt.Println("write grandchild.pid:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	os.Exit(2)
 }
@@ -304,6 +319,48 @@ func TestStopKillsTheGroup(t *testing.T) {
 			t.Fatalf("grandchild %d survived the stop", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A process that exits leaving another in its group: the other is killed
+// while the group's id, the leader's pid, is still held by the unreaped
+// leader. Killed after the reap, the signal could reach a new process the
+// kernel gave that pid and that leads a group of its own.
+func TestGroupKilledBeforeLeaderReaped(t *testing.T) {
+	killedFirst := make(chan bool, 1)
+	s, _ := start(t, "orphaner", Config{
+		Policy: Policy{Mode: Never},
+		Command: func(ctx context.Context, inst InstanceLaunch) (*Process, error) {
+			p, err := Exec(ctx, inst)
+			if err != nil {
+				return nil, err
+			}
+			p.Wait = func() error {
+				var info unix.Siginfo
+				if err := unix.Waitid(unix.P_PID, p.Cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+					t.Errorf("wait for the leader's exit: %v", err)
+				}
+				b, err := os.ReadFile(filepath.Join(inst.Dir, "grandchild.pid"))
+				pid, _ := strconv.Atoi(string(b))
+				if err != nil || pid == 0 {
+					t.Errorf("grandchild.pid: %q, %v", b, err)
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for pid != 0 && alive(pid) && !zombie(pid) && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				killedFirst <- pid != 0 && (!alive(pid) || zombie(pid))
+				if pid != 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				return p.Cmd.Wait()
+			}
+			return p, nil
+		},
+	})
+	waitDone(t, s)
+	if !<-killedFirst {
+		t.Fatal("the leader's group was not killed before the leader was reaped")
 	}
 }
 
