@@ -98,6 +98,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 	// meanwhile.
 	seen := map[string]bool{}
 	initial := true
+	leader := store.NewLeaderCheck(g.nc, names.RoutesBucket)
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,19 +119,40 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 				g.saveRoutesCache()
 				continue
 			}
-			if initial {
+			switch {
+			case initial:
 				seen[e.Key()] = true
-			}
-			if e.Operation() != jetstream.KeyValuePut {
+				g.setLatest(ctx, leader, e)
+			case leader.Older(e):
+				g.log.Debug("skip a routes entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
+			case e.Operation() != jetstream.KeyValuePut:
 				g.setAppEntry(e.Key(), nil)
-			} else {
+				g.saveRoutesCache()
+			default:
 				g.setAppEntry(e.Key(), e.Value())
-			}
-			if !initial {
 				g.saveRoutesCache()
 			}
 		}
 	}
+}
+
+// setLatest takes an app's entry from a watch's first values, or as the
+// leader of narun-routes has it when that is newer (store.LeaderCheck): a
+// replica that has just restarted would otherwise have this gateway serve
+// routes replaced or removed while it was down, until it caught up.
+func (g *Gateway) setLatest(ctx context.Context, leader *store.LeaderCheck, e jetstream.KeyValueEntry) {
+	latest, err := leader.Latest(ctx, e)
+	if err != nil {
+		g.log.Debug("read a routes entry from the leader of its bucket", "app", e.Key(), "err", err)
+	}
+	if latest.FromLeader {
+		g.log.Info("a replica of narun-routes behind its leader gave an earlier revision of the routes; serving the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", latest.Revision)
+	}
+	if latest.Deleted {
+		g.setAppEntry(e.Key(), nil)
+		return
+	}
+	g.setAppEntry(e.Key(), latest.Value)
 }
 
 // dropUnseen removes the entries held whose app is not in seen and whose

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
@@ -51,16 +53,16 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leader := &leaderReads{}
+	leader := store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket)
 	tr.applyLatest(ctx, earlier, leader)
 	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
 		t.Fatalf("after an earlier revision came in, the runner holds\n%s\nwant the leader's latest\n%s", got, latest.Value())
 	}
 	// The replica, catching up, then sends what was written while it was
 	// behind, up to the leader's revision: none of it is older than that.
-	if !leader.older(earlier) || leader.older(latest) {
+	if !leader.Older(earlier) || leader.Older(latest) {
 		t.Errorf("older(revision %d) = %v, older(revision %d) = %v after the leader gave %d; want true, false",
-			earlier.Revision(), leader.older(earlier), latest.Revision(), leader.older(latest), latest.Revision())
+			earlier.Revision(), leader.Older(earlier), latest.Revision(), leader.Older(latest), latest.Revision())
 	}
 	if now := tr.of("hello"); len(now) != 1 || now[0].ID != running[0].ID {
 		t.Errorf("instances %+v, want %s running on", now, running[0].ID)
@@ -75,7 +77,7 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 	}
 	c.remove(t, "gone")
 	testutil.Eventually(t, 30*time.Second, "the runner dropping gone", func() bool { return tr.specOf("gone") == nil })
-	tr.applyLatest(ctx, before, &leaderReads{})
+	tr.applyLatest(ctx, before, store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket))
 	if got := tr.specOf("gone"); got != nil {
 		t.Errorf("an app deleted on the leader came back from an earlier entry:\n%s", got)
 	}

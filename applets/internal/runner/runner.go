@@ -422,7 +422,7 @@ func (r *Runner) sync(ctx context.Context) {
 func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
 	seen := map[string]bool{}
 	initial := true
-	leader := &leaderReads{}
+	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket)
 	for {
 		select {
 		case <-ctx.Done():
@@ -452,10 +452,8 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 			switch {
 			case initial:
 				r.applyLatest(ctx, e, leader)
-			case leader.older(e):
-				// A replica catching up sends what was written while
-				// it was behind: older than what the leader gave.
-				r.log.Debug("skip an entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.taken[e.Key()])
+			case leader.Older(e):
+				r.log.Debug("skip an entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
 			default:
 				r.applyEntry(e)
 			}
@@ -472,64 +470,25 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 	}
 }
 
-// leaderReads is what applyLatest learnt from the stream's leader in one
-// pass over the apps.
-type leaderReads struct {
-	// failed stops the reads: after one that failed, one per app would
-	// only hold the others up as long.
-	failed bool
-	// taken holds, by app, the revision applied from the leader where the
-	// entry read was older.
-	taken map[string]uint64
-}
-
-// older says whether e is older than the revision taken from the leader
-// for its app.
-func (l *leaderReads) older(e jetstream.KeyValueEntry) bool {
-	return e.Revision() < l.taken[e.Key()]
-}
-
 // applyLatest applies e, or the app's entry as the leader of narun-apps
-// has it when that is newer. The first values of a watch come from a
-// consumer that nats-server may place on any replica, and a Get from any
-// replica (store.LastFromLeader): one that has just restarted answers
-// with what it held when it went down, and applying that would roll the
-// app back to a spec replaced meanwhile, and forward again once the
-// replica caught up, restarting its instances twice. Without an answer
-// from the leader, e is applied, as it was before this check.
-func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *leaderReads) {
-	if leader.failed {
-		r.applyEntry(e)
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	m, err := store.LastFromLeader(ctx, r.opts.Conn, "KV_"+names.AppsBucket, "$KV."+names.AppsBucket+"."+e.Key())
+// has it when that is newer (store.LeaderCheck): applying what a lagging
+// replica gives would roll the app back to a spec replaced meanwhile, and
+// forward again once the replica caught up, restarting its instances
+// twice.
+func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *store.LeaderCheck) {
+	latest, err := leader.Latest(ctx, e)
 	if err != nil {
-		leader.failed = true
 		r.log.Debug("read an app's spec from the leader of its bucket", "app", e.Key(), "err", err)
-		r.applyEntry(e)
-		return
 	}
-	if m.Sequence <= e.Revision() {
-		r.applyEntry(e)
-		return
+	if latest.FromLeader {
+		r.log.Info("a replica of narun-apps behind its leader gave an earlier revision of the spec; applying the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", latest.Revision)
 	}
-	r.log.Info("a replica of narun-apps behind its leader gave an earlier revision of the spec; applying the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", m.Sequence)
-	if leader.taken == nil {
-		leader.taken = map[string]uint64{}
-	}
-	leader.taken[e.Key()] = m.Sequence
-	switch m.Header.Get(kvOperation) {
-	case "DEL", "PURGE":
+	if latest.Deleted {
 		r.remove(e.Key())
-	default:
-		r.apply(e.Key(), m.Data, m.Sequence)
+		return
 	}
+	r.apply(e.Key(), latest.Value, latest.Revision)
 }
-
-// kvOperation is the header nats.go's KV marks a delete or purge with.
-const kvOperation = "KV-Operation"
 
 // resync reads the whole bucket and applies what differs.
 func (r *Runner) resync(ctx context.Context) {
@@ -551,7 +510,7 @@ func (r *Runner) resync(ctx context.Context) {
 	if err := keys.Stop(); err != nil {
 		r.log.Debug("resync: stop listing", "err", err)
 	}
-	leader := &leaderReads{}
+	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket)
 	for k := range seen {
 		e, err := res.apps.Get(ctx, k)
 		if err != nil {

@@ -58,3 +58,78 @@ func LastFromLeader(ctx context.Context, nc *nats.Conn, stream, subject string) 
 	}
 	return m, nil
 }
+
+// LeaderCheck corrects the first values of a KV watch, and entries read with
+// Get, by the bucket's leader. nats-server places a watch's consumer on any
+// replica caught up with the meta group, not with the stream, and a Get is
+// a direct get any replica answers: a replica that has just restarted gives
+// what it held when it went down. Applying that would roll a value back,
+// and forward again once the replica caught up. One LeaderCheck serves one
+// watch (or one pass of reads).
+type LeaderCheck struct {
+	nc     *nats.Conn
+	bucket string
+	// failed stops the reads: after one that failed (no quorum, no
+	// answer), one per key would only hold the others up as long.
+	failed bool
+	// taken holds, by key, the revision taken from the leader where the
+	// entry read was older.
+	taken map[string]uint64
+}
+
+// NewLeaderCheck checks entries of the KV bucket named bucket through nc.
+func NewLeaderCheck(nc *nats.Conn, bucket string) *LeaderCheck {
+	return &LeaderCheck{nc: nc, bucket: bucket}
+}
+
+// Entry is a key's value as it is to be applied.
+type Entry struct {
+	Value    []byte
+	Revision uint64
+	// Deleted is a delete or purge: the key holds no value.
+	Deleted bool
+	// FromLeader says the leader held a newer revision than the entry read.
+	FromLeader bool
+}
+
+// Latest returns e, or the key's last entry as the leader has it when that
+// is newer. Without an answer from the leader it returns e with the error,
+// and asks the leader no more.
+func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) (Entry, error) {
+	read := Entry{Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+	if c.failed {
+		return read, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := LastFromLeader(ctx, c.nc, "KV_"+c.bucket, "$KV."+c.bucket+"."+e.Key())
+	if err != nil {
+		c.failed = true
+		return read, err
+	}
+	if m.Sequence <= e.Revision() {
+		return read, nil
+	}
+	if c.taken == nil {
+		c.taken = map[string]uint64{}
+	}
+	c.taken[e.Key()] = m.Sequence
+	switch m.Header.Get(kvOperation) {
+	case "DEL", "PURGE":
+		return Entry{Revision: m.Sequence, Deleted: true, FromLeader: true}, nil
+	}
+	return Entry{Value: m.Data, Revision: m.Sequence, FromLeader: true}, nil
+}
+
+// kvOperation is the header nats.go's KV marks a delete or purge with.
+const kvOperation = "KV-Operation"
+
+// Older says whether e is older than the revision Latest took from the
+// leader for its key: a replica catching up then sends what was written
+// while it was behind, and applying it would pass through those values.
+func (c *LeaderCheck) Older(e jetstream.KeyValueEntry) bool {
+	return e.Revision() < c.taken[e.Key()]
+}
+
+// Taken is the revision Latest took from the leader for key, 0 for none.
+func (c *LeaderCheck) Taken(key string) uint64 { return c.taken[key] }
