@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,11 +84,18 @@ func TestUpSmoke(t *testing.T) {
 }
 
 // TestUpStopWaitsForApps stops narun up with an app whose stop takes 5 s:
-// narun up must let it finish within its stop_timeout, as the README tells
-// systemd users, and exit 0.
+// narun up must let it finish within its stop_timeout, and exit 0. It asks
+// systemd for that time, which would otherwise kill it, and the app with
+// it, once TimeoutStopSec is over.
 func TestUpStopWaitsForApps(t *testing.T) {
 	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
-	cmd, out := startUp(t, dataDir, "--node-id", "upstop",
+	sock := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cmd, out := startUpEnv(t, dataDir, []string{"NOTIFY_SOCKET=" + sock}, "--node-id", "upstop",
 		"--nats-listen", natsAddr, "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", runnerAdmin)
 	healthy(t, runnerAdmin)
 
@@ -104,6 +112,26 @@ func TestUpStopWaitsForApps(t *testing.T) {
 	stopUp(t, cmd, out, 40*time.Second)
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the app did not finish its stop: %v; output:\n%s", err, out.String())
+	}
+	// All it sent is in the socket's queue: it has exited.
+	if err := notify.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var said []string
+	buf := make([]byte, 256)
+	for {
+		n, err := notify.Read(buf)
+		if err != nil {
+			t.Fatalf("no EXTEND_TIMEOUT_USEC after STOPPING=1 asked for the app's 30s stop_timeout; it said %q (%v)", said, err)
+		}
+		said = append(said, string(buf[:n]))
+		usec, ok := strings.CutPrefix(said[len(said)-1], "EXTEND_TIMEOUT_USEC=")
+		if ok && slices.Contains(said, "STOPPING=1") {
+			if d, err := time.ParseDuration(usec + "us"); err != nil || d < 30*time.Second {
+				t.Fatalf("asked for %s more to stop (%v), want at least the app's stop_timeout, 30s", usec, err)
+			}
+			return
+		}
 	}
 }
 
@@ -139,8 +167,14 @@ func ctl(natsAddr, dataDir string, args ...string) (string, int) {
 // of its own that the test kills at the end, whatever happens.
 func startUp(t *testing.T, dataDir string, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
 	t.Helper()
+	return startUpEnv(t, dataDir, nil, args...)
+}
+
+// startUpEnv is startUp with env added to the environment.
+func startUpEnv(t *testing.T, dataDir string, env []string, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"up", "--config", "/dev/null", "--data-dir", dataDir}, args...)...)
-	cmd.Env = append(os.Environ(), asUp+"=1")
+	cmd.Env = append(append(os.Environ(), asUp+"=1"), env...)
 	out := &testutil.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -29,7 +29,7 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		// A big store read after a power cut can outlast a service
 		// manager's start timeout (90 s by default): it would kill the
 		// start, and the next one would read the store again.
-		Reading: func() { _ = sdnotify.Send(sdnotify.ExtendStart(30 * time.Second)) },
+		Reading: func() { _ = sdnotify.Send(sdnotify.Extend(30 * time.Second)) },
 	}
 	for _, r := range n.Leafnodes.Remotes {
 		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -32,6 +33,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/sdnotify"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -314,6 +316,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	// meanwhile gets the cancelled context and stops at once; appsWG is
 	// waited for once no more can start.
 	r.log.Info("stopping all instances")
+	// systemd kills narun, and the apps with it, once TimeoutStopSec is
+	// over: an app whose stop_timeout is longer asks for its time.
+	if longest := r.longestStop(); longest > 0 {
+		if err := sdnotify.Send(sdnotify.Extend(longest + stopMargin)); err != nil {
+			r.log.Warn("service manager not asked for the time the instances may take to stop", "stop_timeout", longest, "err", err)
+		}
+	}
 	stopApps()
 	wg.Wait()
 	r.appsWG.Wait()
@@ -333,6 +342,28 @@ func (r *Runner) Run(ctx context.Context) error {
 		cancel()
 	}
 	return nil
+}
+
+// stopMargin is what a stop takes beyond the instances' stop_timeout: the
+// last kills, removing cgroups and the heartbeat, and under narun up the
+// gateway's and the NATS server's shutdown.
+const stopMargin = 30 * time.Second
+
+// longestStop is the longest stop_timeout of the apps with instances on
+// this node.
+func (r *Runner) longestStop() time.Duration {
+	r.mu.Lock()
+	apps := slices.Collect(maps.Values(r.apps))
+	r.mu.Unlock()
+	var longest time.Duration
+	for _, a := range apps {
+		a.mu.Lock()
+		if a.current != nil && len(a.insts) > 0 {
+			longest = max(longest, a.current.StopTimeout.D())
+		}
+		a.mu.Unlock()
+	}
+	return longest
 }
 
 // connect opens the buckets, retrying until NATS answers or ctx ends.

@@ -36,9 +36,10 @@ func WatchdogInterval() time.Duration {
 	return time.Duration(usec) * time.Microsecond / 2
 }
 
-// ExtendStart asks for d more, from now, before a start that has not said
-// Ready times out (TimeoutStartSec).
-func ExtendStart(d time.Duration) string {
+// Extend asks for d more, from now, before a start that has not said
+// Ready, or a stop under way, times out (TimeoutStartSec, TimeoutStopSec);
+// it never shortens them.
+func Extend(d time.Duration) string {
 	return fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())
 }
 
