@@ -98,7 +98,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 	// meanwhile.
 	seen := map[string]bool{}
 	initial := true
-	leader := store.NewLeaderCheck(g.nc, names.RoutesBucket)
+	leader := store.NewLeaderCheck(g.nc, names.RoutesBucket, g.log)
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,18 +141,11 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 // replica that has just restarted would otherwise have this gateway serve
 // routes replaced or removed while it was down, until it caught up.
 func (g *Gateway) setLatest(ctx context.Context, leader *store.LeaderCheck, e jetstream.KeyValueEntry) {
-	latest, err := leader.Latest(ctx, e)
-	if err != nil {
-		g.log.Debug("read a routes entry from the leader of its bucket", "app", e.Key(), "err", err)
-	}
-	if latest.FromLeader {
-		g.log.Info("a replica of narun-routes behind its leader gave an earlier revision of the routes; serving the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", latest.Revision)
-	}
-	if latest.Deleted {
+	if latest := leader.Latest(ctx, e); latest.Deleted {
 		g.setAppEntry(e.Key(), nil)
-		return
+	} else {
+		g.setAppEntry(e.Key(), latest.Value)
 	}
-	g.setAppEntry(e.Key(), latest.Value)
 }
 
 // dropUnseen removes the entries held whose app is not in seen and whose

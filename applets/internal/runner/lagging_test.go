@@ -53,7 +53,7 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leader := store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket)
+	leader := store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket, tr.log)
 	tr.applyLatest(ctx, earlier, leader)
 	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
 		t.Fatalf("after an earlier revision came in, the runner holds\n%s\nwant the leader's latest\n%s", got, latest.Value())
@@ -77,7 +77,7 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 	}
 	c.remove(t, "gone")
 	testutil.Eventually(t, 30*time.Second, "the runner dropping gone", func() bool { return tr.specOf("gone") == nil })
-	tr.applyLatest(ctx, before, store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket))
+	tr.applyLatest(ctx, before, store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket, tr.log))
 	if got := tr.specOf("gone"); got != nil {
 		t.Errorf("an app deleted on the leader came back from an earlier entry:\n%s", got)
 	}

@@ -453,7 +453,7 @@ func (r *Runner) sync(ctx context.Context) {
 func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
 	seen := map[string]bool{}
 	initial := true
-	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket)
+	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket, r.log)
 	for {
 		select {
 		case <-ctx.Done():
@@ -507,18 +507,11 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 // forward again once the replica caught up, restarting its instances
 // twice.
 func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *store.LeaderCheck) {
-	latest, err := leader.Latest(ctx, e)
-	if err != nil {
-		r.log.Debug("read an app's spec from the leader of its bucket", "app", e.Key(), "err", err)
-	}
-	if latest.FromLeader {
-		r.log.Info("a replica of narun-apps behind its leader gave an earlier revision of the spec; applying the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", latest.Revision)
-	}
-	if latest.Deleted {
+	if latest := leader.Latest(ctx, e); latest.Deleted {
 		r.remove(e.Key())
-		return
+	} else {
+		r.apply(e.Key(), latest.Value, latest.Revision)
 	}
-	r.apply(e.Key(), latest.Value, latest.Revision)
 }
 
 // resync reads the whole bucket and applies what differs.
@@ -541,7 +534,7 @@ func (r *Runner) resync(ctx context.Context) {
 	if err := keys.Stop(); err != nil {
 		r.log.Debug("resync: stop listing", "err", err)
 	}
-	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket)
+	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket, r.log)
 	for k := range seen {
 		e, err := res.apps.Get(ctx, k)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,7 @@ func LastFromLeader(ctx context.Context, nc *nats.Conn, stream, subject string) 
 type LeaderCheck struct {
 	nc     *nats.Conn
 	bucket string
+	log    *slog.Logger
 	// failed stops the reads: after one that failed (no quorum, no
 	// answer), one per key would only hold the others up as long.
 	failed bool
@@ -77,9 +79,10 @@ type LeaderCheck struct {
 	taken map[string]uint64
 }
 
-// NewLeaderCheck checks entries of the KV bucket named bucket through nc.
-func NewLeaderCheck(nc *nats.Conn, bucket string) *LeaderCheck {
-	return &LeaderCheck{nc: nc, bucket: bucket}
+// NewLeaderCheck checks entries of the KV bucket named bucket through nc,
+// and logs to log when the leader's entry is taken.
+func NewLeaderCheck(nc *nats.Conn, bucket string, log *slog.Logger) *LeaderCheck {
+	return &LeaderCheck{nc: nc, bucket: bucket, log: log}
 }
 
 // Entry is a key's value as it is to be applied.
@@ -88,37 +91,37 @@ type Entry struct {
 	Revision uint64
 	// Deleted is a delete or purge: the key holds no value.
 	Deleted bool
-	// FromLeader says the leader held a newer revision than the entry read.
-	FromLeader bool
 }
 
 // Latest returns e, or the key's last entry as the leader has it when that
-// is newer. Without an answer from the leader it returns e with the error,
-// and asks the leader no more.
-func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) (Entry, error) {
+// is newer. Without an answer from the leader (no quorum) it returns e, and
+// asks the leader no more.
+func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Entry {
 	read := Entry{Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
 	if c.failed {
-		return read, nil
+		return read
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	m, err := LastFromLeader(ctx, c.nc, "KV_"+c.bucket, "$KV."+c.bucket+"."+e.Key())
 	if err != nil {
 		c.failed = true
-		return read, err
+		c.log.Debug("read an entry from the leader of its bucket", "bucket", c.bucket, "key", e.Key(), "err", err)
+		return read
 	}
 	if m.Sequence <= e.Revision() {
-		return read, nil
+		return read
 	}
+	c.log.Info("a replica of "+c.bucket+" behind its leader gave an earlier revision; taking the leader's", "key", e.Key(), "revision", e.Revision(), "leader_revision", m.Sequence)
 	if c.taken == nil {
 		c.taken = map[string]uint64{}
 	}
 	c.taken[e.Key()] = m.Sequence
 	switch m.Header.Get(kvOperation) {
 	case "DEL", "PURGE":
-		return Entry{Revision: m.Sequence, Deleted: true, FromLeader: true}, nil
+		return Entry{Revision: m.Sequence, Deleted: true}
 	}
-	return Entry{Value: m.Data, Revision: m.Sequence, FromLeader: true}, nil
+	return Entry{Value: m.Data, Revision: m.Sequence}
 }
 
 // kvOperation is the header nats.go's KV marks a delete or purge with.
