@@ -133,6 +133,13 @@ func (e *env) deployedApp(ctx context.Context, kv jetstream.KeyValue, name strin
 	// Read as nodes read it: a spec an earlier ctl stored runs, and pins
 	// its objects, whatever rules a deploy has gained since.
 	d.app, d.outdated, d.err = spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
+	if d.err == nil {
+		// Nodes refuse a spec of another app: ctl neither shows nor
+		// builds on it as this one's.
+		if d.err = d.app.StoredUnder(name); d.err != nil {
+			d.app, d.outdated = nil, nil
+		}
+	}
 	return d, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -597,6 +596,10 @@ func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name stri
 	// A stored spec nodes cannot parse is replaced, not kept; one they run
 	// still lends its binaries and restarted_at to a deploy of its version.
 	a, _, _ := spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
+	if a != nil && a.StoredUnder(name) != nil {
+		// Another app's spec lends nothing: nodes refuse it under this key.
+		a = nil
+	}
 	return current{app: a, raw: entry.Value(), rev: entry.Revision()}, nil
 }
 
@@ -991,9 +994,9 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 		}
 		return nil
 	}
-	b, err := json.Marshal(app.Routes)
+	b, err := gateway.EncodeEntry(app.Name, app.Routes)
 	if err != nil {
-		return fmt.Errorf("encode routes of %s: %w", app.Name, err)
+		return err
 	}
 	b = sign(key, b)
 	if cur, err := kv.Get(octx, app.Name); err == nil && bytes.Equal(cur.Value(), b) {

@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/state"
@@ -160,12 +160,12 @@ type appRoute struct {
 func (e *env) appRoutes(ctx context.Context, key *signing.Key) (routes map[string][]config.Route, unsigned map[string]string, err error) {
 	routes, unsigned = map[string][]config.Route{}, map[string]string{}
 	err = e.entries(ctx, names.RoutesBucket, "routes", func(app string, v []byte) {
-		var rs []config.Route
-		if err := json.Unmarshal(signing.Strip(v), &rs); err != nil {
+		entry, err := gateway.DecodeEntry(app, signing.Strip(v))
+		if err != nil {
 			e.log.Warn("unreadable routes", "app", app, "err", err)
 			return
 		}
-		routes[app] = rs
+		routes[app] = entry.Routes
 		if reason := notOurs(key, v); reason != "" {
 			unsigned[app] = reason
 		}

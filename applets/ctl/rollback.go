@@ -131,6 +131,9 @@ func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([
 			// Read as nodes read it, like app status: a spec an earlier
 			// ctl stored is shown as it runs.
 			a, _, perr := spec.ParseStored(fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, r.Revision), r.raw)
+			if perr == nil {
+				perr = a.StoredUnder(app)
+			}
 			if perr != nil {
 				r.Error = perr.Error()
 			} else {
@@ -373,6 +376,9 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	file := fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, t.Revision)
 	body := signing.Strip(t.raw)
 	a, err := spec.Parse(file, body)
+	if err == nil {
+		err = a.StoredUnder(app)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("revision %d is not a spec deploy accepts now (deploy a fixed one from its file):\n%w", t.Revision, err)
 	}

@@ -2,15 +2,18 @@ package ctl
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
@@ -230,4 +233,53 @@ func TestRepinWarns(t *testing.T) {
 	if r := h.ok("", "deploy", p); !strings.Contains(r.err, warning("b\n", "c\n")) {
 		t.Errorf("deploy after the file changed, stderr:\n%s", r.err)
 	}
+}
+
+// A spec and a route entry this ctl's key signed for hello, planted under
+// another app's key, are not that app's: ctl neither restarts nor rolls
+// back to the spec, nor counts the entry as a clash or lists it, as
+// nodes refuse both there. And the entry ctl stores names its app.
+func TestSignedValuesBoundToTheirKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	spec, _ := h.get(names.AppsBucket, "hello")
+	entry, _ := h.get(names.RoutesBucket, "hello")
+	if e, err := gateway.DecodeEntry("hello", signing.Strip(entry)); err != nil || !e.Named {
+		t.Errorf("stored entry %s: named %v, %v", entry, e.Named, err)
+	}
+	if _, err := gateway.DecodeEntry("other", signing.Strip(entry)); err == nil || !strings.Contains(err.Error(), `names app "hello"`) {
+		t.Errorf("hello's entry read under another key: %v", err)
+	}
+
+	ctx := context.Background()
+	// Twice, so that rollback has an earlier revision to go to.
+	var first uint64
+	for range 2 {
+		rev, err := h.kv(names.AppsBucket).Put(ctx, "other", spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = cmp.Or(first, rev)
+	}
+	if _, err := h.kv(names.RoutesBucket).Put(ctx, "other", entry); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.fails(1, "", "app", "restart", "other"); !strings.Contains(r.err, `spec name "hello" differs from its key "other"`) {
+		t.Errorf("restart of a spec planted under another key: %s", r.err)
+	}
+	if r := h.fails(1, "", "app", "rollback", "other", "--to", strconv.FormatUint(first, 10)); !strings.Contains(r.err, `spec name "hello" differs from its key "other"`) {
+		t.Errorf("rollback to a spec planted under another key: %s", r.err)
+	}
+	if r := h.ok("", "app", "status", "other"); !strings.Contains(r.out, "differs from its key") {
+		t.Errorf("status of a spec planted under another key: %s", r.out)
+	}
+	if r := h.ok("", "route", "list", "--json"); strings.Contains(r.out, `"app": "other"`) || !strings.Contains(r.out, `"app": "hello"`) {
+		t.Errorf("route list with hello's entry planted under other:\n%s", r.out)
+	}
+	// hello's paths are held by hello's entry only: deploying it again
+	// finds no clash with the copy under other.
+	h.ok("", "deploy", h.file("hello.toml", helloSpec))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 )
@@ -166,7 +167,7 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 		unsigned = k.listed(unsigned, log)
 	}
 	for i, v := range unsigned {
-		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.value), v.rev); err != nil {
+		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.adopted()), v.rev); err != nil {
 			return fmt.Errorf("sign the stored specs with the node key %s: %s %s: %w (%d of %d signed; the next start signs the rest)",
 				k.path, v.bucket, v.key, err, i, len(unsigned))
 		}
@@ -301,6 +302,24 @@ type stored struct {
 	rev    uint64
 	// created is when the server stored the value.
 	created time.Time
+}
+
+// adopted is the value to sign for v: a route entry names its app, as
+// ctl's do, so that gateways take it under its own key only. An entry that
+// does not read as one is signed as it is: gateways refuse it as before.
+func (v stored) adopted() []byte {
+	if v.bucket != names.RoutesBucket {
+		return v.value
+	}
+	e, err := gateway.DecodeEntry(v.key, v.value)
+	if err != nil {
+		return v.value
+	}
+	b, err := gateway.EncodeEntry(v.key, e.Routes)
+	if err != nil {
+		return v.value
+	}
+	return b
 }
 
 // scan reads the unsigned values of narun-apps and narun-routes, and

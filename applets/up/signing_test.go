@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -131,6 +132,11 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	if st := appStatus(t, natsAddr, dataDir, "old"); st.SignedBy != "" {
 		t.Errorf("spec signed with --signing=false: %+v", st)
 	}
+	// The route entry as a ctl of an earlier release stored it, naming no
+	// app: adopted, it names its app like the entries ctl stores now.
+	if _, err := bucket(t, natsAddr, names.RoutesBucket).Put(context.Background(), "old", []byte(`[{"path":"/old/","service":"old"}]`)); err != nil {
+		t.Fatal(err)
+	}
 	stopUp(t, cmd, out, 20*time.Second)
 
 	natsAddr, cmd, out = startNode(t, dataDir, "upold")
@@ -147,6 +153,19 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	})
 	if strings.Contains(out.String(), "spec refused") {
 		t.Errorf("a stored spec was refused after the upgrade:\n%s", out.String())
+	}
+	entry, err := bucket(t, natsAddr, names.RoutesBucket).Get(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := signing.NewVerifier("trusted_keys", []string{key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := v.Verify(entry.Value()); err != nil {
+		t.Errorf("adopted route entry: %v\n%s", err, entry.Value())
+	} else if e, err := gateway.DecodeEntry("old", body); err != nil || !e.Named || len(e.Routes) != 1 || e.Routes[0].Path != "/old/" {
+		t.Errorf("adopted route entry %s: %+v, %v", body, e, err)
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }

@@ -248,13 +248,18 @@ func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []by
 		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
 		return nil
 	}
-	var routes []config.Route
-	if err := json.Unmarshal(body, &routes); err != nil {
-		g.log.Error("ignoring routes of app: bad JSON in routes bucket", "app", app, "err", err)
+	e, err := DecodeEntry(app, body)
+	if err != nil {
+		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
 		return nil
 	}
-	if routes == nil {
-		routes = []config.Route{}
+	if !e.Named && signatures.Enabled() {
+		// Signed by a ctl of an earlier release: refusing it would take
+		// every deployed app's routes away at the upgrade (docs/UPGRADING.md).
+		g.log.Warn("routes of app served from an entry that does not name its app (stored by an earlier narun ctl): one planted under another app's key would be served alike; deploy the app again to name it", "app", app)
 	}
-	return routes
+	if e.Routes == nil {
+		e.Routes = []config.Route{}
+	}
+	return e.Routes
 }

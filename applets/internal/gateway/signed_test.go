@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -161,5 +162,69 @@ func TestUnsignedCacheEntriesLeftOutQuietly(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "routes cache entries the trusted keys do not sign are left out until narun-routes answers") || !strings.Contains(logs.String(), "apps=[old]") {
 		t.Errorf("the unsigned cache entries are not named:\n%s", logs.String())
+	}
+}
+
+// A signed entry names its app: one signed for alpha and planted under
+// beta's key is refused there, with the reason logged, while an entry of
+// an earlier ctl, which names no app, is still served with a warning.
+func TestRouteEntryBoundToItsKey(t *testing.T) {
+	t.Parallel()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+	var logs testutil.LogBuffer
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{key.Public()}
+	base := "http://" + startRunLogged(t, nc, cfg, "", slog.New(slog.NewTextHandler(&logs, nil))).addrs["http"]
+
+	entry := func(app, path string) []byte {
+		b, err := EncodeEntry(app, []config.Route{{Path: path, Service: "kvapp"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key.Sign(b)
+	}
+	ctx := context.Background()
+	kv := routesKV(t, nc)
+	// The refused and the legacy entries go first: once alpha's own is
+	// served, the gateway has been through them.
+	for k, v := range map[string][]byte{
+		"beta":   entry("alpha", "/planted/"),
+		"legacy": key.Sign([]byte(`[{"path":"/legacy/","service":"kvapp"}]`)),
+	} {
+		if _, err := kv.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kv.Put(ctx, "alpha", entry("alpha", "/alpha/")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "alpha's own entry served", func() bool {
+		code, _ := get(t, base+"/alpha/x")
+		return code == 200
+	})
+	if code, _ := get(t, base+"/planted/x"); code != 404 {
+		t.Errorf("an entry signed for alpha served under beta: %d", code)
+	}
+	if code, body := get(t, base+"/legacy/x"); code != 200 || body != "kv:/legacy/x" {
+		t.Errorf("an entry of an earlier ctl (no app named): %d %q", code, body)
+	}
+	var refused, warned bool
+	for line := range strings.Lines(logs.String()) {
+		refused = refused || strings.Contains(line, "level=ERROR") && strings.Contains(line, "app=beta") && strings.Contains(line, `names app \"alpha\"`)
+		warned = warned || strings.Contains(line, "level=WARN") && strings.Contains(line, "app=legacy") && strings.Contains(line, "does not name its app")
+	}
+	if !refused {
+		t.Errorf("refusal of the planted entry not logged with its reason:\n%s", logs.String())
+	}
+	if !warned {
+		t.Errorf("the entry naming no app served without a warning:\n%s", logs.String())
 	}
 }

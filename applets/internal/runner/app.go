@@ -188,8 +188,8 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 	// A stored spec ran under the narun that stored it: rules that came
 	// later must not stop it here (spec.ParseStored).
 	sp, outdated, err = spec.ParseStored(a.name+".toml", body)
-	if err == nil && sp.Name != a.name {
-		err = fmt.Errorf("spec name %q differs from its key %q", sp.Name, a.name)
+	if err == nil {
+		err = sp.StoredUnder(a.name)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid spec: %w", err)

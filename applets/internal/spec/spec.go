@@ -250,6 +250,16 @@ func Parse(file string, data []byte) (*App, error) {
 	return a, err
 }
 
+// StoredUnder refuses a spec stored under the key of another app: a
+// signature covers a spec's bytes, not the key it is stored under, and the
+// name is what binds a signed spec to its app.
+func (a *App) StoredUnder(key string) error {
+	if a.Name != key {
+		return fmt.Errorf("spec name %q differs from its key %q", a.Name, key)
+	}
+	return nil
+}
+
 // ParseStored parses a spec read back from narun-apps, which an earlier
 // narun ctl may have stored: every rule applies but the deploy-time ones,
 // which came later, so that upgrading narun never stops an app that ran.
