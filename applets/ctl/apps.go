@@ -559,7 +559,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if reason := notOurs(key, d.raw); reason != "" {
 		return fmt.Errorf("restart %s: %w", name, notOurSpec(name, reason))
 	}
-	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, d.raw, time.Now())
+	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, signing.StripSequence(signing.Strip(d.raw)), time.Now())
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
@@ -583,7 +583,11 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	e.warnRepinned(d.app.FileDigests, digests)
-	restarted = sign(key, restarted)
+	last, err := e.lastSequence(ctx, kv, name, key, specSequence)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	restarted = seal(key, restarted, d.raw, last)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {

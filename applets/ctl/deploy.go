@@ -145,6 +145,8 @@ type deployment struct {
 	heartbeats bool
 	apps       jetstream.KeyValue
 	cur        current
+	// last is the highest sequence the key signed for the app before.
+	last uint64
 	// obs is narun-binaries, opened when there are bins to upload.
 	obs    jetstream.ObjectStore
 	stored []byte
@@ -350,7 +352,11 @@ func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 		}
 		cur.app = nil
 	}
-	d.apps, d.cur = apps, cur
+	last, err := e.lastSequence(ctx, apps, d.app.Name, d.key, specSequence)
+	if err != nil {
+		return err
+	}
+	d.apps, d.cur, d.last = apps, cur, last
 	return nil
 }
 
@@ -391,7 +397,9 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 // build makes the value d stores: the file's text with pinned (unless
 // nil), the file pins and the kept restarted_at, signed.
 func (e *env) build(d *deployment, pinned map[string]spec.Binary, fileDigests map[string]string) error {
-	stored := d.src
+	// The file may be a stored spec saved (app history): its sequence
+	// line goes, or the tables added below would follow it.
+	stored := signing.StripSequence(signing.Strip(d.src))
 	var err error
 	if pinned != nil {
 		if stored, err = spec.WithBinaries(d.file, d.src, pinned); err != nil {
@@ -410,11 +418,10 @@ func (e *env) build(d *deployment, pinned map[string]spec.Binary, fileDigests ma
 	if stored, err = keepRestartedAt(d, stored); err != nil {
 		return err
 	}
-	// Signed last, over exactly what is stored; a trailer the file itself
-	// carried (a stored spec saved and deployed again) is dropped, so
-	// without a key the spec is stored unsigned. Parsing the signed value
-	// checks what nodes read, trailer and size included.
-	stored = sign(d.key, signing.Strip(stored))
+	// Signed last, over exactly what is stored; without a key the spec is
+	// stored unsigned. Parsing the signed value checks what nodes read,
+	// trailer and size included.
+	stored = seal(d.key, stored, d.cur.raw, d.last)
 	final, err := spec.Parse(d.file, stored)
 	if err != nil {
 		return err
@@ -994,18 +1001,46 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 		}
 		return nil
 	}
-	b, err := gateway.EncodeEntry(app.Name, app.Routes)
+	want, err := gateway.EncodeEntry(app.Name, app.Routes, 0)
 	if err != nil {
 		return err
 	}
-	b = sign(key, b)
-	if cur, err := kv.Get(octx, app.Name); err == nil && bytes.Equal(cur.Value(), b) {
+	if cur, err := kv.Get(octx, app.Name); err == nil && sameEntry(key, app.Name, cur.Value(), want) {
 		return nil
+	}
+	b := want
+	if key != nil {
+		last, err := e.lastSequence(ctx, kv, app.Name, key, entrySequence(app.Name))
+		if err != nil {
+			return err
+		}
+		if b, err = gateway.EncodeEntry(app.Name, app.Routes, signing.NextSequence(last, time.Now())); err != nil {
+			return err
+		}
+		b = key.Sign(b)
 	}
 	if _, err := kv.Put(octx, app.Name, b); err != nil {
 		return fmt.Errorf("store routes of %s: %w", app.Name, err)
 	}
 	return nil
+}
+
+// sameEntry reports whether cur, the stored entry of app, holds want, an
+// unsigned entry without a sequence: as it is without a key, and signed
+// by key with a sequence with one.
+func sameEntry(key *signing.Key, app string, cur, want []byte) bool {
+	if key == nil {
+		return bytes.Equal(cur, want)
+	}
+	if notOurs(key, cur) != "" {
+		return false
+	}
+	e, err := gateway.DecodeEntry(app, signing.Strip(cur))
+	if err != nil || !e.Named || e.Sequence == 0 {
+		return false
+	}
+	b, err := gateway.EncodeEntry(app, e.Routes, 0)
+	return err == nil && bytes.Equal(b, want)
 }
 
 // dropRoutesOfDeleted removes app's routes entry when its spec is gone.

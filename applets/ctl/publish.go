@@ -73,8 +73,8 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	if r.heartbeats {
 		refusing = e.warnSignedOnly(r.nodes, r.final, r.key)
 	}
-	// Signing is deterministic: the same body signed by the same key is
-	// the same value, and a spec signed by no key or another one changes.
+	// seal keeps the stored value when it holds the same spec signed by
+	// the same key; a spec signed by no key or another one changes.
 	p.changed, p.revision = !bytes.Equal(r.cur.raw, r.stored), r.cur.rev
 	if p.w != nil && !p.changed {
 		p.w.ended = map[string]bool{}

@@ -48,6 +48,10 @@ func (emptyKV) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
 	return nil, jetstream.ErrKeyNotFound
 }
 
+func (emptyKV) History(context.Context, string, ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	return nil, jetstream.ErrKeyNotFound
+}
+
 func (emptyKV) ListKeys(context.Context, ...jetstream.WatchOpt) (jetstream.KeyLister, error) {
 	return noKeys{}, nil
 }

@@ -155,7 +155,7 @@ func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([
 			continue
 		}
 		for j := i - 1; j >= 0; j-- {
-			if revs[j].isSpec() && bytes.Equal(signing.Strip(revs[j].raw), signing.Strip(revs[i].raw)) {
+			if revs[j].isSpec() && bytes.Equal(signing.StripSequence(signing.Strip(revs[j].raw)), signing.StripSequence(signing.Strip(revs[i].raw))) {
 				revs[i].SameAs = revs[j].Revision
 				break
 			}
@@ -193,7 +193,7 @@ func appHistory(ctx context.Context, c *ucli.Context, e *env, name string) error
 		if err != nil {
 			return err
 		}
-		_, err = e.out().Write(signing.Strip(r.raw))
+		_, err = e.out().Write(signing.StripSequence(signing.Strip(r.raw)))
 		return err
 	}
 	slices.Reverse(revs)
@@ -323,7 +323,13 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		fmt.Fprintf(e.out(), "%s: revision %d is the current one; nothing to roll back\n", name, cur.Revision)
 		return nil
 	}
-	stored, final, err := e.restorable(ctx, name, target, cur, key)
+	var last uint64
+	for _, r := range revs {
+		if r.isSpec() && notOurs(key, r.raw) == "" {
+			last = max(last, specSequence(signing.Strip(r.raw)))
+		}
+	}
+	stored, final, err := e.restorable(ctx, name, target, cur, key, last)
 	if err != nil {
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
 	}
@@ -360,8 +366,8 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 // restorable checks revision t of app as deploy checks a spec before it
 // writes, and returns it as deploy would store it, signed with key, and
 // parsed; or why not, naming everything that is missing. cur is the
-// stored spec.
-func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *signing.Key) ([]byte, *spec.App, error) {
+// stored spec, last the highest sequence key signed for app before.
+func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *signing.Key, last uint64) ([]byte, *spec.App, error) {
 	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app); err != nil {
 		return nil, nil, err
 	}
@@ -374,7 +380,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; if it is yours, read it (narun ctl app history %s --revision %d > %s.toml) and deploy that file, which signs it", t.Revision, reason, app, t.Revision, app)
 	}
 	file := fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, t.Revision)
-	body := signing.Strip(t.raw)
+	body := signing.StripSequence(signing.Strip(t.raw))
 	a, err := spec.Parse(file, body)
 	if err == nil {
 		err = a.StoredUnder(app)
@@ -410,7 +416,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 			return nil, nil, err
 		}
 	}
-	stored := sign(key, body)
+	stored := seal(key, body, cur.raw, last)
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return nil, nil, err

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/state"
 )
@@ -132,12 +136,78 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 	return nil
 }
 
-// sign is the value ctl stores for nodes: signed when a key is configured.
-func sign(key *signing.Key, value []byte) []byte {
+// seal is the spec ctl stores for body: signed with a sequence after
+// last, the highest key signed for the app before (lastSequence). It is
+// cur, the stored spec, when key signed body there already with a
+// sequence: a deploy of an unchanged spec stores nothing. A trailer or
+// sequence line body has (a stored spec saved and deployed again) is
+// dropped; without a key, body is stored unsigned, without a sequence.
+func seal(key *signing.Key, body, cur []byte, last uint64) []byte {
+	body = signing.StripSequence(signing.Strip(body))
 	if key == nil {
-		return value
+		return body
 	}
-	return key.Sign(value)
+	if notOurs(key, cur) == "" {
+		curBody := signing.Strip(cur)
+		if seq, err := signing.Sequence(curBody); err == nil && seq > 0 && bytes.Equal(withNewline(signing.StripSequence(curBody)), withNewline(body)) {
+			return cur
+		}
+	}
+	return key.Sign(signing.WithSequence(body, signing.NextSequence(last, time.Now())))
+}
+
+// withNewline is b ending in a newline, as a signed body does.
+func withNewline(b []byte) []byte {
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		return append(bytes.Clone(b), '\n')
+	}
+	return b
+}
+
+// lastSequence is the highest sequence key signed for name in kv: of its
+// value and of the earlier ones kv keeps, deleted ones included, so that
+// the next value comes after them on every node that accepted one, even
+// from a machine whose clock is behind. seqOf reads a value's body. 0
+// without a key: an unsigned value has no sequence.
+func (e *env) lastSequence(ctx context.Context, kv jetstream.KeyValue, name string, key *signing.Key, seqOf func(body []byte) uint64) (uint64, error) {
+	if key == nil {
+		return 0, nil
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	hist, err := kv.History(octx, name)
+	if isNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err)
+	}
+	var last uint64
+	for _, en := range hist {
+		// Only what this key signed: a value planted with a huge
+		// sequence must not push ctl's.
+		if en.Operation() == jetstream.KeyValuePut && notOurs(key, en.Value()) == "" {
+			last = max(last, seqOf(signing.Strip(en.Value())))
+		}
+	}
+	return last, nil
+}
+
+// specSequence is the sequence of a spec's body, 0 when it has none.
+func specSequence(body []byte) uint64 {
+	seq, _ := signing.Sequence(body)
+	return seq
+}
+
+// entrySequence reads the sequence of an entry of app's routes.
+func entrySequence(app string) func(body []byte) uint64 {
+	return func(body []byte) uint64 {
+		e, err := gateway.DecodeEntry(app, body)
+		if err != nil {
+			return 0
+		}
+		return e.Sequence
+	}
 }
 
 // refuseUnsigned refuses to rewrite a signed stored value without a key:

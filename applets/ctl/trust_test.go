@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
@@ -282,4 +283,111 @@ func TestSignedValuesBoundToTheirKey(t *testing.T) {
 	// hello's paths are held by hello's entry only: deploying it again
 	// finds no clash with the copy under other.
 	h.ok("", "deploy", h.file("hello.toml", helloSpec))
+}
+
+// Every spec and route entry ctl signs carries a sequence above the ones
+// its key signed for the app before: restart and rollback too, and a
+// deploy after the app was deleted, whose values only the history keeps,
+// whatever ctl's clock says. A value ctl's key did not sign does not move
+// it, whatever sequence it claims.
+func TestSignedSequencesGoForward(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	key, err := signing.LoadKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specSeq := func() uint64 {
+		t.Helper()
+		v, _ := h.get(names.AppsBucket, "hello")
+		seq, err := signing.Sequence(signing.Strip(v))
+		if err != nil || seq == 0 {
+			t.Fatalf("stored spec has no sequence (%v):\n%s", err, v)
+		}
+		return seq
+	}
+	entrySeq := func() uint64 {
+		t.Helper()
+		v, _ := h.get(names.RoutesBucket, "hello")
+		e, err := gateway.DecodeEntry("hello", signing.Strip(v))
+		if err != nil || e.Sequence == 0 {
+			t.Fatalf("stored entry has no sequence (%v):\n%s", err, v)
+		}
+		return e.Sequence
+	}
+	p := h.file("hello.toml", helloSpec)
+	bin := elfBinary(t)
+	h.ok("", "deploy", p, "--binary", bin)
+	first := specSeq()
+	if now := uint64(time.Now().UnixMilli()); first > now || now-first > 60_000 {
+		t.Errorf("first sequence %d is not the time in ms (%d)", first, now)
+	}
+	entrySeq()
+	// Unchanged, deployed again: nothing stored anew, sequences included.
+	spec1, _ := h.get(names.AppsBucket, "hello")
+	entry1, _ := h.get(names.RoutesBucket, "hello")
+	h.ok("", "deploy", p)
+	if spec2, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(spec2, spec1) {
+		t.Errorf("unchanged deploy stored the spec anew:\n%s\nwas\n%s", spec2, spec1)
+	}
+	if entry2, _ := h.get(names.RoutesBucket, "hello"); !bytes.Equal(entry2, entry1) {
+		t.Errorf("unchanged deploy stored the route entry anew:\n%s\nwas\n%s", entry2, entry1)
+	}
+
+	h.ok("", "app", "restart", "hello")
+	restarted := specSeq()
+	if restarted <= first {
+		t.Errorf("restart: sequence %d, not above %d", restarted, first)
+	}
+	h.ok("", "deploy", h.file("hello3.toml", strings.Replace(helloSpec, "replicas = 2", "replicas = 3", 1)))
+	changed := specSeq()
+	if changed <= restarted {
+		t.Errorf("deploy: sequence %d, not above %d", changed, restarted)
+	}
+	h.ok("", "app", "rollback", "hello")
+	if got := specSeq(); got <= changed {
+		t.Errorf("rollback: sequence %d, not above %d", got, changed)
+	}
+	// The sequence is not the spec: history finds the restored revision
+	// the same as the one it restored, and prints the spec without it.
+	var revs []struct {
+		Revision uint64 `json:"revision"`
+		SameAs   uint64 `json:"same_as"`
+	}
+	if r := h.ok("", "app", "history", "hello", "--json"); json.Unmarshal([]byte(r.out), &revs) != nil || len(revs) != 4 || revs[0].SameAs != revs[2].Revision {
+		t.Errorf("history after the rollback: %+v\n%s", revs, r.out)
+	}
+	if r := h.ok("", "app", "history", "hello", "--revision", strconv.FormatUint(revs[0].Revision, 10)); strings.Contains(r.out, "narun-sequence") {
+		t.Errorf("history --revision prints the sequence line:\n%s", r.out)
+	}
+
+	// A spec the key signed with a sequence far ahead (an operator whose
+	// clock was a day ahead), then the app deleted: the next deploy still
+	// comes after it. A higher one nobody's key signed is not counted.
+	ctx := context.Background()
+	ahead := uint64(time.Now().Add(24 * time.Hour).UnixMilli())
+	cur, _ := h.get(names.AppsBucket, "hello")
+	if _, err := h.kv(names.AppsBucket).Put(ctx, "hello", key.Sign(signing.WithSequence(signing.Strip(cur), ahead))); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := gateway.EncodeEntry("hello", []config.Route{{Path: "/hello/", Service: "hello"}}, ahead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.RoutesBucket).Put(ctx, "hello", key.Sign(entry)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.AppsBucket).Put(ctx, "hello", signing.WithSequence(signing.Strip(cur), ahead*2)); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "app", "delete", "hello")
+	h.ok("", "deploy", p, "--binary", bin)
+	if got := specSeq(); got != ahead+1 {
+		t.Errorf("deploy after a deletion: spec sequence %d, want %d", got, ahead+1)
+	}
+	if got := entrySeq(); got != ahead+1 {
+		t.Errorf("deploy after a deletion: entry sequence %d, want %d", got, ahead+1)
+	}
 }

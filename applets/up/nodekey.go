@@ -166,8 +166,9 @@ func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) err
 	} else {
 		unsigned = k.listed(unsigned, log)
 	}
+	seq := signing.NextSequence(0, time.Now())
 	for i, v := range unsigned {
-		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.adopted()), v.rev); err != nil {
+		if _, err := v.kv.Update(ctx, v.key, k.key.Sign(v.adopted(seq)), v.rev); err != nil {
 			return fmt.Errorf("sign the stored specs with the node key %s: %s %s: %w (%d of %d signed; the next start signs the rest)",
 				k.path, v.bucket, v.key, err, i, len(unsigned))
 		}
@@ -304,18 +305,19 @@ type stored struct {
 	created time.Time
 }
 
-// adopted is the value to sign for v: a route entry names its app, as
-// ctl's do, so that gateways take it under its own key only. An entry that
-// does not read as one is signed as it is: gateways refuse it as before.
-func (v stored) adopted() []byte {
+// adopted is the value to sign for v, with sequence seq, as ctl signs
+// them: a route entry names its app, so that gateways take it under its
+// own key only. An entry that does not read as one is signed as it is:
+// gateways refuse it as before.
+func (v stored) adopted(seq uint64) []byte {
 	if v.bucket != names.RoutesBucket {
-		return v.value
+		return signing.WithSequence(v.value, seq)
 	}
 	e, err := gateway.DecodeEntry(v.key, v.value)
 	if err != nil {
 		return v.value
 	}
-	b, err := gateway.EncodeEntry(v.key, e.Routes)
+	b, err := gateway.EncodeEntry(v.key, e.Routes, seq)
 	if err != nil {
 		return v.value
 	}

@@ -164,8 +164,15 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 	}
 	if body, err := v.Verify(entry.Value()); err != nil {
 		t.Errorf("adopted route entry: %v\n%s", err, entry.Value())
-	} else if e, err := gateway.DecodeEntry("old", body); err != nil || !e.Named || len(e.Routes) != 1 || e.Routes[0].Path != "/old/" {
+	} else if e, err := gateway.DecodeEntry("old", body); err != nil || !e.Named || e.Sequence == 0 || len(e.Routes) != 1 || e.Routes[0].Path != "/old/" {
 		t.Errorf("adopted route entry %s: %+v, %v", body, e, err)
+	}
+	spec, err := appsKV(t, natsAddr).Get(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, err := signing.Sequence(signing.Strip(spec.Value())); err != nil || seq == 0 {
+		t.Errorf("adopted spec without a sequence (%v):\n%s", err, spec.Value())
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }

@@ -185,7 +185,7 @@ func TestRouteEntryBoundToItsKey(t *testing.T) {
 	base := "http://" + startRunLogged(t, nc, cfg, "", slog.New(slog.NewTextHandler(&logs, nil))).addrs["http"]
 
 	entry := func(app, path string) []byte {
-		b, err := EncodeEntry(app, []config.Route{{Path: path, Service: "kvapp"}})
+		b, err := EncodeEntry(app, []config.Route{{Path: path, Service: "kvapp"}}, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
