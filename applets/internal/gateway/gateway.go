@@ -91,7 +91,10 @@ type Gateway struct {
 	signatures *signing.Verifier
 	kvRaw      map[string][]byte
 	kvRoutes   map[string][]config.Route
-	cert       atomic.Pointer[tls.Certificate]
+	// order holds the highest sequence of a signed entry served per app,
+	// kept beside the routes cache when there is one.
+	order *signing.Order
+	cert  atomic.Pointer[tls.Certificate]
 	// https says the HTTPS listener runs: it starts with the gateway or
 	// not at all, and its certificate is watched only if it does.
 	https bool
@@ -156,6 +159,14 @@ func configured(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	orderFile := ""
+	if opts.RoutesCache != "" {
+		orderFile = opts.RoutesCache + ".sequences"
+	}
+	order, err := signing.LoadOrder(orderFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	g := &Gateway{
 		opts:       opts,
 		nc:         opts.Conn,
@@ -168,6 +179,7 @@ func configured(opts Options) (*Gateway, error) {
 		listen:     net.Listen,
 		https:      opts.Config.TLS.Cert != "" && opts.Config.TLS.Listen != "",
 		signatures: signatures,
+		order:      order,
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -328,7 +340,7 @@ func (g *Gateway) Reload() error {
 		signatures = newSignatures
 		kv = make(map[string][]config.Route, len(g.kvRaw))
 		for app, value := range g.kvRaw {
-			if routes := g.appRoutes(signatures, app, value); routes != nil {
+			if routes, _, _ := g.appRoutes(signatures, app, value); routes != nil {
 				kv[app] = routes
 			}
 		}
@@ -445,19 +457,32 @@ func (g *Gateway) setAppEntry(app string, value []byte) {
 	defer g.mu.Unlock()
 	kv := maps.Clone(g.kvRoutes)
 	delete(kv, app)
+	var seq uint64
 	if value != nil {
-		if routes := g.appRoutes(g.signatures, app, value); routes != nil {
-			kv[app] = routes
+		routes, s, err := g.appRoutes(g.signatures, app, value)
+		if errors.Is(err, errReplayed) {
+			// Like a runner's spec, an entry stored again from before
+			// leaves the app's routes as they are.
+			return
+		}
+		if routes != nil {
+			kv[app], seq = routes, s
 		}
 	}
 	if err := g.rebuild(g.cfg, kv); err != nil {
 		g.log.Error("routes from narun-routes not applied", "app", app, "err", err)
 		return
 	}
+	var err error
 	if value == nil {
 		delete(g.kvRaw, app)
+		err = g.order.Delete(app)
 	} else {
 		g.kvRaw[app] = value
+		err = g.order.Accept(app, seq)
+	}
+	if err != nil {
+		g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "err", err)
 	}
 }
 

@@ -239,27 +239,43 @@ func (g *Gateway) saveRoutesCache() {
 	}
 }
 
-// appRoutes reads the narun-routes entry of app; nil when it is refused or
-// not valid JSON, which loses that app's routes only. The signature's
-// trailer goes even when no key is trusted, for JSON cannot hold it.
-func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []byte) []config.Route {
+// errReplayed refuses an entry whose sequence is below the one accepted
+// for its app before.
+var errReplayed = errors.New("replayed")
+
+// appRoutes reads the narun-routes entry of app and its sequence; nil
+// routes when it is refused or not valid JSON, which loses that app's
+// routes only, and errReplayed when it is an earlier one stored again.
+// The signature's trailer goes even when no key is trusted, for JSON
+// cannot hold it. The sequence counts only with trusted keys: without a
+// signature, anyone could set it.
+func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []byte) ([]config.Route, uint64, error) {
 	body, err := signatures.Verify(value)
 	if err != nil {
 		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
-		return nil
+		return nil, 0, nil
 	}
 	e, err := DecodeEntry(app, body)
 	if err != nil {
 		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
-		return nil
+		return nil, 0, nil
 	}
-	if !e.Named && signatures.Enabled() {
-		// Signed by a ctl of an earlier release: refusing it would take
-		// every deployed app's routes away at the upgrade (docs/UPGRADING.md).
-		g.log.Warn("routes of app served from an entry that does not name its app (stored by an earlier narun ctl): one planted under another app's key would be served alike; deploy the app again to name it", "app", app)
+	if signatures.Enabled() {
+		if err := g.order.Check(app, e.Sequence); err != nil {
+			g.log.Error("routes entry refused; the app's routes are left as they are", "app", app, "sequence", e.Sequence, "err", err)
+			return nil, 0, errReplayed
+		}
+		if !e.Named {
+			// Signed by a ctl of an earlier release: refusing it would
+			// take every deployed app's routes away at the upgrade
+			// (docs/UPGRADING.md).
+			g.log.Warn("routes of app served from an entry that does not name its app (stored by an earlier narun ctl): one planted under another app's key would be served alike; deploy the app again to name it", "app", app)
+		}
+	} else {
+		e.Sequence = 0
 	}
 	if e.Routes == nil {
 		e.Routes = []config.Route{}
 	}
-	return e.Routes
+	return e.Routes, e.Sequence, nil
 }

@@ -228,3 +228,97 @@ func TestRouteEntryBoundToItsKey(t *testing.T) {
 		t.Errorf("the entry naming no app served without a warning:\n%s", logs.String())
 	}
 }
+
+// An entry signed before, stored again, is refused and leaves the app's
+// routes as they are: an earlier version, and an app's entry after the
+// app was deleted. The gateway with a routes cache remembers the sequence
+// across a restart.
+func TestRouteEntryReplayRefused(t *testing.T) {
+	t.Parallel()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{key.Public()}
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	var logs testutil.LogBuffer
+	start := func(log *testutil.LogBuffer) *running {
+		return startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(log, nil))})
+	}
+	gw := start(&logs)
+	base := "http://" + gw.addrs["http"]
+	entry := func(path string, seq uint64) []byte {
+		b, err := EncodeEntry("web", []config.Route{{Path: path, Service: "kvapp"}}, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key.Sign(b)
+	}
+	served := func(base, path string) bool {
+		code, _ := get(t, base+path)
+		return code == 200
+	}
+	refused := func(logs *testutil.LogBuffer, why string) bool {
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, "level=ERROR") && strings.Contains(line, "routes entry refused") && strings.Contains(line, "app=web") &&
+				strings.Contains(line, why) {
+				return true
+			}
+		}
+		return false
+	}
+	ctx := context.Background()
+	kv := routesKV(t, nc)
+	put := func(v []byte) {
+		t.Helper()
+		if _, err := kv.Put(ctx, "web", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	v1, v2 := entry("/v1/", 100), entry("/v2/", 200)
+	put(v2)
+	testutil.Eventually(t, 15*time.Second, "v2 served", func() bool { return served(base, "/v2/") })
+	put(v1)
+	testutil.Eventually(t, 15*time.Second, "v1 refused", func() bool { return refused(&logs, "sequence 100, below 200") })
+	if !served(base, "/v2/") || served(base, "/v1/") {
+		t.Error("an earlier entry stored again replaced the routes")
+	}
+	// The same value read again is accepted; a later one too.
+	v3 := entry("/v3/", 300)
+	put(v2)
+	put(v3)
+	testutil.Eventually(t, 15*time.Second, "v3 served", func() bool { return served(base, "/v3/") })
+	if refused(&logs, "sequence 200") {
+		t.Errorf("v2 stored again before v3 was refused:\n%s", logs.String())
+	}
+
+	if err := kv.Delete(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "deleted app's routes gone", func() bool { return !served(base, "/v3/") })
+	// Its last entry too.
+	put(v3)
+	testutil.Eventually(t, 15*time.Second, "deleted app's last entry refused", func() bool {
+		return refused(&logs, "sequence 300, that of the value \\\"web\\\" held when it was deleted")
+	})
+	if served(base, "/v3/") {
+		t.Error("a deleted app's last entry served again")
+	}
+
+	gw.stop()
+	// Put back for the cleanup, which waits for it too.
+	gw.done <- <-gw.done
+	var again testutil.LogBuffer
+	base = "http://" + start(&again).addrs["http"]
+	testutil.Eventually(t, 15*time.Second, "the earlier entry refused after a restart", func() bool { return refused(&again, "held when it was deleted") })
+	if served(base, "/v3/") {
+		t.Error("after a restart, the deleted app's earlier entry is served")
+	}
+}

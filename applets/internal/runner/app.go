@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
@@ -185,6 +186,16 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("spec refused: %w", err)
 	}
+	// The sequence counts only when signed: anyone could set it otherwise.
+	var seq uint64
+	if a.r.signatures.Enabled() {
+		if seq, err = signing.Sequence(body); err == nil {
+			err = a.r.order.Check(a.name, seq)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("spec refused: %w", err)
+		}
+	}
 	// A stored spec ran under the narun that stored it: rules that came
 	// later must not stop it here (spec.ParseStored).
 	sp, outdated, err = spec.ParseStored(a.name+".toml", body)
@@ -193,6 +204,9 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid spec: %w", err)
+	}
+	if err := a.r.order.Accept(a.name, seq); err != nil {
+		a.log.Warn("sequence of the spec not kept: after a restart this node would accept an earlier spec stored again", "sequence", seq, "err", err)
 	}
 	return sp, outdated, nil
 }

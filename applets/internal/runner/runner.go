@@ -92,6 +92,9 @@ type Runner struct {
 	// JetStream can be made to write narun-apps for a login kept off it
 	// (docs/SECURITY.md, "Signed specs").
 	signatures *signing.Verifier
+	// order refuses a signed spec older than one accepted before for its
+	// app, deleted apps included; kept in the data dir.
+	order *signing.Order
 	// rolloutSlack is how much longer than its start_grace a rollout
 	// waits for a new instance, download included, before it halts.
 	rolloutSlack time.Duration
@@ -200,6 +203,9 @@ func New(opts Options) (*Runner, error) {
 			return nil, fmt.Errorf("runner: create %s: %w", d, err)
 		}
 	}
+	if r.order, err = signing.LoadOrder(filepath.Join(dir, sequencesFile)); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	if r.cache, err = newCache(filepath.Join(dir, "binaries"), r.log); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
@@ -253,6 +259,9 @@ func appNATSURL(opts Options) (url string, loginDropped bool) {
 	url = cli.WithoutLogins(own)
 	return url, url != own
 }
+
+// sequencesFile, in the data dir, keeps the order of signed specs.
+const sequencesFile = "sequences.json"
 
 // NodeID is the id this runner heartbeats under.
 func (r *Runner) NodeID() string { return r.node }
@@ -572,10 +581,19 @@ func (r *Runner) startApp(name string) *app {
 
 // remove tells an app's goroutine that the app was deleted.
 func (r *Runner) remove(name string) {
+	r.forgetSpec(name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if a, ok := r.apps[name]; ok {
 		a.setSpec(nil, 0)
+	}
+}
+
+// forgetSpec records in the order that name was deleted, so that its
+// last spec, stored again, does not bring it back.
+func (r *Runner) forgetSpec(name string) {
+	if err := r.order.Delete(name); err != nil {
+		r.log.Warn("deletion of an app not kept: after a restart this node would accept its last spec stored again", "app", name, "err", err)
 	}
 }
 
@@ -623,6 +641,7 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 		if r.apps[name] != nil {
 			continue
 		}
+		r.forgetSpec(name)
 		if err := os.Remove(filepath.Join(r.specsDir(), name+".toml")); err != nil && !os.IsNotExist(err) {
 			r.log.Warn("remove cached spec of a deleted app", "app", name, "err", err)
 		}

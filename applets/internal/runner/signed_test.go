@@ -173,3 +173,63 @@ func TestBadTrustedKey(t *testing.T) {
 		t.Errorf("New with a bad trusted key: %v, want an error naming runner.trusted_keys[0]", err)
 	}
 }
+
+// putSequenced stores the spec putSpec would, with sequence seq, signed
+// by key, and returns it.
+func (c *cluster) putSequenced(t *testing.T, key *signing.Key, app, version, bin string, seq uint64) []byte {
+	t.Helper()
+	value := key.Sign(signing.WithSequence(storedSpec(t, app, version, c.upload(t, app, version, bin), fileDigest(t, bin), ""), seq))
+	c.putRaw(t, app, value)
+	return value
+}
+
+func (c *cluster) putRaw(t *testing.T, app string, value []byte) {
+	t.Helper()
+	if _, err := c.apps.Put(context.Background(), app, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A spec the key signed before, stored again, is refused and leaves the
+// instances as they are: an earlier version, and the last spec of an app
+// deleted since, also after the runner restarts.
+func TestReplayedSpecRefused(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, trusting(key))
+	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 200)
+	running := tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+
+	c.putSequenced(t, key, "hello", "0.9.0", helloBin, 100)
+	tr.waitRefused(t, "hello", `sequence 100, below 200 accepted before for \"hello\"`)
+	if l := tr.of("hello"); len(l) != 1 || l[0].ID != running.ID || l[0].Version != "1.0.0" {
+		t.Errorf("instance changed by a replayed spec: %+v -> %+v", running, l)
+	}
+
+	last := c.putSequenced(t, key, "hello", "2.0.0", helloBin, 300)
+	tr.wait(t, "hello", "2.0.0 healthy", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "2.0.0" && l[0].State == state.Healthy
+	})
+	c.remove(t, "hello")
+	tr.wait(t, "hello", "no instance", func(l []state.Instance) bool { return len(l) == 0 })
+	c.putRaw(t, "hello", last)
+	const deleted = `sequence 300, that of the value \"hello\" held when it was deleted`
+	tr.waitRefused(t, "hello", deleted)
+	if l := tr.of("hello"); len(l) != 0 {
+		t.Errorf("a deleted app's last spec runs again: %+v", l)
+	}
+
+	tr.stop()
+	again := startRunner(t, c, func(o *Options) {
+		o.DataDir = tr.dir
+		trusting(key)(o)
+	})
+	again.waitRefused(t, "hello", deleted)
+	if l := again.of("hello"); len(l) != 0 {
+		t.Errorf("after a restart, a deleted app's last spec runs again: %+v", l)
+	}
+	// A deploy after the deletion brings it back.
+	c.putSequenced(t, key, "hello", "3.0.0", helloBin, 400)
+	again.wait(t, "hello", "3.0.0 healthy", allIn(1, state.Healthy))
+}

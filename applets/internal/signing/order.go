@@ -1,0 +1,115 @@
+package signing
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+
+	"github.com/narun/narun/applets/internal/atomicfile"
+)
+
+// Order remembers, per key, the highest sequence a node accepted, and
+// whether the key was deleted since: a deleted app must not come back
+// with a spec it had, its last one included. With a file, it lasts across
+// restarts.
+type Order struct {
+	mu   sync.Mutex
+	path string
+	seen map[string]accepted
+}
+
+// accepted is what Order holds of a key.
+type accepted struct {
+	Sequence uint64 `json:"sequence"`
+	// Deleted says the key was deleted after Sequence was accepted: only
+	// a later value brings it back.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// LoadOrder reads the order kept in path; "" keeps it in memory only, and
+// a file that does not exist yet is an order that has seen nothing.
+func LoadOrder(path string) (*Order, error) {
+	o := &Order{path: path, seen: map[string]accepted{}}
+	if path == "" {
+		return o, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return o, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &o.seen)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sequences accepted before, %s: %w (remove the file to accept the values stored now, as a new node does)", path, err)
+	}
+	if o.seen == nil {
+		o.seen = map[string]accepted{}
+	}
+	return o, nil
+}
+
+// Check refuses seq for key when a higher sequence was accepted for key
+// before, or the same one and the key was deleted since: the value is an
+// earlier one stored again. The same one otherwise is the same value read
+// again (a resync, a restart).
+func (o *Order) Check(key string, seq uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held := o.seen[key]
+	what := fmt.Sprintf("sequence %d", seq)
+	if seq == 0 {
+		what = "no sequence (signed by a ctl of an earlier release)"
+	}
+	switch {
+	case seq < held.Sequence:
+		return fmt.Errorf("%s, below %d accepted before for %q: an earlier value stored again", what, held.Sequence, key)
+	case seq == held.Sequence && held.Deleted:
+		return fmt.Errorf("%s, that of the value %q held when it was deleted: an earlier value stored again", what, key)
+	}
+	return nil
+}
+
+// Accept records seq as accepted for key, and writes the file when it is
+// the highest yet: it is kept in memory even when that fails.
+func (o *Order) Accept(key string, seq uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if seq <= o.seen[key].Sequence {
+		return nil
+	}
+	o.seen[key] = accepted{Sequence: seq}
+	return o.save(key)
+}
+
+// Delete records that key was deleted: its last value, stored again, is
+// refused too.
+func (o *Order) Delete(key string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held, ok := o.seen[key]
+	if !ok || held.Deleted {
+		return nil
+	}
+	held.Deleted = true
+	o.seen[key] = held
+	return o.save(key)
+}
+
+// save writes the order to its file; o.mu is held.
+func (o *Order) save(key string) error {
+	if o.path == "" {
+		return nil
+	}
+	b, err := json.Marshal(o.seen)
+	if err == nil {
+		err = atomicfile.Write(o.path, b, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("keep the sequence accepted for %q: %w", key, err)
+	}
+	return nil
+}

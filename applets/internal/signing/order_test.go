@@ -1,0 +1,88 @@
+package signing
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sequences.json")
+	o, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 0); err != nil {
+		t.Errorf("an order that saw nothing refuses a value without a sequence: %v", err)
+	}
+	if err := o.Accept("web", 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 10); err != nil {
+		t.Errorf("the same sequence read again: %v", err)
+	}
+	if err := o.Check("api", 1); err != nil {
+		t.Errorf("another key: %v", err)
+	}
+	// Lower ones do not lower what is held.
+	if err := o.Accept("web", 3); err != nil {
+		t.Fatal(err)
+	}
+	// A restart reads back what was accepted.
+	o, err = LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = o.Check("web", 9)
+	if err == nil || !strings.Contains(err.Error(), "sequence 9, below 10 accepted before for \"web\"") {
+		t.Errorf("a lower sequence after a restart: %v", err)
+	}
+	if err := o.Check("web", 0); err == nil || !strings.Contains(err.Error(), "earlier release") {
+		t.Errorf("no sequence once one was accepted: %v", err)
+	}
+	// A deleted key's last value is refused too, after a restart as well;
+	// a later one brings the key back.
+	if err := o.Delete("web"); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 10); err == nil || !strings.Contains(err.Error(), "held when it was deleted") {
+		t.Errorf("a deleted key's last value: %v", err)
+	}
+	if err := o.Delete("never"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("never", 0); err != nil {
+		t.Errorf("a key deleted before any sequence was accepted: %v", err)
+	}
+	if err := o.Accept("web", 11); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 11); err != nil {
+		t.Errorf("the value that brought a deleted key back, read again: %v", err)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp-*")); len(matches) > 0 {
+		t.Errorf("temporary files left: %v", matches)
+	}
+
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrder(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("a damaged file: %v, want an error naming it", err)
+	}
+
+	mem, err := LoadOrder("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Accept("web", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Check("web", 4); err == nil {
+		t.Error("an order in memory only forgot what it accepted")
+	}
+}
