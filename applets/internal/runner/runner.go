@@ -109,6 +109,8 @@ type Runner struct {
 	res atomic.Pointer[resources]
 	// beat asks the heartbeat goroutine for an early heartbeat.
 	beat chan struct{}
+	// out publishes instance events and output lines.
+	out *outbox
 
 	mu   sync.Mutex
 	apps map[string]*app
@@ -186,6 +188,7 @@ func New(opts Options) (*Runner, error) {
 			"a server that wants a login refuses them; give them one with [runner] app_nats_url "+
 			"(user:password@ in the URL), app_nats_creds or app_nats_nkey", "app_nats_url", appURL)
 	}
+	r.out = newOutbox(opts.Conn, r.log)
 	r.cgroupScope = cgroupScope(dir)
 	r.host, _ = os.Hostname()
 	r.boot = randomHex(8)
@@ -312,6 +315,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.listed = make(chan struct{})
 	r.mu.Unlock()
 
+	stopOut := make(chan struct{})
+	go r.out.run(stopOut)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.heartbeats(ctx) })
 	wg.Go(func() { r.sync(ctx) })
@@ -335,6 +340,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	stopApps()
 	wg.Wait()
 	r.appsWG.Wait()
+	// The apps' last events and lines go out, unless NATS does not take
+	// them in time: a stop must not wait for it.
+	close(stopOut)
+	select {
+	case <-r.out.done:
+	case <-time.After(outboxFlush):
+		r.log.Warn("instance events and output lines not all published before stopping", "waited", outboxFlush)
+	}
 	r.removeExecLinks()
 	if r.caps.CgroupVersion > 0 {
 		if err := sandbox.RemoveScope(r.cgroupScope); err != nil {
@@ -904,27 +917,27 @@ func (r *Runner) nodeState() state.Node {
 	}
 }
 
-// publishEvent sends an instance state change; it never blocks: while NATS
-// is unreachable the client buffers, then drops.
+// outboxFlush bounds how long a stopping runner waits for NATS to take the
+// events and output lines of its last moments.
+const outboxFlush = 2 * time.Second
+
+// publishEvent sends an instance state change; it never blocks (outbox).
 func (r *Runner) publishEvent(in state.Instance) {
 	b, err := json.Marshal(state.Event{Instance: r.decorate(in), Time: time.Now()})
 	if err != nil {
 		return
 	}
-	if err := r.opts.Conn.Publish(names.EventSubject(in.App, in.Node), b); err != nil {
-		r.log.Debug("publish event", "err", err)
-	}
+	r.out.publish(names.EventSubject(in.App, in.Node), b)
 	r.poke()
 }
 
+// publishLog sends an output line of an instance; it never blocks (outbox).
 func (r *Runner) publishLog(l state.LogLine) {
 	b, err := json.Marshal(l)
 	if err != nil {
 		return
 	}
-	if err := r.opts.Conn.Publish(names.LogSubject(l.App, l.Node, l.Instance), b); err != nil {
-		r.log.Debug("publish log line", "err", err)
-	}
+	r.out.publish(names.LogSubject(l.App, l.Node, l.Instance), b)
 }
 
 // removeExecLinks removes the links of every app. Only starts of this

@@ -2102,7 +2102,7 @@ func TestLogFloodCountedWhenSilent(t *testing.T) {
 	sub.SetPendingLimits(-1, -1)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "quiet", "1.0.0", probeBin, "args = [\"flood\"]\n")
-	tr.waitLine(t, "quiet", "probe: ready")
+	waitFlood(t, tr, "quiet")
 	// 12000 lines and "probe: ready": 10000 published, 2001 dropped.
 	want := fmt.Sprintf("narun: %d lines of this instance were dropped", 12001-logBurst)
 	deadline := time.Now().Add(2 * logWindow)
@@ -2124,6 +2124,16 @@ func TestLogFloodCountedWhenSilent(t *testing.T) {
 	}
 }
 
+// waitFlood waits for the probe's flood of app to be read: 12000 lines
+// take the runner seconds under the race detector, and two floods at once
+// more than waitLine waits.
+func waitFlood(t *testing.T, tr *testRunner, app string) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, app+" printing probe: ready", func() bool {
+		return slices.Contains(tr.lines(app), "probe: ready")
+	})
+}
+
 // An app that prints in a tight loop publishes only its bound to NARUN_LOGS
 // and a line saying the rest was dropped, so it cannot push the history of
 // every other app out of the stream.
@@ -2137,16 +2147,20 @@ func TestLogFloodBounded(t *testing.T) {
 	sub.SetPendingLimits(-1, -1)
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "flood", "1.0.0", probeBin, "args = [\"flood\"]\n")
-	// The runner publishes on the test's connection: once the instance's
-	// last line reached its ring, a flush delivers everything published.
-	tr.waitLine(t, "flood", "probe: ready")
-	if err := c.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	n, _, err := sub.Pending()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The runner publishes on the test's connection, from its outbox: the
+	// notice that lines are dropped comes last, after every line it
+	// published, and whatever follows it in its window is dropped.
+	waitFlood(t, tr, "flood")
+	var n int
+	testutil.Eventually(t, time.Minute, "the flood's lines published", func() bool {
+		if err := c.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err = sub.Pending(); err != nil {
+			t.Fatal(err)
+		}
+		return n >= logBurst+1
+	})
 	var last state.LogLine
 	for range n {
 		m, err := sub.NextMsg(time.Second)

@@ -225,6 +225,16 @@ func main() {
 			hold = append(hold, b)
 			fmt.Println("probe: holding", len(hold)*8, "MiB")
 		}
+	case "tick":
+		// Prints a numbered line every 10ms until told to stop.
+		for i := 0; ; i++ {
+			select {
+			case <-term:
+				os.Exit(0)
+			case <-time.After(10 * time.Millisecond):
+			}
+			fmt.Println("probe: tick", i)
+		}
 	case "flood":
 		// More lines at once than an instance may publish.
 		for i := range 12000 {
