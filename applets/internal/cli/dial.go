@@ -55,6 +55,7 @@ func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 	// asks it for is the URL's and finds the connection raced for it; a
 	// net.Dialer spreads its timeout over a name's addresses as nats.go
 	// would.
+	r.greeted = !o.TLSHandshakeFirst && !slices.ContainsFunc(o.Servers, isWebSocket)
 	o.CustomDialer, o.SkipHostLookup, o.ReconnectToServerCB = r, true, r.pick
 	o.ConnectedCB = r.afterHandshake(o.ConnectedCB)
 	o.ReconnectedCB = r.afterHandshake(o.ReconnectedCB)
@@ -64,6 +65,13 @@ func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 		r.established()
 	}
 	return nc, err
+}
+
+// isWebSocket says whether a server URL is a websocket's, whose server
+// speaks only once the client has.
+func isWebSocket(u string) bool {
+	scheme, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(u)), "://")
+	return scheme == "ws" || scheme == "wss"
 }
 
 // splitURLs is how nats.Connect splits its comma-separated list.
@@ -123,6 +131,13 @@ type racer struct {
 	timeout time.Duration
 	// stagger is the wait before dialing the next server too.
 	stagger time.Duration
+	// greeted says that a server answers only once it sent its first
+	// bytes (NATS's INFO), not once its kernel accepted the connection:
+	// a server whose process is stopped or hung still accepts, and nats.go
+	// would wait out its handshake with it, at every reconnect, without
+	// ever trying the servers after it. Not with websockets or a TLS
+	// handshake first, where the client speaks first.
+	greeted bool
 	// backoff is the least time from one round of dials to the next when
 	// no connection came of the first (ReconnectWait and its jitter, as
 	// nats.go pauses after a pass over its servers), so that a server that
@@ -285,7 +300,11 @@ func (r *racer) race(addrs []string) (int, net.Conn, []error) {
 		i := started
 		started++
 		go func() {
+			deadline := time.Now().Add(r.timeout)
 			conn, err := dialer.DialContext(ctx, "tcp", addrs[i])
+			if err == nil && r.greeted {
+				conn, err = awaitGreeting(ctx, conn, deadline)
+			}
 			answers <- answer{i, conn, err}
 		}()
 	}
@@ -322,4 +341,44 @@ func (r *racer) race(addrs []string) (int, net.Conn, []error) {
 		}
 	}
 	return -1, nil, errs
+}
+
+// awaitGreeting waits until conn's server sends its first bytes, until
+// deadline or until ctx ends, and returns a connection that reads them
+// again; on failure it closes conn.
+func awaitGreeting(ctx context.Context, conn net.Conn, deadline time.Time) (net.Conn, error) {
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: %w", conn.RemoteAddr(), err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if !stop() || err != nil {
+		conn.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("dial %s: connected, but the server sent nothing: %w", conn.RemoteAddr(), err)
+	}
+	if err := conn.SetReadDeadline(time.Time{}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: %w", conn.RemoteAddr(), err)
+	}
+	return &greetedConn{Conn: conn, first: buf[:n]}, nil
+}
+
+// greetedConn is a connection whose first bytes were read already.
+type greetedConn struct {
+	net.Conn
+	first []byte
+}
+
+func (c *greetedConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }

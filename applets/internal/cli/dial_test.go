@@ -76,6 +76,19 @@ func TestConnectPassesOverAServerThatDoesNotAnswer(t *testing.T) {
 	}
 }
 
+// A server listed first whose process is stopped or hung, which its
+// kernel still accepts connections for, is passed over as one that does
+// not answer: waiting for its greeting held the client on it, at the
+// first connection and at every reconnect, while the next server served.
+func TestConnectPassesOverAServerThatAcceptsAndSaysNothing(t *testing.T) {
+	silent := "nats://" + testutil.Silent(t)
+	live := natstest.Start(t).ClientURL()
+	nc := connectBefore(t, silent+","+live, deadOptions(t, make(chan string, 1)))
+	if got := nc.ConnectedUrl(); got != live {
+		t.Errorf("connected to %s, want %s", got, live)
+	}
+}
+
 // Nor does it cost a reconnect: when the server the client is on goes
 // away, it reconnects to the one that answers.
 func TestReconnectPassesOverAServerThatDoesNotAnswer(t *testing.T) {
