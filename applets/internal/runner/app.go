@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -487,13 +489,23 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// writePIDFile records pid and its start time in dir/pid.
+// writePIDFile records pid, its start time and the machine's boot in
+// dir/pid.
 func writePIDFile(dir string, pid int) error {
 	start, err := procStartTime(pid)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "pid"), fmt.Appendf(nil, "%d %d\n", pid, start), 0o600)
+	return writeFileAtomic(filepath.Join(dir, "pid"), fmt.Appendf(nil, "%d %d %s\n", pid, start, bootID()), 0o600)
+}
+
+// bootID names this boot of the machine, "" where the kernel does not say.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // killStale kills the process groups recorded by instances of an earlier
@@ -501,15 +513,31 @@ func writePIDFile(dir string, pid int) error {
 // every runner, so whatever is in dir now is left over. Pdeathsig already
 // killed each instance's first process; this catches what it forked.
 func killStale(dir string, log *slog.Logger) {
+	boot := bootID()
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*", "*", "pid"))
 	for _, f := range pidFiles {
-		var pid int
-		var start uint64
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
+		// pid, start time and, from files of this release on, the boot.
+		fields := strings.Fields(string(b))
+		if len(fields) < 2 {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[0])
+		if err != nil || pid <= 1 {
+			continue
+		}
+		start, err := strconv.ParseUint(fields[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		// After a reboot (a power cut) nothing of the earlier runner's
+		// is left, and the id is another program's now: a daemon's
+		// double fork leaves a group whose id no process has, which the
+		// kill below would take for what is left of the instance's.
+		if len(fields) > 2 && boot != "" && fields[2] != boot {
 			continue
 		}
 		// A live process under that pid must be ours (same start time);

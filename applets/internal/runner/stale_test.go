@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// orphanedGroup starts a process group whose leader has exited, as a
+// daemon's double fork leaves one: no process has the group's id. It
+// returns that id and the pid of the process left in it.
+func orphanedGroup(t *testing.T) (pgid, pid int) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgid = cmd.Process.Pid
+	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	if pid, err = strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
+		t.Fatalf("pid of the process left: %q: %v", out, err)
+	}
+	return pgid, pid
+}
+
+// writeStalePID writes what writePIDFile wrote, in an earlier runner, for
+// an instance whose process had the id pgid and started at start, in the
+// boot boot.
+func writeStalePID(t *testing.T, dir, instance string, pgid int, start uint64, boot string) {
+	t.Helper()
+	d := filepath.Join(dir, "app", instance)
+	if err := os.MkdirAll(d, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "pid"), fmt.Appendf(nil, "%d %d %s\n", pgid, start, boot), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pid file from before a reboot names no process of the runner's: the
+// group of that id now is another program's, and is left alone, while
+// one recorded in this boot is killed as what an instance left.
+func TestStaleGroupOfAnotherBootSpared(t *testing.T) {
+	t.Parallel()
+	if bootID() == "" {
+		t.Skip("the kernel gives no boot id")
+	}
+	dir := t.TempDir()
+	otherBoot, other := orphanedGroup(t)
+	thisBoot, ours := orphanedGroup(t)
+	writeStalePID(t, dir, "0-aaaaaa", otherBoot, 1, "00000000-0000-0000-0000-000000000000")
+	writeStalePID(t, dir, "0-bbbbbb", thisBoot, 1, bootID())
+	killStale(dir, slog.New(slog.DiscardHandler))
+	// Both were signalled, if at all, before killStale returned.
+	waitDead(t, []int{ours})
+	if !alive(other) {
+		t.Errorf("process %d of group %d, recorded in another boot, was killed", other, otherBoot)
+	}
+}
