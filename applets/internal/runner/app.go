@@ -52,6 +52,13 @@ type app struct {
 	// warned is the last spec whose outdated rules were logged, so that a
 	// reconcile of the same spec does not log them again; only run uses it.
 	warned []byte
+
+	// cacheMu orders the writes of the cached spec, so that a retry of
+	// one that failed never lands after a newer one.
+	cacheMu sync.Mutex
+	// uncached is the spec whose caching failed, under mu; nil when the
+	// cached spec is the one applied.
+	uncached []byte
 }
 
 // instance is one supervised process slot of the app.
@@ -134,9 +141,7 @@ func (a *app) run(ctx context.Context) {
 		a.log.Debug("reconcile", "revision", rev, "deleted", raw == nil)
 		if raw == nil {
 			a.stop(a.instanceList())
-			if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
-				a.log.Warn("remove cached spec", "err", err)
-			}
+			a.uncache()
 			if err := removeTree(a.dir(), a.log); err != nil {
 				a.log.Warn("remove app directory", "err", err)
 			}
@@ -174,10 +179,59 @@ func (a *app) run(ctx context.Context) {
 			a.warned = raw
 			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
 		}
-		if err := writeFileAtomic(a.specPath(), raw, 0o600); err != nil {
-			a.log.Warn("cache spec", "err", err)
-		}
+		a.cache(raw)
 		a.reconcile(ctx, sp)
+	}
+}
+
+// cache writes raw as the app's cached spec. A write that fails (a full
+// disk) is tried again by retryCache: the cache would otherwise keep the
+// spec before it for good, since an unchanged spec is never applied again,
+// and a restart without NATS would run that one.
+func (a *app) cache(raw []byte) {
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	err := writeFileAtomic(a.specPath(), raw, 0o600)
+	a.mu.Lock()
+	a.uncached = nil
+	if err != nil {
+		a.uncached = raw
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Warn("cache spec; tried again at the next resync", "err", err)
+	}
+}
+
+// retryCache writes the spec whose caching failed, if any.
+func (a *app) retryCache() {
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	a.mu.Lock()
+	raw := a.uncached
+	a.mu.Unlock()
+	if raw == nil {
+		return
+	}
+	if err := writeFileAtomic(a.specPath(), raw, 0o600); err != nil {
+		a.log.Debug("cache spec again", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.uncached = nil
+	a.mu.Unlock()
+	a.log.Info("cached spec written, after an earlier write failed")
+}
+
+// uncache removes the cached spec of a deleted app, with any retry due.
+func (a *app) uncache() {
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	a.mu.Lock()
+	a.uncached = nil
+	a.mu.Unlock()
+	if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
+		a.log.Warn("remove cached spec", "err", err)
 	}
 }
 

@@ -566,6 +566,9 @@ func (r *Runner) resync(ctx context.Context) {
 		r.applyLatest(ctx, e, leader)
 	}
 	r.removeExcept(ctx, seen)
+	for _, a := range r.appList() {
+		a.retryCache()
+	}
 	r.gc()
 }
 

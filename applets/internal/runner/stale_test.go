@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +12,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // orphanedGroup starts a process group whose leader has exited, as a
@@ -64,4 +71,39 @@ func TestStaleGroupOfAnotherBootSpared(t *testing.T) {
 	if !alive(other) {
 		t.Errorf("process %d of group %d, recorded in another boot, was killed", other, otherBoot)
 	}
+}
+
+// A spec whose caching failed (a full disk) is cached once the disk takes
+// it again, though it is not applied again: a restart without NATS would
+// otherwise start the spec before it.
+func TestSpecCachedOnceWritable(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
+	// A file where the directory should be fails every write in it.
+	if err := os.Remove(tr.specsDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tr.specsDir(), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.deploy(t, "cached", "1.0.0", probeBin, "args = [\"tick\"]\n")
+	tr.wait(t, "cached", "healthy", allIn(1, state.Healthy))
+	testutil.Eventually(t, 10*time.Second, "the failed write of the cached spec logged", func() bool {
+		return strings.Contains(tr.logs.String(), "cache spec")
+	})
+	if err := os.Remove(tr.specsDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(tr.specsDir(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.apps.Get(context.Background(), "cached")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the spec cached", func() bool {
+		b, err := os.ReadFile(filepath.Join(tr.specsDir(), "cached.toml"))
+		return err == nil && bytes.Equal(b, e.Value())
+	})
 }
