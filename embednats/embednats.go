@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -217,11 +218,15 @@ func checkClusterStore(cfg Config, opts *server.Options) error {
 
 // launch starts a server with opts and waits until it accepts clients.
 func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, reading func()) (*server.Server, error) {
-	// nats-server sets its storage limit, when not given one, from the
-	// space free at start: on a full disk it is zero, and stays so once
-	// the space is back. Its refusals then call for a restart as a failed
-	// write does.
-	logs.limitFromFullDisk.Store(opts.JetStreamMaxStore == 0 && freeSpace(opts.StoreDir) < MinStoreRoom)
+	// Without a configured storage limit, the limit is set from the space
+	// free at start (storeLimit): on a full disk it leaves no room, and
+	// stays so once the space is back. Its refusals then call for a
+	// restart as a failed write does.
+	free := freeSpace(opts.StoreDir)
+	logs.limitFromFullDisk.Store(opts.JetStreamMaxStore == 0 && free < MinStoreRoom)
+	if opts.JetStreamMaxStore == 0 {
+		opts.JetStreamMaxStore = storeLimit(opts.StoreDir, free)
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure nats server: %w", err)
@@ -295,6 +300,31 @@ func freeSpace(dir string) uint64 {
 		}
 		dir = parent
 	}
+}
+
+// storeLimit is the storage limit of a server whose configuration sets
+// none: what its store holds and three quarters of the space free.
+// nats-server's own default is the three quarters alone, which leaves out
+// the store: once it holds more than that (a store that grew over the
+// device's life, a disk nearly full, the restart after a full disk), every
+// write is refused with "resource limits exceeded", heartbeats and
+// deploys included, at every start, however much room is left.
+func storeLimit(storeDir string, free uint64) int64 {
+	if free == math.MaxUint64 {
+		// No file system answered: nats-server's default.
+		return 0
+	}
+	var held uint64
+	_ = filepath.WalkDir(storeDir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			held += uint64(info.Size())
+		}
+		return nil
+	})
+	return int64(min(held+free/4*3, math.MaxInt64))
 }
 
 // FreeSpace is the space left for the store of a server on dataDir.

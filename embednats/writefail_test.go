@@ -2,6 +2,8 @@ package embednats_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,5 +93,59 @@ func TestRestartAfterWriteFailure(t *testing.T) {
 	m, err := st.GetMsg(ctx, 1)
 	if err != nil || string(m.Data) != "before" {
 		t.Errorf("first message after the restart: %v %v, want the one stored before", m, err)
+	}
+}
+
+// A store that holds more than three quarters of what it holds and the
+// space left free, nats-server's own storage limit, takes writes after a
+// restart all the same: once something else took the disk's room (an app,
+// the system's logs), nats-server refused every write, heartbeats and
+// deploys included, at every start.
+func TestStoreBiggerThanFreeSpaceWritable(t *testing.T) {
+	dir := natstest.SmallDisk(t, "64m")
+	cfg := embednats.Config{Listen: "127.0.0.1:-1", DataDir: filepath.Join(dir, "data")}
+	publish := func(s *embednats.Server, n int) error {
+		nc, err := s.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}}); err != nil {
+			t.Fatal(err)
+		}
+		payload := []byte(strings.Repeat("x", 64<<10))
+		for i := range n {
+			if _, err := js.Publish(ctx, "t", payload); err != nil {
+				return fmt.Errorf("message %d of %d: %w", i+1, n, err)
+			}
+		}
+		return nil
+	}
+	s, err := embednats.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(s, 576); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	// 36 MiB stored and 8 MiB left free: three quarters of 44 MiB are
+	// less than the store.
+	filler := make([]byte, embednats.FreeSpace(cfg.DataDir)-8<<20)
+	if err := os.WriteFile(filepath.Join(dir, "filler"), filler, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = embednats.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	if err := publish(s, 1); err != nil {
+		t.Errorf("write after a restart with %d MiB free: %v", embednats.FreeSpace(cfg.DataDir)>>20, err)
 	}
 }

@@ -150,8 +150,8 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 	}
 	cfg := LogsStreamConfig()
 	// JetStream reserves a stream's MaxBytes against its storage limit,
-	// three quarters of the disk space free when the server started unless
-	// max_store says otherwise: on a device with less than about 350 MiB
+	// what its store held and three quarters of the disk space free when
+	// the server started unless max_store says otherwise (embednats): on a device with less than about 350 MiB
 	// free, 256 MiB is refused, and the runner, which opens this stream
 	// with its buckets, would never run a deploy. Less history is better
 	// than none.
@@ -167,7 +167,7 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 		cfg.MaxBytes /= 2
 	}
 	if err == nil && cfg.MaxBytes < LogsStreamConfig().MaxBytes {
-		log.Warn("log history created smaller than narun's default: JetStream's storage limit ([nats.jetstream] max_store, or three quarters of the disk space free when the server started) leaves no more",
+		log.Warn("log history created smaller than narun's default: JetStream's storage limit ([nats.jetstream] max_store, or what its store held and three quarters of the disk space free when the server started) leaves no more",
 			"stream", names.LogsStream, "max_bytes", cfg.MaxBytes, "default", LogsStreamConfig().MaxBytes)
 	}
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
