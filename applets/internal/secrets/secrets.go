@@ -78,7 +78,8 @@ func KeyID(raw []byte) string {
 func ParseRing(data []byte) (*Ring, error) {
 	r := &Ring{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' {
 			continue
@@ -96,6 +97,11 @@ func ParseRing(data []byte) (*Ring, error) {
 			return nil, fmt.Errorf("key file line %d: %w", n, err)
 		}
 		r.keys = append(r.keys, key{id: KeyID(raw), aes: gcm})
+	}
+	// A line too long to scan would otherwise end the file there, and
+	// leave out the keys after it.
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("key file line %d: %w", n, err)
 	}
 	if len(r.keys) == 0 {
 		return nil, errors.New("key file holds no key")

@@ -180,3 +180,14 @@ func TestRotatePastValuesThatDoNotOpen(t *testing.T) {
 		t.Errorf("db after rotation, with the new key only: %q %v", v, err)
 	}
 }
+
+// A line too long for the scanner once ended the file there without an
+// error: the keys after it were left out, and a ring without them failed
+// later with ErrNoKey, far from the cause.
+func TestParseRingLongLine(t *testing.T) {
+	k1, k2 := newKey(t), newKey(t)
+	_, err := ParseRing([]byte(k1 + "\n#" + strings.Repeat("x", 70000) + "\n" + k2 + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("ParseRing of a file with a 70000-byte line: %v, want an error naming line 2", err)
+	}
+}
