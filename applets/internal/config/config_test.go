@@ -313,6 +313,12 @@ func TestRouteSizeJSON(t *testing.T) {
 		{`{"path":"/","service":"s","max_body":-1}`, 0, true},
 		{`{"path":"/","service":"s","max_body":1.5}`, 0, true},
 		{`{"path":"/","service":"s","max_body":true}`, 0, true},
+		// Past 2^53 a float64 rounds, past int64 it converts differently
+		// on amd64 and arm64: sizes are read exactly.
+		{`{"path":"/","service":"s","max_body":9007199254740993}`, 9007199254740993, false},
+		{`{"path":"/","service":"s","max_body":9223372036854775807}`, 9223372036854775807, false},
+		{`{"path":"/","service":"s","max_body":9223372036854775808}`, 0, true},
+		{`{"path":"/","service":"s","max_body":1e6}`, 1000000, false},
 	}
 	for _, c := range cases {
 		var r config.Route

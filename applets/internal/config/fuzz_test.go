@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"encoding/json"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,6 +75,40 @@ func FuzzParseSize(f *testing.F) {
 		again, err := config.ParseSize(strconv.FormatInt(int64(n), 10))
 		if err != nil || again != n {
 			t.Fatalf("ParseSize(%q) = %d, but its decimal form reads %d, %v", s, n, again, err)
+		}
+	})
+}
+
+// FuzzSizeJSON reads arbitrary JSON numbers as sizes, as route entries of
+// narun-routes carry them: a size read is exactly the number written, on
+// every architecture, and one that is not a whole number of bytes in
+// range is refused.
+func FuzzSizeJSON(f *testing.F) {
+	for _, s := range []string{"1048576", "1e6", "1.5", "-1", "9007199254740993", "9223372036854775807", "9223372036854775808", "1e300", `"64MiB"`, "0.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		// The judge reads the number exactly; a huge exponent would cost
+		// it far more than the code under test.
+		if _, exp, ok := strings.Cut(strings.ToLower(s), "e"); ok {
+			if e, err := strconv.Atoi(exp); err != nil || e < -40 || e > 40 {
+				return
+			}
+		}
+		var n big.Rat
+		if _, ok := n.SetString(s); !ok || !json.Valid([]byte(s)) {
+			return
+		}
+		var got config.Size
+		err := json.Unmarshal([]byte(s), &got)
+		exact := n.IsInt() && n.Sign() >= 0 && n.Num().IsInt64()
+		switch {
+		case exact && err != nil:
+			t.Fatalf("size %s refused: %v", s, err)
+		case exact && got != config.Size(n.Num().Int64()):
+			t.Fatalf("size %s read as %d", s, got)
+		case !exact && err == nil:
+			t.Fatalf("size %s read as %d, want an error", s, got)
 		}
 	})
 }

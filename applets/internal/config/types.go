@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -104,20 +107,28 @@ func (s *Size) UnmarshalTOML(v any) error {
 
 // UnmarshalJSON accepts what UnmarshalTOML accepts: the routes that ctl
 // writes to narun-routes carry sizes as numbers, people write strings.
+// A number is read exactly: as a float64 one past 2^53 was rounded, and
+// one past int64's range converted differently on each architecture.
 func (s *Size) UnmarshalJSON(b []byte) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
 	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := d.Decode(&v); err != nil {
 		return err
 	}
-	switch x := v.(type) {
-	case float64:
-		if x != float64(int64(x)) {
-			return fmt.Errorf("invalid size %s: want a whole number of bytes", b)
-		}
-		return s.UnmarshalTOML(int64(x))
-	default:
+	n, ok := v.(json.Number)
+	if !ok {
 		return s.UnmarshalTOML(v)
 	}
+	// 64 bits of mantissa hold every int64 exactly: a number that is
+	// rounded to them is no whole number of bytes in range.
+	f, _, err := big.ParseFloat(n.String(), 10, 64, big.ToNearestEven)
+	if err == nil && f.IsInt() && f.Acc() == big.Exact {
+		if i, acc := f.Int64(); acc == big.Exact {
+			return s.UnmarshalTOML(i)
+		}
+	}
+	return fmt.Errorf("invalid size %s: want a whole number of bytes, at most %d", b, int64(math.MaxInt64))
 }
 
 // Count is a number of things: 0 to 1<<30, where a uint would take -1 for
