@@ -1,0 +1,73 @@
+package embednats_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/narun/narun/embednats"
+)
+
+// FuzzRedactURLs redacts NATS URLs with arbitrary logins, as nats_url,
+// routes and leaf remotes hold them, and the errors net/url gives for
+// those that do not parse: a URL that parses parses after redaction with
+// the same user and host and the password masked, and the password shows
+// neither in the redacted URL nor in the redacted error. Inputs that a
+// comma, a quote or a space split into several URLs (as nats_url and
+// messages do), or a user name that needs escaping, are not the question
+// here.
+func FuzzRedactURLs(f *testing.F) {
+	f.Add("nats://", "edge", "edge-secret", "10.0.0.1:4222")
+	f.Add("", "leaf", "Zm9v/YmFy+", "hub:7422")
+	f.Add("tls://", "u", "Zm9v?YmFy", "127.0.0.1:1/x@y")
+	f.Add("ws://", "a", "p@ss#w", "[::1]:80")
+	f.Add("nats-route://", "r", "s3cr3t%41", "host:42x")
+	f.Fuzz(func(t *testing.T, scheme, user, pass, host string) {
+		s := scheme + user + ":" + pass + "@" + host
+		// A user with '/', '?', '#' or '@' ends the authority or the
+		// login before the password: it cannot be written unescaped. A
+		// password with '@' and one of '/', '?' or '#' makes a URL that
+		// reads as a login and a host followed by a path ("u:p@ss#w@h"
+		// reaches host "ss"), which redaction takes it for; so does one
+		// whose '/', '?' or '#' follows digits only ("u:1/w@h" reaches
+		// host "u", port 1).
+		digits, _, cut := strings.Cut(strings.Map(func(r rune) rune {
+			if strings.ContainsRune("/?#", r) {
+				return '/'
+			}
+			return r
+		}, pass), "/")
+		if strings.ContainsAny(s, ", \t\r\n\"") || strings.ContainsAny(user, "/?#@") ||
+			cut && (strings.Contains(pass, "@") || strings.Trim(digits, "0123456789") == "") || strings.Count(s, "://") > 1 || scheme != "" && !strings.HasSuffix(scheme, "://") {
+			return
+		}
+		r := embednats.RedactURLs(s)
+		u, err := url.Parse(s)
+		if err == nil {
+			ru, rerr := url.Parse(r)
+			if p, ok := u.User.Password(); ok && p != "" {
+				if rerr != nil {
+					t.Fatalf("RedactURLs(%q) = %q, which does not parse: %v", s, r, rerr)
+				}
+				if rp, _ := ru.User.Password(); rp != "xxxxx" || ru.User.Username() != u.User.Username() || ru.Host != u.Host {
+					t.Fatalf("RedactURLs(%q) = %q: user %q, password %q, host %q", s, r, ru.User.Username(), rp, ru.Host)
+				}
+			}
+		}
+		// A password that shows elsewhere in the input, or in the words
+		// of net/url's errors, cannot tell a leak.
+		if len(pass) < 4 || strings.Count(s, pass) > 1 || strings.Contains("parse invalid port after host character in escape xxxxx", pass) {
+			return
+		}
+		if strings.Contains(r, pass) {
+			t.Fatalf("RedactURLs(%q) = %q shows the password", s, r)
+		}
+		// nats.go adds the scheme to a URL without one before it parses
+		// it, so its errors quote URLs with a scheme only.
+		if err != nil && scheme != "" {
+			if m := embednats.RedactURLs(err.Error()); strings.Contains(m, pass) {
+				t.Fatalf("RedactURLs(%q) = %q shows the password", err.Error(), m)
+			}
+		}
+	})
+}
