@@ -1020,7 +1020,7 @@ func TestSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := secrets.Get(context.Background(), h.kv(names.SecretsBucket), ring, "db")
+	got, err := openSecret(context.Background(), h.kv(names.SecretsBucket), ring, "db")
 	if err != nil || string(got) != value {
 		t.Fatalf("node-side decrypt: %q %v", got, err)
 	}
@@ -1044,7 +1044,7 @@ func TestSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err = secrets.Get(context.Background(), h.kv(names.SecretsBucket), newOnly, "db")
+	got, err = openSecret(context.Background(), h.kv(names.SecretsBucket), newOnly, "db")
 	if err != nil || string(got) != value {
 		t.Fatalf("after rotation: %q %v", got, err)
 	}
@@ -1849,7 +1849,7 @@ func TestSecretSetKeepsNoEarlierCiphertext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := secrets.Get(ctx, kv, ring, "db"); err != nil || string(v) != "fresh" {
+	if v, err := openSecret(ctx, kv, ring, "db"); err != nil || string(v) != "fresh" {
 		t.Errorf("db after rotate: %q, %v; want \"fresh\"", v, err)
 	}
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/embednats"
@@ -293,4 +294,18 @@ func (h *harness) readiness(app string) (desired, ready int) {
 
 func cliIO() cli.IO {
 	return cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard}
+}
+
+// openSecret fetches and opens the secret called name, as a node does
+// with the value it caches.
+func openSecret(ctx context.Context, kv jetstream.KeyValue, r *secrets.Ring, name string) ([]byte, error) {
+	e, err := kv.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	s, err := secrets.Unmarshal(e.Value())
+	if err != nil {
+		return nil, err
+	}
+	return r.Open(name, s)
 }

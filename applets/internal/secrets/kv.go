@@ -24,19 +24,6 @@ func Put(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string, value
 	return nil
 }
 
-// Get fetches and opens the secret called name.
-func Get(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) ([]byte, error) {
-	e, err := kv.Get(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("fetch secret %q: %w", name, err)
-	}
-	s, err := Unmarshal(e.Value())
-	if err != nil {
-		return nil, fmt.Errorf("secret %q: %w", name, err)
-	}
-	return r.Open(name, s)
-}
-
 // Rotate re-seals every secret not sealed with the primary key, keeping
 // each value, and returns the names it rewrote and those already sealed
 // with the primary key. A concurrent update of a
