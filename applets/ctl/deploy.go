@@ -900,7 +900,7 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	// expires: it is selected, yet runs nothing of this spec until back.
 	for _, n := range nodes {
 		if app.ReplicasOn(n.ID, n.Labels) > 0 && late(n, e.serverNow()) {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back\n", n.ID, shortDuration(e.serverNow().Sub(n.Stored)))
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back\n", shown(n.ID), shortDuration(e.serverNow().Sub(n.Stored)))
 		}
 	}
 	// A label selector no live node matches (a typo, a node not yet
@@ -923,7 +923,7 @@ func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
 			continue
 		}
 		if _, ok := app.Binary(n.Arch); !ok {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)\n", n.ID, n.Arch, n.Arch)
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)\n", shown(n.ID), shown(n.Arch), shown(n.Arch))
 		}
 	}
 }
@@ -952,10 +952,10 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 			continue
 		}
 		if late(n, now) {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back\n", n.ID, why)
+			fmt.Fprintf(e.stdio.Stderr, "warning: node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back\n", shown(n.ID), why)
 			continue
 		}
-		fmt.Fprintf(e.stdio.Stderr, "warning: node %s %s: it will not run this deploy\n", n.ID, why)
+		fmt.Fprintf(e.stdio.Stderr, "warning: node %s %s: it will not run this deploy\n", shown(n.ID), why)
 		refusing = append(refusing, n.ID)
 	}
 	return refusing

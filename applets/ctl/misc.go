@@ -79,19 +79,26 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	e.warnNodes(nodes)
+	return nil
+}
+
+// warnNodes warns of what the heartbeats of nodes show to be wrong. What
+// a heartbeat says is escaped: any NATS client that can write narun-nodes
+// writes it, and it must not act on the terminal.
+func (e *env) warnNodes(nodes []state.Node) {
 	for _, n := range nodes {
 		for _, d := range n.Duplicates {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id\n", n.ID, orDash(n.Host), orDash(d.Host))
+			fmt.Fprintf(e.stdio.Stderr, "warning: node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id\n", shown(n.ID), shown(orDash(n.Host)), shown(orDash(d.Host)))
 		}
 		if skew := clockSkew(n); skew != 0 {
 			way := "ahead of"
 			if skew < 0 {
 				way, skew = "behind", -skew
 			}
-			fmt.Fprintf(e.stdio.Stderr, "warning: the clock of node %s is %s %s the NATS server's: its TLS certificate checks and the times of its logs and events are off; synchronise it (NTP, systemd-timesyncd)\n", n.ID, shortDuration(skew), way)
+			fmt.Fprintf(e.stdio.Stderr, "warning: the clock of node %s is %s %s the NATS server's: its TLS certificate checks and the times of its logs and events are off; synchronise it (NTP, systemd-timesyncd)\n", shown(n.ID), shortDuration(skew), way)
 		}
 	}
-	return nil
 }
 
 // late reports whether node n missed three heartbeats: it stopped or lost

@@ -1,0 +1,45 @@
+package ctl
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// What a heartbeat says reaches ctl's warnings: any NATS client that can
+// write narun-nodes writes it, so its id, host and arch were printed as
+// they came, escape sequences and all, and could act on the terminal.
+func TestHeartbeatFieldsEscaped(t *testing.T) {
+	const esc = "\x1b]0;owned\x07\x1b[2J"
+	var stderr strings.Builder
+	e := &env{stdio: cli.IO{Stdout: io.Discard, Stderr: &stderr}, log: slog.New(slog.DiscardHandler)}
+	now := time.Now()
+	n := state.Node{
+		ID: "edge" + esc, Host: "h" + esc, Arch: "arm64" + esc, Labels: map[string]string{"role": "edge"},
+		SignaturesRequired: true, Duplicates: []state.Duplicate{{Host: "d" + esc}},
+		Time: now.Add(time.Hour), Stored: now, Interval: time.Second,
+	}
+	e.warnNodes([]state.Node{n})
+	app, err := spec.Parse("edge.toml", []byte("name = \"edge\"\nversion = \"1\"\nlabels = { role = \"edge\" }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.warnMissingArch([]state.Node{n}, app)
+	e.warnSignedOnly([]state.Node{n}, app, nil)
+	n.Stored = now.Add(-time.Minute)
+	e.warnAbsentNodes([]state.Node{n}, app)
+	e.warnSignedOnly([]state.Node{n}, app, nil)
+	out := stderr.String()
+	if strings.Count(out, "warning:") != 6 {
+		t.Fatalf("want six warnings, got:\n%s", out)
+	}
+	if strings.ContainsRune(out, '\x1b') || strings.ContainsRune(out, '\x07') {
+		t.Fatalf("heartbeat fields printed unescaped:\n%q", out)
+	}
+}
