@@ -59,7 +59,9 @@ func FuzzSignVerify(f *testing.F) {
 		if err == nil && !bytes.Equal(got, Strip(other)) {
 			t.Fatalf("Verify(%q) = %q, not the value without its trailer", other, got)
 		}
-		_, _ = SignedBy(other)
+		if pub, err := SignedBy(other); strings.ContainsFunc(pub, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("SignedBy(%q) = %q, %v: control characters of the value come back to be printed", other, pub, err)
+		}
 	})
 }
 

@@ -30,6 +30,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -178,7 +179,9 @@ func split(value []byte) (body []byte, trailer string, ok bool) {
 
 // SignedBy returns the public key value's trailer names, "" when value is
 // not signed, and whether that key's signature matches the value: a
-// status must not vouch for a value changed after it was signed.
+// status must not vouch for a value changed after it was signed. What
+// names no key comes back quoted: whoever wrote the value chose those
+// bytes, and callers print them.
 func SignedBy(value []byte) (pub string, err error) {
 	_, trailer, ok := split(value)
 	if !ok {
@@ -186,9 +189,10 @@ func SignedBy(value []byte) (pub string, err error) {
 	}
 	pub, _, _ = strings.Cut(trailer, " ")
 	v, err := NewVerifier("signature", []string{pub})
-	if err == nil {
-		_, err = v.Verify(value)
+	if err != nil {
+		return strconv.Quote(pub), err
 	}
+	_, err = v.Verify(value)
 	return pub, err
 }
 

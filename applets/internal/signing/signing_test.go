@@ -121,3 +121,13 @@ func TestLoadKeyRefusesAFIFO(t *testing.T) {
 		t.Fatal("LoadKey of a FIFO still reading after 10s")
 	}
 }
+
+// The key a trailer names is printed by app status, app history and
+// deploy's refusals; any client that can write a bucket writes it, so one
+// that names no key must not bring its escape sequences along.
+func TestSignedByQuotesWhatIsNoKey(t *testing.T) {
+	pub, err := SignedBy([]byte("name = \"a\"\n" + trailerPrefix + "\x1b]0;owned\x07\x1b[2J sig\n"))
+	if err == nil || strings.ContainsAny(pub, "\x1b\x07") || !strings.Contains(pub, `\x1b`) {
+		t.Fatalf("SignedBy = %q, %v; want the text quoted and an error", pub, err)
+	}
+}
