@@ -238,18 +238,21 @@ func (r *route) hostRank() int {
 // differ only by a trailing slash are one pattern: with overlapping methods
 // they are duplicates.
 func newTable(routes []*route) (*table, error) {
-	byPattern := map[string][]*route{}
+	byPattern := map[string]*patternRoutes{}
 	for _, r := range routes {
-		for _, o := range byPattern[r.pattern()] {
-			if overlap(o.methods, r.methods) {
-				paths := o.cfg.Path
-				if r.cfg.Path != o.cfg.Path {
-					paths += " and " + r.cfg.Path
-				}
-				return nil, fmt.Errorf("duplicate route: %s and %s both map %s %s (%s) with methods %s", o.origin, r.origin, hostOrAny(r.cfg.Host), paths, r.cfg.Match, methodsText(o.methods, r.methods))
-			}
+		p := byPattern[r.pattern()]
+		if p == nil {
+			p = &patternRoutes{byMethod: map[string]*route{}}
+			byPattern[r.pattern()] = p
 		}
-		byPattern[r.pattern()] = append(byPattern[r.pattern()], r)
+		if o := p.overlapping(r); o != nil {
+			paths := o.cfg.Path
+			if r.cfg.Path != o.cfg.Path {
+				paths += " and " + r.cfg.Path
+			}
+			return nil, fmt.Errorf("duplicate route: %s and %s both map %s %s (%s) with methods %s", o.origin, r.origin, hostOrAny(r.cfg.Host), paths, r.cfg.Match, methodsText(o.methods, r.methods))
+		}
+		p.add(r)
 	}
 	sorted := slices.Clone(routes)
 	slices.SortStableFunc(sorted, func(a, b *route) int {
@@ -266,6 +269,43 @@ func newTable(routes []*route) (*table, error) {
 		)
 	})
 	return &table{routes: sorted}, nil
+}
+
+// patternRoutes are the routes of one pattern added to a table so far,
+// indexed so that finding the one a new route overlaps costs the new
+// route's methods, not the routes before it: a narun-routes entry of
+// thousands of routes of one pattern, as any client that can write the
+// bucket may store, took seconds to check pair by pair at every update.
+// The routes held never overlap each other: a method names at most one,
+// and a route that allows all methods is the only one.
+type patternRoutes struct {
+	routes   []*route
+	byMethod map[string]*route
+}
+
+// overlapping returns the first route added whose methods overlap r's,
+// nil for none.
+func (p *patternRoutes) overlapping(r *route) *route {
+	switch {
+	case len(p.routes) == 0:
+		return nil
+	case len(r.methods) == 0 || len(p.routes[0].methods) == 0:
+		return p.routes[0]
+	}
+	var first *route
+	for _, m := range r.methods {
+		if o := p.byMethod[m]; o != nil && (first == nil || slices.Index(p.routes, o) < slices.Index(p.routes, first)) {
+			first = o
+		}
+	}
+	return first
+}
+
+func (p *patternRoutes) add(r *route) {
+	p.routes = append(p.routes, r)
+	for _, m := range r.methods {
+		p.byMethod[m] = r
+	}
 }
 
 func btoi(b bool) int {
@@ -293,18 +333,6 @@ func methodsText(a, b []string) string {
 		}
 	}
 	return strings.Join(common, ",")
-}
-
-func overlap(a, b []string) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return true
-	}
-	for _, m := range a {
-		if slices.Contains(b, m) {
-			return true
-		}
-	}
-	return false
 }
 
 // match finds the route for a request. The most specific pattern that

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -280,6 +281,13 @@ func TestRouteErrors(t *testing.T) {
 		{"empty service", []config.Route{{Path: "/"}}, "literal NATS subject"},
 		{"host with port", []config.Route{{Host: "a.com:80", Path: "/", Service: "x"}}, "without port"},
 		{"inner wildcard", []config.Route{{Host: "a.*.com", Path: "/", Service: "x"}}, "leading"},
+		// The first route defined that shares a method is named, not
+		// the one of the first method shared.
+		{"duplicate names the first", []config.Route{
+			{Path: "/a", Methods: []string{"PUT"}, Service: "x"}, {Path: "/a", Methods: []string{"GET"}, Service: "y"},
+			{Path: "/a", Methods: []string{"GET", "PUT"}, Service: "z"},
+		}, "route A and route C both map any host /a (prefix) with methods PUT"},
+		{"duplicate of all methods", []config.Route{{Path: "/a", Methods: []string{"PUT"}, Service: "x"}, {Path: "/a", Service: "y"}}, "route A and route B"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -379,5 +387,25 @@ func TestAddAppRoutesTrailingSlash(t *testing.T) {
 	if !strings.Contains(skipped["b"], `duplicate route: config route #1 and app "b" route #1 (path "/x/") both map any host /x and /x/ (prefix)`) ||
 		!strings.Contains(skipped["d"], `app "c" route #1 (path "/y") and app "d" route #1 (path "/y/")`) || len(skipped) != 2 {
 		t.Errorf("skipped %q", skipped)
+	}
+}
+
+// A narun-routes entry may hold thousands of routes of one pattern, each
+// with its own method: any client that can write the bucket may store
+// one. Checking them pair by pair took seconds for 20000, at every update
+// of the bucket; the check now costs each route's methods.
+func BenchmarkNewTableOnePattern(b *testing.B) {
+	var routes []*route
+	for i := range 20000 {
+		r, err := compile(config.Route{Path: "/", Methods: []string{fmt.Sprintf("M%d", i)}, Service: "s"}, "r", time.Second, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		routes = append(routes, r)
+	}
+	for b.Loop() {
+		if _, err := newTable(routes); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
