@@ -616,9 +616,25 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("name = \"a\"\nversion = \"1\"\nlabels = { r = \"x\" }\nmode = \"sandbox\"\n[[sandbox.paths]]\npath = \"/x\"\nmode = \"rw\"\n[[files]]\nobject = \"o\"\npath = \"p\"\n"))
 	f.Add([]byte("[restart]\nmax_backoff = \"-1s\"\n[[routes]]\n[[routes]]\npath = 3\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// A runner reads back what any client that can write narun-apps
+		// stored: what it refuses, it names; what a deploy accepts, it
+		// runs, with nothing outdated.
+		stored, outdated, storedErr := ParseStored("f.toml", data)
+		if storedErr != nil && !strings.HasPrefix(storedErr.Error(), "f.toml") {
+			t.Fatalf("error does not name the file: %v", storedErr)
+		}
+		if storedErr == nil && stored == nil {
+			t.Fatal("ParseStored returned neither a spec nor an error")
+		}
 		a, err := Parse("f.toml", data)
 		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.toml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
 			return
+		}
+		if storedErr != nil || outdated != nil {
+			t.Fatalf("a deploy accepts what a runner refuses: %v, outdated %v", storedErr, outdated)
 		}
 		// Whatever parses must parse again identically once stored.
 		if a.Fingerprint("amd64") == "" {
