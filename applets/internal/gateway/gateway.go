@@ -94,7 +94,11 @@ type Gateway struct {
 	// order holds the highest sequence of a signed entry served per app,
 	// kept beside the routes cache when there is one.
 	order *signing.Order
-	cert  atomic.Pointer[tls.Certificate]
+	// cacheMu orders the writes of the routes cache; cacheFailed, under
+	// it, says the last one failed and is to be tried again.
+	cacheMu     sync.Mutex
+	cacheFailed bool
+	cert        atomic.Pointer[tls.Certificate]
 	// https says the HTTPS listener runs: it starts with the gateway or
 	// not at all, and its certificate is watched only if it does.
 	https bool
@@ -547,7 +551,9 @@ func version(data []byte, err error) string {
 func fileVersion(path string) string { return version(os.ReadFile(path)) }
 
 // watchFiles looks at the configuration and certificate files every
-// second: a read of a few small files, and no inotify dependency.
+// second: a read of a few small files, and no inotify dependency. It
+// writes a routes cache whose last write failed again at the same pace:
+// the disk may have room again by then.
 func (g *Gateway) watchFiles(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -559,6 +565,7 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		case <-t.C:
 		}
 		g.look(&seen)
+		g.retryRoutesCache()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"slices"
@@ -222,21 +223,54 @@ func (g *Gateway) loadRoutesCache() {
 	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries)-len(unsigned))
 }
 
-// saveRoutesCache writes the entries held for loadRoutesCache.
+// saveRoutesCache writes the entries held for loadRoutesCache. A write
+// that fails (a full disk) is tried again by retryRoutesCache: the file
+// would otherwise keep the routes before it until they change again, and
+// a restart without JetStream would serve those.
 func (g *Gateway) saveRoutesCache() {
 	path := g.opts.RoutesCache
 	if path == "" {
 		return
 	}
+	g.cacheMu.Lock()
+	defer g.cacheMu.Unlock()
+	err := g.writeRoutesCache(path)
+	g.cacheFailed = err != nil
+	if err != nil {
+		g.log.Warn("routes cache not written; tried again every second", "file", path, "err", err)
+	}
+}
+
+// retryRoutesCache writes the routes cache if its last write failed. It
+// writes the entries held now, under cacheMu as saveRoutesCache does, so
+// that an older copy never lands after a newer one.
+func (g *Gateway) retryRoutesCache() {
+	g.cacheMu.Lock()
+	defer g.cacheMu.Unlock()
+	if !g.cacheFailed {
+		return
+	}
+	path := g.opts.RoutesCache
+	if err := g.writeRoutesCache(path); err != nil {
+		g.log.Debug("routes cache not written again", "file", path, "err", err)
+		return
+	}
+	g.cacheFailed = false
+	g.log.Info("routes cache written, after an earlier write failed", "file", path)
+}
+
+// writeRoutesCache writes the entries held to path; g.cacheMu is held.
+func (g *Gateway) writeRoutesCache(path string) error {
 	g.mu.Lock()
 	b, err := json.Marshal(g.kvRaw)
 	g.mu.Unlock()
-	if err == nil {
-		err = atomicfile.Write(path, b, 0o600)
-	}
 	if err != nil {
-		g.log.Warn("routes cache not written", "file", path, "err", err)
+		return fmt.Errorf("encode routes cache: %w", err)
 	}
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return fmt.Errorf("write routes cache: %w", err)
+	}
+	return nil
 }
 
 // errReplayed refuses an entry whose sequence is below the one accepted

@@ -1075,6 +1075,50 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 	}
 }
 
+// A routes cache whose write failed (a full disk) is written once the disk
+// takes it, though the routes do not change again: a restart without
+// JetStream would otherwise serve the routes before them.
+func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "routes.json")
+	nc := natstest.Connect(t, natstest.Start(t))
+	kv := routesKV(t, nc)
+	logs := &testutil.LogBuffer{}
+	r := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	testutil.Eventually(t, 20*time.Second, "ready, and the routes cached", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		_, err := os.Stat(cache)
+		return code == 200 && err == nil
+	})
+	// A file where the directory should be fails every write in it.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(context.Background(), "late", `[{"path":"/late/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the failed write logged", func() bool {
+		return strings.Contains(logs.String(), "routes cache not written")
+	})
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the routes cached", func() bool {
+		b, _ := os.ReadFile(cache)
+		return strings.Contains(string(b), `"late"`)
+	})
+}
+
 // A file replaced by one of the same size and modification time is a
 // change: cp -p, rsync -a and tar keep the time of the copy's source, and
 // a file system with a coarse clock gives two saves within one of its
