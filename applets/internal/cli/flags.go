@@ -184,6 +184,13 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	return cfg, log, nil
 }
 
+// pingInterval and maxPingsOut are the connections' pings: a server that
+// answers none of maxPingsOut in a row is taken for dead.
+const (
+	pingInterval = 2 * time.Second
+	maxPingsOut  = 3
+)
+
 // NATSOptions turns client settings into connection options: credentials,
 // nkey and a reconnect policy that never gives up, because edge links drop.
 // Connect with them through Connect, which does not wait on a dead server.
@@ -199,8 +206,18 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		nats.RetryOnFailedConnect(true),
 		// Notice a dead server within seconds, not minutes, so the client
 		// fails over to another cluster member while a link is cut.
-		nats.PingInterval(2 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
+		// nats.go writes to the socket under the connection's lock, which
+		// every publish, IsConnected and the pings above wait for: a
+		// server that stops reading (a stopped process, a link dropping
+		// every packet) once the socket is full would hold them all for
+		// nats.go's default of a minute. A write is given up when the
+		// pings would have called the server dead: a ping queued behind
+		// it could not have been answered in time either, so no link the
+		// pings keep is cut. A write cut part way closes the connection,
+		// which is then made again.
+		nats.FlusherTimeout(pingInterval * (maxPingsOut + 1)),
 	}
 	if err := checkNATSURL(client.NATSURL); err != nil {
 		return nil, &clientError{key: "nats_url", flag: FlagNATSURL, err: err}
