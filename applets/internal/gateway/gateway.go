@@ -552,8 +552,8 @@ func fileVersion(path string) string { return version(os.ReadFile(path)) }
 
 // watchFiles looks at the configuration and certificate files every
 // second: a read of a few small files, and no inotify dependency. It
-// writes a routes cache whose last write failed again at the same pace:
-// the disk may have room again by then.
+// writes the routes cache and the order of signed entries again at the
+// same pace when their last write failed: the disk may have room by then.
 func (g *Gateway) watchFiles(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -566,6 +566,7 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		}
 		g.look(&seen)
 		g.retryRoutesCache()
+		g.retryOrder()
 	}
 }
 

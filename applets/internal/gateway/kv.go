@@ -259,6 +259,17 @@ func (g *Gateway) retryRoutesCache() {
 	g.log.Info("routes cache written, after an earlier write failed", "file", path)
 }
 
+// retryOrder writes the order of signed entries if its last write failed.
+func (g *Gateway) retryOrder() {
+	wrote, err := g.order.Retry()
+	switch {
+	case err != nil:
+		g.log.Debug("sequences of routes entries not written again", "err", err)
+	case wrote:
+		g.log.Info("sequences of routes entries written, after an earlier write failed")
+	}
+}
+
 // writeRoutesCache writes the entries held to path; g.cacheMu is held.
 func (g *Gateway) writeRoutesCache(path string) error {
 	g.mu.Lock()

@@ -33,6 +33,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/consumer"
@@ -1076,10 +1077,16 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 }
 
 // A routes cache whose write failed (a full disk) is written once the disk
-// takes it, though the routes do not change again: a restart without
-// JetStream would otherwise serve the routes before them.
+// takes it, though the routes do not change again, and so is the order of
+// signed entries beside it: a restart without JetStream would otherwise
+// serve the routes before them, and a restart accept an earlier entry
+// stored again.
 func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	t.Parallel()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		t.Fatal(err)
@@ -1088,7 +1095,9 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	nc := natstest.Connect(t, natstest.Start(t))
 	kv := routesKV(t, nc)
 	logs := &testutil.LogBuffer{}
-	r := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{key.Public()}
+	r := startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	testutil.Eventually(t, 20*time.Second, "ready, and the routes cached", func() bool {
 		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
 		_, err := os.Stat(cache)
@@ -1101,11 +1110,15 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.PutString(context.Background(), "late", `[{"path":"/late/"}]`); err != nil {
+	entry, err := EncodeEntry("late", []config.Route{{Path: "/late/"}}, 7)
+	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 20*time.Second, "the failed write logged", func() bool {
-		return strings.Contains(logs.String(), "routes cache not written")
+	if _, err := kv.Put(context.Background(), "late", key.Sign(entry)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the failed writes logged", func() bool {
+		return strings.Contains(logs.String(), "routes cache not written") && strings.Contains(logs.String(), "sequence of a routes entry not kept")
 	})
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
@@ -1113,9 +1126,10 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "the routes cached", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the routes and their sequence written", func() bool {
 		b, _ := os.ReadFile(cache)
-		return strings.Contains(string(b), `"late"`)
+		seqs, _ := os.ReadFile(cache + ".sequences")
+		return strings.Contains(string(b), `"late"`) && strings.Contains(string(seqs), `"late":{"sequence":7}`)
 	})
 }
 

@@ -569,6 +569,11 @@ func (r *Runner) resync(ctx context.Context) {
 	for _, a := range r.appList() {
 		a.retryCache()
 	}
+	if wrote, err := r.order.Retry(); err != nil {
+		r.log.Debug("sequences of specs not written again", "err", err)
+	} else if wrote {
+		r.log.Info("sequences of specs written, after an earlier write failed")
+	}
 	r.gc()
 }
 

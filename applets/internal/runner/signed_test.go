@@ -233,3 +233,32 @@ func TestReplayedSpecRefused(t *testing.T) {
 	c.putSequenced(t, key, "hello", "3.0.0", helloBin, 400)
 	again.wait(t, "hello", "3.0.0 healthy", allIn(1, state.Healthy))
 }
+
+// A sequence whose write failed (a full disk) is written at a later
+// resync, though no later spec comes: a restart would otherwise accept an
+// earlier spec stored again.
+func TestSequenceKeptOnceWritable(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) {
+		trusting(key)(o)
+		o.Config.ResyncInterval = config.Duration(50 * time.Millisecond)
+	})
+	// A directory that is not empty cannot be replaced by the file.
+	path := filepath.Join(tr.dir, sequencesFile)
+	if err := os.MkdirAll(filepath.Join(path, "in-the-way"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	c.putSequenced(t, key, "seq", "1.0.0", helloBin, 5)
+	testutil.Eventually(t, 10*time.Second, "the failed write of the sequence logged", func() bool {
+		return strings.Contains(tr.logs.String(), "sequence of the spec not kept")
+	})
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the sequence written", func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && strings.Contains(string(b), `"seq":{"sequence":5}`)
+	})
+}

@@ -19,6 +19,9 @@ type Order struct {
 	mu   sync.Mutex
 	path string
 	seen map[string]accepted
+	// unsaved says the file's last write failed: it lacks what seen has
+	// until Retry or a later change writes it.
+	unsaved bool
 }
 
 // accepted is what Order holds of a key.
@@ -74,7 +77,8 @@ func (o *Order) Check(key string, seq uint64) error {
 }
 
 // Accept records seq as accepted for key, and writes the file when it is
-// the highest yet: it is kept in memory even when that fails.
+// the highest yet: it is kept in memory even when that fails, and written
+// by Retry.
 func (o *Order) Accept(key string, seq uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -99,8 +103,33 @@ func (o *Order) Delete(key string) error {
 	return o.save(key)
 }
 
+// Retry writes the file if its last write failed (a full disk): what was
+// accepted since would otherwise be missing from it until another change,
+// and a restart would accept an earlier value stored again. It says
+// whether it wrote.
+func (o *Order) Retry() (bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.unsaved {
+		return false, nil
+	}
+	if err := o.write(); err != nil {
+		return false, fmt.Errorf("keep the sequences accepted: %w", err)
+	}
+	return true, nil
+}
+
 // save writes the order to its file; o.mu is held.
 func (o *Order) save(key string) error {
+	if err := o.write(); err != nil {
+		return fmt.Errorf("keep the sequence accepted for %q: %w", key, err)
+	}
+	return nil
+}
+
+// write writes the order to its file and notes whether that failed; o.mu
+// is held.
+func (o *Order) write() error {
 	if o.path == "" {
 		return nil
 	}
@@ -108,8 +137,6 @@ func (o *Order) save(key string) error {
 	if err == nil {
 		err = atomicfile.Write(o.path, b, 0o600)
 	}
-	if err != nil {
-		return fmt.Errorf("keep the sequence accepted for %q: %w", key, err)
-	}
-	return nil
+	o.unsaved = err != nil
+	return err
 }

@@ -86,3 +86,56 @@ func TestOrder(t *testing.T) {
 		t.Error("an order in memory only forgot what it accepted")
 	}
 }
+
+// A sequence whose write failed (a full disk) is written by Retry, though
+// no later one comes: a restart would otherwise accept an earlier value
+// stored again.
+func TestOrderRetry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "sequences.json")
+	o, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := o.Retry(); wrote || err != nil {
+		t.Errorf("Retry with nothing unsaved = %v, %v; want nothing written", wrote, err)
+	}
+	if err := o.Accept("web", 5); err != nil {
+		t.Fatal(err)
+	}
+	// A file where the directory should be fails every write in it.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Accept("web", 7); err == nil {
+		t.Fatal("Accept wrote into a file")
+	}
+	if _, err := o.Retry(); err == nil {
+		t.Error("Retry wrote into a file")
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := o.Retry(); !wrote || err != nil {
+		t.Fatalf("Retry once writable = %v, %v; want written", wrote, err)
+	}
+	o, err = LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 6); err == nil {
+		t.Error("after a restart, a sequence below the one accepted while the disk was full is accepted")
+	}
+	if wrote, err := o.Retry(); wrote || err != nil {
+		t.Errorf("Retry after a load = %v, %v; want nothing written", wrote, err)
+	}
+}
