@@ -89,6 +89,71 @@ func (r *route) stripped(p string) string {
 // table is an immutable, ordered set of routes: most specific first.
 type table struct {
 	routes []*route
+	// patterns holds the routes by pattern, in the same order: match
+	// looks at one route of each, since a pattern's routes match the same
+	// hosts and paths, then picks among them by method. A pattern of
+	// thousands of routes, as one narun-routes entry may hold, would
+	// otherwise cost every request matching it a scan of them all.
+	patterns []patternMatch
+}
+
+// patternMatch is what match needs of the routes of one pattern.
+type patternMatch struct {
+	// first stands for the pattern's routes in matching host and path.
+	first *route
+	// byMethod holds the routes by the methods they list; nil when the
+	// pattern has one route, which first then is: lists costs less than
+	// a map lookup for a handful of methods.
+	byMethod map[string]*route
+	// refused is the route whose metrics count a 405, and allow what the
+	// pattern's routes accept, as match returns them; allow is shared.
+	refused *route
+	allow   []string
+}
+
+// newPatternMatch indexes rs, the routes of one pattern.
+func newPatternMatch(rs []*route) patternMatch {
+	p := patternMatch{first: rs[0], refused: rs[len(rs)-1]}
+	if len(rs) > 1 {
+		p.byMethod = make(map[string]*route)
+	}
+	for _, r := range rs {
+		p.allow = append(p.allow, r.methods...)
+		if p.byMethod != nil {
+			for _, m := range r.methods {
+				p.byMethod[m] = r
+			}
+		}
+	}
+	// Listing GET allows HEAD too, as RFC 9110 (9.3.2) has it and
+	// net/http's ServeMux does.
+	if slices.Contains(p.allow, http.MethodGet) {
+		p.allow = append(p.allow, http.MethodHead)
+	}
+	slices.Sort(p.allow)
+	p.allow = slices.Clip(slices.Compact(p.allow))
+	return p
+}
+
+// pick is the route of the pattern for method, or the 405's refused route
+// and Allow list when none allows it. A route that lists HEAD takes it
+// before one that lists GET.
+func (p *patternMatch) pick(method string) (r, refused *route, allow []string) {
+	if p.byMethod == nil {
+		if p.first.lists(method) || method == http.MethodHead && p.first.lists(http.MethodGet) {
+			return p.first, nil, nil
+		}
+		return nil, p.refused, p.allow
+	}
+	if r := p.byMethod[method]; r != nil {
+		return r, nil, nil
+	}
+	if method == http.MethodHead {
+		if r := p.byMethod[http.MethodGet]; r != nil {
+			return r, nil, nil
+		}
+	}
+	return nil, p.refused, p.allow
 }
 
 // compile validates one route and fills in the gateway defaults.
@@ -268,7 +333,16 @@ func newTable(routes []*route) (*table, error) {
 			strings.Compare(a.pat, b.pat),
 		)
 	})
-	return &table{routes: sorted}, nil
+	t := &table{routes: sorted}
+	for start := 0; start < len(sorted); {
+		end := start + 1
+		for end < len(sorted) && sorted[end].pattern() == sorted[start].pattern() {
+			end++
+		}
+		t.patterns = append(t.patterns, newPatternMatch(sorted[start:end]))
+		start = end
+	}
+	return t, nil
 }
 
 // patternRoutes are the routes of one pattern added to a table so far,
@@ -337,37 +411,18 @@ func methodsText(a, b []string) string {
 
 // match finds the route for a request. The most specific pattern that
 // matches host and path decides: if none of its routes allows the method,
-// the answer is 405 with allow listing what they accept, and refused is
-// the first of them, whose metrics count the 405. A route that lists HEAD
-// takes it before one that lists GET.
+// the answer is 405 with allow listing what they accept (not to be
+// changed: the table's), and refused is the last of them, whose metrics
+// count the 405. A route that lists HEAD takes it before one that lists
+// GET.
 func (t *table) match(host, path, method string) (r, refused *route, allow []string) {
-	var hit, viaGet *route
-	for _, c := range t.routes {
-		if hit != nil && c.pattern() != hit.pattern() {
-			break
+	for i := range t.patterns {
+		p := &t.patterns[i]
+		if p.first.matchHost(host) && p.first.matchPath(path) {
+			return p.pick(method)
 		}
-		if !c.matchHost(host) || !c.matchPath(path) {
-			continue
-		}
-		hit = c
-		if c.lists(method) {
-			return c, nil, nil
-		}
-		// Listing GET allows HEAD too, as RFC 9110 (9.3.2) has it and
-		// net/http's ServeMux does.
-		if viaGet == nil && method == http.MethodHead && c.lists(http.MethodGet) {
-			viaGet = c
-		}
-		allow = append(allow, c.methods...)
 	}
-	if viaGet != nil {
-		return viaGet, nil, nil
-	}
-	if slices.Contains(allow, http.MethodGet) {
-		allow = append(allow, http.MethodHead)
-	}
-	slices.Sort(allow)
-	return nil, hit, slices.Compact(allow)
+	return nil, nil, nil
 }
 
 // requestHost is the host a request was sent to, lower case, without port.

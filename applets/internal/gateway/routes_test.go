@@ -409,3 +409,28 @@ func BenchmarkNewTableOnePattern(b *testing.B) {
 		}
 	}
 }
+
+// A pattern of thousands of routes, each with a method of its own (one
+// narun-routes entry may hold them), costs a request a lookup by method,
+// not a scan of them all: the 405 of a method none lists allocates
+// nothing, and each method still reaches its route.
+func TestRouteMatchLargePattern(t *testing.T) {
+	const n = 20000
+	rcs := []config.Route{{Path: "/other/", Service: "other"}}
+	for i := range n {
+		rcs = append(rcs, config.Route{Path: "/big/", Methods: []string{fmt.Sprintf("M%d", i)}, Service: fmt.Sprintf("s%d", i)})
+	}
+	tb := mustTable(t, rcs...)
+	for _, i := range []int{0, n / 2, n - 1} {
+		if r, _, _ := tb.match("localhost", "/big/x", fmt.Sprintf("M%d", i)); r == nil || r.cfg.Service != fmt.Sprintf("s%d", i) {
+			t.Errorf("M%d matched %v, want s%d", i, r, i)
+		}
+	}
+	r, refused, allow := tb.match("localhost", "/big/x", "PUT")
+	if r != nil || refused == nil || len(allow) != n {
+		t.Fatalf("PUT: route %v, refused %v, %d methods allowed; want a 405 allowing %d", r, refused, len(allow), n)
+	}
+	if allocs := testing.AllocsPerRun(20, func() { tb.match("localhost", "/big/x", "PUT") }); allocs != 0 {
+		t.Errorf("a 405 of a pattern of %d routes: %v allocations, want 0", n, allocs)
+	}
+}
