@@ -583,11 +583,11 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	e.warnRepinned(d.app.FileDigests, digests)
-	last, err := e.lastSequence(ctx, kv, name, key, specSequence)
+	order, err := e.readOrder(ctx, kv, name, key, specSequence)
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
-	restarted = seal(key, restarted, d.raw, last)
+	restarted = seal(key, restarted, d.raw, order)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {

@@ -145,8 +145,8 @@ type deployment struct {
 	heartbeats bool
 	apps       jetstream.KeyValue
 	cur        current
-	// last is the highest sequence the key signed for the app before.
-	last uint64
+	// order is what the key signed for the app before.
+	order signedOrder
 	// obs is narun-binaries, opened when there are bins to upload.
 	obs    jetstream.ObjectStore
 	stored []byte
@@ -352,11 +352,11 @@ func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 		}
 		cur.app = nil
 	}
-	last, err := e.lastSequence(ctx, apps, d.app.Name, d.key, specSequence)
+	order, err := e.readOrder(ctx, apps, d.app.Name, d.key, specSequence)
 	if err != nil {
 		return err
 	}
-	d.apps, d.cur, d.last = apps, cur, last
+	d.apps, d.cur, d.order = apps, cur, order
 	return nil
 }
 
@@ -421,7 +421,7 @@ func (e *env) build(d *deployment, pinned map[string]spec.Binary, fileDigests ma
 	// Signed last, over exactly what is stored; without a key the spec is
 	// stored unsigned. Parsing the signed value checks what nodes read,
 	// trailer and size included.
-	stored = seal(d.key, stored, d.cur.raw, d.last)
+	stored = seal(d.key, stored, d.cur.raw, d.order)
 	final, err := spec.Parse(d.file, stored)
 	if err != nil {
 		return err
@@ -1005,16 +1005,16 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	if err != nil {
 		return err
 	}
-	if cur, err := kv.Get(octx, app.Name); err == nil && sameEntry(key, app.Name, cur.Value(), want) {
+	order, err := e.readOrder(ctx, kv, app.Name, key, entrySequence(app.Name))
+	if err != nil {
+		return err
+	}
+	if cur, err := kv.Get(octx, app.Name); err == nil && sameEntry(key, app.Name, cur.Value(), order.live, want) {
 		return nil
 	}
 	b := want
 	if key != nil {
-		last, err := e.lastSequence(ctx, kv, app.Name, key, entrySequence(app.Name))
-		if err != nil {
-			return err
-		}
-		if b, err = gateway.EncodeEntry(app.Name, app.Routes, signing.NextSequence(last, time.Now())); err != nil {
+		if b, err = gateway.EncodeEntry(app.Name, app.Routes, signing.NextSequence(order.last, time.Now())); err != nil {
 			return err
 		}
 		b = key.Sign(b)
@@ -1027,12 +1027,12 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 
 // sameEntry reports whether cur, the stored entry of app, holds want, an
 // unsigned entry without a sequence: as it is without a key, and signed
-// by key with a sequence with one.
-func sameEntry(key *signing.Key, app string, cur, want []byte) bool {
+// by key with a sequence with one, which nodes accept (live, readOrder).
+func sameEntry(key *signing.Key, app string, cur, live, want []byte) bool {
 	if key == nil {
 		return bytes.Equal(cur, want)
 	}
-	if notOurs(key, cur) != "" {
+	if notOurs(key, cur) != "" || !bytes.Equal(cur, live) {
 		return false
 	}
 	e, err := gateway.DecodeEntry(app, signing.Strip(cur))

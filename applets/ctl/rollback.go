@@ -323,13 +323,17 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		fmt.Fprintf(e.out(), "%s: revision %d is the current one; nothing to roll back\n", name, cur.Revision)
 		return nil
 	}
-	var last uint64
-	for _, r := range revs {
-		if r.isSpec() && notOurs(key, r.raw) == "" {
-			last = max(last, specSequence(signing.Strip(r.raw)))
+	var order signedOrder
+	if key != nil {
+		values := make([][]byte, len(revs))
+		for i, r := range revs {
+			if r.isSpec() {
+				values[i] = append([]byte{}, r.raw...)
+			}
 		}
+		order = e.orderOf(names.AppsBucket, name, key, values, specSequence)
 	}
-	stored, final, err := e.restorable(ctx, name, target, cur, key, last)
+	stored, final, err := e.restorable(ctx, name, target, cur, key, order)
 	if err != nil {
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
 	}
@@ -366,8 +370,8 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 // restorable checks revision t of app as deploy checks a spec before it
 // writes, and returns it as deploy would store it, signed with key, and
 // parsed; or why not, naming everything that is missing. cur is the
-// stored spec, last the highest sequence key signed for app before.
-func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *signing.Key, last uint64) ([]byte, *spec.App, error) {
+// stored spec, order what key signed for app before.
+func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *signing.Key, order signedOrder) ([]byte, *spec.App, error) {
 	if err := refuseUnsigned(key, cur.raw, "the deployed spec of "+app); err != nil {
 		return nil, nil, err
 	}
@@ -416,7 +420,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 			return nil, nil, err
 		}
 	}
-	stored := seal(key, body, cur.raw, last)
+	stored := seal(key, body, cur.raw, order)
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return nil, nil, err

@@ -392,7 +392,7 @@ func TestRollbackLosesRaceToDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := revs[len(revs)-1]
-	stored, final, err := e.restorable(ctx, "hello", target, cur, nil, 0)
+	stored, final, err := e.restorable(ctx, "hello", target, cur, nil, signedOrder{})
 	if err != nil {
 		t.Fatal(err)
 	}

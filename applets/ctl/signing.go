@@ -137,23 +137,25 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 }
 
 // seal is the spec ctl stores for body: signed with a sequence after
-// last, the highest key signed for the app before (lastSequence). It is
-// cur, the stored spec, when key signed body there already with a
-// sequence: a deploy of an unchanged spec stores nothing. A trailer or
-// sequence line body has (a stored spec saved and deployed again) is
-// dropped; without a key, body is stored unsigned, without a sequence.
-func seal(key *signing.Key, body, cur []byte, last uint64) []byte {
+// o.last, the highest key signed for the app before. It is cur, the
+// stored spec, when key signed body there already with a sequence and
+// nodes accept it (o.live): a deploy of an unchanged spec stores nothing,
+// but one stored again after a later spec or a deletion is signed anew.
+// A trailer or sequence line body has (a stored spec saved and deployed
+// again) is dropped; without a key, body is stored unsigned, without a
+// sequence.
+func seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
 	body = signing.StripSequence(signing.Strip(body))
 	if key == nil {
 		return body
 	}
-	if notOurs(key, cur) == "" {
+	if notOurs(key, cur) == "" && bytes.Equal(cur, o.live) {
 		curBody := signing.Strip(cur)
 		if seq, err := signing.Sequence(curBody); err == nil && seq > 0 && bytes.Equal(withNewline(signing.StripSequence(curBody)), withNewline(body)) {
 			return cur
 		}
 	}
-	return key.Sign(signing.WithSequence(body, signing.NextSequence(last, time.Now())))
+	return key.Sign(signing.WithSequence(body, signing.NextSequence(o.last, time.Now())))
 }
 
 // withNewline is b ending in a newline, as a signed body does.
@@ -164,33 +166,75 @@ func withNewline(b []byte) []byte {
 	return b
 }
 
-// lastSequence is the highest sequence key signed for name in kv: of its
-// value and of the earlier ones kv keeps, deleted ones included, so that
+// signedOrder is what a key's history says of the values key signed.
+type signedOrder struct {
+	// last is the highest sequence key signed, 0 with none.
+	last uint64
+	// live is the value stored now when nodes that read the history
+	// accept it: nil when it is not key's, or is a value key signed
+	// before stored again after a later one or a deletion, which nodes
+	// refuse (signing.Order) and ctl must not take for current.
+	live []byte
+}
+
+// readOrder reads the order of the values key signed for name in kv:
+// its value and the earlier ones kv keeps, deleted ones included, so that
 // the next value comes after them on every node that accepted one, even
-// from a machine whose clock is behind. seqOf reads a value's body. 0
+// from a machine whose clock is behind. seqOf reads a value's body. Zero
 // without a key: an unsigned value has no sequence.
-func (e *env) lastSequence(ctx context.Context, kv jetstream.KeyValue, name string, key *signing.Key, seqOf func(body []byte) uint64) (uint64, error) {
+func (e *env) readOrder(ctx context.Context, kv jetstream.KeyValue, name string, key *signing.Key, seqOf func(body []byte) uint64) (signedOrder, error) {
 	if key == nil {
-		return 0, nil
+		return signedOrder{}, nil
 	}
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	hist, err := kv.History(octx, name)
 	if isNotFound(err) {
-		return 0, nil
+		return signedOrder{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err)
+		return signedOrder{}, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err)
 	}
-	var last uint64
-	for _, en := range hist {
-		// Only what this key signed: a value planted with a huge
-		// sequence must not push ctl's.
-		if en.Operation() == jetstream.KeyValuePut && notOurs(key, en.Value()) == "" {
-			last = max(last, seqOf(signing.Strip(en.Value())))
+	values := make([][]byte, len(hist))
+	for i, en := range hist {
+		if en.Operation() == jetstream.KeyValuePut {
+			values[i] = append([]byte{}, en.Value()...)
 		}
 	}
-	return last, nil
+	return e.orderOf(kv.Bucket(), name, key, values, seqOf), nil
+}
+
+// orderOf follows values, the history of name in bucket from oldest to
+// newest (nil for a deletion, a put never is), as a node trusting key
+// does. Only what key signed counts: a value planted with a huge
+// sequence must not push ctl's. When the value stored now is one key
+// signed that such a node refuses, it says so: narun ctl never stores
+// one, so something else did.
+func (e *env) orderOf(bucket, name string, key *signing.Key, values [][]byte, seqOf func(body []byte) uint64) signedOrder {
+	var o signedOrder
+	// In memory only: an Order without a file cannot fail.
+	nodes, _ := signing.LoadOrder("")
+	var refused error
+	for _, v := range values {
+		o.live, refused = nil, nil
+		if v == nil {
+			_ = nodes.Delete(name)
+			continue
+		}
+		if notOurs(key, v) != "" {
+			continue
+		}
+		seq := seqOf(signing.Strip(v))
+		o.last = max(o.last, seq)
+		if refused = nodes.Check(name, seq); refused == nil {
+			_ = nodes.Accept(name, seq)
+			o.live = v
+		}
+	}
+	if refused != nil {
+		fmt.Fprintf(e.stdio.Stderr, "warning: %s in %s holds a value this ctl's key signed before, stored again, which nodes refuse (%v): something other than narun ctl wrote it\n", name, bucket, refused)
+	}
+	return o
 }
 
 // specSequence is the sequence of a spec's body, 0 when it has none.

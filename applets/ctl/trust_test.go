@@ -391,3 +391,77 @@ func TestSignedSequencesGoForward(t *testing.T) {
 		t.Errorf("deploy after a deletion: entry sequence %d, want %d", got, ahead+1)
 	}
 }
+
+// A value this key signed, stored again after a later one or after the
+// app's deletion, is one nodes refuse: a deploy or rollback to the same
+// spec must sign it anew rather than call it unchanged, or the operator
+// who deploys an app back after a planted delete and replay, as SECURITY
+// says to, leaves it down.
+func TestDeployOverReplayedValueSignsAnew(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	ctx := context.Background()
+	put := func(bucket string, v []byte) {
+		t.Helper()
+		if _, err := h.kv(bucket).Put(ctx, "hello", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqOf := func(v []byte) uint64 {
+		t.Helper()
+		seq, err := signing.Sequence(signing.Strip(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	v1, _ := h.get(names.AppsBucket, "hello")
+	h.ok("", "deploy", h.file("hello3.toml", strings.Replace(helloSpec, "replicas = 2", "replicas = 3", 1)))
+	v2, _ := h.get(names.AppsBucket, "hello")
+	v2rev, err := h.kv(names.AppsBucket).Get(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// v1 stored again over v2: deploying v1's file stores it anew.
+	put(names.AppsBucket, v1)
+	r := h.ok("", "deploy", p)
+	if got, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(got, v1) || seqOf(got) <= seqOf(v2) {
+		t.Errorf("deploy over a replayed spec of the same file kept it (sequence %d, v2 had %d):\n%s", seqOf(got), seqOf(v2), r.out)
+	}
+	if !strings.Contains(r.err, "stored again") {
+		t.Errorf("deploy over a replayed spec warned of nothing:\n%s", r.err)
+	}
+	v3, _ := h.get(names.AppsBucket, "hello")
+
+	// The same for a rollback to the spec of the revision replayed.
+	put(names.AppsBucket, v2)
+	h.ok("", "app", "rollback", "hello", "--to", strconv.FormatUint(v2rev.Revision(), 10))
+	if got, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(got, v2) || seqOf(got) <= seqOf(v3) {
+		t.Errorf("rollback over a replayed spec kept it (sequence %d, want above %d)", seqOf(got), seqOf(v3))
+	}
+
+	// A planted delete, then the last spec and route entry stored back:
+	// deploying the app again stores both anew.
+	h.ok("", "deploy", p)
+	last, _ := h.get(names.AppsBucket, "hello")
+	entry, _ := h.get(names.RoutesBucket, "hello")
+	for _, b := range []string{names.AppsBucket, names.RoutesBucket} {
+		if err := h.kv(b).Delete(ctx, "hello"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(names.AppsBucket, last)
+	put(names.RoutesBucket, entry)
+	h.ok("", "deploy", p)
+	if got, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(got, last) {
+		t.Error("deploy after a deletion and a replay kept the replayed spec")
+	}
+	if got, _ := h.get(names.RoutesBucket, "hello"); bytes.Equal(got, entry) {
+		t.Error("deploy after a deletion and a replay kept the replayed route entry")
+	}
+}
