@@ -340,12 +340,17 @@ func (g *Gateway) Reload() error {
 	signatures, kv := g.signatures, g.kvRoutes
 	oldLines := g.routeLines
 	g.routeLines = placed(lines, f.Gateway.Routes)
+	// The sequences of the entries checked again count as accepted, as
+	// when they were read with these keys: keys set by this reload would
+	// otherwise let an earlier entry stored next replace them.
+	var seqs map[string]uint64
 	if !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys) {
 		signatures = newSignatures
 		kv = make(map[string][]config.Route, len(g.kvRaw))
+		seqs = make(map[string]uint64, len(g.kvRaw))
 		for app, value := range g.kvRaw {
-			if routes, _, _ := g.appRoutes(signatures, app, value); routes != nil {
-				kv[app] = routes
+			if routes, seq, _ := g.appRoutes(signatures, app, value); routes != nil {
+				kv[app], seqs[app] = routes, seq
 			}
 		}
 	}
@@ -355,6 +360,11 @@ func (g *Gateway) Reload() error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	g.signatures = signatures
+	for app, seq := range seqs {
+		if err := g.order.Accept(app, seq); err != nil {
+			g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)
+		}
+	}
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
 	// Each change is said once, and a change undone needs no restart.
 	var changed []string
@@ -486,7 +496,7 @@ func (g *Gateway) setAppEntry(app string, value []byte) {
 		err = g.order.Accept(app, seq)
 	}
 	if err != nil {
-		g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "err", err)
+		g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)
 	}
 }
 

@@ -322,3 +322,54 @@ func TestRouteEntryReplayRefused(t *testing.T) {
 		t.Error("after a restart, the deleted app's earlier entry is served")
 	}
 }
+
+// A reload that sets trusted_keys takes the sequences of the entries it
+// checks again as accepted: an earlier entry stored next is refused, as
+// it is by a gateway that had the keys when it read them.
+func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
+	t.Parallel()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[gateway]\n")
+	var logs testutil.LogBuffer
+	gw := startRunLogged(t, nc, gwConfig(), path, slog.New(slog.NewTextHandler(&logs, nil)))
+	base := "http://" + gw.addrs["http"]
+	entry := func(p string, seq uint64) []byte {
+		b, err := EncodeEntry("web", []config.Route{{Path: p, Service: "kvapp"}}, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key.Sign(b)
+	}
+	ctx := context.Background()
+	kv := routesKV(t, nc)
+	if _, err := kv.Put(ctx, "web", entry("/v2/", 200)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "v2 served", func() bool { code, _ := get(t, base+"/v2/"); return code == 200 })
+
+	writeFile(t, path, "[gateway]\ntrusted_keys = [\""+key.Public()+"\"]\n")
+	if err := gw.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "web", entry("/v1/", 100)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "v1 refused", func() bool {
+		return strings.Contains(logs.String(), "sequence 100, below 200")
+	})
+	if code, _ := get(t, base+"/v1/"); code == 200 {
+		t.Error("an earlier entry stored after a reload set trusted_keys is served")
+	}
+	if code, _ := get(t, base+"/v2/"); code != 200 {
+		t.Errorf("the routes served before the earlier entry was stored: %d", code)
+	}
+}
