@@ -226,8 +226,8 @@ func (e *env) orderOf(bucket, name string, key *signing.Key, values [][]byte, se
 		}
 		seq := seqOf(signing.Strip(v))
 		o.last = max(o.last, seq)
-		if refused = nodes.Check(name, seq); refused == nil {
-			_ = nodes.Accept(name, seq)
+		if refused = nodes.Check(name, seq, v); refused == nil {
+			_ = nodes.Accept(name, seq, v)
 			o.live = v
 		}
 	}

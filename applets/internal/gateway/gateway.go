@@ -361,7 +361,7 @@ func (g *Gateway) Reload() error {
 	}
 	g.signatures = signatures
 	for app, seq := range seqs {
-		if err := g.order.Accept(app, seq); err != nil {
+		if err := g.order.Accept(app, seq, g.kvRaw[app]); err != nil {
 			g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)
 		}
 	}
@@ -493,7 +493,7 @@ func (g *Gateway) setAppEntry(app string, value []byte) {
 		err = g.order.Delete(app)
 	} else {
 		g.kvRaw[app] = value
-		err = g.order.Accept(app, seq)
+		err = g.order.Accept(app, seq, value)
 	}
 	if err != nil {
 		g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)

@@ -306,7 +306,7 @@ func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []by
 		return nil, 0, nil
 	}
 	if signatures.Enabled() {
-		if err := g.order.Check(app, e.Sequence); err != nil {
+		if err := g.order.Check(app, e.Sequence, value); err != nil {
 			g.log.Error("routes entry refused; the app's routes are left as they are", "app", app, "sequence", e.Sequence, "err", err)
 			return nil, 0, errReplayed
 		}

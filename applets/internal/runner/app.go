@@ -246,7 +246,7 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 	var seq uint64
 	if a.r.signatures.Enabled() {
 		if seq, err = signing.Sequence(body); err == nil {
-			err = a.r.order.Check(a.name, seq)
+			err = a.r.order.Check(a.name, seq, raw)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("spec refused: %w", err)
@@ -261,7 +261,7 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid spec: %w", err)
 	}
-	if err := a.r.order.Accept(a.name, seq); err != nil {
+	if err := a.r.order.Accept(a.name, seq, raw); err != nil {
 		a.log.Warn("sequence of the spec not kept: after a restart this node would accept an earlier spec stored again", "sequence", seq, "err", err)
 	}
 	return sp, outdated, nil

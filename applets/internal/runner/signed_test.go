@@ -259,6 +259,28 @@ func TestSequenceKeptOnceWritable(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "the sequence written", func() bool {
 		b, err := os.ReadFile(path)
-		return err == nil && strings.Contains(string(b), `"seq":{"sequence":5}`)
+		return err == nil && strings.Contains(string(b), `"seq":{"sequence":5,`)
+	})
+}
+
+// Two values signed with one sequence (an earlier ctl's app restart edits
+// restarted_at and keeps the sequence line) are not both accepted: stored
+// in turn, each would pass as the other read again and restart the app.
+func TestSecondValueOfASequenceRefused(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, trusting(key))
+	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 200)
+	running := tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+
+	c.putSequenced(t, key, "hello", "1.0.1", helloBin, 200)
+	tr.waitRefused(t, "hello", `sequence 200, that of another value accepted before for \"hello\"`)
+	if l := tr.of("hello"); len(l) != 1 || l[0].ID != running.ID || l[0].Version != "1.0.0" {
+		t.Errorf("instance changed by another value of the sequence: %+v -> %+v", running, l)
+	}
+	c.putSequenced(t, key, "hello", "2.0.0", helloBin, 300)
+	tr.wait(t, "hello", "2.0.0 healthy", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "2.0.0" && l[0].State == state.Healthy
 	})
 }

@@ -1,6 +1,8 @@
 package signing
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,12 @@ type Order struct {
 // accepted is what Order holds of a key.
 type accepted struct {
 	Sequence uint64 `json:"sequence"`
+	// SHA256 is the digest of the value accepted with Sequence: one
+	// sequence is one value, or a ctl of an earlier release, which edits
+	// a stored spec's restarted_at in place and keeps its sequence line,
+	// signs two values that could be stored in turn, each passing as the
+	// other read again. "" in a file written before it was kept.
+	SHA256 string `json:"sha256,omitempty"`
 	// Deleted says the key was deleted after Sequence was accepted: only
 	// a later value brings it back.
 	Deleted bool `json:"deleted,omitempty"`
@@ -55,11 +63,12 @@ func LoadOrder(path string) (*Order, error) {
 	return o, nil
 }
 
-// Check refuses seq for key when a higher sequence was accepted for key
-// before, or the same one and the key was deleted since: the value is an
-// earlier one stored again. The same one otherwise is the same value read
-// again (a resync, a restart).
-func (o *Order) Check(key string, seq uint64) error {
+// Check refuses value, signed with seq, for key when a higher sequence
+// was accepted for key before, or the same one and the key was deleted
+// since: the value is an earlier one stored again. The same one otherwise
+// is the same value read again (a resync, a restart), and passes only if
+// it is the same value.
+func (o *Order) Check(key string, seq uint64, value []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	held := o.seen[key]
@@ -72,21 +81,29 @@ func (o *Order) Check(key string, seq uint64) error {
 		return fmt.Errorf("%s, below %d accepted before for %q: an earlier value stored again", what, held.Sequence, key)
 	case seq == held.Sequence && held.Deleted:
 		return fmt.Errorf("%s, that of the value %q held when it was deleted: an earlier value stored again", what, key)
+	case seq > 0 && seq == held.Sequence && held.SHA256 != "" && held.SHA256 != digest(value):
+		return fmt.Errorf("%s, that of another value accepted before for %q: one of two values signed with one sequence (by a ctl of an earlier release?) stored in turn; deploy or restart it with this release's ctl", what, key)
 	}
 	return nil
 }
 
-// Accept records seq as accepted for key, and writes the file when it is
-// the highest yet: it is kept in memory even when that fails, and written
-// by Retry.
-func (o *Order) Accept(key string, seq uint64) error {
+// Accept records value, signed with seq, as accepted for key, and writes
+// the file when it is the highest yet: it is kept in memory even when
+// that fails, and written by Retry.
+func (o *Order) Accept(key string, seq uint64, value []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if seq <= o.seen[key].Sequence {
+	held := o.seen[key]
+	if seq < held.Sequence || seq == held.Sequence && (seq == 0 || held.SHA256 != "") {
 		return nil
 	}
-	o.seen[key] = accepted{Sequence: seq}
+	o.seen[key] = accepted{Sequence: seq, SHA256: digest(value)}
 	return o.save(key)
+}
+
+func digest(value []byte) string {
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:])
 }
 
 // Delete records that key was deleted: its last value, stored again, is

@@ -3,9 +3,13 @@ package signing
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
+
+// value is the value signed with seq in these tests.
+func value(seq uint64) []byte { return []byte("value " + strconv.FormatUint(seq, 10)) }
 
 func TestOrder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sequences.json")
@@ -13,20 +17,20 @@ func TestOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("web", 0); err != nil {
+	if err := o.Check("web", 0, value(0)); err != nil {
 		t.Errorf("an order that saw nothing refuses a value without a sequence: %v", err)
 	}
-	if err := o.Accept("web", 10); err != nil {
+	if err := o.Accept("web", 10, value(10)); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("web", 10); err != nil {
-		t.Errorf("the same sequence read again: %v", err)
+	if err := o.Check("web", 10, value(10)); err != nil {
+		t.Errorf("the same value read again: %v", err)
 	}
-	if err := o.Check("api", 1); err != nil {
+	if err := o.Check("api", 1, value(1)); err != nil {
 		t.Errorf("another key: %v", err)
 	}
 	// Lower ones do not lower what is held.
-	if err := o.Accept("web", 3); err != nil {
+	if err := o.Accept("web", 3, value(3)); err != nil {
 		t.Fatal(err)
 	}
 	// A restart reads back what was accepted.
@@ -34,11 +38,11 @@ func TestOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = o.Check("web", 9)
+	err = o.Check("web", 9, value(9))
 	if err == nil || !strings.Contains(err.Error(), "sequence 9, below 10 accepted before for \"web\"") {
 		t.Errorf("a lower sequence after a restart: %v", err)
 	}
-	if err := o.Check("web", 0); err == nil || !strings.Contains(err.Error(), "earlier release") {
+	if err := o.Check("web", 0, value(0)); err == nil || !strings.Contains(err.Error(), "earlier release") {
 		t.Errorf("no sequence once one was accepted: %v", err)
 	}
 	// A deleted key's last value is refused too, after a restart as well;
@@ -49,23 +53,62 @@ func TestOrder(t *testing.T) {
 	if o, err = LoadOrder(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("web", 10); err == nil || !strings.Contains(err.Error(), "held when it was deleted") {
+	if err := o.Check("web", 10, value(10)); err == nil || !strings.Contains(err.Error(), "held when it was deleted") {
 		t.Errorf("a deleted key's last value: %v", err)
 	}
 	if err := o.Delete("never"); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("never", 0); err != nil {
+	if err := o.Check("never", 0, value(0)); err != nil {
 		t.Errorf("a key deleted before any sequence was accepted: %v", err)
 	}
-	if err := o.Accept("web", 11); err != nil {
+	if err := o.Accept("web", 11, value(11)); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("web", 11); err != nil {
+	if err := o.Check("web", 11, value(11)); err != nil {
 		t.Errorf("the value that brought a deleted key back, read again: %v", err)
 	}
 	if matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp-*")); len(matches) > 0 {
 		t.Errorf("temporary files left: %v", matches)
+	}
+
+	// One sequence is one value: another signed with it is refused, after
+	// a restart too, and the value accepted still passes.
+	if err := o.Check("web", 11, []byte("another")); err == nil || !strings.Contains(err.Error(), "sequence 11, that of another value accepted before for \"web\"") {
+		t.Errorf("another value with the sequence accepted: %v", err)
+	}
+	if o, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 11, []byte("another")); err == nil {
+		t.Error("after a restart, another value with the sequence accepted passes")
+	}
+	if err := o.Check("web", 11, value(11)); err != nil {
+		t.Errorf("the value accepted, read again after a restart: %v", err)
+	}
+	// A file written before digests were kept takes the first value read
+	// with its sequence.
+	if err := os.WriteFile(path, []byte(`{"web":{"sequence":11}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 11, value(11)); err != nil {
+		t.Errorf("a sequence held without its digest: %v", err)
+	}
+	if err := o.Accept("web", 11, value(11)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("web", 11, []byte("another")); err == nil {
+		t.Error("another value with a sequence held without its digest, once one was accepted, passes")
+	}
+	// Values without a sequence (an earlier ctl's) are many: none is held.
+	if err := o.Accept("old", 0, value(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("old", 0, value(2)); err != nil {
+		t.Errorf("another value without a sequence: %v", err)
 	}
 
 	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
@@ -79,10 +122,10 @@ func TestOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mem.Accept("web", 5); err != nil {
+	if err := mem.Accept("web", 5, value(5)); err != nil {
 		t.Fatal(err)
 	}
-	if err := mem.Check("web", 4); err == nil {
+	if err := mem.Check("web", 4, value(4)); err == nil {
 		t.Error("an order in memory only forgot what it accepted")
 	}
 }
@@ -103,7 +146,7 @@ func TestOrderRetry(t *testing.T) {
 	if wrote, err := o.Retry(); wrote || err != nil {
 		t.Errorf("Retry with nothing unsaved = %v, %v; want nothing written", wrote, err)
 	}
-	if err := o.Accept("web", 5); err != nil {
+	if err := o.Accept("web", 5, []byte("v5")); err != nil {
 		t.Fatal(err)
 	}
 	// A file where the directory should be fails every write in it.
@@ -113,7 +156,7 @@ func TestOrderRetry(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Accept("web", 7); err == nil {
+	if err := o.Accept("web", 7, []byte("v7")); err == nil {
 		t.Fatal("Accept wrote into a file")
 	}
 	if _, err := o.Retry(); err == nil {
@@ -132,7 +175,7 @@ func TestOrderRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Check("web", 6); err == nil {
+	if err := o.Check("web", 6, []byte("v6")); err == nil {
 		t.Error("after a restart, a sequence below the one accepted while the disk was full is accepted")
 	}
 	if wrote, err := o.Retry(); wrote || err != nil {
