@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -559,6 +560,15 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	if reason := notOurs(key, d.raw); reason != "" {
 		return fmt.Errorf("restart %s: %w", name, notOurSpec(name, reason))
 	}
+	order, err := e.readOrder(ctx, kv, name, key, specSequence)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", name, err)
+	}
+	// Restarted, a spec nodes refuse as stored again would be signed with
+	// a new sequence, and run everywhere in place of the one they run.
+	if key != nil && !bytes.Equal(d.raw, order.live) {
+		return fmt.Errorf("restart %s: the stored spec is one this ctl's key signed before, stored again after a later one or the app's deletion, which nodes refuse: something other than narun ctl wrote it; deploy the app from its file", name)
+	}
 	restarted, err := spec.SetRestartedAt(names.AppsBucket+"/"+name, signing.StripSequence(signing.Strip(d.raw)), time.Now())
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
@@ -583,10 +593,6 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	e.warnRepinned(d.app.FileDigests, digests)
-	order, err := e.readOrder(ctx, kv, name, key, specSequence)
-	if err != nil {
-		return fmt.Errorf("restart %s: %w", name, err)
-	}
 	restarted = seal(key, restarted, d.raw, order)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter

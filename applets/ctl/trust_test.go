@@ -465,3 +465,26 @@ func TestDeployOverReplayedValueSignsAnew(t *testing.T) {
 		t.Error("deploy after a deletion and a replay kept the replayed route entry")
 	}
 }
+
+// app restart builds on the stored spec only when nodes accept it: one
+// this key signed before, stored again over a later one, restarted would
+// be signed with a new sequence and run everywhere in place of the later.
+func TestRestartRefusesReplayedSpec(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, _ := h.keygen("sign.key")
+	h.useSigningKey(path)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	v1, _ := h.get(names.AppsBucket, "hello")
+	h.ok("", "deploy", h.file("hello3.toml", strings.Replace(helloSpec, "replicas = 2", "replicas = 3", 1)))
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "hello", v1); err != nil {
+		t.Fatal(err)
+	}
+	r := h.run("", "app", "restart", "hello")
+	if r.code == 0 || !strings.Contains(r.err, "stored again") {
+		t.Errorf("restart of a replayed spec: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	if got, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(got, v1) {
+		t.Errorf("restart of a replayed spec stored:\n%s", got)
+	}
+}
