@@ -343,18 +343,29 @@ func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 	if err := refuseUnsigned(d.key, cur.raw, "the deployed spec of "+d.app.Name); err != nil {
 		return err
 	}
-	if reason := notOurs(d.key, cur.raw); cur.rev != 0 && reason != "" {
-		// Binaries, restarted_at and pins come only from a spec this key
-		// signed; binaries given here or in the file replace the stored
-		// spec whole, so it lends nothing and nothing it names is pruned.
-		if len(d.bins) == 0 && len(d.app.Binaries) == 0 {
-			return notOurSpec(d.app.Name, reason)
-		}
-		cur.app = nil
-	}
 	order, err := e.readOrder(ctx, apps, d.app.Name, d.key, specSequence)
 	if err != nil {
 		return err
+	}
+	reason := notOurs(d.key, cur.raw)
+	// An earlier spec of this key stored again over a later one: nodes
+	// run the later, and binaries or restarted_at kept from the earlier
+	// would be signed anew over it. The last one stored back after a
+	// deletion is what nodes ran last, and lends as before.
+	earlier := reason == "" && d.key != nil && specSequence(signing.Strip(cur.raw)) < order.last
+	if cur.rev != 0 && (reason != "" || earlier) {
+		// Binaries, restarted_at and pins come only from a spec this key
+		// signed that nodes accept; binaries given here or in the file
+		// replace the stored spec whole, so it lends nothing and nothing
+		// it names is pruned.
+		switch {
+		case len(d.bins) > 0 || len(d.app.Binaries) > 0:
+		case earlier:
+			return fmt.Errorf("the stored spec of %s is an earlier one this ctl's key signed, stored again over a later one, which nodes refuse: something other than narun ctl wrote it; deploy it from its file with --binary to replace it", d.app.Name)
+		default:
+			return notOurSpec(d.app.Name, reason)
+		}
+		cur.app = nil
 	}
 	d.apps, d.cur, d.order = apps, cur, order
 	return nil

@@ -427,9 +427,14 @@ func TestDeployOverReplayedValueSignsAnew(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// v1 stored again over v2: deploying v1's file stores it anew.
+	// v1 stored again over v2: it lends nothing (its binaries could be
+	// older than v2's of the same version), and deploying v1's file with
+	// its binary stores it anew.
 	put(names.AppsBucket, v1)
-	r := h.ok("", "deploy", p)
+	if r := h.fails(1, "", "deploy", p); !strings.Contains(r.err, "an earlier one this ctl's key signed, stored again over a later one") {
+		t.Errorf("deploy without --binary over a replayed spec:\n%s", r.err)
+	}
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
 	if got, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(got, v1) || seqOf(got) <= seqOf(v2) {
 		t.Errorf("deploy over a replayed spec of the same file kept it (sequence %d, v2 had %d):\n%s", seqOf(got), seqOf(v2), r.out)
 	}
