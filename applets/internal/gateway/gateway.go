@@ -167,10 +167,7 @@ func configured(opts Options) (*Gateway, error) {
 	if opts.RoutesCache != "" {
 		orderFile = opts.RoutesCache + ".sequences"
 	}
-	order, err := signing.LoadOrder(orderFile)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
-	}
+	order, orderErr := signing.LoadOrder(orderFile)
 	g := &Gateway{
 		opts:       opts,
 		nc:         opts.Conn,
@@ -187,6 +184,9 @@ func configured(opts Options) (*Gateway, error) {
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	if orderErr != nil {
+		g.log.Error("signed routes entries: replays of earlier ones are refused again from the next deploy of each app", "err", orderErr)
 	}
 	g.noRoute = g.metrics.forRoute("")
 	g.fails.log = g.log

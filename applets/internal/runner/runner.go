@@ -207,7 +207,7 @@ func New(opts Options) (*Runner, error) {
 		}
 	}
 	if r.order, err = signing.LoadOrder(filepath.Join(dir, sequencesFile)); err != nil {
-		return nil, fmt.Errorf("runner: %w", err)
+		r.log.Error("signed specs: replays of earlier ones are refused again from the next deploy of each app", "err", err)
 	}
 	if r.cache, err = newCache(filepath.Join(dir, "binaries"), r.log); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)

@@ -284,3 +284,29 @@ func TestSecondValueOfASequenceRefused(t *testing.T) {
 		return len(l) == 1 && l[0].Version == "2.0.0" && l[0].State == state.Healthy
 	})
 }
+
+// A sequences.json that does not read (a damaged disk) costs the node its
+// memory of sequences, not its apps: it starts, says so, and runs what is
+// stored, as a new node does.
+func TestDamagedSequencesFileStartsAsANewNode(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, sequencesFile), []byte("{\"hello\": {\"seq"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, func(o *Options) {
+		o.DataDir = dir
+		trusting(key)(o)
+	})
+	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 100)
+	tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))
+	if logs := tr.logs.String(); !strings.Contains(logs, filepath.Join(dir, sequencesFile)) || !strings.Contains(logs, "as a new node does") {
+		t.Errorf("the log does not say the damaged file was not read:\n%s", logs)
+	}
+	testutil.Eventually(t, 10*time.Second, "sequences.json written anew", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, sequencesFile))
+		return err == nil && strings.Contains(string(b), `"hello":{"sequence":100,`)
+	})
+}

@@ -41,7 +41,11 @@ type accepted struct {
 }
 
 // LoadOrder reads the order kept in path; "" keeps it in memory only, and
-// a file that does not exist yet is an order that has seen nothing.
+// a file that does not exist yet is an order that has seen nothing. A file
+// that cannot be read (a damaged disk) gives that too, with the error for
+// the caller to log: the node goes on as a new node would, accepting the
+// values stored now, rather than stop its apps and routes for a file that
+// only guards against replays. The next value accepted writes it anew.
 func LoadOrder(path string) (*Order, error) {
 	o := &Order{path: path, seen: map[string]accepted{}}
 	if path == "" {
@@ -55,7 +59,8 @@ func LoadOrder(path string) (*Order, error) {
 		err = json.Unmarshal(b, &o.seen)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sequences accepted before, %s: %w (remove the file to accept the values stored now, as a new node does)", path, err)
+		o.seen = map[string]accepted{}
+		return o, fmt.Errorf("sequences accepted before, %s, not read: %w; this node accepts the signed values stored now, as a new node does", path, err)
 	}
 	if o.seen == nil {
 		o.seen = map[string]accepted{}

@@ -114,8 +114,12 @@ func TestOrder(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadOrder(path); err == nil || !strings.Contains(err.Error(), path) {
+	damaged, err := LoadOrder(path)
+	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("a damaged file: %v, want an error naming it", err)
+	}
+	if damaged == nil || damaged.Check("web", 1, value(1)) != nil {
+		t.Error("a damaged file gives no order that accepts what is stored, as a new node's")
 	}
 
 	mem, err := LoadOrder("")
