@@ -11,11 +11,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
 )
+
+// kvappServer starts a NATS server where the service kvapp answers "kv:"
+// and the path, and returns a connection to it and a new signing key.
+func kvappServer(t *testing.T) (*nats.Conn, *signing.Key) {
+	t.Helper()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
+	}))
+	return natstest.Connect(t, srv), key
+}
 
 // A signed route entry is served by gateways with and without trusted
 // keys; an unsigned one only by those without, and another app's unsigned
@@ -23,15 +40,7 @@ import (
 // reload that sets trusted_keys checks the entries already loaded.
 func TestSignedRouteEntries(t *testing.T) {
 	t.Parallel()
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
-	}))
+	nc, key := kvappServer(t)
 
 	var strictLog testutil.LogBuffer
 	strictCfg := gwConfig()
@@ -170,15 +179,7 @@ func TestUnsignedCacheEntriesLeftOutQuietly(t *testing.T) {
 // an earlier ctl, which names no app, is still served with a warning.
 func TestRouteEntryBoundToItsKey(t *testing.T) {
 	t.Parallel()
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
-	}))
+	nc, key := kvappServer(t)
 	var logs testutil.LogBuffer
 	cfg := gwConfig()
 	cfg.TrustedKeys = []string{key.Public()}
@@ -235,15 +236,7 @@ func TestRouteEntryBoundToItsKey(t *testing.T) {
 // across a restart.
 func TestRouteEntryReplayRefused(t *testing.T) {
 	t.Parallel()
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
-	}))
+	nc, key := kvappServer(t)
 	cfg := gwConfig()
 	cfg.TrustedKeys = []string{key.Public()}
 	cache := filepath.Join(t.TempDir(), "routes.json")
@@ -328,15 +321,7 @@ func TestRouteEntryReplayRefused(t *testing.T) {
 // it is by a gateway that had the keys when it read them.
 func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
 	t.Parallel()
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("kvapp"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "kv:"+r.URL.Path)
-	}))
+	nc, key := kvappServer(t)
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	writeFile(t, path, "[gateway]\n")
 	var logs testutil.LogBuffer
