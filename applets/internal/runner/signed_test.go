@@ -190,16 +190,23 @@ func (c *cluster) putRaw(t *testing.T, app string, value []byte) {
 	}
 }
 
+// signedHello runs a runner trusting a new key, and hello 1.0.0 on it
+// signed with sequence 200; it returns them and hello's instance.
+func signedHello(t *testing.T) (*signing.Key, *cluster, *testRunner, state.Instance) {
+	t.Helper()
+	key := newSigningKey(t)
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, trusting(key))
+	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 200)
+	return key, c, tr, tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+}
+
 // A spec the key signed before, stored again, is refused and leaves the
 // instances as they are: an earlier version, and the last spec of an app
 // deleted since, also after the runner restarts.
 func TestReplayedSpecRefused(t *testing.T) {
 	t.Parallel()
-	key := newSigningKey(t)
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, trusting(key))
-	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 200)
-	running := tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+	key, c, tr, running := signedHello(t)
 
 	c.putSequenced(t, key, "hello", "0.9.0", helloBin, 100)
 	tr.waitRefused(t, "hello", `sequence 100, below 200 accepted before for \"hello\"`)
@@ -268,11 +275,7 @@ func TestSequenceKeptOnceWritable(t *testing.T) {
 // in turn, each would pass as the other read again and restart the app.
 func TestSecondValueOfASequenceRefused(t *testing.T) {
 	t.Parallel()
-	key := newSigningKey(t)
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, trusting(key))
-	c.putSequenced(t, key, "hello", "1.0.0", helloBin, 200)
-	running := tr.wait(t, "hello", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+	key, c, tr, running := signedHello(t)
 
 	c.putSequenced(t, key, "hello", "1.0.1", helloBin, 200)
 	tr.waitRefused(t, "hello", `sequence 200, that of another value accepted before for \"hello\"`)
