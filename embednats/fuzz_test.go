@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/narun/narun/embednats"
 )
@@ -25,20 +26,23 @@ func FuzzRedactURLs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, scheme, user, pass, host string) {
 		s := scheme + user + ":" + pass + "@" + host
 		// A user with '/', '?', '#' or '@' ends the authority or the
-		// login before the password: it cannot be written unescaped. A
+		// login before the password, and one with '[' or ']' starts or
+		// ends an IPv6 host: it cannot be written unescaped. A
 		// password with '@' and one of '/', '?' or '#' makes a URL that
 		// reads as a login and a host followed by a path ("u:p@ss#w@h"
 		// reaches host "ss"), which redaction takes it for; so does one
-		// whose '/', '?' or '#' follows digits only ("u:1/w@h" reaches
-		// host "u", port 1).
+		// whose '/', '?' or '#' follows digits and colons only ("u:1/w@h"
+		// reaches host "u", port 1; "0::0#0@0" host "0:", port 0).
 		digits, _, cut := strings.Cut(strings.Map(func(r rune) rune {
 			if strings.ContainsRune("/?#", r) {
 				return '/'
 			}
 			return r
 		}, pass), "/")
-		if strings.ContainsAny(s, ", \t\r\n\"") || strings.ContainsAny(user, "/?#@") ||
-			cut && (strings.Contains(pass, "@") || strings.Trim(digits, "0123456789") == "") || strings.Count(s, "://") > 1 || scheme != "" && !strings.HasSuffix(scheme, "://") {
+		// Control characters come back escaped in net/url's errors
+		// ("\x00"), whose digits can spell the password by chance.
+		if strings.ContainsAny(s, ", \t\r\n\"") || strings.ContainsFunc(s, unicode.IsControl) || strings.ContainsAny(user, "/?#@[]") ||
+			cut && (strings.Contains(pass, "@") || strings.Trim(digits, "0123456789:") == "") || strings.Count(s, "://") > 1 || scheme != "" && !strings.HasSuffix(scheme, "://") {
 			return
 		}
 		r := embednats.RedactURLs(s)
