@@ -111,28 +111,26 @@ type patternMatch struct {
 	allow   []string
 }
 
-// newPatternMatch indexes rs, the routes of one pattern.
-func newPatternMatch(rs []*route) patternMatch {
-	p := patternMatch{first: rs[0], refused: rs[len(rs)-1]}
+// newPatternMatch is what match needs of p, the routes of one pattern:
+// their method index, built to check them for duplicates, serves to pick
+// among them.
+func newPatternMatch(p *patternRoutes) patternMatch {
+	rs := p.routes
+	m := patternMatch{first: rs[0], refused: rs[len(rs)-1]}
 	if len(rs) > 1 {
-		p.byMethod = make(map[string]*route)
+		m.byMethod = p.byMethod
 	}
 	for _, r := range rs {
-		p.allow = append(p.allow, r.methods...)
-		if p.byMethod != nil {
-			for _, m := range r.methods {
-				p.byMethod[m] = r
-			}
-		}
+		m.allow = append(m.allow, r.methods...)
 	}
 	// Listing GET allows HEAD too, as RFC 9110 (9.3.2) has it and
 	// net/http's ServeMux does.
-	if slices.Contains(p.allow, http.MethodGet) {
-		p.allow = append(p.allow, http.MethodHead)
+	if slices.Contains(m.allow, http.MethodGet) {
+		m.allow = append(m.allow, http.MethodHead)
 	}
-	slices.Sort(p.allow)
-	p.allow = slices.Clip(slices.Compact(p.allow))
-	return p
+	slices.Sort(m.allow)
+	m.allow = slices.Clip(slices.Compact(m.allow))
+	return m
 }
 
 // pick is the route of the pattern for method, or the 405's refused route
@@ -333,14 +331,13 @@ func newTable(routes []*route) (*table, error) {
 			strings.Compare(a.pat, b.pat),
 		)
 	})
+	// A pattern's routes are adjacent in sorted, in the order they were
+	// added (a stable sort whose last key is the pattern).
 	t := &table{routes: sorted}
-	for start := 0; start < len(sorted); {
-		end := start + 1
-		for end < len(sorted) && sorted[end].pattern() == sorted[start].pattern() {
-			end++
-		}
-		t.patterns = append(t.patterns, newPatternMatch(sorted[start:end]))
-		start = end
+	for i := 0; i < len(sorted); {
+		p := byPattern[sorted[i].pattern()]
+		t.patterns = append(t.patterns, newPatternMatch(p))
+		i += len(p.routes)
 	}
 	return t, nil
 }
