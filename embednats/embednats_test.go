@@ -160,7 +160,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listen", embednats.Config{DataDir: "x", Listen: "4222"}, "listen"},
 		{"bad route", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"::bad"}}}, "nats.cluster.routes"},
 		{"bad route with a login", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://r:route-secret@host:port"}}}, `invalid url "nats-route://r:xxxxx@host:port"`},
-		{"bad route with an '@' in its path", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://host:4222/x@y%zz"}}}, `invalid url "nats-route://host:4222/x@y%zz"`},
+		// An '@' after a '/' may end a password with a '/' in it ("u:1/pw@h"
+		// reads as host u, port 1): a log hides what precedes it.
+		{"bad route with an '@' in its path", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://host:4222/x@y%zz"}}}, `invalid url "nats-route://host:xxxxx@y%zz"`},
 		// A port that is none may be the start of a password with a '/'.
 		{"bad route with a '/' in its password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://r:Zm9v/YmFy@host:x"}}}, `invalid url "nats-route://r:xxxxx@host:x"`},
 		{"bad leaf url with a token", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{

@@ -12,7 +12,7 @@ import (
 // ConnectedUrlRedacted would leave readable. It reads s as text, so it
 // also serves URLs that do not parse.
 func RedactURLs(s string) string {
-	return mapLogins(s, func(login string) string {
+	return mapLogins(s, true, func(login string) string {
 		if user, _, ok := strings.Cut(login, ":"); ok {
 			return user + ":xxxxx@"
 		}
@@ -23,7 +23,7 @@ func RedactURLs(s string) string {
 // WithoutLogins removes the logins (user:password@, token@) of the URLs
 // in s, a comma-separated list as nats_url holds them.
 func WithoutLogins(s string) string {
-	return mapLogins(s, func(string) string { return "" })
+	return mapLogins(s, false, func(string) string { return "" })
 }
 
 // mapLogins replaces each login of the URLs in s, "@" included, by what f
@@ -35,8 +35,11 @@ func WithoutLogins(s string) string {
 // and the URL not parse: when what net/url would take for host:port is
 // none, the login runs to the last '@' before the quote or space, and the
 // start of the password that net/url's error quotes as the port is hidden
-// too.
-func mapLogins(s string, f func(login string) string) string {
+// too. With hideAmbiguous, so it does when net/url would take a host:port
+// ("u:1/pw@h" reads as host u, port 1, path /pw@h): a log had better hide
+// the host of a URL with an '@' in its path, which NATS has no use for,
+// than show a password.
+func mapLogins(s string, hideAmbiguous bool, f func(login string) string) string {
 	var ports []string // `":<start of a password>"`, as net/url quotes a port
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
@@ -61,7 +64,7 @@ func mapLogins(s string, f func(login string) string) string {
 			auth := quoted
 			if end := strings.IndexAny(auth, "/?#"); end >= 0 {
 				auth = auth[:end]
-				if !strings.Contains(auth, "@") && !isHostPort(auth) && strings.Contains(quoted, "@") {
+				if !strings.Contains(auth, "@") && (hideAmbiguous || !isHostPort(auth)) && strings.Contains(quoted, "@") {
 					auth = quoted
 					if _, pass, ok := strings.Cut(auth, ":"); ok {
 						if end := strings.IndexAny(pass, "/?#@"); end > 0 {

@@ -21,9 +21,11 @@ func TestRedactURLs(t *testing.T) {
 		},
 		// net/url reads the login up to the last '@' of the authority.
 		{"nats://edge:p@ss@10.0.0.1", "nats://edge:xxxxx@10.0.0.1"},
-		// An '@' past the authority is no login.
-		{"nats://10.0.0.1:4222/x@y", "nats://10.0.0.1:4222/x@y"},
-		{"nats://host/x@y", "nats://host/x@y"},
+		// An '@' past an authority that has none may end a password
+		// with a '/', '?' or '#' in it: hidden.
+		{"nats://10.0.0.1:4222/x@y", "nats://10.0.0.1:xxxxx@y"},
+		{"nats://u:1/pw@host", "nats://u:xxxxx@host"},
+		{"0:A:0#@0", "0:xxxxx@0"},
 		{"nats://edge:pw@host/x@y", "nats://edge:xxxxx@host/x@y"},
 		{"ws://edge:pw@host:80/path?q=a@b", "ws://edge:xxxxx@host:80/path?q=a@b"},
 		// A message quoting a URL, as url.Parse's errors do.
@@ -48,7 +50,10 @@ func TestRedactURLs(t *testing.T) {
 func TestWithoutLogins(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"nats://edge:pw@10.0.0.1:4222,s3cr3t@10.0.0.2", "nats://10.0.0.1:4222,10.0.0.2"},
+		// What nats.go connects to: an '@' past the authority is no login.
 		{"nats://host/x@y", "nats://host/x@y"},
+		{"nats://u:1/pw@host", "nats://u:1/pw@host"},
+		{"nats://edge:Zm9v/YmFy+@10.0.0.1:4222", "nats://10.0.0.1:4222"},
 	} {
 		if got := embednats.WithoutLogins(tc.in); got != tc.want {
 			t.Errorf("WithoutLogins(%q) = %q, want %q", tc.in, got, tc.want)
