@@ -35,10 +35,11 @@ func WithoutLogins(s string) string {
 // and the URL not parse: when what net/url would take for host:port is
 // none, the login runs to the last '@' before the quote or space, and the
 // start of the password that net/url's error quotes as the port is hidden
-// too. With hideAmbiguous, so it does when net/url would take a host:port
-// ("u:1/pw@h" reads as host u, port 1, path /pw@h): a log had better hide
-// the host of a URL with an '@' in its path, which NATS has no use for,
-// than show a password.
+// too. With hideAmbiguous the login always runs to that last '@': a
+// password can hold an '@' as well as a '/' ("u:p@ss#w@h" reads as host
+// ss), or start as a port does ("u:1/pw@h" reads as host u, port 1), and a
+// log had better hide the host of a URL with an '@' in its path or query,
+// which NATS has no use for, than show a password.
 func mapLogins(s string, hideAmbiguous bool, f func(login string) string) string {
 	var ports []string // `":<start of a password>"`, as net/url quotes a port
 	parts := strings.Split(s, ",")
@@ -64,7 +65,7 @@ func mapLogins(s string, hideAmbiguous bool, f func(login string) string) string
 			auth := quoted
 			if end := strings.IndexAny(auth, "/?#"); end >= 0 {
 				auth = auth[:end]
-				if !strings.Contains(auth, "@") && (hideAmbiguous || !isHostPort(auth)) && strings.Contains(quoted, "@") {
+				if strings.Contains(quoted[end:], "@") && (hideAmbiguous || !strings.Contains(auth, "@") && !isHostPort(auth)) {
 					auth = quoted
 					if _, pass, ok := strings.Cut(auth, ":"); ok {
 						if end := strings.IndexAny(pass, "/?#@"); end > 0 {

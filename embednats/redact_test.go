@@ -21,13 +21,14 @@ func TestRedactURLs(t *testing.T) {
 		},
 		// net/url reads the login up to the last '@' of the authority.
 		{"nats://edge:p@ss@10.0.0.1", "nats://edge:xxxxx@10.0.0.1"},
-		// An '@' past an authority that has none may end a password
-		// with a '/', '?' or '#' in it: hidden.
+		// An '@' past the authority may end a password with a '/', '?'
+		// or '#' in it: what precedes it is hidden.
 		{"nats://10.0.0.1:4222/x@y", "nats://10.0.0.1:xxxxx@y"},
 		{"nats://u:1/pw@host", "nats://u:xxxxx@host"},
 		{"0:A:0#@0", "0:xxxxx@0"},
-		{"nats://edge:pw@host/x@y", "nats://edge:xxxxx@host/x@y"},
-		{"ws://edge:pw@host:80/path?q=a@b", "ws://edge:xxxxx@host:80/path?q=a@b"},
+		{"nats://edge:pw@host/x@y", "nats://edge:xxxxx@y"},
+		{"ws://edge:pw@host:80/path?q=a@b", "ws://edge:xxxxx@b"},
+		{"nats://u:p@ss#word@host", "nats://u:xxxxx@host"},
 		// A message quoting a URL, as url.Parse's errors do.
 		{`parse "nats://edge:pw@host:42x": invalid port ":42x" after host`, `parse "nats://edge:xxxxx@host:42x": invalid port ":42x" after host`},
 		// A password with an unescaped '/', '?' or '#', as base64 secrets
