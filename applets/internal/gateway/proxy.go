@@ -429,6 +429,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// response, trailers included. A slice of the head's own value: no
 	// allocation, and nil when there is none.
 	var headConn []string
+	// declared is a streamed head's Content-Length, -1 for none: a body
+	// that ends short of it must reach the client as aborted. Over HTTP/2
+	// net/http would end the stream as if it were whole, a response HTTP
+	// calls malformed (RFC 9113 8.1.1) and some clients take as complete.
+	declared := int64(-1)
 	for {
 		var m *nats.Msg
 		var pullErr <-chan error
@@ -571,8 +576,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// and two make a response no client reads; one that is no
 			// number it drops, saying so in the log. Without it the body
 			// goes chunked.
-			if cl, ok := w.Header()["Content-Length"]; ok && !validLength(cl) {
-				delete(w.Header(), "Content-Length")
+			if cl, ok := w.Header()["Content-Length"]; ok {
+				if !validLength(cl) {
+					delete(w.Header(), "Content-Length")
+				} else if bodyAllowed(status) {
+					declared, _ = strconv.ParseInt(cl[0], 10, 64)
+				}
 			}
 			// Over HTTP/1 trailers need a chunked body, which HTTP/1.0 and a
 			// head with Content-Length rule out.
@@ -649,10 +658,26 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// (ErrBodyNotAllowed) and answer cancel, as to a client gone.
 			bodiless := !bodyAllowed(ex.status)
 			var err error
-			if !bodiless {
+			switch {
+			case bodiless:
+			case declared >= 0 && ex.out+int64(len(m.Data)) > declared:
+				// Refused whole, as net/http's HTTP/1 server refuses it
+				// (its HTTP/2 one says so in an error of its own).
+				err = http.ErrContentLength
+			default:
 				var n int
 				n, err = w.Write(m.Data)
 				ex.out += int64(n)
+			}
+			if declared >= 0 && ex.out < declared && (meta.frame == consumer.FrameEnd || errors.Is(err, http.ErrContentLength)) {
+				// The body ends short of its length, or the frame that
+				// would pass it was not written: no whole response can
+				// reach the client any more.
+				if meta.frame == consumer.FrameData && m.Reply != "" {
+					_ = g.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameCancel}}})
+				}
+				g.protocolError(w, r, ex, rt, wt, true, "body does not match its Content-Length "+strconv.FormatInt(declared, 10), rid)
+				return
 			}
 			if meta.frame == consumer.FrameEnd {
 				g.metrics.outcomes[outcomeOK].Add(1)

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -609,6 +612,127 @@ func TestStreamedHeadBadLength(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || string(body) != "body" || resp.ContentLength != -1 {
 			t.Errorf("%s: body %q (%v), length %d; want \"body\" chunked", path, body, err, resp.ContentLength)
+		}
+	}
+}
+
+// TestStreamedBodyShortOfItsLength has a raw responder stream a head with
+// Content-Length and a body that does not reach it, ending early or with a
+// frame that would pass it: the client must get an aborted response, over
+// HTTP/2 a reset stream rather than one ended as if it were whole (RFC 9113
+// 8.1.1). A body that reached its length is whole, whatever follows it.
+func TestStreamedBodyShortOfItsLength(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "short"}))
+	nc := natsConn(t, e)
+	answers := make(chan string, 8)
+	_, err := nc.Subscribe("short", func(m *nats.Msg) {
+		path := m.Header.Get("Narun-Path")
+		head := nats.Header{"Narun-Body": {"stream"}, "Content-Length": {"10"}}
+		first, frame := "ab", "cde"
+		switch path {
+		case "/long":
+			frame = "cdefghijklmn"
+		case "/whole":
+			first, frame = "abcdefghij", "k"
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte(first)})
+		if path == "/short" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"end"}}, Data: []byte(frame)})
+			return
+		}
+		go func() {
+			a, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte(frame)}, 10*time.Second)
+			if err != nil {
+				answers <- err.Error()
+				return
+			}
+			answers <- a.Header.Get("Narun-Frame")
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := startH2C(t, e)
+	for _, path := range []string{"/short", "/long"} {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("HTTP/1.1 %s: body %q, read error %v; want an incomplete response", path, body, err)
+		}
+		if path == "/long" {
+			if a := <-answers; a != "cancel" {
+				t.Errorf("HTTP/1.1 %s: the frame past the length answered with %q, want cancel", path, a)
+			}
+		}
+		if got := h2Ending(t, h2.URL, path); got != "reset" {
+			t.Errorf("HTTP/2 %s: stream ended with %s, want reset: the body is short of its Content-Length", path, got)
+		}
+		if path == "/long" {
+			<-answers
+		}
+	}
+	if got := h2Ending(t, h2.URL, "/whole"); got != "end after 10 bytes" {
+		t.Errorf("HTTP/2 /whole: stream ended with %s, want end after the declared 10 bytes", got)
+	}
+}
+
+// h2Ending sends GET path over HTTP/2 with prior knowledge and tells how
+// the server ends the response's stream: with END_STREAM, and after how
+// many bytes of body, or reset. Go's client checks the length itself,
+// which hides the difference.
+func h2Ending(t *testing.T, base, path string) string {
+	t.Helper()
+	host := strings.TrimPrefix(base, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := readH2Settings(c); err != nil {
+		t.Fatal(err)
+	}
+	// HPACK, without Huffman coding: :method GET, :scheme http (indexed),
+	// :path and :authority (literal, indexed names).
+	block := []byte{0x82, 0x86, 0x44, byte(len(path))}
+	block = append(block, path...)
+	block = append(block, 0x41, byte(len(host)))
+	block = append(block, host...)
+	const endStream, endHeaders = 0x1, 0x4
+	frame := []byte{0, 0, byte(len(block)), 0x1, endStream | endHeaders, 0, 0, 0, 1}
+	if _, err := c.Write(append(frame, block...)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		var head [9]byte
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			return "connection closed: " + err.Error()
+		}
+		payload := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return "connection closed: " + err.Error()
+		}
+		if binary.BigEndian.Uint32(head[5:])&math.MaxInt32 != 1 {
+			continue
+		}
+		switch typ, flags := head[3], head[4]; {
+		case typ == 0x3:
+			return "reset"
+		case typ == 0x0:
+			n += len(payload)
+			if flags&endStream != 0 {
+				return "end after " + strconv.Itoa(n) + " bytes"
+			}
+		case typ == 0x1 && flags&endStream != 0:
+			return "end after " + strconv.Itoa(n) + " bytes"
 		}
 	}
 }
