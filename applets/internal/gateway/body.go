@@ -87,7 +87,9 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 	}
 	if b.big == nil {
 		b.big = b.pool.Get().(*[]byte)
-		if len(*b.big) < b.chunk {
+		// By capacity: an exchange with less room for the body may have
+		// sliced a pooled buffer shorter.
+		if cap(*b.big) < b.chunk {
 			*b.big = make([]byte, b.chunk)
 		}
 	}

@@ -367,6 +367,63 @@ var gatewayMade = map[string]bool{
 	"timeout": true, "bad status": true, "frame before head": true,
 }
 
+// TestLargeHeadersWithLargeBody sends headers larger than the room the
+// request head leaves them (a long Host travels twice) with a body that
+// fills a chunk, of known length or not: the body must arrive whole, its
+// first part made smaller, not the request fail with a 503 and
+// Retry-After as though the service were down. Headers that fit in no
+// message get a 431: no retry mends them.
+func TestLargeHeadersWithLargeBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "sum"}))
+	e.serve(t, "sum", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", len(b), digest(b))
+	}))
+	host := strings.Repeat("h", 40<<10)
+	for _, tc := range []struct {
+		name  string
+		size  int
+		known bool
+	}{
+		{"one chunk", e.gw.chunkSize(), true},
+		{"several chunks", 3 << 20, true},
+		{"unknown length", 3 << 20, false},
+	} {
+		body := randomBytes(tc.size, uint64(tc.size))
+		var r io.Reader = bytes.NewReader(body)
+		if !tc.known {
+			r = io.MultiReader(r)
+		}
+		req, _ := http.NewRequest("PUT", e.hs.URL+"/", r)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d %s", len(body), digest(body)); resp.StatusCode != 200 || string(got) != want {
+			t.Errorf("%s: %d %.200q, want 200 %q", tc.name, resp.StatusCode, got, want)
+		}
+	}
+
+	req, _ := http.NewRequest("GET", e.hs.URL+"/", nil)
+	req.Host = strings.Repeat("h", 600<<10)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("headers larger than a message: %d, Retry-After %q; want 431 without Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
 // TestMalformedChunkedBody sends a body whose chunked encoding breaks,
 // whether in the part that travels with the request head or in a chunk the
 // service pulled: the client gets the 400 that PROTOCOL.md lists.

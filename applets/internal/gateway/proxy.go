@@ -292,8 +292,20 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h[consumer.HeaderRemoteAddr] = ex.vals[7:8:8]
 	h[consumer.HeaderTimeout] = ex.vals[8:9:9]
 
+	chunk := g.chunkSize()
+	if mp := int(g.nc.MaxPayload()); hasBody && mp > 0 {
+		// The head's part of the body shares its message with the
+		// headers, which a client may make larger than the room
+		// chunkSize leaves them (a long Host travels twice, as
+		// Narun-Host and X-Forwarded-Host; raw bytes in the path three
+		// times as long, escaped): the body then starts smaller, rather
+		// than the head fail as a message too large.
+		if room := mp - natsHeaderSize(h) - headSlack; room < chunk {
+			chunk = max(room, 1)
+		}
+	}
 	body := &ex.body
-	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: g.chunkSize(), pool: &g.bigBufs}
+	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: chunk, pool: &g.bigBufs}
 	defer body.release()
 	// A gRPC stream over HTTP/2 (or a Connect one, framed alike) may be
 	// bidirectional: its body is read a
@@ -367,7 +379,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// first read: the head does not wait for it, and the first pull
 		// reads (see below for a body of known length).
 		expect := expectsContinue(r.Header["Expect"])
-		stream = startStream(bodyIn, rt.maxBody, g.chunkSize(), &g.bigBufs, expect)
+		stream = startStream(bodyIn, rt.maxBody, chunk, &g.bigBufs, expect)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		if expect {
 			more = true
@@ -409,6 +421,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	ex.vals[8] = timeLeft(rt, ex.timeout, ex.timeout-time.Until(deadline))
 	ex.msg = nats.Msg{Subject: rt.cfg.Service, Reply: wt.reply, Header: nats.Header(h), Data: first}
 	if err := g.nc.PublishMsg(&ex.msg); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// The headers alone do not fit in a message: the client's
+			// doing, which a retry would not mend.
+			g.failLogged(w, ex, rt, http.StatusRequestHeaderFieldsTooLarge, "request headers too large to send to the service", "publish to NATS: "+err.Error(), rid)
+			return
+		}
 		g.metrics.outcomes[outcomeError].Add(1)
 		w.Header().Set("Retry-After", "1")
 		g.failLogged(w, ex, rt, http.StatusServiceUnavailable, "the request could not be sent to the service", "publish to NATS: "+err.Error(), rid)
@@ -1157,6 +1175,22 @@ func isNoResponders(m *nats.Msg) bool {
 		}
 	}
 	return true
+}
+
+// headSlack is the room the request head's headers set after its size is
+// taken need: Narun-Timeout and Narun-Body.
+const headSlack = 64
+
+// natsHeaderSize is how many bytes h takes in a NATS message, as nats.go
+// writes it.
+func natsHeaderSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }
 
 // validLength reports whether a Content-Length header is one decimal number.

@@ -51,7 +51,7 @@ type bodyStream struct {
 // pull asks for the body.
 func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool, deferred bool) *bodyStream {
 	buf := pool.Get().(*[]byte)
-	if len(*buf) < chunk {
+	if cap(*buf) < chunk {
 		*buf = make([]byte, chunk)
 	}
 	*buf = (*buf)[:chunk]
