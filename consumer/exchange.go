@@ -426,9 +426,11 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if w.head {
-		if _, typed := w.sent["Content-Type"]; !typed && w.headLen == 0 && len(p) > 0 {
+		if _, typed := w.sent["Content-Type"]; !typed && w.headLen == 0 && len(p) > 0 && w.sent.Get("Content-Encoding") == "" {
 			// What the gateway's net/http writer would guess from the
-			// body GET gets; HEAD sends none for it to guess from.
+			// body GET gets; HEAD sends none for it to guess from. It
+			// guesses nothing for an encoded body, whose bytes say
+			// nothing of the type of what they encode.
 			w.sent["Content-Type"] = []string{http.DetectContentType(p)}
 		}
 		w.headLen += len(p)

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -580,6 +581,32 @@ func TestNATSReplyCLIAsResponder(t *testing.T) {
 	})
 	if body != "hello from the nats CLI" || ct != "text/plain" {
 		t.Errorf("body = %q, content type %q", body, ct)
+	}
+}
+
+// TestHeadTypeAsGet checks that the answer to HEAD has the Content-Type
+// the answer to GET has, none guessed for a body with a Content-Encoding,
+// as net/http guesses none for it (its bytes are not the type's).
+func TestHeadTypeAsGet(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "gz"}))
+	e.serve(t, "gz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	}))
+	types := map[string][]string{}
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, e.hs.URL+"/page", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		types[method] = resp.Header.Values("Content-Type")
+	}
+	if !slices.Equal(types["GET"], types["HEAD"]) || len(types["GET"]) != 0 {
+		t.Errorf("Content-Type for GET %q, for HEAD %q; want none for either", types["GET"], types["HEAD"])
 	}
 }
 
