@@ -111,10 +111,14 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("remote addr = %q, want the client's 127.0.0.1:port", s.RemoteAddr)
 	}
 
-	// strip_prefix, and a generated request id when the client's is unusable.
+	// strip_prefix, and a generated request id when the client's is unusable;
+	// an X-Forwarded-For the client's Connection names is for the gateway
+	// alone, as any header it names.
 	req, _ = http.NewRequest("GET", e.hs.URL+"/strip/users/7", nil)
 	req.Header.Set("X-Request-Id", "bad id with spaces")
 	req.Header.Set("X-Forwarded-Prefix", "/forged")
+	req.Header.Set("X-Forwarded-For", "198.51.100.1")
+	req.Header.Set("Connection", "X-Forwarded-For")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +130,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if s.Path != "/users/7" {
 		t.Errorf("stripped path = %q, want /users/7", s.Path)
+	}
+	if xff := s.Header.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For named by Connection: service got %q, want only the client's address", xff)
 	}
 	// What the service prepends to its paths for links the client can follow.
 	if p := s.Header.Values("X-Forwarded-Prefix"); len(p) != 1 || p[0] != "/strip" {

@@ -242,7 +242,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if host, _, err := net.SplitHostPort(ip); err == nil {
 		ip = host
 	}
-	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+	// The client's value as copied above: one its Connection header names
+	// is for the gateway alone (RFC 9110 7.6.1), and goes no further.
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 		ex.vals[1] = strings.Join(prior, ", ") + ", " + ip
 	} else {
 		ex.vals[1] = ip
