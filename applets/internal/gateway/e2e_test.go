@@ -1068,6 +1068,19 @@ func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
 			t.Errorf("%s: handler saw %q, want %q", tc.name, got, tc.want)
 		}
 	}
+	// An empty chunked body, which Go's client does not send: its length
+	// is no more known than that of any chunked body.
+	c := dialRaw(t, e)
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "ContentLength -1, TransferEncoding [chunked], read 0, <nil>"; string(got) != want {
+		t.Errorf("HTTP/1.1 empty chunked: handler saw %q, want %q", got, want)
+	}
 }
 
 // TestNilHeaderSuppresses checks that a handler that sets Content-Type or

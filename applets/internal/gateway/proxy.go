@@ -387,6 +387,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			more = true
 		} else {
 			first, more, err = stream.head(ex.timer, g.firstWait)
+			// A head with no payload and no Narun-Body is a request
+			// without a body, of length 0; an empty chunked body's
+			// length was no more known than another's, and the service
+			// learns it from the first pull's empty end.
+			more = more || len(first) == 0
 		}
 	case r.ContentLength > int64(body.chunk) && expectsContinue(r.Header["Expect"]):
 		// net/http asks the client for its body (100 Continue) on the
