@@ -46,8 +46,9 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 		return nil, nil, fmt.Errorf("%w: path %q does not start with /", errBadRequest, path)
 	}
 	uri := path
-	if q := h.Get(HeaderQuery); q != "" {
-		uri += "?" + q
+	if q := h[HeaderQuery]; len(q) > 0 {
+		// Even empty: the client asked for "/a?", not "/a".
+		uri += "?" + q[0]
 	}
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {

@@ -59,7 +59,7 @@ stage "fuzz (short runs)"
 # may report "context deadline exceeded" as a failure when the time runs
 # out while a worker is busy (go.dev/issue/75804, fixed in Go 1.27).
 # 10000 inputs per target keep this stage to about two minutes for its
-# twenty targets: a check that each still runs on its seeds and what grows
+# nineteen targets: a check that each still runs on its seeds and what grows
 # from them; NARUN_FUZZTIME=1000000x (say) fuzzes for real.
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")

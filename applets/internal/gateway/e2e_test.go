@@ -28,10 +28,10 @@ import (
 
 // seen is what a handler observed of a request.
 type seen struct {
-	Method, Path, RawPath, Query, Host, RemoteAddr, Proto string
-	Header                                                http.Header
-	Body                                                  string
-	Deadline                                              bool
+	Method, Path, RawPath, Query, RequestURI, Host, RemoteAddr, Proto string
+	Header                                                            http.Header
+	Body                                                              string
+	Deadline                                                          bool
 }
 
 func recorder() http.Handler {
@@ -42,7 +42,7 @@ func recorder() http.Handler {
 		w.Header().Set("X-Reply", "yes")
 		w.Header().Add("Set-Cookie", "a=1")
 		w.Header().Add("Set-Cookie", "b=2")
-		_ = json.NewEncoder(w).Encode(seen{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.Host, r.RemoteAddr, r.Proto, r.Header, string(b), dl})
+		_ = json.NewEncoder(w).Encode(seen{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.RequestURI, r.Host, r.RemoteAddr, r.Proto, r.Header, string(b), dl})
 	})
 }
 
@@ -141,6 +141,21 @@ func TestRoundTrip(t *testing.T) {
 	rid := resp.Header.Get("X-Request-Id")
 	if rid == "" || rid == "bad id with spaces" || s.Header.Get("X-Request-Id") != rid {
 		t.Errorf("request id out %q, in %q: want a generated id, the same on both sides", rid, s.Header.Get("X-Request-Id"))
+	}
+
+	// An empty query is still a query: "/a?" is another URL than "/a" to
+	// a signature or a cache key.
+	resp, err = http.Get(e.hs.URL + "/rec/q?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s = seen{}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s.RequestURI != "/rec/q?" || s.Query != "" {
+		t.Errorf("request URI %q, query %q: want /rec/q? and an empty query", s.RequestURI, s.Query)
 	}
 }
 

@@ -287,7 +287,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h["X-Forwarded-Proto"] = ex.vals[3:4:4]
 	h[consumer.HeaderMethod] = ex.vals[4:5:5]
 	h[consumer.HeaderPath] = ex.vals[5:6:6]
-	if ex.vals[6] != "" {
+	// Empty for a bare "?": "/a?" is another URL than "/a" to a signature
+	// or a cache key.
+	if ex.vals[6] != "" || r.URL.ForceQuery {
 		h[consumer.HeaderQuery] = ex.vals[6:7:7]
 	}
 	h[consumer.HeaderHost] = ex.vals[2:3:3]
