@@ -143,6 +143,19 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("request id out %q, in %q: want a generated id, the same on both sides", rid, s.Header.Get("X-Request-Id"))
 	}
 
+	// A sane id the client's Connection names is for the gateway alone too.
+	req, _ = http.NewRequest("GET", e.hs.URL+"/rec/", nil)
+	req.Header.Set("X-Request-Id", "hop-id-1")
+	req.Header.Set("Connection", "x-request-id")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Request-Id"); got == "" || got == "hop-id-1" {
+		t.Errorf("request id %q for a client's X-Request-Id its Connection names: want a generated one", got)
+	}
+
 	// An empty query is still a query: "/a?" is another URL than "/a" to
 	// a signature or a cache key.
 	resp, err = http.Get(e.hs.URL + "/rec/q?")

@@ -95,7 +95,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	rid := r.Header.Get("X-Request-Id")
-	if !saneRequestID(rid) {
+	// One the client's Connection header names is for the gateway alone
+	// (RFC 9110 7.6.1), as every header it names: not the request's id.
+	if conn := r.Header["Connection"]; len(conn) > 0 && listed(conn, "X-Request-Id") || !saneRequestID(rid) {
 		rid = g.newRequestID()
 	}
 	ex.vals[0] = rid
