@@ -346,7 +346,7 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), signature(s), s.Ready, s.Desired)
 	}
 	if s.Outdated != "" {
-		fmt.Fprintf(e.stdio.Stderr, "warning: the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s\n", s.Name, s.Outdated)
+		e.warnf("the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s", s.Name, s.Outdated)
 	}
 	t := e.table("NODE", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON")
 	for _, in := range s.Instances {

@@ -335,6 +335,19 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 	if !strings.Contains(r.err, "warning: node ghost sends no heartbeat") || strings.Contains(r.err, "node node-1") {
 		t.Errorf("stderr: %q", r.err)
 	}
+	// Under JSON logs a script reads every line of stderr as JSON; the
+	// log level, which a device's narun.toml may set for the service,
+	// does not hide a deploy's warnings.
+	r = h.ok("", "--log-format", "json", "deploy", p, "--json")
+	var rec struct{ Level, Msg string }
+	if lines := strings.Split(strings.TrimSuffix(r.err, "\n"), "\n"); len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &rec) != nil ||
+		rec.Level != "WARN" || !strings.HasPrefix(rec.Msg, "node ghost sends no heartbeat") {
+		t.Errorf("stderr under --log-format json: %q; want one JSON WARN record of the absent node", r.err)
+	}
+	r = h.ok("", "--log-level", "error", "--log-format", "json", "deploy", p)
+	if !strings.Contains(r.err, `"level":"WARN"`) || !strings.Contains(r.err, "node ghost sends no heartbeat") {
+		t.Errorf("stderr under --log-level error: %q; want the warning all the same", r.err)
+	}
 
 	// A label selector matched by no live node is as good as a typo.
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge", "zone": "a"}})

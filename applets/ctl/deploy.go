@@ -196,7 +196,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 // can lint specs offline.
 func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error {
 	if err := e.connect(); err != nil {
-		fmt.Fprintf(e.stdio.Stderr, "warning: %v; checked the spec and binaries only, not what a deploy checks in NATS: %s; a deploy may still refuse it\n", err, strings.Join(offlineSkips(d), "; "))
+		e.warnf("%v; checked the spec and binaries only, not what a deploy checks in NATS: %s; a deploy may still refuse it", err, strings.Join(offlineSkips(d), "; "))
 		return e.reportDeploy(c, d.res, d.bins)
 	}
 	defer e.close()
@@ -258,7 +258,7 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	warnDynamicBinaries(e.stdio.Stderr, app, bins)
+	e.warnDynamicBinaries(app, bins)
 	if len(bins) > 0 && len(app.Binaries) > 0 {
 		return nil, usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
 	}
@@ -574,13 +574,13 @@ func binaryObject(app *spec.App, arch, sum string) string {
 // warnDynamicBinaries names each dynamically linked binary of a sandboxed
 // app that lacks the shared_libs preset: Landlock would refuse its loader,
 // and every instance would fail to start after the upload.
-func warnDynamicBinaries(w io.Writer, app *spec.App, bins []binaryFile) {
+func (e *env) warnDynamicBinaries(app *spec.App, bins []binaryFile) {
 	if app.Mode != spec.ModeSandbox || slices.Contains(app.Sandbox.Presets, sandbox.PresetSharedLibs) {
 		return
 	}
 	for _, b := range bins {
 		if interp := sandbox.Interpreter(b.Path); interp != "" {
-			fmt.Fprintf(w, "warning: %s is dynamically linked (loader %s) but [sandbox] presets lack %q: its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset\n", b.Path, interp, sandbox.PresetSharedLibs)
+			e.warnf("%s is dynamically linked (loader %s) but [sandbox] presets lack %q: its instances will fail to start; build it static (CGO_ENABLED=0) or add the preset", b.Path, interp, sandbox.PresetSharedLibs)
 		}
 	}
 }
@@ -760,7 +760,7 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 		if !errors.Is(verr, jetstream.ErrDigestMismatch) {
 			return fmt.Errorf("check %s: %w", b.Object, verr)
 		}
-		fmt.Fprintf(e.stdio.Stderr, "%s in %s is damaged (%v): uploading it again\n", b.Object, names.BinariesBucket, verr)
+		e.infof("%s in %s is damaged (%v): uploading it again", b.Object, names.BinariesBucket, verr)
 	case err == nil:
 		return fmt.Errorf("upload %s: object %s already holds other bytes (sha256 %s) and is not replaced; nothing deployed (narun ctl image delete %s if no spec uses it)", b.Path, b.Object, store.DigestHex(info), b.Object)
 	case !isNotFound(err):
@@ -772,7 +772,7 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 		if err == nil || attempt == 4 || ctx.Err() != nil || !transient(err) {
 			break
 		}
-		fmt.Fprintf(e.stdio.Stderr, "upload %s failed (%v), retrying in %s\n", b.Object, err, backoff)
+		e.infof("upload %s failed (%v), retrying in %s", b.Object, err, backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -806,7 +806,7 @@ func (e *env) stampBinaries(ctx context.Context, d *deployment) error {
 		case i < 0:
 			return notFound("nothing deployed: binary %s for %s was deleted from %s since it was checked (narun ctl image delete?); deploy with --binary", b.Object, arch, names.BinariesBucket)
 		}
-		fmt.Fprintf(e.stdio.Stderr, "%s was deleted from %s since it was checked (another deploy's prune?): uploading it again\n", b.Object, names.BinariesBucket)
+		e.infof("%s was deleted from %s since it was checked (another deploy's prune?): uploading it again", b.Object, names.BinariesBucket)
 		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
 			return err
 		}
@@ -836,7 +836,7 @@ func (e *env) putBinary(ctx context.Context, obs jetstream.ObjectStore, b *binar
 	defer f.Close()
 	var r io.Reader = f
 	var bar *progress
-	if isTerminal(e.stdio.Stderr) {
+	if isTerminal(e.stdio.Stderr) && !e.jsonLogs() {
 		bar = &progress{w: e.stdio.Stderr, name: b.Object, total: b.Size}
 		r = io.TeeReader(f, bar)
 	}
@@ -904,14 +904,14 @@ func (p *progress) done() { fmt.Fprintln(p.w) }
 func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	for _, id := range app.Nodes {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects\n", id)
+			e.warnf("node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects", id)
 		}
 	}
 	// A node that died moments ago keeps its heartbeat until the entry
 	// expires: it is selected, yet runs nothing of this spec until back.
 	for _, n := range nodes {
 		if app.ReplicasOn(n.ID, n.Labels) > 0 && late(n, e.serverNow()) {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back\n", shown(n.ID), shortDuration(e.serverNow().Sub(n.Stored)))
+			e.warnf("node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back", shown(n.ID), shortDuration(e.serverNow().Sub(n.Stored)))
 		}
 	}
 	// A label selector no live node matches (a typo, a node not yet
@@ -921,7 +921,7 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 		for _, k := range slices.Sorted(maps.Keys(app.Labels)) {
 			pairs = append(pairs, k+"="+app.Labels[k])
 		}
-		fmt.Fprintf(e.stdio.Stderr, "warning: no node that sends a heartbeat has the labels %s (narun ctl node list shows them); instances start on a node once it does\n", strings.Join(pairs, ","))
+		e.warnf("no node that sends a heartbeat has the labels %s (narun ctl node list shows them); instances start on a node once it does", strings.Join(pairs, ","))
 	}
 }
 
@@ -934,7 +934,7 @@ func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
 			continue
 		}
 		if _, ok := app.Binary(n.Arch); !ok {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)\n", shown(n.ID), shown(n.Arch), shown(n.Arch))
+			e.warnf("node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)", shown(n.ID), shown(n.Arch), shown(n.Arch))
 		}
 	}
 }
@@ -963,10 +963,10 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 			continue
 		}
 		if late(n, now) {
-			fmt.Fprintf(e.stdio.Stderr, "warning: node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back\n", shown(n.ID), why)
+			e.warnf("node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back", shown(n.ID), why)
 			continue
 		}
-		fmt.Fprintf(e.stdio.Stderr, "warning: node %s %s: it will not run this deploy\n", shown(n.ID), why)
+		e.warnf("node %s %s: it will not run this deploy", shown(n.ID), why)
 		refusing = append(refusing, n.ID)
 	}
 	return refusing
@@ -989,7 +989,7 @@ func (e *env) checkRoutes(ctx context.Context, app *spec.App, key *signing.Key) 
 			continue // this deploy replaces it
 		}
 		delete(others, other)
-		fmt.Fprintf(e.stdio.Stderr, "warning: the routes entry %q in %s is not signed by this ctl's key (%s): nodes with trusted keys ignore it, and so does this deploy's route check\n", other, names.RoutesBucket, unsigned[other])
+		e.warnf("the routes entry %q in %s is not signed by this ctl's key (%s): nodes with trusted keys ignore it, and so does this deploy's route check", other, names.RoutesBucket, unsigned[other])
 	}
 	if err := gateway.CheckAppRoutes(app.Name, app.Routes, others); err != nil {
 		return fmt.Errorf("nothing deployed: %w (narun ctl route list shows the routes of every app)", err)
@@ -1068,7 +1068,7 @@ func (e *env) dropRoutesOfDeleted(ctx context.Context, apps jetstream.KeyValue, 
 	if _, err := apps.Get(octx, app); err == nil {
 		return nil
 	} else if !isNotFound(err) {
-		fmt.Fprintf(e.stdio.Stderr, "warning: could not check that %s was not deleted meanwhile: %v\n", app, err)
+		e.warnf("could not check that %s was not deleted meanwhile: %v", app, err)
 		return nil
 	}
 	routes, err := e.kv(ctx, names.RoutesBucket)

@@ -97,7 +97,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		// Following waits for an app about to be deployed; a typo must
 		// still be told from an app that prints nothing.
 		if err := e.noLogs(ctx, app); cli.ExitCode(err) == ExitNotFound {
-			fmt.Fprintf(e.stdio.Stderr, "warning: %v; waiting for its lines\n", err)
+			e.warnf("%v; waiting for its lines", err)
 		}
 	}
 	ctx, cancel = context.WithCancel(ctx)

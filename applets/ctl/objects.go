@@ -268,7 +268,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 	}
 	for _, name := range c.Args().Slice() {
 		if revs := kept[name]; len(revs) > 0 {
-			fmt.Fprintf(e.stdio.Stderr, "warning: %s %s is pinned by earlier revisions %s keeps, which app rollback will refuse to restore once it is gone: %s\n", what, name, names.AppsBucket, strings.Join(revs, ", "))
+			e.warnf("%s %s is pinned by earlier revisions %s keeps, which app rollback will refuse to restore once it is gone: %s", what, name, names.AppsBucket, strings.Join(revs, ", "))
 		}
 		octx, cancel := e.op(ctx)
 		err := obs.Delete(octx, name)

@@ -89,7 +89,7 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 			continue
 		}
 		if err := e.pruneObject(ctx, names.BinariesBucket, name, now); err != nil {
-			fmt.Fprintf(e.stdio.Stderr, "warning: superseded binary %s not deleted: %v (narun ctl image delete removes it)\n", name, err)
+			e.warnf("superseded binary %s not deleted: %v (narun ctl image delete removes it)", name, err)
 		}
 	}
 }

@@ -50,7 +50,7 @@ func signingKeygen(_ context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	fmt.Fprintln(e.out(), key.Public())
-	fmt.Fprintf(e.stdio.Stderr, "signing key written to %s: add the public key above to trusted_keys in [runner] and [gateway] of every node, and set [ctl] signing_key_file = %q\n", path, path)
+	e.infof("signing key written to %s: add the public key above to trusted_keys in [runner] and [gateway] of every node, and set [ctl] signing_key_file = %q", path, path)
 	return nil
 }
 
@@ -94,7 +94,7 @@ func (e *env) signer() (*signing.Key, error) {
 	case err != nil:
 		// Not "storing unsigned": deploy, restart and rollback go on to
 		// a node key a heartbeat names (nodeSigner), and say so.
-		fmt.Fprintf(e.stdio.Stderr, "warning: %v; not signing with it\n", err)
+		e.warnf("%v; not signing with it", err)
 		return nil, nil
 	}
 	return key, nil
@@ -130,7 +130,7 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 		if !slices.Contains(n.TrustedKeys, k.Public()) {
 			continue
 		}
-		fmt.Fprintf(e.stdio.Stderr, "signing with the node key of %s (%s)\n", n.ID, path)
+		e.infof("signing with the node key of %s (%s)", n.ID, path)
 		return k
 	}
 	return nil
@@ -232,7 +232,7 @@ func (e *env) orderOf(bucket, name string, key *signing.Key, values [][]byte, se
 		}
 	}
 	if refused != nil {
-		fmt.Fprintf(e.stdio.Stderr, "warning: %s in %s holds a value this ctl's key signed before, stored again, which nodes refuse (%v): something other than narun ctl wrote it\n", name, bucket, refused)
+		e.warnf("%s in %s holds a value this ctl's key signed before, stored again, which nodes refuse (%v): something other than narun ctl wrote it", name, bucket, refused)
 	}
 	return o
 }
@@ -298,7 +298,7 @@ func notOurSpec(app, reason string) error {
 func (e *env) warnRepinned(prev, next map[string]string) {
 	for _, obj := range slices.Sorted(maps.Keys(next)) {
 		if old, ok := prev[obj]; ok && old != next[obj] {
-			fmt.Fprintf(e.stdio.Stderr, "warning: file %s changed since the last deploy: pinning its new content (sha256 %s… → %s…); if you did not run narun ctl files put for it, something else replaced it\n", obj, prefix(old), prefix(next[obj]))
+			e.warnf("file %s changed since the last deploy: pinning its new content (sha256 %s… → %s…); if you did not run narun ctl files put for it, something else replaced it", obj, prefix(old), prefix(next[obj]))
 		}
 	}
 }

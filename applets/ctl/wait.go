@@ -257,7 +257,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Waiting) == 0 {
 				r.Down = append(r.Down, w.stopped(nodes)...)
 				if len(r.Down) > 0 {
-					fmt.Fprintf(w.e.stdio.Stderr, "warning: %s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)\n", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
+					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
 				}
 				return r, nil
 			}
@@ -308,9 +308,13 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				}
 				if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
 					w.shown[key] = line
-					// Any NATS client can publish an event: its reason
-					// must not act on the terminal.
-					fmt.Fprintln(w.e.stdio.Stderr, shown(line))
+					if w.e.jsonLogs() {
+						w.e.log.Info("instance event", "node", ev.Node, "instance", ev.ID, "state", ev.State, "reason", ev.Reason)
+					} else {
+						// Any NATS client can publish an event: its reason
+						// must not act on the terminal.
+						fmt.Fprintln(w.e.stdio.Stderr, shown(line))
+					}
 				}
 			}
 		case <-tick.C:
