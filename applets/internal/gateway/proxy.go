@@ -285,7 +285,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	ex.vals[7] = r.RemoteAddr
 	h["X-Request-Id"] = ex.vals[0:1:1]
 	h["X-Forwarded-For"] = ex.vals[1:2:2]
-	h["X-Forwarded-Host"] = ex.vals[2:3:3]
+	// An HTTP/1.0 client may send no Host: the service then gets none,
+	// not an empty one, and never the client's own X-Forwarded-Host.
+	if r.Host != "" {
+		h["X-Forwarded-Host"] = ex.vals[2:3:3]
+		h[consumer.HeaderHost] = ex.vals[2:3:3]
+	} else {
+		delete(h, "X-Forwarded-Host")
+		delete(h, consumer.HeaderHost)
+	}
 	h["X-Forwarded-Proto"] = ex.vals[3:4:4]
 	h[consumer.HeaderMethod] = ex.vals[4:5:5]
 	h[consumer.HeaderPath] = ex.vals[5:6:6]
@@ -294,7 +302,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if ex.vals[6] != "" || r.URL.ForceQuery {
 		h[consumer.HeaderQuery] = ex.vals[6:7:7]
 	}
-	h[consumer.HeaderHost] = ex.vals[2:3:3]
 	h[consumer.HeaderRemoteAddr] = ex.vals[7:8:8]
 	h[consumer.HeaderTimeout] = ex.vals[8:9:9]
 

@@ -574,6 +574,43 @@ func TestInterimResponses(t *testing.T) {
 	}
 }
 
+// TestRequestWithoutHost checks that an HTTP/1.0 request without Host
+// reaches the service with no host at all: not an empty X-Forwarded-Host
+// or Narun-Host, and not the one the client sent.
+func TestRequestWithoutHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/nohost", Service: "nohost"}))
+	nc := natsConn(t, e)
+	heads := make(chan nats.Header, 1)
+	_, err := nc.Subscribe("nohost", func(m *nats.Msg) {
+		heads <- m.Header
+		_ = m.Respond([]byte("ok"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	fmt.Fprintf(c, "GET /nohost HTTP/1.0\r\nX-Forwarded-Host: chosen.example\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	h := <-heads
+	for _, k := range []string{"X-Forwarded-Host", "Narun-Host"} {
+		if v, ok := h[k]; ok {
+			t.Errorf("%s %q sent for a request without Host, want none", k, v)
+		}
+	}
+}
+
 // TestStreamedHeadBadLength checks that a streamed head whose
 // Content-Length is no single number (two values, from one spelling or
 // two, or not a number) is sent without it, its body chunked, rather than
