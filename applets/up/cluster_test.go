@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,17 +43,45 @@ func TestUpFirstClusterStartWaitsForMembers(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
-// A SIGHUP while narun up waits for JetStream at the first start of a
-// cluster (a log rotation's kill -HUP, an operator reloading every node)
-// leaves it waiting: it ended the process, whose reload handler is only
-// installed once it serves.
-func TestUpSIGHUPWhileWaitingForJetStream(t *testing.T) {
+// While narun up waits for JetStream at the first start of a cluster, it
+// asks a service manager for more time: systemd would otherwise kill the
+// wait at TimeoutStartSec, start it again and kill it again until the other
+// members are up. A SIGHUP then (a log rotation's kill -HUP, an operator
+// reloading every node) leaves it waiting: it ended the process, whose
+// reload handler is only installed once it serves.
+func TestUpWaitingForJetStream(t *testing.T) {
 	config, _, _ := firstMemberConfig(t)
-	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
-		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	sock := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cmd, out := startUpEnv(t, t.TempDir(), []string{"NOTIFY_SOCKET=" + sock}, "--config", config, "--node-id", "u1",
+		"--nats-listen", testutil.FreeAddr(t), "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
 		return strings.Contains(out.String(), "waiting for JetStream to answer")
 	})
+	if err := notify.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	for {
+		n, err := notify.Read(buf)
+		if err != nil {
+			t.Fatalf("no EXTEND_TIMEOUT_USEC while waiting for JetStream (%v); output:\n%s", err, out.String())
+		}
+		said := string(buf[:n])
+		if said == "READY=1" {
+			t.Fatalf("READY=1 before JetStream answered; output:\n%s", out.String())
+		}
+		if usec, ok := strings.CutPrefix(said, "EXTEND_TIMEOUT_USEC="); ok {
+			if d, err := time.ParseDuration(usec + "us"); err != nil || d < 20*time.Second {
+				t.Fatalf("asked for %s µs more (%v), want more than the time to its next ask", usec, err)
+			}
+			break
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/sdnotify"
 	"github.com/narun/narun/applets/internal/signing"
 )
 
@@ -227,7 +228,7 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 	if err != nil {
 		return nil, nil, err
 	}
-	var warned time.Time
+	var warned, extended time.Time
 	for attempt := 1; ; attempt++ {
 		unsigned, others, err := k.tryScan(ctx, js, nc)
 		if err == nil {
@@ -238,6 +239,15 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 		}
 		if ctx.Err() != nil {
 			return nil, nil, err
+		}
+		// A new cluster's first member waits here for the others, which
+		// may be started minutes later: a service manager's start timeout
+		// would kill it meanwhile, and start it again, to wait again. It
+		// is asked for more time as long as narun waits, as k3s's unit
+		// waits for its etcd's quorum.
+		if time.Since(extended) >= extendEvery {
+			_ = sdnotify.Send(sdnotify.Extend(3 * extendEvery))
+			extended = time.Now()
 		}
 		// Said again about once a minute: the server's own lines (a route
 		// refused for a wrong login, say) may have buried the first one.
@@ -255,6 +265,10 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 		}
 	}
 }
+
+// extendEvery is how often a start waiting for JetStream asks the service
+// manager for more time.
+const extendEvery = 10 * time.Second
 
 // tryScan is one try of scan, once JetStream has answered a probe.
 func (k *nodeKey) tryScan(ctx context.Context, js jetstream.JetStream, nc *nats.Conn) ([]stored, map[string]int, error) {
