@@ -536,14 +536,7 @@ func TestNarunPath(t *testing.T) {
 		{"/x/./a%2Fb", "/x/a/b"},
 		{"/a%2F..%2Fb", "/b"},
 	} {
-		c := dialRaw(t, e)
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tc.sent)
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.sent, err)
-		}
-		resp.Body.Close()
+		resp, _ := rawExchange(t, e, "GET "+tc.sent+" HTTP/1.1\r\nHost: a\r\n\r\n")
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%q: status %d", tc.sent, resp.StatusCode)
 		}
@@ -980,16 +973,8 @@ func TestRequestTargetForms(t *testing.T) {
 		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "CONNECT is not supported"},
 		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200, ""},
 	} {
-		c := dialRaw(t, e)
-		_, _ = io.WriteString(c, tc.request)
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.bodyHas) || strings.Contains(string(body), "served") {
+		resp, body := rawExchange(t, e, tc.request)
+		if resp.StatusCode != tc.status || !strings.Contains(body, tc.bodyHas) || strings.Contains(body, "served") {
 			t.Errorf("%s: %d %q, want %d with %q, not the service's answer", tc.name, resp.StatusCode, body, tc.status, tc.bodyHas)
 		}
 	}
@@ -1098,15 +1083,8 @@ func TestBodyLengthAsNetHTTPTellsIt(t *testing.T) {
 	}
 	// An empty chunked body, which Go's client does not send: its length
 	// is no more known than that of any chunked body.
-	c := dialRaw(t, e)
-	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := "ContentLength -1, TransferEncoding [chunked], read 0, <nil>"; string(got) != want {
+	_, got := rawExchange(t, e, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if want := "ContentLength -1, TransferEncoding [chunked], read 0, <nil>"; got != want {
 		t.Errorf("HTTP/1.1 empty chunked: handler saw %q, want %q", got, want)
 	}
 }

@@ -561,15 +561,7 @@ func TestInterimResponses(t *testing.T) {
 		}
 	}
 
-	c := dialRaw(t, e)
-	fmt.Fprintf(c, "GET /go HTTP/1.0\r\nHost: a\r\n\r\n")
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp, _ := rawExchange(t, e, "GET /go HTTP/1.0\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 {
 		t.Errorf("HTTP/1.0 client: first response %d, want the final 200: no interim response to HTTP/1.0", resp.StatusCode)
 	}
 }
@@ -592,15 +584,7 @@ func TestRequestWithoutHost(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c := dialRaw(t, e)
-	fmt.Fprintf(c, "GET /nohost HTTP/1.0\r\nX-Forwarded-Host: chosen.example\r\n\r\n")
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp, _ := rawExchange(t, e, "GET /nohost HTTP/1.0\r\nX-Forwarded-Host: chosen.example\r\n\r\n"); resp.StatusCode != 200 {
 		t.Fatalf("status %d, want 200", resp.StatusCode)
 	}
 	h := <-heads

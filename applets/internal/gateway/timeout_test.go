@@ -38,6 +38,22 @@ func dialRaw(t *testing.T, e *env) net.Conn {
 	return c
 }
 
+// rawExchange sends request, as it is, on a new connection and returns the
+// response with its body read whole.
+func rawExchange(t *testing.T, e *env, request string) (*http.Response, string) {
+	t.Helper()
+	c := dialRaw(t, e)
+	_, _ = io.WriteString(c, request)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response to %q: %v", request, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
 // TestStalledBodyTimesOut sends part of a request body and then nothing:
 // the route's timeout, or body_idle_timeout long before it, must end the
 // exchange with a 408 that names the bound, close the connection (the rest
