@@ -46,7 +46,7 @@ type statusMsg struct {
 // SetupError is a sandbox that could not be set up; the app never ran.
 type SetupError struct {
 	// Stage is the step that failed: "config", "cgroup", "mount",
-	// "hostname", "network", "bridge", "privileges", "landlock", "exec",
+	// "hostname", "network", "bridge", "privileges", "landlock", "seccomp", "exec",
 	// or "launcher" when it died without saying why.
 	Stage string
 	// Msg is the failure, as the launcher saw it.

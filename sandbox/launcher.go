@@ -139,7 +139,8 @@ type launcher struct {
 
 // setup runs every step that needs root, in the order that keeps each
 // possible: mounts and listeners first, then cgroups, then the host's
-// mounts made read-only, then dropping capabilities, and Landlock last.
+// mounts made read-only, then dropping capabilities, then Landlock, and
+// the seccomp filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
@@ -173,6 +174,13 @@ func (l *launcher) setup() (string, error) {
 	}
 	if err := l.applyLandlock(); err != nil {
 		return "landlock", err
+	}
+	// The network namespace confines only the socket families the kernel
+	// keeps per namespace; the others would reach past it.
+	if cfg.newNet() {
+		if err := confineSockets(); err != nil {
+			return "seccomp", err
+		}
 	}
 	return "", nil
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -344,6 +345,79 @@ func TestCatalogueControl(t *testing.T) {
 				t.Fatalf("allowed access failed: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// A network namespace confines only the socket families the kernel keeps
+// per namespace: an AF_VSOCK socket made inside one still reaches the
+// hypervisor and, with vsock's loopback transport, the machine's own vsock
+// listeners. Without host networking the app opens only namespaced
+// families, and no io_uring, whose IORING_OP_SOCKET would open the others
+// past the filter; with host networking neither is refused.
+func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
+	requireRoot(t)
+	if networkFilter(runtime.GOARCH) == nil {
+		t.Skipf("no seccomp filter of socket families on %s (docs/SECURITY.md, Known limits)", runtime.GOARCH)
+	}
+	// What the host itself allows: a kernel without vsock, or with
+	// io_uring turned off, refuses them before the sandbox does.
+	vsock := true
+	if fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0); err != nil {
+		vsock = false
+	} else {
+		unix.Close(fd)
+	}
+	var params [120]byte
+	iouring := true
+	if fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0); errno != 0 {
+		iouring = false
+	} else {
+		unix.Close(int(fd))
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		network string
+		refused string // the error the app gets; "" = allowed
+		needs   bool   // the host allows it
+	}{
+		{"vsock-none", []string{"socket", "vsock"}, NetworkNone, "address family not supported", vsock},
+		{"vsock-isolated", []string{"socket", "vsock"}, NetworkIsolated, "address family not supported", vsock},
+		{"io-uring-none", []string{"iouring"}, NetworkNone, "operation not permitted", iouring},
+		{"inet-none", []string{"socket", "inet"}, NetworkNone, "", true},
+		{"unix-none", []string{"socket", "unix"}, NetworkNone, "", true},
+		{"netlink-none", []string{"socket", "netlink"}, NetworkNone, "", true},
+		{"vsock-host", []string{"socket", "vsock"}, NetworkHost, "", vsock},
+		{"io-uring-host", []string{"iouring"}, NetworkHost, "", iouring},
+	}
+	for _, tc := range tests {
+		for _, root := range []bool{false, true} {
+			name := tc.name
+			if root {
+				name += "-as-root"
+			}
+			t.Run(name, func(t *testing.T) {
+				if !tc.needs {
+					t.Skipf("the host itself refuses %s", tc.args)
+				}
+				cfg := testConfig(t, tc.args...)
+				cfg.Network = tc.network
+				if cfg.Network != NetworkHost {
+					cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+					serveBridge(t, cfg, "127.0.0.1:1")
+				}
+				if root {
+					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				}
+				out, err := runSandbox(t, cfg)
+				switch {
+				case tc.refused == "" && (err != nil || !strings.Contains(out, "ESCAPED")):
+					t.Fatalf("refused, want allowed: %v\n%s", err, out)
+				case tc.refused != "" && (exitCode(err) != 10 || !strings.Contains(out, tc.refused)):
+					t.Fatalf("want refused with %q: %v\n%s", tc.refused, err, out)
+				}
+			})
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,6 +60,29 @@ func main() {
 			unix.Close(fd)
 		}
 		verdict(err)
+	case "socket":
+		// A socket of the family named: vsock, inet, unix or netlink.
+		families := map[string][2]int{"vsock": {unix.AF_VSOCK, unix.SOCK_STREAM}, "inet": {unix.AF_INET, unix.SOCK_STREAM},
+			"unix": {unix.AF_UNIX, unix.SOCK_STREAM}, "netlink": {unix.AF_NETLINK, unix.SOCK_RAW}}
+		f, ok := families[arg]
+		if !ok {
+			fmt.Fprintln(os.Stderr, "unknown family", arg)
+			os.Exit(2)
+		}
+		fd, err := unix.Socket(f[0], f[1], 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		verdict(err)
+	case "iouring":
+		// Its IORING_OP_SOCKET would open any socket past a filter of socket(2).
+		var params [120]byte
+		fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0)
+		if errno != 0 {
+			verdict(errno)
+		}
+		unix.Close(int(fd))
+		verdict(nil)
 	case "mount":
 		verdict(unix.Mount("none", arg, "tmpfs", 0, ""))
 	case "userns":

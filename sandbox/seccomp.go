@@ -1,0 +1,145 @@
+package sandbox
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// namespacedFamilies are the socket address families an app without host
+// networking may open: those the kernel keeps per network namespace, so
+// that the namespace confines them. Others are not: AF_VSOCK reaches the
+// hypervisor and the other VMs of the host (and, with its loopback
+// transport, every vsock listener of the machine), AF_BLUETOOTH and
+// AF_QIPCRTR the host's radios and modems, whatever namespace the socket
+// was made in.
+var namespacedFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+
+// seccompArch is what the filter needs to know of the architecture it is
+// built for.
+type seccompArch struct {
+	audit uint32 // AUDIT_ARCH_* of native system calls
+	// socket and ioUringSetup are the native numbers of those calls,
+	// written out since x/sys/unix has only those of the build's GOARCH.
+	socket, ioUringSetup uint32
+	// socketcall is the multiplexed socket call, -1 where the native table
+	// has none. Its family lies in memory, out of a filter's reach: it is
+	// refused, and Go and the C libraries of these architectures use the
+	// direct calls.
+	socketcall int64
+	// x32 is set on amd64, where a system call number with bit 30 set is
+	// one of the x32 ABI, made with the native AUDIT_ARCH.
+	x32       bool
+	bigEndian bool
+}
+
+// seccompArchs are the architectures whose Go programs open sockets with
+// the direct socket(2) call; on 386 and s390x Go uses socketcall(2),
+// which a filter cannot read, and the filter is not installed
+// (docs/SECURITY.md, "Known limits").
+var seccompArchs = map[string]seccompArch{
+	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, socketcall: -1, x32: true},
+	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, socketcall: -1},
+	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, socketcall: -1},
+	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, socketcall: -1},
+	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, socketcall: -1},
+	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, socketcall: 102},
+	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, socketcall: 102, bigEndian: true},
+	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, socketcall: -1, bigEndian: true},
+	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, socketcall: -1},
+}
+
+// networkFilter is the seccomp filter of an app with a network namespace
+// of its own: socket(2) only for namespacedFamilies, no io_uring (whose
+// IORING_OP_SOCKET opens sockets without socket(2), past any filter), and
+// no system call of another ABI (a 32-bit program's, or int 0x80 from a
+// 64-bit one), whose socketcall(2) the filter could not read either. It
+// returns nil on an architecture the filter does not support.
+func networkFilter(goarch string) []unix.SockFilter {
+	a, ok := seccompArchs[goarch]
+	if !ok {
+		return nil
+	}
+	const (
+		offNr   = 0 // struct seccomp_data
+		offArch = 4
+		offArg0 = 16
+	)
+	arg0 := uint32(offArg0) // the family is an int: the low half of args[0]
+	if a.bigEndian {
+		arg0 += 4
+	}
+	// Jumps name their targets; resolved into offsets below.
+	const (
+		toNext = iota
+		toAllow
+		toENOSYS
+		toEPERM
+		toEAFNOSUPPORT
+	)
+	type insn struct {
+		code   uint16
+		k      uint32
+		jt, jf int
+	}
+	load := func(off uint32) insn { return insn{code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, k: off} }
+	jeq := func(k uint32, jt, jf int) insn {
+		return insn{code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, k: k, jt: jt, jf: jf}
+	}
+	prog := []insn{
+		load(offArch),
+		jeq(a.audit, toNext, toENOSYS),
+		load(offNr),
+	}
+	if a.x32 {
+		prog = append(prog, insn{code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, k: 0x40000000, jt: toENOSYS, jf: toNext})
+	}
+	if a.socketcall >= 0 {
+		prog = append(prog, jeq(uint32(a.socketcall), toENOSYS, toNext))
+	}
+	prog = append(prog,
+		jeq(a.ioUringSetup, toEPERM, toNext),
+		jeq(a.socket, toNext, toAllow),
+		load(arg0),
+	)
+	for _, f := range namespacedFamilies {
+		prog = append(prog, jeq(f, toAllow, toNext))
+	}
+	body := len(prog)
+	ret := func(v uint32) insn { return insn{code: unix.BPF_RET | unix.BPF_K, k: v} }
+	prog = append(prog,
+		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.EAFNOSUPPORT)),
+		ret(unix.SECCOMP_RET_ALLOW),
+		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS)),
+		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM)),
+	)
+	at := map[int]int{toEAFNOSUPPORT: body, toAllow: body + 1, toENOSYS: body + 2, toEPERM: body + 3}
+	rel := func(i, target int) uint8 {
+		if target == toNext {
+			return 0
+		}
+		return uint8(at[target] - i - 1)
+	}
+	out := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		out[i] = unix.SockFilter{Code: in.code, K: in.k, Jt: rel(i, in.jt), Jf: rel(i, in.jf)}
+	}
+	return out
+}
+
+// confineSockets installs networkFilter on the calling thread, the one
+// that forks the app, which inherits it. It needs no_new_privs, which
+// dropPrivileges set.
+func confineSockets() error {
+	filter := networkFilter(runtime.GOARCH)
+	if filter == nil {
+		return nil
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
+		return fmt.Errorf("install the seccomp filter of socket families: %w", err)
+	}
+	return nil
+}
