@@ -159,15 +159,28 @@ func HTTPBridge(dir string, port uint16) Bridge {
 	return Bridge{Port: port, Socket: filepath.Join(dir, "run", "http.sock")}
 }
 
+// The ids AppID derives lie in 0x70000000..0x7FFDFFFF, which systemd's
+// allocation of uids leaves unused. Below it are the subordinate ids
+// useradd hands each new user in /etc/subuid and /etc/subgid (65536 of
+// them from 100000 on, up to 600165535 by default), any of which their
+// user may become in a user namespace of its own (newuidmap), and the
+// ranges systemd-nspawn picks for containers (from 524288); above it,
+// systemd's foreign range (0x7FFE0000) and ids a signed 32-bit int reads
+// as negative.
+const (
+	appIDBase  = 0x70000000
+	appIDCount = 0x7FFE0000 - appIDBase
+)
+
 // AppID is a dedicated uid (and gid) for an app that names no user: a
-// stable hash of its name into 100000..165535, a range no distribution
-// allocates, so apps do not share an identity with each other or with
-// the host's users. Two names may collide; a spec that must not share
-// names its own user.
+// stable hash of its name into a range that no host user is given,
+// nor may take as a subordinate id, so apps do not share an identity with
+// each other or with the host's users and their containers. Two names may
+// collide; a spec that must not share names its own user.
 func AppID(app string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(app))
-	return 100000 + h.Sum32()%65536
+	return appIDBase + h.Sum32()%appIDCount
 }
 
 // ErrInvalidConfig is wrapped by every Config validation error.
