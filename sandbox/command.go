@@ -46,8 +46,8 @@ type statusMsg struct {
 // SetupError is a sandbox that could not be set up; the app never ran.
 type SetupError struct {
 	// Stage is the step that failed: "config", "cgroup", "mount",
-	// "hostname", "network", "bridge", "privileges", "landlock", "seccomp", "exec",
-	// or "launcher" when it died without saying why.
+	// "hostname", "keyring", "network", "bridge", "privileges", "landlock",
+	// "seccomp", "exec", or "launcher" when it died without saying why.
 	Stage string
 	// Msg is the failure, as the launcher saw it.
 	Msg string

@@ -149,6 +149,9 @@ func (l *launcher) setup() (string, error) {
 	if err := unix.Sethostname([]byte(cfg.hostname())); err != nil {
 		return "hostname", fmt.Errorf("set hostname: %w", err)
 	}
+	if err := ownSessionKeyring(); err != nil {
+		return "keyring", err
+	}
 	if cfg.newNet() {
 		if err := loopbackUp(); err != nil {
 			return "network", err
@@ -204,6 +207,22 @@ func setupMounts(cfg *Config) error {
 		if err := unix.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return fmt.Errorf("remount /tmp nosuid: %w", err)
 		}
+	}
+	return nil
+}
+
+// ownSessionKeyring gives the calling (locked) thread, and so the app it
+// forks, a new anonymous session keyring. Kernel keyrings are not
+// namespaced, and a process keeps the session keyring of the one that
+// started it: the runner's, and through it that of the shell or service
+// manager that started the runner. Whoever possesses a keyring may read
+// its keys and add its own, whatever its uid: the app could read the
+// host's keys there, plant keys for the host's processes to find, or pass
+// them to another app. runc does the same for each container.
+func ownSessionKeyring() error {
+	_, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0)
+	if errno != 0 && errno != unix.ENOSYS {
+		return fmt.Errorf("join a session keyring of its own: %w", errno)
 	}
 	return nil
 }

@@ -421,6 +421,38 @@ func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
 	}
 }
 
+// Kernel keyrings are not namespaced, and a process keeps the session
+// keyring of the one that started it: the runner's, and through it that of
+// the shell or service manager that started the runner. An app possessing
+// it could read every key there (possessors may, whatever their uid), put
+// keys of its own there for the host's processes to find, or pass them to
+// another app. As runc does for containers, each sandbox gets a session
+// keyring of its own.
+func TestSessionKeyringNotInherited(t *testing.T) {
+	requireRoot(t)
+	// The session keyring is a thread's: the one that starts the launcher.
+	// Left locked, the thread ends with the test, its new keyring with it.
+	runtime.LockOSThread()
+	if _, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 {
+		t.Skipf("no kernel keyrings: %v", errno)
+	}
+	desc := fmt.Sprintf("narun-test-%d", os.Getpid())
+	if _, err := unix.AddKey("user", desc, []byte("runner's secret"), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
+		t.Fatalf("add a key to the runner's session keyring: %v", err)
+	}
+	for _, root := range []bool{false, true} {
+		cfg := testConfig(t, "keyring", desc)
+		if root {
+			cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+		}
+		out, err := runSandbox(t, cfg)
+		if exitCode(err) != 10 || strings.Contains(out, "secret") {
+			t.Errorf("root %v: the app found the runner's key: %v\n%s", root, err, out)
+		}
+		t.Log(strings.TrimSpace(out))
+	}
+}
+
 // The host's mounts are read-only inside the sandbox but for what the app
 // may write, since Landlock leaves chmod to file permissions (see
 // TestEscapeCatalogue/chmod-outside-as-root). What is granted stays

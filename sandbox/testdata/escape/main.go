@@ -74,6 +74,18 @@ func main() {
 			unix.Close(fd)
 		}
 		verdict(err)
+	case "keyring":
+		// A key of the session keyring the app was started with.
+		id, err := unix.KeyctlSearch(unix.KEY_SPEC_SESSION_KEYRING, "user", arg, 0)
+		if err != nil {
+			verdict(err)
+		}
+		buf := make([]byte, 256)
+		n, err := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+		if err == nil {
+			fmt.Printf("read %q\n", buf[:n])
+		}
+		verdict(err)
 	case "iouring":
 		// Its IORING_OP_SOCKET would open any socket past a filter of socket(2).
 		var params [120]byte
