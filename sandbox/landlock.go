@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -99,13 +100,25 @@ func landlockPaths(cfg *Config) []Path {
 }
 
 // landlockRules turns paths and ports into go-landlock rules for the
-// given ABI. A missing non-optional path is an error naming it.
-func landlockRules(cfg *Config, kernelABI int) (landlock.Config, []landlock.Rule, error) {
+// given ABI. A missing non-optional path is an error naming it. With g,
+// each rule is for the file g opened for its path (openGrants), else for
+// the path as it stands.
+func landlockRules(cfg *Config, kernelABI int, g grants) (landlock.Config, []landlock.Rule, error) {
 	base := abiConfigs[min(kernelABI, maxABI)]
 	var rules []landlock.Rule
 	own := landlockPaths(cfg)
 	for i, p := range append(own, cfg.Landlock.Paths...) {
-		st, err := os.Stat(p.Path)
+		path := p.Path
+		var st os.FileInfo
+		var err error
+		if g == nil {
+			st, err = os.Stat(path)
+		} else if f, ok := g[filepath.Clean(path)]; ok {
+			path = fdPath(f)
+			st, err = f.Stat()
+		} else {
+			err = &fs.PathError{Op: "stat", Path: path, Err: syscall.ENOENT}
+		}
 		if err != nil {
 			if p.Optional && errors.Is(err, fs.ErrNotExist) {
 				continue
@@ -138,7 +151,7 @@ func landlockRules(cfg *Config, kernelABI int) (landlock.Config, []landlock.Rule
 		if rights == 0 {
 			continue
 		}
-		rules = append(rules, landlock.PathAccess(rights, p.Path))
+		rules = append(rules, landlock.PathAccess(rights, path))
 	}
 	handled := []any{base.HandledAccessFS}
 	if restrictTCP(cfg) && base.HandledAccessNet != 0 {

@@ -166,16 +166,23 @@ func (l *launcher) setup() (string, error) {
 	if err := hideRunDir(cfg); err != nil {
 		return "mount", err
 	}
-	if err := readOnlyMounts(cfg); err != nil {
+	g, err := openGrants(cfg)
+	if err != nil {
+		return "landlock", err
+	}
+	// The app must not inherit them (they are close-on-exec), nor the
+	// launcher keep them.
+	defer g.close()
+	if err := readOnlyMounts(cfg, g); err != nil {
 		return "mount", err
 	}
-	if err := enterOwnRoot(cfg); err != nil {
+	if err := enterOwnRoot(cfg, g); err != nil {
 		return "mount", err
 	}
 	if err := dropPrivileges(); err != nil {
 		return "privileges", err
 	}
-	if err := l.applyLandlock(); err != nil {
+	if err := l.applyLandlock(g); err != nil {
 		return "landlock", err
 	}
 	// The network namespace confines only the socket families the kernel
@@ -245,11 +252,11 @@ var appRootCandidates = []string{"/sys", "/dev", "/mnt", "/media", "/srv", "/opt
 // is mounted on and that directory's parents: a rule on one of them would
 // cover every file. So the directory is one no rule names, and its only
 // parent is /, a rule on which covers every file anyway.
-func enterOwnRoot(cfg *Config) error {
+func enterOwnRoot(cfg *Config, g grants) error {
 	ruled := map[[2]uint64]bool{}
-	for _, p := range append(landlockPaths(cfg), cfg.Landlock.Paths...) {
+	for _, f := range g {
 		var st unix.Stat_t
-		if unix.Stat(p.Path, &st) == nil {
+		if unix.Fstat(int(f.Fd()), &st) == nil {
 			ruled[[2]uint64{st.Dev, st.Ino}] = true
 		}
 	}
@@ -404,7 +411,7 @@ func dropPrivileges() error {
 // domain from its first instruction. What the launcher does afterwards
 // (exec the binary, forward bridges, write held cgroup files) is either
 // allowed by the same rules or done through descriptors opened before.
-func (l *launcher) applyLandlock() error {
+func (l *launcher) applyLandlock(g grants) error {
 	abi := landlockABI()
 	if abi == 0 {
 		if l.cfg.Landlock.mode() == LandlockRequired {
@@ -412,7 +419,7 @@ func (l *launcher) applyLandlock() error {
 		}
 		return nil
 	}
-	c, rules, err := landlockRules(l.cfg, abi)
+	c, rules, err := landlockRules(l.cfg, abi, g)
 	if err != nil {
 		return err
 	}

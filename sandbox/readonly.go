@@ -20,39 +20,60 @@ import (
 // setuid, the node's signing key readable by everyone). Devices stay
 // usable: a read-only mount does not stop writes to /dev/null.
 //
-// A writable path becomes a mount of its own (a bind onto itself), so it
-// can stay writable while the mount it lies on does not; mounts below it
-// that were writable stay so, those that were read-only stay read-only.
-// Kernels before 5.12 have no mount_setattr, and no Landlock either
-// (5.13): there the mounts are left as they are.
-func readOnlyMounts(cfg *Config) error {
+// A writable path becomes a mount of its own (a bind onto itself, made
+// through the descriptor openGrants opened, not the path, which the app
+// may have changed since), so it can stay writable while the mount it
+// lies on does not; mounts below it that were writable stay so, those
+// that were read-only stay read-only. Kernels before 5.12 have no
+// mount_setattr, and no Landlock either (5.13): there the mounts are left
+// as they are.
+func readOnlyMounts(cfg *Config, g grants) error {
 	before, err := readMountInfo()
 	if err != nil {
 		return err
 	}
-	var writable []string
-	// below are the writable mounts found under a granted path. A mount
-	// the sandbox covered is listed with the rest, but cannot be reached
-	// at its path: one on the host's /tmp, under the instance's own.
-	below := map[string]bool{}
-	for _, p := range writablePaths(cfg) {
-		// Mount points below p are listed by their real path.
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
+	// trees are the binds of the writable paths, made writable again once
+	// everything is read-only; readOnly the mounts below them that were
+	// read-only, made so again after.
+	var trees []int
+	defer func() {
+		for _, t := range trees {
+			unix.Close(t)
 		}
-		var st unix.Statfs_t
-		if err := unix.Statfs(p, &st); err != nil || st.Flags&unix.ST_RDONLY != 0 {
-			// A missing path is Landlock's to report; a read-only one stays so.
+	}()
+	var readOnly []string
+	for _, p := range writablePaths(cfg) {
+		f, ok := g[p]
+		if !ok {
+			// A missing path is Landlock's to report.
 			continue
 		}
-		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		fd := int(f.Fd())
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(fd, &st); err != nil || st.Flags&unix.ST_RDONLY != 0 {
+			// A read-only one stays so.
+			continue
+		}
+		tree, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.ENOSYS) {
+			// Before Linux 5.2, and so without mount_setattr either.
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("bind %s onto itself: %w", p, err)
 		}
-		writable = append(writable, p)
+		trees = append(trees, tree)
+		if err := unix.MoveMount(tree, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+			return fmt.Errorf("bind %s onto itself: %w", p, err)
+		}
+		// Mount points below p are listed by their real path.
+		real, err := os.Readlink(fdPath(f))
+		if err != nil {
+			return fmt.Errorf("bind %s onto itself: %w", p, err)
+		}
 		for _, m := range before {
-			if !m.readOnly && m.point != p && strings.HasPrefix(m.point, strings.TrimSuffix(p, "/")+"/") {
-				writable = append(writable, m.point)
-				below[m.point] = true
+			if m.readOnly && m.point != real && strings.HasPrefix(m.point, strings.TrimSuffix(real, "/")+"/") {
+				readOnly = append(readOnly, m.point)
 			}
 		}
 	}
@@ -63,15 +84,18 @@ func readOnlyMounts(cfg *Config) error {
 	case err != nil:
 		return fmt.Errorf("make the mounts read-only: %w", err)
 	}
-	for _, p := range writable {
-		err := unix.MountSetattr(unix.AT_FDCWD, p, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
-		if below[p] && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL)) {
-			// Covered: its path leads elsewhere (EINVAL: not to a
-			// mount's root), so the app cannot write through it.
-			continue
+	for _, t := range trees {
+		if err := unix.MountSetattr(t, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("keep a writable path writable: %w", err)
 		}
-		if err != nil {
-			return fmt.Errorf("keep %s writable: %w", p, err)
+	}
+	for _, p := range readOnly {
+		err := unix.MountSetattr(unix.AT_FDCWD, p, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		// A mount the sandbox covered (the host's /tmp, under the
+		// instance's own) cannot be reached at its path (EINVAL: not a
+		// mount's root there), nor written through it.
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("keep %s read-only: %w", p, err)
 		}
 	}
 	return nil

@@ -421,6 +421,84 @@ func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
 	}
 }
 
+// A path granted below one the app may write is the app's to replace, or
+// a directory on its way: with a symbolic link to anywhere, which the next
+// start (a restart, or another replica's start while this one runs) would
+// follow and grant, as runc once followed a volume nested in another
+// (CVE-2021-30465). The sandbox refuses to start through such a link.
+func TestGrantReplacedByALinkIsNotFollowed(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	tests := []struct {
+		name   string
+		nested string // granted below "granted", which the app may write
+		access string
+		swap   string // what the app replaces with a link
+		try    []string
+	}{
+		// A grant read-only is no mount point: the link takes its place.
+		{"read", "config", "r", "config", []string{"read", "config/secret"}},
+		// One granted "w" is (its own bind), but not the directory above it.
+		{"write", "a/b", "rw", "a", []string{"write", "a/b/pwned"}},
+	}
+	for _, tc := range tests {
+		for _, root := range []bool{false, true} {
+			name := tc.name
+			if root {
+				name += "-as-root"
+			}
+			t.Run(name, func(t *testing.T) {
+				cfg := testConfig(t)
+				if root {
+					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				}
+				granted := filepath.Join(cfg.Dir, "granted")
+				// Outside every grant, but the app's uid's: only Landlock
+				// keeps the app out.
+				victim := filepath.Join(cfg.Dir, "victim")
+				for _, d := range []string{filepath.Join(granted, tc.nested), filepath.Join(victim, "b")} {
+					if err := os.MkdirAll(d, 0o700); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := os.WriteFile(filepath.Join(victim, "secret"), []byte("secret"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range []string{granted, filepath.Join(granted, tc.nested), filepath.Dir(filepath.Join(granted, tc.nested)), victim, filepath.Join(victim, "b"), filepath.Join(victim, "secret")} {
+					if err := os.Chown(d, int(cfg.UID), int(cfg.GID)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cfg.Landlock.Paths = []Path{{Path: granted, Access: "rw"}, {Path: filepath.Join(granted, tc.nested), Access: tc.access}}
+				plant := cfg
+				plant.Args = []string{"escape", "symlink", filepath.Join(granted, tc.swap), victim}
+				if out, err := runSandbox(t, plant); err != nil || !strings.Contains(out, "ESCAPED") {
+					t.Fatalf("the app could not replace what it may write: %v\n%s", err, out)
+				}
+				again := cfg
+				again.Args = []string{"escape", tc.try[0], filepath.Join(granted, tc.try[1])}
+				l, err := Command(context.Background(), again)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out strings.Builder
+				l.Cmd.Stdout, l.Cmd.Stderr = &out, &out
+				err = l.Start()
+				if err == nil {
+					err = l.Wait()
+				}
+				l.Cleanup()
+				if strings.Contains(out.String(), "ESCAPED") {
+					t.Fatalf("the app reached outside its grants through the link it planted: %v\n%s", err, out.String())
+				}
+				if reason := Reason(err); !strings.Contains(reason, "symbolic link") {
+					t.Errorf("start through the planted link: %q, want refused naming the link\n%s", reason, out.String())
+				}
+			})
+		}
+	}
+}
+
 // Kernel keyrings are not namespaced, and a process keeps the session
 // keyring of the one that started it: the runner's, and through it that of
 // the shell or service manager that started the runner. An app possessing
@@ -1482,7 +1560,7 @@ func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
 	}
 	resolveUnix := landlock.AccessFSSet(ll.AccessFSResolveUnix)
 	for abi, handled := range map[int]bool{7: false, 8: false, 9: true, 10: true} {
-		c, rules, err := landlockRules(&cfg, abi)
+		c, rules, err := landlockRules(&cfg, abi, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

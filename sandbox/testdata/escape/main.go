@@ -74,6 +74,14 @@ func main() {
 			unix.Close(fd)
 		}
 		verdict(err)
+	case "symlink":
+		// Moves the path ARG aside (a directory holding a mount point may
+		// be renamed, not removed) and puts a symbolic link to the third
+		// argument in its place.
+		if err := os.Rename(arg, arg+".moved"); err != nil {
+			verdict(err)
+		}
+		verdict(os.Symlink(os.Args[3], arg))
 	case "keyring":
 		// A key of the session keyring the app was started with.
 		id, err := unix.KeyctlSearch(unix.KEY_SPEC_SESSION_KEYRING, "user", arg, 0)
