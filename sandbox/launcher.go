@@ -187,10 +187,8 @@ func (l *launcher) setup() (string, error) {
 	}
 	// The network namespace confines only the socket families the kernel
 	// keeps per namespace; the others would reach past it.
-	if cfg.newNet() {
-		if err := confineSockets(); err != nil {
-			return "seccomp", err
-		}
+	if err := installFilter(cfg.newNet()); err != nil {
+		return "seccomp", err
 	}
 	return "", nil
 }

@@ -348,16 +348,18 @@ func TestCatalogueControl(t *testing.T) {
 	}
 }
 
-// A network namespace confines only the socket families the kernel keeps
-// per namespace: an AF_VSOCK socket made inside one still reaches the
+// Every sandbox gets a seccomp filter, as Docker's default profile: no
+// io_uring and no kernel keyrings, which no namespace confines. A network
+// namespace confines only the socket families the kernel keeps per
+// namespace: an AF_VSOCK socket made inside one still reaches the
 // hypervisor and, with vsock's loopback transport, the machine's own vsock
 // listeners. Without host networking the app opens only namespaced
-// families, and no io_uring, whose IORING_OP_SOCKET would open the others
-// past the filter; with host networking neither is refused.
-func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
+// families (io_uring's IORING_OP_SOCKET would open the others past the
+// filter); with host networking any.
+func TestSystemCallFilter(t *testing.T) {
 	requireRoot(t)
-	if networkFilter(runtime.GOARCH) == nil {
-		t.Skipf("no seccomp filter of socket families on %s (docs/SECURITY.md, Known limits)", runtime.GOARCH)
+	if sandboxFilter(runtime.GOARCH, true) == nil {
+		t.Skipf("no seccomp filter on %s (docs/SECURITY.md, Known limits)", runtime.GOARCH)
 	}
 	// What the host itself allows: a kernel without vsock, or with
 	// io_uring turned off, refuses them before the sandbox does.
@@ -374,6 +376,8 @@ func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
 	} else {
 		unix.Close(int(fd))
 	}
+	_, err := unix.AddKey("user", "narun-probe", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	keyrings := err == nil
 	tests := []struct {
 		name    string
 		args    []string
@@ -388,7 +392,9 @@ func TestSocketFamiliesConfinedWithoutHostNetwork(t *testing.T) {
 		{"unix-none", []string{"socket", "unix"}, NetworkNone, "", true},
 		{"netlink-none", []string{"socket", "netlink"}, NetworkNone, "", true},
 		{"vsock-host", []string{"socket", "vsock"}, NetworkHost, "", vsock},
-		{"io-uring-host", []string{"iouring"}, NetworkHost, "", iouring},
+		{"io-uring-host", []string{"iouring"}, NetworkHost, "operation not permitted", iouring},
+		{"keyring-none", []string{"addkey"}, NetworkNone, "operation not permitted", keyrings},
+		{"keyring-host", []string{"addkey"}, NetworkHost, "operation not permitted", keyrings},
 	}
 	for _, tc := range tests {
 		for _, root := range []bool{false, true} {

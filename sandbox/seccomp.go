@@ -21,9 +21,11 @@ var namespacedFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, uni
 // built for.
 type seccompArch struct {
 	audit uint32 // AUDIT_ARCH_* of native system calls
-	// socket and ioUringSetup are the native numbers of those calls,
-	// written out since x/sys/unix has only those of the build's GOARCH.
+	// socket, ioUringSetup and keys (add_key, request_key, keyctl) are
+	// the native numbers of those calls, written out since x/sys/unix has
+	// only those of the build's GOARCH.
 	socket, ioUringSetup uint32
+	keys                 [3]uint32
 	// socketcall is the multiplexed socket call, -1 where the native table
 	// has none. Its family lies in memory, out of a filter's reach: it is
 	// refused, and Go and the C libraries of these architectures use the
@@ -40,24 +42,29 @@ type seccompArch struct {
 // which a filter cannot read, and the filter is not installed
 // (docs/SECURITY.md, "Known limits").
 var seccompArchs = map[string]seccompArch{
-	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, socketcall: -1, x32: true},
-	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, socketcall: -1},
-	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, socketcall: -1},
-	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, socketcall: -1},
-	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, socketcall: -1},
-	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, socketcall: 102},
-	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, socketcall: 102, bigEndian: true},
-	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, socketcall: -1, bigEndian: true},
-	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, socketcall: -1},
+	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
+	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, keys: [3]uint32{309, 310, 311}, socketcall: -1},
+	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, keys: [3]uint32{269, 270, 271}, socketcall: 102},
+	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
+	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
+	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
 }
 
-// networkFilter is the seccomp filter of an app with a network namespace
-// of its own: socket(2) only for namespacedFamilies, no io_uring (whose
-// IORING_OP_SOCKET opens sockets without socket(2), past any filter), and
-// no system call of another ABI (a 32-bit program's, or int 0x80 from a
-// 64-bit one), whose socketcall(2) the filter could not read either. It
-// returns nil on an architecture the filter does not support.
-func networkFilter(goarch string) []unix.SockFilter {
+// sandboxFilter is the seccomp filter of every sandboxed app. As Docker's
+// default profile, it refuses io_uring (a large attack surface of the
+// kernel, whose IORING_OP_SOCKET also opens sockets without socket(2),
+// past any filter) and the kernel keyrings, which no namespace confines:
+// keyctl reaches the user keyring of the app's uid, root's for an app run
+// as root, shared with the host's processes of that uid. With its own
+// network namespace (confineSockets) the app also gets socket(2) only for
+// namespacedFamilies. No system call of another ABI (a 32-bit program's,
+// or int 0x80 from a 64-bit one) passes: the filter would need a table of
+// each, and could not read socketcall(2) anyway. It returns nil on an
+// architecture the filter does not support.
+func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 	a, ok := seccompArchs[goarch]
 	if !ok {
 		return nil
@@ -96,26 +103,39 @@ func networkFilter(goarch string) []unix.SockFilter {
 	if a.x32 {
 		prog = append(prog, insn{code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, k: 0x40000000, jt: toENOSYS, jf: toNext})
 	}
-	if a.socketcall >= 0 {
-		prog = append(prog, jeq(uint32(a.socketcall), toENOSYS, toNext))
+	prog = append(prog, jeq(a.ioUringSetup, toEPERM, toNext))
+	for _, nr := range a.keys {
+		prog = append(prog, jeq(nr, toEPERM, toNext))
 	}
-	prog = append(prog,
-		jeq(a.ioUringSetup, toEPERM, toNext),
-		jeq(a.socket, toNext, toAllow),
-		load(arg0),
-	)
-	for _, f := range namespacedFamilies {
-		prog = append(prog, jeq(f, toAllow, toNext))
+	if confineSockets {
+		if a.socketcall >= 0 {
+			prog = append(prog, jeq(uint32(a.socketcall), toENOSYS, toNext))
+		}
+		prog = append(prog,
+			jeq(a.socket, toNext, toAllow),
+			load(arg0),
+		)
+		for _, f := range namespacedFamilies {
+			prog = append(prog, jeq(f, toAllow, toNext))
+		}
 	}
-	body := len(prog)
-	ret := func(v uint32) insn { return insn{code: unix.BPF_RET | unix.BPF_K, k: v} }
-	prog = append(prog,
-		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.EAFNOSUPPORT)),
-		ret(unix.SECCOMP_RET_ALLOW),
-		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS)),
-		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM)),
-	)
-	at := map[int]int{toEAFNOSUPPORT: body, toAllow: body + 1, toENOSYS: body + 2, toEPERM: body + 3}
+	// The checks fall through to the first return: a socket of another
+	// family when sockets are confined, any call allowed otherwise.
+	returns := []int{toEAFNOSUPPORT, toAllow, toENOSYS, toEPERM}
+	if !confineSockets {
+		returns = returns[1:]
+	}
+	values := map[int]uint32{
+		toEAFNOSUPPORT: unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT),
+		toAllow:        unix.SECCOMP_RET_ALLOW,
+		toENOSYS:       unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS),
+		toEPERM:        unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM),
+	}
+	at := map[int]int{}
+	for _, r := range returns {
+		at[r] = len(prog)
+		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: values[r]})
+	}
 	rel := func(i, target int) uint8 {
 		if target == toNext {
 			return 0
@@ -129,17 +149,17 @@ func networkFilter(goarch string) []unix.SockFilter {
 	return out
 }
 
-// confineSockets installs networkFilter on the calling thread, the one
+// installFilter installs sandboxFilter on the calling thread, the one
 // that forks the app, which inherits it. It needs no_new_privs, which
 // dropPrivileges set.
-func confineSockets() error {
-	filter := networkFilter(runtime.GOARCH)
+func installFilter(confineSockets bool) error {
+	filter := sandboxFilter(runtime.GOARCH, confineSockets)
 	if filter == nil {
 		return nil
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
-		return fmt.Errorf("install the seccomp filter of socket families: %w", err)
+		return fmt.Errorf("install the seccomp filter: %w", err)
 	}
 	return nil
 }

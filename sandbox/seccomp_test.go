@@ -9,7 +9,7 @@ import (
 )
 
 // runFilter runs a seccomp filter on one system call, as the kernel would:
-// only the instructions networkFilter uses are known.
+// only the instructions sandboxFilter uses are known.
 func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32, nr int32, arg0 uint64) uint32 {
 	t.Helper()
 	data := make([]byte, 64) // struct seccomp_data
@@ -51,8 +51,9 @@ func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32
 // The filter decides on what the kernel hands it, including what this
 // machine cannot make: system calls of another ABI (int 0x80 from a 64-bit
 // program, an x32 or 32-bit binary), whose socketcall(2) hides its family
-// in memory, and a big-endian machine's arguments.
-func TestNetworkFilterDecisions(t *testing.T) {
+// in memory, and a big-endian machine's arguments. host is a sandbox with
+// host networking, whose sockets are not confined.
+func TestFilterDecisions(t *testing.T) {
 	const (
 		allow        = unix.SECCOMP_RET_ALLOW
 		enosys       = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
@@ -63,35 +64,52 @@ func TestNetworkFilterDecisions(t *testing.T) {
 	tests := []struct {
 		name   string
 		goarch string
+		host   bool
 		arch   uint32
 		nr     int32
 		arg0   uint64
 		want   uint32
 	}{
-		{"amd64-vsock", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, eafnosupport},
-		{"amd64-inet", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET, allow},
-		{"amd64-inet6", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET6, allow},
-		{"amd64-unix", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_UNIX, allow},
-		{"amd64-netlink", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_NETLINK, allow},
-		{"amd64-bluetooth", "amd64", unix.AUDIT_ARCH_X86_64, 41, unix.AF_BLUETOOTH, eafnosupport},
+		{"amd64-vsock", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, eafnosupport},
+		{"amd64-inet", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET, allow},
+		{"amd64-inet6", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET6, allow},
+		{"amd64-unix", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_UNIX, allow},
+		{"amd64-netlink", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_NETLINK, allow},
+		{"amd64-bluetooth", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_BLUETOOTH, eafnosupport},
 		// The kernel reads the family as an int: high bits change nothing.
-		{"amd64-vsock-high-bits", "amd64", unix.AUDIT_ARCH_X86_64, 41, 1<<32 | unix.AF_VSOCK, eafnosupport},
-		{"amd64-read", "amd64", unix.AUDIT_ARCH_X86_64, 0, 0, allow},
-		{"amd64-io-uring", "amd64", unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
-		{"amd64-x32-socket", "amd64", unix.AUDIT_ARCH_X86_64, 0x40000000 | 41, unix.AF_VSOCK, enosys},
-		{"amd64-int80-socketcall", "amd64", unix.AUDIT_ARCH_I386, 102, 1, enosys},
-		{"amd64-int80-socket", "amd64", unix.AUDIT_ARCH_I386, 359, unix.AF_VSOCK, enosys},
-		{"arm64-vsock", "arm64", unix.AUDIT_ARCH_AARCH64, 198, unix.AF_VSOCK, eafnosupport},
-		{"arm64-inet", "arm64", unix.AUDIT_ARCH_AARCH64, 198, unix.AF_INET, allow},
-		{"arm64-aarch32", "arm64", unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, enosys},
-		{"arm-vsock", "arm", unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, eafnosupport},
-		{"ppc64-vsock", "ppc64", unix.AUDIT_ARCH_PPC64, 326, unix.AF_VSOCK, eafnosupport},
-		{"ppc64-inet", "ppc64", unix.AUDIT_ARCH_PPC64, 326, unix.AF_INET, allow},
-		{"ppc64-socketcall", "ppc64", unix.AUDIT_ARCH_PPC64, 102, 1, enosys},
+		{"amd64-vsock-high-bits", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, 1<<32 | unix.AF_VSOCK, eafnosupport},
+		{"amd64-read", "amd64", false, unix.AUDIT_ARCH_X86_64, 0, 0, allow},
+		{"amd64-io-uring", "amd64", false, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
+		{"amd64-x32-socket", "amd64", false, unix.AUDIT_ARCH_X86_64, 0x40000000 | 41, unix.AF_VSOCK, enosys},
+		{"amd64-int80-socketcall", "amd64", false, unix.AUDIT_ARCH_I386, 102, 1, enosys},
+		{"amd64-int80-socket", "amd64", false, unix.AUDIT_ARCH_I386, 359, unix.AF_VSOCK, enosys},
+		{"arm64-vsock", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_VSOCK, eafnosupport},
+		{"arm64-inet", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_INET, allow},
+		{"arm64-aarch32", "arm64", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, enosys},
+		{"arm-vsock", "arm", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, eafnosupport},
+		{"ppc64-vsock", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_VSOCK, eafnosupport},
+		{"ppc64-inet", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_INET, allow},
+		{"ppc64-socketcall", "ppc64", false, unix.AUDIT_ARCH_PPC64, 102, 1, enosys},
+		{"amd64-add-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 248, 0, eperm},
+		{"amd64-request-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 249, 0, eperm},
+		{"amd64-keyctl", "amd64", false, unix.AUDIT_ARCH_X86_64, 250, 0, eperm},
+		{"arm64-keyctl", "arm64", false, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
+		{"riscv64-keyctl", "riscv64", false, unix.AUDIT_ARCH_RISCV64, 219, 0, eperm},
+		{"riscv64-io-uring", "riscv64", false, unix.AUDIT_ARCH_RISCV64, ioUringSetup, 0, eperm},
+		// With host networking every socket is the host's to give; the
+		// rest of the filter holds.
+		{"host-amd64-vsock", "amd64", true, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, allow},
+		{"host-amd64-read", "amd64", true, unix.AUDIT_ARCH_X86_64, 0, 0, allow},
+		{"host-amd64-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 250, 0, eperm},
+		{"host-amd64-io-uring", "amd64", true, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
+		{"host-amd64-int80-keyctl", "amd64", true, unix.AUDIT_ARCH_I386, 288, 0, enosys},
+		{"host-amd64-x32-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 0x40000000 | 250, 0, enosys},
+		{"host-arm64-keyctl", "arm64", true, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
+		{"host-ppc64-socketcall", "ppc64", true, unix.AUDIT_ARCH_PPC64, 102, 1, allow},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			prog := networkFilter(tc.goarch)
+			prog := sandboxFilter(tc.goarch, !tc.host)
 			if prog == nil {
 				t.Fatalf("no filter for %s", tc.goarch)
 			}
@@ -103,7 +121,7 @@ func TestNetworkFilterDecisions(t *testing.T) {
 	// Go opens its sockets with socketcall(2) there, which no filter can
 	// read: no filter rather than one that refuses every socket.
 	for _, goarch := range []string{"386", "s390x"} {
-		if networkFilter(goarch) != nil {
+		if sandboxFilter(goarch, true) != nil || sandboxFilter(goarch, false) != nil {
 			t.Errorf("a filter for %s", goarch)
 		}
 	}
@@ -118,5 +136,8 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	}
 	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP {
 		t.Errorf("%s: socket %d, io_uring_setup %d; x/sys/unix has %d, %d", runtime.GOARCH, a.socket, a.ioUringSetup, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP)
+	}
+	if want := [3]uint32{unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY, unix.SYS_KEYCTL}; a.keys != want {
+		t.Errorf("%s: add_key, request_key, keyctl %v; x/sys/unix has %v", runtime.GOARCH, a.keys, want)
 	}
 }

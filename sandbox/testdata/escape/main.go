@@ -94,6 +94,11 @@ func main() {
 			fmt.Printf("read %q\n", buf[:n])
 		}
 		verdict(err)
+	case "addkey":
+		// A key in a keyring of its own: keyrings are not namespaced, so
+		// keyctl reaches those its uid shares with the host.
+		_, err := unix.AddKey("user", "narun-probe", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+		verdict(err)
 	case "iouring":
 		// Its IORING_OP_SOCKET would open any socket past a filter of socket(2).
 		var params [120]byte
