@@ -276,6 +276,9 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		if err != nil {
 			return fmt.Errorf("delete %s %q: %w", what, name, err)
 		}
+		if err := e.purgeDeletionMarker(ctx, bucket, name); err != nil {
+			e.log.Debug("deletion marker left in its bucket", "object", name, "err", err)
+		}
 		fmt.Fprintf(e.out(), "deleted %s %s\n", what, name)
 	}
 	return nil

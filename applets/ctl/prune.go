@@ -123,8 +123,8 @@ func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][
 
 // pruneObject deletes name from bucket unless it was stored, or stamped by
 // a deploy, less than prune_grace before now (the server's clock). A
-// deletion marker (image delete leaves one) is purged whatever its age,
-// with any content a deletion cut short left behind.
+// deletion marker (one an image delete failed to purge) is purged whatever
+// its age, with any content a deletion cut short left behind.
 func (e *env) pruneObject(ctx context.Context, bucket, name string, now time.Time) error {
 	m, info, err := e.objectMeta(ctx, bucket, name)
 	if errors.Is(err, errNoObject) {
@@ -339,6 +339,25 @@ func (e *env) purgeObjectMeta(ctx context.Context, bucket, name string, seq uint
 		return fmt.Errorf("purge the deletion marker of %s: %w", name, err)
 	}
 	return nil
+}
+
+// purgeDeletionMarker removes the marker ObjectStore.Delete leaves for
+// name, as purgeObjectMeta does for a pruned build: every name deleted
+// would otherwise keep a message in its bucket for good, and a device
+// whose files or builds come and go under new names would see the store
+// grow with each. An upload of the same name since is left as it is.
+func (e *env) purgeDeletionMarker(ctx context.Context, bucket, name string) error {
+	m, info, err := e.objectMeta(ctx, bucket, name)
+	if errors.Is(err, errNoObject) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !info.Deleted {
+		return nil
+	}
+	return e.purgeObjectMeta(ctx, bucket, name, m.Sequence)
 }
 
 // objectMetaSubject is the subject of an object's metadata, as nats.go
