@@ -293,9 +293,12 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	if err != nil {
 		return err
 	}
+	labels := make(map[string]bool, len(t.routes))
 	for _, r := range t.routes {
 		r.metrics = g.metrics.forRoute(r.label)
+		labels[r.label] = true
 	}
+	g.metrics.retain(labels)
 	g.cfg = cfg
 	g.kvRoutes = kv
 	g.table.Store(t)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,7 +55,8 @@ func (m *routeMetrics) observe(code int, d time.Duration, in, out int64) {
 	m.bytesOut.Add(uint64(max(out, 0)))
 }
 
-// metrics survive route reloads: series are keyed by route label.
+// metrics survive route reloads: series are keyed by route label, and
+// go with the last route of their label (retain).
 type metrics struct {
 	mu       sync.Mutex
 	routes   map[string]*routeMetrics
@@ -82,6 +84,17 @@ func (m *metrics) forRoute(label string) *routeMetrics {
 		m.routes[label] = rm
 	}
 	return rm
+}
+
+// retain drops the series of the labels that no route has any more,
+// keeping those of labels and the one of requests that matched no route.
+// A device runs for months while apps, and with them their routes, come
+// and go: the series of every route it ever served would otherwise stay,
+// in memory and in each scrape.
+func (m *metrics) retain(labels map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.DeleteFunc(m.routes, func(label string, _ *routeMetrics) bool { return label != "" && !labels[label] })
 }
 
 func (m *metrics) write(w io.Writer) error {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -351,6 +352,61 @@ func TestMetricsAreByRoute(t *testing.T) {
 	for _, raw := range []string{"/api/a", "/api/c/d", "/nothing"} {
 		if strings.Contains(m, `"`+raw+`"`) {
 			t.Errorf("metrics carry the raw path %s", raw)
+		}
+	}
+}
+
+// TestMetricsOfRemovedRoutesGo checks that the series of a route go once
+// no route has its label, and that those of a route a reload keeps go on
+// counting: a gateway that runs for months kept the series of every route
+// it ever served, one set more for each app deployed and deleted.
+func TestMetricsOfRemovedRoutesGo(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("metered"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	routes := func(paths ...string) string {
+		var b strings.Builder
+		for _, p := range paths {
+			fmt.Fprintf(&b, "[[gateway.routes]]\npath = %q\nservice = \"metered\"\n", p)
+		}
+		return b.String()
+	}
+	writeFile(t, path, routes("/kept/", "/gone-0/"))
+	f := config.Defaults()
+	data, _ := os.ReadFile(path)
+	if err := config.DecodeStrict(path, data, &f); err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, nc, f.Gateway, path)
+	base := "http://" + r.addrs["http"]
+	get(t, base+"/kept/")
+	get(t, base+"/gone-0/")
+	get(t, base+"/nothing")
+	for i := 1; i <= 3; i++ {
+		writeFile(t, path, routes("/kept/", fmt.Sprintf("/gone-%d/", i)))
+		if err := r.gw.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		get(t, base+fmt.Sprintf("/gone-%d/", i))
+	}
+	get(t, base+"/kept/")
+	m := settledMetrics(t, r)
+	for _, want := range []string{
+		`narun_gateway_requests_total{route="/kept/",code="200"} 2`,
+		`narun_gateway_requests_total{route="/gone-3/",code="200"} 1`,
+		`narun_gateway_requests_total{route="",code="404"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for i := range 3 {
+		if label := fmt.Sprintf(`route="/gone-%d/"`, i); strings.Contains(m, label) {
+			t.Errorf("metrics keep the series of the removed route /gone-%d/", i)
 		}
 	}
 }
