@@ -10,6 +10,14 @@ import (
 	"time"
 )
 
+// serveIdleTimeout closes a keep-alive connection that has sent no request
+// for this long, as the gateway's listeners do: without it net/http keeps
+// one for as long as its client does, and a monitor that opens a new one
+// for each check and never closes it (a fresh http.Transport each time)
+// made the runner hold one more descriptor per check, for months. A test
+// shortens it.
+var serveIdleTimeout = 2 * time.Minute
+
 // Serve listens on addr, so a taken port is reported at once, then serves h
 // in the background until ctx is done. The returned channel yields the
 // server's error, or nil after a clean shutdown. What the server has to
@@ -20,7 +28,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: serveIdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
