@@ -994,17 +994,35 @@ func (r *Runner) removeTemporaries() {
 			if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), ".tmp-") {
 				continue
 			}
-			p := filepath.Join(dir, e.Name())
-			if err := os.Remove(p); err != nil {
-				r.log.Warn("remove a temporary file left by an interrupted write", "file", p, "err", err)
-				continue
+			if r.removeTemporary(filepath.Join(dir, e.Name())) {
+				removed++
 			}
-			removed++
+		}
+	}
+	// The data dir itself holds the files of others too (the gateway's
+	// routes cache under narun up, which may be writing it now): only the
+	// temporaries of the runner's own files there go. sequences.json is
+	// written at every deploy, so each power cut during one left another.
+	for _, name := range []string{sequencesFile, nodeIDFile} {
+		left, _ := filepath.Glob(filepath.Join(r.opts.DataDir, "."+name+".tmp-*"))
+		for _, p := range left {
+			if r.removeTemporary(p) {
+				removed++
+			}
 		}
 	}
 	if removed > 0 {
 		r.log.Info("removed temporary files left by interrupted writes", "files", removed)
 	}
+}
+
+// removeTemporary removes the temporary file p, reporting whether it did.
+func (r *Runner) removeTemporary(p string) bool {
+	if err := os.Remove(p); err != nil {
+		r.log.Warn("remove a temporary file left by an interrupted write", "file", p, "err", err)
+		return false
+	}
+	return true
 }
 
 func (r *Runner) removeExecLinks() {

@@ -1209,9 +1209,9 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 	})
 }
 
-// The temporary files of a download or spec write that a power cut
-// interrupted are removed when the runner starts again; the files it
-// keeps are not.
+// The temporary files of a download, or of a write of a spec or of the
+// sequences, that a power cut interrupted are removed when the runner
+// starts again; the files it keeps, and another's, are not.
 func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
@@ -1225,6 +1225,13 @@ func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 		filepath.Join(first.dir, "specs", ".hello.toml.tmp-654321"),
 		filepath.Join(first.dir, "files", ".tmp-42"),
 		filepath.Join(first.dir, "secrets", ".db.tmp-7"),
+		filepath.Join(first.dir, "."+sequencesFile+".tmp-99"),
+		filepath.Join(first.dir, "."+nodeIDFile+".tmp-98"),
+	}
+	// Another's temporary beside them is not the runner's to remove.
+	other := filepath.Join(first.dir, ".routes.json.tmp-97")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, p := range left {
 		if err := os.WriteFile(p, make([]byte, 4096), 0o600); err != nil {
@@ -1237,6 +1244,9 @@ func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s left behind: %v", p, err)
 		}
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("another's temporary file removed: %v", err)
 	}
 	if got := fileDigest(t, filepath.Join(first.dir, "binaries", fileDigest(t, helloBin))); got != fileDigest(t, helloBin) {
 		t.Errorf("cached binary changed: %s", got)
