@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -189,6 +192,7 @@ func (g *Gateway) loadRoutesCache() {
 	if path == "" {
 		return
 	}
+	g.removeCacheTemporaries(path)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
@@ -221,6 +225,28 @@ func (g *Gateway) loadRoutesCache() {
 		g.log.Info("routes cache entries the trusted keys do not sign are left out until narun-routes answers", "file", path, "apps", unsigned)
 	}
 	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries)-len(unsigned))
+}
+
+// removeCacheTemporaries removes the temporary files that writes of the
+// routes cache and of its sequences left when a crash or a power cut cut
+// them short: the cache is written at every change of narun-routes, and
+// each cut during a write left another beside it for good. It runs before
+// this gateway writes either file.
+func (g *Gateway) removeCacheTemporaries(path string) {
+	dir, base := filepath.Split(path)
+	entries, err := os.ReadDir(cmp.Or(dir, "."))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, "."+base+".tmp-") && !strings.HasPrefix(name, "."+base+".sequences.tmp-") {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			g.log.Warn("remove a temporary file left by an interrupted write", "file", filepath.Join(dir, name), "err", err)
+		}
+	}
 }
 
 // saveRoutesCache writes the entries held for loadRoutesCache. A write

@@ -1189,6 +1189,36 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	})
 }
 
+// The temporary files of writes of the routes cache that a power cut
+// interrupted are removed when the gateway starts; another's beside them
+// is not: each cut during a write left one more for good.
+func TestRoutesCacheTemporariesRemovedAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "routes.json")
+	left := []string{filepath.Join(dir, ".routes.json.tmp-123"), filepath.Join(dir, ".routes.json.sequences.tmp-456")}
+	other := filepath.Join(dir, ".sequences.json.tmp-789")
+	for _, p := range append(left, other) {
+		if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc := natstest.Connect(t, natstest.Start(t))
+	r := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache})
+	testutil.Eventually(t, 20*time.Second, "ready", func() bool {
+		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
+		return code == 200
+	})
+	for _, p := range left {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("another's temporary file removed: %v", err)
+	}
+}
+
 // A file replaced by one of the same size and modification time is a
 // change: cp -p, rsync -a and tar keep the time of the copy's source, and
 // a file system with a coarse clock gives two saves within one of its
