@@ -83,6 +83,20 @@ func requireLandlock(t testing.TB, abi int) {
 	}
 }
 
+// asEachUser runs test as the unprivileged user of testConfig in the
+// subtest name and, when alsoRoot, as uid 0 in name-as-root: what confines
+// an app must hold for both, and as root Landlock alone stands in the way.
+func asEachUser(t *testing.T, name string, alsoRoot bool, test func(t *testing.T, root bool)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) { test(t, false) })
+	if alsoRoot {
+		t.Run(name+"-as-root", func(t *testing.T) { test(t, true) })
+	}
+}
+
+// asRoot makes cfg run its app as uid and gid 0.
+func asRoot(cfg *Config) { cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true }
+
 // testConfig is a sandbox for the helper in mode args, as nobody, in a
 // fresh instance dir named after the test.
 func testConfig(t testing.TB, args ...string) Config {
@@ -279,32 +293,23 @@ func TestEscapeCatalogue(t *testing.T) {
 		{"connect-pathname-unix-socket", []string{"unixconnect", pathSock}, NetworkNone, true, 9},
 	}
 	for _, tc := range tests {
-		for _, root := range []bool{false, true} {
-			if root && !tc.asRoot {
-				continue
+		asEachUser(t, tc.name, tc.asRoot, func(t *testing.T, root bool) {
+			requireLandlock(t, tc.abi)
+			cfg := testConfig(t, tc.args...)
+			cfg.Network = tc.network
+			if cfg.Network == NetworkNone {
+				cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+				serveBridge(t, cfg, "127.0.0.1:1")
 			}
-			name := tc.name
 			if root {
-				name += "-as-root"
+				asRoot(&cfg)
 			}
-			t.Run(name, func(t *testing.T) {
-				requireLandlock(t, tc.abi)
-				cfg := testConfig(t, tc.args...)
-				cfg.Network = tc.network
-				if cfg.Network == NetworkNone {
-					cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
-					serveBridge(t, cfg, "127.0.0.1:1")
-				}
-				if root {
-					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
-				}
-				out, err := runSandbox(t, cfg)
-				if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
-					t.Fatalf("escape not blocked: %v\n%s", err, out)
-				}
-				t.Log(strings.TrimSpace(out))
-			})
-		}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("escape not blocked: %v\n%s", err, out)
+			}
+			t.Log(strings.TrimSpace(out))
+		})
 	}
 	if _, err := os.Stat(outside); err == nil {
 		t.Errorf("%s was written", outside)
@@ -397,33 +402,27 @@ func TestSystemCallFilter(t *testing.T) {
 		{"keyring-host", []string{"addkey"}, NetworkHost, "operation not permitted", keyrings},
 	}
 	for _, tc := range tests {
-		for _, root := range []bool{false, true} {
-			name := tc.name
-			if root {
-				name += "-as-root"
+		asEachUser(t, tc.name, true, func(t *testing.T, root bool) {
+			if !tc.needs {
+				t.Skipf("the host itself refuses %s", tc.args)
 			}
-			t.Run(name, func(t *testing.T) {
-				if !tc.needs {
-					t.Skipf("the host itself refuses %s", tc.args)
-				}
-				cfg := testConfig(t, tc.args...)
-				cfg.Network = tc.network
-				if cfg.Network != NetworkHost {
-					cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
-					serveBridge(t, cfg, "127.0.0.1:1")
-				}
-				if root {
-					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
-				}
-				out, err := runSandbox(t, cfg)
-				switch {
-				case tc.refused == "" && (err != nil || !strings.Contains(out, "ESCAPED")):
-					t.Fatalf("refused, want allowed: %v\n%s", err, out)
-				case tc.refused != "" && (exitCode(err) != 10 || !strings.Contains(out, tc.refused)):
-					t.Fatalf("want refused with %q: %v\n%s", tc.refused, err, out)
-				}
-			})
-		}
+			cfg := testConfig(t, tc.args...)
+			cfg.Network = tc.network
+			if cfg.Network != NetworkHost {
+				cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+				serveBridge(t, cfg, "127.0.0.1:1")
+			}
+			if root {
+				asRoot(&cfg)
+			}
+			out, err := runSandbox(t, cfg)
+			switch {
+			case tc.refused == "" && (err != nil || !strings.Contains(out, "ESCAPED")):
+				t.Fatalf("refused, want allowed: %v\n%s", err, out)
+			case tc.refused != "" && (exitCode(err) != 10 || !strings.Contains(out, tc.refused)):
+				t.Fatalf("want refused with %q: %v\n%s", tc.refused, err, out)
+			}
+		})
 	}
 }
 
@@ -448,60 +447,54 @@ func TestGrantReplacedByALinkIsNotFollowed(t *testing.T) {
 		{"write", "a/b", "rw", "a", []string{"write", "a/b/pwned"}},
 	}
 	for _, tc := range tests {
-		for _, root := range []bool{false, true} {
-			name := tc.name
+		asEachUser(t, tc.name, true, func(t *testing.T, root bool) {
+			cfg := testConfig(t)
 			if root {
-				name += "-as-root"
+				asRoot(&cfg)
 			}
-			t.Run(name, func(t *testing.T) {
-				cfg := testConfig(t)
-				if root {
-					cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
-				}
-				granted := filepath.Join(cfg.Dir, "granted")
-				// Outside every grant, but the app's uid's: only Landlock
-				// keeps the app out.
-				victim := filepath.Join(cfg.Dir, "victim")
-				for _, d := range []string{filepath.Join(granted, tc.nested), filepath.Join(victim, "b")} {
-					if err := os.MkdirAll(d, 0o700); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := os.WriteFile(filepath.Join(victim, "secret"), []byte("secret"), 0o600); err != nil {
+			granted := filepath.Join(cfg.Dir, "granted")
+			// Outside every grant, but the app's uid's: only Landlock
+			// keeps the app out.
+			victim := filepath.Join(cfg.Dir, "victim")
+			for _, d := range []string{filepath.Join(granted, tc.nested), filepath.Join(victim, "b")} {
+				if err := os.MkdirAll(d, 0o700); err != nil {
 					t.Fatal(err)
 				}
-				for _, d := range []string{granted, filepath.Join(granted, tc.nested), filepath.Dir(filepath.Join(granted, tc.nested)), victim, filepath.Join(victim, "b"), filepath.Join(victim, "secret")} {
-					if err := os.Chown(d, int(cfg.UID), int(cfg.GID)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				cfg.Landlock.Paths = []Path{{Path: granted, Access: "rw"}, {Path: filepath.Join(granted, tc.nested), Access: tc.access}}
-				plant := cfg
-				plant.Args = []string{"escape", "symlink", filepath.Join(granted, tc.swap), victim}
-				if out, err := runSandbox(t, plant); err != nil || !strings.Contains(out, "ESCAPED") {
-					t.Fatalf("the app could not replace what it may write: %v\n%s", err, out)
-				}
-				again := cfg
-				again.Args = []string{"escape", tc.try[0], filepath.Join(granted, tc.try[1])}
-				l, err := Command(context.Background(), again)
-				if err != nil {
+			}
+			if err := os.WriteFile(filepath.Join(victim, "secret"), []byte("secret"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range []string{granted, filepath.Join(granted, tc.nested), filepath.Dir(filepath.Join(granted, tc.nested)), victim, filepath.Join(victim, "b"), filepath.Join(victim, "secret")} {
+				if err := os.Chown(d, int(cfg.UID), int(cfg.GID)); err != nil {
 					t.Fatal(err)
 				}
-				var out strings.Builder
-				l.Cmd.Stdout, l.Cmd.Stderr = &out, &out
-				err = l.Start()
-				if err == nil {
-					err = l.Wait()
-				}
-				l.Cleanup()
-				if strings.Contains(out.String(), "ESCAPED") {
-					t.Fatalf("the app reached outside its grants through the link it planted: %v\n%s", err, out.String())
-				}
-				if reason := Reason(err); !strings.Contains(reason, "symbolic link") {
-					t.Errorf("start through the planted link: %q, want refused naming the link\n%s", reason, out.String())
-				}
-			})
-		}
+			}
+			cfg.Landlock.Paths = []Path{{Path: granted, Access: "rw"}, {Path: filepath.Join(granted, tc.nested), Access: tc.access}}
+			plant := cfg
+			plant.Args = []string{"escape", "symlink", filepath.Join(granted, tc.swap), victim}
+			if out, err := runSandbox(t, plant); err != nil || !strings.Contains(out, "ESCAPED") {
+				t.Fatalf("the app could not replace what it may write: %v\n%s", err, out)
+			}
+			again := cfg
+			again.Args = []string{"escape", tc.try[0], filepath.Join(granted, tc.try[1])}
+			l, err := Command(context.Background(), again)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			l.Cmd.Stdout, l.Cmd.Stderr = &out, &out
+			err = l.Start()
+			if err == nil {
+				err = l.Wait()
+			}
+			l.Cleanup()
+			if strings.Contains(out.String(), "ESCAPED") {
+				t.Fatalf("the app reached outside its grants through the link it planted: %v\n%s", err, out.String())
+			}
+			if reason := Reason(err); !strings.Contains(reason, "symbolic link") {
+				t.Errorf("start through the planted link: %q, want refused naming the link\n%s", reason, out.String())
+			}
+		})
 	}
 }
 
@@ -527,7 +520,7 @@ func TestSessionKeyringNotInherited(t *testing.T) {
 	for _, root := range []bool{false, true} {
 		cfg := testConfig(t, "keyring", desc)
 		if root {
-			cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+			asRoot(&cfg)
 		}
 		out, err := runSandbox(t, cfg)
 		if exitCode(err) != 10 || strings.Contains(out, "secret") {
@@ -581,7 +574,7 @@ func TestWritableOnlyWhereGranted(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			c := cfg
 			c.Args = append([]string{"escape"}, tc.args...)
-			c.UID, c.GID, c.AllowRoot = 0, 0, true
+			asRoot(&c)
 			c.Landlock.Paths = []Path{{Path: link, Access: "rw"}}
 			out, err := runSandbox(t, c)
 			if escaped := err == nil && strings.Contains(out, "ESCAPED"); escaped != tc.escaped {
@@ -626,7 +619,7 @@ func TestHostMountUnderTmpCovered(t *testing.T) {
 	if err := os.WriteFile(cfg.Binary, bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+	asRoot(&cfg)
 	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetTmp)
 	out, err := runSandbox(t, cfg)
 	if err != nil || !strings.Contains(out, "ESCAPED") {
@@ -683,7 +676,7 @@ func TestBinaryThroughSymlink(t *testing.T) {
 
 	write := cfg
 	write.Args = []string{link, "write", filepath.Join(dir, "other")}
-	write.UID, write.GID, write.AllowRoot = 0, 0, true
+	asRoot(&write)
 	if out, err := runSandbox(t, write); exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
 		t.Errorf("root wrote beside its link: %v\n%s", err, out)
 	}
@@ -697,7 +690,7 @@ func TestAppRootMountsWhereNoRuleCovers(t *testing.T) {
 	requireRoot(t)
 	requireLandlock(t, 1)
 	cfg := testConfig(t, "read", "/etc/shadow")
-	cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+	asRoot(&cfg)
 	for _, dir := range appRootCandidates[:2] {
 		cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: dir, Access: "r"})
 	}
@@ -741,7 +734,7 @@ func TestIdentityInsideSandbox(t *testing.T) {
 		t.Run(fmt.Sprintf("root=%v,inheritable=%#x", tc.root, tc.inheritable), func(t *testing.T) {
 			cfg := testConfig(t, "info")
 			if tc.root {
-				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				asRoot(&cfg)
 			}
 			if tc.inheritable != 0 {
 				raiseInheritable(t, tc.inheritable)
@@ -1040,7 +1033,7 @@ func TestBridgeSocketHiddenFromApp(t *testing.T) {
 			cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
 			serveBridge(t, cfg, "127.0.0.1:1")
 			if root {
-				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				asRoot(&cfg)
 			}
 			out, err := runSandbox(t, cfg)
 			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
@@ -1525,7 +1518,7 @@ func TestRootReachesHostUnixSocketsBeforeABI9(t *testing.T) {
 			cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
 			serveBridge(t, cfg, "127.0.0.1:1")
 			if root {
-				cfg.UID, cfg.GID, cfg.AllowRoot = 0, 0, true
+				asRoot(&cfg)
 			}
 			out, err := runSandbox(t, cfg)
 			if escaped := err == nil && strings.Contains(out, "ESCAPED"); escaped != root {
