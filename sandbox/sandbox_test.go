@@ -456,6 +456,12 @@ func TestGrantReplacedByALinkIsNotFollowed(t *testing.T) {
 			// Outside every grant, but the app's uid's: only Landlock
 			// keeps the app out.
 			victim := filepath.Join(cfg.Dir, "victim")
+			// A run before this one (-count) left its link planted.
+			for _, d := range []string{granted, victim} {
+				if err := os.RemoveAll(d); err != nil {
+					t.Fatal(err)
+				}
+			}
 			for _, d := range []string{filepath.Join(granted, tc.nested), filepath.Join(victim, "b")} {
 				if err := os.MkdirAll(d, 0o700); err != nil {
 					t.Fatal(err)
