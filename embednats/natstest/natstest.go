@@ -289,8 +289,19 @@ func SmallDisk(t testing.TB, size string) string {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
+		// A server shut down just before may still be closing its store's
+		// files, which keeps the file system busy for a moment.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := syscall.Unmount(dir, 0)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+				t.Errorf("unmount %s: %v", dir, err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	return dir
