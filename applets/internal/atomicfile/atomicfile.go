@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write replaces path with data: it writes a temporary file beside path,
@@ -23,10 +24,32 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// Leftovers lists the temporary files that writes of path left beside it
+// when a crash or a power cut ended them before their rename. Only a
+// process that knows no write of path is under way may remove them.
+func Leftovers(path string) ([]string, error) {
+	dir := filepath.Dir(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s for the leftovers of writes of %s: %w", dir, path, err)
+	}
+	prefix := tempPrefix(path)
+	var left []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	return left, nil
+}
+
+// tempPrefix starts the name of every temporary file of a write of path.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
 // writeTemp writes data, synced and with mode, to a new temporary file
 // beside path and returns its name; the file is gone when it fails.
 func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), tempPrefix(path)+"*")
 	if err != nil {
 		return "", fmt.Errorf("create a temporary file for %s: %w", path, err)
 	}

@@ -50,3 +50,32 @@ func TestFailedWriteLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("directory holds %v (%v), want only sub", entries, err)
 	}
 }
+
+// Leftovers finds the temporary files Write names for path, those of path
+// alone: a file whose name extends path's (routes.json.sequences beside
+// routes.json) has temporaries of its own, which its writer may be making.
+func TestLeftoversOfPathOnly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "routes[1].json")
+	tmp, err := writeTemp(path, []byte("cut short"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	others, err := writeTemp(path+".sequences", []byte("another's"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".routes[1].json.tmp-dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	left, err := Leftovers(path)
+	if err != nil || len(left) != 1 || left[0] != tmp {
+		t.Errorf("leftovers of %s: %q (%v), want only %s", path, left, err, tmp)
+	}
+	if left, err := Leftovers(path + ".sequences"); err != nil || len(left) != 1 || left[0] != others {
+		t.Errorf("leftovers of %s.sequences: %q (%v), want only %s", path, left, err, others)
+	}
+	if _, err := Leftovers(filepath.Join(dir, "missing", "f")); err == nil {
+		t.Error("leftovers in a directory that does not exist: no error")
+	}
+}

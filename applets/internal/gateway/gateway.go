@@ -165,7 +165,7 @@ func configured(opts Options) (*Gateway, error) {
 	}
 	orderFile := ""
 	if opts.RoutesCache != "" {
-		orderFile = opts.RoutesCache + ".sequences"
+		orderFile = opts.RoutesCache + orderSuffix
 	}
 	order, orderErr := signing.LoadOrder(orderFile)
 	g := &Gateway{

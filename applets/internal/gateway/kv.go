@@ -1,16 +1,13 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -227,24 +224,25 @@ func (g *Gateway) loadRoutesCache() {
 	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries)-len(unsigned))
 }
 
+// orderSuffix names, beside the routes cache, the file of the sequences of
+// the signed entries this gateway accepted (replay protection).
+const orderSuffix = ".sequences"
+
 // removeCacheTemporaries removes the temporary files that writes of the
 // routes cache and of its sequences left when a crash or a power cut cut
 // them short: the cache is written at every change of narun-routes, and
 // each cut during a write left another beside it for good. It runs before
 // this gateway writes either file.
 func (g *Gateway) removeCacheTemporaries(path string) {
-	dir, base := filepath.Split(path)
-	entries, err := os.ReadDir(cmp.Or(dir, "."))
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasPrefix(name, "."+base+".tmp-") && !strings.HasPrefix(name, "."+base+".sequences.tmp-") {
+	for _, file := range []string{path, path + orderSuffix} {
+		left, err := atomicfile.Leftovers(file)
+		if err != nil {
 			continue
 		}
-		if err := os.Remove(filepath.Join(dir, name)); err != nil {
-			g.log.Warn("remove a temporary file left by an interrupted write", "file", filepath.Join(dir, name), "err", err)
+		for _, p := range left {
+			if err := os.Remove(p); err != nil {
+				g.log.Warn("remove a temporary file left by an interrupted write", "file", p, "err", err)
+			}
 		}
 	}
 }

@@ -1004,7 +1004,7 @@ func (r *Runner) removeTemporaries() {
 	// temporaries of the runner's own files there go. sequences.json is
 	// written at every deploy, so each power cut during one left another.
 	for _, name := range []string{sequencesFile, nodeIDFile} {
-		left, _ := filepath.Glob(filepath.Join(r.opts.DataDir, "."+name+".tmp-*"))
+		left, _ := atomicfile.Leftovers(filepath.Join(r.opts.DataDir, name))
 		for _, p := range left {
 			if r.removeTemporary(p) {
 				removed++
