@@ -687,7 +687,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			Protocols:         p,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    32 << 10,
+			MaxHeaderBytes:    maxHeaderBytes,
 			ErrorLog:          errLog,
 			HTTP2:             http2Limits(),
 		}

@@ -306,14 +306,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	h[consumer.HeaderTimeout] = ex.vals[8:9:9]
 
 	chunk := g.chunkSize()
-	if mp := int(g.nc.MaxPayload()); hasBody && mp > 0 {
+	if mp := int64(g.nc.MaxPayload()); hasBody && mp > 0 && (r.ContentLength < 0 || r.ContentLength+maxHeadSize > mp) {
 		// The head's part of the body shares its message with the
 		// headers, which a client may make larger than the room
 		// chunkSize leaves them (a long Host travels twice, as
 		// Narun-Host and X-Forwarded-Host; raw bytes in the path three
 		// times as long, escaped): the body then starts smaller, rather
-		// than the head fail as a message too large.
-		if room := mp - natsHeaderSize(h) - headSlack; room < chunk {
+		// than the head fail as a message too large. A body that leaves
+		// room for the largest head needs no measuring: most do.
+		if room := int(mp) - natsHeaderSize(h) - headSlack; room < chunk {
 			chunk = max(room, 1)
 		}
 	}
@@ -1198,6 +1199,15 @@ func isNoResponders(m *nats.Msg) bool {
 // headSlack is the room the request head's headers set after its size is
 // taken need: Narun-Timeout and Narun-Body.
 const headSlack = 64
+
+// maxHeaderBytes bounds a request's header block (net/http allows 4 KiB
+// more over HTTP/1, and as much again for HTTP/2's accounting).
+const maxHeaderBytes = 32 << 10
+
+// maxHeadSize bounds the headers of a request's head in NATS: the client's
+// headers, its Host twice and its path three times (escaped), each at most
+// a header block, and the gateway's own.
+const maxHeadSize = 8 * (maxHeaderBytes + 4<<10)
 
 // natsHeaderSize is how many bytes h takes in a NATS message, as nats.go
 // writes it.
