@@ -356,6 +356,18 @@ func TestMetricsAreByRoute(t *testing.T) {
 	}
 }
 
+// writeConfig writes a narun.toml at path and returns its [gateway] table
+// as the gateway reads it.
+func writeConfig(t *testing.T, path, content string) config.Gateway {
+	t.Helper()
+	writeFile(t, path, content)
+	f := config.Defaults()
+	if err := config.DecodeStrict(path, []byte(content), &f); err != nil {
+		t.Fatal(err)
+	}
+	return f.Gateway
+}
+
 // TestMetricsOfRemovedRoutesGo checks that the series of a route go once
 // no route has its label, and that those of a route a reload keeps go on
 // counting: a gateway that runs for months kept the series of every route
@@ -375,13 +387,8 @@ func TestMetricsOfRemovedRoutesGo(t *testing.T) {
 		}
 		return b.String()
 	}
-	writeFile(t, path, routes("/kept/", "/gone-0/"))
-	f := config.Defaults()
-	data, _ := os.ReadFile(path)
-	if err := config.DecodeStrict(path, data, &f); err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, nc, f.Gateway, path)
+	cfg := writeConfig(t, path, routes("/kept/", "/gone-0/"))
+	r := startRun(t, nc, cfg, path)
 	base := "http://" + r.addrs["http"]
 	get(t, base+"/kept/")
 	get(t, base+"/gone-0/")
@@ -560,13 +567,8 @@ func TestReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	one := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
 	two := one + "[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n"
-	writeFile(t, path, one)
-	f := config.Defaults()
-	data, _ := os.ReadFile(path)
-	if err := config.DecodeStrict(path, data, &f); err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, nc, f.Gateway, path)
+	cfg := writeConfig(t, path, one)
+	r := startRun(t, nc, cfg, path)
 	base := "http://" + r.addrs["http"]
 
 	t.Run("under load", func(t *testing.T) {
@@ -654,14 +656,9 @@ func TestAccessLog(t *testing.T) {
 	}))
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
-	writeFile(t, path, "[gateway]\naccess_log = true\n"+routes)
-	f := config.Defaults()
-	data, _ := os.ReadFile(path)
-	if err := config.DecodeStrict(path, data, &f); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, path, "[gateway]\naccess_log = true\n"+routes)
 	var out testutil.LogBuffer
-	r := startRunLogged(t, nc, f.Gateway, path, slog.New(slog.NewJSONHandler(&out, nil)))
+	r := startRunLogged(t, nc, cfg, path, slog.New(slog.NewJSONHandler(&out, nil)))
 	base := "http://" + r.addrs["http"]
 
 	type line struct {
