@@ -53,6 +53,21 @@ func TestRoundTrip(t *testing.T) {
 		config.Route{Path: "/strip/", Service: "rec", StripPrefix: true},
 	))
 	e.serve(t, "rec", recorder())
+	// send makes req and returns the response, its body read, with what
+	// the recorder saw.
+	send := func(req *http.Request) (*http.Response, seen) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var s seen
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		return resp, s
+	}
 
 	req, _ := http.NewRequest("PUT", e.hs.URL+"/rec/a%2Fb/c?x=1&y=%20z&x=2", strings.NewReader("payload"))
 	req.Host = "api.example.com:8080"
@@ -67,15 +82,7 @@ func TestRoundTrip(t *testing.T) {
 	req.Header.Set("Narun-Status", "500")
 	req.Header.Set("Connection", "keep-alive, X-Hop")
 	req.Header.Set("X-Hop", "dropped")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var s seen
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
+	resp, s := send(req)
 	checks := []struct{ what, got, want string }{
 		{"status", fmt.Sprint(resp.StatusCode), "200"},
 		{"method", s.Method, "PUT"},
@@ -119,15 +126,7 @@ func TestRoundTrip(t *testing.T) {
 	req.Header.Set("X-Forwarded-Prefix", "/forged")
 	req.Header.Set("X-Forwarded-For", "198.51.100.1")
 	req.Header.Set("Connection", "X-Forwarded-For")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	s = seen{}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
+	resp, s = send(req)
 	if s.Path != "/users/7" {
 		t.Errorf("stripped path = %q, want /users/7", s.Path)
 	}
@@ -147,26 +146,15 @@ func TestRoundTrip(t *testing.T) {
 	req, _ = http.NewRequest("GET", e.hs.URL+"/rec/", nil)
 	req.Header.Set("X-Request-Id", "hop-id-1")
 	req.Header.Set("Connection", "x-request-id")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ = send(req)
 	if got := resp.Header.Get("X-Request-Id"); got == "" || got == "hop-id-1" {
 		t.Errorf("request id %q for a client's X-Request-Id its Connection names: want a generated one", got)
 	}
 
 	// An empty query is still a query: "/a?" is another URL than "/a" to
 	// a signature or a cache key.
-	resp, err = http.Get(e.hs.URL + "/rec/q?")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	s = seen{}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
+	req, _ = http.NewRequest("GET", e.hs.URL+"/rec/q?", nil)
+	_, s = send(req)
 	if s.RequestURI != "/rec/q?" || s.Query != "" {
 		t.Errorf("request URI %q, query %q: want /rec/q? and an empty query", s.RequestURI, s.Query)
 	}
