@@ -1440,6 +1440,39 @@ func TestLogsLeaveNoConsumer(t *testing.T) {
 	}
 }
 
+// A logs -f killed outright cannot delete its consumer: the server must
+// forget it soon, not after nats.go's default of five minutes.
+func TestKilledFollowLeavesNoConsumer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		t.Helper()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	kctx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(kctx, os.Args[0], "ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello")
+	cmd.Env = []string{asProcess + "=1", quickExit}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "logs -f reading through a consumer", func() bool { return consumers() == 1 })
+	kill()
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("logs -f was not killed")
+	}
+	testutil.Eventually(t, 6*logsConsumerIdle, "the killed follow's consumer gone", func() bool { return consumers() == 0 })
+}
+
 // stopFollowing cancels a logs -f run and waits for it to end cleanly.
 func stopFollowing(t *testing.T, cancel context.CancelFunc, done <-chan error) {
 	t.Helper()

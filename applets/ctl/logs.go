@@ -70,7 +70,11 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
+	// The server forgets the consumer this long after ctl stops asking
+	// (a kill skips dropConsumer), instead of nats.go's five minutes: a
+	// loop that runs and kills logs -f would otherwise pile them up. A
+	// live follow keeps a pull request waiting, which counts as asking.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: logsConsumerIdle}
 	if since > 0 {
 		start := time.Now().Add(-since)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
@@ -141,6 +145,11 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 // would keep it for its inactive threshold (5 minutes) after ctl is gone, so a
 // script running logs every few seconds would keep a hundred of them. It is
 // not waited for when NATS is gone: the threshold then removes it.
+// logsConsumerIdle is how long the server keeps a logs consumer that
+// nobody reads through; long enough for a reconnect, after which nats.go
+// makes the ordered consumer again anyway.
+const logsConsumerIdle = 10 * time.Second
+
 func (e *env) dropConsumer(stream jetstream.Stream, cons jetstream.Consumer) {
 	// An ordered consumer that was recreated has another name than the
 	// one it started with.
