@@ -369,11 +369,17 @@ func (s *server) run(ctx context.Context) error {
 	// The request subscription comes last, so that no request is taken
 	// before the service can be seen and cancelled.
 	closed := make(chan struct{})
+	markClosed := sync.OnceFunc(func() { close(closed) })
 	sub, err := s.nc.QueueSubscribe(s.cfg.Subject, s.cfg.QueueGroup, s.dispatch)
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err)
 	}
-	sub.SetClosedHandler(func(string) { close(closed) })
+	sub.SetClosedHandler(func(string) { markClosed() })
+	if !sub.IsValid() {
+		// The connection closed before the handler was set, which nats.go
+		// then never calls. Its last dispatch may still run: stop drops it.
+		markClosed()
+	}
 	// Pending limits are lifted because MaxConcurrent, not the client
 	// buffer, bounds the work: a "slow consumer" would drop requests.
 	if err = sub.SetPendingLimits(-1, -1); err != nil {
@@ -382,8 +388,8 @@ func (s *server) run(ctx context.Context) error {
 	} else {
 		err = s.wait(ctx, sub, closed)
 	}
-	// After the closed handler, dispatch is never called again: the
-	// workers can be told to finish what is queued, and stop.
+	// After the closed handler, no request is left to take: the workers
+	// can be told to finish what is queued, and stop.
 	<-closed
 	if errors.Is(err, ErrConnClosed) {
 		// Handlers that wait for their request to end (a stream) would
@@ -391,9 +397,24 @@ func (s *server) run(ctx context.Context) error {
 		// handlers' contexts when it closes.
 		s.endBase(err)
 	}
-	close(s.q.handoff)
+	s.stop()
 	s.wg.Wait()
 	return err
+}
+
+// stop has the workers finish what is queued and end, and dispatch drop
+// whatever comes after. Each idle worker is handed an empty job, which
+// tells it to stop; a worker still serving sees stopped when it is done.
+func (s *server) stop() {
+	q := &s.q
+	q.mu.Lock()
+	q.stopped = true
+	idle := q.idle
+	q.idle = 0
+	q.mu.Unlock()
+	for range idle {
+		q.handoff <- job{}
+	}
 }
 
 func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan struct{}) error {
@@ -431,6 +452,10 @@ func (s *server) dispatch(m *nats.Msg) {
 	j := job{m: m, arrived: time.Now()}
 	q := &s.q
 	q.mu.Lock()
+	if q.stopped {
+		q.mu.Unlock()
+		return
+	}
 	if q.cancelled(m.Reply) {
 		q.mu.Unlock()
 		s.record(0, "cancelled before it arrived")
@@ -455,7 +480,7 @@ func (s *server) dispatch(m *nats.Msg) {
 }
 
 // worker serves j (if any), then the queued jobs, then each job handed to
-// it, until the handoff closes; what is queued then is still served.
+// it, until stop; what is queued then is still served.
 func (s *server) worker(j job) {
 	returned := false
 	defer func() {
@@ -479,10 +504,14 @@ func (s *server) worker(j job) {
 			q.mu.Unlock()
 			continue
 		}
+		if q.stopped {
+			q.mu.Unlock()
+			returned = true
+			return
+		}
 		q.idle++
 		q.mu.Unlock()
-		var ok bool
-		if j, ok = <-q.handoff; !ok {
+		if j = <-q.handoff; j.m == nil {
 			break
 		}
 	}

@@ -29,6 +29,9 @@ type queue struct {
 	// idle is how many workers wait on handoff and were not given a job.
 	idle    int
 	workers int
+	// stopped is set once the workers are told to finish: a request
+	// dispatched after it is dropped, as its connection is gone.
+	stopped bool
 	// early are cancels that matched no request: a cancel may overtake
 	// its request (the two come on different subscriptions), or land
 	// after a worker took the request and before its handler is

@@ -184,3 +184,46 @@ func TestUnmatchedCancelsAreForgotten(t *testing.T) {
 		t.Error("a kept cancel must be taken once")
 	}
 }
+
+// nats.go never calls a closed handler set after its subscription closed,
+// so run also ends when it finds the subscription closed, while that
+// subscription's last dispatch may still be running: a request dispatched
+// after the workers stopped must be dropped, not handed to a worker that
+// is gone (a panic on a closed channel, before).
+func TestDispatchAfterStopIsDropped(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	cfg := Config{Name: "late"}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int32
+	svc := natstest.Connect(t, srv)
+	s := newServer(svc, cfg, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { handled.Add(1) }))
+	done := make(chan error, 1)
+	go func() { done <- s.run(context.Background()) }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := nc.Request("late", nil, time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request before the stop: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	svc.Close()
+	if err := <-done; err == nil {
+		t.Fatal("run ended without an error when its connection closed")
+	}
+	s.q.mu.Lock()
+	workers := s.q.workers
+	s.q.mu.Unlock()
+	if workers == 0 {
+		t.Fatal("no worker was started: the test checks nothing")
+	}
+	s.dispatch(&nats.Msg{Subject: "late", Reply: nats.NewInbox()})
+	if n := handled.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want once: the late request was served", n)
+	}
+}
