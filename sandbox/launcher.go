@@ -255,12 +255,12 @@ func enterOwnRoot(cfg *Config, g grants) error {
 	for _, f := range g {
 		var st unix.Stat_t
 		if unix.Fstat(int(f.Fd()), &st) == nil {
-			ruled[[2]uint64{st.Dev, st.Ino}] = true
+			ruled[fileID(&st)] = true
 		}
 	}
 	for _, dir := range appRootCandidates {
 		var st unix.Stat_t
-		if unix.Stat(dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || ruled[[2]uint64{st.Dev, st.Ino}] {
+		if unix.Stat(dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || ruled[fileID(&st)] {
 			continue
 		}
 		if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -275,6 +275,12 @@ func enterOwnRoot(cfg *Config, g grants) error {
 		return nil
 	}
 	return fmt.Errorf("no directory to mount the sandbox's root on: %s are all missing or granted", strings.Join(appRootCandidates, ", "))
+}
+
+// fileID tells one file from another: its device and inode. The device
+// is widened because it is a uint32 on mips.
+func fileID(st *unix.Stat_t) [2]uint64 {
+	return [2]uint64{uint64(st.Dev), st.Ino}
 }
 
 // hideRunDir covers the instance's run/ with an empty read-only tmpfs,
