@@ -470,36 +470,66 @@ func trustedKeys(cfg *config.Gateway, nodeKeys []string, path string) (*signing.
 
 // setAppEntry applies the narun-routes entry of one app; nil removes it.
 func (g *Gateway) setAppEntry(app string, value []byte) {
+	g.setAppEntries([]appEntry{{app, value}})
+}
+
+// appEntry is the narun-routes entry of one app, nil when it was removed.
+type appEntry struct {
+	app   string
+	value []byte
+}
+
+// setAppEntries applies entries, each of a different app, with one
+// rebuild of the table: a rebuild compiles every route of every app, so
+// one per entry made a burst of n entries (a gateway's start, a deploy
+// storm) cost O(n²).
+func (g *Gateway) setAppEntries(entries []appEntry) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	kv := maps.Clone(g.kvRoutes)
-	delete(kv, app)
-	var seq uint64
-	if value != nil {
-		routes, s, err := g.appRoutes(g.signatures, app, value)
-		if errors.Is(err, errReplayed) {
-			// Like a runner's spec, an entry stored again from before
-			// leaves the app's routes as they are.
-			return
+	seqs := make([]uint64, len(entries))
+	applied := make([]bool, len(entries))
+	var apps []string
+	for i, e := range entries {
+		if e.value != nil {
+			routes, s, err := g.appRoutes(g.signatures, e.app, e.value)
+			if errors.Is(err, errReplayed) {
+				// Like a runner's spec, an entry stored again from
+				// before leaves the app's routes as they are.
+				continue
+			}
+			delete(kv, e.app)
+			if routes != nil {
+				kv[e.app], seqs[i] = routes, s
+			}
+		} else {
+			delete(kv, e.app)
 		}
-		if routes != nil {
-			kv[app], seq = routes, s
-		}
+		applied[i] = true
+		apps = append(apps, e.app)
 	}
-	if err := g.rebuild(g.cfg, kv); err != nil {
-		g.log.Error("routes from narun-routes not applied", "app", app, "err", err)
+	if len(apps) == 0 {
 		return
 	}
-	var err error
-	if value == nil {
-		delete(g.kvRaw, app)
-		err = g.order.Delete(app)
-	} else {
-		g.kvRaw[app] = value
-		err = g.order.Accept(app, seq, value)
+	if err := g.rebuild(g.cfg, kv); err != nil {
+		g.log.Error("routes from narun-routes not applied", "apps", apps, "err", err)
+		return
 	}
-	if err != nil {
-		g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)
+	for i, e := range entries {
+		if !applied[i] {
+			continue
+		}
+		var err error
+		if e.value == nil {
+			delete(g.kvRaw, e.app)
+			err = g.order.Delete(e.app)
+		} else {
+			g.kvRaw[e.app] = e.value
+			err = g.order.Accept(e.app, seqs[i], e.value)
+		}
+		if err != nil {
+			g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", e.app, "sequence", seqs[i], "err", err)
+		}
 	}
 }
 

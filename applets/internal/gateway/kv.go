@@ -100,6 +100,28 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 	seen := map[string]bool{}
 	initial := true
 	leader := store.NewLeaderCheck(g.nc, names.RoutesBucket, g.log)
+	// The entries read and not yet applied, by app: the initial values
+	// are applied together when the watch says it sent them all, later
+	// ones together with those the watch has ready behind them, so that a
+	// start or a deploy storm rebuilds the table once, not once per entry.
+	var batch []appEntry
+	inBatch := map[string]bool{}
+	flush := func() {
+		if len(batch) > 0 {
+			g.setAppEntries(batch)
+			batch = batch[:0]
+			clear(inBatch)
+		}
+	}
+	add := func(app string, value []byte) {
+		// An app's entries are applied in turn: the replay check of
+		// one depends on the one before it.
+		if inBatch[app] {
+			flush()
+		}
+		batch = append(batch, appEntry{app, value})
+		inBatch[app] = true
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,42 +133,72 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 			if !ok {
 				return false, nil
 			}
-			if e == nil {
+			switch {
+			case e == nil:
+				flush()
 				if initial {
 					initial = false
 					g.dropUnseen(ctx, kv, seen)
 				}
 				g.routesRead.Store(true)
 				g.saveRoutesCache()
-				continue
-			}
-			switch {
 			case initial:
 				seen[e.Key()] = true
-				g.setLatest(ctx, leader, e)
-			case leader.Older(e):
-				g.log.Debug("skip a routes entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
-			case e.Operation() != jetstream.KeyValuePut:
-				g.setAppEntry(e.Key(), nil)
-				g.saveRoutesCache()
+				add(g.latest(ctx, leader, e))
 			default:
-				g.setAppEntry(e.Key(), e.Value())
+				g.readRoutesEntry(leader, e, add)
+				g.readReady(w, leader, add, len(batch))
+				flush()
 				g.saveRoutesCache()
 			}
 		}
 	}
 }
 
-// setLatest takes an app's entry from a watch's first values, or as the
-// leader of narun-routes has it when that is newer (store.LeaderCheck): a
-// replica that has just restarted would otherwise have this gateway serve
-// routes replaced or removed while it was down, until it caught up.
-func (g *Gateway) setLatest(ctx context.Context, leader *store.LeaderCheck, e jetstream.KeyValueEntry) {
-	if latest := leader.Latest(ctx, e); latest.Deleted {
-		g.setAppEntry(e.Key(), nil)
-	} else {
-		g.setAppEntry(e.Key(), latest.Value)
+// readReady passes on to add the updates the watch w has ready, up to
+// maxRoutesBatch in all with the held ones already read.
+func (g *Gateway) readReady(w jetstream.KeyWatcher, leader *store.LeaderCheck, add func(app string, value []byte), held int) {
+	for ; held < maxRoutesBatch; held++ {
+		select {
+		case e, ok := <-w.Updates():
+			// A closed watch is seen again by the caller's next receive;
+			// no marker follows the initial values' one.
+			if !ok || e == nil {
+				return
+			}
+			g.readRoutesEntry(leader, e, add)
+		default:
+			return
+		}
 	}
+}
+
+// maxRoutesBatch bounds the entries applied with one rebuild, so that a
+// bucket written without pause is still applied as it goes.
+const maxRoutesBatch = 1000
+
+// readRoutesEntry passes an update of narun-routes that follows the
+// watch's initial values to add, unless it is older than the leader's.
+func (g *Gateway) readRoutesEntry(leader *store.LeaderCheck, e jetstream.KeyValueEntry, add func(app string, value []byte)) {
+	switch {
+	case leader.Older(e):
+		g.log.Debug("skip a routes entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
+	case e.Operation() != jetstream.KeyValuePut:
+		add(e.Key(), nil)
+	default:
+		add(e.Key(), e.Value())
+	}
+}
+
+// latest is an app's entry from a watch's first values, or as the leader
+// of narun-routes has it when that is newer (store.LeaderCheck): a replica
+// that has just restarted would otherwise have this gateway serve routes
+// replaced or removed while it was down, until it caught up.
+func (g *Gateway) latest(ctx context.Context, leader *store.LeaderCheck, e jetstream.KeyValueEntry) (app string, value []byte) {
+	if latest := leader.Latest(ctx, e); !latest.Deleted {
+		return e.Key(), latest.Value
+	}
+	return e.Key(), nil
 }
 
 // dropUnseen removes the entries held whose app is not in seen and whose
@@ -207,16 +259,17 @@ func (g *Gateway) loadRoutesCache() {
 	// earlier configuration took, and after signing is set up it holds the
 	// unsigned entries until their signed copies arrive.
 	var unsigned []string
+	var signed []appEntry
+	g.mu.Lock()
 	for app, value := range entries {
-		g.mu.Lock()
-		_, err := g.signatures.Verify(value)
-		g.mu.Unlock()
-		if err != nil {
+		if _, err := g.signatures.Verify(value); err != nil {
 			unsigned = append(unsigned, app)
 			continue
 		}
-		g.setAppEntry(app, value)
+		signed = append(signed, appEntry{app, value})
 	}
+	g.mu.Unlock()
+	g.setAppEntries(signed)
 	if len(unsigned) > 0 {
 		slices.Sort(unsigned)
 		g.log.Info("routes cache entries the trusted keys do not sign are left out until narun-routes answers", "file", path, "apps", unsigned)

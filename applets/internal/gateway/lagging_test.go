@@ -49,7 +49,7 @@ func TestEarlierRoutesFromAReplicaAreNotServed(t *testing.T) {
 	}
 
 	leader := store.NewLeaderCheck(nc, names.RoutesBucket, r.gw.log)
-	r.gw.setLatest(ctx, leader, earlier)
+	r.gw.setAppEntry(r.gw.latest(ctx, leader, earlier))
 	if served("/old/x") || !served("/new/x") {
 		t.Fatal("after an earlier revision came in, the gateway serves the replaced routes")
 	}
@@ -69,7 +69,7 @@ func TestEarlierRoutesFromAReplicaAreNotServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 15*time.Second, "/gone/ removed", func() bool { return !served("/gone/x") })
-	r.gw.setLatest(ctx, store.NewLeaderCheck(nc, names.RoutesBucket, r.gw.log), before)
+	r.gw.setAppEntry(r.gw.latest(ctx, store.NewLeaderCheck(nc, names.RoutesBucket, r.gw.log), before))
 	if served("/gone/x") {
 		t.Error("routes removed on the leader came back from an earlier entry")
 	}
