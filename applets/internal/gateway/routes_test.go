@@ -491,3 +491,30 @@ func TestStartAppliesBucketInOneRebuild(t *testing.T) {
 		t.Errorf("the clashing app was left out by %d rebuilds, want 1:\n%s", n, logs.String())
 	}
 }
+
+// The cost of routing a request that matches none of many routes (a 404,
+// or the least specific route): match scans the patterns in order, so it
+// grows with their number (docs/PERFORMANCE.md, "Many routes").
+func BenchmarkMatchManyRoutes(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		var rs []*route
+		for i := range n {
+			r, err := compile(config.Route{Path: fmt.Sprintf("/app%04d/", i), Service: "s"}, "r", time.Second, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+		tb, err := newTable(rs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if r, _, _ := tb.match("localhost", "/nothing/here", "GET"); r != nil {
+					b.Fatalf("matched %s", r.cfg.Path)
+				}
+			}
+		})
+	}
+}
