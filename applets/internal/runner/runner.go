@@ -126,7 +126,10 @@ type Runner struct {
 	// beatRev is the revision of the last heartbeat this runner wrote; only
 	// the heartbeat goroutine uses it.
 	beatRev uint64
-	dups    duplicates
+	// beatWarned is when a heartbeat too large for a message was last
+	// logged; only the heartbeat goroutine uses it.
+	beatWarned time.Time
+	dups       duplicates
 }
 
 type resources struct {
@@ -870,9 +873,18 @@ func (r *Runner) poke() {
 }
 
 func (r *Runner) heartbeat(ctx context.Context, res *resources) {
-	b, err := json.Marshal(r.nodeState())
+	st := r.nodeState()
+	b, trimmed, err := encodeHeartbeat(st, int(r.opts.Conn.MaxPayload())-heartbeatRoom)
+	if (err != nil || trimmed) && time.Since(r.beatWarned) >= time.Minute {
+		// Once a minute: the heartbeats are every few seconds.
+		r.beatWarned = time.Now()
+		if err != nil {
+			r.log.Error("heartbeat not written: this node looks gone to narun ctl, and rollouts to it never finish, until it runs fewer instances or [nats] max_payload is raised", "err", err)
+		} else {
+			r.log.Warn("heartbeat written without the instances' reasons, which would not fit in a NATS message ([nats] max_payload): narun ctl app status shows no reason", "instances", len(st.Instances))
+		}
+	}
 	if err != nil {
-		r.log.Error("encode heartbeat", "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Config.HeartbeatInterval.D())
@@ -901,6 +913,40 @@ func (r *Runner) heartbeat(ctx context.Context, res *resources) {
 		return
 	}
 	r.beatRev = rev
+}
+
+// heartbeatRoom is what a heartbeat's message needs beside its data: the
+// headers of a KV update.
+const heartbeatRoom = 256
+
+// encodeHeartbeat encodes n in at most limit bytes (no limit when limit is
+// not positive). One whose instances do not fit goes without their reasons
+// (trimmed), which take half of an instance's share when present: about
+// 2 000 instances of a heartbeat with reasons fill 1 MiB, 4 000 without
+// (docs/PERFORMANCE.md, "Many instances"). A heartbeat too large for a
+// message used to fail at every write, said only in debug logs, and its
+// node to drop out of narun-nodes.
+func encodeHeartbeat(n state.Node, limit int) (b []byte, trimmed bool, err error) {
+	b, err = json.Marshal(n)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode heartbeat: %w", err)
+	}
+	if limit <= 0 || len(b) <= limit {
+		return b, false, nil
+	}
+	full := len(b)
+	n.Instances = slices.Clone(n.Instances)
+	for i := range n.Instances {
+		n.Instances[i].Reason = ""
+	}
+	b, err = json.Marshal(n)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode heartbeat: %w", err)
+	}
+	if len(b) > limit {
+		return nil, false, fmt.Errorf("encode heartbeat of %d instances: %d bytes, %d without their reasons, above the %d a NATS message may carry", len(n.Instances), full, len(b), limit)
+	}
+	return b, true, nil
 }
 
 func (r *Runner) nodeState() state.Node {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -386,5 +387,41 @@ func TestVerificationSettled(t *testing.T) {
 	}
 	if (verification{stamp: fileStamp{ctime: at(-time.Millisecond)}, at: now}).settled() != false {
 		t.Error("a file changed just before its hash is trusted")
+	}
+}
+
+// A heartbeat of many instances that does not fit in a NATS message goes
+// without their reasons when that fits, and otherwise is an error that
+// says why: it used to fail at every write, logged at debug level only,
+// and its node dropped out of narun-nodes. 1001 failing instances made a
+// heartbeat of 460 KB.
+func TestEncodeHeartbeatTooLarge(t *testing.T) {
+	t.Parallel()
+	n := state.Node{ID: "edge-1"}
+	for i := range 1000 {
+		n.Instances = append(n.Instances, state.Instance{App: fmt.Sprintf("app%d", i), Node: "edge-1", ID: fmt.Sprintf("0-%06x", i),
+			State: state.Running, Reason: "not healthy 30s after start: " + strings.Repeat("x", 400)})
+	}
+	full, trimmed, err := encodeHeartbeat(n, 0)
+	if err != nil || trimmed {
+		t.Fatalf("without a limit: trimmed %v, err %v", trimmed, err)
+	}
+	b, trimmed, err := encodeHeartbeat(n, len(full)/2)
+	if err != nil || !trimmed || len(b) > len(full)/2 {
+		t.Fatalf("within half: %d bytes of at most %d, trimmed %v, err %v", len(b), len(full)/2, trimmed, err)
+	}
+	var got state.Node
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Instances) != 1000 || got.Instances[999].ID != n.Instances[999].ID || got.Instances[0].Reason != "" {
+		t.Errorf("trimmed heartbeat: %d instances, last %q, first reason %q; want 1000, the last, none", len(got.Instances), got.Instances[999].ID, got.Instances[0].Reason)
+	}
+	if n.Instances[0].Reason == "" {
+		t.Error("trimming changed the caller's instances")
+	}
+	_, _, err = encodeHeartbeat(n, len(b)-1)
+	if err == nil || !strings.Contains(err.Error(), "1000 instances") || !strings.Contains(err.Error(), "above the") {
+		t.Errorf("too large even trimmed: err %v, want one naming 1000 instances and the limit", err)
 	}
 }
