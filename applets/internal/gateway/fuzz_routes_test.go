@@ -45,6 +45,9 @@ func FuzzRouteMatch(f *testing.F) {
 		if (r1 == nil) != (r2 == nil) || (r1 != nil && r1.pattern() != r2.pattern()) || !slices.Equal(allow1, allow2) {
 			t.Fatalf("match depends on definition order: %v %v / %v %v", r1, allow1, r2, allow2)
 		}
+		if r3, _, allow3 := forward.scan(host, path, method); r1 != r3 || !slices.Equal(allow1, allow3) {
+			t.Fatalf("match by segment gives %v %v, a scan of every pattern %v %v", r1, allow1, r3, allow3)
+		}
 		if r1 != nil && (!r1.matchHost(host) || !r1.matchPath(path) || !(r1.lists(method) || method == http.MethodHead && r1.lists(http.MethodGet))) {
 			t.Fatalf("route %s returned for a request it does not match", r1.pattern())
 		}
@@ -52,6 +55,18 @@ func FuzzRouteMatch(f *testing.F) {
 			t.Fatalf("stripped path %q lost its leading slash", r1.stripped(path))
 		}
 	})
+}
+
+// scan is match without the index by segment: the first pattern in table
+// order that matches host and path decides.
+func (t *table) scan(host, path, method string) (r, refused *route, allow []string) {
+	for i := range t.patterns {
+		p := &t.patterns[i]
+		if p.first.matchHost(host) && p.first.matchPath(path) {
+			return p.pick(method)
+		}
+	}
+	return nil, nil, nil
 }
 
 func splitMethods(s string) []string {

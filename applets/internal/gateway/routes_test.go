@@ -492,9 +492,10 @@ func TestStartAppliesBucketInOneRebuild(t *testing.T) {
 	}
 }
 
-// The cost of routing a request that matches none of many routes (a 404,
-// or the least specific route): match scans the patterns in order, so it
-// grows with their number (docs/PERFORMANCE.md, "Many routes").
+// The cost of routing a request among many routes, to one of them and to
+// none (a 404): match scanned the patterns in order, 24 µs for a 404 among
+// 5000 routes, and now looks only at those of the path's first segment
+// (docs/PERFORMANCE.md, "Many routes").
 func BenchmarkMatchManyRoutes(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		var rs []*route
@@ -509,12 +510,21 @@ func BenchmarkMatchManyRoutes(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			for b.Loop() {
-				if r, _, _ := tb.match("localhost", "/nothing/here", "GET"); r != nil {
-					b.Fatalf("matched %s", r.cfg.Path)
+		for _, tc := range []struct{ name, path, want string }{
+			{"404", "/nothing/here", ""},
+			{"match", fmt.Sprintf("/app%04d/x", n-1), fmt.Sprintf("/app%04d/", n-1)},
+		} {
+			b.Run(fmt.Sprintf("%d/%s", n, tc.name), func(b *testing.B) {
+				for b.Loop() {
+					r, _, _ := tb.match("localhost", tc.path, "GET")
+					if got := ""; r != nil && r.cfg.Path != tc.want || r == nil && tc.want != "" {
+						if r != nil {
+							got = r.cfg.Path
+						}
+						b.Fatalf("%s matched %q, want %q", tc.path, got, tc.want)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
