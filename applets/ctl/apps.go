@@ -157,6 +157,12 @@ type instanceStatus struct {
 	Current  bool        `json:"current"`
 	// Started is null until the node starts a process (pending, fetching).
 	Started *time.Time `json:"started"`
+	// uptime is how long the process had run when status was read,
+	// counted on the node's clock up to its heartbeat and on the NATS
+	// server's since: Started is the node's stamp, which a node whose
+	// clock is wrong (at 1970 before NTP, or stepped since) puts years
+	// away from this machine's.
+	uptime time.Duration
 }
 
 // stateUnknown is the state app status gives the instances of a node that
@@ -255,6 +261,10 @@ func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appSta
 			if !in.Started.IsZero() {
 				t := in.Started
 				is.Started = &t
+				is.uptime = now.Sub(in.Started)
+				if !n.Time.IsZero() && !n.Stored.IsZero() {
+					is.uptime = n.Time.Sub(in.Started) + now.Sub(n.Stored)
+				}
 			}
 			if late(n, now) {
 				// What a silent node last said is no longer known to hold.
@@ -298,9 +308,12 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	// The times of specs are the NATS server's stamps, as those of
+	// heartbeats are: counted on its clock, not this machine's.
+	now := e.serverNow()
 	var all []appStatusJSON
 	for _, d := range apps {
-		all = append(all, statusOf(d, d.name, nodes, e.serverNow()))
+		all = append(all, statusOf(d, d.name, nodes, now))
 	}
 	if c.Bool(flagJSON) {
 		if all == nil {
@@ -320,7 +333,7 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 		for _, id := range s.Missing {
 			nodes = append(nodes, id+"(missing)")
 		}
-		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), orDash(strings.Join(nodes, ",")), ago(s.Updated))
+		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), orDash(strings.Join(nodes, ",")), ago(s.Updated, now))
 	}
 	return t.flush()
 }
@@ -336,14 +349,15 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	if err != nil {
 		return err
 	}
-	s := statusOf(d, d.name, nodes, e.serverNow())
+	now := e.serverNow()
+	s := statusOf(d, d.name, nodes, now)
 	if c.Bool(flagJSON) {
 		return e.printJSON(s)
 	}
 	if s.Error != "" {
 		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", d.name, s.Error)
 	} else {
-		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated), signature(s), s.Ready, s.Desired)
+		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated, now), signature(s), s.Ready, s.Desired)
 	}
 	if s.Outdated != "" {
 		e.warnf("the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s", s.Name, s.Outdated)
@@ -357,7 +371,7 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		// A silent node's process may be long gone: an uptime that keeps
 		// growing would say it runs.
 		if in.Started != nil && in.State != stateUnknown {
-			up = ago(*in.Started)
+			up = shortDuration(in.uptime)
 		}
 		version := in.Version
 		if !in.Current {

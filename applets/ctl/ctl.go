@@ -463,12 +463,13 @@ func isTerminal(w any) bool {
 	return err == nil
 }
 
-// ago is how long ago t was, for the columns of status and lists.
-func ago(t time.Time) string {
+// ago is how long before now t was, for the columns of status and lists;
+// both on the clock that stamped t.
+func ago(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return shortDuration(time.Since(t))
+	return shortDuration(now.Sub(t))
 }
 
 // shortDuration prints d in its two largest units, truncated ("45s",

@@ -587,6 +587,41 @@ func TestAppStatusJSON(t *testing.T) {
 	h.fails(2, "", "app", "status")
 }
 
+// A device without a clock that keeps time boots at 1970, or at the time
+// fake-hwclock saved, until NTP steps it; another's may be ahead. The
+// uptime status shows is counted on the node's clock, not on how far its
+// stamps are from this machine's: a process started five minutes before
+// the heartbeat has run about five minutes whatever the node's year.
+func TestAppStatusUptimeOnNodeClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", elfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "hello")
+	app, err := spec.Parse("stored", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := app.Fingerprint(runtime.GOARCH)
+	for node, offset := range map[string]time.Duration{"node-1": -56 * 365 * 24 * time.Hour, "node-2": 400 * 24 * time.Hour} {
+		clock := time.Now().Add(offset).UTC()
+		h.heartbeat(state.Node{ID: node, Arch: runtime.GOARCH, Time: clock, Interval: time.Minute, Instances: []state.Instance{
+			{App: "hello", Node: node, ID: "hello-0", State: state.Healthy, PID: 4242, Version: "1.0.0", Fingerprint: fp, Started: clock.Add(-5 * time.Minute)},
+		}})
+	}
+	r := h.ok("", "app", "status", "hello")
+	for _, node := range []string{"node-1", "node-2"} {
+		var row string
+		for line := range strings.Lines(r.out) {
+			if strings.HasPrefix(line, node+" ") {
+				row = line
+			}
+		}
+		if f := strings.Fields(row); len(f) < 7 || !strings.HasPrefix(f[6], "5m") {
+			t.Errorf("%s: uptime of a process started 5m before its heartbeat: row %q, want 5m...\n%s", node, row, r.out)
+		}
+	}
+}
+
 // A node the spec names that sends no heartbeat (down, its entry expired)
 // keeps its replicas in the desired count and is shown as missing.
 func TestAppStatusCountsMissingNodes(t *testing.T) {
@@ -1856,7 +1891,7 @@ func TestShortDuration(t *testing.T) {
 			t.Errorf("shortDuration(%s) = %q, want %q", c.d, got, c.want)
 		}
 	}
-	if got := ago(time.Time{}); got != "-" {
+	if got := ago(time.Time{}, time.Now()); got != "-" {
 		t.Errorf("ago(zero) = %q, want -", got)
 	}
 }
