@@ -89,8 +89,11 @@ type env struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	// serverAhead is how far the NATS server's clock is ahead of this
-	// machine's (negative: behind), as nodes last read it.
+	// machine's (negative: behind), as nodes or logs last read it.
 	serverAhead time.Duration
+	// now is this machine's clock, time.Now when nil; a test sets one
+	// that is wrong, as an operator's laptop's may be.
+	now func() time.Time
 	// readOnly is set by a dry run: kv and objects then open buckets
 	// without creating or changing any (openKV).
 	readOnly bool

@@ -1151,6 +1151,38 @@ func TestLogsFollowLosesNATS(t *testing.T) {
 	}
 }
 
+// logs --since counts back from the NATS server's clock, which stamped
+// the lines, not from this machine's: a laptop an hour ahead asked for
+// lines from the future, and a --since 10m got none of the last minute.
+func TestLogsSinceOnServerClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(state.LogLine{App: "hello", Node: "n1", Instance: "hello-0", Stream: "stdout", Line: "just now", Time: time.Now()})
+	if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+		t.Fatal(err)
+	}
+	for _, ahead := range []time.Duration{time.Hour, -time.Hour, 0} {
+		e := h.env(io.Discard)
+		e.now = func() time.Time { return time.Now().Add(ahead) }
+		cons, err := e.logsConsumer(ctx, stream, names.LogSubject("hello", "*", "*"), 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending != 1 {
+			t.Errorf("clock %s ahead: --since 10m has %d lines pending, want the one stored just now", ahead, info.NumPending)
+		}
+	}
+}
+
 func TestLogs(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

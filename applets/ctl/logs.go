@@ -63,25 +63,13 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	defer e.close()
-	filter := names.LogSubject(app, orStar(node), orStar(inst))
 	octx, cancel := e.op(ctx)
 	stream, err := store.LogsStream(octx, e.js, e.log)
 	cancel()
 	if err != nil {
 		return err
 	}
-	// The server forgets the consumer this long after ctl stops asking
-	// (a kill skips dropConsumer), instead of nats.go's five minutes: a
-	// loop that runs and kills logs -f would otherwise pile them up. A
-	// live follow keeps a pull request waiting, which counts as asking.
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: logsConsumerIdle}
-	if since > 0 {
-		start := time.Now().Add(-since)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
-	octx, cancel = e.op(ctx)
-	cons, err := stream.OrderedConsumer(octx, cfg)
-	cancel()
+	cons, err := e.logsConsumer(ctx, stream, names.LogSubject(app, orStar(node), orStar(inst)), since)
 	if err != nil {
 		return e.readLogsErr(app, err)
 	}
@@ -190,6 +178,27 @@ func (e *env) noLogs(ctx context.Context, app string) error {
 		return notFound("app %q is not deployed and has no kept log lines", app)
 	}
 	return nil
+}
+
+// logsConsumer opens a consumer of the lines of stream on filter, those
+// the server stored in the last since when it is not 0. The server
+// compares the start with its stamps, so it is counted on its clock: on
+// this machine's, a laptop an hour ahead would ask for lines from the
+// future, and get none.
+func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter string, since time.Duration) (jetstream.Consumer, error) {
+	// The server forgets the consumer this long after ctl stops asking
+	// (a kill skips dropConsumer), instead of nats.go's five minutes: a
+	// loop that runs and kills logs -f would otherwise pile them up. A
+	// live follow keeps a pull request waiting, which counts as asking.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: logsConsumerIdle}
+	if since > 0 {
+		e.serverClockOf(ctx, names.LogsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) })
+		start := e.serverNow().Add(-since)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	return stream.OrderedConsumer(octx, cfg)
 }
 
 func orStar(s string) string {

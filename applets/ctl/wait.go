@@ -537,22 +537,45 @@ func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
 // that stamps its entries. When it does not answer, the last offset, or
 // none, stays.
 func (e *env) readServerClock(ctx context.Context, kv jetstream.KeyValue) {
+	e.serverClockOf(ctx, kv.Bucket(), func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		st, err := untilAnswered(ctx, kv.Status)
+		if err != nil {
+			return nil, err
+		}
+		bs, ok := st.(*jetstream.KeyValueBucketStatus)
+		if !ok {
+			return nil, fmt.Errorf("status of bucket %s: not a KV bucket's", kv.Bucket())
+		}
+		return bs.StreamInfo(), nil
+	})
+}
+
+// serverClockOf sets serverAhead from the time in a stream's info, which
+// info asks its leader for.
+func (e *env) serverClockOf(ctx context.Context, stream string, info func(context.Context) (*jetstream.StreamInfo, error)) {
 	octx, cancel := e.op(ctx)
 	defer cancel()
-	asked := time.Now()
-	st, err := untilAnswered(octx, kv.Status)
+	asked := e.clock()
+	si, err := info(octx)
 	if err != nil {
-		e.log.Debug("read the NATS server's clock", "bucket", kv.Bucket(), "err", err)
+		e.log.Debug("read the NATS server's clock", "stream", stream, "err", err)
 		return
 	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok || bs.StreamInfo().TimeStamp.IsZero() {
+	if si.TimeStamp.IsZero() {
 		return
 	}
 	// The server read its clock between the request and the answer.
-	local := asked.Add(time.Since(asked) / 2)
-	e.serverAhead = bs.StreamInfo().TimeStamp.Sub(local)
+	local := asked.Add(e.clock().Sub(asked) / 2)
+	e.serverAhead = si.TimeStamp.Sub(local)
+}
+
+// clock is this machine's time.
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 // serverNow is the NATS server's clock, as of the last heartbeats read.
-func (e *env) serverNow() time.Time { return time.Now().Add(e.serverAhead) }
+func (e *env) serverNow() time.Time { return e.clock().Add(e.serverAhead) }
