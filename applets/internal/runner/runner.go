@@ -98,6 +98,9 @@ type Runner struct {
 	// rolloutSlack is how much longer than its start_grace a rollout
 	// waits for a new instance, download included, before it halts.
 	rolloutSlack time.Duration
+	// wall is what the wall clock reads at now, a reading of time.Now:
+	// now itself, but for a test that steps it as NTP steps a device's.
+	wall func(now time.Time) time.Time
 	// cgroupScope is the cgroup subtree of this runner's instances.
 	cgroupScope string
 	sandboxes   sandboxes
@@ -185,6 +188,7 @@ func New(opts Options) (*Runner, error) {
 
 		signatures:   signatures,
 		rolloutSlack: time.Minute,
+		wall:         func(now time.Time) time.Time { return now },
 	}
 	if loginDropped && opts.Config.AppNATSCreds == "" && opts.Config.AppNATSNkey == "" {
 		r.log.Warn("apps get this runner's NATS servers without its login and have none of their own: "+
@@ -835,6 +839,29 @@ func (r *Runner) instances() []state.Instance {
 	return all
 }
 
+// restamp gives the times of in, read from this process's clock, on the
+// wall clock's reading at now, as onClock does.
+func (r *Runner) restamp(in state.Instance, now time.Time) state.Instance {
+	in.Since = onClock(in.Since, now, r.wall(now))
+	in.Started = onClock(in.Started, now, r.wall(now))
+	return in
+}
+
+// onClock is t, a reading of time.Now, as far before wall, the wall
+// clock's reading at now, as it was before now by the monotonic clock. A
+// stamp keeps the wall clock of when it was read, and a device without a
+// real-time clock, which boots at 1970 or at the time fake-hwclock saved,
+// steps it by months when NTP first answers: a heartbeat's time less an
+// instance's start, both on the node's clock, would count the step as
+// uptime, and ctl's --wait an instance healthy for a second as healthy
+// since before the step, past its min_healthy.
+func onClock(t, now, wall time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return wall.Add(-now.Sub(t))
+}
+
 // heartbeats writes this node's state to narun-nodes on its own goroutine,
 // so nothing an app does can make the node look dead: every heartbeat
 // interval, and soon after instance state changes (see poke), so that
@@ -951,6 +978,10 @@ func encodeHeartbeat(n state.Node, limit int) (b []byte, trimmed bool, err error
 
 func (r *Runner) nodeState() state.Node {
 	now := time.Now()
+	instances := r.instances()
+	for i := range instances {
+		instances[i] = r.restamp(instances[i], now)
+	}
 	return state.Node{
 		ID:                 r.node,
 		Version:            buildinfo.Get().Version,
@@ -961,9 +992,9 @@ func (r *Runner) nodeState() state.Node {
 		SignaturesRequired: r.signatures.Enabled(),
 		TrustedKeys:        r.opts.Config.TrustedKeys,
 		SigningKeyFile:     r.opts.SigningKeyFile,
-		Instances:          r.instances(),
-		Started:            r.started,
-		Time:               now,
+		Instances:          instances,
+		Started:            onClock(r.started, now, r.wall(now)),
+		Time:               r.wall(now),
 		Interval:           r.opts.Config.HeartbeatInterval.D(),
 		Host:               r.host,
 		Boot:               r.boot,
@@ -977,7 +1008,8 @@ const outboxFlush = 2 * time.Second
 
 // publishEvent sends an instance state change; it never blocks (outbox).
 func (r *Runner) publishEvent(in state.Instance) {
-	b, err := json.Marshal(state.Event{Instance: r.decorate(in), Time: time.Now()})
+	now := time.Now()
+	b, err := json.Marshal(state.Event{Instance: r.restamp(r.decorate(in), now), Time: r.wall(now)})
 	if err != nil {
 		return
 	}
