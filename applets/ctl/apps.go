@@ -268,7 +268,7 @@ func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appSta
 			}
 			if late(n, now) {
 				// What a silent node last said is no longer known to hold.
-				is.Reason = fmt.Sprintf("node not heard from for %s (it said %s)", shortDuration(now.Sub(n.Stored)), in.State)
+				is.Reason = fmt.Sprintf("node not heard from %s (it said %s)", silence(n, now), in.State)
 				is.State = stateUnknown
 			}
 			if is.Current && (is.State == state.Healthy || is.State == state.Running && d.app.Health.Type == spec.HealthNone) {

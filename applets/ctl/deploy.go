@@ -911,7 +911,7 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	// expires: it is selected, yet runs nothing of this spec until back.
 	for _, n := range nodes {
 		if app.ReplicasOn(n.ID, n.Labels) > 0 && late(n, e.serverNow()) {
-			e.warnf("node %s has sent no heartbeat for %s (down or cut off?); its instances start when its runner is back", shown(n.ID), shortDuration(e.serverNow().Sub(n.Stored)))
+			e.warnf("node %s has sent no heartbeat %s (down or cut off?); its instances start when its runner is back", shown(n.ID), silence(n, e.serverNow()))
 		}
 	}
 	// A label selector no live node matches (a typo, a node not yet

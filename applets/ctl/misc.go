@@ -67,6 +67,9 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 			signedOnly = "yes"
 		}
 		seen := shortDuration(now.Sub(n.Stored)) + " ago"
+		if n.Stored.After(now) {
+			seen = "stamped " + shortDuration(n.Stored.Sub(now)) + " ahead"
+		}
 		instances := fmt.Sprintf("%d/%d", up, len(n.Instances))
 		if late(n, now) {
 			seen += " (late: down?)"
@@ -105,9 +108,23 @@ func (e *env) warnNodes(nodes []state.Node) {
 // NATS, though its entry lives until the bucket's TTL expires it. now is
 // the NATS server's clock, which stamped n.Stored: the node's own clock
 // may be off, and a node that keeps writing heartbeats is alive whatever
-// time it writes in them.
+// time it writes in them. A heartbeat stamped more than an interval after
+// now was stored before that clock went back (NTP stepped it, or a server
+// whose clock is behind took the stream over): a live node has written
+// one since, unless the step was within its interval, while a dead one's
+// would look fresh, and outlive its TTL, for as long as the step.
 func late(n state.Node, now time.Time) bool {
-	return n.Interval > 0 && now.Sub(n.Stored) > 3*n.Interval+time.Second
+	age := now.Sub(n.Stored)
+	return n.Interval > 0 && (age > 3*n.Interval+time.Second || age < -(n.Interval+time.Second))
+}
+
+// silence says how long node n has sent no heartbeat, after "no
+// heartbeat" or "not heard from", for a node that is late.
+func silence(n state.Node, now time.Time) string {
+	if age := now.Sub(n.Stored); age < 0 {
+		return fmt.Sprintf("since one stamped %s ahead of the NATS server's clock, which went back since", shortDuration(-age))
+	}
+	return "for " + shortDuration(now.Sub(n.Stored))
 }
 
 // minSkew is the least difference between a node's clock and the NATS

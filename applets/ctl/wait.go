@@ -426,7 +426,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			continue
 		}
 		if late(n, serverNow) {
-			r.Down = append(r.Down, fmt.Sprintf("%s (no heartbeat for %s)", n.ID, shortDuration(serverNow.Sub(n.Stored))))
+			r.Down = append(r.Down, fmt.Sprintf("%s (no heartbeat %s)", n.ID, silence(n, serverNow)))
 			continue
 		}
 		r.Desired += want

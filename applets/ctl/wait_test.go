@@ -434,3 +434,37 @@ func TestWaitNamesTheOnlyRunnerStoppedDuringTheRollout(t *testing.T) {
 		t.Fatal("deploy --wait still waiting a minute after its --timeout of 10s")
 	}
 }
+
+// When the NATS server's clock goes back (NTP steps a device whose clock
+// ran ahead, or a member whose clock is behind becomes the stream's
+// leader, as when the device that led it fails), heartbeats stored before
+// are stamped ahead of it. A live node writes one on the clock as it is
+// within its interval; a dead one's would look fresh, and outlive its TTL,
+// for as long as the step: it is late.
+func TestLateAfterServerClockWentBack(t *testing.T) {
+	t.Parallel()
+	digest := strings.Repeat("a", 64)
+	app, err := spec.Parse("a.toml", []byte("name = \"a\"\nversion = \"2\"\nnodes = [\"n1\", \"n2\"]\n[health]\ntype = \"tcp\"\nport = 80\nmin_healthy = 0\n"+
+		"[binaries.amd64]\nobject = \"a/2/linux-amd64\"\nsha256 = \""+digest+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	in := func(node string) state.Instance {
+		return state.Instance{App: "a", Node: node, ID: "0", State: state.Healthy, Fingerprint: app.Fingerprint("amd64")}
+	}
+	nodes := []state.Node{
+		// Stored a moment ahead of the server's clock as ctl reckons it.
+		{ID: "n1", Arch: "amd64", Interval: time.Second, Stored: now.Add(500 * time.Millisecond), Instances: []state.Instance{in("n1")}},
+		{ID: "n2", Arch: "amd64", Interval: time.Second, Stored: now.Add(time.Hour), Instances: []state.Instance{in("n2")}},
+	}
+	seen := map[string]map[string]state.Instance{"n1": {"0": in("n1")}, "n2": {"0": in("n2")}}
+	r := evaluate(app, nodes, seen, map[string]healthyRun{}, now, now)
+	if got, want := strings.Join(r.Down, "; "), "n2 (no heartbeat since one stamped 1h ahead of the NATS server's clock, which went back since)"; got != want || r.Desired != 1 {
+		t.Errorf("desired %d, down %q; want 1, %q", r.Desired, got, want)
+	}
+	s := statusOf(deployed{name: "a", app: app}, "a", nodes, now)
+	if s.Ready != 1 || len(s.Instances) != 2 || s.Instances[0].State != state.Healthy || s.Instances[1].State != stateUnknown {
+		t.Errorf("status: ready %d, instances %+v; want n1's healthy, n2's unknown", s.Ready, s.Instances)
+	}
+}
