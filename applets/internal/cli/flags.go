@@ -313,12 +313,17 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 	// first connection's failure says only "no servers available"; the
 	// retries that follow say why (connection refused, a timeout). A
 	// server skipped because another answered first is no failure.
+	// The times are on the monotonic clock, counted from here: a wall
+	// clock that NTP steps back (a device whose clock ran ahead) would
+	// have kept the warning quiet until it passed the last one again.
 	var lastUnreachableWarning atomic.Int64
+	since := time.Now()
 	unreachable := func(nc *nats.Conn, err error) {
 		if errors.Is(err, nats.ErrNoServers) || errors.Is(err, errSkipped) {
 			return
 		}
-		now := time.Now().UnixNano()
+		// 1 at the least: 0 is no warning yet.
+		now := int64(time.Since(since)) + 1
 		last := lastUnreachableWarning.Load()
 		if last != 0 && time.Duration(now-last) < time.Minute || !lastUnreachableWarning.CompareAndSwap(last, now) {
 			return
