@@ -1025,7 +1025,7 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	}
 	b := want
 	if key != nil {
-		if b, err = gateway.EncodeEntry(app.Name, app.Routes, signing.NextSequence(order.last, time.Now())); err != nil {
+		if b, err = gateway.EncodeEntry(app.Name, app.Routes, signing.NextSequence(order.last, order.now)); err != nil {
 			return err
 		}
 		b = key.Sign(b)

@@ -192,7 +192,9 @@ func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter 
 	// live follow keeps a pull request waiting, which counts as asking.
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: logsConsumerIdle}
 	if since > 0 {
-		e.serverClockOf(ctx, names.LogsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) })
+		if ahead, ok := e.serverOffset(ctx, names.LogsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
+			e.serverAhead = ahead
+		}
 		start := e.serverNow().Add(-since)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}

@@ -332,6 +332,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 			}
 		}
 		order = e.orderOf(names.AppsBucket, name, key, values, specSequence)
+		order.now = e.bucketNow(ctx, apps)
 	}
 	stored, final, err := e.restorable(ctx, name, target, cur, key, order)
 	if err != nil {

@@ -155,7 +155,7 @@ func seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
 			return cur
 		}
 	}
-	return key.Sign(signing.WithSequence(body, signing.NextSequence(o.last, time.Now())))
+	return key.Sign(signing.WithSequence(body, signing.NextSequence(o.last, o.now)))
 }
 
 // withNewline is b ending in a newline, as a signed body does.
@@ -175,6 +175,11 @@ type signedOrder struct {
 	// before stored again after a later one or a deletion, which nodes
 	// refuse (signing.Order) and ctl must not take for current.
 	live []byte
+	// now is the clock of the server that holds the bucket, when its
+	// history was read: a new sequence counts its milliseconds, so that
+	// operators with keys of their own sign on one clock, not on their
+	// machines', which may be days apart or at 1970.
+	now time.Time
 }
 
 // readOrder reads the order of the values key signed for name in kv:
@@ -186,11 +191,12 @@ func (e *env) readOrder(ctx context.Context, kv jetstream.KeyValue, name string,
 	if key == nil {
 		return signedOrder{}, nil
 	}
+	now := e.bucketNow(ctx, kv)
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	hist, err := kv.History(octx, name)
 	if isNotFound(err) {
-		return signedOrder{}, nil
+		return signedOrder{now: now}, nil
 	}
 	if err != nil {
 		return signedOrder{}, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err)
@@ -201,7 +207,9 @@ func (e *env) readOrder(ctx context.Context, kv jetstream.KeyValue, name string,
 			values[i] = append([]byte{}, en.Value()...)
 		}
 	}
-	return e.orderOf(kv.Bucket(), name, key, values, seqOf), nil
+	o := e.orderOf(kv.Bucket(), name, key, values, seqOf)
+	o.now = now
+	return o, nil
 }
 
 // orderOf follows values, the history of name in bucket from oldest to

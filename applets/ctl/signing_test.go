@@ -2,10 +2,12 @@ package ctl
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -539,5 +541,36 @@ func TestSigningPublicOfUnusableDataDirKey(t *testing.T) {
 	r := h.fails(1, "", "signing", "public")
 	if !strings.Contains(r.err, "has mode 0644") || strings.Contains(r.err, "no signing key") {
 		t.Errorf("signing public stderr:\n%s", r.err)
+	}
+}
+
+// A sequence counts the milliseconds of the NATS server that holds the
+// bucket, not of the machine ctl runs on: an operator whose laptop is a
+// month ahead would otherwise lock every other key out of the app for a
+// month, and one on a device still at 1970 be refused after anyone else.
+func TestSequenceOnServerClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ahead := range []time.Duration{30 * 24 * time.Hour, -56 * 365 * 24 * time.Hour} {
+		e := h.env(io.Discard)
+		e.now = func() time.Time { return time.Now().Add(ahead) }
+		for _, bucket := range []string{names.AppsBucket, names.RoutesBucket} {
+			order, err := e.readOrder(ctx, h.kv(bucket), "hello", key, specSequence)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq, err := signing.Sequence(signing.Strip(seal(key, []byte("name = \"hello\"\n"), nil, order)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if off := time.Duration(int64(seq)-time.Now().UnixMilli()) * time.Millisecond; off.Abs() > time.Hour {
+				t.Errorf("clock %s ahead, %s: sequence %d is %s from the server's clock", ahead, bucket, seq, off)
+			}
+		}
 	}
 }

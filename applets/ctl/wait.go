@@ -537,7 +537,24 @@ func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
 // that stamps its entries. When it does not answer, the last offset, or
 // none, stays.
 func (e *env) readServerClock(ctx context.Context, kv jetstream.KeyValue) {
-	e.serverClockOf(ctx, kv.Bucket(), func(ctx context.Context) (*jetstream.StreamInfo, error) {
+	if ahead, ok := e.serverOffset(ctx, kv.Bucket(), bucketInfo(kv)); ok {
+		e.serverAhead = ahead
+	}
+}
+
+// bucketNow is the clock of the server that holds kv's stream, or, when
+// it does not answer, the NATS server's as last read (serverNow).
+func (e *env) bucketNow(ctx context.Context, kv jetstream.KeyValue) time.Time {
+	ahead, ok := e.serverOffset(ctx, kv.Bucket(), bucketInfo(kv))
+	if !ok {
+		return e.serverNow()
+	}
+	return e.clock().Add(ahead)
+}
+
+// bucketInfo asks for the info of kv's stream, until it is answered.
+func bucketInfo(kv jetstream.KeyValue) func(context.Context) (*jetstream.StreamInfo, error) {
+	return func(ctx context.Context) (*jetstream.StreamInfo, error) {
 		st, err := untilAnswered(ctx, kv.Status)
 		if err != nil {
 			return nil, err
@@ -547,26 +564,27 @@ func (e *env) readServerClock(ctx context.Context, kv jetstream.KeyValue) {
 			return nil, fmt.Errorf("status of bucket %s: not a KV bucket's", kv.Bucket())
 		}
 		return bs.StreamInfo(), nil
-	})
+	}
 }
 
-// serverClockOf sets serverAhead from the time in a stream's info, which
-// info asks its leader for.
-func (e *env) serverClockOf(ctx context.Context, stream string, info func(context.Context) (*jetstream.StreamInfo, error)) {
+// serverOffset is how far the clock of the server that answers info (a
+// stream's leader) is ahead of this machine's; false when it does not
+// answer, or gives no time.
+func (e *env) serverOffset(ctx context.Context, stream string, info func(context.Context) (*jetstream.StreamInfo, error)) (time.Duration, bool) {
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	asked := e.clock()
 	si, err := info(octx)
 	if err != nil {
 		e.log.Debug("read the NATS server's clock", "stream", stream, "err", err)
-		return
+		return 0, false
 	}
 	if si.TimeStamp.IsZero() {
-		return
+		return 0, false
 	}
 	// The server read its clock between the request and the answer.
 	local := asked.Add(e.clock().Sub(asked) / 2)
-	e.serverAhead = si.TimeStamp.Sub(local)
+	return si.TimeStamp.Sub(local), true
 }
 
 // clock is this machine's time.
