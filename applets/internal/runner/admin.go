@@ -191,7 +191,10 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instances", "gauge", "Instances on this node by state.", byState)
 	family("narun_runner_apps", "gauge", "Apps known to this runner.", []series{{"", float64(len(apps))}})
 	family("narun_runner_nats_connected", "gauge", "Whether the runner is connected to NATS.", []series{{"", boolf(r.opts.Conn.IsConnected())}})
-	family("narun_runner_start_time_seconds", "gauge", "When the runner started, in Unix seconds.", []series{{"", float64(r.started.Unix())}})
+	// On the clock as it reads now, as heartbeats give it: time() less
+	// this is the uptime, though NTP stepped the clock since the start.
+	now := time.Now()
+	family("narun_runner_start_time_seconds", "gauge", "When the runner started, in Unix seconds.", []series{{"", float64(onClock(r.started, now, r.wall(now)).Unix())}})
 	family("narun_runner_goroutines", "gauge", "Goroutines of the runner.", []series{{"", float64(runtime.NumGoroutine())}})
 	if u, err := procUsage(os.Getpid()); err == nil {
 		family("narun_runner_resident_memory_bytes", "gauge", "Resident memory of the runner's process.", []series{{"", float64(u.rss)}})

@@ -3,6 +3,9 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,5 +47,17 @@ func TestHeartbeatAfterClockStep(t *testing.T) {
 	}
 	if age := n.Time.Sub(in.Since); age > year/2 || age < 0 {
 		t.Errorf("instance %s for %s before the heartbeat, counting the clock's step", in.State, age)
+	}
+	// Prometheus takes time() less the start time for the uptime.
+	rec := httptest.NewRecorder()
+	tr.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var started float64
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(line, "narun_runner_start_time_seconds "); ok {
+			started, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if at := time.Unix(int64(started), 0); at.Before(time.Now().Add(year / 2)) {
+		t.Errorf("narun_runner_start_time_seconds %v (%s), before the clock's step\n%s", started, at, rec.Body.String())
 	}
 }
