@@ -49,6 +49,9 @@ type waiter struct {
 	// seen holds the latest status of every instance of the app, by node
 	// and instance id, from events and heartbeats, whichever is newer.
 	seen map[string]map[string]state.Instance
+	// heard holds, by "node/id", when what seen has of the instance came,
+	// on the NATS server's clock (record).
+	heard map[string]time.Time
 	// healthy holds, by "node/id", since when each instance's current
 	// process has been healthy without a break.
 	healthy map[string]healthyRun
@@ -144,24 +147,34 @@ func (w *waiter) logsHint() string {
 }
 
 // record keeps in, as its node reported it at its time at (zero when it did
-// not say), unless what the waiter has of the instance is newer.
-func (w *waiter) record(in state.Instance, at time.Time) {
-	if w.ended[in.Node+"/"+in.ID] {
+// not say), heard on the NATS server's clock: when the event came, or when
+// the server stored the heartbeat. An event is kept as it comes, its
+// runner having published them in order; a heartbeat unless what the
+// waiter has of the instance came after the server stored it, as events
+// received before the heartbeat was read may have. Not by the node's
+// stamps: a change made after NTP stepped its clock back looked older
+// than the one before, and the wait missed it until --timeout.
+func (w *waiter) record(in state.Instance, at, heard time.Time, event bool) {
+	key := in.Node + "/" + in.ID
+	if w.ended[key] {
 		return
 	}
+	if w.heard == nil {
+		w.heard = map[string]time.Time{}
+	}
+	if !event && heard.Before(w.heard[key]) {
+		return
+	}
+	w.heard[key] = heard
 	m := w.seen[in.Node]
 	if m == nil {
 		m = map[string]state.Instance{}
 		w.seen[in.Node] = m
 	}
-	if cur, ok := m[in.ID]; ok && cur.Since.After(in.Since) {
-		return
-	}
 	m[in.ID] = in
 	if in.State.Up() || in.Restarts > 0 || in.ExitCode != nil {
 		w.ran = true
 	}
-	key := in.Node + "/" + in.ID
 	if in.State != state.Healthy {
 		delete(w.healthy, key)
 	} else if h, ok := w.healthy[key]; !ok || h.pid != in.PID || h.restarts != in.Restarts {
@@ -220,7 +233,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		for _, n := range ns {
 			for _, in := range n.Instances {
 				if in.App == w.app.Name {
-					w.record(in, n.Time)
+					w.record(in, n.Time, n.Stored, false)
 				}
 			}
 		}
@@ -300,7 +313,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
 				continue
 			}
-			w.record(ev.Instance, ev.Time)
+			w.record(ev.Instance, ev.Time, w.e.serverNow(), true)
 			if verbose {
 				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
 				if ev.Reason != "" && ev.Reason != string(ev.State) {
@@ -332,14 +345,14 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 }
 
 // forget drops the instances that a node's heartbeat no longer lists,
-// though the node wrote it after their last change it reported: its runner
-// removed them (replaced, stopped), maybe before this waiter subscribed to
-// the events that said so. Kept, one last seen healthy would count as
-// ready for good, beside the instance that took its slot. Both times are
-// the node's clock.
+// though the server stored it after what the waiter has of them came
+// (record): its runner removed them (replaced, stopped), maybe before this
+// waiter subscribed to the events that said so. Kept, one last seen
+// healthy would count as ready for good, beside the instance that took its
+// slot.
 func (w *waiter) forget(nodes []state.Node) {
 	for _, n := range nodes {
-		if n.Time.IsZero() {
+		if n.Stored.IsZero() {
 			continue
 		}
 		listed := map[string]bool{}
@@ -348,8 +361,8 @@ func (w *waiter) forget(nodes []state.Node) {
 				listed[in.ID] = true
 			}
 		}
-		for id, in := range w.seen[n.ID] {
-			if !listed[id] && in.Since.Before(n.Time) {
+		for id := range w.seen[n.ID] {
+			if !listed[id] && w.heard[n.ID+"/"+id].Before(n.Stored) {
 				delete(w.seen[n.ID], id)
 				delete(w.healthy, n.ID+"/"+id)
 			}

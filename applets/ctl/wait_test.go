@@ -89,15 +89,15 @@ func TestEvaluate(t *testing.T) {
 		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
 		first, other := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
 		first.PID, first.Since = 42, now.Add(-time.Hour)
-		w.record(first, time.Time{})
-		w.record(other, time.Time{})
+		w.record(first, time.Time{}, now, true)
+		w.record(other, time.Time{}, now, true)
 		for key, h := range w.healthy {
 			h.since = now.Add(-time.Hour)
 			w.healthy[key] = h
 		}
 		again := first
 		again.PID, again.Restarts, again.Since, again.Reason = 43, 1, now, "last exit: exit status 3"
-		w.record(again, time.Time{})
+		w.record(again, time.Time{}, now, true)
 		r := evaluate(checked, node, w.seen, w.healthy, time.Now(), now)
 		if want := "n1: 1 of 2 ready (0 healthy for less than min_healthy (2s), 1 restart(s): last exit: exit status 3)"; len(r.Ready) != 1 || strings.Join(r.Waiting, "; ") != want {
 			t.Errorf("ready %v, waiting %q; want 1 ready, waiting %q", r.Ready, r.Waiting, want)
@@ -112,11 +112,33 @@ func TestEvaluate(t *testing.T) {
 		beat := time.Now().Add(-time.Hour)
 		long, just := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
 		long.Since, just.Since = beat.Add(-settled), beat
-		w.record(long, beat)
-		w.record(just, beat)
+		w.record(long, beat, beat, false)
+		w.record(just, beat, beat, false)
 		r := evaluate(checked, node, w.seen, w.healthy, time.Now(), now)
 		if len(r.Ready) != 1 || r.Ready[0] != "n1/0" || r.settling <= 0 {
 			t.Errorf("ready %v, waiting %q, settling %s: want n1/0 ready, n1/1 settling", r.Ready, r.Waiting, r.settling)
+		}
+	})
+	// NTP steps the node's clock back an hour between two changes of an
+	// instance: the event of the second is stamped before the first's.
+	// The heartbeat that still lists the first, stored before the second
+	// event came and read after it, does not undo it; the next one, which
+	// lists the second with the stamp of the event, is taken.
+	t.Run("events after the node's clock went back", func(t *testing.T) {
+		w := &waiter{app: atOnce, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+		running, healthy := inst(atOnce, "0", state.Running), inst(atOnce, "0", state.Healthy)
+		running.Since = now
+		healthy.Since, healthy.PID = now.Add(-time.Hour), 42
+		w.record(running, running.Since, now, true)
+		w.record(healthy, healthy.Since, now.Add(2*time.Second), true)
+		w.record(running, now.Add(time.Second), now.Add(time.Second), false)
+		if got := w.seen["n1"]["0"]; got.State != state.Healthy {
+			t.Errorf("instance %s after its healthy event and an earlier heartbeat, want healthy", got.State)
+		}
+		healthy.PID = 43
+		w.record(healthy, healthy.Since.Add(time.Second), now.Add(3*time.Second), false)
+		if got := w.seen["n1"]["0"]; got.PID != 43 {
+			t.Errorf("pid %d after a heartbeat stored after the event, want 43", got.PID)
 		}
 	})
 	for _, tc := range tests {
@@ -154,10 +176,11 @@ func TestWaiterForgetsUnlisted(t *testing.T) {
 	stale := state.Instance{App: "a", Node: "n1", ID: "1-old", Slot: 1, State: state.Healthy, Since: beat.Add(-time.Second)}
 	fresh := state.Instance{App: "a", Node: "n1", ID: "1-new", Slot: 1, State: state.Starting, Since: beat.Add(time.Millisecond)}
 	listed := state.Instance{App: "a", Node: "n1", ID: "0-new", State: state.Healthy, Since: beat.Add(-time.Second)}
+	// fresh was heard after the heartbeat was stored.
 	for _, in := range []state.Instance{stale, fresh, listed} {
-		w.record(in, time.Time{})
+		w.record(in, time.Time{}, in.Since, true)
 	}
-	w.forget([]state.Node{{ID: "n1", Time: beat, Instances: []state.Instance{listed, {App: "b", ID: "1-old"}}}})
+	w.forget([]state.Node{{ID: "n1", Stored: beat, Instances: []state.Instance{listed, {App: "b", ID: "1-old"}}}})
 	if _, ok := w.seen["n1"]["1-old"]; ok {
 		t.Error("an instance the newer heartbeat no longer lists is still seen")
 	}
