@@ -67,7 +67,7 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 			signedOnly = "yes"
 		}
 		seen := shortDuration(now.Sub(n.Stored)) + " ago"
-		if n.Stored.After(now) {
+		if n.Stored.After(now) && late(n, now) {
 			seen = "stamped " + shortDuration(n.Stored.Sub(now)) + " ahead"
 		}
 		instances := fmt.Sprintf("%d/%d", up, len(n.Instances))
