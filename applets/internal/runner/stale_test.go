@@ -107,3 +107,32 @@ func TestSpecCachedOnceWritable(t *testing.T) {
 		return err == nil && bytes.Equal(b, e.Value())
 	})
 }
+
+// A restart reads each app's spec from the cache, then the same one from
+// narun-apps: neither is a new spec, and rewriting the cached file (a
+// synced temporary, a rename and a synced directory per app) at every
+// start only wears the device's flash. The file keeps its
+// inode when it is not written again.
+func TestUnchangedSpecNotCachedAgain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := startRunner(t, c, nil)
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.stop()
+	path := filepath.Join(first.specsDir(), "hello.toml")
+	inode := func() uint64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	before := inode()
+	second := startRunner(t, c, func(o *Options) { o.DataDir = first.dir })
+	// An app caches its spec before it starts instances of it.
+	second.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	if after := inode(); after != before {
+		t.Errorf("cached spec written again though unchanged: inode %d, then %d", before, after)
+	}
+}
