@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -347,13 +348,19 @@ func (g *Gateway) retryOrder() {
 	}
 }
 
-// writeRoutesCache writes the entries held to path; g.cacheMu is held.
+// writeRoutesCache writes the entries held to path, unless it holds them
+// already: it is saved at every start, reconnection and update of
+// narun-routes, and each write costs flash a synced file, a rename and a
+// synced directory. g.cacheMu is held.
 func (g *Gateway) writeRoutesCache(path string) error {
 	g.mu.Lock()
 	b, err := json.Marshal(g.kvRaw)
 	g.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode routes cache: %w", err)
+	}
+	if held, err := os.ReadFile(path); err == nil && bytes.Equal(held, b) {
+		return nil
 	}
 	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("write routes cache: %w", err)

@@ -1545,3 +1545,35 @@ func settledMetrics(t *testing.T, r *running) string {
 	})
 	return m
 }
+
+// The routes cache is saved whenever the watch of narun-routes delivered
+// its initial values (at every start and reconnection) or an update, most
+// often with the routes it holds already: a file that holds them is not
+// written again, as each write costs flash a synced file, a rename and a
+// synced directory. It keeps its inode.
+func TestUnchangedRoutesNotCachedAgain(t *testing.T) {
+	t.Parallel()
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	nc := natstest.Connect(t, natstest.Start(t))
+	kv := routesKV(t, nc)
+	if _, err := kv.PutString(context.Background(), "kept", `[{"path":"/kept/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	r := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache})
+	testutil.Eventually(t, 20*time.Second, "routes cached", func() bool {
+		b, _ := os.ReadFile(cache)
+		return strings.Contains(string(b), `"kept"`)
+	})
+	inode := func() uint64 {
+		fi, err := os.Stat(cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	before := inode()
+	r.gw.saveRoutesCache()
+	if after := inode(); after != before {
+		t.Errorf("routes cache written again though unchanged: inode %d, then %d", before, after)
+	}
+}
