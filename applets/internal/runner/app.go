@@ -188,15 +188,11 @@ func (a *app) run(ctx context.Context) {
 // disk) is tried again by retryCache: the cache would otherwise keep the
 // spec before it for good, since an unchanged spec is never applied again,
 // and a restart without NATS would run that one. A file that holds raw
-// already, as at every start, is left alone: each write costs flash a
-// synced file, a rename and a synced directory.
+// already, as at every start, is left alone (keepFile).
 func (a *app) cache(raw []byte) {
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
-	var err error
-	if held, rerr := os.ReadFile(a.specPath()); rerr != nil || !bytes.Equal(held, raw) {
-		err = writeFileAtomic(a.specPath(), raw, 0o600)
-	}
+	err := keepFile(a.specPath(), raw, 0o600)
 	a.mu.Lock()
 	a.uncached = nil
 	if err != nil {

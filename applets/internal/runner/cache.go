@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -310,4 +311,15 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	return atomicfile.Write(path, data, mode)
+}
+
+// keepFile is writeFileAtomic for the copies the runner keeps of what
+// NATS holds (specs, sealed secrets), which are saved again at every start
+// though they seldom change: a file that holds data already is left alone,
+// as each write costs flash a synced file, a rename and a synced directory.
+func keepFile(path string, data []byte, mode os.FileMode) error {
+	if held, err := os.ReadFile(path); err == nil && bytes.Equal(held, data) {
+		return nil
+	}
+	return writeFileAtomic(path, data, mode)
 }

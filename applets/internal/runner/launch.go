@@ -285,7 +285,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		switch {
 		case err == nil:
 			sealed = e.Value()
-			if err := writeFileAtomic(cached, sealed, 0o600); err != nil {
+			if err := keepFile(cached, sealed, 0o600); err != nil {
 				r.log.Warn("cache sealed secret", "secret", name, "err", err)
 			}
 		case store.IsNotFound(err):

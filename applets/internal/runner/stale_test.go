@@ -136,3 +136,37 @@ func TestUnchangedSpecNotCachedAgain(t *testing.T) {
 		t.Errorf("cached spec written again though unchanged: inode %d, then %d", before, after)
 	}
 }
+
+// Every start of an instance reads its secrets from narun-secrets and
+// keeps their sealed form for when NATS is away: a sealed secret that did
+// not change is not written again, so an app restarting in a loop does not
+// rewrite it (a synced file, a rename and a synced directory) at each
+// start. The file keeps its inode.
+func TestUnchangedSealedSecretNotCachedAgain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	online := &resources{secrets: c.secrets}
+	cached := filepath.Join(r.sealedDir(), "token")
+	inode := func() uint64 {
+		fi, err := os.Stat(cached)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	var inodes []uint64
+	for range 2 {
+		if v, err := r.secret(context.Background(), online, "token"); err != nil || string(v) != "v1" {
+			t.Fatalf("secret: %q %v", v, err)
+		}
+		inodes = append(inodes, inode())
+	}
+	if inodes[0] != inodes[1] {
+		t.Errorf("sealed secret written again though unchanged: inode %d, then %d", inodes[0], inodes[1])
+	}
+}
