@@ -42,6 +42,9 @@ type Config struct {
 	// JetStreamMaxMemory and JetStreamMaxStore cap JetStream; 0 means the server's defaults.
 	JetStreamMaxMemory int64
 	JetStreamMaxStore  int64
+	// JetStreamSyncInterval is how often JetStream fsyncs its files; 0
+	// means the server's default, 2 minutes.
+	JetStreamSyncInterval time.Duration
 	// JetStreamDomain separates JetStream of a leaf node from its hub's; empty means none.
 	JetStreamDomain string
 	// Cluster joins other servers through routes; a zero Cluster means standalone.
@@ -442,6 +445,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		JetStreamMaxMemory: cfg.JetStreamMaxMemory,
 		JetStreamMaxStore:  cfg.JetStreamMaxStore,
 		JetStreamDomain:    cfg.JetStreamDomain,
+		SyncInterval:       cfg.JetStreamSyncInterval,
 		MaxPayload:         1 << 20,
 		NoSigs:             true,
 		NoLog:              cfg.Logger == nil,

@@ -15,14 +15,15 @@ import (
 func EmbedConfig(cfg config.File) embednats.Config {
 	n := cfg.NATS
 	ec := embednats.Config{
-		Listen:             n.Listen,
-		DataDir:            cfg.DataDir,
-		ServerName:         n.ServerName,
-		MaxPayload:         int64(n.MaxPayload),
-		HTTPListen:         n.HTTPListen,
-		JetStreamMaxMemory: int64(n.JetStream.MaxMemory),
-		JetStreamMaxStore:  int64(n.JetStream.MaxStore),
-		JetStreamDomain:    n.JetStream.Domain,
+		Listen:                n.Listen,
+		DataDir:               cfg.DataDir,
+		ServerName:            n.ServerName,
+		MaxPayload:            int64(n.MaxPayload),
+		HTTPListen:            n.HTTPListen,
+		JetStreamMaxMemory:    int64(n.JetStream.MaxMemory),
+		JetStreamMaxStore:     int64(n.JetStream.MaxStore),
+		JetStreamDomain:       n.JetStream.Domain,
+		JetStreamSyncInterval: n.JetStream.SyncInterval.D(),
 		Cluster: embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes,
 			User: n.Cluster.User, Password: n.Cluster.Password},
 		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},

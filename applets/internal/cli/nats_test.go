@@ -6,13 +6,39 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
 )
+
+// [nats.jetstream] sync_interval reaches the embedded server's JetStream:
+// it is what a device on flash storage tunes to flush its storage less
+// often (docs/PERFORMANCE.md, "Disk writes").
+func TestSyncIntervalReachesJetStream(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(file, []byte("[nats.jetstream]\nsync_interval = \"10m\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := cli.EmbedConfig(cfg)
+	ec.Listen, ec.DataDir = "127.0.0.1:0", t.TempDir()
+	s, err := embednats.Start(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if got := s.NATS().JetStreamConfig().SyncInterval; got != 10*time.Minute {
+		t.Fatalf("JetStream sync interval %s, want the file's 10m", got)
+	}
+}
 
 // The routes' login reaches the embedded server: without it, a cluster
 // with client logins would refuse to start.

@@ -87,6 +87,10 @@ type JetStream struct {
 	MaxMemory Size   `toml:"max_memory"`
 	MaxStore  Size   `toml:"max_store"`
 	Domain    string `toml:"domain"`
+	// SyncInterval is how often the server fsyncs what its streams
+	// wrote: each time, every stream's index file, dirty or not (a
+	// device cache flush on flash storage).
+	SyncInterval Duration `toml:"sync_interval"`
 }
 
 // Cluster joins this server to others with routes; empty Listen disables it.
@@ -241,6 +245,7 @@ func Defaults() File {
 		NATS: NATS{
 			Listen:     "0.0.0.0:4222",
 			MaxPayload: 1 << 20,
+			JetStream:  JetStream{SyncInterval: Duration(2 * time.Minute)},
 		},
 		Gateway: Gateway{
 			Client:          Client{NATSURL: DefaultNATSURL},
