@@ -160,7 +160,10 @@ func TestNATSBackInTime(t *testing.T) {
 	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
-	reconnecting := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	// The grace follows ReconnectWait (twice it, and a second): a wait of
+	// 2 s leaves the restart 3 s of margin, where 500 ms left 1.1 s, which
+	// a machine busy with other tests once ran out of.
+	reconnecting := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(2 * time.Second)}
 	nc, err := nats.Connect("nats://"+addr, reconnecting...)
 	if err != nil {
 		t.Fatal(err)
