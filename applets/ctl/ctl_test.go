@@ -539,11 +539,7 @@ func TestAppStatusJSON(t *testing.T) {
 	h := newHarness(t)
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", elfBinary(t))
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
 		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, PID: 4242, Restarts: 1, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)},
 		{App: "hello", Node: "node-1", ID: "hello-1", State: state.Backoff, Restarts: 3, Reason: "exit status 1", Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH)},
@@ -596,11 +592,7 @@ func TestAppStatusUptimeOnNodeClock(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", elfBinary(t))
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	fp := app.Fingerprint(runtime.GOARCH)
 	for node, offset := range map[string]time.Duration{"node-1": -56 * 365 * 24 * time.Hour, "node-2": 400 * 24 * time.Hour} {
 		clock := time.Now().Add(offset).UTC()
@@ -628,11 +620,7 @@ func TestAppStatusCountsMissingNodes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)), "--binary", elfBinary(t))
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	fp := app.Fingerprint(runtime.GOARCH)
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
 		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: fp},
@@ -683,11 +671,7 @@ func TestStatusOfSilentNode(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Nanosecond, Time: time.Now().Add(time.Hour),
 		Host: "a", Duplicates: []state.Duplicate{{Host: "b", Boot: "x", Seen: time.Now()}},
 		Instances: []state.Instance{{App: "hello", Node: "node-1", ID: "hello-0", State: state.Healthy, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH),
@@ -723,11 +707,7 @@ func TestStatusOfNodeWithSlowClock(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	behind := time.Now().Add(-20 * time.Second)
 	var instances []state.Instance
 	for i := range 2 {
@@ -1471,21 +1451,10 @@ func TestLogsLeaveNoConsumer(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
-	stream, err := store.LogsStream(ctx, h.js, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	consumers := logsConsumers(t, h)
 	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Line: "one"})
 	if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
 		t.Fatal(err)
-	}
-	consumers := func() int {
-		t.Helper()
-		info, err := stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Consumers
 	}
 	h.ok("", "logs", "hello")
 	if n := consumers(); n != 0 {
@@ -1513,18 +1482,7 @@ func TestKilledFollowLeavesNoConsumer(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
-	stream, err := store.LogsStream(ctx, h.js, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	consumers := func() int {
-		t.Helper()
-		info, err := stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Consumers
-	}
+	consumers := logsConsumers(t, h)
 	kctx, kill := context.WithCancel(ctx)
 	defer kill()
 	cmd := exec.CommandContext(kctx, os.Args[0], "ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello")
@@ -1538,6 +1496,24 @@ func TestKilledFollowLeavesNoConsumer(t *testing.T) {
 		t.Fatal("logs -f was not killed")
 	}
 	testutil.Eventually(t, 6*logsConsumerIdle, "the killed follow's consumer gone", func() bool { return consumers() == 0 })
+}
+
+// logsConsumers opens NARUN_LOGS and returns a count of its consumers.
+func logsConsumers(t *testing.T, h *harness) func() int {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() int {
+		t.Helper()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
 }
 
 // stopFollowing cancels a logs -f run and waits for it to end cleanly.
@@ -1602,11 +1578,7 @@ func TestDeployMultiArch(t *testing.T) {
 	arm, riscv := tinyBinary(t, "arm64"), tinyBinary(t, "riscv64")
 	p := h.file("hello.toml", helloSpec)
 	h.ok("", "deploy", p, "--binary", arm, "--binary", riscv)
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	if len(app.Binaries) != 2 || !strings.HasPrefix(app.Binaries["arm64"].Object, "hello/1.0.0/linux-arm64-") || !strings.HasPrefix(app.Binaries["riscv64"].Object, "hello/1.0.0/linux-riscv64-") {
 		t.Fatalf("binaries: %+v", app.Binaries)
 	}
@@ -1844,11 +1816,7 @@ func TestDeployAfterRestartUnchanged(t *testing.T) {
 	// A new version starts afresh.
 	h.file("hello.toml", strings.Replace(helloSpec, "1.0.0", "1.1.0", 1))
 	h.ok("", "deploy", p, "--binary", bin)
-	stored, _ := h.get(names.AppsBucket, "hello")
-	app, err := spec.Parse("stored", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := h.storedApp("hello")
 	if app.RestartedAt != "" {
 		t.Errorf("new version kept restarted_at %q", app.RestartedAt)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/embednats"
@@ -140,6 +141,20 @@ func (h *harness) exec(stdin string, seen io.Writer, env, args []string) result 
 		h.t.Fatalf("run ctl as a process: %v", err)
 	}
 	return r
+}
+
+// storedApp is the spec of app as narun-apps holds it, parsed.
+func (h *harness) storedApp(app string) *spec.App {
+	h.t.Helper()
+	stored, ok := h.get(names.AppsBucket, app)
+	if !ok {
+		h.t.Fatalf("%s not in %s", app, names.AppsBucket)
+	}
+	a, err := spec.Parse("stored", stored)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return a
 }
 
 // ok runs ctl and fails the test unless it exits 0.

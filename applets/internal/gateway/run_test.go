@@ -1567,13 +1567,7 @@ func TestUnchangedRoutesNotCachedAgain(t *testing.T) {
 		b, _ := os.ReadFile(cache)
 		return strings.Contains(string(b), `"kept"`)
 	})
-	inode := func() uint64 {
-		fi, err := os.Stat(cache)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Sys().(*syscall.Stat_t).Ino
-	}
+	inode := func() uint64 { return testutil.Inode(t, cache) }
 	before := inode()
 	r.gw.saveRoutesCache()
 	if after := inode(); after != before {

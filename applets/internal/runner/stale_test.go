@@ -121,13 +121,7 @@ func TestUnchangedSpecNotCachedAgain(t *testing.T) {
 	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
 	first.stop()
 	path := filepath.Join(first.specsDir(), "hello.toml")
-	inode := func() uint64 {
-		fi, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Sys().(*syscall.Stat_t).Ino
-	}
+	inode := func() uint64 { return testutil.Inode(t, path) }
 	before := inode()
 	second := startRunner(t, c, func(o *Options) { o.DataDir = first.dir })
 	// An app caches its spec before it starts instances of it.
@@ -152,13 +146,7 @@ func TestUnchangedSealedSecretNotCachedAgain(t *testing.T) {
 	}
 	online := &resources{secrets: c.secrets}
 	cached := filepath.Join(r.sealedDir(), "token")
-	inode := func() uint64 {
-		fi, err := os.Stat(cached)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Sys().(*syscall.Stat_t).Ino
-	}
+	inode := func() uint64 { return testutil.Inode(t, cached) }
 	var inodes []uint64
 	for range 2 {
 		if v, err := r.secret(context.Background(), online, "token"); err != nil || string(v) != "v1" {

@@ -147,3 +147,14 @@ func (b *LogBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// Inode is the inode number of path: a file that keeps it was not written
+// again, since every write of narun's goes to a temporary renamed over it.
+func Inode(t testing.TB, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
