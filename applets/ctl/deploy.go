@@ -768,7 +768,7 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	}
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err = e.putBinary(ctx, obs, b)
+		err = e.putBinary(ctx, b)
 		if err == nil || attempt == 4 || ctx.Err() != nil || !transient(err) {
 			break
 		}
@@ -828,30 +828,29 @@ func (e *env) readThrough(ctx context.Context, obs jetstream.ObjectStore, b *bin
 	return err
 }
 
-func (e *env) putBinary(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
+func (e *env) putBinary(ctx context.Context, b *binaryFile) error {
 	f, err := os.Open(b.Path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	var r io.Reader = f
+	var acked func(int)
 	var bar *progress
 	if isTerminal(e.stdio.Stderr) && !e.jsonLogs() {
+		// Drawn as the server acknowledges chunks, not as they are read:
+		// a slow link would show a full bar long before it is.
 		bar = &progress{w: e.stdio.Stderr, name: b.Object, total: b.Size}
-		r = io.TeeReader(f, bar)
+		acked = bar.add
 	}
-	// Large binaries over a slow link need more than one operation's timeout.
-	octx, cancel := context.WithTimeout(ctx, e.timeout+time.Duration(b.Size/(256<<10))*time.Second)
-	defer cancel()
 	hdr := nats.Header{}
 	hdr.Set("Narun-Sha256", b.SHA256)
 	hdr.Set("Narun-Arch", b.Arch)
-	info, err := obs.Put(octx, jetstream.ObjectMeta{
+	info, err := e.putObject(ctx, names.BinariesBucket, jetstream.ObjectMeta{
 		Name:        b.Object,
 		Description: "linux/" + b.Arch + " binary",
 		Headers:     hdr,
 		Metadata:    map[string]string{"arch": b.Arch, "os": "linux", "sha256": b.SHA256},
-	}, r)
+	}, f, acked)
 	if bar != nil {
 		bar.done()
 	}
@@ -881,8 +880,8 @@ type progress struct {
 	last  int
 }
 
-func (p *progress) Write(b []byte) (int, error) {
-	p.n += int64(len(b))
+func (p *progress) add(n int) {
+	p.n += int64(n)
 	pct := 100
 	if p.total > 0 {
 		pct = int(p.n * 100 / p.total)
@@ -893,7 +892,6 @@ func (p *progress) Write(b []byte) (int, error) {
 		fill := pct * width / 100
 		fmt.Fprintf(p.w, "\r%s [%-*s] %3d%%", p.name, width, bytes.Repeat([]byte("="), fill), pct)
 	}
-	return len(b), nil
 }
 
 func (p *progress) done() { fmt.Fprintln(p.w) }

@@ -320,13 +320,10 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	defer e.close()
-	obs, err := e.objects(ctx, names.FilesBucket)
-	if err != nil {
+	if _, err := e.objects(ctx, names.FilesBucket); err != nil {
 		return err
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	info, err := obs.Put(octx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f)
+	info, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f, nil)
 	if err != nil {
 		return fmt.Errorf("upload file %s: %w", name, err)
 	}

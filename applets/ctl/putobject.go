@@ -1,0 +1,174 @@
+package ctl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+const (
+	// uploadChunk is a quarter of the chunk nats.go's Object Store
+	// uses, so that one chunk queued on a link of 64 kbit/s is sent in
+	// 4 s: the pings of the connection wait behind it (below).
+	uploadChunk = 32 << 10
+	// uploadQueue is how much of the link's time the chunks in flight may
+	// take. The connection's pings queue behind them, and one unanswered
+	// for 6 s closes the connection (cli.NATSOptions): an upload that
+	// queued 1 MiB on a link of 1 Mbit/s (8 s) cut itself off.
+	uploadQueue = 2 * time.Second
+	// uploadWindowMax bounds the bytes in flight however fast the link:
+	// 1 MiB still fills 10 Mbit/s 800 ms away (window over round trip).
+	uploadWindowMax = 1 << 20
+)
+
+// putObject stores what r holds as object meta.Name of bucket, as nats.go's
+// ObjectStore.Put does (chunks on a subject of a new id, then the
+// metadata, rolled up), with two differences that matter over a slow or
+// lossy link. It gives up only once no chunk has been acknowledged for
+// e.timeout, instead of at a deadline set in advance: a 10 MiB binary
+// takes 84 s at 1 Mbit/s, and any deadline small enough to notice a dead
+// link soon fails such an upload. And a failed upload purges the chunks
+// it sent, whose id no object names, so that no prune would ever find
+// them: Put leaves them when its context ends, and each retry of a
+// deploy added a binary's worth. acked, when set, is told the size of
+// each chunk the server has stored.
+func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.ObjectMeta, r io.Reader, acked func(int)) (*jetstream.ObjectInfo, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	obs, err := e.js.ObjectStore(octx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", bucket, err)
+	}
+	// The object it replaces, whose chunks are removed once the new
+	// metadata is stored.
+	old, err := obs.GetInfo(octx, meta.Name, jetstream.GetObjectInfoShowDeleted())
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("read %s: %w", meta.Name, err)
+	}
+	id := nuid.Next()
+	chunks := "$O." + bucket + ".C." + id
+	info, err := e.sendObject(ctx, bucket, id, meta, r, acked)
+	if err == nil {
+		if old != nil && old.NUID != "" {
+			if err := e.purgeChunks(ctx, bucket, old); err != nil {
+				e.warnf("%s stored; the content it replaced is left in %s: %v", meta.Name, bucket, err)
+			}
+		}
+		return info, nil
+	}
+	// Sent even once the upload was interrupted, and though the link
+	// that failed it may not carry the answer: the server purges
+	// whatever reaches it.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.timeout)
+	defer cancel()
+	if perr := s.Purge(pctx, jetstream.WithPurgeSubject(chunks)); perr != nil {
+		return nil, fmt.Errorf("%w (and removing the chunks sent: %v)", err, perr)
+	}
+	return nil, err
+}
+
+func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.ObjectMeta, r io.Reader, acked func(int)) (*jetstream.ObjectInfo, error) {
+	type sent struct {
+		ack  jetstream.PubAckFuture
+		size int
+	}
+	var inflight []sent
+	var pending, done int
+	start := time.Now()
+	// window is what may be in flight: what the link carried in
+	// uploadQueue, at the rate acknowledged so far, so that it grows
+	// from one chunk as fast as acknowledgements come.
+	window := func() int {
+		w := int(float64(done) * uploadQueue.Seconds() / time.Since(start).Seconds())
+		return min(max(w, uploadChunk), uploadWindowMax)
+	}
+	// oldest waits for the oldest chunk in flight: the timer starts
+	// anew with each acknowledgement, so only a link that carries
+	// nothing for e.timeout fails the upload.
+	oldest := func() error {
+		t := time.NewTimer(e.timeout)
+		defer t.Stop()
+		select {
+		case <-inflight[0].ack.Ok():
+		case err := <-inflight[0].ack.Err():
+			return fmt.Errorf("store a chunk: %w", err)
+		case <-t.C:
+			return fmt.Errorf("no chunk acknowledged for %s: %w", e.timeout, nats.ErrTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if acked != nil {
+			acked(inflight[0].size)
+		}
+		pending -= inflight[0].size
+		done += inflight[0].size
+		inflight = inflight[1:]
+		return nil
+	}
+	h := sha256.New()
+	var size uint64
+	var n uint32
+	for {
+		// Each chunk its own buffer: nats.go keeps a message to send it
+		// again when JetStream had no responder.
+		buf := make([]byte, uploadChunk)
+		k, rerr := io.ReadFull(r, buf)
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("read: %w", rerr)
+		}
+		if k > 0 {
+			for len(inflight) > 0 && pending+k > window() {
+				if err := oldest(); err != nil {
+					return nil, err
+				}
+			}
+			h.Write(buf[:k])
+			m := nats.NewMsg("$O." + bucket + ".C." + id)
+			m.Data = buf[:k]
+			ack, err := e.js.PublishMsgAsync(m)
+			if err != nil {
+				return nil, fmt.Errorf("send a chunk: %w", err)
+			}
+			inflight = append(inflight, sent{ack, k})
+			pending += k
+			size += uint64(k)
+			n++
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	for len(inflight) > 0 {
+		if err := oldest(); err != nil {
+			return nil, err
+		}
+	}
+	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: uploadChunk}
+	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id, Size: size, Chunks: n, Digest: jetstream.GetObjectDigestValue(h)}
+	b, err := json.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	mm := nats.NewMsg(objectMetaSubject(bucket, meta.Name))
+	mm.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	mm.Data = b
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := e.js.PublishMsg(octx, mm); err != nil {
+		return nil, fmt.Errorf("store metadata: %w", err)
+	}
+	info.ModTime = time.Now().UTC()
+	return info, nil
+}

@@ -1,0 +1,235 @@
+package ctl
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// slowLink forwards one client's connection to a NATS server as a link to
+// a remote device would: what the client sends reaches the server at no
+// more than rate bytes a second (0: at once), and once the client has sent
+// muteAfter bytes (0: never), what the server answers is lost, as over a
+// link that fails one way.
+type slowLink struct {
+	url       string
+	rate      int
+	muteAfter int64
+	sent      atomic.Int64
+}
+
+func newSlowLink(t *testing.T, target string, rate int, muteAfter int64) *slowLink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &slowLink{url: "nats://" + ln.Addr().String(), rate: rate, muteAfter: muteAfter}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns = append(conns, c, s)
+			go l.up(s, c)
+			go l.down(c, s)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l
+}
+
+func (l *slowLink) up(dst, src net.Conn) {
+	defer dst.Close()
+	start := time.Now()
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			sent := l.sent.Add(int64(n))
+			if l.rate > 0 {
+				// Paced on the total so far, as a link of that rate
+				// delivers it, however the reads came.
+				time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / time.Duration(l.rate))))
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (l *slowLink) down(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && (l.muteAfter == 0 || l.sent.Load() < l.muteAfter) {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// linkEnv is a ctl environment that reaches the harness's server through
+// link, with NATS operations bounded by timeout.
+func (h *harness) linkEnv(link *slowLink, timeout time.Duration) *env {
+	h.t.Helper()
+	e := &env{stdio: cliIO(), log: slog.New(slog.DiscardHandler), timeout: timeout}
+	e.stdio.Stderr = io.Discard
+	e.cfg.Ctl.NATSURL = link.url
+	if err := e.connect(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(e.close)
+	return e
+}
+
+// randomBinary writes size random bytes to a file and describes it as
+// deploy would a binary for this machine.
+func randomBinary(t *testing.T, size int) binaryFile {
+	t.Helper()
+	b := make([]byte, size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return binaryFile{Path: p, Arch: runtime.GOARCH, Size: int64(size), SHA256: hex.EncodeToString(sum[:]), Object: "app-" + hex.EncodeToString(sum[:6])}
+}
+
+// An upload over a link slower than the 2 Mbit/s the deadline of the whole
+// upload once assumed (a second per 256 KiB, past --timeout) succeeds
+// while chunks keep being acknowledged: here 1.25 MiB at 128 KiB/s takes
+// at least 10 s, and that deadline was 3 s + 5 s.
+func TestUploadOverSlowLink(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.linkEnv(newSlowLink(t, h.url, 128<<10, 0), 3*time.Second)
+	ctx := context.Background()
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randomBinary(t, 1280<<10)
+	if err := e.upload(ctx, obs, &b); err != nil {
+		t.Fatalf("upload over a slow link that kept moving: %v", err)
+	}
+	direct, err := h.js.ObjectStore(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := direct.GetBytes(ctx, b.Object)
+	if err != nil {
+		t.Fatalf("read the uploaded object back: %v", err)
+	}
+	if sum := sha256.Sum256(got); hex.EncodeToString(sum[:]) != b.SHA256 {
+		t.Fatalf("object read back has sha256 %x, want %s", sum, b.SHA256)
+	}
+}
+
+// An upload whose chunks reach the server but whose acknowledgements are
+// lost fails, and leaves no chunks behind: they would belong to no object,
+// and no prune would ever find them.
+func TestFailedUploadLeavesNoChunks(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	// A few KiB carry the handshake and the lookups before the chunks.
+	e := h.linkEnv(newSlowLink(t, h.url, 0, 64<<10), time.Second)
+	ctx := context.Background()
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randomBinary(t, 512<<10)
+	if err := e.upload(ctx, obs, &b); err == nil {
+		t.Fatal("upload whose acknowledgements were lost succeeded")
+	}
+	s, err := h.js.Stream(ctx, "OBJ_"+names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the chunks of the failed upload purged", func() bool {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs == 0
+	})
+}
+
+// An object stored again under its name leaves only the new content: the
+// chunks of the one it replaces are removed, as nats.go's Put removes them.
+func TestPutObjectReplacesContent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	ctx := context.Background()
+	if _, err := e.objects(ctx, names.FilesBucket); err != nil {
+		t.Fatal(err)
+	}
+	for _, content := range []string{strings.Repeat("a", 3*uploadChunk), "b"} {
+		if _, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: "conf"}, strings.NewReader(content), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.js.ObjectStore(ctx, names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := got.GetString(ctx, "conf"); err != nil || b != "b" {
+		t.Fatalf("object read back: %q, %v; want %q", b, err, "b")
+	}
+	s, err := h.js.Stream(ctx, "OBJ_"+names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("stream holds %d messages after the object was replaced, want 2 (one chunk, the metadata)", info.State.Msgs)
+	}
+}
