@@ -24,13 +24,15 @@ import (
 
 // slowLink forwards one client's connection to a NATS server as a link to
 // a remote device would: what the client sends reaches the server at no
-// more than rate bytes a second (0: at once), and once the client has sent
+// more than rate bytes a second (0: at once), what it answers at no more
+// than downRate, and once the client has sent
 // muteAfter bytes (0: never), what the server answers is lost, as over a
 // link that fails one way.
 type slowLink struct {
 	url       string
 	rate      int
 	muteAfter int64
+	downRate  int
 	sent      atomic.Int64
 }
 
@@ -95,9 +97,14 @@ func (l *slowLink) up(dst, src net.Conn) {
 
 func (l *slowLink) down(dst, src net.Conn) {
 	defer dst.Close()
-	buf := make([]byte, 32<<10)
+	start, got := time.Now(), 0
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && l.downRate > 0 {
+			got += n
+			time.Sleep(time.Until(start.Add(time.Duration(got) * time.Second / time.Duration(l.downRate))))
+		}
 		if n > 0 && (l.muteAfter == 0 || l.sent.Load() < l.muteAfter) {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
@@ -231,5 +238,41 @@ func TestPutObjectReplacesContent(t *testing.T) {
 	}
 	if info.State.Msgs != 2 {
 		t.Errorf("stream holds %d messages after the object was replaced, want 2 (one chunk, the metadata)", info.State.Msgs)
+	}
+}
+
+// The read through a deploy makes of a binary already uploaded (to check
+// its chunks) succeeds over a link slower than the 2 Mbit/s its deadline
+// once assumed, while data keeps coming: 1.25 MiB at 64 KiB/s takes at
+// least 20 s, and that deadline was 10 s + 5 s. The server queues the
+// whole object ahead of the connection's pings, which drops it once or
+// twice on the way (docs/CLUSTER.md, "Slow links"): --timeout must
+// outlast a reconnect.
+func TestReadThroughOverSlowLink(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	link := newSlowLink(t, h.url, 0, 0)
+	link.downRate = 64 << 10
+	e := h.linkEnv(link, 10*time.Second)
+	ctx := context.Background()
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randomBinary(t, 1280<<10)
+	direct, err := h.js.ObjectStore(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(b.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := direct.Put(ctx, jetstream.ObjectMeta{Name: b.Object}, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.readThrough(ctx, obs, &b); err != nil {
+		t.Fatalf("read through over a slow link that kept moving: %v", err)
 	}
 }
