@@ -176,6 +176,13 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := e.stampBinaries(ctx, d); err != nil {
 		return err
 	}
+	if len(d.bins) > 0 {
+		// An upload over a slow link takes minutes: judged by the
+		// heartbeats read before it, every node would look down.
+		if nodes, err := e.nodes(ctx); err == nil {
+			d.nodes, d.heartbeats = nodes, true
+		}
+	}
 	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy", again: "deploy again to write them"}, c.Bool("wait"))
 	if err != nil {
 		return err

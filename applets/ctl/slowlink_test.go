@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
@@ -274,5 +276,54 @@ func TestReadThroughOverSlowLink(t *testing.T) {
 	}
 	if err := e.readThrough(ctx, obs, &b); err != nil {
 		t.Fatalf("read through over a slow link that kept moving: %v", err)
+	}
+}
+
+// A deploy whose upload takes longer than a few heartbeats judges the
+// nodes by their heartbeats after it, not by those read before: over a
+// slow link every node looked down ("has sent no heartbeat for 1m54s"
+// after a 10 MiB upload at 1 Mbit/s).
+func TestDeployJudgesNodesAfterItsUpload(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "n1", Arch: runtime.GOARCH, Interval: 100 * time.Millisecond})
+	// The node's runner: a heartbeat each interval, for as long as the
+	// deploy runs.
+	nodes := h.kv(names.NodesBucket)
+	stop := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				b, _ := json.Marshal(state.Node{ID: "n1", OS: "linux", Arch: runtime.GOARCH, Interval: 100 * time.Millisecond, Time: time.Now().UTC()})
+				if _, err := nodes.Put(context.Background(), "n1", b); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	// 512 KiB at 128 KiB/s: 4 s, past 3 intervals and a second.
+	link := newSlowLink(t, h.url, 128<<10, 0)
+	slow := *h
+	slow.url = link.url
+	elf, err := os.ReadFile(elfBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(bin, append(elf, make([]byte, 512<<10)...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := slow.ok("", "deploy", h.file("hello.toml", "name = \"hello\"\nversion = \"1.0.0\"\nnodes = [\"n1\"]\n"), "--binary", bin)
+	close(stop)
+	<-beating
+	if strings.Contains(r.err, "has sent no heartbeat") {
+		t.Errorf("deploy whose node kept sending heartbeats during the upload called it down:\n%s", r.err)
 	}
 }
