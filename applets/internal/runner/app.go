@@ -132,6 +132,13 @@ func (a *app) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			a.stop(a.instanceList())
+			// The runner would remove the links of every app once all
+			// stopped, one app after the other: with a thousand apps that
+			// took half a second of the stop (docs/PERFORMANCE.md, "Many
+			// instances"). Each app removes its own while the others stop.
+			if err := a.r.links.prune(a.name, func() []string { return nil }); err != nil {
+				a.log.Warn("remove the links binaries were executed by", "err", err)
+			}
 			return
 		case <-a.wake:
 		}
