@@ -34,10 +34,10 @@ var errOffline = errors.New("nats not reachable")
 type cache struct {
 	dir string
 	log *slog.Logger
-	// mu serialises fetches of the same digest; fetches of different
-	// digests only share it for the instant of a map lookup.
-	mu       sync.Mutex
-	inflight map[string]*flight
+	// flights serialises fetches of the same digest.
+	flights keyLocks
+	// mu guards the maps below.
+	mu sync.Mutex
 	// handedOut is when binary last returned each digest's path: gc spares
 	// a binary handed out after it began listing what the apps keep, to a
 	// new app it could not see yet.
@@ -61,7 +61,7 @@ func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, log: log, inflight: map[string]*flight{}, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, log: log, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
@@ -86,39 +86,10 @@ func (b *debounce) trigger() {
 
 func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
 
-// flight is the lock of one digest, with how many hold it or wait for it.
-type flight struct {
-	mu sync.Mutex
-	n  int
-}
-
-// lock locks digest and returns its unlock. The lock goes from inflight
-// with its last user: a node keeps running new builds for months, and the
-// lock of every digest it ever ran would stay otherwise.
-func (c *cache) lock(digest string) func() {
-	c.mu.Lock()
-	f := c.inflight[digest]
-	if f == nil {
-		f = &flight{}
-		c.inflight[digest] = f
-	}
-	f.n++
-	c.mu.Unlock()
-	f.mu.Lock()
-	return func() {
-		f.mu.Unlock()
-		c.mu.Lock()
-		if f.n--; f.n == 0 {
-			delete(c.inflight, digest)
-		}
-		c.mu.Unlock()
-	}
-}
-
 // binary returns the path of the verified binary b, fetching it from obs
 // (nil when NATS is unreachable) unless it is cached.
 func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Binary) (string, error) {
-	unlock := c.lock(b.SHA256)
+	unlock := c.flights.lock(b.SHA256)
 	defer unlock()
 	p := c.path(b.SHA256)
 	var damaged error
@@ -253,7 +224,7 @@ func (c *cache) gc(keep map[string]bool, listed time.Time) []string {
 		if keep[name] || len(name) != sha256.Size*2 || strings.HasPrefix(name, ".") {
 			continue
 		}
-		unlock := c.lock(name)
+		unlock := c.flights.lock(name)
 		c.mu.Lock()
 		recent := !c.handedOut[name].Before(listed)
 		if !recent {

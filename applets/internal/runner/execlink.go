@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/narun/narun/applets/internal/spec"
 )
@@ -31,10 +30,14 @@ import (
 // build beside the new one.
 type execLinks struct {
 	dir string
-	// mu serialises making links and removing them, and prune asks what
-	// to keep under it: a start makes its link after its instance is
-	// counted, so a prune never removes a link a start is about to run.
-	mu sync.Mutex
+	// apps serialises making an app's links and removing them, and prune
+	// asks what to keep under it: a start makes its link after its
+	// instance is counted, so a prune never removes a link a start is
+	// about to run. Per app, since apps' links lie in directories of their
+	// own: one lock for all made a burst of starts wait for each other's
+	// file system writes, one by one (docs/PERFORMANCE.md, "Many
+	// instances").
+	apps keyLocks
 }
 
 // path is where app's link to the binary of digest would be, and the
@@ -51,8 +54,7 @@ func (l *execLinks) link(app, digest, target string) (string, error) {
 	if _, err := hex.DecodeString(digest); err != nil || len(digest) != sha256.Size*2 || spec.ValidName(app) != nil {
 		return "", fmt.Errorf("exec link for app %q, binary %q: not a valid name", app, digest)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.apps.lock(app)()
 	// The first 12 hex digits name a build wherever an operator meets one
 	// (objects in narun-binaries, app history); the whole digest serves a
 	// build whose first 12 are another build's of the same app.
@@ -92,8 +94,7 @@ func (l *execLinks) link(app, digest, target string) (string, error) {
 // prune removes app's links to binaries whose digest keep does not list,
 // and the app's directory once it holds none.
 func (l *execLinks) prune(app string, keep func() []string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.apps.lock(app)()
 	kept := map[string]bool{}
 	for _, d := range keep() {
 		kept[d] = true
@@ -129,8 +130,6 @@ func (l *execLinks) prune(app string, keep func() []string) error {
 // removeExcept removes the links of every app that running does not
 // name. The caller keeps new apps from starting meanwhile.
 func (l *execLinks) removeExcept(running func(app string) bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -143,9 +142,11 @@ func (l *execLinks) removeExcept(running func(app string) bool) error {
 		if running(e.Name()) {
 			continue
 		}
+		unlock := l.apps.lock(e.Name())
 		if err := os.RemoveAll(filepath.Join(l.dir, e.Name())); err != nil {
 			errs = append(errs, fmt.Errorf("remove exec links of %s: %w", e.Name(), err))
 		}
+		unlock()
 	}
 	return errors.Join(errs...)
 }
