@@ -38,13 +38,13 @@ type slowLink struct {
 	sent      atomic.Int64
 }
 
-func newSlowLink(t *testing.T, target string, rate int, muteAfter int64) *slowLink {
+func newSlowLink(t *testing.T, target string, rate, downRate int, muteAfter int64) *slowLink {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &slowLink{url: "nats://" + ln.Addr().String(), rate: rate, muteAfter: muteAfter}
+	l := &slowLink{url: "nats://" + ln.Addr().String(), rate: rate, downRate: downRate, muteAfter: muteAfter}
 	var conns []net.Conn
 	done := make(chan struct{})
 	go func() {
@@ -155,7 +155,7 @@ func randomBinary(t *testing.T, size int) binaryFile {
 func TestUploadOverSlowLink(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	e := h.linkEnv(newSlowLink(t, h.url, 128<<10, 0), 3*time.Second)
+	e := h.linkEnv(newSlowLink(t, h.url, 128<<10, 0, 0), 3*time.Second)
 	ctx := context.Background()
 	obs, err := e.objects(ctx, names.BinariesBucket)
 	if err != nil {
@@ -185,7 +185,7 @@ func TestFailedUploadLeavesNoChunks(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	// A few KiB carry the handshake and the lookups before the chunks.
-	e := h.linkEnv(newSlowLink(t, h.url, 0, 64<<10), time.Second)
+	e := h.linkEnv(newSlowLink(t, h.url, 0, 0, 64<<10), time.Second)
 	ctx := context.Background()
 	obs, err := e.objects(ctx, names.BinariesBucket)
 	if err != nil {
@@ -253,8 +253,7 @@ func TestPutObjectReplacesContent(t *testing.T) {
 func TestReadThroughOverSlowLink(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	link := newSlowLink(t, h.url, 0, 0)
-	link.downRate = 64 << 10
+	link := newSlowLink(t, h.url, 0, 64<<10, 0)
 	e := h.linkEnv(link, 10*time.Second)
 	ctx := context.Background()
 	obs, err := e.objects(ctx, names.BinariesBucket)
@@ -309,7 +308,7 @@ func TestDeployJudgesNodesAfterItsUpload(t *testing.T) {
 		}
 	}()
 	// 512 KiB at 128 KiB/s: 4 s, past 3 intervals and a second.
-	link := newSlowLink(t, h.url, 128<<10, 0)
+	link := newSlowLink(t, h.url, 128<<10, 0, 0)
 	slow := *h
 	slow.url = link.url
 	elf, err := os.ReadFile(elfBinary(t))
