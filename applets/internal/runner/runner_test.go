@@ -287,6 +287,19 @@ type testRunner struct {
 }
 
 // startRunner runs a runner in this process until the test ends.
+// ranUntilHealthy starts a runner of c, waits for one healthy instance of
+// each of apps, and stops it: a data dir as a node leaves it when it
+// stops, for a test of what the next start makes of it.
+func ranUntilHealthy(t *testing.T, c *cluster, apps ...string) *testRunner {
+	t.Helper()
+	r := startRunner(t, c, nil)
+	for _, app := range apps {
+		r.wait(t, app, "healthy", allIn(1, state.Healthy))
+	}
+	r.stop()
+	return r
+}
+
 func startRunner(t testing.TB, c *cluster, mod func(*Options)) *testRunner {
 	t.Helper()
 	return startTunedRunner(t, c, mod, nil)
@@ -678,9 +691,7 @@ func TestDamagedCachedBinaryFetchedAgain(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	first := startRunner(t, c, nil)
-	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
-	first.stop()
+	first := ranUntilHealthy(t, c, "hello")
 
 	digest := fileDigest(t, helloBin)
 	cached := filepath.Join(first.dir, "binaries", digest)
@@ -1121,10 +1132,7 @@ func TestStartFollowsAppsNotCache(t *testing.T) {
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
-	first := startRunner(t, c, nil)
-	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
-	first.wait(t, "probe", "healthy", allIn(1, state.Healthy))
-	first.stop()
+	first := ranUntilHealthy(t, c, "hello", "probe")
 
 	c.deploy(t, "hello", "2.0.0", helloBin, "")
 	c.remove(t, "probe")
@@ -1164,10 +1172,7 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
-	first := startRunner(t, c, nil)
-	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
-	first.wait(t, "probe", "healthy", allIn(1, state.Healthy))
-	first.stop()
+	first := ranUntilHealthy(t, c, "hello", "probe")
 
 	js, err := jetstream.New(c.nc)
 	if err != nil {
@@ -1216,9 +1221,7 @@ func TestInterruptedWritesCleanedAtStart(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	first := startRunner(t, c, nil)
-	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
-	first.stop()
+	first := ranUntilHealthy(t, c, "hello")
 
 	left := []string{
 		filepath.Join(first.dir, "binaries", ".tmp-123456"),

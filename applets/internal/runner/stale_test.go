@@ -117,9 +117,7 @@ func TestUnchangedSpecNotCachedAgain(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	first := startRunner(t, c, nil)
-	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
-	first.stop()
+	first := ranUntilHealthy(t, c, "hello")
 	path := filepath.Join(first.specsDir(), "hello.toml")
 	inode := func() uint64 { return testutil.Inode(t, path) }
 	before := inode()
