@@ -363,10 +363,12 @@ func (g *Gateway) Reload() error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	g.signatures = signatures
+	changes := make([]signing.Change, 0, len(seqs))
 	for app, seq := range seqs {
-		if err := g.order.Accept(app, seq, g.kvRaw[app]); err != nil {
-			g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", app, "sequence", seq, "err", err)
-		}
+		changes = append(changes, signing.Change{Key: app, Sequence: seq, Value: g.kvRaw[app]})
+	}
+	if err := g.order.Apply(changes); err != nil {
+		g.log.Warn("sequences of routes entries not kept: this gateway accepts an earlier entry again after its restart", "err", err)
 	}
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
 	// Each change is said once, and a change undone needs no restart.
@@ -515,21 +517,20 @@ func (g *Gateway) setAppEntries(entries []appEntry) {
 		g.log.Error("routes from narun-routes not applied", "apps", apps, "err", err)
 		return
 	}
+	changes := make([]signing.Change, 0, len(apps))
 	for i, e := range entries {
 		if !applied[i] {
 			continue
 		}
-		var err error
 		if e.value == nil {
 			delete(g.kvRaw, e.app)
-			err = g.order.Delete(e.app)
 		} else {
 			g.kvRaw[e.app] = e.value
-			err = g.order.Accept(e.app, seqs[i], e.value)
 		}
-		if err != nil {
-			g.log.Warn("sequence of a routes entry not kept: this gateway accepts an earlier entry again after its restart", "app", e.app, "sequence", seqs[i], "err", err)
-		}
+		changes = append(changes, signing.Change{Key: e.app, Sequence: seqs[i], Value: e.value, Deleted: e.value == nil})
+	}
+	if err := g.order.Apply(changes); err != nil {
+		g.log.Warn("sequences of routes entries not kept: this gateway accepts an earlier entry again after its restart", "apps", apps, "err", err)
 	}
 }
 

@@ -1174,7 +1174,7 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, "the failed writes logged", func() bool {
-		return strings.Contains(logs.String(), "routes cache not written") && strings.Contains(logs.String(), "sequence of a routes entry not kept")
+		return strings.Contains(logs.String(), "routes cache not written") && strings.Contains(logs.String(), "sequences of routes entries not kept")
 	})
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)

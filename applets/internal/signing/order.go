@@ -21,9 +21,17 @@ type Order struct {
 	mu   sync.Mutex
 	path string
 	seen map[string]accepted
-	// unsaved says the file's last write failed: it lacks what seen has
-	// until Retry or a later change writes it.
-	unsaved bool
+	// changes counts the changes to seen, and saved the count the file
+	// holds: saved < changes once a write failed (until Retry or a later
+	// change writes it) or while a change waits for its write.
+	changes, saved uint64
+	// writing serialises the file's writes. A change waiting for it finds
+	// its own change written by the write before when that one began after
+	// it: runners parse their apps' specs concurrently, and a thousand apps
+	// at a start cost a few writes, not a thousand of the whole file.
+	writing sync.Mutex
+	// writes counts the file's writes, for tests.
+	writes int
 }
 
 // accepted is what Order holds of a key.
@@ -96,14 +104,58 @@ func (o *Order) Check(key string, seq uint64, value []byte) error {
 // the file when it is the highest yet: it is kept in memory even when
 // that fails, and written by Retry.
 func (o *Order) Accept(key string, seq uint64, value []byte) error {
+	return o.Apply([]Change{{Key: key, Sequence: seq, Value: value}})
+}
+
+// Change is what Apply records of a key: Value accepted with Sequence, or
+// the key deleted.
+type Change struct {
+	Key      string
+	Sequence uint64
+	Value    []byte
+	Deleted  bool
+}
+
+// Apply records changes in turn, as Accept and Delete would, and writes
+// the file once: a gateway applying a bucket of a thousand route entries
+// at its start writes it once, not a thousand times.
+func (o *Order) Apply(changes []Change) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	held := o.seen[key]
-	if seq < held.Sequence || seq == held.Sequence && (seq == 0 || held.SHA256 != "") {
+	var keys []string
+	for _, c := range changes {
+		if o.record(c) {
+			keys = append(keys, c.Key)
+		}
+	}
+	upTo := o.changes
+	o.mu.Unlock()
+	if len(keys) == 0 {
 		return nil
 	}
-	o.seen[key] = accepted{Sequence: seq, SHA256: digest(value)}
-	return o.save(key)
+	if err := o.save(upTo); err != nil {
+		return fmt.Errorf("keep the sequences accepted for %q: %w", keys, err)
+	}
+	return nil
+}
+
+// record applies c to what is held and says whether it changed it; o.mu
+// is held.
+func (o *Order) record(c Change) bool {
+	held, ok := o.seen[c.Key]
+	if c.Deleted {
+		if !ok || held.Deleted {
+			return false
+		}
+		held.Deleted = true
+		o.seen[c.Key] = held
+	} else {
+		if c.Sequence < held.Sequence || c.Sequence == held.Sequence && (c.Sequence == 0 || held.SHA256 != "") {
+			return false
+		}
+		o.seen[c.Key] = accepted{Sequence: c.Sequence, SHA256: digest(c.Value)}
+	}
+	o.changes++
+	return true
 }
 
 func digest(value []byte) string {
@@ -114,15 +166,7 @@ func digest(value []byte) string {
 // Delete records that key was deleted: its last value, stored again, is
 // refused too.
 func (o *Order) Delete(key string) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	held, ok := o.seen[key]
-	if !ok || held.Deleted {
-		return nil
-	}
-	held.Deleted = true
-	o.seen[key] = held
-	return o.save(key)
+	return o.Apply([]Change{{Key: key, Deleted: true}})
 }
 
 // Retry writes the file if its last write failed (a full disk): what was
@@ -131,34 +175,42 @@ func (o *Order) Delete(key string) error {
 // whether it wrote.
 func (o *Order) Retry() (bool, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.unsaved {
-		return false, nil
-	}
-	if err := o.write(); err != nil {
+	upTo := o.changes
+	o.mu.Unlock()
+	wrote, err := o.saveUpTo(upTo)
+	if err != nil {
 		return false, fmt.Errorf("keep the sequences accepted: %w", err)
 	}
-	return true, nil
+	return wrote, nil
 }
 
-// save writes the order to its file; o.mu is held.
-func (o *Order) save(key string) error {
-	if err := o.write(); err != nil {
-		return fmt.Errorf("keep the sequence accepted for %q: %w", key, err)
-	}
-	return nil
+func (o *Order) save(upTo uint64) error {
+	_, err := o.saveUpTo(upTo)
+	return err
 }
 
-// write writes the order to its file and notes whether that failed; o.mu
-// is held.
-func (o *Order) write() error {
-	if o.path == "" {
-		return nil
+// saveUpTo writes the file unless a write since the change counted upTo
+// has: it says whether it wrote.
+func (o *Order) saveUpTo(upTo uint64) (bool, error) {
+	o.writing.Lock()
+	defer o.writing.Unlock()
+	o.mu.Lock()
+	if o.saved >= upTo || o.path == "" {
+		o.mu.Unlock()
+		return false, nil
 	}
 	b, err := json.Marshal(o.seen)
-	if err == nil {
-		err = atomicfile.Write(o.path, b, 0o600)
+	held := o.changes
+	o.mu.Unlock()
+	if err != nil {
+		return false, err
 	}
-	o.unsaved = err != nil
-	return err
+	if err := atomicfile.Write(o.path, b, 0o600); err != nil {
+		return false, err
+	}
+	o.mu.Lock()
+	o.saved = held
+	o.writes++
+	o.mu.Unlock()
+	return true, nil
 }

@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -184,5 +185,79 @@ func TestOrderRetry(t *testing.T) {
 	}
 	if wrote, err := o.Retry(); wrote || err != nil {
 		t.Errorf("Retry after a load = %v, %v; want nothing written", wrote, err)
+	}
+}
+
+// A gateway reading a bucket of many route entries at its start applied
+// them one Accept each, and each wrote the whole file: O(n²) bytes and n
+// fsyncs for n apps.
+func TestOrderApplyWritesOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sequences.json")
+	o, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []Change
+	for i := range 1000 {
+		changes = append(changes, Change{Key: "app" + strconv.Itoa(i), Sequence: 5, Value: value(5)})
+	}
+	changes = append(changes, Change{Key: "app7", Deleted: true})
+	if err := o.Apply(changes); err != nil {
+		t.Fatal(err)
+	}
+	if o.writes != 1 {
+		t.Errorf("Apply of %d changes wrote the file %d times; want once", len(changes), o.writes)
+	}
+	if err := o.Apply(changes); err != nil || o.writes != 1 {
+		t.Errorf("Apply of changes already held = %v and %d writes; want nothing written", err, o.writes)
+	}
+	if o, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Check("app999", 4, value(4)); err == nil {
+		t.Error("the last change of the batch was not written")
+	}
+	if err := o.Check("app7", 5, value(5)); err == nil {
+		t.Error("a deletion after an accept in one batch was not written")
+	}
+}
+
+// Runners parse their apps' specs concurrently; each Accept must still
+// return only once the file holds what it accepted, whichever write put it
+// there.
+func TestOrderConcurrentAcceptsWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sequences.json")
+	o, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			key := "app" + strconv.Itoa(i)
+			if err := o.Accept(key, 3, value(3)); err != nil {
+				errs <- err
+				return
+			}
+			back, err := LoadOrder(path)
+			if err == nil {
+				err = back.Check(key, 2, value(2))
+			}
+			if err == nil {
+				err = fmt.Errorf("accept of %s returned before the file held it", key)
+			} else if strings.Contains(err.Error(), "below 3") {
+				err = nil
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if o.writes > n {
+		t.Errorf("%d accepts wrote the file %d times", n, o.writes)
 	}
 }
