@@ -667,11 +667,30 @@ func (s *Server) ClientURL() string {
 	if !ok || addr == nil {
 		return ""
 	}
+	return clientURL(addr, s.cfg.Listen)
+}
+
+// clientURL is the URL of a server listening on addr, as configured by
+// listen. A link-local address is reached only through its interface,
+// which Go's listener address does not name: the zone comes from listen
+// ("[fe80::1%eth0]:4222"), or apps given the URL (narun up's
+// app_nats_url) could not connect.
+func clientURL(addr *net.TCPAddr, listen string) string {
 	host := addr.IP.String()
-	if addr.IP.IsUnspecified() {
+	switch {
+	case addr.IP.IsUnspecified():
 		host = "127.0.0.1"
+	case addr.Zone != "":
+		host += "%" + addr.Zone
+	default:
+		if h, _, err := net.SplitHostPort(listen); err == nil {
+			if _, zone, ok := strings.Cut(h, "%"); ok {
+				host += "%" + zone
+			}
+		}
 	}
-	return "nats://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+	u := url.URL{Scheme: "nats", Host: net.JoinHostPort(host, strconv.Itoa(addr.Port))}
+	return u.String()
 }
 
 // Connect opens an in-process client connection, which skips TCP. When

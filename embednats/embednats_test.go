@@ -108,12 +108,16 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 	}{
 		{"all interfaces, no auth", embednats.Config{Listen: "0.0.0.0:-1"}, true},
 		{"loopback", embednats.Config{Listen: "127.0.0.1:-1"}, false},
+		{"ipv6 loopback", embednats.Config{Listen: "[::1]:-1"}, false},
+		{"ipv6 all interfaces, no auth", embednats.Config{Listen: "[::]:-1"}, true},
 		{"all interfaces with users", embednats.Config{Listen: "0.0.0.0:-1", Users: []embednats.User{{User: "a", Password: "b"}}}, false},
 		{"in-process only", embednats.Config{}, false},
 		{"cluster on all interfaces, no route auth", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1"}}, true},
 		{"cluster on all interfaces with route auth", embednats.Config{Listen: "127.0.0.1:-1",
 			Cluster: embednats.Cluster{Listen: "0.0.0.0:-1", User: "r", Password: "p"}}, false},
 		{"cluster on loopback", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, false},
+		{"cluster on ipv6 loopback", embednats.Config{Listen: "[::1]:-1", Cluster: embednats.Cluster{Listen: "[::1]:-1"}}, false},
+		{"cluster on ipv6 all interfaces, no route auth", embednats.Config{Listen: "[::1]:-1", Cluster: embednats.Cluster{Listen: "[::]:-1"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.Cluster.Listen != "" {
