@@ -83,6 +83,8 @@ service = "b"
 		{"gw listen flag", []string{"gw", "--config", good, "--listen", "8080"}, 2, `--listen "8080": want host:port`},
 		{"gw port past 65535", []string{"gw", "--config", good, "--admin-listen", "127.0.0.1:99999"}, 2, `--admin-listen "127.0.0.1:99999"`},
 		{"gw port by service name", []string{"gw", "--config", good, "--listen", "127.0.0.1:http"}, 0, "configuration valid"},
+		{"gw ipv6 listen", []string{"gw", "--config", good, "--listen", "[::1]:8080", "--admin-listen", "[fe80::1%eth0]:9090"}, 0, "configuration valid"},
+		{"gw ipv6 listen without brackets", []string{"gw", "--config", good, "--listen", "::1:8080"}, 2, `--listen "::1:8080": want host:port or :port: address ::1:8080: too many colons in address (an IPv6 address takes brackets: "[::1]:8080")`},
 		{"runner listen", []string{"runner", "--config", badListen}, 1, badListen + `:4: key "runner.admin_listen": "9101": want host:port`},
 		{"runner creds", []string{"runner", "--config", badCreds}, 1, badCreds + `:4: key "runner.nats_creds": nats creds ` + noCreds},
 		{"gw creds", []string{"gw", "--config", badCreds}, 1, badCreds + `:2: key "gateway.nats_creds": nats creds ` + noCreds},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -618,7 +619,7 @@ func (e *KeyError) Unwrap() error { return e.Err }
 func splitHostPort(key, addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: want host:port: %w", addr, err)}
+		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: want host:port: %w%s", addr, err, BracketHint(addr))}
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < -1 || port > 65535 {
@@ -645,6 +646,20 @@ func parseURLs(key string, raw []string) ([]*url.URL, error) {
 		urls = append(urls, u)
 	}
 	return urls, nil
+}
+
+// BracketHint is what to add to the error of an address an IPv6 address
+// and a port make without brackets ("::1:4222", which net.SplitHostPort
+// refuses with "too many colons"): how to write it, else "".
+func BracketHint(addr string) string {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 || strings.ContainsAny(addr, "[]") {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(addr[:i]); err != nil || !ip.Is6() {
+		return ""
+	}
+	return fmt.Sprintf(" (an IPv6 address takes brackets: %q)", "["+addr[:i]+"]:"+addr[i+1:])
 }
 
 // checkFree reports a taken port before the server tries it, because the

@@ -638,7 +638,7 @@ func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 		if err == nil {
 			continue
 		}
-		err = fmt.Errorf("%q: want host:port or :port: %w", l.Addr, err)
+		err = fmt.Errorf("%q: want host:port or :port: %w%s", l.Addr, err, embednats.BracketHint(l.Addr))
 		if l.Flag != "" && c.IsSet(l.Flag) {
 			return Usage(fmt.Errorf("--%s %w", l.Flag, err))
 		}
