@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -1206,5 +1208,59 @@ func TestBodyReadAfterClose(t *testing.T) {
 		if want := "first read <nil>, after Close 0 bytes, ErrBodyReadAfterClose true"; string(got) != want {
 			t.Errorf("%d-byte body: handler saw %q, want %q", size, got, want)
 		}
+	}
+}
+
+// An IPv6 client's address reaches the service as net/http gives it
+// (RemoteAddr "[::1]:port"), and X-Forwarded-For gets the address alone:
+// no brackets, no port, and no zone, which names an interface of the
+// gateway's host only and which net.ParseIP, as services read the
+// header, refuses.
+func TestIPv6ClientAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/rec/", Service: "rec"}))
+	e.serve(t, "rec", recorder())
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Start()
+	t.Cleanup(hs.Close)
+	req, _ := http.NewRequest("GET", hs.URL+"/rec/", nil)
+	req.Header.Set("X-Forwarded-For", "2001:db8::7")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s seen
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Header.Get("X-Forwarded-For"); got != "2001:db8::7, ::1" {
+		t.Errorf("X-Forwarded-For = %q, want %q", got, "2001:db8::7, ::1")
+	}
+	if !strings.HasPrefix(s.RemoteAddr, "[::1]:") {
+		t.Errorf("remote addr = %q, want the client's [::1]:port", s.RemoteAddr)
+	}
+
+	// A link-local client, as a listener on a link-local address sees it.
+	req = httptest.NewRequest("GET", "/rec/", nil)
+	req.RemoteAddr = "[fe80::1%eth0]:40000"
+	w := httptest.NewRecorder()
+	e.gw.Handler().ServeHTTP(w, req)
+	s = seen{}
+	if err := json.NewDecoder(w.Body).Decode(&s); err != nil {
+		t.Fatalf("status %d: %v", w.Code, err)
+	}
+	if got := s.Header.Get("X-Forwarded-For"); got != "fe80::1" {
+		t.Errorf("X-Forwarded-For of a link-local client = %q, want %q", got, "fe80::1")
+	}
+	if s.RemoteAddr != "[fe80::1%eth0]:40000" {
+		t.Errorf("remote addr of a link-local client = %q, want [fe80::1%%eth0]:40000", s.RemoteAddr)
 	}
 }

@@ -244,6 +244,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	if host, _, err := net.SplitHostPort(ip); err == nil {
 		ip = host
 	}
+	// A link-local client's zone names an interface of this host, which
+	// means nothing to the service, and net.ParseIP refuses an address
+	// with one; nginx leaves it out too. Narun-Remote-Addr keeps it.
+	ip, _, _ = strings.Cut(ip, "%")
 	// The client's value as copied above: one its Connection header names
 	// is for the gateway alone (RFC 9110 7.6.1), and goes no further.
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
