@@ -349,6 +349,15 @@ func TestDeployWarnsOfAbsentNodes(t *testing.T) {
 		t.Errorf("stderr under --log-level error: %q; want the warning all the same", r.err)
 	}
 
+	// A host named in capitals (EDGE-1) has a node id in capitals: the
+	// spec's edge-1 is another id, and the warning names the one that is.
+	h.heartbeat(state.Node{ID: "EDGE-1", Arch: runtime.GOARCH})
+	p = h.file("upper.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["edge-1"]`, 1))
+	r = h.ok("", "deploy", p, "--binary", elfBinary(t))
+	if !strings.Contains(r.err, "warning: node edge-1 sends no heartbeat; node EDGE-1 does: node ids are case-sensitive") {
+		t.Errorf("stderr for a node id in other case: %q", r.err)
+	}
+
 	// A label selector matched by no live node is as good as a typo.
 	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge", "zone": "a"}})
 	p = h.file("labels.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `labels = { role = "edge", zone = "b" }`, 1))

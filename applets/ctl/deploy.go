@@ -946,9 +946,16 @@ func (p *progress) done() { fmt.Fprintln(p.w) }
 // that is down would otherwise go unnoticed.
 func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	for _, id := range app.Nodes {
-		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
-			e.warnf("node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects", id)
+		if slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+			continue
 		}
+		// A host name in capitals makes a node id in capitals, which
+		// the spec's lower-case one, to DNS the same name, does not select.
+		if i := slices.IndexFunc(nodes, func(n state.Node) bool { return strings.EqualFold(n.ID, id) }); i >= 0 {
+			e.warnf("node %s sends no heartbeat; node %s does: node ids are case-sensitive", id, shown(nodes[i].ID))
+			continue
+		}
+		e.warnf("node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects", id)
 	}
 	// A node that died moments ago keeps its heartbeat until the entry
 	// expires: it is selected, yet runs nothing of this spec until back.
