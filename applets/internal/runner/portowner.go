@@ -52,9 +52,14 @@ const procDir = "/proc"
 // another process holds it, the error names that process. errOwnerUnknown
 // means the instance's processes could not all be read.
 func (o *portOwner) check(ctx context.Context, t supervisor.Target, port int) error {
-	inodes, err := o.loopbackListeners(port)
+	inodes, v6loop, err := o.loopbackListeners(port)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errOwnerUnknown, err)
+	}
+	if len(inodes) == 0 && v6loop {
+		// The connection would only be refused, which the app's own
+		// "listening on localhost:port" seems to contradict.
+		return fmt.Errorf("nothing listens on 127.0.0.1:%d, which the check and the gateway's requests reach, but something does on [::1]:%d: listen on 127.0.0.1 or on every address (\"localhost\" may be ::1 first)", port, port)
 	}
 	if len(inodes) == 0 {
 		return nil
@@ -101,9 +106,10 @@ func (o *portOwner) check(ctx context.Context, t supervisor.Target, port int) er
 // connection to 127.0.0.1:port can reach, of the most specific address
 // only: the kernel prefers a socket bound to 127.0.0.1 to one bound to
 // 0.0.0.0, and IPv4 sockets to IPv6 ones. A socket on ::1 never gets such
-// a connection. /proc/net is the runner's network namespace, which is
-// the one of the instances it checks this way.
-func (o *portOwner) loopbackListeners(port int) ([]uint64, error) {
+// a connection; v6loop says whether one listens on port. /proc/net is the
+// runner's network namespace, which is the one of the instances it checks
+// this way.
+func (o *portOwner) loopbackListeners(port int) (inodes []uint64, v6loop bool, err error) {
 	best, rank := []uint64(nil), 0
 	for _, f := range []string{"net/tcp", "net/tcp6"} {
 		b, err := os.ReadFile(filepath.Join(procDir, f))
@@ -112,12 +118,13 @@ func (o *portOwner) loopbackListeners(port int) ([]uint64, error) {
 				// A kernel without IPv6.
 				continue
 			}
-			return nil, err
+			return nil, false, err
 		}
 		err = eachListener(b, func(addr netip.Addr, p int, inode uint64) {
 			if p != port || inode == 0 {
 				return
 			}
+			v6loop = v6loop || addr == netip.IPv6Loopback()
 			r := loopbackRank(addr)
 			switch {
 			case r == 0 || r < rank:
@@ -128,10 +135,10 @@ func (o *portOwner) loopbackListeners(port int) ([]uint64, error) {
 			}
 		})
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", f, err)
+			return nil, false, fmt.Errorf("read %s: %w", f, err)
 		}
 	}
-	return best, nil
+	return best, v6loop, nil
 }
 
 // loopbackRank orders the addresses a listener on which takes connections

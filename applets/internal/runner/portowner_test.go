@@ -133,3 +133,26 @@ func TestHealthCheckPortOwnedInSandbox(t *testing.T) {
 		t.Errorf("the check did not find the listener's owner:\n%s", tr.logs.String())
 	}
 }
+
+// An app that listens on [::1] only (Node's listen(port, "localhost") where
+// localhost is ::1 first) is never reached by the check, which dials
+// 127.0.0.1: the reason says so rather than only "connection refused",
+// which the app's own "listening on localhost" seems to contradict.
+func TestHealthCheckIPv6LoopbackOnly(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	// The first check may come before the app listens; the reason at the
+	// end of the start grace is the last check's.
+	c.deploy(t, "v6only", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", \"[::1]:%[1]d\"]\n[http]\nport = %[1]d\n[health]\nstart_grace = \"1s\"\n", port))
+	want := fmt.Sprintf("not healthy 1s after start: nothing listens on 127.0.0.1:%d, which the check and the gateway's requests reach, but something does on [::1]:%d", port, port)
+	tr.wait(t, "v6only", "the ::1 listener named", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Running && strings.HasPrefix(l[0].Reason, want)
+	})
+}
