@@ -641,7 +641,7 @@ func parseURLs(key string, raw []string) ([]*url.URL, error) {
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, &KeyError{Key: key, Err: fmt.Errorf("invalid url %q", RedactURLs(r))}
+			return nil, &KeyError{Key: key, Err: fmt.Errorf("invalid url %q%s", RedactURLs(r), zoneHint(r))}
 		}
 		urls = append(urls, u)
 	}
@@ -660,6 +660,23 @@ func BracketHint(addr string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (an IPv6 address takes brackets: %q)", "["+addr[:i]+"]:"+addr[i+1:])
+}
+
+// zoneHint is what to add to the error of a URL whose IPv6 address has
+// its zone's '%' unescaped ("[fe80::1%eth0]"), which a URL writes %25:
+// how to write it, else "".
+func zoneHint(raw string) string {
+	_, rest, ok := strings.Cut(raw, "[")
+	addr, _, closed := strings.Cut(rest, "]")
+	ip, zone, zoned := strings.Cut(addr, "%")
+	if !ok || !closed || !zoned || strings.HasPrefix(zone, "25") {
+		return ""
+	}
+	// Brackets in a password are no address: never quote one.
+	if a, err := netip.ParseAddr(ip); err != nil || !a.Is6() {
+		return ""
+	}
+	return fmt.Sprintf(" (a URL writes the zone's %% as %%25: [%s%%25%s])", ip, zone)
 }
 
 // checkFree reports a taken port before the server tries it, because the

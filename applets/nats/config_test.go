@@ -69,6 +69,8 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:2: key "nats.listen": "::1:4222": want host:port: address ::1:4222: too many colons in address (an IPv6 address takes brackets: "[::1]:4222")`, ""},
 		{"ipv6 cluster listen without brackets", "[nats]\nlisten = \"[::1]:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"c\"\nlisten = \"fe80::1%eth0:6222\"\nroutes = [\"nats-route://[::1]:6222\"]\n", nil,
 			file + `:7: key "nats.cluster.listen": "fe80::1%eth0:6222": want host:port: address fe80::1%eth0:6222: too many colons in address (an IPv6 address takes brackets: "[fe80::1%eth0]:6222")`, ""},
+		{"route with an unescaped zone", "[nats]\nlisten = \"[::1]:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"c\"\nlisten = \"[::1]:-1\"\nroutes = [\"nats-route://[fe80::1%eth0]:6222\"]\n", nil,
+			file + `:8: key "nats.cluster.routes": invalid url "nats-route://[fe80::1%eth0]:6222" (a URL writes the zone's % as %25: [fe80::1%25eth0])`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
 			`nats.listen: "bogus": want host:port`, file},
 	} {
