@@ -49,7 +49,7 @@ func ListenBridge(socketPath, target string) (*OutboundBridge, error) {
 	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale bridge socket: %w", err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath, Net: "unix"})
+	ln, err := listenUnix(socketPath)
 	if err != nil {
 		return nil, fmt.Errorf("listen on bridge socket: %w", err)
 	}
@@ -96,11 +96,12 @@ func handOver(ln *net.TCPListener, socketPath string) error {
 		return fmt.Errorf("duplicate listener: %w", err)
 	}
 	defer f.Close()
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socketPath, Net: "unix"})
+	conn, err := DialBridge(context.Background(), socketPath)
 	if err != nil {
 		return fmt.Errorf("reach the runner: %w", err)
 	}
-	defer c.Close()
+	defer conn.Close()
+	c := conn.(*net.UnixConn)
 	if _, _, err := c.WriteMsgUnix([]byte{'L'}, unix.UnixRights(int(f.Fd())), nil); err != nil {
 		return fmt.Errorf("send listener: %w", err)
 	}

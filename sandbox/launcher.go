@@ -319,7 +319,7 @@ func startBridges(cfg *Config) error {
 		if err := os.Remove(b.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove stale bridge socket: %w", err)
 		}
-		ln, err := net.Listen("unix", b.Socket)
+		ln, err := listenUnix(b.Socket)
 		if err != nil {
 			return fmt.Errorf("listen on bridge socket: %w", err)
 		}

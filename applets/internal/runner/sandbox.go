@@ -148,8 +148,7 @@ func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.
 			if err != nil || !ok || (host != "127.0.0.1" && host != "localhost") {
 				return nil, fmt.Errorf("dial %s: not bridged into the sandbox", address)
 			}
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return sandbox.DialBridge(ctx, sock)
 		}
 	}
 	return p, nil

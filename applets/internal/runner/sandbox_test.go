@@ -161,6 +161,31 @@ func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
 	}
 }
 
+// An app name of the longest length allowed makes the paths of the
+// instance's bridge sockets longer than a unix socket address holds (108
+// bytes): they must work all the same, both ways.
+func TestSandboxLongAppName(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "hello"})
+	long := strings.Repeat("a", spec.MaxNameLen)
+	c.deploy(t, long, "1.0.0", helloBin, "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[[routes]]\npath = \"/hello/\"\nservice = \"hello\"\n")
+	in := tr.wait(t, long, "healthy through the NATS bridge", allIn(1, state.Healthy))[0]
+	sock := filepath.Join(tr.instancesDir(), long, in.ID, "run", "nats.sock")
+	if len(sock) < 108 {
+		t.Fatalf("socket path %s is %d bytes: not longer than a socket address", sock, len(sock))
+	}
+	if body := postHello(t, gw, "nats"); !strings.Contains(body, "Hello, nats") {
+		t.Errorf("through the NATS bridge: body %s", body)
+	}
+	c.deploy(t, long, "1.0.1", helloBin, "mode = \"sandbox\"\nargs = [\"--http\", \"127.0.0.1:8080\"]\n"+
+		"[sandbox]\nnetwork = \"none\"\n[http]\nport = 8080\n[[routes]]\npath = \"/hello/\"\nservice = \"hello\"\n")
+	tr.wait(t, long, "healthy through the HTTP bridge", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.0.1" && l[0].State == state.Healthy
+	})
+}
+
 func TestSandboxOOMRestartsOnlyThatApp(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
