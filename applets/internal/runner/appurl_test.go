@@ -81,6 +81,17 @@ func TestSandboxAppKeepsItsLoginThroughTheBridge(t *testing.T) {
 	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
 }
 
+// A sandboxed app without network reaches a NATS server that listens on
+// IPv6 only: the bridge's inside is IPv4 loopback whatever the outside.
+func TestSandboxBridgeToIPv6NATS(t *testing.T) {
+	t.Parallel()
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "[::1]:0"})
+	c := newCluster(t, srv)
+	tr := startSandboxRunner(t, c, func(o *Options) { o.AppNATSURL, o.Config.AppNATSURL = "", srv.ClientURL() })
+	c.deploy(t, "hello", "1.0.0", helloBin, "mode = \"sandbox\"\n[sandbox]\nnetwork = \"isolated\"\n[[routes]]\npath = \"/hello/\"\n")
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+}
+
 func TestBridgedNATSURL(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ in, url, target string }{
@@ -89,6 +100,9 @@ func TestBridgedNATSURL(t *testing.T) {
 		{"tls://t0ken@nats.example.com", "nats://t0ken@127.0.0.1:4222", "nats.example.com:4222"},
 		{"app:pw@10.0.0.1:4223", "nats://app:pw@127.0.0.1:4222", "10.0.0.1:4223"},
 		{"10.0.0.1", "nats://127.0.0.1:4222", "10.0.0.1:4222"},
+		{"nats://app:pw@[::1]:4222", "nats://app:pw@127.0.0.1:4222", "[::1]:4222"},
+		{"[2001:db8::1]:4223", "nats://127.0.0.1:4222", "[2001:db8::1]:4223"},
+		{"nats://[fe80::1%25eth0]", "nats://127.0.0.1:4222", "[fe80::1%eth0]:4222"},
 	} {
 		if got := bridgedNATSURL(tc.in); got != tc.url {
 			t.Errorf("bridgedNATSURL(%q) = %q, want %q", tc.in, got, tc.url)
