@@ -534,6 +534,9 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 		defer close(fed)
 		go feedWatchdog(every, fed, log)
 	}
+	if !c.Bool(FlagCheck) {
+		setMemoryLimit(log)
+	}
 	hurry := make(chan struct{})
 	c.Context = context.WithValue(c.Context, hurryKey{}, (<-chan struct{})(hurry))
 	done := make(chan error, 1)
