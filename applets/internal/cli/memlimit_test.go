@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,6 +193,7 @@ func TestServiceMemoryLimitInCgroup(t *testing.T) {
 	}{
 		{"from cgroup", "", limit * 3 / 4},
 		{"GOMEMLIMIT", "100MiB", 100 << 20},
+		{"GOMEMLIMIT off", "off", math.MaxInt64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestServiceMemoryLimitInCgroup$")
