@@ -173,16 +173,20 @@ func v1MemoryLimit(dir string) (int64, error) {
 	return limit, nil
 }
 
-// v2MemoryLimit reads memory.max of dir and of each of its parents up to
-// the hierarchy's mount point, and gives the lowest.
+// v2MemoryLimit reads memory.max and memory.high of dir and of each of
+// its parents up to the hierarchy's mount point, and gives the lowest:
+// above memory.high (systemd's MemoryHigh=) the kernel is not yet
+// killing, but it throttles the process and reclaims its pages hard.
 func v2MemoryLimit(mount, dir string) (int64, error) {
 	var limit int64
 	for d := dir; ; d = filepath.Dir(d) {
-		l, err := readLimit(filepath.Join(d, "memory.max"))
-		if err != nil {
-			return 0, err
+		for _, f := range []string{"memory.max", "memory.high"} {
+			l, err := readLimit(filepath.Join(d, f))
+			if err != nil {
+				return 0, err
+			}
+			limit = lowestLimit(limit, l)
 		}
-		limit = lowestLimit(limit, l)
 		if d == mount || !strings.HasPrefix(d, mount+"/") {
 			return limit, nil
 		}

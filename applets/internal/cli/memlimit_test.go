@@ -100,11 +100,18 @@ func TestCgroupMemoryLimit(t *testing.T) {
 			"sys/fs/cgroup/system.slice/narun.service/memory.max": "max\n",
 			"sys/fs/cgroup/system.slice/memory.max":               "536870912\n",
 		}, 512 << 20},
+		{"v2 high", map[string]string{
+			"proc/self/cgroup":    "0::/system.slice/narun.service\n",
+			"proc/self/mountinfo": mountsV2,
+			"sys/fs/cgroup/system.slice/narun.service/memory.max":  "536870912\n",
+			"sys/fs/cgroup/system.slice/narun.service/memory.high": "268435456\n",
+		}, 256 << 20},
 		{"v2 max", map[string]string{
 			"proc/self/cgroup":    "0::/user.slice/session-1.scope\n",
 			"proc/self/mountinfo": mountsV2,
-			"sys/fs/cgroup/user.slice/session-1.scope/memory.max": "max\n",
-			"sys/fs/cgroup/user.slice/memory.max":                 "max\n",
+			"sys/fs/cgroup/user.slice/session-1.scope/memory.max":  "max\n",
+			"sys/fs/cgroup/user.slice/session-1.scope/memory.high": "max\n",
+			"sys/fs/cgroup/user.slice/memory.max":                  "max\n",
 		}, 0},
 		{"v2 root cgroup", map[string]string{
 			"proc/self/cgroup":    "0::/\n",
