@@ -1,6 +1,7 @@
 package applets_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -135,6 +136,66 @@ func TestCheckFlagRefusesADataDirThatCannotBeMade(t *testing.T) {
 		code, stdout, stderr := run(append(append([]string{"narun"}, args...), "--config", "/dev/null", "--data-dir", data, "--check")...)
 		if code != 1 || !strings.Contains(stderr, file+" is not a directory") {
 			t.Errorf("%s --check: exit %d, %q%q; want 1 saying %s is not a directory", args[0], code, stdout, stderr, file)
+		}
+	}
+}
+
+// A data dir that others may write, or that another user owns, is refused
+// by a start and by --check, naming it: whoever may replace its cached
+// binaries or its signing.key runs code as narun's user, root on a
+// device. A user other than root gets ./narun-data by default, which
+// another user could have made beforehand in a shared directory (/tmp).
+// Each start is given an address held here, so that before the data dir
+// was checked it failed there instead of running.
+func TestDataDirOthersMayWriteIsRefused(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, data, want string }{
+		{"writable by others", shared, "data dir " + shared + " is writable by its group or others (mode 0777)"},
+	}
+	if os.Geteuid() == 0 {
+		foreign := filepath.Join(dir, "foreign")
+		if err := os.Mkdir(foreign, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(foreign, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct{ name, data, want string }{"another user's", foreign, "data dir " + foreign + " belongs to uid 65534, not to uid 0"})
+	}
+	for _, tc := range cases {
+		for _, args := range [][]string{
+			{"nats", "--listen", addr},
+			{"runner", "--node-id", "n1", "--nats-url", "nats://" + addr, "--admin-listen", addr},
+			{"up", "--node-id", "n1", "--nats-listen", addr, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--runner-admin-listen", "127.0.0.1:0"},
+		} {
+			for _, check := range []bool{false, true} {
+				argv := append(append([]string{"narun"}, args...), "--config", "/dev/null", "--data-dir", tc.data)
+				if check {
+					argv = append(argv, "--check")
+				}
+				t.Run(fmt.Sprintf("%s/%s/check=%v", tc.name, args[0], check), func(t *testing.T) {
+					code, stdout, stderr := run(argv...)
+					if code != 1 || !strings.Contains(stderr, tc.want) {
+						t.Errorf("exit %d, %q%q; want 1 saying %q", code, stdout, stderr, tc.want)
+					}
+					if entries, _ := os.ReadDir(tc.data); len(entries) > 0 {
+						t.Errorf("narun wrote in a data dir it refused: %v", entries)
+					}
+				})
+			}
 		}
 	}
 }

@@ -62,6 +62,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			return cli.Checked(stdio, cfg)
 		}
+		if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
+			return err
+		}
 		srv, err := embednats.Start(ec)
 		if err != nil {
 			return cli.PlaceNATSError(cfg, err, fromFlag)

@@ -64,6 +64,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			return cli.Checked(stdio, cfg)
 		}
+		if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
+			return err
+		}
 		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := cli.Connect(rc.NATSURL, opts...)
 		if err != nil {

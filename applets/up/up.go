@@ -73,6 +73,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
 				return err
 			}
+		} else if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
+			return err
 		}
 		var nk *nodeKey
 		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {

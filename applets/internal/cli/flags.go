@@ -56,10 +56,16 @@ func CheckFlag() ucli.Flag {
 	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem, 2 for a usage error; binds nothing and writes nothing, so a port in use is found only at start"}
 }
 
+// elsewhere says how to move the data dir, for errors about it: without
+// any of these a user other than root gets ./narun-data, which depends on
+// the directory it starts in.
+const elsewhere = "choose another with --data-dir, NARUN_DATA_DIR or data_dir in narun.toml"
+
 // CheckDataDir says whether a start could make and write the data dir
 // dir, as a --check must, without writing: the nearest part of its path
 // that exists must be a directory this process may write and enter, which
-// access(2) answers for a read-only file system too.
+// access(2) answers for a read-only file system too, and the data dir, if
+// it exists, one PrepareDataDir accepts.
 func CheckDataDir(dir string) error {
 	for p := dir; ; {
 		fi, err := os.Stat(p)
@@ -68,7 +74,10 @@ func CheckDataDir(dir string) error {
 			return fmt.Errorf("data dir %s: %s is not a directory", dir, p)
 		case err == nil:
 			if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
-				return fmt.Errorf("data dir %s: cannot write %s: %w", dir, p, err)
+				return fmt.Errorf("data dir %s: cannot write %s: %w; %s", dir, p, err, elsewhere)
+			}
+			if p == dir {
+				return ownDataDir(dir, fi)
 			}
 			return nil
 		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
@@ -80,6 +89,40 @@ func CheckDataDir(dir string) error {
 		}
 		p = parent
 	}
+}
+
+// PrepareDataDir makes the data dir dir, if it is not there, for this
+// user only, and refuses one that another user owns or may write: whoever
+// can replace what it holds (the cached binaries the runner executes, the
+// node's signing.key, the specs) runs code as this user, who is root on a
+// device. A user other than root gets ./narun-data by default, so a
+// narun-data another user made in a shared directory such as /tmp would
+// otherwise be taken as it is.
+func PrepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w; %s", dir, err, elsewhere)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	return ownDataDir(dir, fi)
+}
+
+// ownDataDir refuses a data dir that this user does not own, or that its
+// group or others may write.
+func ownDataDir(dir string, fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid {
+		return fmt.Errorf("data dir %s belongs to uid %d, not to uid %d that runs narun: its owner could replace the binaries narun runs and its signing key; chown it, or %s", dir, st.Uid, uid, elsewhere)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("data dir %s is writable by its group or others (mode %04o): they could replace the binaries narun runs and its signing key; chmod go-w it, or %s", dir, perm, elsewhere)
+	}
+	return nil
 }
 
 // Checked says that the configuration a --check read is valid.
