@@ -688,7 +688,7 @@ func checkFree(host string, port int) error {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("nats listen on %s: %w", addr, err)
+		return &KeyError{Key: "nats.listen", Err: fmt.Errorf("listen on %s: %w", addr, err)}
 	}
 	return l.Close()
 }

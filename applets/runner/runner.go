@@ -80,7 +80,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if rc.AdminListen != "" {
 			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
 			if err != nil {
-				return fmt.Errorf("runner admin: %w", err)
+				return fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err))
 			}
 			go func() {
 				if err := <-adminDone; err != nil {

@@ -188,7 +188,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if cfg.Runner.AdminListen != "" {
 			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
 			if err != nil {
-				return fmt.Errorf("runner admin: %w", err)
+				return fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err))
 			}
 			wg.Add(1)
 			go func() {

@@ -58,12 +58,12 @@ func EmbedConfig(cfg config.File) embednats.Config {
 // the file does not hold.
 func PlaceNATSError(cfg config.File, err error, fromFlag map[string]bool) error {
 	var ke *embednats.KeyError
-	if !errors.As(err, &ke) || fromFlag[ke.Key] {
+	if !errors.As(err, &ke) {
 		return err
 	}
 	where := cfg.Where(ke.Key)
-	if where == "" || where == cfg.Path {
-		return err
+	if fromFlag[ke.Key] || where == "" || where == cfg.Path {
+		return config.PortNeedsRoot(ke.Key, err)
 	}
-	return fmt.Errorf("%s: key %q: %w", where, ke.Key, ke.Err)
+	return fmt.Errorf("%s: key %q: %w", where, ke.Key, config.PortNeedsRoot(ke.Key, ke.Err))
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -293,6 +294,24 @@ func DefaultDataDir() string {
 		return "/var/lib/narun"
 	}
 	return "narun-data"
+}
+
+// PortNeedsRoot adds to err, a failure to listen on the address of the
+// key key, what a permission error there means: a port below the kernel's
+// ip_unprivileged_port_start (1024) takes root or CAP_NET_BIND_SERVICE,
+// which a first start by another user lacks. Other errors it returns as
+// they are.
+func PortNeedsRoot(key string, err error) error {
+	if !errors.Is(err, syscall.EACCES) {
+		return err
+	}
+	start := 1024
+	if b, rerr := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); rerr == nil {
+		if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+			start = n
+		}
+	}
+	return fmt.Errorf("%w: ports below %d need root or CAP_NET_BIND_SERVICE; choose another with key %q or its flag", err, start, key)
 }
 
 // Find returns the configuration file to read: explicit if given (it must

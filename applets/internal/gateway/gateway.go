@@ -708,10 +708,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	errLog := log.New(serverLog{g.log}, "", 0)
+	keys := map[string]string{"http": "gateway.listen", "https": "gateway.tls.listen", "admin": "gateway.admin_listen"}
 	listen := func(name, addr string, h http.Handler, p *http.Protocols, useTLS bool) error {
 		ln, err := g.listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("gateway %s listener: %w", name, err)
+			return fmt.Errorf("gateway %s listener: %w", name, config.PortNeedsRoot(keys[name], err))
 		}
 		s := &http.Server{
 			Handler:           h,
