@@ -385,6 +385,31 @@ func TestDeployWarnsOfMissingArch(t *testing.T) {
 	}
 }
 
+// A sandboxed app selecting a node that cannot run a sandbox (its runner
+// is not root) fails its instances there at once: a deploy says so, as a
+// dry run does. A node that can, and an exec app, get no warning.
+func TestDeployWarnsOfNodeWithoutSandbox(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	caps := func(sandbox bool) state.Capabilities {
+		return state.Capabilities{Namespaces: []string{"pid", "net", "mnt", "ipc", "uts"}, Sandbox: sandbox}
+	}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Capabilities: caps(false)})
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Capabilities: caps(true)})
+	exec := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1))
+	if r := h.ok("", "deploy", exec, "--binary", elfBinary(t)); strings.Contains(r.err, "sandbox") {
+		t.Errorf("stderr of an exec app: %q", r.err)
+	}
+	sandboxed := h.file("sandboxed.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, "nodes = [\"node-1\", \"node-2\"]\nmode = \"sandbox\"", 1))
+	want := `warning: node node-1 cannot run mode = "sandbox" (its runner is not root, or the kernel lacks a namespace it needs): its instances fail`
+	for _, args := range [][]string{{"deploy", sandboxed, "--dry-run"}, {"deploy", sandboxed}} {
+		r := h.ok("", args...)
+		if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2") {
+			t.Errorf("%v: stderr %q; want %q", args, r.err, want)
+		}
+	}
+}
+
 func TestDeployRouteClashUploadsNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -218,6 +218,7 @@ func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error 
 		e.warnSignedOnly(d.nodes, d.final, d.key)
 		e.warnAbsentNodes(d.nodes, d.final)
 		e.warnMissingArch(d.nodes, d.final)
+		e.warnNoSandbox(d.nodes, d.final)
 	}
 	return e.reportDeploy(c, d.res, d.bins)
 }
@@ -986,6 +987,23 @@ func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
 		if _, ok := app.Binary(n.Arch); !ok {
 			e.warnf("node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)", shown(n.ID), shown(n.Arch), shown(n.Arch))
 		}
+	}
+}
+
+// warnNoSandbox names the nodes that select a sandboxed app and say in
+// their heartbeat that they cannot run a sandbox, a runner that is not
+// root most often (a first narun up by a user): their instances fail at
+// once, which a deploy without --wait would otherwise not show. A
+// heartbeat that lists no namespaces says nothing either way.
+func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
+	if app.Mode != spec.ModeSandbox {
+		return
+	}
+	for _, n := range nodes {
+		if app.ReplicasOn(n.ID, n.Labels) == 0 || n.Capabilities.Sandbox || len(n.Capabilities.Namespaces) == 0 {
+			continue
+		}
+		e.warnf("node %s cannot run mode = \"sandbox\" (its runner is not root, or the kernel lacks a namespace it needs): its instances fail", shown(n.ID))
 	}
 }
 

@@ -110,6 +110,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	if r.heartbeats {
 		e.warnAbsentNodes(r.nodes, r.final)
 		e.warnMissingArch(r.nodes, r.final)
+		e.warnNoSandbox(r.nodes, r.final)
 	}
 	if p.w != nil && len(refusing) > 0 {
 		stop()
