@@ -1024,7 +1024,7 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 		var why string
 		switch {
 		case key == nil:
-			why = "runs only signed specs and ctl has no signing key (signing_key_file)"
+			why = "runs only signed specs and ctl has no signing key (signing_key_file)" + nodeKeyUnusable(n)
 		case !slices.Contains(n.TrustedKeys, key.Public()):
 			why = "runs only signed specs and does not trust ctl's key " + key.Public() + " (add it to that node's trusted_keys)"
 		default:

@@ -136,6 +136,27 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 	return nil
 }
 
+// nodeKeyUnusable says, for the warning of a node that runs only signed
+// specs, why ctl did not sign with the node key its heartbeat names
+// (nodeSigner): that narun up's data dir is another user's, most often, or
+// on another machine. "" when the heartbeat names none or the key serves.
+func nodeKeyUnusable(n state.Node) string {
+	path := n.SigningKeyFile
+	if !filepath.IsAbs(path) {
+		return ""
+	}
+	k, err := signing.LoadKey(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf(": the node key it names, %s, is not on this machine (pass a copy with --signing-key FILE)", path)
+	case err != nil:
+		return fmt.Sprintf(": the node key it names cannot be used (%v; run ctl as the user that runs narun up, or pass a copy with --signing-key FILE)", err)
+	case !slices.Contains(n.TrustedKeys, k.Public()):
+		return fmt.Sprintf(": the node key it names, %s, is not one it trusts", path)
+	}
+	return ""
+}
+
 // seal is the spec ctl stores for body: signed with a sequence after
 // o.last, the highest key signed for the app before. It is cur, the
 // stored spec, when key signed body there already with a sequence and

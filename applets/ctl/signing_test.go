@@ -355,6 +355,37 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 	}
 }
 
+// A node key that a heartbeat names and ctl cannot use (narun up run by
+// another user, whose data dir this user cannot read, or on another
+// machine) is named in the deploy's warning, with what to do: without it
+// the warning said only that ctl had no key, though the node has one.
+func TestDeployWarningNamesTheUnusableNodeKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Readable by others: refused by LoadKey for root too, as a key this
+	// user may not read is refused for any other user.
+	open := filepath.Join(t.TempDir(), signing.NodeKeyFile)
+	if err := os.WriteFile(open, key.File(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(t.TempDir(), "elsewhere", signing.NodeKeyFile)
+	p := h.file("hello.toml", helloSpec)
+	for _, tc := range []struct{ path, want string }{
+		{open, "the node key it names cannot be used (signing key " + open + " has mode 0644: allow only its owner (chmod 600); run ctl as the user that runs narun up, or pass a copy with --signing-key FILE): it will not run this deploy"},
+		{gone, "the node key it names, " + gone + ", is not on this machine (pass a copy with --signing-key FILE): it will not run this deploy"},
+	} {
+		h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: tc.path, TrustedKeys: []string{key.Public()}})
+		r := h.ok("", "deploy", p, "--binary", elfBinary(t))
+		if want := "warning: node node-1 runs only signed specs and ctl has no signing key (signing_key_file): " + tc.want; !strings.Contains(r.err, want) {
+			t.Errorf("deploy stderr:\n%s\nwant %q", r.err, want)
+		}
+	}
+}
+
 // Without a key of its own, ctl signs with the node key a heartbeat names
 // when it can read it and that node trusts it: narun up's data dir need
 // not be given to ctl on the same machine.
