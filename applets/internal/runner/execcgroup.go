@@ -92,7 +92,13 @@ func (r *Runner) execCgroup(inst InstanceLaunch, limits sandbox.Resources) (*san
 		return nil, fmt.Errorf("[resources] limits need a cgroup of the instance's own, and this node cannot make one: %w: %w", err, supervisor.ErrPermanent)
 	}
 	r.noCgroup.Do(func() {
-		r.log.Warn(`exec instances run without a cgroup of their own: stopping one reaches only its process group, and processes that leave it outlive the instance; mode = "sandbox" reaches them`,
+		// A runner that is not root can make neither: sending its user
+		// to mode = "sandbox" would send them to a failure.
+		remedy := `mode = "sandbox" reaches them`
+		if !r.caps.Sandbox {
+			remedy = "a runner run as root makes the cgroup"
+		}
+		r.log.Warn("exec instances run without a cgroup of their own: stopping one reaches only its process group, and processes that leave it outlive the instance; "+remedy,
 			"err", err)
 	})
 	return nil, nil

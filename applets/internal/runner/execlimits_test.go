@@ -45,6 +45,28 @@ func TestExecLimits(t *testing.T) {
 	})
 }
 
+// A runner that is not root makes neither cgroups nor sandboxes: the
+// journal's word on exec instances without a cgroup points at root, not
+// at mode = "sandbox", which fails on that node.
+func TestNoCgroupWarningWithoutSandbox(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startTunedRunner(t, c, nil, func(r *Runner) {
+		// A runner that is not root, as it sees itself.
+		r.caps.CgroupVersion = 0
+		r.caps.Sandbox = false
+	})
+	c.deploy(t, "plain", "1.0.0", probeBin, "")
+	const warning = "exec instances run without a cgroup of their own"
+	testutil.Eventually(t, 10*time.Second, "the warning", func() bool { return strings.Contains(tr.logs.String(), warning) })
+	logs := tr.logs.String()
+	line := logs[strings.Index(logs, warning):]
+	line, _, _ = strings.Cut(line, "\n")
+	if strings.Contains(line, `mode = \"sandbox\"`) || !strings.Contains(line, "a runner run as root makes the cgroup") {
+		t.Errorf("warning %q: want it to point at root, not at the sandbox", line)
+	}
+}
+
 // A node that cannot make the cgroup fails an exec instance with limits,
 // saying why, rather than run it without them.
 func TestExecLimitsWithoutCgroupsFail(t *testing.T) {
