@@ -1,33 +1,63 @@
 package supervisor
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"io"
 	"sync"
+	"unicode/utf8"
 )
 
 // splitLines reads r to its end and calls emit for each line without its
 // line ending. A line longer than maxLine is emitted in parts, all but the
 // last marked partial, so a program printing without newlines is still
-// drained: the reader never stops reading, whatever it reads.
+// drained: the reader never stops reading, whatever it reads. A part ends
+// before a character it would cut in two: each part is published as a JSON
+// string on its own, where half a character becomes U+FFFD and is lost.
+// What emit gets is valid until it returns.
 func splitLines(r io.Reader, maxLine int, emit func(line []byte, partial bool)) {
-	br := bufio.NewReaderSize(r, maxLine)
+	buf := make([]byte, maxLine)
+	n := 0 // buf[:n] is read and not emitted yet
 	for {
-		b, err := br.ReadSlice('\n')
-		switch {
-		case err == nil:
-			emit(bytes.TrimRight(b, "\r\n"), false)
-		case errors.Is(err, bufio.ErrBufferFull):
-			emit(b, true)
-		default:
-			if len(b) > 0 {
-				emit(b, false)
+		m, err := r.Read(buf[n:])
+		// Only the bytes just read can end a line: those before did not.
+		start, from := 0, n
+		n += m
+		for {
+			i := bytes.IndexByte(buf[from:n], '\n')
+			if i < 0 {
+				break
+			}
+			emit(bytes.TrimRight(buf[start:from+i], "\r"), false)
+			start = from + i + 1
+			from = start
+		}
+		if start == 0 && n == len(buf) {
+			start = runeCut(buf)
+			emit(buf[:start], true)
+		}
+		n = copy(buf, buf[start:n])
+		if err != nil {
+			if n > 0 {
+				emit(buf[:n], false)
 			}
 			return
 		}
 	}
+}
+
+// runeCut is where a part cut from b ends: before the last character when b
+// holds only its first bytes, else at the end of b. Bytes that are not
+// UTF-8 are cut anywhere: no more bytes would make them a character.
+func runeCut(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i > len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return i
+			}
+			break
+		}
+	}
+	return len(b)
 }
 
 // ring keeps the last lines written to it.

@@ -102,6 +102,11 @@ func TestSplitLines(t *testing.T) {
 		{"long line split", "abcdefghijklmnopqrstuvwxyz0123456789\nk\n", []part{{"abcdefghijklmnop", true}, {"qrstuvwxyz012345", true}, {"6789", false}, {"k", false}}},
 		{"empty", "", nil},
 		{"blank lines kept", "\n\n", []part{{"", false}, {"", false}}},
+		// Each part is published as a JSON string on its own: a rune cut
+		// in two would come out as two U+FFFD, the character lost.
+		{"rune kept whole", "abcdefghijklmn€opq\n", []part{{"abcdefghijklmn", true}, {"€opq", false}}},
+		{"bytes that are not UTF-8 cut anywhere", "abcdefghijklmno\xffp\n", []part{{"abcdefghijklmno\xff", true}, {"p", false}}},
+		{"runes across several parts", strings.Repeat("€", 11) + "\n", []part{{strings.Repeat("€", 5), true}, {strings.Repeat("€", 5), true}, {"€", false}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
