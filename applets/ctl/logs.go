@@ -239,17 +239,26 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 // screen, set the window title or the clipboard), C1 controls and bytes
 // that are not UTF-8. Apps write those texts, not the operator who reads
 // them, and with mode = "sandbox" an app is not trusted; journalctl hides
-// such lines for the same reason. --json keeps them exact.
+// such lines for the same reason. It also escapes, as \uNNNN, the
+// bidirectional overrides and isolates: on a terminal that lays out
+// right-to-left text (VTE, Konsole), one shows the rest of its line
+// reversed, the other cells of a table row included, as Trojan Source
+// does in code. --json keeps them exact.
 func shown(s string) string {
 	var b strings.Builder
 	done := 0 // s[:done] is in b, once the first byte was escaped
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 || r != '\t' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0) {
+		switch {
+		case r == utf8.RuneError && n == 1 || r != '\t' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0):
 			b.WriteString(s[done:i])
 			for _, c := range []byte(s[i : i+n]) {
 				fmt.Fprintf(&b, "\\x%02x", c)
 			}
+			done = i + n
+		case bidiControl(r):
+			b.WriteString(s[done:i])
+			fmt.Fprintf(&b, "\\u%04x", r)
 			done = i + n
 		}
 		i += n
@@ -259,4 +268,13 @@ func shown(s string) string {
 	}
 	b.WriteString(s[done:])
 	return b.String()
+}
+
+// bidiControl reports whether r is an explicit bidirectional embedding,
+// override or isolate (U+202A–U+202E, U+2066–U+2069), the characters
+// Rust's text_direction_codepoint_in_literal lint flags. The marks
+// (U+200E, U+200F, U+061C) are left: they only place neutral characters
+// such as spaces.
+func bidiControl(r rune) bool {
+	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
