@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,6 +17,9 @@ import (
 // does per unit, each instance may publish logBurst lines and logBytes bytes
 // per logWindow; beyond that its lines are dropped until the window ends,
 // with a line that says so. The admin page keeps its last lines regardless.
+// The bytes are those published, JSON and all: a line of control characters
+// takes six times its length there (\u0001), and counted as printed it
+// could fill the stream six times faster than the bound says.
 const (
 	logWindow = 30 * time.Second
 	logBurst  = 10000
@@ -23,7 +28,8 @@ const (
 
 // logLimit applies the bound to one instance's output lines.
 type logLimit struct {
-	publish func(state.LogLine)
+	// publish sends a line, encoded as b (encodeLog).
+	publish func(l state.LogLine, b []byte)
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -36,7 +42,7 @@ type logLimit struct {
 	last state.LogLine
 }
 
-func newLogLimit(publish func(state.LogLine), log *slog.Logger) *logLimit {
+func newLogLimit(publish func(l state.LogLine, b []byte), log *slog.Logger) *logLimit {
 	return &logLimit{publish: publish, log: log}
 }
 
@@ -50,7 +56,11 @@ func (ll *logLimit) line(l state.LogLine) {
 		ll.tellDropped(l.Time)
 		ll.start, ll.lines, ll.bytes = l.Time, 0, 0
 	}
-	if ll.lines >= logBurst || ll.bytes+len(l.Line) > logBytes {
+	var b []byte
+	if ll.lines < logBurst {
+		b = encodeLog(l)
+	}
+	if b == nil || ll.bytes+len(b) > logBytes {
 		if ll.dropped == 0 {
 			until := ll.start.Add(logWindow)
 			ll.log.Warn("instance output over its bound: lines dropped from NARUN_LOGS", "instance", l.Instance, "until", until.Format(time.RFC3339))
@@ -71,8 +81,8 @@ func (ll *logLimit) line(l state.LogLine) {
 		return
 	}
 	ll.lines++
-	ll.bytes += len(l.Line)
-	ll.publish(l)
+	ll.bytes += len(b)
+	ll.publish(l, b)
 }
 
 // tellDropped publishes, at t, how many lines were dropped since the last
@@ -90,5 +100,20 @@ func (ll *logLimit) tellDropped(t time.Time) {
 // notice publishes the runner's own line about l's instance.
 func (ll *logLimit) notice(l state.LogLine, text string) {
 	l.Stream, l.Line, l.Partial = state.Stderr, text, false
-	ll.publish(l)
+	if b := encodeLog(l); b != nil {
+		ll.publish(l, b)
+	}
+}
+
+// encodeLog is l as published: JSON, but that <, > and & stay as they are,
+// where json.Marshal would store each in six bytes (\u003c), those of Go's
+// "<nil>" among them. nil when l cannot be encoded.
+func encodeLog(l state.LogLine) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(l); err != nil {
+		return nil
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }

@@ -1017,12 +1017,9 @@ func (r *Runner) publishEvent(in state.Instance) {
 	r.poke()
 }
 
-// publishLog sends an output line of an instance; it never blocks (outbox).
-func (r *Runner) publishLog(l state.LogLine) {
-	b, err := json.Marshal(l)
-	if err != nil {
-		return
-	}
+// publishLog sends an output line of an instance, encoded as b
+// (encodeLog); it never blocks (outbox).
+func (r *Runner) publishLog(l state.LogLine, b []byte) {
 	r.out.publish(names.LogSubject(l.App, l.Node, l.Instance), b)
 }
 

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -298,7 +299,7 @@ func TestLogLimit(t *testing.T) {
 	// The end of a window is also told from a timer, which may publish
 	// while the test reads: published is appended to under ll's lock.
 	var published []state.LogLine
-	ll := newLogLimit(func(l state.LogLine) { published = append(published, l) }, slog.New(slog.DiscardHandler))
+	ll := newLogLimit(func(l state.LogLine, _ []byte) { published = append(published, l) }, slog.New(slog.DiscardHandler))
 	t0 := time.Now()
 	line := func(at time.Duration, text string) {
 		ll.line(state.LogLine{Time: t0.Add(at), Instance: "0-abc", Stream: state.Stdout, Line: text})
@@ -327,15 +328,49 @@ func TestLogLimit(t *testing.T) {
 		t.Errorf("after the window: %+v", got[logBurst+1:])
 	}
 
-	// Long lines reach the byte bound first.
+	// Long lines reach the byte bound first: 4 MiB as published, where
+	// each line takes its JSON too.
 	before := len(got)
 	big := strings.Repeat("x", 1<<20)
 	for range 5 {
 		line(3*logWindow, big)
 	}
 	got = snapshot()[before:]
-	if len(got) != 5 || got[3].Line != big || !strings.Contains(got[4].Line, "dropping") {
+	if len(got) != 4 || got[2].Line != big || !strings.Contains(got[3].Line, "dropping") {
 		t.Errorf("5 MiB in one window: %d lines published, last %.40q", len(got), got[len(got)-1].Line)
+	}
+}
+
+// The byte bound counts what NARUN_LOGS stores, not what the app printed:
+// JSON stores a control character in six bytes, and a line of them,
+// counted as printed, filled the stream six times faster than the bound.
+func TestLogLimitCountsPublishedBytes(t *testing.T) {
+	t.Parallel()
+	var published int
+	ll := newLogLimit(func(_ state.LogLine, b []byte) { published += len(b) }, slog.New(slog.DiscardHandler))
+	t0 := time.Now()
+	for range 1000 {
+		ll.line(state.LogLine{Time: t0, Instance: "0-abc", Stream: state.Stdout, Line: strings.Repeat("\x01", 8<<10)})
+	}
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	// The notice that lines are dropped comes on top of the bound.
+	if published > logBytes+1024 {
+		t.Errorf("published %d bytes in one window, bound %d", published, logBytes)
+	}
+}
+
+// A line is published as JSON that keeps <, > and & as they are: json.Marshal
+// stores each in six bytes, and Go programs print "<nil>" often.
+func TestEncodeLogKeepsHTML(t *testing.T) {
+	l := state.LogLine{Time: time.Now(), App: "a", Node: "n", Instance: "0-abc", Stream: state.Stdout, Line: "err=<nil> a && b -> c \x1b"}
+	b := encodeLog(l)
+	if !bytes.Contains(b, []byte(`"err=<nil> a && b -> c \u001b"`)) {
+		t.Errorf("encoded as %s", b)
+	}
+	var back state.LogLine
+	if err := json.Unmarshal(b, &back); err != nil || back.Line != l.Line || !back.Time.Equal(l.Time) {
+		t.Errorf("decoded %+v (%v), want %+v", back, err, l)
 	}
 }
 
