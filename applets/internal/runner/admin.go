@@ -142,7 +142,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(&b, "%s%s %s\n", name, s.labels, strconv.FormatFloat(s.value, 'g', -1, 64))
 		}
 	}
-	var up, healthy, restarts, cpu, rss []series
+	var up, healthy, restarts, dropped, cpu, rss []series
 	states := map[state.State]int{}
 	apps := r.appList()
 	for _, a := range apps {
@@ -153,6 +153,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			up = append(up, series{l, boolf(st.PID > 0)})
 			healthy = append(healthy, series{l, boolf(st.Healthy)})
 			restarts = append(restarts, series{l, float64(st.Restarts)})
+			dropped = append(dropped, series{l, float64(in.logs.linesDropped())})
 			// The cgroup counts the app and all it started, daemons that
 			// left its tree included, never a sandbox's launcher.
 			var stats func() sandbox.Stats
@@ -176,6 +177,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instance_up", "gauge", "Whether the instance's process is alive.", up)
 	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
 	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
+	family("narun_runner_instance_log_lines_dropped_total", "counter", "Output lines of the instance not published to NARUN_LOGS: over its bound of lines or bytes per 30 s.", dropped)
 	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's cgroup where it has one, else of its process and its reaped children.", cpu)
 	family("narun_runner_instance_resident_memory_bytes", "gauge", "Anonymous memory of the instance's cgroup where it has one, else resident memory of its process.", rss)
 
@@ -191,6 +193,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instances", "gauge", "Instances on this node by state.", byState)
 	family("narun_runner_apps", "gauge", "Apps known to this runner.", []series{{"", float64(len(apps))}})
 	family("narun_runner_nats_connected", "gauge", "Whether the runner is connected to NATS.", []series{{"", boolf(r.opts.Conn.IsConnected())}})
+	family("narun_runner_messages_dropped_total", "counter", "Instance events and output lines dropped while NATS took them slower than they came (unreachable, or reconnecting).", []series{{"", float64(r.out.messagesDropped())}})
 	// On the clock as it reads now, as heartbeats give it: time() less
 	// this is the uptime, though NTP stepped the clock since the start.
 	now := time.Now()

@@ -68,6 +68,7 @@ type instance struct {
 	digest string
 	dir    string
 	sup    *supervisor.Supervisor
+	logs   *logLimit
 
 	mu         sync.Mutex
 	bridge     context.CancelFunc
@@ -415,7 +416,7 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 // takes over from an instance still serving.
 func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, replacing bool) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
-	in := &instance{slot: slot, fp: fp, dir: filepath.Join(a.dir(), id)}
+	in := &instance{slot: slot, fp: fp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
 	if b, ok := sp.Binary(runtime.GOARCH); ok {
 		in.digest = b.SHA256
 	}
@@ -453,7 +454,7 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 			a.r.publishEvent(st)
 			a.observe(in, sp, st)
 		},
-		OnLog:  newLogLimit(a.r.publishLog, a.log).line,
+		OnLog:  in.logs.line,
 		Logger: a.log,
 	})
 	a.mu.Lock()

@@ -37,6 +37,8 @@ type logLimit struct {
 	lines   int
 	bytes   int
 	dropped int
+	// droppedTotal counts the lines ever dropped, for /metrics.
+	droppedTotal int
 	// last is the last line dropped, whose instance the count is told of
 	// once the window ends.
 	last state.LogLine
@@ -77,12 +79,20 @@ func (ll *logLimit) line(l state.LogLine) {
 			})
 		}
 		ll.dropped++
+		ll.droppedTotal++
 		ll.last = l
 		return
 	}
 	ll.lines++
 	ll.bytes += len(b)
 	ll.publish(l, b)
+}
+
+// linesDropped is how many lines of the instance were ever dropped.
+func (ll *logLimit) linesDropped() int {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	return ll.droppedTotal
 }
 
 // tellDropped publishes, at t, how many lines were dropped since the last

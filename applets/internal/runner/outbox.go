@@ -30,6 +30,8 @@ type outbox struct {
 	// size counts the bytes queued and those being published.
 	size    int
 	dropped int
+	// droppedTotal counts the messages ever dropped, for /metrics.
+	droppedTotal int
 }
 
 type outMsg struct {
@@ -56,6 +58,7 @@ func (o *outbox) publish(subject string, data []byte) {
 				"queued_bytes", o.size)
 		}
 		o.dropped++
+		o.droppedTotal++
 		return
 	}
 	if o.dropped > 0 {
@@ -68,6 +71,13 @@ func (o *outbox) publish(subject string, data []byte) {
 	case o.wake <- struct{}{}:
 	default:
 	}
+}
+
+// messagesDropped is how many messages were ever dropped.
+func (o *outbox) messagesDropped() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.droppedTotal
 }
 
 // run publishes what is queued, in order, until stop is closed, then

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -156,4 +157,18 @@ func TestInstancesDoNotWaitForNATS(t *testing.T) {
 	tr.wait(t, "tick", "restart while NATS does not answer", func(l []state.Instance) bool {
 		return len(l) == 1 && l[0].PID != before.PID && l[0].State == state.Healthy
 	})
+}
+
+// What the outbox drops while NATS does not take it is counted for
+// /metrics, not only told in the runner's log.
+func TestOutboxCountsDropped(t *testing.T) {
+	t.Parallel()
+	o := newOutbox(nil, slog.New(slog.DiscardHandler))
+	msg := make([]byte, outboxBytes/2)
+	for range 5 {
+		o.publish("narun.logs.a.n.0-abc", msg)
+	}
+	if n := o.messagesDropped(); n != 3 {
+		t.Errorf("5 messages of half the outbox queued: %d dropped, want 3", n)
+	}
 }

@@ -2187,4 +2187,18 @@ func TestLogFloodBounded(t *testing.T) {
 	if n != logBurst+1 || !strings.HasPrefix(last.Line, "narun: more than") {
 		t.Errorf("12001 lines printed, %d published, the last %q", n, last.Line)
 	}
+	// A dashboard sees the drop without reading the stream.
+	srv := httptest.NewServer(tr.AdminHandler())
+	defer srv.Close()
+	id := tr.of("flood")[0].ID
+	want := fmt.Sprintf(`narun_runner_instance_log_lines_dropped_total{app="flood",instance="%s",node="%s"} %d`, id, node, 12001-logBurst)
+	// The ring shows a line before the bound counts it.
+	var metrics string
+	testutil.Eventually(t, 10*time.Second, want, func() bool {
+		metrics = get(t, srv.URL+"/metrics")
+		return strings.Contains(metrics, want)
+	})
+	if !strings.Contains(metrics, "narun_runner_messages_dropped_total 0") {
+		t.Errorf("metrics count messages dropped for NATS:\n%s", metrics)
+	}
 }
