@@ -454,8 +454,11 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 			a.r.publishEvent(st)
 			a.observe(in, sp, st)
 		},
-		OnLog:  in.logs.line,
-		Logger: a.log,
+		OnLog: in.logs.line,
+		// The admin page shows lastLines; NARUN_LOGS has the rest. Kept
+		// lines are up to 8 KiB each, for every instance of the node.
+		KeepLines: lastLines,
+		Logger:    a.log,
 	})
 	a.mu.Lock()
 	a.insts = append(a.insts, in)

@@ -2201,4 +2201,9 @@ func TestLogFloodBounded(t *testing.T) {
 	if !strings.Contains(metrics, "narun_runner_messages_dropped_total 0") {
 		t.Errorf("metrics count messages dropped for NATS:\n%s", metrics)
 	}
+	// The runner keeps in memory only the lines its page shows: each up
+	// to 8 KiB, for every instance of the node.
+	if n := len(tr.lines("flood")); n != lastLines {
+		t.Errorf("the runner keeps %d lines of the instance, its page shows %d", n, lastLines)
+	}
 }
