@@ -1183,7 +1183,7 @@ func TestLogsSinceOnServerClock(t *testing.T) {
 	for _, ahead := range []time.Duration{time.Hour, -time.Hour, 0} {
 		e := h.env(io.Discard)
 		e.now = func() time.Time { return time.Now().Add(ahead) }
-		cons, err := e.logsConsumer(ctx, stream, names.LogSubject("hello", "*", "*"), 10*time.Minute)
+		cons, err := e.logsConsumer(ctx, stream, names.LogSubject("hello", "*", "*"), 10*time.Minute, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1249,6 +1249,61 @@ func TestLogs(t *testing.T) {
 	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", elfBinary(t))
 	if r := h.ok("", "logs", "quiet"); r.out != "" {
 		t.Errorf("logs of a deployed app with no lines: %q", r.out)
+	}
+}
+
+// --tail prints the last lines of those selected, as journalctl -n and
+// kubectl logs --tail do: without it, logs -f prints every kept line,
+// up to the stream's 256 MiB, before the new ones.
+func TestLogsTail(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(app, node, line string) {
+		b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: app, Node: node, Instance: "0-abc", Line: line})
+		if _, err := h.js.Publish(ctx, names.LogSubject(app, node, "0-abc"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 40 {
+		publish("hello", []string{"n1", "n2"}[i%2], fmt.Sprint("line ", i))
+		publish("other", "n1", fmt.Sprint("other ", i))
+	}
+	lines := func(from, to, step int) []string {
+		var out []string
+		for i := from; i < to; i += step {
+			out = append(out, fmt.Sprint("line ", i))
+		}
+		return out
+	}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--tail", "3", "hello"}, lines(37, 40, 1)},
+		{[]string{"-n", "1", "hello"}, lines(39, 40, 1)},
+		{[]string{"--tail", "2", "--node", "n1", "hello"}, lines(36, 40, 2)},
+		{[]string{"--tail", "40", "hello"}, lines(0, 40, 1)},
+		{[]string{"--tail", "100", "hello"}, lines(0, 40, 1)},
+		{[]string{"--tail", "5", "--since", "10m", "hello"}, lines(35, 40, 1)},
+		{[]string{"--tail", "0", "hello"}, nil},
+	}
+	for _, tc := range tests {
+		r := h.ok("", append([]string{"logs"}, tc.args...)...)
+		var got []string
+		for l := range strings.Lines(r.out) {
+			got = append(got, l[strings.Index(l, " line ")+1:len(l)-1])
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("logs %v: %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	h.fails(2, "", "logs", "--tail", "-1", "hello")
+	if n := logsConsumers(t, h)(); n != 0 {
+		t.Errorf("%d consumers left after logs --tail", n)
 	}
 }
 
@@ -1476,6 +1531,38 @@ func TestLogsFollow(t *testing.T) {
 	publish("two")
 	testutil.Eventually(t, 10*time.Second, "second line", func() bool { return strings.Contains(out.String(), " two\n") })
 	stopFollowing(t, cancel, done)
+}
+
+// logs -f --tail N prints the last N lines, then the new ones.
+func TestLogsFollowTail(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(line string) {
+		b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Line: line})
+		if _, err := h.js.Publish(context.Background(), names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"one", "two", "three"} {
+		publish(l)
+	}
+	var out testutil.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
+		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--tail", "1", "hello"})
+	}()
+	testutil.Eventually(t, 10*time.Second, "the last kept line", func() bool { return strings.Contains(out.String(), " three\n") })
+	publish("four")
+	testutil.Eventually(t, 10*time.Second, "a new line", func() bool { return strings.Contains(out.String(), " four\n") })
+	stopFollowing(t, cancel, done)
+	if got := out.String(); strings.Contains(got, " one\n") || strings.Contains(got, " two\n") {
+		t.Errorf("logs -f --tail 1 printed older lines:\n%s", got)
+	}
 }
 
 // logs reads through an ephemeral consumer, which the server would keep for

@@ -29,6 +29,7 @@ func logsCommand(stdio cli.IO) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until interrupted"},
 			&ucli.DurationFlag{Name: "since", Usage: "only lines newer than this (e.g. 10m)", DefaultText: "all kept lines"},
+			&ucli.IntFlag{Name: "tail", Aliases: []string{"n"}, Usage: "only the last `N` lines (of those newer than --since), then the new ones with -f", DefaultText: "all kept lines"},
 			&ucli.StringFlag{Name: "node", Usage: "only this node"},
 			&ucli.StringFlag{Name: "instance", Usage: "only this instance"},
 			jsonFlag(),
@@ -57,6 +58,12 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if since < 0 {
 		return usagef("--since %s: want how far back to start, a positive duration (e.g. 10m)", since)
 	}
+	tail := -1
+	if c.IsSet("tail") {
+		if tail = c.Int("tail"); tail < 0 {
+			return usagef("--tail %d: want how many of the last lines to print, 0 or more", tail)
+		}
+	}
 	// Connected only once the command line is known to be good: a usage
 	// error is not a connection error.
 	if err := e.connect(); err != nil {
@@ -69,7 +76,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	cons, err := e.logsConsumer(ctx, stream, names.LogSubject(app, orStar(node), orStar(inst)), since)
+	cons, err := e.logsConsumer(ctx, stream, names.LogSubject(app, orStar(node), orStar(inst)), since, tail)
 	if err != nil {
 		return e.readLogsErr(app, err)
 	}
@@ -82,7 +89,12 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	pending := info.NumPending
 	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
-	if pending == 0 {
+	if pending == 0 && tail == 0 {
+		// Asked for no kept line: none is no sign of a typo.
+		if !follow {
+			return nil
+		}
+	} else if pending == 0 {
 		if !follow {
 			return e.noLogs(ctx, app)
 		}
@@ -181,11 +193,11 @@ func (e *env) noLogs(ctx context.Context, app string) error {
 }
 
 // logsConsumer opens a consumer of the lines of stream on filter, those
-// the server stored in the last since when it is not 0. The server
-// compares the start with its stamps, so it is counted on its clock: on
-// this machine's, a laptop an hour ahead would ask for lines from the
-// future, and get none.
-func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter string, since time.Duration) (jetstream.Consumer, error) {
+// the server stored in the last since when it is not 0, and of those the
+// last tail when it is not negative. The server compares the start with
+// its stamps, so it is counted on its clock: on this machine's, a laptop
+// an hour ahead would ask for lines from the future, and get none.
+func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter string, since time.Duration, tail int) (jetstream.Consumer, error) {
 	// The server forgets the consumer this long after ctl stops asking
 	// (a kill skips dropConsumer), instead of nats.go's five minutes: a
 	// loop that runs and kills logs -f would otherwise pile them up. A
@@ -198,9 +210,68 @@ func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter 
 		start := e.serverNow().Add(-since)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
+	if tail >= 0 {
+		seq, err := e.tailStart(ctx, stream, filter, cfg, uint64(tail))
+		if err != nil {
+			return nil, err
+		}
+		if seq > 0 {
+			cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, seq
+		}
+	}
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	return stream.OrderedConsumer(octx, cfg)
+}
+
+// tailStart is the sequence from which stream holds the last n lines of
+// those cfg selects, or 0 when it selects no more than n. JetStream tells
+// how many messages of a filter a consumer has pending from its start, but
+// cannot start one n messages of a filter before the end: the start is
+// bisected on that count, a consumer made and deleted at each step, about
+// 2·log2(messages in the stream) requests. Lines stored meanwhile come on
+// top of the n.
+func (e *env) tailStart(ctx context.Context, stream jetstream.Stream, filter string, cfg jetstream.OrderedConsumerConfig, n uint64) (uint64, error) {
+	from := func(c jetstream.ConsumerConfig) (uint64, error) {
+		c.FilterSubject, c.AckPolicy, c.InactiveThreshold, c.MemoryStorage = filter, jetstream.AckNonePolicy, logsConsumerIdle, true
+		octx, cancel := e.op(ctx)
+		defer cancel()
+		cons, err := stream.CreateConsumer(octx, c)
+		if err != nil {
+			return 0, fmt.Errorf("count the lines of %s: %w", filter, err)
+		}
+		info := cons.CachedInfo()
+		if err := stream.DeleteConsumer(octx, info.Name); err != nil {
+			e.log.Debug("delete the consumer logs counted with", "err", err)
+		}
+		return info.NumPending, nil
+	}
+	all, err := from(jetstream.ConsumerConfig{DeliverPolicy: cfg.DeliverPolicy, OptStartTime: cfg.OptStartTime})
+	if err != nil || all <= n {
+		return 0, err
+	}
+	octx, cancel := e.op(ctx)
+	info, err := stream.Info(octx)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", names.LogsStream, err)
+	}
+	// More than n from lo, no more than n from hi: the first sequence
+	// with n is hi once they meet.
+	lo, hi := info.State.FirstSeq, info.State.LastSeq+1
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		k, err := from(jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: mid})
+		if err != nil {
+			return 0, err
+		}
+		if k > n {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi, nil
 }
 
 func orStar(s string) string {
