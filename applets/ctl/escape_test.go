@@ -3,11 +3,13 @@ package ctl
 import (
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 )
@@ -41,5 +43,29 @@ func TestHeartbeatFieldsEscaped(t *testing.T) {
 	}
 	if strings.ContainsRune(out, '\x1b') || strings.ContainsRune(out, '\x07') {
 		t.Fatalf("heartbeat fields printed unescaped:\n%q", out)
+	}
+}
+
+// A heartbeat that points ctl at a node key it can read, and trusts that
+// key, has ctl sign with it and name the node: any NATS client can write
+// one, with any id.
+func TestNodeKeyHeartbeatEscaped(t *testing.T) {
+	const esc = "\x1b]0;owned\x07\u202e"
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "signing.key")
+	if err := signing.WriteKeyFile(path, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	e := &env{stdio: cli.IO{Stdout: io.Discard, Stderr: &stderr}, log: slog.New(slog.DiscardHandler)}
+	n := state.Node{ID: "edge" + esc, SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}}
+	if e.nodeSigner(nil, []state.Node{n}) == nil {
+		t.Fatal("the node key of the heartbeat not used")
+	}
+	if out := stderr.String(); !strings.Contains(out, "signing with the node key of edge") || strings.ContainsAny(out, "\x1b\x07\u202e") {
+		t.Errorf("node id printed unescaped: %q", out)
 	}
 }

@@ -130,7 +130,7 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 		if !slices.Contains(n.TrustedKeys, k.Public()) {
 			continue
 		}
-		e.infof("signing with the node key of %s (%s)", n.ID, path)
+		e.infof("signing with the node key of %s (%s)", shown(n.ID), shown(path))
 		return k
 	}
 	return nil

@@ -270,7 +270,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Waiting) == 0 {
 				r.Down = append(r.Down, w.stopped(nodes)...)
 				if len(r.Down) > 0 {
-					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, strings.Join(r.Down, ", "), w.app.Name)
+					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, shown(strings.Join(r.Down, ", ")), w.app.Name)
 				}
 				return r, nil
 			}
@@ -299,7 +299,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					// rollout (the one device of narun up, restarted).
 					r.Down = append(r.Down, w.stopped(nodes)...)
 					if len(r.Down) > 0 {
-						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, strings.Join(r.Down, ", "))
+						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, shown(strings.Join(r.Down, ", ")))
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}

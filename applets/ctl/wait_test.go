@@ -423,6 +423,52 @@ health = { min_healthy = "100ms" }
 	}
 }
 
+// The nodes a rollout did not reach are named from their heartbeats, which
+// any NATS client can write, with any id: the warning must not act on the
+// terminal.
+func TestWaitEscapesNodesItDidNotReach(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	edge := map[string]string{"role": "edge"}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
+	const esc = "\x1b]0;owned\x07\u202e"
+	spoofed, err := json.Marshal(state.Node{ID: "node-2" + esc, OS: "linux", Arch: runtime.GOARCH, Labels: edge, Time: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.NodesBucket).Put(context.Background(), "node-2", spoofed); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() {
+		done <- h.run("", "deploy", h.file("edge.toml", "name = \"edge\"\nversion = \"1.0.0\"\nlabels = { role = \"edge\" }\nhealth = { min_healthy = \"100ms\" }\n"), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+	}()
+	var stored []byte
+	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
+		var ok bool
+		stored, ok = h.get(names.AppsBucket, "edge")
+		return ok
+	})
+	app, _, err := spec.ParseStored("edge.toml", stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kv(names.NodesBucket).Delete(context.Background(), "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	healthy := state.Instance{App: "edge", Node: "node-1", ID: "0-a", State: state.Healthy, PID: 1, Fingerprint: app.Fingerprint(runtime.GOARCH), Version: "1.0.0", Since: now.Add(-time.Minute)}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge, Time: now, Instances: []state.Instance{healthy}})
+	select {
+	case r := <-done:
+		if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2") || strings.ContainsAny(r.err, "\x1b\x07\u202e") {
+			t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("deploy --wait still waiting with node-1 healthy and node-2 stopped")
+	}
+}
+
 // The only selected runner stopped during the rollout (narun up on a
 // single device, restarted): at --timeout the error names it, as the
 // warning does when other nodes took the rollout.
