@@ -13,12 +13,7 @@ import (
 // the first problem, and binds and writes nothing: it passes with every
 // address of the file held by another listener, and leaves no data dir.
 func TestCheckFlag(t *testing.T) {
-	held, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	addr := held.Addr().String()
+	addr := heldAddr(t)
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		path := filepath.Join(dir, name)
@@ -148,12 +143,7 @@ func TestCheckFlagRefusesADataDirThatCannotBeMade(t *testing.T) {
 // Each start is given an address held here, so that before the data dir
 // was checked it failed there instead of running.
 func TestDataDirOthersMayWriteIsRefused(t *testing.T) {
-	held, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	addr := held.Addr().String()
+	addr := heldAddr(t)
 	dir := t.TempDir()
 	shared := filepath.Join(dir, "shared")
 	if err := os.Mkdir(shared, 0o700); err != nil {
@@ -198,4 +188,16 @@ func TestDataDirOthersMayWriteIsRefused(t *testing.T) {
 			}
 		}
 	}
+}
+
+// heldAddr is a local address another listener holds until the test ends:
+// a start given it fails, so one that got past what a test checks shows.
+func heldAddr(t *testing.T) string {
+	t.Helper()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() })
+	return held.Addr().String()
 }

@@ -386,40 +386,10 @@ func startWaitingDeploy(t *testing.T) (*harness, chan result, *testutil.LogBuffe
 func TestWaitWarnsOfARunnerStoppedDuringTheRollout(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	edge := map[string]string{"role": "edge"}
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
-	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: edge})
-	done := make(chan result, 1)
-	go func() {
-		done <- h.run("", "deploy", h.file("edge.toml", `name = "edge"
-version = "1.0.0"
-labels = { role = "edge" }
-health = { min_healthy = "100ms" }
-`), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
-	}()
-	var stored []byte
-	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
-		var ok bool
-		stored, ok = h.get(names.AppsBucket, "edge")
-		return ok
-	})
-	app, _, err := spec.ParseStored("edge.toml", stored)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.kv(names.NodesBucket).Delete(context.Background(), "node-2"); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	healthy := state.Instance{App: "edge", Node: "node-1", ID: "0-a", State: state.Healthy, PID: 1, Fingerprint: app.Fingerprint(runtime.GOARCH), Version: "1.0.0", Since: now.Add(-time.Minute)}
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge, Time: now, Instances: []state.Instance{healthy}})
-	select {
-	case r := <-done:
-		if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (its runner stopped during the rollout)") {
-			t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("deploy --wait still waiting with node-1 healthy and node-2 stopped")
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge"}})
+	r := rollOutWhileNode2Stops(t, h)
+	if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (its runner stopped during the rollout)") {
+		t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
 	}
 }
 
@@ -429,16 +399,27 @@ health = { min_healthy = "100ms" }
 func TestWaitEscapesNodesItDidNotReach(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	edge := map[string]string{"role": "edge"}
-	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
 	const esc = "\x1b]0;owned\x07\u202e"
-	spoofed, err := json.Marshal(state.Node{ID: "node-2" + esc, OS: "linux", Arch: runtime.GOARCH, Labels: edge, Time: time.Now().UTC()})
+	spoofed, err := json.Marshal(state.Node{ID: "node-2" + esc, OS: "linux", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge"}, Time: time.Now().UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.kv(names.NodesBucket).Put(context.Background(), "node-2", spoofed); err != nil {
 		t.Fatal(err)
 	}
+	r := rollOutWhileNode2Stops(t, h)
+	if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2") || strings.ContainsAny(r.err, "\x1b\x07\u202e") {
+		t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+	}
+}
+
+// rollOutWhileNode2Stops deploys an app for role=edge with --wait to
+// node-1 and the node-2 whose heartbeat the caller wrote, removes node-2's
+// heartbeat once the spec is stored, and reports node-1 healthy.
+func rollOutWhileNode2Stops(t *testing.T, h *harness) result {
+	t.Helper()
+	edge := map[string]string{"role": "edge"}
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
 	done := make(chan result, 1)
 	go func() {
 		done <- h.run("", "deploy", h.file("edge.toml", "name = \"edge\"\nversion = \"1.0.0\"\nlabels = { role = \"edge\" }\nhealth = { min_healthy = \"100ms\" }\n"), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
@@ -461,11 +442,10 @@ func TestWaitEscapesNodesItDidNotReach(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge, Time: now, Instances: []state.Instance{healthy}})
 	select {
 	case r := <-done:
-		if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2") || strings.ContainsAny(r.err, "\x1b\x07\u202e") {
-			t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
-		}
+		return r
 	case <-time.After(30 * time.Second):
 		t.Fatal("deploy --wait still waiting with node-1 healthy and node-2 stopped")
+		return result{}
 	}
 }
 
