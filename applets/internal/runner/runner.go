@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -242,9 +243,13 @@ func nodeID(cfg config.Runner) (string, error) {
 
 // hostNodeID turns a host name into a node id, which must be a NATS
 // subject token: the first label, with anything else than letters, digits,
-// '-' and '_' replaced by '-'.
+// '-' and '_' replaced by '-'. A host named by its address keeps all of it:
+// the first label of 10.0.0.5 is "10", which every such device of a site
+// would share.
 func hostNodeID(host string) string {
-	host, _, _ = strings.Cut(host, ".")
+	if _, err := netip.ParseAddr(host); err != nil {
+		host, _, _ = strings.Cut(host, ".")
+	}
 	id := []byte(host)
 	for i, c := range id {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {

@@ -219,6 +219,8 @@ func TestHostNodeID(t *testing.T) {
 		{"edge-01.example.com", "edge-01"},
 		{"my host", "my-host"},
 		{"", "node"},
+		{"10.0.0.5", "10-0-0-5"},
+		{"fe80::1%eth0", "fe80--1-eth0"},
 		{strings.Repeat("a", 100), strings.Repeat("a", 64)},
 	}
 	for _, tt := range tests {
