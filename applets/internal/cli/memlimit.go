@@ -24,6 +24,12 @@ import (
 // kernel's socket buffers.
 const memoryLimitShare = 0.75
 
+// SoftMemoryLimit is the soft limit, in bytes, Go's garbage collector
+// is given under a memory limit of limit bytes.
+func SoftMemoryLimit(limit int64) int64 {
+	return int64(float64(limit) * memoryLimitShare)
+}
+
 // noMemoryLimit is where a cgroup's limit means none: v1 writes an
 // unlimited cgroup's limit as the largest page-aligned int64.
 const noMemoryLimit = 1 << 62
@@ -46,7 +52,7 @@ func setMemoryLimit(log *slog.Logger) {
 	if limit == 0 {
 		return
 	}
-	soft := int64(float64(limit) * memoryLimitShare)
+	soft := SoftMemoryLimit(limit)
 	debug.SetMemoryLimit(soft)
 	log.Info("memory limit from cgroup", "cgroup_bytes", limit, "gomemlimit_bytes", soft)
 }

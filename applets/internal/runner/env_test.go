@@ -39,6 +39,38 @@ func TestAppGetsDefaultPATH(t *testing.T) {
 	}
 }
 
+// A Go app under a memory limit gets a soft limit for its garbage
+// collector below it, as narun gives itself in a cgroup; one the spec sets
+// is the app's own, and an app without a limit gets none.
+func TestAppUnderMemoryLimitGetsGOMEMLIMIT(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("[resources] limits need a cgroup, which needs root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	for app, tc := range map[string]struct{ extra, want string }{
+		"limited":   {"args = [\"env\"]\n[resources]\nmemory = \"64MiB\"", "env GOMEMLIMIT=50331648"},
+		"own":       {"args = [\"env\"]\nenv = { GOMEMLIMIT = \"40MiB\" }\n[resources]\nmemory = \"64MiB\"", "env GOMEMLIMIT=40MiB"},
+		"unlimited": {`args = ["env"]`, ""},
+	} {
+		c.deploy(t, app, "1.0.0", probeBin, tc.extra)
+		tr.waitLine(t, app, "probe: ready")
+		var limits []string
+		for _, l := range tr.lines(app) {
+			if strings.HasPrefix(l, "env GOMEMLIMIT=") {
+				limits = append(limits, l)
+			}
+		}
+		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(limits, want) {
+			t.Errorf("%s: GOMEMLIMIT lines %q, want %q", app, limits, want)
+		}
+	}
+}
+
 // homeLine waits for the line the probe's home mode prints in app and
 // returns it, with the directory of the instance that printed it.
 func homeLine(t *testing.T, tr *testRunner, app string) (line, dir string) {

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
@@ -130,6 +131,13 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 		env = append(env, "PATH="+defaultPATH)
 	}
 	env = append(env, identityEnv(sp, dir)...)
+	if sp.Resources.Memory > 0 && !setByApp(sp, "GOMEMLIMIT") {
+		// Go does not read its cgroup's memory limit: without a soft
+		// limit a Go app's heap grows to twice what is live before a
+		// collection, and the kernel kills it at [resources] memory with
+		// much of its heap garbage. Other programs ignore the variable.
+		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(cli.SoftMemoryLimit(int64(sp.Resources.Memory)), 10))
+	}
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
 		env = append(env, k+"="+sp.Env[k])
 	}
