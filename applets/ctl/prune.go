@@ -236,33 +236,45 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 // first, and an error when its content is not sha256 (hex), which a
 // deploy is not to pin.
 func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) error {
-	// A lost race is a prune's deletion, or another deploy's stamp, which
-	// the next read tells apart.
-	for range 3 {
-		m, info, err := e.objectMeta(ctx, bucket, name)
-		if err != nil {
-			return err
-		}
-		if info.Deleted {
-			return errNoObject
-		}
-		if got := store.DigestHex(info); got != sha256 {
-			return fmt.Errorf("%s now holds sha256 %s, not %s", name, got, sha256)
-		}
-		msg := nats.NewMsg(m.Subject)
-		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-		msg.Data = m.Data
-		octx, cancel := e.op(ctx)
-		_, err = e.js.PublishMsg(octx, msg, jetstream.WithExpectLastSequencePerSubject(m.Sequence))
-		cancel()
-		if !lostRace(err) {
-			if err != nil {
-				return fmt.Errorf("stamp %s: %w", name, err)
-			}
-			return nil
-		}
+	m, err := e.pinnable(ctx, bucket, name, sha256)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("stamp %s: its metadata keeps changing", name)
+	msg := nats.NewMsg(m.Subject)
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	msg.Data = m.Data
+	octx, cancel := e.op(ctx)
+	_, err = e.js.PublishMsg(octx, msg, jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if !lostRace(err) {
+		return fmt.Errorf("stamp %s: %w", name, err)
+	}
+	// The metadata changed since it was read: a prune deleted the object,
+	// or another deploy pinning it stamped it, which is as recent as this
+	// stamp would be. A deploy that wrote again until it won could lose
+	// to each of the deploys that run beside it, and fail: concurrent
+	// deploys of apps that share a build are common.
+	_, err = e.pinnable(ctx, bucket, name, sha256)
+	return err
+}
+
+// pinnable reads the metadata of name in bucket, and returns errNoObject
+// when it was deleted and an error when its content is not sha256.
+func (e *env) pinnable(ctx context.Context, bucket, name, sha256 string) (*jetstream.RawStreamMsg, error) {
+	m, info, err := e.objectMeta(ctx, bucket, name)
+	if err != nil {
+		return nil, err
+	}
+	if info.Deleted {
+		return nil, errNoObject
+	}
+	if got := store.DigestHex(info); got != sha256 {
+		return nil, fmt.Errorf("%s now holds sha256 %s, not %s", name, got, sha256)
+	}
+	return m, nil
 }
 
 // buildsOf lists the objects of app's builds in narun-binaries, deleted

@@ -222,6 +222,48 @@ func TestPruneLosesToStamp(t *testing.T) {
 	}
 }
 
+// Deploys of apps that share a build run side by side (a fleet's specs
+// applied by a script, four at a time), and each stamps the build: one
+// that loses the race to another's stamp has its build stamped all the
+// same, and goes on.
+func TestConcurrentStampsOfOneBuild(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	b := h.build("1.0.0", 1)
+	h.upload(b)
+	before, _, err := h.env(io.Discard).objectMeta(context.Background(), names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const deploys = 16
+	errs := make(chan error, deploys)
+	for range deploys {
+		go func() {
+			e := h.env(io.Discard)
+			for range 4 {
+				if err := e.stampObject(context.Background(), names.BinariesBucket, b.object, b.sha256); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range deploys {
+		if err := <-errs; err != nil {
+			t.Errorf("stamp beside %d others: %v", deploys-1, err)
+		}
+	}
+	after, _, err := h.env(io.Discard).objectMeta(context.Background(), names.BinariesBucket, b.object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Sequence <= before.Sequence {
+		t.Errorf("metadata still at sequence %d after the stamps", after.Sequence)
+	}
+	h.fetch(b)
+}
+
 // A build that a concurrent prune deleted between a deploy's check and
 // its spec's write is uploaded again; a pin the deploy has no file for
 // fails it, naming the object.
