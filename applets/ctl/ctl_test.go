@@ -1197,6 +1197,28 @@ func TestLogsSinceOnServerClock(t *testing.T) {
 	}
 }
 
+// The runner's lines about an instance's output (lines it dropped) are
+// told apart from the app's, which may print the same words.
+func TestLogsTellTheRunnersLinesApart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	const text = "narun: 5 lines of this instance were dropped"
+	for _, stream := range []string{state.Stdout, state.Narun} {
+		b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Stream: stream, Line: text})
+		if _, err := h.js.Publish(ctx, names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := strings.Split(strings.TrimSpace(h.ok("", "logs", "hello").out), "\n")
+	if len(out) != 2 || !strings.HasSuffix(out[0], " n1/hello-0 "+text) || !strings.HasSuffix(out[1], " narun@n1/hello-0 "+text) {
+		t.Errorf("logs: %q, want the app's line, then the runner's marked narun@", out)
+	}
+}
+
 func TestLogs(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

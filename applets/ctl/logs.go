@@ -299,7 +299,13 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 		_, err := fmt.Fprintln(e.stdio.Stdout, string(b))
 		return err
 	}
-	_, err := fmt.Fprintf(e.stdio.Stdout, "%s %s/%s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), shown(l.Node), shown(l.Instance), shown(l.Line))
+	// The runner's own lines are told apart in the field an app's output
+	// cannot reach: a line an app prints may say anything.
+	source := shown(l.Node) + "/" + shown(l.Instance)
+	if l.Stream == state.Narun {
+		source = "narun@" + source
+	}
+	_, err := fmt.Fprintf(e.stdio.Stdout, "%s %s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), source, shown(l.Line))
 	return err
 }
 

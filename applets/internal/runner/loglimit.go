@@ -109,7 +109,7 @@ func (ll *logLimit) tellDropped(t time.Time) {
 
 // notice publishes the runner's own line about l's instance.
 func (ll *logLimit) notice(l state.LogLine, text string) {
-	l.Stream, l.Line, l.Partial = state.Stderr, text, false
+	l.Stream, l.Line, l.Partial = state.Narun, text, false
 	if b := encodeLog(l); b != nil {
 		ll.publish(l, b)
 	}

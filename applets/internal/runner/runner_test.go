@@ -2129,7 +2129,7 @@ func TestLogFloodCountedWhenSilent(t *testing.T) {
 			t.Fatal(err)
 		}
 		if strings.HasPrefix(l.Line, want) {
-			if l.Stream != state.Stderr || l.Instance == "" {
+			if l.Stream != state.Narun || l.Instance == "" {
 				t.Errorf("count published as %+v", l)
 			}
 			return

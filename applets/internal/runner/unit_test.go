@@ -319,7 +319,7 @@ func TestLogLimit(t *testing.T) {
 		t.Fatalf("published %d lines of %d, want the first %d and a notice", len(got), logBurst+5, logBurst)
 	}
 	until := t0.Add(time.Millisecond + logWindow).UTC().Format(time.RFC3339)
-	if n := got[logBurst]; n.Stream != state.Stderr || !strings.Contains(n.Line, "dropping this instance's output until "+until) {
+	if n := got[logBurst]; n.Stream != state.Narun || !strings.Contains(n.Line, "dropping this instance's output until "+until) {
 		t.Errorf("notice: %+v, want it to say until %s", n, until)
 	}
 	// Whether the window's timer or this line tells the count first, it

@@ -134,10 +134,13 @@ type Event struct {
 	Time time.Time `json:"time"`
 }
 
-// Log stream names.
+// Log stream names. Narun is the runner's own lines about an instance's
+// output (lines it dropped): an app writes only to the other two, so it
+// cannot print a line that passes for the runner's.
 const (
 	Stdout = "stdout"
 	Stderr = "stderr"
+	Narun  = "narun"
 )
 
 // LogLine is one line of an instance's output, published as JSON on
