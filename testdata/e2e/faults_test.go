@@ -464,13 +464,21 @@ func (e *edge) diskFull(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "narun-e2e", dir).CombinedOutput(); err != nil {
+	// A tmpfs's root is 1777 unless told otherwise, and narun refuses a
+	// data dir others may write.
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "narun-e2e", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	runner := h.Start("runner", "runner", "--nats-url", e.urls, "--node-id", "disk", "--label", "role=disk", "--data-dir", dir, "--admin-listen", "")
 	defer runner.Stop(t)
-	eventually(t, 30*time.Second, "disk runner heartbeating", func() error { _, err := e.heartbeat("disk"); return err })
+	eventually(t, 30*time.Second, "disk runner heartbeating", func() error {
+		if runner.Exited() {
+			t.Fatalf("runner on the tmpfs data dir ended: %s", runner.Output())
+		}
+		_, err := e.heartbeat("disk")
+		return err
+	})
 	mustCtl(t, e.urls, "deploy", writeSpec(t, `name = "diskapp"
 version = "1.0.0"
 args = ["--service", "diskapp"]
