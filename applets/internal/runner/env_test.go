@@ -25,15 +25,7 @@ func TestAppGetsDefaultPATH(t *testing.T) {
 		"default": {`args = ["env"]`, "env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		"own":     {"args = [\"env\"]\nenv = { PATH = \"/opt/app/bin\" }", "env PATH=/opt/app/bin"},
 	} {
-		c.deploy(t, app, "1.0.0", probeBin, tc.extra)
-		tr.waitLine(t, app, "probe: ready")
-		var paths []string
-		for _, l := range tr.lines(app) {
-			if strings.HasPrefix(l, "env PATH=") {
-				paths = append(paths, l)
-			}
-		}
-		if !slices.Equal(paths, []string{tc.want}) {
+		if paths := envOf(t, c, tr, app, tc.extra, "PATH"); !slices.Equal(paths, []string{tc.want}) {
 			t.Errorf("%s: PATH lines %q, want %q", app, paths, tc.want)
 		}
 	}
@@ -57,18 +49,26 @@ func TestAppUnderMemoryLimitGetsGOMEMLIMIT(t *testing.T) {
 		"own":       {"args = [\"env\"]\nenv = { GOMEMLIMIT = \"40MiB\" }\n[resources]\nmemory = \"64MiB\"", "env GOMEMLIMIT=40MiB"},
 		"unlimited": {`args = ["env"]`, ""},
 	} {
-		c.deploy(t, app, "1.0.0", probeBin, tc.extra)
-		tr.waitLine(t, app, "probe: ready")
-		var limits []string
-		for _, l := range tr.lines(app) {
-			if strings.HasPrefix(l, "env GOMEMLIMIT=") {
-				limits = append(limits, l)
-			}
-		}
+		limits := envOf(t, c, tr, app, tc.extra, "GOMEMLIMIT")
 		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(limits, want) {
 			t.Errorf("%s: GOMEMLIMIT lines %q, want %q", app, limits, want)
 		}
 	}
+}
+
+// envOf deploys app, the probe printing its environment, with the spec's
+// extra lines, and returns the lines that print the variable name.
+func envOf(t *testing.T, c *cluster, tr *testRunner, app, extra, name string) []string {
+	t.Helper()
+	c.deploy(t, app, "1.0.0", probeBin, extra)
+	tr.waitLine(t, app, "probe: ready")
+	var lines []string
+	for _, l := range tr.lines(app) {
+		if strings.HasPrefix(l, "env "+name+"=") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 // homeLine waits for the line the probe's home mode prints in app and
