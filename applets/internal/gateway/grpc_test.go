@@ -292,9 +292,11 @@ func TestClientDeadlineShortensTimeout(t *testing.T) {
 		t.Errorf("Grpc-Status %q, Grpc-Message %q; want 4 (DEADLINE_EXCEEDED), no reply within 300ms", got, msg)
 	}
 
+	// Narun-Timeout is the time left when the head goes out: under load,
+	// a few milliseconds less than the route's minute.
 	resp = call("1H")
-	if ms := <-told; ms != "60000" {
-		t.Errorf("Narun-Timeout %s for Grpc-Timeout 1H on a route of 1m, want 60000", ms)
+	if ms, err := strconv.Atoi(<-told); err != nil || ms > 60000 || ms < 50000 {
+		t.Errorf("Narun-Timeout %d (%v) for Grpc-Timeout 1H on a route of 1m, want the route's 60000 less the time before the head went out", ms, err)
 	}
 	if got := resp.Header.Get("Grpc-Status"); got != "0" {
 		t.Errorf("Grpc-Status %q for Grpc-Timeout 1H, want 0", got)

@@ -1097,6 +1097,9 @@ func TestRunnerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDead(t, pids)
+	// The next runner takes the same admin address: until this one is
+	// gone, its listener holds it.
+	<-first.exited
 
 	// The leftover heartbeat still lists the old pids until it is replaced.
 	restarted := time.Now()
