@@ -65,27 +65,14 @@ func detectHierarchies(root string) (hierarchies, error) {
 	if err != nil {
 		return h, fmt.Errorf("read mount table: %w", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, pf := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(pf) < 3 {
-			continue
-		}
-		mnt := f[4]
-		switch pf[0] {
-		case "cgroup2":
-			if mnt == "/sys/fs/cgroup" {
-				h.v2root = mnt
-			}
-		case "cgroup":
-			for _, opt := range strings.Split(pf[2], ",") {
-				for _, c := range v1Controllers {
-					if opt == c {
-						h.v1[c] = mnt
-					}
+	for _, m := range ParseCgroupMounts(data) {
+		switch {
+		case m.Version == 2 && m.Point == "/sys/fs/cgroup":
+			h.v2root = m.Point
+		case m.Version == 1:
+			for _, c := range v1Controllers {
+				if slices.Contains(m.Options, c) {
+					h.v1[c] = m.Point
 				}
 			}
 		}

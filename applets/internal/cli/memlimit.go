@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/narun/narun/sandbox"
 )
 
 // memoryLimitShare is the part of its cgroup's memory limit a service
@@ -124,33 +126,17 @@ func (m cgroupMount) dir(path string) string {
 // memoryMounts finds the v1 hierarchy of the memory controller and the v2
 // hierarchy in the mount table under root; a point is "" when absent.
 func memoryMounts(root string) (v1, v2 cgroupMount, err error) {
-	f, err := os.Open(filepath.Join(root, "proc/self/mountinfo"))
+	table, err := os.ReadFile(filepath.Join(root, "proc/self/mountinfo"))
 	if err != nil {
 		return v1, v2, fmt.Errorf("read mount table: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
+	for _, m := range sandbox.ParseCgroupMounts(table) {
+		switch {
+		case m.Version == 2:
+			v2 = cgroupMount{point: m.Point, root: m.Root}
+		case slices.Contains(m.Options, "memory"):
+			v1 = cgroupMount{point: m.Point, root: m.Root}
 		}
-		fields, postFields := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(postFields) < 3 {
-			continue
-		}
-		m := cgroupMount{point: fields[4], root: fields[3]}
-		switch postFields[0] {
-		case "cgroup2":
-			v2 = m
-		case "cgroup":
-			if strings.Contains(","+postFields[2]+",", ",memory,") {
-				v1 = m
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return v1, v2, fmt.Errorf("read mount table: %w", err)
 	}
 	return v1, v2, nil
 }
