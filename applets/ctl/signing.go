@@ -114,26 +114,50 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 		return key
 	}
 	for _, n := range nodes {
-		path := n.SigningKeyFile
-		if !n.SignaturesRequired || !filepath.IsAbs(path) {
+		if !n.SignaturesRequired {
 			continue
 		}
-		// Not a device or a pipe, which a read could wait on for ever.
-		if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
-			continue
-		}
-		k, err := signing.LoadKey(path)
+		k, err := nodeKeyOf(n)
 		if err != nil {
-			e.log.Debug("node key of a heartbeat", "node", n.ID, "file", path, "err", err)
+			e.log.Debug("node key of a heartbeat", "node", n.ID, "file", n.SigningKeyFile, "err", err)
 			continue
 		}
-		if !slices.Contains(n.TrustedKeys, k.Public()) {
-			continue
+		if k != nil {
+			e.infof("signing with the node key of %s (%s)", shown(n.ID), shown(n.SigningKeyFile))
+			return k
 		}
-		e.infof("signing with the node key of %s (%s)", shown(n.ID), shown(path))
-		return k
 	}
 	return nil
+}
+
+// nodeKeyOf is the node key whose file n's heartbeat names, when this
+// user may read it and n trusts it; nil without an error when the
+// heartbeat names none. The error says why it cannot be used, escaped: a
+// heartbeat's path is anyone's to write.
+func nodeKeyOf(n state.Node) (*signing.Key, error) {
+	path := n.SigningKeyFile
+	if !filepath.IsAbs(path) {
+		return nil, nil
+	}
+	// Not a device or a pipe, which a read could wait on for ever.
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("the node key it names, %s, is not on this machine (pass a copy with --signing-key FILE)", shown(path))
+	}
+	if err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("the node key it names, %s, is not a regular file", shown(path))
+	}
+	var k *signing.Key
+	if err == nil {
+		k, err = signing.LoadKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the node key it names cannot be used (%s; run ctl as the user that runs narun up, or pass a copy with --signing-key FILE)", shown(err.Error()))
+	}
+	if !slices.Contains(n.TrustedKeys, k.Public()) {
+		return nil, fmt.Errorf("the node key it names, %s, is not one it trusts", shown(path))
+	}
+	return k, nil
 }
 
 // nodeKeyUnusable says, for the warning of a node that runs only signed
@@ -141,18 +165,8 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 // (nodeSigner): that narun up's data dir is another user's, most often, or
 // on another machine. "" when the heartbeat names none or the key serves.
 func nodeKeyUnusable(n state.Node) string {
-	path := n.SigningKeyFile
-	if !filepath.IsAbs(path) {
-		return ""
-	}
-	k, err := signing.LoadKey(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Sprintf(": the node key it names, %s, is not on this machine (pass a copy with --signing-key FILE)", path)
-	case err != nil:
-		return fmt.Sprintf(": the node key it names cannot be used (%v; run ctl as the user that runs narun up, or pass a copy with --signing-key FILE)", err)
-	case !slices.Contains(n.TrustedKeys, k.Public()):
-		return fmt.Sprintf(": the node key it names, %s, is not one it trusts", path)
+	if _, err := nodeKeyOf(n); err != nil {
+		return ": " + err.Error()
 	}
 	return ""
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
@@ -373,8 +375,16 @@ func TestDeployWarningNamesTheUnusableNodeKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := filepath.Join(t.TempDir(), "elsewhere", signing.NodeKeyFile)
+	// A heartbeat is anyone's to write: a pipe would hold ctl's read for
+	// ever, and the path is printed escaped.
+	fifo := filepath.Join(t.TempDir(), "key\x1b]0;owned\x07")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifoShown := filepath.Dir(fifo) + `/key\x1b]0;owned\x07`
 	p := h.file("hello.toml", helloSpec)
 	for _, tc := range []struct{ path, want string }{
+		{fifo, "the node key it names, " + fifoShown + ", is not a regular file: it will not run this deploy"},
 		{open, "the node key it names cannot be used (signing key " + open + " has mode 0644: allow only its owner (chmod 600); run ctl as the user that runs narun up, or pass a copy with --signing-key FILE): it will not run this deploy"},
 		{gone, "the node key it names, " + gone + ", is not on this machine (pass a copy with --signing-key FILE): it will not run this deploy"},
 	} {
