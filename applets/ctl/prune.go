@@ -163,7 +163,13 @@ func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.R
 	if _, err := e.js.Stream(octx, "OBJ_"+bucket); err != nil {
 		return nil, nil, fmt.Errorf("open stream of %s: %w", bucket, err)
 	}
-	m, err := store.LastFromLeader(octx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+	// Sent again like every other JetStream request of ctl (patientJS):
+	// it goes to every member, and one that takes the group for leaderless
+	// for a moment (a busy device, an election) says so at once, before the
+	// leader answers; a deploy or prune must not fail on that.
+	m, err := untilAnswered(octx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil, errNoObject
 	}

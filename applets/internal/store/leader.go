@@ -24,10 +24,7 @@ func LastFromLeader(ctx context.Context, nc *nats.Conn, stream, subject string) 
 		return nil, err
 	}
 	var resp struct {
-		Error *struct {
-			ErrCode     uint16 `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
+		Error   *jetstream.APIError `json:"error"`
 		Message *struct {
 			Subject  string    `json:"subject"`
 			Sequence uint64    `json:"seq"`
@@ -44,10 +41,12 @@ func LastFromLeader(ctx context.Context, nc *nats.Conn, stream, subject string) 
 		return nil, fmt.Errorf("read the last message of %s on %s: %w", stream, subject, err)
 	}
 	switch {
-	case resp.Error != nil && resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound):
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
 		return nil, jetstream.ErrMsgNotFound
 	case resp.Error != nil:
-		return nil, fmt.Errorf("read the last message of %s on %s: %s (%d)", stream, subject, resp.Error.Description, resp.Error.ErrCode)
+		// Kept as the API error it is: "JetStream system temporarily
+		// unavailable" is worth asking again, and only its code says so.
+		return nil, fmt.Errorf("read the last message of %s on %s: %w", stream, subject, resp.Error)
 	case resp.Message == nil:
 		return nil, fmt.Errorf("read the last message of %s on %s: empty answer", stream, subject)
 	}
