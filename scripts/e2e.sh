@@ -27,4 +27,26 @@ report=
 if [ "${NARUN_E2E_WRITE_REPORT:-}" = 1 ]; then
 	report=$PWD/docs/RELIABILITY.md
 fi
-NARUN_E2E_BINARY=$bin NARUN_E2E_REPORT=$report go test -count=1 -timeout 20m -v ./testdata/e2e/
+log=$(dirname "$bin")/go-test.log
+status=0
+NARUN_E2E_BINARY=$bin NARUN_E2E_REPORT=$report go test -count=1 -timeout 20m -v ./testdata/e2e/ 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+	# With -v, the lines of parallel tests interleave and a failure's
+	# message can be far above the end of a long log, which is all a CI
+	# summary shows: say again what each failed test printed, in one place.
+	awk '
+		/^=== (RUN|NAME|CONT) / { cur = $3; next }
+		/^=== / { next }
+		/^(FAIL|PASS|ok)($|[ \t])/ { cur = ""; next }
+		/^ *--- FAIL: / { if (!($3 in failed)) order[n++] = $3; failed[$3] = 1; next }
+		/^ *--- (PASS|SKIP): / { next }
+		cur != "" { out[cur] = out[cur] $0 "\n" }
+		END {
+			# Subtests first: their parents fail because they did.
+			for (i = n - 1; i >= 0; i--) {
+				t = order[i]
+				if (t in out) printf "== what failed %s printed\n%s", t, out[t]
+			}
+		}' "$log"
+fi
+exit "$status"
