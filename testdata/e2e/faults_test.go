@@ -21,6 +21,7 @@ func (e *edge) runnerRestart(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, apps)
 	sem := make(chan struct{}, 4)
+	binary := narunBinary(t)
 	for i := range names {
 		names[i] = fmt.Sprintf("app%02d", i+1)
 		spec := writeSpec(t, fmt.Sprintf(`name = %q
@@ -35,7 +36,9 @@ type = "none"
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if r := ctl(t, e.urls, "", "deploy", spec); r.Code != 0 {
+			if r, err := runCtl(binary, e.urls, "", "deploy", spec); err != nil {
+				errs <- err
+			} else if r.Code != 0 {
 				errs <- fmt.Errorf("deploy %s: exit %d: %s", spec, r.Code, r.Out)
 			}
 		}()
@@ -43,7 +46,10 @@ type = "none"
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	for _, h := range e.members {
 		eventually(t, 60*time.Second, h.Name+" runs the 20 apps", func() error { return e.allUp(h, names) })

@@ -70,12 +70,22 @@ type ctlResult struct {
 // ctl runs `narun ctl` from the test's own namespace against natsURL.
 func ctl(t *testing.T, natsURL string, stdin string, args ...string) ctlResult {
 	t.Helper()
+	r, err := runCtl(narunBinary(t), natsURL, stdin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runCtl is ctl for a goroutine other than the test's, which must not
+// end the test: a failure to run ctl at all is its error.
+func runCtl(binary, natsURL string, stdin string, args ...string) (ctlResult, error) {
 	if key, ok := signingKeys.Load(natsURL); ok {
 		args = append([]string{"--signing-key", key.(string)}, args...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, narunBinary(t), append([]string{"ctl", "--nats-url", natsURL, "--timeout", "10s"}, args...)...)
+	cmd := exec.CommandContext(ctx, binary, append([]string{"ctl", "--nats-url", natsURL, "--timeout", "10s"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -86,9 +96,9 @@ func ctl(t *testing.T, natsURL string, stdin string, args ...string) ctlResult {
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("run narun ctl %s: %v", strings.Join(args, " "), err)
+		return r, fmt.Errorf("run narun ctl %s: %w", strings.Join(args, " "), err)
 	}
-	return r
+	return r, nil
 }
 
 // signingKeys holds, by NATS URL, the node key of the narun up there: its
