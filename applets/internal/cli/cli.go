@@ -87,7 +87,7 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	if strings.EqualFold(format, "json") {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(newJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }

@@ -524,7 +524,7 @@ func logFatal(stdio IO, name, format string, err error) error {
 	if err == nil || err.Error() == "" || !strings.EqualFold(format, "json") {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdio.Stderr, nil))
+	log := slog.New(newJSONHandler(stdio.Stderr, nil))
 	log.Error("fatal error", "applet", name, "err", err.Error(), "exit_code", ExitCode(err))
 	return Logged(err)
 }
