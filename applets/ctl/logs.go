@@ -333,7 +333,7 @@ func shown(s string) string {
 				fmt.Fprintf(&b, "\\x%02x", c)
 			}
 			done = i + n
-		case bidiControl(r):
+		case cli.BidiControl(r):
 			b.WriteString(s[done:i])
 			fmt.Fprintf(&b, "\\u%04x", r)
 			done = i + n
@@ -345,13 +345,4 @@ func shown(s string) string {
 	}
 	b.WriteString(s[done:])
 	return b.String()
-}
-
-// bidiControl reports whether r is an explicit bidirectional embedding,
-// override or isolate (U+202A–U+202E, U+2066–U+2069), the characters
-// Rust's text_direction_codepoint_in_literal lint flags. The marks
-// (U+200E, U+200F, U+061C) are left: they only place neutral characters
-// such as spaces.
-func bidiControl(r rune) bool {
-	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
