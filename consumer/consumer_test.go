@@ -36,6 +36,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitServing waits until the server has a subscriber on subject. A
+// service answers $SRV.PING a moment before it subscribes to its requests,
+// so a request sent once the ping answers may find no responders, and a
+// message published then is lost.
+func waitServing(t *testing.T, srv *embednats.Server, subject string) {
+	t.Helper()
+	waitFor(t, "a subscriber on "+subject, func() bool { return srv.NATS().GlobalAccount().SubscriptionInterest(subject) })
+}
+
 // start serves h and returns a client connection and a stop function that
 // returns Serve's result.
 func start(t *testing.T, cfg consumer.Config, h http.Handler) (*embednats.Server, *nats.Conn, func() error) {
@@ -46,10 +55,11 @@ func start(t *testing.T, cfg consumer.Config, h http.Handler) (*embednats.Server
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- consumer.Serve(ctx, svc, cfg, h) }()
-	waitFor(t, "service ping", func() bool {
-		_, err := nc.Request("$SRV.PING."+cfg.Name, nil, time.Second)
-		return err == nil
-	})
+	subject := cfg.Subject
+	if subject == "" {
+		subject = cfg.Name
+	}
+	waitServing(t, srv, subject)
 	var once sync.Once
 	var err error
 	stop := func() error {
@@ -312,10 +322,7 @@ func TestStartedBeforeNATS(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
 	nc := natstest.Connect(t, srv)
-	waitFor(t, "service ping", func() bool {
-		_, err := nc.Request("$SRV.PING.early", nil, time.Second)
-		return err == nil
-	})
+	waitServing(t, srv, "early")
 	m, err := request(nc, "early", "/")
 	if err != nil {
 		t.Fatal(err)
@@ -802,10 +809,7 @@ func TestConnClosedEndsHandlers(t *testing.T) {
 		}))
 	}()
 	nc := natstest.Connect(t, srv)
-	waitFor(t, "service ping", func() bool {
-		_, err := nc.Request("$SRV.PING.gonemid", nil, time.Second)
-		return err == nil
-	})
+	waitServing(t, srv, "gonemid")
 	err = nc.PublishMsg(&nats.Msg{Subject: "gonemid", Reply: nc.NewInbox(), Header: nats.Header{consumer.HeaderTimeout: {"600000"}}})
 	if err != nil {
 		t.Fatal(err)

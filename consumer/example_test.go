@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -94,18 +95,19 @@ func Example_protocol() {
 	}()
 	nc, _ := srv.Connect()
 	defer nc.Close()
-	for { // wait until the service is registered
-		if _, err := nc.Request("$SRV.PING.echo", nil, time.Second); err == nil {
-			break
-		}
-	}
 	req := &nats.Msg{Subject: "echo", Data: []byte("hi"), Header: nats.Header{
 		"Narun-Method": {"POST"},
 		"Narun-Path":   {"/notes/1"},
 		"Narun-Query":  {"draft=true"},
 		"Narun-Host":   {"example.com"},
 	}}
+	// Until Serve has subscribed, nobody answers: the gateway says 503
+	// with Retry-After then; here the request is sent again.
 	reply, err := nc.RequestMsg(req, 5*time.Second)
+	for errors.Is(err, nats.ErrNoResponders) {
+		time.Sleep(10 * time.Millisecond)
+		reply, err = nc.RequestMsg(req, 5*time.Second)
+	}
 	if err != nil {
 		log.Fatal(err)
 	}

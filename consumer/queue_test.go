@@ -58,10 +58,9 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	waitUntil("the service", func() bool {
-		_, err := nc.Request("$SRV.PING.queued", nil, time.Second)
-		return err == nil
-	})
+	// Not its ping, which it answers a moment before it subscribes to
+	// requests: a message published then would be lost.
+	waitUntil("the service", func() bool { return srv.NATS().GlobalAccount().SubscriptionInterest("queued") })
 	inbox := nats.NewInbox()
 	if err := nc.PublishMsg(&nats.Msg{Subject: "queued", Reply: inbox + ".first"}); err != nil {
 		t.Fatal(err)
