@@ -361,13 +361,11 @@ func (s *server) run(ctx context.Context) error {
 		return fmt.Errorf("subscribe to %s: %w", CancelSubject(s.cfg.Subject), err)
 	}
 	subs = append(subs, cancelSub)
-	vs, err := s.addVerbs()
-	subs = append(subs, vs...)
-	if err != nil {
-		return err
-	}
-	// The request subscription comes last, so that no request is taken
-	// before the service can be seen and cancelled.
+	// The request subscription comes before the discovery verbs: whoever
+	// takes a ping's answer for "serving" (the runner's readiness check, so
+	// ctl's --wait) then finds the request subject taken too, as the server
+	// handles one connection's SUBs in order. Cancel comes first of all, so
+	// that no request is taken before it can be cancelled.
 	closed := make(chan struct{})
 	markClosed := sync.OnceFunc(func() { close(closed) })
 	sub, err := s.nc.QueueSubscribe(s.cfg.Subject, s.cfg.QueueGroup, s.dispatch)
@@ -383,8 +381,14 @@ func (s *server) run(ctx context.Context) error {
 	// Pending limits are lifted because MaxConcurrent, not the client
 	// buffer, bounds the work: a "slow consumer" would drop requests.
 	if err = sub.SetPendingLimits(-1, -1); err != nil {
-		_ = sub.Unsubscribe()
 		err = fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err)
+	} else {
+		var vs []*nats.Subscription
+		vs, err = s.addVerbs()
+		subs = append(subs, vs...)
+	}
+	if err != nil {
+		_ = sub.Unsubscribe()
 	} else {
 		err = s.wait(ctx, sub, closed)
 	}

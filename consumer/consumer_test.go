@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
@@ -36,10 +37,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitServing waits until the server has a subscriber on subject. A
-// service answers $SRV.PING a moment before it subscribes to its requests,
-// so a request sent once the ping answers may find no responders, and a
-// message published then is lost.
+// waitServing waits until the server has a subscriber on subject, as Serve
+// gives no signal when it has subscribed.
 func waitServing(t *testing.T, srv *embednats.Server, subject string) {
 	t.Helper()
 	waitFor(t, "a subscriber on "+subject, func() bool { return srv.NATS().GlobalAccount().SubscriptionInterest(subject) })
@@ -86,6 +85,40 @@ func TestConfigValidation(t *testing.T) {
 		if !errors.Is(err, consumer.ErrConfig) {
 			t.Errorf("Serve(%+v) = %v, want ErrConfig", cfg, err)
 		}
+	}
+}
+
+// The runner takes a ping's answer as "ready", so the request subject must
+// be subscribed before the discovery verbs. nats.go numbers a connection's
+// subscriptions in the order it sends them, which makes the order visible.
+func TestRequestsSubscribedBeforeThePingAnswers(t *testing.T) {
+	srv := natstest.Start(t)
+	svc := natstest.Connect(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- consumer.Serve(ctx, svc, consumer.Config{Name: "order"}, http.NotFoundHandler()) }()
+	defer func() { cancel(); <-done }()
+	waitServing(t, srv, "$SRV.PING")
+	conns, err := srv.NATS().Connz(&server.ConnzOptions{SubscriptionsDetail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sids := map[string]int{}
+	for _, c := range conns.Conns {
+		for _, sub := range c.SubsDetail {
+			n, err := strconv.Atoi(sub.Sid)
+			if err != nil {
+				t.Fatalf("sid %q of %s: %v", sub.Sid, sub.Subject, err)
+			}
+			sids[sub.Subject] = n
+		}
+	}
+	req, ping := sids["order"], sids["$SRV.PING"]
+	if req == 0 || ping == 0 {
+		t.Fatalf("subscriptions %v: want both order and $SRV.PING", sids)
+	}
+	if req > ping {
+		t.Errorf("request subject subscribed after $SRV.PING (sid %d > %d)", req, ping)
 	}
 }
 

@@ -58,8 +58,7 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	// Not its ping, which it answers a moment before it subscribes to
-	// requests: a message published then would be lost.
+	// A message published before Serve subscribes would be lost.
 	waitUntil("the service", func() bool { return srv.NATS().GlobalAccount().SubscriptionInterest("queued") })
 	inbox := nats.NewInbox()
 	if err := nc.PublishMsg(&nats.Msg{Subject: "queued", Reply: inbox + ".first"}); err != nil {
