@@ -276,6 +276,12 @@ func TestReadThroughOverSlowLink(t *testing.T) {
 	if err := e.readThrough(ctx, obs, &b); err != nil {
 		t.Fatalf("read through over a slow link that kept moving: %v", err)
 	}
+	// The PONGs wait behind the object: pings alone took the link for
+	// dead every 8 s, and a reply lost in a reconnect held Get to its
+	// deadline.
+	if n := e.nc.Stats().Reconnects; n != 0 {
+		t.Errorf("%d reconnects during a read over a link that kept moving", n)
+	}
 }
 
 // A deploy whose upload takes longer than a few heartbeats judges the

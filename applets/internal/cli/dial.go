@@ -29,7 +29,9 @@ const dialStagger = 250 * time.Millisecond
 // next (a powered-off device answers no SYN), which cost every ctl
 // command seconds while a cluster member was down. The servers stay in
 // the order given, as the reconnect list, so a device's own server listed
-// first is still preferred when it answers.
+// first is still preferred when it answers. A server is taken for dead
+// once nothing has come from it for as long as nats.go's pings would have
+// waited, not once they go unanswered (alive.go).
 func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 	o := nats.GetDefaultOptions()
 	o.Servers = splitURLs(urls)
@@ -60,11 +62,18 @@ func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 	o.ConnectedCB = r.afterHandshake(o.ConnectedCB)
 	o.ReconnectedCB = r.afterHandshake(o.ReconnectedCB)
 	r.next = serverAddrs(o.Servers)
+	r.alive = takeOverPings(&o)
 	nc, err := o.Connect()
-	if err == nil && nc.IsConnected() {
+	if err != nil {
+		return nil, err
+	}
+	if nc.IsConnected() {
 		r.established()
 	}
-	return nc, err
+	if r.alive != nil {
+		go r.alive.watch(nc, o.PingInterval)
+	}
+	return nc, nil
 }
 
 // isWebSocket says whether a server URL is a websocket's, whose server
@@ -144,6 +153,8 @@ type racer struct {
 	// accepts and then fails the handshake (a refused login) is not dialed
 	// in a tight loop.
 	backoff func() time.Duration
+	// alive, when set, watches the connections nats.go is given.
+	alive *alive
 
 	mu sync.Mutex
 	// next is the servers the next dial of one of them races.
@@ -182,9 +193,18 @@ type dialed struct {
 	err  error
 }
 
-// Dial races the servers when nats.go dials one of those it was told of,
-// else returns what the last round found for addr, else dials it.
+// Dial is nats.go's dial of addr, with the connection it gets watched.
 func (r *racer) Dial(network, addr string) (net.Conn, error) {
+	conn, err := r.dial(network, addr)
+	if conn != nil && r.alive != nil {
+		conn = r.alive.conn(conn)
+	}
+	return conn, err
+}
+
+// dial races the servers when nats.go dials one of those it was told of,
+// else returns what the last round found for addr, else dials it.
+func (r *racer) dial(network, addr string) (net.Conn, error) {
 	r.mu.Lock()
 	if i := slices.Index(r.next, addr); i >= 0 {
 		addrs := append([]string{addr}, slices.Delete(slices.Clone(r.next), i, i+1)...)

@@ -227,8 +227,9 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	return cfg, log, nil
 }
 
-// pingInterval and maxPingsOut are the connections' pings: a server that
-// answers none of maxPingsOut in a row is taken for dead.
+// pingInterval and maxPingsOut are the connections' pings: Connect takes a
+// server for dead once nothing has come from it for as long as nats.go
+// would wait for maxPingsOut answers in a row (alive.go).
 const (
 	pingInterval = 2 * time.Second
 	maxPingsOut  = 3
