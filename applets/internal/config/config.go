@@ -166,6 +166,9 @@ type Gateway struct {
 	// MaxConnections bounds the client connections of the HTTP and HTTPS
 	// listeners together; 0 means DefaultMaxConnections.
 	MaxConnections Count `toml:"max_connections"`
+	// MaxBodyMemory bounds the bytes of request body buffers held at
+	// once; 0 means a sixteenth of the memory narun may use.
+	MaxBodyMemory Size `toml:"max_body_memory"`
 	// TrustedKeys, when set, are the keys one of which must have signed a
 	// route entry of narun-routes for the gateway to serve it.
 	TrustedKeys []string   `toml:"trusted_keys"`

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 var errBodyTooLarge = errors.New("request body too large")
@@ -24,11 +26,13 @@ const (
 
 var sizedBufs [maxSizeShift - minSizeShift + 1]sync.Pool
 
-func sizedBuf(n int64) (*[]byte, int) {
-	shift := max(bits.Len64(uint64(n-1)), minSizeShift)
-	if shift > maxSizeShift {
-		return nil, -1
-	}
+// sizeShift is the power of two of the sized buffer for n bytes, beyond
+// maxSizeShift when there is none.
+func sizeShift(n int64) int {
+	return max(bits.Len64(uint64(n-1)), minSizeShift)
+}
+
+func sizedBuf(shift int) (*[]byte, int) {
 	i := shift - minSizeShift
 	if b, ok := sizedBufs[i].Get().(*[]byte); ok {
 		return b, i
@@ -50,6 +54,12 @@ type bodySource struct {
 	small *[]byte
 	class int // sizedBufs index of small
 	big   *[]byte
+	// budget bounds the buffers of all bodies; what this one holds of it
+	// is held, for small or big. A wait for it ends at deadline or with ctx.
+	budget   *bodyBudget
+	ctx      context.Context
+	deadline time.Time
+	held     int64
 	// messages makes a chunk end where the client's gRPC message ends: in
 	// a bidirectional stream the client sends its next message only after
 	// the reply to this one, so filling a whole chunk would never finish.
@@ -65,8 +75,13 @@ func (b *bodySource) first(contentLength int64) ([]byte, bool, error) {
 		b.eof = true
 		return nil, false, nil
 	}
-	if contentLength > 0 && contentLength <= int64(b.chunk) {
-		b.small, b.class = sizedBuf(contentLength)
+	if shift := sizeShift(contentLength); contentLength > 0 && contentLength <= int64(b.chunk) && shift <= maxSizeShift {
+		held, err := b.budget.take(b.ctx, b.deadline, 1<<shift)
+		if err != nil {
+			return nil, false, err
+		}
+		b.held = held
+		b.small, b.class = sizedBuf(shift)
 	}
 	if b.small != nil {
 		n, err := io.ReadFull(b.r, (*b.small)[:contentLength])
@@ -86,6 +101,11 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		return nil, true, nil
 	}
 	if b.big == nil {
+		held, err := b.budget.take(b.ctx, b.deadline, int64(b.chunk))
+		if err != nil {
+			return nil, false, err
+		}
+		b.held = held
 		b.big = b.pool.Get().(*[]byte)
 		// By capacity: an exchange with less room for the body may have
 		// sliced a pooled buffer shorter.
@@ -160,15 +180,20 @@ func (b *bodySource) sent() {
 	if b.small != nil {
 		sizedBufs[b.class].Put(b.small)
 		b.small = nil
+		b.budget.give(b.held)
+		b.held = 0
 	}
 }
 
 func (b *bodySource) release() {
-	b.r = nil // the source sits in a pooled exchange: let the request go
+	// The source sits in a pooled exchange: let the request go.
+	b.r, b.ctx = nil, nil
 	b.sent()
 	if b.big != nil {
 		b.pool.Put(b.big)
 		b.big = nil
+		b.budget.give(b.held)
+		b.held = 0
 	}
 }
 

@@ -125,6 +125,8 @@ type Gateway struct {
 	firstWait time.Duration
 	// conns bounds the connections of the HTTP and HTTPS listeners.
 	conns *connLimit
+	// bodies bounds the memory of request bodies; nil bounds nothing.
+	bodies *bodyBudget
 	// fails logs the requests the gateway fails, a few of each kind.
 	fails failLog
 	// listen is net.Listen; a test makes its listener fail.
@@ -196,6 +198,14 @@ func configured(opts Options) (*Gateway, error) {
 	}
 	g.conns = newConnLimit(maxConns, g.log)
 	g.metrics.conns = g.conns
+	bodyMemory := int64(opts.Config.MaxBodyMemory)
+	if bodyMemory == 0 {
+		bodyMemory = defaultBodyMemory()
+	}
+	if bodyMemory > 0 {
+		g.bodies = newBodyBudget(bodyMemory)
+		g.metrics.bodies = g.bodies
+	}
 	g.bigBufs.New = func() any { return new([]byte) }
 	var rnd [5]byte
 	_, _ = rand.Read(rnd[:])
@@ -433,6 +443,7 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		"gateway.tls.cert":         strconv.FormatBool(gw.TLS.Cert != ""), // HTTPS on or off; another certificate is reloaded
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
 		"gateway.max_connections":  strconv.Itoa(int(gw.MaxConnections)),
+		"gateway.max_body_memory":  strconv.FormatInt(int64(gw.MaxBodyMemory), 10),
 		"gateway.routes_cache":     gw.RoutesCache,
 		"log_level":                f.LogLevel,
 		"log_format":               f.LogFormat,

@@ -84,6 +84,8 @@ type metrics struct {
 	reloadErrors atomic.Uint64
 	// conns are the connections of the HTTP and HTTPS listeners.
 	conns *connLimit
+	// bodies is the body memory, nil when unbounded.
+	bodies *bodyBudget
 }
 
 func newMetrics() *metrics {
@@ -170,6 +172,14 @@ func (m *metrics) write(w io.Writer) error {
 	b.WriteString("# HELP narun_gateway_connections_reclaimed_total Connections closed to make room for a new one at max_connections, by reason: idle keep-alive, or no complete request head past the grace.\n# TYPE narun_gateway_connections_reclaimed_total counter\n")
 	for i, name := range reclaimNames {
 		b.WriteString(`narun_gateway_connections_reclaimed_total{reason="` + name + `"} ` + strconv.FormatUint(m.conns.reclaimed[i].Load(), 10) + "\n")
+	}
+	if bb := m.bodies; bb != nil {
+		b.WriteString("# HELP narun_gateway_body_memory_bytes Bytes of request body buffers held now, against max_body_memory.\n# TYPE narun_gateway_body_memory_bytes gauge\n")
+		b.WriteString("narun_gateway_body_memory_bytes " + strconv.FormatInt(bb.held.Load(), 10) + "\n")
+		b.WriteString("# HELP narun_gateway_body_memory_limit_bytes max_body_memory: the bound on the bytes of request body buffers held at once.\n# TYPE narun_gateway_body_memory_limit_bytes gauge\n")
+		b.WriteString("narun_gateway_body_memory_limit_bytes " + strconv.FormatInt(bb.size, 10) + "\n")
+		b.WriteString("# HELP narun_gateway_body_memory_waits_total Requests whose body waited for room in max_body_memory.\n# TYPE narun_gateway_body_memory_waits_total counter\n")
+		b.WriteString("narun_gateway_body_memory_waits_total " + strconv.FormatUint(bb.waits.Load(), 10) + "\n")
 	}
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {

@@ -323,7 +323,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		}
 	}
 	body := &ex.body
-	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: chunk, pool: &g.bigBufs}
+	*body = bodySource{r: r.Body, limit: rt.maxBody, chunk: chunk, pool: &g.bigBufs, budget: g.bodies, ctx: r.Context(), deadline: deadline}
 	defer body.release()
 	// A gRPC stream over HTTP/2 (or a Connect one, framed alike) may be
 	// bidirectional: its body is read a
@@ -397,7 +397,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// first read: the head does not wait for it, and the first pull
 		// reads (see below for a body of known length).
 		expect := expectsContinue(r.Header["Expect"])
-		stream = startStream(bodyIn, rt.maxBody, chunk, &g.bigBufs, expect)
+		var held int64
+		if held, err = g.bodies.take(r.Context(), deadline, int64(chunk)); err != nil {
+			break
+		}
+		stream = startStream(bodyIn, rt.maxBody, chunk, &g.bigBufs, expect, g.bodies, held)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		if expect {
 			more = true
@@ -975,7 +979,12 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 		w.Header().Set("Connection", "close")
 	}
 	code, msg := bodyErrorStatus(ex.timeout, err)
-	g.failLogged(w, ex, rt, code, msg, "", rid)
+	detail := ""
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+		detail = err.Error()
+	}
+	g.failLogged(w, ex, rt, code, msg, detail, rid)
 }
 
 // bodyErrorStatus is the status and message of a request body that could
@@ -989,6 +998,8 @@ func bodyErrorStatus(timeout time.Duration, err error) (int, string) {
 		return http.StatusRequestTimeout, err.Error()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusRequestTimeout, "request body not received within " + timeout.String()
+	case errors.Is(err, errBodyBudget):
+		return http.StatusServiceUnavailable, "the gateway has no room for the request body now; try again"
 	}
 	return http.StatusBadRequest, "read request body: " + err.Error()
 }

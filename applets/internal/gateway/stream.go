@@ -25,6 +25,9 @@ type bodyStream struct {
 	limit int64
 	buf   *[]byte
 	pool  *sync.Pool
+	// held is what buf holds of budget, given back with it.
+	budget *bodyBudget
+	held   int64
 	// users counts the reader and the exchange: the last to be done with
 	// buf gives it back to the pool.
 	users atomic.Int32
@@ -48,14 +51,15 @@ type bodyStream struct {
 }
 
 // startStream starts reading r, or with deferred, starts once the first
-// pull asks for the body.
-func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool, deferred bool) *bodyStream {
+// pull asks for the body. Its buffer has held of budget, which it gives
+// back with the buffer.
+func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool, deferred bool, budget *bodyBudget, held int64) *bodyStream {
 	buf := pool.Get().(*[]byte)
 	if cap(*buf) < chunk {
 		*buf = make([]byte, chunk)
 	}
 	*buf = (*buf)[:chunk]
-	s := &bodyStream{r: r, limit: limit, buf: buf, pool: pool,
+	s := &bodyStream{r: r, limit: limit, buf: buf, pool: pool, budget: budget, held: held,
 		arrived: make(chan struct{}, 1), space: make(chan struct{}, 1), over: make(chan struct{})}
 	if deferred {
 		s.begin = make(chan struct{})
@@ -197,5 +201,6 @@ func (s *bodyStream) stop() {
 func (s *bodyStream) done() {
 	if s.users.Add(-1) == 0 {
 		s.pool.Put(s.buf)
+		s.budget.give(s.held)
 	}
 }
