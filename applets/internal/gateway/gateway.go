@@ -786,7 +786,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	fromFile := len(g.cfg.Routes)
 	g.mu.Unlock()
-	g.log.Info("gateway serving: the configuration's routes now, deployed apps' as narun-routes has them", "routes", fromFile)
+	attrs := []any{"routes", fromFile}
+	if g.bodies != nil {
+		attrs = append(attrs, "max_body_memory_bytes", g.bodies.size)
+	}
+	g.log.Info("gateway serving: the configuration's routes now, deployed apps' as narun-routes has them", attrs...)
 
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
