@@ -54,6 +54,11 @@ type bodySource struct {
 	small *[]byte
 	class int // sizedBufs index of small
 	big   *[]byte
+	// bigLen is the length of big in use: a chunk, or messageBuf while a
+	// message stream has not needed more; bigSized says big is then a
+	// sized buffer, to go back to its pool.
+	bigLen   int
+	bigSized bool
 	// budget bounds the buffers of all bodies; what this one holds of it
 	// is held, for small or big. A wait for it ends at deadline or with ctx.
 	budget   *bodyBudget
@@ -101,16 +106,20 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		return nil, true, nil
 	}
 	if b.big == nil {
-		held, err := b.budget.take(b.ctx, b.deadline, int64(b.chunk))
+		size := b.chunk
+		if b.messages {
+			size = min(size, messageBuf)
+		}
+		held, err := b.budget.take(b.ctx, b.deadline, int64(size))
 		if err != nil {
 			return nil, false, err
 		}
 		b.held = held
-		b.big = b.pool.Get().(*[]byte)
-		// By capacity: an exchange with less room for the body may have
-		// sliced a pooled buffer shorter.
-		if cap(*b.big) < b.chunk {
-			*b.big = make([]byte, b.chunk)
+		if size < b.chunk {
+			b.big, _ = sizedBuf(sizeShift(int64(size)))
+			b.bigLen, b.bigSized = size, true
+		} else {
+			b.takeChunk()
 		}
 	}
 	if b.messages {
@@ -135,15 +144,51 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 	return (*b.big)[:n], b.eof, nil
 }
 
+// takeChunk makes big a chunk-sized buffer of the pool.
+func (b *bodySource) takeChunk() {
+	b.big = chunkBuf(b.pool, b.chunk)
+	b.bigLen, b.bigSized = b.chunk, false
+}
+
+// chunkBuf is a buffer of pool, chunk long.
+func chunkBuf(pool *sync.Pool, chunk int) *[]byte {
+	buf := pool.Get().(*[]byte)
+	// By capacity: an exchange with less room for the body may have
+	// sliced a pooled buffer shorter.
+	if cap(*buf) < chunk {
+		*buf = make([]byte, chunk)
+	}
+	*buf = (*buf)[:chunk]
+	return buf
+}
+
+// putBig gives big back to its pool.
+func (b *bodySource) putBig() {
+	if b.bigSized {
+		sizedBufs[sizeShift(int64(b.bigLen))-minSizeShift].Put(b.big)
+	} else {
+		b.pool.Put(b.big)
+	}
+	b.big = nil
+}
+
 // grpcPrefix is the length of a gRPC message's prefix: a flag byte and
 // the message length as a 32-bit big-endian number.
 const grpcPrefix = 5
+
+// messageBuf is the buffer a gRPC or Connect stream starts with, where
+// others take a chunk: every gRPC call over HTTP/2 is read as a stream,
+// and may stay open as long as the call lasts, holding its buffer and its
+// part of max_body_memory, while most messages are small. A message that
+// does not fit takes a chunk if max_body_memory has room for it at once,
+// else it travels in more pulls.
+const messageBuf = 64 << 10
 
 // nextMessage reads the rest of the current gRPC message, or the prefix and
 // start of the next one, up to a chunk: never a byte the client has not
 // committed to send.
 func (b *bodySource) nextMessage() ([]byte, bool, error) {
-	buf := (*b.big)[:b.chunk]
+	buf := (*b.big)[:b.bigLen]
 	n := 0
 	if b.left == 0 {
 		k, err := io.ReadFull(b.r, buf[:grpcPrefix])
@@ -163,7 +208,17 @@ func (b *bodySource) nextMessage() ([]byte, bool, error) {
 	if b.read+b.left > b.limit {
 		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
 	}
-	k, err := io.ReadFull(b.r, buf[n:n+int(min(b.left, int64(b.chunk-n)))])
+	if b.bigSized && int64(n)+b.left > int64(len(buf)) {
+		if extra, ok := b.budget.tryTake(int64(b.chunk - b.bigLen)); ok {
+			small, class := b.big, sizeShift(int64(b.bigLen))-minSizeShift
+			b.takeChunk()
+			buf = (*b.big)[:b.bigLen]
+			copy(buf, (*small)[:n])
+			sizedBufs[class].Put(small)
+			b.held += extra
+		}
+	}
+	k, err := io.ReadFull(b.r, buf[n:n+int(min(b.left, int64(len(buf)-n)))])
 	b.read += int64(k)
 	b.left -= int64(k)
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -190,8 +245,7 @@ func (b *bodySource) release() {
 	b.r, b.ctx = nil, nil
 	b.sent()
 	if b.big != nil {
-		b.pool.Put(b.big)
-		b.big = nil
+		b.putBig()
 		b.budget.give(b.held)
 		b.held = 0
 	}

@@ -77,7 +77,21 @@ func (b *bodyBudget) take(parent context.Context, deadline time.Time, n int64) (
 	return n, nil
 }
 
-// give returns what take reserved.
+// tryTake reserves n bytes if they are free now; it never waits, so that
+// a request holding part of the budget cannot wait for more while others
+// wait for its part. A nil budget has room for anything.
+func (b *bodyBudget) tryTake(n int64) (int64, bool) {
+	if b == nil {
+		return 0, true
+	}
+	if !b.sem.TryAcquire(n) {
+		return 0, false
+	}
+	b.held.Add(n)
+	return n, true
+}
+
+// give returns what take or tryTake reserved.
 func (b *bodyBudget) give(n int64) {
 	if n > 0 {
 		b.held.Add(-n)

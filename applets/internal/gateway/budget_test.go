@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +118,122 @@ func TestBodyMemoryIsShared(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the third body still waits after a stalled one was done")
+	}
+}
+
+// A gRPC or Connect stream takes messageBuf of the budget, not a chunk,
+// and a message larger than that a chunk when there is room for it at
+// once; without room, it travels in messageBuf pieces. Every byte arrives
+// either way.
+func TestMessageStreamStartsSmall(t *testing.T) {
+	t.Parallel()
+	const chunk = 256 << 10
+	large := strings.Repeat("L", 200<<10)
+	body := grpcMessage("hi") + grpcMessage(large) + grpcMessage("bye")
+	for _, tt := range []struct {
+		name   string
+		budget int64
+		pieces int // of the large message
+		held   int64
+	}{
+		{name: "room to grow", budget: 1 << 20, pieces: 1, held: chunk},
+		{name: "no room to grow", budget: messageBuf, pieces: 4, held: messageBuf},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			budget := newBodyBudget(tt.budget)
+			pool := &sync.Pool{New: func() any { return new([]byte) }}
+			b := &bodySource{r: strings.NewReader(body), limit: 1 << 30, chunk: chunk, pool: pool, messages: true,
+				budget: budget, ctx: context.Background(), deadline: time.Now().Add(time.Minute)}
+			defer func() {
+				b.release()
+				if n := budget.held.Load(); n != 0 {
+					t.Errorf("%d bytes of the budget held after release", n)
+				}
+			}()
+			var chunks []string
+			for {
+				data, last, err := b.next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if last {
+					break
+				}
+				chunks = append(chunks, string(data))
+				if len(chunks) == 1 {
+					if n := budget.held.Load(); n != messageBuf {
+						t.Errorf("after a small message the stream holds %d bytes of the budget, want %d", n, messageBuf)
+					}
+				}
+			}
+			if n := budget.held.Load(); n != tt.held {
+				t.Errorf("after the large message the stream holds %d bytes of the budget, want %d", n, tt.held)
+			}
+			if got := strings.Join(chunks, ""); got != body {
+				t.Fatalf("the stream read %d bytes, want %d intact", len(got), len(body))
+			}
+			if want := 2 + tt.pieces; len(chunks) != want {
+				t.Errorf("%d chunks, want %d (the large message in %d)", len(chunks), want, tt.pieces)
+			}
+		})
+	}
+}
+
+// A body of unknown length starts in messageBuf and fills a chunk once
+// that is full, if the budget has room at once; without room it goes on
+// in messageBuf pieces. Every byte arrives either way, and the budget is
+// whole again once the stream is done.
+func TestStreamGrowsWhenThereIsRoom(t *testing.T) {
+	t.Parallel()
+	const chunk = 256 << 10
+	data := bytes.Repeat([]byte("0123456789abcdef"), (600<<10)/16)
+	for _, tt := range []struct {
+		name   string
+		budget int64
+		first  int // bytes the first pull takes once the reader waits
+	}{
+		{name: "room to grow", budget: 1 << 20, first: chunk},
+		{name: "no room to grow", budget: messageBuf, first: messageBuf},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			budget := newBodyBudget(tt.budget)
+			held, err := budget.take(context.Background(), time.Now().Add(time.Minute), int64(streamStart(chunk)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr, pw := io.Pipe()
+			go func() {
+				_, err := pw.Write(data)
+				pw.CloseWithError(err)
+			}()
+			pool := &sync.Pool{New: func() any { return new([]byte) }}
+			s := startStream(pr, 1<<30, chunk, pool, false, budget, held)
+			testutil.Eventually(t, 10*time.Second, "the stream's buffer to fill", func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.end == tt.first
+			})
+			var got []byte
+			for {
+				part, last, err := s.next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) == 0 && len(part) != tt.first {
+					t.Errorf("first pull took %d bytes, want %d", len(part), tt.first)
+				}
+				got = append(got, part...)
+				s.release()
+				if last {
+					break
+				}
+			}
+			s.stop()
+			s.done()
+			if !bytes.Equal(got, data) {
+				t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+			}
+			testutil.Eventually(t, 10*time.Second, "the budget whole again", func() bool { return budget.held.Load() == 0 })
+		})
 	}
 }

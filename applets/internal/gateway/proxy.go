@@ -398,7 +398,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// reads (see below for a body of known length).
 		expect := expectsContinue(r.Header["Expect"])
 		var held int64
-		if held, err = g.bodies.take(r.Context(), deadline, int64(chunk)); err != nil {
+		if held, err = g.bodies.take(r.Context(), deadline, int64(streamStart(chunk))); err != nil {
 			break
 		}
 		stream = startStream(bodyIn, rt.maxBody, chunk, &g.bigBufs, expect, g.bodies, held)

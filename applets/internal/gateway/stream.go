@@ -15,16 +15,19 @@ var errExchangeOver = errors.New("the exchange is over")
 
 // bodyStream forwards a request body of unknown length (HTTP/1.1 chunked, or
 // HTTP/2 without content-length) as it arrives. A goroutine reads it into one
-// chunk-sized buffer and each pull takes all that came since the one before:
+// buffer and each pull takes all that came since the one before:
 // a client that trickles (a log shipped line by line, `curl -T -` reading a
 // pipe) reaches the service as it sends, instead of a chunk or the end of
 // the body later, and one that sends fast fills whole chunks while the
-// previous chunk travels.
+// previous chunk travels. The buffer starts at messageBuf, as most such
+// bodies are small, and becomes a chunk the first time it fills up, if
+// max_body_memory has room for that at once.
 type bodyStream struct {
 	r     io.Reader
 	limit int64
 	buf   *[]byte
 	pool  *sync.Pool
+	chunk int
 	// held is what buf holds of budget, given back with it.
 	budget *bodyBudget
 	held   int64
@@ -50,16 +53,24 @@ type bodyStream struct {
 	err              error // io.EOF once the body ended
 }
 
+// streamStart is the size a stream's buffer starts at, and takes of
+// max_body_memory, for chunks of chunk bytes.
+func streamStart(chunk int) int {
+	return min(chunk, messageBuf)
+}
+
 // startStream starts reading r, or with deferred, starts once the first
-// pull asks for the body. Its buffer has held of budget, which it gives
-// back with the buffer.
+// pull asks for the body. Its buffer, streamStart(chunk) long, has held of
+// budget, which it gives back with the buffer.
 func startStream(r io.Reader, limit int64, chunk int, pool *sync.Pool, deferred bool, budget *bodyBudget, held int64) *bodyStream {
-	buf := pool.Get().(*[]byte)
-	if cap(*buf) < chunk {
-		*buf = make([]byte, chunk)
+	var buf *[]byte
+	if size := streamStart(chunk); size < chunk {
+		buf, _ = sizedBuf(sizeShift(int64(size)))
+		*buf = (*buf)[:size]
+	} else {
+		buf = chunkBuf(pool, chunk)
 	}
-	*buf = (*buf)[:chunk]
-	s := &bodyStream{r: r, limit: limit, buf: buf, pool: pool, budget: budget, held: held,
+	s := &bodyStream{r: r, limit: limit, buf: buf, pool: pool, chunk: chunk, budget: budget, held: held,
 		arrived: make(chan struct{}, 1), space: make(chan struct{}, 1), over: make(chan struct{})}
 	if deferred {
 		s.begin = make(chan struct{})
@@ -88,6 +99,9 @@ func (s *bodyStream) run() {
 		if s.lent == 0 && s.start > 0 && (s.start == s.end || s.end == len(buf)) {
 			s.end = copy(buf, buf[s.start:s.end])
 			s.start = 0
+		}
+		if s.lent == 0 && s.end == len(buf) && len(buf) < s.chunk {
+			buf = s.grow(buf)
 		}
 		end := s.end
 		s.mu.Unlock()
@@ -118,6 +132,21 @@ func (s *bodyStream) run() {
 			return
 		}
 	}
+}
+
+// grow makes buf, full and lent to no taker, a chunk if the budget has
+// room for it now, and returns the buffer to read into. s.mu is held.
+func (s *bodyStream) grow(buf []byte) []byte {
+	extra, ok := s.budget.tryTake(int64(s.chunk - len(buf)))
+	if !ok {
+		return buf
+	}
+	small := s.buf
+	s.buf = chunkBuf(s.pool, s.chunk)
+	copy(*s.buf, buf)
+	sizedBufs[sizeShift(int64(len(buf)))-minSizeShift].Put(small)
+	s.held += extra
+	return *s.buf
 }
 
 func notify(c chan struct{}) {
@@ -200,7 +229,11 @@ func (s *bodyStream) stop() {
 
 func (s *bodyStream) done() {
 	if s.users.Add(-1) == 0 {
-		s.pool.Put(s.buf)
+		if n := len(*s.buf); n < s.chunk {
+			sizedBufs[sizeShift(int64(n))-minSizeShift].Put(s.buf)
+		} else {
+			s.pool.Put(s.buf)
+		}
 		s.budget.give(s.held)
 	}
 }
