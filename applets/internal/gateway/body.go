@@ -32,6 +32,12 @@ func sizeShift(n int64) int {
 	return max(bits.Len64(uint64(n-1)), minSizeShift)
 }
 
+// putSized gives a buffer of sizedBuf, its length untouched, back to its
+// pool.
+func putSized(b *[]byte) {
+	sizedBufs[sizeShift(int64(len(*b)))-minSizeShift].Put(b)
+}
+
 func sizedBuf(shift int) (*[]byte, int) {
 	i := shift - minSizeShift
 	if b, ok := sizedBufs[i].Get().(*[]byte); ok {
@@ -53,12 +59,9 @@ type bodySource struct {
 	eof   bool
 	small *[]byte
 	class int // sizedBufs index of small
-	big   *[]byte
-	// bigLen is the length of big in use: a chunk, or messageBuf while a
-	// message stream has not needed more; bigSized says big is then a
-	// sized buffer, to go back to its pool.
-	bigLen   int
-	bigSized bool
+	// big is a chunk, or while a message stream has not needed more, a
+	// sized buffer of messageBuf.
+	big *[]byte
 	// budget bounds the buffers of all bodies; what this one holds of it
 	// is held, for small or big. A wait for it ends at deadline or with ctx.
 	budget   *bodyBudget
@@ -117,9 +120,8 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		b.held = held
 		if size < b.chunk {
 			b.big, _ = sizedBuf(sizeShift(int64(size)))
-			b.bigLen, b.bigSized = size, true
 		} else {
-			b.takeChunk()
+			b.big = chunkBuf(b.pool, b.chunk)
 		}
 	}
 	if b.messages {
@@ -144,12 +146,6 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 	return (*b.big)[:n], b.eof, nil
 }
 
-// takeChunk makes big a chunk-sized buffer of the pool.
-func (b *bodySource) takeChunk() {
-	b.big = chunkBuf(b.pool, b.chunk)
-	b.bigLen, b.bigSized = b.chunk, false
-}
-
 // chunkBuf is a buffer of pool, chunk long.
 func chunkBuf(pool *sync.Pool, chunk int) *[]byte {
 	buf := pool.Get().(*[]byte)
@@ -164,8 +160,8 @@ func chunkBuf(pool *sync.Pool, chunk int) *[]byte {
 
 // putBig gives big back to its pool.
 func (b *bodySource) putBig() {
-	if b.bigSized {
-		sizedBufs[sizeShift(int64(b.bigLen))-minSizeShift].Put(b.big)
+	if len(*b.big) < b.chunk {
+		putSized(b.big)
 	} else {
 		b.pool.Put(b.big)
 	}
@@ -188,7 +184,7 @@ const messageBuf = 64 << 10
 // start of the next one, up to a chunk: never a byte the client has not
 // committed to send.
 func (b *bodySource) nextMessage() ([]byte, bool, error) {
-	buf := (*b.big)[:b.bigLen]
+	buf := *b.big
 	n := 0
 	if b.left == 0 {
 		k, err := io.ReadFull(b.r, buf[:grpcPrefix])
@@ -208,13 +204,13 @@ func (b *bodySource) nextMessage() ([]byte, bool, error) {
 	if b.read+b.left > b.limit {
 		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
 	}
-	if b.bigSized && int64(n)+b.left > int64(len(buf)) {
-		if extra, ok := b.budget.tryTake(int64(b.chunk - b.bigLen)); ok {
-			small, class := b.big, sizeShift(int64(b.bigLen))-minSizeShift
-			b.takeChunk()
-			buf = (*b.big)[:b.bigLen]
+	if len(buf) < b.chunk && int64(n)+b.left > int64(len(buf)) {
+		if extra, ok := b.budget.tryTake(int64(b.chunk - len(buf))); ok {
+			small := b.big
+			b.big = chunkBuf(b.pool, b.chunk)
+			buf = *b.big
 			copy(buf, (*small)[:n])
-			sizedBufs[class].Put(small)
+			putSized(small)
 			b.held += extra
 		}
 	}

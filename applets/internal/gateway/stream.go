@@ -144,7 +144,7 @@ func (s *bodyStream) grow(buf []byte) []byte {
 	small := s.buf
 	s.buf = chunkBuf(s.pool, s.chunk)
 	copy(*s.buf, buf)
-	sizedBufs[sizeShift(int64(len(buf)))-minSizeShift].Put(small)
+	putSized(small)
 	s.held += extra
 	return *s.buf
 }
@@ -229,8 +229,8 @@ func (s *bodyStream) stop() {
 
 func (s *bodyStream) done() {
 	if s.users.Add(-1) == 0 {
-		if n := len(*s.buf); n < s.chunk {
-			sizedBufs[sizeShift(int64(n))-minSizeShift].Put(s.buf)
+		if len(*s.buf) < s.chunk {
+			putSized(s.buf)
 		} else {
 			s.pool.Put(s.buf)
 		}
