@@ -181,7 +181,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
-		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port can deploy apps and run them on this device; set [nats] users or nkeys, or listen on 127.0.0.1",
+		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port reads the requests the gateway sends and answers them in apps' place, deletes apps, and deploys them to runners that run unsigned specs; set [nats] users or nkeys, or listen on 127.0.0.1",
 			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	}
 	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
