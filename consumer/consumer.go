@@ -43,16 +43,18 @@
 // connection cannot be hijacked (the gateway holds it), of the interim
 // 1xx responses only 103 Early Hints and the others from 102 up reach the
 // client (100 Continue is the gateway's to send, and 101 is ignored), a
-// second WriteHeader is ignored without a log line, hop-by-hop headers
-// (Connection: close) are dropped and do not close the client's
-// connection, trailers reach the client over HTTP/1 only in a chunked
-// response (one whose length was not set before the body), a Trailer
-// header only when the response streams (it has trailers, or was
-// flushed), and of
-// http.ResponseController's deadlines only the zero time (no deadline)
-// is accepted, the route's timeout bounding the exchange. A response
-// with a 5xx status counts as an error in `nats micro stats`, as do
-// panics and requests the gateway gave up on. A panic, or a
+// second WriteHeader is ignored without a log line, a status from 600 to
+// 999 is sent in Narun-Status as net/http's server sends it, but reaches
+// the client as 502 Bad Gateway (it is no HTTP status, RFC 9110 §15, and
+// the gateway takes it for a malformed reply and cancels the request),
+// hop-by-hop headers (Connection: close) are dropped and do not close the
+// client's connection, trailers reach the client over HTTP/1 only in a
+// chunked response (one whose length was not set before the body), a
+// Trailer header only when the response streams (it has trailers, or was
+// flushed), and of http.ResponseController's deadlines only the zero time
+// (no deadline) is accepted, the route's timeout bounding the exchange. A
+// response with a status of 500 or more counts as an error in `nats micro
+// stats`, as do panics and requests the gateway gave up on. A panic, or a
 // runtime.Goexit (t.FailNow in a handler), fails the request with a 500,
 // or aborts a response already started.
 //
@@ -301,6 +303,8 @@ type server struct {
 	// which may be after Serve started.
 	chunk atomic.Int64
 
+	// mu is taken before q.mu where both are held (cancel), never after:
+	// the other way round would deadlock.
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc
 	stats    micro.EndpointStats
@@ -535,14 +539,18 @@ func (s *server) worker(j job) {
 // if it runs, its place in the queue if it waits.
 func (s *server) cancel(m *nats.Msg) {
 	reply := string(m.Data)
+	// One step under s.mu: a worker that registers the request between
+	// the lookup and the queue's keeping of the cancel would look for a
+	// kept cancel too soon, and its handler would run to its deadline.
 	s.mu.Lock()
 	c := s.inflight[reply]
+	dropped := c == nil && s.q.cancel(reply, time.Now())
 	s.mu.Unlock()
 	if c != nil {
 		c()
 		return
 	}
-	if s.q.cancel(reply, time.Now()) {
+	if dropped {
 		s.record(0, "cancelled while waiting for a worker")
 	}
 }

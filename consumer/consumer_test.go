@@ -742,6 +742,48 @@ func TestLargeHeadWithBody(t *testing.T) {
 	}
 }
 
+// TestFlushSendsEverythingWritten has a handler write a body as large as
+// a message holds, under a header that leaves the head room for only part
+// of it, then flush and wait: all of the body reaches the gateway, as
+// http.Flusher promises, not just what fitted in the head.
+func TestFlushSendsEverythingWritten(t *testing.T) {
+	const bodySize, headerSize = 900 << 10, 200 << 10
+	release := make(chan struct{})
+	_, nc, _ := start(t, consumer.Config{Name: "flushall"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("h", headerSize))
+		_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer close(release)
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nc.PublishMsg(&nats.Msg{Subject: "flushall", Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := 0
+	for body < bodySize {
+		m, err := sub.NextMsg(2 * time.Second)
+		if err != nil {
+			t.Fatalf("after Flush, %d of the %d bytes written reached the gateway: %v", body, bodySize, err)
+		}
+		if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+			t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+		}
+		body += len(m.Data)
+		if m.Reply != "" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+		}
+	}
+	if body != bodySize {
+		t.Errorf("%d bytes of body reached the gateway, want %d", body, bodySize)
+	}
+}
+
 // TestBodyCloseEndsPull has a handler read its body in a goroutine, answer
 // without waiting for the rest, close the body and wait for the reader, as
 // grpc-go's ServeHTTP does: the close ends the pull the gateway has not

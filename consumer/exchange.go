@@ -463,10 +463,12 @@ func (w *responseWriter) Flush() {
 		return
 	}
 	if !w.streaming {
+		// The head's headers may leave room for only part of what was
+		// written: the rest goes below, or a handler that flushes and
+		// then waits leaves its client short.
 		w.startStream()
-		return
 	}
-	if len(w.buf) > 0 {
+	if w.err == nil && len(w.buf) > 0 {
 		w.sendFrame(FrameData, w.buf, nil)
 		w.buf = w.buf[:0]
 	}

@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -110,6 +112,67 @@ func TestCancelledQueuedRequestIsDropped(t *testing.T) {
 	s.mu.Unlock()
 	if handled.Load() != 1 || st.NumErrors != 2 || st.LastError != "cancelled before it arrived" {
 		t.Errorf("handler ran %d times, stats %+v: want once, and the overtaken request as an error", handled.Load(), st)
+	}
+}
+
+// A cancel that comes while a worker registers its request reaches the
+// handler however the two interleave. Before, a cancel that looked for
+// the handler before it was registered, then was kept for later after the
+// worker had looked for a kept one, was lost: the handler ran to its
+// deadline.
+func TestCancelDuringRegistrationReachesTheHandler(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := Config{Name: "race"}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		ran      bool
+		cause    error
+		deadline time.Time
+	}
+	var mu sync.Mutex
+	results := map[string]*outcome{}
+	s := newServer(natstest.Connect(t, srv), cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		deadline, _ := r.Context().Deadline()
+		mu.Lock()
+		o := results[r.Header.Get("X-Id")]
+		o.ran, o.cause, o.deadline = true, r.Context().Err(), deadline
+		mu.Unlock()
+	}))
+	// The timeout is what a lost cancel costs: short, yet long enough
+	// that the cancel goes out well before it.
+	const timeout = "200"
+	// The race is narrow: many tries, bounded in time, make it show, on
+	// two cores or more (on one the goroutines hardly interleave there).
+	end := time.Now().Add(1500 * time.Millisecond)
+	for i := 0; time.Now().Before(end); i++ {
+		reply := nats.NewInbox()
+		o := &outcome{}
+		mu.Lock()
+		results[reply] = o
+		mu.Unlock()
+		m := &nats.Msg{Subject: "race", Reply: reply, Header: nats.Header{HeaderTimeout: {timeout}, "X-Id": {reply}}}
+		var wg sync.WaitGroup
+		var cancelled time.Time
+		wg.Add(2)
+		go func() { defer wg.Done(); s.serve(job{m: m, arrived: time.Now()}) }()
+		go func() {
+			defer wg.Done()
+			// Varies where the cancel lands in the worker's registration.
+			for range i % 64 {
+				runtime.Gosched()
+			}
+			s.cancel(&nats.Msg{Data: []byte(reply)})
+			cancelled = time.Now()
+		}()
+		wg.Wait()
+		// A cancel done before the deadline ends the context first, or
+		// keeps the handler from running at all.
+		if o.ran && errors.Is(o.cause, context.DeadlineExceeded) && cancelled.Before(o.deadline) {
+			t.Fatalf("iteration %d: the cancel was done %v before the deadline, yet the handler's context ended by it", i, o.deadline.Sub(cancelled))
+		}
 	}
 }
 
