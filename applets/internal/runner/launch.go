@@ -183,7 +183,7 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin, dir string) error {
 	cached := filepath.Join(r.filesDir(), f.Object)
 	// A copy without a digest there (an earlier runner kept digests beside
-	// the copies) is fetched again.
+	// the copies) is fetched again, and so is a digest without its copy.
 	digestFile := filepath.Join(r.fileDigestsDir(), f.Object)
 	if res != nil {
 		info, err := res.files.GetInfo(ctx, f.Object)
@@ -197,7 +197,9 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 			return fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
 				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent)
 		}
-		if have, _ := os.ReadFile(digestFile); err == nil && string(have) != info.Digest {
+		have, _ := os.ReadFile(digestFile)
+		_, missing := os.Stat(cached)
+		if err == nil && (string(have) != info.Digest || missing != nil) {
 			obj, err := openObject(ctx, res.files, f.Object, fetchStall)
 			if err != nil {
 				return fmt.Errorf("fetch file %q: %w", f.Object, err)

@@ -1145,7 +1145,13 @@ func (r *Runner) gc() {
 	for _, d := range r.cache.gc(keep, listed) {
 		r.log.Info("removed unused binary", "sha256", d)
 	}
-	for dir, keep := range map[string]map[string]bool{r.filesDir(): files, r.fileDigestsDir(): files, r.sealedDir(): sealed} {
+	// A file's digest goes before its copy: a copy without its digest is
+	// fetched again, a digest without its copy would vouch for nothing.
+	for _, c := range []struct {
+		dir  string
+		keep map[string]bool
+	}{{r.fileDigestsDir(), files}, {r.filesDir(), files}, {r.sealedDir(), sealed}} {
+		dir, keep := c.dir, c.keep
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue

@@ -1895,6 +1895,30 @@ func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
 // File objects named X and X.digest are cached apart from each other's
 // digests: an instance started later from the cache gets the contents of
 // the object it names.
+// A cached file whose copy is gone while its digest stays (the node lost
+// power between the two removals, or someone deleted the copy) is fetched
+// again from narun-files, not taken for NATS being away.
+func TestMissingCachedFileFetchedAgain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"etc/app.conf\"]\n[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n"+takeOverAtOnce)
+	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	if err := os.Remove(filepath.Join(tr.dir, "files", "appconf")); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(t, "reader")
+	tr.wait(t, "reader", "a new instance healthy", func(l []state.Instance) bool {
+		return slices.ContainsFunc(l, func(in state.Instance) bool { return in.ID != first.ID && in.State == state.Healthy })
+	})
+	if b, err := os.ReadFile(filepath.Join(tr.dir, "files", "appconf")); err != nil || string(b) != "greeting=hi" {
+		t.Errorf("cached copy %q, %v; want it fetched again", b, err)
+	}
+}
+
 func TestFileCacheKeepsDigestsApart(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
