@@ -34,9 +34,10 @@ import (
 	"github.com/narun/narun/sandbox"
 )
 
-// online returns the JetStream handles when NATS is reachable, else nil.
+// online returns the JetStream handles when NATS is reachable, else nil,
+// without waiting for a reconnect under way.
 func (r *Runner) online() *resources {
-	if !r.opts.Conn.IsConnected() {
+	if !r.connected.Load() {
 		return nil
 	}
 	return r.res.Load()

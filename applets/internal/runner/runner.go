@@ -79,16 +79,18 @@ type Options struct {
 
 // Runner is the node agent. Create it with New, then call Run once.
 type Runner struct {
-	opts    Options
-	node    string
-	labels  map[string]string
-	log     *slog.Logger
-	appURL  string
-	started time.Time
-	cache   *cache
-	links   execLinks
-	keys    keyFile
-	caps    state.Capabilities
+	opts Options
+	// connected follows the NATS connection's status (followConn).
+	connected atomic.Bool
+	node      string
+	labels    map[string]string
+	log       *slog.Logger
+	appURL    string
+	started   time.Time
+	cache     *cache
+	links     execLinks
+	keys      keyFile
+	caps      state.Capabilities
 	// signatures checks every spec before it is read: with trusted keys,
 	// JetStream can be made to write narun-apps for a login kept off it
 	// (docs/SECURITY.md, "Signed specs").
@@ -322,6 +324,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	appsCtx, stopApps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopApps()
+	r.followConn(appsCtx)
 	r.mu.Lock()
 	r.appsCtx = appsCtx
 	r.listed = make(chan struct{})

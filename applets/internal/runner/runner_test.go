@@ -715,6 +715,39 @@ func TestDamagedCachedBinaryFetchedAgain(t *testing.T) {
 	}
 }
 
+// The same holds for a restart of an instance whose process ended: the
+// binary is checked before every exec, not only the first.
+func TestDamagedCachedBinaryNotRunAtRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+
+	digest := fileDigest(t, helloBin)
+	cached := filepath.Join(tr.dir, "binaries", digest)
+	mark := filepath.Join(t.TempDir(), "ran")
+	stand := cached + ".stand-in"
+	if err := os.WriteFile(stand, []byte("#!/bin/sh\ntouch "+mark+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(stand, cached); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "hello", "restarted", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Restarts >= 1 && l[0].State == state.Healthy
+	})
+	if got := fileDigest(t, cached); got != digest {
+		t.Errorf("cached binary has sha256 %s, want the deployed %s", got, digest)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Error("the damaged cached binary ran")
+	}
+}
+
 func TestSandboxModeUnavailable(t *testing.T) {
 	t.Parallel()
 	if sandbox.Probe().Sandbox {

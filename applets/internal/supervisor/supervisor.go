@@ -178,7 +178,8 @@ type Config struct {
 	// Version, Fingerprint); the rest is maintained by the supervisor.
 	Instance state.Instance
 	// Prepare fetches what the instance needs and returns how to start it;
-	// it runs in state fetching, again with backoff while it fails.
+	// it runs in state fetching before every start, restarts included, and
+	// again with backoff while it fails.
 	Prepare func(ctx context.Context) (InstanceLaunch, error)
 	// Command builds the process; nil means Exec.
 	Command CommandFactory
@@ -435,14 +436,17 @@ func (s *Supervisor) Run(ctx context.Context) {
 		}
 	}()
 
-	launch, ok := s.prepare(ctx)
-	if !ok {
-		return
-	}
 	var streak Streak
 	for restarts := 0; ; restarts++ {
 		if restarts > 0 {
 			s.update(func(i *state.Instance) { i.Restarts = restarts })
+		}
+		// Every start prepares again: the binary on disk is checked
+		// against its digest before each exec, not only the first, and a
+		// restart gets the secrets and files the store holds now.
+		launch, ok := s.prepare(ctx)
+		if !ok {
+			return
 		}
 		s.set(state.Starting, "")
 		exit, err := s.runOnce(ctx, launch)
@@ -487,14 +491,15 @@ func (s *Supervisor) Run(ctx context.Context) {
 	}
 }
 
-// prepare runs Prepare until it succeeds, backing off between attempts
-// whatever the restart mode: a fetch that fails is retried even for an app
-// that must not be restarted once it ran.
+// prepare runs Prepare until it succeeds or fails with ErrPermanent,
+// backing off between attempts whatever the restart mode and however many
+// failures the policy tolerates: those count what the process did, and a
+// fetch that fails (NATS away, a full disk) says nothing about it.
 func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
 	var failures Streak
 	for {
 		retry := s.policyNow()
-		retry.Mode = Always
+		retry.Mode, retry.GiveUp = Always, 0
 		s.set(state.Fetching, "")
 		launch, err := s.cfg.Prepare(ctx)
 		if ctx.Err() != nil {
@@ -511,10 +516,6 @@ func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
 		}
 		d := retry.Decide(Exit{Code: 1}, failures, rand.Float64())
 		failures = d.Streak
-		if d.GaveUp {
-			s.set(state.Failed, err.Error())
-			return launch, false
-		}
 		if !s.backoff(ctx, d.Delay, err.Error()) {
 			return launch, false
 		}

@@ -488,18 +488,20 @@ func TestPrepare(t *testing.T) {
 	tests := []struct {
 		name      string
 		mode      string
+		giveUp    int
 		errs      []error
 		wantState state.State
 		wantIn    string
 	}{
-		{"transient errors are retried", Always, []error{errors.New("nats down"), errors.New("nats down")}, state.Healthy, ""},
-		{"transient errors are retried with policy never", Never, []error{errors.New("nats down")}, state.Healthy, ""},
-		{"permanent error fails at once", Always, []error{fmt.Errorf("verify binary: sha256 mismatch: %w", ErrPermanent)}, state.Failed, "sha256 mismatch"},
+		{"transient errors are retried", Always, 0, []error{errors.New("nats down"), errors.New("nats down")}, state.Healthy, ""},
+		{"transient errors are retried with policy never", Never, 0, []error{errors.New("nats down")}, state.Healthy, ""},
+		{"transient errors do not count as failures", Always, 2, []error{errors.New("nats down"), errors.New("nats down"), errors.New("nats down")}, state.Healthy, ""},
+		{"permanent error fails at once", Always, 0, []error{fmt.Errorf("verify binary: sha256 mismatch: %w", ErrPermanent)}, state.Failed, "sha256 mismatch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var calls int
-			policy := Policy{Mode: tt.mode, Initial: time.Millisecond}
+			policy := Policy{Mode: tt.mode, Initial: time.Millisecond, GiveUp: tt.giveUp}
 			s, rec := start(t, "", Config{
 				Policy: policy,
 				Prepare: func(context.Context) (InstanceLaunch, error) {
@@ -518,6 +520,34 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("a failed preparation went on to start: %v", rec.all())
 			}
 		})
+	}
+}
+
+// A restart prepares again, as the first start did: the runner checks the
+// binary against its digest there, so a copy damaged while the process ran
+// is never run, and it hands over the secrets and files the store holds now.
+func TestRestartPreparesAgain(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	dir := t.TempDir()
+	s, _ := start(t, "", Config{
+		Prepare: func(context.Context) (InstanceLaunch, error) {
+			if calls.Add(1) > 1 {
+				return InstanceLaunch{}, fmt.Errorf("verify binary: sha256 mismatch: %w", ErrPermanent)
+			}
+			return InstanceLaunch{Path: exe, Env: []string{childEnv + "=serve"}, Dir: dir}, nil
+		},
+	})
+	first := waitFor(t, s, "healthy", inState(state.Healthy))
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	end := waitFor(t, s, "failed", inState(state.Failed))
+	if calls.Load() != 2 || !strings.Contains(end.Reason, "sha256 mismatch") {
+		t.Errorf("Prepare ran %d times, end %q; want 2, and the restart refused for its reason", calls.Load(), end.Reason)
 	}
 }
 
