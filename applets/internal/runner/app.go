@@ -298,6 +298,25 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 	}
 	a.stop(extra)
+	// A slot with nothing running gets its instance at once: only the
+	// replacement of a running one waits for the slot before, so a halted
+	// rollout holds back no replica added or ended meanwhile.
+	for slot := range want {
+		var running, ended []*instance
+		for _, in := range a.instanceList() {
+			switch {
+			case in.slot != slot:
+			case in.sup.Status().State.Final():
+				ended = append(ended, in)
+			default:
+				running = append(running, in)
+			}
+		}
+		if len(running) == 0 {
+			a.stop(ended)
+			a.start(ctx, sp, slot, fp, false)
+		}
+	}
 	for slot := range want {
 		var cur, old, failed []*instance
 		for _, in := range a.instanceList() {

@@ -1767,6 +1767,36 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	waitDead(t, []int{old.PID})
 }
 
+// A replica added while a rollout is halted starts at once: the halt holds
+// back only the replacement of the instance serving in the slot before.
+func TestReplicasAddedWhileRolloutHalted(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	unhealthy := fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr()) +
+		"[health]\ntype = \"http\"\nport = " + port + "\ninterval = \"100ms\"\nstart_grace = \"100ms\"\nmin_healthy = 0\n"
+	c.deploy(t, "probe", "1.1.0", probeBin, unhealthy)
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	c.deploy(t, "probe", "1.1.0", probeBin, "replicas = 2\n"+unhealthy)
+	tr.wait(t, "probe", "slot 1 started", func(l []state.Instance) bool {
+		return slices.ContainsFunc(l, func(in state.Instance) bool { return in.Slot == 1 && in.Version == "1.1.0" })
+	})
+	if !alive(old.PID) {
+		t.Fatal("the halted rollout's old instance was stopped")
+	}
+}
+
 // A rollout that does not finish (its new instance never turns healthy) is
 // replaced by the next one, not kept beside it: each deploy of a version
 // that crash-loops added one more instance to the slot, all restarting for
