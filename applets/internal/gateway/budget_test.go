@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -235,5 +237,95 @@ func TestStreamGrowsWhenThereIsRoom(t *testing.T) {
 			}
 			testutil.Eventually(t, 10*time.Second, "the budget whole again", func() bool { return budget.held.Load() == 0 })
 		})
+	}
+}
+
+// A gRPC call whose body waits for memory ends when its service answers
+// without pulling (an error at once, trailers only): the wait ends with
+// the exchange, not at the route's deadline.
+func TestDuplexCallEndsWhileItsBodyWaitsForMemory(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
+	cfg.MaxBodyMemory = messageBuf
+	e := newEnv(t, cfg)
+	sub, err := e.nc.Subscribe("svc", func(m *nats.Msg) {
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set("Narun-Status", "200")
+		r.Header.Set("Content-Type", "application/grpc")
+		r.Header.Set("Grpc-Status", "12")
+		_ = m.RespondMsg(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	held, err := e.gw.bodies.take(context.Background(), time.Now().Add(time.Minute), messageBuf)
+	if err != nil || held != messageBuf {
+		t.Fatalf("take the whole budget: %d, %v", held, err)
+	}
+	defer e.gw.bodies.give(held)
+	tr := h2cClient(t, e)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+e.hs.Listener.Addr().String()+"/pkg.Svc/M", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("the call did not end while its body waited for memory (route timeout 1m): %v", err)
+	}
+	if got := resp.Header.Get("Grpc-Status") + resp.Trailer.Get("Grpc-Status"); got != "12" {
+		t.Errorf("grpc-status %q, want the service's 12", got)
+	}
+}
+
+// A client that leaves while its body waits for memory is a cancelled
+// request (499 in the metrics), not the gateway's 503.
+func TestClientGoneWhileBodyWaitsIsCancelled(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
+	cfg.MaxBodyMemory = messageBuf
+	e := newEnv(t, cfg)
+	held, err := e.gw.bodies.take(context.Background(), time.Now().Add(time.Minute), messageBuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.gw.bodies.give(held)
+	tr := h2cClient(t, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+e.hs.Listener.Addr().String()+"/up", strings.NewReader(strings.Repeat("b", 100<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		testutil.Eventually(t, 10*time.Second, "the body waiting for memory", func() bool { return e.gw.bodies.waits.Load() > 0 })
+		cancel()
+	}()
+	if resp, err := tr.RoundTrip(req); err == nil {
+		resp.Body.Close()
+	}
+	var line string
+	testutil.Eventually(t, 10*time.Second, "the request counted", func() bool {
+		var b strings.Builder
+		_ = e.gw.metrics.write(&b)
+		for l := range strings.Lines(b.String()) {
+			if strings.HasPrefix(l, `narun_gateway_requests_total{route="/"`) {
+				line = strings.TrimSpace(l)
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(line, `code="499"`) {
+		t.Errorf("%s; want code 499", line)
 	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -390,6 +391,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	var err error
 	switch {
 	case duplex:
+		// The puller may wait for body memory when the exchange ends (the
+		// service answered without pulling): its stop must end that wait,
+		// or the reply's end would wait for the route's deadline. Deferred
+		// after the stop, this runs before it.
+		ctx, endBody := context.WithCancel(r.Context())
+		defer endBody()
+		body.ctx = ctx
 		pulls = g.startPuller(body, &ex.in, rid)
 		first, more, err = pulls.early(ex.timer, g.firstWait)
 	case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
@@ -975,6 +983,15 @@ func (g *Gateway) protocolError(w http.ResponseWriter, r *http.Request, ex *exch
 // to that for a body it could not finish reading itself, but not for one
 // read in full duplex whose last read failed.
 func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, err error, rid string) {
+	if errors.Is(err, errBodyBudget) && r.Context().Err() != nil {
+		// The client left (its stream reset) while its body waited for
+		// memory: nobody reads an answer, and the failure is not the
+		// gateway's to count or log. Not for a failed read: net/http ends
+		// the request's context for those too.
+		g.metrics.outcomes[outcomeCancelled].Add(1)
+		ex.status = 499
+		return
+	}
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
