@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -67,5 +70,25 @@ func TestNodeKeyHeartbeatEscaped(t *testing.T) {
 	}
 	if out := stderr.String(); !strings.Contains(out, "signing with the node key of edge") || strings.ContainsAny(out, "\x1b\x07\u202e") {
 		t.Errorf("node id printed unescaped: %q", out)
+	}
+}
+
+// app delete of an app that only cached specs still run names the nodes
+// that run it, as their heartbeats give them: escaped like every other
+// heartbeat field ctl prints.
+func TestDeleteOfCachedAppEscapesNodeIDs(t *testing.T) {
+	h := newHarness(t)
+	n := state.Node{ID: "edge\x1b]0;owned\x07\u202e", OS: "linux", Time: time.Now().UTC(),
+		Instances: []state.Instance{{App: "ghost", ID: "0-abc", State: state.Running}}}
+	b, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.kv(names.NodesBucket).Put(context.Background(), "edge", b); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ok("", "app", "delete", "ghost")
+	if strings.ContainsAny(r.out+r.err, "\x1b\x07\u202e") || !strings.Contains(r.out, `edge\x1b]0;owned\x07\u202e`) {
+		t.Errorf("node id not printed escaped: %q", r.out+r.err)
 	}
 }
