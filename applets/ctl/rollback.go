@@ -320,6 +320,14 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	// on its revision, so a deploy since is not overwritten.
 	cur := revs[len(revs)-1]
 	if target.Revision == cur.Revision {
+		// As for a revision that holds the same spec (below): the routes
+		// become the spec's, which is how a rollback whose routes failed
+		// after its spec was stored writes them.
+		if cur.app != nil {
+			if err := e.putRoutes(ctx, cur.app, key); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(e.out(), "%s: revision %d is the current one; nothing to roll back\n", name, cur.Revision)
 		return nil
 	}

@@ -145,9 +145,17 @@ func TestRollbackTo(t *testing.T) {
 		t.Errorf("rollback output: %s", r.out)
 	}
 
+	// Its routes lost (a rollback whose routes failed after its spec was
+	// stored): restoring the current revision writes them.
+	if err := h.kv(names.RoutesBucket).Delete(context.Background(), "hello"); err != nil {
+		t.Fatal(err)
+	}
 	r = h.ok("", "app", "rollback", "hello", "--to", fmt.Sprint(rev4))
 	if !strings.Contains(r.out, "is the current one; nothing to roll back") {
 		t.Errorf("rollback to the current revision: %s", r.out)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
+		t.Errorf("rollback to the current revision did not write its routes")
 	}
 	r = h.ok("", "app", "rollback", "hello", "--to", fmt.Sprint(rev1))
 	if !strings.Contains(r.out, "holds the same spec as the current one") {
