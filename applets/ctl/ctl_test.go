@@ -1048,6 +1048,33 @@ func TestSecretRotateHelpStepsRun(t *testing.T) {
 	}
 }
 
+// secret set drops one line ending from stdin, as a shell's echo or a
+// Windows editor leaves it, and nothing else: a lone "\r" is the value's.
+func TestSecretSetDropsOneLineEnding(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	ring, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct{ in, want string }{
+		{"v\n", "v"},
+		{"v\r\n", "v"},
+		{"v\r", "v\r"},
+		{"v\n\n", "v\n"},
+		{"v", "v"},
+	} {
+		name := fmt.Sprintf("s%d", i)
+		h.ok(tc.in, "--key-file", key, "secret", "set", name)
+		got, err := openSecret(context.Background(), h.kv(names.SecretsBucket), ring, name)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("stdin %q stored %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
 func TestSecrets(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -102,7 +102,10 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 			fmt.Fprintf(e.stdio.Stderr, "value of %s (input is visible; end with Ctrl-D):\n", name)
 		}
 		value, err = readInterruptible(ctx, e.stdio.Stdin)
-		value = bytes.TrimSuffix(bytes.TrimSuffix(value, []byte("\n")), []byte("\r"))
+		// One line ending, "\n" or "\r\n": a lone "\r" is the value's.
+		if v, ok := bytes.CutSuffix(value, []byte("\n")); ok {
+			value = bytes.TrimSuffix(v, []byte("\r"))
+		}
 	}
 	if err != nil {
 		return err
