@@ -390,7 +390,7 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
-		if err := DecodeStrict(path, data, &cfg); err != nil {
+		if _, err := DecodeStrict(path, data, &cfg); err != nil {
 			return cfg, err
 		}
 		var mistyped []error

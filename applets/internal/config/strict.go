@@ -19,22 +19,23 @@ var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*
 // DecodeStrict decodes TOML into v and refuses what it does not know: an
 // unknown key or a value of the wrong type is an error that names the file,
 // the line and the key, so a typo never silently falls back to a default.
-func DecodeStrict(file string, data []byte, v any) error {
+// The metadata tells a key written with its zero value from one left out.
+func DecodeStrict(file string, data []byte, v any) (toml.MetaData, error) {
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			if pe.LastKey != "" {
-				return fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
+				return md, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
 			}
-			return fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
+			return md, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
-				return fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
+				return md, fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
 			}
 		}
-		return fmt.Errorf("%s: %w", file, err)
+		return md, fmt.Errorf("%s: %w", file, err)
 	}
 	// Every unknown key at once, so one run finds all the typos; the keys
 	// inside an unknown table are that table's, not more typos. Placing a
@@ -59,7 +60,7 @@ func DecodeStrict(file string, data []byte, v any) error {
 	if more > 0 {
 		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
-	return errors.Join(unknown...)
+	return md, errors.Join(unknown...)
 }
 
 // maxUnknownKeys is how many unknown keys an error names.

@@ -414,7 +414,7 @@ func readConfigFile(path string) (config.File, []int, error) {
 // decodeConfigFile decodes the content of a configuration file.
 func decodeConfigFile(path string, data []byte) (config.File, []int, error) {
 	f := config.Defaults()
-	if err := config.DecodeStrict(path, data, &f); err != nil {
+	if _, err := config.DecodeStrict(path, data, &f); err != nil {
 		return config.File{}, nil, err
 	}
 	return f, config.ArrayTableLines(data, "gateway.routes"), nil

@@ -365,7 +365,7 @@ func writeConfig(t *testing.T, path, content string) config.Gateway {
 	t.Helper()
 	writeFile(t, path, content)
 	f := config.Defaults()
-	if err := config.DecodeStrict(path, []byte(content), &f); err != nil {
+	if _, err := config.DecodeStrict(path, []byte(content), &f); err != nil {
 		t.Fatal(err)
 	}
 	return f.Gateway

@@ -279,10 +279,19 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 		return nil, nil, fmt.Errorf("%s: spec is larger than the limit; at most %d KiB", file, MaxSize>>10)
 	}
 	a := defaults()
-	if err := config.DecodeStrict(file, data, &a); err != nil {
+	md, err := config.DecodeStrict(file, data, &a)
+	if err != nil {
 		return nil, nil, err
 	}
 	v := &validator{file: file, data: data, stored: stored}
+	// 0 is no port, and not what leaving the key out says: none for
+	// [http], [http] port for [health].
+	if md.IsDefined("http", "port") && a.HTTP.Port == 0 {
+		v.deployRule("http.port", "want a port 1..65535, got 0: leave the key out when the app serves no HTTP")
+	}
+	if md.IsDefined("health", "port") && a.Health.Port == 0 {
+		v.deployRule("health.port", "want a port 1..65535, got 0: leave the key out for [http] port")
+	}
 	// The decoder left these maps empty: a stored spec ran that way, so
 	// it only warns there.
 	for _, m := range config.MistypedTables(data, &a) {
@@ -613,8 +622,14 @@ func (a *App) validateResources(v *validator) {
 	case r.CPU > 0 && r.CPU < 0.01:
 		v.add("resources.cpu", "want at least 0.01 cores, got %v", r.CPU)
 	}
-	if r.Pids < 0 || r.Pids > 1<<22 {
+	switch {
+	case r.Pids < 0 || r.Pids > 1<<22:
 		v.add("resources.pids", "want 0 (no limit) or up to %d, got %d", 1<<22, r.Pids)
+	case r.Pids == 1:
+		// On cgroup v1 a sandbox's launcher forks the app from inside the
+		// app's cgroup, which then holds two tasks for a moment: the
+		// start would fail there and succeed on a v2 node.
+		v.deployRule("resources.pids", "want 0 (no limit) or 2 up to %d, got 1: a sandbox cannot start within it on cgroup v1, and a process that makes no thread at all is rare", 1<<22)
 	}
 }
 
