@@ -32,6 +32,10 @@ type OutboundBridge struct {
 	ln     *net.UnixListener
 	path   string
 	target string
+	// socket is the file made at path, which Serve removes only while
+	// path still names it: the next start of the instance makes its own
+	// there, maybe before this one's Serve has finished.
+	socket os.FileInfo
 }
 
 // ListenBridge opens the unix socket at socketPath (replacing a stale
@@ -53,13 +57,26 @@ func ListenBridge(socketPath, target string) (*OutboundBridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on bridge socket: %w", err)
 	}
-	return &OutboundBridge{ln: ln, path: socketPath, target: target}, nil
+	socket, err := os.Lstat(socketPath)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on bridge socket: %w", err)
+	}
+	return &OutboundBridge{ln: ln, path: socketPath, target: target, socket: socket}, nil
+}
+
+// removeSocket removes the bridge's socket unless another bridge has made
+// its own at the same path since.
+func (b *OutboundBridge) removeSocket() {
+	if fi, err := os.Lstat(b.path); err == nil && os.SameFile(fi, b.socket) {
+		os.Remove(b.path)
+	}
 }
 
 // Serve takes the listeners launchers hand over and serves each until ctx
 // is done; it then closes them, removes the socket and returns.
 func (b *OutboundBridge) Serve(ctx context.Context) error {
-	defer os.Remove(b.path)
+	defer b.removeSocket()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { b.ln.Close() })

@@ -89,3 +89,36 @@ func TestBridgeOnALongSocketPath(t *testing.T) {
 		t.Fatalf("from the inbound socket: %q", b)
 	}
 }
+
+// The next start of an instance makes its bridge at the same path while the
+// last one's Serve may still be ending: that Serve leaves the new socket,
+// or the new launcher would find no runner to hand its listener to.
+func TestBridgeEndingLeavesTheNextOnesSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "run", "nats.sock")
+	old, err := ListenBridge(sock, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ListenBridge(sock, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := old.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := DialBridge(context.Background(), sock)
+	if err != nil {
+		t.Fatalf("the ended bridge took the next one's socket: %v", err)
+	}
+	c.Close()
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	if err := next.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("a bridge left its own socket: %v", err)
+	}
+}
