@@ -335,6 +335,27 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 	return v, nil
 }
 
+// bridgeVerdict is how long a bridged connection may stay silent before
+// the check takes it as reaching the app: the launcher ends one at once
+// when nothing listens inside the sandbox.
+const bridgeVerdict = 100 * time.Millisecond
+
+// bridgeReached tells whether a connection through a sandbox's bridge
+// reached something inside. The launcher accepts the bridge's connection
+// before it connects inside, and closes it when that fails: connecting
+// alone would pass for an app that does not listen.
+func bridgeReached(c net.Conn, addr string) error {
+	if err := c.SetReadDeadline(time.Now().Add(bridgeVerdict)); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err := c.Read(b[:])
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return fmt.Errorf("nothing listens on %s inside the sandbox", addr)
+}
+
 // healthCheck builds the probe of the spec's [health] for instance id; nil
 // for "none". baseline returns the micro responders that are not this
 // instance.
@@ -347,7 +368,9 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 	// network namespace of its own is reached through its bridge, where
 	// no other program listens.
 	owned := func(context.Context, supervisor.Target) error { return nil }
+	bridged := true
 	if sp.Mode != spec.ModeSandbox || sp.Sandbox.Network == "" || sp.Sandbox.Network == sandbox.NetworkHost {
+		bridged = false
 		owner := &portOwner{}
 		var unknownOnce sync.Once
 		owned = func(ctx context.Context, t supervisor.Target) error {
@@ -372,7 +395,11 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 			if err != nil {
 				return err
 			}
-			return c.Close()
+			defer c.Close()
+			if bridged {
+				return bridgeReached(c, addr)
+			}
+			return nil
 		}
 	case spec.HealthHTTP:
 		url := "http://" + addr + h.Path

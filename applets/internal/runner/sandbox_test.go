@@ -161,6 +161,26 @@ func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
 	}
 }
 
+// The tcp check of an app in a network of its own goes through the
+// sandbox's bridge, whose launcher accepts before it connects inside: an
+// app that does not listen must not pass for healthy (TestSandboxHTTPAppWithoutNetwork
+// has one that does).
+func TestSandboxTCPCheckNeedsAListener(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	c.deploy(t, "deaf", "1.0.0", probeBin, "mode = \"sandbox\"\n"+
+		"[sandbox]\nnetwork = \"none\"\n[http]\nport = 8080\n[health]\ntype = \"tcp\"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\n")
+	var healthy bool
+	tr.wait(t, "deaf", "its check failing", func(l []state.Instance) bool {
+		healthy = healthy || slices.ContainsFunc(l, func(in state.Instance) bool { return in.Healthy })
+		return len(l) == 1 && strings.Contains(l[0].Reason, "nothing listens on 127.0.0.1:8080 inside the sandbox")
+	})
+	if healthy {
+		t.Error("an app that listens on nothing was healthy")
+	}
+}
+
 // An app name of the longest length allowed makes the paths of the
 // instance's bridge sockets longer than a unix socket address holds (108
 // bytes): they must work all the same, both ways.
