@@ -507,9 +507,18 @@ func restartPolicy(sp *spec.App) supervisor.Policy {
 // group for the next runner to clean up after a crash of this one, resumes
 // a rollout halted for it, and bridges a plain-HTTP app while it is healthy.
 func (a *app) observe(in *instance, sp *spec.App, st state.Instance) {
-	if st.State == state.Running && st.PID > 0 {
+	switch {
+	case st.State == state.Running && st.PID > 0:
 		if err := writePIDFile(in.dir, st.PID); err != nil {
 			a.log.Warn("record process group", "err", err)
+		}
+	case !st.State.Up():
+		// The supervisor killed the group before it said so. Kept, the
+		// record would name a process group id that another program may
+		// be given meanwhile, which the next runner, after a crash of
+		// this one, would kill as this instance's leftovers.
+		if err := os.Remove(filepath.Join(in.dir, "pid")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("remove the record of an ended process group", "err", err)
 		}
 	}
 	if st.State == state.Healthy {

@@ -156,3 +156,21 @@ func TestUnchangedSealedSecretNotCachedAgain(t *testing.T) {
 		t.Errorf("sealed secret written again though unchanged: inode %d, then %d", inodes[0], inodes[1])
 	}
 }
+
+// An instance whose process ended keeps no record of its process group:
+// the id may be another program's by the time a runner that crashed is
+// started again, and killStale would kill that program's processes.
+func TestEndedInstanceLeavesNoPIDRecord(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "gone", "1.0.0", probeBin, "args = [\"crash\"]\n[restart]\npolicy = \"never\"\n")
+	ended := tr.wait(t, "gone", "ended", func(l []state.Instance) bool { return len(l) == 1 && l[0].State.Final() })[0]
+	pidFile := filepath.Join(tr.instancesDir(), "gone", ended.ID, "pid")
+	if _, err := os.Stat(filepath.Dir(pidFile)); err != nil {
+		t.Fatalf("instance directory: %v", err)
+	}
+	if b, err := os.ReadFile(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid record %q (%v) kept after the process ended", b, err)
+	}
+}
