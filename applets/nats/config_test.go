@@ -73,6 +73,10 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:8: key "nats.cluster.routes": invalid url "nats-route://[fe80::1%eth0]:6222" (a URL writes the zone's % as %25: [fe80::1%25eth0])`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
 			`nats.listen: "bogus": want host:port`, file},
+		{"server_name from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-1\"\n", []string{"--server-name", "edge 1"},
+			`nats.server_name: "edge 1": must not contain spaces`, file},
+		{"cluster name from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"narun\"\nlisten = \"127.0.0.1:-1\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n", []string{"--cluster-name", "a b"},
+			`nats.cluster.name: "a b": must not contain spaces`, file},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := os.WriteFile(file, []byte(tt.body), 0o600); err != nil {

@@ -47,6 +47,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		ec.Logger = log
 		fromFlag := map[string]bool{
 			"nats.listen":         c.IsSet("listen"),
+			"nats.server_name":    c.IsSet("server-name"),
+			"nats.cluster.name":   c.IsSet("cluster-name"),
 			"nats.http_listen":    c.IsSet("http-listen"),
 			"nats.cluster.listen": c.IsSet("cluster-listen"),
 			"nats.cluster.routes": c.IsSet("routes"),
