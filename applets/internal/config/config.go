@@ -445,7 +445,14 @@ func (f File) Where(key string) string {
 		// inline: the same key of another entry is not it.
 		return f.Path
 	}
-	if n := keyLine(data, toml.Key(strings.Split(key, "."))); n > 0 {
+	path := strings.Split(key, ".")
+	var doc map[string]any
+	if md, err := toml.Decode(string(data), &doc); err == nil && !md.IsDefined(path...) {
+		// The value is a default's: a key of the same name in another
+		// table, where keyLine would look last, is not it.
+		return f.Path
+	}
+	if n := keyLine(data, toml.Key(path)); n > 0 {
 		return fmt.Sprintf("%s:%d", f.Path, n)
 	}
 	return f.Path

@@ -351,10 +351,17 @@ func TestWhere(t *testing.T) {
 		"runner.labels":             p,
 		// No [[nats.users]] entry: not the "password" of another table.
 		"nats.users[0].password": p,
+		"nats.cluster.password":  p + ":9",
 	} {
 		if got := cfg.Where(key); got != want {
 			t.Errorf("Where(%q) = %q, want %q", key, got, want)
 		}
+	}
+	// A value left to its default (a port taken) is not placed at the key
+	// of the same name in another table.
+	q := writeConfig(t, "[gateway]\nlisten = \":8080\"\n\n[nats]\nmax_payload = \"1MiB\"\n")
+	if got := (config.File{Path: q}).Where("nats.listen"); got != q {
+		t.Errorf("Where(nats.listen) = %q, want %q: the file has no such key", got, q)
 	}
 	if got := config.Defaults().Where("runner.heartbeat_interval"); got != "" {
 		t.Errorf("Where without a file = %q, want \"\"", got)
