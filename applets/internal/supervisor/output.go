@@ -15,7 +15,17 @@ import (
 // string on its own, where half a character becomes U+FFFD and is lost.
 // What emit gets is valid until it returns.
 func splitLines(r io.Reader, maxLine int, emit func(line []byte, partial bool)) {
-	buf := make([]byte, maxLine)
+	// Room for a line of maxLine bytes and its "\r\n": a line that fits is
+	// never cut because its ending had not come yet.
+	buf := make([]byte, maxLine+2)
+	whole := func(line []byte) {
+		if len(line) > maxLine {
+			cut := runeCut(line[:maxLine])
+			emit(line[:cut], true)
+			line = line[cut:]
+		}
+		emit(line, false)
+	}
 	n := 0 // buf[:n] is read and not emitted yet
 	for {
 		m, err := r.Read(buf[n:])
@@ -27,18 +37,18 @@ func splitLines(r io.Reader, maxLine int, emit func(line []byte, partial bool)) 
 			if i < 0 {
 				break
 			}
-			emit(bytes.TrimRight(buf[start:from+i], "\r"), false)
+			whole(bytes.TrimSuffix(buf[start:from+i], []byte("\r")))
 			start = from + i + 1
 			from = start
 		}
 		if start == 0 && n == len(buf) {
-			start = runeCut(buf)
+			start = runeCut(buf[:maxLine])
 			emit(buf[:start], true)
 		}
 		n = copy(buf, buf[start:n])
 		if err != nil {
 			if n > 0 {
-				emit(buf[:n], false)
+				whole(buf[:n])
 			}
 			return
 		}

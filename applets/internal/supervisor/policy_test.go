@@ -107,6 +107,13 @@ func TestSplitLines(t *testing.T) {
 		{"rune kept whole", "abcdefghijklmn€opq\n", []part{{"abcdefghijklmn", true}, {"€opq", false}}},
 		{"bytes that are not UTF-8 cut anywhere", "abcdefghijklmno\xffp\n", []part{{"abcdefghijklmno\xff", true}, {"p", false}}},
 		{"runes across several parts", strings.Repeat("€", 11) + "\n", []part{{strings.Repeat("€", 5), true}, {strings.Repeat("€", 5), true}, {"€", false}}},
+		// A line of maxLine bytes is kept whole, its ending read or not.
+		{"line of the longest length", strings.Repeat("x", 16) + "\nnext\n", []part{{strings.Repeat("x", 16), false}, {"next", false}}},
+		{"longest line ending in CRLF", strings.Repeat("x", 16) + "\r\nnext\n", []part{{strings.Repeat("x", 16), false}, {"next", false}}},
+		{"shorter line ending in CRLF", strings.Repeat("x", 15) + "\r\nnext\n", []part{{strings.Repeat("x", 15), false}, {"next", false}}},
+		{"one byte over", strings.Repeat("x", 17) + "\n", []part{{strings.Repeat("x", 16), true}, {"x", false}}},
+		{"longest unterminated last line", strings.Repeat("x", 16), []part{{strings.Repeat("x", 16), false}}},
+		{"only one CR is the ending's", "a\r\r\n", []part{{"a\r", false}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
