@@ -855,7 +855,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 			sick <- fmt.Sprintf("unhealthy after %d failed health checks in a row: %v", strikes, err)
 			return
 		}
-		t := time.NewTimer(h.nextCheck(healthy, time.Since(started)))
+		t := time.NewTimer(h.nextCheck(wasHealthy, time.Since(started)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -870,8 +870,8 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 // quick; after it, an instance that never got healthy or stopped being so
 // is checked every Interval like a healthy one, so a hung app does not
 // draw ten probes a second for as long as it runs.
-func (h Health) nextCheck(healthy bool, sinceStart time.Duration) time.Duration {
-	if !healthy && sinceStart <= h.StartGrace {
+func (h Health) nextCheck(succeeded bool, sinceStart time.Duration) time.Duration {
+	if !succeeded && sinceStart <= h.StartGrace {
 		return min(h.Interval, 100*time.Millisecond)
 	}
 	return h.Interval

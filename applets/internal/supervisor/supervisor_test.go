@@ -1049,6 +1049,42 @@ func TestDialHook(t *testing.T) {
 // A process that never turns healthy, or stopped being so, is probed at the
 // app's interval once its grace period is over, not every 100ms for as long
 // as it runs.
+// A process that was healthy once is checked every interval after it
+// fails too, not at the quick pace of a start: restart_after would
+// otherwise count its strikes ten a second.
+func TestOnceHealthyCheckedAtInterval(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	calls := make(chan time.Time, 16)
+	var n atomic.Int32
+	start(t, "serve", Config{Health: Health{
+		Interval:   interval,
+		Timeout:    time.Second,
+		Failures:   1,
+		StartGrace: time.Minute,
+		Check: func(context.Context, Target) error {
+			select {
+			case calls <- time.Now():
+			default:
+			}
+			if n.Add(1) == 1 {
+				return nil
+			}
+			return errors.New("no answer")
+		},
+	}})
+	var at [3]time.Time
+	for i := range at {
+		select {
+		case at[i] = <-calls:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("check %d did not come", i+1)
+		}
+	}
+	if gap := at[2].Sub(at[1]); gap < interval {
+		t.Errorf("the check after a failure came %s after it; want the interval, %s", gap, interval)
+	}
+}
+
 func TestHealthCheckPace(t *testing.T) {
 	h := Health{Interval: 10 * time.Second, StartGrace: 30 * time.Second}
 	for _, c := range []struct {
