@@ -126,11 +126,12 @@ func (p Policy) Decide(e Exit, s Streak, rnd float64) Decision {
 }
 
 // Delay is the wait before restart number n (1 = first) of a crash loop:
-// Initial doubled n-1 times, capped at Max, spread by Jitter.
+// Initial doubled n-1 times, stretched by up to Jitter of it, capped at
+// Max. The stretch only lengthens: a shortened wait, down to none at
+// jitter 1, would take the backoff from a crash loop.
 func (p Policy) Delay(n int, rnd float64) time.Duration {
 	p = p.withDefaults()
 	d := float64(p.Initial) * math.Pow(2, float64(max(n, 1)-1))
-	d = min(d, float64(p.Max))
-	d *= 1 + p.Jitter*(2*rnd-1)
-	return time.Duration(d)
+	d *= 1 + p.Jitter*rnd
+	return time.Duration(min(d, float64(p.Max)))
 }

@@ -20,8 +20,11 @@ func TestPolicyDelay(t *testing.T) {
 		{n: 5, rnd: 0.5, pol: p, want: time.Second},
 		{n: 60, rnd: 0.5, pol: p, want: time.Second},
 		{n: 0, rnd: 0.5, pol: p, want: 100 * time.Millisecond},
-		{n: 1, rnd: 0, pol: Policy{Initial: time.Second, Jitter: 0.5}, want: 500 * time.Millisecond},
+		{n: 1, rnd: 0, pol: Policy{Initial: time.Second, Jitter: 0.5}, want: time.Second},
 		{n: 1, rnd: 1, pol: Policy{Initial: time.Second, Jitter: 0.5}, want: 1500 * time.Millisecond},
+		// Jitter stretches and never shortens, and max_backoff caps it.
+		{n: 1, rnd: 0, pol: Policy{Initial: time.Second, Jitter: 1}, want: time.Second},
+		{n: 40, rnd: 0.99, pol: Policy{Jitter: 0.2}, want: 5 * time.Minute},
 		{n: 1, rnd: 0.5, pol: Policy{}, want: 100 * time.Millisecond},
 		{n: 40, rnd: 0.5, pol: Policy{}, want: 5 * time.Minute},
 		{n: 1, rnd: 0.5, pol: Policy{Initial: time.Minute, Max: time.Second}, want: time.Minute},
