@@ -873,6 +873,44 @@ func TestImageDelete(t *testing.T) {
 	}
 }
 
+// A deployed spec this ctl cannot parse (one a newer ctl stored, with a
+// key this one does not know) may pin any object its text names: image
+// delete refuses such an object without --force, and image list names the
+// app as its user, as deploy's prune keeps it.
+func TestImageDeleteRefusesBuildAnUnparsableSpecNames(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	name := h.storedApp("hello").Binaries[runtime.GOARCH].Object
+	stored, _ := h.get(names.AppsBucket, "hello")
+	newer := append([]byte("future_knob = true\n"), stored...)
+	if _, _, err := spec.ParseStored("hello", newer); err == nil {
+		t.Fatal("the spec of a newer ctl parses: the test needs one that does not")
+	}
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "hello", newer); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ok("", "image", "list", "--json")
+	var objs []object
+	if err := json.Unmarshal([]byte(r.out), &objs); err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || !slices.Equal(objs[0].UsedBy, []string{"hello"}) {
+		t.Errorf("image list: %+v, want %s used by hello", objs, name)
+	}
+	r = h.fails(ExitInUse, "", "image", "delete", name)
+	if !strings.Contains(r.err, "used by hello") {
+		t.Errorf("refusal does not say who uses it: %s", r.err)
+	}
+	if h.objectCount(names.BinariesBucket) != 1 {
+		t.Fatal("refused delete removed the image")
+	}
+	h.ok("", "image", "delete", name, "--force")
+	if h.objectCount(names.BinariesBucket) != 0 {
+		t.Fatal("forced delete kept the image")
+	}
+}
+
 func TestFiles(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -1717,6 +1755,68 @@ func TestLogsFollowUnknownAppWarns(t *testing.T) {
 		return strings.Contains(stderr.String(), `app "helo" is not deployed and has no kept log lines`)
 	})
 	stopFollowing(t, cancel, done)
+}
+
+// A deleted app whose kept lines --since, --node or --instance all leave
+// out is no typo: logs prints nothing and exits 0, and logs -f waits for
+// its lines without a warning, as for a deployed app.
+func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := names.LogSubject("gone", "n1", "gone-0")
+	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "gone", Node: "n1", Instance: "gone-0", Stream: state.Stdout, Line: "hello"})
+	if _, err := h.js.Publish(ctx, subject, b); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.ok("", "logs", "gone"); !strings.HasSuffix(strings.TrimSpace(r.out), " hello") {
+		t.Fatalf("logs of a deleted app: %q", r.out)
+	}
+	// --since counts back on the server's clock, which stamped the line:
+	// once that clock is a second past it, the last half second holds
+	// none of it, whatever the time a request takes.
+	kept, err := stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the server's clock a second past the line", func() bool {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.TimeStamp.Sub(kept.Time) > time.Second
+	})
+	for _, args := range [][]string{{"--since", "500ms"}, {"--node", "n2"}, {"--instance", "gone-1"}} {
+		if r := h.ok("", append([]string{"logs", "gone"}, args...)...); r.out != "" || r.err != "" {
+			t.Errorf("logs gone %v: stdout %q, stderr %q; want neither", args, r.out, r.err)
+		}
+	}
+
+	var stderr testutil.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--node", "n2", "gone"})
+	}()
+	// Its pull request waiting on the consumer: logs -f has said what it
+	// had to say of the app before it asked for lines.
+	testutil.Eventually(t, 10*time.Second, "logs -f waiting for lines", func() bool {
+		for c := range stream.ListConsumers(ctx).Info() {
+			if c.NumWaiting > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	stopFollowing(t, cancel, done)
+	if stderr.String() != "" {
+		t.Errorf("logs -f of a deleted app with kept lines: %s", stderr.String())
+	}
 }
 
 // tinyBinary cross-compiles a do-nothing linux program for goarch.

@@ -747,9 +747,10 @@ func (e *env) keepPinned(ctx context.Context, obs jetstream.ObjectStore, cur cur
 }
 
 // upload puts a binary into narun-binaries unless the same bytes are
-// already there, retrying transient failures, and checks the digest the
-// server computed against the local one. An object that holds other bytes
-// is never replaced: a stored spec may pin it.
+// already there, retrying transient failures. Bytes other than those
+// hashed (a file changed since) fail it before they are stored as the
+// object (putObject). An object that holds other bytes is never replaced:
+// a stored spec may pin it.
 func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
 	octx, cancel := e.op(ctx)
 	info, err := obs.GetInfo(octx, b.Object)
@@ -891,22 +892,16 @@ func (e *env) putBinary(ctx context.Context, b *binaryFile) error {
 	hdr := nats.Header{}
 	hdr.Set("Narun-Sha256", b.SHA256)
 	hdr.Set("Narun-Arch", b.Arch)
-	info, err := e.putObject(ctx, names.BinariesBucket, jetstream.ObjectMeta{
+	_, err = e.putObject(ctx, names.BinariesBucket, jetstream.ObjectMeta{
 		Name:        b.Object,
 		Description: "linux/" + b.Arch + " binary",
 		Headers:     hdr,
 		Metadata:    map[string]string{"arch": b.Arch, "os": "linux", "sha256": b.SHA256},
-	}, f, acked)
+	}, f, b.SHA256, acked)
 	if bar != nil {
 		bar.done()
 	}
-	if err != nil {
-		return err
-	}
-	if got := store.DigestHex(info); got != b.SHA256 {
-		return fmt.Errorf("stored digest %s differs from local %s (file changed during upload?)", got, b.SHA256)
-	}
-	return nil
+	return err
 }
 
 // transient reports whether a failed upload is worth another attempt.

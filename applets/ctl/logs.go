@@ -96,11 +96,11 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 	} else if pending == 0 {
 		if !follow {
-			return e.noLogs(ctx, app)
+			return e.noLogs(ctx, stream, app)
 		}
 		// Following waits for an app about to be deployed; a typo must
 		// still be told from an app that prints nothing.
-		if err := e.noLogs(ctx, app); cli.ExitCode(err) == ExitNotFound {
+		if err := e.noLogs(ctx, stream, app); cli.ExitCode(err) == ExitNotFound {
 			e.warnf("%v; waiting for its lines", err)
 		}
 	}
@@ -183,11 +183,22 @@ func (e *env) readLogsErr(app string, err error) error {
 
 // noLogs explains an empty answer when the name is probably a typo: lines
 // of a deleted app are kept, so only an app with neither is not found.
-func (e *env) noLogs(ctx context.Context, app string) error {
-	if ok, err := e.deployed(ctx, app); err != nil {
+// Any kept line counts, not only those --since, --node or --instance
+// selected: a deleted app whose lines all fall outside them is no typo.
+func (e *env) noLogs(ctx context.Context, stream jetstream.Stream, app string) error {
+	if ok, err := e.deployed(ctx, app); err != nil || ok {
 		return err
-	} else if !ok {
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	// The last line alone: the stream's info filtered on the app would
+	// list each of its instances' subjects.
+	_, err := stream.GetLastMsgForSubject(octx, names.LogSubject(app, "*", "*"))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return notFound("app %q is not deployed and has no kept log lines", app)
+	case err != nil:
+		return fmt.Errorf("look for kept log lines of %s: %w", app, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -66,8 +67,12 @@ type object struct {
 	stamp string
 }
 
-// users maps an object name to the deployed apps that reference it.
-func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[string][]string, error) {
+// users maps an object name to the deployed apps that reference it. A
+// deployed spec this ctl cannot parse counts as referencing each of named
+// that its text holds, as deploy's prune counts it (unparsedMentions): a
+// newer ctl may have stored it and nodes may run it, so which objects it
+// pins is unknown, and deleting one it does pin breaks the app.
+func (e *env) users(ctx context.Context, named []string, ref func(*spec.App) []string) (map[string][]string, error) {
 	apps, err := e.deployedApps(ctx)
 	if err != nil {
 		return nil, err
@@ -75,6 +80,11 @@ func (e *env) users(ctx context.Context, ref func(*spec.App) []string) (map[stri
 	m := map[string][]string{}
 	for _, d := range apps {
 		if d.app == nil {
+			for _, o := range named {
+				if bytes.Contains(d.raw, []byte(o)) {
+					m[o] = append(m[o], d.name)
+				}
+			}
 			continue
 		}
 		for _, o := range ref(d.app) {
@@ -170,7 +180,11 @@ func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App
 	if err != nil && !isNotFound(err) {
 		return nil, fmt.Errorf("list %s: %w", bucket, err)
 	}
-	used, err := e.users(ctx, ref)
+	var all []string
+	for _, in := range infos {
+		all = append(all, in.Name)
+	}
+	used, err := e.users(ctx, all, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +258,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 	if err != nil {
 		return err
 	}
-	used, err := e.users(ctx, ref)
+	used, err := e.users(ctx, c.Args().Slice(), ref)
 	if err != nil {
 		return err
 	}
@@ -323,12 +337,9 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 	if _, err := e.objects(ctx, names.FilesBucket); err != nil {
 		return err
 	}
-	info, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f, nil)
+	info, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f, sum, nil)
 	if err != nil {
 		return fmt.Errorf("upload file %s: %w", name, err)
-	}
-	if got := store.DigestHex(info); got != sum {
-		return fmt.Errorf("stored digest %s of %s differs from local %s (file changed during upload?)", got, name, sum)
 	}
 	fmt.Fprintf(e.out(), "file %s: %d bytes, sha256:%s\n", name, info.Size, sum[:12])
 	return nil

@@ -59,7 +59,7 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 	if len(stale) == 0 {
 		return
 	}
-	used, err := e.users(ctx, binaryRefs)
+	used, err := e.users(ctx, nil, binaryRefs)
 	if err != nil {
 		e.log.Debug("read specs before pruning binaries", "err", err)
 		return
@@ -96,9 +96,10 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 
 // unparsedMentions maps each of objs to the stored specs of deployed apps,
 // current or kept for app rollback, that this ctl cannot parse and whose
-// text holds its name. users and keptPins skip such a spec, which a newer
-// ctl may have stored and nodes or a newer rollback may run: which objects
-// it pins is unknown, so every one it names counts as pinned.
+// text holds its name. keptPins skips such a spec, as users does when
+// given no names. A newer ctl may have stored it, and nodes or a newer
+// rollback may run it: which objects it pins is unknown, so every one it
+// names counts as pinned.
 func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][]string, error) {
 	m := map[string][]string{}
 	mentions := func(spec string, raw []byte) {

@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,9 +39,13 @@ const (
 // link soon fails such an upload. And a failed upload purges the chunks
 // it sent, whose id no object names, so that no prune would ever find
 // them: Put leaves them when its context ends, and each retry of a
-// deploy added a binary's worth. acked, when set, is told the size of
-// each chunk the server has stored.
-func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.ObjectMeta, r io.Reader, acked func(int)) (*jetstream.ObjectInfo, error) {
+// deploy added a binary's worth. The content must have SHA-256 sum (hex),
+// as the caller hashed it before: a file that changed since fails the
+// upload before its metadata is stored, as any other failure, so that no
+// object ever holds other bytes than its name and metadata say, and the
+// object it would have replaced stays whole. acked, when set, is told the
+// size of each chunk the server has stored.
+func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.ObjectMeta, r io.Reader, sum string, acked func(int)) (*jetstream.ObjectInfo, error) {
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	s, err := e.js.Stream(octx, "OBJ_"+bucket)
@@ -59,7 +64,7 @@ func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.Objec
 	}
 	id := nuid.Next()
 	chunks := "$O." + bucket + ".C." + id
-	info, err := e.sendObject(ctx, bucket, id, meta, r, acked)
+	info, err := e.sendObject(ctx, bucket, id, meta, r, sum, acked)
 	if err == nil {
 		if old != nil && old.NUID != "" {
 			if err := e.purgeChunks(ctx, bucket, old); err != nil {
@@ -79,7 +84,7 @@ func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.Objec
 	return nil, err
 }
 
-func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.ObjectMeta, r io.Reader, acked func(int)) (*jetstream.ObjectInfo, error) {
+func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.ObjectMeta, r io.Reader, sum string, acked func(int)) (*jetstream.ObjectInfo, error) {
 	type sent struct {
 		ack  jetstream.PubAckFuture
 		size int
@@ -154,6 +159,12 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 		if err := oldest(); err != nil {
 			return nil, err
 		}
+	}
+	// The metadata is what makes the chunks an object: once stored, an
+	// upload of other bytes than those hashed would stand under a name
+	// that pins a digest it does not have.
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return nil, fmt.Errorf("check the content sent: sha256 %s, not %s as hashed before (changed since?)", got, sum)
 	}
 	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: uploadChunk}
 	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id, Size: size, Chunks: n, Digest: jetstream.GetObjectDigestValue(h)}

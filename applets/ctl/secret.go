@@ -198,7 +198,7 @@ type secretRow struct {
 }
 
 func secretList(ctx context.Context, c *ucli.Context, e *env) error {
-	used, err := e.users(ctx, secretRefs)
+	used, err := e.users(ctx, nil, secretRefs)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	used, err := e.users(ctx, secretRefs)
+	used, err := e.users(ctx, nil, secretRefs)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -20,7 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
@@ -178,6 +182,51 @@ func TestUploadOverSlowLink(t *testing.T) {
 	}
 }
 
+// A binary that changed since deploy hashed it fails its upload and
+// leaves no object under the name its digest gave: one holding other
+// bytes would make every later deploy of the right file refuse to
+// replace it.
+func TestUploadOfChangedBinaryLeavesNoObject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	ctx := context.Background()
+	src := "name = \"hello\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	app, err := spec.Parse("hello.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := elfBinary(t)
+	b, err := inspectBinary(p, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, append(bytes.Clone(orig), 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.upload(ctx, obs, &b); err == nil {
+		t.Fatal("upload of bytes other than those hashed succeeded")
+	}
+	switch info, err := obs.GetInfo(ctx, b.Object); {
+	case err == nil:
+		t.Fatalf("failed upload left %s holding sha256 %s, not %s", b.Object, store.DigestHex(info), b.SHA256)
+	case !errors.Is(err, jetstream.ErrObjectNotFound):
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, orig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "deploy", h.file("hello.toml", src), "--binary", p)
+}
+
 // An upload whose chunks reach the server but whose acknowledgements are
 // lost fails, and leaves no chunks behind: they would belong to no object,
 // and no prune would ever find them.
@@ -219,7 +268,7 @@ func TestPutObjectReplacesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, content := range []string{strings.Repeat("a", 3*uploadChunk), "b"} {
-		if _, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: "conf"}, strings.NewReader(content), nil); err != nil {
+		if _, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: "conf"}, strings.NewReader(content), sha256Hex(content), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -241,6 +290,51 @@ func TestPutObjectReplacesContent(t *testing.T) {
 	if info.State.Msgs != 2 {
 		t.Errorf("stream holds %d messages after the object was replaced, want 2 (one chunk, the metadata)", info.State.Msgs)
 	}
+}
+
+// Content that is not what was hashed (a file files put or deploy read
+// again after it changed) is not stored: the object under that name keeps
+// the content it had, and the chunks sent are purged. Stored, it would
+// stand under a digest it does not have, and replace the content a spec
+// pins.
+func TestPutObjectOfChangedContentKeepsEarlierObject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	ctx := context.Background()
+	if _, err := e.objects(ctx, names.FilesBucket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: "conf"}, strings.NewReader("a"), sha256Hex("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Repeat("c", 2*uploadChunk)
+	if _, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: "conf"}, strings.NewReader(changed), sha256Hex("b"), nil); err == nil {
+		t.Fatal("upload of content other than that hashed succeeded")
+	}
+	obs, err := h.js.ObjectStore(ctx, names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := obs.GetString(ctx, "conf"); err != nil || b != "a" {
+		t.Fatalf("object read back: %q, %v; want %q", b, err, "a")
+	}
+	s, err := h.js.Stream(ctx, "OBJ_"+names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the chunks of the refused upload purged", func() bool {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs == 2
+	})
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // The read through a deploy makes of a binary already uploaded (to check
