@@ -99,7 +99,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			if nk != nil {
 				nodeKeys = cfg.Runner.TrustedKeys
 			}
-			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, WholeFile: true}); err != nil {
+			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, WholeFile: true}); err != nil {
 				return err
 			}
 			return cli.Checked(stdio, cfg)
@@ -149,7 +149,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready.
-		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path,
+		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content,
 			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
 		if err != nil {
 			return err

@@ -561,7 +561,9 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	// cluster waits for JetStream as long as the other members are down,
 	// and a kill -HUP meanwhile (a log rotation, an operator reloading
 	// every node) took the node down. Caught from here on, a SIGHUP before
-	// run's own handler is dropped: nothing is loaded yet to reload.
+	// run's own handler is dropped: the gateway compares the file with the
+	// content it was started from, and applies an edit made meanwhile at
+	// its first look.
 	early := make(chan os.Signal, 1)
 	signal.Notify(early, syscall.SIGHUP)
 	defer signal.Stop(early)

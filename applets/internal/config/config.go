@@ -34,6 +34,10 @@ type File struct {
 
 	// Path is the file this was read from; empty when only defaults apply.
 	Path string `toml:"-"`
+	// Content is Path's content as read and decoded: a part that watches
+	// the file compares with this, not with the file as it finds it when
+	// it starts, since an edit made in between is not applied yet.
+	Content []byte `toml:"-"`
 }
 
 // Client is how an applet reaches NATS.
@@ -405,7 +409,7 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if cfg.DataDir == "" {
 			return cfg, fmt.Errorf("%s:%d: key %q: want a directory, got \"\" (leave the key out for the default, %s)", path, keyLine(data, toml.Key{"data_dir"}), "data_dir", DefaultDataDir())
 		}
-		cfg.Path = path
+		cfg.Path, cfg.Content = path, data
 	}
 	if getenv == nil {
 		getenv = os.Getenv

@@ -58,7 +58,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The file spells out what the empty default means.
-	want.Path, want.LogFormat = example, "text"
+	want.Path, want.LogFormat, want.Content = example, "text", cfg.Content
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("testdata/narun.toml is not the defaults:\n got %+v\nwant %+v", cfg, want)
 	}
@@ -224,6 +224,23 @@ func TestNoFileMeansDefaults(t *testing.T) {
 	}
 	if cfg.Path != "" || cfg.Gateway.Listen != ":8080" || cfg.NATS.Listen != "0.0.0.0:4222" || cfg.Runner.AdminListen != ":9101" {
 		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+// The content decoded is kept: the gateway compares the file with it, and
+// an edit made while the process started must count as a change.
+func TestLoadKeepsTheContentItDecoded(t *testing.T) {
+	const loaded = "[gateway]\ntimeout = \"5s\"\n"
+	p := writeConfig(t, loaded)
+	cfg, err := config.Load(p, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("[gateway]\ntimeout = \"6s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.Content) != loaded {
+		t.Errorf("content %q, want the one decoded, %q", cfg.Content, loaded)
 	}
 }
 

@@ -46,6 +46,12 @@ type Options struct {
 	// ConfigPath is the narun.toml the routes came from, re-read when it
 	// changes and on Reload; "" disables that.
 	ConfigPath string
+	// ConfigContent is ConfigPath's content as Config was read from it
+	// (config.File.Content). The file may have changed since: narun up
+	// waits for JetStream before the gateway starts, minutes on a cluster
+	// member whose peers are down. Compared with this, such an edit is a
+	// change the watch applies, and warns of when a restart must.
+	ConfigContent []byte
 	// OnListen, if set, is told each address Run listens on; name is
 	// "http", "https" or "admin". Tests use it with ":0" addresses.
 	OnListen func(name, addr string)
@@ -83,6 +89,13 @@ type Gateway struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
+	// reloadMu is held for the whole of a reload, from the file read to
+	// the table stored: the watch and SIGHUP reload from goroutines of
+	// their own, and of two reads of the file the later must be applied
+	// last, or the gateway serves the earlier content while fileVersion
+	// says the later, and no look sees anything to reload.
+	reloadMu sync.Mutex
+
 	mu  sync.Mutex // serialises route rebuilds
 	cfg config.Gateway
 	// signatures checks the entries of narun-routes (docs/SECURITY.md,
@@ -107,7 +120,7 @@ type Gateway struct {
 	certVersion string
 	fileVersion string
 	// started are the file's settings a reload cannot apply, as the
-	// file said them at start; warned, those of them a reload warned of
+	// file said them when Config was read from it; warned, those of them a reload warned of
 	// since, with the value it warned of.
 	started, warned map[string]string
 	// routeLines are the lines of the file's [[gateway.routes]] entries,
@@ -211,8 +224,8 @@ func configured(opts Options) (*Gateway, error) {
 	_, _ = rand.Read(rnd[:])
 	g.idPrefix = base32.HexEncoding.EncodeToString(rnd[:]) + "-"
 	if g.opts.ConfigPath != "" {
-		g.fileVersion = fileVersion(g.opts.ConfigPath)
-		if f, lines, err := readConfigFile(g.opts.ConfigPath); err == nil {
+		g.fileVersion = version(opts.ConfigContent, nil)
+		if f, lines, err := decodeConfigFile(g.opts.ConfigPath, opts.ConfigContent); err == nil {
 			g.started = g.restartOnly(f)
 			g.routeLines = placed(lines, opts.Config.Routes)
 		}
@@ -326,6 +339,8 @@ func (g *Gateway) Reload() error {
 		g.log.Info("nothing to reload: started without a configuration file; routes from narun-routes follow the bucket by themselves")
 		return nil
 	}
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
 	// The version of what is read, not of what the watch saw: a change
 	// made in between is seen at the next look.
 	data, err := os.ReadFile(g.opts.ConfigPath)
@@ -399,16 +414,6 @@ func (g *Gateway) Reload() error {
 		g.log.Warn("configuration changed where a reload cannot apply it: the change takes effect at the next start", "file", g.opts.ConfigPath, "keys", strings.Join(changed, ", "))
 	}
 	return nil
-}
-
-// readConfigFile reads a configuration file, and the lines of its
-// [[gateway.routes]] headers.
-func readConfigFile(path string) (config.File, []int, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return config.File{}, nil, err
-	}
-	return decodeConfigFile(path, data)
 }
 
 // decodeConfigFile decodes the content of a configuration file.

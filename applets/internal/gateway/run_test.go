@@ -57,7 +57,7 @@ func startRun(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string) *run
 
 func startRunLogged(t *testing.T, nc *nats.Conn, cfg config.Gateway, path string, log *slog.Logger) *running {
 	t.Helper()
-	return startRunOptions(t, Options{Config: cfg, Conn: nc, ConfigPath: path, Logger: log})
+	return startRunOptions(t, Options{Config: cfg, Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path), Logger: log})
 }
 
 // startRunOptions runs a gateway with opts on random ports.
@@ -359,6 +359,30 @@ func TestMetricsAreByRoute(t *testing.T) {
 	}
 }
 
+// readConfigFile reads a configuration file, and the lines of its
+// [[gateway.routes]] headers.
+func readConfigFile(path string) (config.File, []int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config.File{}, nil, err
+	}
+	return decodeConfigFile(path, data)
+}
+
+// loaded is path's content as an applet that loads it now hands it to
+// the gateway (Options.ConfigContent); nil for no path.
+func loaded(t *testing.T, path string) []byte {
+	t.Helper()
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // writeConfig writes a narun.toml at path and returns its [gateway] table
 // as the gateway reads it.
 func writeConfig(t *testing.T, path, content string) config.Gateway {
@@ -514,7 +538,7 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path, WholeFile: true, Logger: slog.New(slog.NewTextHandler(&upLogs, nil))})
+	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path), WholeFile: true, Logger: slog.New(slog.NewTextHandler(&upLogs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +567,7 @@ func TestRouteErrorsNameTheLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path}); err == nil || err.Error() != want {
+	if _, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path)}); err == nil || err.Error() != want {
 		t.Errorf("start: %v, want %s", err, want)
 	}
 	writeFile(t, path, good)
@@ -844,7 +868,7 @@ func TestReloadErrorsInMetrics(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	route := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
 	writeFile(t, path, route)
-	g, err := New(Options{Config: gwConfig(config.Route{Path: "/a", Service: "a"}), Conn: natstest.Connect(t, srv), ConfigPath: path})
+	g, err := New(Options{Config: gwConfig(config.Route{Path: "/a", Service: "a"}), Conn: natstest.Connect(t, srv), ConfigPath: path, ConfigContent: loaded(t, path)})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
 	}
@@ -1507,7 +1531,7 @@ func TestHalfWrittenConfigNotApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path})
+	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1532,6 +1556,77 @@ func TestHalfWrittenConfigNotApplied(t *testing.T) {
 	g.look(&seen)
 	if !routed("/a") || !routed("/b") {
 		t.Fatal("the whole file, seen twice, was not applied")
+	}
+}
+
+// An edit made between the load of the file and the gateway's start
+// (narun up waits for JetStream in between, minutes on a cluster member
+// whose peers are down) is a change like any later one: the watch applies
+// its routes, and warns of a setting that needs a restart.
+func TestConfigEditedDuringStartIsApplied(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("b"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "b")
+	}))
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	one := "[gateway]\nlisten = \":8080\"\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	two := "[gateway]\nlisten = \":8081\"\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n[[gateway.routes]]\npath = \"/b\"\nservice = \"b\"\n"
+	cfg := writeConfig(t, path, one)
+	writeFile(t, path, two)
+	var logs testutil.LogBuffer
+	r := startRunOptions(t, Options{Config: cfg, Conn: nc, ConfigPath: path, ConfigContent: []byte(one), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	base := "http://" + r.addrs["http"]
+	testutil.Eventually(t, 10*time.Second, "route /b of the file as it is now", func() bool {
+		code, body := get(t, base+"/b")
+		return code == 200 && body == "b"
+	})
+	if want := `keys=gateway.listen`; !strings.Contains(logs.String(), want) {
+		t.Errorf("reload log lacks %s:\n%s", want, logs.String())
+	}
+}
+
+// Of two reloads at once (the watch's and SIGHUP's), the one that read
+// the file last applies it last: the gateway serves the file's content,
+// not an earlier one that no later look would see as a change.
+func TestConcurrentReloadsApplyTheLatest(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, path, "[gateway]\n")
+	g, err := New(Options{Config: gwConfig(), Conn: natstest.Connect(t, natstest.Start(t)), ConfigPath: path, ConfigContent: loaded(t, path)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.mux.close)
+	// Long enough to parse that the second reload is done before the
+	// first would be.
+	var big strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&big, "[[gateway.routes]]\npath = \"/old%d\"\nservice = \"old\"\n", i)
+	}
+	old := big.String()
+	writeFile(t, path, old)
+	done := make(chan error, 1)
+	go func() { done <- g.Reload() }()
+	testutil.Eventually(t, 10*time.Second, "first reload read the file", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.fileVersion == version([]byte(old), nil)
+	})
+	newer := "[[gateway.routes]]\npath = \"/new\"\nservice = \"new\"\n"
+	writeFile(t, path, newer)
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var seen lastLook
+	g.look(&seen)
+	g.look(&seen)
+	if r, _, _ := g.table.Load().match("h", "/new", "GET"); r == nil {
+		t.Errorf("the file holds route /new only; the gateway serves %d routes of an earlier content and sees nothing to reload", len(g.table.Load().routes))
 	}
 }
 

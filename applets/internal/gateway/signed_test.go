@@ -117,7 +117,7 @@ func TestNodeKeysSurviveReload(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	writeFile(t, path, "[gateway]\n")
-	g, err := New(Options{Config: gwConfig(), Conn: natstest.Connect(t, natstest.Start(t)), ConfigPath: path, NodeKeys: []string{key.Public()}})
+	g, err := New(Options{Config: gwConfig(), Conn: natstest.Connect(t, natstest.Start(t)), ConfigPath: path, ConfigContent: loaded(t, path), NodeKeys: []string{key.Public()}})
 	if err != nil {
 		t.Fatal(err)
 	}
