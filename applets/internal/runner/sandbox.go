@@ -274,7 +274,12 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 	}
 	if cfg.Network != sandbox.NetworkHost && cfg.Network != "" {
 		// No route out but the bridges: NATS on its usual port inside,
-		// and the app's own ports reachable from the runner.
+		// and the app's own ports reachable from the runner. A spec
+		// stored before deploy refused an app port there is told why
+		// it cannot run, rather than have its checks reach NATS.
+		if h := sp.Health; sp.HTTP.Port == sandbox.DefaultNATSPort || (h.Type == spec.HealthHTTP || h.Type == spec.HealthTCP) && h.Port == sandbox.DefaultNATSPort {
+			return sandbox.Config{}, fmt.Errorf("port %d is where the app reaches NATS inside its sandbox, not free for [http] or [health]: deploy the app with another port: %w", sandbox.DefaultNATSPort, supervisor.ErrPermanent)
+		}
 		cfg.Outbound = []sandbox.Bridge{sandbox.NATSBridge(inst.Dir)}
 		cfg.Env = withEnv(cfg.Env, "NARUN_NATS_URL", bridgedNATSURL(r.appURL))
 		if sp.HTTP.Port > 0 {
@@ -321,6 +326,14 @@ func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, er
 	if s.User != "" {
 		if n, perr := strconv.ParseUint(s.User, 10, 32); perr == nil {
 			uid, gid = uint32(n), uint32(n)
+			// The id of a user the node knows brings that user's primary
+			// group, as its name would: the same number as a gid may be
+			// a privileged group's (uid 6 and gid 6, disk, on Debian).
+			if u, lerr := user.LookupId(s.User); lerr == nil {
+				if gid, err = parseID("user", s.User, u.Gid); err != nil {
+					return 0, 0, false, err
+				}
+			}
 		} else {
 			u, lerr := user.Lookup(s.User)
 			if lerr != nil {
@@ -329,6 +342,12 @@ func sandboxIdentity(app string, s spec.Sandbox) (uid, gid uint32, root bool, er
 			// A user name brings its primary group along.
 			if uid, err = parseID("user", s.User, u.Uid); err != nil {
 				return 0, 0, false, err
+			}
+			// Root only by its name or number: an alias of uid 0 (toor, or
+			// one a directory service gives) is refused, as a deploy could
+			// not see that the name is root's on this node.
+			if uid == 0 && s.User != "root" {
+				return 0, 0, false, fmt.Errorf("sandbox user %q is uid 0, root's, which only user = \"root\" runs as: deploy the app with another user", s.User)
 			}
 			if gid, err = parseID("user", s.User, u.Gid); err != nil {
 				return 0, 0, false, err

@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/spec"
@@ -283,11 +287,82 @@ func TestSandboxIdentity(t *testing.T) {
 		{in: spec.Sandbox{User: "1234", Group: "0"}, bad: true},
 		{in: spec.Sandbox{User: "root", Group: "root"}, uid: 0, gid: 0, root: true},
 		{in: spec.Sandbox{User: "no-such-user-here"}, bad: true},
+		{in: spec.Sandbox{User: "0"}, uid: 0, gid: 0, root: true},
 	} {
 		uid, gid, root, err := sandboxIdentity("web", tc.in)
 		if (err != nil) != tc.bad || err == nil && (uid != tc.uid || gid != tc.gid || root != tc.root) {
 			t.Errorf("%+v: uid %d gid %d root %v err %v, want %d %d %v bad %v", tc.in, uid, gid, root, err, tc.uid, tc.gid, tc.root, tc.bad)
 		}
+	}
+}
+
+// A user given by number brings its primary group, as its name does, when
+// the node knows it: gid = uid would be another group (uid 6 is man on
+// Debian, gid 6 is disk).
+func TestSandboxNumericUserGetsItsPrimaryGroup(t *testing.T) {
+	t.Parallel()
+	var u *user.User
+	for _, name := range []string{"man", "sync", "games", "lp", "mail", "news"} {
+		if c, err := user.Lookup(name); err == nil && c.Uid != c.Gid {
+			u = c
+			break
+		}
+	}
+	if u == nil {
+		t.Skip("no user here whose uid and primary gid differ")
+	}
+	_, gid, _, err := sandboxIdentity("web", spec.Sandbox{User: u.Uid})
+	if err != nil || strconv.Itoa(int(gid)) != u.Gid {
+		t.Errorf("user = %q (%s): gid %d, %v; want its primary group %s", u.Uid, u.Username, gid, err, u.Gid)
+	}
+}
+
+// A name other than "root" that is uid 0 on the node (an alias such as
+// toor) is refused: only user = "root" runs as root, and a deploy cannot
+// see what a name is on a node. The alias is given in a mount namespace
+// of this thread's own, over a copy of /etc/passwd.
+func TestSandboxUserAliasOfRootRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, for a mount namespace")
+	}
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(alias, append(passwd, "toor:x:0:0:alias:/root:/bin/sh\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, in its own mount namespace, ends
+		// with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			done <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			done <- fmt.Errorf("make mounts private: %w", err)
+			return
+		}
+		if err := unix.Mount(alias, "/etc/passwd", "", unix.MS_BIND, ""); err != nil {
+			done <- fmt.Errorf("bind the alias: %w", err)
+			return
+		}
+		if u, err := user.Lookup("toor"); err != nil || u.Uid != "0" {
+			done <- fmt.Errorf("alias not seen: %v, %v", u, err)
+			return
+		}
+		uid, _, root, err := sandboxIdentity("web", spec.Sandbox{User: "toor"})
+		if err == nil {
+			done <- fmt.Errorf("user = \"toor\" runs as uid %d, root %v; want it refused", uid, root)
+			return
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

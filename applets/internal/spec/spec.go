@@ -46,6 +46,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/sandbox"
 )
 
 // Modes of running an app.
@@ -548,7 +549,16 @@ func (a *App) validateSandbox(v *validator) {
 		v.add("sandbox.landlock", "want \"required\" or \"best-effort\", got %q", s.Landlock)
 	}
 	switch s.Network {
-	case "host", "none", "isolated":
+	case "none", "isolated":
+		// The app's NATS is there, bridged: the app could not listen on
+		// it, and its checks and traffic would reach NATS instead.
+		if a.HTTP.Port == sandbox.DefaultNATSPort {
+			v.deployRule("http.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
+		}
+		if h := a.Health; (h.Type == HealthHTTP || h.Type == HealthTCP) && h.Port == sandbox.DefaultNATSPort && a.HTTP.Port != sandbox.DefaultNATSPort {
+			v.deployRule("health.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
+		}
+	case "host":
 	default:
 		v.add("sandbox.network", "want \"host\", \"none\" or \"isolated\", got %q", s.Network)
 	}

@@ -317,6 +317,8 @@ func TestParseModes(t *testing.T) {
 		{"zero reset after", "[restart]\nreset_after = \"0s\"\n", "restart.reset_after", 5, true},
 		{"zero http port", "[http]\nport = 0\n", "http.port", 5, true},
 		{"one pid", "[resources]\npids = 1\n", "resources.pids", 5, true},
+		{"http port on the bridged NATS", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[http]\nport = 4222\n", "http.port", 8, true},
+		{"health port on the bridged NATS", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"isolated\"\n[health]\ntype = \"tcp\"\nport = 4222\n", "health.port", 9, true},
 		{"zero health port", "[http]\nport = 8080\n[health]\ntype = \"tcp\"\nport = 0\n", "health.port", 8, true},
 		{"file at a reserved path", file("pid"), "files[0].path", 6, true},
 		{"secret under a reserved directory", "[[secrets]]\nname = \"s\"\nfile = \"data/token\"\n", "secrets[0].file", 6, true},
