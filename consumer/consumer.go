@@ -146,8 +146,10 @@ var (
 )
 
 var (
-	nameRe   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	semverRe = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// SemVer 2.0's own grammar, as nats.go/micro checks it: no empty or
+	// zero-led numeric identifier in a pre-release, no empty identifier.
+	semverRe = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 )
 
 func (c *Config) validate() error {
@@ -362,7 +364,7 @@ func (s *server) run(ctx context.Context) error {
 	}()
 	cancelSub, err := s.nc.Subscribe(CancelSubject(s.cfg.Subject), s.cancel)
 	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", CancelSubject(s.cfg.Subject), err)
+		return s.failed(fmt.Errorf("subscribe to %s: %w", CancelSubject(s.cfg.Subject), err))
 	}
 	subs = append(subs, cancelSub)
 	// The request subscription comes before the discovery verbs: whoever
@@ -374,7 +376,7 @@ func (s *server) run(ctx context.Context) error {
 	markClosed := sync.OnceFunc(func() { close(closed) })
 	sub, err := s.nc.QueueSubscribe(s.cfg.Subject, s.cfg.QueueGroup, s.dispatch)
 	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err)
+		return s.failed(fmt.Errorf("subscribe to %s: %w", s.cfg.Subject, err))
 	}
 	sub.SetClosedHandler(func(string) { markClosed() })
 	if !sub.IsValid() {
@@ -393,6 +395,7 @@ func (s *server) run(ctx context.Context) error {
 	}
 	if err != nil {
 		_ = sub.Unsubscribe()
+		err = s.failed(err)
 	} else {
 		err = s.wait(ctx, sub, closed)
 	}
@@ -440,15 +443,29 @@ func (s *server) wait(ctx context.Context, sub *nats.Subscription, closed <-chan
 		return nil
 	case <-closed:
 		if ctx.Err() == nil {
-			// Why it closed (refused credentials, say) is what the
-			// operator needs to read in the app's log.
-			if err := s.nc.LastError(); err != nil {
-				return fmt.Errorf("%w: %w", ErrConnClosed, err)
-			}
-			return ErrConnClosed
+			return s.connClosed()
 		}
 		return nil
 	}
+}
+
+// connClosed is Serve's error for a connection that closed, with why it
+// closed (refused credentials, say), which the operator needs to read in
+// the app's log.
+func (s *server) connClosed() error {
+	if err := s.nc.LastError(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConnClosed, err)
+	}
+	return ErrConnClosed
+}
+
+// failed is Serve's error for a step of registration that failed: a
+// connection that closed meanwhile is said as such, whichever step saw it.
+func (s *server) failed(err error) error {
+	if s.nc.IsClosed() {
+		return s.connClosed()
+	}
+	return err
 }
 
 // dispatch runs on the subscription's goroutine and waits for nothing but

@@ -80,10 +80,43 @@ func TestConfigValidation(t *testing.T) {
 		{}, {Name: "bad name"}, {Name: "ok", Version: "v1"}, {Name: "ok", Subject: "a.*"}, {Name: "ok", Subject: "a..b"},
 		{Name: "ok", Subject: "$SRV.PING"}, {Name: "ok", Subject: "_NARUN.cancel.x"}, {Name: "ok", QueueGroup: "bad group"},
 		{Name: "ok", QueueGroup: "a.*"}, {Name: "ok", MaxConcurrent: -1},
+		// Not SemVer, which nats.go/micro refuses too.
+		{Name: "ok", Version: "1.0.0-01"}, {Name: "ok", Version: "1.0.0-a..b"}, {Name: "ok", Version: "1.0.0+."}, {Name: "ok", Version: "1.0.0-.x"},
 	} {
-		err := consumer.Serve(context.Background(), nc, cfg, http.NotFoundHandler())
+		// Cancelled: a config taken for valid would return at once too.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := consumer.Serve(ctx, nc, cfg, http.NotFoundHandler())
 		if !errors.Is(err, consumer.ErrConfig) {
 			t.Errorf("Serve(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+}
+
+// A connection closed while Serve registers its subscriptions ends Serve
+// with ErrConnClosed, whichever step saw the close.
+func TestCloseDuringRegistrationIsErrConnClosed(t *testing.T) {
+	srv := natstest.Start(t)
+	for i := range 300 {
+		nc, err := srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			done <- consumer.Serve(context.Background(), nc, consumer.Config{Name: "cr"}, http.NotFoundHandler())
+		}()
+		for range i % 40 {
+			runtime.Gosched()
+		}
+		nc.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, consumer.ErrConnClosed) {
+				t.Fatalf("closed after %d yields: Serve = %v, want ErrConnClosed", i%40, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return after Close")
 		}
 	}
 }
