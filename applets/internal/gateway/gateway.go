@@ -119,9 +119,9 @@ type Gateway struct {
 	// or tried; fileVersion that of the configuration file (see version).
 	certVersion string
 	fileVersion string
-	// started are the file's settings a reload cannot apply, as the
-	// file said them when Config was read from it; warned, those of them a reload warned of
-	// since, with the value it warned of.
+	// started are the file's settings a reload cannot apply, as the file
+	// said them when Config was read from it; warned, those of them a
+	// reload warned of since, with the value it warned of.
 	started, warned map[string]string
 	// routeLines are the lines of the file's [[gateway.routes]] entries,
 	// for errors; nil when they cannot be placed.
