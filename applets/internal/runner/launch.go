@@ -368,9 +368,8 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 	// network namespace of its own is reached through its bridge, where
 	// no other program listens.
 	owned := func(context.Context, supervisor.Target) error { return nil }
-	bridged := true
-	if sp.Mode != spec.ModeSandbox || sp.Sandbox.Network == "" || sp.Sandbox.Network == sandbox.NetworkHost {
-		bridged = false
+	bridged := sp.Mode == spec.ModeSandbox && sp.Sandbox.Network != "" && sp.Sandbox.Network != sandbox.NetworkHost
+	if !bridged {
 		owner := &portOwner{}
 		var unknownOnce sync.Once
 		owned = func(ctx context.Context, t supervisor.Target) error {
