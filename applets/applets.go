@@ -108,10 +108,13 @@ func report(stderr io.Writer, name string, err error) int {
 }
 
 func lookupHidden(args []string) (cli.Func, []string) {
-	if run, ok := hidden[invokedName(args[0])]; ok {
+	name := invokedName(args[0])
+	if run, ok := hidden[name]; ok {
 		return run, args
 	}
-	if len(args) > 1 {
+	// Invoked as an applet, its first argument is the applet's own:
+	// narun-ctl launcher is ctl's to refuse.
+	if len(args) > 1 && !isApplet(name) {
 		if run, ok := hidden[args[1]]; ok {
 			return run, args[1:]
 		}
@@ -175,7 +178,10 @@ func invokedName(argv0 string) string {
 			applet = name
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(path), target)
+			// The link's directory as the kernel reaches it: Join and
+			// Dir clean ".." as text, which names another directory when
+			// the path came through a symlinked one.
+			target = path[:strings.LastIndexByte(path, '/')+1] + target
 		}
 		path = target
 	}

@@ -129,6 +129,25 @@ func TestDispatchThroughSymlinks(t *testing.T) {
 	if err := os.Symlink("narun", gwViaCurrent); err != nil {
 		t.Fatal(err)
 	}
+	// A relative link reached through a symlinked directory: its ".."
+	// is the real directory's parent, not the link's path's.
+	tree := t.TempDir()
+	for _, d := range []string{"real/bin", "real/lib"} {
+		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range [][2]string{
+		{"real/lib/narun-nats", self},
+		{"real/bin/my-nats", "../lib/narun-nats"},
+		{"bin", "real/bin"},
+	} {
+		if err := os.Symlink(l[1], filepath.Join(tree, l[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	viaLinkedDir := filepath.Join(tree, "bin", "my-nats")
+	ctlLink := link("narun-ctl", self)
 
 	for _, tc := range []struct {
 		name string
@@ -143,6 +162,9 @@ func TestDispatchThroughSymlinks(t *testing.T) {
 		{"plain name with applet arg", narun, []string{"nats", "--help"}, 0, "embedded NATS server"},
 		{"unknown link name uses argv1", other, []string{"version"}, 0, runtime.GOARCH},
 		{"bogus applet", narun, []string{"bogus"}, 2, "applets:"},
+		{"chain through a linked directory", viaLinkedDir, []string{"--help"}, 0, "The [nats] table of narun.toml"},
+		// The hidden launcher is narun's first argument only, not an applet's.
+		{"applet's first argument is not the launcher", ctlLink, []string{"launcher"}, 2, "launcher"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := runLinked(t, tc.path, tc.args...)
