@@ -545,8 +545,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.metrics.outcomes[outcomeOK].Add(1)
 				return
 			}
-			g.metrics.outcomes[outcomeCancelled].Add(1)
-			ex.status = 499 // nginx's "client closed request", for the metrics only
+			g.clientLeft(ex)
 			return
 		case <-lost:
 			// In a cluster the service may still be connected: nats.go
@@ -988,8 +987,7 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 		// memory: nobody reads an answer, and the failure is not the
 		// gateway's to count or log. Not for a failed read: net/http ends
 		// the request's context for those too.
-		g.metrics.outcomes[outcomeCancelled].Add(1)
-		ex.status = 499
+		g.clientLeft(ex)
 		return
 	}
 	if r.ProtoMajor == 1 {
@@ -1002,6 +1000,12 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 		detail = err.Error()
 	}
 	g.failLogged(w, ex, rt, code, msg, detail, rid)
+}
+
+// clientLeft counts an exchange whose client went away before its answer.
+func (g *Gateway) clientLeft(ex *exchange) {
+	g.metrics.outcomes[outcomeCancelled].Add(1)
+	ex.status = 499 // nginx's "client closed request", for the metrics only
 }
 
 // bodyErrorStatus is the status and message of a request body that could
