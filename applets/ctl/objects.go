@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -80,10 +79,8 @@ func (e *env) users(ctx context.Context, named []string, ref func(*spec.App) []s
 	m := map[string][]string{}
 	for _, d := range apps {
 		if d.app == nil {
-			for _, o := range named {
-				if bytes.Contains(d.raw, []byte(o)) {
-					m[o] = append(m[o], d.name)
-				}
+			for _, o := range mentioned(d.raw, named) {
+				m[o] = append(m[o], d.name)
 			}
 			continue
 		}

@@ -103,10 +103,8 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][]string, error) {
 	m := map[string][]string{}
 	mentions := func(spec string, raw []byte) {
-		for _, o := range objs {
-			if bytes.Contains(raw, []byte(o)) {
-				m[o] = append(m[o], spec)
-			}
+		for _, o := range mentioned(raw, objs) {
+			m[o] = append(m[o], spec)
 		}
 	}
 	err := e.eachHistory(ctx, func(d deployed, revs []revision) {
@@ -120,6 +118,18 @@ func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][
 		}
 	})
 	return m, err
+}
+
+// mentioned is which of names the text of a spec holds: all that a spec
+// this ctl cannot parse may pin, as far as it can tell.
+func mentioned(raw []byte, names []string) []string {
+	var found []string
+	for _, n := range names {
+		if bytes.Contains(raw, []byte(n)) {
+			found = append(found, n)
+		}
+	}
+	return found
 }
 
 // pruneObject deletes name from bucket unless it was stored, or stamped by
