@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,52 @@ func TestInstall(t *testing.T) {
 	}
 	if target, err := os.Readlink(filepath.Join(other, "narun-nats")); err != nil || target != bin {
 		t.Errorf("link in another dir should be absolute: %q %v", target, err)
+	}
+}
+
+// Install makes each link under a temporary name and renames it into
+// place; a file of the user's that happens to have a name like that one
+// must survive, and nothing of Install's may be left beside the links.
+func TestInstallLeavesOtherFilesAlone(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "narun")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The name Install used for its temporary link up to now.
+	precious := filepath.Join(dir, "narun-gw.narun-tmp")
+	if err := os.WriteFile(precious, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applets.Install(bin, dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(precious); err != nil || string(b) != "precious" {
+		t.Errorf("%s after install: %q, %v; want the user's file untouched", precious, b, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"narun", "narun-ctl", "narun-gw", "narun-gw.narun-tmp", "narun-nats", "node-runner"}
+	if !slices.Equal(names, want) {
+		t.Errorf("files after install: %v, want %v", names, want)
+	}
+
+	// A directory is refused as a regular file is, and left as it was.
+	other := t.TempDir()
+	if err := os.Mkdir(filepath.Join(other, "narun-gw"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applets.Install(bin, other); err == nil || !strings.Contains(err.Error(), "not a symlink") {
+		t.Fatalf("install over a directory: err = %v", err)
+	}
+	if fi, err := os.Lstat(filepath.Join(other, "narun-gw")); err != nil || !fi.IsDir() {
+		t.Errorf("install changed the directory in the way: %v %v", fi, err)
 	}
 }
 

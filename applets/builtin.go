@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/narun/narun/applets/internal/buildinfo"
@@ -149,9 +151,8 @@ func Install(binary, dir string) ([]string, error) {
 				continue
 			}
 		}
-		tmp := link + ".narun-tmp"
-		os.Remove(tmp)
-		if err := os.Symlink(target, tmp); err != nil {
+		tmp, err := symlinkAside(target, link)
+		if err != nil {
 			return created, fmt.Errorf("install %s: %w", link, err)
 		}
 		if err := os.Rename(tmp, link); err != nil {
@@ -161,4 +162,23 @@ func Install(binary, dir string) ([]string, error) {
 		created = append(created, link)
 	}
 	return created, nil
+}
+
+// symlinkAside creates a symlink to target under a new name beside link,
+// for a rename to put in place in one step. The name has a random suffix
+// and is taken only if free (symlink(2) fails on an existing name), as
+// os.CreateTemp does for files, so no file of the user's is ever replaced
+// or removed.
+func symlinkAside(target, link string) (string, error) {
+	for range 10000 {
+		tmp := link + ".narun-tmp-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		err := os.Symlink(target, tmp)
+		if err == nil {
+			return tmp, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("create a temporary link beside %s: every name tried exists", link)
 }
