@@ -140,15 +140,22 @@ const (
 	RoleApp Role = "app"
 )
 
-// UnmarshalText accepts the known roles only: a misspelt role must not
-// quietly leave an app's login able to deploy.
-func (r *Role) UnmarshalText(b []byte) error {
-	switch v := Role(b); v {
+// UnmarshalTOML accepts the known roles only: a misspelt role must not
+// quietly leave an app's login able to deploy. It takes the TOML value,
+// not text: the decoder hands a number to UnmarshalText as text, and
+// `role = 5` was refused as the unknown role "5", not as a value of the
+// wrong kind.
+func (r *Role) UnmarshalTOML(value any) error {
+	v, ok := value.(string)
+	if !ok {
+		return fmt.Errorf("want a string, %q or %q, got %s", RoleAdmin, RoleApp, TOMLKind(value))
+	}
+	switch Role(v) {
 	case RoleAdmin, RoleApp:
-		*r = v
+		*r = Role(v)
 		return nil
 	}
-	return fmt.Errorf("unknown role %q: want %q or %q", b, RoleAdmin, RoleApp)
+	return fmt.Errorf("unknown role %q: want %q or %q", v, RoleAdmin, RoleApp)
 }
 
 // Gateway configures the HTTP gateway.
