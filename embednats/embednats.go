@@ -188,6 +188,17 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
 			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
 	}
+	if cfg.Leafnodes.Listen != "" && internal == nil && !isLoopback(opts.LeafNode.Host) && cfg.Logger != nil {
+		// nats-server denies a leaf the JetStream API, $KV and $OBJ, but
+		// not the API under this server's domain prefix, which a domain
+		// maps to it: only then does the leaf reach the store.
+		store := ""
+		if cfg.JetStreamDomain != "" {
+			store = ", and through the JetStream domain deletes apps and deploys them to runners that run unsigned specs"
+		}
+		cfg.Logger.Warn("NATS accepts leaf nodes from the network without authentication: whoever reaches this port joins as a leaf, reads the requests the gateway sends and answers them in apps' place"+store+"; set [nats] users or nkeys, which a leaf then logs in with, or [nats.leafnodes] listen on 127.0.0.1",
+			"leafnodes_listen", net.JoinHostPort(opts.LeafNode.Host, strconv.Itoa(opts.LeafNode.Port)))
+	}
 	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs}, nil
 }
 

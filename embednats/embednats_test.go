@@ -2,6 +2,7 @@ package embednats_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -118,6 +120,12 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 		{"cluster on loopback", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, false},
 		{"cluster on ipv6 loopback", embednats.Config{Listen: "[::1]:-1", Cluster: embednats.Cluster{Listen: "[::1]:-1"}}, false},
 		{"cluster on ipv6 all interfaces, no route auth", embednats.Config{Listen: "[::1]:-1", Cluster: embednats.Cluster{Listen: "[::]:-1"}}, true},
+		{"leafnodes on all interfaces, no auth", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1"}}, true},
+		{"leafnodes on ipv6 all interfaces, no auth", embednats.Config{Listen: "[::1]:-1", Leafnodes: embednats.Leafnodes{Listen: "[::]:-1"}}, true},
+		{"leafnodes on loopback", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "127.0.0.1:-1"}}, false},
+		// A leaf logs in as a client: with client logins on it needs one.
+		{"leafnodes on all interfaces with users", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1"},
+			Users: []embednats.User{{User: "a", Password: "b"}}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.Cluster.Listen != "" {
@@ -639,5 +647,92 @@ func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
 	js2, _ := jetstream.New(natstest.Connect(t, r.s))
 	if _, err := js2.KeyValue(ctx, "slow"); err != nil {
 		t.Fatalf("bucket after the slow read: %v", err)
+	}
+}
+
+// The warning for an open leaf port says that a leaf reaches the store
+// exactly when it does: nats-server keeps a leaf off the JetStream API,
+// but not off the API under the server's JetStream domain.
+func TestOpenLeafPortWarningSaysWhatALeafReaches(t *testing.T) {
+	for _, domain := range []string{"", "hub"} {
+		t.Run("domain "+cmp.Or(domain, "none"), func(t *testing.T) {
+			_, port, err := net.SplitHostPort(natstest.FreeAddr(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			hub := natstest.StartConfig(t, embednats.Config{
+				JetStreamDomain: domain,
+				Leafnodes:       embednats.Leafnodes{Listen: "0.0.0.0:" + port},
+				Logger:          slog.New(slog.NewTextHandler(&logs, nil)),
+			})
+			if !strings.Contains(logs.String(), "accepts leaf nodes from the network without authentication") {
+				t.Fatalf("no warning for the open leaf port; logs:\n%s", logs.String())
+			}
+			hubConn := natstest.Connect(t, hub)
+			hubJS, err := jetstream.New(hubConn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := hubJS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "narun-apps"}); err != nil {
+				t.Fatal(err)
+			}
+
+			// Anyone's nats-server, without JetStream of its own, so that
+			// every JetStream request it forwards is the hub's to answer.
+			u, err := url.Parse("nats-leaf://127.0.0.1:" + port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rogue, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+				LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go rogue.Start()
+			t.Cleanup(func() { rogue.Shutdown(); rogue.WaitForShutdown() })
+			if !rogue.ReadyForConnections(10 * time.Second) {
+				t.Fatal("the leaf's server never got ready")
+			}
+			rogueConn, err := nats.Connect("", nats.InProcessServer(rogue))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(rogueConn.Close)
+
+			// The hub sends a leaf its interest in the order it has it: once
+			// a subscription made now crosses, the JetStream API's has.
+			marker, err := hubConn.SubscribeSync("marker")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hubConn.Flush()
+			for {
+				rogueConn.Publish("marker", nil)
+				if _, err := marker.NextMsg(100 * time.Millisecond); err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatal("the leaf never joined the hub")
+				}
+			}
+			rogueJS, err := jetstream.New(rogueConn)
+			if domain != "" {
+				rogueJS, err = jetstream.NewWithDomain(rogueConn, domain)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv, err := rogueJS.KeyValue(ctx, "narun-apps")
+			if err == nil {
+				_, err = kv.Put(ctx, "web", []byte("spec"))
+			}
+			reached, warned := err == nil, strings.Contains(logs.String(), "deletes apps")
+			if reached != warned {
+				t.Fatalf("the leaf reached the store: %v (%v); the warning says so: %v; logs:\n%s", reached, err, warned, logs.String())
+			}
+		})
 	}
 }
