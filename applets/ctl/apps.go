@@ -482,7 +482,7 @@ func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error
 	if err != nil || len(builds) == 0 {
 		return nil, err
 	}
-	used, err := e.users(ctx, builds, binaryRefs)
+	used, _, err := e.users(ctx, builds, binaryRefs)
 	if err != nil {
 		return nil, err
 	}

@@ -911,6 +911,55 @@ func TestImageDeleteRefusesBuildAnUnparsableSpecNames(t *testing.T) {
 	}
 }
 
+// A deployed spec this ctl cannot parse may use any secret its text names
+// whole: secret delete refuses such a secret without --force, saying the
+// spec could not be parsed, and secret list names the app as its user, as
+// image delete and image list do for a build. A secret whose name is only
+// part of a longer one in that text is neither.
+func TestSecretDeleteRefusesSecretAnUnparsableSpecNames(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	for _, name := range []string{"db-password", "password"} {
+		h.ok("v\n", "--key-file", key, "secret", "set", name)
+	}
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[secrets]]\nname = \"db-password\"\nenv = \"DB_PASSWORD\"\n")
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	stored, _ := h.get(names.AppsBucket, "app")
+	newer := append([]byte("future_knob = true\n"), stored...)
+	if _, _, err := spec.ParseStored("app", newer); err == nil {
+		t.Fatal("the spec of a newer ctl parses: the test needs one that does not")
+	}
+	if _, err := h.kv(names.AppsBucket).Put(context.Background(), "app", newer); err != nil {
+		t.Fatal(err)
+	}
+	r := h.ok("", "secret", "list", "--json")
+	var rows []secretRow
+	if err := json.Unmarshal([]byte(r.out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	used := map[string][]string{}
+	for _, row := range rows {
+		used[row.Name] = row.UsedBy
+	}
+	if !slices.Equal(used["db-password"], []string{"app"}) || len(used["password"]) != 0 {
+		t.Errorf("secret list: %+v, want db-password used by app and password by none", rows)
+	}
+	r = h.fails(ExitInUse, "", "secret", "delete", "db-password")
+	if !strings.Contains(r.err, "used by app") || !strings.Contains(r.err, "could not be parsed") {
+		t.Errorf("refusal does not name the app whose spec could not be parsed: %s", r.err)
+	}
+	if _, ok := h.get(names.SecretsBucket, "db-password"); !ok {
+		t.Fatal("refused delete removed the secret")
+	}
+	h.ok("", "secret", "delete", "password")
+	h.ok("", "secret", "delete", "db-password", "--force")
+	if _, ok := h.get(names.SecretsBucket, "db-password"); ok {
+		t.Fatal("forced delete kept the secret")
+	}
+}
+
 func TestFiles(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -66,21 +66,23 @@ type object struct {
 	stamp string
 }
 
-// users maps an object name to the deployed apps that reference it. A
-// deployed spec this ctl cannot parse counts as referencing each of named
-// that its text holds, as deploy's prune counts it (unparsedMentions): a
-// newer ctl may have stored it and nodes may run it, so which objects it
-// pins is unknown, and deleting one it does pin breaks the app.
-func (e *env) users(ctx context.Context, named []string, ref func(*spec.App) []string) (map[string][]string, error) {
+// users maps an object or secret name to the deployed apps that reference
+// it. A deployed spec this ctl cannot parse counts as referencing each of
+// named that its text holds, as deploy's prune counts it
+// (unparsedMentions): a newer ctl may have stored it and nodes may run it,
+// so what it uses is unknown, and deleting what it does use breaks the
+// app. unparsed holds the apps counted so, for a refusal to say why.
+func (e *env) users(ctx context.Context, named []string, ref func(*spec.App) []string) (used map[string][]string, unparsed map[string]bool, err error) {
 	apps, err := e.deployedApps(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m := map[string][]string{}
+	m, unparsed := map[string][]string{}, map[string]bool{}
 	for _, d := range apps {
 		if d.app == nil {
 			for _, o := range mentioned(d.raw, named) {
 				m[o] = append(m[o], d.name)
+				unparsed[d.name] = true
 			}
 			continue
 		}
@@ -92,7 +94,29 @@ func (e *env) users(ctx context.Context, named []string, ref func(*spec.App) []s
 			}
 		}
 	}
-	return m, nil
+	return m, unparsed, nil
+}
+
+// refuseInUse is the refusal to delete name, a what that apps use; those
+// in unparsed are named as apps that may use it, whose spec could not be
+// parsed, so that the operator knows what --force would risk.
+func refuseInUse(what, name string, apps []string, unparsed map[string]bool) error {
+	var sure, maybe []string
+	for _, a := range apps {
+		if unparsed[a] {
+			maybe = append(maybe, a)
+		} else {
+			sure = append(sure, a)
+		}
+	}
+	var why []string
+	if len(sure) > 0 {
+		why = append(why, "is used by "+strings.Join(sure, ", "))
+	}
+	if len(maybe) > 0 {
+		why = append(why, "may be used by "+strings.Join(maybe, ", ")+", whose spec names it but could not be parsed (a newer ctl may have stored it)")
+	}
+	return inUse("%s %q %s; deploy without it first or pass --force", what, name, strings.Join(why, " and "))
 }
 
 // keptPins maps an object name to the earlier revisions of deployed apps
@@ -181,7 +205,7 @@ func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App
 	for _, in := range infos {
 		all = append(all, in.Name)
 	}
-	used, err := e.users(ctx, all, ref)
+	used, _, err := e.users(ctx, all, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +279,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 	if err != nil {
 		return err
 	}
-	used, err := e.users(ctx, c.Args().Slice(), ref)
+	used, unparsed, err := e.users(ctx, c.Args().Slice(), ref)
 	if err != nil {
 		return err
 	}
@@ -270,7 +294,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 			return fmt.Errorf("read %s %q: %w", what, name, err)
 		}
 		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
-			return inUse("%s %q is used by %s; deploy without it first or pass --force", what, name, strings.Join(apps, ", "))
+			return refuseInUse(what, name, apps, unparsed)
 		}
 	}
 	kept, err := e.keptPins(ctx, ref)

@@ -59,7 +59,7 @@ func (e *env) pruneSuperseded(ctx context.Context, prev current, next *spec.App)
 	if len(stale) == 0 {
 		return
 	}
-	used, err := e.users(ctx, nil, binaryRefs)
+	used, _, err := e.users(ctx, nil, binaryRefs)
 	if err != nil {
 		e.log.Debug("read specs before pruning binaries", "err", err)
 		return
@@ -120,16 +120,49 @@ func (e *env) unparsedMentions(ctx context.Context, objs []string) (map[string][
 	return m, err
 }
 
-// mentioned is which of names the text of a spec holds: all that a spec
-// this ctl cannot parse may pin, as far as it can tell.
+// mentioned is which of names the text of a spec holds whole: all that a
+// spec this ctl cannot parse may pin, as far as it can tell. A name counts
+// wherever the bytes either side of it could not be part of a name, so
+// that a secret or file named as briefly as "db" or "conf" is not taken
+// for one that "mydb", "db-password" or "config" names. Matching only a
+// quoted "name" would be tighter still, but would miss the same name as a
+// literal string ('name'), a bare or dotted key ([secrets.name]), or
+// whatever form a newer spec gives it; a name counted in error costs a
+// --force, one missed deletes what an app may run with.
 func mentioned(raw []byte, names []string) []string {
 	var found []string
 	for _, n := range names {
-		if bytes.Contains(raw, []byte(n)) {
+		if holdsWhole(raw, n) {
 			found = append(found, n)
 		}
 	}
 	return found
+}
+
+// holdsWhole reports whether name occurs in raw with neither neighbour a
+// letter, digit, '_' or '-'. '.' and '/' are not counted as such: they
+// separate the parts of a dotted key or of a path, and a name
+// (spec.ValidObjectName) never begins or ends with '.'.
+func holdsWhole(raw []byte, name string) bool {
+	// "" would match at every byte and is no name (secret delete "").
+	if name == "" {
+		return false
+	}
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], []byte(name))
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(name)
+		if (start == 0 || !nameByte(raw[start-1])) && (end == len(raw) || !nameByte(raw[end])) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+func nameByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '-'
 }
 
 // pruneObject deletes name from bucket unless it was stored, or stamped by

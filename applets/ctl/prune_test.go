@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -401,5 +402,35 @@ func TestPruneKeepsBuildsOfUnparsableRevision(t *testing.T) {
 	}
 	if h.hasObject(names.BinariesBucket, gone.object) {
 		t.Errorf("the deploy kept %s, which no spec names", gone.object)
+	}
+}
+
+// mentioned counts a name that a spec's text holds whole, in whatever form
+// TOML may write it (a basic or literal string, a bare or dotted key), and
+// not one that is only part of a longer name or word: a secret "db" is not
+// named by "mydb" or "db-password", nor a file "conf" by "config".
+func TestMentionedMatchesWholeNames(t *testing.T) {
+	for _, tc := range []struct {
+		text  string
+		names []string
+		want  []string
+	}{
+		{`name = "db"`, []string{"db"}, []string{"db"}},
+		{`name = 'db'`, []string{"db"}, []string{"db"}},
+		{`name = """db"""`, []string{"db"}, []string{"db"}},
+		{"[secrets.db]\nenv = \"X\"", []string{"db"}, []string{"db"}},
+		{`secrets = ["db", "tls.key"]`, []string{"db", "tls.key", "tls"}, []string{"db", "tls.key", "tls"}},
+		{"db", []string{"db"}, []string{"db"}},
+		{`object = "hello/1-amd64-0a1b"`, []string{"hello/1-amd64-0a1b"}, []string{"hello/1-amd64-0a1b"}},
+		{`name = "mydb"`, []string{"db"}, nil},
+		{`name = "db-password"`, []string{"db", "password"}, nil},
+		{`name = "db_url"`, []string{"db"}, nil},
+		{`object = "config"`, []string{"conf"}, nil},
+		{`sha256 = "3db9"`, []string{"db"}, nil},
+		{`env = "DB"`, []string{"db"}, nil},
+	} {
+		if got := mentioned([]byte(tc.text), tc.names); !slices.Equal(got, tc.want) {
+			t.Errorf("mentioned(%q, %q) = %q, want %q", tc.text, tc.names, got, tc.want)
+		}
 	}
 }

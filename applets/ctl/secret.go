@@ -198,26 +198,33 @@ type secretRow struct {
 }
 
 func secretList(ctx context.Context, c *ucli.Context, e *env) error {
-	used, err := e.users(ctx, nil, secretRefs)
-	if err != nil {
-		return err
-	}
 	rows := []secretRow{}
-	err = e.entries(ctx, names.SecretsBucket, "secret", func(k string, v []byte) {
-		row := secretRow{Name: k, UsedBy: used[k]}
+	var all []string
+	err := e.entries(ctx, names.SecretsBucket, "secret", func(k string, v []byte) {
+		row := secretRow{Name: k}
 		if s, err := secrets.Unmarshal(v); err == nil {
 			row.KeyID, row.stamp = s.KeyID, stamp(s.Updated)
 			if !s.Updated.IsZero() {
 				row.Updated = s.Updated.UTC().Format(time.RFC3339)
 			}
 		}
-		if row.UsedBy == nil {
-			row.UsedBy = []string{}
-		}
 		rows = append(rows, row)
+		all = append(all, k)
 	})
 	if err != nil {
 		return err
+	}
+	// The names first: a deployed spec this ctl cannot parse uses those
+	// its text holds (users).
+	used, _, err := e.users(ctx, all, secretRefs)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		rows[i].UsedBy = used[rows[i].Name]
+		if rows[i].UsedBy == nil {
+			rows[i].UsedBy = []string{}
+		}
 	}
 	if c.Bool(flagJSON) {
 		return e.printJSON(rows)
@@ -234,7 +241,7 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	used, err := e.users(ctx, nil, secretRefs)
+	used, unparsed, err := e.users(ctx, c.Args().Slice(), secretRefs)
 	if err != nil {
 		return err
 	}
@@ -249,7 +256,7 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 			return fmt.Errorf("read secret %q: %w", name, err)
 		}
 		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
-			return inUse("secret %q is used by %s; deploy without it first or pass --force", name, strings.Join(apps, ", "))
+			return refuseInUse("secret", name, apps, unparsed)
 		}
 	}
 	for _, name := range c.Args().Slice() {
