@@ -129,10 +129,10 @@ type Gateway struct {
 	accessLog  atomic.Bool
 	// bodyIdle is body_idle_timeout, as a time.Duration.
 	bodyIdle atomic.Int64
-	// routesRead is set once the watch of narun-routes delivered the
-	// bucket's content: until then every deployed app's route answers
-	// 404, which /readyz must not call ready.
-	routesRead atomic.Bool
+	// routesRead is the connection's count of reconnections when the
+	// watch of narun-routes that last delivered the bucket's content was
+	// started, -1 before any did (see routesCurrent).
+	routesRead atomic.Int64
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
@@ -197,6 +197,7 @@ func configured(opts Options) (*Gateway, error) {
 		signatures: signatures,
 		order:      order,
 	}
+	g.routesRead.Store(-1)
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -881,8 +882,8 @@ func (g *Gateway) adminHandler() http.Handler {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
 			return
 		}
-		if !g.routesRead.Load() {
-			http.Error(w, "deployed apps' routes not read from "+names.RoutesBucket+" yet", http.StatusServiceUnavailable)
+		if !g.routesCurrent() {
+			http.Error(w, "deployed apps' routes not read from "+names.RoutesBucket+" since connecting to NATS", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -45,8 +45,12 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-retry.C:
+		case <-reconnected:
+			// Not ready until the bucket is read on this connection:
+			// try now rather than at the next retry.
 		}
-		again, err := g.followRoutes(ctx, js, reconnected)
+		at := g.reconnects()
+		again, err := g.followRoutes(ctx, js, reconnected, at)
 		if again {
 			retry.Reset(0)
 			continue
@@ -57,7 +61,7 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 				// A NATS without JetStream has no deployed routes to
 				// read: the configuration's are all there are, and
 				// /readyz says so.
-				if !g.routesRead.Swap(true) {
+				if g.routesRead.Swap(at) < 0 {
 					g.log.Info("no JetStream on this NATS: serving the configuration's routes only, until it has", "err", err)
 				}
 			case g.nc.IsConnected() && time.Since(warned) >= time.Minute:
@@ -83,9 +87,26 @@ func noJetStream(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
+// reconnects is the connection's count of reconnections, which tells
+// one connection to a server from the next.
+func (g *Gateway) reconnects() int64 {
+	return int64(g.nc.Stats().Reconnects)
+}
+
+// routesCurrent says whether narun-routes was read on the connection as it
+// is now. Routes read on an earlier one miss what changed while the
+// gateway was away, until the watch started after the reconnection has
+// delivered the bucket's content; they are served meanwhile, but /readyz
+// must not call them ready.
+func (g *Gateway) routesCurrent() bool {
+	return g.routesRead.Load() == g.reconnects()
+}
+
 // followRoutes applies the bucket's entries until the watch ends, or the
-// connection came back, which asks for a new watch at once (again).
-func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reconnected <-chan nats.Status) (again bool, err error) {
+// connection came back, which asks for a new watch at once (again). at is
+// the connection's count of reconnections before the watch was asked for,
+// recorded once the watch delivered the bucket's content.
+func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reconnected <-chan nats.Status, at int64) (again bool, err error) {
 	kv, err := store.KV(ctx, js, names.RoutesBucket, g.log)
 	if err != nil {
 		return false, err
@@ -141,7 +162,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 					initial = false
 					g.dropUnseen(ctx, kv, seen)
 				}
-				g.routesRead.Store(true)
+				g.routesRead.Store(at)
 				g.saveRoutesCache()
 			case initial:
 				seen[e.Key()] = true

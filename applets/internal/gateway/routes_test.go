@@ -483,7 +483,7 @@ func TestStartAppliesBucketInOneRebuild(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); e.gw.watchRoutes(wctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	testutil.Eventually(t, 20*time.Second, "narun-routes read", e.gw.routesRead.Load)
+	testutil.Eventually(t, 20*time.Second, "narun-routes read", e.gw.routesCurrent)
 	if r, _, _ := e.gw.table.Load().match("x", fmt.Sprintf("/app%02d/", others-1), "GET"); r == nil {
 		t.Fatal("the last app's route is not served once the bucket was read")
 	}

@@ -1487,7 +1487,7 @@ func TestRoutesAfterNATSRestart(t *testing.T) {
 	t.Cleanup(nc.Close)
 	var logs testutil.LogBuffer
 	r := startRunLogged(t, nc, gwConfig(), "", slog.New(slog.NewTextHandler(&logs, nil)))
-	testutil.Eventually(t, 10*time.Second, "routes bucket read", r.gw.routesRead.Load)
+	testutil.Eventually(t, 10*time.Second, "routes bucket read", r.gw.routesCurrent)
 
 	srv.Shutdown()
 	testutil.Eventually(t, 10*time.Second, "gateway to notice NATS is gone", func() bool { return !nc.IsConnected() })
@@ -1515,6 +1515,99 @@ func TestRoutesAfterNATSRestart(t *testing.T) {
 		code, body := get(t, base+"/late/")
 		return code == 200 && body == "late"
 	})
+}
+
+// TestNotReadyUntilRoutesReadAfterReconnect changes narun-routes while the
+// gateway is away from NATS. Back on a server where its login may not use
+// JetStream (as on a cluster member without a leader, JetStream does not
+// answer), it cannot read the bucket again: /readyz must not call ready the
+// routes from before, though requests are still served with them. Once
+// JetStream answers, the changes are applied, and only then is it ready.
+func TestNotReadyUntilRoutesReadAfterReconnect(t *testing.T) {
+	t.Parallel()
+	addr, dir := testutil.FreeAddr(t), t.TempDir()
+	admin := embednats.User{User: "admin", Password: "pw"}
+	serverWith := func(gw embednats.User) *embednats.Server {
+		t.Helper()
+		srv, err := embednats.Start(embednats.Config{Listen: addr, DataDir: dir, Users: []embednats.User{admin, gw}})
+		if err != nil {
+			t.Fatalf("start nats: %v", err)
+		}
+		t.Cleanup(srv.Shutdown)
+		return srv
+	}
+	gwUser := embednats.User{User: "gw", Password: "pw"}
+	srv := serverWith(gwUser)
+	reconnecting := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
+	nc, err := nats.Connect("nats://"+addr, append(reconnecting, nats.UserInfo(gwUser.User, gwUser.Password))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	svc, err := nats.Connect("nats://"+addr, append(reconnecting, nats.UserInfo(admin.User, admin.Password))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	serveOn(t, svc, consumerConfig("web"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "web")
+	}))
+	ctx := context.Background()
+	kv := routesKV(t, svc)
+	for app, value := range map[string]string{"web": `[{"path":"/old/"}]`, "gone": `[{"path":"/gone/"}]`} {
+		if _, err := kv.PutString(ctx, app, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := startRun(t, nc, gwConfig(), "")
+	base, readyz := "http://"+r.addrs["http"], "http://"+r.addrs["admin"]+"/readyz"
+	code := func(path string) int {
+		c, _ := get(t, base+path)
+		return c
+	}
+	testutil.Eventually(t, 20*time.Second, "ready with the first routes", func() bool {
+		c, _ := get(t, readyz)
+		return c == 200 && code("/old/x") == 200 && code("/gone/x") != 404
+	})
+
+	srv.Shutdown()
+	testutil.Eventually(t, 10*time.Second, "gateway to notice NATS is gone", func() bool { return !nc.IsConnected() })
+	srv = serverWith(embednats.User{User: gwUser.User, Password: gwUser.Password,
+		Permissions: &embednats.Permissions{DenyPublish: []string{"$JS.API.>"}}})
+	testutil.Eventually(t, 10*time.Second, "the service back", svc.IsConnected)
+	kv = routesKV(t, svc)
+	if _, err := kv.PutString(ctx, "web", `[{"path":"/new/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "gateway to reconnect", nc.IsConnected)
+	if c, body := get(t, readyz); c == 200 {
+		t.Errorf("readyz = %d %q back on NATS before narun-routes is read again, want 503", c, body)
+	}
+	if c := code("/old/x"); c != 200 {
+		t.Errorf("request to the routes held while narun-routes is unread: %d, want them served", c)
+	}
+
+	srv.Shutdown()
+	testutil.Eventually(t, 10*time.Second, "gateway to notice NATS is gone", func() bool { return !nc.IsConnected() })
+	serverWith(gwUser)
+	// The service's connection must close before the server does, or its
+	// drain waits for a server that is gone.
+	t.Cleanup(svc.Close)
+	testutil.Eventually(t, 30*time.Second, "ready again", func() bool {
+		c, _ := get(t, readyz)
+		return c == 200
+	})
+	if c := code("/new/x"); c != 200 {
+		t.Errorf("route changed while away: %d once ready, want 200", c)
+	}
+	for _, path := range []string{"/old/x", "/gone/x"} {
+		if c := code(path); c != 404 {
+			t.Errorf("%s, whose route went while away: %d once ready, want 404", path, c)
+		}
+	}
 }
 
 // TestHalfWrittenConfigNotApplied drives the file watch's looks by hand: a
