@@ -314,7 +314,7 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 		if len(running) == 0 {
 			a.stop(ended)
-			a.start(ctx, sp, slot, fp, false)
+			a.start(ctx, sp, slot, fp)
 		}
 	}
 	for slot := range want {
@@ -340,7 +340,7 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			old = nil
 		}
 		if len(cur) == 0 {
-			cur = append(cur, a.start(ctx, sp, slot, fp, len(old) > 0))
+			cur = append(cur, a.start(ctx, sp, slot, fp))
 		}
 		if len(old) == 0 {
 			continue
@@ -431,9 +431,8 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 	}
 }
 
-// start creates and runs a new instance in slot; replacing says that it
-// takes over from an instance still serving.
-func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, replacing bool) *instance {
+// start creates and runs a new instance in slot.
+func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
 	in := &instance{slot: slot, fp: fp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
 	if b, ok := sp.Binary(runtime.GOARCH); ok {
@@ -441,21 +440,27 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string, repl
 	}
 	var baselineMu sync.Mutex
 	var baseline map[string]bool
-	var baselineTaken bool
 	in.sup = supervisor.New(supervisor.Config{
 		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp},
 		Prepare: func(ctx context.Context) (supervisor.InstanceLaunch, error) {
-			// Who answers before this instance first runs is not it. Taken
-			// once (Prepare runs on the supervisor's goroutine, one call at
-			// a time): a restart need not wait 300 ms for it again.
-			if replacing && sp.Health.Type == spec.HealthMicro && !baselineTaken {
-				ids := a.r.respondersOf(ctx, sp.Health.Service, 300*time.Millisecond)
-				baselineMu.Lock()
-				baseline = ids
-				baselineMu.Unlock()
-				baselineTaken = true
+			// Who answers before this process starts is not it: a service
+			// that does not name its instance in its metadata cannot be
+			// told from the other replicas otherwise. Taken at every start,
+			// the first of a scale-up included, as replicas that came up
+			// since the last start (on this node or another) answer too.
+			// The listing runs beside the fetch and placement, which it
+			// would otherwise lengthen by its 300 ms.
+			if sp.Health.Type != spec.HealthMicro {
+				return a.r.prepare(ctx, sp, id, in.dir)
 			}
-			return a.r.prepare(ctx, sp, id, in.dir)
+			listed := make(chan map[string]bool, 1)
+			go func() { listed <- a.r.respondersOf(ctx, sp.Health.Service, 300*time.Millisecond) }()
+			launch, err := a.r.prepare(ctx, sp, id, in.dir)
+			ids := <-listed
+			baselineMu.Lock()
+			baseline = ids
+			baselineMu.Unlock()
+			return launch, err
 		},
 		Command: a.r.opts.Command,
 		Policy:  restartPolicy(sp),

@@ -447,8 +447,8 @@ const instanceMetadata = "narun_instance"
 // pingInstance succeeds once this instance answers a NATS Micro ping of
 // service. A responder is this instance when its metadata names it or, for
 // services that do not say, when it was not among those answering before
-// the instance started (baseline); otherwise the old instance of a rolling
-// update would vouch for the new one.
+// the instance's process started (baseline); otherwise another replica, or
+// the old instance of a rolling update, would vouch for the new one.
 func (r *Runner) pingInstance(ctx context.Context, service, id string, baseline func() map[string]bool) error {
 	if !r.opts.Conn.IsConnected() {
 		return errOffline
