@@ -89,7 +89,10 @@ func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest)
 // binary returns the path of the verified binary b, fetching it from obs
 // (nil when NATS is unreachable) unless it is cached.
 func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Binary) (string, error) {
-	unlock := c.flights.lock(b.SHA256)
+	unlock, err := c.flights.lockCtx(ctx, b.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("wait for the fetch in flight of binary %s: %w", b.Object, err)
+	}
 	defer unlock()
 	p := c.path(b.SHA256)
 	var damaged error
