@@ -138,13 +138,17 @@ type launcher struct {
 }
 
 // setup runs every step that needs root, in the order that keeps each
-// possible: mounts and listeners first, then cgroups, then the host's
-// mounts made read-only, then dropping capabilities, then Landlock, and
-// the seccomp filter last.
+// possible: mounts, non-executable memfds and listeners first, then
+// cgroups, then the host's mounts made read-only, then dropping
+// capabilities, then Landlock, and the seccomp filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
 		return "mount", err
+	}
+	// Through the sandbox's /proc, before it is made read-only.
+	if err := noExecMemfds(); err != nil {
+		return "privileges", err
 	}
 	if err := unix.Sethostname([]byte(cfg.hostname())); err != nil {
 		return "hostname", fmt.Errorf("set hostname: %w", err)
@@ -369,6 +373,23 @@ func (l *launcher) enterCgroup() error {
 			return fmt.Errorf("open app's cgroup: %w", err)
 		}
 		l.appV1 = append(l.appV1, app)
+	}
+	return nil
+}
+
+// noExecMemfds makes every memfd of the sandbox non-executable: Landlock
+// rules cover files of the filesystem, not anonymous ones, and the app
+// could otherwise write code it fetched into a memfd and exec it through
+// /proc/self/fd or execveat, past the execute allow-list. The setting
+// belongs to the PID namespace of the process that writes it, the
+// sandbox's own here, and a namespace's children may only raise it. With
+// 2, since Linux 6.6, memfd_create refuses MFD_EXEC and seals the others
+// non-executable, so apps that make memfds for shared memory still work.
+// Kernels before 6.3 lack it (docs/SECURITY.md, "Known limits").
+func noExecMemfds() error {
+	err := os.WriteFile("/proc/sys/vm/memfd_noexec", []byte("2"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("make memfds non-executable: %w", err)
 	}
 	return nil
 }

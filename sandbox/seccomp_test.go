@@ -96,12 +96,16 @@ func TestFilterDecisions(t *testing.T) {
 		{"arm64-keyctl", "arm64", false, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
 		{"riscv64-keyctl", "riscv64", false, unix.AUDIT_ARCH_RISCV64, 219, 0, eperm},
 		{"riscv64-io-uring", "riscv64", false, unix.AUDIT_ARCH_RISCV64, ioUringSetup, 0, eperm},
+		{"amd64-userfaultfd", "amd64", false, unix.AUDIT_ARCH_X86_64, 323, 0, eperm},
+		{"arm64-userfaultfd", "arm64", false, unix.AUDIT_ARCH_AARCH64, 282, 0, eperm},
+		{"mips64-userfaultfd", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5317, 0, eperm},
 		// With host networking every socket is the host's to give; the
 		// rest of the filter holds.
 		{"host-amd64-vsock", "amd64", true, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, allow},
 		{"host-amd64-read", "amd64", true, unix.AUDIT_ARCH_X86_64, 0, 0, allow},
 		{"host-amd64-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 250, 0, eperm},
 		{"host-amd64-io-uring", "amd64", true, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
+		{"host-amd64-userfaultfd", "amd64", true, unix.AUDIT_ARCH_X86_64, 323, 0, eperm},
 		{"host-amd64-int80-keyctl", "amd64", true, unix.AUDIT_ARCH_I386, 288, 0, enosys},
 		{"host-amd64-x32-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 0x40000000 | 250, 0, enosys},
 		{"host-arm64-keyctl", "arm64", true, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
@@ -134,8 +138,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	if !ok {
 		t.Skipf("no filter on %s", runtime.GOARCH)
 	}
-	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP {
-		t.Errorf("%s: socket %d, io_uring_setup %d; x/sys/unix has %d, %d", runtime.GOARCH, a.socket, a.ioUringSetup, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP)
+	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD {
+		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d; x/sys/unix has %d, %d, %d", runtime.GOARCH,
+			a.socket, a.ioUringSetup, a.userfaultfd, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD)
 	}
 	if want := [3]uint32{unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY, unix.SYS_KEYCTL}; a.keys != want {
 		t.Errorf("%s: add_key, request_key, keyctl %v; x/sys/unix has %v", runtime.GOARCH, a.keys, want)

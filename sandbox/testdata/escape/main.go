@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -103,6 +104,35 @@ func main() {
 		// Its IORING_OP_SOCKET would open any socket past a filter of socket(2).
 		var params [120]byte
 		fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0)
+		if errno != 0 {
+			verdict(errno)
+		}
+		unix.Close(int(fd))
+		verdict(nil)
+	case "memfd":
+		// An anonymous file as apps make them for shared memory, with the
+		// flags of programs that predate MFD_NOEXEC_SEAL.
+		fd, err := unix.MemfdCreate("narun-probe", unix.MFD_CLOEXEC)
+		if err == nil {
+			_, err = unix.Write(fd, []byte("x"))
+			unix.Close(fd)
+		}
+		verdict(err)
+	case "memfdexec":
+		// Runs a copy of itself from an anonymous file, which no Landlock
+		// rule covers: code fetched at run time past the execute
+		// allow-list. ARG is the memfd_create flags ("exec" asks for an
+		// executable file) and, after a comma, how it is run: "proc"
+		// (execve of /proc/self/fd/N) or "execveat" (AT_EMPTY_PATH).
+		flags, how, _ := strings.Cut(arg, ",")
+		verdict(memfdExec(flags == "exec", how == "execveat"))
+	case "userfaultfd":
+		// A common aid of kernel exploits: it stalls the kernel in the
+		// middle of a copy from user memory, widening a race. The form
+		// for faults in user mode only, which the kernel gives any uid
+		// whatever vm.unprivileged_userfaultfd says.
+		const userModeOnly = 1 // UFFD_USER_MODE_ONLY
+		fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|userModeOnly, 0, 0)
 		if errno != 0 {
 			verdict(errno)
 		}
@@ -328,4 +358,42 @@ func openFDs() []string {
 		}
 	}
 	return fds
+}
+
+// memfdExec copies the running binary into a new anonymous file, makes it
+// executable if it can, and runs it in "hello" mode: nil means it ran.
+func memfdExec(execFlag, execveat bool) error {
+	flags := unix.MFD_CLOEXEC
+	if execFlag {
+		flags |= unix.MFD_EXEC
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	fd, err := unix.MemfdCreate("narun-probe", flags)
+	if err != nil {
+		return fmt.Errorf("memfd_create: %w", err)
+	}
+	if _, err := unix.Write(fd, self); err != nil {
+		return err
+	}
+	// What an attacker would try on a file made without the execute bit;
+	// its failure shows in the exec.
+	_ = unix.Fchmod(fd, 0o755)
+	if !execveat {
+		// Without close-on-exec, or the path would vanish in the exec.
+		dup, err := unix.Dup(fd)
+		if err != nil {
+			return err
+		}
+		return exec.Command(fmt.Sprintf("/proc/self/fd/%d", dup), "hello").Run()
+	}
+	// Replaces this process: "hello" and exit 0 if it ran.
+	path, _ := unix.BytePtrFromString("")
+	argv, _ := syscall.SlicePtrFromStrings([]string{"escape", "hello"})
+	envv, _ := syscall.SlicePtrFromStrings(os.Environ())
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(path)),
+		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
+	return fmt.Errorf("execveat: %w", errno)
 }
