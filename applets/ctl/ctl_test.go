@@ -963,6 +963,8 @@ func TestSecretDeleteRefusesSecretAnUnparsableSpecNames(t *testing.T) {
 func TestFiles(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Deleted at once, which prune_grace would refuse (TestFileAndSecretDeleteDuringDeploy).
+	h.pruneGrace("0s")
 	content := h.file("conf.toml", "answer = 42\n")
 	h.ok("", "files", "put", "conf", content)
 	h.fails(2, "", "files", "put", "../conf", content)

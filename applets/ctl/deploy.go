@@ -173,7 +173,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 			return err
 		}
 	}
-	if err := e.stampBinaries(ctx, d); err != nil {
+	if err := e.stampPins(ctx, d); err != nil {
 		return err
 	}
 	if len(d.bins) > 0 {
@@ -795,13 +795,24 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	return nil
 }
 
-// stampBinaries stamps each build the spec to store pins (stampObject)
-// just before it is stored, so that no concurrent deploy's prune takes it
-// for one left behind, however long ago it was uploaded. One of this
-// deploy's builds that such a prune deleted since it was checked is
-// uploaded again; any other pin that is gone fails the deploy, as the
-// check before the upload would have.
-func (e *env) stampBinaries(ctx context.Context, d *deployment) error {
+// stampPins stamps each build and file the spec to store pins
+// (stampObject) just before it is stored, so that no concurrent deploy's
+// prune takes a build for one left behind, however long ago it was
+// uploaded, and image delete and files delete refuse what is stamped
+// within prune_grace: neither can see the spec this deploy is about to
+// store. One of this deploy's builds that such a prune deleted since it
+// was checked is uploaded again; any other pin that is gone fails the
+// deploy, as the check before the upload would have.
+func (e *env) stampPins(ctx context.Context, d *deployment) error {
+	for _, obj := range slices.Sorted(maps.Keys(d.final.FileDigests)) {
+		err := e.stampObject(ctx, names.FilesBucket, obj, d.final.FileDigests[obj])
+		switch {
+		case errors.Is(err, errNoObject):
+			return notFound("nothing deployed: file %q was deleted from %s since it was checked (narun ctl files delete?); narun ctl files put %s FILE, then deploy again", obj, names.FilesBucket, obj)
+		case err != nil:
+			return fmt.Errorf("nothing deployed: file %q: %w", obj, err)
+		}
+	}
 	for _, arch := range slices.Sorted(maps.Keys(d.final.Binaries)) {
 		b := d.final.Binaries[arch]
 		err := e.stampObject(ctx, names.BinariesBucket, b.Object, b.SHA256)

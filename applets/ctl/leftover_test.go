@@ -157,6 +157,8 @@ func TestDeployReplacesDamagedBinary(t *testing.T) {
 func TestAppDeleteNamesLeftoverBuilds(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Deleted at once, which prune_grace would refuse (TestImageDeleteDuringDeploy).
+	h.pruneGrace("0s")
 	p := h.file("hello.toml", helloSpec)
 	first := h.build("1.0.0", 0)
 	h.ok("", "deploy", p, "--binary", first.path)

@@ -16,6 +16,8 @@ import (
 func TestDeletesLeaveNoMarkers(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Deleted at once, which prune_grace would refuse (TestImageDeleteDuringDeploy).
+	h.pruneGrace("0s")
 	content := h.file("conf.toml", "answer = 42\n")
 	for i := range 3 {
 		name := fmt.Sprintf("conf-%d", i)

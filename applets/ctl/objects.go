@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
@@ -268,51 +269,77 @@ func filesDelete(ctx context.Context, c *ucli.Context, e *env) error {
 	return e.deleteObjects(ctx, c, names.FilesBucket, "file", fileRefs)
 }
 
+// deployInFlight bounds how long a deploy takes from stamping its pins to
+// storing its spec: seconds, but for a slow link to NATS. Longer would
+// keep an operator from deleting a file put by mistake for as long.
+const deployInFlight = 2 * time.Minute
+
 // deleteObjects deletes the named objects; all are checked before any is
 // deleted, so a refused command changes nothing. An object only earlier
 // kept revisions pin is deleted with a warning naming them, not refused:
 // deleting old versions is what image delete is for, and every such
 // delete needing --force would make --force routine, and with it the
 // deletion of what a deployed spec runs.
+//
+// No stored spec shows what a deploy that is running will pin, so an
+// object uploaded or stamped (stampPins) within deployInFlight (or
+// prune_grace, if shorter) is refused as well, and each is deleted only
+// if its metadata is still what the check read: a deploy that stamps it
+// in between keeps it, and one that stamps it after fails, the object
+// being gone. The metadata is read before the specs, so that a spec
+// stored before the stamp was read is seen.
 func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what string, ref func(*spec.App) []string) error {
-	obs, err := e.objects(ctx, bucket)
+	if _, err := e.objects(ctx, bucket); err != nil {
+		return err
+	}
+	now, err := e.objectsNow(ctx, bucket)
 	if err != nil {
 		return err
 	}
-	used, unparsed, err := e.users(ctx, c.Args().Slice(), ref)
-	if err != nil {
-		return err
+	type read struct {
+		m    *jetstream.RawStreamMsg
+		info *jetstream.ObjectInfo
 	}
+	var objs []read
 	for _, name := range c.Args().Slice() {
-		octx, cancel := e.op(ctx)
-		_, err := obs.GetInfo(octx, name)
-		cancel()
-		if isNotFound(err) {
+		m, info, err := e.objectMeta(ctx, bucket, name)
+		if errors.Is(err, errNoObject) || err == nil && info.Deleted {
 			return notFound("%s %q does not exist", what, name)
 		}
 		if err != nil {
 			return fmt.Errorf("read %s %q: %w", what, name, err)
 		}
+		objs = append(objs, read{m, info})
+	}
+	used, unparsed, err := e.users(ctx, c.Args().Slice(), ref)
+	if err != nil {
+		return err
+	}
+	grace := min(e.cfg.Ctl.PruneGrace.D(), deployInFlight)
+	for _, o := range objs {
+		name := o.info.Name
 		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
 			return refuseInUse(what, name, apps, unparsed)
+		}
+		if age := max(now.Sub(o.m.Time), 0); age < grace && !c.Bool(flagForce) {
+			return inUse("%s %q was uploaded or pinned by a deploy %s ago: a deploy may be storing a spec that pins it; wait %s or pass --force", what, name, age.Round(time.Second), (grace - age).Round(time.Second))
 		}
 	}
 	kept, err := e.keptPins(ctx, ref)
 	if err != nil {
 		return err
 	}
-	for _, name := range c.Args().Slice() {
+	for _, o := range objs {
+		name := o.info.Name
 		if revs := kept[name]; len(revs) > 0 {
 			e.warnf("%s %s is pinned by earlier revisions %s keeps, which app rollback will refuse to restore once it is gone: %s", what, name, names.AppsBucket, strings.Join(revs, ", "))
 		}
-		octx, cancel := e.op(ctx)
-		err := obs.Delete(octx, name)
-		cancel()
+		deleted, err := e.deleteObjectAt(ctx, bucket, o.m, o.info)
 		if err != nil {
 			return fmt.Errorf("delete %s %q: %w", what, name, err)
 		}
-		if err := e.purgeDeletionMarker(ctx, bucket, name); err != nil {
-			e.log.Debug("deletion marker left in its bucket", "object", name, "err", err)
+		if !deleted {
+			return inUse("%s %q not deleted: a deploy uploaded or pinned it while this ran; run this again to see whether a spec uses it", what, name)
 		}
 		fmt.Fprintf(e.out(), "deleted %s %s\n", what, name)
 	}

@@ -278,10 +278,11 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 
 // stampObject writes the metadata of name in bucket again as it is, which
 // makes the server stamp it with its current time: pruning then takes the
-// object for one just uploaded. A deploy stamps the builds its spec pins
-// just before storing it, so that a concurrent deploy's prune spares one
-// it reuses (uploaded long ago, by a deploy that failed or for a spec no
-// longer kept) as it spares one it uploaded. The write expects the
+// object for one just uploaded. A deploy stamps the builds and files its
+// spec pins just before storing it (stampPins), so that a concurrent
+// deploy's prune spares one it reuses (uploaded long ago, by a deploy that
+// failed or for a spec no longer kept) as it spares one it uploaded, and
+// image delete and files delete refuse it. The write expects the
 // metadata read. It returns errNoObject when a prune deleted the object
 // first, and an error when its content is not sha256 (hex), which a
 // deploy is not to pin.
@@ -403,23 +404,21 @@ func (e *env) purgeObjectMeta(ctx context.Context, bucket, name string, seq uint
 	return nil
 }
 
-// purgeDeletionMarker removes the marker ObjectStore.Delete leaves for
-// name, as purgeObjectMeta does for a pruned build: every name deleted
-// would otherwise keep a message in its bucket for good, and a device
-// whose files or builds come and go under new names would see the store
-// grow with each. An upload of the same name since is left as it is.
-func (e *env) purgeDeletionMarker(ctx context.Context, bucket, name string) error {
-	m, info, err := e.objectMeta(ctx, bucket, name)
-	if errors.Is(err, errNoObject) {
-		return nil
-	}
+// objectsNow is the clock of the server that answers for bucket's stream,
+// on which an object's age is counted: a ctl host whose clock is wrong
+// must not take an object stamped moments ago for an old one.
+func (e *env) objectsNow(ctx context.Context, bucket string) (time.Time, error) {
+	ctx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
-		return err
+		return time.Time{}, fmt.Errorf("open stream of %s: %w", bucket, err)
 	}
-	if !info.Deleted {
-		return nil
+	if now := s.CachedInfo().TimeStamp; !now.IsZero() {
+		return now, nil
 	}
-	return e.purgeObjectMeta(ctx, bucket, name, m.Sequence)
+	// A server too old to say, as objectNames.
+	return e.serverNow(), nil
 }
 
 // objectMetaSubject is the subject of an object's metadata, as nats.go

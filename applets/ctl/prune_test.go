@@ -289,13 +289,13 @@ func TestStampUploadsPrunedBuildAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	pins := &spec.App{Binaries: map[string]spec.Binary{runtime.GOARCH: {Object: b.object, SHA256: b.sha256}}}
-	err = e.stampBinaries(ctx, &deployment{final: pins, obs: obs})
+	err = e.stampPins(ctx, &deployment{final: pins, obs: obs})
 	if xe := (*cli.ExitError)(nil); !errors.As(err, &xe) || xe.Code != ExitNotFound || !strings.Contains(err.Error(), "nothing deployed: binary "+b.object+" for "+runtime.GOARCH+" was deleted") {
 		t.Errorf("stamp of a pruned build the deploy has no file for: %v", err)
 	}
 
 	d := &deployment{final: pins, obs: obs, bins: []binaryFile{{Path: b.path, Arch: runtime.GOARCH, Size: int64(len(b.content)), SHA256: b.sha256, Object: b.object}}}
-	if err := e.stampBinaries(ctx, d); err != nil {
+	if err := e.stampPins(ctx, d); err != nil {
 		t.Fatalf("stamp of a pruned build of the deploy: %v", err)
 	}
 	h.fetch(b)

@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -96,13 +97,16 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 			return p, storeSpecError(name, r.verb, err)
 		}
 	}
-	if err := e.putRoutes(ctx, r.final, r.key); err != nil {
-		stop()
-		return p, routesNotWritten(name, p, r.again, err)
-	}
-	if err := e.dropRoutesOfDeleted(ctx, r.apps, name); err != nil {
+	notWritten := func(err error) error { return routesNotWritten(name, p, r.again, err) }
+	if err := e.settleRoutes(ctx, r.apps, r.final, p.revision, r.key, r.verb, notWritten); err != nil {
 		stop()
 		return p, err
+	}
+	if p.changed {
+		if err := e.usesAll(ctx, r.final); err != nil {
+			stop()
+			return p, notFound("spec of %s stored (revision %d), but what it uses was deleted while this %s ran (image delete --force, files delete or secret delete?), so its instances cannot start: %w; put it back and run the %s again", name, p.revision, r.verb, err, r.verb)
+		}
 	}
 	if p.changed && r.prune {
 		e.pruneSuperseded(ctx, r.cur, r.final)
@@ -142,4 +146,83 @@ func storeSpecError(app, verb string, err error) error {
 		return fmt.Errorf("store spec of %s: it changed during this %s (another deploy, restart or rollback?); run it again: %w", app, verb, err)
 	}
 	return fmt.Errorf("store spec of %s: %w", app, err)
+}
+
+// usesAll reads again, once a's spec is stored, what it pins and uses. A
+// delete that ran between the checks and the write saw no spec using it:
+// image delete --force, files delete past prune_grace, or secret delete,
+// which nothing stamps (a deploy does not write secrets). Each of the two
+// writes before it reads, so one of them sees the other: secret delete
+// looks at the specs again after its own write (secretDelete). One read of
+// metadata per object and secret.
+func (e *env) usesAll(ctx context.Context, a *spec.App) error {
+	digests, problems, err := e.references(ctx, a)
+	if err != nil {
+		return err
+	}
+	for obj, pin := range a.FileDigests {
+		if now, ok := digests[obj]; ok && now != pin {
+			problems = append(problems, fmt.Errorf("file %q now holds sha256 %s…, the spec pins %s…", obj, prefix(now), prefix(pin)))
+		}
+	}
+	if err := e.checkPinned(ctx, a.Binaries); err != nil {
+		problems = append(problems, err)
+	}
+	return errors.Join(problems...)
+}
+
+// settleRoutes writes the routes of a, the spec of its app stored as
+// revision rev, then reads the spec again, until the routes written are
+// those of the spec stored. The spec and its routes are two writes: a
+// deploy or rollback of the same app that runs whole between them would
+// otherwise be left with this command's routes, both reporting success.
+// Whichever writes the routes last reads the spec after, so the entry ends
+// as the stored spec's without an operator; a write conditional on the
+// entry read before would fail one of the two instead, and converge no
+// sooner. A spec deleted meanwhile (app delete) has its routes removed, and
+// one this ctl does not vouch for (unparsable, or not signed by its key)
+// gets no routes from it: the command fails, saying so. A look that fails
+// (NATS gone) is only reported: what was written stands, and --wait says
+// what became of it. notWritten phrases the failure of a write.
+func (e *env) settleRoutes(ctx context.Context, apps jetstream.KeyValue, a *spec.App, rev uint64, key *signing.Key, verb string, notWritten func(error) error) error {
+	name := a.Name
+	// Each turn follows a spec stored by another command meanwhile; that
+	// many in a row is churn the operator should hear about.
+	for range 5 {
+		if err := e.putRoutes(ctx, a, key); err != nil {
+			return notWritten(err)
+		}
+		cur, err := currentSpec(ctx, e, apps, name)
+		switch {
+		case err != nil:
+			e.warnf("could not check that %s did not change meanwhile: %v", name, err)
+			return nil
+		case cur.rev == 0:
+			return e.dropRoutesOfDeleted(ctx, apps, name)
+		case cur.rev == rev:
+			return nil
+		}
+		if why := unvouched(key, cur); why != "" {
+			return fmt.Errorf("%s changed during this %s: revision %d, stored meanwhile, is %s, so its routes are not written and the routes entry holds this %s's; run the deploy or rollback that should stand again", name, verb, cur.rev, why, verb)
+		}
+		a, rev = cur.app, cur.rev
+	}
+	return fmt.Errorf("%s changed during this %s, again each time its routes were written; run it again", name, verb)
+}
+
+// unvouched says why the routes of cur, a stored spec, are not for this
+// ctl to write, signed with key: "" when they are.
+func unvouched(key *signing.Key, cur current) string {
+	if cur.app == nil {
+		return "not a spec this ctl can parse"
+	}
+	if key == nil {
+		if pub, _ := signing.SignedBy(cur.raw); pub != "" {
+			return "signed by " + pub + " and this ctl has no signing key"
+		}
+	}
+	if why := notOurs(key, cur.raw); why != "" {
+		return "not signed by this ctl's key (" + why + ")"
+	}
+	return ""
 }

@@ -324,7 +324,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		// become the spec's, which is how a rollback whose routes failed
 		// after its spec was stored writes them.
 		if cur.app != nil {
-			if err := e.putRoutes(ctx, cur.app, key); err != nil {
+			if err := e.settleRoutes(ctx, apps, cur.app, cur.Revision, key, "rollback", keep); err != nil {
 				return err
 			}
 		}
@@ -349,7 +349,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	if bytes.Equal(stored, cur.raw) {
 		// Running a rollback again is how one whose routes failed after
 		// its spec was stored writes them; an unchanged entry is left.
-		if err := e.putRoutes(ctx, final, key); err != nil {
+		if err := e.settleRoutes(ctx, apps, final, cur.Revision, key, "rollback", keep); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.out(), "%s: revision %d holds the same spec as the current one (%d); nothing to roll back\n", name, target.Revision, cur.Revision)
@@ -436,3 +436,6 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	}
 	return stored, final, nil
 }
+
+// keep is an error as it is.
+func keep(err error) error { return err }

@@ -178,6 +178,8 @@ func TestRollbackTo(t *testing.T) {
 func TestRollbackRefusedWritesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Deleted at once, which prune_grace would refuse (TestImageDeleteDuringDeploy).
+	h.pruneGrace("0s")
 	bin := elfBinary(t)
 	h.ok("", "files", "put", "conf", h.file("conf", "a = 1\n"))
 	withFile := helloVersion("1.0.0", "/hello/") + "[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n"
@@ -222,6 +224,8 @@ func TestRollbackRefusedWritesNothing(t *testing.T) {
 func TestImageDeleteNamesKeptRevisions(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	// Deleted at once, which prune_grace would refuse (TestImageDeleteDuringDeploy).
+	h.pruneGrace("0s")
 	bin := elfBinary(t)
 	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
 	h.ok("", "deploy", p, "--binary", otherBuild(t, bin, "v1"))

@@ -269,6 +269,36 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		fmt.Fprintf(e.out(), "deleted secret %s\n", name)
 	}
+	return e.usedSince(ctx, c.Args().Slice(), used)
+}
+
+// usedSince fails when a deployed spec uses one of deleted, secrets that
+// before (users) read no such spec for. A deploy checks its secrets, then
+// stores its spec: one that ran between secret delete's check and its
+// purge uses a secret now gone, and no stamp, as for files, could show it
+// (a secret's value is the operator's to write, not a deploy's). Each of
+// the two looks again after its own write (usesAll), so one of them sees
+// the other and says so.
+func (e *env) usedSince(ctx context.Context, deleted []string, before map[string][]string) error {
+	later, _, err := e.users(ctx, deleted, secretRefs)
+	if err != nil {
+		return fmt.Errorf("check that no deploy started using the deleted secrets meanwhile: %w", err)
+	}
+	var problems []error
+	for _, name := range deleted {
+		var added []string
+		for _, a := range later[name] {
+			if !slices.Contains(before[name], a) {
+				added = append(added, a)
+			}
+		}
+		if len(added) > 0 {
+			problems = append(problems, fmt.Errorf("secret %q is deleted, but %s, deployed while this ran, uses it: its instances cannot start; narun ctl secret set %s to put it back", name, strings.Join(added, ", "), name))
+		}
+	}
+	if len(problems) > 0 {
+		return &cli.ExitError{Code: ExitInUse, Err: errors.Join(problems...)}
+	}
 	return nil
 }
 
