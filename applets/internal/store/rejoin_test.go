@@ -26,7 +26,7 @@ func TestOpenOnARejoinedMemberIsAnswered(t *testing.T) {
 	// is not what this test times.
 	restarted := (c.Leader() + 1) % 3
 	asked := connect(t, c.Server((restarted+1)%3))
-	openAll(t, asked)
+	openAll(t, asked, nil)
 	for round := range 3 {
 		c.Stop(restarted)
 		testutil.Eventually(t, 20*time.Second, "every stream led by a running member", func() bool { return allLed(asked) })

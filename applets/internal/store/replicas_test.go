@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"log/slog"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +22,15 @@ var (
 )
 
 // openAll opens (or creates) every narun bucket and stream the way the
-// applets do, and reports each one's replicas by stream name.
-func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
+// applets do, logging to log (nil discards), and reports each one's
+// replicas by stream name.
+func openAll(t *testing.T, js jetstream.JetStream, log *slog.Logger) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := map[string]int{}
 	for _, b := range kvBuckets {
-		kv, err := KV(ctx, js, b, nil)
+		kv, err := KV(ctx, js, b, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +41,7 @@ func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
 		got["KV_"+b] = st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas
 	}
 	for _, b := range objectBuckets {
-		obs, err := Objects(ctx, js, b, nil)
+		obs, err := Objects(ctx, js, b, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +51,7 @@ func openAll(t *testing.T, js jetstream.JetStream) map[string]int {
 		}
 		got["OBJ_"+b] = st.Replicas()
 	}
-	s, err := LogsStream(ctx, js, nil)
+	s, err := LogsStream(ctx, js, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +107,7 @@ func TestReplicasWithAMemberDown(t *testing.T) {
 	if _, err := js.CreateKeyValue(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if got := openAll(t, js); !maps.Equal(got, all(3)) {
+	if got := openAll(t, js, nil); !maps.Equal(got, all(3)) {
 		t.Fatalf("opened with a member down: %v, want 3 replicas each", got)
 	}
 }
@@ -119,10 +122,10 @@ func TestReplicasFollowTheCluster(t *testing.T) {
 	c := natstest.StartCluster(t, 2)
 	c.WaitPlaceable(30 * time.Second)
 	js := connect(t, c.Server(0))
-	if got := openAll(t, js); !maps.Equal(got, all(2)) {
+	if got := openAll(t, js, nil); !maps.Equal(got, all(2)) {
 		t.Fatalf("created in a cluster of two: %v, want 2 replicas each", got)
 	}
-	if got := openAll(t, js); !maps.Equal(got, all(2)) {
+	if got := openAll(t, js, nil); !maps.Equal(got, all(2)) {
 		t.Fatalf("opened again: %v", got)
 	}
 }
@@ -137,11 +140,35 @@ func TestReplicasAlone(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			js := connect(t, natstest.StartConfig(t, cfg))
 			for range 2 {
-				if got := openAll(t, js); !maps.Equal(got, all(1)) {
+				if got := openAll(t, js, nil); !maps.Equal(got, all(1)) {
 					t.Fatalf("%v, want 1 replica each", got)
 				}
 			}
 		})
+	}
+}
+
+// A leaf device with a [nats] server_name gets a cluster name from
+// nats-server, its server_name, but runs JetStream alone: its buckets
+// have the one copy there is, and opening them says nothing of replicas,
+// at their creation or after.
+func TestLeafBucketsQuietAboutReplicas(t *testing.T) {
+	hubLeaf := testutil.FreeAddr(t)
+	natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: hubLeaf}, JetStreamDomain: "hub"})
+	leaf := natstest.StartConfig(t, embednats.Config{ServerName: "shop-17", JetStreamDomain: "shop",
+		Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + hubLeaf}}}, Local: names.LeafLocal}})
+	js := connect(t, leaf)
+	var out testutil.LogBuffer
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for range 3 {
+		if got := openAll(t, js, log); !maps.Equal(got, all(1)) {
+			t.Fatalf("%v, want 1 replica each", got)
+		}
+	}
+	for _, said := range []string{"fewer replicas", "replicas raised"} {
+		if strings.Contains(out.String(), said) {
+			t.Errorf("a leaf device's buckets logged %q:\n%s", said, out.String())
+		}
 	}
 }
 
@@ -151,5 +178,5 @@ func TestReplicasAlone(t *testing.T) {
 func TestCreateRightAfterAnElection(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
-	openAll(t, connect(t, c.Server(c.Leader())))
+	openAll(t, connect(t, c.Server(c.Leader())), nil)
 }

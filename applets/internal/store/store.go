@@ -238,8 +238,9 @@ func create(ctx context.Context, js jetstream.JetStream, name string, log *slog.
 		return try(1)
 	}
 	for {
-		replicas, err := tryFewer(try)
-		if err == nil && replicas < Replicas {
+		replicas, alone, err := tryFewer(try)
+		// Alone, one copy is all there is: nothing is missing, nor ever added.
+		if err == nil && replicas < Replicas && !alone {
 			log.Warn("created with fewer replicas than narun keeps: the cluster cannot place more now; they are added when a client opens it once it can",
 				"stream", name, "replicas", replicas, "want", Replicas)
 		}
@@ -292,18 +293,19 @@ func storeFailed(err error) bool {
 }
 
 // tryFewer calls try with Replicas, then fewer while the cluster cannot
-// place that many, and says how many it asked for last.
-func tryFewer(try func(replicas int) error) (int, error) {
+// place that many, and says how many it asked for last, and whether the
+// server answered that it runs JetStream alone: a leaf node, which
+// nats-server gives a cluster name, its server_name, when it has none.
+func tryFewer(try func(replicas int) error) (replicas int, alone bool, err error) {
 	for r := Replicas; ; r-- {
-		err := try(r)
+		err = try(r)
 		switch {
 		case r > 1 && apiCode(err) == codeReplicasNotSupported:
-			// JetStream runs on this server alone (a leaf node, say).
-			return 1, try(1)
+			return 1, true, try(1)
 		case r > 1 && cannotPlace(err):
 			continue
 		}
-		return r, err
+		return r, false, err
 	}
 }
 
