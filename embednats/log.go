@@ -17,8 +17,8 @@ import (
 // for as long as they run: a member with a wrong route password makes
 // each of the others log about seven lines a second, a million a day, in
 // which anything else is lost. Past repeatBurst lines of one shape (the
-// message with its numbers blanked: addresses, ports, connection ids)
-// within repeatWindow, lines are counted instead, and the count is logged
+// message with its numbers blanked: addresses, ports, connection ids;
+// and the protocol arguments a parse error quotes) within repeatWindow, lines are counted instead, and the count is logged
 // with the last of them when the window ends.
 const (
 	repeatBurst  = 5
@@ -76,7 +76,7 @@ func (l *logAdapter) admit(level slog.Level, msg string) bool {
 		l.shapes = map[shapeKey]*shapeCount{}
 		l.timer = time.AfterFunc(repeatWindow, l.endWindow)
 	}
-	k := shapeKey{level, blankNumbers(msg)}
+	k := shapeKey{level, shapeOf(msg)}
 	c := l.shapes[k]
 	if c == nil {
 		c = &shapeCount{}
@@ -116,6 +116,21 @@ func (l *logAdapter) close() {
 	if pending {
 		l.endWindow()
 	}
+}
+
+// shapeOf is msg with what differs between lines of one kind blanked.
+// Two members with one server_name refuse each other's routes, and each
+// logs a parse error about once a second, each quoting another
+// subscription's subject, for as long as they run: past the words
+// "parse error", the rest is the arguments quoted.
+func shapeOf(msg string) string {
+	for _, words := range []string{"Parse Error: ", "parse error: "} {
+		if i := strings.Index(msg, words); i >= 0 {
+			msg = msg[:i+len(words)] + "…"
+			break
+		}
+	}
+	return blankNumbers(msg)
 }
 
 // blankNumbers replaces each run of digits in s with one '#'.

@@ -114,6 +114,65 @@ func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
 	}
 }
 
+// Two members with one server_name (a narun.toml copied with it) refuse
+// each other's routes, and each then logs a parse error, about one a
+// second, for every subscription a route carries, each naming its own
+// subject: limited as one shape, they no longer bury nats-server's line
+// saying which name is duplicated.
+func TestDuplicateServerNameDoesNotFloodTheLog(t *testing.T) {
+	var outA syncBuffer
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	var routes []string
+	for _, a := range addrs {
+		routes = append(routes, "nats-route://"+a)
+	}
+	var a *Server
+	for i, name := range []string{"dup", "other", "dup"} {
+		c := Config{Listen: freeAddr(t), DataDir: t.TempDir(), ServerName: name, Cluster: Cluster{Name: "narun", Listen: addrs[i], Routes: routes}}
+		if i == 0 {
+			c.Logger = slog.New(slog.NewTextHandler(&outA, nil))
+		}
+		s, err := Start(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Shutdown()
+		if i == 0 {
+			a = s
+		}
+	}
+	parseErrors := func() int {
+		a.logs.mu.Lock()
+		defer a.logs.mu.Unlock()
+		n := 0
+		for k, c := range a.logs.shapes {
+			if strings.Contains(k.shape, "Parse Error") {
+				n += c.lines
+			}
+		}
+		return n
+	}
+	// Within one window, which began with the server's first line.
+	deadline := time.Now().Add(repeatWindow * 3 / 4)
+	for parseErrors() < 2*repeatBurst {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d parse errors seen; the log:\n%s", parseErrors(), outA.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	logged := map[string]int{}
+	for line := range strings.Lines(outA.String()) {
+		if before, _, ok := strings.Cut(line, " Parse Error: "); ok {
+			logged[before[strings.LastIndex(before, " ")+1:]]++
+		}
+	}
+	for op, n := range logged {
+		if n > repeatBurst {
+			t.Errorf("%d lines of %s Parse Error logged, want at most %d:\n%s", n, op, repeatBurst, outA.String())
+		}
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

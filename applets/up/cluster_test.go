@@ -88,6 +88,38 @@ func TestUpWaitingForJetStream(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
+// Members installed from one copied narun.toml share its [nats]
+// server_name; JetStream then never elects a leader, though every route
+// connects, and nats-server says so only on the duplicated members, among
+// dozens of other lines. The member waiting for JetStream names the
+// duplicate itself, with the addresses it came from.
+func TestUpNamesDuplicateServerName(t *testing.T) {
+	_, clusterAddrs, routes := firstMemberConfig(t)
+	for _, i := range []int{0, 2} {
+		natstest.StartConfig(t, embednats.Config{
+			Listen:     "127.0.0.1:-1",
+			ServerName: "u1",
+			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
+		})
+	}
+	config := writeMember(t, "u2", clusterAddrs[1], routes)
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
+		return strings.Contains(out.String(), "waiting for JetStream to answer")
+	})
+	named := func() bool {
+		s := out.String()
+		return strings.Contains(s, "give each member its own [nats] server_name") && strings.Contains(s, `server_name=u1`)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !named(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the duplicate server_name u1 not named; output:\n%s", out.String())
+		}
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
 // firstMemberConfig writes the configuration of the first member, u1, of
 // a three-member cluster whose other two members are not started, and
 // returns it with the members' route addresses and URLs.
@@ -97,16 +129,23 @@ func firstMemberConfig(t *testing.T) (config string, clusterAddrs, routes []stri
 	for _, a := range clusterAddrs {
 		routes = append(routes, "nats-route://"+a)
 	}
-	config = filepath.Join(t.TempDir(), "narun.toml")
+	return writeMember(t, "u1", clusterAddrs[0], routes), clusterAddrs, routes
+}
+
+// writeMember writes the configuration of the cluster member name, whose
+// routes listen on listen, and returns its path.
+func writeMember(t *testing.T, name, listen string, routes []string) string {
+	t.Helper()
+	config := filepath.Join(t.TempDir(), "narun.toml")
 	err := os.WriteFile(config, []byte(fmt.Sprintf(`[nats]
-server_name = "u1"
+server_name = %q
 [nats.cluster]
 name = "narun"
 listen = %q
 routes = ["%s"]
-`, clusterAddrs[0], strings.Join(routes, `", "`))), 0o600)
+`, name, listen, strings.Join(routes, `", "`))), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return config, clusterAddrs, routes
+	return config
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/sdnotify"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/embednats"
 )
 
 // nodeKey is the key narun up trusts when no trusted_keys are configured:
@@ -126,12 +127,13 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 // already stored when the data dir is from before signing: they ran
 // unsigned on a node that checked nothing, and an upgrade must not stop
 // them. A start that fails while signing them leaves the adopting file,
-// and the next start signs the rest with the same key.
-func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
+// and the next start signs the rest with the same key. clashes is what
+// scanWhenAnswered asks while it waits.
+func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, clashes func() ([]embednats.NameClash, error), log *slog.Logger) error {
 	if k.text == nil && !k.adopting {
 		return nil
 	}
-	unsigned, others, err := k.scanWhenAnswered(ctx, nc, log)
+	unsigned, others, err := k.scanWhenAnswered(ctx, nc, clashes, log)
 	if err != nil {
 		return fmt.Errorf("read the stored specs to sign them with the node key %s: %w", k.path, err)
 	}
@@ -222,13 +224,18 @@ const probeAttempt = 2 * time.Second
 // members of a new cluster elect their first leader only once they see
 // each other, so the first member to start waits for the others here; a
 // single bounded try made every member of a cluster started at once give
-// up before the last one came up.
-func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]stored, map[string]int, error) {
+// up before the last one came up. While it waits, it asks clashes for the
+// server names its routes show shared (the embedded server's
+// NameClashes): members installed from one copied narun.toml keep its
+// [nats] server_name, and their routes connect, but no leader is ever
+// elected.
+func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes func() ([]embednats.NameClash, error), log *slog.Logger) ([]stored, map[string]int, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, nil, err
 	}
-	var warned, extended time.Time
+	var warned, extended, clashSaid time.Time
+	var clashNames string
 	for attempt := 1; ; attempt++ {
 		unsigned, others, err := k.tryScan(ctx, js, nc)
 		if err == nil {
@@ -249,10 +256,17 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 			_ = sdnotify.Send(sdnotify.Extend(3 * extendEvery))
 			extended = time.Now()
 		}
-		// Said again about once a minute: the server's own lines (a route
-		// refused for a wrong login, say) may have buried the first one.
+		// Both said again about once a minute: the server's own lines (a
+		// route refused for a wrong login, say) may have buried the first.
+		// A shared server_name is said as soon as the routes show it.
+		if cs, cerr := clashes(); cerr != nil {
+			log.Debug("routes not checked for a shared [nats] server_name", "err", cerr)
+		} else if shared := clashedNames(cs); shared != "" && (shared != clashNames || time.Since(clashSaid) >= time.Minute) {
+			sayClashes(log, cs)
+			clashNames, clashSaid = shared, time.Now()
+		}
 		if time.Since(warned) >= time.Minute {
-			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password",
+			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password, and each with its own [nats] server_name",
 				"err", err, "attempt", attempt)
 			warned = time.Now()
 		}
@@ -263,6 +277,27 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog
 			return nil, nil, ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// clashedNames is the names of cs, to tell whether they were said: the
+// addresses of routes a member dialled change as they are dialled again.
+func clashedNames(cs []embednats.NameClash) string {
+	shared := make([]string, len(cs))
+	for i, c := range cs {
+		shared[i] = c.Name
+	}
+	return strings.Join(shared, " ")
+}
+
+// sayClashes logs each shared server name with where its servers are.
+func sayClashes(log *slog.Logger, cs []embednats.NameClash) {
+	for _, c := range cs {
+		msg := "members of the cluster share a [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
+		if c.Own {
+			msg = "another member of the cluster has this member's [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
+		}
+		log.Error(msg, "server_name", c.Name, "addrs", strings.Join(c.Addrs, ", "))
 	}
 }
 

@@ -123,7 +123,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		var nodeKeys []string
 		var nodeKeyFile string
 		if nk != nil {
-			if err := nk.save(ctx, runnerConn, log); err != nil {
+			if err := nk.save(ctx, runnerConn, srv.NameClashes, log); err != nil {
 				if ctx.Err() != nil {
 					// Stopped while waiting for JetStream.
 					return nil
