@@ -68,6 +68,12 @@ func Main(args []string, stdio cli.IO) int {
 	app, rest, ok := lookup(args)
 	if !ok {
 		if len(args) < 2 {
+			// A link named after no applet (foo -> narun) gets the usage
+			// with the name it was called by; narun itself, or a
+			// versioned narun-1.2, just the usage.
+			if name := filepath.Base(args[0]); !strings.HasPrefix(name, "narun") {
+				fmt.Fprintf(stdio.Stderr, "narun: unknown applet %q: name a link after an applet, or give the applet as the first argument\n\n", name)
+			}
 			usage(stdio.Stderr)
 			return 2
 		}

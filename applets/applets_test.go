@@ -212,6 +212,15 @@ func TestInstall(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(other, "narun-gw")); string(b) != "precious" {
 		t.Fatal("install overwrote a regular file")
 	}
+	if _, err := os.Lstat(filepath.Join(other, "narun-nats")); !os.IsNotExist(err) {
+		t.Errorf("install made narun-nats beside a file in the way (lstat: %v); want no link at all", err)
+	}
+	if err := os.Remove(filepath.Join(other, "narun-gw")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applets.Install(bin, other); err != nil {
+		t.Fatal(err)
+	}
 	if target, err := os.Readlink(filepath.Join(other, "narun-nats")); err != nil || target != bin {
 		t.Errorf("link in another dir should be absolute: %q %v", target, err)
 	}

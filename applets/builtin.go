@@ -130,27 +130,47 @@ func installTarget(argv0 string) (string, error) {
 
 // Install makes each applet alias in dir a symlink to binary. It is
 // idempotent, replaces symlinks that point elsewhere, and refuses to touch
-// anything that is not a symlink. It returns the links it created.
+// anything that is not a symlink: it looks at every name first and, with
+// any such file in the way, makes no link at all and names each one, so
+// that an install is never left half done. It returns the links it
+// created.
 func Install(binary, dir string) ([]string, error) {
+	if fi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("install: directory %s does not exist", dir)
+	} else if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("install: %s is not a directory", dir)
+	}
 	target := binary
 	if absDir, err := filepath.Abs(dir); err == nil && absDir == filepath.Dir(binary) {
 		target = filepath.Base(binary)
 	}
-	var created []string
+	var todo []string
+	var obstacles []error
 	for _, name := range linkNames() {
 		link := filepath.Join(dir, name)
 		fi, err := os.Lstat(link)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
-			return created, fmt.Errorf("install %s: %w", link, err)
+			obstacles = append(obstacles, fmt.Errorf("install %s: %w", link, err))
+			continue
 		case fi.Mode()&fs.ModeSymlink == 0:
-			return created, fmt.Errorf("install %s: a file that is not a symlink is in the way; remove it first", link)
+			obstacles = append(obstacles, fmt.Errorf("install %s: a file that is not a symlink is in the way; remove it first", link))
+			continue
 		default:
 			if cur, err := os.Readlink(link); err == nil && cur == target {
 				continue
 			}
 		}
+		todo = append(todo, link)
+	}
+	if len(obstacles) > 0 {
+		return nil, fmt.Errorf("%w\nno link made", errors.Join(obstacles...))
+	}
+	var created []string
+	for _, link := range todo {
 		tmp, err := symlinkAside(target, link)
 		if err != nil {
 			return created, fmt.Errorf("install %s: %w", link, err)

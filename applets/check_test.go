@@ -11,7 +11,8 @@ import (
 
 // --check judges the file and flags as a start would, naming the line of
 // the first problem, and binds and writes nothing: it passes with every
-// address of the file held by another listener, and leaves no data dir.
+// address of the file held by another listener (one each: two of narun's
+// own on one address are refused), and leaves no data dir.
 func TestCheckFlag(t *testing.T) {
 	addr := heldAddr(t)
 	dir := t.TempDir()
@@ -25,10 +26,10 @@ func TestCheckFlag(t *testing.T) {
 	good := write("good.toml", `[nats]
 listen = "`+addr+`"
 [gateway]
-listen = "`+addr+`"
-admin_listen = "`+addr+`"
+listen = "`+heldAddr(t)+`"
+admin_listen = "`+heldAddr(t)+`"
 [runner]
-admin_listen = "`+addr+`"
+admin_listen = "`+heldAddr(t)+`"
 [[gateway.routes]]
 path = "/a/"
 service = "a"

@@ -43,7 +43,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	)
 	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "routes-cache": &cfg.Gateway.RoutesCache})
-		if err := cli.CheckListen(c, cfg, cli.GatewayListens(cfg.Gateway)...); err != nil {
+		listens := cli.GatewayListens(cfg.Gateway)
+		if err := cli.CheckListen(c, cfg, listens...); err != nil {
+			return err
+		}
+		if err := cli.CheckListenersApart(c, cfg, listens...); err != nil {
 			return err
 		}
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
@@ -77,6 +81,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			log.Info("gateway stopping: in-flight requests get up to shutdown_timeout; a second SIGINT or SIGTERM stops at once")
 		})
 		defer stopping()
-		return g.Run(ctx)
+		// The gateway's listeners name only their address when it is in
+		// use; the flag or key that set it is said here.
+		return cli.PlaceListenError(c, cfg, g.Run(ctx), listens...)
 	})
 }

@@ -39,6 +39,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if c.IsSet("routes") {
 			cfg.NATS.Cluster.Routes = c.StringSlice("routes")
 		}
+		if err := cli.CheckListenersApart(c, cfg, cli.NATSListens(cfg.NATS, "listen", "http-listen", "cluster-listen")...); err != nil {
+			return err
+		}
 		ec := cli.EmbedConfig(cfg)
 		flagRemote := fmt.Sprintf("nats.leafnodes.remotes[%d]", len(ec.Leafnodes.Remotes))
 		if c.IsSet("leaf-remote") {

@@ -53,6 +53,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := cli.CheckListen(c, cfg, listens...); err != nil {
 			return err
 		}
+		if err := cli.CheckListenersApart(c, cfg, append(cli.NATSListens(cfg.NATS, "nats-listen", "", ""), listens...)...); err != nil {
+			return err
+		}
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}
@@ -75,6 +78,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 		} else if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
 			return err
+		}
+		if cli.UnderTmp(cfg.DataDir) {
+			log.Warn("the data dir is under /tmp: an app whose sandbox has the tmp preset will not start, the preset hides its instance dir behind a private /tmp; choose a data_dir outside /tmp", "data_dir", cfg.DataDir)
 		}
 		var nk *nodeKey
 		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
@@ -148,9 +154,24 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			routesCache = filepath.Join(cfg.DataDir, "routes.json")
 		}
 		// The runner's admin listener is bound before the gateway runs: the
-		// gateway's listeners are the last to be ready.
+		// gateway's listeners are the last to be ready, and once they are,
+		// every address the banner names is narun's.
+		serving := func() {
+			if strings.EqualFold(cfg.LogFormat, "json") {
+				// Every line JSON: a service manager mixes stdout into the
+				// same journal as the log.
+				log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(cfg.Gateway.Listen),
+					"gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
+			} else {
+				fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
+				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
+				fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
+				fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
+			}
+			cli.NotifyReady(log)
+		}
 		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content,
-			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
+			OnServing: serving, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
 		if err != nil {
 			return err
 		}
@@ -161,18 +182,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 
 		cli.OnSIGHUP(ctx, log, gw.Reload)
-
-		if strings.EqualFold(cfg.LogFormat, "json") {
-			// Every line JSON: a service manager mixes stdout into the
-			// same journal as the log.
-			log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(cfg.Gateway.Listen),
-				"gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
-		} else {
-			fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
-			fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
-			fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
-			fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
-		}
 
 		partsCtx, stopParts := context.WithCancel(context.Background())
 		defer stopParts()
@@ -188,7 +197,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if cfg.Runner.AdminListen != "" {
 			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
 			if err != nil {
-				return fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err))
+				return cli.PlaceListenError(c, cfg, fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err)), listens...)
 			}
 			wg.Add(1)
 			go func() {
@@ -198,7 +207,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				}
 			}()
 		}
-		for _, part := range []func(context.Context) error{gw.Run, rn.Run} {
+		// The gateway's listeners name only their address when it is in
+		// use; the flag or key that set it is said here.
+		runGateway := func(ctx context.Context) error { return cli.PlaceListenError(c, cfg, gw.Run(ctx), listens...) }
+		for _, part := range []func(context.Context) error{runGateway, rn.Run} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

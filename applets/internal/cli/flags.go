@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -63,9 +64,10 @@ const elsewhere = "choose another with --data-dir, NARUN_DATA_DIR or data_dir in
 
 // CheckDataDir says whether a start could make and write the data dir
 // dir, as a --check must, without writing: the nearest part of its path
-// that exists must be a directory this process may write and enter, which
-// access(2) answers for a read-only file system too, and the data dir, if
-// it exists, one PrepareDataDir accepts.
+// that exists must be a directory this process may write and enter, on a
+// file system that takes directories, and the data dir, if it exists, one
+// PrepareDataDir accepts. access(2) answers for a read-only mount, root
+// included; root it lets write /proc and /sys, so statfs(2) tells those.
 func CheckDataDir(dir string) error {
 	for p := dir; ; {
 		fi, err := os.Stat(p)
@@ -75,6 +77,12 @@ func CheckDataDir(dir string) error {
 		case err == nil:
 			if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
 				return fmt.Errorf("data dir %s: cannot write %s: %w; %s", dir, p, err, elsewhere)
+			}
+			if err := writableFileSystem(dir, p); err != nil {
+				return err
+			}
+			if err := safeAncestors(dir); err != nil {
+				return err
 			}
 			if p == dir {
 				return ownDataDir(dir, fi)
@@ -91,14 +99,99 @@ func CheckDataDir(dir string) error {
 	}
 }
 
+// pseudoFileSystems are the kernel's file systems that show its state
+// and take no directories of a user's, with the name an error gives them.
+var pseudoFileSystems = map[int64]string{
+	unix.PROC_SUPER_MAGIC:    "proc",
+	unix.SYSFS_MAGIC:         "sysfs",
+	unix.CGROUP_SUPER_MAGIC:  "cgroup",
+	unix.CGROUP2_SUPER_MAGIC: "cgroup2",
+	unix.DEBUGFS_MAGIC:       "debugfs",
+	unix.TRACEFS_MAGIC:       "tracefs",
+	unix.SECURITYFS_MAGIC:    "securityfs",
+	unix.BPF_FS_MAGIC:        "bpf",
+	unix.PSTOREFS_MAGIC:      "pstore",
+	unix.EFIVARFS_MAGIC:      "efivarfs",
+}
+
+// writableFileSystem refuses a data dir dir whose nearest existing part p
+// is on a pseudo file system. A read-only mount access(2) refuses, root
+// included (EROFS).
+func writableFileSystem(dir, p string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return fmt.Errorf("data dir %s: statfs %s: %w", dir, p, err)
+	}
+	if name, ok := pseudoFileSystems[int64(st.Type)]; ok {
+		return fmt.Errorf("data dir %s: %s is on the kernel's %s file system, which takes no directories; %s", dir, p, name, elsewhere)
+	}
+	return nil
+}
+
+// safeAncestors refuses a data dir below a directory another user owns,
+// or that its group or others may write without its sticky bit: there
+// they could rename the data dir while narun runs and put one of their
+// own in its place, whose cached binaries narun executes and whose
+// signing.key it signs with. A sticky directory (/tmp) lets no one rename
+// an entry they do not own, and the entry below it is checked in turn.
+// Both the path as given and the one its symlinks lead to are checked:
+// either's directories could be swapped.
+func safeAncestors(dir string) error {
+	paths := []string{dir}
+	if real, err := evalExisting(dir); err == nil && real != dir {
+		paths = append(paths, real)
+	}
+	uid := uint32(os.Geteuid())
+	for _, path := range paths {
+		for p := filepath.Dir(path); ; p = filepath.Dir(p) {
+			fi, err := os.Stat(p)
+			if err == nil {
+				st, ok := fi.Sys().(*syscall.Stat_t)
+				switch {
+				case !ok:
+				case st.Uid != 0 && st.Uid != uid:
+					return fmt.Errorf("data dir %s: %s belongs to uid %d, who could put a data dir of their own in its place, with the binaries narun runs and its signing key; %s", dir, p, st.Uid, elsewhere)
+				case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0:
+					return fmt.Errorf("data dir %s: %s is writable by its group or others (mode %04o) without the sticky bit: they could put a data dir of their own in its place, with the binaries narun runs and its signing key; chmod go-w or +t it, or %s", dir, p, fi.Mode().Perm(), elsewhere)
+				}
+			}
+			if filepath.Dir(p) == p {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// evalExisting is path with the symlinks of its longest existing prefix
+// resolved, and the rest as it is.
+func evalExisting(path string) (string, error) {
+	rest := ""
+	for p := path; ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest), nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		if filepath.Dir(p) == p {
+			return path, nil
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
 // PrepareDataDir makes the data dir dir, if it is not there, for this
-// user only, and refuses one that another user owns or may write: whoever
-// can replace what it holds (the cached binaries the runner executes, the
+// user only, and refuses one that another user owns or may write, or
+// that lies below a directory another user may change: whoever can
+// replace what it holds (the cached binaries the runner executes, the
 // node's signing.key, the specs) runs code as this user, who is root on a
 // device. A user other than root gets ./narun-data by default, so a
 // narun-data another user made in a shared directory such as /tmp would
 // otherwise be taken as it is.
 func PrepareDataDir(dir string) error {
+	if err := safeAncestors(dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s: %w; %s", dir, err, elsewhere)
 	}
@@ -106,7 +199,22 @@ func PrepareDataDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("data dir %s: %w", dir, err)
 	}
-	return ownDataDir(dir, fi)
+	if err := ownDataDir(dir, fi); err != nil {
+		return err
+	}
+	// MkdirAll made the parts that were missing, which the first check
+	// could not see.
+	return safeAncestors(dir)
+}
+
+// UnderTmp says whether the data dir dir lies under /tmp, where the
+// runner cannot start an app whose sandbox has the tmp preset: the
+// preset puts a private /tmp over the one holding the app's instance dir.
+func UnderTmp(dir string) bool {
+	if real, err := evalExisting(dir); err == nil {
+		dir = real
+	}
+	return dir == "/tmp" || strings.HasPrefix(dir, "/tmp/")
 }
 
 // ownDataDir refuses a data dir that this user does not own, or that its
@@ -699,6 +807,92 @@ func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 	return nil
 }
 
+// CheckListenersApart refuses two of addrs that one process cannot both
+// listen on: the same port, on the same host or with either host a
+// wildcard (empty, 0.0.0.0, ::), which takes the port on every address.
+// The start found them only when the second listener failed, after the
+// rest was up, in words that named neither; --check, which binds nothing,
+// not at all. Both are named, by the flag or the file's key and line that
+// set them. It is no usage error (exit 1): each address is well formed,
+// the configuration as a whole cannot run. Addresses CheckListen or the
+// NATS server's check refuse, and port 0 (one the kernel picks), pass.
+func CheckListenersApart(c *ucli.Context, cfg config.File, addrs ...Listen) error {
+	type bound struct {
+		Listen
+		host string
+		port int
+	}
+	var seen []bound
+	for _, l := range addrs {
+		if l.Addr == "" {
+			continue
+		}
+		host, p, err := net.SplitHostPort(l.Addr)
+		if err != nil {
+			continue
+		}
+		port, err := net.LookupPort("tcp", p)
+		if err != nil || port == 0 {
+			continue
+		}
+		host = wildcardOrHost(host)
+		for _, s := range seen {
+			if s.port == port && (s.host == host || s.host == "" || host == "") {
+				return fmt.Errorf("%s and %s: two of narun's listeners on the same address; give each a port of its own", s.Listen.Name(c, cfg), l.Name(c, cfg))
+			}
+		}
+		seen = append(seen, bound{l, host, port})
+	}
+	return nil
+}
+
+// wildcardOrHost is "" for a host that listens on every address, else the
+// host in one spelling of it.
+func wildcardOrHost(host string) string {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return strings.ToLower(host)
+	}
+	if ip.IsUnspecified() {
+		return ""
+	}
+	return ip.Unmap().String()
+}
+
+// Name says where l's address comes from, for an error about it: the
+// flag that set it, else the file's line and key, else the key with the
+// value it has by default or from the environment.
+func (l Listen) Name(c *ucli.Context, cfg config.File) string {
+	if l.Flag != "" && c.IsSet(l.Flag) {
+		return fmt.Sprintf("--%s %s", l.Flag, l.Addr)
+	}
+	if where := cfg.Where(l.Key); where != "" && where != cfg.Path {
+		return fmt.Sprintf("%s: key %q %q", where, l.Key, l.Addr)
+	}
+	return fmt.Sprintf("key %q %q", l.Key, l.Addr)
+}
+
+// PlaceListenError names the listener of addrs whose address err, a
+// failure to listen (an address in use), is about, as an error of the
+// NATS server's listeners names its key: the part that failed names only
+// the address. err is returned as it is when no listener of addrs has
+// that address.
+func PlaceListenError(c *ucli.Context, cfg config.File, err error, addrs ...Listen) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "listen" || op.Addr == nil {
+		return err
+	}
+	for _, l := range addrs {
+		if l.Addr == "" {
+			continue
+		}
+		if a, rerr := net.ResolveTCPAddr("tcp", l.Addr); rerr == nil && a.String() == op.Addr.String() {
+			return fmt.Errorf("%s: %w", l.Name(c, cfg), err)
+		}
+	}
+	return err
+}
+
 // GatewayListens are the gateway's addresses for CheckListen, set by the
 // flags of gw and up or the file: the HTTPS one only with a certificate,
 // without which nothing listens on it.
@@ -710,6 +904,16 @@ func GatewayListens(g config.Gateway) []Listen {
 	return []Listen{{Key: "gateway.listen", Flag: "listen", Addr: g.Listen},
 		{Key: "gateway.admin_listen", Flag: "admin-listen", Addr: g.AdminListen},
 		{Key: "gateway.tls.listen", Addr: https}}
+}
+
+// NATSListens are the embedded NATS server's addresses for
+// CheckListenersApart; listenFlag, httpFlag and clusterFlag are the flags
+// of the applet that set them ("" for none).
+func NATSListens(n config.NATS, listenFlag, httpFlag, clusterFlag string) []Listen {
+	return []Listen{{Key: "nats.listen", Flag: listenFlag, Addr: n.Listen},
+		{Key: "nats.http_listen", Flag: httpFlag, Addr: n.HTTPListen},
+		{Key: "nats.cluster.listen", Flag: clusterFlag, Addr: n.Cluster.Listen},
+		{Key: "nats.leafnodes.listen", Addr: n.Leafnodes.Listen}}
 }
 
 // NotifyReady tells a service manager that asked (a systemd unit with
