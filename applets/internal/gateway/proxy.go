@@ -369,6 +369,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	}
 	var first []byte
 	var more bool
+	// awaitContinue is set while the client waits for 100 Continue, which
+	// net/http sends on the body's first read, the first pull's.
+	var awaitContinue bool
 	var pulls *puller
 	var stream *bodyStream
 	defer func() {
@@ -412,7 +415,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		stream = startStream(bodyIn, rt.maxBody, chunk, &g.bigBufs, expect, g.bodies, held)
 		pulls = g.startStreamPuller(stream, &ex.in, rid)
 		if expect {
-			more = true
+			more, awaitContinue = true, true
 		} else {
 			first, more, err = stream.head(ex.timer, g.firstWait)
 			// A head with no payload and no Narun-Body is a request
@@ -428,6 +431,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// service is served by net/http itself. The head carries none of
 		// it.
 		body.cl, more = r.ContentLength, true
+		awaitContinue = true
 	default:
 		first, more, err = body.first(r.ContentLength)
 	}
@@ -594,6 +598,19 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.fail(w, ex, status, "service error: "+hd.errMsg, rid)
 				return
 			}
+			if hd.stream && awaitContinue && r.Method != http.MethodHead {
+				// The service may pull after its head, and HTTP allows
+				// no 100 Continue after the final head: asked now, or
+				// the client never sends its body (curl and Go's client
+				// send it unasked after a second; others wait for ever).
+				// Written before the head's headers are copied: net/http
+				// sends those in w with a 1xx. A body nobody pulls is not
+				// read: over HTTP/1.1 net/http's head says Connection:
+				// close for a body not read to its end, and over HTTP/2
+				// the stream ends with the response.
+				w.WriteHeader(http.StatusContinue)
+				awaitContinue = false
+			}
 			conn := copyReplyHeaders(w.Header(), m.Header)
 			if !bodyAllowed(status) {
 				// No body follows, whatever length the service gives (HTTP
@@ -665,6 +682,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if m.Reply == "" {
 				continue
 			}
+			awaitContinue = false
 			if pulls != nil {
 				select {
 				case pulls.replies <- m.Reply:
@@ -696,9 +714,6 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// only way left to tell the client the body is incomplete,
 				// but for gRPC, whose status is in the trailers.
 				g.metrics.outcomes[outcomeOK].Add(1)
-				if !ex.grpc || r.ProtoMajor != 2 {
-					panic(http.ErrAbortHandler)
-				}
 				hd, _ := decodeHead(m, meta)
 				g.abortOrStatus(w, r, ex, rt, hd.status, "service error: "+hd.errMsg, rid, "service error after the head: "+hd.errMsg)
 				return
@@ -1028,9 +1043,12 @@ func bodyErrorStatus(timeout time.Duration, err error) (int, string) {
 // bodyErrorAfterHead ends a response whose request body failed after the
 // response head went out.
 func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, err error, rid string) {
-	if !ex.grpc || r.ProtoMajor != 2 || r.Context().Err() != nil {
-		// The client's own doing, not worth abort's warning; and a
-		// client that reset its stream (a cancelled call) reads no status.
+	if r.ProtoMajor == 2 && r.Context().Err() != nil {
+		// The client reset its stream (a cancelled call): it reads no
+		// status, and left of its own accord. Not over HTTP/1, where
+		// net/http ends the context of a request whose body read failed
+		// with the client still there.
+		g.clientLeft(ex)
 		panic(http.ErrAbortHandler)
 	}
 	code, msg := bodyErrorStatus(ex.timeout, err)
@@ -1038,9 +1056,23 @@ func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex 
 }
 
 // abort cuts a response whose head is out, the only way left to tell the
-// client it is incomplete, and logs why.
-func (g *Gateway) abort(rt *route, rid, why string) {
-	g.log.Warn("response aborted", "reason", why, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+// client it is incomplete, and logs why: a warning for code 5xx, info for
+// what the client did. code, what the gateway would have answered had the
+// head not gone out, is what the metrics and the access log count, not
+// the head's status: a response cut short is no success.
+func (g *Gateway) abort(r *http.Request, ex *exchange, rt *route, code int, rid, why string) {
+	ex.status = code
+	level := slog.LevelWarn
+	if code < 500 {
+		level = slog.LevelInfo
+	}
+	g.log.LogAttrs(r.Context(), level, "response aborted",
+		slog.Int("status", code),
+		slog.String("reason", why),
+		slog.String("route", rt.label),
+		slog.String("service", rt.cfg.Service),
+		slog.String("request_id", rid),
+	)
 	panic(http.ErrAbortHandler)
 }
 
@@ -1053,7 +1085,7 @@ func (g *Gateway) abort(rt *route, rid, why string) {
 // with the end of the stream.
 func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, code int, msg, rid, why string) {
 	if !ex.grpc || r.ProtoMajor != 2 {
-		g.abort(rt, rid, why)
+		g.abort(r, ex, rt, code, rid, why)
 	}
 	level := slog.LevelWarn
 	if code < 500 {
