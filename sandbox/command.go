@@ -47,7 +47,9 @@ type statusMsg struct {
 type SetupError struct {
 	// Stage is the step that failed: "config", "cgroup", "mount",
 	// "hostname", "keyring", "network", "bridge", "privileges", "landlock",
-	// "seccomp", "exec", or "launcher" when it died without saying why.
+	// "seccomp", "exec", "namespaces" when the node cannot create them,
+	// "user" when the app's uid or gid does not exist in narun's user
+	// namespace, or "launcher" when it died without saying why.
 	Stage string
 	// Msg is the failure, as the launcher saw it.
 	Msg string
@@ -125,7 +127,7 @@ func Command(ctx context.Context, cfg Config) (*Launch, error) {
 		configW.Close()
 		return nil, fmt.Errorf("create status pipe: %w", err)
 	}
-	flags := syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	flags := sandboxNamespaces
 	if cfg.newNet() {
 		flags |= syscall.CLONE_NEWNET
 	}
@@ -167,17 +169,34 @@ func prepareDir(cfg *Config) error {
 		}
 		if d.own {
 			if err := os.Chown(p, int(cfg.UID), int(cfg.GID)); err != nil {
-				return fmt.Errorf("give instance %s dir to uid %d: %w", d.name, cfg.UID, err)
+				return unmappedID(cfg, fmt.Errorf("give instance %s dir to uid %d: %w", d.name, cfg.UID, err))
 			}
 		}
 	}
 	if err := os.Chown(cfg.Dir, -1, int(cfg.GID)); err != nil {
-		return fmt.Errorf("give instance dir to gid %d: %w", cfg.GID, err)
+		return unmappedID(cfg, fmt.Errorf("give instance dir to gid %d: %w", cfg.GID, err))
 	}
 	if err := os.Chmod(cfg.Dir, 0o750); err != nil {
 		return fmt.Errorf("open instance dir to its group: %w", err)
 	}
 	return nil
+}
+
+// unmappedID turns err, a chown that failed, into a setup error where
+// the cause is a uid or gid that narun's user namespace does not map (in
+// an unprivileged container), which chown refuses with EINVAL: such a
+// uid exists nowhere, and the same spec fails the same way.
+func unmappedID(cfg *Config, err error) error {
+	if !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	if m, merr := readIDMap("/proc/self/uid_map"); merr == nil && !mapped(m, cfg.UID) {
+		return &SetupError{Stage: "user", Msg: fmt.Sprintf(`uid %d is not mapped in this user namespace (narun runs in a container?): set [sandbox] user to a mapped uid or use mode = "exec"`, cfg.UID)}
+	}
+	if m, merr := readIDMap("/proc/self/gid_map"); merr == nil && !mapped(m, cfg.GID) {
+		return &SetupError{Stage: "user", Msg: fmt.Sprintf(`gid %d is not mapped in this user namespace (narun runs in a container?): set [sandbox] group to a mapped gid or use mode = "exec"`, cfg.GID)}
+	}
+	return err
 }
 
 // Start creates the cgroups, starts the launcher, sends it the config
@@ -201,6 +220,12 @@ func (l *Launch) start() error {
 	}
 	if err != nil {
 		l.closeAll()
+		// Probe should have kept the caller from here; a clone that
+		// refuses the namespaces anyway (EINVAL from qemu-user, EPERM
+		// from a container's profile) refuses them on every retry.
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPERM) {
+			return &SetupError{Stage: "namespaces", Msg: fmt.Sprintf("start launcher: %v: %s", err, noNamespaces)}
+		}
 		return fmt.Errorf("start launcher: %w", err)
 	}
 	data, err := json.Marshal(launchMsg{Config: l.cfg, Cgroup: l.plan})

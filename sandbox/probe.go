@@ -1,11 +1,17 @@
 package sandbox
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 )
 
 // Capabilities are what this node's kernel lets the sandbox enforce,
@@ -24,12 +30,36 @@ type Capabilities struct {
 	// UserNamespaces reports whether user namespaces may be created.
 	UserNamespaces bool `json:"user_namespaces"`
 	// Sandbox reports whether mode = "sandbox" can run here: root, and
-	// the pid, mnt, ipc, uts and net namespaces.
+	// the pid, mnt, ipc, uts and net namespaces, which a child could be
+	// created in.
 	Sandbox bool `json:"sandbox"`
+	// SandboxNote says why Sandbox is false or, where it is true, what
+	// limits it (a user namespace that maps only some uids); empty when
+	// nothing does.
+	SandboxNote string `json:"sandbox_note,omitempty"`
 }
 
-// Probe inspects the running kernel; it changes nothing.
+// sandboxNamespaces are the namespaces the launcher is started in;
+// Command adds CLONE_NEWNET unless the app shares the host's network.
+const sandboxNamespaces = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+
+// noNamespaces is the advice for a node whose clone(2) refuses them.
+const noNamespaces = `this node cannot create namespaces (in a container, or an emulator such as qemu-user?): use mode = "exec"`
+
+// probed is the probe of this process: the kernel and narun's privileges
+// do not change while it runs, and the probe starts a process.
+var probed = sync.OnceValue(probe)
+
+// Probe inspects the running kernel, once per process. It changes
+// nothing, but starts a child in new namespaces that ends at once.
 func Probe() Capabilities {
+	c := probed()
+	c.CgroupControllers = slices.Clone(c.CgroupControllers)
+	c.Namespaces = slices.Clone(c.Namespaces)
+	return c
+}
+
+func probe() Capabilities {
 	var c Capabilities
 	c.LandlockABI = landlockABI()
 	c.LandlockEnforced = min(c.LandlockABI, maxABI)
@@ -59,10 +89,113 @@ func Probe() Capabilities {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 		c.UserNamespaces = n > 0
 	}
-	need := map[string]bool{"pid": true, "net": true, "mnt": true, "ipc": true, "uts": true}
-	for _, ns := range c.Namespaces {
-		delete(need, ns)
+	var missing []string
+	for _, ns := range []string{"pid", "mnt", "ipc", "uts", "net"} {
+		if !slices.Contains(c.Namespaces, ns) {
+			missing = append(missing, ns)
+		}
 	}
-	c.Sandbox = os.Geteuid() == 0 && len(need) == 0
+	switch {
+	case os.Geteuid() != 0:
+		c.SandboxNote = "it needs root"
+	case len(missing) > 0:
+		c.SandboxNote = "the kernel lacks the " + strings.Join(missing, ", ") + " namespaces"
+	default:
+		if err := cloneInto(sandboxNamespaces | syscall.CLONE_NEWNET); err != nil {
+			c.SandboxNote = fmt.Sprintf("%s (%v)", noNamespaces, err)
+			break
+		}
+		c.Sandbox = true
+		c.SandboxNote = uidMapNote()
+	}
 	return c
+}
+
+// cloneInto creates a child in the namespaces flags name, as Command
+// starts the launcher: the files in /proc/self/ns and root do not
+// promise it, since a container's seccomp profile or qemu-user's clone
+// refuses them (EPERM, EINVAL). The child runs no program: it executes
+// the empty path, which fails with ENOENT in the child, after the clone.
+// Re-executing /proc/self/exe instead would, in a test binary that does
+// not dispatch to the launcher, run its tests in the child.
+func cloneInto(flags uintptr) error {
+	_, err := os.StartProcess("", []string{"narun-probe"}, &os.ProcAttr{
+		Env: []string{},
+		Sys: &syscall.SysProcAttr{Cloneflags: flags},
+	})
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return fmt.Errorf("clone into new namespaces: %w", err)
+	}
+	if errno != syscall.ENOENT {
+		return fmt.Errorf("clone: %w", errno)
+	}
+	return nil
+}
+
+// idRange is one line of /proc/self/uid_map or gid_map: ids first to
+// first+count-1 of this namespace are those of its parent's from outside.
+type idRange struct{ first, outside, count uint64 }
+
+// readIDMap reads a uid_map or gid_map; nil where the kernel has no user
+// namespaces, and every id is the host's.
+func readIDMap(path string) ([]idRange, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read id map: %w", err)
+	}
+	defer f.Close()
+	var m []idRange
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		var r idRange
+		if _, err := fmt.Sscan(s.Text(), &r.first, &r.outside, &r.count); err != nil {
+			return nil, fmt.Errorf("parse %s line %q: %w", path, s.Text(), err)
+		}
+		m = append(m, r)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// isFull reports whether m maps every id, as the initial user namespace
+// does (where m is nil, or 0 0 4294967295).
+func isFull(m []idRange) bool {
+	return m == nil || len(m) == 1 && m[0].first == 0 && m[0].count == 1<<32-1
+}
+
+// mapped reports whether m maps id.
+func mapped(m []idRange, id uint32) bool {
+	if isFull(m) {
+		return true
+	}
+	for _, r := range m {
+		if uint64(id) >= r.first && uint64(id)-r.first < r.count {
+			return true
+		}
+	}
+	return false
+}
+
+// uidMapNote names the uids a user namespace that maps only some of them
+// leaves the apps: an app's uid derived from its name lies most likely
+// outside, and cannot own its data dir.
+func uidMapNote() string {
+	m, err := readIDMap("/proc/self/uid_map")
+	if err != nil {
+		return err.Error()
+	}
+	if isFull(m) {
+		return ""
+	}
+	ranges := make([]string, len(m))
+	for i, r := range m {
+		ranges[i] = fmt.Sprintf("%d-%d", r.first, r.first+r.count-1)
+	}
+	return fmt.Sprintf("this user namespace maps only uids %s (narun runs in a container?): an app needs a [sandbox] user among them", strings.Join(ranges, ", "))
 }
