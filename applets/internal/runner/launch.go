@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -97,6 +98,9 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	var l supervisor.InstanceLaunch
 	if sp.Mode == spec.ModeSandbox && !r.caps.Sandbox {
 		return l, fmt.Errorf("sandbox mode not available on this node (it needs root and the pid, mount, ipc, uts and net namespaces): %w", supervisor.ErrPermanent)
+	}
+	if err := checkSandboxPlacements(sp); err != nil {
+		return l, err
 	}
 	b, ok := sp.Binary(runtime.GOARCH)
 	if !ok {
@@ -244,42 +248,47 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 			return fmt.Errorf("file %q: %w", f.Object, err)
 		}
 	}
-	dst, err := inside(dir, f.Path)
-	if err != nil {
-		return fmt.Errorf("file %q: %w", f.Object, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return fmt.Errorf("file %q: %w", f.Object, err)
-	}
-	if err := writeVerified(filepath.Dir(dst), dst, src, "", 0o444); err != nil {
+	if err := placeBeneath(dir, f.Path, src, 0o444); err != nil {
 		return fmt.Errorf("place file %q at %s: %w", f.Object, f.Path, err)
 	}
 	return nil
 }
 
-// inside joins a relative path to dir and refuses any that leaves it; the
-// spec parser already refuses such paths, this guards against a spec that
-// bypassed it.
-func inside(dir, rel string) (string, error) {
-	if filepath.IsAbs(rel) || slices.Contains(strings.Split(rel, "/"), "..") {
-		return "", fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
+// sandboxAppDirs are the directories of a sandboxed instance that the
+// sandbox gives to the app's uid (sandbox's prepareDir). The app may
+// replace anything in them, a directory by a link out of the instance
+// included, so the runner, which is root, places nothing there. ctl deploy
+// refuses such paths in every mode, but only as a rule for new deploys: a
+// spec stored by other means (an earlier ctl, a direct write to
+// narun-apps) reaches the runner with a warning only.
+var sandboxAppDirs = []string{"data", "tmp"}
+
+// checkSandboxPlacements refuses a sandboxed spec that places a file or a
+// secret in a directory its app may write.
+func checkSandboxPlacements(sp *spec.App) error {
+	if sp.Mode != spec.ModeSandbox {
+		return nil
 	}
-	p := filepath.Join(dir, rel)
-	if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
-		return "", fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
+	var paths []string
+	for _, f := range sp.Files {
+		paths = append(paths, f.Path)
 	}
-	return p, nil
+	for _, s := range sp.Secrets {
+		if s.File != "" {
+			paths = append(paths, s.File)
+		}
+	}
+	for _, p := range paths {
+		first, _, _ := strings.Cut(filepath.Clean(p), "/")
+		if slices.Contains(sandboxAppDirs, first) {
+			return fmt.Errorf("path %q is in %s/, which the sandboxed app may write: the runner places nothing where the app could put a link to elsewhere; deploy the spec with another path: %w", p, first, supervisor.ErrPermanent)
+		}
+	}
+	return nil
 }
 
 func placeSecret(dir, rel string, v []byte) error {
-	p, err := inside(dir, rel)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		return fmt.Errorf("create directory: %w", err)
-	}
-	return writeFileAtomic(p, v, 0o400)
+	return placeBeneath(dir, rel, bytes.NewReader(v), 0o400)
 }
 
 // secret decrypts a secret of narun-secrets. The sealed form (never the

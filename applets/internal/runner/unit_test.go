@@ -192,23 +192,49 @@ func TestCacheRefusesDamagedBinary(t *testing.T) {
 	}
 }
 
-func TestInside(t *testing.T) {
+// placeBeneath writes below the instance dir only: not by a path that
+// leaves it, nor through a link in it, wherever the link points.
+func TestPlaceBeneath(t *testing.T) {
 	t.Parallel()
+	outside := t.TempDir()
 	tests := []struct {
-		rel string
-		ok  bool
+		rel, want string // want is "" for a file placed at rel
 	}{
-		{"conf/app.toml", true},
-		{"a", true},
-		{"../etc/passwd", false},
-		{"a/../../b", false},
-		{"/etc/passwd", false},
+		{"conf/app.toml", ""},
+		{"a", ""},
+		{"./b//c/./d", ""},
+		{"../etc/passwd", "leaves the instance directory"},
+		{"a/../../b", "leaves the instance directory"},
+		{"/etc/passwd", "leaves the instance directory"},
+		{"link/x", `"link" is a symbolic link`},
+		{"deep/link/x", `"deep/link" is a symbolic link`},
+		{"a/x", `"a" is not a directory`},
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "deep"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "deep", "link")); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
-		_, err := inside("/data/instances/x/0-abc", tt.rel)
-		if (err == nil) != tt.ok {
-			t.Errorf("inside(%q) = %v, want ok=%v", tt.rel, err, tt.ok)
+		err := placeBeneath(dir, tt.rel, strings.NewReader(tt.rel), 0o444)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("placeBeneath(%q): %v", tt.rel, err)
+		case tt.want == "":
+			if b, err := os.ReadFile(filepath.Join(dir, tt.rel)); err != nil || string(b) != tt.rel {
+				t.Errorf("placeBeneath(%q) placed %q (%v)", tt.rel, b, err)
+			}
+		case err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, supervisor.ErrPermanent):
+			t.Errorf("placeBeneath(%q) = %v, want a permanent error saying %q", tt.rel, err, tt.want)
 		}
+	}
+	if es, _ := os.ReadDir(outside); len(es) > 0 {
+		t.Errorf("written through a link: %v", es)
 	}
 }
 

@@ -60,8 +60,10 @@ func (v *validator) add(key, format string, args ...any) {
 // deployRule adds a problem found by a rule that came after specs had
 // already been stored: a new deploy is refused for it, but a stored spec
 // that breaks it ran before, and an upgrade of narun must not stop it.
-// Such a rule only refuses what the runner ignores or what fails at start;
-// it never guards something the runner relies on.
+// Such a rule only refuses what the runner ignores, what fails at start,
+// or what the runner checks again itself where it matters: a file placed
+// in data/ or tmp/ of a sandboxed app, which the app may write, is such a
+// rule here and a permanent failure in the runner.
 func (v *validator) deployRule(key, format string, args ...any) {
 	if !v.stored {
 		v.add(key, format, args...)

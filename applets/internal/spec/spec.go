@@ -847,7 +847,8 @@ func (v *validator) placed(key, p string, claim func(key, p string)) {
 // reserved are the names the runner and the sandbox use in an instance
 // directory. A file placed there is overwritten or unreadable to the app;
 // they are refused in every mode, so switching to "sandbox" does not make a
-// valid spec invalid.
+// valid spec invalid. For a stored spec this is only a warning: the runner
+// itself refuses the sandbox's data/ and tmp/, which the app may write.
 var reserved = map[string]string{
 	"pid":  "the runner replaces pid with its record of the instance's process at every start",
 	"data": "in mode \"sandbox\" data/ is the app's writable directory, given to its uid, where a secret the runner writes stays root's and unreadable",

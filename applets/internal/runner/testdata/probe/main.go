@@ -30,6 +30,23 @@ func main() {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	switch mode {
+	case "plant":
+		// plant DIR: replace conf/ in its home (data/ in a sandbox, the
+		// instance dir in exec mode), where the runner placed a file, with
+		// a link to DIR, and crash so that the runner places it again.
+		conf := filepath.Join(os.Getenv("HOME"), "conf")
+		if fi, err := os.Lstat(conf); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			fmt.Println("probe: planted")
+			<-term
+			return
+		}
+		if err := os.Rename(conf, conf+".old"); err != nil {
+			fmt.Println("probe: rename:", err)
+		}
+		if err := os.Symlink(os.Args[2], conf); err != nil {
+			fmt.Println("probe: symlink:", err)
+		}
+		os.Exit(3)
 	case "crash":
 		fmt.Fprintln(os.Stderr, "probe: crashing on purpose")
 		os.Exit(3)
