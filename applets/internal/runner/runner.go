@@ -120,6 +120,10 @@ type Runner struct {
 
 	mu   sync.Mutex
 	apps map[string]*app
+	// revs is the revision of narun-apps last applied for each app, its
+	// spec's or its deletion's, kept after the app is gone: an entry a
+	// watch still held from before it is not applied over it.
+	revs map[string]uint64
 	// listed is closed once a full listing of narun-apps was applied:
 	// from then on the cached specs are out of date and never applied.
 	listed chan struct{}
@@ -186,6 +190,7 @@ func New(opts Options) (*Runner, error) {
 		appURL:  appURL,
 		started: time.Now(),
 		apps:    map[string]*app{},
+		revs:    map[string]uint64{},
 		beat:    make(chan struct{}, 1),
 		caps:    probeCapabilities(opts.Command == nil),
 
@@ -522,6 +527,12 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				r.applyLatest(ctx, e, leader)
 			case leader.Older(e):
 				r.log.Debug("skip an entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
+			case r.superseded(e):
+				// A resync, picked by select before the entries the watch
+				// held, applied a later one: applying this one would roll
+				// the app back, or bring a deleted app back, until the
+				// watch's next entry.
+				r.log.Debug("skip an entry older than the one a resync applied", "app", e.Key(), "revision", e.Revision())
 			default:
 				r.applyEntry(e)
 			}
@@ -534,8 +545,36 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 	case jetstream.KeyValuePut:
 		r.apply(e.Key(), e.Value(), e.Revision())
 	default:
-		r.remove(e.Key())
+		r.remove(e.Key(), e.Revision())
 	}
+}
+
+// superseded tells whether a revision later than e's was applied for its
+// app. Only the watch's entries after its initial values are held back
+// for it: a listing (the initial values, a resync) reads what the store
+// holds now, and applies it even at a lower revision, as a store replaced
+// by an empty one numbers its entries from 1 again.
+func (r *Runner) superseded(e jetstream.KeyValueEntry) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return e.Revision() < r.revs[e.Key()]
+}
+
+// applied records rev as the last revision applied for name; 0 (not known)
+// leaves the one recorded. r.mu must be held.
+func (r *Runner) applied(name string, rev uint64) {
+	if rev == 0 {
+		return
+	}
+	if rev < r.revs[name] {
+		// Only a listing applies a revision below the one recorded: the
+		// store numbers its entries from 1 again (replaced by an empty
+		// one), or a replica lags. Either way the revisions recorded say
+		// nothing of the entries to come, which would be held back for
+		// them.
+		clear(r.revs)
+	}
+	r.revs[name] = rev
 }
 
 // applyLatest applies e, or the app's entry as the leader of narun-apps
@@ -545,7 +584,7 @@ func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
 // twice.
 func (r *Runner) applyLatest(ctx context.Context, e jetstream.KeyValueEntry, leader *store.LeaderCheck) {
 	if latest := leader.Latest(ctx, e); latest.Deleted {
-		r.remove(e.Key())
+		r.remove(e.Key(), latest.Revision)
 	} else {
 		r.apply(e.Key(), latest.Value, latest.Revision)
 	}
@@ -604,6 +643,7 @@ func (r *Runner) apply(name string, raw []byte, rev uint64) {
 		}
 		a = r.startApp(name)
 	}
+	r.applied(name, rev)
 	a.setSpec(raw, rev)
 }
 
@@ -615,11 +655,13 @@ func (r *Runner) startApp(name string) *app {
 	return a
 }
 
-// remove tells an app's goroutine that the app was deleted.
-func (r *Runner) remove(name string) {
+// remove tells an app's goroutine that the app was deleted, at revision
+// rev of narun-apps (0 when not known).
+func (r *Runner) remove(name string, rev uint64) {
 	r.forgetSpec(name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.applied(name, rev)
 	if a, ok := r.apps[name]; ok {
 		a.setSpec(nil, 0)
 	}
@@ -641,8 +683,11 @@ func (r *Runner) forgetSpec(name string) {
 // running, or starts, from its cached spec, the last copy there may be.
 func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 	for _, a := range r.appList() {
-		if !keep[a.name] && r.record(ctx, a.name) == recordDeleted {
-			r.remove(a.name)
+		if keep[a.name] {
+			continue
+		}
+		if rec, rev := r.record(ctx, a.name); rec == recordDeleted {
+			r.remove(a.name, rev)
 		}
 	}
 	entries, err := os.ReadDir(r.specsDir())
@@ -662,7 +707,7 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 		if running {
 			continue
 		}
-		switch r.record(ctx, name) {
+		switch rec, _ := r.record(ctx, name); rec {
 		case recordDeleted:
 			gone = append(gone, name)
 		case recordNone:
@@ -707,14 +752,15 @@ const (
 	recordNone
 )
 
-// record tells an app deleted through narun-apps from one that narun-apps
-// has no entry for: ctl deletes by storing a delete marker, which the
-// bucket's history keeps, so only a store that lost its data, or one
-// replaced by an empty one, has nothing for an app a node has a spec of.
-func (r *Runner) record(ctx context.Context, name string) appRecord {
+// record tells an app deleted through narun-apps, and the revision of its
+// deletion, from one that narun-apps has no entry for: ctl deletes by
+// storing a delete marker, which the bucket's history keeps, so only a
+// store that lost its data, or one replaced by an empty one, has nothing
+// for an app a node has a spec of.
+func (r *Runner) record(ctx context.Context, name string) (appRecord, uint64) {
 	res := r.res.Load()
 	if res == nil {
-		return recordUnknown
+		return recordUnknown, 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -722,16 +768,22 @@ func (r *Runner) record(ctx context.Context, name string) appRecord {
 	switch {
 	case err == nil && hist[len(hist)-1].Operation() == jetstream.KeyValuePut:
 		// Stored after the listing: the watch brings it.
-		return recordUnknown
+		return recordUnknown, 0
 	case err == nil:
-		return recordDeleted
+		return recordDeleted, hist[len(hist)-1].Revision()
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// The revision recorded is of the store that had the app: a
+		// deploy to this one, numbered from 1 again, must not be held
+		// back for it.
+		r.mu.Lock()
+		delete(r.revs, name)
+		r.mu.Unlock()
 		r.log.Error("narun-apps has no record of this app, neither its spec nor its deletion: the NATS store lost it (a damaged or replaced JetStream directory); it runs from its cached spec. Deploy it again to store it, or delete it with narun ctl app delete",
 			"app", name, "file", filepath.Join(r.specsDir(), name+".toml"))
-		return recordNone
+		return recordNone, 0
 	default:
 		r.log.Warn("cannot tell whether an app narun-apps does not list was deleted; left as it is until the next resync", "app", name, "err", err)
-		return recordUnknown
+		return recordUnknown, 0
 	}
 }
 
