@@ -600,7 +600,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	}
 	// So is a binary deleted with image delete --force: a node that has no
 	// copy cached could not start the new instances.
-	if err := e.checkPinned(ctx, d.app.Binaries); err != nil {
+	if err := e.checkPinned(ctx, names.AppsBucket+"/"+name, d.raw, d.app.Binaries); err != nil {
 		return fmt.Errorf("restart %s (deploy it again with --binary): %w", name, err)
 	}
 	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, digests); err != nil {

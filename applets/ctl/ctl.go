@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -121,6 +123,10 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 		signingCommand(stdio),
 		completionCommand(stdio),
 	}
+	usage, durations := app.OnUsageError, durationFlags(app.Flags, app.Commands)
+	app.OnUsageError = func(c *ucli.Context, err error, sub bool) error {
+		return usage(c, flagValueError(err, durations), sub)
+	}
 	markUsage(app.Commands, app.OnUsageError)
 	app.Action = needCommand("")
 	markGroups(app.Commands, "")
@@ -164,6 +170,56 @@ func needCommand(path string) ucli.ActionFunc {
 		}
 		return usagef("unknown command %q%s: want one of %s (--help says more)", c.Args().First(), where, strings.Join(names, ", "))
 	}
+}
+
+// invalidFlagValue is how the flag package, under urfave/cli, reports a
+// value its flag cannot parse: as "-since" and, for a duration, only
+// "parse error".
+var invalidFlagValue = regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -(\S+): (.*)$`)
+
+// flagValueError names a flag as it is typed (--since) and, for a
+// duration, says what one looks like: a bare number, a timeout in
+// seconds, is the usual slip.
+func flagValueError(err error, durations map[string]bool) error {
+	m := invalidFlagValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	value, name, why := m[1], m[2], m[3]
+	dashes := "--"
+	if len(name) == 1 {
+		dashes = "-"
+	}
+	if durations[name] {
+		why = "want a duration such as 10m"
+		if v, uerr := strconv.Unquote(value); uerr == nil {
+			if _, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+				why += " (a number needs a unit: s, m, h)"
+			}
+		}
+	}
+	return fmt.Errorf("%s%s %s: %s", dashes, name, value, why)
+}
+
+// durationFlags names every duration flag of ctl and its commands, with
+// their aliases.
+func durationFlags(flags []ucli.Flag, cmds []*ucli.Command) map[string]bool {
+	names := map[string]bool{}
+	var walk func([]ucli.Flag, []*ucli.Command)
+	walk = func(flags []ucli.Flag, cmds []*ucli.Command) {
+		for _, f := range flags {
+			if _, ok := f.(*ucli.DurationFlag); ok {
+				for _, n := range f.Names() {
+					names[n] = true
+				}
+			}
+		}
+		for _, c := range cmds {
+			walk(c.Flags, c.Subcommands)
+		}
+	}
+	walk(flags, cmds)
+	return names
 }
 
 // markUsage makes a flag error in any subcommand exit 2, as in the app.
@@ -249,6 +305,8 @@ func connectError(at string, err error) error {
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, err)
+	case errors.Is(err, nats.ErrAuthorization):
+		return fmt.Errorf("connect to NATS at %s: %w (the server wants a login, or refused this one: put user:password@ in --nats-url, or name a credentials file with --nats-creds or an nkey seed with --nats-nkey ([ctl] nats_url, nats_creds, nats_nkey))", at, err)
 	}
 	return fmt.Errorf("connect to NATS at %s: %w", at, err)
 }

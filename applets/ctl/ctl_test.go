@@ -1809,8 +1809,10 @@ func TestLogsFollowUnknownAppWarns(t *testing.T) {
 }
 
 // A deleted app whose kept lines --since, --node or --instance all leave
-// out is no typo: logs prints nothing and exits 0, and logs -f waits for
-// its lines without a warning, as for a deployed app.
+// out is no typo of the app: logs prints nothing and exits 0, and logs -f
+// waits for its lines, as for a deployed app. A --node or --instance that
+// none of its lines came from is named in a warning
+// (TestLogsUnmatchedNodeOrInstance), not taken for an app that is gone.
 func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -1842,9 +1844,16 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 		}
 		return info.TimeStamp.Sub(kept.Time) > time.Second
 	})
-	for _, args := range [][]string{{"--since", "500ms"}, {"--node", "n2"}, {"--instance", "gone-1"}} {
-		if r := h.ok("", append([]string{"logs", "gone"}, args...)...); r.out != "" || r.err != "" {
-			t.Errorf("logs gone %v: stdout %q, stderr %q; want neither", args, r.out, r.err)
+	for _, c := range []struct {
+		args []string
+		warn string
+	}{
+		{[]string{"--since", "500ms"}, ""},
+		{[]string{"--node", "n2"}, "warning: no kept line of gone is from node \"n2\" (nodes with lines: \"n1\")\n"},
+		{[]string{"--instance", "gone-1"}, "warning: no kept line of gone is from instance \"gone-1\" (instances with lines: \"gone-0\")\n"},
+	} {
+		if r := h.ok("", append([]string{"logs", "gone"}, c.args...)...); r.out != "" || r.err != c.warn {
+			t.Errorf("logs gone %v: stdout %q, stderr %q; want none, and %q", c.args, r.out, r.err, c.warn)
 		}
 	}
 
@@ -1852,7 +1861,7 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--node", "n2", "gone"})
+		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--since", "500ms", "gone"})
 	}()
 	// Its pull request waiting on the consumer: logs -f has said what it
 	// had to say of the app before it asked for lines.

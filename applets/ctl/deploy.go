@@ -397,7 +397,7 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 		}
 		return pinned, nil
 	case len(d.app.Binaries) > 0:
-		if err := e.checkPinned(ctx, d.app.Binaries); err != nil {
+		if err := e.checkPinned(ctx, d.file, d.src, d.app.Binaries); err != nil {
 			return nil, err
 		}
 		for obj, pin := range d.app.FileDigests {
@@ -652,6 +652,7 @@ func (e *env) references(ctx context.Context, app *spec.App) (digests map[string
 			return nil, nil, err
 		}
 		checked := map[string]bool{}
+		var absent []string
 		for _, s := range app.Secrets {
 			if checked[s.Name] {
 				continue
@@ -661,10 +662,14 @@ func (e *env) references(ctx context.Context, app *spec.App) (digests map[string
 			_, err := kv.Get(octx, s.Name)
 			cancel()
 			if isNotFound(err) {
-				missing = append(missing, fmt.Errorf("secret %q does not exist (narun ctl secret set %s)", s.Name, s.Name))
+				absent = append(absent, s.Name)
 			} else if err != nil {
 				return nil, nil, fmt.Errorf("check secret %q: %w", s.Name, err)
 			}
+		}
+		stored := e.secretNames(ctx, kv, absent)
+		for _, name := range absent {
+			missing = append(missing, fmt.Errorf("secret %q does not exist%s", name, didYouMean(name, stored, "narun ctl secret set "+name)))
 		}
 	}
 	digests, missingFiles, err := e.fileDigests(ctx, app.Files)
@@ -706,8 +711,10 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 	return digests, missing, nil
 }
 
-// checkPinned verifies that the objects a spec pins exist with its digests.
-func (e *env) checkPinned(ctx context.Context, pinned map[string]spec.Binary) error {
+// checkPinned verifies that the objects a spec pins exist with its
+// digests and are builds for the arch that pins them; file and src (the
+// spec's text, nil when not at hand) place a wrong arch.
+func (e *env) checkPinned(ctx context.Context, file string, src []byte, pinned map[string]spec.Binary) error {
 	obs, err := e.objects(ctx, names.BinariesBucket)
 	if err != nil {
 		return err
@@ -725,8 +732,43 @@ func (e *env) checkPinned(ctx context.Context, pinned map[string]spec.Binary) er
 		if store.DigestHex(info) != b.SHA256 {
 			return fmt.Errorf("binary %s has sha256 %s, the spec pins %s", b.Object, store.DigestHex(info), b.SHA256)
 		}
+		// A node runs what its arch's table names: a build of another arch
+		// would crash-loop there on "exec format error".
+		if built := objectArch(info); built != "" && built != arch {
+			key := "binaries." + arch
+			return &spec.FieldError{File: file, Line: tableLine(src, key), Key: key,
+				Msg: fmt.Sprintf("binary %s is a linux/%s binary, not %s: pin a build for %s (narun ctl deploy FILE --binary BUILD)", b.Object, built, arch, arch)}
+		}
 	}
 	return nil
+}
+
+// objectArch is the arch of a stored binary: its metadata, written at
+// upload, or else the linux-<arch> part of its name (specs stored by older
+// ctl versions name builds <name>/<version>/linux-<arch>); "" when neither
+// says.
+func objectArch(info *jetstream.ObjectInfo) string {
+	if a := info.Metadata["arch"]; a != "" {
+		return a
+	}
+	base := info.Name[strings.LastIndexByte(info.Name, '/')+1:]
+	rest, ok := strings.CutPrefix(base, "linux-")
+	if !ok {
+		return ""
+	}
+	arch, _, _ := strings.Cut(rest, "-")
+	return arch
+}
+
+// tableLine is the line of src that opens the table key ("binaries.amd64"),
+// or 0 when src has none (an inline table, a spec read from the store).
+func tableLine(src []byte, key string) int {
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.TrimSpace(line) == "["+key+"]" {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // keepPinned gives b the name of the object the deployed spec pins for its
@@ -960,6 +1002,14 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 		// the spec's lower-case one, to DNS the same name, does not select.
 		if i := slices.IndexFunc(nodes, func(n state.Node) bool { return strings.EqualFold(n.ID, id) }); i >= 0 {
 			e.warnf("node %s sends no heartbeat; node %s does: node ids are case-sensitive", id, shown(nodes[i].ID))
+			continue
+		}
+		ids := make([]string, len(nodes))
+		for i, n := range nodes {
+			ids[i] = n.ID
+		}
+		if s := suggestion(id, ids); s != "" {
+			e.warnf("node %s sends no heartbeat (did you mean %q? it does); its instances start when its runner connects", id, s)
 			continue
 		}
 		e.warnf("node %s sends no heartbeat (narun ctl node list shows those that do); its instances start when its runner connects", id)

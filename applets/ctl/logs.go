@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -89,19 +92,23 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	pending := info.NumPending
 	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
-	if pending == 0 && tail == 0 {
-		// Asked for no kept line: none is no sign of a typo.
-		if !follow {
-			return nil
+	if pending == 0 {
+		switch {
+		case tail == 0:
+			// Asked for no kept line: none is no sign of a typo.
+		case !follow:
+			if err := e.noLogs(ctx, stream, app); err != nil {
+				return err
+			}
+		default:
+			// Following waits for an app about to be deployed; a typo
+			// must still be told from an app that prints nothing.
+			if err := e.noLogs(ctx, stream, app); cli.ExitCode(err) == ExitNotFound {
+				e.warnf("%v; waiting for its lines", err)
+			}
 		}
-	} else if pending == 0 {
-		if !follow {
-			return e.noLogs(ctx, stream, app)
-		}
-		// Following waits for an app about to be deployed; a typo must
-		// still be told from an app that prints nothing.
-		if err := e.noLogs(ctx, stream, app); cli.ExitCode(err) == ExitNotFound {
-			e.warnf("%v; waiting for its lines", err)
+		if err := e.warnUnselected(ctx, stream, app, node, inst); err != nil || !follow {
+			return err
 		}
 	}
 	ctx, cancel = context.WithCancel(ctx)
@@ -201,6 +208,61 @@ func (e *env) noLogs(ctx context.Context, stream jetstream.Stream, app string) e
 		return fmt.Errorf("look for kept log lines of %s: %w", app, err)
 	}
 	return nil
+}
+
+// warnUnselected warns when --node or --instance (node, inst) selects
+// none of the lines kept for app, naming those that have some: a typo
+// there would otherwise print nothing, as a quiet instance does. One
+// stream info, listing the app's subjects (one per instance).
+func (e *env) warnUnselected(ctx context.Context, stream jetstream.Stream, app, node, inst string) error {
+	if node == "" && inst == "" {
+		return nil
+	}
+	octx, cancel := e.op(ctx)
+	info, err := stream.Info(octx, jetstream.WithSubjectFilter(names.LogSubject(app, "*", "*")))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list the log subjects of %s: %w", app, err)
+	}
+	if len(info.State.Subjects) == 0 {
+		// No line at all: noLogs has said what that means.
+		return nil
+	}
+	nodes, insts := map[string]bool{}, map[string]bool{}
+	for subject := range info.State.Subjects {
+		parts := strings.Split(subject, ".")
+		if len(parts) != 5 {
+			continue
+		}
+		n, i := parts[3], parts[4]
+		if (node == "" || n == node) && (inst == "" || i == inst) {
+			// Kept, but left out by --since or --tail.
+			return nil
+		}
+		nodes[n] = true
+		if node == "" || n == node {
+			insts[i] = true
+		}
+	}
+	switch {
+	case node != "" && !nodes[node]:
+		e.warnf("no kept line of %s is from node %q (%s)", app, node, withLines("nodes with lines", nodes))
+	case node != "":
+		e.warnf("no kept line of %s is from instance %q on node %q (%s)", app, inst, node, withLines("instances with lines there", insts))
+	default:
+		e.warnf("no kept line of %s is from instance %q (%s)", app, inst, withLines("instances with lines", insts))
+	}
+	return nil
+}
+
+// withLines lists the names in set after label, quoted: they come from
+// subjects that any publisher may have written.
+func withLines(label string, set map[string]bool) string {
+	quoted := make([]string, 0, len(set))
+	for _, n := range slices.Sorted(maps.Keys(set)) {
+		quoted = append(quoted, strconv.Quote(n))
+	}
+	return label + ": " + strings.Join(quoted, ", ")
 }
 
 // logsConsumer opens a consumer of the lines of stream on filter, those

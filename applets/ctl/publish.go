@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -165,7 +166,7 @@ func (e *env) usesAll(ctx context.Context, a *spec.App) error {
 			problems = append(problems, fmt.Errorf("file %q now holds sha256 %s…, the spec pins %s…", obj, prefix(now), prefix(pin)))
 		}
 	}
-	if err := e.checkPinned(ctx, a.Binaries); err != nil {
+	if err := e.checkPinned(ctx, names.AppsBucket+"/"+a.Name, nil, a.Binaries); err != nil {
 		problems = append(problems, err)
 	}
 	return errors.Join(problems...)

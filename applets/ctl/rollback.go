@@ -408,7 +408,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := e.checkPinned(ctx, a.Binaries); err != nil {
+	if err := e.checkPinned(ctx, file, body, a.Binaries); err != nil {
 		problems = append(problems, fmt.Errorf("%w: deploy %s %s again from its file with --binary instead", err, a.Name, a.Version))
 	}
 	for _, obj := range slices.Sorted(maps.Keys(a.FileDigests)) {

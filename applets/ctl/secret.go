@@ -64,7 +64,7 @@ func (e *env) ring() (*secrets.Ring, error) {
 	if e.cfg.Ctl.MasterKeyFile == "" {
 		// A usage error, as for secret keygen and signing public: what is
 		// missing is part of the command line or its configuration.
-		return nil, usagef("no secrets key file: name it with --key-file (or [ctl] master_key_file)")
+		return nil, usagef("no secrets key file: name it with --key-file (or [ctl] master_key_file); narun ctl secret keygen --key-file FILE makes one")
 	}
 	return secrets.LoadRing(e.cfg.Ctl.MasterKeyFile)
 }
@@ -250,7 +250,7 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 		_, err := kv.Get(octx, name)
 		cancel()
 		if isNotFound(err) {
-			return notFound("secret %q does not exist", name)
+			return notFound("secret %q does not exist%s", name, didYouMean(name, e.secretNames(ctx, kv, []string{name}), ""))
 		}
 		if err != nil {
 			return fmt.Errorf("read secret %q: %w", name, err)
@@ -381,6 +381,9 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 	})
 	if refused != nil {
 		return refused
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("key file %s does not exist: run narun ctl secret keygen without --add to create it: %w", path, err)
 	}
 	if err != nil {
 		return fmt.Errorf("write key file: %w", err)
