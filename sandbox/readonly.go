@@ -147,9 +147,17 @@ type mountInfo struct {
 	readOnly bool // the mount or its filesystem
 }
 
-// readMountInfo lists the mounts of the calling process's namespace.
+// readMountInfo lists the mounts of the calling thread's namespace. That
+// of /proc/self is the main thread's, which need not be the caller's: Go
+// never ends the main thread, so a goroutine that ran locked to it in a
+// mount namespace of its own leaves it there, and the process's other
+// threads see mounts it does not list (Linux before 3.17 has no
+// thread-self).
 func readMountInfo() ([]mountInfo, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = os.ReadFile("/proc/self/mountinfo")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}

@@ -665,7 +665,8 @@ func killStale(dir string, log *slog.Logger) {
 // that stopped with a mount left in its directory (a host directory bound
 // there, a tmpfs) would otherwise have os.RemoveAll delete the files of
 // that mount, the host's own. Each mount at or below dir is detached
-// first; a tree with one that cannot be is left as it is.
+// first; a tree with one that cannot be is left as it is, and one the
+// mount table missed is left where it is (removeOnMount).
 func removeTree(dir string, log *slog.Logger) error {
 	mounts, err := sandbox.MountsUnder(dir)
 	if err != nil {
@@ -683,5 +684,93 @@ func removeTree(dir string, log *slog.Logger) error {
 		}
 		log.Warn("unmounted what an instance left mounted in its directory, before removing it", "mount", m)
 	}
-	return os.RemoveAll(dir)
+	return removeOnMount(dir)
+}
+
+// removeOnMount removes dir and what it holds on dir's parent's mount, and
+// leaves in place each directory on another mount, with what leads to it:
+// the mount table read before (sandbox.MountsUnder) is the first guard,
+// this the last, as a table that misses a mount is all it takes to delete
+// the host's files through it. Directories are opened relative to their
+// parent without following links, so no path leads the removal elsewhere.
+func removeOnMount(dir string) error {
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("remove %s: open its parent: %w", dir, err)
+	}
+	defer unix.Close(parent)
+	mnt, err := mountOf(parent)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return removeEntry(parent, filepath.Base(dir), dir, mnt)
+}
+
+// removeEntry removes name in the directory at fd, path, unless it is a
+// directory on a mount other than mnt.
+func removeEntry(fd int, name, path string, mnt mountKey) error {
+	err := unix.Unlinkat(fd, name, 0)
+	switch {
+	case err == nil || errors.Is(err, unix.ENOENT):
+		return nil
+	case !errors.Is(err, unix.EISDIR):
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(sub), path)
+	defer f.Close()
+	m, err := mountOf(sub)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	if m != mnt {
+		return fmt.Errorf("remove %s: another mount is there, not in the mount table when it was read: left in place with what it holds", path)
+	}
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("remove %s: list it: %w", path, err)
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, removeEntry(sub, n, filepath.Join(path, n), mnt))
+	}
+	if err := errors.Join(errs...); err != nil {
+		// What is left keeps the directory; its removal would say no
+		// more than that.
+		return err
+	}
+	if err := unix.Unlinkat(fd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// mountKey names the mount a file is on: by its id where the kernel gives
+// one, else by its device, which tells a bind mount of the same
+// filesystem from its source no more than a plain directory.
+type mountKey struct {
+	id, dev uint64
+	byDev   bool
+}
+
+// mountOf is the mount of the file open at fd: its id from statx (Linux
+// 5.8) or name_to_handle_at (2.6.39, where the filesystem gives handles),
+// else its device.
+func mountOf(fd int) (mountKey, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx)
+	if err == nil && stx.Mask&unix.STATX_MNT_ID != 0 {
+		return mountKey{id: stx.Mnt_id}, nil
+	}
+	if _, id, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil {
+		return mountKey{id: uint64(id)}, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return mountKey{}, fmt.Errorf("find the mount it is on: %w", err)
+	}
+	return mountKey{dev: st.Dev, byDev: true}, nil
 }

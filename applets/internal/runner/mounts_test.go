@@ -104,3 +104,38 @@ func TestMountLeftByKilledRunnerIsNotEmptied(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 }
+
+// A mount the mount table did not list (read from another namespace's
+// view, or made after it was read) is still not descended into: the
+// removal leaves it, with the host's files in it, and says so.
+func TestRemoveTreeDoesNotCrossUnlistedMount(t *testing.T) {
+	t.Parallel()
+	for name, at := range map[string]string{"below": "data/m", "the directory itself": "."} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host := hostDir(t)
+			dir := filepath.Join(t.TempDir(), "instance")
+			bound := filepath.Join(dir, at)
+			if err := os.MkdirAll(bound, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "own"), []byte("the instance's"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount(host, bound, "", unix.MS_BIND, ""); err != nil {
+				t.Fatalf("bind %s: %v", host, err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(bound, unix.MNT_DETACH) })
+			err := removeOnMount(dir)
+			if _, serr := os.Stat(filepath.Join(host, "precious")); serr != nil {
+				t.Errorf("the host directory bound into the tree lost its file: %v", serr)
+			}
+			if err == nil || !strings.Contains(err.Error(), bound) {
+				t.Errorf("removeOnMount = %v, want an error naming the mount %s left in place", err, bound)
+			}
+			if _, serr := os.Stat(filepath.Join(dir, "own")); at != "." && !os.IsNotExist(serr) {
+				t.Errorf("the instance's own file is left: %v", serr)
+			}
+		})
+	}
+}
