@@ -10,6 +10,13 @@ import (
 // says whether this runner has a sandbox command factory at all.
 func probeCapabilities(withSandbox bool) state.Capabilities {
 	c := sandbox.Probe()
-	c.Sandbox = c.Sandbox && withSandbox
+	if !withSandbox {
+		// The probe's note would say why the kernel can or cannot, which
+		// is not why this runner does not.
+		c.Sandbox, c.SandboxNote = false, ownFactoryNote
+	}
 	return c
 }
+
+// ownFactoryNote is why a runner given Options.Command runs no sandbox.
+const ownFactoryNote = "this runner starts instances with a command factory of its own, which runs no sandbox launcher"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/sandbox"
@@ -33,6 +34,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		return nil, err
 	}
 	if cg == nil {
+		p.Start = func() error { return permanentExecFormat(p.Cmd.Start(), inst.Path) }
 		// Release runs once the group was killed: what still runs with
 		// the instance's identity left the group.
 		p.Release = func() {
@@ -47,7 +49,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 			if errors.Is(err, sandbox.ErrThreadStuck) {
 				return fmt.Errorf("%w: %w", err, supervisor.ErrThreadTainted)
 			}
-			return err
+			return permanentExecFormat(err, inst.Path)
 		}
 		r.execCgroups.set(inst.App, inst.Instance, cg)
 		return nil
@@ -129,4 +131,14 @@ func (e *execCgroups) set(app, id string, cg *sandbox.Cgroup) {
 		e.m = map[string]*sandbox.Cgroup{}
 	}
 	e.m[instKey(app, id)] = cg
+}
+
+// permanentExecFormat marks a start the kernel refused as no executable
+// (ENOEXEC) as permanent, with why: the same binary would be refused at
+// every restart.
+func permanentExecFormat(err error, path string) error {
+	if !errors.Is(err, syscall.ENOEXEC) {
+		return err
+	}
+	return fmt.Errorf("%w: %w: %w", err, execFormatHint(path), supervisor.ErrPermanent)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
@@ -92,12 +93,36 @@ func identityEnv(sp *spec.App, dir string) []string {
 	return env
 }
 
+// foreignArch says that a binary for arch cannot run here, and what can.
+func foreignArch(arch string) error {
+	return fmt.Errorf("binary is linux/%s, this node is linux/%s: deploy a build for %s", arch, runtime.GOARCH, runtime.GOARCH)
+}
+
+// execFormatHint says why the kernel would not execute the binary at path
+// (ENOEXEC), as its header tells: built for another arch, or no ELF
+// executable at all.
+func execFormatHint(path string) error {
+	arch, err := elfarch.DetectFile(path)
+	switch {
+	case err != nil:
+		return err
+	case arch != runtime.GOARCH:
+		return foreignArch(arch)
+	}
+	return errors.New("the kernel does not execute it, though its header says linux/" + arch)
+}
+
 // prepare fetches what an instance needs into its directory and returns
 // how to start it.
 func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (supervisor.InstanceLaunch, error) {
 	var l supervisor.InstanceLaunch
 	if sp.Mode == spec.ModeSandbox && !r.caps.Sandbox {
-		return l, fmt.Errorf("sandbox mode not available on this node (it needs root and the pid, mount, ipc, uts and net namespaces): %w", supervisor.ErrPermanent)
+		msg := "sandbox mode not available on this node (it needs root and the pid, mount, ipc, uts and net namespaces)"
+		// The note names what is missing here (qemu-user, a container).
+		if r.caps.SandboxNote != "" {
+			msg += ": " + r.caps.SandboxNote
+		}
+		return l, fmt.Errorf("%s: %w", msg, supervisor.ErrPermanent)
 	}
 	if err := checkSandboxPlacements(sp); err != nil {
 		return l, err
@@ -114,6 +139,12 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	bin, err := r.cache.binary(ctx, obs, b)
 	if err != nil {
 		return l, err
+	}
+	// The spec names the binary after this node's arch, but only its
+	// header says what it is built for, and the kernel refuses every exec
+	// of another's: no restart would ever run it.
+	if arch, err := elfarch.DetectFile(bin); err == nil && arch != runtime.GOARCH {
+		return l, fmt.Errorf("%w: %w", foreignArch(arch), supervisor.ErrPermanent)
 	}
 	// ps, top and pgrep name the process after the path it is run by. A
 	// name is not worth an app that does not start (a full disk): without
