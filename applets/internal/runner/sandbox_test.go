@@ -335,13 +335,26 @@ func TestSandboxUserAliasOfRootRefused(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread, in its own mount namespace, ends
-		// with the goroutine.
+		// The thread goes back to the test's mount namespace before it is
+		// unlocked. Left in its own, it would end with the goroutine, but
+		// for the main thread, which Go keeps: /proc/self/mountinfo, the
+		// main thread's, would then miss every later mount of the tests.
 		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- fmt.Errorf("open this thread's mount namespace: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 			done <- fmt.Errorf("unshare: %w", err)
 			return
 		}
+		defer func() {
+			if unix.Setns(home, unix.CLONE_NEWNS) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			done <- fmt.Errorf("make mounts private: %w", err)
 			return
