@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -57,11 +58,19 @@ type cache struct {
 // edge device would otherwise carry a deploy's peak for minutes.
 const releaseDelay = time.Minute
 
+// releaseMemory frees a download's buffers and returns their pages. The
+// block buffers sit in a sync.Pool, which the first GC only moves to its
+// victim cache: FreeOSMemory's single GC alone returned almost nothing.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
 func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, log: log, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, debug.FreeOSMemory)}, nil
+	return &cache{dir: dir, log: log, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, releaseMemory)}, nil
 }
 
 // debounce runs f once d has passed since the last call of trigger.
