@@ -24,6 +24,19 @@ func BenchmarkProxy64KiB(b *testing.B) {
 	benchProxy(b, bytes.Repeat([]byte("x"), 64<<10))
 }
 
+// BenchmarkProxy512KiB is a body that still travels with the request
+// head, in one message, but is larger than the body memory a body takes
+// before any of it arrived.
+func BenchmarkProxy512KiB(b *testing.B) {
+	benchProxy(b, bytes.Repeat([]byte("x"), 512<<10))
+}
+
+// BenchmarkProxy1MiB is a body larger than a chunk with the default
+// max_payload: part in the head, the rest in one pull.
+func BenchmarkProxy1MiB(b *testing.B) {
+	benchProxy(b, bytes.Repeat([]byte("x"), 1<<20))
+}
+
 func benchProxy(b *testing.B, body []byte) {
 	e := newEnv(b, gwConfig(config.Route{Path: "/hello/", Service: "hello"}))
 	e.serve(b, "hello", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -59,8 +59,8 @@ type bodySource struct {
 	eof   bool
 	small *[]byte
 	class int // sizedBufs index of small
-	// big is a chunk, or while a message stream has not needed more, a
-	// sized buffer of messageBuf.
+	// big is a chunk, or until the body (a message stream: one message)
+	// needed that much, a sized buffer from messageBuf up.
 	big *[]byte
 	// budget bounds the buffers of all bodies; what this one holds of it
 	// is held, for small or big. A wait for it ends at deadline or with ctx.
@@ -84,23 +84,49 @@ func (b *bodySource) first(contentLength int64) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if shift := sizeShift(contentLength); contentLength > 0 && contentLength <= int64(b.chunk) && shift <= maxSizeShift {
-		held, err := b.budget.take(b.ctx, b.deadline, 1<<shift)
-		if err != nil {
-			return nil, false, err
-		}
-		b.held = held
-		b.small, b.class = sizedBuf(shift)
-	}
-	if b.small != nil {
-		n, err := io.ReadFull(b.r, (*b.small)[:contentLength])
-		b.read, b.eof = int64(n), true
-		if err != nil {
-			return nil, false, err
-		}
-		return (*b.small)[:n], false, nil
+		return b.firstSmall(int(contentLength), shift)
 	}
 	data, last, err := b.next()
 	return data, !last, err
+}
+
+// firstSmall reads a body of n bytes that fits in the head, into a sized
+// buffer that starts at messageBuf and doubles as the body arrives, the
+// budget taken for each size only once the one before is full: a client
+// that announces a large body and sends it slowly (or never) holds about
+// what it sent, not what it announced. A doubling that finds no room in
+// the budget at once does not wait for it, holding what it has (others
+// may wait for that): the head carries what arrived, and the rest
+// travels in pulls.
+func (b *bodySource) firstSmall(n, shift int) ([]byte, bool, error) {
+	cur := min(shift, sizeShift(messageBuf))
+	held, err := b.budget.take(b.ctx, b.deadline, 1<<cur)
+	if err != nil {
+		return nil, false, err
+	}
+	b.held = held
+	b.small, b.class = sizedBuf(cur)
+	for {
+		k, err := io.ReadFull(b.r, (*b.small)[b.read:min(n, 1<<cur)])
+		b.read += int64(k)
+		if err != nil {
+			return nil, false, err
+		}
+		if b.read == int64(n) {
+			b.eof = true
+			return (*b.small)[:n], false, nil
+		}
+		extra, ok := b.budget.tryTake(1<<(cur+1) - 1<<cur)
+		if !ok {
+			return (*b.small)[:b.read], true, nil
+		}
+		b.held += extra
+		cur++
+		old := b.small
+		b.small, b.class = sizedBuf(cur)
+		copy(*b.small, (*old)[:b.read])
+		putSized(old)
+	}
 }
 
 // next reads the following chunk; last is true when it ends the body.
@@ -109,10 +135,9 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		return nil, true, nil
 	}
 	if b.big == nil {
-		size := b.chunk
-		if b.messages {
-			size = min(size, messageBuf)
-		}
+		// Like a body in the head (firstSmall), a chunk starts at
+		// messageBuf and grows as it fills.
+		size := min(b.chunk, messageBuf)
 		held, err := b.budget.take(b.ctx, b.deadline, int64(size))
 		if err != nil {
 			return nil, false, err
@@ -127,23 +152,54 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 	if b.messages {
 		return b.nextMessage()
 	}
-	n, err := io.ReadFull(b.r, (*b.big)[:b.chunk])
-	b.read += int64(n)
-	if b.read > b.limit {
-		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
-	}
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		if b.cl > 0 && b.read < b.cl {
-			return nil, false, io.ErrUnexpectedEOF
+	n := 0
+	for {
+		k, err := io.ReadFull(b.r, (*b.big)[n:])
+		n += k
+		b.read += int64(k)
+		if b.read > b.limit {
+			return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
 		}
-		b.eof = true
-	case err != nil:
-		return nil, false, err
-	case b.cl > 0 && b.read >= b.cl:
-		b.eof = true
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			if b.cl > 0 && b.read < b.cl {
+				return nil, false, io.ErrUnexpectedEOF
+			}
+			b.eof = true
+		case err != nil:
+			return nil, false, err
+		case b.cl > 0 && b.read >= b.cl:
+			b.eof = true
+		}
+		if b.eof || len(*b.big) == b.chunk || !b.growBig(n, 2*len(*b.big)) {
+			return (*b.big)[:n], b.eof, nil
+		}
 	}
-	return (*b.big)[:n], b.eof, nil
+}
+
+// growBig makes big, whose first n bytes it keeps, size bytes long, or a
+// chunk when size is beyond the sized buffers or the chunk, if the budget
+// has room for the difference now. It never waits, so that a request
+// holding part of the budget cannot wait for more while others wait for
+// its part.
+func (b *bodySource) growBig(n, size int) bool {
+	if size >= b.chunk || sizeShift(int64(size)) > maxSizeShift {
+		size = b.chunk
+	}
+	extra, ok := b.budget.tryTake(int64(size - len(*b.big)))
+	if !ok {
+		return false
+	}
+	old := b.big
+	if size < b.chunk {
+		b.big, _ = sizedBuf(sizeShift(int64(size)))
+	} else {
+		b.big = chunkBuf(b.pool, b.chunk)
+	}
+	copy(*b.big, (*old)[:n])
+	b.putBuf(old)
+	b.held += extra
+	return true
 }
 
 // chunkBuf is a buffer of pool, chunk long.
@@ -158,14 +214,13 @@ func chunkBuf(pool *sync.Pool, chunk int) *[]byte {
 	return buf
 }
 
-// putBig gives big back to its pool.
-func (b *bodySource) putBig() {
-	if len(*b.big) < b.chunk {
-		putSized(b.big)
+// putBuf gives buf, big or one it replaced, back to its pool.
+func (b *bodySource) putBuf(buf *[]byte) {
+	if len(*buf) < b.chunk {
+		putSized(buf)
 	} else {
-		b.pool.Put(b.big)
+		b.pool.Put(buf)
 	}
-	b.big = nil
 }
 
 // grpcPrefix is the length of a gRPC message's prefix: a flag byte and
@@ -204,15 +259,8 @@ func (b *bodySource) nextMessage() ([]byte, bool, error) {
 	if b.read+b.left > b.limit {
 		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
 	}
-	if len(buf) < b.chunk && int64(n)+b.left > int64(len(buf)) {
-		if extra, ok := b.budget.tryTake(int64(b.chunk - len(buf))); ok {
-			small := b.big
-			b.big = chunkBuf(b.pool, b.chunk)
-			buf = *b.big
-			copy(buf, (*small)[:n])
-			putSized(small)
-			b.held += extra
-		}
+	if len(buf) < b.chunk && int64(n)+b.left > int64(len(buf)) && b.growBig(n, b.chunk) {
+		buf = *b.big
 	}
 	k, err := io.ReadFull(b.r, buf[n:n+int(min(b.left, int64(len(buf)-n)))])
 	b.read += int64(k)
@@ -241,7 +289,8 @@ func (b *bodySource) release() {
 	b.r, b.ctx = nil, nil
 	b.sent()
 	if b.big != nil {
-		b.putBig()
+		b.putBuf(b.big)
+		b.big = nil
 		b.budget.give(b.held)
 		b.held = 0
 	}

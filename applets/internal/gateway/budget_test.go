@@ -329,3 +329,138 @@ func TestClientGoneWhileBodyWaitsIsCancelled(t *testing.T) {
 		t.Errorf("%s; want code 499", line)
 	}
 }
+
+// slowBodyEnv serves /upload by a service nobody runs, whose requests
+// wait for their bodies until the test ends, and /api by one that counts
+// the body, with budget bytes of body memory.
+func slowBodyEnv(t *testing.T, budget int64) *env {
+	t.Helper()
+	cfg := gwConfig(
+		config.Route{Path: "/upload", Service: "nobody", Timeout: config.Duration(time.Minute)},
+		config.Route{Path: "/api", Service: "api", Timeout: config.Duration(3 * time.Second)},
+	)
+	cfg.MaxBodyMemory = config.Size(budget)
+	e := newEnv(t, cfg)
+	e.serve(t, "api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "got %d", n)
+	}))
+	return e
+}
+
+// slowBodyStarted waits until the gateway reads one more body than the
+// held before, and returns what the bodies hold now.
+func slowBodyStarted(t *testing.T, e *env, before int64) int64 {
+	t.Helper()
+	var held int64
+	testutil.Eventually(t, 10*time.Second, "the gateway to read one more slow body", func() bool {
+		held = e.gw.bodies.held.Load()
+		return held > before
+	})
+	return held
+}
+
+// postAPI sends a 100 KiB body, more than the free 64 KiB, to /api and
+// wants it served.
+func postAPI(t *testing.T, e *env) {
+	t.Helper()
+	const size = 100 << 10
+	resp, err := http.Post(e.hs.URL+"/api", "application/octet-stream", bytes.NewReader(make([]byte, size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "got " + strconv.Itoa(size); resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("a 100 KiB upload beside slow ones: %s %q, want 200 %q", resp.Status, got, want)
+	}
+}
+
+// A body of known length holds body memory for what arrived of it, not
+// for its length: four clients that announce nearly a chunk each and send
+// a byte hold a messageBuf each, and the bodies of others still fit.
+func TestSlowBodiesHoldOnlyWhatArrived(t *testing.T) {
+	t.Parallel()
+	e := slowBodyEnv(t, 4<<20)
+	var held int64
+	for range 4 {
+		c := dialRaw(t, e)
+		if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 983040\r\n\r\nx"); err != nil {
+			t.Fatal(err)
+		}
+		held = slowBodyStarted(t, e, held)
+	}
+	if held != 4*messageBuf {
+		t.Errorf("four slow bodies hold %d bytes of body memory, want %d", held, 4*messageBuf)
+	}
+	postAPI(t, e)
+}
+
+// So do the streams of one HTTP/2 connection, which could otherwise take
+// max_body_memory whole with a byte each.
+func TestSlowHTTP2StreamsHoldOnlyWhatArrived(t *testing.T) {
+	t.Parallel()
+	const streams = 64
+	e := slowBodyEnv(t, streams<<20)
+	tr := h2cClient(t, e)
+	var held int64
+	for range streams {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { _ = pw.Close() })
+		req, err := http.NewRequest("POST", e.hs.URL+"/upload", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 983040
+		go func() {
+			if resp, err := tr.RoundTrip(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if _, err := pw.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		held = slowBodyStarted(t, e, held)
+	}
+	if held != streams*messageBuf {
+		t.Errorf("%d slow streams hold %d bytes of body memory, want %d", streams, held, streams*messageBuf)
+	}
+	postAPI(t, e)
+}
+
+// With no room in the budget for a body to grow into, it travels in
+// messageBuf pieces, the first with the head and the rest in pulls, and
+// arrives whole: a body never waits for more room while it holds some.
+func TestBodyWithoutRoomToGrowArrivesInPieces(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "check", Timeout: config.Duration(time.Minute)})
+	cfg.MaxBodyMemory = messageBuf + messageBuf/2
+	e := newEnv(t, cfg)
+	body := make([]byte, 1<<20+1)
+	for i := range body {
+		body[i] = byte(i % 251)
+	}
+	e.serve(t, "check", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(got, body[:len(got)]) {
+			http.Error(w, fmt.Sprintf("%d bytes, not the body sent: %v", len(got), err), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, len(got))
+	}))
+	// One that fits in the head, and one larger than a chunk.
+	for _, size := range []int{512 << 10, len(body)} {
+		resp, err := http.Post(e.hs.URL+"/", "application/octet-stream", bytes.NewReader(body[:size]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(got) != strconv.Itoa(size) {
+			t.Errorf("a %d-byte body with room for %d: %s %q, want 200 %q", size, messageBuf, resp.Status, got, strconv.Itoa(size))
+		}
+	}
+	if held := e.gw.bodies.held.Load(); held != 0 {
+		t.Errorf("%d bytes of body memory still held after the requests", held)
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -245,5 +247,115 @@ func TestSlowUploadDoesNotHoldItsConnection(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("client opened %d connections; the test needs both requests on one", n)
+	}
+}
+
+// hpackLit encodes header fields, name and value after name and value, as
+// HPACK literals without indexing, names and values as they are.
+func hpackLit(fields ...string) []byte {
+	var b []byte
+	for i := 0; i+1 < len(fields); i += 2 {
+		b = append(b, 0x00, byte(len(fields[i])))
+		b = append(append(b, fields[i]...), byte(len(fields[i+1])))
+		b = append(b, fields[i+1]...)
+	}
+	return b
+}
+
+func h2frame(typ, flags byte, stream uint32, payload []byte) []byte {
+	h := []byte{byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload)), typ, flags, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[5:], stream)
+	return append(h, payload...)
+}
+
+// h2Get sends one request of fields, without a body, over a new h2c
+// connection to e, and returns the status of its response. Go's server
+// sends :status first, as an indexed field of HPACK's static table when
+// it is one of those statuses.
+func h2Get(t *testing.T, e *env, fields ...string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", e.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	const endStreamAndHeaders = 0x5
+	out := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2frame(0x4, 0, 0, nil)...)
+	out = append(out, h2frame(0x1, endStreamAndHeaders, 1, hpackLit(fields...))...)
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var head [9]byte
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			t.Fatalf("reading a frame head: %v", err)
+		}
+		payload := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
+		if _, err := io.ReadFull(c, payload); err != nil {
+			t.Fatalf("reading a frame payload: %v", err)
+		}
+		typ, flags, stream := head[3], head[4], binary.BigEndian.Uint32(head[5:])&math.MaxInt32
+		switch {
+		case typ == 0x4 && flags&1 == 0:
+			if _, err := c.Write(h2frame(0x4, 1, 0, nil)); err != nil {
+				t.Fatal(err)
+			}
+		case typ == 0x1 && stream == 1:
+			static := map[byte]int{0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500}
+			if len(payload) == 0 || static[payload[0]] == 0 {
+				t.Fatalf("response head % x does not start with an indexed :status", payload)
+			}
+			return static[payload[0]]
+		}
+	}
+}
+
+// An HTTP/2 request names its host in :authority; a host field beside it
+// reaches net/http's handler in the header. The service learns the host
+// from Narun-Host and X-Forwarded-Host alone, never from a Host header of
+// the client's, and a request whose host field names another host than
+// its :authority is malformed (RFC 9113 8.3.1): refused, not routed by one
+// and read by the service as the other.
+func TestHTTP2HostFieldNotForwarded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Host: "public.example.com", Path: "/", Service: "public"}))
+	e.hs = startH2C(t, e)
+	nc := natsConn(t, e)
+	heads := make(chan nats.Header, 2)
+	if _, err := nc.Subscribe("public", func(m *nats.Msg) {
+		heads <- m.Header
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	req := []string{":method", "GET", ":scheme", "http", ":authority", "public.example.com", ":path", "/"}
+
+	if got := h2Get(t, e, append(req, "host", "Public.Example.com")...); got != 200 {
+		t.Fatalf("a host field that names the :authority: status %d, want 200", got)
+	}
+	h := <-heads
+	if v, ok := h["Host"]; ok {
+		t.Errorf("the client's host field reached the service as Host %q, want no Host header", v)
+	}
+	if got := h.Get("Narun-Host"); got != "public.example.com" {
+		t.Errorf("Narun-Host %q, want the :authority", got)
+	}
+
+	if got := h2Get(t, e, append(req, "host", "admin.internal")...); got != http.StatusBadRequest {
+		t.Errorf("a host field that names another host than the :authority: status %d, want 400", got)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-heads:
+		t.Errorf("the request with two hosts reached the service, Host %q", h["Host"])
+	default:
 	}
 }

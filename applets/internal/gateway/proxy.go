@@ -108,6 +108,24 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// exchange went back to the pool.
 	w.Header()["X-Request-Id"] = []string{rid}
 
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !r.Close && r.Header["Content-Length"] == nil {
+		// net/http drops an HTTP/1.0 request's Transfer-Encoding, unseen
+		// here, and reads the request as one without a body: on a
+		// kept-alive connection the body would be read as the client's
+		// next request, one that an intermediary before the gateway took
+		// for body bytes. RFC 9112 6.1 has the connection closed after
+		// such a request, and HTTP/1.0 has no other way to send a body
+		// without a length.
+		w.Header().Set("Connection", "close")
+	}
+	if host := r.Header["Host"]; host != nil && (len(host) != 1 || !strings.EqualFold(host[0], r.Host)) {
+		// An HTTP/2 request's host field, which net/http leaves in the
+		// header, naming another host than its :authority, by which the
+		// request is routed: malformed (RFC 9113 8.3.1), and a service
+		// that read the field would take the request for another host's.
+		g.fail(w, ex, http.StatusBadRequest, "the host header names another host than :authority", rid)
+		return
+	}
 	if r.Method == http.MethodConnect {
 		// A CONNECT names a host to open a tunnel to, not a path: routed
 		// as "/", a service's 200 would tell the client its tunnel is
@@ -236,7 +254,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// Trailer is end to end (RFC 9110 6.6.2), but the gateway relays
 		// no request trailers: the service would wait for ones that never
 		// come.
-		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || (len(skip) > 0 && listed(skip, k)) {
+		// An HTTP/2 request's host field, the :authority by now (see
+		// ServeHTTP), travels as Narun-Host and X-Forwarded-Host alone.
+		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || k == "Host" || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		h[k] = v

@@ -966,3 +966,49 @@ func TestManyInterimResponses(t *testing.T) {
 		}
 	}
 }
+
+// HTTP/1.0 has no chunked coding: net/http drops the Transfer-Encoding of
+// an HTTP/1.0 request and reads it as one without a body, so its body
+// would be read as the next request on a kept-alive connection, a request
+// that whatever sent the first one may not have meant to send. The
+// connection closes after the first response (RFC 9112 6.1).
+func TestHTTP10ChunkedBodyNotReadAsRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "paths"}))
+	nc := natsConn(t, e)
+	paths := make(chan string, 2)
+	if _, err := nc.Subscribe("paths", func(m *nats.Msg) {
+		paths <- m.Header.Get("Narun-Path")
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "POST /upload HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"GET /smuggled HTTP/1.0\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the responses: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case p := <-paths:
+			if p != "/upload" {
+				t.Errorf("the service got a request for %s, want only /upload; responses:\n%s", p, all)
+			}
+		default:
+			return
+		}
+	}
+}
