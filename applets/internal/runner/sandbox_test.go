@@ -335,10 +335,12 @@ func TestSandboxUserAliasOfRootRefused(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// The thread goes back to the test's mount namespace before it is
-		// unlocked. Left in its own, it would end with the goroutine, but
-		// for the main thread, which Go keeps: /proc/self/mountinfo, the
-		// main thread's, would then miss every later mount of the tests.
+		// Never unlocked: unshare gave the thread a working directory of
+		// its own, which setns sets to /, so the thread ends with the
+		// goroutine. But for the main thread, which Go keeps: that one
+		// goes back to the test's mount namespace first, or
+		// /proc/self/mountinfo, the main thread's, would miss every later
+		// mount of the tests.
 		runtime.LockOSThread()
 		home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -350,11 +352,7 @@ func TestSandboxUserAliasOfRootRefused(t *testing.T) {
 			done <- fmt.Errorf("unshare: %w", err)
 			return
 		}
-		defer func() {
-			if unix.Setns(home, unix.CLONE_NEWNS) == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
+		defer unix.Setns(home, unix.CLONE_NEWNS)
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			done <- fmt.Errorf("make mounts private: %w", err)
 			return
