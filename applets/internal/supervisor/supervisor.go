@@ -444,7 +444,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 		// Every start prepares again: the binary on disk is checked
 		// against its digest before each exec, not only the first, and a
 		// restart gets the secrets and files the store holds now.
-		launch, ok := s.prepare(ctx)
+		launch, ok := s.prepare(ctx, restarts > 0)
 		if !ok {
 			return
 		}
@@ -494,8 +494,9 @@ func (s *Supervisor) Run(ctx context.Context) {
 // prepare runs Prepare until it succeeds or fails with ErrPermanent,
 // backing off between attempts whatever the restart mode and however many
 // failures the policy tolerates: those count what the process did, and a
-// fetch that fails (NATS away, a full disk) says nothing about it.
-func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
+// fetch that fails (NATS away, a full disk) says nothing about it. again
+// says the instance ran before.
+func (s *Supervisor) prepare(ctx context.Context, again bool) (InstanceLaunch, bool) {
 	var failures Streak
 	for {
 		retry := s.policyNow()
@@ -503,7 +504,13 @@ func (s *Supervisor) prepare(ctx context.Context) (InstanceLaunch, bool) {
 		s.set(state.Fetching, "")
 		launch, err := s.cfg.Prepare(ctx)
 		if ctx.Err() != nil {
-			s.set(state.Stopped, "stopped before start")
+			// A stop while a restart prepares ends an instance that ran,
+			// as one during its backoff does.
+			if again {
+				s.set(state.Stopped, "stopped")
+			} else {
+				s.set(state.Stopped, "stopped before start")
+			}
 			return launch, false
 		}
 		if err == nil {

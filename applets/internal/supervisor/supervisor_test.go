@@ -1016,6 +1016,34 @@ func TestEndStates(t *testing.T) {
 	}
 }
 
+// A stop while a restart prepares ends an instance that has run as
+// "stopped", as a stop in its backoff does; "stopped before start" is for
+// one that never ran.
+func TestStopWhileRestartPrepares(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var calls atomic.Int32
+	s, _ := start(t, "done", Config{
+		Policy: Policy{Mode: Always, Initial: time.Millisecond},
+		Prepare: func(ctx context.Context) (InstanceLaunch, error) {
+			if calls.Add(1) > 1 {
+				<-ctx.Done()
+				return InstanceLaunch{}, ctx.Err()
+			}
+			return InstanceLaunch{Path: exe, Env: []string{childEnv + "=done"}, Dir: dir}, nil
+		},
+	})
+	waitFor(t, s, "a restart preparing", func(i state.Instance) bool { return i.Restarts >= 1 && i.State == state.Fetching })
+	s.Stop()
+	waitDone(t, s)
+	if end := s.Status(); end.State != state.Stopped || end.Reason != "stopped" {
+		t.Errorf("ended %s (%q), want stopped (\"stopped\")", end.State, end.Reason)
+	}
+}
+
 // TestDialHook shows that health checks reach the app the way its factory
 // says (a sandbox with its own network namespace dials through a socket).
 func TestDialHook(t *testing.T) {
