@@ -827,6 +827,9 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 	for {
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial(), Procs: procs})
+		if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrInconclusive) {
+			err = fmt.Errorf("no answer within %s ([health] timeout): %w", h.Timeout, err)
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return

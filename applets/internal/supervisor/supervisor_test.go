@@ -1044,6 +1044,23 @@ func TestStopWhileRestartPrepares(t *testing.T) {
 	}
 }
 
+// A check cut by its timeout says so and names the setting, not only
+// "context deadline exceeded".
+func TestCheckTimeoutNamesTheSetting(t *testing.T) {
+	s, _ := start(t, "serve", Config{Health: Health{
+		Timeout:    50 * time.Millisecond,
+		Interval:   100 * time.Millisecond,
+		StartGrace: 200 * time.Millisecond,
+		Check: func(ctx context.Context, _ Target) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	}})
+	waitFor(t, s, "a reason naming [health] timeout", func(i state.Instance) bool {
+		return strings.Contains(i.Reason, "no answer within 50ms ([health] timeout)")
+	})
+}
+
 // TestDialHook shows that health checks reach the app the way its factory
 // says (a sandbox with its own network namespace dials through a socket).
 func TestDialHook(t *testing.T) {
