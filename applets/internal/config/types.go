@@ -74,7 +74,7 @@ func ParseSize(s string) (Size, error) {
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q: want a non-negative number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+		return 0, fmt.Errorf("invalid size %q: want a whole number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
 	}
 	return Size(n * mult), nil
 }
