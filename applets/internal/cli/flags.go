@@ -12,8 +12,10 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,6 +136,8 @@ func writableFileSystem(dir, p string) error {
 // own in its place, whose cached binaries narun executes and whose
 // signing.key it signs with. A sticky directory (/tmp) lets no one rename
 // an entry they do not own, and the entry below it is checked in turn.
+// Root's group (gid 0) may write: its members can change root's files
+// anyway, and containers (OpenShift) make their directories g+w for it.
 // Both the path as given and the one its symlinks lead to are checked:
 // either's directories could be swapped.
 func safeAncestors(dir string) error {
@@ -151,8 +155,18 @@ func safeAncestors(dir string) error {
 				case !ok:
 				case st.Uid != 0 && st.Uid != uid:
 					return fmt.Errorf("data dir %s: %s belongs to uid %d, who could put a data dir of their own in its place, with the binaries narun runs and its signing key; %s", dir, p, st.Uid, elsewhere)
-				case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0:
-					return fmt.Errorf("data dir %s: %s is writable by its group or others (mode %04o) without the sticky bit: they could put a data dir of their own in its place, with the binaries narun runs and its signing key; chmod go-w or +t it, or %s", dir, p, fi.Mode().Perm(), elsewhere)
+				case fi.Mode()&fs.ModeSticky != 0:
+				case st.Mode&0o002 != 0:
+					return fmt.Errorf("data dir %s: %s is writable by its group or others (mode %04o) without the sticky bit: they could put a data dir of their own in its place, with the binaries narun runs and its signing key; %s, or chmod go-w or +t it", dir, p, st.Mode&0o7777, elsewhere)
+				case st.Mode&0o020 != 0 && st.Gid != 0:
+					// A distribution's own directory (Debian's /var/local,
+					// 2775 root:staff) is better left as it is: another
+					// place comes first.
+					place := "put the data dir where no group but root's may write"
+					if d := config.DefaultDataDir(); filepath.IsAbs(d) && !strings.HasPrefix(d, p+"/") {
+						place += ", such as " + d
+					}
+					return fmt.Errorf("data dir %s: group %s may write %s (mode %04o) without the sticky bit: its members could put a data dir of their own in its place, with the binaries narun runs and its signing key; %s (%s), or chmod g-w or +t %s", dir, groupName(st.Gid), p, st.Mode&0o7777, place, elsewhere, p)
 				}
 			}
 			if filepath.Dir(p) == p {
@@ -161,6 +175,15 @@ func safeAncestors(dir string) error {
 		}
 	}
 	return nil
+}
+
+// groupName is how an error names group gid: by name when it has one.
+func groupName(gid uint32) string {
+	id := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(id); err == nil {
+		return g.Name + " (gid " + id + ")"
+	}
+	return "gid " + id
 }
 
 // evalExisting is path with the symlinks of its longest existing prefix
@@ -227,8 +250,8 @@ func ownDataDir(dir string, fi fs.FileInfo) error {
 	if uid := os.Geteuid(); int(st.Uid) != uid {
 		return fmt.Errorf("data dir %s belongs to uid %d, not to uid %d that runs narun: its owner could replace the binaries narun runs and its signing key; chown it, or %s", dir, st.Uid, uid, elsewhere)
 	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("data dir %s is writable by its group or others (mode %04o): they could replace the binaries narun runs and its signing key; chmod go-w it, or %s", dir, perm, elsewhere)
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("data dir %s is writable by its group or others (mode %04o): they could replace the binaries narun runs and its signing key; chmod go-w it, or %s", dir, st.Mode&0o7777, elsewhere)
 	}
 	return nil
 }

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A parent directory its group may write is safe only when that group is
+// root's (gid 0, as containers on OpenShift run): any other group's
+// members could swap the data dir. The refusal names the group, says why,
+// offers another place first, and shows the mode with its setgid bit, as
+// Debian's /var/local (2775 root:staff) has it.
+func TestSafeAncestorsGroupWritableParent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving a directory to another group needs root")
+	}
+	cases := []struct {
+		name string
+		gid  int
+		mode os.FileMode
+		want []string // substrings of the error; none means accepted
+	}{
+		{"root's group may write", 0, 0o775 | os.ModeSetgid, nil},
+		{"another group may write", 50, 0o775 | os.ModeSetgid, []string{"(gid 50) may write", "mode 2775", "/var/lib/narun", "chmod g-w"}},
+		{"others may write", 0, 0o777, []string{"writable by its group or others", "mode 0777"}},
+		{"another group, sticky", 50, 0o775 | os.ModeSticky, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			parent := filepath.Join(t.TempDir(), "local")
+			if err := os.Mkdir(parent, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(parent, 0, c.gid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(parent, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := safeAncestors(filepath.Join(parent, "narun"))
+			if c.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			t.Log(err)
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
