@@ -463,46 +463,62 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
 	// Its binaries stay, for a deploy again, and nothing else removes them:
 	// on a device with little disk the operator must know they are there.
-	left, err := e.unpinnedImagesOf(ctx, name)
+	left, stamped, err := e.unpinnedImagesOf(ctx, name)
 	if err != nil {
 		e.log.Debug("list the binaries the app leaves", "err", err)
-	} else if len(left) > 0 {
-		fmt.Fprintf(e.out(), "its binaries stay in %s; to remove them: narun ctl image delete %s\n", names.BinariesBucket, strings.Join(left, " "))
+		return nil
 	}
+	if len(left) == 0 {
+		return nil
+	}
+	objs := strings.Join(left, " ")
+	// Right after a deploy image delete refuses them (deleteObjects): a
+	// hint that is refused would send the operator looking for why.
+	now, err := e.objectsNow(ctx, names.BinariesBucket)
+	if err != nil {
+		e.log.Debug("read the time of the binaries' stream", "err", err)
+	} else if age, wait := e.deployWait(now, stamped); wait > 0 {
+		fmt.Fprintf(e.out(), "its binaries stay in %s; a deploy stamped them %s ago, so image delete refuses them for %s more, in case a deploy is storing a spec that pins them: then narun ctl image delete %s; or now, as no stored spec pins them: narun ctl image delete --force %s\n", names.BinariesBucket, age.Round(time.Second), wait.Round(time.Second), objs, objs)
+		return nil
+	}
+	fmt.Fprintf(e.out(), "its binaries stay in %s; to remove them: narun ctl image delete %s\n", names.BinariesBucket, objs)
 	return nil
 }
 
 // unpinnedImagesOf names the objects of app's binaries that no stored spec
-// pins. It finds them as deploy's prune does (buildsOf) and reads the
-// metadata of those alone, to leave out the ones image delete removed
-// (their deletion marker stays): ObjectStore.List would read every block
-// of the store, and its server hold them in memory for seconds.
-func (e *env) unpinnedImagesOf(ctx context.Context, app string) ([]string, error) {
+// pins, and when the newest of them was uploaded or stamped. It finds them
+// as deploy's prune does (buildsOf) and reads the metadata of those alone,
+// to leave out the ones image delete removed (their deletion marker
+// stays): ObjectStore.List would read every block of the store, and its
+// server hold them in memory for seconds.
+func (e *env) unpinnedImagesOf(ctx context.Context, app string) (left []string, stamped time.Time, err error) {
 	builds, _, err := e.buildsOf(ctx, app)
 	if err != nil || len(builds) == 0 {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	used, _, err := e.users(ctx, builds, binaryRefs)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	var left []string
 	for _, name := range builds {
 		if len(used[name]) > 0 {
 			continue
 		}
-		_, info, err := e.objectMeta(ctx, names.BinariesBucket, name)
+		m, info, err := e.objectMeta(ctx, names.BinariesBucket, name)
 		if errors.Is(err, errNoObject) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		if !info.Deleted {
 			left = append(left, name)
+			if m.Time.After(stamped) {
+				stamped = m.Time
+			}
 		}
 	}
-	return left, nil
+	return left, stamped, nil
 }
 
 // nodesRunning lists the nodes whose heartbeat shows an instance of app.

@@ -808,7 +808,7 @@ func TestAppDeleteAndRestart(t *testing.T) {
 		t.Errorf("route list: %s", r.out)
 	}
 	r = h.ok("", "app", "delete", "hello")
-	if want := "narun ctl image delete " + a2.Binaries[runtime.GOARCH].Object + "\n"; !strings.Contains(r.out, want) {
+	if want := "narun ctl image delete " + a2.Binaries[runtime.GOARCH].Object; !strings.Contains(r.out, want) {
 		t.Errorf("app delete does not say how to remove its binary: %s", r.out)
 	}
 	if _, ok := h.get(names.AppsBucket, "hello"); ok {

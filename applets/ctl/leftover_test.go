@@ -194,3 +194,29 @@ func TestAppDeleteNamesLeftoverBuilds(t *testing.T) {
 		t.Errorf("app delete of an app whose builds are deleted said %q", r.out)
 	}
 }
+
+// What app delete suggests for the builds it leaves works as it says.
+// Right after a deploy, image delete refuses them for a while (a deploy may
+// be storing a spec that pins them): the hint says so, and names --force,
+// which deletes them at once.
+func TestAppDeleteSuggestedImageDelete(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	b := h.build("1.0.0", 0)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", b.path)
+
+	r := h.ok("", "app", "delete", "hello")
+	later := "narun ctl image delete " + b.object
+	now := "narun ctl image delete --force " + b.object
+	if !strings.Contains(r.out, later) || !strings.Contains(r.out, "refuses them for") || !strings.Contains(r.out, now+"\n") {
+		t.Fatalf("app delete right after a deploy said %q; want it to name the wait before %q and %q", r.out, later, now)
+	}
+	refused := h.fails(ExitInUse, "", "image", "delete", b.object)
+	if !strings.Contains(refused.err, "wait ") {
+		t.Errorf("image delete right after the deploy: %s; want it to name the wait the hint named", refused.err)
+	}
+	h.ok("", "image", "delete", "--force", b.object)
+	if r := h.ok("", "image", "list"); strings.Contains(r.out, b.object) {
+		t.Errorf("image list after the suggested --force delete still shows %s:\n%s", b.object, r.out)
+	}
+}

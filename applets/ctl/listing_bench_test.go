@@ -76,7 +76,7 @@ func BenchmarkLeftoverBuilds(b *testing.B) {
 			return n, err
 		}},
 		{"subjects", func() (int, error) {
-			left, err := e.unpinnedImagesOf(ctx, "hello")
+			left, _, err := e.unpinnedImagesOf(ctx, "hello")
 			return len(left), err
 		}},
 	} {

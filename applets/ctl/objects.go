@@ -274,6 +274,14 @@ func filesDelete(ctx context.Context, c *ucli.Context, e *env) error {
 // keep an operator from deleting a file put by mistake for as long.
 const deployInFlight = 2 * time.Minute
 
+// deployWait is, for an object uploaded or stamped at stamped, how long
+// ago that was and how much longer deleteObjects refuses it without
+// --force (not positive: no longer), now being the server's time.
+func (e *env) deployWait(now, stamped time.Time) (age, wait time.Duration) {
+	age = max(now.Sub(stamped), 0)
+	return age, min(e.cfg.Ctl.PruneGrace.D(), deployInFlight) - age
+}
+
 // deleteObjects deletes the named objects; all are checked before any is
 // deleted, so a refused command changes nothing. An object only earlier
 // kept revisions pin is deleted with a warning naming them, not refused:
@@ -315,14 +323,13 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 	if err != nil {
 		return err
 	}
-	grace := min(e.cfg.Ctl.PruneGrace.D(), deployInFlight)
 	for _, o := range objs {
 		name := o.info.Name
 		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
 			return refuseInUse(what, name, apps, unparsed)
 		}
-		if age := max(now.Sub(o.m.Time), 0); age < grace && !c.Bool(flagForce) {
-			return inUse("%s %q was uploaded or pinned by a deploy %s ago: a deploy may be storing a spec that pins it; wait %s or pass --force", what, name, age.Round(time.Second), (grace - age).Round(time.Second))
+		if age, wait := e.deployWait(now, o.m.Time); wait > 0 && !c.Bool(flagForce) {
+			return inUse("%s %q was uploaded or pinned by a deploy %s ago: a deploy may be storing a spec that pins it; wait %s or pass --force", what, name, age.Round(time.Second), wait.Round(time.Second))
 		}
 	}
 	kept, err := e.keptPins(ctx, ref)
