@@ -120,6 +120,26 @@ func TestFileAndSecretDeleteDuringDeploy(t *testing.T) {
 	}
 }
 
+// A file only files put wrote is deleted at once: no deploy stamped it,
+// so none can be storing a spec that pins it (one that stamps it later
+// finds it gone). A file put again after a deploy stamped it loses the
+// stamp the same way.
+func TestFilePutThenDeletedAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "files", "put", "typo", h.file("typo.toml", "x = 1\n"))
+	h.ok("", "files", "delete", "typo")
+
+	h.ok("", "files", "put", "conf", h.file("conf.toml", "x = 1\n"))
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"conf\"\npath = \"etc/conf.toml\"\n")
+	e := h.env(io.Discard)
+	d := h.planned(e, p, elfBinary(t))
+	h.uploadAndStamp(e, d)
+	h.fails(ExitInUse, "", "files", "delete", "conf")
+	h.ok("", "files", "put", "conf", h.file("conf2.toml", "x = 2\n"))
+	h.ok("", "files", "delete", "conf")
+}
+
 // A file deleted before a deploy stamps it fails the deploy before its
 // spec is stored, as a deleted build does.
 func TestFileDeletedBeforeDeployStampsIt(t *testing.T) {

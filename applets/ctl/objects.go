@@ -296,6 +296,14 @@ func (e *env) deployWait(now, stamped time.Time) (age, wait time.Duration) {
 // in between keeps it, and one that stamps it after fails, the object
 // being gone. The metadata is read before the specs, so that a spec
 // stored before the stamp was read is seen.
+// byDeploy says whether a deploy wrote the object's metadata last: a
+// build is uploaded by a deploy, while a file is put on its own, and a
+// file only a files put wrote is no deploy's to store a spec for yet (a
+// deploy that then stamps it finds it gone and fails).
+func byDeploy(bucket string, m *jetstream.RawStreamMsg) bool {
+	return bucket != names.FilesBucket || m.Header.Get(stampHeader) != ""
+}
+
 func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what string, ref func(*spec.App) []string) error {
 	if _, err := e.objects(ctx, bucket); err != nil {
 		return err
@@ -328,7 +336,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		if apps := used[name]; len(apps) > 0 && !c.Bool(flagForce) {
 			return refuseInUse(what, name, apps, unparsed)
 		}
-		if age, wait := e.deployWait(now, o.m.Time); wait > 0 && !c.Bool(flagForce) {
+		if age, wait := e.deployWait(now, o.m.Time); wait > 0 && byDeploy(bucket, o.m) && !c.Bool(flagForce) {
 			return inUse("%s %q was uploaded or pinned by a deploy %s ago: a deploy may be storing a spec that pins it; wait %s or pass --force", what, name, age.Round(time.Second), wait.Round(time.Second))
 		}
 	}

@@ -276,6 +276,10 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 	return nil
 }
 
+// stampHeader marks object metadata a deploy's stamp wrote; a later put
+// of the object writes it without.
+const stampHeader = "Narun-Stamped"
+
 // stampObject writes the metadata of name in bucket again as it is, which
 // makes the server stamp it with its current time: pruning then takes the
 // object for one just uploaded. A deploy stamps the builds and files its
@@ -293,6 +297,7 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 	}
 	msg := nats.NewMsg(m.Subject)
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	msg.Header.Set(stampHeader, "1")
 	msg.Data = m.Data
 	octx, cancel := e.op(ctx)
 	_, err = e.js.PublishMsg(octx, msg, jetstream.WithExpectLastSequencePerSubject(m.Sequence))
