@@ -438,8 +438,7 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string) *ins
 	if b, ok := sp.Binary(runtime.GOARCH); ok {
 		in.digest = b.SHA256
 	}
-	var baselineMu sync.Mutex
-	var baseline map[string]bool
+	known := &microResponders{}
 	in.sup = supervisor.New(supervisor.Config{
 		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp},
 		Prepare: func(ctx context.Context) (supervisor.InstanceLaunch, error) {
@@ -447,29 +446,25 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string) *ins
 			// that does not name its instance in its metadata cannot be
 			// told from the other replicas otherwise. Taken at every start,
 			// the first of a scale-up included, as replicas that came up
-			// since the last start (on this node or another) answer too.
-			// The listing runs beside the fetch and placement, which it
-			// would otherwise lengthen by its 300 ms.
-			if sp.Health.Type != spec.HealthMicro {
+			// since the last start (on this node or another) answer too,
+			// but for the restart of an instance that named itself: the
+			// same binary and spec name it again, and a crash restart
+			// need not wait for the listing. The listing runs beside the
+			// fetch and placement, which it would otherwise lengthen by
+			// its 300 ms.
+			if sp.Health.Type != spec.HealthMicro || known.named.Load() {
 				return a.r.prepare(ctx, sp, id, in.dir)
 			}
 			listed := make(chan map[string]bool, 1)
-			go func() { listed <- a.r.respondersOf(ctx, sp.Health.Service, 300*time.Millisecond) }()
+			go func() { listed <- a.r.responders(ctx, sp.Health.Service) }()
 			launch, err := a.r.prepare(ctx, sp, id, in.dir)
-			ids := <-listed
-			baselineMu.Lock()
-			baseline = ids
-			baselineMu.Unlock()
+			known.setBaseline(<-listed)
 			return launch, err
 		},
 		Command: a.r.opts.Command,
 		Policy:  restartPolicy(sp),
 		Health: supervisor.Health{
-			Check: a.r.healthCheck(sp, id, func() map[string]bool {
-				baselineMu.Lock()
-				defer baselineMu.Unlock()
-				return baseline
-			}),
+			Check:        a.r.healthCheck(sp, id, known),
 			Interval:     sp.Health.Interval.D(),
 			Timeout:      sp.Health.Timeout.D(),
 			Failures:     sp.Health.Failures,

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 )
@@ -21,16 +22,29 @@ type heldWatch struct{ ch chan jetstream.KeyValueEntry }
 func (w heldWatch) Updates() <-chan jetstream.KeyValueEntry { return w.ch }
 func (w heldWatch) Stop() error                             { return nil }
 
-// followHeld runs follow on a held watch past its initial values, has a
-// resync picked first, then hands over the entries the watch held, and
-// returns once follow has handled them.
-func followHeld(tr *testRunner, held ...jetstream.KeyValueEntry) {
+// followHeld runs follow on a held watch past its initial values, those a
+// watch of c's narun-apps starts with now, has a resync picked first,
+// then hands over the entries the watch held, and returns once follow has
+// handled them.
+func followHeld(t *testing.T, c *cluster, tr *testRunner, held ...jetstream.KeyValueEntry) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	initial, err := c.apps.WatchAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer initial.Stop()
 	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
 	resync := make(chan time.Time)
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); tr.follow(ctx, w, resync, nil) }()
-	w.ch <- nil // initial values done
+	for e := range initial.Updates() {
+		w.ch <- e
+		if e == nil { // initial values done
+			break
+		}
+	}
 	resync <- time.Now()
 	for _, e := range held {
 		w.ch <- e
@@ -64,7 +78,7 @@ func TestBufferedOlderEntryAfterResyncIsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	followHeld(tr, older)
+	followHeld(t, c, tr, older)
 	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
 		t.Errorf("after a resync applied revision %d, the watch's buffered revision %d was applied over it: the runner rolls hello back to 1.0.0", latest.Revision(), older.Revision())
 	}
@@ -90,11 +104,47 @@ func TestBufferedEntryBeforeDeletionIsSkipped(t *testing.T) {
 	c.remove(t, "hello")
 	tr.wait(t, "hello", "removed", func(l []state.Instance) bool { return len(l) == 0 })
 	testutil.Eventually(t, 10*time.Second, "hello forgotten", func() bool { return tr.specOf("hello") == nil })
-	followHeld(tr, older)
+	followHeld(t, c, tr, older)
 	if got := tr.specOf("hello"); got != nil {
 		t.Errorf("after hello was deleted, the watch's buffered revision %d brought it back", older.Revision())
 	}
 
 	c.deploy(t, "hello", "1.1.0", helloBin, takeOverAtOnce)
 	tr.wait(t, "hello", "healthy on 1.1.0", func(l []state.Instance) bool { return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0" })
+}
+
+// An app deleted, then deployed again after narun-apps was replaced by an
+// empty bucket, is numbered from 1 again, below the revision its deletion
+// had in the old bucket: the new watch must not hold it back for that.
+func TestRedeployAfterBucketRecreated(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2", "1.0.3"} {
+		c.deploy(t, "b", v, helloBin, "")
+	}
+	tr.wait(t, "b", "healthy", allIn(1, state.Healthy))
+	c.remove(t, "b")
+	tr.wait(t, "b", "gone", func(l []state.Instance) bool { return len(l) == 0 })
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
+		t.Fatal(err)
+	}
+	c.open(t)
+	if err := tr.opts.Conn.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "reconnected", func() bool {
+		return tr.opts.Conn.Stats().Reconnects > 0 && tr.opts.Conn.IsConnected()
+	})
+	c.deploy(t, "a", "1.0.0", helloBin, "")
+	tr.wait(t, "a", "a healthy from the new bucket", allIn(1, state.Healthy))
+	c.deploy(t, "b", "2.0.0", helloBin, "")
+	testutil.Eventually(t, 20*time.Second, "b deployed again to run", func() bool {
+		l := tr.of("b")
+		return len(l) == 1 && l[0].State == state.Healthy
+	})
 }

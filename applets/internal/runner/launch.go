@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -397,9 +398,9 @@ func bridgeReached(c net.Conn, addr string) error {
 }
 
 // healthCheck builds the probe of the spec's [health] for instance id; nil
-// for "none". baseline returns the micro responders that are not this
-// instance.
-func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string]bool) func(context.Context, supervisor.Target) error {
+// for "none". known is what a micro check knows of the service's
+// responders.
+func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) func(context.Context, supervisor.Target) error {
 	h := sp.Health
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
 	// On the host network another program may hold the port, and a
@@ -467,7 +468,7 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 		}
 	case spec.HealthMicro:
 		return func(ctx context.Context, _ supervisor.Target) error {
-			err := r.pingInstance(ctx, h.Service, id, baseline)
+			err := r.pingInstance(ctx, h.Service, id, known)
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app
 				// for it ([health] restart_after) would not help.
@@ -484,24 +485,55 @@ func (r *Runner) healthCheck(sp *spec.App, id string, baseline func() map[string
 // package does it from NARUN_INSTANCE).
 const instanceMetadata = "narun_instance"
 
+// microResponders is what the NATS Micro check of an instance knows of
+// the responders of its service.
+type microResponders struct {
+	mu sync.Mutex
+	// before are the responders that answered before the instance's
+	// process started: not it.
+	before map[string]bool
+	// named is set once a check passed on an answer that named the
+	// instance in its metadata.
+	named atomic.Bool
+}
+
+func (m *microResponders) baseline() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.before
+}
+
+func (m *microResponders) setBaseline(ids map[string]bool) {
+	m.mu.Lock()
+	m.before = ids
+	m.mu.Unlock()
+}
+
 // pingInstance succeeds once this instance answers a NATS Micro ping of
 // service. A responder is this instance when its metadata names it or, for
 // services that do not say, when it was not among those answering before
-// the instance's process started (baseline); otherwise another replica, or
-// the old instance of a rolling update, would vouch for the new one.
-func (r *Runner) pingInstance(ctx context.Context, service, id string, baseline func() map[string]bool) error {
+// the instance's process started (known's baseline); otherwise another
+// replica, or the old instance of a rolling update, would vouch for the
+// new one.
+func (r *Runner) pingInstance(ctx context.Context, service, id string, known *microResponders) error {
 	if !r.opts.Conn.IsConnected() {
 		return errOffline
 	}
-	before := baseline()
+	before := known.baseline()
 	found := errors.New("found")
+	var named bool
 	err := r.ping(ctx, service, 100*time.Millisecond, func(p micro.Ping) error {
-		if inst, ok := p.Metadata[instanceMetadata]; ok && inst == id || !ok && !before[p.ID] {
+		inst, ok := p.Metadata[instanceMetadata]
+		if ok && inst == id || !ok && !before[p.ID] {
+			named = ok
 			return found
 		}
 		return nil
 	})
 	if errors.Is(err, found) {
+		if named {
+			known.named.Store(true)
+		}
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -1,7 +1,10 @@
 package runner
 
 import (
+	"context"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go/micro"
@@ -45,4 +48,40 @@ func TestMicroCheckNotPassedByAnotherReplica(t *testing.T) {
 	// The instance's own responder, as its process would register it.
 	addThirdParty(t, c, "thirdparty")
 	tr.wait(t, "thirdparty", "healthy", allIn(1, state.Healthy))
+}
+
+// A crash restart of an instance whose check passed on an answer naming
+// it (narun_instance, as services built on narun's consumer set it) does
+// not list the service's responders again: the same binary will name
+// itself again, and the listing would add its 300 ms to every restart.
+// Its first start still lists them, before any answer said how it names
+// itself.
+func TestMicroCheckRestartOfNamedInstanceNotListed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	var listings atomic.Int32
+	tr := startTunedRunner(t, c, nil, func(r *Runner) {
+		list := r.responders
+		r.responders = func(ctx context.Context, service string) map[string]bool {
+			listings.Add(1)
+			return list(ctx, service)
+		}
+	})
+	c.deploy(t, "hello", "1.0.0", helloBin, "[[routes]]\npath = \"/hello/\"\n")
+	first := tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))[0]
+	if n := listings.Load(); n != 1 {
+		t.Fatalf("first start listed the responders %d times, want 1", n)
+	}
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	again := tr.wait(t, "hello", "healthy in a new process", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].PID != first.PID
+	})[0]
+	if again.ID != first.ID {
+		t.Fatalf("after the kill: instance %s, want %s restarted", again.ID, first.ID)
+	}
+	if n := listings.Load(); n != 1 {
+		t.Errorf("the restart of an instance that named itself listed the responders again (%d listings, want 1)", n)
+	}
 }

@@ -104,6 +104,10 @@ type Runner struct {
 	// wall is what the wall clock reads at now, a reading of time.Now:
 	// now itself, but for a test that steps it as NTP steps a device's.
 	wall func(now time.Time) time.Time
+	// responders lists the instances of a NATS Micro service that answer
+	// before an instance's process starts: respondersOf for 300 ms, but
+	// for a test that counts the listings.
+	responders func(ctx context.Context, service string) map[string]bool
 	// cgroupScope is the cgroup subtree of this runner's instances.
 	cgroupScope string
 	sandboxes   sandboxes
@@ -121,8 +125,9 @@ type Runner struct {
 	mu   sync.Mutex
 	apps map[string]*app
 	// revs is the revision of narun-apps last applied for each app, its
-	// spec's or its deletion's, kept after the app is gone: an entry a
-	// watch still held from before it is not applied over it.
+	// spec's or its deletion's, since the current watch started, kept
+	// after the app is gone: an entry that watch still held from before
+	// it is not applied over it.
 	revs map[string]uint64
 	// listed is closed once a full listing of narun-apps was applied:
 	// from then on the cached specs are out of date and never applied.
@@ -197,6 +202,9 @@ func New(opts Options) (*Runner, error) {
 		signatures:   signatures,
 		rolloutSlack: time.Minute,
 		wall:         func(now time.Time) time.Time { return now },
+	}
+	r.responders = func(ctx context.Context, service string) map[string]bool {
+		return r.respondersOf(ctx, service, 300*time.Millisecond)
 	}
 	if loginDropped && opts.Config.AppNATSCreds == "" && opts.Config.AppNATSNkey == "" {
 		r.log.Warn("apps get this runner's NATS servers without its login and have none of their own: "+
@@ -493,6 +501,14 @@ func (r *Runner) sync(ctx context.Context) {
 // follow applies the entries of a watch until it ends or the connection
 // was re-established; true if it got as far as the initial values.
 func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
+	// A new watch holds no entry from before its initial values, and may
+	// read a bucket replaced since the last one, numbered from 1 again:
+	// revisions applied before it would hold its entries back (an app
+	// deleted and deployed again to the new bucket would not start until
+	// a resync).
+	r.mu.Lock()
+	clear(r.revs)
+	r.mu.Unlock()
 	seen := map[string]bool{}
 	initial := true
 	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket, r.log)

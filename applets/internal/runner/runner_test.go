@@ -1940,7 +1940,7 @@ func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &Runner{opts: Options{Conn: nc}}
-	check := r.healthCheck(sp, "0-mute", func() map[string]bool { return nil })
+	check := r.healthCheck(sp, "0-mute", &microResponders{})
 	run := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
