@@ -108,14 +108,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// exchange went back to the pool.
 	w.Header()["X-Request-Id"] = []string{rid}
 
-	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !r.Close && r.Header["Content-Length"] == nil {
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !r.Close {
 		// net/http drops an HTTP/1.0 request's Transfer-Encoding, unseen
-		// here, and reads the request as one without a body: on a
-		// kept-alive connection the body would be read as the client's
-		// next request, one that an intermediary before the gateway took
-		// for body bytes. RFC 9112 6.1 has the connection closed after
-		// such a request, and HTTP/1.0 has no other way to send a body
-		// without a length.
+		// here, and reads the body by Content-Length or as none: on a
+		// kept-alive connection the rest of a chunked body would be read
+		// as the client's next request, one that an intermediary before
+		// the gateway took for body bytes. RFC 9112 6.1 has the
+		// connection closed after such a request, Content-Length or not;
+		// as no HTTP/1.0 request here shows whether it had one, each
+		// closes (keep-alive is an opt-in extension in HTTP/1.0).
 		w.Header().Set("Connection", "close")
 	}
 	if host := r.Header["Host"]; host != nil && (len(host) != 1 || !strings.EqualFold(host[0], r.Host)) {

@@ -1012,3 +1012,45 @@ func TestHTTP10ChunkedBodyNotReadAsRequest(t *testing.T) {
 		}
 	}
 }
+
+// RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+// framing "even if a Content-Length is present": the connection closes
+// after it, and the rest of the chunked body is never read as a request.
+func TestHTTP10ChunkedWithLengthNotReadAsRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "paths"}))
+	nc := natsConn(t, e)
+	paths := make(chan string, 2)
+	if _, err := nc.Subscribe("paths", func(m *nats.Msg) {
+		paths <- m.Header.Get("Narun-Path")
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	smuggled := "GET /smuggled HTTP/1.0\r\nHost: a\r\n\r\n"
+	if _, err := io.WriteString(c, "POST /upload HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"+
+		fmt.Sprintf("%2x\r\n", len(smuggled))+smuggled+"\r\n0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := io.ReadAll(c)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case p := <-paths:
+			if p != "/upload" {
+				t.Errorf("the service got a request for %s, want only /upload; responses:\n%s", p, all)
+			}
+		default:
+			return
+		}
+	}
+}
