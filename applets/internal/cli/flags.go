@@ -136,8 +136,6 @@ func writableFileSystem(dir, p string) error {
 // own in its place, whose cached binaries narun executes and whose
 // signing.key it signs with. A sticky directory (/tmp) lets no one rename
 // an entry they do not own, and the entry below it is checked in turn.
-// Root's group (gid 0) may write: its members can change root's files
-// anyway, and containers (OpenShift) make their directories g+w for it.
 // Both the path as given and the one its symlinks lead to are checked:
 // either's directories could be swapped.
 func safeAncestors(dir string) error {
@@ -158,11 +156,13 @@ func safeAncestors(dir string) error {
 				case fi.Mode()&fs.ModeSticky != 0:
 				case st.Mode&0o002 != 0:
 					return fmt.Errorf("data dir %s: %s is writable by its group or others (mode %04o) without the sticky bit: they could put a data dir of their own in its place, with the binaries narun runs and its signing key; %s, or chmod go-w or +t it", dir, p, st.Mode&0o7777, elsewhere)
-				case st.Mode&0o020 != 0 && st.Gid != 0:
-					// A distribution's own directory (Debian's /var/local,
-					// 2775 root:staff) is better left as it is: another
-					// place comes first.
-					place := "put the data dir where no group but root's may write"
+				case st.Mode&0o020 != 0:
+					// Root's group too: membership in gid 0 gives no write to
+					// root's files, and containers (OpenShift) run arbitrary
+					// uids in it. A distribution's own directory (Debian's
+					// /var/local, 2775 root:staff) is better left as it is:
+					// another place comes first.
+					place := "put the data dir where no group may write"
 					if d := config.DefaultDataDir(); filepath.IsAbs(d) && !strings.HasPrefix(d, p+"/") {
 						place += ", such as " + d
 					}
