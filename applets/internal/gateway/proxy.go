@@ -1083,10 +1083,7 @@ func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex 
 // the head's status: a response cut short is no success.
 func (g *Gateway) abort(r *http.Request, ex *exchange, rt *route, code int, rid, why string) {
 	ex.status = code
-	level := slog.LevelWarn
-	if code < 500 {
-		level = slog.LevelInfo
-	}
+	level := levelOf(code)
 	g.log.LogAttrs(r.Context(), level, "response aborted",
 		slog.Int("status", code),
 		slog.String("reason", why),
@@ -1108,10 +1105,7 @@ func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exch
 	if !ex.grpc || r.ProtoMajor != 2 {
 		g.abort(r, ex, rt, code, rid, why)
 	}
-	level := slog.LevelWarn
-	if code < 500 {
-		level = slog.LevelInfo
-	}
+	level := levelOf(code)
 	g.log.Log(r.Context(), level, "response ended with a gRPC status", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
 	ex.status = code
 	// The trailers wait behind what the client has not read yet: it gets
@@ -1131,10 +1125,7 @@ func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exch
 // to the cause: a warning for 5xx, the gateway's or the service's side,
 // info for what the client did wrong.
 func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, code int, msg, detail, rid string) {
-	level := slog.LevelWarn
-	if code < 500 {
-		level = slog.LevelInfo
-	}
+	level := levelOf(code)
 	g.fails.record(level, code, cmp.Or(detail, msg), rt.label, rt.cfg.Service, rid)
 	g.fail(w, ex, code, msg, rid)
 }
@@ -1547,4 +1538,14 @@ func cleanPath(p string) string {
 		np += "/"
 	}
 	return np
+}
+
+// levelOf is the log level of a request the gateway failed or cut short
+// with code: a warning for 5xx, the gateway's or the service's side, info
+// for what the client did.
+func levelOf(code int) slog.Level {
+	if code >= 500 {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
