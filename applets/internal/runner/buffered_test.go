@@ -38,7 +38,7 @@ func followHeld(t *testing.T, c *cluster, tr *testRunner, held ...jetstream.KeyV
 	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
 	resync := make(chan time.Time)
 	done := make(chan struct{})
-	go func() { defer close(done); tr.follow(ctx, w, resync, nil) }()
+	go func() { defer close(done); tr.follow(ctx, w, resync, nil, nil) }()
 	for e := range initial.Updates() {
 		w.ch <- e
 		if e == nil { // initial values done
@@ -147,4 +147,33 @@ func TestRedeployAfterBucketRecreated(t *testing.T) {
 		l := tr.of("b")
 		return len(l) == 1 && l[0].State == state.Healthy
 	})
+}
+
+// narun-apps deleted and created again while the runner stays connected
+// (kv rm, then a deploy that creates it; a restored backup): nats.go's
+// ordered consumer under the watch resumes after the last stream sequence
+// it saw, which the new stream, numbered from 1, reaches only after as many
+// writes. An app deployed to the new bucket must start without waiting for
+// a resync, an hour here.
+func TestDeployToRecreatedBucketWhileConnected(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+		c.deploy(t, "b", v, helloBin, "")
+	}
+	tr.wait(t, "b", "healthy", allIn(1, state.Healthy))
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
+		t.Fatal(err)
+	}
+	c.open(t)
+	c.deploy(t, "a", "1.0.0", helloBin, "")
+	tr.wait(t, "a", "a healthy from the new bucket", allIn(1, state.Healthy))
+	if tr.opts.Conn.Stats().Reconnects != 0 {
+		t.Fatal("the runner reconnected: the test shows nothing of a watch on a replaced bucket")
+	}
 }

@@ -468,16 +468,24 @@ func (r *Runner) openResources(ctx context.Context) (*resources, error) {
 
 // sync follows narun-apps: a watch for changes as they happen, restarted
 // whenever the connection comes back (a watch can take long to notice a
-// server restart), and a full resync every resync_interval in case it still
-// missed something.
+// server restart) or the bucket is created again, and a full resync every
+// resync_interval in case it still missed something.
 func (r *Runner) sync(ctx context.Context) {
 	reconnected := r.opts.Conn.StatusChanged(nats.CONNECTED)
 	defer r.opts.Conn.RemoveStatusListener(reconnected)
+	recreated, stopRecreated := r.watchRecreated()
+	defer stopRecreated()
 	resync := time.NewTicker(r.opts.Config.ResyncInterval.D())
 	defer resync.Stop()
 	for attempt := 1; ; attempt++ {
 		if r.res.Load() == nil && !r.connect(ctx) {
 			return
+		}
+		// A bucket created before this watch starts is the one it reads
+		// (connect may have created it just now).
+		select {
+		case <-recreated:
+		default:
 		}
 		w, err := r.res.Load().apps.WatchAll(ctx)
 		if err != nil {
@@ -485,7 +493,7 @@ func (r *Runner) sync(ctx context.Context) {
 			// The buckets may be gone with a server that lost its store.
 			r.res.Store(nil)
 		} else {
-			if r.follow(ctx, w, resync.C, reconnected) {
+			if r.follow(ctx, w, resync.C, reconnected, recreated) {
 				attempt = 0
 			}
 			if err := w.Stop(); err != nil {
@@ -498,9 +506,55 @@ func (r *Runner) sync(ctx context.Context) {
 	}
 }
 
-// follow applies the entries of a watch until it ends or the connection
-// was re-established; true if it got as far as the initial values.
-func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status) bool {
+// recreatedSubjects are the advisories of narun-apps' stream made anew:
+// created (kv rm, then a deploy or the runner's connect creates it), or
+// restored from a backup. Not its deletion: a watch restarted then finds
+// no bucket, and connect would create an empty one, which a restore that
+// follows refuses to overwrite.
+var recreatedSubjects = []string{
+	"$JS.EVENT.ADVISORY.STREAM.CREATED.KV_" + names.AppsBucket,
+	"$JS.EVENT.ADVISORY.STREAM.RESTORE_COMPLETE.KV_" + names.AppsBucket,
+}
+
+// watchRecreated tells when narun-apps was created anew while the
+// connection stayed up. The watch's ordered consumer then resumes after
+// the last stream sequence it saw, which the new stream, numbered from 1,
+// reaches only after as many writes: until the next resync nothing
+// deployed is applied. The advisories come in the account of the server
+// the runner is connected to, from its own JetStream (the runner uses no
+// domain prefix); where they do not reach the runner (a hub's JetStream
+// behind a leaf node that does not pass them on, a login refused
+// $JS.EVENT.>), the resync every resync_interval still applies the new
+// bucket.
+func (r *Runner) watchRecreated() (<-chan struct{}, func()) {
+	// One pending signal is enough: every advisory asks for the same
+	// restart of the watch.
+	recreated := make(chan struct{}, 1)
+	var subs []*nats.Subscription
+	for _, subj := range recreatedSubjects {
+		sub, err := r.opts.Conn.Subscribe(subj, func(*nats.Msg) {
+			select {
+			case recreated <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			r.log.Warn("follow the re-creation of narun-apps; a bucket created again is applied at the next resync", "subject", subj, "err", err)
+			continue
+		}
+		subs = append(subs, sub)
+	}
+	return recreated, func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}
+}
+
+// follow applies the entries of a watch until it ends, the connection was
+// re-established or narun-apps was created anew; true if it got as far as
+// the initial values.
+func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-chan time.Time, reconnected <-chan nats.Status, recreated <-chan struct{}) bool {
 	// A new watch holds no entry from before its initial values, and may
 	// read a bucket replaced since the last one, numbered from 1 again:
 	// revisions applied before it would hold its entries back (an app
@@ -518,6 +572,11 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 			return !initial
 		case <-reconnected:
 			r.log.Info("reconnected to nats; watching apps again")
+			return !initial
+		case <-recreated:
+			// The new watch's initial values list the new bucket, as a
+			// resync would.
+			r.log.Info("narun-apps created anew; watching apps again")
 			return !initial
 		case <-resync:
 			r.resync(ctx)
