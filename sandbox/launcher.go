@@ -383,11 +383,19 @@ func (l *launcher) enterCgroup() error {
 // /proc/self/fd or execveat, past the execute allow-list. The setting
 // belongs to the PID namespace of the process that writes it, the
 // sandbox's own here, and a namespace's children may only raise it. With
-// 2, since Linux 6.6, memfd_create refuses MFD_EXEC and seals the others
-// non-executable, so apps that make memfds for shared memory still work.
-// Kernels before 6.3 lack it (docs/SECURITY.md, "Known limits").
+// 1, since Linux 6.3, memfd_create without MFD_EXEC seals the memfd
+// non-executable, so apps that make memfds for shared memory still work,
+// and the seccomp filter refuses MFD_EXEC. 2 refuses MFD_EXEC in the
+// kernel too, but before 6.6 it also refuses every memfd_create without
+// MFD_NOEXEC_SEAL, which breaks those apps: it is kept for architectures
+// without the filter, where nothing else refuses MFD_EXEC. Kernels before
+// 6.3 lack the setting (docs/SECURITY.md, "Known limits").
 func noExecMemfds() error {
-	err := os.WriteFile("/proc/sys/vm/memfd_noexec", []byte("2"), 0)
+	level := "1"
+	if _, filtered := seccompArchs[runtime.GOARCH]; !filtered {
+		level = "2"
+	}
+	err := os.WriteFile("/proc/sys/vm/memfd_noexec", []byte(level), 0)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("make memfds non-executable: %w", err)
 	}

@@ -322,9 +322,10 @@ func TestEscapeCatalogue(t *testing.T) {
 // Landlock's execute rights cover files of the filesystem, not anonymous
 // ones: an app could write code it fetched into a memfd and run it, through
 // /proc/self/fd or execveat, past the allow-list. The sandbox's PID
-// namespace gets vm.memfd_noexec = 2, so a memfd is never executable; one
-// made without the new flags, as for shared memory, still works. The host's
-// own setting stays as it was.
+// namespace gets vm.memfd_noexec = 1 and the seccomp filter refuses
+// MFD_EXEC, so a memfd is never executable; one made without the new
+// flags, as for shared memory, still works. The host's own setting stays
+// as it was.
 func TestMemfdExecRefused(t *testing.T) {
 	requireRoot(t)
 	const sysctl = "/proc/sys/vm/memfd_noexec"

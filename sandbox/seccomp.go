@@ -21,11 +21,11 @@ var namespacedFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, uni
 // built for.
 type seccompArch struct {
 	audit uint32 // AUDIT_ARCH_* of native system calls
-	// socket, ioUringSetup, userfaultfd and keys (add_key, request_key,
-	// keyctl) are the native numbers of those calls, written out since
-	// x/sys/unix has only those of the build's GOARCH.
-	socket, ioUringSetup, userfaultfd uint32
-	keys                              [3]uint32
+	// socket, ioUringSetup, userfaultfd, memfdCreate and keys (add_key,
+	// request_key, keyctl) are the native numbers of those calls, written
+	// out since x/sys/unix has only those of the build's GOARCH.
+	socket, ioUringSetup, userfaultfd, memfdCreate uint32
+	keys                                           [3]uint32
 	// socketcall is the multiplexed socket call, -1 where the native table
 	// has none. Its family lies in memory, out of a filter's reach: it is
 	// refused, and Go and the C libraries of these architectures use the
@@ -42,15 +42,15 @@ type seccompArch struct {
 // which a filter cannot read, and the filter is not installed
 // (docs/SECURITY.md, "Known limits").
 var seccompArchs = map[string]seccompArch{
-	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
-	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, keys: [3]uint32{309, 310, 311}, socketcall: -1},
-	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, keys: [3]uint32{269, 270, 271}, socketcall: 102},
-	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
-	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
-	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
+	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
+	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, memfdCreate: 385, keys: [3]uint32{309, 310, 311}, socketcall: -1},
+	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, keys: [3]uint32{269, 270, 271}, socketcall: 102},
+	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
+	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
+	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
 }
 
 // sandboxFilter is the seccomp filter of every sandboxed app. As Docker's
@@ -61,9 +61,12 @@ var seccompArchs = map[string]seccompArch{
 // its kernel-fault form, and only while vm.unprivileged_userfaultfd is 0)
 // and the kernel keyrings, which no namespace confines:
 // keyctl reaches the user keyring of the app's uid, root's for an app run
-// as root, shared with the host's processes of that uid. With its own
-// network namespace (confineSockets) the app also gets socket(2) only for
-// namespacedFamilies. No system call of another ABI (a 32-bit program's,
+// as root, shared with the host's processes of that uid. It refuses
+// memfd_create with MFD_EXEC, with the errno of vm.memfd_noexec = 2, so
+// that the sandbox can set 1, which seals every other memfd
+// non-executable alike on every kernel since 6.3 (noExecMemfds). With its
+// own network namespace (confineSockets) the app also gets socket(2) only
+// for namespacedFamilies. No system call of another ABI (a 32-bit program's,
 // or int 0x80 from a 64-bit one) passes: the filter would need a table of
 // each, and could not read socketcall(2) anyway. It returns nil on an
 // architecture the filter does not support.
@@ -76,10 +79,14 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		offNr   = 0 // struct seccomp_data
 		offArch = 4
 		offArg0 = 16
+		offArg1 = 24
 	)
-	arg0 := uint32(offArg0) // the family is an int: the low half of args[0]
+	// The socket family is an int and the memfd flags an unsigned int:
+	// the low halves of args[0] and args[1].
+	arg0, arg1 := uint32(offArg0), uint32(offArg1)
 	if a.bigEndian {
 		arg0 += 4
+		arg1 += 4
 	}
 	// Jumps name their targets; resolved into offsets below.
 	const (
@@ -87,7 +94,9 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		toAllow
 		toENOSYS
 		toEPERM
+		toEACCES
 		toEAFNOSUPPORT
+		toPastMemfd
 	)
 	type insn struct {
 		code   uint16
@@ -98,18 +107,30 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 	jeq := func(k uint32, jt, jf int) insn {
 		return insn{code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, k: k, jt: jt, jf: jf}
 	}
+	jset := func(k uint32, jt, jf int) insn {
+		return insn{code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, k: k, jt: jt, jf: jf}
+	}
+	at := map[int]int{}
 	prog := []insn{
 		load(offArch),
 		jeq(a.audit, toNext, toENOSYS),
 		load(offNr),
 	}
 	if a.x32 {
-		prog = append(prog, insn{code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, k: 0x40000000, jt: toENOSYS, jf: toNext})
+		prog = append(prog, jset(0x40000000, toENOSYS, toNext))
 	}
 	prog = append(prog, jeq(a.ioUringSetup, toEPERM, toNext), jeq(a.userfaultfd, toEPERM, toNext))
 	for _, nr := range a.keys {
 		prog = append(prog, jeq(nr, toEPERM, toNext))
 	}
+	// Other calls skip the flags' load, so the checks below still find
+	// the call's number in the accumulator.
+	prog = append(prog,
+		jeq(a.memfdCreate, toNext, toPastMemfd),
+		load(arg1),
+		jset(unix.MFD_EXEC, toEACCES, toAllow),
+	)
+	at[toPastMemfd] = len(prog)
 	if confineSockets {
 		if a.socketcall >= 0 {
 			prog = append(prog, jeq(uint32(a.socketcall), toENOSYS, toNext))
@@ -124,7 +145,7 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 	}
 	// The checks fall through to the first return: a socket of another
 	// family when sockets are confined, any call allowed otherwise.
-	returns := []int{toEAFNOSUPPORT, toAllow, toENOSYS, toEPERM}
+	returns := []int{toEAFNOSUPPORT, toAllow, toENOSYS, toEPERM, toEACCES}
 	if !confineSockets {
 		returns = returns[1:]
 	}
@@ -133,8 +154,8 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		toAllow:        unix.SECCOMP_RET_ALLOW,
 		toENOSYS:       unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS),
 		toEPERM:        unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM),
+		toEACCES:       unix.SECCOMP_RET_ERRNO | uint32(unix.EACCES),
 	}
-	at := map[int]int{}
 	for _, r := range returns {
 		at[r] = len(prog)
 		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: values[r]})

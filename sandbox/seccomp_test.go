@@ -10,7 +10,7 @@ import (
 
 // runFilter runs a seccomp filter on one system call, as the kernel would:
 // only the instructions sandboxFilter uses are known.
-func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32, nr int32, arg0 uint64) uint32 {
+func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32, nr int32, arg0, arg1 uint64) uint32 {
 	t.Helper()
 	data := make([]byte, 64) // struct seccomp_data
 	order := binary.ByteOrder(binary.LittleEndian)
@@ -20,6 +20,7 @@ func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32
 	order.PutUint32(data[0:], uint32(nr))
 	order.PutUint32(data[4:], arch)
 	order.PutUint64(data[16:], arg0)
+	order.PutUint64(data[24:], arg1)
 	var acc uint32
 	for pc := 0; pc < len(prog); pc++ {
 		in := prog[pc]
@@ -59,6 +60,7 @@ func TestFilterDecisions(t *testing.T) {
 		enosys       = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
 		eperm        = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
 		eafnosupport = unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT)
+		eacces       = unix.SECCOMP_RET_ERRNO | uint32(unix.EACCES)
 		ioUringSetup = 425 // the same on every architecture
 	)
 	tests := []struct {
@@ -68,48 +70,72 @@ func TestFilterDecisions(t *testing.T) {
 		arch   uint32
 		nr     int32
 		arg0   uint64
+		arg1   uint64
 		want   uint32
 	}{
-		{"amd64-vsock", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, eafnosupport},
-		{"amd64-inet", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET, allow},
-		{"amd64-inet6", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET6, allow},
-		{"amd64-unix", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_UNIX, allow},
-		{"amd64-netlink", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_NETLINK, allow},
-		{"amd64-bluetooth", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_BLUETOOTH, eafnosupport},
+		{"amd64-vsock", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, 0, eafnosupport},
+		{"amd64-inet", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET, 0, allow},
+		{"amd64-inet6", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_INET6, 0, allow},
+		{"amd64-unix", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_UNIX, 0, allow},
+		{"amd64-netlink", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_NETLINK, 0, allow},
+		{"amd64-bluetooth", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, unix.AF_BLUETOOTH, 0, eafnosupport},
 		// The kernel reads the family as an int: high bits change nothing.
-		{"amd64-vsock-high-bits", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, 1<<32 | unix.AF_VSOCK, eafnosupport},
-		{"amd64-read", "amd64", false, unix.AUDIT_ARCH_X86_64, 0, 0, allow},
-		{"amd64-io-uring", "amd64", false, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
-		{"amd64-x32-socket", "amd64", false, unix.AUDIT_ARCH_X86_64, 0x40000000 | 41, unix.AF_VSOCK, enosys},
-		{"amd64-int80-socketcall", "amd64", false, unix.AUDIT_ARCH_I386, 102, 1, enosys},
-		{"amd64-int80-socket", "amd64", false, unix.AUDIT_ARCH_I386, 359, unix.AF_VSOCK, enosys},
-		{"arm64-vsock", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_VSOCK, eafnosupport},
-		{"arm64-inet", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_INET, allow},
-		{"arm64-aarch32", "arm64", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, enosys},
-		{"arm-vsock", "arm", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, eafnosupport},
-		{"ppc64-vsock", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_VSOCK, eafnosupport},
-		{"ppc64-inet", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_INET, allow},
-		{"ppc64-socketcall", "ppc64", false, unix.AUDIT_ARCH_PPC64, 102, 1, enosys},
-		{"amd64-add-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 248, 0, eperm},
-		{"amd64-request-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 249, 0, eperm},
-		{"amd64-keyctl", "amd64", false, unix.AUDIT_ARCH_X86_64, 250, 0, eperm},
-		{"arm64-keyctl", "arm64", false, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
-		{"riscv64-keyctl", "riscv64", false, unix.AUDIT_ARCH_RISCV64, 219, 0, eperm},
-		{"riscv64-io-uring", "riscv64", false, unix.AUDIT_ARCH_RISCV64, ioUringSetup, 0, eperm},
-		{"amd64-userfaultfd", "amd64", false, unix.AUDIT_ARCH_X86_64, 323, 0, eperm},
-		{"arm64-userfaultfd", "arm64", false, unix.AUDIT_ARCH_AARCH64, 282, 0, eperm},
-		{"mips64-userfaultfd", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5317, 0, eperm},
+		{"amd64-vsock-high-bits", "amd64", false, unix.AUDIT_ARCH_X86_64, 41, 1<<32 | unix.AF_VSOCK, 0, eafnosupport},
+		{"amd64-read", "amd64", false, unix.AUDIT_ARCH_X86_64, 0, 0, 0, allow},
+		{"amd64-io-uring", "amd64", false, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, 0, eperm},
+		{"amd64-x32-socket", "amd64", false, unix.AUDIT_ARCH_X86_64, 0x40000000 | 41, unix.AF_VSOCK, 0, enosys},
+		{"amd64-int80-socketcall", "amd64", false, unix.AUDIT_ARCH_I386, 102, 1, 0, enosys},
+		{"amd64-int80-socket", "amd64", false, unix.AUDIT_ARCH_I386, 359, unix.AF_VSOCK, 0, enosys},
+		{"arm64-vsock", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_VSOCK, 0, eafnosupport},
+		{"arm64-inet", "arm64", false, unix.AUDIT_ARCH_AARCH64, 198, unix.AF_INET, 0, allow},
+		{"arm64-aarch32", "arm64", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, 0, enosys},
+		{"arm-vsock", "arm", false, unix.AUDIT_ARCH_ARM, 281, unix.AF_VSOCK, 0, eafnosupport},
+		{"ppc64-vsock", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_VSOCK, 0, eafnosupport},
+		{"ppc64-inet", "ppc64", false, unix.AUDIT_ARCH_PPC64, 326, unix.AF_INET, 0, allow},
+		{"ppc64-socketcall", "ppc64", false, unix.AUDIT_ARCH_PPC64, 102, 1, 0, enosys},
+		{"amd64-add-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 248, 0, 0, eperm},
+		{"amd64-request-key", "amd64", false, unix.AUDIT_ARCH_X86_64, 249, 0, 0, eperm},
+		{"amd64-keyctl", "amd64", false, unix.AUDIT_ARCH_X86_64, 250, 0, 0, eperm},
+		{"arm64-keyctl", "arm64", false, unix.AUDIT_ARCH_AARCH64, 219, 0, 0, eperm},
+		{"riscv64-keyctl", "riscv64", false, unix.AUDIT_ARCH_RISCV64, 219, 0, 0, eperm},
+		{"riscv64-io-uring", "riscv64", false, unix.AUDIT_ARCH_RISCV64, ioUringSetup, 0, 0, eperm},
+		{"amd64-userfaultfd", "amd64", false, unix.AUDIT_ARCH_X86_64, 323, 0, 0, eperm},
+		{"arm64-userfaultfd", "arm64", false, unix.AUDIT_ARCH_AARCH64, 282, 0, 0, eperm},
+		{"mips64-userfaultfd", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5317, 0, 0, eperm},
+		// memfd_create's flags are its second argument, an unsigned int:
+		// MFD_EXEC is refused as vm.memfd_noexec = 2 refuses it, whatever
+		// the high half holds; the flags of shared memory pass.
+		{"amd64-memfd-exec", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_EXEC, eacces},
+		{"amd64-memfd-exec-cloexec", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_EXEC | unix.MFD_CLOEXEC, eacces},
+		{"amd64-memfd-exec-high-bits", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, 1<<32 | unix.MFD_EXEC, eacces},
+		{"amd64-memfd-none", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, 0, allow},
+		{"amd64-memfd-shm", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING, allow},
+		{"amd64-memfd-noexec-seal", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_NOEXEC_SEAL, allow},
+		{"amd64-memfd-high-bits", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, 0, 1<<32 | unix.MFD_CLOEXEC, allow},
+		// The flags in arg0 are not memfd_create's.
+		{"amd64-memfd-exec-in-arg0", "amd64", false, unix.AUDIT_ARCH_X86_64, 319, unix.MFD_EXEC, 0, allow},
+		{"amd64-x32-memfd-exec", "amd64", false, unix.AUDIT_ARCH_X86_64, 0x40000000 | 319, 0, unix.MFD_EXEC, enosys},
+		{"arm64-memfd-exec", "arm64", false, unix.AUDIT_ARCH_AARCH64, 279, 0, unix.MFD_EXEC, eacces},
+		{"arm64-memfd-shm", "arm64", false, unix.AUDIT_ARCH_AARCH64, 279, 0, unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING, allow},
+		{"ppc64-memfd-exec", "ppc64", false, unix.AUDIT_ARCH_PPC64, 360, 0, unix.MFD_EXEC, eacces},
+		{"ppc64-memfd-exec-high-bits", "ppc64", false, unix.AUDIT_ARCH_PPC64, 360, 0, 1<<32 | unix.MFD_EXEC, eacces},
+		{"ppc64-memfd-noexec-seal", "ppc64", false, unix.AUDIT_ARCH_PPC64, 360, 0, unix.MFD_NOEXEC_SEAL, allow},
+		{"ppc64-memfd-high-bits", "ppc64", false, unix.AUDIT_ARCH_PPC64, 360, 0, 1<<32 | unix.MFD_CLOEXEC, allow},
+		{"mips64-memfd-exec", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5314, 0, unix.MFD_EXEC, eacces},
+		{"mips64-memfd-none", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5314, 0, 0, allow},
 		// With host networking every socket is the host's to give; the
 		// rest of the filter holds.
-		{"host-amd64-vsock", "amd64", true, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, allow},
-		{"host-amd64-read", "amd64", true, unix.AUDIT_ARCH_X86_64, 0, 0, allow},
-		{"host-amd64-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 250, 0, eperm},
-		{"host-amd64-io-uring", "amd64", true, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, eperm},
-		{"host-amd64-userfaultfd", "amd64", true, unix.AUDIT_ARCH_X86_64, 323, 0, eperm},
-		{"host-amd64-int80-keyctl", "amd64", true, unix.AUDIT_ARCH_I386, 288, 0, enosys},
-		{"host-amd64-x32-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 0x40000000 | 250, 0, enosys},
-		{"host-arm64-keyctl", "arm64", true, unix.AUDIT_ARCH_AARCH64, 219, 0, eperm},
-		{"host-ppc64-socketcall", "ppc64", true, unix.AUDIT_ARCH_PPC64, 102, 1, allow},
+		{"host-amd64-vsock", "amd64", true, unix.AUDIT_ARCH_X86_64, 41, unix.AF_VSOCK, 0, allow},
+		{"host-amd64-read", "amd64", true, unix.AUDIT_ARCH_X86_64, 0, 0, 0, allow},
+		{"host-amd64-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 250, 0, 0, eperm},
+		{"host-amd64-io-uring", "amd64", true, unix.AUDIT_ARCH_X86_64, ioUringSetup, 0, 0, eperm},
+		{"host-amd64-userfaultfd", "amd64", true, unix.AUDIT_ARCH_X86_64, 323, 0, 0, eperm},
+		{"host-amd64-int80-keyctl", "amd64", true, unix.AUDIT_ARCH_I386, 288, 0, 0, enosys},
+		{"host-amd64-x32-keyctl", "amd64", true, unix.AUDIT_ARCH_X86_64, 0x40000000 | 250, 0, 0, enosys},
+		{"host-arm64-keyctl", "arm64", true, unix.AUDIT_ARCH_AARCH64, 219, 0, 0, eperm},
+		{"host-amd64-memfd-exec", "amd64", true, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_EXEC, eacces},
+		{"host-amd64-memfd-shm", "amd64", true, unix.AUDIT_ARCH_X86_64, 319, 0, unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING, allow},
+		{"host-ppc64-socketcall", "ppc64", true, unix.AUDIT_ARCH_PPC64, 102, 1, 0, allow},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +143,7 @@ func TestFilterDecisions(t *testing.T) {
 			if prog == nil {
 				t.Fatalf("no filter for %s", tc.goarch)
 			}
-			if got := runFilter(t, prog, seccompArchs[tc.goarch].bigEndian, tc.arch, tc.nr, tc.arg0); got != tc.want {
+			if got := runFilter(t, prog, seccompArchs[tc.goarch].bigEndian, tc.arch, tc.nr, tc.arg0, tc.arg1); got != tc.want {
 				t.Errorf("got %#x, want %#x", got, tc.want)
 			}
 		})
@@ -138,9 +164,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	if !ok {
 		t.Skipf("no filter on %s", runtime.GOARCH)
 	}
-	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD {
-		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d; x/sys/unix has %d, %d, %d", runtime.GOARCH,
-			a.socket, a.ioUringSetup, a.userfaultfd, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD)
+	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD || a.memfdCreate != unix.SYS_MEMFD_CREATE {
+		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d, memfd_create %d; x/sys/unix has %d, %d, %d, %d", runtime.GOARCH,
+			a.socket, a.ioUringSetup, a.userfaultfd, a.memfdCreate, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD, unix.SYS_MEMFD_CREATE)
 	}
 	if want := [3]uint32{unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY, unix.SYS_KEYCTL}; a.keys != want {
 		t.Errorf("%s: add_key, request_key, keyctl %v; x/sys/unix has %v", runtime.GOARCH, a.keys, want)
