@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -961,5 +962,73 @@ func TestGoexitInHandler(t *testing.T) {
 	}
 	if st := stats(t, nc, "goexit", 2); st.NumErrors != 1 {
 		t.Errorf("stats %+v, want 1 error of 2 requests", st)
+	}
+}
+
+// TestHeadSniffsLikeNetHTTP compares the Content-Type a handler that sets
+// none gets with net/http's server, which guesses it from the first 512
+// bytes written before the head goes out, however many writes they took.
+// For GET the consumer sends the body and the gateway's net/http writer
+// guesses from what it writes first: the payload of the reply's first
+// message.
+func TestHeadSniffsLikeNetHTTP(t *testing.T) {
+	html := "<!DOCTYPE html><html><body>x</body></html>"
+	png := "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+	cases := []struct {
+		name     string
+		encoding string
+		parts    []string
+		// flushAfter flushes after that many parts, 0 for never.
+		flushAfter int
+	}{
+		{name: "newline then html", parts: []string{"\n", html}},
+		{name: "png magic split", parts: []string{png[:3], png[3:]}},
+		{name: "single short write", parts: []string{html}},
+		{name: "html within 512 bytes", parts: []string{strings.Repeat(" ", 300), html}},
+		{name: "html past 512 bytes", parts: []string{strings.Repeat(" ", 300), strings.Repeat(" ", 300), html}},
+		{name: "flushed before the html", parts: []string{"\n", html}, flushAfter: 1},
+		{name: "encoded", encoding: "br", parts: []string{"\n", html}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.encoding != "" {
+					w.Header().Set("Content-Encoding", tc.encoding)
+				}
+				for i, p := range tc.parts {
+					_, _ = w.Write([]byte(p))
+					if i+1 == tc.flushAfter {
+						w.(http.Flusher).Flush()
+					}
+				}
+			})
+			hs := httptest.NewServer(h)
+			defer hs.Close()
+			_, nc, _ := start(t, consumer.Config{Name: "sniff"}, h)
+			for _, method := range []string{http.MethodHead, http.MethodGet} {
+				req, err := http.NewRequest(method, hs.URL, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := hs.Client().Do(req)
+				if err != nil {
+					t.Fatalf("%s from net/http: %v", method, err)
+				}
+				_ = resp.Body.Close()
+				want := resp.Header.Get("Content-Type")
+				reply, err := nc.RequestMsg(&nats.Msg{Subject: "sniff", Header: nats.Header{consumer.HeaderMethod: {method}, consumer.HeaderPath: {"/"}}}, 10*time.Second)
+				if err != nil {
+					t.Fatalf("%s through the consumer: %v", method, err)
+				}
+				got := reply.Header.Get("Content-Type")
+				if _, typed := reply.Header["Content-Type"]; !typed && len(reply.Data) > 0 && reply.Header.Get("Content-Encoding") == "" {
+					// What the gateway's net/http writer guesses.
+					got = http.DetectContentType(reply.Data)
+				}
+				if got != want {
+					t.Errorf("%s: Content-Type %q through the consumer, net/http sends %q", method, got, want)
+				}
+			}
+		})
 	}
 }

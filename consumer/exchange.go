@@ -346,6 +346,11 @@ type responseWriter struct {
 	// net/http's server does, and headLen is its length.
 	head    bool
 	headLen int
+	// sniff holds, for a HEAD response without a Content-Type, the first
+	// bytes written before the head goes out: net/http's server guesses
+	// the type from up to 512 of them, whatever the writes that made
+	// them, and the gateway gets no body to guess from.
+	sniff []byte
 	// declared is the Content-Length the handler set before the status,
 	// -1 for none, and written what it wrote of the body since.
 	declared int64
@@ -404,6 +409,21 @@ func (w *responseWriter) interim(code int) {
 	}
 }
 
+// sniffLen is how much of a body http.DetectContentType looks at.
+const sniffLen = 512
+
+// typeHead sets the Content-Type of a HEAD response that has none to what
+// the gateway's net/http writer would guess from the body GET gets, as
+// net/http's server does for HEAD: HEAD sends no body for it to guess
+// from. It is called as the head goes out, so the guess sees what was
+// written until then, as net/http's sees what it buffered.
+func (w *responseWriter) typeHead() {
+	if len(w.sniff) > 0 {
+		w.sent["Content-Type"] = []string{http.DetectContentType(w.sniff)}
+		w.sniff = nil
+	}
+}
+
 // bodyAllowed reports whether the status may have a body, as net/http's
 // server has it: not 204 or 304.
 func (w *responseWriter) bodyAllowed() bool {
@@ -427,12 +447,14 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if w.head {
-		if _, typed := w.sent["Content-Type"]; !typed && w.headLen == 0 && len(p) > 0 && w.sent.Get("Content-Encoding") == "" {
-			// What the gateway's net/http writer would guess from the
-			// body GET gets; HEAD sends none for it to guess from. It
-			// guesses nothing for an encoded body, whose bytes say
-			// nothing of the type of what they encode.
-			w.sent["Content-Type"] = []string{http.DetectContentType(p)}
+		if _, typed := w.sent["Content-Type"]; !typed && !w.streaming && len(p) > 0 && len(w.sniff) < sniffLen && w.sent.Get("Content-Encoding") == "" {
+			// The gateway's net/http writer guesses nothing for an
+			// encoded body, whose bytes say nothing of the type of what
+			// they encode.
+			if w.sniff == nil {
+				w.sniff = make([]byte, 0, sniffLen)
+			}
+			w.sniff = append(w.sniff, p[:min(len(p), sniffLen-len(w.sniff))]...)
 		}
 		w.headLen += len(p)
 		return len(p), nil
@@ -537,6 +559,7 @@ func inResponseHead(k string) bool {
 // sent rather than filtering it in place: trailers() reads its Trailer
 // declaration when the response ends.
 func (w *responseWriter) streamHead() *nats.Msg {
+	w.typeHead()
 	h := make(nats.Header, len(w.sent)+2)
 	for k, v := range w.sent {
 		// The declaration goes in a streamed head only, which the gateway
@@ -559,6 +582,7 @@ func (w *responseWriter) streamHead() *nats.Msg {
 // is the header as sent, which is the writer's own: nats.go encodes it
 // before PublishMsg returns, so it needs no copy.
 func (w *responseWriter) finalHead() *nats.Msg {
+	w.typeHead()
 	h := w.sent
 	for k := range h {
 		if !inResponseHead(k) {
