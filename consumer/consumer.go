@@ -21,11 +21,14 @@
 //   - on a route with strip_prefix, r.URL and r.RequestURI both hold the
 //     path without the prefix (where http.StripPrefix keeps the client's
 //     RequestURI), so ServeMux patterns, r.PathValue and r.Pattern see the
-//     stripped path. The service is not told the prefix: a redirect to an
-//     absolute path must put it back itself, and so must one made with
-//     http.Redirect to a relative target, which it makes absolute from
-//     r.URL.Path (a Location relative to the request, written in the
-//     header by hand, needs nothing);
+//     stripped path. The prefix removed is in X-Forwarded-Prefix (/api
+//     for the route /api/): prepend it to absolute links and redirects,
+//     or they lead the client out of the route. That includes a redirect
+//     http.Redirect makes absolute from r.URL.Path, and those
+//     http.ServeMux makes itself (/sp to /sp/ for the pattern "/sp/",
+//     307); the StripPrefix example wraps a handler to put the prefix
+//     back in every Location. A Location relative to the request, written
+//     in the header by hand, needs nothing;
 //   - hop-by-hop headers (Connection, Keep-Alive, TE, Upgrade...) are the
 //     gateway's and are not seen, so r.Close is false; an Expect:
 //     100-continue header is seen, and the client is asked for a large
@@ -35,6 +38,10 @@
 //   - r.RemoteAddr is the gateway's client, which is the client itself
 //     unless a proxy stands in front of the gateway (X-Forwarded-For then
 //     lists the addresses);
+//   - client headers whose names start with Narun- or Nats- are dropped,
+//     and X-Forwarded-Host, X-Forwarded-Proto and X-Forwarded-Prefix are
+//     the gateway's, never the client's;
+//   - r.Trailer is nil: the gateway relays no request trailers;
 //   - the context holds no http.ServerContextKey or
 //     http.LocalAddrContextKey value: there is no *http.Server, and the
 //     connection is the gateway's.
@@ -48,7 +55,9 @@
 // the client as 502 Bad Gateway (it is no HTTP status, RFC 9110 §15, and
 // the gateway takes it for a malformed reply and cancels the request),
 // hop-by-hop headers (Connection: close) are dropped and do not close the
-// client's connection, trailers reach the client over HTTP/1 only in a
+// client's connection, headers whose names start with Narun- or Nats-
+// are dropped too, as is X-Request-Id (the client gets the gateway's id),
+// trailers reach the client over HTTP/1 only in a
 // chunked response (one whose length was not set before the body), a
 // Trailer header only when the response streams (it has trailers, or was
 // flushed), and of http.ResponseController's deadlines only the zero time
