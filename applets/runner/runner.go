@@ -34,7 +34,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {
 			return err
 		}
-		if err := cli.CheckListen(c, cfg, cli.Listen{Key: "runner.admin_listen", Flag: "admin-listen", Addr: rc.AdminListen}); err != nil {
+		admin := cli.Listen{Key: "runner.admin_listen", Flag: "admin-listen", Addr: rc.AdminListen}
+		if err := cli.CheckListen(c, cfg, admin); err != nil {
 			return err
 		}
 		cfg.Runner = rc
@@ -80,7 +81,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if rc.AdminListen != "" {
 			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
 			if err != nil {
-				return fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err))
+				// The listener names only the address; the flag or the
+				// file's key and line that set it are said here.
+				return cli.PlaceListenError(c, cfg, fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err)), admin)
 			}
 			go func() {
 				if err := <-adminDone; err != nil {

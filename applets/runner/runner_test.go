@@ -3,12 +3,14 @@ package runner
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 func TestUsageErrors(t *testing.T) {
@@ -68,6 +70,39 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 			err := Main(ctx, stdio, []string{"runner", "--config", file, "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()})
 			if err == nil || !strings.Contains(err.Error(), file+tc.want) {
 				t.Errorf("Main = %v, want an error with %s", err, file+tc.want)
+			}
+		})
+	}
+}
+
+// An admin address another process holds fails the start naming the flag
+// or the file's key and line that set it, as narun up names its own.
+func TestStartNamesTheAdminListenInUse(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	srv := natstest.Start(t)
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(file, []byte("[runner]\nnode_id = \"n1\"\nadmin_listen = \""+addr+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"flag", "--admin-listen " + addr, []string{"--config", "/dev/null", "--node-id", "n1", "--admin-listen", addr}},
+		{"file", file + `:3: key "runner.admin_listen"`, []string{"--config", file}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+			args := append([]string{"runner", "--nats-url", srv.ClientURL(), "--data-dir", t.TempDir()}, tc.args...)
+			err := Main(context.Background(), stdio, args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "address already in use") {
+				t.Fatalf("Main = %v, want an error naming %s and the address in use", err, tc.want)
 			}
 		})
 	}
