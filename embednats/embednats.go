@@ -160,10 +160,8 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !opts.DontListen {
-		if err := checkFree(opts.Host, opts.Port); err != nil {
-			return nil, err
-		}
+	if err := checkListenersFree(opts); err != nil {
+		return nil, err
 	}
 	lock, err := lockStore(cfg.DataDir)
 	if err != nil {
@@ -690,16 +688,42 @@ func zoneHint(raw string) string {
 	return fmt.Sprintf(" (a URL writes the zone's %% as %%25: [%s%%25%s])", ip, zone)
 }
 
-// checkFree reports a taken port before the server tries it, because the
-// server itself would only log the failure and never become ready.
-func checkFree(host string, port int) error {
+// checkListenersFree reports a taken port of any of the server's
+// listeners before the server tries it, because the server itself would
+// only log the failure, in words that name no key, and never become
+// ready (the client port) or give up (the others).
+func checkListenersFree(opts *server.Options) error {
+	if !opts.DontListen {
+		if err := checkFree("nats.listen", opts.Host, opts.Port); err != nil {
+			return err
+		}
+	}
+	for _, l := range []struct {
+		key  string
+		host string
+		port int
+	}{
+		{"nats.http_listen", opts.HTTPHost, opts.HTTPPort},
+		{"nats.cluster.listen", opts.Cluster.Host, opts.Cluster.Port},
+		{"nats.leafnodes.listen", opts.LeafNode.Host, opts.LeafNode.Port},
+	} {
+		if err := checkFree(l.key, l.host, l.port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFree reports host:port taken, as an error of key; a port the
+// kernel picks (or none) is never taken.
+func checkFree(key, host string, port int) error {
 	if port <= 0 {
 		return nil
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return &KeyError{Key: "nats.listen", Err: fmt.Errorf("listen on %s: %w", addr, err)}
+		return &KeyError{Key: key, Err: fmt.Errorf("listen on %s: %w", addr, err)}
 	}
 	return l.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/url"
@@ -71,18 +72,40 @@ func TestKVSurvivesRestart(t *testing.T) {
 	}
 }
 
+// Every listener's address in use fails the start naming its key, which
+// the applets place in the file; nats-server's own words named no key.
 func TestPortTakenIsAClearError(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, err = embednats.Start(embednats.Config{Listen: l.Addr().String(), DataDir: t.TempDir()})
-	if err == nil {
-		t.Fatal("start on a taken port succeeded")
-	}
-	if !strings.Contains(err.Error(), l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("error does not name the address and the cause: %v", err)
+	held := l.Addr().String()
+	for _, tc := range []struct {
+		key string
+		cfg embednats.Config
+	}{
+		{"nats.listen", embednats.Config{Listen: held}},
+		{"nats.http_listen", embednats.Config{Listen: "127.0.0.1:0", HTTPListen: held}},
+		{"nats.cluster.listen", embednats.Config{Listen: "127.0.0.1:0", ServerName: "a",
+			Cluster: embednats.Cluster{Name: "c", Listen: held, Routes: []string{"nats-route://" + held}}}},
+		{"nats.leafnodes.listen", embednats.Config{Listen: "127.0.0.1:0", Leafnodes: embednats.Leafnodes{Listen: held}}},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			tc.cfg.DataDir = t.TempDir()
+			s, err := embednats.Start(tc.cfg)
+			if err == nil {
+				s.Shutdown()
+				t.Fatal("start on a taken port succeeded")
+			}
+			var ke *embednats.KeyError
+			if !errors.As(err, &ke) || ke.Key != tc.key {
+				t.Errorf("error names no key %q: %v", tc.key, err)
+			}
+			if !strings.Contains(err.Error(), held) || !strings.Contains(err.Error(), "address already in use") {
+				t.Errorf("error does not name the address and the cause: %v", err)
+			}
+		})
 	}
 }
 
