@@ -152,7 +152,11 @@ func (l *logAdapter) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, f
 func (l *logAdapter) Warnf(format string, v ...any)   { l.emit(slog.LevelWarn, format, v...) }
 func (l *logAdapter) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	l.emit(slog.LevelError, "%s", msg)
+	level := slog.LevelError
+	if aboutRemoteClient(msg) {
+		level = slog.LevelWarn
+	}
+	l.emit(level, "%s", msg)
 	// The filestore's and raft's words for a write error they keep
 	// (fileStore.setWriteErr, raft.setWriteErrLocked).
 	if strings.Contains(msg, "Critical write error") ||
@@ -163,6 +167,32 @@ func (l *logAdapter) Errorf(format string, v ...any) {
 		}
 	}
 }
+
+// aboutRemoteClient says msg is the server's about one client connection
+// from the network, whose prefix is its address and its client id
+// ("127.0.0.1:51554 - cid:36 - ", wid: for WebSocket, mid: for MQTT): a
+// port scan or a client speaking another protocol is that client's
+// fault, routine on a port open to the network, and its refused logins
+// are still seen at WARN. Routes, gateways and leaf nodes (rid:, gid:,
+// lid:) are the cluster's own links, and narun's in-process connections
+// ("pipe - cid:") its own parts: their errors stay errors.
+func aboutRemoteClient(msg string) bool {
+	conn, rest, ok := strings.Cut(msg, " - ")
+	if !ok || conn == "pipe" || strings.Contains(conn, " ") {
+		return false
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	kind, n, ok := strings.Cut(id, ":")
+	if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+		return false
+	}
+	switch kind {
+	case "cid", "wid", "mid", "mid_ws":
+		return true
+	}
+	return false
+}
+
 func (l *logAdapter) Debugf(format string, v ...any) { l.emit(slog.LevelDebug, format, v...) }
 func (l *logAdapter) Tracef(format string, v ...any) { l.emit(slog.LevelDebug-4, format, v...) }
 

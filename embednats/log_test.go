@@ -182,3 +182,64 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// What the server says about one client connection (a port scan, a
+// client speaking another protocol, one publishing past max_payload) is
+// that client's fault, not the server's: it goes at WARN, where a port
+// open to the network does not fill the journal with errors.
+func TestClientConnectionErrorsAreWarnings(t *testing.T) {
+	var out syncBuffer
+	s, err := Start(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.ClientURL(), "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GARBAGE\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	deadline := time.Now().Add(10 * time.Second)
+	for line == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no parser error logged within 10s:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		for l := range strings.Lines(out.String()) {
+			if strings.Contains(l, "Client parser ERROR") {
+				line = l
+			}
+		}
+	}
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, " - cid:") {
+		t.Errorf("a client's parser error logged as %q, want it at WARN with its connection", line)
+	}
+}
+
+// Only a client from the network is lowered: the cluster's links and
+// narun's own in-process connections keep their errors at ERROR.
+func TestAboutRemoteClient(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{"127.0.0.1:51554 - cid:36 - maximum payload exceeded: 5000000 vs 1048576", true},
+		{`[::1]:51554 - cid:7 - "v1.2:go" - authentication error`, true},
+		{"10.0.0.1/127.0.0.1:8080 - wid:3 - Client parser ERROR", true},
+		{"127.0.0.1:1 - mid_ws:3 - Client parser ERROR", true},
+		{`127.0.0.1:6222 - rid:4 - authentication error - User "route"`, false},
+		{"127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", false},
+		{"127.0.0.1:7222 - gid:6 - Gateway Error", false},
+		{"pipe - cid:2 - maximum payload exceeded: 5000000 vs 1048576", false},
+		{"Error listening on port: 4222 - cid:1", false},
+		{"JetStream failed to store a msg - cid:x", false},
+	} {
+		if got := aboutRemoteClient(tc.msg); got != tc.want {
+			t.Errorf("aboutRemoteClient(%q) = %v, want %v", tc.msg, got, tc.want)
+		}
+	}
+}
