@@ -168,6 +168,10 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := e.plan(ctx, d); err != nil {
 		return err
 	}
+	// What uploads cut short left counts against the stores' limits, and
+	// would fail this upload on a store they filled.
+	e.reclaimChunks(ctx, names.BinariesBucket, false)
+	e.reclaimChunks(ctx, names.FilesBucket, false)
 	for i := range d.bins {
 		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
 			return err
@@ -820,7 +824,7 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err = e.putBinary(ctx, b)
-		if err == nil || attempt == 4 || ctx.Err() != nil || !transient(err) {
+		if err == nil || attempt == 4 || ctx.Err() != nil || !transient(err) || e.nc.IsClosed() {
 			break
 		}
 		e.infof("upload %s failed (%v), retrying in %s", b.Object, err, backoff)
@@ -831,10 +835,25 @@ func (e *env) upload(ctx context.Context, obs jetstream.ObjectStore, b *binaryFi
 		}
 		backoff *= 2
 	}
+	if err != nil && e.nc.IsClosed() {
+		return fmt.Errorf("upload %s: %w (%s)", b.Path, err, e.connectionLost())
+	}
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", b.Path, err)
 	}
 	return nil
+}
+
+// connectionLost says that ctl's connection to NATS is closed, and why if
+// the client knows: ctl stops reconnecting after a few attempts, so every
+// command over it fails from then on, and only a run again once NATS is
+// back can succeed.
+func (e *env) connectionLost() string {
+	why := ""
+	if err := e.nc.LastError(); err != nil {
+		why = " (" + err.Error() + ")"
+	}
+	return "the connection to NATS was lost" + why + " and ctl gave up reconnecting: check that NATS is up and reachable from here, then run this again"
 }
 
 // stampPins stamps each build and file the spec to store pins
@@ -957,12 +976,13 @@ func (e *env) putBinary(ctx context.Context, b *binaryFile) error {
 	return err
 }
 
-// transient reports whether a failed upload is worth another attempt.
+// transient reports whether a failed upload is worth another attempt. A
+// closed connection is not: ctl's connection stays closed once it gave up
+// reconnecting (connect), so each attempt would fail the same way.
 func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, nats.ErrDisconnected)
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
 }
 
 // progress draws a one-line bar on a terminal.

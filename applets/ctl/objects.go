@@ -358,6 +358,9 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		}
 		fmt.Fprintf(e.out(), "deleted %s %s\n", what, name)
 	}
+	// Run to make room, it also finds what uploads cut short left, which
+	// the deletions' count of objects may have hidden (reclaimChunks).
+	e.reclaimChunks(ctx, bucket, true)
 	return nil
 }
 
@@ -400,6 +403,7 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 	if _, err := e.objects(ctx, names.FilesBucket); err != nil {
 		return err
 	}
+	e.reclaimChunks(ctx, names.FilesBucket, false)
 	info, err := e.putObject(ctx, names.FilesBucket, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{"sha256": sum}}, f, sum, nil)
 	if err != nil {
 		return fmt.Errorf("upload file %s: %w", name, err)

@@ -270,7 +270,7 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 	if err != nil {
 		return fmt.Errorf("open stream of %s: %w", bucket, err)
 	}
-	if err := s.Purge(octx, jetstream.WithPurgeSubject("$O."+bucket+".C."+info.NUID)); err != nil {
+	if err := s.Purge(octx, jetstream.WithPurgeSubject(chunkSubject(bucket, info.NUID))); err != nil {
 		return fmt.Errorf("purge the content of %s: %w", info.Name, err)
 	}
 	return nil

@@ -37,10 +37,11 @@ const (
 // e.timeout, instead of at a deadline set in advance: a 10 MiB binary
 // takes 84 s at 1 Mbit/s, and any deadline small enough to notice a dead
 // link soon fails such an upload. And a failed upload purges the chunks
-// it sent, whose id no object names, so that no prune would ever find
-// them: Put leaves them when its context ends, and each retry of a
-// deploy added a binary's worth. The content must have SHA-256 sum (hex),
-// as the caller hashed it before: a file that changed since fails the
+// it sent, whose id no object names: Put leaves them when its context
+// ends, and each retry of a deploy added a binary's worth. Those whose
+// purge does not reach the server wait for reclaimChunks, which spares
+// them for minutes, as it would an upload in flight. The content must
+// have SHA-256 sum (hex), as the caller hashed it before: a file that changed since fails the
 // upload before its metadata is stored, as any other failure, so that no
 // object ever holds other bytes than its name and metadata say, and the
 // object it would have replaced stays whole. acked, when set, is told the
@@ -63,7 +64,7 @@ func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.Objec
 		return nil, fmt.Errorf("read %s: %w", meta.Name, err)
 	}
 	id := nuid.Next()
-	chunks := "$O." + bucket + ".C." + id
+	chunks := chunkSubject(bucket, id)
 	info, err := e.sendObject(ctx, bucket, id, meta, r, sum, acked)
 	if err == nil {
 		if old != nil && old.NUID != "" {
@@ -140,7 +141,7 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 				}
 			}
 			h.Write(buf[:k])
-			m := nats.NewMsg("$O." + bucket + ".C." + id)
+			m := nats.NewMsg(chunkSubject(bucket, id))
 			m.Data = buf[:k]
 			ack, err := e.js.PublishMsgAsync(m)
 			if err != nil {

@@ -426,3 +426,33 @@ func TestDeployJudgesNodesAfterItsUpload(t *testing.T) {
 		t.Errorf("deploy whose node kept sending heartbeats during the upload called it down:\n%s", r.err)
 	}
 }
+
+// ctl does not reconnect once its connection is closed (it gave up after
+// its reconnect attempts): an upload over it fails at once, saying the
+// connection was lost, instead of retrying on a connection that no wait
+// brings back.
+func TestUploadOverClosedConnectionFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var stderr bytes.Buffer
+	e := h.env(&stderr)
+	ctx := context.Background()
+	if _, err := e.objects(ctx, names.BinariesBucket); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own connection looks the binary up, so that the upload
+	// gets past that check to the put, and fails there.
+	obs, err := h.js.ObjectStore(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.nc.Close()
+	b := randomBinary(t, 64<<10)
+	err = e.upload(ctx, obs, &b)
+	if err == nil || !strings.Contains(err.Error(), "connection to NATS was lost") {
+		t.Errorf("upload over a closed connection: %v; want it to say the connection to NATS was lost", err)
+	}
+	if strings.Contains(stderr.String(), "retrying") {
+		t.Errorf("upload retried over a closed connection:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,176 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// reclaimChunks purges the chunks in bucket that no object's metadata
+// names: those of an upload cut short (ctl killed, its connection lost, a
+// write refused on a full disk) whose own purge (putObject) never reached
+// the server. No listing shows them and no prune of objects finds them,
+// yet they count against the store's limits: left there, they fail every
+// later upload with "insufficient resources". What it reclaims is said on
+// stderr; a failure only leaves them for the next time.
+//
+// Chunk subjects are found in the index of the stream's subjects, which
+// costs the server no read; which ids the objects use takes a read of each
+// object's metadata, and of the block of 8 MiB that holds it, as image list
+// reads. thorough asks for that read whatever the index says. Otherwise it
+// is made only when the index holds more chunk subjects than objects,
+// which a store without orphans never does: a deploy or files put, which
+// call it before each upload, pays for one listing. An object without
+// chunks (an empty file, a deletion marker) can hide an orphan from that
+// count; image delete and files delete, thorough, find it.
+func (e *env) reclaimChunks(ctx context.Context, bucket string, thorough bool) {
+	orphans, now, err := e.orphanChunks(ctx, bucket, thorough)
+	if err != nil {
+		e.log.Debug("look for chunks no object names", "bucket", bucket, "err", err)
+		return
+	}
+	e.purgeOrphans(ctx, bucket, orphans, now)
+}
+
+// orphanChunks maps each chunk subject of bucket whose id no object's
+// metadata (a deletion marker's included: pruneObject purges those chunks
+// with the marker) names to its number of messages, and returns the
+// server's clock as it answered.
+func (e *env) orphanChunks(ctx context.Context, bucket string, thorough bool) (map[string]uint64, time.Time, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	// Listed before any metadata is read: an upload that stores its
+	// metadata after that read has chunks younger than the grace, which
+	// purgeOrphans spares.
+	info, err := s.Info(octx, jetstream.WithSubjectFilter("$O."+bucket+".>"))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("list the subjects of %s: %w", bucket, err)
+	}
+	now := info.TimeStamp
+	if now.IsZero() {
+		// A server too old to say, as objectNames.
+		now = e.serverNow()
+	}
+	chunks := map[string]uint64{}
+	var metas []string
+	for subj, n := range info.State.Subjects {
+		if strings.HasPrefix(subj, chunkSubject(bucket, "")) {
+			chunks[subj] = n
+		} else if strings.HasPrefix(subj, objectMetaSubject(bucket, "")) {
+			metas = append(metas, subj)
+		}
+	}
+	if len(chunks) == 0 || !thorough && len(chunks) <= len(metas) {
+		return nil, now, nil
+	}
+	for _, subj := range metas {
+		m, err := e.lastMsg(ctx, bucket, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// Purged since listed: an object deleted, its chunks first.
+			continue
+		}
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		var oi jetstream.ObjectInfo
+		if err := json.Unmarshal(m.Data, &oi); err != nil {
+			// Chunks it may name cannot be told from orphans.
+			return nil, time.Time{}, fmt.Errorf("read the metadata on %s: %w", subj, err)
+		}
+		delete(chunks, chunkSubject(bucket, oi.NUID))
+	}
+	return chunks, now, nil
+}
+
+// purgeOrphans purges the chunk subjects of orphans (their message counts)
+// whose last message is older than an upload in flight can leave it, on
+// the server's clock now, and says what it reclaimed. An upload stores
+// a chunk every few seconds while it moves (it gives up after its timeout
+// without an acknowledgement) and its metadata right after the last, so
+// chunks untouched for deployInFlight (or prune_grace, if shorter, as
+// image delete counts) belong to no upload that can still finish. Only the
+// messages judged are purged: a chunk stored after them stays, for the
+// next time.
+func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[string]uint64, now time.Time) {
+	var uploads int
+	var size uint64
+	for subj, n := range orphans {
+		last, err := e.lastMsg(ctx, bucket, subj)
+		if err != nil {
+			e.log.Debug("read the last chunk no object names", "subject", subj, "err", err)
+			continue
+		}
+		if age, wait := e.deployWait(now, last.Time); wait > 0 {
+			e.log.Debug("chunks no object names kept for now: an upload may be storing them", "subject", subj, "age", age)
+			continue
+		}
+		// Chunks are all of one size but the last: the first tells it.
+		first, err := e.firstMsg(ctx, bucket, subj)
+		if err != nil {
+			e.log.Debug("read the first chunk no object names", "subject", subj, "err", err)
+			continue
+		}
+		octx, cancel := e.op(ctx)
+		s, err := e.js.Stream(octx, "OBJ_"+bucket)
+		if err == nil {
+			err = s.Purge(octx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(last.Sequence+1))
+		}
+		cancel()
+		if err != nil {
+			e.log.Debug("purge chunks no object names", "subject", subj, "err", err)
+			continue
+		}
+		uploads++
+		size += (n-1)*uint64(len(first.Data)) + uint64(len(last.Data))
+	}
+	if uploads == 0 {
+		return
+	}
+	what := "the chunks of an upload cut short"
+	if uploads > 1 {
+		what = fmt.Sprintf("the chunks of %d uploads cut short", uploads)
+	}
+	e.infof("reclaimed %s in %s: %s, which no object names", humanSize(size), bucket, what)
+}
+
+// lastMsg reads the last message on subject of bucket's stream from its
+// leader, which has every message it acknowledged: a replica that lags
+// could miss the metadata that names chunks.
+func (e *env) lastMsg(ctx context.Context, bucket, subject string) (*jetstream.RawStreamMsg, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	return untilAnswered(octx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, subject)
+	})
+}
+
+// firstMsg reads the first message on subject of bucket's stream.
+func (e *env) firstMsg(ctx context.Context, bucket, subject string) (*jetstream.RawStreamMsg, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	return s.GetMsg(octx, 1, jetstream.WithGetMsgSubject(subject))
+}
+
+// chunkSubject is the subject of the chunks of an object of id, as nats.go
+// names it; with id "", the prefix of them all.
+func chunkSubject(bucket, id string) string {
+	return "$O." + bucket + ".C." + id
+}
