@@ -531,7 +531,11 @@ func (s *Supervisor) prepare(ctx context.Context, again bool) (InstanceLaunch, b
 
 // backoff waits before a retry; false means the wait was cut by a stop.
 func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string) bool {
-	s.set(state.Backoff, fmt.Sprintf("%s; retry in %s", reason, d.Round(time.Millisecond)))
+	// The reason is read for as long as the wait lasts (heartbeats, app
+	// status), so it names the moment of the retry, which stays true, in
+	// UTC, since the node's time zone is not the reader's.
+	at := time.Now().Add(d).UTC().Format("15:04:05Z")
+	s.set(state.Backoff, fmt.Sprintf("%s; retry at %s (%s backoff)", reason, at, roughly(d)))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -541,6 +545,18 @@ func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string
 		s.set(state.Stopped, "stopped")
 		return false
 	}
+}
+
+// roughly rounds a wait to what a reader needs of it: whole seconds from
+// 10s, tenths of a second from 1s, milliseconds below.
+func roughly(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // runOnce starts the process and waits for it to exit, stopping it when ctx
@@ -706,7 +722,7 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
-		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", timeout)
+		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", timeout.String())
 		signal(syscall.SIGKILL)
 		return <-waited
 	}
@@ -714,8 +730,7 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 		return err
 	}
 	if werr := waitEmpty(ctx); werr != nil {
-		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout, "err", werr)
-		signal(syscall.SIGKILL)
+		s.killLeftovers(pid, signal, timeout, werr)
 	}
 	return err
 }
@@ -740,9 +755,20 @@ func (s *Supervisor) endLeftovers(pid int, signal func(syscall.Signal), waitEmpt
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := waitEmpty(ctx); err != nil {
-		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout, "err", err)
-		signal(syscall.SIGKILL)
+		s.killLeftovers(pid, signal, timeout, err)
 	}
+}
+
+// killLeftovers kills what the process of pid left once waiting for it to
+// end failed with err: at the stop timeout, or for another reason, which
+// the journal then gives instead.
+func (s *Supervisor) killLeftovers(pid int, signal func(syscall.Signal), timeout time.Duration, err error) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("stop timeout, killing what the instance's process left", "pid", pid, "timeout", timeout.String())
+	} else {
+		s.log.Warn("wait for what the instance's process left; killing it", "pid", pid, "err", err)
+	}
+	signal(syscall.SIGKILL)
 }
 
 // group signals the process group a process leads. The group's id is the

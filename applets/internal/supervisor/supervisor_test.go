@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -182,6 +184,19 @@ func (r *recorder) reasons(st state.State) []string {
 	}
 	return out
 }
+
+// backoffReasons are the reasons published as the instance entered
+// backoff, with the time of the retry, which TestBackoffReasonSaysWhen
+// checks, as HH:MM:SSZ.
+func backoffReasons(r *recorder) []string {
+	var out []string
+	for _, why := range r.reasons(state.Backoff) {
+		out = append(out, retryTime.ReplaceAllString(why, "retry at HH:MM:SSZ"))
+	}
+	return out
+}
+
+var retryTime = regexp.MustCompile(`retry at \d\d:\d\d:\d\dZ`)
 
 // start runs a supervisor of the test binary in the given child mode.
 func start(t *testing.T, mode string, cfg Config) (*Supervisor, *recorder) {
@@ -679,7 +694,7 @@ func TestUnhealthyRestarted(t *testing.T) {
 	if got := rec.reasons(state.Stopping); !slices.Equal(got, []string{why}) {
 		t.Errorf("stopping reasons %q, want %q", got, why)
 	}
-	if got := rec.reasons(state.Backoff); !slices.Equal(got, []string{why + "; retry in 1ms"}) {
+	if got := backoffReasons(rec); !slices.Equal(got, []string{why + "; retry at HH:MM:SSZ (1ms backoff)"}) {
 		t.Errorf("backoff reasons %q, want the unhealthy reason", got)
 	}
 	if slices.Contains(rec.all(), state.Crashed) {
@@ -703,7 +718,7 @@ func TestUnhealthyUnderPolicy(t *testing.T) {
 		backoffs []string
 	}{
 		{"max failures", Policy{Mode: OnFailure, Initial: time.Millisecond, Max: time.Second, GiveUp: 3},
-			"gave up after 3 failures in a row: " + why, 2, []string{why + "; retry in 1ms", why + "; retry in 2ms"}},
+			"gave up after 3 failures in a row: " + why, 2, []string{why + "; retry at HH:MM:SSZ (1ms backoff)", why + "; retry at HH:MM:SSZ (2ms backoff)"}},
 		{"never", Policy{Mode: Never}, why + " (restart policy never)", 0, nil},
 	}
 	for _, tt := range tests {
@@ -723,7 +738,7 @@ func TestUnhealthyUnderPolicy(t *testing.T) {
 				t.Errorf("ended %s (%q) after %d restarts, want failed (%q) after %d; states %v",
 					end.State, end.Reason, end.Restarts, tt.reason, tt.restarts, rec.all())
 			}
-			if got := rec.reasons(state.Backoff); !slices.Equal(got, tt.backoffs) {
+			if got := backoffReasons(rec); !slices.Equal(got, tt.backoffs) {
 				t.Errorf("backoff reasons %q, want %q", got, tt.backoffs)
 			}
 			if n := len(rec.reasons(state.Stopping)); n != tt.restarts+1 {
@@ -1151,5 +1166,116 @@ func TestHealthCheckPace(t *testing.T) {
 	}
 	if got := (Health{Interval: 50 * time.Millisecond, StartGrace: time.Second}).nextCheck(false, 0); got != 50*time.Millisecond {
 		t.Errorf("an interval shorter than the start pace: next check in %s", got)
+	}
+}
+
+// A backoff's reason is published once and read for as long as the backoff
+// lasts (heartbeats, app status): it names when the retry comes, which
+// stays true, not a countdown that does not move.
+func TestBackoffReasonSaysWhen(t *testing.T) {
+	const delay = 29356 * time.Millisecond
+	s, rec := start(t, "crash", Config{Policy: Policy{Initial: delay, Max: time.Hour}})
+	waitFor(t, s, "backoff", inState(state.Backoff))
+	rec.mu.Lock()
+	var crashed, backoff state.Instance
+	for _, c := range rec.changes {
+		switch c.State {
+		case state.Crashed:
+			crashed = c
+		case state.Backoff:
+			backoff = c
+		}
+	}
+	rec.mu.Unlock()
+	// The retry is due delay after a moment between the crash and the
+	// backoff's start, shown to the second it falls in.
+	var want []string
+	for _, since := range []time.Time{crashed.Since, backoff.Since} {
+		want = append(want, "exit status 3; retry at "+since.Add(delay).UTC().Format("15:04:05Z")+" (29s backoff)")
+	}
+	if !slices.Contains(want, backoff.Reason) {
+		t.Errorf("backoff reason %q, want one of %q", backoff.Reason, want)
+	}
+}
+
+func TestRoughly(t *testing.T) {
+	for _, c := range []struct{ d, want time.Duration }{
+		{time.Millisecond, time.Millisecond},
+		{160*time.Millisecond + 400*time.Microsecond, 160 * time.Millisecond},
+		{1234 * time.Millisecond, 1200 * time.Millisecond},
+		{29356 * time.Millisecond, 29 * time.Second},
+		{4*time.Minute + 32500*time.Millisecond, 4*time.Minute + 33*time.Second},
+	} {
+		if got := roughly(c.d); got != c.want {
+			t.Errorf("roughly(%s) = %s, want %s", c.d, got, c.want)
+		}
+	}
+}
+
+// With a JSON journal, the stop timeouts read as durations ("1h0m0s"), not
+// as nanoseconds, and carry no err that only repeats that the wait timed
+// out; a wait for leftovers that fails otherwise gives its error.
+func TestStopTimeoutJournal(t *testing.T) {
+	// The leftovers' wait fails at once, as it does at the stop timeout: a
+	// long timeout leaves the serve child, which ends at the stop signal,
+	// all the time it needs to, however slow the machine.
+	timedOut := func(context.Context) error { return context.DeadlineExceeded }
+	const leftovers = "stop timeout, killing what the instance's process left"
+	for _, c := range []struct {
+		name, mode string
+		policy     Policy
+		timeout    time.Duration
+		waitEmpty  func(context.Context) error
+		stop       bool
+		// msg is the journal's line; with err, it gives that and no timeout.
+		msg, err string
+	}{
+		{"process ignores the stop signal", "stubborn", Policy{}, 100 * time.Millisecond, nil, true, "stop timeout, killing", ""},
+		{"leftovers outlive a stop", "serve", Policy{}, time.Hour, timedOut, true, leftovers, ""},
+		{"leftovers outlive an exit", "done", Policy{Mode: Never}, time.Hour, timedOut, false, leftovers, ""},
+		{"leftovers cannot be told", "serve", Policy{}, time.Hour, func(context.Context) error { return errors.New("read cgroup.events: gone") }, true,
+			"wait for what the instance's process left; killing it", "read cgroup.events: gone"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out testutil.LogBuffer
+			command, _ := signalRecorder(c.waitEmpty)
+			s, _ := start(t, c.mode, Config{
+				StopTimeout: c.timeout,
+				Policy:      c.policy,
+				Command:     command,
+				Logger:      slog.New(slog.NewJSONHandler(&out, nil)),
+			})
+			if c.stop {
+				waitLine(t, s, state.Stdout, "ready")
+				s.Stop()
+			}
+			waitDone(t, s)
+			var found bool
+			for line := range strings.Lines(out.String()) {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Fatalf("journal line %q: %v", line, err)
+				}
+				if rec["msg"] != c.msg {
+					continue
+				}
+				found = true
+				if c.err != "" {
+					if rec["err"] != c.err || rec["timeout"] != nil {
+						t.Errorf("logged err %#v and timeout %#v, want err %q and no timeout: %s", rec["err"], rec["timeout"], c.err, line)
+					}
+					continue
+				}
+				if rec["timeout"] != c.timeout.String() {
+					t.Errorf("timeout logged as %#v, want %q: %s", rec["timeout"], c.timeout.String(), line)
+				}
+				if err, ok := rec["err"]; ok {
+					t.Errorf("err %#v logged beside a message that says it timed out: %s", err, line)
+				}
+			}
+			if !found {
+				t.Errorf("journal lacks %q:\n%s", c.msg, out.String())
+			}
+		})
 	}
 }
