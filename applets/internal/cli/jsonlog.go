@@ -17,9 +17,30 @@ func BidiControl(r rune) bool {
 	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
 
-// newJSONHandler is slog's JSON handler writing through bidiEscaper.
+// newJSONHandler is slog's JSON handler writing through bidiEscaper, with
+// durations as text.
 func newJSONHandler(w io.Writer, opts *slog.HandlerOptions) slog.Handler {
-	return slog.NewJSONHandler(bidiEscaper{w}, opts)
+	o := slog.HandlerOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	o.ReplaceAttr = durationText(o.ReplaceAttr)
+	return slog.NewJSONHandler(bidiEscaper{w}, &o)
+}
+
+// durationText writes a time.Duration as the text handler does ("1.5s"):
+// slog's JSON handler writes its nanoseconds as an integer, which a reader
+// of the journal takes for a count of seconds or a bug.
+func durationText(next func([]string, slog.Attr) slog.Attr) func([]string, slog.Attr) slog.Attr {
+	return func(groups []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		if next != nil {
+			return next(groups, a)
+		}
+		return a
+	}
 }
 
 // bidiEscaper writes JSON log lines with the BidiControl characters

@@ -3,8 +3,10 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // JSON log lines carry the bidirectional controls escaped, and decode to
@@ -41,5 +43,28 @@ func TestJSONLogsEscapeBidiControls(t *testing.T) {
 		if got[k] != want {
 			t.Errorf("%s decodes to %q, want %q", k, got[k], want)
 		}
+	}
+}
+
+// A duration in a JSON log line reads as the text format writes it, not
+// as slog's integer of nanoseconds, which no reader of a journal parses.
+func TestJSONLogsWriteDurationsAsText(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("stopped", "waited", 1500*time.Millisecond, slog.Group("app", "stop_timeout", time.Minute))
+	var got struct {
+		Waited string
+		App    struct {
+			StopTimeout string `json:"stop_timeout"`
+		}
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("line is not JSON with text durations: %v: %s", err, buf.String())
+	}
+	if got.Waited != "1.5s" || got.App.StopTimeout != "1m0s" {
+		t.Errorf("durations %q and %q, want \"1.5s\" and \"1m0s\": %s", got.Waited, got.App.StopTimeout, buf.String())
 	}
 }
