@@ -251,6 +251,9 @@ type Stats struct {
 	Pids int64 `json:"pids"`
 	// OOMKills counts processes the kernel killed for hitting MemoryMax.
 	OOMKills int64 `json:"oom_kills"`
+	// PidsLimitHits counts the processes and threads the kernel refused
+	// to create for hitting PidsMax.
+	PidsLimitHits int64 `json:"pids_limit_hits"`
 }
 
 // stats reads what each hierarchy offers; missing files leave zeros.
@@ -264,6 +267,7 @@ func (p *cgroupPlan) stats() Stats {
 		s.CPU = time.Duration(readKey(filepath.Join(d, "cpu.stat"), "usage_usec")) * time.Microsecond
 		s.Pids = readInt(filepath.Join(d, "pids.current"))
 		s.OOMKills = readKey(filepath.Join(d, "memory.events"), "oom_kill")
+		s.PidsLimitHits = readKey(filepath.Join(d, "pids.events"), "max")
 		return s
 	}
 	if d := p.Dirs["memory"]; d != "" {
@@ -277,6 +281,7 @@ func (p *cgroupPlan) stats() Stats {
 	}
 	if d := p.Dirs["pids"]; d != "" {
 		s.Pids = readInt(filepath.Join(d, "pids.current"))
+		s.PidsLimitHits = readKey(filepath.Join(d, "pids.events"), "max")
 	}
 	return s
 }
@@ -668,6 +673,25 @@ func (c *Cgroup) Signal(sig syscall.Signal) error {
 // Stats reads the resource use of the cgroup's processes; OOMKills says
 // whether the kernel killed one of them for memory.
 func (c *Cgroup) Stats() Stats { return c.plan.stats() }
+
+// Explain tells how the cgroup's main process ended, ps, when the
+// cgroup counted what its exit status does not say: an *ExitError when
+// the kernel OOM-killed a process of it or refused one at the pids
+// limit, nil when it did neither.
+func (c *Cgroup) Explain(ps *os.ProcessState) error {
+	st := c.plan.stats()
+	if ps == nil || st.OOMKills == 0 && st.PidsLimitHits == 0 {
+		return nil
+	}
+	var sig syscall.Signal
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		sig = ws.Signal()
+	}
+	if e := exitError(ps.ExitCode(), sig, st, c.r); e != nil {
+		return e
+	}
+	return nil
+}
 
 // Remove kills whatever is left in the cgroup and removes it; a cgroup
 // already gone is not an error.

@@ -60,28 +60,95 @@ func (e *SetupError) Error() string { return "sandbox setup: " + e.Reason() }
 // Reason is the instance state reason, e.g. "landlock: path /x: no such file or directory".
 func (e *SetupError) Reason() string { return e.Stage + ": " + e.Msg }
 
-// ExitError is an app that ended unsuccessfully.
+// ExitError is an app that ended unsuccessfully, or whose cgroup counted
+// what its exit status does not tell: a process the OOM killer ended, a
+// process or thread the pids limit refused.
 type ExitError struct {
 	// Code is the exit status; -1 when killed by a signal.
 	Code int
 	// Signal killed the app (or the launcher, if the supervisor killed it).
 	Signal syscall.Signal
-	// OOM is set when the kernel killed a process of the app for
-	// exceeding its memory limit.
+	// OOM is set when the kernel's OOM killer ended the app itself: it
+	// died of SIGKILL while its cgroup counted an OOM kill.
 	OOM bool
+	// ChildOOM is set when the OOM killer ended another process of the
+	// app, which then ended as Code or Signal say.
+	ChildOOM bool
+	// PidsLimited is set when the kernel refused the app a process or
+	// thread at a pids limit.
+	PidsLimited bool
+	// Limits are the app's, which the reason names.
+	Limits Resources
 }
 
 func (e *ExitError) Error() string { return "app " + e.Reason() }
 
-// Reason is the instance state reason: "oom", "exit status N" or "signal: NAME".
+// Reason is the instance state reason: "oom: ..." naming the memory that
+// ran out, "exit status N" or "signal: NAME", followed by what the cgroup counted besides, e.g.
+// "exit status 1; a process of the instance was OOM-killed at its memory
+// limit of 64MiB ([resources] memory)".
 func (e *ExitError) Reason() string {
+	var r string
 	switch {
+	case e.OOM && e.Limits.MemoryMax > 0:
+		// "oom" first, as events and the journal have always started.
+		r = fmt.Sprintf("oom: killed at its memory limit of %s ([resources] memory)", memorySize(e.Limits.MemoryMax))
 	case e.OOM:
-		return "oom"
+		r = "oom: killed by the kernel's OOM killer, with no [resources] memory limit: the node (or a cgroup above the runner's) ran out of memory"
 	case e.Signal != 0:
-		return "signal: " + e.Signal.String()
+		r = "signal: " + e.Signal.String()
+	default:
+		r = "exit status " + strconv.Itoa(e.Code)
 	}
-	return "exit status " + strconv.Itoa(e.Code)
+	if e.ChildOOM {
+		if e.Limits.MemoryMax > 0 {
+			r += fmt.Sprintf("; a process of the instance was OOM-killed at its memory limit of %s ([resources] memory)", memorySize(e.Limits.MemoryMax))
+		} else {
+			r += "; a process of the instance was killed by the kernel's OOM killer, with no [resources] memory limit: the node (or a cgroup above the runner's) ran out of memory"
+		}
+	}
+	if e.PidsLimited {
+		if e.Limits.PidsMax > 0 {
+			r += fmt.Sprintf("; hit its pids limit of %d ([resources] pids)", e.Limits.PidsMax)
+		} else {
+			r += "; hit the pids limit of a cgroup above the runner's, with no [resources] pids limit"
+		}
+	}
+	return r
+}
+
+// exitError is how an app ended, its own exit code or signal, told with
+// what its cgroup counted during the run (the cgroup is made afresh for
+// each run, so its counters start at zero); nil for an exit 0 with
+// nothing counted.
+func exitError(code int, sig syscall.Signal, s Stats, r Resources) *ExitError {
+	oom, pids := s.OOMKills > 0, s.PidsLimitHits > 0
+	if code == 0 && sig == 0 && !oom && !pids {
+		return nil
+	}
+	e := &ExitError{Code: code, Signal: sig, PidsLimited: pids, Limits: r}
+	if sig != 0 {
+		e.Code = -1
+	}
+	// The OOM killer sends SIGKILL: an app that ended any other way
+	// survived the kill of another of its processes (a worker).
+	e.OOM = oom && sig == syscall.SIGKILL
+	e.ChildOOM = oom && !e.OOM
+	return e
+}
+
+// memorySize writes n as a spec would: in the largest binary unit that
+// divides it.
+func memorySize(n int64) string {
+	for _, u := range []struct {
+		unit string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.unit)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Launch is one sandboxed run, built by Command. Set Cmd.Stdin, Cmd.Stdout
@@ -291,36 +358,39 @@ func (l *Launch) Signal(sig os.Signal) error {
 	return l.Cmd.Process.Signal(sig)
 }
 
-// Wait waits for the sandbox to end: nil when the app exited 0, else an
-// *ExitError (with OOM set when the memory limit killed it).
+// Wait waits for the sandbox to end: nil when the app exited 0 and its
+// cgroup counted nothing, else an *ExitError (with OOM set when the
+// memory limit killed the app itself).
 func (l *Launch) Wait() error {
 	if l.startErr != nil || l.Cmd.Process == nil {
 		return errors.Join(errors.New("sandbox not started"), l.startErr)
 	}
 	werr := l.Cmd.Wait()
 	end, ok := <-l.exit
-	var oom bool
+	var st Stats
 	if l.plan != nil {
-		oom = l.plan.stats().OOMKills > 0
+		st = l.plan.stats()
 	}
 	if ok {
-		if end.Code == 0 && end.Signal == 0 && !oom {
-			return nil
+		if e := exitError(end.Code, syscall.Signal(end.Signal), st, l.cfg.Resources); e != nil {
+			return e
 		}
-		e := &ExitError{Code: end.Code, Signal: syscall.Signal(end.Signal), OOM: oom}
-		if e.Signal != 0 {
-			e.Code = -1
-		}
-		return e
+		return nil
 	}
 	var xe *exec.ExitError
 	if errors.As(werr, &xe) {
 		ws, _ := xe.Sys().(syscall.WaitStatus)
-		e := &ExitError{Code: ws.ExitStatus(), OOM: oom}
+		var sig syscall.Signal
 		if ws.Signaled() {
-			e.Signal = ws.Signal()
+			sig = ws.Signal()
 		}
-		return e
+		if e := exitError(ws.ExitStatus(), sig, st, l.cfg.Resources); e != nil {
+			// The launcher is outside the app's cgroup, so a kill
+			// counted there was of a process of the app, not of the
+			// launcher.
+			e.ChildOOM, e.OOM = e.ChildOOM || e.OOM, false
+			return e
+		}
 	}
 	if werr != nil {
 		return fmt.Errorf("wait for launcher: %w", werr)

@@ -883,7 +883,7 @@ func TestMemoryLimitKillsOnlyThatApp(t *testing.T) {
 	s := startSandbox(t, cfg)
 	out, err := s.wait(t)
 	var xe *ExitError
-	if !errors.As(err, &xe) || !xe.OOM || Reason(err) != "oom" {
+	if want := "oom: killed at its memory limit of 32MiB ([resources] memory)"; !errors.As(err, &xe) || !xe.OOM || Reason(err) != want {
 		t.Fatalf("want an oom exit, got %v (reason %q)\n%s", err, Reason(err), out)
 	}
 	if st := s.Stats(); st.OOMKills < 1 {
@@ -898,6 +898,24 @@ func TestMemoryLimitKillsOnlyThatApp(t *testing.T) {
 	}
 }
 
+// A worker killed at the memory limit is not the app: the app's own end
+// stays its reason, and the kill is told after it.
+func TestChildOOMKeepsExitStatus(t *testing.T) {
+	requireRoot(t)
+	for _, code := range []string{"1", "0"} {
+		t.Run("exit"+code, func(t *testing.T) {
+			cfg := testConfig(t, "childoom", code)
+			cfg.Resources.MemoryMax = 32 << 20
+			out, err := runSandbox(t, cfg)
+			want := "exit status " + code + "; a process of the instance was OOM-killed at its memory limit of 32MiB ([resources] memory)"
+			var xe *ExitError
+			if !errors.As(err, &xe) || xe.OOM || Reason(err) != want {
+				t.Fatalf("want reason %q, got %v (reason %q)\n%s", want, err, Reason(err), out)
+			}
+		})
+	}
+}
+
 func TestForkBombStoppedByPidsMax(t *testing.T) {
 	requireRoot(t)
 	cfg := testConfig(t, "forkbomb", "200")
@@ -905,6 +923,10 @@ func TestForkBombStoppedByPidsMax(t *testing.T) {
 	out, err := runSandbox(t, cfg)
 	if exitCode(err) != 10 || !strings.Contains(out, "resource temporarily unavailable") {
 		t.Fatalf("fork bomb not stopped by pids.max: %v\n%s", err, out)
+	}
+	// The app's logs alone said why; the reason does too.
+	if want := "exit status 10; hit its pids limit of 32 ([resources] pids)"; Reason(err) != want {
+		t.Errorf("reason %q, want %q", Reason(err), want)
 	}
 }
 

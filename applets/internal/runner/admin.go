@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/narun/narun/applets/internal/buildinfo"
@@ -154,23 +154,17 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			healthy = append(healthy, series{l, boolf(st.Healthy)})
 			restarts = append(restarts, series{l, float64(st.Restarts)})
 			dropped = append(dropped, series{l, float64(in.logs.linesDropped())})
-			// The cgroup counts the app and all it started, daemons that
-			// left its tree included, never a sandbox's launcher.
-			var stats func() sandbox.Stats
-			if run, ok := r.sandboxes.get(st.App, st.ID); ok && run.launch != nil {
-				stats = run.launch.Stats
-			} else if cg := r.execCgroups.get(st.App, st.ID); cg != nil {
-				stats = cg.Stats
+			var u usage
+			live := false
+			secs, ok := r.cpu.read(st.App, st.ID, func() (float64, bool) {
+				u, live = r.usage(st)
+				return u.cpu, live
+			})
+			if ok {
+				cpu = append(cpu, series{l, secs})
 			}
-			if stats != nil {
-				s := stats()
-				cpu = append(cpu, series{l, s.CPU.Seconds()})
-				rss = append(rss, series{l, float64(s.RSS)})
-			} else if st.PID > 0 {
-				if u, err := procUsage(st.PID); err == nil {
-					cpu = append(cpu, series{l, u.cpu})
-					rss = append(rss, series{l, float64(u.rss)})
-				}
+			if live {
+				rss = append(rss, series{l, float64(u.rss)})
 			}
 		}
 	}
@@ -178,17 +172,14 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
 	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
 	family("narun_runner_instance_log_lines_dropped_total", "counter", "Output lines of the instance not published to NARUN_LOGS: over its bound of lines or bytes per 30 s.", dropped)
-	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's cgroup where it has one, else of its process and its reaped children.", cpu)
+	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's runs, the ended ones included: of each run's cgroup where it has one, else of its process and its reaped children.", cpu)
 	family("narun_runner_instance_resident_memory_bytes", "gauge", "Anonymous memory of the instance's cgroup where it has one, else resident memory of its process.", rss)
 
+	// Every state, 0 where no instance is in it: an alert on the healthy
+	// ones falling below 1 needs a series to compare when none is.
 	var byState []series
-	keys := make([]string, 0, len(states))
-	for s := range states {
-		keys = append(keys, string(s))
-	}
-	sort.Strings(keys)
-	for _, s := range keys {
-		byState = append(byState, series{labels("state", s), float64(states[state.State(s)])})
+	for _, s := range state.All() {
+		byState = append(byState, series{labels("state", string(s)), float64(states[s])})
 	}
 	family("narun_runner_instances", "gauge", "Instances on this node by state.", byState)
 	family("narun_runner_apps", "gauge", "Apps known to this runner.", []series{{"", float64(len(apps))}})
@@ -228,6 +219,102 @@ func labels(kv ...string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// usage reads what the instance's current run uses; false when none runs
+// or nothing tells. The cgroup counts the app and all it started, daemons
+// that left its tree included, never a sandbox's launcher.
+func (r *Runner) usage(st state.Instance) (usage, bool) {
+	var stats func() sandbox.Stats
+	if run, ok := r.sandboxes.get(st.App, st.ID); ok && run.launch != nil {
+		stats = run.launch.Stats
+	} else if cg := r.execCgroups.get(st.App, st.ID); cg != nil {
+		stats = cg.Stats
+	}
+	if stats != nil {
+		s := stats()
+		return usage{cpu: s.CPU.Seconds(), rss: s.RSS}, true
+	}
+	if st.PID > 0 {
+		if u, err := procUsage(st.PID); err == nil {
+			return u, true
+		}
+	}
+	return usage{}, false
+}
+
+// cpuTotals keeps the CPU time of each instance's runs that ended: a
+// run's cgroup or process goes with it and the next run counts from zero,
+// while narun_runner_instance_cpu_seconds_total is a counter, which a
+// fall reads as a reset, and a series that must not vanish between runs.
+// An instance is tracked from its first run until it is dropped.
+type cpuTotals struct {
+	mu sync.Mutex
+	m  map[string]*cpuTotal
+}
+
+type cpuTotal struct {
+	// ended is the CPU seconds of the runs that ended.
+	ended float64
+	// shown is the highest total read: a run without a cgroup of its
+	// own is reaped before its end is recorded, and a read in between
+	// finds it neither live nor ended.
+	shown float64
+}
+
+// track starts counting the instance's runs.
+func (c *cpuTotals) track(app, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*cpuTotal{}
+	}
+	if _, ok := c.m[instKey(app, id)]; !ok {
+		c.m[instKey(app, id)] = &cpuTotal{}
+	}
+}
+
+// runEnded adds the CPU seconds end reads of a run that ended. end also
+// takes the run from what usage reads, under the lock read holds, so that
+// a read counts the run once: live or ended.
+func (c *cpuTotals) runEnded(app, id string, end func() float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	secs := end()
+	if t, ok := c.m[instKey(app, id)]; ok {
+		t.ended += secs
+	}
+}
+
+// read returns the instance's CPU seconds: its ended runs' and the
+// current one's as live reads it. Untracked (a factory other than the
+// runner's) it is live's reading alone.
+func (c *cpuTotals) read(app, id string, live func() (float64, bool)) (float64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, ok := live()
+	t, tracked := c.m[instKey(app, id)]
+	if !tracked {
+		return cur, ok
+	}
+	t.shown = max(t.shown, t.ended+cur)
+	return t.shown, true
+}
+
+// forget drops a stopped instance.
+func (c *cpuTotals) forget(app, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, instKey(app, id))
+}
+
+// reapedCPU is the CPU time of a reaped process and of the children it
+// reaped, as procUsage reads it from a live one.
+func reapedCPU(ps *os.ProcessState) float64 {
+	if ps == nil {
+		return 0
+	}
+	return (ps.UserTime() + ps.SystemTime()).Seconds()
 }
 
 type usage struct {

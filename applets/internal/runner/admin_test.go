@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,5 +45,119 @@ func TestAdminPageInBrowser(t *testing.T) {
 		if !strings.Contains(dom, fmt.Sprintf("<td>%d</td>", in.PID)) {
 			t.Errorf("rendered page lacks pid %d", in.PID)
 		}
+	}
+}
+
+// metricValue reads the value of one series, name and labels as
+// serveMetrics writes them, from a /metrics page.
+func metricValue(metrics, series string) (float64, bool) {
+	for line := range strings.Lines(metrics) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+func scrape(t *testing.T, tr *testRunner) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	tr.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// An alert on narun_runner_instances{state="healthy"} < 1 must fire when
+// no instance is healthy: a state no instance is in reads 0, not nothing.
+func TestMetricsInstancesEveryState(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	metrics := scrape(t, tr)
+	if v, ok := metricValue(metrics, `narun_runner_instances{state="healthy"}`); !ok || v != 0 {
+		t.Errorf("no instances: healthy instances read %v (present %v), want 0\n%s", v, ok, metrics)
+	}
+
+	c.deploy(t, "crashy", "1.0.0", probeBin, "args = [\"crash\"]\n[restart]\ninitial_backoff = \"10ms\"\nmax_backoff = \"40ms\"\nmax_failures = 4\n")
+	tr.wait(t, "crashy", "failed", allIn(1, state.Failed))
+	metrics = scrape(t, tr)
+	for st, want := range map[state.State]float64{state.Healthy: 0, state.Backoff: 0, state.Failed: 1} {
+		series := fmt.Sprintf(`narun_runner_instances{state=%q}`, st)
+		if v, ok := metricValue(metrics, series); !ok || v != want {
+			t.Errorf("one failed instance: %s reads %v (present %v), want %v\n%s", series, v, ok, want, metrics)
+		}
+	}
+}
+
+// burnedCPU is the CPU time, in seconds, the probe's burn mode spends
+// before it exits (burnCPU in testdata/probe).
+const burnedCPU = 0.3
+
+// narun_runner_instance_cpu_seconds_total is a counter: an instance's
+// restart, which starts a new cgroup or process at zero, must not read as
+// a counter reset, and the instance keeps its series between runs.
+func TestMetricsCPUAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) (*cluster, *testRunner)
+		extra string
+	}{
+		{"exec", cgroupRunner, ""},
+		{"exec without cgroup", func(t *testing.T) (*cluster, *testRunner) {
+			c := newCluster(t, nil)
+			return c, startTunedRunner(t, c, nil, func(r *Runner) {
+				r.caps.CgroupVersion = 0
+				r.caps.Sandbox = false
+			})
+		}, ""},
+		{"sandbox", func(t *testing.T) (*cluster, *testRunner) {
+			c := newCluster(t, nil)
+			return c, startSandboxRunner(t, c, nil)
+		}, "mode = \"sandbox\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, tr := tc.start(t)
+			// again restarts at once; waiting stays in backoff for the
+			// rest of the test.
+			c.deploy(t, "again", "1.0.0", probeBin, tc.extra+"args = [\"burn\"]\n[restart]\ninitial_backoff = \"10ms\"\n")
+			c.deploy(t, "waiting", "1.0.0", probeBin, tc.extra+"args = [\"burn\"]\n[restart]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n")
+
+			// cpu reads the instance's counter in every scrape of a wait,
+			// and fails the test where it went down.
+			highest := map[string]float64{}
+			cpu := func(in state.Instance) (float64, bool) {
+				series := fmt.Sprintf(`narun_runner_instance_cpu_seconds_total{app=%q,instance=%q,node=%q}`, in.App, in.ID, node)
+				v, ok := metricValue(scrape(t, tr), series)
+				if ok && v < highest[in.ID] {
+					t.Errorf("%s went down from %v to %v (instance %s, restarts %d)", series, highest[in.ID], v, in.State, in.Restarts)
+				}
+				highest[in.ID] = max(highest[in.ID], v)
+				return v, ok
+			}
+			watched := func(done func(state.Instance) bool) func([]state.Instance) bool {
+				return func(l []state.Instance) bool {
+					if len(l) != 1 {
+						return false
+					}
+					cpu(l[0])
+					return done(l[0])
+				}
+			}
+
+			in := tr.wait(t, "again", "a healthy run after a restart", watched(func(in state.Instance) bool {
+				return in.Restarts >= 1 && in.State == state.Healthy
+			}))[0]
+			if v, ok := cpu(in); !ok || v < burnedCPU {
+				t.Errorf("after a restart, the CPU seconds of again read %v (present %v), less than its first run's %v", v, ok, burnedCPU)
+			}
+			in = tr.wait(t, "waiting", "backoff", watched(func(in state.Instance) bool {
+				return in.State == state.Backoff
+			}))[0]
+			if v, ok := cpu(in); !ok || v < burnedCPU {
+				t.Errorf("in backoff, the CPU seconds of waiting read %v (present %v), less than its run's %v", v, ok, burnedCPU)
+			}
+		})
 	}
 }

@@ -564,6 +564,7 @@ func (a *app) stop(list []*instance) {
 		<-in.sup.Done()
 		st := in.sup.Status()
 		a.r.sandboxes.forget(st.App, st.ID)
+		a.r.cpu.forget(st.App, st.ID)
 		if err := removeTree(in.dir, a.log); err != nil {
 			a.log.Warn("remove instance directory", "dir", in.dir, "err", err)
 		}

@@ -38,6 +38,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		// Release runs once the group was killed: what still runs with
 		// the instance's identity left the group.
 		p.Release = func() {
+			r.cpu.runEnded(inst.App, inst.Instance, func() float64 { return reapedCPU(p.Cmd.ProcessState) })
 			if p.Cmd.Process != nil {
 				r.warnEscaped(inst, p.Cmd.Process.Pid)
 			}
@@ -56,18 +57,21 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	}
 	p.Wait = func() error {
 		err := p.Cmd.Wait()
-		if cg.Stats().OOMKills == 0 {
-			return err
+		// As a sandbox's: what the kernel killed or refused in the
+		// cgroup, which the exit status does not say.
+		if xe := cg.Explain(p.Cmd.ProcessState); xe != nil {
+			return xe
 		}
-		// As a sandbox's: the kernel killed a process of the instance
-		// for memory, which its exit status does not say.
-		return namedOOM(&sandbox.ExitError{Code: p.Cmd.ProcessState.ExitCode(), OOM: true}, limits.MemoryMax)
+		return err
 	}
 	p.Signal = cg.Signal
 	p.WaitEmpty = cg.WaitEmpty
 	p.Procs = cg.Procs
 	p.Release = func() {
-		r.execCgroups.set(inst.App, inst.Instance, nil)
+		r.cpu.runEnded(inst.App, inst.Instance, func() float64 {
+			r.execCgroups.set(inst.App, inst.Instance, nil)
+			return cg.Stats().CPU.Seconds()
+		})
 		if err := cg.Remove(); err != nil {
 			r.log.Warn("remove the instance's cgroup", "app", inst.App, "instance", inst.Instance, "err", err)
 		}

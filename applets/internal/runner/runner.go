@@ -112,6 +112,7 @@ type Runner struct {
 	cgroupScope string
 	sandboxes   sandboxes
 	execCgroups execCgroups
+	cpu         cpuTotals
 	// noCgroup says once that exec instances run without cgroups.
 	noCgroup sync.Once
 

@@ -96,6 +96,7 @@ func cgroupScope(dataDir string) string {
 // command is the runner's own command factory: binaries of mode "exec"
 // run as they are, those of mode "sandbox" through the sandbox launcher.
 func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
+	r.cpu.track(inst.App, inst.Instance)
 	if inst.Mode != spec.ModeSandbox {
 		return r.execCommand(ctx, inst)
 	}
@@ -128,10 +129,13 @@ func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.
 			r.sandboxes.set(inst.App, inst.Instance, l)
 			return nil
 		},
-		Wait: func() error { return namedOOM(l.Wait(), cfg.Resources.MemoryMax) },
+		Wait: l.Wait,
 		Release: func() {
 			stopBridges()
-			r.sandboxes.set(inst.App, inst.Instance, nil)
+			r.cpu.runEnded(inst.App, inst.Instance, func() float64 {
+				r.sandboxes.set(inst.App, inst.Instance, nil)
+				return l.Stats().CPU.Seconds()
+			})
 			if err := l.Cleanup(); err != nil {
 				r.log.Warn("clean sandbox up", "app", inst.App, "instance", inst.Instance, "err", err)
 			}
@@ -152,44 +156,6 @@ func (r *Runner) command(ctx context.Context, inst InstanceLaunch) (*supervisor.
 		}
 	}
 	return p, nil
-}
-
-// oomKill is a sandbox's end by the OOM killer, told with the limit it hit.
-type oomKill struct {
-	*sandbox.ExitError
-	limit int64
-}
-
-// Reason keeps the "oom" that events and the journal have always started
-// with, and says which memory ran out: the instance's limit, or the node's.
-func (e oomKill) Reason() string {
-	if e.limit == 0 {
-		return "oom: killed by the kernel's OOM killer, with no [resources] memory limit: the node (or a cgroup above the runner's) ran out of memory"
-	}
-	return fmt.Sprintf("oom: killed at its memory limit of %s ([resources] memory)", memorySize(e.limit))
-}
-
-// namedOOM explains an OOM kill in err by limit; any other end is as err says.
-func namedOOM(err error, limit int64) error {
-	var xe *sandbox.ExitError
-	if errors.As(err, &xe) && xe.OOM {
-		return oomKill{xe, limit}
-	}
-	return err
-}
-
-// memorySize writes n as a spec would: in the largest binary unit that
-// divides it.
-func memorySize(n int64) string {
-	for _, u := range []struct {
-		unit string
-		size int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n%u.size == 0 {
-			return fmt.Sprintf("%d%s", n/u.size, u.unit)
-		}
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // sandboxErr makes a setup failure permanent: the same config fails the

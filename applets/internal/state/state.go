@@ -33,6 +33,13 @@ const (
 	Failed   State = "failed"
 )
 
+// All lists every State, in the order of the life cycle: a consumer that
+// reports each one (a metric per state, 0 where no instance is in it)
+// takes them from here, so a new State is added in one place.
+func All() []State {
+	return []State{Pending, Fetching, Starting, Running, Healthy, Stopping, Stopped, Crashed, Backoff, Failed}
+}
+
 // Final reports whether an instance in s will not change again by itself.
 func (s State) Final() bool { return s == Stopped || s == Failed }
 

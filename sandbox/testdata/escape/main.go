@@ -175,6 +175,13 @@ func main() {
 			keep = append(keep, b)
 		}
 		fmt.Println("ESCAPED", len(keep))
+	case "childoom":
+		// childoom CODE: a worker grows past the memory limit, and the
+		// app, which survives it, exits CODE.
+		code, _ := strconv.Atoi(arg)
+		err := exec.Command("/proc/self/exe", "alloc", "256").Run()
+		fmt.Println("worker:", err)
+		os.Exit(code)
 	case "hold":
 		mb, _ := strconv.Atoi(arg)
 		b := make([]byte, mb<<20)

@@ -242,6 +242,17 @@ func main() {
 			hold = append(hold, b)
 			fmt.Println("probe: holding", len(hold)*8, "MiB")
 		}
+	case "childoom":
+		// childoom CODE: a worker grows until a memory limit kills it,
+		// and the probe, which survives it, exits CODE.
+		code, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(2)
+		}
+		err = exec.Command(os.Args[0], "alloc").Run()
+		fmt.Println("probe: worker:", err)
+		os.Exit(code)
 	case "tick":
 		// Prints a numbered line every 10ms until told to stop.
 		for i := 0; ; i++ {
@@ -277,6 +288,21 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Println("probe: mounted")
+	case "burn":
+		// burn spends burnCPU of CPU time and exits 3, unless a process
+		// of the instance did before (a file "burned" in its home): an
+		// instance whose first run used CPU, and whose next one does not.
+		burned := filepath.Join(os.Getenv("HOME"), "burned")
+		if _, err := os.Stat(burned); err == nil {
+			break
+		}
+		for cpuTime() < burnCPU {
+		}
+		if err := os.WriteFile(burned, nil, 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+		}
+		fmt.Println("probe: burned")
+		os.Exit(3)
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)
@@ -285,6 +311,20 @@ func main() {
 	fmt.Println("probe: ready")
 	<-term
 	fmt.Println("probe: bye")
+}
+
+// burnCPU is the CPU time the probe's burn mode spends; the runner's
+// tests hold the same figure.
+const burnCPU = 300 * time.Millisecond
+
+// cpuTime is the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // forward copies each connection of ln to and from target.
