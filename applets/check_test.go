@@ -78,6 +78,8 @@ service = "b"
 		{"gw https without certificate", []string{"gw", "--config", offHTTPS}, 0, "configuration valid"},
 		{"gw https", []string{"gw", "--config", badHTTPS}, 1, badHTTPS + `:2: key "gateway.tls.listen": "8443": want host:port`},
 		{"gw listen flag", []string{"gw", "--config", good, "--listen", "8080"}, 2, `--listen "8080": want host:port`},
+		{"gw https flag", []string{"gw", "--config", badHTTPS, "--tls-listen", "8443"}, 2, `--tls-listen "8443": want host:port`},
+		{"up https flag", []string{"up", "--config", badHTTPS, "--tls-listen", "8443"}, 2, `--tls-listen "8443": want host:port`},
 		{"gw port past 65535", []string{"gw", "--config", good, "--admin-listen", "127.0.0.1:99999"}, 2, `--admin-listen "127.0.0.1:99999"`},
 		{"gw port by service name", []string{"gw", "--config", good, "--listen", "127.0.0.1:http"}, 0, "configuration valid"},
 		{"gw ipv6 listen", []string{"gw", "--config", good, "--listen", "[::1]:8080", "--admin-listen", "[fe80::1%eth0]:9090"}, 0, "configuration valid"},

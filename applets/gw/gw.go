@@ -23,7 +23,7 @@ access_log and trusted_keys; listen addresses, shutdown_timeout, max_connections
 routes_cache and turning HTTPS on or off need a restart. Only the file sets
 [gateway] timeout, max_body, body_idle_timeout, shutdown_timeout, access_log,
 max_connections, trusted_keys and
-[gateway.tls] listen, cert and key (HTTPS; the certificate is reloaded when its
+[gateway.tls] cert and key (HTTPS; the certificate is reloaded when its
 files change): testdata/narun.toml lists every key, with its default, and the
 README's Configuration section explains the file.
 /readyz on the admin address answers 200 once the gateway is connected to NATS
@@ -39,10 +39,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	flags = append(flags,
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
+		&ucli.StringFlag{Name: "tls-listen", Usage: "HTTPS address, once [gateway.tls] cert and key are set (default :8443)"},
 		&ucli.StringFlag{Name: "routes-cache", Usage: "file keeping deployed apps' routes as last read, served at start until narun-routes answers (default: none)"},
 	)
 	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
-		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "routes-cache": &cfg.Gateway.RoutesCache})
+		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "tls-listen": &cfg.Gateway.TLS.Listen, "routes-cache": &cfg.Gateway.RoutesCache})
 		listens := cli.GatewayListens(cfg.Gateway)
 		if err := cli.CheckListen(c, cfg, listens...); err != nil {
 			return err

@@ -30,6 +30,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "nats-listen", Usage: "NATS client address ([nats] listen, default 0.0.0.0:4222)"},
 		&ucli.StringFlag{Name: "listen", Usage: "gateway HTTP address ([gateway] listen, default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
+		&ucli.StringFlag{Name: "tls-listen", Usage: "gateway HTTPS address, once [gateway.tls] cert and key are set ([gateway.tls] listen, default :8443)"},
 		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name)"},
 		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
@@ -43,6 +44,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			"nats-listen":         &cfg.NATS.Listen,
 			"listen":              &cfg.Gateway.Listen,
 			"admin-listen":        &cfg.Gateway.AdminListen,
+			"tls-listen":          &cfg.Gateway.TLS.Listen,
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
 		})
@@ -157,15 +159,22 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// gateway's listeners are the last to be ready, and once they are,
 		// every address the banner names is narun's.
 		serving := func() {
+			https := ""
+			if cfg.Gateway.TLS.Cert != "" {
+				https = cfg.Gateway.TLS.Listen
+			}
 			if strings.EqualFold(cfg.LogFormat, "json") {
 				// Every line JSON: a service manager mixes stdout into the
 				// same journal as the log.
 				log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(cfg.Gateway.Listen),
-					"gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
+					"gateway_https", orOff(https), "gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
 			} else {
 				fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
 				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
-				fmt.Fprintf(stdio.Stdout, "  gateway  http %s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), orOff(cfg.Gateway.AdminListen))
+				if https != "" {
+					https = ", https " + https
+				}
+				fmt.Fprintf(stdio.Stdout, "  gateway  http %s%s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), https, orOff(cfg.Gateway.AdminListen))
 				fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
 			}
 			cli.NotifyReady(log)

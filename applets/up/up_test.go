@@ -153,6 +153,26 @@ func TestUpListenersOff(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
+// With a certificate, narun up's banner names the HTTPS address too, set
+// here by its flag.
+func TestUpBannerNamesHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testutil.SelfSigned(t, certPath, keyPath, "up")
+	conf := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[gateway.tls]\ncert = %q\nkey = %q\n", certPath, keyPath)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsAddr, https := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cmd, out := startUp(t, filepath.Join(dir, "data"), "--config", conf, "--node-id", "uptls", "--nats-listen", natsAddr,
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "", "--tls-listen", https)
+	testutil.Eventually(t, 10*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
+	if want := "gateway  http off, https " + https + ", admin off"; !strings.Contains(out.String(), want) {
+		t.Errorf("startup output lacks %q:\n%s", want, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
 // ctl runs narun ctl against the NATS server at addr, on the device
 // whose narun up keeps its data in dataDir, and returns its output and
 // exit code.

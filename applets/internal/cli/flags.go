@@ -926,7 +926,7 @@ func GatewayListens(g config.Gateway) []Listen {
 	}
 	return []Listen{{Key: "gateway.listen", Flag: "listen", Addr: g.Listen},
 		{Key: "gateway.admin_listen", Flag: "admin-listen", Addr: g.AdminListen},
-		{Key: "gateway.tls.listen", Addr: https}}
+		{Key: "gateway.tls.listen", Flag: "tls-listen", Addr: https}}
 }
 
 // NATSListens are the embedded NATS server's addresses for

@@ -3,18 +3,12 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -782,40 +776,13 @@ func TestRoutesFromKV(t *testing.T) {
 	}
 }
 
-// selfSigned writes a certificate for 127.0.0.1 and returns its pool.
-func selfSigned(t *testing.T, certPath, keyPath, cn string) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	writeFile(t, keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
-	writeFile(t, certPath, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
-}
-
 func TestTLSAndHTTP2(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	pool := selfSigned(t, certPath, keyPath, "first")
+	pool := testutil.SelfSigned(t, certPath, keyPath, "first")
 	cfg := gwConfig(config.Route{Path: "/", Service: "proto"})
 	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
 	r := startRun(t, nc, cfg, "")
@@ -848,7 +815,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	}
 
 	// A new certificate on disk is picked up without a restart.
-	newPool := selfSigned(t, certPath, keyPath, "second")
+	newPool := testutil.SelfSigned(t, certPath, keyPath, "second")
 	testutil.Eventually(t, 15*time.Second, "new certificate served", func() bool {
 		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: newPool})
 		if err != nil {
@@ -1262,7 +1229,7 @@ func TestReloadSeesSameSizeAndTime(t *testing.T) {
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	// Pairs until one has the size of the first: ECDSA signatures vary
 	// in length by a byte or two, so one comes within a few tries.
-	selfSigned(t, certPath, keyPath, "first")
+	testutil.SelfSigned(t, certPath, keyPath, "first")
 	first := sizes(t, certPath, keyPath)
 	second := filepath.Join(dir, "second")
 	if err := os.Mkdir(second, 0o755); err != nil {
@@ -1270,7 +1237,7 @@ func TestReloadSeesSameSizeAndTime(t *testing.T) {
 	}
 	var pool *x509.CertPool
 	for pool == nil || sizes(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem")) != first {
-		pool = selfSigned(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem"), "second")
+		pool = testutil.SelfSigned(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem"), "second")
 	}
 
 	writeFile(t, path, "[[gateway.routes]]\npath = \"/x\"\nservice = \"a\"\n")
@@ -1397,7 +1364,7 @@ func TestReloadOfTLSOnOffWarns(t *testing.T) {
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
 	path, certPath, keyPath := filepath.Join(dir, "narun.toml"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	selfSigned(t, certPath, keyPath, "only")
+	testutil.SelfSigned(t, certPath, keyPath, "only")
 	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
 	withTLS := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n" + routes
 	for _, c := range []struct{ name, before, after string }{
@@ -1434,7 +1401,7 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 	srv := natstest.Start(t)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	firstPool := selfSigned(t, certPath, keyPath, "first")
+	firstPool := testutil.SelfSigned(t, certPath, keyPath, "first")
 	cfg := gwConfig()
 	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
 	r := startRun(t, natstest.Connect(t, srv), cfg, "")
@@ -1449,7 +1416,7 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 
 	next := t.TempDir()
 	nextCert, nextKey := filepath.Join(next, "cert.pem"), filepath.Join(next, "key.pem")
-	nextPool := selfSigned(t, nextCert, nextKey, "second")
+	nextPool := testutil.SelfSigned(t, nextCert, nextKey, "second")
 	b, err := os.ReadFile(nextCert)
 	if err != nil {
 		t.Fatal(err)
