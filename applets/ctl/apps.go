@@ -441,7 +441,7 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		if err := routes.Delete(octx, name); err != nil {
 			return fmt.Errorf("store the removal of the routes of %s: %w", name, err)
 		}
-		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, shown(strings.Join(running, ", ")))
+		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, cli.Shown(strings.Join(running, ", ")))
 		return nil
 	}
 	kv, err := e.kv(ctx, names.AppsBucket)

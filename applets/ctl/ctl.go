@@ -471,7 +471,7 @@ func (e *env) table(header ...string) *table {
 func (t *table) row(cols ...string) {
 	cells := make([]string, len(cols))
 	for i, c := range cols {
-		cells[i] = strings.ReplaceAll(shown(c), "\t", `\x09`)
+		cells[i] = strings.ReplaceAll(cli.Shown(c), "\t", `\x09`)
 	}
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }

@@ -1021,7 +1021,7 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 		// A host name in capitals makes a node id in capitals, which
 		// the spec's lower-case one, to DNS the same name, does not select.
 		if i := slices.IndexFunc(nodes, func(n state.Node) bool { return strings.EqualFold(n.ID, id) }); i >= 0 {
-			e.warnf("node %s sends no heartbeat; node %s does: node ids are case-sensitive", id, shown(nodes[i].ID))
+			e.warnf("node %s sends no heartbeat; node %s does: node ids are case-sensitive", id, cli.Shown(nodes[i].ID))
 			continue
 		}
 		ids := make([]string, len(nodes))
@@ -1038,7 +1038,7 @@ func (e *env) warnAbsentNodes(nodes []state.Node, app *spec.App) {
 	// expires: it is selected, yet runs nothing of this spec until back.
 	for _, n := range nodes {
 		if app.ReplicasOn(n.ID, n.Labels) > 0 && late(n, e.serverNow()) {
-			e.warnf("node %s has sent no heartbeat %s (down or cut off?); its instances start when its runner is back", shown(n.ID), silence(n, e.serverNow()))
+			e.warnf("node %s has sent no heartbeat %s (down or cut off?); its instances start when its runner is back", cli.Shown(n.ID), silence(n, e.serverNow()))
 		}
 	}
 	// A label selector no live node matches (a typo, a node not yet
@@ -1061,7 +1061,7 @@ func (e *env) warnMissingArch(nodes []state.Node, app *spec.App) {
 			continue
 		}
 		if _, ok := app.Binary(n.Arch); !ok {
-			e.warnf("node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)", shown(n.ID), shown(n.Arch), shown(n.Arch))
+			e.warnf("node %s is linux/%s and this spec has no %s binary: its instances fail (deploy one with --binary)", cli.Shown(n.ID), cli.Shown(n.Arch), cli.Shown(n.Arch))
 		}
 	}
 }
@@ -1079,7 +1079,7 @@ func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
 		if app.ReplicasOn(n.ID, n.Labels) == 0 || n.Capabilities.Sandbox || len(n.Capabilities.Namespaces) == 0 {
 			continue
 		}
-		e.warnf("node %s cannot run mode = \"sandbox\" (its runner is not root, or the kernel lacks a namespace it needs): its instances fail", shown(n.ID))
+		e.warnf("node %s cannot run mode = \"sandbox\" (its runner is not root, or the kernel lacks a namespace it needs): its instances fail", cli.Shown(n.ID))
 	}
 }
 
@@ -1107,10 +1107,10 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 			continue
 		}
 		if late(n, now) {
-			e.warnf("node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back", shown(n.ID), why)
+			e.warnf("node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back", cli.Shown(n.ID), why)
 			continue
 		}
-		e.warnf("node %s %s: it will not run this deploy", shown(n.ID), why)
+		e.warnf("node %s %s: it will not run this deploy", cli.Shown(n.ID), why)
 		refusing = append(refusing, n.ID)
 	}
 	return refusing

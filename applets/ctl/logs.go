@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -374,48 +373,10 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 	}
 	// The runner's own lines are told apart in the field an app's output
 	// cannot reach: a line an app prints may say anything.
-	source := shown(l.Node) + "/" + shown(l.Instance)
+	source := cli.Shown(l.Node) + "/" + cli.Shown(l.Instance)
 	if l.Stream == state.Narun {
 		source = "narun@" + source
 	}
-	_, err := fmt.Fprintf(e.stdio.Stdout, "%s %s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), source, shown(l.Line))
+	_, err := fmt.Fprintf(e.stdio.Stdout, "%s %s %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), source, cli.Shown(l.Line))
 	return err
-}
-
-// shown escapes, as \xNN, the bytes of a text from NATS (an app's output
-// line, a heartbeat, an event) that a terminal would act on instead of
-// showing: control characters but tab (a carriage return that overwrites
-// the time and instance before a line, escape sequences that rewrite the
-// screen, set the window title or the clipboard), C1 controls and bytes
-// that are not UTF-8. Apps write those texts, not the operator who reads
-// them, and with mode = "sandbox" an app is not trusted; journalctl hides
-// such lines for the same reason. It also escapes, as \uNNNN, the
-// bidirectional overrides and isolates: on a terminal that lays out
-// right-to-left text (VTE, Konsole), one shows the rest of its line
-// reversed, the other cells of a table row included, as Trojan Source
-// does in code. --json keeps them exact.
-func shown(s string) string {
-	var b strings.Builder
-	done := 0 // s[:done] is in b, once the first byte was escaped
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1 || r != '\t' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0):
-			b.WriteString(s[done:i])
-			for _, c := range []byte(s[i : i+n]) {
-				fmt.Fprintf(&b, "\\x%02x", c)
-			}
-			done = i + n
-		case cli.BidiControl(r):
-			b.WriteString(s[done:i])
-			fmt.Fprintf(&b, "\\u%04x", r)
-			done = i + n
-		}
-		i += n
-	}
-	if done == 0 {
-		return s
-	}
-	b.WriteString(s[done:])
-	return b.String()
 }

@@ -92,14 +92,14 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 func (e *env) warnNodes(nodes []state.Node) {
 	for _, n := range nodes {
 		for _, d := range n.Duplicates {
-			e.warnf("node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id", shown(n.ID), shown(orDash(n.Host)), shown(orDash(d.Host)))
+			e.warnf("node id %s is used by two runners (hosts %s and %s): each hides the other; give each node its own node_id", cli.Shown(n.ID), cli.Shown(orDash(n.Host)), cli.Shown(orDash(d.Host)))
 		}
 		if skew := clockSkew(n); skew != 0 {
 			way := "ahead of"
 			if skew < 0 {
 				way, skew = "behind", -skew
 			}
-			e.warnf("the clock of node %s is %s %s the NATS server's: its TLS certificate checks and the times of its logs and events are off; synchronise it (NTP, systemd-timesyncd)", shown(n.ID), shortDuration(skew), way)
+			e.warnf("the clock of node %s is %s %s the NATS server's: its TLS certificate checks and the times of its logs and events are off; synchronise it (NTP, systemd-timesyncd)", cli.Shown(n.ID), shortDuration(skew), way)
 		}
 	}
 }

@@ -123,7 +123,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		if r.key != nil {
 			why = "do not trust ctl's key " + r.key.Public()
 		}
-		return p, &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", name, shown(strings.Join(refusing, ", ")), why)}
+		return p, &cli.ExitError{Code: ExitRollout, Err: fmt.Errorf("rollout of %s cannot complete: node(s) %s run only signed specs and %s", name, cli.Shown(strings.Join(refusing, ", ")), why)}
 	}
 	return p, nil
 }

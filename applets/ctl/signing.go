@@ -123,7 +123,7 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 			continue
 		}
 		if k != nil {
-			e.infof("signing with the node key of %s (%s)", shown(n.ID), shown(n.SigningKeyFile))
+			e.infof("signing with the node key of %s (%s)", cli.Shown(n.ID), cli.Shown(n.SigningKeyFile))
 			return k
 		}
 	}
@@ -142,20 +142,20 @@ func nodeKeyOf(n state.Node) (*signing.Key, error) {
 	// Not a device or a pipe, which a read could wait on for ever.
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("the node key it names, %s, is not on this machine (pass a copy with --signing-key FILE)", shown(path))
+		return nil, fmt.Errorf("the node key it names, %s, is not on this machine (pass a copy with --signing-key FILE)", cli.Shown(path))
 	}
 	if err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("the node key it names, %s, is not a regular file", shown(path))
+		return nil, fmt.Errorf("the node key it names, %s, is not a regular file", cli.Shown(path))
 	}
 	var k *signing.Key
 	if err == nil {
 		k, err = signing.LoadKey(path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("the node key it names cannot be used (%s; run ctl as the user that runs narun up, or pass a copy with --signing-key FILE)", shown(err.Error()))
+		return nil, fmt.Errorf("the node key it names cannot be used (%s; run ctl as the user that runs narun up, or pass a copy with --signing-key FILE)", cli.Shown(err.Error()))
 	}
 	if !slices.Contains(n.TrustedKeys, k.Public()) {
-		return nil, fmt.Errorf("the node key it names, %s, is not one it trusts", shown(path))
+		return nil, fmt.Errorf("the node key it names, %s, is not one it trusts", cli.Shown(path))
 	}
 	return k, nil
 }

@@ -258,7 +258,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
 				// The reasons come from heartbeats and events, which any
 				// NATS client can write.
-				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, shown(strings.Join(r.Failed, "; ")), w.logsHint())
+				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, cli.Shown(strings.Join(r.Failed, "; ")), w.logsHint())
 			}
 			if lagging == nil {
 				lagging = time.After(100 * time.Millisecond)
@@ -270,7 +270,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Waiting) == 0 {
 				r.Down = append(r.Down, w.stopped(nodes)...)
 				if len(r.Down) > 0 {
-					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, shown(strings.Join(r.Down, ", ")), w.app.Name)
+					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, cli.Shown(strings.Join(r.Down, ", ")), w.app.Name)
 				}
 				return r, nil
 			}
@@ -299,11 +299,11 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					// rollout (the one device of narun up, restarted).
 					r.Down = append(r.Down, w.stopped(nodes)...)
 					if len(r.Down) > 0 {
-						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, shown(strings.Join(r.Down, ", ")))
+						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, cli.Shown(strings.Join(r.Down, ", ")))
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, shown(strings.Join(r.Waiting, "; ")), w.logsHint())
+				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint())
 			}
 			// Interrupted (Ctrl-C, SIGTERM): the spec is stored and the
 			// runners go on rolling it out, whatever becomes of ctl.
@@ -326,7 +326,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					} else {
 						// Any NATS client can publish an event: its reason
 						// must not act on the terminal.
-						fmt.Fprintln(w.e.stdio.Stderr, shown(line))
+						fmt.Fprintln(w.e.stdio.Stderr, cli.Shown(line))
 					}
 				}
 			}

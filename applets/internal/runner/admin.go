@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/buildinfo"
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/sandbox"
 )
@@ -95,7 +96,7 @@ func roundDur(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{"shown": cli.Shown}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="2">
 <title>narun runner {{.Node.ID}}</title>
@@ -112,7 +113,7 @@ pre{margin:0;font-size:.8em;max-width:60em;white-space:pre-wrap;word-break:break
 <p>version {{.Node.Version}} · {{.Node.OS}}/{{.Node.Arch}} · up {{.Uptime}} ·
 NATS {{if .Connected}}connected{{else}}<b class="failed">disconnected</b>{{end}} ·
 Landlock ABI {{.Node.Capabilities.LandlockABI}} · cgroup v{{.Node.Capabilities.CgroupVersion}} · {{.Now}}</p>
-{{range .Node.Duplicates}}<p class="failed duplicate">node id {{$.Node.ID}} is also used by another runner (host {{or .Host "unknown"}}, boot id {{or .Boot "unknown"}}): give each node its own node_id</p>
+{{range .Node.Duplicates}}<p class="failed duplicate">node id {{$.Node.ID}} is also used by another runner (host {{or .Host "unknown" | shown}}, boot id {{or .Boot "unknown" | shown}}): give each node its own node_id</p>
 {{end}}{{if not .Apps}}<p>No apps on this node.</p>{{end}}
 <table id="instances">
 <thead><tr><th>app</th><th>instance</th><th>version</th><th>state</th><th>pid</th><th>restarts</th><th>uptime</th><th>health</th><th>reason</th><th>last lines</th></tr></thead>
@@ -120,11 +121,11 @@ Landlock ABI {{.Node.Capabilities.LandlockABI}} · cgroup v{{.Node.Capabilities.
 {{range $a := .Apps}}{{range .Instances}}<tr data-app="{{$a.Name}}" data-instance="{{.ID}}" data-state="{{.State}}">
 <td>{{$a.Name}}</td><td>{{.ID}}</td><td>{{.Version}}</td><td class="{{.State}}">{{.State}}</td>
 <td>{{if .PID}}{{.PID}}{{end}}</td><td>{{.Restarts}}</td><td>{{.Uptime}}</td>
-<td>{{if .Healthy}}healthy{{else}}-{{end}}</td><td>{{.Reason}}</td>
-<td><pre>{{range .Lines}}<span class="{{.Stream}}">{{.Line}}</span>
+<td>{{if .Healthy}}healthy{{else}}-{{end}}</td><td>{{shown .Reason}}</td>
+<td><pre>{{range .Lines}}<span class="{{.Stream}}">{{shown .Line}}</span>
 {{end}}</pre></td></tr>
 {{end}}{{end}}</tbody></table>
-{{range .Apps}}{{if .SpecError}}<p class="failed">{{.Name}}: {{.SpecError}}</p>{{end}}{{end}}
+{{range .Apps}}{{if .SpecError}}<p class="failed">{{.Name}}: {{shown .SpecError}}</p>{{end}}{{end}}
 </body></html>
 `))
 

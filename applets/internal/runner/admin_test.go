@@ -2,13 +2,17 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -159,5 +163,77 @@ func TestMetricsCPUAcrossRestarts(t *testing.T) {
 				t.Errorf("in backoff, the CPU seconds of waiting read %v (present %v), less than its run's %v", v, ok, burnedCPU)
 			}
 		})
+	}
+}
+
+// An operator reads the admin page with curl as much as in a browser, and
+// an app's output must not act on the terminal as narun ctl logs keeps it
+// from doing: no escape sequence, BEL, C1 control, bidirectional override
+// or byte that is not UTF-8 of an app, or of another runner's heartbeat,
+// reaches the page raw. The probe
+// prints no text it is given, so a shell script prints the exact bytes.
+func TestAdminPageEscapesAppOutput(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	script := filepath.Join(t.TempDir(), "noisy")
+	// \377\376 is not UTF-8, \302\233 is U+009B (CSI, a C1 control),
+	// \342\200\256 is U+202E (right-to-left override).
+	body := `#!/bin/sh
+printf 'noisy \377\376\033[31mred\033]0;title\007\n' >&2
+printf 'noisy \302\233c \342\200\256reversed\n'
+exec sleep 600
+`
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.deploy(t, "noisy", "1.0.0", script, "")
+	testutil.Eventually(t, 10*time.Second, "noisy printing both lines", func() bool {
+		n := 0
+		for _, l := range tr.lines("noisy") {
+			if strings.HasPrefix(l, "noisy ") {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	// Another runner with this node id names its host in its heartbeat,
+	// which the page shows. Written until seen: this runner's own
+	// heartbeat may replace it before it is read.
+	other, err := json.Marshal(state.Node{ID: node, Host: "host\x1b]0;title\a", Boot: "boot\u202e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page string
+	testutil.Eventually(t, 10*time.Second, "the page to show the other runner", func() bool {
+		if _, err := c.nodes.Put(context.Background(), node, other); err != nil {
+			t.Fatalf("write heartbeat: %v", err)
+		}
+		rec := httptest.NewRecorder()
+		tr.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		page = rec.Body.String()
+		return strings.Contains(page, "is also used by another runner")
+	})
+	for name, raw := range map[string]string{
+		"ESC":                    "\x1b",
+		"BEL":                    "\a",
+		"C1 CSI":                 "\u009b",
+		"right-to-left override": "\u202e",
+		"byte FF":                "\xff",
+		"byte FE":                "\xfe",
+	} {
+		if strings.Contains(page, raw) {
+			t.Errorf("the admin page holds a raw %s (%q)", name, raw)
+		}
+	}
+	if !utf8.ValidString(page) {
+		t.Error("the admin page is not UTF-8")
+	}
+	// Escaped, the lines are still there to read.
+	for _, want := range []string{`noisy \xff\xfe\x1b[31mred\x1b]0;title\x07`, `noisy \xc2\x9bc \u202ereversed`, `host host\x1b]0;title\x07, boot id boot\u202e`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the admin page lacks the line %s:\n%q", want, page)
+		}
 	}
 }
