@@ -29,7 +29,7 @@ func appCommand(stdio cli.IO) *ucli.Command {
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: appAction(stdio, appDelete)},
-			{Name: "restart", Usage: "roll every instance of an app, one new instance before each old one stops", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart, func(c *ucli.Context, _ string) error { return checkWaitTimeout(c) })},
+			{Name: "restart", Usage: "roll every instance of an app, one new instance healthy before each old one stops (an [http] port app on the host network: old one stopped first, a gap)", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart, func(c *ucli.Context, _ string) error { return checkWaitTimeout(c) })},
 			appHistoryCommand(stdio),
 			appRollbackCommand(stdio),
 		},

@@ -63,8 +63,11 @@ type app struct {
 
 // instance is one supervised process slot of the app.
 type instance struct {
-	slot   int
-	fp     string
+	slot int
+	fp   string
+	// sp is the spec the instance runs, which a failed replacement on the
+	// host network starts again (replace).
+	sp     *spec.App
 	digest string
 	dir    string
 	sup    *supervisor.Supervisor
@@ -279,7 +282,8 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 // reconcile converges the instances to sp: the ones of slots no longer
 // wanted stop, missing ones start, and the ones whose fingerprint changed
 // are replaced, one slot at a time, by a new instance that is healthy
-// before the old one stops.
+// before the old one stops, but for an [http] port app on the host network
+// (replace).
 func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	a.mu.Lock()
 	a.halted = nil
@@ -314,7 +318,7 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 		if len(running) == 0 {
 			a.stop(ended)
-			a.start(ctx, sp, slot, fp)
+			a.start(ctx, sp, slot, fp, "")
 		}
 	}
 	for slot := range want {
@@ -334,13 +338,14 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 		a.stop(failed)
 		old = a.stopUnfinished(old)
-		if len(cur) == 0 && len(old) > 0 && sp.HTTP.Port > 0 {
-			// Two processes cannot listen on one fixed port: replace.
-			a.stop(old)
-			old = nil
+		if len(cur) == 0 && len(old) > 0 && sharePort(old[0].sp, sp) {
+			if !a.replace(ctx, old[0], sp, slot, fp) {
+				return
+			}
+			continue
 		}
 		if len(cur) == 0 {
-			cur = append(cur, a.start(ctx, sp, slot, fp))
+			cur = append(cur, a.start(ctx, sp, slot, fp, ""))
 		}
 		if len(old) == 0 {
 			continue
@@ -350,11 +355,58 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			return
 		}
 		if !healthy {
-			a.halt(cur[len(cur)-1])
+			a.halt(cur[len(cur)-1], "rollout halted: new instance not healthy, old one kept until it is")
 			return
 		}
 		a.stop(old)
 	}
+}
+
+// sharePort says whether an instance of sp would listen on the port one
+// of prev listens on: sp's [http] port, both on the host's network. Each
+// in a network namespace of its own, they never clash.
+func sharePort(prev, sp *spec.App) bool {
+	return sp.HTTP.Port > 0 && !ownNetwork(prev) && !ownNetwork(sp)
+}
+
+// ownNetwork says whether each instance of sp has a network namespace of
+// its own, reached from the runner through the sandbox's bridges.
+func ownNetwork(sp *spec.App) bool {
+	return sp.Mode == spec.ModeSandbox && sp.Sandbox.Network != "" && sp.Sandbox.Network != sandbox.NetworkHost
+}
+
+// replace stops prev and only then starts the slot's instance of sp, as
+// both would listen on one port (sharePort): the slot serves nothing from
+// prev's stop until the new one is healthy. The new one must stay healthy
+// for min_healthy as in a rollout; one that does not halts the rollout,
+// and the revision prev ran starts again if prev served, for a version
+// that fails must not take the app down. It reports whether the rollout
+// goes on to the next slot.
+func (a *app) replace(ctx context.Context, prev *instance, sp *spec.App, slot int, fp string) bool {
+	served := prev.sup.Status().State == state.Healthy
+	a.stop([]*instance{prev})
+	in := a.start(ctx, sp, slot, fp, "")
+	healthy, interrupted := a.waitHealthy(ctx, in, sp)
+	switch {
+	case interrupted:
+		return false
+	case healthy:
+		return true
+	case !served:
+		a.halt(in, "rollout halted: new instance not healthy, and the old one, stopped first as both listen on the [http] port on the host network, did not serve either: the app is down until the new one turns healthy")
+		return false
+	}
+	st := in.sup.Status()
+	a.stop([]*instance{in})
+	why := fmt.Sprintf("rollout of %s halted: instance %s not healthy (%s", sp.Version, st.ID, st.State)
+	if st.Reason != "" {
+		why += ": " + st.Reason
+	}
+	why += fmt.Sprintf("); %s started again, stopped for it as both listen on [http] port %d on the host network", prev.sp.Version, sp.HTTP.Port)
+	a.start(ctx, prev.sp, slot, prev.fp, why)
+	a.log.Warn("rollout halted: new instance not healthy; the old revision, stopped first as both listen on the [http] port on the host network, started again: the new one is tried again at the next deploy or narun ctl app restart",
+		"instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason, "version", sp.Version, "restored_version", prev.sp.Version)
+	return false
 }
 
 // stopUnfinished stops the instances of a slot's old ones that an
@@ -379,13 +431,14 @@ func (a *app) stopUnfinished(old []*instance) []*instance {
 	return []*instance{keep}
 }
 
-// halt leaves a rollout waiting for in to turn healthy.
-func (a *app) halt(in *instance) {
+// halt leaves a rollout waiting for in to turn healthy; msg says what
+// serves meanwhile.
+func (a *app) halt(in *instance, msg string) {
 	a.mu.Lock()
 	a.halted = in
 	a.mu.Unlock()
 	st := in.sup.Status()
-	a.log.Warn("rollout halted: new instance not healthy, old one kept until it is", "instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason)
+	a.log.Warn(msg, "instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason)
 	// It may have turned healthy before it was marked halted, unseen by
 	// observe.
 	if st.State == state.Healthy {
@@ -431,16 +484,17 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 	}
 }
 
-// start creates and runs a new instance in slot.
-func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp string) *instance {
+// start creates and runs a new instance in slot; why, if not empty, is
+// the reason its first event gives for the start.
+func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp, why string) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
-	in := &instance{slot: slot, fp: fp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
+	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
 	if b, ok := sp.Binary(runtime.GOARCH); ok {
 		in.digest = b.SHA256
 	}
 	known := &microResponders{}
 	in.sup = supervisor.New(supervisor.Config{
-		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp},
+		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp, Reason: why},
 		Prepare: func(ctx context.Context) (supervisor.InstanceLaunch, error) {
 			// Who answers before this process starts is not it: a service
 			// that does not name its instance in its metadata cannot be

@@ -34,7 +34,6 @@ import (
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/supervisor"
-	"github.com/narun/narun/sandbox"
 )
 
 // online returns the JetStream handles when NATS is reachable, else nil,
@@ -409,7 +408,7 @@ func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) fu
 	// network namespace of its own is reached through its bridge, where
 	// no other program listens.
 	owned := func(context.Context, supervisor.Target) error { return nil }
-	bridged := sp.Mode == spec.ModeSandbox && sp.Sandbox.Network != "" && sp.Sandbox.Network != sandbox.NetworkHost
+	bridged := ownNetwork(sp)
 	if !bridged {
 		owner := &portOwner{}
 		var unknownOnce sync.Once

@@ -1,0 +1,119 @@
+package runner
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// Instances of an [http] port app in network namespaces of their own
+// cannot clash on the port: they roll as any other app, a slot at a time,
+// the new instance healthy before the old one stops. Stopped first, as on
+// the host network, both replicas were down at once.
+func TestSandboxHTTPAppRollsWithoutGap(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "plain")
+	tr := startSandboxRunner(t, c, nil)
+	const plain = "mode = \"sandbox\"\nreplicas = 2\nargs = [\"--http\", \"127.0.0.1:8080\"]\n" +
+		"[sandbox]\nnetwork = \"none\"\n[http]\nport = 8080\n" + takeOverAtOnce
+	c.deploy(t, "plain", "1.0.0", helloBin, plain)
+	old := tr.wait(t, "plain", "2 healthy", allIn(2, state.Healthy))
+	c.deploy(t, "plain", "1.1.0", helloBin, plain)
+	tr.wait(t, "plain", "rolled to 1.1.0", func(l []state.Instance) bool {
+		return allIn(2, state.Healthy)(l) && l[0].Version == "1.1.0" && l[1].Version == "1.1.0"
+	})
+	stopped := func(id string) func(state.Event) bool {
+		return func(e state.Event) bool { return e.ID == id && e.State == state.Stopped }
+	}
+	testutil.Eventually(t, 10*time.Second, "the old instances' stop events", func() bool {
+		l := ev.list()
+		return slices.ContainsFunc(l, stopped(old[0].ID)) && slices.ContainsFunc(l, stopped(old[1].ID))
+	})
+
+	// From the moment both old instances are healthy, some instance is
+	// healthy after every event.
+	healthy := map[string]bool{}
+	var seen []string
+	both := false
+	for _, e := range ev.list() {
+		healthy[e.ID] = e.State == state.Healthy
+		seen = append(seen, fmt.Sprintf("%s %s %s", e.Version, e.ID, e.State))
+		n := 0
+		for _, h := range healthy {
+			if h {
+				n++
+			}
+		}
+		if !both {
+			both = n == 2
+			continue
+		}
+		if n == 0 {
+			t.Fatalf("no instance healthy after event %d; events:\n%s", len(seen), strings.Join(seen, "\n"))
+		}
+	}
+}
+
+// On the host network an [http] port app's old instance must stop before
+// the new one can listen; a new version that never turns healthy must not
+// leave the app down for good: the old revision is started again.
+func TestHostHTTPAppRollsBackFromFailingVersion(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "plain")
+	tr := startRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n[[routes]]\npath = \"/hello/\"\n", port)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
+	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+
+	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+"[restart]\nmax_failures = 1\n")
+	back := tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.0.0" && l[0].ID != old.ID
+	})[0]
+	if body := postHello(t, gw, "again"); !strings.Contains(body, "Hello, again") {
+		t.Errorf("through the gateway after the rollback: %s", body)
+	}
+	if logs := tr.logs.String(); !strings.Contains(logs, "rollout halted") || !strings.Contains(logs, "started again") {
+		t.Errorf("log does not say the rollout halted and the old revision started again:\n%s", logs)
+	}
+	events := ev.list()
+	if slices.ContainsFunc(events, func(e state.Event) bool { return e.Version == "1.1.0" && e.State == state.Healthy }) {
+		t.Error("the crashing version was healthy, so this tests nothing")
+	}
+	first := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == back.ID })
+	if first < 0 || !strings.Contains(events[first].Reason, "rollout of 1.1.0 halted") {
+		t.Errorf("first event of the instance started again does not say why: %+v", events[max(first, 0)])
+	}
+}
+
+// An old instance that did not serve is not started again for a new one
+// that fails: the rollout halts on the new one, and says the app is down.
+func TestHostHTTPAppHaltsWhenNeitherServes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	_, port, _ := net.SplitHostPort(testutil.FreeAddr(t))
+	crash := "args = [\"crash\"]\n[http]\nport = " + port + "\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+	c.deploy(t, "plain", "1.0.0", probeBin, crash)
+	tr.wait(t, "plain", "1.0.0 crash-looping", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Restarts > 0
+	})
+	c.deploy(t, "plain", "1.1.0", probeBin, crash+"max_failures = 1\n")
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted: new instance not healthy, and the old one, stopped first")
+	})
+	if l := tr.of("plain"); len(l) != 1 || l[0].Version != "1.1.0" {
+		t.Errorf("instances after the halt: %+v, want only the 1.1.0 one", l)
+	}
+}
