@@ -223,6 +223,7 @@ func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error 
 		e.warnAbsentNodes(d.nodes, d.final)
 		e.warnMissingArch(d.nodes, d.final)
 		e.warnNoSandbox(d.nodes, d.final)
+		e.warnSecretKeys(ctx, d.nodes, d.final)
 	}
 	return e.reportDeploy(c, d.res, d.bins)
 }

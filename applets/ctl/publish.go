@@ -116,6 +116,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		e.warnAbsentNodes(r.nodes, r.final)
 		e.warnMissingArch(r.nodes, r.final)
 		e.warnNoSandbox(r.nodes, r.final)
+		e.warnSecretKeys(ctx, r.nodes, r.final)
 	}
 	if p.w != nil && len(refusing) > 0 {
 		stop()

@@ -20,6 +20,7 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
 )
 
 // maxSecret keeps a secret well inside one NATS message.
@@ -126,7 +127,123 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
+	// What follows only reads: no bucket is created for it.
+	e.readOnly = true
+	e.warnNodesLackKey(ctx, name, ring.PrimaryID())
 	return nil
+}
+
+// warnNodesLackKey names each node that runs, or is to run, an app using
+// secret and whose heartbeat says it lacks key id, which the secret is
+// now sealed with: each start of those instances there fails for good,
+// and the secret stored fine. A node is one that the app's spec selects
+// or that has an instance of it. What cannot be read warns of nothing:
+// the secret is stored all the same.
+func (e *env) warnNodesLackKey(ctx context.Context, secret, id string) {
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		e.log.Debug("read heartbeats", "err", err)
+		return
+	}
+	// Runners of an earlier release do not say: then nothing is to warn
+	// of, and the specs need not be read.
+	if !slices.ContainsFunc(nodes, func(n state.Node) bool { return keyMissing(n, id) != "" }) {
+		return
+	}
+	apps, err := e.deployedApps(ctx)
+	if err != nil {
+		e.log.Debug("read deployed specs", "err", err)
+		return
+	}
+	users := map[string][]string{}
+	for _, d := range apps {
+		// As users does: an unparsable spec uses what its text names whole.
+		if d.app != nil && !slices.Contains(secretRefs(d.app), secret) || d.app == nil && len(mentioned(d.raw, []string{secret})) == 0 {
+			continue
+		}
+		for _, n := range nodes {
+			runs := slices.ContainsFunc(n.Instances, func(in state.Instance) bool { return in.App == d.name })
+			if runs || d.app != nil && d.app.ReplicasOn(n.ID, n.Labels) > 0 {
+				users[n.ID] = append(users[n.ID], d.name)
+			}
+		}
+	}
+	for _, n := range nodes {
+		if len(users[n.ID]) > 0 {
+			e.warnKeyMissing(n, secret, id, users[n.ID])
+		}
+	}
+}
+
+// warnSecretKeys names each node that app selects and that lacks the key
+// one of its secrets is sealed with, as its heartbeat says: deploy checks
+// that the secrets exist, and their instances there would fail for good
+// all the same. The secrets are read only when a selected node names its
+// keys; one that cannot be read warns of nothing.
+func (e *env) warnSecretKeys(ctx context.Context, nodes []state.Node, app *spec.App) {
+	var told []state.Node
+	for _, n := range nodes {
+		if n.SecretKeys != nil && app.ReplicasOn(n.ID, n.Labels) > 0 {
+			told = append(told, n)
+		}
+	}
+	if len(told) == 0 || len(app.Secrets) == 0 {
+		return
+	}
+	kv, err := e.kv(ctx, names.SecretsBucket)
+	if err != nil {
+		e.log.Debug("read secrets", "err", err)
+		return
+	}
+	checked := map[string]bool{}
+	for _, s := range app.Secrets {
+		if checked[s.Name] {
+			continue
+		}
+		checked[s.Name] = true
+		octx, cancel := e.op(ctx)
+		entry, err := kv.Get(octx, s.Name)
+		cancel()
+		if err != nil {
+			e.log.Debug("read secret", "secret", s.Name, "err", err)
+			continue
+		}
+		sealed, err := secrets.Unmarshal(entry.Value())
+		if err != nil {
+			e.log.Debug("read secret", "secret", s.Name, "err", err)
+			continue
+		}
+		for _, n := range told {
+			e.warnKeyMissing(n, s.Name, sealed.KeyID, []string{app.Name})
+		}
+	}
+}
+
+// warnKeyMissing warns when node n cannot open secret, sealed with key
+// id, which apps use.
+func (e *env) warnKeyMissing(n state.Node, secret, id string, apps []string) {
+	why := keyMissing(n, id)
+	if why == "" {
+		return
+	}
+	e.warnf("node %s cannot open secret %s (key %s): %s; instances of %s there fail to start until it holds that key (copy the key file to it, or set the secret with a key it holds)",
+		cli.Shown(n.ID), secret, cli.Shown(id), why, strings.Join(apps, ", "))
+}
+
+// keyMissing says why node n cannot open a secret sealed with key id; ""
+// when it can, or when its heartbeat does not say (a runner of an earlier
+// release sends no key ids).
+func keyMissing(n state.Node, id string) string {
+	k := n.SecretKeys
+	switch {
+	case k == nil || id == "" || slices.Contains(k.IDs, id):
+		return ""
+	case !k.File:
+		return "it has no secret key file ([runner] master_key_file)"
+	case len(k.IDs) == 0:
+		return "its secret key file cannot be read (missing, malformed or readable by others)"
+	}
+	return "its key file holds only " + cli.Shown(strings.Join(k.IDs, ", "))
 }
 
 // dropEarlierSealed purges every stored value of the secret but the

@@ -23,11 +23,15 @@ type keyFile struct {
 }
 
 // keyStamp tells one version of the key file from another without
-// reading it.
+// reading it. Mode and owner are part of it because chmod and chown change
+// neither content nor mtime: a key made readable by others must be
+// refused at once, as LoadRing refuses it, not at the next restart.
 type keyStamp struct {
 	inode uint64
 	size  int64
 	mtime time.Time
+	mode  os.FileMode
+	uid   uint32
 }
 
 func (k *keyFile) load() (*secrets.Ring, error) {
@@ -38,9 +42,9 @@ func (k *keyFile) load() (*secrets.Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	stamp := keyStamp{size: st.Size(), mtime: st.ModTime()}
+	stamp := keyStamp{size: st.Size(), mtime: st.ModTime(), mode: st.Mode()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		stamp.inode = sys.Ino
+		stamp.inode, stamp.uid = sys.Ino, sys.Uid
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -183,6 +183,9 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 			return l, err
 		}
 		if s.Env != "" {
+			if err := envFit(s.Env, v); err != nil {
+				return l, fmt.Errorf("secret %q: %w: give it as a file (file = \"...\") instead: %w", s.Name, err, supervisor.ErrPermanent)
+			}
 			env = append(env, s.Env+"="+string(v))
 			continue
 		}
@@ -314,6 +317,22 @@ func checkSandboxPlacements(sp *spec.App) error {
 		if slices.Contains(sandboxAppDirs, first) {
 			return fmt.Errorf("path %q is in %s/, which the sandboxed app may write: the runner places nothing where the app could put a link to elsewhere; deploy the spec with another path: %w", p, first, supervisor.ErrPermanent)
 		}
+	}
+	return nil
+}
+
+// maxEnvString is the kernel's MAX_ARG_STRLEN (32 pages of 4 KiB): exec
+// refuses a single environment string, its NUL included, longer than that.
+const maxEnvString = 32 * 4096
+
+// envFit says why value cannot be the environment variable name, if it
+// cannot: exec fails the same way on every attempt.
+func envFit(name string, value []byte) error {
+	if bytes.IndexByte(value, 0) >= 0 {
+		return errors.New("its value holds a NUL byte")
+	}
+	if len(name)+1+len(value) >= maxEnvString {
+		return fmt.Errorf("its value is %d bytes, more than an environment variable can carry, %d KiB", len(value), maxEnvString>>10)
 	}
 	return nil
 }

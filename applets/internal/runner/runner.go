@@ -1128,6 +1128,7 @@ func (r *Runner) nodeState() state.Node {
 		SignaturesRequired: r.signatures.Enabled(),
 		TrustedKeys:        r.opts.Config.TrustedKeys,
 		SigningKeyFile:     r.opts.SigningKeyFile,
+		SecretKeys:         r.secretKeys(),
 		Instances:          instances,
 		Started:            onClock(r.started, now, r.wall(now)),
 		Time:               r.wall(now),
@@ -1136,6 +1137,20 @@ func (r *Runner) nodeState() state.Node {
 		Boot:               r.boot,
 		Duplicates:         r.dups.recent(now),
 	}
+}
+
+// secretKeys says which keys the secret key file holds. The file is read
+// again only when it changed (keyFile), so a heartbeat costs a stat; one
+// that cannot be read names no key, as it opens no secret.
+func (r *Runner) secretKeys() *state.SecretKeys {
+	k := &state.SecretKeys{File: r.keys.path != ""}
+	if !k.File {
+		return k
+	}
+	if ring, err := r.keys.load(); err == nil {
+		k.IDs = ring.IDs()
+	}
+	return k
 }
 
 // outboxFlush bounds how long a stopping runner waits for NATS to take the

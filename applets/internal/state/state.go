@@ -98,8 +98,13 @@ type Node struct {
 	// signs with one: narun ctl on the same machine, as the same user,
 	// finds it there without being told narun up's data dir. A path only:
 	// the file is its owner's.
-	SigningKeyFile string     `json:"signing_key_file,omitempty"`
-	Instances      []Instance `json:"instances"`
+	SigningKeyFile string `json:"signing_key_file,omitempty"`
+	// SecretKeys says which keys the runner's secret key file holds, so
+	// that ctl can warn of a secret sealed with a key this node lacks,
+	// whose apps would fail at every start here. Nil from a runner of an
+	// earlier release: it says nothing either way.
+	SecretKeys *SecretKeys `json:"secret_keys,omitempty"`
+	Instances  []Instance  `json:"instances"`
 	// Started is when the runner started.
 	Started time.Time `json:"started"`
 	// Time is when this heartbeat was written, by the node's clock.
@@ -123,6 +128,17 @@ type Node struct {
 	// heartbeat lately: they use the same node id, so each hides the other
 	// from app status and node list.
 	Duplicates []Duplicate `json:"duplicates,omitempty"`
+}
+
+// SecretKeys are the ids of the keys of a node's secret key ring. An id is
+// a digest prefix of its key (secrets.KeyID), which sealed values name in
+// the clear: it reveals nothing of the key.
+type SecretKeys struct {
+	// File says that the runner has a key file ([runner] master_key_file).
+	File bool `json:"file"`
+	// IDs are the ids of its keys, the one that seals first; none when the
+	// file cannot be read (missing, readable by others, malformed).
+	IDs []string `json:"ids,omitempty"`
 }
 
 // Duplicate is another runner that writes the heartbeat of a node.

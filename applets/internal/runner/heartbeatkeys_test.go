@@ -1,0 +1,67 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// The heartbeat names the ids of the keys the node's secret key file
+// holds, for ctl to warn of a secret sealed with a key this node lacks;
+// without a readable file it names none, and says whether one is
+// configured at all. A key added to the file shows at the next heartbeat.
+func TestHeartbeatSecretKeys(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	first, second := newKeyLine(t), newKeyLine(t)
+	ring, err := secrets.ParseRing([]byte(second + first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readable := writeKeyFile(t, []byte(first))
+	open := writeKeyFile(t, []byte(first))
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		want       state.SecretKeys
+	}{
+		{"readable", readable, state.SecretKeys{File: true, IDs: ring.IDs()[1:]}},
+		{"none configured", "", state.SecretKeys{}},
+		{"missing", filepath.Join(t.TempDir(), "keys"), state.SecretKeys{File: true}},
+		{"readable by others", open, state.SecretKeys{File: true}},
+	}
+	runners := map[string]*Runner{}
+	for _, tc := range tests {
+		r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: tc.path}, DataDir: t.TempDir(), Conn: c.nc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runners[tc.name] = r
+		got := r.nodeState().SecretKeys
+		if got == nil || got.File != tc.want.File || !slices.Equal(got.IDs, tc.want.IDs) {
+			t.Errorf("%s: heartbeat secret_keys %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	if err := os.WriteFile(readable, []byte(second+first), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := runners["readable"].nodeState().SecretKeys; got == nil || !slices.Equal(got.IDs, ring.IDs()) {
+		t.Errorf("after a key was added: heartbeat secret_keys %+v, want ids %v", got, ring.IDs())
+	}
+}
+
+func newKeyLine(t *testing.T) string {
+	t.Helper()
+	k, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k + "\n"
+}

@@ -1,0 +1,46 @@
+package runner
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// An env secret whose value no environment variable can carry (a NUL byte,
+// a string past the kernel's MAX_ARG_STRLEN) fails its instance at once,
+// naming the secret and the way out, instead of restarts that can never
+// succeed.
+func TestSecretUnfitForEnvFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	key, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.ParseRing([]byte(key + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ app, secret, value, want string }{
+		{"nul", "withnul", "before\x00after", `secret "withnul": its value holds a NUL byte`},
+		{"big", "large", strings.Repeat("x", 200<<10), `secret "large": its value is 204800 bytes, more than an environment variable can carry`},
+	}
+	for _, tc := range cases {
+		if err := secrets.Put(context.Background(), c.secrets, ring, tc.secret, []byte(tc.value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = writeKeyFile(t, []byte(key+"\n")) })
+	for _, tc := range cases {
+		c.deploy(t, tc.app, "1.0.0", probeBin, "[[secrets]]\nname = \""+tc.secret+"\"\nenv = \"TOKEN\"\n")
+	}
+	for _, tc := range cases {
+		in := tr.wait(t, tc.app, "failed", allIn(1, state.Failed))[0]
+		if !strings.Contains(in.Reason, tc.want) || !strings.Contains(in.Reason, "give it as a file") || in.Restarts != 0 {
+			t.Errorf("instance %+v: want failed at once with reason %q", in, tc.want)
+		}
+	}
+}
