@@ -175,7 +175,8 @@ type Gateway struct {
 	// AccessLog logs one line per request; it follows hot reloads.
 	AccessLog bool `toml:"access_log"`
 	// MaxConnections bounds the client connections of the HTTP and HTTPS
-	// listeners together; 0 means DefaultMaxConnections.
+	// listeners together; 0 means one per 64 KiB of the memory narun may
+	// use, from 256 to DefaultMaxConnections.
 	MaxConnections Count `toml:"max_connections"`
 	// MaxBodyMemory bounds the bytes of request body buffers held at
 	// once; 0 means a sixteenth of the memory narun may use.
@@ -270,7 +271,6 @@ func Defaults() File {
 			MaxBody:         64 << 20,
 			BodyIdleTimeout: Duration(DefaultBodyIdleTimeout),
 			ShutdownTimeout: Duration(15 * time.Second),
-			MaxConnections:  DefaultMaxConnections,
 			TLS:             GatewayTLS{Listen: ":8443"},
 		},
 		Runner: Runner{
@@ -294,9 +294,10 @@ func Defaults() File {
 // that waits for the body.
 const DefaultBodyIdleTimeout = 10 * time.Second
 
-// DefaultMaxConnections is the gateway's max_connections when none is
-// set: some 80 MiB of idle connections, and far from the LimitNOFILE of
-// the README's unit.
+// DefaultMaxConnections is the most the gateway's max_connections is
+// when none is set (it follows the memory narun may use), and what it is
+// where that memory is not known: some 80 MiB of idle connections, and
+// far from the LimitNOFILE of the README's unit.
 const DefaultMaxConnections = 4096
 
 // DefaultNATSURL is where clients look for NATS when nothing else is said.

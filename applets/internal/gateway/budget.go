@@ -28,44 +28,84 @@ const budgetedBuf = 64 << 10
 // so without a bound the memory grows with concurrent uploads until the
 // kernel kills the process: 64 of 1 MiB at once took 300 MB. A request
 // whose buffer finds no room waits for one, in order of arrival, up to
-// its deadline; its client's body waits in the kernel meanwhile.
+// its deadline; its client's body waits in the kernel meanwhile. The
+// waiting request itself costs the gateway about 20 KB (its goroutine,
+// its connection's buffers, the request), so the waiters are bounded too:
+// 4000 clients that each announced 1 MiB and sent a byte took narun up to
+// 128 MB, all of a 128 MiB cgroup. One beyond the bound fails at once.
 type bodyBudget struct {
-	size  int64
-	sem   *semaphore.Weighted
-	held  atomic.Int64
-	waits atomic.Uint64
+	size int64
+	// maxWaiting is as many requests as the whole budget holds first
+	// buffers: those that wait get room within about one round of the
+	// bodies in flight, and a client turned away learns it at once,
+	// rather than at the route's deadline, an hour for an upload route.
+	maxWaiting int64
+	sem        *semaphore.Weighted
+	held       atomic.Int64
+	waiting    atomic.Int64
+	waits      atomic.Uint64
+	refused    atomic.Uint64
 }
+
+// minBodyWaiters is the least maxWaiting: a small max_body_memory must
+// still let a few requests queue rather than fail.
+const minBodyWaiters = 16
 
 func newBodyBudget(size int64) *bodyBudget {
-	return &bodyBudget{size: size, sem: semaphore.NewWeighted(size)}
+	return &bodyBudget{size: size, maxWaiting: max(size/budgetedBuf, minBodyWaiters), sem: semaphore.NewWeighted(size)}
 }
 
-// defaultBodyMemory is a sixteenth of the memory narun may use: Go's soft
-// limit when it has one (narun sets it from its cgroup), else the
-// machine's RAM. With the fourfold cost above, that is a quarter of it.
-func defaultBodyMemory() int64 {
-	limit := debug.SetMemoryLimit(-1)
+// memory is what narun may use, as the defaults sized by it read it: Go's
+// soft limit (narun sets it from its cgroup), math.MaxInt64 for none, and
+// the machine's RAM, 0 if unknown.
+func memory() (limit, ram int64) {
+	limit = debug.SetMemoryLimit(-1)
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) == nil {
-		if ram := int64(si.Totalram) * int64(si.Unit); ram > 0 && ram < limit {
-			limit = ram
-		}
+		ram = int64(si.Totalram) * int64(si.Unit)
+	}
+	return limit, ram
+}
+
+// usableMemory is the smaller of limit and ram as memory returns them, 0
+// when neither is known.
+func usableMemory(limit, ram int64) int64 {
+	if ram > 0 && ram < limit {
+		limit = ram
 	}
 	if limit == math.MaxInt64 {
 		return 0
 	}
-	return max(limit/16, 4<<20)
+	return limit
+}
+
+// defaultBodyMemory is a sixteenth of the memory narun may use: Go's soft
+// limit when it has one, else the machine's RAM. With the fourfold cost
+// above, that is a quarter of it.
+func defaultBodyMemory() int64 {
+	m := usableMemory(memory())
+	if m == 0 {
+		return 0
+	}
+	return max(m/16, 4<<20)
 }
 
 // take reserves n bytes, waiting for them until deadline or until parent
-// ends, and returns what it reserved, to give back. n beyond the whole
-// budget takes all of it. A nil budget bounds nothing.
+// ends, unless maxWaiting requests wait already, and returns what it
+// reserved, to give back. n beyond the whole budget takes all of it. A
+// nil budget bounds nothing.
 func (b *bodyBudget) take(parent context.Context, deadline time.Time, n int64) (int64, error) {
 	if b == nil || n < budgetedBuf {
 		return 0, nil
 	}
 	n = min(n, b.size)
 	if !b.sem.TryAcquire(n) {
+		if b.waiting.Add(1) > b.maxWaiting {
+			b.waiting.Add(-1)
+			b.refused.Add(1)
+			return 0, fmt.Errorf("%w (%d bytes; %d requests wait for room already, the most allowed)", errBodyBudget, n, b.maxWaiting)
+		}
+		defer b.waiting.Add(-1)
 		b.waits.Add(1)
 		ctx, cancel := context.WithDeadline(parent, deadline)
 		defer cancel()

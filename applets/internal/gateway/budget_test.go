@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -462,5 +464,94 @@ func TestBodyWithoutRoomToGrowArrivesInPieces(t *testing.T) {
 	}
 	if held := e.gw.bodies.held.Load(); held != 0 {
 		t.Errorf("%d bytes of body memory still held after the requests", held)
+	}
+}
+
+// Requests whose bodies wait for body memory are bounded: each costs
+// about 20 KB while it waits, and 4000 clients that announced a body and
+// sent a byte took narun up past a 128 MiB cgroup's limit. One beyond the
+// bound gets 503 with Retry-After at once, while the others still wait,
+// and those are served once the memory frees.
+func TestBodyWaitersAreBounded(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
+	// Only the route's timeout may end the stalled body, long after the test.
+	cfg.BodyIdleTimeout = config.Duration(time.Minute)
+	cfg.MaxBodyMemory = messageBuf
+	e := newEnv(t, cfg)
+	e.serve(t, "svc", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}))
+	const size = 100 << 10
+	head := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size)
+	body := make([]byte, size)
+	answer := func(c net.Conn, answers chan<- string) {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			answers <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answers <- resp.Status + " Retry-After=" + resp.Header.Get("Retry-After") + " " + string(b)
+	}
+
+	holder := dialRaw(t, e)
+	if _, err := io.WriteString(holder, head+"x"); err != nil {
+		t.Fatal(err)
+	}
+	slowBodyStarted(t, e, 0)
+	held := make(chan string, 1)
+	go answer(holder, held)
+
+	waiting := int(e.gw.bodies.maxWaiting)
+	answers := make(chan string, waiting)
+	for range waiting {
+		c := dialRaw(t, e)
+		if _, err := c.Write(append([]byte(head), body...)); err != nil {
+			t.Fatal(err)
+		}
+		go answer(c, answers)
+	}
+	testutil.Eventually(t, 10*time.Second, "every request to wait for body memory", func() bool {
+		return e.gw.bodies.waits.Load() == uint64(waiting)
+	})
+
+	extra := dialRaw(t, e)
+	if _, err := extra.Write(append([]byte(head), body...)); err != nil {
+		t.Fatal(err)
+	}
+	// Far short of the route's minute: a refusal comes at once.
+	_ = extra.SetReadDeadline(time.Now().Add(10 * time.Second))
+	refused := make(chan string, 1)
+	answer(extra, refused)
+	if got := <-refused; !strings.HasPrefix(got, "503 Service Unavailable Retry-After=1 ") || !strings.Contains(got, "request id: ") {
+		t.Fatalf("a request beyond the %d waiting for body memory: %q, want 503 with Retry-After and the request id", waiting, got)
+	}
+	select {
+	case got := <-answers:
+		t.Fatalf("a waiting request was answered before the memory freed: %q", got)
+	default:
+	}
+	var m strings.Builder
+	_ = e.gw.metrics.write(&m)
+	if !strings.Contains(m.String(), "\nnarun_gateway_body_memory_refused_total 1\n") {
+		t.Errorf("no narun_gateway_body_memory_refused_total 1 in the metrics:\n%s", m.String())
+	}
+
+	if _, err := holder.Write(body[1:]); err != nil {
+		t.Fatal(err)
+	}
+	want := "200 OK Retry-After= " + strconv.Itoa(size)
+	for _, ch := range append([]chan string{held}, slices.Repeat([]chan string{answers}, waiting)...) {
+		select {
+		case got := <-ch:
+			if got != want {
+				t.Fatalf("a request that waited for body memory: %q, want %q", got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the requests that waited for body memory were not all served once it freed")
+		}
 	}
 }

@@ -208,7 +208,7 @@ func configured(opts Options) (*Gateway, error) {
 	g.fails.log = g.log
 	maxConns := int(opts.Config.MaxConnections)
 	if maxConns == 0 {
-		maxConns = config.DefaultMaxConnections
+		maxConns = maxConnectionsFor(memory())
 	}
 	g.conns = newConnLimit(maxConns, g.log)
 	g.metrics.conns = g.conns
@@ -792,9 +792,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	fromFile := len(g.cfg.Routes)
 	g.mu.Unlock()
-	attrs := []any{"routes", fromFile}
+	attrs := []any{"routes", fromFile, "max_connections", g.conns.max}
 	if g.bodies != nil {
-		attrs = append(attrs, "max_body_memory_bytes", g.bodies.size)
+		attrs = append(attrs, "max_body_memory_bytes", g.bodies.size, "max_body_waiters", g.bodies.maxWaiting)
 	}
 	g.log.Info("gateway serving: the configuration's routes now, deployed apps' as narun-routes has them", attrs...)
 

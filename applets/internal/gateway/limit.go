@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/narun/narun/applets/internal/config"
 )
 
 // headGrace is how long a connection may go without a complete request
@@ -61,6 +63,29 @@ type connLimit struct {
 type noHeadConn struct {
 	conn     net.Conn
 	accepted time.Time
+}
+
+// connMemory is the memory narun may use for each connection of the
+// default max_connections: an idle connection costs some 20 KiB, and one
+// whose request waits for body memory about as much, so connections alone
+// take at most about a third of it. minDefaultConns is the least default,
+// for a device with little memory.
+const (
+	connMemory      = 64 << 10
+	minDefaultConns = 256
+)
+
+// maxConnectionsFor is the max_connections for a file that sets none,
+// with limit and ram as memory returns them: one connection per
+// connMemory of what narun may use, between minDefaultConns and
+// config.DefaultMaxConnections; the latter when neither is known. 4096
+// connections took narun up to 128 MB, all of a 128 MiB cgroup.
+func maxConnectionsFor(limit, ram int64) int {
+	m := usableMemory(limit, ram)
+	if m == 0 {
+		return config.DefaultMaxConnections
+	}
+	return int(min(max(m/connMemory, minDefaultConns), config.DefaultMaxConnections))
 }
 
 func newConnLimit(max int, log *slog.Logger) *connLimit {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -257,5 +260,58 @@ func TestRequestHeadTooLarge(t *testing.T) {
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.status)
 		}
+	}
+}
+
+// Unless the file sets max_connections, it follows the memory narun may
+// use: 4096 connections took narun up past a 128 MiB cgroup's limit. Not
+// parallel: it sets the process's memory limit, which the gateway reads.
+func TestMaxConnectionsDefaultFollowsMemory(t *testing.T) {
+	prev := debug.SetMemoryLimit(96 << 20)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	for _, tt := range []struct {
+		file string
+		want int
+	}{
+		{"[gateway]\n", 1536},
+		{"[gateway]\nmax_connections = 4096\n", 4096},
+		{"[gateway]\nmax_connections = 100\n", 100},
+	} {
+		path := filepath.Join(t.TempDir(), "narun.toml")
+		f, _, err := decodeConfigFile(path, []byte(tt.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := configured(Options{Config: f.Gateway})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.conns.max != tt.want {
+			t.Errorf("max_connections with a 96 MiB memory limit and %q: %d, want %d", tt.file, g.conns.max, tt.want)
+		}
+	}
+}
+
+func TestMaxConnectionsFor(t *testing.T) {
+	t.Parallel()
+	const none = math.MaxInt64
+	for _, tt := range []struct {
+		name       string
+		limit, ram int64
+		want       int
+	}{
+		{"nothing known", none, 0, config.DefaultMaxConnections},
+		{"RAM alone", none, 128 << 20, 2048},
+		{"a large RAM", none, 64 << 30, config.DefaultMaxConnections},
+		{"a 128 MiB cgroup's Go limit", 96 << 20, 64 << 30, 1536},
+		{"RAM below the Go limit", 192 << 20, 96 << 20, 1536},
+		{"little memory", 8 << 20, 64 << 30, 256},
+		{"a 1 GiB Go limit", 1 << 30, 64 << 30, config.DefaultMaxConnections},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := maxConnectionsFor(tt.limit, tt.ram); got != tt.want {
+				t.Errorf("maxConnectionsFor(%d, %d) = %d, want %d", tt.limit, tt.ram, got, tt.want)
+			}
+		})
 	}
 }

@@ -180,6 +180,8 @@ func (m *metrics) write(w io.Writer) error {
 		b.WriteString("narun_gateway_body_memory_limit_bytes " + strconv.FormatInt(bb.size, 10) + "\n")
 		b.WriteString("# HELP narun_gateway_body_memory_waits_total Requests whose body waited for room in max_body_memory.\n# TYPE narun_gateway_body_memory_waits_total counter\n")
 		b.WriteString("narun_gateway_body_memory_waits_total " + strconv.FormatUint(bb.waits.Load(), 10) + "\n")
+		b.WriteString("# HELP narun_gateway_body_memory_refused_total Requests answered 503 at once: their body found no room in max_body_memory and as many requests as may wait for it waited already.\n# TYPE narun_gateway_body_memory_refused_total counter\n")
+		b.WriteString("narun_gateway_body_memory_refused_total " + strconv.FormatUint(bb.refused.Load(), 10) + "\n")
 	}
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {
