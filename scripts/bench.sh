@@ -49,6 +49,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
 USED_PORTS=" "
+# Ports are picked below the kernel's ephemeral range: one the range holds
+# may be the local end of a connection (wrk's, curl's) when narun binds it.
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
+PORT_LOW=$((EPHEMERAL_LOW > 20000 ? 10000 : 1024))
 port() { # VAR n: sets VAR to BENCH_PORT_BASE+n, or to a free loopback port
 	local p
 	if [ -n "${BENCH_PORT_BASE:-}" ]; then
@@ -56,9 +60,9 @@ port() { # VAR n: sets VAR to BENCH_PORT_BASE+n, or to a free loopback port
 		return
 	fi
 	while :; do
-		p=$((20000 + RANDOM % 40000))
+		p=$((PORT_LOW + RANDOM % (EPHEMERAL_LOW - PORT_LOW)))
 		case $USED_PORTS in *" $p "*) continue ;; esac
-		if [ -z "$(ss -Hltn "sport = :$p")" ]; then
+		if [ -z "$(ss -Htan "sport = :$p")" ]; then
 			USED_PORTS="$USED_PORTS$p "
 			printf -v "$1" '%s' "$p"
 			return
