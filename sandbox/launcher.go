@@ -388,15 +388,27 @@ func (l *launcher) enterCgroup() error {
 // and the seccomp filter refuses MFD_EXEC. 2 refuses MFD_EXEC in the
 // kernel too, but before 6.6 it also refuses every memfd_create without
 // MFD_NOEXEC_SEAL, which breaks those apps: it is kept for architectures
-// without the filter, where nothing else refuses MFD_EXEC. Kernels before
-// 6.3 lack the setting (docs/SECURITY.md, "Known limits").
+// without the filter, where nothing else refuses MFD_EXEC. A value the
+// parent namespace set higher (a hardened host's 2) is inherited and may
+// not be lowered: it is kept. Kernels before 6.3 lack the setting
+// (docs/SECURITY.md, "Known limits").
 func noExecMemfds() error {
-	level := "1"
+	const sysctl = "/proc/sys/vm/memfd_noexec"
+	level := byte('1')
 	if _, filtered := seccompArchs[runtime.GOARCH]; !filtered {
-		level = "2"
+		level = '2'
 	}
-	err := os.WriteFile("/proc/sys/vm/memfd_noexec", []byte(level), 0)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	cur, err := os.ReadFile(sysctl)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("make memfds non-executable: %w", err)
+	}
+	if len(cur) > 0 && cur[0] >= level && cur[0] <= '2' {
+		return nil
+	}
+	if err := os.WriteFile(sysctl, []byte{level}, 0); err != nil {
 		return fmt.Errorf("make memfds non-executable: %w", err)
 	}
 	return nil

@@ -366,6 +366,44 @@ func TestMemfdExecRefused(t *testing.T) {
 	}
 }
 
+// memfdParentEnv marks the run of the test binary that
+// TestSandboxUnderStricterMemfdParent starts in a PID namespace of its own.
+const memfdParentEnv = "NARUN_TEST_MEMFD_PARENT"
+
+// A sandbox starts under a parent PID namespace whose vm.memfd_noexec is
+// stricter than the sandbox's own level (a hardened host's 2): a child
+// namespace may not lower it, and the launcher keeps it instead of
+// failing. The test binary runs again as PID 1 of a new namespace, whose
+// setting it raises to 2, so that the host's is left alone.
+func TestSandboxUnderStricterMemfdParent(t *testing.T) {
+	requireRoot(t)
+	const sysctl = "/proc/sys/vm/memfd_noexec"
+	if _, err := os.Stat(sysctl); err != nil {
+		t.Skipf("kernel before 6.3, without %s (docs/SECURITY.md, Known limits): %v", sysctl, err)
+	}
+	if os.Getenv(memfdParentEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxUnderStricterMemfdParent$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), memfdParentEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestSandboxUnderStricterMemfdParent") {
+			t.Fatalf("in a PID namespace with vm.memfd_noexec = 2: %v\n%s", err, out)
+		}
+		return
+	}
+	if err := os.WriteFile(sysctl, []byte("2"), 0); err != nil {
+		t.Fatalf("raise %s in this PID namespace: %v", sysctl, err)
+	}
+	out, err := runSandbox(t, testConfig(t, "memfd"))
+	if err != nil || !strings.Contains(out, "ESCAPED") {
+		t.Fatalf("sandbox under a parent with vm.memfd_noexec = 2: %v\n%s", err, out)
+	}
+	out, err = runSandbox(t, testConfig(t, "memfdexec", "exec,proc"))
+	if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+		t.Fatalf("ran code from an anonymous file made with MFD_EXEC: %v\n%s", err, out)
+	}
+}
+
 // TestCatalogueControl shows the escape helper does succeed where the
 // sandbox allows it, so the catalogue's blocks are not the helper's bugs.
 func TestCatalogueControl(t *testing.T) {
