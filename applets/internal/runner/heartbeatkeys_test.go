@@ -1,9 +1,12 @@
 package runner
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/config"
@@ -64,4 +67,44 @@ func newKeyLine(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return k + "\n"
+}
+
+// A secret key file that turns unreadable while the runner runs (made
+// readable by others, removed) is logged once as it happens, not found at
+// the next start of an app with secrets; it is logged again only after it
+// was readable in between.
+func TestUnreadableKeyFileLoggedOnce(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	path := writeKeyFile(t, []byte(newKeyLine(t)))
+	var logs bytes.Buffer
+	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: path}, DataDir: t.TempDir(), Conn: c.nc,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warnings := func() int { return strings.Count(logs.String(), "secret key file unreadable") }
+	r.nodeState()
+	if n := warnings(); n != 0 {
+		t.Fatalf("%d warnings with a readable key file:\n%s", n, logs.String())
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.nodeState()
+	r.nodeState()
+	if n := warnings(); n != 1 || !strings.Contains(logs.String(), "chmod 600") {
+		t.Fatalf("%d warnings after chmod 644, want 1 saying what to do:\n%s", n, logs.String())
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.nodeState()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.nodeState()
+	if n := warnings(); n != 2 {
+		t.Fatalf("%d warnings after the file was readable again and then not, want 2:\n%s", n, logs.String())
+	}
 }

@@ -90,7 +90,13 @@ type Runner struct {
 	cache     *cache
 	links     execLinks
 	keys      keyFile
-	caps      state.Capabilities
+	// keysWarned is set while the key file is unreadable and that was
+	// logged.
+	keysWarned struct {
+		sync.Mutex
+		on bool
+	}
+	caps state.Capabilities
 	// signatures checks every spec before it is read: with trusted keys,
 	// JetStream can be made to write narun-apps for a login kept off it
 	// (docs/SECURITY.md, "Signed specs").
@@ -1147,9 +1153,20 @@ func (r *Runner) secretKeys() *state.SecretKeys {
 	if !k.File {
 		return k
 	}
-	if ring, err := r.keys.load(); err == nil {
-		k.IDs = ring.IDs()
+	ring, err := r.keys.load()
+	r.keysWarned.Lock()
+	defer r.keysWarned.Unlock()
+	if err != nil {
+		// Once as it turns unreadable: every heartbeat reads it, and
+		// otherwise only the next start of an app with secrets would say.
+		if !r.keysWarned.on {
+			r.keysWarned.on = true
+			r.log.Warn("secret key file unreadable: instances that use secrets fail at their next start until it is mended", "file", r.keys.path, "err", err)
+		}
+		return k
 	}
+	r.keysWarned.on = false
+	k.IDs = ring.IDs()
 	return k
 }
 
