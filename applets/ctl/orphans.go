@@ -96,15 +96,26 @@ func (e *env) orphanChunks(ctx context.Context, bucket string, thorough bool) (m
 	return chunks, now, nil
 }
 
+// orphanGrace is how long chunks no object names are spared after their
+// last one was stored: an upload in flight stores a chunk every few
+// seconds while it moves, gives up once none is acknowledged for its
+// timeout (putObject), and stores its metadata right after the last, so
+// chunks untouched for twice that timeout, and never less than
+// deployInFlight, belong to no upload that can still finish. prune_grace
+// has no say: it is about builds a deploy pins, and one of "0s" would
+// purge the chunks of another ctl's upload under way. This ctl's timeout
+// stands for the uploader's, which it cannot know; an upload whose chunks
+// are purged all the same (its timeout set far longer) fails before its
+// metadata is stored (sendObject), not with an object that reads as
+// corrupt.
+func (e *env) orphanGrace() time.Duration {
+	return max(deployInFlight, 2*e.timeout)
+}
+
 // purgeOrphans purges the chunk subjects of orphans (their message counts)
-// whose last message is older than an upload in flight can leave it, on
-// the server's clock now, and says what it reclaimed. An upload stores
-// a chunk every few seconds while it moves (it gives up after its timeout
-// without an acknowledgement) and its metadata right after the last, so
-// chunks untouched for deployInFlight (or prune_grace, if shorter, as
-// image delete counts) belong to no upload that can still finish. Only the
-// messages judged are purged: a chunk stored after them stays, for the
-// next time.
+// whose last message is older than orphanGrace on the server's clock now,
+// and says what it reclaimed. Only the messages judged are purged: a chunk
+// stored after them stays, for the next time.
 func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[string]uint64, now time.Time) {
 	var uploads int
 	var size uint64
@@ -114,7 +125,7 @@ func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[strin
 			e.log.Debug("read the last chunk no object names", "subject", subj, "err", err)
 			continue
 		}
-		if age, wait := e.deployWait(now, last.Time); wait > 0 {
+		if age := now.Sub(last.Time); age < e.orphanGrace() {
 			e.log.Debug("chunks no object names kept for now: an upload may be storing them", "subject", subj, "age", age)
 			continue
 		}

@@ -167,6 +167,13 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		return nil, fmt.Errorf("check the content sent: sha256 %s, not %s as hashed before (changed since?)", got, sum)
 	}
+	// Nor may it name chunks gone: another ctl reclaims those no object
+	// names (reclaimChunks), which ours are until the metadata is stored,
+	// and one that misjudged this upload's age would leave an object that
+	// reads as corrupt, replacing a whole one.
+	if err := e.checkChunks(ctx, bucket, id, n); err != nil {
+		return nil, err
+	}
 	meta.Opts = &jetstream.ObjectMetaOptions{ChunkSize: uploadChunk}
 	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id, Size: size, Chunks: n, Digest: jetstream.GetObjectDigestValue(h)}
 	b, err := json.Marshal(info)
@@ -183,4 +190,24 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 	}
 	info.ModTime = time.Now().UTC()
 	return info, nil
+}
+
+// checkChunks fails unless bucket's stream holds exactly n chunks of the
+// object of id, as the upload that sent them acknowledged.
+func (e *env) checkChunks(ctx context.Context, bucket, id string, n uint32) error {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	if err != nil {
+		return fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	subj := chunkSubject(bucket, id)
+	info, err := s.Info(octx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return fmt.Errorf("count the chunks sent: %w", err)
+	}
+	if got := info.State.Subjects[subj]; got != uint64(n) {
+		return fmt.Errorf("count the chunks sent: %d of %d stored: chunks of this upload were removed while it ran (another ctl reclaiming space?): run it again", got, n)
+	}
+	return nil
 }
