@@ -48,6 +48,18 @@ type app struct {
 	// else reconciles an unchanged spec, so its turning healthy later must
 	// resume the rollout, or the old instance would run beside it for good.
 	halted *instance
+	// served is the revision of the last instance replace stopped while
+	// it was healthy, until an instance of a later one has been healthy
+	// for min_healthy: a new instance that fails is replaced by one of
+	// it, though what ran in the slot meanwhile (a revision cut short by
+	// a newer spec before it turned healthy) never served. digests keeps
+	// its binary cached, as no instance may hold it meanwhile.
+	served *revision
+	// rolledBack is the last state of the new instance replace stopped
+	// to start served's revision again: failed, saying why, listed in the
+	// heartbeats until the next spec. Unlisted, it would be forgotten by
+	// ctl's --wait, which would then wait until its --timeout.
+	rolledBack *state.Instance
 
 	// warned is the last spec whose outdated rules were logged, so that a
 	// reconcile of the same spec does not log them again; only run uses it.
@@ -59,6 +71,12 @@ type app struct {
 	// uncached is the spec whose caching failed, under mu; nil when the
 	// cached spec is the one applied.
 	uncached []byte
+}
+
+// revision is a spec an instance ran, with its fingerprint.
+type revision struct {
+	sp *spec.App
+	fp string
 }
 
 // instance is one supervised process slot of the app.
@@ -125,7 +143,23 @@ func (a *app) digests() []string {
 	for _, in := range a.insts {
 		d = append(d, in.digest)
 	}
+	if a.served != nil {
+		if b, ok := a.served.sp.Binary(runtime.GOARCH); ok {
+			d = append(d, b.SHA256)
+		}
+	}
 	return d
+}
+
+// rolledBackState is the state of the instance replace last stopped to
+// start the revision that served again, if it did since the last spec.
+func (a *app) rolledBackState() (state.Instance, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rolledBack == nil {
+		return state.Instance{}, false
+	}
+	return *a.rolledBack, true
 }
 
 func (a *app) specPath() string { return filepath.Join(a.r.specsDir(), a.name+".toml") }
@@ -157,7 +191,7 @@ func (a *app) run(ctx context.Context) {
 				a.log.Warn("remove app directory", "err", err)
 			}
 			a.mu.Lock()
-			a.current = nil
+			a.current, a.served, a.rolledBack = nil, nil, nil
 			a.mu.Unlock()
 			a.pruneLinks()
 			if a.r.forget(a) {
@@ -286,7 +320,7 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 // (replace).
 func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	a.mu.Lock()
-	a.halted = nil
+	a.halted, a.rolledBack = nil, nil
 	a.mu.Unlock()
 	want := sp.ReplicasOn(a.r.node, a.r.labels)
 	fp := sp.Fingerprint(runtime.GOARCH)
@@ -358,15 +392,22 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			a.halt(cur[len(cur)-1], "rollout halted: new instance not healthy, old one kept until it is")
 			return
 		}
+		a.mu.Lock()
+		a.served = nil
+		a.mu.Unlock()
 		a.stop(old)
 	}
 }
 
 // sharePort says whether an instance of sp would listen on the port one
-// of prev listens on: sp's [http] port, both on the host's network. Each
-// in a network namespace of its own, they never clash.
+// of prev listens on: both on the host's network with the same [http]
+// port. Each in a network namespace of its own, they never clash. Only
+// [http] port counts, the one port the runner knows of: an app that
+// listens on a port its args name rolls as any other, and a new instance
+// that finds its port held crashes or never turns healthy, which halts
+// the rollout with the old one serving on.
 func sharePort(prev, sp *spec.App) bool {
-	return sp.HTTP.Port > 0 && !ownNetwork(prev) && !ownNetwork(sp)
+	return sp.HTTP.Port > 0 && sp.HTTP.Port == prev.HTTP.Port && !ownNetwork(prev) && !ownNetwork(sp)
 }
 
 // ownNetwork says whether each instance of sp has a network namespace of
@@ -379,21 +420,32 @@ func ownNetwork(sp *spec.App) bool {
 // both would listen on one port (sharePort): the slot serves nothing from
 // prev's stop until the new one is healthy. The new one must stay healthy
 // for min_healthy as in a rollout; one that does not halts the rollout,
-// and the revision prev ran starts again if prev served, for a version
-// that fails must not take the app down. It reports whether the rollout
-// goes on to the next slot.
+// and the last revision that served (served: prev's, if it was healthy)
+// starts again, for a version that fails must not take the app down. It
+// reports whether the rollout goes on to the next slot.
 func (a *app) replace(ctx context.Context, prev *instance, sp *spec.App, slot int, fp string) bool {
-	served := prev.sup.Status().State == state.Healthy
+	if prev.sup.Status().State == state.Healthy {
+		// Set before the stop, so that digests always names its binary.
+		a.mu.Lock()
+		a.served = &revision{sp: prev.sp, fp: prev.fp}
+		a.mu.Unlock()
+	}
 	a.stop([]*instance{prev})
 	in := a.start(ctx, sp, slot, fp, "")
 	healthy, interrupted := a.waitHealthy(ctx, in, sp)
+	a.mu.Lock()
+	served := a.served
+	if healthy {
+		a.served = nil
+	}
+	a.mu.Unlock()
 	switch {
 	case interrupted:
 		return false
 	case healthy:
 		return true
-	case !served:
-		a.halt(in, "rollout halted: new instance not healthy, and the old one, stopped first as both listen on the [http] port on the host network, did not serve either: the app is down until the new one turns healthy")
+	case served == nil:
+		a.halt(in, "rollout halted: new instance not healthy, and the old one, stopped first as both listen on the [http] port on the host network, did not serve either, nor did any revision since one last did: the app is down until the new one turns healthy")
 		return false
 	}
 	st := in.sup.Status()
@@ -402,10 +454,16 @@ func (a *app) replace(ctx context.Context, prev *instance, sp *spec.App, slot in
 	if st.Reason != "" {
 		why += ": " + st.Reason
 	}
-	why += fmt.Sprintf("); %s started again, stopped for it as both listen on [http] port %d on the host network", prev.sp.Version, sp.HTTP.Port)
-	a.start(ctx, prev.sp, slot, prev.fp, why)
-	a.log.Warn("rollout halted: new instance not healthy; the old revision, stopped first as both listen on the [http] port on the host network, started again: the new one is tried again at the next deploy or narun ctl app restart",
-		"instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason, "version", sp.Version, "restored_version", prev.sp.Version)
+	why += fmt.Sprintf("); %s, the last revision that served, started again, stopped for it as both listen on [http] port %d on the host network", served.sp.Version, sp.HTTP.Port)
+	failed := in.sup.Status()
+	failed.State, failed.Reason, failed.Since = state.Failed, why, time.Now()
+	a.mu.Lock()
+	a.rolledBack = &failed
+	a.mu.Unlock()
+	a.r.publishEvent(failed)
+	a.start(ctx, served.sp, slot, served.fp, why)
+	a.log.Warn("rollout halted: new instance not healthy; the last revision that served, stopped first as both listen on the [http] port on the host network, started again: the new one is tried again at the next deploy or narun ctl app restart",
+		"instance", st.ID, "state", st.State, "restarts", st.Restarts, "reason", st.Reason, "version", sp.Version, "restored_version", served.sp.Version)
 	return false
 }
 

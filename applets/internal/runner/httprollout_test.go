@@ -1,8 +1,11 @@
 package runner
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -78,9 +81,11 @@ func TestHostHTTPAppRollsBackFromFailingVersion(t *testing.T) {
 	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
 
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+"[restart]\nmax_failures = 1\n")
-	back := tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
-		return allIn(1, state.Healthy)(l) && l[0].Version == "1.0.0" && l[0].ID != old.ID
-	})[0]
+	// The stopped 1.1.0 instance is listed too, failed (rolledBack).
+	back := running(tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		up := running(l)
+		return allIn(1, state.Healthy)(up) && up[0].Version == "1.0.0" && up[0].ID != old.ID
+	}))[0]
 	if body := postHello(t, gw, "again"); !strings.Contains(body, "Hello, again") {
 		t.Errorf("through the gateway after the rollback: %s", body)
 	}
@@ -115,5 +120,137 @@ func TestHostHTTPAppHaltsWhenNeitherServes(t *testing.T) {
 	})
 	if l := tr.of("plain"); len(l) != 1 || l[0].Version != "1.1.0" {
 		t.Errorf("instances after the halt: %+v, want only the 1.1.0 one", l)
+	}
+}
+
+// A second failing deploy that cuts the first one's health wait short must
+// not take the app down: the revision that served before both is the one
+// started again, not the first failing one, which never served.
+func TestHostHTTPAppSecondBadDeployKeepsServingRevision(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
+	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+
+	crash := "args = [\"crash\"]\n" + bridged + "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+	c.deploy(t, "plain", "1.1.0", probeBin, crash)
+	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
+	})
+	c.deploy(t, "plain", "1.2.0", probeBin, crash+"max_failures = 1\n")
+	testutil.Eventually(t, 30*time.Second, "1.2.0's rollout to end", func() bool {
+		return strings.Contains(tr.logs.String(), "the app is down") || slices.ContainsFunc(tr.of("plain"), func(in state.Instance) bool {
+			return in.Version == "1.0.0" && in.State == state.Healthy
+		})
+	})
+	if logs := tr.logs.String(); strings.Contains(logs, "the app is down") {
+		t.Fatalf("rollout of 1.2.0 left the app down; instances: %+v", tr.of("plain"))
+	}
+	if up := running(tr.of("plain")); len(up) != 1 || up[0].Version != "1.0.0" {
+		t.Fatalf("instances running: %+v; want only 1.0.0, which served before both bad deploys", up)
+	}
+}
+
+// The binary of the revision replace would start again stays cached while
+// no instance runs it: NATS may be unreachable when it is needed.
+func TestHostHTTPAppKeepsBinaryOfServingRevision(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
+	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+
+	// start_grace holds the health wait open while the cache is pruned.
+	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
+		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
+	})
+	tr.gc()
+	if _, err := os.Stat(tr.cache.path(fileDigest(t, helloBin))); err != nil {
+		t.Fatalf("binary of 1.0.0, to start again if 1.1.0 fails: %v", err)
+	}
+}
+
+// Moving an app on the host network to another [http] port clashes with
+// nothing: the old instance serves until the new one is healthy.
+func TestHostHTTPAppChangingPortRollsWithoutGap(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	ev := c.watchEvents(t, "plain")
+	tr := startRunner(t, c, nil)
+	serve := func(addr string) string {
+		_, port, _ := net.SplitHostPort(addr)
+		return fmt.Sprintf("args = [\"--http\", %q]\n[http]\nport = %s\n", addr, port) + takeOverAtOnce
+	}
+	c.deploy(t, "plain", "1.0.0", helloBin, serve(testutil.FreeAddr(t)))
+	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	c.deploy(t, "plain", "1.1.0", helloBin, serve(testutil.FreeAddr(t)))
+	tr.wait(t, "plain", "rolled to 1.1.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.1.0"
+	})
+	testutil.Eventually(t, 10*time.Second, "the old instance's stop event", func() bool {
+		return slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.ID == old.ID && e.State == state.Stopped })
+	})
+	events := ev.list()
+	stopping := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == old.ID && e.State == state.Stopping })
+	healthy := slices.IndexFunc(events, func(e state.Event) bool { return e.Version == "1.1.0" && e.State == state.Healthy })
+	if healthy < 0 || stopping < healthy {
+		var seen []string
+		for _, e := range events {
+			seen = append(seen, fmt.Sprintf("%s %s %s", e.Version, e.ID, e.State))
+		}
+		t.Fatalf("old instance stopped before the new one was healthy; events:\n%s", strings.Join(seen, "\n"))
+	}
+}
+
+// running are the instances of l that have not ended.
+func running(l []state.Instance) []state.Instance {
+	return slices.DeleteFunc(slices.Clone(l), func(in state.Instance) bool { return in.State.Final() })
+}
+
+// ctl's --wait forgets an instance that a heartbeat stored after its last
+// event no longer lists: the new instance replace stopped, still
+// restarting under the default restart policy, must stay in the
+// heartbeats as failed, with why, or a deploy --wait would wait for it
+// until its --timeout.
+func TestHostHTTPAppRollbackReportsNewInstanceFailed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	// Halt as soon as start_grace is over instead of a minute later.
+	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
+	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+
+	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
+		"[health]\nstart_grace = \"200ms\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+	back := running(tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		up := running(l)
+		return len(up) == 1 && up[0].Version == "1.0.0" && up[0].State == state.Healthy && up[0].ID != old.ID
+	}))[0]
+	var last state.Node
+	testutil.Eventually(t, 10*time.Second, "a heartbeat listing the 1.0.0 started again", func() bool {
+		e, err := c.nodes.Get(context.Background(), node)
+		var n state.Node
+		if err != nil || json.Unmarshal(e.Value(), &n) != nil {
+			return false
+		}
+		last = n
+		return slices.ContainsFunc(last.Instances, func(in state.Instance) bool { return in.ID == back.ID && in.State == state.Healthy })
+	})
+	if !slices.ContainsFunc(last.Instances, func(in state.Instance) bool {
+		return in.Version == "1.1.0" && in.State == state.Failed && strings.Contains(in.Reason, "rollout of 1.1.0 halted")
+	}) {
+		t.Fatalf("heartbeat after the rollback does not list 1.1.0 as failed, saying why: %+v", last.Instances)
 	}
 }

@@ -321,9 +321,11 @@ func checkSandboxPlacements(sp *spec.App) error {
 	return nil
 }
 
-// maxEnvString is the kernel's MAX_ARG_STRLEN (32 pages of 4 KiB): exec
-// refuses a single environment string, its NUL included, longer than that.
-const maxEnvString = 32 * 4096
+// maxEnvString is the kernel's MAX_ARG_STRLEN, 32 pages: exec refuses a
+// single environment string, its NUL included, longer than that. Pages
+// are 4 KiB on most machines, 16 or 64 KiB on some arm64 and ppc64le
+// kernels, where the limit is that much higher.
+var maxEnvString = 32 * os.Getpagesize()
 
 // envFit says why value cannot be the environment variable name, if it
 // cannot: exec fails the same way on every attempt.
@@ -332,7 +334,7 @@ func envFit(name string, value []byte) error {
 		return errors.New("its value holds a NUL byte")
 	}
 	if len(name)+1+len(value) >= maxEnvString {
-		return fmt.Errorf("its value is %d bytes, more than an environment variable can carry, %d KiB", len(value), maxEnvString>>10)
+		return fmt.Errorf("its value is %d bytes, more than an environment variable can carry, %d KiB (32 pages)", len(value), maxEnvString>>10)
 	}
 	return nil
 }

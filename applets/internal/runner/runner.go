@@ -977,6 +977,9 @@ func (r *Runner) instances() []state.Instance {
 		for _, in := range a.instanceList() {
 			all = append(all, r.decorate(in.sup.Status()))
 		}
+		if st, ok := a.rolledBackState(); ok {
+			all = append(all, st)
+		}
 	}
 	return all
 }

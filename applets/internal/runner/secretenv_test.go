@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -42,5 +43,19 @@ func TestSecretUnfitForEnvFailsAtOnce(t *testing.T) {
 		if !strings.Contains(in.Reason, tc.want) || !strings.Contains(in.Reason, "give it as a file") || in.Restarts != 0 {
 			t.Errorf("instance %+v: want failed at once with reason %q", in, tc.want)
 		}
+	}
+}
+
+// The limit is the kernel's, 32 pages of this machine's size, not of
+// 4 KiB: on a kernel with 64 KiB pages a value of 200 KiB fits.
+func TestEnvFitLimitIsThirtyTwoPages(t *testing.T) {
+	t.Parallel()
+	limit := 32 * os.Getpagesize()
+	fits := []byte(strings.Repeat("x", limit-len("TOKEN=")-1))
+	if err := envFit("TOKEN", fits); err != nil {
+		t.Errorf("value of %d bytes, with its name and NUL the %d of 32 pages: %v", len(fits), limit, err)
+	}
+	if err := envFit("TOKEN", append(fits, 'x')); err == nil {
+		t.Errorf("value of %d bytes, one past 32 pages with its name and NUL, accepted", len(fits)+1)
 	}
 }
