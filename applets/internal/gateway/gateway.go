@@ -742,6 +742,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		if name != "admin" {
 			s.ConnState = g.conns.track
+			s.ConnContext = withConn
 			// The gateway answers OPTIONS * itself, within its bounds
 			// (serverOptions).
 			s.DisableGeneralOptionsHandler = true

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"container/list"
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -40,7 +41,8 @@ var reclaimNames = [numReclaims]string{"idle", "head_incomplete"}
 // (its client opens another when it needs one), else of the oldest one
 // still without a complete request head after headGrace; with neither it
 // is closed at once. The admin listener is outside the bound, so /healthz
-// and /metrics still answer.
+// and /metrics still answer. A connection whose last answer is written
+// leaves the bound for one of its own (see closing).
 type connLimit struct {
 	max       int
 	log       *slog.Logger
@@ -52,6 +54,10 @@ type connLimit struct {
 	mu   sync.Mutex
 	open map[net.Conn]struct{}
 	idle map[net.Conn]struct{}
+	// ending are the connections out of open that closing moved, at
+	// most maxEnding.
+	ending    map[net.Conn]struct{}
+	maxEnding int
 	// noHead are the connections without a request head yet, oldest
 	// first, as accepted; noHeadAt finds each one's element.
 	noHead   *list.List
@@ -88,9 +94,9 @@ func maxConnectionsFor(limit, ram int64) int {
 	return int(min(max(m/connMemory, minDefaultConns), config.DefaultMaxConnections))
 }
 
-func newConnLimit(max int, log *slog.Logger) *connLimit {
-	return &connLimit{max: max, log: log, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
-		noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
+func newConnLimit(n int, log *slog.Logger) *connLimit {
+	return &connLimit{max: n, log: log, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
+		ending: map[net.Conn]struct{}{}, maxEnding: max(n, minEnding), noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
 }
 
 // track is the servers' ConnState.
@@ -134,10 +140,35 @@ func (l *connLimit) headed(c net.Conn) {
 	}
 }
 
+// minEnding is the least maxEnding: a client whose uploads are refused
+// one after another over loopback or a LAN leaves some hundreds of
+// connections a second waiting out their close, some 20 KiB each (its
+// goroutine and buffers), 5 MiB for 256.
+const minEnding = 256
+
+// closing notes that c's last answer is written and it closes next.
+// net/http then waits up to 500 ms for the client to read the answer
+// before a reset could discard it (closeWriteAndWait): counted against
+// max all that time, connections whose uploads were refused would take
+// every place, and new ones would be closed unanswered. Closing c early
+// would bring back the reset, so it leaves the bound for one of its own,
+// maxEnding; beyond that it counts against max again, so that even
+// clients that do not read their answer hold at most max + maxEnding.
+func (l *connLimit) closing(c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.open[c]; !ok || len(l.ending) >= l.maxEnding {
+		return
+	}
+	l.forget(c)
+	l.ending[c] = struct{}{}
+}
+
 // forget drops c from every set. l.mu is held.
 func (l *connLimit) forget(c net.Conn) {
 	delete(l.open, c)
 	delete(l.idle, c)
+	delete(l.ending, c)
 	l.headed(c)
 }
 
@@ -169,10 +200,19 @@ func (l *connLimit) reclaimNoHead(now time.Time) bool {
 	return true
 }
 
+// count is the connections counted against max, those in ending not.
 func (l *connLimit) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.open)
+}
+
+type connKey struct{}
+
+// withConn is the servers' ConnContext: the handler finds the connection
+// its request came on, to tell l when it closes after the answer.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
 }
 
 // closeConn closes the socket under a TLS connection: tls.Conn's Close

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+
 	"math"
 	"net"
 	"net/http"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -314,4 +317,91 @@ func TestMaxConnectionsFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A connection whose last answer is written waits some 500 ms in net/http
+// before it closes, so that the client reads the answer before a reset:
+// counted against max_connections all that time, clients whose uploads
+// are refused one after another would fill every place, and the next
+// connection would be closed unanswered. Each of these, one at a time,
+// gets its 413, and the connections counted stay within the bound.
+func TestConnectionLimitFreesClosingConnections(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	serveSlow(t, srv, 0)
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc", MaxBody: 1 << 10})
+	cfg.MaxConnections = 2
+	r := startRun(t, natstest.Connect(t, srv), cfg, "")
+	head := "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" + strings.Repeat("x", 4096)
+	for i := range 10 {
+		c, err := net.Dial("tcp", r.addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, head)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("upload %d: no answer: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("upload %d: %s, want 413", i, resp.Status)
+		}
+		_, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+		if n := metricInt(t, m, "narun_gateway_connections"); n > int(cfg.MaxConnections) {
+			t.Fatalf("upload %d: narun_gateway_connections %d, above max_connections %d", i, n, cfg.MaxConnections)
+		}
+	}
+}
+
+// The connections waiting out their close have a bound of their own;
+// beyond it they count against max_connections again, so that clients
+// that do not read their last answer cannot hold connections without
+// bound.
+func TestConnLimitClosingAllowance(t *testing.T) {
+	l := newConnLimit(1, slog.New(slog.DiscardHandler))
+	l.maxEnding = 1
+	conn := func() net.Conn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return a
+	}
+	c1, c2, c3 := conn(), conn(), conn()
+	l.track(c1, http.StateNew)
+	l.track(c1, http.StateActive)
+	l.closing(c1)
+	if n := l.count(); n != 0 {
+		t.Fatalf("a closing connection counted: %d", n)
+	}
+	l.track(c2, http.StateNew)
+	l.track(c2, http.StateActive)
+	l.closing(c2)
+	if n := l.count(); n != 1 {
+		t.Fatalf("a closing connection beyond the allowance not counted: %d", n)
+	}
+	l.track(c3, http.StateNew)
+	if l.refused.Load() != 1 {
+		t.Fatalf("a new connection taken with the bound held by one beyond the allowance")
+	}
+	l.track(c1, http.StateClosed)
+	l.track(c2, http.StateClosed)
+	if n, e := l.count(), len(l.ending); n != 0 || e != 0 {
+		t.Fatalf("closed connections still held: %d counted, %d closing", n, e)
+	}
+}
+
+// metricInt is the value of the unlabelled metric name in the exposition m.
+func metricInt(t *testing.T, m, name string) int {
+	t.Helper()
+	_, rest, ok := strings.Cut(m, "\n"+name+" ")
+	if !ok {
+		t.Fatalf("metrics lack %s:\n%s", name, m)
+	}
+	v, _, _ := strings.Cut(rest, "\n")
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("metric %s: %v", name, err)
+	}
+	return n
 }

@@ -165,7 +165,7 @@ func (m *metrics) write(w io.Writer) error {
 	}
 	b.WriteString("# HELP narun_gateway_in_flight_requests Requests being proxied now.\n# TYPE narun_gateway_in_flight_requests gauge\n")
 	b.WriteString("narun_gateway_in_flight_requests " + strconv.FormatInt(m.inflight.Load(), 10) + "\n")
-	b.WriteString("# HELP narun_gateway_connections Client connections open on the HTTP and HTTPS listeners.\n# TYPE narun_gateway_connections gauge\n")
+	b.WriteString("# HELP narun_gateway_connections Client connections open on the HTTP and HTTPS listeners, counted against max_connections: not those answered and waiting out their close.\n# TYPE narun_gateway_connections gauge\n")
 	b.WriteString("narun_gateway_connections " + strconv.Itoa(m.conns.count()) + "\n")
 	b.WriteString("# HELP narun_gateway_connections_refused_total New connections closed at once for max_connections, none being idle or without a request head past the grace.\n# TYPE narun_gateway_connections_refused_total counter\n")
 	b.WriteString("narun_gateway_connections_refused_total " + strconv.FormatUint(m.conns.refused.Load(), 10) + "\n")

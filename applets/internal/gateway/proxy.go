@@ -93,6 +93,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.logAccess(r, rt, ex, took)
 		}
 		exchangePool.Put(ex)
+		if r.ProtoMajor == 1 && (r.Close || listed(w.Header()["Connection"], "close")) {
+			// Answered, and the connection closes next: net/http may
+			// yet wait for the client to read the answer, which must
+			// not hold a place of max_connections.
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				g.conns.closing(c)
+			}
+		}
 	}()
 
 	rid := r.Header.Get("X-Request-Id")
@@ -177,6 +185,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > rt.maxBody {
+		if r.ProtoMajor == 1 {
+			// The body stays unread: net/http would read up to 256 KiB
+			// of it to keep the connection, and close it after a larger
+			// one unseen here, its place at max_connections held while
+			// the client reads the answer. Closed, it leaves the bound
+			// (connLimit.closing).
+			w.Header().Set("Connection", "close")
+		}
 		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", "", rid)
 		return
 	}
