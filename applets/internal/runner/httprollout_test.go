@@ -74,11 +74,7 @@ func TestHostHTTPAppRollsBackFromFailingVersion(t *testing.T) {
 	ev := c.watchEvents(t, "plain")
 	tr := startRunner(t, c, nil)
 	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	bridged := fmt.Sprintf("[http]\nport = %s\n[[routes]]\npath = \"/hello/\"\n", port)
-	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
-	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	bridged, old := serveOnHostPort(t, c, tr, "[[routes]]\npath = \"/hello/\"\n")
 
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+"[restart]\nmax_failures = 1\n")
 	// The stopped 1.1.0 instance is listed too, failed (rolledBack).
@@ -130,11 +126,7 @@ func TestHostHTTPAppSecondBadDeployKeepsServingRevision(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
-	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
-	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+	bridged, _ := serveOnHostPort(t, c, tr, "")
 
 	crash := "args = [\"crash\"]\n" + bridged + "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
 	c.deploy(t, "plain", "1.1.0", probeBin, crash)
@@ -161,11 +153,7 @@ func TestHostHTTPAppKeepsBinaryOfServingRevision(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
-	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
-	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+	bridged, _ := serveOnHostPort(t, c, tr, "")
 
 	// start_grace holds the health wait open while the cache is pruned.
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
@@ -226,11 +214,7 @@ func TestHostHTTPAppRollbackReportsNewInstanceFailed(t *testing.T) {
 	c := newCluster(t, nil)
 	// Halt as soon as start_grace is over instead of a minute later.
 	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
-	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
-	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	bridged, old := serveOnHostPort(t, c, tr, "")
 
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
 		"[health]\nstart_grace = \"200ms\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
@@ -253,4 +237,17 @@ func TestHostHTTPAppRollbackReportsNewInstanceFailed(t *testing.T) {
 	}) {
 		t.Fatalf("heartbeat after the rollback does not list 1.1.0 as failed, saying why: %+v", last.Instances)
 	}
+}
+
+// serveOnHostPort deploys app "plain" 1.0.0, hello serving on a free
+// loopback port that its [http] port names, with extra in its spec, and
+// waits for it to be healthy. It returns the [http] table (and extra)
+// for later specs of the app to bind the same port, and the instance.
+func serveOnHostPort(t *testing.T, c *cluster, tr *testRunner, extra string) (string, state.Instance) {
+	t.Helper()
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port) + extra
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
+	return bridged, tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
 }
