@@ -138,7 +138,12 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		// Like a body in the head (firstSmall), a chunk starts at
 		// messageBuf and grows as it fills.
 		size := min(b.chunk, messageBuf)
-		held, err := b.budget.take(b.ctx, b.deadline, int64(size))
+		take := b.budget.take
+		if b.read > 0 {
+			// The head carried what firstSmall read.
+			take = b.budget.takeMore
+		}
+		held, err := take(b.ctx, b.deadline, int64(size))
 		if err != nil {
 			return nil, false, err
 		}

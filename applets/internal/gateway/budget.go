@@ -90,17 +90,29 @@ func defaultBodyMemory() int64 {
 	return max(m/16, 4<<20)
 }
 
-// take reserves n bytes, waiting for them until deadline or until parent
-// ends, unless maxWaiting requests wait already, and returns what it
-// reserved, to give back. n beyond the whole budget takes all of it. A
-// nil budget bounds nothing.
+// take reserves n bytes for a request's first buffer, waiting for them
+// until deadline or until parent ends, unless maxWaiting requests wait
+// already, and returns what it reserved, to give back. n beyond the whole
+// budget takes all of it. A nil budget bounds nothing.
 func (b *bodyBudget) take(parent context.Context, deadline time.Time, n int64) (int64, error) {
+	return b.reserve(parent, deadline, n, true)
+}
+
+// takeMore is take for a request whose body is under way: it waits
+// whatever the number of waiters, for refusing it would cut a body the
+// gateway has begun to pass on, and such requests are bounded already by
+// the budget they took first.
+func (b *bodyBudget) takeMore(parent context.Context, deadline time.Time, n int64) (int64, error) {
+	return b.reserve(parent, deadline, n, false)
+}
+
+func (b *bodyBudget) reserve(parent context.Context, deadline time.Time, n int64, bounded bool) (int64, error) {
 	if b == nil || n < budgetedBuf {
 		return 0, nil
 	}
 	n = min(n, b.size)
 	if !b.sem.TryAcquire(n) {
-		if b.waiting.Add(1) > b.maxWaiting {
+		if b.waiting.Add(1) > b.maxWaiting && bounded {
 			b.waiting.Add(-1)
 			b.refused.Add(1)
 			return 0, fmt.Errorf("%w (%d bytes; %d requests wait for room already, the most allowed)", errBodyBudget, n, b.maxWaiting)
