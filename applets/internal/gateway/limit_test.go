@@ -329,29 +329,42 @@ func TestConnectionLimitFreesClosingConnections(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	serveSlow(t, srv, 0)
-	cfg := gwConfig(config.Route{Path: "/", Service: "svc", MaxBody: 1 << 10})
+	cfg := gwConfig(config.Route{Path: "/up", Service: "svc", MaxBody: 1 << 10, Methods: []string{"POST"}})
 	cfg.MaxConnections = 2
 	r := startRun(t, natstest.Connect(t, srv), cfg, "")
-	head := "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" + strings.Repeat("x", 4096)
-	for i := range 10 {
-		c, err := net.Dial("tcp", r.addrs["http"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.WriteString(c, head)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		c.Close()
-		if err != nil {
-			t.Fatalf("upload %d: no answer: %v", i, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("upload %d: %s, want 413", i, resp.Status)
-		}
-		_, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
-		if n := metricInt(t, m, "narun_gateway_connections"); n > int(cfg.MaxConnections) {
-			t.Fatalf("upload %d: narun_gateway_connections %d, above max_connections %d", i, n, cfg.MaxConnections)
-		}
+	// Each refused before its body is read, which net/http would read up
+	// to 256 KiB of to keep the connection, and close past that unseen.
+	for _, tc := range []struct {
+		name, head string
+		want       int
+	}{
+		{"over max_body", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n", http.StatusRequestEntityTooLarge},
+		{"no route", "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n", http.StatusNotFound},
+		{"method not allowed", "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n", http.StatusMethodNotAllowed},
+		{"no route, chunked", "POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n", http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := range 10 {
+				c, err := net.Dial("tcp", r.addrs["http"])
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.WriteString(c, tc.head+strings.Repeat("x", 4096))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				c.Close()
+				if err != nil {
+					t.Fatalf("upload %d: no answer: %v", i, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.want {
+					t.Fatalf("upload %d: %s, want %d", i, resp.Status, tc.want)
+				}
+				_, m := get(t, "http://"+r.addrs["admin"]+"/metrics")
+				if n := metricInt(t, m, "narun_gateway_connections"); n > int(cfg.MaxConnections) {
+					t.Fatalf("upload %d: narun_gateway_connections %d, above max_connections %d", i, n, cfg.MaxConnections)
+				}
+			}
+		})
 	}
 }
 

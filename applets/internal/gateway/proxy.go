@@ -139,7 +139,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A CONNECT names a host to open a tunnel to, not a path: routed
 		// as "/", a service's 200 would tell the client its tunnel is
 		// open. Not logged, as a 404 is not: a client's doing.
-		g.fail(w, ex, http.StatusNotImplemented, "CONNECT is not supported: the gateway is not a forward proxy", rid)
+		g.refuse(w, r, ex, http.StatusNotImplemented, "CONNECT is not supported: the gateway is not a forward proxy", rid)
 		return
 	}
 	if expect := r.Header["Expect"]; len(expect) > 0 && expect[0] != "" && !listed(expect[:1], "100-continue") {
@@ -147,7 +147,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// as net/http's HTTP/1 server judges it, by the first value, and
 		// answers it before any handler; its HTTP/2 server passes it on,
 		// to a service that would ignore it.
-		g.fail(w, ex, http.StatusExpectationFailed, "only the expectation 100-continue is supported", rid)
+		g.refuse(w, r, ex, http.StatusExpectationFailed, "only the expectation 100-continue is supported", rid)
 		return
 	}
 	p := cleanPath(r.URL.Path)
@@ -158,10 +158,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if refused != nil {
 			rm = refused.metrics
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			g.fail(w, ex, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here", rid)
+			g.refuse(w, r, ex, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here", rid)
 			return
 		}
-		g.fail(w, ex, http.StatusNotFound, "no route for "+p, rid)
+		g.refuse(w, r, ex, http.StatusNotFound, "no route for "+p, rid)
 		return
 	}
 	rm = rt.metrics
@@ -172,7 +172,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// answer; nothing in the protocol can carry the connection after
 		// it, so the gateway says so itself. Not logged, as a 404 is not:
 		// a client's doing, which a browser may repeat at will.
-		g.fail(w, ex, http.StatusNotImplemented, "WebSocket is not supported: the gateway relays HTTP requests and responses, not upgraded connections", rid)
+		g.refuse(w, r, ex, http.StatusNotImplemented, "WebSocket is not supported: the gateway relays HTTP requests and responses, not upgraded connections", rid)
 		return
 	}
 	// Taken before the connection is checked: a loss while the body is
@@ -181,6 +181,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.nc.IsConnected() {
 		g.metrics.outcomes[outcomeError].Add(1)
 		w.Header().Set("Retry-After", "1")
+		closeUnread(w, r)
 		g.failLogged(w, ex, rt, http.StatusServiceUnavailable, "not connected to NATS", "", rid)
 		return
 	}
@@ -1148,6 +1149,28 @@ func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, cod
 
 // fail writes an error response that names the request id, so a user can
 // quote it and an operator can find it in the logs.
+// refuse is fail for a request answered before its body is read.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, code int, msg, rid string) {
+	closeUnread(w, r)
+	g.fail(w, ex, code, msg, rid)
+}
+
+// closeUnread closes the HTTP/1 connection of a request answered before
+// its body was read, when net/http could not keep it: it reads up to
+// 256 KiB of a body left unread to keep the connection, and closes after
+// a larger one, or one of unknown length, unseen by the gateway, whose
+// place at max_connections it would hold while the client reads the
+// answer. Said in the answer, the close lets connLimit free that place.
+func closeUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && (r.ContentLength > maxDiscard || r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody) {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// maxDiscard is how much of a body left unread net/http's server reads
+// to keep the connection (maxPostHandlerReadBytes).
+const maxDiscard = 256 << 10
+
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
 	ex.status = code
 	if !ex.bounded {
