@@ -186,14 +186,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > rt.maxBody {
-		if r.ProtoMajor == 1 {
-			// The body stays unread: net/http would read up to 256 KiB
-			// of it to keep the connection, and close it after a larger
-			// one unseen here, its place at max_connections held while
-			// the client reads the answer. Closed, it leaves the bound
-			// (connLimit.closing).
-			w.Header().Set("Connection", "close")
-		}
+		closeUnread(w, r)
 		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", "", rid)
 		return
 	}
