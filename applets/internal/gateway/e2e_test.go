@@ -26,6 +26,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // seen is what a handler observed of a request.
@@ -1262,5 +1263,81 @@ func TestIPv6ClientAddress(t *testing.T) {
 	}
 	if s.RemoteAddr != "[fe80::1%eth0]:40000" {
 		t.Errorf("remote addr of a link-local client = %q, want [fe80::1%%eth0]:40000", s.RemoteAddr)
+	}
+}
+
+// A request sent to an IPv6 literal names it in brackets, with or without
+// a port, perhaps with a zone: the port must be cut at the bracket, not at
+// the first colon, and such a request matches the routes for any host,
+// since a route's host is never an IPv6 address. The service gets the
+// Host as the client sent it.
+func TestIPv6RequestHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(
+		config.Route{Host: "127.0.0.1", Path: "/", Service: "v4"},
+		config.Route{Host: "example.com", Path: "/", Service: "named"},
+		config.Route{Path: "/", Service: "any"},
+	))
+	nc := natsConn(t, e)
+	type got struct {
+		service string
+		head    nats.Header
+	}
+	seenBy := make(chan got, 1)
+	for _, svc := range []string{"v4", "named", "any"} {
+		if _, err := nc.Subscribe(svc, func(m *nats.Msg) {
+			seenBy <- got{m.Subject, m.Header}
+			_ = m.Respond([]byte("ok"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ host, service string }{
+		{"[::1]:8080", "any"},
+		{"[::1]", "any"},
+		{"[2001:DB8::1]:80", "any"},
+		{"[fe80::1%25eth0]:8080", "any"},
+		// An IPv4 address mapped into IPv6 is another host than the
+		// IPv4 one, as a TLS certificate or a virtual host has it.
+		{"[::ffff:127.0.0.1]:8080", "any"},
+		{"127.0.0.1:8080", "v4"},
+		{"127.0.0.1", "v4"},
+		{"EXAMPLE.com.:8080", "named"},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			if resp, body := rawExchange(t, e, "GET /x HTTP/1.1\r\nHost: "+tc.host+"\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d (%s), want 200", resp.StatusCode, body)
+			}
+			g := <-seenBy
+			if g.service != tc.service {
+				t.Errorf("served by %q, want %q", g.service, tc.service)
+			}
+			for _, k := range []string{"X-Forwarded-Host", consumer.HeaderHost} {
+				if v := g.head.Values(k); len(v) != 1 || v[0] != tc.host {
+					t.Errorf("%s = %q, want %q", k, v, tc.host)
+				}
+			}
+		})
+	}
+}
+
+// An IPv6 address as a route's host is refused when the gateway compiles
+// its routes, by an error that names the route and its host field and
+// says why, rather than taking the address for a host with a port.
+func TestIPv6RouteHostRefused(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for _, host := range []string{"::1", "[::1]", "[2001:db8::1]", "fe80::1%eth0", "[fe80::1%eth0]"} {
+		t.Run(host, func(t *testing.T) {
+			_, err := New(Options{Config: gwConfig(config.Route{Host: host, Path: "/v6/", Service: "v6"}), Conn: nc})
+			want := fmt.Sprintf(`config route #1 (path "/v6/"): host %q: an IPv6 address is not a route host`, host)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want it to contain %q", err, want)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -199,6 +200,11 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
 	}
 	h := strings.ToLower(rc.Host)
+	// Told apart from a host with a port, which the colons would make it
+	// look like to whoever reads the error.
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil && a.Is6() {
+		return nil, fmt.Errorf("%s: host %q: an IPv6 address is not a route host (a request sent to one matches the routes without a host)", origin, rc.Host)
+	}
 	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
 		return nil, fmt.Errorf("%s: host %q: want a host name without port or scheme", origin, rc.Host)
 	}

@@ -1729,3 +1729,57 @@ func TestUnchangedRoutesNotCachedAgain(t *testing.T) {
 		t.Errorf("routes cache written again though unchanged: inode %d, then %d", before, after)
 	}
 }
+
+// A wildcard listen address of either spelling takes both families, as
+// docs/GATEWAY.md and docs/SECURITY.md say: Go opens one IPv6 socket
+// that also takes IPv4 for "0.0.0.0", so a firewall that filters IPv4
+// alone leaves the port open.
+func TestWildcardListenTakesBothFamilies(t *testing.T) {
+	t.Parallel()
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	for _, listen := range []string{":0", "0.0.0.0:0", "[::]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			cfg := gwConfig()
+			cfg.Listen, cfg.AdminListen = listen, ""
+			addr := make(chan string, 1)
+			g, err := New(Options{Config: cfg, Conn: nc, OnListen: func(_, a string) { addr <- a }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			runErr := make(chan error, 1)
+			go func() { runErr <- g.Run(ctx) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-runErr; err != nil {
+					t.Errorf("gateway run: %v", err)
+				}
+			})
+			var a string
+			select {
+			case a = <-addr:
+			case err := <-runErr:
+				runErr <- err // for the cleanup
+				t.Fatalf("gateway run: %v", err)
+			}
+			_, port, err := net.SplitHostPort(a)
+			if err != nil {
+				t.Fatalf("listen address %q: %v", a, err)
+			}
+			for _, host := range []string{"127.0.0.1", "::1"} {
+				resp, err := http.Get("http://" + net.JoinHostPort(host, port) + "/")
+				if err != nil {
+					t.Errorf("listening on %q (%s), a client of %s: %v", listen, a, host, err)
+					continue
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}
