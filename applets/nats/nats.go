@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -58,17 +60,17 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			flagRemote:            c.IsSet("leaf-remote"),
 			flagRemote + ".urls":  c.IsSet("leaf-remote"),
 		}
-		if c.Bool(cli.FlagCheck) {
+		check := c.Bool(cli.FlagCheck)
+		if check {
 			if err := embednats.Check(ec); err != nil {
 				return cli.PlaceNATSError(cfg, err, fromFlag)
 			}
-			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
-				return err
-			}
-			return cli.Checked(stdio, cfg)
 		}
-		if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
+		if err := cli.DataDir(check, cfg.DataDir); err != nil {
 			return err
+		}
+		if check {
+			return cli.Checked(stdio, cfg)
 		}
 		srv, err := embednats.Start(ec)
 		if err != nil {
@@ -80,16 +82,27 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return nil
 		})
 		cli.NotifyReady(log)
-		storeCtx, stopStore := context.WithCancel(ctx)
+		runCtx, stop := context.WithCancel(ctx)
 		stored := make(chan error, 1)
-		go func() { stored <- cli.KeepStoreWritable(storeCtx, srv, cfg.DataDir, log) }()
+		go func() { stored <- cli.KeepStoreWritable(runCtx, srv, cfg.DataDir, log) }()
+		var watching sync.WaitGroup
+		if ec.Cluster.Listen != "" {
+			watching.Go(func() { cli.WatchNameClashes(runCtx, clashEvery, srv.NameClashes, log) })
+		}
 		select {
 		case <-ctx.Done():
 		case err = <-stored:
 		}
-		stopStore()
+		stop()
+		watching.Wait()
 		log.Info("nats stopping")
 		srv.Shutdown()
 		return err
 	})
 }
+
+// clashEvery is how often narun nats looks at its routes for a shared
+// [nats] server_name: a member copied from another may join at any time,
+// and a look lists every route, so it is not made every second as
+// narun up's brief wait for JetStream does.
+const clashEvery = 5 * time.Second

@@ -59,14 +59,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return cli.PlaceClientError(c, cfg, "runner", err)
 		}
-		if c.Bool(cli.FlagCheck) {
-			if err := cli.CheckDataDir(cfg.DataDir); err != nil {
-				return err
-			}
-			return cli.Checked(stdio, cfg)
-		}
-		if err := cli.PrepareDataDir(cfg.DataDir); err != nil {
+		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg.DataDir); err != nil {
 			return err
+		}
+		if c.Bool(cli.FlagCheck) {
+			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)
 		nc, err := cli.Connect(rc.NATSURL, opts...)

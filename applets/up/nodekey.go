@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/sdnotify"
@@ -234,8 +235,8 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes f
 	if err != nil {
 		return nil, nil, err
 	}
-	var warned, extended, clashSaid time.Time
-	var clashNames string
+	var warned, extended time.Time
+	var shared cli.NameClashes
 	for attempt := 1; ; attempt++ {
 		unsigned, others, err := k.tryScan(ctx, js, nc)
 		if err == nil {
@@ -258,13 +259,7 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes f
 		}
 		// Both said again about once a minute: the server's own lines (a
 		// route refused for a wrong login, say) may have buried the first.
-		// A shared server_name is said as soon as the routes show it.
-		if cs, cerr := clashes(); cerr != nil {
-			log.Debug("routes not checked for a shared [nats] server_name", "err", cerr)
-		} else if shared := clashedNames(cs); shared != "" && (shared != clashNames || time.Since(clashSaid) >= time.Minute) {
-			sayClashes(log, cs)
-			clashNames, clashSaid = shared, time.Now()
-		}
+		shared.Look(clashes, log)
 		if time.Since(warned) >= time.Minute {
 			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password, and each with its own [nats] server_name",
 				"err", err, "attempt", attempt)
@@ -277,27 +272,6 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes f
 			return nil, nil, ctx.Err()
 		case <-t.C:
 		}
-	}
-}
-
-// clashedNames is the names of cs, to tell whether they were said: the
-// addresses of routes a member dialled change as they are dialled again.
-func clashedNames(cs []embednats.NameClash) string {
-	shared := make([]string, len(cs))
-	for i, c := range cs {
-		shared[i] = c.Name
-	}
-	return strings.Join(shared, " ")
-}
-
-// sayClashes logs each shared server name with where its servers are.
-func sayClashes(log *slog.Logger, cs []embednats.NameClash) {
-	for _, c := range cs {
-		msg := "members of the cluster share a [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
-		if c.Own {
-			msg = "another member of the cluster has this member's [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
-		}
-		log.Error(msg, "server_name", c.Name, "addrs", strings.Join(c.Addrs, ", "))
 	}
 }
 

@@ -64,13 +64,22 @@ func CheckFlag() ucli.Flag {
 // the directory it starts in.
 const elsewhere = "choose another with --data-dir, NARUN_DATA_DIR or data_dir in narun.toml"
 
-// CheckDataDir says whether a start could make and write the data dir
+// DataDir readies the data dir dir for a start, or, with checkOnly (a
+// --check), says whether a start could without writing anything.
+func DataDir(checkOnly bool, dir string) error {
+	if checkOnly {
+		return checkDataDir(dir)
+	}
+	return prepareDataDir(dir)
+}
+
+// checkDataDir says whether a start could make and write the data dir
 // dir, as a --check must, without writing: the nearest part of its path
 // that exists must be a directory this process may write and enter, on a
 // file system that takes directories, and the data dir, if it exists, one
-// PrepareDataDir accepts. access(2) answers for a read-only mount, root
+// prepareDataDir accepts. access(2) answers for a read-only mount, root
 // included; root it lets write /proc and /sys, so statfs(2) tells those.
-func CheckDataDir(dir string) error {
+func checkDataDir(dir string) error {
 	for p := dir; ; {
 		fi, err := os.Stat(p)
 		switch {
@@ -203,7 +212,7 @@ func evalExisting(path string) (string, error) {
 	}
 }
 
-// PrepareDataDir makes the data dir dir, if it is not there, for this
+// prepareDataDir makes the data dir dir, if it is not there, for this
 // user only, and refuses one that another user owns or may write, or
 // that lies below a directory another user may change: whoever can
 // replace what it holds (the cached binaries the runner executes, the
@@ -211,7 +220,7 @@ func evalExisting(path string) (string, error) {
 // device. A user other than root gets ./narun-data by default, so a
 // narun-data another user made in a shared directory such as /tmp would
 // otherwise be taken as it is.
-func PrepareDataDir(dir string) error {
+func prepareDataDir(dir string) error {
 	if err := safeAncestors(dir); err != nil {
 		return err
 	}

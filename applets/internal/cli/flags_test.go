@@ -59,3 +59,31 @@ func TestSafeAncestorsGroupWritableParent(t *testing.T) {
 		})
 	}
 }
+
+// A --check answers for the data dir without making it; a start makes it
+// for this user only.
+func TestDataDir(t *testing.T) {
+	cases := []struct {
+		name      string
+		checkOnly bool
+		made      bool
+	}{
+		{"check", true, false},
+		{"start", false, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "narun")
+			if err := DataDir(c.checkOnly, dir); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(dir)
+			if made := err == nil; made != c.made {
+				t.Fatalf("data dir made: %v, want %v (%v)", made, c.made, err)
+			}
+			if c.made && fi.Mode().Perm() != 0o700 {
+				t.Errorf("data dir mode %04o, want 0700", fi.Mode().Perm())
+			}
+		})
+	}
+}
