@@ -143,10 +143,13 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(&b, "%s%s %s\n", name, s.labels, strconv.FormatFloat(s.value, 'g', -1, 64))
 		}
 	}
-	var up, healthy, restarts, dropped, cpu, rss []series
+	var up, healthy, restarts, dropped, cpu, rss, rollbacks []series
 	states := map[state.State]int{}
 	apps := r.appList()
 	for _, a := range apps {
+		// Every app, 0 until its first rollback: increase() sees no
+		// first rollback of a series that only appears with it.
+		rollbacks = append(rollbacks, series{labels("app", a.name, "node", r.node), float64(a.rollbackCount())})
 		for _, in := range a.instanceList() {
 			st := in.sup.Status()
 			states[st.State]++
@@ -184,6 +187,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	family("narun_runner_instances", "gauge", "Instances on this node by state.", byState)
 	family("narun_runner_apps", "gauge", "Apps known to this runner.", []series{{"", float64(len(apps))}})
+	family("narun_runner_rollbacks_total", "counter", "Rollouts of an [http] port app on the host network that stopped the new instance, not healthy, and started the last revision that served again.", rollbacks)
 	family("narun_runner_nats_connected", "gauge", "Whether the runner is connected to NATS.", []series{{"", boolf(r.opts.Conn.IsConnected())}})
 	family("narun_runner_messages_dropped_total", "counter", "Instance events and output lines dropped while NATS took them slower than they came (unreachable, or reconnecting).", []series{{"", float64(r.out.messagesDropped())}})
 	// On the clock as it reads now, as heartbeats give it: time() less

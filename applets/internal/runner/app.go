@@ -52,14 +52,19 @@ type app struct {
 	// it was healthy, until an instance of a later one has been healthy
 	// for min_healthy: a new instance that fails is replaced by one of
 	// it, though what ran in the slot meanwhile (a revision cut short by
-	// a newer spec before it turned healthy) never served. digests keeps
-	// its binary cached, as no instance may hold it meanwhile.
+	// a newer spec before it turned healthy) never served. specs keeps
+	// its binary, files and sealed secrets cached, as no instance may run
+	// it meanwhile.
 	served *revision
 	// rolledBack is the last state of the new instance replace stopped
 	// to start served's revision again: failed, saying why, listed in the
 	// heartbeats until the next spec. Unlisted, it would be forgotten by
 	// ctl's --wait, which would then wait until its --timeout.
 	rolledBack *state.Instance
+	// rollbacks counts the times replace started served's revision again,
+	// for narun_runner_rollbacks_total: rolledBack tells only of the last,
+	// and only until the next spec.
+	rollbacks uint64
 
 	// warned is the last spec whose outdated rules were logged, so that a
 	// reconcile of the same spec does not log them again; only run uses it.
@@ -85,11 +90,10 @@ type instance struct {
 	fp   string
 	// sp is the spec the instance runs, which a failed replacement on the
 	// host network starts again (replace).
-	sp     *spec.App
-	digest string
-	dir    string
-	sup    *supervisor.Supervisor
-	logs   *logLimit
+	sp   *spec.App
+	dir  string
+	sup  *supervisor.Supervisor
+	logs *logLimit
 
 	mu         sync.Mutex
 	bridge     context.CancelFunc
@@ -130,21 +134,32 @@ func (a *app) instanceList() []*instance {
 	return slices.Clone(a.insts)
 }
 
-// digests are the binaries the app still needs.
-func (a *app) digests() []string {
+// specs are the specs the app may still start or runs: the current one,
+// the revision that served, which replace starts again when a new one
+// fails, and those of its instances, which an unfinished rollout keeps
+// running and restarts. Each needs its binary, files and sealed secrets
+// cached, as NATS may be unreachable when it starts.
+func (a *app) specs() []*spec.App {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var d []string
+	var l []*spec.App
 	if a.current != nil {
-		if b, ok := a.current.Binary(runtime.GOARCH); ok {
-			d = append(d, b.SHA256)
-		}
-	}
-	for _, in := range a.insts {
-		d = append(d, in.digest)
+		l = append(l, a.current)
 	}
 	if a.served != nil {
-		if b, ok := a.served.sp.Binary(runtime.GOARCH); ok {
+		l = append(l, a.served.sp)
+	}
+	for _, in := range a.insts {
+		l = append(l, in.sp)
+	}
+	return l
+}
+
+// digests are the binaries the app still needs.
+func (a *app) digests() []string {
+	var d []string
+	for _, sp := range a.specs() {
+		if b, ok := sp.Binary(runtime.GOARCH); ok {
 			d = append(d, b.SHA256)
 		}
 	}
@@ -160,6 +175,14 @@ func (a *app) rolledBackState() (state.Instance, bool) {
 		return state.Instance{}, false
 	}
 	return *a.rolledBack, true
+}
+
+// rollbackCount is how many times replace started the revision that
+// served again.
+func (a *app) rollbackCount() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rollbacks
 }
 
 func (a *app) specPath() string { return filepath.Join(a.r.specsDir(), a.name+".toml") }
@@ -459,6 +482,9 @@ func (a *app) replace(ctx context.Context, prev *instance, sp *spec.App, slot in
 	failed.State, failed.Reason, failed.Since = state.Failed, why, time.Now()
 	a.mu.Lock()
 	a.rolledBack = &failed
+	// Counted before the start, so that whoever sees the revision started
+	// again sees it counted.
+	a.rollbacks++
 	a.mu.Unlock()
 	a.r.publishEvent(failed)
 	a.start(ctx, served.sp, slot, served.fp, why)
@@ -547,9 +573,6 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp, why string) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
 	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
-	if b, ok := sp.Binary(runtime.GOARCH); ok {
-		in.digest = b.SHA256
-	}
 	known := &microResponders{}
 	in.sup = supervisor.New(supervisor.Config{
 		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp, Reason: why},

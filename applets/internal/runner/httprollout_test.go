@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +76,12 @@ func TestHostHTTPAppRollsBackFromFailingVersion(t *testing.T) {
 	tr := startRunner(t, c, nil)
 	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain"})
 	bridged, old := serveOnHostPort(t, c, tr, "[[routes]]\npath = \"/hello/\"\n")
+	rollbacks := fmt.Sprintf("narun_runner_rollbacks_total{app=\"plain\",node=%q}", node)
+	// An app yet to roll back has its series at 0, for increase() to see
+	// the first one.
+	if m := scrape(t, tr); !strings.Contains(m, rollbacks+" 0\n") {
+		t.Errorf("before any rollback, /metrics lacks %s 0:\n%s", rollbacks, m)
+	}
 
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+"[restart]\nmax_failures = 1\n")
 	// The stopped 1.1.0 instance is listed too, failed (rolledBack).
@@ -84,6 +91,9 @@ func TestHostHTTPAppRollsBackFromFailingVersion(t *testing.T) {
 	}))[0]
 	if body := postHello(t, gw, "again"); !strings.Contains(body, "Hello, again") {
 		t.Errorf("through the gateway after the rollback: %s", body)
+	}
+	if m := scrape(t, tr); !strings.Contains(m, rollbacks+" 1\n") {
+		t.Errorf("after the rollback, /metrics lacks %s 1:\n%s", rollbacks, m)
 	}
 	if logs := tr.logs.String(); !strings.Contains(logs, "rollout halted") || !strings.Contains(logs, "started again") {
 		t.Errorf("log does not say the rollout halted and the old revision started again:\n%s", logs)
@@ -164,6 +174,38 @@ func TestHostHTTPAppKeepsBinaryOfServingRevision(t *testing.T) {
 	tr.gc()
 	if _, err := os.Stat(tr.cache.path(fileDigest(t, helloBin))); err != nil {
 		t.Fatalf("binary of 1.0.0, to start again if 1.1.0 fails: %v", err)
+	}
+}
+
+// The [[files]] objects and sealed secrets of the revision replace would
+// start again stay cached too, though the new spec drops them: NATS may be
+// unreachable when the old revision needs them.
+func TestHostHTTPAppKeepsFilesAndSecretsOfServingRevision(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
+	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged+
+		"[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
+	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
+
+	// start_grace holds the health wait open while the cache is pruned.
+	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
+		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
+	})
+	tr.gc()
+	for _, p := range []string{filepath.Join(tr.filesDir(), "appconf"), filepath.Join(tr.fileDigestsDir(), "appconf"), filepath.Join(tr.sealedDir(), "token")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("cache entry of 1.0.0, to start again if 1.1.0 fails: %v", err)
+		}
 	}
 }
 

@@ -1297,8 +1297,7 @@ func (r *Runner) gc() {
 		for _, d := range a.digests() {
 			keep[d] = true
 		}
-		a.mu.Lock()
-		if sp := a.current; sp != nil {
+		for _, sp := range a.specs() {
 			for _, f := range sp.Files {
 				files[f.Object] = true
 			}
@@ -1306,7 +1305,6 @@ func (r *Runner) gc() {
 				sealed[s.Name] = true
 			}
 		}
-		a.mu.Unlock()
 	}
 	for _, d := range r.cache.gc(keep, listed) {
 		r.log.Info("removed unused binary", "sha256", d)

@@ -1,0 +1,54 @@
+package runner
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/state"
+)
+
+// An old instance that a halted rollout keeps serving runs the spec
+// before: a restart of it while NATS is unreachable needs that spec's
+// [[files]] objects and sealed secrets from the cache, though the new
+// spec drops them.
+func TestGCKeepsFilesAndSecretsOfRunningInstances(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	c.deploy(t, "reader", "1.0.0", probeBin, "[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n"+
+		"[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
+	old := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+
+	// start_grace holds the rollout in its health wait, the old instance
+	// running, while the cache is pruned.
+	c.deploy(t, "reader", "1.1.0", probeBin, "args = [\"crash\"]\n"+
+		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+	tr.wait(t, "reader", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
+		return len(l) == 2 && l[0].ID == old.ID && l[0].State == state.Healthy && l[1].Version == "1.1.0" && l[1].Restarts > 0
+	})
+	tr.gc()
+	cached := []string{filepath.Join(tr.filesDir(), "appconf"), filepath.Join(tr.fileDigestsDir(), "appconf"), filepath.Join(tr.sealedDir(), "token")}
+	for _, p := range cached {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("cache entry of the running 1.0.0 instance: %v", err)
+		}
+	}
+
+	// Once no instance runs 1.0.0 any more, its entries go.
+	c.deploy(t, "reader", "1.2.0", probeBin, takeOverAtOnce)
+	tr.wait(t, "reader", "only 1.2.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.2.0"
+	})
+	tr.gc()
+	for _, p := range cached {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("cache entry no spec of the app names: %v, want it removed", err)
+		}
+	}
+}
