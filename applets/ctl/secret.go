@@ -129,17 +129,18 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
 	// What follows only reads: no bucket is created for it.
 	e.readOnly = true
-	e.warnNodesLackKey(ctx, name, ring.PrimaryID())
+	e.warnNodesLackKey(ctx, []string{name}, ring.PrimaryID())
 	return nil
 }
 
 // warnNodesLackKey names each node that runs, or is to run, an app using
-// secret and whose heartbeat says it lacks key id, which the secret is
-// now sealed with: each start of those instances there fails for good,
-// and the secret stored fine. A node is one that the app's spec selects
-// or that has an instance of it. What cannot be read warns of nothing:
-// the secret is stored all the same.
-func (e *env) warnNodesLackKey(ctx context.Context, secret, id string) {
+// one of sealed, secrets now sealed with key id, and whose heartbeat says
+// it lacks that key: each start of those instances there fails for good,
+// and the secrets were stored fine. A node is one that the app's spec
+// selects or that has an instance of it; it is warned of once, with every
+// such secret, as a rotate seals them all. What cannot be read warns of
+// nothing: the secrets are stored all the same.
+func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) {
 	nodes, err := e.nodes(ctx)
 	if err != nil {
 		e.log.Debug("read heartbeats", "err", err)
@@ -155,22 +156,37 @@ func (e *env) warnNodesLackKey(ctx context.Context, secret, id string) {
 		e.log.Debug("read deployed specs", "err", err)
 		return
 	}
-	users := map[string][]string{}
+	type use struct{ secrets, apps []string }
+	uses := map[string]*use{}
 	for _, d := range apps {
 		// As users does: an unparsable spec uses what its text names whole.
-		if d.app != nil && !slices.Contains(secretRefs(d.app), secret) || d.app == nil && len(mentioned(d.raw, []string{secret})) == 0 {
+		var used []string
+		if d.app != nil {
+			used = slices.DeleteFunc(slices.Clone(sealed), func(s string) bool { return !slices.Contains(secretRefs(d.app), s) })
+		} else {
+			used = mentioned(d.raw, sealed)
+		}
+		if len(used) == 0 {
 			continue
 		}
 		for _, n := range nodes {
 			runs := slices.ContainsFunc(n.Instances, func(in state.Instance) bool { return in.App == d.name })
-			if runs || d.app != nil && d.app.ReplicasOn(n.ID, n.Labels) > 0 {
-				users[n.ID] = append(users[n.ID], d.name)
+			if !runs && (d.app == nil || d.app.ReplicasOn(n.ID, n.Labels) == 0) {
+				continue
 			}
+			u := uses[n.ID]
+			if u == nil {
+				u = &use{}
+				uses[n.ID] = u
+			}
+			u.secrets = append(u.secrets, used...)
+			u.apps = append(u.apps, d.name)
 		}
 	}
 	for _, n := range nodes {
-		if len(users[n.ID]) > 0 {
-			e.warnKeyMissing(n, secret, id, users[n.ID])
+		if u := uses[n.ID]; u != nil {
+			slices.Sort(u.secrets)
+			e.warnKeyMissing(n, slices.Compact(u.secrets), id, u.apps)
 		}
 	}
 }
@@ -214,20 +230,24 @@ func (e *env) warnSecretKeys(ctx context.Context, nodes []state.Node, app *spec.
 			continue
 		}
 		for _, n := range told {
-			e.warnKeyMissing(n, s.Name, sealed.KeyID, []string{app.Name})
+			e.warnKeyMissing(n, []string{s.Name}, sealed.KeyID, []string{app.Name})
 		}
 	}
 }
 
-// warnKeyMissing warns when node n cannot open secret, sealed with key
-// id, which apps use.
-func (e *env) warnKeyMissing(n state.Node, secret, id string, apps []string) {
+// warnKeyMissing warns when node n cannot open sealed, secrets sealed
+// with key id, which apps use.
+func (e *env) warnKeyMissing(n state.Node, sealed []string, id string, apps []string) {
 	why := keyMissing(n, id)
 	if why == "" {
 		return
 	}
-	e.warnf("node %s cannot open secret %s (key %s): %s; instances of %s there fail to start until it holds that key (copy the key file to it, or set the secret with a key it holds)",
-		cli.Shown(n.ID), secret, cli.Shown(id), why, strings.Join(apps, ", "))
+	what := "secret " + sealed[0]
+	if len(sealed) > 1 {
+		what = "secrets " + strings.Join(sealed, ", ")
+	}
+	e.warnf("node %s cannot open %s (key %s): %s; instances of %s there fail to start until it holds that key (copy the key file to it, or set the secret with a key it holds)",
+		cli.Shown(n.ID), what, cli.Shown(id), why, strings.Join(apps, ", "))
 }
 
 // keyMissing says why node n cannot open a secret sealed with key id; ""
@@ -452,6 +472,11 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 		cancel()
 		err = errors.Join(err, perr)
 	}
+	// Those already under the key are named too: a node that lacks it
+	// could not open them before the rotate either, and still cannot.
+	// What follows only reads: no bucket is created for it.
+	e.readOnly = true
+	e.warnNodesLackKey(ctx, slices.Concat(done, current), ring.PrimaryID())
 	if err != nil {
 		return fmt.Errorf("secret rotate: %w", err)
 	}

@@ -85,3 +85,54 @@ func TestSecretKeyMissingOnNodeWarned(t *testing.T) {
 		t.Errorf("secret set: %q", r.out)
 	}
 }
+
+// secret rotate seals every secret with the key file's new first key: a
+// node that runs an app using a secret and lacks that key is warned of as
+// secret set warns, once, naming the secrets it can no longer open. A
+// node that holds the new key, or runs nothing using a secret, is not.
+func TestSecretRotateWarnsNodesLackingNewKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	h.ok("v\n", "--key-file", key, "secret", "set", "api")
+	h.ok("v\n", "--key-file", key, "secret", "set", "unused")
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"lacks\", \"holds\"]\n"+
+		"[[secrets]]\nname = \"db\"\nenv = \"DB\"\n[[secrets]]\nname = \"api\"\nenv = \"API\"\n")
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	old, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	ring, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID, id := old.PrimaryID(), ring.PrimaryID()
+	for _, n := range []state.Node{
+		{ID: "lacks", SecretKeys: &state.SecretKeys{File: true, IDs: []string{oldID}}},
+		{ID: "holds", SecretKeys: &state.SecretKeys{File: true, IDs: []string{id, oldID}}},
+		{ID: "idle", SecretKeys: &state.SecretKeys{File: true, IDs: []string{oldID}}},
+	} {
+		n.Arch = runtime.GOARCH
+		h.heartbeat(n)
+	}
+	r := h.ok("", "--key-file", key, "secret", "rotate")
+	want := "node lacks cannot open secrets api, db (key " + id + "): its key file holds only " + oldID
+	if !strings.Contains(r.err, want) || !strings.Contains(r.err, "instances of app there fail to start") {
+		t.Errorf("secret rotate: no warning %q naming app:\n%s", want, r.err)
+	}
+	if n := strings.Count(r.err, "node lacks cannot open"); n != 1 {
+		t.Errorf("secret rotate warns %d times of node lacks, want once:\n%s", n, r.err)
+	}
+	for _, node := range []string{"holds", "idle"} {
+		if strings.Contains(r.err, "node "+node+" ") {
+			t.Errorf("secret rotate warns of node %s:\n%s", node, r.err)
+		}
+	}
+	if strings.Contains(r.err, "unused") {
+		t.Errorf("secret rotate warns of a secret no app uses:\n%s", r.err)
+	}
+}
