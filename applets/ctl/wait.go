@@ -75,7 +75,16 @@ type waiter struct {
 	// upgrade) would otherwise drop out of it without a word, and the
 	// rollout pass with its instances neither started nor counted.
 	selected map[string]bool
+	// live holds the nodes the heartbeats last read list: only their
+	// events are kept (follows).
+	live map[string]bool
 }
+
+// maxInstancesPerNode bounds the instances of one node that events alone
+// make the waiter keep. A runner reports at most spec.MaxReplicas slots of
+// a spec; during a rollout those of the old spec stop beside them, and a
+// replaced one may still be listed: four times that leaves room for all.
+const maxInstancesPerNode = 4 * spec.MaxReplicas
 
 // healthyRun is since when a process of an instance has been healthy, on
 // this machine's clock: a node's clock may differ from it, and the
@@ -153,17 +162,21 @@ func (w *waiter) logsHint() string {
 // waiter has of the instance came after the server stored it, as events
 // received before the heartbeat was read may have. Not by the node's
 // stamps: a change made after NTP stepped its clock back looked older
-// than the one before, and the wait missed it until --timeout.
-func (w *waiter) record(in state.Instance, at, heard time.Time, event bool) {
+// than the one before, and the wait missed it until --timeout. It returns
+// false when it ignored an event that the waiter does not follow.
+func (w *waiter) record(in state.Instance, at, heard time.Time, event bool) bool {
+	if event && !w.follows(in) {
+		return false
+	}
 	key := in.Node + "/" + in.ID
 	if w.ended[key] {
-		return
+		return true
 	}
 	if w.heard == nil {
 		w.heard = map[string]time.Time{}
 	}
 	if !event && heard.Before(w.heard[key]) {
-		return
+		return true
 	}
 	w.heard[key] = heard
 	m := w.seen[in.Node]
@@ -190,6 +203,22 @@ func (w *waiter) record(in state.Instance, at, heard time.Time, event bool) {
 		}
 		w.healthy[key] = healthyRun{since: since, pid: in.PID, restarts: in.Restarts}
 	}
+	return true
+}
+
+// follows says whether an event of in is kept. Any NATS client can
+// publish the app's events, with any node and instance id, and each
+// distinct one would otherwise be kept until ctl exits: only events of
+// nodes whose heartbeat was last read are, as evaluate looks at no other,
+// and of a new instance only while its node has fewer than
+// maxInstancesPerNode. What was dropped is not lost: the node's next
+// heartbeat lists its instances, and record keeps those past the bound.
+func (w *waiter) follows(in state.Instance) bool {
+	if !w.live[in.Node] {
+		return false
+	}
+	_, known := w.seen[in.Node][in.ID]
+	return known || len(w.seen[in.Node]) < maxInstancesPerNode
 }
 
 // errInterrupted ends a wait that ctl was asked to stop: it says nothing
@@ -313,7 +342,10 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
 				continue
 			}
-			w.record(ev.Instance, ev.Time, w.e.serverNow(), true)
+			if !w.record(ev.Instance, ev.Time, w.e.serverNow(), true) {
+				w.e.log.Debug("ignore event: no heartbeat of its node read, or its node has too many instances", "node", cli.Shown(ev.Node), "instance", cli.Shown(ev.ID))
+				continue
+			}
 			if verbose {
 				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
 				if ev.Reason != "" && ev.Reason != string(ev.State) {
@@ -349,8 +381,20 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 // (record): its runner removed them (replaced, stopped), maybe before this
 // waiter subscribed to the events that said so. Kept, one last seen
 // healthy would count as ready for good, beside the instance that took its
-// slot.
+// slot. It drops every instance of a node nodes does not list, which
+// evaluate no longer looks at, and notes the nodes listed as live.
 func (w *waiter) forget(nodes []state.Node) {
+	w.live = map[string]bool{}
+	for _, n := range nodes {
+		w.live[n.ID] = true
+	}
+	for node, byID := range w.seen {
+		if !w.live[node] {
+			for id := range byID {
+				w.drop(node, id)
+			}
+		}
+	}
 	for _, n := range nodes {
 		if n.Stored.IsZero() {
 			continue
@@ -363,11 +407,22 @@ func (w *waiter) forget(nodes []state.Node) {
 		}
 		for id := range w.seen[n.ID] {
 			if !listed[id] && w.heard[n.ID+"/"+id].Before(n.Stored) {
-				delete(w.seen[n.ID], id)
-				delete(w.healthy, n.ID+"/"+id)
+				w.drop(n.ID, id)
 			}
 		}
 	}
+}
+
+// drop forgets all the waiter has of instance id of node.
+func (w *waiter) drop(node, id string) {
+	delete(w.seen[node], id)
+	if len(w.seen[node]) == 0 {
+		delete(w.seen, node)
+	}
+	key := node + "/" + id
+	delete(w.heard, key)
+	delete(w.healthy, key)
+	delete(w.shown, key)
 }
 
 // reported is what the heartbeats in nodes say of the app's instances, by

@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -86,7 +87,7 @@ func TestEvaluate(t *testing.T) {
 	// A process seen healthy long ago that has restarted since, the states
 	// in between unseen (a heartbeat, no events), starts its count again.
 	t.Run("restarted since seen healthy", func(t *testing.T) {
-		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+		w := &waiter{app: checked, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}, live: map[string]bool{"n1": true}}
 		first, other := inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy)
 		first.PID, first.Since = 42, now.Add(-time.Hour)
 		w.record(first, time.Time{}, now, true)
@@ -125,7 +126,7 @@ func TestEvaluate(t *testing.T) {
 	// event came and read after it, does not undo it; the next one, which
 	// lists the second with the stamp of the event, is taken.
 	t.Run("events after the node's clock went back", func(t *testing.T) {
-		w := &waiter{app: atOnce, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+		w := &waiter{app: atOnce, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}, live: map[string]bool{"n1": true}}
 		running, healthy := inst(atOnce, "0", state.Running), inst(atOnce, "0", state.Healthy)
 		running.Since = now
 		healthy.Since, healthy.PID = now.Add(-time.Hour), 42
@@ -172,7 +173,7 @@ func TestEvaluate(t *testing.T) {
 func TestWaiterForgetsUnlisted(t *testing.T) {
 	t.Parallel()
 	beat := time.Now()
-	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}}
+	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, ended: map[string]bool{}, live: map[string]bool{"n1": true}}
 	stale := state.Instance{App: "a", Node: "n1", ID: "1-old", Slot: 1, State: state.Healthy, Since: beat.Add(-time.Second)}
 	fresh := state.Instance{App: "a", Node: "n1", ID: "1-new", Slot: 1, State: state.Starting, Since: beat.Add(time.Millisecond)}
 	listed := state.Instance{App: "a", Node: "n1", ID: "0-new", State: state.Healthy, Since: beat.Add(-time.Second)}
@@ -191,6 +192,41 @@ func TestWaiterForgetsUnlisted(t *testing.T) {
 		if _, ok := w.seen["n1"][id]; !ok {
 			t.Errorf("instance %s forgotten", id)
 		}
+	}
+}
+
+// Any NATS client can publish an app's events, with any node and instance
+// id: a stream of distinct ids must not grow what the waiter keeps
+// without bound. Events are kept only for nodes whose heartbeat was read,
+// and only so many instances of a node; what a heartbeat lists is kept
+// all the same, and a node whose heartbeat is gone is forgotten whole.
+func TestWaiterBoundsSpoofedEvents(t *testing.T) {
+	t.Parallel()
+	const spoofs = 10000
+	beat := time.Now()
+	w := &waiter{app: &spec.App{Name: "a"}, seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}}
+	listed := state.Instance{App: "a", Node: "n1", ID: "0-1", State: state.Healthy}
+	w.forget([]state.Node{{ID: "n1", Stored: beat, Instances: []state.Instance{listed}}})
+	later := beat.Add(time.Second)
+	for i := range spoofs {
+		w.record(state.Instance{App: "a", Node: fmt.Sprintf("spoof-%d", i), ID: "0-1", State: state.Healthy}, time.Time{}, later, true)
+		w.record(state.Instance{App: "a", Node: "n1", ID: fmt.Sprintf("spoof-%d", i), State: state.Healthy}, time.Time{}, later, true)
+	}
+	if len(w.seen) != 1 || len(w.seen["n1"]) >= spoofs || len(w.heard) >= spoofs || len(w.healthy) >= spoofs {
+		t.Fatalf("after %d events of distinct nodes and instances: %d node(s), %d instance(s) of n1, %d heard, %d healthy kept", spoofs, len(w.seen), len(w.seen["n1"]), len(w.heard), len(w.healthy))
+	}
+	// The node's own report still counts, past the bound, as does a later
+	// event of an instance it follows.
+	w.record(listed, beat, later, false)
+	running := listed
+	running.State = state.Running
+	w.record(running, time.Time{}, later.Add(time.Second), true)
+	if got, ok := w.seen["n1"]["0-1"]; !ok || got.State != state.Running {
+		t.Errorf("instance listed by the heartbeat: %v, %v; want it running, as its last event said", got.State, ok)
+	}
+	w.forget(nil)
+	if len(w.seen) != 0 || len(w.heard) != 0 || len(w.healthy) != 0 {
+		t.Errorf("after every heartbeat is gone: %d node(s), %d heard, %d healthy kept; want none", len(w.seen), len(w.heard), len(w.healthy))
 	}
 }
 
