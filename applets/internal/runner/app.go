@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -89,7 +90,9 @@ type instance struct {
 	slot int
 	fp   string
 	// sp is the spec the instance runs, which a failed replacement on the
-	// host network starts again (replace).
+	// host network starts again (replace). Only the app's goroutine sets
+	// it (start, repin), holding the app's mu; other goroutines read it
+	// holding that mu.
 	sp   *spec.App
 	dir  string
 	sup  *supervisor.Supervisor
@@ -354,6 +357,7 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		// as the spec now says.
 		in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
 		in.sup.SetPolicy(restartPolicy(sp))
+		a.repin(in, sp, fp)
 		if in.slot >= want {
 			extra = append(extra, in)
 		}
@@ -420,6 +424,31 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		a.mu.Unlock()
 		a.stop(old)
 	}
+}
+
+// repin gives an instance of fingerprint fp the files sp pins, which are
+// not in the fingerprint either: the instance keeps running, and a start
+// after an exit places what the store holds now. With the pins it started
+// with, that start would be refused for good, the store holding only the
+// new content. The rest of its spec stays as it started: its health check,
+// and the sandbox's bridges for it, follow the [health] of its first start.
+func (a *app) repin(in *instance, sp *spec.App, fp string) {
+	if in.fp != fp || maps.Equal(in.sp.FileDigests, sp.FileDigests) {
+		return
+	}
+	pinned := *in.sp
+	pinned.FileDigests = sp.FileDigests
+	a.mu.Lock()
+	in.sp = &pinned
+	a.mu.Unlock()
+}
+
+// launchSpec is the spec in starts with now: the one it was started with,
+// pinned anew by repin since.
+func (a *app) launchSpec(in *instance) *spec.App {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return in.sp
 }
 
 // sharePort says whether an instance of sp would listen on the port one
@@ -587,12 +616,13 @@ func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp, why string)
 			// need not wait for the listing. The listing runs beside the
 			// fetch and placement, which it would otherwise lengthen by
 			// its 300 ms.
+			pinned := a.launchSpec(in)
 			if sp.Health.Type != spec.HealthMicro || known.named.Load() {
-				return a.r.prepare(ctx, sp, id, in.dir)
+				return a.r.prepare(ctx, pinned, id, in.dir)
 			}
 			listed := make(chan map[string]bool, 1)
 			go func() { listed <- a.r.responders(ctx, sp.Health.Service) }()
-			launch, err := a.r.prepare(ctx, sp, id, in.dir)
+			launch, err := a.r.prepare(ctx, pinned, id, in.dir)
 			known.setBaseline(<-listed)
 			return launch, err
 		},

@@ -2167,6 +2167,56 @@ func TestPinnedFileReplacedIsRefused(t *testing.T) {
 	fresh.waitLine(t, "reader", `cat "two" mode 444`)
 }
 
+// A deploy that only pins a file anew restarts nothing, but the instance
+// running is started again after an exit with what the store holds now:
+// with the pin it started with, its restart would be refused for good.
+func TestRepinnedFilePlacedAtRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	put := func(content string) {
+		t.Helper()
+		if _, err := c.files.PutBytes(context.Background(), "conf", []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("one")
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
+	c.pin(t, "reader")
+	tr := startRunner(t, c, nil)
+	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	tr.waitLine(t, "reader", `cat "one" mode 444`)
+
+	put("two")
+	c.pin(t, "reader")
+	// Every spec the app may start, its running instance's included, must
+	// pin the new content before the kill: one killed earlier would
+	// restart with the pin it had.
+	testutil.Eventually(t, 10*time.Second, "the new pin handed to the running instance", func() bool {
+		for _, a := range tr.appList() {
+			if a.name != "reader" {
+				continue
+			}
+			specs := a.specs()
+			return len(specs) == 2 && !slices.ContainsFunc(specs, func(sp *spec.App) bool { return sp.FileDigests["conf"] != sha256Hex("two") })
+		}
+		return false
+	})
+	if l := tr.of("reader"); len(l) != 1 || l[0].ID != first.ID || l[0].PID != first.PID {
+		t.Fatalf("a new pin alone restarted the instance: %+v, was %+v", l, first)
+	}
+
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	again := tr.wait(t, "reader", "restart after the kill", func(l []state.Instance) bool {
+		return len(l) == 1 && (l[0].State == state.Failed || l[0].State == state.Healthy && l[0].PID != first.PID)
+	})[0]
+	if again.State != state.Healthy || again.ID != first.ID || again.Restarts != 1 {
+		t.Fatalf("after kill: %s restarts %d state %s reason %q, want %s healthy with 1 restart", again.ID, again.Restarts, again.State, again.Reason, first.ID)
+	}
+	tr.waitLine(t, "reader", `cat "two" mode 444`)
+}
+
 // Without NATS the cached copy is placed only when it is the pinned one.
 func TestPinnedFileFromCache(t *testing.T) {
 	t.Parallel()
