@@ -206,6 +206,40 @@ func TestStrictNamesEveryUnknownKey(t *testing.T) {
 	}
 }
 
+// Keys are case-sensitive: the decoder would set a field from a key that
+// differs from its name only in case, so each such key is refused with the
+// spelling it wants, once for a table and once for each key of it that is
+// miscased itself. The keys of a table of values (labels) are free.
+func TestStrictKeysAreCaseSensitive(t *testing.T) {
+	p := writeConfig(t, "Ctl.timeout = \"1s\"\nCtl.nats_url = \"nats://h:1\"\n"+
+		"[Gateway]\nlisten = \":1\"\nTimeout = \"1s\"\n"+
+		"[runner]\nNode_ID = \"x\"\nNATS_URL = \"nats://h:1\"\n[runner.labels]\nZone = \"edge\"\n"+
+		"[[gateway.routes]]\nPath = \"/a\"\nservice = \"a\"\n")
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a config with miscased keys")
+	}
+	want := []string{
+		p + `:1: unknown key "Ctl.timeout" (did you mean "ctl.timeout"?)`,
+		p + `:3: unknown key "Gateway" (did you mean "gateway"?)`,
+		p + `:5: unknown key "Gateway.Timeout" (did you mean "gateway.timeout"?)`,
+		p + `:7: unknown key "runner.Node_ID" (did you mean "runner.node_id"?)`,
+		p + `:8: unknown key "runner.NATS_URL" (did you mean "runner.nats_url"?)`,
+		p + `:12: unknown key "gateway.routes.Path" (did you mean "gateway.routes.path"?)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+
+	cfg, err := config.Load(writeConfig(t, "[runner.labels]\nZone = \"edge\"\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runner.Labels["Zone"] != "edge" {
+		t.Errorf("labels = %v, want Zone = edge", cfg.Runner.Labels)
+	}
+}
+
 // A file of a hundred unknown keys names the first ones and counts the
 // rest.
 func TestStrictCountsUnknownKeysPastTheFirst(t *testing.T) {

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,48 +21,131 @@ var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*
 // DecodeStrict decodes TOML into v and refuses what it does not know: an
 // unknown key or a value of the wrong type is an error that names the file,
 // the line and the key, so a typo never silently falls back to a default.
-// The metadata tells a key written with its zero value from one left out.
+// Keys are case-sensitive, although the decoder sets a field from a key
+// spelt like it but for case: such a key is unknown too, with a
+// suggestion. The metadata tells a key written with its zero value from
+// one left out.
 func DecodeStrict(file string, data []byte, v any) (toml.MetaData, error) {
+	md, _, err := decode(file, data, v, false)
+	return md, err
+}
+
+// DecodeStored is DecodeStrict for a file that an earlier narun accepted
+// and kept, such as a stored spec: that narun set a field from a key
+// spelt like it but for case, and so does this, returning such keys (the
+// first maxUnknownKeys) rather than refusing them, so that what ran runs
+// on.
+func DecodeStored(file string, data []byte, v any) (toml.MetaData, []Miscased, error) {
+	return decode(file, data, v, true)
+}
+
+// Miscased is a key spelt like the field it sets but for case.
+type Miscased struct {
+	Key  string // as written
+	Want string // as the field spells it
+	Line int    // 0 when the key cannot be placed
+}
+
+func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Miscased, error) {
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			if pe.LastKey != "" {
-				return md, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
+				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
 			}
-			return md, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
+			return md, nil, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
-				return md, fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
+				return md, nil, fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
 			}
 		}
-		return md, fmt.Errorf("%s: %w", file, err)
+		return md, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	// Every unknown key at once, so one run finds all the typos; the keys
-	// inside an unknown table are that table's, not more typos. Placing a
+	// inside an unknown table are that table's, not more typos, and a
+	// miscased table is named once, not with each key in it. Placing a
 	// key scans the file, so a file of thousands of unknown keys (a wrong
 	// file, or one made to slow a node down) names the first
 	// maxUnknownKeys and counts the rest.
+	undecoded := map[string]bool{}
+	for _, key := range md.Undecoded() {
+		undecoded[key.String()] = true
+	}
+	named := map[string]bool{}
 	var unknown []error
+	var miscased []Miscased
 	var last string
 	more := 0
-	for _, key := range md.Undecoded() {
+	for _, key := range md.Keys() {
 		name := key.String()
-		if last != "" && strings.HasPrefix(name, last+".") {
-			continue
+		var want string
+		if undecoded[name] {
+			if last != "" && strings.HasPrefix(name, last+".") {
+				continue
+			}
+			last = name
+		} else {
+			spelt, parts := respell(reflect.TypeOf(v), key)
+			fresh := false
+			for _, i := range parts {
+				if p := key[:i+1].String(); !named[p] {
+					named[p], fresh = true, true
+				}
+			}
+			if !fresh {
+				continue
+			}
+			want = spelt.String()
 		}
-		last = name
-		if len(unknown) == maxUnknownKeys {
+		switch {
+		case want != "" && stored:
+			if len(miscased) < maxUnknownKeys {
+				miscased = append(miscased, Miscased{Key: name, Want: want, Line: keyLine(data, key)})
+			}
+		case len(unknown) == maxUnknownKeys:
 			more++
-			continue
+		case want != "":
+			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q (did you mean %q?)", file, keyLine(data, key), name, want))
+		default:
+			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), name))
 		}
-		unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), name))
 	}
 	if more > 0 {
 		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
-	return md, errors.Join(unknown...)
+	return md, miscased, errors.Join(unknown...)
+}
+
+// respell returns key as the fields of t that it sets spell it, and the
+// indexes of its parts that differ from that but for case. The keys of a
+// map, and those below a type that decodes itself, are its own.
+func respell(t reflect.Type, key toml.Key) (toml.Key, []int) {
+	spelt := slices.Clone(key)
+	var parts []int
+	for i, part := range key {
+		for t.Kind() == reflect.Pointer || (!custom(t) && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array)) {
+			t = t.Elem()
+		}
+		if t.Kind() == reflect.Map && !custom(t) {
+			t = t.Elem()
+			continue
+		}
+		if t.Kind() != reflect.Struct || custom(t) {
+			break
+		}
+		f, name, ok := field(t, part)
+		if !ok {
+			break
+		}
+		if name != part {
+			spelt[i] = name
+			parts = append(parts, i)
+		}
+		t = f.Type
+	}
+	return spelt, parts
 }
 
 // maxUnknownKeys is how many unknown keys an error names.

@@ -206,8 +206,9 @@ func custom(t reflect.Type) bool {
 }
 
 // typeAt follows a key path through t the way the decoder does: struct
-// fields by toml tag (or by name, ignoring case, when untagged), any key
-// of a map, and through lists, whose elements have no key of their own.
+// fields by toml tag (or by name when untagged), as written or else
+// ignoring case, any key of a map, and through lists, whose elements have
+// no key of their own.
 func typeAt(t reflect.Type, path []string) (reflect.Type, bool) {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -227,31 +228,42 @@ func typeAt(t reflect.Type, path []string) (reflect.Type, bool) {
 	case reflect.Map:
 		return typeAt(t.Elem(), path[1:])
 	case reflect.Struct:
-		if f, ok := field(t, path[0]); ok {
+		if f, _, ok := field(t, path[0]); ok {
 			return typeAt(f.Type, path[1:])
 		}
 	}
 	return nil, false
 }
 
-// field finds the struct field that TOML key name decodes into.
-func field(t reflect.Type, name string) (reflect.StructField, bool) {
+// field finds the struct field that TOML key name decodes into, as the
+// decoder does: the one spelt name, or else the first spelt name but for
+// case; spelt is the field's own spelling.
+func field(t reflect.Type, name string) (f reflect.StructField, spelt string, ok bool) {
+	if f, spelt, ok = fieldBy(t, func(s string) bool { return s == name }); ok {
+		return f, spelt, ok
+	}
+	return fieldBy(t, func(s string) bool { return strings.EqualFold(s, name) })
+}
+
+// fieldBy finds the first field of t, or of a struct embedded in it, whose
+// toml tag (or name, when untagged) is one that match accepts.
+func fieldBy(t reflect.Type, match func(string) bool) (reflect.StructField, string, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		switch {
 		case tag == "-" || !f.IsExported():
-		case tag == name:
-			return f, true
 		case tag == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
-			if inner, ok := field(f.Type, name); ok {
-				return inner, true
+			if inner, spelt, ok := fieldBy(f.Type, match); ok {
+				return inner, spelt, true
 			}
-		case tag == "" && strings.EqualFold(f.Name, name):
-			return f, true
+		case tag == "" && match(f.Name):
+			return f, f.Name, true
+		case tag != "" && match(tag):
+			return f, tag, true
 		}
 	}
-	return reflect.StructField{}, false
+	return reflect.StructField{}, "", false
 }
 
 // splitKey undoes toml.Key.String: parts joined by dots, quoted when they

@@ -3,7 +3,9 @@ package spec
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,25 +37,24 @@ type validator struct {
 	// rules then go to outdated instead of errs.
 	stored   bool
 	outdated []*FieldError
-	// unplaced counts the errors past maxErrors: placing one scans the
-	// spec, so a spec of thousands of bad entries (a wrong file, or one
-	// made to slow a node down) names the first ones and counts the rest.
-	// Outdated problems past maxErrors are only warnings, and dropped.
-	unplaced int
+	// lines is the line of each key and table of data, indexed at the
+	// first problem: placing each problem by scanning the spec made one of
+	// thousands of bad entries (a wrong file, or one made to slow a node
+	// down) take seconds to refuse.
+	lines map[string]int
 }
 
 // maxErrors is how many problems of a spec an error names.
 const maxErrors = 50
 
 func (v *validator) field(key, format string, args ...any) *FieldError {
-	return &FieldError{File: v.file, Line: locate(v.data, key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	if v.lines == nil {
+		v.lines = keyLines(v.data)
+	}
+	return &FieldError{File: v.file, Line: place(v.lines, key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	if len(v.errs) >= maxErrors {
-		v.unplaced++
-		return
-	}
 	v.errs = append(v.errs, v.field(key, format, args...))
 }
 
@@ -69,9 +70,33 @@ func (v *validator) deployRule(key, format string, args ...any) {
 		v.add(key, format, args...)
 		return
 	}
-	if len(v.outdated) < maxErrors {
-		v.outdated = append(v.outdated, v.field(key, format, args...))
+	v.outdated = append(v.outdated, v.field(key, format, args...))
+}
+
+// joinFirst joins the first maxErrors of errs in the order of their lines,
+// those without a line last, and counts the rest: the rules find problems
+// in their own order (the names of [env] sorted), and the ones named must
+// be the first of the file. nil if there are none.
+func joinFirst(file string, errs []*FieldError) error {
+	slices.SortStableFunc(errs, func(x, y *FieldError) int {
+		return lineOrder(x.Line) - lineOrder(y.Line)
+	})
+	var all []error
+	for _, e := range errs[:min(len(errs), maxErrors)] {
+		all = append(all, e)
 	}
+	if len(errs) > maxErrors {
+		all = append(all, fmt.Errorf("%s: %d more problems", file, len(errs)-maxErrors))
+	}
+	return errors.Join(all...)
+}
+
+// lineOrder puts errors without a line after the placed ones.
+func lineOrder(l int) int {
+	if l == 0 {
+		return 1 << 30
+	}
+	return l
 }
 
 func (v *validator) check(key string, err error) {
@@ -103,28 +128,21 @@ func (v *validator) positiveDur(key string, d config.Duration, limit time.Durati
 	v.maxDur(key, d, limit)
 }
 
-// locate finds the line of a key path such as "restart.policy",
-// "files[1].path" or "env.FOO" in TOML source. The decoder keeps positions
-// private, so this follows table headers, [[array]] counts and key names;
-// when the exact key is absent (a default, an inline table) it returns the
-// line of the closest enclosing key or table, and 0 if there is none.
-func locate(data []byte, path string) int {
+// keyLines indexes the first line of each key path such as
+// "restart.policy", "files[1].path" or "env.FOO", and of each table, in
+// TOML source. The decoder keeps positions private, so this follows table
+// headers, [[array]] counts and key names.
+func keyLines(data []byte) map[string]int {
+	lines := map[string]int{}
+	record := func(path string, n int) {
+		if _, ok := lines[path]; !ok {
+			lines[path] = n
+		}
+	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	table := ""
 	counts := map[string]int{}
-	best, bestLen := 0, 0
-	consider := func(p string, line int) bool {
-		if p == path {
-			return true
-		}
-		if strings.HasPrefix(path, p) && len(p) > bestLen {
-			if rest := path[len(p):]; rest[0] == '.' || rest[0] == '[' {
-				best, bestLen = line, len(p)
-			}
-		}
-		return false
-	}
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' {
@@ -134,32 +152,43 @@ func locate(data []byte, path string) int {
 			name := normKey(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
 			table = name + "[" + strconv.Itoa(counts[name]) + "]"
 			counts[name]++
-			if consider(table, n) {
-				return n
-			}
+			record(table, n)
 			continue
 		}
 		if line[0] == '[' {
 			table = normKey(strings.Trim(strings.SplitN(line, "]", 2)[0], "[ "))
-			if consider(table, n) {
-				return n
-			}
+			record(table, n)
 			continue
 		}
 		eq := strings.IndexByte(line, '=')
 		if eq < 0 {
 			continue
 		}
-		k := normKey(line[:eq])
-		full := k
+		full := normKey(line[:eq])
 		if table != "" {
-			full = table + "." + k
+			full = table + "." + full
 		}
-		if consider(full, n) {
+		record(full, n)
+	}
+	return lines
+}
+
+// place returns the line of path in lines or, when the exact key is absent
+// (a default, an inline table), the line of the closest enclosing key or
+// table, and 0 if there is none.
+func place(lines map[string]int, path string) int {
+	if n, ok := lines[path]; ok {
+		return n
+	}
+	for i := len(path) - 1; i > 0; i-- {
+		if path[i] != '.' && path[i] != '[' {
+			continue
+		}
+		if n, ok := lines[path[:i]]; ok {
 			return n
 		}
 	}
-	return best
+	return 0
 }
 
 // normKey turns `a . "b" ` into `a.b`.

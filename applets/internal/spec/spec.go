@@ -44,6 +44,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/sandbox"
@@ -271,7 +273,7 @@ func ParseStored(file string, data []byte) (app *App, outdated, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return a, joinSorted(old), nil
+	return a, joinFirst(file, old), nil
 }
 
 func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
@@ -280,11 +282,23 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 		return nil, nil, fmt.Errorf("%s: spec is larger than the limit; at most %d KiB", file, MaxSize>>10)
 	}
 	a := defaults()
-	md, err := config.DecodeStrict(file, data, &a)
+	var md toml.MetaData
+	var miscased []config.Miscased
+	var err error
+	if stored {
+		md, miscased, err = config.DecodeStored(file, data, &a)
+	} else {
+		md, err = config.DecodeStrict(file, data, &a)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	v := &validator{file: file, data: data, stored: stored}
+	// An earlier narun ctl stored the spec with these keys, and its nodes
+	// took each for the field spelt like it but for case: it runs on so.
+	for _, m := range miscased {
+		v.outdated = append(v.outdated, &FieldError{File: file, Line: m.Line, Key: m.Key, Msg: fmt.Sprintf("keys are case-sensitive (did you mean %q?)", m.Want)})
+	}
 	// 0 is no port, and not what leaving the key out says: none for
 	// [http], [http] port for [health].
 	if md.IsDefined("http", "port") && a.HTTP.Port == 0 {
@@ -300,33 +314,10 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	}
 	a.fill()
 	a.validate(v)
-	if err := joinSorted(v.errs); err != nil {
-		if v.unplaced > 0 {
-			err = errors.Join(err, fmt.Errorf("%s: %d more problems", file, v.unplaced))
-		}
+	if err := joinFirst(file, v.errs); err != nil {
 		return nil, nil, err
 	}
 	return &a, v.outdated, nil
-}
-
-// joinSorted joins errs in the order of their lines; nil if there are none.
-func joinSorted(errs []*FieldError) error {
-	slices.SortStableFunc(errs, func(x, y *FieldError) int {
-		return lineOrder(x.Line) - lineOrder(y.Line)
-	})
-	all := make([]error, len(errs))
-	for i, e := range errs {
-		all[i] = e
-	}
-	return errors.Join(all...)
-}
-
-// lineOrder puts errors without a line after the placed ones.
-func lineOrder(l int) int {
-	if l == 0 {
-		return 1 << 30
-	}
-	return l
 }
 
 // fill sets the defaults that depend on other fields.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -384,6 +385,55 @@ func TestParseStoredKeepsValues(t *testing.T) {
 	}
 }
 
+// Keys are case-sensitive: the decoder would take `Replicas` for replicas,
+// and `[http] Port = 0` past the rule for port 0. The keys of [env] are
+// the app's own.
+func TestKeysAreCaseSensitive(t *testing.T) {
+	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	src := base + "Replicas = 2\nREPLICAS = 3\n[Health]\nType = \"none\"\n[http]\nPort = 0\n" +
+		"[env]\nlog_Level = \"x\"\n[[files]]\nObject = \"o\"\npath = \"conf\"\n"
+	_, err := Parse("app.toml", []byte(src))
+	if err == nil {
+		t.Fatal("parsed a spec with miscased keys")
+	}
+	want := []string{
+		`app.toml:4: unknown key "Replicas" (did you mean "replicas"?)`,
+		`app.toml:5: unknown key "REPLICAS" (did you mean "replicas"?)`,
+		`app.toml:6: unknown key "Health" (did you mean "health"?)`,
+		`app.toml:7: unknown key "Health.Type" (did you mean "health.type"?)`,
+		`app.toml:9: unknown key "http.Port" (did you mean "http.port"?)`,
+		`app.toml:13: unknown key "files.Object" (did you mean "files.object"?)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+
+	a, err := Parse("app.toml", []byte(base+"[env]\nlog_Level = \"x\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Env["log_Level"] != "x" {
+		t.Errorf("env = %v, want log_Level = x", a.Env)
+	}
+}
+
+// A stored spec ran with its miscased keys taken for their fields: it
+// keeps running so, and only a redeploy must spell them right.
+func TestParseStoredTakesMiscasedKeys(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nReplicas = 2\n"
+	app, outdated, err := ParseStored("a.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.Replicas != 2 {
+		t.Errorf("replicas = %d, want 2", app.Replicas)
+	}
+	want := `a.toml:4: key "Replicas": keys are case-sensitive (did you mean "replicas"?)`
+	if outdated == nil || outdated.Error() != want {
+		t.Errorf("outdated = %v, want %s", outdated, want)
+	}
+}
+
 // A spec of a thousand bad entries names the first problems and counts
 // the rest: placing each one scans the file, and naming them all made such
 // a spec take seconds to refuse.
@@ -400,6 +450,29 @@ func TestManyProblemsAreCounted(t *testing.T) {
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != maxErrors+1 || lines[len(lines)-1] != "a.toml: 950 more problems" {
 		t.Errorf("%d lines, last %q; want %d and the count of the rest", len(lines), lines[len(lines)-1], maxErrors+1)
+	}
+}
+
+// The problems named past the limit are the first ones in the file, in
+// line order, whatever order the rules find them in: [env] is checked in
+// the order of its names, NARUN_10 before NARUN_2.
+func TestManyProblemsAreTheFirstLines(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\n[env]\n")
+	for i := 1; i <= maxErrors+5; i++ {
+		fmt.Fprintf(&b, "NARUN_%d = \"x\"\n", i)
+	}
+	_, err := Parse("a.toml", []byte(b.String()))
+	if err == nil {
+		t.Fatal("parsed a spec of reserved variables")
+	}
+	var want []string
+	for i := 1; i <= maxErrors; i++ {
+		want = append(want, fmt.Sprintf(`a.toml:%d: key "env.NARUN_%d": NARUN_ variables are set by the runner`, i+4, i))
+	}
+	want = append(want, "a.toml: 5 more problems")
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
 
