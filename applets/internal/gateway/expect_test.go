@@ -91,6 +91,11 @@ func TestExpectContinueAfterStreamedHead(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || string(got) != digest(body) {
 		t.Errorf("final response %d %q (%v), want 200 and the body's digest", resp.StatusCode, got, err)
 	}
+	// PROTOCOL.md §1 says so: net/http closes after a head written before
+	// an expected body was read to its end, whatever is read after it.
+	if !resp.Close {
+		t.Errorf("final response kept the connection, want Connection: close")
+	}
 }
 
 // TestExpectContinueHandlerFlushesFirst checks the same for a Go handler

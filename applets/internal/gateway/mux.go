@@ -113,11 +113,11 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 // reads it, without comparing every header of the messages that are not.
 func isInterim(h nats.Header) bool {
 	if v, ok := h[consumer.HeaderFrame]; ok {
-		return len(v) > 0 && v[0] == consumer.FrameInterim
+		return len(v) > 0 && trimOWS(v[0]) == consumer.FrameInterim
 	}
 	for k, v := range h {
 		if len(k) == len(consumer.HeaderFrame) && len(v) > 0 && strings.EqualFold(k, consumer.HeaderFrame) {
-			return v[0] == consumer.FrameInterim
+			return trimOWS(v[0]) == consumer.FrameInterim
 		}
 	}
 	return false

@@ -1272,7 +1272,7 @@ func scanMeta(h nats.Header) replyMeta {
 		case strings.EqualFold(k, consumer.HeaderBody):
 			m.ambiguous = setOnce(&m.body, v) || m.ambiguous
 		case strings.EqualFold(k, consumer.HeaderServiceErrorCode):
-			m.errCode = v[0]
+			m.errCode = trimOWS(v[0])
 		case strings.EqualFold(k, consumer.HeaderServiceError):
 			m.errText = v[0]
 		}
@@ -1284,6 +1284,7 @@ func scanMeta(h nats.Header) replyMeta {
 // set before under another spelling, disagrees with it.
 func setOnce(dst *string, v []string) (ambiguous bool) {
 	for _, s := range v {
+		s = trimOWS(s)
 		if *dst == "" {
 			*dst = s
 		} else if s != *dst && s != "" {
@@ -1291,6 +1292,18 @@ func setOnce(dst *string, v []string) (ambiguous bool) {
 		}
 	}
 	return ambiguous
+}
+
+// trimOWS drops the spaces and tabs after a header value, which HTTP does
+// not count as part of it (RFC 9110 5.5): nats.go's reader drops only those
+// before it, and its writer both, so only a responder that writes the
+// protocol itself sends them. Most values end in neither: looking at the
+// last byte first spares them the work.
+func trimOWS(s string) string {
+	if n := len(s); n > 0 && (s[n-1] == ' ' || s[n-1] == '\t') {
+		return strings.TrimRight(s, " \t")
+	}
+	return s
 }
 
 // isNoResponders tells the NATS server's "no responders" message (status
