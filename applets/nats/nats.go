@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
@@ -87,7 +86,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		go func() { stored <- cli.KeepStoreWritable(runCtx, srv, cfg.DataDir, log) }()
 		var watching sync.WaitGroup
 		if ec.Cluster.Listen != "" {
-			watching.Go(func() { cli.WatchNameClashes(runCtx, clashEvery, srv.NameClashes, log) })
+			watching.Go(func() { cli.WatchNameClashes(runCtx, srv.NameClashes, log) })
 		}
 		select {
 		case <-ctx.Done():
@@ -100,9 +99,3 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		return err
 	})
 }
-
-// clashEvery is how often narun nats looks at its routes for a shared
-// [nats] server_name: a member copied from another may join at any time,
-// and a look lists every route, so it is not made every second as
-// narun up's brief wait for JetStream does.
-const clashEvery = 5 * time.Second

@@ -149,3 +149,43 @@ routes = ["%s"]
 	}
 	return config
 }
+
+// A member with trusted_keys, as docs/CLUSTER.md has every member set,
+// names a shared [nats] server_name too: it has no node key to sign the
+// stored specs with, so it never waits for JetStream, and only a look at
+// its routes for as long as it runs finds the duplicate.
+func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, clusterAddrs, routes := firstMemberConfig(t)
+	for _, i := range []int{0, 2} {
+		natstest.StartConfig(t, embednats.Config{
+			Listen:     "127.0.0.1:-1",
+			ServerName: "u1",
+			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
+		})
+	}
+	config := writeMember(t, "u2", clusterAddrs[1], routes)
+	member, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := fmt.Sprintf("[runner]\ntrusted_keys = [%q]\n[gateway]\ntrusted_keys = [%q]\n", key.Public(), key.Public())
+	if err := os.WriteFile(config, append(member, trust...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	named := func() bool {
+		s := out.String()
+		return strings.Contains(s, "give each member its own [nats] server_name") && strings.Contains(s, `server_name=u1`)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !named(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the duplicate server_name u1 not named; output:\n%s", out.String())
+		}
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}

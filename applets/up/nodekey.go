@@ -17,12 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/sdnotify"
 	"github.com/narun/narun/applets/internal/signing"
-	"github.com/narun/narun/embednats"
 )
 
 // nodeKey is the key narun up trusts when no trusted_keys are configured:
@@ -128,13 +126,12 @@ func readNodeKey(dataDir string) (*nodeKey, error) {
 // already stored when the data dir is from before signing: they ran
 // unsigned on a node that checked nothing, and an upgrade must not stop
 // them. A start that fails while signing them leaves the adopting file,
-// and the next start signs the rest with the same key. clashes is what
-// scanWhenAnswered asks while it waits.
-func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, clashes func() ([]embednats.NameClash, error), log *slog.Logger) error {
+// and the next start signs the rest with the same key.
+func (k *nodeKey) save(ctx context.Context, nc *nats.Conn, log *slog.Logger) error {
 	if k.text == nil && !k.adopting {
 		return nil
 	}
-	unsigned, others, err := k.scanWhenAnswered(ctx, nc, clashes, log)
+	unsigned, others, err := k.scanWhenAnswered(ctx, nc, log)
 	if err != nil {
 		return fmt.Errorf("read the stored specs to sign them with the node key %s: %w", k.path, err)
 	}
@@ -225,18 +222,15 @@ const probeAttempt = 2 * time.Second
 // members of a new cluster elect their first leader only once they see
 // each other, so the first member to start waits for the others here; a
 // single bounded try made every member of a cluster started at once give
-// up before the last one came up. While it waits, it asks clashes for the
-// server names its routes show shared (the embedded server's
-// NameClashes): members installed from one copied narun.toml keep its
-// [nats] server_name, and their routes connect, but no leader is ever
-// elected.
-func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes func() ([]embednats.NameClash, error), log *slog.Logger) ([]stored, map[string]int, error) {
+// up before the last one came up. A shared [nats] server_name, which
+// keeps a leader from ever being elected, is named meanwhile by the watch
+// narun up keeps on its routes.
+func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]stored, map[string]int, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, nil, err
 	}
 	var warned, extended time.Time
-	var shared cli.NameClashes
 	for attempt := 1; ; attempt++ {
 		unsigned, others, err := k.tryScan(ctx, js, nc)
 		if err == nil {
@@ -257,9 +251,8 @@ func (k *nodeKey) scanWhenAnswered(ctx context.Context, nc *nats.Conn, clashes f
 			_ = sdnotify.Send(sdnotify.Extend(3 * extendEvery))
 			extended = time.Now()
 		}
-		// Both said again about once a minute: the server's own lines (a
-		// route refused for a wrong login, say) may have buried the first.
-		shared.Look(clashes, log)
+		// Said again about once a minute: the server's own lines (a route
+		// refused for a wrong login, say) may have buried the first.
 		if time.Since(warned) >= time.Minute {
 			log.Warn("waiting for JetStream to answer before reading the stored specs: a new cluster elects its leader once the members in [nats.cluster] routes reach each other, with the same [nats.cluster] user and password, and each with its own [nats] server_name",
 				"err", err, "attempt", attempt)

@@ -10,11 +10,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/applets/internal/signing"
-	"github.com/narun/narun/embednats"
 )
 
 // noClashes stands in for a server whose routes show no shared name.
-func noClashes() ([]embednats.NameClash, error) { return nil, nil }
 
 // A JetStream request sent while a new cluster elects its first leader
 // may never be answered (seen with a leader elected on another member a
@@ -65,7 +63,7 @@ func TestScanGoesOnSoonAfterJetStreamAnswers(t *testing.T) {
 	k := &nodeKey{key: key}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	if _, _, err := k.scanWhenAnswered(ctx, connect(), noClashes, slog.New(slog.DiscardHandler)); err != nil {
+	if _, _, err := k.scanWhenAnswered(ctx, connect(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if late := time.Since(answerFrom); late > 5*time.Second {

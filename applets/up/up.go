@@ -113,6 +113,18 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
 		}
 		defer srv.Shutdown()
+		if ec.Cluster.Listen != "" {
+			// Members installed from one copied narun.toml share its
+			// [nats] server_name, and JetStream elects no leader; such a
+			// member may join at any time, and a node with trusted_keys
+			// never waits for JetStream, so the routes are watched for as
+			// long as narun up runs, not only while it waits.
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			var watching sync.WaitGroup
+			watching.Go(func() { cli.WatchNameClashes(watchCtx, srv.NameClashes, log) })
+			defer watching.Wait()
+			defer stopWatch()
+		}
 
 		gwConn, err := srv.Connect(append(cli.NATSLogging(log.With("part", "gateway")), nats.Name("narun-gateway"))...)
 		if err != nil {
@@ -127,7 +139,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		var nodeKeys []string
 		var nodeKeyFile string
 		if nk != nil {
-			if err := nk.save(ctx, runnerConn, srv.NameClashes, log); err != nil {
+			if err := nk.save(ctx, runnerConn, log); err != nil {
 				if ctx.Err() != nil {
 					// Stopped while waiting for JetStream.
 					return nil

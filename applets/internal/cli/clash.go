@@ -54,12 +54,12 @@ func clashedNames(cs []embednats.NameClash) string {
 	return strings.Join(shared, " ")
 }
 
-// WatchNameClashes looks for shared server names every interval until
+// WatchNameClashes looks for shared server names every clashEvery until
 // ctx ends, for a member that runs its server for as long as it runs: a
 // member installed from a copied narun.toml may join at any time.
-func WatchNameClashes(ctx context.Context, every time.Duration, clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
+func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
 	var n NameClashes
-	t := time.NewTicker(every)
+	t := time.NewTicker(clashEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -70,3 +70,8 @@ func WatchNameClashes(ctx context.Context, every time.Duration, clashes func() (
 		}
 	}
 }
+
+// clashEvery is how often WatchNameClashes looks: a look lists every
+// route, so not every second, and a start that waits for JetStream
+// still names a clash within seconds.
+const clashEvery = 5 * time.Second
