@@ -293,7 +293,8 @@ func (e *env) connect() error {
 }
 
 // connectError says why ctl could not connect to the servers at at. A
-// connection that opens but gets no NATS greeting is a wrong port; one that
+// connection that opens but gets no NATS greeting is a wrong port, or a
+// server that is hung or stopped, whose kernel still accepts; one that
 // does not even open in time is a device that is down or cut off, which a
 // hint about ports would only send the operator looking in the wrong place.
 // A dial's timeout is either error: the socket's deadline or the dialer's
@@ -304,7 +305,7 @@ func connectError(at string, err error) error {
 	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default?)", at, err)
+		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default? or the server is hung or stopped)", at, err)
 	case errors.Is(err, nats.ErrAuthorization):
 		return fmt.Errorf("connect to NATS at %s: %w (the server wants a login, or refused this one: put user:password@ in --nats-url, or name a credentials file with --nats-creds or an nkey seed with --nats-nkey ([ctl] nats_url, nats_creds, nats_nkey))", at, err)
 	}

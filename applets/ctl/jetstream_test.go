@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
@@ -184,6 +187,17 @@ func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
 	}
 }
 
+// A member that hangs, or is stopped (SIGSTOP, a debugger), still has its
+// connections accepted by the kernel and greets nobody, as a port that is
+// not NATS does: the hint names both, not only a wrong port.
+func TestConnectErrorOfAHungServer(t *testing.T) {
+	t.Parallel()
+	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	if got := connectError("nats://127.0.0.1:4222", read).Error(); !strings.Contains(got, "4222 by default?") || !strings.Contains(got, "or the server is hung or stopped") {
+		t.Errorf("greeting timeout: %s", got)
+	}
+}
+
 // A command sent while the cluster has no JetStream leader succeeds once
 // one is elected, well within its timeout: the servers drop its requests
 // meanwhile, so each is sent again rather than waited on for the whole
@@ -223,5 +237,35 @@ func TestRetriesThroughALeaderElection(t *testing.T) {
 	r := <-done
 	if r.code != 0 || !strings.Contains(r.out, `"edge-1"`) {
 		t.Fatalf("node list through the election: exit %d, out %q, err %s", r.code, r.out, r.err)
+	}
+}
+
+// unansweredHistory is a bucket whose history is read while its cluster
+// has no majority: the ordered consumer that reads it is never created,
+// though a direct get of its value may still be answered by a replica.
+type unansweredHistory struct{ emptyKV }
+
+func (unansweredHistory) History(context.Context, string, ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	return nil, context.DeadlineExceeded
+}
+
+// Right after a cluster loses its majority, the value of a spec may still
+// be read and its history not: the commands that read the history (app
+// restart and deploy with a signing key, app rollback and history) say
+// what the others say of an unanswered request, not a bare deadline.
+func TestUnansweredHistoryNamesTheMajority(t *testing.T) {
+	t.Parallel()
+	c := natstest.StartCluster(t, 3)
+	e := &env{nc: natstest.Connect(t, c.Server(0)), timeout: time.Second, log: slog.New(slog.DiscardHandler)}
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := unansweredHistory{emptyKV{bucket: names.AppsBucket}}
+	if _, err := e.readOrder(context.Background(), kv, "hello", key, specSequence); err == nil || !strings.Contains(err.Error(), "reaches a majority of the members") {
+		t.Errorf("signed order: %v", err)
+	}
+	if _, err := e.history(context.Background(), kv, "hello"); err == nil || !strings.Contains(err.Error(), "reaches a majority of the members") {
+		t.Errorf("revisions: %v", err)
 	}
 }

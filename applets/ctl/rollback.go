@@ -121,7 +121,7 @@ func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([
 		return nil, notFound("app %q has no revisions in %s", app, names.AppsBucket)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read history of %s: %w", app, err)
+		return nil, majorityHint(e.nc, fmt.Errorf("read history of %s: %w", app, err))
 	}
 	revs := make([]revision, 0, len(entries))
 	for _, en := range entries {

@@ -234,7 +234,7 @@ func (e *env) readOrder(ctx context.Context, kv jetstream.KeyValue, name string,
 		return signedOrder{now: now}, nil
 	}
 	if err != nil {
-		return signedOrder{}, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err)
+		return signedOrder{}, majorityHint(e.nc, fmt.Errorf("read the history of %s in %s: %w", name, kv.Bucket(), err))
 	}
 	values := make([][]byte, len(hist))
 	for i, en := range hist {

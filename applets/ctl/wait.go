@@ -69,11 +69,12 @@ type waiter struct {
 	// ran says a process of the rollout started: only then can the
 	// app's output say why the rollout failed.
 	ran bool
-	// selected holds the nodes the spec selects by their labels that a
-	// heartbeat read during the rollout listed. A runner that stops
-	// removes its heartbeat: one restarted during the rollout (a rolling
-	// upgrade) would otherwise drop out of it without a word, and the
-	// rollout pass with its instances neither started nor counted.
+	// selected holds the nodes the spec selects, by their labels or in
+	// nodes, that a heartbeat read during the rollout listed. A runner
+	// that stops removes its heartbeat: one restarted during the rollout
+	// (a rolling upgrade) would otherwise drop out of it without a word
+	// (or, listed in nodes, be said to send none), and the rollout pass
+	// with its instances neither started nor counted.
 	selected map[string]bool
 	// live holds the nodes the heartbeats last read list: only their
 	// events are kept (follows).
@@ -133,16 +134,25 @@ func (w *waiter) noteSelected(nodes []state.Node) {
 	}
 }
 
-// stopped names the selected nodes whose heartbeat was read during the
-// rollout and is gone now; evaluate already names those the spec lists.
-func (w *waiter) stopped(nodes []state.Node) []string {
-	var out []string
+// down is evaluate's down nodes with those whose heartbeat was read
+// during the rollout and is gone now said to have stopped: a runner that
+// stops removes its heartbeat, so evaluate, which sees only the
+// heartbeats of now, says "no heartbeat" of one the spec lists, and
+// nothing of one its labels select.
+func (w *waiter) down(evaluated []string, nodes []state.Node) []string {
+	var stopped []string
 	for id := range w.selected {
-		if !slices.Contains(w.app.Nodes, id) && !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
-			out = append(out, id+" (its runner stopped during the rollout)")
+		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
+			stopped = append(stopped, id)
 		}
 	}
-	slices.Sort(out)
+	out := slices.DeleteFunc(slices.Clone(evaluated), func(d string) bool {
+		return slices.ContainsFunc(stopped, func(id string) bool { return d == id+" (no heartbeat)" })
+	})
+	slices.Sort(stopped)
+	for _, id := range stopped {
+		out = append(out, id+" (its runner stopped during the rollout)")
+	}
 	return out
 }
 
@@ -297,9 +307,9 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			// rollout is done once the heartbeats show nothing stopping.
 			hb := evaluate(w.app, nodes, w.reported(nodes), w.healthy, now, w.e.serverNow())
 			if len(hb.Waiting) == 0 {
-				r.Down = append(r.Down, w.stopped(nodes)...)
+				r.Down = w.down(r.Down, nodes)
 				if len(r.Down) > 0 {
-					w.e.warnf("%s not rolled out on %s: down or cut off; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, cli.Shown(strings.Join(r.Down, ", ")), w.app.Name)
+					w.e.warnf("%s not rolled out on %s; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, cli.Shown(strings.Join(r.Down, ", ")), w.app.Name)
 				}
 				return r, nil
 			}
@@ -326,7 +336,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				if r.Desired == 0 && len(r.Waiting) == 0 {
 					// Every selected runner may have stopped during the
 					// rollout (the one device of narun up, restarted).
-					r.Down = append(r.Down, w.stopped(nodes)...)
+					r.Down = w.down(r.Down, nodes)
 					if len(r.Down) > 0 {
 						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, cli.Shown(strings.Join(r.Down, ", ")))
 					}

@@ -419,13 +419,23 @@ func startWaitingDeploy(t *testing.T) (*harness, chan result, *testutil.LogBuffe
 // removes its heartbeat. The rollout does not wait for it, as for a node
 // that is down, but says that the spec did not reach it, instead of
 // passing as if that node had never been selected.
+// The spec placing it by labels or listing it in nodes, the warning says
+// the same, and not that the node is down or cut off: it stopped.
 func TestWaitWarnsOfARunnerStoppedDuringTheRollout(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge"}})
-	r := rollOutWhileNode2Stops(t, h)
-	if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (its runner stopped during the rollout)") {
-		t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+	for placement, selects := range map[string]string{
+		"labels": `labels = { role = "edge" }`,
+		"nodes":  `nodes = ["node-1", "node-2"]`,
+	} {
+		t.Run(placement, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge"}})
+			r := rollOutWhileNode2Stops(t, h, selects)
+			if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (its runner stopped during the rollout);") || strings.Contains(r.err, "no heartbeat") || strings.Contains(r.err, "down or cut off") {
+				t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+			}
+		})
 	}
 }
 
@@ -443,22 +453,23 @@ func TestWaitEscapesNodesItDidNotReach(t *testing.T) {
 	if _, err := h.kv(names.NodesBucket).Put(context.Background(), "node-2", spoofed); err != nil {
 		t.Fatal(err)
 	}
-	r := rollOutWhileNode2Stops(t, h)
+	r := rollOutWhileNode2Stops(t, h, `labels = { role = "edge" }`)
 	if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2") || strings.ContainsAny(r.err, "\x1b\x07\u202e") {
 		t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
 	}
 }
 
-// rollOutWhileNode2Stops deploys an app for role=edge with --wait to
-// node-1 and the node-2 whose heartbeat the caller wrote, removes node-2's
-// heartbeat once the spec is stored, and reports node-1 healthy.
-func rollOutWhileNode2Stops(t *testing.T, h *harness) result {
+// rollOutWhileNode2Stops deploys an app with --wait to node-1 and the
+// node-2 whose heartbeat the caller wrote, both of role=edge, selected by
+// selects (the spec's labels or nodes line), removes node-2's heartbeat
+// once the spec is stored, and reports node-1 healthy.
+func rollOutWhileNode2Stops(t *testing.T, h *harness, selects string) result {
 	t.Helper()
 	edge := map[string]string{"role": "edge"}
 	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Labels: edge})
 	done := make(chan result, 1)
 	go func() {
-		done <- h.run("", "deploy", h.file("edge.toml", "name = \"edge\"\nversion = \"1.0.0\"\nlabels = { role = \"edge\" }\nhealth = { min_healthy = \"100ms\" }\n"), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
+		done <- h.run("", "deploy", h.file("edge.toml", "name = \"edge\"\nversion = \"1.0.0\"\n"+selects+"\nhealth = { min_healthy = \"100ms\" }\n"), "--binary", elfBinary(t), "--wait", "--timeout", "10m")
 	}()
 	var stored []byte
 	testutil.Eventually(t, 20*time.Second, "spec stored", func() bool {
