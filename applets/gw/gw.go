@@ -19,10 +19,10 @@ const description = `Routes come from [[gateway.routes]] in the configuration fi
 narun-routes bucket, where deployed apps put theirs (narun ctl route list).
 The bucket is followed live; the file is re-read when it changes and on SIGHUP
 (systemctl reload), which applies routes, timeout, max_body, body_idle_timeout,
-access_log and trusted_keys; listen addresses, shutdown_timeout, max_connections,
-routes_cache and turning HTTPS on or off need a restart. Only the file sets
+access_log, trusted_keys and a tls.cert or tls.key that names other files.
+` + gateway.RestartOnly + `. Only the file sets
 [gateway] timeout, max_body, body_idle_timeout, shutdown_timeout, access_log,
-max_connections, trusted_keys and
+max_connections, max_body_memory, trusted_keys and
 [gateway.tls] cert and key (HTTPS; the certificate is reloaded when its
 files change): testdata/narun.toml lists every key, with its default, and the
 README's Configuration section explains the file.

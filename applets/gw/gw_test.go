@@ -319,7 +319,9 @@ func TestGatewayAppletHelp(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"[[gateway.routes]]", "narun-routes", "SIGHUP", "when it changes",
-		"[gateway.tls]", "timeout", "max_body", "shutdown_timeout", "testdata/narun.toml", "README"} {
+		"[gateway.tls]", "timeout", "max_body", "shutdown_timeout", "testdata/narun.toml", "README",
+		// What a reload warns of as needing a restart, every key of it.
+		"admin_listen", "tls.listen", "max_body_memory", "routes_cache", "log_level", "log_format", "nats_url", "nats_creds", "nats_nkey"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help does not mention %q:\n%s", want, out.String())
 		}

@@ -142,6 +142,10 @@ type Gateway struct {
 	bodies *bodyBudget
 	// fails logs the requests the gateway fails, a few of each kind.
 	fails failLog
+	// cutting says Run ended the drain at shutdown and closes the
+	// connections left: a request whose context ends then was cut by the
+	// gateway, not left by its client.
+	cutting atomic.Bool
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -249,6 +253,12 @@ func configured(opts Options) (*Gateway, error) {
 		if key, err := g.loadCert(); err != nil {
 			return nil, placeKey(g.opts.ConfigPath, key, err)
 		}
+	} else if tc.Listen != "" && tc.Listen != config.Defaults().Gateway.TLS.Listen {
+		// An address other than the default was chosen, by the file or
+		// --tls-listen, for a listener that cannot start. A warning, not
+		// Caddy's error: the gateway served plain HTTP with such a file
+		// before, and an upgrade must not stop it from starting.
+		g.log.Warn("gateway.tls.listen set but no gateway.tls.cert and gateway.tls.key: HTTPS is off", "tls_listen", tc.Listen)
 	}
 	return g, nil
 }
@@ -434,6 +444,13 @@ func placed(lines []int, routes []config.Route) []int {
 	}
 	return lines
 }
+
+// RestartOnly names the settings of restartOnly for narun gw's help, in
+// lines of its width; TestRestartOnlyNamesEveryKey keeps the two together.
+const RestartOnly = `The listeners (listen, admin_listen, tls.listen), shutdown_timeout,
+max_connections, max_body_memory, routes_cache, log_level, log_format, the NATS
+login (nats_url, nats_creds, nats_nkey) and turning HTTPS on or off (setting or
+clearing tls.cert) need a restart`
 
 // restartOnly are the settings of a configuration file that a reload
 // cannot apply: listeners and logging are set up once, and the drain's
@@ -845,6 +862,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		sw.Go(func() {
 			if err := s.s.Shutdown(sctx); err != nil {
 				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
+				g.cutting.Store(true)
 				_ = s.s.Close()
 			}
 		})

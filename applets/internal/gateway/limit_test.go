@@ -266,6 +266,46 @@ func TestRequestHeadTooLarge(t *testing.T) {
 	}
 }
 
+// TestRequestHeadBound checks the bound of docs/GATEWAY.md over HTTP/1.1:
+// a head of 32 KiB, request line and the blank line that ends it
+// included, is served, and one a little larger gets 431 (net/http does not
+// count the 14 bytes it reads of a new connection to tell h2c apart). It
+// reads 4 KiB past MaxHeaderBytes, which let heads of 36 KiB through.
+func TestRequestHeadBound(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "svc"}), "")
+	serveSlow(t, srv, 0)
+	for _, tc := range []struct {
+		size       int
+		start, end string // of the head, padded between them to size
+		status     string
+	}{
+		{32 << 10, "GET /", " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 200 "},
+		{32<<10 + 64, "GET /", " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 431 "},
+		{32 << 10, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Large: ", "\r\nX-After: 1\r\n\r\n", "HTTP/1.1 200 "},
+		{32<<10 + 64, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Large: ", "\r\nX-After: 1\r\n\r\n", "HTTP/1.1 431 "},
+	} {
+		head := tc.start + strings.Repeat("a", tc.size-len(tc.start)-len(tc.end)) + tc.end
+		c, err := net.Dial("tcp", r.addrs["http"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if !strings.HasPrefix(line, tc.status) {
+			t.Errorf("a head of %d bytes: %q (%v), want %q", len(head), line, err, tc.status)
+		}
+	}
+}
+
 // Unless the file sets max_connections, it follows the memory narun may
 // use: 4096 connections took narun up past a 128 MiB cgroup's limit. Not
 // parallel: it sets the process's memory limit, which the gateway reads.

@@ -22,7 +22,7 @@ const (
 	outcomeOK           = iota // a reply arrived
 	outcomeNoResponders        // no service instance is subscribed
 	outcomeTimeout             // no (complete) reply before the deadline
-	outcomeCancelled           // the client went away first
+	outcomeCancelled           // the client went away first, or shutdown cut the request
 	outcomeMalformed           // the reply did not follow the protocol
 	outcomeError               // publishing failed or NATS is not connected
 	numOutcomes

@@ -90,7 +90,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// sees every finished one counted.
 		g.metrics.inflight.Add(-1)
 		if g.accessLog.Load() {
-			g.logAccess(r, rt, ex, took)
+			g.logAccess(r, rm.label, rt, ex, took)
 		}
 		exchangePool.Put(ex)
 		if r.ProtoMajor == 1 && (r.Close || listed(w.Header()["Connection"], "close")) {
@@ -213,12 +213,14 @@ func serverOptions(w http.ResponseWriter, r *http.Request) {
 }
 
 // logAccess writes the access log line of a finished request. The route is
-// named by its configured host and path, as in the metrics; the URI is the
-// client's, query included, as nginx and Caddy log it.
-func (g *Gateway) logAccess(r *http.Request, rt *route, ex *exchange, took time.Duration) {
-	route, service := "", ""
+// label, the one the request is counted under in the metrics (a 405's is
+// the route that refused the method); the service is named only for a
+// request routed to it. The URI is the client's, query included, as nginx
+// and Caddy log it.
+func (g *Gateway) logAccess(r *http.Request, route string, rt *route, ex *exchange, took time.Duration) {
+	service := ""
 	if rt != nil {
-		route, service = rt.label, rt.cfg.Service
+		service = rt.cfg.Service
 	}
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
@@ -578,6 +580,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// closes its connection then, as one without keep-alive
 				// does, left after its response, not before it.
 				g.metrics.outcomes[outcomeOK].Add(1)
+				return
+			}
+			if g.cutting.Load() {
+				g.cutAtShutdown(w, r, ex, rt, headSeen, rid)
 				return
 			}
 			g.clientLeft(ex)
@@ -1054,6 +1060,19 @@ func (g *Gateway) clientLeft(ex *exchange) {
 	ex.status = 499 // nginx's "client closed request", for the metrics only
 }
 
+// cutAtShutdown ends an exchange whose connection Run closed at the end of
+// shutdown_timeout: the gateway's failure, counted and logged as a 503
+// with its request id, not as a client gone (499). The answer is written
+// to a closed connection: the client sees the connection end.
+func (g *Gateway) cutAtShutdown(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, headSeen bool, rid string) {
+	g.metrics.outcomes[outcomeCancelled].Add(1)
+	const why = "cut at shutdown: not finished within shutdown_timeout"
+	if headSeen {
+		g.abort(r, ex, rt, http.StatusServiceUnavailable, rid, why)
+	}
+	g.failLogged(w, ex, rt, http.StatusServiceUnavailable, why, "", rid)
+}
+
 // bodyErrorStatus is the status and message of a request body that could
 // not be read to its end.
 func bodyErrorStatus(timeout time.Duration, err error) (int, string) {
@@ -1325,14 +1344,23 @@ func isNoResponders(m *nats.Msg) bool {
 // taken need: Narun-Timeout and Narun-Body.
 const headSlack = 64
 
-// maxHeaderBytes bounds a request's header block (net/http allows 4 KiB
-// more over HTTP/1, and as much again for HTTP/2's accounting).
-const maxHeaderBytes = 32 << 10
+// headBound bounds a request's head over HTTP/1, request line and the
+// blank line that ends it included (docs/GATEWAY.md, "Limits").
+const headBound = 32 << 10
+
+// maxHeaderBytes is the servers' MaxHeaderBytes that makes headBound the
+// bound: net/http's HTTP/1 server reads 4 KiB past it before it answers
+// 431 (and does not count the 14 bytes it reads of a new connection of
+// the h2c listener to look for HTTP/2's preface). Its HTTP/2 server derives the header list's bound from it too, as
+// MaxHeaderBytes + 320 bytes counted as HPACK counts a list (each field's
+// name and value, and 32 bytes), and HTTP2Config has no field to set that
+// bound apart.
+const maxHeaderBytes = headBound - 4<<10
 
 // maxHeadSize bounds the headers of a request's head in NATS: the client's
 // headers, its Host twice and its path three times (escaped), each at most
 // a header block, and the gateway's own.
-const maxHeadSize = 8 * (maxHeaderBytes + 4<<10)
+const maxHeadSize = 8 * headBound
 
 // natsHeaderSize is how many bytes h takes in a NATS message, as nats.go
 // writes it.

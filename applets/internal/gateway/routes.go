@@ -469,9 +469,16 @@ func hostOrAny(h string) string {
 	return h
 }
 
+// methodsText names the methods two routes share: a route of all methods
+// (none listed) shares every method of the other.
 func methodsText(a, b []string) string {
-	if len(a) == 0 || len(b) == 0 {
+	switch {
+	case len(a) == 0 && len(b) == 0:
 		return "(all)"
+	case len(a) == 0:
+		return strings.Join(b, ",")
+	case len(b) == 0:
+		return strings.Join(a, ",")
 	}
 	var common []string
 	for _, m := range a {

@@ -276,7 +276,7 @@ func TestRouteErrors(t *testing.T) {
 		{"duplicate host case", []config.Route{{Host: "A.com", Path: "/", Service: "x"}, {Host: "a.com", Path: "/", Service: "y"}}, "duplicate route"},
 		{"duplicate message", []config.Route{{Path: "/a/", Service: "x"}, {Path: "/a/", Service: "y"}}, "duplicate route: route A and route B both map any host /a/ (prefix) with methods (all)"},
 		{"duplicate trailing slash", []config.Route{{Path: "/api/v1", Service: "x"}, {Path: "/api/v1/", Service: "y"}}, "duplicate route: route A and route B both map any host /api/v1 and /api/v1/ (prefix) with methods (all)"},
-		{"duplicate trailing slash first", []config.Route{{Host: "A.com", Path: "/a/", Methods: []string{"GET"}, Service: "x"}, {Host: "a.com", Path: "/a", Service: "y"}}, "duplicate route: route A and route B both map a.com /a/ and /a (prefix) with methods (all)"},
+		{"duplicate trailing slash first", []config.Route{{Host: "A.com", Path: "/a/", Methods: []string{"GET"}, Service: "x"}, {Host: "a.com", Path: "/a", Service: "y"}}, "duplicate route: route A and route B both map a.com /a/ and /a (prefix) with methods GET"},
 		{"duplicate trailing slash methods", []config.Route{{Path: "/a", Methods: []string{"GET", "PUT"}, Service: "x"}, {Path: "/a/", Methods: []string{"PUT"}, Service: "y"}}, "both map any host /a and /a/ (prefix) with methods PUT"},
 		{"relative path", []config.Route{{Path: "a", Service: "x"}}, "must start with /"},
 		{"bad match", []config.Route{{Path: "/", Match: "regex", Service: "x"}}, `match "regex"`},
@@ -290,7 +290,11 @@ func TestRouteErrors(t *testing.T) {
 			{Path: "/a", Methods: []string{"PUT"}, Service: "x"}, {Path: "/a", Methods: []string{"GET"}, Service: "y"},
 			{Path: "/a", Methods: []string{"GET", "PUT"}, Service: "z"},
 		}, "route A and route C both map any host /a (prefix) with methods PUT"},
-		{"duplicate of all methods", []config.Route{{Path: "/a", Methods: []string{"PUT"}, Service: "x"}, {Path: "/a", Service: "y"}}, "route A and route B"},
+		// A route of all methods shares with one that lists some exactly
+		// those: "(all)" would send the reader to look for a second route
+		// of all methods.
+		{"duplicate of all methods", []config.Route{{Path: "/a", Methods: []string{"PUT"}, Service: "x"}, {Path: "/a", Service: "y"}}, "route A and route B both map any host /a (prefix) with methods PUT"},
+		{"duplicate of all methods first", []config.Route{{Path: "/hello/", Service: "x"}, {Path: "/hello/", Methods: []string{"GET"}, Service: "y"}}, "route A and route B both map any host /hello/ (prefix) with methods GET"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -546,6 +546,17 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	}
 }
 
+// Every setting a reload warns of as needing a restart is named in
+// RestartOnly, the list narun gw's help gives.
+func TestRestartOnlyNamesEveryKey(t *testing.T) {
+	t.Parallel()
+	for key := range (&Gateway{}).restartOnly(config.Defaults()) {
+		if name := strings.TrimPrefix(key, "gateway."); !strings.Contains(RestartOnly, name) {
+			t.Errorf("RestartOnly does not name %s:\n%s", name, RestartOnly)
+		}
+	}
+}
+
 // A bad route of the configuration file is named by its line, at start
 // and on reload, whether or not the routes before it are good.
 func TestRouteErrorsNameTheLine(t *testing.T) {
@@ -1781,5 +1792,131 @@ func TestWildcardListenTakesBothFamilies(t *testing.T) {
 				resp.Body.Close()
 			}
 		})
+	}
+}
+
+// A 405 is counted under the route that matched host and path but not
+// the method; its access log line names that route too, so that a line
+// and the series it is counted in tell the same story.
+func TestAccessLogNamesRefusedRoute(t *testing.T) {
+	t.Parallel()
+	var out testutil.LogBuffer
+	cfg := gwConfig(config.Route{Path: "/ro", Methods: []string{"GET"}, Service: "ro"})
+	cfg.AccessLog = true
+	e := newEnvLogged(t, cfg, slog.New(slog.NewJSONHandler(&out, nil)))
+	resp, err := http.Post(e.hs.URL+"/ro", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /ro = %d, want 405", resp.StatusCode)
+	}
+	// The line is written before the unflushed answer goes out.
+	type line struct{ Msg, Route, Service string }
+	var l line
+	for _, text := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var one line
+		if json.Unmarshal([]byte(text), &one) == nil && one.Msg == "request" {
+			l = one
+		}
+	}
+	if l.Msg != "request" || l.Route != "/ro" || l.Service != "" {
+		t.Errorf("access log line of the 405: %+v, want route /ro and no service (none was asked)", l)
+	}
+	var m strings.Builder
+	_ = e.gw.metrics.write(&m)
+	if want := `narun_gateway_requests_total{route="/ro",code="405"} 1`; !strings.Contains(m.String(), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// A TLS listener set without a certificate pair serves nothing: said at
+// start and by --check (Check), not left to be found by a client whose
+// HTTPS connection is refused. The default address, which
+// testdata/narun.toml writes out, says nothing: HTTPS is off by default.
+func TestTLSListenWithoutCertWarns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		listen string
+		warns  bool
+	}{
+		{"127.0.0.1:9443", true},
+		{config.Defaults().Gateway.TLS.Listen, false},
+		{"", false},
+	} {
+		var logs testutil.LogBuffer
+		cfg := gwConfig()
+		cfg.TLS.Listen = tc.listen
+		if err := Check(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+			t.Fatalf("check with tls.listen %q: %v", tc.listen, err)
+		}
+		if got := strings.Contains(logs.String(), "HTTPS is off"); got != tc.warns {
+			t.Errorf("tls.listen %q without cert and key: warned %v, want %v:\n%s", tc.listen, got, tc.warns, logs.String())
+		}
+	}
+}
+
+// A request still running when the drain at shutdown ends is cut by the
+// gateway, not left by its client: it is counted and logged as the
+// gateway's 503 with its request id, not as a 499. Hurry ends the drain
+// as shutdown_timeout would, without a wait.
+func TestCutAtShutdownIsNotClientGone(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	entered, release := make(chan struct{}), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+	}))
+	// After serveOn's: cleanups run last first, and the service stops
+	// only once its handler returns.
+	t.Cleanup(func() { close(release) })
+	var logs testutil.LogBuffer
+	cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
+	cfg.AccessLog = true
+	hurry := make(chan struct{})
+	r := startRunOptions(t, Options{Config: cfg, Conn: nc, Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	go func() {
+		if resp, err := http.Get("http://" + r.addrs["http"] + "/"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	r.stop()
+	close(hurry)
+
+	type line struct {
+		Msg, Reason string
+		Status      int
+		RequestID   string `json:"request_id"`
+	}
+	var access, failed line
+	testutil.Eventually(t, 10*time.Second, "the cut request's access log line", func() bool {
+		for _, text := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var l line
+			if json.Unmarshal([]byte(text), &l) != nil {
+				continue
+			}
+			switch l.Msg {
+			case "request":
+				access = l
+			case "request failed":
+				failed = l
+			}
+		}
+		return access.Msg != ""
+	})
+	if access.Status != http.StatusServiceUnavailable {
+		t.Errorf("access log status of the cut request: %d, want 503", access.Status)
+	}
+	if failed.Status != http.StatusServiceUnavailable || !strings.Contains(failed.Reason, "shutdown") || failed.RequestID != access.RequestID {
+		t.Errorf("request failed line %+v, want 503 cut at shutdown with the request id %q", failed, access.RequestID)
+	}
+	var m strings.Builder
+	_ = r.gw.metrics.write(&m)
+	if want := `narun_gateway_requests_total{route="/",code="503"} 1`; !strings.Contains(m.String(), want) {
+		t.Errorf("metrics lack %s:\n%s", want, m.String())
 	}
 }
