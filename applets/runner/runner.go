@@ -101,7 +101,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		case err := <-done:
 			return err
 		case <-cli.Hurried(c):
-			// The apps die with the runner (their parent-death signal).
+			r.Kill()
 			return nil
 		}
 	})

@@ -246,9 +246,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The stop takes as long as the apps' stop_timeout and the gateway's
 		// shutdown_timeout allow, as the README promises a service manager;
 		// an impatient operator (or a service manager's final SIGTERM after
-		// its own timeout) cuts it short, and the apps die with narun
-		// (their parent-death signal). The embedded NATS server is shut
-		// down cleanly either way, by the deferred Shutdown.
+		// its own timeout) cuts it short, and the runner kills every
+		// process of the apps. The embedded NATS server is shut down
+		// cleanly either way, by the deferred Shutdown.
 		stopParts()
 		stopped := make(chan struct{})
 		go func() { wg.Wait(); close(stopped) }()
@@ -256,6 +256,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		case <-stopped:
 		case <-cli.Hurried(c):
 			log.Warn("second signal: not waiting for apps and in-flight requests")
+			rn.Kill()
 			return runErr
 		}
 		for {

@@ -777,7 +777,22 @@ func bootID() string {
 // every runner, so whatever is in dir now is left over. Pdeathsig already
 // killed each instance's first process; this catches what it forked.
 func killStale(dir string, log *slog.Logger) {
+	for _, pgid := range killGroups(dir) {
+		log.Info("killed process group left by an earlier runner", "pgid", pgid)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if err := removeTree(filepath.Join(dir, e.Name()), log); err != nil {
+			log.Warn("remove stale instance directory", "err", err)
+		}
+	}
+}
+
+// killGroups kills the process groups recorded in the pid files of the
+// instance directories under dir and returns their ids.
+func killGroups(dir string) []int {
 	boot := bootID()
+	var killed []int
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "*", "*", "pid"))
 	for _, f := range pidFiles {
 		b, err := os.ReadFile(f)
@@ -809,16 +824,11 @@ func killStale(dir string, log *slog.Logger) {
 		if got, err := procStartTime(pid); err == nil && got != start {
 			continue
 		}
-		if err := syscall.Kill(-pid, syscall.SIGKILL); err == nil {
-			log.Info("killed process group left by an earlier runner", "pgid", pid)
+		if syscall.Kill(-pid, syscall.SIGKILL) == nil {
+			killed = append(killed, pid)
 		}
 	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if err := removeTree(filepath.Join(dir, e.Name()), log); err != nil {
-			log.Warn("remove stale instance directory", "err", err)
-		}
-	}
+	return killed
 }
 
 // removeTree removes dir and all it holds, but never what is mounted in

@@ -401,6 +401,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
+// Kill ends every process of this runner's instances at once, without
+// their stop signal and stop_timeout, and returns once their cgroups are
+// empty (bounded, as at start): a stop cut short by a second SIGINT or
+// SIGTERM calls it before narun exits. The parent-death signal ends each
+// instance's first process, and with a sandbox's launcher its pid
+// namespace, but not what an exec app forked, which would run on,
+// orphaned in the instance's cgroup and directory, until the next runner
+// on this data dir killed it as stale.
+func (r *Runner) Kill() {
+	if r.caps.CgroupVersion > 0 {
+		if err := sandbox.CleanStaleUnder(r.cgroupScope); err != nil {
+			r.log.Warn("kill the instances' processes", "err", err)
+		}
+	}
+	// Exec instances without a cgroup: their process groups.
+	killGroups(r.instancesDir())
+}
+
 // stopMargin is what a stop takes beyond the instances' stop_timeout: the
 // last kills, removing cgroups and the heartbeat, and under narun up the
 // gateway's and the NATS server's shutdown.

@@ -1,0 +1,74 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
+)
+
+// TestKillEndsWhatInstancesForked cuts a stop short as a second SIGINT
+// does, while the stop waits out a stop_timeout of an hour. An exec app
+// forked a child that ignores SIGTERM, which the parent-death signal that
+// ends the instance's first process when narun exits would not reach. A
+// sandboxed app ignores SIGTERM itself (once it ends, its launcher and pid
+// namespace end the rest at once, and no stop is left to cut short). Once
+// Kill returns, nothing of either instance runs.
+func TestKillEndsWhatInstancesForked(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ mode, args string }{{"exec", "fork"}, {"sandbox", "stubborn"}} {
+		mode := tc.mode
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t, nil)
+			var tr *testRunner
+			if mode == "sandbox" {
+				tr = startSandboxRunner(t, c, nil)
+			} else {
+				tr = startRunner(t, c, nil)
+			}
+			c.deploy(t, "forker", "1.0.0", probeBin, "mode = \""+mode+"\"\nargs = [\""+tc.args+"\"]\nstop_timeout = \"1h\"\n")
+			in := tr.wait(t, "forker", "healthy", allIn(1, state.Healthy))[0]
+			// The instance's pid is the exec app's or the sandbox
+			// launcher's, and its child the forked one or the app.
+			pids := []int{in.PID, onlyChild(t, in.PID)}
+			// Signalled earlier, the stubborn probe would end at once.
+			testutil.Eventually(t, 10*time.Second, "SIGTERM ignored", func() bool { return ignoresTERM(pids[1]) })
+			t.Cleanup(func() {
+				for _, pid := range pids {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
+
+			go tr.stop()
+			tr.wait(t, "forker", "stopping", allIn(1, state.Stopping))
+			tr.Kill()
+			for _, pid := range pids {
+				if alive(pid) {
+					t.Errorf("process %d of the instance still runs once Kill returned", pid)
+				}
+			}
+		})
+	}
+}
+
+// ignoresTERM says whether pid ignores SIGTERM (SigIgn of its status).
+func ignoresTERM(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for l := range strings.Lines(string(b)) {
+		if mask, ok := strings.CutPrefix(l, "SigIgn:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err == nil && m&(1<<(syscall.SIGTERM-1)) != 0
+		}
+	}
+	return false
+}
