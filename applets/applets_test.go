@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,6 +224,54 @@ func TestInstall(t *testing.T) {
 	}
 	if target, err := os.Readlink(filepath.Join(other, "narun-nats")); err != nil || target != bin {
 		t.Errorf("link in another dir should be absolute: %q %v", target, err)
+	}
+}
+
+// An install that finds every link in place says so, link by link: an
+// operator checking a device gets a confirmation, not silence.
+func TestInstallAgainConfirms(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errs := run("narun", "install", dir); code != 0 {
+		t.Fatalf("install: exit %d: %s", code, errs)
+	}
+	code, out, errs := run("narun", "install", dir)
+	if code != 0 {
+		t.Fatalf("install again: exit %d: %s", code, errs)
+	}
+	for _, name := range []string{"narun-nats", "narun-gw", "node-runner", "narun-ctl"} {
+		target, err := os.Readlink(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(dir, name) + " -> " + target + " (already there)\n"; !strings.Contains(out, want) {
+			t.Errorf("install again printed %q, want a line %q", out, want)
+		}
+	}
+}
+
+// install's errors name the directory quoted, once prefixed with the
+// command, and an empty one is a usage error.
+func TestInstallDirectoryErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		code      int
+		stderr    string
+	}{
+		{"missing", missing, 1, fmt.Sprintf("narun install: directory %q does not exist\n", missing)},
+		{"not a directory", file, 1, fmt.Sprintf("narun install: %q is not a directory\n", file)},
+		{"empty", "", 2, "narun install: empty directory name: give DIR, or none for the binary's directory\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := run("narun", "install", tc.dir)
+			if code != tc.code || errs != tc.stderr {
+				t.Errorf("exit %d, stderr %q; want %d, %q", code, errs, tc.code, tc.stderr)
+			}
+		})
 	}
 }
 

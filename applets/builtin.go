@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -77,6 +78,11 @@ func installMain(_ context.Context, stdio cli.IO, args []string) error {
 	if fl.NArg() > 1 {
 		return cli.Usage(errors.New("install takes at most one directory"))
 	}
+	// "" would be the working directory to some calls and no directory
+	// to others: most likely an unset variable.
+	if fl.NArg() == 1 && fl.Arg(0) == "" {
+		return cli.Usage(errors.New("empty directory name: give DIR, or none for the binary's directory"))
+	}
 	self, err := installTarget(os.Args[0])
 	if err != nil {
 		return err
@@ -86,16 +92,32 @@ func installMain(_ context.Context, stdio cli.IO, args []string) error {
 		dir = fl.Arg(0)
 	}
 	created, err := Install(self, dir)
-	for _, p := range created {
-		// What the link holds, which Install makes relative beside the
-		// binary: ls -l shows the same.
-		target, rerr := os.Readlink(p)
-		if rerr != nil {
+	printLinks(stdio, self, created, "")
+	if err != nil {
+		return err
+	}
+	// Every other link was already in place: an operator checking a
+	// device gets a confirmation of each, not silence.
+	var kept []string
+	for _, name := range linkNames() {
+		if p := filepath.Join(dir, name); !slices.Contains(created, p) {
+			kept = append(kept, p)
+		}
+	}
+	printLinks(stdio, self, kept, " (already there)")
+	return nil
+}
+
+// printLinks prints each link with what it holds, which Install makes
+// relative beside the binary: ls -l shows the same.
+func printLinks(stdio cli.IO, self string, links []string, note string) {
+	for _, p := range links {
+		target, err := os.Readlink(p)
+		if err != nil {
 			target = self
 		}
-		fmt.Fprintf(stdio.Stdout, "%s -> %s\n", p, target)
+		fmt.Fprintf(stdio.Stdout, "%s -> %s%s\n", p, target, note)
 	}
-	return err
 }
 
 // installTarget is what the links point to: the binary as it was invoked
@@ -136,11 +158,11 @@ func installTarget(argv0 string) (string, error) {
 // created.
 func Install(binary, dir string) ([]string, error) {
 	if fi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("install: directory %s does not exist", dir)
+		return nil, fmt.Errorf("directory %q does not exist", dir)
 	} else if err != nil {
-		return nil, fmt.Errorf("install: %w", err)
+		return nil, fmt.Errorf("check directory %q: %w", dir, err)
 	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("install: %s is not a directory", dir)
+		return nil, fmt.Errorf("%q is not a directory", dir)
 	}
 	target := binary
 	if absDir, err := filepath.Abs(dir); err == nil && absDir == filepath.Dir(binary) {

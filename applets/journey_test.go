@@ -1,6 +1,7 @@
 package applets_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,7 +219,7 @@ func TestInstallIsAllOrNothing(t *testing.T) {
 	}
 
 	missing := filepath.Join(other, "missing")
-	if _, err := applets.Install(bin, missing); err == nil || !strings.Contains(err.Error(), "directory "+missing+" does not exist") {
+	if _, err := applets.Install(bin, missing); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("directory %q does not exist", missing)) {
 		t.Errorf("install into a missing directory: err = %v; want it named as missing", err)
 	}
 }
