@@ -52,3 +52,51 @@ func TestGCKeepsFilesAndSecretsOfRunningInstances(t *testing.T) {
 		}
 	}
 }
+
+// The content each spec the app may start pins stays kept after files
+// put replaced its object, for a rollback or an old instance's restart;
+// content that no spec pins any more goes.
+func TestGCKeepsPinnedContentOfSpecsOnly(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.putFile(t, "conf", "one")
+	files := "[[files]]\nobject = \"conf\"\npath = \"x\"\n"
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n"+files)
+	c.pin(t, "reader")
+	tr := startRunner(t, c, nil)
+	old := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+
+	c.putFile(t, "conf", "two")
+	c.putPinned(t, "reader", "1.1.0", probeBin, "args = [\"crash\"]\n"+files+
+		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
+		map[string]string{"conf": sha256Hex("two")})
+	tr.wait(t, "reader", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
+		return len(l) == 2 && l[0].ID == old.ID && l[0].State == state.Healthy && l[1].Version == "1.1.0" && l[1].Restarts > 0
+	})
+	pinned := filepath.Join(tr.dir, "files-pinned")
+	temporary := filepath.Join(pinned, ".tmp-1")
+	if err := os.WriteFile(temporary, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	tr.gc()
+	for _, content := range []string{"one", "two"} {
+		if b, err := os.ReadFile(filepath.Join(pinned, sha256Hex(content))); err != nil || string(b) != content {
+			t.Errorf("kept copy of %q: %q, %v", content, b, err)
+		}
+	}
+
+	c.deploy(t, "reader", "1.2.0", probeBin, takeOverAtOnce)
+	tr.wait(t, "reader", "only 1.2.0", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].Version == "1.2.0"
+	})
+	tr.gc()
+	for _, content := range []string{"one", "two"} {
+		if _, err := os.Stat(filepath.Join(pinned, sha256Hex(content))); !os.IsNotExist(err) {
+			t.Errorf("kept copy of %q that no spec pins: %v, want it removed", content, err)
+		}
+	}
+	// It belongs to a copy in flight.
+	if _, err := os.Stat(temporary); err != nil {
+		t.Errorf("temporary file: %v", err)
+	}
+}

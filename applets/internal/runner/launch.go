@@ -218,7 +218,11 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 // pin is the SHA-256 (hex) the spec allows, "" in a spec stored before
 // ctl pinned files: a signed spec then covers the file's bytes too, so an
 // object replaced in narun-files without a new spec never reaches an
-// instance, from the store or from the cache.
+// instance, from the store or from the cache. The content placed is also
+// kept under <data>/files-pinned, by its digest, while a spec pins it:
+// files put replaces the object and its one cached copy, but a rollback,
+// or the restart of an instance of an older spec, needs the bytes that
+// spec pins.
 func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin, dir string) error {
 	cached := filepath.Join(r.filesDir(), f.Object)
 	// A copy without a digest there (an earlier runner kept digests beside
@@ -232,6 +236,9 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		case err != nil:
 			r.log.Warn("fetch file info; trying the cached copy", "file", f.Object, "err", err)
 		case pin != "" && store.DigestHex(info) != pin:
+			if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
+				return err
+			}
 			// Only a new spec changes the pin, so retrying cannot help.
 			return fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
 				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent)
@@ -258,34 +265,120 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	}
 	src, err := os.Open(cached)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return fmt.Errorf("file %q: %w", f.Object, errOffline)
-		}
-		return fmt.Errorf("file %q: %w", f.Object, err)
-	}
-	defer src.Close()
-	if pin != "" {
-		// The copy the store could not be asked about may predate the
-		// pin; a later attempt that reaches the store fetches the pinned
-		// one.
-		h := sha256.New()
-		if _, err := io.Copy(h, src); err != nil {
-			return fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != pin {
-			// Whatever the recorded digest says, the next attempt fetches
-			// the object again.
-			os.Remove(digestFile)
-			return fmt.Errorf("file %s: the cached copy has sha256 %s, the spec pins %s; not placed: %w", f.Object, got, pin, errOffline)
-		}
-		if _, err := src.Seek(0, io.SeekStart); err != nil {
+		if !os.IsNotExist(err) {
 			return fmt.Errorf("file %q: %w", f.Object, err)
 		}
+		if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
+			return err
+		}
+		return fmt.Errorf("file %q: %w", f.Object, errOffline)
+	}
+	defer src.Close()
+	got, err := digestOf(src)
+	if err != nil {
+		return fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
+	}
+	if pin != "" && got != pin {
+		// The copy the store could not be asked about may predate the
+		// pin; a later attempt that reaches the store fetches the pinned
+		// one. Whatever the recorded digest says, the next attempt
+		// fetches the object again.
+		os.Remove(digestFile)
+		if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
+			return err
+		}
+		return fmt.Errorf("file %s: the cached copy has sha256 %s, the spec pins %s; not placed: %w", f.Object, got, pin, errOffline)
+	}
+	// Kept without a pin too: a deploy that pins what an instance runs
+	// restarts nothing (a spec of an earlier ctl, deployed again), and
+	// that instance's restart after a files put needs these bytes. Not
+	// keeping them costs a later start its file, not this one.
+	if err := r.keepPinned(src, cached, got); err != nil {
+		r.log.Warn("keep the placed content of a file for a later rollback", "file", f.Object, "sha256", got, "err", err)
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("file %q: %w", f.Object, err)
 	}
 	if err := placeBeneath(dir, f.Path, src, 0o444); err != nil {
 		return fmt.Errorf("place file %q at %s: %w", f.Object, f.Path, err)
 	}
 	return nil
+}
+
+// placeKept places the content pinned to pin from <data>/files-pinned,
+// reporting whether this node kept it. A kept copy whose bytes do not
+// have that digest is removed, as if it had not been kept.
+func (r *Runner) placeKept(f spec.File, pin, dir string) (bool, error) {
+	if pin == "" {
+		return false, nil
+	}
+	kept := filepath.Join(r.filesPinnedDir(), pin)
+	src, err := os.Open(kept)
+	if err != nil {
+		if !os.IsNotExist(err) {
+			r.log.Warn("open the kept pinned content of a file", "file", f.Object, "sha256", pin, "err", err)
+		}
+		return false, nil
+	}
+	defer src.Close()
+	got, err := digestOf(src)
+	if err != nil {
+		return false, fmt.Errorf("file %q: read the kept pinned content: %w", f.Object, err)
+	}
+	if got != pin {
+		r.log.Warn("removed a damaged copy of the pinned content of a file", "file", f.Object, "sha256", pin, "has", got)
+		os.Remove(kept)
+		return false, nil
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return false, fmt.Errorf("file %q: %w", f.Object, err)
+	}
+	if err := placeBeneath(dir, f.Path, src, 0o444); err != nil {
+		return false, fmt.Errorf("place file %q at %s: %w", f.Object, f.Path, err)
+	}
+	return true, nil
+}
+
+// keepPinned makes sure <data>/files-pinned holds the content of sha256
+// digest, which src, opened at path in the cache, was read to have. A
+// hard link costs no space, and keeps the bytes when the cache's copy is
+// replaced, by a rename, or removed.
+func (r *Runner) keepPinned(src *os.File, path, digest string) error {
+	kept := filepath.Join(r.filesPinnedDir(), digest)
+	if _, err := os.Lstat(kept); err == nil {
+		return nil
+	}
+	err := os.Link(path, kept)
+	if err == nil {
+		// Another fetch may have replaced the cache's copy since src was
+		// read: the link then names other bytes.
+		linked, serr := os.Stat(kept)
+		verified, ferr := src.Stat()
+		if serr == nil && ferr == nil && os.SameFile(linked, verified) {
+			return nil
+		}
+		if err := os.Remove(kept); err != nil {
+			return fmt.Errorf("remove a link to a replaced copy: %w", err)
+		}
+	} else if os.IsExist(err) {
+		return nil
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind %s: %w", path, err)
+	}
+	if err := writeVerified(r.filesPinnedDir(), kept, src, digest, 0o444); err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
+	}
+	return nil
+}
+
+// digestOf reads f to its end and returns the hex SHA-256 of its bytes.
+func digestOf(f io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // sandboxAppDirs are the directories of a sandboxed instance that the

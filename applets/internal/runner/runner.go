@@ -231,7 +231,7 @@ func New(opts Options) (*Runner, error) {
 			r.log.Warn("secret key not usable yet; apps with secrets wait for it", "err", err)
 		}
 	}
-	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.fileDigestsDir(), r.sealedDir()} {
+	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.fileDigestsDir(), r.filesPinnedDir(), r.sealedDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("runner: create %s: %w", d, err)
 		}
@@ -307,6 +307,7 @@ func (r *Runner) instancesDir() string   { return filepath.Join(r.opts.DataDir, 
 func (r *Runner) specsDir() string       { return filepath.Join(r.opts.DataDir, "specs") }
 func (r *Runner) filesDir() string       { return filepath.Join(r.opts.DataDir, "files") }
 func (r *Runner) fileDigestsDir() string { return filepath.Join(r.opts.DataDir, "file-digests") }
+func (r *Runner) filesPinnedDir() string { return filepath.Join(r.opts.DataDir, "files-pinned") }
 func (r *Runner) sealedDir() string      { return filepath.Join(r.opts.DataDir, "secrets") }
 func (r *Runner) execDir() string        { return filepath.Join(r.opts.DataDir, "exec") }
 
@@ -1247,7 +1248,7 @@ func (r *Runner) checkNodeID() {
 // holds the data dir's lock, before it writes anything.
 func (r *Runner) removeTemporaries() {
 	var removed int
-	for _, dir := range []string{r.cache.dir, r.filesDir(), r.fileDigestsDir(), r.specsDir(), r.sealedDir()} {
+	for _, dir := range []string{r.cache.dir, r.filesDir(), r.fileDigestsDir(), r.filesPinnedDir(), r.specsDir(), r.sealedDir()} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			r.log.Warn("look for temporary files left by an interrupted write", "dir", dir, "err", err)
@@ -1295,9 +1296,9 @@ func (r *Runner) removeExecLinks() {
 	}
 }
 
-// gc removes the cached binaries, files and sealed secrets that no app on
-// this node refers to any more, and the links to binaries that its app
-// does not run any more.
+// gc removes the cached binaries, files, pinned file contents and sealed
+// secrets that no app on this node refers to any more, and the links to
+// binaries that its app does not run any more.
 func (r *Runner) gc() {
 	listed := time.Now()
 	// Under r.mu no app is created, and only an app's own instances make
@@ -1309,7 +1310,7 @@ func (r *Runner) gc() {
 		r.log.Warn("remove the links of deleted apps", "err", err)
 	}
 	keep := map[string]bool{}
-	files, sealed := map[string]bool{}, map[string]bool{}
+	files, pinned, sealed := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, a := range r.appList() {
 		a.pruneLinks()
 		for _, d := range a.digests() {
@@ -1318,6 +1319,9 @@ func (r *Runner) gc() {
 		for _, sp := range a.specs() {
 			for _, f := range sp.Files {
 				files[f.Object] = true
+			}
+			for _, d := range sp.FileDigests {
+				pinned[d] = true
 			}
 			for _, s := range sp.Secrets {
 				sealed[s.Name] = true
@@ -1332,7 +1336,7 @@ func (r *Runner) gc() {
 	for _, c := range []struct {
 		dir  string
 		keep map[string]bool
-	}{{r.fileDigestsDir(), files}, {r.filesDir(), files}, {r.sealedDir(), sealed}} {
+	}{{r.fileDigestsDir(), files}, {r.filesDir(), files}, {r.filesPinnedDir(), pinned}, {r.sealedDir(), sealed}} {
 		dir, keep := c.dir, c.keep
 		entries, err := os.ReadDir(dir)
 		if err != nil {

@@ -2100,8 +2100,9 @@ func sha256Hex(s string) string {
 }
 
 // A file object replaced in narun-files behind the spec's back never
-// reaches an instance, whether the runner has the pinned copy cached or
-// none at all; re-pinning, as narun ctl app restart does, rolls it out.
+// reaches an instance: a runner that kept the pinned content places that,
+// one that has none refuses the start; re-pinning, as narun ctl app
+// restart does, rolls the new content out.
 func TestPinnedFileReplacedIsRefused(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
@@ -2146,14 +2147,26 @@ func TestPinnedFileReplacedIsRefused(t *testing.T) {
 		return failed
 	}
 	// A restart request that does not pin again starts a new instance of
-	// the same spec; the old one keeps serving.
+	// the same spec, with the content it pins.
 	c.restart(t, "reader")
-	refused(tr)
-	if l := tr.of("reader"); !slices.ContainsFunc(l, func(in state.Instance) bool { return in.ID == first.ID && in.State == state.Healthy }) {
-		t.Errorf("old instance not serving: %+v", l)
+	var second state.Instance
+	tr.wait(t, "reader", "a new instance", func(l []state.Instance) bool {
+		for _, in := range l {
+			if in.ID != first.ID && (in.State == state.Healthy || in.State == state.Failed) {
+				second = in
+				return true
+			}
+		}
+		return false
+	})
+	if second.State != state.Healthy {
+		t.Fatalf("new instance of the same pin: %s: %s", second.State, second.Reason)
+	}
+	if b, err := os.ReadFile(filepath.Join(tr.dir, "instances", "reader", second.ID, "x")); err != nil || string(b) != "one" {
+		t.Errorf("placed %q, %v; want the pinned content, %q", b, err, "one")
 	}
 
-	// A runner with nothing cached refuses it as well.
+	// A runner with nothing cached refuses it.
 	tr.stop()
 	fresh := startRunner(t, c, nil)
 	refused(fresh)
