@@ -108,15 +108,7 @@ func TestUpNamesDuplicateServerName(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
 		return strings.Contains(out.String(), "waiting for JetStream to answer")
 	})
-	named := func() bool {
-		s := out.String()
-		return strings.Contains(s, "give each member its own [nats] server_name") && strings.Contains(s, `server_name=u1`)
-	}
-	for deadline := time.Now().Add(30 * time.Second); !named(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the duplicate server_name u1 not named; output:\n%s", out.String())
-		}
-	}
+	waitNamedU1(t, out)
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
@@ -178,14 +170,16 @@ func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
 	}
 	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
-	named := func() bool {
+	waitNamedU1(t, out)
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// waitNamedU1 waits for narun up's output out to name the server_name u1
+// that two members share.
+func waitNamedU1(t *testing.T, out fmt.Stringer) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, "the duplicate server_name u1 named", func() bool {
 		s := out.String()
 		return strings.Contains(s, "give each member its own [nats] server_name") && strings.Contains(s, `server_name=u1`)
-	}
-	for deadline := time.Now().Add(30 * time.Second); !named(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the duplicate server_name u1 not named; output:\n%s", out.String())
-		}
-	}
-	stopUp(t, cmd, out, 20*time.Second)
+	})
 }

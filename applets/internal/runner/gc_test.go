@@ -58,21 +58,7 @@ func TestGCKeepsFilesAndSecretsOfRunningInstances(t *testing.T) {
 // content that no spec pins any more goes.
 func TestGCKeepsPinnedContentOfSpecsOnly(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	c.putFile(t, "conf", "one")
-	files := "[[files]]\nobject = \"conf\"\npath = \"x\"\n"
-	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n"+files)
-	c.pin(t, "reader")
-	tr := startRunner(t, c, nil)
-	old := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
-
-	c.putFile(t, "conf", "two")
-	c.putPinned(t, "reader", "1.1.0", probeBin, "args = [\"crash\"]\n"+files+
-		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
-		map[string]string{"conf": sha256Hex("two")})
-	tr.wait(t, "reader", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
-		return len(l) == 2 && l[0].ID == old.ID && l[0].State == state.Healthy && l[1].Version == "1.1.0" && l[1].Restarts > 0
-	})
+	c, tr, _ := haltedFileRollout(t)
 	pinned := filepath.Join(tr.dir, "files-pinned")
 	temporary := filepath.Join(pinned, ".tmp-1")
 	if err := os.WriteFile(temporary, nil, 0o444); err != nil {

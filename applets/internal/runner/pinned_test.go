@@ -23,6 +23,29 @@ func (c *cluster) putFile(t *testing.T, object, content string) {
 	}
 }
 
+// haltedFileRollout runs app reader at 1.0.0, placing object conf ("one")
+// pinned, then files put "two" and stores 1.1.0 pinning it, which crashes:
+// start_grace holds the rollout in its health wait, so 1.0.0 (old) keeps
+// running beside it.
+func haltedFileRollout(t *testing.T) (c *cluster, tr *testRunner, old state.Instance) {
+	t.Helper()
+	c = newCluster(t, nil)
+	c.putFile(t, "conf", "one")
+	files := "[[files]]\nobject = \"conf\"\npath = \"x\"\n"
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n"+files)
+	c.pin(t, "reader")
+	tr = startRunner(t, c, nil)
+	old = tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	c.putFile(t, "conf", "two")
+	c.putPinned(t, "reader", "1.1.0", probeBin, "args = [\"crash\"]\n"+files+
+		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
+		map[string]string{"conf": sha256Hex("two")})
+	tr.wait(t, "reader", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
+		return len(l) == 2 && l[0].ID == old.ID && l[0].State == state.Healthy && l[1].Version == "1.1.0" && l[1].Restarts > 0
+	})
+	return c, tr, old
+}
+
 // putPinned stores a spec of app at version running bin whose [[files]]
 // objects are pinned to digests, as ctl deploy stores it.
 func (c *cluster) putPinned(t *testing.T, app, version, bin, extra string, digests map[string]string) {
@@ -79,23 +102,7 @@ func TestRollbackPlacesContentPinnedBeforeFilesPut(t *testing.T) {
 // with the content it pinned, though files put replaced the object since.
 func TestOldInstanceRestartsWithContentPinnedBeforeFilesPut(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	c.putFile(t, "conf", "one")
-	files := "[[files]]\nobject = \"conf\"\npath = \"x\"\n"
-	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n"+files)
-	c.pin(t, "reader")
-	tr := startRunner(t, c, nil)
-	old := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
-
-	// start_grace holds the rollout in its health wait, the old instance
-	// running, while its process is killed.
-	c.putFile(t, "conf", "two")
-	c.putPinned(t, "reader", "1.1.0", probeBin, "args = [\"crash\"]\n"+files+
-		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n",
-		map[string]string{"conf": sha256Hex("two")})
-	tr.wait(t, "reader", "1.1.0 crash-looping beside 1.0.0", func(l []state.Instance) bool {
-		return len(l) == 2 && l[0].ID == old.ID && l[0].State == state.Healthy && l[1].Version == "1.1.0" && l[1].Restarts > 0
-	})
+	_, tr, old := haltedFileRollout(t)
 	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

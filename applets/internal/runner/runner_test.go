@@ -2099,27 +2099,29 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// pinnedReader runs app reader at 1.0.0 on a runner of its own, placing
+// object conf ("one") with its content pinned, as ctl deploy stores it.
+func pinnedReader(t *testing.T) (c *cluster, tr *testRunner, first state.Instance) {
+	t.Helper()
+	c = newCluster(t, nil)
+	c.putFile(t, "conf", "one")
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
+	c.pin(t, "reader")
+	tr = startRunner(t, c, nil)
+	first = tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	tr.waitLine(t, "reader", `cat "one" mode 444`)
+	return c, tr, first
+}
+
 // A file object replaced in narun-files behind the spec's back never
 // reaches an instance: a runner that kept the pinned content places that,
 // one that has none refuses the start; re-pinning, as narun ctl app
 // restart does, rolls the new content out.
 func TestPinnedFileReplacedIsRefused(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	put := func(content string) {
-		t.Helper()
-		if _, err := c.files.PutBytes(context.Background(), "conf", []byte(content)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("one")
-	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
-	c.pin(t, "reader")
-	tr := startRunner(t, c, nil)
-	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
-	tr.waitLine(t, "reader", `cat "one" mode 444`)
+	c, tr, first := pinnedReader(t)
 
-	put("two")
+	c.putFile(t, "conf", "two")
 	reason := fmt.Sprintf("file conf: narun-files holds sha256 %s, the spec pins %s: ", sha256Hex("two"), sha256Hex("one"))
 	refused := func(tr *testRunner) state.Instance {
 		t.Helper()
@@ -2185,21 +2187,9 @@ func TestPinnedFileReplacedIsRefused(t *testing.T) {
 // with the pin it started with, its restart would be refused for good.
 func TestRepinnedFilePlacedAtRestart(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	put := func(content string) {
-		t.Helper()
-		if _, err := c.files.PutBytes(context.Background(), "conf", []byte(content)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("one")
-	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
-	c.pin(t, "reader")
-	tr := startRunner(t, c, nil)
-	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
-	tr.waitLine(t, "reader", `cat "one" mode 444`)
+	c, tr, first := pinnedReader(t)
 
-	put("two")
+	c.putFile(t, "conf", "two")
 	c.pin(t, "reader")
 	// Every spec the app may start, its running instance's included, must
 	// pin the new content before the kill: one killed earlier would
