@@ -409,6 +409,12 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 			cur = append(cur, a.start(ctx, sp, slot, fp, ""))
 		}
 		if len(old) == 0 {
+			// A newer spec of the same fingerprint, or one that found the
+			// slot empty, cut short a replace: its instance is still the
+			// one whose failure must start the revision that served again.
+			if a.replacing(sp, fp) && !a.settle(ctx, cur[len(cur)-1], sp, slot) {
+				return
+			}
 			continue
 		}
 		healthy, interrupted := a.waitHealthy(ctx, cur[len(cur)-1], sp)
@@ -483,7 +489,23 @@ func (a *app) replace(ctx context.Context, prev *instance, sp *spec.App, slot in
 		a.mu.Unlock()
 	}
 	a.stop([]*instance{prev})
-	in := a.start(ctx, sp, slot, fp, "")
+	return a.settle(ctx, a.start(ctx, sp, slot, fp, ""), sp, slot)
+}
+
+// replacing says whether a replace towards sp is unfinished: a revision
+// that served was stopped for it (served), and no instance of sp or of a
+// spec after it has been healthy for min_healthy since.
+func (a *app) replacing(sp *spec.App, fp string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.served != nil && a.served.fp != fp && sharePort(a.served.sp, sp)
+}
+
+// settle waits for in, the slot's new instance of sp started by replace,
+// to be healthy for min_healthy; one that is not halts the rollout and
+// the revision that served starts again in its place. It reports whether
+// the rollout goes on to the next slot.
+func (a *app) settle(ctx context.Context, in *instance, sp *spec.App, slot int) bool {
 	healthy, interrupted := a.waitHealthy(ctx, in, sp)
 	a.mu.Lock()
 	served := a.served

@@ -293,3 +293,26 @@ func serveOnHostPort(t *testing.T, c *cluster, tr *testRunner, extra string) (st
 	c.deploy(t, "plain", "1.0.0", helloBin, fmt.Sprintf("args = [\"--http\", %q]\n", addr)+bridged)
 	return bridged, tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
 }
+
+// A newer spec of the same fingerprint (only [restart] changed, which
+// instances follow as they run) that cuts short the health wait of a
+// rollout on the host network leaves that rollout unfinished, not done:
+// when its new instance gives up, the revision that served before is
+// started again, as it would have been without the second spec.
+func TestHostHTTPAppSameFingerprintSpecKeepsRollback(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	bridged, old := serveOnHostPort(t, c, tr, "")
+
+	crash := "args = [\"crash\"]\n" + bridged + "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+	c.deploy(t, "plain", "1.1.0", probeBin, crash)
+	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
+	})
+	c.deploy(t, "plain", "1.1.0", probeBin, crash+"max_failures = 1\n")
+	tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		up := running(l)
+		return len(up) == 1 && up[0].Version == "1.0.0" && up[0].State == state.Healthy && up[0].ID != old.ID
+	})
+}
