@@ -94,15 +94,7 @@ func TestUpWaitingForJetStream(t *testing.T) {
 // dozens of other lines. The member waiting for JetStream names the
 // duplicate itself, with the addresses it came from.
 func TestUpNamesDuplicateServerName(t *testing.T) {
-	_, clusterAddrs, routes := firstMemberConfig(t)
-	for _, i := range []int{0, 2} {
-		natstest.StartConfig(t, embednats.Config{
-			Listen:     "127.0.0.1:-1",
-			ServerName: "u1",
-			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
-		})
-	}
-	config := writeMember(t, "u2", clusterAddrs[1], routes)
+	config := u2BesideSharedU1(t)
 	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 30*time.Second, "narun up waiting for JetStream", func() bool {
@@ -151,15 +143,7 @@ func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, clusterAddrs, routes := firstMemberConfig(t)
-	for _, i := range []int{0, 2} {
-		natstest.StartConfig(t, embednats.Config{
-			Listen:     "127.0.0.1:-1",
-			ServerName: "u1",
-			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
-		})
-	}
-	config := writeMember(t, "u2", clusterAddrs[1], routes)
+	config := u2BesideSharedU1(t)
 	member, err := os.ReadFile(config)
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +156,22 @@ func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	waitNamedU1(t, out)
 	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// u2BesideSharedU1 starts two cluster members that share the server_name
+// u1 and writes the configuration of a third, u2, routed to both; it
+// returns its path.
+func u2BesideSharedU1(t *testing.T) string {
+	t.Helper()
+	_, clusterAddrs, routes := firstMemberConfig(t)
+	for _, i := range []int{0, 2} {
+		natstest.StartConfig(t, embednats.Config{
+			Listen:     "127.0.0.1:-1",
+			ServerName: "u1",
+			Cluster:    embednats.Cluster{Name: "narun", Listen: clusterAddrs[i], Routes: routes},
+		})
+	}
+	return writeMember(t, "u2", clusterAddrs[1], routes)
 }
 
 // waitNamedU1 waits for narun up's output out to name the server_name u1

@@ -12,8 +12,6 @@ import (
 	"github.com/narun/narun/applets/internal/signing"
 )
 
-// noClashes stands in for a server whose routes show no shared name.
-
 // A JetStream request sent while a new cluster elects its first leader
 // may never be answered (seen with a leader elected on another member a
 // tenth of a second later). narun up must go on soon after JetStream
