@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine with Go: the real
-# nats CLI, wrk, qemu-user-static, chromium, iproute2, bc and readelf for
-# scripts/build.sh, and a C toolchain for the race detector (it needs cgo).
+# nats CLI, qemu-user-static, chromium, iproute2, readelf for
+# scripts/build.sh and a C toolchain for the race detector (it needs cgo);
+# and wrk, for scripts/bench.sh.
 # Idempotent; quiet when everything is already there.
 set -euo pipefail
 
@@ -16,9 +17,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
-command -v bc >/dev/null || missing+=(bc)
 command -v readelf >/dev/null || missing+=(binutils)
-command -v python3 >/dev/null || missing+=(python3)
 command -v gcc >/dev/null || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
