@@ -37,10 +37,11 @@ type seccompArch struct {
 	bigEndian bool
 }
 
-// seccompArchs are the architectures whose Go programs open sockets with
-// the direct socket(2) call; on 386 and s390x Go uses socketcall(2),
-// which a filter cannot read, and the filter is not installed
-// (docs/SECURITY.md, "Known limits").
+// seccompArchs are the architectures the filter is installed on, whose Go
+// programs open sockets with the direct socket(2) call; on 386 and s390x
+// Go uses socketcall(2), which a filter cannot read, and 32-bit mips
+// (mips, mipsle) has no table here: no filter (docs/SECURITY.md, "Known
+// limits").
 var seccompArchs = map[string]seccompArch{
 	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
 	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, keys: [3]uint32{217, 218, 219}, socketcall: -1},
