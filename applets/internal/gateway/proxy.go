@@ -1159,8 +1159,6 @@ func (g *Gateway) failLogged(w http.ResponseWriter, ex *exchange, rt *route, cod
 	g.fail(w, ex, code, msg, rid)
 }
 
-// fail writes an error response that names the request id, so a user can
-// quote it and an operator can find it in the logs.
 // refuse is fail for a request answered before its body is read.
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, code int, msg, rid string) {
 	closeUnread(w, r)
@@ -1183,6 +1181,8 @@ func closeUnread(w http.ResponseWriter, r *http.Request) {
 // to keep the connection (maxPostHandlerReadBytes).
 const maxDiscard = 256 << 10
 
+// fail writes an error response that names the request id, so a user can
+// quote it and an operator can find it in the logs.
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
 	ex.status = code
 	if !ex.bounded {
@@ -1351,10 +1351,10 @@ const headBound = 32 << 10
 // maxHeaderBytes is the servers' MaxHeaderBytes that makes headBound the
 // bound: net/http's HTTP/1 server reads 4 KiB past it before it answers
 // 431 (and does not count the 14 bytes it reads of a new connection of
-// the h2c listener to look for HTTP/2's preface). Its HTTP/2 server derives the header list's bound from it too, as
-// MaxHeaderBytes + 320 bytes counted as HPACK counts a list (each field's
-// name and value, and 32 bytes), and HTTP2Config has no field to set that
-// bound apart.
+// the h2c listener to look for HTTP/2's preface). Its HTTP/2 server
+// derives the header list's bound from it too, as MaxHeaderBytes + 320
+// bytes counted as HPACK counts a list (each field's name and value, and
+// 32 bytes), and HTTP2Config has no field to set that bound apart.
 const maxHeaderBytes = headBound - 4<<10
 
 // maxHeadSize bounds the headers of a request's head in NATS: the client's
