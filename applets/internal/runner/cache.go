@@ -209,6 +209,11 @@ func fileSHA256(p string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	return digestOf(f)
+}
+
+// digestOf reads f to its end and returns the hex SHA-256 of its bytes.
+func digestOf(f io.Reader) (string, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

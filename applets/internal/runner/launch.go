@@ -3,8 +3,6 @@ package runner
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,12 +234,9 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		case err != nil:
 			r.log.Warn("fetch file info; trying the cached copy", "file", f.Object, "err", err)
 		case pin != "" && store.DigestHex(info) != pin:
-			if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
-				return err
-			}
 			// Only a new spec changes the pin, so retrying cannot help.
-			return fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
-				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent)
+			return r.placeKept(f, pin, dir, fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
+				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent))
 		}
 		have, _ := os.ReadFile(digestFile)
 		_, missing := os.Stat(cached)
@@ -268,10 +263,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		if !os.IsNotExist(err) {
 			return fmt.Errorf("file %q: %w", f.Object, err)
 		}
-		if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
-			return err
-		}
-		return fmt.Errorf("file %q: %w", f.Object, errOffline)
+		return r.placeKept(f, pin, dir, fmt.Errorf("file %q: %w", f.Object, errOffline))
 	}
 	defer src.Close()
 	got, err := digestOf(src)
@@ -284,10 +276,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		// one. Whatever the recorded digest says, the next attempt
 		// fetches the object again.
 		os.Remove(digestFile)
-		if placed, err := r.placeKept(f, pin, dir); placed || err != nil {
-			return err
-		}
-		return fmt.Errorf("file %s: the cached copy has sha256 %s, the spec pins %s; not placed: %w", f.Object, got, pin, errOffline)
+		return r.placeKept(f, pin, dir, fmt.Errorf("file %s: the cached copy has sha256 %s, the spec pins %s; not placed: %w", f.Object, got, pin, errOffline))
 	}
 	// Kept without a pin too: a deploy that pins what an instance runs
 	// restarts nothing (a spec of an earlier ctl, deployed again), and
@@ -296,6 +285,41 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	if err := r.keepPinned(src, cached, got); err != nil {
 		r.log.Warn("keep the placed content of a file for a later rollback", "file", f.Object, "sha256", got, "err", err)
 	}
+	return placeRead(f, src, dir)
+}
+
+// placeKept places the content pinned to pin from <data>/files-pinned,
+// else returns notKept, the error of the copy it stands in for, when this
+// node did not keep it. A kept copy whose bytes do not have that digest
+// is removed, as if it had not been kept.
+func (r *Runner) placeKept(f spec.File, pin, dir string, notKept error) error {
+	if pin == "" {
+		return notKept
+	}
+	kept := filepath.Join(r.filesPinnedDir(), pin)
+	src, err := os.Open(kept)
+	if err != nil {
+		if !os.IsNotExist(err) {
+			r.log.Warn("open the kept pinned content of a file", "file", f.Object, "sha256", pin, "err", err)
+		}
+		return notKept
+	}
+	defer src.Close()
+	got, err := digestOf(src)
+	if err != nil {
+		return fmt.Errorf("file %q: read the kept pinned content: %w", f.Object, err)
+	}
+	if got != pin {
+		r.log.Warn("removed a damaged copy of the pinned content of a file", "file", f.Object, "sha256", pin, "has", got)
+		os.Remove(kept)
+		return notKept
+	}
+	return placeRead(f, src, dir)
+}
+
+// placeRead places src, read to its end to check its digest, as f in the
+// instance directory dir, read-only.
+func placeRead(f spec.File, src *os.File, dir string) error {
 	if _, err := src.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("file %q: %w", f.Object, err)
 	}
@@ -305,49 +329,12 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	return nil
 }
 
-// placeKept places the content pinned to pin from <data>/files-pinned,
-// reporting whether this node kept it. A kept copy whose bytes do not
-// have that digest is removed, as if it had not been kept.
-func (r *Runner) placeKept(f spec.File, pin, dir string) (bool, error) {
-	if pin == "" {
-		return false, nil
-	}
-	kept := filepath.Join(r.filesPinnedDir(), pin)
-	src, err := os.Open(kept)
-	if err != nil {
-		if !os.IsNotExist(err) {
-			r.log.Warn("open the kept pinned content of a file", "file", f.Object, "sha256", pin, "err", err)
-		}
-		return false, nil
-	}
-	defer src.Close()
-	got, err := digestOf(src)
-	if err != nil {
-		return false, fmt.Errorf("file %q: read the kept pinned content: %w", f.Object, err)
-	}
-	if got != pin {
-		r.log.Warn("removed a damaged copy of the pinned content of a file", "file", f.Object, "sha256", pin, "has", got)
-		os.Remove(kept)
-		return false, nil
-	}
-	if _, err := src.Seek(0, io.SeekStart); err != nil {
-		return false, fmt.Errorf("file %q: %w", f.Object, err)
-	}
-	if err := placeBeneath(dir, f.Path, src, 0o444); err != nil {
-		return false, fmt.Errorf("place file %q at %s: %w", f.Object, f.Path, err)
-	}
-	return true, nil
-}
-
 // keepPinned makes sure <data>/files-pinned holds the content of sha256
 // digest, which src, opened at path in the cache, was read to have. A
 // hard link costs no space, and keeps the bytes when the cache's copy is
 // replaced, by a rename, or removed.
 func (r *Runner) keepPinned(src *os.File, path, digest string) error {
 	kept := filepath.Join(r.filesPinnedDir(), digest)
-	if _, err := os.Lstat(kept); err == nil {
-		return nil
-	}
 	err := os.Link(path, kept)
 	if err == nil {
 		// Another fetch may have replaced the cache's copy since src was
@@ -370,15 +357,6 @@ func (r *Runner) keepPinned(src *os.File, path, digest string) error {
 		return fmt.Errorf("copy %s: %w", path, err)
 	}
 	return nil
-}
-
-// digestOf reads f to its end and returns the hex SHA-256 of its bytes.
-func digestOf(f io.Reader) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // sandboxAppDirs are the directories of a sandboxed instance that the

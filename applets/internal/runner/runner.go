@@ -1313,10 +1313,10 @@ func (r *Runner) gc() {
 	files, pinned, sealed := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, a := range r.appList() {
 		a.pruneLinks()
-		for _, d := range a.digests() {
-			keep[d] = true
-		}
 		for _, sp := range a.specs() {
+			if b, ok := sp.Binary(runtime.GOARCH); ok {
+				keep[b.SHA256] = true
+			}
 			for _, f := range sp.Files {
 				files[f.Object] = true
 			}
