@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/config"
-	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 )
@@ -126,14 +125,7 @@ func TestRedeployAfterBucketRecreated(t *testing.T) {
 	tr.wait(t, "b", "healthy", allIn(1, state.Healthy))
 	c.remove(t, "b")
 	tr.wait(t, "b", "gone", func(l []state.Instance) bool { return len(l) == 0 })
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
-		t.Fatal(err)
-	}
-	c.open(t)
+	c.recreateApps(t)
 	if err := tr.opts.Conn.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +155,7 @@ func TestDeployToRecreatedBucketWhileConnected(t *testing.T) {
 		c.deploy(t, "b", v, helloBin, "")
 	}
 	tr.wait(t, "b", "healthy", allIn(1, state.Healthy))
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
-		t.Fatal(err)
-	}
-	c.open(t)
+	c.recreateApps(t)
 	c.deploy(t, "a", "1.0.0", helloBin, "")
 	tr.wait(t, "a", "a healthy from the new bucket", allIn(1, state.Healthy))
 	if tr.opts.Conn.Stats().Reconnects != 0 {

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,9 +15,7 @@ import (
 func TestGCKeepsFilesAndSecretsOfRunningInstances(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
-	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
-		t.Fatal(err)
-	}
+	c.putFile(t, "appconf", "greeting=hi")
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
 	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	c.deploy(t, "reader", "1.0.0", probeBin, "[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n"+

@@ -115,11 +115,7 @@ func TestHostHTTPAppHaltsWhenNeitherServes(t *testing.T) {
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
 	_, port, _ := net.SplitHostPort(testutil.FreeAddr(t))
-	crash := "args = [\"crash\"]\n[http]\nport = " + port + "\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
-	c.deploy(t, "plain", "1.0.0", probeBin, crash)
-	tr.wait(t, "plain", "1.0.0 crash-looping", func(l []state.Instance) bool {
-		return len(l) == 1 && l[0].Restarts > 0
-	})
+	crash := crashLoop(t, c, tr, "1.0.0", "[http]\nport = "+port+"\n"+fastRestart)
 	c.deploy(t, "plain", "1.1.0", probeBin, crash+"max_failures = 1\n")
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted: new instance not healthy, and the old one, stopped first")
@@ -138,11 +134,7 @@ func TestHostHTTPAppSecondBadDeployKeepsServingRevision(t *testing.T) {
 	tr := startRunner(t, c, nil)
 	bridged, _ := serveOnHostPort(t, c, tr, "")
 
-	crash := "args = [\"crash\"]\n" + bridged + "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
-	c.deploy(t, "plain", "1.1.0", probeBin, crash)
-	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
-		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
-	})
+	crash := crashLoop(t, c, tr, "1.1.0", bridged+fastRestart)
 	c.deploy(t, "plain", "1.2.0", probeBin, crash+"max_failures = 1\n")
 	testutil.Eventually(t, 30*time.Second, "1.2.0's rollout to end", func() bool {
 		return strings.Contains(tr.logs.String(), "the app is down") || slices.ContainsFunc(tr.of("plain"), func(in state.Instance) bool {
@@ -166,11 +158,7 @@ func TestHostHTTPAppKeepsBinaryOfServingRevision(t *testing.T) {
 	bridged, _ := serveOnHostPort(t, c, tr, "")
 
 	// start_grace holds the health wait open while the cache is pruned.
-	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
-		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
-	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
-		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
-	})
+	crashLoop(t, c, tr, "1.1.0", bridged+"[health]\nstart_grace = \"10m\"\n"+fastRestart)
 	tr.gc()
 	if _, err := os.Stat(tr.cache.path(fileDigest(t, helloBin))); err != nil {
 		t.Fatalf("binary of 1.0.0, to start again if 1.1.0 fails: %v", err)
@@ -183,9 +171,7 @@ func TestHostHTTPAppKeepsBinaryOfServingRevision(t *testing.T) {
 func TestHostHTTPAppKeepsFilesAndSecretsOfServingRevision(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
-	if _, err := c.files.PutBytes(context.Background(), "appconf", []byte("greeting=hi")); err != nil {
-		t.Fatal(err)
-	}
+	c.putFile(t, "appconf", "greeting=hi")
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
 	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	addr := testutil.FreeAddr(t)
@@ -196,11 +182,7 @@ func TestHostHTTPAppKeepsFilesAndSecretsOfServingRevision(t *testing.T) {
 	tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))
 
 	// start_grace holds the health wait open while the cache is pruned.
-	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
-		"[health]\nstart_grace = \"10m\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
-	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
-		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
-	})
+	crashLoop(t, c, tr, "1.1.0", bridged+"[health]\nstart_grace = \"10m\"\n"+fastRestart)
 	tr.gc()
 	for _, p := range []string{filepath.Join(tr.filesDir(), "appconf"), filepath.Join(tr.fileDigestsDir(), "appconf"), filepath.Join(tr.sealedDir(), "token")} {
 		if _, err := os.Stat(p); err != nil {
@@ -259,7 +241,7 @@ func TestHostHTTPAppRollbackReportsNewInstanceFailed(t *testing.T) {
 	bridged, old := serveOnHostPort(t, c, tr, "")
 
 	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+bridged+
-		"[health]\nstart_grace = \"200ms\"\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+		"[health]\nstart_grace = \"200ms\"\n"+fastRestart)
 	back := running(tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
 		up := running(l)
 		return len(up) == 1 && up[0].Version == "1.0.0" && up[0].State == state.Healthy && up[0].ID != old.ID
@@ -279,6 +261,22 @@ func TestHostHTTPAppRollbackReportsNewInstanceFailed(t *testing.T) {
 	}) {
 		t.Fatalf("heartbeat after the rollback does not list 1.1.0 as failed, saying why: %+v", last.Instances)
 	}
+}
+
+// fastRestart restarts a crashed instance within 200 ms.
+const fastRestart = "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+
+// crashLoop deploys app "plain" at version as the probe exiting at once,
+// with extra after its args, and waits for its one instance to have
+// restarted. It returns the spec, for a later deploy to extend.
+func crashLoop(t *testing.T, c *cluster, tr *testRunner, version, extra string) string {
+	t.Helper()
+	crash := "args = [\"crash\"]\n" + extra
+	c.deploy(t, "plain", version, probeBin, crash)
+	tr.wait(t, "plain", version+" crash-looping", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == version && l[0].Restarts > 0
+	})
+	return crash
 }
 
 // serveOnHostPort deploys app "plain" 1.0.0, hello serving on a free
@@ -305,11 +303,7 @@ func TestHostHTTPAppSameFingerprintSpecKeepsRollback(t *testing.T) {
 	tr := startRunner(t, c, nil)
 	bridged, old := serveOnHostPort(t, c, tr, "")
 
-	crash := "args = [\"crash\"]\n" + bridged + "[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
-	c.deploy(t, "plain", "1.1.0", probeBin, crash)
-	tr.wait(t, "plain", "1.1.0 crash-looping in its health wait", func(l []state.Instance) bool {
-		return len(l) == 1 && l[0].Version == "1.1.0" && l[0].Restarts > 0
-	})
+	crash := crashLoop(t, c, tr, "1.1.0", bridged+fastRestart)
 	c.deploy(t, "plain", "1.1.0", probeBin, crash+"max_failures = 1\n")
 	tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
 		up := running(l)

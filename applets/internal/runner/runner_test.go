@@ -159,6 +159,20 @@ func (c *cluster) open(t testing.TB) {
 	}
 }
 
+// recreateApps deletes narun-apps and creates it again, empty, as kv rm
+// and the next deploy do.
+func (c *cluster) recreateApps(t testing.TB) {
+	t.Helper()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
+		t.Fatal(err)
+	}
+	c.open(t)
+}
+
 // deploy uploads bin and stores the spec: the smallest spec for node n1
 // followed by extra.
 func (c *cluster) deploy(t testing.TB, app, version, bin, extra string) {
@@ -813,6 +827,14 @@ func TestSpecChanges(t *testing.T) {
 // key file's contents, not yet written anywhere.
 func sealSecret(t *testing.T, c *cluster, name, value string) []byte {
 	t.Helper()
+	return sealSecrets(t, c, map[string]string{name: value})
+}
+
+// sealSecrets stores each of values as the secret it is keyed by, all
+// under one new key, and returns the key file's contents, not yet written
+// anywhere.
+func sealSecrets(t *testing.T, c *cluster, values map[string]string) []byte {
+	t.Helper()
 	key, err := secrets.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -821,8 +843,10 @@ func sealSecret(t *testing.T, c *cluster, name, value string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := secrets.Put(context.Background(), c.secrets, ring, name, []byte(value)); err != nil {
-		t.Fatal(err)
+	for name, value := range values {
+		if err := secrets.Put(context.Background(), c.secrets, ring, name, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return []byte(key + "\n")
 }
@@ -1210,14 +1234,7 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
 	first := ranUntilHealthy(t, c, "hello", "probe")
 
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := js.DeleteKeyValue(context.Background(), names.AppsBucket); err != nil {
-		t.Fatal(err)
-	}
-	c.open(t)
+	c.recreateApps(t)
 	c.remove(t, "probe")
 	second := startRunner(t, c, func(o *Options) {
 		o.DataDir = first.dir

@@ -1,12 +1,10 @@
 package runner
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/state"
 )
 
@@ -17,24 +15,16 @@ import (
 func TestSecretUnfitForEnvFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
-	key, err := secrets.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := secrets.ParseRing([]byte(key + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cases := []struct{ app, secret, value, want string }{
 		{"nul", "withnul", "before\x00after", `secret "withnul": its value holds a NUL byte`},
 		{"big", "large", strings.Repeat("x", 200<<10), `secret "large": its value is 204800 bytes, more than an environment variable can carry`},
 	}
+	values := map[string]string{}
 	for _, tc := range cases {
-		if err := secrets.Put(context.Background(), c.secrets, ring, tc.secret, []byte(tc.value)); err != nil {
-			t.Fatal(err)
-		}
+		values[tc.secret] = tc.value
 	}
-	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = writeKeyFile(t, []byte(key+"\n")) })
+	keyFile := writeKeyFile(t, sealSecrets(t, c, values))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
 	for _, tc := range cases {
 		c.deploy(t, tc.app, "1.0.0", probeBin, "[[secrets]]\nname = \""+tc.secret+"\"\nenv = \"TOKEN\"\n")
 	}
