@@ -1972,9 +1972,6 @@ func TestMicroCheckOfflineIsInconclusive(t *testing.T) {
 	}
 }
 
-// File objects named X and X.digest are cached apart from each other's
-// digests: an instance started later from the cache gets the contents of
-// the object it names.
 // A cached file whose copy is gone while its digest stays (the node lost
 // power between the two removals, or someone deleted the copy) is fetched
 // again from narun-files, not taken for NATS being away.
