@@ -124,27 +124,12 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 func respell(t reflect.Type, key toml.Key) (toml.Key, []int) {
 	spelt := slices.Clone(key)
 	var parts []int
-	for i, part := range key {
-		for t.Kind() == reflect.Pointer || (!custom(t) && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array)) {
-			t = t.Elem()
-		}
-		if t.Kind() == reflect.Map && !custom(t) {
-			t = t.Elem()
-			continue
-		}
-		if t.Kind() != reflect.Struct || custom(t) {
-			break
-		}
-		f, name, ok := field(t, part)
-		if !ok {
-			break
-		}
-		if name != part {
+	typeAt(t, key, func(i int, name string) {
+		if name != key[i] {
 			spelt[i] = name
 			parts = append(parts, i)
 		}
-		t = f.Type
-	}
+	})
 	return spelt, parts
 }
 

@@ -37,7 +37,7 @@ func typeMessage(v any, key, msg string) string {
 	}
 	gotWords := goTypeWords(got)
 	want := kindWords(dst)
-	if t, ok := typeAt(reflect.TypeOf(v), splitKey(key)); ok {
+	if t, ok := typeAt(reflect.TypeOf(v), splitKey(key), nil); ok {
 		switch {
 		case matches(t, dst):
 			want = typeWords(t)
@@ -208,31 +208,43 @@ func custom(t reflect.Type) bool {
 // typeAt follows a key path through t the way the decoder does: struct
 // fields by toml tag (or by name when untagged), as written or else
 // ignoring case, any key of a map, and through lists, whose elements have
-// no key of their own.
-func typeAt(t reflect.Type, path []string) (reflect.Type, bool) {
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == nil {
-		return nil, false
-	}
-	if len(path) == 0 {
-		return t, true
-	}
-	if custom(t) {
-		return nil, false
-	}
-	switch t.Kind() {
-	case reflect.Slice, reflect.Array:
-		return typeAt(t.Elem(), path)
-	case reflect.Map:
-		return typeAt(t.Elem(), path[1:])
-	case reflect.Struct:
-		if f, _, ok := field(t, path[0]); ok {
-			return typeAt(f.Type, path[1:])
+// no key of their own. spell, unless nil, is told the index in path and
+// the field's own spelling of each part that names a struct field, up to
+// where the path leaves t.
+func typeAt(t reflect.Type, path []string, spell func(i int, spelt string)) (reflect.Type, bool) {
+	for i := 0; ; {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
 		}
+		if t == nil {
+			return nil, false
+		}
+		if i == len(path) {
+			return t, true
+		}
+		if custom(t) {
+			return nil, false
+		}
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array:
+			t = t.Elem()
+			continue
+		case reflect.Map:
+			t = t.Elem()
+		case reflect.Struct:
+			f, spelt, ok := field(t, path[i])
+			if !ok {
+				return nil, false
+			}
+			if spell != nil {
+				spell(i, spelt)
+			}
+			t = f.Type
+		default:
+			return nil, false
+		}
+		i++
 	}
-	return nil, false
 }
 
 // field finds the struct field that TOML key name decodes into, as the
@@ -306,7 +318,7 @@ func MistypedTables(data []byte, v any) []Mistyped {
 	}
 	var found []Mistyped
 	for _, key := range md.Keys() {
-		t, ok := typeAt(reflect.TypeOf(v), key)
+		t, ok := typeAt(reflect.TypeOf(v), key, nil)
 		if !ok || t.Kind() != reflect.Map || custom(t) {
 			continue
 		}

@@ -435,8 +435,7 @@ func TestParseStoredTakesMiscasedKeys(t *testing.T) {
 }
 
 // A spec of a thousand bad entries names the first problems and counts
-// the rest: placing each one scans the file, and naming them all made such
-// a spec take seconds to refuse.
+// the rest.
 func TestManyProblemsAreCounted(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\n")
