@@ -117,6 +117,16 @@ func (e *env) orphanGrace() time.Duration {
 // and says what it reclaimed. Only the messages judged are purged: a chunk
 // stored after them stays, for the next time.
 func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[string]uint64, now time.Time) {
+	if len(orphans) == 0 {
+		return
+	}
+	octx, cancel := e.op(ctx)
+	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	cancel()
+	if err != nil {
+		e.log.Debug("open stream", "bucket", bucket, "err", err)
+		return
+	}
 	var uploads int
 	var size uint64
 	for subj, n := range orphans {
@@ -130,16 +140,15 @@ func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[strin
 			continue
 		}
 		// Chunks are all of one size but the last: the first tells it.
-		first, err := e.firstMsg(ctx, bucket, subj)
+		octx, cancel := e.op(ctx)
+		first, err := s.GetMsg(octx, 1, jetstream.WithGetMsgSubject(subj))
+		cancel()
 		if err != nil {
 			e.log.Debug("read the first chunk no object names", "subject", subj, "err", err)
 			continue
 		}
-		octx, cancel := e.op(ctx)
-		s, err := e.js.Stream(octx, "OBJ_"+bucket)
-		if err == nil {
-			err = s.Purge(octx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(last.Sequence+1))
-		}
+		octx, cancel = e.op(ctx)
+		err = s.Purge(octx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(last.Sequence+1))
 		cancel()
 		if err != nil {
 			e.log.Debug("purge chunks no object names", "subject", subj, "err", err)
@@ -167,17 +176,6 @@ func (e *env) lastMsg(ctx context.Context, bucket, subject string) (*jetstream.R
 	return untilAnswered(octx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, subject)
 	})
-}
-
-// firstMsg reads the first message on subject of bucket's stream.
-func (e *env) firstMsg(ctx context.Context, bucket, subject string) (*jetstream.RawStreamMsg, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
-	if err != nil {
-		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
-	}
-	return s.GetMsg(octx, 1, jetstream.WithGetMsgSubject(subject))
 }
 
 // chunkSubject is the subject of the chunks of an object of id, as nats.go

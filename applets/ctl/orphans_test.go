@@ -47,15 +47,7 @@ func (h *harness) orphan(bucket string, n, size int) (string, *jetstream.PubAck)
 // msgsOn counts the messages of bucket's stream on subject.
 func (h *harness) msgsOn(bucket, subject string) uint64 {
 	h.t.Helper()
-	s, err := h.js.Stream(context.Background(), "OBJ_"+bucket)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return info.State.Subjects[subject]
+	return h.subjectMsgs(bucket, subject)[subject]
 }
 
 // Chunks no object names are purged once their last one is older than the
@@ -253,15 +245,7 @@ func (h *harness) heldUpload(bucket, name string, content []byte) (string, func(
 // chunkSubjects lists the subjects of bucket's stream that hold chunks.
 func (h *harness) chunkSubjects(bucket string) []string {
 	h.t.Helper()
-	s, err := h.js.Stream(context.Background(), "OBJ_"+bucket)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(chunkSubject(bucket, ">")))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return slices.Collect(maps.Keys(info.State.Subjects))
+	return slices.Collect(maps.Keys(h.subjectMsgs(bucket, chunkSubject(bucket, ">"))))
 }
 
 // The chunks of an upload in flight, which no metadata names yet, are

@@ -345,7 +345,14 @@ func TestPruneFinishesDeletionCutShort(t *testing.T) {
 // matches.
 func (h *harness) subjects(filter string) int {
 	h.t.Helper()
-	s, err := h.js.Stream(context.Background(), "OBJ_"+names.BinariesBucket)
+	return len(h.subjectMsgs(names.BinariesBucket, filter))
+}
+
+// subjectMsgs counts the messages of bucket's stream on each subject that
+// filter matches.
+func (h *harness) subjectMsgs(bucket, filter string) map[string]uint64 {
+	h.t.Helper()
+	s, err := h.js.Stream(context.Background(), "OBJ_"+bucket)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -353,7 +360,7 @@ func (h *harness) subjects(filter string) int {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return len(info.State.Subjects)
+	return info.State.Subjects
 }
 
 // A kept revision this ctl cannot parse (one a newer ctl stored, with a
