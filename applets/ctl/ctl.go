@@ -96,8 +96,9 @@ type env struct {
 	// now is this machine's clock, time.Now when nil; a test sets one
 	// that is wrong, as an operator's laptop's may be.
 	now func() time.Time
-	// readOnly is set by a dry run: kv and objects then open buckets
-	// without creating or changing any (openKV).
+	// readOnly is set by a dry run, and for reads that only warn
+	// (warnNodesLackKey): kv and objects then open buckets without
+	// creating or changing any (openKV).
 	readOnly bool
 }
 

@@ -127,8 +127,6 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
-	// What follows only reads: no bucket is created for it.
-	e.readOnly = true
 	e.warnNodesLackKey(ctx, []string{name}, ring.PrimaryID())
 	return nil
 }
@@ -139,8 +137,11 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 // and the secrets were stored fine. A node is one that the app's spec
 // selects or that has an instance of it; it is warned of once, with every
 // such secret, as a rotate seals them all. What cannot be read warns of
-// nothing: the secrets are stored all the same.
+// nothing: the secrets are stored all the same. It only reads: no bucket
+// is created for it.
 func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) {
+	defer func(ro bool) { e.readOnly = ro }(e.readOnly)
+	e.readOnly = true
 	nodes, err := e.nodes(ctx)
 	if err != nil {
 		e.log.Debug("read heartbeats", "err", err)
@@ -162,7 +163,8 @@ func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) 
 		// As users does: an unparsable spec uses what its text names whole.
 		var used []string
 		if d.app != nil {
-			used = slices.DeleteFunc(slices.Clone(sealed), func(s string) bool { return !slices.Contains(secretRefs(d.app), s) })
+			refs := secretRefs(d.app)
+			used = slices.DeleteFunc(slices.Clone(sealed), func(s string) bool { return !slices.Contains(refs, s) })
 		} else {
 			used = mentioned(d.raw, sealed)
 		}
@@ -474,8 +476,6 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	// Those already under the key are named too: a node that lacks it
 	// could not open them before the rotate either, and still cannot.
-	// What follows only reads: no bucket is created for it.
-	e.readOnly = true
 	e.warnNodesLackKey(ctx, slices.Concat(done, current), ring.PrimaryID())
 	if err != nil {
 		return fmt.Errorf("secret rotate: %w", err)
