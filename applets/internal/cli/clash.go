@@ -9,39 +9,46 @@ import (
 	"github.com/narun/narun/embednats"
 )
 
-// NameClashes says the [nats] server_names that the routes of a cluster
-// member show shared (the embedded server's NameClashes): members
-// installed from one copied narun.toml keep its server_name, and their
-// routes connect, but JetStream takes them for one member and no leader
-// is ever elected. nats-server says so only on the duplicated members,
-// among dozens of lines of the routes it refuses them. The zero value is
-// ready to use.
-type NameClashes struct {
-	said string
-	at   time.Time
-}
-
-// Look asks clashes for the shared names and logs them as soon as they
-// change, and again about once a minute: the server's own lines (a route
-// refused for a wrong login, say) may have buried the first.
-func (n *NameClashes) Look(clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
-	cs, err := clashes()
-	if err != nil {
-		log.Debug("routes not checked for a shared [nats] server_name", "err", err)
-		return
-	}
-	shared := clashedNames(cs)
-	if shared == "" || (shared == n.said && time.Since(n.at) < time.Minute) {
-		return
-	}
-	for _, c := range cs {
-		msg := "members of the cluster share a [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
-		if c.Own {
-			msg = "another member of the cluster has this member's [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
+// WatchNameClashes looks every clashEvery until ctx ends for the [nats]
+// server_names that the routes of a cluster member show shared (the
+// embedded server's NameClashes), for a member that runs its server for
+// as long as it runs: a member installed from a copied narun.toml may
+// join at any time. Such members keep its server_name, and their routes
+// connect, but JetStream takes them for one member and no leader is ever
+// elected; nats-server says so only on the duplicated members, among
+// dozens of lines of the routes it refuses them. The names are logged as
+// soon as they change, and again about once a minute: the server's own
+// lines (a route refused for a wrong login, say) may have buried the
+// first.
+func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
+	var said string
+	var at time.Time
+	t := time.NewTicker(clashEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		log.Error(msg, "server_name", c.Name, "addrs", strings.Join(c.Addrs, ", "))
+		cs, err := clashes()
+		if err != nil {
+			log.Debug("routes not checked for a shared [nats] server_name", "err", err)
+			continue
+		}
+		shared := clashedNames(cs)
+		if shared == "" || (shared == said && time.Since(at) < time.Minute) {
+			continue
+		}
+		for _, c := range cs {
+			msg := "members of the cluster share a [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
+			if c.Own {
+				msg = "another member of the cluster has this member's [nats] server_name: JetStream takes them for one member and elects no leader; give each member its own [nats] server_name"
+			}
+			log.Error(msg, "server_name", c.Name, "addrs", strings.Join(c.Addrs, ", "))
+		}
+		said, at = shared, time.Now()
 	}
-	n.said, n.at = shared, time.Now()
 }
 
 // clashedNames is the names of cs, to tell whether they were said: the
@@ -52,23 +59,6 @@ func clashedNames(cs []embednats.NameClash) string {
 		shared[i] = c.Name
 	}
 	return strings.Join(shared, " ")
-}
-
-// WatchNameClashes looks for shared server names every clashEvery until
-// ctx ends, for a member that runs its server for as long as it runs: a
-// member installed from a copied narun.toml may join at any time.
-func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
-	var n NameClashes
-	t := time.NewTicker(clashEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.Look(clashes, log)
-		}
-	}
 }
 
 // clashEvery is how often WatchNameClashes looks: a look lists every
