@@ -1042,6 +1042,12 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 		g.clientLeft(ex)
 		return
 	}
+	if g.cutting.Load() {
+		// The read failed because Run closed the connection, not for
+		// anything the client sent.
+		g.cutAtShutdown(w, r, ex, rt, false, rid)
+		return
+	}
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
@@ -1100,6 +1106,10 @@ func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex 
 		// with the client still there.
 		g.clientLeft(ex)
 		panic(http.ErrAbortHandler)
+	}
+	if g.cutting.Load() {
+		g.cutAtShutdown(w, r, ex, rt, true, rid)
+		return
 	}
 	code, msg := bodyErrorStatus(ex.timeout, err)
 	g.abortOrStatus(w, r, ex, rt, code, msg, rid, msg)

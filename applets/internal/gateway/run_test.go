@@ -1859,64 +1859,89 @@ func TestTLSListenWithoutCertWarns(t *testing.T) {
 
 // A request still running when the drain at shutdown ends is cut by the
 // gateway, not left by its client: it is counted and logged as the
-// gateway's 503 with its request id, not as a 499. Hurry ends the drain
-// as shutdown_timeout would, without a wait.
+// gateway's 503 with its request id, not as a 499, nor as a 400 when its
+// body was still arriving. Hurry ends the drain as shutdown_timeout
+// would, without a wait.
 func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	entered, release := make(chan struct{}), make(chan struct{})
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-	}))
-	// After serveOn's: cleanups run last first, and the service stops
-	// only once its handler returns.
-	t.Cleanup(func() { close(release) })
-	var logs testutil.LogBuffer
-	cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
-	cfg.AccessLog = true
-	hurry := make(chan struct{})
-	r := startRunOptions(t, Options{Config: cfg, Conn: nc, Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	go func() {
-		if resp, err := http.Get("http://" + r.addrs["http"] + "/"); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	<-entered
-	r.stop()
-	close(hurry)
+	for _, tc := range []struct {
+		name string
+		// send starts the request and returns once the gateway holds it.
+		send func(t *testing.T, r *running, entered <-chan struct{})
+	}{
+		{"waiting for the service", func(t *testing.T, r *running, entered <-chan struct{}) {
+			go func() {
+				if resp, err := http.Get("http://" + r.addrs["http"] + "/"); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			<-entered
+		}},
+		{"body still arriving", func(t *testing.T, r *running, _ <-chan struct{}) {
+			conn, err := net.Dial("tcp", r.addrs["http"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := natstest.Start(t)
+			nc := natstest.Connect(t, srv)
+			entered, release := make(chan struct{}), make(chan struct{})
+			serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(entered)
+				<-release
+			}))
+			// After serveOn's: cleanups run last first, and the service
+			// stops only once its handler returns.
+			t.Cleanup(func() { close(release) })
+			var logs testutil.LogBuffer
+			cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
+			cfg.AccessLog = true
+			hurry := make(chan struct{})
+			r := startRunOptions(t, Options{Config: cfg, Conn: nc, Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			tc.send(t, r, entered)
+			r.stop()
+			close(hurry)
 
-	type line struct {
-		Msg, Reason string
-		Status      int
-		RequestID   string `json:"request_id"`
-	}
-	var access, failed line
-	testutil.Eventually(t, 10*time.Second, "the cut request's access log line", func() bool {
-		for _, text := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-			var l line
-			if json.Unmarshal([]byte(text), &l) != nil {
-				continue
+			type line struct {
+				Msg, Reason string
+				Status      int
+				RequestID   string `json:"request_id"`
 			}
-			switch l.Msg {
-			case "request":
-				access = l
-			case "request failed":
-				failed = l
+			var access, failed line
+			testutil.Eventually(t, 10*time.Second, "the cut request's access log line", func() bool {
+				for _, text := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+					var l line
+					if json.Unmarshal([]byte(text), &l) != nil {
+						continue
+					}
+					switch l.Msg {
+					case "request":
+						access = l
+					case "request failed":
+						failed = l
+					}
+				}
+				return access.Msg != ""
+			})
+			if access.Status != http.StatusServiceUnavailable {
+				t.Errorf("access log status of the cut request: %d, want 503", access.Status)
 			}
-		}
-		return access.Msg != ""
-	})
-	if access.Status != http.StatusServiceUnavailable {
-		t.Errorf("access log status of the cut request: %d, want 503", access.Status)
-	}
-	if failed.Status != http.StatusServiceUnavailable || !strings.Contains(failed.Reason, "shutdown") || failed.RequestID != access.RequestID {
-		t.Errorf("request failed line %+v, want 503 cut at shutdown with the request id %q", failed, access.RequestID)
-	}
-	var m strings.Builder
-	_ = r.gw.metrics.write(&m)
-	if want := `narun_gateway_requests_total{route="/",code="503"} 1`; !strings.Contains(m.String(), want) {
-		t.Errorf("metrics lack %s:\n%s", want, m.String())
+			if failed.Status != http.StatusServiceUnavailable || !strings.Contains(failed.Reason, "shutdown") || failed.RequestID != access.RequestID {
+				t.Errorf("request failed line %+v, want 503 cut at shutdown with the request id %q", failed, access.RequestID)
+			}
+			var m strings.Builder
+			_ = r.gw.metrics.write(&m)
+			if want := `narun_gateway_requests_total{route="/",code="503"} 1`; !strings.Contains(m.String(), want) {
+				t.Errorf("metrics lack %s:\n%s", want, m.String())
+			}
+		})
 	}
 }
