@@ -56,7 +56,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.PlaceClientError(c, cfg, "gateway", err)
 		}
 		if c.Bool(cli.FlagCheck) {
-			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content}); err != nil {
+			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen")}); err != nil {
 				return err
 			}
 			return cli.Checked(stdio, cfg)
@@ -69,7 +69,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(cfg.Gateway.NATSURL), cli.RedactError(err))
 		}
 		defer nc.Close()
-		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content,
+		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"),
 			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), RoutesCache: cfg.Gateway.RoutesCache})
 		if err != nil {
 			return err

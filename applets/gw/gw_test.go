@@ -253,6 +253,32 @@ func TestGatewayAppletWarnsOfUnusedCertificate(t *testing.T) {
 	}
 }
 
+// --tls-listen asks for HTTPS, even at the default address: without a
+// certificate pair it is warned of, as the same address would be if
+// another than the default in the file.
+func TestGatewayAppletWarnsOfChosenTLSListen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	if err := os.WriteFile(path, []byte("[gateway]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		warn bool
+	}{
+		{[]string{"--tls-listen", config.Defaults().Gateway.TLS.Listen}, true},
+		{nil, false},
+	} {
+		var out bytes.Buffer
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
+		if err := gw.Main(context.Background(), stdio, append([]string{"gw", "--check", "--config", path}, tc.args...)); err != nil {
+			t.Fatalf("gw --check %v: %v", tc.args, err)
+		}
+		if warned := strings.Contains(out.String(), "HTTPS is off"); warned != tc.warn {
+			t.Errorf("gw --check %v warned HTTPS is off: %v, want %v\n%s", tc.args, warned, tc.warn, out.String())
+		}
+	}
+}
+
 // TestGatewayAppletBadFile: a certificate without its key (or the other
 // way round) and a malformed trusted key stop the start naming the file,
 // the line and the key, as every other error of the file does.

@@ -103,7 +103,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			if nk != nil {
 				nodeKeys = cfg.Runner.TrustedKeys
 			}
-			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, WholeFile: true}); err != nil {
+			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"), WholeFile: true}); err != nil {
 				return err
 			}
 			return cli.Checked(stdio, cfg)
@@ -187,7 +187,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			cli.NotifyReady(log)
 		}
-		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content,
+		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"),
 			OnServing: serving, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
 		if err != nil {
 			return err

@@ -72,6 +72,9 @@ type Options struct {
 	// RoutesCache is a file that keeps narun-routes' entries as last read,
 	// served at the next start until the bucket can be read; "" keeps none.
 	RoutesCache string
+	// TLSListenChosen says --tls-listen was given: an HTTPS address asked
+	// for, even the default one, which a file may write out unasked.
+	TLSListenChosen bool
 }
 
 // Gateway proxies HTTP requests to NATS services.
@@ -253,9 +256,9 @@ func configured(opts Options) (*Gateway, error) {
 		if key, err := g.loadCert(); err != nil {
 			return nil, placeKey(g.opts.ConfigPath, key, err)
 		}
-	} else if tc.Listen != "" && tc.Listen != config.Defaults().Gateway.TLS.Listen {
-		// An address other than the default was chosen, by the file or
-		// --tls-listen, for a listener that cannot start. A warning, not
+	} else if tc.Listen != "" && (tc.Listen != config.Defaults().Gateway.TLS.Listen || g.opts.TLSListenChosen) {
+		// An address was chosen, by --tls-listen or as another than the
+		// default in the file, for a listener that cannot start. A warning, not
 		// Caddy's error: the gateway served plain HTTP with such a file
 		// before, and an upgrade must not stop it from starting.
 		g.log.Warn("gateway.tls.listen set but no gateway.tls.cert and gateway.tls.key: HTTPS is off", "tls_listen", tc.Listen)

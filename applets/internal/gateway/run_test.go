@@ -1833,26 +1833,29 @@ func TestAccessLogNamesRefusedRoute(t *testing.T) {
 
 // A TLS listener set without a certificate pair serves nothing: said at
 // start and by --check (Check), not left to be found by a client whose
-// HTTPS connection is refused. The default address, which
-// testdata/narun.toml writes out, says nothing: HTTPS is off by default.
+// HTTPS connection is refused. The default address in the file, which
+// testdata/narun.toml writes out, says nothing: HTTPS is off by default;
+// given as --tls-listen, it was asked for.
 func TestTLSListenWithoutCertWarns(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		listen string
+		chosen bool
 		warns  bool
 	}{
-		{"127.0.0.1:9443", true},
-		{config.Defaults().Gateway.TLS.Listen, false},
-		{"", false},
+		{"127.0.0.1:9443", false, true},
+		{config.Defaults().Gateway.TLS.Listen, false, false},
+		{config.Defaults().Gateway.TLS.Listen, true, true},
+		{"", false, false},
 	} {
 		var logs testutil.LogBuffer
 		cfg := gwConfig()
 		cfg.TLS.Listen = tc.listen
-		if err := Check(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+		if err := Check(Options{Config: cfg, TLSListenChosen: tc.chosen, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
 			t.Fatalf("check with tls.listen %q: %v", tc.listen, err)
 		}
 		if got := strings.Contains(logs.String(), "HTTPS is off"); got != tc.warns {
-			t.Errorf("tls.listen %q without cert and key: warned %v, want %v:\n%s", tc.listen, got, tc.warns, logs.String())
+			t.Errorf("tls.listen %q (--tls-listen %v) without cert and key: warned %v, want %v:\n%s", tc.listen, tc.chosen, got, tc.warns, logs.String())
 		}
 	}
 }
