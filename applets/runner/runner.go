@@ -76,7 +76,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		if rc.AdminListen != "" {
-			adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
+			adminAddr, adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
 			if err != nil {
 				// The listener names only the address; the flag or the
 				// file's key and line that set it are said here.
@@ -87,7 +87,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 					log.Error("admin server", "err", err)
 				}
 			}()
-			log.Info("admin page", "addr", rc.AdminListen)
+			log.Info("admin page", "addr", adminAddr)
 		}
 		cli.OnSIGHUP(ctx, log, func() error {
 			log.Info("SIGHUP: nothing to reload; apps follow narun-apps and the key file is re-read when it changes")

@@ -166,29 +166,30 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The runner's admin listener is bound before the gateway runs: the
 		// gateway's listeners are the last to be ready, and once they are,
 		// every address the banner names is narun's.
+		// The banner names the addresses bound, which differ from those
+		// configured for port 0. Both callbacks run in the gateway's Run.
+		bound := map[string]string{}
+		runnerAdmin := cfg.Runner.AdminListen
 		serving := func() {
-			https := ""
-			if cfg.Gateway.TLS.Cert != "" {
-				https = cfg.Gateway.TLS.Listen
-			}
 			if strings.EqualFold(cfg.LogFormat, "json") {
 				// Every line JSON: a service manager mixes stdout into the
 				// same journal as the log.
-				log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(cfg.Gateway.Listen),
-					"gateway_https", orOff(https), "gateway_admin", orOff(cfg.Gateway.AdminListen), "runner_admin", orOff(cfg.Runner.AdminListen))
+				log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(bound["http"]),
+					"gateway_https", orOff(bound["https"]), "gateway_admin", orOff(bound["admin"]), "runner_admin", orOff(runnerAdmin))
 			} else {
 				fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
 				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
-				if https != "" {
-					https = ", https " + https
+				https := ""
+				if bound["https"] != "" {
+					https = ", https " + bound["https"]
 				}
-				fmt.Fprintf(stdio.Stdout, "  gateway  http %s%s, admin %s (/metrics /healthz /readyz)\n", orOff(cfg.Gateway.Listen), https, orOff(cfg.Gateway.AdminListen))
-				fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(cfg.Runner.AdminListen))
+				fmt.Fprintf(stdio.Stdout, "  gateway  http %s%s, admin %s (/metrics /healthz /readyz)\n", orOff(bound["http"]), https, orOff(bound["admin"]))
+				fmt.Fprintf(stdio.Stdout, "  runner   admin %s (web UI, /metrics, /healthz)\n", orOff(runnerAdmin))
 			}
 			cli.NotifyReady(log)
 		}
 		gw, err := gateway.New(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Conn: gwConn, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"),
-			OnServing: serving, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
+			OnListen: func(name, addr string) { bound[name] = addr }, OnServing: serving, Hurry: cli.Hurried(c), WholeFile: true, RoutesCache: routesCache})
 		if err != nil {
 			return err
 		}
@@ -212,7 +213,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 		}()
 		if cfg.Runner.AdminListen != "" {
-			adminDone, err := cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
+			var adminDone <-chan error
+			runnerAdmin, adminDone, err = cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
 			if err != nil {
 				return cli.PlaceListenError(c, cfg, fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err)), listens...)
 			}

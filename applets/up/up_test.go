@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -170,6 +171,27 @@ func TestUpBannerNamesHTTPS(t *testing.T) {
 	if want := "gateway  http off, https " + https + ", admin off"; !strings.Contains(out.String(), want) {
 		t.Errorf("startup output lacks %q:\n%s", want, out.String())
 	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// Port 0 asks the kernel for a free port: the banner names the ports bound,
+// which answer, not ":0".
+func TestUpBannerNamesBoundPorts(t *testing.T) {
+	natsAddr := testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--node-id", "upzero", "--nats-listen", natsAddr,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--runner-admin-listen", "127.0.0.1:0")
+	testutil.Eventually(t, 10*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
+	banner := regexp.MustCompile(`gateway  http (\S+), admin (\S+) .*\n  runner   admin (\S+) `).FindStringSubmatch(out.String())
+	if banner == nil {
+		t.Fatalf("no banner with the gateway's and runner's addresses:\n%s", out.String())
+	}
+	for _, addr := range banner[1:] {
+		if strings.HasSuffix(addr, ":0") {
+			t.Errorf("banner names %s, not the port bound:\n%s", addr, out.String())
+		}
+	}
+	healthy(t, banner[2])
+	healthy(t, banner[3])
 	stopUp(t, cmd, out, 20*time.Second)
 }
 

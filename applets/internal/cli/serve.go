@@ -19,23 +19,24 @@ import (
 var serveIdleTimeout = 2 * time.Minute
 
 // Serve listens on addr, so a taken port is reported at once, then serves h
-// in the background until ctx is done. The returned channel yields the
+// in the background until ctx is done. It returns the address bound (the
+// port the kernel chose for port 0) and a channel that yields the
 // server's error, or nil after a clean shutdown. What the server has to
 // say goes to log: without it net/http writes its failures to accept (out
 // of descriptors) in the standard logger's own format, among JSON lines.
-func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (<-chan error, error) {
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (bound string, done <-chan error, err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return "", nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: serveIdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}
-	done := make(chan error, 1)
+	served := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
-		done <- err
+		served <- err
 	}()
 	go func() {
 		<-ctx.Done()
@@ -43,5 +44,5 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 		defer cancel()
 		srv.Shutdown(shutdownCtx)
 	}()
-	return done, nil
+	return ln.Addr().String(), served, nil
 }

@@ -21,13 +21,7 @@ func TestServeClosesIdleConnections(t *testing.T) {
 	serveIdleTimeout = 50 * time.Millisecond
 	t.Cleanup(func() { serveIdleTimeout = old })
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	done, err := Serve(ctx, addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	addr, done, err := Serve(ctx, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	}), slog.New(slog.DiscardHandler))
 	if err != nil {
