@@ -293,6 +293,17 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, readi
 // store, so that a start that takes minutes is seen to be working.
 const readingNotice = 10 * time.Second
 
+// The server pings each client and route every pingInterval and closes
+// one that leaves maxPingsOut pings unanswered.
+const (
+	pingInterval = 2 * time.Second
+	maxPingsOut  = 3
+)
+
+// RouteStaleAfter bounds how long a route to a server that went away
+// without closing it (a power cut, a pulled cable) stays connected.
+const RouteStaleAfter = pingInterval * (maxPingsOut + 1)
+
 // MinStoreRoom is the free space below which a start gives JetStream too
 // small a storage limit to write, and which WriteFailed's receiver should
 // wait for before Restart.
@@ -462,8 +473,8 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		// Edge links fail silently (a pulled cable sends no FIN): the
 		// default two minutes of pings would leave a partitioned node
 		// believing in its routes, and its clients in it, for that long.
-		PingInterval: 2 * time.Second,
-		MaxPingsOut:  3,
+		PingInterval: pingInterval,
+		MaxPingsOut:  maxPingsOut,
 	}
 	// nats-server refuses these too, but without the key.
 	if strings.Contains(cfg.ServerName, " ") {

@@ -16,13 +16,9 @@ import (
 // join at any time. Such members keep its server_name, and their routes
 // connect, but JetStream takes them for one member and no leader is ever
 // elected; nats-server says so only on the duplicated members, among
-// dozens of lines of the routes it refuses them. The names are logged as
-// soon as they change, and again about once a minute: the server's own
-// lines (a route refused for a wrong login, say) may have buried the
-// first.
+// dozens of lines of the routes it refuses them.
 func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash, error), log *slog.Logger) {
-	var said string
-	var at time.Time
+	var seen clashSeen
 	t := time.NewTicker(clashEvery)
 	defer t.Stop()
 	for {
@@ -36,8 +32,7 @@ func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash
 			log.Debug("routes not checked for a shared [nats] server_name", "err", err)
 			continue
 		}
-		shared := clashedNames(cs)
-		if shared == "" || (shared == said && time.Since(at) < time.Minute) {
+		if !seen.look(clashedNames(cs), time.Now()) {
 			continue
 		}
 		for _, c := range cs {
@@ -47,8 +42,37 @@ func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash
 			}
 			log.Error(msg, "server_name", c.Name, "addrs", strings.Join(c.Addrs, ", "))
 		}
-		said, at = shared, time.Now()
 	}
+}
+
+// clashSeen decides which looks say the clash they see. A member that
+// lost power and is back within seconds shows its name twice for a
+// while: its new routes are up, and its old ones are listed until their
+// pings fail, embednats.RouteStaleAfter at most. So a clash is said once
+// every look since embednats.RouteStaleAfter has seen it. It is said as
+// soon as the names change, and again about once a minute: the server's
+// own lines (a route refused for a wrong login, say) may have buried it.
+type clashSeen struct {
+	names  string    // seen at the last look
+	since  time.Time // first look of names' run of looks
+	said   string
+	saidAt time.Time
+}
+
+// look takes the names a look at now saw clash, "" for none, and says
+// whether to log them.
+func (s *clashSeen) look(names string, now time.Time) bool {
+	if names != s.names {
+		s.names, s.since = names, now
+	}
+	if names == "" || now.Sub(s.since) < embednats.RouteStaleAfter {
+		return false
+	}
+	if names == s.said && now.Sub(s.saidAt) < time.Minute {
+		return false
+	}
+	s.said, s.saidAt = names, now
+	return true
 }
 
 // clashedNames is the names of cs, to tell whether they were said: the
@@ -63,5 +87,5 @@ func clashedNames(cs []embednats.NameClash) string {
 
 // clashEvery is how often WatchNameClashes looks: a look lists every
 // route, so not every second, and a start that waits for JetStream
-// still names a clash within seconds.
+// still names a clash within seconds of RouteStaleAfter.
 const clashEvery = 5 * time.Second
