@@ -15,9 +15,11 @@
 // (it always has that deadline; 30 s for a request made by hand without
 // Narun-Timeout). For a client that used https, r.TLS is
 // an empty, non-nil tls.ConnectionState (the gateway holds the TLS
-// connection, so its details are not known here); r.URL.Scheme stays
-// empty, as for any server request. What differs from a request served
-// by net/http directly:
+// connection, so its details are not known here). What differs from a
+// request served by net/http directly:
+//   - r.URL is always a path and query (no Scheme or Host), and so is
+//     r.RequestURI, even for a client that sent an absolute URL
+//     (GET http://host/x), which net/http keeps in both;
 //   - on a route with strip_prefix, r.URL and r.RequestURI both hold the
 //     path without the prefix (where http.StripPrefix keeps the client's
 //     RequestURI), so ServeMux patterns, r.PathValue and r.Pattern see the
@@ -61,8 +63,10 @@
 // chunked response (one whose length was not set before the body), a
 // Trailer header only when the response streams (it has trailers, or was
 // flushed), and of http.ResponseController's deadlines only the zero time
-// (no deadline) is accepted, the route's timeout bounding the exchange. A
-// response with a status of 500 or more counts as an error in `nats micro
+// (no deadline) is accepted, the route's timeout bounding the exchange,
+// and the response's headers must fit in one NATS message (max_payload,
+// 1 MiB unless the server says otherwise): larger ones fail the request
+// with a 500 that gives both sizes. A response with a status of 500 or more counts as an error in `nats micro
 // stats`, as do panics and requests the gateway gave up on. A panic, or a
 // runtime.Goexit (t.FailNow in a handler), fails the request with a 500,
 // or aborts a response already started.

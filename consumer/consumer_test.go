@@ -1032,3 +1032,28 @@ func TestHeadSniffsLikeNetHTTP(t *testing.T) {
 		})
 	}
 }
+
+// Response headers too large for one NATS message cannot be sent: the
+// error the client gets says so, with both sizes, whether the head goes
+// with the body or before a streamed one.
+func TestResponseHeadersOverMaxPayloadSaySo(t *testing.T) {
+	for _, flush := range []bool{false, true} {
+		t.Run(fmt.Sprintf("flushed %v", flush), func(t *testing.T) {
+			_, nc, _ := start(t, consumer.Config{Name: "huge"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Huge", strings.Repeat("h", 1100<<10))
+				_, _ = io.WriteString(w, "ok")
+				if flush {
+					w.(http.Flusher).Flush()
+				}
+			}))
+			reply, err := request(nc, "huge", "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, text := reply.Header.Get(consumer.HeaderServiceErrorCode), reply.Header.Get(consumer.HeaderServiceError)
+			if code != "500" || !strings.Contains(text, "max_payload") || !strings.Contains(text, strconv.Itoa(int(nc.MaxPayload()))) {
+				t.Errorf("reply error %s %q, want 500 naming the headers' size against max_payload %d", code, text, nc.MaxPayload())
+			}
+		})
+	}
+}

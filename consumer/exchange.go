@@ -635,10 +635,20 @@ func (w *responseWriter) startStream() {
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response head: %w", err)
 		w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
-		w.s.respondError(w.reply, http.StatusInternalServerError, "the response could not be sent")
+		w.s.respondError(w.reply, http.StatusInternalServerError, w.unsent(m.Header, err))
 		return
 	}
 	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+}
+
+// unsent is the error text for a response whose head h failed to go out
+// with err: headers too large for a message are the handler's to mend,
+// and only the sizes tell its author so.
+func (w *responseWriter) unsent(h nats.Header, err error) string {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Sprintf("the response could not be sent: its headers take %d bytes, more than a NATS message holds (max_payload %d bytes)", headerSize(h), w.s.nc.MaxPayload())
+	}
+	return "the response could not be sent"
 }
 
 // headerSize is how many bytes h takes in a NATS message, as nats.go
@@ -816,7 +826,7 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 			w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
 			// Headers too large for a message, say: the client gets a
 			// 500 now rather than a 504 at the route's timeout.
-			w.s.respondError(w.reply, http.StatusInternalServerError, "the response could not be sent")
+			w.s.respondError(w.reply, http.StatusInternalServerError, w.unsent(m.Header, err))
 			return err.Error()
 		}
 	} else {
