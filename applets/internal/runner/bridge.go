@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,20 +34,6 @@ func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
 	in.bridge, in.bridgeDone = cancel, done
 
 	target := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(sp.HTTP.Port))}
-	newProxy := func(dial supervisor.DialFunc) (*httputil.ReverseProxy, *http.Transport) {
-		tr := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-		// ReverseProxy flushes streamed responses (no length, event
-		// streams) as they come and sends the others whole, in one NATS
-		// reply.
-		return &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				pr.Out.Host = pr.In.Host
-				pr.SetXForwarded()
-			},
-			Transport: tr,
-		}, tr
-	}
 	cfg := consumer.Config{
 		Name:        sp.Name,
 		Version:     "0.0.0",
@@ -64,13 +51,40 @@ func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
 		defer close(done)
 		// Called here, not above: startBridge runs inside the
 		// supervisor's status update, which Dial would wait for.
-		proxy, tr := newProxy(in.sup.Dial())
+		proxy, tr := bridgeProxy(target, in.sup.Dial(), log.With("instance", id))
 		defer tr.CloseIdleConnections()
 		err := consumer.Serve(ctx, r.opts.Conn, cfg, proxy)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("http bridge stopped", "err", err)
 		}
 	}()
+}
+
+// bridgeProxy forwards to the app at target through dial. ReverseProxy
+// flushes streamed responses (no length, event streams) as they come and
+// sends the others whole, in one NATS reply. Its failures go to log:
+// left to it, it writes them with the standard logger, a line without
+// level or app among narun's (and no JSON line in a JSON log).
+func bridgeProxy(target *url.URL, dial supervisor.DialFunc, log *slog.Logger) (*httputil.ReverseProxy, *http.Transport) {
+	tr := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport: tr,
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// A request the gateway gave up on (its client left, its
+			// timeout passed) is no failure of the app's.
+			if r.Context().Err() == nil {
+				log.Warn("http app did not answer a request; the gateway's client gets 502",
+					"addr", target.Host, "request_id", r.Header.Get("X-Request-Id"), "err", err)
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}, tr
 }
 
 // stopBridge withdraws the service registration; the returned channel is
