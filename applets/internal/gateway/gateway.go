@@ -204,6 +204,9 @@ func configured(opts Options) (*Gateway, error) {
 		signatures: signatures,
 		order:      order,
 	}
+	if g.nc != nil {
+		g.metrics.natsConnected = g.nc.IsConnected
+	}
 	g.routesRead.Store(-1)
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)

@@ -86,6 +86,9 @@ type metrics struct {
 	conns *connLimit
 	// bodies is the body memory, nil when unbounded.
 	bodies *bodyBudget
+	// natsConnected says whether the gateway's NATS connection is up;
+	// nil without one (Check).
+	natsConnected func() bool
 }
 
 func newMetrics() *metrics {
@@ -186,6 +189,14 @@ func (m *metrics) write(w io.Writer) error {
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {
 		b.WriteString(`narun_gateway_nats_requests_total{outcome="` + name + `"} ` + strconv.FormatUint(m.outcomes[i].Load(), 10) + "\n")
+	}
+	if m.natsConnected != nil {
+		up := "0"
+		if m.natsConnected() {
+			up = "1"
+		}
+		b.WriteString("# HELP narun_gateway_nats_connected Whether the gateway is connected to NATS: while it is not, every routed request gets 503.\n# TYPE narun_gateway_nats_connected gauge\n")
+		b.WriteString("narun_gateway_nats_connected " + up + "\n")
 	}
 	b.WriteString("# HELP narun_gateway_reload_errors_total Reloads of the configuration file or the TLS certificate pair that failed; what was in place was kept.\n# TYPE narun_gateway_reload_errors_total counter\n")
 	b.WriteString("narun_gateway_reload_errors_total " + strconv.FormatUint(m.reloadErrors.Load(), 10) + "\n")

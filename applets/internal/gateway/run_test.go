@@ -237,6 +237,11 @@ func TestNATSDownAtStart(t *testing.T) {
 	if code, _ := get(t, "http://"+r.addrs["admin"]+"/healthz"); code != 200 {
 		t.Errorf("healthz = %d, want 200", code)
 	}
+	// An alert on the gateway's NATS connection needs no request to fail.
+	const down, up = "narun_gateway_nats_connected 0\n", "narun_gateway_nats_connected 1\n"
+	if _, m := get(t, "http://"+r.addrs["admin"]+"/metrics"); !strings.Contains(m, down) {
+		t.Errorf("metrics while NATS is down lack %q", down)
+	}
 	code, body := get(t, "http://"+r.addrs["http"]+"/x")
 	if code != 503 || !strings.Contains(body, "not connected") {
 		t.Errorf("request while NATS is down: %d %q, want 503", code, body)
@@ -247,6 +252,9 @@ func TestNATSDownAtStart(t *testing.T) {
 		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")
 		return code == 200
 	})
+	if _, m := get(t, "http://"+r.addrs["admin"]+"/metrics"); !strings.Contains(m, up) {
+		t.Errorf("metrics once connected lack %q", up)
+	}
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("late"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "finally")
 	}))
