@@ -1227,18 +1227,45 @@ const nodeIDFile = "node-id"
 func (r *Runner) checkNodeID() {
 	path := filepath.Join(r.opts.DataDir, nodeIDFile)
 	b, err := os.ReadFile(path)
-	switch last := strings.TrimSpace(string(b)); {
+	last := strings.TrimSpace(string(b))
+	if errors.Is(err, fs.ErrNotExist) {
+		last, err = r.legacyNodeID(), nil
+	}
+	switch {
 	case err == nil && last == r.node:
 		return
 	case err == nil && last != "":
 		r.log.Warn("node id changed since this data dir last ran: apps whose spec names the old id in nodes stop here; set [runner] node_id (or --node-id) to the old id to keep them",
 			"old", last, "new", r.node, "file", path)
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
+	case err != nil:
 		r.log.Warn("read the node id this data dir last ran under", "file", path, "err", err)
 	}
 	if err := atomicfile.Write(path, []byte(r.node+"\n"), 0o600); err != nil {
 		r.log.Warn("record the node id", "file", path, "err", err)
 	}
+}
+
+// legacyNodeID is the id a release that wrote no node-id file ran this
+// data dir under, when it differs from today's default and is known: a
+// host named by its address had only the first label ("10" of 10.0.0.5).
+// Cached specs show that such a release ran apps here; a data dir without
+// them has none that could stop.
+func (r *Runner) legacyNodeID() string {
+	if r.opts.Config.NodeID != "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(r.host); err != nil {
+		return ""
+	}
+	entries, _ := os.ReadDir(r.specsDir())
+	if !slices.ContainsFunc(entries, func(e fs.DirEntry) bool { return strings.HasSuffix(e.Name(), ".toml") }) {
+		return ""
+	}
+	first, _, _ := strings.Cut(r.host, ".")
+	if id := hostNodeID(first); id != r.node {
+		return id
+	}
+	return ""
 }
 
 // removeTemporaries removes the temporary files of writes that a crash or

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -2362,5 +2363,65 @@ func TestLogFloodBounded(t *testing.T) {
 	// to 8 KiB, for every instance of the node.
 	if n := len(tr.lines("flood")); n != lastLines {
 		t.Errorf("the runner keeps %d lines of the instance, its page shows %d", n, lastLines)
+	}
+}
+
+// A host named by its address had its first label as default id ("10")
+// under releases that wrote no node-id file; the first start of this one
+// takes the whole address, and the specs that name "10" stop here. A data
+// dir with cached specs shows an earlier runner ran apps there.
+func TestNodeIDFromAddressWarnedWithoutNodeIDFile(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	changed := "node id changed since this data dir last ran"
+	for _, tt := range []struct {
+		name       string
+		host       string
+		configured string
+		cached     bool
+		warn       bool
+	}{
+		{"address host over an earlier runner's data dir", "10.0.0.5", "", true, true},
+		{"address host over a new data dir", "10.0.0.5", "", false, false},
+		{"configured id", "10.0.0.5", "10-0-0-5", true, false},
+		{"host name whose first label stays the id", "edge-1.example.com", "", true, false},
+		{"address host whose id did not change", "fe80::1", "", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.cached {
+				if err := os.MkdirAll(filepath.Join(dir, "specs"), 0o750); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "specs", "hello.toml"), []byte("name = \"hello\"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			logs := &testutil.LogBuffer{}
+			r, err := New(Options{
+				Config:  config.Runner{NodeID: tt.configured},
+				DataDir: dir,
+				Conn:    c.nc,
+				Logger:  slog.New(slog.NewTextHandler(logs, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// New took the id from this machine's host name: give the
+			// runner tt.host's, as nodeID would have.
+			r.host = tt.host
+			r.node = cmp.Or(tt.configured, hostNodeID(tt.host))
+			r.checkNodeID()
+			out := logs.String()
+			if got := strings.Contains(out, changed); got != tt.warn {
+				t.Errorf("warned %v, want %v:\n%s", got, tt.warn, out)
+			}
+			if tt.warn && !strings.Contains(out, "old=10 new=10-0-0-5") {
+				t.Errorf("the warning does not name both ids:\n%s", out)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, nodeIDFile)); err != nil || string(b) != r.node+"\n" {
+				t.Errorf("node-id file holds %q (%v), want %q", b, err, r.node)
+			}
+		})
 	}
 }
