@@ -21,7 +21,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	flags := append(cli.ConfigFlags(), cli.CheckFlag())
 	flags = append(flags, cli.ClientFlags()...)
 	flags = append(flags, cli.DataDirFlag(),
-		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the first label of the host name, e.g. edge-1 of edge-1.example.com)"},
+		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the first label of the host name, e.g. edge-1 of edge-1.example.com; all of an IP address, dots as dashes: 10-0-0-5)"},
 		&ucli.StringSliceFlag{Name: "label", Usage: "node label key=value, repeatable; apps select nodes by label"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
 		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},

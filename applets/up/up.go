@@ -32,7 +32,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "admin-listen", Usage: "gateway admin address ([gateway] admin_listen, default :9090)"},
 		&ucli.StringFlag{Name: "tls-listen", Usage: "gateway HTTPS address, once [gateway.tls] cert and key are set ([gateway.tls] listen, default :8443)"},
 		&ucli.StringFlag{Name: "runner-admin-listen", Usage: "runner admin address ([runner] admin_listen, default :9101)"},
-		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name)"},
+		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name; all of an IP address, dots as dashes: 10-0-0-5)"},
 		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
 	)
 	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process\n"+
