@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
@@ -163,6 +164,46 @@ func (w *waiter) logsHint() string {
 		return ""
 	}
 	return "; its output: narun ctl logs " + w.app.Name
+}
+
+// digestsHint ends a rollout's timeout with its likely cause when the spec
+// has the [file_digests] table ctl writes for [[files]] and a node it waits
+// for, of another release than ctl's, shows no instance of it: a runner of
+// an earlier release refuses the table and keeps its instances as they
+// were, and only its own log says why. A runner that took the spec shows
+// its new instances from the start (pending, fetching) or its old ones
+// stopping, however slow it is; one of ctl's release knows the table.
+// Heartbeats say nothing of refused specs, so this stays a hint.
+func (w *waiter) digestsHint(nodes []state.Node) string {
+	if len(w.app.FileDigests) == 0 {
+		return ""
+	}
+	own := buildinfo.Get().Version
+	var silent []string
+	for _, n := range nodes {
+		if n.Version == own || late(n, w.e.serverNow()) || w.app.ReplicasOn(n.ID, n.Labels) == 0 {
+			continue
+		}
+		if _, ok := w.app.Binary(n.Arch); !ok {
+			continue
+		}
+		fp := w.app.Fingerprint(n.Arch)
+		acting := false
+		for _, in := range w.seen[n.ID] {
+			if in.Fingerprint == fp || in.Fingerprint == "" && in.Version == w.app.Version || in.State == state.Stopping {
+				acting = true
+				break
+			}
+		}
+		if !acting {
+			silent = append(silent, cli.Shown(n.ID))
+		}
+	}
+	if len(silent) == 0 {
+		return ""
+	}
+	slices.Sort(silent)
+	return fmt.Sprintf("; %s reported nothing of this spec: nodes of an earlier release refuse [file_digests], upgrade runners before ctl (docs/UPGRADING.md)", strings.Join(silent, ", "))
 }
 
 // record keeps in, as its node reported it at its time at (zero when it did
@@ -342,7 +383,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint())
+				return r, fmt.Errorf("rollout of %s not done after %s: %s%s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint(), w.digestsHint(nodes))
 			}
 			// Interrupted (Ctrl-C, SIGTERM): the spec is stored and the
 			// runners go on rolling it out, whatever becomes of ctl.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/buildinfo"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -560,5 +561,54 @@ func TestLateAfterServerClockWentBack(t *testing.T) {
 	s := statusOf(deployed{name: "a", app: app}, "a", nodes, now)
 	if s.Ready != 1 || len(s.Instances) != 2 || s.Instances[0].State != state.Healthy || s.Instances[1].State != stateUnknown {
 		t.Errorf("status: ready %d, instances %+v; want n1's healthy, n2's unknown", s.Ready, s.Instances)
+	}
+}
+
+// A runner of an earlier release refuses a spec with [file_digests], the
+// table ctl writes for [[files]], and says so only in its own log: it
+// keeps its instances as they were and reports nothing of the new spec.
+// deploy --wait then runs out its --timeout, and the error names the
+// likely cause, but only when the spec has the table and a node shows
+// nothing of it.
+func TestWaitTimeoutHintsAtFileDigests(t *testing.T) {
+	t.Parallel()
+	const withFiles = "name = \"hello\"\nversion = \"1.0.0\"\nnodes = [\"dev1\"]\nreplicas = 2\n[[files]]\nobject = \"conf\"\npath = \"conf.toml\"\n"
+	const withoutFiles = "name = \"hello\"\nversion = \"1.0.0\"\nnodes = [\"dev1\"]\nreplicas = 2\n"
+	const hint = "upgrade runners before ctl"
+	for _, tt := range []struct {
+		name    string
+		spec    string
+		version string
+		old     state.State
+		slow    bool
+		hint    bool
+	}{
+		{"earlier runner silent on a spec with [file_digests]", withFiles, "v0.9.0", state.Healthy, false, true},
+		{"earlier runner silent on a spec without them", withoutFiles, "v0.9.0", state.Healthy, false, false},
+		{"runner of ctl's release", withFiles, buildinfo.Get().Version, state.Healthy, false, false},
+		{"runner still fetching the new spec", withFiles, "v0.9.0", state.Healthy, true, false},
+		{"runner still stopping the old instance", withFiles, "v0.9.0", state.Stopping, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.ok("", "files", "put", "conf", h.file("conf.toml", "x = 1\n"))
+			h.heartbeat(state.Node{ID: "dev1", Arch: runtime.GOARCH, Version: tt.version, Instances: []state.Instance{
+				{App: "hello", Node: "dev1", ID: "hello-0.old", State: tt.old, Version: "0.9.0", Fingerprint: "of-the-spec-before"},
+			}})
+			if tt.slow {
+				fakeRunner(t, h, "dev1", state.Fetching, "", 0)
+			}
+			r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", tt.spec), "--binary", elfBinary(t), "--wait", "--timeout", "1s")
+			if !strings.Contains(r.err, "dev1: 0 of 2 ready") {
+				t.Fatalf("not the timeout: %s", r.err)
+			}
+			if got := strings.Contains(r.err, hint); got != tt.hint {
+				t.Errorf("hint given %v, want %v: %s", got, tt.hint, r.err)
+			}
+			if tt.hint && !strings.Contains(r.err, "dev1") || tt.hint && !strings.Contains(r.err, "docs/UPGRADING.md") {
+				t.Errorf("hint names no node or no doc: %s", r.err)
+			}
+		})
 	}
 }
