@@ -74,6 +74,8 @@ type ExitError struct {
 	// ChildOOM is set when the OOM killer ended another process of the
 	// app, which then ended as Code or Signal say.
 	ChildOOM bool
+	// OOMKills is how many of the run's processes the OOM killer ended.
+	OOMKills int64
 	// PidsLimited is set when the kernel refused the app a process or
 	// thread at a pids limit.
 	PidsLimited bool
@@ -82,6 +84,10 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string { return "app " + e.Reason() }
+
+// OOMKillCount is how many processes of the run the kernel's OOM killer
+// killed.
+func (e *ExitError) OOMKillCount() int64 { return e.OOMKills }
 
 // Reason is the instance state reason: "oom: ..." naming the memory that
 // ran out, "exit status N" or "signal: NAME", followed by what the cgroup counted besides, e.g.
@@ -126,7 +132,7 @@ func exitError(code int, sig syscall.Signal, s Stats, r Resources) *ExitError {
 	if code == 0 && sig == 0 && !oom && !pids {
 		return nil
 	}
-	e := &ExitError{Code: code, Signal: sig, PidsLimited: pids, Limits: r}
+	e := &ExitError{Code: code, Signal: sig, PidsLimited: pids, Limits: r, OOMKills: s.OOMKills}
 	if sig != 0 {
 		e.Code = -1
 	}

@@ -143,7 +143,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(&b, "%s%s %s\n", name, s.labels, strconv.FormatFloat(s.value, 'g', -1, 64))
 		}
 	}
-	var up, healthy, restarts, dropped, cpu, rss, rollbacks []series
+	var up, healthy, restarts, ooms, dropped, cpu, rss, rollbacks []series
 	states := map[state.State]int{}
 	apps := r.appList()
 	for _, a := range apps {
@@ -157,6 +157,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			up = append(up, series{l, boolf(st.PID > 0)})
 			healthy = append(healthy, series{l, boolf(st.Healthy)})
 			restarts = append(restarts, series{l, float64(st.Restarts)})
+			ooms = append(ooms, series{l, float64(in.sup.OOMKills())})
 			dropped = append(dropped, series{l, float64(in.logs.linesDropped())})
 			var u usage
 			live := false
@@ -175,6 +176,7 @@ func (r *Runner) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	family("narun_runner_instance_up", "gauge", "Whether the instance's process is alive.", up)
 	family("narun_runner_instance_healthy", "gauge", "Whether the instance passes its health check.", healthy)
 	family("narun_runner_instance_restarts_total", "counter", "Process restarts of the instance.", restarts)
+	family("narun_runner_instance_oom_kills_total", "counter", "Processes of the instance's ended runs killed by the kernel's OOM killer: at its [resources] memory limit, or for the node's memory.", ooms)
 	family("narun_runner_instance_log_lines_dropped_total", "counter", "Output lines of the instance not published to NARUN_LOGS: over its bound of lines or bytes per 30 s.", dropped)
 	family("narun_runner_instance_cpu_seconds_total", "counter", "CPU time of the instance's runs, the ended ones included: of each run's cgroup where it has one, else of its process and its reaped children.", cpu)
 	family("narun_runner_instance_resident_memory_bytes", "gauge", "Anonymous memory of the instance's cgroup where it has one, else resident memory of its process.", rss)

@@ -3,6 +3,7 @@ package runner
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -43,6 +44,11 @@ func TestExecLimits(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "an oom event", func() bool {
 		return slices.ContainsFunc(ev.list(), func(e state.Event) bool { return e.State == state.Crashed && e.Reason == oom })
 	})
+	// An alert on OOM kills needs them in /metrics, not only in events.
+	kills := regexp.MustCompile(`narun_runner_instance_oom_kills_total\{app="hog",[^}]*\} ([1-9][0-9]*)\n`)
+	if m := scrape(t, tr); !kills.MatchString(m) {
+		t.Errorf("/metrics counts no OOM kill of hog:\n%s", m)
+	}
 }
 
 // A runner that is not root makes neither cgroups nor sandboxes: the

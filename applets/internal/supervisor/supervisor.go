@@ -222,6 +222,9 @@ type Supervisor struct {
 	// exitCode is the code of a process that has ended, held until the
 	// state that follows its end is set.
 	exitCode *int
+	// oomKills counts the processes of ended runs that the kernel's OOM
+	// killer killed.
+	oomKills int64
 
 	// lastExit is why the previous process ended (after lastExitPrefix), shown as the reason
 	// while its successor runs: a crash loop between two status reads
@@ -335,6 +338,15 @@ func (s *Supervisor) Status() state.Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.st
+}
+
+// OOMKills is how many processes of the runs that ended the kernel's OOM
+// killer killed, as their cgroups counted; Process.Wait's error tells
+// with an OOMKillCount() int64 method.
+func (s *Supervisor) OOMKills() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oomKills
 }
 
 // Changed returns a channel closed at the next status change.
@@ -692,6 +704,12 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	var explained interface{ Reason() string }
 	if errors.As(werr, &explained) {
 		exit.Reason = explained.Reason()
+	}
+	var ooms interface{ OOMKillCount() int64 }
+	if errors.As(werr, &ooms) {
+		s.mu.Lock()
+		s.oomKills += ooms.OOMKillCount()
+		s.mu.Unlock()
 	}
 	if unhealthy != "" {
 		// However the stopped process exited, it ended because it failed
