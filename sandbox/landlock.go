@@ -72,6 +72,18 @@ var presets = map[string][]Path{
 	},
 }
 
+// timeZoneData is granted to every app: without it a program's local
+// time is UTC on a host that keeps another, and Go's time.LoadLocation
+// fails with permission denied. It is public data, as on any host. Not a
+// preset: a new default preset would change the fingerprint of every
+// stored sandbox spec, which runners and ctl of neighbouring releases
+// compare.
+var timeZoneData = []Path{
+	{Path: "/etc/localtime", Access: "r", Optional: true},
+	{Path: "/etc/timezone", Access: "r", Optional: true},
+	{Path: "/usr/share/zoneinfo", Access: "r", Optional: true},
+}
+
 // landlockABI returns the kernel's Landlock ABI version, 0 without Landlock.
 func landlockABI() int {
 	v, err := ll.LandlockGetABIVersion()
@@ -83,13 +95,14 @@ func landlockABI() int {
 
 // landlockPaths lists the paths the sandbox itself gives the app, before
 // they are checked: the instance dir readable, its data/ writable, the
-// binary executable, then presets. The config's own paths come on top.
+// binary executable, the time zone data, then presets. The config's own
+// paths come on top.
 func landlockPaths(cfg *Config) []Path {
-	paths := []Path{
+	paths := append([]Path{
 		{Path: cfg.Dir, Access: "r"},
 		{Path: filepath.Join(cfg.Dir, "data"), Access: "rw"},
 		{Path: cfg.Binary, Access: "rx"},
-	}
+	}, timeZoneData...)
 	if hasPreset(cfg, PresetTmp) {
 		paths = append(paths, Path{Path: "/tmp", Access: "rw"})
 	}

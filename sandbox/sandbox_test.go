@@ -1778,3 +1778,20 @@ func TestCgroupV2DelegatesOnAFreshHost(t *testing.T) {
 		t.Error("the instance's own cgroup delegates controllers: it holds the app, so it must not")
 	}
 }
+
+// Time zone data is readable in every sandbox: without it Go's
+// time.LoadLocation fails with permission denied, and time.Local, glibc's
+// localtime and date fall back to UTC on a host that keeps local time.
+func TestTimeZoneDataReadable(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	for _, path := range []string{"/etc/localtime", "/usr/share/zoneinfo/Europe/Paris"} {
+		if _, err := os.Stat(path); err != nil {
+			t.Skipf("%s missing on this machine", path)
+		}
+		out, err := runSandbox(t, testConfig(t, "read", path))
+		if err != nil || !strings.Contains(out, "ESCAPED") {
+			t.Errorf("read %s: %v\n%s", path, err, out)
+		}
+	}
+}
