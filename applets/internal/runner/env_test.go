@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,33 @@ func TestAppUnderMemoryLimitGetsGOMEMLIMIT(t *testing.T) {
 		limits := envOf(t, c, tr, app, tc.extra, "GOMEMLIMIT")
 		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(limits, want) {
 			t.Errorf("%s: GOMEMLIMIT lines %q, want %q", app, limits, want)
+		}
+	}
+}
+
+// A Go app under a CPU limit gets GOMAXPROCS as Go 1.25 derives it from
+// the quota (rounded up, at least 2, at most the cores): in a sandbox Go
+// cannot read its cgroup, and Go before 1.25 never did. One the spec sets
+// is the app's own, and an app without a limit gets none.
+func TestAppUnderCPULimitGetsGOMAXPROCS(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("[resources] limits need a cgroup, which needs root")
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	if tr.caps.CgroupVersion == 0 {
+		t.Skip("no cgroup hierarchy")
+	}
+	for app, tc := range map[string]struct{ extra, want string }{
+		"half":      {"args = [\"env\"]\n[resources]\ncpu = 0.5", "env GOMAXPROCS=" + strconv.Itoa(min(runtime.NumCPU(), 2))},
+		"many":      {"args = [\"env\"]\n[resources]\ncpu = 1000", "env GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU())},
+		"own":       {"args = [\"env\"]\nenv = { GOMAXPROCS = \"7\" }\n[resources]\ncpu = 0.5", "env GOMAXPROCS=7"},
+		"unlimited": {`args = ["env"]`, ""},
+	} {
+		procs := envOf(t, c, tr, app, tc.extra, "GOMAXPROCS")
+		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(procs, want) {
+			t.Errorf("%s: GOMAXPROCS lines %q, want %q", app, procs, want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -172,6 +173,12 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 		// much of its heap garbage. Other programs ignore the variable.
 		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(cli.SoftMemoryLimit(int64(sp.Resources.Memory)), 10))
 	}
+	if sp.Resources.CPU > 0 && !setByApp(sp, "GOMAXPROCS") {
+		// What Go 1.25 derives from the quota itself, but a sandboxed
+		// app cannot read its cgroup, and Go before 1.25 never did:
+		// without it a Go app schedules on every core and is throttled.
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(goMaxProcs(sp.Resources.CPU, runtime.NumCPU())))
+	}
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
 		env = append(env, k+"="+sp.Env[k])
 	}
@@ -217,6 +224,13 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 // ctl pinned files: a signed spec then covers the file's bytes too, so an
 // object replaced in narun-files without a new spec never reaches an
 // instance, from the store or from the cache. The content placed is also
+// goMaxProcs is the GOMAXPROCS Go 1.25 takes under a CPU limit of cpu
+// cores on a machine of cores: the limit rounded up, at least 2, at most
+// the cores (the runtime's adjustCgroupGOMAXPROCS).
+func goMaxProcs(cpu float64, cores int) int {
+	return min(cores, max(2, int(math.Ceil(cpu))))
+}
+
 // kept under <data>/files-pinned, by its digest, while a spec pins it:
 // files put replaces the object and its one cached copy, but a rollback,
 // or the restart of an instance of an older spec, needs the bytes that
