@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,14 +134,16 @@ type launcher struct {
 	plan     *cgroupPlan
 	abi      int
 	cgroupFD int        // v2: the app is cloned straight into this cgroup
+	shm      bool       // /dev/shm is the sandbox's own tmpfs, for Landlock to allow
 	appV1    []*os.File // v1: the app's cgroups' tasks files, for the forking thread to step in
 	homeV1   []*os.File // v1: the launcher's own tasks files, to step back out
 }
 
 // setup runs every step that needs root, in the order that keeps each
 // possible: mounts, non-executable memfds and listeners first, then
-// cgroups, then the host's mounts made read-only, then dropping
-// capabilities, then Landlock, and the seccomp filter last.
+// cgroups, then the host's mounts made read-only and a private /dev/shm
+// mounted, then dropping capabilities, then Landlock, and the seccomp
+// filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
@@ -158,6 +161,9 @@ func (l *launcher) setup() (string, error) {
 	}
 	if cfg.newNet() {
 		if err := loopbackUp(); err != nil {
+			return "network", err
+		}
+		if err := openPrivilegedPorts(); err != nil {
 			return "network", err
 		}
 		if err := startBridges(cfg); err != nil {
@@ -178,6 +184,9 @@ func (l *launcher) setup() (string, error) {
 	// launcher keep them.
 	defer g.close()
 	if err := readOnlyMounts(cfg, g); err != nil {
+		return "mount", err
+	}
+	if err := l.privateShm(); err != nil {
 		return "mount", err
 	}
 	if err := enterOwnRoot(cfg, g); err != nil {
@@ -217,6 +226,41 @@ func setupMounts(cfg *Config) error {
 			return fmt.Errorf("remount /tmp nosuid: %w", err)
 		}
 	}
+	return nil
+}
+
+// shmDir is where POSIX shared memory and semaphores live (shm_open,
+// sem_open, and on them Python's multiprocessing).
+const shmDir = "/dev/shm"
+
+// shmSize bounds the sandbox's /dev/shm as Docker bounds a container's.
+// Its pages count against the app's memory limit, as any tmpfs's do; the
+// size keeps an app without a limit from holding up to half the host's
+// memory there.
+const shmSize = 64 << 20
+
+// privateShm mounts a tmpfs of the app's own on /dev/shm: the host's is
+// read-only in the sandbox, and made writable it would be shared with
+// every user of the host. It is mounted once the other mounts are
+// read-only, so that it stays writable. A grant of /dev/shm, or of a
+// path in it, keeps the host's: the operator asks for memory shared with
+// the host's processes. A host without /dev/shm has no POSIX shared
+// memory to give.
+func (l *launcher) privateShm() error {
+	for _, p := range l.cfg.Landlock.Paths {
+		if _, ok := within(filepath.Clean(p.Path), []string{shmDir}); ok {
+			return nil
+		}
+	}
+	if _, err := os.Stat(shmDir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", shmSize, l.cfg.UID, l.cfg.GID)
+	if err := unix.Mount("tmpfs", shmDir, "tmpfs", flags, opts); err != nil {
+		return fmt.Errorf("mount a private tmpfs on %s: %w", shmDir, err)
+	}
+	l.shm = true
 	return nil
 }
 
@@ -298,6 +342,23 @@ func hideRunDir(cfg *Config) error {
 	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	if err := unix.Mount("tmpfs", run, "tmpfs", flags, "size=4k,mode=0700"); err != nil {
 		return fmt.Errorf("hide %s: %w", run, err)
+	}
+	return nil
+}
+
+// openPrivilegedPorts lets the app listen on every port of its own
+// network namespace, as Docker does for a container: the app has no
+// capability, so the ports below 1024 would be closed to it ([http] port =
+// 80 failing with "permission denied", whatever its user), though in its
+// namespace they guard nothing of the host's. The setting belongs to the
+// network namespace of the process that writes it, through the sandbox's
+// /proc, before it is made read-only. Kernels before 4.11 lack the
+// setting: there the app keeps 1024 as its lowest port.
+func openPrivilegedPorts() error {
+	const sysctl = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+	err := os.WriteFile(sysctl, []byte("0"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("open the ports below 1024 to the app: %w", err)
 	}
 	return nil
 }
@@ -467,6 +528,11 @@ func (l *launcher) applyLandlock(g grants) error {
 	c, rules, err := landlockRules(l.cfg, abi, g)
 	if err != nil {
 		return err
+	}
+	if l.shm {
+		// Not among the grants: privateShm mounted it after they were opened.
+		rights := landlock.AccessFSSet(rightsReadDir|rightsWriteDir) & c.HandledAccessFS
+		rules = append(rules, landlock.PathAccess(rights, shmDir))
 	}
 	if err := c.Restrict(rules...); err != nil {
 		return fmt.Errorf("restrict: %w", err)

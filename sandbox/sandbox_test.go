@@ -686,6 +686,43 @@ func TestWritableOnlyWhereGranted(t *testing.T) {
 	}
 }
 
+// An app's /dev/shm is a tmpfs of its own, as a container's is: POSIX
+// shared memory and semaphores (sem_open, Python's multiprocessing) need
+// it writable, and the host's is shared by every user of the host.
+func TestPrivateDevShm(t *testing.T) {
+	requireRoot(t)
+	asEachUser(t, "write", true, func(t *testing.T, root bool) {
+		name := "/dev/shm/narun-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatBool(root)
+		t.Cleanup(func() { os.Remove(name) })
+		cfg := testConfig(t, "write", name)
+		if root {
+			asRoot(&cfg)
+		}
+		out, err := runSandbox(t, cfg)
+		if err != nil || !strings.Contains(out, "ESCAPED") {
+			t.Fatalf("writing to /dev/shm: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(name); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the app wrote %s in the host's /dev/shm (stat: %v)", name, err)
+		}
+	})
+	// Granted, the host's /dev/shm is shared, as an operator asks for
+	// shared memory with a host process.
+	t.Run("granted", func(t *testing.T) {
+		name := "/dev/shm/narun-test-" + strconv.Itoa(os.Getpid()) + "-granted"
+		t.Cleanup(func() { os.Remove(name) })
+		cfg := testConfig(t, "write", name)
+		cfg.Landlock.Paths = []Path{{Path: "/dev/shm", Access: "rw"}}
+		out, err := runSandbox(t, cfg)
+		if err != nil || !strings.Contains(out, "ESCAPED") {
+			t.Fatalf("writing to /dev/shm: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(name); err != nil {
+			t.Errorf("the granted host /dev/shm was not the app's: %v", err)
+		}
+	})
+}
+
 // A writable mount on the host's /tmp lies under the instance's own /tmp
 // (tmp preset), out of the app's reach: it used to fail the start, so any
 // program, or another sandbox's test, keeping a mount there stopped every
@@ -1136,6 +1173,27 @@ func TestNetworkNoneBridges(t *testing.T) {
 		_ = s.Signal(syscall.SIGKILL)
 		_, _ = s.wait(t)
 	})
+}
+
+// An app with a network namespace of its own listens on its [http] port
+// even below 1024, as in a container: the namespace's privileged ports
+// guard nothing of the host's, and no key grants CAP_NET_BIND_SERVICE.
+func TestOwnNetworkAppBindsPort80(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "serve", "80")
+	cfg.Network = NetworkNone
+	cfg.Inbound = []Bridge{HTTPBridge(cfg.Dir, 80)}
+	host, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		t.Skipf("no ip_unprivileged_port_start: %v", err)
+	}
+	s := startSandbox(t, cfg)
+	s.waitLine(t, "ready")
+	_ = s.Signal(syscall.SIGKILL)
+	_, _ = s.wait(t)
+	if after, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err != nil || string(after) != string(host) {
+		t.Errorf("the host's ip_unprivileged_port_start is %q (%v), was %q", after, err, host)
+	}
 }
 
 // An app without network cannot take every descriptor of the runner by
