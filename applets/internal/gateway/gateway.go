@@ -115,6 +115,11 @@ type Gateway struct {
 	cacheMu     sync.Mutex
 	cacheFailed bool
 	cert        atomic.Pointer[tls.Certificate]
+	// tickets holds the keys of the HTTPS session tickets, made anew
+	// with each certificate loaded: a session of the one before must not
+	// resume once it is replaced (revoked, say), which Go's own keys,
+	// kept for the process's life, would let it do for 7 days.
+	tickets atomic.Pointer[tls.Config]
 	// https says the HTTPS listener runs: it starts with the gateway or
 	// not at all, and its certificate is watched only if it does.
 	https bool
@@ -602,7 +607,14 @@ func (g *Gateway) loadCert() (key string, err error) {
 	if err != nil {
 		return key, fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
 	}
+	var ticketKey [32]byte
+	if _, err := rand.Read(ticketKey[:]); err != nil {
+		return "", fmt.Errorf("make a session ticket key: %w", err)
+	}
+	tickets := &tls.Config{}
+	tickets.SetSessionTicketKeys([][32]byte{ticketKey})
 	g.cert.Store(&cert)
+	g.tickets.Store(tickets)
 	return "", nil
 }
 
@@ -771,7 +783,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 			s.DisableGeneralOptionsHandler = true
 		}
 		if useTLS {
-			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12}
+			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12,
+				WrapSession: func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+					return g.tickets.Load().EncryptTicket(cs, ss)
+				},
+				// A ticket of keys replaced fails to decrypt: a full
+				// handshake, with the certificate now loaded.
+				UnwrapSession: func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+					return g.tickets.Load().DecryptTicket(identity, cs)
+				},
+			}
 		}
 		servers = append(servers, srv{name, s, ln, useTLS})
 		g.log.Info("gateway listening", "listener", name, "addr", ln.Addr().String())

@@ -833,6 +833,27 @@ func TestTLSAndHTTP2(t *testing.T) {
 		t.Errorf("h2c: client saw %s, service saw %q", resp.Proto, b)
 	}
 
+	// A client that keeps sessions resumes them while the certificate
+	// stays.
+	sessions := tls.NewLRUClientSessionCache(8)
+	dial := func(roots *x509.CertPool) (tls.ConnectionState, error) {
+		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: roots, ClientSessionCache: sessions})
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer c.Close()
+		// TLS 1.3 sends its ticket after the handshake: a read takes it.
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _ = c.Read(make([]byte, 1))
+		return c.ConnectionState(), nil
+	}
+	if _, err := dial(pool); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := dial(pool); err != nil || !cs.DidResume {
+		t.Errorf("second connection of a client keeping sessions: resumed %v (%v), want resumed", cs.DidResume, err)
+	}
+
 	// A new certificate on disk is picked up without a restart.
 	newPool := testutil.SelfSigned(t, certPath, keyPath, "second")
 	testutil.Eventually(t, 15*time.Second, "new certificate served", func() bool {
@@ -843,6 +864,13 @@ func TestTLSAndHTTP2(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName == "second"
 	})
+	// Its sessions end with it: a client that trusts only the old one
+	// (replaced because it was revoked, say) must not go on resuming a
+	// session of it.
+	if cs, err := dial(pool); err == nil {
+		t.Errorf("after the new certificate, a client trusting only the old one connected: resumed %v, certificate %s",
+			cs.DidResume, cs.PeerCertificates[0].Subject.CommonName)
+	}
 }
 
 // TestReloadErrorsInMetrics checks that every failed reload of the
