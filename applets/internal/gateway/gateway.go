@@ -607,6 +607,16 @@ func (g *Gateway) loadCert() (key string, err error) {
 	if err != nil {
 		return key, fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
 	}
+	// Served all the same: the clock may be what is wrong, and a client
+	// that checks dates refuses it either way.
+	if leaf := cert.Leaf; leaf != nil {
+		switch now := time.Now(); {
+		case now.After(leaf.NotAfter):
+			g.log.Warn("tls certificate expired: clients that check it refuse the connection", "cert", tc.Cert, "not_after", leaf.NotAfter)
+		case now.Before(leaf.NotBefore):
+			g.log.Warn("tls certificate not yet valid (or this clock is behind): clients that check it refuse the connection", "cert", tc.Cert, "not_before", leaf.NotBefore)
+		}
+	}
 	var ticketKey [32]byte
 	if _, err := rand.Read(ticketKey[:]); err != nil {
 		return "", fmt.Errorf("make a session ticket key: %w", err)

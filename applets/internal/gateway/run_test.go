@@ -1867,6 +1867,39 @@ func TestAccessLogNamesRefusedRoute(t *testing.T) {
 	}
 }
 
+// A certificate pair that loads but that clients will refuse, expired or
+// not yet valid, is served (the clock may be what is wrong), and said at
+// start and by --check, with its dates.
+func TestTLSCertificateOutOfDateWarns(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for _, tc := range []struct {
+		name          string
+		from, to      time.Time
+		warn, notWarn string
+	}{
+		{"expired", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), "expired", ""},
+		{"not yet valid", now.Add(24 * time.Hour), now.Add(48 * time.Hour), "not yet valid", ""},
+		{"valid", now.Add(-time.Hour), now.Add(time.Hour), "", "tls certificate"},
+	} {
+		dir := t.TempDir()
+		certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+		testutil.SelfSignedValid(t, certPath, keyPath, "dated", tc.from, tc.to)
+		var logs testutil.LogBuffer
+		cfg := gwConfig()
+		cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath, Listen: "127.0.0.1:0"}
+		if err := Check(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+			t.Fatalf("%s: check: %v", tc.name, err)
+		}
+		if tc.warn != "" && (!strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), tc.warn) || !strings.Contains(logs.String(), certPath)) {
+			t.Errorf("%s certificate: no warning naming it %s:\n%s", tc.name, tc.warn, logs.String())
+		}
+		if tc.notWarn != "" && strings.Contains(logs.String(), tc.notWarn) {
+			t.Errorf("%s certificate warned of:\n%s", tc.name, logs.String())
+		}
+	}
+}
+
 // A TLS listener set without a certificate pair serves nothing: said at
 // start and by --check (Check), not left to be found by a client whose
 // HTTPS connection is refused. The default address in the file, which

@@ -19,6 +19,13 @@ import (
 // that a gateway watching them never reads one half-written.
 func SelfSigned(t *testing.T, certPath, keyPath, cn string) *x509.CertPool {
 	t.Helper()
+	return SelfSignedValid(t, certPath, keyPath, cn, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// SelfSignedValid is SelfSigned for a certificate valid from notBefore to
+// notAfter.
+func SelfSignedValid(t *testing.T, certPath, keyPath, cn string, notBefore, notAfter time.Time) *x509.CertPool {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +33,7 @@ func SelfSigned(t *testing.T, certPath, keyPath, cn string) *x509.CertPool {
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
 	}
