@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -108,8 +109,34 @@ func landlockPaths(cfg *Config) []Path {
 	}
 	for _, p := range cfg.Landlock.Presets {
 		paths = append(paths, presets[p]...)
+		if p == PresetDNS {
+			paths = append(paths, resolverRunDirs(presets[p], "/run")...)
+		}
 	}
 	return paths
+}
+
+// resolverRunDirs grants the directories below run that resolver files
+// link into: systemd-resolved, resolvconf and NetworkManager keep the
+// file /etc/resolv.conf links to in such a directory and replace it by
+// rename at each change, and a grant of the file holds the inode opened
+// at start, which the app could no longer read after the first change.
+// The directory holds only what resolvers publish.
+func resolverRunDirs(files []Path, run string) []Path {
+	var dirs []Path
+	for _, f := range files {
+		if st, err := os.Lstat(f.Path); err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			continue
+		}
+		target, err := filepath.EvalSymlinks(f.Path)
+		if err != nil {
+			continue
+		}
+		if dir := filepath.Dir(target); strings.HasPrefix(dir, run+"/") && !slices.ContainsFunc(dirs, func(p Path) bool { return p.Path == dir }) {
+			dirs = append(dirs, Path{Path: dir, Access: "r", Optional: true})
+		}
+	}
+	return dirs
 }
 
 // landlockRules turns paths and ports into go-landlock rules for the

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1851,5 +1852,56 @@ func TestTimeZoneDataReadable(t *testing.T) {
 		if err != nil || !strings.Contains(out, "ESCAPED") {
 			t.Errorf("read %s: %v\n%s", path, err, out)
 		}
+	}
+}
+
+// A resolver file linked into a directory below /run (systemd-resolved,
+// resolvconf) is replaced there by rename at each change: the directory is
+// granted, not the file, whose inode a grant would hold. The app reads the
+// new file through the link.
+func TestResolverRunDirGranted(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	dir := filepath.Join(base, "resolver")
+	run, etc := filepath.Join(dir, "run", "resolve"), filepath.Join(dir, "etc")
+	for _, d := range []string{run, etc} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stub, link, plain := filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "hosts")
+	for _, f := range []string{stub, plain} {
+		if err := os.WriteFile(f, []byte("old\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.Remove(link)
+	if err := os.Symlink(stub, link); err != nil {
+		t.Fatal(err)
+	}
+	files := []Path{{Path: link, Access: "r", Optional: true}, {Path: plain, Access: "r", Optional: true}, {Path: filepath.Join(etc, "missing"), Access: "r", Optional: true}}
+	granted := resolverRunDirs(files, filepath.Join(dir, "run"))
+	if want := []Path{{Path: run, Access: "r", Optional: true}}; !slices.Equal(granted, want) {
+		t.Fatalf("resolverRunDirs = %v, want %v", granted, want)
+	}
+
+	cfg := testConfig(t)
+	cfg.Binary = "/bin/sh"
+	cfg.Args = []string{"sh", "-c", `read l < ` + link + ` && echo "first:$l"; read go; read l < ` + link + ` && echo "second:$l"`}
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
+	cfg.Landlock.Paths = append(granted, Path{Path: link, Access: "r"})
+	s := startSandbox(t, cfg)
+	s.waitLine(t, "first:old")
+	if err := os.WriteFile(stub+".new", []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(stub+".new", stub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.wait(t); err != nil || !strings.Contains(out, "second:new") {
+		t.Fatalf("resolver file unreadable once replaced in its granted directory: %v\n%s", err, out)
 	}
 }
