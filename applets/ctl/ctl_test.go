@@ -260,6 +260,32 @@ func TestDeployWarnsOfDynamicBinaryInSandbox(t *testing.T) {
 	}
 }
 
+// A sandboxed app on the host network binds a port below 1024 only where
+// the node lowered ip_unprivileged_port_start, which ctl cannot know: a
+// warning, not a refusal.
+func TestDeployWarnsOfPrivilegedHostPort(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := elfBinary(t)
+	for _, tt := range []struct {
+		name, extra string
+		warns       bool
+	}{
+		{"sandbox on the host network", "mode = \"sandbox\"\n[http]\nport = 80\n", true},
+		{"sandbox with its own network", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[http]\nport = 80\n", false},
+		{"exec", "[http]\nport = 80\n", false},
+		{"port 1024", "mode = \"sandbox\"\n[http]\nport = 1024\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := h.file("low.toml", "name = \"low\"\nversion = \"1\"\nnodes = [\"n\"]\n"+tt.extra)
+			r := h.ok("", "deploy", p, "--binary", bin, "--dry-run")
+			if got := strings.Contains(r.err, "ip_unprivileged_port_start"); got != tt.warns {
+				t.Errorf("warning shown: %v, want %v; stderr:\n%s", got, tt.warns, r.err)
+			}
+		})
+	}
+}
+
 func TestDeploy(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -272,6 +272,7 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 		return nil, err
 	}
 	e.warnDynamicBinaries(app, bins)
+	e.warnPrivilegedHostPort(app)
 	if len(bins) > 0 && len(app.Binaries) > 0 {
 		return nil, usagef("%s already has [binaries]; deploy it without --binary or remove the table", file)
 	}
@@ -582,6 +583,18 @@ func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 // the binary cached unable to run the stored spec).
 func binaryObject(app *spec.App, arch, sum string) string {
 	return app.Name + "/" + app.Version + "/linux-" + arch + "-" + sum[:12]
+}
+
+// warnPrivilegedHostPort warns of a sandboxed app on the host network
+// whose [http] port is below 1024: the app has no capability, even as
+// root, so it binds the port only on a node whose network lowered
+// net.ipv4.ip_unprivileged_port_start (narun run in a container often
+// is), which ctl cannot see. A warning, not a refusal, for those nodes.
+func (e *env) warnPrivilegedHostPort(app *spec.App) {
+	if app.Mode != spec.ModeSandbox || app.Sandbox.Network != "host" || app.HTTP.Port <= 0 || app.HTTP.Port >= 1024 {
+		return
+	}
+	e.warnf("[http] port %d is below 1024: a sandboxed app has no capability, even as root, so on the host network it binds the port only where the node lowered net.ipv4.ip_unprivileged_port_start; choose 1024 or above, or [sandbox] network = \"none\" or \"isolated\", where every port is the app's", app.HTTP.Port)
 }
 
 // warnDynamicBinaries names each dynamically linked binary of a sandboxed

@@ -550,12 +550,6 @@ func (a *App) validateSandbox(v *validator) {
 			v.deployRule("health.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
 		}
 	case "host":
-		// The launcher opens the ports below 1024 only in a network
-		// namespace of the app's own: on the host's, the app, which has
-		// no capability whatever its user, would fail every start.
-		if a.HTTP.Port > 0 && a.HTTP.Port < 1024 {
-			v.deployRule("http.port", "%d is below 1024, which on the host network only CAP_NET_BIND_SERVICE opens, and a sandboxed app has no capability (even as root): choose 1024 or above, or network = \"none\" or \"isolated\", where every port is the app's", a.HTTP.Port)
-		}
 	default:
 		v.add("sandbox.network", "want \"host\", \"none\" or \"isolated\", got %q", s.Network)
 	}

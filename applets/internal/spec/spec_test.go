@@ -320,7 +320,6 @@ func TestParseModes(t *testing.T) {
 		{"one pid", "[resources]\npids = 1\n", "resources.pids", 5, true},
 		{"http port on the bridged NATS", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[http]\nport = 4222\n", "http.port", 8, true},
 		{"health port on the bridged NATS", "mode = \"sandbox\"\n[sandbox]\nnetwork = \"isolated\"\n[health]\ntype = \"tcp\"\nport = 4222\n", "health.port", 9, true},
-		{"privileged http port on the host network", "mode = \"sandbox\"\n[http]\nport = 80\n", "http.port", 6, true},
 		{"zero health port", "[http]\nport = 8080\n[health]\ntype = \"tcp\"\nport = 0\n", "health.port", 8, true},
 		{"file at a reserved path", file("pid"), "files[0].path", 6, true},
 		{"secret under a reserved directory", "[[secrets]]\nname = \"s\"\nfile = \"data/token\"\n", "secrets[0].file", 6, true},
@@ -358,28 +357,6 @@ func TestParseModes(t *testing.T) {
 	app, outdated, err := ParseStored("a.toml", []byte(base))
 	if app == nil || outdated != nil || err != nil {
 		t.Errorf("a spec that breaks nothing: app %v, outdated %v, err %v", app, outdated, err)
-	}
-}
-
-// A port below 1024 is the sandboxed app's in a network namespace of its
-// own; on the host's network it is the host's, which only
-// CAP_NET_BIND_SERVICE opens and a sandboxed app never has (TestParseModes).
-// An exec app runs as the runner's user, which may have it.
-func TestPrivilegedHTTPPort(t *testing.T) {
-	base := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
-	for _, src := range []string{
-		"[http]\nport = 80\n",
-		"mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[http]\nport = 80\n",
-		"mode = \"sandbox\"\n[sandbox]\nnetwork = \"isolated\"\n[http]\nport = 443\n",
-		"mode = \"sandbox\"\n[http]\nport = 1024\n",
-	} {
-		if _, err := Parse("a.toml", []byte(base+src)); err != nil {
-			t.Errorf("%q: %v", src, err)
-		}
-	}
-	_, err := Parse("a.toml", []byte(base+"mode = \"sandbox\"\n[sandbox]\nnetwork = \"host\"\n[http]\nport = 1023\n"))
-	if want := "CAP_NET_BIND_SERVICE"; err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), `network = "none"`) {
-		t.Errorf("error %v, want one naming %s and network = \"none\"", err, want)
 	}
 }
 
