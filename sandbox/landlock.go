@@ -116,12 +116,17 @@ func landlockPaths(cfg *Config) []Path {
 	return paths
 }
 
-// resolverRunDirs grants the directories below run that resolver files
-// link into: systemd-resolved, resolvconf and NetworkManager keep the
-// file /etc/resolv.conf links to in such a directory and replace it by
-// rename at each change, and a grant of the file holds the inode opened
-// at start, which the app could no longer read after the first change.
-// The directory holds only what resolvers publish.
+// resolverDirs are the directories, below /run, where systemd-resolved
+// and resolvconf keep the file /etc/resolv.conf links to, replacing it by
+// rename at each change: a grant of the file holds the inode opened at
+// start, which the app could no longer read after the first change. They
+// hold only what resolvers publish. Not any directory a link leads to:
+// NetworkManager's /run/NetworkManager also keeps its connections'
+// secrets (system-connections/), which a root app would read.
+var resolverDirs = []string{"systemd/resolve", "resolvconf"}
+
+// resolverRunDirs grants each of resolverDirs below run that one of
+// files links into.
 func resolverRunDirs(files []Path, run string) []Path {
 	var dirs []Path
 	for _, f := range files {
@@ -132,7 +137,9 @@ func resolverRunDirs(files []Path, run string) []Path {
 		if err != nil {
 			continue
 		}
-		if dir := filepath.Dir(target); strings.HasPrefix(dir, run+"/") && !slices.ContainsFunc(dirs, func(p Path) bool { return p.Path == dir }) {
+		dir := filepath.Dir(target)
+		known := slices.ContainsFunc(resolverDirs, func(d string) bool { return dir == filepath.Join(run, d) })
+		if known && !slices.ContainsFunc(dirs, func(p Path) bool { return p.Path == dir }) {
 			dirs = append(dirs, Path{Path: dir, Access: "r", Optional: true})
 		}
 	}

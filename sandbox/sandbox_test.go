@@ -1855,31 +1855,37 @@ func TestTimeZoneDataReadable(t *testing.T) {
 	}
 }
 
-// A resolver file linked into a directory below /run (systemd-resolved,
-// resolvconf) is replaced there by rename at each change: the directory is
+// A resolver file linked into systemd-resolved's or resolvconf's directory
+// below /run is replaced there by rename at each change: the directory is
 // granted, not the file, whose inode a grant would hold. The app reads the
-// new file through the link.
+// new file through the link. A link into another directory, such as
+// NetworkManager's, which also keeps its connections' secrets, grants
+// nothing more.
 func TestResolverRunDirGranted(t *testing.T) {
 	requireRoot(t)
 	requireLandlock(t, 1)
 	dir := filepath.Join(base, "resolver")
-	run, etc := filepath.Join(dir, "run", "resolve"), filepath.Join(dir, "etc")
-	for _, d := range []string{run, etc} {
+	_ = os.RemoveAll(dir)
+	run, nm, etc := filepath.Join(dir, "run", "systemd", "resolve"), filepath.Join(dir, "run", "NetworkManager"), filepath.Join(dir, "etc")
+	for _, d := range []string{run, nm, etc} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	stub, link, plain := filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "hosts")
-	for _, f := range []string{stub, plain} {
+	stub, nmConf, link, nmLink, plain := filepath.Join(run, "stub-resolv.conf"), filepath.Join(nm, "resolv.conf"),
+		filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "nm-resolv.conf"), filepath.Join(etc, "hosts")
+	for _, f := range []string{stub, nmConf, plain} {
 		if err := os.WriteFile(f, []byte("old\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_ = os.Remove(link)
-	if err := os.Symlink(stub, link); err != nil {
-		t.Fatal(err)
+	for l, target := range map[string]string{link: stub, nmLink: nmConf} {
+		if err := os.Symlink(target, l); err != nil {
+			t.Fatal(err)
+		}
 	}
-	files := []Path{{Path: link, Access: "r", Optional: true}, {Path: plain, Access: "r", Optional: true}, {Path: filepath.Join(etc, "missing"), Access: "r", Optional: true}}
+	files := []Path{{Path: link, Access: "r", Optional: true}, {Path: nmLink, Access: "r", Optional: true},
+		{Path: plain, Access: "r", Optional: true}, {Path: filepath.Join(etc, "missing"), Access: "r", Optional: true}}
 	granted := resolverRunDirs(files, filepath.Join(dir, "run"))
 	if want := []Path{{Path: run, Access: "r", Optional: true}}; !slices.Equal(granted, want) {
 		t.Fatalf("resolverRunDirs = %v, want %v", granted, want)
