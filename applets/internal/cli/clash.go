@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,7 +33,7 @@ func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash
 			log.Debug("routes not checked for a shared [nats] server_name", "err", err)
 			continue
 		}
-		if !seen.look(clashedNames(cs), time.Now()) {
+		if !seen.look(clashedNames(cs), ownClash(cs), time.Now()) {
 			continue
 		}
 		for _, c := range cs {
@@ -48,10 +49,13 @@ func WatchNameClashes(ctx context.Context, clashes func() ([]embednats.NameClash
 // clashSeen decides which looks say the clash they see. A member that
 // lost power and is back within seconds shows its name twice for a
 // while: its new routes are up, and its old ones are listed until their
-// pings fail, embednats.RouteStaleAfter at most. So a clash is said once
-// every look since embednats.RouteStaleAfter has seen it. It is said as
-// soon as the names change, and again about once a minute: the server's
-// own lines (a route refused for a wrong login, say) may have buried it.
+// pings fail, embednats.RouteStaleAfter at most. So a clash between other
+// members is said once every look since embednats.RouteStaleAfter has seen
+// it. A server of this one's own name is no stale route, and nats-server
+// closes its route as soon as it arrives, so it is seen only now and then:
+// it is said at once. Either is said again as soon as the names change, and
+// about once a minute: the server's own lines (a route refused for a wrong
+// login, say) may have buried it.
 type clashSeen struct {
 	names  string    // seen at the last look
 	since  time.Time // first look of names' run of looks
@@ -59,13 +63,13 @@ type clashSeen struct {
 	saidAt time.Time
 }
 
-// look takes the names a look at now saw clash, "" for none, and says
-// whether to log them.
-func (s *clashSeen) look(names string, now time.Time) bool {
+// look takes the names a look at now saw clash, "" for none, and whether
+// one of them is this server's own, and says whether to log them.
+func (s *clashSeen) look(names string, own bool, now time.Time) bool {
 	if names != s.names {
 		s.names, s.since = names, now
 	}
-	if names == "" || now.Sub(s.since) < embednats.RouteStaleAfter {
+	if names == "" || (!own && now.Sub(s.since) < embednats.RouteStaleAfter) {
 		return false
 	}
 	if names == s.said && now.Sub(s.saidAt) < time.Minute {
@@ -73,6 +77,11 @@ func (s *clashSeen) look(names string, now time.Time) bool {
 	}
 	s.said, s.saidAt = names, now
 	return true
+}
+
+// ownClash says whether one of cs is of this server's own name.
+func ownClash(cs []embednats.NameClash) bool {
+	return slices.ContainsFunc(cs, func(c embednats.NameClash) bool { return c.Own })
 }
 
 // clashedNames is the names of cs, to tell whether they were said: the
