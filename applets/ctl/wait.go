@@ -203,7 +203,9 @@ func (w *waiter) digestsHint(nodes []state.Node) string {
 		return ""
 	}
 	slices.Sort(silent)
-	return fmt.Sprintf("; %s reported nothing of this spec: nodes of an earlier release refuse [file_digests], upgrade runners before ctl (docs/UPGRADING.md)", strings.Join(silent, ", "))
+	// Another release may be a later one, or a build from source ("dev"):
+	// the cause is likely, not sure.
+	return fmt.Sprintf("; %s, of another release than this ctl, reported nothing of this spec: a runner of a release before [file_digests] refuses it; if so, upgrade runners before ctl (docs/UPGRADING.md)", strings.Join(silent, ", "))
 }
 
 // record keeps in, as its node reported it at its time at (zero when it did
