@@ -119,7 +119,7 @@ type Gateway struct {
 	// with each certificate loaded: a session of the one before must not
 	// resume once it is replaced (revoked, say), which Go's own keys,
 	// kept for the process's life, would let it do for 7 days.
-	tickets atomic.Pointer[tls.Config]
+	tickets atomic.Pointer[ticketKeys]
 	// https says the HTTPS listener runs: it starts with the gateway or
 	// not at all, and its certificate is watched only if it does.
 	https bool
@@ -617,15 +617,45 @@ func (g *Gateway) loadCert() (key string, err error) {
 			g.log.Warn("tls certificate not yet valid (or this clock is behind): clients that check it refuse the connection", "cert", tc.Cert, "not_before", leaf.NotBefore)
 		}
 	}
-	var ticketKey [32]byte
-	if _, err := rand.Read(ticketKey[:]); err != nil {
-		return "", fmt.Errorf("make a session ticket key: %w", err)
-	}
-	tickets := &tls.Config{}
-	tickets.SetSessionTicketKeys([][32]byte{ticketKey})
 	g.cert.Store(&cert)
-	g.tickets.Store(tickets)
+	g.tickets.Store(newTicketKeys(nil, time.Now()))
 	return "", nil
+}
+
+// ticketKeys are the keys of the HTTPS session tickets: the first
+// encrypts, every one decrypts. As Go's own, a new one comes every
+// ticketKeyEvery and the oldest goes past ticketKeysKept, so that a key
+// found later opens no more than a week of recorded TLS 1.2 sessions.
+type ticketKeys struct {
+	conf *tls.Config
+	keys [][32]byte
+	made time.Time // when keys[0] was made
+}
+
+const (
+	ticketKeyEvery = 24 * time.Hour
+	ticketKeysKept = 7
+)
+
+// newTicketKeys is a fresh key made at now, followed by the newest of
+// kept.
+func newTicketKeys(kept [][32]byte, now time.Time) *ticketKeys {
+	var key [32]byte
+	// crypto/rand.Read does not fail (Go 1.24+): it ends the process
+	// rather than hand out a predictable key.
+	_, _ = rand.Read(key[:])
+	keys := append([][32]byte{key}, kept[:min(len(kept), ticketKeysKept-1)]...)
+	conf := &tls.Config{}
+	conf.SetSessionTicketKeys(keys)
+	return &ticketKeys{conf: conf, keys: keys, made: now}
+}
+
+// rotateTicketKeys adds a new ticket key once the newest is
+// ticketKeyEvery old.
+func (g *Gateway) rotateTicketKeys(now time.Time) {
+	if t := g.tickets.Load(); t != nil && now.Sub(t.made) >= ticketKeyEvery {
+		g.tickets.Store(newTicketKeys(t.keys, now))
+	}
 }
 
 // placeKey names the file and line of the configuration key an error of
@@ -671,6 +701,7 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		case <-t.C:
 		}
 		g.look(&seen)
+		g.rotateTicketKeys(time.Now())
 		g.retryRoutesCache()
 		g.retryOrder()
 	}
@@ -795,12 +826,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if useTLS {
 			s.TLSConfig = &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS12,
 				WrapSession: func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-					return g.tickets.Load().EncryptTicket(cs, ss)
+					return g.tickets.Load().conf.EncryptTicket(cs, ss)
 				},
 				// A ticket of keys replaced fails to decrypt: a full
 				// handshake, with the certificate now loaded.
 				UnwrapSession: func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-					return g.tickets.Load().DecryptTicket(identity, cs)
+					return g.tickets.Load().conf.DecryptTicket(identity, cs)
 				},
 			}
 		}

@@ -853,6 +853,20 @@ func TestTLSAndHTTP2(t *testing.T) {
 	if cs, err := dial(pool); err != nil || !cs.DidResume {
 		t.Errorf("second connection of a client keeping sessions: resumed %v (%v), want resumed", cs.DidResume, err)
 	}
+	// Ticket keys turn over daily, as Go's own: a session resumes across
+	// a new key, and not once its key is a week old.
+	later := time.Now().Add(ticketKeyEvery)
+	r.gw.rotateTicketKeys(later)
+	if cs, err := dial(pool); err != nil || !cs.DidResume {
+		t.Errorf("a day later, with a new ticket key: resumed %v (%v), want resumed", cs.DidResume, err)
+	}
+	for range ticketKeysKept {
+		later = later.Add(ticketKeyEvery)
+		r.gw.rotateTicketKeys(later)
+	}
+	if cs, err := dial(pool); err != nil || cs.DidResume {
+		t.Errorf("%d new ticket keys later: resumed %v (%v), want a full handshake", ticketKeysKept, cs.DidResume, err)
+	}
 
 	// A new certificate on disk is picked up without a restart.
 	newPool := testutil.SelfSigned(t, certPath, keyPath, "second")
