@@ -33,10 +33,14 @@ func TestAppGetsDefaultPATH(t *testing.T) {
 	}
 }
 
-// A Go app under a memory limit gets a soft limit for its garbage
-// collector below it, as narun gives itself in a cgroup; one the spec sets
-// is the app's own, and an app without a limit gets none.
-func TestAppUnderMemoryLimitGetsGOMEMLIMIT(t *testing.T) {
+// A Go app under [resources] limits gets what Go does not derive from
+// them itself: under a memory limit a soft limit for its garbage
+// collector below it, as narun gives itself in a cgroup; under a CPU
+// limit GOMAXPROCS as Go 1.25 derives it from the quota (rounded up, at
+// least 2, at most the cores), since in a sandbox Go cannot read its
+// cgroup, and Go before 1.25 never did. A value the spec sets is the
+// app's own, and an app without a limit gets none.
+func TestAppUnderLimitsGetsGoSettings(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("[resources] limits need a cgroup, which needs root")
@@ -46,41 +50,22 @@ func TestAppUnderMemoryLimitGetsGOMEMLIMIT(t *testing.T) {
 	if tr.caps.CgroupVersion == 0 {
 		t.Skip("no cgroup hierarchy")
 	}
-	for app, tc := range map[string]struct{ extra, want string }{
-		"limited":   {"args = [\"env\"]\n[resources]\nmemory = \"64MiB\"", "env GOMEMLIMIT=50331648"},
-		"own":       {"args = [\"env\"]\nenv = { GOMEMLIMIT = \"40MiB\" }\n[resources]\nmemory = \"64MiB\"", "env GOMEMLIMIT=40MiB"},
-		"unlimited": {`args = ["env"]`, ""},
+	for app, tc := range map[string]struct{ extra, name, want string }{
+		"mem-limited": {"args = [\"env\"]\n[resources]\nmemory = \"64MiB\"", "GOMEMLIMIT", "50331648"},
+		"mem-own":     {"args = [\"env\"]\nenv = { GOMEMLIMIT = \"40MiB\" }\n[resources]\nmemory = \"64MiB\"", "GOMEMLIMIT", "40MiB"},
+		"cpu-half":    {"args = [\"env\"]\n[resources]\ncpu = 0.5", "GOMAXPROCS", strconv.Itoa(min(runtime.NumCPU(), 2))},
+		"cpu-many":    {"args = [\"env\"]\n[resources]\ncpu = 1000", "GOMAXPROCS", strconv.Itoa(runtime.NumCPU())},
+		"cpu-own":     {"args = [\"env\"]\nenv = { GOMAXPROCS = \"7\" }\n[resources]\ncpu = 0.5", "GOMAXPROCS", "7"},
+		"mem-none":    {`args = ["env"]`, "GOMEMLIMIT", ""},
+		"cpu-none":    {`args = ["env"]`, "GOMAXPROCS", ""},
 	} {
-		limits := envOf(t, c, tr, app, tc.extra, "GOMEMLIMIT")
-		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(limits, want) {
-			t.Errorf("%s: GOMEMLIMIT lines %q, want %q", app, limits, want)
+		lines := envOf(t, c, tr, app, tc.extra, tc.name)
+		var want []string
+		if tc.want != "" {
+			want = []string{"env " + tc.name + "=" + tc.want}
 		}
-	}
-}
-
-// A Go app under a CPU limit gets GOMAXPROCS as Go 1.25 derives it from
-// the quota (rounded up, at least 2, at most the cores): in a sandbox Go
-// cannot read its cgroup, and Go before 1.25 never did. One the spec sets
-// is the app's own, and an app without a limit gets none.
-func TestAppUnderCPULimitGetsGOMAXPROCS(t *testing.T) {
-	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("[resources] limits need a cgroup, which needs root")
-	}
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, nil)
-	if tr.caps.CgroupVersion == 0 {
-		t.Skip("no cgroup hierarchy")
-	}
-	for app, tc := range map[string]struct{ extra, want string }{
-		"half":      {"args = [\"env\"]\n[resources]\ncpu = 0.5", "env GOMAXPROCS=" + strconv.Itoa(min(runtime.NumCPU(), 2))},
-		"many":      {"args = [\"env\"]\n[resources]\ncpu = 1000", "env GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU())},
-		"own":       {"args = [\"env\"]\nenv = { GOMAXPROCS = \"7\" }\n[resources]\ncpu = 0.5", "env GOMAXPROCS=7"},
-		"unlimited": {`args = ["env"]`, ""},
-	} {
-		procs := envOf(t, c, tr, app, tc.extra, "GOMAXPROCS")
-		if want := slices.DeleteFunc([]string{tc.want}, func(s string) bool { return s == "" }); !slices.Equal(procs, want) {
-			t.Errorf("%s: GOMAXPROCS lines %q, want %q", app, procs, want)
+		if !slices.Equal(lines, want) {
+			t.Errorf("%s: %s lines %q, want %q", app, tc.name, lines, want)
 		}
 	}
 }
