@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -109,41 +108,8 @@ func landlockPaths(cfg *Config) []Path {
 	}
 	for _, p := range cfg.Landlock.Presets {
 		paths = append(paths, presets[p]...)
-		if p == PresetDNS {
-			paths = append(paths, resolverRunDirs(presets[p], "/run")...)
-		}
 	}
 	return paths
-}
-
-// resolverDirs are the directories, below /run, where systemd-resolved
-// and resolvconf keep the file /etc/resolv.conf links to, replacing it by
-// rename at each change: a grant of the file holds the inode opened at
-// start, which the app could no longer read after the first change. They
-// hold only what resolvers publish. Not any directory a link leads to:
-// NetworkManager's /run/NetworkManager also keeps its connections'
-// secrets (system-connections/), which a root app would read.
-var resolverDirs = []string{"systemd/resolve", "resolvconf"}
-
-// resolverRunDirs grants each of resolverDirs below run that one of
-// files links into.
-func resolverRunDirs(files []Path, run string) []Path {
-	var dirs []Path
-	for _, f := range files {
-		if st, err := os.Lstat(f.Path); err != nil || st.Mode()&fs.ModeSymlink == 0 {
-			continue
-		}
-		target, err := filepath.EvalSymlinks(f.Path)
-		if err != nil {
-			continue
-		}
-		dir := filepath.Dir(target)
-		known := slices.ContainsFunc(resolverDirs, func(d string) bool { return dir == filepath.Join(run, d) })
-		if known && !slices.ContainsFunc(dirs, func(p Path) bool { return p.Path == dir }) {
-			dirs = append(dirs, Path{Path: dir, Access: "r", Optional: true})
-		}
-	}
-	return dirs
 }
 
 // landlockRules turns paths and ports into go-landlock rules for the

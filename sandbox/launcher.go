@@ -34,6 +34,9 @@ const LauncherName = "narun-launcher"
 // failure it reports the reason over the status pipe and exits with
 // ExitSetupFailed. It never returns.
 func LauncherMain() {
+	if spec, ok := os.LookupEnv(envKeeper); ok {
+		resolverKeeperMain(spec)
+	}
 	// The privilege drop below is per thread, and the app inherits it from
 	// the thread that forks it: both happen on this locked thread.
 	runtime.LockOSThread()
@@ -133,16 +136,18 @@ type launcher struct {
 	cfg      *Config
 	plan     *cgroupPlan
 	abi      int
-	cgroupFD int        // v2: the app is cloned straight into this cgroup
-	shm      bool       // /dev/shm is the sandbox's own tmpfs, for Landlock to allow
-	appV1    []*os.File // v1: the app's cgroups' tasks files, for the forking thread to step in
-	homeV1   []*os.File // v1: the launcher's own tasks files, to step back out
+	cgroupFD int         // v2: the app is cloned straight into this cgroup
+	shm      bool        // /dev/shm is the sandbox's own tmpfs, for Landlock to allow
+	appV1    []*os.File  // v1: the app's cgroups' tasks files, for the forking thread to step in
+	homeV1   []*os.File  // v1: the launcher's own tasks files, to step back out
+	kept     []*keptFile // resolver files the app reads as copies
 }
 
 // setup runs every step that needs root, in the order that keeps each
 // possible: mounts, non-executable memfds and listeners first, then
 // cgroups, then the host's mounts made read-only and a private /dev/shm
-// mounted, then dropping capabilities, then Landlock, and the seccomp
+// and the resolver files' copies mounted, then the resolver keeper
+// started, then dropping capabilities, then Landlock, and the seccomp
 // filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
@@ -189,7 +194,14 @@ func (l *launcher) setup() (string, error) {
 	if err := l.privateShm(); err != nil {
 		return "mount", err
 	}
+	defer l.closeKept()
+	if err := l.keepResolverFiles(); err != nil {
+		return "mount", err
+	}
 	if err := enterOwnRoot(cfg, g); err != nil {
+		return "mount", err
+	}
+	if err := l.startResolverKeeper(); err != nil {
 		return "mount", err
 	}
 	if err := dropPrivileges(); err != nil {
@@ -533,6 +545,11 @@ func (l *launcher) applyLandlock(g grants) error {
 		// Not among the grants: privateShm mounted it after they were opened.
 		rights := landlock.AccessFSSet(rightsReadDir|rightsWriteDir) & c.HandledAccessFS
 		rules = append(rules, landlock.PathAccess(rights, shmDir))
+	}
+	for _, k := range l.kept {
+		// The copy itself, whatever its path shows now; the grants hold
+		// the host's file.
+		rules = append(rules, landlock.PathAccess(landlock.AccessFSSet(rightsReadFile)&c.HandledAccessFS, fdPath(k.copy)))
 	}
 	if err := c.Restrict(rules...); err != nil {
 		return fmt.Errorf("restrict: %w", err)

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +43,9 @@ func TestMain(m *testing.M) {
 	// binary must be one.
 	if len(os.Args) > 1 && os.Args[1] == "launcher" {
 		LauncherMain()
+	}
+	if len(os.Args) > 3 && os.Args[1] == "host-etc" {
+		hostEtcMain(os.Args[2], os.Args[3])
 	}
 	var err error
 	base, err = os.MkdirTemp("", "narun-sandbox-")
@@ -1855,59 +1857,212 @@ func TestTimeZoneDataReadable(t *testing.T) {
 	}
 }
 
-// A resolver file linked into systemd-resolved's or resolvconf's directory
-// below /run is replaced there by rename at each change: the directory is
-// granted, not the file, whose inode a grant would hold. The app reads the
-// new file through the link. A link into another directory, such as
-// NetworkManager's, which also keeps its connections' secrets, grants
-// nothing more.
-func TestResolverRunDirGranted(t *testing.T) {
+// A host replaces its resolver files at each network change: by rename
+// (NetworkManager, dhclient; systemd-resolved and resolvconf behind a
+// link from /etc) or in place (udhcpc). The app reads the new content
+// each time, where a grant of the host's file would leave it a file it may
+// no longer open, and even as root it cannot write the copy it reads.
+func TestResolverFilesFollowTheHost(t *testing.T) {
 	requireRoot(t)
 	requireLandlock(t, 1)
-	dir := filepath.Join(base, "resolver")
-	_ = os.RemoveAll(dir)
-	run, nm, etc := filepath.Join(dir, "run", "systemd", "resolve"), filepath.Join(dir, "run", "NetworkManager"), filepath.Join(dir, "etc")
-	for _, d := range []string{run, nm, etc} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stub, nmConf, link, nmLink, plain := filepath.Join(run, "stub-resolv.conf"), filepath.Join(nm, "resolv.conf"),
-		filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "nm-resolv.conf"), filepath.Join(etc, "hosts")
-	for _, f := range []string{stub, nmConf, plain} {
-		if err := os.WriteFile(f, []byte("old\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for l, target := range map[string]string{link: stub, nmLink: nmConf} {
-		if err := os.Symlink(target, l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	files := []Path{{Path: link, Access: "r", Optional: true}, {Path: nmLink, Access: "r", Optional: true},
-		{Path: plain, Access: "r", Optional: true}, {Path: filepath.Join(etc, "missing"), Access: "r", Optional: true}}
-	granted := resolverRunDirs(files, filepath.Join(dir, "run"))
-	if want := []Path{{Path: run, Access: "r", Optional: true}}; !slices.Equal(granted, want) {
-		t.Fatalf("resolverRunDirs = %v, want %v", granted, want)
-	}
+	for _, behindLink := range []bool{false, true} {
+		t.Run(fmt.Sprintf("behind-link=%v", behindLink), func(t *testing.T) {
+			etc, run := filepath.Join(base, "host-etc"), filepath.Join(base, "host-run")
+			for _, d := range []string{etc, run} {
+				_ = os.RemoveAll(d)
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The shell finds its libraries through the host's cache.
+			if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
+				if err := os.WriteFile(filepath.Join(etc, "ld.so.cache"), cache, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resolv, hosts := filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "hosts")
+			if behindLink {
+				resolv = filepath.Join(run, "stub-resolv.conf")
+				if err := os.Symlink(resolv, filepath.Join(etc, "resolv.conf")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			replace := func(path, content string) {
+				t.Helper()
+				if err := os.WriteFile(path+".new", []byte(content+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(path+".new", path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rewrite := func(path, content string) {
+				t.Helper()
+				if err := os.WriteFile(path, []byte(content+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			replace(resolv, "nameserver 192.0.2.1")
+			rewrite(hosts, "192.0.2.10 first")
 
-	cfg := testConfig(t)
-	cfg.Binary = "/bin/sh"
-	cfg.Args = []string{"sh", "-c", `read l < ` + link + ` && echo "first:$l"; read go; read l < ` + link + ` && echo "second:$l"`}
-	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
-	cfg.Landlock.Paths = append(granted, Path{Path: link, Access: "r"})
-	s := startSandbox(t, cfg)
-	s.waitLine(t, "first:old")
-	if err := os.WriteFile(stub+".new", []byte("new\n"), 0o644); err != nil {
+			cfg := testConfig(t)
+			asRoot(&cfg)
+			cfg.Binary = "/bin/sh"
+			cfg.Args = []string{"sh", "-c", `while read cmd; do
+				read r < /etc/resolv.conf; read h < /etc/hosts; echo "seen:$r|$h"
+				(echo x > /etc/resolv.conf) 2>/dev/null && echo "WROTE /etc/resolv.conf"
+				(echo x > ` + cfg.Dir + `/run/resolv.conf) 2>/dev/null && echo "WROTE the copy"
+			done
+			exit 0`}
+			cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs, PresetDNS)
+			app := startWithHostEtc(t, etc, cfg)
+			app.await(t, "seen:nameserver 192.0.2.1|192.0.2.10 first")
+
+			replace(resolv, "nameserver 192.0.2.2")
+			if behindLink {
+				replace(hosts, "192.0.2.11 second")
+			} else {
+				rewrite(hosts, "192.0.2.11 second")
+			}
+			app.await(t, "seen:nameserver 192.0.2.2|192.0.2.11 second")
+			replace(resolv, "nameserver 192.0.2.3")
+			app.await(t, "seen:nameserver 192.0.2.3|192.0.2.11 second")
+		})
+	}
+}
+
+// hostEtcApp is a sandboxed shell started by startWithHostEtc, which
+// prints a line for each line it reads.
+type hostEtcApp struct {
+	stdin io.WriteCloser
+	lines chan string
+	out   *strings.Builder
+	mu    *sync.Mutex
+}
+
+// await asks the app for its view until it is want, and fails on a line
+// that says it wrote what it must not. Each "go" the app reads gives one
+// line starting "seen:", after any error the shell printed.
+func (a *hostEtcApp) await(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, err := io.WriteString(a.stdin, "go\n"); err != nil {
+			t.Fatalf("app gone: %v", err)
+		}
+		for seen := false; !seen; {
+			select {
+			case l, ok := <-a.lines:
+				if !ok {
+					t.Fatalf("app ended before printing %q:\n%s", want, a.output())
+				}
+				if strings.HasPrefix(l, "WROTE") {
+					t.Fatal(l)
+				}
+				if l == want {
+					return
+				}
+				seen = strings.HasPrefix(l, "seen:")
+			case <-deadline:
+				t.Fatalf("app never printed %q:\n%s", want, a.output())
+			}
+		}
+	}
+}
+
+func (a *hostEtcApp) output() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.out.String()
+}
+
+// startWithHostEtc runs the sandbox of cfg on a host whose /etc is etc:
+// from a mount namespace of its own where etc is bound over /etc
+// (hostEtcMain), so that files replaced in etc are replaced, for the
+// sandbox, in /etc.
+func startWithHostEtc(t *testing.T, etc string, cfg Config) *hostEtcApp {
+	t.Helper()
+	spec, err := json.Marshal(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(stub+".new", stub); err != nil {
+	cmd := exec.Command(os.Args[0], "host-etc", etc, string(spec))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.stdin.Write([]byte("go\n")); err != nil {
+	r, w := io.Pipe()
+	cmd.Stdout, cmd.Stderr = w, w
+	a := &hostEtcApp{stdin: stdin, lines: make(chan string), out: &strings.Builder{}, mu: &sync.Mutex{}}
+	go func() {
+		defer close(a.lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			a.mu.Lock()
+			a.out.WriteString(sc.Text() + "\n")
+			a.mu.Unlock()
+			a.lines <- sc.Text()
+		}
+	}()
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := s.wait(t); err != nil || !strings.Contains(out, "second:new") {
-		t.Fatalf("resolver file unreadable once replaced in its granted directory: %v\n%s", err, out)
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("host-etc: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Error("sandbox still running 10 s after its stdin closed")
+		}
+		w.Close()
+		for range a.lines {
+		}
+		if t.Failed() {
+			t.Logf("output:\n%s", a.output())
+		}
+	})
+	return a
+}
+
+// hostEtcMain binds dir over /etc in the mount namespace it was started
+// in, and runs the sandbox of cfgJSON there, the app's stdio its own.
+func hostEtcMain(dir, cfgJSON string) {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "host-etc:", err)
+		os.Exit(2)
 	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		fail(err)
+	}
+	if err := unix.Mount(dir, "/etc", "", unix.MS_BIND, ""); err != nil {
+		fail(err)
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		fail(err)
+	}
+	l, err := Command(context.Background(), cfg)
+	if err != nil {
+		fail(err)
+	}
+	l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err = l.Start()
+	if err == nil {
+		err = l.Wait()
+	}
+	if cerr := l.Cleanup(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fail(err)
+	}
+	os.Exit(0)
 }

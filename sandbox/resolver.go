@@ -1,0 +1,335 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// resolverFiles are the dns preset's files that hosts replace by rename
+// (NetworkManager, dhclient, systemd-resolved and resolvconf all do, at
+// each network change). A Landlock rule holds the inode it was made for:
+// a grant of the host's file would leave the app unable to read the new
+// one, with Go and glibc falling back to a resolver on [::1]:53. So the
+// app reads a copy, bound over the path in the sandbox, that the
+// resolver keeper refreshes in place, keeping its inode and so the rule.
+var resolverFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
+
+// maxResolverFile bounds a copied file; a larger one (a hosts file used
+// as a block list can run to megabytes) is granted as the host's own.
+const maxResolverFile = 16 << 20
+
+// ResolverKeeperName is the keeper's process name, as ps shows it.
+const ResolverKeeperName = "narun-resolv"
+
+// envKeeper carries the keeper's files (JSON of []keptFileSpec); its
+// presence makes the launcher binary run as the keeper.
+const envKeeper = "NARUN_RESOLVER_KEEPER"
+
+// keptFile is a host resolver file and the sandbox's copy of it.
+type keptFile struct {
+	path   string
+	host   *os.File // the host's file as last found at path
+	copy   *os.File // the copy bound over path, written in place
+	seen   stamp    // host's file when last copied
+	data   []byte   // what the copy holds
+	failed string   // the keeper's last error about it, said once
+}
+
+// stamp tells whether a file changed since it was last read.
+type stamp struct {
+	id           [2]uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func stampOf(st *unix.Stat_t) stamp {
+	return stamp{id: fileID(st), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+type keptFileSpec struct {
+	Path string `json:"path"`
+	Host int    `json:"host"`
+	Copy int    `json:"copy"`
+}
+
+// keepResolverFiles binds a copy of each resolver file over it, from a
+// tmpfs of the sandbox's own stacked on the instance's run/ (already
+// hidden and empty), writable by the launcher and its keeper only. It
+// runs once the host's mounts are read-only, so that this tmpfs stays
+// writable. Only under Landlock, where the host's file would be lost,
+// and not for a path the config grants itself.
+func (l *launcher) keepResolverFiles() error {
+	cfg := l.cfg
+	if !hasPreset(cfg, PresetDNS) || landlockABI() == 0 {
+		return nil
+	}
+	dir := filepath.Join(cfg.Dir, "run")
+	mounted := false
+	for _, path := range resolverFiles {
+		granted := slices.ContainsFunc(cfg.Landlock.Paths, func(p Path) bool { return filepath.Clean(p.Path) == path })
+		if granted {
+			continue
+		}
+		host, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(host.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxResolverFile {
+			host.Close()
+			continue
+		}
+		if !mounted {
+			const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+			if err := unix.Mount("tmpfs", dir, "tmpfs", flags, fmt.Sprintf("size=%d,mode=0700", 2*maxResolverFile)); err != nil {
+				host.Close()
+				return fmt.Errorf("mount a tmpfs for resolver files on %s: %w", dir, err)
+			}
+			mounted = true
+		}
+		cp, err := os.OpenFile(filepath.Join(dir, filepath.Base(path)), os.O_RDWR|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
+		if err != nil {
+			host.Close()
+			return fmt.Errorf("copy %s: %w", path, err)
+		}
+		k := &keptFile{path: path, host: host, copy: cp}
+		l.kept = append(l.kept, k)
+		if err := k.refresh(); err != nil {
+			return err
+		}
+		// A file being replaced right now is the keeper's to cover.
+		if err := k.show(); err != nil && !errors.Is(err, errMidRename) {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeKept closes the launcher's descriptors of the resolver files, once
+// the keeper has its own and Landlock its rules.
+func (l *launcher) closeKept() {
+	for _, k := range l.kept {
+		k.host.Close()
+		k.copy.Close()
+	}
+}
+
+// refresh copies the host's file into the copy if it changed since the
+// last copy. The copy is rewritten in place: a new file would be a new
+// inode, which the app's Landlock rule does not cover.
+func (k *keptFile) refresh() error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(k.host.Fd()), &st); err != nil {
+		return fmt.Errorf("stat %s: %w", k.path, err)
+	}
+	now := stampOf(&st)
+	if now == k.seen {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(io.NewSectionReader(k.host, 0, maxResolverFile+1), maxResolverFile+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", k.path, err)
+	}
+	if len(data) > maxResolverFile {
+		return fmt.Errorf("%s has grown past %d bytes: the sandbox's copy keeps its earlier content", k.path, maxResolverFile)
+	}
+	k.seen = now
+	if bytes.Equal(data, k.data) && k.data != nil {
+		return nil
+	}
+	if _, err := k.copy.WriteAt(data, 0); err != nil {
+		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
+	}
+	if err := k.copy.Truncate(int64(len(data))); err != nil {
+		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
+	}
+	k.data = data
+	return nil
+}
+
+// errMidRename is show's failure when the host's file it read is being
+// replaced: the kernel refuses a mount on a file renamed over.
+var errMidRename = errors.New("file being replaced")
+
+// show binds the copy, read-only, over the host's file it was read from,
+// where the app looks for it. Over that file, not whatever path names
+// now: a rename under way could otherwise leave the copy over a newer
+// file than the one copied, and nothing would tell.
+func (k *keptFile) show() error {
+	tree, err := unix.OpenTree(int(k.copy.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return fmt.Errorf("bind the sandbox's copy of %s: %w", k.path, err)
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return fmt.Errorf("make the sandbox's copy of %s read-only: %w", k.path, err)
+	}
+	err = unix.MoveMount(tree, "", int(k.host.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) {
+		err = errMidRename
+	}
+	if err != nil {
+		return fmt.Errorf("bind the sandbox's copy over %s: %w", k.path, err)
+	}
+	return nil
+}
+
+// check follows the host's file: a host that replaced it by rename has
+// also, by the kernel's rule for files renamed over, undone the copy's
+// bind in every namespace, and path now shows the host's new file. Then
+// that file becomes the one followed, and the copy is bound again.
+func (k *keptFile) check() error {
+	var at, cp unix.Stat_t
+	if err := unix.Stat(k.path, &at); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			// Between a host's unlink and create; the create is seen next.
+			return nil
+		}
+		return fmt.Errorf("stat %s: %w", k.path, err)
+	}
+	if err := unix.Fstat(int(k.copy.Fd()), &cp); err != nil {
+		return fmt.Errorf("stat the sandbox's copy of %s: %w", k.path, err)
+	}
+	replaced := fileID(&at) != fileID(&cp)
+	if replaced {
+		host, err := os.Open(k.path)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", k.path, err)
+		}
+		k.host.Close()
+		k.host = host
+	}
+	if err := k.refresh(); err != nil {
+		return err
+	}
+	if replaced {
+		return k.show()
+	}
+	return nil
+}
+
+// startResolverKeeper starts the keeper: a process of the sandbox, outside
+// the app's Landlock domain and with the launcher's capabilities, since
+// binding the copy again is a mount. It runs from the sandbox's root,
+// where the app's paths are, and from the thread that will fork the app
+// before that thread drops its privileges; the kernel ends it with the
+// launcher. The app cannot trace it (it has no capability, and Landlock
+// forbids tracing outside its domain) nor, from Landlock ABI 8, signal
+// it.
+func (l *launcher) startResolverKeeper() error {
+	if len(l.kept) == 0 {
+		return nil
+	}
+	var specs []keptFileSpec
+	var files []*os.File
+	for _, k := range l.kept {
+		specs = append(specs, keptFileSpec{Path: k.path, Host: 3 + len(files), Copy: 4 + len(files)})
+		files = append(files, k.host, k.copy)
+	}
+	spec, err := json.Marshal(specs)
+	if err != nil {
+		return fmt.Errorf("start the resolver keeper: %w", err)
+	}
+	cmd := exec.Command("/proc/self/exe")
+	// The last argument is for ps, which shows the command line.
+	cmd.Args = []string{"narun", "launcher", "resolver-keeper"}
+	cmd.Env = []string{envKeeper + "=" + string(spec)}
+	cmd.ExtraFiles = files
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the resolver keeper: %w", err)
+	}
+	return nil
+}
+
+// resolverKeeperMain is the keeper: it follows the host's resolver files
+// with inotify on the directories that hold them (a directory's watch
+// also reports writes to its files), and looks again every
+// keeperRecheck in case an event was missed (a link changed elsewhere).
+// It never returns; its errors go to the app's log.
+func resolverKeeperMain(spec string) {
+	_ = os.WriteFile("/proc/self/comm", []byte(ResolverKeeperName), 0)
+	fail := func(err error) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
+		os.Exit(1)
+	}
+	var specs []keptFileSpec
+	if err := json.Unmarshal([]byte(spec), &specs); err != nil {
+		fail(fmt.Errorf("decode %s: %w", envKeeper, err))
+	}
+	var kept []*keptFile
+	for _, s := range specs {
+		k := &keptFile{path: s.Path, host: os.NewFile(uintptr(s.Host), s.Path), copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
+		unix.CloseOnExec(s.Host)
+		unix.CloseOnExec(s.Copy)
+		kept = append(kept, k)
+	}
+	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		fail(fmt.Errorf("inotify: %w", err))
+	}
+	const events = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE | unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE
+	buf := make([]byte, 64<<10)
+	for {
+		wait := keeperRecheck
+		for _, k := range kept {
+			// Watched before the look, so that no change falls between.
+			for _, p := range []string{k.path, resolved(k.path)} {
+				// The same directory watched twice keeps one watch.
+				_, _ = unix.InotifyAddWatch(in, filepath.Dir(p), events)
+			}
+			err := k.check()
+			if errors.Is(err, errMidRename) {
+				wait = keeperRetry
+				continue
+			}
+			// Said once, not at each change in the directory.
+			if msg := fmt.Sprint(err); err != nil && msg != k.failed {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
+			}
+			k.failed = ""
+			if err != nil {
+				k.failed = err.Error()
+			}
+		}
+		fds := []unix.PollFd{{Fd: int32(in), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, wait); err != nil && !errors.Is(err, unix.EINTR) {
+			fail(fmt.Errorf("wait for inotify: %w", err))
+		}
+		for {
+			if n, err := unix.Read(in, buf); n <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// keeperRecheck is how often, in milliseconds, the keeper looks without
+// an event, and keeperRetry how soon after finding a rename under way.
+const (
+	keeperRecheck = 30_000
+	keeperRetry   = 10
+)
+
+// resolved is path with its links followed, or path itself.
+func resolved(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	return path
+}
