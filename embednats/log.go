@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // The server logs every failed connection attempt, and some peers retry
@@ -58,6 +59,12 @@ func (l *logAdapter) emit(level slog.Level, format string, v ...any) {
 		return
 	}
 	msg := fmt.Sprintf(format, v...)
+	// The start banner draws JetStream's name and frames its settings
+	// with rules and blank lines, one record per line: nothing to read,
+	// and it breaks up the records around it.
+	if !strings.ContainsFunc(msg, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) {
+		return
+	}
 	// Debug and trace lines are asked for, and read, one by one.
 	if level >= slog.LevelInfo && !l.admit(level, msg) {
 		return

@@ -2,13 +2,16 @@ package embednats
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 )
 
 // syncBuffer is a log destination the server's goroutines may share.
@@ -240,6 +243,36 @@ func TestAboutRemoteClient(t *testing.T) {
 	} {
 		if got := aboutRemoteClient(tc.msg); got != tc.want {
 			t.Errorf("aboutRemoteClient(%q) = %v, want %v", tc.msg, got, tc.want)
+		}
+	}
+}
+
+// The server's start banner draws JetStream's name in ASCII art and
+// frames its settings with rules and blank lines: one log record per
+// line of the drawing, which in JSON mode says nothing to a reader and
+// breaks the JSON lines up for a person. Lines without a letter or digit
+// are dropped; the settings stay.
+func TestStartBannerDrawsNothing(t *testing.T) {
+	var out syncBuffer
+	s, err := Start(Config{Listen: freeAddr(t), DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON line: %q", line)
+		}
+		msgs = append(msgs, rec.Msg)
+		if !strings.ContainsFunc(rec.Msg, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) {
+			t.Errorf("a line of drawing logged: %q", rec.Msg)
+		}
+	}
+	for _, want := range []string{"Starting JetStream", "Server is ready"} {
+		if !slices.ContainsFunc(msgs, func(m string) bool { return strings.Contains(m, want) }) {
+			t.Errorf("no %q among the lines logged:\n%s", want, out.String())
 		}
 	}
 }
