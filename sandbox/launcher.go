@@ -546,6 +546,16 @@ func (l *launcher) applyLandlock(g grants) error {
 		rights := landlock.AccessFSSet(rightsReadDir|rightsWriteDir) & c.HandledAccessFS
 		rules = append(rules, landlock.PathAccess(rights, shmDir))
 	}
+	if l.plan != nil {
+		// The app's own cgroups, read-only: a JVM, .NET, Node.js or Go
+		// sizes its heap and threads from the limits there, else from the
+		// host's memory and cores. Their paths are the host's, as
+		// /proc/self/cgroup names them, with no cgroup namespace.
+		rights := landlock.AccessFSSet(rightsReadDir) & c.HandledAccessFS
+		for _, dir := range l.plan.Dirs {
+			rules = append(rules, landlock.PathAccess(rights, dir))
+		}
+	}
 	for _, k := range l.kept {
 		// The copy itself, whatever its path shows now; the grants hold
 		// the host's file.

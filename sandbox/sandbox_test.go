@@ -1840,6 +1840,38 @@ func TestCgroupV2DelegatesOnAFreshHost(t *testing.T) {
 	}
 }
 
+// An app finds its own limits where programs look for them: a JVM, .NET,
+// Node.js (libuv) and Go itself read /proc/self/cgroup, then the limit
+// files of the cgroup it names below /sys/fs/cgroup, and size their heaps
+// and thread pools from them; without the limits they size them from the
+// host's memory and cores. The script reads them as libuv does.
+func TestAppReadsItsOwnCgroupLimits(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	cfg := testConfig(t)
+	cfg.Binary = "/bin/sh"
+	cfg.Args = []string{"sh", "-c", `while IFS=: read -r id ctls path; do
+		case "$ctls" in
+		*memory*) m=/sys/fs/cgroup/memory$path/memory.limit_in_bytes ;;
+		cpu,cpuacct|cpuacct,cpu|cpu) c=/sys/fs/cgroup/$ctls$path/cpu.cfs_quota_us ;;
+		"") [ -e /sys/fs/cgroup$path/memory.max ] && m=/sys/fs/cgroup$path/memory.max c=/sys/fs/cgroup$path/cpu.max ;;
+		esac
+	done < /proc/self/cgroup
+	read v < "$m" && echo "memory:$v"
+	read v < "$c" && echo "cpu:$v"
+	exit 0`}
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
+	cfg.Resources.MemoryMax = 64 << 20
+	cfg.Resources.CPUMillis = 500
+	out, err := runSandbox(t, cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out, "memory:67108864\n") || !strings.Contains(out, "cpu:50000") {
+		t.Fatalf("the app did not read its limits (64 MiB, half a core):\n%s", out)
+	}
+}
+
 // Time zone data is readable in every sandbox: without it Go's
 // time.LoadLocation fails with permission denied, and time.Local, glibc's
 // localtime and date fall back to UTC on a host that keeps local time.

@@ -174,9 +174,9 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(cli.SoftMemoryLimit(int64(sp.Resources.Memory)), 10))
 	}
 	if sp.Resources.CPU > 0 && !setByApp(sp, "GOMAXPROCS") {
-		// What Go 1.25 derives from the quota itself, but a sandboxed
-		// app cannot read its cgroup, and Go before 1.25 never did:
-		// without it a Go app schedules on every core and is throttled.
+		// What Go 1.25 derives from the quota itself; Go before 1.25
+		// never did, and without it schedules on every core and is
+		// throttled.
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(goMaxProcs(sp.Resources.CPU, runtime.NumCPU())))
 	}
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
