@@ -154,6 +154,11 @@ type Gateway struct {
 	// connections left: a request whose context ends then was cut by the
 	// gateway, not left by its client.
 	cutting atomic.Bool
+	// cut is closed when the drain at shutdown ends: a request still
+	// waiting for its reply's head answers 503 before its connection
+	// closes, rather than the client seeing the connection reset.
+	cut     chan struct{}
+	cutOnce sync.Once
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -208,6 +213,7 @@ func configured(opts Options) (*Gateway, error) {
 		https:      opts.Config.TLS.Cert != "" && opts.Config.TLS.Listen != "",
 		signatures: signatures,
 		order:      order,
+		cut:        make(chan struct{}),
 	}
 	if g.nc != nil {
 		g.metrics.natsConnected = g.nc.IsConnected
@@ -931,6 +937,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 			if err := s.s.Shutdown(sctx); err != nil {
 				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
 				g.cutting.Store(true)
+				g.cutOnce.Do(func() { close(g.cut) })
+				// Long enough for the 503s to go out; a response already
+				// streaming is cut by Close.
+				lctx, lcancel := context.WithTimeout(context.Background(), cutAnswerWait)
+				_ = s.s.Shutdown(lctx)
+				lcancel()
 				_ = s.s.Close()
 			}
 		})
@@ -940,6 +952,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway stopped")
 	return runErr
 }
+
+// cutAnswerWait bounds the wait, once the drain at shutdown is over, for
+// the 503s of the requests it cut to be written.
+const cutAnswerWait = time.Second
 
 // serverLog is the ErrorLog of the gateway's servers. Most of what
 // net/http says there is about clients (a failed TLS handshake, a bad

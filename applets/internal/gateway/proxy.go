@@ -513,6 +513,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	timer.Reset(time.Until(deadline))
 	defer timer.Stop()
 	done := r.Context().Done()
+	cut := g.cut
 	headSeen := false
 	var flusher http.Flusher
 	// The head's Connection header names hop-by-hop headers for the whole
@@ -529,6 +530,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		var pullErr <-chan error
 		if pulls != nil {
 			pullErr = pulls.failed
+		}
+		// A response under way may still end within the wait for the
+		// 503s; Close cuts it if not.
+		var cutNow <-chan struct{}
+		if !headSeen {
+			cutNow = cut
 		}
 		select {
 		case err := <-pullErr:
@@ -587,6 +594,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				return
 			}
 			g.clientLeft(ex)
+			return
+		case <-cutNow:
+			g.cancel(rt, wt)
+			g.cutAtShutdown(w, r, ex, rt, false, rid)
 			return
 		case <-lost:
 			// In a cluster the service may still be connected: nats.go

@@ -1953,24 +1953,51 @@ func TestTLSListenWithoutCertWarns(t *testing.T) {
 // A request still running when the drain at shutdown ends is cut by the
 // gateway, not left by its client: it is counted and logged as the
 // gateway's 503 with its request id, not as a 499, nor as a 400 when its
-// body was still arriving. Hurry ends the drain as shutdown_timeout
-// would, without a wait.
+// body was still arriving. One waiting for its reply also gets that 503,
+// over HTTP/1.1 and HTTP/2, rather than a reset connection. Hurry ends the
+// drain as shutdown_timeout would, without a wait.
 func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		// send starts the request and returns once the gateway holds it.
-		send func(t *testing.T, r *running, entered <-chan struct{})
+		// send starts the request and returns, once the gateway holds
+		// it, what reads the status line the client gets.
+		send func(t *testing.T, r *running, entered <-chan struct{}) (status func() string)
 	}{
-		{"waiting for the service", func(t *testing.T, r *running, entered <-chan struct{}) {
+		{"waiting for the service", func(t *testing.T, r *running, entered <-chan struct{}) func() string {
+			got := make(chan string, 1)
 			go func() {
-				if resp, err := http.Get("http://" + r.addrs["http"] + "/"); err == nil {
-					resp.Body.Close()
+				resp, err := http.Get("http://" + r.addrs["http"] + "/")
+				if err != nil {
+					got <- err.Error()
+					return
 				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got <- resp.Status + ": " + string(b)
 			}()
 			<-entered
+			return func() string { return <-got }
 		}},
-		{"body still arriving", func(t *testing.T, r *running, _ <-chan struct{}) {
+		{"waiting for the service over h2c", func(t *testing.T, r *running, entered <-chan struct{}) func() string {
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			t.Cleanup(tr.CloseIdleConnections)
+			got := make(chan string, 1)
+			go func() {
+				resp, err := (&http.Client{Transport: tr}).Get("http://" + r.addrs["http"] + "/")
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got <- resp.Proto + " " + resp.Status + ": " + string(b)
+			}()
+			<-entered
+			return func() string { return <-got }
+		}},
+		{"body still arriving", func(t *testing.T, r *running, _ <-chan struct{}) func() string {
 			conn, err := net.Dial("tcp", r.addrs["http"])
 			if err != nil {
 				t.Fatal(err)
@@ -1980,6 +2007,9 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 				t.Fatal(err)
 			}
 			testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+			// The handler waits on the client's read, which only the
+			// connection's close ends: the client sees that close.
+			return nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1999,9 +2029,14 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 			cfg.AccessLog = true
 			hurry := make(chan struct{})
 			r := startRunOptions(t, Options{Config: cfg, Conn: nc, Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-			tc.send(t, r, entered)
+			status := tc.send(t, r, entered)
 			r.stop()
 			close(hurry)
+			if status != nil {
+				if got := status(); !strings.Contains(got, "503 Service Unavailable") || !strings.Contains(got, "shutdown") {
+					t.Errorf("the client got %q, want a 503 saying why", got)
+				}
+			}
 
 			type line struct {
 				Msg, Reason string
