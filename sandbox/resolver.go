@@ -38,6 +38,7 @@ const envKeeper = "NARUN_RESOLVER_KEEPER"
 // keptFile is a host resolver file and the sandbox's copy of it.
 type keptFile struct {
 	path   string
+	dir    string   // where path led at start, links followed: the only place followed
 	host   *os.File // the host's file as last found at path
 	copy   *os.File // the copy bound over path, written in place
 	seen   stamp    // host's file when last copied
@@ -58,6 +59,7 @@ func stampOf(st *unix.Stat_t) stamp {
 
 type keptFileSpec struct {
 	Path string `json:"path"`
+	Dir  string `json:"dir"`
 	Host int    `json:"host"`
 	Copy int    `json:"copy"`
 }
@@ -73,39 +75,40 @@ func (l *launcher) keepResolverFiles() error {
 	if !hasPreset(cfg, PresetDNS) || landlockABI() == 0 {
 		return nil
 	}
-	dir := filepath.Join(cfg.Dir, "run")
+	copies := filepath.Join(cfg.Dir, "run")
 	mounted := false
 	for _, path := range resolverFiles {
 		granted := slices.ContainsFunc(cfg.Landlock.Paths, func(p Path) bool { return filepath.Clean(p.Path) == path })
 		if granted {
 			continue
 		}
-		host, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) {
+		hostDir := filepath.Dir(resolved(path))
+		host, err := openResolverFile(path, hostDir)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errNotAFile) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("open %s: %w", path, err)
+			return err
 		}
 		var st unix.Stat_t
-		if err := unix.Fstat(int(host.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxResolverFile {
+		if err := unix.Fstat(int(host.Fd()), &st); err != nil || st.Size > maxResolverFile {
 			host.Close()
 			continue
 		}
 		if !mounted {
 			const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-			if err := unix.Mount("tmpfs", dir, "tmpfs", flags, fmt.Sprintf("size=%d,mode=0700", 2*maxResolverFile)); err != nil {
+			if err := unix.Mount("tmpfs", copies, "tmpfs", flags, fmt.Sprintf("size=%d,mode=0700", 2*maxResolverFile)); err != nil {
 				host.Close()
-				return fmt.Errorf("mount a tmpfs for resolver files on %s: %w", dir, err)
+				return fmt.Errorf("mount a tmpfs for resolver files on %s: %w", copies, err)
 			}
 			mounted = true
 		}
-		cp, err := os.OpenFile(filepath.Join(dir, filepath.Base(path)), os.O_RDWR|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
+		cp, err := os.OpenFile(filepath.Join(copies, filepath.Base(path)), os.O_RDWR|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
 		if err != nil {
 			host.Close()
 			return fmt.Errorf("copy %s: %w", path, err)
 		}
-		k := &keptFile{path: path, host: host, copy: cp}
+		k := &keptFile{path: path, dir: hostDir, host: host, copy: cp}
 		l.kept = append(l.kept, k)
 		if err := k.refresh(); err != nil {
 			return err
@@ -206,9 +209,9 @@ func (k *keptFile) check() error {
 	}
 	replaced := fileID(&at) != fileID(&cp)
 	if replaced {
-		host, err := os.Open(k.path)
+		host, err := openResolverFile(k.path, k.dir)
 		if err != nil {
-			return fmt.Errorf("open %s: %w", k.path, err)
+			return err
 		}
 		k.host.Close()
 		k.host = host
@@ -220,6 +223,32 @@ func (k *keptFile) check() error {
 		return k.show()
 	}
 	return nil
+}
+
+// errNotAFile is a resolver file that is not a regular file.
+var errNotAFile = errors.New("not a regular file")
+
+// openResolverFile opens the file path leads to, links followed, if it is
+// a regular file in dir. The keeper reads as root and past Landlock, and
+// what it reads the app reads: a link turned to another file (one the app
+// could write, a directory it may write on the way) must not make it copy
+// that file, /etc/shadow say. Its last step is not followed again, so a
+// link put there after the check is refused.
+func openResolverFile(path, dir string) (*os.File, error) {
+	target := resolved(path)
+	if filepath.Dir(target) != dir {
+		return nil, fmt.Errorf("%s leads to %s now, outside %s where it was at start: not followed", path, target, dir)
+	}
+	f, err := os.OpenFile(target, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, fmt.Errorf("%s (%s): %w", path, target, errNotAFile)
+	}
+	return f, nil
 }
 
 // startResolverKeeper starts the keeper: a process of the sandbox, outside
@@ -237,7 +266,7 @@ func (l *launcher) startResolverKeeper() error {
 	var specs []keptFileSpec
 	var files []*os.File
 	for _, k := range l.kept {
-		specs = append(specs, keptFileSpec{Path: k.path, Host: 3 + len(files), Copy: 4 + len(files)})
+		specs = append(specs, keptFileSpec{Path: k.path, Dir: k.dir, Host: 3 + len(files), Copy: 4 + len(files)})
 		files = append(files, k.host, k.copy)
 	}
 	spec, err := json.Marshal(specs)
@@ -274,7 +303,7 @@ func resolverKeeperMain(spec string) {
 	}
 	var kept []*keptFile
 	for _, s := range specs {
-		k := &keptFile{path: s.Path, host: os.NewFile(uintptr(s.Host), s.Path), copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
+		k := &keptFile{path: s.Path, dir: s.Dir, host: os.NewFile(uintptr(s.Host), s.Path), copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
 		unix.CloseOnExec(s.Host)
 		unix.CloseOnExec(s.Copy)
 		kept = append(kept, k)

@@ -1941,7 +1941,7 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 			asRoot(&cfg)
 			cfg.Binary = "/bin/sh"
 			cfg.Args = []string{"sh", "-c", `while read cmd; do
-				read r < /etc/resolv.conf; read h < /etc/hosts; echo "seen:$r|$h"
+				r= h=; read r < /etc/resolv.conf; read h < /etc/hosts; echo "seen:$r|$h"
 				(echo x > /etc/resolv.conf) 2>/dev/null && echo "WROTE /etc/resolv.conf"
 				(echo x > ` + cfg.Dir + `/run/resolv.conf) 2>/dev/null && echo "WROTE the copy"
 			done
@@ -1959,6 +1959,24 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 			app.await(t, "seen:nameserver 192.0.2.2|192.0.2.11 second")
 			replace(resolv, "nameserver 192.0.2.3")
 			app.await(t, "seen:nameserver 192.0.2.3|192.0.2.11 second")
+			if !behindLink {
+				return
+			}
+			// The keeper reads as root, past Landlock: it follows the
+			// file within the directory it was in at start, and not a
+			// link turned to any other file, whoever turned it.
+			secret := filepath.Join(base, "host-secret")
+			rewrite(secret, "nameserver 192.0.2.66 secret")
+			if err := os.Symlink(secret, filepath.Join(etc, "resolv.conf.new")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf")); err != nil {
+				t.Fatal(err)
+			}
+			// Then a change the keeper follows, so that the app's view
+			// below is one taken after the keeper saw the link.
+			rewrite(hosts, "192.0.2.12 third")
+			app.await(t, "seen:|192.0.2.12 third")
 		})
 	}
 }
