@@ -308,14 +308,20 @@ func resolverKeeperMain(spec string) {
 		unix.CloseOnExec(s.Copy)
 		kept = append(kept, k)
 	}
+	// Each keeper takes one of the inotify instances of root, 128 by
+	// default (fs.inotify.max_user_instances) for every daemon run as
+	// root. Without one it looks every keeperPoll instead: a descriptor
+	// of -1 is one poll ignores, and the calls on it fail harmlessly.
+	recheck := keeperRecheck
 	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		fail(fmt.Errorf("inotify: %w", err))
+		fmt.Fprintf(os.Stderr, "%s: no inotify instance (%v): looking every %d ms instead\n", ResolverKeeperName, err, keeperPoll)
+		in, recheck = -1, keeperPoll
 	}
 	const events = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE | unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE
 	buf := make([]byte, 64<<10)
 	for {
-		wait := keeperRecheck
+		wait := recheck
 		for _, k := range kept {
 			// Watched before the look, so that no change falls between.
 			for _, p := range []string{k.path, resolved(k.path)} {
@@ -349,9 +355,11 @@ func resolverKeeperMain(spec string) {
 }
 
 // keeperRecheck is how often, in milliseconds, the keeper looks without
-// an event, and keeperRetry how soon after finding a rename under way.
+// an event, keeperPoll how often without inotify, and keeperRetry how
+// soon after finding a rename under way.
 const (
 	keeperRecheck = 30_000
+	keeperPoll    = 2_000
 	keeperRetry   = 10
 )
 
