@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,10 +40,10 @@ const envKeeper = "NARUN_RESOLVER_KEEPER"
 type keptFile struct {
 	path   string
 	dir    string   // where path led at start, links followed: the only place followed
-	host   *os.File // the host's file as last found at path
-	copy   *os.File // the copy bound over path, written in place
+	target string   // the host's file followed, path's links followed; "" before it exists
+	host   *os.File // that file; nil before it exists
+	copy   *os.File // the copy bound over it, written in place
 	seen   stamp    // host's file when last copied
-	data   []byte   // what the copy holds
 	failed string   // the keeper's last error about it, said once
 }
 
@@ -58,10 +59,11 @@ func stampOf(st *unix.Stat_t) stamp {
 }
 
 type keptFileSpec struct {
-	Path string `json:"path"`
-	Dir  string `json:"dir"`
-	Host int    `json:"host"`
-	Copy int    `json:"copy"`
+	Path   string `json:"path"`
+	Dir    string `json:"dir"`
+	Target string `json:"target,omitempty"`
+	Host   int    `json:"host"` // -1: none yet
+	Copy   int    `json:"copy"`
 }
 
 // keepResolverFiles binds a copy of each resolver file over it, from a
@@ -69,47 +71,54 @@ type keptFileSpec struct {
 // hidden and empty), writable by the launcher and its keeper only. It
 // runs once the host's mounts are read-only, so that this tmpfs stays
 // writable. Only under Landlock, where the host's file would be lost,
-// and not for a path the config grants itself.
+// and not for a path the config grants itself. A file not there yet (at
+// boot, a link to the file systemd-resolved or NetworkManager has still
+// to write, or a DHCP client's first lease) gets its copy too, empty and
+// unbound, for the keeper to bind once the file appears: Landlock's rule
+// for it has to be made now.
 func (l *launcher) keepResolverFiles() error {
 	cfg := l.cfg
 	if !hasPreset(cfg, PresetDNS) || landlockABI() == 0 {
 		return nil
 	}
 	copies := filepath.Join(cfg.Dir, "run")
-	mounted := false
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("tmpfs", copies, "tmpfs", flags, fmt.Sprintf("size=%d,mode=0700", len(resolverFiles)*maxResolverFile)); err != nil {
+		return fmt.Errorf("mount a tmpfs for resolver files on %s: %w", copies, err)
+	}
 	for _, path := range resolverFiles {
 		granted := slices.ContainsFunc(cfg.Landlock.Paths, func(p Path) bool { return filepath.Clean(p.Path) == path })
 		if granted {
 			continue
 		}
-		hostDir := filepath.Dir(resolved(path))
-		host, err := openResolverFile(path, hostDir)
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errNotAFile) {
+		k := &keptFile{path: path, dir: filepath.Dir(follow(path))}
+		host, target, err := openResolverFile(path, k.dir)
+		mode := os.FileMode(0o644)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case errors.Is(err, errNotAFile):
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Fstat(int(host.Fd()), &st); err != nil || st.Size > maxResolverFile {
-			host.Close()
-			continue
-		}
-		if !mounted {
-			const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-			if err := unix.Mount("tmpfs", copies, "tmpfs", flags, fmt.Sprintf("size=%d,mode=0700", 2*maxResolverFile)); err != nil {
+		default:
+			var st unix.Stat_t
+			if err := unix.Fstat(int(host.Fd()), &st); err != nil || st.Size > maxResolverFile {
 				host.Close()
-				return fmt.Errorf("mount a tmpfs for resolver files on %s: %w", copies, err)
+				continue
 			}
-			mounted = true
+			k.host, k.target, mode = host, target, os.FileMode(st.Mode&0o777)
 		}
-		cp, err := os.OpenFile(filepath.Join(copies, filepath.Base(path)), os.O_RDWR|os.O_CREATE|os.O_EXCL, os.FileMode(st.Mode&0o777))
+		k.copy, err = os.OpenFile(filepath.Join(copies, filepath.Base(path)), os.O_RDWR|os.O_CREATE|os.O_EXCL, mode)
 		if err != nil {
-			host.Close()
+			if host != nil {
+				host.Close()
+			}
 			return fmt.Errorf("copy %s: %w", path, err)
 		}
-		k := &keptFile{path: path, dir: hostDir, host: host, copy: cp}
 		l.kept = append(l.kept, k)
+		if k.host == nil {
+			continue
+		}
 		if err := k.refresh(); err != nil {
 			return err
 		}
@@ -125,15 +134,21 @@ func (l *launcher) keepResolverFiles() error {
 // the keeper has its own and Landlock its rules.
 func (l *launcher) closeKept() {
 	for _, k := range l.kept {
-		k.host.Close()
+		if k.host != nil {
+			k.host.Close()
+		}
 		k.copy.Close()
 	}
 }
 
 // refresh copies the host's file into the copy if it changed since the
 // last copy. The copy is rewritten in place: a new file would be a new
-// inode, which the app's Landlock rule does not cover.
+// inode, which the app's Landlock rule does not cover. The kernel copies,
+// so neither the launcher nor the keeper holds the content.
 func (k *keptFile) refresh() error {
+	if k.host == nil {
+		return nil
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(k.host.Fd()), &st); err != nil {
 		return fmt.Errorf("stat %s: %w", k.path, err)
@@ -142,24 +157,23 @@ func (k *keptFile) refresh() error {
 	if now == k.seen {
 		return nil
 	}
-	data, err := io.ReadAll(io.LimitReader(io.NewSectionReader(k.host, 0, maxResolverFile+1), maxResolverFile+1))
-	if err != nil {
-		return fmt.Errorf("read %s: %w", k.path, err)
-	}
-	if len(data) > maxResolverFile {
+	if st.Size > maxResolverFile {
 		return fmt.Errorf("%s has grown past %d bytes: the sandbox's copy keeps its earlier content", k.path, maxResolverFile)
 	}
+	if _, err := k.host.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read %s: %w", k.path, err)
+	}
+	if _, err := k.copy.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
+	}
+	n, err := io.Copy(k.copy, &io.LimitedReader{R: k.host, N: maxResolverFile})
+	if err != nil {
+		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
+	}
+	if err := k.copy.Truncate(n); err != nil {
+		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
+	}
 	k.seen = now
-	if bytes.Equal(data, k.data) && k.data != nil {
-		return nil
-	}
-	if _, err := k.copy.WriteAt(data, 0); err != nil {
-		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
-	}
-	if err := k.copy.Truncate(int64(len(data))); err != nil {
-		return fmt.Errorf("update the sandbox's copy of %s: %w", k.path, err)
-	}
-	k.data = data
 	return nil
 }
 
@@ -191,15 +205,37 @@ func (k *keptFile) show() error {
 	return nil
 }
 
-// check follows the host's file: a host that replaced it by rename has
+// hide removes the binds of the copy over target, left there when the
+// link the host's file is reached by turned away from it: a turn back
+// would otherwise find the copy there and take it for the file.
+func (k *keptFile) hide(target string) {
+	var cp unix.Stat_t
+	if target == "" || unix.Fstat(int(k.copy.Fd()), &cp) != nil {
+		return
+	}
+	for range 8 {
+		var at unix.Stat_t
+		if unix.Stat(target, &at) != nil || fileID(&at) != fileID(&cp) {
+			return
+		}
+		if unix.Unmount(target, unix.MNT_DETACH) != nil {
+			return
+		}
+	}
+}
+
+// check follows the host's file. A host that replaced it by rename has
 // also, by the kernel's rule for files renamed over, undone the copy's
-// bind in every namespace, and path now shows the host's new file. Then
-// that file becomes the one followed, and the copy is bound again.
+// bind in every namespace, and path now shows the host's new file; a
+// link may lead elsewhere now, or a file missing so far have appeared.
+// Then that file becomes the one followed, and the copy is bound again.
 func (k *keptFile) check() error {
+	target := follow(k.path)
 	var at, cp unix.Stat_t
-	if err := unix.Stat(k.path, &at); err != nil {
+	if err := unix.Stat(target, &at); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			// Between a host's unlink and create; the create is seen next.
+			// Between a host's unlink and create, or not there yet; the
+			// create is seen next.
 			return nil
 		}
 		return fmt.Errorf("stat %s: %w", k.path, err)
@@ -207,48 +243,73 @@ func (k *keptFile) check() error {
 	if err := unix.Fstat(int(k.copy.Fd()), &cp); err != nil {
 		return fmt.Errorf("stat the sandbox's copy of %s: %w", k.path, err)
 	}
-	replaced := fileID(&at) != fileID(&cp)
-	if replaced {
-		host, err := openResolverFile(k.path, k.dir)
-		if err != nil {
-			return err
-		}
-		k.host.Close()
-		k.host = host
+	if fileID(&at) == fileID(&cp) && target == k.target {
+		return k.refresh()
 	}
+	if target != k.target {
+		k.hide(k.target)
+		k.hide(target)
+	}
+	host, target, err := openResolverFile(k.path, k.dir)
+	if err != nil {
+		return err
+	}
+	if k.host != nil {
+		k.host.Close()
+	}
+	k.host, k.target, k.seen = host, target, stamp{}
 	if err := k.refresh(); err != nil {
 		return err
 	}
-	if replaced {
-		return k.show()
-	}
-	return nil
+	return k.show()
 }
 
 // errNotAFile is a resolver file that is not a regular file.
 var errNotAFile = errors.New("not a regular file")
 
 // openResolverFile opens the file path leads to, links followed, if it is
-// a regular file in dir. The keeper reads as root and past Landlock, and
-// what it reads the app reads: a link turned to another file (one the app
-// could write, a directory it may write on the way) must not make it copy
-// that file, /etc/shadow say. Its last step is not followed again, so a
-// link put there after the check is refused.
-func openResolverFile(path, dir string) (*os.File, error) {
-	target := resolved(path)
+// a regular file in dir, and returns it and its path. The keeper reads as
+// root and past Landlock, and what it reads the app reads: a link turned
+// to another file (one the app could write, a directory it may write on
+// the way) must not make it copy that file, /etc/shadow say. Its last
+// step is not followed again, so a link put there after the check is
+// refused; nor is a FIFO waited on.
+func openResolverFile(path, dir string) (*os.File, string, error) {
+	target := follow(path)
 	if filepath.Dir(target) != dir {
-		return nil, fmt.Errorf("%s leads to %s now, outside %s where it was at start: not followed", path, target, dir)
+		return nil, "", fmt.Errorf("%s leads to %s now, outside %s where it was at start: not followed", path, target, dir)
 	}
-	f, err := os.OpenFile(target, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(target, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, "", fmt.Errorf("open %s: %w", path, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
-		return nil, fmt.Errorf("%s (%s): %w", path, target, errNotAFile)
+		return nil, "", fmt.Errorf("%s (%s): %w", path, target, errNotAFile)
 	}
-	return f, nil
+	return f, target, nil
+}
+
+// follow is path with its links followed as far as they lead: the file it
+// names, or would name once created (a link to a file still to be
+// written).
+func follow(path string) string {
+	p := filepath.Clean(path)
+	for range 40 {
+		if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+			p = filepath.Join(dir, filepath.Base(p))
+		}
+		link, err := os.Readlink(p)
+		if err != nil {
+			return p
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(p), link)
+		}
+		p = filepath.Clean(link)
+	}
+	return p
 }
 
 // startResolverKeeper starts the keeper: a process of the sandbox, outside
@@ -266,8 +327,14 @@ func (l *launcher) startResolverKeeper() error {
 	var specs []keptFileSpec
 	var files []*os.File
 	for _, k := range l.kept {
-		specs = append(specs, keptFileSpec{Path: k.path, Dir: k.dir, Host: 3 + len(files), Copy: 4 + len(files)})
-		files = append(files, k.host, k.copy)
+		spec := keptFileSpec{Path: k.path, Dir: k.dir, Target: k.target, Host: -1}
+		if k.host != nil {
+			spec.Host = 3 + len(files)
+			files = append(files, k.host)
+		}
+		spec.Copy = 3 + len(files)
+		files = append(files, k.copy)
+		specs = append(specs, spec)
 	}
 	spec, err := json.Marshal(specs)
 	if err != nil {
@@ -292,7 +359,7 @@ func (l *launcher) startResolverKeeper() error {
 // keeperRecheck in case an event was missed (a link changed elsewhere).
 // It never returns; its errors go to the app's log.
 func resolverKeeperMain(spec string) {
-	_ = os.WriteFile("/proc/self/comm", []byte(ResolverKeeperName), 0)
+	setProcessName(ResolverKeeperName)
 	fail := func(err error) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
 		os.Exit(1)
@@ -303,9 +370,12 @@ func resolverKeeperMain(spec string) {
 	}
 	var kept []*keptFile
 	for _, s := range specs {
-		k := &keptFile{path: s.Path, dir: s.Dir, host: os.NewFile(uintptr(s.Host), s.Path), copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
-		unix.CloseOnExec(s.Host)
+		k := &keptFile{path: s.Path, dir: s.Dir, target: s.Target, copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
 		unix.CloseOnExec(s.Copy)
+		if s.Host >= 0 {
+			k.host = os.NewFile(uintptr(s.Host), s.Path)
+			unix.CloseOnExec(s.Host)
+		}
 		kept = append(kept, k)
 	}
 	// Each keeper takes one of the inotify instances of root, 128 by
@@ -324,7 +394,7 @@ func resolverKeeperMain(spec string) {
 		wait := recheck
 		for _, k := range kept {
 			// Watched before the look, so that no change falls between.
-			for _, p := range []string{k.path, resolved(k.path)} {
+			for _, p := range []string{k.path, follow(k.path)} {
 				// The same directory watched twice keeps one watch.
 				_, _ = unix.InotifyAddWatch(in, filepath.Dir(p), events)
 			}
@@ -363,10 +433,16 @@ const (
 	keeperRetry   = 10
 )
 
-// resolved is path with its links followed, or path itself.
-func resolved(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
+// setProcessName names the process for ps and top without /proc, which
+// is read-only in the sandbox by the time the keeper starts. PR_SET_NAME
+// names the calling thread, so only the main one, whose name is the
+// process's, may call it.
+func setProcessName(name string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		return
 	}
-	return path
+	b := append([]byte(name), 0)
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
 }

@@ -1981,6 +1981,117 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 	}
 }
 
+// A resolver file may not be there when the app starts: at boot
+// /etc/resolv.conf links to a file systemd-resolved or NetworkManager has
+// still to write, or a DHCP client writes it at its first lease. The app
+// starts all the same and reads the file once it appears. And a link
+// turned to another file and back leads the app to each in turn.
+func TestResolverFilesAppearingOrTurning(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	for _, tc := range []struct {
+		name string
+		// before prepares etc and run; after changes them while the app
+		// runs, and returns what the app must then see of resolv.conf.
+		before func(t *testing.T, etc, run string)
+		after  []func(t *testing.T, etc, run string) string
+	}{
+		{"link to a file still to be written",
+			func(t *testing.T, etc, run string) {
+				symlink(t, filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"))
+			},
+			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
+				writeFile(t, filepath.Join(run, "stub-resolv.conf"), "nameserver 192.0.2.1")
+				return "nameserver 192.0.2.1"
+			}}},
+		{"no file yet",
+			func(t *testing.T, etc, run string) {},
+			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
+				writeFile(t, filepath.Join(etc, "resolv.conf.new"), "nameserver 192.0.2.1")
+				rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+				return "nameserver 192.0.2.1"
+			}}},
+		{"link turned and back",
+			func(t *testing.T, etc, run string) {
+				writeFile(t, filepath.Join(run, "a.conf"), "nameserver 192.0.2.1")
+				writeFile(t, filepath.Join(run, "b.conf"), "nameserver 192.0.2.2")
+				symlink(t, filepath.Join(run, "a.conf"), filepath.Join(etc, "resolv.conf"))
+			},
+			[]func(t *testing.T, etc, run string) string{
+				func(t *testing.T, etc, run string) string {
+					symlink(t, filepath.Join(run, "b.conf"), filepath.Join(etc, "resolv.conf.new"))
+					rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+					return "nameserver 192.0.2.2"
+				},
+				func(t *testing.T, etc, run string) string {
+					symlink(t, filepath.Join(run, "a.conf"), filepath.Join(etc, "resolv.conf.new"))
+					rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+					return "nameserver 192.0.2.1"
+				},
+				func(t *testing.T, etc, run string) string {
+					writeFile(t, filepath.Join(run, "a.conf"), "nameserver 192.0.2.3")
+					return "nameserver 192.0.2.3"
+				},
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			etc, run := filepath.Join(base, "host-etc"), filepath.Join(base, "host-run")
+			for _, d := range []string{etc, run} {
+				_ = os.RemoveAll(d)
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
+				writeFile(t, filepath.Join(etc, "ld.so.cache"), string(cache))
+			}
+			writeFile(t, filepath.Join(etc, "hosts"), "192.0.2.10 first")
+			tc.before(t, etc, run)
+			cfg := testConfig(t)
+			cfg.Binary = "/bin/sh"
+			cfg.Args = []string{"sh", "-c", `while read cmd; do
+				r= h=; read r < /etc/resolv.conf; read h < /etc/hosts; echo "seen:$r|$h"
+			done
+			exit 0`}
+			cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs, PresetDNS)
+			app := startWithHostEtc(t, etc, cfg)
+			app.await(t, "seen:"+firstResolvLine(filepath.Join(etc, "resolv.conf"))+"|192.0.2.10 first")
+			for _, change := range tc.after {
+				app.await(t, "seen:"+change(t, etc, run)+"|192.0.2.10 first")
+			}
+		})
+	}
+}
+
+// firstResolvLine is the first line of the file at path, "" if there is
+// none.
+func firstResolvLine(path string) string {
+	b, _ := os.ReadFile(path)
+	line, _, _ := strings.Cut(string(b), "\n")
+	return line
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // hostEtcApp is a sandboxed shell started by startWithHostEtc, which
 // prints a line for each line it reads.
 type hostEtcApp struct {
