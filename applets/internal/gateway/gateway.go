@@ -159,6 +159,9 @@ type Gateway struct {
 	// closes, rather than the client seeing the connection reset.
 	cut     chan struct{}
 	cutOnce sync.Once
+	// cutWait is cutAnswerWait; a test lengthens it to see that a hurry
+	// ends it.
+	cutWait time.Duration
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -214,6 +217,7 @@ func configured(opts Options) (*Gateway, error) {
 		signatures: signatures,
 		order:      order,
 		cut:        make(chan struct{}),
+		cutWait:    cutAnswerWait,
 	}
 	if g.nc != nil {
 		g.metrics.natsConnected = g.nc.IsConnected
@@ -920,17 +924,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if grace <= 0 {
 		grace = 15 * time.Second
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
+	// Hurry ends both the drain and the wait for the answers of the
+	// requests it cut: a second signal stops at once.
+	hctx, hurry := context.WithCancel(context.WithoutCancel(ctx))
+	defer hurry()
 	if g.opts.Hurry != nil {
 		go func() {
 			select {
 			case <-g.opts.Hurry:
-				cancel()
-			case <-sctx.Done():
+				hurry()
+			case <-hctx.Done():
 			}
 		}()
 	}
+	sctx, cancel := context.WithTimeout(hctx, grace)
+	defer cancel()
 	var sw sync.WaitGroup
 	for _, s := range servers {
 		sw.Go(func() {
@@ -940,7 +948,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 				g.cutOnce.Do(func() { close(g.cut) })
 				// Long enough for the 503s to go out; a response already
 				// streaming is cut by Close.
-				lctx, lcancel := context.WithTimeout(context.Background(), cutAnswerWait)
+				lctx, lcancel := context.WithTimeout(hctx, g.cutWait)
 				_ = s.s.Shutdown(lctx)
 				lcancel()
 				_ = s.s.Close()

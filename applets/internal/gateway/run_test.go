@@ -1954,8 +1954,8 @@ func TestTLSListenWithoutCertWarns(t *testing.T) {
 // gateway, not left by its client: it is counted and logged as the
 // gateway's 503 with its request id, not as a 499, nor as a 400 when its
 // body was still arriving. One waiting for its reply also gets that 503,
-// over HTTP/1.1 and HTTP/2, rather than a reset connection. Hurry ends the
-// drain as shutdown_timeout would, without a wait.
+// over HTTP/1.1 and HTTP/2, rather than a reset connection. A short
+// shutdown_timeout ends the drain.
 func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -2027,11 +2027,10 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 			var logs testutil.LogBuffer
 			cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
 			cfg.AccessLog = true
-			hurry := make(chan struct{})
-			r := startRunOptions(t, Options{Config: cfg, Conn: nc, Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			cfg.ShutdownTimeout = config.Duration(50 * time.Millisecond)
+			r := startRunOptions(t, Options{Config: cfg, Conn: nc, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 			status := tc.send(t, r, entered)
 			r.stop()
-			close(hurry)
 			if status != nil {
 				if got := status(); !strings.Contains(got, "503 Service Unavailable") || !strings.Contains(got, "shutdown") {
 					t.Errorf("the client got %q, want a 503 saying why", got)
@@ -2071,5 +2070,40 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 				t.Errorf("metrics lack %s:\n%s", want, m.String())
 			}
 		})
+	}
+}
+
+// A second signal stops at once: once the drain has cut the requests
+// left, a hurry also ends the wait for their 503s, which a request whose
+// body is still arriving would otherwise fill to its end (here an hour).
+func TestHurryEndsTheWaitForCutAnswers(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	release := make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	t.Cleanup(func() { close(release) })
+	var logs testutil.LogBuffer
+	cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
+	cfg.ShutdownTimeout = config.Duration(50 * time.Millisecond)
+	hurry := make(chan struct{})
+	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, srv), Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))},
+		func(g *Gateway) { g.cutWait = time.Hour })
+	conn, err := net.Dial("tcp", r.addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+	r.stop()
+	testutil.Eventually(t, 10*time.Second, "the drain over", func() bool { return r.gw.cutting.Load() })
+	close(hurry)
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waiting for the cut requests' answers after the hurry")
 	}
 }
