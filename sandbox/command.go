@@ -29,6 +29,8 @@ const (
 type launchMsg struct {
 	Config Config      `json:"config"`
 	Cgroup *cgroupPlan `json:"cgroup,omitempty"`
+	// ResolverPoll: the resolver keeper, if any, polls (takeWatch).
+	ResolverPoll bool `json:"resolver_poll,omitempty"`
 }
 
 // statusMsg is one line the launcher sends back: a setup failure, the
@@ -173,6 +175,7 @@ type Launch struct {
 	abi      int
 	exit     chan statusMsg // the app's end, or nothing if the launcher died
 	startErr error          // what Start returned, for Wait after a failed Start
+	watching bool           // its resolver keeper holds one of the runner's inotify slots (takeWatch)
 }
 
 // Command prepares the launcher for cfg: it validates cfg, plans the
@@ -301,7 +304,13 @@ func (l *Launch) start() error {
 		}
 		return fmt.Errorf("start launcher: %w", err)
 	}
-	data, err := json.Marshal(launchMsg{Config: l.cfg, Cgroup: l.plan})
+	msg := launchMsg{Config: l.cfg, Cgroup: l.plan}
+	if hasPreset(&l.cfg, PresetDNS) && landlockABI() > 0 {
+		if l.watching = takeWatch(); !l.watching {
+			msg.ResolverPoll = true
+		}
+	}
+	data, err := json.Marshal(msg)
 	if err == nil {
 		_, err = l.configW.Write(data)
 	}
@@ -311,16 +320,17 @@ func (l *Launch) start() error {
 		_ = l.Cmd.Process.Kill()
 	}
 	dec := json.NewDecoder(l.statusR)
-	var msg statusMsg
-	if derr := dec.Decode(&msg); derr != nil || !msg.Started {
+	var st statusMsg
+	if derr := dec.Decode(&st); derr != nil || !st.Started {
 		werr := l.Cmd.Wait()
+		l.release()
 		l.statusR.Close()
-		if derr == nil && msg.Error != "" {
-			return &SetupError{Stage: msg.Stage, Msg: msg.Error}
+		if derr == nil && st.Error != "" {
+			return &SetupError{Stage: st.Stage, Msg: st.Error}
 		}
 		return &SetupError{Stage: "launcher", Msg: fmt.Sprintf("ended during setup without a reason: %v", werr)}
 	}
-	l.abi = msg.LandlockABI
+	l.abi = st.LandlockABI
 	go func() {
 		defer l.statusR.Close()
 		var end statusMsg
@@ -333,6 +343,15 @@ func (l *Launch) start() error {
 		close(l.exit)
 	}()
 	return nil
+}
+
+// release gives back what the launcher held of the runner's shares, once
+// it has ended.
+func (l *Launch) release() {
+	if l.watching {
+		l.watching = false
+		releaseWatch()
+	}
 }
 
 func (l *Launch) closeAll() {
@@ -372,6 +391,7 @@ func (l *Launch) Wait() error {
 		return errors.Join(errors.New("sandbox not started"), l.startErr)
 	}
 	werr := l.Cmd.Wait()
+	l.release()
 	end, ok := <-l.exit
 	var st Stats
 	if l.plan != nil {

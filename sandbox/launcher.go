@@ -73,7 +73,7 @@ func LauncherMain() {
 		fail("config", err)
 	}
 	cfg := &msg.Config
-	l := &launcher{cfg: cfg, plan: msg.Cgroup}
+	l := &launcher{cfg: cfg, plan: msg.Cgroup, resolverPoll: msg.ResolverPoll}
 	stage, err := l.setup()
 	if err != nil {
 		fail(stage, err)
@@ -141,6 +141,9 @@ type launcher struct {
 	appV1    []*os.File  // v1: the app's cgroups' tasks files, for the forking thread to step in
 	homeV1   []*os.File  // v1: the launcher's own tasks files, to step back out
 	kept     []*keptFile // resolver files the app reads as copies
+	// resolverPoll makes the keeper poll: the runner's share of root's
+	// inotify instances is taken.
+	resolverPoll bool
 }
 
 // setup runs every step that needs root, in the order that keeps each

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -32,8 +33,8 @@ const maxResolverFile = 16 << 20
 // ResolverKeeperName is the keeper's process name, as ps shows it.
 const ResolverKeeperName = "narun-resolv"
 
-// envKeeper carries the keeper's files (JSON of []keptFileSpec); its
-// presence makes the launcher binary run as the keeper.
+// envKeeper carries the keeper's keeperSpec as JSON; its presence makes
+// the launcher binary run as the keeper.
 const envKeeper = "NARUN_RESOLVER_KEEPER"
 
 // keptFile is a host resolver file and the sandbox's copy of it.
@@ -56,6 +57,13 @@ type stamp struct {
 
 func stampOf(st *unix.Stat_t) stamp {
 	return stamp{id: fileID(st), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// keeperSpec is what the launcher hands the keeper.
+type keeperSpec struct {
+	Files []keptFileSpec `json:"files"`
+	// Poll: look every keeperPoll rather than take an inotify instance.
+	Poll bool `json:"poll,omitempty"`
 }
 
 type keptFileSpec struct {
@@ -324,7 +332,7 @@ func (l *launcher) startResolverKeeper() error {
 	if len(l.kept) == 0 {
 		return nil
 	}
-	var specs []keptFileSpec
+	ks := keeperSpec{Poll: l.resolverPoll}
 	var files []*os.File
 	for _, k := range l.kept {
 		spec := keptFileSpec{Path: k.path, Dir: k.dir, Target: k.target, Host: -1}
@@ -334,9 +342,9 @@ func (l *launcher) startResolverKeeper() error {
 		}
 		spec.Copy = 3 + len(files)
 		files = append(files, k.copy)
-		specs = append(specs, spec)
+		ks.Files = append(ks.Files, spec)
 	}
-	spec, err := json.Marshal(specs)
+	spec, err := json.Marshal(ks)
 	if err != nil {
 		return fmt.Errorf("start the resolver keeper: %w", err)
 	}
@@ -364,12 +372,12 @@ func resolverKeeperMain(spec string) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
 		os.Exit(1)
 	}
-	var specs []keptFileSpec
-	if err := json.Unmarshal([]byte(spec), &specs); err != nil {
+	var ks keeperSpec
+	if err := json.Unmarshal([]byte(spec), &ks); err != nil {
 		fail(fmt.Errorf("decode %s: %w", envKeeper, err))
 	}
 	var kept []*keptFile
-	for _, s := range specs {
+	for _, s := range ks.Files {
 		k := &keptFile{path: s.Path, dir: s.Dir, target: s.Target, copy: os.NewFile(uintptr(s.Copy), s.Path+" copy")}
 		unix.CloseOnExec(s.Copy)
 		if s.Host >= 0 {
@@ -378,15 +386,19 @@ func resolverKeeperMain(spec string) {
 		}
 		kept = append(kept, k)
 	}
-	// Each keeper takes one of the inotify instances of root, 128 by
-	// default (fs.inotify.max_user_instances) for every daemon run as
-	// root. Without one it looks every keeperPoll instead: a descriptor
-	// of -1 is one poll ignores, and the calls on it fail harmlessly.
-	recheck := keeperRecheck
-	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: no inotify instance (%v): looking every %d ms instead\n", ResolverKeeperName, err, keeperPoll)
-		in, recheck = -1, keeperPoll
+	// A keeper takes one of the inotify instances of root, which every
+	// daemon run as root shares (fs.inotify.max_user_instances, 128 by
+	// default): past watchingKeepers, or without one left, it looks
+	// every keeperPoll instead. A descriptor of -1 is one poll ignores,
+	// and the inotify calls on it fail harmlessly.
+	recheck, in := keeperPoll, -1
+	if !ks.Poll {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: no inotify instance (%v): looking every %d ms instead\n", ResolverKeeperName, err, keeperPoll)
+		} else {
+			recheck, in = keeperRecheck, fd
+		}
 	}
 	const events = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE | unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE
 	buf := make([]byte, 64<<10)
@@ -432,6 +444,25 @@ const (
 	keeperPoll    = 2_000
 	keeperRetry   = 10
 )
+
+// watchingKeepers bounds the keepers of one runner that use inotify,
+// leaving most of root's instances to the node's other daemons (systemd,
+// udev, NetworkManager); the others poll. watching counts them.
+const watchingKeepers = 16
+
+var watching atomic.Int32
+
+// takeWatch reports whether a sandbox starting now may have its keeper
+// use inotify, and if so counts it until releaseWatch.
+func takeWatch() bool {
+	if watching.Add(1) <= watchingKeepers {
+		return true
+	}
+	watching.Add(-1)
+	return false
+}
+
+func releaseWatch() { watching.Add(-1) }
 
 // setProcessName names the process for ps and top without /proc, which
 // is read-only in the sandbox by the time the keeper starts. PR_SET_NAME

@@ -2063,6 +2063,85 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 	}
 }
 
+// Keepers take root's inotify instances, which the node's other daemons
+// run as root share: past watchingKeepers sandboxes of one runner they
+// are told to poll instead, and a sandbox that ends gives its share back.
+func TestResolverKeepersShareRootsInotify(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
+		t.Skip("no /etc/resolv.conf on this machine")
+	}
+	if n := watching.Load(); n != 0 {
+		t.Fatalf("%d inotify shares taken before the test", n)
+	}
+	for range watchingKeepers - 1 {
+		if !takeWatch() {
+			t.Fatal("a share refused below the bound")
+		}
+	}
+	t.Cleanup(func() {
+		for range watchingKeepers - 1 {
+			releaseWatch()
+		}
+	})
+	start := func(name string) *sandboxed {
+		cfg := testConfig(t)
+		cfg.Hostname += name
+		cfg.Binary = "/bin/sh"
+		cfg.Args = []string{"sh", "-c", "echo ready; read x; exit 0"}
+		cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs, PresetDNS)
+		s := startSandbox(t, cfg)
+		s.waitLine(t, "ready")
+		return s
+	}
+	last := start("-last")
+	over := start("-over")
+	if n := watching.Load(); n != watchingKeepers {
+		t.Errorf("%d shares taken, want %d", n, watchingKeepers)
+	}
+	for s, poll := range map[*sandboxed]bool{last: false, over: true} {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", keeperOf(t, s.Pid())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(env), `"poll":true`); got != poll {
+			t.Errorf("keeper told to poll: %v, want %v (%s)", got, poll, env)
+		}
+	}
+	last.stdin.Close()
+	if out, err := last.wait(t); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if n := watching.Load(); n != watchingKeepers-1 {
+		t.Errorf("%d shares taken once a sandbox ended, want %d", n, watchingKeepers-1)
+	}
+}
+
+// keeperOf is the pid of the resolver keeper the launcher of pid started.
+func keeperOf(t *testing.T, launcher int) int {
+	t.Helper()
+	var keeper int
+	waitFor(t, func() bool {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...
+			i := strings.LastIndexByte(string(stat), ')')
+			fields := strings.Fields(string(stat[i+1:]))
+			if len(fields) > 1 && fields[1] == strconv.Itoa(launcher) && strings.Contains(string(stat[:i]), "("+ResolverKeeperName) {
+				keeper, _ = strconv.Atoi(e.Name())
+				return true
+			}
+		}
+		return false
+	})
+	return keeper
+}
+
 // firstResolvLine is the first line of the file at path, "" if there is
 // none.
 func firstResolvLine(path string) string {
