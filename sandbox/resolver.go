@@ -104,7 +104,8 @@ func (l *launcher) keepResolverFiles() error {
 		mode := os.FileMode(0o644)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-		case errors.Is(err, errNotAFile):
+		case errors.Is(err, errNotAFile), errors.Is(err, errRefused):
+			// Granted as the host's own, as before the keeper.
 			continue
 		case err != nil:
 			return err
@@ -166,7 +167,7 @@ func (k *keptFile) refresh() error {
 		return nil
 	}
 	if st.Size > maxResolverFile {
-		return fmt.Errorf("%s has grown past %d bytes: the sandbox's copy keeps its earlier content", k.path, maxResolverFile)
+		return fmt.Errorf("%s: %w", k.path, errTooLarge)
 	}
 	if _, err := k.host.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("read %s: %w", k.path, err)
@@ -184,6 +185,9 @@ func (k *keptFile) refresh() error {
 	k.seen = now
 	return nil
 }
+
+// errTooLarge is a host file grown past maxResolverFile.
+var errTooLarge = fmt.Errorf("grown past %d bytes: the sandbox's copy keeps its earlier content", maxResolverFile)
 
 // errMidRename is show's failure when the host's file it read is being
 // replaced: the kernel refuses a mount on a file renamed over.
@@ -266,35 +270,62 @@ func (k *keptFile) check() error {
 		k.host.Close()
 	}
 	k.host, k.target, k.seen = host, target, stamp{}
-	if err := k.refresh(); err != nil {
+	// A file too large keeps the copy's earlier content over it: the host's
+	// own is not the app's to read.
+	refreshed := k.refresh()
+	if refreshed != nil && !errors.Is(refreshed, errTooLarge) {
+		return refreshed
+	}
+	if err := k.show(); err != nil {
 		return err
 	}
-	return k.show()
+	return refreshed
 }
 
-// errNotAFile is a resolver file that is not a regular file.
-var errNotAFile = errors.New("not a regular file")
+// errNotAFile is a resolver file that is not a regular file, and
+// errRefused one the keeper does not copy, for fear of giving the app
+// what it may not read.
+var (
+	errNotAFile = errors.New("not a regular file")
+	errRefused  = errors.New("not followed")
+)
 
-// openResolverFile opens the file path leads to, links followed, if it is
-// a regular file in dir, and returns it and its path. The keeper reads as
-// root and past Landlock, and what it reads the app reads: a link turned
-// to another file (one the app could write, a directory it may write on
-// the way) must not make it copy that file, /etc/shadow say. Its last
-// step is not followed again, so a link put there after the check is
-// refused; nor is a FIFO waited on.
+// resolverDirs are where resolvers keep the file /etc/resolv.conf links
+// to: a host that turns to one of them (systemd-resolved installed,
+// NetworkManager's mode changed) is followed there.
+var resolverDirs = []string{"/run/systemd/resolve", "/run/resolvconf", "/run/NetworkManager"}
+
+// openResolverFile opens the file path leads to, links followed, and
+// returns it and its path. The keeper reads as root and past Landlock,
+// and what it reads the app reads, so it opens only what a resolver
+// writes: a regular file readable by all, with one link, at path itself,
+// in dir (where path led at start) or in one of resolverDirs. Not a link
+// turned to another file (by an app that may write a directory on the
+// way), nor a hard link an app made to a file it may not read, /etc/shadow
+// say. Its last step is not followed again, so a link put there after the
+// check is refused; nor is a FIFO waited on.
 func openResolverFile(path, dir string) (*os.File, string, error) {
 	target := follow(path)
-	if filepath.Dir(target) != dir {
-		return nil, "", fmt.Errorf("%s leads to %s now, outside %s where it was at start: not followed", path, target, dir)
+	if d := filepath.Dir(target); d != dir && target != filepath.Clean(path) && !slices.Contains(resolverDirs, d) {
+		return nil, "", fmt.Errorf("%s leads to %s now, outside %s where it led at start: %w", path, target, dir, errRefused)
 	}
 	f, err := os.OpenFile(target, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("open %s: %w", path, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+	err = unix.Fstat(int(f.Fd()), &st)
+	switch {
+	case err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = fmt.Errorf("%s (%s): %w", path, target, errNotAFile)
+	case st.Nlink != 1:
+		err = fmt.Errorf("%s (%s) has %d links, one of which may be to a file the app may not read: %w", path, target, st.Nlink, errRefused)
+	case st.Mode&0o004 == 0:
+		err = fmt.Errorf("%s (%s) is not readable by all: %w", path, target, errRefused)
+	}
+	if err != nil {
 		f.Close()
-		return nil, "", fmt.Errorf("%s (%s): %w", path, target, errNotAFile)
+		return nil, "", err
 	}
 	return f, target, nil
 }
@@ -407,8 +438,7 @@ func resolverKeeperMain(spec string) {
 		for _, k := range kept {
 			// Watched before the look, so that no change falls between.
 			for _, p := range []string{k.path, follow(k.path)} {
-				// The same directory watched twice keeps one watch.
-				_, _ = unix.InotifyAddWatch(in, filepath.Dir(p), events)
+				watchNearest(in, filepath.Dir(p), events)
 			}
 			err := k.check()
 			if errors.Is(err, errMidRename) {
@@ -433,6 +463,21 @@ func resolverKeeperMain(spec string) {
 				break
 			}
 		}
+	}
+}
+
+// watchNearest watches dir or, while it does not exist (at boot,
+// /run/systemd/resolve before systemd-resolved starts), the nearest of its
+// parents that does, whose change brings the keeper back to watch dir
+// itself. The same directory watched twice keeps one watch.
+func watchNearest(in int, dir string, events uint32) {
+	for {
+		_, err := unix.InotifyAddWatch(in, dir, events)
+		parent := filepath.Dir(dir)
+		if !errors.Is(err, unix.ENOENT) || parent == dir {
+			return
+		}
+		dir = parent
 	}
 }
 

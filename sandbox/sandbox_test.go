@@ -2011,6 +2011,41 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 				rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
 				return "nameserver 192.0.2.1"
 			}}},
+		{"link into a directory still to be made",
+			func(t *testing.T, etc, run string) {
+				symlink(t, filepath.Join(run, "resolve", "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"))
+			},
+			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
+				if err := os.Mkdir(filepath.Join(run, "resolve"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, filepath.Join(run, "resolve", "stub-resolv.conf"), "nameserver 192.0.2.1")
+				return "nameserver 192.0.2.1"
+			}}},
+		{"link turned into a plain file",
+			func(t *testing.T, etc, run string) {
+				writeFile(t, filepath.Join(run, "stub-resolv.conf"), "nameserver 192.0.2.1")
+				symlink(t, filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"))
+			},
+			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
+				writeFile(t, filepath.Join(etc, "resolv.conf.new"), "nameserver 192.0.2.2")
+				rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+				return "nameserver 192.0.2.2"
+			}}},
+		{"hosts grown past the bound",
+			func(t *testing.T, etc, run string) {
+				writeFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.1")
+			},
+			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
+				// The earlier copy stays, not the host's file, unreadable.
+				big := "192.0.2.11 big\n" + strings.Repeat("0.0.0.0 blocked.example\n", (maxResolverFile+1<<20)/24)
+				writeFile(t, filepath.Join(etc, "hosts.new"), big)
+				rename(t, filepath.Join(etc, "hosts.new"), filepath.Join(etc, "hosts"))
+				// A change after it, so that the app's view below is
+				// one taken after the keeper saw the new hosts.
+				writeFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.2")
+				return "nameserver 192.0.2.2"
+			}}},
 		{"link turned and back",
 			func(t *testing.T, etc, run string) {
 				writeFile(t, filepath.Join(run, "a.conf"), "nameserver 192.0.2.1")
@@ -2060,6 +2095,63 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 				app.await(t, "seen:"+change(t, etc, run)+"|192.0.2.10 first")
 			}
 		})
+	}
+}
+
+// The keeper copies, as root and past Landlock, what the app reads: an
+// app running as root (without capabilities) and allowed to write the
+// resolver's directory must not have it copy a file Landlock keeps from
+// the app, by a hard link in place of a resolver file not there yet.
+func TestResolverKeeperRefusesHardLinks(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	etc := filepath.Join(base, "host-etc")
+	_ = os.RemoveAll(etc)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
+		writeFile(t, filepath.Join(etc, "ld.so.cache"), string(cache))
+	}
+	writeFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.1")
+	if err := os.WriteFile(filepath.Join(etc, "shadow"), []byte("root:SECRETHASH:1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	asRoot(&cfg)
+	cfg.Binary = "/bin/sh"
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs, PresetDNS)
+	cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: "/etc", Access: "w"},
+		Path{Path: "/usr/bin", Access: "rx"}, Path{Path: "/bin", Access: "rx", Optional: true})
+	cfg.Args = []string{"sh", "-c", `read cmd
+		(read s < /etc/shadow) 2>/dev/null && echo "read the secret directly"
+		ln /etc/shadow /etc/hosts
+		while read cmd; do h=; read h < /etc/hosts; echo "seen:$h"; done
+		exit 0`}
+	app := startWithHostEtc(t, etc, cfg)
+	if _, err := io.WriteString(app.stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for refused := false; !refused; {
+		if _, err := io.WriteString(app.stdin, "go\n"); err != nil {
+			t.Fatal(err)
+		}
+		for seen := false; !seen; {
+			select {
+			case l, ok := <-app.lines:
+				if !ok {
+					t.Fatalf("app ended:\n%s", app.output())
+				}
+				if strings.Contains(l, "SECRET") || strings.Contains(l, "secret") {
+					t.Fatalf("the app read a file Landlock denies it: %q\n%s", l, app.output())
+				}
+				refused = refused || strings.Contains(l, "has 2 links")
+				seen = strings.HasPrefix(l, "seen:")
+			case <-deadline:
+				t.Fatalf("the keeper never said it refused the hard link:\n%s", app.output())
+			}
+		}
 	}
 }
 
