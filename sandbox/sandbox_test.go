@@ -1899,19 +1899,7 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 	requireLandlock(t, 1)
 	for _, behindLink := range []bool{false, true} {
 		t.Run(fmt.Sprintf("behind-link=%v", behindLink), func(t *testing.T) {
-			etc, run := filepath.Join(base, "host-etc"), filepath.Join(base, "host-run")
-			for _, d := range []string{etc, run} {
-				_ = os.RemoveAll(d)
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// The shell finds its libraries through the host's cache.
-			if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
-				if err := os.WriteFile(filepath.Join(etc, "ld.so.cache"), cache, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			etc, run := freshHostDirs(t)
 			resolv, hosts := filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "hosts")
 			if behindLink {
 				resolv = filepath.Join(run, "stub-resolv.conf")
@@ -2070,16 +2058,7 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			etc, run := filepath.Join(base, "host-etc"), filepath.Join(base, "host-run")
-			for _, d := range []string{etc, run} {
-				_ = os.RemoveAll(d)
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
-				writeFile(t, filepath.Join(etc, "ld.so.cache"), string(cache))
-			}
+			etc, run := freshHostDirs(t)
 			writeFile(t, filepath.Join(etc, "hosts"), "192.0.2.10 first")
 			tc.before(t, etc, run)
 			cfg := testConfig(t)
@@ -2105,14 +2084,7 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 func TestResolverKeeperRefusesHardLinks(t *testing.T) {
 	requireRoot(t)
 	requireLandlock(t, 1)
-	etc := filepath.Join(base, "host-etc")
-	_ = os.RemoveAll(etc)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
-		writeFile(t, filepath.Join(etc, "ld.so.cache"), string(cache))
-	}
+	etc, _ := freshHostDirs(t)
 	writeFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.1")
 	if err := os.WriteFile(filepath.Join(etc, "shadow"), []byte("root:SECRETHASH:1:0\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -2232,6 +2204,24 @@ func keeperOf(t *testing.T, launcher int) int {
 		return false
 	})
 	return keeper
+}
+
+// freshHostDirs makes empty stand-ins for a host's /etc and /run, for
+// startWithHostEtc. The shell finds its libraries through the host's
+// loader cache, copied.
+func freshHostDirs(t *testing.T) (etc, run string) {
+	t.Helper()
+	etc, run = filepath.Join(base, "host-etc"), filepath.Join(base, "host-run")
+	for _, d := range []string{etc, run} {
+		_ = os.RemoveAll(d)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cache, err := os.ReadFile("/etc/ld.so.cache"); err == nil {
+		writeFile(t, filepath.Join(etc, "ld.so.cache"), string(cache))
+	}
+	return etc, run
 }
 
 // firstResolvLine is the first line of the file at path, "" if there is

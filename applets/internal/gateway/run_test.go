@@ -1998,15 +1998,7 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 			return func() string { return <-got }
 		}},
 		{"body still arriving", func(t *testing.T, r *running, _ <-chan struct{}) func() string {
-			conn, err := net.Dial("tcp", r.addrs["http"])
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { conn.Close() })
-			if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"); err != nil {
-				t.Fatal(err)
-			}
-			testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+			sendHalfABody(t, r)
 			// The handler waits on the client's read, which only the
 			// connection's close ends: the client sees that close.
 			return nil
@@ -2073,6 +2065,21 @@ func TestCutAtShutdownIsNotClientGone(t *testing.T) {
 	}
 }
 
+// sendHalfABody sends a request whose body stops short of its length,
+// and returns once the gateway holds it.
+func sendHalfABody(t *testing.T, r *running) {
+	t.Helper()
+	conn, err := net.Dial("tcp", r.addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+}
+
 // A second signal stops at once: once the drain has cut the requests
 // left, a hurry also ends the wait for their 503s, which a request whose
 // body is still arriving would otherwise fill to its end (here an hour).
@@ -2088,15 +2095,7 @@ func TestHurryEndsTheWaitForCutAnswers(t *testing.T) {
 	hurry := make(chan struct{})
 	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, srv), Hurry: hurry, Logger: slog.New(slog.NewJSONHandler(&logs, nil))},
 		func(g *Gateway) { g.cutWait = time.Hour })
-	conn, err := net.Dial("tcp", r.addrs["http"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "the request in flight", func() bool { return r.gw.metrics.inflight.Load() == 1 })
+	sendHalfABody(t, r)
 	r.stop()
 	testutil.Eventually(t, 10*time.Second, "the drain over", func() bool { return r.gw.cutting.Load() })
 	close(hurry)
