@@ -51,10 +51,14 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
+			// The message may quote the input it stopped at, line
+			// breaks and all: one line, so that each line of an error
+			// names the file.
+			msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
 			if pe.LastKey != "" {
-				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, pe.Message)
+				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, msg)
 			}
-			return md, nil, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, pe.Message)
+			return md, nil, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, msg)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
