@@ -150,13 +150,11 @@ type Gateway struct {
 	bodies *bodyBudget
 	// fails logs the requests the gateway fails, a few of each kind.
 	fails failLog
-	// cutting says Run ended the drain at shutdown and closes the
-	// connections left: a request whose context ends then was cut by the
-	// gateway, not left by its client.
-	cutting atomic.Bool
-	// cut is closed when the drain at shutdown ends: a request still
-	// waiting for its reply's head answers 503 before its connection
-	// closes, rather than the client seeing the connection reset.
+	// cut is closed when the drain at shutdown ends and Run is to close
+	// the connections left: a request still waiting for its reply's head
+	// answers 503 before its connection closes, rather than the client
+	// seeing the connection reset, and one whose context ends then was
+	// cut by the gateway, not left by its client (cutting).
 	cut     chan struct{}
 	cutOnce sync.Once
 	// cutWait is cutAnswerWait; a test lengthens it to see that a hurry
@@ -944,7 +942,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		sw.Go(func() {
 			if err := s.s.Shutdown(sctx); err != nil {
 				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
-				g.cutting.Store(true)
 				g.cutOnce.Do(func() { close(g.cut) })
 				// Long enough for the 503s to go out; a response already
 				// streaming is cut by Close.
@@ -959,6 +956,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Wait()
 	g.log.Info("gateway stopped")
 	return runErr
+}
+
+// cutting says the drain at shutdown has ended (cut).
+func (g *Gateway) cutting() bool {
+	select {
+	case <-g.cut:
+		return true
+	default:
+		return false
+	}
 }
 
 // cutAnswerWait bounds the wait, once the drain at shutdown is over, for

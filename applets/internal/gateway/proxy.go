@@ -589,7 +589,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.metrics.outcomes[outcomeOK].Add(1)
 				return
 			}
-			if g.cutting.Load() {
+			if g.cutting() {
 				g.cutAtShutdown(w, r, ex, rt, headSeen, rid)
 				return
 			}
@@ -1053,7 +1053,7 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 		g.clientLeft(ex)
 		return
 	}
-	if g.cutting.Load() {
+	if g.cutting() {
 		// The read failed because Run closed the connection, not for
 		// anything the client sent.
 		g.cutAtShutdown(w, r, ex, rt, false, rid)
@@ -1118,7 +1118,7 @@ func (g *Gateway) bodyErrorAfterHead(w http.ResponseWriter, r *http.Request, ex 
 		g.clientLeft(ex)
 		panic(http.ErrAbortHandler)
 	}
-	if g.cutting.Load() {
+	if g.cutting() {
 		g.cutAtShutdown(w, r, ex, rt, true, rid)
 		return
 	}

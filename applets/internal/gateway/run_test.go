@@ -2097,7 +2097,7 @@ func TestHurryEndsTheWaitForCutAnswers(t *testing.T) {
 		func(g *Gateway) { g.cutWait = time.Hour })
 	sendHalfABody(t, r)
 	r.stop()
-	testutil.Eventually(t, 10*time.Second, "the drain over", func() bool { return r.gw.cutting.Load() })
+	testutil.Eventually(t, 10*time.Second, "the drain over", func() bool { return r.gw.cutting() })
 	close(hurry)
 	select {
 	case err := <-r.done:
