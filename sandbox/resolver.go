@@ -30,8 +30,8 @@ var resolverFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
 // as a block list can run to megabytes) is granted as the host's own.
 const maxResolverFile = 16 << 20
 
-// ResolverKeeperName is the keeper's process name, as ps shows it.
-const ResolverKeeperName = "narun-resolv"
+// resolverKeeperName is the keeper's process name, as ps shows it.
+const resolverKeeperName = "narun-resolv"
 
 // envKeeper carries the keeper's keeperSpec as JSON; its presence makes
 // the launcher binary run as the keeper.
@@ -398,9 +398,9 @@ func (l *launcher) startResolverKeeper() error {
 // keeperRecheck in case an event was missed (a link changed elsewhere).
 // It never returns; its errors go to the app's log.
 func resolverKeeperMain(spec string) {
-	setProcessName(ResolverKeeperName)
+	setProcessName(resolverKeeperName)
 	fail := func(err error) {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", resolverKeeperName, err)
 		os.Exit(1)
 	}
 	var ks keeperSpec
@@ -426,7 +426,7 @@ func resolverKeeperMain(spec string) {
 	if !ks.Poll {
 		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: no inotify instance (%v): looking every %d ms instead\n", ResolverKeeperName, err, keeperPoll)
+			fmt.Fprintf(os.Stderr, "%s: no inotify instance (%v): looking every %d ms instead\n", resolverKeeperName, err, keeperPoll)
 		} else {
 			recheck, in = keeperRecheck, fd
 		}
@@ -447,7 +447,7 @@ func resolverKeeperMain(spec string) {
 			}
 			// Said once, not at each change in the directory.
 			if msg := fmt.Sprint(err); err != nil && msg != k.failed {
-				fmt.Fprintf(os.Stderr, "%s: %v\n", ResolverKeeperName, err)
+				fmt.Fprintf(os.Stderr, "%s: %v\n", resolverKeeperName, err)
 			}
 			k.failed = ""
 			if err != nil {

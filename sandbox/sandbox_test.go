@@ -1903,27 +1903,10 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 			resolv, hosts := filepath.Join(etc, "resolv.conf"), filepath.Join(etc, "hosts")
 			if behindLink {
 				resolv = filepath.Join(run, "stub-resolv.conf")
-				if err := os.Symlink(resolv, filepath.Join(etc, "resolv.conf")); err != nil {
-					t.Fatal(err)
-				}
+				symlink(t, resolv, filepath.Join(etc, "resolv.conf"))
 			}
-			replace := func(path, content string) {
-				t.Helper()
-				if err := os.WriteFile(path+".new", []byte(content+"\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Rename(path+".new", path); err != nil {
-					t.Fatal(err)
-				}
-			}
-			rewrite := func(path, content string) {
-				t.Helper()
-				if err := os.WriteFile(path, []byte(content+"\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			replace(resolv, "nameserver 192.0.2.1")
-			rewrite(hosts, "192.0.2.10 first")
+			replaceFile(t, resolv, "nameserver 192.0.2.1")
+			writeFile(t, hosts, "192.0.2.10 first")
 
 			cfg := testConfig(t)
 			asRoot(&cfg)
@@ -1938,14 +1921,14 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 			app := startWithHostEtc(t, etc, cfg)
 			app.await(t, "seen:nameserver 192.0.2.1|192.0.2.10 first")
 
-			replace(resolv, "nameserver 192.0.2.2")
+			replaceFile(t, resolv, "nameserver 192.0.2.2")
 			if behindLink {
-				replace(hosts, "192.0.2.11 second")
+				replaceFile(t, hosts, "192.0.2.11 second")
 			} else {
-				rewrite(hosts, "192.0.2.11 second")
+				writeFile(t, hosts, "192.0.2.11 second")
 			}
 			app.await(t, "seen:nameserver 192.0.2.2|192.0.2.11 second")
-			replace(resolv, "nameserver 192.0.2.3")
+			replaceFile(t, resolv, "nameserver 192.0.2.3")
 			app.await(t, "seen:nameserver 192.0.2.3|192.0.2.11 second")
 			if !behindLink {
 				return
@@ -1954,16 +1937,11 @@ func TestResolverFilesFollowTheHost(t *testing.T) {
 			// file within the directory it was in at start, and not a
 			// link turned to any other file, whoever turned it.
 			secret := filepath.Join(base, "host-secret")
-			rewrite(secret, "nameserver 192.0.2.66 secret")
-			if err := os.Symlink(secret, filepath.Join(etc, "resolv.conf.new")); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf")); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, secret, "nameserver 192.0.2.66 secret")
+			relink(t, secret, filepath.Join(etc, "resolv.conf"))
 			// Then a change the keeper follows, so that the app's view
 			// below is one taken after the keeper saw the link.
-			rewrite(hosts, "192.0.2.12 third")
+			writeFile(t, hosts, "192.0.2.12 third")
 			app.await(t, "seen:|192.0.2.12 third")
 		})
 	}
@@ -1995,8 +1973,7 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 		{"no file yet",
 			func(t *testing.T, etc, run string) {},
 			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
-				writeFile(t, filepath.Join(etc, "resolv.conf.new"), "nameserver 192.0.2.1")
-				rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+				replaceFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.1")
 				return "nameserver 192.0.2.1"
 			}}},
 		{"link into a directory still to be made",
@@ -2016,8 +1993,7 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 				symlink(t, filepath.Join(run, "stub-resolv.conf"), filepath.Join(etc, "resolv.conf"))
 			},
 			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
-				writeFile(t, filepath.Join(etc, "resolv.conf.new"), "nameserver 192.0.2.2")
-				rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+				replaceFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.2")
 				return "nameserver 192.0.2.2"
 			}}},
 		{"hosts grown past the bound",
@@ -2027,8 +2003,7 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 			[]func(t *testing.T, etc, run string) string{func(t *testing.T, etc, run string) string {
 				// The earlier copy stays, not the host's file, unreadable.
 				big := "192.0.2.11 big\n" + strings.Repeat("0.0.0.0 blocked.example\n", (maxResolverFile+1<<20)/24)
-				writeFile(t, filepath.Join(etc, "hosts.new"), big)
-				rename(t, filepath.Join(etc, "hosts.new"), filepath.Join(etc, "hosts"))
+				replaceFile(t, filepath.Join(etc, "hosts"), big)
 				// A change after it, so that the app's view below is
 				// one taken after the keeper saw the new hosts.
 				writeFile(t, filepath.Join(etc, "resolv.conf"), "nameserver 192.0.2.2")
@@ -2042,13 +2017,11 @@ func TestResolverFilesAppearingOrTurning(t *testing.T) {
 			},
 			[]func(t *testing.T, etc, run string) string{
 				func(t *testing.T, etc, run string) string {
-					symlink(t, filepath.Join(run, "b.conf"), filepath.Join(etc, "resolv.conf.new"))
-					rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+					relink(t, filepath.Join(run, "b.conf"), filepath.Join(etc, "resolv.conf"))
 					return "nameserver 192.0.2.2"
 				},
 				func(t *testing.T, etc, run string) string {
-					symlink(t, filepath.Join(run, "a.conf"), filepath.Join(etc, "resolv.conf.new"))
-					rename(t, filepath.Join(etc, "resolv.conf.new"), filepath.Join(etc, "resolv.conf"))
+					relink(t, filepath.Join(run, "a.conf"), filepath.Join(etc, "resolv.conf"))
 					return "nameserver 192.0.2.1"
 				},
 				func(t *testing.T, etc, run string) string {
@@ -2196,7 +2169,7 @@ func keeperOf(t *testing.T, launcher int) int {
 			// pid (comm) state ppid ...
 			i := strings.LastIndexByte(string(stat), ')')
 			fields := strings.Fields(string(stat[i+1:]))
-			if len(fields) > 1 && fields[1] == strconv.Itoa(launcher) && strings.Contains(string(stat[:i]), "("+ResolverKeeperName) {
+			if len(fields) > 1 && fields[1] == strconv.Itoa(launcher) && strings.Contains(string(stat[:i]), "("+resolverKeeperName) {
 				keeper, _ = strconv.Atoi(e.Name())
 				return true
 			}
@@ -2246,9 +2219,20 @@ func symlink(t *testing.T, target, link string) {
 	}
 }
 
-func rename(t *testing.T, from, to string) {
+// replaceFile replaces the file at path by rename, as resolvers do.
+func replaceFile(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.Rename(from, to); err != nil {
+	writeFile(t, path+".new", content)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relink turns the link at link to target by rename.
+func relink(t *testing.T, target, link string) {
+	t.Helper()
+	symlink(t, target, link+".new")
+	if err := os.Rename(link+".new", link); err != nil {
 		t.Fatal(err)
 	}
 }
