@@ -52,6 +52,9 @@ type Config struct {
 	Cluster Cluster
 	// Leafnodes accepts leaf connections and/or connects to hubs.
 	Leafnodes Leafnodes
+	// TLS makes the client port (Listen) require TLS; in-process
+	// connections need none.
+	TLS TLS
 	// Users and NKeys turn on client authentication when either is set.
 	Users []User
 	NKeys []NKey
@@ -77,6 +80,9 @@ type Cluster struct {
 	// member needs the same pair. Required when Users or NKeys is set.
 	User     string
 	Password string
+	// TLS, when set, carries every route over TLS, checked both ways
+	// against TLS.CA, which must sign every member's certificate.
+	TLS TLS
 }
 
 // Leafnodes configures leaf node connections.
@@ -87,12 +93,17 @@ type Leafnodes struct {
 	// either way. A stream on each side captures them, so without this a
 	// hub's messages would be stored by every leaf and the other way round.
 	Local []string
+	// TLS makes the leaf port (Listen) require TLS.
+	TLS TLS
 }
 
 // LeafRemote is a hub this server connects to as a leaf node.
 type LeafRemote struct {
 	URLs        []string // nats-leaf://host:port of the hub
 	Credentials string   // credentials file for the hub; empty for none
+	// TLS, when set, connects over TLS and checks the hub's certificate
+	// against TLS.CA; a tls:// URL does so against the system's CAs.
+	TLS TLS
 }
 
 // User is a client login with a password.
@@ -501,6 +512,16 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	if cfg.TLS.set() {
+		if cfg.Listen == "" {
+			return nil, nil, &KeyError{Key: "nats.tls", Err: errors.New("set, but nats.listen is empty: there is no client port to require TLS on")}
+		}
+		tc, err := cfg.TLS.config("nats.tls", tlsListener)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSVerify = true, tc, cfg.TLS.Verify
+	}
 	if cfg.HTTPListen != "" {
 		host, port, err := splitHostPort("nats.http_listen", cfg.HTTPListen)
 		if err != nil {
@@ -511,6 +532,9 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 	if cfg.Cluster.Listen == "" && len(cfg.Cluster.Routes) > 0 {
 		// The server would run alone, quietly: routes need a route port.
 		return nil, nil, &KeyError{Key: "nats.cluster.routes", Err: errors.New("set, but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222")}
+	}
+	if cfg.Cluster.Listen == "" && cfg.Cluster.TLS.set() {
+		return nil, nil, &KeyError{Key: "nats.cluster.tls", Err: errors.New("set, but nats.cluster.listen is empty: there are no routes to carry over TLS")}
 	}
 	if cfg.Cluster.Listen != "" {
 		host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
@@ -532,6 +556,11 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
 			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
+		if cfg.Cluster.TLS.set() {
+			if opts.Cluster.TLSConfig, err = cfg.Cluster.TLS.config("nats.cluster.tls", tlsRoute); err != nil {
+				return nil, nil, err
+			}
+		}
 		routes, err := parseURLs("nats.cluster.routes", cfg.Cluster.Routes)
 		if err != nil {
 			return nil, nil, err
@@ -561,6 +590,13 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			return nil, nil, err
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		if cfg.Leafnodes.TLS.set() {
+			if opts.LeafNode.TLSConfig, err = cfg.Leafnodes.TLS.config("nats.leafnodes.tls", tlsListener); err != nil {
+				return nil, nil, err
+			}
+		}
+	} else if cfg.Leafnodes.TLS.set() {
+		return nil, nil, &KeyError{Key: "nats.leafnodes.tls", Err: errors.New("set, but nats.leafnodes.listen is empty: there is no leaf port to require TLS on (a remote's TLS goes in its own tls table)")}
 	}
 	for i, r := range cfg.Leafnodes.Remotes {
 		urls, err := parseURLs(fmt.Sprintf("nats.leafnodes.remotes[%d].urls", i), r.URLs)
@@ -584,12 +620,19 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].credentials", i), Err: err}
 			}
 		}
-		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
+		remote := &server.RemoteLeafOpts{
 			URLs:        urls,
 			Credentials: r.Credentials,
 			DenyImports: cfg.Leafnodes.Local,
 			DenyExports: cfg.Leafnodes.Local,
-		})
+		}
+		if r.TLS.set() {
+			if remote.TLSConfig, err = r.TLS.config(fmt.Sprintf("nats.leafnodes.remotes[%d].tls", i), tlsRemote); err != nil {
+				return nil, nil, err
+			}
+			remote.TLS = true
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
 	}
 	var internal *User
 	if len(cfg.Users) > 0 || len(cfg.NKeys) > 0 {

@@ -71,6 +71,14 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:7: key "nats.cluster.listen": "fe80::1%eth0:6222": want host:port: address fe80::1%eth0:6222: too many colons in address (an IPv6 address takes brackets: "[fe80::1%eth0]:6222")`, ""},
 		{"route with an unescaped zone", "[nats]\nlisten = \"[::1]:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"c\"\nlisten = \"[::1]:-1\"\nroutes = [\"nats-route://[fe80::1%eth0]:6222\"]\n", nil,
 			file + `:8: key "nats.cluster.routes": invalid url "nats-route://[fe80::1%eth0]:6222" (a URL writes the zone's % as %25: [fe80::1%25eth0])`, ""},
+		// A TLS table is placed at the key at fault, or at the table's
+		// header for a key it lacks.
+		{"route tls without a ca", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"c\"\nlisten = \"127.0.0.1:-1\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n\n[nats.cluster.tls]\ncert = \"/etc/narun/a.pem\"\nkey = \"/etc/narun/a.key\"\n", nil,
+			file + `:10: key "nats.cluster.tls": ca is empty`, ""},
+		{"client port tls file missing", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.tls]\ncert = \"/nonexistent/a.pem\"\nkey = \"/nonexistent/a.key\"\n", nil,
+			file + `:5: key "nats.tls.cert": load /nonexistent/a.pem with key /nonexistent/a.key: open /nonexistent/a.pem`, ""},
+		{"leaf remote tls ca missing", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"tls://127.0.0.1:7422\"]\n\n[nats.leafnodes.remotes.tls]\ncert = \"/nonexistent/leaf.pem\"\n", nil,
+			file + `:8: key "nats.leafnodes.remotes[0].tls.cert": set, but key is empty`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
 			`nats.listen: "bogus": want host:port`, file},
 		{"server_name from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-1\"\n", []string{"--server-name", "edge 1"},

@@ -24,16 +24,17 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		JetStreamMaxStore:     int64(n.JetStream.MaxStore),
 		JetStreamDomain:       n.JetStream.Domain,
 		JetStreamSyncInterval: n.JetStream.SyncInterval.D(),
+		TLS:                   embednats.TLS(n.TLS),
 		Cluster: embednats.Cluster{Name: n.Cluster.Name, Listen: n.Cluster.Listen, Routes: n.Cluster.Routes,
-			User: n.Cluster.User, Password: n.Cluster.Password},
-		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal},
+			User: n.Cluster.User, Password: n.Cluster.Password, TLS: peerTLS(n.Cluster.TLS)},
+		Leafnodes: embednats.Leafnodes{Listen: n.Leafnodes.Listen, Local: names.LeafLocal, TLS: embednats.TLS(n.Leafnodes.TLS)},
 		// A big store read after a power cut can outlast a service
 		// manager's start timeout (90 s by default): it would kill the
 		// start, and the next one would read the store again.
 		Reading: func() { _ = sdnotify.Send(sdnotify.Extend(30 * time.Second)) },
 	}
 	for _, r := range n.Leafnodes.Remotes {
-		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials})
+		ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: r.URLs, Credentials: r.Credentials, TLS: peerTLS(r.TLS)})
 	}
 	app := &embednats.Permissions{DenyPublish: names.AppDenyPublish()}
 	for _, u := range n.Users {
@@ -50,6 +51,10 @@ func EmbedConfig(cfg config.File) embednats.Config {
 		ec.NKeys = append(ec.NKeys, embednats.NKey{PublicKey: string(k), Permissions: app, Key: "nats.app_nkeys"})
 	}
 	return ec
+}
+
+func peerTLS(t config.PeerTLS) embednats.TLS {
+	return embednats.TLS{Cert: t.Cert, Key: t.Key, CA: t.CA}
 }
 
 // PlaceNATSError names the file and line of the [nats] key behind an error

@@ -55,8 +55,10 @@ type NATS struct {
 	// HTTPListen enables the NATS monitoring endpoint; empty disables it.
 	HTTPListen string    `toml:"http_listen"`
 	JetStream  JetStream `toml:"jetstream"`
-	Cluster    Cluster   `toml:"cluster"`
-	Leafnodes  Leafnodes `toml:"leafnodes"`
+	// TLS makes the client port (Listen) require TLS.
+	TLS       ListenTLS `toml:"tls"`
+	Cluster   Cluster   `toml:"cluster"`
+	Leafnodes Leafnodes `toml:"leafnodes"`
 	// Users, NKeys and AppNKeys enable client authentication when any is set.
 	Users []User `toml:"users"`
 	// NKeys are public user nkeys with the admin role, AppNKeys with the app role.
@@ -107,18 +109,41 @@ type Cluster struct {
 	// required when Users or NKeys is set.
 	User     string `toml:"user"`
 	Password string `toml:"password"`
+	// TLS carries the routes over TLS, checked both ways.
+	TLS PeerTLS `toml:"tls"`
+}
+
+// ListenTLS is the certificate a listener presents; with Verify, clients
+// must present one CA signed.
+type ListenTLS struct {
+	Cert   string `toml:"cert"`
+	Key    string `toml:"key"`
+	CA     string `toml:"ca"`
+	Verify bool   `toml:"verify"`
+}
+
+// PeerTLS is the certificate a connection to another server presents and
+// the CA that signs the other server's, which is always checked.
+type PeerTLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	CA   string `toml:"ca"`
 }
 
 // Leafnodes accepts leaf connections (Listen) and/or connects to hubs (Remotes).
 type Leafnodes struct {
 	Listen  string       `toml:"listen"`
 	Remotes []LeafRemote `toml:"remotes"`
+	// TLS makes the leaf port (Listen) require TLS.
+	TLS ListenTLS `toml:"tls"`
 }
 
 // LeafRemote is a hub this server connects to as a leaf node.
 type LeafRemote struct {
 	URLs        []string `toml:"urls"`
 	Credentials string   `toml:"credentials"`
+	// TLS checks the hub's certificate, and may present this leaf's.
+	TLS PeerTLS `toml:"tls"`
 }
 
 // User is a client login of the embedded server.
@@ -490,18 +515,27 @@ func entryLine(data []byte, key string) (line int, indexed bool) {
 		return 0, true
 	}
 	field = strings.TrimPrefix(field, ".")
-	if field == "" || strings.ContainsAny(field, ".[") {
+	if field == "" || strings.Contains(field, "[") {
 		return headers[i], true
 	}
+	// A field of a table of the entry ("tls.verify") is in that table's
+	// [table.tls] section after the entry's header, or written dotted.
+	sub, leaf, nested := strings.Cut(field, ".")
+	found, within := headers[i], false
 	for n, line := range strings.Split(string(data), "\n")[headers[i]:] {
 		line = strings.TrimSpace(line)
 		if strings.HasPrefix(line, "[") {
-			break
+			if !nested || within || strings.Join(strings.Fields(strings.Trim(line, "[] ")), "") != table+"."+sub {
+				break
+			}
+			found, within = headers[i]+1+n, true
+			continue
 		}
 		k, _, ok := strings.Cut(line, "=")
-		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == field {
+		k = strings.Trim(strings.TrimSpace(k), `"'`)
+		if ok && (k == field && !within || within && k == leaf) {
 			return headers[i] + 1 + n, true
 		}
 	}
-	return headers[i], true
+	return found, true
 }

@@ -1,0 +1,99 @@
+package embednats
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// TLS is the certificate a port presents and the authority it trusts for
+// the other side's; files are PEM. The zero value means no TLS.
+type TLS struct {
+	Cert string // certificate (chain) presented to the other side
+	Key  string // its private key
+	// CA signs the other side's certificate: the clients' when Verify is
+	// set, the peers' on routes, the hub's for a remote (empty there means
+	// the system's authorities).
+	CA string
+	// Verify requires clients to present a certificate CA signed. Routes
+	// always require one, and a remote has no clients to ask.
+	Verify bool
+}
+
+func (t TLS) set() bool { return t != TLS{} }
+
+// tlsUse is who a TLS table is for: what it requires differs.
+type tlsUse int
+
+const (
+	// tlsListener accepts clients or leaf nodes: its own certificate is
+	// required, the clients' only with Verify.
+	tlsListener tlsUse = iota
+	// tlsRoute both accepts and dials cluster members, who must each
+	// prove membership with a certificate of the cluster's CA: an
+	// unchecked route would read and publish every subject.
+	tlsRoute
+	// tlsRemote dials a hub: it checks the hub's certificate, and may
+	// present its own.
+	tlsRemote
+)
+
+// config builds the tls.Config of key ("nats.cluster.tls"), reading its
+// files now so that a missing or wrong one fails the start, named by its
+// key, rather than each connection later.
+func (t TLS) config(key string, use tlsUse) (*tls.Config, error) {
+	bad := func(sub string, err error) error {
+		if sub != "" {
+			key += "." + sub
+		}
+		return &KeyError{Key: key, Err: err}
+	}
+	switch {
+	case t.Cert == "" && t.Key != "":
+		return nil, bad("key", errors.New("set, but cert is empty: set both, the certificate and its private key"))
+	case t.Cert != "" && t.Key == "":
+		return nil, bad("cert", errors.New("set, but key is empty: set both, the certificate and its private key"))
+	case t.Cert == "" && use != tlsRemote:
+		return nil, bad("", errors.New("cert and key are empty: this port's TLS needs its certificate and private key"))
+	case t.CA == "" && use == tlsRoute:
+		return nil, bad("", errors.New("ca is empty: routes present and check certificates both ways, so name the CA that signs the members' certificates"))
+	case t.CA == "" && t.Verify:
+		return nil, bad("verify", errors.New("set, but ca is empty: name the CA that signs the clients' certificates"))
+	case t.Verify && use != tlsListener:
+		return nil, bad("verify", errors.New("not for this table: routes always check the other side's certificate, and a remote always checks its hub's"))
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, bad("cert", fmt.Errorf("load %s with key %s: %w", t.Cert, t.Key, err))
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, bad("ca", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, bad("ca", fmt.Errorf("%s holds no PEM certificate", t.CA))
+		}
+		// A route both accepts and dials, so checks with the one pool
+		// either way; a remote only dials, a listener only accepts.
+		switch use {
+		case tlsRoute:
+			cfg.RootCAs, cfg.ClientCAs = pool, pool
+		case tlsRemote:
+			cfg.RootCAs = pool
+		case tlsListener:
+			cfg.ClientCAs = pool
+		}
+	}
+	if t.Verify || use == tlsRoute {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}

@@ -1,0 +1,205 @@
+package embednats_test
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// crosses publishes on from until sub, a subscription of another server,
+// receives it: the servers are linked.
+func crosses(t *testing.T, from *nats.Conn, sub *nats.Subscription, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := from.Publish(sub.Subject, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+			if string(m.Data) != "hi" {
+				t.Fatalf("got %q", m.Data)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no message crossed; %s", what())
+		}
+	}
+}
+
+// waitLogged waits for the count of text in logs to pass before.
+func waitLogged(t *testing.T, logs *syncBuffer, text string, before int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(logs.String(), text) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q never logged; the log:\n%s", text, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Routes carry every subject, deploys included, between devices: over TLS
+// each member proves itself with a certificate of the cluster's CA, and a
+// server that knows the route login but holds no such certificate is
+// refused.
+func TestRoutesOverTLS(t *testing.T) {
+	ca := natstest.NewCA(t)
+	tlsOf := func(name string) embednats.TLS {
+		cert, key := ca.Issue(t, name)
+		return embednats.TLS{Cert: cert, Key: key, CA: ca.File}
+	}
+	hubAddr, memberAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
+	routes := []string{"nats-route://" + hubAddr, "nats-route://" + memberAddr}
+	var logs syncBuffer
+	hub := natstest.StartConfig(t, embednats.Config{
+		ServerName: "hub",
+		Cluster:    embednats.Cluster{Name: "narun", Listen: hubAddr, Routes: routes, User: "route", Password: "r0ute", TLS: tlsOf("hub")},
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	member := natstest.StartConfig(t, embednats.Config{
+		ServerName: "member",
+		Cluster:    embednats.Cluster{Name: "narun", Listen: memberAddr, Routes: routes, User: "route", Password: "r0ute", TLS: tlsOf("member")},
+	})
+	sub, err := natstest.Connect(t, hub).SubscribeSync("narun.hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crosses(t, natstest.Connect(t, member), sub, func() string { return "hub log:\n" + logs.String() })
+	routesBefore := hub.NATS().NumRoutes()
+
+	other := natstest.NewCA(t)
+	otherCert, otherKey := other.Issue(t, "rogue")
+	for _, tc := range []struct {
+		name string
+		tls  embednats.TLS
+	}{
+		{"no TLS", embednats.TLS{}},
+		{"certificate of another CA", embednats.TLS{Cert: otherCert, Key: otherKey, CA: ca.File}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := strings.Count(logs.String(), "TLS")
+			rogue := natstest.StartConfig(t, embednats.Config{ServerName: "rogue",
+				Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: routes[:1], User: "route", Password: "r0ute", TLS: tc.tls}})
+			waitLogged(t, &logs, "TLS", before)
+			if n := hub.NATS().NumRoutes(); n != routesBefore {
+				t.Fatalf("the hub has %d routes after the rogue dialed, want %d", n, routesBefore)
+			}
+			rogue.Shutdown()
+		})
+	}
+}
+
+// A leaf node's link to its hub crosses the network: with TLS on the
+// hub's leaf port, a leaf checks the hub's certificate and, with verify,
+// must present one of its own.
+func TestLeafOverTLS(t *testing.T) {
+	ca := natstest.NewCA(t)
+	hubCert, hubKey := ca.Issue(t, "hub")
+	leafCert, leafKey := ca.Issue(t, "leaf")
+	leafAddr := natstest.FreeAddr(t)
+	var logs syncBuffer
+	hub := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "hub", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Leafnodes: embednats.Leafnodes{Listen: leafAddr, TLS: embednats.TLS{Cert: hubCert, Key: hubKey, CA: ca.File, Verify: true}}})
+	sub, err := natstest.Connect(t, hub).SubscribeSync("edge.hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before := strings.Count(logs.String(), "TLS")
+	nameless := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "edge",
+		Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + leafAddr}, TLS: embednats.TLS{CA: ca.File}}}}})
+	waitLogged(t, &logs, "TLS", before)
+	if n := hub.NATS().NumLeafNodes(); n != 0 {
+		t.Fatalf("a leaf without a certificate joined: the hub has %d leaf nodes", n)
+	}
+	nameless.Shutdown()
+
+	leaf := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "edge",
+		Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + leafAddr}, TLS: embednats.TLS{Cert: leafCert, Key: leafKey, CA: ca.File}}}}})
+	crosses(t, natstest.Connect(t, leaf), sub, func() string { return "hub log:\n" + logs.String() })
+}
+
+// The client port over TLS: a client must trust the server's CA, and
+// narun's own in-process connections go on without TLS.
+func TestClientPortOverTLS(t *testing.T) {
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server")
+	s := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: cert, Key: key}})
+	url := s.ClientURL()
+
+	if nc, err := nats.Connect(url, nats.RootCAs(ca.File)); err != nil {
+		t.Fatalf("a client trusting the CA: %v", err)
+	} else {
+		if tls, err := nc.TLSConnectionState(); err != nil || !tls.HandshakeComplete {
+			t.Fatalf("connected without TLS: %v", err)
+		}
+		nc.Close()
+	}
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("a client that does not trust the CA connected")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("error = %v, want one about the certificate", err)
+	}
+	nc := natstest.Connect(t, s)
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("in-process connection: %v", err)
+	}
+}
+
+func TestTLSConfigErrors(t *testing.T) {
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server")
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cluster := func(tls embednats.TLS) embednats.Config {
+		return embednats.Config{ServerName: "a", Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:1"}, TLS: tls}}
+	}
+	remote := func(tls embednats.TLS) embednats.Config {
+		return embednats.Config{Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"tls://127.0.0.1:1"}}, {URLs: []string{"tls://127.0.0.1:1"}, TLS: tls}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  embednats.Config
+		want string
+	}{
+		{"client port: key without cert", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Key: key}}, "nats.tls.key: set, but cert is empty"},
+		{"client port: cert without key", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: cert}}, "nats.tls.cert: set, but key is empty"},
+		{"client port: only a CA", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{CA: ca.File}}, "nats.tls: cert and key are empty"},
+		{"client port: verify without a CA", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: cert, Key: key, Verify: true}}, "nats.tls.verify: set, but ca is empty"},
+		{"client port: missing cert", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: "/nonexistent/server.pem", Key: key}}, "nats.tls.cert: load /nonexistent/server.pem with key " + key + ": open /nonexistent/server.pem"},
+		{"client port: key of another cert", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: cert, Key: ca.File}}, "nats.tls.cert: load " + cert},
+		{"client port: a CA file without a certificate", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: cert, Key: key, CA: notPEM, Verify: true}}, "nats.tls.ca: " + notPEM + " holds no PEM certificate"},
+		{"in-process only", embednats.Config{TLS: embednats.TLS{Cert: cert, Key: key}}, "nats.tls: set, but nats.listen is empty"},
+		{"routes without a CA", cluster(embednats.TLS{Cert: cert, Key: key}), "nats.cluster.tls: ca is empty"},
+		{"routes with verify", cluster(embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}), "nats.cluster.tls.verify: not for this table"},
+		{"routes: missing CA", cluster(embednats.TLS{Cert: cert, Key: key, CA: "/nonexistent/ca.pem"}), "nats.cluster.tls.ca: open /nonexistent/ca.pem"},
+		{"route TLS without routes", embednats.Config{Cluster: embednats.Cluster{TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, "nats.cluster.tls: set, but nats.cluster.listen is empty"},
+		{"leaf port TLS without a leaf port", embednats.Config{Leafnodes: embednats.Leafnodes{TLS: embednats.TLS{Cert: cert, Key: key}}}, "nats.leafnodes.tls: set, but nats.leafnodes.listen is empty"},
+		{"remote: cert without key", remote(embednats.TLS{Cert: cert}), "nats.leafnodes.remotes[1].tls.cert: set, but key is empty"},
+		{"remote: verify", remote(embednats.TLS{CA: ca.File, Verify: true}), "nats.leafnodes.remotes[1].tls.verify: not for this table"},
+		{"remote: missing CA", remote(embednats.TLS{CA: "/nonexistent/hub-ca.pem"}), "nats.leafnodes.remotes[1].tls.ca: open /nonexistent/hub-ca.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.DataDir = t.TempDir()
+			s, err := embednats.Start(tc.cfg)
+			if err == nil {
+				s.Shutdown()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one with %q", err, tc.want)
+			}
+		})
+	}
+}
