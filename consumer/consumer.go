@@ -104,6 +104,8 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -229,7 +231,11 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // calls Serve (so a nil h is http.DefaultServeMux). It reads NARUN_NATS_URL (default nats://127.0.0.1:4222; a
 // comma-separated list names several servers, tried in order) and the
 // optional credentials files NARUN_NATS_CREDS (JWT + seed) and
-// NARUN_NATS_NKEY (nkey seed). NATS being down at start is not an error:
+// NARUN_NATS_NKEY (nkey seed). With NARUN_NATS_CA (the servers' CA) it
+// connects over TLS, presenting NARUN_NATS_CERT and NARUN_NATS_KEY when
+// set, and checks the server's certificate for NARUN_NATS_TLS_NAME when
+// set (the runner sets it behind its NATS bridge, where the URL's host is
+// the bridge's). NATS being down at start is not an error:
 // the connection keeps retrying, and the ErrorHandler hears of it, once
 // until a connection succeeds. NARUN_INSTANCE and NARUN_NODE, when set,
 // are added to the metadata as narun_instance and narun_node, so the
@@ -279,6 +285,11 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 		}
 		opts = append(opts, o)
 	}
+	tlsOpts, err := tlsFromEnv()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, tlsOpts...)
 	url := os.Getenv("NARUN_NATS_URL")
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
@@ -616,4 +627,37 @@ func withRunnerMetadata(md map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// tlsFromEnv are the options of the TLS files the runner names in the
+// environment. nats.go reads them at each connection, so a renewed
+// certificate is taken at the next reconnect.
+func tlsFromEnv() ([]nats.Option, error) {
+	ca, cert, key, name := os.Getenv("NARUN_NATS_CA"), os.Getenv("NARUN_NATS_CERT"), os.Getenv("NARUN_NATS_KEY"), os.Getenv("NARUN_NATS_TLS_NAME")
+	var opts []nats.Option
+	if ca != "" {
+		// Read now as well: a wrong file is the app's configuration
+		// error, not a server that cannot be reached, retried for ever.
+		pem, err := os.ReadFile(ca)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			err = errors.New("no PEM certificate in it")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("NARUN_NATS_CA %s: %w", ca, err)
+		}
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("NARUN_NATS_CERT and NARUN_NATS_KEY: set both, the certificate and its private key, or neither")
+	}
+	if cert != "" {
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			return nil, fmt.Errorf("NARUN_NATS_CERT %s with NARUN_NATS_KEY %s: %w", cert, key, err)
+		}
+		opts = append(opts, nats.ClientCert(cert, key))
+	}
+	if name != "" {
+		opts = append(opts, nats.Secure(&tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}))
+	}
+	return opts, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -1056,4 +1057,92 @@ func TestResponseHeadersOverMaxPayloadSaySo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With the TLS files the runner names, an app reaches a server that
+// requires TLS and verifies clients; NARUN_NATS_TLS_NAME is the name the
+// certificate is checked for when the URL's host is another (the
+// runner's NATS bridge).
+func TestListenAndServeOverTLS(t *testing.T) {
+	ca := natstest.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "server", "nats.edge.test")
+	appCert, appKey := ca.Issue(t, "app")
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0",
+		TLS: embednats.TLS{Cert: serverCert, Key: serverKey, CA: ca.File, Verify: true}})
+	nc := natstest.Connect(t, srv)
+	full := map[string]string{"NARUN_NATS_CA": ca.File, "NARUN_NATS_CERT": appCert, "NARUN_NATS_KEY": appKey, "NARUN_NATS_TLS_NAME": "nats.edge.test"}
+	without := func(names ...string) map[string]string {
+		env := maps.Clone(full)
+		for _, name := range names {
+			delete(env, name)
+		}
+		return env
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		// want is what the ErrorHandler hears; "" means the service
+		// comes up.
+		want string
+	}{
+		{"every file", full, ""},
+		{"no client certificate", without("NARUN_NATS_CERT", "NARUN_NATS_KEY"), "certificate required"},
+		{"no name", without("NARUN_NATS_TLS_NAME"), "cannot validate certificate for 127.0.0.1"},
+		{"no CA", without("NARUN_NATS_CA"), "certificate signed by unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+			for _, name := range []string{"NARUN_NATS_CA", "NARUN_NATS_CERT", "NARUN_NATS_KEY", "NARUN_NATS_TLS_NAME"} {
+				t.Setenv(name, tc.env[name])
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			reported := make(chan error, 16)
+			done := make(chan error, 1)
+			service := "tls" + strconv.Itoa(len(tc.name))
+			go func() {
+				done <- consumer.ListenAndServe(ctx, consumer.Config{Name: service, ErrorHandler: func(err error) {
+					select {
+					case reported <- err:
+					default:
+					}
+				}}, http.NotFoundHandler())
+			}()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("ListenAndServe = %v after the stop", err)
+				}
+			}()
+			deadline := time.After(10 * time.Second)
+			for {
+				if tc.want == "" {
+					if _, err := nc.Request("$SRV.PING."+service, nil, 100*time.Millisecond); err == nil {
+						return
+					}
+				}
+				select {
+				case err := <-reported:
+					t.Log(err)
+					if tc.want != "" && strings.Contains(err.Error(), tc.want) {
+						return
+					}
+					if tc.want == "" {
+						t.Fatalf("ErrorHandler: %v", err)
+					}
+				case <-deadline:
+					t.Fatalf("neither the service nor an error with %q came up", tc.want)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		})
+	}
+
+	t.Run("a CA file without a certificate", func(t *testing.T) {
+		t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+		t.Setenv("NARUN_NATS_CA", appKey)
+		err := consumer.ListenAndServe(context.Background(), consumer.Config{Name: "badca"}, http.NotFoundHandler())
+		if err == nil || !strings.Contains(err.Error(), "NARUN_NATS_CA "+appKey+": no PEM certificate") {
+			t.Fatalf("ListenAndServe = %v, want an error naming NARUN_NATS_CA", err)
+		}
+	})
 }

@@ -95,6 +95,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			// login: the server refuses them, and they crash-loop.
 			log.Warn("[nats] wants a login and apps have none: an app that uses NATS is refused (Authorization Violation); give them one with [runner] app_nats_url (user:password@ in the URL), app_nats_creds or app_nats_nkey")
 		}
+		if ec.TLS.Cert != "" && cfg.Runner.AppNATSCA == "" && cfg.Runner.NATSCA == "" {
+			log.Warn("[nats.tls] requires TLS and apps have no CA to check the server's certificate with: an app that uses NATS fails its TLS handshake; give them one with [runner] app_nats_ca")
+		}
+		if ec.TLS.Verify && cfg.Runner.AppNATSCert == "" {
+			log.Warn("[nats.tls] verifies clients and apps have no certificate: an app that uses NATS is refused; give them one with [runner] app_nats_cert and app_nats_key")
+		}
 		if c.Bool(cli.FlagCheck) {
 			if err := embednats.Check(ec); err != nil {
 				return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})

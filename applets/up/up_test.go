@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(asTLSApp) != "" {
+		os.Exit(tlsAppMain())
+	}
 	if os.Getenv(asIdleApp) != "" {
 		term := make(chan os.Signal, 1)
 		signal.Notify(term, syscall.SIGTERM)

@@ -54,9 +54,13 @@ func NewCA(t testing.TB) *CA {
 }
 
 // Issue signs a certificate for name, valid for servers and clients at
-// 127.0.0.1, ::1 and localhost, and returns its certificate and key files.
-func (ca *CA) Issue(t testing.TB, name string) (cert, key string) {
+// hosts (names or addresses; none means 127.0.0.1, ::1 and localhost),
+// and returns its certificate and key files.
+func (ca *CA) Issue(t testing.TB, name string, hosts ...string) (cert, key string) {
 	t.Helper()
+	if len(hosts) == 0 {
+		hosts = []string{"localhost", "127.0.0.1", "::1"}
+	}
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -72,8 +76,13 @@ func (ca *CA) Issue(t testing.TB, name string) (cert, key string) {
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &priv.PublicKey, ca.key)
 	if err != nil {

@@ -3,6 +3,8 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,6 +40,9 @@ const (
 	FlagNATSURL   = "nats-url"
 	FlagNATSCreds = "nats-creds"
 	FlagNATSNkey  = "nats-nkey"
+	FlagNATSCA    = "nats-ca"
+	FlagNATSCert  = "nats-cert"
+	FlagNATSKey   = "nats-key"
 	FlagDataDir   = "data-dir"
 	FlagLogLevel  = "log-level"
 	FlagLogFormat = "log-format"
@@ -281,6 +286,9 @@ func ClientFlags() []ucli.Flag {
 		&ucli.StringFlag{Name: FlagNATSURL, EnvVars: []string{"NARUN_NATS_URL"}, Usage: "NATS server URL(s), comma separated"},
 		&ucli.StringFlag{Name: FlagNATSCreds, Usage: "NATS credentials file (JWT + nkey seed)"},
 		&ucli.StringFlag{Name: FlagNATSNkey, Usage: "file holding a NATS nkey seed"},
+		&ucli.StringFlag{Name: FlagNATSCA, Usage: "CA of the NATS servers' certificates (PEM): connect over TLS"},
+		&ucli.StringFlag{Name: FlagNATSCert, Usage: "client certificate (PEM) for NATS servers that verify clients"},
+		&ucli.StringFlag{Name: FlagNATSKey, Usage: "private key of --nats-cert"},
 	}
 }
 
@@ -341,6 +349,15 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 		}
 		if c.IsSet(FlagNATSNkey) {
 			client.NATSNkey = c.String(FlagNATSNkey)
+		}
+		if c.IsSet(FlagNATSCA) {
+			client.NATSCA = c.String(FlagNATSCA)
+		}
+		if c.IsSet(FlagNATSCert) {
+			client.NATSCert = c.String(FlagNATSCert)
+		}
+		if c.IsSet(FlagNATSKey) {
+			client.NATSKey = c.String(FlagNATSKey)
 		}
 	}
 	// A wrong flag is a usage error; a wrong value in the file is the
@@ -421,6 +438,40 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 			return nil, &clientError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)}
 		}
 		opts = append(opts, opt)
+	}
+	tlsOpts, err := clientTLS(client)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, tlsOpts...), nil
+}
+
+// clientTLS are the options of the client's TLS files. nats.go reads them
+// at each connection, so a renewed certificate is taken at the next
+// reconnect; they are read here too so that a wrong one fails the start
+// and --check, named by its key.
+func clientTLS(client config.Client) ([]nats.Option, error) {
+	var opts []nats.Option
+	if client.NATSCA != "" {
+		pem, err := os.ReadFile(client.NATSCA)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			err = fmt.Errorf("%s holds no PEM certificate", client.NATSCA)
+		}
+		if err != nil {
+			return nil, &clientError{key: "nats_ca", flag: FlagNATSCA, err: fmt.Errorf("nats ca: %w", err)}
+		}
+		opts = append(opts, nats.RootCAs(client.NATSCA))
+	}
+	switch {
+	case client.NATSCert == "" && client.NATSKey != "":
+		return nil, &clientError{key: "nats_key", flag: FlagNATSKey, err: errors.New("nats key: set, but nats_cert is empty: set both, the certificate and its private key")}
+	case client.NATSCert != "" && client.NATSKey == "":
+		return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: errors.New("nats cert: set, but nats_key is empty: set both, the certificate and its private key")}
+	case client.NATSCert != "":
+		if _, err := tls.LoadX509KeyPair(client.NATSCert, client.NATSKey); err != nil {
+			return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %s with key %s: %w", client.NATSCert, client.NATSKey, err)}
+		}
+		opts = append(opts, nats.ClientCert(client.NATSCert, client.NATSKey))
 	}
 	return opts, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // [nats.jetstream] sync_interval reaches the embedded server's JetStream:
@@ -83,5 +84,99 @@ func TestNATSOptionsKeepServerOrder(t *testing.T) {
 	defer nc.Close()
 	if got := nc.Servers(); !slices.Equal(got, urls) {
 		t.Errorf("server pool %q, want the configured order %q", got, urls)
+	}
+}
+
+// Every TLS table of [nats] reaches the embedded server.
+func TestEmbedConfigCarriesTLS(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	err := os.WriteFile(file, []byte(`[nats.tls]
+cert = "client.pem"
+key = "client.key"
+ca = "ca.pem"
+verify = true
+
+[nats.cluster.tls]
+cert = "route.pem"
+key = "route.key"
+ca = "ca.pem"
+
+[nats.leafnodes.tls]
+cert = "leaf.pem"
+key = "leaf.key"
+
+[[nats.leafnodes.remotes]]
+urls = ["tls://hub:7422"]
+
+[nats.leafnodes.remotes.tls]
+ca = "hub-ca.pem"
+cert = "edge.pem"
+key = "edge.key"
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := cli.EmbedConfig(cfg)
+	for _, tc := range []struct {
+		name      string
+		got, want embednats.TLS
+	}{
+		{"nats.tls", ec.TLS, embednats.TLS{Cert: "client.pem", Key: "client.key", CA: "ca.pem", Verify: true}},
+		{"nats.cluster.tls", ec.Cluster.TLS, embednats.TLS{Cert: "route.pem", Key: "route.key", CA: "ca.pem"}},
+		{"nats.leafnodes.tls", ec.Leafnodes.TLS, embednats.TLS{Cert: "leaf.pem", Key: "leaf.key"}},
+		{"nats.leafnodes.remotes[0].tls", ec.Leafnodes.Remotes[0].TLS, embednats.TLS{Cert: "edge.pem", Key: "edge.key", CA: "hub-ca.pem"}},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s = %+v, want %+v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+// narun's clients reach a server that requires TLS and verifies clients
+// with nats_ca, nats_cert and nats_key, also through Connect's race of a
+// nats_url list whose first server is dead.
+func TestClientOverTLS(t *testing.T) {
+	ca := natstest.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "server")
+	clientCert, clientKey := ca.Issue(t, "runner")
+	s := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: serverCert, Key: serverKey, CA: ca.File, Verify: true}})
+	urls := "nats://" + testutil.FreeAddr(t) + "," + s.ClientURL()
+
+	opts, err := cli.NATSOptions("tls", config.Client{NATSCA: ca.File, NATSCert: clientCert, NATSKey: clientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := cli.Connect(urls, append(opts, nats.RetryOnFailedConnect(false))...)
+	if err != nil {
+		t.Fatalf("connect with the CA and a client certificate: %v", err)
+	}
+	defer nc.Close()
+	if state, err := nc.TLSConnectionState(); err != nil || !state.HandshakeComplete || len(state.PeerCertificates) == 0 {
+		t.Fatalf("connected, but not over TLS: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client config.Client
+		want   string
+	}{
+		{"missing CA", config.Client{NATSCA: "/nonexistent/ca.pem"}, "nats ca: open /nonexistent/ca.pem"},
+		{"CA file without a certificate", config.Client{NATSCA: clientKey}, "nats ca: " + clientKey + " holds no PEM certificate"},
+		{"cert without key", config.Client{NATSCert: clientCert}, "nats cert: set, but nats_key is empty"},
+		{"key without cert", config.Client{NATSKey: clientKey}, "nats key: set, but nats_cert is empty"},
+		{"key of another certificate", config.Client{NATSCert: serverCert, NATSKey: clientKey}, "nats cert " + serverCert + " with key " + clientKey + ": tls: private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := cli.NATSOptions("tls", tc.client); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NATSOptions = %v, want an error with %q", err, tc.want)
+			}
+		})
 	}
 }

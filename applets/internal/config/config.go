@@ -45,6 +45,12 @@ type Client struct {
 	NATSURL   string `toml:"nats_url"`
 	NATSCreds string `toml:"nats_creds"`
 	NATSNkey  string `toml:"nats_nkey"`
+	// NATSCA is the CA of the servers' certificates, for a server that
+	// requires TLS; NATSCert and NATSKey are the client's own, for one
+	// that verifies clients.
+	NATSCA   string `toml:"nats_ca"`
+	NATSCert string `toml:"nats_cert"`
+	NATSKey  string `toml:"nats_key"`
 }
 
 // NATS configures the embedded server.
@@ -258,6 +264,11 @@ type Runner struct {
 	// runner's own credentials are never passed on.
 	AppNATSCreds string `toml:"app_nats_creds"`
 	AppNATSNkey  string `toml:"app_nats_nkey"`
+	// AppNATSCA, AppNATSCert and AppNATSKey are TLS files given to apps,
+	// as nats_ca, nats_cert and nats_key are the runner's.
+	AppNATSCA   string `toml:"app_nats_ca"`
+	AppNATSCert string `toml:"app_nats_cert"`
+	AppNATSKey  string `toml:"app_nats_key"`
 	// TrustedKeys, when set, are the keys one of which must have signed a
 	// spec of narun-apps for the runner to run it.
 	TrustedKeys []string `toml:"trusted_keys"`

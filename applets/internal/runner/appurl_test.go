@@ -1,6 +1,9 @@
 package runner
 
 import (
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -111,4 +114,72 @@ func TestBridgedNATSURL(t *testing.T) {
 			t.Errorf("natsTarget(%q) = %q, want %q", tc.in, got, tc.target)
 		}
 	}
+}
+
+// Apps get the TLS files given for them; the CA defaults to the runner's,
+// which is no secret, but the runner's own certificate never reaches them.
+func TestAppsGetTLSFiles(t *testing.T) {
+	t.Parallel()
+	ca := natstest.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "server")
+	runnerCert, runnerKey := ca.Issue(t, "runner")
+	appCert, appKey := ca.Issue(t, "app")
+	srv := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: serverCert, Key: serverKey}})
+	for _, tc := range []struct {
+		name, appCA, want string
+	}{
+		{"runner-ca", "", ca.File},
+		{"app-nats-ca", "/etc/narun/apps-ca.pem", "/etc/narun/apps-ca.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, srv)
+			tr := startRunner(t, c, func(o *Options) {
+				o.AppNATSURL = srv.ClientURL()
+				o.Config.NATSCA, o.Config.NATSCert, o.Config.NATSKey = ca.File, runnerCert, runnerKey
+				o.Config.AppNATSCA, o.Config.AppNATSCert, o.Config.AppNATSKey = tc.appCA, appCert, appKey
+			})
+			c.deploy(t, tc.name, "1.0.0", probeBin, `args = ["env"]`)
+			tr.waitLine(t, tc.name, "probe: ready")
+			lines := strings.Join(tr.lines(tc.name), "\n") + "\n"
+			for _, want := range []string{"env NARUN_NATS_CA=" + tc.want + "\n", "env NARUN_NATS_CERT=" + appCert + "\n", "env NARUN_NATS_KEY=" + appKey + "\n"} {
+				if !strings.Contains(lines, want) {
+					t.Errorf("app environment lacks %q:\n%s", want, lines)
+				}
+			}
+			if strings.Contains(lines, runnerCert) || strings.Contains(lines, runnerKey) || strings.Contains(lines, "NARUN_NATS_TLS_NAME") {
+				t.Errorf("the runner's certificate, or a TLS name for a bridge it does not use, reached the app:\n%s", lines)
+			}
+		})
+	}
+}
+
+// A sandboxed app without network reaches a server that requires TLS
+// through the bridge: it dials the bridge at 127.0.0.1, and checks the
+// server's certificate for the name of the server behind it.
+func TestSandboxAppReachesTLSThroughTheBridge(t *testing.T) {
+	t.Parallel()
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server", "localhost")
+	// The app's uid reads the CA from a directory it may reach.
+	shared := sandboxDataDir(t)
+	caFile := filepath.Join(shared, "ca.pem")
+	pem, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: cert, Key: key}})
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, srv)
+	tr := startSandboxRunner(t, c, func(o *Options) {
+		o.AppNATSURL, o.Config.AppNATSURL, o.Config.AppNATSCA = "", "nats://localhost:"+port, caFile
+	})
+	// A route makes the health check a ping of the service over NATS.
+	c.deploy(t, "hello", "1.0.0", helloBin, "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n[[sandbox.paths]]\npath = \""+shared+"\"\nmode = \"r\"\n[[routes]]\npath = \"/hello/\"\n")
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
 }

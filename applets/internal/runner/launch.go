@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -210,6 +211,7 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	if k := r.opts.Config.AppNATSNkey; k != "" {
 		env = append(env, "NARUN_NATS_NKEY="+k)
 	}
+	env = append(env, r.appTLSEnv()...)
 	return supervisor.InstanceLaunch{
 		App: sp.Name, Node: r.node, Instance: id, Mode: sp.Mode,
 		Path: bin, Args: sp.Args, Env: env, Dir: dir, Spec: sp,
@@ -765,4 +767,25 @@ func statFields(b []byte) ([]string, error) {
 		return nil, errors.New("short /proc stat")
 	}
 	return f, nil
+}
+
+// appCA is the CA apps trust for the servers' certificates: the one given
+// for them, else the runner's own. A CA is no secret, and apps that get
+// the runner's servers by default would fail their TLS without it.
+func (r *Runner) appCA() string {
+	return cmp.Or(r.opts.Config.AppNATSCA, r.opts.Config.NATSCA)
+}
+
+// appTLSEnv tells apps the TLS files of their NATS connection. The
+// runner's own certificate is never passed on: it is the runner's login
+// on a server that verifies clients.
+func (r *Runner) appTLSEnv() []string {
+	var env []string
+	if ca := r.appCA(); ca != "" {
+		env = append(env, "NARUN_NATS_CA="+ca)
+	}
+	if c, k := r.opts.Config.AppNATSCert, r.opts.Config.AppNATSKey; c != "" || k != "" {
+		env = append(env, "NARUN_NATS_CERT="+c, "NARUN_NATS_KEY="+k)
+	}
+	return env
 }

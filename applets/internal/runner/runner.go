@@ -189,6 +189,9 @@ func New(opts Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
+	if (opts.Config.AppNATSCert == "") != (opts.Config.AppNATSKey == "") {
+		return nil, errors.New("runner: set both app_nats_cert and app_nats_key, or neither: an app's certificate is of no use without its private key")
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -248,6 +248,9 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		}
 		cfg.Outbound = []sandbox.Bridge{sandbox.NATSBridge(inst.Dir)}
 		cfg.Env = withEnv(cfg.Env, "NARUN_NATS_URL", bridgedNATSURL(r.appURL))
+		if name := r.bridgedTLSName(); name != "" {
+			cfg.Env = withEnv(cfg.Env, "NARUN_NATS_TLS_NAME", name)
+		}
 		if sp.HTTP.Port > 0 {
 			cfg.Inbound = append(cfg.Inbound, sandbox.HTTPBridge(inst.Dir, uint16(sp.HTTP.Port)))
 		}
@@ -418,4 +421,15 @@ func (r *Runner) reachable(inst InstanceLaunch, uid, gid uint32) error {
 		return fail(err)
 	}
 	return nil
+}
+
+// bridgedTLSName is the name an app behind the NATS bridge checks the
+// server's certificate for: it dials 127.0.0.1, but talks TLS with the
+// server the bridge leads to. "" when the apps use no TLS.
+func (r *Runner) bridgedTLSName() string {
+	u, err := firstNATSURL(r.appURL)
+	if err != nil || r.appCA() == "" && u.Scheme != "tls" {
+		return ""
+	}
+	return u.Hostname()
 }

@@ -54,7 +54,9 @@ Serves a greeting and echo handler as the NATS Micro service -service
 (default), or as plain HTTP with -http. As a NATS consumer it connects to
 NARUN_NATS_URL (comma-separated URLs; default nats://127.0.0.1:4222), with
 the credentials file NARUN_NATS_CREDS (JWT + seed) or the nkey seed file
-NARUN_NATS_NKEY when set. The narun runner sets these for the apps it runs.
+NARUN_NATS_NKEY when set, and over TLS with NARUN_NATS_CA (the servers'
+CA), NARUN_NATS_CERT and NARUN_NATS_KEY (its own certificate) when set.
+The narun runner sets these for the apps it runs.
 
 flags:
 `, filepath.Base(os.Args[0]))
