@@ -189,15 +189,17 @@ func Start(cfg Config) (*Server, error) {
 		unlockStore(lock)
 		return nil, err
 	}
-	if !opts.DontListen && internal == nil && !isLoopback(opts.Host) && cfg.Logger != nil {
+	// A client certificate the CA signed is a login too; TLS alone is
+	// none.
+	if !opts.DontListen && internal == nil && !cfg.TLS.Verify && !isLoopback(opts.Host) && cfg.Logger != nil {
 		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port reads the requests the gateway sends and answers them in apps' place, deletes apps, and deploys them to runners that run unsigned specs; set [nats] users or nkeys, or listen on 127.0.0.1",
 			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	}
-	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
+	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !cfg.Cluster.TLS.set() && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
 		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
 			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
 	}
-	if cfg.Leafnodes.Listen != "" && internal == nil && !isLoopback(opts.LeafNode.Host) && cfg.Logger != nil {
+	if cfg.Leafnodes.Listen != "" && internal == nil && !cfg.Leafnodes.TLS.Verify && !isLoopback(opts.LeafNode.Host) && cfg.Logger != nil {
 		// nats-server denies a leaf the JetStream API, $KV and $OBJ, but
 		// not the API under this server's domain prefix, which a domain
 		// maps to it: only then does the leaf reach the store.
@@ -546,8 +548,9 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		// nats-server accepts any route when the cluster has no user: with
 		// client logins on, whoever reaches the cluster port would join as a
-		// route and read and publish everything, deploys included.
-		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
+		// route and read and publish everything, deploys included. Route
+		// TLS is a login of its own: a member certificate of the CA.
+		if cfg.Cluster.User == "" && !cfg.Cluster.TLS.set() && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
 			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")}
 		}
 		// nats-server refuses a name with a space too, but without the key.

@@ -126,6 +126,9 @@ func TestPortZeroPicksAFreePort(t *testing.T) {
 }
 
 func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server")
+	verifying := embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}
 	for _, tc := range []struct {
 		name string
 		cfg  embednats.Config
@@ -137,6 +140,15 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 		{"ipv6 all interfaces, no auth", embednats.Config{Listen: "[::]:-1"}, true},
 		{"all interfaces with users", embednats.Config{Listen: "0.0.0.0:-1", Users: []embednats.User{{User: "a", Password: "b"}}}, false},
 		{"in-process only", embednats.Config{}, false},
+		// A certificate of the CA is a login; TLS that asks for none is not.
+		{"all interfaces, TLS verifying clients", embednats.Config{Listen: "0.0.0.0:-1", TLS: verifying}, false},
+		{"all interfaces, TLS without verify", embednats.Config{Listen: "0.0.0.0:-1", TLS: embednats.TLS{Cert: cert, Key: key}}, true},
+		{"cluster on all interfaces with route TLS", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1",
+			TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, false},
+		// Route TLS stands for the cluster login that client logins require.
+		{"cluster with users and route TLS", embednats.Config{Listen: "127.0.0.1:-1", Users: []embednats.User{{User: "a", Password: "b"}},
+			Cluster: embednats.Cluster{Listen: "0.0.0.0:-1", TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, false},
+		{"leafnodes on all interfaces, TLS verifying leaves", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1", TLS: verifying}}, false},
 		{"cluster on all interfaces, no route auth", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1"}}, true},
 		{"cluster on all interfaces with route auth", embednats.Config{Listen: "127.0.0.1:-1",
 			Cluster: embednats.Cluster{Listen: "0.0.0.0:-1", User: "r", Password: "p"}}, false},
