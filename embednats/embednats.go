@@ -146,8 +146,9 @@ type Server struct {
 	lock     *os.File
 	logs     *logAdapter
 
-	mu sync.Mutex
-	ns *server.Server // replaced by Restart
+	mu    sync.Mutex
+	ns    *server.Server // replaced by Restart
+	certs *certKeeper    // replaced by Restart
 }
 
 // current is the server running now.
@@ -167,7 +168,8 @@ const internalUser = "narun-internal"
 
 // Start starts the server and waits until it accepts clients.
 func Start(cfg Config) (*Server, error) {
-	opts, internal, err := serverOptions(cfg)
+	certs := &certKeeper{}
+	opts, internal, err := serverOptions(cfg, certs)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +212,8 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts leaf nodes from the network without authentication: whoever reaches this port joins as a leaf, reads the requests the gateway sends and answers them in apps' place"+store+"; set [nats] users or nkeys, which a leaf then logs in with, or [nats.leafnodes] listen on 127.0.0.1",
 			"leafnodes_listen", net.JoinHostPort(opts.LeafNode.Host, strconv.Itoa(opts.LeafNode.Port)))
 	}
-	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs}, nil
+	certs.start(cfg.Logger)
+	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs, certs: certs}, nil
 }
 
 // Check says whether Start would accept cfg, as the NATS server judges
@@ -219,7 +222,7 @@ func Start(cfg Config) (*Server, error) {
 // standalone one made a cluster member. A taken port or a store in use is
 // found only by Start.
 func Check(cfg Config) error {
-	opts, _, err := serverOptions(cfg)
+	opts, _, err := serverOptions(cfg, &certKeeper{})
 	if err != nil {
 		return err
 	}
@@ -380,7 +383,8 @@ func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }
 // reconnect to it by themselves, as TCP clients do; the data dir stays
 // locked throughout.
 func (s *Server) Restart() error {
-	opts, _, err := serverOptions(s.cfg)
+	certs := &certKeeper{}
+	opts, _, err := serverOptions(s.cfg, certs)
 	if err != nil {
 		return err
 	}
@@ -408,6 +412,9 @@ func (s *Server) Restart() error {
 		return fmt.Errorf("restart nats server: %w", err)
 	}
 	s.ns = ns
+	s.certs.close()
+	s.certs = certs
+	certs.start(s.cfg.Logger)
 	return nil
 }
 
@@ -468,7 +475,7 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func serverOptions(cfg Config) (*server.Options, *User, error) {
+func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error) {
 	if cfg.DataDir == "" {
 		return nil, nil, errors.New("embedded nats: a data dir is required for JetStream")
 	}
@@ -518,7 +525,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		if cfg.Listen == "" {
 			return nil, nil, &KeyError{Key: "nats.tls", Err: errors.New("set, but nats.listen is empty: there is no client port to require TLS on")}
 		}
-		tc, err := cfg.TLS.config("nats.tls", tlsListener)
+		tc, err := cfg.TLS.config("nats.tls", tlsListener, certs)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -560,7 +567,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
 			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
 		if cfg.Cluster.TLS.set() {
-			if opts.Cluster.TLSConfig, err = cfg.Cluster.TLS.config("nats.cluster.tls", tlsRoute); err != nil {
+			if opts.Cluster.TLSConfig, err = cfg.Cluster.TLS.config("nats.cluster.tls", tlsRoute, certs); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -594,7 +601,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		if cfg.Leafnodes.TLS.set() {
-			if opts.LeafNode.TLSConfig, err = cfg.Leafnodes.TLS.config("nats.leafnodes.tls", tlsListener); err != nil {
+			if opts.LeafNode.TLSConfig, err = cfg.Leafnodes.TLS.config("nats.leafnodes.tls", tlsListener, certs); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -630,7 +637,7 @@ func serverOptions(cfg Config) (*server.Options, *User, error) {
 			DenyExports: cfg.Leafnodes.Local,
 		}
 		if r.TLS.set() {
-			if remote.TLSConfig, err = r.TLS.config(fmt.Sprintf("nats.leafnodes.remotes[%d].tls", i), tlsRemote); err != nil {
+			if remote.TLSConfig, err = r.TLS.config(fmt.Sprintf("nats.leafnodes.remotes[%d].tls", i), tlsRemote, certs); err != nil {
 				return nil, nil, err
 			}
 			remote.TLS = true
@@ -844,6 +851,9 @@ func (s *Server) Shutdown() {
 	ns := s.current()
 	ns.Shutdown()
 	ns.WaitForShutdown()
+	s.mu.Lock()
+	s.certs.close()
+	s.mu.Unlock()
 	s.logs.close()
 	unlockStore(s.lock)
 }

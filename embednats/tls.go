@@ -42,8 +42,9 @@ const (
 
 // config builds the tls.Config of key ("nats.cluster.tls"), reading its
 // files now so that a missing or wrong one fails the start, named by its
-// key, rather than each connection later.
-func (t TLS) config(key string, use tlsUse) (*tls.Config, error) {
+// key, rather than each connection later; certs keeps its certificate
+// current.
+func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, error) {
 	bad := func(sub string, err error) error {
 		if sub != "" {
 			key += "." + sub
@@ -66,11 +67,11 @@ func (t TLS) config(key string, use tlsUse) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		pair, err := certs.pair(t.Cert, t.Key)
 		if err != nil {
 			return nil, bad("cert", fmt.Errorf("load %s with key %s: %w", t.Cert, t.Key, err))
 		}
-		cfg.Certificates = []tls.Certificate{pair}
+		pair.use(cfg)
 	}
 	if t.CA != "" {
 		pem, err := os.ReadFile(t.CA)

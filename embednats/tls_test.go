@@ -203,3 +203,77 @@ func TestTLSConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// A renewed certificate is taken without a restart, for the connections
+// made after it; one whose key is not written yet leaves the certificate
+// in use in place until it is.
+func TestCertificateRenewedWithoutRestart(t *testing.T) {
+	ca := natstest.NewCA(t)
+	certA, keyA := ca.Issue(t, "server-a")
+	certB, keyB := ca.Issue(t, "server-b")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	put := func(from, to string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(to+".new", to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(certA, certFile)
+	put(keyA, keyFile)
+	var logs syncBuffer
+	s := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: certFile, Key: keyFile}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	presented := func() (string, *nats.Conn) {
+		t.Helper()
+		nc, err := nats.Connect(s.ClientURL(), nats.RootCAs(ca.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, err := nc.TLSConnectionState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state.PeerCertificates[0].Subject.CommonName, nc
+	}
+	name, first := presented()
+	defer first.Close()
+	if name != "server-a" {
+		t.Fatalf("server presents %q, want server-a", name)
+	}
+
+	before := strings.Count(logs.String(), "NATS certificate not reloaded")
+	put(certB, certFile)
+	waitLogged(t, &logs, "NATS certificate not reloaded", before)
+	if name, nc := presented(); name != "server-a" {
+		t.Fatalf("with the new certificate but the old key, the server presents %q, want server-a still", name)
+	} else {
+		nc.Close()
+	}
+
+	put(keyB, keyFile)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		name, nc := presented()
+		nc.Close()
+		if name == "server-b" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate was never presented; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "NATS certificate reloaded") {
+		t.Errorf("the reload was not logged:\n%s", logs.String())
+	}
+	if err := first.Flush(); err != nil {
+		t.Errorf("a connection made before the renewal: %v", err)
+	}
+}

@@ -1,0 +1,147 @@
+package embednats
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// certLookInterval is how often a running server looks at its certificate
+// files: a read of a few small files, as the gateway does for its own.
+var certLookInterval = time.Second
+
+// certKeeper keeps the certificates of a server's TLS tables as their
+// files are: a device whose certificates are renewed for days or hours
+// (an ACME or step-ca client rewriting them in place) must not need a
+// restart, which would drop its routes and clients, for each renewal. A
+// new pair is used for the connections made after it is read; those open
+// keep theirs.
+type certKeeper struct {
+	pairs map[[2]string]*keptPair // by certificate and key file
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// keptPair is one certificate and key file pair and what was last read
+// of them.
+type keptPair struct {
+	cert, key string
+	current   atomic.Pointer[tls.Certificate]
+	// seen identifies the files' content in use; failed the content last
+	// refused, so that a broken pair is said once, not every second.
+	seen, failed [sha256.Size]byte
+}
+
+// pair loads the pair of files, once for every table that names it.
+func (k *certKeeper) pair(cert, key string) (*keptPair, error) {
+	id := [2]string{cert, key}
+	if p := k.pairs[id]; p != nil {
+		return p, nil
+	}
+	p := &keptPair{cert: cert, key: key}
+	certPEM, keyPEM, version, err := p.read()
+	if err == nil {
+		err = p.load(certPEM, keyPEM, version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if k.pairs == nil {
+		k.pairs = map[[2]string]*keptPair{}
+	}
+	k.pairs[id] = p
+	return p, nil
+}
+
+// read reads the pair's files; version identifies what it found, a
+// failure to read included.
+func (p *keptPair) read() (certPEM, keyPEM []byte, version [sha256.Size]byte, err error) {
+	if certPEM, err = os.ReadFile(p.cert); err == nil {
+		keyPEM, err = os.ReadFile(p.key)
+	}
+	if err != nil {
+		return nil, nil, sha256.Sum256([]byte(err.Error())), err
+	}
+	h := sha256.New()
+	h.Write(certPEM)
+	h.Write(keyPEM)
+	h.Sum(version[:0])
+	return certPEM, keyPEM, version, nil
+}
+
+func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte) error {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	p.current.Store(&pair)
+	p.seen = version
+	return nil
+}
+
+// use makes cfg present the pair's current certificate, as a server and
+// as a client (a route or a remote dials too).
+func (p *keptPair) use(cfg *tls.Config) {
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.current.Load(), nil }
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return p.current.Load(), nil }
+}
+
+// look reads the files again and takes a pair that changed. A pair that
+// does not load (a renewal that has written the certificate but not yet
+// its key) leaves the one in use in place until it does.
+func (p *keptPair) look(log *slog.Logger) {
+	certPEM, keyPEM, version, err := p.read()
+	if err == nil && version == p.seen {
+		return
+	}
+	if err == nil {
+		if err = p.load(certPEM, keyPEM, version); err == nil {
+			log.Info("NATS certificate reloaded", "cert", p.cert, "expires", p.current.Load().Leaf.NotAfter)
+			return
+		}
+	}
+	if version == p.failed {
+		return
+	}
+	p.failed = version
+	log.Warn("NATS certificate not reloaded: the one in use stays until the files load", "cert", p.cert, "key", p.key, "err", err)
+}
+
+// start looks at the files every certLookInterval until stopped.
+func (k *certKeeper) start(log *slog.Logger) {
+	if len(k.pairs) == 0 {
+		return
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	k.stop, k.done = stop, make(chan struct{})
+	go func() {
+		defer close(k.done)
+		t := time.NewTicker(certLookInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for _, p := range k.pairs {
+				p.look(log)
+			}
+		}
+	}()
+}
+
+// close stops the looks and waits for the last one to end.
+func (k *certKeeper) close() {
+	if k.stop != nil {
+		k.stop()
+		<-k.done
+	}
+}
