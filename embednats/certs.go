@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -31,6 +34,9 @@ type certKeeper struct {
 type keptPair struct {
 	cert, key string
 	current   atomic.Pointer[tls.Certificate]
+	// needs are the extended key usages the tables using the pair need
+	// of it: a renewed pair without one of them is refused as well.
+	needs []x509.ExtKeyUsage
 	// seen identifies the files' content in use; failed the content last
 	// refused, so that a broken pair is said once, not every second.
 	seen, failed [sha256.Size]byte
@@ -78,9 +84,49 @@ func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte) error
 	if err != nil {
 		return err
 	}
+	if err := usableFor(pair.Leaf, p.needs); err != nil {
+		return err
+	}
 	p.current.Store(&pair)
 	p.seen = version
 	return nil
+}
+
+// require adds usages to what the pair must allow, and checks the pair in
+// use against them.
+func (p *keptPair) require(usages ...x509.ExtKeyUsage) error {
+	for _, u := range usages {
+		if !slices.Contains(p.needs, u) {
+			p.needs = append(p.needs, u)
+		}
+	}
+	return usableFor(p.current.Load().Leaf, p.needs)
+}
+
+// usableFor says whether a certificate may be used as needs say. Go
+// checks the peer's certificate for it at each handshake, so one issued
+// for servers only (as many CAs issue them) fails every route it dials,
+// while the start found nothing wrong.
+func usableFor(leaf *x509.Certificate, needs []x509.ExtKeyUsage) error {
+	if len(leaf.ExtKeyUsage) == 0 || slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return nil
+	}
+	for _, u := range needs {
+		if !slices.Contains(leaf.ExtKeyUsage, u) {
+			return fmt.Errorf("its extended key usage lacks %s, which this use needs: routes present theirs as servers and as clients, leaf remotes as clients; issue it with serverAuth and clientAuth", usageName(u))
+		}
+	}
+	return nil
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	switch u {
+	case x509.ExtKeyUsageServerAuth:
+		return "serverAuth"
+	case x509.ExtKeyUsageClientAuth:
+		return "clientAuth"
+	}
+	return fmt.Sprint(int(u))
 }
 
 // use makes cfg present the pair's current certificate, as a server and

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,8 +192,12 @@ func Start(cfg Config) (*Server, error) {
 		unlockStore(lock)
 		return nil, err
 	}
-	// A client certificate the CA signed is a login too; TLS alone is
-	// none.
+	// A client certificate the CA signed is a login too, but one that
+	// may do everything; TLS alone is none.
+	if !opts.DontListen && internal == nil && cfg.TLS.Verify && !isLoopback(opts.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS lets every client whose certificate nats.tls.ca signed do everything, apps given one included: any of them can deploy; set [nats] users or nkeys, and give apps a login with role \"app\", presented with their certificate",
+			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+	}
 	if !opts.DontListen && internal == nil && !cfg.TLS.Verify && !isLoopback(opts.Host) && cfg.Logger != nil {
 		cfg.Logger.Warn("NATS accepts clients from the network without authentication: whoever reaches this port reads the requests the gateway sends and answers them in apps' place, deletes apps, and deploys them to runners that run unsigned specs; set [nats] users or nkeys, or listen on 127.0.0.1",
 			"listen", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
@@ -556,8 +561,9 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		// nats-server accepts any route when the cluster has no user: with
 		// client logins on, whoever reaches the cluster port would join as a
 		// route and read and publish everything, deploys included. Route
-		// TLS is a login of its own: a member certificate of the CA.
-		if cfg.Cluster.User == "" && !cfg.Cluster.TLS.set() && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
+		// TLS does not stand for it: one CA often signs the clients' and
+		// apps' certificates too, and any of those would join.
+		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
 			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")}
 		}
 		// nats-server refuses a name with a space too, but without the key.
@@ -640,6 +646,12 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 			if remote.TLSConfig, err = r.TLS.config(fmt.Sprintf("nats.leafnodes.remotes[%d].tls", i), tlsRemote, certs); err != nil {
 				return nil, nil, err
 			}
+			remote.TLS = true
+		}
+		// nats-server takes tls:// for nats-leaf:// and goes without
+		// TLS to a hub that offers none: the link and its login would
+		// cross in clear text where the file asked for TLS.
+		if slices.ContainsFunc(urls, func(u *url.URL) bool { return u.Scheme == "tls" }) {
 			remote.TLS = true
 		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)

@@ -145,9 +145,6 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 		{"all interfaces, TLS without verify", embednats.Config{Listen: "0.0.0.0:-1", TLS: embednats.TLS{Cert: cert, Key: key}}, true},
 		{"cluster on all interfaces with route TLS", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1",
 			TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, false},
-		// Route TLS stands for the cluster login that client logins require.
-		{"cluster with users and route TLS", embednats.Config{Listen: "127.0.0.1:-1", Users: []embednats.User{{User: "a", Password: "b"}},
-			Cluster: embednats.Cluster{Listen: "0.0.0.0:-1", TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, false},
 		{"leafnodes on all interfaces, TLS verifying leaves", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1", TLS: verifying}}, false},
 		{"cluster on all interfaces, no route auth", embednats.Config{Listen: "127.0.0.1:-1", Cluster: embednats.Cluster{Listen: "0.0.0.0:-1"}}, true},
 		{"cluster on all interfaces with route auth", embednats.Config{Listen: "127.0.0.1:-1",

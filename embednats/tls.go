@@ -40,6 +40,17 @@ const (
 	tlsRemote
 )
 
+// usages are what a certificate presented for use must allow.
+func (use tlsUse) usages() []x509.ExtKeyUsage {
+	switch use {
+	case tlsRoute:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	case tlsRemote:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+}
+
 // config builds the tls.Config of key ("nats.cluster.tls"), reading its
 // files now so that a missing or wrong one fails the start, named by its
 // key, rather than each connection later; certs keeps its certificate
@@ -70,6 +81,9 @@ func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, err
 		pair, err := certs.pair(t.Cert, t.Key)
 		if err != nil {
 			return nil, bad("cert", fmt.Errorf("load %s with key %s: %w", t.Cert, t.Key, err))
+		}
+		if err := pair.require(use.usages()...); err != nil {
+			return nil, bad("cert", fmt.Errorf("%s: %w", t.Cert, err))
 		}
 		pair.use(cfg)
 	}

@@ -1,6 +1,7 @@
 package embednats_test
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -159,6 +160,7 @@ func TestClientPortOverTLS(t *testing.T) {
 func TestTLSConfigErrors(t *testing.T) {
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
+	serverOnly, serverOnlyKey := ca.IssueFor(t, "server-only", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
 	notPEM := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -185,6 +187,21 @@ func TestTLSConfigErrors(t *testing.T) {
 		{"routes without a CA", cluster(embednats.TLS{Cert: cert, Key: key}), "nats.cluster.tls: ca is empty"},
 		{"routes with verify", cluster(embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}), "nats.cluster.tls.verify: not for this table"},
 		{"routes: missing CA", cluster(embednats.TLS{Cert: cert, Key: key, CA: "/nonexistent/ca.pem"}), "nats.cluster.tls.ca: open /nonexistent/ca.pem"},
+		// One CA often signs the apps' certificates too: route TLS is no
+		// route login.
+		{"client logins, route TLS, no route login", embednats.Config{ServerName: "a", Users: []embednats.User{{User: "u", Password: "p"}},
+			Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:1"}, TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}},
+			"nats.cluster.user and nats.cluster.password"},
+		// A route dials as a client: Go would refuse the certificate at
+		// every handshake, after a start that found nothing wrong.
+		{"route certificate for servers only", cluster(embednats.TLS{Cert: serverOnly, Key: serverOnlyKey, CA: ca.File}),
+			"nats.cluster.tls.cert: " + serverOnly + ": its extended key usage lacks clientAuth"},
+		{"client port and routes share a certificate for servers only", func() embednats.Config {
+			c := cluster(embednats.TLS{Cert: serverOnly, Key: serverOnlyKey, CA: ca.File})
+			c.Listen, c.TLS = "127.0.0.1:-1", embednats.TLS{Cert: serverOnly, Key: serverOnlyKey}
+			return c
+		}(), "nats.cluster.tls.cert: " + serverOnly + ": its extended key usage lacks clientAuth"},
+		{"remote certificate for servers only", remote(embednats.TLS{Cert: serverOnly, Key: serverOnlyKey}), "nats.leafnodes.remotes[1].tls.cert: " + serverOnly + ": its extended key usage lacks clientAuth"},
 		{"route TLS without routes", embednats.Config{Cluster: embednats.Cluster{TLS: embednats.TLS{Cert: cert, Key: key, CA: ca.File}}}, "nats.cluster.tls: set, but nats.cluster.listen is empty"},
 		{"leaf port TLS without a leaf port", embednats.Config{Leafnodes: embednats.Leafnodes{TLS: embednats.TLS{Cert: cert, Key: key}}}, "nats.leafnodes.tls: set, but nats.leafnodes.listen is empty"},
 		{"remote: cert without key", remote(embednats.TLS{Cert: cert}), "nats.leafnodes.remotes[1].tls.cert: set, but key is empty"},
@@ -275,5 +292,49 @@ func TestCertificateRenewedWithoutRestart(t *testing.T) {
 	}
 	if err := first.Flush(); err != nil {
 		t.Errorf("a connection made before the renewal: %v", err)
+	}
+}
+
+// A remote given a tls:// URL joins its hub over TLS or not at all: a hub
+// that offers none is refused, not joined in clear text.
+func TestLeafTLSURLRequiresTLS(t *testing.T) {
+	leafAddr := natstest.FreeAddr(t)
+	hub := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "hub", Leafnodes: embednats.Leafnodes{Listen: leafAddr}})
+	var logs syncBuffer
+	natstest.StartConfig(t, embednats.Config{JetStreamDomain: "edge", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"tls://" + leafAddr}}}}})
+	waitLogged(t, &logs, "Leafnode connection closed: TLS Handshake Failure", 0)
+	if n := hub.NATS().NumLeafNodes(); n != 0 {
+		t.Fatalf("the leaf joined a hub without TLS: %d leaf nodes", n)
+	}
+}
+
+// A client port that verifies certificates but has no logins lets every
+// certificate holder, apps given one included, do everything: said at
+// start, and not once logins are on.
+func TestWarnsThatEveryCertificateMayDeploy(t *testing.T) {
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server")
+	verifying := embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}
+	for _, tc := range []struct {
+		name  string
+		users []embednats.User
+		warn  bool
+	}{
+		{"no logins", nil, true},
+		{"logins", []embednats.User{{User: "app", Password: "p"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			s, err := embednats.Start(embednats.Config{Listen: "0.0.0.0:-1", DataDir: t.TempDir(), TLS: verifying, Users: tc.users,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Shutdown()
+			if got := strings.Contains(logs.String(), "every client whose certificate nats.tls.ca signed do everything"); got != tc.warn {
+				t.Errorf("warning logged: %v, want %v:\n%s", got, tc.warn, logs.String())
+			}
+		})
 	}
 }

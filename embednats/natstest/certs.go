@@ -58,6 +58,12 @@ func NewCA(t testing.TB) *CA {
 // and returns its certificate and key files.
 func (ca *CA) Issue(t testing.TB, name string, hosts ...string) (cert, key string) {
 	t.Helper()
+	return ca.IssueFor(t, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, hosts...)
+}
+
+// IssueFor is Issue for the extended key usages given only.
+func (ca *CA) IssueFor(t testing.TB, name string, usages []x509.ExtKeyUsage, hosts ...string) (cert, key string) {
+	t.Helper()
 	if len(hosts) == 0 {
 		hosts = []string{"localhost", "127.0.0.1", "::1"}
 	}
@@ -75,7 +81,7 @@ func (ca *CA) Issue(t testing.TB, name string, hosts ...string) (cert, key strin
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
