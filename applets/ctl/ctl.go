@@ -8,6 +8,7 @@ package ctl
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -302,7 +303,20 @@ func (e *env) connect() error {
 // context, whichever fires first.
 func connectError(at string, err error) error {
 	var op *net.OpError
+	var unknownCA x509.UnknownAuthorityError
+	var otherHost x509.HostnameError
 	switch {
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is signed by a CA this machine does not trust: name that CA with --nats-ca or [ctl] nats_ca)", at, err)
+	case errors.As(err, &otherHost):
+		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is not for the host in the URL: connect by a name or address it lists)", at, err)
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		return fmt.Errorf("connect to NATS at %s: %w (the server does not offer TLS: use a nats:// URL and leave out --nats-ca, --nats-cert and --nats-key ([ctl] nats_ca, nats_cert, nats_key))", at, err)
+	case errors.Is(err, nats.ErrTLS) || errors.As(err, &op) && op.Op == "remote error":
+		// The server's TLS alert ("certificate required"), or, with TLS
+		// 1.3, a connection closed at the client's first write: the
+		// client learns that its certificate was refused only then.
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: one that verifies clients wants a certificate its CA signed, --nats-cert and --nats-key ([ctl] nats_cert, nats_key))", at, err)
 	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):

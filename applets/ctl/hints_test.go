@@ -36,3 +36,37 @@ func TestSetupErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("ctl without a login: %q, want %q", r.err, want)
 	}
 }
+
+// A connection TLS refused says which TLS setting is missing or wrong.
+func TestTLSErrorsSayWhatToDo(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca := natstest.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "server")
+	ctlCert, ctlKey := ca.Issue(t, "ctl")
+	namedCert, namedKey := ca.Issue(t, "named", "nats.edge.test")
+	verifying := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0",
+		TLS: embednats.TLS{Cert: serverCert, Key: serverKey, CA: ca.File, Verify: true}})
+	named := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", TLS: embednats.TLS{Cert: namedCert, Key: namedKey}})
+	plain := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	for _, tc := range []struct {
+		name, url string
+		args      []string
+		want      string
+	}{
+		{"no CA", verifying.ClientURL(), nil, "signed by a CA this machine does not trust: name that CA with --nats-ca or [ctl] nats_ca"},
+		{"no client certificate", verifying.ClientURL(), []string{"--nats-ca", ca.File}, "the server refused this client after TLS began: one that verifies clients wants a certificate its CA signed, --nats-cert and --nats-key"},
+		{"certificate for another name", named.ClientURL(), []string{"--nats-ca", ca.File}, "the server's certificate is not for the host in the URL"},
+		{"TLS to a plain server", plain.ClientURL(), []string{"--nats-ca", ca.File}, "the server does not offer TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.url = tc.url
+			r := h.fails(1, "", append(tc.args, "node", "list")...)
+			if !strings.Contains(r.err, tc.want) {
+				t.Errorf("ctl: %q, want %q", r.err, tc.want)
+			}
+		})
+	}
+	h.url = verifying.ClientURL()
+	h.ok("", "--nats-ca", ca.File, "--nats-cert", ctlCert, "--nats-key", ctlKey, "node", "list")
+}

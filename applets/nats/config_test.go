@@ -77,7 +77,7 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			file + `:10: key "nats.cluster.tls": ca is empty`, ""},
 		{"client port tls file missing", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.tls]\ncert = \"/nonexistent/a.pem\"\nkey = \"/nonexistent/a.key\"\n", nil,
 			file + `:5: key "nats.tls.cert": load /nonexistent/a.pem with key /nonexistent/a.key: open /nonexistent/a.pem`, ""},
-		{"leaf remote tls ca missing", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"tls://127.0.0.1:7422\"]\n\n[nats.leafnodes.remotes.tls]\ncert = \"/nonexistent/leaf.pem\"\n", nil,
+		{"leaf remote tls cert without key", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"tls://127.0.0.1:7422\"]\n\n[nats.leafnodes.remotes.tls]  # to the hub\ncert = \"/nonexistent/leaf.pem\"\n", nil,
 			file + `:8: key "nats.leafnodes.remotes[0].tls.cert": set, but key is empty`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
 			`nats.listen: "bogus": want host:port`, file},

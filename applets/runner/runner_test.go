@@ -53,6 +53,8 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 			`:4: key "runner.labels.-x": label name "-x": want a letter or digit`},
 		{"label without a value", "[runner]\nnode_id = \"n\"\nlabels = { role = \"\" }\n",
 			`:3: key "runner.labels.role": label value must be 1..128 characters`},
+		{"apps' certificate without its key", "[runner]\nnode_id = \"n\"\napp_nats_cert = \"/etc/narun/tls/apps.pem\"\n",
+			`:3: key "runner.app_nats_cert": set, but runner.app_nats_key is empty`},
 		{"label without a value among others", "[runner]\nnode_id = \"n\"\n[runner.labels]\nzone = \"a\"\nrole = \"\"\n",
 			`:5: key "runner.labels.role": label value must be 1..128 characters`},
 	} {

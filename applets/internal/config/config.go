@@ -536,7 +536,8 @@ func entryLine(data []byte, key string) (line int, indexed bool) {
 	for n, line := range strings.Split(string(data), "\n")[headers[i]:] {
 		line = strings.TrimSpace(line)
 		if strings.HasPrefix(line, "[") {
-			if !nested || within || strings.Join(strings.Fields(strings.Trim(line, "[] ")), "") != table+"."+sub {
+			header, _, _ := strings.Cut(line, "#")
+			if !nested || within || strings.Join(strings.Fields(strings.Trim(header, "[] ")), "") != table+"."+sub {
 				break
 			}
 			found, within = headers[i]+1+n, true

@@ -116,8 +116,10 @@ func TestBridgedNATSURL(t *testing.T) {
 	}
 }
 
-// Apps get the TLS files given for them; the CA defaults to the runner's,
-// which is no secret, but the runner's own certificate never reaches them.
+// Apps get the TLS files given for them. The CA defaults to the runner's,
+// which is no secret, when they get the runner's own servers, but not
+// when they are given others, which may not use TLS; the runner's own
+// certificate never reaches them.
 func TestAppsGetTLSFiles(t *testing.T) {
 	t.Parallel()
 	ca := natstest.NewCA(t)
@@ -126,25 +128,31 @@ func TestAppsGetTLSFiles(t *testing.T) {
 	appCert, appKey := ca.Issue(t, "app")
 	srv := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: serverCert, Key: serverKey}})
 	for _, tc := range []struct {
-		name, appCA, want string
+		name, appURL, appCA string
+		want                string // NARUN_NATS_CA, "" for none
 	}{
-		{"runner-ca", "", ca.File},
-		{"app-nats-ca", "/etc/narun/apps-ca.pem", "/etc/narun/apps-ca.pem"},
+		{"runner-servers", "", "", ca.File},
+		{"app-nats-ca", srv.ClientURL(), "/etc/narun/apps-ca.pem", "/etc/narun/apps-ca.pem"},
+		{"other-servers", "nats://127.0.0.1:4222", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t, srv)
 			tr := startRunner(t, c, func(o *Options) {
-				o.AppNATSURL = srv.ClientURL()
+				o.AppNATSURL = ""
+				o.Config.NATSURL, o.Config.AppNATSURL = srv.ClientURL(), tc.appURL
 				o.Config.NATSCA, o.Config.NATSCert, o.Config.NATSKey = ca.File, runnerCert, runnerKey
 				o.Config.AppNATSCA, o.Config.AppNATSCert, o.Config.AppNATSKey = tc.appCA, appCert, appKey
 			})
 			c.deploy(t, tc.name, "1.0.0", probeBin, `args = ["env"]`)
 			tr.waitLine(t, tc.name, "probe: ready")
 			lines := strings.Join(tr.lines(tc.name), "\n") + "\n"
-			for _, want := range []string{"env NARUN_NATS_CA=" + tc.want + "\n", "env NARUN_NATS_CERT=" + appCert + "\n", "env NARUN_NATS_KEY=" + appKey + "\n"} {
+			for _, want := range []string{"env NARUN_NATS_CERT=" + appCert + "\n", "env NARUN_NATS_KEY=" + appKey + "\n"} {
 				if !strings.Contains(lines, want) {
 					t.Errorf("app environment lacks %q:\n%s", want, lines)
 				}
+			}
+			if got := strings.Contains(lines, "env NARUN_NATS_CA="); got != (tc.want != "") || tc.want != "" && !strings.Contains(lines, "env NARUN_NATS_CA="+tc.want+"\n") {
+				t.Errorf("app environment: want NARUN_NATS_CA %q:\n%s", tc.want, lines)
 			}
 			if strings.Contains(lines, runnerCert) || strings.Contains(lines, runnerKey) || strings.Contains(lines, "NARUN_NATS_TLS_NAME") {
 				t.Errorf("the runner's certificate, or a TLS name for a bridge it does not use, reached the app:\n%s", lines)

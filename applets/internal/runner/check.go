@@ -43,6 +43,11 @@ func CheckConfig(cfg config.File) error {
 			return fmt.Errorf("%skey %q: %w", where(key), key, err)
 		}
 	}
+	if c, k := cfg.Runner.AppNATSCert, cfg.Runner.AppNATSKey; c == "" && k != "" {
+		return fmt.Errorf("%skey %q: set, but runner.app_nats_cert is empty: set both, the apps' certificate and its private key", where("runner.app_nats_key"), "runner.app_nats_key")
+	} else if c != "" && k == "" {
+		return fmt.Errorf("%skey %q: set, but runner.app_nats_key is empty: set both, the apps' certificate and its private key", where("runner.app_nats_cert"), "runner.app_nats_cert")
+	}
 	for i, pub := range cfg.Runner.TrustedKeys {
 		if err := signing.CheckPublic(pub); err != nil {
 			return fmt.Errorf("%skey %q: %w", where("runner.trusted_keys"), fmt.Sprintf("runner.trusted_keys[%d]", i), err)

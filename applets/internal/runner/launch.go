@@ -770,10 +770,15 @@ func statFields(b []byte) ([]string, error) {
 }
 
 // appCA is the CA apps trust for the servers' certificates: the one given
-// for them, else the runner's own. A CA is no secret, and apps that get
-// the runner's servers by default would fail their TLS without it.
+// for them, else, when they get the runner's own servers, the runner's. A
+// CA is no secret, and apps would fail their TLS without it; apps given
+// other servers get none of the runner's, which would make them ask a
+// plain server for TLS.
 func (r *Runner) appCA() string {
-	return cmp.Or(r.opts.Config.AppNATSCA, r.opts.Config.NATSCA)
+	if r.appOwnServers {
+		return cmp.Or(r.opts.Config.AppNATSCA, r.opts.Config.NATSCA)
+	}
+	return r.opts.Config.AppNATSCA
 }
 
 // appTLSEnv tells apps the TLS files of their NATS connection. The
