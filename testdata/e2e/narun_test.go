@@ -83,6 +83,7 @@ func runCtl(binary, natsURL string, stdin string, args ...string) (ctlResult, er
 	if key, ok := signingKeys.Load(natsURL); ok {
 		args = append([]string{"--signing-key", key.(string)}, args...)
 	}
+	args = append(ctlTLSFlags(natsURL), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, append([]string{"ctl", "--nats-url", natsURL, "--timeout", "10s"}, args...)...)
@@ -201,7 +202,7 @@ func httpOK(url string) error {
 // natsConn connects to urls from the test namespace.
 func natsConn(t *testing.T, urls string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	nc, err := nats.Connect(urls, append(natsTLSOptions(urls), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func (e *edge) heartbeat(node string) (heartbeat, error) {
 	var hb heartbeat
 	// A fresh connection each time: a long-lived one could be stuck on a
 	// member that was just cut off.
-	nc, err := nats.Connect(e.urls, nats.Timeout(time.Second))
+	nc, err := nats.Connect(e.urls, append(natsTLSOptions(e.urls), nats.Timeout(time.Second))...)
 	if err != nil {
 		return hb, err
 	}
