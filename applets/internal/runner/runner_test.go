@@ -896,6 +896,32 @@ func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
 	}
 }
 
+// A secret deleted from the store (secret delete --force, a revocation)
+// does not come back from the runner's cached copy once NATS is away.
+func TestDeletedSecretNotServedFromCache(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	online := &resources{secrets: c.secrets}
+	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v1" {
+		t.Fatalf("online: %q %v", v, err)
+	}
+	if err := c.secrets.Purge(ctx, "token"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.secret(ctx, online, "token"); err == nil || !strings.Contains(err.Error(), "is not set") {
+		t.Fatalf("online after the delete: %v, want not set", err)
+	}
+	if v, err := r.secret(ctx, nil, "token"); !errors.Is(err, errOffline) {
+		t.Fatalf("offline after the delete: %q, %v; want no cached copy", v, err)
+	}
+}
+
 func TestSecretDelivery(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
