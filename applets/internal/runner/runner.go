@@ -733,7 +733,35 @@ func (r *Runner) resync(ctx context.Context) {
 	} else if wrote {
 		r.log.Info("sequences of specs written, after an earlier write failed")
 	}
+	r.dropDeletedSecrets(ctx, res)
 	r.gc()
+}
+
+// dropDeletedSecrets removes the cached sealed form of each secret the
+// store no longer holds. A secret deleted with secret delete --force is
+// revoked, though specs still name it (and gc keeps what they name): its
+// copy must not serve the next restart made while NATS is away. One read
+// a cached secret at each resync; a read that fails for another reason
+// keeps the copy.
+func (r *Runner) dropDeletedSecrets(ctx context.Context, res *resources) {
+	entries, err := os.ReadDir(r.sealedDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		// Temporary files belong to fetches in flight.
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if _, err := res.secrets.Get(ctx, e.Name()); !store.IsNotFound(err) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(r.sealedDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("remove the cached copy of a deleted secret", "secret", e.Name(), "err", err)
+			continue
+		}
+		r.log.Info("removed the cached copy of a deleted secret", "secret", e.Name())
+	}
 }
 
 // apply hands a spec to its app's goroutine, creating it if needed.

@@ -922,6 +922,32 @@ func TestDeletedSecretNotServedFromCache(t *testing.T) {
 	}
 }
 
+// A secret deleted while its app runs loses its cached copy at the next
+// resync, though the spec still names it: a restart while NATS is away
+// must not bring the revoked value back.
+func TestResyncDropsTheCopyOfADeletedSecret(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	tr := startRunner(t, c, func(o *Options) {
+		o.Config.MasterKeyFile = keyFile
+		o.Config.ResyncInterval = config.Duration(50 * time.Millisecond)
+	})
+	c.deploy(t, "vault", "1.0.0", probeBin, "[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
+	tr.wait(t, "vault", "healthy", allIn(1, state.Healthy))
+	cached := filepath.Join(tr.sealedDir(), "token")
+	if _, err := os.Stat(cached); err != nil {
+		t.Fatalf("no cached copy while the secret exists: %v", err)
+	}
+	if err := c.secrets.Purge(context.Background(), "token"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the cached copy of the deleted secret removed", func() bool {
+		_, err := os.Stat(cached)
+		return os.IsNotExist(err)
+	})
+}
+
 func TestSecretDelivery(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
