@@ -43,6 +43,10 @@ func LauncherMain() {
 	// Started as /proc/self/exe, the launcher would show in ps and top as
 	// "exe". Best effort: a name is no reason to fail an app.
 	_ = os.WriteFile("/proc/self/comm", []byte(LauncherName), 0)
+	// Before any fork, so that the app and all it starts inherit it. By
+	// /proc/self: the launcher's pid is its new namespace's, while /proc
+	// is still the host's, where that number is another process.
+	_ = raiseOOMScore("/proc/self/oom_score_adj")
 	// Descriptors the runner inherited without close-on-exec (from its
 	// own parent, say) must not reach the app.
 	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) != nil {

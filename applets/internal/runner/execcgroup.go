@@ -11,6 +11,16 @@ import (
 	"github.com/narun/narun/sandbox"
 )
 
+// raiseOOMScore makes an exec instance the OOM killer's choice before
+// narun (sandbox.AppOOMScoreAdj). It is set just after the start, so a
+// child the app forks in the first instant keeps the runner's score;
+// the launcher of a sandbox sets its own before it forks the app.
+func (r *Runner) raiseOOMScore(inst InstanceLaunch, pid int) {
+	if err := sandbox.RaiseOOMScore(pid); err != nil {
+		r.log.Debug("raise the instance's oom_score_adj", "app", inst.App, "instance", inst.Instance, "err", err)
+	}
+}
+
 // execCommand runs an instance of mode "exec" as it is, in a cgroup of its
 // own where the node can make one, as systemd runs a service: the cgroup
 // holds the [resources] limits, stopping the instance signals every process
@@ -34,7 +44,13 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		return nil, err
 	}
 	if cg == nil {
-		p.Start = func() error { return permanentExecFormat(p.Cmd.Start(), inst.Path) }
+		p.Start = func() error {
+			if err := p.Cmd.Start(); err != nil {
+				return permanentExecFormat(err, inst.Path)
+			}
+			r.raiseOOMScore(inst, p.Cmd.Process.Pid)
+			return nil
+		}
 		// Release runs once the group was killed: what still runs with
 		// the instance's identity left the group.
 		p.Release = func() {
@@ -53,6 +69,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 			return permanentExecFormat(err, inst.Path)
 		}
 		r.execCgroups.set(inst.App, inst.Instance, cg)
+		r.raiseOOMScore(inst, p.Cmd.Process.Pid)
 		return nil
 	}
 	p.Wait = func() error {

@@ -57,9 +57,9 @@ func startSandboxRunner(t *testing.T, c *cluster, mod func(*Options)) *testRunne
 	})
 }
 
-// appUID is the uid the app process of a sandboxed instance runs as: the
+// launcherChild is the app process of a sandboxed instance: the
 // launcher's only child.
-func appUID(t *testing.T, launcher int) int {
+func launcherChild(t *testing.T, launcher int) int {
 	t.Helper()
 	var child int
 	// Any thread of the launcher may have forked the child, and a child
@@ -75,6 +75,13 @@ func appUID(t *testing.T, launcher int) int {
 		}
 		return false
 	})
+	return child
+}
+
+// appUID is the uid the app process of a sandboxed instance runs as.
+func appUID(t *testing.T, launcher int) int {
+	t.Helper()
+	child := launcherChild(t, launcher)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +94,49 @@ func appUID(t *testing.T, launcher int) int {
 	}
 	t.Fatalf("no Uid in /proc/%d/status", child)
 	return -1
+}
+
+// When the whole device runs out of memory, the OOM killer ends an app
+// before the runner: every app process, exec or sandboxed, has a higher
+// oom_score_adj than the runner's.
+func TestAppsAreTheOOMKillersFirstChoice(t *testing.T) {
+	t.Parallel()
+	scoreAdj := func(t *testing.T, pid int) string {
+		t.Helper()
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	// The launcher's own pid is its PID namespace's 1: a write by that
+	// number to the host's /proc raised the host's init.
+	own, initial := scoreAdj(t, os.Getpid()), scoreAdj(t, 1)
+	want := strconv.Itoa(sandbox.AppOOMScoreAdj)
+	t.Run("exec", func(t *testing.T) {
+		c := newCluster(t, nil)
+		tr := startRunner(t, c, nil)
+		c.deploy(t, "plain", "1.0.0", probeBin, "")
+		in := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+		if got := scoreAdj(t, in.PID); got != want {
+			t.Errorf("exec instance's oom_score_adj %s, want %s", got, want)
+		}
+	})
+	t.Run("sandbox", func(t *testing.T) {
+		c := newCluster(t, nil)
+		tr := startSandboxRunner(t, c, nil)
+		c.deploy(t, "boxed", "1.0.0", probeBin, "mode = \"sandbox\"\n")
+		in := tr.wait(t, "boxed", "healthy", allIn(1, state.Healthy))[0]
+		if got := scoreAdj(t, launcherChild(t, in.PID)); got != want {
+			t.Errorf("sandboxed app's oom_score_adj %s, want %s", got, want)
+		}
+	})
+	if got := scoreAdj(t, os.Getpid()); got != own {
+		t.Errorf("the runner's own oom_score_adj went from %s to %s", own, got)
+	}
+	if got := scoreAdj(t, 1); got != initial {
+		t.Errorf("the oom_score_adj of the host's init went from %s to %s", initial, got)
+	}
 }
 
 func TestSandboxConsumerThroughGateway(t *testing.T) {
