@@ -2,11 +2,13 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,7 +76,18 @@ func TestWaitsForJetStream(t *testing.T) {
 		return false
 	})
 	early.Shutdown()
-	natstest.StartConfig(t, embednats.Config{Listen: addr})
+	// Another test's probe for a free port may hold this one for an
+	// instant (FreeAddr listens and closes): that is no failure.
+	var back *embednats.Server
+	testutil.Eventually(t, 5*time.Second, "the server back on its address", func() bool {
+		s, err := embednats.Start(embednats.Config{Listen: addr, DataDir: t.TempDir()})
+		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("start embedded nats: %v", err)
+		}
+		back = s
+		return err == nil
+	})
+	t.Cleanup(back.Shutdown)
 	r := <-done
 	if r.code != 0 || strings.TrimSpace(r.out) != "[]" {
 		t.Fatalf("node list once JetStream answered: exit %d, out %q, err %s", r.code, r.out, r.err)
