@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -25,8 +27,55 @@ var certLookInterval = time.Second
 // keep theirs.
 type certKeeper struct {
 	pairs map[[2]string]*keptPair // by certificate and key file
+	// pools are the CA files as read at start, by path: a restart of the
+	// server (after a full disk) reads no file again, so a renewal caught
+	// half-written cannot fail it.
+	pools map[string]*x509.CertPool
 	stop  context.CancelFunc
 	done  chan struct{}
+}
+
+// pool reads a CA file once.
+func (k *certKeeper) pool(file string) (*x509.CertPool, error) {
+	if p := k.pools[file]; p != nil {
+		return p, nil
+	}
+	pem, err := readRegular(file)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	if k.pools == nil {
+		k.pools = map[string]*x509.CertPool{}
+	}
+	k.pools[file] = p
+	return p, nil
+}
+
+// maxCertFile bounds what is read of a certificate, key or CA file.
+const maxCertFile = 1 << 20
+
+// readRegular reads a regular file: a FIFO or device put at the path
+// would block the read, and with it the server's shutdown.
+func readRegular(file string) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", file)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxCertFile+1))
+	if err == nil && len(b) > maxCertFile {
+		err = fmt.Errorf("%s is larger than %d bytes", file, maxCertFile)
+	}
+	return b, err
 }
 
 // keptPair is one certificate and key file pair and what was last read
@@ -37,6 +86,9 @@ type keptPair struct {
 	// needs are the extended key usages the tables using the pair need
 	// of it: a renewed pair without one of them is refused as well.
 	needs []x509.ExtKeyUsage
+	// roots are CAs the pair must chain to: a route's, which the other
+	// members check it against.
+	roots []*x509.CertPool
 	// seen identifies the files' content in use; failed the content last
 	// refused, so that a broken pair is said once, not every second.
 	seen, failed [sha256.Size]byte
@@ -66,8 +118,8 @@ func (k *certKeeper) pair(cert, key string) (*keptPair, error) {
 // read reads the pair's files; version identifies what it found, a
 // failure to read included.
 func (p *keptPair) read() (certPEM, keyPEM []byte, version [sha256.Size]byte, err error) {
-	if certPEM, err = os.ReadFile(p.cert); err == nil {
-		keyPEM, err = os.ReadFile(p.key)
+	if certPEM, err = readRegular(p.cert); err == nil {
+		keyPEM, err = readRegular(p.key)
 	}
 	if err != nil {
 		return nil, nil, sha256.Sum256([]byte(err.Error())), err
@@ -87,8 +139,50 @@ func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte) error
 	if err := usableFor(pair.Leaf, p.needs); err != nil {
 		return err
 	}
+	if err := chains(&pair, p.roots); err != nil {
+		return err
+	}
+	// An expired pair fails every peer: a renewal that wrote a stale one
+	// (a backup put back) must not replace the one that works. Judged by
+	// the end date only: a device whose clock is behind (no RTC, before
+	// NTP) finds every fresh certificate not yet valid.
+	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
+		return fmt.Errorf("expired on %s (by this device's clock, %s)", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	p.current.Store(&pair)
-	p.seen = version
+	p.seen, p.failed = version, [sha256.Size]byte{}
+	return nil
+}
+
+// chainTo adds pool to the CAs the pair must chain to, and checks the
+// pair in use against it.
+func (p *keptPair) chainTo(pool *x509.CertPool) error {
+	if !slices.Contains(p.roots, pool) {
+		p.roots = append(p.roots, pool)
+	}
+	return chains(p.current.Load(), p.roots)
+}
+
+// chains checks that pair's certificate chains to each of roots. A route
+// certificate of another CA (two files swapped) would fail every route's
+// handshake after a start that found nothing wrong. Checked at a time
+// within the certificate's life: the expiry is checked apart, and a
+// device clock that is behind must not refuse a good one.
+func chains(pair *tls.Certificate, roots []*x509.CertPool) error {
+	leaf := pair.Leaf
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	for _, pool := range roots {
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+			CurrentTime: leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)})
+		if err != nil {
+			return fmt.Errorf("not signed by the CA it must be: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -142,6 +236,8 @@ func (p *keptPair) use(cfg *tls.Config) {
 func (p *keptPair) look(log *slog.Logger) {
 	certPEM, keyPEM, version, err := p.read()
 	if err == nil && version == p.seen {
+		// Back to the pair in use: a failure seen again is new news.
+		p.failed = [sha256.Size]byte{}
 		return
 	}
 	if err == nil {

@@ -149,7 +149,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	ns    *server.Server // replaced by Restart
-	certs *certKeeper    // replaced by Restart
+	certs *certKeeper
 }
 
 // current is the server running now.
@@ -205,6 +205,10 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Cluster.Listen != "" && opts.Cluster.Username == "" && !cfg.Cluster.TLS.set() && !isLoopback(opts.Cluster.Host) && cfg.Logger != nil {
 		cfg.Logger.Warn("NATS accepts routes from the network without authentication: whoever reaches this port joins the cluster and reads and publishes everything; set [nats.cluster] user and password",
 			"cluster_listen", net.JoinHostPort(opts.Cluster.Host, strconv.Itoa(opts.Cluster.Port)))
+	}
+	if cfg.Leafnodes.Listen != "" && internal == nil && cfg.Leafnodes.TLS.Verify && !isLoopback(opts.LeafNode.Host) && cfg.Logger != nil {
+		cfg.Logger.Warn("NATS lets every holder of a certificate nats.leafnodes.tls.ca signed join as a leaf node, apps given one included, and read the requests the gateway sends and answer them in apps' place; give that CA to leaf devices only, or set [nats] users or nkeys, which a leaf then logs in with",
+			"leafnodes_listen", net.JoinHostPort(opts.LeafNode.Host, strconv.Itoa(opts.LeafNode.Port)))
 	}
 	if cfg.Leafnodes.Listen != "" && internal == nil && !cfg.Leafnodes.TLS.Verify && !isLoopback(opts.LeafNode.Host) && cfg.Logger != nil {
 		// nats-server denies a leaf the JetStream API, $KV and $OBJ, but
@@ -388,8 +392,9 @@ func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }
 // reconnect to it by themselves, as TCP clients do; the data dir stays
 // locked throughout.
 func (s *Server) Restart() error {
-	certs := &certKeeper{}
-	opts, _, err := serverOptions(s.cfg, certs)
+	// The running keeper's pairs and CAs, not the files as they are now:
+	// a renewal caught half-written must not fail the restart.
+	opts, _, err := serverOptions(s.cfg, s.certs)
 	if err != nil {
 		return err
 	}
@@ -417,9 +422,6 @@ func (s *Server) Restart() error {
 		return fmt.Errorf("restart nats server: %w", err)
 	}
 	s.ns = ns
-	s.certs.close()
-	s.certs = certs
-	certs.start(s.cfg.Logger)
 	return nil
 }
 
@@ -863,9 +865,7 @@ func (s *Server) Shutdown() {
 	ns := s.current()
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	s.mu.Lock()
 	s.certs.close()
-	s.mu.Unlock()
 	s.logs.close()
 	unlockStore(s.lock)
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 )
 
 // TLS is the certificate a port presents and the authority it trusts for
@@ -77,8 +76,10 @@ func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, err
 		return nil, bad("verify", errors.New("not for this table: routes always check the other side's certificate, and a remote always checks its hub's"))
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var pair *keptPair
 	if t.Cert != "" {
-		pair, err := certs.pair(t.Cert, t.Key)
+		var err error
+		pair, err = certs.pair(t.Cert, t.Key)
 		if err != nil {
 			return nil, bad("cert", fmt.Errorf("load %s with key %s: %w", t.Cert, t.Key, err))
 		}
@@ -88,13 +89,14 @@ func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, err
 		pair.use(cfg)
 	}
 	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
+		pool, err := certs.pool(t.CA)
 		if err != nil {
 			return nil, bad("ca", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, bad("ca", fmt.Errorf("%s holds no PEM certificate", t.CA))
+		if use == tlsRoute {
+			if err := pair.chainTo(pool); err != nil {
+				return nil, bad("cert", fmt.Errorf("%s: %w; the members check each other's route certificates against ca, %s", t.Cert, err, t.CA))
+			}
 		}
 		// A route both accepts and dials, so checks with the one pool
 		// either way; a remote only dials, a listener only accepts.

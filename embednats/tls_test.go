@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ func TestRoutesOverTLS(t *testing.T) {
 		tls  embednats.TLS
 	}{
 		{"no TLS", embednats.TLS{}},
-		{"certificate of another CA", embednats.TLS{Cert: otherCert, Key: otherKey, CA: ca.File}},
+		{"certificate of another CA", embednats.TLS{Cert: otherCert, Key: otherKey, CA: other.File}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := strings.Count(logs.String(), "TLS")
@@ -160,6 +161,12 @@ func TestClientPortOverTLS(t *testing.T) {
 func TestTLSConfigErrors(t *testing.T) {
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
+	otherCA := natstest.NewCA(t)
+	expired, expiredKey := ca.IssueValid(t, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	fifo := filepath.Join(t.TempDir(), "fifo.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	serverOnly, serverOnlyKey := ca.IssueFor(t, "server-only", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
 	notPEM := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
@@ -194,6 +201,12 @@ func TestTLSConfigErrors(t *testing.T) {
 			"nats.cluster.user and nats.cluster.password"},
 		// A route dials as a client: Go would refuse the certificate at
 		// every handshake, after a start that found nothing wrong.
+		{"expired certificate", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: expired, Key: expiredKey}},
+			"nats.tls.cert: load " + expired + " with key " + expiredKey + ": expired on"},
+		{"certificate path a FIFO", embednats.Config{Listen: "127.0.0.1:-1", TLS: embednats.TLS{Cert: fifo, Key: key}}, fifo + " is not a regular file"},
+		// Two files swapped: the start fails, not every route after it.
+		{"route certificate of another CA", cluster(embednats.TLS{Cert: cert, Key: key, CA: otherCA.File}),
+			"nats.cluster.tls.cert: " + cert + ": not signed by the CA it must be"},
 		{"route certificate for servers only", cluster(embednats.TLS{Cert: serverOnly, Key: serverOnlyKey, CA: ca.File}),
 			"nats.cluster.tls.cert: " + serverOnly + ": its extended key usage lacks clientAuth"},
 		{"client port and routes share a certificate for servers only", func() embednats.Config {
@@ -222,12 +235,15 @@ func TestTLSConfigErrors(t *testing.T) {
 }
 
 // A renewed certificate is taken without a restart, for the connections
-// made after it; one whose key is not written yet leaves the certificate
-// in use in place until it is.
+// made after it. A pair that does not load (a certificate whose key is
+// not written yet), or one that expired (a backup put back), leaves the
+// one in use in place and is said each time it appears; a restart of the
+// server meanwhile (after a full disk) keeps the pair in use too.
 func TestCertificateRenewedWithoutRestart(t *testing.T) {
 	ca := natstest.NewCA(t)
 	certA, keyA := ca.Issue(t, "server-a")
 	certB, keyB := ca.Issue(t, "server-b")
+	stale, staleKey := ca.IssueValid(t, "server-stale", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
 	put := func(from, to string) {
@@ -259,37 +275,55 @@ func TestCertificateRenewedWithoutRestart(t *testing.T) {
 		}
 		return state.PeerCertificates[0].Subject.CommonName, nc
 	}
+	presents := func(want, when string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			name, nc := presented()
+			nc.Close()
+			if name == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, the server presents %q, want %q; log:\n%s", when, name, want, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	name, first := presented()
 	defer first.Close()
 	if name != "server-a" {
 		t.Fatalf("server presents %q, want server-a", name)
 	}
+	const refused = "NATS certificate not reloaded"
 
-	before := strings.Count(logs.String(), "NATS certificate not reloaded")
 	put(certB, certFile)
-	waitLogged(t, &logs, "NATS certificate not reloaded", before)
-	if name, nc := presented(); name != "server-a" {
-		t.Fatalf("with the new certificate but the old key, the server presents %q, want server-a still", name)
-	} else {
-		nc.Close()
+	waitLogged(t, &logs, refused, 0)
+	presents("server-a", "with the new certificate but the old key")
+	if err := s.Restart(); err != nil {
+		t.Fatalf("restart during the renewal: %v", err)
 	}
+	presents("server-a", "after a restart during the renewal")
 
 	put(keyB, keyFile)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		name, nc := presented()
-		nc.Close()
-		if name == "server-b" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the renewed certificate was never presented; log:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	presents("server-b", "once the key is written too")
 	if !strings.Contains(logs.String(), "NATS certificate reloaded") {
 		t.Errorf("the reload was not logged:\n%s", logs.String())
 	}
+	// The first failure's files again, after a pair loaded: said again.
+	before := strings.Count(logs.String(), refused)
+	put(keyA, keyFile)
+	waitLogged(t, &logs, refused, before)
+
+	// An expired pair: refused too, saying why.
+	put(stale, certFile)
+	put(staleKey, keyFile)
+	waitLogged(t, &logs, "expired on", 0)
+	presents("server-b", "with an expired pair written")
+
+	put(certA, certFile)
+	put(keyA, keyFile)
+	presents("server-a", "once the first pair is back")
 	if err := first.Flush(); err != nil {
 		t.Errorf("a connection made before the renewal: %v", err)
 	}
@@ -309,31 +343,37 @@ func TestLeafTLSURLRequiresTLS(t *testing.T) {
 	}
 }
 
-// A client port that verifies certificates but has no logins lets every
-// certificate holder, apps given one included, do everything: said at
-// start, and not once logins are on.
+// A client or leaf port that verifies certificates but has no logins lets
+// every certificate holder, apps given one included, do everything: said
+// at start, and not once logins are on.
 func TestWarnsThatEveryCertificateMayDeploy(t *testing.T) {
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	verifying := embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}
+	const client, leaf = "every client whose certificate nats.tls.ca signed do everything", "every holder of a certificate nats.leafnodes.tls.ca signed join as a leaf node"
+	logins := []embednats.User{{User: "app", Password: "p"}}
 	for _, tc := range []struct {
-		name  string
-		users []embednats.User
-		warn  bool
+		name string
+		cfg  embednats.Config
+		want string
 	}{
-		{"no logins", nil, true},
-		{"logins", []embednats.User{{User: "app", Password: "p"}}, false},
+		{"client port, no logins", embednats.Config{Listen: "0.0.0.0:-1", TLS: verifying}, client},
+		{"client port, logins", embednats.Config{Listen: "0.0.0.0:-1", TLS: verifying, Users: logins}, ""},
+		{"leaf port, no logins", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1", TLS: verifying}}, leaf},
+		{"leaf port, logins", embednats.Config{Listen: "127.0.0.1:-1", Leafnodes: embednats.Leafnodes{Listen: "0.0.0.0:-1", TLS: verifying}, Users: logins}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
-			s, err := embednats.Start(embednats.Config{Listen: "0.0.0.0:-1", DataDir: t.TempDir(), TLS: verifying, Users: tc.users,
-				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			tc.cfg.DataDir, tc.cfg.Logger = t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil))
+			s, err := embednats.Start(tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.Shutdown()
-			if got := strings.Contains(logs.String(), "every client whose certificate nats.tls.ca signed do everything"); got != tc.warn {
-				t.Errorf("warning logged: %v, want %v:\n%s", got, tc.warn, logs.String())
+			for _, w := range []string{client, leaf} {
+				if got := strings.Contains(logs.String(), w); got != (w == tc.want) {
+					t.Errorf("warning %q logged: %v, want %v:\n%s", w, got, w == tc.want, logs.String())
+				}
 			}
 		})
 	}

@@ -64,6 +64,17 @@ func (ca *CA) Issue(t testing.TB, name string, hosts ...string) (cert, key strin
 // IssueFor is Issue for the extended key usages given only.
 func (ca *CA) IssueFor(t testing.TB, name string, usages []x509.ExtKeyUsage, hosts ...string) (cert, key string) {
 	t.Helper()
+	return ca.issue(t, name, usages, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), hosts)
+}
+
+// IssueValid is Issue for a certificate valid from notBefore to notAfter.
+func (ca *CA) IssueValid(t testing.TB, name string, notBefore, notAfter time.Time) (cert, key string) {
+	t.Helper()
+	return ca.issue(t, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, notBefore, notAfter, nil)
+}
+
+func (ca *CA) issue(t testing.TB, name string, usages []x509.ExtKeyUsage, notBefore, notAfter time.Time, hosts []string) (cert, key string) {
+	t.Helper()
 	if len(hosts) == 0 {
 		hosts = []string{"localhost", "127.0.0.1", "::1"}
 	}
@@ -78,8 +89,8 @@ func (ca *CA) IssueFor(t testing.TB, name string, usages []x509.ExtKeyUsage, hos
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  usages,
 	}
