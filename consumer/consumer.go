@@ -109,6 +109,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -261,7 +262,7 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if !errors.Is(err, nats.ErrNoServers) && !unreachable.Swap(true) {
-				report(fmt.Errorf("nats not reachable, retrying: %w", err))
+				report(fmt.Errorf("nats not reachable, retrying: %w%s", err, certRefusedHint(err)))
 			}
 		}),
 		nats.Name(cfg.Name),
@@ -627,6 +628,20 @@ func withRunnerMetadata(md map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// certRefusedHint says what to set when the server ended the connection
+// in its TLS handshake: with TLS 1.3 a client learns that its certificate
+// was refused (or missing) only at its next write, as a closed
+// connection, which says nothing of certificates. A certificate of the
+// server's that this app does not trust says so itself.
+func certRefusedHint(err error) string {
+	var op *net.OpError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) || !errors.Is(err, nats.ErrTLS) && !(errors.As(err, &op) && op.Op == "remote error") {
+		return ""
+	}
+	return " (the server refused this client in its TLS handshake: one that verifies clients wants a certificate its CA signed, NARUN_NATS_CERT and NARUN_NATS_KEY)"
 }
 
 // tlsFromEnv are the options of the TLS files the runner names in the

@@ -55,6 +55,10 @@ func TestBadFileRefusedAtStart(t *testing.T) {
 			`:3: key "runner.labels.role": label value must be 1..128 characters`},
 		{"apps' certificate without its key", "[runner]\nnode_id = \"n\"\napp_nats_cert = \"/etc/narun/tls/apps.pem\"\n",
 			`:3: key "runner.app_nats_cert": set, but runner.app_nats_key is empty`},
+		{"apps' CA missing", "[runner]\nnode_id = \"n\"\napp_nats_ca = \"/nonexistent/ca.pem\"\n",
+			`:3: key "runner.app_nats_ca": open /nonexistent/ca.pem: no such file or directory`},
+		{"apps' certificate missing", "[runner]\nnode_id = \"n\"\napp_nats_cert = \"/nonexistent/apps.pem\"\napp_nats_key = \"/nonexistent/apps.key\"\n",
+			`:3: key "runner.app_nats_cert": /nonexistent/apps.pem with key /nonexistent/apps.key: open /nonexistent/apps.pem`},
 		{"label without a value among others", "[runner]\nnode_id = \"n\"\n[runner.labels]\nzone = \"a\"\nrole = \"\"\n",
 			`:5: key "runner.labels.role": label value must be 1..128 characters`},
 	} {

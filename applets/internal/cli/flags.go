@@ -453,11 +453,7 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 func clientTLS(client config.Client) ([]nats.Option, error) {
 	var opts []nats.Option
 	if client.NATSCA != "" {
-		pem, err := os.ReadFile(client.NATSCA)
-		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			err = fmt.Errorf("%s holds no PEM certificate", client.NATSCA)
-		}
-		if err != nil {
+		if err := CheckCA(client.NATSCA); err != nil {
 			return nil, &clientError{key: "nats_ca", flag: FlagNATSCA, err: fmt.Errorf("nats ca: %w", err)}
 		}
 		opts = append(opts, nats.RootCAs(client.NATSCA))
@@ -468,12 +464,36 @@ func clientTLS(client config.Client) ([]nats.Option, error) {
 	case client.NATSCert != "" && client.NATSKey == "":
 		return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: errors.New("nats cert: set, but nats_key is empty: set both, the certificate and its private key")}
 	case client.NATSCert != "":
-		if _, err := tls.LoadX509KeyPair(client.NATSCert, client.NATSKey); err != nil {
-			return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %s with key %s: %w", client.NATSCert, client.NATSKey, err)}
+		if err := CheckClientCert(client.NATSCert, client.NATSKey); err != nil {
+			return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %w", err)}
 		}
 		opts = append(opts, nats.ClientCert(client.NATSCert, client.NATSKey))
 	}
 	return opts, nil
+}
+
+// CheckCA reads a file of CA certificates as a NATS client does.
+func CheckCA(file string) error {
+	pem, err := os.ReadFile(file)
+	if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		err = fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return err
+}
+
+// CheckClientCert loads a NATS client's certificate and key as nats.go
+// does at each connection.
+func CheckClientCert(cert, key string) error {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return fmt.Errorf("%s with key %s: %w", cert, key, err)
+	}
+	// A server refuses one issued for servers only, saying no more than
+	// "bad certificate".
+	if eku := pair.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {
+		return fmt.Errorf("%s: its extended key usage lacks clientAuth, which a client certificate needs", cert)
+	}
+	return nil
 }
 
 // checkNATSURL refuses a server list nats.go could not parse, as it
@@ -524,6 +544,17 @@ func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error)
 	return err
 }
 
+// certRefused says whether the server ended the connection in its TLS
+// handshake: with TLS 1.3 a client learns that its certificate was
+// refused (or missing) only at its next write, as a closed connection,
+// which says nothing of certificates. A server certificate this client
+// does not trust says so itself.
+func certRefused(err error) bool {
+	var op *net.OpError
+	var verify *tls.CertificateVerificationError
+	return !errors.As(err, &verify) && (errors.Is(err, nats.ErrTLS) || errors.As(err, &op) && op.Op == "remote error")
+}
+
 // NATSLogging sends connection events and asynchronous errors (a slow
 // consumer, a permissions violation) of a long-running applet to log
 // instead of nats.go's stderr, and keeps the applet trying after a server
@@ -563,7 +594,11 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 		if last != 0 && time.Duration(now-last) < time.Minute || !lastUnreachableWarning.CompareAndSwap(last, now) {
 			return
 		}
-		log.Warn("nats not reachable, retrying", "servers", embednats.RedactURLs(strings.Join(nc.Servers(), ",")), "err", err)
+		attrs := []any{"servers", embednats.RedactURLs(strings.Join(nc.Servers(), ",")), "err", err}
+		if certRefused(err) {
+			attrs = append(attrs, "hint", "the server refused this client in its TLS handshake: one that verifies clients wants a certificate its CA signed, nats_cert and nats_key (--nats-cert, --nats-key)")
+		}
+		log.Warn("nats not reachable, retrying", attrs...)
 	}
 	connected := func(msg string) nats.ConnHandler {
 		return func(nc *nats.Conn) {

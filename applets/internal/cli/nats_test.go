@@ -1,6 +1,8 @@
 package cli_test
 
 import (
+	"crypto/x509"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,6 +145,7 @@ func TestClientOverTLS(t *testing.T) {
 	ca := natstest.NewCA(t)
 	serverCert, serverKey := ca.Issue(t, "server")
 	clientCert, clientKey := ca.Issue(t, "runner")
+	serverOnly, serverOnlyKey := ca.IssueFor(t, "server-only", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
 	s := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: serverCert, Key: serverKey, CA: ca.File, Verify: true}})
 	urls := "nats://" + testutil.FreeAddr(t) + "," + s.ClientURL()
 
@@ -162,6 +165,22 @@ func TestClientOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Without its certificate the client is told what to set, in the
+	// log line that says the server is not reachable.
+	var logs testutil.LogBuffer
+	caOnly, err := cli.NATSOptions("tls", config.Client{NATSCA: ca.File})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := cli.Connect(s.ClientURL(), append(caOnly, cli.NATSLogging(slog.New(slog.NewTextHandler(&logs, nil)))...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	testutil.Eventually(t, 10*time.Second, "the hint about the client certificate", func() bool {
+		return strings.Contains(logs.String(), "wants a certificate its CA signed, nats_cert and nats_key")
+	})
+
 	for _, tc := range []struct {
 		name   string
 		client config.Client
@@ -171,6 +190,7 @@ func TestClientOverTLS(t *testing.T) {
 		{"CA file without a certificate", config.Client{NATSCA: clientKey}, "nats ca: " + clientKey + " holds no PEM certificate"},
 		{"cert without key", config.Client{NATSCert: clientCert}, "nats cert: set, but nats_key is empty"},
 		{"key without cert", config.Client{NATSKey: clientKey}, "nats key: set, but nats_cert is empty"},
+		{"certificate for servers only", config.Client{NATSCert: serverOnly, NATSKey: serverOnlyKey}, "nats cert " + serverOnly + ": its extended key usage lacks clientAuth"},
 		{"key of another certificate", config.Client{NATSCert: serverCert, NATSKey: clientKey}, "nats cert " + serverCert + " with key " + clientKey + ": tls: private key does not match public key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,6 +48,21 @@ func CheckConfig(cfg config.File) error {
 	} else if c != "" && k == "" {
 		return fmt.Errorf("%skey %q: set, but runner.app_nats_key is empty: set both, the apps' certificate and its private key", where("runner.app_nats_cert"), "runner.app_nats_cert")
 	}
+	// What apps are given to read: a wrong file would crash-loop every
+	// app that uses NATS, each saying only its own error.
+	for _, ca := range []struct{ key, file string }{{"runner.app_nats_ca", cfg.Runner.AppNATSCA}, {"runner.nats_ca", cfg.Runner.NATSCA}} {
+		if ca.file == "" {
+			continue
+		}
+		if err := cli.CheckCA(ca.file); err != nil {
+			return fmt.Errorf("%skey %q: %w", where(ca.key), ca.key, err)
+		}
+	}
+	if c, k := cfg.Runner.AppNATSCert, cfg.Runner.AppNATSKey; c != "" && k != "" {
+		if err := cli.CheckClientCert(c, k); err != nil {
+			return fmt.Errorf("%skey %q: %w", where("runner.app_nats_cert"), "runner.app_nats_cert", err)
+		}
+	}
 	for i, pub := range cfg.Runner.TrustedKeys {
 		if err := signing.CheckPublic(pub); err != nil {
 			return fmt.Errorf("%skey %q: %w", where("runner.trusted_keys"), fmt.Sprintf("runner.trusted_keys[%d]", i), err)
