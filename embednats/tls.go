@@ -39,6 +39,27 @@ const (
 	tlsRemote
 )
 
+// CheckCA reads a file of CA certificates as a NATS client does: for a
+// setting a client or an app is given, checked before it is used.
+func CheckCA(file string) error {
+	_, err := (&certKeeper{}).pool(file)
+	return err
+}
+
+// CheckClientCert loads a NATS client's certificate and key, and checks
+// that the certificate may serve a client: a server refuses one issued
+// for servers only, saying no more than "bad certificate".
+func CheckClientCert(cert, key string) error {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return fmt.Errorf("%s with key %s: %w", cert, key, err)
+	}
+	if err := usableFor(pair.Leaf, tlsRemote.usages()); err != nil {
+		return fmt.Errorf("%s: %w", cert, err)
+	}
+	return nil
+}
+
 // usages are what a certificate presented for use must allow.
 func (use tlsUse) usages() []x509.ExtKeyUsage {
 	switch use {

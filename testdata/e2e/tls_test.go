@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,17 +49,11 @@ func TestTLSCluster(t *testing.T) {
 	// Two CAs, as docs/CLUSTER.md says: the apps' certificate must not
 	// pass as a route's.
 	ca, routeCA := natstest.NewCA(t), natstest.NewCA(t)
-	key := filepath.Join(t.TempDir(), "signing.key")
-	out, err := exec.Command(narunBinary(t), "ctl", "signing", "keygen", key).CombinedOutput()
-	if err != nil {
-		t.Fatalf("signing keygen: %v: %s", err, out)
-	}
-	pub := strings.Fields(string(out))[0]
 	o := &ops{edge: &edge{net: n, members: n.hosts, urls: clusterURLs(n.hosts)}}
+	pub := operatorKey(t, o.urls)
 	ctlCert, ctlKey := ca.Issue(t, "ctl")
-	signingKeys.Store(o.urls, key)
 	tlsClients.Store(o.urls, clientTLS{ca: ca.File, cert: ctlCert, key: ctlKey})
-	t.Cleanup(func() { signingKeys.Delete(o.urls); tlsClients.Delete(o.urls) })
+	t.Cleanup(func() { tlsClients.Delete(o.urls) })
 	appCert, appKey := ca.Issue(t, "apps")
 	for _, h := range n.hosts {
 		cert, certKey := ca.Issue(t, h.Name, h.Addr, "127.0.0.1")
@@ -87,23 +79,11 @@ app_nats_key = %q
 	for _, h := range n.hosts {
 		waitJetStream(t, h, 60*time.Second)
 	}
-	o.helloSum = helloSum(t)
 
 	// ctl without the client files is refused; the runner's heartbeats
-	// crossed the routes.
+	// cross the routes.
 	if r, err := runCtl(narunBinary(t), "nats://"+n.hosts[0].Addr+":4222", "", "node", "ls"); err != nil || r.Code == 0 || !strings.Contains(r.Out, "certificate") {
 		t.Fatalf("ctl without the CA: %v, exit %d, want a failure naming the certificate:\n%s", err, r.Code, r.Out)
 	}
-	eventually(t, 30*time.Second, "three runners heartbeating", func() error {
-		for _, h := range n.hosts {
-			if _, err := o.heartbeat(h.Name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	all := []string{"s1", "s2", "s3"}
-	mustCtl(t, o.urls, "deploy", writeSpec(t, strings.Replace(o.helloOn(all, "1.0.0"), o.pin(), "", 1)), "--binary", hello(t), "--wait", "--timeout", "90s")
-	o.ready(t, "1.0.0", 30*time.Second)
-	o.served(t, 30*time.Second, n.hosts...)
+	o.deployHello(t, []string{"s1", "s2", "s3"})
 }

@@ -10,6 +10,38 @@ import (
 	"time"
 )
 
+// operatorKey makes the key ctl signs with for the cluster at urls, and
+// returns its public half, which the cluster's nodes are to trust.
+func operatorKey(t *testing.T, urls string) string {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "signing.key")
+	out, err := exec.Command(narunBinary(t), "ctl", "signing", "keygen", key).CombinedOutput()
+	if err != nil {
+		t.Fatalf("signing keygen: %v: %s", err, out)
+	}
+	signingKeys.Store(urls, key)
+	t.Cleanup(func() { signingKeys.Delete(urls) })
+	return strings.Fields(string(out))[0]
+}
+
+// deployHello deploys hello 1.0.0 to nodes once every member's runner
+// heartbeats, and waits until every member's gateway serves it.
+func (o *ops) deployHello(t *testing.T, nodes []string) {
+	t.Helper()
+	o.helloSum = helloSum(t)
+	eventually(t, 30*time.Second, "every runner heartbeating", func() error {
+		for _, h := range o.members {
+			if _, err := o.heartbeat(h.Name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	mustCtl(t, o.urls, "deploy", writeSpec(t, strings.Replace(o.helloOn(nodes, "1.0.0"), o.pin(), "", 1)), "--binary", hello(t), "--wait", "--timeout", "90s")
+	o.ready(t, "1.0.0", 30*time.Second)
+	o.served(t, 30*time.Second, o.members...)
+}
+
 // TestUpCluster is docs/CLUSTER.md's other layout: each device runs one
 // `narun up` (nats, runner and gateway in one process) trusting one
 // operator key. A kill -9 of one device's narun up, a restart of each in
@@ -18,15 +50,8 @@ import (
 func TestUpCluster(t *testing.T) {
 	t.Parallel()
 	n := NewNet(t, "u1", "u2", "u3")
-	key := filepath.Join(t.TempDir(), "signing.key")
-	out, err := exec.Command(narunBinary(t), "ctl", "signing", "keygen", key).CombinedOutput()
-	if err != nil {
-		t.Fatalf("signing keygen: %v: %s", err, out)
-	}
-	pub := strings.Fields(string(out))[0]
 	o := &ops{edge: &edge{net: n, members: n.hosts, urls: clusterURLs(n.hosts)}}
-	signingKeys.Store(o.urls, key)
-	t.Cleanup(func() { signingKeys.Delete(o.urls) })
+	pub := operatorKey(t, o.urls)
 	ups := map[*Host]*Proc{}
 	start := func(h *Host) { ups[h] = h.Start("up", "up", "--config", h.DataDir+"/narun.toml") }
 	for _, h := range n.hosts {
@@ -46,19 +71,8 @@ trusted_keys = [%q]
 	for _, h := range n.hosts {
 		waitJetStream(t, h, 60*time.Second)
 	}
-	o.helloSum = helloSum(t)
-	eventually(t, 30*time.Second, "three runners heartbeating", func() error {
-		for _, h := range n.hosts {
-			if _, err := o.heartbeat(h.Name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	all := []string{"u1", "u2", "u3"}
-	mustCtl(t, o.urls, "deploy", writeSpec(t, strings.Replace(o.helloOn(all, "1.0.0"), o.pin(), "", 1)), "--binary", hello(t), "--wait", "--timeout", "90s")
-	o.ready(t, "1.0.0", 30*time.Second)
-	o.served(t, 30*time.Second, n.hosts...)
+	o.deployHello(t, all)
 	settled := func(t *testing.T) {
 		t.Helper()
 		o.served(t, 90*time.Second, n.hosts...)

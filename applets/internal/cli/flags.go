@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -453,7 +452,7 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 func clientTLS(client config.Client) ([]nats.Option, error) {
 	var opts []nats.Option
 	if client.NATSCA != "" {
-		if err := CheckCA(client.NATSCA); err != nil {
+		if err := embednats.CheckCA(client.NATSCA); err != nil {
 			return nil, &clientError{key: "nats_ca", flag: FlagNATSCA, err: fmt.Errorf("nats ca: %w", err)}
 		}
 		opts = append(opts, nats.RootCAs(client.NATSCA))
@@ -464,36 +463,12 @@ func clientTLS(client config.Client) ([]nats.Option, error) {
 	case client.NATSCert != "" && client.NATSKey == "":
 		return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: errors.New("nats cert: set, but nats_key is empty: set both, the certificate and its private key")}
 	case client.NATSCert != "":
-		if err := CheckClientCert(client.NATSCert, client.NATSKey); err != nil {
+		if err := embednats.CheckClientCert(client.NATSCert, client.NATSKey); err != nil {
 			return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %w", err)}
 		}
 		opts = append(opts, nats.ClientCert(client.NATSCert, client.NATSKey))
 	}
 	return opts, nil
-}
-
-// CheckCA reads a file of CA certificates as a NATS client does.
-func CheckCA(file string) error {
-	pem, err := os.ReadFile(file)
-	if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
-		err = fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return err
-}
-
-// CheckClientCert loads a NATS client's certificate and key as nats.go
-// does at each connection.
-func CheckClientCert(cert, key string) error {
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return fmt.Errorf("%s with key %s: %w", cert, key, err)
-	}
-	// A server refuses one issued for servers only, saying no more than
-	// "bad certificate".
-	if eku := pair.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {
-		return fmt.Errorf("%s: its extended key usage lacks clientAuth, which a client certificate needs", cert)
-	}
-	return nil
 }
 
 // checkNATSURL refuses a server list nats.go could not parse, as it

@@ -23,15 +23,7 @@ import (
 // it is what a device on flash storage tunes to flush its storage less
 // often (docs/PERFORMANCE.md, "Disk writes").
 func TestSyncIntervalReachesJetStream(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "narun.toml")
-	if err := os.WriteFile(file, []byte("[nats.jetstream]\nsync_interval = \"10m\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(file, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := cli.EmbedConfig(cfg)
+	ec := cli.EmbedConfig(loadConfig(t, "[nats.jetstream]\nsync_interval = \"10m\"\n"))
 	ec.Listen, ec.DataDir = "127.0.0.1:0", t.TempDir()
 	s, err := embednats.Start(ec)
 	if err != nil {
@@ -43,24 +35,30 @@ func TestSyncIntervalReachesJetStream(t *testing.T) {
 	}
 }
 
-// The routes' login reaches the embedded server: without it, a cluster
-// with client logins would refuse to start.
-func TestEmbedConfigCarriesTheClusterLogin(t *testing.T) {
+// loadConfig loads body as narun.toml, without an environment.
+func loadConfig(t *testing.T, body string) config.File {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "narun.toml")
-	err := os.WriteFile(file, []byte(`[nats.cluster]
-name = "narun"
-listen = "0.0.0.0:6222"
-routes = ["nats-route://10.0.0.2:6222"]
-user = "route"
-password = "r0ute"
-`), 0o600)
-	if err != nil {
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(file, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// The routes' login reaches the embedded server: without it, a cluster
+// with client logins would refuse to start.
+func TestEmbedConfigCarriesTheClusterLogin(t *testing.T) {
+	cfg := loadConfig(t, `[nats.cluster]
+name = "narun"
+listen = "0.0.0.0:6222"
+routes = ["nats-route://10.0.0.2:6222"]
+user = "route"
+password = "r0ute"
+`)
 	c := cli.EmbedConfig(cfg).Cluster
 	if c.User != "route" || c.Password != "r0ute" || c.Listen != "0.0.0.0:6222" || len(c.Routes) != 1 {
 		t.Fatalf("embedded cluster config = %+v, want the file's [nats.cluster]", c)
@@ -91,8 +89,7 @@ func TestNATSOptionsKeepServerOrder(t *testing.T) {
 
 // Every TLS table of [nats] reaches the embedded server.
 func TestEmbedConfigCarriesTLS(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "narun.toml")
-	err := os.WriteFile(file, []byte(`[nats.tls]
+	cfg := loadConfig(t, `[nats.tls]
 cert = "client.pem"
 key = "client.key"
 ca = "ca.pem"
@@ -114,14 +111,7 @@ urls = ["tls://hub:7422"]
 ca = "hub-ca.pem"
 cert = "edge.pem"
 key = "edge.key"
-`), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(file, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	ec := cli.EmbedConfig(cfg)
 	for _, tc := range []struct {
 		name      string

@@ -10,6 +10,7 @@ import (
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/embednats"
 )
 
 // CheckConfig refuses a [runner] table whose node would keep dropping out
@@ -54,12 +55,12 @@ func CheckConfig(cfg config.File) error {
 		if ca.file == "" {
 			continue
 		}
-		if err := cli.CheckCA(ca.file); err != nil {
+		if err := embednats.CheckCA(ca.file); err != nil {
 			return fmt.Errorf("%skey %q: %w", where(ca.key), ca.key, err)
 		}
 	}
 	if c, k := cfg.Runner.AppNATSCert, cfg.Runner.AppNATSKey; c != "" && k != "" {
-		if err := cli.CheckClientCert(c, k); err != nil {
+		if err := embednats.CheckClientCert(c, k); err != nil {
 			return fmt.Errorf("%skey %q: %w", where("runner.app_nats_cert"), "runner.app_nats_cert", err)
 		}
 	}

@@ -862,19 +862,27 @@ func writeKeyFile(t *testing.T, key []byte) string {
 	return path
 }
 
-// A cached sealed secret that does not open while NATS is away (a damaged
-// file) is not a permanent failure: the instance waits, and the store's
-// copy serves once NATS answers.
-func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, nil)
+// secretRunner is a runner that has not started, with the key to the
+// secret "token" ("v1") that c's narun-secrets holds, and online, the
+// store as r.secret reads it while NATS answers.
+func secretRunner(t *testing.T) (c *cluster, r *Runner, online *resources) {
+	t.Helper()
+	c = newCluster(t, nil)
 	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
 	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, r, &resources{secrets: c.secrets}
+}
+
+// A cached sealed secret that does not open while NATS is away (a damaged
+// file) is not a permanent failure: the instance waits, and the store's
+// copy serves once NATS answers.
+func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
+	t.Parallel()
+	_, r, online := secretRunner(t)
 	ctx := context.Background()
-	online := &resources{secrets: c.secrets}
 	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v1" {
 		t.Fatalf("online: %q %v", v, err)
 	}
@@ -900,14 +908,8 @@ func TestDamagedCachedSecretWaitsForStore(t *testing.T) {
 // does not come back from the runner's cached copy once NATS is away.
 func TestDeletedSecretNotServedFromCache(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
-	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, r, online := secretRunner(t)
 	ctx := context.Background()
-	online := &resources{secrets: c.secrets}
 	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v1" {
 		t.Fatalf("online: %q %v", v, err)
 	}

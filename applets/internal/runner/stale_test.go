@@ -136,13 +136,7 @@ func TestUnchangedSpecNotCachedAgain(t *testing.T) {
 // start. The file keeps its inode.
 func TestUnchangedSealedSecretNotCachedAgain(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, nil)
-	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
-	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: keyFile}, DataDir: t.TempDir(), Conn: c.nc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	online := &resources{secrets: c.secrets}
+	_, r, online := secretRunner(t)
 	cached := filepath.Join(r.sealedDir(), "token")
 	inode := func() uint64 { return testutil.Inode(t, cached) }
 	var inodes []uint64
