@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,7 +104,7 @@ func (k *certKeeper) pair(cert, key string) (*keptPair, error) {
 	p := &keptPair{cert: cert, key: key}
 	certPEM, keyPEM, version, err := p.read()
 	if err == nil {
-		err = p.load(certPEM, keyPEM, version)
+		err = p.load(certPEM, keyPEM, version, false)
 	}
 	if err != nil {
 		return nil, err
@@ -131,7 +132,11 @@ func (p *keptPair) read() (certPEM, keyPEM []byte, version [sha256.Size]byte, er
 	return certPEM, keyPEM, version, nil
 }
 
-func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte) error {
+// load takes a pair read from the files. A renewal must not be expired;
+// at start an expired pair is taken all the same (start says so): a leaf
+// device kept off longer than its certificates live must still serve its
+// own apps, and take the renewed pair when it comes.
+func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte, renewal bool) error {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return err
@@ -146,11 +151,19 @@ func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte) error
 	// (a backup put back) must not replace the one that works. Judged by
 	// the end date only: a device whose clock is behind (no RTC, before
 	// NTP) finds every fresh certificate not yet valid.
-	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
-		return fmt.Errorf("expired on %s (by this device's clock, %s)", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	if err := expired(pair.Leaf); renewal && err != nil {
+		return err
 	}
 	p.current.Store(&pair)
 	p.seen, p.failed = version, [sha256.Size]byte{}
+	return nil
+}
+
+// expired says when leaf ended, if it has by this device's clock.
+func expired(leaf *x509.Certificate) error {
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return fmt.Errorf("expired on %s (by this device's clock, %s)", leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 
@@ -165,9 +178,10 @@ func (p *keptPair) chainTo(pool *x509.CertPool) error {
 
 // chains checks that pair's certificate chains to each of roots. A route
 // certificate of another CA (two files swapped) would fail every route's
-// handshake after a start that found nothing wrong. Checked at a time
-// within the certificate's life: the expiry is checked apart, and a
-// device clock that is behind must not refuse a good one.
+// handshake after a start that found nothing wrong. Checked now, as peers
+// check it; a chain refused only for its dates is taken (the expiry is
+// judged apart, and a device clock that is behind must not refuse a good
+// certificate).
 func chains(pair *tls.Certificate, roots []*x509.CertPool) error {
 	leaf := pair.Leaf
 	inter := x509.NewCertPool()
@@ -177,9 +191,9 @@ func chains(pair *tls.Certificate, roots []*x509.CertPool) error {
 		}
 	}
 	for _, pool := range roots {
-		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-			CurrentTime: leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)})
-		if err != nil {
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		var dates x509.CertificateInvalidError
+		if err != nil && !(errors.As(err, &dates) && dates.Reason == x509.Expired) {
 			return fmt.Errorf("not signed by the CA it must be: %w", err)
 		}
 	}
@@ -207,7 +221,7 @@ func usableFor(leaf *x509.Certificate, needs []x509.ExtKeyUsage) error {
 	}
 	for _, u := range needs {
 		if !slices.Contains(leaf.ExtKeyUsage, u) {
-			return fmt.Errorf("its extended key usage lacks %s, which this use needs: routes present theirs as servers and as clients, leaf remotes as clients; issue it with serverAuth and clientAuth", usageName(u))
+			return fmt.Errorf("its extended key usage lacks %s", usageName(u))
 		}
 	}
 	return nil
@@ -241,7 +255,7 @@ func (p *keptPair) look(log *slog.Logger) {
 		return
 	}
 	if err == nil {
-		if err = p.load(certPEM, keyPEM, version); err == nil {
+		if err = p.load(certPEM, keyPEM, version, true); err == nil {
 			log.Info("NATS certificate reloaded", "cert", p.cert, "expires", p.current.Load().Leaf.NotAfter)
 			return
 		}
@@ -260,6 +274,11 @@ func (k *certKeeper) start(log *slog.Logger) {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	for _, p := range k.pairs {
+		if err := expired(p.current.Load().Leaf); err != nil {
+			log.Warn("NATS certificate "+p.cert+" "+err.Error()+": peers refuse it until it is renewed, which is taken without a restart", "cert", p.cert)
+		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	k.stop, k.done = stop, make(chan struct{})

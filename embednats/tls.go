@@ -55,7 +55,7 @@ func CheckClientCert(cert, key string) error {
 		return fmt.Errorf("%s with key %s: %w", cert, key, err)
 	}
 	if err := usableFor(pair.Leaf, tlsRemote.usages()); err != nil {
-		return fmt.Errorf("%s: %w", cert, err)
+		return fmt.Errorf("%s: %w, which a client certificate needs", cert, err)
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, err
 			return nil, bad("cert", fmt.Errorf("load %s with key %s: %w", t.Cert, t.Key, err))
 		}
 		if err := pair.require(use.usages()...); err != nil {
-			return nil, bad("cert", fmt.Errorf("%s: %w", t.Cert, err))
+			return nil, bad("cert", fmt.Errorf("%s: %w, which this table needs: routes present their certificates as servers and as clients, leaf remotes as clients; issue it with serverAuth and clientAuth", t.Cert, err))
 		}
 		pair.use(cfg)
 	}
