@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"math"
 	"net"
@@ -451,9 +450,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		case store.IsNotFound(err):
 			// Deleted, most likely revoked (secret delete --force): the
 			// copy kept for when NATS is away must not bring it back then.
-			if rerr := os.Remove(cached); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				r.log.Warn("remove the cached copy of a deleted secret", "file", cached, "err", rerr)
-			}
+			r.dropIfDeleted(ctx, name)
 			return nil, fmt.Errorf("secret %q is not set (narun ctl secret set %s)", name, name)
 		default:
 			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)

@@ -753,15 +753,33 @@ func (r *Runner) dropDeletedSecrets(ctx context.Context, res *resources) {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		if _, err := res.secrets.Get(ctx, e.Name()); !store.IsNotFound(err) {
-			continue
+		if _, err := res.secrets.Get(ctx, e.Name()); store.IsNotFound(err) {
+			r.dropIfDeleted(ctx, e.Name())
 		}
-		if err := os.Remove(filepath.Join(r.sealedDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			r.log.Warn("remove the cached copy of a deleted secret", "secret", e.Name(), "err", err)
-			continue
-		}
-		r.log.Info("removed the cached copy of a deleted secret", "secret", e.Name())
 	}
+}
+
+// dropIfDeleted removes the cached copy of secret name once the leader of
+// narun-secrets says it holds no value for it. A Get is a direct get any
+// replica answers, and one behind its leader (just restarted) says "not
+// found" of a secret set since: its copy would go, and with it the app's
+// start while NATS is away. A bucket or stream that does not answer is no
+// deletion either.
+func (r *Runner) dropIfDeleted(ctx context.Context, name string) {
+	m, err := store.LastFromLeader(ctx, r.opts.Conn, "KV_"+names.SecretsBucket, "$KV."+names.SecretsBucket+"."+name)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err == nil && (m.Header.Get("KV-Operation") == "DEL" || m.Header.Get("KV-Operation") == "PURGE"):
+	default:
+		return
+	}
+	if err := os.Remove(filepath.Join(r.sealedDir(), name)); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("remove the cached copy of a deleted secret", "secret", name, "err", err)
+		}
+		return
+	}
+	r.log.Info("removed the cached copy of a deleted secret", "secret", name)
 }
 
 // apply hands a spec to its app's goroutine, creating it if needed.

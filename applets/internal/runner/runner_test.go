@@ -924,6 +924,33 @@ func TestDeletedSecretNotServedFromCache(t *testing.T) {
 	}
 }
 
+// lagging is a replica of narun-secrets behind its leader: it has not the
+// secrets set since it went down.
+type lagging struct{ jetstream.KeyValue }
+
+func (lagging) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
+	return nil, jetstream.ErrKeyNotFound
+}
+
+// A replica behind its leader says "not found" of a secret the leader
+// holds: its cached copy stays, for a start while NATS is away.
+func TestLaggingReplicaKeepsTheCopyOfASecret(t *testing.T) {
+	t.Parallel()
+	_, r, online := secretRunner(t)
+	ctx := context.Background()
+	if _, err := r.secret(ctx, online, "token"); err != nil {
+		t.Fatal(err)
+	}
+	behind := &resources{secrets: lagging{online.secrets}}
+	if _, err := r.secret(ctx, behind, "token"); err == nil {
+		t.Fatal("a replica without the secret: no error")
+	}
+	r.dropDeletedSecrets(ctx, behind)
+	if v, err := r.secret(ctx, nil, "token"); err != nil || string(v) != "v1" {
+		t.Fatalf("offline after a lagging replica's answers: %q, %v; want the cached copy", v, err)
+	}
+}
+
 // A secret deleted while its app runs loses its cached copy at the next
 // resync, though the spec still names it: a restart while NATS is away
 // must not bring the revoked value back.
