@@ -630,15 +630,19 @@ func withRunnerMetadata(md map[string]string) map[string]string {
 	return out
 }
 
-// certRefusedHint says what to set when the server ended the connection
-// in its TLS handshake: with TLS 1.3 a client learns that its certificate
-// was refused (or missing) only at its next write, as a closed
-// connection, which says nothing of certificates. A certificate of the
-// server's that this app does not trust says so itself.
+// certRefusedHint says what to set when the server refused this app's
+// certificate (or its lack of one): by a TLS alert about certificates,
+// or, with TLS 1.3, where a client learns of it only at its next write,
+// by closing the connection right after the handshake, which says
+// nothing of certificates. A timeout or a reset in the handshake is not
+// it.
 func certRefusedHint(err error) string {
 	var op *net.OpError
-	var verify *tls.CertificateVerificationError
-	if errors.As(err, &verify) || !errors.Is(err, nats.ErrTLS) && !(errors.As(err, &op) && op.Op == "remote error") {
+	refused := errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake")
+	if errors.As(err, &op) && op.Op == "remote error" {
+		refused = strings.Contains(op.Err.Error(), "certificate")
+	}
+	if !refused {
 		return ""
 	}
 	return " (the server refused this client in its TLS handshake: one that verifies clients wants a certificate its CA signed, NARUN_NATS_CERT and NARUN_NATS_KEY)"

@@ -3,7 +3,6 @@ package cli
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -519,15 +518,17 @@ func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error)
 	return err
 }
 
-// certRefused says whether the server ended the connection in its TLS
-// handshake: with TLS 1.3 a client learns that its certificate was
-// refused (or missing) only at its next write, as a closed connection,
-// which says nothing of certificates. A server certificate this client
-// does not trust says so itself.
+// certRefused says whether the server refused this client's certificate
+// (or its lack of one): by a TLS alert about certificates, or, with TLS
+// 1.3, where a client learns of it only at its next write, by closing the
+// connection right after the handshake, which says nothing of
+// certificates. A timeout or a reset in the handshake is not it.
 func certRefused(err error) bool {
 	var op *net.OpError
-	var verify *tls.CertificateVerificationError
-	return !errors.As(err, &verify) && (errors.Is(err, nats.ErrTLS) || errors.As(err, &op) && op.Op == "remote error")
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return strings.Contains(op.Err.Error(), "certificate")
+	}
+	return errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake")
 }
 
 // NATSLogging sends connection events and asynchronous errors (a slow

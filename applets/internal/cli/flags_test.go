@@ -1,10 +1,17 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // A parent directory its group may write is unsafe whatever the group:
@@ -85,5 +92,33 @@ func TestDataDir(t *testing.T) {
 				t.Errorf("data dir mode %04o, want 0700", fi.Mode().Perm())
 			}
 		})
+	}
+}
+
+// A TLS handshake that times out (a slow link, a stuck server) is no
+// refusal of the client's certificate: the hint about one would send the
+// operator the wrong way.
+func TestCertRefusedIsNotATimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// Asks for TLS, then says nothing more.
+		fmt.Fprintf(c, "INFO {\"server_id\":\"x\",\"tls_required\":true}\r\n")
+		io.Copy(io.Discard, c)
+	}()
+	_, err = nats.Connect("nats://"+l.Addr().String(), nats.Timeout(200*time.Millisecond))
+	if err == nil || !errors.Is(err, nats.ErrTLS) {
+		t.Fatalf("connect: %v, want a TLS error", err)
+	}
+	if certRefused(err) {
+		t.Errorf("certRefused(%v) = true for a handshake that timed out", err)
 	}
 }
