@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,23 +226,6 @@ func (h *Host) WriteFile(name, body string) string {
 		h.net.t.Fatal(err)
 	}
 	return p
-}
-
-// waitTCP waits until addr accepts connections.
-func waitTCP(t *testing.T, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not accepting connections after %s: %v", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 type lockedBuffer struct {
