@@ -228,7 +228,7 @@ func TestGatewayAppletWarnsOfUnusedCertificate(t *testing.T) {
 	srv := natstest.Start(t)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testutil.SelfSigned(t, certPath, keyPath, "localhost")
+	testutil.CertPair(t, certPath, keyPath, "localhost")
 	tlsTable := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n"
 	for _, tc := range []struct {
 		name, tlsListen string

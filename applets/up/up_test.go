@@ -162,7 +162,7 @@ func TestUpListenersOff(t *testing.T) {
 func TestUpBannerNamesHTTPS(t *testing.T) {
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testutil.SelfSigned(t, certPath, keyPath, "up")
+	testutil.CertPair(t, certPath, keyPath, "up")
 	conf := filepath.Join(dir, "narun.toml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[gateway.tls]\ncert = %q\nkey = %q\n", certPath, keyPath)), 0o600); err != nil {
 		t.Fatal(err)

@@ -53,6 +53,13 @@ func NewCA(t testing.TB) *CA {
 	return ca
 }
 
+// Pool is a pool that trusts the authority.
+func (ca *CA) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return pool
+}
+
 // Issue signs a certificate for name, valid for servers and clients at
 // hosts (names or addresses; none means 127.0.0.1, ::1 and localhost),
 // and returns its certificate and key files.

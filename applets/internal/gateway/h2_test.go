@@ -84,7 +84,7 @@ func TestHTTP2ConnectionWindowCoversEveryStream(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	pool := testutil.SelfSigned(t, certPath, keyPath, "h2")
+	pool := testutil.CertPair(t, certPath, keyPath, "h2")
 	cfg := gwConfig(config.Route{Path: "/", Service: "none"})
 	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
 	r := startRun(t, natstest.Connect(t, natstest.Start(t)), cfg, "")

@@ -801,7 +801,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	pool := testutil.SelfSigned(t, certPath, keyPath, "first")
+	pool := testutil.CertPair(t, certPath, keyPath, "first")
 	cfg := gwConfig(config.Route{Path: "/", Service: "proto"})
 	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
 	r := startRun(t, nc, cfg, "")
@@ -869,7 +869,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	}
 
 	// A new certificate on disk is picked up without a restart.
-	newPool := testutil.SelfSigned(t, certPath, keyPath, "second")
+	newPool := testutil.CertPair(t, certPath, keyPath, "second")
 	testutil.Eventually(t, 15*time.Second, "new certificate served", func() bool {
 		c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: newPool})
 		if err != nil {
@@ -1293,7 +1293,7 @@ func TestReloadSeesSameSizeAndTime(t *testing.T) {
 	// first may be of a size that comes once in hundreds (a serial
 	// number or a key a byte shorter), which under -race took the loop
 	// past the test's timeout: it is made anew every 20 tries.
-	testutil.SelfSigned(t, certPath, keyPath, "first")
+	testutil.CertPair(t, certPath, keyPath, "first")
 	first := sizes(t, certPath, keyPath)
 	second := filepath.Join(dir, "second")
 	if err := os.Mkdir(second, 0o755); err != nil {
@@ -1302,10 +1302,10 @@ func TestReloadSeesSameSizeAndTime(t *testing.T) {
 	var pool *x509.CertPool
 	for tries := 1; pool == nil || sizes(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem")) != first; tries++ {
 		if tries%20 == 0 {
-			testutil.SelfSigned(t, certPath, keyPath, "first")
+			testutil.CertPair(t, certPath, keyPath, "first")
 			first = sizes(t, certPath, keyPath)
 		}
-		pool = testutil.SelfSigned(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem"), "second")
+		pool = testutil.CertPair(t, filepath.Join(second, "cert.pem"), filepath.Join(second, "key.pem"), "second")
 	}
 
 	writeFile(t, path, "[[gateway.routes]]\npath = \"/x\"\nservice = \"a\"\n")
@@ -1432,7 +1432,7 @@ func TestReloadOfTLSOnOffWarns(t *testing.T) {
 	nc := natstest.Connect(t, srv)
 	dir := t.TempDir()
 	path, certPath, keyPath := filepath.Join(dir, "narun.toml"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testutil.SelfSigned(t, certPath, keyPath, "only")
+	testutil.CertPair(t, certPath, keyPath, "only")
 	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
 	withTLS := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n" + routes
 	for _, c := range []struct{ name, before, after string }{
@@ -1469,7 +1469,7 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 	srv := natstest.Start(t)
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	firstPool := testutil.SelfSigned(t, certPath, keyPath, "first")
+	firstPool := testutil.CertPair(t, certPath, keyPath, "first")
 	cfg := gwConfig()
 	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
 	r := startRun(t, natstest.Connect(t, srv), cfg, "")
@@ -1484,7 +1484,7 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 
 	next := t.TempDir()
 	nextCert, nextKey := filepath.Join(next, "cert.pem"), filepath.Join(next, "key.pem")
-	nextPool := testutil.SelfSigned(t, nextCert, nextKey, "second")
+	nextPool := testutil.CertPair(t, nextCert, nextKey, "second")
 	b, err := os.ReadFile(nextCert)
 	if err != nil {
 		t.Fatal(err)
@@ -1905,7 +1905,7 @@ func TestTLSCertificateOutOfDateWarns(t *testing.T) {
 	} {
 		dir := t.TempDir()
 		certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-		testutil.SelfSignedValid(t, certPath, keyPath, "dated", tc.from, tc.to)
+		testutil.CertPairValid(t, certPath, keyPath, "dated", tc.from, tc.to)
 		var logs testutil.LogBuffer
 		cfg := gwConfig()
 		cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath, Listen: "127.0.0.1:0"}
