@@ -312,11 +312,7 @@ func connectError(at string, err error) error {
 		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is not for the host in the URL: connect by a name or address it lists)", at, err)
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		return fmt.Errorf("connect to NATS at %s: %w (the server does not offer TLS: use a nats:// URL and leave out --nats-ca, --nats-cert and --nats-key ([ctl] nats_ca, nats_cert, nats_key))", at, err)
-	case errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake") ||
-		errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "certificate"):
-		// The server's TLS alert ("certificate required"), or, with TLS
-		// 1.3, a connection closed at the client's first write: the
-		// client learns that its certificate was refused only then.
+	case cli.CertRefused(err):
 		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: one that verifies clients wants a certificate its CA signed, --nats-cert and --nats-key ([ctl] nats_cert, nats_key))", at, err)
 	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)

@@ -339,23 +339,11 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 		cfg.DataDir = abs
 	}
 	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
-		if c.IsSet(FlagNATSURL) {
-			client.NATSURL = c.String(FlagNATSURL)
-		}
-		if c.IsSet(FlagNATSCreds) {
-			client.NATSCreds = c.String(FlagNATSCreds)
-		}
-		if c.IsSet(FlagNATSNkey) {
-			client.NATSNkey = c.String(FlagNATSNkey)
-		}
-		if c.IsSet(FlagNATSCA) {
-			client.NATSCA = c.String(FlagNATSCA)
-		}
-		if c.IsSet(FlagNATSCert) {
-			client.NATSCert = c.String(FlagNATSCert)
-		}
-		if c.IsSet(FlagNATSKey) {
-			client.NATSKey = c.String(FlagNATSKey)
+		for flag, setting := range map[string]*string{FlagNATSURL: &client.NATSURL, FlagNATSCreds: &client.NATSCreds, FlagNATSNkey: &client.NATSNkey,
+			FlagNATSCA: &client.NATSCA, FlagNATSCert: &client.NATSCert, FlagNATSKey: &client.NATSKey} {
+			if c.IsSet(flag) {
+				*setting = c.String(flag)
+			}
 		}
 	}
 	// A wrong flag is a usage error; a wrong value in the file is the
@@ -518,12 +506,12 @@ func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error)
 	return err
 }
 
-// certRefused says whether the server refused this client's certificate
+// CertRefused says whether the server refused this client's certificate
 // (or its lack of one): by a TLS alert about certificates, or, with TLS
 // 1.3, where a client learns of it only at its next write, by closing the
 // connection right after the handshake, which says nothing of
 // certificates. A timeout or a reset in the handshake is not it.
-func certRefused(err error) bool {
+func CertRefused(err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "remote error" {
 		return strings.Contains(op.Err.Error(), "certificate")
@@ -571,7 +559,7 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 			return
 		}
 		attrs := []any{"servers", embednats.RedactURLs(strings.Join(nc.Servers(), ",")), "err", err}
-		if certRefused(err) {
+		if CertRefused(err) {
 			attrs = append(attrs, "hint", "the server refused this client in its TLS handshake: one that verifies clients wants a certificate its CA signed, nats_cert and nats_key (--nats-cert, --nats-key)")
 		}
 		log.Warn("nats not reachable, retrying", attrs...)

@@ -118,7 +118,7 @@ func TestCertRefusedIsNotATimeout(t *testing.T) {
 	if err == nil || !errors.Is(err, nats.ErrTLS) {
 		t.Fatalf("connect: %v, want a TLS error", err)
 	}
-	if certRefused(err) {
-		t.Errorf("certRefused(%v) = true for a handshake that timed out", err)
+	if CertRefused(err) {
+		t.Errorf("CertRefused(%v) = true for a handshake that timed out", err)
 	}
 }
