@@ -778,7 +778,8 @@ func statFields(b []byte) ([]string, error) {
 // other servers get none of the runner's, which would make them ask a
 // plain server for TLS.
 func (r *Runner) appCA() string {
-	if r.appOwnServers {
+	// No URL given for apps: they get the runner's own servers.
+	if cmp.Or(r.opts.Config.AppNATSURL, r.opts.AppNATSURL) == "" {
 		return cmp.Or(r.opts.Config.AppNATSCA, r.opts.Config.NATSCA)
 	}
 	return r.opts.Config.AppNATSCA

@@ -86,13 +86,10 @@ type Runner struct {
 	labels    map[string]string
 	log       *slog.Logger
 	appURL    string
-	// appOwnServers says apps get the runner's own servers (no URL was
-	// given for them), and with them the CA it checks them against.
-	appOwnServers bool
-	started       time.Time
-	cache         *cache
-	links         execLinks
-	keys          keyFile
+	started   time.Time
+	cache     *cache
+	links     execLinks
+	keys      keyFile
 	// keysWarned is set while the key file is unreadable and that was
 	// logged.
 	keysWarned struct {
@@ -198,17 +195,16 @@ func New(opts Options) (*Runner, error) {
 	}
 	appURL, loginDropped := appNATSURL(opts)
 	r := &Runner{
-		opts:          opts,
-		node:          node,
-		labels:        opts.Config.Labels,
-		log:           log.With("node", node),
-		appURL:        appURL,
-		appOwnServers: cmp.Or(opts.Config.AppNATSURL, opts.AppNATSURL) == "",
-		started:       time.Now(),
-		apps:          map[string]*app{},
-		revs:          map[string]uint64{},
-		beat:          make(chan struct{}, 1),
-		caps:          probeCapabilities(opts.Command == nil),
+		opts:    opts,
+		node:    node,
+		labels:  opts.Config.Labels,
+		log:     log.With("node", node),
+		appURL:  appURL,
+		started: time.Now(),
+		apps:    map[string]*app{},
+		revs:    map[string]uint64{},
+		beat:    make(chan struct{}, 1),
+		caps:    probeCapabilities(opts.Command == nil),
 
 		signatures:   signatures,
 		rolloutSlack: time.Minute,
