@@ -1187,8 +1187,10 @@ func encodeHeartbeat(n state.Node, limit int) (b []byte, trimmed bool, err error
 }
 
 func (r *Runner) nodeState() state.Node {
-	now := time.Now()
 	instances := r.instances()
+	// Read after the instances: one that changed state in between would
+	// otherwise be in it since after the heartbeat's time.
+	now := time.Now()
 	for i := range instances {
 		instances[i] = r.restamp(instances[i], now)
 	}
