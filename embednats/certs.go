@@ -25,35 +25,73 @@ var certLookInterval = time.Second
 // (an ACME or step-ca client rewriting them in place) must not need a
 // restart, which would drop its routes and clients, for each renewal. A
 // new pair is used for the connections made after it is read; those open
-// keep theirs.
+// keep theirs. CA files are kept alike, so that a CA can be rotated
+// (the new one added beside the old, certificates renewed, the old one
+// removed) one file write at a time, without a restart on every device
+// for each step.
 type certKeeper struct {
 	pairs map[[2]string]*keptPair // by certificate and key file
-	// pools are the CA files as read at start, by path: a restart of the
-	// server (after a full disk) reads no file again, so a renewal caught
-	// half-written cannot fail it.
-	pools map[string]*x509.CertPool
-	stop  context.CancelFunc
-	done  chan struct{}
+	// cas are the CA files by path. A restart of the server (after a
+	// full disk) reads no file again, so a renewal caught half-written
+	// cannot fail it.
+	cas map[string]*keptCA
+	// reload gives the running server the CAs as now kept: nats-server
+	// checks peers against the pools in its options, which only a reload
+	// of its options replaces.
+	reload func() error
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
-// pool reads a CA file once.
+// keptCA is one CA file and the certificates last taken from it.
+type keptCA struct {
+	file    string
+	current atomic.Pointer[x509.CertPool]
+	// seen identifies the file's content in use; failed the content last
+	// refused, so that a broken file is said once, not every second.
+	seen, failed [sha256.Size]byte
+}
+
+// pool reads a CA file, once for every table that names it.
 func (k *certKeeper) pool(file string) (*x509.CertPool, error) {
-	if p := k.pools[file]; p != nil {
-		return p, nil
-	}
-	pem, err := readRegular(file)
+	ca, err := k.ca(file)
 	if err != nil {
 		return nil, err
 	}
+	return ca.current.Load(), nil
+}
+
+func (k *certKeeper) ca(file string) (*keptCA, error) {
+	if ca := k.cas[file]; ca != nil {
+		return ca, nil
+	}
+	ca := &keptCA{file: file}
+	pool, version, err := ca.read()
+	if err != nil {
+		return nil, err
+	}
+	ca.current.Store(pool)
+	ca.seen = version
+	if k.cas == nil {
+		k.cas = map[string]*keptCA{}
+	}
+	k.cas[file] = ca
+	return ca, nil
+}
+
+// read reads the CA file; version identifies what it found, a failure to
+// read included.
+func (ca *keptCA) read() (*x509.CertPool, [sha256.Size]byte, error) {
+	pem, err := readRegular(ca.file)
+	if err != nil {
+		return nil, sha256.Sum256([]byte(err.Error())), err
+	}
+	version := sha256.Sum256(pem)
 	p := x509.NewCertPool()
 	if !p.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+		return nil, version, fmt.Errorf("%s holds no PEM certificate", ca.file)
 	}
-	if k.pools == nil {
-		k.pools = map[string]*x509.CertPool{}
-	}
-	k.pools[file] = p
-	return p, nil
+	return p, version, nil
 }
 
 // maxCertFile bounds what is read of a certificate, key or CA file.
@@ -89,7 +127,7 @@ type keptPair struct {
 	needs []x509.ExtKeyUsage
 	// roots are CAs the pair must chain to: a route's, which the other
 	// members check it against.
-	roots []*x509.CertPool
+	roots []*keptCA
 	// seen identifies the files' content in use; failed the content last
 	// refused, so that a broken pair is said once, not every second.
 	seen, failed [sha256.Size]byte
@@ -144,7 +182,7 @@ func (p *keptPair) load(certPEM, keyPEM []byte, version [sha256.Size]byte, renew
 	if err := usableFor(pair.Leaf, p.needs); err != nil {
 		return err
 	}
-	if err := chains(&pair, p.roots); err != nil {
+	if err := chains(&pair, rootPools(p.roots, nil, nil)); err != nil {
 		return err
 	}
 	// An expired pair fails every peer: a renewal that wrote a stale one
@@ -167,13 +205,26 @@ func expired(leaf *x509.Certificate) error {
 	return nil
 }
 
-// chainTo adds pool to the CAs the pair must chain to, and checks the
-// pair in use against it.
-func (p *keptPair) chainTo(pool *x509.CertPool) error {
-	if !slices.Contains(p.roots, pool) {
-		p.roots = append(p.roots, pool)
+// chainTo adds ca to the CAs the pair must chain to, and checks the pair
+// in use against it.
+func (p *keptPair) chainTo(ca *keptCA) error {
+	if !slices.Contains(p.roots, ca) {
+		p.roots = append(p.roots, ca)
 	}
-	return chains(p.current.Load(), p.roots)
+	return chains(p.current.Load(), rootPools(p.roots, nil, nil))
+}
+
+// rootPools are the pools of roots as kept, but with candidate for ca.
+func rootPools(roots []*keptCA, ca *keptCA, candidate *x509.CertPool) []*x509.CertPool {
+	pools := make([]*x509.CertPool, 0, len(roots))
+	for _, r := range roots {
+		if r == ca {
+			pools = append(pools, candidate)
+		} else {
+			pools = append(pools, r.current.Load())
+		}
+	}
+	return pools
 }
 
 // chains checks that pair's certificate chains to each of roots. A route
@@ -267,9 +318,43 @@ func (p *keptPair) look(log *slog.Logger) {
 	log.Warn("NATS certificate not reloaded: the one in use stays until the files load", "cert", p.cert, "key", p.key, "err", err)
 }
 
+// look reads the CA file again and takes a changed one that reads,
+// unless a route certificate in use would no longer chain to it: the
+// other members would refuse it at the next handshake, and the cluster
+// would fall apart one route at a time. It says whether it took one.
+func (k *certKeeper) look(ca *keptCA, log *slog.Logger) bool {
+	pool, version, err := ca.read()
+	if err == nil && version == ca.seen {
+		ca.failed = [sha256.Size]byte{}
+		return false
+	}
+	if err == nil {
+		for _, p := range k.pairs {
+			if !slices.Contains(p.roots, ca) {
+				continue
+			}
+			if cerr := chains(p.current.Load(), rootPools(p.roots, ca, pool)); cerr != nil {
+				err = fmt.Errorf("the route certificate in use, %s, is %w: add the new CA beside the old one, renew the route certificates, then remove the old CA", p.cert, cerr)
+				break
+			}
+		}
+	}
+	if err == nil {
+		ca.current.Store(pool)
+		ca.seen, ca.failed = version, [sha256.Size]byte{}
+		return true
+	}
+	if version == ca.failed {
+		return false
+	}
+	ca.failed = version
+	log.Warn("NATS CA file not reloaded: the CAs in use stay until it loads", "ca", ca.file, "err", err)
+	return false
+}
+
 // start looks at the files every certLookInterval until stopped.
 func (k *certKeeper) start(log *slog.Logger) {
-	if len(k.pairs) == 0 {
+	if len(k.pairs) == 0 && len(k.cas) == 0 {
 		return
 	}
 	if log == nil {
@@ -291,6 +376,21 @@ func (k *certKeeper) start(log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			// CAs first: a route certificate renewed from a CA just
+			// added to the file chains only to the new pool.
+			var changed []string
+			for _, ca := range k.cas {
+				if k.look(ca, log) {
+					changed = append(changed, ca.file)
+				}
+			}
+			if len(changed) > 0 && k.reload != nil {
+				if err := k.reload(); err != nil {
+					log.Error("NATS CA files read, but not applied: connections are checked against the CAs read before until a restart", "ca", changed, "err", err)
+				} else {
+					log.Info("NATS CA files reloaded: new connections are checked against them", "ca", changed)
+				}
 			}
 			for _, p := range k.pairs {
 				p.look(log)

@@ -150,6 +150,10 @@ type Server struct {
 	mu    sync.Mutex
 	ns    *server.Server // replaced by Restart
 	certs *certKeeper
+	// storeLimit is the JetStream storage limit the server runs with,
+	// set at its start from the space free then when none is configured:
+	// nats-server refuses a reload of its options that changes it.
+	storeLimit int64
 }
 
 // current is the server running now.
@@ -221,8 +225,10 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts leaf nodes from the network without authentication: whoever reaches this port joins as a leaf, reads the requests the gateway sends and answers them in apps' place"+store+"; set [nats] users or nkeys, which a leaf then logs in with, or [nats.leafnodes] listen on 127.0.0.1",
 			"leafnodes_listen", net.JoinHostPort(opts.LeafNode.Host, strconv.Itoa(opts.LeafNode.Port)))
 	}
+	s := &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
+	certs.reload = s.reloadTLS
 	certs.start(cfg.Logger)
-	return &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs, certs: certs}, nil
+	return s, nil
 }
 
 // Check says whether Start would accept cfg, as the NATS server judges
@@ -400,17 +406,7 @@ func (s *Server) Restart() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if addr, ok := s.ns.Addr().(*net.TCPAddr); ok && addr != nil {
-		// A random port (":0") stays the one clients know.
-		opts.Port = addr.Port
-	}
-	if s.internal != nil {
-		for _, u := range opts.Users {
-			if u.Username == internalUser {
-				u.Password = s.internal.Password
-			}
-		}
-	}
+	s.keepRuntime(opts)
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 	select {
@@ -421,7 +417,40 @@ func (s *Server) Restart() error {
 	if err != nil {
 		return fmt.Errorf("restart nats server: %w", err)
 	}
-	s.ns = ns
+	s.ns, s.storeLimit = ns, opts.JetStreamMaxStore
+	return nil
+}
+
+// keepRuntime gives opts what the running server chose at its start: the
+// client port of ":0", which clients know, and the in-process login,
+// which in-process connections present.
+func (s *Server) keepRuntime(opts *server.Options) {
+	if addr, ok := s.ns.Addr().(*net.TCPAddr); ok && addr != nil {
+		opts.Port = addr.Port
+	}
+	if s.internal != nil {
+		for _, u := range opts.Users {
+			if u.Username == internalUser {
+				u.Password = s.internal.Password
+			}
+		}
+	}
+}
+
+// reloadTLS gives the running server TLS configurations built with the
+// CAs as now kept. Connections open stay, checked as they were.
+func (s *Server) reloadTLS() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts, _, err := serverOptions(s.cfg, s.certs)
+	if err != nil {
+		return err
+	}
+	s.keepRuntime(opts)
+	opts.JetStreamMaxStore = s.storeLimit
+	if err := s.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("reload nats server options: %w", err)
+	}
 	return nil
 }
 
@@ -862,10 +891,11 @@ func (s *Server) NATS() *server.Server { return s.current() }
 
 // Shutdown stops the server; JetStream flushes its store before it returns.
 func (s *Server) Shutdown() {
+	// The keeper first: a reload must not meet a server shutting down.
+	s.certs.close()
 	ns := s.current()
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	s.certs.close()
 	s.logs.close()
 	unlockStore(s.lock)
 }

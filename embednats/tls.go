@@ -110,12 +110,13 @@ func (t TLS) config(key string, use tlsUse, certs *certKeeper) (*tls.Config, err
 		pair.use(cfg)
 	}
 	if t.CA != "" {
-		pool, err := certs.pool(t.CA)
+		ca, err := certs.ca(t.CA)
 		if err != nil {
 			return nil, bad("ca", err)
 		}
+		pool := ca.current.Load()
 		if use == tlsRoute {
-			if err := pair.chainTo(pool); err != nil {
+			if err := pair.chainTo(ca); err != nil {
 				return nil, bad("cert", fmt.Errorf("%s: %w; the members check each other's route certificates against ca, %s", t.Cert, err, t.CA))
 			}
 		}

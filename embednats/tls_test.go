@@ -393,3 +393,178 @@ func TestCertificateDatesAtStart(t *testing.T) {
 	natstest.StartConfig(t, embednats.Config{ServerName: "a", Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1",
 		Routes: []string{"nats-route://127.0.0.1:1"}, TLS: embednats.TLS{Cert: long, Key: longKey, CA: ca.File}}})
 }
+
+// putFiles replaces the file to with the contents of from, concatenated,
+// as a renewal does: written beside it, then renamed over it.
+func putFiles(t *testing.T, to string, from ...string) {
+	t.Helper()
+	var b []byte
+	for _, f := range from {
+		part, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, part...)
+	}
+	if err := os.WriteFile(to+".new", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(to+".new", to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A CA is rotated one file write at a time: the new CA added beside the
+// old, then the certificates renewed from it, then the old one removed.
+// Each step reaches the running server: a client port that verifies
+// clients accepts a certificate of a CA added to its file, connections
+// made before stay, and a file that does not read leaves the CAs in use.
+func TestClientCAFileReloadedWithoutRestart(t *testing.T) {
+	oldCA, newCA := natstest.NewCA(t), natstest.NewCA(t)
+	cert, key := oldCA.Issue(t, "server")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	putFiles(t, caFile, oldCA.File)
+	var logs syncBuffer
+	// With logins, as docs/CLUSTER.md advises: the reload keeps them, the
+	// in-process one included.
+	s := natstest.StartConfig(t, embednats.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Users: []embednats.User{{User: "ops", Password: "s3cret"}},
+		TLS:   embednats.TLS{Cert: cert, Key: key, CA: caFile, Verify: true}})
+	inProcess := natstest.Connect(t, s, nats.MaxReconnects(0))
+	connectWith := func(ca *natstest.CA, name string) (*nats.Conn, error) {
+		c, k := ca.Issue(t, name)
+		return nats.Connect(s.ClientURL(), nats.RootCAs(oldCA.File), nats.ClientCert(c, k), nats.UserInfo("ops", "s3cret"), nats.MaxReconnects(0))
+	}
+	accepted := func(ca *natstest.CA, name, when string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			nc, err := connectWith(ca, name)
+			if err == nil {
+				nc.Close()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: a client of %s is refused: %v; log:\n%s", when, name, err, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	before, err := connectWith(oldCA, "before")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	if nc, err := connectWith(newCA, "new"); err == nil {
+		nc.Close()
+		t.Fatal("a client certificate of a CA not in the file was accepted")
+	}
+
+	putFiles(t, caFile, oldCA.File, newCA.File)
+	accepted(newCA, "new", "with the new CA added to the file")
+	accepted(oldCA, "old", "with the new CA added to the file")
+	if !strings.Contains(logs.String(), "NATS CA files reloaded") {
+		t.Errorf("the reload was not logged:\n%s", logs.String())
+	}
+
+	if err := os.WriteFile(caFile, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitLogged(t, &logs, "NATS CA file not reloaded", 0)
+	accepted(newCA, "new", "with the CA file broken")
+	for name, nc := range map[string]*nats.Conn{"a connection made before the CA changed": before, "the in-process connection": inProcess} {
+		if err := nc.Flush(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatalf("restart with the CA file broken: %v", err)
+	}
+	accepted(newCA, "new", "after a restart with the CA file broken")
+
+	putFiles(t, caFile, newCA.File)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := connectWith(oldCA, "old")
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("the old CA, removed from the file, is still trusted; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	accepted(newCA, "new", "with the old CA removed")
+}
+
+// Routes and leaf remotes dial as well as accept: a member takes a CA
+// added to its routes' CA file for the routes it accepts and dials, and
+// refuses a file its own route certificate no longer chains to, which
+// would cut it off from the members still presenting it.
+func TestRouteAndRemoteCAFilesReloaded(t *testing.T) {
+	oldCA, newCA := natstest.NewCA(t), natstest.NewCA(t)
+	dir := t.TempDir()
+	member := func(name, addr string, ca *natstest.CA, caFile string, routes []string, logs *syncBuffer) *embednats.Server {
+		cert, key := ca.Issue(t, name)
+		cfg := embednats.Config{ServerName: name,
+			Cluster: embednats.Cluster{Name: "narun", Listen: addr, Routes: routes, User: "route", Password: "r0ute", TLS: embednats.TLS{Cert: cert, Key: key, CA: caFile}}}
+		if logs != nil {
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		}
+		return natstest.StartConfig(t, cfg)
+	}
+	hubCA, newcomerCA := filepath.Join(dir, "hub-ca.pem"), filepath.Join(dir, "newcomer-ca.pem")
+	putFiles(t, hubCA, oldCA.File)
+	putFiles(t, newcomerCA, oldCA.File, newCA.File)
+	hubAddr := natstest.FreeAddr(t)
+	var logs syncBuffer
+	hub := member("hub", hubAddr, oldCA, hubCA, []string{"nats-route://" + hubAddr}, &logs)
+	sub, err := natstest.Connect(t, hub).SubscribeSync("narun.hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newcomerAddr := natstest.FreeAddr(t)
+	newcomerRoutes := []string{"nats-route://" + hubAddr, "nats-route://" + newcomerAddr}
+	before := strings.Count(logs.String(), "TLS")
+	newcomer := member("newcomer", newcomerAddr, newCA, newcomerCA, newcomerRoutes, nil)
+	waitLogged(t, &logs, "TLS", before)
+	if n := hub.NATS().NumRoutes(); n != 0 {
+		t.Fatalf("a route certificate of a CA not in the file joined: the hub has %d routes", n)
+	}
+
+	putFiles(t, hubCA, oldCA.File, newCA.File)
+	crosses(t, natstest.Connect(t, newcomer), sub, func() string { return "hub log:\n" + logs.String() })
+
+	// The hub's own certificate is of the old CA: a file without it is
+	// refused, and the route stays.
+	putFiles(t, hubCA, newCA.File)
+	waitLogged(t, &logs, "NATS CA file not reloaded", 0)
+	if !strings.Contains(logs.String(), "renew the route certificates") {
+		t.Errorf("the refusal does not say how to rotate the CA:\n%s", logs.String())
+	}
+	newcomer.Shutdown()
+	newcomer = member("newcomer", newcomerAddr, newCA, newcomerCA, newcomerRoutes, nil)
+	crosses(t, natstest.Connect(t, newcomer), sub, func() string { return "after a refused CA file, hub log:\n" + logs.String() })
+
+	// A leaf remote checks its hub against its CA file: a hub renewed
+	// from a new CA is joined once the remote's file has it.
+	leafAddr := natstest.FreeAddr(t)
+	leafCert, leafKey := newCA.Issue(t, "leaf-hub")
+	leafHub := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "hub", Leafnodes: embednats.Leafnodes{Listen: leafAddr, TLS: embednats.TLS{Cert: leafCert, Key: leafKey}}})
+	leafSub, err := natstest.Connect(t, leafHub).SubscribeSync("edge.hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteCA := filepath.Join(dir, "remote-ca.pem")
+	putFiles(t, remoteCA, oldCA.File)
+	var leafLogs syncBuffer
+	leaf := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "edge", Logger: slog.New(slog.NewTextHandler(&leafLogs, nil)),
+		Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + leafAddr}, TLS: embednats.TLS{CA: remoteCA}}}}})
+	waitLogged(t, &leafLogs, "certificate", 0)
+	if n := leafHub.NATS().NumLeafNodes(); n != 0 {
+		t.Fatalf("a remote joined a hub whose CA is not in its file: %d leaf nodes", n)
+	}
+	putFiles(t, remoteCA, oldCA.File, newCA.File)
+	crosses(t, natstest.Connect(t, leaf), leafSub, func() string { return "leaf log:\n" + leafLogs.String() })
+}
