@@ -87,6 +87,10 @@ type env struct {
 	stdio cli.IO
 	cfg   config.File
 	log   *slog.Logger
+	// flags is the command line the configuration was read with, which
+	// names the flag, or else the file's line, behind an error about a
+	// client setting, whose files are read only to connect.
+	flags *ucli.Context
 	// timeout bounds each NATS operation (not a whole --wait or -f).
 	timeout time.Duration
 	nc      *nats.Conn
@@ -244,7 +248,7 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{stdio: stdio, cfg: cfg, log: log, timeout: cfg.Ctl.Timeout.D()}
+	e := &env{stdio: stdio, cfg: cfg, log: log, timeout: cfg.Ctl.Timeout.D(), flags: c}
 	// deploy has a --timeout of its own (for --wait): read the global one
 	// from the app-level context (the last is urfave's empty parent).
 	lineage := c.Lineage()
@@ -270,6 +274,9 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 func (e *env) connect() error {
 	opts, err := cli.NATSOptions("narun-ctl", e.cfg.Ctl.Client)
 	if err != nil {
+		if e.flags != nil {
+			err = cli.PlaceClientError(e.flags, e.cfg, "ctl", err)
+		}
 		return err
 	}
 	// A command line tool reports an unreachable server instead of

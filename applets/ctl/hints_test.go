@@ -3,6 +3,7 @@ package ctl
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -69,4 +70,23 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 	}
 	h.url = verifying.ClientURL()
 	h.ok("", "--nats-ca", ca.File, "--nats-cert", ctlCert, "--nats-key", ctlKey, "node", "list")
+
+	// A wrong file is named by the flag, or by the key and its line.
+	missing := filepath.Join(h.dir, "none.pem")
+	r := h.fails(1, "", "--nats-ca", missing, "node", "list")
+	if want := "--nats-ca: nats ca: open " + missing; !strings.Contains(r.err, want) {
+		t.Errorf("ctl --nats-ca of a missing file: %q, want %q", r.err, want)
+	}
+	f, err := os.OpenFile(h.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("nats_cert = " + strconv.Quote(missing) + "\nnats_key = " + strconv.Quote(ctlKey) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r = h.fails(1, "", "--nats-ca", ca.File, "node", "list")
+	if want := h.config + `:4: key "ctl.nats_cert": nats cert ` + missing; !strings.Contains(r.err, want) {
+		t.Errorf("ctl with [ctl] nats_cert of a missing file: %q, want %q", r.err, want)
+	}
 }
