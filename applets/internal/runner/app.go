@@ -346,8 +346,14 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 // (replace).
 func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	a.mu.Lock()
+	dropped := a.rolledBack != nil
 	a.halted, a.rolledBack = nil, nil
 	a.mu.Unlock()
+	if dropped {
+		// The heartbeats list it; its going changes no instance's state,
+		// which is what otherwise asks for one.
+		a.r.poke()
+	}
 	want := sp.ReplicasOn(a.r.node, a.r.labels)
 	fp := sp.Fingerprint(runtime.GOARCH)
 	var extra []*instance
@@ -759,6 +765,10 @@ func (a *app) stop(list []*instance) {
 	a.mu.Lock()
 	a.insts = slices.DeleteFunc(a.insts, func(in *instance) bool { return slices.Contains(list, in) })
 	a.mu.Unlock()
+	// One that had ended (failed, stopped) changed no state here, yet the
+	// heartbeats list it until the next one: app status would show it
+	// beside the instances that replaced it for a heartbeat_interval.
+	a.r.poke()
 	a.pruneLinks()
 }
 
