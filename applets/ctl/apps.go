@@ -413,20 +413,29 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 	if !ok {
 		// Routes left by a delete cut short, or by one that raced a deploy,
 		// would hold their paths for good: this is how they go.
+		leftover := false
 		if _, err := routes.Get(octx, name); err == nil {
 			if err := routes.Delete(octx, name); err != nil {
 				return fmt.Errorf("remove leftover routes of %s: %w", name, err)
 			}
-			fmt.Fprintf(e.out(), "%s is not deployed; its leftover routes are removed\n", name)
-			return nil
+			leftover = true
 		}
 		// A node keeps running, from its cached spec, an app that its
 		// store lost without a deletion; a delete marker is what stops it.
+		// Looked for with leftover routes too: a store that lost
+		// narun-apps may have kept narun-routes.
 		running, err := e.nodesRunning(ctx, name)
 		if err != nil {
+			if leftover {
+				return fmt.Errorf("%s is not deployed and its leftover routes are removed, but whether a node still runs it from a cached spec is not known: %w; narun ctl app delete %s again stops it if one does", name, err, name)
+			}
 			return err
 		}
 		if len(running) == 0 {
+			if leftover {
+				fmt.Fprintf(e.out(), "%s is not deployed; its leftover routes are removed\n", name)
+				return nil
+			}
 			return notFound("app %q is not deployed", name)
 		}
 		kv, err := e.kv(ctx, names.AppsBucket)

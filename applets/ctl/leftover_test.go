@@ -93,6 +93,29 @@ func TestAppDeleteStopsAppRunFromCache(t *testing.T) {
 	}
 }
 
+// The same with its routes entry left: a store that lost narun-apps need
+// not have lost narun-routes. Removing the routes alone said the app was
+// deleted and left it running on the node, with nothing stored to stop it.
+func TestAppDeleteStopsAppRunFromCacheWithRoutes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	if _, err := h.kv(names.RoutesBucket).Put(context.Background(), "ghost", []byte(`{"routes":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "n1", Instances: []state.Instance{{App: "ghost", Node: "n1", ID: "0-abcdef", State: state.Healthy}}})
+	r := h.ok("", "app", "delete", "ghost")
+	if !strings.Contains(r.out, "runs on n1 from a cached spec") {
+		t.Errorf("app delete said %q", r.out)
+	}
+	hist, err := h.kv(names.AppsBucket).History(context.Background(), "ghost")
+	if err != nil || len(hist) != 1 || hist[0].Operation() != jetstream.KeyValueDelete {
+		t.Errorf("%s history of ghost: %v %v, want one delete marker, which stops it on n1", names.AppsBucket, hist, err)
+	}
+	if _, ok := h.get(names.RoutesBucket, "ghost"); ok {
+		t.Error("leftover routes entry still there")
+	}
+}
+
 // A stored binary whose chunks were damaged on disk, though its digest is
 // intact, is uploaded again by a deploy of the same bytes: nodes fail
 // every download of it, and that deploy is how an operator would fix it.
