@@ -326,9 +326,6 @@ type server struct {
 	// connection closes: no reply can go out any more.
 	base    context.Context
 	endBase context.CancelCauseFunc
-	// chunk caches chunkSize: max_payload is only known once connected,
-	// which may be after Serve started.
-	chunk atomic.Int64
 
 	// mu is taken before q.mu where both are held (cancel), never after:
 	// the other way round would deadlock.
@@ -357,19 +354,17 @@ func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
 const endpointName = "http"
 
 // chunkSize is the body size of one message: the server's max_payload less
-// room for the headers.
+// room for the headers. It is read for each request, not kept: a
+// reconnection may reach a server with a smaller max_payload (another of
+// NARUN_NATS_URL's, or the same one restarted), which refuses chunks cut
+// for the one before.
 func (s *server) chunkSize() int {
-	if c := s.chunk.Load(); c > 0 {
-		return int(c)
-	}
 	mp := s.nc.MaxPayload()
 	if mp <= 0 {
-		// Not connected: guess the NATS default, and do not keep the guess.
+		// Not connected: guess the NATS default.
 		return chunkFor(1 << 20)
 	}
-	c := chunkFor(mp)
-	s.chunk.Store(int64(c))
-	return c
+	return chunkFor(mp)
 }
 
 func chunkFor(maxPayload int64) int {

@@ -1148,3 +1148,75 @@ func TestListenAndServeOverTLS(t *testing.T) {
 		}
 	})
 }
+
+// TestChunkFollowsTheServersMaxPayload has the service fail over from a
+// server with a large max_payload to one with the default 1 MiB, as an
+// app does whose NARUN_NATS_URL lists servers configured apart (or whose
+// server restarts with a smaller max_payload): a response larger than a
+// message still reaches the requester whole, in chunks the new server
+// takes, rather than stop after its head.
+func TestChunkFollowsTheServersMaxPayload(t *testing.T) {
+	const bodySize = 3 << 20
+	large := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", MaxPayload: 8 << 20})
+	small := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	svc, err := nats.Connect(large.ClientURL()+","+small.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "failover"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
+		}))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	waitServing(t, large, "failover")
+	// A first response on the large server, as a service serves before
+	// its server goes.
+	nc := natstest.Connect(t, large)
+	if got := streamedBody(t, nc, "failover"); got != bodySize {
+		t.Fatalf("on the first server: %d bytes of body, want %d", got, bodySize)
+	}
+	large.Shutdown()
+	waitServing(t, small, "failover")
+	if got := streamedBody(t, natstest.Connect(t, small), "failover"); got != bodySize {
+		t.Errorf("after failing over to a server with a smaller max_payload: %d bytes of body, want %d", got, bodySize)
+	}
+}
+
+// streamedBody requests subject as the gateway does, acks the data frames
+// of the response and returns the length of its body.
+func streamedBody(t *testing.T, nc *nats.Conn, subject string) int {
+	t.Helper()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	err = nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := 0
+	for {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Logf("waiting for the end of the response, %d bytes of body so far: %v", body, err)
+			return body
+		}
+		if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+			t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+		}
+		body += len(m.Data)
+		if m.Reply != "" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+		}
+		f := m.Header.Get(consumer.HeaderFrame)
+		if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
+			return body
+		}
+	}
+}
