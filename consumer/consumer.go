@@ -297,7 +297,8 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w", url, err)
+		err = fmt.Errorf("connect to nats %s: %w", url, err)
+		return loginsHidden{err, hideLogins(err.Error(), url)}
 	}
 	defer nc.Close()
 	if err := Serve(ctx, nc, cfg, h); err != nil {

@@ -409,6 +409,23 @@ func TestListenAndServeSaysWhyNATSClosed(t *testing.T) {
 	}
 }
 
+// An app's error reaches its logs: the logins of NARUN_NATS_URL stay out
+// of it, also when nats.go quotes a URL it cannot parse.
+func TestListenAndServeHidesLogins(t *testing.T) {
+	for _, url := range []string{
+		"nats://app:s3cret@127.0.0.1:4222,nats://h:x:y",
+		"nats://app:s3cret@127.0.0.1:x",
+		"nats://app:s3/cret@127.0.0.1:4222",
+		"nats://s3cret@127.0.0.1:x",
+	} {
+		t.Setenv("NARUN_NATS_URL", url)
+		err := consumer.ListenAndServe(context.Background(), consumer.Config{Name: "hidden"}, http.NotFoundHandler())
+		if err == nil || strings.Contains(err.Error(), "s3") || !strings.Contains(err.Error(), "xxxxx@127.0.0.1") {
+			t.Errorf("ListenAndServe with NARUN_NATS_URL %s = %v, want an error that shows the server but not the password", url, err)
+		}
+	}
+}
+
 // ListenAndServe tries the servers of NARUN_NATS_URL in the order given:
 // the runner lists its device's own server first. The listeners here
 // accept and hang up, and say which one was tried first.
