@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -431,6 +432,17 @@ func TestClientCAFileReloadedWithoutRestart(t *testing.T) {
 		Users: []embednats.User{{User: "ops", Password: "s3cret"}},
 		TLS:   embednats.TLS{Cert: cert, Key: key, CA: caFile, Verify: true}})
 	inProcess := natstest.Connect(t, s, nats.MaxReconnects(0))
+	js, err := jetstream.New(inProcess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(t.Context(), "k", "before"); err != nil {
+		t.Fatal(err)
+	}
 	connectWith := func(ca *natstest.CA, name string) (*nats.Conn, error) {
 		c, k := ca.Issue(t, name)
 		return nats.Connect(s.ClientURL(), nats.RootCAs(oldCA.File), nats.ClientCert(c, k), nats.UserInfo("ops", "s3cret"), nats.MaxReconnects(0))
@@ -476,6 +488,13 @@ func TestClientCAFileReloadedWithoutRestart(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	// The reload leaves JetStream as it was.
+	if e, err := kv.Get(t.Context(), "k"); err != nil || string(e.Value()) != "before" {
+		t.Errorf("a key stored before the reload: %v", err)
+	}
+	if _, err := kv.PutString(t.Context(), "k", "after"); err != nil {
+		t.Errorf("a put after the reload: %v", err)
 	}
 	if err := s.Restart(); err != nil {
 		t.Fatalf("restart with the CA file broken: %v", err)
