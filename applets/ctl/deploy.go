@@ -57,16 +57,45 @@ func waitFlag() ucli.Flag {
 }
 
 func waitTimeoutFlag() ucli.Flag {
-	return &ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout"}
+	return &ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the rollout (only with --wait)"}
 }
 
 // checkWaitTimeout refuses a --wait that could not wait at all, before
-// anything is written: it would report the rollout as failed at once.
+// anything is written: it would report the rollout as failed at once. So
+// is a --timeout without --wait: ctl would return before the rollout,
+// taken silently, while whoever typed it believes it waited.
 func checkWaitTimeout(c *ucli.Context) error {
-	if d := c.Duration(flagTimeout); c.Bool("wait") && d <= 0 {
+	d := c.Duration(flagTimeout)
+	if !c.Bool("wait") {
+		if c.IsSet(flagTimeout) {
+			return usagef("--timeout %s without --wait: it bounds only the wait for the rollout; add --wait, or drop --timeout (a --timeout before the command bounds each NATS operation)", d)
+		}
+		return nil
+	}
+	if d <= 0 {
 		return usagef("--timeout %s: --wait needs a positive duration (e.g. 2m)", d)
 	}
 	return nil
+}
+
+// checkDryRunWait refuses --wait and --timeout on a dry run, which starts
+// no rollout: taken silently, they would let a script believe it waited.
+func checkDryRunWait(c *ucli.Context) error {
+	if !c.Bool("dry-run") {
+		return nil
+	}
+	var given []string
+	if c.Bool("wait") {
+		given = append(given, "--wait")
+	}
+	if c.IsSet(flagTimeout) {
+		given = append(given, "--"+flagTimeout)
+	}
+	if len(given) == 0 {
+		return nil
+	}
+	flags := strings.Join(given, " and ")
+	return usagef("--dry-run with %s: a dry run starts no rollout to wait for; drop %s, or drop --dry-run to deploy and wait", flags, flags)
 }
 
 // binaryFile is a local executable checked for upload.
@@ -254,6 +283,9 @@ func offlineSkips(d *deployment) []string {
 func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 	file, err := oneArg(c, "spec file")
 	if err != nil {
+		return nil, err
+	}
+	if err := checkDryRunWait(c); err != nil {
 		return nil, err
 	}
 	if err := checkWaitTimeout(c); err != nil {
