@@ -442,6 +442,24 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		if err != nil {
 			return err
 		}
+		// Nodes still list an app deleted moments ago while they stop it:
+		// the deletion they stop it for is stored, and it is no app run
+		// from a cached spec.
+		rev, err := e.deletion(ctx, kv, name)
+		if err != nil {
+			if leftover {
+				return fmt.Errorf("%s is not deployed and its leftover routes are removed, but whether its deletion is stored, which stops it on %s, is not known: %w; narun ctl app delete %s again stores it if it is not", name, cli.Shown(strings.Join(running, ", ")), err, name)
+			}
+			return err
+		}
+		if rev > 0 {
+			nodes := cli.Shown(strings.Join(running, ", "))
+			if leftover {
+				fmt.Fprintf(e.out(), "%s is already deleted (revision %d of %s); its leftover routes are removed; nodes still stopping its instances: %s\n", name, rev, names.AppsBucket, nodes)
+				return nil
+			}
+			return notFound("app %q is already deleted (revision %d of %s); nodes still stopping its instances: %s", name, rev, names.AppsBucket, nodes)
+		}
 		if err := kv.Delete(octx, name); err != nil {
 			return fmt.Errorf("store the deletion of %s: %w", name, err)
 		}
@@ -560,6 +578,25 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 		return false, fmt.Errorf("read spec of %s: %w", app, err)
 	}
 	return true, nil
+}
+
+// deletion is the revision of app's deletion in kv (narun-apps) when its
+// history ends with one, 0 when it ends with a spec or has no entry at all
+// (a store that lost its data).
+func (e *env) deletion(ctx context.Context, kv jetstream.KeyValue, app string) (uint64, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	hist, err := kv.History(octx, app, jetstream.MetaOnly())
+	if isNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, majorityHint(e.nc, fmt.Errorf("read the history of %s in %s: %w", app, names.AppsBucket, err))
+	}
+	if last := hist[len(hist)-1]; last.Operation() != jetstream.KeyValuePut {
+		return last.Revision(), nil
+	}
+	return 0, nil
 }
 
 // storeRestart writes the restarted spec of app over revision rev, which

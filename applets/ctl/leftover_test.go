@@ -243,3 +243,42 @@ func TestAppDeleteSuggestedImageDelete(t *testing.T) {
 		t.Errorf("image list after the suggested --force delete still shows %s:\n%s", b.object, r.out)
 	}
 }
+
+// A second app delete while the nodes are still stopping the app is told
+// that it is deleted already, and which nodes are stopping it: the first
+// one's delete marker is stored, so it is not an app run from a cached
+// spec, and nothing is stored again. It is not deployed: not found, as
+// once the nodes are done.
+func TestAppDeleteAgainWhileNodesStop(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	h.ok("", "app", "delete", "hello")
+	h.heartbeat(state.Node{ID: "n1", Instances: []state.Instance{{App: "hello", Node: "n1", ID: "0-abcdef", State: state.Stopping}}})
+	hist, err := h.kv(names.AppsBucket).History(context.Background(), "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.run("", "app", "delete", "hello")
+	if r.code != ExitNotFound {
+		t.Errorf("second app delete: exit %d, want %d", r.code, ExitNotFound)
+	}
+	if !strings.Contains(r.err, "already deleted") || !strings.Contains(r.err, "n1") || strings.Contains(r.out+r.err, "cached spec") {
+		t.Errorf("second app delete said %q on stdout, %q on stderr, want that hello is already deleted and n1 still stops it", r.out, r.err)
+	}
+	again, err := h.kv(names.AppsBucket).History(context.Background(), "hello")
+	if err != nil || len(again) != len(hist) {
+		t.Errorf("%s history of hello: %d entries (%v) after the second delete, want %d: nothing stored again", names.AppsBucket, len(again), err, len(hist))
+	}
+	// With routes left behind, those are removed, and that is said too.
+	if _, err := h.kv(names.RoutesBucket).Put(context.Background(), "hello", []byte(`{"routes":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	r = h.ok("", "app", "delete", "hello")
+	if !strings.Contains(r.out, "already deleted") || !strings.Contains(r.out, "leftover routes are removed") || !strings.Contains(r.out, "n1") {
+		t.Errorf("app delete with leftover routes said %q", r.out)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("leftover routes entry still there")
+	}
+}
