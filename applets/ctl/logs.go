@@ -110,6 +110,18 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			return err
 		}
 	}
+	// Without -f the lines are those stored when it started: an app that
+	// prints on would keep lines pending after each one for good.
+	var last uint64
+	if !follow {
+		octx, cancel := e.op(ctx)
+		si, err := stream.Info(octx)
+		cancel()
+		if err != nil {
+			return e.readLogsErr(app, fmt.Errorf("read stream %s: %w", names.LogsStream, err))
+		}
+		last = si.State.LastSeq
+	}
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
 	it, err := cons.Messages()
@@ -132,17 +144,20 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			}
 			return e.readLogsErr(app, err)
 		}
+		meta, merr := msg.Metadata()
+		if !follow && merr == nil && meta.Sequence.Stream > last {
+			// Stored after ctl started: the stream's last line then
+			// was not one of these (another app's, or dropped since).
+			return nil
+		}
 		if err := e.printLog(msg, asJSON); err != nil {
 			// A full disk or a closed output: the lines that follow
 			// would be lost too, and a script must not take the file
 			// for all of them.
 			return fmt.Errorf("print the logs of %s: %w", app, err)
 		}
-		if !follow {
-			meta, err := msg.Metadata()
-			if err != nil || meta.NumPending == 0 {
-				return nil
-			}
+		if !follow && (merr != nil || meta.NumPending == 0 || meta.Sequence.Stream == last) {
+			return nil
 		}
 	}
 }
