@@ -715,6 +715,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			}
 			headConn = conn
 			w.WriteHeader(status)
+			if declared >= 0 && int64(len(m.Data)) > declared {
+				// Refused whole, as a frame that would pass the length
+				// is: net/http's HTTP/1 server refuses the write, which
+				// would leave the exchange waiting for frames, and its
+				// HTTP/2 one sends it, past the length, when it sends the
+				// head.
+				g.protocolError(w, r, ex, rt, wt, true, "body does not match its Content-Length "+strconv.FormatInt(declared, 10), rid)
+				return
+			}
 			n, _ := w.Write(m.Data)
 			ex.out += int64(n)
 			flusher, _ = w.(http.Flusher)

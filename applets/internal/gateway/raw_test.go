@@ -25,6 +25,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
 )
 
 // TestRawResponderStreams is a service written from docs/PROTOCOL.md alone,
@@ -702,6 +703,76 @@ func TestStreamedBodyShortOfItsLength(t *testing.T) {
 	}
 	if got := h2Ending(t, h2.URL, "/whole"); got != "end after 10 bytes" {
 		t.Errorf("HTTP/2 /whole: stream ended with %s, want end after the declared 10 bytes", got)
+	}
+}
+
+// TestStreamedHeadPastItsLength has a raw responder stream a head whose own
+// payload passes its Content-Length, alone or with a data frame after it:
+// the reply is malformed from its head on, so the gateway must abort the
+// response, cancel the exchange and count it as malformed then, as for a
+// frame that would pass the length, not wait for a frame that may never
+// come (the route's timeout) nor take the failed write of a later one for
+// a client gone (HTTP/2).
+func TestStreamedHeadPastItsLength(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "past"}))
+	nc := natsConn(t, e)
+	cancels, err := nc.SubscribeSync(consumer.CancelSubject("past"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = nc.Subscribe("past", func(m *nats.Msg) {
+		head := nats.Header{"Narun-Body": {"stream"}, "Content-Length": {"1"}}
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: head, Data: []byte("ab")})
+		if m.Header.Get("Narun-Path") == "/then-data" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Reply: nats.NewInbox(), Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte("c")})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A new connection each time: Go's client sends a GET again when a
+	// reused connection closes without an answer.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	h2 := startH2C(t, e)
+	paths := []string{"/alone", "/then-data"}
+	for _, path := range paths {
+		resp, err := client.Get(e.hs.URL + path)
+		if err == nil {
+			var body []byte
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Errorf("HTTP/1.1 %s: %d, body %q; want an aborted response", path, resp.StatusCode, body)
+			}
+		}
+		if got := h2Ending(t, h2.URL, path); got != "reset" {
+			t.Errorf("HTTP/2 %s: stream ended with %s, want reset: the head passes its Content-Length", path, got)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+		return e.gw.metrics.inflight.Load() == 0
+	})
+	// What the gateway published has reached this connection once both
+	// are flushed.
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := 2 * len(paths)
+	if n, _, _ := cancels.Pending(); n != want {
+		t.Errorf("%d cancels published, want %d", n, want)
+	}
+	for o, name := range outcomeNames {
+		n := e.gw.metrics.outcomes[o].Load()
+		if o == outcomeMalformed && n != uint64(want) || o != outcomeMalformed && n != 0 {
+			t.Errorf("%d exchanges counted as %s, want %d malformed and no other", n, name, want)
+		}
 	}
 }
 
