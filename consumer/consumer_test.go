@@ -1237,3 +1237,79 @@ func streamedBody(t *testing.T, nc *nats.Conn, subject string) int {
 		}
 	}
 }
+
+// TestLastFrameOverShrunkMaxPayloadSaysSo has the service fail over, while
+// a response streams, from a server with a large max_payload to one with
+// the default 1 MiB: the last part of the body, cut for the first server,
+// fits in no message of the second, and the error that ends the response
+// must say so, not blame trailers the response does not have.
+func TestLastFrameOverShrunkMaxPayloadSaysSo(t *testing.T) {
+	const bodySize = 3 << 20
+	large := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", MaxPayload: 8 << 20})
+	small := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	reconnected := make(chan struct{}, 1)
+	svc, err := nats.Connect(large.ClientURL()+","+small.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	written, release := make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "shrunk"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.(http.Flusher).Flush()
+			// Less than a chunk of the first server: it waits for the
+			// end of the response.
+			_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
+			close(written)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	waitServing(t, large, "shrunk")
+
+	inbox := nats.NewInbox()
+	before := natstest.Connect(t, large)
+	head, err := before.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := natstest.Connect(t, small)
+	end, err := after.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := after.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err = before.PublishMsg(&nats.Msg{Subject: "shrunk", Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := head.NextMsg(10 * time.Second); err != nil || m.Header.Get(consumer.HeaderBody) != consumer.BodyStream {
+		t.Fatalf("streamed head: %v, %v", m, err)
+	}
+	<-written
+	large.Shutdown()
+	<-reconnected
+	close(release)
+	m, err := end.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("waiting for the end of the response: %v", err)
+	}
+	code, text := m.Header.Get(consumer.HeaderServiceErrorCode), m.Header.Get(consumer.HeaderServiceError)
+	if f := m.Header.Get(consumer.HeaderFrame); f != consumer.FrameEnd || code != "500" || strings.Contains(text, "trailers") ||
+		!strings.Contains(text, "max_payload") || !strings.Contains(text, strconv.Itoa(int(svc.MaxPayload()))) {
+		t.Errorf("%s frame with error %s %q, want an end frame with 500 naming a frame larger than max_payload %d", f, code, text, svc.MaxPayload())
+	}
+}

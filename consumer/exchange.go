@@ -713,10 +713,17 @@ func (w *responseWriter) end(trailers http.Header) {
 		return
 	}
 	w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, w.err))
+	why := "the response's trailers could not be sent"
+	if mp := w.s.nc.MaxPayload(); mp > 0 && int64(room) <= mp {
+		// The trailers fit: the body's last part, cut for the max_payload
+		// the request came with, does not fit the server's now (a
+		// failover to one with a smaller max_payload).
+		why = fmt.Sprintf("the response could not be sent: a frame with %d bytes of its body is larger than the server's max_payload (%d bytes)", len(w.buf), mp)
+	}
 	err := w.s.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: nats.Header{
 		HeaderFrame:            {FrameEnd},
 		HeaderServiceErrorCode: {"500"},
-		HeaderServiceError:     {"the response's trailers could not be sent"},
+		HeaderServiceError:     {why},
 	}})
 	if err != nil {
 		w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
