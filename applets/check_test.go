@@ -49,6 +49,10 @@ service = "b"
 	badListen := write("listen.toml", "[gateway]\nadmin_listen = \"9090\"\n[runner]\nadmin_listen = \"9101\"\n")
 	offHTTPS := write("offhttps.toml", "[gateway.tls]\nlisten = \"8443\"\n")
 	badHTTPS := write("https.toml", "[gateway.tls]\nlisten = \"8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
+	badHost := write("host.toml", "[gateway]\nlisten = \"1.2.3.4.5:8080\"\nadmin_listen = \"a b:9090\"\n")
+	badAdminHost := write("adminhost.toml", "[gateway]\nadmin_listen = \"-a:9090\"\n[runner]\nadmin_listen = \"1.2.3.256:9101\"\n")
+	badRunnerHost := write("runnerhost.toml", "[runner]\nadmin_listen = \"1.2.3.256:9101\"\n")
+	badHTTPSHost := write("httpshost.toml", "[gateway.tls]\nlisten = \"1.2.3.4.5:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
 	noCreds := filepath.Join(dir, "none.creds")
 	badURL := write("url.toml", "[gateway]\nnats_url = \"nats://h:port:x\"\n[runner]\nnats_url = \"nats://h:port:x\"\n")
 	badNkey := write("nkey.toml", "[gateway]\nnats_nkey = \""+noCreds+"\"\n")
@@ -84,6 +88,19 @@ service = "b"
 		{"gw port by service name", []string{"gw", "--config", good, "--listen", "127.0.0.1:http"}, 0, "configuration valid"},
 		{"gw ipv6 listen", []string{"gw", "--config", good, "--listen", "[::1]:8080", "--admin-listen", "[fe80::1%eth0]:9090"}, 0, "configuration valid"},
 		{"gw ipv6 listen without brackets", []string{"gw", "--config", good, "--listen", "::1:8080"}, 2, `--listen "::1:8080": want host:port or :port: address ::1:8080: too many colons in address (an IPv6 address takes brackets: "[::1]:8080")`},
+		{"gw listen host flag", []string{"gw", "--config", good, "--listen", "1.2.3.4.5:8080"}, 2, `--listen "1.2.3.4.5:8080": want host:port or :port: host "1.2.3.4.5" is neither an IP address nor a host name`},
+		{"gw admin listen host flag", []string{"gw", "--config", good, "--admin-listen", "a b:9090"}, 2, `--admin-listen "a b:9090": want host:port or :port: host "a b" is neither`},
+		{"gw https host flag", []string{"gw", "--config", badHTTPS, "--tls-listen", "1.2.3.256:8443"}, 2, `--tls-listen "1.2.3.256:8443": want host:port or :port: host "1.2.3.256" is neither`},
+		{"up listen host flag", []string{"up", "--config", good, "--listen", "1.2.3.4.5:8080"}, 2, `--listen "1.2.3.4.5:8080": want host:port or :port: host "1.2.3.4.5" is neither`},
+		{"gw listen host", []string{"gw", "--config", badHost}, 1, badHost + `:2: key "gateway.listen": "1.2.3.4.5:8080": want host:port or :port: host "1.2.3.4.5" is neither`},
+		{"up listen host", []string{"up", "--config", badHost}, 1, badHost + `:2: key "gateway.listen": "1.2.3.4.5:8080": want host:port or :port: host "1.2.3.4.5" is neither`},
+		{"gw admin listen host", []string{"gw", "--config", badAdminHost}, 1, badAdminHost + `:2: key "gateway.admin_listen": "-a:9090": want host:port or :port: host "-a" is neither`},
+		{"up admin listen host", []string{"up", "--config", badAdminHost}, 1, badAdminHost + `:2: key "gateway.admin_listen": "-a:9090": want host:port or :port: host "-a" is neither`},
+		{"up runner admin listen host", []string{"up", "--config", badRunnerHost}, 1, badRunnerHost + `:2: key "runner.admin_listen": "1.2.3.256:9101": want host:port or :port: host "1.2.3.256" is neither`},
+		{"runner admin listen host", []string{"runner", "--config", badRunnerHost}, 1, badRunnerHost + `:2: key "runner.admin_listen": "1.2.3.256:9101": want host:port or :port: host "1.2.3.256" is neither`},
+		{"gw https host", []string{"gw", "--config", badHTTPSHost}, 1, badHTTPSHost + `:2: key "gateway.tls.listen": "1.2.3.4.5:8443": want host:port or :port: host "1.2.3.4.5" is neither`},
+		{"up https host", []string{"up", "--config", badHTTPSHost}, 1, badHTTPSHost + `:2: key "gateway.tls.listen": "1.2.3.4.5:8443": want host:port or :port: host "1.2.3.4.5" is neither`},
+		{"gw listen host name", []string{"gw", "--config", good, "--listen", "localhost:8080", "--admin-listen", "my_host.example.:9090"}, 0, "configuration valid"},
 		{"runner listen", []string{"runner", "--config", badListen}, 1, badListen + `:4: key "runner.admin_listen": "9101": want host:port`},
 		{"runner creds", []string{"runner", "--config", badCreds}, 1, badCreds + `:4: key "runner.nats_creds": nats creds ` + noCreds},
 		{"gw creds", []string{"gw", "--config", badCreds}, 1, badCreds + `:2: key "gateway.nats_creds": nats creds ` + noCreds},

@@ -861,18 +861,22 @@ func Override(c *ucli.Context, flags map[string]*string) {
 type Listen struct{ Key, Flag, Addr string }
 
 // CheckListen refuses an address no listener could take ("8080" without
-// its colon), naming the flag or the file's key and line that set it: the
-// start found it only once it listened, after the rest was up, and in
-// words that named neither, and --check, which listens on nothing, not at
-// all. An empty address, which turns its listener off, passes.
+// its colon, "1.2.3.4.5:8080"), naming the flag or the file's key and
+// line that set it: the start found it only once it listened, after the
+// rest was up, and in words that named neither, and --check, which
+// listens on nothing, not at all. An empty address, which turns its
+// listener off, passes.
 func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 	for _, l := range addrs {
 		if l.Addr == "" {
 			continue
 		}
-		_, port, err := net.SplitHostPort(l.Addr)
+		host, port, err := net.SplitHostPort(l.Addr)
 		if err == nil {
 			_, err = net.LookupPort("tcp", port)
+		}
+		if err == nil && !listenHost(host) {
+			err = fmt.Errorf("host %q is neither an IP address nor a host name", host)
 		}
 		if err == nil {
 			continue
@@ -887,6 +891,43 @@ func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 		return fmt.Errorf("key %q: %w", l.Key, err)
 	}
 	return nil
+}
+
+// listenHost reports whether a listener could take host: none (every
+// address), an IP address, or a name as Go's resolver reads one, which
+// refuses any other ("1.2.3.4.5", "a b") without a lookup. Whether a
+// name resolves is left to the start: it may not, yet, where --check
+// runs.
+func listenHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	// RFC 1035 and 3696, as Go's net package reads them: labels of
+	// letters, digits, '-' and '_', 1 to 63 bytes, neither starting nor
+	// ending with '-', at most 253 bytes in all (a trailing dot aside),
+	// and not all digits, which only an IP address may be.
+	if len(strings.TrimSuffix(host, ".")) > 253 {
+		return false
+	}
+	nonNumeric := false
+	for label := range strings.SplitSeq(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_', c == '-':
+				nonNumeric = true
+			case '0' <= c && c <= '9':
+			default:
+				return false
+			}
+		}
+	}
+	return nonNumeric
 }
 
 // CheckListenersApart refuses two of addrs that one process cannot both
