@@ -741,6 +741,9 @@ func splitHostPort(key, addr string) (string, int, error) {
 	if err != nil || port < -1 || port > 65535 {
 		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: invalid port", addr)}
 	}
+	if !ListenableHost(host) {
+		return "", 0, &KeyError{Key: key, Err: fmt.Errorf("%q: host %q is neither an IP address nor a host name", addr, host)}
+	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
