@@ -467,7 +467,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.startStream()
 	}
 	for w.err == nil && len(w.buf) >= w.chunk {
-		w.sendFrame(FrameData, w.buf[:w.chunk], nil)
+		w.sendData(w.buf[:w.chunk])
 		w.buf = w.buf[:copy(w.buf, w.buf[w.chunk:])]
 	}
 	if w.err != nil {
@@ -491,7 +491,7 @@ func (w *responseWriter) Flush() {
 		w.startStream()
 	}
 	if w.err == nil && len(w.buf) > 0 {
-		w.sendFrame(FrameData, w.buf, nil)
+		w.sendData(w.buf)
 		w.buf = w.buf[:0]
 	}
 }
@@ -663,6 +663,17 @@ func headerSize(h nats.Header) int {
 	return n
 }
 
+// sendData sends data in frames the server takes now: its max_payload
+// may have shrunk since the request came (a failover to a server with a
+// smaller one), and a frame cut for the one before would be refused.
+func (w *responseWriter) sendData(data []byte) {
+	for w.err == nil && len(data) > 0 {
+		n := min(len(data), w.s.chunkSize())
+		w.sendFrame(FrameData, data[:n], nil)
+		data = data[n:]
+	}
+}
+
 func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Header) {
 	for w.unacked >= ackWindow && w.err == nil {
 		select {
@@ -705,7 +716,7 @@ func (w *responseWriter) end(trailers http.Header) {
 	data := w.buf
 	room := headerSize(nats.Header(trailers)) + len(HeaderFrame+": "+FrameEnd+"\r\n")
 	if mp := int(w.s.nc.MaxPayload()); mp > 0 && len(data) > 0 && len(data)+room > mp {
-		w.sendFrame(FrameData, data, nil)
+		w.sendData(data)
 		data = nil
 	}
 	w.sendFrame(FrameEnd, data, trailers)
