@@ -43,9 +43,22 @@ var presets = map[string][]Path{
 		{Path: "/dev/random", Access: "r", Optional: true},
 		{Path: "/dev/urandom", Access: "r", Optional: true},
 	},
+	// The certificates and OpenSSL's configuration, not their whole
+	// directories: /etc/ssl/private and /etc/pki/tls/private beside them
+	// hold the host's TLS private keys, which only file permissions, that
+	// let uid 0 in, would keep from an app running as root. The bundles'
+	// paths are those Go's crypto/x509 and OpenSSL look in.
 	PresetCerts: {
-		{Path: "/etc/ssl", Access: "r", Optional: true},
-		{Path: "/etc/pki", Access: "r", Optional: true},
+		{Path: "/etc/ssl/certs", Access: "r", Optional: true},
+		{Path: "/etc/ssl/cert.pem", Access: "r", Optional: true},
+		{Path: "/etc/ssl/ca-bundle.pem", Access: "r", Optional: true},
+		{Path: "/etc/ssl/openssl.cnf", Access: "r", Optional: true},
+		{Path: "/etc/pki/tls/certs", Access: "r", Optional: true},
+		{Path: "/etc/pki/tls/cert.pem", Access: "r", Optional: true},
+		{Path: "/etc/pki/tls/cacert.pem", Access: "r", Optional: true},
+		{Path: "/etc/pki/tls/openssl.cnf", Access: "r", Optional: true},
+		{Path: "/etc/pki/ca-trust", Access: "r", Optional: true},
+		{Path: "/etc/pki/java", Access: "r", Optional: true},
 		{Path: "/etc/ca-certificates", Access: "r", Optional: true},
 		{Path: "/usr/share/ca-certificates", Access: "r", Optional: true},
 		{Path: "/usr/local/share/ca-certificates", Access: "r", Optional: true},

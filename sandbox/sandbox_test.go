@@ -1889,6 +1889,45 @@ func TestTimeZoneDataReadable(t *testing.T) {
 	}
 }
 
+// The certs preset gives the system's CA certificates, not what lies
+// beside them: /etc/ssl/private (Debian) and /etc/pki/tls/private (Red
+// Hat) hold the host's TLS private keys, which only file permissions, that
+// let uid 0 in, kept from an app running as root.
+func TestCertsPresetLeavesPrivateKeys(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	var key string
+	for _, dir := range []string{"/etc/ssl/private", "/etc/pki/tls/private"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				key = filepath.Join(dir, e.Name())
+				break
+			}
+		}
+	}
+	if key == "" {
+		t.Skip("no private key in /etc/ssl/private or /etc/pki/tls/private on this machine")
+	}
+	cfg := testConfig(t, "read", key)
+	asRoot(&cfg)
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetCerts)
+	out, err := runSandbox(t, cfg)
+	if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+		t.Errorf("root app with the certs preset read %s: %v\n%s", key, err, out)
+	}
+	for _, bundle := range []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"} {
+		if _, err := os.Stat(bundle); err != nil {
+			continue
+		}
+		cfg := testConfig(t, "read", bundle)
+		cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetCerts)
+		if out, err := runSandbox(t, cfg); err != nil || !strings.Contains(out, "ESCAPED") {
+			t.Errorf("read %s with the certs preset: %v\n%s", bundle, err, out)
+		}
+	}
+}
+
 // A host replaces its resolver files at each network change: by rename
 // (NetworkManager, dhclient; systemd-resolved and resolvconf behind a
 // link from /etc) or in place (udhcpc). The app reads the new content
