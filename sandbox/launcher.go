@@ -236,6 +236,12 @@ func setupMounts(cfg *Config) error {
 	if err := unix.Mount("proc", "/proc", "proc", safe, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	// /proc/keys lists every key the app's uid may view, not only the
+	// sandbox's own: for uid 0 the host's root keyrings. An empty file
+	// covers it, as Docker covers it in a container.
+	if err := unix.Mount("/dev/null", "/proc/keys", "", unix.MS_BIND, ""); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("cover /proc/keys: %w", err)
+	}
 	if hasPreset(cfg, PresetTmp) {
 		tmp := filepath.Join(cfg.Dir, "tmp")
 		if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND, ""); err != nil {

@@ -50,6 +50,14 @@ func main() {
 		verdict(err)
 	case "write":
 		verdict(os.WriteFile(arg, []byte("x"), 0o644))
+	case "readsome":
+		// What a file shows, not only whether it opens: a file hidden
+		// behind an empty one opens but says nothing.
+		b, err := os.ReadFile(arg)
+		if err == nil && len(b) == 0 {
+			err = fmt.Errorf("%s is empty", arg)
+		}
+		verdict(err)
 	case "exec":
 		verdict(exec.Command(arg).Run())
 	case "kill0":
