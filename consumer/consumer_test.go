@@ -71,6 +71,38 @@ func start(t *testing.T, cfg consumer.Config, h http.Handler) (*embednats.Server
 	return srv, nc, stop
 }
 
+// serve runs Serve on svc, a connection of the test's own, until the test
+// ends.
+func serve(t *testing.T, svc *nats.Conn, cfg consumer.Config, h http.Handler) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- consumer.Serve(ctx, svc, cfg, h) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// failingOver starts a server with an 8 MiB max_payload and one with the
+// default 1 MiB, and a service connection to the first that fails over to
+// the second when the first goes; reconnected receives once it has.
+func failingOver(t *testing.T) (large, small *embednats.Server, svc *nats.Conn, reconnected <-chan struct{}) {
+	t.Helper()
+	large = natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", MaxPayload: 8 << 20})
+	small = natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	again := make(chan struct{}, 1)
+	svc, err := nats.Connect(large.ClientURL()+","+small.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case again <- struct{}{}:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	return large, small, svc, again
+}
+
 func request(nc *nats.Conn, subject, path string) (*nats.Msg, error) {
 	return nc.RequestMsg(&nats.Msg{Subject: subject, Header: nats.Header{consumer.HeaderPath: {path}}}, 10*time.Second)
 }
@@ -380,14 +412,9 @@ func TestStartedBeforeNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "early"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = w.Write(bytes.Repeat([]byte("x"), 1000))
-		}))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	serve(t, svc, consumer.Config{Name: "early"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("x"), 1000))
+	}))
 	srv := natstest.StartConfig(t, embednats.Config{Listen: addr})
 	nc := natstest.Connect(t, srv)
 	waitServing(t, srv, "early")
@@ -1174,21 +1201,10 @@ func TestListenAndServeOverTLS(t *testing.T) {
 // takes, rather than stop after its head.
 func TestChunkFollowsTheServersMaxPayload(t *testing.T) {
 	const bodySize = 3 << 20
-	large := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", MaxPayload: 8 << 20})
-	small := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
-	svc, err := nats.Connect(large.ClientURL()+","+small.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "failover"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
-		}))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	large, small, svc, _ := failingOver(t)
+	serve(t, svc, consumer.Config{Name: "failover"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("b"), bodySize))
+	}))
 	waitServing(t, large, "failover")
 	// A first response on the large server, as a service serves before
 	// its server goes.
@@ -1244,38 +1260,20 @@ func streamedBody(t *testing.T, nc *nats.Conn, subject string) int {
 // in frames the new server takes, and the response ends whole.
 func TestFramesFollowAShrunkMaxPayload(t *testing.T) {
 	const before, after = 3 << 20, 9 << 20
-	large := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", MaxPayload: 8 << 20})
-	small := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
-	reconnected := make(chan struct{}, 1)
-	svc, err := nats.Connect(large.ClientURL()+","+small.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
-		nats.ReconnectHandler(func(*nats.Conn) {
-			select {
-			case reconnected <- struct{}{}:
-			default:
-			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
+	large, small, svc, reconnected := failingOver(t)
 	written, release := make(chan struct{}), make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.Serve(ctx, svc, consumer.Config{Name: "shrunk"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.(http.Flusher).Flush()
-			// Less than a chunk of the first server: it waits.
-			_, _ = w.Write(bytes.Repeat([]byte("b"), before))
-			close(written)
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-			_, _ = w.Write(bytes.Repeat([]byte("c"), after))
-		}))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	serve(t, svc, consumer.Config{Name: "shrunk"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush()
+		// Less than a chunk of the first server: it waits.
+		_, _ = w.Write(bytes.Repeat([]byte("b"), before))
+		close(written)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(bytes.Repeat([]byte("c"), after))
+	}))
 	waitServing(t, large, "shrunk")
 
 	inbox := nats.NewInbox()
