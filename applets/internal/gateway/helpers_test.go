@@ -29,6 +29,21 @@ type env struct {
 	hs  *httptest.Server
 }
 
+// settled waits until the gateway has no request in flight and what it
+// published has reached nc: once both connections are flushed.
+func (e *env) settled(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
+		return e.gw.metrics.inflight.Load() == 0
+	})
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func gwConfig(routes ...config.Route) config.Gateway {
 	c := config.Defaults().Gateway
 	c.Routes = routes

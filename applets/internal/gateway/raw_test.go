@@ -753,17 +753,7 @@ func TestStreamedHeadPastItsLength(t *testing.T) {
 			t.Errorf("HTTP/2 %s: stream ended with %s, want reset: the head passes its Content-Length", path, got)
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
-		return e.gw.metrics.inflight.Load() == 0
-	})
-	// What the gateway published has reached this connection once both
-	// are flushed.
-	if err := e.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	e.settled(t, nc)
 	want := 2 * len(paths)
 	if n, _, _ := cancels.Pending(); n != want {
 		t.Errorf("%d cancels published, want %d", n, want)
@@ -925,17 +915,7 @@ func TestDataAfterBodilessStatus(t *testing.T) {
 			}
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, "no request in flight", func() bool {
-		return e.gw.metrics.inflight.Load() == 0
-	})
-	// What the gateway published has reached this connection once both
-	// are flushed.
-	if err := e.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	e.settled(t, nc)
 	if n, _, _ := cancels.Pending(); n != 0 {
 		t.Errorf("%d cancels published for responses that ended cleanly", n)
 	}
