@@ -1341,3 +1341,61 @@ func TestIPv6RouteHostRefused(t *testing.T) {
 		})
 	}
 }
+
+// A route's host written as an absolute name, with DNS's trailing dot,
+// names the host of a request sent to it with the dot or without, as a
+// request's host is matched without its dot; and it is the same host as
+// the one written without, for what makes two routes duplicates.
+func TestRouteHostWithTrailingDot(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(
+		config.Route{Host: "Example.COM.", Path: "/", Service: "named"},
+		config.Route{Host: "*.Wild.example.", Path: "/", Service: "wild"},
+		config.Route{Path: "/", Service: "any"},
+	))
+	nc := natsConn(t, e)
+	seenBy := make(chan string, 1)
+	for _, svc := range []string{"named", "wild", "any"} {
+		if _, err := nc.Subscribe(svc, func(m *nats.Msg) {
+			seenBy <- m.Subject
+			_ = m.Respond([]byte("ok"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ host, service string }{
+		{"example.com", "named"},
+		{"EXAMPLE.com.:8080", "named"},
+		{"a.wild.example", "wild"},
+		{"a.b.wild.example.", "wild"},
+		{"wild.example", "any"},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			if resp, body := rawExchange(t, e, "GET /x HTTP/1.1\r\nHost: "+tc.host+"\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d (%s), want 200", resp.StatusCode, body)
+			}
+			if got := <-seenBy; got != tc.service {
+				t.Errorf("served by %q, want %q", got, tc.service)
+			}
+		})
+	}
+
+	for _, hosts := range [][2]string{{"example.com.", "example.com"}, {"*.example.com", "*.EXAMPLE.com."}} {
+		_, err := New(Options{Config: gwConfig(
+			config.Route{Host: hosts[0], Path: "/a/", Service: "x"},
+			config.Route{Host: hosts[1], Path: "/a/", Service: "y"},
+		), Conn: nc})
+		if err == nil || !strings.Contains(err.Error(), "duplicate route") {
+			t.Errorf("routes for hosts %q and %q: err = %v, want a duplicate", hosts[0], hosts[1], err)
+		}
+	}
+	for _, host := range []string{".", "*."} {
+		_, err := New(Options{Config: gwConfig(config.Route{Host: host, Path: "/", Service: "x"}), Conn: nc})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("host %q", host)) {
+			t.Errorf("route for host %q: err = %v, want it refused", host, err)
+		}
+	}
+}

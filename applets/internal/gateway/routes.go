@@ -200,6 +200,15 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
 	}
 	h := strings.ToLower(rc.Host)
+	// A name written absolute, as DNS has it ("example.com."), is the
+	// host requestHost makes of a request for it, with or without the
+	// dot: kept, the route matched no request at all.
+	if trimmed, ok := strings.CutSuffix(h, "."); ok {
+		if trimmed == "" {
+			return nil, fmt.Errorf("%s: host %q: want a host name", origin, rc.Host)
+		}
+		h = trimmed
+	}
 	// Told apart from a host with a port, which the colons would make it
 	// look like to whoever reads the error.
 	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil && a.Is6() {
@@ -208,6 +217,7 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
 		return nil, fmt.Errorf("%s: host %q: want a host name without port or scheme", origin, rc.Host)
 	}
+	r.cfg.Host = h
 	if suffix, ok := strings.CutPrefix(h, "*"); ok {
 		if !strings.HasPrefix(suffix, ".") || len(suffix) < 2 || strings.Contains(suffix, "*") {
 			return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
@@ -217,7 +227,6 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
 	}
 	r.host = h
-	r.cfg.Host = strings.ToLower(rc.Host)
 	for _, m := range rc.Methods {
 		m = strings.ToUpper(strings.TrimSpace(m))
 		if m == "" || strings.ContainsAny(m, " \t/") {
