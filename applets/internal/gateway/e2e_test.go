@@ -1399,3 +1399,30 @@ func TestRouteHostWithTrailingDot(t *testing.T) {
 		}
 	}
 }
+
+// A route's host outside ASCII (an internationalized name as people write
+// it) is refused with the form to write instead: clients send such a
+// name's A-label ("xn--..."), and net/http refuses a Host of UTF-8 with
+// 400, so no request could ever reach the route.
+func TestRouteHostNotASCIIRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "any"}))
+	if resp, body := rawExchange(t, e, "GET /x HTTP/1.1\r\nHost: bücher.example\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a Host of UTF-8: status %d (%s), want net/http's 400", resp.StatusCode, body)
+	}
+	for _, host := range []string{"bücher.example", "*.bücher.example", "BÜCHER.example."} {
+		t.Run(host, func(t *testing.T) {
+			_, err := New(Options{Config: gwConfig(config.Route{Host: host, Path: "/b/", Service: "b"}), Conn: e.nc})
+			want := fmt.Sprintf(`config route #1 (path "/b/"): host %q: `, host)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "xn--") {
+				t.Fatalf("err = %v, want it to contain %q and name the xn-- form", err, want)
+			}
+			if err := CheckAppRoutes("b", []config.Route{{Host: host, Path: "/b/"}}, nil); err == nil {
+				t.Errorf("deploy check of the route: no error, want it refused")
+			}
+		})
+	}
+	if _, err := New(Options{Config: gwConfig(config.Route{Host: "xn--bcher-kva.example", Path: "/b/", Service: "b"}), Conn: e.nc}); err != nil {
+		t.Errorf("route for the A-label of the name: %v", err)
+	}
+}

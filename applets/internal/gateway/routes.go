@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/narun/narun/applets/internal/config"
 )
@@ -208,6 +209,12 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 			return nil, fmt.Errorf("%s: host %q: want a host name", origin, rc.Host)
 		}
 		h = trimmed
+	}
+	// Clients send an international name as its A-label, and net/http
+	// answers a Host that is not ASCII with 400: a route for the name as
+	// people write it would match no request at all.
+	if strings.IndexFunc(h, func(c rune) bool { return c >= utf8.RuneSelf }) >= 0 {
+		return nil, fmt.Errorf("%s: host %q: want it in ASCII, as clients send it: an international name as its A-label (\"xn--...\", as `idn2 NAME` prints it)", origin, rc.Host)
 	}
 	// Told apart from a host with a port, which the colons would make it
 	// look like to whoever reads the error.
