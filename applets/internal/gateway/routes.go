@@ -236,8 +236,11 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	r.host = h
 	for _, m := range rc.Methods {
 		m = strings.ToUpper(strings.TrimSpace(m))
-		if m == "" || strings.ContainsAny(m, " \t/") {
-			return nil, fmt.Errorf("%s: method %q is not an HTTP method", origin, m)
+		// A method is a token (RFC 9110): "GET,POST" in one string, or a
+		// quoted one, names none a request could have, and every
+		// request would get 405.
+		if !isToken(m) {
+			return nil, fmt.Errorf("%s: method %q is not an HTTP method: list each method as a string of its own (methods = [\"GET\", \"POST\"])", origin, m)
 		}
 		if !slices.Contains(r.methods, m) {
 			r.methods = append(r.methods, m)

@@ -284,6 +284,10 @@ func TestRouteErrors(t *testing.T) {
 		{"empty service", []config.Route{{Path: "/"}}, "literal NATS subject"},
 		{"host with port", []config.Route{{Host: "a.com:80", Path: "/", Service: "x"}}, "without port"},
 		{"inner wildcard", []config.Route{{Host: "a.*.com", Path: "/", Service: "x"}}, "leading"},
+		// Two methods in one string (a comma list) name no method a
+		// request could have: every request would get 405.
+		{"methods in one string", []config.Route{{Path: "/", Methods: []string{"GET,POST"}, Service: "x"}}, `method "GET,POST" is not an HTTP method: list each method as a string of its own`},
+		{"method with a quote", []config.Route{{Path: "/", Methods: []string{`"GET"`}, Service: "x"}}, `method "\"GET\"" is not an HTTP method`},
 		// The first route defined that shares a method is named, not
 		// the one of the first method shared.
 		{"duplicate names the first", []config.Route{
