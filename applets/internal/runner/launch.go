@@ -242,6 +242,10 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	// A copy without a digest there (an earlier runner kept digests beside
 	// the copies) is fetched again, and so is a digest without its copy.
 	digestFile := filepath.Join(r.fileDigestsDir(), f.Object)
+	// fetch replaces the cached copy and its digest with the object as
+	// narun-files holds it; nil when the store cannot be asked.
+	var fetch func() error
+	fetched := false
 	if res != nil {
 		info, err := res.files.GetInfo(ctx, f.Object)
 		switch {
@@ -254,37 +258,75 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 			return r.placeKept(f, pin, dir, fmt.Errorf("file %s: %s holds sha256 %s, the spec pins %s: the object changed after the spec was stored; not placed (narun ctl app restart pins what it holds now): %w",
 				f.Object, names.FilesBucket, store.DigestHex(info), pin, supervisor.ErrPermanent))
 		}
-		have, _ := os.ReadFile(digestFile)
-		_, missing := os.Stat(cached)
-		if err == nil && (string(have) != info.Digest || missing != nil) {
-			obj, err := openObject(ctx, res.files, f.Object, fetchStall)
-			if err != nil {
-				return fmt.Errorf("fetch file %q: %w", f.Object, err)
-			}
-			// The object store checks its own digest at the end of the
-			// read, so a corrupted object fails the copy; the pin catches
-			// an object replaced since GetInfo.
-			err = writeVerified(r.filesDir(), cached, obj, pin, 0o444)
-			obj.Close()
-			if err != nil {
-				return fmt.Errorf("fetch file %q: %w", f.Object, err)
-			}
-			if err := writeFileAtomic(digestFile, []byte(info.Digest), 0o600); err != nil {
-				return fmt.Errorf("fetch file %q: %w", f.Object, err)
+		if err == nil {
+			fetch = func() error {
+				obj, err := openObject(ctx, res.files, f.Object, fetchStall)
+				if err != nil {
+					return fmt.Errorf("fetch file %q: %w", f.Object, err)
+				}
+				// The object store checks its own digest at the end of the
+				// read, so a corrupted object fails the copy; the pin
+				// catches an object replaced since GetInfo.
+				err = writeVerified(r.filesDir(), cached, obj, pin, 0o444)
+				obj.Close()
+				if err != nil {
+					return fmt.Errorf("fetch file %q: %w", f.Object, err)
+				}
+				if err := writeFileAtomic(digestFile, []byte(info.Digest), 0o600); err != nil {
+					return fmt.Errorf("fetch file %q: %w", f.Object, err)
+				}
+				return nil
 			}
 		}
+		have, _ := os.ReadFile(digestFile)
+		_, missing := os.Stat(cached)
+		if fetch != nil && (string(have) != info.Digest || missing != nil) {
+			if err := fetch(); err != nil {
+				return err
+			}
+			fetched = true
+		}
 	}
-	src, err := os.Open(cached)
+	src, got, err := openCachedFile(f, cached)
 	if err != nil {
 		if !os.IsNotExist(err) {
-			return fmt.Errorf("file %q: %w", f.Object, err)
+			return err
 		}
 		return r.placeKept(f, pin, dir, fmt.Errorf("file %q: %w", f.Object, errOffline))
 	}
-	defer src.Close()
-	got, err := digestOf(src)
-	if err != nil {
-		return fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
+	defer func() { src.Close() }()
+	// The recorded digest is that of the bytes fetched: a copy that differs
+	// from it changed on disk since (an SD card, a power cut), and neither
+	// the store's digest, which it was not checked against, nor a spec
+	// without a pin would keep it from being placed. One just fetched is
+	// the object as the store verified it, replaced since GetInfo maybe.
+	if recorded := recordedDigest(digestFile); !fetched && recorded != "" && got != recorded {
+		damaged := fmt.Errorf("cached file %s damaged: sha256 %s, want %s", cached, got, recorded)
+		r.log.Error("cached file does not match its digest: not placed, fetched again from the object store", "file", f.Object, "err", damaged)
+		// The content kept for the pin is the same file when it was
+		// linked from this copy, damaged alike: it goes with it.
+		damagedFiles := []string{digestFile, cached}
+		kept := filepath.Join(r.filesPinnedDir(), recorded)
+		if fi, err := src.Stat(); err == nil {
+			if ki, err := os.Stat(kept); err == nil && os.SameFile(fi, ki) {
+				damagedFiles = append(damagedFiles, kept)
+			}
+		}
+		src.Close()
+		for _, p := range damagedFiles {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("file %q: %w; not removed: %w", f.Object, damaged, err)
+			}
+		}
+		if fetch == nil {
+			return r.placeKept(f, pin, dir, fmt.Errorf("file %q: %w; fetched again once NATS answers: %w", f.Object, damaged, errOffline))
+		}
+		if err := fetch(); err != nil {
+			return err
+		}
+		if src, got, err = openCachedFile(f, cached); err != nil {
+			return err
+		}
 	}
 	if pin != "" && got != pin {
 		// The copy the store could not be asked about may predate the
@@ -302,6 +344,35 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		r.log.Warn("keep the placed content of a file for a later rollback", "file", f.Object, "sha256", got, "err", err)
 	}
 	return placeRead(f, src, dir)
+}
+
+// openCachedFile opens the cached copy of f at path and returns it with
+// the SHA-256 (hex) of its bytes.
+func openCachedFile(f spec.File, path string) (*os.File, string, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, "", err
+		}
+		return nil, "", fmt.Errorf("file %q: %w", f.Object, err)
+	}
+	got, err := digestOf(src)
+	if err != nil {
+		src.Close()
+		return nil, "", fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
+	}
+	return src, got, nil
+}
+
+// recordedDigest is the SHA-256 (hex) of the object whose copy the file
+// cache holds, as recorded in digestFile when it was fetched; "" when
+// there is none that reads.
+func recordedDigest(digestFile string) string {
+	b, err := os.ReadFile(digestFile)
+	if err != nil {
+		return ""
+	}
+	return store.DigestHex(&jetstream.ObjectInfo{Digest: string(b)})
 }
 
 // placeKept places the content pinned to pin from <data>/files-pinned,

@@ -2078,6 +2078,92 @@ func TestMissingCachedFileFetchedAgain(t *testing.T) {
 	}
 }
 
+// A cached copy of a file damaged on disk (an SD card, a power cut) is
+// never placed: the runner fetches it again when NATS answers, and places
+// nothing when it does not, pinned or not.
+func TestDamagedCachedFileNotPlaced(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.putFile(t, "conf", "greeting=hi")
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n"+takeOverAtOnce)
+	first := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	tr.waitLine(t, "reader", `cat "greeting=hi" mode 444`)
+	cached := filepath.Join(tr.filesDir(), "conf")
+	damage := func() {
+		t.Helper()
+		// Written through the file, as the medium changes it: same inode.
+		if err := os.Chmod(cached, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cached, []byte("greeting"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage()
+
+	c.restart(t, "reader")
+	second := tr.wait(t, "reader", "a new instance healthy", func(l []state.Instance) bool {
+		return allIn(1, state.Healthy)(l) && l[0].ID != first.ID
+	})[0]
+	if b, err := os.ReadFile(filepath.Join(tr.dir, "instances", "reader", second.ID, "x")); err != nil || string(b) != "greeting=hi" {
+		t.Errorf("placed %q, %v; want the object's content fetched again", b, err)
+	}
+	if b, err := os.ReadFile(cached); err != nil || string(b) != "greeting=hi" {
+		t.Errorf("cached copy %q, %v; want it fetched again", b, err)
+	}
+
+	// Without NATS, a damaged copy is not placed either.
+	damage()
+	dir := t.TempDir()
+	err := tr.placeFile(context.Background(), nil, spec.File{Object: "conf", Path: "x"}, "", dir)
+	if !errors.Is(err, errOffline) {
+		t.Errorf("damaged copy without NATS: %v, want an error saying NATS is needed", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Errorf("damaged copy placed without NATS: %q, %v", b, err)
+	}
+}
+
+// A damaged copy of a pinned file is fetched again at once while NATS
+// answers, not taken for a node that cannot reach it.
+func TestDamagedCachedPinnedFileFetchedAtOnce(t *testing.T) {
+	t.Parallel()
+	c, tr, first := pinnedReader(t)
+	cached := filepath.Join(tr.filesDir(), "conf")
+	if err := os.Chmod(cached, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cached, []byte("on"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ev := c.watchEvents(t, "reader")
+	c.restart(t, "reader")
+	var second state.Instance
+	testutil.Eventually(t, 10*time.Second, "a new instance healthy", func() bool {
+		for _, e := range ev.list() {
+			if e.ID != first.ID && e.State == state.Healthy {
+				second = e.Instance
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range ev.list() {
+		if e.ID == second.ID && e.State == state.Backoff {
+			t.Errorf("new instance backed off with NATS there: %s", e.Reason)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(tr.dir, "instances", "reader", second.ID, "x")); err != nil || string(b) != "one" {
+		t.Errorf("placed %q, %v; want the pinned content", b, err)
+	}
+	// The kept content was the damaged copy, by a hard link: it is
+	// replaced too, or a later rollback to it would find it damaged.
+	if b, err := os.ReadFile(filepath.Join(tr.filesPinnedDir(), sha256Hex("one"))); err != nil || string(b) != "one" {
+		t.Errorf("kept pinned content %q, %v; want %q", b, err, "one")
+	}
+}
+
 func TestFileCacheKeepsDigestsApart(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
