@@ -141,12 +141,16 @@ func (a *app) instanceList() []*instance {
 // the revision that served, which replace starts again when a new one
 // fails, and those of its instances, which an unfinished rollout keeps
 // running and restarts. Each needs its binary, files and sealed secrets
-// cached, as NATS may be unreachable when it starts.
+// cached, as NATS may be unreachable when it starts. A current spec that
+// wants no replica on this node (not selected, replicas = 0) starts
+// nothing here: only a new spec, which comes from NATS, can, and kept for
+// it, its binary and secrets would stay on the node for as long as the
+// app exists.
 func (a *app) specs() []*spec.App {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var l []*spec.App
-	if a.current != nil {
+	if a.current != nil && a.current.ReplicasOn(a.r.node, a.r.labels) > 0 {
 		l = append(l, a.current)
 	}
 	if a.served != nil {

@@ -83,3 +83,37 @@ func TestGCKeepsPinnedContentOfSpecsOnly(t *testing.T) {
 		t.Errorf("temporary file: %v", err)
 	}
 }
+
+// An app whose spec runs nothing on this node any more (the node no
+// longer selected, replicas = 0) cannot start here without a new spec,
+// which comes with NATS: its binary, files and sealed secrets go from
+// the cache, as a deleted app's do.
+func TestGCDropsCacheOfAppNotRunHere(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.putFile(t, "appconf", "greeting=hi")
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	extra := "[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n"
+	c.deploy(t, "reader", "1.0.0", probeBin, extra)
+	tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))
+	cached := []string{
+		filepath.Join(tr.cache.dir, fileDigest(t, probeBin)),
+		filepath.Join(tr.filesDir(), "appconf"), filepath.Join(tr.fileDigestsDir(), "appconf"),
+		filepath.Join(tr.sealedDir(), "token"),
+	}
+	for _, p := range cached {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("cache entry of the running instance: %v", err)
+		}
+	}
+
+	c.deploy(t, "reader", "1.0.0", probeBin, "replicas = 0\n"+extra)
+	tr.wait(t, "reader", "no instance", func(l []state.Instance) bool { return len(l) == 0 })
+	tr.gc()
+	for _, p := range cached {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("cache entry of an app with no replica here: %v, want it removed", err)
+		}
+	}
+}
