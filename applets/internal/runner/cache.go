@@ -95,6 +95,10 @@ func (b *debounce) trigger() {
 
 func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
 
+// binaryMode is the mode of a cached binary: executable, and written only
+// by replacing it.
+const binaryMode os.FileMode = 0o555
+
 // binary returns the path of the verified binary b, fetching it from obs
 // (nil when NATS is unreachable) unless it is cached.
 func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Binary) (string, error) {
@@ -106,7 +110,15 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	p := c.path(b.SHA256)
 	var damaged error
 	if fi, err := os.Lstat(p); err == nil {
-		if damaged = c.check(p, b.SHA256, fi); damaged == nil {
+		if damaged = c.check(p, b.SHA256, fi); damaged == nil && fi.Mode().Perm() != binaryMode {
+			// The bytes hold but the mode changed (a chmod -x by hand, a
+			// backup restored without modes): every exec would fail with
+			// EACCES, counted as a crash, and nothing would fetch it again.
+			if err := os.Chmod(p, binaryMode); err != nil {
+				damaged = fmt.Errorf("cached binary %s has mode %v, not %v, and its mode could not be set: %w", p, fi.Mode().Perm(), binaryMode, err)
+			}
+		}
+		if damaged == nil {
 			c.handOut(b.SHA256)
 			return p, nil
 		}
@@ -123,7 +135,7 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 	}
 	defer obj.Close()
 	defer c.afterFetch.trigger()
-	if err := writeVerified(c.dir, p, obj, b.SHA256, 0o555); err != nil {
+	if err := writeVerified(c.dir, p, obj, b.SHA256, binaryMode); err != nil {
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}
 	c.handOut(b.SHA256)

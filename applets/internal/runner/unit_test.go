@@ -192,6 +192,30 @@ func TestCacheRefusesDamagedBinary(t *testing.T) {
 	}
 }
 
+// A cached binary whose digest holds but whose mode changed (a chmod -x
+// by hand, a backup restored without modes) is handed out executable
+// again: its exec would fail with EACCES at every start, counted as a
+// crash, while nothing would fetch it again.
+func TestCacheRestoresBinaryMode(t *testing.T) {
+	t.Parallel()
+	content := "#!/bin/true\n"
+	digest := sha256Hex(content)
+	c, err := newCache(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.path(digest), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.binary(context.Background(), nil, spec.Binary{Object: "app/1/linux", SHA256: digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o555 {
+		t.Fatalf("cached binary handed out with mode %v (%v), want 0555", fi.Mode().Perm(), err)
+	}
+}
+
 // placeBeneath writes below the instance dir only: not by a path that
 // leaves it, nor through a link in it, wherever the link points.
 func TestPlaceBeneath(t *testing.T) {
