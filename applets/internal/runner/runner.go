@@ -616,6 +616,7 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				initial = false
 				r.markListed()
 				r.removeExcept(ctx, seen)
+				r.retryPrepares()
 				continue
 			}
 			// A key whose last entry is a delete names no app: its cached
@@ -944,6 +945,17 @@ func (r *Runner) forget(a *app) bool {
 	}
 	delete(r.apps, a.name)
 	return true
+}
+
+// retryPrepares has every instance that waits to fetch again (its
+// binary, files or secrets) try now: the store it waited for answers, and
+// after a long outage its backoff would hold it down for minutes more.
+func (r *Runner) retryPrepares() {
+	for _, a := range r.appList() {
+		for _, in := range a.instanceList() {
+			in.sup.Retry()
+		}
+	}
 }
 
 func (r *Runner) appList() []*app {

@@ -1542,6 +1542,44 @@ func TestNATSOutage(t *testing.T) {
 	t.Logf("runner stopped in %v", time.Since(start))
 }
 
+// An instance whose binary could not be fetched while NATS was away backs
+// off, up to max_backoff after a long outage; once NATS is back it is
+// fetched again at once, not at the end of that wait. The spec's first
+// backoff of an hour stands for the wait a long outage builds up.
+func TestFetchRetriedOnceNATSIsBack(t *testing.T) {
+	t.Parallel()
+	natsCfg := embednats.Config{Listen: testutil.FreeAddr(t), DataDir: t.TempDir()}
+	srv := natstest.StartConfig(t, natsCfg)
+	c := newCluster(t, srv)
+	first := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "[restart]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n")
+	first.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	first.stop()
+	if err := os.RemoveAll(filepath.Join(first.dir, "binaries")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+
+	nc, err := nats.Connect("nats://"+natsCfg.Listen, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	second := startRunner(t, c, func(o *Options) {
+		o.Conn = nc
+		o.DataDir = first.dir
+	})
+	second.wait(t, "hello", "backing off without its binary", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Backoff
+	})
+	srv2, err := embednats.Start(natsCfg)
+	if err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	second.wait(t, "hello", "healthy once NATS is back", allIn(1, state.Healthy))
+}
+
 func TestOldBinariesCollected(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)

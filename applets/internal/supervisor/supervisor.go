@@ -214,6 +214,8 @@ type Supervisor struct {
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
+	// retry cuts short the wait after a failed prepare (Retry).
+	retry chan struct{}
 
 	mu      sync.Mutex
 	st      state.Instance
@@ -281,6 +283,7 @@ func New(cfg Config) *Supervisor {
 		lines:       newRing[state.LogLine](cfg.KeepLines),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+		retry:       make(chan struct{}, 1),
 		st:          st,
 		changed:     make(chan struct{}),
 		stopSignal:  cfg.StopSignal,
@@ -369,6 +372,18 @@ func (s *Supervisor) Dial() DialFunc {
 
 // Lines returns the last output lines, oldest first.
 func (s *Supervisor) Lines() []state.LogLine { return s.lines.all() }
+
+// Retry cuts short the wait after a prepare that failed, and starts its
+// backoff again from the first step: the runner calls it when NATS is
+// back, which a fetch waited for, so that an instance that backed off
+// through a long outage (up to Policy.Max) starts within moments. It does
+// nothing to an instance that is not waiting to prepare again.
+func (s *Supervisor) Retry() {
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
 
 // Stop asks the instance to stop; Done is closed once it has.
 func (s *Supervisor) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
@@ -497,7 +512,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 			s.set(state.Crashed, reason)
 		}
 		s.lastExit = reason
-		if !s.backoff(ctx, d.Delay, reason) {
+		if _, ok := s.backoff(ctx, d.Delay, reason, nil); !ok {
 			return
 		}
 	}
@@ -513,6 +528,11 @@ func (s *Supervisor) prepare(ctx context.Context, again bool) (InstanceLaunch, b
 	for {
 		retry := s.policyNow()
 		retry.Mode, retry.GiveUp = Always, 0
+		// A Retry from before this attempt asked for what it does.
+		select {
+		case <-s.retry:
+		default:
+		}
 		s.set(state.Fetching, "")
 		launch, err := s.cfg.Prepare(ctx)
 		if ctx.Err() != nil {
@@ -535,14 +555,19 @@ func (s *Supervisor) prepare(ctx context.Context, again bool) (InstanceLaunch, b
 		}
 		d := retry.Decide(Exit{Code: 1}, failures, rand.Float64())
 		failures = d.Streak
-		if !s.backoff(ctx, d.Delay, err.Error()) {
+		cut, ok := s.backoff(ctx, d.Delay, err.Error(), s.retry)
+		if !ok {
 			return launch, false
+		}
+		if cut {
+			failures = Streak{}
 		}
 	}
 }
 
-// backoff waits before a retry; false means the wait was cut by a stop.
-func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string) bool {
+// backoff waits before a retry, or until cut receives (cut); ok false
+// means a stop ended the wait.
+func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string, cut <-chan struct{}) (cutShort, ok bool) {
 	// The reason is read for as long as the wait lasts (heartbeats, app
 	// status), so it names the moment of the retry, which stays true, in
 	// UTC, since the node's time zone is not the reader's.
@@ -552,10 +577,12 @@ func (s *Supervisor) backoff(ctx context.Context, d time.Duration, reason string
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return false, true
+	case <-cut:
+		return true, true
 	case <-ctx.Done():
 		s.set(state.Stopped, "stopped")
-		return false
+		return false, false
 	}
 }
 

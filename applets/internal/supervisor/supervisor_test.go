@@ -1279,3 +1279,34 @@ func TestStopTimeoutJournal(t *testing.T) {
 		})
 	}
 }
+
+// A prepare that failed for want of NATS backs off, up to minutes after a
+// long outage; Retry, which the runner calls once NATS is back, cuts that
+// wait short and starts the backoff again from its first step, so that the
+// instance starts within moments of the store answering.
+func TestRetryCutsAPrepareBackoffShort(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var online atomic.Bool
+	var calls atomic.Int32
+	s, _ := start(t, "", Config{
+		Policy: Policy{Initial: time.Hour, Max: time.Hour},
+		Prepare: func(context.Context) (InstanceLaunch, error) {
+			calls.Add(1)
+			if !online.Load() {
+				return InstanceLaunch{}, errors.New("fetch binary: nats not reachable")
+			}
+			return InstanceLaunch{Path: exe, Env: []string{childEnv + "=serve"}, Dir: dir}, nil
+		},
+	})
+	waitFor(t, s, "backing off", inState(state.Backoff))
+	online.Store(true)
+	s.Retry()
+	waitFor(t, s, "healthy once retried", inState(state.Healthy))
+	if n := calls.Load(); n != 2 {
+		t.Errorf("Prepare ran %d times, want 2", n)
+	}
+}
