@@ -225,6 +225,11 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("NATS accepts leaf nodes from the network without authentication: whoever reaches this port joins as a leaf, reads the requests the gateway sends and answers them in apps' place"+store+"; set [nats] users or nkeys, which a leaf then logs in with, or [nats.leafnodes] listen on 127.0.0.1",
 			"leafnodes_listen", net.JoinHostPort(opts.LeafNode.Host, strconv.Itoa(opts.LeafNode.Port)))
 	}
+	if cfg.Cluster.Listen != "" {
+		if err := rememberServerName(opts.StoreDir, cfg.ServerName); err != nil && cfg.Logger != nil {
+			cfg.Logger.Warn("server_name not recorded beside the JetStream store: a later start on it under another name will not be refused", "err", err)
+		}
+	}
 	s := &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
 	certs.reload = s.reloadTLS
 	certs.start(cfg.Logger)
@@ -257,7 +262,46 @@ func checkClusterStore(cfg Config, opts *server.Options) error {
 		return &KeyError{Key: "nats.cluster.listen", Err: fmt.Errorf("set, but the data dir %s holds the JetStream store of a server that ran alone (streams %s): a cluster member does not see those streams, and narun would create empty buckets in their place; join with an empty data dir and deploy again, or move %s away (docs/CLUSTER.md, \"From one device to a cluster\")",
 			cfg.DataDir, strings.Join(streams, ", "), opts.StoreDir)}
 	}
+	// JetStream knows a member by its server_name and counts every name it
+	// has seen for good: under another name the store's server joins as
+	// one more member, its former name stays counted as a member down, and
+	// removing it is a request of the system account, which narun gives no
+	// login. A quorum of four then needs three of three devices.
+	if was := storeServerName(opts.StoreDir); was != "" && was != cfg.ServerName {
+		return &KeyError{Key: "nats.server_name", Err: fmt.Errorf("%q, but the data dir %s holds the JetStream store of cluster member %q: under a new name JetStream would count this server as one more member, and %q as one down for good, which narun cannot remove, so the cluster would tolerate one failure fewer; start it as %q again, or move %s away to join under the new name with an empty store (docs/CLUSTER.md, \"Adding, replacing and retiring members\")",
+			cfg.ServerName, cfg.DataDir, was, was, was, opts.StoreDir)}
+	}
 	return nil
+}
+
+// serverNameFile, in the store dir beside nats-server's own directory,
+// names the cluster member that runs on the store.
+const serverNameFile = "narun-server-name"
+
+// storeServerName is the server_name of the cluster member that last ran
+// on the store in storeDir; "" when none did, or before narun wrote it.
+func storeServerName(storeDir string) string {
+	b, err := os.ReadFile(filepath.Join(storeDir, serverNameFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// rememberServerName records name as the member that runs on the store in
+// storeDir, for checkClusterStore at the next start.
+func rememberServerName(storeDir, name string) error {
+	if storeServerName(storeDir) == name {
+		return nil
+	}
+	path := filepath.Join(storeDir, serverNameFile)
+	// Renamed into place: a power cut leaves the former file or none, never
+	// a part of the name, which would refuse the next start.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // launch starts a server with opts and waits until it accepts clients.

@@ -638,6 +638,37 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 	c.Start(0) // fails the test if refused
 }
 
+// JetStream counts a cluster's members by server_name, for good: a member
+// started again on its store under another name (a narun.toml edited, a
+// device's image cloned with its data dir) joins as one more peer, and its
+// former name stays counted as down, which narun has no login to remove.
+// Three devices would then need all three up for a quorum of four, and
+// each stream that had a copy on the former name would lose its quorum
+// with one more device down. The start is refused, naming both names;
+// under its own name the member starts as before.
+func TestClusterRefusesARenamedMember(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	c.WaitPlaceable(60 * time.Second)
+	c.Stop(2)
+	renamed := c.Config(2)
+	renamed.ServerName = "n3-new"
+	// --check says so before the operator restarts the device.
+	checkErr := embednats.Check(renamed)
+	s, err := embednats.Start(renamed)
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("a cluster member started on its store under another server_name")
+	}
+	for _, err := range []error{err, checkErr} {
+		for _, want := range []string{"nats.server_name", `"n3-new"`, `cluster member "n3"`} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v does not mention %q", err, want)
+			}
+		}
+	}
+	c.Start(2) // fails the test if refused
+}
+
 // JetStream reads its store before the server accepts clients. A store
 // that takes longer than ReadyTimeout to read (a big one rebuilt after a
 // power cut, on an SD card) is waited for: a start cut short in the middle

@@ -3,13 +3,16 @@ package nats_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/testutil"
 	natsapplet "github.com/narun/narun/applets/nats"
+	"github.com/narun/narun/embednats"
 )
 
 // A [nats] value the embedded server refuses is named with the file, the
@@ -100,5 +103,42 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 				t.Errorf("error = %v, places in the file a value a flag gave", err)
 			}
 		})
+	}
+}
+
+// A member whose [nats] server_name changed over its store would join the
+// cluster as one more member for good (embednats refuses it): the error
+// names the file's line, or the flag, that gave the new name, at a start
+// and, as here, at a --check before it.
+func TestRenamedMemberNamesTheLine(t *testing.T) {
+	dataDir, clusterAddr := t.TempDir(), testutil.FreeAddr(t)
+	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dataDir, ServerName: "edge-1",
+		Cluster: embednats.Cluster{Name: "narun", Listen: clusterAddr, Routes: []string{"nats-route://" + clusterAddr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	body := fmt.Sprintf("[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-2\"\n\n[nats.cluster]\nname = \"narun\"\nlisten = %q\nroutes = [\"nats-route://%s\"]\n", clusterAddr, clusterAddr)
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args          []string
+		want, notWant string
+	}{
+		{nil, file + `:3: key "nats.server_name": "edge-2", but the data dir`, ""},
+		{[]string{"--server-name", "edge-3"}, `nats.server_name: "edge-3", but the data dir`, file},
+	} {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+		args := append([]string{"nats", "--check", "--config", file, "--data-dir", dataDir}, tt.args...)
+		err := natsapplet.Main(context.Background(), stdio, args)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("error = %v, want it to contain %s", err, tt.want)
+			continue
+		}
+		if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
+			t.Errorf("error = %v, places in the file a value a flag gave", err)
+		}
 	}
 }

@@ -166,6 +166,9 @@ func (c *Cluster) Stop(i int) {
 	c.servers[i] = nil
 }
 
+// Config is member i's configuration, as Start runs it.
+func (c *Cluster) Config(i int) embednats.Config { return c.cfgs[i] }
+
 // Server is member i, nil while it is stopped.
 func (c *Cluster) Server(i int) *embednats.Server { return c.servers[i] }
 
