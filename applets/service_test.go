@@ -374,3 +374,33 @@ func TestSlowStoreExtendsTheStartTimeout(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.out.String())
 	}
 }
+
+// A stop while JetStream reads a big store at a start (after a power cut,
+// on an SD card: minutes) must not wait for the read: systemd's stop, a
+// reboot's, sent SIGTERM, and the applet went on reading, then started
+// (narun up its runner and gateway) only to stop, or was killed at
+// TimeoutStopSec in the middle of it.
+func TestStopWhileTheStoreIsRead(t *testing.T) {
+	for _, applet := range []string{"nats", "up"} {
+		t.Run(applet, func(t *testing.T) {
+			dir := t.TempDir()
+			// The read is never let go on: the process must end without it.
+			reading, _ := natstest.HoldStoreRead(t, dir)
+			args := []string{applet, "--config", "/dev/null", "--data-dir", dir}
+			if applet == "nats" {
+				args = append(args, "--listen", testutil.FreeAddr(t))
+			} else {
+				args = append(args, "--nats-listen", testutil.FreeAddr(t), "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+			}
+			p := startNotified(t, dir, args...)
+			reading()
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			expectNotice(t, p.notify, "STOPPING=1", &p.out)
+			if err := p.wait(20 * time.Second); err != nil {
+				t.Fatalf("exit after SIGTERM while the store is read: %v\n%s", err, p.out.String())
+			}
+		})
+	}
+}

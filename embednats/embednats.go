@@ -68,7 +68,14 @@ type Config struct {
 	// its store at a start, before the server accepts clients, so that a
 	// service manager's start timeout can be extended.
 	Reading func()
+	// Stop, once closed, ends a start (or Restart) that still waits for
+	// the server to accept clients: the server is shut down and the start
+	// fails with ErrStopped. nil waits for as long as the store's read.
+	Stop <-chan struct{}
 }
+
+// ErrStopped is the error of a start that Config.Stop ended.
+var ErrStopped = errors.New("stopped before the NATS server accepted clients")
 
 // Cluster configures routes to the other servers of a cluster.
 type Cluster struct {
@@ -190,7 +197,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
-	ns, err := launch(opts, logs, cfg.ReadyTimeout, cfg.Reading)
+	ns, err := launch(opts, logs, cfg.ReadyTimeout, cfg.Reading, cfg.Stop)
 	if err != nil {
 		logs.close()
 		unlockStore(lock)
@@ -304,8 +311,9 @@ func rememberServerName(storeDir, name string) error {
 	return os.Rename(tmp, path)
 }
 
-// launch starts a server with opts and waits until it accepts clients.
-func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, reading func()) (*server.Server, error) {
+// launch starts a server with opts and waits until it accepts clients, or
+// until stop is closed.
+func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, reading func(), stop <-chan struct{}) (*server.Server, error) {
 	// Without a configured storage limit, the limit is set from the space
 	// free at start (storeLimit): on a full disk it leaves no room, and
 	// stays so once the space is back. Its refusals then call for a
@@ -338,6 +346,15 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, readi
 			ns.Shutdown()
 			ns.WaitForShutdown()
 			return nil, fmt.Errorf("start nats server: %s", msg)
+		case <-stop:
+			// A stop asked for while JetStream reads its store (minutes
+			// after a power cut) is not left until the read ends, or to
+			// a service manager's kill at its stop timeout: the server
+			// shuts down at once, as from a read that failed, and the
+			// next start reads the store again.
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, ErrStopped
 		default:
 		}
 		if ns.JetStreamEnabled() {
@@ -457,7 +474,7 @@ func (s *Server) Restart() error {
 	case <-s.logs.writeFailed:
 	default:
 	}
-	ns, err := launch(opts, s.logs, s.cfg.ReadyTimeout, s.cfg.Reading)
+	ns, err := launch(opts, s.logs, s.cfg.ReadyTimeout, s.cfg.Reading, s.cfg.Stop)
 	if err != nil {
 		return fmt.Errorf("restart nats server: %w", err)
 	}

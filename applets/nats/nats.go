@@ -4,6 +4,7 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -49,6 +50,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			ec.Leafnodes.Remotes = append(ec.Leafnodes.Remotes, embednats.LeafRemote{URLs: c.StringSlice("leaf-remote")})
 		}
 		ec.Logger = log
+		ec.Stop = ctx.Done()
 		fromFlag := map[string]bool{
 			"nats.listen":         c.IsSet("listen"),
 			"nats.server_name":    c.IsSet("server-name"),
@@ -72,6 +74,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.Checked(stdio, cfg)
 		}
 		srv, err := embednats.Start(ec)
+		if errors.Is(err, embednats.ErrStopped) {
+			log.Info("nats stopped before serving: JetStream reads its store again at the next start")
+			return nil
+		}
 		if err != nil {
 			return cli.PlaceNATSError(cfg, err, fromFlag)
 		}

@@ -90,6 +90,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
+		ec.Stop = ctx.Done()
 		if (len(ec.Users) > 0 || len(ec.NKeys) > 0) && cfg.Runner.AppNATSURL == "" && cfg.Runner.AppNATSCreds == "" && cfg.Runner.AppNATSNkey == "" {
 			// Apps get the embedded server's address, never the runner's
 			// login: the server refuses them, and they crash-loop.
@@ -115,6 +116,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.Checked(stdio, cfg)
 		}
 		srv, err := embednats.Start(ec)
+		if errors.Is(err, embednats.ErrStopped) {
+			log.Info("stopped before serving: JetStream reads its store again at the next start")
+			return nil
+		}
 		if err != nil {
 			return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
 		}

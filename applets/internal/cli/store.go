@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -47,7 +48,10 @@ func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir strin
 				break
 			}
 		}
-		if err := srv.Restart(); err != nil {
+		if err := srv.Restart(); errors.Is(err, embednats.ErrStopped) {
+			// The applet stops: a restart it cut short is no failure.
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("restart the embedded NATS server after its store failed a write: %w", err)
 		}
 		log.Info("embedded NATS server restarted: JetStream writes to its store again", "data_dir", dataDir)
