@@ -52,6 +52,7 @@ service = "b"
 	badHost := write("host.toml", "[gateway]\nlisten = \"1.2.3.4.5:8080\"\nadmin_listen = \"a b:9090\"\n")
 	badAdminHost := write("adminhost.toml", "[gateway]\nadmin_listen = \"-a:9090\"\n[runner]\nadmin_listen = \"1.2.3.256:9101\"\n")
 	badRunnerHost := write("runnerhost.toml", "[runner]\nadmin_listen = \"1.2.3.256:9101\"\n")
+	tinyStore := write("store.toml", "[nats.jetstream]\nmax_store = \"1KiB\"\n")
 	badNATSHost := write("natshost.toml", "[nats]\nlisten = \"1.2.3.4.5:4222\"\n")
 	badClusterHost := write("clusterhost.toml", "[nats]\nserver_name = \"a\"\n[nats.cluster]\nname = \"c\"\nlisten = \"a b:6222\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n")
 	badLeafHost := write("leafhost.toml", "[nats.leafnodes]\nlisten = \"1.2.3.256:7422\"\n")
@@ -101,6 +102,7 @@ service = "b"
 		{"up admin listen host", []string{"up", "--config", badAdminHost}, 1, badAdminHost + `:2: key "gateway.admin_listen": "-a:9090": want host:port or :port: host "-a" is neither`},
 		{"up runner admin listen host", []string{"up", "--config", badRunnerHost}, 1, badRunnerHost + `:2: key "runner.admin_listen": "1.2.3.256:9101": want host:port or :port: host "1.2.3.256" is neither`},
 		{"runner admin listen host", []string{"runner", "--config", badRunnerHost}, 1, badRunnerHost + `:2: key "runner.admin_listen": "1.2.3.256:9101": want host:port or :port: host "1.2.3.256" is neither`},
+		{"up tiny store", []string{"up", "--config", tinyStore}, 1, tinyStore + `:2: key "nats.jetstream.max_store": want at least 8 MiB`},
 		{"nats listen host", []string{"nats", "--config", badNATSHost}, 1, badNATSHost + `:2: key "nats.listen": "1.2.3.4.5:4222": host "1.2.3.4.5" is neither an IP address nor a host name`},
 		{"nats listen host flag", []string{"nats", "--config", good, "--listen", "1.2.3.4.5:4222"}, 1, `"1.2.3.4.5:4222": host "1.2.3.4.5" is neither`},
 		{"up nats listen host", []string{"up", "--config", badNATSHost}, 1, badNATSHost + `:2: key "nats.listen": "1.2.3.4.5:4222": host "1.2.3.4.5" is neither`},

@@ -600,6 +600,13 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 	if d := cfg.JetStreamDomain; d != "" && (strings.ContainsAny(d, ".*>") || !server.IsValidSubject("$JS."+d+".API.>")) {
 		return nil, nil, &KeyError{Key: "nats.jetstream.domain", Err: fmt.Errorf("%q: want a NATS subject token: no spaces, '.', '*' or '>'", d)}
 	}
+	// JetStream reserves narun's log history (at least 1 MiB) within the
+	// limit, and a deploy stores its binaries there: with less, no deploy
+	// could ever work, which a start would show only as "insufficient
+	// storage resources" at every retry of the runner.
+	if cfg.JetStreamMaxStore > 0 && cfg.JetStreamMaxStore < MinStoreRoom {
+		return nil, nil, &KeyError{Key: "nats.jetstream.max_store", Err: fmt.Errorf("want at least %d MiB (narun's log history and the binaries of a deploy are stored within it), got %d bytes", MinStoreRoom>>20, cfg.JetStreamMaxStore)}
+	}
 	if cfg.MaxPayload > 0 {
 		// Below 256 KiB the server starts but narun cannot work on it:
 		// Object Store puts binaries in 128 KiB chunks, which with their

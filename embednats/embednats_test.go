@@ -213,6 +213,7 @@ func TestConfigErrors(t *testing.T) {
 			{URLs: []string{"nats-leaf://s3cr3t-token@hub:x"}}}}}, `nats.leafnodes.remotes[0].urls: invalid url "nats-leaf://xxxxx@hub:x"`},
 		{"user without password", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a"}}}, "password"},
 		{"huge payload", embednats.Config{DataDir: "x", MaxPayload: 1 << 30}, "max_payload"},
+		{"tiny store", embednats.Config{DataDir: "x", JetStreamMaxStore: 1 << 10}, "nats.jetstream.max_store: want at least 8 MiB"},
 		{"tiny payload", embednats.Config{DataDir: "x", MaxPayload: 1000}, "nats.max_payload: want 256 KiB to 64 MiB, got 1000 bytes"},
 		{"users with an open cluster", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "a", Password: "b"}},
 			Cluster: embednats.Cluster{Listen: "127.0.0.1:-1"}}, "nats.cluster.user and nats.cluster.password"},
