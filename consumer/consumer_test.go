@@ -1322,3 +1322,62 @@ func TestFramesFollowAShrunkMaxPayload(t *testing.T) {
 		t.Errorf("the body took %d bytes, want %d", got, before+after)
 	}
 }
+
+// TestNATSHeadersOfTheHandlerAreDropped has a handler set headers named
+// as NATS's and the protocol's, in the head of a whole reply and as
+// trailers of a streamed one: none goes out, as the package says, where
+// the gateway would take a Nats-Service-Error-Code for the service's own
+// error and turn a 200 into a 409, or abort a response already sent.
+func TestNATSHeadersOfTheHandlerAreDropped(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "natshdr"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.Header().Set("Trailer", "Nats-Service-Error-Code, Narun-Status, X-Kept")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "ok")
+			w.Header().Set("Nats-Service-Error-Code", "409")
+			w.Header().Set("Narun-Status", "404")
+			w.Header().Set("X-Kept", "yes")
+			w.Header().Set(http.TrailerPrefix+"Nats-Service-Error", "from a trailer")
+			return
+		}
+		w.Header().Set("Nats-Service-Error-Code", "409")
+		w.Header().Set("Nats-Service-Error", "from the head")
+		w.Header().Set("X-Kept", "yes")
+		_, _ = io.WriteString(w, "ok")
+	}))
+	for _, path := range []string{"/whole", "/stream"} {
+		inbox := nc.NewInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = nc.PublishMsg(&nats.Msg{Subject: "natshdr", Reply: inbox, Header: nats.Header{consumer.HeaderPath: {path}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := false
+		for {
+			m, err := sub.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("%s: waiting for the end of the response: %v", path, err)
+			}
+			if m.Reply != "" {
+				_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+			}
+			for k, v := range m.Header {
+				if strings.HasPrefix(k, "Nats-") || (k == consumer.HeaderStatus && m.Header.Get(consumer.HeaderFrame) != "") {
+					t.Errorf("%s: %s: %q went out", path, k, v)
+				}
+			}
+			kept = kept || m.Header.Get("X-Kept") == "yes"
+			f := m.Header.Get(consumer.HeaderFrame)
+			if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
+				break
+			}
+		}
+		if !kept {
+			t.Errorf("%s: X-Kept did not go out", path)
+		}
+		_ = sub.Unsubscribe()
+	}
+}

@@ -83,7 +83,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 	host, remote := h.Get(HeaderHost), h.Get(HeaderRemoteAddr)
 	https := strings.EqualFold(h.Get(HeaderScheme), "https")
 	for k, v := range h {
-		if IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")) {
+		if notHTTP(k) {
 			delete(hdr, k)
 			continue
 		}
@@ -537,6 +537,13 @@ func noDeadline(t time.Time) error {
 	return fmt.Errorf("%w: the route's timeout bounds the exchange", http.ErrNotSupported)
 }
 
+// notHTTP reports whether a header named k is the protocol's or NATS's,
+// never the HTTP message's: from a handler, a Nats-Service-Error-Code
+// would have the gateway fail a response the handler meant to succeed.
+func notHTTP(k string) bool {
+	return IsReserved(k) || (len(k) >= 5 && strings.EqualFold(k[:5], "Nats-"))
+}
+
 // suppressed is what stands in a response head for a header the handler
 // set to nil, which net/http's server takes as "send none": the gateway
 // then neither sends nor adds one (PROTOCOL.md §1). NATS drops a header
@@ -547,12 +554,12 @@ var suppressed = []string{""}
 var suppressible = [...]string{"Content-Type", "Date"}
 
 // inResponseHead reports whether the handler's header k goes out in the
-// response head: protocol headers are the consumer's to set, trailers
+// response head: protocol and NATS headers are the consumer's to set, trailers
 // travel with the last frame, and a name that is no HTTP token is dropped,
 // as net/http's server drops it, rather than failing the whole reply (NATS
 // refuses such a name).
 func inResponseHead(k string) bool {
-	return !IsReserved(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix) && validToken(k)
+	return !notHTTP(k) && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix) && validToken(k)
 }
 
 // streamHead is the head of a streamed response. It copies the header as
@@ -748,7 +755,7 @@ func (w *responseWriter) trailers() http.Header {
 	for _, decl := range w.sent["Trailer"] {
 		for name := range strings.SplitSeq(decl, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if v, ok := w.hdr[name]; ok && validToken(name) {
+			if v, ok := w.hdr[name]; ok && validToken(name) && !notHTTP(name) {
 				if t == nil {
 					t = make(http.Header)
 				}
@@ -757,7 +764,7 @@ func (w *responseWriter) trailers() http.Header {
 		}
 	}
 	for k, v := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validToken(name) {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validToken(name) && !notHTTP(name) {
 			if t == nil {
 				t = make(http.Header)
 			}
