@@ -128,7 +128,10 @@ type Config struct {
 	// Name is the NATS Micro service name ([A-Za-z0-9_-]+), shown by
 	// `nats micro ls`.
 	Name string
-	// Subject is the subject the gateway sends requests to; "" means Name.
+	// Subject is the subject the gateway sends requests to (a route's
+	// service); "" means Name. It must be a literal subject, outside the
+	// $, _INBOX. and _NARUN. ones. Under narun leave it "": the runner's
+	// health check pings the route's service by name, so Name must be it.
 	Subject string
 	// Version is a SemVer version; "" means "0.0.0".
 	Version string
@@ -140,7 +143,7 @@ type Config struct {
 	// nats.go/micro.
 	QueueGroup string
 	// MaxConcurrent bounds the requests handled at the same time; 0 means
-	// 64 × GOMAXPROCS. Further requests wait their turn; their timeout
+	// 64 × GOMAXPROCS, and a negative value is an ErrConfig. Further requests wait their turn; their timeout
 	// runs while they wait, and one that ends (or that the gateway
 	// cancels) before a worker is free is dropped without calling the
 	// handler, and counted as an error.
@@ -206,6 +209,7 @@ func (c *Config) validate() error {
 
 // Serve registers the service on nc and serves h until ctx is cancelled; it
 // then stops taking requests, lets the ones in flight finish and returns nil.
+// An invalid cfg is an error wrapping ErrConfig, returned at once.
 // A nil h means http.DefaultServeMux, as for net/http's server.
 // The handlers' contexts are not cancelled by that: a handler that may run
 // long (a stream) should also watch a signal of its own. Serve returns

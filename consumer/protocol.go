@@ -8,9 +8,10 @@ import "strings"
 const (
 	HeaderPrefix = "Narun-"
 
-	// Request head, gateway to service. Scheme defaults to "http", Proto
-	// to "HTTP/1.1" and Method to GET; the request id travels as the HTTP
-	// header X-Request-Id.
+	// Request head, gateway to service. Scheme defaults to "http" and
+	// Proto to "HTTP/1.1"; in a request made by hand, Method to GET, Path
+	// to "/" and Timeout to 30 s, which the gateway always sends. The
+	// request id travels as the HTTP header X-Request-Id.
 	HeaderMethod     = "Narun-Method"
 	HeaderPath       = "Narun-Path"
 	HeaderQuery      = "Narun-Query"
