@@ -316,8 +316,17 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		m    *jetstream.RawStreamMsg
 		info *jetstream.ObjectInfo
 	}
-	var objs []read
+	// Each once: the second deletion of a name given twice would find the
+	// first's marker in place of the metadata it read, and take it for a
+	// deploy's stamp.
+	var named []string
 	for _, name := range c.Args().Slice() {
+		if !slices.Contains(named, name) {
+			named = append(named, name)
+		}
+	}
+	var objs []read
+	for _, name := range named {
 		m, info, err := e.objectMeta(ctx, bucket, name)
 		if errors.Is(err, errNoObject) || err == nil && info.Deleted {
 			return notFound("%s %q does not exist", what, name)
@@ -327,7 +336,7 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		}
 		objs = append(objs, read{m, info})
 	}
-	used, unparsed, err := e.users(ctx, c.Args().Slice(), ref)
+	used, unparsed, err := e.users(ctx, named, ref)
 	if err != nil {
 		return err
 	}
