@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
 
@@ -121,6 +123,12 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	if err := secrets.Put(octx, kv, ring, name, value); err != nil {
+		// [nats] max_payload may be a quarter of what maxSecret seals to:
+		// nats.go's bare "maximum payload exceeded" says neither what
+		// fits nor which setting decides it.
+		if mp := e.nc.MaxPayload(); errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("secret %s: %d bytes, sealed, is more than the NATS server takes in one message (%d bytes, [nats] max_payload): store at most %d bytes, or raise max_payload: %w", name, len(value), mp, sealedFits(ring, name, mp), err)
+		}
 		return err
 	}
 	if err := e.dropEarlierSealed(octx, name); err != nil {
@@ -129,6 +137,23 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
 	e.warnNodesLackKey(ctx, []string{name}, ring.PrimaryID())
 	return nil
+}
+
+// sealedFits is the size of the largest value of the secret called name
+// whose sealed form takes at most maxPayload bytes: base64 of the value
+// and its 16-byte tag, in JSON whose time may take up to 10 bytes more
+// than that of the seal measured here.
+func sealedFits(ring *secrets.Ring, name string, maxPayload int64) int64 {
+	s, err := ring.Seal(name, nil)
+	if err != nil {
+		return 0
+	}
+	b, err := s.Marshal()
+	if err != nil {
+		return 0
+	}
+	around := int64(len(b)-base64.StdEncoding.EncodedLen(16)) + 10
+	return max((maxPayload-around)/4*3-16, 0)
 }
 
 // warnNodesLackKey names each node that runs, or is to run, an app using
