@@ -413,7 +413,9 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 		octx, cancel := e.op(ctx)
 		_, err := kv.Get(octx, name)
 		cancel()
-		if isNotFound(err) {
+		// A name no key can have is a secret that does not exist, as image
+		// and files delete say of any name, not a failed read (exit 1).
+		if isNotFound(err) || errors.Is(err, jetstream.ErrInvalidKey) {
 			return notFound("secret %q does not exist%s", name, didYouMean(name, e.secretNames(ctx, kv, []string{name}), ""))
 		}
 		if err != nil {

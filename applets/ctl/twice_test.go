@@ -33,3 +33,17 @@ func TestDeleteNamedTwice(t *testing.T) {
 		t.Error("image not deleted")
 	}
 }
+
+// A name no key can have (a wildcard, an empty one) names a secret that
+// does not exist: exit 3, as image and files delete say of such names,
+// not the error of a failed read.
+func TestSecretDeleteImpossibleName(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, name := range []string{"a*", "", "db.>", "a b"} {
+		r := h.fails(ExitNotFound, "", "secret", "delete", name)
+		if !strings.Contains(r.err, "does not exist") {
+			t.Errorf("secret delete %q: %s", name, r.err)
+		}
+	}
+}
