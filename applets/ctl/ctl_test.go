@@ -1136,6 +1136,23 @@ func TestSecretsWithoutKeyFile(t *testing.T) {
 	}
 }
 
+// --from-file "" (a script's variable that is unset) names no file: it is
+// refused, not taken for stdin, which would store whatever the script's
+// stdin holds.
+func TestSecretSetFromEmptyFileName(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/K"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	r := h.fails(2, "from stdin\n", "--key-file", key, "secret", "set", "db", "--from-file", "")
+	if want := "--from-file is empty: name the file that holds the value"; !strings.Contains(r.err, want) {
+		t.Errorf("secret set --from-file \"\": %q, want %q", r.err, want)
+	}
+	if out := h.ok("", "--key-file", key, "secret", "list").out; strings.Contains(out, "db") {
+		t.Errorf("a secret was stored:\n%s", out)
+	}
+}
+
 // The rotation steps that secret rotate --help lists work as written,
 // with K standing for the key file: an operator copies them.
 func TestSecretRotateHelpStepsRun(t *testing.T) {

@@ -83,6 +83,11 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err := spec.ValidObjectName(name); err != nil {
 		return usagef("secret name %q: %v", name, err)
 	}
+	// A script's variable left unset: read as no flag, the value would be
+	// whatever the script's stdin holds.
+	if c.IsSet("from-file") && c.String("from-file") == "" {
+		return usagef("--from-file is empty: name the file that holds the value, or leave the flag out to read stdin")
+	}
 	ring, err := e.ring()
 	if err != nil {
 		return err
