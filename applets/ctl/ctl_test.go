@@ -1153,6 +1153,19 @@ func TestSecretSetFromEmptyFileName(t *testing.T) {
 	}
 }
 
+// NAME=VALUE, as env files write it, puts the value on the command line:
+// the error says so without writing the value again, into a CI log.
+func TestSecretSetNameWithValueNotRepeated(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/K"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	r := h.fails(2, "", "--key-file", key, "secret", "set", "db=hunter2")
+	if strings.Contains(r.err+r.out, "hunter2") || !strings.Contains(r.err, "stdin") {
+		t.Errorf("secret set db=hunter2: %q, want an error that says to pipe the value, without it", r.err)
+	}
+}
+
 // The rotation steps that secret rotate --help lists work as written,
 // with K standing for the key file: an operator copies them.
 func TestSecretRotateHelpStepsRun(t *testing.T) {

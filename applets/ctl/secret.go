@@ -80,6 +80,11 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if before, _, ok := strings.Cut(name, "="); ok {
+		// NAME=VALUE, as env files write it: the value is on the command
+		// line already, and need not reach a log a second time.
+		return usagef("secret name %q=...: secret set takes NAME alone, and reads the value from stdin or --from-file, never from the command line", before)
+	}
 	if err := spec.ValidObjectName(name); err != nil {
 		return usagef("secret name %q: %v", name, err)
 	}
