@@ -1278,23 +1278,7 @@ func TestIPv6RequestHost(t *testing.T) {
 		config.Route{Host: "example.com", Path: "/", Service: "named"},
 		config.Route{Path: "/", Service: "any"},
 	))
-	nc := natsConn(t, e)
-	type got struct {
-		service string
-		head    nats.Header
-	}
-	seenBy := make(chan got, 1)
-	for _, svc := range []string{"v4", "named", "any"} {
-		if _, err := nc.Subscribe(svc, func(m *nats.Msg) {
-			seenBy <- got{m.Subject, m.Header}
-			_ = m.Respond([]byte("ok"))
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	seenBy := answerAs(t, natsConn(t, e), "v4", "named", "any")
 	for _, tc := range []struct{ host, service string }{
 		{"[::1]:8080", "any"},
 		{"[::1]", "any"},
@@ -1311,12 +1295,12 @@ func TestIPv6RequestHost(t *testing.T) {
 			if resp, body := rawExchange(t, e, "GET /x HTTP/1.1\r\nHost: "+tc.host+"\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d (%s), want 200", resp.StatusCode, body)
 			}
-			g := <-seenBy
-			if g.service != tc.service {
-				t.Errorf("served by %q, want %q", g.service, tc.service)
+			m := <-seenBy
+			if m.Subject != tc.service {
+				t.Errorf("served by %q, want %q", m.Subject, tc.service)
 			}
 			for _, k := range []string{"X-Forwarded-Host", consumer.HeaderHost} {
-				if v := g.head.Values(k); len(v) != 1 || v[0] != tc.host {
+				if v := m.Header.Values(k); len(v) != 1 || v[0] != tc.host {
 					t.Errorf("%s = %q, want %q", k, v, tc.host)
 				}
 			}
@@ -1354,18 +1338,7 @@ func TestRouteHostWithTrailingDot(t *testing.T) {
 		config.Route{Path: "/", Service: "any"},
 	))
 	nc := natsConn(t, e)
-	seenBy := make(chan string, 1)
-	for _, svc := range []string{"named", "wild", "any"} {
-		if _, err := nc.Subscribe(svc, func(m *nats.Msg) {
-			seenBy <- m.Subject
-			_ = m.Respond([]byte("ok"))
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	seenBy := answerAs(t, nc, "named", "wild", "any")
 	for _, tc := range []struct{ host, service string }{
 		{"example.com", "named"},
 		{"EXAMPLE.com.:8080", "named"},
@@ -1377,7 +1350,7 @@ func TestRouteHostWithTrailingDot(t *testing.T) {
 			if resp, body := rawExchange(t, e, "GET /x HTTP/1.1\r\nHost: "+tc.host+"\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d (%s), want 200", resp.StatusCode, body)
 			}
-			if got := <-seenBy; got != tc.service {
+			if got := (<-seenBy).Subject; got != tc.service {
 				t.Errorf("served by %q, want %q", got, tc.service)
 			}
 		})
@@ -1425,4 +1398,24 @@ func TestRouteHostNotASCIIRefused(t *testing.T) {
 	if _, err := New(Options{Config: gwConfig(config.Route{Host: "xn--bcher-kva.example", Path: "/b/", Service: "b"}), Conn: e.nc}); err != nil {
 		t.Errorf("route for the A-label of the name: %v", err)
 	}
+}
+
+// answerAs has each of services answer "ok" on nc, and passes on what
+// each request it answered was, so that a test learns which route took
+// it.
+func answerAs(t *testing.T, nc *nats.Conn, services ...string) <-chan *nats.Msg {
+	t.Helper()
+	seenBy := make(chan *nats.Msg, 1)
+	for _, svc := range services {
+		if _, err := nc.Subscribe(svc, func(m *nats.Msg) {
+			seenBy <- m
+			_ = m.Respond([]byte("ok"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return seenBy
 }
