@@ -55,8 +55,10 @@ Serves a greeting and echo handler as the NATS Micro service -service
 NARUN_NATS_URL (comma-separated URLs; default nats://127.0.0.1:4222), with
 the credentials file NARUN_NATS_CREDS (JWT + seed) or the nkey seed file
 NARUN_NATS_NKEY when set, and over TLS with NARUN_NATS_CA (the servers'
-CA), NARUN_NATS_CERT and NARUN_NATS_KEY (its own certificate) when set.
-The narun runner sets these for the apps it runs.
+CA), NARUN_NATS_CERT and NARUN_NATS_KEY (its own certificate) when set,
+checking the servers' certificate for the name NARUN_NATS_TLS_NAME when set
+(behind a sandbox's NATS bridge, whose address is not the server's). The
+narun runner sets these for the apps it runs.
 
 flags:
 `, filepath.Base(os.Args[0]))

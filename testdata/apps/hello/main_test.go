@@ -30,7 +30,7 @@ func TestHelpNamesTheNATSServerVariable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("hello -help: %v\n%s", err, out)
 	}
-	for _, want := range []string{"NARUN_NATS_URL", "nats://127.0.0.1:4222", "NARUN_NATS_CREDS", "NARUN_NATS_NKEY", "NARUN_NATS_CA", "NARUN_NATS_CERT", "-http", "-service"} {
+	for _, want := range []string{"NARUN_NATS_URL", "nats://127.0.0.1:4222", "NARUN_NATS_CREDS", "NARUN_NATS_NKEY", "NARUN_NATS_CA", "NARUN_NATS_CERT", "NARUN_NATS_TLS_NAME", "-http", "-service"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("help does not mention %s:\n%s", want, out)
 		}
