@@ -242,6 +242,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	// A copy without a digest there (an earlier runner kept digests beside
 	// the copies) is fetched again, and so is a digest without its copy.
 	digestFile := filepath.Join(r.fileDigestsDir(), f.Object)
+	have, _ := os.ReadFile(digestFile)
 	// fetch replaces the cached copy and its digest with the object as
 	// narun-files holds it; nil when the store cannot be asked.
 	var fetch func() error
@@ -278,7 +279,6 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 				return nil
 			}
 		}
-		have, _ := os.ReadFile(digestFile)
 		_, missing := os.Stat(cached)
 		if fetch != nil && (string(have) != info.Digest || missing != nil) {
 			if err := fetch(); err != nil {
@@ -300,7 +300,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	// the store's digest, which it was not checked against, nor a spec
 	// without a pin would keep it from being placed. One just fetched is
 	// the object as the store verified it, replaced since GetInfo maybe.
-	if recorded := recordedDigest(digestFile); !fetched && recorded != "" && got != recorded {
+	if recorded := store.DigestHex(&jetstream.ObjectInfo{Digest: string(have)}); !fetched && recorded != "" && got != recorded {
 		damaged := fmt.Errorf("cached file %s damaged: sha256 %s, want %s", cached, got, recorded)
 		r.log.Error("cached file does not match its digest: not placed, fetched again from the object store", "file", f.Object, "err", damaged)
 		// The content kept for the pin is the same file when it was
@@ -362,17 +362,6 @@ func openCachedFile(f spec.File, path string) (*os.File, string, error) {
 		return nil, "", fmt.Errorf("file %q: read the cached copy: %w", f.Object, err)
 	}
 	return src, got, nil
-}
-
-// recordedDigest is the SHA-256 (hex) of the object whose copy the file
-// cache holds, as recorded in digestFile when it was fetched; "" when
-// there is none that reads.
-func recordedDigest(digestFile string) string {
-	b, err := os.ReadFile(digestFile)
-	if err != nil {
-		return ""
-	}
-	return store.DigestHex(&jetstream.ObjectInfo{Digest: string(b)})
 }
 
 // placeKept places the content pinned to pin from <data>/files-pinned,
