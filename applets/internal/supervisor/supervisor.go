@@ -528,7 +528,8 @@ func (s *Supervisor) prepare(ctx context.Context, again bool) (InstanceLaunch, b
 	for {
 		retry := s.policyNow()
 		retry.Mode, retry.GiveUp = Always, 0
-		// A Retry from before this attempt asked for what it does.
+		// A Retry sent before this attempt is answered by it, and must
+		// not cut the wait after it short.
 		select {
 		case <-s.retry:
 		default:
