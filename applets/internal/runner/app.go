@@ -74,9 +74,10 @@ type app struct {
 	// cacheMu orders the writes of the cached spec, so that a retry of
 	// one that failed never lands after a newer one.
 	cacheMu sync.Mutex
-	// uncached is the spec whose caching failed, under mu; nil when the
-	// cached spec is the one applied.
-	uncached []byte
+	// uncached is the spec whose caching failed, under mu, with its
+	// sequence; nil when the cached spec is the one applied.
+	uncached    []byte
+	uncachedSeq uint64
 }
 
 // revision is a spec an instance ran, with its fingerprint.
@@ -230,7 +231,7 @@ func (a *app) run(ctx context.Context) {
 			}
 			continue
 		}
-		sp, outdated, err := a.parse(raw)
+		sp, seq, outdated, err := a.parse(raw)
 		a.mu.Lock()
 		if err != nil {
 			a.specErr = err.Error()
@@ -254,37 +255,53 @@ func (a *app) run(ctx context.Context) {
 			a.warned = raw
 			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
 		}
-		a.cache(raw)
+		a.cache(raw, seq)
 		a.reconcile(ctx, sp)
 	}
 }
 
-// cache writes raw as the app's cached spec. A write that fails (a full
-// disk) is tried again by retryCache: the cache would otherwise keep the
-// spec before it for good, since an unchanged spec is never applied again,
-// and a restart without NATS would run that one. A file that holds raw
-// already, as at every start, is left alone (keepFile).
-func (a *app) cache(raw []byte) {
+// cache writes raw, signed with seq, as the app's cached spec, and only
+// then keeps seq as accepted: kept first, a power cut between the two, or
+// a write that fails, would leave the sequence ahead of the cached spec,
+// and a restart without NATS would refuse that spec and leave the app
+// down. A write that fails (a full disk) holds seq in memory only, which
+// refuses the specs below it all the same, and is tried again by
+// retryCache: the cache would otherwise keep the spec before it for good,
+// since an unchanged spec is never applied again, and a restart without
+// NATS would run that one. A file that holds raw already, as at every
+// start, is left alone (keepFile).
+func (a *app) cache(raw []byte, seq uint64) {
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
 	err := keepFile(a.specPath(), raw, 0o600)
 	a.mu.Lock()
-	a.uncached = nil
+	a.uncached, a.uncachedSeq = nil, 0
 	if err != nil {
-		a.uncached = raw
+		a.uncached, a.uncachedSeq = raw, seq
 	}
 	a.mu.Unlock()
 	if err != nil {
-		a.log.Warn("cache spec; tried again at the next resync", "err", err)
+		a.r.order.Hold(a.name, seq, raw)
+		a.log.Warn("cache spec; tried again at the next resync, its sequence kept only then", "err", err)
+		return
+	}
+	a.accept(raw, seq)
+}
+
+// accept keeps seq, that of raw, which the cache holds, as accepted.
+func (a *app) accept(raw []byte, seq uint64) {
+	if err := a.r.order.Accept(a.name, seq, raw); err != nil {
+		a.log.Warn("sequence of the spec not kept: after a restart this node would accept an earlier spec stored again", "sequence", seq, "err", err)
 	}
 }
 
-// retryCache writes the spec whose caching failed, if any.
+// retryCache writes the spec whose caching failed, if any, and keeps its
+// sequence.
 func (a *app) retryCache() {
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
 	a.mu.Lock()
-	raw := a.uncached
+	raw, seq := a.uncached, a.uncachedSeq
 	a.mu.Unlock()
 	if raw == nil {
 		return
@@ -294,9 +311,10 @@ func (a *app) retryCache() {
 		return
 	}
 	a.mu.Lock()
-	a.uncached = nil
+	a.uncached, a.uncachedSeq = nil, 0
 	a.mu.Unlock()
 	a.log.Info("cached spec written, after an earlier write failed")
+	a.accept(raw, seq)
 }
 
 // uncache removes the cached spec of a deleted app, with any retry due.
@@ -304,7 +322,7 @@ func (a *app) uncache() {
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
 	a.mu.Lock()
-	a.uncached = nil
+	a.uncached, a.uncachedSeq = nil, 0
 	a.mu.Unlock()
 	if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
 		a.log.Warn("remove cached spec", "err", err)
@@ -312,20 +330,20 @@ func (a *app) uncache() {
 }
 
 // parse reads a spec as narun-apps stores it, after checking its
-// signature: a spec no trusted key signed is never read, let alone cached.
-func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
+// signature and, if signed, its sequence, which it returns for cache to
+// keep: a spec no trusted key signed is never read, let alone cached.
+func (a *app) parse(raw []byte) (sp *spec.App, seq uint64, outdated, err error) {
 	body, err := a.r.signatures.Verify(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("spec refused: %w", err)
+		return nil, 0, nil, fmt.Errorf("spec refused: %w", err)
 	}
 	// The sequence counts only when signed: anyone could set it otherwise.
-	var seq uint64
 	if a.r.signatures.Enabled() {
 		if seq, err = signing.Sequence(body); err == nil {
 			err = a.r.order.Check(a.name, seq, raw)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("spec refused: %w", err)
+			return nil, 0, nil, fmt.Errorf("spec refused: %w", err)
 		}
 	}
 	// A stored spec ran under the narun that stored it: rules that came
@@ -335,12 +353,9 @@ func (a *app) parse(raw []byte) (sp *spec.App, outdated, err error) {
 		err = sp.StoredUnder(a.name)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid spec: %w", err)
+		return nil, 0, nil, fmt.Errorf("invalid spec: %w", err)
 	}
-	if err := a.r.order.Accept(a.name, seq, raw); err != nil {
-		a.log.Warn("sequence of the spec not kept: after a restart this node would accept an earlier spec stored again", "sequence", seq, "err", err)
-	}
-	return sp, outdated, nil
+	return sp, seq, outdated, nil
 }
 
 // reconcile converges the instances to sp: the ones of slots no longer

@@ -313,3 +313,63 @@ func TestDamagedSequencesFileStartsAsANewNode(t *testing.T) {
 		return err == nil && strings.Contains(string(b), `"hello":{"sequence":100,`)
 	})
 }
+
+// A spec whose caching failed (a full disk) leaves the sequence kept on
+// disk at that of the spec the cache still holds, while the runner refuses
+// what is below the new one all the same: kept ahead, it would have a
+// restart without NATS refuse the cached spec, and the app stay down until
+// NATS answers.
+func TestSequenceNotKeptAheadOfTheCachedSpec(t *testing.T) {
+	t.Parallel()
+	key, c, tr, _ := signedHello(t)
+	path := filepath.Join(tr.specsDir(), "hello.toml")
+	cached, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory that is not empty cannot be replaced by the file.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(path, "in-the-way"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	c.putSequenced(t, key, "hello", "2.0.0", helloBin, 300)
+	tr.wait(t, "hello", "2.0.0 healthy", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "2.0.0" && l[0].State == state.Healthy
+	})
+	testutil.Eventually(t, 10*time.Second, "the failed write of the cached spec logged", func() bool {
+		return strings.Contains(tr.logs.String(), "cache spec")
+	})
+	c.putSequenced(t, key, "hello", "2.5.0", helloBin, 250)
+	tr.waitRefused(t, "hello", `sequence 250, below 300 accepted before for \"hello\"`)
+	tr.stop()
+
+	// What the failed write left: the spec before in the cache.
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, cached, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	offline, err := nats.Connect("nats://"+testutil.FreeAddr(t), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(offline.Close)
+	again := startRunner(t, c, func(o *Options) {
+		o.DataDir, o.Conn = tr.dir, offline
+		trusting(key)(o)
+	})
+	var runs []state.Instance
+	testutil.Eventually(t, 30*time.Second, "the cached spec started or refused", func() bool {
+		runs = again.of("hello")
+		return allIn(1, state.Healthy)(runs) || strings.Contains(again.logs.String(), "spec refused")
+	})
+	if len(runs) != 1 || runs[0].Version != "1.0.0" || runs[0].State != state.Healthy {
+		t.Fatalf("cached spec 1.0.0 not started without NATS: instances %+v; log:\n%s", runs, again.logs.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(tr.dir, sequencesFile)); err != nil || !strings.Contains(string(b), `"hello":{"sequence":200,`) {
+		t.Errorf("sequences kept: %s (%v), want hello's at 200, that of the cached spec", b, err)
+	}
+}

@@ -21,6 +21,10 @@ type Order struct {
 	mu   sync.Mutex
 	path string
 	seen map[string]accepted
+	// ahead holds, per key, a value held (Hold) above what seen, the
+	// file's content, has for it: Check refuses what is below it, but a
+	// restart forgets it.
+	ahead map[string]accepted
 	// changes counts the changes to seen, and saved the count the file
 	// holds: saved < changes once a write failed (until Retry or a later
 	// change writes it) or while a change waits for its write.
@@ -55,7 +59,7 @@ type accepted struct {
 // values stored now, rather than stop its apps and routes for a file that
 // only guards against replays. The next value accepted writes it anew.
 func LoadOrder(path string) (*Order, error) {
-	o := &Order{path: path, seen: map[string]accepted{}}
+	o := &Order{path: path, seen: map[string]accepted{}, ahead: map[string]accepted{}}
 	if path == "" {
 		return o, nil
 	}
@@ -84,7 +88,7 @@ func LoadOrder(path string) (*Order, error) {
 func (o *Order) Check(key string, seq uint64, value []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	held := o.seen[key]
+	held, _ := o.current(key)
 	what := fmt.Sprintf("sequence %d", seq)
 	if seq == 0 {
 		what = "no sequence (signed by a ctl of an earlier release)"
@@ -105,6 +109,36 @@ func (o *Order) Check(key string, seq uint64, value []byte) error {
 // that fails, and written by Retry.
 func (o *Order) Accept(key string, seq uint64, value []byte) error {
 	return o.Apply([]Change{{Key: key, Sequence: seq, Value: value}})
+}
+
+// Hold records value, signed with seq, as accepted for key in memory
+// only: Check refuses what is below it from now on, while the file keeps
+// what it had for key until Accept records value, or a later one. A
+// caller that keeps its own copy of the value it runs holds it while that
+// copy cannot be written: kept in the file, the sequence would be ahead
+// of the copy, which a restart would then refuse.
+func (o *Order) Hold(key string, seq uint64, value []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if held, _ := o.current(key); newer(seq, held) {
+		o.ahead[key] = accepted{Sequence: seq, SHA256: digest(value)}
+	}
+}
+
+// current is what Check holds for key, and whether it holds anything:
+// the value held above the file's, else the file's; o.mu is held.
+func (o *Order) current(key string) (accepted, bool) {
+	if a, ok := o.ahead[key]; ok {
+		return a, true
+	}
+	a, ok := o.seen[key]
+	return a, ok
+}
+
+// newer says whether a value signed with seq replaces held: a higher
+// sequence, or the same one where held has no digest yet.
+func newer(seq uint64, held accepted) bool {
+	return seq > held.Sequence || seq == held.Sequence && seq > 0 && held.SHA256 == ""
 }
 
 // Change is what Apply records of a key: Value accepted with Sequence, or
@@ -141,19 +175,26 @@ func (o *Order) Apply(changes []Change) error {
 // record applies c to what is held and says whether it changed it; o.mu
 // is held.
 func (o *Order) record(c Change) bool {
-	held, ok := o.seen[c.Key]
 	if c.Deleted {
+		// The value held above the file's goes into it as deleted: the
+		// copy the caller kept of it goes with the key.
+		held, ok := o.current(c.Key)
 		if !ok || held.Deleted {
 			return false
 		}
+		delete(o.ahead, c.Key)
 		held.Deleted = true
 		o.seen[c.Key] = held
-	} else {
-		if c.Sequence < held.Sequence || c.Sequence == held.Sequence && (c.Sequence == 0 || held.SHA256 != "") {
-			return false
-		}
-		o.seen[c.Key] = accepted{Sequence: c.Sequence, SHA256: digest(c.Value)}
+		o.changes++
+		return true
 	}
+	if a, ok := o.ahead[c.Key]; ok && a.Sequence <= c.Sequence {
+		delete(o.ahead, c.Key)
+	}
+	if !newer(c.Sequence, o.seen[c.Key]) {
+		return false
+	}
+	o.seen[c.Key] = accepted{Sequence: c.Sequence, SHA256: digest(c.Value)}
 	o.changes++
 	return true
 }

@@ -188,6 +188,64 @@ func TestOrderRetry(t *testing.T) {
 	}
 }
 
+// A value held refuses the values below it, but the file keeps the one
+// before until it is accepted: a restart then accepts the copy the caller
+// kept of that one.
+func TestOrderHold(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sequences.json")
+	o, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Accept("web", 5, value(5)); err != nil {
+		t.Fatal(err)
+	}
+	o.Hold("web", 9, value(9))
+	if err := o.Check("web", 7, value(7)); err == nil || !strings.Contains(err.Error(), "below 9") {
+		t.Errorf("a value below the one held: %v", err)
+	}
+	if err := o.Check("web", 9, []byte("another")); err == nil {
+		t.Error("another value with the sequence held passes")
+	}
+	if err := o.Check("web", 9, value(9)); err != nil {
+		t.Errorf("the value held, read again: %v", err)
+	}
+	// A lower one held lowers nothing.
+	o.Hold("web", 6, value(6))
+	if err := o.Check("web", 7, value(7)); err == nil {
+		t.Error("a lower value held lowered what Check refuses")
+	}
+	restarted, err := LoadOrder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Check("web", 5, value(5)); err != nil {
+		t.Errorf("after a restart, the value accepted before the one held: %v", err)
+	}
+
+	if err := o.Accept("web", 9, value(9)); err != nil {
+		t.Fatal(err)
+	}
+	if restarted, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Check("web", 7, value(7)); err == nil {
+		t.Error("after a restart, a value below the one held, then accepted, passes")
+	}
+
+	// A key deleted while a value is held is deleted at that value.
+	o.Hold("web", 12, value(12))
+	if err := o.Delete("web"); err != nil {
+		t.Fatal(err)
+	}
+	if restarted, err = LoadOrder(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Check("web", 12, value(12)); err == nil || !strings.Contains(err.Error(), "held when it was deleted") {
+		t.Errorf("after a restart, the value held when the key was deleted: %v", err)
+	}
+}
+
 // A gateway reading a bucket of many route entries at its start applied
 // them one Accept each, and each wrote the whole file: O(n²) bytes and n
 // fsyncs for n apps.
