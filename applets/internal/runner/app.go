@@ -102,6 +102,11 @@ type instance struct {
 	mu         sync.Mutex
 	bridge     context.CancelFunc
 	bridgeDone chan struct{}
+	// healthySince is when the instance turned healthy, zero while it is
+	// not; servedBefore says it stayed so for its min_healthy before it
+	// stopped being so (noteHealth).
+	healthySince time.Time
+	servedBefore bool
 }
 
 func newApp(r *Runner, name string) *app {
@@ -362,7 +367,8 @@ func (a *app) parse(raw []byte) (sp *spec.App, seq uint64, outdated, err error) 
 // wanted stop, missing ones start, and the ones whose fingerprint changed
 // are replaced, one slot at a time, by a new instance that is healthy
 // before the old one stops, but for an [http] port app on the host network
-// (replace).
+// (replace). An old one that does not serve (hasServed) stops even when
+// the new one does not turn healthy.
 func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	a.mu.Lock()
 	dropped := a.rolledBack != nil
@@ -444,6 +450,13 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		}
 		healthy, interrupted := a.waitHealthy(ctx, cur[len(cur)-1], sp)
 		if interrupted {
+			return
+		}
+		if !healthy && !old[0].hasServed() {
+			// Kept, it would serve no more than it did, restarting beside
+			// the new one until that one turned healthy, or for good.
+			a.stop(old)
+			a.halt(cur[len(cur)-1], "rollout halted: new instance not healthy; the old one, which did not serve either, stopped")
 			return
 		}
 		if !healthy {
@@ -733,6 +746,7 @@ func (a *app) observe(in *instance, sp *spec.App, st state.Instance) {
 			a.log.Warn("remove the record of an ended process group", "err", err)
 		}
 	}
+	in.noteHealth(st, sp.Health.MinHealthy.D())
 	if st.State == state.Healthy {
 		a.mu.Lock()
 		resume := a.halted == in
@@ -754,6 +768,36 @@ func (a *app) observe(in *instance, sp *spec.App, st state.Instance) {
 	case st.State != state.Running:
 		in.stopBridge()
 	}
+}
+
+// noteHealth records, from the instance's state changes, whether it was
+// healthy for minHealthy, its spec's min_healthy: the time a rollout waits
+// for before it takes a new instance for one that serves.
+func (in *instance) noteHealth(st state.Instance, minHealthy time.Duration) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case st.State == state.Healthy:
+		if in.healthySince.IsZero() {
+			in.healthySince = st.Since
+		}
+	case !in.healthySince.IsZero():
+		if st.Since.Sub(in.healthySince) >= minHealthy {
+			in.servedBefore = true
+		}
+		in.healthySince = time.Time{}
+	}
+}
+
+// hasServed says whether the instance serves, healthy now, or served
+// before, healthy then for its spec's min_healthy: only then is it worth
+// keeping beside a new one that is not healthy. A crash loop without a
+// check is healthy for a moment at each start, which counts only for its
+// moment.
+func (in *instance) hasServed() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.servedBefore || !in.healthySince.IsZero()
 }
 
 // stop stops instances in parallel, waits for them and removes their

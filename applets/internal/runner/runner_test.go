@@ -2630,3 +2630,58 @@ func TestNodeIDFromAddressWarnedWithoutNodeIDFile(t *testing.T) {
 		})
 	}
 }
+
+// A rollout over an instance that never served replaces it, though the
+// new one does not turn healthy either: kept for as long as the new one is
+// not, it crash-looped beside it for good, and served nothing meanwhile.
+func TestRolloutReplacesOldInstanceThatNeverServed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	// Without a check a process is healthy while it runs: the old one's
+	// checks a port nothing listens on.
+	_, port, _ := net.SplitHostPort(testutil.FreeAddr(t))
+	c.deploy(t, "probe", "1.0.0", probeBin, "args = [\"crash\"]\n[restart]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n[health]\ntype = \"tcp\"\nport = "+port+"\n")
+	tr.wait(t, "probe", "1.0.0 crash-looping", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Restarts > 0
+	})
+	c.deploy(t, "probe", "1.1.0", probeBin, "args = [\"crash\"]\n[restart]\npolicy = \"never\"\n")
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	if l := tr.of("probe"); len(l) != 1 || l[0].Version != "1.1.0" {
+		t.Errorf("instances after a rollout over one that never served: %+v, want only 1.1.0's", l)
+	}
+}
+
+// An old instance that served, and no longer passes its checks, is kept
+// beside a new one that does not turn healthy: it may serve again, as it
+// did, when what it depends on is back.
+func TestRolloutKeepsOldInstanceThatServed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	var healthy atomic.Bool
+	healthy.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	c.deploy(t, "probe", "1.0.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
+		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nfailures = 1\nmin_healthy = 0\n")
+	old := tr.wait(t, "probe", "1.0.0 healthy", allIn(1, state.Healthy))[0]
+	healthy.Store(false)
+	tr.wait(t, "probe", "1.0.0 unhealthy", allIn(1, state.Running))
+
+	c.deploy(t, "probe", "1.1.0", probeBin, "args = [\"crash\"]\n[restart]\npolicy = \"never\"\n")
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	if l := tr.of("probe"); len(l) != 2 || !slices.ContainsFunc(l, func(in state.Instance) bool { return in.ID == old.ID }) {
+		t.Errorf("instances after a rollout over one that served: %+v, want 1.0.0's kept beside 1.1.0's", l)
+	}
+}
