@@ -39,12 +39,10 @@ type route struct {
 	label     string // metrics label: bounded by configuration, never the raw path
 	pat       string
 	// patPath is the path part of pat: the path, but for a prefix route
-	// that ends in one slash, without it, since "/a/" and "/a" match the
-	// same paths.
+	// other than "/" that ends in a slash, without it, since "/a/" and
+	// "/a" match the same paths. It is the shortest path the route
+	// matches: a prefix route "/a/" covers "/a", like exact "/a".
 	patPath string
-	// covers is the length of the shortest path the route matches, "/"
-	// counting as 1: a prefix route "/a/" covers "/a", like exact "/a".
-	covers int
 	// escPrefix is the path without its trailing slash, escaped, for strip_prefix.
 	escPrefix string
 	metrics   *routeMetrics
@@ -99,7 +97,7 @@ type table struct {
 	patterns []patternMatch
 	// bySegment holds, by the first segment of their path, the indexes
 	// in patterns of the patterns whose path has one; anywhere, in order,
-	// those of the others ("/", "//..."). A path matches only patterns of
+	// those of the others ("/"). A path matches only patterns of
 	// its own first segment or of anywhere, since a prefix ends at a
 	// segment boundary: a request looks at those, not at every pattern,
 	// which cost it 24 µs among 5000 routes.
@@ -189,6 +187,9 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	if !strings.HasPrefix(rc.Path, "/") {
 		return nil, fmt.Errorf("%s: path %q must start with /", origin, rc.Path)
 	}
+	if want := matchedPath(rc.Path); want != rc.Path {
+		return nil, fmt.Errorf("%s: path %q matches no request: the gateway matches a request by its path decoded, with \".\" and \"..\" segments resolved and \"//\" as \"/\"; want %q", origin, rc.Path, want)
+	}
 	switch rc.Match {
 	case "", MatchPrefix:
 		r.cfg.Match = MatchPrefix
@@ -248,14 +249,9 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	}
 	slices.Sort(r.methods)
 	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
-	r.patPath, r.covers = rc.Path, len(rc.Path)
-	if !r.exact && rc.Path != "/" && strings.HasSuffix(rc.Path, "/") {
-		r.covers--
-		// "//" matches "/" and paths under "//", not all that "/" does;
-		// "/a//" likewise differs from "/a/".
-		if !strings.HasSuffix(rc.Path, "//") {
-			r.patPath = rc.Path[:len(rc.Path)-1]
-		}
+	r.patPath = rc.Path
+	if !r.exact && rc.Path != "/" {
+		r.patPath = strings.TrimSuffix(rc.Path, "/")
 	}
 	r.pat = r.cfg.Host + " " + r.patPath + " " + r.cfg.Match
 	r.label = r.cfg.Host + r.cfg.Path
@@ -294,6 +290,34 @@ func addAppRoutes(base []*route, kv map[string][]config.Route, timeout time.Dura
 		routes = append(routes, appRoutes...)
 	}
 	return routes
+}
+
+// matchedPath is p as ServeHTTP hands request paths to match: decoded,
+// then cleaned (cleanPath). A route path that differs from it matched no
+// request, since the client's "/caf%C3%A9" or "/a//b" reaches the matcher
+// as "/café" or "/a/b". A '%' without two hex digits after it is kept, as
+// a request's "%25" reaches the matcher.
+func matchedPath(p string) string {
+	var b []byte
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			if c, err := strconv.ParseUint(p[i+1:i+3], 16, 8); err == nil {
+				if b == nil {
+					b = append(make([]byte, 0, len(p)), p[:i]...)
+				}
+				b = append(b, byte(c))
+				i += 2
+				continue
+			}
+		}
+		if b != nil {
+			b = append(b, p[i])
+		}
+	}
+	if b != nil {
+		p = string(b)
+	}
+	return cleanPath(p)
 }
 
 func compileApp(app string, rcs []config.Route, timeout time.Duration, maxBody int64) ([]*route, error) {
@@ -369,11 +393,8 @@ func newTable(routes []*route) (*table, error) {
 		return cmp.Or(
 			cmp.Compare(b.hostRank(), a.hostRank()),
 			cmp.Compare(len(b.host), len(a.host)),
-			cmp.Compare(b.covers, a.covers),
-			cmp.Compare(btoi(b.exact), btoi(a.exact)),
-			// "//" before "/", which covers as much; equal within a
-			// pattern, so it stays adjacent.
 			cmp.Compare(len(b.patPath), len(a.patPath)),
+			cmp.Compare(btoi(b.exact), btoi(a.exact)),
 			// Routes of one pattern must be adjacent for match.
 			strings.Compare(a.pat, b.pat),
 		)

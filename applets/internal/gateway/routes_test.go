@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 func mustTable(t *testing.T, rcs ...config.Route) *table {
@@ -183,16 +185,6 @@ func TestRouteExactAndTrailingSlash(t *testing.T) {
 			{"/ab", "GET", "root", ""},
 			{"/ab/", "GET", "root", ""},
 		}},
-		// "//" is not "/" with a trailing slash: it matches "/" and paths
-		// under "//", so it is the more specific of the two.
-		{"prefixes / and //", []config.Route{
-			{Path: "/", Service: "root"},
-			{Path: "//", Service: "double"},
-		}, []request{
-			{"/", "GET", "double", ""},
-			{"//x", "GET", "double", ""},
-			{"/x", "GET", "root", ""},
-		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -323,11 +315,10 @@ func TestRouteErrors(t *testing.T) {
 	// Same path, disjoint methods, or exact next to prefix: not duplicates.
 	mustTable(t, config.Route{Path: "/a", Methods: []string{"GET"}, Service: "x"}, config.Route{Path: "/a", Methods: []string{"POST"}, Service: "y"},
 		config.Route{Path: "/a", Match: "exact", Service: "z"})
-	// Exact routes with and without the slash name different paths; a
-	// prefix ending in two slashes is not the one ending in one; other hosts.
+	// Exact routes with and without the slash name different paths; other
+	// hosts.
 	mustTable(t, config.Route{Path: "/a", Match: "exact", Service: "x"}, config.Route{Path: "/a/", Match: "exact", Service: "y"},
-		config.Route{Path: "/a/", Service: "z"}, config.Route{Path: "/a//", Service: "w"},
-		config.Route{Path: "/", Service: "v"}, config.Route{Path: "//", Service: "u"},
+		config.Route{Path: "/a/", Service: "z"}, config.Route{Path: "/", Service: "v"},
 		config.Route{Host: "a.com", Path: "/a", Service: "t"})
 }
 
@@ -534,5 +525,66 @@ func BenchmarkMatchManyRoutes(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// A route path written as a client may send it, not as the gateway matches
+// requests (decoded, "." and ".." resolved, "//" as "/"), matched no request
+// at all, in silence: each place routes are read from refuses it, naming
+// the path it would have to be.
+func TestRoutePathAsMatched(t *testing.T) {
+	t.Parallel()
+	refused := map[string]string{
+		"/a/../b": "/b", "/a/./b": "/a/b", "/a/.": "/a/", "/a/..": "/", "/..": "/",
+		"/a//b": "/a/b", "//": "/", "//a/": "/a/", "/a//": "/a/",
+		"/caf%C3%A9": "/café", "/caf%c3%a9/": "/café/", "/a%2Fb": "/a/b", "/a/%2E%2E/b": "/b", "/100%25": "/100%",
+	}
+	why := func(origin, path, want string) string {
+		return fmt.Sprintf(`%s: path %q matches no request: the gateway matches a request by its path decoded, with "." and ".." segments resolved and "//" as "/"; want %q`, origin, path, want)
+	}
+	for path, want := range refused {
+		_, err := compile(config.Route{Path: path, Service: "s"}, "r", time.Second, 1)
+		if err == nil || err.Error() != why("r", path, want) {
+			t.Errorf("compile %q: %v, want %s", path, err, why("r", path, want))
+		}
+		// A path that matches requests as written is accepted.
+		if _, err := compile(config.Route{Path: want, Service: "s"}, "r", time.Second, 1); err != nil {
+			t.Errorf("compile %q, the path %q was refused for: %v", want, path, err)
+		}
+	}
+	for _, path := range []string{"/a/.b", "/a/..b", "/a.", "/café", "/sp ace/", "/100%", "/a%zz", "/a%4"} {
+		if _, err := compile(config.Route{Path: path, Service: "s"}, "r", time.Second, 1); err != nil {
+			t.Errorf("compile %q: %v", path, err)
+		}
+	}
+
+	// The configuration file names the route's line.
+	nc := natstest.Connect(t, natstest.Start(t))
+	file := filepath.Join(t.TempDir(), "narun.toml")
+	writeFile(t, file, "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n\n[[gateway.routes]]\npath = \"/a//b\"\nservice = \"b\"\n")
+	f, _, err := readConfigFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := why(file+`:5: route #2 (path "/a//b")`, "/a//b", "/a/b")
+	if _, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)}); err == nil || err.Error() != want {
+		t.Errorf("configuration file: %v, want %s", err, want)
+	}
+
+	// narun-routes: the app's routes are left out, and the log says why.
+	var logs testutil.LogBuffer
+	e := newEnvLogged(t, gwConfig(), slog.New(slog.NewTextHandler(&logs, nil)))
+	e.gw.setAppEntry("dotted", []byte(`[{"path":"/x/../caf%C3%A9"}]`))
+	if r, _, _ := e.gw.table.Load().match("x", "/café", "GET"); r != nil {
+		t.Errorf("narun-routes entry: route %s served", r.pattern())
+	}
+	if !strings.Contains(logs.String(), `msg="ignoring routes of app" app=dotted`) || !strings.Contains(logs.String(), `want \"/café\"`) {
+		t.Errorf("narun-routes entry: the log does not say what the path must be:\n%s", logs.String())
+	}
+
+	// ctl deploy refuses the spec.
+	want = why(`app "app" route #1 (path "/./a")`, "/./a", "/a")
+	if err := CheckAppRoutes("app", []config.Route{{Path: "/./a"}}, nil); err == nil || err.Error() != want {
+		t.Errorf("deploy: %v, want %s", err, want)
 	}
 }
