@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -111,16 +112,38 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 	if err != nil {
 		return false, err
 	}
+	return g.followBucket(ctx, kv, reconnected, at)
+}
+
+// followBucket is followRoutes once kv, narun-routes, is open.
+func (g *Gateway) followBucket(ctx context.Context, kv jetstream.KeyValue, reconnected <-chan nats.Status, at int64) (again bool, err error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = w.Stop() }()
-	// The keys of the watch's initial values: an entry held from before
-	// (the cache, an earlier watch) that is not among them was removed
-	// meanwhile.
+	// The keys of the watch's values: an entry held from before (the
+	// cache, an earlier watch) that is not among its initial ones may have
+	// been removed meanwhile, unless a later one stores it again.
 	seen := map[string]bool{}
 	initial := true
+	// removed receives, once, the apps held from before that the watch
+	// did not list and whose removal kv records (removedApps). Their
+	// history is read beside the watch, so that a store that does not
+	// answer holds up no update behind it, a deploy's included.
+	var removed chan []string
+	readCtx, stopReading := context.WithCancel(ctx)
+	var reading sync.WaitGroup
+	defer func() {
+		stopReading()
+		reading.Wait()
+	}()
+	// Routes are current, and worth caching, once the initial values are
+	// applied and the removals the store records too.
+	current := func() {
+		g.routesRead.Store(at)
+		g.saveRoutesCache()
+	}
 	leader := store.NewLeaderCheck(g.nc, names.RoutesBucket, g.log)
 	// The entries read and not yet applied, by app: the initial values
 	// are applied together when the watch says it sent them all, later
@@ -143,6 +166,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 		}
 		batch = append(batch, appEntry{app, value})
 		inBatch[app] = true
+		seen[app] = true
 	}
 	for {
 		select {
@@ -157,15 +181,17 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 			}
 			switch {
 			case e == nil:
+				// The end of the initial values.
 				flush()
-				if initial {
-					initial = false
-					g.dropUnseen(ctx, kv, seen)
+				initial = false
+				unseen := g.unseen(seen)
+				if len(unseen) == 0 {
+					current()
+					break
 				}
-				g.routesRead.Store(at)
-				g.saveRoutesCache()
+				removed = make(chan []string, 1)
+				reading.Go(func() { removed <- g.removedApps(readCtx, kv, unseen) })
 			case initial:
-				seen[e.Key()] = true
 				add(g.latest(ctx, leader, e))
 			default:
 				g.readRoutesEntry(leader, e, add)
@@ -173,6 +199,16 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 				flush()
 				g.saveRoutesCache()
 			}
+		case apps := <-removed:
+			removed = nil
+			var gone []appEntry
+			for _, app := range apps {
+				if !seen[app] {
+					gone = append(gone, appEntry{app, nil})
+				}
+			}
+			g.setAppEntries(gone)
+			current()
 		}
 	}
 }
@@ -223,34 +259,58 @@ func (g *Gateway) latest(ctx context.Context, leader *store.LeaderCheck, e jetst
 	return e.Key(), nil
 }
 
-// dropUnseen removes the entries held whose app is not in seen and whose
-// removal kv records. An entry kv has no record of at all, not even a
-// removal, was lost by its store (a damaged or replaced JetStream
-// directory): its runner keeps the app running from its cached spec, so
-// the entry, perhaps the last copy of its routes, is kept and served.
-func (g *Gateway) dropUnseen(ctx context.Context, kv jetstream.KeyValue, seen map[string]bool) {
+// unseen lists, sorted, the apps of the entries held that are not in seen.
+func (g *Gateway) unseen(seen map[string]bool) []string {
 	g.mu.Lock()
-	var unseen []string
+	defer g.mu.Unlock()
+	var apps []string
 	for app := range g.kvRaw {
 		if !seen[app] {
-			unseen = append(unseen, app)
+			apps = append(apps, app)
 		}
 	}
-	g.mu.Unlock()
-	for _, app := range unseen {
-		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	slices.Sort(apps)
+	return apps
+}
+
+// historyTimeout bounds the reading of the history of all the apps
+// removedApps is asked about, whatever their number.
+const historyTimeout = 10 * time.Second
+
+// removedApps returns those of apps whose removal kv records; nil when ctx
+// ends first. An entry kv has no record of at all, not even a removal, was
+// lost by its store (a damaged or replaced JetStream directory): its
+// runner keeps the app running from its cached spec, so the entry, perhaps
+// the last copy of its routes, is kept and served. So is one whose history
+// is not read within historyTimeout, until the next watch.
+func (g *Gateway) removedApps(ctx context.Context, kv jetstream.KeyValue, apps []string) []string {
+	hctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	var removed, unknown []string
+	var unknownErr error
+	for _, app := range apps {
 		_, err := kv.History(hctx, app, jetstream.MetaOnly())
-		cancel()
 		switch {
+		case ctx.Err() != nil:
+			return nil
+		case hctx.Err() != nil:
+			// Checked before ErrKeyNotFound, which is what History
+			// returns when the deadline ends the read of records the
+			// store has.
+			unknown, unknownErr = append(unknown, app), hctx.Err()
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			g.log.Error("narun-routes has no record of this app's routes, neither the entry nor its removal: the NATS store lost it (a damaged or replaced JetStream directory); serving them as last read. Deploy the app again to store them, or delete it with narun ctl app delete",
 				"app", app, "file", g.opts.RoutesCache)
 		case err != nil:
-			g.log.Warn("cannot tell whether routes narun-routes does not list were removed; kept until it can", "app", app, "err", err)
+			unknown, unknownErr = append(unknown, app), err
 		default:
-			g.setAppEntry(app, nil)
+			removed = append(removed, app)
 		}
 	}
+	if len(unknown) > 0 {
+		g.log.Warn("cannot tell whether routes narun-routes does not list were removed; kept until it can", "apps", unknown, "err", unknownErr)
+	}
+	return removed
 }
 
 // loadRoutesCache serves the entries of narun-routes as last read, so that

@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -586,5 +590,81 @@ func TestRoutePathAsMatched(t *testing.T) {
 	want = why(`app "app" route #1 (path "/./a")`, "/./a", "/a")
 	if err := CheckAppRoutes("app", []config.Route{{Path: "/./a"}}, nil); err == nil || err.Error() != want {
 		t.Errorf("deploy: %v, want %s", err, want)
+	}
+}
+
+// stalledHistory is narun-routes whose History does not answer until
+// release is closed, then says the key has a record: a store that cannot
+// yet tell whether an app's routes were removed. asked receives the keys
+// asked for.
+type stalledHistory struct {
+	jetstream.KeyValue
+	asked   chan string
+	release chan struct{}
+}
+
+func (s stalledHistory) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	select {
+	case s.asked <- key:
+	default:
+	}
+	<-s.release
+	return nil, nil
+}
+
+// Whether the routes held from before the watch (the cache), which
+// narun-routes no longer lists, were removed is asked of the store's
+// history: a store that does not answer held up the watch, and every
+// deploy behind it, for 10 s per app. Updates now go on meanwhile, an app
+// stored again meanwhile keeps its routes when the answer comes, and
+// /readyz waits for the answer.
+func TestUnansweredHistoryHoldsUpNoUpdate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig())
+	kv := routesKV(t, e.nc)
+	ctx := context.Background()
+	e.gw.setAppEntries([]appEntry{{"gone", []byte(`[{"path":"/gone/"}]`)}, {"back", []byte(`[{"path":"/back/"}]`)}})
+	if _, err := kv.PutString(ctx, "first", `[{"path":"/first/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	stalled := stalledHistory{KeyValue: kv, asked: make(chan string, 1), release: make(chan struct{})}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := e.gw.followBucket(wctx, stalled, make(chan nats.Status), e.gw.reconnects()); err != nil {
+			t.Errorf("follow narun-routes: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	release := func() { once.Do(func() { close(stalled.release) }) }
+	t.Cleanup(release) // before the watch is stopped
+	select {
+	case <-stalled.asked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the history of the apps narun-routes does not list is not asked for")
+	}
+	for _, app := range []string{"back", "later"} {
+		if _, err := kv.PutString(ctx, app, `[{"path":"/`+app+`/"}]`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	served := func(path string) bool {
+		r, _, _ := e.gw.table.Load().match("x", path, "GET")
+		return r != nil
+	}
+	testutil.Eventually(t, 20*time.Second, "an update served while the store does not answer", func() bool { return served("/later/") })
+	if e.gw.routesCurrent() {
+		t.Error("routes reported current before the store said which were removed")
+	}
+	release()
+	testutil.Eventually(t, 20*time.Second, "the removed app's routes gone, and routes current", func() bool {
+		return !served("/gone/") && e.gw.routesCurrent()
+	})
+	for _, path := range []string{"/first/", "/back/", "/later/"} {
+		if !served(path) {
+			t.Errorf("%s not served once the store answered", path)
+		}
 	}
 }
