@@ -301,14 +301,50 @@ func rememberServerName(storeDir, name string) error {
 	if storeServerName(storeDir) == name {
 		return nil
 	}
-	path := filepath.Join(storeDir, serverNameFile)
-	// Renamed into place: a power cut leaves the former file or none, never
-	// a part of the name, which would refuse the next start.
+	return writeFileSynced(filepath.Join(storeDir, serverNameFile), []byte(name+"\n"), 0o600)
+}
+
+// writeFileSynced replaces path with data through a temporary file that is
+// synced before it is renamed into place, and syncs the directory after:
+// renamed unsynced, the file could be empty after a power cut, which
+// storeServerName reads as no name at all, letting a start under another
+// name through, or be missing. The temporary file's name is fixed, as the
+// caller holds the store's lock: a write cut short leaves one file that
+// the next write replaces, and a write that fails removes it.
+func writeFileSynced(path string, data []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
+	err := writeSyncedTemp(tmp, data, perm)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err == nil {
+		err = dir.Sync()
+		_ = dir.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("sync the directory of %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeSyncedTemp(tmp string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // launch starts a server with opts and waits until it accepts clients, or
