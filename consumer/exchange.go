@@ -459,21 +459,36 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.headLen += len(p)
 		return len(p), nil
 	}
-	w.buf = append(w.buf, p...)
-	if len(w.buf) <= w.chunk {
+	if len(w.buf)+len(p) <= w.chunk {
+		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
+	n := len(p)
+	// The buffer takes at most a chunk of p, and the rest goes out from p
+	// itself: copied whole, a large write took its size again in memory,
+	// and moving what was left of it down after each chunk cost time in
+	// its square.
+	fill := max(0, w.chunk-len(w.buf))
+	w.buf, p = append(w.buf, p[:fill]...), p[fill:]
 	if !w.streaming {
+		// The head takes what of the buffer its headers leave room for.
 		w.startStream()
 	}
-	for w.err == nil && len(w.buf) >= w.chunk {
-		w.sendData(w.buf[:w.chunk])
-		w.buf = w.buf[:copy(w.buf, w.buf[w.chunk:])]
+	if w.err == nil && len(w.buf)+len(p) >= w.chunk && len(w.buf) > 0 {
+		fill = w.chunk - len(w.buf)
+		w.buf, p = append(w.buf, p[:fill]...), p[fill:]
+		w.sendData(w.buf)
+		w.buf = w.buf[:0]
+	}
+	for w.err == nil && len(p) >= w.chunk {
+		w.sendData(p[:w.chunk])
+		p = p[w.chunk:]
 	}
 	if w.err != nil {
 		return 0, w.err
 	}
-	return len(p), nil
+	w.buf = append(w.buf, p...)
+	return n, nil
 }
 
 // Flush sends what was written so far to the client.
