@@ -110,6 +110,14 @@ type Gateway struct {
 	// order holds the highest sequence of a signed entry served per app,
 	// kept beside the routes cache when there is one.
 	order *signing.Order
+	// unkept holds, by app, the sequence of an entry kvRaw holds that the
+	// routes cache may not yet: held in order, which refuses the entries
+	// below it, and written to its file once a write of the cache holds
+	// the entry (keep). Written first, a power cut before the cache's
+	// write, or a cache write that fails on its own (a full disk), left
+	// the file ahead of the cache, and a restart without NATS refused the
+	// cached entry: 404 for an app its runner starts from a cached spec.
+	unkept map[string]signing.Change
 	// cacheMu orders the writes of the routes cache; cacheFailed, under
 	// it, says the last one failed and is to be tried again.
 	cacheMu     sync.Mutex
@@ -208,6 +216,7 @@ func configured(opts Options) (*Gateway, error) {
 		metrics:    newMetrics(),
 		cfg:        opts.Config,
 		kvRaw:      map[string][]byte{},
+		unkept:     map[string]signing.Change{},
 		kvRoutes:   map[string][]config.Route{},
 		firstWait:  firstMessageWait,
 		listen:     net.Listen,
@@ -391,6 +400,15 @@ func (g *Gateway) Reload() error {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
+	// The sequences held below go to their file once the cache holds
+	// their entries, which it may not yet; its write takes g.mu, so it
+	// runs once that is released.
+	var held bool
+	defer func() {
+		if held {
+			g.saveRoutesCache()
+		}
+	}()
 	// Held from the entries read to the table stored, so that no entry
 	// checked against the trusted_keys being replaced slips in meanwhile.
 	g.mu.Lock()
@@ -418,13 +436,10 @@ func (g *Gateway) Reload() error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	g.signatures = signatures
-	changes := make([]signing.Change, 0, len(seqs))
 	for app, seq := range seqs {
-		changes = append(changes, signing.Change{Key: app, Sequence: seq, Value: g.kvRaw[app]})
+		g.hold(app, seq, g.kvRaw[app])
 	}
-	if err := g.order.Apply(changes); err != nil {
-		g.log.Warn("sequences of routes entries not kept: this gateway accepts an earlier entry again after its restart", "err", err)
-	}
+	held = len(seqs) > 0
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
 	// Each change is said once, and a change undone needs no restart.
 	var changed []string
@@ -570,20 +585,42 @@ func (g *Gateway) setAppEntries(entries []appEntry) {
 		g.log.Error("routes from narun-routes not applied", "apps", apps, "err", err)
 		return
 	}
-	changes := make([]signing.Change, 0, len(apps))
+	var deleted []signing.Change
 	for i, e := range entries {
-		if !applied[i] {
-			continue
-		}
-		if e.value == nil {
+		switch {
+		case !applied[i]:
+		case e.value == nil:
 			delete(g.kvRaw, e.app)
-		} else {
+			delete(g.unkept, e.app)
+			// At once, as the runner does: a restart that refuses the
+			// cached copy refuses what was deleted.
+			deleted = append(deleted, signing.Change{Key: e.app, Deleted: true})
+		default:
 			g.kvRaw[e.app] = e.value
+			// The sequence of the value replaced has no entry to keep
+			// it with any more.
+			delete(g.unkept, e.app)
+			g.hold(e.app, seqs[i], e.value)
 		}
-		changes = append(changes, signing.Change{Key: e.app, Sequence: seqs[i], Value: e.value, Deleted: e.value == nil})
 	}
-	if err := g.order.Apply(changes); err != nil {
-		g.log.Warn("sequences of routes entries not kept: this gateway accepts an earlier entry again after its restart", "apps", apps, "err", err)
+	if err := g.order.Apply(deleted); err != nil {
+		g.log.Warn("deletions of routes entries not kept: this gateway accepts their last entries again after its restart", "err", err)
+	}
+}
+
+// hold takes app's entry value, signed with seq, as accepted: at once for
+// the checks of the entries that follow, in the order's file once the
+// routes cache holds the entry (unkept). g.mu is held.
+func (g *Gateway) hold(app string, seq uint64, value []byte) {
+	// Sequence 0 is no signed sequence: an unsigned entry, or one signed
+	// by a ctl of an earlier release, neither of which is ordered.
+	if seq == 0 {
+		return
+	}
+	g.order.Hold(app, seq, value)
+	// Without a cache, the order has no file to keep ahead of it.
+	if g.opts.RoutesCache != "" {
+		g.unkept[app] = signing.Change{Key: app, Sequence: seq, Value: value}
 	}
 }
 

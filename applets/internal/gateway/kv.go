@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -352,6 +353,9 @@ func (g *Gateway) loadRoutesCache() {
 	}
 	g.mu.Unlock()
 	g.setAppEntries(signed)
+	g.cacheMu.Lock()
+	g.keep(entries)
+	g.cacheMu.Unlock()
 	if len(unsigned) > 0 {
 		slices.Sort(unsigned)
 		g.log.Info("routes cache entries the trusted keys do not sign are left out until narun-routes answers", "file", path, "apps", unsigned)
@@ -382,10 +386,11 @@ func (g *Gateway) removeCacheTemporaries(path string) {
 	}
 }
 
-// saveRoutesCache writes the entries held for loadRoutesCache. A write
-// that fails (a full disk) is tried again by retryRoutesCache: the file
-// would otherwise keep the routes before it until they change again, and
-// a restart without JetStream would serve those.
+// saveRoutesCache writes the entries held for loadRoutesCache, then the
+// sequences of the signed ones to their file (keep). A write that fails
+// (a full disk) is tried again by retryRoutesCache: the file would
+// otherwise keep the routes before it until they change again, and a
+// restart without JetStream would serve those.
 func (g *Gateway) saveRoutesCache() {
 	path := g.opts.RoutesCache
 	if path == "" {
@@ -393,11 +398,13 @@ func (g *Gateway) saveRoutesCache() {
 	}
 	g.cacheMu.Lock()
 	defer g.cacheMu.Unlock()
-	err := g.writeRoutesCache(path)
+	cached, err := g.writeRoutesCache(path)
 	g.cacheFailed = err != nil
 	if err != nil {
-		g.log.Warn("routes cache not written; tried again every second", "file", path, "err", err)
+		g.log.Warn("routes cache not written; tried again every second, and the sequences of the entries it misses kept then", "file", path, "err", err)
+		return
 	}
+	g.keep(cached)
 }
 
 // retryRoutesCache writes the routes cache if its last write failed. It
@@ -410,12 +417,33 @@ func (g *Gateway) retryRoutesCache() {
 		return
 	}
 	path := g.opts.RoutesCache
-	if err := g.writeRoutesCache(path); err != nil {
+	cached, err := g.writeRoutesCache(path)
+	if err != nil {
 		g.log.Debug("routes cache not written again", "file", path, "err", err)
 		return
 	}
 	g.cacheFailed = false
 	g.log.Info("routes cache written, after an earlier write failed", "file", path)
+	g.keep(cached)
+}
+
+// keep writes to the order's file the sequences held (unkept) of the
+// entries that cached, the routes cache's content, holds: the file is
+// never ahead of the cache. g.cacheMu is held, so that the sequences
+// follow the cache's writes in their order.
+func (g *Gateway) keep(cached map[string][]byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var changes []signing.Change
+	for app, c := range g.unkept {
+		if v, ok := cached[app]; ok && bytes.Equal(v, c.Value) {
+			changes = append(changes, c)
+			delete(g.unkept, app)
+		}
+	}
+	if err := g.order.Apply(changes); err != nil {
+		g.log.Warn("sequences of routes entries not kept: this gateway accepts an earlier entry again after its restart", "err", err)
+	}
 }
 
 // retryOrder writes the order of signed entries if its last write failed.
@@ -432,21 +460,22 @@ func (g *Gateway) retryOrder() {
 // writeRoutesCache writes the entries held to path, unless it holds them
 // already: it is saved at every start, reconnection and update of
 // narun-routes, and each write costs flash a synced file, a rename and a
-// synced directory. g.cacheMu is held.
-func (g *Gateway) writeRoutesCache(path string) error {
+// synced directory. It returns the entries path holds. g.cacheMu is held.
+func (g *Gateway) writeRoutesCache(path string) (map[string][]byte, error) {
 	g.mu.Lock()
-	b, err := json.Marshal(g.kvRaw)
+	cached := maps.Clone(g.kvRaw)
 	g.mu.Unlock()
+	b, err := json.Marshal(cached)
 	if err != nil {
-		return fmt.Errorf("encode routes cache: %w", err)
+		return nil, fmt.Errorf("encode routes cache: %w", err)
 	}
 	if held, err := os.ReadFile(path); err == nil && bytes.Equal(held, b) {
-		return nil
+		return cached, nil
 	}
 	if err := atomicfile.Write(path, b, 0o600); err != nil {
-		return fmt.Errorf("write routes cache: %w", err)
+		return nil, fmt.Errorf("write routes cache: %w", err)
 	}
-	return nil
+	return cached, nil
 }
 
 // errReplayed refuses an entry whose sequence is below the one accepted

@@ -1185,7 +1185,7 @@ func TestRoutesLostByStoreServedFromCache(t *testing.T) {
 }
 
 // A routes cache whose write failed (a full disk) is written once the disk
-// takes it, though the routes do not change again, and so is the order of
+// takes it, though the routes do not change again, and then the order of
 // signed entries beside it: a restart without JetStream would otherwise
 // serve the routes before them, and a restart accept an earlier entry
 // stored again.
@@ -1225,8 +1225,8 @@ func TestRoutesCacheWrittenOnceWritable(t *testing.T) {
 	if _, err := kv.Put(context.Background(), "late", key.Sign(entry)); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 20*time.Second, "the failed writes logged", func() bool {
-		return strings.Contains(logs.String(), "routes cache not written") && strings.Contains(logs.String(), "sequences of routes entries not kept")
+	testutil.Eventually(t, 20*time.Second, "the failed write logged", func() bool {
+		return strings.Contains(logs.String(), "routes cache not written")
 	})
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -356,5 +357,93 @@ func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
 	}
 	if code, _ := get(t, base+"/v2/"); code != 200 {
 		t.Errorf("the routes served before the earlier entry was stored: %d", code)
+	}
+}
+
+// The sequence of a signed entry is kept in the file beside the routes
+// cache only once the cache holds the entry: kept first, a power cut
+// between the two writes, or a cache write that fails on its own (a full
+// disk), left the file ahead of the cache, and a restart without NATS
+// refused the cached entry and answered 404 for an app its runner starts
+// from its cached spec. The running gateway still refuses what is below
+// the entry it could not cache.
+func TestSequenceNotKeptAheadOfTheRoutesCache(t *testing.T) {
+	t.Parallel()
+	nc, key := kvappServer(t)
+	cfg := gwConfig()
+	cfg.TrustedKeys = []string{key.Public()}
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	var logs testutil.LogBuffer
+	gw := startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	base := "http://" + gw.addrs["http"]
+	entry := func(path string, seq uint64) []byte {
+		b, err := EncodeEntry("web", []config.Route{{Path: path, Service: "kvapp"}}, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key.Sign(b)
+	}
+	ctx := context.Background()
+	kv := routesKV(t, nc)
+	put := func(v []byte) {
+		t.Helper()
+		if _, err := kv.Put(ctx, "web", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	put(entry("/v1/", 100))
+	testutil.Eventually(t, 15*time.Second, "v1 cached and its sequence kept", func() bool {
+		b, _ := os.ReadFile(cache)
+		seqs, _ := os.ReadFile(cache + orderSuffix)
+		return strings.Contains(string(b), `"web"`) && strings.Contains(string(seqs), `"web":{"sequence":100,`)
+	})
+
+	// A non-empty directory where the cache goes fails every write of it,
+	// as root too; the cache as such a write leaves it, holding v1, is put
+	// back before the restart.
+	kept := cache + ".kept"
+	if err := os.Rename(cache, kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "full"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	put(entry("/v2/", 200))
+	testutil.Eventually(t, 15*time.Second, "v2 served, its caching failed", func() bool {
+		code, _ := get(t, base+"/v2/")
+		return code == 200 && strings.Contains(logs.String(), "routes cache not written")
+	})
+	put(entry("/v15/", 150))
+	testutil.Eventually(t, 15*time.Second, "an entry below the one not cached refused", func() bool {
+		return strings.Contains(logs.String(), "sequence 150, below 200")
+	})
+	if code, _ := get(t, base+"/v2/"); code != 200 {
+		t.Errorf("v2 after an earlier entry was stored again: %d, want it served", code)
+	}
+	gw.stop()
+	// Put back for the cleanup, which waits for it too.
+	gw.done <- <-gw.done
+
+	if err := os.RemoveAll(cache); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(kept, cache); err != nil {
+		t.Fatal(err)
+	}
+	// Back alone: no NATS answers. A route served answers 503 for the
+	// connection; one refused, 404.
+	away, err := nats.Connect("nats://"+testutil.FreeAddr(t), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(away.Close)
+	var again testutil.LogBuffer
+	restarted := startRunOptions(t, Options{Config: cfg, Conn: away, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&again, nil))})
+	testutil.Eventually(t, 15*time.Second, "the routes cache read", func() bool {
+		return strings.Contains(again.String(), "serving deployed apps' routes as narun-routes last had them")
+	})
+	if code, body := get(t, "http://"+restarted.addrs["http"]+"/v1/"); code != http.StatusServiceUnavailable {
+		t.Errorf("cached v1 after a restart without NATS: %d %q, want 503 (routed, NATS away); log:\n%s", code, body, again.String())
 	}
 }
