@@ -245,6 +245,9 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // until a connection succeeds. NARUN_INSTANCE and NARUN_NODE, when set,
 // are added to the metadata as narun_instance and narun_node, so the
 // runner's health check and `nats micro info` can tell instances apart.
+// Once Serve returns, it drains the connection and returns when that is
+// done, or nats.go's drain timeouts pass: the server then has every reply
+// the handlers sent.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
 	report := func(err error) {
@@ -256,7 +259,9 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	// seconds. The first connection's failure says only "no servers
 	// available"; the retries that follow say why.
 	var unreachable atomic.Bool
+	closed := make(chan struct{})
 	opts := []nats.Option{
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ConnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
 		nats.ReconnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -308,9 +313,18 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	if err := Serve(ctx, nc, cfg, h); err != nil {
 		return err
 	}
-	// Without a server there is nothing to drain: a stop while NATS is
-	// out of reach is still a clean stop.
-	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionReconnecting) {
+	// Drain only starts the drain, which ends with a flush, then closes
+	// the connection: closed before, it left the replies of the handlers
+	// that outlived the drain of the service's subscription on their way,
+	// which a process that exits then can lose. nats.go bounds the wait
+	// (DrainTimeout, then a flush timeout).
+	switch err := nc.Drain(); {
+	case err == nil:
+		<-closed
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
+		// Without a server there is nothing to drain: a stop while NATS
+		// is out of reach is still a clean stop.
+	default:
 		return fmt.Errorf("drain nats connection: %w", err)
 	}
 	return nil

@@ -1,0 +1,182 @@
+package consumer_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// relay carries one NATS client connection to a server, and holds what
+// the client sends once told to, as a slow or congested link does: those
+// bytes have left the client but not reached the server. It lets them
+// through with the client's next PING, whose PONG no client can have
+// before the server has everything sent ahead of it.
+type relay struct {
+	addr string
+
+	mu sync.Mutex
+	// pings counts the client's PINGs passed on, pongs the server's.
+	pings, pongs int
+	holding      bool
+	held         []byte
+	// heldAtEnd is what was held when the client closed its side;
+	// ended is closed then.
+	heldAtEnd int
+	ended     chan struct{}
+}
+
+func startRelay(t *testing.T, server string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := &relay{addr: ln.Addr().String(), ended: make(chan struct{})}
+	go func() {
+		client, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer client.Close()
+		srv, err := net.Dial("tcp", server)
+		if err != nil {
+			t.Errorf("relay: dial %s: %v", server, err)
+			return
+		}
+		defer srv.Close()
+		go r.back(client, srv)
+		r.forth(client, srv)
+	}()
+	return r
+}
+
+// forth passes the client's bytes to the server, unless held.
+func (r *relay) forth(client, srv net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := client.Read(buf)
+		r.mu.Lock()
+		out := buf[:n]
+		if r.holding {
+			r.held = append(r.held, out...)
+			out = nil
+			if bytes.Contains(r.held, []byte("PING\r\n")) {
+				out, r.held, r.holding = r.held, nil, false
+			}
+		}
+		if err != nil {
+			// Sent before the end, it still reaches the server.
+			r.heldAtEnd = len(r.held)
+			out, r.held = append(out, r.held...), nil
+			close(r.ended)
+		}
+		r.pings += bytes.Count(out, []byte("PING\r\n"))
+		r.mu.Unlock()
+		if _, werr := srv.Write(out); werr != nil || err != nil {
+			// Let the server see the end too.
+			_ = srv.(*net.TCPConn).CloseWrite()
+			return
+		}
+	}
+}
+
+// back passes the server's bytes to the client.
+func (r *relay) back(client, srv net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := srv.Read(buf)
+		r.mu.Lock()
+		r.pongs += bytes.Count(buf[:n], []byte("PONG\r\n"))
+		r.mu.Unlock()
+		if _, werr := client.Write(buf[:n]); werr != nil || err != nil {
+			return
+		}
+	}
+}
+
+func (r *relay) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.holding = true
+}
+
+// answered counts the client's PINGs passed on, if the server answered
+// them all.
+func (r *relay) answered() (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pings, r.pings == r.pongs
+}
+
+// A reply sent by a handler that outlived the drain of the service's
+// subscription is still in flight when Serve returns: ListenAndServe
+// must not close the connection before the server has it, as a process
+// that exits then can lose it (a close with data unread resets the
+// connection, dropping what the kernel had yet to send).
+func TestListenAndServeStopsOnceTheServerHasTheLastReply(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	r := startRelay(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	t.Setenv("NARUN_NATS_URL", "nats://"+r.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "last"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			_, _ = io.WriteString(w, "last reply")
+		}))
+	}()
+	nc := natstest.Connect(t, srv)
+	waitServing(t, srv, "last")
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := request(nc, "last", "/")
+		if err != nil {
+			t.Error(err)
+		}
+		reply <- m
+	}()
+	<-entered
+
+	// The subscription drained, and its drain's PING answered: Serve
+	// waits for nothing more but the handler, whose reply then comes
+	// after every PING sent so far.
+	before, _ := r.answered()
+	cancel()
+	waitFor(t, "the request subscription drained", func() bool {
+		_, err := request(nc, "last", "/")
+		pings, all := r.answered()
+		return errors.Is(err, nats.ErrNoResponders) && pings > before && all
+	})
+	r.hold()
+	close(release)
+
+	<-r.ended
+	r.mu.Lock()
+	held := r.heldAtEnd
+	r.mu.Unlock()
+	if held > 0 {
+		t.Errorf("the service closed its connection with %d bytes, its last reply among them, not yet at the server", held)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil", err)
+	}
+	if m := <-reply; m == nil || string(m.Data) != "last reply" {
+		t.Errorf("last reply %+v, want it", m)
+	}
+}
