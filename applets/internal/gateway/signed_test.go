@@ -319,14 +319,17 @@ func TestRouteEntryReplayRefused(t *testing.T) {
 
 // A reload that sets trusted_keys takes the sequences of the entries it
 // checks again as accepted: an earlier entry stored next is refused, as
-// it is by a gateway that had the keys when it read them.
+// it is by a gateway that had the keys when it read them, and a restart
+// keeps them once the routes cache holds their entries.
 func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
 	t.Parallel()
 	nc, key := kvappServer(t)
-	path := filepath.Join(t.TempDir(), "narun.toml")
+	dir := t.TempDir()
+	path, cache := filepath.Join(dir, "narun.toml"), filepath.Join(dir, "routes.json")
 	writeFile(t, path, "[gateway]\n")
 	var logs testutil.LogBuffer
-	gw := startRunLogged(t, nc, gwConfig(), path, slog.New(slog.NewTextHandler(&logs, nil)))
+	gw := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path), RoutesCache: cache,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := "http://" + gw.addrs["http"]
 	entry := func(p string, seq uint64) []byte {
 		b, err := EncodeEntry("web", []config.Route{{Path: p, Service: "kvapp"}}, seq)
@@ -345,6 +348,9 @@ func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
 	writeFile(t, path, "[gateway]\ntrusted_keys = [\""+key.Public()+"\"]\n")
 	if err := gw.gw.Reload(); err != nil {
 		t.Fatal(err)
+	}
+	if seqs, err := os.ReadFile(cache + orderSuffix); !strings.Contains(string(seqs), `"web":{"sequence":200,`) {
+		t.Errorf("sequences kept after the reload: %s (%v), want web's 200", seqs, err)
 	}
 	if _, err := kv.Put(ctx, "web", entry("/v1/", 100)); err != nil {
 		t.Fatal(err)
