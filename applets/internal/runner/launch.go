@@ -499,14 +499,16 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 	}
 	cached := filepath.Join(r.sealedDir(), name)
 	var sealed []byte
-	if res != nil {
+	for res != nil {
+		drops := r.secretDrops.Load()
 		e, err := res.secrets.Get(ctx, name)
 		switch {
+		case err == nil && !r.cacheSealed(name, e.Value(), drops):
+			// The store may have answered before a delete that the drop
+			// acted on: what it says now decides.
+			continue
 		case err == nil:
 			sealed = e.Value()
-			if err := keepFile(cached, sealed, 0o600); err != nil {
-				r.log.Warn("cache sealed secret", "secret", name, "err", err)
-			}
 		case store.IsNotFound(err):
 			// Deleted, most likely revoked (secret delete --force): the
 			// copy kept for when NATS is away must not bring it back then.
@@ -515,6 +517,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		default:
 			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)
 		}
+		break
 	}
 	fromCache := sealed == nil
 	if fromCache {
@@ -544,6 +547,25 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		return nil, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
 	}
 	return v, nil
+}
+
+// cacheSealed keeps sealed, read from the store after drops copies of
+// deleted secrets had been removed, as the cached copy of secret name,
+// and reports whether it did. It does not once another was removed since:
+// that removal may be this secret's, its delete landing after the read,
+// and the copy written back would serve the revoked secret at restarts
+// while NATS is away, until the next resync or for good. A removal of
+// another secret costs the caller one more read.
+func (r *Runner) cacheSealed(name string, sealed []byte, drops uint64) bool {
+	unlock := r.sealedLocks.lock(name)
+	defer unlock()
+	if r.secretDrops.Load() != drops {
+		return false
+	}
+	if err := keepFile(filepath.Join(r.sealedDir(), name), sealed, 0o600); err != nil {
+		r.log.Warn("cache sealed secret", "secret", name, "err", err)
+	}
+	return true
 }
 
 // bridgeVerdict is how long a bridged connection may stay silent before

@@ -121,6 +121,13 @@ type Runner struct {
 	cpu         cpuTotals
 	// noCgroup says once that exec instances run without cgroups.
 	noCgroup sync.Once
+	// sealedLocks orders the write of a secret's cached sealed copy
+	// against its removal once the store deleted it.
+	sealedLocks keyLocks
+	// secretDrops counts the removals of the cached copies of deleted
+	// secrets (dropIfDeleted): a fetch that read the store before one
+	// must read it again before it caches what it read.
+	secretDrops atomic.Uint64
 
 	// res holds the JetStream handles once NATS answered; nil before.
 	res atomic.Pointer[resources]
@@ -770,6 +777,11 @@ func (r *Runner) dropIfDeleted(ctx context.Context, name string) {
 	default:
 		return
 	}
+	unlock := r.sealedLocks.lock(name)
+	defer unlock()
+	// Counted with no copy to remove too: a fetch in flight may be about
+	// to write one.
+	r.secretDrops.Add(1)
 	if err := os.Remove(filepath.Join(r.sealedDir(), name)); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			r.log.Warn("remove the cached copy of a deleted secret", "secret", name, "err", err)
