@@ -269,6 +269,55 @@ func (c *cache) gc(keep map[string]bool, listed time.Time) []string {
 	return removed
 }
 
+// entryUses is when each entry of the caches of files and sealed secrets
+// (a path) was last about to be read or written. gc spares an entry used
+// since it began listing what the apps keep, as the binaries' cache does
+// with handedOut: a spec it could not see then (a deploy landing
+// meanwhile) needs it, and that spec's start may have just fetched it.
+type entryUses struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// use records that each of paths is about to be read or written. It comes
+// first: a gc that has not removed the entry yet spares it, and one that
+// has did so before the write, which puts it back.
+func (u *entryUses) use(paths ...string) {
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.at == nil {
+		u.at = map[string]time.Time{}
+	}
+	for _, p := range paths {
+		u.at[p] = now
+	}
+}
+
+// removeUnused removes path unless it was used since listed, when gc
+// began listing what the apps keep. The check and the removal hold mu, so
+// no use falls between them.
+func (u *entryUses) removeUnused(path string, listed time.Time) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.at[path].Before(listed) {
+		return nil
+	}
+	return os.Remove(path)
+}
+
+// forgetBefore drops the uses before listed: every later gc begins its
+// listing after listed, so they spare nothing.
+func (u *entryUses) forgetBefore(listed time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for p, at := range u.at {
+		if at.Before(listed) {
+			delete(u.at, p)
+		}
+	}
+}
+
 // writeVerified copies r into a temporary file in dir, syncs it, checks its
 // SHA-256 against want (hex; "" accepts any) and only then renames it to
 // dst with the given mode. On a mismatch nothing is left behind and the

@@ -1,11 +1,15 @@
 package runner
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // An old instance that a halted rollout keeps serving runs the spec
@@ -115,5 +119,55 @@ func TestGCDropsCacheOfAppNotRunHere(t *testing.T) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("cache entry of an app with no replica here: %v, want it removed", err)
 		}
+	}
+}
+
+// A file or a secret that a start caches after gc listed what the apps
+// keep, for a spec it could not see then (a deploy landing meanwhile), is
+// not removed by that gc: a restart of the new instance while NATS is
+// away needs it. The binaries' cache spares its own such entries.
+func TestGCSparesWhatIsCachedWhileItRuns(t *testing.T) {
+	t.Parallel()
+	c, r, online := secretRunner(t)
+	online.files = c.files
+	ctx := context.Background()
+	c.putFile(t, "appconf", "greeting=hi")
+	// gc waits for this lock, of a binary no app keeps, once it has
+	// listed what the apps keep and before it removes anything.
+	unused := sha256Hex("an unused build")
+	if err := os.WriteFile(filepath.Join(r.cache.dir, unused), nil, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	unlock := r.cache.flights.lock(unused)
+	collected := make(chan struct{})
+	go func() {
+		r.gc()
+		close(collected)
+	}()
+	testutil.Eventually(t, 10*time.Second, "gc waiting for the unused binary's lock", func() bool {
+		r.cache.flights.mu.Lock()
+		defer r.cache.flights.mu.Unlock()
+		return r.cache.flights.m[unused].n == 2
+	})
+	if _, err := r.secret(ctx, online, "token"); err != nil {
+		t.Fatal(err)
+	}
+	f := spec.File{Object: "appconf", Path: "etc/app.conf"}
+	if err := r.placeFile(ctx, online, f, sha256Hex("greeting=hi"), t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	<-collected
+	for _, p := range []string{
+		filepath.Join(r.sealedDir(), "token"),
+		filepath.Join(r.filesDir(), "appconf"), filepath.Join(r.fileDigestsDir(), "appconf"),
+		filepath.Join(r.filesPinnedDir(), sha256Hex("greeting=hi")),
+	} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("entry cached while gc ran: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.cache.dir, unused)); !os.IsNotExist(err) {
+		t.Errorf("binary no app keeps: %v, want it removed", err)
 	}
 }

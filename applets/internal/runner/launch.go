@@ -242,6 +242,10 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	// A copy without a digest there (an earlier runner kept digests beside
 	// the copies) is fetched again, and so is a digest without its copy.
 	digestFile := filepath.Join(r.fileDigestsDir(), f.Object)
+	r.uses.use(cached, digestFile)
+	if pin != "" {
+		r.uses.use(filepath.Join(r.filesPinnedDir(), pin))
+	}
 	have, _ := os.ReadFile(digestFile)
 	// fetch replaces the cached copy and its digest with the object as
 	// narun-files holds it; nil when the store cannot be asked.
@@ -411,6 +415,7 @@ func placeRead(f spec.File, src *os.File, dir string) error {
 // replaced, by a rename, or removed.
 func (r *Runner) keepPinned(src *os.File, path, digest string) error {
 	kept := filepath.Join(r.filesPinnedDir(), digest)
+	r.uses.use(kept)
 	err := os.Link(path, kept)
 	if err == nil {
 		// Another fetch may have replaced the cache's copy since src was
@@ -498,6 +503,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		return nil, fmt.Errorf("secret %q: %w", name, err)
 	}
 	cached := filepath.Join(r.sealedDir(), name)
+	r.uses.use(cached)
 	var sealed []byte
 	for res != nil {
 		drops := r.secretDrops.Load()

@@ -124,6 +124,9 @@ type Runner struct {
 	// sealedLocks orders the write of a secret's cached sealed copy
 	// against its removal once the store deleted it.
 	sealedLocks keyLocks
+	// uses spares from gc the cached files and sealed secrets used after
+	// it began listing what the apps keep.
+	uses entryUses
 	// secretDrops counts the removals of the cached copies of deleted
 	// secrets (dropIfDeleted): a fetch that read the store before one
 	// must read it again before it caches what it read.
@@ -1443,13 +1446,16 @@ func (r *Runner) gc() {
 		}
 		for _, e := range entries {
 			// Temporary files belong to fetches in flight.
-			if !keep[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
-				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-					r.log.Warn("remove unused cache entry", "path", filepath.Join(dir, e.Name()), "err", err)
-				}
+			if keep[e.Name()] || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := r.uses.removeUnused(p, listed); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				r.log.Warn("remove unused cache entry", "path", p, "err", err)
 			}
 		}
 	}
+	r.uses.forgetBefore(listed)
 }
 
 func retryDelay(attempt int) time.Duration {
