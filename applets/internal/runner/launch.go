@@ -541,6 +541,12 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		v, err = ring.Open(name, s)
 	}
 	switch {
+	case errors.Is(err, secrets.ErrNoKey) && fromCache:
+		// Not damage: the key file lost the key (replaced by one with
+		// only the new key before this node fetched the secrets sealed
+		// again). Removed, the copy could not open even with the key put
+		// back while NATS is away.
+		return nil, fmt.Errorf("secret %q: cached copy %s kept until the key file holds its key again or NATS answers: %w: %w", name, cached, err, errOffline)
 	case err != nil && fromCache:
 		// The copy on disk may be what is damaged, not the secret: the
 		// store is asked again when it answers, and only its copy can

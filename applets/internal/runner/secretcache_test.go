@@ -3,11 +3,16 @@ package runner
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/atomicfile"
+	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/supervisor"
 )
 
 // stalledRead is narun-secrets for a fetch whose first read is answered
@@ -58,5 +63,39 @@ func TestSecretDeletedDuringFetchStaysUncached(t *testing.T) {
 	}
 	if v, err := r.secret(ctx, nil, "token"); !errors.Is(err, errOffline) {
 		t.Fatalf("offline after the delete: %q, %v; want no cached copy", v, err)
+	}
+}
+
+// A cached secret sealed with a key the key file no longer holds (a key
+// file replaced by one with only the new key, before this node fetched the
+// secrets sealed again) is not damaged: it is kept while NATS is away,
+// and opens once the key file holds its key again.
+func TestCachedSecretKeptWhileItsKeyIsMissing(t *testing.T) {
+	t.Parallel()
+	_, r, online := secretRunner(t)
+	ctx := context.Background()
+	if _, err := r.secret(ctx, online, "token"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(r.keys.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := atomicfile.Write(r.keys.path, []byte(other+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.secret(ctx, nil, "token")
+	if !errors.Is(err, secrets.ErrNoKey) || errors.Is(err, supervisor.ErrPermanent) {
+		t.Errorf("offline, its key not in the key file: %v; want a retryable error saying the key is missing", err)
+	}
+	if err := atomicfile.Write(r.keys.path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.secret(ctx, nil, "token"); err != nil || string(v) != "v1" {
+		t.Errorf("offline, its key back in the key file: %q, %v; want the cached copy", v, err)
 	}
 }
