@@ -232,6 +232,7 @@ func (a *app) run(ctx context.Context) {
 			a.pruneLinks()
 			if a.r.forget(a) {
 				a.log.Info("app deleted")
+				a.r.collect()
 				return
 			}
 			continue

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -169,5 +170,57 @@ func TestGCSparesWhatIsCachedWhileItRuns(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(r.cache.dir, unused)); !os.IsNotExist(err) {
 		t.Errorf("binary no app keeps: %v, want it removed", err)
+	}
+}
+
+// A deleted app's cached files and sealed secrets go with it, not at the
+// next resync, which may be long or, with NATS away, never come: the
+// operator who deleted it finds its files and secrets on the node no
+// longer. Those another app names stay.
+func TestDeletedAppsCacheGoesWithIt(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.putFile(t, "appconf", "greeting=hi")
+	c.putFile(t, "shared", "both")
+	keyFile := writeKeyFile(t, sealSecrets(t, c, map[string]string{"token": "v1", "common": "v2"}))
+	tr := startRunner(t, c, func(o *Options) {
+		o.Config.MasterKeyFile = keyFile
+		o.Config.ResyncInterval = config.Duration(time.Hour)
+	})
+	c.deploy(t, "reader", "1.0.0", probeBin, "[[files]]\nobject = \"appconf\"\npath = \"etc/app.conf\"\n"+
+		"[[files]]\nobject = \"shared\"\npath = \"etc/shared\"\n"+
+		"[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n[[secrets]]\nname = \"common\"\nenv = \"COMMON\"\n")
+	c.deploy(t, "other", "1.0.0", probeBin, "[[files]]\nobject = \"shared\"\npath = \"etc/shared\"\n"+
+		"[[secrets]]\nname = \"common\"\nenv = \"COMMON\"\n")
+	tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))
+	tr.wait(t, "other", "healthy", allIn(1, state.Healthy))
+	gone := []string{
+		filepath.Join(tr.filesDir(), "appconf"), filepath.Join(tr.fileDigestsDir(), "appconf"),
+		filepath.Join(tr.filesPinnedDir(), sha256Hex("greeting=hi")),
+		filepath.Join(tr.sealedDir(), "token"),
+	}
+	kept := []string{
+		filepath.Join(tr.filesDir(), "shared"), filepath.Join(tr.sealedDir(), "common"),
+		filepath.Join(tr.cache.dir, fileDigest(t, probeBin)),
+	}
+	for _, p := range append(gone, kept...) {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("cache entry of a running instance: %v", err)
+		}
+	}
+
+	c.remove(t, "reader")
+	testutil.Eventually(t, 10*time.Second, "the deleted app's cached files and secrets removed", func() bool {
+		for _, p := range gone {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, p := range kept {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("cache entry another app names: %v", err)
+		}
 	}
 }

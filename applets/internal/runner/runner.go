@@ -127,6 +127,12 @@ type Runner struct {
 	// uses spares from gc the cached files and sealed secrets used after
 	// it began listing what the apps keep.
 	uses entryUses
+	// gcMu runs one gc at a time: a later one drops the uses that an
+	// earlier one, which listed before them, must still spare.
+	gcMu sync.Mutex
+	// gcWaiting says that a collect waits for gcMu, and will list the
+	// apps after every deletion made until then.
+	gcWaiting atomic.Bool
 	// secretDrops counts the removals of the cached copies of deleted
 	// secrets (dropIfDeleted): a fetch that read the store before one
 	// must read it again before it caches what it read.
@@ -1402,6 +1408,28 @@ func (r *Runner) removeExecLinks() {
 // secrets that no app on this node refers to any more, and the links to
 // binaries that its app does not run any more.
 func (r *Runner) gc() {
+	r.gcMu.Lock()
+	defer r.gcMu.Unlock()
+	r.gcLocked()
+}
+
+// collect runs gc for a deleted app, whose cached files and sealed
+// secrets would otherwise stay on the node until the next resync, which
+// does not come while NATS is away. A collect that finds another waiting
+// leaves it to that one, which lists the apps once it runs: a thousand
+// apps deleted at once make a few gcs, not a thousand.
+func (r *Runner) collect() {
+	if !r.gcWaiting.CompareAndSwap(false, true) {
+		return
+	}
+	r.gcMu.Lock()
+	defer r.gcMu.Unlock()
+	r.gcWaiting.Store(false)
+	r.gcLocked()
+}
+
+// gcLocked is gc; r.gcMu must be held.
+func (r *Runner) gcLocked() {
 	listed := time.Now()
 	// Under r.mu no app is created, and only an app's own instances make
 	// links in its directory.
