@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"math"
 	"net"
@@ -186,6 +187,9 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	for _, s := range sp.Secrets {
 		v, err := r.secret(ctx, res, s.Name)
 		if err != nil {
+			if errors.Is(err, errUnset) {
+				r.removeRevoked(sp, s.Name, dir)
+			}
 			return l, err
 		}
 		if s.Env != "" {
@@ -491,6 +495,25 @@ func envFit(name string, value []byte) error {
 	return nil
 }
 
+// errUnset says that narun-secrets holds no value for a secret: never
+// set, or deleted (secret delete --force), which revokes it.
+var errUnset = errors.New("is not set")
+
+// removeRevoked removes the files an earlier start of the instance in dir
+// was given secret name in, which the store no longer holds: the
+// instance waits for it with no process that could read them, for as
+// long as its spec names the secret, and they held its value in plain.
+func (r *Runner) removeRevoked(sp *spec.App, name, dir string) {
+	for _, s := range sp.Secrets {
+		if s.Name != name || s.File == "" {
+			continue
+		}
+		if err := removeBeneath(dir, s.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("remove the file of a deleted secret from its instance", "app", sp.Name, "secret", name, "path", s.File, "err", err)
+		}
+	}
+}
+
 func placeSecret(dir, rel string, v []byte) error {
 	return placeBeneath(dir, rel, bytes.NewReader(v), 0o400)
 }
@@ -519,7 +542,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 			// Deleted, most likely revoked (secret delete --force): the
 			// copy kept for when NATS is away must not bring it back then.
 			r.dropIfDeleted(ctx, name)
-			return nil, fmt.Errorf("secret %q is not set (narun ctl secret set %s)", name, name)
+			return nil, fmt.Errorf("secret %q %w (narun ctl secret set %s)", name, errUnset, name)
 		default:
 			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)
 		}

@@ -24,29 +24,11 @@ import (
 // 5.6). The spec parser refuses absolute paths and "..", this guards
 // against a spec that bypassed it.
 func placeBeneath(dir, rel string, src io.Reader, mode os.FileMode) error {
-	var parts []string
-	for _, p := range strings.Split(rel, "/") {
-		if p != "" && p != "." {
-			parts = append(parts, p)
-		}
-	}
-	if filepath.IsAbs(rel) || slices.Contains(parts, "..") || len(parts) == 0 {
-		return fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
-	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, name, err := parentBeneath(dir, rel, true)
 	if err != nil {
-		return fmt.Errorf("open instance directory %s: %w", dir, err)
+		return err
 	}
-	defer func() { unix.Close(fd) }()
-	for i, name := range parts[:len(parts)-1] {
-		next, err := openDirNoFollow(fd, name)
-		if err != nil {
-			return fmt.Errorf("path %q: %w", rel, componentErr(fd, strings.Join(parts[:i+1], "/"), name, err))
-		}
-		unix.Close(fd)
-		fd = next
-	}
-	name := parts[len(parts)-1]
+	defer unix.Close(fd)
 	tmp := ".tmp-" + randomHex(8)
 	tfd, err := unix.Openat(fd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -84,12 +66,58 @@ func placeBeneath(dir, rel string, src io.Reader, mode os.FileMode) error {
 	return nil
 }
 
+// removeBeneath removes the file at rel below the instance dir dir,
+// following no link below dir, as placeBeneath places it. A path that
+// does not lead to a file (a directory missing) is fs.ErrNotExist.
+func removeBeneath(dir, rel string) error {
+	fd, name, err := parentBeneath(dir, rel, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Unlinkat(fd, name, 0); err != nil {
+		return fmt.Errorf("path %q: remove: %w", rel, err)
+	}
+	return unix.Fsync(fd)
+}
+
+// parentBeneath opens the directory that holds rel below dir, opening
+// each component relative to the one before with O_NOFOLLOW, and returns
+// it with rel's last component. create makes the directories missing on
+// the way; without it, a missing one is fs.ErrNotExist.
+func parentBeneath(dir, rel string, create bool) (int, string, error) {
+	var parts []string
+	for _, p := range strings.Split(rel, "/") {
+		if p != "" && p != "." {
+			parts = append(parts, p)
+		}
+	}
+	if filepath.IsAbs(rel) || slices.Contains(parts, "..") || len(parts) == 0 {
+		return -1, "", fmt.Errorf("path %q leaves the instance directory: %w", rel, supervisor.ErrPermanent)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("open instance directory %s: %w", dir, err)
+	}
+	for i, name := range parts[:len(parts)-1] {
+		next, err := openDirNoFollow(fd, name, create)
+		if err != nil {
+			err = componentErr(fd, strings.Join(parts[:i+1], "/"), name, err)
+			unix.Close(fd)
+			return -1, "", fmt.Errorf("path %q: %w", rel, err)
+		}
+		unix.Close(fd)
+		fd = next
+	}
+	return fd, parts[len(parts)-1], nil
+}
+
 // openDirNoFollow opens the directory name in the directory fd, creating
-// it when missing, and fails on a link there.
-func openDirNoFollow(fd int, name string) (int, error) {
+// it when missing if create is set, and fails on a link there.
+func openDirNoFollow(fd int, name string, create bool) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	next, err := unix.Openat(fd, name, flags, 0)
-	if errors.Is(err, unix.ENOENT) {
+	if create && errors.Is(err, unix.ENOENT) {
 		if err := unix.Mkdirat(fd, name, 0o750); err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, err
 		}

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
 )
 
@@ -97,5 +100,34 @@ func TestCachedSecretKeptWhileItsKeyIsMissing(t *testing.T) {
 	}
 	if v, err := r.secret(ctx, nil, "token"); err != nil || string(v) != "v1" {
 		t.Errorf("offline, its key back in the key file: %q, %v; want the cached copy", v, err)
+	}
+}
+
+// A secret deleted (revoked) while its instance runs does not stay, in
+// plain, in the file the instance was given, once a restart of the
+// instance finds it deleted: the instance then waits with no process
+// that could read it, for as long as the app is deployed.
+func TestRevokedSecretFileGoesAtRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	keyFile := writeKeyFile(t, sealSecret(t, c, "token", "v1"))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	c.deploy(t, "vault", "1.0.0", probeBin, "[[secrets]]\nname = \"token\"\nfile = \"conf/token\"\n")
+	in := tr.wait(t, "vault", "healthy", allIn(1, state.Healthy))[0]
+	placed := filepath.Join(tr.instancesDir(), "vault", in.ID, "conf", "token")
+	if _, err := os.Stat(placed); err != nil {
+		t.Fatalf("secret placed for the running instance: %v", err)
+	}
+	if err := c.secrets.Purge(context.Background(), "token"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(in.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "vault", "restart refused for the deleted secret", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].ID == in.ID && strings.Contains(l[0].Reason, "is not set")
+	})
+	if _, err := os.Lstat(placed); !os.IsNotExist(err) {
+		t.Errorf("the revoked secret's file in the waiting instance: %v, want it removed", err)
 	}
 }
