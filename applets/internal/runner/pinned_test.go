@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -155,5 +156,46 @@ func TestPinnedFileFromKeptContent(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); !os.IsNotExist(err) {
 		t.Errorf("damaged kept content: %v, want it removed", err)
+	}
+}
+
+// The content placed for a spec that pins nothing (stored by an earlier
+// ctl) is kept through gc: deployed again, the spec pins what the store
+// holds, which restarts nothing, and the instance's restart after a
+// files put needs those bytes, which neither the store nor the cache's
+// copy then hold.
+func TestContentPlacedWithoutPinSurvivesGC(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.putFile(t, "conf", "one")
+	c.deploy(t, "reader", "1.0.0", probeBin, "args = [\"cat\", \"x\"]\n[[files]]\nobject = \"conf\"\npath = \"x\"\n")
+	tr := startRunner(t, c, nil)
+	old := tr.wait(t, "reader", "healthy", allIn(1, state.Healthy))[0]
+	tr.gc()
+
+	c.pin(t, "reader")
+	testutil.Eventually(t, 10*time.Second, "the running instance pinned anew", func() bool {
+		for _, a := range tr.appList() {
+			for _, in := range a.instanceList() {
+				if a.launchSpec(in).FileDigests["conf"] == sha256Hex("one") {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	c.putFile(t, "conf", "two")
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	again := tr.wait(t, "reader", "after the kill", func(l []state.Instance) bool {
+		return len(l) == 1 && (l[0].State == state.Failed || l[0].State == state.Healthy && l[0].PID != old.PID)
+	})[0]
+	if again.State != state.Healthy {
+		t.Fatalf("after the kill: %s: %s; want it healthy with the content it pinned", again.State, again.Reason)
+	}
+	placed, err := os.ReadFile(filepath.Join(tr.instancesDir(), "reader", old.ID, "x"))
+	if err != nil || string(placed) != "one" {
+		t.Errorf("file placed at the restart: %q, %v; want %q", placed, err, "one")
 	}
 }

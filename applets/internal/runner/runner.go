@@ -1441,6 +1441,7 @@ func (r *Runner) gcLocked() {
 	}
 	keep := map[string]bool{}
 	files, pinned, sealed := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	unpinned := map[string]bool{}
 	for _, a := range r.appList() {
 		a.pruneLinks()
 		for _, sp := range a.specs() {
@@ -1449,12 +1450,26 @@ func (r *Runner) gcLocked() {
 			}
 			for _, f := range sp.Files {
 				files[f.Object] = true
+				if _, ok := sp.FileDigests[f.Object]; !ok {
+					unpinned[f.Object] = true
+				}
 			}
 			for _, d := range sp.FileDigests {
 				pinned[d] = true
 			}
 			for _, s := range sp.Secrets {
 				sealed[s.Name] = true
+			}
+		}
+	}
+	// What placeFile kept of an object a spec does not pin is the cache's
+	// copy, until a fetch replaces it: a deploy that pins it restarts
+	// nothing (repin), and the instance's restart after a files put then
+	// needs those bytes.
+	for obj := range unpinned {
+		if b, err := os.ReadFile(filepath.Join(r.fileDigestsDir(), obj)); err == nil {
+			if d := store.DigestHex(&jetstream.ObjectInfo{Digest: string(b)}); d != "" {
+				pinned[d] = true
 			}
 		}
 	}
