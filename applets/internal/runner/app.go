@@ -221,8 +221,11 @@ func (a *app) run(ctx context.Context) {
 		a.mu.Unlock()
 		a.log.Debug("reconcile", "revision", rev, "deleted", raw == nil)
 		if raw == nil {
-			a.stop(a.instanceList())
+			// Before the stop, which may take the instances' stop_timeout:
+			// a runner that dies meanwhile and starts without NATS would
+			// run the deleted app again from its cached spec.
 			a.uncache()
+			a.stop(a.instanceList())
 			if err := removeTree(a.dir(), a.log); err != nil {
 				a.log.Warn("remove app directory", "err", err)
 			}

@@ -3,7 +3,9 @@ package runner
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/config"
@@ -77,4 +79,33 @@ func TestRemovalAsksForHeartbeat(t *testing.T) {
 			t.Error("the instance an [http] port rollout stopped was dropped from the list without asking for a heartbeat: the last one still lists it")
 		}
 	})
+}
+
+// A deleted app's cached spec goes before its instances stop, which can
+// take their stop_timeout: a runner that dies meanwhile (a power cut, a
+// kill) and starts again without NATS would otherwise run the deleted app
+// again from it, with its files and secrets.
+func TestDeletedAppsSpecGoesBeforeItsStop(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "stubborn", "1.0.0", probeBin, "args = [\"stubborn\"]\nstop_timeout = \"10m\"\n")
+	in := tr.wait(t, "stubborn", "healthy", allIn(1, state.Healthy))[0]
+	tr.waitLine(t, "stubborn", ignoringTERM)
+	cached := filepath.Join(tr.specsDir(), "stubborn.toml")
+	if _, err := os.Stat(cached); err != nil {
+		t.Fatalf("cached spec of the running app: %v", err)
+	}
+	c.remove(t, "stubborn")
+	tr.wait(t, "stubborn", "stopping", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].State == state.Stopping
+	})
+	_, err := os.Stat(cached)
+	// The process ignores SIGTERM: the kill ends its stop now.
+	if kerr := syscall.Kill(in.PID, syscall.SIGKILL); kerr != nil {
+		t.Fatal(kerr)
+	}
+	if !os.IsNotExist(err) {
+		t.Errorf("cached spec of the deleted app while its instance stops: %v, want it removed", err)
+	}
 }

@@ -883,8 +883,8 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 			lost = append(lost, name)
 		}
 	}
-	// An app that runs removes its own cached spec once it stopped; r.mu
-	// keeps one from being created meanwhile.
+	// An app that runs removes its own cached spec when it is deleted;
+	// r.mu keeps one from being created meanwhile.
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, name := range gone {
