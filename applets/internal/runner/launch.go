@@ -254,6 +254,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 	// fetch replaces the cached copy and its digest with the object as
 	// narun-files holds it; nil when the store cannot be asked.
 	var fetch func() error
+	var fetchErr error
 	fetched := false
 	if res != nil {
 		info, err := res.files.GetInfo(ctx, f.Object)
@@ -261,6 +262,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		case store.IsNotFound(err):
 			return fmt.Errorf("file %q not found in %s: %w", f.Object, names.FilesBucket, err)
 		case err != nil:
+			fetchErr = err
 			r.log.Warn("fetch file info; trying the cached copy", "file", f.Object, "err", err)
 		case pin != "" && store.DigestHex(info) != pin:
 			// Only a new spec changes the pin, so retrying cannot help.
@@ -300,7 +302,7 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		if !os.IsNotExist(err) {
 			return err
 		}
-		return r.placeKept(f, pin, dir, fmt.Errorf("file %q: %w", f.Object, errOffline))
+		return r.placeKept(f, pin, dir, fmt.Errorf("file %q: %w; no cached copy", f.Object, unfetched(fetchErr)))
 	}
 	defer func() { src.Close() }()
 	// The recorded digest is that of the bytes fetched: a copy that differs
@@ -352,6 +354,16 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 		r.log.Warn("keep the placed content of a file for a later rollback", "file", f.Object, "sha256", got, "err", err)
 	}
 	return placeRead(f, src, dir)
+}
+
+// unfetched is why something a start needs did not come from the store:
+// the error the store answered with, if it answered (a login that may
+// not read the bucket), else errOffline.
+func unfetched(fetchErr error) error {
+	if fetchErr != nil {
+		return fmt.Errorf("fetch: %w", fetchErr)
+	}
+	return errOffline
 }
 
 // openCachedFile opens the cached copy of f at path and returns it with
@@ -528,6 +540,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 	cached := filepath.Join(r.sealedDir(), name)
 	r.uses.use(cached)
 	var sealed []byte
+	var fetchErr error
 	for res != nil {
 		drops := r.secretDrops.Load()
 		e, err := res.secrets.Get(ctx, name)
@@ -544,6 +557,7 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 			r.dropIfDeleted(ctx, name)
 			return nil, fmt.Errorf("secret %q %w (narun ctl secret set %s)", name, errUnset, name)
 		default:
+			fetchErr = err
 			r.log.Warn("fetch secret; trying the cached copy", "secret", name, "err", err)
 		}
 		break
@@ -552,7 +566,10 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 	if fromCache {
 		b, err := os.ReadFile(cached)
 		if err != nil {
-			return nil, fmt.Errorf("secret %q: %w", name, errOffline)
+			if !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("secret %q: %w; read the cached copy: %w", name, unfetched(fetchErr), err)
+			}
+			return nil, fmt.Errorf("secret %q: %w; no cached copy", name, unfetched(fetchErr))
 		}
 		sealed = b
 	}

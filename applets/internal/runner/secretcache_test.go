@@ -14,6 +14,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/secrets"
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
 )
@@ -129,5 +130,41 @@ func TestRevokedSecretFileGoesAtRestart(t *testing.T) {
 	})
 	if _, err := os.Lstat(placed); !os.IsNotExist(err) {
 		t.Errorf("the revoked secret's file in the waiting instance: %v, want it removed", err)
+	}
+}
+
+// refused is what a NATS server answers a login that may not read a
+// bucket.
+var refused = errors.New(`nats: permissions violation for subscription to "$JS.API.DIRECT.GET.KV_narun-secrets.>"`)
+
+// refusedSecrets is narun-secrets that NATS reaches but will not read.
+type refusedSecrets struct{ jetstream.KeyValue }
+
+func (refusedSecrets) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
+	return nil, refused
+}
+
+// refusedFiles is narun-files that NATS reaches but will not read.
+type refusedFiles struct{ jetstream.ObjectStore }
+
+func (refusedFiles) GetInfo(context.Context, string, ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
+	return nil, refused
+}
+
+// A secret or file that the store does not give and that has no cached
+// copy fails its start with the store's error: "nats not reachable" sent
+// the operator looking at a connection that worked, away from the login
+// that may not read the bucket.
+func TestFetchErrorNamedWithoutCachedCopy(t *testing.T) {
+	t.Parallel()
+	c, r, online := secretRunner(t)
+	ctx := context.Background()
+	res := &resources{secrets: refusedSecrets{online.secrets}, files: refusedFiles{c.files}}
+	if _, err := r.secret(ctx, res, "token"); !errors.Is(err, refused) {
+		t.Errorf("secret: %v, want the store's error", err)
+	}
+	f := spec.File{Object: "conf", Path: "x"}
+	if err := r.placeFile(ctx, res, f, "", t.TempDir()); !errors.Is(err, refused) {
+		t.Errorf("file: %v, want the store's error", err)
 	}
 }
