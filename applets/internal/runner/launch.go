@@ -545,6 +545,9 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 		drops := r.secretDrops.Load()
 		e, err := res.secrets.Get(ctx, name)
 		switch {
+		case err == nil && r.revokedBefore(name, e.Revision()):
+			// A replica behind the leader gave the value it deleted.
+			return nil, fmt.Errorf("secret %q %w (narun ctl secret set %s)", name, errUnset, name)
 		case err == nil && !r.cacheSealed(name, e.Value(), drops):
 			// The store may have answered before a delete that the drop
 			// acted on: what it says now decides.

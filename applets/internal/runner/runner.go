@@ -137,6 +137,15 @@ type Runner struct {
 	// secrets (dropIfDeleted): a fetch that read the store before one
 	// must read it again before it caches what it read.
 	secretDrops atomic.Uint64
+	// revoked is the sequence of the delete of each secret whose cached
+	// copy dropIfDeleted removed for it: a replica behind the leader may
+	// still give the value before it, which must neither serve a start
+	// nor be cached again. A secret set since forgets its entry; one
+	// never set again keeps it, a name and a number.
+	revoked struct {
+		sync.Mutex
+		at map[string]uint64
+	}
 
 	// res holds the JetStream handles once NATS answered; nil before.
 	res atomic.Pointer[resources]
@@ -772,6 +781,19 @@ func (r *Runner) dropDeletedSecrets(ctx context.Context, res *resources) {
 	}
 }
 
+// revokedBefore says whether rev, the revision of a value of secret
+// name, comes before a delete of it that dropIfDeleted acted on.
+func (r *Runner) revokedBefore(name string, rev uint64) bool {
+	r.revoked.Lock()
+	defer r.revoked.Unlock()
+	at, ok := r.revoked.at[name]
+	if ok && rev > at {
+		delete(r.revoked.at, name)
+		return false
+	}
+	return ok
+}
+
 // dropIfDeleted removes the cached copy of secret name once the leader of
 // narun-secrets says it holds no value for it. A Get is a direct get any
 // replica answers, and one behind its leader (just restarted) says "not
@@ -783,6 +805,12 @@ func (r *Runner) dropIfDeleted(ctx context.Context, name string) {
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err == nil && (m.Header.Get("KV-Operation") == "DEL" || m.Header.Get("KV-Operation") == "PURGE"):
+		r.revoked.Lock()
+		if r.revoked.at == nil {
+			r.revoked.at = map[string]uint64{}
+		}
+		r.revoked.at[name] = m.Sequence
+		r.revoked.Unlock()
 	default:
 		return
 	}

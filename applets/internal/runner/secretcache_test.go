@@ -168,3 +168,55 @@ func TestFetchErrorNamedWithoutCachedCopy(t *testing.T) {
 		t.Errorf("file: %v, want the store's error", err)
 	}
 }
+
+// behind is a replica of narun-secrets that has not applied a delete yet:
+// it gives the entry the leader held before.
+type behind struct {
+	jetstream.KeyValue
+	before jetstream.KeyValueEntry
+}
+
+func (b behind) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
+	return b.before, nil
+}
+
+// A replica behind its leader gives a deleted secret's earlier value to a
+// fetch made after the runner removed the cached copy for that delete:
+// it is not used, nor cached again. Set again, the secret serves.
+func TestSecretFromReplicaBehindDeleteRefused(t *testing.T) {
+	t.Parallel()
+	c, r, online := secretRunner(t)
+	ctx := context.Background()
+	before, err := c.secrets.Get(ctx, "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.secret(ctx, online, "token"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.secrets.Purge(ctx, "token"); err != nil {
+		t.Fatal(err)
+	}
+	r.dropDeletedSecrets(ctx, online)
+	if v, err := r.secret(ctx, &resources{secrets: behind{online.secrets, before}}, "token"); !errors.Is(err, errUnset) {
+		t.Errorf("from a replica behind the delete: %q, %v; want not set", v, err)
+	}
+	if v, err := r.secret(ctx, nil, "token"); !errors.Is(err, errOffline) {
+		t.Errorf("offline after the delete: %q, %v; want no cached copy", v, err)
+	}
+
+	keys, err := os.ReadFile(r.keys.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.ParseRing(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secrets.Put(ctx, c.secrets, ring, "token", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.secret(ctx, online, "token"); err != nil || string(v) != "v2" {
+		t.Errorf("set again: %q, %v; want v2", v, err)
+	}
+}
