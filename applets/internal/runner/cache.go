@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -360,6 +361,19 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	return atomicfile.Write(path, data, mode)
+}
+
+// removeSynced removes path, if it exists, and syncs its directory, so
+// that the removal lands before what the caller writes next.
+func removeSynced(path string) error {
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // keepFile is writeFileAtomic for the copies the runner keeps of what

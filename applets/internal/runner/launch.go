@@ -275,6 +275,16 @@ func (r *Runner) placeFile(ctx context.Context, res *resources, f spec.File, pin
 				if err != nil {
 					return fmt.Errorf("fetch file %q: %w", f.Object, err)
 				}
+				// The digest goes before the copy it records is replaced:
+				// a fetch cut short between the two (a power cut, a full
+				// disk) left the new copy beside the old digest, which
+				// then looked damaged and was removed at a start without
+				// NATS. A copy without one is fetched again when NATS
+				// answers, and placed as it is until then.
+				if err := removeSynced(digestFile); err != nil {
+					obj.Close()
+					return fmt.Errorf("fetch file %q: %w", f.Object, err)
+				}
 				// The object store checks its own digest at the end of the
 				// read, so a corrupted object fails the copy; the pin
 				// catches an object replaced since GetInfo.
