@@ -107,6 +107,9 @@ type Gateway struct {
 	signatures *signing.Verifier
 	kvRaw      map[string][]byte
 	kvRoutes   map[string][]config.Route
+	// appsServed is the number of apps of kvRoutes whose routes the table
+	// holds.
+	appsServed int
 	// order holds the highest sequence of a signed entry served per app,
 	// kept beside the routes cache when there is one.
 	order *signing.Order
@@ -348,7 +351,9 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	if _, err := newTable(routes); err != nil {
 		return err
 	}
+	skipped := 0
 	routes = addAppRoutes(routes, kv, timeout, maxBody, func(app string, err error) {
+		skipped++
 		g.log.Error("ignoring routes of app", "app", app, "err", err)
 	})
 	t, err := newTable(routes)
@@ -362,7 +367,7 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	}
 	g.metrics.retain(labels)
 	g.cfg = cfg
-	g.kvRoutes = kv
+	g.kvRoutes, g.appsServed = kv, len(kv)-skipped
 	g.table.Store(t)
 	g.accessLog.Store(cfg.AccessLog)
 	g.bodyIdle.Store(int64(cmp.Or(cfg.BodyIdleTimeout.D(), config.DefaultBodyIdleTimeout)))

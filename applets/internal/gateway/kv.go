@@ -360,7 +360,12 @@ func (g *Gateway) loadRoutesCache() {
 		slices.Sort(unsigned)
 		g.log.Info("routes cache entries the trusted keys do not sign are left out until narun-routes answers", "file", path, "apps", unsigned)
 	}
-	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", len(entries)-len(unsigned))
+	// Counted as served: an entry refused (replayed, or routes no request
+	// can reach) was logged on its own and is not.
+	g.mu.Lock()
+	served := g.appsServed
+	g.mu.Unlock()
+	g.log.Info("serving deployed apps' routes as narun-routes last had them, until it answers", "file", path, "apps", served)
 }
 
 // orderSuffix names, beside the routes cache, the file of the sequences of

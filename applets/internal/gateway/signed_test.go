@@ -453,3 +453,29 @@ func TestSequenceNotKeptAheadOfTheRoutesCache(t *testing.T) {
 		t.Errorf("cached v1 after a restart without NATS: %d %q, want 503 (routed, NATS away); log:\n%s", code, body, again.String())
 	}
 }
+
+// The line that says the cache's routes are served counts the apps whose
+// routes are, not the entries read: one refused (here a route no request
+// can reach) is left out of it.
+func TestCachedRoutesCountOnlyThoseServed(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	cache := filepath.Join(t.TempDir(), "routes.json")
+	b, err := json.Marshal(map[string][]byte{
+		"ok":   []byte(`[{"path":"/ok/","service":"ok"}]`),
+		"dead": []byte(`[{"path":"/a/../b","service":"dead"}]`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cache, string(b))
+	var logs testutil.LogBuffer
+	startRunOptions(t, Options{Config: gwConfig(), Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	const served = "serving deployed apps' routes as narun-routes last had them"
+	testutil.Eventually(t, 20*time.Second, "the cache read", func() bool { return strings.Contains(logs.String(), served) })
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, served) && !strings.Contains(line, " apps=1") {
+			t.Errorf("want apps=1, the one app whose routes are served:\n%s", line)
+		}
+	}
+}
