@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -71,4 +72,58 @@ func writtenID(t *testing.T, out string) string {
 		t.Fatalf("keygen printed %q", out)
 	}
 	return id
+}
+
+// keygen --add over a key file that is a symbolic link (to a key file kept
+// elsewhere, or shared by a config management tool) adds the key to the
+// file the link names, as an editor or install(1) would, and leaves the
+// link a link: a regular file in its place would hold the new key while
+// every other reader of the target kept opening secrets with the old ring.
+func TestKeygenAddWritesThroughSymlink(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	keys := filepath.Join(h.dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(keys, "master.key")
+	link := filepath.Join(h.dir, "current.key")
+	if err := os.Symlink(filepath.Join("keys", "master.key"), link); err != nil {
+		t.Fatal(err)
+	}
+	// A link made before the key: keygen creates the file it leads to.
+	h.ok("", "--key-file", link, "secret", "keygen")
+	before, err := secrets.LoadRing(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	added := writtenID(t, h.ok("", "--key-file", link, "secret", "keygen", "--add").out)
+
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("key file %s is no longer a symbolic link: %v, %v", link, st.Mode(), err)
+	}
+	ring, err := secrets.LoadRing(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]string{added}, before.IDs()...); !slices.Equal(ring.IDs(), want) {
+		t.Errorf("target %s holds keys %v, want %v", target, ring.IDs(), want)
+	}
+	if st, err := os.Stat(target); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("target mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	// The new key file is written beside the target, and no temporary
+	// file is left beside the link or the target.
+	for _, dir := range []string{h.dir, keys} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if strings.Contains(e.Name(), ".tmp-") {
+				t.Errorf("temporary file %s left in %s", e.Name(), dir)
+			}
+		}
+	}
 }

@@ -9,8 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -522,9 +524,21 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 }
 
 func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
-	path := e.cfg.Ctl.MasterKeyFile
-	if path == "" {
+	named := e.cfg.Ctl.MasterKeyFile
+	if named == "" {
 		return usagef("name the key file with --key-file (or [ctl] master_key_file)")
+	}
+	// A key file that is a link (to a file that configuration management
+	// or a shared mount keeps) is written where it leads, as an editor or
+	// install(1) writes it: a file renamed over the link would hold the new
+	// key while the target, which the nodes' copies come from, lacked it.
+	path, err := linkTarget(named)
+	if err != nil {
+		return fmt.Errorf("key file %s: %w", named, err)
+	}
+	where := path
+	if path != named {
+		where = fmt.Sprintf("%s (the target of %s)", path, named)
 	}
 	key, err := secrets.NewKey()
 	if err != nil {
@@ -538,12 +552,12 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 	if !c.Bool("add") {
 		err := atomicfile.Create(path, content, 0o600)
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("key file %s exists; pass --add to put a new key in front of the old ones", path)
+			return fmt.Errorf("key file %s exists; pass --add to put a new key in front of the old ones", where)
 		}
 		if err != nil {
 			return fmt.Errorf("write key file: %w", err)
 		}
-		fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, ring.PrimaryID())
+		fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), where, ring.PrimaryID())
 		return nil
 	}
 	// The old keys are read under the directory's lock, so that of two
@@ -562,11 +576,47 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 		return refused
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("key file %s does not exist: run narun ctl secret keygen without --add to create it: %w", path, err)
+		return fmt.Errorf("key file %s does not exist: run narun ctl secret keygen without --add to create it: %w", where, err)
 	}
 	if err != nil {
 		return fmt.Errorf("write key file: %w", err)
 	}
-	fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), path, strings.Join(ring.IDs(), ", "))
+	fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), where, strings.Join(ring.IDs(), ", "))
 	return nil
+}
+
+// maxLinks is how many symbolic links linkTarget follows, as Linux's
+// path lookup does (ELOOP beyond 40).
+const maxLinks = 40
+
+// linkTarget is the file that path names once every symbolic link on the
+// way is followed; path itself when it is none. Unlike
+// filepath.EvalSymlinks, the last target need not exist: a link made for
+// a key file not generated yet leads keygen to create it there.
+func linkTarget(path string) (string, error) {
+	for range maxLinks {
+		st, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && st.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		to, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(to) {
+			// Read from the link's real directory, as the kernel reads it:
+			// ".." of a directory that is itself a link is not the ".." its
+			// name shows.
+			dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+			if err != nil {
+				return "", err
+			}
+			to = filepath.Join(dir, to)
+		}
+		path = to
+	}
+	return "", fmt.Errorf("more than %d symbolic links: %w", maxLinks, syscall.ELOOP)
 }
