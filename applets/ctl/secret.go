@@ -495,10 +495,13 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	done, current, err := secrets.Rotate(ctx, kv, ring)
+	done, current, err := secrets.Rotate(ctx, kv, ring, e.timeout)
 	for _, n := range done {
 		fmt.Fprintf(e.out(), "re-encrypted %s with key %s\n", n, ring.PrimaryID())
 	}
+	// JetStream that stopped answering would make every purge and read
+	// below wait out its own timeout as well, one after the other.
+	gone := unanswered(err)
 	if err != nil {
 		err = fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err)
 	}
@@ -507,15 +510,26 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	// primary key, set by a release that kept it, holds such copies too.
 	// A purge that fails leaves every secret re-encrypted all the same,
 	// which the error must not deny.
-	for _, n := range slices.Concat(done, current) {
+	purge := slices.Concat(done, current)
+	for i, n := range purge {
 		octx, cancel := e.op(ctx)
 		perr := e.dropEarlierSealed(octx, n)
 		cancel()
 		err = errors.Join(err, perr)
+		if unanswered(perr) {
+			gone = true
+			if rest := purge[i+1:]; len(rest) > 0 {
+				err = errors.Join(err, fmt.Errorf("earlier sealed values of %s not purged: not tried once JetStream stopped answering (rotate again to purge them)", strings.Join(rest, ", ")))
+			}
+			break
+		}
+	}
+	if gone {
+		return fmt.Errorf("secret rotate: %w", majorityHint(e.nc, err))
 	}
 	// Those already under the key are named too: a node that lacks it
 	// could not open them before the rotate either, and still cannot.
-	e.warnNodesLackKey(ctx, slices.Concat(done, current), ring.PrimaryID())
+	e.warnNodesLackKey(ctx, purge, ring.PrimaryID())
 	if err != nil {
 		return fmt.Errorf("secret rotate: %w", err)
 	}

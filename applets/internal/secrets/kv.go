@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -33,18 +36,26 @@ func Put(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string, value
 // a default device (docs/SECURITY.md), and one value it planted must not
 // keep the rest sealed under a key the operator is retiring, perhaps
 // because it leaked.
-func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) (rotated, current []string, err error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list secrets: %w", err)
+//
+// Each NATS operation gets timeout (0: as long as ctx lasts). One that
+// goes unanswered, or ctx ending, stops the rotation there: the others
+// would each wait out their timeout as well. The error then names the
+// secrets not tried, and one whose write went unanswered as perhaps
+// stored.
+func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring, timeout time.Duration) (rotated, current []string, err error) {
+	op := func() (context.Context, context.CancelFunc) {
+		if timeout > 0 {
+			return context.WithTimeout(ctx, timeout)
+		}
+		return context.WithCancel(ctx)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+	keys, err := listKeys(op, kv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list secrets, none re-encrypted: %w", err)
 	}
 	var errs []error
-	for _, name := range keys {
-		resealed, err := rotate(ctx, kv, r, name)
+	for i, name := range keys {
+		resealed, err := rotate(op, kv, r, name)
 		switch {
 		case err != nil:
 			errs = append(errs, err)
@@ -53,17 +64,49 @@ func Rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring) (rotated, curre
 		default:
 			current = append(current, name)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("list secrets: %w", err))
+		if stalled(err) {
+			why := "NATS stopped answering"
+			if ctx.Err() != nil {
+				why = "interrupted"
+			}
+			if rest := keys[i+1:]; len(rest) > 0 {
+				errs = append(errs, fmt.Errorf("not tried, %s: %s", why, strings.Join(rest, ", ")))
+			}
+			break
+		}
 	}
 	return rotated, current, errors.Join(errs...)
 }
 
+// listKeys lists the bucket's keys within one operation.
+func listKeys(op func() (context.Context, context.CancelFunc), kv jetstream.KeyValue) ([]string, error) {
+	ctx, cancel := op()
+	defer cancel()
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	// The lister ends its channel as quietly when ctx ends as when every
+	// key is listed.
+	return keys, ctx.Err()
+}
+
+// stalled reports whether err means NATS did not answer in time, or the
+// caller gave up.
+func stalled(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout)
+}
+
 // rotate re-seals the secret called name with the primary key, unless it
-// already is.
-func rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) (bool, error) {
+// already is; its read and its write are an operation each.
+func rotate(op func() (context.Context, context.CancelFunc), kv jetstream.KeyValue, r *Ring, name string) (bool, error) {
+	ctx, cancel := op()
 	e, err := kv.Get(ctx, name)
+	cancel()
 	if err != nil {
 		return false, fmt.Errorf("fetch secret %q: %w", name, err)
 	}
@@ -86,7 +129,13 @@ func rotate(ctx context.Context, kv jetstream.KeyValue, r *Ring, name string) (b
 	if err != nil {
 		return false, fmt.Errorf("encode secret %q: %w", name, err)
 	}
-	if _, err := kv.Update(ctx, name, b, e.Revision()); err != nil {
+	ctx, cancel = op()
+	_, err = kv.Update(ctx, name, b, e.Revision())
+	cancel()
+	if stalled(err) {
+		return false, fmt.Errorf("store rotated secret %q: no answer, so it may or may not be re-encrypted (rotate again to know): %w", name, err)
+	}
+	if err != nil {
 		return false, fmt.Errorf("store rotated secret %q: %w", name, err)
 	}
 	return true, nil

@@ -130,7 +130,7 @@ func TestRotate(t *testing.T) {
 		}
 	}
 	both := ring(t, fresh, old)
-	done, current, err := Rotate(ctx, kv, both)
+	done, current, err := Rotate(ctx, kv, both, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestRotate(t *testing.T) {
 			t.Fatalf("old key still opens %s: %v", n, err)
 		}
 	}
-	done, current, err = Rotate(ctx, kv, both)
+	done, current, err = Rotate(ctx, kv, both, 0)
 	slices.Sort(current)
 	if err != nil || len(done) != 0 || !slices.Equal(current, []string{"a", "b"}) {
 		t.Fatalf("second rotation rewrote %v, found current %v (%v); want none rewritten, a and b current", done, current, err)
@@ -169,7 +169,7 @@ func TestRotatePastValuesThatDoNotOpen(t *testing.T) {
 	if err := Put(ctx, kv, oldRing, "db", []byte("value")); err != nil {
 		t.Fatal(err)
 	}
-	done, _, err := Rotate(ctx, kv, ring(t, fresh, old))
+	done, _, err := Rotate(ctx, kv, ring(t, fresh, old), 0)
 	if err == nil || !strings.Contains(err.Error(), `"planted"`) {
 		t.Errorf("rotation error %v does not name the value that does not open", err)
 	}
