@@ -108,7 +108,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	defer e.close()
 	var value []byte
 	if p := c.String("from-file"); p != "" {
-		value, err = readLimited(p, nil)
+		value, err = readInterruptible(ctx, p, nil)
 	} else {
 		if e.stdio.Stdin == nil {
 			return usagef("no value: pipe it to stdin or pass --from-file")
@@ -116,7 +116,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		if isTerminal(e.stdio.Stdin) {
 			fmt.Fprintf(e.stdio.Stderr, "value of %s (input is visible; end with Ctrl-D):\n", name)
 		}
-		value, err = readInterruptible(ctx, e.stdio.Stdin)
+		value, err = readInterruptible(ctx, "stdin", e.stdio.Stdin)
 		// One line ending, "\n" or "\r\n": a lone "\r" is the value's.
 		if v, ok := bytes.CutSuffix(value, []byte("\n")); ok {
 			value = bytes.TrimSuffix(v, []byte("\r"))
@@ -322,26 +322,31 @@ func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
 	return nil
 }
 
-// readInterruptible reads the value from stdin until its end, or until
-// ctx ends: Ctrl-C only cancels ctx, and a read of a terminal waiting for
-// Ctrl-D, or of a pipe whose writer hangs, would otherwise keep ctl
-// running past it. The read left behind ends with the process.
-func readInterruptible(ctx context.Context, r io.Reader) ([]byte, error) {
+// readInterruptible reads the value from r, or from the file called name
+// when r is nil, until its end, or until ctx ends: Ctrl-C only cancels
+// ctx, and a read of a terminal waiting for Ctrl-D, or of a pipe whose
+// writer hangs, would otherwise keep ctl running past it; so would the
+// open of a FIFO, which waits for a writer to open it too. The read left
+// behind ends with the process.
+func readInterruptible(ctx context.Context, name string, r io.Reader) ([]byte, error) {
 	type result struct {
 		b   []byte
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		b, err := readLimited("stdin", r)
+		b, err := readLimited(name, r)
 		done <- result{b, err}
 	}()
 	select {
 	case res := <-done:
 		return res.b, res.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("read secret value from stdin: %w", context.Cause(ctx))
 	}
+	if st, err := os.Stat(name); r == nil && err == nil && st.Mode()&fs.ModeNamedPipe != 0 {
+		return nil, fmt.Errorf("read secret value from %s, a FIFO that nothing wrote to and closed: %w", name, context.Cause(ctx))
+	}
+	return nil, fmt.Errorf("read secret value from %s: %w", name, context.Cause(ctx))
 }
 
 func readLimited(name string, r io.Reader) ([]byte, error) {
