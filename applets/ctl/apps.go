@@ -653,22 +653,22 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 	// instances must be allowed the bytes narun-files holds now. A secret
 	// or file deleted since the deploy would keep every new instance from
 	// starting: refused here, as deploy refuses it.
-	digests, missing, err := e.references(ctx, d.app)
+	used, err := e.references(ctx, d.app)
 	if err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("restart %s: %w", name, errors.Join(missing...))
+	if len(used.missing) > 0 {
+		return fmt.Errorf("restart %s: %w", name, errors.Join(used.missing...))
 	}
 	// So is a binary deleted with image delete --force: a node that has no
 	// copy cached could not start the new instances.
 	if err := e.checkPinned(ctx, names.AppsBucket+"/"+name, d.raw, d.app.Binaries); err != nil {
 		return fmt.Errorf("restart %s (deploy it again with --binary): %w", name, err)
 	}
-	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, digests); err != nil {
+	if restarted, err = spec.SetFileDigests(names.AppsBucket+"/"+name, restarted, used.digests); err != nil {
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
-	e.warnRepinned(d.app.FileDigests, digests)
+	e.warnRepinned(d.app.FileDigests, used.digests)
 	restarted = seal(key, restarted, d.raw, order)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter

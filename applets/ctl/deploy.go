@@ -22,6 +22,7 @@ import (
 	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/gateway"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/signing"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
@@ -180,6 +181,9 @@ type deployment struct {
 	obs    jetstream.ObjectStore
 	stored []byte
 	final  *spec.App
+	// sealedWith is the key id of each secret the spec uses, as plan
+	// read it.
+	sealedWith map[string]string
 }
 
 func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
@@ -216,7 +220,7 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 			d.nodes, d.heartbeats = nodes, true
 		}
 	}
-	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, prune: true, verb: "deploy", again: "deploy again to write them"}, c.Bool("wait"))
+	p, err := e.publish(ctx, release{apps: d.apps, cur: d.cur, stored: d.stored, final: d.final, key: d.key, nodes: d.nodes, heartbeats: d.heartbeats, sealedWith: d.sealedWith, prune: true, verb: "deploy", again: "deploy again to write them"}, c.Bool("wait"))
 	if err != nil {
 		return err
 	}
@@ -252,7 +256,7 @@ func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error 
 		e.warnAbsentNodes(d.nodes, d.final)
 		e.warnMissingArch(d.nodes, d.final)
 		e.warnNoSandbox(d.nodes, d.final)
-		e.warnSecretKeys(ctx, d.nodes, d.final)
+		e.warnSecretKeys(d.nodes, d.final, d.sealedWith)
 	}
 	return e.reportDeploy(c, d.res, d.bins)
 }
@@ -361,18 +365,19 @@ func (e *env) plan(ctx context.Context, d *deployment) error {
 	if err := e.readCurrent(ctx, d); err != nil {
 		return err
 	}
-	fileDigests, err := e.checkReferences(ctx, d.app)
+	used, err := e.checkReferences(ctx, d.app)
 	if err != nil {
 		return err
 	}
+	d.sealedWith = used.sealedWith
 	if err := e.checkRoutes(ctx, d.app, d.key); err != nil {
 		return err
 	}
-	pinned, err := e.planBinaries(ctx, d, fileDigests)
+	pinned, err := e.planBinaries(ctx, d, used.digests)
 	if err != nil {
 		return err
 	}
-	return e.build(d, pinned, fileDigests)
+	return e.build(d, pinned, used.digests)
 }
 
 // readCurrent reads the deployed spec of d's app into d, refusing a
@@ -680,27 +685,39 @@ func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name stri
 }
 
 // checkReferences fails before any upload when a secret or file the spec
-// needs is missing, instead of every node failing at start. It returns the
-// SHA-256 of each file object, for the spec to pin.
-func (e *env) checkReferences(ctx context.Context, app *spec.App) (map[string]string, error) {
-	digests, missing, err := e.references(ctx, app)
+// needs is missing, instead of every node failing at start. What it read
+// gives the SHA-256 of each file object, for the spec to pin.
+func (e *env) checkReferences(ctx context.Context, app *spec.App) (uses, error) {
+	u, err := e.references(ctx, app)
 	if err != nil {
-		return nil, err
+		return uses{}, err
 	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("nothing deployed: %w", errors.Join(missing...))
+	if len(u.missing) > 0 {
+		return uses{}, fmt.Errorf("nothing deployed: %w", errors.Join(u.missing...))
 	}
-	return digests, nil
+	return u, nil
 }
 
-// references reads the SHA-256 (hex) of each file object app uses; missing
-// names the secrets and files that do not exist.
-func (e *env) references(ctx context.Context, app *spec.App) (digests map[string]string, missing []error, err error) {
+// uses is what references read of the secrets and files a spec uses.
+type uses struct {
+	// digests is the SHA-256 (hex) of each file object that exists.
+	digests map[string]string
+	// sealedWith is the key id of each secret that exists; "" for one
+	// whose stored value does not parse.
+	sealedWith map[string]string
+	// missing names the secrets and files that do not exist.
+	missing []error
+}
+
+// references reads the secrets and file objects app uses, one read each.
+func (e *env) references(ctx context.Context, app *spec.App) (uses, error) {
+	var u uses
 	if len(app.Secrets) > 0 {
 		kv, err := e.kv(ctx, names.SecretsBucket)
 		if err != nil {
-			return nil, nil, err
+			return uses{}, err
 		}
+		u.sealedWith = map[string]string{}
 		checked := map[string]bool{}
 		var absent []string
 		for _, s := range app.Secrets {
@@ -709,24 +726,35 @@ func (e *env) references(ctx context.Context, app *spec.App) (digests map[string
 			}
 			checked[s.Name] = true
 			octx, cancel := e.op(ctx)
-			_, err := kv.Get(octx, s.Name)
+			entry, err := kv.Get(octx, s.Name)
 			cancel()
-			if isNotFound(err) {
+			switch {
+			case isNotFound(err):
 				absent = append(absent, s.Name)
-			} else if err != nil {
-				return nil, nil, fmt.Errorf("check secret %q: %w", s.Name, err)
+				continue
+			case err != nil:
+				return uses{}, fmt.Errorf("check secret %q: %w", s.Name, err)
+			}
+			// One that does not parse exists all the same: the node that
+			// fails to open it says why.
+			if sealed, err := secrets.Unmarshal(entry.Value()); err == nil {
+				u.sealedWith[s.Name] = sealed.KeyID
+			} else {
+				u.sealedWith[s.Name] = ""
+				e.log.Debug("read secret", "secret", s.Name, "err", err)
 			}
 		}
 		stored := e.secretNames(ctx, kv, absent)
 		for _, name := range absent {
-			missing = append(missing, fmt.Errorf("secret %q does not exist%s", name, didYouMean(name, stored, "narun ctl secret set "+name)))
+			u.missing = append(u.missing, fmt.Errorf("secret %q does not exist%s", name, didYouMean(name, stored, "narun ctl secret set "+name)))
 		}
 	}
 	digests, missingFiles, err := e.fileDigests(ctx, app.Files)
 	if err != nil {
-		return nil, nil, err
+		return uses{}, err
 	}
-	return digests, append(missing, missingFiles...), nil
+	u.digests, u.missing = digests, append(u.missing, missingFiles...)
+	return u, nil
 }
 
 // fileDigests reads the SHA-256 (hex) of each object files use; missing

@@ -33,6 +33,12 @@ type release struct {
 	// whether they could be read, without which nothing is warned of.
 	nodes      []state.Node
 	heartbeats bool
+	// sealedWith is the key id of each secret final uses, as the checks
+	// before the write read it, for the warnings about nodes that lack
+	// it; a spec that changes is read again after its write (usesAll),
+	// and warned of by that read. nil warns of nothing unless the spec
+	// changes.
+	sealedWith map[string]string
 	// prune deletes the app's builds that nothing pins any more (deploy);
 	// a rollback keeps them, to roll forward again.
 	prune bool
@@ -103,8 +109,10 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		stop()
 		return p, err
 	}
+	sealedWith := r.sealedWith
 	if p.changed {
-		if err := e.usesAll(ctx, r.final); err != nil {
+		var err error
+		if sealedWith, err = e.usesAll(ctx, r.final); err != nil {
 			stop()
 			return p, notFound("spec of %s stored (revision %d), but what it uses was deleted while this %s ran (image delete --force, files delete or secret delete?), so its instances cannot start: %w; put it back and run the %s again", name, p.revision, r.verb, err, r.verb)
 		}
@@ -116,7 +124,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		e.warnAbsentNodes(r.nodes, r.final)
 		e.warnMissingArch(r.nodes, r.final)
 		e.warnNoSandbox(r.nodes, r.final)
-		e.warnSecretKeys(ctx, r.nodes, r.final)
+		e.warnSecretKeys(r.nodes, r.final, sealedWith)
 	}
 	if p.w != nil && len(refusing) > 0 {
 		stop()
@@ -156,21 +164,23 @@ func storeSpecError(app, verb string, err error) error {
 // which nothing stamps (a deploy does not write secrets). Each of the two
 // writes before it reads, so one of them sees the other: secret delete
 // looks at the specs again after its own write (secretDelete). One read of
-// metadata per object and secret.
-func (e *env) usesAll(ctx context.Context, a *spec.App) error {
-	digests, problems, err := e.references(ctx, a)
+// metadata per object and secret; it returns the key id of each secret,
+// as it read them.
+func (e *env) usesAll(ctx context.Context, a *spec.App) (sealedWith map[string]string, err error) {
+	u, err := e.references(ctx, a)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	problems := u.missing
 	for obj, pin := range a.FileDigests {
-		if now, ok := digests[obj]; ok && now != pin {
+		if now, ok := u.digests[obj]; ok && now != pin {
 			problems = append(problems, fmt.Errorf("file %q now holds sha256 %s…, the spec pins %s…", obj, prefix(now), prefix(pin)))
 		}
 	}
 	if err := e.checkPinned(ctx, names.AppsBucket+"/"+a.Name, nil, a.Binaries); err != nil {
 		problems = append(problems, err)
 	}
-	return errors.Join(problems...)
+	return u.sealedWith, errors.Join(problems...)
 }
 
 // settleRoutes writes the routes of a, the spec of its app stored as

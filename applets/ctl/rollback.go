@@ -404,10 +404,11 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	if len(a.Binaries) == 0 {
 		return nil, nil, fmt.Errorf("revision %d pins no binary", t.Revision)
 	}
-	digests, problems, err := e.references(ctx, a)
+	used, err := e.references(ctx, a)
 	if err != nil {
 		return nil, nil, err
 	}
+	problems, digests := used.missing, used.digests
 	if err := e.checkPinned(ctx, file, body, a.Binaries); err != nil {
 		problems = append(problems, fmt.Errorf("%w: deploy %s %s again from its file with --binary instead", err, a.Name, a.Version))
 	}

@@ -233,43 +233,26 @@ func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) 
 // warnSecretKeys names each node that app selects and that lacks the key
 // one of its secrets is sealed with, as its heartbeat says: deploy checks
 // that the secrets exist, and their instances there would fail for good
-// all the same. The secrets are read only when a selected node names its
-// keys; one that cannot be read warns of nothing.
-func (e *env) warnSecretKeys(ctx context.Context, nodes []state.Node, app *spec.App) {
+// all the same. sealedWith is the key id of each secret as that check
+// read it: a read of its own could find another value than the one the
+// deploy checked. A secret it lacks, or whose key id is "", warns of
+// nothing.
+func (e *env) warnSecretKeys(nodes []state.Node, app *spec.App, sealedWith map[string]string) {
 	var told []state.Node
 	for _, n := range nodes {
 		if n.SecretKeys != nil && app.ReplicasOn(n.ID, n.Labels) > 0 {
 			told = append(told, n)
 		}
 	}
-	if len(told) == 0 || len(app.Secrets) == 0 {
-		return
-	}
-	kv, err := e.kv(ctx, names.SecretsBucket)
-	if err != nil {
-		e.log.Debug("read secrets", "err", err)
-		return
-	}
-	checked := map[string]bool{}
+	warned := map[string]bool{}
 	for _, s := range app.Secrets {
-		if checked[s.Name] {
+		id := sealedWith[s.Name]
+		if warned[s.Name] || id == "" {
 			continue
 		}
-		checked[s.Name] = true
-		octx, cancel := e.op(ctx)
-		entry, err := kv.Get(octx, s.Name)
-		cancel()
-		if err != nil {
-			e.log.Debug("read secret", "secret", s.Name, "err", err)
-			continue
-		}
-		sealed, err := secrets.Unmarshal(entry.Value())
-		if err != nil {
-			e.log.Debug("read secret", "secret", s.Name, "err", err)
-			continue
-		}
+		warned[s.Name] = true
 		for _, n := range told {
-			e.warnKeyMissing(n, []string{s.Name}, sealed.KeyID, []string{app.Name})
+			e.warnKeyMissing(n, []string{s.Name}, id, []string{app.Name})
 		}
 	}
 }
