@@ -110,14 +110,21 @@ type binaryFile struct {
 
 // readSpec reads a spec file, but no more than one byte past the largest
 // spec, which spec.Parse then refuses: a wrong path (a device, a huge log)
-// must not be read whole into memory.
-func readSpec(file string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, spec.MaxSize+1))
+// must not be read whole into memory. A FIFO or <(cmd) is read too, until
+// ctx ends.
+func readSpec(ctx context.Context, file string) ([]byte, error) {
+	return readInterruptible(ctx, "spec", file, func() ([]byte, error) {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, spec.MaxSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		return b, nil
+	})
 }
 
 // pinnedBinary is a spec.Binary as deploy --json prints it. spec.Binary
@@ -295,9 +302,9 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 	if err := checkWaitTimeout(c); err != nil {
 		return nil, err
 	}
-	src, err := readSpec(file)
+	src, err := readSpec(c.Context, file)
 	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
+		return nil, err
 	}
 	app, err := spec.Parse(file, src)
 	if err != nil {

@@ -22,57 +22,63 @@ import (
 // (a way to hand a value over without it touching a disk), and Ctrl-C
 // ends that wait: ctl catches SIGINT to cancel its context, so an open(2)
 // blocked until a writer comes, which no context reaches, kept it running
-// until killed.
-func TestSecretSetFromFIFOInterrupted(t *testing.T) {
+// until killed. deploy of a spec file that is a FIFO waited the same way.
+func TestFIFOWaitInterrupted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	key := h.dir + "/secret.key"
 	h.ok("", "--key-file", key, "secret", "keygen")
-	fifo := filepath.Join(h.dir, "value")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "ctl", "--config", h.config, "--nats-url", h.url, "--key-file", key, "secret", "set", "db", "--from-file", fifo)
-	cmd.Env = []string{asProcess + "=1", quickExit}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitErr error
-	done := make(chan struct{})
-	go func() { waitErr = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			cmd.Process.Kill()
-			<-done
+	for _, args := range [][]string{
+		{"--key-file", key, "secret", "set", "db", "--from-file"},
+		{"deploy"},
+	} {
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := unix.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
 		}
-	})
+		what := strings.Join(args, " ") + " FIFO"
+		cmd := exec.Command(os.Args[0], append(append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...), fifo)...)
+		cmd.Env = []string{asProcess + "=1", quickExit}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var waitErr error
+		done := make(chan struct{})
+		go func() { waitErr = cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			select {
+			case <-done:
+			default:
+				cmd.Process.Kill()
+				<-done
+			}
+		})
 
-	deadline := time.Now().Add(time.Minute)
-	for !openingFIFO(t, cmd.Process.Pid) {
+		deadline := time.Now().Add(time.Minute)
+		for !openingFIFO(t, cmd.Process.Pid) {
+			select {
+			case <-done:
+				t.Fatalf("%s ended before it waited for the FIFO's writer: %v\n%s", what, waitErr, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never waited in the open of the FIFO", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
 		select {
 		case <-done:
-			t.Fatalf("secret set ended before it waited for the FIFO's writer: %v\n%s", waitErr, stderr.String())
-		default:
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), fifo+", a FIFO") {
+				t.Errorf("%s interrupted in the open: %v, exit %d, stderr %q; want exit 1 naming the FIFO", what, waitErr, code, stderr.String())
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s still waits for a writer to the FIFO after SIGINT", what)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("secret set never waited in the open of the FIFO")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), fifo) {
-			t.Errorf("secret set interrupted in the open of a FIFO: %v, exit %d, stderr %q; want exit 1 naming the file", waitErr, code, stderr.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("secret set still waits for a writer to the FIFO after SIGINT")
 	}
 	if _, ok := h.get(names.SecretsBucket, "db"); ok {
 		t.Error("an interrupted secret set stored a value")
@@ -101,7 +107,8 @@ func openingFIFO(t *testing.T, pid int) bool {
 
 // What --from-file reads still works: a regular file, a FIFO something
 // writes to, and bash's process substitution, <(cmd), a pipe named
-// /dev/fd/N that the writer holds open already.
+// /dev/fd/N that the writer holds open already; deploy reads a spec from
+// one too.
 func TestSecretSetFromFile(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -156,4 +163,13 @@ func TestSecretSetFromFile(t *testing.T) {
 		t.Fatalf("secret set --from-file <(printf ...): %v\n%s", err, out)
 	}
 	stored("subst", "substituted")
+
+	// deploy reads its spec file so too.
+	spec := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n")
+	cmd = exec.Command(bash, "-c", `exec "$0" "$@" <(cat "$SPEC")`,
+		os.Args[0], "ctl", "--config", h.config, "--nats-url", h.url, "deploy", "--dry-run", "--binary", elfBinary(t))
+	cmd.Env = []string{asProcess + "=1", quickExit, "SPEC=" + spec}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("deploy --dry-run <(cat app.toml): %v\n%s", err, out)
+	}
 }

@@ -108,7 +108,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	defer e.close()
 	var value []byte
 	if p := c.String("from-file"); p != "" {
-		value, err = readInterruptible(ctx, p, nil)
+		value, err = readInterruptible(ctx, "secret value", p, func() ([]byte, error) { return readLimited(p, nil) })
 	} else {
 		if e.stdio.Stdin == nil {
 			return usagef("no value: pipe it to stdin or pass --from-file")
@@ -116,7 +116,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		if isTerminal(e.stdio.Stdin) {
 			fmt.Fprintf(e.stdio.Stderr, "value of %s (input is visible; end with Ctrl-D):\n", name)
 		}
-		value, err = readInterruptible(ctx, "stdin", e.stdio.Stdin)
+		value, err = readInterruptible(ctx, "secret value", "", func() ([]byte, error) { return readLimited("stdin", e.stdio.Stdin) })
 		// One line ending, "\n" or "\r\n": a lone "\r" is the value's.
 		if v, ok := bytes.CutSuffix(value, []byte("\n")); ok {
 			value = bytes.TrimSuffix(v, []byte("\r"))
@@ -305,20 +305,21 @@ func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
 	return nil
 }
 
-// readInterruptible reads the value from r, or from the file called name
-// when r is nil, until its end, or until ctx ends: Ctrl-C only cancels
-// ctx, and a read of a terminal waiting for Ctrl-D, or of a pipe whose
-// writer hangs, would otherwise keep ctl running past it; so would the
-// open of a FIFO, which waits for a writer to open it too. The read left
-// behind ends with the process.
-func readInterruptible(ctx context.Context, name string, r io.Reader) ([]byte, error) {
+// readInterruptible returns what read, a read of what (as "secret
+// value") from the file path ("" for stdin), returns, or fails once ctx
+// ends first: Ctrl-C only cancels ctx, and a read of a terminal waiting
+// for Ctrl-D, or of a pipe whose writer hangs, would otherwise keep ctl
+// running past it; so would the open of a FIFO, which waits until
+// something opens it for writing. The read left behind ends with the
+// process.
+func readInterruptible(ctx context.Context, what, path string, read func() ([]byte, error)) ([]byte, error) {
 	type result struct {
 		b   []byte
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		b, err := readLimited(name, r)
+		b, err := read()
 		done <- result{b, err}
 	}()
 	select {
@@ -326,10 +327,14 @@ func readInterruptible(ctx context.Context, name string, r io.Reader) ([]byte, e
 		return res.b, res.err
 	case <-ctx.Done():
 	}
-	if st, err := os.Stat(name); r == nil && err == nil && st.Mode()&fs.ModeNamedPipe != 0 {
-		return nil, fmt.Errorf("read secret value from %s, a FIFO that nothing wrote to and closed: %w", name, context.Cause(ctx))
+	from := "stdin"
+	if path != "" {
+		from = path
+		if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeNamedPipe != 0 {
+			from += ", a FIFO that nothing wrote to and closed"
+		}
 	}
-	return nil, fmt.Errorf("read secret value from %s: %w", name, context.Cause(ctx))
+	return nil, fmt.Errorf("read %s from %s: %w", what, from, context.Cause(ctx))
 }
 
 func readLimited(name string, r io.Reader) ([]byte, error) {
