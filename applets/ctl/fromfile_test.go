@@ -22,7 +22,8 @@ import (
 // (a way to hand a value over without it touching a disk), and Ctrl-C
 // ends that wait: ctl catches SIGINT to cancel its context, so an open(2)
 // blocked until a writer comes, which no context reaches, kept it running
-// until killed. deploy of a spec file that is a FIFO waited the same way.
+// until killed. deploy of a spec file that is a FIFO waited the same way,
+// and every secret command whose key file is one.
 func TestFIFOWaitInterrupted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -31,6 +32,7 @@ func TestFIFOWaitInterrupted(t *testing.T) {
 	for _, args := range [][]string{
 		{"--key-file", key, "secret", "set", "db", "--from-file"},
 		{"deploy"},
+		{"secret", "rotate", "--key-file"},
 	} {
 		fifo := filepath.Join(t.TempDir(), "fifo")
 		if err := unix.Mkfifo(fifo, 0o600); err != nil {

@@ -65,13 +65,16 @@ func secretCommand(stdio cli.IO) *ucli.Command {
 	}
 }
 
-func (e *env) ring() (*secrets.Ring, error) {
-	if e.cfg.Ctl.MasterKeyFile == "" {
+// ring loads the key file, until ctx ends: it may be a FIFO, or <(pass
+// show ...), whose open waits for a writer.
+func (e *env) ring(ctx context.Context) (*secrets.Ring, error) {
+	path := e.cfg.Ctl.MasterKeyFile
+	if path == "" {
 		// A usage error, as for secret keygen and signing public: what is
 		// missing is part of the command line or its configuration.
 		return nil, usagef("no secrets key file: name it with --key-file (or [ctl] master_key_file); narun ctl secret keygen --key-file FILE makes one")
 	}
-	return secrets.LoadRing(e.cfg.Ctl.MasterKeyFile)
+	return readInterruptible(ctx, "key file", path, func() (*secrets.Ring, error) { return secrets.LoadRing(path) })
 }
 
 func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
@@ -95,7 +98,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if c.IsSet("from-file") && c.String("from-file") == "" {
 		return usagef("--from-file is empty: name the file that holds the value, or leave the flag out to read stdin")
 	}
-	ring, err := e.ring()
+	ring, err := e.ring(ctx)
 	if err != nil {
 		return err
 	}
@@ -312,19 +315,19 @@ func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
 // running past it; so would the open of a FIFO, which waits until
 // something opens it for writing. The read left behind ends with the
 // process.
-func readInterruptible(ctx context.Context, what, path string, read func() ([]byte, error)) ([]byte, error) {
+func readInterruptible[T any](ctx context.Context, what, path string, read func() (T, error)) (T, error) {
 	type result struct {
-		b   []byte
+		v   T
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		b, err := read()
-		done <- result{b, err}
+		v, err := read()
+		done <- result{v, err}
 	}()
 	select {
 	case res := <-done:
-		return res.b, res.err
+		return res.v, res.err
 	case <-ctx.Done():
 	}
 	from := "stdin"
@@ -334,7 +337,8 @@ func readInterruptible(ctx context.Context, what, path string, read func() ([]by
 			from += ", a FIFO that nothing wrote to and closed"
 		}
 	}
-	return nil, fmt.Errorf("read %s from %s: %w", what, from, context.Cause(ctx))
+	var none T
+	return none, fmt.Errorf("read %s from %s: %w", what, from, context.Cause(ctx))
 }
 
 func readLimited(name string, r io.Reader) ([]byte, error) {
@@ -474,7 +478,7 @@ func (e *env) usedSince(ctx context.Context, deleted []string, before map[string
 }
 
 func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
-	ring, err := e.ring()
+	ring, err := e.ring(ctx)
 	if err != nil {
 		return err
 	}
