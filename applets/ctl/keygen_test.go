@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/narun/narun/applets/internal/secrets"
 )
 
@@ -125,5 +127,24 @@ func TestKeygenAddWritesThroughSymlink(t *testing.T) {
 				t.Errorf("temporary file %s left in %s", e.Name(), dir)
 			}
 		}
+	}
+}
+
+// keygen --add rewrites a key file: one that is not a regular file (a
+// FIFO, which its read would wait on for a writer, a device) is refused,
+// naming what it is, and left as it is.
+func TestKeygenAddRefusesNonRegularFile(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	fifo := filepath.Join(h.dir, "fifo.key")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "--key-file", fifo, "secret", "keygen", "--add")
+	if !strings.Contains(r.err, fifo) || !strings.Contains(r.err, "not a regular file") {
+		t.Errorf("keygen --add of a FIFO: %q, want it named as not a regular file", r.err)
+	}
+	if st, err := os.Lstat(fifo); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("the FIFO was replaced: %v, %v", st.Mode(), err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/atomicfile"
 	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/elfarch"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
@@ -570,6 +571,11 @@ func secretKeygen(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		fmt.Fprintf(e.out(), "key %s written to %s (keys: %s)\n", ring.PrimaryID(), where, ring.PrimaryID())
 		return nil
+	}
+	// A FIFO's read would wait for a writer, and the rename would put a
+	// file where the operator keeps something else.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("key file %s is %s, not a regular file: keygen --add rewrites a key file", where, elfarch.FileType(st.Mode()))
 	}
 	// The old keys are read under the directory's lock, so that of two
 	// --add at once neither loses the other's key.
