@@ -309,13 +309,13 @@ func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
 	return nil
 }
 
-// readInterruptible returns what read, a read of what (as "secret
-// value") from the file path ("" for stdin), returns, or fails once ctx
-// ends first: Ctrl-C only cancels ctx, and a read of a terminal waiting
-// for Ctrl-D, or of a pipe whose writer hangs, would otherwise keep ctl
-// running past it; so would the open of a FIFO, which waits until
-// something opens it for writing. The read left behind ends with the
-// process.
+// readInterruptible returns what read returns, unless ctx ends first:
+// Ctrl-C only cancels ctx, and a read of a terminal waiting for Ctrl-D,
+// or of a pipe whose writer hangs, would otherwise keep ctl running past
+// it; so would the open of a FIFO, which waits until something opens it
+// for writing. what (such as "secret value") and path, the file read or
+// "" for stdin, name the read in that error. The read left behind ends
+// with the process.
 func readInterruptible[T any](ctx context.Context, what, path string, read func() (T, error)) (T, error) {
 	type result struct {
 		v   T
