@@ -18,6 +18,12 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	defer os.Remove(tmp)
+	return replace(tmp, path)
+}
+
+// replace renames the temporary file tmp over path and syncs the
+// directory.
+func replace(tmp, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -86,9 +87,9 @@ func linkUnnamed(f *os.File, path string) error {
 }
 
 // Update replaces path with what change makes of its content, as Write
-// does. It holds a lock on path's directory meanwhile, so that concurrent
-// updates of files there apply one after the other instead of one undoing
-// another.
+// does, keeping its owner and group. It holds a lock on path's directory
+// meanwhile, so that concurrent updates of files there apply one after
+// the other instead of one undoing another.
 func Update(path string, mode os.FileMode, change func(old []byte) ([]byte, error)) error {
 	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {
@@ -98,7 +99,17 @@ func Update(path string, mode os.FileMode, change func(old []byte) ([]byte, erro
 	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock the directory of %s: %w", path, err)
 	}
-	old, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(int(f.Fd()), &st)
+	var old []byte
+	if err == nil {
+		old, err = io.ReadAll(f)
+	}
+	f.Close()
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
@@ -106,5 +117,22 @@ func Update(path string, mode os.FileMode, change func(old []byte) ([]byte, erro
 	if err != nil {
 		return err
 	}
-	return Write(path, data, mode)
+	tmp, err := writeTemp(path, data, mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	// Root rewriting the file of the user a service runs as would
+	// otherwise give it to root, whom alone its owner-only mode then lets
+	// read it.
+	var made unix.Stat_t
+	if err := unix.Lstat(tmp, &made); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if made.Uid != st.Uid || made.Gid != st.Gid {
+		if err := os.Lchown(tmp, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("keep the owner %d:%d of %s: %w", st.Uid, st.Gid, path, err)
+		}
+	}
+	return replace(tmp, path)
 }

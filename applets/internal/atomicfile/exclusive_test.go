@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Of several creators of one file, exactly one succeeds and its content is
@@ -120,5 +122,31 @@ func TestCreateWritesUnnamedUntilTheLink(t *testing.T) {
 	}
 	if err := linkUnnamed(f, path); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("linking over an existing file: %v, want an error wrapping fs.ErrExist", err)
+	}
+}
+
+// An update keeps the owner of the file it replaces: root rewriting the
+// key file of the user that runs narun must not take it from that user.
+func TestUpdateKeepsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving a file to another user needs root")
+	}
+	path := filepath.Join(t.TempDir(), "ring")
+	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4321, 8765
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := Update(path, 0o600, func(old []byte) ([]byte, error) { return append([]byte("new\n"), old...), nil }); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != uid || st.Gid != gid {
+		t.Errorf("after the update the file belongs to %d:%d, want %d:%d, its owner before", st.Uid, st.Gid, uid, gid)
 	}
 }
