@@ -148,3 +148,20 @@ func TestKeygenAddRefusesNonRegularFile(t *testing.T) {
 		t.Errorf("the FIFO was replaced: %v, %v", st.Mode(), err)
 	}
 }
+
+// A key file that is not there yet names the command that makes one, as
+// the error of no key file named at all does.
+func TestMissingKeyFileNamesKeygen(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := filepath.Join(h.dir, "missing.key")
+	for _, args := range [][]string{
+		{"secret", "set", "db"},
+		{"secret", "rotate"},
+	} {
+		r := h.fails(1, "value\n", append([]string{"--key-file", key}, args...)...)
+		if !strings.Contains(r.err, key) || !strings.Contains(r.err, "narun ctl secret keygen --key-file "+key) {
+			t.Errorf("ctl %v with a key file that does not exist: %q; want it named, with the keygen that makes it", args, r.err)
+		}
+	}
+}

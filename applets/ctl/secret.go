@@ -75,7 +75,11 @@ func (e *env) ring(ctx context.Context) (*secrets.Ring, error) {
 		// missing is part of the command line or its configuration.
 		return nil, usagef("no secrets key file: name it with --key-file (or [ctl] master_key_file); narun ctl secret keygen --key-file FILE makes one")
 	}
-	return readInterruptible(ctx, "key file", path, func() (*secrets.Ring, error) { return secrets.LoadRing(path) })
+	ring, err := readInterruptible(ctx, "key file", path, func() (*secrets.Ring, error) { return secrets.LoadRing(path) })
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: narun ctl secret keygen --key-file %s makes one", err, path)
+	}
+	return ring, err
 }
 
 func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
