@@ -247,13 +247,7 @@ func TestRouteEntryReplayRefused(t *testing.T) {
 	}
 	gw := start(&logs)
 	base := "http://" + gw.addrs["http"]
-	entry := func(path string, seq uint64) []byte {
-		b, err := EncodeEntry("web", []config.Route{{Path: path, Service: "kvapp"}}, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key.Sign(b)
-	}
+	entry := func(path string, seq uint64) []byte { return webEntry(t, key, path, seq) }
 	served := func(base, path string) bool {
 		code, _ := get(t, base+path)
 		return code == 200
@@ -331,13 +325,7 @@ func TestReloadSettingTrustedKeysKeepsOrder(t *testing.T) {
 	gw := startRunOptions(t, Options{Config: gwConfig(), Conn: nc, ConfigPath: path, ConfigContent: loaded(t, path), RoutesCache: cache,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := "http://" + gw.addrs["http"]
-	entry := func(p string, seq uint64) []byte {
-		b, err := EncodeEntry("web", []config.Route{{Path: p, Service: "kvapp"}}, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key.Sign(b)
-	}
+	entry := func(path string, seq uint64) []byte { return webEntry(t, key, path, seq) }
 	ctx := context.Background()
 	kv := routesKV(t, nc)
 	if _, err := kv.Put(ctx, "web", entry("/v2/", 200)); err != nil {
@@ -382,13 +370,7 @@ func TestSequenceNotKeptAheadOfTheRoutesCache(t *testing.T) {
 	var logs testutil.LogBuffer
 	gw := startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := "http://" + gw.addrs["http"]
-	entry := func(path string, seq uint64) []byte {
-		b, err := EncodeEntry("web", []config.Route{{Path: path, Service: "kvapp"}}, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key.Sign(b)
-	}
+	entry := func(path string, seq uint64) []byte { return webEntry(t, key, path, seq) }
 	ctx := context.Background()
 	kv := routesKV(t, nc)
 	put := func(v []byte) {
@@ -478,4 +460,15 @@ func TestCachedRoutesCountOnlyThoseServed(t *testing.T) {
 			t.Errorf("want apps=1, the one app whose routes are served:\n%s", line)
 		}
 	}
+}
+
+// webEntry is app web's narun-routes entry of one route, path to kvapp,
+// signed by key with seq.
+func webEntry(t *testing.T, key *signing.Key, path string, seq uint64) []byte {
+	t.Helper()
+	b, err := EncodeEntry("web", []config.Route{{Path: path, Service: "kvapp"}}, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key.Sign(b)
 }
