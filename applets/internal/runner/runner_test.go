@@ -1879,17 +1879,8 @@ func TestHaltedRolloutResumes(t *testing.T) {
 	// the new probe listens on the check's port (the check wants the
 	// instance's own listener) and forwards to a server that answers as
 	// told.
-	var healthy atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	}))
-	defer srv.Close()
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	c.deploy(t, "probe", "1.1.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
-		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nstart_grace = \"100ms\"\nmin_healthy = 0\n")
+	healthy, check := checkedProbe(t, false)
+	c.deploy(t, "probe", "1.1.0", probeBin, check+"start_grace = \"100ms\"\nmin_healthy = 0\n")
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted")
 	})
@@ -1913,14 +1904,8 @@ func TestReplicasAddedWhileRolloutHalted(t *testing.T) {
 	c.deploy(t, "probe", "1.0.0", probeBin, "")
 	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
 
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}))
-	defer srv.Close()
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	unhealthy := fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr()) +
-		"[health]\ntype = \"http\"\nport = " + port + "\ninterval = \"100ms\"\nstart_grace = \"100ms\"\nmin_healthy = 0\n"
+	_, check := checkedProbe(t, false)
+	unhealthy := check + "start_grace = \"100ms\"\nmin_healthy = 0\n"
 	c.deploy(t, "probe", "1.1.0", probeBin, unhealthy)
 	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
 		return strings.Contains(tr.logs.String(), "rollout halted")
@@ -2023,27 +2008,18 @@ func TestUnhealthyInstanceRestarted(t *testing.T) {
 	ev := c.watchEvents(t, "probe")
 	// The probe listens on the check's port and forwards to a server
 	// that stands for the app's handler, failing while told to.
-	var failing atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if failing.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	}))
-	defer srv.Close()
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	c.deploy(t, "probe", "1.0.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
-		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nfailures = 1\nrestart_after = 2\n")
+	healthy, check := checkedProbe(t, true)
+	c.deploy(t, "probe", "1.0.0", probeBin, check+"failures = 1\nrestart_after = 2\n")
 	first := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
 
-	failing.Store(true)
+	healthy.Store(false)
 	const why = "unhealthy after 2 failed health checks in a row: GET /: 503 Service Unavailable"
 	testutil.Eventually(t, 30*time.Second, "an event of the stop as unhealthy", func() bool {
 		return slices.ContainsFunc(ev.list(), func(e state.Event) bool {
 			return e.ID == first.ID && e.State == state.Stopping && e.Reason == why
 		})
 	})
-	failing.Store(false)
+	healthy.Store(true)
 	again := tr.wait(t, "probe", "healthy in a new process", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].PID != first.PID
 	})[0]
@@ -2661,18 +2637,8 @@ func TestRolloutKeepsOldInstanceThatServed(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	var healthy atomic.Bool
-	healthy.Store(true)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if !healthy.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	}))
-	defer srv.Close()
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	c.deploy(t, "probe", "1.0.0", probeBin, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr())+
-		"[health]\ntype = \"http\"\nport = "+port+"\ninterval = \"100ms\"\nfailures = 1\nmin_healthy = 0\n")
+	healthy, check := checkedProbe(t, true)
+	c.deploy(t, "probe", "1.0.0", probeBin, check+"failures = 1\nmin_healthy = 0\n")
 	old := tr.wait(t, "probe", "1.0.0 healthy", allIn(1, state.Healthy))[0]
 	healthy.Store(false)
 	tr.wait(t, "probe", "1.0.0 unhealthy", allIn(1, state.Running))
@@ -2684,4 +2650,24 @@ func TestRolloutKeepsOldInstanceThatServed(t *testing.T) {
 	if l := tr.of("probe"); len(l) != 2 || !slices.ContainsFunc(l, func(in state.Instance) bool { return in.ID == old.ID }) {
 		t.Errorf("instances after a rollout over one that served: %+v, want 1.0.0's kept beside 1.1.0's", l)
 	}
+}
+
+// checkedProbe is the spec text of a probe that listens on its HTTP
+// check's port and forwards to a server standing for the app's handler,
+// which answers 503 while healthy is unset; it ends inside [health], for
+// the caller's keys of the check.
+func checkedProbe(t *testing.T, healthyAtFirst bool) (healthy *atomic.Bool, spec string) {
+	t.Helper()
+	healthy = new(atomic.Bool)
+	healthy.Store(healthyAtFirst)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	return healthy, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr()) +
+		"[health]\ntype = \"http\"\nport = " + port + "\ninterval = \"100ms\"\n"
 }
