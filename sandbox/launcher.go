@@ -582,7 +582,8 @@ func (l *launcher) applyLandlock(g grants) error {
 }
 
 // startApp forks the app as the config's user with no supplementary
-// groups, in its own process group, and returns its pid.
+// groups, in a session of its own (and so a process group of its own), and
+// returns its pid.
 func (l *launcher) startApp() (int, error) {
 	cfg := l.cfg
 	args := cfg.Args
@@ -595,9 +596,15 @@ func (l *launcher) startApp() (int, error) {
 	if hasPreset(cfg, PresetTmp) && !hasEnv(env, "TMPDIR") {
 		env = append(env, "TMPDIR=/tmp")
 	}
+	// A session of its own has no controlling terminal: the launcher's
+	// is the runner's, the operator's shell's when narun runs in one, and
+	// on it TIOCSTI (Linux before 6.2, or dev.tty.legacy_tiocsti = 1)
+	// types commands into that shell through any descriptor of the
+	// terminal, /dev/tty included, which opens to every uid. The group is
+	// the session's, numbered as the app, as signals to it expect.
 	sys := &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: []uint32{}},
-		Setpgid:    true,
+		Setsid:     true,
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	if l.cgroupFD >= 0 {

@@ -2414,3 +2414,59 @@ func hostEtcMain(dir, cfgJSON string) {
 	}
 	os.Exit(0)
 }
+
+// TestAppHasNoControllingTerminal starts the launcher with a terminal of
+// its own, as it inherits the operator's from a runner started in a
+// shell: the app must get none, or TIOCSTI on any descriptor of that
+// terminal (its stdin here; /dev/tty without Landlock, or granted) types
+// commands into the operator's shell, run as the operator, root.
+func TestAppHasNoControllingTerminal(t *testing.T) {
+	requireRoot(t)
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	go func() { _, _ = io.Copy(io.Discard, master) }()
+	for _, root := range []bool{false, true} {
+		t.Run(fmt.Sprintf("root=%v", root), func(t *testing.T) {
+			cfg := testConfig(t, "tiocsti")
+			if root {
+				asRoot(&cfg)
+			}
+			l, err := Command(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := l.Cleanup(); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			var out strings.Builder
+			l.Cmd.Stdin, l.Cmd.Stdout, l.Cmd.Stderr = slave, &out, &out
+			// The terminal controls the launcher's session.
+			l.Cmd.SysProcAttr.Setpgid = false
+			l.Cmd.SysProcAttr.Setsid, l.Cmd.SysProcAttr.Setctty, l.Cmd.SysProcAttr.Ctty = true, true, 0
+			if err := l.Start(); err != nil {
+				t.Fatalf("start: %v", err)
+			}
+			err = l.Wait()
+			if code := exitCode(err); code != 10 || !strings.Contains(out.String(), "tty_nr 0\n") {
+				t.Fatalf("the app reached the launcher's terminal (exit %d, %v):\n%s", code, err, out.String())
+			}
+		})
+	}
+}

@@ -257,6 +257,24 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(c.Process.Pid)
+	case "tiocsti":
+		// Types a character into the terminal on stdin, as if its user
+		// had: it works on the terminal that controls the caller's
+		// session, where the kernel still allows TIOCSTI. tty_nr in
+		// /proc/self/stat names that terminal, 0 for none.
+		if stat, err := os.ReadFile("/proc/self/stat"); err == nil {
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+				if f := strings.Fields(string(stat)[i+1:]); len(f) > 4 {
+					fmt.Println("tty_nr", f[4])
+				}
+			}
+		}
+		c := byte('#')
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, 0, unix.TIOCSTI, uintptr(unsafe.Pointer(&c)))
+		if errno != 0 {
+			verdict(errno)
+		}
+		verdict(nil)
 	case "exit-soon":
 		time.Sleep(50 * time.Millisecond)
 	case "info":
