@@ -227,6 +227,15 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.Dir) {
 		return bad("dir %q is not an absolute path", c.Dir)
 	}
+	if hasPreset(c, PresetTmp) {
+		// The instance's tmp/ is mounted on /tmp: what lay there is out
+		// of reach, the instance dir and its tmp/ included.
+		for _, p := range []struct{ what, path string }{{"dir", c.Dir}, {"binary", c.Binary}} {
+			if clean := filepath.Clean(p.path); clean == "/tmp" || strings.HasPrefix(clean, "/tmp/") {
+				return bad("%s %s is under /tmp, which the tmp preset covers with the instance's own tmp/: move it out of /tmp", p.what, p.path)
+			}
+		}
+	}
 	switch c.network() {
 	case NetworkHost, NetworkNone, NetworkIsolated:
 	default:

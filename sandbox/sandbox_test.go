@@ -1523,6 +1523,9 @@ func TestValidate(t *testing.T) {
 		{"cgroup escape", func(c *Config) { c.Cgroup = "narun/../system.slice" }, "cgroup"},
 		{"cgroup outside parent", func(c *Config) { c.Cgroup = "other/x" }, "cgroup"},
 		{"bridge without socket", func(c *Config) { c.Outbound = []Bridge{{Port: 4222}} }, "bridge"},
+		{"dir under the tmp preset's /tmp", func(c *Config) { c.Dir, c.Landlock.Presets = "/tmp/i1", []string{PresetTmp} }, "tmp preset"},
+		{"binary under the tmp preset's /tmp", func(c *Config) { c.Binary, c.Landlock.Presets = "/tmp/app", []string{PresetTmp} }, "tmp preset"},
+		{"dir under /tmp without the preset", func(c *Config) { c.Dir = "/tmp/i1" }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -2468,5 +2471,29 @@ func TestAppHasNoControllingTerminal(t *testing.T) {
 				t.Fatalf("the app reached the launcher's terminal (exit %d, %v):\n%s", code, err, out.String())
 			}
 		})
+	}
+}
+
+// TestTmpPresetRefusesPathsItCovers: with the tmp preset the instance's
+// tmp/ is mounted on /tmp, so an instance dir or binary under /tmp is
+// out of the app's reach; the config is refused, naming the cause, not
+// started to fail in a mount step with "no such file or directory".
+func TestTmpPresetRefusesPathsItCovers(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "hello")
+	if !strings.HasPrefix(cfg.Dir, "/tmp/") {
+		t.Skipf("the test dir %s is not under /tmp", cfg.Dir)
+	}
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetTmp)
+	l, err := Command(context.Background(), cfg)
+	if err == nil {
+		err = l.Start()
+		if err == nil {
+			_ = l.Wait()
+		}
+		_ = l.Cleanup()
+	}
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "tmp preset") {
+		t.Fatalf("want the config refused for the tmp preset, got %v", err)
 	}
 }
