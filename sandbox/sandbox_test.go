@@ -480,6 +480,12 @@ func TestSystemCallFilter(t *testing.T) {
 	} else {
 		unix.Close(int(fd))
 	}
+	fanotify := true
+	if fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_FID, unix.O_RDONLY); err != nil {
+		fanotify = false
+	} else {
+		unix.Close(fd)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -499,6 +505,8 @@ func TestSystemCallFilter(t *testing.T) {
 		{"keyring-host", []string{"addkey"}, NetworkHost, "operation not permitted", keyrings},
 		{"userfaultfd-none", []string{"userfaultfd"}, NetworkNone, "operation not permitted", userfaultfd},
 		{"userfaultfd-host", []string{"userfaultfd"}, NetworkHost, "operation not permitted", userfaultfd},
+		{"fanotify-none", []string{"fanotify", "/etc"}, NetworkNone, "operation not permitted", fanotify},
+		{"fanotify-host", []string{"fanotify", "/etc"}, NetworkHost, "operation not permitted", fanotify},
 	}
 	for _, tc := range tests {
 		asEachUser(t, tc.name, true, func(t *testing.T, root bool) {

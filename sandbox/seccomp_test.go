@@ -102,6 +102,9 @@ func TestFilterDecisions(t *testing.T) {
 		{"amd64-userfaultfd", "amd64", false, unix.AUDIT_ARCH_X86_64, 323, 0, 0, eperm},
 		{"arm64-userfaultfd", "arm64", false, unix.AUDIT_ARCH_AARCH64, 282, 0, 0, eperm},
 		{"mips64-userfaultfd", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5317, 0, 0, eperm},
+		{"amd64-fanotify", "amd64", false, unix.AUDIT_ARCH_X86_64, 300, 0, 0, eperm},
+		{"arm64-fanotify", "arm64", false, unix.AUDIT_ARCH_AARCH64, 262, 0, 0, eperm},
+		{"ppc64-fanotify", "ppc64", false, unix.AUDIT_ARCH_PPC64, 323, 0, 0, eperm},
 		// memfd_create's flags are its second argument, an unsigned int:
 		// MFD_EXEC is refused as vm.memfd_noexec = 2 refuses it, whatever
 		// the high half holds; the flags of shared memory pass.
@@ -167,6 +170,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD || a.memfdCreate != unix.SYS_MEMFD_CREATE {
 		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d, memfd_create %d; x/sys/unix has %d, %d, %d, %d", runtime.GOARCH,
 			a.socket, a.ioUringSetup, a.userfaultfd, a.memfdCreate, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD, unix.SYS_MEMFD_CREATE)
+	}
+	if a.fanotifyInit != unix.SYS_FANOTIFY_INIT {
+		t.Errorf("%s: fanotify_init %d; x/sys/unix has %d", runtime.GOARCH, a.fanotifyInit, unix.SYS_FANOTIFY_INIT)
 	}
 	if want := [3]uint32{unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY, unix.SYS_KEYCTL}; a.keys != want {
 		t.Errorf("%s: add_key, request_key, keyctl %v; x/sys/unix has %v", runtime.GOARCH, a.keys, want)

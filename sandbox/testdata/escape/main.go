@@ -257,6 +257,14 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(c.Process.Pid)
+	case "fanotify":
+		// Watches the directory ARG, which Landlock may keep it from
+		// listing, for the names of the entries made in it.
+		fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_DFID_NAME, unix.O_RDONLY)
+		if err != nil {
+			verdict(err)
+		}
+		verdict(unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_CREATE|unix.FAN_ONDIR, unix.AT_FDCWD, arg))
 	case "tiocsti":
 		// Types a character into the terminal on stdin, as if its user
 		// had: it works on the terminal that controls the caller's
