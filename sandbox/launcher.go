@@ -632,16 +632,38 @@ func (l *launcher) startApp() (int, error) {
 	return p.Pid, nil
 }
 
-// explainExec adds the usual cause to an exec refused by Landlock: a
-// dynamically linked binary whose loader and libraries are not allowed.
+// explainExec adds the usual cause to an exec refused with "permission
+// denied": a binary whose mode the app's uid may not execute, or, refused
+// by Landlock, a dynamically linked binary whose loader and libraries are
+// not allowed.
 func explainExec(cfg *Config, err error) error {
-	if !errors.Is(err, unix.EACCES) || hasPreset(cfg, PresetSharedLibs) {
+	if !errors.Is(err, unix.EACCES) {
+		return err
+	}
+	var st unix.Stat_t
+	if unix.Stat(cfg.Binary, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !mayExecute(cfg, &st) {
+		return fmt.Errorf("%w (uid %d, gid %d may not execute the binary: mode %04o, owner %d:%d)", err, cfg.UID, cfg.GID, st.Mode&0o7777, st.Uid, st.Gid)
+	}
+	if hasPreset(cfg, PresetSharedLibs) {
 		return err
 	}
 	if Interpreter(cfg.Binary) != "" {
 		return fmt.Errorf("%w (the binary is dynamically linked: add the %s preset)", err, PresetSharedLibs)
 	}
 	return err
+}
+
+// mayExecute says whether the mode of the file st describes lets the
+// app's uid and gid (it has no other group) execute it; root, without
+// capabilities, as its owner.
+func mayExecute(cfg *Config, st *unix.Stat_t) bool {
+	switch {
+	case st.Uid == cfg.UID:
+		return st.Mode&0o100 != 0
+	case st.Gid == cfg.GID:
+		return st.Mode&0o010 != 0
+	}
+	return st.Mode&0o001 != 0
 }
 
 // Interpreter returns the program interpreter (dynamic loader) the

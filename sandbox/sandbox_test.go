@@ -2505,3 +2505,40 @@ func TestTmpPresetRefusesPathsItCovers(t *testing.T) {
 		t.Fatalf("want the config refused for the tmp preset, got %v", err)
 	}
 }
+
+// TestExecReasonNamesTheMode: a binary the app's uid may not execute is
+// refused for its mode, which the reason names; a dynamically linked one
+// is not blamed on its loader, which the shared_libs preset would not
+// change.
+func TestExecReasonNamesTheMode(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	for _, tc := range []struct{ name, from string }{{"static", helper}, {"dynamic", "/usr/bin/true"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "dynamic" && Interpreter(tc.from) == "" {
+				t.Skipf("%s is not a dynamically linked executable here", tc.from)
+			}
+			cfg := testConfig(t, "hello")
+			bin, err := os.ReadFile(tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Binary = filepath.Join(cfg.Dir, "not-executable")
+			if err := os.WriteFile(cfg.Binary, bin, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(cfg.Binary, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l, err := Command(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Cleanup() })
+			err = l.Start()
+			if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "mode 0644") || strings.Contains(r, PresetSharedLibs) {
+				t.Fatalf("reason %q, want one naming the mode, not the shared_libs preset", r)
+			}
+		})
+	}
+}
