@@ -242,6 +242,9 @@ func setupMounts(cfg *Config) error {
 	if err := unix.Mount("/dev/null", "/proc/keys", "", unix.MS_BIND, ""); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("cover /proc/keys: %w", err)
 	}
+	if err := coverOwnerOnlyProc(cfg); err != nil {
+		return err
+	}
 	if hasPreset(cfg, PresetTmp) {
 		tmp := filepath.Join(cfg.Dir, "tmp")
 		if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND, ""); err != nil {
@@ -249,6 +252,38 @@ func setupMounts(cfg *Config) error {
 		}
 		if err := unix.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return fmt.Errorf("remount /tmp nosuid: %w", err)
+		}
+	}
+	return nil
+}
+
+// coverOwnerOnlyProc covers with an empty file each file of /proc that
+// only its owner (root) or group may read and the app may by its uid or
+// gid: slabinfo, vmallocinfo, timer_list, pagetypeinfo and kpageflags,
+// kpagecount, kpagecgroup, the kernel's heap and the host's physical
+// memory, aids to an attack on the kernel. Their mode alone keeps them
+// from other users, and a root app, without capabilities, passes it.
+// Docker masks some of them likewise. An app of its own uid reads none
+// of them anyway: nothing is mounted then.
+func coverOwnerOnlyProc(cfg *Config) error {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("list /proc: %w", err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		path := "/proc/" + e.Name()
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) != nil || st.Mode&0o004 != 0 {
+			continue
+		}
+		if !(st.Uid == cfg.UID && st.Mode&0o400 != 0 || st.Gid == cfg.GID && st.Mode&0o040 != 0) {
+			continue
+		}
+		if err := unix.Mount("/dev/null", path, "", unix.MS_BIND, ""); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("cover %s: %w", path, err)
 		}
 	}
 	return nil
