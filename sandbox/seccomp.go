@@ -72,7 +72,8 @@ var seccompArchs = map[string]seccompArch{
 // that the sandbox can set 1, which seals every other memfd
 // non-executable alike on every kernel since 6.3 (noExecMemfds). With its
 // own network namespace (confineSockets) the app also gets socket(2) only
-// for namespacedFamilies. No system call of another ABI (a 32-bit program's,
+// for namespacedFamilies, and no netlink socket of the kernel's device
+// events, which no network namespace confines. No system call of another ABI (a 32-bit program's,
 // or int 0x80 from a 64-bit one) passes: the filter would need a table of
 // each, and could not read socketcall(2) anyway. It returns nil on an
 // architecture the filter does not support.
@@ -86,13 +87,15 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		offArch = 4
 		offArg0 = 16
 		offArg1 = 24
+		offArg2 = 32
 	)
-	// The socket family is an int and the memfd flags an unsigned int:
-	// the low halves of args[0] and args[1].
-	arg0, arg1 := uint32(offArg0), uint32(offArg1)
+	// The socket family and protocol are ints and the memfd flags an
+	// unsigned int: the low halves of args[0], args[2] and args[1].
+	arg0, arg1, arg2 := uint32(offArg0), uint32(offArg1), uint32(offArg2)
 	if a.bigEndian {
 		arg0 += 4
 		arg1 += 4
+		arg2 += 4
 	}
 	// Jumps name their targets; resolved into offsets below.
 	const (
@@ -103,6 +106,9 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		toEACCES
 		toEAFNOSUPPORT
 		toPastMemfd
+		toNetlink
+		toEPROTONOSUPPORT
+		toAllowNetlink
 	)
 	type insn struct {
 		code   uint16
@@ -146,7 +152,11 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 			load(arg0),
 		)
 		for _, f := range namespacedFamilies {
-			prog = append(prog, jeq(f, toAllow, toNext))
+			to := toAllow
+			if f == unix.AF_NETLINK {
+				to = toNetlink
+			}
+			prog = append(prog, jeq(f, to, toNext))
 		}
 	}
 	// The checks fall through to the first return: a socket of another
@@ -165,6 +175,21 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 	for _, r := range returns {
 		at[r] = len(prog)
 		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: values[r]})
+	}
+	if confineSockets {
+		// Netlink's protocols are kept per network namespace but one:
+		// the kernel's device events (NETLINK_KOBJECT_UEVENT) reach every
+		// namespace of the initial user namespace, and so told the app of
+		// each disk, USB device or loop device the host's kernel saw.
+		at[toNetlink] = len(prog)
+		prog = append(prog,
+			load(arg2),
+			jeq(unix.NETLINK_KOBJECT_UEVENT, toEPROTONOSUPPORT, toAllowNetlink),
+		)
+		at[toEPROTONOSUPPORT] = len(prog)
+		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)})
+		at[toAllowNetlink] = len(prog)
+		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: unix.SECCOMP_RET_ALLOW})
 	}
 	rel := func(i, target int) uint8 {
 		if target == toNext {

@@ -10,7 +10,7 @@ import (
 
 // runFilter runs a seccomp filter on one system call, as the kernel would:
 // only the instructions sandboxFilter uses are known.
-func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32, nr int32, arg0, arg1 uint64) uint32 {
+func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32, nr int32, args ...uint64) uint32 {
 	t.Helper()
 	data := make([]byte, 64) // struct seccomp_data
 	order := binary.ByteOrder(binary.LittleEndian)
@@ -19,8 +19,9 @@ func runFilter(t *testing.T, prog []unix.SockFilter, bigEndian bool, arch uint32
 	}
 	order.PutUint32(data[0:], uint32(nr))
 	order.PutUint32(data[4:], arch)
-	order.PutUint64(data[16:], arg0)
-	order.PutUint64(data[24:], arg1)
+	for i, arg := range args {
+		order.PutUint64(data[16+8*i:], arg)
+	}
 	var acc uint32
 	for pc := 0; pc < len(prog); pc++ {
 		in := prog[pc]
@@ -147,6 +148,30 @@ func TestFilterDecisions(t *testing.T) {
 				t.Fatalf("no filter for %s", tc.goarch)
 			}
 			if got := runFilter(t, prog, seccompArchs[tc.goarch].bigEndian, tc.arch, tc.nr, tc.arg0, tc.arg1); got != tc.want {
+				t.Errorf("got %#x, want %#x", got, tc.want)
+			}
+		})
+	}
+	// Netlink sockets by protocol: the kernel's device events reach past
+	// a network namespace.
+	for _, tc := range []struct {
+		name     string
+		goarch   string
+		host     bool
+		nr       int32
+		protocol uint64
+		want     uint32
+	}{
+		{"amd64-route", "amd64", false, 41, unix.NETLINK_ROUTE, allow},
+		{"amd64-uevent", "amd64", false, 41, unix.NETLINK_KOBJECT_UEVENT, unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)},
+		{"amd64-uevent-high-bits", "amd64", false, 41, 1<<32 | unix.NETLINK_KOBJECT_UEVENT, unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)},
+		{"ppc64-uevent", "ppc64", false, 326, unix.NETLINK_KOBJECT_UEVENT, unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)},
+		{"ppc64-route", "ppc64", false, 326, unix.NETLINK_ROUTE, allow},
+		{"host-amd64-uevent", "amd64", true, 41, unix.NETLINK_KOBJECT_UEVENT, allow},
+	} {
+		t.Run("netlink-"+tc.name, func(t *testing.T) {
+			a := seccompArchs[tc.goarch]
+			if got := runFilter(t, sandboxFilter(tc.goarch, !tc.host), a.bigEndian, a.audit, tc.nr, unix.AF_NETLINK, unix.SOCK_RAW, tc.protocol); got != tc.want {
 				t.Errorf("got %#x, want %#x", got, tc.want)
 			}
 		})

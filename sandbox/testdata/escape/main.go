@@ -70,15 +70,17 @@ func main() {
 		}
 		verdict(err)
 	case "socket":
-		// A socket of the family named: vsock, inet, unix or netlink.
-		families := map[string][2]int{"vsock": {unix.AF_VSOCK, unix.SOCK_STREAM}, "inet": {unix.AF_INET, unix.SOCK_STREAM},
-			"unix": {unix.AF_UNIX, unix.SOCK_STREAM}, "netlink": {unix.AF_NETLINK, unix.SOCK_RAW}}
+		// A socket of the family named: vsock, inet, unix or netlink
+		// (route), or uevent, netlink's for the kernel's device events.
+		families := map[string][3]int{"vsock": {unix.AF_VSOCK, unix.SOCK_STREAM, 0}, "inet": {unix.AF_INET, unix.SOCK_STREAM, 0},
+			"unix": {unix.AF_UNIX, unix.SOCK_STREAM, 0}, "netlink": {unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE},
+			"uevent": {unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_KOBJECT_UEVENT}}
 		f, ok := families[arg]
 		if !ok {
 			fmt.Fprintln(os.Stderr, "unknown family", arg)
 			os.Exit(2)
 		}
-		fd, err := unix.Socket(f[0], f[1], 0)
+		fd, err := unix.Socket(f[0], f[1], f[2])
 		if err == nil {
 			unix.Close(fd)
 		}
