@@ -564,6 +564,9 @@ func NewCgroup(path, root string, r Resources) (*Cgroup, error) {
 	if filepath.IsAbs(rel) || !strings.HasPrefix(rel, CgroupParent+"/") || strings.Contains(rel, "..") {
 		return nil, fmt.Errorf("%w: cgroup %q is not under %s/", ErrInvalidConfig, path, CgroupParent)
 	}
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
 	plan, err := planCgroupsAt(root, rel, r)
 	if err != nil {
 		return nil, err

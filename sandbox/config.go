@@ -183,6 +183,20 @@ func AppID(app string) uint32 {
 	return appIDBase + h.Sum32()%appIDCount
 }
 
+// minCPUMillis is the least CPU limit: the kernel refuses a quota under
+// 1 ms, and the sandbox's period is 100 ms.
+const minCPUMillis = 10
+
+// validate refuses limits the kernel would refuse at the cgroup's
+// creation, where its "invalid argument" names neither the limit nor
+// what would do.
+func (r Resources) validate() error {
+	if m := r.CPUMillis; m > 0 && m < minCPUMillis {
+		return fmt.Errorf("%w: cpu limit of %d millicores: want at least %d millicores, the kernel's least quota of 1 ms per 100 ms period", ErrInvalidConfig, m, minCPUMillis)
+	}
+	return nil
+}
+
 // ErrInvalidConfig is wrapped by every Config validation error.
 var ErrInvalidConfig = errors.New("invalid sandbox config")
 
@@ -278,6 +292,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Resources.MemoryMax < 0 || c.Resources.CPUMillis < 0 || c.Resources.PidsMax < 0 {
 		return bad("negative resource limit")
+	}
+	if err := c.Resources.validate(); err != nil {
+		return err
 	}
 	cg := c.cgroupPath()
 	if filepath.IsAbs(cg) || !strings.HasPrefix(cg, CgroupParent+"/") || strings.Contains(cg, "..") {

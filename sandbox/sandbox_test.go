@@ -2581,3 +2581,24 @@ func TestRootOnlyProcFilesCovered(t *testing.T) {
 		})
 	}
 }
+
+// TestCPULimitBelowTheKernelsMinimum: the kernel refuses a CPU quota
+// under 1 ms per period, 10 millicores with the sandbox's 100 ms period:
+// the config is refused, naming the least limit, rather than the cgroup
+// write failing with "invalid argument".
+func TestCPULimitBelowTheKernelsMinimum(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "hello")
+	cfg.Resources.CPUMillis = 5
+	l, err := Command(context.Background(), cfg)
+	if err == nil {
+		err = l.Start()
+		if err == nil {
+			_ = l.Wait()
+		}
+		_ = l.Cleanup()
+	}
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "at least 10 millicores") {
+		t.Fatalf("want the limit refused, naming the least, got %v", err)
+	}
+}
