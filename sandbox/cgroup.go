@@ -166,7 +166,14 @@ func (p *cgroupPlan) create(r Resources) error {
 		if p.Version == 2 {
 			limits = append(limits, limit{"memory", "memory.max", v, false}, limit{"memory", "memory.swap.max", "0", true})
 		} else {
-			limits = append(limits, limit{"memory", "memory.limit_in_bytes", v, false}, limit{"memory", "memory.memsw.limit_in_bytes", v, true})
+			// v1 counts the memory of TCP buffers only with a limit of
+			// its own (v2 charges it to memory.max): without, an app held
+			// as much as the host's tcp_mem allows, past its limit, and at
+			// that every TCP socket of the host is refused memory. Absent
+			// from kernels that dropped it (Linux 6.x deprecates it, with
+			// a warning in the kernel log at the first write).
+			limits = append(limits, limit{"memory", "memory.limit_in_bytes", v, false}, limit{"memory", "memory.memsw.limit_in_bytes", v, true},
+				limit{"memory", "memory.kmem.tcp.limit_in_bytes", v, true})
 		}
 	}
 	if c := r.CPUMillis; c > 0 {

@@ -2602,3 +2602,30 @@ func TestCPULimitBelowTheKernelsMinimum(t *testing.T) {
 		t.Fatalf("want the limit refused, naming the least, got %v", err)
 	}
 }
+
+// TestTCPBuffersCountAgainstMemoryLimit: the memory of the app's TCP
+// buffers is bounded by its memory limit. cgroup v2 charges it to
+// memory.max; v1 counts it only once memory.kmem.tcp.limit_in_bytes is
+// set, and otherwise let an app of a 32 MiB limit hold hundreds of MiB,
+// up to the host's tcp_mem, where every TCP socket of the host (NATS, the
+// gateway) is refused memory.
+func TestTCPBuffersCountAgainstMemoryLimit(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 4)
+	const port, limit = 7000, 32 << 20
+	cfg := testConfig(t, "tcpbuffers", strconv.Itoa(port))
+	cfg.Network = NetworkNone
+	cfg.Outbound = []Bridge{NATSBridge(cfg.Dir)}
+	serveBridge(t, cfg, "127.0.0.1:1")
+	cfg.Landlock.BindTCP, cfg.Landlock.ConnectTCP = []uint16{port}, []uint16{port}
+	cfg.Resources.MemoryMax = limit
+	out, err := runSandbox(t, cfg)
+	var n int
+	if _, serr := fmt.Sscanf(out, "buffered %d", &n); serr != nil || err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if n > 2*limit {
+		t.Fatalf("the app's TCP buffers held %d MiB, past its memory limit of %d MiB", n>>20, limit>>20)
+	}
+	t.Logf("the app's TCP buffers held %d KiB", n>>10)
+}

@@ -267,6 +267,48 @@ func main() {
 			verdict(err)
 		}
 		verdict(unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_CREATE|unix.FAN_ONDIR, unix.AT_FDCWD, arg))
+	case "tcpbuffers":
+		// Fills the kernel's buffers of up to 64 connections to itself on
+		// port ARG, reading none, and says how much they took.
+		ln, err := net.Listen("tcp4", "127.0.0.1:"+arg)
+		if err != nil {
+			fmt.Println("listen:", err)
+			os.Exit(2)
+		}
+		var held []net.Conn
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				held = append(held, c)
+			}
+		}()
+		total := 0
+		buf := make([]byte, 1<<16)
+		for range 64 {
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				fmt.Println("dial:", err)
+				break
+			}
+			held = append(held, c)
+			raw, _ := c.(*net.TCPConn).SyscallConn()
+			_ = raw.Control(func(fd uintptr) {
+				_ = syscall.SetNonblock(int(fd), true)
+				for {
+					n, err := syscall.Write(int(fd), buf)
+					if n > 0 {
+						total += n
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+		fmt.Printf("buffered %d\n", total)
 	case "tiocsti":
 		// Types a character into the terminal on stdin, as if its user
 		// had: it works on the terminal that controls the caller's
