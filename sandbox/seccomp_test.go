@@ -104,6 +104,11 @@ func TestFilterDecisions(t *testing.T) {
 		{"arm64-userfaultfd", "arm64", false, unix.AUDIT_ARCH_AARCH64, 282, 0, 0, eperm},
 		{"mips64-userfaultfd", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5317, 0, 0, eperm},
 		{"amd64-fanotify", "amd64", false, unix.AUDIT_ARCH_X86_64, 300, 0, 0, eperm},
+		{"amd64-bpf", "amd64", false, unix.AUDIT_ARCH_X86_64, 321, 5, 0, eperm},
+		{"arm64-bpf", "arm64", false, unix.AUDIT_ARCH_AARCH64, 280, 5, 0, eperm},
+		{"ppc64-bpf", "ppc64", false, unix.AUDIT_ARCH_PPC64, 361, 5, 0, eperm},
+		{"mips64-bpf", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5315, 5, 0, eperm},
+		{"host-amd64-bpf", "amd64", true, unix.AUDIT_ARCH_X86_64, 321, 5, 0, eperm},
 		{"arm64-fanotify", "arm64", false, unix.AUDIT_ARCH_AARCH64, 262, 0, 0, eperm},
 		{"ppc64-fanotify", "ppc64", false, unix.AUDIT_ARCH_PPC64, 323, 0, 0, eperm},
 		// memfd_create's flags are its second argument, an unsigned int:
@@ -195,6 +200,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD || a.memfdCreate != unix.SYS_MEMFD_CREATE {
 		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d, memfd_create %d; x/sys/unix has %d, %d, %d, %d", runtime.GOARCH,
 			a.socket, a.ioUringSetup, a.userfaultfd, a.memfdCreate, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD, unix.SYS_MEMFD_CREATE)
+	}
+	if a.bpf != unix.SYS_BPF {
+		t.Errorf("%s: bpf %d; x/sys/unix has %d", runtime.GOARCH, a.bpf, unix.SYS_BPF)
 	}
 	if a.fanotifyInit != unix.SYS_FANOTIFY_INIT {
 		t.Errorf("%s: fanotify_init %d; x/sys/unix has %d", runtime.GOARCH, a.fanotifyInit, unix.SYS_FANOTIFY_INIT)

@@ -259,6 +259,22 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(c.Process.Pid)
+	case "bpf":
+		// Loads a socket filter of two instructions (r0 = 0; exit), as
+		// any uid may where kernel.unprivileged_bpf_disabled is 0.
+		insns := []uint64{0xb7, 0x95}
+		license := []byte("GPL\x00")
+		attr := struct {
+			progType, insnCnt uint32
+			insns, license    uint64
+			rest              [100]byte
+		}{progType: 1, insnCnt: 2, insns: uint64(uintptr(unsafe.Pointer(&insns[0]))), license: uint64(uintptr(unsafe.Pointer(&license[0])))}
+		fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != 0 {
+			verdict(errno)
+		}
+		unix.Close(int(fd))
+		verdict(nil)
 	case "fanotify":
 		// Watches the directory ARG, which Landlock may keep it from
 		// listing, for the names of the entries made in it.
