@@ -183,6 +183,9 @@ func AppID(app string) uint32 {
 	return appIDBase + h.Sum32()%appIDCount
 }
 
+// maxHostname is the longest hostname the kernel takes (HOST_NAME_MAX).
+const maxHostname = 64
+
 // minCPUMillis is the least CPU limit: the kernel refuses a quota under
 // 1 ms, and the sandbox's period is 100 ms.
 const minCPUMillis = 10
@@ -295,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Resources.validate(); err != nil {
 		return err
+	}
+	if h := c.hostname(); len(h) > maxHostname {
+		return bad("hostname %q is %d bytes: the kernel takes %d bytes at most", h, len(h), maxHostname)
 	}
 	cg := c.cgroupPath()
 	if filepath.IsAbs(cg) || !strings.HasPrefix(cg, CgroupParent+"/") || strings.Contains(cg, "..") {

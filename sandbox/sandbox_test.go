@@ -2635,3 +2635,28 @@ func TestTCPBuffersCountAgainstMemoryLimit(t *testing.T) {
 	}
 	t.Logf("the app's TCP buffers held %d KiB", n>>10)
 }
+
+// TestHostnameLongerThanTheKernelsRefused: the kernel takes a hostname
+// of 64 bytes at most; a longer one is refused as a config naming the
+// limit, not at the launcher's sethostname with "invalid argument".
+func TestHostnameLongerThanTheKernelsRefused(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "hello")
+	cfg.Hostname = strings.Repeat("h", 65)
+	cfg.Cgroup = "narun/" + filepath.Base(cfg.Dir)
+	l, err := Command(context.Background(), cfg)
+	if err == nil {
+		err = l.Start()
+		if err == nil {
+			_ = l.Wait()
+		}
+		_ = l.Cleanup()
+	}
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "64 bytes") {
+		t.Fatalf("want the hostname refused, naming the limit, got %v", err)
+	}
+	cfg.Hostname = strings.Repeat("h", 64)
+	if out, err := runSandbox(t, cfg); err != nil || !strings.Contains(out, "hello") {
+		t.Fatalf("a hostname of 64 bytes: %v\n%s", err, out)
+	}
+}
