@@ -679,6 +679,9 @@ func explainExec(cfg *Config, err error) error {
 	if unix.Stat(cfg.Binary, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && !mayExecute(cfg, &st) {
 		return fmt.Errorf("%w (uid %d, gid %d may not execute the binary: mode %04o, owner %d:%d)", err, cfg.UID, cfg.GID, st.Mode&0o7777, st.Uid, st.Gid)
 	}
+	if interp := scriptInterpreter(cfg.Binary); interp != "" {
+		return fmt.Errorf("%w (the binary is a script: its interpreter %s needs a [[sandbox.paths]] grant with x, and the %s preset if it is dynamically linked)", err, interp, PresetSharedLibs)
+	}
 	if hasPreset(cfg, PresetSharedLibs) {
 		return err
 	}
@@ -686,6 +689,27 @@ func explainExec(cfg *Config, err error) error {
 		return fmt.Errorf("%w (the binary is dynamically linked: add the %s preset)", err, PresetSharedLibs)
 	}
 	return err
+}
+
+// scriptInterpreter returns the interpreter a script's "#!" line names,
+// or "" for a file that is no script or cannot be read.
+func scriptInterpreter(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := io.ReadFull(f, buf)
+	line, ok := strings.CutPrefix(string(buf[:n]), "#!")
+	if !ok {
+		return ""
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	if fields := strings.Fields(line); len(fields) > 0 {
+		return fields[0]
+	}
+	return ""
 }
 
 // mayExecute says whether the mode of the file st describes lets the

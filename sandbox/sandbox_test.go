@@ -2660,3 +2660,28 @@ func TestHostnameLongerThanTheKernelsRefused(t *testing.T) {
 		t.Fatalf("a hostname of 64 bytes: %v\n%s", err, out)
 	}
 }
+
+// TestExecReasonNamesAScriptsInterpreter: a script whose interpreter no
+// rule lets the app execute is refused with "permission denied"; the
+// reason names the interpreter to grant.
+func TestExecReasonNamesAScriptsInterpreter(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	cfg := testConfig(t)
+	cfg.Binary, cfg.Args = filepath.Join(cfg.Dir, "script"), nil
+	if err := os.WriteFile(cfg.Binary, []byte("#!/bin/sh -e\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg.Binary, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Command(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Cleanup() })
+	err = l.Start()
+	if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "interpreter /bin/sh") {
+		t.Fatalf("reason %q, want one naming the script's interpreter", r)
+	}
+}
