@@ -484,6 +484,8 @@ func TestSystemCallFilter(t *testing.T) {
 	// app is refused before the filter: nothing to test.
 	setting, _ := os.ReadFile("/proc/sys/kernel/unprivileged_bpf_disabled")
 	unprivilegedBPF := strings.TrimSpace(string(setting)) == "0"
+	setting, _ = os.ReadFile("/proc/sys/kernel/dmesg_restrict")
+	dmesg := strings.TrimSpace(string(setting)) == "0"
 	fanotify := true
 	if fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_FID, unix.O_RDONLY); err != nil {
 		fanotify = false
@@ -516,6 +518,8 @@ func TestSystemCallFilter(t *testing.T) {
 		{"fanotify-host", []string{"fanotify", "/etc"}, NetworkHost, "operation not permitted", fanotify},
 		{"bpf-none", []string{"bpf"}, NetworkNone, "operation not permitted", unprivilegedBPF},
 		{"bpf-host", []string{"bpf"}, NetworkHost, "operation not permitted", unprivilegedBPF},
+		{"dmesg-none", []string{"dmesg"}, NetworkNone, "operation not permitted", dmesg},
+		{"dmesg-host", []string{"dmesg"}, NetworkHost, "operation not permitted", dmesg},
 	}
 	for _, tc := range tests {
 		asEachUser(t, tc.name, true, func(t *testing.T, root bool) {

@@ -21,12 +21,12 @@ var namespacedFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, uni
 // built for.
 type seccompArch struct {
 	audit uint32 // AUDIT_ARCH_* of native system calls
-	// socket, ioUringSetup, userfaultfd, memfdCreate, fanotifyInit, bpf
-	// and keys (add_key, request_key, keyctl) are the native numbers of
-	// those calls, written out since x/sys/unix has only those of the
-	// build's GOARCH.
-	socket, ioUringSetup, userfaultfd, memfdCreate, fanotifyInit, bpf uint32
-	keys                                                              [3]uint32
+	// socket, ioUringSetup, userfaultfd, memfdCreate, fanotifyInit, bpf,
+	// syslog and keys (add_key, request_key, keyctl) are the native
+	// numbers of those calls, written out since x/sys/unix has only those
+	// of the build's GOARCH.
+	socket, ioUringSetup, userfaultfd, memfdCreate, fanotifyInit, bpf, syslog uint32
+	keys                                                                      [3]uint32
 	// socketcall is the multiplexed socket call, -1 where the native table
 	// has none. Its family lies in memory, out of a filter's reach: it is
 	// refused, and Go and the C libraries of these architectures use the
@@ -44,15 +44,15 @@ type seccompArch struct {
 // (mips, mipsle) has no table here: no filter (docs/SECURITY.md, "Known
 // limits").
 var seccompArchs = map[string]seccompArch{
-	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, fanotifyInit: 300, bpf: 321, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
-	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, memfdCreate: 385, fanotifyInit: 367, bpf: 386, keys: [3]uint32{309, 310, 311}, socketcall: -1},
-	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, keys: [3]uint32{269, 270, 271}, socketcall: 102},
-	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
-	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
-	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
+	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, fanotifyInit: 300, bpf: 321, syslog: 103, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
+	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, memfdCreate: 385, fanotifyInit: 367, bpf: 386, syslog: 103, keys: [3]uint32{309, 310, 311}, socketcall: -1},
+	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
+	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, socketcall: 102},
+	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
+	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
+	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
 }
 
 // sandboxFilter is the seccomp filter of every sandboxed app. As Docker's
@@ -69,6 +69,10 @@ var seccompArchs = map[string]seccompArch{
 // escalations, which hosts with kernel.unprivileged_bpf_disabled = 0 open
 // to every uid: Docker's profile allows it only with CAP_SYS_ADMIN or
 // CAP_BPF, which no app has)
+// syslog(2) (the kernel's log, which hosts with kernel.dmesg_restrict =
+// 0 give every uid: other containers' OOM kills, the host's devices and
+// firewall logs; /proc/kmsg and /dev/kmsg are root's or need a grant;
+// the C library's syslog() writes to /dev/log instead)
 // and the kernel keyrings, which no namespace confines:
 // keyctl reaches the user keyring of the app's uid, root's for an app run
 // as root, shared with the host's processes of that uid. It refuses
@@ -135,7 +139,8 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 	if a.x32 {
 		prog = append(prog, jset(0x40000000, toENOSYS, toNext))
 	}
-	prog = append(prog, jeq(a.ioUringSetup, toEPERM, toNext), jeq(a.userfaultfd, toEPERM, toNext), jeq(a.fanotifyInit, toEPERM, toNext), jeq(a.bpf, toEPERM, toNext))
+	prog = append(prog, jeq(a.ioUringSetup, toEPERM, toNext), jeq(a.userfaultfd, toEPERM, toNext), jeq(a.fanotifyInit, toEPERM, toNext), jeq(a.bpf, toEPERM, toNext),
+		jeq(a.syslog, toEPERM, toNext))
 	for _, nr := range a.keys {
 		prog = append(prog, jeq(nr, toEPERM, toNext))
 	}

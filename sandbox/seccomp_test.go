@@ -109,6 +109,10 @@ func TestFilterDecisions(t *testing.T) {
 		{"ppc64-bpf", "ppc64", false, unix.AUDIT_ARCH_PPC64, 361, 5, 0, eperm},
 		{"mips64-bpf", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5315, 5, 0, eperm},
 		{"host-amd64-bpf", "amd64", true, unix.AUDIT_ARCH_X86_64, 321, 5, 0, eperm},
+		{"amd64-syslog", "amd64", false, unix.AUDIT_ARCH_X86_64, 103, 3, 0, eperm},
+		{"arm64-syslog", "arm64", false, unix.AUDIT_ARCH_AARCH64, 116, 3, 0, eperm},
+		{"mips64-syslog", "mips64", false, unix.AUDIT_ARCH_MIPS64, 5101, 3, 0, eperm},
+		{"host-amd64-syslog", "amd64", true, unix.AUDIT_ARCH_X86_64, 103, 3, 0, eperm},
 		{"arm64-fanotify", "arm64", false, unix.AUDIT_ARCH_AARCH64, 262, 0, 0, eperm},
 		{"ppc64-fanotify", "ppc64", false, unix.AUDIT_ARCH_PPC64, 323, 0, 0, eperm},
 		// memfd_create's flags are its second argument, an unsigned int:
@@ -200,6 +204,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	if a.socket != unix.SYS_SOCKET || a.ioUringSetup != unix.SYS_IO_URING_SETUP || a.userfaultfd != unix.SYS_USERFAULTFD || a.memfdCreate != unix.SYS_MEMFD_CREATE {
 		t.Errorf("%s: socket %d, io_uring_setup %d, userfaultfd %d, memfd_create %d; x/sys/unix has %d, %d, %d, %d", runtime.GOARCH,
 			a.socket, a.ioUringSetup, a.userfaultfd, a.memfdCreate, unix.SYS_SOCKET, unix.SYS_IO_URING_SETUP, unix.SYS_USERFAULTFD, unix.SYS_MEMFD_CREATE)
+	}
+	if a.syslog != unix.SYS_SYSLOG {
+		t.Errorf("%s: syslog %d; x/sys/unix has %d", runtime.GOARCH, a.syslog, unix.SYS_SYSLOG)
 	}
 	if a.bpf != unix.SYS_BPF {
 		t.Errorf("%s: bpf %d; x/sys/unix has %d", runtime.GOARCH, a.bpf, unix.SYS_BPF)
