@@ -734,6 +734,12 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		if len(routes) == 0 {
 			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.routes is empty: list the route address of every member, its own included (--routes)")}
 		}
+		// nats-server opens the route port only once its client port
+		// listens: without one it never does, the server never gets
+		// ready, and its shutdown waits for the route port for ever.
+		if cfg.Listen == "" {
+			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.listen is empty: nats-server opens the route port only once it listens for clients, so the member would never start; set nats.listen (127.0.0.1:4222 keeps clients on this device)")}
+		}
 	}
 	if cfg.Leafnodes.Listen != "" {
 		host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen)

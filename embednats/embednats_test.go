@@ -800,3 +800,38 @@ func TestOpenLeafPortWarningSaysWhatALeafReaches(t *testing.T) {
 		})
 	}
 }
+
+// nats-server opens its route port only once it listens for clients: with
+// no client port (nats.listen empty, in-process connections only) it never
+// does, the server never gets ready, and a start waited for ever, saying
+// that JetStream still read its store, and hung in its shutdown at the
+// first SIGTERM. Start and Check refuse the pair, naming both keys.
+func TestClusterNeedsAClientPort(t *testing.T) {
+	cfg := embednats.Config{DataDir: t.TempDir(), ServerName: "n1", ReadyTimeout: 2 * time.Second,
+		Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:6222"}}}
+	stop := make(chan struct{})
+	cfg.Stop = stop
+	started := make(chan error, 1)
+	go func() {
+		s, err := embednats.Start(cfg)
+		if err == nil {
+			s.Shutdown()
+		}
+		started <- err
+	}()
+	var err error
+	select {
+	case err = <-started:
+	case <-time.After(15 * time.Second):
+		close(stop)
+		t.Fatal("Start with a cluster port and no client port did not return within 15s")
+	}
+	checkErr := embednats.Check(cfg)
+	for _, err := range []error{err, checkErr} {
+		for _, want := range []string{"nats.cluster.listen", "nats.listen is empty"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v does not mention %q", err, want)
+			}
+		}
+	}
+}
