@@ -719,6 +719,13 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		// nats-server logs in to a configured route with the URL's user
 		// info only; routes it learns from its peers get the cluster's.
 		for _, u := range routes {
+			// nats-server dials a route without a port as written and
+			// fails ("missing port in address") at every retry, for as
+			// long as it runs: unlike a leaf URL's, it has no default.
+			if u.Port() == "" {
+				eg := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(u.Hostname(), "6222")}
+				return nil, nil, &KeyError{Key: "nats.cluster.routes", Err: fmt.Errorf("%q: no port: want nats-route://host:port, e.g. %s", u.Redacted(), eg.String())}
+			}
 			if u.User == nil && cfg.Cluster.User != "" {
 				u.User = url.UserPassword(cfg.Cluster.User, cfg.Cluster.Password)
 			}

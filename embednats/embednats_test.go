@@ -225,6 +225,14 @@ func TestConfigErrors(t *testing.T) {
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}, Credentials: "/"}}}}, "leafnodes.remotes[0].credentials"},
 		{"leaf url of another protocol", embednats.Config{DataDir: "x", Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{
 			{URLs: []string{"nats-leaf://127.0.0.1:7422"}}, {URLs: []string{"http://hub.example.com:7422"}}}}}, `leafnodes.remotes[1].urls: "http://hub.example.com:7422": scheme "http"`},
+		// nats-server dials a route without a port as it is, and fails
+		// ("missing port in address") at every retry, for as long as it
+		// runs: the member never joins. A leaf URL gets 7422 instead.
+		{"route without a port", embednats.Config{DataDir: "x", Listen: "127.0.0.1:-1", ServerName: "n1", Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1",
+			Routes: []string{"nats-route://127.0.0.1:6222", "nats-route://r:route-secret@10.0.0.2"}}},
+			`nats.cluster.routes: "nats-route://r:xxxxx@10.0.0.2": no port: want nats-route://host:port, e.g. nats-route://10.0.0.2:6222`},
+		{"route without a port, IPv6", embednats.Config{DataDir: "x", Listen: "127.0.0.1:-1", ServerName: "n1", Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1",
+			Routes: []string{"nats-route://[fd00::2]"}}}, `nats-route://[fd00::2]:6222`},
 		{"routes without a route address", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Name: "narun", Routes: []string{"nats-route://127.0.0.1:6222"}}}, "nats.cluster.listen is empty"},
 		{"cluster user without password", embednats.Config{DataDir: "x", Cluster: embednats.Cluster{Listen: "127.0.0.1:-1", User: "r"}}, "cluster.password"},
 		{"user twice", embednats.Config{DataDir: "x", Users: []embednats.User{{User: "app", Password: "a"},
