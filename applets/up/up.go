@@ -96,6 +96,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			// login: the server refuses them, and they crash-loop.
 			log.Warn("[nats] wants a login and apps have none: an app that uses NATS is refused (Authorization Violation); give them one with [runner] app_nats_url (user:password@ in the URL), app_nats_creds or app_nats_nkey")
 		}
+		if ec.Listen == "" && cfg.Runner.AppNATSURL == "" {
+			// The runner would give apps its own default URL, where
+			// another server, or none, listens.
+			log.Warn("[nats] listen is empty: the embedded server takes in-process clients only, and an app that uses NATS cannot reach it (nor serve a route of the gateway); give it an address (127.0.0.1:4222 keeps it on this device), or apps another server with [runner] app_nats_url",
+				"apps_get", cfg.Runner.NATSURL)
+		}
 		if ec.TLS.Cert != "" && cfg.Runner.AppNATSCA == "" && cfg.Runner.NATSCA == "" {
 			log.Warn("[nats.tls] requires TLS and apps have no CA to check the server's certificate with: an app that uses NATS fails its TLS handshake; give them one with [runner] app_nats_ca")
 		}
@@ -181,15 +187,19 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// configured for port 0. Both callbacks run in the gateway's Run.
 		bound := map[string]string{}
 		runnerAdmin := cfg.Runner.AdminListen
+		natsURL := srv.ClientURL()
+		if natsURL == "" {
+			natsURL = "off (in-process only)"
+		}
 		serving := func() {
 			if strings.EqualFold(cfg.LogFormat, "json") {
 				// Every line JSON: a service manager mixes stdout into the
 				// same journal as the log.
-				log.Info("narun up", "data_dir", cfg.DataDir, "nats", srv.ClientURL(), "gateway", orOff(bound["http"]),
+				log.Info("narun up", "data_dir", cfg.DataDir, "nats", natsURL, "gateway", orOff(bound["http"]),
 					"gateway_https", orOff(bound["https"]), "gateway_admin", orOff(bound["admin"]), "runner_admin", orOff(runnerAdmin))
 			} else {
 				fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
-				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", srv.ClientURL())
+				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", natsURL)
 				https := ""
 				if bound["https"] != "" {
 					https = ", https " + bound["https"]

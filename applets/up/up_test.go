@@ -392,3 +392,21 @@ func TestUpMetricsAreValidExposition(t *testing.T) {
 	}
 	stopUp(t, cmd, out, 20*time.Second)
 }
+
+// With [nats] listen empty the embedded server takes in-process clients
+// only: the runner gave apps its own default, nats://127.0.0.1:4222, where
+// another server (or none) listens, and the banner named no address at
+// all. narun up says the server is off to TCP clients and that apps
+// cannot reach it.
+func TestUpWithoutNATSListen(t *testing.T) {
+	runnerAdmin := testutil.FreeAddr(t)
+	cmd, out := startUp(t, t.TempDir(), "--node-id", "upnolisten", "--nats-listen", "",
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+	stopUp(t, cmd, out, 20*time.Second)
+	for _, want := range []string{"nats     off (in-process only)", "[nats] listen is empty", "app_nats_url"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
