@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Config describes the embedded server. The zero value of every field but
@@ -780,7 +782,7 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 			}
 		}
 		if r.Credentials != "" {
-			if _, err := os.ReadFile(r.Credentials); err != nil {
+			if err := checkCredentials(r.Credentials); err != nil {
 				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].credentials", i), Err: err}
 			}
 		}
@@ -834,6 +836,32 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: internal.Password})
 	}
 	return opts, internal, nil
+}
+
+// credsBlock is nats-server's reading of a credentials file (credsRe in
+// its leafnode.go): the user JWT, then the nkey seed, each between lines
+// of dashes.
+var credsBlock = regexp.MustCompile(`\s*(?:(?:[-]{3,}.*[-]{3,}\r?\n)([\w\-.=]+)(?:\r?\n[-]{3,}.*[-]{3,}(\r?\n|\z)))`)
+
+// checkCredentials refuses a leaf remote's credentials file that
+// nats-server could not log in with: it reads it only at each connection
+// to the hub, and logs and retries for as long as it runs. The error
+// never quotes the file, which holds a seed.
+func checkCredentials(path string) error {
+	contents, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	items := credsBlock.FindAllSubmatch(contents, -1)
+	if len(items) < 2 {
+		return fmt.Errorf("%s: not a credentials file: want the user JWT and its nkey seed, each between lines of dashes, as nsc generate creds writes them", path)
+	}
+	kp, err := nkeys.FromSeed(items[1][1])
+	if err != nil {
+		return fmt.Errorf("%s: the nkey seed after the JWT does not decode: %w", path, err)
+	}
+	kp.Wipe()
+	return nil
 }
 
 // KeyError is a configuration value the server refuses. Key names the

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
@@ -841,5 +842,61 @@ func TestClusterNeedsAClientPort(t *testing.T) {
 				t.Errorf("error %v does not mention %q", err, want)
 			}
 		}
+	}
+}
+
+// A leaf remote's credentials file that is not one (a truncated copy, a
+// JWT without its seed, a seed that does not decode) failed only at each
+// connection to the hub, logged and retried for as long as the server
+// ran: --check and the start took it. Both refuse it now, naming the key
+// and not the content; a well-formed file passes.
+func TestLeafCredentialsMalformed(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := func(seed string) string {
+		return "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVIn0.c2ln\n------END NATS USER JWT------\n\n" +
+			"-----BEGIN USER NKEY SEED-----\n" + seed + "\n------END USER NKEY SEED------\n"
+	}
+	for _, tc := range []struct {
+		name, content string
+		ok            bool
+	}{
+		{"well formed", creds(string(seed)), true},
+		{"not a credentials file", "qwerty-content\n", false},
+		{"jwt without seed", strings.SplitAfter(creds(string(seed)), "------END NATS USER JWT------\n")[0], false},
+		{"seed that does not decode", creds("SUAbogus"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "hub.creds")
+			if err := os.WriteFile(file, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := embednats.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:-1",
+				Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://127.0.0.1:1"}, Credentials: file}}}}
+			checkErr := embednats.Check(cfg)
+			s, err := embednats.Start(cfg)
+			if err == nil {
+				s.Shutdown()
+			}
+			for _, err := range []error{checkErr, err} {
+				if tc.ok {
+					if err != nil {
+						t.Errorf("refused a well-formed credentials file: %v", err)
+					}
+					continue
+				}
+				if err == nil || !strings.Contains(err.Error(), "nats.leafnodes.remotes[0].credentials") {
+					t.Errorf("error = %v, want one naming nats.leafnodes.remotes[0].credentials", err)
+				} else if strings.Contains(err.Error(), "SUA") || strings.Contains(err.Error(), "qwerty") {
+					t.Errorf("error quotes the file: %v", err)
+				}
+			}
+		})
 	}
 }
