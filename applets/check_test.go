@@ -1,6 +1,7 @@
 package applets_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -230,4 +231,34 @@ func heldAddr(t *testing.T) string {
 	}
 	t.Cleanup(func() { held.Close() })
 	return held.Addr().String()
+}
+
+// With JSON logs every line --check prints is JSON, the verdict too: an
+// ExecStartPre=narun up --check writes it into the same journal as the
+// service's JSON log.
+func TestCheckAnswersInJSON(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	for _, applet := range []string{"up", "nats", "gw", "runner"} {
+		args := []string{"narun", applet, "--check", "--log-format", "json"}
+		if applet != "gw" {
+			args = append(args, "--data-dir", data)
+		}
+		code, stdout, stderr := run(args...)
+		if code != 0 {
+			t.Fatalf("%s --check: exit %d: %s%s", applet, code, stdout, stderr)
+		}
+		valid := false
+		for _, line := range strings.Split(strings.TrimSpace(stdout+stderr), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Errorf("%s --check with JSON logs printed a line that is not JSON: %q", applet, line)
+				continue
+			}
+			valid = valid || rec["msg"] == "configuration valid"
+		}
+		if !valid {
+			t.Errorf("%s --check with JSON logs: no record says the configuration is valid: %q", applet, stdout+stderr)
+		}
+	}
 }

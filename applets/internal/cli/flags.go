@@ -268,11 +268,17 @@ func ownDataDir(dir string, fi fs.FileInfo) error {
 	return nil
 }
 
-// Checked says that the configuration a --check read is valid.
+// Checked says that the configuration a --check read is valid; as a
+// JSON record with JSON logs, since an ExecStartPre --check writes into
+// the journal of the service's log.
 func Checked(stdio IO, cfg config.File) error {
 	from := "no configuration file: defaults, environment and flags"
 	if cfg.Path != "" {
 		from = cfg.Path
+	}
+	if strings.EqualFold(cfg.LogFormat, "json") {
+		slog.New(slog.NewJSONHandler(stdio.Stdout, nil)).Info("configuration valid", "file", from)
+		return nil
 	}
 	fmt.Fprintf(stdio.Stdout, "configuration valid (%s)\n", from)
 	return nil
