@@ -141,9 +141,16 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 
 // markGroups gives every command that only groups others needCommand as
 // its action: urfave/cli would show their help and succeed.
+//
+// A command that takes arguments instead gets no help subcommand (--help
+// stays): urfave/cli would give it one, named help and h, so that `app
+// delete help`, a valid app name, showed the help and exited 0 with the
+// app still deployed, and completion offered "help h" where a file or app
+// name goes.
 func markGroups(cmds []*ucli.Command, parent string) {
 	for _, c := range cmds {
 		if len(c.Subcommands) == 0 {
+			c.HideHelpCommand = true
 			continue
 		}
 		path := strings.TrimSpace(parent + " " + c.Name)
