@@ -7,6 +7,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -129,9 +130,9 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 		signingCommand(stdio),
 		completionCommand(stdio),
 	}
-	usage, durations := app.OnUsageError, durationFlags(app.Flags, app.Commands)
+	usage, wants := app.OnUsageError, flagWants(app.Flags, app.Commands)
 	app.OnUsageError = func(c *ucli.Context, err error, sub bool) error {
-		return usage(c, flagValueError(err, durations), sub)
+		return usage(c, flagValueError(err, wants), sub)
 	}
 	markUsage(app.Commands, app.OnUsageError)
 	app.Action = needCommand("")
@@ -190,10 +191,11 @@ func needCommand(path string) ucli.ActionFunc {
 // "parse error".
 var invalidFlagValue = regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -(\S+): (.*)$`)
 
-// flagValueError names a flag as it is typed (--since) and, for a
-// duration, says what one looks like: a bare number, a timeout in
-// seconds, is the usual slip.
-func flagValueError(err error, durations map[string]bool) error {
+// flagValueError names a flag as it is typed (--since) and says what it
+// wants (wants, by flag name) instead of the flag package's "parse
+// error"; for a duration, a bare number, a timeout in seconds, is the
+// usual slip.
+func flagValueError(err error, wants map[string]string) error {
 	m := invalidFlagValue.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
@@ -203,8 +205,10 @@ func flagValueError(err error, durations map[string]bool) error {
 	if len(name) == 1 {
 		dashes = "-"
 	}
-	if durations[name] {
-		why = "want a duration such as 10m"
+	if want, ok := wants[name]; ok {
+		why = want
+	}
+	if why == wantDuration {
 		if v, uerr := strconv.Unquote(value); uerr == nil {
 			if _, nerr := strconv.ParseFloat(v, 64); nerr == nil {
 				why += " (a number needs a unit: s, m, h)"
@@ -214,16 +218,32 @@ func flagValueError(err error, durations map[string]bool) error {
 	return fmt.Errorf("%s%s %s: %s", dashes, name, value, why)
 }
 
-// durationFlags names every duration flag of ctl and its commands, with
-// their aliases.
-func durationFlags(flags []ucli.Flag, cmds []*ucli.Command) map[string]bool {
-	names := map[string]bool{}
+const wantDuration = "want a duration such as 10m"
+
+// numberWants says what each number flag of ctl wants, by its name.
+var numberWants = map[string]string{
+	"tail":       "want a number of lines, 0 or more",
+	flagTo:       "want a revision number, 1 or more (narun ctl app history lists them)",
+	flagRevision: "want a revision number, 1 or more (narun ctl app history lists them)",
+}
+
+// flagWants says what every duration and number flag of ctl and its
+// commands wants, by each of its names and aliases.
+func flagWants(flags []ucli.Flag, cmds []*ucli.Command) map[string]string {
+	names := map[string]string{}
 	var walk func([]ucli.Flag, []*ucli.Command)
 	walk = func(flags []ucli.Flag, cmds []*ucli.Command) {
 		for _, f := range flags {
-			if _, ok := f.(*ucli.DurationFlag); ok {
+			want := ""
+			switch f.(type) {
+			case *ucli.DurationFlag:
+				want = wantDuration
+			case *ucli.IntFlag, *ucli.Int64Flag, *ucli.UintFlag, *ucli.Uint64Flag:
+				want = cmp.Or(numberWants[f.Names()[0]], "want a whole number")
+			}
+			if want != "" {
 				for _, n := range f.Names() {
-					names[n] = true
+					names[n] = want
 				}
 			}
 		}
