@@ -283,11 +283,19 @@ func completionCommand(stdio cli.IO) *ucli.Command {
 }
 
 // bashCompletion asks the binary itself (urfave/cli's
-// --generate-bash-completion) for the words that may follow.
+// --generate-bash-completion) for the words that may follow. urfave/cli
+// completes flags from the last word before its flag when that starts
+// with a dash, so a word being completed that does is passed too; "--"
+// as "-" (urfave/cli would take "--" for the end of the flags and run
+// the command), compgen then keeps the long flags.
 const bashCompletion = `_narun_ctl_complete() {
-  local cur words
+  local cur words partial=()
   cur="${COMP_WORDS[COMP_CWORD]}"
-  words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  case "${cur}" in
+    --) partial=(-) ;;
+    -*) partial=("${cur}") ;;
+  esac
+  words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "${partial[@]}" --generate-bash-completion 2>/dev/null)
   COMPREPLY=($(compgen -W "${words}" -- "${cur}"))
   return 0
 }
