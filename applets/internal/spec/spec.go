@@ -411,6 +411,11 @@ func ValidObjectName(s string) error {
 
 func (a *App) validate(v *validator) {
 	v.check("name", ValidName(a.Name))
+	if strings.HasPrefix(a.Name, "-") {
+		// narun ctl, and the commands it prints (image delete of the
+		// app's binaries), would take the name for a flag.
+		v.deployRule("name", "must not start with '-': narun ctl commands would take %q for a flag; start it with a letter, digit or '_'", a.Name)
+	}
 	switch {
 	case a.Version == "":
 		v.add("version", "is required")

@@ -937,3 +937,27 @@ func TestExecModeTakesResources(t *testing.T) {
 		t.Errorf("resources %+v", r)
 	}
 }
+
+// An app name starting with '-' ("-x", "--help") is taken for a flag by
+// every narun ctl command that names the app, and by the commands ctl
+// itself prints (app delete's `narun ctl image delete --help/1/...`):
+// deploy refuses it, naming the line; a spec an earlier ctl stored with
+// one still runs.
+func TestNameStartingWithDash(t *testing.T) {
+	for _, name := range []string{"-x", "--help", "-"} {
+		src := []byte("version = \"1\"\nname = \"" + name + "\"\nnodes = [\"n1\"]\n")
+		want := `a.toml:2: key "name": must not start with '-'`
+		if _, err := Parse("a.toml", src); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Parse of name %q: %v, want an error starting %q", name, err, want)
+		}
+		app, outdated, err := ParseStored("a.toml", src)
+		if err != nil || app == nil || outdated == nil || !strings.HasPrefix(outdated.Error(), want) {
+			t.Errorf("ParseStored of name %q: app %v, outdated %v, err %v; want it run, outdated starting %q", name, app, outdated, err, want)
+		}
+	}
+	for _, name := range []string{"a-", "a--b", "_x", "0"} {
+		if _, err := Parse("a.toml", []byte("name = \""+name+"\"\nversion = \"1\"\nnodes = [\"n1\"]\n")); err != nil {
+			t.Errorf("name %q: %v", name, err)
+		}
+	}
+}
