@@ -193,7 +193,19 @@ func appHistory(ctx context.Context, c *ucli.Context, e *env, name string) error
 		if err != nil {
 			return err
 		}
-		_, err = e.out().Write(signing.StripSequence(signing.Strip(r.raw)))
+		raw := signing.StripSequence(signing.Strip(r.raw))
+		if isTerminal(e.out()) {
+			// Any client that may write narun-apps wrote it: on a
+			// terminal its control characters and escape sequences
+			// are shown, as logs and tables show them, not acted on.
+			// Into a file it stays byte for byte, to deploy as it is.
+			lines := strings.Split(string(raw), "\n")
+			for i, l := range lines {
+				lines[i] = cli.Shown(l)
+			}
+			raw = []byte(strings.Join(lines, "\n"))
+		}
+		_, err = e.out().Write(raw)
 		return err
 	}
 	slices.Reverse(revs)
