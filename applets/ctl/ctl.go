@@ -427,6 +427,16 @@ func (e *env) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.timeout)
 }
 
+// within runs f, one NATS operation, with a deadline of its own: each of
+// a command's writes gets the whole --timeout, however long the ones
+// before it took. One deadline for several ran out partway on a slow link
+// and left some written and the rest not.
+func (e *env) within(ctx context.Context, f func(ctx context.Context) error) error {
+	ctx, cancel := e.op(ctx)
+	defer cancel()
+	return f(ctx)
+}
+
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()

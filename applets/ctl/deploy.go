@@ -1229,10 +1229,11 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	if err != nil {
 		return err
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
+	// Each operation with the whole --timeout (within): the spec is
+	// stored already, and routes left unwritten by a deadline that the
+	// reads before ran down would lag it.
 	if len(app.Routes) == 0 {
-		if err := kv.Delete(octx, app.Name); err != nil && !isNotFound(err) {
+		if err := e.within(ctx, func(ctx context.Context) error { return kv.Delete(ctx, app.Name) }); err != nil && !isNotFound(err) {
 			return fmt.Errorf("remove routes of %s: %w", app.Name, err)
 		}
 		return nil
@@ -1245,7 +1246,8 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	if err != nil {
 		return err
 	}
-	if cur, err := kv.Get(octx, app.Name); err == nil && sameEntry(key, app.Name, cur.Value(), order.live, want) {
+	var cur jetstream.KeyValueEntry
+	if err := e.within(ctx, func(ctx context.Context) (err error) { cur, err = kv.Get(ctx, app.Name); return err }); err == nil && sameEntry(key, app.Name, cur.Value(), order.live, want) {
 		return nil
 	}
 	b := want
@@ -1255,7 +1257,7 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 		}
 		b = key.Sign(b)
 	}
-	if _, err := kv.Put(octx, app.Name, b); err != nil {
+	if err := e.within(ctx, func(ctx context.Context) error { _, err := kv.Put(ctx, app.Name, b); return err }); err != nil {
 		return fmt.Errorf("store routes of %s: %w", app.Name, err)
 	}
 	return nil
@@ -1288,9 +1290,7 @@ func sameEntry(key *signing.Key, app string, cur, live, want []byte) bool {
 // routes last sees the deletion. A look that fails (NATS gone) is only
 // reported: what was written stands, and --wait says what became of it.
 func (e *env) dropRoutesOfDeleted(ctx context.Context, apps jetstream.KeyValue, app string) error {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if _, err := apps.Get(octx, app); err == nil {
+	if err := e.within(ctx, func(ctx context.Context) error { _, err := apps.Get(ctx, app); return err }); err == nil {
 		return nil
 	} else if !isNotFound(err) {
 		e.warnf("could not check that %s was not deleted meanwhile: %v", app, err)
@@ -1300,7 +1300,7 @@ func (e *env) dropRoutesOfDeleted(ctx context.Context, apps jetstream.KeyValue, 
 	if err != nil {
 		return err
 	}
-	if err := routes.Delete(octx, app); err != nil && !isNotFound(err) {
+	if err := e.within(ctx, func(ctx context.Context) error { return routes.Delete(ctx, app) }); err != nil && !isNotFound(err) {
 		return fmt.Errorf("remove routes of deleted app %s: %w", app, err)
 	}
 	return fmt.Errorf("%s was deleted while this ran (narun ctl app delete?); its routes are removed too: deploy it again if it should run", app)

@@ -1,0 +1,117 @@
+package ctl
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+)
+
+// slowDeletes is JetStream whose key-value gets, puts and deletions are
+// each answered after delay, as over a slow link or during a leader
+// election.
+type slowDeletes struct {
+	jetstream.JetStream
+	delay time.Duration
+}
+
+func (s slowDeletes) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := s.JetStream.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return slowDeleteKV{kv, s.delay}, nil
+}
+
+type slowDeleteKV struct {
+	jetstream.KeyValue
+	delay time.Duration
+}
+
+func (kv slowDeleteKV) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(kv.delay):
+		return nil
+	}
+}
+
+func (kv slowDeleteKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if err := kv.wait(ctx); err != nil {
+		return nil, err
+	}
+	return kv.KeyValue.Get(ctx, key)
+}
+
+func (kv slowDeleteKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	if err := kv.wait(ctx); err != nil {
+		return 0, err
+	}
+	return kv.KeyValue.Put(ctx, key, value)
+}
+
+func (kv slowDeleteKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(kv.delay):
+	}
+	return kv.KeyValue.Delete(ctx, key, opts...)
+}
+
+// --timeout bounds each NATS operation. app delete gave one deadline to
+// all its writes (routes, spec, routes again): three answers that each
+// took 40% of it, far within it one by one, ran it out at the third, and
+// the delete failed with its routes gone, and, with a slower first
+// answer, its spec still stored, the app running on without routes.
+func TestAppDeleteGivesEachWriteTheTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	e := h.env(io.Discard)
+	e.timeout = time.Second
+	e.js = slowDeletes{e.js, 400 * time.Millisecond}
+	var out strings.Builder
+	e.stdio.Stdout = &out
+	if err := appDelete(context.Background(), nil, e, "hello"); err != nil {
+		t.Fatalf("app delete: %v", err)
+	}
+	if !strings.Contains(out.String(), "hello deleted") {
+		t.Errorf("app delete said %q", out.String())
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
+		t.Error("routes still stored")
+	}
+	if _, ok := h.get(names.AppsBucket, "hello"); ok {
+		t.Error("spec still stored")
+	}
+}
+
+// The routes a deploy writes once its spec is stored: the read of the
+// entry and its write shared one deadline, and a write left undone by it
+// left the gateways on the routes of the spec before.
+func TestPutRoutesGivesEachOperationTheTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	app, err := spec.Parse("hello.toml", []byte(helloSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.kv(names.RoutesBucket) // created: a bucket that is created is not slowed
+	e := h.env(io.Discard)
+	e.timeout = time.Second
+	e.js = slowDeletes{e.js, 600 * time.Millisecond}
+	if err := e.putRoutes(context.Background(), app, nil); err != nil {
+		t.Fatalf("put routes: %v", err)
+	}
+	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
+		t.Error("routes not stored")
+	}
+}
