@@ -445,6 +445,7 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 			e.keepPinned(ctx, obs, d.cur, &d.bins[i])
 			pinned[d.bins[i].Arch] = spec.Binary{Object: d.bins[i].Object, SHA256: d.bins[i].SHA256}
 		}
+		e.warnDroppedArches(d, pinned)
 		return pinned, nil
 	case len(d.app.Binaries) > 0:
 		if err := e.checkPinned(ctx, d.file, d.src, d.app.Binaries); err != nil {
@@ -461,6 +462,22 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 		return d.cur.app.Binaries, nil
 	}
 	return nil, usagef("no binary for %s %s: pass --binary FILE (one per arch)", d.app.Name, d.app.Version)
+}
+
+// warnDroppedArches names each arch the deployed spec has a binary for
+// and pinned does not: --binary replaces the set, so a deploy that leaves
+// one out drops it, and nodes of that arch fail the instances. The warning
+// of missing arches (warnMissingArch) sees only nodes that send a heartbeat
+// now, not a device that is off.
+func (e *env) warnDroppedArches(d *deployment, pinned map[string]spec.Binary) {
+	if d.cur.app == nil {
+		return
+	}
+	for _, arch := range slices.Sorted(maps.Keys(d.cur.app.Binaries)) {
+		if _, ok := pinned[arch]; !ok {
+			e.warnf("the deployed spec of %s has a binary for %s and this deploy none: its nodes of that arch will fail its instances; pass --binary for every arch to keep it", d.app.Name, arch)
+		}
+	}
 }
 
 // build makes the value d stores: the file's text with pinned (unless
