@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -615,17 +616,17 @@ func (e *env) reportUID(res deployResult) {
 func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 	arch, err := elfarch.DetectFile(p)
 	if err != nil {
-		return binaryFile{}, err
+		return binaryFile{}, binaryError(p, err)
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return binaryFile{}, err
+		return binaryFile{}, binaryError(p, err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return binaryFile{}, fmt.Errorf("read %s: %w", p, err)
+		return binaryFile{}, fmt.Errorf("--binary %s: read: %w", p, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	return binaryFile{
@@ -635,6 +636,15 @@ func inspectBinary(p string, app *spec.App) (binaryFile, error) {
 		SHA256: sum,
 		Object: binaryObject(app, arch, sum),
 	}, nil
+}
+
+// binaryError names the --binary flag and its file p in err, which names
+// p already (elfarch) or is the PathError of an open or stat of it.
+func binaryError(p string, err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path == p {
+		return fmt.Errorf("--binary %s: %w", p, pe.Err)
+	}
+	return fmt.Errorf("--binary %w", err)
 }
 
 // binaryObject names the object of a binary after its content as well as

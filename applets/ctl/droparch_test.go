@@ -52,3 +52,25 @@ func TestDeployWarnsOfDroppedArch(t *testing.T) {
 		t.Errorf("stderr of a deploy with the same arches: %q", r.err)
 	}
 }
+
+// An unusable --binary is named with the flag, as a spec's problem is
+// with its file, line and key: "stat x: no such file or directory" alone
+// did not say which argument it was.
+func TestBadBinaryNamesTheFlag(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	missing := filepath.Join(h.dir, "web-amd64")
+	script := h.file("run.sh", "#!/bin/sh\n")
+	for _, tc := range []struct{ bin, want string }{
+		{missing, "--binary " + missing + ": no such file or directory"},
+		{script, "--binary " + script + ": unsupported binary: not an ELF file"},
+		{h.dir, "--binary " + h.dir + ": unsupported binary: is a directory"},
+	} {
+		for _, args := range [][]string{{"deploy", p, "--binary", tc.bin}, {"deploy", p, "--binary", tc.bin, "--dry-run"}} {
+			if r := h.fails(1, "", args...); !strings.Contains(r.err, tc.want) {
+				t.Errorf("%v: %s, want %q", args, r.err, tc.want)
+			}
+		}
+	}
+}
