@@ -418,5 +418,20 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 		return fmt.Errorf("upload file %s: %w", name, err)
 	}
 	fmt.Fprintf(e.out(), "file %s: %d bytes, sha256:%s\n", name, info.Size, sum[:12])
+	// A deployed spec pins the content it was deployed or restarted
+	// with: the new one reaches its instances with app restart alone.
+	used, _, err := e.users(ctx, []string{name}, fileRefs)
+	if err != nil {
+		e.log.Debug("look for the apps that use the file", "file", name, "err", err)
+		return nil
+	}
+	if apps := used[name]; len(apps) > 0 {
+		slices.Sort(apps)
+		how := "narun ctl app restart " + apps[0]
+		if len(apps) > 1 {
+			how = "narun ctl app restart of each"
+		}
+		fmt.Fprintf(e.out(), "%s is used by %s, whose instances keep the content they were deployed with: %s rolls this one out\n", name, strings.Join(apps, ", "), how)
+	}
 	return nil
 }
