@@ -206,6 +206,26 @@ func TestStrictNamesEveryUnknownKey(t *testing.T) {
 	}
 }
 
+// A table header or key written quoted, or with spaces around its dots,
+// is placed on its line as a bare one is: TOML reads ["res"], [ res ] and
+// res the same.
+func TestStrictPlacesQuotedKeys(t *testing.T) {
+	p := writeConfig(t, "[\"res\"]\nx = 1\n[ gateway ]\n\"lisne\" = \":1\"\n[runner]\n'nodeid' = \"x\"\n[ctl . \"x\"]\n")
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	want := []string{
+		p + `:1: unknown key "res"`,
+		p + `:4: unknown key "gateway.lisne"`,
+		p + `:6: unknown key "runner.nodeid"`,
+		p + `:7: unknown key "ctl.x"`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
 // Keys are case-sensitive: the decoder would set a field from a key that
 // differs from its name only in case, so each such key is refused with the
 // spelling it wants, once for a table and once for each key of it that is

@@ -142,12 +142,12 @@ const maxUnknownKeys = 20
 
 // keyLine finds the line where key is defined. The TOML decoder keeps key
 // positions private, so this follows table headers and key names in the
-// source; it returns 0 when the key cannot be placed.
+// source, read as TOML reads them (bare, quoted, dotted); it returns 0
+// when the key cannot be placed.
 func keyLine(data []byte, key toml.Key) int {
-	full := key.String()
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	table := ""
+	var table []string
 	fallback := 0
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -155,30 +155,103 @@ func keyLine(data []byte, key toml.Key) int {
 			continue
 		}
 		if line[0] == '[' {
-			name := strings.Trim(strings.SplitN(line, "]", 2)[0], "[] ")
-			if name == full {
+			name, _ := upTo(strings.TrimLeft(line, "["), ']')
+			parts, ok := keyParts(name)
+			if !ok {
+				continue
+			}
+			if slices.Equal(parts, key) {
 				return n
 			}
-			table = name
+			table = parts
 			continue
 		}
-		eq := strings.IndexByte(line, '=')
-		if eq < 0 {
+		k, found := upTo(line, '=')
+		parts, ok := keyParts(k)
+		if !found || !ok {
 			continue
 		}
-		k := strings.Trim(strings.TrimSpace(line[:eq]), `"'`)
-		path := k
-		if table != "" {
-			path = table + "." + k
-		}
-		if path == full || strings.HasPrefix(full, path+".") {
+		path := slices.Concat(table, parts)
+		if len(path) <= len(key) && slices.Equal(path, key[:len(path)]) {
 			return n
 		}
-		if fallback == 0 && k == key[len(key)-1] {
+		if fallback == 0 && parts[len(parts)-1] == key[len(key)-1] {
 			fallback = n
 		}
 	}
 	return fallback
+}
+
+// upTo returns s up to the first stop outside quotes, and whether there
+// is one.
+func upTo(s string, stop byte) (string, bool) {
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote == '"' && c == '\\':
+			i++
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote != 0:
+		case c == '"' || c == '\'':
+			quote = c
+		case c == stop:
+			return s[:i], true
+		}
+	}
+	return s, false
+}
+
+// keyParts splits a key as written, bare or quoted and dotted, into the
+// parts TOML reads: ["a b" . c] and 'a b'.c are both [a b, c]. ok is
+// false for text that is no key.
+func keyParts(s string) (parts []string, ok bool) {
+	s = strings.TrimSpace(s)
+	for {
+		var part string
+		switch {
+		case strings.HasPrefix(s, `"`):
+			end := 1
+			for ; end < len(s) && s[end] != '"'; end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			if end >= len(s) {
+				return nil, false
+			}
+			unquoted, err := strconv.Unquote(s[:end+1])
+			if err != nil {
+				return nil, false
+			}
+			part, s = unquoted, s[end+1:]
+		case strings.HasPrefix(s, "'"):
+			end := strings.IndexByte(s[1:], '\'')
+			if end < 0 {
+				return nil, false
+			}
+			part, s = s[1:end+1], s[end+2:]
+		default:
+			end := strings.IndexAny(s, ". \t")
+			if end < 0 {
+				end = len(s)
+			}
+			if end == 0 {
+				return nil, false
+			}
+			part, s = s[:end], s[end:]
+		}
+		parts = append(parts, part)
+		s = strings.TrimSpace(s)
+		if s == "" {
+			return parts, true
+		}
+		if s[0] != '.' {
+			return nil, false
+		}
+		s = strings.TrimSpace(s[1:])
+	}
 }
 
 // ArrayTableLines returns the line of each [[name]] header in data, in
