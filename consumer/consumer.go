@@ -41,8 +41,10 @@
 //     unless a proxy stands in front of the gateway (X-Forwarded-For then
 //     lists the addresses);
 //   - client headers whose names start with Narun- or Nats- are dropped,
-//     and X-Forwarded-Host, X-Forwarded-Proto and X-Forwarded-Prefix are
-//     the gateway's, never the client's;
+//     X-Forwarded-Host, X-Forwarded-Proto and X-Forwarded-Prefix are
+//     the gateway's, never the client's, and a client's Forwarded,
+//     X-Forwarded-Port, X-Forwarded-Ssl and X-Forwarded-Scheme are
+//     dropped;
 //   - r.Trailer is nil: the gateway relays no request trailers;
 //   - the context holds no http.ServerContextKey or
 //     http.LocalAddrContextKey value: there is no *http.Server, and the

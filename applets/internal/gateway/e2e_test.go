@@ -1419,3 +1419,36 @@ func answerAs(t *testing.T, nc *nats.Conn, services ...string) <-chan *nats.Msg 
 	}
 	return seenBy
 }
+
+// TestForwardedFromClientDropped checks that a client cannot choose the
+// host, scheme or port of the service's links through the other headers
+// that frameworks read for them (RFC 7239 Forwarded, which Spring and Rack
+// prefer to X-Forwarded-*, and X-Forwarded-Port, -Ssl, -Scheme), as it
+// cannot through X-Forwarded-Host and -Proto.
+func TestForwardedFromClientDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/rec/", Service: "rec"}))
+	e.serve(t, "rec", recorder())
+	req, _ := http.NewRequest("GET", e.hs.URL+"/rec/", nil)
+	req.Header.Set("Forwarded", "for=198.51.100.9;host=evil.example;proto=https")
+	req.Header.Set("X-Forwarded-Port", "444")
+	req.Header.Set("X-Forwarded-Ssl", "on")
+	req.Header.Set("X-Forwarded-Scheme", "https")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme"} {
+		if v := s.Header.Values(k); v != nil {
+			t.Errorf("service got the client's %s: %q", k, v)
+		}
+	}
+	if got := s.Header.Get("X-Forwarded-Proto"); got != "http" {
+		t.Errorf("X-Forwarded-Proto = %q, want http", got)
+	}
+}

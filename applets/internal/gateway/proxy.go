@@ -269,7 +269,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// come.
 		// An HTTP/2 request's host field, the :authority by now (see
 		// ServeHTTP), travels as Narun-Host and X-Forwarded-Host alone.
-		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || k == "Host" || (len(skip) > 0 && listed(skip, k)) {
+		// The edge's own forwarding headers other than X-Forwarded-For,
+		// which the gateway sets itself or not at all, are never the
+		// client's (see isEdgeHeader).
+		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || k == "Host" || isEdgeHeader(k) || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
 		h[k] = v
@@ -1414,6 +1417,25 @@ func validLength(v []string) bool {
 }
 
 var httpsValue = []string{"https"}
+
+// isEdgeHeader reports whether a request header is one that only the
+// edge may set, for the host, scheme or port the client used: frameworks
+// build absolute links and redirects from them (RFC 7239 Forwarded, which
+// Spring and Rack prefer to X-Forwarded-Host and -Proto; X-Forwarded-Port,
+// -Ssl and -Scheme, which Rack reads). The gateway is the edge: a client's
+// would choose where the service's links point, as its X-Forwarded-Host
+// would. X-Forwarded-Host, -Proto and -Prefix are set (or deleted) after
+// the copy; httputil.ReverseProxy drops Forwarded too.
+func isEdgeHeader(k string) bool {
+	if len(k) < 9 || (k[0] != 'F' && k[0] != 'X') {
+		return false
+	}
+	switch k {
+	case "Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme":
+		return true
+	}
+	return false
+}
 
 func isHopByHop(k string) bool {
 	for _, hb := range hopByHop {
