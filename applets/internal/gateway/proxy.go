@@ -135,6 +135,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, ex, http.StatusBadRequest, "the host header names another host than :authority", rid)
 		return
 	}
+	if r.RequestURI == "*" {
+		// The asterisk form is for OPTIONS alone (RFC 9112 3.2.4), which
+		// is answered above: routed, "*" reached the service as "/%2A",
+		// a request for another resource than the client named. As
+		// net/http's ServeMux answers it. Not logged: a client's doing.
+		g.refuse(w, r, ex, http.StatusBadRequest, "the request target * is for OPTIONS only", rid)
+		return
+	}
 	if r.Method == http.MethodConnect {
 		// A CONNECT names a host to open a tunnel to, not a path: routed
 		// as "/", a service's 200 would tell the client its tunnel is

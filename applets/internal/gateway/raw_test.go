@@ -1073,3 +1073,40 @@ func TestHTTP10ChunkedBodyNotReadAsRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestAsteriskFormOnlyForOptions checks that a request-target of "*" with
+// another method than OPTIONS, which HTTP allows for OPTIONS alone (RFC
+// 9112 3.2.4), gets 400 rather than reaching a service as a request for
+// "/*", as net/http's ServeMux answers it.
+func TestAsteriskFormOnlyForOptions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "star"}))
+	nc := natsConn(t, e)
+	paths := make(chan string, 4)
+	if _, err := nc.Subscribe("star", func(m *nats.Msg) {
+		paths <- m.Header.Get("Narun-Method") + " " + m.Header.Get("Narun-Path")
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"GET", "POST", "DELETE"} {
+		resp, body := rawExchange(t, e, method+" * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s *: status %d %q, want 400", method, resp.StatusCode, body)
+		}
+	}
+	if resp, _ := rawExchange(t, e, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != http.StatusOK {
+		t.Errorf("OPTIONS *: status %d, want 200", resp.StatusCode)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-paths:
+		t.Errorf("the service got %s", p)
+	default:
+	}
+}
