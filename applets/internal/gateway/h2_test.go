@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -274,6 +275,13 @@ func h2frame(typ, flags byte, stream uint32, payload []byte) []byte {
 // it is one of those statuses.
 func h2Get(t *testing.T, e *env, fields ...string) int {
 	t.Helper()
+	return h2Send(t, e, nil, fields...)
+}
+
+// h2Send is h2Get with a body: sent in a DATA frame that ends the stream,
+// after a HEADERS frame that does not, when body is not nil.
+func h2Send(t *testing.T, e *env, body []byte, fields ...string) int {
+	t.Helper()
 	c, err := net.Dial("tcp", e.hs.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +292,13 @@ func h2Get(t *testing.T, e *env, fields ...string) int {
 	}
 	const endStreamAndHeaders = 0x5
 	out := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2frame(0x4, 0, 0, nil)...)
-	out = append(out, h2frame(0x1, endStreamAndHeaders, 1, hpackLit(fields...))...)
+	if body == nil {
+		out = append(out, h2frame(0x1, endStreamAndHeaders, 1, hpackLit(fields...))...)
+	} else {
+		const endHeaders, endStream = 0x4, 0x1
+		out = append(out, h2frame(0x1, endHeaders, 1, hpackLit(fields...))...)
+		out = append(out, h2frame(0x0, endStream, 1, body)...)
+	}
 	if _, err := c.Write(out); err != nil {
 		t.Fatal(err)
 	}
@@ -357,5 +371,64 @@ func TestHTTP2HostFieldNotForwarded(t *testing.T) {
 	case h := <-heads:
 		t.Errorf("the request with two hosts reached the service, Host %q", h["Host"])
 	default:
+	}
+}
+
+// An HTTP/2 request's content-length is not checked by net/http against a
+// body that the HEADERS frame ends (END_STREAM), nor for several values
+// beyond the first: a service read a Content-Length of 7 for an empty
+// body, or two lengths at once, where HTTP/1.1's server refuses both. The
+// gateway refuses such a request (RFC 9113 8.1.1, RFC 9110 8.6: malformed)
+// and sends a service one value, which is the body's length.
+func TestHTTP2ContentLengthMatchesBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "cl"}))
+	e.hs = startH2C(t, e)
+	nc := natsConn(t, e)
+	heads := make(chan *nats.Msg, 8)
+	if _, err := nc.Subscribe("cl", func(m *nats.Msg) {
+		heads <- m
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	req := []string{":method", "POST", ":scheme", "http", ":authority", "a.example", ":path", "/"}
+	for _, c := range []struct {
+		name   string
+		body   []byte
+		fields []string
+		want   int
+		cl     []string
+	}{
+		{"a length for no body", nil, []string{"content-length", "7"}, 400, nil},
+		{"two lengths, no body", nil, []string{"content-length", "0", "content-length", "7"}, 400, nil},
+		{"no number, no body", nil, []string{"content-length", "x"}, 400, nil},
+		{"two lengths, the first the body's", []byte("hello"), []string{"content-length", "5", "content-length", "10"}, 400, nil},
+		{"zero, no body", nil, []string{"content-length", "0"}, 200, []string{"0"}},
+		{"the same length twice", []byte("hello"), []string{"content-length", "5", "content-length", "5"}, 200, []string{"5"}},
+		{"the body's length", []byte("hello"), []string{"content-length", "5"}, 200, []string{"5"}},
+	} {
+		got := h2Send(t, e, c.body, append(req, c.fields...)...)
+		if got != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, got, c.want)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-heads:
+			if c.want != 200 {
+				t.Errorf("%s: the service got the request, Content-Length %q, body %q", c.name, m.Header["Content-Length"], m.Data)
+			} else if !slices.Equal(m.Header["Content-Length"], c.cl) || string(m.Data) != string(c.body) {
+				t.Errorf("%s: the service got Content-Length %q, body %q; want %q, %q", c.name, m.Header["Content-Length"], m.Data, c.cl, c.body)
+			}
+		default:
+			if c.want == 200 {
+				t.Errorf("%s: the service got no request", c.name)
+			}
+		}
 	}
 }

@@ -135,6 +135,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, ex, http.StatusBadRequest, "the host header names another host than :authority", rid)
 		return
 	}
+	if cl := r.Header["Content-Length"]; cl != nil && !lengthAgrees(cl, r.ContentLength, ex.hasBody) {
+		// net/http's HTTP/2 server takes the first value for the body's
+		// length and checks no other, nor any for a body the HEADERS
+		// frame ends: the service read a Content-Length of 7 for an empty
+		// body, or two lengths. Malformed (RFC 9113 8.1.1, RFC 9110 8.6),
+		// as HTTP/1.1's server answers it. Not logged: a client's doing.
+		g.refuse(w, r, ex, http.StatusBadRequest, "the content-length header does not give the body's length", rid)
+		return
+	}
 	if r.RequestURI == "*" {
 		// The asterisk form is for OPTIONS alone (RFC 9112 3.2.4), which
 		// is answered above: routed, "*" reached the service as "/%2A",
@@ -284,6 +293,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			continue
 		}
 		h[k] = v
+	}
+	if cl := h["Content-Length"]; len(cl) > 1 {
+		// The same length more than once (ServeHTTP refused others): a
+		// service takes one length, as HTTP/1.1's server sends it.
+		h["Content-Length"] = cl[:1:1]
 	}
 	ip := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(ip); err == nil {
@@ -1413,6 +1427,22 @@ func natsHeaderSize(h nats.Header) int {
 		}
 	}
 	return n
+}
+
+// lengthAgrees reports whether a request's Content-Length values are one
+// decimal number, repeated or not, that is the length of its body (0 for
+// none).
+func lengthAgrees(cl []string, length int64, hasBody bool) bool {
+	if !hasBody {
+		length = 0
+	}
+	for _, v := range cl {
+		n, err := strconv.ParseUint(v, 10, 63)
+		if err != nil || int64(n) != length {
+			return false
+		}
+	}
+	return true
 }
 
 // validLength reports whether a Content-Length header is one decimal number.
