@@ -13,7 +13,8 @@
 // sent without one), the body streams in when it is large, and the
 // context ends when the client goes away or the route's timeout passes
 // (it always has that deadline; 30 s for a request made by hand without
-// Narun-Timeout). For a client that used https, r.TLS is
+// Narun-Timeout), before a read of the body that fails because the
+// gateway ended the exchange returns, as behind net/http's server. For a client that used https, r.TLS is
 // an empty, non-nil tls.ConnectionState (the gateway holds the TLS
 // connection, so its details are not known here). What differs from a
 // request served by net/http directly:

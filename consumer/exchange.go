@@ -128,7 +128,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 	case stream:
 		r.ContentLength = declared
 		pctx, stop := context.WithCancel(ctx)
-		r.Body = &pullReader{ctx: pctx, stop: stop, pull: pull, buf: m.Data}
+		r.Body = &pullReader{ctx: pctx, stop: stop, end: cancel, pull: pull, buf: m.Data}
 	case len(m.Data) == 0:
 		r.Body = http.NoBody
 	default:
@@ -197,7 +197,13 @@ type pullReader struct {
 	// closed: a handler may close it while another goroutine reads, as
 	// grpc-go's does before it waits for that reader, and net/http's
 	// server unblocks such a read.
-	stop   context.CancelFunc
+	stop context.CancelFunc
+	// end ends the request's context: a cancel frame in answer to a
+	// pull says the exchange is over (the client gone, the body refused),
+	// and net/http's server ends the context before a read that fails
+	// for a client gone returns, so that a handler tells that case from
+	// a bad body by r.Context().Err().
+	end    context.CancelFunc
 	closed atomic.Bool
 	pull   func(context.Context) (*nats.Msg, error)
 	buf    []byte
@@ -235,6 +241,9 @@ func (r *pullReader) Read(p []byte) (int, error) {
 			r.buf, r.eof = m.Data, true
 		default:
 			r.err = fmt.Errorf("read request body: gateway ended the exchange (%q)", m.Header.Get(HeaderFrame))
+			if r.end != nil {
+				r.end()
+			}
 		}
 	}
 	n := copy(p, r.buf)

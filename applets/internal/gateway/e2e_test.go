@@ -1452,3 +1452,48 @@ func TestForwardedFromClientDropped(t *testing.T) {
 		t.Errorf("X-Forwarded-Proto = %q, want http", got)
 	}
 }
+
+// TestBodyEndedByGatewayEndsContext checks that when a read of the request
+// body fails because the gateway ended the exchange (the client went
+// away), the request's context is done by the time the read returns, as
+// behind net/http's server, where a handler tells a client gone from a
+// bad body by r.Context().Err() after the read.
+func TestBodyEndedByGatewayEndsContext(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/up", Service: "up"}))
+	first := make(chan struct{})
+	got := make(chan string, 1)
+	e.serve(t, "up", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 10)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			got <- "first read: " + err.Error()
+			return
+		}
+		close(first)
+		_, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("read error %v, context error %v", err, r.Context().Err())
+	}))
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.hs.URL+"/up", pr)
+	go func() {
+		_, _ = pw.Write([]byte("0123456789"))
+		select {
+		case <-first:
+		case <-time.After(10 * time.Second):
+		}
+		cancel()
+		pw.CloseWithError(context.Canceled)
+	}()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("request succeeded, want it cancelled")
+	}
+	select {
+	case s := <-got:
+		if !strings.Contains(s, "context error context canceled") || strings.Contains(s, "read error <nil>") {
+			t.Errorf("handler: %s; want a read error with the context cancelled", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler still reading 10 s after the client left")
+	}
+}
