@@ -133,22 +133,22 @@ func TestRevokedSecretFileGoesAtRestart(t *testing.T) {
 	}
 }
 
-// refused is what a NATS server answers a login that may not read a
+// errRefused is what a NATS server answers a login that may not read a
 // bucket.
-var refused = errors.New(`nats: permissions violation for subscription to "$JS.API.DIRECT.GET.KV_narun-secrets.>"`)
+var errRefused = errors.New(`nats: permissions violation for subscription to "$JS.API.DIRECT.GET.KV_narun-secrets.>"`)
 
 // refusedSecrets is narun-secrets that NATS reaches but will not read.
 type refusedSecrets struct{ jetstream.KeyValue }
 
 func (refusedSecrets) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
-	return nil, refused
+	return nil, errRefused
 }
 
 // refusedFiles is narun-files that NATS reaches but will not read.
 type refusedFiles struct{ jetstream.ObjectStore }
 
 func (refusedFiles) GetInfo(context.Context, string, ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
-	return nil, refused
+	return nil, errRefused
 }
 
 // A secret or file that the store does not give and that has no cached
@@ -160,11 +160,11 @@ func TestFetchErrorNamedWithoutCachedCopy(t *testing.T) {
 	c, r, online := secretRunner(t)
 	ctx := context.Background()
 	res := &resources{secrets: refusedSecrets{online.secrets}, files: refusedFiles{c.files}}
-	if _, err := r.secret(ctx, res, "token"); !errors.Is(err, refused) {
+	if _, err := r.secret(ctx, res, "token"); !errors.Is(err, errRefused) {
 		t.Errorf("secret: %v, want the store's error", err)
 	}
 	f := spec.File{Object: "conf", Path: "x"}
-	if err := r.placeFile(ctx, res, f, "", t.TempDir()); !errors.Is(err, refused) {
+	if err := r.placeFile(ctx, res, f, "", t.TempDir()); !errors.Is(err, errRefused) {
 		t.Errorf("file: %v, want the store's error", err)
 	}
 }
