@@ -1134,12 +1134,7 @@ func TestDynamicBinary(t *testing.T) {
 	t.Run("without-shared-libs", func(t *testing.T) {
 		cfg := testConfig(t)
 		cfg.Binary, cfg.Args = bin, nil
-		l, err := Command(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Cleanup() })
-		err = l.Start()
+		err := startErr(t, cfg)
 		if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "add the shared_libs preset") {
 			t.Fatalf("reason %q", r)
 		}
@@ -2506,14 +2501,7 @@ func TestTmpPresetRefusesPathsItCovers(t *testing.T) {
 		t.Skipf("the test dir %s is not under /tmp", cfg.Dir)
 	}
 	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetTmp)
-	l, err := Command(context.Background(), cfg)
-	if err == nil {
-		err = l.Start()
-		if err == nil {
-			_ = l.Wait()
-		}
-		_ = l.Cleanup()
-	}
+	err := runOnce(cfg)
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "tmp preset") {
 		t.Fatalf("want the config refused for the tmp preset, got %v", err)
 	}
@@ -2543,12 +2531,7 @@ func TestExecReasonNamesTheMode(t *testing.T) {
 			if err := os.Chmod(cfg.Binary, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			l, err := Command(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { l.Cleanup() })
-			err = l.Start()
+			err = startErr(t, cfg)
 			if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "mode 0644") || strings.Contains(r, PresetSharedLibs) {
 				t.Fatalf("reason %q, want one naming the mode, not the shared_libs preset", r)
 			}
@@ -2600,14 +2583,7 @@ func TestCPULimitBelowTheKernelsMinimum(t *testing.T) {
 	requireRoot(t)
 	cfg := testConfig(t, "hello")
 	cfg.Resources.CPUMillis = 5
-	l, err := Command(context.Background(), cfg)
-	if err == nil {
-		err = l.Start()
-		if err == nil {
-			_ = l.Wait()
-		}
-		_ = l.Cleanup()
-	}
+	err := runOnce(cfg)
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "at least 10 millicores") {
 		t.Fatalf("want the limit refused, naming the least, got %v", err)
 	}
@@ -2648,14 +2624,7 @@ func TestHostnameLongerThanTheKernelsRefused(t *testing.T) {
 	cfg := testConfig(t, "hello")
 	cfg.Hostname = strings.Repeat("h", 65)
 	cfg.Cgroup = "narun/" + filepath.Base(cfg.Dir)
-	l, err := Command(context.Background(), cfg)
-	if err == nil {
-		err = l.Start()
-		if err == nil {
-			_ = l.Wait()
-		}
-		_ = l.Cleanup()
-	}
+	err := runOnce(cfg)
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "64 bytes") {
 		t.Fatalf("want the hostname refused, naming the limit, got %v", err)
 	}
@@ -2679,13 +2648,34 @@ func TestExecReasonNamesAScriptsInterpreter(t *testing.T) {
 	if err := os.Chmod(cfg.Binary, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	err := startErr(t, cfg)
+	if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "interpreter /bin/sh") {
+		t.Fatalf("reason %q, want one naming the script's interpreter", r)
+	}
+}
+
+// runOnce runs the sandbox of cfg to its end and returns the first error
+// of making, starting or running it, for a test of a config it refuses.
+func runOnce(cfg Config) error {
+	l, err := Command(context.Background(), cfg)
+	if err == nil {
+		err = l.Start()
+		if err == nil {
+			_ = l.Wait()
+		}
+		_ = l.Cleanup()
+	}
+	return err
+}
+
+// startErr starts the sandbox of cfg and returns what Start returns, for a
+// test of why a start fails; it is cleaned up with the test.
+func startErr(t *testing.T, cfg Config) error {
+	t.Helper()
 	l, err := Command(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Cleanup() })
-	err = l.Start()
-	if r := Reason(err); !strings.HasPrefix(r, "exec: ") || !strings.Contains(r, "interpreter /bin/sh") {
-		t.Fatalf("reason %q, want one naming the script's interpreter", r)
-	}
+	return l.Start()
 }
