@@ -135,12 +135,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, ex, http.StatusBadRequest, "the host header names another host than :authority", rid)
 		return
 	}
-	if cl := r.Header["Content-Length"]; cl != nil && !lengthAgrees(cl, r.ContentLength, ex.hasBody) {
+	if r.ProtoMajor == 2 && !lengthAgrees(r.Header["Content-Length"], r.ContentLength, ex.hasBody) {
 		// net/http's HTTP/2 server takes the first value for the body's
 		// length and checks no other, nor any for a body the HEADERS
 		// frame ends: the service read a Content-Length of 7 for an empty
 		// body, or two lengths. Malformed (RFC 9113 8.1.1, RFC 9110 8.6),
-		// as HTTP/1.1's server answers it. Not logged: a client's doing.
+		// as HTTP/1.1's server answers it itself, before the handler.
+		// Not logged: a client's doing.
 		g.refuse(w, r, ex, http.StatusBadRequest, "the content-length header does not give the body's length", rid)
 		return
 	}
