@@ -241,9 +241,7 @@ func (r *pullReader) Read(p []byte) (int, error) {
 			r.buf, r.eof = m.Data, true
 		default:
 			r.err = fmt.Errorf("read request body: gateway ended the exchange (%q)", m.Header.Get(HeaderFrame))
-			if r.end != nil {
-				r.end()
-			}
+			r.end()
 		}
 	}
 	n := copy(p, r.buf)
