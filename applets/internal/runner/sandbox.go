@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,9 +256,6 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		if h := sp.Health; (h.Type == spec.HealthHTTP || h.Type == spec.HealthTCP) && h.Port > 0 && h.Port != sp.HTTP.Port {
 			cfg.Inbound = append(cfg.Inbound, sandbox.Bridge{Port: uint16(h.Port), Socket: filepath.Join(inst.Dir, "run", "health.sock")})
 		}
-	}
-	if slices.Contains(cfg.Landlock.Presets, sandbox.PresetTmp) && (inst.Dir == "/tmp" || strings.HasPrefix(inst.Dir, "/tmp/")) {
-		return sandbox.Config{}, fmt.Errorf("instance dir %s is under /tmp, which the tmp preset replaces with a private one: choose a data_dir outside /tmp: %w", inst.Dir, supervisor.ErrPermanent)
 	}
 	if err := r.reachable(inst, uid, gid); err != nil {
 		return sandbox.Config{}, err

@@ -494,3 +494,29 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 		})
 	}
 }
+
+// A sandboxed app with the tmp preset (a default) on a runner whose data
+// dir lies under /tmp fails for good, saying why: the sandbox's own check
+// of its config refuses an instance dir the preset would hide.
+func TestSandboxedAppUnderTmpFailsForGood(t *testing.T) {
+	t.Parallel()
+	if !sandbox.Probe().Sandbox {
+		t.Skip("sandbox unavailable: needs root and the pid, mount, ipc, uts and net namespaces")
+	}
+	base, err := os.MkdirTemp("/tmp", "narun-runner-tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	// Reachable by the app's uid, so that only /tmp stands in the way.
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.DataDir = base })
+	c.deploy(t, "boxed", "1.0.0", probeBin, "mode = \"sandbox\"\n")
+	in := tr.wait(t, "boxed", "failed", allIn(1, state.Failed))[0]
+	if !strings.Contains(in.Reason, "is under /tmp") || in.Restarts != 0 {
+		t.Errorf("reason %q after %d restarts, want one naming /tmp, at once", in.Reason, in.Restarts)
+	}
+}
