@@ -1453,6 +1453,38 @@ func TestForwardedFromClientDropped(t *testing.T) {
 	}
 }
 
+// TestClientAddressFromClientDropped checks that a client cannot choose
+// the address a service takes for the client's through X-Real-Ip or
+// True-Client-Ip, which chi's RealIP middleware reads before
+// X-Forwarded-For (gin and echo read X-Real-Ip): the gateway sends
+// neither, so the client's address comes only from X-Forwarded-For's last
+// entry and Narun-Remote-Addr.
+func TestClientAddressFromClientDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/rec/", Service: "rec"}))
+	e.serve(t, "rec", recorder())
+	req, _ := http.NewRequest("GET", e.hs.URL+"/rec/", nil)
+	req.Header.Set("X-Real-Ip", "198.51.100.9")
+	req.Header.Set("True-Client-Ip", "198.51.100.10")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"X-Real-Ip", "True-Client-Ip"} {
+		if v := s.Header.Values(k); v != nil {
+			t.Errorf("service got the client's %s: %q", k, v)
+		}
+	}
+	if got := s.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the client's address alone", got)
+	}
+}
+
 // TestBodyEndedByGatewayEndsContext checks that when a read of the request
 // body fails because the gateway ended the exchange (the client went
 // away), the request's context is done by the time the read returns, as

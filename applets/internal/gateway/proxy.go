@@ -1458,19 +1458,25 @@ func validLength(v []string) bool {
 var httpsValue = []string{"https"}
 
 // isEdgeHeader reports whether a request header is one that only the
-// edge may set, for the host, scheme or port the client used: frameworks
-// build absolute links and redirects from them (RFC 7239 Forwarded, which
-// Spring and Rack prefer to X-Forwarded-Host and -Proto; X-Forwarded-Port,
-// -Ssl and -Scheme, which Rack reads). The gateway is the edge: a client's
-// would choose where the service's links point, as its X-Forwarded-Host
-// would. X-Forwarded-Host, -Proto and -Prefix are set (or deleted) after
-// the copy; httputil.ReverseProxy drops Forwarded too.
+// edge may set, for the host, scheme or port the client used, or for the
+// client's address: frameworks build absolute links and redirects from
+// the first (RFC 7239 Forwarded, which Spring and Rack prefer to
+// X-Forwarded-Host and -Proto; X-Forwarded-Port, -Ssl and -Scheme, which
+// Rack reads), and take X-Real-Ip and True-Client-Ip for the client's
+// address (chi's RealIP before X-Forwarded-For; gin and echo read
+// X-Real-Ip), for logs, rate limits and allow lists. The gateway is the
+// edge: a client's would choose where the service's links point, or which
+// address the service believes it has, as its X-Forwarded-Host would.
+// X-Forwarded-Host, -Proto and -Prefix are set (or deleted) after the
+// copy; httputil.ReverseProxy drops Forwarded too. The gateway sends no
+// X-Real-Ip or True-Client-Ip of its own: X-Forwarded-For ends with the
+// address it saw.
 func isEdgeHeader(k string) bool {
-	if len(k) < 9 || (k[0] != 'F' && k[0] != 'X') {
+	if len(k) < 9 || (k[0] != 'F' && k[0] != 'X' && k[0] != 'T') {
 		return false
 	}
 	switch k {
-	case "Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme":
+	case "Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Real-Ip", "True-Client-Ip":
 		return true
 	}
 	return false
