@@ -1485,6 +1485,36 @@ func TestClientAddressFromClientDropped(t *testing.T) {
 	}
 }
 
+// TestTETrailersPassed checks that a client's TE, hop-by-hop, reaches the
+// service as "trailers" alone and only when it lists trailers, as
+// httputil.ReverseProxy passes it (Go issue 21096): it tells the service
+// that the client takes trailers, gRPC's grpc-status among them, even when
+// the client's Connection header names TE, as HTTP asks of a client that
+// sends one (RFC 9110 10.1.4).
+func TestTETrailersPassed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/rec/", Service: "rec"}))
+	e.serve(t, "rec", recorder())
+	for _, tc := range []struct {
+		name, head string
+		want       []string
+	}{
+		{"trailers", "TE: trailers\r\n", []string{"trailers"}},
+		{"listed among others", "TE: gzip;q=0.5, Trailers\r\nConnection: TE\r\n", []string{"trailers"}},
+		{"without trailers", "TE: gzip\r\nConnection: TE\r\n", nil},
+		{"none", "", nil},
+	} {
+		resp, body := rawExchange(t, e, "GET /rec/ HTTP/1.1\r\nHost: a\r\n"+tc.head+"Connection: close\r\n\r\n")
+		var s seen
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatalf("%s: %d %q: %v", tc.name, resp.StatusCode, body, err)
+		}
+		if got := s.Header.Values("Te"); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: service got TE %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestBodyEndedByGatewayEndsContext checks that when a read of the request
 // body fails because the gateway ended the exchange (the client went
 // away), the request's context is done by the time the read returns, as

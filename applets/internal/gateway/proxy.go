@@ -295,6 +295,14 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		}
 		h[k] = v
 	}
+	// TE is hop-by-hop, but its "trailers" says the client takes trailers,
+	// which a service that sends them (gRPC's grpc-status) may want to
+	// know: passed on as that value alone, as httputil.ReverseProxy passes
+	// it, even when the client's Connection names TE, as HTTP asks of a
+	// client that sends TE (RFC 9110 10.1.4).
+	if te := r.Header["Te"]; len(te) > 0 && listed(te, "trailers") {
+		h["Te"] = teTrailers
+	}
 	if cl := h["Content-Length"]; len(cl) > 1 {
 		// The same length more than once (ServeHTTP refused others): a
 		// service takes one length, as HTTP/1.1's server sends it.
@@ -1455,7 +1463,10 @@ func validLength(v []string) bool {
 	return err == nil
 }
 
-var httpsValue = []string{"https"}
+var (
+	httpsValue = []string{"https"}
+	teTrailers = []string{"trailers"}
+)
 
 // isEdgeHeader reports whether a request header is one that only the
 // edge may set, for the host, scheme or port the client used, or for the
@@ -1510,7 +1521,8 @@ func expectsContinue(expect []string) bool {
 	return len(expect) == 1 && strings.EqualFold(strings.TrimSpace(expect[0]), "100-continue")
 }
 
-// listed reports whether the Connection header names k as hop-by-hop.
+// listed reports whether a comma-separated list header, such as
+// Connection (which names hop-by-hop headers) or TE, lists k, in any case.
 func listed(connection []string, k string) bool {
 	for _, c := range connection {
 		for f := range strings.SplitSeq(c, ",") {
