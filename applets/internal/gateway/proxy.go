@@ -680,6 +680,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.fail(w, ex, status, "service error: "+hd.errMsg, rid)
 				return
 			}
+			if meta.badField != "" {
+				// Checked before any header is copied: the 502 must not
+				// carry the service's headers, the bad one among them.
+				g.protocolError(w, r, ex, rt, wt, false, "header "+strconv.Quote(meta.badField)+" has a control character", rid)
+				return
+			}
 			if hd.stream && awaitContinue && r.Method != http.MethodHead {
 				// The service may pull after its head, and HTTP allows
 				// no 100 Continue after the final head: asked now, or
@@ -765,8 +771,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				flusher.Flush()
 			}
 		case consumer.FrameInterim:
-			// After the head the client has its final status.
-			if !headSeen {
+			// After the head the client has its final status. One with a
+			// control character is dropped, not the exchange failed: an
+			// interim response is advice the client can do without, as
+			// for the interim frames interim drops.
+			if !headSeen && meta.badField == "" {
 				interim(w, r, m.Header, meta.status)
 			}
 		case consumer.FramePull:
@@ -815,6 +824,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// as the service meant it, and the write would fail
 			// (ErrBodyNotAllowed) and answer cancel, as to a client gone.
 			bodiless := !bodyAllowed(ex.status)
+			if meta.frame == consumer.FrameEnd && !bodiless && meta.badField != "" {
+				// Its trailers cannot go out, and without them the
+				// response is not whole: cut before the last part, as
+				// for an end frame with an error.
+				g.protocolError(w, r, ex, rt, wt, true, "trailer "+strconv.Quote(meta.badField)+" has a control character", rid)
+				return
+			}
 			var err error
 			switch {
 			case bodiless:
@@ -1337,13 +1353,20 @@ type replyMeta struct {
 	// one scanMeta met first would depend on the map's order, so the same
 	// reply would be a 200 on one request and a 404 on the next.
 	ambiguous bool
+	// badField names a header with a control character (see
+	// hasControl), "" if there is none.
+	badField string
 }
 
-// scanMeta reads the protocol headers of a reply; names are matched without
-// regard to case because responders in other languages may lower-case them.
+// scanMeta reads the protocol headers of a reply, and finds a header with a
+// control character; names are matched without regard to case because
+// responders in other languages may lower-case them.
 func scanMeta(h nats.Header) replyMeta {
 	var m replyMeta
 	for k, v := range h {
+		if m.badField == "" && hasControl(k, v) {
+			m.badField = k
+		}
 		if len(v) == 0 || len(k) < 5 {
 			continue
 		}
@@ -1361,6 +1384,29 @@ func scanMeta(h nats.Header) replyMeta {
 		}
 	}
 	return m
+}
+
+// hasControl reports whether a header's name, or one of its values, has
+// a control character: any in a name, any but tab in a value. HTTP forbids
+// them (RFC 9110 5.5: a recipient must reject or mend a message with CR, LF
+// or NUL), and net/http's HTTP/1 server sends those of a value as they are,
+// but for CR and LF, to a client or proxy that reads them as it likes.
+// nats.go's reader keeps all of them but LF and a CR that ends the line,
+// and its writer sends all but CR and LF: any responder can send them.
+func hasControl(k string, v []string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < ' ' || c == 0x7f {
+			return true
+		}
+	}
+	for _, s := range v {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // setOnce sets *dst to the value of v, and reports whether v, or a value

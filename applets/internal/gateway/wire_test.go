@@ -296,3 +296,85 @@ func TestWireResponderWithoutLibrary(t *testing.T) {
 		}
 	})
 }
+
+// TestReplyControlCharacters has a responder that writes the protocol
+// itself put control characters in a reply's header names and values,
+// which HTTP forbids (RFC 9110 5.5) but for tab in a value, and which
+// nats.go's reader keeps (all but LF, and a CR that ends a line). Over
+// HTTP/1.1 net/http sends every one but CR and LF as it is, and a client or
+// proxy behind the gateway would read them as it likes: a reply that has
+// one is malformed, as a bad Narun-Status is. Before the head that is a
+// 502 naming the request id; in the trailers, a response aborted; in an
+// interim frame, the frame dropped, as the gateway drops the interim
+// frames it cannot relay.
+func TestReplyControlCharacters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "ctl", Timeout: config.Duration(5 * time.Second)}))
+	replies := map[string]func(reply string) string{
+		"/nul":  func(r string) string { return hpubWire(r, "made", "X-Bad: a\x00b") },
+		"/soh":  func(r string) string { return hpubWire(r, "made", "X-Bad: a\x01b") },
+		"/del":  func(r string) string { return hpubWire(r, "made", "X-Bad: a\x7fb") },
+		"/cr":   func(r string) string { return hpubWire(r, "made", "X-Bad: a\rb") },
+		"/name": func(r string) string { return hpubWire(r, "made", "X\x01Bad: 1") },
+		"/stream": func(r string) string {
+			return hpubWire(r, "made", "Narun-Body: stream", "X-Bad: \x1b[2J") + hpubWire(r, "", "Narun-Frame: end")
+		},
+		"/trailer": func(r string) string {
+			return hpubWire(r, "fi", "Narun-Body: stream", "Trailer: X-Sum") + hpubWire(r, "nal", "Narun-Frame: end", "X-Sum: 1\x00")
+		},
+		"/interim": func(r string) string {
+			return hpubWire(r, "", "Narun-Frame: interim", "Narun-Status: 103", "Link: </a.css>\x01") + hpubWire(r, "made", "X-Tab: a\tb")
+		},
+	}
+	w := dialWire(t, e.srv, wireConnect, "ctl")
+	go func() {
+		for {
+			m, err := w.next()
+			if err != nil {
+				return
+			}
+			if f := replies[headerValue(m.header, "Narun-Path")]; f != nil {
+				if _, err := io.WriteString(w.c, f(m.reply)); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	for _, path := range []string{"/nul", "/soh", "/del", "/cr", "/name", "/stream", "/trailer", "/interim"} {
+		t.Run(path[1:], func(t *testing.T) {
+			c := dialRaw(t, e)
+			if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read the response: %v", err)
+			}
+			for i, b := range raw {
+				if b < ' ' && b != '\t' && b != '\r' && b != '\n' || b == 0x7f || b == '\r' && (i+1 == len(raw) || raw[i+1] != '\n') {
+					t.Fatalf("control character %q at byte %d reached the client:\n%q", b, i, raw)
+				}
+			}
+			status, _, _ := strings.Cut(string(raw), "\r\n")
+			switch path {
+			case "/trailer":
+				// The head and "fi" went out before the end frame: the
+				// client must see the body cut short, not ended.
+				if status != "HTTP/1.1 200 OK" || strings.Contains(string(raw), "\r\n0\r\n") {
+					t.Errorf("got %q, want a 200 whose chunked body never ends", raw)
+				}
+			case "/interim":
+				if status != "HTTP/1.1 200 OK" || !strings.Contains(string(raw), "X-Tab: a\tb\r\n") || !strings.HasSuffix(string(raw), "made") {
+					t.Errorf("got %q, want the 200 alone, with its X-Tab", raw)
+				}
+			default:
+				if status != "HTTP/1.1 502 Bad Gateway" || !strings.Contains(string(raw), "malformed reply: ") || !strings.Contains(string(raw), "request id: ") {
+					t.Errorf("got %q, want a 502 that says the reply is malformed and names the request id", raw)
+				}
+			}
+		})
+	}
+}
