@@ -196,7 +196,8 @@ type Gateway struct {
 	AdminListen string   `toml:"admin_listen"`
 	Timeout     Duration `toml:"timeout"`
 	MaxBody     Size     `toml:"max_body"`
-	// BodyIdleTimeout bounds each wait for more of a request body, within
+	// BodyIdleTimeout bounds each wait for more of a request body, and
+	// each write of a response that the client takes nothing of, within
 	// the route's timeout; 0 means DefaultBodyIdleTimeout. It follows hot
 	// reloads.
 	BodyIdleTimeout Duration `toml:"body_idle_timeout"`
@@ -325,9 +326,10 @@ func Defaults() File {
 
 // DefaultBodyIdleTimeout is the gateway's body_idle_timeout when none is
 // set: as long as a client has for its request head. A client that sends
-// nothing of its body for that long is most likely gone or stalling on
-// purpose, and holds a connection, an in-flight request and the service
-// that waits for the body.
+// nothing of its body, or takes nothing of the response, for that long is
+// most likely gone or stalling on purpose, and holds a connection, an
+// in-flight request and the service that waits for the body or streams the
+// response.
 const DefaultBodyIdleTimeout = 10 * time.Second
 
 // DefaultMaxConnections is the most the gateway's max_connections is

@@ -434,6 +434,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			}
 		}()
 	}
+	// body_idle_timeout bounds each write of the response too, but a
+	// duplex stream's, for the reason above: its client may rightly read
+	// nothing while it sends.
+	send := sendBound{conn: conn, idle: idle, until: deadline.Add(answerTime)}
+	if duplex {
+		send.idle = 0
+	}
 	var first []byte
 	var more bool
 	// awaitContinue is set while the client waits for 100 Continue, which
@@ -708,6 +715,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			}
 			headSeen = true
 			ex.status = status
+			// Not disarmed once the response is whole: net/http writes
+			// what is left of it after proxy returns.
+			send.arm()
 			if !hd.stream {
 				g.metrics.outcomes[outcomeOK].Add(1)
 				if !bodyAllowed(status) {
@@ -725,7 +735,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 					delete(w.Header(), "Content-Length")
 				}
 				w.WriteHeader(status)
-				n, _ := w.Write(m.Data)
+				n, _ := send.write(w, m.Data)
 				ex.out += int64(n)
 				return
 			}
@@ -764,12 +774,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.protocolError(w, r, ex, rt, wt, true, "body does not match its Content-Length "+strconv.FormatInt(declared, 10), rid)
 				return
 			}
-			n, _ := w.Write(m.Data)
+			n, _ := send.write(w, m.Data)
 			ex.out += int64(n)
 			flusher, _ = w.(http.Flusher)
 			if flusher != nil {
 				flusher.Flush()
 			}
+			send.disarm()
 		case consumer.FrameInterim:
 			// After the head the client has its final status. One with a
 			// control character is dropped, not the exchange failed: an
@@ -839,8 +850,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// (its HTTP/2 one says so in an error of its own).
 				err = http.ErrContentLength
 			default:
+				send.arm()
 				var n int
-				n, err = w.Write(m.Data)
+				n, err = send.write(w, m.Data)
 				ex.out += int64(n)
 			}
 			if declared >= 0 && ex.out < declared && (meta.frame == consumer.FrameEnd || errors.Is(err, http.ErrContentLength)) {
@@ -863,6 +875,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if flusher != nil {
 				flusher.Flush()
 			}
+			send.disarm()
 			if m.Reply != "" {
 				kind := consumer.FrameAck
 				if err != nil {
@@ -1057,6 +1070,67 @@ func (p *puller) stop(body io.Closer) {
 // to write its own answer to a timeout: a short error message, which a
 // client that does not read must not be able to hold up for long.
 const answerTime = 2 * time.Second
+
+// sendPiece is the most of a response the gateway writes to the client
+// under one bound of body_idle_timeout: a large body that a slow client
+// takes steadily is not cut for taking longer than that in all, while one
+// that takes less than this much in that time is taken for stalled.
+const sendPiece = 16 << 10
+
+// sendBound bounds each write of the response to the client by
+// body_idle_timeout (idle), within the exchange's own bound on writes
+// (until), as nginx's send_timeout does (60 s there): a client that takes
+// nothing of the response, an SSE feed's say, would otherwise hold the
+// exchange, its connection or stream, and the service's stream until the
+// route's timeout, an hour for a route made for feeds. Between writes,
+// while the gateway waits for the service, the exchange's bound is back:
+// a feed that is quiet for a while has no stalled client, and over HTTP/2
+// a stream's write deadline resets the stream when it passes, whether or
+// not a write waits.
+type sendBound struct {
+	conn  deadliner     // nil: none to bound (a test recorder)
+	idle  time.Duration // 0: the exchange's bound only
+	until time.Time
+	armed bool
+}
+
+// arm bounds the writes that follow by idle from now.
+func (s *sendBound) arm() {
+	if s.conn == nil || s.idle <= 0 {
+		return
+	}
+	t := time.Now().Add(s.idle)
+	if t.After(s.until) {
+		t = s.until
+	}
+	_ = s.conn.SetWriteDeadline(t)
+	s.armed = true
+}
+
+// disarm gives the writes the exchange's bound back.
+func (s *sendBound) disarm() {
+	if s.armed {
+		_ = s.conn.SetWriteDeadline(s.until)
+		s.armed = false
+	}
+}
+
+// write writes p to w, armed, a piece of sendPiece bytes at a time, each
+// bounded by idle from when it starts.
+func (s *sendBound) write(w io.Writer, p []byte) (int, error) {
+	n := 0
+	for s.armed && len(p) > sendPiece {
+		m, err := w.Write(p[:sendPiece])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[sendPiece:]
+		s.arm()
+	}
+	m, err := w.Write(p)
+	return n + m, err
+}
 
 // deadliner sets the deadlines of a request's connection (HTTP/1) or
 // stream (HTTP/2).

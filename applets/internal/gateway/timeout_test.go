@@ -569,3 +569,127 @@ func (e *env) dialCountingCloses(t *testing.T) (net.Conn, *atomic.Int64) {
 	t.Cleanup(func() { c.Close() })
 	return c, closed
 }
+
+// floodEvents is a service that streams events until a write fails, as an
+// SSE feed that has always more to say: only a client that reads ends it,
+// or the gateway giving up on one that does not. ended gets the error.
+func floodEvents(ended chan<- error) http.Handler {
+	event := []byte("data: " + strings.Repeat("x", 16<<10) + "\n\n")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			if _, err := w.Write(event); err != nil {
+				ended <- err
+				return
+			}
+			w.(http.Flusher).Flush()
+			if err := r.Context().Err(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	})
+}
+
+// TestStalledStreamReaderIsCut has a client stop reading a stream whose
+// route's timeout is far off: a write that makes no progress for
+// body_idle_timeout must end the exchange, and with it the service's
+// stream, as nginx's send_timeout does, rather than hold both until the
+// route's timeout. Over HTTP/1.1 the connection closes; over HTTP/2 the
+// stream is reset, and the client does not take the body for whole.
+func TestStalledStreamReaderIsCut(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "flood", Timeout: config.Duration(10 * time.Minute)})
+	// Long enough that a loaded machine does not stall a client that reads.
+	cfg.BodyIdleTimeout = config.Duration(time.Second)
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, cfg)
+		ended := make(chan error, 1)
+		e.serve(t, "flood", floodEvents(ended))
+		c, closed := e.dialCountingCloses(t)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4096)
+		}
+		fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Fatalf("status line %q, %v", line, err)
+		}
+		testutil.Eventually(t, 20*time.Second, "the gateway gives up the stalled stream and its connection", func() bool {
+			return closed.Load() == 1 && e.gw.metrics.inflight.Load() == 0
+		})
+		testutil.Eventually(t, 10*time.Second, "the service's stream ends", func() bool { return len(ended) == 1 })
+	})
+	t.Run("HTTP/2", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, cfg)
+		ended := make(chan error, 1)
+		e.serve(t, "flood", floodEvents(ended))
+		tr := h2cClient(t, e)
+		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 64 << 10}
+		req, _ := http.NewRequest("GET", e.hs.URL+"/events", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		testutil.Eventually(t, 20*time.Second, "the gateway gives up the stalled stream", func() bool {
+			return e.gw.metrics.inflight.Load() == 0
+		})
+		testutil.Eventually(t, 10*time.Second, "the service's stream ends", func() bool { return len(ended) == 1 })
+		if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+			t.Errorf("the client read the cut stream to a clean end")
+		}
+	})
+}
+
+// TestStreamPauseIsNoStalledReader has a service pause between two events
+// longer than body_idle_timeout, with a client that reads: the bound is on
+// a write the client does not take, not on the time between writes (over
+// HTTP/2 a stream's write deadline resets the stream when it passes,
+// whether or not a write waits).
+func TestStreamPauseIsNoStalledReader(t *testing.T) {
+	t.Parallel()
+	const idle = 500 * time.Millisecond
+	cfg := gwConfig(config.Route{Path: "/", Service: "pause", Timeout: config.Duration(time.Minute)})
+	cfg.BodyIdleTimeout = config.Duration(idle)
+	e := newEnv(t, cfg)
+	seen := make(chan struct{}, 1)
+	e.serve(t, "pause", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-seen:
+		case <-r.Context().Done():
+			return
+		}
+		// The pause the test is about, not a wait for anything.
+		select {
+		case <-time.After(4 * idle):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: 2\n\n")
+	}))
+	h1 := http.DefaultTransport
+	h2 := h2cClient(t, e)
+	for name, rt := range map[string]http.RoundTripper{"HTTP/1.1": h1, "HTTP/2": h2} {
+		req, _ := http.NewRequest("GET", e.hs.URL+"/events", nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); line != "data: 1\n" {
+			t.Fatalf("%s: first event %q, %v", name, line, err)
+		}
+		seen <- struct{}{}
+		rest, err := io.ReadAll(br)
+		resp.Body.Close()
+		if err != nil || string(rest) != "\ndata: 2\n\n" {
+			t.Errorf("%s: after the pause %q, %v; want the second event and a clean end", name, rest, err)
+		}
+	}
+}
