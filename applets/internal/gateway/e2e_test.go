@@ -1454,18 +1454,21 @@ func TestForwardedFromClientDropped(t *testing.T) {
 }
 
 // TestClientAddressFromClientDropped checks that a client cannot choose
-// the address a service takes for the client's through X-Real-Ip or
-// True-Client-Ip, which chi's RealIP middleware reads before
-// X-Forwarded-For (gin and echo read X-Real-Ip): the gateway sends
-// neither, so the client's address comes only from X-Forwarded-For's last
-// entry and Narun-Remote-Addr.
+// the address a service takes for the client's through X-Real-Ip,
+// True-Client-Ip or another header frameworks read before X-Forwarded-For
+// (chi's RealIP, gin and echo read X-Real-Ip; Rails Client-Ip): the gateway
+// sends none, so the client's address comes only from X-Forwarded-For's
+// last entry and Narun-Remote-Addr.
 func TestClientAddressFromClientDropped(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/rec/", Service: "rec"}))
 	e.serve(t, "rec", recorder())
 	req, _ := http.NewRequest("GET", e.hs.URL+"/rec/", nil)
-	req.Header.Set("X-Real-Ip", "198.51.100.9")
-	req.Header.Set("True-Client-Ip", "198.51.100.10")
+	addressHeaders := []string{"X-Real-Ip", "True-Client-Ip", "Client-Ip", "X-Client-Ip",
+		"X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip"}
+	for i, k := range addressHeaders {
+		req.Header.Set(k, fmt.Sprintf("198.51.100.%d", 9+i))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -1475,7 +1478,7 @@ func TestClientAddressFromClientDropped(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"X-Real-Ip", "True-Client-Ip"} {
+	for _, k := range addressHeaders {
 		if v := s.Header.Values(k); v != nil {
 			t.Errorf("service got the client's %s: %q", k, v)
 		}

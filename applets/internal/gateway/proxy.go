@@ -1593,21 +1593,24 @@ var (
 // client's address: frameworks build absolute links and redirects from
 // the first (RFC 7239 Forwarded, which Spring and Rack prefer to
 // X-Forwarded-Host and -Proto; X-Forwarded-Port, -Ssl and -Scheme, which
-// Rack reads), and take X-Real-Ip and True-Client-Ip for the client's
-// address (chi's RealIP before X-Forwarded-For; gin and echo read
-// X-Real-Ip), for logs, rate limits and allow lists. The gateway is the
-// edge: a client's would choose where the service's links point, or which
-// address the service believes it has, as its X-Forwarded-Host would.
-// X-Forwarded-Host, -Proto and -Prefix are set (or deleted) after the
-// copy; httputil.ReverseProxy drops Forwarded too. The gateway sends no
-// X-Real-Ip or True-Client-Ip of its own: X-Forwarded-For ends with the
-// address it saw.
+// Rack reads), and take X-Real-Ip, True-Client-Ip and the like for the
+// client's address (chi's RealIP before X-Forwarded-For; gin and echo read
+// X-Real-Ip; Rails and Symfony Client-Ip and X-Client-Ip; apps made for a
+// CDN its own, Cf-Connecting-Ip or Fastly-Client-Ip), for logs, rate
+// limits and allow lists. The gateway is the edge: a client's would choose
+// where the service's links point, or which address the service believes
+// it has, as its X-Forwarded-Host would. X-Forwarded-Host, -Proto and
+// -Prefix are set (or deleted) after the copy; httputil.ReverseProxy drops
+// Forwarded too. The gateway sends none of the address headers of its
+// own: X-Forwarded-For ends with the address it saw.
 func isEdgeHeader(k string) bool {
-	if len(k) < 9 || (k[0] != 'F' && k[0] != 'X' && k[0] != 'T') {
+	if len(k) < 9 || (k[0] != 'F' && k[0] != 'X' && k[0] != 'T' && k[0] != 'C') {
 		return false
 	}
 	switch k {
-	case "Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Real-Ip", "True-Client-Ip":
+	case "Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme",
+		"X-Real-Ip", "True-Client-Ip", "Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip",
+		"Cf-Connecting-Ip", "Fastly-Client-Ip":
 		return true
 	}
 	return false
