@@ -248,9 +248,10 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // until a connection succeeds. NARUN_INSTANCE and NARUN_NODE, when set,
 // are added to the metadata as narun_instance and narun_node, so the
 // runner's health check and `nats micro info` can tell instances apart.
-// Once Serve returns, it drains the connection and returns when that is
-// done, or nats.go's drain timeouts pass: the server then has every reply
-// the handlers sent.
+// Once Serve returns, it waits until the server has every reply the
+// handlers sent, for up to nats.go's DrainTimeout (30 s), then closes the
+// connection; if the server did not confirm them (the wait timed out, the
+// link was lost), it returns an error saying that they may be lost.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
 	report := func(err error) {
@@ -262,9 +263,7 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	// seconds. The first connection's failure says only "no servers
 	// available"; the retries that follow say why.
 	var unreachable atomic.Bool
-	closed := make(chan struct{})
 	opts := []nats.Option{
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ConnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
 		nats.ReconnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -316,19 +315,24 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	if err := Serve(ctx, nc, cfg, h); err != nil {
 		return err
 	}
-	// Drain only starts the drain, which ends with a flush, then closes
-	// the connection: closed before, it left the replies of the handlers
-	// that outlived the drain of the service's subscription on their way,
-	// which a process that exits then can lose. nats.go bounds the wait
-	// (DrainTimeout, then a flush timeout).
-	switch err := nc.Drain(); {
-	case err == nil:
-		<-closed
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
-		// Without a server there is nothing to drain: a stop while NATS
-		// is out of reach is still a clean stop.
-	default:
-		return fmt.Errorf("drain nats connection: %w", err)
+	return confirmReplies(nc)
+}
+
+// confirmReplies waits until the server has every reply the handlers sent:
+// a connection closed before leaves them on their way, which a process
+// that exits then can lose. A flush's PONG comes only once the
+// server has everything sent ahead of its PING; nc.Drain ends with the
+// same flush, but reports its failure (a drain or flush timeout, a link
+// lost) only to nats.go's async error handler, racing its own close, so
+// a lost reply went unsaid.
+func confirmReplies(nc *nats.Conn) error {
+	if nc.IsClosed() || nc.IsReconnecting() {
+		// Without a server there is nothing to flush: a stop while
+		// NATS is out of reach is still a clean stop.
+		return nil
+	}
+	if err := nc.FlushTimeout(nc.Opts.DrainTimeout); err != nil {
+		return fmt.Errorf("nats did not confirm the last replies, which may be lost: %w", err)
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ type relay struct {
 	pings, pongs int
 	holding      bool
 	held         []byte
+	// dropping loses what the client sends, as a link that went dead
+	// without a word does.
+	dropping bool
 	// heldAtEnd is what was held when the client closed its side;
 	// ended is closed then.
 	heldAtEnd int
@@ -70,6 +73,9 @@ func (r *relay) forth(client, srv net.Conn) {
 		n, err := client.Read(buf)
 		r.mu.Lock()
 		out := buf[:n]
+		if r.dropping {
+			out = nil
+		}
 		if r.holding {
 			r.held = append(r.held, out...)
 			out = nil
@@ -111,6 +117,12 @@ func (r *relay) hold() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.holding = true
+}
+
+func (r *relay) drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropping = true
 }
 
 // answered counts the client's PINGs passed on, if the server answered
@@ -178,5 +190,41 @@ func TestListenAndServeStopsOnceTheServerHasTheLastReply(t *testing.T) {
 	}
 	if m := <-reply; m == nil || string(m.Data) != "last reply" {
 		t.Errorf("last reply %+v, want it", m)
+	}
+}
+
+// A reply that the server never confirmed (the link went dead under the
+// last one) may be lost: ListenAndServe must say so, where it returned
+// nil once nats.go gave up on the drain.
+func TestListenAndServeSaysTheLastRepliesMayBeLost(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	r := startRelay(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	t.Setenv("NARUN_NATS_URL", "nats://"+r.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "lost"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			_, _ = io.WriteString(w, "lost reply")
+		}))
+	}()
+	nc := natstest.Connect(t, srv)
+	waitServing(t, srv, "lost")
+	if err := nc.PublishMsg(&nats.Msg{Subject: "lost", Reply: "nobody", Header: nats.Header{consumer.HeaderPath: {"/"}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	cancel()
+	waitFor(t, "the request subscription drained", func() bool {
+		_, err := request(nc, "lost", "/")
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+	r.drop()
+	close(release)
+	if err := <-done; err == nil {
+		t.Error("ListenAndServe = nil after a stop whose last reply the server never confirmed, want an error")
 	}
 }
