@@ -153,9 +153,10 @@ type Config struct {
 	MaxConcurrent int
 	// ErrorHandler receives errors that cannot be returned to a caller: a
 	// failed reply, a handler's panic (with its stack) and, with
-	// ListenAndServe, each disconnect from NATS and a server out of
-	// reach. It is called from many goroutines at once, and may still be
-	// called for a moment after ListenAndServe returned. nil ignores them.
+	// ListenAndServe, each disconnect from NATS, a server out of reach
+	// and a stop that waits for one to take the last replies. It is
+	// called from many goroutines at once, and may still be called for a
+	// moment after ListenAndServe returned. nil ignores them.
 	ErrorHandler func(error)
 }
 
@@ -252,6 +253,9 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // handlers sent, for up to nats.go's DrainTimeout (30 s), then closes the
 // connection; if the server did not confirm them (the wait timed out, the
 // link was lost), it returns an error saying that they may be lost.
+// Stopped while NATS is out of reach, it waits as long for a server to
+// take the replies given meanwhile, which nats.go holds, and the
+// ErrorHandler hears of that wait; with none to send it stops at once.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
 	report := func(err error) {
@@ -315,23 +319,33 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	if err := Serve(ctx, nc, cfg, h); err != nil {
 		return err
 	}
-	return confirmReplies(nc)
+	return confirmReplies(nc, report)
 }
 
 // confirmReplies waits until the server has every reply the handlers sent:
 // a connection closed before leaves them on their way, which a process
-// that exits then can lose. A flush's PONG comes only once the
-// server has everything sent ahead of its PING; nc.Drain ends with the
-// same flush, but reports its failure (a drain or flush timeout, a link
-// lost) only to nats.go's async error handler, racing its own close, so
-// a lost reply went unsaid.
-func confirmReplies(nc *nats.Conn) error {
-	if nc.IsClosed() || nc.IsReconnecting() {
-		// Without a server there is nothing to flush: a stop while
-		// NATS is out of reach is still a clean stop.
+// that exits then can lose. A flush's PONG comes only once the server has
+// everything sent ahead of its PING; nc.Drain ends with the same flush,
+// but reports its failure (a drain or flush timeout, a link lost) only to
+// nats.go's async error handler, racing its own close, so a lost reply
+// went unsaid. While nc reconnects, nats.go holds what is sent for the
+// next server, and the flush's PING follows it there.
+func confirmReplies(nc *nats.Conn, report func(error)) error {
+	if nc.IsClosed() {
 		return nil
 	}
-	if err := nc.FlushTimeout(nc.Opts.DrainTimeout); err != nil {
+	wait := nc.Opts.DrainTimeout
+	if nc.IsReconnecting() {
+		held, err := nc.Buffered()
+		if err != nil || held == 0 {
+			// Nothing to send: a stop while NATS is out of reach is
+			// still a clean stop.
+			return nil
+		}
+		// The stop may now take that long: say why.
+		report(fmt.Errorf("stopping while nats is out of reach: waiting up to %s for it to take the last replies (%d bytes)", wait, held))
+	}
+	if err := nc.FlushTimeout(wait); err != nil {
 		return fmt.Errorf("nats did not confirm the last replies, which may be lost: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats"
@@ -226,5 +227,85 @@ func TestListenAndServeSaysTheLastRepliesMayBeLost(t *testing.T) {
 	close(release)
 	if err := <-done; err == nil {
 		t.Error("ListenAndServe = nil after a stop whose last reply the server never confirmed, want an error")
+	}
+}
+
+// A stop while the connection waits to reconnect must not lose the replies
+// the handlers gave meanwhile, which nats.go holds for the next server:
+// ListenAndServe sends them once NATS is back, where it closed the
+// connection, and them with it, at once.
+func TestListenAndServeStopWhileReconnectingSendsHeldReplies(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: natstest.FreeAddr(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A stream keeps the reply for the test whenever it comes, with no
+	// subscriber that must be back first.
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "REPLIES", Subjects: []string{"replies.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+	disconnected, waiting := make(chan struct{}, 1), make(chan struct{}, 1)
+	notify := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	cfg := consumer.Config{Name: "held", ErrorHandler: func(err error) {
+		switch {
+		case strings.HasPrefix(err.Error(), "nats disconnected"):
+			notify(disconnected)
+		case strings.Contains(err.Error(), "waiting up to"):
+			notify(waiting)
+		}
+	}}
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			_, _ = io.WriteString(w, "held reply")
+		}))
+	}()
+	nc := natstest.Connect(t, srv)
+	waitServing(t, srv, "held")
+	if err := nc.PublishMsg(&nats.Msg{Subject: "held", Reply: "replies.1", Header: nats.Header{consumer.HeaderPath: {"/"}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	srv.NATS().Shutdown()
+	<-disconnected
+	cancel()
+	close(release)
+	select {
+	case err := <-done:
+		t.Fatalf("ListenAndServe returned (%v) while NATS was down, with a reply still to send", err)
+	case <-waiting:
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil", err)
+	}
+	js, err = jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(context.Background(), "REPLIES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(context.Background(), "replies.1")
+	if err != nil {
+		t.Fatalf("the held reply did not reach the server: %v", err)
+	}
+	if string(m.Data) != "held reply" {
+		t.Errorf("reply %q, want %q", m.Data, "held reply")
 	}
 }
