@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
 	"slices"
@@ -156,6 +157,31 @@ func TestDeployJSONKeys(t *testing.T) {
 		if _, ok := res.Rollout[k].([]any); !ok {
 			t.Errorf("rollout %s: %#v, want a list", k, res.Rollout[k])
 		}
+	}
+}
+
+// rollout.down gives each node and why apart, so that a script reads the
+// node's name without parsing it out of a sentence.
+func TestDeployJSONDownIsNodeAndReason(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH})
+	spec := strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1)
+	r := h.fails(ExitRollout, "", "deploy", h.file("hello.toml", spec), "--binary", elfBinary(t), "--json", "--wait", "--timeout", "1s")
+	var res struct {
+		Rollout struct {
+			Down json.RawMessage `json:"down"`
+		} `json:"rollout"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil {
+		t.Fatalf("decode %q: %v", r.out, err)
+	}
+	var down []map[string]string
+	if err := json.Unmarshal(res.Rollout.Down, &down); err != nil {
+		t.Fatalf("rollout.down %s: %v, want a list of objects", res.Rollout.Down, err)
+	}
+	if want := []map[string]string{{"node": "node-2", "reason": "no heartbeat"}}; !reflect.DeepEqual(down, want) {
+		t.Errorf("rollout.down %v, want %v", down, want)
 	}
 }
 

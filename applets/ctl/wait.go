@@ -33,10 +33,30 @@ type rollout struct {
 	// Down names the selected nodes whose heartbeats have stopped, or
 	// that the spec lists and send none: the rollout does not wait for
 	// them, since their runners apply the spec only once they are back.
-	Down []string `json:"down"`
+	Down []downNode `json:"down"`
 	// settling is how long until the next instance that is healthy, but
 	// not yet for min_healthy, counts; 0 when none is.
 	settling time.Duration
+}
+
+// downNode is a node the rollout did not wait for, and why.
+type downNode struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+// noHeartbeat is the reason for a node the spec lists that sends no
+// heartbeat.
+const noHeartbeat = "no heartbeat"
+
+// shownDown lists nodes for a warning or an error: "n2 (no heartbeat), n3
+// (...)".
+func shownDown(down []downNode) string {
+	parts := make([]string, len(down))
+	for i, d := range down {
+		parts[i] = d.Node + " (" + d.Reason + ")"
+	}
+	return cli.Shown(strings.Join(parts, ", "))
 }
 
 // waiter follows instance events and node heartbeats until a spec runs
@@ -140,19 +160,19 @@ func (w *waiter) noteSelected(nodes []state.Node) {
 // stops removes its heartbeat, so evaluate, which sees only the
 // heartbeats of now, says "no heartbeat" of one the spec lists, and
 // nothing of one its labels select.
-func (w *waiter) down(evaluated []string, nodes []state.Node) []string {
+func (w *waiter) down(evaluated []downNode, nodes []state.Node) []downNode {
 	var stopped []string
 	for id := range w.selected {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
 			stopped = append(stopped, id)
 		}
 	}
-	out := slices.DeleteFunc(slices.Clone(evaluated), func(d string) bool {
-		return slices.ContainsFunc(stopped, func(id string) bool { return d == id+" (no heartbeat)" })
+	out := slices.DeleteFunc(slices.Clone(evaluated), func(d downNode) bool {
+		return d.Reason == noHeartbeat && slices.Contains(stopped, d.Node)
 	})
 	slices.Sort(stopped)
 	for _, id := range stopped {
-		out = append(out, id+" (its runner stopped during the rollout)")
+		out = append(out, downNode{Node: id, Reason: "its runner stopped during the rollout"})
 	}
 	return out
 }
@@ -352,7 +372,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Waiting) == 0 {
 				r.Down = w.down(r.Down, nodes)
 				if len(r.Down) > 0 {
-					w.e.warnf("%s not rolled out on %s; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, cli.Shown(strings.Join(r.Down, ", ")), w.app.Name)
+					w.e.warnf("%s not rolled out on %s; each applies it when its runner is back (narun ctl app status %s)", w.app.Name, shownDown(r.Down), w.app.Name)
 				}
 				return r, nil
 			}
@@ -381,7 +401,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					// rollout (the one device of narun up, restarted).
 					r.Down = w.down(r.Down, nodes)
 					if len(r.Down) > 0 {
-						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, cli.Shown(strings.Join(r.Down, ", ")))
+						return r, fmt.Errorf("no node selected by %s is up within %s: %s", w.app.Name, timeout, shownDown(r.Down))
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
@@ -524,7 +544,7 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // pass it without a word about that node.
 func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]state.Instance, healthy map[string]healthyRun, now, serverNow time.Time) *rollout {
 	// Lists even when empty: deploy --json prints them.
-	r := &rollout{Ready: []string{}, Waiting: []string{}, Failed: []string{}, Down: []string{}}
+	r := &rollout{Ready: []string{}, Waiting: []string{}, Failed: []string{}, Down: []downNode{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
 		var going []string
@@ -547,7 +567,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			continue
 		}
 		if late(n, serverNow) {
-			r.Down = append(r.Down, fmt.Sprintf("%s (no heartbeat %s)", n.ID, silence(n, serverNow)))
+			r.Down = append(r.Down, downNode{Node: n.ID, Reason: "no heartbeat " + silence(n, serverNow)})
 			continue
 		}
 		r.Desired += want
@@ -607,7 +627,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 	}
 	for _, id := range app.Nodes {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
-			r.Down = append(r.Down, id+" (no heartbeat)")
+			r.Down = append(r.Down, downNode{Node: id, Reason: noHeartbeat})
 		}
 	}
 	return r

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func TestEvaluate(t *testing.T) {
 	t.Run("slot scaled away on a silent node", func(t *testing.T) {
 		seen := map[string]map[string]state.Instance{"n1": {"0": inst(checked, "0", state.Healthy), "1": inst(checked, "1", state.Healthy), "2": stopping}}
 		r := evaluate(checked, silent, seen, map[string]healthyRun{}, now, now)
-		if r.Desired != 0 || len(r.Waiting) != 0 || len(r.Down) != 1 || !strings.HasPrefix(r.Down[0], "n1 ") {
+		if r.Desired != 0 || len(r.Waiting) != 0 || len(r.Down) != 1 || r.Down[0].Node != "n1" {
 			t.Errorf("desired %d, waiting %q, down %q; want 0, none, n1", r.Desired, r.Waiting, r.Down)
 		}
 	})
@@ -254,8 +255,8 @@ func TestEvaluateDownNodes(t *testing.T) {
 	if len(r.Waiting) != 0 || len(r.Ready) != 1 || r.Desired != 1 {
 		t.Errorf("desired %d, ready %v, waiting %q; want 1, [n1/0], none", r.Desired, r.Ready, r.Waiting)
 	}
-	if got := strings.Join(r.Down, "; "); got != "n2 (no heartbeat for 1m); n3 (no heartbeat)" {
-		t.Errorf("down %q", got)
+	if want := []downNode{{"n2", "no heartbeat for 1m"}, {"n3", "no heartbeat"}}; !slices.Equal(r.Down, want) {
+		t.Errorf("down %q, want %q", r.Down, want)
 	}
 }
 
@@ -555,8 +556,8 @@ func TestLateAfterServerClockWentBack(t *testing.T) {
 	}
 	seen := map[string]map[string]state.Instance{"n1": {"0": in("n1")}, "n2": {"0": in("n2")}}
 	r := evaluate(app, nodes, seen, map[string]healthyRun{}, now, now)
-	if got, want := strings.Join(r.Down, "; "), "n2 (no heartbeat since one stamped 1h ahead of the NATS server's clock, which went back since)"; got != want || r.Desired != 1 {
-		t.Errorf("desired %d, down %q; want 1, %q", r.Desired, got, want)
+	if want := []downNode{{"n2", "no heartbeat since one stamped 1h ahead of the NATS server's clock, which went back since"}}; !slices.Equal(r.Down, want) || r.Desired != 1 {
+		t.Errorf("desired %d, down %q; want 1, %q", r.Desired, r.Down, want)
 	}
 	s := statusOf(deployed{name: "a", app: app}, "a", nodes, now)
 	if s.Ready != 1 || len(s.Instances) != 2 || s.Instances[0].State != state.Healthy || s.Instances[1].State != stateUnknown {
