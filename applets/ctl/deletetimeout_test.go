@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,44 @@ func TestPutRoutesGivesEachOperationTheTimeout(t *testing.T) {
 	}
 	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
 		t.Error("routes not stored")
+	}
+}
+
+// lateStreams is JetStream whose lookups of a stream are answered only as
+// their deadline ends, as over a link slow enough to take the whole
+// --timeout: what follows one must have a deadline of its own.
+type lateStreams struct{ jetstream.JetStream }
+
+func (s lateStreams) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	<-ctx.Done()
+	return s.JetStream.Stream(context.WithoutCancel(ctx), name)
+}
+
+// The listings of orphan chunks and of objects, and the reads and writes
+// of a prune, opened the stream and used it under one deadline: a stream
+// slow to open left nothing for the listing (of many subjects, the slow
+// part) or the purge after it.
+func TestListingsAndPruneGiveEachOperationTheTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	b := h.build("1.0.0", 1)
+	h.upload(b)
+	bucket := names.BinariesBucket
+	orphan, _ := h.orphan(bucket, 1, 10)
+	e := h.env(io.Discard)
+	e.timeout = time.Second
+	e.js = lateStreams{e.js}
+	ctx := context.Background()
+	if orphans, _, err := e.orphanChunks(ctx, bucket, true); err != nil || len(orphans) != 1 || orphans[orphan] != 1 {
+		t.Errorf("orphan chunks: %v, %v; want %s", orphans, err, orphan)
+	}
+	if objs, _, err := e.objectNames(ctx, bucket); err != nil || !slices.Equal(objs, []string{b.object}) {
+		t.Errorf("objects: %q, %v; want %s", objs, err, b.object)
+	}
+	if err := e.pruneObject(ctx, bucket, b.object, time.Now().Add(24*time.Hour)); err != nil {
+		t.Errorf("prune %s: %v", b.object, err)
+	}
+	if n := h.subjects(objectMetaSubject(bucket, "") + ">"); n != 0 {
+		t.Errorf("%d objects left after the prune, want none (not even its deletion marker)", n)
 	}
 }

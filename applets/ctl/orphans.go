@@ -44,19 +44,21 @@ func (e *env) reclaimChunks(ctx context.Context, bucket string, thorough bool) {
 // with the marker) names to its number of messages, and returns the
 // server's clock as it answered.
 func (e *env) orphanChunks(ctx context.Context, bucket string, thorough bool) (map[string]uint64, time.Time, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	s, err := e.objectStream(ctx, bucket)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, time.Time{}, nil
 	}
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("open stream of %s: %w", bucket, err)
+		return nil, time.Time{}, err
 	}
 	// Listed before any metadata is read: an upload that stores its
 	// metadata after that read has chunks younger than the grace, which
 	// purgeOrphans spares.
-	info, err := s.Info(octx, jetstream.WithSubjectFilter("$O."+bucket+".>"))
+	var info *jetstream.StreamInfo
+	err = e.within(ctx, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".>"))
+		return err
+	})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list the subjects of %s: %w", bucket, err)
 	}
@@ -120,9 +122,7 @@ func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[strin
 	if len(orphans) == 0 {
 		return
 	}
-	octx, cancel := e.op(ctx)
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
-	cancel()
+	s, err := e.objectStream(ctx, bucket)
 	if err != nil {
 		e.log.Debug("open stream", "bucket", bucket, "err", err)
 		return
@@ -176,6 +176,21 @@ func (e *env) lastMsg(ctx context.Context, bucket, subject string) (*jetstream.R
 	return untilAnswered(octx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, subject)
 	})
+}
+
+// objectStream opens the stream of bucket, an object store, with a
+// deadline of its own (within), so that what is done with it next has the
+// whole --timeout too.
+func (e *env) objectStream(ctx context.Context, bucket string) (jetstream.Stream, error) {
+	var s jetstream.Stream
+	err := e.within(ctx, func(ctx context.Context) (err error) {
+		s, err = e.js.Stream(ctx, "OBJ_"+bucket)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
+	}
+	return s, nil
 }
 
 // chunkSubject is the subject of the chunks of an object of id, as nats.go

@@ -202,17 +202,19 @@ var errNoObject = errors.New("no such object")
 // it says. Its sequence is what a conditional write of the object's
 // metadata expects, and its time is when the server stored it.
 func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.RawStreamMsg, *jetstream.ObjectInfo, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if _, err := e.js.Stream(octx, "OBJ_"+bucket); err != nil {
-		return nil, nil, fmt.Errorf("open stream of %s: %w", bucket, err)
+	if _, err := e.objectStream(ctx, bucket); err != nil {
+		return nil, nil, err
 	}
 	// Sent again like every other JetStream request of ctl (patientJS):
 	// it goes to every member, and one that takes the group for leaderless
 	// for a moment (a busy device, an election) says so at once, before the
 	// leader answers; a deploy or prune must not fail on that.
-	m, err := untilAnswered(octx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+	var m *jetstream.RawStreamMsg
+	err := e.within(ctx, func(ctx context.Context) (err error) {
+		m, err = untilAnswered(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+		})
+		return err
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil, errNoObject
@@ -242,19 +244,21 @@ func (e *env) deleteObjectAt(ctx context.Context, bucket string, m *jetstream.Ra
 	msg := nats.NewMsg(m.Subject)
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	msg.Data = data
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	ack, err := e.js.PublishMsg(octx, msg, jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+	var ack *jetstream.PubAck
+	err = e.within(ctx, func(ctx context.Context) (err error) {
+		ack, err = e.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+		return err
+	})
 	if lostRace(err) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("mark %s deleted: %w", info.Name, err)
 	}
-	if err := e.purgeChunks(octx, bucket, info); err != nil {
+	if err := e.purgeChunks(ctx, bucket, info); err != nil {
 		return true, err
 	}
-	return true, e.purgeObjectMeta(octx, bucket, info.Name, ack.Sequence)
+	return true, e.purgeObjectMeta(ctx, bucket, info.Name, ack.Sequence)
 }
 
 // purgeChunks removes the content of the object info describes, once it
@@ -264,13 +268,13 @@ func (e *env) purgeChunks(ctx context.Context, bucket string, info *jetstream.Ob
 	if info.NUID == "" {
 		return nil
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	s, err := e.objectStream(ctx, bucket)
 	if err != nil {
-		return fmt.Errorf("open stream of %s: %w", bucket, err)
+		return err
 	}
-	if err := s.Purge(octx, jetstream.WithPurgeSubject(chunkSubject(bucket, info.NUID))); err != nil {
+	if err := e.within(ctx, func(ctx context.Context) error {
+		return s.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, info.NUID)))
+	}); err != nil {
 		return fmt.Errorf("purge the content of %s: %w", info.Name, err)
 	}
 	return nil
@@ -362,13 +366,15 @@ func (e *env) buildsOf(ctx context.Context, app string) ([]string, time.Time, er
 // keeps in memory for seconds. A list of a 1 GiB narun-binaries took narun
 // up from 80 MiB to 740 MiB; a listing by subjects reads nothing.
 func (e *env) objectNames(ctx context.Context, bucket string) ([]string, time.Time, error) {
-	ctx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(ctx, "OBJ_"+bucket)
+	s, err := e.objectStream(ctx, bucket)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("open stream of %s: %w", bucket, err)
+		return nil, time.Time{}, err
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(objectMetaSubject(bucket, "")+">"))
+	var info *jetstream.StreamInfo
+	err = e.within(ctx, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(objectMetaSubject(bucket, "")+">"))
+		return err
+	})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list the objects of %s: %w", bucket, err)
 	}
@@ -397,13 +403,13 @@ func (e *env) objectNames(ctx context.Context, bucket string) ([]string, time.Ti
 // pile up, and objectNames would list them. The metadata of an upload of
 // the same name since (a later message) stays.
 func (e *env) purgeObjectMeta(ctx context.Context, bucket, name string, seq uint64) error {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	s, err := e.js.Stream(octx, "OBJ_"+bucket)
+	s, err := e.objectStream(ctx, bucket)
 	if err != nil {
-		return fmt.Errorf("open stream of %s: %w", bucket, err)
+		return err
 	}
-	if err := s.Purge(octx, jetstream.WithPurgeSubject(objectMetaSubject(bucket, name)), jetstream.WithPurgeSequence(seq+1)); err != nil {
+	if err := e.within(ctx, func(ctx context.Context) error {
+		return s.Purge(ctx, jetstream.WithPurgeSubject(objectMetaSubject(bucket, name)), jetstream.WithPurgeSequence(seq+1))
+	}); err != nil {
 		return fmt.Errorf("purge the deletion marker of %s: %w", name, err)
 	}
 	return nil
