@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -88,5 +89,31 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 	r = h.fails(1, "", "--nats-ca", ca.File, "node", "list")
 	if want := h.config + `:4: key "ctl.nats_cert": nats cert ` + missing; !strings.Contains(r.err, want) {
 		t.Errorf("ctl with [ctl] nats_cert of a missing file: %q, want %q", r.err, want)
+	}
+}
+
+// A purge of the earlier sealed values that fails after secret rotate
+// says to rotate again, which purges every secret's history again:
+// "set it again" asked for values the operator may not have at hand.
+func TestSecretRotatePurgeFailureSaysToRotateAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	// ctl may write secrets but not purge them: no purge is answered.
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{
+		{User: "admin", Password: "a"},
+		{User: "ctl", Password: "c", Permissions: &embednats.Permissions{DenyPublish: []string{"$JS.API.STREAM.PURGE.KV_" + names.SecretsBucket}}},
+	}})
+	key := filepath.Join(h.dir, "secret.key")
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://admin:a@", 1)
+	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://ctl:c@", 1)
+	r := h.fails(1, "", "--timeout", "1s", "--key-file", key, "secret", "rotate")
+	if !strings.Contains(r.out, "re-encrypted db with key") {
+		t.Fatalf("secret rotate did not re-encrypt db: stdout %q, stderr %q", r.out, r.err)
+	}
+	if !strings.Contains(r.err, "narun ctl secret rotate again to retry") || strings.Contains(r.err, "set it again") {
+		t.Errorf("secret rotate whose purge failed: %q, want it to say to rotate again, not to set the secret again", r.err)
 	}
 }

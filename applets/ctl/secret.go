@@ -151,7 +151,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		return err
 	}
-	if err := e.dropEarlierSealed(octx, name); err != nil {
+	if err := e.dropEarlierSealed(octx, name, "set it again"); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
@@ -301,14 +301,16 @@ func keyMissing(n state.Node, id string) string {
 // through JetStream (docs/SECURITY.md), and a sealed value is not signed:
 // an earlier one left in the bucket's history, planted again, still opens
 // with the same key, and would give the app the value the operator
-// replaced, perhaps because it leaked.
-func (e *env) dropEarlierSealed(ctx context.Context, name string) error {
+// replaced, perhaps because it leaked. retry is the command that purges
+// them again, for the error: rotate purges every secret's history, so
+// it need not ask for a value the operator may not have at hand.
+func (e *env) dropEarlierSealed(ctx context.Context, name, retry string) error {
 	st, err := e.js.Stream(ctx, "KV_"+names.SecretsBucket)
 	if err == nil {
 		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+names.SecretsBucket+"."+name), jetstream.WithPurgeKeep(1))
 	}
 	if err != nil {
-		return fmt.Errorf("secret %s is stored, but its earlier sealed values were not purged from the history of %s (set it again to retry): %w", name, names.SecretsBucket, err)
+		return fmt.Errorf("secret %s is stored, but its earlier sealed values were not purged from the history of %s (%s to retry): %w", name, names.SecretsBucket, retry, err)
 	}
 	return nil
 }
@@ -515,7 +517,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	purge := slices.Concat(done, current)
 	for i, n := range purge {
 		octx, cancel := e.op(ctx)
-		perr := e.dropEarlierSealed(octx, n)
+		perr := e.dropEarlierSealed(octx, n, "narun ctl secret rotate again")
 		cancel()
 		err = errors.Join(err, perr)
 		if unanswered(perr) {
