@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -479,5 +481,61 @@ func TestInterruptedWaitIsNoFailedRollout(t *testing.T) {
 	}
 	if s := out.String(); strings.Contains(s, "context canceled") || !strings.Contains(s, "narun ctl app status ghost") {
 		t.Errorf("the error should say the rollout goes on and how to follow it:\n%s", s)
+	}
+}
+
+// fewInodes mounts, on a new temporary directory, a tmpfs that holds n
+// inodes, its root among them: each symlink takes one, so the (n-1)th
+// file made in it is the last that fits. It skips the test where mounting
+// is not allowed.
+func fewInodes(t *testing.T, n int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=1m,nr_inodes=%d", n)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// A link that fails once others are made (here the file system runs out
+// of inodes at the third) leaves the directory as it was: the links made
+// so far are removed, the one it replaced points where it did, the one
+// already in place stays, and the error is the failure's.
+func TestInstallFailingPartwayUndoesItsLinks(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "narun")
+	// Room for the root, the two links below and one more.
+	dir := fewInodes(t, 4)
+	if err := os.Symlink(bin, filepath.Join(dir, "narun-ctl")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/elsewhere", filepath.Join(dir, "narun-nats")); err != nil {
+		t.Fatal(err)
+	}
+	created, err := applets.Install(bin, dir)
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "install "+filepath.Join(dir, "node-runner")) {
+		t.Errorf("Install = %v, want the failure to create node-runner (no space left)", err)
+	}
+	if len(created) != 0 {
+		t.Errorf("Install says it made %q, want none left", created)
+	}
+	want := map[string]string{"narun-ctl": bin, "narun-nats": "/elsewhere"}
+	entries, rerr := os.ReadDir(dir)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	got := map[string]string{}
+	for _, en := range entries {
+		got[en.Name()], _ = os.Readlink(filepath.Join(dir, en.Name()))
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("after the failed install, %s holds %v; want %v as before", dir, got, want)
 	}
 }

@@ -154,8 +154,10 @@ func installTarget(argv0 string) (string, error) {
 // idempotent, replaces symlinks that point elsewhere, and refuses to touch
 // anything that is not a symlink: it looks at every name first and, with
 // any such file in the way, makes no link at all and names each one, so
-// that an install is never left half done. It returns the links it
-// created.
+// that an install is never left half done. For the same reason a link
+// that fails once others are made (a full disk) undoes them: those it
+// created are removed, those it replaced point where they did. It
+// returns the links it created and left in place.
 func Install(binary, dir string) ([]string, error) {
 	if fi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("directory %q does not exist", dir)
@@ -170,6 +172,9 @@ func Install(binary, dir string) ([]string, error) {
 	}
 	var todo []string
 	var obstacles []error
+	// was holds the target of each symlink to replace, for an undo to
+	// put back.
+	was := map[string]string{}
 	for _, name := range linkNames() {
 		link := filepath.Join(dir, name)
 		fi, err := os.Lstat(link)
@@ -182,9 +187,15 @@ func Install(binary, dir string) ([]string, error) {
 			obstacles = append(obstacles, fmt.Errorf("install %s: a file that is not a symlink is in the way; remove it first", link))
 			continue
 		default:
-			if cur, err := os.Readlink(link); err == nil && cur == target {
+			cur, err := os.Readlink(link)
+			if err != nil {
+				obstacles = append(obstacles, fmt.Errorf("install %s: %w", link, err))
 				continue
 			}
+			if cur == target {
+				continue
+			}
+			was[link] = cur
 		}
 		todo = append(todo, link)
 	}
@@ -193,17 +204,51 @@ func Install(binary, dir string) ([]string, error) {
 	}
 	var created []string
 	for _, link := range todo {
-		tmp, err := symlinkAside(target, link)
-		if err != nil {
-			return created, fmt.Errorf("install %s: %w", link, err)
-		}
-		if err := os.Rename(tmp, link); err != nil {
-			os.Remove(tmp)
-			return created, fmt.Errorf("install %s: %w", link, err)
+		if err := putLink(target, link); err != nil {
+			err = fmt.Errorf("install %s: %w", link, err)
+			left, undoErr := undoLinks(created, was)
+			if undoErr != nil {
+				return left, errors.Join(err, undoErr)
+			}
+			return nil, fmt.Errorf("%w\nthe links made before it were undone", err)
 		}
 		created = append(created, link)
 	}
 	return created, nil
+}
+
+// putLink makes link a symlink to target in one step, whatever link was.
+func putLink(target, link string) error {
+	tmp, err := symlinkAside(target, link)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// undoLinks removes the links of created, last first, or points those
+// was has a target for back to it, and returns the ones it could not
+// undo.
+func undoLinks(created []string, was map[string]string) ([]string, error) {
+	var left []string
+	var errs []error
+	for _, link := range slices.Backward(created) {
+		var err error
+		if old, ok := was[link]; ok {
+			err = putLink(old, link)
+		} else {
+			err = os.Remove(link)
+		}
+		if err != nil {
+			left = append(left, link)
+			errs = append(errs, fmt.Errorf("undo %s: %w", link, err))
+		}
+	}
+	return left, errors.Join(errs...)
 }
 
 // symlinkAside creates a symlink to target under a new name beside link,
