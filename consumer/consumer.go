@@ -153,8 +153,10 @@ type Config struct {
 	MaxConcurrent int
 	// ErrorHandler receives errors that cannot be returned to a caller: a
 	// failed reply, a handler's panic (with its stack) and, with
-	// ListenAndServe, each disconnect from NATS, a server out of reach
-	// and a stop that waits for one to take the last replies. It is
+	// ListenAndServe, each disconnect from NATS, a server out of reach,
+	// a stop that waits for one to take the last replies and what
+	// nats.go reports asynchronously (a permissions violation, a slow
+	// consumer), which it would otherwise print on stderr. It is
 	// called from many goroutines at once, and may still be called for a
 	// moment after ListenAndServe returned. nil ignores them.
 	ErrorHandler func(error)
@@ -279,6 +281,14 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 			if !errors.Is(err, nats.ErrNoServers) && !unreachable.Swap(true) {
 				report(fmt.Errorf("nats not reachable, retrying: %w%s", err, certRefusedHint(err)))
 			}
+		}),
+		// Without a handler nats.go prints these on stderr; the library
+		// does not log.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				err = fmt.Errorf("nats subscription on %s: %w", sub.Subject, err)
+			}
+			report(err)
 		}),
 		nats.Name(cfg.Name),
 		// In the order listed: the runner lists its device's own server

@@ -1381,3 +1381,38 @@ func TestNATSHeadersOfTheHandlerAreDropped(t *testing.T) {
 		_ = sub.Unsubscribe()
 	}
 }
+
+// An asynchronous error of the connection (here the server refusing a
+// reply the login may not publish) reaches the ErrorHandler: nats.go's
+// default handler would print it on stderr, and the library does not log.
+func TestListenAndServeReportsAsyncErrors(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{
+		{User: "app", Password: "pw", Permissions: &embednats.Permissions{DenyPublish: []string{"denied.>"}}},
+		{User: "client", Password: "pw"},
+	}})
+	t.Setenv("NARUN_NATS_URL", strings.Replace(srv.ClientURL(), "nats://", "nats://app:pw@", 1))
+	reported := make(chan error, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "limited", ErrorHandler: func(err error) { reported <- err }},
+			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("hi")) }))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	client := natstest.Connect(t, srv, nats.UserInfo("client", "pw"))
+	waitServing(t, srv, "limited")
+	if err := client.PublishMsg(&nats.Msg{Subject: "limited", Reply: "denied.1", Header: nats.Header{consumer.HeaderMethod: {"GET"}, consumer.HeaderPath: {"/"}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reported:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("reported %v, want the server's permissions violation", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server's permissions violation was not reported to the ErrorHandler")
+	}
+}
