@@ -309,7 +309,18 @@ func (e *env) connect() error {
 	// A command line tool reports an unreachable server instead of
 	// waiting for it like the long-running applets do. A NATS server
 	// greets at once, so the handshake gets less time than an operation.
-	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)))
+	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(3), nats.Timeout(min(e.timeout, 5*time.Second)),
+		// What the server refuses without an answer (a publish the login
+		// may not make) ends the operation in a timeout that does not say
+		// why: the log line before it does, in the log's format, where
+		// nats.go's own handler printed a bare line on stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				e.log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
+				return
+			}
+			e.log.Warn("nats error", "err", err)
+		}))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
 		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL), cli.RedactError(err))
