@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -153,5 +154,37 @@ func TestListingsAndPruneGiveEachOperationTheTimeout(t *testing.T) {
 	}
 	if n := h.subjects(objectMetaSubject(bucket, "") + ">"); n != 0 {
 		t.Errorf("%d objects left after the prune, want none (not even its deletion marker)", n)
+	}
+}
+
+// The purge of a secret's earlier sealed values after secret set or
+// rotate looked its stream up and purged under one deadline: a lookup slow
+// enough to take it left the purge none, and the replaced value stayed in
+// the history.
+func TestDropEarlierSealedGivesEachOperationTheTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := filepath.Join(h.dir, "secret.key")
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.ok("v1\n", "--key-file", key, "secret", "set", "db")
+	h.ok("v2\n", "--key-file", key, "secret", "set", "db")
+	kv := h.kv(names.SecretsBucket)
+	if _, err := kv.Put(context.Background(), "db", []byte("planted")); err != nil {
+		t.Fatal(err)
+	}
+	e := h.env(io.Discard)
+	e.timeout = time.Second
+	e.js = lateStreams{e.js}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.dropEarlierSealed(ctx, "db", "set it again"); err != nil {
+		t.Fatalf("purge of earlier sealed values: %v", err)
+	}
+	history, err := kv.History(context.Background(), "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(history) != 1 {
+		t.Errorf("%d values of db left in the history, want the latest alone", len(history))
 	}
 }

@@ -140,9 +140,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if err := secrets.Put(octx, kv, ring, name, value); err != nil {
+	if err := e.within(ctx, func(ctx context.Context) error { return secrets.Put(ctx, kv, ring, name, value) }); err != nil {
 		// [nats] max_payload may be a quarter of what maxSecret seals to:
 		// nats.go's bare "maximum payload exceeded" says neither what
 		// fits nor which setting decides it.
@@ -151,7 +149,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 		return err
 	}
-	if err := e.dropEarlierSealed(octx, name, "set it again"); err != nil {
+	if err := e.dropEarlierSealed(ctx, name, "set it again"); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
@@ -303,11 +301,19 @@ func keyMissing(n state.Node, id string) string {
 // with the same key, and would give the app the value the operator
 // replaced, perhaps because it leaked. retry is the command that purges
 // them again, for the error: rotate purges every secret's history, so
-// it need not ask for a value the operator may not have at hand.
+// it need not ask for a value the operator may not have at hand. The
+// stream's lookup and the purge each get the whole --timeout, as every
+// NATS operation of ctl does.
 func (e *env) dropEarlierSealed(ctx context.Context, name, retry string) error {
-	st, err := e.js.Stream(ctx, "KV_"+names.SecretsBucket)
+	var st jetstream.Stream
+	err := e.within(ctx, func(ctx context.Context) (err error) {
+		st, err = e.js.Stream(ctx, "KV_"+names.SecretsBucket)
+		return err
+	})
 	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+names.SecretsBucket+"."+name), jetstream.WithPurgeKeep(1))
+		err = e.within(ctx, func(ctx context.Context) error {
+			return st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+names.SecretsBucket+"."+name), jetstream.WithPurgeKeep(1))
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("secret %s is stored, but its earlier sealed values were not purged from the history of %s (%s to retry): %w", name, names.SecretsBucket, retry, err)
@@ -516,9 +522,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	// which the error must not deny.
 	purge := slices.Concat(done, current)
 	for i, n := range purge {
-		octx, cancel := e.op(ctx)
-		perr := e.dropEarlierSealed(octx, n, "narun ctl secret rotate again")
-		cancel()
+		perr := e.dropEarlierSealed(ctx, n, "narun ctl secret rotate again")
 		err = errors.Join(err, perr)
 		if unanswered(perr) {
 			gone = true
