@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -236,11 +237,8 @@ func setupMounts(cfg *Config) error {
 	if err := unix.Mount("proc", "/proc", "proc", safe, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	// /proc/keys lists every key the app's uid may view, not only the
-	// sandbox's own: for uid 0 the host's root keyrings. An empty file
-	// covers it, as Docker covers it in a container.
-	if err := unix.Mount("/dev/null", "/proc/keys", "", unix.MS_BIND, ""); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("cover /proc/keys: %w", err)
+	if err := maskPaths(cfg); err != nil {
+		return err
 	}
 	if err := coverOwnerOnlyProc(cfg); err != nil {
 		return err
@@ -252,6 +250,52 @@ func setupMounts(cfg *Config) error {
 		}
 		if err := unix.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return fmt.Errorf("remount /tmp nosuid: %w", err)
+		}
+	}
+	return nil
+}
+
+// maskedPaths are the files and directories of /proc and /sys every app
+// finds empty, whatever its uid: runc's default masked paths, which show
+// the host's kernel and hardware (kcore, timer_list, sched_debug,
+// latency_stats; firmware tables and the physical memory map in
+// /sys/firmware) and are not namespaced, and /proc/keys and
+// /proc/key-users. Keyrings are not namespaced either: /proc/keys lists
+// every key the app's uid may view, for uid 0 the host's root keyrings,
+// and /proc/key-users the number of keys and bytes every uid of the host
+// holds. A kernel without one has nothing to mask there.
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/key-users",
+	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+	"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/tpm",
+}
+
+// maskPaths covers each of maskedPaths, as runc does: a file with an empty
+// one, a directory with an empty read-only tmpfs. A [[sandbox.paths]]
+// grant of one, or of a path in it, keeps the host's: the operator asks
+// for it.
+func maskPaths(cfg *Config) error {
+	var granted []string
+	for _, p := range cfg.Landlock.Paths {
+		granted = append(granted, filepath.Clean(p.Path))
+	}
+	for _, path := range maskedPaths {
+		if slices.ContainsFunc(granted, func(g string) bool { return g == path || strings.HasPrefix(g, path+"/") }) {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			continue
+		}
+		var err error
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+			err = unix.Mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=0555")
+		} else {
+			err = unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("mask %s: %w", path, err)
 		}
 	}
 	return nil

@@ -2575,6 +2575,70 @@ func TestRootOnlyProcFilesCovered(t *testing.T) {
 	}
 }
 
+// TestMaskedPathsHidden: the files and directories of /proc and /sys
+// that runc masks in every container, and /proc/key-users (the key quota
+// use of every uid of the host: keys are not namespaced), show the app
+// nothing, whatever its uid, even where a grant lets it read /sys. Those
+// the kernel lacks, or shows nothing in here, are logged.
+func TestMaskedPathsHidden(t *testing.T) {
+	requireRoot(t)
+	// runc's default masked paths (libcontainer/specconv), and key-users.
+	masked := []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/key-users",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/tpm"}
+	for _, path := range masked {
+		if err := readSome(path); err != nil {
+			t.Logf("%s: nothing to hide on this host: %v", path, err)
+			continue
+		}
+		asEachUser(t, strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", "-"), true, func(t *testing.T, root bool) {
+			cfg := testConfig(t, "readsome", path)
+			if strings.HasPrefix(path, "/sys/") {
+				cfg.Landlock.Paths = []Path{{Path: "/sys", Access: "r"}}
+			}
+			if root {
+				asRoot(&cfg)
+			}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 {
+				t.Fatalf("read %s: %v\n%s", path, err, out)
+			}
+		})
+	}
+}
+
+// TestMaskedPathGrantedKeepsTheHosts: a [[sandbox.paths]] grant of a
+// masked path, or of one in it, asks for the host's, as a grant of
+// /dev/shm does.
+func TestMaskedPathGrantedKeepsTheHosts(t *testing.T) {
+	requireRoot(t)
+	const path = "/sys/firmware/memmap"
+	if err := readSome(path); err != nil {
+		t.Skipf("%s: nothing to read on this host: %v", path, err)
+	}
+	cfg := testConfig(t, "readsome", path)
+	cfg.Landlock.Paths = []Path{{Path: path, Access: "r"}}
+	if out, err := runSandbox(t, cfg); err != nil {
+		t.Fatalf("read %s: %v\n%s", path, err, out)
+	}
+}
+
+// readSome is the helper app's readsome, as the test process sees path.
+func readSome(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("%s is empty", path)
+		}
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 0 {
+		err = fmt.Errorf("%s is empty", path)
+	}
+	return err
+}
+
 // TestCPULimitBelowTheKernelsMinimum: the kernel refuses a CPU quota
 // under 1 ms per period, 10 millicores with the sandbox's 100 ms period:
 // the config is refused, naming the least limit, rather than the cgroup

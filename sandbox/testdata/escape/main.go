@@ -52,12 +52,9 @@ func main() {
 		verdict(os.WriteFile(arg, []byte("x"), 0o644))
 	case "readsome":
 		// What a file shows, not only whether it opens: a file hidden
-		// behind an empty one opens but says nothing.
-		b, err := os.ReadFile(arg)
-		if err == nil && len(b) == 0 {
-			err = fmt.Errorf("%s is empty", arg)
-		}
-		verdict(err)
+		// behind an empty one opens but says nothing, and so does a
+		// directory hidden behind an empty one.
+		verdict(readSome(arg))
 	case "exec":
 		verdict(exec.Command(arg).Run())
 	case "kill0":
@@ -394,6 +391,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)
 	}
+}
+
+// readSome fails when path shows nothing: it cannot be read, or it is an
+// empty file or directory.
+func readSome(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("%s is empty", path)
+		}
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 0 {
+		err = fmt.Errorf("%s is empty", path)
+	}
+	return err
 }
 
 func waitStdin() {
