@@ -172,6 +172,12 @@ const (
 	appIDCount = 0x7FFE0000 - appIDBase
 )
 
+// LauncherUID is the launcher's real and saved uid while the app runs:
+// the first id above systemd's foreign range, which neither AppID nor
+// systemd hands out, so that no process of the host, and no app, shares
+// it (launcherOwnUID).
+const LauncherUID = 0x7FFF0000
+
 // AppID is a dedicated uid (and gid) for an app that names no user: a
 // stable hash of its name into a range that no host user is given,
 // nor may take as a subordinate id, so apps do not share an identity with
@@ -288,6 +294,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UID == 0 && !c.AllowRoot {
 		return bad("uid 0 without allow_root")
+	}
+	if c.UID == LauncherUID {
+		return bad("uid %d is the launcher's own, which the app must not share", c.UID)
 	}
 	// Group 0 opens every file that root's group may read or write.
 	if c.GID == 0 && !c.AllowRoot {

@@ -155,8 +155,8 @@ type launcher struct {
 // possible: mounts, non-executable memfds and listeners first, then
 // cgroups, then the host's mounts made read-only and a private /dev/shm
 // and the resolver files' copies mounted, then the resolver keeper
-// started, then dropping capabilities, then Landlock, and the seccomp
-// filter last.
+// started, then the launcher's own uid taken, then dropping
+// capabilities, then Landlock, and the seccomp filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
@@ -211,6 +211,9 @@ func (l *launcher) setup() (string, error) {
 	}
 	if err := l.startResolverKeeper(); err != nil {
 		return "mount", err
+	}
+	if err := launcherOwnUID(); err != nil {
+		return "privileges", err
 	}
 	if err := dropPrivileges(); err != nil {
 		return "privileges", err
@@ -575,6 +578,30 @@ func noExecMemfds() error {
 	}
 	if err := os.WriteFile(sysctl, []byte{level}, 0); err != nil {
 		return fmt.Errorf("make memfds non-executable: %w", err)
+	}
+	return nil
+}
+
+// launcherOwnUID makes LauncherUID the launcher's real and saved uid,
+// keeping uid 0 as its effective one, and so its capabilities. The kernel
+// lets a process without CAP_KILL signal another whose real or saved uid
+// is its own, and prlimit(2) the limits of one whose every uid is: an app
+// running as root shared all of the launcher's. Its SIGSEGV, whether
+// sent or queued as a fault (which signal.Ignore does not cover), made
+// the launcher's Go runtime crash, and prlimit set the launcher's limits
+// (a hard RLIMIT_NOFILE of 3, and no bridge connection is served). PID 1
+// of a namespace gets from its own processes only the signals it has a
+// handler for, and Go's runtime has one for nearly all. The launcher
+// still signals the app: its effective uid is the app's, or it has
+// CAP_KILL. Before the fork, so that the app never runs beside a
+// launcher of its uid; after the resolver keeper's start, which execs
+// and would run in secure mode with two uids. A uid the user namespace
+// does not map (narun run in a container) is refused with EINVAL: there
+// the launcher stays root's.
+func launcherOwnUID() error {
+	err := syscall.Setresuid(LauncherUID, 0, LauncherUID)
+	if err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("take the launcher's own uid %d: %w", LauncherUID, err)
 	}
 	return nil
 }

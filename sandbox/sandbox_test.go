@@ -1532,6 +1532,7 @@ func TestValidate(t *testing.T) {
 		{"uid (uid_t)-1", func(c *Config) { c.UID = 1<<32 - 1 }, "(uid_t)-1"},
 		{"gid (uid_t)-1", func(c *Config) { c.GID = 1<<32 - 1 }, "(uid_t)-1"},
 		{"highest uid and gid", func(c *Config) { c.UID, c.GID = 1<<32-2, 1<<32-2 }, ""},
+		{"the launcher's uid", func(c *Config) { c.UID = LauncherUID }, "launcher's own"},
 		{"bad landlock mode", func(c *Config) { c.Landlock.Mode = "maybe" }, "landlock mode"},
 		{"unknown preset", func(c *Config) { c.Landlock.Presets = []string{"gpu"} }, "preset"},
 		{"bad access", func(c *Config) { c.Landlock.Paths = []Path{{Path: "/x", Access: "rc"}} }, "access"},
@@ -2637,6 +2638,28 @@ func readSome(path string) error {
 		err = fmt.Errorf("%s is empty", path)
 	}
 	return err
+}
+
+// TestAppCannotTouchItsLauncher: the app cannot signal, prlimit, trace
+// or read the memory of its launcher, PID 1 of the sandbox, even as root.
+// A root app shared the launcher's uid: its SIGSEGV, by kill or queued as
+// a fault, crashed the launcher's Go runtime, ending the sandbox, and
+// prlimit(2) set the launcher's limits (a hard RLIMIT_NOFILE of 3, and
+// the launcher serves no more bridge connections).
+func TestAppCannotTouchItsLauncher(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []string{"launcher-signal", "launcher-sigqueue", "launcher-prlimit", "launcher-ptrace", "launcher-mem"} {
+		asEachUser(t, mode, true, func(t *testing.T, root bool) {
+			cfg := testConfig(t, mode)
+			if root {
+				asRoot(&cfg)
+			}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("the app reached its launcher: %v\n%s", err, out)
+			}
+		})
+	}
 }
 
 // TestCPULimitBelowTheKernelsMinimum: the kernel refuses a CPU quota

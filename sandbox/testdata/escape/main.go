@@ -377,6 +377,36 @@ func main() {
 			}
 		}
 		fmt.Printf("served %d closed %d\n", served, closed)
+	case "launcher-signal":
+		// PID 1 is the launcher. The kernel hands PID 1 of a namespace
+		// only the signals it has a handler for, and Go's runtime has one
+		// for SIGSEGV, which it takes for a crash when sent.
+		verdict(unix.Kill(1, unix.SIGSEGV))
+	case "launcher-sigqueue":
+		// Not "from user" by its code, so Go's runtime would take it for
+		// a fault of its own, whatever signal.Ignore says.
+		info := unix.Siginfo{Signo: int32(unix.SIGSEGV), Code: -1 /* SI_QUEUE */}
+		_, _, errno := unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, 1, uintptr(unix.SIGSEGV), uintptr(unsafe.Pointer(&info)))
+		if errno != 0 {
+			verdict(errno)
+		}
+		verdict(nil)
+	case "launcher-prlimit":
+		// Its own limits written back: the permission is what counts.
+		var lim unix.Rlimit
+		err := unix.Prlimit(1, unix.RLIMIT_NOFILE, nil, &lim)
+		if err == nil {
+			err = unix.Prlimit(1, unix.RLIMIT_NOFILE, &lim, nil)
+		}
+		verdict(err)
+	case "launcher-ptrace":
+		verdict(unix.PtraceSeize(1))
+	case "launcher-mem":
+		f, err := os.Open("/proc/1/mem")
+		if err == nil {
+			f.Close()
+		}
+		verdict(err)
 	case "natsinfo":
 		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
 		if err != nil {
