@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/narun/narun/applets/ctl"
+	"github.com/narun/narun/applets/execapp"
 	"github.com/narun/narun/applets/gw"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/launcher"
@@ -50,6 +51,7 @@ func Table() []Applet {
 // read, and never listed: the runner re-execs the binary as these.
 var hidden = map[string]cli.Func{
 	"launcher": launcher.Main,
+	"exec-app": execapp.Main,
 }
 
 // StdIO returns the process's own streams.

@@ -20,6 +20,7 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
+	"github.com/narun/narun/sandbox"
 )
 
 // The test binary acts as narun when this variable is set, so symlinks to it
@@ -27,6 +28,11 @@ import (
 const asNarun = "NARUN_TEST_AS_NARUN"
 
 func TestMain(m *testing.M) {
+	// The runner starts exec apps as the exec-app applet of
+	// /proc/self/exe, this test binary, with the app's environment.
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ExecApplet {
+		sandbox.ExecAppMain(os.Args[2:])
+	}
 	if os.Getenv(asNarun) == "1" {
 		os.Exit(applets.Main(os.Args, applets.StdIO()))
 	}
@@ -54,6 +60,7 @@ func TestDispatchInProcess(t *testing.T) {
 		{"help", []string{"narun", "--help"}, 0, "applets:", "", ""},
 		{"help lists aliases", []string{"narun", "help"}, 0, "runner (node-runner)", "", ""},
 		{"launcher is hidden", []string{"narun", "bogus"}, 2, "", "version", "launcher"},
+		{"exec-app is hidden", []string{"narun", "bogus"}, 2, "", "version", "exec-app"},
 		{"version", []string{"narun", "version"}, 0, runtime.GOOS + "/" + runtime.GOARCH, "", ""},
 		{"version json", []string{"narun", "version", "--json"}, 0, `"go_version":"` + runtime.Version(), "", ""},
 		{"version help", []string{"narun", "version", "--help"}, 0, "usage: narun version [--json]", "", ""},

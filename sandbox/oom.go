@@ -1,8 +1,16 @@
 package sandbox
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // AppOOMScoreAdj is the oom_score_adj of every app process: when the
@@ -13,13 +21,78 @@ import (
 // this. Raising it needs no privilege.
 const AppOOMScoreAdj = 500
 
-// RaiseOOMScore sets the oom_score_adj of process pid, as the caller's
-// /proc numbers it, to AppOOMScoreAdj. Its children inherit it from
-// their fork on.
-func RaiseOOMScore(pid int) error {
-	return raiseOOMScore("/proc/" + strconv.Itoa(pid) + "/oom_score_adj")
-}
-
 func raiseOOMScore(file string) error {
 	return os.WriteFile(file, []byte(strconv.Itoa(AppOOMScoreAdj)), 0)
+}
+
+// ExecApplet is narun's hidden applet that StartApp starts an app of mode
+// "exec" through (ExecAppMain).
+const ExecApplet = "exec-app"
+
+// StartApp starts cmd, an app of mode "exec", with AppOOMScoreAdj from
+// its first instruction on. start starts cmd (cmd.Start, or a Cgroup's
+// Start); StartApp makes it start narun's hidden ExecApplet of
+// /proc/self/exe instead, which sets its own score and execs cmd's
+// program in its place: the same process, with cmd's cgroup, process
+// group, directory, environment and streams. A score set from outside
+// once the start returned came after the app's first instructions, and
+// whatever it forked then kept the runner's. So the process must be
+// narun, or handle ExecApplet as narun does. StartApp returns once the app's exec is done;
+// an exec that failed returns the error a direct start would have
+// (fork/exec PATH: ERRNO), and the process exits 127.
+func StartApp(cmd *exec.Cmd, start func() error) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("create the exec status pipe of %s: %w", cmd.Path, err)
+	}
+	defer r.Close()
+	path := cmd.Path
+	fd := 3 + len(cmd.ExtraFiles)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, w)
+	cmd.Args = append([]string{"narun", ExecApplet, strconv.Itoa(fd), path}, cmd.Args...)
+	cmd.Path = "/proc/self/exe"
+	err = start()
+	w.Close()
+	if err != nil {
+		return err
+	}
+	// The pipe closes at the app's exec (close-on-exec); a failed exec
+	// sends its errno first.
+	var errno [4]byte
+	if n, _ := io.ReadFull(r, errno[:]); n == len(errno) {
+		return &os.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.NativeEndian.Uint32(errno[:]))}
+	}
+	return nil
+}
+
+// ExecAppMain is the hidden ExecApplet: with args FD PATH ARG0 [ARG...]
+// from StartApp, it sets its own oom_score_adj to AppOOMScoreAdj and execs
+// PATH in its place, or writes the exec's errno to descriptor FD and exits
+// 127. It never returns.
+func ExecAppMain(args []string) {
+	var fd int
+	var err error
+	if len(args) < 3 {
+		err = fmt.Errorf("want FD PATH ARG0 [ARG...], got %d arguments", len(args))
+	} else if fd, err = strconv.Atoi(args[0]); err == nil && fd < 3 {
+		err = fmt.Errorf("descriptor %d is a standard stream", fd)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "narun %s: %v (started outside the runner?)\n", ExecApplet, err)
+		os.Exit(2)
+	}
+	// The app must not inherit the status pipe.
+	unix.CloseOnExec(fd)
+	// Best effort, as before the app's first instruction nothing can be
+	// told but a failed exec: only a runner whose own score is above
+	// AppOOMScoreAdj makes this a lowering, which needs CAP_SYS_RESOURCE,
+	// and the app then keeps the runner's higher score.
+	_ = raiseOOMScore("/proc/self/oom_score_adj")
+	err = syscall.Exec(args[1], args[2:], os.Environ())
+	errno := syscall.EINVAL
+	errors.As(err, &errno)
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], uint32(errno))
+	_, _ = unix.Write(fd, b[:])
+	os.Exit(127)
 }

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "launcher" {
 		LauncherMain()
 	}
+	if len(os.Args) > 1 && os.Args[1] == ExecApplet {
+		ExecAppMain(os.Args[2:])
+	}
 	if len(os.Args) > 3 && os.Args[1] == "host-etc" {
 		hostEtcMain(os.Args[2], os.Args[3])
 	}
@@ -2660,6 +2663,62 @@ func TestAppCannotTouchItsLauncher(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStartApp: an app started through ExecApplet runs with
+// AppOOMScoreAdj, with its arguments and environment as given; one whose
+// exec fails fails to start with the error of a direct start, and the
+// step exits 127.
+func TestStartApp(t *testing.T) {
+	t.Run("score", func(t *testing.T) {
+		cat, err := exec.LookPath("cat")
+		if err != nil {
+			t.Skip("no cat to read its own oom_score_adj")
+		}
+		cmd := exec.Command(cat, "/proc/self/oom_score_adj")
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := StartApp(cmd, cmd.Start); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil || strings.TrimSpace(out.String()) != strconv.Itoa(AppOOMScoreAdj) {
+			t.Fatalf("cat read its oom_score_adj as %q (%v), want %d", out.String(), err, AppOOMScoreAdj)
+		}
+	})
+	t.Run("arguments and environment", func(t *testing.T) {
+		cmd := exec.Command(helper, "info")
+		cmd.Env = []string{"APP_VAR=1"}
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := StartApp(cmd, cmd.Start); err != nil {
+			t.Fatal(err)
+		}
+		var info struct {
+			Env []string `json:"env"`
+			FDs []string `json:"fds"`
+		}
+		if err := cmd.Wait(); err != nil || json.Unmarshal([]byte(out.String()), &info) != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		if len(info.Env) != 1 || info.Env[0] != "APP_VAR=1" {
+			t.Errorf("environment %q, want [APP_VAR=1]", info.Env)
+		}
+		if pipes := launcherPipes(info.FDs); pipes != "" {
+			t.Errorf("the app holds the exec status pipe: %s", pipes)
+		}
+	})
+	t.Run("failed exec", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "missing")
+		direct := exec.Command(missing).Start()
+		cmd := exec.Command(missing)
+		err := StartApp(cmd, cmd.Start)
+		if err == nil || direct == nil || err.Error() != direct.Error() || !errors.Is(err, unix.ENOENT) {
+			t.Fatalf("start through %s: %v, want %v", ExecApplet, err, direct)
+		}
+		if werr := cmd.Wait(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 127 {
+			t.Fatalf("the step ended with %v, want exit status 127", werr)
+		}
+	})
 }
 
 // TestCPULimitBelowTheKernelsMinimum: the kernel refuses a CPU quota

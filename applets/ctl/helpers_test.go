@@ -30,6 +30,7 @@ import (
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
+	"github.com/narun/narun/sandbox"
 )
 
 // asProcess in the environment makes this test binary run ctl with its
@@ -38,6 +39,11 @@ import (
 const asProcess = "NARUN_CTL_TEST_AS_PROCESS"
 
 func TestMain(m *testing.M) {
+	// The runner starts exec apps as the exec-app applet of
+	// /proc/self/exe, this test binary, with the app's environment.
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ExecApplet {
+		sandbox.ExecAppMain(os.Args[2:])
+	}
 	if os.Getenv(asProcess) == "1" {
 		// As narun's dispatcher runs an applet: SIGINT and SIGTERM end
 		// its context, not the process.

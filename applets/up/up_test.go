@@ -22,6 +22,7 @@ import (
 	"github.com/narun/narun/applets"
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/sandbox"
 )
 
 // The test binary acts as `narun up` when this variable is set, so the
@@ -37,6 +38,11 @@ const asSlowApp = "UP_TEST_SLOW_STOP"
 const asIdleApp = "UP_TEST_IDLE"
 
 func TestMain(m *testing.M) {
+	// The runner starts exec apps as the exec-app applet of
+	// /proc/self/exe, this test binary, with the app's environment.
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ExecApplet {
+		sandbox.ExecAppMain(os.Args[2:])
+	}
 	if os.Getenv(asUp) == "1" {
 		os.Exit(applets.Main(append([]string{"narun"}, os.Args[1:]...), applets.StdIO()))
 	}

@@ -11,16 +11,6 @@ import (
 	"github.com/narun/narun/sandbox"
 )
 
-// raiseOOMScore makes an exec instance the OOM killer's choice before
-// narun (sandbox.AppOOMScoreAdj). It is set just after the start, so a
-// child the app forks in the first instant keeps the runner's score;
-// the launcher of a sandbox sets its own before it forks the app.
-func (r *Runner) raiseOOMScore(inst InstanceLaunch, pid int) {
-	if err := sandbox.RaiseOOMScore(pid); err != nil {
-		r.log.Debug("raise the instance's oom_score_adj", "app", inst.App, "instance", inst.Instance, "err", err)
-	}
-}
-
 // execCommand runs an instance of mode "exec" as it is, in a cgroup of its
 // own where the node can make one, as systemd runs a service: the cgroup
 // holds the [resources] limits, stopping the instance signals every process
@@ -29,7 +19,9 @@ func (r *Runner) raiseOOMScore(inst InstanceLaunch, pid int) {
 // group (setsid, a daemon's double fork) does not outlive it. The cgroup
 // also tells the health check and the metrics which processes are the
 // instance's. Without a cgroup only the process group is reached, and the
-// journal names what outlives it.
+// journal names what outlives it. Either way it starts through narun's
+// hidden exec-app applet (sandbox.StartApp), so that the app runs with
+// sandbox.AppOOMScoreAdj from its first instruction.
 func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervisor.Process, error) {
 	p, err := supervisor.Exec(ctx, inst)
 	if err != nil {
@@ -45,10 +37,9 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	}
 	if cg == nil {
 		p.Start = func() error {
-			if err := p.Cmd.Start(); err != nil {
+			if err := sandbox.StartApp(p.Cmd, p.Cmd.Start); err != nil {
 				return permanentExecFormat(err, inst.Path)
 			}
-			r.raiseOOMScore(inst, p.Cmd.Process.Pid)
 			return nil
 		}
 		// Release runs once the group was killed: what still runs with
@@ -62,14 +53,13 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 		return p, nil
 	}
 	p.Start = func() error {
-		if err := cg.Start(p.Cmd); err != nil {
+		if err := sandbox.StartApp(p.Cmd, func() error { return cg.Start(p.Cmd) }); err != nil {
 			if errors.Is(err, sandbox.ErrThreadStuck) {
 				return fmt.Errorf("%w: %w", err, supervisor.ErrThreadTainted)
 			}
 			return permanentExecFormat(err, inst.Path)
 		}
 		r.execCgroups.set(inst.App, inst.Instance, cg)
-		r.raiseOOMScore(inst, p.Cmd.Process.Pid)
 		return nil
 	}
 	p.Wait = func() error {

@@ -67,9 +67,10 @@ type Options struct {
 	// Logger receives the runner's messages; nil discards them.
 	Logger *slog.Logger
 	// Command builds the processes of instances in every mode; nil runs
-	// mode "exec" as it is and mode "sandbox" through the sandbox
-	// launcher, which needs the process to be narun (or to handle the
-	// "launcher" argument as narun does).
+	// mode "exec" as it is, through the hidden exec-app applet, and mode
+	// "sandbox" through the sandbox launcher, which needs the process to
+	// be narun (or to handle the "exec-app" and "launcher" arguments as
+	// narun does).
 	Command CommandFactory
 	// SigningKeyFile is the node key file of narun up, which its
 	// heartbeat names for narun ctl on the same machine; "" when narun up

@@ -55,10 +55,13 @@ var helloBin, probeBin string
 const childEnv = "NARUN_RUNNER_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	// Sandboxed instances re-exec /proc/self/exe as the launcher: this
-	// test binary plays narun's part.
+	// Sandboxed instances re-exec /proc/self/exe as the launcher, exec
+	// ones as the exec-app applet: this test binary plays narun's part.
 	if len(os.Args) > 1 && os.Args[1] == "launcher" {
 		sandbox.LauncherMain()
+	}
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ExecApplet {
+		sandbox.ExecAppMain(os.Args[2:])
 	}
 	if os.Getenv(childEnv) == "1" {
 		if err := runChild(); err != nil {

@@ -1,12 +1,15 @@
 package runner
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"runtime"
@@ -136,6 +139,82 @@ func TestAppsAreTheOOMKillersFirstChoice(t *testing.T) {
 	}
 	if got := scoreAdj(t, 1); got != initial {
 		t.Errorf("the oom_score_adj of the host's init went from %s to %s", initial, got)
+	}
+}
+
+// TestExecAppStartsWithItsOOMScore: an exec instance runs with
+// sandbox.AppOOMScoreAdj from its first instruction, in every start, with
+// a cgroup of its own and without. cat reads its score at once: when the
+// runner set it just after the start, some of 500 cats read the runner's.
+func TestExecAppStartsWithItsOOMScore(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat to read its own oom_score_adj at once")
+	}
+	want := strconv.Itoa(sandbox.AppOOMScoreAdj)
+	if b, err := os.ReadFile("/proc/self/oom_score_adj"); err != nil || strings.TrimSpace(string(b)) == want {
+		t.Skipf("the runner's own oom_score_adj is the app's (%v): a start cannot show which one the app read", err)
+	}
+	c := newCluster(t, nil)
+	// Not run: what a runner does at its start (killing what earlier ones
+	// left, removing their cgroups) would race with these starts.
+	r, err := New(Options{Config: config.Runner{NodeID: node}, DataDir: t.TempDir(), Conn: c.nc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.caps.CgroupVersion > 0 {
+		t.Cleanup(func() {
+			if err := sandbox.RemoveScope(r.cgroupScope); err != nil {
+				t.Errorf("remove the runner's cgroups: %v", err)
+			}
+		})
+	}
+	for _, cgroup := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cgroup=%v", cgroup), func(t *testing.T) {
+			if cgroup && r.caps.CgroupVersion == 0 {
+				t.Skip("no cgroup hierarchy")
+			}
+			if !cgroup {
+				// As on a node that cannot make one.
+				caps := r.caps
+				r.caps.CgroupVersion = 0
+				t.Cleanup(func() { r.caps = caps })
+			}
+			const starts = 500
+			read := map[string]int{}
+			dir := t.TempDir()
+			for i := range starts {
+				inst := InstanceLaunch{App: "cat", Node: node, Instance: strconv.Itoa(i), Mode: "exec", Path: cat,
+					Args: []string{"/proc/self/oom_score_adj"}, Dir: dir}
+				p, err := r.execCommand(context.Background(), inst)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out strings.Builder
+				p.Cmd.Stdout, p.Cmd.Stderr = &out, &out
+				start, wait := p.Start, p.Wait
+				if start == nil {
+					start = p.Cmd.Start
+				}
+				if wait == nil {
+					wait = p.Cmd.Wait
+				}
+				if err := start(); err != nil {
+					t.Fatalf("start %d: %v", i, err)
+				}
+				err = wait()
+				if p.Release != nil {
+					p.Release()
+				}
+				if err != nil {
+					t.Fatalf("start %d: %v\n%s", i, err, out.String())
+				}
+				read[strconv.Quote(strings.TrimSpace(out.String()))]++
+			}
+			if read[strconv.Quote(want)] != starts {
+				t.Fatalf("of %d starts, cat read its oom_score_adj as %v, want %s in all", starts, read, want)
+			}
+		})
 	}
 }
 
