@@ -154,9 +154,9 @@ type launcher struct {
 // setup runs every step that needs root, in the order that keeps each
 // possible: mounts, non-executable memfds and listeners first, then
 // cgroups, then the host's mounts made read-only and a private /dev/shm
-// and the resolver files' copies mounted, then the resolver keeper
-// started, then the launcher's own uid taken, then dropping
-// capabilities, then Landlock, and the seccomp filter last.
+// and the resolver files' copies mounted, then the launcher's own uid
+// taken and the resolver keeper started, then dropping capabilities, then
+// Landlock, and the seccomp filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
 	if err := setupMounts(cfg); err != nil {
@@ -209,11 +209,11 @@ func (l *launcher) setup() (string, error) {
 	if err := enterOwnRoot(cfg, g); err != nil {
 		return "mount", err
 	}
-	if err := l.startResolverKeeper(); err != nil {
-		return "mount", err
-	}
 	if err := launcherOwnUID(); err != nil {
 		return "privileges", err
+	}
+	if err := l.startResolverKeeper(); err != nil {
+		return "mount", err
 	}
 	if err := dropPrivileges(); err != nil {
 		return "privileges", err
@@ -594,10 +594,14 @@ func noExecMemfds() error {
 // handler for, and Go's runtime has one for nearly all. The launcher
 // still signals the app: its effective uid is the app's, or it has
 // CAP_KILL. Before the fork, so that the app never runs beside a
-// launcher of its uid; after the resolver keeper's start, which execs
-// and would run in secure mode with two uids. A uid the user namespace
-// does not map (narun run in a container) is refused with EINVAL: there
-// the launcher stays root's.
+// launcher of its uid, and before the resolver keeper's start, whose
+// limits a root app set too, and which inherits the real uid. Its exec,
+// with two uids, is a secure one: the kernel makes its saved uid root's
+// again, so that a root app still signals it where Landlock does not
+// scope signals (before ABI 8, see landlockRules), and drops its
+// parent-death signal, which the end of the PID namespace stands in for.
+// A uid the user namespace does not map (narun run in a container) is
+// refused with EINVAL: there the launcher stays root's.
 func launcherOwnUID() error {
 	err := syscall.Setresuid(LauncherUID, 0, LauncherUID)
 	if err != nil && !errors.Is(err, unix.EINVAL) {

@@ -2663,6 +2663,30 @@ func TestAppCannotTouchItsLauncher(t *testing.T) {
 			}
 		})
 	}
+	// The resolver keeper runs only under Landlock, with the dns preset.
+	// Its saved uid is root's, as after any exec by an effective root:
+	// before ABI 8, which scopes signals, a root app signals it
+	// (docs/SECURITY.md, "Landlock rules").
+	for _, tc := range []struct {
+		mode    string
+		rootABI int
+	}{{"keeper-signal", 8}, {"keeper-prlimit", 1}} {
+		asEachUser(t, tc.mode, true, func(t *testing.T, root bool) {
+			requireLandlock(t, 1)
+			if root {
+				requireLandlock(t, tc.rootABI)
+			}
+			cfg := testConfig(t, tc.mode)
+			cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetDNS)
+			if root {
+				asRoot(&cfg)
+			}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("the app reached its resolver keeper: %v\n%s", err, out)
+			}
+		})
+	}
 }
 
 // TestStartApp: an app started through ExecApplet runs with

@@ -407,6 +407,19 @@ func main() {
 			f.Close()
 		}
 		verdict(err)
+	case "keeper-prlimit", "keeper-signal":
+		// The resolver keeper (dns preset) is a process of the sandbox
+		// too, run as root.
+		pid, err := keeperPid()
+		if err == nil && os.Args[1] == "keeper-signal" {
+			err = unix.Kill(pid, unix.SIGSEGV)
+		} else if err == nil {
+			var lim unix.Rlimit
+			if err = unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err == nil {
+				err = unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil)
+			}
+		}
+		verdict(err)
 	case "natsinfo":
 		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
 		if err != nil {
@@ -421,6 +434,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)
 	}
+}
+
+// keeperPid finds the resolver keeper by its command line; the test fails
+// on exit status 2 when there is none.
+func keeperPid() (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); strings.Contains(string(cmdline), "resolver-keeper") {
+			return pid, nil
+		}
+	}
+	fmt.Println("no resolver keeper")
+	os.Exit(2)
+	return 0, nil
 }
 
 // readSome fails when path shows nothing: it cannot be read, or it is an
