@@ -262,15 +262,17 @@ func setupMounts(cfg *Config) error {
 // finds empty, whatever its uid: runc's default masked paths, which show
 // the host's kernel and hardware (kcore, timer_list, sched_debug,
 // latency_stats; firmware tables and the physical memory map in
-// /sys/firmware) and are not namespaced, and /proc/keys and
-// /proc/key-users. Keyrings are not namespaced either: /proc/keys lists
+// /sys/firmware) and are not namespaced, Docker's additions to them
+// (/proc/interrupts, whose counts of every CPU's interrupts time what
+// other processes do; powercap's energy counters, the PLATYPUS power side
+// channel), and /proc/keys and /proc/key-users. Keyrings are not namespaced either: /proc/keys lists
 // every key the app's uid may view, for uid 0 the host's root keyrings,
 // and /proc/key-users the number of keys and bytes every uid of the host
 // holds. A kernel without one has nothing to mask there.
 var maskedPaths = []string{
-	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/key-users",
+	"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/key-users",
 	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-	"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/tpm",
+	"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/devices/virtual/tpm",
 }
 
 // maskPaths covers each of maskedPaths, as runc does: a file with an empty

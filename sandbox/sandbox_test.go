@@ -2586,10 +2586,11 @@ func TestRootOnlyProcFilesCovered(t *testing.T) {
 // the kernel lacks, or shows nothing in here, are logged.
 func TestMaskedPathsHidden(t *testing.T) {
 	requireRoot(t)
-	// runc's default masked paths (libcontainer/specconv), and key-users.
-	masked := []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/key-users",
+	// runc's default masked paths (libcontainer/specconv), Docker's
+	// additions to them, and key-users.
+	masked := []string{"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/key-users",
 		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/tpm"}
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/devices/virtual/tpm"}
 	for _, path := range masked {
 		if err := readSome(path); err != nil {
 			t.Logf("%s: nothing to hide on this host: %v", path, err)
