@@ -591,37 +591,12 @@ func TestDataDirFreeDespiteProcessStarts(t *testing.T) {
 // nats-server would hide its streams from the cluster and delete them as
 // orphans. A member's own store, streams and all, starts again.
 func TestClusterRefusesAStandaloneStore(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	putKey := func(s *embednats.Server, bucket string) {
-		t.Helper()
-		nc, err := s.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		// A cluster just formed has, under load, refused its first stream
-		// with "error creating store for stream" (a CI run); that is
-		// nats-server's, and not what this test is about.
-		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
-		for err != nil && strings.Contains(err.Error(), "error creating store") && ctx.Err() == nil {
-			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	alone := t.TempDir()
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone})
 	if err != nil {
 		t.Fatal(err)
 	}
-	putKey(s, "specs")
+	putKey(t, s, jetstream.KeyValueConfig{Bucket: "specs"}, "k")
 	s.Shutdown()
 	routeAddr := natstest.FreeAddr(t)
 	member := embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone, ServerName: "m1",
@@ -643,7 +618,7 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(20 * time.Second)
-	putKey(c.Server(0), "specs")
+	putKey(t, c.Server(0), jetstream.KeyValueConfig{Bucket: "specs"}, "k")
 	c.Stop(0)
 	c.Start(0) // fails the test if refused
 }
