@@ -116,6 +116,7 @@ func holds(t *testing.T, s *embednats.Server, stream string, msgs int) {
 // formed a cluster of their own, listing only each other, and made a
 // bucket, that bucket stays.
 func TestClusterMemberStartedAloneMakesNoStreams(t *testing.T) {
+	t.Parallel()
 	c := natstest.NewCluster(t, 3)
 	refusesStreams(t, c.Start(2))
 	c.Stop(2)
@@ -165,6 +166,7 @@ func TestClusterMemberStartedAloneMakesNoStreams(t *testing.T) {
 // (b) A member of a cluster whose two peers are down has no quorum: it
 // makes no stream, and the copies it holds stay for when they are back.
 func TestClusterMemberCutOffMakesNoStreams(t *testing.T) {
+	t.Parallel()
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(60 * time.Second)
 	putKey(t, c.Server(2), jetstream.KeyValueConfig{Bucket: "specs", Replicas: 3}, "k")
@@ -188,6 +190,7 @@ func TestClusterMemberCutOffMakesNoStreams(t *testing.T) {
 // cluster's name it catches up, and so does a new one under its name
 // with an empty data dir.
 func TestClusterMemberUnderAnotherClusterNameRejoins(t *testing.T) {
+	t.Parallel()
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(60 * time.Second)
 	putKey(t, c.Server(0), jetstream.KeyValueConfig{Bucket: "specs", Replicas: 3}, "k")

@@ -37,10 +37,12 @@ CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal
 # So is the one that starts processes from several threads by the hundred:
 # user-mode qemu can hang in a fork of a multi-threaded process (seen on
 # riscv64), and the file lock it checks is the kernel's, alike on every arch.
+# So are the cluster-member tests, half a minute each of nats-server's own
+# elections and catch-up, which no architecture changes.
 for arch in arm64 riscv64; do
 	case $arch in arm64) q=qemu-aarch64-static ;; riscv64) q=qemu-riscv64-static ;; esac
 	stage "go test under $q (linux/$arch)"
-	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -skip '^TestDataDirFreeDespiteProcessStarts$' ./applets/internal/config/ ./embednats/
+	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -skip '^(TestDataDirFreeDespiteProcessStarts|TestClusterMember.*)$' ./applets/internal/config/ ./embednats/
 	GOARCH=$arch go test -count=1 -timeout 5m -exec "$q" -run '^(TestDispatchInProcess|TestInstall)$' ./applets/
 done
 
