@@ -556,7 +556,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	done := r.Context().Done()
 	cut := g.cut
 	headSeen := false
-	var flusher http.Flusher
+	// flush reports a failed write, which http.Flusher would not: a part
+	// that fits net/http's buffer fails only when flushed.
+	var flush *http.ResponseController
 	// The head's Connection header names hop-by-hop headers for the whole
 	// response, trailers included. A slice of the head's own value: no
 	// allocation, and nil when there is none.
@@ -774,13 +776,25 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.protocolError(w, r, ex, rt, wt, true, "body does not match its Content-Length "+strconv.FormatInt(declared, 10), rid)
 				return
 			}
-			n, _ := send.write(w, m.Data)
+			var n int
+			if bodyAllowed(status) {
+				// A 204's or 304's payload is dropped, as its frames'
+				// are (below): net/http refuses the write.
+				n, err = send.write(w, m.Data)
+			}
 			ex.out += int64(n)
-			flusher, _ = w.(http.Flusher)
-			if flusher != nil {
-				flusher.Flush()
+			flush = http.NewResponseController(w)
+			if err == nil {
+				err = flush.Flush()
 			}
 			send.disarm()
+			if err != nil {
+				// The client is gone, or takes nothing: the service must
+				// hear it before it sends more.
+				g.cancel(rt, wt)
+				g.metrics.outcomes[outcomeCancelled].Add(1)
+				return
+			}
 		case consumer.FrameInterim:
 			// After the head the client has its final status. One with a
 			// control character is dropped, not the exchange failed: an
@@ -872,8 +886,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				}
 				return
 			}
-			if flusher != nil {
-				flusher.Flush()
+			if err == nil && !bodiless {
+				// Before the ack: a frame the client did not get is
+				// answered with cancel, and the exchange ends now, not
+				// when the next frame finds the client gone.
+				err = flush.Flush()
 			}
 			send.disarm()
 			if m.Reply != "" {

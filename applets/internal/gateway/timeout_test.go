@@ -23,6 +23,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -691,5 +692,67 @@ func TestStreamPauseIsNoStalledReader(t *testing.T) {
 		if err != nil || string(rest) != "\ndata: 2\n\n" {
 			t.Errorf("%s: after the pause %q, %v; want the second event and a clean end", name, rest, err)
 		}
+	}
+}
+
+// TestFailedFlushIsNoAck has a client go away (a reset) in the middle of a
+// stream, and the service send a data frame after: the write of its small
+// payload lands in net/http's buffer and fails only at the flush, which
+// must end the exchange at once, answering the frame with cancel and
+// cancelling the exchange, never acking a frame the client did not get.
+// The request announces a body the client never sends (Expect:
+// 100-continue), so that net/http does not read the connection: the
+// failed flush, not a read that sees the reset, is what tells the gateway.
+func TestFailedFlushIsNoAck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "gone", Timeout: config.Duration(10 * time.Minute)}))
+	nc := natsConn(t, e)
+	replies := make(chan string, 1)
+	if _, err := nc.Subscribe("gone", func(m *nats.Msg) {
+		head := &nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Body": {"stream"}}, Data: []byte("first\n")}
+		if err := nc.PublishMsg(head); err == nil {
+			replies <- m.Reply
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancels, err := nc.SubscribeSync(consumer.CancelSubject("gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	fmt.Fprintf(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", 4<<20)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []int{http.StatusContinue, http.StatusOK} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != want {
+			t.Fatalf("got %v, %v; want %d", resp, err, want)
+		}
+		if want == http.StatusOK {
+			if line, err := bufio.NewReader(resp.Body).ReadString('\n'); line != "first\n" {
+				t.Fatalf("first part %q, %v", line, err)
+			}
+		}
+	}
+	reply := <-replies
+	// A reset rather than a close: the gateway's next write fails at once.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+	answer, err := nc.RequestMsg(&nats.Msg{Subject: reply, Header: nats.Header{"Narun-Frame": {"data"}}, Data: []byte("second\n")}, 10*time.Second)
+	if err != nil {
+		t.Fatalf("data frame after the client left: %v", err)
+	}
+	if f := answer.Header.Get("Narun-Frame"); f != "cancel" {
+		t.Errorf("data frame the client could not get answered with %q, want cancel", f)
+	}
+	m, err := cancels.NextMsg(10 * time.Second)
+	if err != nil || string(m.Data) != reply {
+		t.Errorf("cancel of the exchange: %v, %v; want %q", m, err, reply)
 	}
 }
