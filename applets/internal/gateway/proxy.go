@@ -704,7 +704,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// sends those in w with a 1xx. A body nobody pulls is not
 				// read: over HTTP/1.1 net/http's head says Connection:
 				// close for a body not read to its end, and over HTTP/2
-				// the stream ends with the response.
+				// the stream ends with the response. Bound as the head
+				// that follows it is, which arms again.
+				send.arm()
 				w.WriteHeader(http.StatusContinue)
 				awaitContinue = false
 			}
@@ -801,7 +803,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			// interim response is advice the client can do without, as
 			// for the interim frames interim drops.
 			if !headSeen && meta.badField == "" {
-				interim(w, r, m.Header, meta.status)
+				interim(w, r, &send, m.Header, meta.status)
 			}
 		case consumer.FramePull:
 			if m.Reply == "" {
@@ -916,8 +918,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 // writes a handler's: with the headers in w at the time, which are then
 // cleared, since the final head brings its own. 100 Continue is the
 // gateway's own to send (Expect), 101 would switch protocols, and HTTP
-// forbids sending any to an HTTP/1.0 client (RFC 9110 15.2).
-func interim(w http.ResponseWriter, r *http.Request, src nats.Header, status string) {
+// forbids sending any to an HTTP/1.0 client (RFC 9110 15.2). The write is
+// bounded by send, as the response's others are: net/http reports no
+// failure of it, but ends the request's context.
+func interim(w http.ResponseWriter, r *http.Request, send *sendBound, src nats.Header, status string) {
 	code, err := strconv.Atoi(status)
 	if err != nil || code < 102 || code > 199 || !r.ProtoAtLeast(1, 1) {
 		return
@@ -925,7 +929,9 @@ func interim(w http.ResponseWriter, r *http.Request, src nats.Header, status str
 	h := w.Header()
 	rid := h["X-Request-Id"]
 	copyReplyHeaders(h, src)
+	send.arm()
 	w.WriteHeader(code)
+	send.disarm()
 	clear(h)
 	h["X-Request-Id"] = rid
 }

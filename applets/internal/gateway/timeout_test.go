@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -754,5 +755,102 @@ func TestFailedFlushIsNoAck(t *testing.T) {
 	m, err := cancels.NextMsg(10 * time.Second)
 	if err != nil || string(m.Data) != reply {
 		t.Errorf("cancel of the exchange: %v, %v; want %q", m, err, reply)
+	}
+}
+
+// pipeListener hands a server the far ends of net.Pipe connections, which
+// have no buffer: a write waits until the client reads it, so a client
+// that reads nothing stalls the server's first write, whatever the sizes
+// of socket buffers would have been.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// dialPipe serves e's gateway over HTTP/1 on a pipeListener, and returns
+// the client's end of a connection to it.
+func (e *env) dialPipe(t *testing.T) net.Conn {
+	t.Helper()
+	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	srv := &http.Server{Handler: e.gw.Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	client, server := net.Pipe()
+	t.Cleanup(func() { _ = client.Close() })
+	select {
+	case ln.conns <- server:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server accepted no connection")
+	}
+	return client
+}
+
+// TestStalledReaderOfInterimIsCut has a client read nothing while the
+// gateway writes an interim response, its own 100 Continue before a
+// streamed head or a 103 the service sends: the write must give up after
+// body_idle_timeout, as the response's others do, and the service's
+// stream be cancelled, rather than both wait for the route's timeout.
+func TestStalledReaderOfInterimIsCut(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, request string
+		reply         nats.Header
+	}{
+		{"100 Continue", fmt.Sprintf("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", 4<<20),
+			nats.Header{"Narun-Body": {"stream"}}},
+		{"103 relayed", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+			nats.Header{"Narun-Frame": {"interim"}, "Narun-Status": {"103"}, "Link": {"</style.css>; rel=preload; as=style"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := gwConfig(config.Route{Path: "/", Service: "hints", Timeout: config.Duration(10 * time.Minute)})
+			cfg.BodyIdleTimeout = config.Duration(time.Second)
+			e := newEnv(t, cfg)
+			nc := natsConn(t, e)
+			if _, err := nc.Subscribe("hints", func(m *nats.Msg) {
+				_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: tc.reply})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			cancels, err := nc.SubscribeSync(consumer.CancelSubject("hints"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			c := e.dialPipe(t)
+			if _, err := io.WriteString(c, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 20*time.Second, "the gateway gives up the interim response nobody reads", func() bool {
+				return e.gw.metrics.inflight.Load() == 0
+			})
+			if _, err := cancels.NextMsg(10 * time.Second); err != nil {
+				t.Errorf("the service's stream was not cancelled: %v", err)
+			}
+		})
 	}
 }
