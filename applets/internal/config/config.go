@@ -198,8 +198,9 @@ type Gateway struct {
 	MaxBody     Size     `toml:"max_body"`
 	// BodyIdleTimeout bounds each wait for more of a request body, and
 	// each write of a response that the client takes nothing of, within
-	// the route's timeout; 0 means DefaultBodyIdleTimeout. It follows hot
-	// reloads.
+	// the route's timeout, and closes an HTTP/2 connection that takes none
+	// of what waits to be written to it; 0 means DefaultBodyIdleTimeout. It
+	// follows hot reloads, but for that connection bound, set at the start.
 	BodyIdleTimeout Duration `toml:"body_idle_timeout"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// at shutdown; 0 means 15s.

@@ -824,11 +824,19 @@ const (
 	h2ConnWindow = h2MaxStreams * h2StreamWindow
 )
 
-func http2Limits() *http.HTTP2Config {
+// http2Limits is the HTTP/2 configuration of the gateway's servers.
+// stalled closes a connection that takes none of what waits to be written
+// to it for that long: a stream's write deadline resets the stream by a
+// frame that waits behind the others, so once a client reads nothing of
+// its connection at all (its network gone, or its own output full) no
+// deadline of the exchange can end a write that waits there. Fixed per
+// server: net/http reads it when a connection starts, unsynchronised.
+func http2Limits(stalled time.Duration) *http.HTTP2Config {
 	return &http.HTTP2Config{
 		MaxConcurrentStreams:          h2MaxStreams,
 		MaxReceiveBufferPerStream:     h2StreamWindow,
 		MaxReceiveBufferPerConnection: h2ConnWindow,
+		WriteByteTimeout:              stalled,
 	}
 }
 
@@ -864,7 +872,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ErrorLog:          errLog,
-			HTTP2:             http2Limits(),
+			// body_idle_timeout as it is at the start: a reload
+			// cannot reach a server's HTTP/2 configuration.
+			HTTP2: http2Limits(time.Duration(g.bodyIdle.Load())),
 		}
 		if name != "admin" {
 			s.ConnState = g.conns.track

@@ -75,7 +75,7 @@ func newEnvLogged(t testing.TB, cfg config.Gateway, log *slog.Logger) *env {
 func startH2C(t testing.TB, e *env) *httptest.Server {
 	t.Helper()
 	hs := httptest.NewUnstartedServer(e.gw.Handler())
-	hs.Config.HTTP2 = http2Limits()
+	hs.Config.HTTP2 = http2Limits(time.Duration(e.gw.bodyIdle.Load()))
 	hs.Config.Protocols = new(http.Protocols)
 	hs.Config.Protocols.SetHTTP1(true)
 	hs.Config.Protocols.SetUnencryptedHTTP2(true)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -646,11 +647,12 @@ func TestStalledStreamReaderIsCut(t *testing.T) {
 	})
 }
 
-// TestStreamPauseIsNoStalledReader has a service pause between two events
-// longer than body_idle_timeout, with a client that reads: the bound is on
-// a write the client does not take, not on the time between writes (over
-// HTTP/2 a stream's write deadline resets the stream when it passes,
-// whether or not a write waits).
+// TestStreamPauseIsNoStalledReader has a service pause between events
+// longer than body_idle_timeout, with a client that reads, after the head
+// and after a data frame, each with its own return of the exchange's
+// bound: the bound is on a write the client does not take, not on the time
+// between writes (over HTTP/2 a stream's write deadline resets the stream
+// when it passes, whether or not a write waits).
 func TestStreamPauseIsNoStalledReader(t *testing.T) {
 	t.Parallel()
 	const idle = 500 * time.Millisecond
@@ -660,20 +662,24 @@ func TestStreamPauseIsNoStalledReader(t *testing.T) {
 	seen := make(chan struct{}, 1)
 	e.serve(t, "pause", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: 1\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-seen:
-		case <-r.Context().Done():
-			return
+		for i := 1; i < 3; i++ {
+			// The first event goes out with the head, the second in a
+			// data frame.
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-seen:
+			case <-r.Context().Done():
+				return
+			}
+			// The pause the test is about, not a wait for anything.
+			select {
+			case <-time.After(4 * idle):
+			case <-r.Context().Done():
+				return
+			}
 		}
-		// The pause the test is about, not a wait for anything.
-		select {
-		case <-time.After(4 * idle):
-		case <-r.Context().Done():
-			return
-		}
-		_, _ = io.WriteString(w, "data: 2\n\n")
+		_, _ = io.WriteString(w, "data: 3\n\n")
 	}))
 	h1 := http.DefaultTransport
 	h2 := h2cClient(t, e)
@@ -684,14 +690,19 @@ func TestStreamPauseIsNoStalledReader(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		br := bufio.NewReader(resp.Body)
-		if line, err := br.ReadString('\n'); line != "data: 1\n" {
-			t.Fatalf("%s: first event %q, %v", name, line, err)
+		for i := 1; i < 3; i++ {
+			if event, err := br.ReadString('\n'); event != fmt.Sprintf("data: %d\n", i) {
+				t.Fatalf("%s: event %d %q, %v", name, i, event, err)
+			}
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatalf("%s: the end of event %d: %v", name, i, err)
+			}
+			seen <- struct{}{}
 		}
-		seen <- struct{}{}
 		rest, err := io.ReadAll(br)
 		resp.Body.Close()
-		if err != nil || string(rest) != "\ndata: 2\n\n" {
-			t.Errorf("%s: after the pause %q, %v; want the second event and a clean end", name, rest, err)
+		if err != nil || string(rest) != "data: 3\n\n" {
+			t.Errorf("%s: after the pauses %q, %v; want the last event and a clean end", name, rest, err)
 		}
 	}
 }
@@ -853,4 +864,48 @@ func TestStalledReaderOfInterimIsCut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStalledHTTP2ConnectionIsCut has an HTTP/2 client open large flow
+// control windows and then read nothing of its connection, as a client
+// whose network is gone, or one stuck writing what it got to a full pipe
+// (curl into a pager): the gateway's writes then wait in TCP, where the
+// reset of the stream at its write deadline waits too, behind them, and
+// cannot release the exchange. Once nothing can be written for
+// body_idle_timeout the connection must close, ending the exchange and
+// the service's stream, rather than hold them for as long as TCP keeps
+// the connection (for ever, for a client that keeps acknowledging a
+// window of 0).
+func TestStalledHTTP2ConnectionIsCut(t *testing.T) {
+	t.Parallel()
+	cfg := gwConfig(config.Route{Path: "/", Service: "flood", Timeout: config.Duration(10 * time.Minute)})
+	cfg.BodyIdleTimeout = config.Duration(time.Second)
+	srv := natstest.Start(t)
+	r := startRun(t, natstest.Connect(t, srv), cfg, "")
+	ended := make(chan error, 1)
+	serveOn(t, natstest.Connect(t, srv), consumer.Config{Name: "flood"}, floodEvents(ended))
+	c, err := net.Dial("tcp", r.addrs["http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	const window = 1<<31 - 1
+	out := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	out = append(out, h2frame(0x4, 0, 0, binary.BigEndian.AppendUint32([]byte{0, 4}, window))...)
+	out = append(out, h2frame(0x8, 0, 0, binary.BigEndian.AppendUint32(nil, window-65535))...)
+	const endStreamAndHeaders = 0x5
+	out = append(out, h2frame(0x1, endStreamAndHeaders, 1, hpackLit(":method", "GET", ":scheme", "http", ":path", "/events", ":authority", "a"))...)
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the request reaches the service", func() bool {
+		return r.gw.metrics.inflight.Load() == 1
+	})
+	testutil.Eventually(t, 20*time.Second, "the gateway gives up the connection nothing can be written to", func() bool {
+		return r.gw.metrics.inflight.Load() == 0
+	})
+	testutil.Eventually(t, 10*time.Second, "the service's stream ends", func() bool { return len(ended) == 1 })
 }
