@@ -385,7 +385,7 @@ func TestFatalErrorIsALogLine(t *testing.T) {
 	}
 	t.Run("text", func(t *testing.T) {
 		code, _, errs := run("narun", "gw", "--nats-url", srv.ClientURL(), "--config", unknown)
-		if want := "narun gw: " + unknown + `:2: unknown key "gateway.listn"` + "\n"; code != 1 || errs != want {
+		if want := "narun gw: " + unknown + `:2: unknown key "gateway.listn" (did you mean "gateway.listen"?)` + "\n"; code != 1 || errs != want {
 			t.Errorf("exit code %d, stderr %q; want 1, %q", code, errs, want)
 		}
 	})

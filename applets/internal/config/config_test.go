@@ -197,9 +197,34 @@ func TestStrictNamesEveryUnknownKey(t *testing.T) {
 		t.Fatal("loaded a bad config")
 	}
 	want := []string{
-		p + `:2: unknown key "gateway.lisne"`,
-		p + `:3: unknown key "runer"`,
-		p + `:7: unknown key "ctl.timout"`,
+		p + `:2: unknown key "gateway.lisne" (did you mean "gateway.listen"?)`,
+		p + `:3: unknown key "runer" (did you mean "runner"?)`,
+		p + `:7: unknown key "ctl.timout" (did you mean "ctl.timeout"?)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// An unknown key that is one or two edits from a single key of its table
+// is named with that key, and a top-level key written below a table
+// header, which TOML reads as that table's, is named as the top-level
+// key it is. A key near two, or near none, gets no guess.
+func TestStrictSuggestsTheKeyMeant(t *testing.T) {
+	p := writeConfig(t, "[gateway]\nadmin_listn = \":1\"\n[runner]\nheartbeat_intervl = \"5s\"\ndata_dir = \"/d\"\n"+
+		"[runer.labels]\nx = \"y\"\n[ctl]\nnats_cred = \"f\"\nnats_ckey = \"f\"\nzz = 1\n")
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	want := []string{
+		p + `:2: unknown key "gateway.admin_listn" (did you mean "gateway.admin_listen"?)`,
+		p + `:4: unknown key "runner.heartbeat_intervl" (did you mean "runner.heartbeat_interval"?)`,
+		p + `:5: unknown key "runner.data_dir" (did you mean the top-level "data_dir"? write it above the first table)`,
+		p + `:6: unknown key "runer.labels" (did you mean "runner.labels"?)`,
+		p + `:9: unknown key "ctl.nats_cred" (did you mean "ctl.nats_creds"?)`,
+		p + `:10: unknown key "ctl.nats_ckey"`,
+		p + `:11: unknown key "ctl.zz"`,
 	}
 	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
 		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
@@ -217,8 +242,8 @@ func TestStrictPlacesQuotedKeys(t *testing.T) {
 	}
 	want := []string{
 		p + `:1: unknown key "res"`,
-		p + `:4: unknown key "gateway.lisne"`,
-		p + `:6: unknown key "runner.nodeid"`,
+		p + `:4: unknown key "gateway.lisne" (did you mean "gateway.listen"?)`,
+		p + `:6: unknown key "runner.nodeid" (did you mean "runner.node_id"?)`,
 		p + `:7: unknown key "ctl.x"`,
 	}
 	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {

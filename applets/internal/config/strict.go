@@ -113,13 +113,116 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 		case want != "":
 			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q (did you mean %q?)", file, keyLine(data, key), name, want))
 		default:
-			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q", file, keyLine(data, key), name))
+			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q%s", file, keyLine(data, key), name, guess(reflect.TypeOf(v), key)))
 		}
 	}
 	if more > 0 {
 		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
 	return md, miscased, errors.Join(unknown...)
+}
+
+// guess is what an unknown key probably meant, as the end of its error:
+// " (did you mean ...)", or "" without one guess. The first part of the key
+// that names nothing is taken for a top-level key written below a table
+// header, which TOML reads as that table's (the common slip of adding a
+// line at the end of a file), or else for a typo of the one key of its
+// table that is within two edits.
+func guess(t reflect.Type, key toml.Key) string {
+	i := 0
+	for i < len(key) {
+		if _, ok := typeAt(t, key[:i+1], nil); !ok {
+			break
+		}
+		i++
+	}
+	if i == len(key) {
+		return ""
+	}
+	if _, ok := typeAt(t, key[i:], nil); ok && i > 0 {
+		return fmt.Sprintf(" (did you mean the top-level %q? write it above the first table)", key[i:].String())
+	}
+	parent, _ := typeAt(t, key[:i], nil)
+	near := nearest(key[i], fieldNames(parent))
+	if near == "" {
+		return ""
+	}
+	meant := slices.Clone(key)
+	meant[i] = near
+	return fmt.Sprintf(" (did you mean %q?)", meant.String())
+}
+
+// fieldNames lists the keys a value of type t takes: its fields' as the
+// decoder reads them, through pointers, lists and embedded structs; none
+// for a type that is not a struct or decodes itself.
+func fieldNames(t reflect.Type) []string {
+	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct || custom(t) {
+		return nil
+	}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case tag == "-" || !f.IsExported():
+		case tag == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			names = append(names, fieldNames(f.Type)...)
+		case tag == "":
+			names = append(names, f.Name)
+		default:
+			names = append(names, tag)
+		}
+	}
+	return names
+}
+
+// nearest is the one name of among that name is probably a typo of: the
+// only one closest to it within two edits, fewer than name has letters;
+// "" when there is none or no single one.
+func nearest(name string, among []string) string {
+	best, bestD, ties := "", 3, 0
+	for _, c := range among {
+		if len(name) > len(c)+2 || len(c) > len(name)+2 {
+			// Too far apart already, and a key may be as long as the file:
+			// no quadratic work for it.
+			continue
+		}
+		switch d := editDistance(name, c); {
+		case d >= len(name):
+		case d < bestD:
+			best, bestD, ties = c, d, 1
+		case d == bestD:
+			ties++
+		}
+	}
+	if ties != 1 {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes:
+// keys that name fields are ASCII.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // respell returns key as the fields of t that it sets spell it, and the

@@ -385,6 +385,26 @@ func TestParseStoredKeepsValues(t *testing.T) {
 	}
 }
 
+// A typo of a key, and a top-level key written after a table (TOML reads
+// it as the table's), are named with the key meant.
+func TestUnknownKeysSuggestTheKeyMeant(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\nreplica = 2\n[helth]\ntype = \"none\"\n" +
+		"[restart]\npolciy = \"never\"\n[[routes]]\npath = \"/a/\"\nreplicas = 2\n"
+	_, err := Parse("app.toml", []byte(src))
+	if err == nil {
+		t.Fatal("parsed a spec with unknown keys")
+	}
+	want := []string{
+		`app.toml:4: unknown key "replica" (did you mean "replicas"?)`,
+		`app.toml:5: unknown key "helth" (did you mean "health"?)`,
+		`app.toml:8: unknown key "restart.polciy" (did you mean "restart.policy"?)`,
+		`app.toml:11: unknown key "routes.replicas" (did you mean the top-level "replicas"? write it above the first table)`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
 // Keys are case-sensitive: the decoder would take `Replicas` for replicas,
 // and `[http] Port = 0` past the rule for port 0. The keys of [env] are
 // the app's own.
