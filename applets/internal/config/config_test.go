@@ -100,6 +100,10 @@ func TestStrictErrors(t *testing.T) {
 		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
 		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
 		{"syntax", "[gateway\n", []string{"table name"}},
+		// The decoder counts the line break it stopped at into the next line.
+		{"unclosed table header", "log_level = \"info\"\n[gateway\nlisten = \":1\"\n", []string{":2:", "table name"}},
+		{"unclosed table header after a BOM", "\xef\xbb\xbflog_level = \"info\"\n[gateway\nlisten = \":1\"\n", []string{":2:", "table name"}},
+		{"unterminated string", "log_level = \"info\"\nlog_format = \"text\n", []string{":2:", "cannot contain newlines"}},
 		{"unknown role", "[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n\n[[nats.users]]\nuser = \"c\"\npassword = \"d\"\nrole = \"apps\"\n",
 			[]string{":8:", `key "nats.users.role"`, `unknown role "apps"`}},
 		{"nkey not a public key", "[nats]\nlisten = \"127.0.0.1:4222\"\nnkeys = [\"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF\"]\n",

@@ -55,10 +55,11 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 			// breaks and all: one line, so that each line of an error
 			// names the file.
 			msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
+			line := errorLine(data, pe.Position)
 			if pe.LastKey != "" {
-				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, pe.Position.Line, pe.LastKey, msg)
+				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, line, pe.LastKey, msg)
 			}
-			return md, nil, fmt.Errorf("%s:%d: %s", file, pe.Position.Line, msg)
+			return md, nil, fmt.Errorf("%s:%d: %s", file, line, msg)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
@@ -120,6 +121,23 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
 	return md, miscased, errors.Join(unknown...)
+}
+
+// errorLine is the line of the byte a parse error points at. The decoder's
+// own line count has already gone past a line break it stopped at (an
+// unclosed "[gateway"), and would send the reader to the line below.
+func errorLine(data []byte, pos toml.Position) int {
+	// The decoder counts from after a byte order mark, as it reads.
+	switch {
+	case bytes.HasPrefix(data, []byte("\xef\xbb\xbf")):
+		data = data[3:]
+	case bytes.HasPrefix(data, []byte("\xff\xfe")), bytes.HasPrefix(data, []byte("\xfe\xff")):
+		data = data[2:]
+	}
+	if pos.Start < 0 || pos.Start > len(data) || pos.Len == 0 {
+		return pos.Line
+	}
+	return 1 + bytes.Count(data[:pos.Start], []byte("\n"))
 }
 
 // guess is what an unknown key probably meant, as the end of its error:
