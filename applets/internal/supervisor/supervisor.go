@@ -500,7 +500,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 			case d.GaveUp && policy.Mode == Never:
 				s.set(state.Failed, reason+" (restart policy never)")
 			case d.GaveUp:
-				s.set(state.Failed, fmt.Sprintf("gave up after %d failures in a row: %s", streak.Crashes, reason))
+				s.set(state.Failed, fmt.Sprintf("gave up after %s: %s", inARow(streak.Crashes, "failure", "failures"), reason))
 			default:
 				s.set(state.Stopped, reason)
 			}
@@ -934,7 +934,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 			s.setHealth(pid, false, "waiting for health check: "+err.Error())
 		}
 		if h.RestartAfter > 0 && strikes >= h.RestartAfter {
-			sick <- fmt.Sprintf("unhealthy after %d failed health checks in a row: %v", strikes, err)
+			sick <- fmt.Sprintf("unhealthy after %s: %v", inARow(strikes, "failed health check", "failed health checks"), err)
 			return
 		}
 		t := time.NewTimer(h.nextCheck(wasHealthy, time.Since(started)))
@@ -990,3 +990,13 @@ func (s *Supervisor) setHealth(pid int, healthy bool, reason string) {
 // lastExitPrefix starts the reason of a process started again after an
 // exit: it names why the one before ended.
 const lastExitPrefix = "last exit: "
+
+// inARow counts n of something for a reason an operator reads: "3
+// failures in a row", but "1 failure", where max_failures or
+// restart_after = 1 leaves no row to speak of.
+func inARow(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s in a row", n, many)
+}

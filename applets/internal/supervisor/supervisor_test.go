@@ -709,7 +709,7 @@ func TestUnhealthyRestarted(t *testing.T) {
 // Stops as unhealthy feed the restart policy as crashes do: backoff grows
 // with each, max failures gives up, and policy never leaves it failed.
 func TestUnhealthyUnderPolicy(t *testing.T) {
-	const why = "unhealthy after 1 failed health checks in a row: no answer"
+	const why = "unhealthy after 1 failed health check: no answer"
 	tests := []struct {
 		name     string
 		policy   Policy
@@ -719,6 +719,8 @@ func TestUnhealthyUnderPolicy(t *testing.T) {
 	}{
 		{"max failures", Policy{Mode: OnFailure, Initial: time.Millisecond, Max: time.Second, GiveUp: 3},
 			"gave up after 3 failures in a row: " + why, 2, []string{why + "; retry at HH:MM:SSZ (1ms backoff)", why + "; retry at HH:MM:SSZ (2ms backoff)"}},
+		{"max failures 1", Policy{Mode: OnFailure, Initial: time.Millisecond, Max: time.Second, GiveUp: 1},
+			"gave up after 1 failure: " + why, 0, nil},
 		{"never", Policy{Mode: Never}, why + " (restart policy never)", 0, nil},
 	}
 	for _, tt := range tests {
@@ -796,7 +798,7 @@ func TestUnhealthyNotCounted(t *testing.T) {
 	}
 	set(errors.New("no answer"))
 	waitFor(t, s, "restarted", func(i state.Instance) bool { return i.Restarts == 1 })
-	if got, want := rec.reasons(state.Stopping), []string{"unhealthy after 1 failed health checks in a row: no answer"}; !slices.Equal(got, want) {
+	if got, want := rec.reasons(state.Stopping), []string{"unhealthy after 1 failed health check: no answer"}; !slices.Equal(got, want) {
 		t.Errorf("stopped with reasons %q, want %q", got, want)
 	}
 }
