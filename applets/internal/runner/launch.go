@@ -794,11 +794,39 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, known *mi
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
+		// The other usual cause: a binary that names its service itself,
+		// deployed under another app name, which the route's service
+		// defaults to.
+		if other := r.servedBy(ctx, id); other != "" && other != service {
+			return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q: it serves %q (set service = %q in [[routes]] and [health], or have the app serve %q): %w", id, service, other, other, service, err)
+		}
 		// The usual cause is an app written as a plain HTTP server whose
 		// spec has routes but no [http] port.
 		return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q (an app that serves plain HTTP needs [http] port): %w", id, service, err)
 	}
 	return fmt.Errorf("ping %s: no answer from instance %s: %w", service, id, err)
+}
+
+// servedByWait bounds the search for the service an instance serves, which
+// adds to a failed check only.
+const servedByWait = 200 * time.Millisecond
+
+// servedBy names a NATS Micro service whose answer to a ping of every
+// service names instance id in its metadata; "" when none does within
+// servedByWait. ctx only carries values: the check's own deadline is over.
+func (r *Runner) servedBy(ctx context.Context, id string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), servedByWait)
+	defer cancel()
+	var name string
+	found := errors.New("found")
+	_ = r.ping(ctx, "", servedByWait, func(p micro.Ping) error {
+		if p.Metadata[instanceMetadata] == id {
+			name = p.Name
+			return found
+		}
+		return nil
+	})
+	return name
 }
 
 // ping sends NATS Micro pings to service every resend and hands each answer

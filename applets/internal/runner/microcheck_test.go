@@ -6,10 +6,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -83,5 +86,44 @@ func TestMicroCheckRestartOfNamedInstanceNotListed(t *testing.T) {
 	}
 	if n := listings.Load(); n != 1 {
 		t.Errorf("the restart of an instance that named itself listed the responders again (%d listings, want 1)", n)
+	}
+}
+
+// An instance that serves its NATS Micro service under another name than
+// the one its check pings (hello's binary deployed as "sb", whose route's
+// service defaults to the app's name) is named with the service it does
+// serve, found by its narun_instance metadata; a service of another
+// instance is not taken for it.
+func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	nc := natstest.Connect(t, c.srv)
+	for name, inst := range map[string]string{"hello": "0-mine", "other": "0-theirs"} {
+		svc, err := micro.AddService(nc, micro.Config{
+			Name:     name,
+			Version:  "1.0.0",
+			Metadata: map[string]string{instanceMetadata: inst},
+			Endpoint: &micro.EndpointConfig{Subject: name + ".echo", Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
+		})
+		if err != nil {
+			t.Fatalf("add service %s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = svc.Stop() })
+	}
+	sp, err := spec.Parse("sb.toml", []byte("name = \"sb\"\nversion = \"1\"\nnodes = [\""+node+"\"]\n[[routes]]\npath = \"/sb/\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{opts: Options{Conn: nc}}
+	for id, want := range map[string]string{
+		"0-mine":  `no answer from instance 0-mine to a ping of NATS Micro service "sb": it serves "hello" (set service = "hello" in [[routes]] and [health], or have the app serve "sb")`,
+		"0-other": `no answer from instance 0-other to a ping of NATS Micro service "sb" (an app that serves plain HTTP needs [http] port)`,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := r.healthCheck(sp, id, &microResponders{})(ctx, supervisor.Target{})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("check of %s: %v\nwant it to say: %s", id, err, want)
+		}
 	}
 }
