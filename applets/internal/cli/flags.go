@@ -227,7 +227,12 @@ func prepareDataDir(dir string) error {
 	if err := safeAncestors(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The parents it makes are searchable by others: a sandboxed app runs
+	// under a uid of its own and passes them to reach its instance dir.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("data dir %s: %w; %s", dir, err, elsewhere)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("data dir %s: %w; %s", dir, err, elsewhere)
 	}
 	fi, err := os.Stat(dir)

@@ -95,6 +95,37 @@ func TestDataDir(t *testing.T) {
 	}
 }
 
+// The directories a start makes above the data dir are searchable by
+// others, not writable: a sandboxed app runs under a uid of its own and
+// must pass them to reach its instance dir, and the runner refuses to
+// start it below a parent that others cannot search.
+func TestDataDirParentsSearchable(t *testing.T) {
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "srv", "narun", "data")
+	if err := DataDir(false, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(base, "srv"), filepath.Join(base, "srv", "narun")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m&0o001 == 0 || m&0o022 != 0 {
+			t.Errorf("%s made with mode %04o, want searchable by others and writable by its owner only", p, m)
+		}
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := fi.Mode().Perm(); m != 0o700 {
+		t.Errorf("data dir mode %04o, want 0700", m)
+	}
+}
+
 // A TLS handshake that times out (a slow link, a stuck server) is no
 // refusal of the client's certificate: the hint about one would send the
 // operator the wrong way.
