@@ -194,6 +194,28 @@ func TestUpWarnsOfADataDirUnderTmp(t *testing.T) {
 	}
 }
 
+// narun up and narun runner warn of a directory above the data dir that
+// others cannot search: a sandboxed app, under a uid of its own, cannot
+// reach its instance dir there, and each of its instances fails.
+func TestWarnsOfADataDirOthersCannotReach(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root starts sandboxes, and only root is warned")
+	}
+	parent := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(parent, "data")
+	for _, applet := range []string{"up", "runner"} {
+		t.Run(applet, func(t *testing.T) {
+			code, stdout, stderr := run("narun", applet, "--config", "/dev/null", "--data-dir", data, "--node-id", "n1", "--check")
+			if code != 0 || !strings.Contains(stderr, "not searchable by others") || !strings.Contains(stderr, parent) {
+				t.Fatalf("exit %d, %q%q; want 0 with a warning naming %s", code, stdout, stderr, parent)
+			}
+		})
+	}
+}
+
 // Install refuses before it makes any link when a file is in the way of
 // one, naming each: a half-made install leaves an operator guessing which
 // links exist.

@@ -62,6 +62,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg.DataDir); err != nil {
 			return err
 		}
+		cli.WarnUnreachable(log, cfg.DataDir)
 		if c.Bool(cli.FlagCheck) {
 			return cli.Checked(stdio, cfg)
 		}

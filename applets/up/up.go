@@ -77,6 +77,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg.DataDir); err != nil {
 			return err
 		}
+		cli.WarnUnreachable(log, cfg.DataDir)
 		if cli.UnderTmp(cfg.DataDir) {
 			log.Warn("the data dir is under /tmp: an app whose sandbox has the tmp preset will not start, the preset hides its instance dir behind a private /tmp; choose a data_dir outside /tmp", "data_dir", cfg.DataDir)
 		}

@@ -247,6 +247,28 @@ func prepareDataDir(dir string) error {
 	return safeAncestors(dir)
 }
 
+// WarnUnreachable logs a warning when a directory above the data dir dir
+// is not searchable by others: a sandboxed app runs under a uid of its
+// own and cannot reach its instance dir there, so each of its instances
+// fails, long after the start that could have said so. Parents still to
+// be made are made searchable. Only root starts sandboxes: another user's
+// exec apps run as that user, and home directories are commonly 0700.
+func WarnUnreachable(log *slog.Logger, dir string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			log.Warn("a directory above the data dir is not searchable by others: a sandboxed app, which runs under a uid of its own, cannot reach its instance dir and will not start; chmod o+x it or choose another data_dir",
+				"dir", p, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "data_dir", dir)
+			return
+		}
+		if filepath.Dir(p) == p {
+			return
+		}
+	}
+}
+
 // UnderTmp says whether the data dir dir lies under /tmp, where the
 // runner cannot start an app whose sandbox has the tmp preset: the
 // preset puts a private /tmp over the one holding the app's instance dir.
