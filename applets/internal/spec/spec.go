@@ -410,7 +410,11 @@ func ValidObjectName(s string) error {
 }
 
 func (a *App) validate(v *validator) {
-	v.check("name", ValidName(a.Name))
+	if a.Name == "" {
+		v.add("name", "is required")
+	} else {
+		v.check("name", ValidName(a.Name))
+	}
 	if strings.HasPrefix(a.Name, "-") {
 		// narun ctl, and the commands it prints (image delete of the
 		// app's binaries), would take the name for a flag.

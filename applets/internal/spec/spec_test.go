@@ -385,6 +385,15 @@ func TestParseStoredKeepsValues(t *testing.T) {
 	}
 }
 
+// A spec without a name says the name is required, as it says of the
+// version, not that a name it does not have is empty.
+func TestMissingNameIsRequired(t *testing.T) {
+	_, err := Parse("app.toml", []byte("version = \"1\"\nnodes = [\"n1\"]\n"))
+	if want := `app.toml: key "name": is required`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
 // A typo of a key, and a top-level key written after a table (TOML reads
 // it as the table's), are named with the key meant.
 func TestUnknownKeysSuggestTheKeyMeant(t *testing.T) {
