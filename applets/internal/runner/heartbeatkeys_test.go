@@ -108,3 +108,22 @@ func TestUnreadableKeyFileLoggedOnce(t *testing.T) {
 		t.Fatalf("%d warnings after the file was readable again and then not, want 2:\n%s", n, logs.String())
 	}
 }
+
+// A secret key file that cannot be used when the runner starts is said
+// once, in one warning: the start and the first heartbeat each said it,
+// one that apps "wait for it" and the other that they "fail".
+func TestUnreadableKeyFileAtStartLoggedOnce(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	var logs bytes.Buffer
+	r, err := New(Options{Config: config.Runner{NodeID: node, MasterKeyFile: filepath.Join(t.TempDir(), "missing")}, DataDir: t.TempDir(), Conn: c.nc,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.nodeState()
+	r.nodeState()
+	if n := strings.Count(logs.String(), "level=WARN msg=\"secret key"); n != 1 {
+		t.Fatalf("%d warnings of the missing key file, want 1:\n%s", n, logs.String())
+	}
+}

@@ -252,11 +252,8 @@ func New(opts Options) (*Runner, error) {
 		r.opts.Command = r.command
 	}
 	r.keys.path = opts.Config.MasterKeyFile
-	if r.keys.path != "" {
-		if _, err := r.keys.load(); err != nil {
-			r.log.Warn("secret key not usable yet; apps with secrets wait for it", "err", err)
-		}
-	}
+	// Said at start, before a heartbeat, which NATS may delay, would.
+	r.secretKeys()
 	for _, d := range []string{r.instancesDir(), r.specsDir(), r.filesDir(), r.fileDigestsDir(), r.filesPinnedDir(), r.sealedDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("runner: create %s: %w", d, err)
@@ -1293,7 +1290,7 @@ func (r *Runner) secretKeys() *state.SecretKeys {
 		// otherwise only the next start of an app with secrets would say.
 		if !r.keysWarned.on {
 			r.keysWarned.on = true
-			r.log.Warn("secret key file unreadable: instances that use secrets fail at their next start until it is mended", "file", r.keys.path, "err", err)
+			r.log.Warn("secret key file unreadable: instances that use secrets cannot start, and retry with their backoff, until it is mended", "file", r.keys.path, "err", err)
 		}
 		return k
 	}
