@@ -216,6 +216,29 @@ func TestWarnsOfADataDirOthersCannotReach(t *testing.T) {
 	}
 }
 
+// A --check warns of a secret key file that cannot be used, as the start
+// it stands for does: the start goes on, apps with secrets waiting, so the
+// check passes, but it is what a check before a restart is for.
+func TestCheckWarnsOfAnUnusableKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "secret.key")
+	conf := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(conf, []byte("[runner]\nmaster_key_file = \""+missing+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"up", "--config", conf},
+		{"runner", "--config", "/dev/null", "--key-file", missing},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			code, stdout, stderr := run(append(append([]string{"narun"}, args...), "--data-dir", filepath.Join(t.TempDir(), "data"), "--node-id", "n1", "--check")...)
+			if code != 0 || !strings.Contains(stderr, "secret key file unreadable") || !strings.Contains(stderr, missing) {
+				t.Fatalf("exit %d, %q%q; want 0 with a warning naming %s", code, stdout, stderr, missing)
+			}
+		})
+	}
+}
+
 // Install refuses before it makes any link when a file is in the way of
 // one, naming each: a half-made install leaves an operator guessing which
 // links exist.

@@ -64,6 +64,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		cli.WarnUnreachable(log, cfg.DataDir)
 		if c.Bool(cli.FlagCheck) {
+			runner.WarnKeyFile(log, rc.MasterKeyFile)
 			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)

@@ -110,6 +110,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			log.Warn("[nats.tls] verifies clients and apps have no certificate: an app that uses NATS is refused; give them one with [runner] app_nats_cert and app_nats_key")
 		}
 		if c.Bool(cli.FlagCheck) {
+			runner.WarnKeyFile(log, cfg.Runner.MasterKeyFile)
 			if err := embednats.Check(ec); err != nil {
 				return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
 			}

@@ -1290,13 +1290,30 @@ func (r *Runner) secretKeys() *state.SecretKeys {
 		// otherwise only the next start of an app with secrets would say.
 		if !r.keysWarned.on {
 			r.keysWarned.on = true
-			r.log.Warn("secret key file unreadable: instances that use secrets cannot start, and retry with their backoff, until it is mended", "file", r.keys.path, "err", err)
+			r.log.Warn(keyFileUnreadable, "file", r.keys.path, "err", err)
 		}
 		return k
 	}
 	r.keysWarned.on = false
 	k.IDs = ring.IDs()
 	return k
+}
+
+// keyFileUnreadable is the warning of a secret key file that cannot be
+// used, at a start, at a --check and as it turns so.
+const keyFileUnreadable = "secret key file unreadable: instances that use secrets cannot start, and retry with their backoff, until it is mended"
+
+// WarnKeyFile logs, as a start does, that the secret key file at path
+// cannot be used; nothing for none configured. A start goes on without
+// it, so a --check passes, and says so before a restart would.
+func WarnKeyFile(log *slog.Logger, path string) {
+	if path == "" {
+		return
+	}
+	k := keyFile{path: path}
+	if _, err := k.load(); err != nil {
+		log.Warn(keyFileUnreadable, "file", path, "err", err)
+	}
 }
 
 // outboxFlush bounds how long a stopping runner waits for NATS to take the
