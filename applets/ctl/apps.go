@@ -187,14 +187,14 @@ type appStatusJSON struct {
 	// signed, and not this one, each with why: they leave the app's
 	// instances as they were and start none of this spec.
 	Refused   []refusal        `json:"refused_nodes"`
-	Error     string           `json:"error,omitempty"`
-	Outdated  string           `json:"outdated,omitempty"`
+	Error     string           `json:"error"`
+	Outdated  string           `json:"outdated"`
 	Instances []instanceStatus `json:"instances"`
 	// SignedBy is the public key whose signature the stored spec carries,
 	// "" when unsigned; SignatureError says why that signature does not
 	// hold, and nodes that trust the key refuse the spec.
 	SignedBy       string `json:"signed_by"`
-	SignatureError string `json:"signature_error,omitempty"`
+	SignatureError string `json:"signature_error"`
 }
 
 // refusal is a node that will not run the stored spec.

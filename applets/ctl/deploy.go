@@ -151,13 +151,13 @@ type deployResult struct {
 	Binaries []binaryFile            `json:"binaries"`
 	Pinned   map[string]pinnedBinary `json:"pinned"`
 	Routes   int                     `json:"routes"`
-	Revision uint64                  `json:"revision,omitempty"`
+	Revision uint64                  `json:"revision"`
 	Changed  bool                    `json:"changed"`
 	// UID is the uid a sandboxed app without user runs as on every node;
 	// Group is its group when the spec names one, else the gid is UID.
-	UID     *uint32  `json:"uid,omitempty"`
-	Group   string   `json:"group,omitempty"`
-	Rollout *rollout `json:"rollout,omitempty"`
+	UID     *uint32  `json:"uid"`
+	Group   string   `json:"group"`
+	Rollout *rollout `json:"rollout"`
 	// compared says that a dry run read the deployed spec, so Changed
 	// tells what the deploy would do; offline it cannot know.
 	compared bool

@@ -382,7 +382,11 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 		}
 	}
 	if asJSON {
-		b, _ := json.Marshal(l)
+		// Every key in every line: a runner leaves partial out when false.
+		b, _ := json.Marshal(struct {
+			state.LogLine
+			Partial bool `json:"partial"`
+		}{l, l.Partial})
 		_, err := fmt.Fprintln(e.stdio.Stdout, string(b))
 		return err
 	}

@@ -36,18 +36,11 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	if c.Bool(flagJSON) {
-		if nodes == nil {
-			nodes = []state.Node{}
+		all := []nodeJSON{}
+		for _, n := range nodes {
+			all = append(all, nodeView(n))
 		}
-		// A runner with nothing to run writes its lists as null: a script
-		// reading them would have to tell null from [] for every node.
-		for i := range nodes {
-			n := &nodes[i]
-			n.Instances = nonNil(n.Instances)
-			n.Capabilities.CgroupControllers = nonNil(n.Capabilities.CgroupControllers)
-			n.Capabilities.Namespaces = nonNil(n.Capabilities.Namespaces)
-		}
-		return e.printJSON(nodes)
+		return e.printJSON(all)
 	}
 	now := e.serverNow()
 	t := e.table("NODE", "VERSION", "PLATFORM", "LABELS", "INSTANCES", "SANDBOX", "SIGNED-ONLY", "SEEN")
@@ -84,6 +77,97 @@ func nodeList(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	e.warnNodes(nodes)
 	return nil
+}
+
+// nodeJSON is a heartbeat as node list --json prints it: with every key,
+// where the heartbeat leaves out what is unset to stay small. A runner
+// with nothing to run writes its lists as null, and one of an earlier
+// release leaves out keys it did not know: a script would otherwise have
+// to tell null, [] and a missing key apart for every node.
+type nodeJSON struct {
+	state.Node
+	Labels             map[string]string `json:"labels"`
+	Capabilities       capabilitiesJSON  `json:"capabilities"`
+	SignaturesRequired bool              `json:"signatures_required"`
+	TrustedKeys        []string          `json:"trusted_keys"`
+	SigningKeyFile     string            `json:"signing_key_file"`
+	// SecretKeys stays null from a runner of an earlier release, which
+	// says nothing of its keys.
+	SecretKeys *secretKeysJSON    `json:"secret_keys"`
+	Instances  []nodeInstanceJSON `json:"instances"`
+	Interval   time.Duration      `json:"interval"`
+	Host       string             `json:"host"`
+	Boot       string             `json:"boot"`
+	Duplicates []duplicateJSON    `json:"duplicates"`
+}
+
+type capabilitiesJSON struct {
+	state.Capabilities
+	CgroupControllers []string `json:"cgroup_controllers"`
+	Namespaces        []string `json:"namespaces"`
+	SandboxNote       string   `json:"sandbox_note"`
+}
+
+type secretKeysJSON struct {
+	state.SecretKeys
+	IDs []string `json:"ids"`
+}
+
+// nodeInstanceJSON is an instance of a heartbeat; Started is null until
+// the node starts a process, as in app status.
+type nodeInstanceJSON struct {
+	state.Instance
+	PID         int        `json:"pid"`
+	Reason      string     `json:"reason"`
+	Version     string     `json:"version"`
+	Fingerprint string     `json:"fingerprint"`
+	ExitCode    *int       `json:"exit_code"`
+	Started     *time.Time `json:"started"`
+	LandlockABI *int       `json:"landlock_abi"`
+}
+
+type duplicateJSON struct {
+	state.Duplicate
+	Host string `json:"host"`
+	Boot string `json:"boot"`
+}
+
+func nodeView(n state.Node) nodeJSON {
+	v := nodeJSON{
+		Node:               n,
+		Labels:             n.Labels,
+		SignaturesRequired: n.SignaturesRequired,
+		TrustedKeys:        nonNil(n.TrustedKeys),
+		SigningKeyFile:     n.SigningKeyFile,
+		Instances:          []nodeInstanceJSON{},
+		Interval:           n.Interval,
+		Host:               n.Host,
+		Boot:               n.Boot,
+		Duplicates:         []duplicateJSON{},
+		Capabilities: capabilitiesJSON{
+			Capabilities:      n.Capabilities,
+			CgroupControllers: nonNil(n.Capabilities.CgroupControllers),
+			Namespaces:        nonNil(n.Capabilities.Namespaces),
+			SandboxNote:       n.Capabilities.SandboxNote,
+		},
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	if n.SecretKeys != nil {
+		v.SecretKeys = &secretKeysJSON{SecretKeys: *n.SecretKeys, IDs: nonNil(n.SecretKeys.IDs)}
+	}
+	for _, in := range n.Instances {
+		iv := nodeInstanceJSON{Instance: in, PID: in.PID, Reason: in.Reason, Version: in.Version, Fingerprint: in.Fingerprint, ExitCode: in.ExitCode, LandlockABI: in.LandlockABI}
+		if !in.Started.IsZero() {
+			iv.Started = &in.Started
+		}
+		v.Instances = append(v.Instances, iv)
+	}
+	for _, d := range n.Duplicates {
+		v.Duplicates = append(v.Duplicates, duplicateJSON{Duplicate: d, Host: d.Host, Boot: d.Boot})
+	}
+	return v
 }
 
 // warnNodes warns of what the heartbeats of nodes show to be wrong. What
@@ -174,7 +258,28 @@ type appRoute struct {
 	config.Route
 	// NotOurs says why the entry is not signed by ctl's key, when ctl
 	// has one: gateways that trust only signed routes may ignore it.
-	NotOurs string `json:"not_ours,omitempty"`
+	NotOurs string `json:"not_ours"`
+}
+
+// routeJSON is a route as route list --json prints it: with every key,
+// where narun-routes leaves out what is unset. Timeout is "" when unset
+// (the gateway's default), as the table's "-" says.
+type routeJSON struct {
+	appRoute
+	Host        string   `json:"host"`
+	Match       string   `json:"match"`
+	Methods     []string `json:"methods"`
+	StripPrefix bool     `json:"strip_prefix"`
+	Timeout     string   `json:"timeout"`
+	MaxBody     int64    `json:"max_body"`
+}
+
+func routeView(r appRoute) routeJSON {
+	v := routeJSON{appRoute: r, Host: r.Host, Match: r.Match, Methods: nonNil(r.Methods), StripPrefix: r.StripPrefix, MaxBody: int64(r.MaxBody)}
+	if r.Timeout > 0 {
+		v.Timeout = r.Timeout.D().String()
+	}
+	return v
 }
 
 // appRoutes reads narun-routes: the routes of each app, by app name, and
@@ -213,7 +318,11 @@ func routeList(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 	}
 	if c.Bool(flagJSON) {
-		return e.printJSON(all)
+		out := []routeJSON{}
+		for _, r := range all {
+			out = append(out, routeView(r))
+		}
+		return e.printJSON(out)
 	}
 	t := e.table("APP", "HOST", "PATH", "MATCH", "METHODS", "SERVICE", "TIMEOUT")
 	for _, r := range all {

@@ -59,7 +59,7 @@ type object struct {
 	Name     string   `json:"name"`
 	Size     uint64   `json:"size"`
 	SHA256   string   `json:"sha256"`
-	Arch     string   `json:"arch,omitempty"`
+	Arch     string   `json:"arch"`
 	Modified string   `json:"modified"`
 	UsedBy   []string `json:"used_by"`
 	// stamp is Modified for people, in local time as secret list shows
