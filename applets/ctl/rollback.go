@@ -90,6 +90,10 @@ type revision struct {
 	// Restart is set on a revision that differs from the spec before it
 	// only in restarted_at and file pins: what app restart writes.
 	Restart bool `json:"restart"`
+	// Files is set on a revision that differs from the spec before it only
+	// in file pins: a deploy after files put. Pins are not in the
+	// fingerprint, so it restarted nothing and is no restart.
+	Files bool `json:"files"`
 	// SameAs is the newest earlier revision that holds the same spec (a
 	// rollback, or the same file deployed again), 0 when none does.
 	SameAs uint64 `json:"same_as"`
@@ -161,7 +165,9 @@ func (e *env) history(ctx context.Context, kv jetstream.KeyValue, app string) ([
 			}
 		}
 		if i > 0 && revs[i].SameAs == 0 && revs[i-1].isSpec() && sameSpec(revs[i-1].app, revs[i].app) {
-			revs[i].Restart = true
+			prev, cur := revs[i-1].app, revs[i].app
+			revs[i].Restart = prev.RestartedAt != cur.RestartedAt
+			revs[i].Files = !revs[i].Restart && !maps.Equal(prev.FileDigests, cur.FileDigests)
 		}
 	}
 	return revs, nil
@@ -229,6 +235,9 @@ func appHistory(ctx context.Context, c *ucli.Context, e *env, name string) error
 		}
 		if r.Restart {
 			notes = append(notes, "restart")
+		}
+		if r.Files {
+			notes = append(notes, "files")
 		}
 		if r.SameAs != 0 {
 			notes = append(notes, fmt.Sprintf("same as %d", r.SameAs))

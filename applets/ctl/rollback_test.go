@@ -532,7 +532,7 @@ func TestAppHistoryJSONKeys(t *testing.T) {
 		t.Fatalf("decode %q: %v", r.out, err)
 	}
 	for _, rev := range revs {
-		for _, k := range []string{"revision", "stored", "operation", "version", "replicas", "binaries", "signed_by", "signature_error", "current", "restart", "same_as", "error"} {
+		for _, k := range []string{"revision", "stored", "operation", "version", "replicas", "binaries", "signed_by", "signature_error", "current", "restart", "files", "same_as", "error"} {
 			if _, ok := rev[k]; !ok {
 				t.Errorf("%s revision lacks %q: %v", rev["operation"], k, rev)
 			}
