@@ -171,15 +171,23 @@ const stateUnknown state.State = "unknown"
 
 // appStatusJSON is the object `app status NAME --json` prints.
 type appStatusJSON struct {
-	Name     string    `json:"name"`
-	Version  string    `json:"version"`
-	Revision uint64    `json:"revision"`
-	Updated  time.Time `json:"updated"`
-	Mode     string    `json:"mode"`
-	Replicas int       `json:"replicas"`
-	Desired  int       `json:"desired"`
-	Ready    int       `json:"ready"`
-	Nodes    []string  `json:"nodes"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Revision uint64 `json:"revision"`
+	// Updated is when the spec, or a deleted app's deletion, was stored;
+	// null for an app that nodes run from a cached spec that narun-apps
+	// has no record of.
+	Updated  *time.Time `json:"updated"`
+	Mode     string     `json:"mode"`
+	Replicas int        `json:"replicas"`
+	Desired  int        `json:"desired"`
+	Ready    int        `json:"ready"`
+	Nodes    []string   `json:"nodes"`
+	// Deleted says that narun-apps holds no spec of the app, whose
+	// instances nodes still report: they stop them (each for up to its
+	// stop_timeout), or run them from a cached spec after the store lost
+	// it (Updated null).
+	Deleted bool `json:"deleted"`
 	// Missing are nodes the spec names in nodes that send no heartbeat:
 	// their replicas count as desired and not ready.
 	Missing []string `json:"missing_nodes"`
@@ -223,10 +231,14 @@ func refusedBy(n state.Node, pub, sigErr string) string {
 // nodes; now is the NATS server's clock (env.serverNow), by which their
 // ages count.
 func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appStatusJSON {
-	s := appStatusJSON{Name: name, Revision: d.revision, Updated: d.created, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}, Refused: []refusal{}}
-	if d.err != nil {
+	s := appStatusJSON{Name: name, Revision: d.revision, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}, Refused: []refusal{}}
+	if !d.created.IsZero() {
+		s.Updated = &d.created
+	}
+	switch {
+	case d.err != nil:
 		s.Error = d.err.Error()
-	} else {
+	case d.app != nil:
 		s.Version, s.Mode, s.Replicas = d.app.Version, d.app.Mode, d.app.Replicas
 	}
 	if d.outdated != nil {
@@ -311,18 +323,34 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 	// The times of specs are the NATS server's stamps, as those of
 	// heartbeats are: counted on its clock, not this machine's.
 	now := e.serverNow()
-	var all []appStatusJSON
+	all := []appStatusJSON{}
+	listed := map[string]bool{}
 	for _, d := range apps {
 		all = append(all, statusOf(d, d.name, nodes, now))
+		listed[d.name] = true
 	}
-	if c.Bool(flagJSON) {
-		if all == nil {
-			all = []appStatusJSON{}
+	// A deleted app whose instances nodes still stop is listed until they
+	// are gone: left out, it would seem stopped at once.
+	for _, name := range reportedApps(nodes) {
+		if listed[name] {
+			continue
 		}
+		s, err := e.deletedStatus(ctx, name, nodes, now)
+		if err != nil {
+			return err
+		}
+		all = append(all, s)
+	}
+	slices.SortFunc(all, func(a, b appStatusJSON) int { return strings.Compare(a.Name, b.Name) })
+	if c.Bool(flagJSON) {
 		return e.printJSON(all)
 	}
 	t := e.table("NAME", "VERSION", "MODE", "READY", "NODES", "UPDATED")
 	for _, s := range all {
+		if s.Deleted {
+			t.row(s.Name, "-", "-", "-", orDash(strings.Join(instanceNodes(s), ",")), deletedNote(s, now))
+			continue
+		}
 		if s.Error != "" {
 			t.row(s.Name, "-", "-", "-", "-", "invalid: "+firstLine(s.Error))
 			continue
@@ -333,31 +361,106 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 		for _, id := range s.Missing {
 			nodes = append(nodes, id+"(missing)")
 		}
-		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), orDash(strings.Join(nodes, ",")), ago(s.Updated, now))
+		t.row(s.Name, s.Version, s.Mode, fmt.Sprintf("%d/%d", s.Ready, s.Desired), orDash(strings.Join(nodes, ",")), ago(*s.Updated, now))
 	}
 	return t.flush()
+}
+
+// reportedApps are the names of the apps whose instances the heartbeats
+// of nodes list, sorted.
+func reportedApps(nodes []state.Node) []string {
+	var apps []string
+	for _, n := range nodes {
+		for _, in := range n.Instances {
+			apps = append(apps, in.App)
+		}
+	}
+	slices.Sort(apps)
+	return slices.Compact(apps)
+}
+
+// deletedStatus is the status of app name, which narun-apps holds no spec
+// of, from what the heartbeats in nodes still report of it.
+func (e *env) deletedStatus(ctx context.Context, name string, nodes []state.Node, now time.Time) (appStatusJSON, error) {
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return appStatusJSON{}, err
+	}
+	rev, at, err := e.deletion(ctx, kv, name)
+	if err != nil {
+		return appStatusJSON{}, err
+	}
+	s := statusOf(deployed{name: name, revision: rev, created: at}, name, nodes, now)
+	s.Deleted = true
+	return s, nil
+}
+
+// deletedNote says, for a table, what became of the spec of a deleted app.
+func deletedNote(s appStatusJSON, now time.Time) string {
+	if s.Updated == nil {
+		return "no spec (nodes run a cached one)"
+	}
+	return "deleted " + ago(*s.Updated, now) + " ago"
+}
+
+// instanceNodes are the nodes that report instances in s, in order.
+func instanceNodes(s appStatusJSON) []string {
+	var ids []string
+	for _, in := range s.Instances {
+		ids = append(ids, in.Node)
+	}
+	return slices.Compact(ids)
 }
 
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 
 func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error {
-	_, d, err := e.namedApp(ctx, name)
+	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
 		return err
+	}
+	d, err := e.deployedApp(ctx, kv, name)
+	// Not deployed is still exit 3, as app delete says of an app deleted
+	// already, but with the instances nodes still report: they stop them
+	// for up to their stop_timeout, and the operator wants to see them go.
+	var notDeployed error
+	switch {
+	case isNotFound(err):
+		notDeployed = notFound("app %q is not deployed", name)
+	case err != nil:
+		return fmt.Errorf("read spec of %s: %w", name, err)
 	}
 	nodes, err := e.nodes(ctx)
 	if err != nil {
 		return err
 	}
 	now := e.serverNow()
-	s := statusOf(d, d.name, nodes, now)
-	if c.Bool(flagJSON) {
-		return e.printJSON(s)
+	var s appStatusJSON
+	switch {
+	case notDeployed == nil:
+		s = statusOf(d, name, nodes, now)
+	case !slices.Contains(reportedApps(nodes), name):
+		return notDeployed
+	default:
+		if s, err = e.deletedStatus(ctx, name, nodes, now); err != nil {
+			return err
+		}
 	}
-	if s.Error != "" {
-		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", d.name, s.Error)
-	} else {
-		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(s.Updated, now), signature(s), s.Ready, s.Desired)
+	if c.Bool(flagJSON) {
+		if err := e.printJSON(s); err != nil {
+			return err
+		}
+		return notDeployed
+	}
+	switch {
+	case s.Deleted && s.Updated == nil:
+		fmt.Fprintf(e.out(), "%s: not deployed (%s has no record of it), but nodes run instances of it from a cached spec: narun ctl app delete %s stops them\n\n", s.Name, names.AppsBucket, s.Name)
+	case s.Deleted:
+		fmt.Fprintf(e.out(), "%s: deleted (revision %d, %s ago); nodes still report these instances, which they stop:\n\n", s.Name, s.Revision, ago(*s.Updated, now))
+	case s.Error != "":
+		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", s.Name, s.Error)
+	default:
+		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(*s.Updated, now), signature(s), s.Ready, s.Desired)
 	}
 	if s.Outdated != "" {
 		e.warnf("the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s", s.Name, s.Outdated)
@@ -374,7 +477,8 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 			up = shortDuration(in.uptime)
 		}
 		version := in.Version
-		if !in.Current {
+		// A deleted app has no spec for an instance to be current with.
+		if !in.Current && !s.Deleted {
 			version += " (old)"
 		}
 		t.row(in.Node, in.ID, string(in.State), pid, strconv.Itoa(in.Restarts), version, up, in.Reason)
@@ -385,7 +489,10 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	for _, r := range s.Refused {
 		t.row(r.Node, "-", "refused", "-", "-", "-", "-", r.Reason)
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	return notDeployed
 }
 
 // signature says who signed a stored spec, briefly, for the status line.
@@ -447,7 +554,7 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		// Nodes still list an app deleted moments ago while they stop it:
 		// the deletion they stop it for is stored, and it is no app run
 		// from a cached spec.
-		rev, err := e.deletion(ctx, kv, name)
+		rev, _, err := e.deletion(ctx, kv, name)
 		if err != nil {
 			if leftover {
 				return fmt.Errorf("%s is not deployed and its leftover routes are removed, but whether its deletion is stored, which stops it on %s, is not known: %w; narun ctl app delete %s again stores it if it is not", name, cli.Shown(strings.Join(running, ", ")), err, name)
@@ -583,22 +690,22 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 }
 
 // deletion is the revision of app's deletion in kv (narun-apps) when its
-// history ends with one, 0 when it ends with a spec or has no entry at all
-// (a store that lost its data).
-func (e *env) deletion(ctx context.Context, kv jetstream.KeyValue, app string) (uint64, error) {
+// history ends with one, and when it was stored; 0 when it ends with a
+// spec or has no entry at all (a store that lost its data).
+func (e *env) deletion(ctx context.Context, kv jetstream.KeyValue, app string) (uint64, time.Time, error) {
 	octx, cancel := e.op(ctx)
 	defer cancel()
 	hist, err := kv.History(octx, app, jetstream.MetaOnly())
 	if isNotFound(err) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, majorityHint(e.nc, fmt.Errorf("read the history of %s in %s: %w", app, names.AppsBucket, err))
+		return 0, time.Time{}, majorityHint(e.nc, fmt.Errorf("read the history of %s in %s: %w", app, names.AppsBucket, err))
 	}
 	if last := hist[len(hist)-1]; last.Operation() != jetstream.KeyValuePut {
-		return last.Revision(), nil
+		return last.Revision(), last.Created(), nil
 	}
-	return 0, nil
+	return 0, time.Time{}, nil
 }
 
 // storeRestart writes the restarted spec of app over revision rev, which
