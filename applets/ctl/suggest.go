@@ -6,14 +6,15 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/suggest"
 )
 
 // suggestion is the one name of among that name is probably a typo of:
 // the same but for case, or else the only one closest to it within two
-// edits (fewer than name has letters); "" when there is none or no single
-// one.
+// edits (suggest.Nearest); "" when name is among them, or there is none
+// or no single one.
 func suggestion(name string, among []string) string {
-	best, bestD, ties := "", 3, 0
 	for _, c := range among {
 		if c == name {
 			return ""
@@ -21,18 +22,8 @@ func suggestion(name string, among []string) string {
 		if strings.EqualFold(c, name) {
 			return c
 		}
-		switch d := editDistance(name, c); {
-		case d >= len(name):
-		case d < bestD:
-			best, bestD, ties = c, d, 1
-		case d == bestD:
-			ties++
-		}
 	}
-	if ties != 1 {
-		return ""
-	}
-	return best
+	return suggest.Nearest(name, among)
 }
 
 // didYouMean is " (did you mean "x"?" and then rest and ")", or, with no
@@ -48,27 +39,6 @@ func didYouMean(name string, among []string, rest string) string {
 		return " (" + rest + ")"
 	}
 	return ""
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes:
-// names are ASCII.
-func editDistance(a, b string) int {
-	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // secretNames lists the secrets kv holds, to suggest one for the absent

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/narun/narun/applets/internal/suggest"
 )
 
 // typeErr matches the decoder's type mismatch message, which carries the
@@ -161,7 +163,7 @@ func guess(t reflect.Type, key toml.Key) string {
 		return fmt.Sprintf(" (did you mean the top-level %q? write it above the first table)", key[i:].String())
 	}
 	parent, _ := typeAt(t, key[:i], nil)
-	near := nearest(key[i], fieldNames(parent))
+	near := suggest.Nearest(key[i], fieldNames(parent))
 	if near == "" {
 		return ""
 	}
@@ -195,52 +197,6 @@ func fieldNames(t reflect.Type) []string {
 		}
 	}
 	return names
-}
-
-// nearest is the one name of among that name is probably a typo of: the
-// only one closest to it within two edits, fewer than name has letters;
-// "" when there is none or no single one.
-func nearest(name string, among []string) string {
-	best, bestD, ties := "", 3, 0
-	for _, c := range among {
-		if len(name) > len(c)+2 || len(c) > len(name)+2 {
-			// Too far apart already, and a key may be as long as the file:
-			// no quadratic work for it.
-			continue
-		}
-		switch d := editDistance(name, c); {
-		case d >= len(name):
-		case d < bestD:
-			best, bestD, ties = c, d, 1
-		case d == bestD:
-			ties++
-		}
-	}
-	if ties != 1 {
-		return ""
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes:
-// keys that name fields are ASCII.
-func editDistance(a, b string) int {
-	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // respell returns key as the fields of t that it sets spell it, and the
