@@ -778,7 +778,7 @@ func appRestart(ctx context.Context, c *ucli.Context, e *env, name string) error
 		return fmt.Errorf("restart %s: %w", name, err)
 	}
 	e.warnRepinned(d.app.FileDigests, used.digests)
-	restarted = seal(key, restarted, d.raw, order)
+	restarted = e.seal(key, restarted, d.raw, order)
 	// Subscribe before writing so no event of the rollout is missed.
 	var w *waiter
 	if c.Bool("wait") {

@@ -508,7 +508,7 @@ func (e *env) build(d *deployment, pinned map[string]spec.Binary, fileDigests ma
 	// Signed last, over exactly what is stored; without a key the spec is
 	// stored unsigned. Parsing the signed value checks what nodes read,
 	// trailer and size included.
-	stored = seal(d.key, stored, d.cur.raw, d.order)
+	stored = e.seal(d.key, stored, d.cur.raw, d.order)
 	final, err := spec.Parse(d.file, stored)
 	if err != nil {
 		return err

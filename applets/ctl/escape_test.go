@@ -65,9 +65,11 @@ func TestNodeKeyHeartbeatEscaped(t *testing.T) {
 	var stderr strings.Builder
 	e := &env{stdio: cli.IO{Stdout: io.Discard, Stderr: &stderr}, log: slog.New(slog.DiscardHandler)}
 	n := state.Node{ID: "edge" + esc, SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}}
-	if e.nodeSigner(nil, []state.Node{n}) == nil {
+	k := e.nodeSigner(nil, []state.Node{n})
+	if k == nil {
 		t.Fatal("the node key of the heartbeat not used")
 	}
+	e.seal(k, []byte("name = \"hello\"\n"), nil, signedOrder{})
 	if out := stderr.String(); !strings.Contains(out, "signing with the node key of edge") || strings.ContainsAny(out, "\x1b\x07\u202e") {
 		t.Errorf("node id printed unescaped: %q", out)
 	}

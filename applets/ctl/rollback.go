@@ -451,7 +451,7 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 			return nil, nil, err
 		}
 	}
-	stored := seal(key, body, cur.raw, order)
+	stored := e.seal(key, body, cur.raw, order)
 	final, err := spec.Parse(file, stored)
 	if err != nil {
 		return nil, nil, err

@@ -108,7 +108,9 @@ func (e *env) signer() (*signing.Key, error) {
 // then signs with a key this user holds, which nodes trust or not by
 // their own trusted_keys; the worst is a deploy they refuse, never one
 // they would not have run otherwise.
-// nodes are the heartbeats, read by the caller.
+// nodes are the heartbeats, read by the caller. Which node's key it is
+// is said by the first seal, not here: a command that fails before it
+// signs anything would read as one that stored something.
 func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 	if key != nil {
 		return key
@@ -123,7 +125,7 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 			continue
 		}
 		if k != nil {
-			e.infof("signing with the node key of %s (%s)", cli.Shown(n.ID), cli.Shown(n.SigningKeyFile))
+			e.nodeKeyOf = fmt.Sprintf("%s (%s)", cli.Shown(n.ID), cli.Shown(n.SigningKeyFile))
 			return k
 		}
 	}
@@ -191,6 +193,16 @@ func seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
 		}
 	}
 	return key.Sign(signing.WithSequence(body, signing.NextSequence(o.last, o.now)))
+}
+
+// seal is seal, saying first whose node key signs when nodeSigner chose
+// one.
+func (e *env) seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
+	if key != nil && e.nodeKeyOf != "" {
+		e.infof("signing with the node key of %s", e.nodeKeyOf)
+		e.nodeKeyOf = ""
+	}
+	return seal(key, body, cur, o)
 }
 
 // withNewline is b ending in a newline, as a signed body does.

@@ -615,3 +615,36 @@ func TestSequenceOnServerClock(t *testing.T) {
 		}
 	}
 }
+
+// ctl says it signs with a heartbeat's node key only once it signs a spec:
+// said by a command that then fails before it signs anything, it reads as
+// if something had been stored.
+func TestNodeKeyNamedOnlyWhenSigning(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), signing.NodeKeyFile)
+	if err := signing.WriteKeyFile(path, key.File()); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{key.Public()}})
+	p := h.file("hello.toml", helloSpec)
+	for _, tc := range []struct {
+		code int
+		args []string
+	}{
+		{ExitNotFound, []string{"app", "rollback", "nope"}},
+		{ExitNotFound, []string{"app", "restart", "nope"}},
+		{2, []string{"deploy", p}},
+	} {
+		if r := h.fails(tc.code, "", tc.args...); strings.Contains(r.err, "signing with") {
+			t.Errorf("ctl %v, which signs nothing: stderr\n%s", tc.args, r.err)
+		}
+	}
+	if r := h.ok("", "deploy", p, "--binary", elfBinary(t)); strings.Count(r.err, "signing with the node key of node-1") != 1 {
+		t.Errorf("deploy, which signs: stderr\n%s\nwant once %q", r.err, "signing with the node key of node-1")
+	}
+}
