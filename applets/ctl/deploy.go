@@ -46,6 +46,7 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
 			&ucli.BoolFlag{Name: "dry-run", Usage: "run the checks of a deploy and show the plan; upload and write nothing (without NATS, check the spec and binaries only)"},
+			&ucli.BoolFlag{Name: flagForce, Usage: "deploy even if every selected node would refuse the spec for its signature"},
 			waitFlag(),
 			waitTimeoutFlag(),
 			jsonFlag(),
@@ -192,6 +193,8 @@ type deployment struct {
 	// sealedWith is the key id of each secret the spec uses, as plan
 	// read it.
 	sealedWith map[string]string
+	// force stores a spec that every selected node would refuse.
+	force bool
 }
 
 func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
@@ -335,7 +338,7 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 		uid := sandbox.AppID(app.Name)
 		res.UID, res.Group = &uid, app.Sandbox.Group
 	}
-	return &deployment{file: file, src: src, app: app, bins: bins, key: key, res: res}, nil
+	return &deployment{file: file, src: src, app: app, bins: bins, key: key, res: res, force: c.Bool(flagForce)}, nil
 }
 
 // inspectBinaries inspects each of paths, one binary per arch.
@@ -370,6 +373,9 @@ func (e *env) plan(ctx context.Context, d *deployment) error {
 		e.log.Debug("read heartbeats", "err", err)
 	}
 	d.key = e.nodeSigner(d.key, nodes)
+	if err := e.refuseUnrunnable(d); err != nil {
+		return err
+	}
 	if err := e.readCurrent(ctx, d); err != nil {
 		return err
 	}
@@ -1191,16 +1197,46 @@ func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
 	}
 }
 
-// warnSignedOnly names the nodes that select app, run only signed specs
-// and refuse the one this deploy stores: unsigned (key is nil) or signed
-// by a key they do not trust. It says so before writing instead of leaving
-// the operator to find out why nothing starts. It returns the nodes that
-// are up: what a node whose heartbeats have stopped last said may have
-// changed by the time it is back (it was down to be given the key), and
-// a rollout does not wait for it.
-func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key) []string {
-	var refusing []string
-	now := e.serverNow()
+// refuseUnrunnable refuses, unless --force, a deploy that every selected
+// node sending heartbeats would refuse for its signature. Stored, it would
+// run nowhere, yet replace the app's routes with an entry that gateways
+// trusting the same keys drop: the instances still running would answer
+// no request. A node whose heartbeats have stopped may have been given the
+// key meanwhile, and lets the deploy through.
+func (e *env) refuseUnrunnable(d *deployment) error {
+	if !d.heartbeats || d.force {
+		return nil
+	}
+	selected := 0
+	for _, n := range d.nodes {
+		if d.app.Selects(n.ID, n.Labels) {
+			selected++
+		}
+	}
+	var why []string
+	for _, r := range signedOnlyRefusals(d.nodes, d.app, d.key, e.serverNow()) {
+		if !r.late {
+			why = append(why, "node "+cli.Shown(r.node)+" "+r.why)
+		}
+	}
+	if len(why) == 0 || len(why) < selected {
+		return nil
+	}
+	return fmt.Errorf("nothing deployed: no node that %s selects would run it: %s; stored, its routes would be dropped by gateways that trust the same keys while its running instances answer nothing (--force deploys it all the same)", d.app.Name, strings.Join(why, "; "))
+}
+
+// signedOnlyRefusal is a selected node that runs only signed specs and would refuse
+// a spec, and why; late when its heartbeats have stopped, and what it
+// says is what it last said.
+type signedOnlyRefusal struct {
+	node, why string
+	late      bool
+}
+
+// signedOnlyRefusals are the nodes that select app, run only signed specs
+// and refuse the one signed by key (nil: unsigned), as of now.
+func signedOnlyRefusals(nodes []state.Node, app *spec.App, key *signing.Key, now time.Time) []signedOnlyRefusal {
+	var out []signedOnlyRefusal
 	for _, n := range nodes {
 		if !n.SignaturesRequired || !app.Selects(n.ID, n.Labels) {
 			continue
@@ -1214,12 +1250,27 @@ func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key
 		default:
 			continue
 		}
-		if late(n, now) {
-			e.warnf("node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back", cli.Shown(n.ID), why)
+		out = append(out, signedOnlyRefusal{node: n.ID, why: why, late: late(n, now)})
+	}
+	return out
+}
+
+// warnSignedOnly names the nodes that select app, run only signed specs
+// and refuse the one this deploy stores: unsigned (key is nil) or signed
+// by a key they do not trust. It says so before writing instead of leaving
+// the operator to find out why nothing starts. It returns the nodes that
+// are up: what a node whose heartbeats have stopped last said may have
+// changed by the time it is back (it was down to be given the key), and
+// a rollout does not wait for it.
+func (e *env) warnSignedOnly(nodes []state.Node, app *spec.App, key *signing.Key) []string {
+	var refusing []string
+	for _, r := range signedOnlyRefusals(nodes, app, key, e.serverNow()) {
+		if r.late {
+			e.warnf("node %s, whose heartbeats have stopped (late: down?), last said it %s: unless that changed, it will not run this deploy when it is back", cli.Shown(r.node), r.why)
 			continue
 		}
-		e.warnf("node %s %s: it will not run this deploy", cli.Shown(n.ID), why)
-		refusing = append(refusing, n.ID)
+		e.warnf("node %s %s: it will not run this deploy", cli.Shown(r.node), r.why)
+		refusing = append(refusing, r.node)
 	}
 	return refusing
 }

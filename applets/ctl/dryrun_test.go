@@ -125,17 +125,18 @@ func TestDryRunRefusesAsDeploy(t *testing.T) {
 
 // A dry run warns of the nodes that will not run the spec as the deploy
 // does: one that sends no heartbeat, one of an arch the spec has no binary
-// for, one that runs only signed specs.
+// for, one that runs only signed specs (the only one selected that sends
+// heartbeats: without --force, both would refuse the spec for it).
 func TestDryRunWarnsOfNodes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.heartbeat(state.Node{ID: "node-1", Arch: "riscv64", SignaturesRequired: true})
 	p := h.file("hello.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "ghost"]`, 1))
-	dry := h.dryRunWritesNothing(p, "--binary", elfBinary(t))
+	dry := h.dryRunWritesNothing(p, "--binary", elfBinary(t), "--force")
 	if dry.code != 0 {
 		t.Fatalf("dry run: exit %d; stderr:\n%s", dry.code, dry.err)
 	}
-	deploy := h.runProcess("deploy", p, "--binary", elfBinary(t))
+	deploy := h.runProcess("deploy", p, "--binary", elfBinary(t), "--force")
 	for _, want := range []string{
 		"warning: node ghost sends no heartbeat",
 		"warning: node node-1 is linux/riscv64 and this spec has no riscv64 binary",

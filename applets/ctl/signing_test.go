@@ -324,7 +324,7 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true})
 	h.heartbeat(state.Node{ID: "node-3"})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--force")
 	want := "warning: node node-1 runs only signed specs and ctl has no signing key (signing_key_file): it will not run this deploy"
 	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") || strings.Contains(r.err, "node node-3 runs") {
 		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)
@@ -334,7 +334,7 @@ func TestDeployWarnsSignedOnlyNodes(t *testing.T) {
 	}
 
 	start := time.Now()
-	r = h.fails(ExitRollout, "", "deploy", p, "--wait", "--timeout", "60s")
+	r = h.fails(ExitRollout, "", "deploy", p, "--force", "--wait", "--timeout", "60s")
 	if !strings.Contains(r.err, "node(s) node-1 run only signed specs") || time.Since(start) > 30*time.Second {
 		t.Errorf("deploy --wait after %s: %s", time.Since(start), r.err)
 	}
@@ -389,7 +389,7 @@ func TestDeployWarningNamesTheUnusableNodeKey(t *testing.T) {
 		{gone, "the node key it names, " + gone + ", is not on this machine (pass a copy with --signing-key FILE): it will not run this deploy"},
 	} {
 		h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: tc.path, TrustedKeys: []string{key.Public()}})
-		r := h.ok("", "deploy", p, "--binary", elfBinary(t))
+		r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--force")
 		if want := "warning: node node-1 runs only signed specs and ctl has no signing key (signing_key_file): " + tc.want; !strings.Contains(r.err, want) {
 			t.Errorf("deploy stderr:\n%s\nwant %q", r.err, want)
 		}
@@ -419,7 +419,7 @@ func TestNodeKeyFromHeartbeat(t *testing.T) {
 	// A key file that node does not trust is not used.
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, SigningKeyFile: path, TrustedKeys: []string{other.Public()}})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--force")
 	if !strings.Contains(r.err, "node node-1 runs only signed specs and ctl has no signing key") || strings.Contains(r.err, "signing with") {
 		t.Errorf("deploy with an untrusted key in the heartbeat: stderr\n%s", r.err)
 	}
@@ -510,14 +510,14 @@ func TestDeployWarnsUntrustingNodes(t *testing.T) {
 	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
 	h.heartbeat(state.Node{ID: "node-2", SignaturesRequired: true, TrustedKeys: []string{other.Public()}})
 	p := h.file("hello.toml", helloSpec)
-	r := h.ok("", "deploy", p, "--binary", elfBinary(t))
+	r := h.ok("", "deploy", p, "--binary", elfBinary(t), "--force")
 	want := "warning: node node-1 runs only signed specs and does not trust ctl's key " + public + " (add it to that node's trusted_keys): it will not run this deploy"
 	if !strings.Contains(r.err, want) || strings.Contains(r.err, "node node-2 runs") {
 		t.Errorf("deploy stderr:\n%s\nwant only %q", r.err, want)
 	}
 
 	start := time.Now()
-	r = h.fails(ExitRollout, "", "deploy", p, "--wait", "--timeout", "60s")
+	r = h.fails(ExitRollout, "", "deploy", p, "--force", "--wait", "--timeout", "60s")
 	if !strings.Contains(r.err, "node(s) node-1 run only signed specs and do not trust ctl's key "+public) || time.Since(start) > 30*time.Second {
 		t.Errorf("deploy --wait after %s: %s", time.Since(start), r.err)
 	}
@@ -647,4 +647,69 @@ func TestNodeKeyNamedOnlyWhenSigning(t *testing.T) {
 	if r := h.ok("", "deploy", p, "--binary", elfBinary(t)); strings.Count(r.err, "signing with the node key of node-1") != 1 {
 		t.Errorf("deploy, which signs: stderr\n%s\nwant once %q", r.err, "signing with the node key of node-1")
 	}
+}
+
+// A deploy that every selected node would refuse for its signature is
+// refused before anything is stored: stored, it took the app's routes down
+// on gateways that drop the untrusted entry, while the instances ran on.
+// --force stores it all the same; a node that would run it lets it through,
+// with the warning about the others.
+func TestDeployRefusedByEveryNode(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	good, goodPub := h.keygen("good.key")
+	other, otherPub := h.keygen("other.key")
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{goodPub}})
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "--signing-key", good, "deploy", p, "--binary", elfBinary(t))
+	spec0, _ := h.get(names.AppsBucket, "hello")
+	routes0, _ := h.get(names.RoutesBucket, "hello")
+	objects0 := h.objectCount(names.BinariesBucket)
+
+	bin := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(bin, append(must(os.ReadFile(elfBinary(t))), 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"deploy", p, "--binary", bin, "--wait"},
+		{"deploy", p, "--binary", bin, "--dry-run"},
+	} {
+		r := h.fails(1, "", append([]string{"--signing-key", other}, args...)...)
+		want := "nothing deployed: no node that hello selects would run it: node node-1 runs only signed specs and does not trust ctl's key " + otherPub
+		if !strings.Contains(r.err, want) || !strings.Contains(r.err, "--force") {
+			t.Errorf("ctl %v: stderr\n%s\nwant %q and --force", args, r.err, want)
+		}
+	}
+	if spec, _ := h.get(names.AppsBucket, "hello"); !bytes.Equal(spec, spec0) {
+		t.Errorf("spec stored by a refused deploy:\n%s", spec)
+	}
+	if routes, _ := h.get(names.RoutesBucket, "hello"); !bytes.Equal(routes, routes0) {
+		t.Errorf("routes stored by a refused deploy:\n%s", routes)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != objects0 {
+		t.Errorf("%d objects in %s after a refused deploy, %d before", n, names.BinariesBucket, objects0)
+	}
+
+	r := h.ok("", "--signing-key", other, "deploy", p, "--binary", bin, "--force")
+	if !strings.Contains(r.err, "node node-1 runs only signed specs and does not trust ctl's key "+otherPub) {
+		t.Errorf("deploy --force: stderr\n%s\nwant the warning", r.err)
+	}
+	if spec, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(spec, spec0) {
+		t.Error("deploy --force stored nothing")
+	}
+
+	// node-2 runs it: a warning of node-1, and the deploy goes ahead.
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{otherPub}})
+	both := h.file("both.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-2"]`, 1))
+	r = h.ok("", "--signing-key", other, "deploy", both, "--binary", bin)
+	if !strings.Contains(r.err, "node node-1 runs only signed specs") || strings.Contains(r.err, "node node-2 runs") {
+		t.Errorf("deploy some nodes refuse: stderr\n%s", r.err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
