@@ -40,8 +40,9 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 			"Each --binary is a Linux ELF executable for amd64, arm64 or riscv64; its arch is read from\n" +
 			"the ELF header. It is stored as <name>/<version>/linux-<arch>-<first 12 hex digits of its\n" +
 			"sha256>, so another build of the same version never replaces the object a deployed spec pins.\n" +
-			"Without --binary the binaries of the deployed spec are kept if the version is unchanged (with a\n" +
-			"signing key, only from a deployed spec that key signed; any other is refused).\n" +
+			"Without --binary the binaries of the deployed spec are kept if the version is unchanged, else\n" +
+			"those of the newest kept revision of that version (app history) whose builds are still stored\n" +
+			"(with a signing key, only from a spec that key signed; a deployed spec it did not is refused).\n" +
 			"The sha256 of each [[files]] object is pinned too; after files put, app restart pins and rolls out the new content.",
 		Flags: []ucli.Flag{
 			&ucli.StringSliceFlag{Name: "binary", Aliases: []string{"b"}, Usage: "executable to upload (repeat for each arch)"},
@@ -288,7 +289,7 @@ func offlineSkips(d *deployment) []string {
 	case len(d.app.Binaries) > 0:
 		skips = append(skips, "that the binaries it pins exist")
 	default:
-		skips = append(skips, "that the deployed spec has binaries of "+d.app.Version+" to keep")
+		skips = append(skips, "that the deployed spec, or a kept revision, has binaries of "+d.app.Version+" to keep")
 	}
 	return append(skips, "that the deployed spec is one this ctl may replace (its signature)", "whether the deploy would change the deployed spec (changed)", "which nodes will not run it")
 }
@@ -437,8 +438,9 @@ func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 }
 
 // planBinaries names the binaries the stored spec is to pin: d's bins, or
-// those the deployed spec pins for the same version; nil when the file's
-// own [binaries] stand, once checked against the store with its file pins.
+// those the deployed spec, else a kept revision, pins for the same
+// version; nil when the file's own [binaries] stand, once checked against
+// the store with its file pins.
 func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[string]string) (map[string]spec.Binary, error) {
 	switch {
 	case len(d.bins) > 0:
@@ -468,7 +470,47 @@ func (e *env) planBinaries(ctx context.Context, d *deployment, fileDigests map[s
 		d.res.pinnedFrom = "kept from the deployed spec"
 		return d.cur.app.Binaries, nil
 	}
+	kept, rev, err := e.keptBuilds(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if kept != nil {
+		d.res.pinnedFrom = fmt.Sprintf("kept from revision %d", rev)
+		return kept, nil
+	}
 	return nil, usagef("no binary for %s %s: pass --binary FILE (one per arch)", d.app.Name, d.app.Version)
+}
+
+// keptBuilds are the binaries that the newest kept revision of d's app
+// and version pins (app history), and that revision; nil when none does
+// or its builds are gone. A rollback to an earlier version, or app delete,
+// leaves the builds of the version before in narun-binaries (pruning keeps
+// what a kept revision pins): a spec of that version deployed again, with
+// only replicas changed, needs no upload again. With a key, only a
+// revision that key signed lends them, as for the deployed spec.
+func (e *env) keptBuilds(ctx context.Context, d *deployment) (map[string]spec.Binary, uint64, error) {
+	revs, err := e.history(ctx, d.apps, d.app.Name)
+	if cli.ExitCode(err) == ExitNotFound {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, r := range slices.Backward(revs) {
+		if r.app == nil || r.app.Version != d.app.Version || len(r.app.Binaries) == 0 || notOurs(d.key, r.raw) != "" {
+			continue
+		}
+		// One of them deleted (image delete of what only earlier
+		// revisions pin) leaves an older revision to look at.
+		err := e.checkPinned(ctx, fmt.Sprintf("%s/%s@%d", names.AppsBucket, d.app.Name, r.Revision), nil, r.app.Binaries)
+		switch {
+		case err == nil:
+			return r.app.Binaries, r.Revision, nil
+		case cli.ExitCode(err) != ExitNotFound:
+			return nil, 0, fmt.Errorf("check the binaries revision %d of %s pins: %w", r.Revision, d.app.Name, err)
+		}
+	}
+	return nil, 0, nil
 }
 
 // warnDroppedArches names each arch the deployed spec has a binary for

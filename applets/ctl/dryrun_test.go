@@ -221,7 +221,7 @@ func TestDryRunOfflineNamesSkippedChecks(t *testing.T) {
 		"checked the spec and binaries only, not what a deploy checks in NATS",
 		"that its secrets and [[files]] objects exist",
 		"that its routes do not clash with another app's",
-		"that the deployed spec has binaries of 1.0.0 to keep",
+		"that the deployed spec, or a kept revision, has binaries of 1.0.0 to keep",
 		"a deploy may still refuse it",
 	} {
 		if !strings.Contains(r.err, want) {

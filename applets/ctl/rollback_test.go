@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -540,5 +541,46 @@ func TestAppHistoryJSONKeys(t *testing.T) {
 		if _, ok := rev["binaries"].(map[string]any); !ok {
 			t.Errorf("%s revision: binaries %#v, want an object", rev["operation"], rev["binaries"])
 		}
+	}
+}
+
+// A deploy without --binary of a version a kept revision pins builds of
+// uses them: after a rollback to 1.0.0, scaling 1.1.0 from its file needs
+// no upload again. A version no kept revision pins is still refused, with
+// the hint.
+func TestDeployKeepsBuildsOfAKeptRevision(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	bin := filepath.Join(t.TempDir(), "app")
+	if err := os.WriteFile(bin, append(must(os.ReadFile(elfBinary(t))), 1), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.file("hello.toml", helloVersion("1.1.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", bin)
+	want := h.storedApp("hello").Binaries
+	h.ok("", "app", "rollback", "hello")
+	objects := h.objectCount(names.BinariesBucket)
+
+	h.file("hello.toml", strings.Replace(helloVersion("1.1.0", "/hello/"), "replicas = 2", "replicas = 3", 1))
+	r := h.run("", "deploy", p)
+	if r.code != 0 {
+		t.Fatalf("deploy 1.1.0 without --binary after a rollback: exit %d\n%s", r.code, r.err)
+	}
+	got := h.storedApp("hello")
+	if got.Version != "1.1.0" || got.Replicas != 3 || !maps.Equal(got.Binaries, want) {
+		t.Errorf("stored %s, %d replicas, binaries %v; want 1.1.0, 3 and %v", got.Version, got.Replicas, got.Binaries, want)
+	}
+	if n := h.objectCount(names.BinariesBucket); n != objects {
+		t.Errorf("%d objects in %s, %d before", n, names.BinariesBucket, objects)
+	}
+	if !strings.Contains(r.out, "kept from revision") {
+		t.Errorf("deploy does not say where its binaries come from:\n%s", r.out)
+	}
+
+	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
+	if r := h.fails(2, "", "deploy", p); !strings.Contains(r.err, "no binary for hello 2.0.0: pass --binary FILE") {
+		t.Errorf("deploy of a version nothing pins: stderr\n%s", r.err)
 	}
 }
