@@ -237,8 +237,13 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	d.res.Changed, d.res.Revision = p.changed, p.revision
+	kept := ""
+	if p.changed {
+		kept = e.warnHealthKept(d.cur.app, d.final)
+	}
 	if p.w != nil {
 		defer p.w.stop()
+		p.w.timeoutHint = kept
 		return e.followDeploy(ctx, c, d.res, p.w)
 	}
 	return e.reportDeploy(c, d.res, d.bins)
@@ -270,7 +275,40 @@ func (e *env) dryRun(ctx context.Context, c *ucli.Context, d *deployment) error 
 		e.warnNoSandbox(d.nodes, d.final)
 		e.warnSecretKeys(d.nodes, d.final, d.sealedWith)
 	}
+	if d.res.Changed {
+		e.warnHealthKept(d.cur.app, d.final)
+	}
 	return e.reportDeploy(c, d.res, d.bins)
+}
+
+// warnHealthKept says, when next changes the [health] of cur and not the
+// fingerprint its runners replace instances for (the runner's reconcile),
+// that the running instances keep checking as they started: --wait would
+// otherwise run out its timeout on a check that cannot change, the new
+// one being the fix, without a word why. It returns what it said, for the
+// timeout's error; "" when it said nothing.
+func (e *env) warnHealthKept(cur, next *spec.App) string {
+	if cur == nil || cur.Health == next.Health {
+		return ""
+	}
+	var kept, replaced []string
+	for _, arch := range slices.Sorted(maps.Keys(next.Binaries)) {
+		if cur.Fingerprint(arch) == next.Fingerprint(arch) {
+			kept = append(kept, arch)
+		} else {
+			replaced = append(replaced, arch)
+		}
+	}
+	if len(kept) == 0 {
+		return ""
+	}
+	where := ""
+	if len(replaced) > 0 {
+		where = " on linux/" + strings.Join(kept, ", linux/") + " nodes"
+	}
+	msg := fmt.Sprintf("running instances%s keep the previous health check; narun ctl app restart %s applies it", where, next.Name)
+	e.warnf("[health] changed, and nothing that replaces instances did: %s (instances started from now on get the new one)", msg)
+	return msg
 }
 
 // offlineSkips names the checks in NATS a deploy of d runs, and which a

@@ -100,6 +100,9 @@ type waiter struct {
 	// live holds the nodes the heartbeats last read list: only their
 	// events are kept (follows).
 	live map[string]bool
+	// timeoutHint is what the command knows of why the rollout may not
+	// finish, said again in the timeout's error; "" for nothing.
+	timeoutHint string
 }
 
 // maxInstancesPerNode bounds the instances of one node that events alone
@@ -405,7 +408,11 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 					}
 					return r, fmt.Errorf("no node selected by %s within %s (node list shows what is connected)", w.app.Name, timeout)
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s%s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint(), w.digestsHint(nodes))
+				hint := ""
+				if w.timeoutHint != "" {
+					hint = "; " + w.timeoutHint
+				}
+				return r, fmt.Errorf("rollout of %s not done after %s: %s%s%s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint(), w.digestsHint(nodes), hint)
 			}
 			// Interrupted (Ctrl-C, SIGTERM): the spec is stored and the
 			// runners go on rolling it out, whatever becomes of ctl.

@@ -613,3 +613,34 @@ func TestWaitTimeoutHintsAtFileDigests(t *testing.T) {
 		})
 	}
 }
+
+// A deploy that changes [health] and nothing the runner replaces an
+// instance for says that the running instances keep the check they
+// started with, and how to apply it; --wait, which can only time out
+// while they fail that check, says it in its error. A change that
+// replaces them says nothing of it.
+func TestDeploySaysHealthChangeKeepsRunningInstances(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	app := h.storedApp("hello")
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Running, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH), Reason: "waiting for health check: no responder"},
+	}})
+	const want = "running instances keep the previous health check; narun ctl app restart hello applies it"
+
+	h.file("hello.toml", strings.Replace(helloSpec, `min_healthy = "100ms"`, `min_healthy = "150ms"`, 1))
+	r := h.fails(ExitRollout, "", "deploy", p, "--wait", "--timeout", "1s")
+	if !strings.Contains(r.err, "rollout of hello not done after 1s") {
+		t.Fatalf("not the timeout: %s", r.err)
+	}
+	if strings.Count(r.err, want) != 2 {
+		t.Errorf("deploy --wait of a new [health]: stderr\n%s\nwant %q in the warning and in the error", r.err, want)
+	}
+
+	h.file("hello.toml", strings.Replace(helloSpec, `min_healthy = "100ms"`, `min_healthy = "200ms"`, 1)+"[env]\nX = \"1\"\n")
+	if r := h.ok("", "deploy", p); strings.Contains(r.err, "health check") {
+		t.Errorf("deploy that replaces the instances: stderr\n%s", r.err)
+	}
+}
