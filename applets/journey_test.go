@@ -285,3 +285,23 @@ func TestUnknownLinkNameIsNamed(t *testing.T) {
 		t.Fatalf("exit %d, %q; want 2 naming foo before the usage", code, out)
 	}
 }
+
+// narun up takes the runner's --label and --key-file, with their meaning:
+// labels differ from one device to the next, and a narun.toml only for
+// them was the one way to give up its labels.
+func TestUpTakesTheRunnersNodeFlags(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "secret.key")
+	for _, applet := range []string{"up", "runner"} {
+		t.Run(applet, func(t *testing.T) {
+			base := []string{"narun", applet, "--config", "/dev/null", "--data-dir", filepath.Join(t.TempDir(), "data"), "--node-id", "n1", "--check"}
+			code, stdout, stderr := run(append(base, "--label", "role=edge", "--key-file", missing)...)
+			if code != 0 || !strings.Contains(stderr, "secret key file unreadable") || !strings.Contains(stderr, missing) {
+				t.Errorf("--label role=edge --key-file %s: exit %d, %q%q; want 0 with a warning naming the key file", missing, code, stdout, stderr)
+			}
+			code, stdout, stderr = run(append(base, "--label", "role")...)
+			if code != 2 || !strings.Contains(stderr, `label "role": want key=value`) {
+				t.Errorf("--label role: exit %d, %q%q; want 2 saying it wants key=value", code, stdout, stderr)
+			}
+		})
+	}
+}

@@ -6,14 +6,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/runner"
-	"github.com/narun/narun/applets/internal/spec"
 )
 
 // Main runs the applet.
@@ -22,15 +20,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	flags = append(flags, cli.ClientFlags()...)
 	flags = append(flags, cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the first label of the host name, e.g. edge-1 of edge-1.example.com; all of an IP address, dots as dashes: 10-0-0-5)"},
-		&ucli.StringSliceFlag{Name: "label", Usage: "node label key=value, repeatable; apps select nodes by label"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
-		&ucli.StringFlag{Name: "key-file", Usage: "file with the keys that decrypt secrets (master_key_file)"},
 	)
+	flags = append(flags, runner.NodeFlags()...)
 	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps\n"+
 		"The [runner] table of narun.toml holds the rest (app_nats_url, trusted_keys,\n"+
 		"heartbeat_interval): testdata/narun.toml lists every key with its default.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		rc := cfg.Runner
-		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen, "key-file": &rc.MasterKeyFile})
+		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen})
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {
 			return err
 		}
@@ -42,18 +39,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := runner.CheckConfig(cfg); err != nil {
 			return err
 		}
-		for _, l := range c.StringSlice("label") {
-			k, v, ok := strings.Cut(l, "=")
-			if !ok || k == "" {
-				return cli.Usage(fmt.Errorf("label %q: want key=value", l))
-			}
-			if err := spec.CheckLabel(k, v); err != nil {
-				return cli.Usage(fmt.Errorf("--label %q: %w", l, err))
-			}
-			if rc.Labels == nil {
-				rc.Labels = map[string]string{}
-			}
-			rc.Labels[k] = v
+		if err := runner.ApplyNodeFlags(c, &rc); err != nil {
+			return err
 		}
 		opts, err := cli.NATSOptions("narun runner", rc.Client)
 		if err != nil {

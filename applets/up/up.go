@@ -35,6 +35,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name; all of an IP address, dots as dashes: 10-0-0-5)"},
 		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
 	)
+	flags = append(flags, runner.NodeFlags()...)
 	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process\n"+
 		"The flags cover what changes from one device to the next; everything else is in\n"+
 		"narun.toml ([nats], [gateway], [runner] and data_dir): testdata/narun.toml lists\n"+
@@ -59,6 +60,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		if err := runner.CheckConfig(cfg); err != nil {
+			return err
+		}
+		if err := runner.ApplyNodeFlags(c, &cfg.Runner); err != nil {
 			return err
 		}
 		if os.Getenv("GOMAXPROCS") == "" {
