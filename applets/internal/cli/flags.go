@@ -314,7 +314,7 @@ func Checked(stdio IO, cfg config.File) error {
 // ClientFlags are the flags of applets that connect to NATS.
 func ClientFlags() []ucli.Flag {
 	return []ucli.Flag{
-		&ucli.StringFlag{Name: FlagNATSURL, EnvVars: []string{"NARUN_NATS_URL"}, Usage: "NATS server URL(s), comma separated"},
+		&ucli.StringFlag{Name: FlagNATSURL, EnvVars: []string{"NARUN_NATS_URL"}, Usage: "NATS server URL(s), comma separated (default: nats_url of the file, else its [nats] listen, else nats://127.0.0.1:4222)"},
 		&ucli.StringFlag{Name: FlagNATSCreds, Usage: "NATS credentials file (JWT + nkey seed)"},
 		&ucli.StringFlag{Name: FlagNATSNkey, Usage: "file holding a NATS nkey seed"},
 		&ucli.StringFlag{Name: FlagNATSCA, Usage: "CA of the NATS servers' certificates (PEM): connect over TLS"},

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -427,9 +430,52 @@ func beforeFirstTable(doc string) string {
 	return doc[:n]
 }
 
+// Decode reads data, the content of the configuration file path, over
+// the defaults, as DecodeStrict does, and fills in what the file implies
+// for the keys it leaves out: a client's nats_url is its [nats] server's
+// (LocalURL).
+func Decode(path string, data []byte) (File, toml.MetaData, error) {
+	cfg := Defaults()
+	md, err := DecodeStrict(path, data, &cfg)
+	if err != nil {
+		return cfg, md, err
+	}
+	for table, client := range map[string]*Client{"gateway": &cfg.Gateway.Client, "runner": &cfg.Runner.Client, "ctl": &cfg.Ctl.Client} {
+		if !md.IsDefined(table, "nats_url") {
+			client.NATSURL = cfg.NATS.LocalURL()
+		}
+	}
+	return cfg, md, nil
+}
+
+// LocalURL is the URL a client on this machine reaches the server of n
+// at: ctl, a runner or a gateway beside it, which read the same file,
+// would otherwise try 4222, where another server or none listens. An
+// unspecified host is this machine's loopback; TLS on the client port
+// makes it a tls:// URL, which refuses a server without it. With no
+// address (in-process clients only), or a port the kernel picks at start
+// (0, -1), there is none to give, and it is DefaultNATSURL.
+func (n NATS) LocalURL() string {
+	host, port, err := net.SplitHostPort(n.Listen)
+	if err != nil || port == "0" || port == "-1" {
+		return DefaultNATSURL
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() && ip.Is4() {
+		host = "127.0.0.1"
+	} else if err == nil && ip.IsUnspecified() {
+		host = "::1"
+	}
+	scheme := "nats"
+	if n.TLS.Cert != "" {
+		scheme = "tls"
+	}
+	return (&url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}).String()
+}
+
 // Load reads the configuration named by explicit (see Find) over the
-// defaults, then applies NARUN_NATS_URL and NARUN_DATA_DIR from getenv.
-// Flags are applied by the caller after this, so they win over both.
+// defaults (see Decode), then applies NARUN_NATS_URL and NARUN_DATA_DIR
+// from getenv. Flags are applied by the caller after this, so they win
+// over both.
 func Load(explicit string, getenv func(string) string) (File, error) {
 	cfg := Defaults()
 	path, err := Find(explicit)
@@ -441,7 +487,7 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
-		if _, err := DecodeStrict(path, data, &cfg); err != nil {
+		if cfg, _, err = Decode(path, data); err != nil {
 			return cfg, err
 		}
 		var mistyped []error

@@ -468,8 +468,8 @@ func (g *Gateway) Reload() error {
 
 // decodeConfigFile decodes the content of a configuration file.
 func decodeConfigFile(path string, data []byte) (config.File, []int, error) {
-	f := config.Defaults()
-	if _, err := config.DecodeStrict(path, data, &f); err != nil {
+	f, _, err := config.Decode(path, data)
+	if err != nil {
 		return config.File{}, nil, err
 	}
 	return f, config.ArrayTableLines(data, "gateway.routes"), nil
@@ -513,7 +513,12 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 	if g.opts.WholeFile {
 		keys["data_dir"] = f.DataDir
 		keys["nats"] = fmt.Sprintf("%+v", f.NATS)
-		keys["runner"] = fmt.Sprintf("%+v", f.Runner)
+		// The runner of narun up connects in process: its nats_url, which
+		// follows [nats] listen when the file leaves it out, would name
+		// [runner] for an edit of [nats] alone.
+		runner := f.Runner
+		runner.NATSURL = ""
+		keys["runner"] = fmt.Sprintf("%+v", runner)
 	} else {
 		keys["gateway.nats_url"] = gw.NATSURL
 		keys["gateway.nats_creds"] = gw.NATSCreds

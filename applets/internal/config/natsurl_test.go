@@ -1,0 +1,58 @@
+package config_test
+
+import (
+	"testing"
+
+	"github.com/narun/narun/applets/internal/config"
+)
+
+// A client whose nats_url nothing sets goes to the server of the same
+// file, at its [nats] listen: ctl, runner and gw run beside it with one
+// narun.toml, and went to 4222, another server or none, when it listened
+// elsewhere.
+func TestNATSURLFollowsTheFilesListen(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		env        string
+		want       [3]string // gateway, runner, ctl
+	}{
+		{"no file", "", "", all(config.DefaultNATSURL)},
+		{"no nats table", "[runner]\nnode_id = \"a\"\n", "", all(config.DefaultNATSURL)},
+		{"loopback", "[nats]\nlisten = \"127.0.0.1:24222\"\n", "", all("nats://127.0.0.1:24222")},
+		{"any ipv4", "[nats]\nlisten = \"0.0.0.0:24222\"\n", "", all("nats://127.0.0.1:24222")},
+		{"any, no host", "[nats]\nlisten = \":24222\"\n", "", all("nats://127.0.0.1:24222")},
+		{"any ipv6", "[nats]\nlisten = \"[::]:24222\"\n", "", all("nats://[::1]:24222")},
+		{"one address", "[nats]\nlisten = \"10.0.0.5:24222\"\n", "", all("nats://10.0.0.5:24222")},
+		{"host name", "[nats]\nlisten = \"edge-1.example.com:24222\"\n", "", all("nats://edge-1.example.com:24222")},
+		{"tls", "[nats]\nlisten = \"127.0.0.1:24222\"\n[nats.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n", "", all("tls://127.0.0.1:24222")},
+		{"port picked at start", "[nats]\nlisten = \"127.0.0.1:-1\"\n", "", all(config.DefaultNATSURL)},
+		{"in-process only", "[nats]\nlisten = \"\"\n", "", all(config.DefaultNATSURL)},
+		{"key wins", "[nats]\nlisten = \"127.0.0.1:24222\"\n[ctl]\nnats_url = \"nats://hub:4222\"\n", "",
+			[3]string{"nats://127.0.0.1:24222", "nats://127.0.0.1:24222", "nats://hub:4222"}},
+		{"environment wins", "[nats]\nlisten = \"127.0.0.1:24222\"\n", "nats://env:4222", all("nats://env:4222")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = writeConfig(t, tc.file)
+			}
+			saved := config.SearchPath
+			config.SearchPath = nil
+			defer func() { config.SearchPath = saved }()
+			cfg, err := config.Load(path, func(k string) string {
+				if k == "NARUN_NATS_URL" {
+					return tc.env
+				}
+				return ""
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := [3]string{cfg.Gateway.NATSURL, cfg.Runner.NATSURL, cfg.Ctl.NATSURL}; got != tc.want {
+				t.Errorf("gateway, runner, ctl nats_url = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func all(url string) [3]string { return [3]string{url, url, url} }
