@@ -485,3 +485,29 @@ func TestWhere(t *testing.T) {
 		t.Errorf("Where without a file = %q, want \"\"", got)
 	}
 }
+
+// Every value of the wrong type is named, in the order of the lines, as
+// a spec's are.
+func TestTypeErrorsAllInLineOrder(t *testing.T) {
+	p := writeConfig(t, "[runner]\n"+
+		"labels = \"edge\"\n"+ // 2
+		"heartbeat_interval = 5\n"+ // 3
+		"[gateway]\n"+
+		"timeout = true\n"+ // 5
+		"[[gateway.routes]]\npath = 1\n") // 7
+	want := []string{
+		p + `:2: key "runner.labels": want a table of strings, got a string`,
+		p + `:3: key "runner.heartbeat_interval": want a duration such as "30s", got an integer`,
+		p + `:5: key "gateway.timeout": want a duration such as "30s", got a boolean`,
+		p + `:7: key "gateway.routes.path": want a string, got an integer`,
+	}
+	for range 5 { // the decoder meets keys in map order
+		_, err := config.Load(p, noEnv)
+		if err == nil {
+			t.Fatal("loaded a file of wrong types")
+		}
+		if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+			t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+		}
+	}
+}

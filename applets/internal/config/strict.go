@@ -3,8 +3,10 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
@@ -51,24 +53,11 @@ type Miscased struct {
 func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Miscased, error) {
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			// The message may quote the input it stopped at, line
-			// breaks and all: one line, so that each line of an error
-			// names the file.
-			msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
-			line := errorLine(data, pe.Position)
-			if pe.LastKey != "" {
-				return md, nil, fmt.Errorf("%s:%d: key %q: %s", file, line, pe.LastKey, msg)
-			}
-			return md, nil, fmt.Errorf("%s:%d: %s", file, line, msg)
+		if all := typeErrors(file, data, v); all != nil {
+			return md, nil, all
 		}
-		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
-			if key, uerr := strconv.Unquote(m[2]); uerr == nil {
-				return md, nil, fmt.Errorf("%s:%s: key %q: %s", file, m[1], key, typeMessage(v, key, m[3]))
-			}
-		}
-		return md, nil, fmt.Errorf("%s: %w", file, err)
+		_, err := placeError(file, data, v, err)
+		return md, nil, err
 	}
 	// Every unknown key at once, so one run finds all the typos; the keys
 	// inside an unknown table are that table's, not more typos, and a
@@ -123,6 +112,133 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
 	return md, miscased, errors.Join(unknown...)
+}
+
+// placeError names the file, line and key of err, an error of the
+// decoder decoding data into v, in TOML's terms; line is 0 when err has
+// none.
+func placeError(file string, data []byte, v any, err error) (line int, placed error) {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		// The message may quote the input it stopped at, line breaks
+		// and all: one line, so that each line of an error names the
+		// file.
+		msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
+		line := errorLine(data, pe.Position)
+		if pe.LastKey != "" {
+			return line, fmt.Errorf("%s:%d: key %q: %s", file, line, pe.LastKey, msg)
+		}
+		return line, fmt.Errorf("%s:%d: %s", file, line, msg)
+	}
+	if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+		key, uerr := strconv.Unquote(m[2])
+		line, aerr := strconv.Atoi(m[1])
+		if uerr == nil && aerr == nil {
+			return line, fmt.Errorf("%s:%d: key %q: %s", file, line, key, typeMessage(v, key, m[3]))
+		}
+	}
+	return 0, fmt.Errorf("%s: %w", file, err)
+}
+
+// typeErrors names every value of data that v's field has another type
+// for, in the order of their lines, the maps the decoder leaves empty
+// (MistypedTables) among them; nil when data does not parse, or has no
+// such value. The decoder stops at the first it meets, taking the keys
+// of a table in map order: a user who fixed the one named was told of
+// the next only at the next try. Each table and list of tables is
+// decoded on its own, and looked into when it fails.
+func typeErrors(file string, data []byte, v any) error {
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
+		return nil
+	}
+	type problem struct {
+		line int
+		err  error
+	}
+	var found []problem
+	var check func(t reflect.Type, prim toml.Primitive)
+	fields := func(t reflect.Type, prims map[string]toml.Primitive) {
+		for key, prim := range prims {
+			// An unknown key is named once the types are right.
+			if f, _, ok := field(t, key); ok {
+				check(f.Type, prim)
+			}
+		}
+	}
+	check = func(t reflect.Type, prim toml.Primitive) {
+		t = deref(t)
+		err := md.PrimitiveDecode(prim, reflect.New(t).Interface())
+		if err == nil {
+			return
+		}
+		var table map[string]toml.Primitive
+		var list []toml.Primitive
+		switch {
+		case custom(t):
+		case t.Kind() == reflect.Struct:
+			if md.PrimitiveDecode(prim, &table) == nil {
+				fields(t, table)
+				return
+			}
+		case t.Kind() == reflect.Map:
+			if md.PrimitiveDecode(prim, &table) == nil {
+				for _, p := range table {
+					check(t.Elem(), p)
+				}
+				return
+			}
+		case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+			// A list of plain values is named once, not once per value.
+			elem := deref(t.Elem())
+			if (elem.Kind() == reflect.Struct || elem.Kind() == reflect.Map) && !custom(elem) && md.PrimitiveDecode(prim, &list) == nil {
+				for _, p := range list {
+					check(elem, p)
+				}
+				return
+			}
+		}
+		line, placed := placeError(file, data, v, err)
+		found = append(found, problem{line, placed})
+	}
+	fields(deref(reflect.TypeOf(v)), top)
+	if len(found) == 0 {
+		return nil
+	}
+	for _, m := range MistypedTables(data, v) {
+		line := keyLine(data, m.path)
+		found = append(found, problem{line, fmt.Errorf("%s:%d: key %q: want %s, got %s", file, line, m.Key, m.Want, m.Got)})
+	}
+	// One without a line goes last.
+	order := func(line int) int {
+		if line == 0 {
+			return math.MaxInt
+		}
+		return line
+	}
+	slices.SortFunc(found, func(a, b problem) int {
+		return cmp.Or(cmp.Compare(order(a.line), order(b.line)), strings.Compare(a.err.Error(), b.err.Error()))
+	})
+	// The entries of a list of tables share their key, and the decoder
+	// places them all on one line.
+	found = slices.CompactFunc(found, func(a, b problem) bool { return a.err.Error() == b.err.Error() })
+	var all []error
+	for _, p := range found[:min(len(found), maxUnknownKeys)] {
+		all = append(all, p.err)
+	}
+	if len(found) > maxUnknownKeys {
+		all = append(all, fmt.Errorf("%s: %d more values of the wrong type", file, len(found)-maxUnknownKeys))
+	}
+	return errors.Join(all...)
+}
+
+// deref is t without its pointers.
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
 // errorLine is the line of the byte a parse error points at. The decoder's

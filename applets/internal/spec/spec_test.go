@@ -990,3 +990,31 @@ func TestNameStartingWithDash(t *testing.T) {
 		}
 	}
 }
+
+// Every value of the wrong type is named, in the order of the lines: the
+// decoder stopped at one of them, not the first of the file, and the
+// user fixed it and redeployed only to be told of the next.
+func TestTypeErrorsAllInLineOrder(t *testing.T) {
+	const app = "name = \"a\"\nversion = \"1\"\nnodes = [\"n\"]\n" +
+		"env = [\"A=B\"]\n" + // 4
+		"args = \"--x\"\n" + // 5
+		"replicas = \"2\"\n" + // 6
+		"[restart]\npolicy = 1\n" + // 8
+		"[[files]]\nname = \"f\"\npath = 2\n" // 11
+	want := []string{
+		`app.toml:4: key "env": want a table of strings, got a list`,
+		`app.toml:5: key "args": want a list of strings, got a string`,
+		`app.toml:6: key "replicas": want an integer, got a string`,
+		`app.toml:8: key "restart.policy": want a string, got an integer`,
+		`app.toml:11: key "files.path": want a string, got an integer`,
+	}
+	for range 5 { // the decoder meets keys in map order
+		_, err := Parse("app.toml", []byte(app))
+		if err == nil {
+			t.Fatal("parsed a spec of wrong types")
+		}
+		if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+			t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+		}
+	}
+}
