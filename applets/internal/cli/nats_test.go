@@ -113,14 +113,16 @@ cert = "edge.pem"
 key = "edge.key"
 `)
 	ec := cli.EmbedConfig(cfg)
+	// Relative to the file's directory, as every path of the file.
+	in := func(name string) string { return filepath.Join(filepath.Dir(cfg.Path), name) }
 	for _, tc := range []struct {
 		name      string
 		got, want embednats.TLS
 	}{
-		{"nats.tls", ec.TLS, embednats.TLS{Cert: "client.pem", Key: "client.key", CA: "ca.pem", Verify: true}},
-		{"nats.cluster.tls", ec.Cluster.TLS, embednats.TLS{Cert: "route.pem", Key: "route.key", CA: "ca.pem"}},
-		{"nats.leafnodes.tls", ec.Leafnodes.TLS, embednats.TLS{Cert: "leaf.pem", Key: "leaf.key"}},
-		{"nats.leafnodes.remotes[0].tls", ec.Leafnodes.Remotes[0].TLS, embednats.TLS{Cert: "edge.pem", Key: "edge.key", CA: "hub-ca.pem"}},
+		{"nats.tls", ec.TLS, embednats.TLS{Cert: in("client.pem"), Key: in("client.key"), CA: in("ca.pem"), Verify: true}},
+		{"nats.cluster.tls", ec.Cluster.TLS, embednats.TLS{Cert: in("route.pem"), Key: in("route.key"), CA: in("ca.pem")}},
+		{"nats.leafnodes.tls", ec.Leafnodes.TLS, embednats.TLS{Cert: in("leaf.pem"), Key: in("leaf.key")}},
+		{"nats.leafnodes.remotes[0].tls", ec.Leafnodes.Remotes[0].TLS, embednats.TLS{Cert: in("edge.pem"), Key: in("edge.key"), CA: in("hub-ca.pem")}},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s = %+v, want %+v", tc.name, tc.got, tc.want)

@@ -433,7 +433,7 @@ func beforeFirstTable(doc string) string {
 // Decode reads data, the content of the configuration file path, over
 // the defaults, as DecodeStrict does, and fills in what the file implies
 // for the keys it leaves out: a client's nats_url is its [nats] server's
-// (LocalURL).
+// (LocalURL). A relative path it gives is made one in path's directory.
 func Decode(path string, data []byte) (File, toml.MetaData, error) {
 	cfg := Defaults()
 	md, err := DecodeStrict(path, data, &cfg)
@@ -445,7 +445,49 @@ func Decode(path string, data []byte) (File, toml.MetaData, error) {
 			client.NATSURL = cfg.NATS.LocalURL()
 		}
 	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return cfg, md, fmt.Errorf("directory of config file %s: %w", path, err)
+	}
+	paths := cfg.paths()
+	if md.IsDefined("data_dir") {
+		// Only the file's: the default ./narun-data is the working
+		// directory's.
+		paths = append(paths, &cfg.DataDir)
+	}
+	for _, p := range paths {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
 	return cfg, md, nil
+}
+
+// paths are the keys of f that name a file or directory, data_dir aside.
+// Read from a file, a relative one is relative to the file's directory,
+// as in Prometheus's configuration: a service runs in / (systemd's
+// default), not where its configuration is, and the runner hands the
+// app_nats_* files to apps that run in instance directories.
+func (f *File) paths() []*string {
+	client := func(c *Client) []*string {
+		return []*string{&c.NATSCreds, &c.NATSNkey, &c.NATSCA, &c.NATSCert, &c.NATSKey}
+	}
+	n, r := &f.NATS, &f.Runner
+	p := []*string{
+		&n.TLS.Cert, &n.TLS.Key, &n.TLS.CA,
+		&n.Cluster.TLS.Cert, &n.Cluster.TLS.Key, &n.Cluster.TLS.CA,
+		&n.Leafnodes.TLS.Cert, &n.Leafnodes.TLS.Key, &n.Leafnodes.TLS.CA,
+		&f.Gateway.TLS.Cert, &f.Gateway.TLS.Key, &f.Gateway.RoutesCache,
+		&r.MasterKeyFile, &r.AppNATSCreds, &r.AppNATSNkey, &r.AppNATSCA, &r.AppNATSCert, &r.AppNATSKey,
+		&f.Ctl.MasterKeyFile, &f.Ctl.SigningKeyFile,
+	}
+	for i := range n.Leafnodes.Remotes {
+		l := &n.Leafnodes.Remotes[i]
+		p = append(p, &l.Credentials, &l.TLS.Cert, &l.TLS.Key, &l.TLS.CA)
+	}
+	p = append(p, client(&f.Gateway.Client)...)
+	p = append(p, client(&f.Runner.Client)...)
+	return append(p, client(&f.Ctl.Client)...)
 }
 
 // LocalURL is the URL a client on this machine reaches the server of n
