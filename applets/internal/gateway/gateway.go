@@ -102,8 +102,9 @@ type Gateway struct {
 	mu  sync.Mutex // serialises route rebuilds
 	cfg config.Gateway
 	// signatures checks the entries of narun-routes (docs/SECURITY.md,
-	// "Signed specs"); kvRaw holds them as stored, to check them again
-	// when a reload changes trusted_keys, and kvRoutes what they say.
+	// "Signed specs"); kvRaw holds those it accepted, as stored, to check
+	// them again when a reload changes trusted_keys, and kvRoutes what
+	// they say.
 	signatures *signing.Verifier
 	kvRaw      map[string][]byte
 	kvRoutes   map[string][]config.Route
@@ -152,6 +153,10 @@ type Gateway struct {
 	// watch of narun-routes that last delivered the bucket's content was
 	// started, -1 before any did (see routesCurrent).
 	routesRead atomic.Int64
+	// rereadRoutes asks the watch of narun-routes to read the bucket
+	// again, after a reload changed trusted_keys: an entry refused before
+	// may pass now, and the gateway holds only the entries it accepted.
+	rereadRoutes chan struct{}
 	// firstWait is firstMessageWait; a test lengthens it so that a
 	// loaded machine cannot make it miss a message sent with the head.
 	firstWait time.Duration
@@ -228,6 +233,9 @@ func configured(opts Options) (*Gateway, error) {
 		order:      order,
 		cut:        make(chan struct{}),
 		cutWait:    cutAnswerWait,
+		// One request held stands for any made before the watch reads
+		// the bucket again.
+		rereadRoutes: make(chan struct{}, 1),
 	}
 	if g.nc != nil {
 		g.metrics.natsConnected = g.nc.IsConnected
@@ -425,14 +433,18 @@ func (g *Gateway) Reload() error {
 	// when they were read with these keys: keys set by this reload would
 	// otherwise let an earlier entry stored next replace them.
 	var seqs map[string]uint64
-	if !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys) {
+	keysChanged := !slices.Equal(f.Gateway.TrustedKeys, g.cfg.TrustedKeys)
+	if keysChanged {
 		signatures = newSignatures
 		kv = make(map[string][]config.Route, len(g.kvRaw))
 		seqs = make(map[string]uint64, len(g.kvRaw))
 		for app, value := range g.kvRaw {
-			if routes, seq, _ := g.appRoutes(signatures, app, value); routes != nil {
-				kv[app], seqs[app] = routes, seq
+			routes, seq, err := g.appRoutes(signatures, app, value)
+			if err != nil {
+				g.log.Error("ignoring routes of app: entry refused by the trusted keys reloaded", "app", app, "err", err)
+				continue
 			}
+			kv[app], seqs[app] = routes, seq
 		}
 	}
 	if err := g.rebuild(f.Gateway, kv); err != nil {
@@ -443,6 +455,12 @@ func (g *Gateway) Reload() error {
 	g.signatures = signatures
 	for app, seq := range seqs {
 		g.hold(app, seq, g.kvRaw[app])
+	}
+	if keysChanged {
+		select {
+		case g.rereadRoutes <- struct{}{}:
+		default:
+		}
 	}
 	held = len(seqs) > 0
 	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
@@ -573,15 +591,16 @@ func (g *Gateway) setAppEntries(entries []appEntry) {
 	for i, e := range entries {
 		if e.value != nil {
 			routes, s, err := g.appRoutes(g.signatures, e.app, e.value)
-			if errors.Is(err, errReplayed) {
-				// Like a runner's spec, an entry stored again from
-				// before leaves the app's routes as they are.
+			if err != nil {
+				// Like a runner's refused spec, it leaves the app's routes
+				// as they are, and the routes cache the entry accepted
+				// last: anyone who may write narun-routes, any app on a
+				// default device, could otherwise take an app's routes
+				// away with bytes no trusted key signed.
+				g.log.Error("routes entry refused; the app's routes are left as they are", "app", e.app, "err", err)
 				continue
 			}
-			delete(kv, e.app)
-			if routes != nil {
-				kv[e.app], seqs[i] = routes, s
-			}
+			kv[e.app], seqs[i] = routes, s
 		} else {
 			delete(kv, e.app)
 		}

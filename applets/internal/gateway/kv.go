@@ -50,6 +50,9 @@ func (g *Gateway) watchRoutes(ctx context.Context) {
 		case <-reconnected:
 			// Not ready until the bucket is read on this connection:
 			// try now rather than at the next retry.
+		case <-g.rereadRoutes:
+			// The watch about to start reads the bucket with the keys
+			// now trusted.
 		}
 		at := g.reconnects()
 		again, err := g.followRoutes(ctx, js, reconnected, at)
@@ -175,6 +178,9 @@ func (g *Gateway) followBucket(ctx context.Context, kv jetstream.KeyValue, recon
 			return false, nil
 		case <-reconnected:
 			g.log.Info("reconnected to NATS; watching narun-routes again")
+			return true, nil
+		case <-g.rereadRoutes:
+			g.log.Info("trusted_keys changed; reading narun-routes again")
 			return true, nil
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -483,31 +489,24 @@ func (g *Gateway) writeRoutesCache(path string) (map[string][]byte, error) {
 	return cached, nil
 }
 
-// errReplayed refuses an entry whose sequence is below the one accepted
-// for its app before.
-var errReplayed = errors.New("replayed")
-
-// appRoutes reads the narun-routes entry of app and its sequence; nil
-// routes when it is refused or not valid JSON, which loses that app's
-// routes only, and errReplayed when it is an earlier one stored again.
-// The signature's trailer goes even when no key is trusted, for JSON
-// cannot hold it. The sequence counts only with trusted keys: without a
+// appRoutes reads the narun-routes entry of app and its sequence, or says
+// why it is refused: no trusted key signed it, it is not valid JSON, it was
+// made for another app, or it is an earlier one stored again. The
+// signature's trailer goes even when no key is trusted, for JSON cannot
+// hold it. The sequence counts only with trusted keys: without a
 // signature, anyone could set it.
 func (g *Gateway) appRoutes(signatures *signing.Verifier, app string, value []byte) ([]config.Route, uint64, error) {
 	body, err := signatures.Verify(value)
 	if err != nil {
-		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
-		return nil, 0, nil
+		return nil, 0, err
 	}
 	e, err := DecodeEntry(app, body)
 	if err != nil {
-		g.log.Error("ignoring routes of app: entry refused", "app", app, "err", err)
-		return nil, 0, nil
+		return nil, 0, err
 	}
 	if signatures.Enabled() {
 		if err := g.order.Check(app, e.Sequence, value); err != nil {
-			g.log.Error("routes entry refused; the app's routes are left as they are", "app", app, "sequence", e.Sequence, "err", err)
-			return nil, 0, errReplayed
+			return nil, 0, err
 		}
 		if !e.Named {
 			// Signed by a ctl of an earlier release: refusing it would

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -471,4 +472,134 @@ func webEntry(t *testing.T, key *signing.Key, path string, seq uint64) []byte {
 		t.Fatal(err)
 	}
 	return key.Sign(b)
+}
+
+// An entry the gateway refuses (signed by a key it does not trust, not
+// signed, or not valid JSON) leaves the app's routes as they are, as the
+// runner leaves the instances of a refused spec running: writing such an
+// entry, which any app can on a default device, must not take a healthy
+// app's routes away. The routes cache keeps the entry last accepted, so a
+// restart without NATS serves it too.
+func TestRefusedRouteEntryKeepsRoutes(t *testing.T) {
+	t.Parallel()
+	untrusted, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		// value is the entry refused, why part of the reason logged.
+		value func(key *signing.Key) []byte
+		why   string
+	}{
+		{"untrusted key", func(*signing.Key) []byte { return webEntry(t, untrusted, "/v2/", 200) }, "which this node does not trust"},
+		{"unsigned bytes", func(*signing.Key) []byte { return []byte("\x00not an entry") }, "not signed"},
+		{"signed bytes not JSON", func(key *signing.Key) []byte { return key.Sign([]byte("{not json")) }, "bad JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc, key := kvappServer(t)
+			cfg := gwConfig()
+			cfg.TrustedKeys = []string{key.Public()}
+			cache := filepath.Join(t.TempDir(), "routes.json")
+			var logs testutil.LogBuffer
+			gw := startRunOptions(t, Options{Config: cfg, Conn: nc, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			base := "http://" + gw.addrs["http"]
+			ctx := context.Background()
+			kv := routesKV(t, nc)
+			v1 := webEntry(t, key, "/v1/", 100)
+			if _, err := kv.Put(ctx, "web", v1); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 15*time.Second, "v1 served and cached", func() bool {
+				code, _ := get(t, base+"/v1/x")
+				b, _ := os.ReadFile(cache)
+				return code == 200 && strings.Contains(string(b), `"web"`)
+			})
+
+			if _, err := kv.Put(ctx, "web", tc.value(key)); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 15*time.Second, "the entry refused", func() bool {
+				for line := range strings.Lines(logs.String()) {
+					if strings.Contains(line, "level=ERROR") && strings.Contains(line, "app=web") && strings.Contains(line, tc.why) {
+						return true
+					}
+				}
+				return false
+			})
+			if code, body := get(t, base+"/v1/x"); code != 200 || body != "kv:/v1/x" {
+				t.Errorf("v1 after a refused entry: %d %q, want 200 from kvapp", code, body)
+			}
+			if code, _ := get(t, base+"/v2/x"); code != 404 {
+				t.Errorf("the refused entry's route: %d, want 404", code)
+			}
+			// The cache is written after each update is applied, so a
+			// cancelled Run has written what the refused entry left.
+			gw.stop()
+			// Put back for the cleanup, which waits for it too.
+			gw.done <- <-gw.done
+			var cached map[string][]byte
+			if b, err := os.ReadFile(cache); err != nil || json.Unmarshal(b, &cached) != nil || !bytes.Equal(cached["web"], v1) {
+				t.Errorf("routes cache after a refused entry: %q (%v), want web's v1", cached["web"], err)
+			}
+
+			// Back alone: no NATS answers. A route served answers 503 for
+			// the connection; one not served, 404.
+			away, err := nats.Connect("nats://"+testutil.FreeAddr(t), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(away.Close)
+			var again testutil.LogBuffer
+			restarted := startRunOptions(t, Options{Config: cfg, Conn: away, RoutesCache: cache, Logger: slog.New(slog.NewTextHandler(&again, nil))})
+			testutil.Eventually(t, 15*time.Second, "the routes cache read", func() bool {
+				return strings.Contains(again.String(), "serving deployed apps' routes as narun-routes last had them")
+			})
+			if code, body := get(t, "http://"+restarted.addrs["http"]+"/v1/x"); code != http.StatusServiceUnavailable {
+				t.Errorf("cached v1 after a restart without NATS: %d %q, want 503 (routed, NATS away); log:\n%s", code, body, again.String())
+			}
+		})
+	}
+}
+
+// An entry refused for its key is served once a reload trusts that key,
+// as a runner restarted with the key runs the spec it refused: the
+// routes cache keeps only the entry accepted before, so the reload reads
+// narun-routes again.
+func TestRefusedRouteEntryServedOnceItsKeyIsTrusted(t *testing.T) {
+	t.Parallel()
+	nc, key := kvappServer(t)
+	other, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	var logs testutil.LogBuffer
+	gw := startRunLogged(t, nc, writeConfig(t, path, "[gateway]\ntrusted_keys = [\""+key.Public()+"\"]\n"), path, slog.New(slog.NewTextHandler(&logs, nil)))
+	base := "http://" + gw.addrs["http"]
+	ctx := context.Background()
+	kv := routesKV(t, nc)
+	if _, err := kv.Put(ctx, "web", webEntry(t, key, "/v1/", 100)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "v1 served", func() bool { code, _ := get(t, base+"/v1/x"); return code == 200 })
+	if _, err := kv.Put(ctx, "web", webEntry(t, other, "/v2/", 200)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "v2 refused", func() bool {
+		return strings.Contains(logs.String(), "which this node does not trust")
+	})
+
+	writeFile(t, path, "[gateway]\ntrusted_keys = [\""+key.Public()+"\", \""+other.Public()+"\"]\n")
+	if err := gw.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "v2 served once its key is trusted", func() bool {
+		code, _ := get(t, base+"/v2/x")
+		return code == 200
+	})
+	if code, _ := get(t, base+"/v1/x"); code != 404 {
+		t.Errorf("v1 after v2 replaced it: %d, want 404", code)
+	}
 }
