@@ -1279,10 +1279,10 @@ func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
 
 // refuseUnrunnable refuses, unless --force, a deploy that every selected
 // node sending heartbeats would refuse for its signature. Stored, it would
-// run nowhere, yet replace the app's routes with an entry that gateways
-// trusting the same keys drop: the instances still running would answer
-// no request. A node whose heartbeats have stopped may have been given the
-// key meanwhile, and lets the deploy through.
+// change nothing while ctl said it deployed: runners keep the instances
+// they run, and gateways trusting the same keys refuse its routes entry
+// and keep the routes they serve. A node whose heartbeats have stopped may
+// have been given the key meanwhile, and lets the deploy through.
 func (e *env) refuseUnrunnable(d *deployment) error {
 	if !d.heartbeats || d.force {
 		return nil
@@ -1302,7 +1302,7 @@ func (e *env) refuseUnrunnable(d *deployment) error {
 	if len(why) == 0 || len(why) < selected {
 		return nil
 	}
-	return fmt.Errorf("nothing deployed: no node that %s selects would run it: %s; stored, its routes would be dropped by gateways that trust the same keys while its running instances answer nothing (--force deploys it all the same)", d.app.Name, strings.Join(why, "; "))
+	return fmt.Errorf("nothing deployed: no node that %s selects would run it: %s; stored, it would change nothing: runners keep the instances they run, and gateways that trust the same keys the routes they serve (--force deploys it all the same)", d.app.Name, strings.Join(why, "; "))
 }
 
 // signedOnlyRefusal is a selected node that runs only signed specs and would refuse
