@@ -412,8 +412,8 @@ func (e *env) plan(ctx context.Context, d *deployment) error {
 		e.log.Debug("read heartbeats", "err", err)
 	}
 	d.key = e.nodeSigner(d.key, nodes)
-	if err := e.refuseUnrunnable(d); err != nil {
-		return err
+	if err := e.refuseUnrunnable(d.nodes, d.heartbeats, d.app, d.key, d.force); err != nil {
+		return fmt.Errorf("nothing deployed: %w", err)
 	}
 	if err := e.readCurrent(ctx, d); err != nil {
 		return err
@@ -1277,24 +1277,26 @@ func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
 	}
 }
 
-// refuseUnrunnable refuses, unless --force, a deploy that every selected
-// node sending heartbeats would refuse for its signature. Stored, it would
-// change nothing while ctl said it deployed: runners keep the instances
-// they run, and gateways trusting the same keys refuse its routes entry
-// and keep the routes they serve. A node whose heartbeats have stopped may
-// have been given the key meanwhile, and lets the deploy through.
-func (e *env) refuseUnrunnable(d *deployment) error {
-	if !d.heartbeats || d.force {
+// refuseUnrunnable refuses, unless force, to store app signed by key
+// (nil: unsigned) when every selected node in nodes that sends heartbeats
+// would refuse it for its signature. Stored, it would change nothing while
+// ctl said it stored it: runners keep the instances they run, and gateways
+// trusting the same keys refuse its routes entry and keep the routes they
+// serve. A node whose heartbeats have stopped may have been given the key
+// meanwhile, and lets it through. Deploy and rollback store a spec alike,
+// and refuse alike.
+func (e *env) refuseUnrunnable(nodes []state.Node, heartbeats bool, app *spec.App, key *signing.Key, force bool) error {
+	if !heartbeats || force {
 		return nil
 	}
 	selected := 0
-	for _, n := range d.nodes {
-		if d.app.Selects(n.ID, n.Labels) {
+	for _, n := range nodes {
+		if app.Selects(n.ID, n.Labels) {
 			selected++
 		}
 	}
 	var why []string
-	for _, r := range signedOnlyRefusals(d.nodes, d.app, d.key, e.serverNow()) {
+	for _, r := range signedOnlyRefusals(nodes, app, key, e.serverNow()) {
 		if !r.late {
 			why = append(why, "node "+cli.Shown(r.node)+" "+r.why)
 		}
@@ -1302,7 +1304,7 @@ func (e *env) refuseUnrunnable(d *deployment) error {
 	if len(why) == 0 || len(why) < selected {
 		return nil
 	}
-	return fmt.Errorf("nothing deployed: no node that %s selects would run it: %s; stored, it would change nothing: runners keep the instances they run, and gateways that trust the same keys the routes they serve (--force deploys it all the same)", d.app.Name, strings.Join(why, "; "))
+	return fmt.Errorf("no node that %s selects would run it: %s; stored, it would change nothing: runners keep the instances they run, and gateways that trust the same keys the routes they serve (--force stores it all the same)", app.Name, strings.Join(why, "; "))
 }
 
 // signedOnlyRefusal is a selected node that runs only signed specs and would refuse

@@ -59,11 +59,14 @@ func appRollbackCommand(stdio cli.IO) *ucli.Command {
 			"secrets and files must exist, with the content it pinned, and its routes must not clash with\n" +
 			"another app's. It is signed again with the key deploy signs with; with a key, a revision that\n" +
 			"key did not sign is refused, as deploy refuses to build on one. Its routes replace the app's.\n" +
+			"As deploy, it refuses a revision that every selected node would refuse for its signature\n" +
+			"(--force stores it all the same).\n" +
 			"A rollback that finds the spec changed since it read it (a deploy meanwhile) fails and writes\n" +
 			"nothing. Restoring the current revision, or one with the same spec, changes nothing (exit 0).\n" +
 			"An app deleted with app delete is not brought back: deploy it again from its file.",
 		Flags: []ucli.Flag{
 			&ucli.Uint64Flag{Name: flagTo, Usage: "revision to restore (app history lists them)", DefaultText: "the previous deploy"},
+			&ucli.BoolFlag{Name: flagForce, Usage: "roll back even if every selected node would refuse the spec for its signature"},
 			waitFlag(),
 			waitTimeoutFlag(),
 		},
@@ -375,6 +378,9 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		}
 		fmt.Fprintf(e.out(), "%s: revision %d holds the same spec as the current one (%d); nothing to roll back\n", name, target.Revision, cur.Revision)
 		return nil
+	}
+	if err := e.refuseUnrunnable(nodes, heartbeats, final, key, c.Bool(flagForce)); err != nil {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
 	}
 	p, err := e.publish(ctx, release{
 		apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision},

@@ -713,3 +713,43 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// A rollback that every selected node would refuse for its signature (the
+// nodes trust a new key, ctl still signs with the old one) is refused as
+// deploy refuses one, before anything is stored: stored, the app's routes
+// went down on gateways that drop the untrusted entry. --force stores it
+// all the same.
+func TestRollbackRefusedByEveryNode(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	old, oldPub := h.keygen("old.key")
+	_, newPub := h.keygen("new.key")
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{oldPub}})
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "--signing-key", old, "deploy", p, "--binary", elfBinary(t))
+	h.file("hello.toml", helloVersion("2.0.0", "/hello/"))
+	h.ok("", "--signing-key", old, "deploy", p, "--binary", elfBinary(t))
+	rev0, spec0 := h.revisionOf("hello")
+	routes0, _ := h.get(names.RoutesBucket, "hello")
+
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, SignaturesRequired: true, TrustedKeys: []string{newPub}})
+	r := h.fails(1, "", "--signing-key", old, "app", "rollback", "hello")
+	want := "refused, nothing written: no node that hello selects would run it: node node-1 runs only signed specs and does not trust ctl's key " + oldPub
+	if !strings.Contains(r.err, want) || !strings.Contains(r.err, "--force") {
+		t.Errorf("rollback: stderr\n%s\nwant %q and --force", r.err, want)
+	}
+	if rev, spec := h.revisionOf("hello"); rev != rev0 || !bytes.Equal(spec, spec0) {
+		t.Errorf("a refused rollback stored revision %d (was %d)", rev, rev0)
+	}
+	if routes, _ := h.get(names.RoutesBucket, "hello"); !bytes.Equal(routes, routes0) {
+		t.Errorf("routes stored by a refused rollback:\n%s", routes)
+	}
+
+	r = h.ok("", "--signing-key", old, "app", "rollback", "hello", "--force")
+	if !strings.Contains(r.err, "node node-1 runs only signed specs and does not trust ctl's key "+oldPub) {
+		t.Errorf("rollback --force: stderr\n%s\nwant the warning", r.err)
+	}
+	if _, spec := h.revisionOf("hello"); versionOf(t, signing.StripSequence(signing.Strip(spec))) != "1.0.0" {
+		t.Errorf("rollback --force stored %s", spec)
+	}
+}
