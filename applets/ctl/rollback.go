@@ -390,11 +390,14 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	if err != nil {
 		return err
 	}
+	// The stored spec changed: one that did not returned above.
+	kept := e.warnHealthKept(cur.app, final)
 	if p.w == nil {
 		fmt.Fprintf(e.out(), "%s %s: rolled back to revision %d, stored as revision %d; runners roll its instances\n", name, final.Version, target.Revision, p.revision)
 		return nil
 	}
 	defer p.w.stop()
+	p.w.timeoutHint = kept
 	r, err := p.w.wait(ctx, c.Duration(flagTimeout), true)
 	if err != nil {
 		return rolloutError(err)

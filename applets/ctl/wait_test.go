@@ -644,3 +644,28 @@ func TestDeploySaysHealthChangeKeepsRunningInstances(t *testing.T) {
 		t.Errorf("deploy that replaces the instances: stderr\n%s", r.err)
 	}
 }
+
+// A rollback to a revision that differs only in [health] says, as deploy
+// does, that the running instances keep the check they started with, in
+// its warning and in the error of --wait at its timeout.
+func TestRollbackSaysHealthChangeKeepsRunningInstances(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	h.file("hello.toml", strings.Replace(helloSpec, `min_healthy = "100ms"`, `min_healthy = "150ms"`, 1))
+	h.ok("", "deploy", p)
+	app := h.storedApp("hello")
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Instances: []state.Instance{
+		{App: "hello", Node: "node-1", ID: "hello-0", State: state.Running, Version: "1.0.0", Fingerprint: app.Fingerprint(runtime.GOARCH), Reason: "waiting for health check: no responder"},
+	}})
+	const want = "running instances keep the previous health check; narun ctl app restart hello applies it"
+
+	r := h.fails(ExitRollout, "", "app", "rollback", "hello", "--wait", "--timeout", "1s")
+	if !strings.Contains(r.err, "rollout of hello not done after 1s") {
+		t.Fatalf("not the timeout: %s", r.err)
+	}
+	if strings.Count(r.err, want) != 2 {
+		t.Errorf("rollback --wait to another [health]: stderr\n%s\nwant %q in the warning and in the error", r.err, want)
+	}
+}
