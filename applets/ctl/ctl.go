@@ -326,7 +326,7 @@ func (e *env) connect() error {
 		}))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
-		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL), cli.RedactError(err))
+		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), cli.RedactError(err))
 	}
 	raw, err := jetstream.New(nc)
 	if err != nil {
@@ -340,6 +340,16 @@ func (e *env) connect() error {
 	}
 	e.nc, e.js = nc, js
 	return nil
+}
+
+// urlSource says, after the URL ctl tried, which setting gave it: the
+// operator of a node that runs with a narun.toml may not know that ctl
+// reads its [nats] listen, nor that NARUN_NATS_URL is set in this shell.
+func urlSource(from string) string {
+	if from == "" {
+		return " (the default; set --nats-url or [ctl] nats_url)"
+	}
+	return " (from " + from + ")"
 }
 
 // connectError says why ctl could not connect to the servers at at. A

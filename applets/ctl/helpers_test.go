@@ -135,7 +135,13 @@ func (h *harness) exec(stdin string, seen io.Writer, env, args []string) result 
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"ctl", "--config", h.config, "--nats-url", h.url}, args...)...)
+	// Without a url, ctl finds one as on a device: a test of that sets
+	// no --nats-url.
+	pre := []string{"ctl", "--config", h.config}
+	if h.url != "" {
+		pre = append(pre, "--nats-url", h.url)
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], append(pre, args...)...)
 	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

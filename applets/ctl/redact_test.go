@@ -25,11 +25,11 @@ func TestErrorsHideTheLogin(t *testing.T) {
 		want              []string
 	}{
 		{"closed port", "nats://edge:edge-secret@" + closed + ",nats://edge:edge-secret@" + closed, "edge-secret",
-			[]string{"connect to NATS at nats://edge:xxxxx@" + closed + ",nats://edge:xxxxx@" + closed + ":"}},
+			[]string{"connect to NATS at nats://edge:xxxxx@" + closed + ",nats://edge:xxxxx@" + closed + " (from --nats-url):"}},
 		{"token", "nats://t0ken-secret@" + closed, "t0ken-secret", []string{"nats://xxxxx@" + closed}},
 		{"no scheme", "edge:edge-secret@" + closed, "edge-secret", []string{"edge:xxxxx@" + closed}},
 		{"refused login", "nats://edge:wrong-secret@" + guardedAddr, "wrong-secret",
-			[]string{"connect to NATS at nats://edge:xxxxx@" + guardedAddr + ": nats: Authorization Violation"}},
+			[]string{"connect to NATS at nats://edge:xxxxx@" + guardedAddr + " (from --nats-url): nats: Authorization Violation"}},
 		{"jetstream silent", "nats://edge:edge-secret@" + noJetStream, "edge-secret",
 			[]string{"jetstream at nats://edge:xxxxx@" + noJetStream + " not answering"}},
 		// nats.go quotes the URL it cannot parse.

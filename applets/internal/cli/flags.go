@@ -378,6 +378,11 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 				*setting = c.String(flag)
 			}
 		}
+		// The flag reads NARUN_NATS_URL too: a value equal to it came
+		// from there, or says the same, and config.Load named it.
+		if c.IsSet(FlagNATSURL) && client.NATSURL != stdio.Env("NARUN_NATS_URL") {
+			client.NATSURLFrom = "--" + FlagNATSURL
+		}
 	}
 	// A wrong flag is a usage error; a wrong value in the file is the
 	// file's, named by its line as the decoder names a wrong type.

@@ -45,9 +45,15 @@ type File struct {
 
 // Client is how an applet reaches NATS.
 type Client struct {
-	NATSURL   string `toml:"nats_url"`
-	NATSCreds string `toml:"nats_creds"`
-	NATSNkey  string `toml:"nats_nkey"`
+	NATSURL string `toml:"nats_url"`
+	// NATSURLFrom says which setting NATSURL came from, for an error that
+	// shows the URL to say what to change: "--nats-url", "NARUN_NATS_URL",
+	// "[ctl] nats_url in PATH", "[nats] listen in PATH" or "[nats.tls] in
+	// PATH" (the default listen, over TLS); "" when nothing set it and it
+	// is DefaultNATSURL.
+	NATSURLFrom string `toml:"-"`
+	NATSCreds   string `toml:"nats_creds"`
+	NATSNkey    string `toml:"nats_nkey"`
 	// NATSCA is the CA of the servers' certificates, for a server that
 	// requires TLS; NATSCert and NATSKey are the client's own, for one
 	// that verifies clients.
@@ -440,10 +446,20 @@ func Decode(path string, data []byte) (File, toml.MetaData, error) {
 	if err != nil {
 		return cfg, md, err
 	}
+	local, listens := cfg.NATS.LocalURL()
+	localFrom := ""
+	switch {
+	case listens && md.IsDefined("nats", "listen"):
+		localFrom = "[nats] listen in " + path
+	case local != DefaultNATSURL:
+		localFrom = "[nats.tls] in " + path
+	}
 	for table, client := range map[string]*Client{"gateway": &cfg.Gateway.Client, "runner": &cfg.Runner.Client, "ctl": &cfg.Ctl.Client} {
-		if !md.IsDefined(table, "nats_url") {
-			client.NATSURL = cfg.NATS.LocalURL()
+		if md.IsDefined(table, "nats_url") {
+			client.NATSURLFrom = fmt.Sprintf("[%s] nats_url in %s", table, path)
+			continue
 		}
+		client.NATSURL, client.NATSURLFrom = local, localFrom
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
@@ -496,11 +512,12 @@ func (f *File) paths() []*string {
 // unspecified host is this machine's loopback; TLS on the client port
 // makes it a tls:// URL, which refuses a server without it. With no
 // address (in-process clients only), or a port the kernel picks at start
-// (0, -1), there is none to give, and it is DefaultNATSURL.
-func (n NATS) LocalURL() string {
+// (0, -1), there is none to give: it is DefaultNATSURL, and false says
+// so.
+func (n NATS) LocalURL() (string, bool) {
 	host, port, err := net.SplitHostPort(n.Listen)
 	if err != nil || port == "0" || port == "-1" {
-		return DefaultNATSURL
+		return DefaultNATSURL, false
 	}
 	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() && ip.Is4() {
 		host = "127.0.0.1"
@@ -511,7 +528,7 @@ func (n NATS) LocalURL() string {
 	if n.TLS.Cert != "" {
 		scheme = "tls"
 	}
-	return (&url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}).String()
+	return (&url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}).String(), true
 }
 
 // Load reads the configuration named by explicit (see Find) over the
@@ -550,7 +567,9 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		getenv = os.Getenv
 	}
 	if u := getenv("NARUN_NATS_URL"); u != "" {
-		cfg.Gateway.NATSURL, cfg.Runner.NATSURL, cfg.Ctl.NATSURL = u, u, u
+		for _, c := range []*Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
+			c.NATSURL, c.NATSURLFrom = u, "NARUN_NATS_URL"
+		}
 	}
 	if d := getenv("NARUN_DATA_DIR"); d != "" {
 		cfg.DataDir = d

@@ -59,6 +59,10 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 	}
 	// The file spells out what the empty default means.
 	want.Path, want.LogFormat, want.Content = example, "text", cfg.Content
+	// The same URL, which the file's listen now gives.
+	for _, c := range []*config.Client{&want.Gateway.Client, &want.Runner.Client, &want.Ctl.Client} {
+		c.NATSURLFrom = "[nats] listen in " + example
+	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("testdata/narun.toml is not the defaults:\n got %+v\nwant %+v", cfg, want)
 	}

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/narun/narun/applets/internal/config"
@@ -56,3 +57,50 @@ func TestNATSURLFollowsTheFilesListen(t *testing.T) {
 }
 
 func all(url string) [3]string { return [3]string{url, url, url} }
+
+// Each client's nats_url says where it came from, for an error that
+// names the URL to say which setting to change.
+func TestNATSURLSource(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		env        string
+		want       [3]string // gateway, runner, ctl; PATH is the file
+	}{
+		{"no file", "", "", all("")},
+		{"no nats table", "[runner]\nnode_id = \"a\"\n", "", all("")},
+		{"listen", "[nats]\nlisten = \"127.0.0.1:24222\"\n", "", all("[nats] listen in PATH")},
+		{"listen of the default port", "[nats]\nlisten = \"0.0.0.0:4222\"\n", "", all("[nats] listen in PATH")},
+		{"in-process only", "[nats]\nlisten = \"\"\n", "", all("")},
+		{"port picked at start", "[nats]\nlisten = \"127.0.0.1:-1\"\n", "", all("")},
+		{"tls on the default listen", "[nats.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n", "", all("[nats.tls] in PATH")},
+		{"key", "[nats]\nlisten = \"127.0.0.1:24222\"\n[ctl]\nnats_url = \"nats://hub:4222\"\n", "",
+			[3]string{"[nats] listen in PATH", "[nats] listen in PATH", "[ctl] nats_url in PATH"}},
+		{"environment", "[ctl]\nnats_url = \"nats://hub:4222\"\n", "nats://env:4222", all("NARUN_NATS_URL")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = writeConfig(t, tc.file)
+			}
+			saved := config.SearchPath
+			config.SearchPath = nil
+			defer func() { config.SearchPath = saved }()
+			cfg, err := config.Load(path, func(k string) string {
+				if k == "NARUN_NATS_URL" {
+					return tc.env
+				}
+				return ""
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tc.want
+			for i := range want {
+				want[i] = strings.ReplaceAll(want[i], "PATH", path)
+			}
+			if got := [3]string{cfg.Gateway.NATSURLFrom, cfg.Runner.NATSURLFrom, cfg.Ctl.NATSURLFrom}; got != want {
+				t.Errorf("gateway, runner, ctl nats_url from %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -535,7 +535,7 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		// follows [nats] listen when the file leaves it out, would name
 		// [runner] for an edit of [nats] alone.
 		runner := f.Runner
-		runner.NATSURL = ""
+		runner.NATSURL, runner.NATSURLFrom = "", ""
 		keys["runner"] = fmt.Sprintf("%+v", runner)
 	} else {
 		keys["gateway.nats_url"] = gw.NATSURL
