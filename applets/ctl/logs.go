@@ -383,12 +383,12 @@ func (e *env) printLog(msg jetstream.Msg, asJSON bool) error {
 	}
 	if asJSON {
 		// Every key in every line: a runner leaves partial out when false.
-		b, _ := json.Marshal(struct {
+		// Encode writes what json.Marshal and a newline would, with one
+		// error for both.
+		return json.NewEncoder(e.stdio.Stdout).Encode(struct {
 			state.LogLine
 			Partial bool `json:"partial"`
 		}{l, l.Partial})
-		_, err := fmt.Fprintln(e.stdio.Stdout, string(b))
-		return err
 	}
 	// The runner's own lines are told apart in the field an app's output
 	// cannot reach: a line an app prints may say anything.
