@@ -227,9 +227,7 @@ func prepareDataDir(dir string) error {
 	if err := safeAncestors(dir); err != nil {
 		return err
 	}
-	// The parents it makes are searchable by others: a sandboxed app runs
-	// under a uid of its own and passes them to reach its instance dir.
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+	if err := mkdirSearchable(filepath.Dir(dir)); err != nil {
 		return fmt.Errorf("data dir %s: %w; %s", dir, err, elsewhere)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -242,9 +240,36 @@ func prepareDataDir(dir string) error {
 	if err := ownDataDir(dir, fi); err != nil {
 		return err
 	}
-	// MkdirAll made the parts that were missing, which the first check
+	// The parts that were missing are made now, which the first check
 	// could not see.
 	return safeAncestors(dir)
+}
+
+// mkdirSearchable makes dir and its missing parents mode 0755, whatever
+// the umask: a sandboxed app runs under a uid of its own and passes them
+// to reach its instance dir, and a umask of 027 (hardened hosts) would
+// make them 0750, which it cannot pass, as MkdirAll's 0700 was.
+func mkdirSearchable(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirSearchable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Made meanwhile by another: its mode is its maker's.
+			return nil
+		}
+		return err
+	}
+	return os.Chmod(dir, 0o755)
 }
 
 // WarnUnreachable logs a warning when a directory above the data dir dir

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +124,32 @@ func TestDataDirParentsSearchable(t *testing.T) {
 	}
 	if m := fi.Mode().Perm(); m != 0o700 {
 		t.Errorf("data dir mode %04o, want 0700", m)
+	}
+}
+
+// A umask that takes others' search bit (027, common on hardened hosts)
+// must not make the parents a start makes 0750: a sandboxed app could not
+// pass them, as with the 0700 that MkdirAll made before. Not parallel:
+// the umask is the process's.
+func TestDataDirParentsSearchableUnderUmask(t *testing.T) {
+	old := syscall.Umask(0o027)
+	defer syscall.Umask(old)
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "srv", "narun", "data")
+	if err := DataDir(false, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(base, "srv"), filepath.Join(base, "srv", "narun")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o755 {
+			t.Errorf("%s made with mode %04o under umask 027, want 0755", p, m)
+		}
 	}
 }
 
