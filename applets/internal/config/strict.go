@@ -289,8 +289,9 @@ func guess(t reflect.Type, key toml.Key) string {
 }
 
 // fieldNames lists the keys a value of type t takes: its fields' as the
-// decoder reads them, through pointers, lists and embedded structs; none
-// for a type that is not a struct or decodes itself.
+// decoder reads them (fieldBy's names), through pointers, lists and
+// embedded structs; none for a type that is not a struct or decodes
+// itself.
 func fieldNames(t reflect.Type) []string {
 	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 		t = t.Elem()
@@ -299,19 +300,10 @@ func fieldNames(t reflect.Type) []string {
 		return nil
 	}
 	var names []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		switch {
-		case tag == "-" || !f.IsExported():
-		case tag == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
-			names = append(names, fieldNames(f.Type)...)
-		case tag == "":
-			names = append(names, f.Name)
-		default:
-			names = append(names, tag)
-		}
-	}
+	fieldBy(t, func(name string) bool {
+		names = append(names, name)
+		return false
+	})
 	return names
 }
 
