@@ -546,3 +546,21 @@ func TestInstallFailingPartwayUndoesItsLinks(t *testing.T) {
 		t.Errorf("after the failed install, %s holds %v; want %v as before", dir, got, want)
 	}
 }
+
+// A first link that fails undid nothing, as none was made: the error is
+// the failure's alone, not one that says links were undone.
+func TestInstallFailingAtTheFirstLinkUndoesNothing(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "narun")
+	// Room for the root alone.
+	dir := fewInodes(t, 1)
+	created, err := applets.Install(bin, dir)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Install = %v, want no space left", err)
+	}
+	if len(created) != 0 {
+		t.Errorf("Install says it made %q, want none", created)
+	}
+	if strings.Contains(err.Error(), "undone") {
+		t.Errorf("Install = %q, which says links were undone where none was made", err)
+	}
+}

@@ -206,6 +206,9 @@ func Install(binary, dir string) ([]string, error) {
 	for _, link := range todo {
 		if err := putLink(target, link); err != nil {
 			err = fmt.Errorf("install %s: %w", link, err)
+			if len(created) == 0 {
+				return nil, err
+			}
 			left, undoErr := undoLinks(created, was)
 			if undoErr != nil {
 				return left, errors.Join(err, undoErr)
