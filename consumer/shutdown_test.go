@@ -134,6 +134,22 @@ func (r *relay) answered() (int, bool) {
 	return r.pings, r.pings == r.pongs
 }
 
+// serveHeld runs ListenAndServe with cfg in a goroutine, its handler
+// holding the first request until release is closed, then answering
+// body; entered is closed as the handler starts, and done gets what
+// ListenAndServe returns.
+func serveHeld(ctx context.Context, cfg consumer.Config, body string) (entered, release chan struct{}, done chan error) {
+	entered, release, done = make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- consumer.ListenAndServe(ctx, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			_, _ = io.WriteString(w, body)
+		}))
+	}()
+	return entered, release, done
+}
+
 // A reply sent by a handler that outlived the drain of the service's
 // subscription is still in flight when Serve returns: ListenAndServe
 // must not close the connection before the server has it, as a process
@@ -145,15 +161,7 @@ func TestListenAndServeStopsOnceTheServerHasTheLastReply(t *testing.T) {
 	t.Setenv("NARUN_NATS_URL", "nats://"+r.addr)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "last"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
-			_, _ = io.WriteString(w, "last reply")
-		}))
-	}()
+	entered, release, done := serveHeld(ctx, consumer.Config{Name: "last"}, "last reply")
 	nc := natstest.Connect(t, srv)
 	waitServing(t, srv, "last")
 	reply := make(chan *nats.Msg, 1)
@@ -203,15 +211,7 @@ func TestListenAndServeSaysTheLastRepliesMayBeLost(t *testing.T) {
 	t.Setenv("NARUN_NATS_URL", "nats://"+r.addr)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.ListenAndServe(ctx, consumer.Config{Name: "lost"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
-			_, _ = io.WriteString(w, "lost reply")
-		}))
-	}()
+	entered, release, done := serveHeld(ctx, consumer.Config{Name: "lost"}, "lost reply")
 	nc := natstest.Connect(t, srv)
 	waitServing(t, srv, "lost")
 	if err := nc.PublishMsg(&nats.Msg{Subject: "lost", Reply: "nobody", Header: nats.Header{consumer.HeaderPath: {"/"}}}); err != nil {
@@ -263,15 +263,7 @@ func TestListenAndServeStopWhileReconnectingSendsHeldReplies(t *testing.T) {
 			notify(waiting)
 		}
 	}}
-	entered, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- consumer.ListenAndServe(ctx, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
-			_, _ = io.WriteString(w, "held reply")
-		}))
-	}()
+	entered, release, done := serveHeld(ctx, cfg, "held reply")
 	nc := natstest.Connect(t, srv)
 	waitServing(t, srv, "held")
 	if err := nc.PublishMsg(&nats.Msg{Subject: "held", Reply: "replies.1", Header: nats.Header{consumer.HeaderPath: {"/"}}}); err != nil {
