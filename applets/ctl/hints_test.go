@@ -98,17 +98,9 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 func TestSecretRotatePurgeFailureSaysToRotateAgain(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	// ctl may write secrets but not purge them: no purge is answered.
-	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{
-		{User: "admin", Password: "a"},
-		{User: "ctl", Password: "c", Permissions: &embednats.Permissions{DenyPublish: []string{"$JS.API.STREAM.PURGE.KV_" + names.SecretsBucket}}},
-	}})
-	key := filepath.Join(h.dir, "secret.key")
-	h.ok("", "--key-file", key, "secret", "keygen")
-	h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://admin:a@", 1)
-	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	key, asCtl := purgeDenied(t, h)
 	h.ok("", "--key-file", key, "secret", "keygen", "--add")
-	h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://ctl:c@", 1)
+	asCtl()
 	r := h.fails(1, "", "--timeout", "1s", "--key-file", key, "secret", "rotate")
 	if !strings.Contains(r.out, "re-encrypted db with key") {
 		t.Fatalf("secret rotate did not re-encrypt db: stdout %q, stderr %q", r.out, r.err)
@@ -116,4 +108,21 @@ func TestSecretRotatePurgeFailureSaysToRotateAgain(t *testing.T) {
 	if !strings.Contains(r.err, "narun ctl secret rotate again to retry") || strings.Contains(r.err, "set it again") {
 		t.Errorf("secret rotate whose purge failed: %q, want it to say to rotate again, not to set the secret again", r.err)
 	}
+}
+
+// purgeDenied points h, as the user admin, at a new NATS server where the
+// user ctl may write secrets but not purge their history: the server
+// answers no such purge. It returns the key file it made, with the secret
+// db stored under it, and asCtl, which points h at the server as ctl.
+func purgeDenied(t *testing.T, h *harness) (key string, asCtl func()) {
+	t.Helper()
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", Users: []embednats.User{
+		{User: "admin", Password: "a"},
+		{User: "ctl", Password: "c", Permissions: &embednats.Permissions{DenyPublish: []string{"$JS.API.STREAM.PURGE.KV_" + names.SecretsBucket}}},
+	}})
+	key = filepath.Join(h.dir, "secret.key")
+	h.ok("", "--key-file", key, "secret", "keygen")
+	h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://admin:a@", 1)
+	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	return key, func() { h.url = strings.Replace(srv.ClientURL(), "nats://", "nats://ctl:c@", 1) }
 }
