@@ -415,20 +415,16 @@ func instanceNodes(s appStatusJSON) []string {
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 
 func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error {
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
-		return err
-	}
-	d, err := e.deployedApp(ctx, kv, name)
+	_, d, err := e.namedApp(ctx, name)
 	// Not deployed is still exit 3, as app delete says of an app deleted
 	// already, but with the instances nodes still report: they stop them
 	// for up to their stop_timeout, and the operator wants to see them go.
 	var notDeployed error
-	switch {
-	case isNotFound(err):
-		notDeployed = notFound("app %q is not deployed", name)
-	case err != nil:
-		return fmt.Errorf("read spec of %s: %w", name, err)
+	if cli.ExitCode(err) == ExitNotFound {
+		notDeployed, err = err, nil
+	}
+	if err != nil {
+		return err
 	}
 	nodes, err := e.nodes(ctx)
 	if err != nil {
