@@ -54,8 +54,15 @@ func refusesStreams(t *testing.T, s *embednats.Server) {
 		case time.Now().After(deadline):
 			t.Fatalf("a member without its peers never refused to make a stream: %v", err)
 		}
+		// An error that comes at once (no responders while JetStream
+		// starts) must not make this a busy loop on a shared machine.
+		time.Sleep(retryPause)
 	}
 }
+
+// retryPause paces the tries of a JetStream request that a cluster still
+// forming may refuse at once, as waitFor paces its checks.
+const retryPause = 20 * time.Millisecond
 
 // putKey makes the bucket kv on the cluster s is a member of, retrying
 // until the cluster can place its replicas, and puts key into it.
@@ -83,6 +90,7 @@ func putKey(t *testing.T, s *embednats.Server, kv jetstream.KeyValueConfig, key 
 		if time.Now().After(deadline) {
 			t.Fatalf("put %s in %s: %v", key, kv.Bucket, err)
 		}
+		time.Sleep(retryPause)
 	}
 }
 
