@@ -564,3 +564,29 @@ func TestInstallFailingAtTheFirstLinkUndoesNothing(t *testing.T) {
 		t.Errorf("Install = %q, which says links were undone where none was made", err)
 	}
 }
+
+// narun's hidden exec-app applet, reached through the dispatcher's hidden
+// table, sets its OOM score and execs the app in its place. The runner
+// starts it as "narun exec-app ...", which TestMain answers itself for the
+// tests that start apps; named by argv[0] here, it reaches the table.
+func TestExecAppDispatch(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat to read its own oom_score_adj")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd := &exec.Cmd{Path: self, Args: []string{sandbox.ExecApplet, "3", cat, "cat", "/proc/self/oom_score_adj"},
+		Env: append(os.Environ(), asNarun+"=1"), ExtraFiles: []*os.File{w}}
+	out, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(sandbox.AppOOMScoreAdj) {
+		t.Fatalf("cat through exec-app read its oom_score_adj as %q (%v), want %d", out, err, sandbox.AppOOMScoreAdj)
+	}
+}
