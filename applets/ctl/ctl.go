@@ -106,9 +106,9 @@ type env struct {
 	// (warnNodesLackKey): kv and objects then open buckets without
 	// creating or changing any (openKV).
 	readOnly bool
-	// nodeKeyOf names the node whose key nodeSigner chose, until the
+	// unsaidNodeKey names the node whose key nodeSigner chose, until the
 	// first seal says so.
-	nodeKeyOf string
+	unsaidNodeKey string
 }
 
 func newApp(stdio cli.IO, name string) *ucli.App {

@@ -125,7 +125,7 @@ func (e *env) nodeSigner(key *signing.Key, nodes []state.Node) *signing.Key {
 			continue
 		}
 		if k != nil {
-			e.nodeKeyOf = fmt.Sprintf("%s (%s)", cli.Shown(n.ID), cli.Shown(n.SigningKeyFile))
+			e.unsaidNodeKey = fmt.Sprintf("%s (%s)", cli.Shown(n.ID), cli.Shown(n.SigningKeyFile))
 			return k
 		}
 	}
@@ -198,9 +198,9 @@ func seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
 // seal is seal, saying first whose node key signs when nodeSigner chose
 // one.
 func (e *env) seal(key *signing.Key, body, cur []byte, o signedOrder) []byte {
-	if key != nil && e.nodeKeyOf != "" {
-		e.infof("signing with the node key of %s", e.nodeKeyOf)
-		e.nodeKeyOf = ""
+	if key != nil && e.unsaidNodeKey != "" {
+		e.infof("signing with the node key of %s", e.unsaidNodeKey)
+		e.unsaidNodeKey = ""
 	}
 	return seal(key, body, cur, o)
 }
