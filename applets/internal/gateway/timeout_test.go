@@ -674,7 +674,7 @@ func TestStreamPauseIsNoStalledReader(t *testing.T) {
 			}
 			// The pause the test is about, not a wait for anything.
 			select {
-			case <-time.After(4 * idle):
+			case <-time.After(2 * idle):
 			case <-r.Context().Done():
 				return
 			}
