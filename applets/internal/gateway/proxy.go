@@ -632,11 +632,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.metrics.outcomes[outcomeOK].Add(1)
 				return
 			}
-			if g.cutting() {
-				g.cutAtShutdown(w, r, ex, rt, headSeen, rid)
-				return
-			}
-			g.clientLeft(ex)
+			g.clientGone(w, r, ex, rt, headSeen, rid)
 			return
 		case <-cutNow:
 			g.cancel(rt, wt)
@@ -794,7 +790,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// The client is gone, or takes nothing: the service must
 				// hear it before it sends more.
 				g.cancel(rt, wt)
-				g.metrics.outcomes[outcomeCancelled].Add(1)
+				g.clientGone(w, r, ex, rt, true, rid)
 				return
 			}
 		case consumer.FrameInterim:
@@ -904,7 +900,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			}
 			if err != nil {
 				g.cancel(rt, wt)
-				g.metrics.outcomes[outcomeCancelled].Add(1)
+				g.clientGone(w, r, ex, rt, headSeen, rid)
 				return
 			}
 		default:
@@ -1228,6 +1224,17 @@ func (g *Gateway) bodyError(w http.ResponseWriter, r *http.Request, ex *exchange
 }
 
 // clientLeft counts an exchange whose client went away before its answer.
+// clientGone ends an exchange whose client went away, its context ended
+// or a write to it failed: a client gone (clientLeft), unless Run's
+// shutdown closed the connection, which is the gateway's doing.
+func (g *Gateway) clientGone(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, headSeen bool, rid string) {
+	if g.cutting() {
+		g.cutAtShutdown(w, r, ex, rt, headSeen, rid)
+		return
+	}
+	g.clientLeft(ex)
+}
+
 func (g *Gateway) clientLeft(ex *exchange) {
 	g.metrics.outcomes[outcomeCancelled].Add(1)
 	ex.status = 499 // nginx's "client closed request", for the metrics only
