@@ -1283,7 +1283,8 @@ func (e *env) warnNoSandbox(nodes []state.Node, app *spec.App) {
 // ctl said it stored it: runners keep the instances they run, and gateways
 // trusting the same keys refuse its routes entry and keep the routes they
 // serve. A node whose heartbeats have stopped may have been given the key
-// meanwhile, and lets it through. Deploy and rollback store a spec alike,
+// meanwhile, and one listed in the spec that has sent none may be a device
+// being set up with it: either lets it through. Deploy and rollback store a spec alike,
 // and refuse alike.
 func (e *env) refuseUnrunnable(nodes []state.Node, heartbeats bool, app *spec.App, key *signing.Key, force bool) error {
 	if !heartbeats || force {
@@ -1292,6 +1293,11 @@ func (e *env) refuseUnrunnable(nodes []state.Node, heartbeats bool, app *spec.Ap
 	selected := 0
 	for _, n := range nodes {
 		if app.Selects(n.ID, n.Labels) {
+			selected++
+		}
+	}
+	for _, id := range app.Nodes {
+		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
 			selected++
 		}
 	}

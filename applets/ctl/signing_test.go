@@ -652,8 +652,9 @@ func TestNodeKeyNamedOnlyWhenSigning(t *testing.T) {
 // A deploy that every selected node would refuse for its signature is
 // refused before anything is stored: stored, it took the app's routes down
 // on gateways that drop the untrusted entry, while the instances ran on.
-// --force stores it all the same; a node that would run it lets it through,
-// with the warning about the others.
+// --force stores it all the same; a node that would run it, or one listed
+// that has sent no heartbeat, lets it through, with the warning about the
+// others.
 func TestDeployRefusedByEveryNode(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -696,6 +697,15 @@ func TestDeployRefusedByEveryNode(t *testing.T) {
 	}
 	if spec, _ := h.get(names.AppsBucket, "hello"); bytes.Equal(spec, spec0) {
 		t.Error("deploy --force stored nothing")
+	}
+
+	// node-9, listed but never heard from, may be a device being set up
+	// with the key: it lets the deploy through as a node whose heartbeats
+	// stopped does, with the warnings.
+	unseen := h.file("unseen.toml", strings.Replace(helloSpec, `nodes = ["node-1"]`, `nodes = ["node-1", "node-9"]`, 1))
+	r = h.ok("", "--signing-key", other, "deploy", unseen, "--binary", bin)
+	if !strings.Contains(r.err, "node node-1 runs only signed specs") || !strings.Contains(r.err, "node node-9 sends no heartbeat") {
+		t.Errorf("deploy to a node never heard from: stderr\n%s", r.err)
 	}
 
 	// node-2 runs it: a warning of node-1, and the deploy goes ahead.
