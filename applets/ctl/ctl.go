@@ -316,14 +316,10 @@ func (e *env) connect() error {
 		// What the server refuses without an answer (a publish the login
 		// may not make) ends the operation in a timeout that does not say
 		// why: the log line before it does, in the log's format, where
-		// nats.go's own handler printed a bare line on stderr.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				e.log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
-				return
-			}
-			e.log.Warn("nats error", "err", err)
-		}))
+		// nats.go's own handler printed a bare line on stderr. A refused
+		// login is logged as any other error: ctl gives up after a few
+		// reconnects, so there is no stream of them to log once.
+		nats.ErrorHandler(cli.NATSErrors(e.log, nil)))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
 		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), cli.RedactError(err))

@@ -665,15 +665,23 @@ func NATSLogging(log *slog.Logger) []nats.Option {
 				unreachable(nc, err)
 			}
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
-				return
-			}
-			if !loginRefused(err) {
-				log.Warn("nats error", "err", err)
-			}
-		}),
+		nats.ErrorHandler(NATSErrors(log, loginRefused)),
+	}
+}
+
+// NATSErrors is a nats.ErrHandler that sends asynchronous errors (a slow
+// consumer, a permissions violation) to log, where nats.go's own handler
+// prints a bare line on stderr. An error of no subscription that handled
+// (nil: none) says it dealt with is not logged again.
+func NATSErrors(log *slog.Logger, handled func(error) bool) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			log.Warn("nats subscription error", "subject", sub.Subject, "err", err)
+			return
+		}
+		if handled == nil || !handled(err) {
+			log.Warn("nats error", "err", err)
+		}
 	}
 }
 
