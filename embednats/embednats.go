@@ -992,6 +992,24 @@ func (s *Server) ClientURL() string {
 	return clientURL(addr, s.cfg.Listen)
 }
 
+// LocalHost is the host a client on this machine dials to reach a server
+// listening on host: host itself, or 127.0.0.1 for an unspecified one (no
+// host, 0.0.0.0, ::). The server listens with Go's net.Listen("tcp"),
+// which makes a socket on an unspecified address dual-stack (it clears
+// IPV6_V6ONLY itself, whatever net.ipv6.bindv6only says), so one on [::]
+// accepts 127.0.0.1 as one on 0.0.0.0 does; ::1 would fail where IPv6 is
+// off on the loopback (disable_ipv6, as in many containers) though [::]
+// still binds. Go also reports a listener on ":4222" as [::]:4222, so the
+// two could not be told apart after the start anyway. narun's clients
+// (from [nats] listen) and narun up's apps (from the listener) use it, to
+// reach one server by one URL.
+func LocalHost(host string) string {
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return host
+}
+
 // clientURL is the URL of a server listening on addr, as configured by
 // listen. A link-local address is reached only through its interface,
 // which Go's listener address does not name: the zone comes from listen
@@ -1001,7 +1019,7 @@ func clientURL(addr *net.TCPAddr, listen string) string {
 	host := addr.IP.String()
 	switch {
 	case addr.IP.IsUnspecified():
-		host = "127.0.0.1"
+		host = LocalHost(host)
 	case addr.Zone != "":
 		host += "%" + addr.Zone
 	default:

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/nats-io/nkeys"
+
+	"github.com/narun/narun/embednats"
 )
 
 // SearchPath is where Find looks for a configuration when none is named.
@@ -509,7 +510,8 @@ func (f *File) paths() []*string {
 // LocalURL is the URL a client on this machine reaches the server of n
 // at: ctl, a runner or a gateway beside it, which read the same file,
 // would otherwise try 4222, where another server or none listens. An
-// unspecified host is this machine's loopback; TLS on the client port
+// unspecified host is this machine's loopback as embednats.LocalHost
+// says, the one narun up gives its apps for the same listen; TLS on the client port
 // makes it a tls:// URL, which refuses a server without it. With no
 // address (in-process clients only), or a port the kernel picks at start
 // (0, -1), there is none to give: it is DefaultNATSURL, and false says
@@ -519,11 +521,7 @@ func (n NATS) LocalURL() (string, bool) {
 	if err != nil || port == "0" || port == "-1" {
 		return DefaultNATSURL, false
 	}
-	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() && ip.Is4() {
-		host = "127.0.0.1"
-	} else if err == nil && ip.IsUnspecified() {
-		host = "::1"
-	}
+	host = embednats.LocalHost(host)
 	scheme := "nats"
 	if n.TLS.Cert != "" {
 		scheme = "tls"
