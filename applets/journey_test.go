@@ -1,14 +1,21 @@
 package applets_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/narun/narun/applets"
+	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // Two of narun's own listeners on one address would fail the start, after
@@ -288,19 +295,78 @@ func TestUnknownLinkNameIsNamed(t *testing.T) {
 
 // narun up takes the runner's --label and --key-file, with their meaning:
 // labels differ from one device to the next, and a narun.toml only for
-// them was the one way to give up its labels.
+// them was the one way to give up its labels. What reaches the node is
+// what its heartbeat says, as node list --json reads it: the label, and
+// the ids of the keys in that key file.
 func TestUpTakesTheRunnersNodeFlags(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "secret.key")
+	keyFile := filepath.Join(t.TempDir(), "secret.key")
+	key, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := secrets.ParseRing([]byte(key + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, applet := range []string{"up", "runner"} {
 		t.Run(applet, func(t *testing.T) {
-			base := []string{"narun", applet, "--config", "/dev/null", "--data-dir", filepath.Join(t.TempDir(), "data"), "--node-id", "n1", "--check"}
-			code, stdout, stderr := run(append(base, "--label", "role=edge", "--key-file", missing)...)
+			dataDir := filepath.Join(t.TempDir(), "data")
+			base := []string{"narun", applet, "--config", "/dev/null", "--data-dir", dataDir, "--node-id", "n1"}
+			code, stdout, stderr := run(append(base, "--check", "--label", "role=edge", "--key-file", missing)...)
 			if code != 0 || !strings.Contains(stderr, "secret key file unreadable") || !strings.Contains(stderr, missing) {
-				t.Errorf("--label role=edge --key-file %s: exit %d, %q%q; want 0 with a warning naming the key file", missing, code, stdout, stderr)
+				t.Errorf("--check --label role=edge --key-file %s: exit %d, %q%q; want 0 with a warning naming the key file", missing, code, stdout, stderr)
 			}
-			code, stdout, stderr = run(append(base, "--label", "role")...)
+			code, stdout, stderr = run(append(base, "--check", "--label", "role")...)
 			if code != 2 || !strings.Contains(stderr, `label "role": want key=value`) {
 				t.Errorf("--label role: exit %d, %q%q; want 2 saying it wants key=value", code, stdout, stderr)
+			}
+
+			var natsURL string
+			args := append(base[1:], "--label", "role=edge", "--key-file", keyFile)
+			if applet == "up" {
+				natsURL = "nats://" + testutil.FreeAddr(t)
+				args = append(args, "--nats-listen", strings.TrimPrefix(natsURL, "nats://"), "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+			} else {
+				natsURL = natstest.Start(t).ClientURL()
+				args = append(args, "--nats-url", natsURL, "--admin-listen", "")
+			}
+			var out testutil.LogBuffer
+			cmd := exec.Command(os.Args[0], args...)
+			cmd.Env = append(os.Environ(), asNarun+"=1")
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			startChild(t, cmd)
+			t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+			var node struct {
+				ID         string            `json:"id"`
+				Labels     map[string]string `json:"labels"`
+				SecretKeys *struct {
+					File bool     `json:"file"`
+					IDs  []string `json:"ids"`
+				} `json:"secret_keys"`
+			}
+			ctlData := t.TempDir()
+			testutil.Eventually(t, 30*time.Second, "the heartbeat of n1", func() bool {
+				code, stdout, _ := run("narun", "ctl", "--config", "/dev/null", "--data-dir", ctlData, "--nats-url", natsURL, "node", "list", "--json")
+				if code != 0 {
+					return false
+				}
+				var nodes []json.RawMessage
+				if err := json.Unmarshal([]byte(stdout), &nodes); err != nil || len(nodes) == 0 {
+					return false
+				}
+				return json.Unmarshal(nodes[0], &node) == nil && node.ID == "n1"
+			})
+			if node.Labels["role"] != "edge" {
+				t.Errorf("heartbeat labels %v, want role=edge\n%s", node.Labels, out.String())
+			}
+			if node.SecretKeys == nil || !node.SecretKeys.File || !slices.Equal(node.SecretKeys.IDs, []string{ring.PrimaryID()}) {
+				t.Errorf("heartbeat secret_keys %+v, want the key %s of %s\n%s", node.SecretKeys, ring.PrimaryID(), keyFile, out.String())
 			}
 		})
 	}
