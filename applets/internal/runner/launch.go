@@ -724,8 +724,29 @@ func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) fu
 			return nil
 		}
 	case spec.HealthMicro:
-		return func(ctx context.Context, _ supervisor.Target) error {
-			err := r.pingInstance(ctx, h.Service, id, known)
+		// What the failures of a process found of the service it serves
+		// under another name: looked up once per streak of failed checks,
+		// and not while the start grace spares the failure a report, as
+		// every service on the account answers the lookup. The checks of
+		// an instance run one at a time.
+		var served struct {
+			pid    int
+			looked bool
+			name   string
+		}
+		return func(ctx context.Context, t supervisor.Target) error {
+			if t.PID != served.pid {
+				served.pid, served.looked, served.name = t.PID, false, ""
+			}
+			err := r.pingInstance(ctx, h.Service, id, known, func() string {
+				if !served.looked && !t.Starting {
+					served.looked, served.name = true, r.servedBy(ctx, id)
+				}
+				return served.name
+			})
+			if err == nil {
+				served.looked, served.name = false, ""
+			}
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app
 				// for it ([health] restart_after) would not help.
@@ -771,8 +792,9 @@ func (m *microResponders) setBaseline(ids map[string]bool) {
 // services that do not say, when it was not among those answering before
 // the instance's process started (known's baseline); otherwise another
 // replica, or the old instance of a rolling update, would vouch for the
-// new one.
-func (r *Runner) pingInstance(ctx context.Context, service, id string, known *microResponders) error {
+// new one. otherService names the service the instance serves instead, if
+// it is known, when the instance does not answer.
+func (r *Runner) pingInstance(ctx context.Context, service, id string, known *microResponders, otherService func() string) error {
 	if !r.opts.Conn.IsConnected() {
 		return errOffline
 	}
@@ -797,7 +819,7 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, known *mi
 		// The other usual cause: a binary that names its service itself,
 		// deployed under another app name, which the route's service
 		// defaults to.
-		if other := r.servedBy(ctx, id); other != "" && other != service {
+		if other := otherService(); other != "" && other != service {
 			return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q: it serves %q (set service = %q in [[routes]] and [health], or have the app serve %q): %w", id, service, other, other, service, err)
 		}
 		// The usual cause is an app written as a plain HTTP server whose
@@ -811,22 +833,38 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, known *mi
 // adds to a failed check only.
 const servedByWait = 200 * time.Millisecond
 
-// servedBy names a NATS Micro service whose answer to a ping of every
+// servedBy names the NATS Micro service whose answer to one ping of every
 // service names instance id in its metadata; "" when none does within
-// servedByWait. ctx only carries values: the check's own deadline is over.
+// servedByWait. Every service on the account answers: the answers queue
+// under the client's pending limits, not in a channel of a few slots, so
+// none is dropped before the instance's, which ends the search. ctx only
+// carries values: the check's own deadline is over.
 func (r *Runner) servedBy(ctx context.Context, id string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), servedByWait)
 	defer cancel()
-	var name string
-	found := errors.New("found")
-	_ = r.ping(ctx, "", servedByWait, func(p micro.Ping) error {
-		if p.Metadata[instanceMetadata] == id {
-			name = p.Name
-			return found
+	subject, err := micro.ControlSubject(micro.PingVerb, "", "")
+	if err != nil {
+		return ""
+	}
+	inbox := r.opts.Conn.NewRespInbox()
+	sub, err := r.opts.Conn.SubscribeSync(inbox)
+	if err != nil {
+		return ""
+	}
+	defer sub.Unsubscribe()
+	if err := r.opts.Conn.PublishRequest(subject, inbox, nil); err != nil {
+		return ""
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return ""
 		}
-		return nil
-	})
-	return name
+		var p micro.Ping
+		if json.Unmarshal(m.Data, &p) == nil && p.Metadata[instanceMetadata] == id {
+			return p.Name
+		}
+	}
 }
 
 // ping sends NATS Micro pings to service every resend and hands each answer

@@ -3,11 +3,13 @@ package runner
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/narun/narun/applets/internal/spec"
@@ -125,5 +127,76 @@ func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("check of %s: %v\nwant it to say: %s", id, err, want)
 		}
+	}
+}
+
+// An instance whose NATS Micro check keeps failing looks up the service it
+// serves (a ping of every service, which each one on the account answers)
+// once per streak of failed checks, not at every check: not during its
+// start grace, whose failures are not reported but the first, and once
+// more only after a check passed.
+func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	// One subscription, so that the pings are counted in the order the
+	// runner sent them: each check pings "sb" from an inbox of its own.
+	watch := natstest.Connect(t, c.srv)
+	var mu sync.Mutex
+	lookups, checks := 0, map[string]bool{}
+	if _, err := watch.Subscribe("$SRV.>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch m.Subject {
+		case "$SRV.PING":
+			lookups++
+		case "$SRV.PING.sb":
+			checks[m.Reply] = true
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return lookups, len(checks)
+	}
+	// afterChecks waits for n more checks, then says how many lookups
+	// there were.
+	afterChecks := func(what string, n int) int {
+		t.Helper()
+		_, from := counts()
+		testutil.Eventually(t, 30*time.Second, what, func() bool { _, now := counts(); return now >= from+n })
+		l, _ := counts()
+		return l
+	}
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "sb", "1.0.0", probeBin, "[[routes]]\npath = \"/sb/\"\n[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfailures = 1\nstart_grace = \"300ms\"\n")
+	tr.wait(t, "sb", "its grace over", func(l []state.Instance) bool {
+		return len(l) == 1 && strings.Contains(l[0].Reason, "not healthy 300ms after start")
+	})
+	if n := afterChecks("more failed checks", 3); n != 1 {
+		t.Errorf("%d pings of every service by the time 3 checks had failed after the start grace, want 1", n)
+	}
+	// The instance's responder, as a process would register it.
+	svc, err := micro.AddService(natstest.Connect(t, c.srv), micro.Config{
+		Name:     "sb",
+		Version:  "1.0.0",
+		Endpoint: &micro.EndpointConfig{Subject: "sb.echo", Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "sb", "healthy", allIn(1, state.Healthy))
+	if err := svc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "sb", "failing again", func(l []state.Instance) bool {
+		return len(l) == 1 && strings.HasPrefix(l[0].Reason, "health check failing")
+	})
+	if n := afterChecks("more failed checks once healthy", 3); n != 2 {
+		t.Errorf("%d pings of every service by the time 3 checks had failed in a second streak, want 2", n)
 	}
 }

@@ -132,6 +132,11 @@ type Target struct {
 	// tree (a daemon's double fork) included, where the factory can tell
 	// them (Process.Procs); nil otherwise.
 	Procs func() ([]int, error)
+	// Starting says that the process has not been healthy yet and that its
+	// StartGrace was not over when the check began: a failure then counts
+	// for nothing and only the first one is reported, so a check may spare
+	// the costly explanation of a failure.
+	Starting bool
 }
 
 // CommandFactory builds the process of one start of an instance. ctx is
@@ -897,8 +902,12 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 	// once the process has been healthy or its grace is over.
 	wasHealthy, strikes := false, 0
 	for {
+		// The grace is judged when a check begins, so that the check is
+		// told what its failure will count for.
+		since := time.Since(started)
+		starting := !wasHealthy && since <= h.StartGrace
 		cctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial(), Procs: procs})
+		err := h.Check(cctx, Target{PID: pid, Dial: s.Dial(), Procs: procs, Starting: starting})
 		if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrInconclusive) {
 			err = fmt.Errorf("no answer within %s ([health] timeout): %w", h.Timeout, err)
 		}
@@ -909,7 +918,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 		switch {
 		case err == nil, errors.Is(err, ErrInconclusive):
 			strikes = 0
-		case wasHealthy || time.Since(started) > h.StartGrace:
+		case !starting:
 			strikes++
 		}
 		switch {
@@ -926,7 +935,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 				healthy, noted, warned = false, true, true
 				s.setHealth(pid, false, "health check failing: "+err.Error())
 			}
-		case !warned && time.Since(started) > h.StartGrace:
+		case !warned && !starting:
 			warned, noted = true, true
 			s.setHealth(pid, false, fmt.Sprintf("not healthy %s after start: %v", h.StartGrace, err))
 		case !noted:
@@ -937,7 +946,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int, procs func() ([]i
 			sick <- fmt.Sprintf("unhealthy after %s: %v", inARow(strikes, "failed health check", "failed health checks"), err)
 			return
 		}
-		t := time.NewTimer(h.nextCheck(wasHealthy, time.Since(started)))
+		t := time.NewTimer(h.nextCheck(wasHealthy, since))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -1078,6 +1078,44 @@ func TestCheckTimeoutNamesTheSetting(t *testing.T) {
 	})
 }
 
+// A check is told whether the process is starting as the supervisor then
+// takes its failure: within the grace, or as the failure reported at the
+// end of the grace and those of a process once healthy.
+func TestCheckToldWhetherStarting(t *testing.T) {
+	check := func(passing *atomic.Bool) func(context.Context, Target) error {
+		var n atomic.Int64
+		return func(_ context.Context, t Target) error {
+			if passing.Load() {
+				return nil
+			}
+			return fmt.Errorf("check %d, starting %v", n.Add(1), t.Starting)
+		}
+	}
+	var never atomic.Bool
+	s, _ := start(t, "serve", Config{Health: Health{Interval: time.Hour, StartGrace: time.Hour, Check: check(&never)}})
+	waitFor(t, s, "its first failure", func(i state.Instance) bool {
+		return i.Reason == "waiting for health check: check 1, starting true"
+	})
+	var passing atomic.Bool
+	s, _ = start(t, "serve", Config{Health: Health{
+		Interval:   10 * time.Millisecond,
+		Failures:   1,
+		StartGrace: 200 * time.Millisecond,
+		Check:      check(&passing),
+	}})
+	st := waitFor(t, s, "its grace over", func(i state.Instance) bool { return strings.HasPrefix(i.Reason, "not healthy 200ms after start: ") })
+	if !strings.HasSuffix(st.Reason, ", starting false") {
+		t.Errorf("the failure reported at the end of the grace was of a check told it was starting: %q", st.Reason)
+	}
+	passing.Store(true)
+	waitFor(t, s, "healthy", inState(state.Healthy))
+	passing.Store(false)
+	st = waitFor(t, s, "failing", func(i state.Instance) bool { return strings.HasPrefix(i.Reason, "health check failing: ") })
+	if !strings.HasSuffix(st.Reason, ", starting false") {
+		t.Errorf("a process once healthy was checked as starting: %q", st.Reason)
+	}
+}
+
 // TestDialHook shows that health checks reach the app the way its factory
 // says (a sandbox with its own network namespace dials through a socket).
 func TestDialHook(t *testing.T) {
