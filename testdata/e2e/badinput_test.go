@@ -158,6 +158,9 @@ func (d *device) inventory(t *testing.T) string {
 	var a []struct {
 		Name    string `json:"name"`
 		Version string `json:"version"`
+		// A deleted app is listed while nodes stop its instances: one
+		// deleted by an earlier case is on its way out, not left behind.
+		Deleted bool `json:"deleted"`
 	}
 	var im []struct {
 		Name string `json:"name"`
@@ -166,7 +169,9 @@ func (d *device) inventory(t *testing.T) string {
 	json.Unmarshal([]byte(images), &im)
 	var parts []string
 	for _, x := range a {
-		parts = append(parts, "app "+x.Name+"@"+x.Version)
+		if !x.Deleted {
+			parts = append(parts, "app "+x.Name+"@"+x.Version)
+		}
 	}
 	for _, x := range im {
 		parts = append(parts, "image "+x.Name)
