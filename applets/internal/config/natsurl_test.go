@@ -33,22 +33,7 @@ func TestNATSURLFollowsTheFilesListen(t *testing.T) {
 		{"environment wins", "[nats]\nlisten = \"127.0.0.1:24222\"\n", "nats://env:4222", all("nats://env:4222")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := ""
-			if tc.file != "" {
-				path = writeConfig(t, tc.file)
-			}
-			saved := config.SearchPath
-			config.SearchPath = nil
-			defer func() { config.SearchPath = saved }()
-			cfg, err := config.Load(path, func(k string) string {
-				if k == "NARUN_NATS_URL" {
-					return tc.env
-				}
-				return ""
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg, _ := loadAlone(t, tc.file, tc.env)
 			if got := [3]string{cfg.Gateway.NATSURL, cfg.Runner.NATSURL, cfg.Ctl.NATSURL}; got != tc.want {
 				t.Errorf("gateway, runner, ctl nats_url = %q, want %q", got, tc.want)
 			}
@@ -57,6 +42,29 @@ func TestNATSURLFollowsTheFilesListen(t *testing.T) {
 }
 
 func all(url string) [3]string { return [3]string{url, url, url} }
+
+// loadAlone loads file ("" for none) as the only configuration there is,
+// with env as NARUN_NATS_URL, and returns it and the file's path.
+func loadAlone(t *testing.T, file, env string) (config.File, string) {
+	t.Helper()
+	path := ""
+	if file != "" {
+		path = writeConfig(t, file)
+	}
+	saved := config.SearchPath
+	config.SearchPath = nil
+	defer func() { config.SearchPath = saved }()
+	cfg, err := config.Load(path, func(k string) string {
+		if k == "NARUN_NATS_URL" {
+			return env
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, path
+}
 
 // Each client's nats_url says where it came from, for an error that
 // names the URL to say which setting to change.
@@ -78,22 +86,7 @@ func TestNATSURLSource(t *testing.T) {
 		{"environment", "[ctl]\nnats_url = \"nats://hub:4222\"\n", "nats://env:4222", all("NARUN_NATS_URL")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := ""
-			if tc.file != "" {
-				path = writeConfig(t, tc.file)
-			}
-			saved := config.SearchPath
-			config.SearchPath = nil
-			defer func() { config.SearchPath = saved }()
-			cfg, err := config.Load(path, func(k string) string {
-				if k == "NARUN_NATS_URL" {
-					return tc.env
-				}
-				return ""
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg, path := loadAlone(t, tc.file, tc.env)
 			want := tc.want
 			for i := range want {
 				want[i] = strings.ReplaceAll(want[i], "PATH", path)

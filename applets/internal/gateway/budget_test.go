@@ -315,18 +315,7 @@ func TestClientGoneWhileBodyWaitsIsCancelled(t *testing.T) {
 	if resp, err := tr.RoundTrip(req); err == nil {
 		resp.Body.Close()
 	}
-	var line string
-	testutil.Eventually(t, 10*time.Second, "the request counted", func() bool {
-		var b strings.Builder
-		_ = e.gw.metrics.write(&b)
-		for l := range strings.Lines(b.String()) {
-			if strings.HasPrefix(l, `narun_gateway_requests_total{route="/"`) {
-				line = strings.TrimSpace(l)
-				return true
-			}
-		}
-		return false
-	})
+	line := countedLine(t, e, "/")
 	if !strings.Contains(line, `code="499"`) {
 		t.Errorf("%s; want code 499", line)
 	}

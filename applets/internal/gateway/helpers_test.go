@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +121,23 @@ func serveOn(t testing.TB, nc *nats.Conn, cfg consumer.Config, h http.Handler) {
 		_, err := nc.Request("$SRV.PING."+cfg.Name, nil, time.Second)
 		return err == nil
 	})
+}
+
+// countedLine waits for the requests counter of route to appear in the
+// gateway's metrics and returns its line, which names the status counted.
+func countedLine(t *testing.T, e *env, route string) string {
+	t.Helper()
+	var line string
+	testutil.Eventually(t, 10*time.Second, "the request counted", func() bool {
+		var b strings.Builder
+		_ = e.gw.metrics.write(&b)
+		for l := range strings.Lines(b.String()) {
+			if strings.HasPrefix(l, `narun_gateway_requests_total{route="`+route+`"`) {
+				line = strings.TrimSpace(l)
+				return true
+			}
+		}
+		return false
+	})
+	return line
 }

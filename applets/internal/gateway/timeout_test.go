@@ -768,18 +768,7 @@ func TestFailedFlushIsNoAck(t *testing.T) {
 		t.Errorf("cancel of the exchange: %v, %v; want %q", m, err, reply)
 	}
 	// Counted as any client gone, not under the status the service sent.
-	var line string
-	testutil.Eventually(t, 10*time.Second, "the request counted", func() bool {
-		var b strings.Builder
-		_ = e.gw.metrics.write(&b)
-		for l := range strings.Lines(b.String()) {
-			if strings.HasPrefix(l, `narun_gateway_requests_total{route="/"`) {
-				line = strings.TrimSpace(l)
-				return true
-			}
-		}
-		return false
-	})
+	line := countedLine(t, e, "/")
 	if !strings.Contains(line, `code="499"`) {
 		t.Errorf("%s; want code 499, a client gone", line)
 	}
