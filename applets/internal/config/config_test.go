@@ -515,3 +515,53 @@ func TestTypeErrorsAllInLineOrder(t *testing.T) {
 		}
 	}
 }
+
+// Unknown keys and values of the wrong type come in one error, in the
+// order of their lines: named a round at a time, a user who fixed the
+// types met the typos only at the next try.
+func TestUnknownKeysWithTypeErrors(t *testing.T) {
+	p := writeConfig(t, "[runner]\n"+
+		"heartbeat_interval = \"5s\"\n"+
+		"heartbeat_intervl = \"5s\"\n"+ // 3
+		"[gateway]\n"+
+		"timeout = true\n"+ // 5
+		"admin_listn = \":1\"\n") // 6
+	want := []string{
+		p + `:3: unknown key "runner.heartbeat_intervl" (did you mean "runner.heartbeat_interval"?)`,
+		p + `:5: key "gateway.timeout": want a duration such as "30s", got a boolean`,
+		p + `:6: unknown key "gateway.admin_listn" (did you mean "gateway.admin_listen"?)`,
+	}
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a file of unknown keys and wrong types")
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// Past the first 20 in line order, each kind has its own count.
+func TestUnknownKeysWithTypeErrorsCounted(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("[gateway]\ntimeout = true\n")
+	for i := range 25 {
+		fmt.Fprintf(&b, "k%d = 1\n", i)
+	}
+	b.WriteString("[runner]\nheartbeat_interval = 5\n")
+	p := writeConfig(t, b.String())
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{
+		p + `:2: key "gateway.timeout": want a duration such as "30s", got a boolean`,
+		p + `:3: unknown key "gateway.k0"`,
+		p + `:21: unknown key "gateway.k18"`,
+		p + ": 6 more unknown keys",
+		p + ": 1 more values of the wrong type",
+	}
+	if len(lines) != 22 || !slices.Equal([]string{lines[0], lines[1], lines[19], lines[20], lines[21]}, want) {
+		t.Errorf("error:\n%s\nwant 22 lines, among them:\n%s", err, strings.Join(want, "\n"))
+	}
+}

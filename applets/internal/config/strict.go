@@ -24,7 +24,8 @@ var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*
 
 // DecodeStrict decodes TOML into v and refuses what it does not know: an
 // unknown key or a value of the wrong type is an error that names the file,
-// the line and the key, so a typo never silently falls back to a default.
+// the line and the key, so a typo never silently falls back to a default;
+// one error names them all, in line order (the first 20, and a count).
 // Keys are case-sensitive, although the decoder sets a field from a key
 // spelt like it but for case: such a key is unknown too, with a
 // suggestion. The metadata tells a key written with its zero value from
@@ -52,32 +53,31 @@ type Miscased struct {
 
 func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Miscased, error) {
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
+	var mistyped []problem
 	if err != nil {
-		if all := typeErrors(file, data, v); all != nil {
-			return md, nil, all
+		if mistyped = typeErrors(file, data, v); mistyped == nil {
+			_, err := placeError(file, data, v, err)
+			return md, nil, err
 		}
-		_, err := placeError(file, data, v, err)
-		return md, nil, err
 	}
-	// Every unknown key at once, so one run finds all the typos; the keys
-	// inside an unknown table are that table's, not more typos, and a
-	// miscased table is named once, not with each key in it. Placing a
-	// key scans the file, so a file of thousands of unknown keys (a wrong
-	// file, or one made to slow a node down) names the first
-	// maxUnknownKeys and counts the rest.
-	undecoded := map[string]bool{}
-	for _, key := range md.Undecoded() {
-		undecoded[key.String()] = true
-	}
+	// Every unknown key at once, with the values of the wrong type, so one
+	// run finds all the typos; the keys inside an unknown table are that
+	// table's, not more typos, and a miscased table is named once, not
+	// with each key in it. Placing a key scans the file, so a file of
+	// thousands of unknown keys (a wrong file, or one made to slow a node
+	// down) names the first maxUnknownKeys and counts the rest. The
+	// decoder lists its keys before it decodes, but which it decoded only
+	// up to the first value of the wrong type: known tells them from the
+	// type instead.
 	named := map[string]bool{}
-	var unknown []error
+	var unknown []problem
 	var miscased []Miscased
 	var last string
 	more := 0
 	for _, key := range md.Keys() {
 		name := key.String()
 		var want string
-		if undecoded[name] {
+		if !known(reflect.TypeOf(v), key) {
 			if last != "" && strings.HasPrefix(name, last+".") {
 				continue
 			}
@@ -103,15 +103,96 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 		case len(unknown) == maxUnknownKeys:
 			more++
 		case want != "":
-			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q (did you mean %q?)", file, keyLine(data, key), name, want))
+			line := keyLine(data, key)
+			unknown = append(unknown, problem{line, fmt.Errorf("%s:%d: unknown key %q (did you mean %q?)", file, line, name, want), true})
 		default:
-			unknown = append(unknown, fmt.Errorf("%s:%d: unknown key %q%s", file, keyLine(data, key), name, guess(reflect.TypeOf(v), key)))
+			line := keyLine(data, key)
+			unknown = append(unknown, problem{line, fmt.Errorf("%s:%d: unknown key %q%s", file, line, name, guess(reflect.TypeOf(v), key)), true})
+		}
+	}
+	if err := joinProblems(file, unknown, more, mistyped); err != nil {
+		return md, nil, err
+	}
+	return md, miscased, nil
+}
+
+// known reports whether the decoder takes key into a value of type t, as
+// MetaData.Undecoded tells after a decode that succeeds: a key is unknown
+// where it names no field of a struct; the keys of a map, and those below
+// a type that decodes itself or a value of the wrong type, are taken.
+func known(t reflect.Type, key toml.Key) bool {
+	i := reach(t, key)
+	if i == len(key) {
+		return true
+	}
+	parent, _ := typeAt(t, key[:i], nil)
+	for parent.Kind() == reflect.Pointer || parent.Kind() == reflect.Slice || parent.Kind() == reflect.Array {
+		parent = parent.Elem()
+	}
+	return parent.Kind() != reflect.Struct || custom(parent)
+}
+
+// reach is how many parts of key, from the first, lead through t.
+func reach(t reflect.Type, key toml.Key) int {
+	i := 0
+	for i < len(key) {
+		if _, ok := typeAt(t, key[:i+1], nil); !ok {
+			break
+		}
+		i++
+	}
+	return i
+}
+
+// problem is one error of a file, on its line (0 when it has none).
+type problem struct {
+	line    int
+	err     error
+	unknown bool // an unknown key, not a value of the wrong type
+}
+
+// joinProblems names unknown, the file's first unknown keys in the order
+// they are written (more is how many followed), and mistyped, its values
+// of the wrong type, in the order of their lines: the first
+// maxUnknownKeys of them, then a count of the rest of each kind. nil when
+// there are none.
+func joinProblems(file string, unknown []problem, more int, mistyped []problem) error {
+	// One without a line goes last.
+	order := func(line int) int {
+		if line == 0 {
+			return math.MaxInt
+		}
+		return line
+	}
+	// The decoder meets values in map order: the text breaks ties among
+	// them, the order written among unknown keys.
+	slices.SortFunc(mistyped, func(a, b problem) int {
+		return cmp.Or(cmp.Compare(order(a.line), order(b.line)), strings.Compare(a.err.Error(), b.err.Error()))
+	})
+	found := slices.Concat(unknown, mistyped)
+	slices.SortStableFunc(found, func(a, b problem) int { return cmp.Compare(order(a.line), order(b.line)) })
+	// The entries of a list of tables share their key, and the decoder
+	// places them all on one line.
+	found = slices.CompactFunc(found, func(a, b problem) bool { return a.err.Error() == b.err.Error() })
+	var all []error
+	moreMistyped := 0
+	for i, p := range found {
+		switch {
+		case i < maxUnknownKeys:
+			all = append(all, p.err)
+		case p.unknown:
+			more++
+		default:
+			moreMistyped++
 		}
 	}
 	if more > 0 {
-		unknown = append(unknown, fmt.Errorf("%s: %d more unknown keys", file, more))
+		all = append(all, fmt.Errorf("%s: %d more unknown keys", file, more))
 	}
-	return md, miscased, errors.Join(unknown...)
+	if moreMistyped > 0 {
+		all = append(all, fmt.Errorf("%s: %d more values of the wrong type", file, moreMistyped))
+	}
+	return errors.Join(all...)
 }
 
 // placeError names the file, line and key of err, an error of the
@@ -141,27 +222,23 @@ func placeError(file string, data []byte, v any, err error) (line int, placed er
 }
 
 // typeErrors names every value of data that v's field has another type
-// for, in the order of their lines, the maps the decoder leaves empty
-// (MistypedTables) among them; nil when data does not parse, or has no
-// such value. The decoder stops at the first it meets, taking the keys
-// of a table in map order: a user who fixed the one named was told of
-// the next only at the next try. Each table and list of tables is
-// decoded on its own, and looked into when it fails.
-func typeErrors(file string, data []byte, v any) error {
+// for, the maps the decoder leaves empty (MistypedTables) among them; nil
+// when data does not parse, or has no such value. The decoder stops at
+// the first it meets, taking the keys of a table in map order: a user who
+// fixed the one named was told of the next only at the next try. Each
+// table and list of tables is decoded on its own, and looked into when it
+// fails.
+func typeErrors(file string, data []byte, v any) []problem {
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
 		return nil
 	}
-	type problem struct {
-		line int
-		err  error
-	}
 	var found []problem
 	var check func(t reflect.Type, prim toml.Primitive)
 	fields := func(t reflect.Type, prims map[string]toml.Primitive) {
 		for key, prim := range prims {
-			// An unknown key is named once the types are right.
+			// decode names the unknown keys, types right or wrong.
 			if f, _, ok := field(t, key); ok {
 				check(f.Type, prim)
 			}
@@ -200,7 +277,7 @@ func typeErrors(file string, data []byte, v any) error {
 			}
 		}
 		line, placed := placeError(file, data, v, err)
-		found = append(found, problem{line, placed})
+		found = append(found, problem{line: line, err: placed})
 	}
 	fields(deref(reflect.TypeOf(v)), top)
 	if len(found) == 0 {
@@ -208,29 +285,9 @@ func typeErrors(file string, data []byte, v any) error {
 	}
 	for _, m := range MistypedTables(data, v) {
 		line := keyLine(data, m.path)
-		found = append(found, problem{line, fmt.Errorf("%s:%d: key %q: want %s, got %s", file, line, m.Key, m.Want, m.Got)})
+		found = append(found, problem{line: line, err: fmt.Errorf("%s:%d: key %q: want %s, got %s", file, line, m.Key, m.Want, m.Got)})
 	}
-	// One without a line goes last.
-	order := func(line int) int {
-		if line == 0 {
-			return math.MaxInt
-		}
-		return line
-	}
-	slices.SortFunc(found, func(a, b problem) int {
-		return cmp.Or(cmp.Compare(order(a.line), order(b.line)), strings.Compare(a.err.Error(), b.err.Error()))
-	})
-	// The entries of a list of tables share their key, and the decoder
-	// places them all on one line.
-	found = slices.CompactFunc(found, func(a, b problem) bool { return a.err.Error() == b.err.Error() })
-	var all []error
-	for _, p := range found[:min(len(found), maxUnknownKeys)] {
-		all = append(all, p.err)
-	}
-	if len(found) > maxUnknownKeys {
-		all = append(all, fmt.Errorf("%s: %d more values of the wrong type", file, len(found)-maxUnknownKeys))
-	}
-	return errors.Join(all...)
+	return found
 }
 
 // deref is t without its pointers.
@@ -265,13 +322,7 @@ func errorLine(data []byte, pos toml.Position) int {
 // line at the end of a file), or else for a typo of the one key of its
 // table that is within two edits.
 func guess(t reflect.Type, key toml.Key) string {
-	i := 0
-	for i < len(key) {
-		if _, ok := typeAt(t, key[:i+1], nil); !ok {
-			break
-		}
-		i++
-	}
+	i := reach(t, key)
 	if i == len(key) {
 		return ""
 	}

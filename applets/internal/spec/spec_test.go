@@ -1000,7 +1000,7 @@ func TestTypeErrorsAllInLineOrder(t *testing.T) {
 		"args = \"--x\"\n" + // 5
 		"replicas = \"2\"\n" + // 6
 		"[restart]\npolicy = 1\n" + // 8
-		"[[files]]\nname = \"f\"\npath = 2\n" // 11
+		"[[files]]\nobject = \"f\"\npath = 2\n" // 11
 	want := []string{
 		`app.toml:4: key "env": want a table of strings, got a list`,
 		`app.toml:5: key "args": want a list of strings, got a string`,
@@ -1016,5 +1016,25 @@ func TestTypeErrorsAllInLineOrder(t *testing.T) {
 		if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
 			t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 		}
+	}
+}
+
+// Unknown keys and values of the wrong type come in one error, in the
+// order of their lines; the values wait for a spec that decodes.
+func TestUnknownKeysWithTypeErrors(t *testing.T) {
+	const app = "name = \"a\"\nversion = \"1\"\n" +
+		"replica = 2\n" + // 3
+		"nodes = [\"n\"]\n" +
+		"args = \"--x\"\n" // 5
+	want := []string{
+		`app.toml:3: unknown key "replica" (did you mean "replicas"?)`,
+		`app.toml:5: key "args": want a list of strings, got a string`,
+	}
+	_, err := Parse("app.toml", []byte(app))
+	if err == nil {
+		t.Fatal("parsed a spec of unknown keys and wrong types")
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
