@@ -146,8 +146,8 @@ type launcher struct {
 	appV1    []*os.File  // v1: the app's cgroups' tasks files, for the forking thread to step in
 	homeV1   []*os.File  // v1: the launcher's own tasks files, to step back out
 	kept     []*keptFile // resolver files the app reads as copies
-	// resolverPoll makes the keeper poll: the runner's share of root's
-	// inotify instances is taken.
+	// resolverPoll makes the keeper poll: the runner's share of
+	// LauncherUID's inotify instances is taken.
 	resolverPoll bool
 }
 
@@ -596,14 +596,10 @@ func noExecMemfds() error {
 // handler for, and Go's runtime has one for nearly all. The launcher
 // still signals the app: its effective uid is the app's, or it has
 // CAP_KILL. Before the fork, so that the app never runs beside a
-// launcher of its uid, and before the resolver keeper's start, whose
-// limits a root app set too, and which inherits the real uid. Its exec,
-// with two uids, is a secure one: the kernel makes its saved uid root's
-// again, so that a root app still signals it where Landlock does not
-// scope signals (before ABI 8, see landlockRules), and drops its
-// parent-death signal, which the end of the PID namespace stands in for.
-// A uid the user namespace does not map (narun run in a container) is
-// refused with EINVAL: there the launcher stays root's.
+// launcher of its uid, and before the resolver keeper's start, which
+// takes it as its every uid (startResolverKeeper). A uid the user
+// namespace does not map (narun run in a container) is refused with
+// EINVAL: there the launcher, and the keeper, stay root's.
 func launcherOwnUID() error {
 	err := syscall.Setresuid(LauncherUID, 0, LauncherUID)
 	if err != nil && !errors.Is(err, unix.EINVAL) {

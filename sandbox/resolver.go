@@ -352,13 +352,15 @@ func follow(path string) string {
 }
 
 // startResolverKeeper starts the keeper: a process of the sandbox, outside
-// the app's Landlock domain and with the launcher's capabilities, since
-// binding the copy again is a mount. It runs from the sandbox's root,
-// where the app's paths are, and from the thread that will fork the app
-// before that thread drops its privileges; the kernel ends it with the
-// launcher. The app cannot trace it (it has no capability, and Landlock
-// forbids tracing outside its domain) nor, from Landlock ABI 8, signal
-// it.
+// the app's Landlock domain and with capabilities, since binding the copy
+// again is a mount. It runs from the sandbox's root, where the app's paths
+// are, and from the thread that will fork the app before that thread
+// drops its privileges; the kernel ends it with the launcher. The app
+// cannot trace it (it has no capability, and Landlock forbids tracing
+// outside its domain), nor kill(2) it or set its limits: those need one of
+// the keeper's uids, all LauncherUID from before its exec, which would
+// otherwise make its saved uid its effective one, root's. Set so, it is
+// safe before the app exists, and the launcher waits for nothing.
 func (l *launcher) startResolverKeeper() error {
 	if len(l.kept) == 0 {
 		return nil
@@ -386,6 +388,15 @@ func (l *launcher) startResolverKeeper() error {
 	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if os.Getuid() == LauncherUID {
+		// Every uid the launcher's own from the fork on, so no exec makes
+		// its saved uid root's again; and what the keeper does as root it
+		// does with these capabilities alone, kept across the exec as
+		// ambient ones: binding the copies again, and reading and
+		// watching the host's files whatever their mode.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: LauncherUID, Gid: uint32(os.Getgid()), NoSetGroups: true}
+		cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_DAC_READ_SEARCH}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the resolver keeper: %w", err)
 	}
@@ -417,9 +428,9 @@ func resolverKeeperMain(spec string) {
 		}
 		kept = append(kept, k)
 	}
-	// A keeper takes one of the inotify instances of root, which every
-	// daemon run as root shares (fs.inotify.max_user_instances, 128 by
-	// default): past watchingKeepers, or without one left, it looks
+	// A keeper takes one of the inotify instances of LauncherUID, which
+	// the keepers of every runner share (fs.inotify.max_user_instances,
+	// 128 by default): past watchingKeepers, or without one left, it looks
 	// every keeperPoll instead. A descriptor of -1 is one poll ignores,
 	// and the inotify calls on it fail harmlessly.
 	recheck, in := keeperPoll, -1
@@ -491,8 +502,8 @@ const (
 )
 
 // watchingKeepers bounds the keepers of one runner that use inotify,
-// leaving most of root's instances to the node's other daemons (systemd,
-// udev, NetworkManager); the others poll. watching counts them.
+// leaving most of LauncherUID's instances to the keepers of the node's
+// other runners; the others poll. watching counts them.
 const watchingKeepers = 16
 
 var watching atomic.Int32

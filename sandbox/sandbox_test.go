@@ -2165,10 +2165,11 @@ func TestResolverKeeperRefusesHardLinks(t *testing.T) {
 	}
 }
 
-// Keepers take root's inotify instances, which the node's other daemons
-// run as root share: past watchingKeepers sandboxes of one runner they
-// are told to poll instead, and a sandbox that ends gives its share back.
-func TestResolverKeepersShareRootsInotify(t *testing.T) {
+// Keepers take LauncherUID's inotify instances, which the keepers of the
+// node's other runners share: past watchingKeepers sandboxes of one
+// runner they are told to poll instead, and a sandbox that ends gives its
+// share back.
+func TestResolverKeepersShareInotify(t *testing.T) {
 	requireRoot(t)
 	requireLandlock(t, 1)
 	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
@@ -2665,19 +2666,14 @@ func TestAppCannotTouchItsLauncher(t *testing.T) {
 		})
 	}
 	// The resolver keeper runs only under Landlock, with the dns preset.
-	// Its saved uid is root's, as after any exec by an effective root:
-	// before ABI 8, which scopes signals, a root app signals it
-	// (docs/SECURITY.md, "Landlock rules").
-	for _, tc := range []struct {
-		mode    string
-		rootABI int
-	}{{"keeper-signal", 8}, {"keeper-prlimit", 1}} {
-		asEachUser(t, tc.mode, true, func(t *testing.T, root bool) {
+	// Its every uid is the launcher's own, which no app shares: before,
+	// its saved uid was root's, as after any exec by an effective root,
+	// and a root app signalled it where Landlock does not scope signals
+	// (before ABI 8).
+	for _, mode := range []string{"keeper-signal", "keeper-prlimit"} {
+		asEachUser(t, mode, true, func(t *testing.T, root bool) {
 			requireLandlock(t, 1)
-			if root {
-				requireLandlock(t, tc.rootABI)
-			}
-			cfg := testConfig(t, tc.mode)
+			cfg := testConfig(t, mode)
 			cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetDNS)
 			if root {
 				asRoot(&cfg)
