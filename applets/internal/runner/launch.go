@@ -835,73 +835,78 @@ const servedByWait = 200 * time.Millisecond
 
 // servedBy names the NATS Micro service whose answer to one ping of every
 // service names instance id in its metadata; "" when none does within
-// servedByWait. Every service on the account answers: the answers queue
-// under the client's pending limits, not in a channel of a few slots, so
-// none is dropped before the instance's, which ends the search. ctx only
-// carries values: the check's own deadline is over.
+// servedByWait. ctx only carries values: the check's own deadline is over.
 func (r *Runner) servedBy(ctx context.Context, id string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), servedByWait)
 	defer cancel()
-	subject, err := micro.ControlSubject(micro.PingVerb, "", "")
-	if err != nil {
-		return ""
-	}
-	inbox := r.opts.Conn.NewRespInbox()
-	sub, err := r.opts.Conn.SubscribeSync(inbox)
-	if err != nil {
-		return ""
-	}
-	defer sub.Unsubscribe()
-	if err := r.opts.Conn.PublishRequest(subject, inbox, nil); err != nil {
-		return ""
-	}
-	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return ""
+	var name string
+	found := errors.New("found")
+	_ = r.ping(ctx, "", servedByWait, func(p micro.Ping) error {
+		if p.Metadata[instanceMetadata] == id {
+			name = p.Name
+			return found
 		}
-		var p micro.Ping
-		if json.Unmarshal(m.Data, &p) == nil && p.Metadata[instanceMetadata] == id {
-			return p.Name
-		}
-	}
+		return nil
+	})
+	return name
 }
 
 // ping sends NATS Micro pings to service every resend and hands each answer
-// to each until it returns an error or ctx ends.
+// to each until it returns an error or ctx ends. Every responder of the
+// service, across a cluster, answers each ping: the answers queue under
+// the client's pending limits, not in a channel of a few slots, so that
+// none is dropped while the ones before it are read.
 func (r *Runner) ping(ctx context.Context, service string, resend time.Duration, each func(micro.Ping) error) error {
 	subject, err := micro.ControlSubject(micro.PingVerb, service, "")
 	if err != nil {
 		return err
 	}
 	inbox := r.opts.Conn.NewRespInbox()
-	answers := make(chan *nats.Msg, 64)
-	sub, err := r.opts.Conn.ChanSubscribe(inbox, answers)
+	sub, err := r.opts.Conn.SubscribeSync(inbox)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
-	t := time.NewTicker(resend)
-	defer t.Stop()
 	for {
 		if err := r.opts.Conn.PublishRequest(subject, inbox, nil); err != nil {
 			return fmt.Errorf("ping: %w", err)
 		}
-		for again := false; !again; {
-			select {
-			case <-ctx.Done():
+		if err := readPings(ctx, sub, resend, each); err != nil {
+			return err
+		}
+	}
+}
+
+// readPings hands each answer that reaches sub within resend to each; nil
+// when it is time to ping again.
+func readPings(ctx context.Context, sub *nats.Subscription, resend time.Duration, each func(micro.Ping) error) error {
+	round, cancel := context.WithTimeout(ctx, resend)
+	defer cancel()
+	for {
+		m, err := sub.NextMsgWithContext(round)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
 				return ctx.Err()
-			case <-t.C:
-				again = true
-			case m := <-answers:
-				var p micro.Ping
-				if json.Unmarshal(m.Data, &p) != nil {
-					continue
-				}
-				if err := each(p); err != nil {
-					return err
-				}
+			case round.Err() != nil:
+				return nil
+			case errors.Is(err, nats.ErrNoResponders):
+				// Nothing served the service when it was pinged; a
+				// process may register it before the next ping.
+				continue
+			case errors.Is(err, nats.ErrSlowConsumer):
+				// Answers past the pending limits were dropped; the
+				// ones queued before them are still to read.
+				continue
 			}
+			return fmt.Errorf("read answers: %w", err)
+		}
+		var p micro.Ping
+		if json.Unmarshal(m.Data, &p) != nil {
+			continue
+		}
+		if err := each(p); err != nil {
+			return err
 		}
 	}
 }

@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,5 +200,50 @@ func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
 	})
 	if n := afterChecks("more failed checks once healthy", 3); n != 2 {
 		t.Errorf("%d pings of every service by the time 3 checks had failed in a second streak, want 2", n)
+	}
+}
+
+// A service with more responders across a cluster than a check reads at
+// once (the old channel held 64 answers) has every one of them in the
+// list taken before a new instance's process starts, so that none of them
+// passes the new instance's check for it.
+func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	replicas := natstest.Connect(t, srv)
+	// Far more than 64, so that the answers, arriving together as they do
+	// from across a cluster, outrun a reader that decodes each one.
+	const n = 1000
+	answers := make([][]byte, n)
+	for i := range answers {
+		var err error
+		if answers[i], err = json.Marshal(micro.Ping{
+			ServiceIdentity: micro.ServiceIdentity{Name: "busy", ID: fmt.Sprintf("replica-%d", i), Version: "1.0.0"},
+			Type:            micro.PingResponseType,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := replicas.Subscribe("$SRV.PING.busy", func(m *nats.Msg) {
+		for _, a := range answers {
+			_ = m.Respond(a)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := replicas.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{opts: Options{Conn: natstest.Connect(t, srv)}}
+	before := r.respondersOf(context.Background(), "busy", 300*time.Millisecond)
+	if len(before) != n {
+		t.Errorf("listed %d of the %d responders of the service", len(before), n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	known := &microResponders{}
+	known.setBaseline(before)
+	if err := r.pingInstance(ctx, "busy", "0-new", known, func() string { return "" }); err == nil {
+		t.Errorf("the check of a new instance passed on the answer of a replica that ran before its process started")
 	}
 }
