@@ -2653,7 +2653,7 @@ func readSome(path string) error {
 // the launcher serves no more bridge connections).
 func TestAppCannotTouchItsLauncher(t *testing.T) {
 	requireRoot(t)
-	for _, mode := range []string{"launcher-signal", "launcher-sigqueue", "launcher-prlimit", "launcher-ptrace", "launcher-mem"} {
+	for _, mode := range []string{"launcher-signal", "launcher-sigqueue", "launcher-sigio", "launcher-prlimit", "launcher-ptrace", "launcher-mem"} {
 		asEachUser(t, mode, true, func(t *testing.T, root bool) {
 			cfg := testConfig(t, mode)
 			if root {
@@ -2670,7 +2670,7 @@ func TestAppCannotTouchItsLauncher(t *testing.T) {
 	// its saved uid was root's, as after any exec by an effective root,
 	// and a root app signalled it where Landlock does not scope signals
 	// (before ABI 8).
-	for _, mode := range []string{"keeper-signal", "keeper-prlimit"} {
+	for _, mode := range []string{"keeper-signal", "keeper-sigio", "keeper-prlimit"} {
 		asEachUser(t, mode, true, func(t *testing.T, root bool) {
 			requireLandlock(t, 1)
 			cfg := testConfig(t, mode)

@@ -27,6 +27,8 @@ type seccompArch struct {
 	// of the build's GOARCH.
 	socket, ioUringSetup, userfaultfd, memfdCreate, fanotifyInit, bpf, syslog uint32
 	keys                                                                      [3]uint32
+	// fcntl is fcntl(2), and fcntl64 too where the table has both.
+	fcntl []uint32
 	// socketcall is the multiplexed socket call, -1 where the native table
 	// has none. Its family lies in memory, out of a filter's reach: it is
 	// refused, and Go and the C libraries of these architectures use the
@@ -44,15 +46,15 @@ type seccompArch struct {
 // (mips, mipsle) has no table here: no filter (docs/SECURITY.md, "Known
 // limits").
 var seccompArchs = map[string]seccompArch{
-	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, fanotifyInit: 300, bpf: 321, syslog: 103, keys: [3]uint32{248, 249, 250}, socketcall: -1, x32: true},
-	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, memfdCreate: 385, fanotifyInit: 367, bpf: 386, syslog: 103, keys: [3]uint32{309, 310, 311}, socketcall: -1},
-	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, socketcall: -1},
-	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, socketcall: 102},
-	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, socketcall: 102, bigEndian: true},
-	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1, bigEndian: true},
-	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, socketcall: -1},
+	"amd64":    {audit: unix.AUDIT_ARCH_X86_64, socket: 41, ioUringSetup: 425, userfaultfd: 323, memfdCreate: 319, fanotifyInit: 300, bpf: 321, syslog: 103, keys: [3]uint32{248, 249, 250}, fcntl: []uint32{72}, socketcall: -1, x32: true},
+	"arm64":    {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, fcntl: []uint32{25}, socketcall: -1},
+	"arm":      {audit: unix.AUDIT_ARCH_ARM, socket: 281, ioUringSetup: 425, userfaultfd: 388, memfdCreate: 385, fanotifyInit: 367, bpf: 386, syslog: 103, keys: [3]uint32{309, 310, 311}, fcntl: []uint32{55, 221}, socketcall: -1},
+	"riscv64":  {audit: unix.AUDIT_ARCH_RISCV64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, fcntl: []uint32{25}, socketcall: -1},
+	"loong64":  {audit: unix.AUDIT_ARCH_LOONGARCH64, socket: 198, ioUringSetup: 425, userfaultfd: 282, memfdCreate: 279, fanotifyInit: 262, bpf: 280, syslog: 116, keys: [3]uint32{217, 218, 219}, fcntl: []uint32{25}, socketcall: -1},
+	"ppc64le":  {audit: unix.AUDIT_ARCH_PPC64LE, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, fcntl: []uint32{55}, socketcall: 102},
+	"ppc64":    {audit: unix.AUDIT_ARCH_PPC64, socket: 326, ioUringSetup: 425, userfaultfd: 364, memfdCreate: 360, fanotifyInit: 323, bpf: 361, syslog: 103, keys: [3]uint32{269, 270, 271}, fcntl: []uint32{55}, socketcall: 102, bigEndian: true},
+	"mips64":   {audit: unix.AUDIT_ARCH_MIPS64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, fcntl: []uint32{5070}, socketcall: -1, bigEndian: true},
+	"mips64le": {audit: unix.AUDIT_ARCH_MIPSEL64, socket: 5040, ioUringSetup: 5425, userfaultfd: 5317, memfdCreate: 5314, fanotifyInit: 5295, bpf: 5315, syslog: 5101, keys: [3]uint32{5239, 5240, 5241}, fcntl: []uint32{5070}, socketcall: -1},
 }
 
 // sandboxFilter is the seccomp filter of every sandboxed app. As Docker's
@@ -76,6 +78,12 @@ var seccompArchs = map[string]seccompArch{
 // and the kernel keyrings, which no namespace confines:
 // keyctl reaches the user keyring of the app's uid, root's for an app run
 // as root, shared with the host's processes of that uid. It refuses
+// fcntl(F_SETSIG) of any signal but the default SIGIO: the kernel lets an
+// effective root make any process the owner of a descriptor, whatever its
+// uids, and sends the owner the signal F_SETSIG names when the descriptor
+// is ready, so a root app crashed its launcher and resolver keeper with a
+// SIGSEGV their Go runtime takes for a fault (SIGIO, their runtime
+// ignores; few programs name another signal). It refuses
 // memfd_create with MFD_EXEC, with the errno of vm.memfd_noexec = 2, so
 // that the sandbox can set 1, which seals every other memfd
 // non-executable alike on every kernel since 6.3 (noExecMemfds). With its
@@ -117,6 +125,8 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		toNetlink
 		toEPROTONOSUPPORT
 		toAllowNetlink
+		toFcntl
+		toAllowFcntl
 	)
 	type insn struct {
 		code   uint16
@@ -143,6 +153,9 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		jeq(a.syslog, toEPERM, toNext))
 	for _, nr := range a.keys {
 		prog = append(prog, jeq(nr, toEPERM, toNext))
+	}
+	for _, nr := range a.fcntl {
+		prog = append(prog, jeq(nr, toFcntl, toNext))
 	}
 	// Other calls skip the flags' load, so the checks below still find
 	// the call's number in the accumulator.
@@ -200,6 +213,18 @@ func sandboxFilter(goarch string, confineSockets bool) []unix.SockFilter {
 		at[toAllowNetlink] = len(prog)
 		prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: unix.SECCOMP_RET_ALLOW})
 	}
+	// The signal of F_SETSIG is an int, the low half of args[2]; so is the
+	// command, of args[1].
+	at[toFcntl] = len(prog)
+	prog = append(prog,
+		load(arg1),
+		jeq(unix.F_SETSIG, toNext, toAllowFcntl),
+		load(arg2),
+		jeq(0, toAllowFcntl, toNext),
+		insn{code: unix.BPF_RET | unix.BPF_K, k: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+	)
+	at[toAllowFcntl] = len(prog)
+	prog = append(prog, insn{code: unix.BPF_RET | unix.BPF_K, k: unix.SECCOMP_RET_ALLOW})
 	rel := func(i, target int) uint8 {
 		if target == toNext {
 			return 0

@@ -185,6 +185,35 @@ func TestFilterDecisions(t *testing.T) {
 			}
 		})
 	}
+	// fcntl(F_SETSIG) of any signal but the default: the kernel sends it
+	// to any process an effective root names as the descriptor's owner.
+	for _, tc := range []struct {
+		name     string
+		goarch   string
+		nr       int32
+		cmd, arg uint64
+		want     uint32
+	}{
+		{"amd64-setsig-segv", "amd64", 72, unix.F_SETSIG, uint64(unix.SIGSEGV), eperm},
+		{"amd64-setsig-kill-high-bits", "amd64", 72, unix.F_SETSIG, 1<<32 | uint64(unix.SIGKILL), eperm},
+		{"amd64-setsig-default", "amd64", 72, unix.F_SETSIG, 0, allow},
+		{"amd64-setown", "amd64", 72, unix.F_SETOWN, 1, allow},
+		{"amd64-setfl", "amd64", 72, unix.F_SETFL, unix.O_ASYNC, allow},
+		{"arm-fcntl64-setsig", "arm", 221, unix.F_SETSIG, uint64(unix.SIGSEGV), eperm},
+		{"arm-fcntl-setsig", "arm", 55, unix.F_SETSIG, uint64(unix.SIGSEGV), eperm},
+		{"riscv64-setsig", "riscv64", 25, unix.F_SETSIG, uint64(unix.SIGSEGV), eperm},
+		{"mips64-setsig", "mips64", 5070, unix.F_SETSIG, uint64(unix.SIGSEGV), eperm},
+		{"mips64-setsig-default", "mips64", 5070, unix.F_SETSIG, 0, allow},
+	} {
+		t.Run("fcntl-"+tc.name, func(t *testing.T) {
+			a := seccompArchs[tc.goarch]
+			for _, host := range []bool{false, true} {
+				if got := runFilter(t, sandboxFilter(tc.goarch, !host), a.bigEndian, a.audit, tc.nr, 3, tc.cmd, tc.arg); got != tc.want {
+					t.Errorf("host network %v: got %#x, want %#x", host, got, tc.want)
+				}
+			}
+		})
+	}
 	// Go opens its sockets with socketcall(2) there, which no filter can
 	// read: no filter rather than one that refuses every socket.
 	for _, goarch := range []string{"386", "s390x"} {
@@ -213,6 +242,9 @@ func TestSeccompArchMatchesThisBuild(t *testing.T) {
 	}
 	if a.fanotifyInit != unix.SYS_FANOTIFY_INIT {
 		t.Errorf("%s: fanotify_init %d; x/sys/unix has %d", runtime.GOARCH, a.fanotifyInit, unix.SYS_FANOTIFY_INIT)
+	}
+	if len(a.fcntl) == 0 || a.fcntl[0] != unix.SYS_FCNTL {
+		t.Errorf("%s: fcntl %v; x/sys/unix has %d", runtime.GOARCH, a.fcntl, unix.SYS_FCNTL)
 	}
 	if want := [3]uint32{unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY, unix.SYS_KEYCTL}; a.keys != want {
 		t.Errorf("%s: add_key, request_key, keyctl %v; x/sys/unix has %v", runtime.GOARCH, a.keys, want)

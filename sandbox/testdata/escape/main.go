@@ -407,6 +407,39 @@ func main() {
 			f.Close()
 		}
 		verdict(err)
+	case "keeper-sigio", "launcher-sigio":
+		// A descriptor's owner gets the signal F_SETSIG names when it is
+		// ready, and the kernel lets an effective root name any process
+		// as owner, whatever its uids: SIGSEGV crashes a Go runtime.
+		pid := 1
+		if os.Args[1] == "keeper-sigio" {
+			pid, _ = keeperPid()
+		}
+		var p [2]int
+		err := unix.Pipe2(p[:], 0)
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(p[0]), unix.F_SETOWN, pid)
+		}
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(p[0]), unix.F_SETSIG, int(unix.SIGSEGV))
+		}
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_ASYNC)
+		}
+		if err != nil {
+			verdict(err)
+		}
+		// The write has the kernel send the signal, as the owner of the
+		// descriptor asked: the target dies of it if it got through.
+		_, err = unix.Write(p[1], []byte("x"))
+		deadline := time.Now().Add(3 * time.Second)
+		for err == nil && time.Now().Before(deadline) {
+			if _, e := os.Stat(fmt.Sprintf("/proc/%d", pid)); e != nil {
+				verdict(nil)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		verdict(fmt.Errorf("pid %d still alive after its signal: %v", pid, err))
 	case "keeper-prlimit", "keeper-signal":
 		// The resolver keeper (dns preset) is a process of the sandbox
 		// too, run as root.
