@@ -49,6 +49,22 @@ func recorder() http.Handler {
 	})
 }
 
+// sendSeen makes req and returns the response, its body read, with what
+// the recorder saw.
+func sendSeen(t *testing.T, req *http.Request) (*http.Response, seen) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return resp, s
+}
+
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(
@@ -56,21 +72,6 @@ func TestRoundTrip(t *testing.T) {
 		config.Route{Path: "/strip/", Service: "rec", StripPrefix: true},
 	))
 	e.serve(t, "rec", recorder())
-	// send makes req and returns the response, its body read, with what
-	// the recorder saw.
-	send := func(req *http.Request) (*http.Response, seen) {
-		t.Helper()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var s seen
-		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-			t.Fatal(err)
-		}
-		return resp, s
-	}
 
 	req, _ := http.NewRequest("PUT", e.hs.URL+"/rec/a%2Fb/c?x=1&y=%20z&x=2", strings.NewReader("payload"))
 	req.Host = "api.example.com:8080"
@@ -85,7 +86,7 @@ func TestRoundTrip(t *testing.T) {
 	req.Header.Set("Narun-Status", "500")
 	req.Header.Set("Connection", "keep-alive, X-Hop")
 	req.Header.Set("X-Hop", "dropped")
-	resp, s := send(req)
+	resp, s := sendSeen(t, req)
 	checks := []struct{ what, got, want string }{
 		{"status", fmt.Sprint(resp.StatusCode), "200"},
 		{"method", s.Method, "PUT"},
@@ -129,7 +130,7 @@ func TestRoundTrip(t *testing.T) {
 	req.Header.Set("X-Forwarded-Prefix", "/forged")
 	req.Header.Set("X-Forwarded-For", "198.51.100.1")
 	req.Header.Set("Connection", "X-Forwarded-For")
-	resp, s = send(req)
+	resp, s = sendSeen(t, req)
 	if s.Path != "/users/7" {
 		t.Errorf("stripped path = %q, want /users/7", s.Path)
 	}
@@ -149,7 +150,7 @@ func TestRoundTrip(t *testing.T) {
 	req, _ = http.NewRequest("GET", e.hs.URL+"/rec/", nil)
 	req.Header.Set("X-Request-Id", "hop-id-1")
 	req.Header.Set("Connection", "x-request-id")
-	resp, _ = send(req)
+	resp, _ = sendSeen(t, req)
 	if got := resp.Header.Get("X-Request-Id"); got == "" || got == "hop-id-1" {
 		t.Errorf("request id %q for a client's X-Request-Id its Connection names: want a generated one", got)
 	}
@@ -157,7 +158,7 @@ func TestRoundTrip(t *testing.T) {
 	// An empty query is still a query: "/a?" is another URL than "/a" to
 	// a signature or a cache key.
 	req, _ = http.NewRequest("GET", e.hs.URL+"/rec/q?", nil)
-	_, s = send(req)
+	_, s = sendSeen(t, req)
 	if s.RequestURI != "/rec/q?" || s.Query != "" {
 		t.Errorf("request URI %q, query %q: want /rec/q? and an empty query", s.RequestURI, s.Query)
 	}
@@ -1232,16 +1233,7 @@ func TestIPv6ClientAddress(t *testing.T) {
 	t.Cleanup(hs.Close)
 	req, _ := http.NewRequest("GET", hs.URL+"/rec/", nil)
 	req.Header.Set("X-Forwarded-For", "2001:db8::7")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s seen
-	err = json.NewDecoder(resp.Body).Decode(&s)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := sendSeen(t, req)
 	if got := s.Header.Get("X-Forwarded-For"); got != "2001:db8::7, ::1" {
 		t.Errorf("X-Forwarded-For = %q, want %q", got, "2001:db8::7, ::1")
 	}
@@ -1434,15 +1426,7 @@ func TestForwardedFromClientDropped(t *testing.T) {
 	req.Header.Set("X-Forwarded-Port", "444")
 	req.Header.Set("X-Forwarded-Ssl", "on")
 	req.Header.Set("X-Forwarded-Scheme", "https")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var s seen
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
+	_, s := sendSeen(t, req)
 	for _, k := range []string{"Forwarded", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme"} {
 		if v := s.Header.Values(k); v != nil {
 			t.Errorf("service got the client's %s: %q", k, v)
@@ -1469,15 +1453,7 @@ func TestClientAddressFromClientDropped(t *testing.T) {
 	for i, k := range addressHeaders {
 		req.Header.Set(k, fmt.Sprintf("198.51.100.%d", 9+i))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var s seen
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
+	_, s := sendSeen(t, req)
 	for _, k := range addressHeaders {
 		if v := s.Header.Values(k); v != nil {
 			t.Errorf("service got the client's %s: %q", k, v)
