@@ -1238,10 +1238,13 @@ func TestRunnerKilled(t *testing.T) {
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitDead(t, pids)
-	// The next runner takes the same admin address: until this one is
-	// gone, its listener holds it.
+	// The kernel sends the instances their parent-death signal only at
+	// the end of the runner's exit, after it has torn down its memory,
+	// which under load (a -race build's) can take much of waitDead's
+	// bound: that bound counts from the runner's end. The next runner
+	// also takes the same admin address, which this one holds until then.
 	<-first.exited
+	waitDead(t, pids)
 
 	// The leftover heartbeat still lists the old pids until it is replaced.
 	restarted := time.Now()
