@@ -99,56 +99,38 @@ func TestDataDir(t *testing.T) {
 // The directories a start makes above the data dir are searchable by
 // others, not writable: a sandboxed app runs under a uid of its own and
 // must pass them to reach its instance dir, and the runner refuses to
-// start it below a parent that others cannot search.
+// start it below a parent that others cannot search. A umask that takes
+// others' search bit (027, common on hardened hosts) must not make them
+// 0750, as MkdirAll's 0700 did before. Not parallel: the umask is the
+// process's.
 func TestDataDirParentsSearchable(t *testing.T) {
-	base := t.TempDir()
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(base, "srv", "narun", "data")
-	if err := DataDir(false, dir); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{filepath.Join(base, "srv"), filepath.Join(base, "srv", "narun")} {
-		fi, err := os.Stat(p)
+	for _, umask := range []int{0o022, 0o027} {
+		old := syscall.Umask(umask)
+		base := t.TempDir()
+		if err := os.Chmod(base, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(base, "srv", "narun", "data")
+		err := DataDir(false, dir)
+		syscall.Umask(old)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m := fi.Mode().Perm(); m&0o001 == 0 || m&0o022 != 0 {
-			t.Errorf("%s made with mode %04o, want searchable by others and writable by its owner only", p, m)
+		for _, p := range []string{filepath.Join(base, "srv"), filepath.Join(base, "srv", "narun")} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := fi.Mode().Perm(); m != 0o755 {
+				t.Errorf("%s made with mode %04o under umask %03o, want 0755", p, m, umask)
+			}
 		}
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m := fi.Mode().Perm(); m != 0o700 {
-		t.Errorf("data dir mode %04o, want 0700", m)
-	}
-}
-
-// A umask that takes others' search bit (027, common on hardened hosts)
-// must not make the parents a start makes 0750: a sandboxed app could not
-// pass them, as with the 0700 that MkdirAll made before. Not parallel:
-// the umask is the process's.
-func TestDataDirParentsSearchableUnderUmask(t *testing.T) {
-	old := syscall.Umask(0o027)
-	defer syscall.Umask(old)
-	base := t.TempDir()
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(base, "srv", "narun", "data")
-	if err := DataDir(false, dir); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{filepath.Join(base, "srv"), filepath.Join(base, "srv", "narun")} {
-		fi, err := os.Stat(p)
+		fi, err := os.Stat(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m := fi.Mode().Perm(); m != 0o755 {
-			t.Errorf("%s made with mode %04o under umask 027, want 0755", p, m)
+		if m := fi.Mode().Perm(); m != 0o700 {
+			t.Errorf("data dir mode %04o under umask %03o, want 0700", m, umask)
 		}
 	}
 }
