@@ -89,6 +89,11 @@ func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.deployedIn(ctx, kv)
+}
+
+// deployedIn is deployedApps of kv, narun-apps opened already.
+func (e *env) deployedIn(ctx context.Context, kv jetstream.KeyValue) ([]deployed, error) {
 	keys, err := e.keys(ctx, kv)
 	if err != nil {
 		return nil, err
@@ -107,7 +112,9 @@ func (e *env) deployedApps(ctx context.Context) ([]deployed, error) {
 	return out, nil
 }
 
-// namedApp reads the deployed app name.
+// namedApp reads the deployed app name. The bucket it read is returned
+// with the error that name is not deployed too: app status reads the
+// app's deletion from it.
 func (e *env) namedApp(ctx context.Context, name string) (jetstream.KeyValue, deployed, error) {
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
@@ -115,7 +122,7 @@ func (e *env) namedApp(ctx context.Context, name string) (jetstream.KeyValue, de
 	}
 	d, err := e.deployedApp(ctx, kv, name)
 	if isNotFound(err) {
-		return nil, deployed{}, notFound("app %q is not deployed", name)
+		return kv, deployed{}, notFound("app %q is not deployed", name)
 	}
 	if err != nil {
 		return nil, deployed{}, fmt.Errorf("read spec of %s: %w", name, err)
@@ -312,7 +319,11 @@ func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appSta
 }
 
 func appList(ctx context.Context, c *ucli.Context, e *env) error {
-	apps, err := e.deployedApps(ctx)
+	kv, err := e.kv(ctx, names.AppsBucket)
+	if err != nil {
+		return err
+	}
+	apps, err := e.deployedIn(ctx, kv)
 	if err != nil {
 		return err
 	}
@@ -331,15 +342,18 @@ func appList(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	// A deleted app whose instances nodes still stop is listed until they
 	// are gone: left out, it would seem stopped at once.
+	var gone []string
 	for _, name := range reportedApps(nodes) {
-		if listed[name] {
-			continue
+		if !listed[name] {
+			gone = append(gone, name)
 		}
-		s, err := e.deletedStatus(ctx, name, nodes, now)
-		if err != nil {
-			return err
-		}
-		all = append(all, s)
+	}
+	dels, err := e.deletions(ctx, kv, gone)
+	if err != nil {
+		return err
+	}
+	for _, name := range gone {
+		all = append(all, deletedStatus(name, dels[name], nodes, now))
 	}
 	slices.SortFunc(all, func(a, b appStatusJSON) int { return strings.Compare(a.Name, b.Name) })
 	if c.Bool(flagJSON) {
@@ -380,19 +394,12 @@ func reportedApps(nodes []state.Node) []string {
 }
 
 // deletedStatus is the status of app name, which narun-apps holds no spec
-// of, from what the heartbeats in nodes still report of it.
-func (e *env) deletedStatus(ctx context.Context, name string, nodes []state.Node, now time.Time) (appStatusJSON, error) {
-	kv, err := e.kv(ctx, names.AppsBucket)
-	if err != nil {
-		return appStatusJSON{}, err
-	}
-	rev, at, err := e.deletion(ctx, kv, name)
-	if err != nil {
-		return appStatusJSON{}, err
-	}
-	s := statusOf(deployed{name: name, revision: rev, created: at}, name, nodes, now)
+// of, from its deletion there (none when the store lost the app) and what
+// the heartbeats in nodes still report of it.
+func deletedStatus(name string, del deletion, nodes []state.Node, now time.Time) appStatusJSON {
+	s := statusOf(deployed{name: name, revision: del.revision, created: del.at}, name, nodes, now)
 	s.Deleted = true
-	return s, nil
+	return s
 }
 
 // deletedNote says, for a table, what became of the spec of a deleted app.
@@ -415,7 +422,7 @@ func instanceNodes(s appStatusJSON) []string {
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 
 func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error {
-	_, d, err := e.namedApp(ctx, name)
+	kv, d, err := e.namedApp(ctx, name)
 	// Not deployed is still exit 3, as app delete says of an app deleted
 	// already, but with the instances nodes still report: they stop them
 	// for up to their stop_timeout, and the operator wants to see them go.
@@ -438,9 +445,11 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	case !slices.Contains(reportedApps(nodes), name):
 		return notDeployed
 	default:
-		if s, err = e.deletedStatus(ctx, name, nodes, now); err != nil {
+		dels, err := e.deletions(ctx, kv, []string{name})
+		if err != nil {
 			return err
 		}
+		s = deletedStatus(name, dels[name], nodes, now)
 	}
 	if c.Bool(flagJSON) {
 		if err := e.printJSON(s); err != nil {
@@ -550,14 +559,14 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		// Nodes still list an app deleted moments ago while they stop it:
 		// the deletion they stop it for is stored, and it is no app run
 		// from a cached spec.
-		rev, _, err := e.deletion(ctx, kv, name)
+		dels, err := e.deletions(ctx, kv, []string{name})
 		if err != nil {
 			if leftover {
 				return fmt.Errorf("%s is not deployed and its leftover routes are removed, but whether its deletion is stored, which stops it on %s, is not known: %w; narun ctl app delete %s again stores it if it is not", name, cli.Shown(strings.Join(running, ", ")), err, name)
 			}
 			return err
 		}
-		if rev > 0 {
+		if rev := dels[name].revision; rev > 0 {
 			nodes := cli.Shown(strings.Join(running, ", "))
 			if leftover {
 				fmt.Fprintf(e.out(), "%s is already deleted (revision %d of %s); its leftover routes are removed; nodes still stopping its instances: %s\n", name, rev, names.AppsBucket, nodes)
@@ -685,23 +694,53 @@ func (e *env) deployed(ctx context.Context, app string) (bool, error) {
 	return true, nil
 }
 
-// deletion is the revision of app's deletion in kv (narun-apps) when its
-// history ends with one, and when it was stored; 0 when it ends with a
-// spec or has no entry at all (a store that lost its data).
-func (e *env) deletion(ctx context.Context, kv jetstream.KeyValue, app string) (uint64, time.Time, error) {
+// deletion is the revision of an app's deletion in narun-apps, and when
+// it was stored.
+type deletion struct {
+	revision uint64
+	at       time.Time
+}
+
+// deletions are the deletions in kv (narun-apps) that the histories of
+// apps end with; an app whose history ends with a spec, or that has no
+// entry at all (a store that lost its data), has none. The last entries
+// of all are read by one watch: app list reads them for every deleted app
+// whose instances nodes still stop, and a read each made a listing after
+// the delete of many apps ask the bucket as many times again.
+func (e *env) deletions(ctx context.Context, kv jetstream.KeyValue, apps []string) (map[string]deletion, error) {
+	dels := map[string]deletion{}
+	// A watch of no key at all would read every key.
+	if len(apps) == 0 {
+		return dels, nil
+	}
+	what := fmt.Sprintf("read the history of %s in %s", strings.Join(apps, ", "), names.AppsBucket)
 	octx, cancel := e.op(ctx)
 	defer cancel()
-	hist, err := kv.History(octx, app, jetstream.MetaOnly())
-	if isNotFound(err) {
-		return 0, time.Time{}, nil
-	}
+	// WatchFiltered writes the bucket's prefix into the keys it is given.
+	w, err := kv.WatchFiltered(octx, slices.Clone(apps), jetstream.MetaOnly())
 	if err != nil {
-		return 0, time.Time{}, majorityHint(e.nc, fmt.Errorf("read the history of %s in %s: %w", app, names.AppsBucket, err))
+		return nil, majorityHint(e.nc, fmt.Errorf("%s: %w", what, err))
 	}
-	if last := hist[len(hist)-1]; last.Operation() != jetstream.KeyValuePut {
-		return last.Revision(), last.Created(), nil
+	defer w.Stop()
+	for {
+		select {
+		case <-octx.Done():
+			return nil, majorityHint(e.nc, fmt.Errorf("%s: %w", what, octx.Err()))
+		case last, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("%s: the watch ended before the last entry", what)
+			}
+			// nil follows the last entry of every key there is.
+			if last == nil {
+				return dels, nil
+			}
+			// A name a heartbeat reported may hold wildcards, which match
+			// the keys of other apps.
+			if last.Operation() != jetstream.KeyValuePut && slices.Contains(apps, last.Key()) {
+				dels[last.Key()] = deletion{revision: last.Revision(), at: last.Created()}
+			}
+		}
 	}
-	return 0, time.Time{}, nil
 }
 
 // storeRestart writes the restarted spec of app over revision rev, which
