@@ -303,6 +303,41 @@ func rollbackTarget(app string, revs []revision, to uint64) (revision, error) {
 	return revision{}, notFound("%s has no earlier revision that differs from the current one (%d) in more than a restart (narun ctl app history %s)", app, cur.Revision, app)
 }
 
+// passedOver says why each revision between t and the current one, newest
+// first, is not what a rollback without --to restores: app history lists
+// a restart or a re-pin just below the current revision, and a rollback
+// that goes further back than that without a word looks like a wrong pick.
+func passedOver(revs []revision, t revision) []string {
+	cur := revs[len(revs)-1]
+	var why []string
+	for i := len(revs) - 2; i >= 0 && revs[i].Revision != t.Revision; i-- {
+		why = append(why, fmt.Sprintf("%d (%s)", revs[i].Revision, differsFrom(revs[i], cur)))
+	}
+	return why
+}
+
+// differsFrom says how r, which rollbackTarget passed over, differs from
+// cur: it is no spec, or sameSpec holds of the two.
+func differsFrom(r, cur revision) string {
+	switch {
+	case r.Operation == "delete":
+		return "the app's deletion"
+	case !r.isSpec():
+		return "a purge"
+	}
+	restarted := r.app.RestartedAt != cur.app.RestartedAt
+	pins := !maps.Equal(r.app.FileDigests, cur.app.FileDigests)
+	switch {
+	case restarted && pins:
+		return "only restarted_at and file pins differ"
+	case restarted:
+		return "only restarted_at differs"
+	case pins:
+		return "only file pins differ"
+	}
+	return "the same spec"
+}
+
 // checkRollbackFlags refuses what no rollback could do, before ctl
 // connects (appAction).
 func checkRollbackFlags(c *ucli.Context, name string) error {
@@ -339,6 +374,13 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	target, err := rollbackTarget(name, revs, c.Uint64(flagTo))
 	if err != nil {
 		return err
+	}
+	// --to names the revision: nothing was passed over for it.
+	if !c.IsSet(flagTo) {
+		if why := passedOver(revs, target); len(why) > 0 {
+			e.infof("%s: rolling back to revision %d, the newest earlier one that differs from the current spec (%d) in more than restarted_at and file pins, which app restart and a deploy after files put change; passed over: %s; --to N restores one of them (narun ctl app history %s)",
+				name, target.Revision, revs[len(revs)-1].Revision, strings.Join(why, ", "), name)
+		}
 	}
 	// The current spec as the history read it: the write is conditional
 	// on its revision, so a deploy since is not overwritten.
