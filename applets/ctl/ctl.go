@@ -389,7 +389,7 @@ func (e *env) waitJetStream(nc *nats.Conn, js jetstream.JetStream) error {
 	// Other errors (JetStream disabled, no permission) are for the command
 	// itself to report with its context.
 	if _, err := js.AccountInfo(ctx); unanswered(err) {
-		return majorityHint(nc, fmt.Errorf("jetstream at %s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), e.timeout, err))
+		return majorityHint(nc, fmt.Errorf("jetstream at %s%s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), urlSource(e.cfg.Ctl.NATSURLFrom), e.timeout, err))
 	}
 	return nil
 }

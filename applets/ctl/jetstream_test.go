@@ -94,18 +94,46 @@ func TestWaitsForJetStream(t *testing.T) {
 	}
 }
 
+// The error says, as the connection error does (urlSource), where the
+// URL of the server that does not answer for JetStream came from: the
+// operator of a node may not know that ctl reads its [nats] listen, nor
+// that NARUN_NATS_URL is set in this shell.
 func TestJetStreamNeverAnswers(t *testing.T) {
 	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	startWithoutJetStream(t, addr)
-	h := &harness{t: t, url: "nats://" + addr, dir: t.TempDir()}
-	h.config = filepath.Join(h.dir, "narun.toml")
-	if err := os.WriteFile(h.config, []byte("[ctl]\ntimeout = \"300ms\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := h.fails(1, "", "node", "list")
-	if !strings.Contains(r.err, "jetstream at nats://"+addr+" not answering within 300ms") {
-		t.Errorf("error: %s", r.err)
+	other := testutil.FreeAddr(t)
+	const ctl = "[ctl]\ntimeout = \"300ms\"\n"
+	for _, tc := range []struct {
+		name, file string
+		env, flag  string
+		from       string // PATH is the file
+	}{
+		{"listen", "[nats]\nlisten = \"" + addr + "\"\n" + ctl, "", "", "[nats] listen in PATH"},
+		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH"},
+		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + addr, "", "NARUN_NATS_URL"},
+		{"flag", ctl, "nats://" + other, "nats://" + addr, "--nats-url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &harness{t: t, dir: t.TempDir()}
+			h.config = filepath.Join(h.dir, "narun.toml")
+			if err := os.WriteFile(h.config, []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			env := []string{asProcess + "=1", quickExit}
+			if tc.env != "" {
+				env = append(env, "NARUN_NATS_URL="+tc.env)
+			}
+			args := []string{"node", "list"}
+			if tc.flag != "" {
+				args = append([]string{"--nats-url", tc.flag}, args...)
+			}
+			r := h.exec("", nil, env, args)
+			want := "jetstream at nats://" + addr + " (from " + strings.ReplaceAll(tc.from, "PATH", h.config) + ") not answering within 300ms"
+			if r.code != 1 || !strings.Contains(r.err, want) {
+				t.Errorf("ctl node list: exit %d, stderr\n%s\nwant exit 1 and %q", r.code, r.err, want)
+			}
+		})
 	}
 }
 
