@@ -2,12 +2,18 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,5 +208,133 @@ func readAborted(t *testing.T, c net.Conn, br *bufio.Reader) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || err == nil {
 		t.Errorf("response %d, body read error %v: want 200 and a body cut short", resp.StatusCode, err)
+	}
+}
+
+// TestStalledReaderOfContinueIsCut has a client that waits for 100
+// Continue read nothing, where net/http would send that 100 on the body's
+// first read (a body that travels with the head, or one the service pulls
+// first): the write must give up after body_idle_timeout, as the gateway's
+// own 100 before a streamed head does (TestStalledReaderOfInterimIsCut),
+// rather than hold the exchange and the service until the route's
+// timeout.
+func TestStalledReaderOfContinueIsCut(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, head string }{
+		{"with the head", "Content-Length: 100"},
+		{"pulled", fmt.Sprintf("Content-Length: %d", 4<<20)},
+		{"pulled, chunked", "Transfer-Encoding: chunked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := gwConfig(config.Route{Path: "/", Service: "pulls", Timeout: config.Duration(10 * time.Minute)})
+			cfg.BodyIdleTimeout = config.Duration(time.Second)
+			e := newEnv(t, cfg)
+			nc := natsConn(t, e)
+			if _, err := nc.Subscribe("pulls", func(m *nats.Msg) {
+				p := nats.NewMsg(m.Reply)
+				p.Header.Set("Narun-Frame", "pull")
+				p.Reply = nc.NewRespInbox()
+				_ = nc.PublishMsg(p)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			c := e.dialPipe(t)
+			if _, err := io.WriteString(c, "POST /x HTTP/1.1\r\nHost: a\r\n"+tc.head+"\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 20*time.Second, "the gateway gives up the 100 Continue nobody reads", func() bool {
+				return e.gw.metrics.inflight.Load() == 0
+			})
+		})
+	}
+}
+
+// TestOneContinue checks that a client that waits for 100 Continue gets
+// one, over HTTP/1.1 and HTTP/2, whether its body travels with the head or
+// is pulled, before the service's head or after it: the gateway sends it
+// itself, and net/http must not send its own as well.
+func TestOneContinue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "continues", Timeout: config.Duration(time.Minute)}))
+	nc := natsConn(t, e)
+	if _, err := nc.Subscribe("continues", func(m *nats.Msg) {
+		go func() {
+			headFirst := m.Header.Get("Narun-Path") == "/head-first"
+			streamed := m.Header.Get("Narun-Body") == "stream"
+			head := nats.NewMsg(m.Reply)
+			head.Header.Set("Narun-Body", "stream")
+			if headFirst || !streamed {
+				_ = nc.PublishMsg(head)
+			}
+			for streamed {
+				p := nats.NewMsg(m.Reply)
+				p.Header.Set("Narun-Frame", "pull")
+				chunk, err := nc.RequestMsg(p, 30*time.Second)
+				if err != nil {
+					return
+				}
+				streamed = chunk.Header.Get("Narun-Frame") == "data"
+			}
+			if !headFirst && m.Header.Get("Narun-Body") == "stream" {
+				_ = nc.PublishMsg(head)
+			}
+			end := nats.NewMsg(m.Reply)
+			end.Header.Set("Narun-Frame", "end")
+			end.Data = []byte("done")
+			_ = nc.PublishMsg(end)
+		}()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(e.gw.Handler())
+	hs.Config.HTTP2 = http2Limits(time.Duration(e.gw.bodyIdle.Load()))
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
+		// Waits for the 100 as long as the test may take: one that
+		// never comes fails the test rather than go unseen.
+		tr := &http.Transport{Protocols: new(http.Protocols), ExpectContinueTimeout: time.Minute,
+			TLSClientConfig: hs.Client().Transport.(*http.Transport).TLSClientConfig}
+		tr.Protocols.SetHTTP1(proto == "HTTP/1.1")
+		tr.Protocols.SetHTTP2(proto == "HTTP/2")
+		t.Cleanup(tr.CloseIdleConnections)
+		for _, path := range []string{"/head-first", "/pull-first"} {
+			for _, size := range []int{100, 3 << 20, -1} {
+				var continues atomic.Int32
+				trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+					if code == http.StatusContinue {
+						continues.Add(1)
+					}
+					return nil
+				}}
+				var body io.Reader = bytes.NewReader(make([]byte, max(size, 1000)))
+				if size < 0 {
+					// Hides the length: sent chunked, or over HTTP/2
+					// without content-length.
+					body = io.MultiReader(body)
+				}
+				ctx := httptrace.WithClientTrace(context.Background(), trace)
+				req, _ := http.NewRequestWithContext(ctx, "POST", hs.URL+path, body)
+				req.Header.Set("Expect", "100-continue")
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("%s %s, body of %d: %v", proto, path, size, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.Proto != proto+map[string]string{"HTTP/2": ".0"}[proto] || string(got) != "done" || continues.Load() != 1 {
+					t.Errorf("%s %s, body of %d: %s %d %q (%v) after %d 100 Continue, want %s 200 \"done\" after one",
+						proto, path, size, resp.Proto, resp.StatusCode, got, err, continues.Load(), proto)
+				}
+			}
+		}
 	}
 }

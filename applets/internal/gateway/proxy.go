@@ -507,6 +507,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		body.cl, more = r.ContentLength, true
 		awaitContinue = true
 	default:
+		if hasBody && r.ContentLength != 0 && expectsContinue(r.Header["Expect"]) {
+			askForBody(w, r, &send)
+		}
 		first, more, err = body.first(r.ContentLength)
 	}
 	if err != nil {
@@ -805,6 +808,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			if m.Reply == "" {
 				continue
 			}
+			if awaitContinue && !headSeen {
+				askForBody(w, r, &send)
+			}
 			awaitContinue = false
 			if pulls != nil {
 				select {
@@ -930,6 +936,24 @@ func interim(w http.ResponseWriter, r *http.Request, send *sendBound, src nats.H
 	send.disarm()
 	clear(h)
 	h["X-Request-Id"] = rid
+}
+
+// askForBody sends the 100 Continue that a client which sent Expect:
+// 100-continue waits for before its body, bounded by send as the
+// response's writes are. net/http would send it on the body's first read,
+// bounded by the exchange's deadline only, and over HTTP/1 with that read
+// waiting behind it: a client that read nothing held the exchange, and the
+// service that pulled, until the route's timeout. Sent by the handler, it
+// is the only one: net/http's HTTP/1 server sends its own no more once the
+// handler wrote a 100, its HTTP/2 server none once the stream has a head.
+// HTTP forbids it to an HTTP/1.0 client (RFC 9110 15.2).
+func askForBody(w http.ResponseWriter, r *http.Request, send *sendBound) {
+	if !r.ProtoAtLeast(1, 1) {
+		return
+	}
+	send.arm()
+	w.WriteHeader(http.StatusContinue)
+	send.disarm()
 }
 
 // timedOut ends an exchange whose timeout is over.
