@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -2106,3 +2107,129 @@ func TestHurryEndsTheWaitForCutAnswers(t *testing.T) {
 		t.Fatal("Run still waiting for the cut requests' answers after the hurry")
 	}
 }
+
+// A request whose client is still sending the body its service pulls when
+// the drain at shutdown ends: the exchange must end within the drain and
+// the wait for the cut answers, the service's read of the body fail (it
+// hears the cancel), and the client get a 503 or see its connection end,
+// over HTTP/1.1 and HTTP/2, for a body of known length or not.
+func TestBodyArrivingWhenDrainEnds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		h2c    bool
+		length int64 // -1: not said
+	}{
+		{"http1", false, 4 << 20},
+		{"http1 chunked", false, -1},
+		{"h2c", true, 4 << 20},
+		{"h2c without length", true, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := natstest.Start(t)
+			entered, read := make(chan struct{}), make(chan error, 1)
+			serveOn(t, natstest.Connect(t, srv), consumerConfig("upload"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var once sync.Once
+				_, err := io.Copy(io.Discard, readerFunc(func(p []byte) (int, error) {
+					n, err := r.Body.Read(p)
+					if n > 0 {
+						once.Do(func() { close(entered) })
+					}
+					return n, err
+				}))
+				read <- err
+			}))
+			var logs testutil.LogBuffer
+			cfg := gwConfig(config.Route{Path: "/", Service: "upload", Timeout: config.Duration(10 * time.Minute)})
+			cfg.BodyIdleTimeout = config.Duration(5 * time.Minute)
+			cfg.ShutdownTimeout = config.Duration(50 * time.Millisecond)
+			r := startRunOptions(t, Options{Config: cfg, Conn: natstest.Connect(t, srv), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+
+			// More than the head carries, then nothing: the service's
+			// pull waits for the rest.
+			const part = 3 << 20
+			got := make(chan string, 1)
+			if tc.h2c {
+				body, pw := io.Pipe()
+				t.Cleanup(func() { _ = pw.Close() })
+				go func() { _, _ = pw.Write(make([]byte, part)) }()
+				tr := &http.Transport{Protocols: new(http.Protocols)}
+				tr.Protocols.SetUnencryptedHTTP2(true)
+				t.Cleanup(tr.CloseIdleConnections)
+				req, _ := http.NewRequest("POST", "http://"+r.addrs["http"]+"/", body)
+				req.ContentLength = tc.length
+				go func() {
+					resp, err := tr.RoundTrip(req)
+					if err != nil {
+						got <- "error: " + err.Error()
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					got <- resp.Status + ": " + string(b)
+				}()
+			} else {
+				// Not net/http's client: it reports the connection's end
+				// only once its write of the body, here waiting for a
+				// body that never ends, is over.
+				c, err := net.Dial("tcp", r.addrs["http"])
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				head := fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", tc.length)
+				if tc.length < 0 {
+					head = fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", part)
+				}
+				go func() { _, _ = c.Write(append([]byte(head), make([]byte, part)...)) }()
+				go func() {
+					_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+					resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+					if err != nil {
+						got <- "error: " + err.Error()
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					got <- resp.Status + ": " + string(b)
+				}()
+			}
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the service got none of the body")
+			}
+			r.stop()
+			select {
+			case err := <-r.done:
+				r.done <- err
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run still running 10 s after a drain of 50 ms")
+			}
+			select {
+			case err := <-read:
+				if err == nil {
+					t.Error("the service read the body to its end, want its read to fail")
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("the service's read of the body still waits")
+			}
+			select {
+			case status := <-got:
+				if !strings.HasPrefix(status, "error: ") && !strings.HasPrefix(status, "503 ") {
+					t.Errorf("the client got %q, want a 503 or its connection ended", status)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("the client still waits")
+			}
+			if strings.Contains(logs.String(), "panic") {
+				t.Errorf("panic logged:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
