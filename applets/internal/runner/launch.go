@@ -725,27 +725,28 @@ func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) fu
 		}
 	case spec.HealthMicro:
 		// What the failures of a process found of the service it serves
-		// under another name: looked up once per streak of failed checks,
-		// and not while the start grace spares the failure a report, as
-		// every service on the account answers the lookup. The checks of
-		// an instance run one at a time.
+		// under another name: kept for the rest of a streak of failed
+		// checks once found, and not looked up while the start grace
+		// spares the failure a report, as every service on the account
+		// answers the lookup. A lookup that found nothing is made again at
+		// the next failed check: the app may register its service late.
+		// The checks of an instance run one at a time.
 		var served struct {
-			pid    int
-			looked bool
-			name   string
+			pid  int
+			name string
 		}
 		return func(ctx context.Context, t supervisor.Target) error {
 			if t.PID != served.pid {
-				served.pid, served.looked, served.name = t.PID, false, ""
+				served.pid, served.name = t.PID, ""
 			}
 			err := r.pingInstance(ctx, h.Service, id, known, func() string {
-				if !served.looked && !t.Starting {
-					served.looked, served.name = true, r.servedBy(ctx, id)
+				if served.name == "" && !t.Starting {
+					served.name = r.servedBy(ctx, id)
 				}
 				return served.name
 			})
 			if err == nil {
-				served.looked, served.name = false, ""
+				served.name = ""
 			}
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app

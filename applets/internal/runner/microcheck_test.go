@@ -134,25 +134,46 @@ func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
 
 // An instance whose NATS Micro check keeps failing looks up the service it
 // serves (a ping of every service, which each one on the account answers)
-// once per streak of failed checks, not at every check: not during its
-// start grace, whose failures are not reported but the first, and once
-// more only after a check passed.
+// at most once per check, and keeps what a lookup found for the rest of
+// its streak of failed checks: it looks up again only after a check
+// passed.
 func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
-	// One subscription, so that the pings are counted in the order the
-	// runner sent them: each check pings "sb" from an inbox of its own.
+	// One subscription, so that what the runner sends is seen in the order
+	// it sent it: each check pings "sb" from an inbox of its own, and a
+	// lookup pings every service. An answer that names the instance to a
+	// lookup reaches the watcher before anything the runner sent after it
+	// read it.
 	watch := natstest.Connect(t, c.srv)
-	var mu sync.Mutex
-	lookups, checks := 0, map[string]bool{}
-	if _, err := watch.Subscribe("$SRV.>", func(m *nats.Msg) {
+	var (
+		mu     sync.Mutex
+		id     string
+		inbox  = map[string]bool{}
+		checks = map[string]bool{}
+		// lookups counts the lookups; sinceCheck those since the last
+		// check began; found the lookups when one found the service, and
+		// checksFound the checks then; twice says a check looked up twice.
+		lookups, sinceCheck, found, checksFound int
+		twice                                   bool
+	)
+	if _, err := watch.Subscribe(">", func(m *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch m.Subject {
-		case "$SRV.PING":
+		switch {
+		case m.Subject == "$SRV.PING":
 			lookups++
-		case "$SRV.PING.sb":
+			sinceCheck++
+			twice = twice || sinceCheck > 1
+			inbox[m.Reply] = true
+		case m.Subject == "$SRV.PING.sb" && !checks[m.Reply]:
 			checks[m.Reply] = true
+			sinceCheck = 0
+		case inbox[m.Subject] && id != "":
+			var p micro.Ping
+			if json.Unmarshal(m.Data, &p) == nil && p.Metadata[instanceMetadata] == id && found != lookups {
+				found, checksFound = lookups, len(checks)
+			}
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -160,27 +181,46 @@ func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
 	if err := watch.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	counts := func() (int, int) {
+	// foundThen3Checks waits for a lookup to find the service and 3 more
+	// checks to fail, then says how many lookups there were then and
+	// when it was found.
+	foundThen3Checks := func(what string, after int) (int, int) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, what, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return found > after && len(checks) >= checksFound+3
+		})
 		mu.Lock()
 		defer mu.Unlock()
-		return lookups, len(checks)
-	}
-	// afterChecks waits for n more checks, then says how many lookups
-	// there were.
-	afterChecks := func(what string, n int) int {
-		t.Helper()
-		_, from := counts()
-		testutil.Eventually(t, 30*time.Second, what, func() bool { _, now := counts(); return now >= from+n })
-		l, _ := counts()
-		return l
+		if twice {
+			t.Errorf("a check looked the service up more than once")
+		}
+		return lookups, found
 	}
 	tr := startRunner(t, c, nil)
 	c.deploy(t, "sb", "1.0.0", probeBin, "[[routes]]\npath = \"/sb/\"\n[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfailures = 1\nstart_grace = \"300ms\"\n")
-	tr.wait(t, "sb", "its grace over", func(l []state.Instance) bool {
+	inst := tr.wait(t, "sb", "its grace over", func(l []state.Instance) bool {
 		return len(l) == 1 && strings.Contains(l[0].Reason, "not healthy 300ms after start")
+	})[0]
+	mu.Lock()
+	id = inst.ID
+	mu.Unlock()
+	// The service the instance serves under another name, as its process
+	// would register it, late.
+	other, err := micro.AddService(natstest.Connect(t, c.srv), micro.Config{
+		Name:     "other",
+		Version:  "1.0.0",
+		Metadata: map[string]string{instanceMetadata: inst.ID},
+		Endpoint: &micro.EndpointConfig{Subject: "other.echo", Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
 	})
-	if n := afterChecks("more failed checks", 3); n != 1 {
-		t.Errorf("%d pings of every service by the time 3 checks had failed after the start grace, want 1", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Stop() })
+	n, at := foundThen3Checks("a lookup to find the service, then more failed checks", 0)
+	if n != at {
+		t.Errorf("%d pings of every service by the time 3 checks had failed after the one that found the service, want %d", n, at)
 	}
 	// The instance's responder, as a process would register it.
 	svc, err := micro.AddService(natstest.Connect(t, c.srv), micro.Config{
@@ -198,8 +238,8 @@ func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
 	tr.wait(t, "sb", "failing again", func(l []state.Instance) bool {
 		return len(l) == 1 && strings.HasPrefix(l[0].Reason, "health check failing")
 	})
-	if n := afterChecks("more failed checks once healthy", 3); n != 2 {
-		t.Errorf("%d pings of every service by the time 3 checks had failed in a second streak, want 2", n)
+	if n, _ := foundThen3Checks("the service found again, then more failed checks once healthy", at); n != at+1 {
+		t.Errorf("%d pings of every service by the time 3 checks had failed in a second streak, want %d", n, at+1)
 	}
 }
 
@@ -245,5 +285,74 @@ func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
 	known.setBaseline(before)
 	if err := r.pingInstance(ctx, "busy", "0-new", known, func() string { return "" }); err == nil {
 		t.Errorf("the check of a new instance passed on the answer of a replica that ran before its process started")
+	}
+}
+
+// A lookup of the service an instance serves that finds nothing, as when
+// the app registers its service late, is made again at the next failed
+// check: the instance is not judged for the rest of its streak on what a
+// lookup found before the app had registered. Once one finds the service,
+// it is kept; a check within the start grace looks nothing up.
+func TestMicroCheckLooksAgainForAServiceNotFound(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	watch := natstest.Connect(t, srv)
+	lookups, err := watch.SubscribeSync("$SRV.PING")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spec.Parse("sb.toml", []byte("name = \"sb\"\nversion = \"1\"\nnodes = [\""+node+"\"]\n[[routes]]\npath = \"/sb/\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{opts: Options{Conn: nc}}
+	check := r.healthCheck(sp, "0-late", &microResponders{})
+	// run checks the process once and says how many lookups all the checks
+	// made: the flushes let every ping the runner sent reach the watcher's
+	// queue first.
+	run := func(starting bool) (int, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := check(ctx, supervisor.Target{PID: 1, Starting: starting})
+		cancel()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := watch.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n, _, perr := lookups.Pending()
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		return n, err
+	}
+	const serves = `it serves "hello"`
+	if n, err := run(true); err == nil || n != 0 {
+		t.Fatalf("check within the start grace: %v, %d lookups; want a failure and none", err, n)
+	}
+	if n, err := run(false); err == nil || strings.Contains(err.Error(), serves) || n != 1 {
+		t.Fatalf("first check after the grace, nothing registered: %v, %d lookups; want a failure and 1", err, n)
+	}
+	// The app registers its service, under another name, only now.
+	svc, err := micro.AddService(natstest.Connect(t, srv), micro.Config{
+		Name:     "hello",
+		Version:  "1.0.0",
+		Metadata: map[string]string{instanceMetadata: "0-late"},
+		Endpoint: &micro.EndpointConfig{Subject: "hello.echo", Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if n, err := run(false); err == nil || !strings.Contains(err.Error(), serves) || n != 2 {
+		t.Errorf("check once the app registered late: %v, %d lookups\nwant it to say %s after a second lookup", err, n, serves)
+	}
+	if n, err := run(false); err == nil || !strings.Contains(err.Error(), serves) || n != 2 {
+		t.Errorf("check after the lookup found the service: %v, %d lookups\nwant it to say %s with no more lookup", err, n, serves)
 	}
 }
