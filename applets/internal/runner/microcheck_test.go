@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,6 +245,35 @@ func TestMicroCheckLooksUpTheServedServiceOncePerStreak(t *testing.T) {
 	}
 }
 
+// heldServer connects a client in process to srv; a read once hold is set
+// returns only with the client's buffer full.
+type heldServer struct {
+	srv  nats.InProcessConnProvider
+	hold atomic.Bool
+}
+
+func (h *heldServer) InProcessConn() (net.Conn, error) {
+	c, err := h.srv.InProcessConn()
+	if err != nil {
+		return nil, err
+	}
+	return &heldConn{Conn: c, hold: &h.hold}, nil
+}
+
+type heldConn struct {
+	net.Conn
+	hold *atomic.Bool
+}
+
+func (c *heldConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil || !c.hold.CompareAndSwap(true, false) {
+		return n, err
+	}
+	m, err := io.ReadFull(c.Conn, p[n:])
+	return n + m, err
+}
+
 // A service with more responders across a cluster than a check reads at
 // once (the old channel held 64 answers) has every one of them in the
 // list taken before a new instance's process starts, so that none of them
@@ -274,7 +305,13 @@ func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
 	if err := replicas.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	r := &Runner{opts: Options{Conn: natstest.Connect(t, srv)}}
+	// The runner's client gets the first answers a full read buffer at a
+	// time, as a busy client reads them: its read loop hands the reader
+	// some 200 in a row, each faster than the reader decodes one, rather
+	// than as few as the scheduler lets through between two reads.
+	held := &heldServer{srv: srv}
+	r := &Runner{opts: Options{Conn: natstest.Connect(t, srv, nats.InProcessServer(held))}}
+	held.hold.Store(true)
 	before := r.respondersOf(context.Background(), "busy", 300*time.Millisecond)
 	if len(before) != n {
 		t.Errorf("listed %d of the %d responders of the service", len(before), n)
