@@ -298,7 +298,7 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 		nats.RetryOnFailedConnect(true),
 		// A cut edge link sends nothing: notice within seconds and fail
 		// over to another server instead of waiting minutes.
-		nats.PingInterval(2 * time.Second),
+		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(3),
 	}
 	if f := os.Getenv("NARUN_NATS_CREDS"); f != "" {
@@ -331,6 +331,11 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	}
 	return confirmReplies(nc, report)
 }
+
+// pingInterval is how often ListenAndServe's connection pings the server;
+// three pings unanswered give the link up. The tests of a dead link
+// shorten it so as not to wait seconds for that.
+var pingInterval = 2 * time.Second
 
 // confirmReplies waits until the server has every reply the handlers sent:
 // a connection closed before leaves them on their way, which a process

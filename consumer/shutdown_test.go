@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -206,6 +207,9 @@ func TestListenAndServeStopsOnceTheServerHasTheLastReply(t *testing.T) {
 // last one) may be lost: ListenAndServe must say so, where it returned
 // nil once nats.go gave up on the drain.
 func TestListenAndServeSaysTheLastRepliesMayBeLost(t *testing.T) {
+	// The dead link is given up after three pings unanswered: 8 s at the
+	// library's interval.
+	consumer.SetPingInterval(t, 200*time.Millisecond)
 	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
 	r := startRelay(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
 	t.Setenv("NARUN_NATS_URL", "nats://"+r.addr)
