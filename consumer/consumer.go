@@ -117,6 +117,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,6 +270,9 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	// seconds. The first connection's failure says only "no servers
 	// available"; the retries that follow say why.
 	var unreachable atomic.Bool
+	// Set below from the certificate tlsFromEnv loads, before nats.go
+	// can call the handlers that read it.
+	var certNote string
 	opts := []nats.Option{
 		nats.ConnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
 		nats.ReconnectHandler(func(*nats.Conn) { unreachable.Store(false) }),
@@ -279,7 +283,7 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if !errors.Is(err, nats.ErrNoServers) && !unreachable.Swap(true) {
-				report(fmt.Errorf("nats not reachable, retrying: %w%s", err, certRefusedHint(err)))
+				report(fmt.Errorf("nats not reachable, retrying: %w%s", err, certRefusedHint(err, certNote)))
 			}
 		}),
 		// Without a handler nats.go prints these on stderr; the library
@@ -311,10 +315,11 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 		}
 		opts = append(opts, o)
 	}
-	tlsOpts, err := tlsFromEnv()
+	tlsOpts, note, err := tlsFromEnv()
 	if err != nil {
 		return err
 	}
+	certNote = note
 	opts = append(opts, tlsOpts...)
 	url := os.Getenv("NARUN_NATS_URL")
 	if url == "" {
@@ -680,30 +685,47 @@ func withRunnerMetadata(md map[string]string) map[string]string {
 	return out
 }
 
+// forClients says whether cert may authenticate a TLS client: one without
+// extended key usages may be used for anything, as Go's verification takes
+// it.
+func forClients(cert *x509.Certificate) bool {
+	if len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(cert.ExtKeyUsage, func(u x509.ExtKeyUsage) bool {
+		return u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny
+	})
+}
+
 // certRefusedHint says what to set when the server refused this app's
 // certificate (or its lack of one): by a TLS alert about certificates,
 // or, with TLS 1.3, where a client learns of it only at its next write,
 // by closing the connection right after the handshake, which says
 // nothing of certificates. A timeout or a reset in the handshake is not
 // it.
-func certRefusedHint(err error) string {
+func certRefusedHint(err error, certNote string) string {
 	var op *net.OpError
 	refused := errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake")
 	if errors.As(err, &op) && op.Op == "remote error" {
 		refused = strings.Contains(op.Err.Error(), "certificate")
 	}
-	if !refused {
+	switch {
+	case !refused:
 		return ""
+	case certNote != "":
+		return " (the server refused this client in its TLS handshake: " + certNote + ")"
 	}
 	return " (the server refused this client in its TLS handshake: one that verifies clients wants a certificate its CA signed, NARUN_NATS_CERT and NARUN_NATS_KEY)"
 }
 
 // tlsFromEnv are the options of the TLS files the runner names in the
 // environment. nats.go reads them at each connection, so a renewed
-// certificate is taken at the next reconnect.
-func tlsFromEnv() ([]nats.Option, error) {
+// certificate is taken at the next reconnect. certNote names what a
+// server that verifies clients refuses in the certificate, for the hint
+// when one does: its alert does not say why. Not an error: a server that
+// does not verify clients never asks for it, and such an app runs.
+func tlsFromEnv() (opts []nats.Option, certNote string, err error) {
 	ca, cert, key, name := os.Getenv("NARUN_NATS_CA"), os.Getenv("NARUN_NATS_CERT"), os.Getenv("NARUN_NATS_KEY"), os.Getenv("NARUN_NATS_TLS_NAME")
-	var opts []nats.Option
 	if ca != "" {
 		// Read now as well: a wrong file is the app's configuration
 		// error, not a server that cannot be reached, retried for ever.
@@ -712,21 +734,32 @@ func tlsFromEnv() ([]nats.Option, error) {
 			err = errors.New("no PEM certificate in it")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("NARUN_NATS_CA %s: %w", ca, err)
+			return nil, "", fmt.Errorf("NARUN_NATS_CA %s: %w", ca, err)
 		}
 		opts = append(opts, nats.RootCAs(ca))
 	}
 	if (cert == "") != (key == "") {
-		return nil, errors.New("NARUN_NATS_CERT and NARUN_NATS_KEY: set both, the certificate and its private key, or neither")
+		return nil, "", errors.New("NARUN_NATS_CERT and NARUN_NATS_KEY: set both, the certificate and its private key, or neither")
 	}
 	if cert != "" {
-		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-			return nil, fmt.Errorf("NARUN_NATS_CERT %s with NARUN_NATS_KEY %s: %w", cert, key, err)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, "", fmt.Errorf("NARUN_NATS_CERT %s with NARUN_NATS_KEY %s: %w", cert, key, err)
+		}
+		leaf := pair.Leaf
+		if leaf == nil {
+			// GODEBUG=x509keypairleaf=0 leaves it unparsed.
+			if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+				return nil, "", fmt.Errorf("NARUN_NATS_CERT %s: %w", cert, err)
+			}
+		}
+		if !forClients(leaf) {
+			certNote = fmt.Sprintf("NARUN_NATS_CERT %s is not for clients: its extended key usage lacks clientAuth", cert)
 		}
 		opts = append(opts, nats.ClientCert(cert, key))
 	}
 	if name != "" {
 		opts = append(opts, nats.Secure(&tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}))
 	}
-	return opts, nil
+	return opts, certNote, nil
 }

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1122,6 +1123,11 @@ func TestListenAndServeOverTLS(t *testing.T) {
 		}
 		return env
 	}
+	withCert := func(cert, key string) map[string]string {
+		env := maps.Clone(full)
+		env["NARUN_NATS_CERT"], env["NARUN_NATS_KEY"] = cert, key
+		return env
+	}
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -1135,6 +1141,11 @@ func TestListenAndServeOverTLS(t *testing.T) {
 		{"no client certificate", without("NARUN_NATS_CERT", "NARUN_NATS_KEY"), "one that verifies clients wants a certificate its CA signed, NARUN_NATS_CERT and NARUN_NATS_KEY"},
 		{"no name", without("NARUN_NATS_TLS_NAME"), "cannot validate certificate for 127.0.0.1"},
 		{"no CA", without("NARUN_NATS_CA"), "certificate signed by unknown authority"},
+		// One without the extension is good for any use.
+		{"no extended key usage", withCert(ca.IssueFor(t, "anyuse", nil)), ""},
+		// The server's alert does not say why it refused one for
+		// servers only: the hint does.
+		{"a certificate not for clients", withCert(ca.IssueFor(t, "serveronly", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})), "its extended key usage lacks clientAuth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("NARUN_NATS_URL", srv.ClientURL())
