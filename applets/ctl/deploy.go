@@ -57,7 +57,7 @@ func deployCommand(stdio cli.IO) *ucli.Command {
 }
 
 func waitFlag() ucli.Flag {
-	return &ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every desired instance is running and healthy, and every one no longer wanted (fewer replicas, replicas = 0) has stopped"}
+	return &ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every desired instance is running and healthy, and every one no longer wanted (of the earlier spec, fewer replicas, replicas = 0) has stopped"}
 }
 
 func waitTimeoutFlag() ucli.Flag {

@@ -99,6 +99,47 @@ func TestDeployUnchangedOverFailedNamesRestart(t *testing.T) {
 	}
 }
 
+// A rolling restart replaces each instance with a new one and stops the old
+// one once the new one is healthy: --wait returns only when the old ones
+// have stopped too, as systemctl restart and kubectl rollout status do, so
+// that nothing of the earlier spec answers requests once it returns and
+// app status right after shows only the new instances. The app ignores
+// SIGTERM, so that each old instance is stopping for its whole
+// stop_timeout after the new one turned healthy.
+func TestRestartWaitOutlivesTheReplacedInstances(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	probe := buildProbe(t)
+	h := newHarness(t)
+	startRunner(t, h)
+	p := h.file("stubborn.toml", "name = \"stubborn\"\nversion = \"1\"\nnodes = [\"node-1\"]\nreplicas = 2\nargs = [\"stubborn\"]\nstop_timeout = \"1s\"\nhealth = { min_healthy = \"100ms\" }\n")
+	h.ok("", "deploy", p, "--binary", probe, "--wait", "--timeout", "30s")
+	var before appStatusJSON
+	testutil.Eventually(t, 20*time.Second, "status to show the 2 instances deployed", func() bool {
+		if err := json.Unmarshal([]byte(h.ok("", "app", "status", "stubborn", "--json").out), &before); err != nil {
+			t.Fatal(err)
+		}
+		return before.Ready == 2 && len(before.Instances) == 2
+	})
+	h.ok("", "app", "restart", "stubborn", "--wait", "--timeout", "30s")
+	for _, in := range before.Instances {
+		if syscall.Kill(in.PID, 0) == nil {
+			t.Errorf("instance %s (pid %d) of before the restart still runs after restart --wait", in.ID, in.PID)
+		}
+	}
+	var after appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "stubborn", "--json").out), &after); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range after.Instances {
+		if !in.Current && !in.State.Final() {
+			t.Errorf("app status right after restart --wait lists instance %s of the earlier spec as %s", in.ID, in.State)
+		}
+	}
+}
+
 // startRealRunner runs a runner for node-1 on h's server until the test
 // ends, and returns the hello app built for it to run.
 func startRealRunner(t *testing.T, h *harness) string {

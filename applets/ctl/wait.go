@@ -61,7 +61,8 @@ func shownDown(down []downNode) string {
 
 // waiter follows instance events and node heartbeats until a spec runs
 // everywhere it should, and the instances it no longer wants (fewer
-// replicas, replicas = 0, a node no longer selected) have stopped.
+// replicas, replicas = 0, a node no longer selected, those of the earlier
+// spec that a rollout replaces) have stopped.
 type waiter struct {
 	e      *env
 	app    *spec.App
@@ -541,9 +542,11 @@ func reported(nodes []state.Node, app string) map[string]map[string]state.Instan
 // ready once its process has been healthy (since healthy[node/id]) for
 // [health] min_healthy, as the runner's rolling update counts it: one that
 // crashes right after its first passed check must fail the rollout, not
-// pass it. One of a slot app no longer wants on its
-// node is waited for until it has stopped, or its node's heartbeat no
-// longer lists it, as the runner's does once it stopped it. Nothing is
+// pass it. One of a slot app no longer wants on its node, or of an
+// earlier spec that a rollout replaces, is waited for until it has
+// stopped, or its node's heartbeat no longer lists it, as the runner's
+// does once it stopped it: until then it may still answer requests, as
+// the old spec would. Nothing is
 // waited for on a node whose heartbeats have stopped (late by serverNow,
 // the NATS server's clock), nor on one the spec lists that sends none:
 // their runners roll out when they are back, and waiting for a stopped
@@ -554,16 +557,27 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 	r := &rollout{Ready: []string{}, Waiting: []string{}, Failed: []string{}, Down: []downNode{}}
 	for _, n := range nodes {
 		want := app.ReplicasOn(n.ID, n.Labels)
+		fp := app.Fingerprint(n.Arch)
 		var going []string
 		for _, in := range n.Instances {
-			if in.App != app.Name || in.Slot < want || late(n, serverNow) {
+			if in.App != app.Name || late(n, serverNow) {
 				continue
 			}
 			if latest, ok := seen[n.ID][in.ID]; ok {
 				in = latest
 			}
+			replaced := in.Slot < want
+			if replaced && runsSpec(in, app, fp) {
+				continue
+			}
 			if !in.State.Final() {
-				going = append(going, in.ID+" "+string(in.State))
+				line := in.ID + " " + string(in.State)
+				if replaced {
+					// The runner stops it only once its successor has been
+					// healthy for min_healthy.
+					line += " (earlier spec)"
+				}
+				going = append(going, line)
 			}
 		}
 		if len(going) > 0 {
@@ -582,7 +596,6 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 			r.Failed = append(r.Failed, fmt.Sprintf("node %s is linux/%s but no %s binary was deployed", n.ID, n.Arch, n.Arch))
 			continue
 		}
-		fp := app.Fingerprint(n.Arch)
 		ready := 0
 		var ids, notReady []string
 		for id := range seen[n.ID] {
@@ -591,7 +604,7 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 		sort.Strings(ids)
 		for _, id := range ids {
 			in := seen[n.ID][id]
-			if in.Slot >= want || !(in.Fingerprint == fp || in.Fingerprint == "" && in.Version == app.Version) {
+			if in.Slot >= want || !runsSpec(in, app, fp) {
 				continue
 			}
 			switch {
@@ -638,6 +651,12 @@ func evaluate(app *spec.App, nodes []state.Node, seen map[string]map[string]stat
 		}
 	}
 	return r
+}
+
+// runsSpec says whether in runs app, whose fingerprint on in's node is fp:
+// a runner of a release before fingerprints reports only the version.
+func runsSpec(in state.Instance, app *spec.App, fp string) bool {
+	return in.Fingerprint == fp || in.Fingerprint == "" && in.Version == app.Version
 }
 
 // settling says whether in is healthy in the process healthy holds for

@@ -50,6 +50,12 @@ func TestEvaluate(t *testing.T) {
 	// replicas went from 3 to 2, and still stopping.
 	stopping := state.Instance{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Stopping, Fingerprint: checked.Fingerprint("amd64")}
 	listing := []state.Node{{ID: "n1", Arch: "amd64", Instances: []state.Instance{{App: "a", Node: "n1", ID: "2", Slot: 2, State: state.Healthy}}}}
+	// The instance of the earlier spec in slot 1, which the rollout
+	// replaces, still listed by its node's heartbeat.
+	replaced := state.Instance{App: "a", Node: "n1", ID: "old-1", Slot: 1, State: state.Healthy, Fingerprint: "earlier"}
+	replacedStopped := replaced
+	replacedStopped.State = state.Stopped
+	replacing := []state.Node{{ID: "n1", Arch: "amd64", Instances: []state.Instance{replaced}}}
 	// The same, by a node whose last heartbeat the server stored an hour ago.
 	silent := []state.Node{{ID: "n1", Arch: "amd64", Interval: time.Second, Stored: now.Add(-time.Hour), Instances: listing[0].Instances}}
 	tests := []struct {
@@ -75,6 +81,8 @@ func TestEvaluate(t *testing.T) {
 		{"slot scaled away", never, node, []state.Instance{inst(never, "0", state.Healthy), inst(never, "1", state.Healthy), scaledAway}, settled, 2, "", ""},
 		{"slot scaled away, still stopping", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), stopping}, settled, 2, "n1: 1 instance(s) to stop (2 stopping)", ""},
 		{"slot scaled away, stopped", checked, listing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), scaledAway}, settled, 2, "", ""},
+		{"replaced by the rollout, still running", checked, replacing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), replaced}, settled, 2, "n1: 1 instance(s) to stop (old-1 healthy (earlier spec))", ""},
+		{"replaced by the rollout, stopped", checked, replacing, []state.Instance{inst(checked, "0", state.Healthy), inst(checked, "1", state.Healthy), replacedStopped}, settled, 2, "", ""},
 		{"no binary for arch", checked, []state.Node{{ID: "n1", Arch: "riscv64"}}, nil, 0, 0, "", "no riscv64 binary"},
 	}
 	// A silent node is waited for neither to stop what the spec no longer
