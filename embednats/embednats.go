@@ -992,6 +992,21 @@ func (s *Server) ClientURL() string {
 	return clientURL(addr, s.cfg.Listen)
 }
 
+// LeafAddr is the address the server accepts leaf nodes on, with the port
+// bound; "" when it accepts none.
+func (s *Server) LeafAddr() string {
+	if s.cfg.Leafnodes.Listen == "" {
+		return ""
+	}
+	// nats-server writes the port it bound back into its options, which
+	// only Varz exports.
+	v, err := s.current().Varz(nil)
+	if err != nil || v.LeafNode.Port <= 0 {
+		return ""
+	}
+	return net.JoinHostPort(v.LeafNode.Host, strconv.Itoa(v.LeafNode.Port))
+}
+
 // LocalHost is the host a client on this machine dials to reach a server
 // listening on host: host itself, or 127.0.0.1 for an unspecified one (no
 // host, 0.0.0.0, ::). The server listens with Go's net.Listen("tcp"),

@@ -183,6 +183,25 @@ func TestUpBannerNamesHTTPS(t *testing.T) {
 	stopUp(t, cmd, out, 20*time.Second)
 }
 
+// A hub's leaf port is one of the addresses a device listens on that the
+// operator needs (to write the leaves' remotes, to open a firewall): the
+// banner names it with the rest.
+func TestUpBannerNamesLeafPort(t *testing.T) {
+	dir := t.TempDir()
+	leaf := testutil.FreeAddr(t)
+	conf := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[nats.leafnodes]\nlisten = %q\n", leaf)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startUp(t, filepath.Join(dir, "data"), "--config", conf, "--node-id", "uphub", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 10*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
+	if want := "  leaf     " + leaf + " (leaf nodes join here)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("startup output lacks %q:\n%s", want, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
 // Port 0 asks the kernel for a free port: the banner names the ports bound,
 // which answer, not ":0".
 func TestUpBannerNamesBoundPorts(t *testing.T) {
