@@ -20,9 +20,17 @@ import (
 	"github.com/narun/narun/applets/internal/cli"
 )
 
-func versionMain(_ context.Context, stdio cli.IO, args []string) error {
+// versionFlags are the flags of version, and where --json lands.
+func versionFlags() (*flag.FlagSet, *bool) {
 	fl := flag.NewFlagSet("version", flag.ContinueOnError)
-	asJSON := fl.Bool("json", false, "print as JSON")
+	return fl, fl.Bool("json", false, "print as JSON")
+}
+
+// installFlags are the flags of install: none but -h.
+func installFlags() *flag.FlagSet { return flag.NewFlagSet("install", flag.ContinueOnError) }
+
+func versionMain(_ context.Context, stdio cli.IO, args []string) error {
+	fl, asJSON := versionFlags()
 	usage := fmt.Sprintf("usage: %s [--json]\n\nprints narun's version, commit, Go version and platform\n\n", args[0])
 	if done, err := parseFlags(fl, stdio, args, usage); done || err != nil {
 		return err
@@ -70,7 +78,7 @@ func linkNames() []string {
 }
 
 func installMain(_ context.Context, stdio cli.IO, args []string) error {
-	fl := flag.NewFlagSet("install", flag.ContinueOnError)
+	fl := installFlags()
 	usage := fmt.Sprintf("usage: narun install [DIR]\n\ncreates the links %v to this binary in DIR (default: the directory of the binary as invoked, symlinks not followed)\n", linkNames())
 	if done, err := parseFlags(fl, stdio, args, usage); done || err != nil {
 		return err

@@ -111,6 +111,10 @@ type env struct {
 	unsaidNodeKey string
 }
 
+// App is ctl's command tree as Main runs it, for a test that checks the
+// command lines the docs show without running them.
+func App(name string) *ucli.App { return newApp(cli.IO{}, name) }
+
 func newApp(stdio cli.IO, name string) *ucli.App {
 	flags := append(cli.ConfigFlags(), cli.ClientFlags()...)
 	flags = append(flags,

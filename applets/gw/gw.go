@@ -32,17 +32,22 @@ deployed apps' routes would answer 404, unless --routes-cache names a file:
 the gateway keeps the routes it reads there and, at its next start, serves
 those until narun-routes answers).`
 
-// Main runs the applet.
-func Main(ctx context.Context, stdio cli.IO, args []string) error {
+// Flags are the applet's flags, apart from Main for a test that checks
+// the command lines the docs show.
+func Flags() []ucli.Flag {
 	flags := append(cli.ConfigFlags(), cli.CheckFlag())
 	flags = append(flags, cli.ClientFlags()...)
-	flags = append(flags,
+	return append(flags,
 		&ucli.StringFlag{Name: "listen", Usage: "HTTP address host:port (default :8080)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin address for /metrics, /healthz, /readyz (default :9090)"},
 		&ucli.StringFlag{Name: "tls-listen", Usage: "HTTPS address, once [gateway.tls] cert and key are set (default :8443)"},
 		&ucli.StringFlag{Name: "routes-cache", Usage: "file keeping deployed apps' routes as last read, served at start until narun-routes answers (default: none)"},
 	)
-	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+}
+
+// Main runs the applet.
+func Main(ctx context.Context, stdio cli.IO, args []string) error {
+	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "tls-listen": &cfg.Gateway.TLS.Listen, "routes-cache": &cfg.Gateway.RoutesCache})
 		listens := cli.GatewayListens(cfg.Gateway)
 		if err := cli.CheckListen(c, cfg, listens...); err != nil {

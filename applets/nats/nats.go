@@ -16,9 +16,10 @@ import (
 	"github.com/narun/narun/embednats"
 )
 
-// Main runs the applet.
-func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	flags := append(cli.ConfigFlags(), cli.CheckFlag(), cli.DataDirFlag(),
+// Flags are the applet's flags, apart from Main for a test that checks
+// the command lines the docs show.
+func Flags() []ucli.Flag {
+	return append(cli.ConfigFlags(), cli.CheckFlag(), cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "listen", Usage: "client address host:port (default 0.0.0.0:4222)"},
 		&ucli.StringFlag{Name: "server-name", Usage: "server name, unique in a cluster"},
 		&ucli.StringFlag{Name: "http-listen", Usage: "monitoring address host:port (default: off)"},
@@ -27,10 +28,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringSliceFlag{Name: "routes", Usage: "routes to the other cluster members (nats-route://host:port)"},
 		&ucli.StringSliceFlag{Name: "leaf-remote", Usage: "hub to join as a leaf node (nats-leaf://host:port)"},
 	)
+}
+
+// Main runs the applet.
+func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "embedded NATS server with JetStream\n"+
 		"The [nats] table of narun.toml holds the rest (logins, cluster login, leaf remotes,\n"+
 		"JetStream limits): testdata/narun.toml lists every key, docs/CLUSTER.md shows a\n"+
-		"three-member cluster and a leaf. A changed [nats] table needs a restart.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"three-member cluster and a leaf. A changed [nats] table needs a restart.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"listen":         &cfg.NATS.Listen,
 			"server-name":    &cfg.NATS.ServerName,

@@ -14,18 +14,23 @@ import (
 	"github.com/narun/narun/applets/internal/runner"
 )
 
-// Main runs the applet.
-func Main(ctx context.Context, stdio cli.IO, args []string) error {
+// Flags are the applet's flags, apart from Main for a test that checks
+// the command lines the docs show.
+func Flags() []ucli.Flag {
 	flags := append(cli.ConfigFlags(), cli.CheckFlag())
 	flags = append(flags, cli.ClientFlags()...)
 	flags = append(flags, cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "node-id", Usage: "id of this node (default: the first label of the host name, e.g. edge-1 of edge-1.example.com; all of an IP address, dots as dashes: 10-0-0-5)"},
 		&ucli.StringFlag{Name: "admin-listen", Usage: "admin web page and /metrics address (default :9101; \"\" disables)"},
 	)
-	flags = append(flags, runner.NodeFlags()...)
+	return append(flags, runner.NodeFlags()...)
+}
+
+// Main runs the applet.
+func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps\n"+
 		"The [runner] table of narun.toml holds the rest (app_nats_url, trusted_keys,\n"+
-		"heartbeat_interval): testdata/narun.toml lists every key with its default.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"heartbeat_interval): testdata/narun.toml lists every key with its default.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		rc := cfg.Runner
 		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen})
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {

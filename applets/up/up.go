@@ -24,8 +24,9 @@ import (
 	"github.com/narun/narun/embednats"
 )
 
-// Main runs the applet.
-func Main(ctx context.Context, stdio cli.IO, args []string) error {
+// Flags are the applet's flags, apart from Main for a test that checks
+// the command lines the docs show.
+func Flags() []ucli.Flag {
 	flags := append(cli.ConfigFlags(), cli.CheckFlag(), cli.DataDirFlag(),
 		&ucli.StringFlag{Name: "nats-listen", Usage: "NATS client address ([nats] listen, default 0.0.0.0:4222)"},
 		&ucli.StringFlag{Name: "listen", Usage: "gateway HTTP address ([gateway] listen, default :8080)"},
@@ -35,12 +36,16 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		&ucli.StringFlag{Name: "node-id", Usage: "node id ([runner] node_id, default the first label of the host name; all of an IP address, dots as dashes: 10-0-0-5)"},
 		&ucli.BoolFlag{Name: "signing", Value: true, Usage: "while neither [runner] nor [gateway] trusted_keys is set, run only specs and routes signed by the node key <data_dir>/" + signing.NodeKeyFile + ", created at first start; --signing=false runs unsigned ones"},
 	)
-	flags = append(flags, runner.NodeFlags()...)
+	return append(flags, runner.NodeFlags()...)
+}
+
+// Main runs the applet.
+func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "embedded NATS, runner and gateway in one process\n"+
 		"The flags cover what changes from one device to the next; everything else is in\n"+
 		"narun.toml ([nats], [gateway], [runner] and data_dir): testdata/narun.toml lists\n"+
 		"every key with its default, docs/CLUSTER.md joins devices into a cluster. SIGHUP\n"+
-		"reloads the gateway's routes; a second SIGINT or SIGTERM stops at once.", flags, func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"reloads the gateway's routes; a second SIGINT or SIGTERM stops at once.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"nats-listen":         &cfg.NATS.Listen,
 			"listen":              &cfg.Gateway.Listen,
