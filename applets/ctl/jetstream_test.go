@@ -102,39 +102,11 @@ func TestJetStreamNeverAnswers(t *testing.T) {
 	t.Parallel()
 	addr := testutil.FreeAddr(t)
 	startWithoutJetStream(t, addr)
-	other := testutil.FreeAddr(t)
-	const ctl = "[ctl]\ntimeout = \"300ms\"\n"
-	for _, tc := range []struct {
-		name, file string
-		env, flag  string
-		from       string // PATH is the file
-	}{
-		{"listen", "[nats]\nlisten = \"" + addr + "\"\n" + ctl, "", "", "[nats] listen in PATH"},
-		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH"},
-		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + addr, "", "NARUN_NATS_URL"},
-		{"flag", ctl, "nats://" + other, "nats://" + addr, "--nats-url"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := &harness{t: t, dir: t.TempDir()}
-			h.config = filepath.Join(h.dir, "narun.toml")
-			if err := os.WriteFile(h.config, []byte(tc.file), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			env := []string{asProcess + "=1", quickExit}
-			if tc.env != "" {
-				env = append(env, "NARUN_NATS_URL="+tc.env)
-			}
-			args := []string{"node", "list"}
-			if tc.flag != "" {
-				args = append([]string{"--nats-url", tc.flag}, args...)
-			}
-			r := h.exec("", nil, env, args)
-			want := "jetstream at nats://" + addr + " (from " + strings.ReplaceAll(tc.from, "PATH", h.config) + ") not answering within 300ms"
-			if r.code != 1 || !strings.Contains(r.err, want) {
-				t.Errorf("ctl node list: exit %d, stderr\n%s\nwant exit 1 and %q", r.code, r.err, want)
-			}
-		})
-	}
+	eachURLSource(t, addr, func(t *testing.T, r result, from string) {
+		if want := "jetstream at nats://" + addr + " (from " + from + ") not answering within 300ms"; r.code != 1 || !strings.Contains(r.err, want) {
+			t.Errorf("ctl node list: exit %d, stderr\n%s\nwant exit 1 and %q", r.code, r.err, want)
+		}
+	})
 }
 
 // A port that accepts but does not speak NATS (the gateway's HTTP port,

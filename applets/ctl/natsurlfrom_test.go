@@ -18,17 +18,28 @@ import (
 func TestConnectErrorNamesTheURLsSource(t *testing.T) {
 	t.Parallel()
 	closed := testutil.FreeAddr(t)
+	eachURLSource(t, closed, func(t *testing.T, r result, from string) {
+		if want := "connect to NATS at nats://" + closed + " (from " + from + "): "; r.code != 1 || !strings.Contains(r.err, want) {
+			t.Errorf("ctl node list: exit %d, stderr\n%s\nwant exit 1 and %q", r.code, r.err, want)
+		}
+	})
+}
+
+// eachURLSource runs ctl node list, with a timeout of 300ms, once for
+// each place that can give it the URL of addr, the others naming another
+// address, and hands check what it did and the place as ctl names it.
+func eachURLSource(t *testing.T, addr string, check func(t *testing.T, r result, from string)) {
 	other := testutil.FreeAddr(t)
 	const ctl = "[ctl]\ntimeout = \"300ms\"\n"
 	for _, tc := range []struct {
 		name, file string
 		env, flag  string
-		want       string // PATH is the file
+		from       string // PATH is the file
 	}{
-		{"listen", "[nats]\nlisten = \"" + closed + "\"\n" + ctl, "", "", "connect to NATS at nats://" + closed + " (from [nats] listen in PATH): "},
-		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + closed + "\"\n", "", "", "connect to NATS at nats://" + closed + " (from [ctl] nats_url in PATH): "},
-		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + closed, "", "connect to NATS at nats://" + closed + " (from NARUN_NATS_URL): "},
-		{"flag", ctl, "nats://" + other, "nats://" + closed, "connect to NATS at nats://" + closed + " (from --nats-url): "},
+		{"listen", "[nats]\nlisten = \"" + addr + "\"\n" + ctl, "", "", "[nats] listen in PATH"},
+		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH"},
+		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + addr, "", "NARUN_NATS_URL"},
+		{"flag", ctl, "nats://" + other, "nats://" + addr, "--nats-url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &harness{t: t, dir: t.TempDir()}
@@ -44,10 +55,7 @@ func TestConnectErrorNamesTheURLsSource(t *testing.T) {
 			if tc.flag != "" {
 				args = append([]string{"--nats-url", tc.flag}, args...)
 			}
-			r := h.exec("", nil, env, args)
-			if want := strings.ReplaceAll(tc.want, "PATH", h.config); r.code != 1 || !strings.Contains(r.err, want) {
-				t.Errorf("ctl node list: exit %d, stderr\n%s\nwant exit 1 and %q", r.code, r.err, want)
-			}
+			check(t, h.exec("", nil, env, args), strings.ReplaceAll(tc.from, "PATH", h.config))
 		})
 	}
 }
