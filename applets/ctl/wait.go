@@ -96,8 +96,13 @@ type waiter struct {
 	// that stops removes its heartbeat: one restarted during the rollout
 	// (a rolling upgrade) would otherwise drop out of it without a word
 	// (or, listed in nodes, be said to send none), and the rollout pass
-	// with its instances neither started nor counted.
+	// with its instances neither started nor counted. Each holds whether
+	// the node was late when last read: the entry of a node killed
+	// outright expires (its TTL) rather than being removed, and such a
+	// node did not stop during the rollout.
 	selected map[string]bool
+	// lastHeard holds the last heartbeat read of each node in selected.
+	lastHeard map[string]state.Node
 	// live holds the nodes the heartbeats last read list: only their
 	// events are kept (follows).
 	live map[string]bool
@@ -126,7 +131,7 @@ type healthyRun struct {
 // newWaiter subscribes to app's events and reads which of its instances
 // have already ended; call it before writing the spec.
 func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
-	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}, selected: map[string]bool{}}
+	w := &waiter{e: e, app: app, events: make(chan *nats.Msg, 1024), seen: map[string]map[string]state.Instance{}, healthy: map[string]healthyRun{}, shown: map[string]string{}, ended: map[string]bool{}, selected: map[string]bool{}, lastHeard: map[string]state.Node{}}
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app.Name, "*"), w.events)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to events of %s: %w", app.Name, err)
@@ -152,9 +157,11 @@ func newWaiter(ctx context.Context, e *env, app *spec.App) (*waiter, error) {
 func (w *waiter) stop() { _ = w.sub.Unsubscribe() }
 
 func (w *waiter) noteSelected(nodes []state.Node) {
+	now := w.e.serverNow()
 	for _, n := range nodes {
 		if w.app.ReplicasOn(n.ID, n.Labels) > 0 {
-			w.selected[n.ID] = true
+			w.selected[n.ID] = late(n, now)
+			w.lastHeard[n.ID] = n
 		}
 	}
 }
@@ -165,18 +172,22 @@ func (w *waiter) noteSelected(nodes []state.Node) {
 // heartbeats of now, says "no heartbeat" of one the spec lists, and
 // nothing of one its labels select.
 func (w *waiter) down(evaluated []downNode, nodes []state.Node) []downNode {
-	var stopped []string
+	var gone []string
 	for id := range w.selected {
 		if !slices.ContainsFunc(nodes, func(n state.Node) bool { return n.ID == id }) {
-			stopped = append(stopped, id)
+			gone = append(gone, id)
 		}
 	}
 	out := slices.DeleteFunc(slices.Clone(evaluated), func(d downNode) bool {
-		return d.Reason == noHeartbeat && slices.Contains(stopped, d.Node)
+		return d.Reason == noHeartbeat && slices.Contains(gone, d.Node)
 	})
-	slices.Sort(stopped)
-	for _, id := range stopped {
-		out = append(out, downNode{Node: id, Reason: "its runner stopped during the rollout"})
+	slices.Sort(gone)
+	for _, id := range gone {
+		reason := "its runner stopped during the rollout"
+		if w.selected[id] {
+			reason = "no heartbeat " + silence(w.lastHeard[id], w.e.serverNow())
+		}
+		out = append(out, downNode{Node: id, Reason: reason})
 	}
 	return out
 }

@@ -449,6 +449,23 @@ func TestWaitWarnsOfARunnerStoppedDuringTheRollout(t *testing.T) {
 	}
 }
 
+// A node killed outright before the rollout is late from its first read;
+// its entry then expires during the rollout (its TTL). That is no runner
+// stopping during the rollout: the warning says how long the node has been
+// silent, as for a node still listed late.
+func TestWaitSaysAnExpiredHeartbeatIsNoStoppedRunner(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.heartbeat(state.Node{ID: "node-2", Arch: runtime.GOARCH, Labels: map[string]string{"role": "edge"}, Interval: time.Millisecond})
+	testutil.Eventually(t, 20*time.Second, "node-2 late", func() bool {
+		return strings.Contains(h.ok("", "node", "list").out, "late: down?")
+	})
+	r := rollOutWhileNode2Stops(t, h, `nodes = ["node-1", "node-2"]`)
+	if r.code != 0 || !strings.Contains(r.err, "not rolled out on node-2 (no heartbeat for ") || strings.Contains(r.err, "stopped during the rollout") {
+		t.Errorf("deploy --wait: exit %d, stderr %q", r.code, r.err)
+	}
+}
+
 // The nodes a rollout did not reach are named from their heartbeats, which
 // any NATS client can write, with any id: the warning must not act on the
 // terminal.
