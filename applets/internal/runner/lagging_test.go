@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
@@ -81,4 +84,48 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 	if got := tr.specOf("gone"); got != nil {
 		t.Errorf("an app deleted on the leader came back from an earlier entry:\n%s", got)
 	}
+}
+
+// A member that joins on an empty store (a dead device replaced under its
+// name) copies narun-apps from its peers after its runner's watch started
+// on it: the watch lists no app, then hands over every revision the copy
+// takes in, oldest first, as if each were written now. Applying them would
+// start each earlier version of an app for a moment (a replaced edge-3
+// started hello 1.0.0, two deploys old, beside 1.0.2). The leader has the
+// latest revision of each.
+func TestCatchUpOfAnEmptyReplicaIsNotApplied(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
+	onVersion := func(v string) func([]state.Instance) bool {
+		return func(l []state.Instance) bool {
+			return allIn(1, state.Healthy)(l) && l[0].Version == v
+		}
+	}
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
+	earlier, err := c.apps.Get(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.deploy(t, "hello", "1.1.0", helloBin, "")
+	tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
+	latest, err := c.apps.Get(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
+	done := make(chan struct{})
+	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
+	w.ch <- nil // the empty copy's initial values: none
+	w.ch <- earlier
+	w.ch <- earlier // taken once follow has handled the first
+	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
+		t.Errorf("after the catch-up of an empty replica handed over revision %d, the runner holds\n%s\nwant the leader's revision %d\n%s", earlier.Revision(), got, latest.Revision(), latest.Value())
+	}
+	cancel()
+	<-done
 }

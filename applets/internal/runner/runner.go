@@ -659,18 +659,13 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				// watch's next entry.
 				r.log.Debug("skip an entry older than the one a resync applied", "app", e.Key(), "revision", e.Revision())
 			default:
-				r.applyEntry(e)
+				// A copy that joined on an empty store (a device replaced
+				// under its name) lists nothing, then hands over every
+				// revision it takes in from its peers, oldest first: the
+				// leader says which is the latest. One request per deploy.
+				r.applyLatest(ctx, e, leader)
 			}
 		}
-	}
-}
-
-func (r *Runner) applyEntry(e jetstream.KeyValueEntry) {
-	switch e.Operation() {
-	case jetstream.KeyValuePut:
-		r.apply(e.Key(), e.Value(), e.Revision())
-	default:
-		r.remove(e.Key(), e.Revision())
 	}
 }
 
