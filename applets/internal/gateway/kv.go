@@ -201,8 +201,8 @@ func (g *Gateway) followBucket(ctx context.Context, kv jetstream.KeyValue, recon
 			case initial:
 				add(g.latest(ctx, leader, e))
 			default:
-				g.readRoutesEntry(leader, e, add)
-				g.readReady(w, leader, add, len(batch))
+				g.readRoutesEntry(ctx, leader, e, add)
+				g.readReady(ctx, w, leader, add, len(batch))
 				flush()
 				g.saveRoutesCache()
 			}
@@ -222,7 +222,7 @@ func (g *Gateway) followBucket(ctx context.Context, kv jetstream.KeyValue, recon
 
 // readReady passes on to add the updates the watch w has ready, up to
 // maxRoutesBatch in all with the held ones already read.
-func (g *Gateway) readReady(w jetstream.KeyWatcher, leader *store.LeaderCheck, add func(app string, value []byte), held int) {
+func (g *Gateway) readReady(ctx context.Context, w jetstream.KeyWatcher, leader *store.LeaderCheck, add func(app string, value []byte), held int) {
 	for ; held < maxRoutesBatch; held++ {
 		select {
 		case e, ok := <-w.Updates():
@@ -231,7 +231,7 @@ func (g *Gateway) readReady(w jetstream.KeyWatcher, leader *store.LeaderCheck, a
 			if !ok || e == nil {
 				return
 			}
-			g.readRoutesEntry(leader, e, add)
+			g.readRoutesEntry(ctx, leader, e, add)
 		default:
 			return
 		}
@@ -243,16 +243,16 @@ func (g *Gateway) readReady(w jetstream.KeyWatcher, leader *store.LeaderCheck, a
 const maxRoutesBatch = 1000
 
 // readRoutesEntry passes an update of narun-routes that follows the
-// watch's initial values to add, unless it is older than the leader's.
-func (g *Gateway) readRoutesEntry(leader *store.LeaderCheck, e jetstream.KeyValueEntry, add func(app string, value []byte)) {
-	switch {
-	case leader.Older(e):
+// watch's initial values to add, unless it is older than the leader's, as
+// the leader has it when that is newer: a copy that joined on an empty
+// store (a device replaced under its name) lists nothing, then hands over
+// every revision it takes in from its peers, oldest first.
+func (g *Gateway) readRoutesEntry(ctx context.Context, leader *store.LeaderCheck, e jetstream.KeyValueEntry, add func(app string, value []byte)) {
+	if leader.Older(e) {
 		g.log.Debug("skip a routes entry older than the leader's", "app", e.Key(), "revision", e.Revision(), "leader_revision", leader.Taken(e.Key()))
-	case e.Operation() != jetstream.KeyValuePut:
-		add(e.Key(), nil)
-	default:
-		add(e.Key(), e.Value())
+		return
 	}
+	add(g.latest(ctx, leader, e))
 }
 
 // latest is an app's entry from a watch's first values, or as the leader

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
@@ -73,4 +75,67 @@ func TestEarlierRoutesFromAReplicaAreNotServed(t *testing.T) {
 	if served("/gone/x") {
 		t.Error("routes removed on the leader came back from an earlier entry")
 	}
+}
+
+// heldKV is narun-routes whose watch is the test's.
+type heldKV struct {
+	jetstream.KeyValue
+	w heldWatch
+}
+
+func (k heldKV) WatchAll(context.Context, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return k.w, nil
+}
+
+// heldWatch is a watch whose entries the test hands over one by one.
+type heldWatch struct{ ch chan jetstream.KeyValueEntry }
+
+func (w heldWatch) Updates() <-chan jetstream.KeyValueEntry { return w.ch }
+func (w heldWatch) Stop() error                             { return nil }
+
+// A member that joins on an empty store (a dead device replaced under its
+// name) copies narun-routes from its peers after its gateway's watch
+// started on it: the watch lists no entry, then hands over every revision
+// the copy takes in, oldest first, as if each were written now. Serving
+// them would bring back, for a moment, routes replaced long ago.
+func TestCatchUpOfAnEmptyReplicaIsNotServed(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	r := startRun(t, nc, gwConfig(), "")
+	base := "http://" + r.addrs["http"]
+	kv := routesKV(t, nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := func(path string) bool {
+		code, _ := get(t, base+path)
+		return code != 404
+	}
+	if _, err := kv.PutString(ctx, "web", `[{"path":"/old/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "/old/ served", func() bool { return served("/old/x") })
+	earlier, err := kv.Get(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(ctx, "web", `[{"path":"/new/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "/new/ served", func() bool { return served("/new/x") && !served("/old/x") })
+
+	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = r.gw.followBucket(ctx, heldKV{kv, w}, nil, r.gw.reconnects())
+	}()
+	w.ch <- nil // the empty copy's initial values: none
+	w.ch <- earlier
+	w.ch <- earlier // taken once followBucket has applied the first
+	if served("/old/x") || !served("/new/x") {
+		t.Errorf("after the catch-up of an empty replica handed over revision %d, the gateway serves /old/: %v, /new/: %v; want the leader's routes, /new/ only", earlier.Revision(), served("/old/x"), served("/new/x"))
+	}
+	cancel()
+	<-done
 }
