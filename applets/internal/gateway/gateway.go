@@ -506,8 +506,8 @@ func placed(lines []int, routes []config.Route) []int {
 // lines of its width; TestRestartOnlyNamesEveryKey keeps the two together.
 const RestartOnly = `The listeners (listen, admin_listen, tls.listen), shutdown_timeout,
 max_connections, max_body_memory, routes_cache, log_level, log_format, the NATS
-login (nats_url, nats_creds, nats_nkey) and turning HTTPS on or off (setting or
-clearing tls.cert) need a restart`
+connection (nats_url, nats_creds, nats_nkey, nats_ca, nats_cert, nats_key) and
+turning HTTPS on or off (setting or clearing tls.cert) need a restart`
 
 // restartOnly are the settings of a configuration file that a reload
 // cannot apply: listeners and logging are set up once, and the drain's
@@ -541,6 +541,10 @@ func (g *Gateway) restartOnly(f config.File) map[string]string {
 		keys["gateway.nats_url"] = gw.NATSURL
 		keys["gateway.nats_creds"] = gw.NATSCreds
 		keys["gateway.nats_nkey"] = gw.NATSNkey
+		// Read when it connects, as the login is.
+		keys["gateway.nats_ca"] = gw.NATSCA
+		keys["gateway.nats_cert"] = gw.NATSCert
+		keys["gateway.nats_key"] = gw.NATSKey
 	}
 	return keys
 }

@@ -555,6 +555,35 @@ func TestReloadWarnsOfRestartOnlySettings(t *testing.T) {
 	}
 }
 
+// The TLS files of narun gw's NATS connection are read when it connects,
+// as its login is: a reload that names others (a client certificate
+// rotated to a new path) must say it needs a restart, not leave the
+// operator to believe the gateway uses them.
+func TestReloadWarnsOfNATSTLSFiles(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	dir := t.TempDir()
+	path, certPath, keyPath := filepath.Join(dir, "narun.toml"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testutil.CertPair(t, certPath, keyPath, "nats")
+	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	writeFile(t, path, routes)
+	f, _, err := readConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.LogBuffer
+	r := startRunLogged(t, nc, f.Gateway, path, slog.New(slog.NewTextHandler(&logs, nil)))
+	writeFile(t, path, "[gateway]\nnats_ca = \""+certPath+"\"\nnats_cert = \""+certPath+"\"\nnats_key = \""+keyPath+"\"\n"+routes)
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	const want = `keys="gateway.nats_ca, gateway.nats_cert, gateway.nats_key"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("reload log lacks %s:\n%s", want, logs.String())
+	}
+}
+
 // Every setting a reload warns of as needing a restart is named in
 // RestartOnly, the list narun gw's help gives.
 func TestRestartOnlyNamesEveryKey(t *testing.T) {
