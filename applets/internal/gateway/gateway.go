@@ -683,7 +683,7 @@ func (g *Gateway) loadCert() (key string, err error) {
 		cert, err = tls.X509KeyPair(certPEM, keyPEM)
 	}
 	if err != nil {
-		return key, fmt.Errorf("load tls certificate %s: %w", tc.Cert, err)
+		return key, fmt.Errorf("load tls certificate %s with key %s: %w", tc.Cert, tc.Key, err)
 	}
 	// Served all the same: the clock may be what is wrong, and a client
 	// that checks dates refuses it either way.

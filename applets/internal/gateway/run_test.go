@@ -1537,6 +1537,24 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 	})
 }
 
+// A certificate and a key that are not a pair are named both: either may
+// be the file the operator has to replace.
+func TestTLSMismatchNamesBothFiles(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	otherCert, otherKey := filepath.Join(dir, "other-cert.pem"), filepath.Join(dir, "other-key.pem")
+	testutil.CertPair(t, certPath, keyPath, "first")
+	testutil.CertPair(t, otherCert, otherKey, "second")
+	cfg := gwConfig()
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: otherKey}
+	_, err := New(Options{Config: cfg, Conn: natstest.Connect(t, srv)})
+	if err == nil || !strings.Contains(err.Error(), certPath) || !strings.Contains(err.Error(), otherKey) {
+		t.Errorf("start with a key of another certificate: %v, want an error naming %s and %s", err, certPath, otherKey)
+	}
+}
+
 // TestRoutesAfterNATSRestart writes a route right after the NATS server
 // restarted: the gateway's watch starts again as soon as it reconnects,
 // instead of when the old watch's missed heartbeats (15 s and more) show
