@@ -198,8 +198,13 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	default:
 		return nil, fmt.Errorf("%s: match %q: want %q or %q", origin, rc.Match, MatchPrefix, MatchExact)
 	}
+	// A route of the file has no default service, as an app's has its name:
+	// one left out is no subject to correct.
+	if rc.Service == "" {
+		return nil, fmt.Errorf("%s: no service: set service to the subject of the NATS Micro service that answers the route", origin)
+	}
 	if !validSubject(rc.Service) {
-		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*' or '>')", origin, rc.Service)
+		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*', '>' or empty token)", origin, rc.Service)
 	}
 	h := strings.ToLower(rc.Host)
 	// A name written absolute, as DNS has it ("example.com."), is the
