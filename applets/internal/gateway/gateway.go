@@ -173,6 +173,9 @@ type Gateway struct {
 	// cut by the gateway, not left by its client (cutting).
 	cut     chan struct{}
 	cutOnce sync.Once
+	// cutWhy is the reason the requests cut give, set before cut closes:
+	// a second signal may end the drain long before shutdown_timeout.
+	cutWhy string
 	// cutWait is cutAnswerWait; a test lengthens it to see that a hurry
 	// ends it.
 	cutWait time.Duration
@@ -1022,7 +1025,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		sw.Go(func() {
 			if err := s.s.Shutdown(sctx); err != nil {
 				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
-				g.cutOnce.Do(func() { close(g.cut) })
+				g.cutOnce.Do(func() {
+					g.cutWhy = "cut at shutdown: not finished within shutdown_timeout"
+					if hctx.Err() != nil {
+						g.cutWhy = "cut at shutdown: stopped at once by a second signal"
+					}
+					close(g.cut)
+				})
 				// Long enough for the 503s to go out; a response already
 				// streaming is cut by Close.
 				lctx, lcancel := context.WithTimeout(hctx, g.cutWait)

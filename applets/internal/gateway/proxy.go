@@ -1270,11 +1270,10 @@ func (g *Gateway) clientLeft(ex *exchange) {
 // to a closed connection: the client sees the connection end.
 func (g *Gateway) cutAtShutdown(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, headSeen bool, rid string) {
 	g.metrics.outcomes[outcomeCancelled].Add(1)
-	const why = "cut at shutdown: not finished within shutdown_timeout"
 	if headSeen {
-		g.abort(r, ex, rt, http.StatusServiceUnavailable, rid, why)
+		g.abort(r, ex, rt, http.StatusServiceUnavailable, rid, g.cutWhy)
 	}
-	g.failLogged(w, ex, rt, http.StatusServiceUnavailable, why, "", rid)
+	g.failLogged(w, ex, rt, http.StatusServiceUnavailable, g.cutWhy, "", rid)
 }
 
 // bodyErrorStatus is the status and message of a request body that could

@@ -2155,6 +2155,43 @@ func TestHurryEndsTheWaitForCutAnswers(t *testing.T) {
 	}
 }
 
+// A request cut by a second signal, long before shutdown_timeout, is
+// logged as cut by it: "not finished within shutdown_timeout" would have
+// the operator raise a bound that was never reached.
+func TestHurryCutNamesTheSecondSignal(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("stuck"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	t.Cleanup(func() { close(release) })
+	var logs testutil.LogBuffer
+	cfg := gwConfig(config.Route{Path: "/", Service: "stuck"})
+	cfg.ShutdownTimeout = config.Duration(time.Hour)
+	hurry := make(chan struct{})
+	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, srv), Hurry: hurry, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+	go func() {
+		if resp, err := http.Get("http://" + r.addrs["http"] + "/"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the service")
+	}
+	r.stop()
+	close(hurry)
+	testutil.Eventually(t, 10*time.Second, "the cut request logged", func() bool {
+		return strings.Contains(logs.String(), `msg="request failed"`)
+	})
+	if want := `reason="cut at shutdown: stopped at once by a second signal"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %s:\n%s", want, logs.String())
+	}
+}
+
 // A request whose client is still sending the body its service pulls when
 // the drain at shutdown ends: the exchange must end within the drain and
 // the wait for the cut answers, the service's read of the body fail (it
