@@ -462,7 +462,13 @@ func (e *env) restorable(ctx context.Context, app string, t, cur revision, key *
 	// Any app may write narun-apps on a default device: signing a revision
 	// this key did not sign would vouch for what something else wrote.
 	if reason := notOurs(key, t.raw); reason != "" {
-		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): it may have been written by something other than narun ctl; if it is yours, read it (narun ctl app history %s --revision %d > %s.toml) and deploy that file, which signs it", t.Revision, reason, app, t.Revision, app)
+		who := "it may have been written by something other than narun ctl"
+		if reason == "unsigned" {
+			// The usual unsigned revision is one of before an upgrade
+			// brought signing, or narun up its node key.
+			who = "it was stored before this key signed the app's specs (by a ctl of a release before signing, or before the node had its key) or by something other than narun ctl"
+		}
+		return nil, nil, fmt.Errorf("revision %d is not signed by this ctl's key (%s): %s; if it is yours, read it (narun ctl app history %s --revision %d > %s.toml) and deploy that file, which signs it", t.Revision, reason, who, app, t.Revision, app)
 	}
 	file := fmt.Sprintf("%s/%s@%d", names.AppsBucket, app, t.Revision)
 	body := signing.StripSequence(signing.Strip(t.raw))

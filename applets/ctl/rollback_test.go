@@ -350,6 +350,11 @@ func TestRollbackSigned(t *testing.T) {
 	if !strings.Contains(r.err, fmt.Sprintf("revision %d is not signed by this ctl's key (unsigned)", unsigned)) {
 		t.Errorf("rollback to an unsigned revision: %s", r.err)
 	}
+	// Most unsigned revisions are those stored before an upgrade brought
+	// the key: the refusal must not leave the operator suspecting an intruder.
+	if !strings.Contains(r.err, "stored before this key signed") {
+		t.Errorf("refusal of an unsigned revision does not say it may predate the key: %s", r.err)
+	}
 	if after, _ := h.revisionOf("hello"); after != before {
 		t.Errorf("refused rollback wrote revision %d", after)
 	}
