@@ -262,3 +262,59 @@ func TestCheckAnswersInJSON(t *testing.T) {
 		}
 	}
 }
+
+// A data_dir the file gives as a relative path is its directory's since
+// narun took paths from the file's directory; earlier releases took it
+// from the working directory. A start that finds the node's data there
+// and none where the path now points must not begin anew on an empty
+// store, which hides every app, secret and key the node had: it refuses,
+// naming both directories, as --check does. Each start is given an
+// address held here, so one that got past the check fails there.
+func TestRelativeDataDirLeftBehindIsRefused(t *testing.T) {
+	addr := heldAddr(t)
+	dir := t.TempDir()
+	// What narun up of an earlier release, run in dir, left.
+	old := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(old, "jetstream"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(old, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conf")
+	if err := os.Mkdir(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(conf, "narun.toml")
+	if err := os.WriteFile(file, []byte("log_level = \"info\"\ndata_dir = \"data\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := filepath.Join(conf, "data")
+	t.Chdir(dir)
+	for _, args := range [][]string{
+		{"nats", "--listen", addr},
+		{"runner", "--node-id", "n1", "--nats-url", "nats://" + addr, "--admin-listen", addr},
+		{"up", "--node-id", "n1", "--nats-listen", addr, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--runner-admin-listen", "127.0.0.1:0"},
+	} {
+		for _, check := range []bool{false, true} {
+			argv := append(append([]string{"narun"}, args...), "--config", file)
+			if check {
+				argv = append(argv, "--check")
+			}
+			t.Run(fmt.Sprintf("%s/check=%v", args[0], check), func(t *testing.T) {
+				code, stdout, stderr := run(argv...)
+				if code != 1 || !strings.Contains(stderr, file+`:2: key "data_dir"`) || !strings.Contains(stderr, "move "+old+" to "+now) {
+					t.Errorf("exit %d, %q%q; want 1 naming the line, %s and %s", code, stdout, stderr, old, now)
+				}
+				if _, err := os.Stat(now); err == nil {
+					t.Errorf("narun made %s, beside the data it left behind", now)
+				}
+			})
+		}
+	}
+	// Given as it was meant, the same file starts on the node's data.
+	code, stdout, stderr := run("narun", "up", "--node-id", "n1", "--config", file, "--data-dir", old, "--check")
+	if code != 0 {
+		t.Errorf("--data-dir %s: exit %d, %q%q; want 0", old, code, stdout, stderr)
+	}
+}

@@ -72,7 +72,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				return cli.PlaceNATSError(cfg, err, fromFlag)
 			}
 		}
-		if err := cli.DataDir(check, cfg.DataDir); err != nil {
+		if err := cli.DataDir(check, cfg); err != nil {
 			return err
 		}
 		if check {

@@ -51,7 +51,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return cli.PlaceClientError(c, cfg, "runner", err)
 		}
-		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg.DataDir); err != nil {
+		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg); err != nil {
 			return err
 		}
 		cli.WarnUnreachable(log, cfg.DataDir)

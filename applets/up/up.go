@@ -83,7 +83,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			log.Warn("[gateway] trusted_keys is set and [runner] trusted_keys is not: the runner runs specs of narun-apps whoever wrote them (an app too); set both")
 		}
 		// Before the node key, which is read from the data dir.
-		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg.DataDir); err != nil {
+		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg); err != nil {
 			return err
 		}
 		cli.WarnUnreachable(log, cfg.DataDir)

@@ -67,13 +67,46 @@ func CheckFlag() ucli.Flag {
 // the directory it starts in.
 const elsewhere = "choose another with --data-dir, NARUN_DATA_DIR or data_dir in narun.toml"
 
-// DataDir readies the data dir dir for a start, or, with checkOnly (a
+// DataDir readies the data dir of cfg for a start, or, with checkOnly (a
 // --check), says whether a start could without writing anything.
-func DataDir(checkOnly bool, dir string) error {
-	if checkOnly {
-		return checkDataDir(dir)
+func DataDir(checkOnly bool, cfg config.File) error {
+	if err := leftBehind(cfg); err != nil {
+		return err
 	}
-	return prepareDataDir(dir)
+	if checkOnly {
+		return checkDataDir(cfg.DataDir)
+	}
+	return prepareDataDir(cfg.DataDir)
+}
+
+// nodeData are entries of a data dir that only a node that ran on it
+// made: JetStream's store (narun nats, narun up), the cached specs and the
+// runner's lock (narun runner).
+var nodeData = []string{"jetstream", "specs", "runner.lock"}
+
+func holdsNodeData(dir string) bool {
+	for _, name := range nodeData {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// leftBehind refuses a relative data_dir of cfg's file that now names a
+// directory without a node's data while the one earlier releases took it
+// for, in the working directory, has it: the start would begin anew on an
+// empty store, hiding every app, secret and key the node had, and
+// making a second data dir to merge by hand.
+func leftBehind(cfg config.File) error {
+	if cfg.DataDirWritten == "" {
+		return nil
+	}
+	before, err := filepath.Abs(cfg.DataDirWritten)
+	if err != nil || before == cfg.DataDir || holdsNodeData(cfg.DataDir) || !holdsNodeData(before) {
+		return nil
+	}
+	return fmt.Errorf("%s: key \"data_dir\": %q now names %s (relative to the file's directory), which holds no node's data; earlier releases took it from the working directory, %s, which does: a start would begin on an empty store; move %s to %s, or write data_dir = %q (docs/UPGRADING.md)", cfg.Where("data_dir"), cfg.DataDirWritten, cfg.DataDir, before, before, cfg.DataDir, before)
 }
 
 // checkDataDir says whether a start could make and write the data dir
@@ -394,7 +427,7 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 		if err != nil {
 			return cfg, nil, Usage(fmt.Errorf("--%s %q: %w", FlagDataDir, d, err))
 		}
-		cfg.DataDir = abs
+		cfg.DataDir, cfg.DataDirWritten = abs, ""
 	}
 	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
 		for flag, setting := range map[string]*string{FlagNATSURL: &client.NATSURL, FlagNATSCreds: &client.NATSCreds, FlagNATSNkey: &client.NATSNkey,

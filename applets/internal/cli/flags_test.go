@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
 )
 
 // A parent directory its group may write is unsafe whatever the group:
@@ -82,7 +84,7 @@ func TestDataDir(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "narun")
-			if err := DataDir(c.checkOnly, dir); err != nil {
+			if err := DataDir(c.checkOnly, config.File{DataDir: dir}); err != nil {
 				t.Fatal(err)
 			}
 			fi, err := os.Stat(dir)
@@ -111,7 +113,7 @@ func TestDataDirParentsSearchable(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(base, "srv", "narun", "data")
-		err := DataDir(false, dir)
+		err := DataDir(false, config.File{DataDir: dir})
 		syscall.Umask(old)
 		if err != nil {
 			t.Fatal(err)

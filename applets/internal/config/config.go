@@ -36,6 +36,13 @@ type File struct {
 	Runner  Runner  `toml:"runner"`
 	Ctl     Ctl     `toml:"ctl"`
 
+	// DataDirWritten is data_dir as the file writes it, when relative:
+	// releases before paths were the file's directory's took it from the
+	// working directory, where a node's data may still be. Empty when
+	// data_dir is absolute or absent, or NARUN_DATA_DIR or --data-dir
+	// overrides it.
+	DataDirWritten string `toml:"-"`
+
 	// Path is the file this was read from; empty when only defaults apply.
 	Path string `toml:"-"`
 	// Content is Path's content as read and decoded: a part that watches
@@ -471,6 +478,9 @@ func Decode(path string, data []byte) (File, toml.MetaData, error) {
 		// Only the file's: the default ./narun-data is the working
 		// directory's.
 		paths = append(paths, &cfg.DataDir)
+		if !filepath.IsAbs(cfg.DataDir) {
+			cfg.DataDirWritten = cfg.DataDir
+		}
 	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -570,7 +580,7 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		}
 	}
 	if d := getenv("NARUN_DATA_DIR"); d != "" {
-		cfg.DataDir = d
+		cfg.DataDir, cfg.DataDirWritten = d, ""
 	}
 	if cfg.DataDir != "" && !filepath.IsAbs(cfg.DataDir) {
 		abs, err := filepath.Abs(cfg.DataDir)
