@@ -31,7 +31,7 @@ func TestErrorsHideTheLogin(t *testing.T) {
 		{"refused login", "nats://edge:wrong-secret@" + guardedAddr, "wrong-secret",
 			[]string{"connect to NATS at nats://edge:xxxxx@" + guardedAddr + " (from --nats-url): nats: Authorization Violation"}},
 		{"jetstream silent", "nats://edge:edge-secret@" + noJetStream, "edge-secret",
-			[]string{"jetstream at nats://edge:xxxxx@" + noJetStream + " not answering"}},
+			[]string{"jetstream at nats://edge:xxxxx@" + noJetStream + " (from --nats-url) not answering"}},
 		// nats.go quotes the URL it cannot parse.
 		{"bad port", "nats://edge:edge-secret@127.0.0.1:42x", "edge-secret", []string{`"nats://edge:xxxxx@127.0.0.1:42x"`}},
 	} {
