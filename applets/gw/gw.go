@@ -47,7 +47,7 @@ func Flags() []ucli.Flag {
 
 // Main runs the applet.
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
-	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, "requests", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "tls-listen": &cfg.Gateway.TLS.Listen, "routes-cache": &cfg.Gateway.RoutesCache})
 		listens := cli.GatewayListens(cfg.Gateway)
 		if err := cli.CheckListen(c, cfg, listens...); err != nil {

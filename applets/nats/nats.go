@@ -35,7 +35,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "embedded NATS server with JetStream\n"+
 		"The [nats] table of narun.toml holds the rest (logins, cluster login, leaf remotes,\n"+
 		"JetStream limits): testdata/narun.toml lists every key, docs/CLUSTER.md shows a\n"+
-		"three-member cluster and a leaf. A changed [nats] table needs a restart.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"three-member cluster and a leaf. A changed [nats] table needs a restart.", "", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"listen":         &cfg.NATS.Listen,
 			"server-name":    &cfg.NATS.ServerName,

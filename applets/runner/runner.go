@@ -30,7 +30,7 @@ func Flags() []ucli.Flag {
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "node agent: deploys and supervises apps\n"+
 		"The [runner] table of narun.toml holds the rest (app_nats_url, trusted_keys,\n"+
-		"heartbeat_interval): testdata/narun.toml lists every key with its default.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"heartbeat_interval): testdata/narun.toml lists every key with its default.", "apps", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		rc := cfg.Runner
 		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen})
 		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {

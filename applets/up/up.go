@@ -45,7 +45,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		"The flags cover what changes from one device to the next; everything else is in\n"+
 		"narun.toml ([nats], [gateway], [runner] and data_dir): testdata/narun.toml lists\n"+
 		"every key with its default, docs/CLUSTER.md joins devices into a cluster. SIGHUP\n"+
-		"reloads the gateway's routes; a second SIGINT or SIGTERM stops at once.", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
+		"reloads the gateway's routes; a second SIGINT or SIGTERM stops at once.", "apps and requests", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{
 			"nats-listen":         &cfg.NATS.Listen,
 			"listen":              &cfg.Gateway.Listen,

@@ -42,7 +42,7 @@ nats_url = "nats://file:4222"
 		return nil
 	}
 	args := []string{"gw", "--config", file, "--listen", ":3333", "--nats-url", "nats://flag:4222", "--log-level", "debug"}
-	if err := cli.Service(context.Background(), stdio, args, "test", flags, run); err != nil {
+	if err := cli.Service(context.Background(), stdio, args, "test", "", flags, run); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ what, got, want string }{
@@ -84,7 +84,7 @@ func TestLogSettingsErrors(t *testing.T) {
 			var stderr bytes.Buffer
 			stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &stderr, Getenv: func(string) string { return "" }}
 			args := append([]string{"nats", "--config", file}, tt.args...)
-			err := cli.Service(context.Background(), stdio, args, "test", cli.ConfigFlags(),
+			err := cli.Service(context.Background(), stdio, args, "test", "", cli.ConfigFlags(),
 				func(*ucli.Context, config.File, *slog.Logger) error { return nil })
 			if got := cli.ExitCode(err); got != tt.code {
 				t.Fatalf("exit %d (%v), want %d", got, err, tt.code)
@@ -107,7 +107,7 @@ func TestRelativeDataDirFlag(t *testing.T) {
 	var got string
 	run := func(_ *ucli.Context, cfg config.File, _ *slog.Logger) error { got = cfg.DataDir; return nil }
 	flags := append(cli.ConfigFlags(), cli.DataDirFlag())
-	if err := cli.Service(context.Background(), stdio, []string{"nats", "--data-dir", "state/narun"}, "test", flags, run); err != nil {
+	if err := cli.Service(context.Background(), stdio, []string{"nats", "--data-dir", "state/narun"}, "test", "", flags, run); err != nil {
 		t.Fatal(err)
 	}
 	if want := filepath.Join(wd, "state", "narun"); got != want {
@@ -125,7 +125,7 @@ func errorText(err error) string {
 func TestServiceRefusesArguments(t *testing.T) {
 	stdio := cli.IO{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
 	called := false
-	err := cli.Service(context.Background(), stdio, []string{"nats", "--config", "/dev/null", "extra"}, "test", cli.ConfigFlags(),
+	err := cli.Service(context.Background(), stdio, []string{"nats", "--config", "/dev/null", "extra"}, "test", "", cli.ConfigFlags(),
 		func(*ucli.Context, config.File, *slog.Logger) error { called = true; return nil })
 	var usage *cli.ExitError
 	if called || !errors.As(err, &usage) || usage.Code != 2 || !strings.Contains(err.Error(), `unexpected argument "extra"`) {

@@ -725,12 +725,14 @@ var authErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAut
 // configuration under the flags, then calls run. When ctx ends, a service
 // manager that asked is told the applet is stopping; run calls
 // NotifyReady once it serves. A second SIGINT or SIGTERM while run is
-// stopping closes Hurried(c): run stops waiting for apps and requests and
+// stopping closes Hurried(c): run stops waiting for what it waits for
+// (waits: "apps", "requests", "apps and requests"; "" when nothing) and
 // returns; Service returns as soon as it has, or after hurryBound, and
 // the process exits, as an operator who signals twice, or a service
-// manager whose stop timeout passed, wants. The first line of usage is the summary the help
+// manager whose stop timeout passed, wants, with an error that names
+// what was not waited for. The first line of usage is the summary the help
 // shows after the name; the lines after it, if any, its DESCRIPTION.
-func Service(ctx context.Context, stdio IO, args []string, usage string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
+func Service(ctx context.Context, stdio IO, args []string, usage, waits string, flags []ucli.Flag, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	summary, description, _ := strings.Cut(usage, "\n")
 	app := NewApp(stdio, args[0], summary, flags)
 	app.Description = description
@@ -750,7 +752,7 @@ func Service(ctx context.Context, stdio IO, args []string, usage string, flags [
 			}
 			return logFatal(stdio, args[0], format, err)
 		}
-		err = serve(ctx, c, cfg, log, run)
+		err = serve(ctx, c, cfg, log, waits, run)
 		return logFatal(stdio, args[0], cfg.LogFormat, err)
 	}
 	err := app.RunContext(ctx, args)
@@ -825,8 +827,8 @@ func logFatal(stdio IO, name, format string, err error) error {
 }
 
 // serve runs run until it returns, or until a second SIGINT or SIGTERM
-// after ctx ended.
-func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logger, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
+// after ctx ended; waits is as for Service.
+func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logger, waits string, run func(c *ucli.Context, cfg config.File, log *slog.Logger) error) error {
 	// The second signal is listened for from the end of ctx on (the
 	// first one ended it), and before the service manager hears of the
 	// stop, so a second signal sent once it heard is not missed.
@@ -901,7 +903,10 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	case <-done:
 	case <-t.C:
 	}
-	return fmt.Errorf("second %s: stopped at once, without waiting for apps and requests", signalName(sig))
+	if waits == "" {
+		return fmt.Errorf("second %s: stopped at once", signalName(sig))
+	}
+	return fmt.Errorf("second %s: stopped at once, without waiting for %s", signalName(sig), waits)
 }
 
 // feedWatchdog tells a service manager with WatchdogSec= that the process
