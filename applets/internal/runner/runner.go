@@ -1021,6 +1021,7 @@ const startListingWait = 3 * time.Second
 // listing replaced it. The cached specs are used only when NATS is not
 // connected, or does not list narun-apps within startListingWait.
 func (r *Runner) awaitListing(ctx context.Context) {
+	why, attrs := "nats not connected", []any{}
 	if r.opts.Conn.IsConnected() {
 		t := time.NewTimer(startListingWait)
 		defer t.Stop()
@@ -1030,12 +1031,25 @@ func (r *Runner) awaitListing(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.log.Warn("narun-apps not read in time; starting apps from the cached specs", "waited", startListingWait)
+			why, attrs = "narun-apps not read in time", []any{"waited", startListingWait}
 		}
-	} else {
-		r.log.Warn("nats not connected; starting apps from the cached specs")
 	}
-	r.loadCachedSpecs()
+	cached := r.cachedSpecs()
+	if len(cached) == 0 {
+		// A fresh data dir: saying apps start from the cache would have
+		// an operator look for apps that never come.
+		r.log.Warn(why+"; no app specs cached, so no app starts until narun-apps is read", attrs...)
+		return
+	}
+	r.log.Warn(why+"; starting apps from the cached specs", append(attrs, "apps", len(cached))...)
+	for _, name := range cached {
+		raw, err := os.ReadFile(filepath.Join(r.specsDir(), name+".toml"))
+		if err != nil {
+			r.log.Warn("read cached spec", "app", name, "err", err)
+			continue
+		}
+		r.applyCached(name, raw)
+	}
 }
 
 // markListed records that narun-apps was listed in full.
@@ -1049,27 +1063,23 @@ func (r *Runner) markListed() {
 	}
 }
 
-// loadCachedSpecs starts the apps of the last known specs, so that a runner
-// restarted while NATS is down still brings its apps up. A spec narun-apps
-// gave already, or a listing of it, wins over the cached one.
-func (r *Runner) loadCachedSpecs() {
+// cachedSpecs names the apps whose last known specs the data dir holds,
+// which a runner restarted while NATS is down starts from, so that its
+// apps still come up.
+func (r *Runner) cachedSpecs() []string {
 	entries, err := os.ReadDir(r.specsDir())
 	if err != nil {
 		r.log.Warn("read cached specs", "err", err)
-		return
+		return nil
 	}
+	var apps []string
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".toml")
-		if !ok || spec.ValidName(name) != nil {
-			continue
+		if ok && spec.ValidName(name) == nil {
+			apps = append(apps, name)
 		}
-		raw, err := os.ReadFile(filepath.Join(r.specsDir(), e.Name()))
-		if err != nil {
-			r.log.Warn("read cached spec", "app", name, "err", err)
-			continue
-		}
-		r.applyCached(name, raw)
 	}
+	return apps
 }
 
 // applyCached is apply for a cached spec: under r.mu, so that a listing
