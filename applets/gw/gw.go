@@ -79,7 +79,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		cli.OnSIGHUP(ctx, log, g.Reload)
+		cli.OnSIGHUP(ctx, g.ReloadOnSIGHUP)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
 		// Only while it runs: a gateway that failed to start is not
 		// stopping when the process ends.

@@ -87,9 +87,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.PlaceNATSError(cfg, err, fromFlag)
 		}
 		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
-		cli.OnSIGHUP(ctx, log, func() error {
+		cli.OnSIGHUP(ctx, func() {
 			log.Info("SIGHUP: nothing to reload; restart narun nats to apply a changed [nats] table")
-			return nil
 		})
 		cli.NotifyReady(log)
 		runCtx, stop := context.WithCancel(ctx)

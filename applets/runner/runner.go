@@ -83,9 +83,8 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}()
 			log.Info("admin page", "addr", adminAddr)
 		}
-		cli.OnSIGHUP(ctx, log, func() error {
+		cli.OnSIGHUP(ctx, func() {
 			log.Info("SIGHUP: nothing to reload; apps follow narun-apps and the key file is re-read when it changes")
-			return nil
 		})
 		cli.NotifyReady(log)
 		log.Info("runner started", "node", r.NodeID(), "nats", cli.RedactURLs(rc.NATSURL), "data_dir", cfg.DataDir)

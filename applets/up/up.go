@@ -235,7 +235,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 
-		cli.OnSIGHUP(ctx, log, gw.Reload)
+		cli.OnSIGHUP(ctx, gw.ReloadOnSIGHUP)
 
 		partsCtx, stopParts := context.WithCancel(context.Background())
 		defer stopParts()

@@ -487,6 +487,17 @@ func (g *Gateway) Reload() error {
 	return nil
 }
 
+// ReloadOnSIGHUP is Reload for a SIGHUP, its failure logged.
+func (g *Gateway) ReloadOnSIGHUP() { g.reloadBy("SIGHUP") }
+
+// reloadBy is Reload for trigger, its failure logged in the same words
+// whatever triggered it, so that one search finds every failed reload.
+func (g *Gateway) reloadBy(trigger string) {
+	if err := g.Reload(); err != nil {
+		g.log.Error("configuration not reloaded, keeping the current routes and settings", "trigger", trigger, "err", err)
+	}
+}
+
 // decodeConfigFile decodes the content of a configuration file.
 func decodeConfigFile(path string, data []byte) (config.File, []int, error) {
 	f, _, err := config.Decode(path, data)
@@ -802,9 +813,7 @@ func (g *Gateway) look(seen *lastLook) {
 		applied := g.fileVersion
 		g.mu.Unlock()
 		if v := fileVersion(p); v != applied && v == seen.config {
-			if err := g.Reload(); err != nil {
-				g.log.Error("configuration change not applied, keeping the current routes", "err", err)
-			}
+			g.reloadBy("file change")
 		} else {
 			seen.config = v
 		}
