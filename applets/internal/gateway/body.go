@@ -16,6 +16,12 @@ import (
 
 var errBodyTooLarge = errors.New("request body too large")
 
+// bodyTooLarge is the error of a request body past limit, in one wording
+// whether its length said so or it ran past the limit as it was read.
+func bodyTooLarge(limit int64) error {
+	return fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, limit)
+}
+
 // Bodies of known length that fit in one message are read into a pooled
 // buffer of the next power of two from 4 KiB: one pool per size, so a 64 KiB
 // upload neither takes nor clears a message-sized buffer.
@@ -163,7 +169,7 @@ func (b *bodySource) next() (data []byte, last bool, err error) {
 		n += k
 		b.read += int64(k)
 		if b.read > b.limit {
-			return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
+			return nil, false, bodyTooLarge(b.limit)
 		}
 		switch {
 		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
@@ -262,7 +268,7 @@ func (b *bodySource) nextMessage() ([]byte, bool, error) {
 		n = grpcPrefix
 	}
 	if b.read+b.left > b.limit {
-		return nil, false, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
+		return nil, false, bodyTooLarge(b.limit)
 	}
 	if len(buf) < b.chunk && int64(n)+b.left > int64(len(buf)) && b.growBig(n, b.chunk) {
 		buf = *b.big

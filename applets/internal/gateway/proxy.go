@@ -205,7 +205,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength > rt.maxBody {
 		closeUnread(w, r)
-		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(rt.maxBody, 10)+" bytes", "", rid)
+		g.failLogged(w, ex, rt, http.StatusRequestEntityTooLarge, bodyTooLarge(rt.maxBody).Error(), "", rid)
 		return
 	}
 	ex.timeout = rt.timeout

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -123,7 +122,7 @@ func (s *bodyStream) run() {
 		s.end += n
 		s.read += int64(n)
 		if s.read > s.limit {
-			err = fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, s.limit)
+			err = bodyTooLarge(s.limit)
 		}
 		s.err = err
 		s.mu.Unlock()
