@@ -152,13 +152,24 @@ func startRealRunner(t *testing.T, h *harness) string {
 // startRunner runs a runner for node-1 on h's server until the test ends.
 func startRunner(t *testing.T, h *harness) {
 	t.Helper()
+	startRunnerWith(t, h, nil)
+}
+
+// startRunnerWith is startRunner with mod applied to the runner's
+// configuration.
+func startRunnerWith(t *testing.T, h *harness, mod func(*config.Runner)) {
+	t.Helper()
 	nc := natstest.Connect(t, h.srv)
+	cfg := config.Runner{
+		Client:            config.Client{NATSURL: h.url},
+		NodeID:            "node-1",
+		HeartbeatInterval: config.Duration(200 * time.Millisecond),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
 	r, err := runner.New(runner.Options{
-		Config: config.Runner{
-			Client:            config.Client{NATSURL: h.url},
-			NodeID:            "node-1",
-			HeartbeatInterval: config.Duration(200 * time.Millisecond),
-		},
+		Config:  cfg,
 		DataDir: t.TempDir(),
 		Conn:    nc,
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -228,12 +229,109 @@ func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) 
 			u.apps = append(u.apps, d.name)
 		}
 	}
+	behind := e.awaitKeyReports(ctx, nodes, id, func(n state.Node) bool { return uses[n.ID] != nil })
 	for _, n := range nodes {
-		if u := uses[n.ID]; u != nil {
-			slices.Sort(u.secrets)
-			e.warnKeyMissing(n, slices.Compact(u.secrets), id, u.apps)
+		u := uses[n.ID]
+		if u == nil {
+			continue
+		}
+		slices.Sort(u.secrets)
+		u.secrets = slices.Compact(u.secrets)
+		if fresh, ok := behind[n.ID]; ok {
+			if fresh.ID == "" {
+				e.warnKeyUnreported(n, u.secrets, id, u.apps)
+				continue
+			}
+			n = fresh
+		}
+		e.warnKeyMissing(n, u.secrets, id, u.apps)
+	}
+}
+
+// awaitKeyReports waits for a heartbeat, of each node that used says
+// matters and that lacks key id as a heartbeat from before the key file
+// last changed says: on a device where ctl and the runner share the key
+// file, keygen --add and a rotate right after find the runner's last word
+// from before the new key. A runner reads its key file again at every
+// heartbeat, so one interval (and a second of slack, as a heartbeat's age
+// is judged) brings its answer, within the --timeout. The nodes so found
+// map to the heartbeat that came, or to none (ID "") when none came in
+// time; a node whose heartbeat is newer than the file is not in the map.
+// A key file that is not a regular file (a FIFO, <(pass show ...)) has no
+// time of change to go by.
+func (e *env) awaitKeyReports(ctx context.Context, nodes []state.Node, id string, used func(state.Node) bool) map[string]state.Node {
+	st, err := os.Stat(e.cfg.Ctl.MasterKeyFile)
+	if err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	// On the clock that stamps the heartbeats.
+	changed := st.ModTime().Add(e.serverAhead)
+	behind := map[string]state.Node{}
+	var keys []string
+	var wait time.Duration
+	for _, n := range nodes {
+		if used(n) && keyMissing(n, id) != "" && n.Stored.Before(changed) {
+			behind[n.ID] = state.Node{}
+			keys = append(keys, n.ID)
+			// A runner of a release that does not say its interval
+			// adds no wait: its next heartbeat may be far off.
+			if n.Interval > 0 {
+				wait = max(wait, n.Interval+time.Second)
+			}
 		}
 	}
+	if wait == 0 {
+		return behind
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(wait, e.timeout))
+	defer cancel()
+	kv, err := e.kv(ctx, names.NodesBucket)
+	if err != nil {
+		e.log.Debug("watch heartbeats", "err", err)
+		return behind
+	}
+	// Not updates only: the latest heartbeat, which may have come since
+	// they were read, is among the first entries.
+	w, err := kv.WatchFiltered(ctx, keys)
+	if err != nil {
+		e.log.Debug("watch heartbeats", "err", err)
+		return behind
+	}
+	defer w.Stop()
+	waiting := len(keys)
+	for waiting > 0 {
+		var entry jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return behind
+		case entry = <-w.Updates():
+		}
+		if entry == nil || entry.Operation() != jetstream.KeyValuePut || entry.Created().Before(changed) {
+			continue
+		}
+		var n state.Node
+		if err := json.Unmarshal(entry.Value(), &n); err != nil {
+			continue
+		}
+		if fresh, ok := behind[entry.Key()]; ok && fresh.ID == "" {
+			n.ID, n.Stored = entry.Key(), entry.Created()
+			behind[n.ID] = n
+			waiting--
+		}
+	}
+	return behind
+}
+
+// warnKeyUnreported warns of node n, whose last heartbeat, from before the
+// key file changed, says it cannot open sealed, secrets sealed with key id,
+// which apps use: whether it holds the key now is not known.
+func (e *env) warnKeyUnreported(n state.Node, sealed []string, id string, apps []string) {
+	what := "secret " + sealed[0]
+	if len(sealed) > 1 {
+		what = "secrets " + strings.Join(sealed, ", ")
+	}
+	e.warnf("node %s has not reported since key file %s changed, so whether it can open %s (key %s) is not known: its last heartbeat, from before, says %s; if that holds, instances of %s there fail to start until it holds that key (copy the key file to it, or set the secret with a key it holds)",
+		cli.Shown(n.ID), e.cfg.Ctl.MasterKeyFile, what, cli.Shown(id), keyMissing(n, id), strings.Join(apps, ", "))
 }
 
 // warnSecretKeys names each node that app selects and that lacks the key
