@@ -20,6 +20,7 @@ import (
 // once the members have elected a leader, which needs the others up. The
 // first member waits for them instead of giving up, then serves.
 func TestUpFirstClusterStartWaitsForMembers(t *testing.T) {
+	t.Parallel()
 	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
 	config, clusterAddrs, routes := firstMemberConfig(t)
 	cmd, out := startUp(t, dataDir, "--config", config, "--node-id", "u1", "--nats-listen", natsAddr,
@@ -50,6 +51,7 @@ func TestUpFirstClusterStartWaitsForMembers(t *testing.T) {
 // reloading every node) leaves it waiting: it ended the process, whose
 // reload handler is only installed once it serves.
 func TestUpWaitingForJetStream(t *testing.T) {
+	t.Parallel()
 	config, _, _ := firstMemberConfig(t)
 	sock := filepath.Join(t.TempDir(), "notify")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -94,6 +96,7 @@ func TestUpWaitingForJetStream(t *testing.T) {
 // dozens of other lines. The member waiting for JetStream names the
 // duplicate itself, with the addresses it came from.
 func TestUpNamesDuplicateServerName(t *testing.T) {
+	t.Parallel()
 	config := u2BesideSharedU1(t)
 	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
@@ -139,6 +142,7 @@ routes = ["%s"]
 // stored specs with, so it never waits for JetStream, and only a look at
 // its routes for as long as it runs finds the duplicate.
 func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)

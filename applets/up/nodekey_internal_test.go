@@ -17,6 +17,7 @@ import (
 // tenth of a second later). narun up must go on soon after JetStream
 // answers, not a whole scan's bound after such a lost request.
 func TestScanGoesOnSoonAfterJetStreamAnswers(t *testing.T) {
+	t.Parallel()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package up
 import "testing"
 
 func TestShareCores(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ procs, want int }{
 		{1, 1}, {2, 1}, {3, 2}, {4, 2}, {8, 4}, {64, 32},
 	} {

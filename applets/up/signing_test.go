@@ -80,6 +80,7 @@ func appStatus(t *testing.T, natsAddr, dataDir, app string) status {
 // on the device signs with it, and a spec written straight into
 // narun-apps, as any app could, is refused, then and at later starts.
 func TestUpRunsOnlySignedSpecs(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upsign")
 
@@ -121,6 +122,7 @@ func TestUpRunsOnlySignedSpecs(t *testing.T) {
 // with signing over such a data dir, an upgraded install, signs what is
 // stored, so that its apps keep running.
 func TestUpAdoptsUnsignedSpecs(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upold", "--signing=false")
 	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upold"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
@@ -183,6 +185,7 @@ func TestUpAdoptsUnsignedSpecs(t *testing.T) {
 // only what the note lists: a spec stored unsigned since, while the key
 // made nodes refuse it, is an app's plant and stays refused.
 func TestUpResumesAdoption(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upcut", "--signing=false")
 	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upcut"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
@@ -272,6 +275,7 @@ func expectResumed(t *testing.T, natsAddr, dataDir, keyFile string, key *signing
 // unsigned values stored before that file are signed and run, and one
 // stored after it stays refused.
 func TestUpResumesAdoptionOfEarlierRelease(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upold", "--signing=false")
 	if res, code := ctl(natsAddr, dataDir, "deploy", idleSpec(t, "old", "upold"), "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
@@ -318,6 +322,7 @@ func TestUpResumesAdoptionOfEarlierRelease(t *testing.T) {
 // its key file lost, signs nothing: the unsigned values there are ones
 // nodes refused, planted perhaps, not ones that ran before signing.
 func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "uplost")
 	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
@@ -354,6 +359,7 @@ func TestUpAdoptsNothingAfterKeyLoss(t *testing.T) {
 // through the node's heartbeat, as a script that starts narun up with
 // --data-dir and then deploys does.
 func TestUpNodeKeyWithoutDataDir(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	natsAddr, cmd, out := startNode(t, dataDir, "upbeat")
 	keyFile := filepath.Join(dataDir, signing.NodeKeyFile)
@@ -404,6 +410,7 @@ func startNode(t *testing.T, dataDir, node string, args ...string) (natsAddr str
 // trusted_keys in one of [runner] and [gateway] turns the node key off
 // for both: narun up says that the other part then checks nothing.
 func TestUpWarnsOfOneSidedTrust(t *testing.T) {
+	t.Parallel()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)

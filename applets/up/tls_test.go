@@ -43,6 +43,7 @@ func tlsAppMain() int {
 // with the files the runner gives it, and the gateway, connected in
 // process, routes to it.
 func TestUpOverTLS(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	serverCert, serverKey := ca.Issue(t, "server")
 	ctlCert, ctlKey := ca.Issue(t, "ctl")
@@ -90,6 +91,7 @@ func TestUpOverTLS(t *testing.T) {
 // With TLS on its client port, narun up says when apps lack the CA or the
 // certificate they need to connect, as it says when they lack a login.
 func TestUpWarnsAppsHaveNoTLSFiles(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	for _, tc := range []struct {

@@ -72,6 +72,7 @@ func TestMain(m *testing.M) {
 // answers, SIGTERM stops it with exit code 0 within 5 s, and nothing it
 // started is left running.
 func TestUpSmoke(t *testing.T) {
+	t.Parallel()
 	natsAddr, gwAddr, gwAdmin, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	start := time.Now()
 	cmd, out := startUp(t, t.TempDir(), "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
@@ -98,6 +99,7 @@ func TestUpSmoke(t *testing.T) {
 // systemd for that time, which would otherwise kill it, and the app with
 // it, once TimeoutStopSec is over.
 func TestUpStopWaitsForApps(t *testing.T) {
+	t.Parallel()
 	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
 	sock := filepath.Join(t.TempDir(), "notify")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -149,6 +151,7 @@ func TestUpStopWaitsForApps(t *testing.T) {
 // as narun.toml documents: narun up says so, runs the node all the same,
 // and stops cleanly.
 func TestUpListenersOff(t *testing.T) {
+	t.Parallel()
 	natsAddr, dataDir := testutil.FreeAddr(t), t.TempDir()
 	cmd, out := startUp(t, dataDir, "--node-id", "upoff", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 10*time.Second, "node upoff in narun ctl node list", func() bool {
@@ -166,6 +169,7 @@ func TestUpListenersOff(t *testing.T) {
 // With a certificate, narun up's banner names the HTTPS address too, set
 // here by its flag.
 func TestUpBannerNamesHTTPS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	testutil.CertPair(t, certPath, keyPath, "up")
@@ -205,6 +209,7 @@ func TestUpBannerNamesLeafPort(t *testing.T) {
 // Port 0 asks the kernel for a free port: the banner names the ports bound,
 // which answer, not ":0".
 func TestUpBannerNamesBoundPorts(t *testing.T) {
+	t.Parallel()
 	natsAddr := testutil.FreeAddr(t)
 	cmd, out := startUp(t, t.TempDir(), "--node-id", "upzero", "--nats-listen", natsAddr,
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--runner-admin-listen", "127.0.0.1:0")
@@ -293,6 +298,7 @@ func healthz(addr string) bool {
 // With logins on its server and none given to apps, narun up says that
 // apps using NATS will be refused, as the runner applet does.
 func TestUpWarnsAppsHaveNoLogin(t *testing.T) {
+	t.Parallel()
 	config := filepath.Join(t.TempDir(), "narun.toml")
 	if err := os.WriteFile(config, []byte("[[nats.users]]\nuser = \"edge\"\npassword = \"edge-secret\"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -310,6 +316,7 @@ func TestUpWarnsAppsHaveNoLogin(t *testing.T) {
 // With --log-format json every line narun up writes is JSON, the one
 // saying where it listens included, for a journal mixes stdout and stderr.
 func TestUpJSONOutput(t *testing.T) {
+	t.Parallel()
 	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cmd, out := startUp(t, t.TempDir(), "--log-format", "json", "--node-id", "upjson", "--nats-listen", natsAddr,
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
@@ -329,6 +336,7 @@ func TestUpJSONOutput(t *testing.T) {
 // connections), the runner's admin server fails to accept and says so:
 // in JSON too, as every other line, not in the standard logger's format.
 func TestUpJSONOutputOutOfFiles(t *testing.T) {
+	t.Parallel()
 	natsAddr, runnerAdmin := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cmd, out := startUp(t, t.TempDir(), "--log-format", "json", "--node-id", "upfiles", "--nats-listen", natsAddr,
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
@@ -364,6 +372,7 @@ func TestUpJSONOutputOutOfFiles(t *testing.T) {
 // follows the text format, with an app running and requests counted:
 // both are written by hand (testutil.CheckExposition says what is checked).
 func TestUpMetricsAreValidExposition(t *testing.T) {
+	t.Parallel()
 	natsAddr, gwAddr, gwAdmin, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
 	cmd, out := startUp(t, dataDir, "--node-id", "upmetrics", "--nats-listen", natsAddr, "--listen", gwAddr, "--admin-listen", gwAdmin, "--runner-admin-listen", runnerAdmin)
 	healthy(t, runnerAdmin)
@@ -424,6 +433,7 @@ func TestUpMetricsAreValidExposition(t *testing.T) {
 // all. narun up says the server is off to TCP clients and that apps
 // cannot reach it.
 func TestUpWithoutNATSListen(t *testing.T) {
+	t.Parallel()
 	runnerAdmin := testutil.FreeAddr(t)
 	cmd, out := startUp(t, t.TempDir(), "--node-id", "upnolisten", "--nats-listen", "",
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
