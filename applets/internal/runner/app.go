@@ -665,7 +665,7 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 // the reason its first event gives for the start.
 func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp, why string) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
-	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.log)}
+	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.r.logTimer, a.log)}
 	known := &microResponders{}
 	in.sup = supervisor.New(supervisor.Config{
 		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp, Reason: why},

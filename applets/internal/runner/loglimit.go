@@ -30,7 +30,9 @@ const (
 type logLimit struct {
 	// publish sends a line, encoded as b (encodeLog).
 	publish func(l state.LogLine, b []byte)
-	log     *slog.Logger
+	// after calls f once d has passed, as time.AfterFunc does.
+	after func(d time.Duration, f func())
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	start   time.Time
@@ -44,9 +46,12 @@ type logLimit struct {
 	last state.LogLine
 }
 
-func newLogLimit(publish func(l state.LogLine, b []byte), log *slog.Logger) *logLimit {
-	return &logLimit{publish: publish, log: log}
+func newLogLimit(publish func(l state.LogLine, b []byte), after func(d time.Duration, f func()), log *slog.Logger) *logLimit {
+	return &logLimit{publish: publish, after: after, log: log}
 }
+
+// afterFunc is time.AfterFunc without the timer, which no caller stops.
+func afterFunc(d time.Duration, f func()) { time.AfterFunc(d, f) }
 
 // line publishes l unless the instance is over its bound. It holds the lock
 // while publishing, which never blocks, so that a notice and the lines
@@ -70,7 +75,7 @@ func (ll *logLimit) line(l state.LogLine) {
 			// The count is told when the window ends, not only with the
 			// next line: an app that falls silent after its flood (one
 			// that crashed, its last words dropped) would never have it.
-			time.AfterFunc(time.Until(until), func() {
+			ll.after(time.Until(until), func() {
 				ll.mu.Lock()
 				defer ll.mu.Unlock()
 				if ll.start.Add(logWindow).Equal(until) {

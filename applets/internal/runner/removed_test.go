@@ -51,7 +51,7 @@ func TestRemovalAsksForHeartbeat(t *testing.T) {
 		if st := sup.Status(); st.State != state.Failed {
 			t.Fatalf("instance %+v, want it failed", st)
 		}
-		in := &instance{sup: sup, dir: filepath.Join(a.dir(), "0-aaaaaa"), logs: newLogLimit(r.publishLog, a.log)}
+		in := &instance{sup: sup, dir: filepath.Join(a.dir(), "0-aaaaaa"), logs: newLogLimit(r.publishLog, r.logTimer, a.log)}
 		a.insts = []*instance{in}
 		asked()
 		a.stop([]*instance{in})

@@ -111,6 +111,11 @@ type Runner struct {
 	// wall is what the wall clock reads at now, a reading of time.Now:
 	// now itself, but for a test that steps it as NTP steps a device's.
 	wall func(now time.Time) time.Time
+	// logTimer arms the timer that tells, at the end of an instance's
+	// log window, how many of its lines were dropped: time.AfterFunc, but
+	// for a test that ends the window itself rather than wait out its
+	// 30 s.
+	logTimer func(d time.Duration, f func())
 	// responders lists the instances of a NATS Micro service that answer
 	// before an instance's process starts: respondersOf for 300 ms, but
 	// for a test that counts the listings.
@@ -235,6 +240,7 @@ func New(opts Options) (*Runner, error) {
 		signatures:   signatures,
 		rolloutSlack: time.Minute,
 		wall:         func(now time.Time) time.Time { return now },
+		logTimer:     afterFunc,
 	}
 	r.responders = func(ctx context.Context, service string) map[string]bool {
 		return r.respondersOf(ctx, service, 300*time.Millisecond)

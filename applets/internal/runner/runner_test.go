@@ -2458,16 +2458,43 @@ func TestLogFloodCountedWhenSilent(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub.SetPendingLimits(-1, -1)
-	tr := startRunner(t, c, nil)
+	// The window's end is the test's to say, once every line of the flood
+	// is counted, rather than 30 s after its first line.
+	ends := make(chan func(), 1)
+	tr := startTunedRunner(t, c, nil, func(r *Runner) {
+		r.logTimer = func(d time.Duration, f func()) {
+			if d <= 0 || d > logWindow {
+				t.Errorf("the window's end armed %s ahead, want within %s", d, logWindow)
+			}
+			// Never blocking: the limiter holds its lock here.
+			select {
+			case ends <- f:
+			default:
+			}
+		}
+	})
 	c.deploy(t, "quiet", "1.0.0", probeBin, "args = [\"flood\"]\n")
 	waitFlood(t, tr, "quiet")
 	// 12000 lines and "probe: ready": 10000 published, 2001 dropped.
+	srv := httptest.NewServer(tr.AdminHandler())
+	defer srv.Close()
+	dropped := fmt.Sprintf(`narun_runner_instance_log_lines_dropped_total{app="quiet",instance="%s",node="%s"} %d`, tr.of("quiet")[0].ID, node, 12001-logBurst)
+	// The ring shows a line before the bound counts it.
+	testutil.Eventually(t, 10*time.Second, dropped, func() bool {
+		return strings.Contains(get(t, srv.URL+"/metrics"), dropped)
+	})
+	select {
+	case end := <-ends:
+		end()
+	default:
+		t.Fatal("lines dropped, but no end of the window armed to count them")
+	}
 	want := fmt.Sprintf("narun: %d lines of this instance were dropped", 12001-logBurst)
-	deadline := time.Now().Add(2 * logWindow)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		m, err := sub.NextMsg(time.Until(deadline))
 		if err != nil {
-			t.Fatalf("no line %q within %s: %v", want, 2*logWindow, err)
+			t.Fatalf("no line %q once the window ended: %v", want, err)
 		}
 		var l state.LogLine
 		if err := json.Unmarshal(m.Data, &l); err != nil {

@@ -351,7 +351,7 @@ func TestLogLimit(t *testing.T) {
 	// The end of a window is also told from a timer, which may publish
 	// while the test reads: published is appended to under ll's lock.
 	var published []state.LogLine
-	ll := newLogLimit(func(l state.LogLine, _ []byte) { published = append(published, l) }, slog.New(slog.DiscardHandler))
+	ll := newLogLimit(func(l state.LogLine, _ []byte) { published = append(published, l) }, afterFunc, slog.New(slog.DiscardHandler))
 	t0 := time.Now()
 	line := func(at time.Duration, text string) {
 		ll.line(state.LogLine{Time: t0.Add(at), Instance: "0-abc", Stream: state.Stdout, Line: text})
@@ -399,7 +399,7 @@ func TestLogLimit(t *testing.T) {
 func TestLogLimitCountsPublishedBytes(t *testing.T) {
 	t.Parallel()
 	var published int
-	ll := newLogLimit(func(_ state.LogLine, b []byte) { published += len(b) }, slog.New(slog.DiscardHandler))
+	ll := newLogLimit(func(_ state.LogLine, b []byte) { published += len(b) }, afterFunc, slog.New(slog.DiscardHandler))
 	t0 := time.Now()
 	for range 1000 {
 		ll.line(state.LogLine{Time: t0, Instance: "0-abc", Stream: state.Stdout, Line: strings.Repeat("\x01", 8<<10)})
