@@ -10,6 +10,7 @@ import (
 // listen address names; Go's listener address loses it, so the URL apps
 // get (narun up's app_nats_url) must take it from the configuration.
 func TestClientURLKeepsTheZone(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		addr   *net.TCPAddr

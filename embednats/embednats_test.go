@@ -26,6 +26,7 @@ import (
 )
 
 func TestKVSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -76,6 +77,7 @@ func TestKVSurvivesRestart(t *testing.T) {
 // Every listener's address in use fails the start naming its key, which
 // the applets place in the file; nats-server's own words named no key.
 func TestPortTakenIsAClearError(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +113,7 @@ func TestPortTakenIsAClearError(t *testing.T) {
 }
 
 func TestPortZeroPicksAFreePort(t *testing.T) {
+	t.Parallel()
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +130,7 @@ func TestPortZeroPicksAFreePort(t *testing.T) {
 }
 
 func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	verifying := embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}
@@ -185,6 +189,7 @@ func TestWarnsWhenOpenToTheNetwork(t *testing.T) {
 // A store the server cannot use fails the start with the server's own
 // reason, without waiting out the ready timeout (an hour here).
 func TestUnusableDataDirFailsAtOnce(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -196,6 +201,7 @@ func TestUnusableDataDirFailsAtOnce(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		cfg  embednats.Config
@@ -258,6 +264,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	s := natstest.StartConfig(t, embednats.Config{Users: []embednats.User{{User: "alice", Password: "s3cret"}}})
 	if _, err := nats.Connect(s.ClientURL()); err == nil {
 		t.Fatal("anonymous TCP client was let in")
@@ -283,6 +290,7 @@ const (
 // everything else stays allowed; a login without permissions, the
 // in-process one too, may publish anything.
 func TestPermissionsDenyPublish(t *testing.T) {
+	t.Parallel()
 	deny := &embednats.Permissions{DenyPublish: []string{"state.>", "api.*.state"}}
 	s := natstest.StartConfig(t, embednats.Config{
 		Users: []embednats.User{{User: "admin", Password: "a"}, {User: "app", Password: "b", Permissions: deny}},
@@ -325,6 +333,7 @@ func TestPermissionsDenyPublish(t *testing.T) {
 }
 
 func TestInProcessConnectionNamesTheListenURL(t *testing.T) {
+	t.Parallel()
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -341,6 +350,7 @@ func TestInProcessConnectionNamesTheListenURL(t *testing.T) {
 }
 
 func TestInProcessOnly(t *testing.T) {
+	t.Parallel()
 	s, err := embednats.Start(embednats.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -360,6 +370,7 @@ func TestInProcessOnly(t *testing.T) {
 }
 
 func TestLeafKeepsLocalSubjects(t *testing.T) {
+	t.Parallel()
 	local := []string{"logs.>", "$O.store.>"}
 	leafAddr := natstest.FreeAddr(t)
 	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
@@ -417,6 +428,7 @@ func TestLeafKeepsLocalSubjects(t *testing.T) {
 }
 
 func TestLeafnodeJoinsHub(t *testing.T) {
+	t.Parallel()
 	leafAddr := natstest.FreeAddr(t)
 	hub := natstest.StartConfig(t, embednats.Config{Leafnodes: embednats.Leafnodes{Listen: leafAddr}, JetStreamDomain: "hub"})
 	leaf := natstest.StartConfig(t, embednats.Config{
@@ -466,6 +478,7 @@ func (b *syncBuffer) String() string {
 // With client logins on, a server that does not know the cluster's login
 // must not join as a route: a route reads and publishes every subject.
 func TestClusterRoutesNeedTheClusterLogin(t *testing.T) {
+	t.Parallel()
 	hubAddr, memberAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	route := []string{"nats-route://" + hubAddr}
 	var logs syncBuffer
@@ -539,6 +552,7 @@ func TestClusterRoutesNeedTheClusterLogin(t *testing.T) {
 // A second server on a data dir whose store a running server holds is
 // refused before it opens the store, and starts once the first stopped.
 func TestSecondServerOnADataDirIsRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	first, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
 	if err != nil {
@@ -591,6 +605,7 @@ func TestDataDirFreeDespiteProcessStarts(t *testing.T) {
 // nats-server would hide its streams from the cluster and delete them as
 // orphans. A member's own store, streams and all, starts again.
 func TestClusterRefusesAStandaloneStore(t *testing.T) {
+	t.Parallel()
 	alone := t.TempDir()
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: alone})
 	if err != nil {
@@ -632,6 +647,7 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 // with one more device down. The start is refused, naming both names;
 // under its own name the member starts as before.
 func TestClusterRefusesARenamedMember(t *testing.T) {
+	t.Parallel()
 	c := natstest.StartCluster(t, 3)
 	c.WaitPlaceable(60 * time.Second)
 	c.Stop(2)
@@ -661,6 +677,7 @@ func TestClusterRefusesARenamedMember(t *testing.T) {
 // in place of a stream's metadata file holds the read for as long as the
 // test wants.
 func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir()
@@ -702,6 +719,7 @@ func TestStartWaitsForTheStoreToBeRead(t *testing.T) {
 // exactly when it does: nats-server keeps a leaf off the JetStream API,
 // but not off the API under the server's JetStream domain.
 func TestOpenLeafPortWarningSaysWhatALeafReaches(t *testing.T) {
+	t.Parallel()
 	for _, domain := range []string{"", "hub"} {
 		t.Run("domain "+cmp.Or(domain, "none"), func(t *testing.T) {
 			_, port, err := net.SplitHostPort(natstest.FreeAddr(t))
@@ -791,6 +809,7 @@ func TestOpenLeafPortWarningSaysWhatALeafReaches(t *testing.T) {
 // that JetStream still read its store, and hung in its shutdown at the
 // first SIGTERM. Start and Check refuse the pair, naming both keys.
 func TestClusterNeedsAClientPort(t *testing.T) {
+	t.Parallel()
 	cfg := embednats.Config{DataDir: t.TempDir(), ServerName: "n1", ReadyTimeout: 2 * time.Second,
 		Cluster: embednats.Cluster{Name: "narun", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:6222"}}}
 	stop := make(chan struct{})
@@ -826,6 +845,7 @@ func TestClusterNeedsAClientPort(t *testing.T) {
 // ran: --check and the start took it. Both refuse it now, naming the key
 // and not the content; a well-formed file passes.
 func TestLeafCredentialsMalformed(t *testing.T) {
+	t.Parallel()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)

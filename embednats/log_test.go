@@ -36,6 +36,7 @@ func (s *syncBuffer) String() string {
 // count comes with the last of them when the window ends; other shapes,
 // and debug lines, are not affected.
 func TestRepeatedLinesAreCounted(t *testing.T) {
+	t.Parallel()
 	var out syncBuffer
 	l := &logAdapter{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	for i := range 20 {
@@ -67,6 +68,7 @@ func TestRepeatedLinesAreCounted(t *testing.T) {
 // A member with a wrong route password retries for as long as it runs;
 // the member it knocks on logs a few of its failures, then counts them.
 func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
+	t.Parallel()
 	var outA syncBuffer
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	cfg := func(name, listen, route, password string, out *syncBuffer) Config {
@@ -123,6 +125,7 @@ func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
 // subject: limited as one shape, they no longer bury nats-server's line
 // saying which name is duplicated.
 func TestDuplicateServerNameDoesNotFloodTheLog(t *testing.T) {
+	t.Parallel()
 	var outA syncBuffer
 	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	var routes []string
@@ -191,6 +194,7 @@ func freeAddr(t *testing.T) string {
 // that client's fault, not the server's: it goes at WARN, where a port
 // open to the network does not fill the journal with errors.
 func TestClientConnectionErrorsAreWarnings(t *testing.T) {
+	t.Parallel()
 	var out syncBuffer
 	s, err := Start(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	if err != nil {
@@ -226,6 +230,7 @@ func TestClientConnectionErrorsAreWarnings(t *testing.T) {
 // Only a client from the network is lowered: the cluster's links and
 // narun's own in-process connections keep their errors at ERROR.
 func TestAboutRemoteClient(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		msg  string
 		want bool
@@ -253,6 +258,7 @@ func TestAboutRemoteClient(t *testing.T) {
 // breaks the JSON lines up for a person. Lines without a letter or digit
 // are dropped; the settings stay.
 func TestStartBannerDrawsNothing(t *testing.T) {
+	t.Parallel()
 	var out syncBuffer
 	s, err := Start(Config{Listen: freeAddr(t), DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&out, nil))})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 )
 
 func TestRedactURLs(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
 		{"nats://edge:edge-secret@10.0.0.1:4222", "nats://edge:xxxxx@10.0.0.1:4222"},
@@ -49,6 +50,7 @@ func TestRedactURLs(t *testing.T) {
 }
 
 func TestWithoutLogins(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"nats://edge:pw@10.0.0.1:4222,s3cr3t@10.0.0.2", "nats://10.0.0.1:4222,10.0.0.2"},
 		// What nats.go connects to: an '@' past the authority is no login.

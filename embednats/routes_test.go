@@ -11,6 +11,7 @@ import (
 // it has; two server ids under one name, or another server under this
 // one's name, are a clash, named with where they are.
 func TestNameClashes(t *testing.T) {
+	t.Parallel()
 	route := func(name, id, ip string, port int, solicited bool) *server.RouteInfo {
 		return &server.RouteInfo{RemoteName: name, RemoteID: id, IP: ip, Port: port, DidSolicit: solicited}
 	}

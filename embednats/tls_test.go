@@ -55,6 +55,7 @@ func waitLogged(t *testing.T, logs *syncBuffer, text string, before int) {
 // server that knows the route login but holds no such certificate is
 // refused.
 func TestRoutesOverTLS(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	tlsOf := func(name string) embednats.TLS {
 		cert, key := ca.Issue(t, name)
@@ -105,6 +106,7 @@ func TestRoutesOverTLS(t *testing.T) {
 // hub's leaf port, a leaf checks the hub's certificate and, with verify,
 // must present one of its own.
 func TestLeafOverTLS(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	hubCert, hubKey := ca.Issue(t, "hub")
 	leafCert, leafKey := ca.Issue(t, "leaf")
@@ -134,6 +136,7 @@ func TestLeafOverTLS(t *testing.T) {
 // The client port over TLS: a client must trust the server's CA, and
 // narun's own in-process connections go on without TLS.
 func TestClientPortOverTLS(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	s := natstest.StartConfig(t, embednats.Config{TLS: embednats.TLS{Cert: cert, Key: key}})
@@ -160,6 +163,7 @@ func TestClientPortOverTLS(t *testing.T) {
 }
 
 func TestTLSConfigErrors(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	otherCA := natstest.NewCA(t)
@@ -238,6 +242,7 @@ func TestTLSConfigErrors(t *testing.T) {
 // one in use in place and is said each time it appears; a restart of the
 // server meanwhile (after a full disk) keeps the pair in use too.
 func TestCertificateRenewedWithoutRestart(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	certA, keyA := ca.Issue(t, "server-a")
 	certB, keyB := ca.Issue(t, "server-b")
@@ -330,6 +335,7 @@ func TestCertificateRenewedWithoutRestart(t *testing.T) {
 // A remote given a tls:// URL joins its hub over TLS or not at all: a hub
 // that offers none is refused, not joined in clear text.
 func TestLeafTLSURLRequiresTLS(t *testing.T) {
+	t.Parallel()
 	leafAddr := natstest.FreeAddr(t)
 	hub := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "hub", Leafnodes: embednats.Leafnodes{Listen: leafAddr}})
 	var logs syncBuffer
@@ -345,6 +351,7 @@ func TestLeafTLSURLRequiresTLS(t *testing.T) {
 // every certificate holder, apps given one included, do everything: said
 // at start, and not once logins are on.
 func TestWarnsThatEveryCertificateMayDeploy(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	cert, key := ca.Issue(t, "server")
 	verifying := embednats.TLS{Cert: cert, Key: key, CA: ca.File, Verify: true}
@@ -382,6 +389,7 @@ func TestWarnsThatEveryCertificateMayDeploy(t *testing.T) {
 // takes the renewed pair when it comes. A route certificate that outlives
 // its CA's certificate chains now, as peers check it, and is taken.
 func TestCertificateDatesAtStart(t *testing.T) {
+	t.Parallel()
 	ca := natstest.NewCA(t)
 	expired, expiredKey := ca.IssueValid(t, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
 	long, longKey := ca.IssueValid(t, "long", time.Now().Add(-time.Hour), time.Now().Add(30*24*time.Hour))
@@ -421,6 +429,7 @@ func putFiles(t *testing.T, to string, from ...string) {
 // clients accepts a certificate of a CA added to its file, connections
 // made before stay, and a file that does not read leaves the CAs in use.
 func TestClientCAFileReloadedWithoutRestart(t *testing.T) {
+	t.Parallel()
 	oldCA, newCA := natstest.NewCA(t), natstest.NewCA(t)
 	cert, key := oldCA.Issue(t, "server")
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
@@ -522,6 +531,7 @@ func TestClientCAFileReloadedWithoutRestart(t *testing.T) {
 // refuses a file its own route certificate no longer chains to, which
 // would cut it off from the members still presenting it.
 func TestRouteAndRemoteCAFilesReloaded(t *testing.T) {
+	t.Parallel()
 	oldCA, newCA := natstest.NewCA(t), natstest.NewCA(t)
 	dir := t.TempDir()
 	member := func(name, addr string, ca *natstest.CA, caFile string, routes []string, logs *syncBuffer) *embednats.Server {

@@ -32,6 +32,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // reopens the store, and the in-process connection opened before carries
 // on with the new server, messages stored before included.
 func TestRestartAfterWriteFailure(t *testing.T) {
+	t.Parallel()
 	dir := natstest.SmallDisk(t, "8m")
 	data := filepath.Join(dir, "data")
 	// The disk, not the account's limit, must refuse the write.
@@ -102,6 +103,7 @@ func TestRestartAfterWriteFailure(t *testing.T) {
 // the system's logs), nats-server refused every write, heartbeats and
 // deploys included, at every start.
 func TestStoreBiggerThanFreeSpaceWritable(t *testing.T) {
+	t.Parallel()
 	dir := natstest.SmallDisk(t, "64m")
 	cfg := embednats.Config{Listen: "127.0.0.1:-1", DataDir: filepath.Join(dir, "data")}
 	publish := func(s *embednats.Server, n int) error {
