@@ -26,9 +26,11 @@ stage "go test (linux/$(go env GOARCH))"
 go test -count=1 -parallel 4 -timeout 12m ./... ./testdata/apps/hello/
 
 # The packages where goroutines meet (request pools, reply muxes, process
-# supervision) run again under the race detector, which needs cgo.
+# supervision) run again under the race detector, which needs cgo. Its
+# tests wait as the others do: four at a time here too, not the default
+# of one per core.
 stage "go test -race (consumer, gateway, runner, supervisor, ctl)"
-CGO_ENABLED=1 go test -race -count=1 -timeout 10m ./consumer/ ./applets/internal/gateway/ \
+CGO_ENABLED=1 go test -race -count=1 -parallel 4 -timeout 10m ./consumer/ ./applets/internal/gateway/ \
 	./applets/internal/runner/ ./applets/internal/supervisor/ ./applets/ctl/
 
 # The pure packages run under user-mode qemu, so the three architectures
