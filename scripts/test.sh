@@ -29,9 +29,12 @@ go test -count=1 -parallel 4 -timeout 12m ./... ./testdata/apps/hello/
 # supervision) run again under the race detector, which needs cgo. Its
 # tests wait as the others do: four at a time here too, not the default
 # of one per core.
-stage "go test -race (consumer, gateway, runner, supervisor, ctl)"
-CGO_ENABLED=1 go test -race -count=1 -parallel 4 -timeout 10m ./consumer/ ./applets/internal/gateway/ \
-	./applets/internal/runner/ ./applets/internal/supervisor/ ./applets/ctl/
+# The runner's package, the longest, comes first: go test starts the
+# packages in the order given, two at a time, and the others then share
+# the second slot rather than leave the runner to finish alone.
+stage "go test -race (runner, consumer, gateway, supervisor, ctl)"
+CGO_ENABLED=1 go test -race -count=1 -parallel 4 -timeout 10m ./applets/internal/runner/ ./consumer/ \
+	./applets/internal/gateway/ ./applets/internal/supervisor/ ./applets/ctl/
 
 # The pure packages run under user-mode qemu, so the three architectures
 # are exercised, not just compiled. Tests that exec the test binary again
