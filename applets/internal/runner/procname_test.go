@@ -123,8 +123,11 @@ func TestProcessNamedAfterApp(t *testing.T) {
 	checkNamed(t, tr, onlyChild(t, in.PID), namedApp, probe)
 
 	// A new build runs beside the old one during the rollout: each has a
-	// link of its own, and the old one goes with the old instance.
-	c.deploy(t, namedApp, "2.0.0", helloBin, takeOverAtOnce)
+	// link of its own, and the old one goes with the old instance. The
+	// old instance is stopped with the new spec's stop_timeout: its
+	// stubborn child ignores SIGTERM, and the default 10 s would hold the
+	// rollout that long.
+	c.deploy(t, namedApp, "2.0.0", helloBin, "stop_timeout = \"200ms\"\n"+takeOverAtOnce)
 	in = tr.wait(t, namedApp, "healthy on 2.0.0", func(l []state.Instance) bool {
 		return allIn(1, state.Healthy)(l) && l[0].Version == "2.0.0"
 	})[0]
