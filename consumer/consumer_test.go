@@ -369,12 +369,7 @@ func TestConnClosedEndsServe(t *testing.T) {
 // With no NATS server to reach, ListenAndServe says so to the ErrorHandler
 // (once), and a stop meanwhile is a clean stop.
 func TestListenAndServeWithoutNATS(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := l.Addr().String()
-	l.Close()
+	down := natstest.FreeAddr(t)
 	t.Setenv("NARUN_NATS_URL", "nats://"+down)
 	reported := make(chan error, 10)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -402,12 +397,7 @@ func TestListenAndServeWithoutNATS(t *testing.T) {
 // A service started before NATS learns max_payload late; it must still
 // answer a small response in one message (it once streamed it byte by byte).
 func TestStartedBeforeNATS(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := natstest.FreeAddr(t)
 	svc, err := nats.Connect("nats://"+addr, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

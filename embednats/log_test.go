@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode"
+
+	"github.com/narun/narun/embednats/internal/testport"
 )
 
 // syncBuffer is a log destination the server's goroutines may share.
@@ -70,10 +72,10 @@ func TestRepeatedLinesAreCounted(t *testing.T) {
 func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
 	t.Parallel()
 	var outA syncBuffer
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testport.FreeAddr(t), testport.FreeAddr(t)
 	cfg := func(name, listen, route, password string, out *syncBuffer) Config {
 		c := Config{
-			Listen: freeAddr(t), DataDir: t.TempDir(), ServerName: name,
+			Listen: testport.FreeAddr(t), DataDir: t.TempDir(), ServerName: name,
 			Cluster: Cluster{Name: "narun", Listen: listen, Routes: []string{"nats-route://" + route}, User: "route", Password: password},
 		}
 		if out != nil {
@@ -127,14 +129,14 @@ func TestWrongRoutePasswordDoesNotFloodTheLog(t *testing.T) {
 func TestDuplicateServerNameDoesNotFloodTheLog(t *testing.T) {
 	t.Parallel()
 	var outA syncBuffer
-	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	addrs := []string{testport.FreeAddr(t), testport.FreeAddr(t), testport.FreeAddr(t)}
 	var routes []string
 	for _, a := range addrs {
 		routes = append(routes, "nats-route://"+a)
 	}
 	var a *Server
 	for i, name := range []string{"dup", "other", "dup"} {
-		c := Config{Listen: freeAddr(t), DataDir: t.TempDir(), ServerName: name, Cluster: Cluster{Name: "narun", Listen: addrs[i], Routes: routes}}
+		c := Config{Listen: testport.FreeAddr(t), DataDir: t.TempDir(), ServerName: name, Cluster: Cluster{Name: "narun", Listen: addrs[i], Routes: routes}}
 		if i == 0 {
 			c.Logger = slog.New(slog.NewTextHandler(&outA, nil))
 		}
@@ -177,16 +179,6 @@ func TestDuplicateServerNameDoesNotFloodTheLog(t *testing.T) {
 			t.Errorf("%d lines of %s Parse Error logged, want at most %d:\n%s", n, op, repeatBurst, outA.String())
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // What the server says about one client connection (a port scan, a
@@ -260,7 +252,7 @@ func TestAboutRemoteClient(t *testing.T) {
 func TestStartBannerDrawsNothing(t *testing.T) {
 	t.Parallel()
 	var out syncBuffer
-	s, err := Start(Config{Listen: freeAddr(t), DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&out, nil))})
+	s, err := Start(Config{Listen: testport.FreeAddr(t), DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&out, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

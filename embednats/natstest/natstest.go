@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/internal/testport"
 )
 
 // Start runs a JetStream-enabled server on a random loopback port.
@@ -212,53 +210,13 @@ func (c *Cluster) LeaderSeesDown(i int) bool {
 	return false
 }
 
-// freeAddr is a loopback address whose port was free a moment ago.
 // FreeAddr returns a loopback address whose port is free now, for a
-// server a test must name before it starts (a cluster's routes). The port
-// is below the kernel's range for the local ports of outgoing connections
-// (ip_local_port_range): one the kernel picks for a listener on port 0 is
-// from that range, and a connection any test opens meanwhile may take it
-// before the server binds it, which failed CI runs with "address already
-// in use".
+// server a test must name before it starts (a cluster's routes), out of
+// the way of the ports the kernel picks for other sockets
+// (testport.FreeAddr).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	if low := ephemeralLow(); low > minTestPort+1000 {
-		for range 100 {
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(minTestPort+rand.IntN(low-minTestPort)))
-			if l, err := net.Listen("tcp", addr); err == nil {
-				l.Close()
-				return addr
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// minTestPort keeps FreeAddr's ports clear of the well-known and
-// registered services a machine may run.
-const minTestPort = 20000
-
-// ephemeralLow is the first port of the kernel's range for outgoing
-// connections, Linux's default when it cannot be read.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 32768
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 32768
-	}
-	return n
+	return testport.FreeAddr(t)
 }
 
 // PublishRefused publishes to subject on nc and returns the server's

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // device is one `narun up` on loopback, in the test's own namespace.
@@ -28,14 +30,16 @@ type device struct {
 	dir     string
 }
 
+// freePort is a port of natstest.FreeAddr: one the kernel picks for port
+// 0 may be taken by any connection before narun binds it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(natstest.FreeAddr(t))
+	n, err := strconv.Atoi(port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return n
 }
 
 // startUp runs `narun up` on random loopback ports with an extra config.
