@@ -162,6 +162,9 @@ func (l *launcher) setup() (string, error) {
 	if err := setupMounts(cfg); err != nil {
 		return "mount", err
 	}
+	if err := hideOtherCgroups(cfg, l.plan); err != nil {
+		return "mount", err
+	}
 	// Through the sandbox's /proc, before it is made read-only.
 	if err := noExecMemfds(); err != nil {
 		return "privileges", err
@@ -302,6 +305,87 @@ func maskPaths(cfg *Config) error {
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("mask %s: %w", path, err)
 		}
+	}
+	return nil
+}
+
+// hideOtherCgroups covers each cgroup v2 hierarchy with an empty tmpfs,
+// the app's own cgroup bound back at its path, where it reads its limits.
+// clone3 with CLONE_INTO_CGROUP starts a child in the cgroup a descriptor
+// names, an O_PATH one too, which Landlock does not check, and the kernel
+// asks only for write permission on cgroup.procs of the cgroup above both,
+// by the inode's mode and past the read-only mount: root owns it, so an
+// app running as root started children in the hierarchy's root, out of
+// its memory, pids and CPU limits. A v1 hierarchy takes no such
+// descriptor. As with maskPaths, a [[sandbox.paths]] grant of a
+// hierarchy, or of a path in it, keeps the host's.
+func hideOtherCgroups(cfg *Config, plan *cgroupPlan) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mount table: %w", err)
+	}
+	var points []string
+	for _, m := range ParseCgroupMounts(data) {
+		point := unescapeMountPath(m.Point)
+		granted := slices.ContainsFunc(cfg.Landlock.Paths, func(p Path) bool {
+			_, ok := within(filepath.Clean(p.Path), []string{point})
+			return ok
+		})
+		if m.Version == 2 && !granted {
+			points = append(points, point)
+		}
+	}
+	own := ""
+	if plan != nil && plan.Version == 2 {
+		own = plan.Dirs[""]
+	}
+	// The outermost hierarchy holding it: one below another is hidden
+	// with it.
+	cover := -1
+	for i, p := range points {
+		if _, ok := within(own, []string{p}); ok && (cover < 0 || len(p) < len(points[cover])) {
+			cover = i
+		}
+	}
+	if cover < 0 {
+		own = ""
+	}
+	tree := -1
+	if own != "" {
+		// Taken before the hierarchy is covered, and bound back once
+		// the path to it is made in the tmpfs.
+		tree, err = unix.OpenTree(unix.AT_FDCWD, own, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("clone the app's cgroup %s: %w", own, err)
+		}
+		defer unix.Close(tree)
+	}
+	for _, p := range points {
+		err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=0755")
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("cover cgroup hierarchy %s: %w", p, err)
+		}
+	}
+	if own == "" {
+		return nil
+	}
+	rel, err := filepath.Rel(points[cover], own)
+	if err != nil {
+		return fmt.Errorf("place the app's cgroup %s: %w", own, err)
+	}
+	// Each directory on the way traversable, whatever the umask.
+	dir := points[cover]
+	for _, name := range strings.Split(rel, "/") {
+		dir = filepath.Join(dir, name)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("place the app's cgroup %s: %w", own, err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return fmt.Errorf("place the app's cgroup %s: %w", own, err)
+		}
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, own, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("bind the app's cgroup %s: %w", own, err)
 	}
 	return nil
 }

@@ -1422,16 +1422,7 @@ func TestStatsComeFromTheApp(t *testing.T) {
 // accounting are checked there.
 func TestCgroupV2Placement(t *testing.T) {
 	requireRoot(t)
-	root := ""
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st syscall.Statfs_t
-		if syscall.Statfs(p, &st) == nil && st.Type == 0x63677270 {
-			root = p
-		}
-	}
-	if root == "" {
-		t.Skip("no cgroup v2 hierarchy mounted")
-	}
+	root := requireCgroupV2(t)
 	cfg := testConfig(t, "hold", "1")
 	cfg.CgroupRoot = root
 	s := startSandbox(t, cfg)
@@ -1447,6 +1438,69 @@ func TestCgroupV2Placement(t *testing.T) {
 	if st := s.Stats(); st.CPU <= 0 {
 		t.Errorf("cpu %v from cpu.stat", st.CPU)
 	}
+}
+
+// requireCgroupV2 returns the mount point of a cgroup v2 hierarchy, with
+// controllers or not.
+func requireCgroupV2(t *testing.T) string {
+	t.Helper()
+	root := ""
+	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st syscall.Statfs_t
+		if syscall.Statfs(p, &st) == nil && st.Type == 0x63677270 {
+			root = p
+		}
+	}
+	if root == "" {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	return root
+}
+
+// TestAppCannotLeaveItsCgroup: clone3 with CLONE_INTO_CGROUP starts a
+// child in the cgroup v2 directory a descriptor names, and the kernel
+// checks only that the caller may write cgroup.procs of the cgroup above
+// both, which root owns: not Landlock (the descriptor may be O_PATH,
+// which Landlock does not check) nor the read-only mount (the check is
+// the inode's). An app running as root started children in the
+// hierarchy's root, out of its memory, pids and CPU limits. On this
+// hybrid VM the v2 hierarchy has no controllers, so the test checks the
+// placement.
+func TestAppCannotLeaveItsCgroup(t *testing.T) {
+	requireRoot(t)
+	root := requireCgroupV2(t)
+	// The hierarchy's root, and the cgroup above the app's, reached
+	// through the app's own directory.
+	for _, tc := range []struct {
+		name   string
+		target func(cfg *Config) string
+	}{
+		{"root", func(*Config) string { return root }},
+		{"parent", func(cfg *Config) string { return filepath.Join(root, cfg.cgroupPath()) + "/.." }},
+	} {
+		asEachUser(t, tc.name, true, func(t *testing.T, asroot bool) {
+			cfg := testConfig(t)
+			cfg.CgroupRoot = root
+			target := tc.target(&cfg)
+			cfg.Args = append(cfg.Args, "cgroup-escape", target)
+			if asroot {
+				asRoot(&cfg)
+			}
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("the app started a child out of its cgroup: %v\n%s", err, out)
+			}
+		})
+	}
+	// Its own cgroup stays where /proc/self/cgroup says, for its limits.
+	t.Run("own-readable", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.CgroupRoot = root
+		cfg.Args = append(cfg.Args, "readsome", filepath.Join(root, cfg.cgroupPath(), "cgroup.procs"))
+		if out, err := runSandbox(t, cfg); err != nil {
+			t.Fatalf("the app could not read its own cgroup: %v\n%s", err, out)
+		}
+	})
 }
 
 func TestCleanStale(t *testing.T) {

@@ -453,6 +453,10 @@ func main() {
 			}
 		}
 		verdict(err)
+	case "cgroup-escape":
+		verdict(cgroupEscape(arg))
+	case "cgroup-v2":
+		fmt.Println(cgroupV2())
 	case "natsinfo":
 		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
 		if err != nil {
@@ -613,4 +617,38 @@ func memfdExec(execFlag, execveat bool) error {
 	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(path)),
 		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
 	return fmt.Errorf("execveat: %w", errno)
+}
+
+// cgroupV2 is the process's cgroup v2 line of /proc/self/cgroup.
+func cgroupV2() string {
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, "0::") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// cgroupEscape starts a child with clone3's CLONE_INTO_CGROUP in the
+// cgroup v2 directory dir, named by an O_PATH descriptor, which Landlock
+// does not check: nil means the child ran in another cgroup than this
+// process's.
+func cgroupEscape(dir string) error {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	child := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"escape", "cgroup-v2"},
+		SysProcAttr: &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}}
+	out, err := child.Output()
+	if err != nil {
+		return err
+	}
+	got := strings.TrimSpace(string(out))
+	if got == cgroupV2() {
+		return fmt.Errorf("the child stayed in %s", got)
+	}
+	fmt.Printf("in %s, the child in %s\n", cgroupV2(), got)
+	return nil
 }
