@@ -300,6 +300,9 @@ func TestEscapeCatalogue(t *testing.T) {
 		{"connect-closed-port", []string{"connect", "127.0.0.1:1"}, NetworkNone, true, 0},
 		{"connect-abstract-unix-socket", []string{"unixconnect", abstractSock}, "", true, 6},
 		{"connect-pathname-unix-socket", []string{"unixconnect", pathSock}, NetworkNone, true, 9},
+		{"read-shadow-through-opath", []string{"opath-read", "/etc/shadow"}, "", true, 0},
+		{"link-host-file-into-data", []string{"link", rootsFile, "data/linked"}, "", true, 0},
+		{"raise-own-pids-limit", []string{"cgroup-limit", "pids.max"}, "", true, 0},
 	}
 	for _, tc := range tests {
 		asEachUser(t, tc.name, tc.asRoot, func(t *testing.T, root bool) {
@@ -489,6 +492,9 @@ func TestSystemCallFilter(t *testing.T) {
 	unprivilegedBPF := strings.TrimSpace(string(setting)) == "0"
 	setting, _ = os.ReadFile("/proc/sys/kernel/dmesg_restrict")
 	dmesg := strings.TrimSpace(string(setting)) == "0"
+	// A kernel without the 32-bit x86 entry (or another machine) refuses
+	// int 0x80 itself.
+	int80 := exec.Command(helper, "int80").Run() == nil
 	fanotify := true
 	if fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_FID, unix.O_RDONLY); err != nil {
 		fanotify = false
@@ -523,6 +529,7 @@ func TestSystemCallFilter(t *testing.T) {
 		{"bpf-host", []string{"bpf"}, NetworkHost, "operation not permitted", unprivilegedBPF},
 		{"dmesg-none", []string{"dmesg"}, NetworkNone, "operation not permitted", dmesg},
 		{"dmesg-host", []string{"dmesg"}, NetworkHost, "operation not permitted", dmesg},
+		{"int80-host", []string{"int80"}, NetworkHost, "function not implemented", int80},
 	}
 	for _, tc := range tests {
 		asEachUser(t, tc.name, true, func(t *testing.T, root bool) {

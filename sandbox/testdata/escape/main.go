@@ -457,6 +457,27 @@ func main() {
 		verdict(cgroupEscape(arg))
 	case "cgroup-v2":
 		fmt.Println(cgroupV2())
+	case "opath-read":
+		// Landlock does not check an O_PATH open; reopening the file
+		// through /proc/self/fd is an open it checks.
+		fd, err := unix.Open(arg, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err == nil {
+			_, err = os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", fd))
+		}
+		verdict(err)
+	case "link":
+		// A host file linked into data/ would be the app's to write and
+		// chmod there, as root whoever owns it.
+		verdict(os.Link(arg, os.Args[3]))
+	case "cgroup-limit":
+		verdict(raiseLimit(arg))
+	case "int80":
+		// getpid through the 32-bit entry, which a filter written for
+		// the native ABI alone would let anything through.
+		if r := int64(int80(20)); r < 0 {
+			verdict(syscall.Errno(-r))
+		}
+		verdict(nil)
 	case "natsinfo":
 		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
 		if err != nil {
@@ -651,4 +672,30 @@ func cgroupEscape(dir string) error {
 	}
 	fmt.Printf("in %s, the child in %s\n", cgroupV2(), got)
 	return nil
+}
+
+// raiseLimit writes "max" into file, a limit of the app's own cgroup:
+// the v1 hierarchy of its controller (pids.max: pids), else the v2 one.
+func raiseLimit(file string) error {
+	controller, _, _ := strings.Cut(file, ".")
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return err
+	}
+	path := ""
+	for l := range strings.Lines(string(b)) {
+		f := strings.SplitN(strings.TrimSpace(l), ":", 3)
+		switch {
+		case len(f) != 3:
+		case f[1] == controller:
+			path = "/sys/fs/cgroup/" + controller + f[2] + "/" + file
+		case f[1] == "" && path == "":
+			path = "/sys/fs/cgroup" + f[2] + "/" + file
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		fmt.Println("no", file, "of the app's own:", err)
+		os.Exit(2)
+	}
+	return os.WriteFile(path, []byte("max"), 0)
 }
