@@ -355,6 +355,11 @@ func hideOtherCgroups(cfg *Config, plan *cgroupPlan) error {
 		// Taken before the hierarchy is covered, and bound back once
 		// the path to it is made in the tmpfs.
 		tree, err = unix.OpenTree(unix.AT_FDCWD, own, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		// A kernel before 5.2 has no open_tree, nor CLONE_INTO_CGROUP
+		// (5.7), so nothing to hide the hierarchy from.
+		if errors.Is(err, unix.ENOSYS) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("clone the app's cgroup %s: %w", own, err)
 		}
