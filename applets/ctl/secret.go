@@ -248,6 +248,12 @@ func (e *env) warnNodesLackKey(ctx context.Context, sealed []string, id string) 
 	}
 }
 
+// keyChangeSlack is how long after its key file changed a heartbeat may
+// still be one the runner made before: the file's time is the kernel's
+// coarse clock, a tick behind, serverAhead is measured over a round trip,
+// and a heartbeat is stored a moment after the runner reads its key file.
+const keyChangeSlack = time.Second
+
 // awaitKeyReports waits for a heartbeat, of each node that used says
 // matters and that lacks key id as a heartbeat from before the key file
 // last changed says: on a device where ctl and the runner share the key
@@ -264,8 +270,10 @@ func (e *env) awaitKeyReports(ctx context.Context, nodes []state.Node, id string
 	if err != nil || !st.Mode().IsRegular() {
 		return nil
 	}
-	// On the clock that stamps the heartbeats.
-	changed := st.ModTime().Add(e.serverAhead)
+	// On the clock that stamps the heartbeats, and later by
+	// keyChangeSlack: a heartbeat stored just after the change may have
+	// been made, its key file read, just before it.
+	changed := st.ModTime().Add(e.serverAhead + keyChangeSlack)
 	behind := map[string]state.Node{}
 	var keys []string
 	var wait time.Duration
@@ -276,7 +284,7 @@ func (e *env) awaitKeyReports(ctx context.Context, nodes []state.Node, id string
 			// A runner of a release that does not say its interval
 			// adds no wait: its next heartbeat may be far off.
 			if n.Interval > 0 {
-				wait = max(wait, n.Interval+time.Second)
+				wait = max(wait, n.Interval+time.Second+keyChangeSlack)
 			}
 		}
 	}

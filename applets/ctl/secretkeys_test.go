@@ -23,6 +23,7 @@ func TestSecretKeyMissingOnNodeWarned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keyAddedBefore(t, key)
 	id := ring.PrimaryID()
 	const otherID = "0123456789ab"
 	for _, n := range []state.Node{
@@ -110,6 +111,7 @@ func TestSecretRotateWarnsNodesLackingNewKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keyAddedBefore(t, key)
 	oldID, id := old.PrimaryID(), ring.PrimaryID()
 	for _, n := range []state.Node{
 		{ID: "lacks", SecretKeys: &state.SecretKeys{File: true, IDs: []string{oldID}}},

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -96,5 +97,44 @@ func TestSecretRotateNodeSilentSinceKeygenAdd(t *testing.T) {
 	want := "node silent has not reported since key file " + key + " changed"
 	if !strings.Contains(r.err, want) || !strings.Contains(r.err, "holds only "+old.PrimaryID()) {
 		t.Errorf("secret rotate does not say %q with what the node said before:\n%s", want, r.err)
+	}
+}
+
+// A heartbeat stored a moment after the key file changed may have been
+// made before: the runner read its key file, then the file changed, then
+// the heartbeat was stored (and a file's time is a clock tick behind).
+// Its word is from before the key, as one stored earlier is.
+func TestSecretRotateHeartbeatJustAfterKeygenAdd(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	old, err := secrets.LoadRing(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("v\n", "--key-file", key, "secret", "set", "db")
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"slow\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	h.ok("", "--key-file", key, "secret", "keygen", "--add")
+	h.heartbeat(state.Node{ID: "slow", Arch: runtime.GOARCH, Interval: time.Hour,
+		SecretKeys: &state.SecretKeys{File: true, IDs: []string{old.PrimaryID()}}})
+	r := h.ok("", "--key-file", key, "--timeout", "1s", "secret", "rotate")
+	if strings.Contains(r.err, "cannot open") {
+		t.Errorf("secret rotate says node slow cannot open the secret, from a heartbeat stored as the key file changed:\n%s", r.err)
+	}
+	if want := "node slow has not reported since key file " + key + " changed"; !strings.Contains(r.err, want) {
+		t.Errorf("secret rotate does not say %q:\n%s", want, r.err)
+	}
+}
+
+// keyAddedBefore dates the key file back beyond keyChangeSlack, as one
+// changed a while ago: the heartbeats a test then writes are the nodes'
+// word from after the change.
+func keyAddedBefore(t *testing.T, key string) {
+	t.Helper()
+	then := time.Now().Add(-2 * keyChangeSlack)
+	if err := os.Chtimes(key, then, then); err != nil {
+		t.Fatal(err)
 	}
 }
