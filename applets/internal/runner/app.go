@@ -389,8 +389,15 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	for _, in := range a.instanceList() {
 		// stop_signal, stop_timeout and [restart] are not in the
 		// fingerprint: the instances keep running, and stop and restart
-		// as the spec now says.
-		in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
+		// as the spec now says. One that sp replaces (its fingerprint
+		// differs: another build, other args) stops as the spec of its
+		// build said, as Kubernetes and Nomad stop an old pod or
+		// allocation with its own grace period and signal: the new
+		// build's would cut short an old one that needs longer to drain,
+		// or send it a signal it does not handle.
+		if in.fp == fp {
+			in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
+		}
 		in.sup.SetPolicy(restartPolicy(sp))
 		a.repin(in, sp, fp)
 		if in.slot >= want {

@@ -124,7 +124,7 @@ func TestProcessNamedAfterApp(t *testing.T) {
 
 	// A new build runs beside the old one during the rollout: each has a
 	// link of its own, and the old one goes with the old instance. The
-	// old instance is stopped with the new spec's stop_timeout: its
+	// old instance stops with its own spec's stop_timeout, 200ms: its
 	// stubborn child ignores SIGTERM, and the default 10 s would hold the
 	// rollout that long.
 	c.deploy(t, namedApp, "2.0.0", helloBin, "stop_timeout = \"200ms\"\n"+takeOverAtOnce)

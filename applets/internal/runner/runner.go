@@ -454,19 +454,18 @@ func (r *Runner) Kill() {
 // gateway's and the NATS server's shutdown.
 const stopMargin = 30 * time.Second
 
-// longestStop is the longest stop_timeout of the apps with instances on
-// this node.
+// longestStop is the longest stop timeout of the instances on this node.
+// Each instance's own, not its app's current stop_timeout: one that a
+// halted rollout keeps stops as the spec of its build said.
 func (r *Runner) longestStop() time.Duration {
 	r.mu.Lock()
 	apps := slices.Collect(maps.Values(r.apps))
 	r.mu.Unlock()
 	var longest time.Duration
 	for _, a := range apps {
-		a.mu.Lock()
-		if a.current != nil && len(a.insts) > 0 {
-			longest = max(longest, a.current.StopTimeout.D())
+		for _, in := range a.instanceList() {
+			longest = max(longest, in.sup.StopTimeout())
 		}
-		a.mu.Unlock()
 	}
 	return longest
 }

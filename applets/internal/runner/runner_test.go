@@ -1755,6 +1755,82 @@ func TestStopFollowsTheSpec(t *testing.T) {
 	waitDead(t, []int{in.PID})
 }
 
+// TestReplacedInstanceStopsAsItsSpecSays rolls out a new version whose
+// stop_signal or stop_timeout would cut short the old one's stop: the old
+// build was started under its own spec, which is the one that knows what
+// it needs to stop (Kubernetes gives an old pod its own grace period, Nomad
+// an old allocation its own kill_timeout). Each old instance takes a
+// second to flush at SIGTERM, with a minute to do so, and must exit
+// cleanly, whether its slot is rolled over or dropped by a scale-down.
+func TestReplacedInstanceStopsAsItsSpecSays(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	for _, tc := range []struct {
+		name, app string
+		replicas  int
+		newSpec   string
+	}{
+		{"shorter stop_timeout", "shorter", 1, "stop_timeout = \"100ms\"\n"},
+		{"stop_signal the old build does not handle", "signal", 1, "stop_signal = \"SIGINT\"\n"},
+		{"scale-down", "fewer", 2, "replicas = 1\nstop_timeout = \"100ms\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ev := c.watchEvents(t, tc.app)
+			// The probe flushes in its instance's directory.
+			c.deploy(t, tc.app, "1.0.0", probeBin, fmt.Sprintf("replicas = %d\nargs = [\"flush\", \".\"]\nstop_timeout = \"1m\"\n", tc.replicas))
+			var old []string
+			for _, in := range tr.wait(t, tc.app, "healthy", allIn(tc.replicas, state.Healthy)) {
+				old = append(old, in.ID)
+			}
+			testutil.Eventually(t, 10*time.Second, "the old instances ready for SIGTERM", func() bool {
+				ready, _ := filepath.Glob(filepath.Join(tr.dir, "instances", tc.app, "*", "ready"))
+				return len(ready) == tc.replicas
+			})
+			c.deploy(t, tc.app, "2.0.0", probeBin, tc.newSpec+takeOverAtOnce)
+			tr.wait(t, tc.app, "only 2.0.0", func(l []state.Instance) bool {
+				return allIn(1, state.Healthy)(l) && l[0].Version == "2.0.0"
+			})
+			exits := func() map[string]int {
+				codes := map[string]int{}
+				for _, e := range ev.list() {
+					if e.State == state.Stopped && e.ExitCode != nil && slices.Contains(old, e.ID) {
+						codes[e.ID] = *e.ExitCode
+					}
+				}
+				return codes
+			}
+			testutil.Eventually(t, 10*time.Second, "the old instances' stopped events", func() bool { return len(exits()) == len(old) })
+			for id, code := range exits() {
+				if code != 0 {
+					t.Errorf("old instance %s exit code %d, want a clean exit after its flush: it was stopped as the new spec says, not as its own does", id, code)
+				}
+			}
+		})
+	}
+}
+
+// TestLongestStopCountsReplacedInstances halts a rollout, which keeps the
+// old instance beside the new one: the runner's own stop asks the service
+// manager for the old one's stop_timeout, which it still stops with, not
+// for the shorter one of the spec it now applies.
+func TestLongestStopCountsReplacedInstances(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startTunedRunner(t, c, nil, func(r *Runner) { r.rolloutSlack = 0 })
+	c.deploy(t, "probe", "1.0.0", probeBin, "stop_timeout = \"1m\"\n")
+	tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))
+	_, check := checkedProbe(t, false)
+	c.deploy(t, "probe", "1.1.0", probeBin, "stop_timeout = \"100ms\"\n"+check+"start_grace = \"100ms\"\nmin_healthy = 0\n")
+	testutil.Eventually(t, 30*time.Second, "rollout halted", func() bool {
+		return strings.Contains(tr.logs.String(), "rollout halted")
+	})
+	if got := tr.longestStop(); got != time.Minute {
+		t.Errorf("longest stop %v, want the old instance's 1m", got)
+	}
+}
+
 // TestAppsIndependent holds one app in a stop that cannot finish and shows
 // that another app still deploys and the heartbeat goes on.
 func TestAppsIndependent(t *testing.T) {

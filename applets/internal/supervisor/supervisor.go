@@ -334,6 +334,13 @@ func (s *Supervisor) SetStop(sig syscall.Signal, timeout time.Duration) {
 	s.mu.Unlock()
 }
 
+// StopTimeout is the timeout a stop begun now would use: that of the
+// spec the instance was started with, or of its last SetStop.
+func (s *Supervisor) StopTimeout() time.Duration {
+	_, timeout := s.stopWith()
+	return timeout
+}
+
 // stopWith is the signal and timeout a stop begun now uses.
 func (s *Supervisor) stopWith() (syscall.Signal, time.Duration) {
 	s.mu.Lock()
