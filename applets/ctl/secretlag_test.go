@@ -74,57 +74,50 @@ func TestSecretRotateRightAfterKeygenAdd(t *testing.T) {
 // A node whose last heartbeat is from before the key file changed, and
 // that sends none within its interval, is not known to lack the new key:
 // rotate says it has not reported since, not that it cannot open the
-// secrets.
+// secrets. So is one whose heartbeat was stored a moment after the change:
+// the runner may have read its key file, then the file changed, then the
+// heartbeat was stored (and a file's time is a clock tick behind).
 func TestSecretRotateNodeSilentSinceKeygenAdd(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	key := h.dir + "/secret.key"
-	h.ok("", "--key-file", key, "secret", "keygen")
-	old, err := secrets.LoadRing(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("v\n", "--key-file", key, "secret", "set", "db")
-	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"silent\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
-	h.ok("", "deploy", p, "--binary", elfBinary(t))
-	h.heartbeat(state.Node{ID: "silent", Arch: runtime.GOARCH, Interval: time.Hour,
-		SecretKeys: &state.SecretKeys{File: true, IDs: []string{old.PrimaryID()}}})
-	h.ok("", "--key-file", key, "secret", "keygen", "--add")
-	r := h.ok("", "--key-file", key, "--timeout", "1s", "secret", "rotate")
-	if strings.Contains(r.err, "cannot open") {
-		t.Errorf("secret rotate says node silent cannot open the secret, from a heartbeat older than the key:\n%s", r.err)
-	}
-	want := "node silent has not reported since key file " + key + " changed"
-	if !strings.Contains(r.err, want) || !strings.Contains(r.err, "holds only "+old.PrimaryID()) {
-		t.Errorf("secret rotate does not say %q with what the node said before:\n%s", want, r.err)
-	}
-}
-
-// A heartbeat stored a moment after the key file changed may have been
-// made before: the runner read its key file, then the file changed, then
-// the heartbeat was stored (and a file's time is a clock tick behind).
-// Its word is from before the key, as one stored earlier is.
-func TestSecretRotateHeartbeatJustAfterKeygenAdd(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	key := h.dir + "/secret.key"
-	h.ok("", "--key-file", key, "secret", "keygen")
-	old, err := secrets.LoadRing(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("v\n", "--key-file", key, "secret", "set", "db")
-	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"slow\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
-	h.ok("", "deploy", p, "--binary", elfBinary(t))
-	h.ok("", "--key-file", key, "secret", "keygen", "--add")
-	h.heartbeat(state.Node{ID: "slow", Arch: runtime.GOARCH, Interval: time.Hour,
-		SecretKeys: &state.SecretKeys{File: true, IDs: []string{old.PrimaryID()}}})
-	r := h.ok("", "--key-file", key, "--timeout", "1s", "secret", "rotate")
-	if strings.Contains(r.err, "cannot open") {
-		t.Errorf("secret rotate says node slow cannot open the secret, from a heartbeat stored as the key file changed:\n%s", r.err)
-	}
-	if want := "node slow has not reported since key file " + key + " changed"; !strings.Contains(r.err, want) {
-		t.Errorf("secret rotate does not say %q:\n%s", want, r.err)
+	for _, tc := range []struct {
+		name            string
+		heartbeatBefore bool // stored before keygen --add, else just after
+	}{
+		{"heartbeat before the change", true},
+		{"heartbeat just after the change", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			key := h.dir + "/secret.key"
+			h.ok("", "--key-file", key, "secret", "keygen")
+			old, err := secrets.LoadRing(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.ok("v\n", "--key-file", key, "secret", "set", "db")
+			p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"silent\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
+			h.ok("", "deploy", p, "--binary", elfBinary(t))
+			heartbeat := func() {
+				h.heartbeat(state.Node{ID: "silent", Arch: runtime.GOARCH, Interval: time.Hour,
+					SecretKeys: &state.SecretKeys{File: true, IDs: []string{old.PrimaryID()}}})
+			}
+			if tc.heartbeatBefore {
+				heartbeat()
+			}
+			h.ok("", "--key-file", key, "secret", "keygen", "--add")
+			if !tc.heartbeatBefore {
+				heartbeat()
+			}
+			r := h.ok("", "--key-file", key, "--timeout", "1s", "secret", "rotate")
+			if strings.Contains(r.err, "cannot open") {
+				t.Errorf("secret rotate says node silent cannot open the secret, from a heartbeat made before the key:\n%s", r.err)
+			}
+			want := "node silent has not reported since key file " + key + " changed"
+			if !strings.Contains(r.err, want) || !strings.Contains(r.err, "holds only "+old.PrimaryID()) {
+				t.Errorf("secret rotate does not say %q with what the node said before:\n%s", want, r.err)
+			}
+		})
 	}
 }
 
