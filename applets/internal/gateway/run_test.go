@@ -1011,20 +1011,7 @@ func TestNotReadyUntilRoutesRead(t *testing.T) {
 // gateway serves its configuration's routes and says it is ready.
 func TestReadyWithoutJetStream(t *testing.T) {
 	t.Parallel()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.StartWithoutJetStream(t)
 	r := startRun(t, nc, gwConfig(config.Route{Path: "/", Service: "plain"}), "")
 	testutil.Eventually(t, 20*time.Second, "readyz 200 without JetStream", func() bool {
 		code, _ := get(t, "http://"+r.addrs["admin"]+"/readyz")

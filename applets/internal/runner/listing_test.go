@@ -7,11 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // TestNoCachedSpecsToStartFrom starts a runner on a fresh data dir,
@@ -19,26 +17,13 @@ import (
 // read: its warning must not promise apps from cached specs it does not
 // have.
 func TestNoCachedSpecsToStartFrom(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.StartWithoutJetStream(t)
 	logs := &testutil.LogBuffer{}
 	r, err := New(Options{
 		Config:     config.Runner{NodeID: node, HeartbeatInterval: config.Duration(100 * time.Millisecond)},
 		DataDir:    t.TempDir(),
 		Conn:       nc,
-		AppNATSURL: ns.ClientURL(),
+		AppNATSURL: nc.ConnectedUrl(),
 		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
 	})
 	if err != nil {
