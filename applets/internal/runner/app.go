@@ -390,15 +390,17 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		// stop_signal, stop_timeout and [restart] are not in the
 		// fingerprint: the instances keep running, and stop and restart
 		// as the spec now says. One that sp replaces (its fingerprint
-		// differs: another build, other args) stops as the spec of its
-		// build said, as Kubernetes and Nomad stop an old pod or
-		// allocation with its own grace period and signal: the new
+		// differs: another build, other args) stops and restarts as the
+		// spec of its build said, as Kubernetes and Nomad stop an old pod
+		// or allocation with its own grace period and signal: the new
 		// build's would cut short an old one that needs longer to drain,
-		// or send it a signal it does not handle.
+		// or send it a signal it does not handle, and its [restart],
+		// written for the new build, would give up an old one that a
+		// halted rollout keeps serving at its first crash.
 		if in.fp == fp {
 			in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
+			in.sup.SetPolicy(restartPolicy(sp))
 		}
-		in.sup.SetPolicy(restartPolicy(sp))
 		a.repin(in, sp, fp)
 		if in.slot >= want {
 			extra = append(extra, in)

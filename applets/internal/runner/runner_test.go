@@ -1831,6 +1831,43 @@ func TestLongestStopCountsReplacedInstances(t *testing.T) {
 	}
 }
 
+// TestReplacedInstanceRestartsAsItsSpecSays rolls out a new version that
+// says never to restart, while its instance, not yet healthy, holds the
+// rollout with the old one serving: the old build, killed meanwhile, is
+// restarted by the [restart] of the spec it was started with, written for
+// it, not given up by the new build's.
+func TestReplacedInstanceRestartsAsItsSpecSays(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "probe", "1.0.0", probeBin, "[restart]\npolicy = \"on-failure\"\ninitial_backoff = \"100ms\"\n")
+	old := tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))[0]
+	_, check := checkedProbe(t, false)
+	// The check never passes, and start_grace keeps the rollout waiting
+	// for it: the old instance serves on meanwhile.
+	c.deploy(t, "probe", "2.0.0", probeBin, check+"start_grace = \"1h\"\n[restart]\npolicy = \"never\"\n")
+	tr.wait(t, "probe", "2.0.0 started beside 1.0.0", func(l []state.Instance) bool {
+		return len(l) == 2 && slices.ContainsFunc(l, func(in state.Instance) bool { return in.Version == "2.0.0" })
+	})
+	waitRestarted(t, tr, "probe", old)
+}
+
+// waitRestarted kills in's process and waits for its supervisor to start
+// it again; it fails the test if the instance ends instead.
+func waitRestarted(t *testing.T, tr *testRunner, app string, in state.Instance) {
+	t.Helper()
+	if err := syscall.Kill(in.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill instance %s: %v", in.ID, err)
+	}
+	after := tr.wait(t, app, "instance "+in.ID+" restarted or ended", func(l []state.Instance) bool {
+		i := slices.IndexFunc(l, func(e state.Instance) bool { return e.ID == in.ID })
+		return i >= 0 && (l[i].State.Final() || l[i].Restarts > in.Restarts && l[i].State.Up() && l[i].PID != in.PID)
+	})
+	if i := slices.IndexFunc(after, func(e state.Instance) bool { return e.ID == in.ID }); after[i].State.Final() {
+		t.Errorf("instance %s (%s) %s after its crash, not restarted: its own spec's [restart] restarts it", in.ID, in.Version, after[i].State)
+	}
+}
+
 // TestAppsIndependent holds one app in a stop that cannot finish and shows
 // that another app still deploys and the heartbeat goes on.
 func TestAppsIndependent(t *testing.T) {
