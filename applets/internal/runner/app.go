@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -92,7 +91,7 @@ type instance struct {
 	fp   string
 	// sp is the spec the instance runs, which a failed replacement on the
 	// host network starts again (replace). Only the app's goroutine sets
-	// it (start, repin), holding the app's mu; other goroutines read it
+	// it (start, adopt), holding the app's mu; other goroutines read it
 	// holding that mu.
 	sp   *spec.App
 	dir  string
@@ -398,10 +397,8 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 		// written for the new build, would give up an old one that a
 		// halted rollout keeps serving at its first crash.
 		if in.fp == fp {
-			in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
-			in.sup.SetPolicy(restartPolicy(sp))
+			a.adopt(in, sp)
 		}
-		a.repin(in, sp, fp)
 		if in.slot >= want {
 			extra = append(extra, in)
 		}
@@ -483,25 +480,29 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	}
 }
 
-// repin gives an instance of fingerprint fp the files sp pins, which are
-// not in the fingerprint either: the instance keeps running, and a start
-// after an exit places what the store holds now. With the pins it started
-// with, that start would be refused for good, the store holding only the
-// new content. The rest of its spec stays as it started: its health check,
-// and the sandbox's bridges for it, follow the [health] of its first start.
-func (a *app) repin(in *instance, sp *spec.App, fp string) {
-	if in.fp != fp || maps.Equal(in.sp.FileDigests, sp.FileDigests) {
-		return
-	}
-	pinned := *in.sp
-	pinned.FileDigests = sp.FileDigests
+// adopt gives an instance of sp's fingerprint what sp says that is not in
+// the fingerprint and applies to a running instance: its stop values, its
+// [restart], and the files it pins. A start after an exit places what the
+// store holds now: with the pins it started with, that start would be
+// refused for good, the store holding only the new content. Its spec
+// keeps them too, as a failed replace starts the revision that served
+// again from it (settle): that copy must stop and restart as the instance
+// it stands for did. The rest of its spec stays as it started: its health
+// check, and the sandbox's bridges for it, follow the [health] of its
+// first start.
+func (a *app) adopt(in *instance, sp *spec.App) {
+	in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
+	in.sup.SetPolicy(restartPolicy(sp))
+	kept := *in.sp
+	kept.FileDigests = sp.FileDigests
+	kept.StopSignal, kept.StopTimeout, kept.Restart = sp.StopSignal, sp.StopTimeout, sp.Restart
 	a.mu.Lock()
-	in.sp = &pinned
+	in.sp = &kept
 	a.mu.Unlock()
 }
 
 // launchSpec is the spec in starts with now: the one it was started with,
-// pinned anew by repin since.
+// with what adopt gave it since.
 func (a *app) launchSpec(in *instance) *spec.App {
 	a.mu.Lock()
 	defer a.mu.Unlock()

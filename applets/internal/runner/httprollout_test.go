@@ -310,3 +310,35 @@ func TestHostHTTPAppSameFingerprintSpecKeepsRollback(t *testing.T) {
 		return len(up) == 1 && up[0].Version == "1.0.0" && up[0].State == state.Healthy && up[0].ID != old.ID
 	})
 }
+
+// A spec that changes only [restart] applies to the running instance,
+// and so to the copy a failed replace starts again: the revision that
+// served is its spec with the [restart] it ran under, not the one it was
+// started with.
+func TestHostHTTPAppRollbackKeepsLaterRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	serve := fmt.Sprintf("args = [\"--http\", %q]\n[http]\nport = %s\n", addr, port)
+	c.deploy(t, "plain", "1.0.0", helloBin, serve+"[restart]\npolicy = \"never\"\n")
+	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	c.deploy(t, "plain", "1.0.0", helloBin, serve+"[restart]\npolicy = \"on-failure\"\ninitial_backoff = \"100ms\"\n")
+	// The runner caches a spec just before it applies it: once cached,
+	// it is applied before the next spec is read.
+	testutil.Eventually(t, 10*time.Second, "the new [restart] cached", func() bool {
+		data, err := os.ReadFile(filepath.Join(tr.dir, "specs", "plain.toml"))
+		return err == nil && strings.Contains(string(data), `"on-failure"`)
+	})
+	if now := tr.of("plain"); len(now) != 1 || now[0].ID != old.ID {
+		t.Fatalf("instances %+v, want %s kept: the spec changed nothing it runs", now, old.ID)
+	}
+
+	c.deploy(t, "plain", "1.1.0", probeBin, "args = [\"crash\"]\n"+fmt.Sprintf("[http]\nport = %s\n", port)+fastRestart+"max_failures = 1\n")
+	back := running(tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		up := running(l)
+		return allIn(1, state.Healthy)(up) && up[0].Version == "1.0.0" && up[0].ID != old.ID
+	}))[0]
+	waitRestarted(t, tr, "plain", back)
+}

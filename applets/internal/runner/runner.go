@@ -1517,7 +1517,7 @@ func (r *Runner) gcLocked() {
 	}
 	// What placeFile kept of an object a spec does not pin is the cache's
 	// copy, until a fetch replaces it: a deploy that pins it restarts
-	// nothing (repin), and the instance's restart after a files put then
+	// nothing (adopt), and the instance's restart after a files put then
 	// needs those bytes.
 	for obj := range unpinned {
 		if b, err := os.ReadFile(filepath.Join(r.fileDigestsDir(), obj)); err == nil {
