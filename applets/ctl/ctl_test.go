@@ -1891,8 +1891,9 @@ func TestLogsFollowUnknownAppWarns(t *testing.T) {
 }
 
 // A deleted app whose kept lines --since, --node or --instance all leave
-// out is no typo of the app: logs prints nothing and exits 0, and logs -f
-// waits for its lines, as for a deployed app. A --node or --instance that
+// out is no typo of the app: logs prints no line, says on stderr that none
+// is kept with those filters, and exits 0, and logs -f waits for its lines,
+// as for a deployed app. A --node or --instance that
 // none of its lines came from is named in a warning
 // (TestLogsUnmatchedNodeOrInstance), not taken for an app that is gone.
 func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
@@ -1930,7 +1931,7 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 		args []string
 		warn string
 	}{
-		{[]string{"--since", "500ms"}, ""},
+		{[]string{"--since", "500ms"}, "no kept log lines of gone newer than 500ms\n"},
 		{[]string{"--node", "n2"}, "warning: no kept line of gone is from node \"n2\" (nodes with lines: \"n1\")\n"},
 		{[]string{"--instance", "gone-1"}, "warning: no kept line of gone is from instance \"gone-1\" (instances with lines: \"gone-0\")\n"},
 	} {
@@ -1956,8 +1957,8 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 		return false
 	})
 	stopFollowing(t, cancel, done)
-	if stderr.String() != "" {
-		t.Errorf("logs -f of a deleted app with kept lines: %s", stderr.String())
+	if want := "no kept log lines of gone newer than 500ms; waiting for new ones\n"; stderr.String() != want {
+		t.Errorf("logs -f of a deleted app with kept lines: %q, want %q", stderr.String(), want)
 	}
 }
 

@@ -92,6 +92,7 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	pending := info.NumPending
 	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
 	if pending == 0 {
+		said := false
 		switch {
 		case tail == 0:
 			// Asked for no kept line: none is no sign of a typo.
@@ -104,10 +105,26 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			// must still be told from an app that prints nothing.
 			if err := e.noLogs(ctx, stream, app); cli.ExitCode(err) == ExitNotFound {
 				e.warnf("%v; waiting for its lines", err)
+				said = true
 			}
 		}
-		if err := e.warnUnselected(ctx, stream, app, node, inst); err != nil || !follow {
+		warned, err := e.warnUnselected(ctx, stream, app, node, inst)
+		if err != nil {
 			return err
+		}
+		// Printing nothing at all looked like a wrong name or a broken
+		// pipe; journalctl says "-- No entries --" for the same reason. On
+		// stderr: a script reading stdout gets nothing, as before, and one
+		// reading --json needs no words.
+		if !said && !warned && tail != 0 && !asJSON {
+			msg := "no kept log lines of " + app + selection(node, inst, since)
+			if follow {
+				msg += "; waiting for new ones"
+			}
+			e.infof("%s", msg)
+		}
+		if !follow {
+			return nil
 		}
 	}
 	// Without -f the lines are those stored when it started: an app that
@@ -224,23 +241,40 @@ func (e *env) noLogs(ctx context.Context, stream jetstream.Stream, app string) e
 	return nil
 }
 
+// selection is the filters of logs in effect, as a note that no line
+// was kept says them: empty when there are none.
+func selection(node, inst string, since time.Duration) string {
+	var s string
+	if node != "" {
+		s += fmt.Sprintf(" from node %q", node)
+	}
+	if inst != "" {
+		s += fmt.Sprintf(" from instance %q", inst)
+	}
+	if since > 0 {
+		s += " newer than " + since.String()
+	}
+	return s
+}
+
 // warnUnselected warns when --node or --instance (node, inst) selects
 // none of the lines kept for app, naming those that have some: a typo
 // there would otherwise print nothing, as a quiet instance does. One
-// stream info, listing the app's subjects (one per instance).
-func (e *env) warnUnselected(ctx context.Context, stream jetstream.Stream, app, node, inst string) error {
+// stream info, listing the app's subjects (one per instance). It reports
+// whether it warned.
+func (e *env) warnUnselected(ctx context.Context, stream jetstream.Stream, app, node, inst string) (bool, error) {
 	if node == "" && inst == "" {
-		return nil
+		return false, nil
 	}
 	octx, cancel := e.op(ctx)
 	info, err := stream.Info(octx, jetstream.WithSubjectFilter(names.LogSubject(app, "*", "*")))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("list the log subjects of %s: %w", app, err)
+		return false, fmt.Errorf("list the log subjects of %s: %w", app, err)
 	}
 	if len(info.State.Subjects) == 0 {
-		// No line at all: noLogs has said what that means.
-		return nil
+		// No line at all: nothing to name instead.
+		return false, nil
 	}
 	nodes, insts := map[string]bool{}, map[string]bool{}
 	for subject := range info.State.Subjects {
@@ -251,7 +285,7 @@ func (e *env) warnUnselected(ctx context.Context, stream jetstream.Stream, app, 
 		n, i := parts[3], parts[4]
 		if (node == "" || n == node) && (inst == "" || i == inst) {
 			// Kept, but left out by --since or --tail.
-			return nil
+			return false, nil
 		}
 		nodes[n] = true
 		if node == "" || n == node {
@@ -266,7 +300,7 @@ func (e *env) warnUnselected(ctx context.Context, stream jetstream.Stream, app, 
 	default:
 		e.warnf("no kept line of %s is from instance %q (%s)", app, inst, withLines("instances with lines", insts))
 	}
-	return nil
+	return true, nil
 }
 
 // withLines lists the names in set after label, quoted: they come from
