@@ -668,6 +668,7 @@ func (r *Runner) follow(ctx context.Context, w jetstream.KeyWatcher, resync <-ch
 				// under its name) lists nothing, then hands over every
 				// revision it takes in from its peers, oldest first: the
 				// leader says which is the latest. One request per deploy.
+				leader.Again()
 				r.applyLatest(ctx, e, leader)
 			}
 		}

@@ -123,6 +123,13 @@ func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Ent
 	return Entry{Value: m.Data, Revision: m.Sequence}
 }
 
+// Again lets Latest ask the leader again after a read that failed. A pass
+// of reads gives up at its first failure, the others likely to fail as
+// long; a watch's entries after its first values come one write at a time
+// for as long as the watch lives, and one read that failed (an election, a
+// slow answer) must not leave every later one unchecked.
+func (c *LeaderCheck) Again() { c.failed = false }
+
 // kvOperation is the header nats.go's KV marks a delete or purge with.
 const kvOperation = "KV-Operation"
 
