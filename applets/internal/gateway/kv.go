@@ -201,6 +201,11 @@ func (g *Gateway) followBucket(ctx context.Context, kv jetstream.KeyValue, recon
 			case initial:
 				add(g.latest(ctx, leader, e))
 			default:
+				// Asked again for each batch: one failed read (an
+				// election, a slow answer) would otherwise leave the
+				// watch's every later entry unchecked. Not for each entry
+				// of a batch, which a leader lost would hold 2 s each.
+				leader.Again()
 				g.readRoutesEntry(ctx, leader, e, add)
 				g.readReady(ctx, w, leader, add, len(batch))
 				flush()

@@ -100,6 +100,30 @@ func (w heldWatch) Stop() error                             { return nil }
 // them would bring back, for a moment, routes replaced long ago.
 func TestCatchUpOfAnEmptyReplicaIsNotServed(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// failedRead comes first: an entry whose read from the leader
+		// fails, as in an election or a slow answer.
+		failedRead bool
+	}{
+		{"first entry", false},
+		{"after a failed read from the leader", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			catchUpOfAnEmptyReplica(t, tc.failedRead)
+		})
+	}
+}
+
+// keyless is an entry of a key the leader holds nothing of, whose read
+// from it fails.
+type keyless struct{ jetstream.KeyValueEntry }
+
+func (keyless) Key() string                     { return "never-written" }
+func (keyless) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
+
+func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	r := startRun(t, nc, gwConfig(), "")
@@ -131,6 +155,9 @@ func TestCatchUpOfAnEmptyReplicaIsNotServed(t *testing.T) {
 		_, _ = r.gw.followBucket(ctx, heldKV{kv, w}, nil, r.gw.reconnects())
 	}()
 	w.ch <- nil // the empty copy's initial values: none
+	if failedRead {
+		w.ch <- keyless{earlier}
+	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once followBucket has applied the first
 	if served("/old/x") || !served("/new/x") {
