@@ -632,7 +632,7 @@ func TestClusterRefusesAStandaloneStore(t *testing.T) {
 	}
 
 	c := natstest.StartCluster(t, 3)
-	c.WaitPlaceable(20 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	putKey(t, c.Server(0), jetstream.KeyValueConfig{Bucket: "specs"}, "k")
 	c.Stop(0)
 	c.Start(0) // fails the test if refused

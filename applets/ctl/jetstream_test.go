@@ -153,7 +153,7 @@ func TestConnectToAPortThatIsNotNATS(t *testing.T) {
 func TestJetStreamOfAMemberWithoutMajority(t *testing.T) {
 	t.Parallel()
 	c := natstest.StartCluster(t, 3)
-	c.WaitPlaceable(10 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	c.Stop(1)
 	c.Stop(2)
 	h := &harness{t: t, url: c.Server(0).ClientURL(), dir: t.TempDir()}
@@ -218,7 +218,7 @@ func TestConnectErrorOfAHungServer(t *testing.T) {
 func TestRetriesThroughALeaderElection(t *testing.T) {
 	t.Parallel()
 	c := natstest.StartCluster(t, 3)
-	c.WaitPlaceable(10 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	leader := c.Leader()
 	survivor, other := (leader+1)%3, (leader+2)%3
 	js, err := jetstream.New(natstest.Connect(t, c.Server(survivor)))

@@ -21,7 +21,7 @@ import (
 // every one loses a request.
 func TestOpenOnARejoinedMemberIsAnswered(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	c.WaitPlaceable(30 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	// Neither the JetStream leader nor the member asked: electing leaders
 	// is not what this test times.
 	restarted := (c.Leader() + 1) % 3

@@ -88,7 +88,7 @@ func connect(t *testing.T, s *embednats.Server) jetstream.JetStream {
 // an older client created with fewer gets the missing ones when opened.
 func TestReplicasWithAMemberDown(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	c.WaitPlaceable(10 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	// Not the leader: a new leader may take seconds to be elected, which
 	// is not what this test is about.
 	leader := c.Leader()
@@ -120,7 +120,7 @@ func TestReplicasWithAMemberDown(t *testing.T) {
 // JetStream election took more than a minute in CI runs.
 func TestReplicasFollowTheCluster(t *testing.T) {
 	c := natstest.StartCluster(t, 2)
-	c.WaitPlaceable(30 * time.Second)
+	c.WaitPlaceable(60 * time.Second)
 	js := connect(t, c.Server(0))
 	if got := openAll(t, js, nil); !maps.Equal(got, all(2)) {
 		t.Fatalf("created in a cluster of two: %v, want 2 replicas each", got)
