@@ -275,7 +275,7 @@ func TestRelativeDataDirLeftBehindIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	// What narun up of an earlier release, run in dir, left.
 	old := filepath.Join(dir, "data")
-	if err := os.MkdirAll(filepath.Join(old, "jetstream"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(old, "jetstream", "jetstream", "$G", "streams", "KV_narun-apps"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(old, 0o700); err != nil {
@@ -316,5 +316,27 @@ func TestRelativeDataDirLeftBehindIsRefused(t *testing.T) {
 	code, stdout, stderr := run("narun", "up", "--node-id", "n1", "--config", file, "--data-dir", old, "--check")
 	if code != 0 {
 		t.Errorf("--data-dir %s: exit %d, %q%q; want 0", old, code, stdout, stderr)
+	}
+}
+
+// A store of another NATS server in the working directory's data is no
+// node's data: a first start from there, with a relative data_dir, goes
+// ahead.
+func TestRelativeDataDirBesideAnotherStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "data", "jetstream", "jetstream", "$G", "streams", "ORDERS"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conf")
+	if err := os.Mkdir(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(conf, "narun.toml")
+	if err := os.WriteFile(file, []byte("data_dir = \"data\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if code, stdout, stderr := run("narun", "up", "--node-id", "n1", "--config", file, "--check"); code != 0 {
+		t.Errorf("exit %d, %q%q; want 0: the store in %s is another server's", code, stdout, stderr, filepath.Join(dir, "data"))
 	}
 }

@@ -79,14 +79,16 @@ func DataDir(checkOnly bool, cfg config.File) error {
 	return prepareDataDir(cfg.DataDir)
 }
 
-// nodeData are entries of a data dir that only a node that ran on it
-// made: JetStream's store (narun nats, narun up), the cached specs and the
-// runner's lock (narun runner).
-var nodeData = []string{"jetstream", "specs", "runner.lock"}
+// nodeData are entries of a data dir that only a narun node that ran on
+// it made: the runner's cached specs, lock and node id, the node key of
+// narun up, and the streams of narun's buckets in JetStream's store (of
+// any account). A store alone is not one: another NATS server on the host
+// may keep its own in a directory of that name.
+var nodeData = []string{"specs", "runner.lock", "node-id", "signing.key", "jetstream/jetstream/*/streams/KV_narun-*"}
 
 func holdsNodeData(dir string) bool {
-	for _, name := range nodeData {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+	for _, pattern := range nodeData {
+		if found, _ := filepath.Glob(filepath.Join(dir, pattern)); len(found) > 0 {
 			return true
 		}
 	}
