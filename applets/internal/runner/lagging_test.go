@@ -95,54 +95,32 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 // latest revision of each.
 func TestCatchUpOfAnEmptyReplicaIsNotApplied(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := newCluster(t, nil)
-	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
-	onVersion := func(v string) func([]state.Instance) bool {
-		return func(l []state.Instance) bool {
-			return allIn(1, state.Healthy)(l) && l[0].Version == v
-		}
+	for _, tc := range []struct {
+		name string
+		// failedRead comes first: an entry whose read from the leader
+		// fails, as in an election or a slow answer.
+		failedRead bool
+	}{
+		{"first entry", false},
+		{"after a failed read from the leader", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			catchUpOfAnEmptyReplica(t, tc.failedRead)
+		})
 	}
-	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
-	earlier, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.deploy(t, "hello", "1.1.0", helloBin, "")
-	tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
-	latest, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
-	done := make(chan struct{})
-	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
-	w.ch <- nil // the empty copy's initial values: none
-	w.ch <- earlier
-	w.ch <- earlier // taken once follow has handled the first
-	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
-		t.Errorf("after the catch-up of an empty replica handed over revision %d, the runner holds\n%s\nwant the leader's revision %d\n%s", earlier.Revision(), got, latest.Revision(), latest.Value())
-	}
-	cancel()
-	<-done
 }
 
 // keyless stands for an entry whose read from the leader fails: the leader
 // holds nothing of its key. A watch's later entries come one deploy at a
-// time for as long as the watch lives, and a read that fails once (an
-// election, a slow answer) must not leave every one after it unchecked.
+// time for as long as the watch lives, and a read that fails once must not
+// leave every one after it unchecked.
 type keyless struct{ jetstream.KeyValueEntry }
 
 func (keyless) Key() string                     { return "never-written" }
 func (keyless) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
 
-// TestCatchUpAfterAFailedLeaderReadIsNotApplied is the catch-up of an empty
-// replica after one read from the leader failed.
-func TestCatchUpAfterAFailedLeaderReadIsNotApplied(t *testing.T) {
-	t.Parallel()
+func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := newCluster(t, nil)
@@ -169,11 +147,13 @@ func TestCatchUpAfterAFailedLeaderReadIsNotApplied(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
 	w.ch <- nil // the empty copy's initial values: none
-	w.ch <- keyless{earlier}
+	if failedRead {
+		w.ch <- keyless{earlier}
+	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once follow has handled the first
 	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
-		t.Errorf("after a failed read from the leader, the catch-up of an empty replica handed over revision %d and the runner holds\n%s\nwant the leader's revision %d\n%s", earlier.Revision(), got, latest.Revision(), latest.Value())
+		t.Errorf("after the catch-up of an empty replica handed over revision %d, the runner holds\n%s\nwant the leader's revision %d\n%s", earlier.Revision(), got, latest.Revision(), latest.Value())
 	}
 	cancel()
 	<-done
