@@ -116,13 +116,6 @@ func TestCatchUpOfAnEmptyReplicaIsNotServed(t *testing.T) {
 	}
 }
 
-// keyless is an entry of a key the leader holds nothing of, whose read
-// from it fails.
-type keyless struct{ jetstream.KeyValueEntry }
-
-func (keyless) Key() string                     { return "never-written" }
-func (keyless) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
-
 func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
@@ -156,7 +149,7 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	}()
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
-		w.ch <- keyless{earlier}
+		w.ch <- testutil.KeylessEntry{KeyValueEntry: earlier}
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once followBucket has applied the first

@@ -38,23 +38,7 @@ func TestEarlierEntryFromAReplicaIsNotApplied(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, nil)
-	onVersion := func(v string) func([]state.Instance) bool {
-		return func(l []state.Instance) bool {
-			return allIn(1, state.Healthy)(l) && l[0].Version == v
-		}
-	}
-	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
-	earlier, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.deploy(t, "hello", "1.1.0", helloBin, "")
-	running := tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
-	latest, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
+	earlier, latest, running := deployTwice(t, c, tr)
 
 	leader := store.NewLeaderCheck(tr.opts.Conn, names.AppsBucket, tr.log)
 	tr.applyLatest(ctx, earlier, leader)
@@ -111,44 +95,19 @@ func TestCatchUpOfAnEmptyReplicaIsNotApplied(t *testing.T) {
 	}
 }
 
-// keyless stands for an entry whose read from the leader fails: the leader
-// holds nothing of its key. A watch's later entries come one deploy at a
-// time for as long as the watch lives, and a read that fails once must not
-// leave every one after it unchecked.
-type keyless struct{ jetstream.KeyValueEntry }
-
-func (keyless) Key() string                     { return "never-written" }
-func (keyless) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
-
 func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := newCluster(t, nil)
 	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
-	onVersion := func(v string) func([]state.Instance) bool {
-		return func(l []state.Instance) bool {
-			return allIn(1, state.Healthy)(l) && l[0].Version == v
-		}
-	}
-	c.deploy(t, "hello", "1.0.0", helloBin, "")
-	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
-	earlier, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.deploy(t, "hello", "1.1.0", helloBin, "")
-	tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
-	latest, err := c.apps.Get(ctx, "hello")
-	if err != nil {
-		t.Fatal(err)
-	}
+	earlier, latest, _ := deployTwice(t, c, tr)
 
 	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
 	done := make(chan struct{})
 	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
-		w.ch <- keyless{earlier}
+		w.ch <- testutil.KeylessEntry{KeyValueEntry: earlier}
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once follow has handled the first
@@ -157,4 +116,28 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	}
 	cancel()
 	<-done
+}
+
+// deployTwice deploys hello 1.0.0, then 1.1.0, each once healthy, and
+// returns the two entries of narun-apps and the instances of the second.
+func deployTwice(t *testing.T, c *cluster, tr *testRunner) (earlier, latest jetstream.KeyValueEntry, running []state.Instance) {
+	t.Helper()
+	onVersion := func(v string) func([]state.Instance) bool {
+		return func(l []state.Instance) bool {
+			return allIn(1, state.Healthy)(l) && l[0].Version == v
+		}
+	}
+	get := func() jetstream.KeyValueEntry {
+		e, err := c.apps.Get(context.Background(), "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	tr.wait(t, "hello", "healthy on 1.0.0", onVersion("1.0.0"))
+	earlier = get()
+	c.deploy(t, "hello", "1.1.0", helloBin, "")
+	running = tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
+	return earlier, get(), running
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
 	"github.com/narun/narun/embednats/natstest"
@@ -158,3 +159,12 @@ func Inode(t testing.TB, path string) uint64 {
 	}
 	return st.Ino
 }
+
+// KeylessEntry is an entry of a key the leader of its bucket holds nothing
+// of, so that reading it from the leader fails, as in an election or a
+// slow answer: the watch tests hand one over before the entries whose
+// check must still be made.
+type KeylessEntry struct{ jetstream.KeyValueEntry }
+
+func (KeylessEntry) Key() string                     { return "never-written" }
+func (KeylessEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
