@@ -150,6 +150,11 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
 		w.ch <- testutil.KeylessEntry{KeyValueEntry: earlier}
+		// Served once the batch of the failed read is applied: the
+		// entries after it come in a batch of their own, whichever
+		// readReady would otherwise have taken with it.
+		w.ch <- markerEntry{earlier}
+		testutil.Eventually(t, 15*time.Second, "/marker/ served", func() bool { return served("/marker/x") })
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once followBucket has applied the first
@@ -159,3 +164,11 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	cancel()
 	<-done
 }
+
+// markerEntry is an app's routes entry that the leader holds nothing of,
+// applied as read: its route shows that the batch it came in is applied.
+type markerEntry struct{ jetstream.KeyValueEntry }
+
+func (markerEntry) Key() string                     { return "marker" }
+func (markerEntry) Value() []byte                   { return []byte(`[{"path":"/marker/"}]`) }
+func (markerEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
