@@ -4,6 +4,7 @@
 package testport
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -19,15 +20,16 @@ import (
 // from that range, and a connection any test opens meanwhile may take it
 // before the server binds it, which failed CI runs with "address already
 // in use".
+//
+// The port stays reserved to the test until it ends, across processes:
+// `go test ./...` runs packages at once, and two of them drawing the same
+// port, each finding it free before either bound it, failed a CI run the
+// same way.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	if low := ephemeralLow(); low > minTestPort+1000 {
-		for range 100 {
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(minTestPort+rand.IntN(low-minTestPort)))
-			if l, err := net.Listen("tcp", addr); err == nil {
-				l.Close()
-				return addr
-			}
+		if addr, ok := reserve(t, minTestPort, low); ok {
+			return addr
 		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -36,6 +38,30 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// reserve draws a port in [low, high) that no other test holds and that
+// is free, and holds it for t. The hold is a socket in Linux's abstract
+// namespace, named after the port: the kernel frees it when the test
+// closes it or its process dies, so a killed test run leaves nothing.
+func reserve(t testing.TB, low, high int) (string, bool) {
+	for range 100 {
+		port := low + rand.IntN(high-low)
+		hold, err := net.Listen("unix", fmt.Sprintf("@narun-testport-%d", port))
+		if err != nil {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			hold.Close()
+			continue
+		}
+		l.Close()
+		t.Cleanup(func() { hold.Close() })
+		return addr, true
+	}
+	return "", false
 }
 
 // minTestPort keeps FreeAddr's ports clear of the well-known and
