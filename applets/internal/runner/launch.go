@@ -728,25 +728,35 @@ func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) fu
 		// under another name: kept for the rest of a streak of failed
 		// checks once found, and not looked up while the start grace
 		// spares the failure a report, as every service on the account
-		// answers the lookup. A lookup that found nothing is made again at
-		// the next failed check: the app may register its service late.
+		// answers the lookup and it adds servedByWait to the check. A
+		// lookup that found nothing is made again, as the app may register
+		// its service late, but only at the streak's failed checks 1, 2,
+		// 4, 8… past the grace: an app that never registers one would
+		// have the account pinged at every check, while this way one
+		// registered late is still found before the streak has doubled.
 		// The checks of an instance run one at a time.
 		var served struct {
 			pid  int
 			name string
+			// failed counts the streak's failed checks past the grace
+			// while nothing was found.
+			failed int
 		}
 		return func(ctx context.Context, t supervisor.Target) error {
 			if t.PID != served.pid {
-				served.pid, served.name = t.PID, ""
+				served.pid, served.name, served.failed = t.PID, "", 0
 			}
 			err := r.pingInstance(ctx, h.Service, id, known, func() string {
 				if served.name == "" && !t.Starting {
-					served.name = r.servedBy(ctx, id)
+					served.failed++
+					if served.failed&(served.failed-1) == 0 {
+						served.name = r.servedBy(ctx, id)
+					}
 				}
 				return served.name
 			})
 			if err == nil {
-				served.name = ""
+				served.name, served.failed = "", 0
 			}
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app

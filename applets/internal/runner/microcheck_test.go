@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"strings"
 	"sync"
@@ -391,5 +392,51 @@ func TestMicroCheckLooksAgainForAServiceNotFound(t *testing.T) {
 	}
 	if n, err := run(false); err == nil || !strings.Contains(err.Error(), serves) || n != 2 {
 		t.Errorf("check after the lookup found the service: %v, %d lookups\nwant it to say %s with no more lookup", err, n, serves)
+	}
+}
+
+// An instance whose service never registers, under any name, does not
+// ping every service on the account at each failed check: over a long
+// streak of failures the lookups stay few, at failed checks 1, 2, 4, 8…
+// of the streak.
+func TestMicroCheckLookupsOfAServiceNeverFoundAreBounded(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	watch := natstest.Connect(t, srv)
+	lookups, err := watch.SubscribeSync("$SRV.PING")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spec.Parse("sb.toml", []byte("name = \"sb\"\nversion = \"1\"\nnodes = [\""+node+"\"]\n[[routes]]\npath = \"/sb/\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{opts: Options{Conn: nc}}
+	check := r.healthCheck(sp, "0-never", &microResponders{})
+	const checks = 12
+	for i := range checks {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := check(ctx, supervisor.Target{PID: 1})
+		cancel()
+		if err == nil {
+			t.Fatalf("check %d passed with nothing registered", i+1)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := lookups.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := bits.Len(checks); n > want {
+		t.Errorf("%d pings of every service over %d failed checks of an instance whose service never registers, want at most %d", n, checks, want)
 	}
 }
