@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,7 +108,7 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
-		w.ch <- testutil.KeylessEntry{KeyValueEntry: earlier}
+		w.ch <- unreadEntry{KeyValueEntry: earlier}
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once follow has handled the first
@@ -117,6 +118,15 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	cancel()
 	<-done
 }
+
+// unreadEntry is a deletion whose read from the leader fails, as in an
+// election or a slow answer: its key makes a request longer than the
+// server takes. A key the leader holds no record of
+// (testutil.KeylessEntry) is an answer, which stops no later read.
+type unreadEntry struct{ jetstream.KeyValueEntry }
+
+func (unreadEntry) Key() string                     { return strings.Repeat("k", 1<<20) }
+func (unreadEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
 
 // deployTwice deploys hello 1.0.0, then 1.1.0, each once healthy, and
 // returns the two entries of narun-apps and the instances of the second.
@@ -140,4 +150,54 @@ func deployTwice(t *testing.T, c *cluster, tr *testRunner) (earlier, latest jets
 	c.deploy(t, "hello", "1.1.0", helloBin, "")
 	running = tr.wait(t, "hello", "healthy on 1.1.0", onVersion("1.1.0"))
 	return earlier, get(), running
+}
+
+// A key the leader of narun-apps holds no record of (every message of it
+// purged since a lagging replica took its entry) is the leader's answer,
+// not a failed read: the runner still asks the leader about the watch's
+// other first values, where it applied them unchecked and rolled hello
+// back to a spec replaced since. The app of that key keeps its spec, as
+// one whose record the store lost does (removeExcept).
+func TestKeyTheLeaderHoldsNothingOfIsAnAnswer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(time.Hour) })
+	earlier, latest, _ := deployTwice(t, c, tr)
+	c.deploy(t, "lost", "1.0.0", helloBin, "replicas = 0\n")
+	testutil.Eventually(t, 30*time.Second, "the runner taking the spec of lost", func() bool { return tr.specOf("lost") != nil })
+	lost, err := c.apps.Get(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := s.Stream(ctx, "KV_"+names.AppsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A purge of the stream by subject leaves no marker for a watch to
+	// hand over.
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+names.AppsBucket+".lost")); err != nil {
+		t.Fatal(err)
+	}
+
+	w := heldWatch{ch: make(chan jetstream.KeyValueEntry)}
+	done := make(chan struct{})
+	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
+	// The first values of a replica that has not caught up.
+	w.ch <- lost
+	w.ch <- earlier
+	w.ch <- lost // taken once follow has handled earlier
+	if got := tr.specOf("hello"); !bytes.Equal(got, latest.Value()) {
+		t.Errorf("after the leader said it holds nothing of lost, the runner took hello's revision %d unchecked:\n%s\nwant the leader's revision %d\n%s", earlier.Revision(), got, latest.Revision(), latest.Value())
+	}
+	if got := tr.specOf("lost"); !bytes.Equal(got, lost.Value()) {
+		t.Errorf("the runner holds\n%s\nfor lost, whose record the store lost; want the spec it ran\n%s", got, lost.Value())
+	}
+	cancel()
+	<-done
 }

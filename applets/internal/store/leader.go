@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -71,7 +72,8 @@ type LeaderCheck struct {
 	bucket string
 	log    *slog.Logger
 	// failed stops the reads: after one that failed (no quorum, no
-	// answer), one per key would only hold the others up as long.
+	// answer), one per key would only hold the others up as long. A key
+	// the leader holds no record of is an answer, not a failure.
 	failed bool
 	// taken holds, by key, the revision taken from the leader where the
 	// entry read was older.
@@ -94,7 +96,8 @@ type Entry struct {
 
 // Latest returns e, or the key's last entry as the leader has it when that
 // is newer. Without an answer from the leader (no quorum) it returns e, and
-// asks the leader no more.
+// asks the leader no more; a leader that holds no record of the key has
+// answered, and Latest returns e.
 func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Entry {
 	read := Entry{Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
 	if c.failed {
@@ -103,6 +106,15 @@ func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Ent
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	m, err := LastFromLeader(ctx, c.nc, "KV_"+c.bucket, "$KV."+c.bucket+"."+e.Key())
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// The leader answered: it holds no record of the key, not even
+		// a delete (every message of it purged, or a store that lost
+		// them), which says nothing of a newer value. The entry stands
+		// as read, and the leader's word on the other keys is still
+		// worth asking.
+		c.log.Debug("the leader of its bucket holds no record of an entry's key", "bucket", c.bucket, "key", e.Key())
+		return read
+	}
 	if err != nil {
 		c.failed = true
 		c.log.Debug("read an entry from the leader of its bucket", "bucket", c.bucket, "key", e.Key(), "err", err)
