@@ -384,6 +384,14 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	}
 	want := sp.ReplicasOn(a.r.node, a.r.labels)
 	fp := sp.Fingerprint(runtime.GOARCH)
+	a.mu.Lock()
+	if a.served != nil && a.served.fp == fp {
+		// The revision that served, stopped by a replace still
+		// unfinished, gets what adopt gives its instances: a failed
+		// replace starts it again as the last spec of it says.
+		a.served = &revision{sp: adopted(a.served.sp, sp), fp: fp}
+	}
+	a.mu.Unlock()
 	var extra []*instance
 	for _, in := range a.instanceList() {
 		// stop_signal, stop_timeout and [restart] are not in the
@@ -493,12 +501,18 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 func (a *app) adopt(in *instance, sp *spec.App) {
 	in.sup.SetStop(sp.StopSig(), sp.StopTimeout.D())
 	in.sup.SetPolicy(restartPolicy(sp))
-	kept := *in.sp
+	a.mu.Lock()
+	in.sp = adopted(in.sp, sp)
+	a.mu.Unlock()
+}
+
+// adopted is prev, a spec of sp's fingerprint, with what adopt gives an
+// instance of sp.
+func adopted(prev, sp *spec.App) *spec.App {
+	kept := *prev
 	kept.FileDigests = sp.FileDigests
 	kept.StopSignal, kept.StopTimeout, kept.Restart = sp.StopSignal, sp.StopTimeout, sp.Restart
-	a.mu.Lock()
-	in.sp = &kept
-	a.mu.Unlock()
+	return &kept
 }
 
 // launchSpec is the spec in starts with now: the one it was started with,

@@ -342,3 +342,42 @@ func TestHostHTTPAppRollbackKeepsLaterRestart(t *testing.T) {
 	}))[0]
 	waitRestarted(t, tr, "plain", back)
 }
+
+// A spec of the revision that served (its fingerprint) that changes only
+// [restart], deployed while a replace on the host network stopped that
+// revision's instance, is the revision that served from then on: when the
+// rollout that follows fails, the copy started again restarts as it says.
+func TestHostHTTPAppRollbackKeepsRestartDeployedDuringReplace(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	serve := fmt.Sprintf("args = [\"--http\", %q]\n[http]\nport = %s\n", addr, port)
+	c.deploy(t, "plain", "1.0.0", helloBin, serve+"[restart]\npolicy = \"never\"\n")
+	old := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	bridged := fmt.Sprintf("[http]\nport = %s\n", port)
+	crashLoop(t, c, tr, "1.1.0", bridged+fastRestart)
+
+	// 1.0.0 again, with another [restart]: replace starts it, and it
+	// cannot bind the port the test holds, so it never turns healthy.
+	held, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	c.deploy(t, "plain", "1.0.0", helloBin, serve+"[restart]\npolicy = \"on-failure\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n")
+	tr.wait(t, "plain", "1.0.0 with its new [restart] crash-looping", func(l []state.Instance) bool {
+		return len(l) == 1 && l[0].Version == "1.0.0" && l[0].ID != old.ID && l[0].Restarts > 0
+	})
+	c.deploy(t, "plain", "1.2.0", probeBin, "args = [\"crash\"]\n"+bridged+fastRestart+"max_failures = 1\n")
+	tr.wait(t, "plain", "1.2.0 started", func(l []state.Instance) bool {
+		return slices.ContainsFunc(l, func(in state.Instance) bool { return in.Version == "1.2.0" })
+	})
+	held.Close()
+	back := running(tr.wait(t, "plain", "1.0.0 started again", func(l []state.Instance) bool {
+		up := running(l)
+		return allIn(1, state.Healthy)(up) && up[0].Version == "1.0.0" && up[0].ID != old.ID
+	}))[0]
+	waitRestarted(t, tr, "plain", back)
+}
