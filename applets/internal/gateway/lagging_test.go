@@ -149,7 +149,7 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	}()
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
-		w.ch <- testutil.KeylessEntry{KeyValueEntry: earlier}
+		w.ch <- testutil.UnreadEntry{KeyValueEntry: earlier}
 		// Served once the batch of the failed read is applied: the
 		// entries after it come in a batch of their own, whichever
 		// readReady would otherwise have taken with it.

@@ -3,7 +3,6 @@ package runner
 import (
 	"bytes"
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -108,7 +107,7 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	go func() { defer close(done); tr.follow(ctx, w, nil, nil, nil) }()
 	w.ch <- nil // the empty copy's initial values: none
 	if failedRead {
-		w.ch <- unreadEntry{KeyValueEntry: earlier}
+		w.ch <- testutil.UnreadEntry{KeyValueEntry: earlier}
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once follow has handled the first
@@ -118,15 +117,6 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	cancel()
 	<-done
 }
-
-// unreadEntry is a deletion whose read from the leader fails, as in an
-// election or a slow answer: its key makes a request longer than the
-// server takes. A key the leader holds no record of
-// (testutil.KeylessEntry) is an answer, which stops no later read.
-type unreadEntry struct{ jetstream.KeyValueEntry }
-
-func (unreadEntry) Key() string                     { return strings.Repeat("k", 1<<20) }
-func (unreadEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
 
 // deployTwice deploys hello 1.0.0, then 1.1.0, each once healthy, and
 // returns the two entries of narun-apps and the instances of the second.

@@ -160,11 +160,12 @@ func Inode(t testing.TB, path string) uint64 {
 	return st.Ino
 }
 
-// KeylessEntry is an entry of a key the leader of its bucket holds nothing
-// of, so that reading it from the leader fails, as in an election or a
-// slow answer: the watch tests hand one over before the entries whose
-// check must still be made.
-type KeylessEntry struct{ jetstream.KeyValueEntry }
+// UnreadEntry is a deletion whose read from the leader of its bucket fails,
+// as in an election or a slow answer: its key makes a request longer than
+// the server takes. The watch tests hand one over before the entries whose
+// check must still be made. (A key the leader holds no record of is an
+// answer, which stops no later read.)
+type UnreadEntry struct{ jetstream.KeyValueEntry }
 
-func (KeylessEntry) Key() string                     { return "never-written" }
-func (KeylessEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
+func (UnreadEntry) Key() string                     { return strings.Repeat("k", 1<<20) }
+func (UnreadEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
