@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/spec"
 )
 
 // Match kinds of a route's path.
@@ -253,6 +254,13 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		}
 	}
 	slices.Sort(r.methods)
+	// An app spec's limit, for the file's routes and for the entries of
+	// narun-routes, which anyone who may write the bucket can put there
+	// by hand: a typo (an extra zero) holds a request, its body and the
+	// service that answers it for hours.
+	if rc.Timeout.D() > spec.MaxTimeout {
+		return nil, fmt.Errorf("%s: timeout %s: more than the maximum %s", origin, rc.Timeout.D(), spec.MaxTimeout)
+	}
 	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
 	r.patPath = rc.Path
 	if !r.exact && rc.Path != "/" {

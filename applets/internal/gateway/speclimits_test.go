@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// A route value that an app spec refuses is refused in narun.toml too,
+// with the file, the route's line and the field named, and a narun-routes
+// entry that holds it loses its app's routes only; the limit itself is
+// accepted by all three.
+func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	var logs testutil.LogBuffer
+	e := newEnvLogged(t, gwConfig(), slog.New(slog.NewTextHandler(&logs, nil)))
+	e.gw.setAppEntry("kept", []byte(`[{"path":"/kept/"}]`))
+	tests := []struct {
+		name string
+		// over and limit set the field in TOML, overJSON and limitJSON
+		// in a narun-routes entry.
+		over, overJSON   string
+		limit, limitJSON string
+		// want follows the route's origin in the error.
+		want string
+	}{
+		{
+			name: "timeout",
+			over: `timeout = "1h0m1s"`, overJSON: `"timeout":"1h0m1s"`,
+			limit: `timeout = "1h"`, limitJSON: `"timeout":"1h"`,
+			want: "timeout 1h0m1s: more than the maximum 1h0m0s",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const specBase = "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n[[routes]]\npath = \"/a\"\n"
+			if _, err := spec.Parse("app.toml", []byte(specBase+tc.over+"\n")); err == nil {
+				t.Fatalf("spec: %s accepted; this test is of values specs refuse", tc.over)
+			}
+			if _, err := spec.Parse("app.toml", []byte(specBase+tc.limit+"\n")); err != nil {
+				t.Fatalf("spec: %s refused: %v", tc.limit, err)
+			}
+
+			file := filepath.Join(t.TempDir(), "narun.toml")
+			const fileBase = "[[gateway.routes]]\npath = \"/ok\"\nservice = \"ok\"\n\n[[gateway.routes]]\npath = \"/a\"\n"
+			for _, value := range []string{tc.over, tc.limit} {
+				route := value + "\n"
+				if !strings.HasPrefix(value, "service") {
+					route += "service = \"a\"\n"
+				}
+				writeFile(t, file, fileBase+route)
+				f, _, err := readConfigFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)})
+				if err == nil {
+					g.mux.close()
+				}
+				want := file + `:5: route #2 (path "/a"): ` + tc.want
+				switch {
+				case value == tc.over && (err == nil || err.Error() != want):
+					t.Errorf("narun.toml with %s: %v, want %s", value, err, want)
+				case value == tc.limit && err != nil:
+					t.Errorf("narun.toml with %s: %v", value, err)
+				}
+			}
+
+			before := len(logs.String())
+			e.gw.setAppEntry("a", []byte(`[{"path":"/a/",`+tc.overJSON+`}]`))
+			if r, _, _ := e.gw.table.Load().match("a.example", "/a/", "GET"); r != nil {
+				t.Errorf("narun-routes entry with %s: route %s served", tc.overJSON, r.pattern())
+			}
+			if r, _, _ := e.gw.table.Load().match("a.example", "/kept/", "GET"); r == nil {
+				t.Errorf("narun-routes entry with %s: the other app's route is gone", tc.overJSON)
+			}
+			if got := logs.String()[before:]; !strings.Contains(got, `msg="ignoring routes of app" app=a`) || !strings.Contains(got, strings.Trim(strconv.Quote(tc.want), `"`)) {
+				t.Errorf("narun-routes entry with %s: the log does not say why it is ignored:\n%s", tc.overJSON, got)
+			}
+			e.gw.setAppEntry("a", []byte(`[{"path":"/a/",`+tc.limitJSON+`}]`))
+			if r, _, _ := e.gw.table.Load().match("a.example", "/a/", "GET"); r == nil {
+				t.Errorf("narun-routes entry with %s: not served", tc.limitJSON)
+			}
+			e.gw.setAppEntry("a", nil)
+		})
+	}
+}
