@@ -24,6 +24,9 @@ const (
 	MatchExact  = "exact"
 )
 
+// maxRouteBody is the largest max_body of a route, an app spec's too.
+const maxRouteBody = 1 << 40
+
 // route is a validated config.Route ready for matching.
 type route struct {
 	cfg      config.Route
@@ -254,12 +257,15 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		}
 	}
 	slices.Sort(r.methods)
-	// An app spec's limit, for the file's routes and for the entries of
+	// An app spec's limits, for the file's routes and for the entries of
 	// narun-routes, which anyone who may write the bucket can put there
 	// by hand: a typo (an extra zero) holds a request, its body and the
 	// service that answers it for hours.
 	if rc.Timeout.D() > spec.MaxTimeout {
 		return nil, fmt.Errorf("%s: timeout %s: more than the maximum %s", origin, rc.Timeout.D(), spec.MaxTimeout)
+	}
+	if rc.MaxBody > maxRouteBody {
+		return nil, fmt.Errorf("%s: max_body %d: more than the maximum %d (1TiB)", origin, rc.MaxBody, maxRouteBody)
 	}
 	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
 	r.patPath = rc.Path

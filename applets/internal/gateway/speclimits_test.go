@@ -37,6 +37,12 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 			limit: `timeout = "1h"`, limitJSON: `"timeout":"1h"`,
 			want: "timeout 1h0m1s: more than the maximum 1h0m0s",
 		},
+		{
+			name: "max_body",
+			over: `max_body = 1099511627777`, overJSON: `"max_body":1099511627777`,
+			limit: `max_body = "1TiB"`, limitJSON: `"max_body":"1TiB"`,
+			want: "max_body 1099511627777: more than the maximum 1099511627776 (1TiB)",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
