@@ -24,8 +24,11 @@ const (
 	MatchExact  = "exact"
 )
 
-// maxRouteBody is the largest max_body of a route, an app spec's too.
-const maxRouteBody = 1 << 40
+// Limits of a route that an app spec's route has too.
+const (
+	maxRouteBody = 1 << 40
+	maxService   = 255
+)
 
 // route is a validated config.Route ready for matching.
 type route struct {
@@ -209,6 +212,12 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	}
 	if !validSubject(rc.Service) {
 		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*', '>' or empty token)", origin, rc.Service)
+	}
+	// An app spec's limit. A request's subject past the server's control
+	// line (4 KiB) made it close the gateway's connection, and end every
+	// request in flight on it.
+	if len(rc.Service) > maxService {
+		return nil, fmt.Errorf("%s: service of %d characters: more than the maximum %d", origin, len(rc.Service), maxService)
 	}
 	h := strings.ToLower(rc.Host)
 	// A name written absolute, as DNS has it ("example.com."), is the

@@ -22,6 +22,7 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 	var logs testutil.LogBuffer
 	e := newEnvLogged(t, gwConfig(), slog.New(slog.NewTextHandler(&logs, nil)))
 	e.gw.setAppEntry("kept", []byte(`[{"path":"/kept/"}]`))
+	long := strings.Repeat("s", 255)
 	tests := []struct {
 		name string
 		// over and limit set the field in TOML, overJSON and limitJSON
@@ -42,6 +43,12 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 			over: `max_body = 1099511627777`, overJSON: `"max_body":1099511627777`,
 			limit: `max_body = "1TiB"`, limitJSON: `"max_body":"1TiB"`,
 			want: "max_body 1099511627777: more than the maximum 1099511627776 (1TiB)",
+		},
+		{
+			name: "service length",
+			over: `service = "` + long + `s"`, overJSON: `"service":"` + long + `s"`,
+			limit: `service = "` + long + `"`, limitJSON: `"service":"` + long + `"`,
+			want: "service of 256 characters: more than the maximum 255",
 		},
 	}
 	for _, tc := range tests {
