@@ -211,7 +211,7 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		return nil, fmt.Errorf("%s: no service: set service to the subject of the NATS Micro service that answers the route", origin)
 	}
 	if !validSubject(rc.Service) {
-		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, '*', '>' or empty token)", origin, rc.Service)
+		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)", origin, rc.Service)
 	}
 	// An app spec's limit. A request's subject past the server's control
 	// line (4 KiB) made it close the gateway's connection, and end every
@@ -386,7 +386,7 @@ func validSubject(s string) bool {
 	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
 		return false
 	}
-	return !strings.ContainsAny(s, " \t\r\n*>")
+	return !strings.ContainsAny(s, " \t\r\n\x00*>")
 }
 
 // hostRank orders exact hosts before wildcards before "any host".

@@ -280,7 +280,7 @@ func TestRouteErrors(t *testing.T) {
 		// A route of the file without service: no subject is wrong,
 		// none is set.
 		{"empty service", []config.Route{{Path: "/"}}, `route A: no service: set service to the subject of the NATS Micro service that answers the route`},
-		{"empty token in service", []config.Route{{Path: "/", Service: "a..b"}}, `service "a..b": want a literal NATS subject (no spaces, '*', '>' or empty token)`},
+		{"empty token in service", []config.Route{{Path: "/", Service: "a..b"}}, `service "a..b": want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)`},
 		{"host with port", []config.Route{{Host: "a.com:80", Path: "/", Service: "x"}}, "without port"},
 		{"inner wildcard", []config.Route{{Host: "a.*.com", Path: "/", Service: "x"}}, "leading"},
 		// Two methods in one string (a comma list) name no method a

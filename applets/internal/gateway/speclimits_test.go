@@ -50,6 +50,12 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 			limit: `service = "` + long + `"`, limitJSON: `"service":"` + long + `"`,
 			want: "service of 256 characters: more than the maximum 255",
 		},
+		{
+			name: "service NUL",
+			over: `service = "a\u0000b"`, overJSON: `"service":"a\u0000b"`,
+			limit: `service = "a.b"`, limitJSON: `"service":"a.b"`,
+			want: `service "a\x00b": want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
