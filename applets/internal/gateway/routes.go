@@ -229,6 +229,11 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		}
 		h = trimmed
 	}
+	// net/http answers 400 to a Host that holds one: the route would
+	// match no request.
+	if strings.IndexFunc(h, func(c rune) bool { return c < ' ' || c == 0x7f }) >= 0 {
+		return nil, fmt.Errorf("%s: host %q: a control character is in no request's host", origin, rc.Host)
+	}
 	// Clients send an international name as its A-label, and net/http
 	// answers a Host that is not ASCII with 400: a route for the name as
 	// people write it would match no request at all.

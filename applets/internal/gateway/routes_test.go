@@ -282,6 +282,8 @@ func TestRouteErrors(t *testing.T) {
 		{"empty service", []config.Route{{Path: "/"}}, `route A: no service: set service to the subject of the NATS Micro service that answers the route`},
 		{"empty token in service", []config.Route{{Path: "/", Service: "a..b"}}, `service "a..b": want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)`},
 		{"host with port", []config.Route{{Host: "a.com:80", Path: "/", Service: "x"}}, "without port"},
+		// An app spec refuses the NUL only; net/http any of them.
+		{"host with a tab", []config.Route{{Host: "a\tb.example", Path: "/", Service: "x"}}, `host "a\tb.example": a control character is in no request's host`},
 		{"inner wildcard", []config.Route{{Host: "a.*.com", Path: "/", Service: "x"}}, "leading"},
 		// Two methods in one string (a comma list) name no method a
 		// request could have: every request would get 405.

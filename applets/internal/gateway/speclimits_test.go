@@ -56,6 +56,12 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 			limit: `service = "a.b"`, limitJSON: `"service":"a.b"`,
 			want: `service "a\x00b": want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)`,
 		},
+		{
+			name: "host NUL",
+			over: `host = "a\u0000.example"`, overJSON: `"host":"a\u0000.example"`,
+			limit: `host = "a.example"`, limitJSON: `"host":"a.example"`,
+			want: `host "a\x00.example": a control character is in no request's host`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
