@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -672,4 +674,47 @@ func TestUnansweredHistoryHoldsUpNoUpdate(t *testing.T) {
 			t.Errorf("%s not served once the store answered", path)
 		}
 	}
+}
+
+// manyMethods is n distinct methods of four letters or fewer.
+func manyMethods(n int) []string {
+	ms := make([]string, n)
+	for i := range ms {
+		ms[i] = strings.ToUpper(strconv.FormatInt(int64(i), 36))
+	}
+	return ms
+}
+
+// A narun-routes entry as large as a message carries, of one route that
+// lists some 130000 methods, as anyone who may write the bucket can store
+// by hand, is applied at once, and so is an entry stored after it: each
+// method was checked against those before it, some 20 s for 130000, at
+// every rebuild of the table, so every change of the bucket waited as
+// long.
+func TestRouteOfManyMethodsAppliedAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig())
+	kv := routesKV(t, e.nc)
+	ctx := context.Background()
+	methods := manyMethods(130000)
+	big, err := json.Marshal([]config.Route{{Path: "/many/", Methods: methods}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "many", big); err != nil {
+		t.Fatalf("put an entry of %d bytes: %v", len(big), err)
+	}
+	if _, err := kv.PutString(ctx, "other", `[{"path":"/other/"}]`); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.gw.watchRoutes(wctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	testutil.Eventually(t, 10*time.Second, "both entries served", func() bool {
+		tb := e.gw.table.Load()
+		r1, _, _ := tb.match("x", "/other/", "GET")
+		r2, _, _ := tb.match("x", "/many/", methods[len(methods)-1])
+		return r1 != nil && r2 != nil
+	})
 }
