@@ -216,6 +216,11 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	// An app spec's limit. A request's subject past the server's control
 	// line (4 KiB) made it close the gateway's connection, and end every
 	// request in flight on it.
+	// A request to one is sent with the gateway's own login: a route to
+	// "$JS.API.>" would give any HTTP client the JetStream API.
+	if spec.ReservedSubject(rc.Service) {
+		return nil, fmt.Errorf("%s: service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", origin, rc.Service)
+	}
 	if len(rc.Service) > maxService {
 		return nil, fmt.Errorf("%s: service of %d characters: more than the maximum %d", origin, len(rc.Service), maxService)
 	}

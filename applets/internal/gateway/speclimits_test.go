@@ -57,6 +57,18 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 			want: `service "a\x00b": want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)`,
 		},
 		{
+			name: "service of the server's API",
+			over: `service = "$JS.API.STREAM.DELETE.KV_narun-apps"`, overJSON: `"service":"$JS.API.STREAM.DELETE.KV_narun-apps"`,
+			limit: `service = "JS.API"`, limitJSON: `"service":"JS.API"`,
+			want: `service "$JS.API.STREAM.DELETE.KV_narun-apps": the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's`,
+		},
+		{
+			name: "service of replies",
+			over: `service = "_INBOX.x"`, overJSON: `"service":"_INBOX.x"`,
+			limit: `service = "INBOX.x"`, limitJSON: `"service":"INBOX.x"`,
+			want: `service "_INBOX.x": the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's`,
+		},
+		{
 			name: "host NUL",
 			over: `host = "a\u0000.example"`, overJSON: `"host":"a\u0000.example"`,
 			limit: `host = "a.example"`, limitJSON: `"host":"a.example"`,
