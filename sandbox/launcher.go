@@ -317,27 +317,28 @@ func maskPaths(cfg *Config) error {
 // by the inode's mode and past the read-only mount: root owns it, so an
 // app running as root started children in the hierarchy's root, out of
 // its memory, pids and CPU limits. A v1 hierarchy takes no such
-// descriptor. As with maskPaths, a [[sandbox.paths]] grant of a
-// hierarchy, or of a path in it, keeps the host's.
+// descriptor. Unlike maskPaths, the cover holds whatever the
+// [[sandbox.paths]] grants: they are opened after it, so a grant of a
+// hierarchy, or of a directory above it, shows the cover, and one the
+// cover cannot hold is refused (refuseCgroupGrants).
 func hideOtherCgroups(cfg *Config, plan *cgroupPlan) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("read mount table: %w", err)
 	}
-	var points []string
-	for _, m := range ParseCgroupMounts(data) {
-		point := unescapeMountPath(m.Point)
-		granted := slices.ContainsFunc(cfg.Landlock.Paths, func(p Path) bool {
-			_, ok := within(filepath.Clean(p.Path), []string{point})
-			return ok
-		})
-		if m.Version == 2 && !granted {
-			points = append(points, point)
-		}
-	}
 	own := ""
 	if plan != nil && plan.Version == 2 {
 		own = plan.Dirs[""]
+	}
+	var points []string
+	for _, m := range ParseCgroupMounts(data) {
+		point := unescapeMountPath(m.Point)
+		if err := refuseCgroupGrants(cfg, point, m.Version, own); err != nil {
+			return err
+		}
+		if m.Version == 2 {
+			points = append(points, point)
+		}
 	}
 	// The outermost hierarchy holding it: one below another is hidden
 	// with it.
@@ -391,6 +392,43 @@ func hideOtherCgroups(cfg *Config, plan *cgroupPlan) error {
 	}
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, own, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("bind the app's cgroup %s: %w", own, err)
+	}
+	return nil
+}
+
+// refuseCgroupGrants refuses a [[sandbox.paths]] grant that the cover of
+// the cgroup hierarchy mounted at point cannot hold: one with "w" at,
+// above or in any hierarchy, v1 too, where an app running as root could
+// write its own limits or another cgroup's tasks or cgroup.procs (a
+// writable grant is a writable mount, the cover and the app's own cgroup
+// bound back in it included); and in a v2 hierarchy one of a cgroup
+// other than the app's own or the directories on the way to it, which the
+// cover hides. A grant is taken with its symbolic links resolved, as the
+// launcher opens it, and as the host shows it: the cover is not yet
+// mounted.
+func refuseCgroupGrants(cfg *Config, point string, version int, own string) error {
+	for _, p := range cfg.Landlock.Paths {
+		path := filepath.Clean(p.Path)
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			path = real
+		}
+		_, holds := within(point, []string{path})
+		_, in := within(path, []string{point})
+		if strings.Contains(p.Access, "w") && (holds || in) {
+			return fmt.Errorf("path %s: mode %q lets the app write to the cgroup hierarchy %s, where an app running as root could leave its cgroup or raise its limits: grant it without \"w\"", p.Path, p.Access, point)
+		}
+		if version != 2 || !in || holds {
+			continue
+		}
+		// own is "" without a v2 plan, and within would take it for "/".
+		if own != "" {
+			_, mine := within(path, []string{own})
+			_, onTheWay := within(own, []string{path})
+			if mine || onTheWay {
+				continue
+			}
+		}
+		return fmt.Errorf("path %s: in the cgroup v2 hierarchy %s, which the sandbox hides but for the app's own cgroup, readable without a grant: an app running as root could start children in any other cgroup it can name", p.Path, point)
 	}
 	return nil
 }

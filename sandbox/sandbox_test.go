@@ -1499,15 +1499,112 @@ func TestAppCannotLeaveItsCgroup(t *testing.T) {
 			}
 		})
 	}
-	// Its own cgroup stays where /proc/self/cgroup says, for its limits.
-	t.Run("own-readable", func(t *testing.T) {
-		cfg := testConfig(t)
-		cfg.CgroupRoot = root
-		cfg.Args = append(cfg.Args, "readsome", filepath.Join(root, cfg.cgroupPath(), "cgroup.procs"))
-		if out, err := runSandbox(t, cfg); err != nil {
-			t.Fatalf("the app could not read its own cgroup: %v\n%s", err, out)
+	// Its own cgroup stays where /proc/self/cgroup says, for its limits,
+	// with a grant of /sys too.
+	for _, grant := range []string{"", "/sys"} {
+		t.Run("own-readable"+strings.ReplaceAll(grant, "/", "-"), func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.CgroupRoot = root
+			if grant != "" {
+				cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: grant, Access: "r"})
+			}
+			cfg.Args = append(cfg.Args, "readsome", filepath.Join(root, cfg.cgroupPath(), "cgroup.procs"))
+			if out, err := runSandbox(t, cfg); err != nil {
+				t.Fatalf("the app could not read its own cgroup: %v\n%s", err, out)
+			}
+		})
+	}
+	// A grant of the hierarchy, or of a directory holding it, shows it
+	// covered all the same.
+	for _, tc := range []struct{ name, grant string }{
+		{"granted-hierarchy", root},
+		{"granted-above", filepath.Dir(root)},
+		{"granted-sys", "/sys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.CgroupRoot = root
+			asRoot(&cfg)
+			cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: tc.grant, Access: "r"})
+			cfg.Args = append(cfg.Args, "cgroup-escape", root)
+			out, err := runSandbox(t, cfg)
+			if exitCode(err) != 10 || !strings.Contains(out, "BLOCKED") {
+				t.Fatalf("with %s granted, the app started a child out of its cgroup: %v\n%s", tc.grant, err, out)
+			}
+		})
+	}
+	// A grant the cover cannot hold is refused: one the app could write
+	// the hierarchy through (its own limits too), or one of another
+	// cgroup, which the cover hides.
+	sibling, err := os.MkdirTemp(root, "narun-test-sibling-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(sibling); err != nil {
+			t.Errorf("remove the test's cgroup: %v", err)
 		}
 	})
+	for _, tc := range []struct{ name, grant, access, target string }{
+		{"granted-hierarchy-writable", root, "rw", root},
+		{"granted-above-writable", "/sys", "rw", root},
+		{"granted-sibling", sibling, "r", sibling},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.CgroupRoot = root
+			asRoot(&cfg)
+			cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: tc.grant, Access: tc.access})
+			cfg.Args = append(cfg.Args, "cgroup-escape", tc.target)
+			reason := setupRefusal(t, cfg)
+			if want := "path " + tc.grant + ": "; !strings.Contains(reason, want) || !strings.Contains(reason, "cgroup") {
+				t.Fatalf("reason %q, want it to name %q and the cgroup hierarchy", reason, want)
+			}
+		})
+	}
+}
+
+// TestWritableCgroupGrantRefused: a grant with "w" of a directory that
+// holds a cgroup hierarchy, v1 or v2, makes it a writable mount, the
+// app's own cgroup in it, where a root app raised its own limits.
+func TestWritableCgroupGrantRefused(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig(t, "cgroup-limit", "pids.max")
+	cfg.Resources.PidsMax = 64
+	asRoot(&cfg)
+	cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: "/sys", Access: "rw"})
+	reason := setupRefusal(t, cfg)
+	if want := "path /sys: "; !strings.Contains(reason, want) || !strings.Contains(reason, "cgroup") {
+		t.Fatalf("reason %q, want it to name %q and the cgroup hierarchy", reason, want)
+	}
+}
+
+// setupRefusal starts the sandbox of cfg and returns the reason its setup
+// failed; it fails t if the app started.
+func setupRefusal(t *testing.T, cfg Config) string {
+	t.Helper()
+	l, err := Command(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Cleanup(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	// One writer for both: exec.Cmd then writes to it from one goroutine.
+	var out strings.Builder
+	l.Cmd.Stdout, l.Cmd.Stderr = &out, &out
+	err = l.Start()
+	var se *SetupError
+	if errors.As(err, &se) {
+		return Reason(err)
+	}
+	if err == nil {
+		err = l.Wait()
+	}
+	t.Fatalf("want a setup error, the app ran: %v\n%s", err, out.String())
+	return ""
 }
 
 func TestCleanStale(t *testing.T) {

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -575,6 +576,11 @@ func (a *App) validateSandbox(v *validator) {
 		if !validMode(p.Mode) {
 			v.add(key+".mode", "want a combination of r, w and x (e.g. \"r\", \"rw\", \"rx\"), got %q", p.Mode)
 		}
+		// The sandbox refuses it on every start (where the node mounts
+		// its cgroups elsewhere too); said here, the deploy fails instead.
+		if strings.Contains(p.Mode, "w") && pathOverlaps(path.Clean(p.Path), cgroupDir) {
+			v.deployRule(key, "mode %q of %s lets the app write to the cgroups in %s, where an app running as root could leave its cgroup or raise its limits: grant it without \"w\", or a path outside %s", p.Mode, p.Path, cgroupDir, cgroupDir)
+		}
 	}
 	if s.User != "" && (!userRe.MatchString(s.User) || len(s.User) > 32) {
 		v.add("sandbox.user", "invalid user %q", s.User)
@@ -593,6 +599,16 @@ func (a *App) validateSandbox(v *validator) {
 	if rootID(s.Group) && !rootID(s.User) {
 		v.deployRule("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
 	}
+}
+
+// cgroupDir is where Linux distributions mount the cgroup hierarchies.
+const cgroupDir = "/sys/fs/cgroup"
+
+// pathOverlaps says whether one of the clean absolute paths a and b is
+// the other or holds it.
+func pathOverlaps(a, b string) bool {
+	below := func(dir, p string) bool { return strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") }
+	return a == b || below(a, b) || below(b, a)
 }
 
 // validNumericID checks a user or group given as a number, which a node
