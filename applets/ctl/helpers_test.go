@@ -81,7 +81,12 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	s := natstest.Start(t)
+	return newHarnessOn(t, natstest.Start(t))
+}
+
+// newHarnessOn is newHarness on a server the test configured itself.
+func newHarnessOn(t *testing.T, s *embednats.Server) *harness {
+	t.Helper()
 	nc := natstest.Connect(t, s)
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/narun/narun/applets/internal/store"
 )
 
 const (
@@ -109,6 +111,9 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 		select {
 		case <-inflight[0].ack.Ok():
 		case err := <-inflight[0].ack.Err():
+			if store.OutOfStorage(err) {
+				return fmt.Errorf("store a chunk: %w: JetStream has no room for it: delete the images and files no spec uses (narun ctl image delete, files delete), free space on the disk of the server's data_dir, or raise its [nats.jetstream] max_store", err)
+			}
 			return fmt.Errorf("store a chunk: %w", err)
 		case <-t.C:
 			return fmt.Errorf("no chunk acknowledged for %s: %w", e.timeout, nats.ErrTimeout)

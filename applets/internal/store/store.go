@@ -161,7 +161,7 @@ func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 			s, err = js.CreateStream(ctx, cfg)
 			return err
 		})
-		if !outOfStorage(err) || cfg.MaxBytes/2 < minLogsBytes {
+		if !OutOfStorage(err) || cfg.MaxBytes/2 < minLogsBytes {
 			break
 		}
 		cfg.MaxBytes /= 2
@@ -217,9 +217,10 @@ func resent[T any](ctx context.Context, js jetstream.JetStream, lookup func(cont
 // minLogsBytes is the smallest log history LogsStream settles for.
 const minLogsBytes = 1 << 20
 
-// outOfStorage reports whether JetStream refused a stream for want of
-// storage to reserve its MaxBytes.
-func outOfStorage(err error) bool {
+// OutOfStorage reports whether JetStream refused a stream, or a message,
+// for want of storage under its limit (max_store, or the disk's space when
+// the server started).
+func OutOfStorage(err error) bool {
 	c := apiCode(err)
 	return c == codeStorageExceeded || c == codeInsufficientResource
 }
