@@ -153,7 +153,7 @@ type Config struct {
 	// handler, and counted as an error.
 	MaxConcurrent int
 	// ErrorHandler receives errors that cannot be returned to a caller: a
-	// failed reply, a handler's panic (with its stack) and, with
+	// failed reply, a handler's panic (with its request id and stack) and, with
 	// ListenAndServe, each disconnect from NATS, a server out of reach,
 	// a stop that waits for one to take the last replies and what
 	// nats.go reports asynchronously (a permissions violation, a slow

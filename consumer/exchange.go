@@ -819,8 +819,13 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 			errText = "handler aborted the response"
 		} else {
 			// As net/http's server logs it: the stats keep only the
-			// last error's text.
-			w.s.asyncErr(fmt.Errorf("panic serving %s %s: %v\n%s", r.Method, r.URL.RequestURI(), p, debug.Stack()))
+			// last error's text. The request id is the one the client's
+			// 500 and the gateway's access log name, so it finds this stack.
+			id := ""
+			if v := r.Header.Get("X-Request-Id"); v != "" {
+				id = fmt.Sprintf(" (request id %q)", v)
+			}
+			w.s.asyncErr(fmt.Errorf("panic serving %s %s%s: %v\n%s", r.Method, r.URL.RequestURI(), id, p, debug.Stack()))
 		}
 		if !w.streaming {
 			w.s.respondError(w.reply, http.StatusInternalServerError, "internal server error")
