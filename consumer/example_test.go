@@ -28,6 +28,24 @@ func ExampleListenAndServe() {
 	mux.HandleFunc("GET /hello/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello, %s!\n", r.PathValue("name"))
 	})
+	// A stream ends on the stop signal too: the stop waits for the
+	// handlers, whose contexts it does not cancel, and the runner kills
+	// one still running at stop_timeout, leaving its client waiting for
+	// the route's timeout. Ended, the client's response ends cleanly.
+	mux.HandleFunc("GET /hello/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; ; i++ {
+			fmt.Fprintf(w, "data: tick %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done(): // client gone, or the route's timeout
+				return
+			case <-ctx.Done(): // SIGTERM: let the client reconnect elsewhere
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	})
 	cfg := consumer.Config{
 		Name:    "hello",
 		Version: "1.0.0",
