@@ -888,8 +888,9 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 		return nil, nil, err
 	}
 	digests = map[string]string{}
+	var absent []string
 	for _, f := range files {
-		if _, done := digests[f.Object]; done {
+		if _, done := digests[f.Object]; done || slices.Contains(absent, f.Object) {
 			continue
 		}
 		octx, cancel := e.op(ctx)
@@ -897,7 +898,7 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 		cancel()
 		switch {
 		case isNotFound(err):
-			missing = append(missing, fmt.Errorf("file %q does not exist (narun ctl files put %s FILE)", f.Object, f.Object))
+			absent = append(absent, f.Object)
 			continue
 		case err != nil:
 			return nil, nil, fmt.Errorf("check file %q: %w", f.Object, err)
@@ -905,6 +906,12 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 		if digests[f.Object] = store.DigestHex(info); digests[f.Object] == "" {
 			return nil, nil, fmt.Errorf("check file %q: %s gives no SHA-256 digest (%q)", f.Object, names.FilesBucket, info.Digest)
 		}
+	}
+	// Files put says to store the name as spelt, which for a typo puts the
+	// file under the typo: a near name stored is more likely what was meant.
+	stored := e.fileNames(ctx, obs, absent)
+	for _, name := range absent {
+		missing = append(missing, fmt.Errorf("file %q does not exist%s", name, didYouMean(name, stored, "narun ctl files put "+name+" FILE")))
 	}
 	return digests, missing, nil
 }

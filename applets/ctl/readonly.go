@@ -76,3 +76,7 @@ type emptyObjects struct{ jetstream.ObjectStore }
 func (emptyObjects) GetInfo(context.Context, string, ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
 	return nil, jetstream.ErrObjectNotFound
 }
+
+func (emptyObjects) List(context.Context, ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
+	return nil, jetstream.ErrNoObjectsFound
+}

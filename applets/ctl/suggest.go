@@ -54,3 +54,23 @@ func (e *env) secretNames(ctx context.Context, kv jetstream.KeyValue, absent []s
 	}
 	return names
 }
+
+// fileNames lists the objects of narun-files, to suggest one for the
+// absent ones (none: nothing to list); like secretNames, a listing that
+// fails suggests nothing.
+func (e *env) fileNames(ctx context.Context, obs jetstream.ObjectStore, absent []string) []string {
+	if len(absent) == 0 {
+		return nil
+	}
+	octx, cancel := e.op(ctx)
+	infos, err := obs.List(octx)
+	cancel()
+	if err != nil && !isNotFound(err) {
+		e.log.Debug("list files to suggest a name", "err", err)
+	}
+	names := make([]string, 0, len(infos))
+	for _, in := range infos {
+		names = append(names, in.Name)
+	}
+	return names
+}
