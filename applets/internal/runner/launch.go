@@ -736,27 +736,27 @@ func (r *Runner) healthCheck(sp *spec.App, id string, known *microResponders) fu
 		// registered late is still found before the streak has doubled.
 		// The checks of an instance run one at a time.
 		var served struct {
-			pid  int
-			name string
+			pid int
+			svc servedService
 			// failed counts the streak's failed checks past the grace
 			// while nothing was found.
 			failed int
 		}
 		return func(ctx context.Context, t supervisor.Target) error {
 			if t.PID != served.pid {
-				served.pid, served.name, served.failed = t.PID, "", 0
+				served.pid, served.svc, served.failed = t.PID, servedService{}, 0
 			}
-			err := r.pingInstance(ctx, h.Service, id, known, func() string {
-				if served.name == "" && !t.Starting {
+			err := r.pingInstance(ctx, h.Service, id, known, func() servedService {
+				if served.svc.name == "" && !t.Starting {
 					served.failed++
 					if served.failed&(served.failed-1) == 0 {
-						served.name = r.servedBy(ctx, id)
+						served.svc = r.servedBy(ctx, id, h.Service)
 					}
 				}
-				return served.name
+				return served.svc
 			})
 			if err == nil {
-				served.name, served.failed = "", 0
+				served.svc, served.failed = servedService{}, 0
 			}
 			if err != nil && (errors.Is(err, errOffline) || !r.opts.Conn.IsConnected()) {
 				// The runner, not the app, lost NATS: restarting the app
@@ -805,7 +805,7 @@ func (m *microResponders) setBaseline(ids map[string]bool) {
 // replica, or the old instance of a rolling update, would vouch for the
 // new one. otherService names the service the instance serves instead, if
 // it is known, when the instance does not answer.
-func (r *Runner) pingInstance(ctx context.Context, service, id string, known *microResponders, otherService func() string) error {
+func (r *Runner) pingInstance(ctx context.Context, service, id string, known *microResponders, otherService func() servedService) error {
 	if !r.opts.Conn.IsConnected() {
 		return errOffline
 	}
@@ -830,7 +830,13 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, known *mi
 		// The other usual cause: a binary that names its service itself,
 		// deployed under another app name, which the route's service
 		// defaults to.
-		if other := otherService(); other != "" && other != service {
+		other := otherService()
+		if other.onSubject && other.name != service {
+			// A route to service reaches it (consumer's Config.Subject):
+			// renaming the route's service would break the route.
+			return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q: it serves the subject %q under the name %q (set [health] service = %q: the check pings a service by its name): %w", id, service, service, other.name, other.name, err)
+		}
+		if other := other.name; other != "" && other != service {
 			return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q: it serves %q (set service = %q in [[routes]] and [health], or have the app serve %q): %w", id, service, other, other, service, err)
 		}
 		// The usual cause is an app written as a plain HTTP server whose
@@ -847,19 +853,48 @@ const servedByWait = 200 * time.Millisecond
 // servedBy names the NATS Micro service whose answer to one ping of every
 // service names instance id in its metadata; "" when none does within
 // servedByWait. ctx only carries values: the check's own deadline is over.
-func (r *Runner) servedBy(ctx context.Context, id string) string {
+func (r *Runner) servedBy(ctx context.Context, id, subject string) servedService {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), servedByWait)
 	defer cancel()
-	var name string
+	var served micro.Ping
 	found := errors.New("found")
 	_ = r.ping(ctx, "", servedByWait, func(p micro.Ping) error {
 		if p.Metadata[instanceMetadata] == id {
-			name = p.Name
+			served = p
 			return found
 		}
 		return nil
 	})
-	return name
+	if served.Name == "" {
+		return servedService{}
+	}
+	return servedService{name: served.Name, onSubject: r.servesSubject(ctx, served, subject)}
+}
+
+// servedService is what servedBy found of the service an instance serves.
+type servedService struct {
+	name string
+	// onSubject is set when one of its endpoints listens on the subject
+	// the check pinged as a name.
+	onSubject bool
+}
+
+// servesSubject asks the responder p for its endpoints and reports whether
+// one listens on subject; false without an answer.
+func (r *Runner) servesSubject(ctx context.Context, p micro.Ping, subject string) bool {
+	infoSubject, err := micro.ControlSubject(micro.InfoVerb, p.Name, p.ID)
+	if err != nil {
+		return false
+	}
+	m, err := r.opts.Conn.RequestWithContext(ctx, infoSubject, nil)
+	if err != nil {
+		return false
+	}
+	var info micro.Info
+	if json.Unmarshal(m.Data, &info) != nil {
+		return false
+	}
+	return slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool { return e.Subject == subject })
 }
 
 // ping sends NATS Micro pings to service every resend and hands each answer

@@ -105,12 +105,20 @@ func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)
 	nc := natstest.Connect(t, c.srv)
-	for name, inst := range map[string]string{"hello": "0-mine", "other": "0-theirs"} {
+	// myapi listens on the route's subject under a name of its own, as
+	// a consumer with Config.Subject set does: the gateway reaches it, and
+	// only the check, which pings by name, needs telling.
+	for _, svc := range []struct{ name, inst, subject string }{
+		{"hello", "0-mine", "hello.echo"},
+		{"other", "0-theirs", "other.echo"},
+		{"myapi", "0-subject", "sb"},
+	} {
+		name := svc.name
 		svc, err := micro.AddService(nc, micro.Config{
 			Name:     name,
 			Version:  "1.0.0",
-			Metadata: map[string]string{instanceMetadata: inst},
-			Endpoint: &micro.EndpointConfig{Subject: name + ".echo", Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
+			Metadata: map[string]string{instanceMetadata: svc.inst},
+			Endpoint: &micro.EndpointConfig{Subject: svc.subject, Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
 		})
 		if err != nil {
 			t.Fatalf("add service %s: %v", name, err)
@@ -123,8 +131,9 @@ func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
 	}
 	r := &Runner{opts: Options{Conn: nc}}
 	for id, want := range map[string]string{
-		"0-mine":  `no answer from instance 0-mine to a ping of NATS Micro service "sb": it serves "hello" (set service = "hello" in [[routes]] and [health], or have the app serve "sb")`,
-		"0-other": `no answer from instance 0-other to a ping of NATS Micro service "sb" (an app that serves plain HTTP needs [http] port)`,
+		"0-mine":    `no answer from instance 0-mine to a ping of NATS Micro service "sb": it serves "hello" (set service = "hello" in [[routes]] and [health], or have the app serve "sb")`,
+		"0-other":   `no answer from instance 0-other to a ping of NATS Micro service "sb" (an app that serves plain HTTP needs [http] port)`,
+		"0-subject": `no answer from instance 0-subject to a ping of NATS Micro service "sb": it serves the subject "sb" under the name "myapi" (set [health] service = "myapi": the check pings a service by its name)`,
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		err := r.healthCheck(sp, id, &microResponders{})(ctx, supervisor.Target{})
@@ -321,7 +330,7 @@ func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
 	defer cancel()
 	known := &microResponders{}
 	known.setBaseline(before)
-	if err := r.pingInstance(ctx, "busy", "0-new", known, func() string { return "" }); err == nil {
+	if err := r.pingInstance(ctx, "busy", "0-new", known, func() servedService { return servedService{} }); err == nil {
 		t.Errorf("the check of a new instance passed on the answer of a replica that ran before its process started")
 	}
 }
