@@ -326,7 +326,7 @@ func (e *env) connect() error {
 		nats.ErrorHandler(cli.NATSErrors(e.log, nil)))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
-		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), cli.RedactError(err))
+		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), e.certDates(), cli.RedactError(err))
 	}
 	raw, err := jetstream.New(nc)
 	if err != nil {
@@ -352,6 +352,29 @@ func urlSource(from string) string {
 	return " (from " + from + ")"
 }
 
+// certDates says, for connectError, how ctl's client certificate is
+// outside its dates on this machine's clock and what to do, naming the
+// setting that gave it; "" when it is within them or there is none.
+func (e *env) certDates() string {
+	file := e.cfg.Ctl.NATSCert
+	if file == "" {
+		return ""
+	}
+	how := cli.CertOutOfDate(file, time.Now())
+	if how == "" {
+		return ""
+	}
+	from := "[ctl] nats_cert"
+	if e.flags != nil && e.flags.IsSet(cli.FlagNATSCert) {
+		from = "--" + cli.FlagNATSCert
+	}
+	fix := "renew it from the servers' CA and name the new pair with --nats-cert and --nats-key ([ctl] nats_cert, nats_key)"
+	if strings.HasPrefix(how, "is valid only") {
+		fix = "check the clocks of this machine and of the server, or wait until then"
+	}
+	return fmt.Sprintf("the certificate %s (%s) %s by this machine's clock: %s", file, from, how, fix)
+}
+
 // connectError says why ctl could not connect to the servers at at. A
 // connection that opens but gets no NATS greeting is a wrong port, or a
 // server that is hung or stopped, whose kernel still accepts; one that
@@ -359,7 +382,7 @@ func urlSource(from string) string {
 // hint about ports would only send the operator looking in the wrong place.
 // A dial's timeout is either error: the socket's deadline or the dialer's
 // context, whichever fires first.
-func connectError(at string, err error) error {
+func connectError(at, certDates string, err error) error {
 	var op *net.OpError
 	var unknownCA x509.UnknownAuthorityError
 	var otherHost x509.HostnameError
@@ -370,6 +393,8 @@ func connectError(at string, err error) error {
 		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is not for the host in the URL: connect by a name or address it lists)", at, err)
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		return fmt.Errorf("connect to NATS at %s: %w (the server does not offer TLS: use a nats:// URL and leave out --nats-ca, --nats-cert and --nats-key ([ctl] nats_ca, nats_cert, nats_key))", at, err)
+	case cli.CertRefused(err) && certDates != "":
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: %s)", at, err, certDates)
 	case cli.CertRefused(err):
 		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: one that verifies clients wants a certificate its CA signed, --nats-cert and --nats-key ([ctl] nats_cert, nats_key))", at, err)
 	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():

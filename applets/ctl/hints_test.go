@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/embednats"
@@ -72,9 +73,23 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 	h.url = verifying.ClientURL()
 	h.ok("", "--nats-ca", ca.File, "--nats-cert", ctlCert, "--nats-key", ctlKey, "node", "list")
 
+	// A certificate the server refuses for its dates is named with them:
+	// "wants a certificate its CA signed" sent the operator to a setting
+	// already right.
+	expiredCert, expiredKey := ca.IssueValid(t, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	r := h.fails(1, "", "--nats-ca", ca.File, "--nats-cert", expiredCert, "--nats-key", expiredKey, "node", "list")
+	if want := "the certificate " + expiredCert + " (--nats-cert) expired on "; !strings.Contains(r.err, want) || !strings.Contains(r.err, "renew it") {
+		t.Errorf("ctl with an expired certificate: %q, want %q and to renew it", r.err, want)
+	}
+	earlyCert, earlyKey := ca.IssueValid(t, "early", time.Now().Add(24*time.Hour), time.Now().Add(48*time.Hour))
+	r = h.fails(1, "", "--nats-ca", ca.File, "--nats-cert", earlyCert, "--nats-key", earlyKey, "node", "list")
+	if want := "the certificate " + earlyCert + " (--nats-cert) is valid only from "; !strings.Contains(r.err, want) {
+		t.Errorf("ctl with a certificate not yet valid: %q, want %q", r.err, want)
+	}
+
 	// A wrong file is named by the flag, or by the key and its line.
 	missing := filepath.Join(h.dir, "none.pem")
-	r := h.fails(1, "", "--nats-ca", missing, "node", "list")
+	r = h.fails(1, "", "--nats-ca", missing, "node", "list")
 	if want := "--nats-ca: nats ca: open " + missing; !strings.Contains(r.err, want) {
 		t.Errorf("ctl --nats-ca of a missing file: %q, want %q", r.err, want)
 	}

@@ -3,6 +3,8 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -615,6 +617,30 @@ func CertRefused(err error) bool {
 		return strings.Contains(op.Err.Error(), "certificate")
 	}
 	return errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "closed by remote after TLS handshake")
+}
+
+// CertOutOfDate says how the client certificate in file is outside its
+// dates by now, "" when it is within them or does not read: the alert of
+// a server that refused it names no file and, with TLS 1.3, no reason.
+func CertOutOfDate(file string, now time.Time) string {
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return ""
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	switch {
+	case err != nil:
+		return ""
+	case now.After(cert.NotAfter):
+		return "expired on " + cert.NotAfter.UTC().Format(time.DateTime) + " UTC"
+	case now.Before(cert.NotBefore):
+		return "is valid only from " + cert.NotBefore.UTC().Format(time.DateTime) + " UTC"
+	}
+	return ""
 }
 
 // NATSLogging sends connection events and asynchronous errors (a slow
