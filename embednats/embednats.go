@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config describes the embedded server. The zero value of every field but
@@ -153,8 +154,11 @@ func (p *Permissions) server() *server.Permissions {
 type Server struct {
 	cfg      Config
 	internal *User // login for in-process connections when authentication is on
-	lock     *os.File
-	logs     *logAdapter
+	// internalHash is the server's copy of internal's password, kept
+	// through reloads and restarts, which build their options anew.
+	internalHash string
+	lock         *os.File
+	logs         *logAdapter
 
 	mu    sync.Mutex
 	ns    *server.Server // replaced by Restart
@@ -239,7 +243,7 @@ func Start(cfg Config) (*Server, error) {
 			cfg.Logger.Warn("server_name not recorded beside the JetStream store: a later start on it under another name will not be refused", "err", err)
 		}
 	}
-	s := &Server{ns: ns, cfg: cfg, internal: internal, lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
+	s := &Server{ns: ns, cfg: cfg, internal: internal, internalHash: internalPassword(opts), lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
 	certs.reload = s.reloadTLS
 	certs.start(cfg.Logger)
 	return s, nil
@@ -530,10 +534,35 @@ func (s *Server) keepRuntime(opts *server.Options) {
 	if s.internal != nil {
 		for _, u := range opts.Users {
 			if u.Username == internalUser {
-				u.Password = s.internal.Password
+				u.Password = s.internalHash
 			}
 		}
 	}
+}
+
+// internalPassword is what opts give the server of the in-process
+// login's password, "" without one.
+func internalPassword(opts *server.Options) string {
+	for _, u := range opts.Users {
+		if u.Username == internalUser {
+			return u.Password
+		}
+	}
+	return ""
+}
+
+// internalHash is what the server is given of the in-process login's
+// password: nats-server warns at every start of a plaintext password
+// ("use nkeys or bcrypt"), which the operator, whose logins may all be
+// hashed, could not make go. The password is random, so the least cost
+// loses nothing, and keeps each in-process connection's check to about a
+// millisecond.
+func internalHash(password string) (string, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return "", fmt.Errorf("hash the in-process login: %w", err)
+	}
+	return string(hash), nil
 }
 
 // reloadTLS gives the running server TLS configurations built with the
@@ -833,7 +862,11 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})
 		}
 		internal = &User{User: internalUser, Password: rand.Text()}
-		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: internal.Password})
+		hash, err := internalHash(internal.Password)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: hash})
 	}
 	return opts, internal, nil
 }
