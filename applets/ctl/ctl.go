@@ -16,8 +16,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -326,7 +328,7 @@ func (e *env) connect() error {
 		nats.ErrorHandler(cli.NATSErrors(e.log, nil)))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
-		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), e.certDates(), cli.RedactError(err))
+		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), e.login(), e.certDates(), cli.RedactError(err))
 	}
 	raw, err := jetstream.New(nc)
 	if err != nil {
@@ -350,6 +352,39 @@ func urlSource(from string) string {
 		return " (the default; set --nats-url or [ctl] nats_url)"
 	}
 	return " (from " + from + ")"
+}
+
+// login says, for connectError, which login ctl presented and where it
+// was set; "" for none.
+func (e *env) login() string {
+	switch {
+	case e.cfg.Ctl.NATSCreds != "":
+		return "of the credentials file " + e.cfg.Ctl.NATSCreds
+	case e.cfg.Ctl.NATSNkey != "":
+		return "of the nkey seed " + e.cfg.Ctl.NATSNkey
+	}
+	var users []string
+	for _, raw := range strings.Split(e.cfg.Ctl.NATSURL, ",") {
+		raw = strings.TrimSpace(raw)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw
+		}
+		if u, err := url.Parse(raw); err == nil && u.User != nil && !slices.Contains(users, u.User.Username()) {
+			users = append(users, u.User.Username())
+		}
+	}
+	if len(users) == 0 {
+		return ""
+	}
+	names := make([]string, len(users))
+	for i, u := range users {
+		names[i] = strconv.Quote(u)
+	}
+	from := cmp.Or(e.cfg.Ctl.NATSURLFrom, "the URL")
+	if where := e.cfg.Where("ctl.nats_url"); where != "" && strings.HasPrefix(from, "[ctl]") {
+		from = "[ctl] nats_url at " + where
+	}
+	return "of user " + strings.Join(names, ", ") + " in " + from
 }
 
 // certDates says, for connectError, how ctl's client certificate is
@@ -382,7 +417,7 @@ func (e *env) certDates() string {
 // hint about ports would only send the operator looking in the wrong place.
 // A dial's timeout is either error: the socket's deadline or the dialer's
 // context, whichever fires first.
-func connectError(at, certDates string, err error) error {
+func connectError(at, login, certDates string, err error) error {
 	var op *net.OpError
 	var unknownCA x509.UnknownAuthorityError
 	var otherHost x509.HostnameError
@@ -401,6 +436,8 @@ func connectError(at, certDates string, err error) error {
 		return fmt.Errorf("connect to NATS at %s: %w (nothing answered: the device is down or cut off; in a cluster, list every member in --nats-url or [ctl] nats_url)", at, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default? or the server is hung or stopped)", at, err)
+	case errors.Is(err, nats.ErrAuthorization) && login != "":
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused the login %s: check its password against the server's [[nats.users]] (a password changed there needs the new one here), and that the server lists it)", at, err, login)
 	case errors.Is(err, nats.ErrAuthorization):
 		return fmt.Errorf("connect to NATS at %s: %w (the server wants a login, or refused this one: put user:password@ in --nats-url, or name a credentials file with --nats-creds or an nkey seed with --nats-nkey ([ctl] nats_url, nats_creds, nats_nkey))", at, err)
 	}

@@ -38,6 +38,13 @@ func TestSetupErrorsSayWhatToDo(t *testing.T) {
 	if want := "Authorization Violation (the server wants a login, or refused this one: put user:password@ in --nats-url, or name a credentials file with --nats-creds or an nkey seed with --nats-nkey ([ctl] nats_url, nats_creds, nats_nkey))"; !strings.Contains(r.err, want) {
 		t.Errorf("ctl without a login: %q, want %q", r.err, want)
 	}
+	// With a login given, saying to put one in the URL sent the operator
+	// to what was done already: the password is what is wrong.
+	h.url = strings.Replace(guarded.ClientURL(), "nats://", "nats://edge:wrong@", 1)
+	r = h.fails(1, "", "node", "list")
+	if want := `Authorization Violation (the server refused the login of user "edge" in --nats-url: check its password against the server's [[nats.users]]`; !strings.Contains(r.err, want) {
+		t.Errorf("ctl with a wrong password: %q, want %q", r.err, want)
+	}
 }
 
 // A connection TLS refused says which TLS setting is missing or wrong.
