@@ -111,6 +111,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
 	"maps"
 	"net"
 	"net/http"
@@ -159,7 +160,9 @@ type Config struct {
 	// nats.go reports asynchronously (a permissions violation, a slow
 	// consumer), which it would otherwise print on stderr. It is
 	// called from many goroutines at once, and may still be called for a
-	// moment after ListenAndServe returned. nil ignores them.
+	// moment after ListenAndServe returned. nil logs them with the log
+	// package's standard logger, as net/http's Server does without an
+	// ErrorLog.
 	ErrorHandler func(error)
 }
 
@@ -261,11 +264,7 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // ErrorHandler hears of that wait; with none to send it stops at once.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
-	report := func(err error) {
-		if cfg.ErrorHandler != nil {
-			cfg.ErrorHandler(err)
-		}
-	}
+	report := cfg.report
 	// Said once until a connection succeeds: nats.go retries every few
 	// seconds. The first connection's failure says only "no servers
 	// available"; the retries that follow say why.
@@ -664,10 +663,17 @@ func (s *server) record(d time.Duration, errText string) {
 	s.mu.Unlock()
 }
 
-func (s *server) asyncErr(err error) {
-	if s.cfg.ErrorHandler != nil {
-		s.cfg.ErrorHandler(err)
+func (s *server) asyncErr(err error) { s.cfg.report(err) }
+
+// report hands err to the ErrorHandler, or without one to the standard
+// logger, as net/http's Server logs without an ErrorLog: ignored, a
+// handler's panic and its stack were lost.
+func (c *Config) report(err error) {
+	if c.ErrorHandler != nil {
+		c.ErrorHandler(err)
+		return
 	}
+	log.Printf("consumer %s: %v", c.Name, err)
 }
 
 // withRunnerMetadata returns md plus the instance and node the runner gave
