@@ -75,7 +75,10 @@ func TestJourneyCheckRefusesOwnListenersOnOneAddress(t *testing.T) {
 
 // A listener whose address another process holds fails the start naming
 // the flag that set it, as a NATS address in use names its key, and
-// narun up prints its addresses only once they are all bound.
+// narun up prints its addresses only once they are all bound. narun up
+// finds it before it starts its NATS server: a new member of a cluster
+// that failed so had already joined it, its peers logging its routes
+// come and go.
 func TestStartNamesTheListenerInUse(t *testing.T) {
 	held := heldAddr(t)
 	for _, tc := range []struct {
@@ -88,8 +91,9 @@ func TestStartNamesTheListenerInUse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			argv := append(append([]string{"narun"}, tc.args...), "--config", "/dev/null")
+			data := filepath.Join(t.TempDir(), "data")
 			if tc.args[0] != "gw" {
-				argv = append(argv, "--data-dir", filepath.Join(t.TempDir(), "data"))
+				argv = append(argv, "--data-dir", data)
 			}
 			code, stdout, stderr := run(argv...)
 			if code != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "address already in use") {
@@ -97,6 +101,9 @@ func TestStartNamesTheListenerInUse(t *testing.T) {
 			}
 			if strings.Contains(stdout, "narun up: data in") {
 				t.Errorf("narun up printed its addresses before binding them: %q", stdout)
+			}
+			if _, err := os.Stat(filepath.Join(data, "jetstream")); err == nil {
+				t.Errorf("narun up started its NATS server before it found %s in use", held)
 			}
 		})
 	}

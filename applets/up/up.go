@@ -132,6 +132,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			}
 			return cli.Checked(stdio, cfg)
 		}
+		// Before the NATS server starts: a new member of a cluster that
+		// then failed on a port another process holds had joined the
+		// cluster first, its peers logging its routes come and go.
+		if err := cli.ProbeListen(c, cfg, listens...); err != nil {
+			return err
+		}
 		srv, err := embednats.Start(ec)
 		if errors.Is(err, embednats.ErrStopped) {
 			log.Info("stopped before serving: JetStream reads its store again at the next start")

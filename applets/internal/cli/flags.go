@@ -1116,6 +1116,27 @@ func PlaceListenError(c *ucli.Context, cfg config.File, err error, addrs ...List
 	return err
 }
 
+// ProbeListen binds each of addrs and lets it go at once, so that a start
+// finds an address another process holds before it starts anything, and
+// fails naming the flag or key that set it. Port 0 is skipped: any port
+// will do.
+func ProbeListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
+	for _, l := range addrs {
+		if l.Addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l.Addr); err == nil && port == "0" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			return PlaceListenError(c, cfg, config.PortNeedsRoot(l.Key, err), addrs...)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
 // GatewayListens are the gateway's addresses for CheckListen, set by the
 // flags of gw and up or the file: the HTTPS one only with a certificate,
 // without which nothing listens on it.
