@@ -101,6 +101,8 @@ func TestUpWarnsAppsHaveNoTLSFiles(t *testing.T) {
 		{"nothing for apps", "", []string{"apps have no CA", "apps have no certificate"}, nil},
 		{"a CA only", fmt.Sprintf("app_nats_ca = %q\n", ca.File), []string{"apps have no certificate"}, []string{"apps have no CA"}},
 		{"the runner's CA and a certificate", fmt.Sprintf("nats_ca = %q\napp_nats_cert = %q\napp_nats_key = %q\n", ca.File, cert, key), nil, []string{"apps have no CA", "apps have no certificate"}},
+		// The runner's CA goes to apps given its own servers only.
+		{"the runner's CA and an app URL", fmt.Sprintf("nats_ca = %q\napp_nats_url = \"nats://app:pw@127.0.0.1:4222\"\napp_nats_cert = %q\napp_nats_key = %q\n", ca.File, cert, key), []string{"apps have no CA"}, []string{"apps have no certificate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			config := filepath.Join(t.TempDir(), "narun.toml")

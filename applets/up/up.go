@@ -112,8 +112,10 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			log.Warn("[nats] listen is empty: the embedded server takes in-process clients only, and an app that uses NATS cannot reach it (nor serve a route of the gateway); give it an address (127.0.0.1:4222 keeps it on this device), or apps another server with [runner] app_nats_url",
 				"apps_get", cfg.Runner.NATSURL)
 		}
-		if ec.TLS.Cert != "" && cfg.Runner.AppNATSCA == "" && cfg.Runner.NATSCA == "" {
-			log.Warn("[nats.tls] requires TLS and apps have no CA to check the server's certificate with: an app that uses NATS fails its TLS handshake; give them one with [runner] app_nats_ca")
+		// The runner's own CA goes to apps only when they get its own
+		// servers, not those of app_nats_url.
+		if ec.TLS.Cert != "" && cfg.Runner.AppNATSCA == "" && (cfg.Runner.NATSCA == "" || cfg.Runner.AppNATSURL != "") {
+			log.Warn("[nats.tls] requires TLS and apps have no CA to check the server's certificate with: an app that uses NATS fails its TLS handshake; give them one with [runner] app_nats_ca (the runner's nats_ca goes to apps without app_nats_url only)")
 		}
 		if ec.TLS.Verify && cfg.Runner.AppNATSCert == "" {
 			log.Warn("[nats.tls] verifies clients and apps have no certificate: an app that uses NATS is refused; give them one with [runner] app_nats_cert and app_nats_key")
