@@ -840,8 +840,9 @@ func (r *Runner) pingInstance(ctx context.Context, service, id string, known *mi
 			return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q: it serves %q (set service = %q in [[routes]] and [health], or have the app serve %q): %w", id, service, other, other, service, err)
 		}
 		// The usual cause is an app written as a plain HTTP server whose
-		// spec has routes but no [http] port.
-		return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q (an app that serves plain HTTP needs [http] port): %w", id, service, err)
+		// spec has routes but no [http] port; the other, one that never
+		// reached NATS (a login, a TLS file), which its log tells.
+		return fmt.Errorf("no answer from instance %s to a ping of NATS Micro service %q (an app that serves plain HTTP needs [http] port; one that uses NATS may not have reached it: see the app's log (narun ctl logs)): %w", id, service, err)
 	}
 	return fmt.Errorf("ping %s: no answer from instance %s: %w", service, id, err)
 }

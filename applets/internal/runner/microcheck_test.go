@@ -132,7 +132,7 @@ func TestMicroCheckNamesTheServiceTheInstanceServes(t *testing.T) {
 	r := &Runner{opts: Options{Conn: nc}}
 	for id, want := range map[string]string{
 		"0-mine":    `no answer from instance 0-mine to a ping of NATS Micro service "sb": it serves "hello" (set service = "hello" in [[routes]] and [health], or have the app serve "sb")`,
-		"0-other":   `no answer from instance 0-other to a ping of NATS Micro service "sb" (an app that serves plain HTTP needs [http] port)`,
+		"0-other":   `no answer from instance 0-other to a ping of NATS Micro service "sb" (an app that serves plain HTTP needs [http] port; one that uses NATS may not have reached it: see the app's log (narun ctl logs))`,
 		"0-subject": `no answer from instance 0-subject to a ping of NATS Micro service "sb": it serves the subject "sb" under the name "myapi" (set [health] service = "myapi": the check pings a service by its name)`,
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
