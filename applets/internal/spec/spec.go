@@ -291,8 +291,15 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	} else {
 		md, err = config.DecodeStrict(file, data, &a)
 	}
+	// A value of the wrong type, or one its type refuses, stopped the
+	// decoder; the rules still judge what decodes, so that one deploy
+	// names every problem. An unknown key, or TOML that does not parse,
+	// leaves nothing the rules could judge as written.
+	var refused []string
 	if err != nil {
-		return nil, nil, err
+		if refused = decodeValues(data, &a); len(refused) == 0 {
+			return nil, nil, err
+		}
 	}
 	v := &validator{file: file, data: data, stored: stored}
 	// An earlier narun ctl stored the spec with these keys, and its nodes
@@ -311,14 +318,168 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	// The decoder left these maps empty: a stored spec ran that way, so
 	// it only warns there.
 	for _, m := range config.MistypedTables(data, &a) {
+		if refused != nil {
+			// The decoder's error names it with the values refused.
+			refused = append(refused, m.Key)
+			continue
+		}
 		v.deployRule(m.Key, "want %s, got %s", m.Want, m.Got)
 	}
 	a.fill()
 	a.validate(v)
+	if refused != nil {
+		return nil, nil, withRules(file, err, judged(v.errs, refused, md))
+	}
 	if err := joinFirst(file, v.errs); err != nil {
 		return nil, nil, err
 	}
 	return &a, v.outdated, nil
+}
+
+// decodeValues decodes into a every value of data that has its type and
+// that its type takes, the decoder having stopped at the first that did
+// not, and returns the keys of the others as the rules name them
+// ("restart.max_backoff", "routes[1].timeout", "env.A"); none when data
+// does not parse or every value decodes.
+func decodeValues(data []byte, a *App) []string {
+	var top map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
+	if err != nil {
+		return nil
+	}
+	var refused []string
+	var into func(prim toml.Primitive, dst reflect.Value, key string) bool
+	fields := func(table map[string]toml.Primitive, dst reflect.Value, key string) {
+		for k, p := range table {
+			// An unknown key is DecodeStrict's to name.
+			if i, ok := tomlField(dst.Type(), k); ok {
+				into(p, dst.Field(i), strings.TrimPrefix(key+"."+k, "."))
+			}
+		}
+	}
+	into = func(prim toml.Primitive, dst reflect.Value, key string) bool {
+		if md.PrimitiveDecode(prim, dst.Addr().Interface()) == nil {
+			return true
+		}
+		t := dst.Type()
+		ok := false
+		switch {
+		case reflect.PointerTo(t).Implements(reflect.TypeFor[toml.Unmarshaler]()):
+		case t.Kind() == reflect.Struct:
+			var table map[string]toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
+				fields(table, dst, key)
+			}
+		case t.Kind() == reflect.Map:
+			var table map[string]toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
+				m := reflect.MakeMapWithSize(t, len(table))
+				for k, p := range table {
+					elem := reflect.New(t.Elem()).Elem()
+					if into(p, elem, key+"."+k) {
+						m.SetMapIndex(reflect.ValueOf(k), elem)
+					}
+				}
+				dst.Set(m)
+			}
+		case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+			// A list of plain values is refused whole, as DecodeStrict
+			// names it.
+			var list []toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &list) == nil; ok {
+				s := reflect.MakeSlice(t, len(list), len(list))
+				for i, p := range list {
+					into(p, s.Index(i), key+"["+strconv.Itoa(i)+"]")
+				}
+				dst.Set(s)
+			}
+		}
+		if !ok {
+			refused = append(refused, key)
+		}
+		return ok
+	}
+	fields(top, reflect.ValueOf(a).Elem(), "")
+	return refused
+}
+
+// tomlField is the index of the field of struct t that TOML key k decodes
+// into, as the decoder finds it: by its tag, else by its tag but for case
+// (a stored spec's miscased key).
+func tomlField(t reflect.Type, k string) (int, bool) {
+	fold := -1
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		switch {
+		case tag == k:
+			return i, true
+		case fold < 0 && strings.EqualFold(tag, k):
+			fold = i
+		}
+	}
+	return fold, fold >= 0
+}
+
+// judged keeps the problems the rules found with keys the spec writes and
+// the decoder took. Those of a refused key, or of one inside it, judge the
+// default left in its place; those of a key left out judge a default
+// drawn from a refused one ("name = 1" leaves the route's service empty).
+func judged(errs []*FieldError, refused []string, md toml.MetaData) []*FieldError {
+	written := map[string]bool{}
+	for _, k := range md.Keys() {
+		written[strings.Join(k, ".")] = true
+	}
+	return slices.DeleteFunc(errs, func(e *FieldError) bool {
+		return !written[indexRe.ReplaceAllString(e.Key, "")] || slices.ContainsFunc(refused, func(r string) bool {
+			return e.Key == r || strings.HasPrefix(e.Key, r+".") || strings.HasPrefix(e.Key, r+"[")
+		})
+	})
+}
+
+// indexRe matches the index of an entry in a key ("routes[1].path"),
+// which the decoder's keys do not have.
+var indexRe = regexp.MustCompile(`\[\d+\]`)
+
+// withRules joins decodeErr, DecodeStrict's error naming the refused
+// values (and any unknown keys), with what the rules found, all in the
+// order of their lines as joinFirst orders them; each has its own count
+// of the problems it leaves out.
+func withRules(file string, decodeErr error, errs []*FieldError) error {
+	type placed struct {
+		line int
+		err  error
+	}
+	var all []placed
+	decoded := []error{decodeErr}
+	if j, ok := decodeErr.(interface{ Unwrap() []error }); ok {
+		decoded = j.Unwrap()
+	}
+	for _, e := range decoded {
+		// Each names its line as "file:line: "; a count of the rest,
+		// "file: ", none.
+		n := 0
+		if rest, ok := strings.CutPrefix(e.Error(), file+":"); ok {
+			digits, _, _ := strings.Cut(rest, ":")
+			n, _ = strconv.Atoi(digits)
+		}
+		all = append(all, placed{n, e})
+	}
+	if ruled := joinFirst(file, errs); ruled != nil {
+		for _, e := range ruled.(interface{ Unwrap() []error }).Unwrap() {
+			var fe *FieldError
+			n := 0
+			if errors.As(e, &fe) {
+				n = fe.Line
+			}
+			all = append(all, placed{n, e})
+		}
+	}
+	slices.SortStableFunc(all, func(x, y placed) int { return lineOrder(x.line) - lineOrder(y.line) })
+	out := make([]error, len(all))
+	for i, p := range all {
+		out[i] = p.err
+	}
+	return errors.Join(out...)
 }
 
 // fill sets the defaults that depend on other fields.

@@ -1041,3 +1041,56 @@ func TestUnknownKeysWithTypeErrors(t *testing.T) {
 		t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
+
+// A value its type refuses (a duration without a unit) or of the wrong
+// type is named with what the rules find in the rest of the spec, in the
+// order of the lines: the decoder stopped at the value, and the user who
+// fixed it was told of the rest only at the next deploy. A rule does not
+// name a key whose value was refused, nor one the spec leaves out: it
+// would judge a default left in place of the value refused.
+func TestRefusedValuesWithRuleProblems(t *testing.T) {
+	const base = "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"duration without a unit", base + "[restart]\npolicy = \"on_failure\"\n[health]\nstart_grace = \"30\"\n", []string{
+			`app.toml:5: key "restart.policy": want "always", "on-failure" or "never", got "on_failure"`,
+			`app.toml:7: key "health.start_grace": invalid duration "30": want e.g. "500ms", "30s", "5m"`,
+		}},
+		{"size before a rule", base + "[resources]\nmemory = \"12XB\"\n[restart]\njitter = 2.0\n", []string{
+			`app.toml:5: key "resources.memory": invalid size "12XB": want a whole number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)`,
+			`app.toml:7: key "restart.jitter": want a fraction 0..1, got 2`,
+		}},
+		{"wrong type", base + "replicas = \"2\"\nstop_signal = \"SIGFOO\"\n", []string{
+			`app.toml:4: key "replicas": want an integer, got a string`,
+			`app.toml:5: key "stop_signal": unknown signal "SIGFOO": want e.g. "SIGTERM", "SIGINT", "SIGQUIT"`,
+		}},
+		{"refused value judged by no rule", base + "[restart]\ninitial_backoff = \"10m\"\nmax_backoff = \"5\"\n", []string{
+			`app.toml:6: key "restart.max_backoff": invalid duration "5": want e.g. "500ms", "30s", "5m"`,
+		}},
+		{"in a list of tables", base + "[[routes]]\npath = \"/a/\"\ntimeout = \"5\"\n[[routes]]\npath = \"b\"\n", []string{
+			`app.toml:6: key "routes.timeout": invalid duration "5": want e.g. "500ms", "30s", "5m"`,
+			`app.toml:8: key "routes[1].path": want a path starting with '/', got "b"`,
+		}},
+		{"a default drawn from a refused value", "name = 1\nversion = \"1\"\nnodes = [\"n1\"]\n[http]\nport = \"80\"\n[health]\ntype = \"http\"\n[[routes]]\npath = \"/\"\n", []string{
+			`app.toml:1: key "name": want a string, got an integer`,
+			`app.toml:5: key "http.port": want an integer, got a string`,
+		}},
+		{"in a table of strings", base + "[env]\nA = 1\nNARUN_B = \"x\"\n", []string{
+			`app.toml:5: key "env.A": want a string, got an integer`,
+			`app.toml:6: key "env.NARUN_B": NARUN_ variables are set by the runner`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("app.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatal("spec accepted")
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, tc.want) {
+				t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
