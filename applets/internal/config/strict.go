@@ -198,6 +198,10 @@ func joinProblems(file string, unknown []problem, more int, mistyped []problem) 
 // placeError names the file, line and key of err, an error of the
 // decoder decoding data into v, in TOML's terms; line is 0 when err has
 // none.
+// writtenTwice matches the decoder's message for a key or table defined
+// a second time.
+var writtenTwice = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
+
 func placeError(file string, data []byte, v any, err error) (line int, placed error) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
@@ -206,6 +210,10 @@ func placeError(file string, data []byte, v any, err error) (line int, placed er
 		// file.
 		msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
 		line := errorLine(data, pe.Position)
+		// The decoder's own words, unlike every other problem's.
+		if m := writtenTwice.FindStringSubmatch(pe.Message); m != nil {
+			return line, fmt.Errorf("%s:%d: key %q: written twice: TOML takes each key and table once", file, line, m[1])
+		}
 		if pe.LastKey != "" {
 			return line, fmt.Errorf("%s:%d: key %q: %s", file, line, pe.LastKey, msg)
 		}
