@@ -479,6 +479,10 @@ func (r *Runner) connect(ctx context.Context) bool {
 			r.poke()
 			return true
 		}
+		// A stop ends the attempt: nothing failed that the operator must see.
+		if ctx.Err() != nil {
+			return false
+		}
 		args := []any{"err", err, "attempt", attempt}
 		// Once nats.go gives up (a refused login), every call fails with
 		// "connection closed"; why it gave up is what the operator must fix.
