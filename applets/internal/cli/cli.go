@@ -86,10 +86,11 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log format: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	newHandler := func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 	if strings.EqualFold(format, "json") {
-		return slog.New(newJSONHandler(w, opts)), nil
+		newHandler = func(w io.Writer) slog.Handler { return newJSONHandler(w, opts) }
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
+	return slog.New(journaled(w, newHandler)), nil
 }
 
 // parseLevel reads a log level; "" is info.

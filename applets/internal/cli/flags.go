@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -849,7 +850,7 @@ func logFatal(stdio IO, name, format string, err error) error {
 	if err == nil || err.Error() == "" || !strings.EqualFold(format, "json") {
 		return err
 	}
-	log := slog.New(newJSONHandler(stdio.Stderr, nil))
+	log := slog.New(journaled(stdio.Stderr, func(w io.Writer) slog.Handler { return newJSONHandler(w, nil) }))
 	log.Error("fatal error", "applet", name, "err", err.Error(), "exit_code", ExitCode(err))
 	return Logged(err)
 }
