@@ -92,6 +92,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		go func() { done <- r.Run(ctx) }()
 		select {
 		case err := <-done:
+			if err == nil {
+				log.Info("runner stopped")
+			}
 			return err
 		case <-cli.Hurried(c):
 			r.Kill()
