@@ -845,10 +845,19 @@ func argValue(args []string, flag string) string {
 // logFatal writes err, with which an applet stops, as a log line of level
 // ERROR when the logs are JSON, so that a log shipper parses it as it
 // parses the others, and returns it marked Logged for the dispatcher. In
-// text it returns err for the dispatcher's plain "APPLET: err" line.
+// text it returns err for the dispatcher's plain "APPLET: err" line, but
+// into the journal writes that line itself, with the error priority the
+// dispatcher does not know of: it is the line journalctl -p err must show.
 func logFatal(stdio IO, name, format string, err error) error {
-	if err == nil || err.Error() == "" || !strings.EqualFold(format, "json") {
+	if err == nil || err.Error() == "" {
 		return err
+	}
+	if !strings.EqualFold(format, "json") {
+		if !journalStream(stdio.Stderr) {
+			return err
+		}
+		fmt.Fprintf(stdio.Stderr, "%s%s: %v\n", priority(slog.LevelError), name, err)
+		return Logged(err)
 	}
 	log := slog.New(journaled(stdio.Stderr, func(w io.Writer) slog.Handler { return newJSONHandler(w, nil) }))
 	log.Error("fatal error", "applet", name, "err", err.Error(), "exit_code", ExitCode(err))
