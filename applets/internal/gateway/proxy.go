@@ -127,6 +127,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// closes (keep-alive is an opt-in extension in HTTP/1.0).
 		w.Header().Set("Connection", "close")
 	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && !r.Close {
+		// net/http reads a chunked request that also has a
+		// Content-Length as chunked and drops the length unseen: an
+		// intermediary in front that went by the length took what
+		// follows the chunked body for body bytes, and the gateway would
+		// read it as the client's next request. RFC 9112 6.3 has the
+		// connection closed after such a request; as no chunked request
+		// here shows whether it had one, each closes.
+		w.Header().Set("Connection", "close")
+	}
 	if host := r.Header["Host"]; host != nil && (len(host) != 1 || !strings.EqualFold(host[0], r.Host)) {
 		// An HTTP/2 request's host field, which net/http leaves in the
 		// header, naming another host than its :authority, by which the

@@ -1074,6 +1074,55 @@ func TestHTTP10ChunkedBodyNotReadAsRequest(t *testing.T) {
 	}
 }
 
+// An HTTP/1.1 request with both Content-Length and a chunked
+// Transfer-Encoding is read as chunked, and net/http drops the length
+// unseen: an intermediary in front that went by the length took what
+// follows the chunked body for the body, not for a request. RFC 9112 6.3
+// has the connection closed after the response; kept alive, the bytes
+// after the chunked body reach a service as a request of their own.
+func TestHTTP11ChunkedWithLengthNotFollowedByARequest(t *testing.T) {
+	t.Parallel()
+	const smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "paths"}))
+	nc := natsConn(t, e)
+	paths := make(chan string, 2)
+	if _, err := nc.Subscribe("paths", func(m *nats.Msg) {
+		paths <- m.Header.Get("Narun-Path")
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	request := "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(len("0\r\n\r\n")+len(smuggled)) +
+		"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the responses (the connection should close): %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case p := <-paths:
+			if p != "/upload" {
+				t.Errorf("the service got a request for %s, want only /upload; responses:\n%s", p, all)
+			}
+		default:
+			return
+		}
+	}
+}
+
 // TestAsteriskFormOnlyForOptions checks that a request-target of "*" with
 // another method than OPTIONS, which HTTP allows for OPTIONS alone (RFC
 // 9112 3.2.4), gets 400 rather than reaching a service as a request for
