@@ -25,19 +25,21 @@ const headGrace = 2 * time.Second
 // Reasons a connection is closed to make room, the label of
 // narun_gateway_connections_reclaimed_total.
 const (
-	reclaimIdle = iota // an idle keep-alive connection
-	reclaimHead        // one without a complete request head past headGrace
+	reclaimIdle    = iota // an idle keep-alive connection
+	reclaimHead           // one without a complete request head past headGrace
+	reclaimClosing        // one answered, waiting out its close beyond maxEnding
 	numReclaims
 )
 
-var reclaimNames = [numReclaims]string{"idle", "head_incomplete"}
+var reclaimNames = [numReclaims]string{"idle", "head_incomplete", "closing"}
 
 // connLimit holds the client connections of the HTTP and HTTPS listeners
 // under a bound, through their servers' ConnState. Each connection costs
 // some 20 KiB even idle, and a file descriptor; unbounded, a flood of
 // them takes the memory and descriptors of the whole process, which under
 // narun up are the NATS server's and the runner's too. At the bound a new
-// connection takes the place of an idle keep-alive one, as nginx does
+// connection takes the place of one that has had its answer and waits out
+// its close (see closing), else of an idle keep-alive one, as nginx does
 // (its client opens another when it needs one), else of the oldest one
 // still without a complete request head after headGrace; with neither it
 // is closed at once. The admin listener is outside the bound, so /healthz
@@ -58,6 +60,9 @@ type connLimit struct {
 	// most maxEnding.
 	ending    map[net.Conn]struct{}
 	maxEnding int
+	// answered are the connections of open that closing found no room
+	// for in ending: answered, they wait out their close.
+	answered map[net.Conn]struct{}
 	// noHead are the connections without a request head yet, oldest
 	// first, as accepted; noHeadAt finds each one's element.
 	noHead   *list.List
@@ -96,7 +101,7 @@ func maxConnectionsFor(limit, ram int64) int {
 
 func newConnLimit(n int, log *slog.Logger) *connLimit {
 	return &connLimit{max: n, log: log, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
-		ending: map[net.Conn]struct{}{}, maxEnding: max(n, minEnding), noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
+		ending: map[net.Conn]struct{}{}, maxEnding: max(n, minEnding), answered: map[net.Conn]struct{}{}, noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
 }
 
 // track is the servers' ConnState.
@@ -106,7 +111,7 @@ func (l *connLimit) track(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		now := l.now()
-		if len(l.open) >= l.max && !l.reclaimIdle() && !l.reclaimNoHead(now) {
+		if len(l.open) >= l.max && !l.reclaimAnswered() && !l.reclaimIdle() && !l.reclaimNoHead(now) {
 			l.refused.Add(1)
 			if now.Sub(l.lastWarn) >= time.Minute {
 				l.lastWarn = now
@@ -153,11 +158,18 @@ const minEnding = 256
 // every place, and new ones would be closed unanswered. Closing c early
 // would bring back the reset, so it leaves the bound for one of its own,
 // maxEnding; beyond that it counts against max again, so that even
-// clients that do not read their answer hold at most max + maxEnding.
+// clients that do not read their answer hold at most max + maxEnding,
+// and a new connection takes its place before any other's: a few clients
+// whose requests are refused one after another would otherwise keep max
+// full of connections that have had their answer.
 func (l *connLimit) closing(c net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.open[c]; !ok || len(l.ending) >= l.maxEnding {
+	if _, ok := l.open[c]; !ok {
+		return
+	}
+	if len(l.ending) >= l.maxEnding {
+		l.answered[c] = struct{}{}
 		return
 	}
 	l.forget(c)
@@ -169,7 +181,21 @@ func (l *connLimit) forget(c net.Conn) {
 	delete(l.open, c)
 	delete(l.idle, c)
 	delete(l.ending, c)
+	delete(l.answered, c)
 	l.headed(c)
+}
+
+// reclaimAnswered closes a connection counted against max that has had
+// its answer, if there is one: what it loses is at most the end of an
+// answer its client has not read yet. l.mu is held.
+func (l *connLimit) reclaimAnswered() bool {
+	for c := range l.answered {
+		l.forget(c)
+		closeConn(c)
+		l.reclaimed[reclaimClosing].Add(1)
+		return true
+	}
+	return false
 }
 
 // reclaimIdle closes an idle connection, if there is one. l.mu is held.
