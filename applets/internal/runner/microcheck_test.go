@@ -21,6 +21,7 @@ import (
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/supervisor"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -343,41 +344,7 @@ func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
 func TestMicroCheckLooksAgainForAServiceNotFound(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	watch := natstest.Connect(t, srv)
-	lookups, err := watch.SubscribeSync("$SRV.PING")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := spec.Parse("sb.toml", []byte("name = \"sb\"\nversion = \"1\"\nnodes = [\""+node+"\"]\n[[routes]]\npath = \"/sb/\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Runner{opts: Options{Conn: nc}}
-	check := r.healthCheck(sp, "0-late", &microResponders{})
-	// run checks the process once and says how many lookups all the checks
-	// made: the flushes let every ping the runner sent reach the watcher's
-	// queue first.
-	run := func(starting bool) (int, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		err := check(ctx, supervisor.Target{PID: 1, Starting: starting})
-		cancel()
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if err := watch.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		n, _, perr := lookups.Pending()
-		if perr != nil {
-			t.Fatal(perr)
-		}
-		return n, err
-	}
+	run := countedChecks(t, srv, "0-late", 300*time.Millisecond)
 	const serves = `it serves "hello"`
 	if n, err := run(true); err == nil || n != 0 {
 		t.Fatalf("check within the start grace: %v, %d lookups; want a failure and none", err, n)
@@ -410,7 +377,27 @@ func TestMicroCheckLooksAgainForAServiceNotFound(t *testing.T) {
 // of the streak.
 func TestMicroCheckLookupsOfAServiceNeverFoundAreBounded(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
+	run := countedChecks(t, natstest.Start(t), "0-never", 100*time.Millisecond)
+	const checks = 12
+	n := 0
+	for i := range checks {
+		var err error
+		if n, err = run(false); err == nil {
+			t.Fatalf("check %d passed with nothing registered", i+1)
+		}
+	}
+	if want := bits.Len(checks); n > want {
+		t.Errorf("%d pings of every service over %d failed checks of an instance whose service never registers, want at most %d", n, checks, want)
+	}
+}
+
+// countedChecks makes the micro check of instance id of app sb, served by
+// srv, and returns a run of it that checks the process once (within its
+// start grace when starting) and says how many lookups of the service the
+// instance serves (pings of every service) all the runs made: the flushes
+// let every ping the runner sent reach the watcher's queue first.
+func countedChecks(t *testing.T, srv *embednats.Server, id string, each time.Duration) func(starting bool) (int, error) {
+	t.Helper()
 	nc := natstest.Connect(t, srv)
 	watch := natstest.Connect(t, srv)
 	lookups, err := watch.SubscribeSync("$SRV.PING")
@@ -425,27 +412,22 @@ func TestMicroCheckLookupsOfAServiceNeverFoundAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &Runner{opts: Options{Conn: nc}}
-	check := r.healthCheck(sp, "0-never", &microResponders{})
-	const checks = 12
-	for i := range checks {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		err := check(ctx, supervisor.Target{PID: 1})
+	check := r.healthCheck(sp, id, &microResponders{})
+	return func(starting bool) (int, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), each)
+		err := check(ctx, supervisor.Target{PID: 1, Starting: starting})
 		cancel()
-		if err == nil {
-			t.Fatalf("check %d passed with nothing registered", i+1)
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	n, _, err := lookups.Pending()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := bits.Len(checks); n > want {
-		t.Errorf("%d pings of every service over %d failed checks of an instance whose service never registers, want at most %d", n, checks, want)
+		if err := watch.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n, _, perr := lookups.Pending()
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		return n, err
 	}
 }
