@@ -228,7 +228,9 @@ func parsePublic(p string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("%q: want %s<base64>, as narun ctl signing public prints", p, publicPrefix)
 	}
 	raw, err := b64.DecodeString(enc)
-	if err != nil || len(raw) != ed25519.PublicKeySize {
+	// The decoder skips line breaks: a key with one would be trusted, and
+	// printed, as another string than the key's.
+	if err != nil || len(raw) != ed25519.PublicKeySize || b64.EncodeToString(raw) != enc {
 		return nil, fmt.Errorf("%q: not a 32-byte Ed25519 public key in base64", p)
 	}
 	return ed25519.PublicKey(raw), nil
