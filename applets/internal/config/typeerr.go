@@ -347,3 +347,77 @@ func tomlTypeWords(name string) string {
 	}
 	return "a value of another type"
 }
+
+// DecodeWhatDecodes decodes into v (a pointer to a struct) every value of
+// data that has its field's type and that the type takes, where the
+// decoder stopped at the first that did not, and returns the keys of the
+// others as a validator names them ("restart.max_backoff",
+// "routes[1].timeout", "env.A"); none when data does not parse or every
+// value decodes. Unknown keys are left for DecodeStrict to name. It walks
+// data as typeErrors does.
+func DecodeWhatDecodes(data []byte, v any) []string {
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
+		return nil
+	}
+	var refused []string
+	var into func(prim toml.Primitive, dst reflect.Value, key string) bool
+	fields := func(table map[string]toml.Primitive, dst reflect.Value, key string) {
+		for k, p := range table {
+			f, _, ok := field(dst.Type(), k)
+			if !ok {
+				continue
+			}
+			// An embedded struct behind a nil pointer has nowhere to
+			// decode to: left as the decoder left it.
+			if fv, err := dst.FieldByIndexErr(f.Index); err == nil {
+				into(p, fv, strings.TrimPrefix(key+"."+k, "."))
+			}
+		}
+	}
+	into = func(prim toml.Primitive, dst reflect.Value, key string) bool {
+		if md.PrimitiveDecode(prim, dst.Addr().Interface()) == nil {
+			return true
+		}
+		t := dst.Type()
+		ok := false
+		switch {
+		case custom(t):
+		case t.Kind() == reflect.Struct:
+			var table map[string]toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
+				fields(table, dst, key)
+			}
+		case t.Kind() == reflect.Map:
+			var table map[string]toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
+				m := reflect.MakeMapWithSize(t, len(table))
+				for k, p := range table {
+					elem := reflect.New(t.Elem()).Elem()
+					if into(p, elem, key+"."+k) {
+						m.SetMapIndex(reflect.ValueOf(k), elem)
+					}
+				}
+				dst.Set(m)
+			}
+		case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+			// A list of plain values is refused whole, as typeErrors
+			// names it.
+			var list []toml.Primitive
+			if ok = md.PrimitiveDecode(prim, &list) == nil; ok {
+				s := reflect.MakeSlice(t, len(list), len(list))
+				for i, p := range list {
+					into(p, s.Index(i), key+"["+strconv.Itoa(i)+"]")
+				}
+				dst.Set(s)
+			}
+		}
+		if !ok {
+			refused = append(refused, key)
+		}
+		return ok
+	}
+	fields(top, reflect.ValueOf(v).Elem(), "")
+	return refused
+}

@@ -297,7 +297,7 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	// leaves nothing the rules could judge as written.
 	var refused []string
 	if err != nil {
-		if refused = decodeValues(data, &a); len(refused) == 0 {
+		if refused = config.DecodeWhatDecodes(data, &a); len(refused) == 0 {
 			return nil, nil, err
 		}
 	}
@@ -334,90 +334,6 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 		return nil, nil, err
 	}
 	return &a, v.outdated, nil
-}
-
-// decodeValues decodes into a every value of data that has its type and
-// that its type takes, the decoder having stopped at the first that did
-// not, and returns the keys of the others as the rules name them
-// ("restart.max_backoff", "routes[1].timeout", "env.A"); none when data
-// does not parse or every value decodes.
-func decodeValues(data []byte, a *App) []string {
-	var top map[string]toml.Primitive
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
-	if err != nil {
-		return nil
-	}
-	var refused []string
-	var into func(prim toml.Primitive, dst reflect.Value, key string) bool
-	fields := func(table map[string]toml.Primitive, dst reflect.Value, key string) {
-		for k, p := range table {
-			// An unknown key is DecodeStrict's to name.
-			if i, ok := tomlField(dst.Type(), k); ok {
-				into(p, dst.Field(i), strings.TrimPrefix(key+"."+k, "."))
-			}
-		}
-	}
-	into = func(prim toml.Primitive, dst reflect.Value, key string) bool {
-		if md.PrimitiveDecode(prim, dst.Addr().Interface()) == nil {
-			return true
-		}
-		t := dst.Type()
-		ok := false
-		switch {
-		case reflect.PointerTo(t).Implements(reflect.TypeFor[toml.Unmarshaler]()):
-		case t.Kind() == reflect.Struct:
-			var table map[string]toml.Primitive
-			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
-				fields(table, dst, key)
-			}
-		case t.Kind() == reflect.Map:
-			var table map[string]toml.Primitive
-			if ok = md.PrimitiveDecode(prim, &table) == nil; ok {
-				m := reflect.MakeMapWithSize(t, len(table))
-				for k, p := range table {
-					elem := reflect.New(t.Elem()).Elem()
-					if into(p, elem, key+"."+k) {
-						m.SetMapIndex(reflect.ValueOf(k), elem)
-					}
-				}
-				dst.Set(m)
-			}
-		case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
-			// A list of plain values is refused whole, as DecodeStrict
-			// names it.
-			var list []toml.Primitive
-			if ok = md.PrimitiveDecode(prim, &list) == nil; ok {
-				s := reflect.MakeSlice(t, len(list), len(list))
-				for i, p := range list {
-					into(p, s.Index(i), key+"["+strconv.Itoa(i)+"]")
-				}
-				dst.Set(s)
-			}
-		}
-		if !ok {
-			refused = append(refused, key)
-		}
-		return ok
-	}
-	fields(top, reflect.ValueOf(a).Elem(), "")
-	return refused
-}
-
-// tomlField is the index of the field of struct t that TOML key k decodes
-// into, as the decoder finds it: by its tag, else by its tag but for case
-// (a stored spec's miscased key).
-func tomlField(t reflect.Type, k string) (int, bool) {
-	fold := -1
-	for i := range t.NumField() {
-		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
-		switch {
-		case tag == k:
-			return i, true
-		case fold < 0 && strings.EqualFold(tag, k):
-			fold = i
-		}
-	}
-	return fold, fold >= 0
 }
 
 // judged keeps the problems the rules found with keys the spec writes and
