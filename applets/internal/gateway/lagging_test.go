@@ -159,10 +159,10 @@ func catchUpOfAnEmptyReplica(t *testing.T, failedRead bool) {
 	}
 	w.ch <- earlier
 	w.ch <- earlier // taken once followBucket has applied the first
-	// Within a deadline: the failed read's request, longer than the
-	// server takes, has it close the gateway's connection, and the
-	// gateway answers 503 until it is back. Routes applied unchecked stay
-	// until another entry comes, which none does.
+	// Within a deadline: under -race on a slow machine a probe right
+	// after the hand-over found neither route served. Routes applied
+	// unchecked stay until another entry comes, which none does, so the
+	// wait keeps the check.
 	what := fmt.Sprintf("after the catch-up of an empty replica handed over revision %d, the leader's routes, /new/ only", earlier.Revision())
 	testutil.Eventually(t, 15*time.Second, what, func() bool { return !served("/old/x") && served("/new/x") })
 	cancel()
