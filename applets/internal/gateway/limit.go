@@ -111,7 +111,7 @@ func (l *connLimit) track(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		now := l.now()
-		if len(l.open) >= l.max && !l.reclaimAnswered() && !l.reclaimIdle() && !l.reclaimNoHead(now) {
+		if len(l.open) >= l.max && !l.reclaimOne(l.answered, reclaimClosing) && !l.reclaimOne(l.idle, reclaimIdle) && !l.reclaimNoHead(now) {
 			l.refused.Add(1)
 			if now.Sub(l.lastWarn) >= time.Minute {
 				l.lastWarn = now
@@ -185,25 +185,15 @@ func (l *connLimit) forget(c net.Conn) {
 	l.headed(c)
 }
 
-// reclaimAnswered closes a connection counted against max that has had
-// its answer, if there is one: what it loses is at most the end of an
-// answer its client has not read yet. l.mu is held.
-func (l *connLimit) reclaimAnswered() bool {
-	for c := range l.answered {
+// reclaimOne closes a connection of set, if there is one, counted as
+// reason: one of answered loses at most the end of an answer its client
+// has not read yet, one of idle nothing its client cannot open again.
+// l.mu is held.
+func (l *connLimit) reclaimOne(set map[net.Conn]struct{}, reason int) bool {
+	for c := range set {
 		l.forget(c)
 		closeConn(c)
-		l.reclaimed[reclaimClosing].Add(1)
-		return true
-	}
-	return false
-}
-
-// reclaimIdle closes an idle connection, if there is one. l.mu is held.
-func (l *connLimit) reclaimIdle() bool {
-	for c := range l.idle {
-		l.forget(c)
-		closeConn(c)
-		l.reclaimed[reclaimIdle].Add(1)
+		l.reclaimed[reason].Add(1)
 		return true
 	}
 	return false
