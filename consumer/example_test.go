@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -49,8 +50,9 @@ func ExampleListenAndServe() {
 	cfg := consumer.Config{
 		Name:    "hello",
 		Version: "1.0.0",
-		// Panics (with their stack) and a NATS server out of reach.
-		ErrorHandler: func(err error) { log.Print(err) },
+		// Panics (with their stack) and a NATS server out of reach; without
+		// a handler they go to the standard logger.
+		ErrorHandler: func(err error) { slog.Error("consumer", "err", err) },
 	}
 	err := consumer.ListenAndServe(ctx, cfg, mux)
 	if err != nil {
