@@ -1291,7 +1291,8 @@ func TestFramesFollowAShrunkMaxPayload(t *testing.T) {
 	if err := second.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	err = first.PublishMsg(&nats.Msg{Subject: "shrunk", Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
+	// A window the 3 MiB fit in: the first server's chunk is what holds them back.
+	err = first.PublishMsg(&nats.Msg{Subject: "shrunk", Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}, consumer.HeaderWindow: {strconv.Itoa(64 << 20)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1415,5 +1416,83 @@ func TestListenAndServeReportsAsyncErrors(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the server's permissions violation was not reported to the ErrorHandler")
+	}
+}
+
+// TestResponseKeepsToTheWindow asks for responses as a gateway that gives
+// a small window does, and acks each data frame only once three more have
+// come: no message of the response may carry more body than the window,
+// and the data frames not yet acked never more than it together.
+func TestResponseKeepsToTheWindow(t *testing.T) {
+	const bodySize = 3 << 20
+	cases := []struct {
+		name   string
+		window int
+		write  func(w http.ResponseWriter)
+	}{
+		{"one large write", 64 << 10, func(w http.ResponseWriter) {
+			_, _ = w.Write(bytes.Repeat([]byte("a"), bodySize))
+		}},
+		{"flushed small writes", 100 << 10, func(w http.ResponseWriter) {
+			part := bytes.Repeat([]byte("b"), 40<<10)
+			for n := 0; n < bodySize; n += len(part) {
+				_, _ = w.Write(part[:min(len(part), bodySize-n)])
+				w.(http.Flusher).Flush()
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc, _ := start(t, consumer.Config{Name: "windowed"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tc.write(w)
+			}))
+			inbox := nc.NewInbox()
+			sub, err := nc.SubscribeSync(inbox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = nc.PublishMsg(&nats.Msg{Subject: "windowed", Reply: inbox, Header: nats.Header{
+				consumer.HeaderTimeout: {"60000"},
+				consumer.HeaderWindow:  {strconv.Itoa(tc.window)},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var unacked []*nats.Msg
+			inFlight, body := 0, 0
+			for {
+				m, err := sub.NextMsg(10 * time.Second)
+				if err != nil {
+					t.Fatalf("waiting for the response, %d bytes of body so far, %d not acked: %v", body, inFlight, err)
+				}
+				if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+					t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+				}
+				if len(m.Data) > tc.window {
+					t.Fatalf("a message carries %d bytes of body, more than the window of %d", len(m.Data), tc.window)
+				}
+				body += len(m.Data)
+				frame := m.Header.Get(consumer.HeaderFrame)
+				if frame == consumer.FrameEnd || (frame == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
+					break
+				}
+				if frame != consumer.FrameData || m.Reply == "" {
+					continue
+				}
+				unacked = append(unacked, m)
+				inFlight += len(m.Data)
+				if inFlight > tc.window {
+					t.Fatalf("%d bytes in data frames not acked, more than the window of %d", inFlight, tc.window)
+				}
+				if len(unacked) > 3 {
+					inFlight -= len(unacked[0].Data)
+					_ = nc.PublishMsg(&nats.Msg{Subject: unacked[0].Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+					unacked = unacked[1:]
+				}
+			}
+			if body != bodySize {
+				t.Errorf("%d bytes of body, want %d", body, bodySize)
+			}
+		})
 	}
 }

@@ -272,6 +272,8 @@ func (s *server) serve(j job) {
 			return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
 		}
 	}
+	// Read before decodeRequest, which takes the request's headers from m.
+	window := windowOf(m.Header)
 	r, cancel, err := decodeRequest(s.base, m, j.arrived, pull)
 	if err != nil {
 		s.respondError(reply, http.StatusBadRequest, err.Error())
@@ -297,7 +299,8 @@ func (s *server) serve(j job) {
 		s.record(time.Since(start), "cancelled before its handler started")
 		return
 	}
-	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), chunk: s.chunkSize(), head: r.Method == http.MethodHead}
+	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), window: window, head: r.Method == http.MethodHead}
+	w.chunk = w.frameSize()
 	// Deferred, and the text set before run, for a handler that calls
 	// runtime.Goexit: run then never returns.
 	errText := errGoexit
@@ -328,6 +331,23 @@ func (s *server) respondError(reply string, code int, text string) {
 // to keep the pipe full, few enough to bound memory on a slow client.
 const ackWindow = 4
 
+// DefaultWindow is the response window of a request without HeaderWindow.
+const DefaultWindow = 4 << 20
+
+// windowOf reads the gateway's HeaderWindow: DefaultWindow without one, or
+// with one that is no size.
+func windowOf(h nats.Header) int {
+	v := h.Get(HeaderWindow)
+	if v == "" {
+		return DefaultWindow
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return DefaultWindow
+	}
+	return n
+}
+
 // responseWriter buffers a small response into one reply message and turns
 // into a stream of frames when the handler flushes or writes more than a
 // message holds.
@@ -348,7 +368,14 @@ type responseWriter struct {
 	ackSub      *nats.Subscription
 	unacked     int
 	chunk       int
-	err         error
+	// window is the request's response window; unackedBytes is
+	// the body in the data frames not acked yet, whose sizes ackedSizes
+	// keeps in the order the acks come.
+	window       int
+	unackedBytes int
+	ackedSizes   [ackWindow]int
+	oldest       int
+	err          error
 	// head is set for a HEAD request: the body is counted, not sent, as
 	// net/http's server does, and headLen is its length.
 	head    bool
@@ -697,17 +724,26 @@ func headerSize(h nats.Header) int {
 // smaller one), and a frame cut for the one before would be refused.
 func (w *responseWriter) sendData(data []byte) {
 	for w.err == nil && len(data) > 0 {
-		n := min(len(data), w.s.chunkSize())
+		n := min(len(data), w.frameSize())
 		w.sendFrame(FrameData, data[:n], nil)
 		data = data[n:]
 	}
 }
 
+// frameSize is the most body a message of the response carries: what the
+// server takes, and a share of the gateway's window that lets ackWindow
+// frames travel at once.
+func (w *responseWriter) frameSize() int {
+	return min(w.s.chunkSize(), max(w.window/ackWindow, 1))
+}
+
 func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Header) {
-	for w.unacked >= ackWindow && w.err == nil {
+	for w.err == nil && (w.unacked >= ackWindow || kind == FrameData && w.unacked > 0 && w.unackedBytes+len(data) > w.window) {
 		select {
 		case a := <-w.acks:
 			w.unacked--
+			w.unackedBytes -= w.ackedSizes[w.oldest]
+			w.oldest = (w.oldest + 1) % ackWindow
 			if a.Header.Get(HeaderFrame) != FrameAck {
 				w.err = fmt.Errorf("send response: client went away")
 			}
@@ -726,7 +762,9 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 	m := &nats.Msg{Subject: w.reply, Header: h, Data: data}
 	if kind == FrameData {
 		m.Reply = w.ackSub.Subject
+		w.ackedSizes[(w.oldest+w.unacked)%ackWindow] = len(data)
 		w.unacked++
+		w.unackedBytes += len(data)
 	}
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response: %w", err)

@@ -22,6 +22,12 @@ const (
 	// HeaderTimeout is the time left in milliseconds: relative, so that
 	// clocks of the gateway and the service need not agree.
 	HeaderTimeout = "Narun-Timeout"
+	// HeaderWindow bounds, in bytes, the response body that may travel
+	// to the gateway ahead of its acks: the body in any one message of
+	// the response, and that of the data frames not yet acked, together.
+	// The gateway gives less of it when many requests are in flight, so
+	// that clients that read slowly cannot fill its memory.
+	HeaderWindow = "Narun-Window"
 
 	// Response head, service to gateway; absent means 200.
 	HeaderStatus = "Narun-Status"

@@ -49,7 +49,7 @@ func TestLargeWriteIsNotBufferedWhole(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	const chunk = 64 << 10
-	w := &responseWriter{s: s, reply: reply, hdr: http.Header{}, ctx: ctx, chunk: chunk}
+	w := &responseWriter{s: s, reply: reply, hdr: http.Header{}, ctx: ctx, chunk: chunk, window: DefaultWindow}
 	t.Cleanup(func() {
 		if w.ackSub != nil {
 			_ = w.ackSub.Unsubscribe()

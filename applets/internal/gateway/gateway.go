@@ -164,6 +164,9 @@ type Gateway struct {
 	conns *connLimit
 	// bodies bounds the memory of request bodies; nil bounds nothing.
 	bodies *bodyBudget
+	// windows is what the response windows of the requests in flight
+	// share; nil bounds nothing.
+	windows *windowBudget
 	// fails logs the requests the gateway fails, a few of each kind.
 	fails failLog
 	// cut is closed when the drain at shutdown ends and Run is to close
@@ -265,6 +268,8 @@ func configured(opts Options) (*Gateway, error) {
 	if bodyMemory > 0 {
 		g.bodies = newBodyBudget(bodyMemory)
 		g.metrics.bodies = g.bodies
+		g.windows = &windowBudget{size: bodyMemory}
+		g.metrics.windows = g.windows
 	}
 	g.bigBufs.New = func() any { return new([]byte) }
 	var rnd [5]byte

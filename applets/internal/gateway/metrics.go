@@ -86,6 +86,8 @@ type metrics struct {
 	conns *connLimit
 	// bodies is the body memory, nil when unbounded.
 	bodies *bodyBudget
+	// windows is the response windows' memory, nil when unbounded.
+	windows *windowBudget
 	// natsConnected says whether the gateway's NATS connection is up;
 	// nil without one (Check).
 	natsConnected func() bool
@@ -185,6 +187,10 @@ func (m *metrics) write(w io.Writer) error {
 		b.WriteString("narun_gateway_body_memory_waits_total " + strconv.FormatUint(bb.waits.Load(), 10) + "\n")
 		b.WriteString("# HELP narun_gateway_body_memory_refused_total Requests answered 503 at once: their body found no room in max_body_memory and as many requests as may wait for it waited already.\n# TYPE narun_gateway_body_memory_refused_total counter\n")
 		b.WriteString("narun_gateway_body_memory_refused_total " + strconv.FormatUint(bb.refused.Load(), 10) + "\n")
+	}
+	if wb := m.windows; wb != nil {
+		b.WriteString("# HELP narun_gateway_response_windows_bytes Bytes of max_body_memory that the response windows of the requests in flight hold now: what services may send ahead of slow clients.\n# TYPE narun_gateway_response_windows_bytes gauge\n")
+		b.WriteString("narun_gateway_response_windows_bytes " + strconv.FormatInt(wb.held.Load(), 10) + "\n")
 	}
 	b.WriteString("# HELP narun_gateway_nats_requests_total NATS exchanges by outcome.\n# TYPE narun_gateway_nats_requests_total counter\n")
 	for i, name := range outcomeNames {

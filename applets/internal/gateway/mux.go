@@ -51,6 +51,19 @@ type waiter struct {
 	overflow atomic.Bool
 	// interims counts the interim frames that came, under the mux's lock.
 	interims int
+	// window is the response window the request gave the service, and
+	// unacked the body of the data frames that came with a reply subject
+	// and are not acked yet, which the service keeps within it.
+	window  int64
+	unacked atomic.Int64
+}
+
+// acked gives back the window a data frame took; called before its ack is
+// sent, so that the next frame the ack lets the service send finds room.
+func (w *waiter) acked(m *nats.Msg) {
+	if m.Reply != "" {
+		w.unacked.Add(-int64(len(m.Data)))
+	}
 }
 
 const waiterBuffer = 16
@@ -90,12 +103,18 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	}
 	// Sending under the lock means release, which also takes it, can
 	// never race with a late message into a recycled waiter.
-	interim := isInterim(msg.Header)
+	frame := frameOf(msg.Header)
+	interim := frame == consumer.FrameInterim
 	m.mu.Lock()
 	w := m.waiters[id]
 	if w != nil && (!interim || w.interims < maxInterim) {
 		if interim {
 			w.interims++
+		}
+		// Still queued when past the window: the exchange learns of
+		// it when it takes the message, as it may wait for none other.
+		if frame == consumer.FrameData && msg.Reply != "" && w.unacked.Add(int64(len(msg.Data))) > w.window {
+			w.overflow.Store(true)
 		}
 		select {
 		case w.ch <- msg:
@@ -109,18 +128,21 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 	}
 }
 
-// isInterim reports whether a message is an interim frame, as scanMeta
-// reads it, without comparing every header of the messages that are not.
-func isInterim(h nats.Header) bool {
+// frameOf is a message's frame type as scanMeta reads it, without
+// comparing every header of the messages that have one in Go's spelling.
+func frameOf(h nats.Header) string {
 	if v, ok := h[consumer.HeaderFrame]; ok {
-		return len(v) > 0 && trimOWS(v[0]) == consumer.FrameInterim
+		if len(v) == 0 {
+			return ""
+		}
+		return trimOWS(v[0])
 	}
 	for k, v := range h {
 		if len(k) == len(consumer.HeaderFrame) && len(v) > 0 && strings.EqualFold(k, consumer.HeaderFrame) {
-			return trimOWS(v[0]) == consumer.FrameInterim
+			return trimOWS(v[0])
 		}
 	}
-	return false
+	return ""
 }
 
 // over answers a pull or a data frame that arrives after its exchange
@@ -136,7 +158,8 @@ func (m *inboxMux) over(msg *nats.Msg) {
 	}
 }
 
-func (m *inboxMux) open() *waiter {
+// open starts an exchange whose request gives the service window.
+func (m *inboxMux) open(window int64) *waiter {
 	w := m.pool.Get().(*waiter)
 	w.id = m.next.Add(1)
 	// One allocation for the reply subject; the buffer stays on the stack.
@@ -145,6 +168,8 @@ func (m *inboxMux) open() *waiter {
 	w.reply = string(b)
 	w.overflow.Store(false)
 	w.interims = 0
+	w.window = window
+	w.unacked.Store(0)
 	m.mu.Lock()
 	m.waiters[w.id] = w
 	m.mu.Unlock()

@@ -28,7 +28,7 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 // exchange is the per-request state, pooled: its fixed arrays back the
 // header values of the request head so the hot path does not allocate them.
 type exchange struct {
-	vals   [12]string
+	vals   [13]string
 	hdr    nats.Header // reused: cleared, never reallocated
 	timer  *time.Timer // reused: stopped before going back to the pool
 	msg    nats.Msg
@@ -53,7 +53,7 @@ type exchange struct {
 }
 
 func (ex *exchange) reset() {
-	ex.vals = [12]string{}
+	ex.vals = [13]string{}
 	clear(ex.hdr)
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
@@ -539,7 +539,13 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	}
 	ex.in = int64(len(first))
 
-	wt := g.mux.open()
+	window, held := g.windows.take()
+	defer g.windows.give(held)
+	if window != maxWindow {
+		ex.vals[12] = strconv.FormatInt(window, 10)
+		h[consumer.HeaderWindow] = ex.vals[12:13:13]
+	}
+	wt := g.mux.open(window)
 	defer g.mux.release(wt)
 	lost := ex.lost
 	// Set only now: reading the body's first part may have used some of
@@ -908,6 +914,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			}
 			send.disarm()
 			if m.Reply != "" {
+				wt.acked(m)
 				kind := consumer.FrameAck
 				if err != nil {
 					kind = consumer.FrameCancel
@@ -1588,8 +1595,8 @@ func isNoResponders(m *nats.Msg) bool {
 }
 
 // headSlack is the room the request head's headers set after its size is
-// taken need: Narun-Timeout and Narun-Body.
-const headSlack = 64
+// taken need: Narun-Timeout, Narun-Body and Narun-Window.
+const headSlack = 96
 
 // headBound bounds a request's head over HTTP/1, request line and the
 // blank line that ends it included (docs/GATEWAY.md, "Limits").

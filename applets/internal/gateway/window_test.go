@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// TestWindowsShareTheBodyMemory holds requests at a responder that reads
+// each one's window: together they stay within max_body_memory, but for
+// the least window each is given, and the windows come back once their
+// exchanges end.
+func TestWindowsShareTheBodyMemory(t *testing.T) {
+	const budget, held = 6 << 20, 12
+	cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
+	cfg.MaxBodyMemory = budget
+	e := newEnv(t, cfg)
+	svc := natstest.Connect(t, e.srv)
+	heads := make(chan *nats.Msg, held+1)
+	sub, err := svc.ChanSubscribe("svc", heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range held {
+		wg.Go(func() {
+			resp, err := http.Get(e.hs.URL + "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	window := func(m *nats.Msg) int {
+		t.Helper()
+		v := m.Header.Get(consumer.HeaderWindow)
+		if v == "" {
+			return maxWindow
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("%s: %v", consumer.HeaderWindow, err)
+		}
+		if n < minWindow || n > maxWindow {
+			t.Errorf("a window of %d bytes, want from %d to %d", n, minWindow, maxWindow)
+		}
+		return n
+	}
+	var got []*nats.Msg
+	total := 0
+	for range held {
+		select {
+		case m := <-heads:
+			got = append(got, m)
+			if n := window(m); n > minWindow {
+				total += n
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d requests reached the responder", len(got), held)
+		}
+	}
+	if total > budget {
+		t.Errorf("the windows above the least one take %d bytes together, more than max_body_memory (%d)", total, budget)
+	}
+	for _, m := range got {
+		if err := m.Respond(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	e.settled(t, svc)
+	go func() {
+		resp, err := http.Get(e.hs.URL + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case m := <-heads:
+		if n := window(m); n != maxWindow {
+			t.Errorf("a request alone got a window of %d bytes, want %d", n, maxWindow)
+		}
+		_ = m.Respond(nil)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the last request did not reach the responder")
+	}
+}
+
+// TestMuxRefusesFramesPastTheWindow delivers data frames to an exchange as
+// a responder that ignores its window would send them: within the window
+// they queue, and the frame that would pass it marks the exchange as
+// broken; the body of a frame handled (and acked) leaves room again.
+func TestMuxRefusesFramesPastTheWindow(t *testing.T) {
+	srv := natstest.Start(t)
+	m, err := newInboxMux(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	const window = 100 << 10
+	w := m.open(window)
+	defer m.release(w)
+	frame := func(size int, reply string) *nats.Msg {
+		return &nats.Msg{Subject: w.reply, Reply: reply, Data: make([]byte, size), Header: nats.Header{consumer.HeaderFrame: {consumer.FrameData}}}
+	}
+	m.deliver(&nats.Msg{Subject: w.reply, Data: make([]byte, 900<<10), Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}})
+	m.deliver(frame(60<<10, "ack.1"))
+	m.deliver(frame(80<<10, ""))
+	m.deliver(frame(40<<10, "ack.2"))
+	if w.overflow.Load() {
+		t.Fatal("a head, a frame without a reply subject and 100 KiB of frames to ack passed the window of 100 KiB")
+	}
+	<-w.ch
+	handled := <-w.ch
+	w.acked(handled)
+	m.deliver(frame(60<<10, "ack.3"))
+	if w.overflow.Load() {
+		t.Fatal("the window had room again once the first frame was handled")
+	}
+	m.deliver(frame(1, "ack.4"))
+	if !w.overflow.Load() {
+		t.Fatal("a frame that passes the window was not refused")
+	}
+}
