@@ -554,20 +554,33 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
-		if cfg, _, err = Decode(path, data); err != nil {
-			return cfg, err
+		cfg, _, err = Decode(path, data)
+		// A value of the wrong type, or one its type refuses, stopped the
+		// decoder; the checks below still judge what decodes, so that one
+		// run names every problem. An unknown key alone, or TOML that
+		// does not parse, leaves nothing they could judge as written. A
+		// refused value is left at its default, which they pass.
+		var refused []string
+		if err != nil {
+			cfg = Defaults()
+			if refused = DecodeWhatDecodes(data, &cfg); len(refused) == 0 {
+				return cfg, err
+			}
 		}
-		var mistyped []error
-		for _, m := range MistypedTables(data, &cfg) {
-			mistyped = append(mistyped, fmt.Errorf("%s:%d: key %q: want %s, got %s", path, keyLine(data, m.path), m.Key, m.Want, m.Got))
-		}
-		if err := errors.Join(mistyped...); err != nil {
-			return cfg, err
+		var found []error
+		if refused == nil {
+			// With a value refused, the decoder's error names these.
+			for _, m := range MistypedTables(data, &cfg) {
+				found = append(found, fmt.Errorf("%s:%d: key %q: want %s, got %s", path, keyLine(data, m.path), m.Key, m.Want, m.Got))
+			}
 		}
 		// The default was there before the file emptied it: without this
 		// the start fails later, far from the line.
 		if cfg.DataDir == "" {
-			return cfg, fmt.Errorf("%s:%d: key %q: want a directory, got \"\" (leave the key out for the default, %s)", path, keyLine(data, toml.Key{"data_dir"}), "data_dir", DefaultDataDir())
+			found = append(found, fmt.Errorf("%s:%d: key %q: want a directory, got \"\" (leave the key out for the default, %s)", path, keyLine(data, toml.Key{"data_dir"}), "data_dir", DefaultDataDir()))
+		}
+		if err := JoinByLine(path, append([]error{err}, found...)...); err != nil {
+			return cfg, err
 		}
 		cfg.Path, cfg.Content = path, data
 	}

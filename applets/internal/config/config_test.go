@@ -565,3 +565,25 @@ func TestUnknownKeysWithTypeErrorsCounted(t *testing.T) {
 		t.Errorf("error:\n%s\nwant 22 lines, among them:\n%s", err, strings.Join(want, "\n"))
 	}
 }
+
+// A value of the wrong type stops the decoder, but not the checks after
+// it: the file's other problems come in the same error, in line order,
+// so that one run names them all.
+func TestTypeErrorsWithLoadChecks(t *testing.T) {
+	p := writeConfig(t, "log_format = 1\n"+
+		"data_dir = \"\"\n"+ // 2
+		"[gateway]\n"+
+		"timeout = true\n") // 4
+	want := []string{
+		p + `:1: key "log_format": want a string, got an integer`,
+		p + `:2: key "data_dir": want a directory, got "" (leave the key out for the default, ` + config.DefaultDataDir() + `)`,
+		p + `:4: key "gateway.timeout": want a duration such as "30s", got a boolean`,
+	}
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}

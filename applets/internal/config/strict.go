@@ -157,20 +157,13 @@ type problem struct {
 // maxUnknownKeys of them, then a count of the rest of each kind. nil when
 // there are none.
 func joinProblems(file string, unknown []problem, more int, mistyped []problem) error {
-	// One without a line goes last.
-	order := func(line int) int {
-		if line == 0 {
-			return math.MaxInt
-		}
-		return line
-	}
 	// The decoder meets values in map order: the text breaks ties among
 	// them, the order written among unknown keys.
 	slices.SortFunc(mistyped, func(a, b problem) int {
-		return cmp.Or(cmp.Compare(order(a.line), order(b.line)), strings.Compare(a.err.Error(), b.err.Error()))
+		return cmp.Or(cmp.Compare(lineOrder(a.line), lineOrder(b.line)), strings.Compare(a.err.Error(), b.err.Error()))
 	})
 	found := slices.Concat(unknown, mistyped)
-	slices.SortStableFunc(found, func(a, b problem) int { return cmp.Compare(order(a.line), order(b.line)) })
+	slices.SortStableFunc(found, func(a, b problem) int { return cmp.Compare(lineOrder(a.line), lineOrder(b.line)) })
 	// The entries of a list of tables share their key, and the decoder
 	// places them all on one line.
 	found = slices.CompactFunc(found, func(a, b problem) bool { return a.err.Error() == b.err.Error() })
@@ -193,6 +186,46 @@ func joinProblems(file string, unknown []problem, more int, mistyped []problem) 
 		all = append(all, fmt.Errorf("%s: %d more values of the wrong type", file, moreMistyped))
 	}
 	return errors.Join(all...)
+}
+
+// JoinByLine joins errs, and the errors joined in each, in the order of
+// the lines they name as "file:line: ", those without a line last in the
+// order given; nil when all are nil. It merges a decoder's error, which
+// names the refused values, with what checks of the values that decoded
+// found.
+func JoinByLine(file string, errs ...error) error {
+	var all []problem
+	for _, err := range errs {
+		flat := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			flat = j.Unwrap()
+		}
+		for _, e := range flat {
+			if e == nil {
+				continue
+			}
+			n := 0
+			if rest, ok := strings.CutPrefix(e.Error(), file+":"); ok {
+				digits, _, _ := strings.Cut(rest, ":")
+				n, _ = strconv.Atoi(digits)
+			}
+			all = append(all, problem{line: n, err: e})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b problem) int { return cmp.Compare(lineOrder(a.line), lineOrder(b.line)) })
+	out := make([]error, len(all))
+	for i, p := range all {
+		out[i] = p.err
+	}
+	return errors.Join(out...)
+}
+
+// lineOrder puts a problem without a line after the placed ones.
+func lineOrder(line int) int {
+	if line == 0 {
+		return math.MaxInt
+	}
+	return line
 }
 
 // placeError names the file, line and key of err, an error of the

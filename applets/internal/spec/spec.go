@@ -361,41 +361,7 @@ var indexRe = regexp.MustCompile(`\[\d+\]`)
 // order of their lines as joinFirst orders them; each has its own count
 // of the problems it leaves out.
 func withRules(file string, decodeErr error, errs []*FieldError) error {
-	type placed struct {
-		line int
-		err  error
-	}
-	var all []placed
-	decoded := []error{decodeErr}
-	if j, ok := decodeErr.(interface{ Unwrap() []error }); ok {
-		decoded = j.Unwrap()
-	}
-	for _, e := range decoded {
-		// Each names its line as "file:line: "; a count of the rest,
-		// "file: ", none.
-		n := 0
-		if rest, ok := strings.CutPrefix(e.Error(), file+":"); ok {
-			digits, _, _ := strings.Cut(rest, ":")
-			n, _ = strconv.Atoi(digits)
-		}
-		all = append(all, placed{n, e})
-	}
-	if ruled := joinFirst(file, errs); ruled != nil {
-		for _, e := range ruled.(interface{ Unwrap() []error }).Unwrap() {
-			var fe *FieldError
-			n := 0
-			if errors.As(e, &fe) {
-				n = fe.Line
-			}
-			all = append(all, placed{n, e})
-		}
-	}
-	slices.SortStableFunc(all, func(x, y placed) int { return lineOrder(x.line) - lineOrder(y.line) })
-	out := make([]error, len(all))
-	for i, p := range all {
-		out[i] = p.err
-	}
-	return errors.Join(out...)
+	return config.JoinByLine(file, decodeErr, joinFirst(file, errs))
 }
 
 // fill sets the defaults that depend on other fields.
