@@ -102,6 +102,9 @@ func TestStrictErrors(t *testing.T) {
 		{"empty data dir", "log_level = \"info\"\ndata_dir = \"\"\n", []string{":2:", `key "data_dir": want a directory, got ""`}},
 		{"wrong type", "[gateway]\nlisten = 8080\n", []string{":2:", "listen", "want a string, got an integer"}},
 		{"bad duration", "[gateway]\ntimeout = \"soon\"\n", []string{":2:", "timeout", "invalid duration"}},
+		// The decoder places a key of an entry at the same key of the last.
+		{"wrong type in an entry of a list", "[[gateway.routes]]\npath = \"/a\"\n[[gateway.routes]]\npath = 2\n[[gateway.routes]]\npath = \"/c\"\n",
+			[]string{":4:", `key "gateway.routes.path"`, "want a string, got an integer"}},
 		{"bad size", "[gateway]\nmax_body = \"lots\"\n", []string{":2:", "max_body", "invalid size"}},
 		{"syntax", "[gateway\n", []string{"table name"}},
 		// The decoder counts the line break it stopped at into the next line.

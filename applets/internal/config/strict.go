@@ -56,7 +56,7 @@ func decode(file string, data []byte, v any, stored bool) (toml.MetaData, []Misc
 	var mistyped []problem
 	if err != nil {
 		if mistyped = typeErrors(file, data, v); mistyped == nil {
-			_, err := placeError(file, data, v, err)
+			_, err := placeError(file, data, v, err, 0)
 			return md, nil, err
 		}
 	}
@@ -228,14 +228,15 @@ func lineOrder(line int) int {
 	return line
 }
 
-// placeError names the file, line and key of err, an error of the
-// decoder decoding data into v, in TOML's terms; line is 0 when err has
-// none.
 // writtenTwice matches the decoder's message for a key or table defined
 // a second time.
 var writtenTwice = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
 
-func placeError(file string, data []byte, v any, err error) (line int, placed error) {
+// placeError names the file, line and key of err, an error of the
+// decoder decoding data into v, in TOML's terms; line is 0 when err has
+// none. at, unless 0, is the line of a value of the wrong type, where
+// the caller knows it better than the decoder.
+func placeError(file string, data []byte, v any, err error, at int) (line int, placed error) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		// The message may quote the input it stopped at, line breaks
@@ -255,6 +256,9 @@ func placeError(file string, data []byte, v any, err error) (line int, placed er
 	if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 		key, uerr := strconv.Unquote(m[2])
 		line, aerr := strconv.Atoi(m[1])
+		if at > 0 {
+			line = at
+		}
 		if uerr == nil && aerr == nil {
 			return line, fmt.Errorf("%s:%d: key %q: %s", file, line, key, typeMessage(v, key, m[3]))
 		}
@@ -276,16 +280,19 @@ func typeErrors(file string, data []byte, v any) []problem {
 		return nil
 	}
 	var found []problem
-	var check func(t reflect.Type, prim toml.Primitive)
-	fields := func(t reflect.Type, prims map[string]toml.Primitive) {
-		for key, prim := range prims {
+	// key is the value's as DecodeWhatDecodes names it, with the index of
+	// each entry of a list of tables: the decoder's own line for a key of
+	// an entry is that of the same key in the list's last entry.
+	var check func(t reflect.Type, prim toml.Primitive, key string)
+	fields := func(t reflect.Type, prims map[string]toml.Primitive, key string) {
+		for k, prim := range prims {
 			// decode names the unknown keys, types right or wrong.
-			if f, _, ok := field(t, key); ok {
-				check(f.Type, prim)
+			if f, _, ok := field(t, k); ok {
+				check(f.Type, prim, strings.TrimPrefix(key+"."+k, "."))
 			}
 		}
 	}
-	check = func(t reflect.Type, prim toml.Primitive) {
+	check = func(t reflect.Type, prim toml.Primitive, key string) {
 		t = deref(t)
 		err := md.PrimitiveDecode(prim, reflect.New(t).Interface())
 		if err == nil {
@@ -297,13 +304,13 @@ func typeErrors(file string, data []byte, v any) []problem {
 		case custom(t):
 		case t.Kind() == reflect.Struct:
 			if md.PrimitiveDecode(prim, &table) == nil {
-				fields(t, table)
+				fields(t, table, key)
 				return
 			}
 		case t.Kind() == reflect.Map:
 			if md.PrimitiveDecode(prim, &table) == nil {
-				for _, p := range table {
-					check(t.Elem(), p)
+				for k, p := range table {
+					check(t.Elem(), p, key+"."+k)
 				}
 				return
 			}
@@ -311,16 +318,17 @@ func typeErrors(file string, data []byte, v any) []problem {
 			// A list of plain values is named once, not once per value.
 			elem := deref(t.Elem())
 			if (elem.Kind() == reflect.Struct || elem.Kind() == reflect.Map) && !custom(elem) && md.PrimitiveDecode(prim, &list) == nil {
-				for _, p := range list {
-					check(elem, p)
+				for i, p := range list {
+					check(elem, p, key+"["+strconv.Itoa(i)+"]")
 				}
 				return
 			}
 		}
-		line, placed := placeError(file, data, v, err)
+		at, _ := entryLine(data, key)
+		line, placed := placeError(file, data, v, err, at)
 		found = append(found, problem{line: line, err: placed})
 	}
-	fields(deref(reflect.TypeOf(v)), top)
+	fields(deref(reflect.TypeOf(v)), top, "")
 	if len(found) == 0 {
 		return nil
 	}

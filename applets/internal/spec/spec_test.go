@@ -1094,3 +1094,20 @@ func TestRefusedValuesWithRuleProblems(t *testing.T) {
 		})
 	}
 }
+
+// The entries of a list of tables share their keys: a value refused in
+// one is placed in that entry, not at the same key of another.
+func TestRefusedValueInAnEntryOfAList(t *testing.T) {
+	src := "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n" +
+		"[[files]]\nobject = \"a\"\npath = \"a\"\n" +
+		"[[files]]\nobject = \"b\"\npath = 2\n" + // 9
+		"[[files]]\nobject = \"c\"\npath = \"c\"\n"
+	want := `app.toml:9: key "files.path": want a string, got an integer`
+	_, err := Parse("app.toml", []byte(src))
+	if err == nil {
+		t.Fatal("spec accepted")
+	}
+	if err.Error() != want {
+		t.Errorf("error:\n%s\nwant:\n%s", err, want)
+	}
+}
