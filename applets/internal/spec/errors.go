@@ -19,6 +19,8 @@ type FieldError struct {
 	Line int // 0 when the key cannot be placed (e.g. a missing required key)
 	Key  string
 	Msg  string
+	// against are the other keys a rule compared Key with.
+	against []string
 }
 
 func (e *FieldError) Error() string {
@@ -55,7 +57,7 @@ func (v *validator) field(key, format string, args ...any) *FieldError {
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.errs = append(v.errs, v.field(key, format, args...))
+	v.put(v.field(key, format, args...), false)
 }
 
 // deployRule adds a problem found by a rule that came after specs had
@@ -66,11 +68,42 @@ func (v *validator) add(key, format string, args ...any) {
 // in data/ or tmp/ of a sandboxed app, which the app may write, is such a
 // rule here and a permanent failure in the runner.
 func (v *validator) deployRule(key, format string, args ...any) {
-	if !v.stored {
-		v.add(key, format, args...)
+	v.put(v.field(key, format, args...), true)
+}
+
+// put adds e to the problems, to outdated if it is found by a deploy
+// rule and the spec is a stored one.
+func (v *validator) put(e *FieldError, deploy bool) {
+	if deploy && v.stored {
+		v.outdated = append(v.outdated, e)
 		return
 	}
-	v.outdated = append(v.outdated, v.field(key, format, args...))
+	v.errs = append(v.errs, e)
+}
+
+// against is the validator of a rule that judges a key by others: when
+// the decoder refused one of them, the rule would judge the default left
+// in its place, which the spec never wrote, and its problem is dropped
+// (judged).
+func (v *validator) against(others ...string) rule {
+	return rule{v, others}
+}
+
+type rule struct {
+	v      *validator
+	others []string
+}
+
+func (r rule) add(key, format string, args ...any) {
+	e := r.v.field(key, format, args...)
+	e.against = r.others
+	r.v.put(e, false)
+}
+
+func (r rule) deployRule(key, format string, args ...any) {
+	e := r.v.field(key, format, args...)
+	e.against = r.others
+	r.v.put(e, true)
 }
 
 // joinFirst joins the first maxErrors of errs in the order of their lines,

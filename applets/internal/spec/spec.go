@@ -338,8 +338,10 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 
 // judged keeps the problems the rules found with keys the spec writes and
 // the decoder took. Those of a refused key, or of one inside it, judge the
-// default left in its place; those of a key left out judge a default
-// drawn from a refused one ("name = 1" leaves the route's service empty).
+// default left in its place, as do those of a rule that compared the key
+// with a refused one, or with one inside or around it (FieldError's
+// against); those of a key left out judge a default drawn from a refused
+// one ("name = 1" leaves the route's service empty).
 func judged(errs []*FieldError, refused []string, md toml.MetaData) []*FieldError {
 	written := map[string]bool{}
 	for _, k := range md.Keys() {
@@ -347,9 +349,14 @@ func judged(errs []*FieldError, refused []string, md toml.MetaData) []*FieldErro
 	}
 	return slices.DeleteFunc(errs, func(e *FieldError) bool {
 		return !written[indexRe.ReplaceAllString(e.Key, "")] || slices.ContainsFunc(refused, func(r string) bool {
-			return e.Key == r || strings.HasPrefix(e.Key, r+".") || strings.HasPrefix(e.Key, r+"[")
+			return within(e.Key, r) || slices.ContainsFunc(e.against, func(k string) bool { return within(k, r) || within(r, k) })
 		})
 	})
+}
+
+// within says whether key is outer or a key inside it.
+func within(key, outer string) bool {
+	return key == outer || strings.HasPrefix(key, outer+".") || strings.HasPrefix(key, outer+"[")
 }
 
 // indexRe matches the index of an entry in a key ("routes[1].path"),
@@ -492,7 +499,7 @@ func (a *App) validate(v *validator) {
 	switch a.Mode {
 	case ModeExec:
 		if !isZero(a.Sandbox) {
-			v.add("sandbox", "[sandbox] needs mode = \"sandbox\"")
+			v.against("mode").add("sandbox", "[sandbox] needs mode = \"sandbox\"")
 		}
 	case ModeSandbox:
 		a.validateSandbox(v)
@@ -509,7 +516,7 @@ func (a *App) validate(v *validator) {
 		if a.Replicas > 1 && (a.Mode == ModeExec || a.Sandbox.Network == "host") {
 			// All instances of a node would bind the one port: all but
 			// the first would crash, again and again.
-			v.add("http.port", "replicas = %d on the host network: the instances on a node would all listen on 127.0.0.1:%d; run one replica, or mode = \"sandbox\" with network = \"none\" or \"isolated\" (a network namespace each)", a.Replicas, a.HTTP.Port)
+			v.against("replicas", "mode", "sandbox.network").add("http.port", "replicas = %d on the host network: the instances on a node would all listen on 127.0.0.1:%d; run one replica, or mode = \"sandbox\" with network = \"none\" or \"isolated\" (a network namespace each)", a.Replicas, a.HTTP.Port)
 		}
 	}
 	if _, ok := signals[a.StopSignal]; !ok {
@@ -537,7 +544,7 @@ func (a *App) validate(v *validator) {
 	for _, obj := range sortedKeys(a.FileDigests) {
 		key := "file_digests." + obj
 		if !slices.ContainsFunc(a.Files, func(f File) bool { return f.Object == obj }) {
-			v.add(key, "no [[files]] entry uses object %q", obj)
+			v.against("files").add(key, "no [[files]] entry uses object %q", obj)
 		}
 		if !hexRe.MatchString(a.FileDigests[obj]) {
 			v.add(key, "want 64 lower-case hex digits")
@@ -549,7 +556,7 @@ func (a *App) validate(v *validator) {
 	if len(a.FileDigests) > 0 {
 		for i, f := range a.Files {
 			if _, ok := a.FileDigests[f.Object]; !ok {
-				v.deployRule(fmt.Sprintf("files[%d].object", i), "object %q has no pin in [file_digests]: pin every [[files]] object, or remove [file_digests] for narun ctl deploy to write it", f.Object)
+				v.against("file_digests").deployRule(fmt.Sprintf("files[%d].object", i), "object %q has no pin in [file_digests]: pin every [[files]] object, or remove [file_digests] for narun ctl deploy to write it", f.Object)
 			}
 		}
 	}
@@ -557,7 +564,7 @@ func (a *App) validate(v *validator) {
 
 func (a *App) validateSelector(v *validator) {
 	if len(a.Nodes) == 0 && len(a.Labels) == 0 {
-		v.add("nodes", "select nodes with nodes = [\"id\", ...] and/or labels = { key = \"value\" }")
+		v.against("labels").add("nodes", "select nodes with nodes = [\"id\", ...] and/or labels = { key = \"value\" }")
 	}
 	seen := map[string]bool{}
 	for i, n := range a.Nodes {
@@ -600,7 +607,7 @@ func (a *App) validateSandbox(v *validator) {
 			v.deployRule("http.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
 		}
 		if h := a.Health; (h.Type == HealthHTTP || h.Type == HealthTCP) && h.Port == sandbox.DefaultNATSPort && a.HTTP.Port != sandbox.DefaultNATSPort {
-			v.deployRule("health.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
+			v.against("health.type", "http.port").deployRule("health.port", "%d is where an app without host networking reaches NATS (NARUN_NATS_URL): choose another port", sandbox.DefaultNATSPort)
 		}
 	case "host":
 	default:
@@ -640,7 +647,7 @@ func (a *App) validateSandbox(v *validator) {
 	// fails instead of every start. Names other than root resolve on the
 	// node, so only root and the number 0 are known here.
 	if rootID(s.Group) && !rootID(s.User) {
-		v.deployRule("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
+		v.against("sandbox.user").deployRule("sandbox.group", "group %q needs user = \"root\": gid 0 is root's", s.Group)
 	}
 }
 
@@ -715,7 +722,7 @@ func (a *App) validateRestart(v *validator) {
 		v.add("restart.initial_backoff", "must be greater than 0")
 	}
 	if r.MaxBackoff < r.InitialBackoff {
-		v.add("restart.max_backoff", "must not be less than initial_backoff (%s)", r.InitialBackoff.D())
+		v.against("restart.initial_backoff").add("restart.max_backoff", "must not be less than initial_backoff (%s)", r.InitialBackoff.D())
 	}
 	if r.Jitter < 0 || r.Jitter > 1 || r.Jitter != r.Jitter {
 		v.add("restart.jitter", "want a fraction 0..1, got %v", r.Jitter)
@@ -754,10 +761,10 @@ func (a *App) validateHealth(v *validator) {
 	v.maxDur("health.min_healthy", h.MinHealthy, MaxTimeout)
 	if h.Type != HealthNone {
 		if h.Interval < config.Duration(100*time.Millisecond) {
-			v.add("health.interval", "want at least 100ms, got %s", h.Interval.D())
+			v.against("health.type").add("health.interval", "want at least 100ms, got %s", h.Interval.D())
 		}
 		if h.Timeout == 0 {
-			v.add("health.timeout", "must be greater than 0")
+			v.against("health.type").add("health.timeout", "must be greater than 0")
 		}
 	}
 	if h.Failures < 1 || h.Failures > 1000 {
@@ -768,7 +775,7 @@ func (a *App) validateHealth(v *validator) {
 		v.add("health.restart_after", "want 0 (never restart an unhealthy instance) or 1..1000, got %d", h.RestartAfter)
 	case h.RestartAfter > 0 && h.Type == HealthNone:
 		// Without a check nothing ever fails: the key would silently do nothing.
-		v.add("health.restart_after", "needs a health check, but type is \"none\" (set [health] type, or [http] port or [[routes]] for a default one)")
+		v.against("health.type").add("health.restart_after", "needs a health check, but type is \"none\" (set [health] type, or [http] port or [[routes]] for a default one)")
 	}
 }
 
@@ -807,7 +814,7 @@ func (a *App) validateFiles(v *validator) {
 		}
 		switch {
 		case (s.Env == "") == (s.File == ""):
-			v.add(key, "set exactly one of env or file")
+			v.against(key+".env", key+".file").add(key, "set exactly one of env or file")
 		case s.Env != "":
 			switch {
 			case !envRe.MatchString(s.Env):

@@ -1078,6 +1078,20 @@ func TestRefusedValuesWithRuleProblems(t *testing.T) {
 			`app.toml:1: key "name": want a string, got an integer`,
 			`app.toml:5: key "http.port": want an integer, got a string`,
 		}},
+		// A rule that compares two keys would compare the one written
+		// with the default left for the one refused.
+		{"compared with a refused value", base + "[restart]\ninitial_backoff = 1\nmax_backoff = \"50ms\"\n", []string{
+			`app.toml:5: key "restart.initial_backoff": want a duration such as "30s", got an integer`,
+		}},
+		{"compared with a value without a unit", base + "[restart]\ninitial_backoff = \"1\"\nmax_backoff = \"50ms\"\n", []string{
+			`app.toml:5: key "restart.initial_backoff": invalid duration "1": want e.g. "500ms", "30s", "5m"`,
+		}},
+		{"judged by a refused mode", base + "mode = 1\n[sandbox]\nnetwork = \"none\"\n", []string{
+			`app.toml:4: key "mode": want a string, got an integer`,
+		}},
+		{"one of two keys refused", base + "[[secrets]]\nname = \"s\"\nenv = 1\n", []string{
+			`app.toml:6: key "secrets.env": want a string, got an integer`,
+		}},
 		{"in a table of strings", base + "[env]\nA = 1\nNARUN_B = \"x\"\n", []string{
 			`app.toml:5: key "env.A": want a string, got an integer`,
 			`app.toml:6: key "env.NARUN_B": NARUN_ variables are set by the runner`,
