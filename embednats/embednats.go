@@ -4,6 +4,7 @@ package embednats
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -369,7 +370,7 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, readi
 	if err != nil {
 		return nil, fmt.Errorf("configure nats server: %w", err)
 	}
-	ns.SetLoggerV2(logs, false, false, false)
+	ns.SetLoggerV2(logs, opts.Debug, false, false)
 	go ns.Start()
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -654,6 +655,11 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		MaxPayload:         1 << 20,
 		NoSigs:             true,
 		NoLog:              cfg.Logger == nil,
+		// The server formats its debug lines only when told to: a logger
+		// that takes debug records would otherwise never see them.
+		// Trace, every protocol line of every connection, has no level
+		// of its own to be asked for with, and stays off.
+		Debug: cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug),
 		// Edge links fail silently (a pulled cable sends no FIN): the
 		// default two minutes of pings would leave a partitioned node
 		// believing in its routes, and its clients in it, for that long.

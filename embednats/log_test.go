@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/narun/narun/embednats/internal/testport"
+	"github.com/nats-io/nats.go"
 )
 
 // syncBuffer is a log destination the server's goroutines may share.
@@ -272,5 +273,42 @@ func TestStartBannerDrawsNothing(t *testing.T) {
 		if !slices.ContainsFunc(msgs, func(m string) bool { return strings.Contains(m, want) }) {
 			t.Errorf("no %q among the lines logged:\n%s", want, out.String())
 		}
+	}
+}
+
+// A logger that takes debug records turns on the server's own debug
+// lines, which say what happened to each connection; at info they stay
+// off, and the server does not format them for nothing.
+func TestDebugLevelTurnsOnServerDebug(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		level slog.Level
+		want  bool
+	}{
+		{slog.LevelDebug, true},
+		{slog.LevelInfo, false},
+	} {
+		t.Run(tc.level.String(), func(t *testing.T) {
+			t.Parallel()
+			var out syncBuffer
+			s, err := Start(Config{Listen: testport.FreeAddr(t), DataDir: t.TempDir(),
+				Logger: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: tc.level}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc, err := nats.Connect(s.ClientURL())
+			if err != nil {
+				s.Shutdown()
+				t.Fatal(err)
+			}
+			// The server logs the connection's creation before it
+			// sends INFO, which Connect waits for: once the server has
+			// shut down, the line is there or never will be.
+			nc.Close()
+			s.Shutdown()
+			if got := strings.Contains(out.String(), "Client connection created"); got != tc.want {
+				t.Errorf("at %s, the server's debug line about a client logged: %v, want %v; the log:\n%s", tc.level, got, tc.want, out.String())
+			}
+		})
 	}
 }
