@@ -1031,6 +1031,19 @@ func (s *Server) ClientURL() string {
 	return clientURL(addr, s.cfg.Listen)
 }
 
+// DialURL is ClientURL as an operator or a client outside narun is given
+// it: with the scheme tls:// when the client port requires TLS, as NATS
+// URLs write such a port. ClientURL stays nats://: in-process
+// connections are named with it, and a tls:// one would have nats.go ask
+// the in-process pipe for TLS, which it has none of.
+func (s *Server) DialURL() string {
+	u := s.ClientURL()
+	if s.cfg.TLS.set() {
+		u = strings.Replace(u, "nats://", "tls://", 1)
+	}
+	return u
+}
+
 // LeafAddr is the address the server accepts leaf nodes on, with the port
 // bound; "" when it accepts none.
 func (s *Server) LeafAddr() string {

@@ -86,7 +86,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return cli.PlaceNATSError(cfg, err, fromFlag)
 		}
-		log.Info("nats ready", "clients", srv.ClientURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
+		log.Info("nats ready", "clients", srv.DialURL(), "data_dir", cfg.DataDir, "config", cfg.Path)
 		cli.OnSIGHUP(ctx, func() {
 			log.Info("SIGHUP: nothing to reload; restart narun nats to apply a changed [nats] table")
 		})

@@ -128,3 +128,25 @@ func TestUpWarnsAppsHaveNoTLSFiles(t *testing.T) {
 		})
 	}
 }
+
+// With TLS on its client port, narun up's banner names it with tls://,
+// the scheme of a NATS URL whose port requires TLS: nats:// says plain
+// text, and a client given it without a CA fails only at the handshake.
+func TestUpBannerNamesTLSClientPort(t *testing.T) {
+	t.Parallel()
+	ca := natstest.NewCA(t)
+	cert, key := ca.Issue(t, "server")
+	dir := t.TempDir()
+	config := filepath.Join(dir, "narun.toml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("[nats.tls]\ncert = %q\nkey = %q\n", cert, key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := testutil.FreeAddr(t)
+	cmd, out := startUp(t, filepath.Join(dir, "data"), "--config", config, "--node-id", "uptlsbanner", "--nats-listen", natsAddr,
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 10*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
+	if want := "  nats     tls://" + natsAddr + "\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("startup output lacks %q:\n%s", want, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}

@@ -206,7 +206,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// configured for port 0. Both callbacks run in the gateway's Run.
 		bound := map[string]string{}
 		runnerAdmin := cfg.Runner.AdminListen
-		natsURL := srv.ClientURL()
+		natsURL := srv.DialURL()
 		if natsURL == "" {
 			natsURL = "off (in-process only)"
 		}
