@@ -309,6 +309,11 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		if full := e.diskFull(ctx, bucket, m.Subject, m.Sequence); full != nil {
+			return fmt.Errorf("stamp %s: no acknowledgement within %s: %w", name, e.timeout, full)
+		}
+	}
 	if !lostRace(err) {
 		return fmt.Errorf("stamp %s: %w", name, err)
 	}
@@ -319,6 +324,27 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 	// deploys of apps that share a build are common.
 	_, err = e.pinnable(ctx, bucket, name, sha256)
 	return err
+}
+
+// diskFull asks the stream of bucket whether a write to subject went
+// unacknowledged because the disk is full: nats-server answers no write
+// its store failed, nor any later one to that stream until it restarts,
+// but answers a purge with the error it kept. The purge is of the
+// messages of subject before seq, the one read: an object's metadata
+// keeps only its last message, so it removes nothing.
+func (e *env) diskFull(ctx context.Context, bucket, subject string, seq uint64) error {
+	s, err := e.objectStream(ctx, bucket)
+	if err != nil {
+		return nil
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	err = s.Purge(octx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq))
+	if !store.DiskFull(err) {
+		return nil
+	}
+	return fmt.Errorf("the NATS server's disk is full, and its JetStream store takes no writes to %s until the server restarts (%w): free space on the disk of that server's data_dir, which ctl cannot do, as deleting is writing too; narun up and narun nats restart the server once the disk has room again, then deploy again",
+		bucket, err)
 }
 
 // pinnable reads the metadata of name in bucket, and returns errNoObject

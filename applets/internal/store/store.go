@@ -225,6 +225,14 @@ func OutOfStorage(err error) bool {
 	return c == codeStorageExceeded || c == codeInsufficientResource
 }
 
+// DiskFull reports whether JetStream answered with the error its store
+// kept from a write the disk had no room for: nats-server takes no more
+// writes to that stream until it restarts, and answers none of them.
+func DiskFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "no space left on device")
+}
+
 // create calls try with Replicas, then fewer while the cluster answers that
 // it cannot place that many: how many members a cluster has, and how many
 // of them are up, is for its servers to say, not for the servers a client

@@ -1,0 +1,57 @@
+package ctl
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// A store that failed a write for want of disk space answers no later
+// write to its stream: nats-server keeps the error and sends no
+// acknowledgement. A deploy of a build already stored, whose first write
+// is the stamp of that build, says the node's disk is full and what
+// brings the store back, not only that its deadline passed.
+func TestDeployOnAFullDiskSaysSo(t *testing.T) {
+	t.Parallel()
+	dir := natstest.SmallDisk(t, "16m")
+	// The disk, not the account's limit, must refuse the write.
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), JetStreamMaxStore: 1 << 30})
+	h := newHarnessOn(t, srv)
+	bin := elfBinary(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", bin)
+
+	natstest.FillDisk(t, dir)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	deadline := time.Now().Add(10 * time.Second)
+	for failed := false; !failed; {
+		if time.Now().After(deadline) {
+			t.Fatal("no store write failed on the full disk within 10s")
+		}
+		if _, err := js.PublishAsync(chunkSubject(names.BinariesBucket, "filler"), chunk); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-srv.WriteFailed():
+			failed = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	r := h.fails(1, "", "deploy", h.file("hello2.toml", strings.Replace(helloSpec, "1.0.0", "1.0.1", 1)), "--binary", bin)
+	for _, want := range []string{"stamp ", "no space left on device", "free space", "data_dir"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.err)
+		}
+	}
+}
