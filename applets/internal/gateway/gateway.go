@@ -182,6 +182,10 @@ type Gateway struct {
 	// cutWait is cutAnswerWait; a test lengthens it to see that a hurry
 	// ends it.
 	cutWait time.Duration
+	// draining is set when Run stops taking requests: /readyz answers
+	// 503 from then on, so that a load balancer sends no more, while the
+	// admin listener stays up until the drain ends.
+	draining atomic.Bool
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
 }
@@ -887,7 +891,8 @@ func http2Limits(stalled time.Duration) *http.HTTP2Config {
 
 // Run serves the listeners until ctx is done, then stops accepting, lets
 // in-flight requests finish (bounded by shutdown_timeout) and returns nil.
-// A listener that fails is an error.
+// The admin listener serves through that drain, /readyz answering 503,
+// and closes after it. A listener that fails is an error.
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.mux.close()
 	defer g.fails.flush()
@@ -1014,6 +1019,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	g.draining.Store(true)
 	stopBG()
 	grace := c.ShutdownTimeout.D()
 	if grace <= 0 {
@@ -1035,7 +1041,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(hctx, grace)
 	defer cancel()
 	var sw sync.WaitGroup
+	var admin *http.Server
 	for _, s := range servers {
+		if s.name == "admin" {
+			admin = s.s
+			continue
+		}
 		sw.Go(func() {
 			if err := s.s.Shutdown(sctx); err != nil {
 				g.log.Warn("in-flight requests cut at shutdown", "listener", s.name, "err", err)
@@ -1056,6 +1067,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 		})
 	}
 	sw.Wait()
+	if admin != nil {
+		// What the admin server has in hand is a scrape or a probe: it
+		// gets as long as the 503s of the requests cut.
+		actx, acancel := context.WithTimeout(hctx, g.cutWait)
+		_ = admin.Shutdown(actx)
+		acancel()
+		_ = admin.Close()
+	}
 	wg.Wait()
 	g.log.Info("gateway stopped")
 	return runErr
@@ -1099,6 +1118,10 @@ func (g *Gateway) adminHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if g.draining.Load() {
+			http.Error(w, "draining: stopping, in-flight requests finishing, no new ones taken", http.StatusServiceUnavailable)
+			return
+		}
 		if !g.nc.IsConnected() {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
 			return

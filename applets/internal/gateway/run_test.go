@@ -323,6 +323,93 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	}
 }
 
+// A load balancer or an orchestrator learns that a gateway is stopping
+// from /readyz: during the drain it answers 503 rather than refusing the
+// connection, /healthz and /metrics still answer, and the admin listener
+// closes only once the requests in flight have finished.
+func TestAdminAnswersWhileDraining(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	cfg := gwConfig(config.Route{Path: "/", Service: "slowpoke"})
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	var mu sync.Mutex
+	addrs := map[string]string{}
+	g, err := New(Options{Config: cfg, Conn: nc, OnListen: func(name, a string) {
+		mu.Lock()
+		addrs[name] = a
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("slowpoke"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	// A failure before the release must not leave the handler, and the
+	// consumer's cleanup with it, waiting for ever.
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- g.Run(ctx) }()
+	testutil.Eventually(t, 10*time.Second, "listening", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(addrs) == 2
+	})
+	admin := "http://" + addrs["admin"]
+	testutil.Eventually(t, 10*time.Second, "readyz 200 before the drain", func() bool {
+		code, _ := get(t, admin+"/readyz")
+		return code == 200
+	})
+	res := inFlight(t, "http://"+addrs["http"]+"/", entered)
+	cancel()
+	var code int
+	var body string
+	testutil.Eventually(t, 10*time.Second, "readyz 503 during the drain", func() bool {
+		resp, err := http.Get(admin + "/readyz")
+		if err != nil {
+			code, body = 0, err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		code, body = resp.StatusCode, string(b)
+		return code == 503
+	})
+	if !strings.Contains(body, "draining") {
+		t.Errorf("readyz during the drain: %d %q, want 503 saying it is draining", code, body)
+	}
+	if code, _ := get(t, admin+"/healthz"); code != 200 {
+		t.Errorf("healthz during the drain = %d, want 200", code)
+	}
+	if code, m := get(t, admin+"/metrics"); code != 200 || !strings.Contains(m, "narun_gateway_in_flight_requests 1\n") {
+		t.Errorf("metrics during the drain: %d, want 200 with the request in flight:\n%s", code, m)
+	}
+	select {
+	case r := <-res:
+		t.Fatalf("the request ended before its service answered: %+v", r)
+	default:
+	}
+	free()
+	if r := <-res; r.code != 200 || r.body != "done" {
+		t.Errorf("in-flight request: %+v, want 200 done", r)
+	}
+	if err := <-runErr; err != nil {
+		t.Errorf("run returned %v, want nil", err)
+	}
+	if c, err := net.DialTimeout("tcp", addrs["admin"], time.Second); err == nil {
+		c.Close()
+		t.Error("the admin listener still accepts once Run returned")
+	}
+}
+
 func TestMetricsAreByRoute(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
