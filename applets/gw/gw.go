@@ -75,18 +75,15 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		defer nc.Close()
 		g, err := gateway.New(gateway.Options{Config: cfg.Gateway, Conn: nc, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"),
-			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), RoutesCache: cfg.Gateway.RoutesCache})
+			OnServing: func() { cli.NotifyReady(log) }, Hurry: cli.Hurried(c), RoutesCache: cfg.Gateway.RoutesCache,
+			OnStopping: func() {
+				log.Info("gateway stopping: in-flight requests get up to shutdown_timeout; a second SIGINT or SIGTERM stops at once")
+			}})
 		if err != nil {
 			return err
 		}
 		cli.OnSIGHUP(ctx, g.ReloadOnSIGHUP)
 		log.Info("gateway starting", "nats", cli.RedactURLs(cfg.Gateway.NATSURL), "config", cfg.Path)
-		// Only while it runs: a gateway that failed to start is not
-		// stopping when the process ends.
-		stopping := context.AfterFunc(ctx, func() {
-			log.Info("gateway stopping: in-flight requests get up to shutdown_timeout; a second SIGINT or SIGTERM stops at once")
-		})
-		defer stopping()
 		// The gateway's listeners name only their address when it is in
 		// use; the flag or key that set it is said here.
 		return cli.PlaceListenError(c, cfg, g.Run(ctx), listens...)

@@ -324,3 +324,36 @@ func TestGatewayAppletHelp(t *testing.T) {
 		t.Errorf("help lost its one-line summary:\n%s", out.String())
 	}
 }
+
+// TestGatewayAppletStoppingBeforeStopped stops `narun gw` and reads its
+// log: "gateway stopping" must come before "gateway stopped", as a
+// journal read from its end is to be understood. It was logged from a
+// goroutine of its own, racing the gateway's stop; the run is repeated
+// because that goroutine's timing varies.
+func TestGatewayAppletStoppingBeforeStopped(t *testing.T) {
+	saved := config.SearchPath
+	config.SearchPath = nil
+	t.Cleanup(func() { config.SearchPath = saved })
+	srv := natstest.Start(t)
+	for range 200 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var stderr testutil.LogBuffer
+		done := make(chan error, 1)
+		go func() {
+			stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
+			done <- gw.Main(ctx, stdio, []string{"gw", "--nats-url", srv.ClientURL(), "--listen", "", "--admin-listen", ""})
+		}()
+		testutil.Eventually(t, 10*time.Second, "the gateway serving", func() bool {
+			return strings.Contains(stderr.String(), `msg="gateway serving`)
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("gw returned %v after cancel; stderr:\n%s", err, stderr.String())
+		}
+		logs := stderr.String()
+		stopping, stopped := strings.Index(logs, `msg="gateway stopping`), strings.Index(logs, `msg="gateway stopped"`)
+		if stopping < 0 || stopped < 0 || stopping > stopped {
+			t.Fatalf("want \"gateway stopping\" logged before \"gateway stopped\":\n%s", logs)
+		}
+	}
+}

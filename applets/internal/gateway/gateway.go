@@ -57,6 +57,10 @@ type Options struct {
 	OnListen func(name, addr string)
 	// OnServing, if set, is called once every listener is bound.
 	OnServing func()
+	// OnStopping, if set, is called when the end of Run's context starts
+	// the drain, on Run's goroutine: what it logs comes before "gateway
+	// stopped". Not called when Run fails to start.
+	OnStopping func()
 	// WholeFile says the process runs every part of the configuration
 	// file (narun up): a reload then names changes to [nats], [runner] and
 	// data_dir as needing a restart too.
@@ -1017,6 +1021,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		if g.opts.OnStopping != nil {
+			g.opts.OnStopping()
+		}
 	case runErr = <-errc:
 	}
 	g.draining.Store(true)
