@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asNarun) == "1" {
 		os.Exit(applets.Main(os.Args, applets.StdIO()))
 	}
+	if marker := os.Getenv(asHeldApp); marker != "" {
+		heldAppMain(marker)
+	}
 	os.Exit(m.Run())
 }
 

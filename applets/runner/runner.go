@@ -69,8 +69,13 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err != nil {
 			return err
 		}
+		// The admin listener closes once the runner has stopped its apps,
+		// not as their stop begins: /healthz and /metrics answer through
+		// a stop that may last an app's stop_timeout.
+		adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopAdmin()
 		if rc.AdminListen != "" {
-			adminAddr, adminDone, err := cli.Serve(ctx, rc.AdminListen, r.AdminHandler(), log)
+			adminAddr, adminDone, err := cli.Serve(adminCtx, rc.AdminListen, r.AdminHandler(), log)
 			if err != nil {
 				// The listener names only the address; the flag or the
 				// file's key and line that set it are said here.

@@ -256,9 +256,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				errs <- err
 			}
 		}()
+		// The runner's admin listener closes once the runner has stopped
+		// its apps, not as their stop begins: /healthz and /metrics answer
+		// through a stop that may last an app's stop_timeout.
+		adminCtx, stopAdmin := context.WithCancel(context.Background())
+		defer stopAdmin()
 		if cfg.Runner.AdminListen != "" {
 			var adminDone <-chan error
-			runnerAdmin, adminDone, err = cli.Serve(partsCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
+			runnerAdmin, adminDone, err = cli.Serve(adminCtx, cfg.Runner.AdminListen, rn.AdminHandler(), log.With("part", "runner"))
 			if err != nil {
 				return cli.PlaceListenError(c, cfg, fmt.Errorf("runner admin: %w", config.PortNeedsRoot("runner.admin_listen", err)), listens...)
 			}
@@ -273,7 +278,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// The gateway's listeners name only their address when it is in
 		// use; the flag or key that set it is said here.
 		runGateway := func(ctx context.Context) error { return cli.PlaceListenError(c, cfg, gw.Run(ctx), listens...) }
-		for _, part := range []func(context.Context) error{runGateway, rn.Run} {
+		runRunner := func(ctx context.Context) error {
+			defer stopAdmin()
+			return rn.Run(ctx)
+		}
+		for _, part := range []func(context.Context) error{runGateway, runRunner} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

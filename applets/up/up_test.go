@@ -37,6 +37,11 @@ const asSlowApp = "UP_TEST_SLOW_STOP"
 // asIdleApp makes the test binary an app that runs until SIGTERM.
 const asIdleApp = "UP_TEST_IDLE"
 
+// asHeldApp makes the test binary an app whose stop the test ends: on
+// SIGTERM it writes the file this variable names with ".term" added, then
+// exits 0 once the test has written the one with ".release" added.
+const asHeldApp = "UP_TEST_HELD_STOP"
+
 func TestMain(m *testing.M) {
 	// The runner starts exec apps as the exec-app applet of
 	// /proc/self/exe, this test binary, with the app's environment.
@@ -58,6 +63,9 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv(asTLSApp) != "" {
 		os.Exit(tlsAppMain())
+	}
+	if marker := os.Getenv(asHeldApp); marker != "" {
+		heldAppMain(marker)
 	}
 	if os.Getenv(asIdleApp) != "" {
 		term := make(chan os.Signal, 1)
@@ -144,6 +152,75 @@ func TestUpStopWaitsForApps(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// heldAppMain is the app of asHeldApp. Its wait for the release has a
+// deadline, so that a failed test leaves no process behind for long.
+func heldAppMain(marker string) {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	<-term
+	if err := os.WriteFile(marker+".term", nil, 0o644); err != nil {
+		os.Exit(1)
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(marker + ".release"); err == nil {
+			os.Exit(0)
+		}
+	}
+	os.Exit(1)
+}
+
+// While narun up stops an app, the runner's admin listener still answers:
+// /healthz, and /metrics for a scrape of the stop, which may last the
+// app's stop_timeout. It closed at the start of the stop.
+func TestUpRunnerAdminAnswersWhileAppsStop(t *testing.T) {
+	t.Parallel()
+	natsAddr, runnerAdmin, dataDir := testutil.FreeAddr(t), testutil.FreeAddr(t), t.TempDir()
+	cmd, out := startUp(t, dataDir, "--node-id", "upheld", "--nats-listen", natsAddr, "--listen", "", "--admin-listen", "", "--runner-admin-listen", runnerAdmin)
+	healthy(t, runnerAdmin)
+
+	marker := filepath.Join(t.TempDir(), "held")
+	t.Cleanup(func() { _ = os.WriteFile(marker+".release", nil, 0o644) })
+	specFile := filepath.Join(t.TempDir(), "held.toml")
+	spec := fmt.Sprintf("name = \"held\"\nversion = \"1\"\nnodes = [\"upheld\"]\nstop_timeout = \"60s\"\n[env]\n%s = %q\n[health]\ntype = \"none\"\n", asHeldApp, marker)
+	if err := os.WriteFile(specFile, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, code := ctl(natsAddr, dataDir, "deploy", specFile, "--binary", os.Args[0], "--wait", "--timeout", "60s"); code != 0 {
+		t.Fatalf("deploy exit %d:\n%s\nnarun up:\n%s", code, res, out.String())
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the app to get SIGTERM", func() bool {
+		_, err := os.Stat(marker + ".term")
+		return err == nil
+	})
+	for _, path := range []string{"/healthz", "/metrics"} {
+		resp, err := http.Get("http://" + runnerAdmin + path)
+		if err != nil {
+			t.Fatalf("runner admin %s while the app stops: %v; output:\n%s", path, err, out.String())
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("runner admin %s while the app stops = %d, want 200", path, resp.StatusCode)
+		}
+	}
+	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("narun up exited with %v after SIGTERM; output:\n%s", err, out.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("narun up still running 40s after the app's release; output:\n%s", out.String())
 	}
 }
 
