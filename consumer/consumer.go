@@ -197,7 +197,7 @@ func (c *Config) validate() error {
 	if !semverRe.MatchString(c.Version) {
 		return fmt.Errorf("%w: version %q: want SemVer such as 1.2.3", ErrConfig, c.Version)
 	}
-	if strings.HasPrefix(c.Subject, "$") || strings.HasPrefix(c.Subject, "_NARUN.") || strings.HasPrefix(c.Subject, nats.InboxPrefix) {
+	if IsReservedSubject(c.Subject) {
 		return fmt.Errorf("%w: subject %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own", ErrConfig, c.Subject)
 	}
 	if c.QueueGroup == "" {

@@ -147,3 +147,16 @@ func ExampleCancelSubject() {
 	fmt.Println(consumer.CancelSubject("hello"))
 	// Output: _NARUN.cancel.hello
 }
+
+// A tool that checks routes before it writes them refuses the subjects
+// that Serve refuses, as narun does.
+func ExampleIsReservedSubject() {
+	for _, s := range []string{"hello", "$JS.API.STREAM.LIST", "_INBOX.x", "_NARUN.cancel.hello"} {
+		fmt.Println(s, consumer.IsReservedSubject(s))
+	}
+	// Output:
+	// hello false
+	// $JS.API.STREAM.LIST true
+	// _INBOX.x true
+	// _NARUN.cancel.hello true
+}

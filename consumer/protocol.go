@@ -1,6 +1,10 @@
 package consumer
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/nats-io/nats.go"
+)
 
 // Header names of the narun HTTP-over-NATS protocol (docs/PROTOCOL.md).
 // Every name starts with HeaderPrefix; the gateway drops client headers with
@@ -68,6 +72,15 @@ const (
 // a service listens on it (no queue group).
 func CancelSubject(serviceSubject string) string {
 	return "_NARUN.cancel." + serviceSubject
+}
+
+// IsReservedSubject reports whether a subject is one a service may not be
+// served on: the NATS server's own API ($JS, $KV, $SYS...), the replies to
+// other clients (_INBOX.), and narun's own (_NARUN.). A request that the
+// gateway sends there goes with the gateway's login, so Serve refuses such a
+// Config.Subject, and narun refuses routes to them.
+func IsReservedSubject(subject string) bool {
+	return strings.HasPrefix(subject, "$") || strings.HasPrefix(subject, "_NARUN.") || strings.HasPrefix(subject, nats.InboxPrefix)
 }
 
 // IsReserved reports whether an HTTP header name belongs to the protocol.

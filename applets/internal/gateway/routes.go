@@ -16,6 +16,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/consumer"
 )
 
 // Match kinds of a route's path.
@@ -218,7 +219,7 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	// request in flight on it.
 	// A request to one is sent with the gateway's own login: a route to
 	// "$JS.API.>" would give any HTTP client the JetStream API.
-	if spec.ReservedSubject(rc.Service) {
+	if consumer.IsReservedSubject(rc.Service) {
 		return nil, fmt.Errorf("%s: service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", origin, rc.Service)
 	}
 	if len(rc.Service) > maxService {

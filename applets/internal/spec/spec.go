@@ -49,6 +49,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/consumer"
 	"github.com/narun/narun/sandbox"
 )
 
@@ -876,18 +877,10 @@ func validSubject(s string) error {
 			return fmt.Errorf("invalid NATS subject %q: no empty tokens, spaces or wildcards", s)
 		}
 	}
-	if ReservedSubject(s) {
+	if consumer.IsReservedSubject(s) {
 		return fmt.Errorf("%q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", s)
 	}
 	return nil
-}
-
-// ReservedSubject reports whether s is one of the NATS server's own API
-// subjects ($JS, $KV, $SYS...), one of the replies to other clients, or
-// one of narun's own, which the consumer library refuses to serve too: a
-// request sent there by the gateway goes with the gateway's login.
-func ReservedSubject(s string) bool {
-	return strings.HasPrefix(s, "$") || strings.HasPrefix(s, "_NARUN.") || strings.HasPrefix(s, "_INBOX.")
 }
 
 // validRel accepts a relative path that stays inside the instance dir.
