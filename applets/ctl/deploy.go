@@ -1179,8 +1179,12 @@ func (e *env) putBinary(ctx context.Context, b *binaryFile) error {
 
 // transient reports whether a failed upload is worth another attempt. A
 // closed connection is not: ctl's connection stays closed once it gave up
-// reconnecting (connect), so each attempt would fail the same way.
+// reconnecting (connect), so each attempt would fail the same way. Nor is
+// a full disk, whose store takes no write until its server restarts.
 func transient(err error) bool {
+	if store.DiskFull(err) {
+		return false
+	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)

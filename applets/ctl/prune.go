@@ -343,7 +343,13 @@ func (e *env) diskFull(ctx context.Context, bucket, subject string, seq uint64) 
 	if !store.DiskFull(err) {
 		return nil
 	}
-	return fmt.Errorf("the NATS server's disk is full, and its JetStream store takes no writes to %s until the server restarts (%w): free space on the disk of that server's data_dir, which ctl cannot do, as deleting is writing too; narun up and narun nats restart the server once the disk has room again, then deploy again",
+	return diskFullError(bucket, err)
+}
+
+// diskFullError says that the store of bucket failed a write for want of
+// disk space (err, as store.DiskFull reports it), and the way out.
+func diskFullError(bucket string, err error) error {
+	return fmt.Errorf("the NATS server's disk is full, and its JetStream store takes no writes to %s until the server restarts (%w): free space on the disk of that server's data_dir, which ctl cannot do, as deleting is writing too; narun up and narun nats restart the server once the disk has room again, then run this again",
 		bucket, err)
 }
 

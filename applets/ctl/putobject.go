@@ -81,7 +81,13 @@ func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.Objec
 	// whatever reaches it.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.timeout)
 	defer cancel()
-	if perr := s.Purge(pctx, jetstream.WithPurgeSubject(chunks)); perr != nil {
+	perr := s.Purge(pctx, jetstream.WithPurgeSubject(chunks))
+	switch {
+	case store.DiskFull(perr):
+		// nats-server left the writes unanswered and kept their error,
+		// which it answers the purge with.
+		return nil, fmt.Errorf("%w: %w", err, diskFullError(bucket, perr))
+	case perr != nil:
 		return nil, fmt.Errorf("%w (and removing the chunks sent: %v)", err, perr)
 	}
 	return nil, err

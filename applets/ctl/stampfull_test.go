@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,45 @@ import (
 // brings the store back, not only that its deadline passed.
 func TestDeployOnAFullDiskSaysSo(t *testing.T) {
 	t.Parallel()
+	h, bin := fullDisk(t)
+	r := h.fails(1, "", "deploy", h.file("hello2.toml", strings.Replace(helloSpec, "1.0.0", "1.0.1", 1)), "--binary", bin)
+	for _, want := range []string{"stamp ", "no space left on device", "free space", "data_dir"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.err)
+		}
+	}
+}
+
+// An upload of a build not yet stored, whose chunks the full disk leaves
+// unacknowledged, says so too, and is not tried again: the store takes
+// no write until its server restarts.
+func TestUploadOnAFullDiskSaysSo(t *testing.T) {
+	t.Parallel()
+	h, bin := fullDisk(t)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "hello")
+	if err := os.WriteFile(other, append(b, "other build"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := h.fails(1, "", "--timeout", "2s", "deploy", h.file("hello2.toml", strings.Replace(helloSpec, "1.0.0", "1.0.1", 1)), "--binary", other)
+	for _, want := range []string{"upload ", "no space left on device", "free space", "data_dir", "narun nats restart"} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.err)
+		}
+	}
+	if strings.Contains(r.err, "retrying") {
+		t.Errorf("the upload was tried again on a store that takes no writes:\n%s", r.err)
+	}
+}
+
+// fullDisk deploys hello on a NATS server whose disk then fills, and
+// returns once a write to its store has failed for want of space; bin is
+// the binary deployed.
+func fullDisk(t *testing.T) (*harness, string) {
+	t.Helper()
 	dir := natstest.SmallDisk(t, "16m")
 	// The disk, not the account's limit, must refuse the write.
 	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), JetStreamMaxStore: 1 << 30})
@@ -47,11 +87,5 @@ func TestDeployOnAFullDiskSaysSo(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-
-	r := h.fails(1, "", "deploy", h.file("hello2.toml", strings.Replace(helloSpec, "1.0.0", "1.0.1", 1)), "--binary", bin)
-	for _, want := range []string{"stamp ", "no space left on device", "free space", "data_dir"} {
-		if !strings.Contains(r.err, want) {
-			t.Errorf("stderr does not say %q:\n%s", want, r.err)
-		}
-	}
+	return h, bin
 }
