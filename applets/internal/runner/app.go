@@ -130,6 +130,17 @@ func (a *app) setSpec(raw []byte, rev uint64) {
 	a.poke()
 }
 
+// refused is why the app's spec was not applied while no earlier one
+// was, which leaves it nothing to run; nil otherwise.
+func (a *app) refused() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current != nil || a.specErr == "" {
+		return nil
+	}
+	return errors.New(a.specErr)
+}
+
 func (a *app) hasSpec() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -239,7 +250,7 @@ func (a *app) run(ctx context.Context) {
 			}
 			continue
 		}
-		sp, seq, outdated, err := a.parse(raw)
+		sp, seq, outdated, err := a.r.parse(a.name, raw)
 		a.mu.Lock()
 		if err != nil {
 			a.specErr = err.Error()
@@ -337,18 +348,18 @@ func (a *app) uncache() {
 	}
 }
 
-// parse reads a spec as narun-apps stores it, after checking its
-// signature and, if signed, its sequence, which it returns for cache to
-// keep: a spec no trusted key signed is never read, let alone cached.
-func (a *app) parse(raw []byte) (sp *spec.App, seq uint64, outdated, err error) {
-	body, err := a.r.signatures.Verify(raw)
+// parse reads a spec of app name as narun-apps stores it, after checking
+// its signature and, if signed, its sequence, which it returns for cache
+// to keep: a spec no trusted key signed is never read, let alone cached.
+func (r *Runner) parse(name string, raw []byte) (sp *spec.App, seq uint64, outdated, err error) {
+	body, err := r.signatures.Verify(raw)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("spec refused: %w", err)
 	}
 	// The sequence counts only when signed: anyone could set it otherwise.
-	if a.r.signatures.Enabled() {
+	if r.signatures.Enabled() {
 		if seq, err = signing.Sequence(body); err == nil {
-			err = a.r.order.Check(a.name, seq, raw)
+			err = r.order.Check(name, seq, raw)
 		}
 		if err != nil {
 			return nil, 0, nil, fmt.Errorf("spec refused: %w", err)
@@ -356,9 +367,9 @@ func (a *app) parse(raw []byte) (sp *spec.App, seq uint64, outdated, err error) 
 	}
 	// A stored spec ran under the narun that stored it: rules that came
 	// later must not stop it here (spec.ParseStored).
-	sp, outdated, err = spec.ParseStored(a.name+".toml", body)
+	sp, outdated, err = spec.ParseStored(name+".toml", body)
 	if err == nil {
-		err = sp.StoredUnder(a.name)
+		err = sp.StoredUnder(name)
 	}
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("invalid spec: %w", err)

@@ -880,14 +880,18 @@ func (r *Runner) forgetSpec(name string) {
 // start without NATS must not bring back. An app that narun-apps has no
 // record of at all, not even its deletion, was not deleted: its store
 // lost it (a damaged or replaced JetStream directory), and it keeps
-// running, or starts, from its cached spec, the last copy there may be.
+// running, or starts, from its cached spec, the last copy there may be,
+// unless that does not read either.
 func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 	for _, a := range r.appList() {
 		if keep[a.name] {
 			continue
 		}
-		if rec, rev := r.record(ctx, a.name); rec == recordDeleted {
+		switch rec, rev := r.record(ctx, a.name); rec {
+		case recordDeleted:
 			r.remove(a.name, rev)
+		case recordNone:
+			r.lost(a.name, a.refused())
 		}
 	}
 	entries, err := os.ReadDir(r.specsDir())
@@ -933,11 +937,32 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 		}
 		raw, err := os.ReadFile(filepath.Join(r.specsDir(), name+".toml"))
 		if err != nil {
-			r.log.Error("read cached spec of an app narun-apps has no record of", "app", name, "err", err)
+			r.lost(name, fmt.Errorf("read: %w", err))
 			continue
 		}
+		// Started from a spec that does not parse, it would say that it
+		// runs from it, then that it refused it.
+		if _, _, _, err := r.parse(name, raw); err != nil {
+			r.lost(name, err)
+			continue
+		}
+		r.lost(name, nil)
 		r.startApp(name).setSpec(raw, 0)
 	}
+}
+
+// lost says that narun-apps has no record of app name, and what runs it
+// instead: its cached spec, or, when that spec was refused for damaged,
+// nothing.
+func (r *Runner) lost(name string, damaged error) {
+	file := filepath.Join(r.specsDir(), name+".toml")
+	if damaged != nil {
+		r.log.Error("app cannot start: narun-apps has no record of this app, neither its spec nor its deletion, as the NATS store lost it (a damaged or replaced JetStream directory), and its cached spec is damaged: deploy it again, or remove the file if the app is no longer wanted (narun ctl app delete finds no node that runs it)",
+			"app", name, "file", file, "err", damaged)
+		return
+	}
+	r.log.Error("narun-apps has no record of this app, neither its spec nor its deletion: the NATS store lost it (a damaged or replaced JetStream directory); it runs from its cached spec. Deploy it again to store it, or delete it with narun ctl app delete",
+		"app", name, "file", file)
 }
 
 // appRecord is what narun-apps knows of an app that it does not list.
@@ -978,8 +1003,6 @@ func (r *Runner) record(ctx context.Context, name string) (appRecord, uint64) {
 		r.mu.Lock()
 		delete(r.revs, name)
 		r.mu.Unlock()
-		r.log.Error("narun-apps has no record of this app, neither its spec nor its deletion: the NATS store lost it (a damaged or replaced JetStream directory); it runs from its cached spec. Deploy it again to store it, or delete it with narun ctl app delete",
-			"app", name, "file", filepath.Join(r.specsDir(), name+".toml"))
 		return recordNone, 0
 	default:
 		r.log.Warn("cannot tell whether an app narun-apps does not list was deleted; left as it is until the next resync", "app", name, "err", err)

@@ -1355,6 +1355,49 @@ func TestAppLostByStoreRunsFromCache(t *testing.T) {
 	})
 }
 
+// An app narun-apps has no record of whose cached spec is damaged too
+// (zeros where a power cut left its blocks unwritten) has nothing left to
+// run from: the runner says that it cannot start, naming the file and
+// what is wrong with it, and to deploy it again; not that it runs from
+// its cached spec, and then that the spec is refused.
+func TestAppLostByStoreWithDamagedCacheSaysSo(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	first := ranUntilHealthy(t, c, "hello")
+	cached := filepath.Join(first.dir, "specs", "hello.toml")
+	raw, err := os.ReadFile(cached)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cached, make([]byte, len(raw)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	c.recreateApps(t)
+	second := startRunner(t, c, func(o *Options) {
+		o.DataDir = first.dir
+		o.Config.ResyncInterval = config.Duration(50 * time.Millisecond)
+	})
+	testutil.Eventually(t, 10*time.Second, "resyncs to pass", func() bool {
+		return strings.Count(second.logs.String(), cached) >= 3
+	})
+	logs := second.logs.String()
+	for _, want := range []string{"cannot start", "cached spec is damaged", "invalid spec", "deploy it again"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log does not say %q:\n%s", want, logs)
+		}
+	}
+	for _, not := range []string{"it runs from its cached spec", "instances left as they are"} {
+		if strings.Contains(logs, not) {
+			t.Errorf("the log says %q:\n%s", not, logs)
+		}
+	}
+	if l := second.of("hello"); len(l) > 0 {
+		t.Errorf("an instance started: %+v", l)
+	}
+}
+
 // The temporary files of a download, or of a write of a spec or of the
 // sequences, that a power cut interrupted are removed when the runner
 // starts again; the files it keeps, and another's, are not.
