@@ -520,16 +520,16 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 	if err != nil {
 		return err
 	}
-	// Each write gets the whole --timeout (within): one deadline for all
+	// Each write gets the whole --timeout (write): one deadline for all
 	// ran out partway on a slow link, the routes removed and the spec
 	// still stored.
-	op := func(f func(ctx context.Context) error) error { return e.within(ctx, f) }
+	op := func(bucket string, f func(ctx context.Context) error) error { return e.write(ctx, bucket, f) }
 	if !ok {
 		// Routes left by a delete cut short, or by one that raced a deploy,
 		// would hold their paths for good: this is how they go.
 		leftover := false
-		if op(func(ctx context.Context) error { _, err := routes.Get(ctx, name); return err }) == nil {
-			if err := op(func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil {
+		if e.within(ctx, func(ctx context.Context) error { _, err := routes.Get(ctx, name); return err }) == nil {
+			if err := op(names.RoutesBucket, func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil {
 				return fmt.Errorf("remove leftover routes of %s: %w", name, err)
 			}
 			leftover = true
@@ -574,12 +574,12 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 			}
 			return notFound("app %q is already deleted (revision %d of %s); nodes still stopping its instances: %s", name, rev, names.AppsBucket, nodes)
 		}
-		if err := op(func(ctx context.Context) error { return kv.Delete(ctx, name) }); err != nil {
+		if err := op(names.AppsBucket, func(ctx context.Context) error { return kv.Delete(ctx, name) }); err != nil {
 			return fmt.Errorf("store the deletion of %s: %w", name, err)
 		}
 		// Gateways keep serving routes that their store lost too, until
 		// their removal is stored.
-		if err := op(func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil {
+		if err := op(names.RoutesBucket, func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil {
 			return fmt.Errorf("store the removal of the routes of %s: %w", name, err)
 		}
 		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, cli.Shown(strings.Join(running, ", ")))
@@ -592,13 +592,13 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 	// Routes go first so gateways stop sending requests before instances
 	// stop, and again after the spec, for a deploy's routes written in
 	// between (dropRoutesOfDeleted).
-	if err := op(func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil && !isNotFound(err) {
+	if err := op(names.RoutesBucket, func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil && !isNotFound(err) {
 		return fmt.Errorf("remove routes of %s: %w", name, err)
 	}
-	if err := op(func(ctx context.Context) error { return kv.Delete(ctx, name) }); err != nil {
+	if err := op(names.AppsBucket, func(ctx context.Context) error { return kv.Delete(ctx, name) }); err != nil {
 		return fmt.Errorf("delete spec of %s: %w; its routes are removed already, so gateways no longer send it requests while its instances run: narun ctl app delete %s again finishes, narun ctl deploy of its file keeps it", name, err, name)
 	}
-	if err := op(func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil && !isNotFound(err) {
+	if err := op(names.RoutesBucket, func(ctx context.Context) error { return routes.Delete(ctx, name) }); err != nil && !isNotFound(err) {
 		return fmt.Errorf("%s deleted, but removing its routes again (for a deploy in between) failed: %w; narun ctl app delete %s again removes them", name, err, name)
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)

@@ -523,6 +523,22 @@ func (e *env) within(ctx context.Context, f func(ctx context.Context) error) err
 	return f(ctx)
 }
 
+// write is within for a write to KV bucket, whose deadline says when the
+// disk is full: once the bucket's store failed a write for want of space,
+// nats-server answers none until it restarts.
+func (e *env) write(ctx context.Context, bucket string, f func(ctx context.Context) error) error {
+	err := e.within(ctx, f)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	// No key holds "~" (nats.go's key syntax), so the purge of what is
+	// stored on it, the probe diskFull makes, removes nothing.
+	if full := e.diskFull(ctx, "KV_"+bucket, bucket, "$KV."+bucket+".~", 2); full != nil {
+		return fmt.Errorf("%w: %w", err, full)
+	}
+	return err
+}
+
 func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()

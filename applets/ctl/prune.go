@@ -310,7 +310,7 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		if full := e.diskFull(ctx, bucket, m.Subject, m.Sequence); full != nil {
+		if full := e.diskFull(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence); full != nil {
 			return fmt.Errorf("stamp %s: no acknowledgement within %s: %w", name, e.timeout, full)
 		}
 	}
@@ -326,19 +326,20 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 	return err
 }
 
-// diskFull asks the stream of bucket whether a write to subject went
+// diskFull asks stream, that of bucket, whether a write went
 // unacknowledged because the disk is full: nats-server answers no write
 // its store failed, nor any later one to that stream until it restarts,
 // but answers a purge with the error it kept. The purge is of the
-// messages of subject before seq, the one read: an object's metadata
-// keeps only its last message, so it removes nothing.
-func (e *env) diskFull(ctx context.Context, bucket, subject string, seq uint64) error {
-	s, err := e.objectStream(ctx, bucket)
+// messages of subject before seq, which the caller picks so that there
+// are none: for an object's metadata, which keeps only its last message,
+// the sequence of the one read.
+func (e *env) diskFull(ctx context.Context, stream, bucket, subject string, seq uint64) error {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	s, err := e.js.Stream(octx, stream)
 	if err != nil {
 		return nil
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
 	err = s.Purge(octx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq))
 	if !store.DiskFull(err) {
 		return nil

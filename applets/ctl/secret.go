@@ -141,7 +141,7 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := e.within(ctx, func(ctx context.Context) error { return secrets.Put(ctx, kv, ring, name, value) }); err != nil {
+	if err := e.write(ctx, names.SecretsBucket, func(ctx context.Context) error { return secrets.Put(ctx, kv, ring, name, value) }); err != nil {
 		// [nats] max_payload may be a quarter of what maxSecret seals to:
 		// nats.go's bare "maximum payload exceeded" says neither what
 		// fits nor which setting decides it.

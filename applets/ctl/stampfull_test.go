@@ -21,7 +21,7 @@ import (
 // brings the store back, not only that its deadline passed.
 func TestDeployOnAFullDiskSaysSo(t *testing.T) {
 	t.Parallel()
-	h, bin := fullDisk(t)
+	h, bin := fullDisk(t, chunkSubject(names.BinariesBucket, "filler"))
 	r := h.fails(1, "", "deploy", h.file("hello2.toml", strings.Replace(helloSpec, "1.0.0", "1.0.1", 1)), "--binary", bin)
 	for _, want := range []string{"stamp ", "no space left on device", "free space", "data_dir"} {
 		if !strings.Contains(r.err, want) {
@@ -35,7 +35,7 @@ func TestDeployOnAFullDiskSaysSo(t *testing.T) {
 // no write until its server restarts.
 func TestUploadOnAFullDiskSaysSo(t *testing.T) {
 	t.Parallel()
-	h, bin := fullDisk(t)
+	h, bin := fullDisk(t, chunkSubject(names.BinariesBucket, "filler"))
 	b, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -55,20 +55,34 @@ func TestUploadOnAFullDiskSaysSo(t *testing.T) {
 	}
 }
 
-// fullDisk deploys hello on a NATS server whose disk then fills, and
-// returns once a write to its store has failed for want of space; bin is
-// the binary deployed.
-func fullDisk(t *testing.T) (*harness, string) {
+// fullDisk deploys hello on a NATS server whose disk then fills
+// (fillDisk); bin is the binary deployed.
+func fullDisk(t *testing.T, subject string) (*harness, string) {
 	t.Helper()
-	dir := natstest.SmallDisk(t, "16m")
-	// The disk, not the account's limit, must refuse the write.
-	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), JetStreamMaxStore: 1 << 30})
-	h := newHarnessOn(t, srv)
+	h, dir := onSmallDisk(t)
 	bin := elfBinary(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", bin)
+	fillDisk(t, h, dir, subject)
+	return h, bin
+}
 
+// onSmallDisk starts a NATS server whose data dir is on a small disk of
+// its own, dir, and a harness on it.
+func onSmallDisk(t *testing.T) (h *harness, dir string) {
+	t.Helper()
+	dir = natstest.SmallDisk(t, "16m")
+	// The disk, not the account's limit, must refuse the write.
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), JetStreamMaxStore: 1 << 30})
+	return newHarnessOn(t, srv), dir
+}
+
+// fillDisk fills dir, the disk of h's server, and returns once a write to
+// subject has failed for want of space, which leaves the stream of
+// subject taking no write.
+func fillDisk(t *testing.T, h *harness, dir, subject string) {
+	t.Helper()
 	natstest.FillDisk(t, dir)
-	js, err := jetstream.New(natstest.Connect(t, srv))
+	js, err := jetstream.New(natstest.Connect(t, h.srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,14 +92,13 @@ func fullDisk(t *testing.T) (*harness, string) {
 		if time.Now().After(deadline) {
 			t.Fatal("no store write failed on the full disk within 10s")
 		}
-		if _, err := js.PublishAsync(chunkSubject(names.BinariesBucket, "filler"), chunk); err != nil {
+		if _, err := js.PublishAsync(subject, chunk); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-srv.WriteFailed():
+		case <-h.srv.WriteFailed():
 			failed = true
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return h, bin
 }
