@@ -747,9 +747,7 @@ func (e *env) deletions(ctx context.Context, kv jetstream.KeyValue, apps []strin
 // the restart read: conditional, so a deploy, restart or rollback in
 // between is not undone.
 func (e *env) storeRestart(ctx context.Context, kv jetstream.KeyValue, app string, restarted []byte, rev uint64) error {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if _, err := kv.Update(octx, app, restarted, rev); err != nil {
+	if err := e.write(ctx, names.AppsBucket, func(ctx context.Context) error { _, err := kv.Update(ctx, app, restarted, rev); return err }); err != nil {
 		return storeSpecError(app, "restart", err)
 	}
 	return nil

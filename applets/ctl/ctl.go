@@ -527,7 +527,12 @@ func (e *env) within(ctx context.Context, f func(ctx context.Context) error) err
 // disk is full: once the bucket's store failed a write for want of space,
 // nats-server answers none until it restarts.
 func (e *env) write(ctx context.Context, bucket string, f func(ctx context.Context) error) error {
-	err := e.within(ctx, f)
+	return e.sayDiskFull(ctx, bucket, e.within(ctx, f))
+}
+
+// sayDiskFull adds to err, that of a write to KV bucket, that the disk is
+// full, when err is a deadline and the disk is why.
+func (e *env) sayDiskFull(ctx context.Context, bucket string, err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

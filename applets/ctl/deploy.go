@@ -1406,11 +1406,11 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 	if err != nil {
 		return err
 	}
-	// Each operation with the whole --timeout (within): the spec is
+	// Each operation with the whole --timeout (within, write): the spec is
 	// stored already, and routes left unwritten by a deadline that the
 	// reads before ran down would lag it.
 	if len(app.Routes) == 0 {
-		if err := e.within(ctx, func(ctx context.Context) error { return kv.Delete(ctx, app.Name) }); err != nil && !isNotFound(err) {
+		if err := e.write(ctx, names.RoutesBucket, func(ctx context.Context) error { return kv.Delete(ctx, app.Name) }); err != nil && !isNotFound(err) {
 			return fmt.Errorf("remove routes of %s: %w", app.Name, err)
 		}
 		return nil
@@ -1434,7 +1434,7 @@ func (e *env) putRoutes(ctx context.Context, app *spec.App, key *signing.Key) er
 		}
 		b = key.Sign(b)
 	}
-	if err := e.within(ctx, func(ctx context.Context) error { _, err := kv.Put(ctx, app.Name, b); return err }); err != nil {
+	if err := e.write(ctx, names.RoutesBucket, func(ctx context.Context) error { _, err := kv.Put(ctx, app.Name, b); return err }); err != nil {
 		return fmt.Errorf("store routes of %s: %w", app.Name, err)
 	}
 	return nil
@@ -1477,7 +1477,7 @@ func (e *env) dropRoutesOfDeleted(ctx context.Context, apps jetstream.KeyValue, 
 	if err != nil {
 		return err
 	}
-	if err := e.within(ctx, func(ctx context.Context) error { return routes.Delete(ctx, app) }); err != nil && !isNotFound(err) {
+	if err := e.write(ctx, names.RoutesBucket, func(ctx context.Context) error { return routes.Delete(ctx, app) }); err != nil && !isNotFound(err) {
 		return fmt.Errorf("remove routes of deleted app %s: %w", app, err)
 	}
 	return fmt.Errorf("%s was deleted while this ran (narun ctl app delete?); its routes are removed too: deploy it again if it should run", app)

@@ -252,6 +252,11 @@ func (e *env) deleteObjectAt(ctx context.Context, bucket string, m *jetstream.Ra
 	if lostRace(err) {
 		return false, nil
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		if full := e.diskFull(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence); full != nil {
+			err = fmt.Errorf("%w: %w", err, full)
+		}
+	}
 	if err != nil {
 		return false, fmt.Errorf("mark %s deleted: %w", info.Name, err)
 	}

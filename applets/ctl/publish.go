@@ -88,17 +88,17 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		p.w.ended = map[string]bool{}
 	}
 	if p.changed {
-		octx, cancel := e.op(ctx)
-		var err error
 		// Conditional writes: a concurrent deploy or rollback of the same
 		// app makes one of the two fail instead of silently overwriting
 		// the other.
-		if r.cur.rev == 0 {
-			p.revision, err = r.apps.Create(octx, name, r.stored)
-		} else {
-			p.revision, err = r.apps.Update(octx, name, r.stored, r.cur.rev)
-		}
-		cancel()
+		err := e.write(ctx, names.AppsBucket, func(ctx context.Context) (err error) {
+			if r.cur.rev == 0 {
+				p.revision, err = r.apps.Create(ctx, name, r.stored)
+			} else {
+				p.revision, err = r.apps.Update(ctx, name, r.stored, r.cur.rev)
+			}
+			return err
+		})
 		if err != nil {
 			stop()
 			return p, storeSpecError(name, r.verb, err)

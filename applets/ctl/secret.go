@@ -554,11 +554,8 @@ func secretDelete(ctx context.Context, c *ucli.Context, e *env) error {
 		}
 	}
 	for _, name := range c.Args().Slice() {
-		octx, cancel := e.op(ctx)
 		// Purge, not delete: no old ciphertext stays in the history.
-		err := kv.Purge(octx, name)
-		cancel()
-		if err != nil {
+		if err := e.write(ctx, names.SecretsBucket, func(ctx context.Context) error { return kv.Purge(ctx, name) }); err != nil {
 			return fmt.Errorf("delete secret %q: %w", name, err)
 		}
 		fmt.Fprintf(e.out(), "deleted secret %s\n", name)
@@ -619,7 +616,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	// below wait out its own timeout as well, one after the other.
 	gone := unanswered(err)
 	if err != nil {
-		err = fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err)
+		err = e.sayDiskFull(ctx, names.SecretsBucket, fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err))
 	}
 	// Until the old key leaves the key files, the copies it sealed would
 	// open if planted again: the history of a secret already under the

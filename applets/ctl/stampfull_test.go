@@ -78,10 +78,10 @@ func onSmallDisk(t *testing.T) (h *harness, dir string) {
 
 // fillDisk fills dir, the disk of h's server, and returns once a write to
 // subject has failed for want of space, which leaves the stream of
-// subject taking no write.
-func fillDisk(t *testing.T, h *harness, dir, subject string) {
+// subject taking no write; free gives the disk its space back.
+func fillDisk(t *testing.T, h *harness, dir, subject string) (free func()) {
 	t.Helper()
-	natstest.FillDisk(t, dir)
+	free = natstest.FillDisk(t, dir)
 	js, err := jetstream.New(natstest.Connect(t, h.srv))
 	if err != nil {
 		t.Fatal(err)
@@ -101,4 +101,5 @@ func fillDisk(t *testing.T, h *harness, dir, subject string) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	return free
 }
