@@ -673,6 +673,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			return
 		}
 		if wt.overflow.Load() {
+			// m is not written: answered with cancel, as release
+			// answers the frames still queued behind it.
+			g.mux.over(m)
 			g.protocolError(w, r, ex, rt, wt, headSeen, "service sent more messages than flow control allows", rid)
 			return
 		}

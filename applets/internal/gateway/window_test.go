@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -133,5 +134,57 @@ func TestMuxRefusesFramesPastTheWindow(t *testing.T) {
 	m.deliver(frame(1, "ack.4"))
 	if !w.overflow.Load() {
 		t.Fatal("a frame that passes the window was not refused")
+	}
+}
+
+// TestFramePastTheWindowAnswered streams to a request with the least
+// window a first data frame larger than it: the gateway aborts the
+// response, and the frame that broke the window is answered with cancel,
+// as every other frame it does not write is, so a service waiting for its
+// ack learns at once that nobody reads on (docs/PROTOCOL.md §3).
+func TestFramePastTheWindowAnswered(t *testing.T) {
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)}))
+	// No budget: every request gets the least window.
+	e.gw.windows = &windowBudget{}
+	svc := natstest.Connect(t, e.srv)
+	heads := make(chan *nats.Msg, 1)
+	sub, err := svc.ChanSubscribe("svc", heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(e.hs.URL + "/")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	var head *nats.Msg
+	select {
+	case head = <-heads:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the responder")
+	}
+	if got := head.Header.Get(consumer.HeaderWindow); got != strconv.Itoa(minWindow) {
+		t.Fatalf("%s: %q, want %d", consumer.HeaderWindow, got, minWindow)
+	}
+	if err := svc.PublishMsg(&nats.Msg{Subject: head.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}}); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := svc.RequestMsg(&nats.Msg{Subject: head.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameData}}, Data: make([]byte, 2*minWindow)}, 10*time.Second)
+	if err != nil {
+		t.Fatalf("a frame past the window: %v", err)
+	}
+	if got := answer.Header.Get(consumer.HeaderFrame); got != consumer.FrameCancel {
+		t.Errorf("a frame past the window answered with %q, want %q", got, consumer.FrameCancel)
+	}
+	if err := <-done; err == nil {
+		t.Error("the client got a whole response from a stream that broke its window")
 	}
 }
