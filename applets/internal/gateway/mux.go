@@ -116,8 +116,12 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 		if frame == consumer.FrameData && msg.Reply != "" && w.unacked.Add(int64(len(msg.Data))) > w.window {
 			w.overflow.Store(true)
 		}
+		// A copy: nats.go leaves the message it delivered linked to the
+		// next one queued on the subscription, so a frame that waits for
+		// a client that does not read would keep every message delivered
+		// after it alive, other exchanges' whole responses included.
 		select {
-		case w.ch <- msg:
+		case w.ch <- &nats.Msg{Subject: msg.Subject, Reply: msg.Reply, Header: msg.Header, Data: msg.Data}:
 		default:
 			w.overflow.Store(true)
 		}
