@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 		os.Exit(applets.Main(os.Args, applets.StdIO()))
 	}
 	if marker := os.Getenv(asHeldApp); marker != "" {
-		heldAppMain(marker)
+		testutil.HeldAppMain(marker)
 	}
 	os.Exit(m.Run())
 }

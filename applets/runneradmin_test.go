@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -19,23 +18,6 @@ import (
 // SIGTERM it writes the file this variable names with ".term" added, then
 // exits 0 once the test has written the one with ".release" added.
 const asHeldApp = "APPLETS_TEST_HELD_STOP"
-
-// heldAppMain is the app of asHeldApp. Its wait for the release has a
-// deadline, so that a failed test leaves no process behind for long.
-func heldAppMain(marker string) {
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	<-term
-	if err := os.WriteFile(marker+".term", nil, 0o644); err != nil {
-		os.Exit(1)
-	}
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(marker + ".release"); err == nil {
-			os.Exit(0)
-		}
-	}
-	os.Exit(1)
-}
 
 // While `narun runner` stops an app, its admin listener still answers:
 // /healthz, and /metrics for a scrape of the stop, which may last the

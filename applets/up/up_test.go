@@ -65,7 +65,7 @@ func TestMain(m *testing.M) {
 		os.Exit(tlsAppMain())
 	}
 	if marker := os.Getenv(asHeldApp); marker != "" {
-		heldAppMain(marker)
+		testutil.HeldAppMain(marker)
 	}
 	if os.Getenv(asIdleApp) != "" {
 		term := make(chan os.Signal, 1)
@@ -153,23 +153,6 @@ func TestUpStopWaitsForApps(t *testing.T) {
 			return
 		}
 	}
-}
-
-// heldAppMain is the app of asHeldApp. Its wait for the release has a
-// deadline, so that a failed test leaves no process behind for long.
-func heldAppMain(marker string) {
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	<-term
-	if err := os.WriteFile(marker+".term", nil, 0o644); err != nil {
-		os.Exit(1)
-	}
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(marker + ".release"); err == nil {
-			os.Exit(0)
-		}
-	}
-	os.Exit(1)
 }
 
 // While narun up stops an app, the runner's admin listener still answers:

@@ -26,16 +26,7 @@ func TestWindowsShareTheBodyMemory(t *testing.T) {
 	cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
 	cfg.MaxBodyMemory = budget
 	e := newEnv(t, cfg)
-	svc := natstest.Connect(t, e.srv)
-	heads := make(chan *nats.Msg, held+1)
-	sub, err := svc.ChanSubscribe("svc", heads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := svc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	svc, heads := heldHeads(t, e, held+1)
 	var wg sync.WaitGroup
 	for range held {
 		wg.Go(func() {
@@ -148,16 +139,7 @@ func TestFramePastTheWindowAnswered(t *testing.T) {
 	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)}))
 	// No budget: every request gets the least window.
 	e.gw.windows = &windowBudget{}
-	svc := natstest.Connect(t, e.srv)
-	heads := make(chan *nats.Msg, 1)
-	sub, err := svc.ChanSubscribe("svc", heads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := svc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	svc, heads := heldHeads(t, e, 1)
 	done := make(chan error, 1)
 	go func() {
 		resp, err := http.Get(e.hs.URL + "/")
@@ -258,4 +240,22 @@ func TestMuxKeepsNoLaterMessageAlive(t *testing.T) {
 	if len(held.ch) != 1 {
 		t.Fatalf("the held exchange has %d messages, want 1", len(held.ch))
 	}
+}
+
+// heldHeads subscribes a responder of the test's own to e's service
+// subject "svc": the request heads arrive on the channel, n of them
+// buffered, for the test to answer on the connection it returns.
+func heldHeads(t *testing.T, e *env, n int) (*nats.Conn, chan *nats.Msg) {
+	t.Helper()
+	svc := natstest.Connect(t, e.srv)
+	heads := make(chan *nats.Msg, n)
+	sub, err := svc.ChanSubscribe("svc", heads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return svc, heads
 }
