@@ -323,7 +323,11 @@ func TestMicroCheckListsEveryResponderOfABusyService(t *testing.T) {
 	held := &heldServer{srv: srv}
 	r := &Runner{opts: Options{Conn: natstest.Connect(t, srv, nats.InProcessServer(held))}}
 	held.hold.Store(true)
-	before := r.respondersOf(context.Background(), "busy", 300*time.Millisecond)
+	// The lookup lasts as long as it is given, whatever comes: long enough
+	// here for the 1000 answers to be sent on a slow machine under the race
+	// detector, where 300 ms saw 433 of them. Answers the reader dropped
+	// would be missing however long it waited.
+	before := r.respondersOf(context.Background(), "busy", 5*time.Second)
 	if len(before) != n {
 		t.Errorf("listed %d of the %d responders of the service", len(before), n)
 	}
