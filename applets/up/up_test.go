@@ -195,16 +195,7 @@ func TestUpRunnerAdminAnswersWhileAppsStop(t *testing.T) {
 	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("narun up exited with %v after SIGTERM; output:\n%s", err, out.String())
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatalf("narun up still running 40s after the app's release; output:\n%s", out.String())
-	}
+	upExits(t, cmd, out, 40*time.Second)
 }
 
 // TestUpListenersOff turns every HTTP listener off with an empty address,
@@ -327,6 +318,13 @@ func stopUp(t *testing.T, cmd *exec.Cmd, out *testutil.LogBuffer, within time.Du
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	upExits(t, cmd, out, within)
+}
+
+// upExits fails the test unless narun up, sent SIGTERM, exits 0 within
+// the time given.
+func upExits(t *testing.T, cmd *exec.Cmd, out *testutil.LogBuffer, within time.Duration) {
+	t.Helper()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {

@@ -275,12 +275,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("slowpoke"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-		_, _ = io.WriteString(w, "done")
-	}))
+	entered, release := heldSlowpoke(t, srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
 	go func() { runErr <- g.Run(ctx) }()
@@ -343,12 +338,7 @@ func TestAdminAnswersWhileDraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	serveOn(t, natstest.Connect(t, srv), consumerConfig("slowpoke"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-		_, _ = io.WriteString(w, "done")
-	}))
+	entered, release := heldSlowpoke(t, srv)
 	// A failure before the release must not leave the handler, and the
 	// consumer's cleanup with it, waiting for ever.
 	var once sync.Once
@@ -2394,3 +2384,16 @@ func TestBodyArrivingWhenDrainEnds(t *testing.T) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// heldSlowpoke serves the service "slowpoke" on srv with a handler that
+// closes entered as it starts, then answers "done" once release is closed.
+func heldSlowpoke(t *testing.T, srv *embednats.Server) (entered, release chan struct{}) {
+	t.Helper()
+	entered, release = make(chan struct{}), make(chan struct{})
+	serveOn(t, natstest.Connect(t, srv), consumerConfig("slowpoke"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	return entered, release
+}
