@@ -297,10 +297,13 @@ func TestListenAndServeStopWhileReconnectingSendsHeldReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := stream.GetLastMsgForSubject(context.Background(), "replies.1")
-	if err != nil {
-		t.Fatalf("the held reply did not reach the server: %v", err)
-	}
+	// The server stores a message from its stream's queue, after the
+	// flush that ended ListenAndServe has had its answer.
+	var m *jetstream.RawStreamMsg
+	waitFor(t, "the held reply in the stream", func() bool {
+		m, err = stream.GetLastMsgForSubject(context.Background(), "replies.1")
+		return err == nil
+	})
 	if string(m.Data) != "held reply" {
 		t.Errorf("reply %q, want %q", m.Data, "held reply")
 	}
