@@ -586,7 +586,7 @@ func TestExecAppDispatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	cmd := &exec.Cmd{Path: self, Args: []string{sandbox.ExecApplet, "3", cat, "cat", "/proc/self/oom_score_adj"},
+	cmd := &exec.Cmd{Path: self, Args: []string{sandbox.ExecApplet, "3", "0", cat, "cat", "/proc/self/oom_score_adj"},
 		Env: append(os.Environ(), asNarun+"=1"), ExtraFiles: []*os.File{w}}
 	out, err := cmd.Output()
 	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(sandbox.AppOOMScoreAdj) {

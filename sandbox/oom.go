@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -49,7 +50,11 @@ func StartApp(cmd *exec.Cmd, start func() error) error {
 	path := cmd.Path
 	fd := 3 + len(cmd.ExtraFiles)
 	cmd.ExtraFiles = append(cmd.ExtraFiles, w)
-	cmd.Args = append([]string{"narun", ExecApplet, strconv.Itoa(fd), path}, cmd.Args...)
+	var deathSig syscall.Signal
+	if cmd.SysProcAttr != nil {
+		deathSig = cmd.SysProcAttr.Pdeathsig
+	}
+	cmd.Args = append([]string{"narun", ExecApplet, strconv.Itoa(fd), strconv.Itoa(int(deathSig)), path}, cmd.Args...)
 	cmd.Path = "/proc/self/exe"
 	err = start()
 	w.Close()
@@ -65,21 +70,37 @@ func StartApp(cmd *exec.Cmd, start func() error) error {
 	return nil
 }
 
-// ExecAppMain is the hidden ExecApplet: with args FD PATH ARG0 [ARG...]
-// from StartApp, it sets its own oom_score_adj to AppOOMScoreAdj and execs
-// PATH in its place, or writes the exec's errno to descriptor FD and exits
-// 127. It never returns.
+// ExecAppMain is the hidden ExecApplet: with args FD SIG PATH ARG0
+// [ARG...] from StartApp, it sets its own oom_score_adj to AppOOMScoreAdj
+// and execs PATH in its place with SIG (0 for none) as its parent-death
+// signal, or writes the exec's errno to descriptor FD and exits 127. It
+// never returns.
 func ExecAppMain(args []string) {
-	var fd int
+	var fd, deathSig int
 	var err error
-	if len(args) < 3 {
-		err = fmt.Errorf("want FD PATH ARG0 [ARG...], got %d arguments", len(args))
+	if len(args) < 4 {
+		err = fmt.Errorf("want FD SIG PATH ARG0 [ARG...], got %d arguments", len(args))
 	} else if fd, err = strconv.Atoi(args[0]); err == nil && fd < 3 {
 		err = fmt.Errorf("descriptor %d is a standard stream", fd)
+	} else if err == nil {
+		deathSig, err = strconv.Atoi(args[1])
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "narun %s: %v (started outside the runner?)\n", ExecApplet, err)
 		os.Exit(2)
+	}
+	// The kernel keeps the parent-death signal per thread, and gives none
+	// to the threads a process creates; an exec makes the thread that
+	// calls it the whole process. Go may run this on any of its threads,
+	// so this one gets the signal the first had, before the exec and on
+	// the thread that makes it. Until then the first thread's signal
+	// covers the process.
+	runtime.LockOSThread()
+	if deathSig != 0 {
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(deathSig), 0, 0, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "narun %s: set the parent-death signal: %v\n", ExecApplet, err)
+			os.Exit(2)
+		}
 	}
 	// The app must not inherit the status pipe.
 	unix.CloseOnExec(fd)
@@ -88,7 +109,7 @@ func ExecAppMain(args []string) {
 	// AppOOMScoreAdj makes this a lowering, which needs CAP_SYS_RESOURCE,
 	// and the app then keeps the runner's higher score.
 	_ = raiseOOMScore("/proc/self/oom_score_adj")
-	err = syscall.Exec(args[1], args[2:], os.Environ())
+	err = syscall.Exec(args[2], args[3:], os.Environ())
 	errno := syscall.EINVAL
 	errors.As(err, &errno)
 	var b [4]byte

@@ -45,6 +45,16 @@ func TestMain(m *testing.M) {
 		LauncherMain()
 	}
 	if len(os.Args) > 1 && os.Args[1] == ExecApplet {
+		if os.Getenv(execOffMainEnv) != "" {
+			// Locked to the first thread, main keeps it from the
+			// goroutine below.
+			runtime.LockOSThread()
+			go func() {
+				runtime.LockOSThread()
+				ExecAppMain(os.Args[2:])
+			}()
+			select {}
+		}
 		ExecAppMain(os.Args[2:])
 	}
 	if len(os.Args) > 3 && os.Args[1] == "host-etc" {
@@ -73,6 +83,26 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(base)
 	os.Exit(code)
+}
+
+// execOffMainEnv has this test binary run ExecApplet from a thread other
+// than its first, where Go's scheduler may move the main goroutine.
+const execOffMainEnv = "NARUN_TEST_EXEC_OFF_MAIN"
+
+// init reports the parent-death signal of a process run as "pdeathsig":
+// the kernel keeps it per thread, and init runs on the thread the process
+// began with.
+func init() {
+	if len(os.Args) < 2 || os.Args[1] != "pdeathsig" {
+		return
+	}
+	var sig int32
+	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "read the parent-death signal:", err)
+		os.Exit(1)
+	}
+	fmt.Println(sig)
+	os.Exit(0)
 }
 
 func requireRoot(t testing.TB) {
@@ -2884,6 +2914,23 @@ func TestStartApp(t *testing.T) {
 		}
 		if pipes := launcherPipes(info.FDs); pipes != "" {
 			t.Errorf("the app holds the exec status pipe: %s", pipes)
+		}
+	})
+	// The runner's apps die with it by their parent-death signal, which
+	// the kernel keeps per thread and gives no thread a process creates:
+	// an exec from a thread other than the first, where Go may have
+	// moved the applet's goroutine, would start the app without it.
+	t.Run("parent-death signal", func(t *testing.T) {
+		cmd := exec.Command(os.Args[0], "pdeathsig")
+		cmd.Env = append(os.Environ(), execOffMainEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := StartApp(cmd, cmd.Start); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil || strings.TrimSpace(out.String()) != strconv.Itoa(int(syscall.SIGKILL)) {
+			t.Fatalf("the app's parent-death signal is %q (%v), want %d", out.String(), err, syscall.SIGKILL)
 		}
 	})
 	t.Run("failed exec", func(t *testing.T) {

@@ -1261,6 +1261,7 @@ func TestRunnerKilled(t *testing.T) {
 	if err := second.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	<-second.exited
 	waitDead(t, again)
 	srv.Shutdown()
 	admin = testutil.FreeAddr(t)
