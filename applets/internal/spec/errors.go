@@ -89,6 +89,27 @@ func (v *validator) against(others ...string) rule {
 	return rule{v, others}
 }
 
+// dropComparedWithRejected drops the problems of rules that compared a
+// key with one another rule rejected outright: the comparison was with a
+// value that cannot stand, and the problem is that key's alone. Only
+// rules that judge a key by itself reject it, or two comparing rules
+// could silence each other.
+func (v *validator) dropComparedWithRejected() {
+	var rejected []string
+	for _, e := range v.errs {
+		if e.against == nil {
+			rejected = append(rejected, e.Key)
+		}
+	}
+	compared := func(e *FieldError) bool {
+		return slices.ContainsFunc(e.against, func(k string) bool {
+			return slices.ContainsFunc(rejected, func(r string) bool { return within(k, r) || within(r, k) })
+		})
+	}
+	v.errs = slices.DeleteFunc(v.errs, compared)
+	v.outdated = slices.DeleteFunc(v.outdated, compared)
+}
+
 type rule struct {
 	v      *validator
 	others []string

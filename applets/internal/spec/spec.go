@@ -328,6 +328,7 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	}
 	a.fill()
 	a.validate(v)
+	v.dropComparedWithRejected()
 	if refused != nil {
 		return nil, nil, withRules(file, err, judged(v.errs, refused, md))
 	}

@@ -1109,6 +1109,40 @@ func TestRefusedValuesWithRuleProblems(t *testing.T) {
 	}
 }
 
+// A rule that compares a key with one a rule of its own rejected says
+// nothing: the comparison is with a value that cannot stand, and the
+// problem is the other key's alone.
+func TestRuleComparedWithARejectedValue(t *testing.T) {
+	const base = "name = \"a\"\nversion = \"1\"\nnodes = [\"n1\"]\n"
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"backoff above its maximum", base + "[restart]\ninitial_backoff = \"10h\"\nmax_backoff = \"1m\"\n", []string{
+			`app.toml:5: key "restart.initial_backoff": 10h0m0s is more than the maximum 1h0m0s`,
+		}},
+		{"check of an unknown type", base + "[health]\ntype = \"tcpx\"\ninterval = \"10ms\"\n", []string{
+			`app.toml:5: key "health.type": want "micro", "http", "tcp" or "none", got "tcpx"`,
+		}},
+		// Both keys wrong on their own: each is named.
+		{"both rejected", base + "[restart]\ninitial_backoff = \"10h\"\nmax_backoff = \"2h\"\n", []string{
+			`app.toml:5: key "restart.initial_backoff": 10h0m0s is more than the maximum 1h0m0s`,
+			`app.toml:6: key "restart.max_backoff": 2h0m0s is more than the maximum 1h0m0s`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("app.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatal("spec accepted")
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, tc.want) {
+				t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
 // The entries of a list of tables share their keys: a value refused in
 // one is placed in that entry, not at the same key of another.
 func TestRefusedValueInAnEntryOfAList(t *testing.T) {
