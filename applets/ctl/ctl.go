@@ -531,14 +531,20 @@ func (e *env) write(ctx context.Context, bucket string, f func(ctx context.Conte
 }
 
 // sayDiskFull adds to err, that of a write to KV bucket, that the disk is
-// full, when err is a deadline and the disk is why.
+// full, when err is a deadline and the disk is why. No key holds "~"
+// (nats.go's key syntax), so the purge of what is stored on it, the
+// probe diskFull makes, removes nothing.
 func (e *env) sayDiskFull(ctx context.Context, bucket string, err error) error {
+	return e.sayDiskFullAt(ctx, "KV_"+bucket, bucket, "$KV."+bucket+".~", 2, err)
+}
+
+// sayDiskFullAt is sayDiskFull for a write to stream, that of bucket,
+// probed with a purge of subject before seq (diskFull).
+func (e *env) sayDiskFullAt(ctx context.Context, stream, bucket, subject string, seq uint64, err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	// No key holds "~" (nats.go's key syntax), so the purge of what is
-	// stored on it, the probe diskFull makes, removes nothing.
-	if full := e.diskFull(ctx, "KV_"+bucket, bucket, "$KV."+bucket+".~", 2); full != nil {
+	if full := e.diskFull(ctx, stream, bucket, subject, seq); full != nil {
 		return fmt.Errorf("%w: %w", err, full)
 	}
 	return err

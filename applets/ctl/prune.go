@@ -252,13 +252,8 @@ func (e *env) deleteObjectAt(ctx context.Context, bucket string, m *jetstream.Ra
 	if lostRace(err) {
 		return false, nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		if full := e.diskFull(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence); full != nil {
-			err = fmt.Errorf("%w: %w", err, full)
-		}
-	}
 	if err != nil {
-		return false, fmt.Errorf("mark %s deleted: %w", info.Name, err)
+		return false, fmt.Errorf("mark %s deleted: %w", info.Name, e.sayDiskFullAt(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence, err))
 	}
 	if err := e.purgeChunks(ctx, bucket, info); err != nil {
 		return true, err
@@ -314,13 +309,8 @@ func (e *env) stampObject(ctx context.Context, bucket, name, sha256 string) erro
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		if full := e.diskFull(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence); full != nil {
-			return fmt.Errorf("stamp %s: no acknowledgement within %s: %w", name, e.timeout, full)
-		}
-	}
 	if !lostRace(err) {
-		return fmt.Errorf("stamp %s: %w", name, err)
+		return fmt.Errorf("stamp %s: %w", name, e.sayDiskFullAt(ctx, "OBJ_"+bucket, bucket, m.Subject, m.Sequence, err))
 	}
 	// The metadata changed since it was read: a prune deleted the object,
 	// or another deploy pinning it stamped it, which is as recent as this
