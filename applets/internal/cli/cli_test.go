@@ -76,6 +76,12 @@ func TestLogSettingsErrors(t *testing.T) {
 		{"flag level", "", []string{"--log-level", "loud"}, 2,
 			`--log-level: want debug, info, warn or error, got "loud"`},
 		{"flag over a wrong file", "log_level = \"verbose\"\n", []string{"--log-level", "debug"}, 0, ""},
+		// Named beside a value of the wrong type, not at the next run.
+		{"file level beside a wrong type", "log_level = \"verbose\"\n[gateway]\ntimeout = true\n", nil, 1,
+			file + `:1: key "log_level": want debug, info, warn or error, got "verbose"` + "\n" +
+				file + `:3: key "gateway.timeout": want a duration such as "30s", got a boolean`},
+		{"flag over a wrong file beside a wrong type", "log_level = \"verbose\"\n[gateway]\ntimeout = true\n", []string{"--log-level", "debug"}, 1,
+			file + `:3: key "gateway.timeout": want a duration such as "30s", got a boolean`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := os.WriteFile(file, []byte(tt.body), 0o600); err != nil {

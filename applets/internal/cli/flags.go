@@ -415,7 +415,19 @@ func NewApp(stdio IO, name, usage string, flags []ucli.Flag) *ucli.App {
 func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	cfg, err := config.Load(c.String(FlagConfig), stdio.Env)
 	if err != nil {
-		return cfg, nil, err
+		// config.Load read the rest of a file with a refused value (and
+		// then names it): its log settings are judged beside that value,
+		// not at the next run.
+		if cfg.Path == "" {
+			return cfg, nil, err
+		}
+		errs := []error{err}
+		for _, v := range logChecks(cfg) {
+			if v.err != nil && !c.IsSet(v.flag) {
+				errs = append(errs, v.fileError(cfg))
+			}
+		}
+		return cfg, nil, config.JoinByLine(cfg.Path, errs...)
 	}
 	if c.IsSet(FlagLogLevel) {
 		cfg.LogLevel = c.String(FlagLogLevel)
@@ -449,19 +461,13 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	}
 	// A wrong flag is a usage error; a wrong value in the file is the
 	// file's, named by its line as the decoder names a wrong type.
-	for _, v := range []struct {
-		flag, key string
-		err       error
-	}{
-		{FlagLogLevel, "log_level", func() error { _, err := parseLevel(cfg.LogLevel); return err }()},
-		{FlagLogFormat, "log_format", checkFormat(cfg.LogFormat)},
-	} {
+	for _, v := range logChecks(cfg) {
 		switch {
 		case v.err == nil:
 		case c.IsSet(v.flag):
 			return cfg, nil, Usage(fmt.Errorf("--%s: %w", v.flag, v.err))
 		default:
-			return cfg, nil, fmt.Errorf("%s: key %q: %w", cfg.Where(v.key), v.key, v.err)
+			return cfg, nil, v.fileError(cfg)
 		}
 	}
 	log, err := NewLogger(stdio.Stderr, cfg.LogFormat, cfg.LogLevel)
@@ -469,6 +475,25 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 		return cfg, nil, err
 	}
 	return cfg, log, nil
+}
+
+// logCheck is the judgement of a log setting, set by flag or by the
+// file's key.
+type logCheck struct {
+	flag, key string
+	err       error
+}
+
+func logChecks(cfg config.File) []logCheck {
+	_, levelErr := parseLevel(cfg.LogLevel)
+	return []logCheck{
+		{FlagLogLevel, "log_level", levelErr},
+		{FlagLogFormat, "log_format", checkFormat(cfg.LogFormat)},
+	}
+}
+
+func (v logCheck) fileError(cfg config.File) error {
+	return fmt.Errorf("%s: key %q: %w", cfg.Where(v.key), v.key, v.err)
 }
 
 // pingInterval and maxPingsOut are the connections' pings: Connect takes a

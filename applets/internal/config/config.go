@@ -579,10 +579,12 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		if cfg.DataDir == "" {
 			found = append(found, fmt.Errorf("%s:%d: key %q: want a directory, got \"\" (leave the key out for the default, %s)", path, keyLine(data, toml.Key{"data_dir"}), "data_dir", DefaultDataDir()))
 		}
+		// Set with an error too: the caller's checks of what decoded
+		// place their problems with it.
+		cfg.Path, cfg.Content = path, data
 		if err := JoinByLine(path, append([]error{err}, found...)...); err != nil {
 			return cfg, err
 		}
-		cfg.Path, cfg.Content = path, data
 	}
 	if getenv == nil {
 		getenv = os.Getenv
