@@ -33,16 +33,25 @@ func TestLogsWithoutFollowEndsAtTheLinesItStartedWith(t *testing.T) {
 	}
 	subject := names.LogSubject("chatty", "n1", "0-abc")
 	const kept = 5000
+	stored := func() {
+		select {
+		case <-h.js.PublishAsyncComplete():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the kept lines were not all stored")
+		}
+	}
 	for i := range kept {
+		// nats.go refuses a publish beyond 4000 unacknowledged ones
+		// once it has waited 200ms for acks, which a loaded machine
+		// may not send in time.
+		if i%1000 == 0 {
+			stored()
+		}
 		if _, err := h.js.PublishAsync(subject, []byte(strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case <-h.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the kept lines were not all stored")
-	}
+	stored()
 	published := kept
 
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
