@@ -272,23 +272,31 @@ const placeRetry = 250 * time.Millisecond
 // answers that it could not make the stream's store: nats-server has given
 // that answer, once, to a cluster just formed and to a stream created again
 // right after it was deleted, and the same request then succeeded. A store
-// that cannot be made (a data dir not writable) still fails, a second later.
+// that cannot be made (a full disk, a data dir not writable) still fails,
+// a second later, and the error names those causes, as the server's
+// answer names none.
 func againIfStoreFailed(ctx context.Context, try func(replicas int) error) func(int) error {
 	return func(replicas int) error {
 		err := try(replicas)
-		for range storeFailedRetries {
-			if !storeFailed(err) {
-				return err
-			}
+		for i := 0; storeFailed(err) && i < storeFailedRetries; i++ {
 			select {
 			case <-ctx.Done():
-				return err
+				return cannotMakeStore(err)
 			case <-time.After(placeRetry):
 			}
 			err = try(replicas)
 		}
+		return cannotMakeStore(err)
+	}
+}
+
+// cannotMakeStore adds to err, when it is nats-server's refusal to make a
+// stream's store, what does that.
+func cannotMakeStore(err error) error {
+	if !storeFailed(err) {
 		return err
 	}
+	return fmt.Errorf("%w: the NATS server could not make the stream's files, as when its disk is full or its data_dir is not writable; its log says which", err)
 }
 
 // storeFailedRetries bounds againIfStoreFailed.

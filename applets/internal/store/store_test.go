@@ -162,6 +162,31 @@ func TestKVAsksAgainWhenTheStoreFailed(t *testing.T) {
 	}
 }
 
+// A store nats-server cannot make however often it is asked (a full disk
+// here) is refused with the likely causes, as the server's answer names
+// none.
+func TestKVSaysWhyTheStoreCannotBeMade(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := natstest.SmallDisk(t, "8m")
+	// The disk, not the account's limit, must refuse the store.
+	srv := natstest.StartConfig(t, embednats.Config{DataDir: filepath.Join(dir, "data"), JetStreamMaxStore: 1 << 30})
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.FillDisk(t, dir)
+	_, err = KV(ctx, js, names.AppsBucket, nil)
+	if !storeFailed(err) {
+		t.Fatalf("want the store refused, got %v", err)
+	}
+	for _, want := range []string{"disk is full", "data_dir", "its log"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+}
+
 // TestLookupWithoutDeadlineEnds has JetStream take a bucket's lookups and
 // answer none, as a cluster without a leader does, for a caller whose ctx
 // has no deadline (the gateway's watch of narun-routes): KV ends, as the
