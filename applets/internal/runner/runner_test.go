@@ -2153,8 +2153,14 @@ func TestRolloutWaitsMinHealthy(t *testing.T) {
 	if rolled.Restarts != 1 {
 		t.Errorf("new instance %+v: want it restarted once", rolled)
 	}
+	// The process is gone before its stopping event, published just
+	// before the stop, need have reached this watcher.
+	oldStopping := func(e state.Event) bool { return e.ID == old.ID && e.State == state.Stopping }
+	testutil.Eventually(t, 10*time.Second, "the old instance's stopping event", func() bool {
+		return slices.ContainsFunc(ev.list(), oldStopping)
+	})
 	events := ev.list()
-	stopping := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == old.ID && e.State == state.Stopping })
+	stopping := slices.IndexFunc(events, oldStopping)
 	again := slices.IndexFunc(events, func(e state.Event) bool { return e.ID == rolled.ID && e.State == state.Healthy && e.Restarts == 1 })
 	if stopping < 0 || again < 0 || stopping < again {
 		t.Errorf("old instance stopping at event %d, new one healthy after its restart at event %d: want the old one stopped after", stopping, again)
