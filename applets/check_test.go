@@ -11,7 +11,7 @@ import (
 )
 
 // --check judges the file and flags as a start would, naming the line of
-// the first problem, and binds and writes nothing: it passes with every
+// each problem, and binds and writes nothing: it passes with every
 // address of the file held by another listener (one each: two of narun's
 // own on one address are refused), and leaves no data dir.
 func TestCheckFlag(t *testing.T) {
@@ -338,5 +338,91 @@ func TestRelativeDataDirBesideAnotherStore(t *testing.T) {
 	t.Chdir(dir)
 	if code, stdout, stderr := run("narun", "up", "--node-id", "n1", "--config", file, "--check"); code != 0 {
 		t.Errorf("exit %d, %q%q; want 0: the store in %s is another server's", code, stdout, stderr, filepath.Join(dir, "data"))
+	}
+}
+
+// --check names every problem of the configuration in one run, each with
+// its line, not only the first: an operator with three mistakes in three
+// parts must not run it three times to find them. A start that fails
+// names them all too, before it makes the data dir.
+func TestCheckNamesEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	clash := heldAddr(t)
+	data := filepath.Join(dir, "data")
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	upFile := write("up.toml", `[nats]
+listen = "`+clash+`"
+[gateway]
+listen = "`+clash+`"
+admin_listen = "`+heldAddr(t)+`"
+[runner]
+heartbeat_interval = "1h"
+admin_listen = "`+heldAddr(t)+`"
+[[gateway.routes]]
+path = "no-slash"
+service = "a"
+`)
+	gwFile := write("gw.toml", `[gateway]
+listen = "`+heldAddr(t)+`"
+admin_listen = "127.0.0.1"
+[[gateway.routes]]
+path = "/a/"
+service = "a b"
+`)
+	routesFile := write("routes.toml", `[gateway]
+listen = "`+heldAddr(t)+`"
+admin_listen = "`+heldAddr(t)+`"
+[[gateway.routes]]
+path = "/a/"
+service = "a b"
+[[gateway.routes]]
+path = "/b/"
+match = "regexp"
+service = "b"
+`)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"up: a route, the runner and a listener", []string{"up", "--config", upFile, "--data-dir", data, "--check"}, []string{
+			upFile + `:2: key "nats.listen" "` + clash + `" and ` + upFile + `:4: key "gateway.listen" "` + clash + `": two of narun's listeners on the same address`,
+			upFile + `:7: key "runner.heartbeat_interval": want at most 15s`,
+			upFile + `:9: route #1 (path "no-slash"): path "no-slash" must start with /`,
+		}},
+		{"up start: a route, the runner and a listener", []string{"up", "--config", upFile, "--data-dir", data}, []string{
+			upFile + `:2: key "nats.listen" "` + clash + `" and ` + upFile + `:4: key "gateway.listen" "` + clash + `": two of narun's listeners on the same address`,
+			upFile + `:7: key "runner.heartbeat_interval": want at most 15s`,
+			upFile + `:9: route #1 (path "no-slash"): path "no-slash" must start with /`,
+		}},
+		{"gw: a route and a listener", []string{"gw", "--config", gwFile, "--check"}, []string{
+			gwFile + `:3: key "gateway.admin_listen": "127.0.0.1": want host:port`,
+			gwFile + `:4: route #1 (path "/a/"): service "a b"`,
+		}},
+		{"gw: two routes", []string{"gw", "--config", routesFile, "--check"}, []string{
+			routesFile + `:4: route #1 (path "/a/"): service "a b"`,
+			routesFile + `:7: route #2 (path "/b/"): match "regexp"`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := run(append([]string{"narun"}, tc.args...)...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stdout+stderr, want) {
+					t.Errorf("output does not name %q:\n%s", want, stdout+stderr)
+				}
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the data dir was made (stat: %v)", err)
+			}
+		})
 	}
 }

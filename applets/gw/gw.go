@@ -49,21 +49,26 @@ func Flags() []ucli.Flag {
 func Main(ctx context.Context, stdio cli.IO, args []string) error {
 	return cli.Service(ctx, stdio, args, "HTTP and gRPC gateway to NATS Micro services\n"+description, "requests", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		cli.Override(c, map[string]*string{"listen": &cfg.Gateway.Listen, "admin-listen": &cfg.Gateway.AdminListen, "tls-listen": &cfg.Gateway.TLS.Listen, "routes-cache": &cfg.Gateway.RoutesCache})
+		// The checks that do not depend on each other all run, so that
+		// one --check, or a start that fails, names every problem.
 		listens := cli.GatewayListens(cfg.Gateway)
-		if err := cli.CheckListen(c, cfg, listens...); err != nil {
-			return err
-		}
-		if err := cli.CheckListenersApart(c, cfg, listens...); err != nil {
-			return err
-		}
+		problems := []error{cli.CheckListen(c, cfg, listens...), cli.CheckListenersApart(c, cfg, listens...)}
 		opts, err := cli.NATSOptions("narun-gw", cfg.Gateway.Client)
 		if err != nil {
-			return cli.PlaceClientError(c, cfg, "gateway", err)
+			problems = append(problems, cli.PlaceClientError(c, cfg, "gateway", err))
+		}
+		// A start judges the routes and certificate too before it connects,
+		// so that it names their problems with the rest; what the check
+		// warns of, gateway.New logs again.
+		checkLog := log
+		if !c.Bool(cli.FlagCheck) {
+			checkLog = nil
+		}
+		problems = append(problems, gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: checkLog, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen")}))
+		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
+			return err
 		}
 		if c.Bool(cli.FlagCheck) {
-			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, Logger: log, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen")}); err != nil {
-				return err
-			}
 			return cli.Checked(stdio, cfg)
 		}
 		opts = append(opts, cli.NATSLogging(log)...)

@@ -46,9 +46,9 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if c.IsSet("routes") {
 			cfg.NATS.Cluster.Routes = c.StringSlice("routes")
 		}
-		if err := cli.CheckListenersApart(c, cfg, cli.NATSListens(cfg.NATS, "listen", "http-listen", "cluster-listen")...); err != nil {
-			return err
-		}
+		// The checks that do not depend on each other all run, so that
+		// one --check, or a start that fails, names every problem.
+		problems := []error{cli.CheckListenersApart(c, cfg, cli.NATSListens(cfg.NATS, "listen", "http-listen", "cluster-listen")...)}
 		ec := cli.EmbedConfig(cfg)
 		flagRemote := fmt.Sprintf("nats.leafnodes.remotes[%d]", len(ec.Leafnodes.Remotes))
 		if c.IsSet("leaf-remote") {
@@ -69,10 +69,13 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		check := c.Bool(cli.FlagCheck)
 		if check {
 			if err := embednats.Check(ec); err != nil {
-				return cli.PlaceNATSError(cfg, err, fromFlag)
+				problems = append(problems, cli.PlaceNATSError(cfg, err, fromFlag))
 			}
 		}
-		if err := cli.DataDir(check, cfg); err != nil {
+		// A start that failed already judges the data dir as --check does,
+		// and makes nothing.
+		problems = append(problems, cli.DataDir(check || errors.Join(problems...) != nil, cfg))
+		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
 			return err
 		}
 		if check {

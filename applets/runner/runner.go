@@ -4,6 +4,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -33,25 +34,23 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		"heartbeat_interval): testdata/narun.toml lists every key with its default.", "apps", Flags(), func(c *ucli.Context, cfg config.File, log *slog.Logger) error {
 		rc := cfg.Runner
 		cli.Override(c, map[string]*string{"node-id": &rc.NodeID, "admin-listen": &rc.AdminListen})
-		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), rc.NodeID); err != nil {
-			return err
-		}
+		// The checks that do not depend on each other all run, so that
+		// one --check, or a start that fails, names every problem.
 		admin := cli.Listen{Key: "runner.admin_listen", Flag: "admin-listen", Addr: rc.AdminListen}
-		if err := cli.CheckListen(c, cfg, admin); err != nil {
-			return err
-		}
 		cfg.Runner = rc
-		if err := runner.CheckConfig(cfg); err != nil {
-			return err
-		}
-		if err := runner.ApplyNodeFlags(c, &rc); err != nil {
-			return err
+		problems := []error{
+			cli.CheckListen(c, cfg, admin),
+			runner.CheckConfig(cfg, c.IsSet("node-id")),
+			runner.ApplyNodeFlags(c, &rc),
 		}
 		opts, err := cli.NATSOptions("narun runner", rc.Client)
 		if err != nil {
-			return cli.PlaceClientError(c, cfg, "runner", err)
+			problems = append(problems, cli.PlaceClientError(c, cfg, "runner", err))
 		}
-		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg); err != nil {
+		// A start that failed already judges the data dir as --check does,
+		// and makes nothing.
+		problems = append(problems, cli.DataDir(c.Bool(cli.FlagCheck) || errors.Join(problems...) != nil, cfg))
+		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
 			return err
 		}
 		cli.WarnUnreachable(log, cfg.DataDir)

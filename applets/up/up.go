@@ -54,21 +54,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			"runner-admin-listen": &cfg.Runner.AdminListen,
 			"node-id":             &cfg.Runner.NodeID,
 		})
-		if err := runner.CheckNodeIDFlag(c.IsSet("node-id"), cfg.Runner.NodeID); err != nil {
-			return err
-		}
+		// The checks that do not depend on each other all run, so that
+		// one --check, or a start that fails, names every problem.
 		listens := append(cli.GatewayListens(cfg.Gateway), cli.Listen{Key: "runner.admin_listen", Flag: "runner-admin-listen", Addr: cfg.Runner.AdminListen})
-		if err := cli.CheckListen(c, cfg, listens...); err != nil {
-			return err
-		}
-		if err := cli.CheckListenersApart(c, cfg, append(cli.NATSListens(cfg.NATS, "nats-listen", "", ""), listens...)...); err != nil {
-			return err
-		}
-		if err := runner.CheckConfig(cfg); err != nil {
-			return err
-		}
-		if err := runner.ApplyNodeFlags(c, &cfg.Runner); err != nil {
-			return err
+		problems := []error{
+			cli.CheckListen(c, cfg, listens...),
+			cli.CheckListenersApart(c, cfg, append(cli.NATSListens(cfg.NATS, "nats-listen", "", ""), listens...)...),
+			runner.CheckConfig(cfg, c.IsSet("node-id")),
+			runner.ApplyNodeFlags(c, &cfg.Runner),
 		}
 		if os.Getenv("GOMAXPROCS") == "" {
 			runtime.GOMAXPROCS(shareCores(runtime.GOMAXPROCS(0)))
@@ -83,20 +76,24 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			log.Warn("[gateway] trusted_keys is set and [runner] trusted_keys is not: the runner runs specs of narun-apps whoever wrote them (an app too); set both")
 		}
 		// Before the node key, which is read from the data dir.
-		if err := cli.DataDir(c.Bool(cli.FlagCheck), cfg); err != nil {
-			return err
-		}
-		cli.WarnUnreachable(log, cfg.DataDir)
-		if cli.UnderTmp(cfg.DataDir) {
-			log.Warn("the data dir is under /tmp: an app whose sandbox has the tmp preset will not start, the preset hides its instance dir behind a private /tmp; choose a data_dir outside /tmp", "data_dir", cfg.DataDir)
-		}
+		// A start that failed already judges the data dir as --check does,
+		// and makes nothing.
+		dataDirErr := cli.DataDir(c.Bool(cli.FlagCheck) || errors.Join(problems...) != nil, cfg)
+		problems = append(problems, dataDirErr)
 		var nk *nodeKey
-		if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
-			var err error
-			if nk, err = readNodeKey(cfg.DataDir); err != nil {
-				return err
+		if dataDirErr == nil {
+			cli.WarnUnreachable(log, cfg.DataDir)
+			if cli.UnderTmp(cfg.DataDir) {
+				log.Warn("the data dir is under /tmp: an app whose sandbox has the tmp preset will not start, the preset hides its instance dir behind a private /tmp; choose a data_dir outside /tmp", "data_dir", cfg.DataDir)
 			}
-			cfg.Runner.TrustedKeys = []string{nk.key.Public()}
+			if c.Bool("signing") && len(cfg.Runner.TrustedKeys) == 0 && len(cfg.Gateway.TrustedKeys) == 0 {
+				var err error
+				if nk, err = readNodeKey(cfg.DataDir); err != nil {
+					problems = append(problems, err)
+				} else {
+					cfg.Runner.TrustedKeys = []string{nk.key.Public()}
+				}
+			}
 		}
 		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
@@ -120,19 +117,30 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if ec.TLS.Verify && cfg.Runner.AppNATSCert == "" {
 			log.Warn("[nats.tls] verifies clients and apps have no certificate: an app that uses NATS is refused; give them one with [runner] app_nats_cert and app_nats_key")
 		}
+		var nodeKeys []string
+		if nk != nil {
+			nodeKeys = cfg.Runner.TrustedKeys
+		}
+		// A start judges the gateway's routes and certificate too before it
+		// starts anything, so that it names their problems with the rest;
+		// what the check warns of, gateway.New logs again.
+		gatewayLog := log.With("part", "gateway")
+		if !c.Bool(cli.FlagCheck) {
+			gatewayLog = nil
+		}
+		problems = append(problems, gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: gatewayLog, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"), WholeFile: true}))
 		if c.Bool(cli.FlagCheck) {
 			runner.WarnKeyFile(log, cfg.Runner.MasterKeyFile)
 			if err := embednats.Check(ec); err != nil {
-				return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
+				problems = append(problems, cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")}))
 			}
-			var nodeKeys []string
-			if nk != nil {
-				nodeKeys = cfg.Runner.TrustedKeys
-			}
-			if err := gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: log.With("part", "gateway"), ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"), WholeFile: true}); err != nil {
+			if err := config.JoinByLine(cfg.Path, problems...); err != nil {
 				return err
 			}
 			return cli.Checked(stdio, cfg)
+		}
+		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
+			return err
 		}
 		// Before the NATS server starts: a new member of a cluster that
 		// then failed on a port another process holds had joined the
@@ -172,7 +180,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		defer runnerConn.Close()
-		var nodeKeys []string
 		var nodeKeyFile string
 		if nk != nil {
 			if err := nk.save(ctx, runnerConn, log); err != nil {
@@ -182,7 +189,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				}
 				return err
 			}
-			nodeKeys = cfg.Runner.TrustedKeys
 			// Absolute: narun ctl reads it from the heartbeat in another
 			// working directory.
 			if nodeKeyFile, err = filepath.Abs(nk.path); err != nil {

@@ -62,7 +62,7 @@ func ConfigFlags() []ucli.Flag {
 // flags and exit, as nginx -t and nats-server -t do: before a restart, or
 // as a service manager's ExecStartPre.
 func CheckFlag() ucli.Flag {
-	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of the first problem, 2 for a usage error; binds nothing and writes nothing, so a port in use is found only at start"}
+	return &ucli.BoolFlag{Name: FlagCheck, Usage: "check the configuration file and flags and exit: 0 when they are valid, 1 naming the file, line and key of every problem, 2 when a usage error is among them; binds nothing and writes nothing, so a port in use is found only at start"}
 }
 
 // elsewhere says how to move the data dir, for errors about it: without
@@ -1037,8 +1037,10 @@ type Listen struct{ Key, Flag, Addr string }
 // line that set it: the start found it only once it listened, after the
 // rest was up, and in words that named neither, and --check, which
 // listens on nothing, not at all. An empty address, which turns its
-// listener off, passes.
+// listener off, passes. Every address refused is named, not only the
+// first.
 func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
+	var errs []error
 	for _, l := range addrs {
 		if l.Addr == "" {
 			continue
@@ -1054,15 +1056,16 @@ func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 			continue
 		}
 		err = fmt.Errorf("%q: want host:port or :port: %w%s", l.Addr, err, embednats.BracketHint(l.Addr))
-		if l.Flag != "" && c.IsSet(l.Flag) {
-			return Usage(fmt.Errorf("--%s %w", l.Flag, err))
+		switch where := cfg.Where(l.Key); {
+		case l.Flag != "" && c.IsSet(l.Flag):
+			errs = append(errs, Usage(fmt.Errorf("--%s %w", l.Flag, err)))
+		case where != "":
+			errs = append(errs, fmt.Errorf("%s: key %q: %w", where, l.Key, err))
+		default:
+			errs = append(errs, fmt.Errorf("key %q: %w", l.Key, err))
 		}
-		if where := cfg.Where(l.Key); where != "" {
-			return fmt.Errorf("%s: key %q: %w", where, l.Key, err)
-		}
-		return fmt.Errorf("key %q: %w", l.Key, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckListenersApart refuses two of addrs that one process cannot both
@@ -1073,7 +1076,9 @@ func CheckListen(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 // not at all. Both are named, by the flag or the file's key and line that
 // set them. It is no usage error (exit 1): each address is well formed,
 // the configuration as a whole cannot run. Addresses CheckListen or the
-// NATS server's check refuse, and port 0 (one the kernel picks), pass.
+// NATS server's check refuse, and port 0 (one the kernel picks), pass:
+// they are named as refused, not once more as a clash. Every listener
+// that clashes with one before it is named, with the first of those.
 func CheckListenersApart(c *ucli.Context, cfg config.File, addrs ...Listen) error {
 	type bound struct {
 		Listen
@@ -1081,12 +1086,13 @@ func CheckListenersApart(c *ucli.Context, cfg config.File, addrs ...Listen) erro
 		port int
 	}
 	var seen []bound
+	var errs []error
 	for _, l := range addrs {
 		if l.Addr == "" {
 			continue
 		}
 		host, p, err := net.SplitHostPort(l.Addr)
-		if err != nil {
+		if err != nil || !embednats.ListenableHost(host) {
 			continue
 		}
 		port, err := net.LookupPort("tcp", p)
@@ -1094,14 +1100,14 @@ func CheckListenersApart(c *ucli.Context, cfg config.File, addrs ...Listen) erro
 			continue
 		}
 		host = wildcardOrHost(host)
-		for _, s := range seen {
-			if s.port == port && (s.host == host || s.host == "" || host == "") {
-				return fmt.Errorf("%s and %s: two of narun's listeners on the same address; give each a port of its own", s.Listen.Name(c, cfg), l.Name(c, cfg))
-			}
+		i := slices.IndexFunc(seen, func(s bound) bool { return s.port == port && (s.host == host || s.host == "" || host == "") })
+		if i >= 0 {
+			errs = append(errs, fmt.Errorf("%s and %s: two of narun's listeners on the same address; give each a port of its own", seen[i].Listen.Name(c, cfg), l.Name(c, cfg)))
+			continue
 		}
 		seen = append(seen, bound{l, host, port})
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // wildcardOrHost is "" for a host that listens on every address, else the

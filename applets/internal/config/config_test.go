@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -588,5 +589,21 @@ func TestTypeErrorsWithLoadChecks(t *testing.T) {
 	}
 	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
 		t.Fatalf("error:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// JoinByLine orders the problems errors.Join joined, at any depth, by
+// their lines, and keeps an error that wraps several ("%w: %w") whole:
+// split, the words around them would be lost.
+func TestJoinByLine(t *testing.T) {
+	line := func(n int) error { return fmt.Errorf("f.toml:%d: problem %d", n, n) }
+	wrapped := fmt.Errorf("f.toml:2: %w: %w", fmt.Errorf("one"), fmt.Errorf("two"))
+	err := config.JoinByLine("f.toml", errors.Join(line(5), errors.Join(line(3), nil, fmt.Errorf("no line"))), nil, wrapped, line(1))
+	want := "f.toml:1: problem 1\nf.toml:2: one: two\nf.toml:3: problem 3\nf.toml:5: problem 5\nno line"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	if err := config.JoinByLine("f.toml", nil, errors.Join(nil)); err != nil {
+		t.Fatalf("got %v, want nil", err)
 	}
 }

@@ -73,7 +73,7 @@ func TestDocsNodeConfigsLoad(t *testing.T) {
 			err = cli.PlaceNATSError(cfg, err, nil)
 			t.Errorf("%s:%d: narun.toml's [nats] would not start a server:\n%s", b.File, b.Line, strings.ReplaceAll(err.Error(), path, b.File))
 		}
-		if err := runner.CheckConfig(cfg); err != nil {
+		if err := runner.CheckConfig(cfg, false); err != nil {
 			t.Errorf("%s:%d: narun.toml's [runner] would not start a runner:\n%s", b.File, b.Line, strings.ReplaceAll(err.Error(), path, b.File))
 		}
 	}

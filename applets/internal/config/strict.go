@@ -188,20 +188,21 @@ func joinProblems(file string, unknown []problem, more int, mistyped []problem) 
 	return errors.Join(all...)
 }
 
-// JoinByLine joins errs, and the errors joined in each, in the order of
-// the lines they name as "file:line: ", those without a line last in the
-// order given; nil when all are nil. It merges a decoder's error, which
-// names the refused values, with what checks of the values that decoded
-// found.
+// JoinByLine joins errs, and the errors joined in each (at any depth), in
+// the order of the lines they name as "file:line: ", those without a line
+// last in the order given; nil when all are nil. It merges a decoder's
+// error, which names the refused values, with what checks of the values
+// that decoded found, and the problems each check of an applet found.
 func JoinByLine(file string, errs ...error) error {
 	var all []problem
-	for _, err := range errs {
-		flat := []error{err}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			flat = j.Unwrap()
-		}
-		for _, e := range flat {
+	var add func(errs []error)
+	add = func(errs []error) {
+		for _, e := range errs {
 			if e == nil {
+				continue
+			}
+			if parts := joined(e); parts != nil {
+				add(parts)
 				continue
 			}
 			n := 0
@@ -212,12 +213,32 @@ func JoinByLine(file string, errs ...error) error {
 			all = append(all, problem{line: n, err: e})
 		}
 	}
+	add(errs)
 	slices.SortStableFunc(all, func(a, b problem) int { return cmp.Compare(lineOrder(a.line), lineOrder(b.line)) })
 	out := make([]error, len(all))
 	for i, p := range all {
 		out[i] = p.err
 	}
 	return errors.Join(out...)
+}
+
+// joined is the errors errors.Join joined into err, nil when another
+// made it: a message that wraps several ("%w: %w") is one problem, whose
+// words around them would be lost if it were split.
+func joined(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return nil
+	}
+	parts := j.Unwrap()
+	var texts []string
+	for _, e := range parts {
+		texts = append(texts, e.Error())
+	}
+	if strings.Join(texts, "\n") != err.Error() {
+		return nil
+	}
+	return parts
 }
 
 // lineOrder puts a problem without a line after the placed ones.

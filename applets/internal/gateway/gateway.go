@@ -222,10 +222,9 @@ func Check(opts Options) error {
 // configured is a gateway with opts' configuration applied, not yet
 // connected to anything.
 func configured(opts Options) (*Gateway, error) {
-	signatures, err := trustedKeys(&opts.Config, opts.NodeKeys, opts.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
+	// The problems of the keys, the routes and the certificate are
+	// independent: each is named, so that one --check finds them all.
+	signatures, keysErr := trustedKeys(&opts.Config, opts.NodeKeys, opts.ConfigPath)
 	orderFile := ""
 	if opts.RoutesCache != "" {
 		orderFile = opts.RoutesCache + orderSuffix
@@ -291,11 +290,9 @@ func configured(opts Options) (*Gateway, error) {
 		}
 	}
 	g.mu.Lock()
-	err = g.rebuild(opts.Config, g.kvRoutes)
+	routesErr := g.rebuild(opts.Config, g.kvRoutes)
 	g.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
+	var tlsErr error
 	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
 		if tc.Cert == "" || tc.Key == "" {
 			// Only the file sets them: the line to fix is the one set.
@@ -303,10 +300,9 @@ func configured(opts Options) (*Gateway, error) {
 			if tc.Cert == "" {
 				set, missing = missing, set
 			}
-			return nil, placeKey(g.opts.ConfigPath, set, fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing))
-		}
-		if key, err := g.loadCert(); err != nil {
-			return nil, placeKey(g.opts.ConfigPath, key, err)
+			tlsErr = placeKey(g.opts.ConfigPath, set, fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing))
+		} else if key, err := g.loadCert(); err != nil {
+			tlsErr = placeKey(g.opts.ConfigPath, key, err)
 		}
 	} else if tc.Listen != "" && (tc.Listen != config.Defaults().Gateway.TLS.Listen || g.opts.TLSListenChosen) {
 		// An address was chosen, by --tls-listen or as another than the
@@ -314,6 +310,9 @@ func configured(opts Options) (*Gateway, error) {
 		// Caddy's error: the gateway served plain HTTP with such a file
 		// before, and an upgrade must not stop it from starting.
 		g.log.Warn("gateway.tls.listen set but no gateway.tls.cert and gateway.tls.key: HTTPS is off", "tls_listen", tc.Listen)
+	}
+	if err := errors.Join(keysErr, routesErr, tlsErr); err != nil {
+		return nil, err
 	}
 	return g, nil
 }
@@ -360,7 +359,10 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	if src == "" {
 		src = "config"
 	}
+	// Every bad route of the file is named, not only the first, so that
+	// one --check or reload finds them all.
 	var routes []*route
+	var errs []error
 	for i, rc := range cfg.Routes {
 		origin := fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path)
 		if i < len(g.routeLines) {
@@ -368,11 +370,12 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 		}
 		r, err := compile(rc, origin, timeout, maxBody)
 		if err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		routes = append(routes, r)
 	}
-	if _, err := newTable(routes); err != nil {
+	if err := errors.Join(append(errs, duplicates(routes)...)...); err != nil {
 		return err
 	}
 	skipped := 0
@@ -584,14 +587,19 @@ func trustedKeys(cfg *config.Gateway, nodeKeys []string, path string) (*signing.
 	if len(cfg.TrustedKeys) == 0 {
 		cfg.TrustedKeys = nodeKeys
 	} else {
+		var errs []error
 		for i, pub := range cfg.TrustedKeys {
 			if err := signing.CheckPublic(pub); err != nil {
 				key := fmt.Sprintf("gateway.trusted_keys[%d]", i)
 				if where := (config.File{Path: path}).Where("gateway.trusted_keys"); where != "" {
-					return nil, fmt.Errorf("%s: key %q: %w", where, key, err)
+					errs = append(errs, fmt.Errorf("%s: key %q: %w", where, key, err))
+				} else {
+					errs = append(errs, fmt.Errorf("%s: %w", key, err))
 				}
-				return nil, fmt.Errorf("%s: %w", key, err)
 			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
 		}
 	}
 	return signing.NewVerifier("gateway.trusted_keys", cfg.TrustedKeys)

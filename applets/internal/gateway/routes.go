@@ -456,6 +456,21 @@ func newTable(routes []*route) (*table, error) {
 	return t, nil
 }
 
+// duplicates names each of routes that overlaps one before it, with the
+// first such one, as newTable refuses the first.
+func duplicates(routes []*route) []error {
+	byPattern := patternIndex{}
+	var errs []error
+	for _, r := range routes {
+		if o := byPattern[r.pattern()].overlapping(r); o != nil {
+			errs = append(errs, duplicate(o, r))
+			continue
+		}
+		byPattern.add(r)
+	}
+	return errs
+}
+
 // patternIndex holds the routes added to a table so far by pattern.
 type patternIndex map[string]*patternRoutes
 

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -22,32 +23,40 @@ import (
 // It also refuses a node id that is no name, a label no spec could select
 // and a malformed trusted key, as the file's other bad values
 // are refused, with the file and line, before the runner connects.
-func CheckConfig(cfg config.File) error {
+// Every problem is named, not only the first, so that one --check finds
+// them all. nodeIDFlag says that --node-id set the node id: a bad one is
+// then a usage error of the flag's, not the file's key.
+func CheckConfig(cfg config.File, nodeIDFlag bool) error {
 	where := func(key string) string {
 		if w := cfg.Where(key); w != "" {
 			return w + ": "
 		}
 		return ""
 	}
+	var errs []error
 	if limit := store.NodeTTL / 2; cfg.Runner.HeartbeatInterval.D() > limit {
-		return fmt.Errorf("%skey %q: want at most %s, got %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
-			where("runner.heartbeat_interval"), "runner.heartbeat_interval", limit, cfg.Runner.HeartbeatInterval.D(), store.NodeTTL)
+		errs = append(errs, fmt.Errorf("%skey %q: want at most %s, got %s: narun-nodes forgets a heartbeat %s after it was written, and the node would look gone between two",
+			where("runner.heartbeat_interval"), "runner.heartbeat_interval", limit, cfg.Runner.HeartbeatInterval.D(), store.NodeTTL))
 	}
-	if _, err := nodeID(cfg.Runner); err != nil {
-		return fmt.Errorf("%skey %q: %w", where("runner.node_id"), "runner.node_id", err)
+	if id := cfg.Runner.NodeID; nodeIDFlag && id != "" {
+		if err := spec.ValidName(id); err != nil {
+			errs = append(errs, cli.Usage(fmt.Errorf("--node-id %q: %w", id, err)))
+		}
+	} else if _, err := nodeID(cfg.Runner); err != nil {
+		errs = append(errs, fmt.Errorf("%skey %q: %w", where("runner.node_id"), "runner.node_id", err))
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Runner.Labels)) {
 		if err := spec.CheckLabel(name, cfg.Runner.Labels[name]); err != nil {
 			// The label's own key and line: the error about its value
 			// does not name it, and a table may hold many.
 			key := "runner.labels." + name
-			return fmt.Errorf("%skey %q: %w", where(key), key, err)
+			errs = append(errs, fmt.Errorf("%skey %q: %w", where(key), key, err))
 		}
 	}
 	if c, k := cfg.Runner.AppNATSCert, cfg.Runner.AppNATSKey; c == "" && k != "" {
-		return fmt.Errorf("%skey %q: set, but runner.app_nats_cert is empty: set both, the apps' certificate and its private key", where("runner.app_nats_key"), "runner.app_nats_key")
+		errs = append(errs, fmt.Errorf("%skey %q: set, but runner.app_nats_cert is empty: set both, the apps' certificate and its private key", where("runner.app_nats_key"), "runner.app_nats_key"))
 	} else if c != "" && k == "" {
-		return fmt.Errorf("%skey %q: set, but runner.app_nats_key is empty: set both, the apps' certificate and its private key", where("runner.app_nats_cert"), "runner.app_nats_cert")
+		errs = append(errs, fmt.Errorf("%skey %q: set, but runner.app_nats_key is empty: set both, the apps' certificate and its private key", where("runner.app_nats_cert"), "runner.app_nats_cert"))
 	}
 	// What apps are given to read: a wrong file would crash-loop every
 	// app that uses NATS, each saying only its own error.
@@ -56,30 +65,18 @@ func CheckConfig(cfg config.File) error {
 			continue
 		}
 		if err := embednats.CheckCA(ca.file); err != nil {
-			return fmt.Errorf("%skey %q: %w", where(ca.key), ca.key, err)
+			errs = append(errs, fmt.Errorf("%skey %q: %w", where(ca.key), ca.key, err))
 		}
 	}
 	if c, k := cfg.Runner.AppNATSCert, cfg.Runner.AppNATSKey; c != "" && k != "" {
 		if err := embednats.CheckClientCert(c, k); err != nil {
-			return fmt.Errorf("%skey %q: %w", where("runner.app_nats_cert"), "runner.app_nats_cert", err)
+			errs = append(errs, fmt.Errorf("%skey %q: %w", where("runner.app_nats_cert"), "runner.app_nats_cert", err))
 		}
 	}
 	for i, pub := range cfg.Runner.TrustedKeys {
 		if err := signing.CheckPublic(pub); err != nil {
-			return fmt.Errorf("%skey %q: %w", where("runner.trusted_keys"), fmt.Sprintf("runner.trusted_keys[%d]", i), err)
+			errs = append(errs, fmt.Errorf("%skey %q: %w", where("runner.trusted_keys"), fmt.Sprintf("runner.trusted_keys[%d]", i), err))
 		}
 	}
-	return nil
-}
-
-// CheckNodeIDFlag refuses a --node-id that is no name as a usage error;
-// CheckConfig, which sees the value with the file's, would blame the file.
-func CheckNodeIDFlag(set bool, id string) error {
-	if !set || id == "" {
-		return nil
-	}
-	if err := spec.ValidName(id); err != nil {
-		return cli.Usage(fmt.Errorf("--node-id %q: %w", id, err))
-	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -32,18 +33,21 @@ func NodeFlags() []ucli.Flag {
 // here is the command line's, a usage error, not the file's.
 func ApplyNodeFlags(c *ucli.Context, rc *config.Runner) error {
 	cli.Override(c, map[string]*string{FlagKeyFile: &rc.MasterKeyFile})
+	var errs []error
 	for _, l := range c.StringSlice(FlagLabel) {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			return cli.Usage(fmt.Errorf("label %q: want key=value", l))
+			errs = append(errs, cli.Usage(fmt.Errorf("label %q: want key=value", l)))
+			continue
 		}
 		if err := spec.CheckLabel(k, v); err != nil {
-			return cli.Usage(fmt.Errorf("--label %q: %w", l, err))
+			errs = append(errs, cli.Usage(fmt.Errorf("--label %q: %w", l, err)))
+			continue
 		}
 		if rc.Labels == nil {
 			rc.Labels = map[string]string{}
 		}
 		rc.Labels[k] = v
 	}
-	return nil
+	return errors.Join(errs...)
 }
