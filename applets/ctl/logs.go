@@ -78,20 +78,17 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
 	cons, err := e.logsConsumer(ctx, stream, names.LogSubject(app, orStar(node), orStar(inst)), since, tail)
 	if err != nil {
 		return e.readLogsErr(app, err)
 	}
 	defer e.dropConsumer(stream, cons)
-	octx, cancel = e.op(ctx)
-	info, err := cons.Info(octx)
-	cancel()
-	if err != nil {
-		return e.readLogsErr(app, err)
-	}
-	pending := info.NumPending
-	asJSON, follow := c.Bool(flagJSON), c.Bool("follow")
-	if pending == 0 {
+	// none says that no kept line was selected: printing nothing at all
+	// looked like a wrong name or a broken pipe; journalctl says "-- No
+	// entries --" for the same reason. On stderr: a script reading stdout
+	// gets nothing, as before, and one reading --json needs no words.
+	none := func() error {
 		said := false
 		switch {
 		case tail == 0:
@@ -112,10 +109,6 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		// Printing nothing at all looked like a wrong name or a broken
-		// pipe; journalctl says "-- No entries --" for the same reason. On
-		// stderr: a script reading stdout gets nothing, as before, and one
-		// reading --json needs no words.
 		if !said && !warned && tail != 0 && !asJSON {
 			msg := "no kept log lines of " + app + selection(node, inst, since)
 			if follow {
@@ -123,21 +116,27 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			}
 			e.infof("%s", msg)
 		}
-		if !follow {
-			return nil
-		}
+		return nil
 	}
-	// Without -f the lines are those stored when it started: an app that
-	// prints on would keep lines pending after each one for good.
-	var last uint64
 	if !follow {
-		octx, cancel := e.op(ctx)
-		si, err := stream.Info(octx)
-		cancel()
-		if err != nil {
-			return e.readLogsErr(app, fmt.Errorf("read stream %s: %w", names.LogsStream, err))
+		// Decided on what was printed, not on the lines pending before:
+		// the stream's limits or a purge may drop those in between.
+		printed, err := e.printKept(ctx, stream, cons, app, asJSON)
+		if err != nil || printed > 0 {
+			return err
 		}
-		last = si.State.LastSeq
+		return none()
+	}
+	octx, cancel = e.op(ctx)
+	info, err := cons.Info(octx)
+	cancel()
+	if err != nil {
+		return e.readLogsErr(app, err)
+	}
+	if info.NumPending == 0 {
+		if err := none(); err != nil {
+			return err
+		}
 	}
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
@@ -161,22 +160,106 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 			}
 			return e.readLogsErr(app, err)
 		}
+		if err := e.printLog(msg, asJSON); err != nil {
+			// As printKept: the lines that follow would be lost too.
+			return fmt.Errorf("print the logs of %s: %w", app, err)
+		}
+	}
+}
+
+// printKept prints the lines of cons that stream held when it started, and
+// returns how many. Only those: an app that prints on would keep lines
+// pending after each one for good. The stream may drop some of them before
+// they are read (its limits, a purge): after a timeout without a line,
+// the consumer is asked whether any is still to come (keptLeft), where
+// waiting for them, as -f does, waited for lines that never come.
+func (e *env) printKept(ctx context.Context, stream jetstream.Stream, cons jetstream.Consumer, app string, asJSON bool) (int, error) {
+	octx, cancel := e.op(ctx)
+	si, err := stream.Info(octx)
+	cancel()
+	if err != nil {
+		return 0, e.readLogsErr(app, fmt.Errorf("read stream %s: %w", names.LogsStream, err))
+	}
+	last := si.State.LastSeq
+	// None pending: no timeout to wait for to tell.
+	left, err := e.keptLeft(ctx, cons, "", 0)
+	if err != nil {
+		return 0, e.readLogsErr(app, err)
+	}
+	if !left || last == 0 {
+		return 0, nil
+	}
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, e.readLogsErr(app, err)
+	}
+	defer it.Stop()
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	printed := 0
+	// The consumer that sent the last line, and its count of the lines
+	// it sent then.
+	var from string
+	var sent uint64
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(e.timeout))
+		if errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			left, err := e.keptLeft(ctx, cons, from, sent)
+			if err != nil {
+				return printed, e.readLogsErr(app, err)
+			}
+			if !left {
+				return printed, nil
+			}
+			continue
+		}
+		if err != nil {
+			// As -f: only an interrupt stops the iterator on purpose.
+			if ctx.Err() != nil {
+				return printed, nil
+			}
+			return printed, e.readLogsErr(app, err)
+		}
 		meta, merr := msg.Metadata()
-		if !follow && merr == nil && meta.Sequence.Stream > last {
+		if merr == nil && meta.Sequence.Stream > last {
 			// Stored after ctl started: the stream's last line then
 			// was not one of these (another app's, or dropped since).
-			return nil
+			return printed, nil
 		}
 		if err := e.printLog(msg, asJSON); err != nil {
 			// A full disk or a closed output: the lines that follow
 			// would be lost too, and a script must not take the file
 			// for all of them.
-			return fmt.Errorf("print the logs of %s: %w", app, err)
+			return printed, fmt.Errorf("print the logs of %s: %w", app, err)
 		}
-		if !follow && (merr != nil || meta.NumPending == 0 || meta.Sequence.Stream == last) {
-			return nil
+		printed++
+		if merr != nil || meta.NumPending == 0 || meta.Sequence.Stream == last {
+			return printed, nil
 		}
+		from, sent = meta.Consumer, meta.Sequence.Consumer
 	}
+}
+
+// keptLeft reports whether cons has lines still to send, or sent lines that
+// have not come yet (a slow link): those it sent count beyond sent when it
+// is from, the consumer that sent the last line read, and all of them when
+// it is another (nats.go makes it again after a reconnect).
+func (e *env) keptLeft(ctx context.Context, cons jetstream.Consumer, from string, sent uint64) (bool, error) {
+	octx, cancel := e.op(ctx)
+	info, err := cons.Info(octx)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	coming := info.Delivered.Consumer
+	if info.Name == from {
+		coming -= min(coming, sent)
+	}
+	return info.NumPending > 0 || coming > 0, nil
 }
 
 // dropConsumer deletes the ephemeral consumer logs read through. The server

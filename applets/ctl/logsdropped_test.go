@@ -1,0 +1,151 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
+)
+
+// purgeBeforePull forwards one client's connections to a NATS server and,
+// before the first pull request (a JetStream MSG.NEXT) the client sends
+// reaches the server, runs purge: what ctl decided from the lines it saw
+// pending is then out of date when it reads them, as when the stream's
+// limits drop them in between. It returns the URL to give the client.
+func purgeBeforePull(t *testing.T, target string, purge func()) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			go func() {
+				defer s.Close()
+				pull := []byte(".API.CONSUMER.MSG.NEXT.")
+				var seen []byte
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						// The tail of what came before: the subject may be
+						// split over two reads.
+						seen = append(seen[max(0, len(seen)-len(pull)):], buf[:n]...)
+						if bytes.Contains(seen, pull) {
+							once.Do(purge)
+						}
+						if _, err := s.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "nats://" + ln.Addr().String()
+}
+
+// logs without -f says it printed no line when the lines it saw pending
+// are gone by the time it reads them (the stream's max age, bytes or
+// messages, or a purge): it decided on the note before reading, and then
+// waited for lines that would never come, printing nothing at all.
+func TestLogsSaysWhenTheKeptLinesGoBeforeTheyAreRead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", elfBinary(t))
+	for i := range 3 {
+		if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), []byte("line "+string(rune('a'+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxied := *h
+	proxied.url = purgeBeforePull(t, h.url, func() {
+		if err := stream.Purge(ctx); err != nil {
+			t.Errorf("purge %s: %v", names.LogsStream, err)
+		}
+	})
+	r := proxied.run("", "logs", "quiet")
+	if r.code != 0 || r.out != "" || r.err != "no kept log lines of quiet\n" {
+		t.Errorf("logs quiet, its lines purged before they were read: exit %d (%v), stdout %q, stderr %q; want exit 0, no line and the note that none is kept", r.code, r.e, r.out, r.err)
+	}
+}
+
+// logs without -f over a link slow enough that a line takes longer than a
+// second to come prints it all the same: nats.go ends a fetch asked for
+// without waiting after a second with no message, as when none is left,
+// and the lines still pending are not to be taken for none.
+func TestLogsOverASlowLinkPrintsEveryKeptLine(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := store.LogsStream(ctx, h.js, nil); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 32<<10)
+	for i := range 2 {
+		if _, err := h.js.Publish(ctx, names.LogSubject("slow", "vm", "slow-0"), []byte(long+string(rune('a'+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 32 KiB a line at 8 KiB/s: each takes about four seconds.
+	slow := *h
+	slow.url = newSlowLink(t, h.url, 0, 8<<10, 0).url
+	r := slow.run("", "logs", "slow")
+	if r.code != 0 || !strings.Contains(r.out, long+"a\n") || !strings.Contains(r.out, long+"b\n") || r.err != "" {
+		t.Errorf("logs slow over a slow link: exit %d (%v), %d bytes on stdout, stderr %q; want exit 0, both lines and nothing on stderr", r.code, r.e, len(r.out), r.err)
+	}
+}
