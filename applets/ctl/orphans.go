@@ -150,7 +150,18 @@ func (e *env) purgeOrphans(ctx context.Context, bucket string, orphans map[strin
 		octx, cancel = e.op(ctx)
 		err = s.Purge(octx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(last.Sequence+1))
 		cancel()
+		if store.DiskFull(err) {
+			// The store's error, kept since a write failed: it takes no
+			// purge either until its server restarts, so the others would
+			// fail the same way. The operator is the one to free space,
+			// and no later write says so if this one does not.
+			e.warnf("purge the chunks of uploads cut short in %s: %v", bucket, diskFullError(bucket, err))
+			break
+		}
 		if err != nil {
+			// Another ctl's reclaim or delete of the same chunks, or a
+			// lost connection that the command's own request reports:
+			// the chunks are only left for the next time.
 			e.log.Debug("purge chunks no object names", "subject", subj, "err", err)
 			continue
 		}
