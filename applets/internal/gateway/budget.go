@@ -45,14 +45,17 @@ type bodyBudget struct {
 	waiting    atomic.Int64
 	waits      atomic.Uint64
 	refused    atomic.Uint64
+
+	// mem counts what is held, to hand it back to the OS once unused.
+	mem *memRelease
 }
 
 // minBodyWaiters is the least maxWaiting: a small max_body_memory must
 // still let a few requests queue rather than fail.
 const minBodyWaiters = 16
 
-func newBodyBudget(size int64) *bodyBudget {
-	return &bodyBudget{size: size, maxWaiting: max(size/budgetedBuf, minBodyWaiters), sem: semaphore.NewWeighted(size)}
+func newBodyBudget(size int64, mem *memRelease) *bodyBudget {
+	return &bodyBudget{size: size, maxWaiting: max(size/budgetedBuf, minBodyWaiters), sem: semaphore.NewWeighted(size), mem: mem}
 }
 
 // memory is what narun may use, as the defaults sized by it read it: Go's
@@ -125,7 +128,7 @@ func (b *bodyBudget) reserve(parent context.Context, deadline time.Time, n int64
 			return 0, fmt.Errorf("%w (%d bytes, waited until the request's deadline or its end)", errBodyBudget, n)
 		}
 	}
-	b.held.Add(n)
+	b.hold(n)
 	return n, nil
 }
 
@@ -139,8 +142,13 @@ func (b *bodyBudget) tryTake(n int64) (int64, bool) {
 	if !b.sem.TryAcquire(n) {
 		return 0, false
 	}
-	b.held.Add(n)
+	b.hold(n)
 	return n, true
+}
+
+func (b *bodyBudget) hold(n int64) {
+	b.held.Add(n)
+	b.mem.hold(n)
 }
 
 // give returns what take or tryTake reserved.
@@ -148,5 +156,6 @@ func (b *bodyBudget) give(n int64) {
 	if n > 0 {
 		b.held.Add(-n)
 		b.sem.Release(n)
+		b.mem.drop(n)
 	}
 }

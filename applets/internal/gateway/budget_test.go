@@ -144,7 +144,7 @@ func TestMessageStreamStartsSmall(t *testing.T) {
 		{name: "no room to grow", budget: messageBuf, pieces: 4, held: messageBuf},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			budget := newBodyBudget(tt.budget)
+			budget := newBodyBudget(tt.budget, nil)
 			pool := &sync.Pool{New: func() any { return new([]byte) }}
 			b := &bodySource{r: strings.NewReader(body), limit: 1 << 30, chunk: chunk, pool: pool, messages: true,
 				budget: budget, ctx: context.Background(), deadline: time.Now().Add(time.Minute)}
@@ -200,7 +200,7 @@ func TestStreamGrowsWhenThereIsRoom(t *testing.T) {
 		{name: "no room to grow", budget: messageBuf, first: messageBuf},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			budget := newBodyBudget(tt.budget)
+			budget := newBodyBudget(tt.budget, nil)
 			held, err := budget.take(context.Background(), time.Now().Add(time.Minute), int64(streamStart(chunk)))
 			if err != nil {
 				t.Fatal(err)

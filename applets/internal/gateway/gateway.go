@@ -168,6 +168,9 @@ type Gateway struct {
 	conns *connLimit
 	// bodies bounds the memory of request bodies; nil bounds nothing.
 	bodies *bodyBudget
+	// mem hands the memory of bodies, both ways, back to the OS once the
+	// gateway holds none.
+	mem *memRelease
 	// windows is what the response windows of the requests in flight
 	// share; nil bounds nothing.
 	windows *windowBudget
@@ -208,6 +211,7 @@ func New(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	mux.mem = g.mem
 	g.mux = mux
 	return g, nil
 }
@@ -272,8 +276,9 @@ func configured(opts Options) (*Gateway, error) {
 	if bodyMemory == 0 {
 		bodyMemory = defaultBodyMemory()
 	}
+	g.mem = newMemRelease()
 	if bodyMemory > 0 {
-		g.bodies = newBodyBudget(bodyMemory)
+		g.bodies = newBodyBudget(bodyMemory, g.mem)
 		g.metrics.bodies = g.bodies
 		g.windows = &windowBudget{size: bodyMemory}
 		g.metrics.windows = g.windows

@@ -28,6 +28,10 @@ type inboxMux struct {
 	mu      sync.Mutex
 	waiters map[uint64]*waiter
 
+	// mem counts the frames not yet acked, which hold their body in the
+	// gateway's memory until their client has it.
+	mem *memRelease
+
 	// lost is closed when the connection to NATS has been down for
 	// grace, and replaced: the exchanges in flight then will most likely
 	// never see their reply, which went to a server that no longer knows
@@ -56,6 +60,7 @@ type waiter struct {
 	// and are not acked yet, which the service keeps within it.
 	window  int64
 	unacked atomic.Int64
+	mem     *memRelease
 }
 
 // acked gives back the window a data frame took; called before its ack is
@@ -63,6 +68,7 @@ type waiter struct {
 func (w *waiter) acked(m *nats.Msg) {
 	if m.Reply != "" {
 		w.unacked.Add(-int64(len(m.Data)))
+		w.mem.drop(int64(len(m.Data)))
 	}
 }
 
@@ -113,8 +119,11 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 		}
 		// Still queued when past the window: the exchange learns of
 		// it when it takes the message, as it may wait for none other.
-		if frame == consumer.FrameData && msg.Reply != "" && w.unacked.Add(int64(len(msg.Data))) > w.window {
-			w.overflow.Store(true)
+		if frame == consumer.FrameData && msg.Reply != "" {
+			if w.unacked.Add(int64(len(msg.Data))) > w.window {
+				w.overflow.Store(true)
+			}
+			m.mem.hold(int64(len(msg.Data)))
 		}
 		// A copy: nats.go leaves the message it delivered linked to the
 		// next one queued on the subscription, so a frame that waits for
@@ -174,6 +183,7 @@ func (m *inboxMux) open(window int64) *waiter {
 	w.interims = 0
 	w.window = window
 	w.unacked.Store(0)
+	w.mem = m.mem
 	m.mu.Lock()
 	m.waiters[w.id] = w
 	m.mu.Unlock()
@@ -195,6 +205,8 @@ func (m *inboxMux) release(w *waiter) {
 		}
 		break
 	}
+	// Frames that came and were never acked: the exchange ended first.
+	m.mem.drop(w.unacked.Swap(0))
 	m.pool.Put(w)
 }
 
