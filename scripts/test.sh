@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the tools it needs, vets, runs every Go
-# test (root-only sandbox tests included when run as root), the concurrent
-# packages again under the race detector, the pure packages again under
+# test (root-only sandbox tests included when run as root), those of the
+# concurrent packages under the race detector, the pure packages again under
 # qemu for arm64 and riscv64, the static release builds, the consumer
 # library for other systems, short fuzz runs and, as root, the end-to-end
 # suite.
@@ -20,21 +20,27 @@ scripts/deps.sh
 stage "go vet"
 go vet ./... ./testdata/apps/hello/
 
-# Most tests wait on servers, processes and timers rather than the CPU:
-# four at a time in each package keep two cores busy.
-stage "go test (linux/$(go env GOARCH))"
-go test -count=1 -parallel 4 -timeout 12m ./... ./testdata/apps/hello/
-
 # The packages where goroutines meet (request pools, reply muxes, process
-# supervision) run again under the race detector, which needs cgo. Its
-# tests wait as the others do: four at a time here too, not the default
-# of one per core.
+# supervision) run under the race detector below, which needs cgo; the
+# others run here. The same tests run either way (none depends on the
+# detector), and the suite is bound by the CPU of two cores: running
+# those five twice cost about 75 s for nothing the race run misses.
 # The runner's package, the longest, comes first: go test starts the
 # packages in the order given, two at a time, and the others then share
 # the second slot rather than leave the runner to finish alone.
+raced=(./applets/internal/runner/ ./consumer/ ./applets/internal/gateway/ ./applets/internal/supervisor/ ./applets/ctl/)
+unraced=$(go list ./... ./testdata/apps/hello/ | grep -v -x -F "$(go list "${raced[@]}")")
+
+# Most tests wait on servers, processes and timers rather than the CPU:
+# four at a time in each package keep two cores busy.
+stage "go test (linux/$(go env GOARCH))"
+# shellcheck disable=SC2086 # one package a word
+go test -count=1 -parallel 4 -timeout 12m $unraced
+
+# Under the race detector their tests wait as the others do: four at a
+# time here too, not the default of one per core.
 stage "go test -race (runner, consumer, gateway, supervisor, ctl)"
-CGO_ENABLED=1 go test -race -count=1 -parallel 4 -timeout 10m ./applets/internal/runner/ ./consumer/ \
-	./applets/internal/gateway/ ./applets/internal/supervisor/ ./applets/ctl/
+CGO_ENABLED=1 go test -race -count=1 -parallel 4 -timeout 10m "${raced[@]}"
 
 # The pure packages run under user-mode qemu, so the three architectures
 # are exercised, not just compiled. Tests that exec the test binary again
