@@ -426,3 +426,81 @@ service = "b"
 		})
 	}
 }
+
+// The embedded NATS server's problems are named with the rest, each with
+// its line, in the order of the file's lines: by --check, which judged
+// the [nats] table only up to its first problem, and by a start, which
+// judged it only once the other checks had passed and the data dir was
+// made.
+func TestCheckNamesEveryNATSProblem(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	upFile := write("up.toml", `[nats]
+listen = "`+heldAddr(t)+`"
+server_name = "a b"
+[nats.jetstream]
+max_store = "1KiB"
+[gateway]
+listen = "`+heldAddr(t)+`"
+admin_listen = "`+heldAddr(t)+`"
+[runner]
+heartbeat_interval = "1h"
+admin_listen = "`+heldAddr(t)+`"
+`)
+	clash := heldAddr(t)
+	natsFile := write("nats.toml", `[nats]
+listen = "`+clash+`"
+server_name = "a b"
+http_listen = "`+clash+`"
+[nats.jetstream]
+max_store = "1KiB"
+`)
+	upWant := []string{
+		upFile + `:3: key "nats.server_name": "a b": must not contain spaces`,
+		upFile + `:5: key "nats.jetstream.max_store": want at least 8 MiB`,
+		upFile + `:10: key "runner.heartbeat_interval": want at most 15s`,
+	}
+	natsWant := []string{
+		natsFile + `:2: key "nats.listen" "` + clash + `" and ` + natsFile + `:4: key "nats.http_listen" "` + clash + `": two of narun's listeners on the same address`,
+		natsFile + `:3: key "nats.server_name": "a b": must not contain spaces`,
+		natsFile + `:6: key "nats.jetstream.max_store": want at least 8 MiB`,
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"up --check", []string{"up", "--config", upFile, "--data-dir", data, "--check"}, upWant},
+		{"nats --check", []string{"nats", "--config", natsFile, "--data-dir", data, "--check"}, natsWant},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := run(append([]string{"narun"}, tc.args...)...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			out := stdout + stderr
+			last := -1
+			for _, want := range tc.want {
+				i := strings.Index(out, want)
+				switch {
+				case i < 0:
+					t.Errorf("output does not name %q:\n%s", want, out)
+				case i < last:
+					t.Errorf("%q is named before the problem of an earlier line:\n%s", want, out)
+				default:
+					last = i
+				}
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the data dir was made (stat: %v)", err)
+			}
+		})
+	}
+}

@@ -188,9 +188,9 @@ const internalUser = "narun-internal"
 // Start starts the server and waits until it accepts clients.
 func Start(cfg Config) (*Server, error) {
 	certs := &certKeeper{}
-	opts, internal, err := serverOptions(cfg, certs)
-	if err != nil {
-		return nil, err
+	opts, internal, problems := serverOptions(cfg, certs)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	if err := checkListenersFree(opts); err != nil {
 		return nil, err
@@ -255,15 +255,21 @@ func Start(cfg Config) (*Server, error) {
 // before a restart. Of the store it only lists the streams, which tells a
 // standalone one made a cluster member. A taken port or a store in use is
 // found only by Start.
+//
+// It names every problem, joined: those of the options, then the store's,
+// which needs only the data dir. The server judges only options narun
+// took, lest it name again, in its words, a value narun refused.
 func Check(cfg Config) error {
-	opts, _, err := serverOptions(cfg, &certKeeper{})
-	if err != nil {
-		return err
+	opts, _, problems := serverOptions(cfg, &certKeeper{})
+	if opts == nil {
+		return errors.Join(problems...)
 	}
-	if _, err := server.NewServer(opts); err != nil {
-		return fmt.Errorf("configure nats server: %w", err)
+	if len(problems) == 0 {
+		if _, err := server.NewServer(opts); err != nil {
+			problems = append(problems, fmt.Errorf("configure nats server: %w", err))
+		}
 	}
-	return checkClusterStore(cfg, opts)
+	return errors.Join(append(problems, checkClusterStore(cfg, opts))...)
 }
 
 // checkClusterStore refuses to make a cluster member of a data dir whose
@@ -504,9 +510,9 @@ func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }
 func (s *Server) Restart() error {
 	// The running keeper's pairs and CAs, not the files as they are now:
 	// a renewal caught half-written must not fail the restart.
-	opts, _, err := serverOptions(s.cfg, s.certs)
-	if err != nil {
-		return err
+	opts, _, problems := serverOptions(s.cfg, s.certs)
+	if len(problems) > 0 {
+		return errors.Join(problems...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -571,9 +577,9 @@ func internalHash(password string) (string, error) {
 func (s *Server) reloadTLS() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opts, _, err := serverOptions(s.cfg, s.certs)
-	if err != nil {
-		return err
+	opts, _, problems := serverOptions(s.cfg, s.certs)
+	if len(problems) > 0 {
+		return errors.Join(problems...)
 	}
 	s.keepRuntime(opts)
 	opts.JetStreamMaxStore = s.storeLimit
@@ -640,9 +646,14 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error) {
+// serverOptions turns cfg into the server's options. It returns every
+// problem it finds, not only the first, so that one --check names them
+// all; a check that needs a value refused is not made. The options come
+// back with the problems, unless the data dir is missing: the store dir
+// that checkClusterStore reads is set.
+func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, []error) {
 	if cfg.DataDir == "" {
-		return nil, nil, errors.New("embedded nats: a data dir is required for JetStream")
+		return nil, nil, []error{errors.New("embedded nats: a data dir is required for JetStream")}
 	}
 	opts := &server.Options{
 		ServerName:         cfg.ServerName,
@@ -666,215 +677,234 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, error
 		PingInterval: pingInterval,
 		MaxPingsOut:  maxPingsOut,
 	}
+	var errs []error
+	refuse := func(key string, err error) { errs = append(errs, &KeyError{Key: key, Err: err}) }
 	// nats-server refuses these too, but without the key.
 	if strings.Contains(cfg.ServerName, " ") {
-		return nil, nil, &KeyError{Key: "nats.server_name", Err: fmt.Errorf("%q: must not contain spaces", cfg.ServerName)}
+		refuse("nats.server_name", fmt.Errorf("%q: must not contain spaces", cfg.ServerName))
 	}
 	if d := cfg.JetStreamDomain; d != "" && (strings.ContainsAny(d, ".*>") || !server.IsValidSubject("$JS."+d+".API.>")) {
-		return nil, nil, &KeyError{Key: "nats.jetstream.domain", Err: fmt.Errorf("%q: want a NATS subject token: no spaces, '.', '*' or '>'", d)}
+		refuse("nats.jetstream.domain", fmt.Errorf("%q: want a NATS subject token: no spaces, '.', '*' or '>'", d))
 	}
 	// JetStream reserves narun's log history (at least 1 MiB) within the
 	// limit, and a deploy stores its binaries there: with less, no deploy
 	// could ever work, which a start would show only as "insufficient
 	// storage resources" at every retry of the runner.
 	if cfg.JetStreamMaxStore > 0 && cfg.JetStreamMaxStore < MinStoreRoom {
-		return nil, nil, &KeyError{Key: "nats.jetstream.max_store", Err: fmt.Errorf("want at least %d MiB (narun's log history and the binaries of a deploy are stored within it), got %d bytes", MinStoreRoom>>20, cfg.JetStreamMaxStore)}
+		refuse("nats.jetstream.max_store", fmt.Errorf("want at least %d MiB (narun's log history and the binaries of a deploy are stored within it), got %d bytes", MinStoreRoom>>20, cfg.JetStreamMaxStore))
 	}
 	if cfg.MaxPayload > 0 {
 		// Below 256 KiB the server starts but narun cannot work on it:
 		// Object Store puts binaries in 128 KiB chunks, which with their
 		// headers would not fit, and deploys would fail on every node.
 		if cfg.MaxPayload < 256<<10 || cfg.MaxPayload > 64<<20 {
-			return nil, nil, &KeyError{Key: "nats.max_payload", Err: fmt.Errorf("want 256 KiB to 64 MiB, got %d bytes", cfg.MaxPayload)}
+			refuse("nats.max_payload", fmt.Errorf("want 256 KiB to 64 MiB, got %d bytes", cfg.MaxPayload))
+		} else {
+			opts.MaxPayload = int32(cfg.MaxPayload)
 		}
-		opts.MaxPayload = int32(cfg.MaxPayload)
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
+	} else if host, port, err := splitHostPort("nats.listen", cfg.Listen); err != nil {
+		errs = append(errs, err)
 	} else {
-		host, port, err := splitHostPort("nats.listen", cfg.Listen)
-		if err != nil {
-			return nil, nil, err
-		}
 		opts.Host, opts.Port = host, port
 	}
 	if cfg.TLS.set() {
 		if cfg.Listen == "" {
-			return nil, nil, &KeyError{Key: "nats.tls", Err: errors.New("set, but nats.listen is empty: there is no client port to require TLS on")}
+			refuse("nats.tls", errors.New("set, but nats.listen is empty: there is no client port to require TLS on"))
+		} else if tc, err := cfg.TLS.config("nats.tls", tlsListener, certs); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts.TLS, opts.TLSConfig, opts.TLSVerify = true, tc, cfg.TLS.Verify
 		}
-		tc, err := cfg.TLS.config("nats.tls", tlsListener, certs)
-		if err != nil {
-			return nil, nil, err
-		}
-		opts.TLS, opts.TLSConfig, opts.TLSVerify = true, tc, cfg.TLS.Verify
 	}
 	if cfg.HTTPListen != "" {
-		host, port, err := splitHostPort("nats.http_listen", cfg.HTTPListen)
-		if err != nil {
-			return nil, nil, err
+		if host, port, err := splitHostPort("nats.http_listen", cfg.HTTPListen); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts.HTTPHost, opts.HTTPPort = host, port
 		}
-		opts.HTTPHost, opts.HTTPPort = host, port
 	}
 	if cfg.Cluster.Listen == "" && len(cfg.Cluster.Routes) > 0 {
 		// The server would run alone, quietly: routes need a route port.
-		return nil, nil, &KeyError{Key: "nats.cluster.routes", Err: errors.New("set, but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222")}
+		refuse("nats.cluster.routes", errors.New("set, but nats.cluster.listen is empty: without a route address the server joins no cluster; set nats.cluster.listen (--cluster-listen), e.g. 0.0.0.0:6222"))
 	}
 	if cfg.Cluster.Listen == "" && cfg.Cluster.TLS.set() {
-		return nil, nil, &KeyError{Key: "nats.cluster.tls", Err: errors.New("set, but nats.cluster.listen is empty: there are no routes to carry over TLS")}
+		refuse("nats.cluster.tls", errors.New("set, but nats.cluster.listen is empty: there are no routes to carry over TLS"))
 	}
 	if cfg.Cluster.Listen != "" {
-		host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
-		if err != nil {
-			return nil, nil, err
+		errs = append(errs, clusterOptions(cfg, opts, certs)...)
+	}
+	if cfg.Leafnodes.Listen != "" {
+		if host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen); err != nil {
+			errs = append(errs, err)
+		} else {
+			opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		}
-		if (cfg.Cluster.User == "") != (cfg.Cluster.Password == "") {
-			return nil, nil, &KeyError{Key: "nats.cluster", Err: errors.New("set both nats.cluster.user and nats.cluster.password, or neither")}
+		if cfg.Leafnodes.TLS.set() {
+			var err error
+			if opts.LeafNode.TLSConfig, err = cfg.Leafnodes.TLS.config("nats.leafnodes.tls", tlsListener, certs); err != nil {
+				errs = append(errs, err)
+			}
 		}
+	} else if cfg.Leafnodes.TLS.set() {
+		refuse("nats.leafnodes.tls", errors.New("set, but nats.leafnodes.listen is empty: there is no leaf port to require TLS on (a remote's TLS goes in its own tls table)"))
+	}
+	for i, r := range cfg.Leafnodes.Remotes {
+		remote, problems := leafRemote(i, r, cfg.Leafnodes.Local, certs)
+		errs = append(errs, problems...)
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
+	}
+	if len(cfg.Users) == 0 && len(cfg.NKeys) == 0 {
+		return opts, nil, errs
+	}
+	// The server keeps the last of two logins with one name: the
+	// other would quietly lose its password or its permissions.
+	users := map[string]bool{}
+	for i, u := range cfg.Users {
+		switch {
+		case u.User == "" || u.Password == "":
+			refuse(fmt.Sprintf("nats.users[%d]", i), errors.New("every user needs a user name and a password"))
+		case u.User == internalUser:
+			refuse(fmt.Sprintf("nats.users[%d].user", i), fmt.Errorf("user name %q is reserved for narun's in-process connections", u.User))
+		case users[u.User]:
+			refuse(fmt.Sprintf("nats.users[%d].user", i), fmt.Errorf("user %q is listed twice", u.User))
+		default:
+			users[u.User] = true
+			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: u.Permissions.server()})
+		}
+	}
+	keys := map[string]bool{}
+	for _, k := range cfg.NKeys {
+		if keys[k.PublicKey] {
+			refuse(cmp.Or(k.Key, "nats.nkeys"), fmt.Errorf("%s is listed twice in nats.nkeys and nats.app_nkeys", k.PublicKey))
+			continue
+		}
+		keys[k.PublicKey] = true
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})
+	}
+	if len(errs) > 0 {
+		return opts, nil, errs
+	}
+	internal := &User{User: internalUser, Password: rand.Text()}
+	hash, err := internalHash(internal.Password)
+	if err != nil {
+		return nil, nil, []error{err}
+	}
+	opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: hash})
+	return opts, internal, nil
+}
+
+// clusterOptions sets opts' cluster and routes from cfg, whose
+// nats.cluster.listen is set, and returns every problem of them.
+func clusterOptions(cfg Config, opts *server.Options, certs *certKeeper) []error {
+	var errs []error
+	refuse := func(key string, err error) { errs = append(errs, &KeyError{Key: key, Err: err}) }
+	host, port, err := splitHostPort("nats.cluster.listen", cfg.Cluster.Listen)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if (cfg.Cluster.User == "") != (cfg.Cluster.Password == "") {
+		refuse("nats.cluster", errors.New("set both nats.cluster.user and nats.cluster.password, or neither"))
+	} else if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
 		// nats-server accepts any route when the cluster has no user: with
 		// client logins on, whoever reaches the cluster port would join as a
 		// route and read and publish everything, deploys included. Route
 		// TLS does not stand for it: one CA often signs the clients' and
 		// apps' certificates too, and any of those would join.
-		if cfg.Cluster.User == "" && (len(cfg.Users) > 0 || len(cfg.NKeys) > 0) {
-			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)")}
-		}
-		// nats-server refuses a name with a space too, but without the key.
-		if strings.Contains(cfg.Cluster.Name, " ") {
-			return nil, nil, &KeyError{Key: "nats.cluster.name", Err: fmt.Errorf("%q: must not contain spaces", cfg.Cluster.Name)}
-		}
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
-			Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
-		if cfg.Cluster.TLS.set() {
-			if opts.Cluster.TLSConfig, err = cfg.Cluster.TLS.config("nats.cluster.tls", tlsRoute, certs); err != nil {
-				return nil, nil, err
-			}
-		}
-		routes, err := parseURLs("nats.cluster.routes", cfg.Cluster.Routes)
-		if err != nil {
-			return nil, nil, err
-		}
-		// nats-server logs in to a configured route with the URL's user
-		// info only; routes it learns from its peers get the cluster's.
-		for _, u := range routes {
-			// nats-server dials a route without a port as written and
-			// fails ("missing port in address") at every retry, for as
-			// long as it runs: unlike a leaf URL's, it has no default.
-			if u.Port() == "" {
-				eg := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(u.Hostname(), "6222")}
-				return nil, nil, &KeyError{Key: "nats.cluster.routes", Err: fmt.Errorf("%q: no port: want nats-route://host:port, e.g. %s", u.Redacted(), eg.String())}
-			}
-			if u.User == nil && cfg.Cluster.User != "" {
-				u.User = url.UserPassword(cfg.Cluster.User, cfg.Cluster.Password)
-			}
-		}
-		opts.Routes = routes
-		// nats-server refuses both as well, but without the file's line.
-		if cfg.ServerName == "" {
-			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.server_name is empty: a cluster member needs a name of its own, unique in the cluster and the same at every start (--server-name)")}
-		}
-		if cfg.Cluster.Name == "" {
-			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.name is empty: set it, the same on every member (--cluster-name)")}
-		}
-		if len(routes) == 0 {
-			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.cluster.routes is empty: list the route address of every member, its own included (--routes)")}
-		}
-		// nats-server opens the route port only once its client port
-		// listens: without one it never does, the server never gets
-		// ready, and its shutdown waits for the route port for ever.
-		if cfg.Listen == "" {
-			return nil, nil, &KeyError{Key: "nats.cluster.listen", Err: errors.New("set, but nats.listen is empty: nats-server opens the route port only once it listens for clients, so the member would never start; set nats.listen (127.0.0.1:4222 keeps clients on this device)")}
+		refuse("nats.cluster.listen", errors.New("set with nats.users or nats.nkeys, but routes would need no login: set nats.cluster.user and nats.cluster.password (the same on every member)"))
+	}
+	// nats-server refuses a name with a space too, but without the key.
+	if strings.Contains(cfg.Cluster.Name, " ") {
+		refuse("nats.cluster.name", fmt.Errorf("%q: must not contain spaces", cfg.Cluster.Name))
+	}
+	opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: host, Port: port,
+		Username: cfg.Cluster.User, Password: cfg.Cluster.Password}
+	if cfg.Cluster.TLS.set() {
+		if opts.Cluster.TLSConfig, err = cfg.Cluster.TLS.config("nats.cluster.tls", tlsRoute, certs); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if cfg.Leafnodes.Listen != "" {
-		host, port, err := splitHostPort("nats.leafnodes.listen", cfg.Leafnodes.Listen)
-		if err != nil {
-			return nil, nil, err
+	routes, refused := parseURLs("nats.cluster.routes", cfg.Cluster.Routes)
+	errs = append(errs, refused...)
+	// nats-server logs in to a configured route with the URL's user
+	// info only; routes it learns from its peers get the cluster's.
+	for _, u := range routes {
+		// nats-server dials a route without a port as written and
+		// fails ("missing port in address") at every retry, for as
+		// long as it runs: unlike a leaf URL's, it has no default.
+		if u.Port() == "" {
+			eg := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(u.Hostname(), "6222")}
+			refuse("nats.cluster.routes", fmt.Errorf("%q: no port: want nats-route://host:port, e.g. %s", u.Redacted(), eg.String()))
+			continue
 		}
-		opts.LeafNode.Host, opts.LeafNode.Port = host, port
-		if cfg.Leafnodes.TLS.set() {
-			if opts.LeafNode.TLSConfig, err = cfg.Leafnodes.TLS.config("nats.leafnodes.tls", tlsListener, certs); err != nil {
-				return nil, nil, err
-			}
+		if u.User == nil && cfg.Cluster.User != "" {
+			u.User = url.UserPassword(cfg.Cluster.User, cfg.Cluster.Password)
 		}
-	} else if cfg.Leafnodes.TLS.set() {
-		return nil, nil, &KeyError{Key: "nats.leafnodes.tls", Err: errors.New("set, but nats.leafnodes.listen is empty: there is no leaf port to require TLS on (a remote's TLS goes in its own tls table)")}
 	}
-	for i, r := range cfg.Leafnodes.Remotes {
-		urls, err := parseURLs(fmt.Sprintf("nats.leafnodes.remotes[%d].urls", i), r.URLs)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(urls) == 0 {
-			return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d]", i), Err: errors.New("at least one url is required")}
-		}
-		// The server takes any remote and, at run time, only logs that it
-		// cannot connect, for ever: a typo must fail the start instead.
-		for _, u := range urls {
-			switch u.Scheme {
-			case "nats-leaf", "nats", "tls", "ws", "wss":
-			default:
-				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].urls", i), Err: fmt.Errorf("%q: scheme %q, want nats-leaf, nats, tls, ws or wss", u.Redacted(), u.Scheme)}
-			}
-		}
-		if r.Credentials != "" {
-			if err := checkCredentials(r.Credentials); err != nil {
-				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.leafnodes.remotes[%d].credentials", i), Err: err}
-			}
-		}
-		remote := &server.RemoteLeafOpts{
-			URLs:        urls,
-			Credentials: r.Credentials,
-			DenyImports: cfg.Leafnodes.Local,
-			DenyExports: cfg.Leafnodes.Local,
-		}
-		if r.TLS.set() {
-			if remote.TLSConfig, err = r.TLS.config(fmt.Sprintf("nats.leafnodes.remotes[%d].tls", i), tlsRemote, certs); err != nil {
-				return nil, nil, err
-			}
-			remote.TLS = true
-		}
-		// nats-server takes tls:// for nats-leaf:// and goes without
-		// TLS to a hub that offers none: the link and its login would
-		// cross in clear text where the file asked for TLS.
-		if slices.ContainsFunc(urls, func(u *url.URL) bool { return u.Scheme == "tls" }) {
-			remote.TLS = true
-		}
-		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, remote)
+	opts.Routes = routes
+	// nats-server refuses both as well, but without the file's line.
+	if cfg.ServerName == "" {
+		refuse("nats.cluster.listen", errors.New("set, but nats.server_name is empty: a cluster member needs a name of its own, unique in the cluster and the same at every start (--server-name)"))
 	}
-	var internal *User
-	if len(cfg.Users) > 0 || len(cfg.NKeys) > 0 {
-		// The server keeps the last of two logins with one name: the
-		// other would quietly lose its password or its permissions.
-		users := map[string]bool{}
-		for i, u := range cfg.Users {
-			if u.User == "" || u.Password == "" {
-				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d]", i), Err: errors.New("every user needs a user name and a password")}
-			}
-			if u.User == internalUser {
-				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d].user", i), Err: fmt.Errorf("user name %q is reserved for narun's in-process connections", u.User)}
-			}
-			if users[u.User] {
-				return nil, nil, &KeyError{Key: fmt.Sprintf("nats.users[%d].user", i), Err: fmt.Errorf("user %q is listed twice", u.User)}
-			}
-			users[u.User] = true
-			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: u.Permissions.server()})
-		}
-		keys := map[string]bool{}
-		for _, k := range cfg.NKeys {
-			if keys[k.PublicKey] {
-				return nil, nil, &KeyError{Key: cmp.Or(k.Key, "nats.nkeys"), Err: fmt.Errorf("%s is listed twice in nats.nkeys and nats.app_nkeys", k.PublicKey)}
-			}
-			keys[k.PublicKey] = true
-			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k.PublicKey, Permissions: k.Permissions.server()})
-		}
-		internal = &User{User: internalUser, Password: rand.Text()}
-		hash, err := internalHash(internal.Password)
-		if err != nil {
-			return nil, nil, err
-		}
-		opts.Users = append(opts.Users, &server.User{Username: internal.User, Password: hash})
+	if cfg.Cluster.Name == "" {
+		refuse("nats.cluster.listen", errors.New("set, but nats.cluster.name is empty: set it, the same on every member (--cluster-name)"))
 	}
-	return opts, internal, nil
+	if len(cfg.Cluster.Routes) == 0 {
+		refuse("nats.cluster.listen", errors.New("set, but nats.cluster.routes is empty: list the route address of every member, its own included (--routes)"))
+	}
+	// nats-server opens the route port only once its client port
+	// listens: without one it never does, the server never gets
+	// ready, and its shutdown waits for the route port for ever.
+	if cfg.Listen == "" {
+		refuse("nats.cluster.listen", errors.New("set, but nats.listen is empty: nats-server opens the route port only once it listens for clients, so the member would never start; set nats.listen (127.0.0.1:4222 keeps clients on this device)"))
+	}
+	return errs
+}
+
+// leafRemote is the server's options for cfg's remote i, and every
+// problem of it.
+func leafRemote(i int, r LeafRemote, local []string, certs *certKeeper) (*server.RemoteLeafOpts, []error) {
+	key := fmt.Sprintf("nats.leafnodes.remotes[%d]", i)
+	urls, errs := parseURLs(key+".urls", r.URLs)
+	if len(r.URLs) == 0 {
+		errs = append(errs, &KeyError{Key: key, Err: errors.New("at least one url is required")})
+	}
+	// The server takes any remote and, at run time, only logs that it
+	// cannot connect, for ever: a typo must fail the start instead.
+	for _, u := range urls {
+		switch u.Scheme {
+		case "nats-leaf", "nats", "tls", "ws", "wss":
+		default:
+			errs = append(errs, &KeyError{Key: key + ".urls", Err: fmt.Errorf("%q: scheme %q, want nats-leaf, nats, tls, ws or wss", u.Redacted(), u.Scheme)})
+		}
+	}
+	if r.Credentials != "" {
+		if err := checkCredentials(r.Credentials); err != nil {
+			errs = append(errs, &KeyError{Key: key + ".credentials", Err: err})
+		}
+	}
+	remote := &server.RemoteLeafOpts{
+		URLs:        urls,
+		Credentials: r.Credentials,
+		DenyImports: local,
+		DenyExports: local,
+	}
+	if r.TLS.set() {
+		var err error
+		if remote.TLSConfig, err = r.TLS.config(key+".tls", tlsRemote, certs); err != nil {
+			errs = append(errs, err)
+		}
+		remote.TLS = true
+	}
+	// nats-server takes tls:// for nats-leaf:// and goes without
+	// TLS to a hub that offers none: the link and its login would
+	// cross in clear text where the file asked for TLS.
+	if slices.ContainsFunc(urls, func(u *url.URL) bool { return u.Scheme == "tls" }) {
+		remote.TLS = true
+	}
+	return remote, errs
 }
 
 // credsBlock is nats-server's reading of a credentials file (credsRe in
@@ -939,16 +969,20 @@ func splitHostPort(key, addr string) (string, int, error) {
 	return host, port, nil
 }
 
-func parseURLs(key string, raw []string) ([]*url.URL, error) {
+// parseURLs parses raw, refusing every URL that does not parse; those
+// that do come back with the refusals, for the checks of their own.
+func parseURLs(key string, raw []string) ([]*url.URL, []error) {
 	var urls []*url.URL
+	var errs []error
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, &KeyError{Key: key, Err: fmt.Errorf("invalid url %q%s", RedactURLs(r), zoneHint(r))}
+			errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf("invalid url %q%s", RedactURLs(r), zoneHint(r))})
+			continue
 		}
 		urls = append(urls, u)
 	}
-	return urls, nil
+	return urls, errs
 }
 
 // BracketHint is what to add to the error of an address an IPv6 address

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -891,6 +892,56 @@ func TestLeafCredentialsMalformed(t *testing.T) {
 				} else if strings.Contains(err.Error(), "SUA") || strings.Contains(err.Error(), "qwerty") {
 					t.Errorf("error quotes the file: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// Check names every independent problem of the configuration, each as a
+// KeyError naming its key, so that an operator fixes them in one go; a
+// check that needs a value refused (a route login with no pair to it)
+// is not made.
+func TestCheckNamesEveryProblem(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  embednats.Config
+		keys []string
+	}{
+		{"values, addresses, remotes and logins", embednats.Config{
+			ServerName: "a b", JetStreamDomain: "a.b", JetStreamMaxStore: 1 << 10, MaxPayload: 1,
+			Listen: "1.2.3.4.5:4222", HTTPListen: "nohost",
+			Leafnodes: embednats.Leafnodes{TLS: embednats.TLS{Cert: "c.pem", Key: "k.pem"},
+				Remotes: []embednats.LeafRemote{{URLs: []string{"http://h:1", "ftp://h:2"}}}},
+			Users: []embednats.User{{User: "", Password: "p"}, {User: "narun-internal", Password: "p"}, {User: "u", Password: "p"}, {User: "u", Password: "q"}},
+		}, []string{"nats.server_name", "nats.jetstream.domain", "nats.jetstream.max_store", "nats.max_payload",
+			"nats.listen", "nats.http_listen", "nats.leafnodes.tls", "nats.leafnodes.remotes[0].urls", "nats.leafnodes.remotes[0].urls",
+			"nats.users[0]", "nats.users[1].user", "nats.users[3].user"}},
+		{"cluster", embednats.Config{
+			Listen: "127.0.0.1:0",
+			Cluster: embednats.Cluster{Listen: "a b:6222", Password: "p", Name: "c d",
+				Routes: []string{"nats-route://127.0.0.1", "nats-route://127.0.0.1:1"}},
+			Users: []embednats.User{{User: "u", Password: "p"}},
+		}, []string{"nats.cluster.listen", "nats.cluster", "nats.cluster.name", "nats.cluster.routes", "nats.cluster.listen"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.DataDir = t.TempDir()
+			err := embednats.Check(tc.cfg)
+			parts := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				parts = j.Unwrap()
+			}
+			var keys []string
+			for _, part := range parts {
+				var ke *embednats.KeyError
+				if !errors.As(part, &ke) {
+					t.Errorf("a problem names no key: %v", part)
+					continue
+				}
+				keys = append(keys, ke.Key)
+			}
+			if !slices.Equal(keys, tc.keys) {
+				t.Errorf("problems name keys %q, want %q:\n%v", keys, tc.keys, err)
 			}
 		})
 	}

@@ -59,9 +59,17 @@ func peerTLS(t config.PeerTLS) embednats.TLS {
 
 // PlaceNATSError names the file and line of the [nats] key behind an error
 // of the embedded server's configuration (embednats.KeyError), as the
-// decoder names a wrong type; fromFlag reports the keys a flag set, which
-// the file does not hold.
+// decoder names a wrong type, and of each of the errors joined in it, as
+// embednats.Check names every problem; fromFlag reports the keys a flag
+// set, which the file does not hold.
 func PlaceNATSError(cfg config.File, err error, fromFlag map[string]bool) error {
+	if parts := config.Joined(err); parts != nil {
+		placed := make([]error, len(parts))
+		for i, part := range parts {
+			placed[i] = PlaceNATSError(cfg, part, fromFlag)
+		}
+		return errors.Join(placed...)
+	}
 	var ke *embednats.KeyError
 	if !errors.As(err, &ke) {
 		return err

@@ -201,7 +201,7 @@ func JoinByLine(file string, errs ...error) error {
 			if e == nil {
 				continue
 			}
-			if parts := joined(e); parts != nil {
+			if parts := Joined(e); parts != nil {
 				add(parts)
 				continue
 			}
@@ -222,10 +222,10 @@ func JoinByLine(file string, errs ...error) error {
 	return errors.Join(out...)
 }
 
-// joined is the errors errors.Join joined into err, nil when another
+// Joined is the errors errors.Join joined into err, nil when another
 // made it: a message that wraps several ("%w: %w") is one problem, whose
 // words around them would be lost if it were split.
-func joined(err error) []error {
+func Joined(err error) []error {
 	j, ok := err.(interface{ Unwrap() []error })
 	if !ok {
 		return nil
