@@ -434,7 +434,9 @@ service = "b"
 // made.
 func TestCheckNamesEveryNATSProblem(t *testing.T) {
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
+	// Each run gets a data dir of its own, in place of data: one made
+	// must not fail the next.
+	const data = "<data>"
 	write := func(name, body string) string {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -462,6 +464,17 @@ http_listen = "`+clash+`"
 [nats.jetstream]
 max_store = "1KiB"
 `)
+	onlyNATS := write("onlynats.toml", `[nats]
+listen = "`+heldAddr(t)+`"
+server_name = "a b"
+[nats.jetstream]
+max_store = "1KiB"
+[gateway]
+listen = "`+heldAddr(t)+`"
+admin_listen = "`+heldAddr(t)+`"
+[runner]
+admin_listen = "`+heldAddr(t)+`"
+`)
 	upWant := []string{
 		upFile + `:3: key "nats.server_name": "a b": must not contain spaces`,
 		upFile + `:5: key "nats.jetstream.max_store": want at least 8 MiB`,
@@ -478,10 +491,21 @@ max_store = "1KiB"
 		want []string
 	}{
 		{"up --check", []string{"up", "--config", upFile, "--data-dir", data, "--check"}, upWant},
+		{"up start", []string{"up", "--config", upFile, "--data-dir", data}, upWant},
+		{"up start, [nats] alone", []string{"up", "--config", onlyNATS, "--data-dir", data}, []string{
+			onlyNATS + `:3: key "nats.server_name": "a b": must not contain spaces`,
+			onlyNATS + `:5: key "nats.jetstream.max_store": want at least 8 MiB`,
+		}},
 		{"nats --check", []string{"nats", "--config", natsFile, "--data-dir", data, "--check"}, natsWant},
+		{"nats start", []string{"nats", "--config", natsFile, "--data-dir", data}, natsWant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := run(append([]string{"narun"}, tc.args...)...)
+			data := filepath.Join(t.TempDir(), "data")
+			args := []string{"narun"}
+			for _, arg := range tc.args {
+				args = append(args, strings.ReplaceAll(arg, "<data>", data))
+			}
+			code, stdout, stderr := run(args...)
 			if code != 1 {
 				t.Errorf("exit %d, want 1", code)
 			}

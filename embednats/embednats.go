@@ -252,7 +252,7 @@ func Start(cfg Config) (*Server, error) {
 
 // Check says whether Start would accept cfg, as the NATS server judges
 // it too, without listening or writing anything: what an operator checks
-// before a restart. Of the store it only lists the streams, which tells a
+// before a restart, and the applets before they make the data dir. Of the store it only lists the streams, which tells a
 // standalone one made a cluster member. A taken port or a store in use is
 // found only by Start.
 //

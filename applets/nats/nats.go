@@ -66,12 +66,14 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			flagRemote:            c.IsSet("leaf-remote"),
 			flagRemote + ".urls":  c.IsSet("leaf-remote"),
 		}
-		check := c.Bool(cli.FlagCheck)
-		if check {
-			if err := embednats.Check(ec); err != nil {
-				problems = append(problems, cli.PlaceNATSError(cfg, err, fromFlag))
-			}
+		// The server's check writes nothing and binds nothing (it reads
+		// the store, the certificates and credentials), so a start runs it
+		// too before it makes the data dir: it names the [nats] table's
+		// problems with the rest, not once the rest passed.
+		if err := embednats.Check(ec); err != nil {
+			problems = append(problems, cli.PlaceNATSError(cfg, err, fromFlag))
 		}
+		check := c.Bool(cli.FlagCheck)
 		// A start that failed already judges the data dir as --check does,
 		// and makes nothing.
 		problems = append(problems, cli.DataDir(check || errors.Join(problems...) != nil, cfg))

@@ -75,6 +75,15 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		case len(cfg.Gateway.TrustedKeys) > 0 && len(cfg.Runner.TrustedKeys) == 0:
 			log.Warn("[gateway] trusted_keys is set and [runner] trusted_keys is not: the runner runs specs of narun-apps whoever wrote them (an app too); set both")
 		}
+		// The NATS server's check writes nothing and binds nothing (it
+		// reads the store, the certificates and credentials), so a start
+		// runs it too before it makes the data dir: it names the [nats]
+		// table's problems with the rest, not once the rest passed.
+		ec := cli.EmbedConfig(cfg)
+		natsFlags := map[string]bool{"nats.listen": c.IsSet("nats-listen")}
+		if err := embednats.Check(ec); err != nil {
+			problems = append(problems, cli.PlaceNATSError(cfg, err, natsFlags))
+		}
 		// Before the node key, which is read from the data dir.
 		// A start that failed already judges the data dir as --check does,
 		// and makes nothing.
@@ -95,7 +104,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 				}
 			}
 		}
-		ec := cli.EmbedConfig(cfg)
 		ec.Logger = log.With("part", "nats")
 		ec.Stop = ctx.Done()
 		if (len(ec.Users) > 0 || len(ec.NKeys) > 0) && cfg.Runner.AppNATSURL == "" && cfg.Runner.AppNATSCreds == "" && cfg.Runner.AppNATSNkey == "" {
@@ -131,9 +139,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		problems = append(problems, gateway.Check(gateway.Options{Config: cfg.Gateway, NodeKeys: nodeKeys, Logger: gatewayLog, ConfigPath: cfg.Path, ConfigContent: cfg.Content, TLSListenChosen: c.IsSet("tls-listen"), WholeFile: true}))
 		if c.Bool(cli.FlagCheck) {
 			runner.WarnKeyFile(log, cfg.Runner.MasterKeyFile)
-			if err := embednats.Check(ec); err != nil {
-				problems = append(problems, cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")}))
-			}
 			if err := config.JoinByLine(cfg.Path, problems...); err != nil {
 				return err
 			}
@@ -154,7 +159,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return nil
 		}
 		if err != nil {
-			return cli.PlaceNATSError(cfg, err, map[string]bool{"nats.listen": c.IsSet("nats-listen")})
+			return cli.PlaceNATSError(cfg, err, natsFlags)
 		}
 		defer srv.Shutdown()
 		if ec.Cluster.Listen != "" {
