@@ -192,11 +192,15 @@ func Start(cfg Config) (*Server, error) {
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
-	if err := checkListenersFree(opts); err != nil {
-		return nil, err
-	}
+	// The store before the ports: a second server started with the
+	// configuration of a running one finds both taken, and the store names
+	// the running server where a port would name only itself.
 	lock, err := lockStore(cfg.DataDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkListenersFree(opts); err != nil {
+		unlockStore(lock)
 		return nil, err
 	}
 	if err := checkClusterStore(cfg, opts); err != nil {
@@ -627,6 +631,24 @@ func standaloneStreams(storeDir string) []string {
 		streams = append(streams, filepath.Base(d))
 	}
 	return streams
+}
+
+// CheckStoreFree refuses a data dir whose JetStream store a running narun
+// nats or narun up holds, as Start would, for a caller that probes its
+// other listeners before Start. It takes the lock and releases it at once,
+// and makes nothing: a data dir without the lock file has no server.
+func CheckStoreFree(dataDir string) error {
+	f, err := os.OpenFile(filepath.Join(dataDir, "nats.lock"), os.O_RDWR, 0)
+	if err != nil {
+		// Missing or unreadable: Start, which makes it, says why.
+		return nil
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, f.Name(), err)
+	}
+	unlockStore(f)
+	return nil
 }
 
 // unlockStore releases the lock lockStore took. Closing the file alone

@@ -946,3 +946,24 @@ func TestCheckNamesEveryProblem(t *testing.T) {
 		})
 	}
 }
+
+// A second server with the same configuration as a running one finds its
+// port taken too; what it is told is that the store is in use, the cause
+// that names the running server.
+func TestSecondServerWithTheSameConfigNamesTheStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Shutdown()
+	second, err := embednats.Start(embednats.Config{Listen: strings.TrimPrefix(first.ClientURL(), "nats://"), DataDir: dir})
+	if err == nil {
+		second.Shutdown()
+		t.Fatal("a second server started with the configuration of a running one")
+	}
+	if !strings.Contains(err.Error(), "in use by another narun") {
+		t.Errorf("error %q does not say the store is in use", err)
+	}
+}

@@ -147,6 +147,11 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
 			return err
 		}
+		// The new binary of an upgrade started before the old one stopped
+		// finds every port taken: the data dir in use names the cause.
+		if err := embednats.CheckStoreFree(ec.DataDir); err != nil {
+			return err
+		}
 		// Before the NATS server starts: a new member of a cluster that
 		// then failed on a port another process holds had joined the
 		// cluster first, its peers logging its routes come and go.

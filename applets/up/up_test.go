@@ -503,3 +503,32 @@ func TestUpWithoutNATSListen(t *testing.T) {
 		}
 	}
 }
+
+// A second narun up started with the same flags while the first still runs
+// (the new binary of an upgrade started before the old one stopped) finds
+// every port taken; the cause to name is the other narun up on the data
+// dir, not one of its ports.
+func TestUpSecondOnTheSameDataDirNamesIt(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	args := []string{"--nats-listen", testutil.FreeAddr(t), "--listen", testutil.FreeAddr(t), "--admin-listen", testutil.FreeAddr(t), "--runner-admin-listen", testutil.FreeAddr(t)}
+	first, firstOut := startUp(t, dataDir, args...)
+	healthy(t, args[7])
+	healthy(t, args[5])
+
+	second, out := startUp(t, dataDir, args...)
+	exited := make(chan error, 1)
+	go func() { exited <- second.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatalf("a second narun up on a data dir in use exited 0:\n%s", out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("a second narun up on a data dir in use still runs:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "in use by another narun nats or narun up") {
+		t.Errorf("the refusal does not say another narun up holds the data dir:\n%s", out.String())
+	}
+	stopUp(t, first, firstOut, 10*time.Second)
+}
