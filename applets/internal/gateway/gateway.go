@@ -487,7 +487,9 @@ func (g *Gateway) Reload() error {
 		}
 	}
 	held = len(seqs) > 0
-	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(g.table.Load().routes))
+	// The file's routes, as the start's line counts them: the table's
+	// count, deployed apps' routes included, read as the file's.
+	g.log.Info("routes reloaded", "file", g.opts.ConfigPath, "routes", len(f.Gateway.Routes), "apps", g.appsServed)
 	// Each change is said once, and a change undone needs no restart.
 	var changed []string
 	pending := map[string]string{}

@@ -2397,3 +2397,37 @@ func heldSlowpoke(t *testing.T, srv *embednats.Server) (entered, release chan st
 	}))
 	return entered, release
 }
+
+// A reload's line counts the routes of the file it names, as the start's
+// line does, and the deployed apps apart: it counted every route served, so
+// a narun.toml without routes reloaded as `routes=2` on a device with two
+// apps, where the start had said `routes=0`.
+func TestReloadCountsTheFilesRoutes(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	kv := routesKV(t, nc)
+	for _, app := range []string{"one", "two"} {
+		if _, err := kv.PutString(context.Background(), app, fmt.Sprintf(`[{"path":"/%s/"}]`, app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "narun.toml")
+	cfg := writeConfig(t, path, "[[gateway.routes]]\npath = \"/file/\"\nservice = \"file\"\n")
+	var logs testutil.LogBuffer
+	r := startRunLogged(t, nc, cfg, path, slog.New(slog.NewTextHandler(&logs, nil)))
+	testutil.Eventually(t, 20*time.Second, "narun-routes read", r.gw.routesCurrent)
+	if err := r.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	const want = `msg="routes reloaded" file=`
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(line, want) {
+			if !strings.Contains(line, " routes=1 ") || !strings.Contains(line, " apps=2") {
+				t.Errorf("the reload's line does not count the file's route and the two apps apart: %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no reload line:\n%s", logs.String())
+}
