@@ -601,16 +601,28 @@ func lockStore(dataDir string) (*os.File, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock the JetStream store of %s: %w", dataDir, err)
 	}
-	path := filepath.Join(dataDir, "nats.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(dataDir, storeLockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock the JetStream store of %s: %w", dataDir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, path, err)
+	if err := flockStore(dataDir, f); err != nil {
+		return nil, err
 	}
 	return f, nil
+}
+
+// storeLockFile, in the data dir, is locked by the server that runs on its
+// JetStream store.
+const storeLockFile = "nats.lock"
+
+// flockStore takes the lock of the store whose lock file f is, or closes f
+// and says which data dir another server holds.
+func flockStore(dataDir string, f *os.File) error {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, f.Name(), err)
+	}
+	return nil
 }
 
 // standaloneStreams names the streams in storeDir of a server that never
@@ -638,14 +650,13 @@ func standaloneStreams(storeDir string) []string {
 // other listeners before Start. It takes the lock and releases it at once,
 // and makes nothing: a data dir without the lock file has no server.
 func CheckStoreFree(dataDir string) error {
-	f, err := os.OpenFile(filepath.Join(dataDir, "nats.lock"), os.O_RDWR, 0)
+	f, err := os.OpenFile(filepath.Join(dataDir, storeLockFile), os.O_RDWR, 0)
 	if err != nil {
 		// Missing or unreadable: Start, which makes it, says why.
 		return nil
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return fmt.Errorf("data dir %s: its JetStream store is in use by another narun nats or narun up (%s is locked): %w", dataDir, f.Name(), err)
+	if err := flockStore(dataDir, f); err != nil {
+		return err
 	}
 	unlockStore(f)
 	return nil
