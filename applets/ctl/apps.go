@@ -201,7 +201,10 @@ type appStatusJSON struct {
 	// Refused are the selected nodes that run only specs a key they trust
 	// signed, and not this one, each with why: they leave the app's
 	// instances as they were and start none of this spec.
-	Refused   []refusal        `json:"refused_nodes"`
+	Refused []refusal `json:"refused_nodes"`
+	// Starting are the selected nodes whose runner has started and not
+	// yet read the app specs: the instances they list are not all yet.
+	Starting  []string         `json:"starting_nodes"`
 	Error     string           `json:"error"`
 	Outdated  string           `json:"outdated"`
 	Instances []instanceStatus `json:"instances"`
@@ -238,7 +241,7 @@ func refusedBy(n state.Node, pub, sigErr string) string {
 // nodes; now is the NATS server's clock (env.serverNow), by which their
 // ages count.
 func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appStatusJSON {
-	s := appStatusJSON{Name: name, Revision: d.revision, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}, Refused: []refusal{}}
+	s := appStatusJSON{Name: name, Revision: d.revision, Instances: []instanceStatus{}, Nodes: []string{}, Missing: []string{}, Refused: []refusal{}, Starting: []string{}}
 	if !d.created.IsZero() {
 		s.Updated = &d.created
 	}
@@ -265,6 +268,9 @@ func statusOf(d deployed, name string, nodes []state.Node, now time.Time) appSta
 				s.Nodes = append(s.Nodes, n.ID)
 				if why := refusedBy(n, s.SignedBy, s.SignatureError); why != "" {
 					s.Refused = append(s.Refused, refusal{Node: n.ID, Reason: why})
+				}
+				if n.AwaitingSpecs && !late(n, now) && !slices.ContainsFunc(n.Instances, func(in state.Instance) bool { return in.App == name }) {
+					s.Starting = append(s.Starting, n.ID)
 				}
 			}
 			fp = d.app.Fingerprint(n.Arch)
@@ -493,6 +499,9 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 	}
 	for _, r := range s.Refused {
 		t.row(r.Node, "-", "refused", "-", "-", "-", "-", r.Reason)
+	}
+	for _, id := range s.Starting {
+		t.row(id, "-", "starting", "-", "-", "-", "-", "the runner has just started and has not read the app specs yet: its instances follow")
 	}
 	if err := t.flush(); err != nil {
 		return err

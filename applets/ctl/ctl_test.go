@@ -2556,3 +2556,23 @@ func TestAppStatusJSONKeysInEveryState(t *testing.T) {
 		t.Errorf("started of a pending instance: %v, want null", in["started"])
 	}
 }
+
+// A node whose runner has just started and not yet read the app specs
+// lists none of its instances: status says so of each such node the app
+// is placed on, where an app deployed there looked as if it was not.
+func TestStatusOfNodeAwaitingSpecs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	h.heartbeat(state.Node{ID: "node-1", Arch: runtime.GOARCH, Interval: time.Minute, Time: time.Now(), Started: time.Now(), AwaitingSpecs: true})
+	var got appStatusJSON
+	if err := json.Unmarshal([]byte(h.ok("", "app", "status", "hello", "--json").out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Starting, []string{"node-1"}) || got.Desired != 2 || got.Ready != 0 {
+		t.Errorf("status of an app on a node that has not read its specs: starting %q, %d/%d ready", got.Starting, got.Ready, got.Desired)
+	}
+	if r := h.ok("", "app", "status", "hello"); !strings.Contains(r.out, "has not read the app specs yet") {
+		t.Errorf("app status does not say the node has not read the specs:\n%s", r.out)
+	}
+}

@@ -38,7 +38,7 @@ func TestJSONGivesEveryKey(t *testing.T) {
 	}
 
 	instance := []string{"node", "id", "state", "pid", "restarts", "reason", "version", "healthy", "current", "started"}
-	status := []string{"name", "version", "revision", "updated", "mode", "replicas", "desired", "ready", "nodes", "deleted", "missing_nodes", "refused_nodes", "signed_by", "signature_error", "error", "outdated", "instances"}
+	status := []string{"name", "version", "revision", "updated", "mode", "replicas", "desired", "ready", "nodes", "deleted", "missing_nodes", "refused_nodes", "starting_nodes", "signed_by", "signature_error", "error", "outdated", "instances"}
 	tests := []struct {
 		name string
 		args []string

@@ -88,9 +88,12 @@ type Runner struct {
 	log       *slog.Logger
 	appURL    string
 	started   time.Time
-	cache     *cache
-	links     execLinks
-	keys      keyFile
+	// awaitingSpecs is set until the runner has read the app specs once
+	// since its start (state.Node.AwaitingSpecs).
+	awaitingSpecs atomic.Bool
+	cache         *cache
+	links         execLinks
+	keys          keyFile
 	// keysWarned is set while the key file is unreadable and that was
 	// logged.
 	keysWarned struct {
@@ -272,6 +275,7 @@ func New(opts Options) (*Runner, error) {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	r.links.dir = r.execDir()
+	r.awaitingSpecs.Store(true)
 	return r, nil
 }
 
@@ -386,6 +390,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Go(func() { r.heartbeats(ctx) })
 	wg.Go(func() { r.sync(ctx) })
 	r.awaitListing(ctx)
+	r.awaitingSpecs.Store(false)
+	r.poke()
 	<-ctx.Done()
 
 	// The apps stop before the heartbeat and sync goroutines are waited
@@ -1309,6 +1315,7 @@ func (r *Runner) nodeState() state.Node {
 		Host:               r.host,
 		Boot:               r.boot,
 		Duplicates:         r.dups.recent(now),
+		AwaitingSpecs:      r.awaitingSpecs.Load(),
 	}
 }
 

@@ -128,6 +128,11 @@ type Node struct {
 	// heartbeat lately: they use the same node id, so each hides the other
 	// from app status and node list.
 	Duplicates []Duplicate `json:"duplicates,omitempty"`
+	// AwaitingSpecs says the runner has started and not yet read the app
+	// specs (narun-apps, or its cached copies when that does not answer):
+	// the instances it lists are not yet all it will run. Right after a
+	// restart, an app would otherwise look undeployed on the node.
+	AwaitingSpecs bool `json:"awaiting_specs,omitempty"`
 }
 
 // SecretKeys are the ids of the keys of a node's secret key ring. An id is
