@@ -1674,6 +1674,10 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 	var ok, failed atomic.Int64
 	var mu sync.Mutex
 	var failures []string
+	var slowest time.Duration
+	// sent is when the request in flight left, zero between requests: a
+	// timeout below says whether one request hung or all were slow.
+	var sent atomic.Int64
 	fail := func(why string) {
 		failed.Add(1)
 		mu.Lock()
@@ -1691,19 +1695,50 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 				return
 			default:
 			}
+			start := time.Now()
+			sent.Store(start.UnixNano())
 			resp, err := client.Post(gw+"/hello/", "application/json", strings.NewReader(`{"name":"load"}`))
+			var b []byte
+			if err == nil {
+				b, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			took := time.Since(start)
+			sent.Store(0)
+			mu.Lock()
+			slowest = max(slowest, took)
+			mu.Unlock()
 			if err != nil {
-				fail(err.Error())
+				fail(fmt.Sprintf("after %s: %v", took, err))
 				continue
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				fail(fmt.Sprintf("%s: %s", resp.Status, b))
+				fail(fmt.Sprintf("after %s: %s: %s", took, resp.Status, b))
 				continue
 			}
 			ok.Add(1)
 		}
+	}()
+	// A Fatal below must not leave the loop posting for the rest of the run.
+	stopLoad := sync.OnceFunc(func() {
+		close(stop)
+		<-done
+	})
+	defer stopLoad()
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		inFlight := "none"
+		if at := sent.Load(); at != 0 {
+			// The time of day lines it up with the runner log below.
+			at := time.Unix(0, at)
+			inFlight = fmt.Sprintf("%s (sent %s)", time.Since(at), at.UTC().Format("15:04:05.000"))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("%d requests served, %d failed %q, slowest %s, the one in flight for %s",
+			ok.Load(), failed.Load(), failures, slowest, inFlight)
 	}()
 	c.deploy(t, "hello", "1.1.0", helloBin, routes+takeOverAtOnce)
 	tr.wait(t, "hello", "rolled to 1.1.0", func(l []state.Instance) bool {
@@ -1713,8 +1748,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 	// Keep the load on the new instance for a moment, counted in requests.
 	n := ok.Load()
 	testutil.Eventually(t, 10*time.Second, "50 more requests", func() bool { return ok.Load() >= n+50 })
-	close(stop)
-	<-done
+	stopLoad()
 	t.Logf("%d requests served during the rollout, %d failed", ok.Load(), failed.Load())
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed during the rollout: %q", failed.Load(), failures[:min(len(failures), 5)])
