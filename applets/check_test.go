@@ -17,13 +17,7 @@ import (
 func TestCheckFlag(t *testing.T) {
 	addr := heldAddr(t)
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := fileWriter(t, dir)
 	good := write("good.toml", `[nats]
 listen = "`+addr+`"
 [gateway]
@@ -349,13 +343,7 @@ func TestCheckNamesEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	clash := heldAddr(t)
 	data := filepath.Join(dir, "data")
-	write := func(name, body string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := fileWriter(t, dir)
 	upFile := write("up.toml", `[nats]
 listen = "`+clash+`"
 [gateway]
@@ -437,13 +425,7 @@ func TestCheckNamesEveryNATSProblem(t *testing.T) {
 	// Each run gets a data dir of its own, in place of data: one made
 	// must not fail the next.
 	const data = "<data>"
-	write := func(name, body string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := fileWriter(t, dir)
 	upFile := write("up.toml", `[nats]
 listen = "`+heldAddr(t)+`"
 server_name = "a b"
@@ -526,5 +508,17 @@ admin_listen = "`+heldAddr(t)+`"
 				t.Errorf("the data dir was made (stat: %v)", err)
 			}
 		})
+	}
+}
+
+// fileWriter returns a function that writes a file of dir and returns its
+// path.
+func fileWriter(t *testing.T, dir string) func(name, body string) string {
+	return func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
 }

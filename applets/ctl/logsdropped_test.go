@@ -19,79 +19,30 @@ import (
 // limits drop them in between. It returns the URL to give the client.
 func purgeBeforePull(t *testing.T, target string, purge func()) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var once sync.Once
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	pull := []byte(".API.CONSUMER.MSG.NEXT.")
+	return forward(t, target, func(dst, src net.Conn) {
+		defer dst.Close()
+		var seen []byte
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := src.Read(buf)
+			if n > 0 {
+				// The tail of what came before: the subject may be split
+				// over two reads.
+				seen = append(seen[max(0, len(seen)-len(pull)):], buf[:n]...)
+				if bytes.Contains(seen, pull) {
+					once.Do(purge)
+				}
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
 			if err != nil {
 				return
 			}
-			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			go func() {
-				defer s.Close()
-				pull := []byte(".API.CONSUMER.MSG.NEXT.")
-				var seen []byte
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						// The tail of what came before: the subject may be
-						// split over two reads.
-						seen = append(seen[max(0, len(seen)-len(pull)):], buf[:n]...)
-						if bytes.Contains(seen, pull) {
-							once.Do(purge)
-						}
-						if _, err := s.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "nats://" + ln.Addr().String()
+	}, pass)
 }
 
 // logs without -f says it printed no line when the lines it saw pending

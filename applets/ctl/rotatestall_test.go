@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -31,43 +30,8 @@ type muteLink struct {
 
 func newMuteLink(t *testing.T, target, pattern string, times int) *muteLink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &muteLink{url: "nats://" + ln.Addr().String(), pattern: []byte(pattern), times: times}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			wg.Go(func() { l.up(s, c) })
-			wg.Go(func() { l.down(c, s) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	l := &muteLink{pattern: []byte(pattern), times: times}
+	l.url = forward(t, target, l.up, l.down)
 	return l
 }
 

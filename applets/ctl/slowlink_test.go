@@ -44,37 +44,8 @@ type slowLink struct {
 
 func newSlowLink(t *testing.T, target string, rate, downRate int, muteAfter int64) *slowLink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &slowLink{url: "nats://" + ln.Addr().String(), rate: rate, downRate: downRate, muteAfter: muteAfter}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns = append(conns, c, s)
-			go l.up(s, c)
-			go l.down(c, s)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	l := &slowLink{rate: rate, downRate: downRate, muteAfter: muteAfter}
+	l.url = forward(t, target, l.up, l.down)
 	return l
 }
 
