@@ -276,7 +276,7 @@ func configured(opts Options) (*Gateway, error) {
 	if bodyMemory == 0 {
 		bodyMemory = defaultBodyMemory()
 	}
-	g.mem = newMemRelease()
+	g.mem = newMemRelease(releaseDelay)
 	if bodyMemory > 0 {
 		g.bodies = newBodyBudget(bodyMemory, g.mem)
 		g.metrics.bodies = g.bodies

@@ -1,11 +1,10 @@
 package gateway
 
 import (
-	"runtime"
-	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/narun/narun/applets/internal/memfree"
 )
 
 // releaseDelay is how long the gateway must have held no body memory,
@@ -30,15 +29,18 @@ const releaseMoved = 4 << 20
 // what bodies left behind back to the OS once it has held none for a
 // while. A nil memRelease counts nothing.
 type memRelease struct {
-	after time.Duration
-	held  atomic.Int64
+	held atomic.Int64
 	// moved is what was held since the last release, in all.
 	moved atomic.Int64
-	mu    sync.Mutex
-	timer *time.Timer
+	// quiet releases once nothing has been held for releaseDelay.
+	quiet *memfree.Debounce
 }
 
-func newMemRelease() *memRelease { return &memRelease{after: releaseDelay} }
+func newMemRelease(after time.Duration) *memRelease {
+	r := &memRelease{}
+	r.quiet = memfree.NewDebounce(after, r.release)
+	return r
+}
 
 func (r *memRelease) hold(n int64) {
 	if r == nil || n == 0 {
@@ -56,24 +58,15 @@ func (r *memRelease) drop(n int64) {
 	if r.held.Add(-n) != 0 || r.moved.Load() < releaseMoved {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.timer == nil {
-		r.timer = time.AfterFunc(r.after, r.release)
-		return
-	}
-	r.timer.Reset(r.after)
+	r.quiet.Trigger()
 }
 
 // release hands the memory back, unless a body is under way again: its
-// end sets the timer anew. The first collection moves the pooled buffers
-// to their victim caches, the second (FreeOSMemory's) frees them and
-// returns the pages.
+// end sets the timer anew.
 func (r *memRelease) release() {
 	if r.held.Load() != 0 {
 		return
 	}
 	r.moved.Store(0)
-	runtime.GC()
-	debug.FreeOSMemory()
+	memfree.Release()
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/memfree"
 )
 
 // heapKept is the heap memory the process keeps from the OS: its objects,
@@ -91,7 +92,7 @@ func TestIdleGatewayReturnsBodyMemory(t *testing.T) {
 			cfg := gwConfig(config.Route{Path: "/", Service: "svc", Timeout: config.Duration(time.Minute)})
 			cfg.MaxBodyMemory = 16 << 20
 			e := newEnv(t, cfg)
-			e.gw.mem.after = 100 * time.Millisecond
+			e.gw.mem.quiet = memfree.NewDebounce(100*time.Millisecond, e.gw.mem.release)
 			// peak is sampled while bodies are in flight: once they are
 			// over, the release may come before the test looks.
 			var peak atomic.Uint64

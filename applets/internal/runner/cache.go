@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/atomicfile"
+	"github.com/narun/narun/applets/internal/memfree"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/supervisor"
 )
@@ -48,7 +47,7 @@ type cache struct {
 	// what the file looked like then.
 	verified map[string]verification
 	// afterFetch runs once fetches have stopped for releaseDelay.
-	afterFetch *debounce
+	afterFetch *memfree.Debounce
 }
 
 // releaseDelay is how long after the last download its buffers are handed
@@ -59,39 +58,11 @@ type cache struct {
 // edge device would otherwise carry a deploy's peak for minutes.
 const releaseDelay = time.Minute
 
-// releaseMemory frees a download's buffers and returns their pages. The
-// block buffers sit in a sync.Pool, which the first GC only moves to its
-// victim cache: FreeOSMemory's single GC alone returned almost nothing.
-func releaseMemory() {
-	runtime.GC()
-	debug.FreeOSMemory()
-}
-
 func newCache(dir string, log *slog.Logger) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create binary cache: %w", err)
 	}
-	return &cache{dir: dir, log: log, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: newDebounce(releaseDelay, releaseMemory)}, nil
-}
-
-// debounce runs f once d has passed since the last call of trigger.
-type debounce struct {
-	mu    sync.Mutex
-	d     time.Duration
-	f     func()
-	timer *time.Timer
-}
-
-func newDebounce(d time.Duration, f func()) *debounce { return &debounce{d: d, f: f} }
-
-func (b *debounce) trigger() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.timer == nil {
-		b.timer = time.AfterFunc(b.d, b.f)
-		return
-	}
-	b.timer.Reset(b.d)
+	return &cache{dir: dir, log: log, handedOut: map[string]time.Time{}, verified: map[string]verification{}, afterFetch: memfree.NewDebounce(releaseDelay, memfree.Release)}, nil
 }
 
 func (c *cache) path(digest string) string { return filepath.Join(c.dir, digest) }
@@ -135,7 +106,7 @@ func (c *cache) binary(ctx context.Context, obs jetstream.ObjectStore, b spec.Bi
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}
 	defer obj.Close()
-	defer c.afterFetch.trigger()
+	defer c.afterFetch.Trigger()
 	if err := writeVerified(c.dir, p, obj, b.SHA256, binaryMode); err != nil {
 		return "", fmt.Errorf("fetch binary %s: %w", b.Object, err)
 	}

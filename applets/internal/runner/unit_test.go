@@ -323,29 +323,6 @@ func TestDataDirLocked(t *testing.T) {
 	}
 }
 
-// A burst of fetches releases memory once, after the last of them.
-func TestDebounceCoalesces(t *testing.T) {
-	t.Parallel()
-	ran := make(chan time.Time, 10)
-	b := newDebounce(50*time.Millisecond, func() { ran <- time.Now() })
-	var last time.Time
-	for range 5 {
-		last = time.Now()
-		b.trigger()
-	}
-	at := <-ran
-	if at.Sub(last) < 50*time.Millisecond {
-		t.Errorf("ran %s after the last trigger, before the delay", at.Sub(last))
-	}
-	select {
-	case <-ran:
-		t.Error("ran twice for one burst")
-	case <-time.After(200 * time.Millisecond):
-	}
-	b.trigger()
-	<-ran
-}
-
 func TestLogLimit(t *testing.T) {
 	t.Parallel()
 	// The end of a window is also told from a timer, which may publish
