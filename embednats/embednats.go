@@ -1049,15 +1049,14 @@ func zoneHint(raw string) string {
 	return fmt.Sprintf(" (a URL writes the zone's %% as %%25: [%s%%25%s])", ip, zone)
 }
 
-// checkListenersFree reports a taken port of any of the server's
-// listeners before the server tries it, because the server itself would
-// only log the failure, in words that name no key, and never become
-// ready (the client port) or give up (the others).
+// checkListenersFree reports every taken port of the server's listeners
+// before the server tries them, because the server itself would only log
+// the failure, in words that name no key, and never become ready (the
+// client port) or give up (the others).
 func checkListenersFree(opts *server.Options) error {
+	var taken []error
 	if !opts.DontListen {
-		if err := checkFree("nats.listen", opts.Host, opts.Port); err != nil {
-			return err
-		}
+		taken = append(taken, checkFree("nats.listen", opts.Host, opts.Port))
 	}
 	for _, l := range []struct {
 		key  string
@@ -1068,11 +1067,9 @@ func checkListenersFree(opts *server.Options) error {
 		{"nats.cluster.listen", opts.Cluster.Host, opts.Cluster.Port},
 		{"nats.leafnodes.listen", opts.LeafNode.Host, opts.LeafNode.Port},
 	} {
-		if err := checkFree(l.key, l.host, l.port); err != nil {
-			return err
-		}
+		taken = append(taken, checkFree(l.key, l.host, l.port))
 	}
-	return nil
+	return errors.Join(taken...)
 }
 
 // checkFree reports host:port taken, as an error of key; a port the

@@ -113,6 +113,31 @@ func TestPortTakenIsAClearError(t *testing.T) {
 	}
 }
 
+// Every taken port is named by one start, so that an operator who moved
+// two listeners onto used ports learns of both at once.
+func TestEveryTakenPortIsNamed(t *testing.T) {
+	t.Parallel()
+	var held []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		held = append(held, l.Addr().String())
+	}
+	s, err := embednats.Start(embednats.Config{Listen: held[0], HTTPListen: held[1], DataDir: t.TempDir()})
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("start on taken ports succeeded")
+	}
+	for i, key := range []string{"nats.listen", "nats.http_listen"} {
+		if !strings.Contains(err.Error(), key+": listen on "+held[i]) {
+			t.Errorf("error does not name %s on %s:\n%v", key, held[i], err)
+		}
+	}
+}
+
 func TestPortZeroPicksAFreePort(t *testing.T) {
 	t.Parallel()
 	s, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
