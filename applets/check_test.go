@@ -374,11 +374,33 @@ path = "/b/"
 match = "regexp"
 service = "b"
 `)
+	missing := filepath.Join(dir, "missing")
+	logFile := write("log.toml", "log_level = \"loud\"\nlog_format = \"xml\"\n")
+	clientFile := write("client.toml", `[gateway]
+listen = "`+heldAddr(t)+`"
+admin_listen = "`+heldAddr(t)+`"
+nats_url = "nats://%zz"
+nats_creds = "`+missing+`.creds"
+nats_nkey = "`+missing+`.nk"
+nats_ca = "`+missing+`.pem"
+nats_key = "`+missing+`.key"
+`)
 	for _, tc := range []struct {
 		name string
 		args []string
 		want []string
 	}{
+		{"gw: the log settings", []string{"gw", "--config", logFile, "--check"}, []string{
+			logFile + `:1: key "log_level"`,
+			logFile + `:2: key "log_format"`,
+		}},
+		{"gw: the client settings", []string{"gw", "--config", clientFile, "--check"}, []string{
+			clientFile + `:4: key "gateway.nats_url"`,
+			clientFile + `:5: key "gateway.nats_creds"`,
+			clientFile + `:6: key "gateway.nats_nkey"`,
+			clientFile + `:7: key "gateway.nats_ca"`,
+			clientFile + `:8: key "gateway.nats_key"`,
+		}},
 		{"up: a route, the runner and a listener", []string{"up", "--config", upFile, "--data-dir", data, "--check"}, []string{
 			upFile + `:2: key "nats.listen" "` + clash + `" and ` + upFile + `:4: key "gateway.listen" "` + clash + `": two of narun's listeners on the same address`,
 			upFile + `:7: key "runner.heartbeat_interval": want at most 15s`,

@@ -459,16 +459,25 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 			client.NATSURLFrom = "--" + FlagNATSURL
 		}
 	}
-	// A wrong flag is a usage error; a wrong value in the file is the
-	// file's, named by its line as the decoder names a wrong type.
+	// A wrong value in the file is the file's, named by its line as the
+	// decoder names a wrong type; a wrong flag makes it all a usage error
+	// (exit 2), the file's problems still named beside it.
+	var wrong []error
+	wrongFlag := false
 	for _, v := range logChecks(cfg) {
 		switch {
 		case v.err == nil:
 		case c.IsSet(v.flag):
-			return cfg, nil, Usage(fmt.Errorf("--%s: %w", v.flag, v.err))
+			wrong, wrongFlag = append(wrong, fmt.Errorf("--%s: %w", v.flag, v.err)), true
 		default:
-			return cfg, nil, v.fileError(cfg)
+			wrong = append(wrong, v.fileError(cfg))
 		}
+	}
+	if err := config.JoinByLine(cfg.Path, wrong...); err != nil {
+		if wrongFlag {
+			err = Usage(err)
+		}
+		return cfg, nil, err
 	}
 	log, err := NewLogger(stdio.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -532,27 +541,29 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 		// which is then made again.
 		nats.FlusherTimeout(pingInterval * (maxPingsOut + 1)),
 	}
+	// Every setting is judged, so that one --check names each wrong one.
+	var wrong []error
 	if err := checkNATSURL(client.NATSURL); err != nil {
-		return nil, &clientError{key: "nats_url", flag: FlagNATSURL, err: err}
+		wrong = append(wrong, &clientError{key: "nats_url", flag: FlagNATSURL, err: err})
 	}
 	if client.NATSCreds != "" {
 		// nats.go reads the file only to connect: read here, as the nkey
 		// is, a file that is missing or unreadable fails --check too,
 		// not only the start.
 		if _, err := os.ReadFile(client.NATSCreds); err != nil {
-			return nil, &clientError{key: "nats_creds", flag: FlagNATSCreds, err: fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)}
+			wrong = append(wrong, &clientError{key: "nats_creds", flag: FlagNATSCreds, err: fmt.Errorf("nats creds %s: %w", client.NATSCreds, err)})
 		}
 		opts = append(opts, nats.UserCredentials(client.NATSCreds))
 	}
 	if client.NATSNkey != "" {
 		opt, err := nats.NkeyOptionFromSeed(client.NATSNkey)
 		if err != nil {
-			return nil, &clientError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)}
+			wrong = append(wrong, &clientError{key: "nats_nkey", flag: FlagNATSNkey, err: fmt.Errorf("nats nkey %s: %w", client.NATSNkey, err)})
 		}
 		opts = append(opts, opt)
 	}
-	tlsOpts, err := clientTLS(client)
-	if err != nil {
+	tlsOpts, tlsWrong := clientTLS(client)
+	if err := errors.Join(append(wrong, tlsWrong...)...); err != nil {
 		return nil, err
 	}
 	return append(opts, tlsOpts...), nil
@@ -562,26 +573,25 @@ func NATSOptions(name string, client config.Client) ([]nats.Option, error) {
 // at each connection, so a renewed certificate is taken at the next
 // reconnect; they are read here too so that a wrong one fails the start
 // and --check, named by its key.
-func clientTLS(client config.Client) ([]nats.Option, error) {
-	var opts []nats.Option
+func clientTLS(client config.Client) (opts []nats.Option, wrong []error) {
 	if client.NATSCA != "" {
 		if err := embednats.CheckCA(client.NATSCA); err != nil {
-			return nil, &clientError{key: "nats_ca", flag: FlagNATSCA, err: fmt.Errorf("nats ca: %w", err)}
+			wrong = append(wrong, &clientError{key: "nats_ca", flag: FlagNATSCA, err: fmt.Errorf("nats ca: %w", err)})
 		}
 		opts = append(opts, nats.RootCAs(client.NATSCA))
 	}
 	switch {
 	case client.NATSCert == "" && client.NATSKey != "":
-		return nil, &clientError{key: "nats_key", flag: FlagNATSKey, err: errors.New("nats key: set, but nats_cert is empty: set both, the certificate and its private key")}
+		wrong = append(wrong, &clientError{key: "nats_key", flag: FlagNATSKey, err: errors.New("nats key: set, but nats_cert is empty: set both, the certificate and its private key")})
 	case client.NATSCert != "" && client.NATSKey == "":
-		return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: errors.New("nats cert: set, but nats_key is empty: set both, the certificate and its private key")}
+		wrong = append(wrong, &clientError{key: "nats_cert", flag: FlagNATSCert, err: errors.New("nats cert: set, but nats_key is empty: set both, the certificate and its private key")})
 	case client.NATSCert != "":
 		if err := embednats.CheckClientCert(client.NATSCert, client.NATSKey); err != nil {
-			return nil, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %w", err)}
+			wrong = append(wrong, &clientError{key: "nats_cert", flag: FlagNATSCert, err: fmt.Errorf("nats cert %w", err)})
 		}
 		opts = append(opts, nats.ClientCert(client.NATSCert, client.NATSKey))
 	}
-	return opts, nil
+	return opts, wrong
 }
 
 // checkNATSURL refuses a server list nats.go could not parse, as it
@@ -618,6 +628,13 @@ func (e *clientError) Unwrap() error { return e.err }
 // "gateway") and its line in the file, behind an error of NATSOptions,
 // as the file's other errors are named.
 func PlaceClientError(c *ucli.Context, cfg config.File, table string, err error) error {
+	if parts := config.Joined(err); parts != nil {
+		placed := make([]error, len(parts))
+		for i, part := range parts {
+			placed[i] = PlaceClientError(c, cfg, table, part)
+		}
+		return errors.Join(placed...)
+	}
 	var fe *clientError
 	if !errors.As(err, &fe) {
 		return err
