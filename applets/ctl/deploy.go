@@ -909,7 +909,7 @@ func (e *env) fileDigests(ctx context.Context, files []spec.File) (digests map[s
 	}
 	// Files put says to store the name as spelt, which for a typo puts the
 	// file under the typo: a near name stored is more likely what was meant.
-	stored := e.fileNames(ctx, obs, absent)
+	stored := e.fileNames(ctx, absent)
 	for _, name := range absent {
 		missing = append(missing, fmt.Errorf("file %q does not exist%s", name, didYouMean(name, stored, "narun ctl files put "+name+" FILE")))
 	}

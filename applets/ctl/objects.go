@@ -192,15 +192,15 @@ func secretRefs(a *spec.App) []string {
 }
 
 func (e *env) listObjects(ctx context.Context, bucket string, ref func(*spec.App) []string) ([]object, error) {
-	obs, err := e.objects(ctx, bucket)
+	if _, err := e.objects(ctx, bucket); err != nil {
+		return nil, err
+	}
+	infos, unreadable, err := e.objectInfos(ctx, bucket)
 	if err != nil {
 		return nil, err
 	}
-	octx, cancel := e.op(ctx)
-	infos, err := obs.List(octx)
-	cancel()
-	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("list %s: %w", bucket, err)
+	for _, err := range unreadable {
+		e.warnf("%v: %s", err, removeUnreadable(bucket, err))
 	}
 	var all []string
 	for _, in := range infos {
@@ -308,6 +308,10 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 	if _, err := e.objects(ctx, bucket); err != nil {
 		return err
 	}
+	s, err := e.objectStream(ctx, bucket)
+	if err != nil {
+		return err
+	}
 	now, err := e.objectsNow(ctx, bucket)
 	if err != nil {
 		return err
@@ -326,12 +330,22 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 		}
 	}
 	var objs []read
+	// The last metadata message of each named object whose metadata does
+	// not read, by name.
+	unreadable := map[string]*jetstream.RawStreamMsg{}
 	for _, name := range named {
 		m, info, err := e.objectMeta(ctx, bucket, name)
-		if errors.Is(err, errNoObject) || err == nil && info.Deleted {
+		var unread *unreadableMetaError
+		switch {
+		case errors.Is(err, errNoObject) || err == nil && info.Deleted:
 			return notFound("%s %q does not exist", what, name)
-		}
-		if err != nil {
+		case errors.As(err, &unread) && c.Bool(flagForce):
+			// No spec can name what nothing can fetch.
+			unreadable[name] = m
+			continue
+		case errors.As(err, &unread):
+			return fmt.Errorf("read %s %q: %w: %s", what, name, err, removeUnreadable(bucket, unread))
+		case err != nil:
 			return fmt.Errorf("read %s %q: %w", what, name, err)
 		}
 		objs = append(objs, read{m, info})
@@ -366,6 +380,21 @@ func (e *env) deleteObjects(ctx context.Context, c *ucli.Context, bucket, what s
 			return inUse("%s %q not deleted: a deploy uploaded or pinned it while this ran; run this again to see whether a spec uses it", what, name)
 		}
 		fmt.Fprintf(e.out(), "deleted %s %s\n", what, name)
+	}
+	for _, name := range named {
+		m, ok := unreadable[name]
+		if !ok {
+			continue
+		}
+		// Its chunks, which only the metadata names, are left to the
+		// reclaim below, as those of an upload cut short. Up to the
+		// message read: metadata a deploy stored since stays.
+		if err := e.within(ctx, func(ctx context.Context) error {
+			return s.Purge(ctx, jetstream.WithPurgeSubject(m.Subject), jetstream.WithPurgeSequence(m.Sequence+1))
+		}); err != nil {
+			return fmt.Errorf("delete %s %q: purge its metadata: %w", what, name, err)
+		}
+		fmt.Fprintf(e.out(), "deleted %s %s, whose metadata did not read\n", what, name)
 	}
 	// Run to make room, it also finds what uploads cut short left, which
 	// the deletions' count of objects may have hidden (reclaimChunks).

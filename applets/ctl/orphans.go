@@ -32,6 +32,12 @@ import (
 // count; image delete and files delete, thorough, find it.
 func (e *env) reclaimChunks(ctx context.Context, bucket string, thorough bool) {
 	orphans, now, err := e.orphanChunks(ctx, bucket, thorough)
+	var unreadable *unreadableMetaError
+	if errors.As(err, &unreadable) {
+		// Left at that, the store fills with no word of why.
+		e.warnf("the chunks of uploads cut short in %s are kept: %v, and the chunks it names cannot be told from theirs; %s", bucket, err, removeUnreadable(bucket, unreadable))
+		return
+	}
 	if err != nil {
 		e.log.Debug("look for chunks no object names", "bucket", bucket, "err", err)
 		return
@@ -91,7 +97,7 @@ func (e *env) orphanChunks(ctx context.Context, bucket string, thorough bool) (m
 		var oi jetstream.ObjectInfo
 		if err := json.Unmarshal(m.Data, &oi); err != nil {
 			// Chunks it may name cannot be told from orphans.
-			return nil, time.Time{}, fmt.Errorf("read the metadata on %s: %w", subj, err)
+			return nil, time.Time{}, &unreadableMetaError{bucket: bucket, subject: subj, err: err}
 		}
 		delete(chunks, chunkSubject(bucket, oi.NUID))
 	}

@@ -196,10 +196,6 @@ func (o patientObjects) GetInfo(ctx context.Context, name string, opts ...jetstr
 	})
 }
 
-func (o patientObjects) List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
-	return untilListed(ctx, func(ctx context.Context) ([]*jetstream.ObjectInfo, error) { return o.ObjectStore.List(ctx, opts...) })
-}
-
 // Delete needs no more care than Put: deleting a deleted object succeeds.
 func (o patientObjects) Delete(ctx context.Context, name string) error {
 	_, err := untilAnswered(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, o.ObjectStore.Delete(ctx, name) })

@@ -224,7 +224,7 @@ func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.R
 	}
 	var info jetstream.ObjectInfo
 	if err := json.Unmarshal(m.Data, &info); err != nil {
-		return nil, nil, fmt.Errorf("read the metadata of %s: %w", name, err)
+		return m, nil, &unreadableMetaError{bucket: bucket, subject: m.Subject, err: err}
 	}
 	return m, &info, nil
 }

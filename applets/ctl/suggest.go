@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/suggest"
 )
 
@@ -58,19 +59,17 @@ func (e *env) secretNames(ctx context.Context, kv jetstream.KeyValue, absent []s
 // fileNames lists the objects of narun-files, to suggest one for the
 // absent ones (none: nothing to list); like secretNames, a listing that
 // fails suggests nothing.
-func (e *env) fileNames(ctx context.Context, obs jetstream.ObjectStore, absent []string) []string {
+func (e *env) fileNames(ctx context.Context, absent []string) []string {
 	if len(absent) == 0 {
 		return nil
 	}
-	octx, cancel := e.op(ctx)
-	infos, err := obs.List(octx)
-	cancel()
-	if err != nil && !isNotFound(err) {
+	infos, _, err := e.objectInfos(ctx, names.FilesBucket)
+	if err != nil {
 		e.log.Debug("list files to suggest a name", "err", err)
 	}
-	names := make([]string, 0, len(infos))
+	stored := make([]string, 0, len(infos))
 	for _, in := range infos {
-		names = append(names, in.Name)
+		stored = append(stored, in.Name)
 	}
-	return names
+	return stored
 }
