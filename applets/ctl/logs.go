@@ -133,7 +133,11 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 	if err != nil {
 		return e.readLogsErr(app, err)
 	}
-	if info.NumPending == 0 {
+	// Until the first line comes, lines seen pending may be dropped before
+	// they are read (the stream's limits, a purge): after a timeout
+	// without one, the consumer tells whether any is still to come.
+	awaitingKept := info.NumPending > 0
+	if !awaitingKept {
 		if err := none(); err != nil {
 			return err
 		}
@@ -150,7 +154,25 @@ func runLogs(ctx context.Context, c *ucli.Context, e *env) error {
 		it.Stop()
 	}()
 	for {
-		msg, err := it.Next()
+		var next []jetstream.NextOpt
+		if awaitingKept {
+			next = append(next, jetstream.NextMaxWait(e.timeout))
+		}
+		msg, err := it.Next(next...)
+		if errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			left, err := e.keptLeft(ctx, cons, "", 0)
+			if err != nil {
+				return e.readLogsErr(app, err)
+			}
+			if !left {
+				awaitingKept = false
+				if err := none(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		awaitingKept = false
 		if err != nil {
 			// Only an interrupt stops the iterator on purpose; closed by
 			// anything else (the connection given up on), the output is

@@ -3,13 +3,18 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
+	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // purgeBeforePull forwards one client's connections to a NATS server and,
@@ -98,5 +103,49 @@ func TestLogsOverASlowLinkPrintsEveryKeptLine(t *testing.T) {
 	r := slow.run("", "logs", "slow")
 	if r.code != 0 || !strings.Contains(r.out, long+"a\n") || !strings.Contains(r.out, long+"b\n") || r.err != "" {
 		t.Errorf("logs slow over a slow link: exit %d (%v), %d bytes on stdout, stderr %q; want exit 0, both lines and nothing on stderr", r.code, r.e, len(r.out), r.err)
+	}
+}
+
+// logs -f, like logs, says it has no kept line when the lines it saw
+// pending are gone by the time it reads them: it waited for new ones
+// without a word, as if the app were quiet by a filter's fault; then it
+// follows as before.
+func TestLogsFollowSaysWhenTheKeptLinesGoBeforeTheyAreRead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	stream, err := store.LogsStream(ctx, h.js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", elfBinary(t))
+	for i := range 3 {
+		if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), []byte("line "+string(rune('a'+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := purgeBeforePull(t, h.url, func() {
+		if err := stream.Purge(ctx); err != nil {
+			t.Errorf("purge %s: %v", names.LogsStream, err)
+		}
+	})
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out, errs testutil.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errs, Getenv: func(string) string { return "" }}
+		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", url, "--timeout", "2s", "logs", "-f", "quiet"})
+	}()
+	const waiting = "no kept log lines of quiet; waiting for new ones\n"
+	testutil.Eventually(t, 20*time.Second, "logs -f saying it has no line", func() bool { return errs.String() == waiting })
+	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "quiet", Node: "vm", Instance: "quiet-0", Stream: state.Stdout, Line: "first"})
+	if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), b); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "logs -f printing the first line", func() bool { return strings.Contains(out.String(), " first\n") })
+	stopFollowing(t, cancel, done)
+	if errs.String() != waiting {
+		t.Errorf("logs -f stderr: %q, want %q once", errs.String(), waiting)
 	}
 }
