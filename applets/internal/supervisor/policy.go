@@ -47,6 +47,9 @@ type Exit struct {
 	// health checks: a failure whatever the exit status, so that backoff
 	// and giving up apply as to a crash.
 	Unhealthy bool
+	// Killed, when set, is the reason of a stop that had to kill the
+	// process at the stop timeout; "" for one that ended in time.
+	Killed string
 }
 
 // Failure reports whether the exit counts as a crash.

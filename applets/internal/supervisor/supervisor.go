@@ -490,7 +490,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 		s.set(state.Starting, "")
 		exit, err := s.runOnce(ctx, launch)
 		if ctx.Err() != nil {
-			s.set(state.Stopped, "stopped")
+			s.set(state.Stopped, cmp.Or(exit.Killed, "stopped"))
 			return
 		}
 		if err != nil {
@@ -702,17 +702,17 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	}()
 
 	var werr error
-	unhealthy, exited := "", false
+	unhealthy, killed, exited := "", "", false
 	select {
 	case werr = <-waited:
 		exited = true
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
 		s.set(state.Stopping, unhealthy)
-		werr = s.terminate(pid, signal, waited, p.WaitEmpty)
+		_, werr = s.terminate(pid, signal, waited, p.WaitEmpty)
 	case <-ctx.Done():
 		s.set(state.Stopping, "")
-		werr = s.terminate(pid, signal, waited, p.WaitEmpty)
+		killed, werr = s.terminate(pid, signal, waited, p.WaitEmpty)
 	}
 	hcancel()
 	<-healthDone
@@ -733,7 +733,7 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 		// keep flowing, but the instance does not wait for it.
 	}
 
-	exit := Exit{Code: -1, Ran: time.Since(started)}
+	exit := Exit{Code: -1, Ran: time.Since(started), Killed: killed}
 	if ps := cmd.ProcessState; ps != nil {
 		exit.Code = ps.ExitCode()
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -770,27 +770,29 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 // StopTimeout is over, each to every process signal reaches. With
 // waitEmpty (Process.WaitEmpty), the timeout is the whole run's: the
 // process that ended in time waits, within it, for the others. It
-// returns what waited gives.
-func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) error {
+// returns what waited gives and, when the process had to be killed, the
+// reason that says so.
+func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) (killed string, err error) {
 	sig, timeout := s.stopWith()
 	signal(sig)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var err error
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
 		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", timeout.String())
 		signal(syscall.SIGKILL)
-		return <-waited
+		killed = fmt.Sprintf("killed, as it did not end within its stop_timeout of %s after %s",
+			timeout, cmp.Or(unix.SignalName(sig), sig.String()))
+		return killed, <-waited
 	}
 	if waitEmpty == nil {
-		return err
+		return "", err
 	}
 	if werr := waitEmpty(ctx); werr != nil {
 		s.killLeftovers(pid, signal, timeout, werr)
 	}
-	return err
+	return "", err
 }
 
 // endLeftovers stops what the process left running when it ended on its

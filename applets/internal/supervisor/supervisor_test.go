@@ -306,6 +306,13 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 	if end.State != state.Stopped || end.ExitCode == nil || *end.ExitCode != -1 {
 		t.Fatalf("after stop: %+v, want stopped and killed", end)
 	}
+	// The operator reads app status and the events, not the node's
+	// journal: an app that ignores its stop signal must be told apart
+	// from one that stopped cleanly there too.
+	const want = "killed, as it did not end within its stop_timeout of 100ms after SIGTERM"
+	if end.Reason != want {
+		t.Errorf("reason %q, want %q", end.Reason, want)
+	}
 	if alive(st.PID) {
 		t.Errorf("pid %d still alive after stop", st.PID)
 	}
