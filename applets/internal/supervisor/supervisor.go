@@ -709,10 +709,15 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
 		s.set(state.Stopping, unhealthy)
-		_, werr = s.terminate(pid, signal, waited, p.WaitEmpty)
+		sig, timeout := s.stopWith()
+		_, werr = s.terminate(pid, sig, timeout, signal, waited, p.WaitEmpty)
 	case <-ctx.Done():
-		s.set(state.Stopping, "")
-		killed, werr = s.terminate(pid, signal, waited, p.WaitEmpty)
+		sig, timeout := s.stopWith()
+		// A stop_timeout may be long: app status says, meanwhile, why
+		// the instance still runs and when it will be killed.
+		s.set(state.Stopping, fmt.Sprintf("%s sent; killed at %s (stop_timeout %s) unless it ends before",
+			signalName(sig), time.Now().Add(timeout).UTC().Format("15:04:05Z"), timeout))
+		killed, werr = s.terminate(pid, sig, timeout, signal, waited, p.WaitEmpty)
 	}
 	hcancel()
 	<-healthDone
@@ -772,8 +777,7 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 // process that ended in time waits, within it, for the others. It
 // returns what waited gives and, when the process had to be killed, the
 // reason that says so.
-func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) (killed string, err error) {
-	sig, timeout := s.stopWith()
+func (s *Supervisor) terminate(pid int, sig syscall.Signal, timeout time.Duration, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) (killed string, err error) {
 	signal(sig)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -782,8 +786,7 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 	case <-ctx.Done():
 		s.log.Warn("stop timeout, killing", "pid", pid, "timeout", timeout.String())
 		signal(syscall.SIGKILL)
-		killed = fmt.Sprintf("killed, as it did not end within its stop_timeout of %s after %s",
-			timeout, cmp.Or(unix.SignalName(sig), sig.String()))
+		killed = fmt.Sprintf("killed, as it did not end within its stop_timeout of %s after %s", timeout, signalName(sig))
 		return killed, <-waited
 	}
 	if waitEmpty == nil {
@@ -794,6 +797,9 @@ func (s *Supervisor) terminate(pid int, signal func(syscall.Signal), waited <-ch
 	}
 	return "", err
 }
+
+// signalName is "SIGTERM", not Go's "terminated".
+func signalName(sig syscall.Signal) string { return cmp.Or(unix.SignalName(sig), sig.String()) }
 
 // endLeftovers stops what the process left running when it ended on its
 // own (a daemon it started), as systemd stops a service whose main process

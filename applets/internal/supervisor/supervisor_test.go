@@ -198,6 +198,8 @@ func backoffReasons(r *recorder) []string {
 
 var retryTime = regexp.MustCompile(`retry at \d\d:\d\d:\d\dZ`)
 
+var stopAt = regexp.MustCompile(`at \d\d:\d\d:\d\dZ`)
+
 // start runs a supervisor of the test binary in the given child mode.
 func start(t *testing.T, mode string, cfg Config) (*Supervisor, *recorder) {
 	t.Helper()
@@ -297,7 +299,7 @@ func TestStopGraceful(t *testing.T) {
 }
 
 func TestStopKillsAfterTimeout(t *testing.T) {
-	s, _ := start(t, "stubborn", Config{StopTimeout: 100 * time.Millisecond})
+	s, rec := start(t, "stubborn", Config{StopTimeout: 100 * time.Millisecond})
 	st := waitFor(t, s, "healthy", inState(state.Healthy))
 	waitLine(t, s, state.Stdout, "ready")
 	s.Stop()
@@ -312,6 +314,12 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 	const want = "killed, as it did not end within its stop_timeout of 100ms after SIGTERM"
 	if end.Reason != want {
 		t.Errorf("reason %q, want %q", end.Reason, want)
+	}
+	// A stop_timeout may be an hour: while it runs, the instance says
+	// what it was sent and when it will be killed.
+	stopping := stopAt.ReplaceAllString(strings.Join(rec.reasons(state.Stopping), ", "), "at HH:MM:SSZ")
+	if want := "SIGTERM sent; killed at HH:MM:SSZ (stop_timeout 100ms) unless it ends before"; stopping != want {
+		t.Errorf("stopping with the reason %q, want %q", stopping, want)
 	}
 	if alive(st.PID) {
 		t.Errorf("pid %d still alive after stop", st.PID)
