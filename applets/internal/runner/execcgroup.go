@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sync"
 	"syscall"
 
@@ -38,7 +40,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 	if cg == nil {
 		p.Start = func() error {
 			if err := sandbox.StartApp(p.Cmd, p.Cmd.Start); err != nil {
-				return permanentExecFormat(err, inst.Path)
+				return permanentExecFailure(err, inst.Path)
 			}
 			return nil
 		}
@@ -57,7 +59,7 @@ func (r *Runner) execCommand(ctx context.Context, inst InstanceLaunch) (*supervi
 			if errors.Is(err, sandbox.ErrThreadStuck) {
 				return fmt.Errorf("%w: %w", err, supervisor.ErrThreadTainted)
 			}
-			return permanentExecFormat(err, inst.Path)
+			return permanentExecFailure(err, inst.Path)
 		}
 		r.execCgroups.set(inst.App, inst.Instance, cg)
 		return nil
@@ -144,12 +146,24 @@ func (e *execCgroups) set(app, id string, cg *sandbox.Cgroup) {
 	e.m[instKey(app, id)] = cg
 }
 
-// permanentExecFormat marks a start the kernel refused as no executable
-// (ENOEXEC) as permanent, with why: the same binary would be refused at
-// every restart.
-func permanentExecFormat(err error, path string) error {
-	if !errors.Is(err, syscall.ENOEXEC) {
+// permanentExecFailure marks a start the kernel refused for the binary
+// itself as permanent, with why: the same binary would be refused at every
+// restart. That is a file it does not execute (ENOEXEC), or a dynamically
+// linked one whose loader is not on the node, for which the kernel says
+// ENOENT of a file that is there.
+func permanentExecFailure(err error, path string) error {
+	if errors.Is(err, syscall.ENOEXEC) {
+		return fmt.Errorf("%w: %w: %w", err, execFormatHint(path), supervisor.ErrPermanent)
+	}
+	if !errors.Is(err, syscall.ENOENT) {
 		return err
 	}
-	return fmt.Errorf("%w: %w: %w", err, execFormatHint(path), supervisor.ErrPermanent)
+	loader := sandbox.Interpreter(path)
+	if loader == "" {
+		return err
+	}
+	if _, serr := os.Stat(loader); !errors.Is(serr, fs.ErrNotExist) {
+		return err
+	}
+	return fmt.Errorf("%w: its ELF loader %s is not on this node: build it static (CGO_ENABLED=0 for Go): %w", err, loader, supervisor.ErrPermanent)
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/sandbox"
 )
 
 // A binary built for another architecture, deployed under this node's,
@@ -58,5 +60,37 @@ func TestUnexecutableBinaryFailsForGood(t *testing.T) {
 		if !strings.Contains(in.Reason, want) {
 			t.Errorf("reason %q does not say %q", in.Reason, want)
 		}
+	}
+}
+
+// A dynamically linked binary whose loader this node lacks makes the
+// kernel answer "no such file or directory" for a file that is there:
+// the reason names the loader and the remedy, and no restart retries it.
+func TestMissingLoaderFailsForGood(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skipf("no dynamically linked program to copy: %v", err)
+	}
+	loader := sandbox.Interpreter("/bin/true")
+	if loader == "" {
+		t.Skip("/bin/true is static")
+	}
+	// The same length, so the ELF header's offsets still hold.
+	missing := "/" + strings.Repeat("x", len(loader)-1)
+	bin := filepath.Join(t.TempDir(), "dyn")
+	if err := os.WriteFile(bin, bytes.Replace(src, []byte(loader+"\x00"), []byte(missing+"\x00"), 1), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := sandbox.Interpreter(bin); got != missing {
+		t.Fatalf("loader of the copy is %q, want %q", got, missing)
+	}
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "dyn", "1.0.0", bin, "")
+	in := tr.wait(t, "dyn", "failed", allIn(1, state.Failed))[0]
+	want := "its ELF loader " + missing + " is not on this node: build it static (CGO_ENABLED=0 for Go)"
+	if !strings.Contains(in.Reason, want) || in.Restarts != 0 {
+		t.Errorf("failed after %d restarts with the reason %q, want none and it to say %q", in.Restarts, in.Reason, want)
 	}
 }
