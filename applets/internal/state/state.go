@@ -16,6 +16,7 @@ import (
 //	pending → fetching → starting → running → healthy → stopping → stopped
 //	running|healthy → crashed → backoff → starting
 //	running|healthy → stopping → backoff → starting (stopped as unhealthy)
+//	running|healthy → backoff → starting (ended with status 0, restart "always")
 //	any → failed (gave up; Reason says why)
 type State string
 

@@ -518,9 +518,10 @@ func (s *Supervisor) Run(ctx context.Context) {
 			}
 			return
 		}
-		// A process stopped as unhealthy did not crash: stopping, then
-		// backoff, both with the reason, say what happened.
-		if !exit.Unhealthy {
+		// A process stopped as unhealthy, or that ended with status 0
+		// under restart "always", did not crash: backoff, with the
+		// reason, says what happened.
+		if !exit.Unhealthy && exit.Failure() {
 			s.set(state.Crashed, reason)
 		}
 		s.lastExit = reason

@@ -423,6 +423,24 @@ func TestCrashLoopGivesUp(t *testing.T) {
 	}
 }
 
+// A process that ends with status 0 under restart "always" (a job that
+// finished its round) is restarted without being called crashed: it went
+// straight to backoff, which says why, where "crashed (exit status 0)"
+// sent the operator looking for a fault.
+func TestCleanExitIsNoCrash(t *testing.T) {
+	s, rec := start(t, "done", Config{Policy: Policy{Mode: Always, Initial: time.Millisecond, Max: 2 * time.Millisecond}})
+	waitFor(t, s, "two restarts", func(i state.Instance) bool { return i.Restarts >= 2 })
+	s.Stop()
+	waitDone(t, s)
+	if got := rec.all(); slices.Contains(got, state.Crashed) {
+		t.Errorf("states %v: a clean exit counted as crashed", got)
+	}
+	reasons := backoffReasons(rec)
+	if len(reasons) == 0 || !strings.HasPrefix(reasons[0], "exit status 0") {
+		t.Errorf("backoff reasons %q, want them to start with the exit status", reasons)
+	}
+}
+
 func TestJournalTellsTheCrashLoop(t *testing.T) {
 	var out testutil.LogBuffer
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
