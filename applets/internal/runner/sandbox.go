@@ -235,6 +235,11 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		Cgroup:    r.instanceCgroup(inst),
 	}
 	for _, p := range sp.Sandbox.Paths {
+		if root {
+			if err := r.refuseDataDirGrant(p.Path); err != nil {
+				return sandbox.Config{}, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
+			}
+		}
 		cfg.Landlock.Paths = append(cfg.Landlock.Paths, sandbox.Path{Path: p.Path, Access: p.Mode})
 	}
 	if cfg.Network != sandbox.NetworkHost && cfg.Network != "" {
@@ -261,6 +266,33 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		return sandbox.Config{}, err
 	}
 	return cfg, nil
+}
+
+// refuseDataDirGrant refuses a grant, to an app running as root, at,
+// above or in the runner's data dir: root owns signing.key there, and an
+// app that reads it signs specs of mode "exec", which every node trusting
+// the key runs as root. The data dir's own modes keep an app of any other
+// uid out. Both paths are taken with their symbolic links resolved, as the
+// launcher opens a grant.
+func (r *Runner) refuseDataDirGrant(grant string) error {
+	g := filepath.Clean(grant)
+	if real, err := filepath.EvalSymlinks(g); err == nil {
+		g = real
+	}
+	d := r.opts.DataDir
+	if real, err := filepath.EvalSymlinks(d); err == nil {
+		d = real
+	}
+	if !pathHolds(g, d) && !pathHolds(d, g) {
+		return nil
+	}
+	return fmt.Errorf("[[sandbox.paths]] %s: lets an app running as root read the runner's data dir %s, whose signing.key signs the specs that every node trusting it runs: grant paths that neither hold nor lie in it", grant, r.opts.DataDir)
+}
+
+// pathHolds says whether path is dir or lies below it; both are clean
+// and absolute.
+func pathHolds(dir, path string) bool {
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }
 
 // cgroupLimits are the spec's [resources] as the cgroup of an instance

@@ -599,3 +599,17 @@ func TestSandboxedAppUnderTmpFailsForGood(t *testing.T) {
 		t.Errorf("reason %q after %d restarts, want one naming /tmp, at once", in.Reason, in.Restarts)
 	}
 }
+
+// An app running as root reads every root-owned file a grant reaches: a
+// grant holding the data dir gave it signing.key, with which it signed a
+// spec of mode "exec" that every node trusting the key ran as root.
+func TestSandboxRootGrantOfTheDataDirRefused(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	c.deploy(t, "reader", "1.0.0", probeBin, "mode = \"sandbox\"\n[sandbox]\nuser = \"root\"\n[[sandbox.paths]]\npath = \"/\"\nmode = \"r\"\n")
+	in := tr.wait(t, "reader", "failed", allIn(1, state.Failed))[0]
+	if !strings.Contains(in.Reason, "signing.key") || in.Restarts != 0 {
+		t.Errorf("instance %+v: want failed at once, naming signing.key", in)
+	}
+}
