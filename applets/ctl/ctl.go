@@ -111,6 +111,10 @@ type env struct {
 	// unsaidNodeKey names the node whose key nodeSigner chose, until the
 	// first seal says so.
 	unsaidNodeKey string
+	// unreadableNodes holds the keys of narun-nodes whose heartbeat was
+	// warned of as unreadable: any NATS client may write one, and --wait
+	// reads the bucket twice a second.
+	unreadableNodes map[string]bool
 }
 
 // App is ctl's command tree as Main runs it, for a test that checks the

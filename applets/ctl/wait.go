@@ -694,7 +694,13 @@ func (e *env) nodes(ctx context.Context) ([]state.Node, error) {
 	err = e.eachEntry(ctx, kv, "heartbeat", func(entry jetstream.KeyValueEntry) {
 		var n state.Node
 		if err := json.Unmarshal(entry.Value(), &n); err != nil {
-			e.log.Warn("unreadable heartbeat", "node", entry.Key(), "err", err)
+			if !e.unreadableNodes[entry.Key()] {
+				e.log.Warn("unreadable heartbeat", "node", entry.Key(), "err", err)
+				if e.unreadableNodes == nil {
+					e.unreadableNodes = map[string]bool{}
+				}
+				e.unreadableNodes[entry.Key()] = true
+			}
 			return
 		}
 		if n.ID == "" {

@@ -1,9 +1,12 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -692,5 +695,26 @@ func TestRollbackSaysHealthChangeKeepsRunningInstances(t *testing.T) {
 	}
 	if strings.Count(r.err, want) != 2 {
 		t.Errorf("rollback --wait to another [health]: stderr\n%s\nwant %q in the warning and in the error", r.err, want)
+	}
+}
+
+// Any NATS client can write narun-nodes: one garbled heartbeat was warned
+// of at every poll of --wait, twice a second for as long as it waited.
+func TestUnreadableHeartbeatWarnedOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	if _, err := h.kv(names.NodesBucket).Put(context.Background(), "garbled", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	e := h.env(io.Discard)
+	var logged bytes.Buffer
+	e.log = slog.New(slog.NewTextHandler(&logged, nil))
+	for range 3 {
+		if _, err := e.nodes(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logged.String(), "unreadable heartbeat"); n != 1 {
+		t.Errorf("warned %d times of one unreadable heartbeat read 3 times, want once:\n%s", n, logged.String())
 	}
 }
