@@ -1496,3 +1496,24 @@ func TestResponseKeepsToTheWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestWithPrefixStreams serves the streaming handler of ExampleListenAndServe,
+// which flushes with w.(http.Flusher), behind the wrapper of
+// Example_stripPrefix: the two examples are meant to be combined.
+func TestWithPrefixStreams(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "prefixed"}, withPrefix(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+	})))
+	m, err := nc.RequestMsg(&nats.Msg{Subject: "prefixed", Header: nats.Header{"X-Forwarded-Prefix": {"/api"}}}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
+		t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
+	}
+	if got := m.Header.Get(consumer.HeaderBody); got != consumer.BodyStream {
+		t.Errorf("head's %s is %q after a Flush, want %q", consumer.HeaderBody, got, consumer.BodyStream)
+	}
+}

@@ -25,8 +25,13 @@ func (w prefixRedirects) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// Unwrap lets http.ResponseController reach the consumer's writer, to
-// flush through the wrapper.
+// Flush keeps the wrapper an http.Flusher, as the consumer's writer is:
+// handlers that stream assert it (w.(http.Flusher).Flush()) and would
+// panic behind a wrapper without it.
+func (w prefixRedirects) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the consumer's writer, for
+// what the wrapper does not pass on itself.
 func (w prefixRedirects) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // withPrefix wraps h for a route with strip_prefix; pass its result to
