@@ -1727,14 +1727,7 @@ func TestReorder(t *testing.T) {
 
 func TestLogsFollow(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello"})
-	}()
+	f := h.follow(h.url, "logs", "-f", "hello")
 	publish := func(line string) {
 		b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "hello", Node: "n1", Instance: "hello-0", Line: line})
 		if _, err := h.js.Publish(context.Background(), names.LogSubject("hello", "n1", "hello-0"), b); err != nil {
@@ -1747,10 +1740,10 @@ func TestLogsFollow(t *testing.T) {
 		return err == nil
 	})
 	publish("one")
-	testutil.Eventually(t, 10*time.Second, "first line", func() bool { return strings.Contains(out.String(), " one\n") })
+	testutil.Eventually(t, 10*time.Second, "first line", func() bool { return strings.Contains(f.out.String(), " one\n") })
 	publish("two")
-	testutil.Eventually(t, 10*time.Second, "second line", func() bool { return strings.Contains(out.String(), " two\n") })
-	stopFollowing(t, cancel, done)
+	testutil.Eventually(t, 10*time.Second, "second line", func() bool { return strings.Contains(f.out.String(), " two\n") })
+	f.stop(t)
 }
 
 // logs -f --tail N prints the last N lines, then the new ones.
@@ -1770,17 +1763,12 @@ func TestLogsFollowTail(t *testing.T) {
 	for _, l := range []string{"one", "two", "three"} {
 		publish(l)
 	}
-	var out testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--tail", "1", "hello"})
-	}()
-	testutil.Eventually(t, 10*time.Second, "the last kept line", func() bool { return strings.Contains(out.String(), " three\n") })
+	f := h.follow(h.url, "logs", "-f", "--tail", "1", "hello")
+	testutil.Eventually(t, 10*time.Second, "the last kept line", func() bool { return strings.Contains(f.out.String(), " three\n") })
 	publish("four")
-	testutil.Eventually(t, 10*time.Second, "a new line", func() bool { return strings.Contains(out.String(), " four\n") })
-	stopFollowing(t, cancel, done)
-	if got := out.String(); strings.Contains(got, " one\n") || strings.Contains(got, " two\n") {
+	testutil.Eventually(t, 10*time.Second, "a new line", func() bool { return strings.Contains(f.out.String(), " four\n") })
+	f.stop(t)
+	if got := f.out.String(); strings.Contains(got, " one\n") || strings.Contains(got, " two\n") {
 		t.Errorf("logs -f --tail 1 printed older lines:\n%s", got)
 	}
 }
@@ -1802,16 +1790,9 @@ func TestLogsLeaveNoConsumer(t *testing.T) {
 		t.Errorf("after logs: %d consumers left on %s", n, names.LogsStream)
 	}
 
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: io.Discard, Getenv: func(string) string { return "" }}
-		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "hello"})
-	}()
-	testutil.Eventually(t, 10*time.Second, "logs -f following", func() bool { return strings.Contains(out.String(), " one\n") })
-	stopFollowing(t, cancel, done)
+	f := h.follow(h.url, "logs", "-f", "hello")
+	testutil.Eventually(t, 10*time.Second, "logs -f following", func() bool { return strings.Contains(f.out.String(), " one\n") })
+	f.stop(t)
 	if n := consumers(); n != 0 {
 		t.Errorf("after logs -f: %d consumers left on %s", n, names.LogsStream)
 	}
@@ -1857,12 +1838,31 @@ func logsConsumers(t *testing.T, h *harness) func() int {
 	}
 }
 
-// stopFollowing cancels a logs -f run and waits for it to end cleanly.
-func stopFollowing(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+// following is a run of ctl logs -f under way, and what it printed.
+type following struct {
+	out, errs testutil.LogBuffer
+	cancel    context.CancelFunc
+	done      chan error
+}
+
+// follow starts ctl with args, a logs -f, against the server at url.
+func (h *harness) follow(url string, args ...string) *following {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.t.Cleanup(cancel)
+	f := &following{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &f.out, Stderr: &f.errs, Getenv: func(string) string { return "" }}
+		f.done <- Main(ctx, stdio, append([]string{"ctl", "--config", h.config, "--nats-url", url}, args...))
+	}()
+	return f
+}
+
+// stop cancels the run and waits for it to end cleanly.
+func (f *following) stop(t *testing.T) {
 	t.Helper()
-	cancel()
+	f.cancel()
 	select {
-	case err := <-done:
+	case err := <-f.done:
 		if err != nil {
 			t.Fatalf("logs -f ended with %v", err)
 		}
@@ -1876,18 +1876,11 @@ func stopFollowing(t *testing.T, cancel context.CancelFunc, done <-chan error) {
 // in the name must not look like an app that prints nothing.
 func TestLogsFollowUnknownAppWarns(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "helo"})
-	}()
+	f := h.follow(h.url, "logs", "-f", "helo")
 	testutil.Eventually(t, 10*time.Second, "a warning", func() bool {
-		return strings.Contains(stderr.String(), `app "helo" is not deployed and has no kept log lines`)
+		return strings.Contains(f.errs.String(), `app "helo" is not deployed and has no kept log lines`)
 	})
-	stopFollowing(t, cancel, done)
+	f.stop(t)
 }
 
 // A deleted app whose kept lines --since, --node or --instance all leave
@@ -1940,12 +1933,7 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 		}
 	}
 
-	var stderr testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }}
-		done <- Main(ctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "--since", "500ms", "gone"})
-	}()
+	f := h.follow(h.url, "logs", "-f", "--since", "500ms", "gone")
 	// Its pull request waiting on the consumer: logs -f has said what it
 	// had to say of the app before it asked for lines.
 	testutil.Eventually(t, 10*time.Second, "logs -f waiting for lines", func() bool {
@@ -1956,9 +1944,9 @@ func TestLogsOfDeletedAppSelectingNoneOfItsLines(t *testing.T) {
 		}
 		return false
 	})
-	stopFollowing(t, cancel, done)
-	if want := "no kept log lines of gone newer than 500ms; waiting for new ones\n"; stderr.String() != want {
-		t.Errorf("logs -f of a deleted app with kept lines: %q, want %q", stderr.String(), want)
+	f.stop(t)
+	if want := "no kept log lines of gone newer than 500ms; waiting for new ones\n"; f.errs.String() != want {
+		t.Errorf("logs -f of a deleted app with kept lines: %q, want %q", f.errs.String(), want)
 	}
 }
 

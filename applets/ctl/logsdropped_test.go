@@ -3,18 +3,13 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
-	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
-	"github.com/narun/narun/applets/internal/testutil"
 )
 
 // purgeBeforePull forwards one client's connections to a NATS server and,
@@ -57,23 +52,8 @@ func purgeBeforePull(t *testing.T, target string, purge func()) string {
 func TestLogsSaysWhenTheKeptLinesGoBeforeTheyAreRead(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
-	stream, err := store.LogsStream(ctx, h.js, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("", "deploy", h.file("quiet.toml", strings.Replace(helloSpec, `name = "hello"`, `name = "quiet"`, 1)), "--binary", elfBinary(t))
-	for i := range 3 {
-		if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), []byte("line "+string(rune('a'+i)))); err != nil {
-			t.Fatal(err)
-		}
-	}
 	proxied := *h
-	proxied.url = purgeBeforePull(t, h.url, func() {
-		if err := stream.Purge(ctx); err != nil {
-			t.Errorf("purge %s: %v", names.LogsStream, err)
-		}
-	})
+	proxied.url = quietLinesGoBeforePull(t, h)
 	r := proxied.run("", "logs", "quiet")
 	if r.code != 0 || r.out != "" || r.err != "no kept log lines of quiet\n" {
 		t.Errorf("logs quiet, its lines purged before they were read: exit %d (%v), stdout %q, stderr %q; want exit 0, no line and the note that none is kept", r.code, r.e, r.out, r.err)
@@ -113,6 +93,14 @@ func TestLogsOverASlowLinkPrintsEveryKeptLine(t *testing.T) {
 func TestLogsFollowSaysWhenTheKeptLinesGoBeforeTheyAreRead(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	followQuiet(t, h, h.follow(quietLinesGoBeforePull(t, h), "--timeout", "2s", "logs", "-f", "quiet"))
+}
+
+// quietLinesGoBeforePull deploys the app quiet, stores three of its lines,
+// and returns the URL of a proxy to h's server that purges the logs stream
+// before the first pull request through it reaches the server.
+func quietLinesGoBeforePull(t *testing.T, h *harness) string {
+	t.Helper()
 	ctx := context.Background()
 	stream, err := store.LogsStream(ctx, h.js, nil)
 	if err != nil {
@@ -124,28 +112,9 @@ func TestLogsFollowSaysWhenTheKeptLinesGoBeforeTheyAreRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	url := purgeBeforePull(t, h.url, func() {
+	return purgeBeforePull(t, h.url, func() {
 		if err := stream.Purge(ctx); err != nil {
 			t.Errorf("purge %s: %v", names.LogsStream, err)
 		}
 	})
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out, errs testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errs, Getenv: func(string) string { return "" }}
-		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", url, "--timeout", "2s", "logs", "-f", "quiet"})
-	}()
-	const waiting = "no kept log lines of quiet; waiting for new ones\n"
-	testutil.Eventually(t, 20*time.Second, "logs -f saying it has no line", func() bool { return errs.String() == waiting })
-	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "quiet", Node: "vm", Instance: "quiet-0", Stream: state.Stdout, Line: "first"})
-	if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), b); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "logs -f printing the first line", func() bool { return strings.Contains(out.String(), " first\n") })
-	stopFollowing(t, cancel, done)
-	if errs.String() != waiting {
-		t.Errorf("logs -f stderr: %q, want %q once", errs.String(), waiting)
-	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
@@ -51,16 +50,9 @@ func TestLogsUnmatchedNodeOrInstance(t *testing.T) {
 		t.Errorf("logs --tail 0 of a node with lines: %q", r.err)
 	}
 
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out, errs testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errs, Getenv: func(string) string { return "" }}
-		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "web", "--node", "vm3"})
-	}()
-	testutil.Eventually(t, 10*time.Second, "logs -f warning", func() bool { return strings.Contains(errs.String(), `no kept line of web is from node "vm3"`) })
+	f := h.follow(h.url, "logs", "-f", "web", "--node", "vm3")
+	testutil.Eventually(t, 10*time.Second, "logs -f warning", func() bool { return strings.Contains(f.errs.String(), `no kept line of web is from node "vm3"`) })
 	publish("vm3", "web-2", "three")
-	testutil.Eventually(t, 10*time.Second, "logs -f printing the new node's line", func() bool { return strings.Contains(out.String(), " three\n") })
-	stopFollowing(t, cancel, done)
+	testutil.Eventually(t, 10*time.Second, "logs -f printing the new node's line", func() bool { return strings.Contains(f.out.String(), " three\n") })
+	f.stop(t)
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/narun/narun/applets/internal/cli"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/store"
@@ -43,23 +42,22 @@ func TestLogsSaysWhenNoLineIsKept(t *testing.T) {
 		}
 	}
 
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var out, errs testutil.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errs, Getenv: func(string) string { return "" }}
-		done <- Main(fctx, stdio, []string{"ctl", "--config", h.config, "--nats-url", h.url, "logs", "-f", "quiet"})
-	}()
+	followQuiet(t, h, h.follow(h.url, "logs", "-f", "quiet"))
+}
+
+// followQuiet checks that f, a logs -f of the app quiet, says once that it
+// has no kept line and waits, then prints the first line that comes.
+func followQuiet(t *testing.T, h *harness, f *following) {
+	t.Helper()
 	const waiting = "no kept log lines of quiet; waiting for new ones\n"
-	testutil.Eventually(t, 10*time.Second, "logs -f saying it has no line", func() bool { return errs.String() == waiting })
+	testutil.Eventually(t, 20*time.Second, "logs -f saying it has no line", func() bool { return f.errs.String() == waiting })
 	b, _ := json.Marshal(state.LogLine{Time: time.Now(), App: "quiet", Node: "vm", Instance: "quiet-0", Stream: state.Stdout, Line: "first"})
-	if _, err := h.js.Publish(ctx, names.LogSubject("quiet", "vm", "quiet-0"), b); err != nil {
+	if _, err := h.js.Publish(context.Background(), names.LogSubject("quiet", "vm", "quiet-0"), b); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "logs -f printing the first line", func() bool { return strings.Contains(out.String(), " first\n") })
-	stopFollowing(t, cancel, done)
-	if errs.String() != waiting {
-		t.Errorf("logs -f stderr: %q, want %q once", errs.String(), waiting)
+	testutil.Eventually(t, 10*time.Second, "logs -f printing the first line", func() bool { return strings.Contains(f.out.String(), " first\n") })
+	f.stop(t)
+	if f.errs.String() != waiting {
+		t.Errorf("logs -f stderr: %q, want %q once", f.errs.String(), waiting)
 	}
 }
