@@ -28,7 +28,10 @@ func appCommand(stdio cli.IO) *ucli.Command {
 		Subcommands: []*ucli.Command{
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
-			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Action: appAction(stdio, appDelete)},
+			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Flags: []ucli.Flag{
+				&ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every instance of the app has stopped"},
+				&ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the instances to stop (only with --wait)"},
+			}, Action: appAction(stdio, appDelete, func(c *ucli.Context, _ string) error { return checkWaitTimeout(c) })},
 			{Name: "restart", Usage: "roll every instance of an app, one new instance healthy before each old one stops (an [http] port app on the host network: old one stopped first, a gap)", ArgsUsage: "NAME", Flags: []ucli.Flag{waitFlag(), waitTimeoutFlag()}, Action: appAction(stdio, appRestart, func(c *ucli.Context, _ string) error { return checkWaitTimeout(c) })},
 			appHistoryCommand(stdio),
 			appRollbackCommand(stdio),
@@ -520,7 +523,17 @@ func signature(s appStatusJSON) string {
 	return "signed by " + s.SignedBy
 }
 
-func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error {
+func appDelete(ctx context.Context, c *ucli.Context, e *env, name string) error {
+	// Subscribed before the deletion is stored, so that no stop is missed.
+	var w *waiter
+	if c.Bool("wait") {
+		var err error
+		if w, err = newWaiter(ctx, e, &spec.App{Name: name}); err != nil {
+			return err
+		}
+		w.deletion = true
+		defer w.stop()
+	}
 	ok, err := e.deployed(ctx, name)
 	if err != nil {
 		return err
@@ -592,7 +605,7 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 			return fmt.Errorf("store the removal of the routes of %s: %w", name, err)
 		}
 		fmt.Fprintf(e.out(), "%s is not in %s but runs on %s from a cached spec; its deletion is stored: they stop it\n", name, names.AppsBucket, cli.Shown(strings.Join(running, ", ")))
-		return nil
+		return e.followDeletion(ctx, c, w, name)
 	}
 	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
@@ -611,6 +624,9 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		return fmt.Errorf("%s deleted, but removing its routes again (for a deploy in between) failed: %w; narun ctl app delete %s again removes them", name, err, name)
 	}
 	fmt.Fprintf(e.out(), "%s deleted: runners stop its instances\n", name)
+	if err := e.followDeletion(ctx, c, w, name); err != nil {
+		return err
+	}
 	// Its binaries stay, for a deploy again, and nothing else removes them:
 	// on a device with little disk the operator must know they are there.
 	left, stamped, err := e.unpinnedImagesOf(ctx, name)
@@ -632,6 +648,37 @@ func appDelete(ctx context.Context, _ *ucli.Context, e *env, name string) error 
 		return nil
 	}
 	fmt.Fprintf(e.out(), "its binaries stay in %s; to remove them: narun ctl image delete %s\n", names.BinariesBucket, objs)
+	return nil
+}
+
+// followDeletion waits, when w follows the deletion of app (--wait), until
+// its instances have stopped on every node that sends heartbeats, and
+// names the nodes that send none but still list some: their runners stop
+// them once they are back.
+func (e *env) followDeletion(ctx context.Context, c *ucli.Context, w *waiter, app string) error {
+	if w == nil {
+		return nil
+	}
+	if _, err := w.wait(ctx, c.Duration(flagTimeout), true); err != nil {
+		return rolloutError(err)
+	}
+	nodes, err := e.nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("read the node heartbeats: %w", err)
+	}
+	var silent []string
+	for _, n := range nodes {
+		if late(n, e.serverNow()) && slices.ContainsFunc(n.Instances, func(in state.Instance) bool { return in.App == app && !in.State.Final() }) {
+			silent = append(silent, n.ID+" (no heartbeat "+silence(n, e.serverNow())+")")
+		}
+	}
+	if len(silent) > 0 {
+		slices.Sort(silent)
+		e.warnf("%s may still run on %s: each stops it once its runner is back", app, cli.Shown(strings.Join(silent, ", ")))
+		fmt.Fprintf(e.out(), "%s: every instance stopped on the nodes that send heartbeats\n", app)
+		return nil
+	}
+	fmt.Fprintf(e.out(), "%s: every instance stopped\n", app)
 	return nil
 }
 

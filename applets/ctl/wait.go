@@ -109,6 +109,17 @@ type waiter struct {
 	// timeoutHint is what the command knows of why the rollout may not
 	// finish, said again in the timeout's error; "" for nothing.
 	timeoutHint string
+	// deletion says the app was deleted: the waiter follows its instances
+	// until they have stopped, as for replicas = 0.
+	deletion bool
+}
+
+// what is what the waiter follows, for its messages.
+func (w *waiter) what() string {
+	if w.deletion {
+		return "deletion"
+	}
+	return "rollout"
 }
 
 // maxInstancesPerNode bounds the instances of one node that events alone
@@ -375,7 +386,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if len(hb.Failed) > 0 || now.Sub(failedAt) >= time.Second {
 				// The reasons come from heartbeats and events, which any
 				// NATS client can write.
-				return r, fmt.Errorf("rollout of %s failed: %s%s", w.app.Name, cli.Shown(strings.Join(r.Failed, "; ")), w.logsHint())
+				return r, fmt.Errorf("%s of %s failed: %s%s", w.what(), w.app.Name, cli.Shown(strings.Join(r.Failed, "; ")), w.logsHint())
 			}
 			if lagging == nil {
 				lagging = time.After(100 * time.Millisecond)
@@ -409,7 +420,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				if r.Desired == 0 && readErr != nil {
-					return r, fmt.Errorf("rollout of %s not followed: read node heartbeats in %s: %w", w.app.Name, timeout, readErr)
+					return r, fmt.Errorf("%s of %s not followed: read node heartbeats in %s: %w", w.what(), w.app.Name, timeout, readErr)
 				}
 				if r.Desired == 0 && len(r.Waiting) == 0 {
 					// Every selected runner may have stopped during the
@@ -424,10 +435,13 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 				if w.timeoutHint != "" {
 					hint = "; " + w.timeoutHint
 				}
-				return r, fmt.Errorf("rollout of %s not done after %s: %s%s%s%s", w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint(), w.digestsHint(nodes), hint)
+				return r, fmt.Errorf("%s of %s not done after %s: %s%s%s%s", w.what(), w.app.Name, timeout, cli.Shown(strings.Join(r.Waiting, "; ")), w.logsHint(), w.digestsHint(nodes), hint)
 			}
 			// Interrupted (Ctrl-C, SIGTERM): the spec is stored and the
 			// runners go on rolling it out, whatever becomes of ctl.
+			if w.deletion {
+				return r, fmt.Errorf("stopped following the deletion of %s (%w): the deletion is stored and its nodes stop its instances; narun ctl app status %s shows how far", w.app.Name, errInterrupted, w.app.Name)
+			}
 			return r, fmt.Errorf("stopped following the rollout of %s (%w): the spec is stored and its nodes roll it out; narun ctl app status %s shows how far", w.app.Name, errInterrupted, w.app.Name)
 		case m := <-w.events:
 			var ev state.Event
@@ -458,7 +472,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if w.e.nc.IsClosed() {
 				// ctl gave up reconnecting: nothing more can be learnt,
 				// and "not done" at the timeout would not say why.
-				return r, fmt.Errorf("rollout of %s not followed to its end: lost the connection to NATS: %w", w.app.Name, cmp.Or(w.e.nc.LastError(), nats.ErrConnectionClosed))
+				return r, fmt.Errorf("%s of %s not followed to its end: lost the connection to NATS: %w", w.what(), w.app.Name, cmp.Or(w.e.nc.LastError(), nats.ErrConnectionClosed))
 			}
 			refresh()
 		case <-lagging:
