@@ -31,6 +31,7 @@ import (
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/signing"
+	"github.com/narun/narun/applets/internal/spec"
 )
 
 // Options configure a Gateway.
@@ -360,14 +361,22 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	if maxBody <= 0 {
 		maxBody = 64 << 20
 	}
+	// Every bad value of the file is named, not only the first, so that
+	// one --check or reload finds them all.
+	var errs []error
+	// They are the values of every route that sets none, deployed apps'
+	// too: bound as compile bounds a route's own.
+	if timeout > spec.MaxTimeout {
+		errs = append(errs, placeKey(g.opts.ConfigPath, "gateway.timeout", fmt.Errorf("timeout %s: more than the maximum %s, a route's", timeout, spec.MaxTimeout)))
+	}
+	if maxBody > maxRouteBody {
+		errs = append(errs, placeKey(g.opts.ConfigPath, "gateway.max_body", fmt.Errorf("max_body %d: more than the maximum %d (1TiB), a route's", maxBody, maxRouteBody)))
+	}
 	src := g.opts.ConfigPath
 	if src == "" {
 		src = "config"
 	}
-	// Every bad route of the file is named, not only the first, so that
-	// one --check or reload finds them all.
 	var routes []*route
-	var errs []error
 	for i, rc := range cfg.Routes {
 		origin := fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path)
 		if i < len(g.routeLines) {

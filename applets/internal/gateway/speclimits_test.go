@@ -129,3 +129,41 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 		})
 	}
 }
+
+// The [gateway] timeout and max_body are the values of every route that
+// sets none, so they are bound as a route's own are: else a typo there
+// (an extra zero) gave every such route, and every deployed app's, what
+// no route may have. The error names the file, line and key.
+func TestGatewayDefaultsBoundAsRoutes(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	tests := []struct {
+		key, over, limit, want string
+	}{
+		{"timeout", `"1h0m1s"`, `"1h"`, "timeout 1h0m1s: more than the maximum 1h0m0s, a route's"},
+		{"max_body", `1099511627777`, `"1TiB"`, "max_body 1099511627777: more than the maximum 1099511627776 (1TiB), a route's"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "narun.toml")
+			for _, value := range []string{tc.over, tc.limit} {
+				writeFile(t, file, "[gateway]\n"+tc.key+" = "+value+"\n\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
+				f, _, err := readConfigFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)})
+				if err == nil {
+					g.mux.close()
+				}
+				want := file + `:2: key "gateway.` + tc.key + `": ` + tc.want
+				switch {
+				case value == tc.over && (err == nil || err.Error() != want):
+					t.Errorf("%s = %s: %v, want %s", tc.key, value, err, want)
+				case value == tc.limit && err != nil:
+					t.Errorf("%s = %s: %v", tc.key, value, err)
+				}
+			}
+		})
+	}
+}
