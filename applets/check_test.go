@@ -373,6 +373,11 @@ service = "a b"
 path = "/b/"
 match = "regexp"
 service = "b"
+[[gateway.routes]]
+path = "/c/"
+service = "_INBOX.c"
+timeout = "2h"
+methods = ["GET,POST"]
 `)
 	missing := filepath.Join(dir, "missing")
 	logFile := write("log.toml", "log_level = \"loud\"\nlog_format = \"xml\"\n")
@@ -418,6 +423,9 @@ nats_key = "`+missing+`.key"
 		{"gw: two routes", []string{"gw", "--config", routesFile, "--check"}, []string{
 			routesFile + `:4: route #1 (path "/a/"): service "a b"`,
 			routesFile + `:7: route #2 (path "/b/"): match "regexp"`,
+			routesFile + `:11: route #3 (path "/c/"): service "_INBOX.c"`,
+			routesFile + `:11: route #3 (path "/c/"): method "GET,POST"`,
+			routesFile + `:11: route #3 (path "/c/"): timeout 2h0m0s`,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

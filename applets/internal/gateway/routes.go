@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -192,11 +193,16 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		r.maxBody = defMaxBody
 	}
 	r.timeoutMS = strconv.FormatInt(r.timeout.Milliseconds(), 10)
-	if !strings.HasPrefix(rc.Path, "/") {
-		return nil, fmt.Errorf("%s: path %q must start with /", origin, rc.Path)
+	// Every problem of the route is named, not only its first, so that one
+	// --check or reload finds them all.
+	var problems []error
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%s: "+format, append([]any{origin}, args...)...))
 	}
-	if want := matchedPath(rc.Path); want != rc.Path {
-		return nil, fmt.Errorf("%s: path %q matches no request: the gateway matches a request by its path decoded, with \".\" and \"..\" segments resolved and \"//\" as \"/\"; want %q", origin, rc.Path, want)
+	if !strings.HasPrefix(rc.Path, "/") {
+		bad("path %q must start with /", rc.Path)
+	} else if want := matchedPath(rc.Path); want != rc.Path {
+		bad("path %q matches no request: the gateway matches a request by its path decoded, with \".\" and \"..\" segments resolved and \"//\" as \"/\"; want %q", rc.Path, want)
 	}
 	switch rc.Match {
 	case "", MatchPrefix:
@@ -204,73 +210,38 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	case MatchExact:
 		r.exact = true
 	default:
-		return nil, fmt.Errorf("%s: match %q: want %q or %q", origin, rc.Match, MatchPrefix, MatchExact)
+		bad("match %q: want %q or %q", rc.Match, MatchPrefix, MatchExact)
 	}
-	// A route of the file has no default service, as an app's has its name:
-	// one left out is no subject to correct.
-	if rc.Service == "" {
-		return nil, fmt.Errorf("%s: no service: set service to the subject of the NATS Micro service that answers the route", origin)
-	}
-	if !validSubject(rc.Service) {
-		return nil, fmt.Errorf("%s: service %q: want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)", origin, rc.Service)
-	}
+	switch {
+	// A route of the file has no default service, as an app's has its
+	// name: one left out is no subject to correct.
+	case rc.Service == "":
+		bad("no service: set service to the subject of the NATS Micro service that answers the route")
+	case !validSubject(rc.Service):
+		bad("service %q: want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)", rc.Service)
+	// A request to one is sent with the gateway's own login: a route to
+	// "$JS.API.>" would give any HTTP client the JetStream API.
+	case consumer.IsReservedSubject(rc.Service):
+		bad("service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", rc.Service)
 	// An app spec's limit. A request's subject past the server's control
 	// line (4 KiB) made it close the gateway's connection, and end every
 	// request in flight on it.
-	// A request to one is sent with the gateway's own login: a route to
-	// "$JS.API.>" would give any HTTP client the JetStream API.
-	if consumer.IsReservedSubject(rc.Service) {
-		return nil, fmt.Errorf("%s: service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", origin, rc.Service)
+	case len(rc.Service) > maxService:
+		bad("service of %d characters: more than the maximum %d", len(rc.Service), maxService)
 	}
-	if len(rc.Service) > maxService {
-		return nil, fmt.Errorf("%s: service of %d characters: more than the maximum %d", origin, len(rc.Service), maxService)
+	host, wildcard, err := routeHost(rc.Host)
+	if err != nil {
+		bad("host %q: %v", rc.Host, err)
 	}
-	h := strings.ToLower(rc.Host)
-	// A name written absolute, as DNS has it ("example.com."), is the
-	// host requestHost makes of a request for it, with or without the
-	// dot: kept, the route matched no request at all.
-	if trimmed, ok := strings.CutSuffix(h, "."); ok {
-		if trimmed == "" {
-			return nil, fmt.Errorf("%s: host %q: want a host name", origin, rc.Host)
-		}
-		h = trimmed
-	}
-	// net/http answers 400 to a Host that holds one: the route would
-	// match no request.
-	if strings.IndexFunc(h, func(c rune) bool { return c < ' ' || c == 0x7f }) >= 0 {
-		return nil, fmt.Errorf("%s: host %q: a control character is in no request's host", origin, rc.Host)
-	}
-	// Clients send an international name as its A-label, and net/http
-	// answers a Host that is not ASCII with 400: a route for the name as
-	// people write it would match no request at all.
-	if strings.IndexFunc(h, func(c rune) bool { return c >= utf8.RuneSelf }) >= 0 {
-		return nil, fmt.Errorf("%s: host %q: want it in ASCII, as clients send it: an international name as its A-label (\"xn--...\", as `idn2 NAME` prints it)", origin, rc.Host)
-	}
-	// Told apart from a host with a port, which the colons would make it
-	// look like to whoever reads the error.
-	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil && a.Is6() {
-		return nil, fmt.Errorf("%s: host %q: an IPv6 address is not a route host (a request sent to one matches the routes without a host)", origin, rc.Host)
-	}
-	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
-		return nil, fmt.Errorf("%s: host %q: want a host name without port or scheme", origin, rc.Host)
-	}
-	r.cfg.Host = h
-	if suffix, ok := strings.CutPrefix(h, "*"); ok {
-		if !strings.HasPrefix(suffix, ".") || len(suffix) < 2 || strings.Contains(suffix, "*") {
-			return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
-		}
-		r.wildcard, h = true, suffix
-	} else if strings.Contains(h, "*") {
-		return nil, fmt.Errorf("%s: host %q: a wildcard must be a leading \"*.\"", origin, rc.Host)
-	}
-	r.host = h
+	r.cfg.Host, r.host, r.wildcard = host, strings.TrimPrefix(host, "*"), wildcard
 	for _, m := range rc.Methods {
 		m = strings.ToUpper(strings.TrimSpace(m))
 		// A method is a token (RFC 9110): "GET,POST" in one string, or a
 		// quoted one, names none a request could have, and every
 		// request would get 405.
 		if !isToken(m) {
-			return nil, fmt.Errorf("%s: method %q is not an HTTP method: list each method as a string of its own (methods = [\"GET\", \"POST\"])", origin, m)
+			bad("method %q is not an HTTP method: list each method as a string of its own (methods = [\"GET\", \"POST\"])", m)
+			continue
 		}
 		r.methods = append(r.methods, m)
 	}
@@ -284,10 +255,13 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	// by hand: a typo (an extra zero) holds a request, its body and the
 	// service that answers it for hours.
 	if rc.Timeout.D() > spec.MaxTimeout {
-		return nil, fmt.Errorf("%s: timeout %s: more than the maximum %s", origin, rc.Timeout.D(), spec.MaxTimeout)
+		bad("timeout %s: more than the maximum %s", rc.Timeout.D(), spec.MaxTimeout)
 	}
 	if rc.MaxBody > maxRouteBody {
-		return nil, fmt.Errorf("%s: max_body %d: more than the maximum %d (1TiB)", origin, rc.MaxBody, maxRouteBody)
+		bad("max_body %d: more than the maximum %d (1TiB)", rc.MaxBody, maxRouteBody)
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	r.escPrefix = (&url.URL{Path: strings.TrimSuffix(rc.Path, "/")}).EscapedPath()
 	r.patPath = rc.Path
@@ -300,6 +274,51 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		r.label += " (exact)"
 	}
 	return r, nil
+}
+
+// routeHost is a route's host as requests are matched against it: lower
+// case, without a trailing dot, "*.example.com" for a wildcard, "" for
+// none.
+func routeHost(host string) (h string, wildcard bool, err error) {
+	h = strings.ToLower(host)
+	// A name written absolute, as DNS has it ("example.com."), is the
+	// host requestHost makes of a request for it, with or without the
+	// dot: kept, the route matched no request at all.
+	if trimmed, ok := strings.CutSuffix(h, "."); ok {
+		if trimmed == "" {
+			return "", false, errors.New("want a host name")
+		}
+		h = trimmed
+	}
+	// net/http answers 400 to a Host that holds one: the route would
+	// match no request.
+	if strings.IndexFunc(h, func(c rune) bool { return c < ' ' || c == 0x7f }) >= 0 {
+		return "", false, errors.New("a control character is in no request's host")
+	}
+	// Clients send an international name as its A-label, and net/http
+	// answers a Host that is not ASCII with 400: a route for the name as
+	// people write it would match no request at all.
+	if strings.IndexFunc(h, func(c rune) bool { return c >= utf8.RuneSelf }) >= 0 {
+		return "", false, errors.New("want it in ASCII, as clients send it: an international name as its A-label (\"xn--...\", as `idn2 NAME` prints it)")
+	}
+	// Told apart from a host with a port, which the colons would make it
+	// look like to whoever reads the error.
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil && a.Is6() {
+		return "", false, errors.New("an IPv6 address is not a route host (a request sent to one matches the routes without a host)")
+	}
+	if strings.Contains(h, ":") || strings.ContainsAny(h, " /") {
+		return "", false, errors.New("want a host name without port or scheme")
+	}
+	if suffix, ok := strings.CutPrefix(h, "*"); ok {
+		if !strings.HasPrefix(suffix, ".") || len(suffix) < 2 || strings.Contains(suffix, "*") {
+			return "", false, errors.New(`a wildcard must be a leading "*."`)
+		}
+		return h, true, nil
+	}
+	if strings.Contains(h, "*") {
+		return "", false, errors.New(`a wildcard must be a leading "*."`)
+	}
+	return h, false, nil
 }
 
 // addAppRoutes compiles the routes of the apps in kv onto base, in app
