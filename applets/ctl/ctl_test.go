@@ -1817,7 +1817,7 @@ func TestKilledFollowLeavesNoConsumer(t *testing.T) {
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("logs -f was not killed")
 	}
-	testutil.Eventually(t, 6*logsConsumerIdle, "the killed follow's consumer gone", func() bool { return consumers() == 0 })
+	testutil.Eventually(t, 6*consumerIdle, "the killed follow's consumer gone", func() bool { return consumers() == 0 })
 }
 
 // logsConsumers opens NARUN_LOGS and returns a count of its consumers.

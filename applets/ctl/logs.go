@@ -284,15 +284,15 @@ func (e *env) keptLeft(ctx context.Context, cons jetstream.Consumer, from string
 	return info.NumPending > 0 || coming > 0, nil
 }
 
-// dropConsumer deletes the ephemeral consumer logs read through. The server
-// would keep it for its inactive threshold (5 minutes) after ctl is gone, so a
-// script running logs every few seconds would keep a hundred of them. It is
-// not waited for when NATS is gone: the threshold then removes it.
-// logsConsumerIdle is how long the server keeps a logs consumer that
-// nobody reads through; long enough for a reconnect, after which nats.go
-// makes the ordered consumer again anyway.
-const logsConsumerIdle = 10 * time.Second
+// consumerIdle is how long the server keeps a consumer ctl reads through
+// (logs, a listing of objects) once nobody reads: long enough for a
+// reconnect, after which nats.go makes an ordered consumer again anyway.
+const consumerIdle = 10 * time.Second
 
+// dropConsumer deletes an ephemeral consumer ctl read through. The server
+// would keep it for its inactive threshold after ctl is gone, so a script
+// running logs every few seconds would keep a pile of them. It is not
+// waited for when NATS is gone: the threshold then removes it.
 func (e *env) dropConsumer(stream jetstream.Stream, cons jetstream.Consumer) {
 	// An ordered consumer that was recreated has another name than the
 	// one it started with.
@@ -428,7 +428,7 @@ func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter 
 	// (a kill skips dropConsumer), instead of nats.go's five minutes: a
 	// loop that runs and kills logs -f would otherwise pile them up. A
 	// live follow keeps a pull request waiting, which counts as asking.
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: logsConsumerIdle}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: consumerIdle}
 	if since > 0 {
 		if ahead, ok := e.serverOffset(ctx, names.LogsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
 			e.serverAhead = ahead
@@ -459,7 +459,7 @@ func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter 
 // top of the n.
 func (e *env) tailStart(ctx context.Context, stream jetstream.Stream, filter string, cfg jetstream.OrderedConsumerConfig, n uint64) (uint64, error) {
 	from := func(c jetstream.ConsumerConfig) (uint64, error) {
-		c.FilterSubject, c.AckPolicy, c.InactiveThreshold, c.MemoryStorage = filter, jetstream.AckNonePolicy, logsConsumerIdle, true
+		c.FilterSubject, c.AckPolicy, c.InactiveThreshold, c.MemoryStorage = filter, jetstream.AckNonePolicy, consumerIdle, true
 		octx, cancel := e.op(ctx)
 		defer cancel()
 		cons, err := stream.CreateConsumer(octx, c)

@@ -38,10 +38,16 @@ func (e *env) objectInfos(ctx context.Context, bucket string) ([]*jetstream.Obje
 		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{objectMetaSubject(bucket, "") + ">"},
 			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+			// Deleted once read; this bounds it when the delete cannot
+			// reach the server.
+			InactiveThreshold: consumerIdle,
 		})
 		if err != nil {
 			return l, err
 		}
+		// The server would keep it for its inactive threshold: a script
+		// listing every few seconds would pile them up.
+		defer e.dropConsumer(s, cons)
 		left := cons.CachedInfo().NumPending
 		for left > 0 {
 			batch, err := cons.Fetch(int(min(left, 256)), jetstream.FetchContext(ctx))

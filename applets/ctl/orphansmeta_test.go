@@ -90,3 +90,28 @@ func TestImageWithUnreadableMetadataIsListedAndDeleted(t *testing.T) {
 		t.Errorf("image list after the delete:\nstdout: %s\nstderr: %s", r.out, r.err)
 	}
 }
+
+// A listing reads through an ordered consumer, which the server keeps for
+// five minutes after its last use unless deleted: a script that lists
+// images every few seconds would pile them up on the store's stream.
+func TestImageListLeavesNoConsumer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.upload(h.build("1.0.0", 1))
+	h.ok("", "image", "list")
+	h.ok("", "files", "list")
+	ctx := context.Background()
+	for _, bucket := range []string{names.BinariesBucket, names.FilesBucket} {
+		s, err := h.js.Stream(ctx, "OBJ_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Consumers; n != 0 {
+			t.Errorf("%d consumers left on the stream of %s after a listing", n, bucket)
+		}
+	}
+}
