@@ -182,6 +182,17 @@ func (kv patientKV) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (j
 	return listed(ch), nil
 }
 
+// History reads a key's history through a watch, whose consumer JetStream
+// may place on a member that died a moment ago and still counts as up:
+// such a watch gives nothing, and a reading that waited out the whole
+// --timeout failed deploys and rollbacks right after a member was lost.
+// Read again, the consumer lands on a live member.
+func (kv patientKV) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	return untilListed(ctx, func(ctx context.Context) ([]jetstream.KeyValueEntry, error) {
+		return kv.KeyValue.History(ctx, key, opts...)
+	})
+}
+
 // listed is a KeyLister over keys already listed.
 type listed chan string
 

@@ -150,3 +150,48 @@ func TestListingSentAgainWhileLeaderless(t *testing.T) {
 		t.Fatalf("listed %v, want [edge-1]", keys)
 	}
 }
+
+// stalledHistory loses its first reading of a key's history, as a watch
+// does whose consumer JetStream placed on a member that just died: nothing
+// comes until the reader gives up.
+type stalledHistory struct {
+	jetstream.KeyValue
+	stalled bool
+}
+
+func (kv *stalledHistory) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	if !kv.stalled {
+		kv.stalled = true
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return kv.KeyValue.History(ctx, key, opts...)
+}
+
+// A reading of a key's history that goes unanswered is started again
+// within the operation's time, as a listing is, rather than waiting all of
+// it out: a deploy right after a member was lost failed so.
+func TestHistoryReadAgainWhenUnanswered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := store.KV(ctx, js, names.AppsBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, "web", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	octx, cancel := context.WithTimeout(ctx, 4*attemptTimeout)
+	defer cancel()
+	hist, err := patientKV{&stalledHistory{KeyValue: raw}}.History(octx, "web")
+	if err != nil {
+		t.Fatalf("history after a lost reading: %v", err)
+	}
+	if len(hist) != 1 || string(hist[0].Value()) != "v1" {
+		t.Fatalf("history has %d entries, want the one of v1", len(hist))
+	}
+}
