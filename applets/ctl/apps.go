@@ -764,39 +764,48 @@ type deletion struct {
 // whose instances nodes still stop, and a read each made a listing after
 // the delete of many apps ask the bucket as many times again.
 func (e *env) deletions(ctx context.Context, kv jetstream.KeyValue, apps []string) (map[string]deletion, error) {
-	dels := map[string]deletion{}
 	// A watch of no key at all would read every key.
 	if len(apps) == 0 {
-		return dels, nil
+		return map[string]deletion{}, nil
 	}
 	what := fmt.Sprintf("read the history of %s in %s", strings.Join(apps, ", "), names.AppsBucket)
 	octx, cancel := e.op(ctx)
 	defer cancel()
-	// WatchFiltered writes the bucket's prefix into the keys it is given.
-	w, err := kv.WatchFiltered(octx, slices.Clone(apps), jetstream.MetaOnly())
+	// Read again when unanswered, as History is (patientKV): the watch's
+	// consumer may sit on a member that died a moment ago.
+	dels, err := untilListed(octx, func(ctx context.Context) (map[string]deletion, error) {
+		// WatchFiltered writes the bucket's prefix into the keys it is
+		// given.
+		w, err := kv.WatchFiltered(ctx, slices.Clone(apps), jetstream.MetaOnly())
+		if err != nil {
+			return nil, err
+		}
+		defer w.Stop()
+		dels := map[string]deletion{}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case last, ok := <-w.Updates():
+				if !ok {
+					return nil, errors.New("the watch ended before the last entry")
+				}
+				// nil follows the last entry of every key there is.
+				if last == nil {
+					return dels, nil
+				}
+				// A name a heartbeat reported may hold wildcards, which
+				// match the keys of other apps.
+				if last.Operation() != jetstream.KeyValuePut && slices.Contains(apps, last.Key()) {
+					dels[last.Key()] = deletion{revision: last.Revision(), at: last.Created()}
+				}
+			}
+		}
+	})
 	if err != nil {
 		return nil, majorityHint(e.nc, fmt.Errorf("%s: %w", what, err))
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-octx.Done():
-			return nil, majorityHint(e.nc, fmt.Errorf("%s: %w", what, octx.Err()))
-		case last, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("%s: the watch ended before the last entry", what)
-			}
-			// nil follows the last entry of every key there is.
-			if last == nil {
-				return dels, nil
-			}
-			// A name a heartbeat reported may hold wildcards, which match
-			// the keys of other apps.
-			if last.Operation() != jetstream.KeyValuePut && slices.Contains(apps, last.Key()) {
-				dels[last.Key()] = deletion{revision: last.Revision(), at: last.Created()}
-			}
-		}
-	}
+	return dels, nil
 }
 
 // storeRestart writes the restarted spec of app over revision rev, which

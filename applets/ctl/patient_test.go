@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -193,5 +194,47 @@ func TestHistoryReadAgainWhenUnanswered(t *testing.T) {
 	}
 	if len(hist) != 1 || string(hist[0].Value()) != "v1" {
 		t.Fatalf("history has %d entries, want the one of v1", len(hist))
+	}
+}
+
+// stalledWatch loses its first watch, as one does whose consumer JetStream
+// placed on a member that just died: nothing comes until the reader gives
+// up.
+type stalledWatch struct {
+	jetstream.KeyValue
+	stalled bool
+}
+
+func (kv *stalledWatch) WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if !kv.stalled {
+		kv.stalled = true
+		return kv.KeyValue.WatchFiltered(ctx, []string{"never-written"}, jetstream.UpdatesOnly())
+	}
+	return kv.KeyValue.WatchFiltered(ctx, keys, opts...)
+}
+
+// The deletions app list and app status read through one watch are read
+// again when it goes unanswered, as a key's history is, rather than
+// waiting out the whole --timeout: right after a member was lost they
+// failed so.
+func TestDeletionsReadAgainWhenUnanswered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	kv := h.kv(names.AppsBucket)
+	if _, err := kv.Put(ctx, "web", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	e := h.env(io.Discard)
+	e.timeout = 4 * attemptTimeout
+	dels, err := e.deletions(ctx, &stalledWatch{KeyValue: kv}, []string{"web"})
+	if err != nil {
+		t.Fatalf("deletions after a lost watch: %v", err)
+	}
+	if dels["web"].revision != 2 {
+		t.Fatalf("deletions %v, want web's at revision 2", dels)
 	}
 }
