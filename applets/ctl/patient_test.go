@@ -128,17 +128,7 @@ func (kv *leaderless) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) 
 func TestListingSentAgainWhileLeaderless(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := store.KV(ctx, js, names.NodesBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Put(ctx, "edge-1", []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
+	raw := bucketWith(t, names.NodesBucket, "edge-1", "{}")
 	l, err := patientKV{&leaderless{KeyValue: raw}}.ListKeys(ctx)
 	if err != nil {
 		t.Fatalf("listing through a leader election: %v", err)
@@ -174,19 +164,8 @@ func (kv *stalledHistory) History(ctx context.Context, key string, opts ...jetst
 // it out: a deploy right after a member was lost failed so.
 func TestHistoryReadAgainWhenUnanswered(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := store.KV(ctx, js, names.AppsBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Put(ctx, "web", []byte("v1")); err != nil {
-		t.Fatal(err)
-	}
-	octx, cancel := context.WithTimeout(ctx, 4*attemptTimeout)
+	raw := bucketWith(t, names.AppsBucket, "web", "v1")
+	octx, cancel := context.WithTimeout(context.Background(), 4*attemptTimeout)
 	defer cancel()
 	hist, err := patientKV{&stalledHistory{KeyValue: raw}}.History(octx, "web")
 	if err != nil {
@@ -237,4 +216,22 @@ func TestDeletionsReadAgainWhenUnanswered(t *testing.T) {
 	if dels["web"].revision != 2 {
 		t.Fatalf("deletions %v, want web's at revision 2", dels)
 	}
+}
+
+// bucketWith is KV bucket, on a server of its own, holding key = value.
+func bucketWith(t *testing.T, bucket, key, value string) jetstream.KeyValue {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.KV(ctx, js, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }

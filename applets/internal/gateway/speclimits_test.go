@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
@@ -92,15 +94,7 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 				if !strings.HasPrefix(value, "service") {
 					route += "service = \"a\"\n"
 				}
-				writeFile(t, file, fileBase+route)
-				f, _, err := readConfigFile(file)
-				if err != nil {
-					t.Fatal(err)
-				}
-				g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)})
-				if err == nil {
-					g.mux.close()
-				}
+				err := startWithFile(t, nc, file, fileBase+route)
 				want := file + `:5: route #2 (path "/a"): ` + tc.want
 				switch {
 				case value == tc.over && (err == nil || err.Error() != want):
@@ -147,15 +141,7 @@ func TestGatewayDefaultsBoundAsRoutes(t *testing.T) {
 		t.Run(tc.key, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "narun.toml")
 			for _, value := range []string{tc.over, tc.limit} {
-				writeFile(t, file, "[gateway]\n"+tc.key+" = "+value+"\n\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
-				f, _, err := readConfigFile(file)
-				if err != nil {
-					t.Fatal(err)
-				}
-				g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)})
-				if err == nil {
-					g.mux.close()
-				}
+				err := startWithFile(t, nc, file, "[gateway]\n"+tc.key+" = "+value+"\n\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n")
 				want := file + `:2: key "gateway.` + tc.key + `": ` + tc.want
 				switch {
 				case value == tc.over && (err == nil || err.Error() != want):
@@ -166,4 +152,20 @@ func TestGatewayDefaultsBoundAsRoutes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startWithFile writes content to file and makes a gateway of it, as a
+// start reads it, and returns what New said.
+func startWithFile(t *testing.T, nc *nats.Conn, file, content string) error {
+	t.Helper()
+	writeFile(t, file, content)
+	f, _, err := readConfigFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)})
+	if err == nil {
+		g.mux.close()
+	}
+	return err
 }
