@@ -332,7 +332,7 @@ func (e *env) connect() error {
 		nats.ErrorHandler(cli.NATSErrors(e.log, nil)))
 	nc, err := cli.Connect(e.cfg.Ctl.NATSURL, opts...)
 	if err != nil {
-		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), e.login(), e.certDates(), cli.RedactError(err))
+		return connectError(cli.RedactURLs(e.cfg.Ctl.NATSURL)+urlSource(e.cfg.Ctl.NATSURLFrom), e.login(), e.tlsFiles(), cli.RedactError(err))
 	}
 	raw, err := jetstream.New(nc)
 	if err != nil {
@@ -391,6 +391,33 @@ func (e *env) login() string {
 	return "of user " + strings.Join(names, ", ") + " in " + from
 }
 
+// tlsGiven names, for connectError, the TLS files ctl was given and the
+// setting each came from, so that a refusal names the file that is wrong
+// instead of asking for a setting already made.
+type tlsGiven struct {
+	ca, cert string
+	// certDates is certDates' answer: the certificate's dates are wrong.
+	certDates string
+}
+
+// tlsFiles returns the TLS files of the connection, each with its setting.
+func (e *env) tlsFiles() tlsGiven {
+	from := func(file, flag, key string) string {
+		if file == "" {
+			return ""
+		}
+		if e.flags != nil && e.flags.IsSet(flag) {
+			return file + " (--" + flag + ")"
+		}
+		return file + " (" + key + ")"
+	}
+	return tlsGiven{
+		ca:        from(e.cfg.Ctl.NATSCA, cli.FlagNATSCA, "[ctl] nats_ca"),
+		cert:      from(e.cfg.Ctl.NATSCert, cli.FlagNATSCert, "[ctl] nats_cert"),
+		certDates: e.certDates(),
+	}
+}
+
 // certDates says, for connectError, how ctl's client certificate is
 // outside its dates on this machine's clock and what to do, naming the
 // setting that gave it; "" when it is within them or there is none.
@@ -421,19 +448,23 @@ func (e *env) certDates() string {
 // hint about ports would only send the operator looking in the wrong place.
 // A dial's timeout is either error: the socket's deadline or the dialer's
 // context, whichever fires first.
-func connectError(at, login, certDates string, err error) error {
+func connectError(at, login string, given tlsGiven, err error) error {
 	var op *net.OpError
 	var unknownCA x509.UnknownAuthorityError
 	var otherHost x509.HostnameError
 	switch {
+	case errors.As(err, &unknownCA) && given.ca != "":
+		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is not signed by the CA in %s: name the CA that signed it, the one the server's [nats.tls] cert was issued from)", at, err, given.ca)
 	case errors.As(err, &unknownCA):
 		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is signed by a CA this machine does not trust: name that CA with --nats-ca or [ctl] nats_ca)", at, err)
 	case errors.As(err, &otherHost):
 		return fmt.Errorf("connect to NATS at %s: %w (the server's certificate is not for the host in the URL: connect by a name or address it lists)", at, err)
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		return fmt.Errorf("connect to NATS at %s: %w (the server does not offer TLS: use a nats:// URL and leave out --nats-ca, --nats-cert and --nats-key ([ctl] nats_ca, nats_cert, nats_key))", at, err)
-	case cli.CertRefused(err) && certDates != "":
-		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: %s)", at, err, certDates)
+	case cli.CertRefused(err) && given.certDates != "":
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: %s)", at, err, given.certDates)
+	case cli.CertRefused(err) && given.cert != "":
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused the certificate %s: it takes only certificates of the CA it verifies clients with ([nats.tls] ca): name a pair that CA issued with --nats-cert and --nats-key ([ctl] nats_cert, nats_key))", at, err, given.cert)
 	case cli.CertRefused(err):
 		return fmt.Errorf("connect to NATS at %s: %w (the server refused this client after TLS began: one that verifies clients wants a certificate its CA signed, --nats-cert and --nats-key ([ctl] nats_cert, nats_key))", at, err)
 	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():

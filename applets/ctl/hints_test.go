@@ -80,11 +80,25 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 	h.url = verifying.ClientURL()
 	h.ok("", "--nats-ca", ca.File, "--nats-cert", ctlCert, "--nats-key", ctlKey, "node", "list")
 
+	// A CA or certificate given but wrong is named: "name that CA with
+	// --nats-ca" or "wants a certificate its CA signed, --nats-cert" sent
+	// the operator to the setting already made.
+	other := natstest.NewCA(t)
+	r := h.fails(1, "", "--nats-ca", other.File, "node", "list")
+	if want := "the server's certificate is not signed by the CA in " + other.File + " (--nats-ca): name the CA that signed it"; !strings.Contains(r.err, want) {
+		t.Errorf("ctl with another CA: %q, want %q", r.err, want)
+	}
+	otherCert, otherKey := other.Issue(t, "ctl")
+	r = h.fails(1, "", "--nats-ca", ca.File, "--nats-cert", otherCert, "--nats-key", otherKey, "node", "list")
+	if want := "the server refused the certificate " + otherCert + " (--nats-cert): it takes only certificates of the CA it verifies clients with ([nats.tls] ca)"; !strings.Contains(r.err, want) {
+		t.Errorf("ctl with a certificate of another CA: %q, want %q", r.err, want)
+	}
+
 	// A certificate the server refuses for its dates is named with them:
 	// "wants a certificate its CA signed" sent the operator to a setting
 	// already right.
 	expiredCert, expiredKey := ca.IssueValid(t, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
-	r := h.fails(1, "", "--nats-ca", ca.File, "--nats-cert", expiredCert, "--nats-key", expiredKey, "node", "list")
+	r = h.fails(1, "", "--nats-ca", ca.File, "--nats-cert", expiredCert, "--nats-key", expiredKey, "node", "list")
 	if want := "the certificate " + expiredCert + " (--nats-cert) expired on "; !strings.Contains(r.err, want) || !strings.Contains(r.err, "renew it") {
 		t.Errorf("ctl with an expired certificate: %q, want %q and to renew it", r.err, want)
 	}

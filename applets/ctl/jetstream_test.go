@@ -189,13 +189,13 @@ func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
 	t.Parallel()
 	for _, timeout := range []error{os.ErrDeadlineExceeded, context.DeadlineExceeded} {
 		dial := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(198, 18, 0, 12), Port: 4222}, Err: timeout}
-		got := connectError("nats://198.18.0.12:4222", "", "", dial).Error()
+		got := connectError("nats://198.18.0.12:4222", "", tlsGiven{}, dial).Error()
 		if strings.Contains(got, "something listens there") || !strings.Contains(got, "the device is down or cut off") {
 			t.Errorf("dial timeout (%v): %s", timeout, got)
 		}
 	}
 	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-	if got := connectError("nats://127.0.0.1:8080", "", "", read).Error(); !strings.Contains(got, "did not answer as a NATS server") {
+	if got := connectError("nats://127.0.0.1:8080", "", tlsGiven{}, read).Error(); !strings.Contains(got, "did not answer as a NATS server") {
 		t.Errorf("greeting timeout: %s", got)
 	}
 }
@@ -206,7 +206,7 @@ func TestConnectErrorOfAnUnreachableDevice(t *testing.T) {
 func TestConnectErrorOfAHungServer(t *testing.T) {
 	t.Parallel()
 	read := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-	if got := connectError("nats://127.0.0.1:4222", "", "", read).Error(); !strings.Contains(got, "4222 by default?") || !strings.Contains(got, "or the server is hung or stopped") {
+	if got := connectError("nats://127.0.0.1:4222", "", tlsGiven{}, read).Error(); !strings.Contains(got, "4222 by default?") || !strings.Contains(got, "or the server is hung or stopped") {
 		t.Errorf("greeting timeout: %s", got)
 	}
 }

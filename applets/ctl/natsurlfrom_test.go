@@ -65,7 +65,7 @@ func eachURLSource(t *testing.T, addr string, check func(t *testing.T, r result,
 // ctl builds for it.
 func TestConnectErrorNamesTheDefault(t *testing.T) {
 	t.Parallel()
-	got := connectError(config.DefaultNATSURL+urlSource(""), "", "", nats.ErrNoServers).Error()
+	got := connectError(config.DefaultNATSURL+urlSource(""), "", tlsGiven{}, nats.ErrNoServers).Error()
 	if want := "connect to NATS at nats://127.0.0.1:4222 (the default; set --nats-url or [ctl] nats_url): nats: no servers available"; !strings.HasPrefix(got, want) {
 		t.Errorf("error %q, want %q", got, want)
 	}
