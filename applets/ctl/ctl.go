@@ -105,7 +105,7 @@ type env struct {
 	// that is wrong, as an operator's laptop's may be.
 	now func() time.Time
 	// readOnly is set by a dry run, and for reads that only warn
-	// (warnNodesLackKey): kv and objects then open buckets without
+	// (warnNodesLackKey, secret set's nameAppsToRestart): kv and objects then open buckets without
 	// creating or changing any (openKV).
 	readOnly bool
 	// unsaidNodeKey names the node whose key nodeSigner chose, until the

@@ -449,18 +449,29 @@ func filesPut(ctx context.Context, c *ucli.Context, e *env) error {
 	fmt.Fprintf(e.out(), "file %s: %d bytes, sha256:%s\n", name, info.Size, sum[:12])
 	// A deployed spec pins the content it was deployed or restarted
 	// with: the new one reaches its instances with app restart alone.
-	used, _, err := e.users(ctx, []string{name}, fileRefs)
-	if err != nil {
-		e.log.Debug("look for the apps that use the file", "file", name, "err", err)
-		return nil
-	}
-	if apps := used[name]; len(apps) > 0 {
-		slices.Sort(apps)
-		how := "narun ctl app restart " + apps[0]
-		if len(apps) > 1 {
-			how = "narun ctl app restart of each"
-		}
-		fmt.Fprintf(e.out(), "%s is used by %s, whose instances keep the content they were deployed with: %s rolls this one out\n", name, strings.Join(apps, ", "), how)
-	}
+	e.nameAppsToRestart(ctx, name, fileRefs, "instances keep the content they were deployed with")
 	return nil
+}
+
+// nameAppsToRestart says which deployed apps use name (refs tells what a
+// spec uses) and that app restart rolls its new content out to them, as
+// their instances keep what they have: an operator who put a new value
+// otherwise waits for a change that never comes. A failure to read the
+// specs only leaves the hint out: name is stored all the same.
+func (e *env) nameAppsToRestart(ctx context.Context, name string, refs func(*spec.App) []string, keep string) {
+	used, _, err := e.users(ctx, []string{name}, refs)
+	if err != nil {
+		e.log.Debug("look for the apps that use "+name, "err", err)
+		return
+	}
+	apps := used[name]
+	if len(apps) == 0 {
+		return
+	}
+	slices.Sort(apps)
+	how := "narun ctl app restart " + apps[0]
+	if len(apps) > 1 {
+		how = "narun ctl app restart of each"
+	}
+	fmt.Fprintf(e.out(), "%s is used by %s, whose %s: %s rolls this one out\n", name, strings.Join(apps, ", "), keep, how)
 }

@@ -154,6 +154,11 @@ func secretSet(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	fmt.Fprintf(e.out(), "secret %s stored (key %s)\n", name, ring.PrimaryID())
+	// Only read: secret set makes no bucket of specs.
+	ro := e.readOnly
+	e.readOnly = true
+	e.nameAppsToRestart(ctx, name, secretRefs, "running instances keep the value they started with")
+	e.readOnly = ro
 	e.warnNodesLackKey(ctx, []string{name}, ring.PrimaryID())
 	return nil
 }
