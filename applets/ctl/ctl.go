@@ -28,6 +28,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	ucli "github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -358,14 +359,23 @@ func urlSource(from string) string {
 	return " (from " + from + ")"
 }
 
-// login says, for connectError, which login ctl presented and where it
-// was set; "" for none.
+// login says, for connectError, which login ctl presented, where it was
+// set and what to check of it; "" for none.
 func (e *env) login() string {
 	switch {
 	case e.cfg.Ctl.NATSCreds != "":
-		return "of the credentials file " + e.cfg.Ctl.NATSCreds
+		return "of the credentials file " + e.cfg.Ctl.NATSCreds + ": check that the server lists its user"
 	case e.cfg.Ctl.NATSNkey != "":
-		return "of the nkey seed " + e.cfg.Ctl.NATSNkey
+		// An nkey has no password to check: the server lists its
+		// public key or does not, and the seed file does not show it.
+		if b, err := os.ReadFile(e.cfg.Ctl.NATSNkey); err == nil {
+			if kp, err := nkeys.ParseDecoratedNKey(b); err == nil {
+				if pub, err := kp.PublicKey(); err == nil {
+					return "of the nkey seed " + e.cfg.Ctl.NATSNkey + ": its public key " + pub + " is not in the server's [nats] nkeys: add it there, or name a seed whose key is"
+				}
+			}
+		}
+		return "of the nkey seed " + e.cfg.Ctl.NATSNkey + ": check that the server's [nats] nkeys lists its public key"
 	}
 	var users []string
 	for _, raw := range strings.Split(e.cfg.Ctl.NATSURL, ",") {
@@ -388,7 +398,7 @@ func (e *env) login() string {
 	if where := e.cfg.Where("ctl.nats_url"); where != "" && strings.HasPrefix(from, "[ctl]") {
 		from = "[ctl] nats_url at " + where
 	}
-	return "of user " + strings.Join(names, ", ") + " in " + from
+	return "of user " + strings.Join(names, ", ") + " in " + from + ": check its password against the server's [[nats.users]] (a password changed there needs the new one here), and that the server lists it"
 }
 
 // tlsGiven names, for connectError, the TLS files ctl was given and the
@@ -472,7 +482,7 @@ func connectError(at, login string, given tlsGiven, err error) error {
 	case errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("connect to NATS at %s: %w (something listens there but did not answer as a NATS server: is it the NATS client port, 4222 by default? or the server is hung or stopped)", at, err)
 	case errors.Is(err, nats.ErrAuthorization) && login != "":
-		return fmt.Errorf("connect to NATS at %s: %w (the server refused the login %s: check its password against the server's [[nats.users]] (a password changed there needs the new one here), and that the server lists it)", at, err, login)
+		return fmt.Errorf("connect to NATS at %s: %w (the server refused the login %s)", at, err, login)
 	case errors.Is(err, nats.ErrAuthorization):
 		return fmt.Errorf("connect to NATS at %s: %w (the server wants a login, or refused this one: put user:password@ in --nats-url, or name a credentials file with --nats-creds or an nkey seed with --nats-nkey ([ctl] nats_url, nats_creds, nats_nkey))", at, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
+	"github.com/nats-io/nkeys"
 )
 
 // Errors an operator meets while setting up say what to do next.
@@ -44,6 +45,35 @@ func TestSetupErrorsSayWhatToDo(t *testing.T) {
 	r = h.fails(1, "", "node", "list")
 	if want := `Authorization Violation (the server refused the login of user "edge" in --nats-url: check its password against the server's [[nats.users]]`; !strings.Contains(r.err, want) {
 		t.Errorf("ctl with a wrong password: %q, want %q", r.err, want)
+	}
+
+	// An nkey has no password: the server lists its public key, or not.
+	listed, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := listed.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, err := other.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := other.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", NKeys: []embednats.NKey{{PublicKey: pub}}})
+	h.url = keyed.ClientURL()
+	seedFile := h.file("ctl.nk", string(seed)+"\n")
+	r = h.fails(1, "", "--nats-nkey", seedFile, "node", "list")
+	if want := "Authorization Violation (the server refused the login of the nkey seed " + seedFile + ": its public key " + otherPub + " is not in the server's [nats] nkeys"; !strings.Contains(r.err, want) || strings.Contains(r.err, "password") {
+		t.Errorf("ctl with an nkey the server does not list: %q, want %q and no password", r.err, want)
 	}
 }
 
