@@ -621,7 +621,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	// below wait out its own timeout as well, one after the other.
 	gone := unanswered(err)
 	if err != nil {
-		err = e.sayDiskFull(ctx, names.SecretsBucket, fmt.Errorf("%d secret(s) re-encrypted, but not all: %w", len(done), err))
+		err = e.sayDiskFull(ctx, names.SecretsBucket, fmt.Errorf("%d secret(s) re-encrypted, but not all: %w%s", len(done), err, lackingKeyHint(err, e.cfg.Ctl.MasterKeyFile, ring)))
 	}
 	// Until the old key leaves the key files, the copies it sealed would
 	// open if planted again: the history of a secret already under the
@@ -754,4 +754,38 @@ func linkTarget(path string) (string, error) {
 		path = to
 	}
 	return "", fmt.Errorf("more than %d symbolic links: %w", maxLinks, syscall.ELOOP)
+}
+
+// lackingKeyHint says, after a rotate's error, what to do of the secrets
+// that did not open because the key file lacks their key: the error named
+// them and the key id, but neither the file nor a way out. "" when none.
+func lackingKeyHint(err error, file string, ring *secrets.Ring) string {
+	var lacking []string
+	var walk func(error)
+	walk = func(err error) {
+		if nk, ok := err.(*secrets.NoKeyError); ok {
+			if !slices.Contains(lacking, nk.Name) {
+				lacking = append(lacking, nk.Name)
+			}
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	if len(lacking) == 0 {
+		return ""
+	}
+	held := strings.Join(ring.IDs(), ", ")
+	if len(lacking) == 1 {
+		n := lacking[0]
+		return fmt.Sprintf(" (the key file %s holds only %s: add the key %s is sealed with to it, or set %s again (narun ctl secret set %s), or delete it)", file, held, n, n, n)
+	}
+	return fmt.Sprintf(" (the key file %s holds only %s: add the keys %s are sealed with to it, or set each again (narun ctl secret set NAME), or delete them)", file, held, strings.Join(lacking, ", "))
 }

@@ -184,8 +184,21 @@ func (r *Ring) Open(name string, s *Sealed) ([]byte, error) {
 		}
 		return v, nil
 	}
-	return nil, fmt.Errorf("open secret %q (key %s): %w", name, s.KeyID, ErrNoKey)
+	return nil, &NoKeyError{Name: name, KeyID: s.KeyID}
 }
+
+// NoKeyError is Open's error for a secret sealed with a key the ring
+// lacks: it names the secret, so that a caller can say what to do of each.
+// It is ErrNoKey to errors.Is.
+type NoKeyError struct {
+	Name, KeyID string
+}
+
+func (e *NoKeyError) Error() string {
+	return fmt.Sprintf("open secret %q (key %s): %v", e.Name, e.KeyID, ErrNoKey)
+}
+
+func (e *NoKeyError) Unwrap() error { return ErrNoKey }
 
 // Marshal is the JSON stored in narun-secrets.
 func (s *Sealed) Marshal() ([]byte, error) { return json.Marshal(s) }
