@@ -109,6 +109,9 @@ type env struct {
 	// (warnNodesLackKey, secret set's nameAppsToRestart): kv and objects then open buckets without
 	// creating or changing any (openKV).
 	readOnly bool
+	// signKeyFrom names the flag that gave cfg.Ctl.SigningKeyFile, for
+	// an error about the file; "" when the configuration did.
+	signKeyFrom string
 	// unsaidNodeKey names the node whose key nodeSigner chose, until the
 	// first seal says so.
 	unsaidNodeKey string
@@ -308,6 +311,7 @@ func setup(c *ucli.Context, stdio cli.IO) (*env, error) {
 	}
 	if c.IsSet(flagSignKey) {
 		e.cfg.Ctl.SigningKeyFile = c.String(flagSignKey)
+		e.signKeyFrom = "--" + flagSignKey
 	}
 	return e, nil
 }

@@ -80,7 +80,24 @@ func signingPublic(_ context.Context, _ *ucli.Context, e *env) error {
 // ctl then stores values unsigned.
 func (e *env) signer() (*signing.Key, error) {
 	if e.cfg.Ctl.SigningKeyFile != "" {
-		return signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
+		key, err := signing.LoadKey(e.cfg.Ctl.SigningKeyFile)
+		if err == nil {
+			return key, nil
+		}
+		from := e.signKeyFrom
+		if from == "" {
+			from = "[ctl] signing_key_file"
+			if where := e.cfg.Where("ctl.signing_key_file"); where != "" {
+				from += " at " + where
+			}
+		}
+		// A file missing or unreadable is the usual first deploy from
+		// another machine: the copy of the key not made yet, or made
+		// as another user.
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%s: %w (copy the node key, <data_dir>/signing.key of narun up, there, readable by this user only, or name a key the nodes trust)", from, err)
+		}
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	path := filepath.Join(e.cfg.DataDir, signing.NodeKeyFile)
 	key, err := signing.LoadKey(path)
