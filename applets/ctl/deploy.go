@@ -1344,6 +1344,10 @@ func signedOnlyRefusals(nodes []state.Node, app *spec.App, key *signing.Key, now
 		switch {
 		case key == nil:
 			why = "runs only signed specs and ctl has no signing key (signing_key_file)" + nodeKeyUnusable(n)
+		// A node of narun up signing with its node key trusts it alone,
+		// and trusted_keys set there replace it (docs/SECURITY.md).
+		case !slices.Contains(n.TrustedKeys, key.Public()) && n.SigningKeyFile != "":
+			why = "runs only signed specs and does not trust ctl's key " + key.Public() + " (sign with its node key: --signing-key with a copy of its " + cli.Shown(n.SigningKeyFile) + "; or add ctl's key to its [runner] and [gateway] trusted_keys, which then replace the node key)"
 		case !slices.Contains(n.TrustedKeys, key.Public()):
 			why = "runs only signed specs and does not trust ctl's key " + key.Public() + " (add it to that node's trusted_keys)"
 		default:

@@ -763,3 +763,24 @@ func TestRollbackRefusedByEveryNode(t *testing.T) {
 		t.Errorf("rollback --force stored %s", spec)
 	}
 }
+
+// A node of narun up that signs with its own node key trusts that key
+// alone: the hint to add ctl's key to its trusted_keys, taken, would turn
+// the node key off there (SECURITY.md), so the refusal also names the copy
+// of the node key to sign with.
+func TestDeployToANodeKeyNodeNamesItsKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	path, public := h.keygen("ctl.key")
+	h.useSigningKey(path)
+	node, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(state.Node{ID: "node-1", SignaturesRequired: true, TrustedKeys: []string{node.Public()}, SigningKeyFile: "/var/lib/narun/signing.key"})
+	r := h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t), "--force")
+	want := "warning: node node-1 runs only signed specs and does not trust ctl's key " + public + " (sign with its node key: --signing-key with a copy of its /var/lib/narun/signing.key; or add ctl's key to its [runner] and [gateway] trusted_keys, which then replace the node key): it will not run this deploy"
+	if !strings.Contains(r.err, want) {
+		t.Errorf("deploy stderr:\n%s\nwant %q", r.err, want)
+	}
+}
