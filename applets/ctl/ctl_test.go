@@ -1085,7 +1085,8 @@ func (s *stdinWaiting) Read([]byte) (int, error) {
 // context, stops secret set while it waits for the value on stdin, and
 // stores nothing.
 func TestSecretSetInterrupted(t *testing.T) {
-	t.Parallel()
+	// Not parallel: Main runs in this process, and urfave/cli writes
+	// package variables as it parses.
 	h := newHarness(t)
 	key := h.dir + "/secret.key"
 	h.ok("", "--key-file", key, "secret", "keygen")
@@ -1841,30 +1842,38 @@ func logsConsumers(t *testing.T, h *harness) func() int {
 // following is a run of ctl logs -f under way, and what it printed.
 type following struct {
 	out, errs testutil.LogBuffer
-	cancel    context.CancelFunc
+	cmd       *exec.Cmd
 	done      chan error
 }
 
-// follow starts ctl with args, a logs -f, against the server at url.
+// follow starts ctl with args, a logs -f, against the server at url, as a
+// process of its own, as run does: in-process runs could not overlap.
 func (h *harness) follow(url string, args ...string) *following {
-	ctx, cancel := context.WithCancel(context.Background())
-	h.t.Cleanup(cancel)
-	f := &following{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &f.out, Stderr: &f.errs, Getenv: func(string) string { return "" }}
-		f.done <- Main(ctx, stdio, append([]string{"ctl", "--config", h.config, "--nats-url", url}, args...))
-	}()
+	h.t.Helper()
+	f := &following{done: make(chan error, 1)}
+	f.cmd = exec.Command(os.Args[0], append([]string{"ctl", "--config", h.config, "--nats-url", url}, args...)...)
+	f.cmd.Env = []string{asProcess + "=1", quickExit}
+	f.cmd.Stdout, f.cmd.Stderr = &f.out, &f.errs
+	if err := f.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	go func() { f.done <- f.cmd.Wait() }()
+	// A test that failed before stop leaves none running.
+	h.t.Cleanup(func() { _ = f.cmd.Process.Kill() })
 	return f
 }
 
-// stop cancels the run and waits for it to end cleanly.
+// stop interrupts the run, as Ctrl-C does, and waits for it to end
+// cleanly.
 func (f *following) stop(t *testing.T) {
 	t.Helper()
-	f.cancel()
+	if err := f.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-f.done:
 		if err != nil {
-			t.Fatalf("logs -f ended with %v", err)
+			t.Fatalf("logs -f ended with %v; stderr:\n%s", err, f.errs.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("logs -f did not stop when cancelled")
