@@ -182,7 +182,7 @@ func sealedFits(ring *secrets.Ring, name string, maxPayload int64) int64 {
 
 // warnNodesLackKey names each node that runs, or is to run, an app using
 // one of sealed, secrets now sealed with key id, and whose heartbeat says
-// it lacks that key: each start of those instances there fails for good,
+// it lacks that key: each start of those instances there fails until it has it,
 // and the secrets were stored fine. A node is one that the app's spec
 // selects or that has an instance of it; it is warned of once, with every
 // such secret, as a rotate seals them all. What cannot be read warns of
@@ -349,7 +349,7 @@ func (e *env) warnKeyUnreported(n state.Node, sealed []string, id string, apps [
 
 // warnSecretKeys names each node that app selects and that lacks the key
 // one of its secrets is sealed with, as its heartbeat says: deploy checks
-// that the secrets exist, and their instances there would fail for good
+// that the secrets exist, and their instances there would fail to start
 // all the same. sealedWith is the key id of each secret as that check
 // read it: a read of its own could find another value than the one the
 // deploy checked. A secret it lacks, or whose key id is "", warns of

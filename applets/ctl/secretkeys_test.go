@@ -10,7 +10,7 @@ import (
 )
 
 // A secret sealed with a key a node's key file lacks fails every start of
-// its apps there, for good: secret set, deploy and deploy --dry-run say so
+// its apps there until it holds the key: secret set, deploy and deploy --dry-run say so
 // by node and key id, from the key ids in the heartbeats, and still
 // succeed. A node that holds the key, and one of an earlier release that
 // sends no key ids, are not warned of.

@@ -608,6 +608,10 @@ func (r *Runner) secret(ctx context.Context, res *resources, name string) ([]byt
 			r.log.Warn("remove a cached sealed secret that does not open", "file", cached, "err", rerr)
 		}
 		return nil, fmt.Errorf("secret %q: cached copy %s does not open (%v); fetched again once NATS answers: %w", name, cached, err, errOffline)
+	case errors.Is(err, secrets.ErrNoKey):
+		// Retried, as a missing key file is: each attempt reads the key
+		// file again, so copying the key there is enough.
+		return nil, fmt.Errorf("%w; this node's key file %s lacks it: copy there the key file that holds it, or seal the secret again with a key this node holds (narun ctl secret set %s)", err, r.keys.path, name)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", err, supervisor.ErrPermanent)
 	}

@@ -220,3 +220,37 @@ func TestSecretFromReplicaBehindDeleteRefused(t *testing.T) {
 		t.Errorf("set again: %q, %v; want v2", v, err)
 	}
 }
+
+// A secret sealed with a key this node's key file lacks fails its starts
+// until the key arrives, as a missing key file does: the file is read again
+// at each attempt, so copying the key there is enough. The reason is what
+// the operator reads, so it names the node's key file and the ways out.
+func TestSecretWithoutItsKeyWaitsForIt(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	key := sealSecret(t, c, "token", "sealed")
+	other, err := secrets.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeKeyFile(t, []byte(other+"\n"))
+	tr := startRunner(t, c, func(o *Options) { o.Config.MasterKeyFile = keyFile })
+	c.deploy(t, "late", "1.0.0", probeBin, "args = [\"secret\"]\n[[secrets]]\nname = \"token\"\nenv = \"TOKEN\"\n")
+	var reason string
+	tr.wait(t, "late", "a start refused for the key the key file lacks", func(ins []state.Instance) bool {
+		if len(ins) == 1 && strings.Contains(ins[0].Reason, "not in the key file") {
+			reason = ins[0].Reason
+			return true
+		}
+		return false
+	})
+	for _, want := range []string{keyFile, "copy", "narun ctl secret set token"} {
+		if !strings.Contains(reason, want) {
+			t.Errorf("reason %q does not say %q", reason, want)
+		}
+	}
+	if err := atomicfile.Write(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr.wait(t, "late", "healthy once the key file holds the key", allIn(1, state.Healthy))
+}
