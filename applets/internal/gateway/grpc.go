@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,7 +10,8 @@ import (
 )
 
 // isGRPC tells a gRPC request by its content type. gRPC-Web
-// (application/grpc-web) carries its status in the body and is not one.
+// (application/grpc-web) may carry its status in the body, where no browser
+// sees HTTP trailers, and is not one (rpcOf).
 func isGRPC(contentType []string) bool {
 	if len(contentType) == 0 {
 		return false
@@ -157,4 +160,84 @@ func grpcPercentEncode(s string) string {
 		b.WriteByte(hex[c&0xf])
 	}
 	return b.String()
+}
+
+// rpcKind is how the gateway's own errors reach a client of an RPC
+// protocol other than gRPC: connect-go and gRPC-Web clients read a bare
+// HTTP status by gRPC's HTTP mapping, which makes a 504 unavailable, a
+// code retry policies retry, where the gateway means a deadline.
+type rpcKind uint8
+
+const (
+	rpcNone          rpcKind = iota
+	rpcGRPCWeb               // trailers-only, as gRPC, under gRPC-Web's content type
+	rpcConnectUnary          // the HTTP status with a JSON error body
+	rpcConnectStream         // HTTP 200 and an end-stream message holding the error
+)
+
+// rpcOf tells a gRPC-Web request and a Connect one, unary or streaming, and
+// the content type of an error response to it: the request's, without its
+// parameters, which the client checks against the codec it asked for.
+func rpcOf(r *http.Request) (rpcKind, string) {
+	if ct := r.Header["Content-Type"]; len(ct) > 0 {
+		base, _, _ := strings.Cut(ct[0], ";")
+		base = strings.TrimSpace(base)
+		if strings.HasPrefix(base, "application/grpc-web") {
+			return rpcGRPCWeb, base
+		}
+		if isConnectStream(ct) {
+			return rpcConnectStream, base
+		}
+	}
+	// connect-go sends Connect-Protocol-Version with every POST; a unary
+	// call made as a GET says connect=v1 and its encoding in its query instead.
+	if len(r.Header["Connect-Protocol-Version"]) > 0 || r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "connect=v1") && strings.Contains(r.URL.RawQuery, "encoding=") {
+		return rpcConnectUnary, ""
+	}
+	return rpcNone, ""
+}
+
+// connectCodes names the gRPC codes grpcCode gives, as Connect spells them.
+var connectCodes = map[int]string{
+	grpcUnknown:           "unknown",
+	grpcDeadlineExceeded:  "deadline_exceeded",
+	grpcPermissionDenied:  "permission_denied",
+	grpcResourceExhausted: "resource_exhausted",
+	grpcUnimplemented:     "unimplemented",
+	grpcInternal:          "internal",
+	grpcUnavailable:       "unavailable",
+	grpcUnauthenticated:   "unauthenticated",
+}
+
+// writeRPCError answers a request of kind with the gateway's error of HTTP
+// status code, as its protocol carries an error, and returns the bytes of
+// body written.
+func writeRPCError(w http.ResponseWriter, kind rpcKind, contentType string, code int, msg string) int64 {
+	h := w.Header()
+	h.Del("Content-Length")
+	if kind == rpcGRPCWeb {
+		writeGRPCStatus(h, code, msg)
+		h.Set("Content-Type", contentType)
+		w.WriteHeader(http.StatusOK)
+		return 0
+	}
+	e, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{connectCodes[grpcCode(code)], msg})
+	h.Set("X-Content-Type-Options", "nosniff")
+	if kind == rpcConnectUnary {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		n, _ := w.Write(e)
+		return int64(n)
+	}
+	end := make([]byte, 5, 5+len(`{"error":}`)+len(e))
+	end[0] = 2 // end of stream
+	end = append(append(append(end, `{"error":`...), e...), '}')
+	binary.BigEndian.PutUint32(end[1:5], uint32(len(end)-5))
+	h.Set("Content-Type", contentType)
+	w.WriteHeader(http.StatusOK)
+	n, _ := w.Write(end)
+	return int64(n)
 }

@@ -536,3 +536,69 @@ func TestConnectBidiStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRPCErrorsForConnectAndGRPCWeb checks that the gateway's own errors
+// reach Connect and gRPC-Web clients as their protocols carry a status, not
+// as a bare HTTP status: connect-go and gRPC-Web clients read a 504 without
+// its error body as unavailable, a code that retry policies retry, where
+// the gateway means a deadline.
+func TestRPCErrorsForConnectAndGRPCWeb(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/mute.Svc/", Service: "rpcmute", Timeout: config.Duration(200 * time.Millisecond)}))
+	nc := natsConn(t, e)
+	if _, err := nc.Subscribe("rpcmute", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	call := func(path string, h http.Header, body string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.hs.URL+path, strings.NewReader(body))
+		req.Header = h
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %v: %v", path, h, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %v: reading the body: %v", path, h, err)
+		}
+		return resp, b
+	}
+	var wire struct{ Code, Message string }
+
+	unary := http.Header{"Content-Type": {"application/proto"}, "Connect-Protocol-Version": {"1"}}
+	for path, want := range map[string]struct {
+		status int
+		code   string
+	}{"/mute.Svc/Call": {504, "deadline_exceeded"}, "/none.Svc/Call": {404, "unimplemented"}} {
+		resp, b := call(path, unary, "")
+		if err := json.Unmarshal(b, &wire); resp.StatusCode != want.status || err != nil || wire.Code != want.code || !strings.Contains(wire.Message, "request id") {
+			t.Errorf("Connect unary %s: %d %q (%v), want %d with a JSON error of code %s naming the request id", path, resp.StatusCode, b, err, want.status, want.code)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Connect unary %s: Content-Type %q, want application/json", path, ct)
+		}
+	}
+
+	resp, b := call("/mute.Svc/Call", http.Header{"Content-Type": {"application/connect+proto"}, "Connect-Protocol-Version": {"1"}}, "\x00\x00\x00\x00\x00")
+	var end struct {
+		Error struct{ Code, Message string }
+	}
+	if resp.StatusCode != 200 || len(b) < 5 || b[0] != 2 || int(binary.BigEndian.Uint32(b[1:5])) != len(b)-5 || json.Unmarshal(b[5:], &end) != nil || end.Error.Code != "deadline_exceeded" {
+		t.Errorf("Connect stream: %d %q, want 200 and an end-stream message with error code deadline_exceeded", resp.StatusCode, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/connect+proto" {
+		t.Errorf("Connect stream: Content-Type %q, want application/connect+proto", ct)
+	}
+
+	resp, b = call("/mute.Svc/Call", http.Header{"Content-Type": {"application/grpc-web+proto"}}, "\x00\x00\x00\x00\x00")
+	if got, msg := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"); resp.StatusCode != 200 || got != "4" || !strings.Contains(msg, "request id") {
+		t.Errorf("gRPC-Web: %d, Grpc-Status %q, Grpc-Message %q, body %q; want 200, a trailers-only 4 (DEADLINE_EXCEEDED) naming the request id", resp.StatusCode, got, msg, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/grpc-web+proto" {
+		t.Errorf("gRPC-Web: Content-Type %q, want application/grpc-web+proto", ct)
+	}
+}

@@ -35,7 +35,9 @@ type exchange struct {
 	status int
 	in     int64
 	out    int64
-	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
+	grpc   bool    // the client speaks gRPC: errors go out as gRPC statuses
+	rpc    rpcKind // or Connect or gRPC-Web, whose errors go out as theirs
+	rpcCT  string  // the content type such an error goes out under
 	// timeout bounds the exchange: the route's, or a gRPC or Connect
 	// client's deadline when that is shorter.
 	timeout time.Duration
@@ -58,6 +60,7 @@ func (ex *exchange) reset() {
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
 	ex.grpc, ex.lost, ex.timeout = false, nil, 0
+	ex.rpc, ex.rpcCT = rpcNone, ""
 	ex.hasBody, ex.bounded = false, false
 }
 
@@ -111,6 +114,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.vals[0] = rid
 	ex.grpc = isGRPC(r.Header["Content-Type"])
+	if !ex.grpc {
+		ex.rpc, ex.rpcCT = rpcOf(r)
+	}
 	ex.hasBody = r.Body != nil && r.Body != http.NoBody
 	// Not backed by ex.vals: the server may write these headers after the
 	// exchange went back to the pool.
@@ -1419,6 +1425,10 @@ func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid s
 	if ex.grpc {
 		writeGRPCStatus(h, code, msg+" (request id "+rid+")")
 		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if ex.rpc != rpcNone {
+		ex.out += writeRPCError(w, ex.rpc, ex.rpcCT, code, msg+" (request id "+rid+")")
 		return
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
