@@ -67,9 +67,9 @@ func grpcTimeout(v []string) (d time.Duration, ok bool) {
 	return time.Duration(n) * unit, true
 }
 
-// clientDeadline is the deadline a gRPC client (Grpc-Timeout) or a Connect
-// one (Connect-Timeout-Ms, milliseconds, at most 10 digits) sent with its
-// request.
+// clientDeadline is the deadline a gRPC or gRPC-Web client (Grpc-Timeout)
+// or a Connect one (Connect-Timeout-Ms, milliseconds, at most 10 digits)
+// sent with its request.
 func clientDeadline(h http.Header, grpc bool) (time.Duration, bool) {
 	if grpc {
 		return grpcTimeout(h["Grpc-Timeout"])

@@ -249,8 +249,9 @@ func TestClientDeadline(t *testing.T) {
 
 // TestClientDeadlineShortensTimeout checks that a gRPC client's deadline
 // shorter than the route's reaches the service as Narun-Timeout and ends
-// the exchange, as DEADLINE_EXCEEDED; a longer one changes nothing; and a
-// Connect client's, a plain HTTP request, ends with a 504.
+// the exchange, as DEADLINE_EXCEEDED; a longer one changes nothing; a
+// Connect client's, a plain HTTP request, ends with a 504; and a gRPC-Web
+// client's Grpc-Timeout counts as a gRPC client's.
 func TestClientDeadlineShortensTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, gwConfig(config.Route{Path: "/slow.Svc/", Service: "grpcdeadline", Timeout: config.Duration(time.Minute)}))
@@ -315,6 +316,22 @@ func TestClientDeadlineShortensTimeout(t *testing.T) {
 	}
 	if cresp.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("status %d for Connect-Timeout-Ms 300, want 504", cresp.StatusCode)
+	}
+
+	// gRPC-Web sends gRPC's Grpc-Timeout, over HTTP/1.1 as well.
+	req, _ = http.NewRequest("POST", e.hs.URL+"/slow.Svc/Call", strings.NewReader(grpcMessage("hi")))
+	req.Header.Set("Content-Type", "application/grpc-web+proto")
+	req.Header.Set("Grpc-Timeout", "300m")
+	wresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wresp.Body.Close()
+	if ms, err := strconv.Atoi(<-told); err != nil || ms > 300 || ms < 0 {
+		t.Errorf("Narun-Timeout %d (%v) for gRPC-Web's Grpc-Timeout 300m, want at most 300", ms, err)
+	}
+	if got := wresp.Header.Get("Grpc-Status"); got != "4" {
+		t.Errorf("Grpc-Status %q for gRPC-Web's Grpc-Timeout 300m, want 4 (DEADLINE_EXCEEDED)", got)
 	}
 }
 

@@ -225,10 +225,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.timeout = rt.timeout
-	// A gRPC or Connect client gives up at its deadline, which the
+	// A gRPC (gRPC-Web) or Connect client gives up at its deadline, which the
 	// service must then know: a responder in another language reads only
 	// Narun-Timeout.
-	if d, ok := clientDeadline(r.Header, ex.grpc); ok && d < ex.timeout {
+	if d, ok := clientDeadline(r.Header, ex.grpc || ex.rpc == rpcGRPCWeb); ok && d < ex.timeout {
 		ex.timeout = d
 	}
 	g.proxy(w, r, ex, rt, p, rid, start.Add(ex.timeout))
