@@ -779,7 +779,7 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 // returns what waited gives and, when the process had to be killed, the
 // reason that says so.
 func (s *Supervisor) terminate(pid int, sig syscall.Signal, timeout time.Duration, signal func(syscall.Signal), waited <-chan error, waitEmpty func(context.Context) error) (killed string, err error) {
-	signal(sig)
+	sendStop(signal, sig)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	select {
@@ -797,6 +797,17 @@ func (s *Supervisor) terminate(pid int, sig syscall.Signal, timeout time.Duratio
 		s.killLeftovers(pid, signal, timeout, werr)
 	}
 	return "", err
+}
+
+// sendStop sends the stop signal, then SIGCONT, as systemd does: a
+// suspended process (kill -STOP, a debugger) acts on the stop signal only
+// once continued, and would otherwise be killed at the stop timeout
+// without a chance to end cleanly.
+func sendStop(signal func(syscall.Signal), sig syscall.Signal) {
+	signal(sig)
+	if sig != syscall.SIGKILL && sig != syscall.SIGCONT {
+		signal(syscall.SIGCONT)
+	}
 }
 
 // signalName is "SIGTERM", not Go's "terminated".
@@ -818,7 +829,7 @@ func (s *Supervisor) endLeftovers(pid int, signal func(syscall.Signal), waitEmpt
 	}
 	s.set(state.Stopping, "its process exited; stopping what it left running")
 	sig, timeout := s.stopWith()
-	signal(sig)
+	sendStop(signal, sig)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := waitEmpty(ctx); err != nil {

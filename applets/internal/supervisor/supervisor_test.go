@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -884,8 +885,8 @@ func TestProcessHooks(t *testing.T) {
 	}
 }
 
-// A factory's Signal hook, not the process group, gets the stop signal,
-// SIGKILL at the stop timeout, and SIGKILL once the process ended, for
+// A factory's Signal hook, not the process group, gets the stop signal
+// and SIGCONT, SIGKILL at the stop timeout, and SIGKILL once the process ended, for
 // what it left behind.
 func TestSignalHook(t *testing.T) {
 	command, signals := signalRecorder(nil)
@@ -895,7 +896,7 @@ func TestSignalHook(t *testing.T) {
 	s.Stop()
 	waitDone(t, s)
 	// The last SIGKILL finds the process gone.
-	if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
+	if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGCONT, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
 		t.Errorf("signals %v, want %v", got, want)
 	}
 }
@@ -967,8 +968,8 @@ func TestWaitEmptyHook(t *testing.T) {
 			t.Fatal("the stop ended before the run was empty")
 		default:
 		}
-		if got := signals(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
-			t.Errorf("signals while the run empties: %v, want only SIGTERM", got)
+		if got := signals(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM, syscall.SIGCONT}) {
+			t.Errorf("signals while the run empties: %v, want only SIGTERM and SIGCONT", got)
 		}
 		close(empty)
 		waitDone(t, s)
@@ -985,7 +986,7 @@ func TestWaitEmptyHook(t *testing.T) {
 		s.Stop()
 		waitDone(t, s)
 		// SIGKILL at the timeout, for what is left, then once the run ended.
-		if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
+		if got, want := signals(), []syscall.Signal{syscall.SIGTERM, syscall.SIGCONT, syscall.SIGKILL, syscall.SIGKILL}; !slices.Equal(got, want) {
 			t.Errorf("signals %v, want %v", got, want)
 		}
 	})
@@ -1381,5 +1382,56 @@ func TestRetryCutsAPrepareBackoffShort(t *testing.T) {
 	waitFor(t, s, "healthy once retried", inState(state.Healthy))
 	if n := calls.Load(); n != 2 {
 		t.Errorf("Prepare ran %d times, want 2", n)
+	}
+}
+
+// A process stopped by SIGSTOP (a debugger, an operator's kill -STOP, a
+// freezer) cannot act on its stop signal until it is continued. systemd
+// sends SIGCONT right after the stop signal; without it a suspended app
+// that would have ended cleanly waits out its whole stop_timeout and is
+// killed, while NATS keeps handing it requests.
+func TestStopWakesASuspendedProcess(t *testing.T) {
+	for _, hooked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "group", true: "hook"}[hooked], func(t *testing.T) {
+			cfg := Config{StopTimeout: time.Hour}
+			if hooked {
+				cfg.Command, _ = signalRecorder(nil)
+			}
+			s, _ := start(t, "serve", cfg)
+			waitLine(t, s, state.Stdout, "ready")
+			pid := s.Status().PID
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			// Before start's cleanup, which waits for the stop: a failing
+			// run must not wait out the hour.
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			waitProcState(t, pid, 'T')
+			s.Stop()
+			waitDone(t, s)
+			if end := s.Status(); end.ExitCode == nil || *end.ExitCode != 0 {
+				t.Errorf("after stop: %+v, want a clean exit (code 0)", end)
+			}
+		})
+	}
+}
+
+// waitProcState waits until /proc/PID/stat shows the process in state.
+func waitProcState(t *testing.T, pid int, want byte) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never in state %c: %s", pid, want, b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
