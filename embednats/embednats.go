@@ -168,6 +168,10 @@ type Server struct {
 	// set at its start from the space free then when none is configured:
 	// nats-server refuses a reload of its options that changes it.
 	storeLimit int64
+	// port is the client port chosen at the start (":0" picks one), which
+	// clients know: a restart after one that failed has no listener left
+	// to ask.
+	port int
 }
 
 // current is the server running now.
@@ -249,6 +253,9 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{ns: ns, cfg: cfg, internal: internal, internalHash: internalPassword(opts), lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
+	if addr, ok := ns.Addr().(*net.TCPAddr); ok && addr != nil {
+		s.port = addr.Port
+	}
 	certs.reload = s.reloadTLS
 	certs.start(cfg.Logger)
 	return s, nil
@@ -539,8 +546,8 @@ func (s *Server) Restart() error {
 // client port of ":0", which clients know, and the in-process login,
 // which in-process connections present.
 func (s *Server) keepRuntime(opts *server.Options) {
-	if addr, ok := s.ns.Addr().(*net.TCPAddr); ok && addr != nil {
-		opts.Port = addr.Port
+	if s.port != 0 {
+		opts.Port = s.port
 	}
 	if s.internal != nil {
 		for _, u := range opts.Users {

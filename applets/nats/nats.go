@@ -97,16 +97,12 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		})
 		cli.NotifyReady(log)
 		runCtx, stop := context.WithCancel(ctx)
-		stored := make(chan error, 1)
-		go func() { stored <- cli.KeepStoreWritable(runCtx, srv, cfg.DataDir, log) }()
 		var watching sync.WaitGroup
+		watching.Go(func() { cli.KeepStoreWritable(runCtx, srv, cfg.DataDir, log) })
 		if ec.Cluster.Listen != "" {
 			watching.Go(func() { cli.WatchNameClashes(runCtx, srv.NameClashes, log) })
 		}
-		select {
-		case <-ctx.Done():
-		case err = <-stored:
-		}
+		<-ctx.Done()
 		stop()
 		watching.Wait()
 		log.Info("nats stopping")

@@ -265,13 +265,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		defer stopParts()
 		var wg sync.WaitGroup
 		errs := make(chan error, 4)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := cli.KeepStoreWritable(partsCtx, srv, cfg.DataDir, log.With("part", "nats")); err != nil {
-				errs <- err
-			}
-		}()
+		wg.Go(func() { cli.KeepStoreWritable(partsCtx, srv, cfg.DataDir, log.With("part", "nats")) })
 		// The runner's admin listener closes once the runner has stopped
 		// its apps, not as their stop begins: /healthz and /metrics answer
 		// through a stop that may last an app's stop_timeout.

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -25,13 +24,15 @@ const storeCheck = 5 * time.Second
 // a stream whose store failed a write (a full disk) until it restarts,
 // even when the space is back: without this, a node whose disk once
 // filled kept its apps running but took no deploy, heartbeat or log line
-// until narun itself was restarted. It returns when ctx ends, or with the
-// error of a restart that failed.
-func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir string, log *slog.Logger) error {
+// until narun itself was restarted. A restart that fails is tried again
+// every storeCheck: what fails it (no file descriptor left to listen
+// with, the store's directory moved away) may pass, and giving up would
+// end narun up, its apps with it. It returns when ctx ends.
+func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case msg := <-srv.WriteFailed():
 			log.Error("JetStream could not write to its store, and takes no more writes there until the embedded NATS server restarts: it restarts once the data dir has room again",
 				"data_dir", dataDir, "err", msg, "room_needed", storeRoom)
@@ -41,18 +42,21 @@ func KeepStoreWritable(ctx context.Context, srv *embednats.Server, dataDir strin
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil
+				return
 			case <-t.C:
 			}
-			if embednats.FreeSpace(dataDir) >= storeRoom {
+			if embednats.FreeSpace(dataDir) < storeRoom {
+				continue
+			}
+			err := srv.Restart()
+			if err == nil {
 				break
 			}
-		}
-		if err := srv.Restart(); errors.Is(err, embednats.ErrStopped) {
-			// The applet stops: a restart it cut short is no failure.
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("restart the embedded NATS server after its store failed a write: %w", err)
+			if errors.Is(err, embednats.ErrStopped) {
+				// The applet stops: a restart it cut short is no failure.
+				return
+			}
+			log.Error("restart the embedded NATS server after its store failed a write; trying again", "err", err, "in", storeCheck.String())
 		}
 		log.Info("embedded NATS server restarted: JetStream writes to its store again", "data_dir", dataDir)
 	}

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,13 +30,14 @@ func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	logs := &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil))) }()
+	done := make(chan struct{})
+	go func() {
+		cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil)))
+		close(done)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("keep the store writable: %v", err)
-		}
+		<-done
 	})
 	nc, err := srv.Connect()
 	if err != nil {
@@ -118,13 +120,14 @@ func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
 	}
 	t.Cleanup(srv.Shutdown)
 	logs := &testutil.LogBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil))) }()
+	done := make(chan struct{})
+	go func() {
+		cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil)))
+		close(done)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("keep the store writable: %v", err)
-		}
+		<-done
 	})
 	js := connect(srv)
 	if err := put(js); err == nil {
@@ -134,4 +137,81 @@ func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
 		return put(js) == nil
 	})
+}
+
+// A restart that fails (here its store is not a directory; on a node, no
+// file descriptor left to listen with) is tried again: it ended narun up,
+// apps and all, over what may pass in seconds. The server comes back on
+// the port it had, which its TCP clients know.
+func TestStoreRestartRetriedAfterItFails(t *testing.T) {
+	dir := natstest.SmallDisk(t, "24m")
+	data := filepath.Join(dir, "data")
+	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	url := srv.ClientURL()
+	logs := &testutil.LogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil)))
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(payload []byte) error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := js.Publish(pctx, "t", payload)
+		return err
+	}
+	free := natstest.FillDisk(t, dir)
+	big := []byte(strings.Repeat("x", 64<<10))
+	testutil.Eventually(t, 10*time.Second, "a store write to fail", func() bool {
+		return publish(big) != nil && strings.Contains(logs.String(), "JetStream could not write to its store")
+	})
+	store, away := filepath.Join(data, "jetstream"), filepath.Join(data, "jetstream.away")
+	if err := os.Rename(store, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(store, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	free()
+	testutil.Eventually(t, 30*time.Second, "a failed restart to be logged", func() bool {
+		select {
+		case <-done:
+			t.Fatalf("gave up after a failed restart:\n%s", logs)
+		default:
+		}
+		return strings.Contains(logs.String(), "restart the embedded NATS server")
+	})
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, store); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "a write once a restart succeeds", func() bool {
+		return publish([]byte("after")) == nil
+	})
+	if got := srv.ClientURL(); got != url {
+		t.Errorf("client URL after the restarts %s, want %s as before", got, url)
+	}
 }
