@@ -134,6 +134,45 @@ service = "b"
 	}
 }
 
+// A data dir that data_dir in the file names, and that a start could not
+// make, is refused naming the file, line and key, as every other problem
+// of the file is: the operator is told which line to mend, not only which
+// directory. A --data-dir that overrides it is not the file's line.
+func TestDataDirProblemNamesTheFileLine(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "file")
+	if err := os.WriteFile(blocker, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, data string }{
+		{"pseudo file system", "/proc/narun-test/data"},
+		{"file in the way", filepath.Join(blocker, "data")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "narun.toml")
+			if err := os.WriteFile(file, []byte("log_level = \"info\"\ndata_dir = \""+tc.data+"\"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := file + `:2: key "data_dir"`
+			for _, args := range [][]string{
+				{"nats", "--check"},
+				{"runner", "--node-id", "n1", "--check"},
+				{"up", "--node-id", "n1", "--check"},
+				{"nats", "--listen", "127.0.0.1:0"},
+			} {
+				code, stdout, stderr := run(append(append([]string{"narun"}, args...), "--config", file)...)
+				if code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, tc.data) {
+					t.Errorf("%v: exit %d, %q%q; want 1 naming %s and %s", args, code, stdout, stderr, want, tc.data)
+				}
+			}
+			code, stdout, stderr := run("narun", "nats", "--check", "--config", file, "--data-dir", tc.data)
+			if code != 1 || strings.Contains(stderr, want) {
+				t.Errorf("--data-dir: exit %d, %q%q; want 1 without %s, which --data-dir overrides", code, stdout, stderr, want)
+			}
+		})
+	}
+}
+
 // A data dir that cannot be made, a file being in its way, fails --check
 // as it fails the start, without --check writing anything.
 func TestCheckFlagRefusesADataDirThatCannotBeMade(t *testing.T) {

@@ -76,10 +76,16 @@ func DataDir(checkOnly bool, cfg config.File) error {
 	if err := leftBehind(cfg); err != nil {
 		return err
 	}
+	var err error
 	if checkOnly {
-		return checkDataDir(cfg.DataDir)
+		err = checkDataDir(cfg.DataDir)
+	} else {
+		err = prepareDataDir(cfg.DataDir)
 	}
-	return prepareDataDir(cfg.DataDir)
+	if err != nil && cfg.DataDirFromFile {
+		return fmt.Errorf("%s: key \"data_dir\": %w", cfg.Where("data_dir"), err)
+	}
+	return err
 }
 
 // nodeData are entries of a data dir that only a narun node that ran on
@@ -444,7 +450,7 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 		if err != nil {
 			return cfg, nil, Usage(fmt.Errorf("--%s %q: %w", FlagDataDir, d, err))
 		}
-		cfg.DataDir, cfg.DataDirWritten = abs, ""
+		cfg.DataDir, cfg.DataDirWritten, cfg.DataDirFromFile = abs, "", false
 	}
 	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
 		for flag, setting := range map[string]*string{FlagNATSURL: &client.NATSURL, FlagNATSCreds: &client.NATSCreds, FlagNATSNkey: &client.NATSNkey,

@@ -42,6 +42,10 @@ type File struct {
 	// data_dir is absolute or absent, or NARUN_DATA_DIR or --data-dir
 	// overrides it.
 	DataDirWritten string `toml:"-"`
+	// DataDirFromFile says DataDir is the file's data_dir, so that an
+	// error about the directory names the line to mend. False for the
+	// default, and when NARUN_DATA_DIR or --data-dir overrides it.
+	DataDirFromFile bool `toml:"-"`
 
 	// Path is the file this was read from; empty when only defaults apply.
 	Path string `toml:"-"`
@@ -478,6 +482,7 @@ func Decode(path string, data []byte) (File, toml.MetaData, error) {
 		// Only the file's: the default ./narun-data is the working
 		// directory's.
 		paths = append(paths, &cfg.DataDir)
+		cfg.DataDirFromFile = true
 		if !filepath.IsAbs(cfg.DataDir) {
 			cfg.DataDirWritten = cfg.DataDir
 		}
@@ -595,7 +600,7 @@ func Load(explicit string, getenv func(string) string) (File, error) {
 		}
 	}
 	if d := getenv("NARUN_DATA_DIR"); d != "" {
-		cfg.DataDir, cfg.DataDirWritten = d, ""
+		cfg.DataDir, cfg.DataDirWritten, cfg.DataDirFromFile = d, "", false
 	}
 	if cfg.DataDir != "" && !filepath.IsAbs(cfg.DataDir) {
 		abs, err := filepath.Abs(cfg.DataDir)
