@@ -112,6 +112,12 @@ func TestStrictErrors(t *testing.T) {
 		{"unclosed table header", "log_level = \"info\"\n[gateway\nlisten = \":1\"\n", []string{":2:", "table name"}},
 		{"unclosed table header after a BOM", "\xef\xbb\xbflog_level = \"info\"\n[gateway\nlisten = \":1\"\n", []string{":2:", "table name"}},
 		{"unterminated string", "log_level = \"info\"\nlog_format = \"text\n", []string{":2:", "cannot contain newlines"}},
+		// The decoder points at the byte before a control character.
+		{"control character alone on a line", "log_level = \"info\"\n\n\x01\n", []string{":3:", "control characters: '0x01'"}},
+		{"control character first on a line", "log_level = \"info\"\n\x00log_format = \"text\"\n", []string{":2:", "control characters: '0x00'"}},
+		{"control character in a value", "log_level = \"info\"\n\nlog_format = \"te\x7fxt\"\n", []string{":3:", "control characters: '0x7f'"}},
+		{"bare carriage return", "log_level = \"info\"\n\r\n\rlog_format = \"text\"\n", []string{":3:", "control characters: '0x0d'"}},
+		{"control character after a BOM", "\xef\xbb\xbflog_level = \"info\"\n\x01\n", []string{":2:", "control characters: '0x01'"}},
 		{"unknown role", "[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n\n[[nats.users]]\nuser = \"c\"\npassword = \"d\"\nrole = \"apps\"\n",
 			[]string{":8:", `key "nats.users.role"`, `unknown role "apps"`}},
 		{"nkey not a public key", "[nats]\nlisten = \"127.0.0.1:4222\"\nnkeys = [\"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF\"]\n",

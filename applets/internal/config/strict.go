@@ -249,6 +249,10 @@ func lineOrder(line int) int {
 	return line
 }
 
+// controlCharMessage begins the decoder's message for a control
+// character in the file.
+const controlCharMessage = "TOML files cannot contain control characters"
+
 // writtenTwice matches the decoder's message for a key or table defined
 // a second time.
 var writtenTwice = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
@@ -264,7 +268,15 @@ func placeError(file string, data []byte, v any, err error, at int) (line int, p
 		// and all: one line, so that each line of an error names the
 		// file.
 		msg := strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(pe.Message)
-		line := errorLine(data, pe.Position)
+		pos := pe.Position
+		if strings.HasPrefix(pe.Message, controlCharMessage) {
+			// The decoder (BurntSushi/toml 1.6.0) points at the byte
+			// before the control character, the line break before it when
+			// the character starts a line, so the error named the line
+			// above.
+			pos.Start++
+		}
+		line := errorLine(data, pos)
 		// The decoder's own words, unlike every other problem's.
 		if m := writtenTwice.FindStringSubmatch(pe.Message); m != nil {
 			return line, fmt.Errorf("%s:%d: key %q: written twice: TOML takes each key and table once", file, line, m[1])
