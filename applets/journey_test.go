@@ -109,6 +109,41 @@ func TestStartNamesTheListenerInUse(t *testing.T) {
 	}
 }
 
+// narun up on the data dir of a narun runner that runs (both default to
+// /var/lib/narun as root) refuses before it starts its NATS server, makes
+// its node key there or prints its addresses: it failed once its runner
+// started, having announced a node that never served and left a
+// JetStream store and a signing.key that ctl on the device then signed
+// with, in the runner's data dir.
+func TestUpRefusesTheDataDirOfARunningRunner(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(data, "runner.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	// As the runner holds it while it runs.
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run("narun", "up", "--config", "/dev/null", "--data-dir", data, "--node-id", "n1",
+		"--nats-listen", testutil.FreeAddr(t), "--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	if code != 1 || !strings.Contains(stderr, "in use by another runner") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 1 saying the data dir is in use by another runner", code, stdout, stderr)
+	}
+	if strings.Contains(stdout, "narun up: data in") {
+		t.Errorf("narun up announced its addresses before it found the data dir in use: %q", stdout)
+	}
+	for _, name := range []string{"jetstream", "signing.key"} {
+		if _, err := os.Stat(filepath.Join(data, name)); err == nil {
+			t.Errorf("narun up made %s in the data dir of another runner", name)
+		}
+	}
+}
+
 // A data dir a start could not make fails --check too, also for root,
 // whom access(2) lets write anywhere: a pseudo file system such as /proc
 // takes no directories.

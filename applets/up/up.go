@@ -87,7 +87,18 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// Before the node key, which is read from the data dir.
 		// A start that failed already judges the data dir as --check does,
 		// and makes nothing.
-		dataDirErr := cli.DataDir(c.Bool(cli.FlagCheck) || errors.Join(problems...) != nil, cfg)
+		checkOnly := c.Bool(cli.FlagCheck) || errors.Join(problems...) != nil
+		dataDirErr := cli.DataDir(checkOnly, cfg)
+		if dataDirErr == nil && !checkOnly {
+			// The new binary of an upgrade started before the old one
+			// stopped finds every port taken: the data dir in use names
+			// the cause. A narun runner on it would refuse our runner
+			// only once the NATS server had started and the node key was
+			// made there.
+			if dataDirErr = embednats.CheckStoreFree(ec.DataDir); dataDirErr == nil {
+				dataDirErr = runner.CheckDataDirFree(cfg.DataDir)
+			}
+		}
 		problems = append(problems, dataDirErr)
 		var nk *nodeKey
 		if dataDirErr == nil {
@@ -145,11 +156,6 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return cli.Checked(stdio, cfg)
 		}
 		if err := config.JoinByLine(cfg.Path, problems...); err != nil {
-			return err
-		}
-		// The new binary of an upgrade started before the old one stopped
-		// finds every port taken: the data dir in use names the cause.
-		if err := embednats.CheckStoreFree(ec.DataDir); err != nil {
 			return err
 		}
 		// Before the NATS server starts: a new member of a cluster that

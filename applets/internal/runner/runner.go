@@ -344,19 +344,41 @@ func (r *Runner) filesPinnedDir() string { return filepath.Join(r.opts.DataDir, 
 func (r *Runner) sealedDir() string      { return filepath.Join(r.opts.DataDir, "secrets") }
 func (r *Runner) execDir() string        { return filepath.Join(r.opts.DataDir, "exec") }
 
+// lockDataDir takes the lock a runner holds on dataDir while it runs.
+func lockDataDir(dataDir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dataDir, "runner.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("runner: lock data dir: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("runner: data dir %s is in use by another runner (of narun runner or narun up): %w", dataDir, err)
+	}
+	return lock, nil
+}
+
+// CheckDataDirFree fails when another runner runs on dataDir, for narun up
+// to refuse before it starts its NATS server and makes its node key there.
+// It holds no lock: Run takes it, and refuses then if a runner took it in
+// between.
+func CheckDataDirFree(dataDir string) error {
+	lock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	return lock.Close()
+}
+
 // Run reconciles until ctx is cancelled, then stops every instance
 // (gracefully, each within its stop_timeout) and returns.
 func (r *Runner) Run(ctx context.Context) error {
 	// Two runners on one data dir would kill each other's instances as
 	// stale: the second one refuses to run.
-	lock, err := os.OpenFile(filepath.Join(r.opts.DataDir, "runner.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := lockDataDir(r.opts.DataDir)
 	if err != nil {
-		return fmt.Errorf("runner: lock data dir: %w", err)
+		return err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return fmt.Errorf("runner: data dir %s is in use by another runner: %w", r.opts.DataDir, err)
-	}
 	// Closing alone would not release it: a process that another
 	// goroutine is starting holds a copy of the descriptor, and with it
 	// the lock, until it execs, and a runner started on this data dir
