@@ -632,6 +632,23 @@ func TestRequestEndedBeforeTheReplyIsAnError(t *testing.T) {
 	}
 }
 
+// Another service calls this one over NATS and waits a little longer
+// than the Narun-Timeout it sent, as its own deadline rounds up the
+// milliseconds. A handler that gives up at its deadline answers
+// nothing; the caller must not take that for an empty 200.
+func TestReplyPastTheDeadlineIsA504(t *testing.T) {
+	_, nc, _ := start(t, consumer.Config{Name: "gaveup"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	m, err := nc.RequestMsg(&nats.Msg{Subject: "gaveup", Header: nats.Header{consumer.HeaderTimeout: {"50"}}}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "504" {
+		t.Errorf("reply past the deadline: status %q, error code %q, body %q; want error code 504", m.Header.Get(consumer.HeaderStatus), code, m.Data)
+	}
+}
+
 // A streaming handler written for net/http clears its write deadline
 // and asks for full duplex through http.ResponseController; both hold
 // here, while a deadline of its own is refused as not supported.

@@ -873,6 +873,14 @@ func (w *responseWriter) run(r *http.Request) (errText string) {
 	}()
 	w.s.h.ServeHTTP(w, r)
 	returned = true
+	if !w.streaming && errors.Is(w.ctx.Err(), context.DeadlineExceeded) {
+		// Past Narun-Timeout the gateway has answered 504 and drops a late
+		// reply, but another service calling over NATS may still wait: a
+		// head sent now would pass for the handler's answer, an empty 200
+		// from one that gave up at its deadline. It gets the gateway's 504.
+		w.s.respondError(w.reply, http.StatusGatewayTimeout, "no reply within Narun-Timeout")
+		return "request ended before the reply: " + context.Cause(w.ctx).Error()
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
