@@ -72,7 +72,11 @@
 // with a 500 that gives both sizes. A response with a status of 500 or more counts as an error in `nats micro
 // stats`, as do panics and requests the gateway gave up on. A panic, or a
 // runtime.Goexit (t.FailNow in a handler), fails the request with a 500,
-// or aborts a response already started.
+// or aborts a response already started. A handler still running at the
+// request's deadline gets its caller a 504 as a NATS Micro error, whatever
+// it writes, unless it flushed its head before: the gateway has answered
+// its client so, and a service that calls this one over NATS and waits a
+// little longer must not take a late head for the answer.
 //
 // # Running under narun, and locally
 //
