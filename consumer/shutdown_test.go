@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,13 +139,18 @@ func (r *relay) answered() (int, bool) {
 // serveHeld runs ListenAndServe with cfg in a goroutine, its handler
 // holding the first request until release is closed, then answering
 // body; entered is closed as the handler starts, and done gets what
-// ListenAndServe returns.
+// ListenAndServe returns. Later requests are answered at once: a test's
+// probe for the drained subscription may still reach the handler while
+// the drain is under way.
 func serveHeld(ctx context.Context, cfg consumer.Config, body string) (entered, release chan struct{}, done chan error) {
 	entered, release, done = make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var held atomic.Bool
 	go func() {
 		done <- consumer.ListenAndServe(ctx, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
+			if held.CompareAndSwap(false, true) {
+				close(entered)
+				<-release
+			}
 			_, _ = io.WriteString(w, body)
 		}))
 	}()
