@@ -258,7 +258,10 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // the connection keeps retrying, and the ErrorHandler hears of it, once
 // until a connection succeeds. NARUN_INSTANCE and NARUN_NODE, when set,
 // are added to the metadata as narun_instance and narun_node, so the
-// runner's health check and `nats micro info` can tell instances apart.
+// runner's health check and `nats micro info` can tell instances apart,
+// and NARUN_APP_VERSION, the version deployed, as narun_version; it is
+// also the service's version when cfg gives none and it is SemVer, as
+// micro wants, so that `nats micro info` shows the version that runs.
 // Once Serve returns, it waits until the server has every reply the
 // handlers sent, for up to nats.go's DrainTimeout (30 s), then closes the
 // connection; if the server did not confirm them (the wait timed out, the
@@ -268,6 +271,9 @@ func Serve(ctx context.Context, nc *nats.Conn, cfg Config, h http.Handler) error
 // ErrorHandler hears of that wait; with none to send it stops at once.
 func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	cfg.Metadata = withRunnerMetadata(cfg.Metadata)
+	if v := os.Getenv("NARUN_APP_VERSION"); cfg.Version == "" && semverRe.MatchString(v) {
+		cfg.Version = v
+	}
 	report := cfg.report
 	// Said once until a connection succeeds: nats.go retries every few
 	// seconds. The first connection's failure says only "no servers
@@ -680,12 +686,13 @@ func (c *Config) report(err error) {
 	log.Printf("consumer %s: %v", c.Name, err)
 }
 
-// withRunnerMetadata returns md plus the instance and node the runner gave
-// this process, leaving keys the caller set alone; md is not modified.
+// withRunnerMetadata returns md plus the instance, node and version the
+// runner gave this process, leaving keys the caller set alone; md is not
+// modified.
 func withRunnerMetadata(md map[string]string) map[string]string {
-	out := make(map[string]string, len(md)+2)
+	out := make(map[string]string, len(md)+3)
 	maps.Copy(out, md)
-	for key, env := range map[string]string{"narun_instance": "NARUN_INSTANCE", "narun_node": "NARUN_NODE"} {
+	for key, env := range map[string]string{"narun_instance": "NARUN_INSTANCE", "narun_node": "NARUN_NODE", "narun_version": "NARUN_APP_VERSION"} {
 		if _, set := out[key]; !set {
 			if v := os.Getenv(env); v != "" {
 				out[key] = v

@@ -520,6 +520,47 @@ func TestListenAndServeReadsRunnerEnvironment(t *testing.T) {
 	}
 }
 
+// The version deployed (NARUN_APP_VERSION) is what `nats micro info`
+// shows of a service that sets none, rather than 0.0.0 for every app; a
+// spec's version that is not SemVer, which micro refuses, is in the
+// metadata only.
+func TestListenAndServeTakesTheDeployedVersion(t *testing.T) {
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0"})
+	t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+	nc := natstest.Connect(t, srv)
+	for _, tc := range []struct{ name, env, set, version string }{
+		{"semver", "2.3.4-rc.1", "", "2.3.4-rc.1"},
+		{"not-semver", "2026.12", "", "0.0.0"},
+		{"set-by-app", "2.3.4", "1.0.0", "1.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NARUN_APP_VERSION", tc.env)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			name := "versvc-" + tc.name
+			go func() {
+				done <- consumer.ListenAndServe(ctx, consumer.Config{Name: name, Version: tc.set},
+					http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			}()
+			var info micro.Info
+			waitFor(t, "service info", func() bool {
+				m, err := nc.Request("$SRV.INFO."+name, nil, time.Second)
+				return err == nil && json.Unmarshal(m.Data, &info) == nil
+			})
+			if info.Version != tc.version {
+				t.Errorf("version %q, want %q", info.Version, tc.version)
+			}
+			if got := info.Metadata["narun_version"]; got != tc.env {
+				t.Errorf("narun_version = %q, want the NARUN_APP_VERSION value %q", got, tc.env)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("ListenAndServe after cancel: %v", err)
+			}
+		})
+	}
+}
+
 // TestHTTPSClientSetsTLS checks that a request the gateway got over TLS
 // (Narun-Scheme: https) reaches the handler with r.TLS set, as net/http's
 // server would hand it over, and a plain one without.

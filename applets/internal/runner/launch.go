@@ -205,6 +205,7 @@ func (r *Runner) prepare(ctx context.Context, sp *spec.App, id, dir string) (sup
 	}
 	env = append(env,
 		"NARUN_APP="+sp.Name,
+		"NARUN_APP_VERSION="+sp.Version,
 		"NARUN_INSTANCE="+id,
 		"NARUN_NODE="+r.node,
 		"NARUN_NATS_URL="+r.appURL,

@@ -457,7 +457,7 @@ func TestDeployReplicas(t *testing.T) {
 		// PATH is systemd's, not the runner's; HOME, USER and LOGNAME
 		// are the instance's and the runner's user, as systemd's User=
 		// gives them, never the runner's own.
-		want := []string{"HOME=" + filepath.Join(tr.dir, "instances", "hello", in.ID), "NARUN_APP=hello", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node, "PATH=" + defaultPATH}
+		want := []string{"HOME=" + filepath.Join(tr.dir, "instances", "hello", in.ID), "NARUN_APP=hello", "NARUN_APP_VERSION=1.0.0", "NARUN_INSTANCE=" + in.ID, "NARUN_NATS_URL=" + c.srv.ClientURL(), "NARUN_NODE=" + node, "PATH=" + defaultPATH}
 		if me, err := user.Current(); err == nil {
 			want = append(want, "LOGNAME="+me.Username, "USER="+me.Username)
 		}
