@@ -285,6 +285,10 @@ func TestInstallDirectoryErrors(t *testing.T) {
 			}
 		})
 	}
+	code, _, errs := run("narun", "install", "a", "b")
+	if want := "narun install: at most one directory, got 2: \"a\" \"b\"\n"; code != 2 || errs != want {
+		t.Errorf("two directories: exit %d, stderr %q; want 2, %q", code, errs, want)
+	}
 }
 
 // Install makes each link under a temporary name and renames it into

@@ -84,7 +84,11 @@ func installMain(_ context.Context, stdio cli.IO, args []string) error {
 		return err
 	}
 	if fl.NArg() > 1 {
-		return cli.Usage(errors.New("install takes at most one directory"))
+		quoted := make([]string, fl.NArg())
+		for i, dir := range fl.Args() {
+			quoted[i] = strconv.Quote(dir)
+		}
+		return cli.Usage(fmt.Errorf("at most one directory, got %d: %s", fl.NArg(), strings.Join(quoted, " ")))
 	}
 	// "" would be the working directory to some calls and no directory
 	// to others: most likely an unset variable.
