@@ -145,7 +145,9 @@ func TestAppsAreTheOOMKillersFirstChoice(t *testing.T) {
 // TestExecAppStartsWithItsOOMScore: an exec instance runs with
 // sandbox.AppOOMScoreAdj from its first instruction, in every start, with
 // a cgroup of its own and without. cat reads its score at once: when the
-// runner set it just after the start, some of 500 cats read the runner's.
+// runner set it just after the start, some of 500 cats read the runner's,
+// so the two cases start 250 each (each start is one of narun's test
+// binary, 100 ms under the race detector).
 func TestExecAppStartsWithItsOOMScore(t *testing.T) {
 	cat, err := exec.LookPath("cat")
 	if err != nil {
@@ -180,7 +182,7 @@ func TestExecAppStartsWithItsOOMScore(t *testing.T) {
 				r.caps.CgroupVersion = 0
 				t.Cleanup(func() { r.caps = caps })
 			}
-			const starts = 500
+			const starts = 250
 			read := map[string]int{}
 			dir := t.TempDir()
 			for i := range starts {
