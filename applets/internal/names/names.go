@@ -19,8 +19,13 @@ const (
 // keeps $KV traffic apart across domains, but not the object stores' $O
 // subjects, nor the log stream's: without this, every binary, file and log
 // line of the hub would be stored on every leaf, and a hub's object of the
-// same name would replace the leaf's.
-var LeafLocal = []string{"$O." + BinariesBucket + ".>", "$O." + FilesBucket + ".>", LogsSubjects}
+// same name would replace the leaf's. Nor does it keep JetStream's
+// advisories apart: a runner takes one of narun-apps created or restored
+// for its own bucket made anew, so every leaf's first start made the
+// hub's runner, and every other leaf's, drop its watch and list its apps
+// again.
+var LeafLocal = []string{"$O." + BinariesBucket + ".>", "$O." + FilesBucket + ".>", LogsSubjects,
+	"$JS.EVENT.ADVISORY.STREAM.*.KV_" + AppsBucket}
 
 // LogSubject is where one output line of an instance is published.
 func LogSubject(app, node, instance string) string {
