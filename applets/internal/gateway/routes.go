@@ -69,10 +69,35 @@ func (r *route) matchHost(host string) bool {
 	case r.host == "":
 		return true
 	case r.wildcard:
-		return len(host) > len(r.host) && strings.HasSuffix(host, r.host)
+		return len(host) > len(r.host) && strings.HasSuffix(host, r.host) &&
+			isSubdomain(host[:len(host)-len(r.host)])
 	default:
 		return host == r.host
 	}
+}
+
+// isSubdomain says whether labels, what a Host has before a wildcard's
+// name, is one or more DNS labels. net/http admits in a Host characters no
+// name has (",;=!()"): without this "evil.com,x.example.com" matched
+// "*.example.com", and a service that reads the first of X-Forwarded-Host's
+// comma-separated values (Express does) took it for "evil.com".
+// Underscores are let through, as names in use have them.
+func isSubdomain(labels string) bool {
+	prev := byte('.')
+	for i := 0; i < len(labels); i++ {
+		c := labels[i]
+		switch {
+		case c == '.':
+			if prev == '.' {
+				return false
+			}
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+		prev = c
+	}
+	return prev != '.'
 }
 
 func (r *route) matchPath(p string) bool {
