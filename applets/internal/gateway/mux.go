@@ -129,8 +129,12 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 		// next one queued on the subscription, so a frame that waits for
 		// a client that does not read would keep every message delivered
 		// after it alive, other exchanges' whole responses included.
+		h := msg.Header
+		if h == nil && msg.Size() > len(msg.Subject)+len(msg.Reply)+len(msg.Data) {
+			h = undecodable
+		}
 		select {
-		case w.ch <- &nats.Msg{Subject: msg.Subject, Reply: msg.Reply, Header: msg.Header, Data: msg.Data}:
+		case w.ch <- &nats.Msg{Subject: msg.Subject, Reply: msg.Reply, Header: h, Data: msg.Data}:
 		default:
 			w.overflow.Store(true)
 		}
@@ -140,6 +144,16 @@ func (m *inboxMux) deliver(msg *nats.Msg) {
 		m.over(msg)
 	}
 }
+
+// undecodable stands for the header of a message that came with a header
+// block nats.go could not decode (a line without a colon, a first line
+// other than NATS/1.0's). nats.go hands such a message over with no header
+// at all, which would read as a head without Narun-Status: a 200 with the
+// payload, whatever status the block held. Size counts the block as
+// received. No decoded header has a name with a colon in it.
+var undecodable = nats.Header{undecodableKey: nil}
+
+const undecodableKey = ":undecodable"
 
 // frameOf is a message's frame type as scanMeta reads it, without
 // comparing every header of the messages that have one in Go's spelling.

@@ -685,6 +685,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			g.protocolError(w, r, ex, rt, wt, headSeen, "service sent more messages than flow control allows", rid)
 			return
 		}
+		if _, bad := m.Header[undecodableKey]; bad {
+			g.protocolError(w, r, ex, rt, wt, headSeen, "header block that does not decode", rid)
+			return
+		}
 		meta := scanMeta(m.Header)
 		if meta.ambiguous {
 			g.protocolError(w, r, ex, rt, wt, headSeen, "Narun-Frame, Narun-Status or Narun-Body with two different values", rid)

@@ -378,3 +378,46 @@ func TestReplyControlCharacters(t *testing.T) {
 		})
 	}
 }
+
+// TestReplyHeaderBlockUndecodable has a responder send a header block
+// nats.go cannot read (a line without a colon, a first line that is not
+// NATS/1.0's): nats.go hands such a message over with no header at all,
+// and the gateway took it for a head without Narun-Status, a 200 with
+// the payload, whatever status the block held.
+func TestReplyHeaderBlockUndecodable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "undecodable", Timeout: config.Duration(5 * time.Second)}))
+	blocks := map[string]string{
+		"/no-colon":    "NATS/1.0\r\nNarun-Status: 403\r\nX-Broken\r\n\r\n",
+		"/status-line": "HTTP/1.1 403\r\nNarun-Status: 403\r\n\r\n",
+	}
+	w := dialWire(t, e.srv, wireConnect, "undecodable")
+	go func() {
+		for {
+			m, err := w.next()
+			if err != nil {
+				return
+			}
+			hdr, ok := blocks[headerValue(m.header, "Narun-Path")]
+			if !ok {
+				continue
+			}
+			const payload = "secret for 403"
+			msg := fmt.Sprintf("HPUB %s %d %d\r\n%s%s\r\n", m.reply, len(hdr), len(hdr)+len(payload), hdr, payload)
+			if _, err := io.WriteString(w.c, msg); err != nil {
+				return
+			}
+		}
+	}()
+	for path := range blocks {
+		resp, err := http.Get(e.hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: %d %q, want 502", path, resp.StatusCode, firstLineOf(body))
+		}
+	}
+}
