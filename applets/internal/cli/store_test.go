@@ -17,27 +17,36 @@ import (
 	"github.com/narun/narun/embednats/natstest"
 )
 
-// A node whose disk filled up once writes to JetStream again, by itself,
-// once the space is back: nats-server alone refuses every write to a
-// store that failed one until it restarts.
-func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
-	dir := natstest.SmallDisk(t, "24m")
-	data := filepath.Join(dir, "data")
-	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})
+// storeKept is an embedded server on a small disk, kept writable by
+// KeepStoreWritable, with a stream to publish to.
+type storeKept struct {
+	srv     *embednats.Server
+	dir     string // the small disk
+	data    string // the data dir on it
+	logs    *testutil.LogBuffer
+	done    chan struct{} // closed when KeepStoreWritable returns
+	publish func(payload []byte) error
+}
+
+// keepStore starts a storeKept, stopped at the test's end, and fills its
+// disk until a store write fails; free makes room again.
+func keepStore(t *testing.T) (s *storeKept, free func()) {
+	s = &storeKept{dir: natstest.SmallDisk(t, "24m"), logs: &testutil.LogBuffer{}, done: make(chan struct{})}
+	s.data = filepath.Join(s.dir, "data")
+	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: s.data, JetStreamMaxStore: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.srv = srv
 	t.Cleanup(srv.Shutdown)
-	logs := &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	go func() {
-		cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil)))
-		close(done)
+		cli.KeepStoreWritable(ctx, srv, s.data, slog.New(slog.NewTextHandler(s.logs, nil)))
+		close(s.done)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-s.done
 	})
 	nc, err := srv.Connect()
 	if err != nil {
@@ -51,24 +60,31 @@ func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}}); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(payload []byte) error {
+	s.publish = func(payload []byte) error {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		_, err := js.Publish(pctx, "t", payload)
 		return err
 	}
-
-	free := natstest.FillDisk(t, dir)
+	free = natstest.FillDisk(t, s.dir)
 	big := []byte(strings.Repeat("x", 64<<10))
 	testutil.Eventually(t, 10*time.Second, "a store write to fail", func() bool {
-		return publish(big) != nil && strings.Contains(logs.String(), "JetStream could not write to its store")
+		return s.publish(big) != nil && strings.Contains(s.logs.String(), "JetStream could not write to its store")
 	})
+	return s, free
+}
+
+// A node whose disk filled up once writes to JetStream again, by itself,
+// once the space is back: nats-server alone refuses every write to a
+// store that failed one until it restarts.
+func TestStoreWritableAgainOnceDiskHasRoom(t *testing.T) {
+	s, free := keepStore(t)
 	free()
 	testutil.Eventually(t, 30*time.Second, "a write once the disk has room", func() bool {
-		return publish([]byte("after")) == nil
+		return s.publish([]byte("after")) == nil
 	})
-	if !strings.Contains(logs.String(), "embedded NATS server restarted") {
-		t.Errorf("the restart is not logged:\n%s", logs)
+	if !strings.Contains(s.logs.String(), "embedded NATS server restarted") {
+		t.Errorf("the restart is not logged:\n%s", s.logs)
 	}
 }
 
@@ -144,49 +160,9 @@ func TestStoreWritableAfterStartOnFullDisk(t *testing.T) {
 // apps and all, over what may pass in seconds. The server comes back on
 // the port it had, which its TCP clients know.
 func TestStoreRestartRetriedAfterItFails(t *testing.T) {
-	dir := natstest.SmallDisk(t, "24m")
-	data := filepath.Join(dir, "data")
-	srv, err := embednats.Start(embednats.Config{Listen: "127.0.0.1:-1", DataDir: data, JetStreamMaxStore: 1 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	url := srv.ClientURL()
-	logs := &testutil.LogBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		cli.KeepStoreWritable(ctx, srv, data, slog.New(slog.NewTextHandler(logs, nil)))
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}}); err != nil {
-		t.Fatal(err)
-	}
-	publish := func(payload []byte) error {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := js.Publish(pctx, "t", payload)
-		return err
-	}
-	free := natstest.FillDisk(t, dir)
-	big := []byte(strings.Repeat("x", 64<<10))
-	testutil.Eventually(t, 10*time.Second, "a store write to fail", func() bool {
-		return publish(big) != nil && strings.Contains(logs.String(), "JetStream could not write to its store")
-	})
-	store, away := filepath.Join(data, "jetstream"), filepath.Join(data, "jetstream.away")
+	s, free := keepStore(t)
+	url := s.srv.ClientURL()
+	store, away := filepath.Join(s.data, "jetstream"), filepath.Join(s.data, "jetstream.away")
 	if err := os.Rename(store, away); err != nil {
 		t.Fatal(err)
 	}
@@ -196,11 +172,11 @@ func TestStoreRestartRetriedAfterItFails(t *testing.T) {
 	free()
 	testutil.Eventually(t, 30*time.Second, "a failed restart to be logged", func() bool {
 		select {
-		case <-done:
-			t.Fatalf("gave up after a failed restart:\n%s", logs)
+		case <-s.done:
+			t.Fatalf("gave up after a failed restart:\n%s", s.logs)
 		default:
 		}
-		return strings.Contains(logs.String(), "restart the embedded NATS server")
+		return strings.Contains(s.logs.String(), "restart the embedded NATS server")
 	})
 	if err := os.Remove(store); err != nil {
 		t.Fatal(err)
@@ -209,9 +185,9 @@ func TestStoreRestartRetriedAfterItFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 30*time.Second, "a write once a restart succeeds", func() bool {
-		return publish([]byte("after")) == nil
+		return s.publish([]byte("after")) == nil
 	})
-	if got := srv.ClientURL(); got != url {
+	if got := s.srv.ClientURL(); got != url {
 		t.Errorf("client URL after the restarts %s, want %s as before", got, url)
 	}
 }
