@@ -375,6 +375,18 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 	var lagging <-chan time.Time
 	var failedAt time.Time
 	for {
+		// The events a runner sent before the heartbeat just read are
+		// queued by now: taken first, they are shown even when that
+		// heartbeat ends the wait (an app whose instances stopped before
+		// the first look).
+		for queued := true; queued; {
+			select {
+			case m := <-w.events:
+				w.event(m, verbose)
+			default:
+				queued = false
+			}
+		}
 		now := time.Now()
 		r := evaluate(w.app, nodes, w.seen, w.healthy, now, w.e.serverNow())
 		switch {
@@ -444,30 +456,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			}
 			return r, fmt.Errorf("stopped following the rollout of %s (%w): the spec is stored and its nodes roll it out; narun ctl app status %s shows how far", w.app.Name, errInterrupted, w.app.Name)
 		case m := <-w.events:
-			var ev state.Event
-			if err := json.Unmarshal(m.Data, &ev); err != nil {
-				continue
-			}
-			if !w.record(ev.Instance, ev.Time, w.e.serverNow(), true) {
-				w.e.log.Debug("ignore event: no heartbeat of its node read, or its node has too many instances", "node", cli.Shown(ev.Node), "instance", cli.Shown(ev.ID))
-				continue
-			}
-			if verbose {
-				line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
-				if ev.Reason != "" && ev.Reason != string(ev.State) {
-					line += " (" + ev.Reason + ")"
-				}
-				if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
-					w.shown[key] = line
-					if w.e.jsonLogs() {
-						w.e.log.Info("instance event", "node", ev.Node, "instance", ev.ID, "state", ev.State, "reason", ev.Reason)
-					} else {
-						// Any NATS client can publish an event: its reason
-						// must not act on the terminal.
-						fmt.Fprintln(w.e.stdio.Stderr, cli.Shown(line))
-					}
-				}
-			}
+			w.event(m, verbose)
 		case <-tick.C:
 			if w.e.nc.IsClosed() {
 				// ctl gave up reconnecting: nothing more can be learnt,
@@ -478,6 +467,35 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 		case <-lagging:
 			lagging = nil
 			refresh()
+		}
+	}
+}
+
+// event records an instance event and, verbose, shows it once per change.
+func (w *waiter) event(m *nats.Msg, verbose bool) {
+	var ev state.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return
+	}
+	if !w.record(ev.Instance, ev.Time, w.e.serverNow(), true) {
+		w.e.log.Debug("ignore event: no heartbeat of its node read, or its node has too many instances", "node", cli.Shown(ev.Node), "instance", cli.Shown(ev.ID))
+		return
+	}
+	if !verbose {
+		return
+	}
+	line := fmt.Sprintf("%s %s: %s", ev.Node, ev.ID, ev.State)
+	if ev.Reason != "" && ev.Reason != string(ev.State) {
+		line += " (" + ev.Reason + ")"
+	}
+	if key := ev.Node + "/" + ev.ID; w.shown[key] != line {
+		w.shown[key] = line
+		if w.e.jsonLogs() {
+			w.e.log.Info("instance event", "node", ev.Node, "instance", ev.ID, "state", ev.State, "reason", ev.Reason)
+		} else {
+			// Any NATS client can publish an event: its reason must not
+			// act on the terminal.
+			fmt.Fprintln(w.e.stdio.Stderr, cli.Shown(line))
 		}
 	}
 }
