@@ -30,6 +30,11 @@ func isConnectStream(contentType []string) bool {
 	return len(contentType) > 0 && strings.HasPrefix(contentType[0], "application/connect+")
 }
 
+// isGRPCWeb tells a gRPC-Web request by its content type.
+func isGRPCWeb(contentType []string) bool {
+	return len(contentType) > 0 && strings.HasPrefix(strings.TrimSpace(contentType[0]), "application/grpc-web")
+}
+
 // grpcTimeout reads a gRPC client's deadline from its Grpc-Timeout header:
 // at most 8 digits and a unit (H, M, S, m, u, n), as gRPC's HTTP/2 mapping
 // has it. ok is false for a missing or malformed value, which the gateway
@@ -74,12 +79,18 @@ func clientDeadline(h http.Header, grpc bool) (time.Duration, bool) {
 	if grpc {
 		return grpcTimeout(h["Grpc-Timeout"])
 	}
-	v := h["Connect-Timeout-Ms"]
-	if len(v) == 0 || len(v[0]) > 10 {
-		return 0, false
+	if v := h["Connect-Timeout-Ms"]; len(v) > 0 {
+		if len(v[0]) > 10 {
+			return 0, false
+		}
+		ms, ok := digits(v[0])
+		return time.Duration(ms) * time.Millisecond, ok
 	}
-	ms, ok := digits(v[0])
-	return time.Duration(ms) * time.Millisecond, ok
+	// gRPC-Web sends gRPC's header, over HTTP/1.1 too.
+	if v := h["Grpc-Timeout"]; len(v) > 0 && isGRPCWeb(h["Content-Type"]) {
+		return grpcTimeout(v)
+	}
+	return 0, false
 }
 
 // digits reads a number of at most 18 decimal digits, no sign: what both
@@ -179,10 +190,13 @@ const (
 // the content type of an error response to it: the request's, without its
 // parameters, which the client checks against the codec it asked for.
 func rpcOf(r *http.Request) (rpcKind, string) {
+	if r == nil {
+		return rpcNone, ""
+	}
 	if ct := r.Header["Content-Type"]; len(ct) > 0 {
 		base, _, _ := strings.Cut(ct[0], ";")
 		base = strings.TrimSpace(base)
-		if strings.HasPrefix(base, "application/grpc-web") {
+		if isGRPCWeb(ct) {
 			return rpcGRPCWeb, base
 		}
 		if isConnectStream(ct) {

@@ -35,9 +35,11 @@ type exchange struct {
 	status int
 	in     int64
 	out    int64
-	grpc   bool    // the client speaks gRPC: errors go out as gRPC statuses
-	rpc    rpcKind // or Connect or gRPC-Web, whose errors go out as theirs
-	rpcCT  string  // the content type such an error goes out under
+	grpc   bool // the client speaks gRPC: errors go out as gRPC statuses
+	// req is the request, whose RPC protocol (Connect, gRPC-Web) fail
+	// reads only when the gateway answers itself: told on every request,
+	// it cost the request path the lookups for an error that rarely comes.
+	req *http.Request
 	// timeout bounds the exchange: the route's, or a gRPC or Connect
 	// client's deadline when that is shorter.
 	timeout time.Duration
@@ -60,7 +62,7 @@ func (ex *exchange) reset() {
 	ex.msg = nats.Msg{}
 	ex.status, ex.in, ex.out = 0, 0, 0
 	ex.grpc, ex.lost, ex.timeout = false, nil, 0
-	ex.rpc, ex.rpcCT = rpcNone, ""
+	ex.req = nil
 	ex.hasBody, ex.bounded = false, false
 }
 
@@ -114,9 +116,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.vals[0] = rid
 	ex.grpc = isGRPC(r.Header["Content-Type"])
-	if !ex.grpc {
-		ex.rpc, ex.rpcCT = rpcOf(r)
-	}
+	ex.req = r
 	ex.hasBody = r.Body != nil && r.Body != http.NoBody
 	// Not backed by ex.vals: the server may write these headers after the
 	// exchange went back to the pool.
@@ -228,7 +228,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A gRPC (gRPC-Web) or Connect client gives up at its deadline, which the
 	// service must then know: a responder in another language reads only
 	// Narun-Timeout.
-	if d, ok := clientDeadline(r.Header, ex.grpc || ex.rpc == rpcGRPCWeb); ok && d < ex.timeout {
+	if d, ok := clientDeadline(r.Header, ex.grpc); ok && d < ex.timeout {
 		ex.timeout = d
 	}
 	g.proxy(w, r, ex, rt, p, rid, start.Add(ex.timeout))
@@ -1431,8 +1431,8 @@ func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid s
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if ex.rpc != rpcNone {
-		ex.out += writeRPCError(w, ex.rpc, ex.rpcCT, code, msg+" (request id "+rid+")")
+	if kind, contentType := rpcOf(ex.req); kind != rpcNone {
+		ex.out += writeRPCError(w, kind, contentType, code, msg+" (request id "+rid+")")
 		return
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
