@@ -42,7 +42,7 @@ func versionMain(_ context.Context, stdio cli.IO, args []string) error {
 	if *asJSON {
 		return json.NewEncoder(stdio.Stdout).Encode(info)
 	}
-	_, err := fmt.Fprintf(stdio.Stdout, "narun %s (commit %s) %s %s/%s\n", info.Version, info.Commit, info.GoVersion, info.OS, info.Arch)
+	_, err := fmt.Fprintln(stdio.Stdout, info)
 	return err
 }
 

@@ -24,10 +24,11 @@ import (
 func appCommand(stdio cli.IO) *ucli.Command {
 	return &ucli.Command{
 		Name:  "app",
-		Usage: "list, inspect, delete, restart and roll back deployed apps",
+		Usage: "list, inspect, follow, delete, restart and roll back deployed apps",
 		Subcommands: []*ucli.Command{
 			{Name: "list", Aliases: []string{"ls"}, Usage: "deployed apps and their instances", Flags: []ucli.Flag{jsonFlag()}, Action: action(stdio, true, appList)},
 			{Name: "status", Usage: "instances of an app on every node", ArgsUsage: "NAME", Flags: []ucli.Flag{jsonFlag()}, Action: appAction(stdio, appStatus)},
+			appEventsCommand(stdio),
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "stop an app everywhere and remove its spec and routes", ArgsUsage: "NAME", Flags: []ucli.Flag{
 				&ucli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every instance of the app has stopped"},
 				&ucli.DurationFlag{Name: flagTimeout, Value: 2 * time.Minute, Usage: "how long --wait waits for the instances to stop (only with --wait)"},

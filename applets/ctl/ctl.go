@@ -146,6 +146,7 @@ func newApp(stdio cli.IO, name string) *ucli.App {
 		routeCommand(stdio),
 		signingCommand(stdio),
 		completionCommand(stdio),
+		versionCommand(stdio),
 	}
 	usage, wants := app.OnUsageError, flagWants(app.Flags, app.Commands)
 	app.OnUsageError = func(c *ucli.Context, err error, sub bool) error {

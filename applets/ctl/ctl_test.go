@@ -1593,7 +1593,7 @@ func TestGroupWithoutCommand(t *testing.T) {
 		t.Errorf("only %d command groups found: %v", len(groups), groups)
 	}
 	r := h.fails(2, "", "app", "lst")
-	if !strings.Contains(r.err, `unknown command "lst" after app: want one of list, status, delete, restart`) {
+	if !strings.Contains(r.err, `unknown command "lst" after app: want one of list, status, events, delete, restart`) {
 		t.Errorf("app lst: %s", r.err)
 	}
 	for _, help := range [][]string{{"app", "--help"}, {"secret", "-h"}, {"--help"}, {"help", "node"}} {
@@ -1839,15 +1839,17 @@ func logsConsumers(t *testing.T, h *harness) func() int {
 	}
 }
 
-// following is a run of ctl logs -f under way, and what it printed.
+// following is a run of a ctl command that follows (logs -f, app
+// events) under way, and what it printed.
 type following struct {
 	out, errs testutil.LogBuffer
 	cmd       *exec.Cmd
 	done      chan error
 }
 
-// follow starts ctl with args, a logs -f, against the server at url, as a
-// process of its own, as run does: in-process runs could not overlap.
+// follow starts ctl with args, a command that follows, against the server
+// at url, as a process of its own, as run does: in-process runs could not
+// overlap.
 func (h *harness) follow(url string, args ...string) *following {
 	h.t.Helper()
 	f := &following{done: make(chan error, 1)}
@@ -1873,10 +1875,10 @@ func (f *following) stop(t *testing.T) {
 	select {
 	case err := <-f.done:
 		if err != nil {
-			t.Fatalf("logs -f ended with %v; stderr:\n%s", err, f.errs.String())
+			t.Fatalf("ctl %q ended with %v; stderr:\n%s", f.cmd.Args[6:], err, f.errs.String())
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("logs -f did not stop when cancelled")
+		t.Fatalf("ctl %q did not stop when interrupted", f.cmd.Args[6:])
 	}
 }
 

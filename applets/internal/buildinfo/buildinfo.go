@@ -2,6 +2,7 @@
 package buildinfo
 
 import (
+	"fmt"
 	"runtime"
 	"runtime/debug"
 )
@@ -43,4 +44,9 @@ func Get() Info {
 		info.Commit = "unknown"
 	}
 	return info
+}
+
+// String is the line `narun version` prints.
+func (i Info) String() string {
+	return fmt.Sprintf("narun %s (commit %s) %s %s/%s", i.Version, i.Commit, i.GoVersion, i.OS, i.Arch)
 }

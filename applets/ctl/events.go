@@ -1,0 +1,124 @@
+package ctl
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/narun/narun/applets/internal/cli"
+	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/state"
+)
+
+func appEventsCommand(stdio cli.IO) *ucli.Command {
+	return &ucli.Command{
+		Name: "events",
+		// NATS keeps none of them (core subjects, no stream): what
+		// happened before is in app status, the logs and each node's
+		// journal.
+		Usage:     "print the state changes of an app's instances (started, healthy, exited, stopped...) as they happen, until interrupted",
+		ArgsUsage: "NAME",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "node", Usage: "only this node"},
+			&ucli.BoolFlag{Name: flagJSON, Usage: "print each event as a line of JSON, for scripts"},
+		},
+		Action: appAction(stdio, appEvents, func(c *ucli.Context, _ string) error {
+			if node := c.String("node"); node != "" {
+				if err := spec.ValidName(node); err != nil {
+					return usagef("node %q: %v", node, err)
+				}
+			}
+			return nil
+		}),
+	}
+}
+
+// appEvents follows narun.events of app until ctx ends. Subscribed before
+// anything else is read, so that no change between the check for a typo
+// and the first event is missed.
+func appEvents(ctx context.Context, c *ucli.Context, e *env, app string) error {
+	node := c.String("node")
+	events := make(chan *nats.Msg, 1024)
+	sub, err := e.nc.ChanSubscribe(names.EventSubject(app, orStar(node)), events)
+	if err != nil {
+		return fmt.Errorf("subscribe to the events of %s: %w", app, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := e.nc.FlushTimeout(e.timeout); err != nil {
+		return fmt.Errorf("subscribe to the events of %s: %w", app, err)
+	}
+	// Following waits for an app about to be deployed, but a typo must
+	// not look like an app whose instances are steady.
+	if ok, err := e.deployed(ctx, app); err != nil {
+		return err
+	} else if !ok {
+		e.warnf("app %q is not deployed; waiting for its events", app)
+	}
+	asJSON := c.Bool(flagJSON)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-events:
+			if err := e.printEvent(m, asJSON); err != nil {
+				return fmt.Errorf("print the events of %s: %w", app, err)
+			}
+		case <-tick.C:
+			if e.nc.IsClosed() {
+				// Events go on without this ctl: a script must not take
+				// the end of the output for the end of the changes.
+				return fmt.Errorf("events of %s not followed: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), nats.ErrConnectionClosed))
+			}
+		}
+	}
+}
+
+// printEvent prints an event as one line. Any NATS client may publish on
+// the subject: what does not read as a runner's event is warned of, and no
+// field acts on the terminal.
+func (e *env) printEvent(m *nats.Msg, asJSON bool) error {
+	var ev state.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Time.IsZero() || ev.ID == "" {
+		e.warnf("skipped a message on %s that is not an instance event: %q", cli.Shown(m.Subject), clip(m.Data, 200))
+		return nil
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdio.Stdout).Encode(ev)
+	}
+	line := []string{ev.Time.Local().Format("2006-01-02T15:04:05.000"), cli.Shown(ev.Node) + "/" + cli.Shown(ev.ID), cli.Shown(string(ev.State))}
+	if ev.Reason != "" && ev.Reason != string(ev.State) {
+		line = append(line, "("+cli.Shown(ev.Reason)+")")
+	}
+	if ev.PID > 0 {
+		line = append(line, "pid", strconv.Itoa(ev.PID))
+	}
+	if ev.ExitCode != nil {
+		line = append(line, "exit code", strconv.Itoa(*ev.ExitCode))
+	}
+	if ev.Restarts > 0 {
+		line = append(line, "restarts", strconv.Itoa(ev.Restarts))
+	}
+	if ev.Version != "" {
+		line = append(line, "version", cli.Shown(ev.Version))
+	}
+	_, err := fmt.Fprintln(e.stdio.Stdout, strings.Join(line, " "))
+	return err
+}
+
+// clip is b cut to at most n bytes, for a message that quotes it.
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
