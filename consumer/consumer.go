@@ -399,7 +399,7 @@ type server struct {
 	// mu is taken before q.mu where both are held (cancel), never after:
 	// the other way round would deadlock.
 	mu       sync.Mutex
-	inflight map[string]context.CancelFunc
+	inflight map[string]running
 	stats    micro.EndpointStats
 }
 
@@ -410,7 +410,7 @@ func newServer(nc *nats.Conn, cfg Config, h http.Handler) *server {
 		h:        h,
 		id:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
 		started:  time.Now().UTC(),
-		inflight: make(map[string]context.CancelFunc),
+		inflight: make(map[string]running),
 		stats:    micro.EndpointStats{Name: endpointName, Subject: cfg.Subject, QueueGroup: cfg.QueueGroup},
 	}
 	s.base, s.endBase = context.WithCancelCause(context.Background())
@@ -456,6 +456,7 @@ func (s *server) run(ctx context.Context) error {
 		return s.failed(fmt.Errorf("subscribe to %s: %w", CancelSubject(s.cfg.Subject), err))
 	}
 	subs = append(subs, cancelSub)
+	defer s.startKeepAlive()()
 	// The request subscription comes before the discovery verbs: whoever
 	// takes a ping's answer for "serving" (the runner's readiness check, so
 	// ctl's --wait) then finds the request subject taken too, as the server
@@ -649,7 +650,7 @@ func (s *server) cancel(m *nats.Msg) {
 	// the lookup and the queue's keeping of the cancel would look for a
 	// kept cancel too soon, and its handler would run to its deadline.
 	s.mu.Lock()
-	c := s.inflight[reply]
+	c := s.inflight[reply].cancel
 	dropped := c == nil && s.q.cancel(reply, time.Now())
 	s.mu.Unlock()
 	if c != nil {

@@ -286,8 +286,11 @@ func (s *server) serve(j job) {
 		s.record(time.Since(start), "timed out waiting for a worker")
 		return
 	}
+	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), window: window, head: r.Method == http.MethodHead}
+	w.chunk = w.frameSize()
+	w.live.sent(start)
 	s.mu.Lock()
-	s.inflight[reply] = cancel
+	s.inflight[reply] = running{cancel: cancel, w: w}
 	s.mu.Unlock()
 	// A cancel that came after the queue let go of the request and
 	// before it was registered above was kept: take it now.
@@ -299,8 +302,6 @@ func (s *server) serve(j job) {
 		s.record(time.Since(start), "cancelled before its handler started")
 		return
 	}
-	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), window: window, head: r.Method == http.MethodHead}
-	w.chunk = w.frameSize()
 	// Deferred, and the text set before run, for a handler that calls
 	// runtime.Goexit: run then never returns.
 	errText := errGoexit
@@ -376,6 +377,8 @@ type responseWriter struct {
 	ackedSizes   [ackWindow]int
 	oldest       int
 	err          error
+	// live is what keepAlive reads to tell a quiet exchange.
+	live liveness
 	// head is set for a HEAD request: the body is counted, not sent, as
 	// net/http's server does, and headLen is its length.
 	head    bool
@@ -671,6 +674,7 @@ func suppress(h nats.Header) {
 // is a frame that the gateway acks once written to the client.
 func (w *responseWriter) startStream() {
 	w.acks = make(chan *nats.Msg, ackWindow+1)
+	w.live.acks.Store(&w.acks)
 	// The connection's own inbox prefix: an account may allow its
 	// users to subscribe under theirs only (nats.CustomInboxPrefix).
 	sub, err := w.s.nc.ChanSubscribe(w.s.nc.NewInbox(), w.acks)
@@ -688,6 +692,7 @@ func (w *responseWriter) startStream() {
 		n = max(0, min(n, mp-headerSize(m.Header)))
 	}
 	m.Data = w.buf[:n]
+	w.live.sent(time.Now())
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response head: %w", err)
 		w.s.asyncErr(fmt.Errorf("reply to %s: %w", w.reply, err))
@@ -742,6 +747,7 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 		select {
 		case a := <-w.acks:
 			w.unacked--
+			w.live.unacked.Add(-1)
 			w.unackedBytes -= w.ackedSizes[w.oldest]
 			w.oldest = (w.oldest + 1) % ackWindow
 			if a.Header.Get(HeaderFrame) != FrameAck {
@@ -764,8 +770,10 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 		m.Reply = w.ackSub.Subject
 		w.ackedSizes[(w.oldest+w.unacked)%ackWindow] = len(data)
 		w.unacked++
+		w.live.unacked.Add(1)
 		w.unackedBytes += len(data)
 	}
+	w.live.sent(time.Now())
 	if err := w.s.nc.PublishMsg(m); err != nil {
 		w.err = fmt.Errorf("send response: %w", err)
 	}

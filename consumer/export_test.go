@@ -12,3 +12,11 @@ func SetPingInterval(t testing.TB, d time.Duration) {
 	pingInterval = d
 	t.Cleanup(func() { pingInterval = old })
 }
+
+// SetAliveEvery has the services started until t ends look for quiet
+// requests every d, which allows the gateway a silence of 5d.
+func SetAliveEvery(t testing.TB, d time.Duration) {
+	old := aliveEvery
+	aliveEvery = d
+	t.Cleanup(func() { aliveEvery = old })
+}

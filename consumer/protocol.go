@@ -42,6 +42,10 @@ const (
 	// HeaderFrame marks every message after the heads; absent, a message
 	// on the reply subject is the response head.
 	HeaderFrame = "Narun-Frame"
+	// HeaderAliveTimeout, on a FrameAlive, is how long in milliseconds
+	// the gateway may wait for the service's next message of the exchange
+	// before it takes the service for gone.
+	HeaderAliveTimeout = "Narun-Alive-Timeout"
 )
 
 // Values of HeaderBody and HeaderFrame.
@@ -56,6 +60,11 @@ const (
 	// FrameInterim is an interim (1xx) response, 103 Early Hints say, sent
 	// before the response head with its status in HeaderStatus.
 	FrameInterim = "interim"
+	// FrameAlive says that the service still works on the request. Sent
+	// after a silence, it lets the gateway give up on an instance that
+	// died mid-request (HeaderAliveTimeout) where NATS tells nothing and
+	// the client would wait until the route's timeout.
+	FrameAlive = "alive"
 )
 
 // Micro error headers, as written by nats.go/micro and any NATS Micro

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -593,7 +594,16 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	// net/http would end the stream as if it were whole, a response HTTP
 	// calls malformed (RFC 9113 8.1.1) and some clients take as complete.
 	declared := int64(-1)
+	// alive bounds the silence of a service that sent an alive frame, from
+	// the end of what the gateway did with its last message: an instance
+	// killed mid-request sends no end, and NATS says nothing of it.
+	var alive *time.Timer
+	var aliveC <-chan time.Time
+	var aliveFor time.Duration
 	for {
+		if alive != nil {
+			alive.Reset(aliveFor)
+		}
 		var m *nats.Msg
 		var pullErr <-chan error
 		if pulls != nil {
@@ -676,6 +686,16 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 			return
 		case <-timer.C:
 			g.timedOut(w, r, ex, rt, wt, timed, headSeen, rid)
+			return
+		case <-aliveC:
+			g.cancel(rt, wt)
+			g.metrics.outcomes[outcomeError].Add(1)
+			why := "the service stopped answering: nothing from it for " + aliveFor.String() + " after it said it was still working"
+			if headSeen {
+				g.abortOrStatus(w, r, ex, rt, http.StatusBadGateway, why, rid, why)
+				return
+			}
+			g.failLogged(w, ex, rt, http.StatusBadGateway, why, "", rid)
 			return
 		}
 		if wt.overflow.Load() {
@@ -939,11 +959,37 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				g.clientGone(w, r, ex, rt, headSeen, rid)
 				return
 			}
+		case consumer.FrameAlive:
+			if d, ok := aliveTimeout(m.Header); ok {
+				aliveFor = d
+				if alive == nil {
+					alive = time.NewTimer(d)
+					aliveC = alive.C
+				}
+			}
 		default:
 			// Unknown frames are ignored so later protocol additions do not
 			// break older gateways.
 		}
 	}
+}
+
+// minAliveTimeout bounds the silence an alive frame may ask for from
+// below: the gateway's own scheduling under load must not end exchanges.
+const minAliveTimeout = time.Second
+
+// aliveTimeout reads an alive frame's HeaderAliveTimeout; one without a
+// number of milliseconds is ignored, as an unknown frame is.
+func aliveTimeout(h nats.Header) (time.Duration, bool) {
+	v := h[consumer.HeaderAliveTimeout]
+	if len(v) != 1 {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+		return 0, false
+	}
+	return max(time.Duration(ms)*time.Millisecond, minAliveTimeout), true
 }
 
 // interim relays an interim (1xx) response to the client, as net/http
