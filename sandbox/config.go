@@ -92,6 +92,11 @@ type Config struct {
 	// root; empty means CgroupParent/Hostname. It must lie under
 	// CgroupParent, so CleanStaleUnder can find it after a crash.
 	Cgroup string `json:"cgroup,omitempty"`
+	// Hidden are host files the app finds empty whatever it is granted:
+	// narun's configuration and keys, which a root app granted /etc, say,
+	// would read (NATS passwords, the secrets key), and with them log in
+	// as the runner or decrypt every app's secrets.
+	Hidden []string `json:"hidden,omitempty"`
 	// CgroupRoot overrides the detected cgroup v2 mount point, for tests
 	// on machines whose v2 hierarchy is not at /sys/fs/cgroup; empty detects.
 	CgroupRoot string `json:"cgroup_root,omitempty"`
@@ -285,6 +290,11 @@ func (c *Config) Validate() error {
 		}
 		if p.Access == "" || strings.Trim(p.Access, "rwx") != "" {
 			return bad("landlock path %q: access %q, want a combination of r, w, x", p.Path, p.Access)
+		}
+	}
+	for _, h := range c.Hidden {
+		if !filepath.IsAbs(h) {
+			return bad("hidden path %q is not absolute", h)
 		}
 	}
 	// (uid_t)-1 is no id: setuid refuses it, and chown leaves the owner

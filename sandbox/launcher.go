@@ -249,6 +249,9 @@ func setupMounts(cfg *Config) error {
 	if err := coverOwnerOnlyProc(cfg); err != nil {
 		return err
 	}
+	if err := hidePaths(cfg.Hidden); err != nil {
+		return err
+	}
 	if hasPreset(cfg, PresetTmp) {
 		tmp := filepath.Join(cfg.Dir, "tmp")
 		if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND, ""); err != nil {
@@ -295,15 +298,37 @@ func maskPaths(cfg *Config) error {
 		if err := unix.Lstat(path, &st); err != nil {
 			continue
 		}
-		var err error
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-			err = unix.Mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=0555")
-		} else {
-			err = unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
-		}
-		if err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := cover(path, &st); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("mask %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// cover mounts an empty read-only tmpfs on path, a directory as st says,
+// or /dev/null on it, a file.
+func cover(path string, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+		return unix.Mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=0555")
+	}
+	return unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
+}
+
+// hidePaths covers each of paths, Config.Hidden, as maskPaths covers its
+// own, but whatever the grants: a file with an empty one, a directory with
+// an empty read-only tmpfs. One that does not exist is left alone.
+func hidePaths(paths []string) error {
+	for _, path := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("hide %s: %w", path, err)
+		}
+		if err := cover(path, &st); err != nil {
+			return fmt.Errorf("hide %s: %w", path, err)
 		}
 	}
 	return nil

@@ -1728,6 +1728,8 @@ func TestValidate(t *testing.T) {
 		{"unknown preset", func(c *Config) { c.Landlock.Presets = []string{"gpu"} }, "preset"},
 		{"bad access", func(c *Config) { c.Landlock.Paths = []Path{{Path: "/x", Access: "rc"}} }, "access"},
 		{"relative path", func(c *Config) { c.Landlock.Paths = []Path{{Path: "x", Access: "r"}} }, "not absolute"},
+		{"relative hidden path", func(c *Config) { c.Hidden = []string{"narun.toml"} }, "hidden path \"narun.toml\" is not absolute"},
+		{"hidden paths", func(c *Config) { c.Hidden = []string{"/etc/narun/narun.toml", "/etc/narun"} }, ""},
 		{"cgroup escape", func(c *Config) { c.Cgroup = "narun/../system.slice" }, "cgroup"},
 		{"cgroup outside parent", func(c *Config) { c.Cgroup = "other/x" }, "cgroup"},
 		{"bridge without socket", func(c *Config) { c.Outbound = []Bridge{{Port: 4222}} }, "bridge"},

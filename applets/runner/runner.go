@@ -64,7 +64,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return fmt.Errorf("connect to nats %s: %w", cli.RedactURLs(rc.NATSURL), cli.RedactError(err))
 		}
 		defer nc.Close()
-		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log})
+		r, err := runner.New(runner.Options{Config: rc, DataDir: cfg.DataDir, Conn: nc, Logger: log, Hidden: cfg.PrivateFiles()})
 		if err != nil {
 			return err
 		}

@@ -260,7 +260,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 			return err
 		}
 		rn, err := runner.New(runner.Options{Config: cfg.Runner, DataDir: cfg.DataDir, Conn: runnerConn, AppNATSURL: srv.ClientURL(), Logger: log.With("part", "runner"),
-			SigningKeyFile: nodeKeyFile})
+			SigningKeyFile: nodeKeyFile, Hidden: cfg.PrivateFiles()})
 		if err != nil {
 			return err
 		}

@@ -76,6 +76,10 @@ type Options struct {
 	// heartbeat names for narun ctl on the same machine; "" when narun up
 	// does not sign with a node key.
 	SigningKeyFile string
+	// Hidden are the files of narun on this node that a sandboxed app
+	// finds empty whatever it is granted (config.File.PrivateFiles: the
+	// configuration, keys and credentials); SigningKeyFile is too.
+	Hidden []string
 }
 
 // Runner is the node agent. Create it with New, then call Run once.

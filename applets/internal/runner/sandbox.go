@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,6 +234,10 @@ func (r *Runner) sandboxConfig(inst InstanceLaunch) (sandbox.Config, error) {
 		},
 		Resources: cgroupLimits(sp),
 		Cgroup:    r.instanceCgroup(inst),
+		Hidden:    r.opts.Hidden,
+	}
+	if r.opts.SigningKeyFile != "" {
+		cfg.Hidden = append(slices.Clone(cfg.Hidden), r.opts.SigningKeyFile)
 	}
 	for _, p := range sp.Sandbox.Paths {
 		if root {

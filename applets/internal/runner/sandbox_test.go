@@ -615,3 +615,35 @@ func TestSandboxRootGrantOfTheDataDirRefused(t *testing.T) {
 		t.Errorf("instance %+v: want failed at once, naming signing.key", in)
 	}
 }
+
+// A root app granted a directory that holds narun's own files finds those
+// empty, and the rest of the directory as it is: granted /etc, it read
+// narun.toml's NATS passwords and the secrets key beside it, with which it
+// could log in as the runner or decrypt every app's secrets. The node's
+// signing key is hidden with them.
+func TestSandboxHidesNarunsFiles(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	etc := sandboxDataDir(t)
+	conf, key, other := filepath.Join(etc, "narun.toml"), filepath.Join(etc, "signing.key"), filepath.Join(etc, "app.conf")
+	for file, content := range map[string]string{conf: "[nats]\npassword = \"s3cret\"\n", key: "SUAKEY", other: "visible"} {
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := startSandboxRunner(t, c, func(o *Options) {
+		o.Hidden = []string{conf, filepath.Join(etc, "missing.key")}
+		o.SigningKeyFile = key
+	})
+	for app, file := range map[string]string{"conf": conf, "key": key, "other": other} {
+		c.deploy(t, app, "1.0.0", probeBin, fmt.Sprintf("mode = \"sandbox\"\nargs = [\"cat\", %q]\n[sandbox]\nuser = \"root\"\n[[sandbox.paths]]\npath = %q\nmode = \"r\"\n", file, etc))
+	}
+	for app, want := range map[string]string{"conf": `cat "" mode 666`, "key": `cat "" mode 666`, "other": `cat "visible" mode 600`} {
+		testutil.Eventually(t, 20*time.Second, app+" as the sandboxed app reads it", func() bool {
+			return slices.Contains(tr.lines(app), want)
+		})
+	}
+	if b, err := os.ReadFile(conf); err != nil || !strings.Contains(string(b), "s3cret") {
+		t.Errorf("the host's %s reads %q (%v) after the app ran", conf, b, err)
+	}
+}
