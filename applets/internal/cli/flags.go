@@ -922,7 +922,7 @@ func serve(ctx context.Context, c *ucli.Context, cfg config.File, log *slog.Logg
 	defer signal.Stop(again)
 	stopping := sync.OnceFunc(func() {
 		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
-		if err := sdnotify.Send(sdnotify.Stopping); err != nil {
+		if err := sdnotify.AnnounceStop(); err != nil {
 			log.Warn("service manager not told of the stop", "err", err)
 		}
 	})

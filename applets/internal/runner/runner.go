@@ -430,7 +430,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// systemd kills narun, and the apps with it, once TimeoutStopSec is
 	// over: an app whose stop_timeout is longer asks for its time.
 	if longest := r.longestStop(); longest > 0 {
-		if err := sdnotify.Send(sdnotify.Extend(longest + stopMargin)); err != nil {
+		if err := sdnotify.ExtendStop(longest + stopMargin); err != nil {
 			r.log.Warn("service manager not asked for the time the instances may take to stop", "stop_timeout", longest, "err", err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -41,6 +42,30 @@ func WatchdogInterval() time.Duration {
 // it never shortens them.
 func Extend(d time.Duration) string {
 	return fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())
+}
+
+// stop is the process's one Stopping notice.
+var stop struct {
+	once sync.Once
+	err  error
+}
+
+// AnnounceStop sends Stopping, once per process whoever calls it first,
+// and returns once it has gone out.
+func AnnounceStop() error {
+	stop.once.Do(func() { stop.err = Send(Stopping) })
+	return stop.err
+}
+
+// ExtendStop asks for d more for the stop under way, after Stopping:
+// systemd applies an extension to the state it believes the service is
+// in, and one that came first, from another goroutine of the stop,
+// extended the running service's time instead of TimeoutStopSec.
+func ExtendStop(d time.Duration) error {
+	if err := AnnounceStop(); err != nil {
+		return err
+	}
+	return Send(Extend(d))
 }
 
 // Send writes state to the socket the service manager named in

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -89,5 +90,29 @@ func TestWatchdogInterval(t *testing.T) {
 		if got := WatchdogInterval(); got != tc.want {
 			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: %s, want %s", tc.usec, tc.pid, got, tc.want)
 		}
+	}
+}
+
+// A stop's extension goes out after Stopping, which goes out once, from
+// whichever part of a stop comes first: before it, systemd would extend
+// the running service's time, not TimeoutStopSec.
+func TestExtendStopFollowsStopping(t *testing.T) {
+	conn := listen(t, filepath.Join(t.TempDir(), "notify"))
+	t.Setenv("NOTIFY_SOCKET", conn.LocalAddr().String())
+	if err := ExtendStop(90 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := AnnounceStop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Send(Ready); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 {
+		got = append(got, receive(t, conn))
+	}
+	if want := []string{Stopping, "EXTEND_TIMEOUT_USEC=90000000", Ready}; !slices.Equal(got, want) {
+		t.Errorf("sent %q, want %q", got, want)
 	}
 }
