@@ -874,14 +874,16 @@ func (l *launcher) startApp() (int, error) {
 	// LauncherMain locked this goroutine to its thread: the one that
 	// forks, so the one moved into the app's cgroups.
 	var p *os.Process
-	err := forkInto(l.appV1, l.homeV1, func() (err error) {
-		p, err = os.StartProcess(cfg.Binary, args, &os.ProcAttr{
-			Dir:   cfg.Dir,
-			Env:   env,
-			Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-			Sys:   sys,
+	err := forkInto(l.appV1, l.homeV1, func() error {
+		return retryBusy(func() (err error) {
+			p, err = os.StartProcess(cfg.Binary, args, &os.ProcAttr{
+				Dir:   cfg.Dir,
+				Env:   env,
+				Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+				Sys:   sys,
+			})
+			return err
 		})
-		return err
 	})
 	for _, f := range append(l.appV1, l.homeV1...) {
 		f.Close()

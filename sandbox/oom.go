@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -109,11 +110,32 @@ func ExecAppMain(args []string) {
 	// AppOOMScoreAdj makes this a lowering, which needs CAP_SYS_RESOURCE,
 	// and the app then keeps the runner's higher score.
 	_ = raiseOOMScore("/proc/self/oom_score_adj")
-	err = syscall.Exec(args[2], args[3:], os.Environ())
+	err = retryBusy(func() error { return syscall.Exec(args[2], args[3:], os.Environ()) })
 	errno := syscall.EINVAL
 	errors.As(err, &errno)
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], uint32(errno))
 	_, _ = unix.Write(fd, b[:])
 	os.Exit(127)
+}
+
+// busyFor bounds how long an exec that fails with ETXTBSY is tried again.
+const busyFor = 2 * time.Second
+
+// retryBusy runs exec, a start of a program, again while it fails with
+// ETXTBSY, up to busyFor. The kernel refuses to run a file that any
+// process holds open for writing: one the runner has just written to its
+// binary cache is also open, for a moment, in each child another of its
+// goroutines forked meanwhile, until that child's own exec closes it
+// (golang.org/issue/22315). The instance then failed its start with
+// "text file busy".
+func retryBusy(exec func() error) error {
+	deadline := time.Now().Add(busyFor)
+	for {
+		err := exec()
+		if !errors.Is(err, syscall.ETXTBSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -2935,6 +2935,46 @@ func TestStartApp(t *testing.T) {
 			t.Fatalf("the app's parent-death signal is %q (%v), want %d", out.String(), err, syscall.SIGKILL)
 		}
 	})
+	// A binary still open for writing somewhere (in a child that another
+	// goroutine forked while the runner wrote it to its cache) cannot be
+	// run for that moment: the start waits for it rather than fail with
+	// "text file busy".
+	t.Run("busy binary", func(t *testing.T) {
+		cat, err := exec.LookPath("cat")
+		if err != nil {
+			t.Skip("no cat to copy")
+		}
+		content, err := os.ReadFile(cat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(t.TempDir(), "cat")
+		w, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if _, err := w.Write(content); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "/proc/self/comm")
+		var out strings.Builder
+		cmd.Stdout = &out
+		started := make(chan error, 1)
+		go func() { started <- StartApp(cmd, cmd.Start) }()
+		// Held open for a moment after the start began, as a forked
+		// child holds it until its own exec.
+		time.Sleep(100 * time.Millisecond)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-started; err != nil {
+			t.Fatalf("start of a binary open for writing for 100 ms: %v", err)
+		}
+		if err := cmd.Wait(); err != nil || strings.TrimSpace(out.String()) != "cat" {
+			t.Fatalf("the app printed %q (%v), want cat", out.String(), err)
+		}
+	})
 	t.Run("failed exec", func(t *testing.T) {
 		missing := filepath.Join(t.TempDir(), "missing")
 		direct := exec.Command(missing).Start()
