@@ -34,9 +34,9 @@ type liveness struct {
 	// lastSent is when the exchange last sent the gateway a message, in
 	// Unix nanoseconds.
 	lastSent atomic.Int64
-	// unacked mirrors the responseWriter's count of data frames that
-	// await their ack, and acks the channel they arrive on once the
-	// response streams.
+	// unacked counts the data frames that await their ack, which the
+	// responseWriter's writes wait for too, and acks is the channel they
+	// arrive on once the response streams.
 	unacked atomic.Int32
 	acks    atomic.Pointer[chan *nats.Msg]
 }

@@ -367,7 +367,6 @@ type responseWriter struct {
 	buf         []byte
 	acks        chan *nats.Msg
 	ackSub      *nats.Subscription
-	unacked     int
 	chunk       int
 	// window is the request's response window; unackedBytes is
 	// the body in the data frames not acked yet, whose sizes ackedSizes
@@ -377,7 +376,8 @@ type responseWriter struct {
 	ackedSizes   [ackWindow]int
 	oldest       int
 	err          error
-	// live is what keepAlive reads to tell a quiet exchange.
+	// live is what keepAlive reads to tell a quiet exchange, the count of
+	// data frames not acked yet among it.
 	live liveness
 	// head is set for a HEAD request: the body is counted, not sent, as
 	// net/http's server does, and headLen is its length.
@@ -742,11 +742,13 @@ func (w *responseWriter) frameSize() int {
 	return min(w.s.chunkSize(), max(w.window/ackWindow, 1))
 }
 
+// unacked is how many data frames await their ack.
+func (w *responseWriter) unacked() int { return int(w.live.unacked.Load()) }
+
 func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Header) {
-	for w.err == nil && (w.unacked >= ackWindow || kind == FrameData && w.unacked > 0 && w.unackedBytes+len(data) > w.window) {
+	for w.err == nil && (w.unacked() >= ackWindow || kind == FrameData && w.unacked() > 0 && w.unackedBytes+len(data) > w.window) {
 		select {
 		case a := <-w.acks:
-			w.unacked--
 			w.live.unacked.Add(-1)
 			w.unackedBytes -= w.ackedSizes[w.oldest]
 			w.oldest = (w.oldest + 1) % ackWindow
@@ -768,8 +770,7 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 	m := &nats.Msg{Subject: w.reply, Header: h, Data: data}
 	if kind == FrameData {
 		m.Reply = w.ackSub.Subject
-		w.ackedSizes[(w.oldest+w.unacked)%ackWindow] = len(data)
-		w.unacked++
+		w.ackedSizes[(w.oldest+w.unacked())%ackWindow] = len(data)
 		w.live.unacked.Add(1)
 		w.unackedBytes += len(data)
 	}
