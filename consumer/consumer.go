@@ -2,6 +2,9 @@
 // narun gateway: each HTTP request arrives as a NATS request (see
 // docs/PROTOCOL.md) and is handed to the handler as a real *http.Request.
 //
+// Transport is the other side: an http.RoundTripper with which an app calls
+// another app's service over NATS, as the gateway would.
+//
 // gRPC services are served the same way: a *grpc.Server from grpc-go is an
 // http.Handler for the HTTP/2 requests the gateway forwards from gRPC
 // clients, so ListenAndServe(ctx, cfg, grpcServer) serves unary and

@@ -160,3 +160,50 @@ func ExampleIsReservedSubject() {
 	// _INBOX.x true
 	// _NARUN.cancel.hello true
 }
+
+// One app calls another's service over NATS, as the gateway would: the
+// URL's host is the service's subject. A sandboxed app reaches it with no
+// network but its NATS connection.
+func ExampleTransport() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	srv, err := embednats.Start(embednats.Config{DataDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown()
+	svcConn, _ := srv.Connect()
+	defer svcConn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- consumer.Serve(ctx, svcConn, consumer.Config{Name: "greeter"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "Hello, %s! (request %s)", r.URL.Query().Get("name"), r.Header.Get("X-Request-Id"))
+		}))
+	}()
+	nc, _ := srv.Connect()
+	defer nc.Close()
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+
+	req, _ := http.NewRequest(http.MethodGet, "http://greeter/greet?name=Ada", nil)
+	// The id of the request being served, so that one id names the chain.
+	req.Header.Set("X-Request-Id", "r-1")
+	resp, err := client.Do(req)
+	// Until Serve has subscribed, nobody answers.
+	for errors.Is(err, consumer.ErrNoService) {
+		time.Sleep(10 * time.Millisecond)
+		resp, err = client.Do(req)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(resp.Status)
+	fmt.Println(string(body))
+	cancel()
+	<-done
+	// Output:
+	// 200 OK
+	// Hello, Ada! (request r-1)
+}

@@ -1,0 +1,602 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Transport is an http.RoundTripper that sends each request to a narun
+// service over NATS, speaking the protocol the gateway speaks
+// (docs/PROTOCOL.md): the request's URL host is the service's subject, its
+// path and query are what the service's handler sees. So one app calls
+// another as the gateway would, without passing through it, also from a
+// sandbox whose only way out is NATS:
+//
+//	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+//	resp, err := client.Get("http://hello/greet?lang=en")
+//
+// sends GET /greet?lang=en to the service on subject hello. Request bodies
+// of any size travel (in chunks, as the service pulls them), responses are
+// read as the service streams them, with the flow control of the protocol,
+// and a response body closed early, or a request whose context ends,
+// cancels the service's handler.
+//
+// What the gateway turns into an HTTP status is an error here, as a
+// connection refused is for net/http's Transport: ErrNoService when no
+// instance serves the subject, the context's error at its deadline, and
+// ErrBrokenReply for a reply that breaks the protocol. A service's NATS
+// Micro error (a handler's panic, say) is a response, with the error's code
+// as status when it is one of 400-599, else 502, and its text as body.
+//
+// The request's context bounds the whole exchange, reading the response
+// body included; without a deadline, Timeout does. Headers travel as
+// given, except hop-by-hop ones and those of the protocol and of NATS
+// (Narun-, Nats-): copy X-Request-Id and Traceparent from the request you
+// serve, so that one id and one trace name the whole chain.
+type Transport struct {
+	// Conn is the NATS connection requests go out on; a Transport shares
+	// it with whatever else uses it.
+	Conn *nats.Conn
+	// Timeout bounds an exchange whose request context has no deadline
+	// (default 30 s, the gateway's default route timeout).
+	Timeout time.Duration
+}
+
+var (
+	// ErrNoService is the error of a request to a subject no instance
+	// serves (the gateway's 503).
+	ErrNoService = errors.New("no instance of the service is running")
+	// ErrBrokenReply is the error of a reply that breaks the protocol (the
+	// gateway's 502).
+	ErrBrokenReply = errors.New("the service's reply breaks the narun protocol")
+	// ErrServiceGone is the error of an exchange whose service promised
+	// alive frames and then fell silent: killed mid-request, most likely.
+	ErrServiceGone = errors.New("the service stopped answering")
+)
+
+// clientQueue bounds the messages of one exchange waiting for the caller:
+// a service keeps at most 8 data frames unacknowledged, and sends no alive
+// frame while any is (PROTOCOL.md §3).
+const clientQueue = 32
+
+// RoundTrip sends req to the service named by its URL's host and returns
+// the service's response head; the body follows as the service sends it.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	if err != nil && req.Body != nil {
+		req.Body.Close()
+	}
+	return resp, err
+}
+
+func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
+	if t.Conn == nil {
+		return nil, errors.New("narun transport: no NATS connection (Transport.Conn)")
+	}
+	if req.URL == nil {
+		return nil, errors.New("narun transport: request without URL")
+	}
+	subject := req.URL.Hostname()
+	if err := checkCallSubject(subject); err != nil {
+		return nil, fmt.Errorf("narun transport: URL %q: %w", req.URL.Redacted(), err)
+	}
+	ctx, cancel := req.Context(), context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		timeout := t.Timeout
+		if timeout <= 0 {
+			timeout = defaultTimeout
+		}
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	x := &call{
+		nc:      t.Conn,
+		ctx:     ctx,
+		cancel:  cancel,
+		subject: subject,
+		inbox:   t.Conn.NewInbox(),
+		msgs:    make(chan *nats.Msg, clientQueue),
+		pulls:   make(chan *nats.Msg, clientQueue),
+		broken:  make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		x.body = req.Body
+	}
+	head, streamBody, err := x.requestHead(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if x.sub, err = t.Conn.Subscribe(x.inbox, x.route); err != nil {
+		cancel()
+		return nil, fmt.Errorf("narun transport: subscribe to the replies: %w", err)
+	}
+	if !streamBody {
+		if x.body != nil {
+			x.body.Close()
+		}
+		x.body = nil
+	}
+	go x.pump()
+	head.Header.Set(HeaderTimeout, strconv.FormatInt(max(time.Until(deadlineOf(ctx)).Milliseconds(), 0), 10))
+	if err := t.Conn.PublishMsg(head); err != nil {
+		x.finish(false)
+		return nil, fmt.Errorf("narun transport: send the request to %q: %w", subject, err)
+	}
+	resp, err := x.response(req)
+	if err != nil {
+		x.finish(!errors.Is(err, ErrNoService))
+		return nil, err
+	}
+	return resp, nil
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// checkCallSubject refuses a host that is no subject a service may serve:
+// a request there would go to the server's API or to another client's
+// replies, with the caller's login.
+func checkCallSubject(s string) error {
+	if s == "" {
+		return errors.New("no host: the URL's host is the service's subject (http://hello/path)")
+	}
+	if strings.ContainsAny(s, " \t\r\n*>") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return fmt.Errorf("host %q is no NATS subject", s)
+	}
+	if IsReservedSubject(s) {
+		return fmt.Errorf("host %q is a subject of NATS or narun, not of a service", s)
+	}
+	return nil
+}
+
+// call is one exchange: its request, the replies on its inbox and, for a
+// streamed request body, the pulls the service sends for it.
+type call struct {
+	nc      *nats.Conn
+	ctx     context.Context
+	cancel  context.CancelFunc
+	subject string
+	inbox   string
+	sub     *nats.Subscription
+	msgs    chan *nats.Msg
+	pulls   chan *nats.Msg
+	// broken is closed when a message found its queue full: the service
+	// sent more than the protocol lets it.
+	broken     chan struct{}
+	brokenOnce sync.Once
+	done       chan struct{}
+	finishOnce sync.Once
+	body       io.ReadCloser
+	// knownLength says that the body's length was given: it then travels
+	// in whole chunks, else in what each read gives.
+	knownLength bool
+	// silence is how long the service may stay quiet once it sent an
+	// alive frame; zero until then.
+	silence time.Duration
+}
+
+// hopHeaders are the headers of one connection, which a proxy does not
+// forward (RFC 9110 7.6.1), and those of a request's framing, which the
+// protocol carries its own way.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Trailer": true, "Host": true, "Content-Length": true,
+}
+
+// requestHead builds the request's first message. A body that fits in it
+// travels in it; a larger one, or one of unknown length, is pulled.
+func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err error) {
+	h := make(nats.Header, len(req.Header)+6)
+	for k, vs := range req.Header {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		if hopHeaders[ck] || notHTTP(ck) || len(vs) == 0 {
+			continue
+		}
+		if !validToken(ck) {
+			return nil, false, fmt.Errorf("narun transport: header name %q is no HTTP token", k)
+		}
+		h[ck] = append(h[ck], vs...)
+	}
+	for _, k := range strings.Split(strings.Join(req.Header.Values("Connection"), ","), ",") {
+		delete(h, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)))
+	}
+	// As the gateway does: it tells a handler that the caller takes
+	// trailers, which this transport always does.
+	if te := strings.ToLower(strings.Join(req.Header.Values("Te"), ",")); strings.Contains(te, "trailers") {
+		h.Set("Te", "trailers")
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	h.Set(HeaderMethod, method)
+	path := req.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	h.Set(HeaderPath, path)
+	if req.URL.RawQuery != "" || req.URL.ForceQuery {
+		h.Set(HeaderQuery, req.URL.RawQuery)
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	h.Set(HeaderHost, host)
+	if req.ContentLength > 0 {
+		h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
+	}
+	m = &nats.Msg{Subject: x.subject, Reply: x.inbox, Header: h}
+	if x.body == nil {
+		return m, false, nil
+	}
+	room := int64(chunkFor(x.nc.MaxPayload()) - headerSize(h))
+	if req.ContentLength > 0 && req.ContentLength <= room {
+		data := make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(x.body, data); err != nil {
+			return nil, false, fmt.Errorf("narun transport: read the request body: %w", err)
+		}
+		m.Data = data
+		return m, false, nil
+	}
+	h.Set(HeaderBody, BodyStream)
+	x.knownLength = req.ContentLength > 0
+	return m, true, nil
+}
+
+// route hands each message of the exchange on: pulls to the body's pump,
+// the rest to whoever reads the response. It never blocks nats.go's
+// delivery: a full queue means the service sent more than the protocol
+// allows.
+func (x *call) route(m *nats.Msg) {
+	q := x.msgs
+	if m.Header.Get(HeaderFrame) == FramePull {
+		q = x.pulls
+	}
+	select {
+	case q <- m:
+	default:
+		x.brokenOnce.Do(func() { close(x.broken) })
+	}
+}
+
+// pump answers the service's pulls with the request body, a chunk each;
+// without a body to stream, with an empty end, as the gateway does.
+func (x *call) pump() {
+	var buf []byte
+	eof := x.body == nil
+	if !eof {
+		buf = make([]byte, chunkFor(x.nc.MaxPayload()))
+	}
+	for {
+		var pull *nats.Msg
+		select {
+		case pull = <-x.pulls:
+		case <-x.done:
+			return
+		}
+		if pull.Reply == "" {
+			continue
+		}
+		answer := &nats.Msg{Subject: pull.Reply, Header: nats.Header{HeaderFrame: {FrameEnd}}}
+		if !eof {
+			chunk := buf[:chunkFor(x.nc.MaxPayload())]
+			var n int
+			var err error
+			if x.knownLength {
+				n, err = io.ReadFull(x.body, chunk)
+				if err == io.ErrUnexpectedEOF {
+					err = io.EOF
+				}
+			} else {
+				n, err = readSome(x.body, chunk)
+			}
+			switch {
+			case err == io.EOF:
+				eof = true
+			case err != nil:
+				answer.Header.Set(HeaderFrame, FrameCancel)
+				_ = x.nc.PublishMsg(answer)
+				return
+			default:
+				answer.Header.Set(HeaderFrame, FrameData)
+			}
+			answer.Data = buf[:n]
+		}
+		if err := x.nc.PublishMsg(answer); err != nil {
+			return
+		}
+	}
+}
+
+// readSome reads what the body has, at least a byte, or its end: a body of
+// unknown length reaches the service as it comes, as through the gateway.
+func readSome(r io.Reader, p []byte) (int, error) {
+	for {
+		n, err := r.Read(p)
+		if n > 0 || err != nil {
+			if err == io.EOF && n > 0 {
+				err = nil
+			}
+			return n, err
+		}
+	}
+}
+
+// next is the next message of the exchange for the response, bounded by
+// the request's context and, once the service sent an alive frame, by the
+// silence it allowed.
+func (x *call) next() (*nats.Msg, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var silent <-chan time.Time
+		if x.silence > 0 {
+			if timer == nil {
+				timer = time.NewTimer(x.silence)
+			} else {
+				timer.Reset(x.silence)
+			}
+			silent = timer.C
+		}
+		select {
+		case m := <-x.msgs:
+			if m.Header.Get(HeaderFrame) == FrameAlive {
+				if ms, err := strconv.ParseInt(m.Header.Get(HeaderAliveTimeout), 10, 64); err == nil {
+					x.silence = max(time.Duration(ms)*time.Millisecond, time.Second)
+				}
+				continue
+			}
+			return m, nil
+		case <-x.broken:
+			return nil, fmt.Errorf("%w: more messages than it may have in flight", ErrBrokenReply)
+		case <-silent:
+			return nil, fmt.Errorf("%w: nothing within the %v its alive frame allowed", ErrServiceGone, x.silence)
+		case <-x.ctx.Done():
+			return nil, fmt.Errorf("narun transport: waiting for %q: %w", x.subject, context.Cause(x.ctx))
+		case <-x.done:
+			return nil, fmt.Errorf("narun transport: %w", http.ErrBodyReadAfterClose)
+		}
+	}
+}
+
+// response waits for the response head and turns it into a response whose
+// body reads the frames that follow it.
+func (x *call) response(req *http.Request) (*http.Response, error) {
+	var m *nats.Msg
+	for {
+		var err error
+		if m, err = x.next(); err != nil {
+			return nil, err
+		}
+		if m.Header.Get(HeaderFrame) == "" {
+			break
+		}
+		if f := m.Header.Get(HeaderFrame); f != FrameInterim {
+			return nil, fmt.Errorf("%w: a %q frame before the response head", ErrBrokenReply, f)
+		}
+	}
+	resp := &http.Response{
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:  make(http.Header, len(m.Header)),
+		Request: req,
+	}
+	if code := m.Header.Get(HeaderServiceErrorCode); code != "" || m.Header.Get(HeaderServiceError) != "" {
+		resp.StatusCode = microStatus(code)
+		text := m.Header.Get(HeaderServiceError)
+		resp.Header.Set("Content-Type", "text/plain; charset=utf-8")
+		resp.ContentLength = int64(len(text))
+		resp.Body = io.NopCloser(strings.NewReader(text))
+		resp.Status = statusText(resp.StatusCode)
+		x.finish(false)
+		return resp, nil
+	}
+	if m.Header.Get("Status") == "503" && len(m.Data) == 0 && !hasProtocolHeader(m.Header) {
+		return nil, fmt.Errorf("narun transport: %q: %w", x.subject, ErrNoService)
+	}
+	resp.StatusCode = http.StatusOK
+	if s := m.Header.Get(HeaderStatus); s != "" {
+		code, err := strconv.Atoi(s)
+		if err != nil || code < 200 || code > 599 {
+			return nil, fmt.Errorf("%w: status %q", ErrBrokenReply, s)
+		}
+		resp.StatusCode = code
+	}
+	resp.Status = statusText(resp.StatusCode)
+	for k, vs := range m.Header {
+		if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] && k != "Status" && k != "Description" {
+			resp.Header[textproto.CanonicalMIMEHeaderKey(k)] = append(resp.Header[textproto.CanonicalMIMEHeaderKey(k)], vs...)
+		}
+	}
+	if t := m.Header.Values("Trailer"); len(t) > 0 {
+		resp.Trailer = make(http.Header)
+		for _, v := range t {
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					resp.Trailer[textproto.CanonicalMIMEHeaderKey(k)] = nil
+				}
+			}
+		}
+	}
+	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	streamed := m.Header.Get(HeaderBody) == BodyStream
+	switch {
+	case noBody:
+		resp.ContentLength = -1
+		if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && req.Method == http.MethodHead {
+			resp.ContentLength = cl
+		}
+		if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+			resp.ContentLength = 0
+		}
+		resp.Body = http.NoBody
+		x.finish(streamed)
+	case !streamed:
+		resp.ContentLength = int64(len(m.Data))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(m.Data)))
+		resp.Body = io.NopCloser(bytes.NewReader(m.Data))
+		x.finish(false)
+	default:
+		resp.ContentLength = -1
+		if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+			resp.ContentLength = cl
+			resp.Header.Set("Content-Length", strconv.FormatInt(cl, 10))
+		}
+		if resp.ContentLength >= 0 && int64(len(m.Data)) > resp.ContentLength {
+			return nil, fmt.Errorf("%w: a head with more body than the %d bytes it announced", ErrBrokenReply, resp.ContentLength)
+		}
+		resp.Body = &streamBody{x: x, buf: m.Data, read: int64(len(m.Data)), resp: resp}
+	}
+	return resp, nil
+}
+
+func statusText(code int) string {
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
+
+// microStatus is the HTTP status of a NATS Micro error code, as the
+// gateway gives it.
+func microStatus(code string) int {
+	if c, err := strconv.Atoi(code); err == nil && c >= 400 && c <= 599 {
+		return c
+	}
+	return http.StatusBadGateway
+}
+
+func hasProtocolHeader(h nats.Header) bool {
+	for k := range h {
+		if IsReserved(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// finish ends the exchange once: no more replies are taken, the pump
+// stops, and with cancelService the service is told to stop its handler.
+func (x *call) finish(cancelService bool) {
+	x.finishOnce.Do(func() {
+		if x.sub != nil {
+			_ = x.sub.Unsubscribe()
+		}
+		close(x.done)
+		if x.body != nil {
+			// Unblocks the pump's read of a body that would never end.
+			x.body.Close()
+		}
+		if cancelService {
+			_ = x.nc.Publish(CancelSubject(x.subject), []byte(x.inbox))
+		}
+		x.cancel()
+	})
+}
+
+// streamBody reads a streamed response: the head's payload, then each
+// data frame, acknowledged as it is taken so that the service sends more.
+type streamBody struct {
+	x    *call
+	resp *http.Response
+	buf  []byte
+	read int64
+	err  error
+	mu   sync.Mutex
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.buf) == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		b.err = b.nextFrame()
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+// nextFrame takes the next frame into buf, or says why there is none.
+func (b *streamBody) nextFrame() error {
+	m, err := b.x.next()
+	if err != nil {
+		b.x.finish(true)
+		return err
+	}
+	switch m.Header.Get(HeaderFrame) {
+	case FrameData:
+		if m.Reply != "" {
+			_ = b.x.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderFrame: {FrameAck}}})
+		}
+		return b.take(m.Data)
+	case FrameEnd:
+		if m.Header.Get(HeaderServiceErrorCode) != "" || m.Header.Get(HeaderServiceError) != "" {
+			b.x.finish(false)
+			return fmt.Errorf("narun transport: the service failed after its response began: %s (%w)", m.Header.Get(HeaderServiceError), io.ErrUnexpectedEOF)
+		}
+		if err := b.take(m.Data); err != nil {
+			return err
+		}
+		if b.resp.ContentLength >= 0 && b.read != b.resp.ContentLength {
+			b.x.finish(false)
+			return fmt.Errorf("%w: a body of %d bytes, %d announced (%w)", ErrBrokenReply, b.read, b.resp.ContentLength, io.ErrUnexpectedEOF)
+		}
+		for k, vs := range m.Header {
+			if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] {
+				if b.resp.Trailer == nil {
+					b.resp.Trailer = make(http.Header)
+				}
+				b.resp.Trailer[textproto.CanonicalMIMEHeaderKey(k)] = vs
+			}
+		}
+		b.x.finish(false)
+		return io.EOF
+	default:
+		b.x.finish(true)
+		return fmt.Errorf("%w: a %q frame in the response body", ErrBrokenReply, m.Header.Get(HeaderFrame))
+	}
+}
+
+// take adds a frame's payload, refusing one past the announced length.
+func (b *streamBody) take(data []byte) error {
+	b.read += int64(len(data))
+	if b.resp.ContentLength >= 0 && b.read > b.resp.ContentLength {
+		b.x.finish(true)
+		return fmt.Errorf("%w: more body than the %d bytes announced", ErrBrokenReply, b.resp.ContentLength)
+	}
+	b.buf = data
+	return nil
+}
+
+// Close ends the exchange; before the body's end, it tells the service to
+// stop.
+func (b *streamBody) Close() error {
+	// Before the lock: a Read blocked waiting for a frame holds it, and
+	// finish ends that wait.
+	b.x.finish(true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == nil || b.err == io.EOF {
+		b.err = fmt.Errorf("narun transport: %w", http.ErrBodyReadAfterClose)
+	}
+	return nil
+}

@@ -1,0 +1,383 @@
+package consumer_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// caller serves h as the service "svc" and returns a client that calls it
+// through a Transport on a connection of its own.
+func caller(t *testing.T, h http.Handler) (*http.Client, *nats.Conn) {
+	t.Helper()
+	_, nc, _ := start(t, consumer.Config{Name: "svc"}, h)
+	return &http.Client{Transport: &consumer.Transport{Conn: nc}}, nc
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read the response body: %v", err)
+	}
+	return string(b)
+}
+
+func TestTransportCarriesTheRequest(t *testing.T) {
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Seen", fmt.Sprintf("%s %s %s %q %s %s len=%d", r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Host, r.Header.Get("X-Request-Id"), r.Header.Values("X-Multi"), r.ContentLength))
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		w.WriteHeader(http.StatusCreated)
+		w.Write(body)
+	}))
+	req, _ := http.NewRequest(http.MethodPut, "http://svc/notes/a%2Fb?x=1&y=%20z", strings.NewReader("the body"))
+	req.Header.Set("X-Request-Id", "abc-1")
+	req.Header.Add("X-Multi", "one")
+	req.Header.Add("X-Multi", "two")
+	req.Header.Set("Narun-Status", "500")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "the body" {
+		t.Errorf("body %q, want the request's", got)
+	}
+	if resp.StatusCode != http.StatusCreated || resp.Status != "201 Created" {
+		t.Errorf("status %d %q, want 201", resp.StatusCode, resp.Status)
+	}
+	if want := `PUT /notes/a%2Fb x=1&y=%20z "svc" abc-1 [one two] len=8`; resp.Header.Get("X-Seen") != want {
+		t.Errorf("the handler saw %q, want %q", resp.Header.Get("X-Seen"), want)
+	}
+	if c := resp.Header.Values("Set-Cookie"); len(c) != 2 {
+		t.Errorf("Set-Cookie %q, want both", c)
+	}
+	for k := range resp.Header {
+		if consumer.IsReserved(k) || strings.HasPrefix(k, "Nats-") {
+			t.Errorf("protocol header %s in the response", k)
+		}
+	}
+	if resp.ContentLength != 8 {
+		t.Errorf("ContentLength %d, want 8", resp.ContentLength)
+	}
+}
+
+func TestTransportLargeBodiesBothWays(t *testing.T) {
+	download := make([]byte, 5<<20)
+	rand.Read(download)
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Write(download)
+			return
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	}))
+	upload := make([]byte, 3<<20)
+	rand.Read(upload)
+	sum := sha256.Sum256(upload)
+	want := fmt.Sprintf("%d %x", len(upload), sum)
+
+	resp, err := client.Post("http://svc/up", "application/octet-stream", bytes.NewReader(upload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != want {
+		t.Errorf("known length upload: service read %q, want %q", got, want)
+	}
+
+	// A body of unknown length reaches the service as it is written.
+	pr, pw := io.Pipe()
+	go func() {
+		for p := upload; len(p) > 0; p = p[min(len(p), 100000):] {
+			pw.Write(p[:min(len(p), 100000)])
+		}
+		pw.Close()
+	}()
+	resp, err = client.Post("http://svc/up", "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != want {
+		t.Errorf("unknown length upload: service read %q, want %q", got, want)
+	}
+
+	resp, err = client.Get("http://svc/down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, resp)
+	if sha256.Sum256([]byte(got)) != sha256.Sum256(download) {
+		t.Errorf("download of %d bytes differs (%d read)", len(download), len(got))
+	}
+}
+
+func TestTransportStreamsEventsAsFlushed(t *testing.T) {
+	next := make(chan struct{})
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Trailer", "X-Events")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case next <- struct{}{}:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("X-Events", "3")
+	}))
+	// After caller's: cleanups run last first, and the service's stop
+	// waits for the handler.
+	t.Cleanup(func() { close(next) })
+	resp, err := client.Get("http://svc/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, ok := resp.Trailer["X-Events"]; !ok {
+		t.Errorf("trailers announced %v, want X-Events", resp.Trailer)
+	}
+	buf := make([]byte, 64)
+	for i := range 3 {
+		// Each event arrives while the handler waits to write the next.
+		n, err := resp.Body.Read(buf)
+		if err != nil || string(buf[:n]) != fmt.Sprintf("data: %d\n\n", i) {
+			t.Fatalf("event %d: %q, %v", i, buf[:n], err)
+		}
+		<-next
+	}
+	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+		t.Fatalf("after the events: %q, %v", rest, err)
+	}
+	if resp.Trailer.Get("X-Events") != "3" {
+		t.Errorf("trailer X-Events %q, want 3", resp.Trailer.Get("X-Events"))
+	}
+}
+
+func TestTransportCancelsTheHandler(t *testing.T) {
+	started, ended := make(chan struct{}, 1), make(chan error, 1)
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.Write([]byte("first"))
+			w.(http.Flusher).Flush()
+		}
+		started <- struct{}{}
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+	}))
+
+	// The caller gives up before the handler answers.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-started
+		cancel()
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/slow", nil)
+	if _, err := client.Do(req); !errors.Is(err, context.Canceled) {
+		t.Errorf("a request cancelled: %v, want context.Canceled", err)
+	}
+	if !errors.Is(waitEnded(t, ended), context.Canceled) {
+		t.Error("the caller's cancel did not cancel the handler")
+	}
+
+	// The caller closes a streamed body before its end.
+	resp, err := client.Get("http://svc/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	buf := make([]byte, 16)
+	if n, err := resp.Body.Read(buf); err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("first part %q, %v", buf[:n], err)
+	}
+	resp.Body.Close()
+	if !errors.Is(waitEnded(t, ended), context.Canceled) {
+		t.Error("closing the body did not cancel the handler")
+	}
+	if _, err := resp.Body.Read(buf); !errors.Is(err, http.ErrBodyReadAfterClose) {
+		t.Errorf("read after close: %v", err)
+	}
+}
+
+func TestTransportDeadline(t *testing.T) {
+	release := make(chan struct{})
+	timeouts := make(chan string, 1)
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := r.Context().Deadline()
+		timeouts <- time.Until(d).Round(time.Minute).String()
+		<-release
+	}))
+	t.Cleanup(func() { close(release) })
+	client.Transport.(*consumer.Transport).Timeout = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/", nil)
+	if _, err := client.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("past the deadline: %v, want context.DeadlineExceeded", err)
+	}
+	if d := <-timeouts; d != "0s" {
+		t.Errorf("the handler's deadline was %s away, want the caller's", d)
+	}
+	// Without a deadline of the caller's, Timeout bounds the exchange.
+	go client.Get("http://svc/")
+	if d := <-timeouts; d != "1h0m0s" {
+		t.Errorf("the handler's deadline was %s away, want Timeout's hour", d)
+	}
+}
+
+func waitEnded(t *testing.T, ended <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ended:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still runs 10 s later")
+		return nil
+	}
+}
+
+// responder answers each request on subject with reply(request), as a
+// service written without this package would.
+func responder(t *testing.T, nc *nats.Conn, subject string, reply func(m *nats.Msg)) {
+	t.Helper()
+	sub, err := nc.Subscribe(subject, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTransportErrors(t *testing.T) {
+	srv := natstest.Start(t)
+	svc := natstest.Connect(t, srv)
+	nc := natstest.Connect(t, srv)
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc, Timeout: 20 * time.Second}}
+	answer := func(h nats.Header, data string) func(*nats.Msg) {
+		return func(m *nats.Msg) { svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: h, Data: []byte(data)}) }
+	}
+	responder(t, svc, "micro404", answer(nats.Header{consumer.HeaderServiceErrorCode: {"404"}, consumer.HeaderServiceError: {"no such note"}}, ""))
+	responder(t, svc, "micro200", answer(nats.Header{consumer.HeaderServiceErrorCode: {"200"}, consumer.HeaderServiceError: {"odd"}}, ""))
+	responder(t, svc, "badstatus", answer(nats.Header{consumer.HeaderStatus: {"abc"}}, ""))
+	responder(t, svc, "plain", answer(nil, "Hi"))
+	responder(t, svc, "early", answer(nats.Header{consumer.HeaderFrame: {consumer.FrameData}}, "x"))
+	// Says it is alive, allowing a second of silence, then dies.
+	responder(t, svc, "dies", answer(nats.Header{consumer.HeaderFrame: {consumer.FrameAlive}, consumer.HeaderAliveTimeout: {"1000"}}, ""))
+	responder(t, svc, "short", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}, "Content-Length": {"10"}}, Data: []byte("12345")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}}})
+	})
+	responder(t, svc, "failed", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}, consumer.HeaderServiceErrorCode: {"500"}, consumer.HeaderServiceError: {"disk full"}}})
+	})
+
+	for _, tc := range []struct {
+		url    string
+		status int
+		body   string
+		err    error
+		text   string
+	}{
+		{url: "http://nobody/", err: consumer.ErrNoService},
+		{url: "http://micro404/", status: 404, body: "no such note"},
+		{url: "http://micro200/", status: 502, body: "odd"},
+		{url: "http://plain/x", status: 200, body: "Hi"},
+		{url: "http://badstatus/", err: consumer.ErrBrokenReply, text: `status "abc"`},
+		{url: "http://early/", err: consumer.ErrBrokenReply, text: `"data" frame before the response head`},
+		{url: "http://dies/", err: consumer.ErrServiceGone},
+		{url: "http://short/", status: 200, err: consumer.ErrBrokenReply, text: "5 bytes, 10 announced"},
+		{url: "http://failed/", status: 200, err: io.ErrUnexpectedEOF, text: "disk full"},
+		{url: "http://$JS.API.INFO/", text: "subject of NATS or narun"},
+		{url: "http://_INBOX.abc/", text: "subject of NATS or narun"},
+		{url: "http:///path", text: "no host"},
+		{url: "http://a..b/", text: "no NATS subject"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			resp, err := client.Get(tc.url)
+			var body string
+			if err == nil {
+				defer resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+				}
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				body = string(b)
+			} else if tc.status != 0 {
+				t.Errorf("no response (%v), want %d", err, tc.status)
+			}
+			switch {
+			case tc.err == nil && tc.text == "":
+				if err != nil || body != tc.body {
+					t.Errorf("body %q, %v; want %q", body, err, tc.body)
+				}
+			case err == nil:
+				t.Errorf("no error, want %v %q", tc.err, tc.text)
+			case tc.err != nil && !errors.Is(err, tc.err), !strings.Contains(err.Error(), tc.text):
+				t.Errorf("error %v, want %v with %q", err, tc.err, tc.text)
+			}
+		})
+	}
+}
+
+// A service that pulls only part of a streamed body and answers ends the
+// exchange: the rest is not read, and the caller's body is closed.
+func TestTransportBodyLeftUnread(t *testing.T) {
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadFull(r.Body, make([]byte, 10))
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	}))
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pr.Close() })
+	writeErr := make(chan error, 1)
+	go func() {
+		// Stops once the transport closes the body it no longer needs.
+		for {
+			if _, err := pw.Write(make([]byte, 1000)); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}()
+	resp, err := client.Post("http://svc/", "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status %d, want 413", resp.StatusCode)
+	}
+	select {
+	case err := <-writeErr:
+		if !errors.Is(err, io.ErrClosedPipe) {
+			t.Errorf("writing the request body: %v, want io.ErrClosedPipe", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the request body is still open 10 s after the response")
+	}
+}
