@@ -223,6 +223,94 @@ var connectCodes = map[int]string{
 	grpcUnauthenticated:   "unauthenticated",
 }
 
+// rpcFrames follows the length-prefixed messages of a gRPC-Web or
+// Connect response body as the gateway writes it: where one ends, an
+// error message of the gateway's can follow.
+type rpcFrames struct {
+	kind rpcKind // rpcNone: not followed
+	// head holds the bytes of a message's 5-byte prefix seen so far;
+	// left, those of its payload still to come.
+	head  [5]byte
+	headN int
+	left  uint32
+	// ended is set once the service wrote its own last message (gRPC-Web
+	// trailers, Connect's end of stream): nothing may follow it.
+	ended bool
+}
+
+// follow starts following the response to r, when r is a streaming
+// gRPC-Web (binary: grpc-web-text is base64 text) or Connect call.
+func (f *rpcFrames) follow(r *http.Request) {
+	kind, contentType := rpcOf(r)
+	if kind == rpcConnectStream || kind == rpcGRPCWeb && !strings.HasPrefix(contentType, "application/grpc-web-text") {
+		f.kind = kind
+	}
+}
+
+func (f *rpcFrames) feed(p []byte) {
+	if f.kind == rpcNone {
+		return
+	}
+	for len(p) > 0 {
+		if f.headN < len(f.head) {
+			n := copy(f.head[f.headN:], p)
+			f.headN += n
+			p = p[n:]
+			if f.headN == len(f.head) {
+				f.left = binary.BigEndian.Uint32(f.head[1:])
+				// gRPC-Web marks its trailers with the top bit of the
+				// flags, Connect its end of stream with the second.
+				if f.kind == rpcGRPCWeb && f.head[0]&0x80 != 0 || f.kind == rpcConnectStream && f.head[0]&0x02 != 0 {
+					f.ended = true
+				}
+			}
+			continue
+		}
+		n := min(uint32(len(p)), f.left)
+		f.left -= n
+		p = p[n:]
+		if f.left == 0 {
+			f.headN = 0
+		}
+	}
+	if f.headN == len(f.head) && f.left == 0 {
+		f.headN = 0
+	}
+}
+
+// between reports whether the body written so far ends where a message
+// did, and a message of the gateway's may follow.
+func (f *rpcFrames) between() bool {
+	return f.kind != rpcNone && f.headN == 0 && f.left == 0 && !f.ended
+}
+
+// rpcEndMessage is the last message of a gRPC-Web or Connect stream,
+// carrying the gateway's error of HTTP status code.
+func rpcEndMessage(kind rpcKind, code int, msg string) []byte {
+	var payload []byte
+	flags := byte(0x80)
+	if kind == rpcGRPCWeb {
+		payload = []byte("grpc-status: " + strconv.Itoa(grpcCode(code)) + "\r\ngrpc-message: " + grpcPercentEncode(msg) + "\r\n")
+	} else {
+		flags = 0x02
+		payload = append(append([]byte(`{"error":`), connectError(code, msg)...), '}')
+	}
+	m := make([]byte, 5, 5+len(payload))
+	m[0] = flags
+	binary.BigEndian.PutUint32(m[1:], uint32(len(payload)))
+	return append(m, payload...)
+}
+
+// connectError is the JSON of a Connect error for the gateway's HTTP
+// status code.
+func connectError(code int, msg string) []byte {
+	e, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{connectCodes[grpcCode(code)], msg})
+	return e
+}
+
 // writeRPCError answers a request of kind with the gateway's error of HTTP
 // status code, as its protocol carries an error, and returns the bytes of
 // body written.
@@ -235,23 +323,16 @@ func writeRPCError(w http.ResponseWriter, kind rpcKind, contentType string, code
 		w.WriteHeader(http.StatusOK)
 		return 0
 	}
-	e, _ := json.Marshal(struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}{connectCodes[grpcCode(code)], msg})
 	h.Set("X-Content-Type-Options", "nosniff")
 	if kind == rpcConnectUnary {
+		e := connectError(code, msg)
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		n, _ := w.Write(e)
 		return int64(n)
 	}
-	end := make([]byte, 5, 5+len(`{"error":}`)+len(e))
-	end[0] = 2 // end of stream
-	end = append(append(append(end, `{"error":`...), e...), '}')
-	binary.BigEndian.PutUint32(end[1:5], uint32(len(end)-5))
 	h.Set("Content-Type", contentType)
 	w.WriteHeader(http.StatusOK)
-	n, _ := w.Write(end)
+	n, _ := w.Write(rpcEndMessage(kind, code, msg))
 	return int64(n)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/consumer"
 	"github.com/nats-io/nats.go"
 )
 
@@ -617,5 +618,116 @@ func TestRPCErrorsForConnectAndGRPCWeb(t *testing.T) {
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/grpc-web+proto" {
 		t.Errorf("gRPC-Web: Content-Type %q, want application/grpc-web+proto", ct)
+	}
+}
+
+// A gateway error after the head of a streamed gRPC-Web or Connect response
+// reaches the client as its protocol's last message when the body is
+// between two messages; cut mid-message, or after the service's own last
+// message, the response is aborted, as nothing can follow there.
+func TestRPCErrorsAfterTheHead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/late.Svc/", Service: "rpclate", Timeout: config.Duration(300 * time.Millisecond)}))
+	nc := natsConn(t, e)
+	frame := func(flags byte, payload string) string {
+		m := make([]byte, 5, 5+len(payload))
+		m[0] = flags
+		binary.BigEndian.PutUint32(m[1:], uint32(len(payload)))
+		return string(append(m, payload...))
+	}
+	sent := map[string]string{
+		"/late.Svc/Whole":    frame(0, "first") + frame(0, ""),
+		"/late.Svc/Cut":      frame(0, "first")[:7],
+		"/late.Svc/Trailers": frame(0, "first") + frame(0x80, "grpc-status: 0\r\n"),
+		"/late.Svc/Ended":    frame(0, "first") + frame(0x02, "{}"),
+	}
+	// Answers with a streamed head carrying the body above, then falls
+	// silent until the route's timeout.
+	if _, err := nc.Subscribe("rpclate", func(m *nats.Msg) {
+		nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{
+			consumer.HeaderBody: {consumer.BodyStream},
+			"Content-Type":      {m.Header.Get("Content-Type")},
+		}, Data: []byte(sent[m.Header.Get(consumer.HeaderPath)])})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, contentType string
+		// end is the message the gateway adds, empty for an aborted
+		// response.
+		end func(t *testing.T, flags byte, payload []byte)
+	}{
+		{"/late.Svc/Whole", "application/grpc-web+proto", func(t *testing.T, flags byte, payload []byte) {
+			if flags != 0x80 || !strings.Contains(string(payload), "grpc-status: 4\r\n") || !strings.Contains(string(payload), "request id") {
+				t.Errorf("last message %x %q, want gRPC-Web trailers with grpc-status 4 (DEADLINE_EXCEEDED) naming the request id", flags, payload)
+			}
+		}},
+		{"/late.Svc/Whole", "application/connect+proto", func(t *testing.T, flags byte, payload []byte) {
+			var end struct {
+				Error struct{ Code, Message string }
+			}
+			if flags != 0x02 || json.Unmarshal(payload, &end) != nil || end.Error.Code != "deadline_exceeded" || !strings.Contains(end.Error.Message, "request id") {
+				t.Errorf("last message %x %q, want a Connect end of stream with error deadline_exceeded naming the request id", flags, payload)
+			}
+		}},
+		{"/late.Svc/Cut", "application/grpc-web+proto", nil},
+		{"/late.Svc/Cut", "application/connect+proto", nil},
+		{"/late.Svc/Trailers", "application/grpc-web+proto", nil},
+		{"/late.Svc/Ended", "application/connect+proto", nil},
+		// Base64 text: its messages are not followed.
+		{"/late.Svc/Whole", "application/grpc-web-text", nil},
+	} {
+		t.Run(tc.path+" "+tc.contentType, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", e.hs.URL+tc.path, strings.NewReader(frame(0, "")))
+			req.Header.Set("Content-Type", tc.contentType)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			want := sent[tc.path]
+			if tc.end == nil {
+				if err == nil {
+					t.Errorf("body %q read whole, want the response aborted", b)
+				}
+				return
+			}
+			if err != nil || !strings.HasPrefix(string(b), want) || len(b) < len(want)+5 {
+				t.Fatalf("body %q, %v; want the service's messages and one more", b, err)
+			}
+			last := b[len(want):]
+			if n := binary.BigEndian.Uint32(last[1:5]); int(n) != len(last)-5 {
+				t.Fatalf("last message of %d bytes announces %d", len(last)-5, n)
+			}
+			tc.end(t, last[0], last[5:])
+		})
+	}
+}
+
+// Messages written in pieces of any size are followed alike.
+func TestRPCFramesFollowPieces(t *testing.T) {
+	body := []byte("\x00\x00\x00\x00\x03abc\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02xy")
+	for _, tc := range []struct {
+		upTo    int
+		between bool
+	}{{0, true}, {3, false}, {5, false}, {7, false}, {8, true}, {10, false}, {13, true}, {19, false}, {20, true}} {
+		for piece := 1; piece <= 8; piece++ {
+			f := rpcFrames{kind: rpcGRPCWeb}
+			for p := body[:tc.upTo]; len(p) > 0; p = p[min(piece, len(p)):] {
+				f.feed(p[:min(piece, len(p))])
+			}
+			if f.between() != tc.between {
+				t.Errorf("after %d bytes in pieces of %d: between %v, want %v", tc.upTo, piece, f.between(), tc.between)
+			}
+		}
+	}
+	f := rpcFrames{kind: rpcConnectStream}
+	f.feed([]byte("\x02\x00\x00\x00\x02{}"))
+	if f.between() {
+		t.Error("a message may follow Connect's end of stream")
 	}
 }

@@ -55,6 +55,10 @@ type exchange struct {
 	// timed bounds the waits of body; a body of unknown length, read by a
 	// goroutine that may outlive the exchange, gets one of its own.
 	timed timedBody
+	// frames follows the messages of a streamed gRPC-Web or Connect
+	// response, so that an error of the gateway after its head can still
+	// reach the client as its protocol's, between two messages.
+	frames rpcFrames
 }
 
 func (ex *exchange) reset() {
@@ -65,6 +69,7 @@ func (ex *exchange) reset() {
 	ex.grpc, ex.lost, ex.timeout = false, nil, 0
 	ex.req = nil
 	ex.hasBody, ex.bounded = false, false
+	ex.frames = rpcFrames{}
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -816,6 +821,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				return
 			}
 			headConn = conn
+			if !ex.grpc && bodyAllowed(status) && declared < 0 {
+				ex.frames.follow(r)
+			}
 			w.WriteHeader(status)
 			if declared >= 0 && int64(len(m.Data)) > declared {
 				// Refused whole, as a frame that would pass the length
@@ -831,6 +839,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				// A 204's or 304's payload is dropped, as its frames'
 				// are (below): net/http refuses the write.
 				n, err = send.write(w, m.Data)
+				ex.frames.feed(m.Data[:n])
 			}
 			ex.out += int64(n)
 			flush = http.NewResponseController(w)
@@ -920,6 +929,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				send.arm()
 				var n int
 				n, err = send.write(w, m.Data)
+				ex.frames.feed(m.Data[:n])
 				ex.out += int64(n)
 			}
 			if declared >= 0 && ex.out < declared && (meta.frame == consumer.FrameEnd || errors.Is(err, http.ErrContentLength)) {
@@ -1414,6 +1424,10 @@ func (g *Gateway) abort(r *http.Request, ex *exchange, rt *route, code int, rid,
 // tell it only INTERNAL. The caller then returns, and the trailers go out
 // with the end of the stream.
 func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, code int, msg, rid, why string) {
+	if ex.frames.between() {
+		g.endRPCStream(w, r, ex, rt, code, msg, rid, why)
+		return
+	}
 	if !ex.grpc || r.ProtoMajor != 2 {
 		g.abort(r, ex, rt, code, rid, why)
 	}
@@ -1429,6 +1443,28 @@ func (g *Gateway) abortOrStatus(w http.ResponseWriter, r *http.Request, ex *exch
 	h := w.Header()
 	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(grpcCode(code))}
 	h[http.TrailerPrefix+"Grpc-Message"] = []string{grpcPercentEncode(msg + " (request id " + rid + ")")}
+}
+
+// endRPCStream ends a gRPC-Web or Connect response whose head is out, and
+// whose body is between two messages, with the message that carries the
+// gateway's error in its protocol, as gRPC's trailers do: a cut stream
+// reaches such a client as INTERNAL, which says neither that the deadline
+// passed nor that a retry may help.
+func (g *Gateway) endRPCStream(w http.ResponseWriter, r *http.Request, ex *exchange, rt *route, code int, msg, rid, why string) {
+	g.log.Log(r.Context(), levelOf(code), "response ended with an error message of its protocol", "reason", why, "status", code, "route", rt.label, "service", rt.cfg.Service, "request_id", rid)
+	ex.status = code
+	if conn := deadlines(w); conn != nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(answerTime))
+	}
+	n, err := w.Write(rpcEndMessage(ex.frames.kind, code, msg+" (request id "+rid+")"))
+	ex.out += int64(n)
+	if err == nil {
+		err = http.NewResponseController(w).Flush()
+	}
+	if err != nil {
+		// The client is gone or does not read: nothing reaches it.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // failLogged answers with an error the gateway made for a routed request,
