@@ -9,13 +9,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -379,5 +383,45 @@ func TestTransportBodyLeftUnread(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("the request body is still open 10 s after the response")
+	}
+}
+
+// An app connects once as the runner tells it to, serves on that
+// connection and calls other services on it.
+func TestConnectReadsTheRunnersEnvironment(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile := filepath.Join(t.TempDir(), "app.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.StartConfig(t, embednats.Config{Listen: "127.0.0.1:0", NKeys: []embednats.NKey{{PublicKey: pub}}})
+	t.Setenv("NARUN_NATS_URL", srv.ClientURL())
+	t.Setenv("NARUN_NATS_NKEY", seedFile)
+	nc, err := consumer.Connect(nats.Name("caller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	waitFor(t, "the nkey login", nc.IsConnected)
+	serve(t, nc, consumer.Config{Name: "self"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("served on the same connection"))
+	}))
+	waitServing(t, srv, "self")
+	resp, err := (&http.Client{Transport: &consumer.Transport{Conn: nc}}).Get("http://self/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "served on the same connection" {
+		t.Errorf("body %q", got)
+	}
+
+	t.Setenv("NARUN_NATS_NKEY", filepath.Join(t.TempDir(), "missing.nk"))
+	if _, err := consumer.Connect(); err == nil || !strings.Contains(err.Error(), "missing.nk") {
+		t.Errorf("Connect with a missing nkey file: %v, want an error naming it", err)
 	}
 }

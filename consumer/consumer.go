@@ -307,6 +307,55 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 			report(err)
 		}),
 		nats.Name(cfg.Name),
+	}
+	url, envOpts, note, err := fromEnv()
+	if err != nil {
+		return err
+	}
+	certNote = note
+	nc, err := connect(url, append(envOpts, opts...))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := Serve(ctx, nc, cfg, h); err != nil {
+		return err
+	}
+	return confirmReplies(nc, report)
+}
+
+// Connect connects to NATS as the narun runner tells apps to, as
+// ListenAndServe does (NARUN_NATS_URL, the credentials and TLS files of the
+// NARUN_NATS_* variables), for a connection of the app's own: the one a
+// Transport calls other services on, which Serve may share. It keeps
+// reconnecting for ever, to the servers in the order listed, and NATS out
+// of reach at start is no error: the connection retries, and requests fail
+// until it succeeds. opts come after narun's, so they may override them
+// (nats.Name, handlers: without an ErrorHandler nats.go prints
+// asynchronous errors on stderr). An error names the URL without its
+// password or token.
+func Connect(opts ...nats.Option) (*nats.Conn, error) {
+	url, envOpts, _, err := fromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return connect(url, append(envOpts, opts...))
+}
+
+func connect(url string, opts []nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		err = fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, loginsHidden{err, hideLogins(err.Error(), url)}
+	}
+	return nc, nil
+}
+
+// fromEnv reads the connection the runner gives an app from its
+// environment: the URL, the options of its login and TLS, and what to add
+// to an error of a refused client certificate.
+func fromEnv() (url string, opts []nats.Option, certNote string, err error) {
+	opts = []nats.Option{
 		// In the order listed: the runner lists its device's own server
 		// first, and the app should stay on it as the runner does.
 		nats.DontRandomize(),
@@ -323,30 +372,20 @@ func ListenAndServe(ctx context.Context, cfg Config, h http.Handler) error {
 	if f := os.Getenv("NARUN_NATS_NKEY"); f != "" {
 		o, err := nats.NkeyOptionFromSeed(f)
 		if err != nil {
-			return fmt.Errorf("read nkey %s: %w", f, err)
+			return "", nil, "", fmt.Errorf("read nkey %s: %w", f, err)
 		}
 		opts = append(opts, o)
 	}
-	tlsOpts, note, err := tlsFromEnv()
+	tlsOpts, certNote, err := tlsFromEnv()
 	if err != nil {
-		return err
+		return "", nil, "", err
 	}
-	certNote = note
 	opts = append(opts, tlsOpts...)
-	url := os.Getenv("NARUN_NATS_URL")
+	url = os.Getenv("NARUN_NATS_URL")
 	if url == "" {
 		url = "nats://127.0.0.1:4222"
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		err = fmt.Errorf("connect to nats %s: %w", url, err)
-		return loginsHidden{err, hideLogins(err.Error(), url)}
-	}
-	defer nc.Close()
-	if err := Serve(ctx, nc, cfg, h); err != nil {
-		return err
-	}
-	return confirmReplies(nc, report)
+	return url, opts, certNote, nil
 }
 
 // pingInterval is how often ListenAndServe's connection pings the server;

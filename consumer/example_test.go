@@ -207,3 +207,32 @@ func ExampleTransport() {
 	// 200 OK
 	// Hello, Ada! (request r-1)
 }
+
+// An app that calls other services connects once, as the runner tells it
+// to, and both serves and calls on that connection.
+func ExampleConnect() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	nc, err := consumer.Connect(nats.Name("front"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The caller's deadline and cancellation reach the called service.
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://greeter/greet?name=Ada", nil)
+		req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+	if err := consumer.Serve(ctx, nc, consumer.Config{Name: "front", Version: "1.0.0"}, front); err != nil {
+		log.Fatal(err)
+	}
+}
