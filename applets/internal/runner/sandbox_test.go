@@ -280,6 +280,23 @@ func TestSandboxConsumerThroughGateway(t *testing.T) {
 	}
 }
 
+// An app in a sandbox without network calls another app's service with
+// consumer.Transport, on the connection the runner's bridge gives it: the
+// gateway's route leads to front, which asks hello.
+func TestSandboxedAppCallsAnotherApp(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startSandboxRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "front"})
+	c.deploy(t, "hello", "1.0.0", helloBin, "mode = \"sandbox\"\n[sandbox]\nnetwork = \"none\"\n")
+	c.deploy(t, "front", "1.0.0", probeBin, "mode = \"sandbox\"\nargs = [\"call\", \"hello\"]\n[sandbox]\nnetwork = \"none\"\n")
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	tr.wait(t, "front", "healthy", allIn(1, state.Healthy))
+	if body := postHello(t, gw, "chain"); !strings.Contains(body, "Hello, chain") {
+		t.Errorf("through front to hello: %s", body)
+	}
+}
+
 func TestSandboxHTTPAppWithoutNetwork(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, nil)

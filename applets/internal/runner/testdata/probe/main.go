@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/narun/narun/consumer"
 )
 
 func main() {
@@ -307,10 +309,48 @@ func main() {
 		for _, e := range os.Environ() {
 			fmt.Println("env", e)
 		}
+	case "call":
+		// call SERVICE: serves the NATS Micro service "front", whose
+		// handler asks SERVICE, over the same connection, and answers
+		// with its reply.
+		call(os.Args[2], term)
 	}
 	fmt.Println("probe: ready")
 	<-term
 	fmt.Println("probe: bye")
+}
+
+// call serves "front" until term, on the connection the runner gives
+// the app, forwarding each request's body to service as a POST to /hello/.
+func call(service string, term <-chan os.Signal) {
+	nc, err := consumer.Connect()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://"+service+"/hello/", r.Body)
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, "probe: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-term
+		cancel()
+	}()
+	fmt.Println("probe: calling", service)
+	if err := consumer.Serve(ctx, nc, consumer.Config{Name: "front"}, front); err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // burnCPU is the CPU time the probe's burn mode spends; the runner's
