@@ -100,15 +100,16 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	x := &call{
-		nc:      t.Conn,
-		ctx:     ctx,
-		cancel:  cancel,
-		subject: subject,
-		inbox:   t.Conn.NewInbox(),
-		msgs:    make(chan *nats.Msg, clientQueue),
-		pulls:   make(chan *nats.Msg, clientQueue),
-		broken:  make(chan struct{}),
-		done:    make(chan struct{}),
+		nc:         t.Conn,
+		ctx:        ctx,
+		cancel:     cancel,
+		subject:    subject,
+		inbox:      t.Conn.NewInbox(),
+		msgs:       make(chan *nats.Msg, clientQueue),
+		pulls:      make(chan *nats.Msg, clientQueue),
+		broken:     make(chan struct{}),
+		done:       make(chan struct{}),
+		bodyFailed: make(chan error, 1),
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		x.body = req.Body
@@ -180,6 +181,9 @@ type call struct {
 	brokenOnce sync.Once
 	done       chan struct{}
 	finishOnce sync.Once
+	// bodyFailed takes the error of a request body that could not be
+	// read: the exchange fails with it, as net/http's Transport fails.
+	bodyFailed chan error
 	body       io.ReadCloser
 	// knownLength says that the body's length was given: it then travels
 	// in whole chunks, else in what each read gives.
@@ -295,7 +299,8 @@ func (x *call) pump() {
 		}
 		answer := &nats.Msg{Subject: pull.Reply, Header: nats.Header{HeaderFrame: {FrameEnd}}}
 		if !eof {
-			chunk := buf[:chunkFor(x.nc.MaxPayload())]
+			// A reconnection may have reached a server that takes less.
+			chunk := buf[:min(len(buf), chunkFor(x.nc.MaxPayload()))]
 			var n int
 			var err error
 			if x.knownLength {
@@ -312,6 +317,7 @@ func (x *call) pump() {
 			case err != nil:
 				answer.Header.Set(HeaderFrame, FrameCancel)
 				_ = x.nc.PublishMsg(answer)
+				x.bodyFailed <- err
 				return
 			default:
 				answer.Header.Set(HeaderFrame, FrameData)
@@ -369,6 +375,8 @@ func (x *call) next() (*nats.Msg, error) {
 			return m, nil
 		case <-x.broken:
 			return nil, fmt.Errorf("%w: more messages than it may have in flight", ErrBrokenReply)
+		case err := <-x.bodyFailed:
+			return nil, fmt.Errorf("narun transport: read the request body: %w", err)
 		case <-silent:
 			return nil, fmt.Errorf("%w: nothing within the %v its alive frame allowed", ErrServiceGone, x.silence)
 		case <-x.ctx.Done():

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -423,5 +424,25 @@ func TestConnectReadsTheRunnersEnvironment(t *testing.T) {
 	t.Setenv("NARUN_NATS_NKEY", filepath.Join(t.TempDir(), "missing.nk"))
 	if _, err := consumer.Connect(); err == nil || !strings.Contains(err.Error(), "missing.nk") {
 		t.Errorf("Connect with a missing nkey file: %v, want an error naming it", err)
+	}
+}
+
+// A request body that fails while the service pulls it fails the call
+// with its error, and ends the handler's wait for it.
+func TestTransportBodyReadError(t *testing.T) {
+	ended := make(chan error, 1)
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		ended <- err
+	}))
+	broken := errors.New("disk gone")
+	body := io.MultiReader(strings.NewReader("some bytes"), iotest.ErrReader(broken))
+	req, _ := http.NewRequest(http.MethodPost, "http://svc/", body)
+	req.ContentLength = -1
+	if _, err := client.Do(req); !errors.Is(err, broken) {
+		t.Errorf("call with a failing body: %v, want its error", err)
+	}
+	if err := waitEnded(t, ended); err == nil {
+		t.Error("the handler read the whole body without an error")
 	}
 }
