@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/cli"
@@ -20,14 +22,12 @@ import (
 
 func appEventsCommand(stdio cli.IO) *ucli.Command {
 	return &ucli.Command{
-		Name: "events",
-		// NATS keeps none of them (core subjects, no stream): what
-		// happened before is in app status, the logs and each node's
-		// journal.
+		Name:      "events",
 		Usage:     "print the state changes of an app's instances (started, healthy, exited, stopped...) as they happen, until interrupted",
 		ArgsUsage: "NAME",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "node", Usage: "only this node"},
+			&ucli.DurationFlag{Name: "since", Usage: "first print the events of this long ago up to now that " + names.EventsStream + " keeps (a week, at most 1000 of the app on each node), e.g. 1h"},
 			&ucli.BoolFlag{Name: flagJSON, Usage: "print each event as a line of JSON, for scripts"},
 		},
 		Action: appAction(stdio, appEvents, func(c *ucli.Context, _ string) error {
@@ -35,6 +35,9 @@ func appEventsCommand(stdio cli.IO) *ucli.Command {
 				if err := spec.ValidName(node); err != nil {
 					return usagef("node %q: %v", node, err)
 				}
+			}
+			if since := c.Duration("since"); since < 0 || c.IsSet("since") && since == 0 {
+				return usagef("--since %s: want how far back to start, a positive duration (e.g. 1h)", since)
 			}
 			return nil
 		}),
@@ -46,6 +49,9 @@ func appEventsCommand(stdio cli.IO) *ucli.Command {
 // and the first event is missed.
 func appEvents(ctx context.Context, c *ucli.Context, e *env, app string) error {
 	node := c.String("node")
+	if since := c.Duration("since"); since > 0 {
+		return appEventsSince(ctx, e, app, node, since, c.Bool(flagJSON))
+	}
 	events := make(chan *nats.Msg, 1024)
 	sub, err := e.nc.ChanSubscribe(names.EventSubject(app, orStar(node)), events)
 	if err != nil {
@@ -79,6 +85,65 @@ func appEvents(ctx context.Context, c *ucli.Context, e *env, app string) error {
 				// the end of the output for the end of the changes.
 				return fmt.Errorf("events of %s not followed: lost the connection to NATS: %w", app, cmp.Or(e.nc.LastError(), nats.ErrConnectionClosed))
 			}
+		}
+	}
+}
+
+// appEventsSince prints the events of app that NARUN_EVENTS kept from
+// since ago, then those stored after, until ctx ends: one consumer of the
+// stream gives both, in order, none twice and none missed between.
+func appEventsSince(ctx context.Context, e *env, app, node string, since time.Duration, asJSON bool) error {
+	octx, cancel := e.op(ctx)
+	stream, err := e.js.Stream(octx, names.EventsStream)
+	cancel()
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("no kept events of %s: stream %s does not exist (runners of releases before it keep none); follow without --since", app, names.EventsStream)
+	}
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", names.EventsStream, err)
+	}
+	if ok, err := e.deployed(ctx, app); err != nil {
+		return err
+	} else if !ok {
+		e.warnf("app %q is not deployed; printing the events kept of it and waiting for more", app)
+	}
+	// Counted on the server's clock, which stamped the events: a ctl an
+	// hour behind would otherwise ask for an hour too many.
+	if ahead, ok := e.serverOffset(ctx, names.EventsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
+		e.serverAhead = ahead
+	}
+	start := e.serverNow().Add(-since)
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{names.EventSubject(app, orStar(node))},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+		// Forgotten soon after ctl stops asking, as the logs' consumer.
+		InactiveThreshold: consumerIdle,
+	}
+	octx, cancel = e.op(ctx)
+	cons, err := stream.OrderedConsumer(octx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", names.EventsStream, err)
+	}
+	defer e.dropConsumer(stream, cons)
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", names.EventsStream, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("events of %s not followed: %w", app, err)
+		}
+		if err := e.printEvent(&nats.Msg{Subject: m.Subject(), Data: m.Data()}, asJSON); err != nil {
+			return fmt.Errorf("print the events of %s: %w", app, err)
 		}
 	}
 }

@@ -66,6 +66,19 @@ func TestAppEventsFollowsTheNode(t *testing.T) {
 			t.Errorf("app events stderr: %q, want only %q", f.errs.String(), waiting)
 		}
 	}
+
+	// Afterwards, what happened is kept: the same lines, each once.
+	kept := h.follow(h.url, "app", "events", "hello", "--since", "1h")
+	testutil.Eventually(t, 20*time.Second, "app events --since showing both instances stopped", func() bool {
+		return len(stopped.FindAllString(kept.out.String(), -1)) == 2
+	})
+	kept.stop(t)
+	if kept.out.String() != text.out.String() {
+		t.Errorf("app events --since 1h printed\n%s\nwhile following printed\n%s", kept.out.String(), text.out.String())
+	}
+	if want := "warning: app \"hello\" is not deployed; printing the events kept of it and waiting for more\n"; kept.errs.String() != want {
+		t.Errorf("app events --since stderr: %q, want %q", kept.errs.String(), want)
+	}
 }
 
 // Any NATS client can publish on an app's event subject: what is not an
@@ -109,6 +122,8 @@ func TestAppEventsUsage(t *testing.T) {
 		{[]string{"app", "events", "a", "b"}, "want exactly one app name, got 2 arguments"},
 		{[]string{"app", "events", "Bad Name"}, `"Bad Name"`},
 		{[]string{"app", "events", "web", "--node", "a b"}, `node "a b"`},
+		{[]string{"app", "events", "web", "--since", "0s"}, "--since 0s: want how far back"},
+		{[]string{"app", "events", "web", "--since", "-1h"}, "--since -1h0m0s: want how far back"},
 	} {
 		if r := h.fails(2, "", c.args...); !strings.Contains(r.err, c.want) {
 			t.Errorf("ctl %q: stderr %q, want %q", c.args, r.err, c.want)

@@ -12,6 +12,8 @@ const (
 	FilesBucket    = "narun-files"
 	LogsStream     = "NARUN_LOGS"
 	LogsSubjects   = "narun.logs.>"
+	EventsStream   = "NARUN_EVENTS"
+	EventsSubjects = "narun.events.>"
 )
 
 // LeafLocal are the subjects a leaf device keeps to itself: its own
@@ -40,7 +42,7 @@ func EventSubject(app, node string) string {
 // streams are the JetStream streams that hold narun's state.
 var streams = []string{
 	"KV_" + AppsBucket, "KV_" + RoutesBucket, "KV_" + NodesBucket, "KV_" + SecretsBucket,
-	"OBJ_" + BinariesBucket, "OBJ_" + FilesBucket, LogsStream,
+	"OBJ_" + BinariesBucket, "OBJ_" + FilesBucket, LogsStream, EventsStream,
 }
 
 // AppDenyPublish is what a NATS login with the app role may not publish:

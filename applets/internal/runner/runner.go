@@ -553,6 +553,12 @@ func (r *Runner) openResources(ctx context.Context) (*resources, error) {
 	if _, err := store.LogsStream(ctx, js, r.log); err != nil {
 		return nil, err
 	}
+	// The history of events is for people reading it later: without
+	// room for it (a small max_store the logs took), the runner runs all
+	// the same, its events published as ever.
+	if _, err := store.EventsStream(ctx, js, r.log); err != nil {
+		r.log.Warn("no history of instance events kept (narun ctl app events --since)", "stream", names.EventsStream, "err", err)
+	}
 	return &res, nil
 }
 

@@ -2907,3 +2907,26 @@ func checkedProbe(t *testing.T, healthyAtFirst bool) (healthy *atomic.Bool, spec
 	return healthy, fmt.Sprintf("args = [\"listen\", %q, %q]\n", addr, srv.Listener.Addr()) +
 		"[health]\ntype = \"http\"\nport = " + port + "\ninterval = \"100ms\"\n"
 }
+
+// A runner that cannot make its event history (here a stream of the
+// operator's own takes the events' subjects; elsewhere a small max_store
+// the logs took) says so and runs its apps all the same.
+func TestRunnerWithoutEventHistory(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MY_EVENTS", Subjects: []string{names.EventsSubjects}}); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRunner(t, c, nil)
+	c.deploy(t, "hello", "1.0.0", helloBin, "")
+	tr.wait(t, "hello", "healthy", allIn(1, state.Healthy))
+	if !strings.Contains(tr.logs.String(), "no history of instance events kept") {
+		t.Errorf("the runner did not say that it keeps no event history:\n%s", tr.logs.String())
+	}
+}

@@ -139,42 +139,71 @@ func Objects(ctx context.Context, js jetstream.JetStream, bucket string, log *sl
 
 // LogsStream opens NARUN_LOGS, creating it first if it does not exist.
 func LogsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.Stream, error) {
+	return historyStream(ctx, js, LogsStreamConfig(), "log history", log)
+}
+
+// EventsStreamConfig keeps the instance events of the last week, at most
+// 1000 of one app on one node: an app that crashes in a loop keeps its
+// latest, and cannot push out the others'.
+func EventsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              names.EventsStream,
+		Description:       "narun instance events",
+		Subjects:          []string{names.EventsSubjects},
+		Storage:           jetstream.FileStorage,
+		MaxBytes:          16 << 20,
+		MaxAge:            7 * 24 * time.Hour,
+		MaxMsgSize:        16 << 10,
+		MaxMsgsPerSubject: 1000,
+		Discard:           jetstream.DiscardOld,
+	}
+}
+
+// EventsStream opens NARUN_EVENTS, creating it first if it does not exist.
+func EventsStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.Stream, error) {
+	return historyStream(ctx, js, EventsStreamConfig(), "event history", log)
+}
+
+// historyStream opens the stream of cfg, creating it first if it does not
+// exist, smaller than cfg says when JetStream's storage limit leaves no
+// more.
+func historyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, what string, log *slog.Logger) (jetstream.Stream, error) {
 	log = orDiscard(log)
-	s, err := resent(ctx, js, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, names.LogsStream) })
+	name, full := cfg.Name, cfg.MaxBytes
+	s, err := resent(ctx, js, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, name) })
 	if err == nil {
-		raise(ctx, js, names.LogsStream, s.CachedInfo(), log)
+		raise(ctx, js, name, s.CachedInfo(), log)
 		return s, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("open stream %s: %w", names.LogsStream, err)
+		return nil, fmt.Errorf("open stream %s: %w", name, err)
 	}
-	cfg := LogsStreamConfig()
 	// JetStream reserves a stream's MaxBytes against its storage limit,
 	// what its store held and three quarters of the disk space free when
-	// the server started unless max_store says otherwise (embednats): on a device with less than about 350 MiB
-	// free, 256 MiB is refused, and the runner, which opens this stream
-	// with its buckets, would never run a deploy. Less history is better
-	// than none.
+	// the server started unless max_store says otherwise (embednats): on a
+	// device with less than about 350 MiB free, the logs' 256 MiB is
+	// refused, and the runner, which opens these streams with its
+	// buckets, would never run a deploy. Less history is better than none.
 	for {
-		err = create(ctx, js, names.LogsStream, log, func(replicas int) error {
+		err = create(ctx, js, name, log, func(replicas int) error {
 			cfg.Replicas = replicas
 			s, err = js.CreateStream(ctx, cfg)
 			return err
 		})
-		if !OutOfStorage(err) || cfg.MaxBytes/2 < minLogsBytes {
+		if !OutOfStorage(err) || cfg.MaxBytes/2 < minHistoryBytes {
 			break
 		}
 		cfg.MaxBytes /= 2
 	}
-	if err == nil && cfg.MaxBytes < LogsStreamConfig().MaxBytes {
-		log.Warn("log history created smaller than narun's default: JetStream's storage limit ([nats.jetstream] max_store, or what its store held and three quarters of the disk space free when the server started) leaves no more",
-			"stream", names.LogsStream, "max_bytes", cfg.MaxBytes, "default", LogsStreamConfig().MaxBytes)
+	if err == nil && cfg.MaxBytes < full {
+		log.Warn(what+" created smaller than narun's default: JetStream's storage limit ([nats.jetstream] max_store, or what its store held and three quarters of the disk space free when the server started) leaves no more",
+			"stream", name, "max_bytes", cfg.MaxBytes, "default", full)
 	}
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		s, err = js.Stream(ctx, names.LogsStream)
+		s, err = js.Stream(ctx, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", names.LogsStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", name, err)
 	}
 	return s, nil
 }
@@ -214,8 +243,8 @@ func resent[T any](ctx context.Context, js jetstream.JetStream, lookup func(cont
 	}
 }
 
-// minLogsBytes is the smallest log history LogsStream settles for.
-const minLogsBytes = 1 << 20
+// minHistoryBytes is the smallest log or event history settled for.
+const minHistoryBytes = 1 << 20
 
 // OutOfStorage reports whether JetStream refused a stream, or a message,
 // for want of storage under its limit (max_store, or the disk's space when
