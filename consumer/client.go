@@ -44,13 +44,76 @@ import (
 // given, except hop-by-hop ones and those of the protocol and of NATS
 // (Narun-, Nats-): copy X-Request-Id and Traceparent from the request you
 // serve, so that one id and one trace name the whole chain.
+//
+// A Transport is safe for concurrent use; like net/http's, it is meant to
+// be made once and kept, not copied once used. Its replies come through
+// one subscription of its own, made at the first call.
 type Transport struct {
 	// Conn is the NATS connection requests go out on; a Transport shares
-	// it with whatever else uses it.
+	// it with whatever else uses it. It must not change once used.
 	Conn *nats.Conn
 	// Timeout bounds an exchange whose request context has no deadline
 	// (default 30 s, the gateway's default route timeout).
 	Timeout time.Duration
+
+	mu      sync.Mutex
+	replies *replyMux
+}
+
+// replyMux hands the messages of every call's inbox, one wildcard
+// subscription, to the call they are for. A subscription per call would
+// have the server change its subject index at every call and its
+// end, and so match anew the subjects every other client of the account
+// publishes on (nats.go's requests share one the same way).
+type replyMux struct {
+	prefix string
+	sub    *nats.Subscription
+	mu     sync.Mutex
+	calls  map[string]*call
+	next   uint64
+}
+
+// mux is the Transport's replyMux, subscribed at the first call.
+func (t *Transport) mux() (*replyMux, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.replies != nil {
+		return t.replies, nil
+	}
+	r := &replyMux{prefix: t.Conn.NewInbox() + ".", calls: make(map[string]*call)}
+	var err error
+	if r.sub, err = t.Conn.Subscribe(r.prefix+"*", r.route); err != nil {
+		return nil, fmt.Errorf("narun transport: subscribe to the replies: %w", err)
+	}
+	t.replies = r
+	return r, nil
+}
+
+// add gives x an inbox of its own under the mux's prefix.
+func (r *replyMux) add(x *call) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next++
+	token := strconv.FormatUint(r.next, 36)
+	x.inbox, x.token, x.replies = r.prefix+token, token, r
+	r.calls[token] = x
+}
+
+func (r *replyMux) remove(token string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.calls, token)
+}
+
+// route hands m to its call; a message for a call that has ended is
+// dropped.
+func (r *replyMux) route(m *nats.Msg) {
+	r.mu.Lock()
+	x := r.calls[strings.TrimPrefix(m.Subject, r.prefix)]
+	r.mu.Unlock()
+	if x != nil {
+		x.route(m)
+	}
 }
 
 var (
@@ -104,7 +167,6 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		subject:    subject,
-		inbox:      t.Conn.NewInbox(),
 		msgs:       make(chan *nats.Msg, clientQueue),
 		pulls:      make(chan *nats.Msg, clientQueue),
 		broken:     make(chan struct{}),
@@ -119,17 +181,24 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		cancel()
 		return nil, err
 	}
-	if x.sub, err = t.Conn.Subscribe(x.inbox, x.route); err != nil {
-		cancel()
-		return nil, fmt.Errorf("narun transport: subscribe to the replies: %w", err)
-	}
 	if !streamBody {
 		if x.body != nil {
 			x.body.Close()
 		}
 		x.body = nil
 	}
-	go x.pump()
+	replies, err := t.mux()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	// Known to the mux only once complete: its route reads x from the
+	// subscription's goroutine.
+	replies.add(x)
+	head.Reply = x.inbox
+	if streamBody {
+		go x.pump()
+	}
 	head.Header.Set(HeaderTimeout, strconv.FormatInt(max(time.Until(deadlineOf(ctx)).Milliseconds(), 0), 10))
 	if err := t.Conn.PublishMsg(head); err != nil {
 		x.finish(false)
@@ -172,7 +241,8 @@ type call struct {
 	cancel  context.CancelFunc
 	subject string
 	inbox   string
-	sub     *nats.Subscription
+	token   string
+	replies *replyMux
 	msgs    chan *nats.Msg
 	pulls   chan *nats.Msg
 	// broken is closed when a message found its queue full: the service
@@ -245,7 +315,7 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	if req.ContentLength > 0 {
 		h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
 	}
-	m = &nats.Msg{Subject: x.subject, Reply: x.inbox, Header: h}
+	m = &nats.Msg{Subject: x.subject, Header: h}
 	if x.body == nil {
 		return m, false, nil
 	}
@@ -270,6 +340,14 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 func (x *call) route(m *nats.Msg) {
 	q := x.msgs
 	if m.Header.Get(HeaderFrame) == FramePull {
+		if x.body == nil {
+			// Nothing to stream: the gateway is lenient so, and no
+			// pump runs.
+			if m.Reply != "" {
+				_ = x.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderFrame: {FrameEnd}}})
+			}
+			return
+		}
 		q = x.pulls
 	}
 	select {
@@ -279,14 +357,10 @@ func (x *call) route(m *nats.Msg) {
 	}
 }
 
-// pump answers the service's pulls with the request body, a chunk each;
-// without a body to stream, with an empty end, as the gateway does.
+// pump answers the service's pulls with the request body, a chunk each.
 func (x *call) pump() {
-	var buf []byte
-	eof := x.body == nil
-	if !eof {
-		buf = make([]byte, chunkFor(x.nc.MaxPayload()))
-	}
+	buf := make([]byte, chunkFor(x.nc.MaxPayload()))
+	eof := false
 	for {
 		var pull *nats.Msg
 		select {
@@ -503,9 +577,7 @@ func hasProtocolHeader(h nats.Header) bool {
 // stops, and with cancelService the service is told to stop its handler.
 func (x *call) finish(cancelService bool) {
 	x.finishOnce.Do(func() {
-		if x.sub != nil {
-			_ = x.sub.Unsubscribe()
-		}
+		x.replies.remove(x.token)
 		close(x.done)
 		if x.body != nil {
 			// Unblocks the pump's read of a body that would never end.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -444,5 +445,61 @@ func TestTransportBodyReadError(t *testing.T) {
 	}
 	if err := waitEnded(t, ended); err == nil {
 		t.Error("the handler read the whole body without an error")
+	}
+}
+
+// BenchmarkTransport is a small call through Transport, against the same
+// handler asked with a bare NATS request: what the transport's exchange
+// (an inbox subscription of its own per call) costs over one request.
+func BenchmarkTransport(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("pong")) })
+	_, nc, _ := start(b, consumer.Config{Name: "svc"}, h)
+	b.Run("transport", func(b *testing.B) {
+		client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := client.Get("http://svc/ping")
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	b.Run("request", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := request(nc, "svc", "/ping"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// Calls at once on one Transport each get their own answer: their replies
+// share one subscription.
+func TestTransportConcurrentCalls(t *testing.T) {
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(r.URL.Query().Get("n")))
+	}))
+	errs := make(chan error, 64)
+	for i := range cap(errs) {
+		go func() {
+			resp, err := client.Get("http://svc/?n=" + strconv.Itoa(i))
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && string(b) != strconv.Itoa(i) {
+					err = fmt.Errorf("call %d answered %q", i, b)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

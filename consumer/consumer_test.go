@@ -29,7 +29,7 @@ import (
 	"github.com/narun/narun/embednats/natstest"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -42,14 +42,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // waitServing waits until the server has a subscriber on subject, as Serve
 // gives no signal when it has subscribed.
-func waitServing(t *testing.T, srv *embednats.Server, subject string) {
+func waitServing(t testing.TB, srv *embednats.Server, subject string) {
 	t.Helper()
 	waitFor(t, "a subscriber on "+subject, func() bool { return srv.NATS().GlobalAccount().SubscriptionInterest(subject) })
 }
 
 // start serves h and returns a client connection and a stop function that
 // returns Serve's result.
-func start(t *testing.T, cfg consumer.Config, h http.Handler) (*embednats.Server, *nats.Conn, func() error) {
+func start(t testing.TB, cfg consumer.Config, h http.Handler) (*embednats.Server, *nats.Conn, func() error) {
 	t.Helper()
 	srv := natstest.Start(t)
 	svc := natstest.Connect(t, srv)
