@@ -94,27 +94,13 @@ func ExampleServe() {
 // What the gateway sends is a plain NATS request: any NATS client can play
 // the gateway (or the service) without this package.
 func Example_protocol() {
-	dir, _ := os.MkdirTemp("", "example")
-	defer os.RemoveAll(dir)
-	srv, err := embednats.Start(embednats.Config{DataDir: dir})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Shutdown()
-	svcConn, _ := srv.Connect()
-	defer svcConn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- consumer.Serve(ctx, svcConn, consumer.Config{Name: "echo"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			w.Header().Set("Content-Type", "text/plain")
-			w.WriteHeader(http.StatusCreated)
-			fmt.Fprintf(w, "%s %s?%s host=%s body=%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Host, body)
-		}))
-	}()
-	nc, _ := srv.Connect()
-	defer nc.Close()
+	nc, stop := exampleService("echo", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "%s %s?%s host=%s body=%s", r.Method, r.URL.Path, r.URL.RawQuery, r.Host, body)
+	})
+	defer stop()
 	req := &nats.Msg{Subject: "echo", Data: []byte("hi"), Header: nats.Header{
 		"Narun-Method": {"POST"},
 		"Narun-Path":   {"/notes/1"},
@@ -133,8 +119,6 @@ func Example_protocol() {
 	}
 	fmt.Println(reply.Header.Get("Narun-Status"), reply.Header.Get("Content-Type"))
 	fmt.Println(string(reply.Data))
-	cancel()
-	<-done
 	// Output:
 	// 201 text/plain
 	// POST /notes/1?draft=true host=example.com body=hi
@@ -165,24 +149,10 @@ func ExampleIsReservedSubject() {
 // URL's host is the service's subject. A sandboxed app reaches it with no
 // network but its NATS connection.
 func ExampleTransport() {
-	dir, _ := os.MkdirTemp("", "example")
-	defer os.RemoveAll(dir)
-	srv, err := embednats.Start(embednats.Config{DataDir: dir})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.Shutdown()
-	svcConn, _ := srv.Connect()
-	defer svcConn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- consumer.Serve(ctx, svcConn, consumer.Config{Name: "greeter"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "Hello, %s! (request %s)", r.URL.Query().Get("name"), r.Header.Get("X-Request-Id"))
-		}))
-	}()
-	nc, _ := srv.Connect()
-	defer nc.Close()
+	nc, stop := exampleService("greeter", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Hello, %s! (request %s)", r.URL.Query().Get("name"), r.Header.Get("X-Request-Id"))
+	})
+	defer stop()
 	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
 
 	req, _ := http.NewRequest(http.MethodGet, "http://greeter/greet?name=Ada", nil)
@@ -201,8 +171,6 @@ func ExampleTransport() {
 	resp.Body.Close()
 	fmt.Println(resp.Status)
 	fmt.Println(string(body))
-	cancel()
-	<-done
 	// Output:
 	// 200 OK
 	// Hello, Ada! (request r-1)
@@ -234,5 +202,29 @@ func ExampleConnect() {
 	})
 	if err := consumer.Serve(ctx, nc, consumer.Config{Name: "front", Version: "1.0.0"}, front); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// exampleService starts a NATS server of its own and serves h on it as the
+// service name, for the examples that need one; it returns a client
+// connection and what stops it all.
+func exampleService(name string, h http.HandlerFunc) (*nats.Conn, func()) {
+	dir, _ := os.MkdirTemp("", "example")
+	srv, err := embednats.Start(embednats.Config{DataDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	svcConn, _ := srv.Connect()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- consumer.Serve(ctx, svcConn, consumer.Config{Name: name}, h) }()
+	nc, _ := srv.Connect()
+	return nc, func() {
+		cancel()
+		<-done
+		nc.Close()
+		svcConn.Close()
+		srv.Shutdown()
+		os.RemoveAll(dir)
 	}
 }
