@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine with Go: the real
 # nats CLI, qemu-user-static, chromium, iproute2, readelf for
-# scripts/build.sh and a C toolchain for the race detector (it needs cgo);
-# and wrk, for scripts/bench.sh.
+# scripts/build.sh, a C toolchain for the race detector (it needs cgo) and
+# python3 for docs/PROTOCOL.md's Python responder; and wrk, for
+# scripts/bench.sh.
 # Idempotent; quiet when everything is already there.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v python3 >/dev/null || missing+=(python3)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
