@@ -224,7 +224,7 @@ func checkCallSubject(s string) error {
 	if s == "" {
 		return errors.New("no host: the URL's host is the service's subject (http://hello/path)")
 	}
-	if strings.ContainsAny(s, " \t\r\n*>") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+	if !literalSubject(s) {
 		return fmt.Errorf("host %q is no NATS subject", s)
 	}
 	if IsReservedSubject(s) {

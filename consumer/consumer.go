@@ -195,7 +195,7 @@ func (c *Config) validate() error {
 	if c.Subject == "" {
 		c.Subject = c.Name
 	}
-	if strings.ContainsAny(c.Subject, " \t\r\n*>") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, "..") {
+	if !literalSubject(c.Subject) {
 		return fmt.Errorf("%w: subject %q: want a literal NATS subject", ErrConfig, c.Subject)
 	}
 	if c.Version == "" {

@@ -92,6 +92,12 @@ func IsReservedSubject(subject string) bool {
 	return strings.HasPrefix(subject, "$") || strings.HasPrefix(subject, "_NARUN.") || strings.HasPrefix(subject, nats.InboxPrefix)
 }
 
+// literalSubject reports whether s names one NATS subject: no wildcard,
+// no white space, no empty token.
+func literalSubject(s string) bool {
+	return !strings.ContainsAny(s, " \t\r\n*>") && !strings.HasPrefix(s, ".") && !strings.HasSuffix(s, ".") && !strings.Contains(s, "..")
+}
+
 // IsReserved reports whether an HTTP header name belongs to the protocol.
 func IsReserved(name string) bool {
 	return len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix)

@@ -107,19 +107,12 @@ func appEventsSince(ctx context.Context, e *env, app, node string, since time.Du
 	} else if !ok {
 		e.warnf("app %q is not deployed; printing the events kept of it and waiting for more", app)
 	}
-	// Counted on the server's clock, which stamped the events: a ctl an
-	// hour behind would otherwise ask for an hour too many.
-	if ahead, ok := e.serverOffset(ctx, names.EventsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
-		e.serverAhead = ahead
-	}
-	start := e.serverNow().Add(-since)
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{names.EventSubject(app, orStar(node))},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
 		// Forgotten soon after ctl stops asking, as the logs' consumer.
 		InactiveThreshold: consumerIdle,
 	}
+	e.startAgo(ctx, stream, names.EventsStream, &cfg, since)
 	octx, cancel = e.op(ctx)
 	cons, err := stream.OrderedConsumer(octx, cfg)
 	cancel()

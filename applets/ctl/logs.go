@@ -430,11 +430,7 @@ func (e *env) logsConsumer(ctx context.Context, stream jetstream.Stream, filter 
 	// live follow keeps a pull request waiting, which counts as asking.
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: consumerIdle}
 	if since > 0 {
-		if ahead, ok := e.serverOffset(ctx, names.LogsStream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
-			e.serverAhead = ahead
-		}
-		start := e.serverNow().Add(-since)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+		e.startAgo(ctx, stream, names.LogsStream, &cfg, since)
 	}
 	if tail >= 0 {
 		seq, err := e.tailStart(ctx, stream, filter, cfg, uint64(tail))

@@ -803,6 +803,18 @@ func (e *env) serverOffset(ctx context.Context, stream string, info func(context
 	return si.TimeStamp.Sub(local), true
 }
 
+// startAgo has cfg start with the messages stream stored since ago, counted
+// on the clock of the server that stamped them: a ctl an hour behind it
+// would otherwise ask for an hour too many, or one ahead for lines from
+// the future.
+func (e *env) startAgo(ctx context.Context, stream jetstream.Stream, name string, cfg *jetstream.OrderedConsumerConfig, since time.Duration) {
+	if ahead, ok := e.serverOffset(ctx, name, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }); ok {
+		e.serverAhead = ahead
+	}
+	start := e.serverNow().Add(-since)
+	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+}
+
 // clock is this machine's time.
 func (e *env) clock() time.Time {
 	if e.now != nil {
