@@ -1103,10 +1103,8 @@ func (e *env) stampPins(ctx context.Context, d *deployment) error {
 // waits for it without a way to be woken, so that one is set no link that
 // carries anything misses (8 KiB/s), and a stalled read is left to it.
 func (e *env) readThrough(ctx context.Context, obs jetstream.ObjectStore, b *binaryFile) error {
-	octx, cancel := context.WithTimeout(ctx, e.timeout+time.Duration(b.Size/(8<<10))*time.Second)
-	obj, err := obs.Get(octx, b.Object)
+	obj, err := store.OpenObject(ctx, obs, b.Object, e.timeout+time.Duration(b.Size/(8<<10))*time.Second)
 	if err != nil {
-		cancel()
 		return err
 	}
 	stalled := make(chan struct{}, 1)
@@ -1119,7 +1117,6 @@ func (e *env) readThrough(ctx context.Context, obs jetstream.ObjectStore, b *bin
 	defer idle.Stop()
 	done := make(chan error, 1)
 	go func() {
-		defer cancel()
 		defer obj.Close()
 		_, err := io.Copy(io.Discard, &progressReader{r: obj, read: func() { idle.Reset(e.timeout) }})
 		done <- err

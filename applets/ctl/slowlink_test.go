@@ -427,3 +427,30 @@ func TestUploadOverClosedConnectionFailsAtOnce(t *testing.T) {
 		t.Errorf("upload retried over a closed connection:\n%s", stderr.String())
 	}
 }
+
+// A binary read back whose opening JetStream leaves unanswered (a member
+// that has just lost its group's leader drops the request) is opened
+// again, not left to wait out the read's deadline, sized for a slow link:
+// deploy hung 22 minutes reading back a 10 MiB binary after a member of a
+// cluster of three was killed.
+func TestReadThroughOpensAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	e := h.env(io.Discard)
+	ctx := context.Background()
+	obs, err := e.objects(ctx, names.BinariesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randomBinary(t, 64<<10)
+	if err := e.upload(ctx, obs, &b); err != nil {
+		t.Fatal(err)
+	}
+	silent := &testutil.UnansweredGet{ObjectStore: obs}
+	if err := e.readThrough(ctx, silent, &b); err != nil {
+		t.Fatalf("read back after an unanswered opening: %v", err)
+	}
+	if silent.Gets() != 2 {
+		t.Fatalf("opened %d times, want 2", silent.Gets())
+	}
+}

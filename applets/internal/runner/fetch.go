@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // A download is bounded by what it is, not by one JetStream operation:
@@ -40,26 +42,23 @@ func openObject(ctx context.Context, obs jetstream.ObjectStore, name string, sta
 	if err != nil {
 		return nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, fetchTimeout(info.Size))
-	obj, err := obs.Get(octx, name)
+	obj, err := store.OpenObject(ctx, obs, name, fetchTimeout(info.Size))
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	return guard(ctx, obj, stall, cancel), nil
+	return guard(ctx, obj, stall), nil
 }
 
 // guard reads src through a pipe that ends with an error as soon as ctx
-// ends or src has given no data for stall, and closes src and calls done
-// once src's own read returns.
-func guard(ctx context.Context, src io.ReadCloser, stall time.Duration, done func()) io.ReadCloser {
+// ends or src has given no data for stall, and closes src once src's own
+// read returns.
+func guard(ctx context.Context, src io.ReadCloser, stall time.Duration) io.ReadCloser {
 	pr, pw := io.Pipe()
 	idle := time.AfterFunc(stall, func() {
 		pw.CloseWithError(fmt.Errorf("no data for %s: %w", stall, errStalled))
 	})
 	stopWatch := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
 	go func() {
-		defer done()
 		defer src.Close()
 		defer stopWatch()
 		defer idle.Stop()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
 )
 
@@ -84,7 +85,7 @@ func TestDownloadEnds(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			closed := make(chan struct{})
-			r := guard(ctx, src, tc.stall, func() { close(closed) })
+			r := guard(ctx, closeSignal{src, closed}, tc.stall)
 			go feed.Write([]byte("first"))
 			first := make([]byte, len("first"))
 			if _, err := io.ReadFull(r, first); err != nil {
@@ -96,15 +97,59 @@ func TestDownloadEnds(t *testing.T) {
 			if b, err := io.ReadAll(r); len(b) != 0 || !errors.Is(err, tc.want) {
 				t.Fatalf("read %q, %v after the first bytes; want nothing, %v", b, err, tc.want)
 			}
-			// The source, still blocked in its read, is released once it
+			// The source, still blocked in its read, is closed once it
 			// returns, and only then.
 			select {
 			case <-closed:
-				t.Fatal("done called while the source's read is blocked")
+				t.Fatal("source closed while its read is blocked")
 			default:
 			}
 			feed.CloseWithError(io.ErrUnexpectedEOF)
 			<-closed
 		})
+	}
+}
+
+// closeSignal closes closed when it is closed.
+type closeSignal struct {
+	io.Reader
+	closed chan struct{}
+}
+
+func (c closeSignal) Close() error {
+	close(c.closed)
+	return nil
+}
+
+// A download whose opening JetStream leaves unanswered (a member that has
+// just lost its group's leader drops the request) is opened again, not
+// left to wait out the download's deadline, a minute and more: right after
+// a member of a cluster dies is when a deploy's binary is fetched.
+func TestDownloadOpensAgain(t *testing.T) {
+	t.Parallel()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "binaries"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutString(ctx, "app", "the build"); err != nil {
+		t.Fatal(err)
+	}
+	silent := &testutil.UnansweredGet{ObjectStore: obs}
+	r, err := openObject(ctx, silent, "app", time.Minute)
+	if err != nil {
+		t.Fatalf("open after an unanswered opening: %v", err)
+	}
+	defer r.Close()
+	if b, err := io.ReadAll(r); string(b) != "the build" || err != nil {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	if silent.Gets() != 2 {
+		t.Fatalf("opened %d times, want 2", silent.Gets())
 	}
 }

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,3 +171,22 @@ type UnreadEntry struct{ jetstream.KeyValueEntry }
 
 func (UnreadEntry) Key() string                     { return strings.Repeat("k", 1<<20) }
 func (UnreadEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }
+
+// UnansweredGet is an object store whose first Get gets no answer, as a
+// request that a member which has just lost its group's leader drops: it
+// returns only when its context ends. Later ones are served.
+type UnansweredGet struct {
+	jetstream.ObjectStore
+	gets atomic.Int32
+}
+
+func (o *UnansweredGet) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	if o.gets.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return o.ObjectStore.Get(ctx, name, opts...)
+}
+
+// Gets is how many times Get was called.
+func (o *UnansweredGet) Gets() int { return int(o.gets.Load()) }

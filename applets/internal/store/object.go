@@ -1,0 +1,87 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// openResend is how long the opening of an object may go unanswered before
+// it is sent again. JetStream answers it at once when it can; a member that
+// has just lost its group's leader, or was handed the request by one that
+// died, drops it without a word, and the same request sent again is
+// answered by the members that are left.
+const openResend = 2 * time.Second
+
+// codeClusterNotAvailable is nats-server's JSClusterNotAvailErr ("JetStream
+// system temporarily unavailable"), a member's answer while its group has
+// no leader.
+const codeClusterNotAvailable = 10008
+
+// OpenObject opens name in obs for a read that may take read in all, and
+// sends the opening again each time it goes unanswered for openResend.
+// nats.go's Get reads the object's info and creates the consumer of its
+// chunks under the context of the whole read: one of those requests left
+// unanswered waited out the read's deadline, sized for a slow link (ctl
+// reading back a 10 MiB binary just after a cluster member died hung for
+// 22 minutes). Closing the result ends the read's context.
+func OpenObject(ctx context.Context, obs jetstream.ObjectStore, name string, read time.Duration) (jetstream.ObjectResult, error) {
+	ctx, end := context.WithTimeout(ctx, read)
+	backoff := 50 * time.Millisecond
+	for {
+		attempt, cancel := context.WithCancel(ctx)
+		unanswered := time.AfterFunc(openResend, cancel)
+		obj, err := obs.Get(attempt, name)
+		answered := unanswered.Stop()
+		if answered && err == nil {
+			return &openObject{ObjectResult: obj, end: func() { cancel(); end() }}, nil
+		}
+		if obj != nil {
+			_ = obj.Close()
+		}
+		cancel()
+		if !answered {
+			err = fmt.Errorf("open %s: no answer from JetStream in %s: %w", name, openResend, context.DeadlineExceeded)
+		}
+		if ctx.Err() != nil || answered && !resendable(err) {
+			end()
+			return nil, err
+		}
+		if !answered {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			end()
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// resendable reports whether err says JetStream did not take a request
+// now, in a way that passes: no one to take it, no answer in nats.go's own
+// time, or a group without a leader.
+func resendable(err error) bool {
+	var legacy *nats.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		apiCode(err) == codeClusterNotAvailable ||
+		errors.As(err, &legacy) && legacy.ErrorCode == codeClusterNotAvailable
+}
+
+// openObject ends its read's context when closed.
+type openObject struct {
+	jetstream.ObjectResult
+	end func()
+}
+
+func (o *openObject) Close() error {
+	defer o.end()
+	return o.ObjectResult.Close()
+}
