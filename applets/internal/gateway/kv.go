@@ -116,7 +116,7 @@ func (g *Gateway) followRoutes(ctx context.Context, js jetstream.JetStream, reco
 	if err != nil {
 		return false, err
 	}
-	return g.followBucket(ctx, kv, reconnected, at)
+	return g.followBucket(ctx, store.Heartbeating(kv, g.nc), reconnected, at)
 }
 
 // followBucket is followRoutes once kv, narun-routes, is open.

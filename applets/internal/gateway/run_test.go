@@ -2431,3 +2431,19 @@ func TestReloadCountsTheFilesRoutes(t *testing.T) {
 	}
 	t.Fatalf("no reload line:\n%s", logs.String())
 }
+
+// The gateway's watch of narun-routes hears from JetStream every
+// store.WatchHeartbeat, so that one its cluster member took with it is
+// made again within seconds, not nats.go's 10 to 15 (docs/CLUSTER.md).
+func TestRoutesWatchHeartbeat(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	startRun(t, nc, gwConfig(), "")
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if beats := testutil.WatchHeartbeats(t, js, names.RoutesBucket, 1); beats[0] != store.WatchHeartbeat {
+		t.Fatalf("heartbeat of the watch of %s: %s, want %s", names.RoutesBucket, beats[0], store.WatchHeartbeat)
+	}
+}

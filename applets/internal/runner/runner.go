@@ -544,6 +544,8 @@ func (r *Runner) openResources(ctx context.Context) (*resources, error) {
 			return nil, err
 		}
 	}
+	// Its watch follows a cluster member's loss within seconds.
+	res.apps = store.Heartbeating(res.apps, r.opts.Conn)
 	if res.binaries, err = store.Objects(ctx, js, names.BinariesBucket, r.log); err != nil {
 		return nil, err
 	}
@@ -766,17 +768,16 @@ func (r *Runner) resync(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	keys, err := res.apps.ListKeys(ctx)
+	// The watch's entries wait while it lists: the listing gives up
+	// within seconds when a cluster member's loss holds it up.
+	keys, err := store.Keys(ctx, r.opts.Conn, names.AppsBucket)
 	if err != nil {
 		r.log.Warn("resync: list apps", "err", err)
 		return
 	}
 	seen := map[string]bool{}
-	for k := range keys.Keys() {
+	for _, k := range keys {
 		seen[k] = true
-	}
-	if err := keys.Stop(); err != nil {
-		r.log.Debug("resync: stop listing", "err", err)
 	}
 	leader := store.NewLeaderCheck(r.opts.Conn, names.AppsBucket, r.log)
 	for k := range seen {

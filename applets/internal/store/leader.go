@@ -128,8 +128,7 @@ func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Ent
 		c.taken = map[string]uint64{}
 	}
 	c.taken[e.Key()] = m.Sequence
-	switch m.Header.Get(kvOperation) {
-	case "DEL", "PURGE":
+	if entryOp(m.Header) != jetstream.KeyValuePut {
 		return Entry{Revision: m.Sequence, Deleted: true}
 	}
 	return Entry{Value: m.Data, Revision: m.Sequence}

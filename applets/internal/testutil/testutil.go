@@ -190,3 +190,25 @@ func (o *UnansweredGet) Get(ctx context.Context, name string, opts ...jetstream.
 
 // Gets is how many times Get was called.
 func (o *UnansweredGet) Gets() int { return int(o.gets.Load()) }
+
+// WatchHeartbeats waits until bucket's stream has want consumers, one per
+// watch of it, and returns their idle heartbeats.
+func WatchHeartbeats(t testing.TB, js jetstream.JetStream, bucket string, want int) []time.Duration {
+	t.Helper()
+	var beats []time.Duration
+	Eventually(t, 10*time.Second, fmt.Sprintf("%d watches of %s", want, bucket), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			return false
+		}
+		beats = beats[:0]
+		l := s.ListConsumers(ctx)
+		for c := range l.Info() {
+			beats = append(beats, c.Config.IdleHeartbeat)
+		}
+		return l.Err() == nil && len(beats) == want
+	})
+	return beats
+}
