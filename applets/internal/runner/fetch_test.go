@@ -127,20 +127,9 @@ func (c closeSignal) Close() error {
 // a member of a cluster dies is when a deploy's binary is fetched.
 func TestDownloadOpensAgain(t *testing.T) {
 	t.Parallel()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	silent := testutil.HoldingUnanswered(t, "app", "the build")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "binaries"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := obs.PutString(ctx, "app", "the build"); err != nil {
-		t.Fatal(err)
-	}
-	silent := &testutil.UnansweredGet{ObjectStore: obs}
 	r, err := openObject(ctx, silent, "app", time.Minute)
 	if err != nil {
 		t.Fatalf("open after an unanswered opening: %v", err)

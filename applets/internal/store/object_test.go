@@ -10,28 +10,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/testutil"
-	"github.com/narun/narun/embednats/natstest"
 )
 
 // An opening JetStream leaves unanswered is sent again; one it answers
 // with an error that lasts (no such object) is not.
 func TestOpenObject(t *testing.T) {
 	t.Parallel()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	silent := testutil.HoldingUnanswered(t, "app", "the build")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "objects"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := obs.PutString(ctx, "app", "the build"); err != nil {
-		t.Fatal(err)
-	}
-
-	silent := &testutil.UnansweredGet{ObjectStore: obs}
 	obj, err := OpenObject(ctx, silent, "app", time.Minute)
 	if err != nil {
 		t.Fatalf("open after an unanswered opening: %v", err)
@@ -46,7 +33,7 @@ func TestOpenObject(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	counted := &countedGets{ObjectStore: obs}
+	counted := &countedGets{ObjectStore: silent.ObjectStore}
 	if _, err := OpenObject(ctx, counted, "none", time.Minute); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Fatalf("open of a missing object: %v, want object not found", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/testutil"
@@ -17,17 +18,9 @@ import (
 // (deleted ones included), nil, then each change.
 func TestWatchGivesWhatWatchAllGives(t *testing.T) {
 	t.Parallel()
-	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, nc, kv := newBucket(t, jetstream.KeyValueConfig{Bucket: "watched", History: 5})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "watched", History: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	empty, err := Watch(ctx, nc, "watched")
 	if err != nil {
@@ -96,17 +89,13 @@ func TestWatchGivesWhatWatchAllGives(t *testing.T) {
 // that one lost with a cluster member is made again within two of them.
 func TestWatchHeartbeat(t *testing.T) {
 	t.Parallel()
-	nc := natstest.Connect(t, natstest.Start(t))
+	_, nc, kv := newBucket(t, jetstream.KeyValueConfig{Bucket: "watched"})
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "watched"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	w, err := Watch(ctx, nc, "watched")
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +129,25 @@ func TestWatchHeartbeat(t *testing.T) {
 	}
 }
 
+// newBucket creates a bucket of cfg on a server of its own, and returns
+// the server's URL, a connection to it and the bucket.
+func newBucket(t *testing.T, cfg jetstream.KeyValueConfig) (string, *nats.Conn, jetstream.KeyValue) {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.ClientURL(), nc, kv
+}
+
 func show(e jetstream.KeyValueEntry) string {
 	if e == nil {
 		return "nil"
@@ -153,18 +161,9 @@ func show(e jetstream.KeyValueEntry) string {
 // waits: nats.go's ListKeys waited for all of it.
 func TestKeys(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	url, nc, kv := newBucket(t, jetstream.KeyValueConfig{Bucket: "listed"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "listed"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if keys, err := Keys(ctx, nc, "listed"); len(keys) != 0 || err != nil {
 		t.Fatalf("keys of an empty bucket: %q, %v", keys, err)
 	}
@@ -180,7 +179,7 @@ func TestKeys(t *testing.T) {
 		t.Fatalf("keys: %q, %v; want web api", keys, err)
 	}
 
-	losing := testutil.LosingConn(t, srv.ClientURL(), func(subject string) bool {
+	losing := testutil.LosingConn(t, url, func(subject string) bool {
 		return strings.HasPrefix(subject, "$JS.API.CONSUMER.CREATE.KV_listed.")
 	})
 	if _, err := Keys(ctx, losing, "listed"); err == nil || ctx.Err() != nil {

@@ -188,6 +188,26 @@ func (o *UnansweredGet) Get(ctx context.Context, name string, opts ...jetstream.
 	return o.ObjectStore.Get(ctx, name, opts...)
 }
 
+// HoldingUnanswered is an UnansweredGet over an object store of a server
+// of its own that holds name with content.
+func HoldingUnanswered(t testing.TB, name, content string) *UnansweredGet {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "objects"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutString(ctx, name, content); err != nil {
+		t.Fatal(err)
+	}
+	return &UnansweredGet{ObjectStore: obs}
+}
+
 // Gets is how many times Get was called.
 func (o *UnansweredGet) Gets() int { return int(o.gets.Load()) }
 
