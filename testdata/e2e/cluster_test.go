@@ -127,10 +127,17 @@ func TestRollingNATSRestartKeepsKV(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "e2e-rolling", Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A cluster just formed may drop a request while it settles its
+	// leaders, and nats.go then waits for the whole context: the create
+	// is sent again, as narun's own clients do (store.KV).
+	var kv jetstream.KeyValue
+	eventually(t, time.Minute, "R3 bucket created", func() error {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		var err error
+		kv, err = js.CreateKeyValue(cctx, jetstream.KeyValueConfig{Bucket: "e2e-rolling", Replicas: 3})
+		return err
+	})
 
 	stop := make(chan struct{})
 	type result struct{ acked, failed int }
