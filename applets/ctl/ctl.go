@@ -504,7 +504,7 @@ func (e *env) waitJetStream(nc *nats.Conn, js jetstream.JetStream) error {
 	defer cancel()
 	// Other errors (JetStream disabled, no permission) are for the command
 	// itself to report with its context.
-	if _, err := js.AccountInfo(ctx); unanswered(err) {
+	if _, err := js.AccountInfo(ctx); store.Unanswered(err) {
 		return majorityHint(nc, fmt.Errorf("jetstream at %s%s not answering within %s: %w", cli.RedactURLs(e.cfg.Ctl.NATSURL), urlSource(e.cfg.Ctl.NATSURLFrom), e.timeout, err))
 	}
 	return nil
@@ -517,7 +517,7 @@ func (e *env) waitJetStream(nc *nats.Conn, js jetstream.JetStream) error {
 // for a moment, so a later request can be the first to go unanswered.
 func majorityHint(nc *nats.Conn, err error) error {
 	cluster := nc.ConnectedClusterName()
-	if cluster == "" || !unanswered(err) {
+	if cluster == "" || !store.Unanswered(err) {
 		return err
 	}
 	return fmt.Errorf("%w (server %s of cluster %s answers for JetStream only while it reaches a majority of the members: are the others down or cut off from it? ctl works through any member of the majority)", err, nc.ConnectedServerName(), cluster)

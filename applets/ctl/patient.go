@@ -3,10 +3,8 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/store"
@@ -18,11 +16,6 @@ import (
 // and one request waiting out the whole --timeout would never see the new
 // leader; the same request sent again does.
 const attemptTimeout = 2 * time.Second
-
-// jsClusterNotAvail is nats-server's JSClusterNotAvailErr: "JetStream system
-// temporarily unavailable", the answer of a server that knows its group has
-// no leader.
-const jsClusterNotAvail jetstream.ErrorCode = 10008
 
 // patientJS hands out buckets, object stores and streams whose operations,
 // like its own, are sent again, until the operation's deadline, while
@@ -150,7 +143,7 @@ func (kv patientKV) conditional(ctx context.Context, key string, value []byte, l
 				return e.Revision(), nil
 			}
 		}
-		mayHaveWritten = mayHaveWritten || unsure(err)
+		mayHaveWritten = mayHaveWritten || store.Unsure(err)
 		return rev, err
 	})
 }
@@ -232,7 +225,7 @@ func retry[T any](ctx context.Context, grow bool, f func(context.Context) (T, er
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		v, err := f(actx)
 		cancel()
-		if err == nil || !unanswered(err) || ctx.Err() != nil {
+		if err == nil || !store.Unanswered(err) || ctx.Err() != nil {
 			return v, store.Tidy(err)
 		}
 		select {
@@ -245,29 +238,4 @@ func retry[T any](ctx context.Context, grow bool, f func(context.Context) (T, er
 			attempt *= 2
 		}
 	}
-}
-
-// unanswered reports whether err means JetStream did not act on a request,
-// or did not say so in time, in a way that may pass: nothing took it (no
-// responders; nats.go's "JetStream not enabled" for account info), nothing
-// answered in time, the server is reconnecting, or a server said its group
-// has no leader now.
-func unanswered(err error) bool {
-	var api *jetstream.APIError
-	// Key listings and watches create their consumer through nats.go's
-	// older JetStream API, whose errors are of its own type: without it, a
-	// listing during a leader election failed at once instead of being
-	// sent again.
-	var legacy *nats.APIError
-	return unsure(err) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-		errors.As(err, &api) && api.ErrorCode == jsClusterNotAvail ||
-		errors.As(err, &legacy) && legacy.ErrorCode == nats.JSErrCodeJetStreamNotAvailable
-}
-
-// unsure reports whether err leaves open whether the request was carried
-// out: it was sent, but its answer did not come.
-func unsure(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/narun/narun/applets/internal/secrets"
 	"github.com/narun/narun/applets/internal/spec"
 	"github.com/narun/narun/applets/internal/state"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // maxSecret keeps a secret well inside one NATS message.
@@ -619,7 +620,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	}
 	// JetStream that stopped answering would make every purge and read
 	// below wait out its own timeout as well, one after the other.
-	gone := unanswered(err)
+	gone := store.Unanswered(err)
 	if err != nil {
 		err = e.sayDiskFull(ctx, names.SecretsBucket, fmt.Errorf("%d secret(s) re-encrypted, but not all: %w%s", len(done), err, lackingKeyHint(err, e.cfg.Ctl.MasterKeyFile, ring)))
 	}
@@ -632,7 +633,7 @@ func secretRotate(ctx context.Context, c *ucli.Context, e *env) error {
 	for i, n := range purge {
 		perr := e.dropEarlierSealed(ctx, n, "narun ctl secret rotate again")
 		err = errors.Join(err, perr)
-		if unanswered(perr) {
+		if store.Unanswered(perr) {
 			gone = true
 			if rest := purge[i+1:]; len(rest) > 0 {
 				err = errors.Join(err, fmt.Errorf("earlier sealed values of %s not purged: not tried once JetStream stopped answering (rotate again to purge them)", strings.Join(rest, ", ")))

@@ -2,11 +2,9 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -17,13 +15,9 @@ import (
 // answered by the members that are left.
 const openResend = 2 * time.Second
 
-// codeClusterNotAvailable is nats-server's JSClusterNotAvailErr ("JetStream
-// system temporarily unavailable"), a member's answer while its group has
-// no leader.
-const codeClusterNotAvailable = 10008
-
 // OpenObject opens name in obs for a read that may take read in all, and
-// sends the opening again each time it goes unanswered for openResend.
+// sends the opening again each time it goes unanswered for openResend (or
+// is refused in a way that passes, Unanswered).
 // nats.go's Get reads the object's info and creates the consumer of its
 // chunks under the context of the whole read: one of those requests left
 // unanswered waited out the read's deadline, sized for a slow link (ctl
@@ -47,7 +41,7 @@ func OpenObject(ctx context.Context, obs jetstream.ObjectStore, name string, rea
 		if !answered {
 			err = fmt.Errorf("open %s: no answer from JetStream in %s: %w", name, openResend, context.DeadlineExceeded)
 		}
-		if ctx.Err() != nil || answered && !resendable(err) {
+		if ctx.Err() != nil || answered && !Unanswered(err) {
 			end()
 			return nil, err
 		}
@@ -62,17 +56,6 @@ func OpenObject(ctx context.Context, obs jetstream.ObjectStore, name string, rea
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-}
-
-// resendable reports whether err says JetStream did not take a request
-// now, in a way that passes: no one to take it, no answer in nats.go's own
-// time, or a group without a leader.
-func resendable(err error) bool {
-	var legacy *nats.APIError
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		apiCode(err) == codeClusterNotAvailable ||
-		errors.As(err, &legacy) && legacy.ErrorCode == codeClusterNotAvailable
 }
 
 // openObject ends its read's context when closed.
