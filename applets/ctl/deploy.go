@@ -440,7 +440,7 @@ func (e *env) readCurrent(ctx context.Context, d *deployment) error {
 	if err != nil {
 		return err
 	}
-	cur, err := currentSpec(ctx, e, apps, d.app.Name)
+	cur, err := currentSpec(ctx, e, d.app.Name)
 	if err != nil {
 		return err
 	}
@@ -784,24 +784,38 @@ func (c current) pinned(arch string) (spec.Binary, bool) {
 	return b, ok
 }
 
-func currentSpec(ctx context.Context, e *env, apps jetstream.KeyValue, name string) (current, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	entry, err := apps.Get(octx, name)
-	if isNotFound(err) {
+// currentSpec reads the deployed spec of name from the leader of
+// narun-apps. A KV Get is a direct get any replica answers, and one behind
+// the leader, in a cluster, answers with an earlier revision or none: read
+// right after a deploy's own write, that took the app for deleted (and
+// removed its routes), or for changed back to its previous spec.
+func currentSpec(ctx context.Context, e *env, name string) (current, error) {
+	var entry store.Entry
+	err := e.within(ctx, func(ctx context.Context) (err error) {
+		entry, err = untilAnswered(ctx, func(ctx context.Context) (store.Entry, error) {
+			return store.EntryFromLeader(ctx, e.nc, names.AppsBucket, name)
+		})
+		return err
+	})
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound {
+		// A dry run creates no bucket: none, no spec.
 		return current{}, nil
 	}
 	if err != nil {
 		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
 	}
+	if entry.Deleted {
+		return current{}, nil
+	}
 	// A stored spec nodes cannot parse is replaced, not kept; one they run
 	// still lends its binaries and restarted_at to a deploy of its version.
-	a, _, _ := spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
+	a, _, _ := spec.ParseStored(names.AppsBucket+"/"+name, entry.Value)
 	if a != nil && a.StoredUnder(name) != nil {
 		// Another app's spec lends nothing: nodes refuse it under this key.
 		a = nil
 	}
-	return current{app: a, raw: entry.Value(), rev: entry.Revision()}, nil
+	return current{app: a, raw: entry.Value, rev: entry.Revision}, nil
 }
 
 // checkReferences fails before any upload when a secret or file the spec
@@ -1459,21 +1473,14 @@ func sameEntry(key *signing.Key, app string, cur, live, want []byte) bool {
 	return err == nil && bytes.Equal(b, want)
 }
 
-// dropRoutesOfDeleted removes app's routes entry when its spec is gone.
-// The spec and the routes are two writes: an `app delete` that lands
-// between a deploy's spec and its routes removes both before the routes
-// are written, and would leave them behind, answering 503 for a path no
-// other app may take. Delete removes the routes again after the spec, and
-// a deploy looks at the spec again after its routes: whichever writes the
-// routes last sees the deletion. A look that fails (NATS gone) is only
-// reported: what was written stands, and --wait says what became of it.
-func (e *env) dropRoutesOfDeleted(ctx context.Context, apps jetstream.KeyValue, app string) error {
-	if err := e.within(ctx, func(ctx context.Context) error { _, err := apps.Get(ctx, app); return err }); err == nil {
-		return nil
-	} else if !isNotFound(err) {
-		e.warnf("could not check that %s was not deleted meanwhile: %v", app, err)
-		return nil
-	}
+// dropRoutesOfDeleted removes app's routes entry, its spec gone. The spec
+// and the routes are two writes: an `app delete` that lands between a
+// deploy's spec and its routes removes both before the routes are
+// written, and would leave them behind, answering 503 for a path no other
+// app may take. Delete removes the routes again after the spec, and a
+// deploy reads the spec again after its routes (settleRoutes): whichever
+// writes the routes last sees the deletion.
+func (e *env) dropRoutesOfDeleted(ctx context.Context, app string) error {
 	routes, err := e.kv(ctx, names.RoutesBucket)
 	if err != nil {
 		return err

@@ -44,20 +44,20 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
-	ctx := context.Background()
-	routes, ok := h.get(names.RoutesBucket, "hello")
-	if !ok {
-		t.Fatal("no routes entry")
-	}
-	h.ok("", "app", "delete", "hello")
-	// What the racing deploy writes after the delete.
-	if _, err := h.kv(names.RoutesBucket).Put(ctx, "hello", routes); err != nil {
+	rev, raw := h.revisionOf("hello")
+	deployed, err := spec.Parse("hello", raw)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.ok("", "app", "delete", "hello")
 
+	// What the racing deploy does after the delete: write its routes, and
+	// read the spec back.
 	e := h.env(io.Discard)
-	err := e.dropRoutesOfDeleted(ctx, h.kv(names.AppsBucket), "hello")
-	if err == nil || !strings.Contains(err.Error(), "was deleted while this ran") {
+	settle := func(rev uint64) error {
+		return e.settleRoutes(context.Background(), deployed, rev, nil, "deploy", func(err error) error { return err })
+	}
+	if err := settle(rev); err == nil || !strings.Contains(err.Error(), "was deleted while this ran") {
 		t.Errorf("after the delete: %v", err)
 	}
 	if _, ok := h.get(names.RoutesBucket, "hello"); ok {
@@ -65,7 +65,8 @@ func TestRoutesWrittenAfterADeleteAreDropped(t *testing.T) {
 	}
 
 	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
-	if err := e.dropRoutesOfDeleted(ctx, h.kv(names.AppsBucket), "hello"); err != nil {
+	rev, _ = h.revisionOf("hello")
+	if err := settle(rev); err != nil {
 		t.Errorf("with the spec there: %v", err)
 	}
 	if _, ok := h.get(names.RoutesBucket, "hello"); !ok {

@@ -105,7 +105,7 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 		}
 	}
 	notWritten := func(err error) error { return routesNotWritten(name, p, r.again, err) }
-	if err := e.settleRoutes(ctx, r.apps, r.final, p.revision, r.key, r.verb, notWritten); err != nil {
+	if err := e.settleRoutes(ctx, r.final, p.revision, r.key, r.verb, notWritten); err != nil {
 		stop()
 		return p, err
 	}
@@ -196,7 +196,7 @@ func (e *env) usesAll(ctx context.Context, a *spec.App) (sealedWith map[string]s
 // gets no routes from it: the command fails, saying so. A look that fails
 // (NATS gone) is only reported: what was written stands, and --wait says
 // what became of it. notWritten phrases the failure of a write.
-func (e *env) settleRoutes(ctx context.Context, apps jetstream.KeyValue, a *spec.App, rev uint64, key *signing.Key, verb string, notWritten func(error) error) error {
+func (e *env) settleRoutes(ctx context.Context, a *spec.App, rev uint64, key *signing.Key, verb string, notWritten func(error) error) error {
 	name := a.Name
 	// Each turn follows a spec stored by another command meanwhile; that
 	// many in a row is churn the operator should hear about.
@@ -204,13 +204,13 @@ func (e *env) settleRoutes(ctx context.Context, apps jetstream.KeyValue, a *spec
 		if err := e.putRoutes(ctx, a, key); err != nil {
 			return notWritten(err)
 		}
-		cur, err := currentSpec(ctx, e, apps, name)
+		cur, err := currentSpec(ctx, e, name)
 		switch {
 		case err != nil:
 			e.warnf("could not check that %s did not change meanwhile: %v", name, err)
 			return nil
 		case cur.rev == 0:
-			return e.dropRoutesOfDeleted(ctx, apps, name)
+			return e.dropRoutesOfDeleted(ctx, name)
 		case cur.rev == rev:
 			return nil
 		}

@@ -390,7 +390,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		// become the spec's, which is how a rollback whose routes failed
 		// after its spec was stored writes them.
 		if cur.app != nil {
-			if err := e.settleRoutes(ctx, apps, cur.app, cur.Revision, key, "rollback", keep); err != nil {
+			if err := e.settleRoutes(ctx, cur.app, cur.Revision, key, "rollback", keep); err != nil {
 				return err
 			}
 		}
@@ -415,7 +415,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 	if bytes.Equal(stored, cur.raw) {
 		// Running a rollback again is how one whose routes failed after
 		// its spec was stored writes them; an unchanged entry is left.
-		if err := e.settleRoutes(ctx, apps, final, cur.Revision, key, "rollback", keep); err != nil {
+		if err := e.settleRoutes(ctx, final, cur.Revision, key, "rollback", keep); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.out(), "%s: revision %d holds the same spec as the current one (%d); nothing to roll back\n", name, target.Revision, cur.Revision)

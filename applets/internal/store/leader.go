@@ -105,33 +105,42 @@ func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Ent
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := LastFromLeader(ctx, c.nc, "KV_"+c.bucket, "$KV."+c.bucket+"."+e.Key())
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// The leader answered: it holds no record of the key, not even
-		// a delete (every message of it purged, or a store that lost
-		// them), which says nothing of a newer value. The entry stands
-		// as read, and the leader's word on the other keys is still
-		// worth asking.
-		c.log.Debug("the leader of its bucket holds no record of an entry's key", "bucket", c.bucket, "key", e.Key())
-		return read
-	}
+	// A leader that holds no record of the key (every message of it
+	// purged, or a store that lost them) says nothing of a newer value:
+	// its revision 0 leaves the entry as read, and the leader's word on the
+	// other keys is still worth asking.
+	leader, err := EntryFromLeader(ctx, c.nc, c.bucket, e.Key())
 	if err != nil {
 		c.failed = true
 		c.log.Debug("read an entry from the leader of its bucket", "bucket", c.bucket, "key", e.Key(), "err", err)
 		return read
 	}
-	if m.Sequence <= e.Revision() {
+	if leader.Revision <= e.Revision() {
 		return read
 	}
-	c.log.Info("a replica of "+c.bucket+" behind its leader gave an earlier revision; taking the leader's", "key", e.Key(), "revision", e.Revision(), "leader_revision", m.Sequence)
+	c.log.Info("a replica of "+c.bucket+" behind its leader gave an earlier revision; taking the leader's", "key", e.Key(), "revision", e.Revision(), "leader_revision", leader.Revision)
 	if c.taken == nil {
 		c.taken = map[string]uint64{}
 	}
-	c.taken[e.Key()] = m.Sequence
-	if entryOp(m.Header) != jetstream.KeyValuePut {
-		return Entry{Revision: m.Sequence, Deleted: true}
+	c.taken[e.Key()] = leader.Revision
+	return leader
+}
+
+// EntryFromLeader reads key's last entry in the KV bucket from the bucket's
+// leader (LastFromLeader): what a writer reads back right after its own
+// write, which a replica behind may not hold yet. A key the leader holds
+// no record of is Deleted, at revision 0.
+func EntryFromLeader(ctx context.Context, nc *nats.Conn, bucket, key string) (Entry, error) {
+	m, err := LastFromLeader(ctx, nc, "KV_"+bucket, "$KV."+bucket+"."+key)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return Entry{Deleted: true}, nil
+	case err != nil:
+		return Entry{}, err
+	case entryOp(m.Header) != jetstream.KeyValuePut:
+		return Entry{Revision: m.Sequence, Deleted: true}, nil
 	}
-	return Entry{Value: m.Data, Revision: m.Sequence}
+	return Entry{Value: m.Data, Revision: m.Sequence}, nil
 }
 
 // Again lets Latest ask the leader again after a read that failed. A pass

@@ -1,0 +1,70 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/narun/narun/applets/internal/names"
+)
+
+// A deploy reads the app's spec back after storing it, to see whether an
+// app delete or another deploy came in between. In a cluster, a replica of
+// narun-apps behind its leader answers that read (a KV Get is a direct
+// get) without the revision just stored: ctl took the app for deleted,
+// removed its routes and failed a deploy that had succeeded. On one
+// server, a mirror of the bucket that never holds the app answers a share
+// of its direct gets the same way (nats-server's mirror_direct).
+func TestDeployReadsBackFromTheLeader(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloVersion("1.0.0", "/hello/"))
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	behindReplica(t, h.js, names.AppsBucket, "hello")
+
+	for i := 1; i <= 5; i++ {
+		h.file("hello.toml", helloVersion(fmt.Sprintf("1.0.%d", i), "/hello/"))
+		h.ok("", "deploy", p, "--binary", elfBinary(t))
+		if _, ok := h.get(names.RoutesBucket, "hello"); !ok {
+			t.Fatalf("deploy %d: the routes of hello are gone", i)
+		}
+	}
+}
+
+// behindReplica makes a share of the direct gets of key in bucket answered
+// by a mirror of the bucket that does not hold key, and returns once one
+// was. The mirror answers only once it has mirrored a message, so it
+// mirrors one of a key of its own.
+func behindReplica(t *testing.T, js jetstream.JetStream, bucket, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const decoy = "behind-replica-decoy"
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         "BEHIND_" + bucket,
+		Mirror:       &jetstream.StreamSource{Name: "KV_" + bucket, FilterSubject: "$KV." + bucket + "." + decoy},
+		MirrorDirect: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, decoy, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("no direct get of %s answered without it: %v", key, err)
+		}
+	}
+}
