@@ -784,24 +784,11 @@ func (c current) pinned(arch string) (spec.Binary, bool) {
 	return b, ok
 }
 
-// currentSpec reads the deployed spec of name from the leader of
-// narun-apps. A KV Get is a direct get any replica answers, and one behind
-// the leader, in a cluster, answers with an earlier revision or none: read
-// right after a deploy's own write, that took the app for deleted (and
-// removed its routes), or for changed back to its previous spec.
+// currentSpec reads the deployed spec of name (fromLeader): the revision
+// a deploy's write is conditional on, and, read again after its routes,
+// whether an app delete or another deploy came in between.
 func currentSpec(ctx context.Context, e *env, name string) (current, error) {
-	var entry store.Entry
-	err := e.within(ctx, func(ctx context.Context) (err error) {
-		entry, err = untilAnswered(ctx, func(ctx context.Context) (store.Entry, error) {
-			return store.EntryFromLeader(ctx, e.nc, names.AppsBucket, name)
-		})
-		return err
-	})
-	var api *jetstream.APIError
-	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound {
-		// A dry run creates no bucket: none, no spec.
-		return current{}, nil
-	}
+	entry, err := e.fromLeader(ctx, names.AppsBucket, name)
 	if err != nil {
 		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
 	}

@@ -68,3 +68,19 @@ func behindReplica(t *testing.T, js jetstream.JetStream, bucket, key string) {
 		}
 	}
 }
+
+// The commands that read one app's spec read it from the leader too: a
+// replica behind told app status that an app just deployed was not, and
+// failed an app restart's write, conditional on the revision it read.
+func TestAppCommandsReadFromTheLeader(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "deploy", h.file("hello.toml", helloSpec), "--binary", elfBinary(t))
+	behindReplica(t, h.js, names.AppsBucket, "hello")
+
+	for range 5 {
+		h.ok("", "app", "status", "hello")
+		h.ok("", "app", "restart", "hello")
+	}
+	h.ok("", "app", "delete", "hello")
+}

@@ -90,6 +90,9 @@ func NewLeaderCheck(nc *nats.Conn, bucket string, log *slog.Logger) *LeaderCheck
 type Entry struct {
 	Value    []byte
 	Revision uint64
+	// Created is when the server stored the entry; zero for a key the
+	// leader holds no record of, and for an entry Latest kept as read.
+	Created time.Time
 	// Deleted is a delete or purge: the key holds no value.
 	Deleted bool
 }
@@ -138,9 +141,9 @@ func EntryFromLeader(ctx context.Context, nc *nats.Conn, bucket, key string) (En
 	case err != nil:
 		return Entry{}, err
 	case entryOp(m.Header) != jetstream.KeyValuePut:
-		return Entry{Revision: m.Sequence, Deleted: true}, nil
+		return Entry{Revision: m.Sequence, Created: m.Time, Deleted: true}, nil
 	}
-	return Entry{Value: m.Data, Revision: m.Sequence}, nil
+	return Entry{Value: m.Data, Revision: m.Sequence, Created: m.Time}, nil
 }
 
 // Again lets Latest ask the leader again after a read that failed. A pass
