@@ -773,6 +773,9 @@ type current struct {
 	app *spec.App // nil when absent or unparsable
 	raw []byte
 	rev uint64 // 0 when absent
+	// last is the revision of the key's last entry, its deletion's when
+	// deleted: what a write over it is conditional on.
+	last uint64
 }
 
 // pinned returns the binary the deployed spec pins for arch.
@@ -793,7 +796,7 @@ func currentSpec(ctx context.Context, e *env, name string) (current, error) {
 		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
 	}
 	if entry.Deleted {
-		return current{}, nil
+		return current{last: entry.Revision}, nil
 	}
 	// A stored spec nodes cannot parse is replaced, not kept; one they run
 	// still lends its binaries and restarted_at to a deploy of its version.
@@ -802,7 +805,7 @@ func currentSpec(ctx context.Context, e *env, name string) (current, error) {
 		// Another app's spec lends nothing: nodes refuse it under this key.
 		a = nil
 	}
-	return current{app: a, raw: entry.Value, rev: entry.Revision}, nil
+	return current{app: a, raw: entry.Value, rev: entry.Revision, last: entry.Revision}, nil
 }
 
 // checkReferences fails before any upload when a secret or file the spec

@@ -84,3 +84,20 @@ func TestAppCommandsReadFromTheLeader(t *testing.T) {
 	}
 	h.ok("", "app", "delete", "hello")
 }
+
+// A deploy of a deleted app stores its spec over the deletion. nats.go's
+// Create, which such a deploy used, reads the key with a direct get to
+// find the deletion it may write over: a replica behind, without it,
+// failed the deploy as if another command had stored the app meanwhile.
+func TestDeployAfterDeleteWritesOverTheLeadersDeletion(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	p := h.file("hello.toml", helloSpec)
+	h.ok("", "deploy", p, "--binary", elfBinary(t))
+	behindReplica(t, h.js, names.AppsBucket, "hello")
+
+	for range 8 {
+		h.ok("", "app", "delete", "hello")
+		h.ok("", "deploy", p, "--binary", elfBinary(t))
+	}
+}

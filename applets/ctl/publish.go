@@ -90,13 +90,11 @@ func (e *env) publish(ctx context.Context, r release, wait bool) (published, err
 	if p.changed {
 		// Conditional writes: a concurrent deploy or rollback of the same
 		// app makes one of the two fail instead of silently overwriting
-		// the other.
+		// the other. Over a deletion too, whose revision the leader gave:
+		// nats.go's Create looks for one with a direct get, which a
+		// replica behind answers without it.
 		err := e.write(ctx, names.AppsBucket, func(ctx context.Context) (err error) {
-			if r.cur.rev == 0 {
-				p.revision, err = r.apps.Create(ctx, name, r.stored)
-			} else {
-				p.revision, err = r.apps.Update(ctx, name, r.stored, r.cur.rev)
-			}
+			p.revision, err = r.apps.Update(ctx, name, r.stored, r.cur.last)
 			return err
 		})
 		if err != nil {

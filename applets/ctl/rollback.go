@@ -425,7 +425,7 @@ func appRollback(ctx context.Context, c *ucli.Context, e *env, name string) erro
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("rollback of %s to revision %d refused, nothing written: %w", name, target.Revision, err)}
 	}
 	p, err := e.publish(ctx, release{
-		apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision},
+		apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision, last: cur.Revision},
 		stored: stored, final: final, key: key, nodes: nodes, heartbeats: heartbeats, verb: "rollback",
 		again: fmt.Sprintf("narun ctl app rollback %s --to %d writes them", name, target.Revision),
 	}, c.Bool("wait"))

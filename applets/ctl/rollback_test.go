@@ -419,7 +419,7 @@ func TestRollbackLosesRaceToDeploy(t *testing.T) {
 	h.ok("", "deploy", p, "--binary", bin)
 	deployed, v3 := h.revisionOf("hello")
 
-	_, err = e.publish(ctx, release{apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision}, stored: stored, final: final, verb: "rollback"}, false)
+	_, err = e.publish(ctx, release{apps: apps, cur: current{app: cur.app, raw: cur.raw, rev: cur.Revision, last: cur.Revision}, stored: stored, final: final, verb: "rollback"}, false)
 	if err == nil || !strings.Contains(err.Error(), "it changed during this rollback") {
 		t.Errorf("rollback over a deploy it did not read: %v", err)
 	}
