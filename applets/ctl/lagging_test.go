@@ -101,3 +101,25 @@ func TestDeployAfterDeleteWritesOverTheLeadersDeletion(t *testing.T) {
 		h.ok("", "deploy", p, "--binary", elfBinary(t))
 	}
 }
+
+// Every read of one key goes to the leader (patientKV.Get): a deploy
+// right after a secret set, through a replica of narun-secrets behind,
+// failed with "secret db does not exist", and a secret delete right after
+// said the same.
+func TestSecretJustSetIsFound(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.dir + "/secret.key"
+	h.ok("", "--key-file", key, "secret", "keygen")
+	// Creates narun-secrets, which behindReplica mirrors.
+	h.ok("v\n", "--key-file", key, "secret", "set", "other")
+	behindReplica(t, h.js, names.SecretsBucket, "db")
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n1\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
+
+	for range 5 {
+		h.ok("v\n", "--key-file", key, "secret", "set", "db")
+		h.ok("", "--key-file", key, "deploy", p, "--binary", elfBinary(t))
+		h.ok("", "app", "delete", "app")
+		h.ok("", "secret", "delete", "db")
+	}
+}

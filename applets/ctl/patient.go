@@ -5,6 +5,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/store"
@@ -45,12 +46,12 @@ func (js patientJS) UpdateStream(ctx context.Context, cfg jetstream.StreamConfig
 
 func (js patientJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	kv, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.JetStream.KeyValue(ctx, bucket) })
-	return wrapKV(kv, err)
+	return wrapKV(js.Conn(), kv, err)
 }
 
 func (js patientJS) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.JetStream.CreateKeyValue(ctx, cfg) })
-	return wrapKV(kv, err)
+	return wrapKV(js.Conn(), kv, err)
 }
 
 func (js patientJS) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
@@ -65,11 +66,11 @@ func (js patientJS) CreateObjectStore(ctx context.Context, cfg jetstream.ObjectS
 	return wrapObjects(obs, err)
 }
 
-func wrapKV(kv jetstream.KeyValue, err error) (jetstream.KeyValue, error) {
+func wrapKV(nc *nats.Conn, kv jetstream.KeyValue, err error) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	return patientKV{kv}, nil
+	return patientKV{KeyValue: kv, nc: nc}, nil
 }
 
 func wrapObjects(obs jetstream.ObjectStore, err error) (jetstream.ObjectStore, error) {
@@ -102,10 +103,19 @@ func (c patientConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, err
 	return untilAnswered(ctx, c.Consumer.Info)
 }
 
-type patientKV struct{ jetstream.KeyValue }
+// patientKV is also a bucket whose Get the leader answers: nats.go's is a
+// direct get any replica answers, and one behind its leader, in a
+// cluster, answers without what was just written. A secret set, or a
+// spec deployed, by the command before was then missing.
+type patientKV struct {
+	jetstream.KeyValue
+	nc *nats.Conn
+}
 
 func (kv patientKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
-	return untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return kv.KeyValue.Get(ctx, key) })
+	return untilAnswered(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		return store.GetFromLeader(ctx, kv.nc, kv.Bucket(), key)
+	})
 }
 
 func (kv patientKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
@@ -139,7 +149,7 @@ func (kv patientKV) conditional(ctx context.Context, key string, value []byte, l
 	return untilAnswered(ctx, func(ctx context.Context) (uint64, error) {
 		rev, err := write(ctx)
 		if mayHaveWritten && lostRace(err) {
-			if e, gerr := kv.KeyValue.Get(ctx, key); gerr == nil && e.Revision() > last && bytes.Equal(e.Value(), value) {
+			if e, gerr := store.GetFromLeader(ctx, kv.nc, kv.Bucket(), key); gerr == nil && e.Revision() > last && bytes.Equal(e.Value(), value) {
 				return e.Revision(), nil
 			}
 		}

@@ -77,7 +77,8 @@ func (kv *lostAnswers) Update(ctx context.Context, key string, value []byte, las
 func TestSentAgainAfterALostAnswer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,12 +86,12 @@ func TestSentAgainAfterALostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv := patientKV{&lostAnswers{KeyValue: raw}}
+	kv := patientKV{KeyValue: &lostAnswers{KeyValue: raw}, nc: nc}
 	rev, err := kv.Create(ctx, "web", []byte("v1"))
 	if err != nil || rev == 0 {
 		t.Fatalf("create: revision %d, %v", rev, err)
 	}
-	kv = patientKV{&lostAnswers{KeyValue: raw}}
+	kv = patientKV{KeyValue: &lostAnswers{KeyValue: raw}, nc: nc}
 	if rev, err = kv.Update(ctx, "web", []byte("v2"), rev); err != nil {
 		t.Fatalf("update: %v", err)
 	}
@@ -98,11 +99,11 @@ func TestSentAgainAfterALostAnswer(t *testing.T) {
 		t.Fatalf("stored: %v, %v; want v2 at revision %d", e, err, rev)
 	}
 	// Another client's value found there is a conflict.
-	kv = patientKV{&lostAnswers{KeyValue: raw, meanwhile: func() {
+	kv = patientKV{KeyValue: &lostAnswers{KeyValue: raw, meanwhile: func() {
 		if _, err := raw.Put(ctx, "web", []byte("theirs")); err != nil {
 			t.Error(err)
 		}
-	}}}
+	}}, nc: nc}
 	if _, err := kv.Update(ctx, "web", []byte("v3"), rev); !lostRace(err) {
 		t.Fatalf("update overwritten meanwhile: %v, want a conflict", err)
 	}
@@ -129,7 +130,7 @@ func TestListingSentAgainWhileLeaderless(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	raw := bucketWith(t, names.NodesBucket, "edge-1", "{}")
-	l, err := patientKV{&leaderless{KeyValue: raw}}.ListKeys(ctx)
+	l, err := patientKV{KeyValue: &leaderless{KeyValue: raw}}.ListKeys(ctx)
 	if err != nil {
 		t.Fatalf("listing through a leader election: %v", err)
 	}
@@ -167,7 +168,7 @@ func TestHistoryReadAgainWhenUnanswered(t *testing.T) {
 	raw := bucketWith(t, names.AppsBucket, "web", "v1")
 	octx, cancel := context.WithTimeout(context.Background(), 4*attemptTimeout)
 	defer cancel()
-	hist, err := patientKV{&stalledHistory{KeyValue: raw}}.History(octx, "web")
+	hist, err := patientKV{KeyValue: &stalledHistory{KeyValue: raw}}.History(octx, "web")
 	if err != nil {
 		t.Fatalf("history after a lost reading: %v", err)
 	}

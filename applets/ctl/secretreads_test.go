@@ -28,8 +28,10 @@ func TestDeployReadsEachSecretOncePerCheck(t *testing.T) {
 	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"lacks\"]\n[[secrets]]\nname = \"db\"\nenv = \"DB\"\n")
 	bin := elfBinary(t)
 
+	// ctl reads a key from the bucket's leader (patientKV.Get).
+	reading := "$JS.API.STREAM.MSG.GET.KV_" + names.SecretsBucket
 	spy := natstest.Connect(t, h.srv)
-	sub, err := spy.SubscribeSync("$JS.API.DIRECT.GET.KV_" + names.SecretsBucket + ".>")
+	sub, err := spy.SubscribeSync(reading)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +42,8 @@ func TestDeployReadsEachSecretOncePerCheck(t *testing.T) {
 	// publishes after ctl ended arrives after every request ctl sent.
 	reads := func() int {
 		t.Helper()
-		marker := "$JS.API.DIRECT.GET.KV_" + names.SecretsBucket + ".narun_test_marker"
-		if err := spy.Publish(marker, nil); err != nil {
+		const marker = "narun_test_marker"
+		if err := spy.Publish(reading, []byte(marker)); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -51,9 +53,9 @@ func TestDeployReadsEachSecretOncePerCheck(t *testing.T) {
 				t.Fatalf("waiting for the marker: %v", err)
 			}
 			switch {
-			case msg.Subject == marker:
+			case string(msg.Data) == marker:
 				return n
-			case strings.HasSuffix(msg.Subject, ".db"):
+			case strings.Contains(string(msg.Data), `"$KV.`+names.SecretsBucket+`.db"`):
 				n++
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,6 +135,11 @@ func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Ent
 // write, which a replica behind may not hold yet. A key the leader holds
 // no record of is Deleted, at revision 0.
 func EntryFromLeader(ctx context.Context, nc *nats.Conn, bucket, key string) (Entry, error) {
+	// The key ends a subject the leader matches: one with a wildcard
+	// would read another key's entry.
+	if !validKey(key) {
+		return Entry{}, fmt.Errorf("read %q of %s: %w", key, bucket, jetstream.ErrInvalidKey)
+	}
 	m, err := LastFromLeader(ctx, nc, "KV_"+bucket, "$KV."+bucket+"."+key)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -144,6 +150,35 @@ func EntryFromLeader(ctx context.Context, nc *nats.Conn, bucket, key string) (En
 		return Entry{Revision: m.Sequence, Created: m.Time, Deleted: true}, nil
 	}
 	return Entry{Value: m.Data, Revision: m.Sequence, Created: m.Time}, nil
+}
+
+// GetFromLeader is KeyValue.Get answered by the bucket's leader
+// (EntryFromLeader): a key deleted, or never written, is ErrKeyNotFound.
+func GetFromLeader(ctx context.Context, nc *nats.Conn, bucket, key string) (jetstream.KeyValueEntry, error) {
+	e, err := EntryFromLeader(ctx, nc, bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	if e.Deleted {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return &entry{bucket: bucket, key: key, value: e.Value, revision: e.Revision, created: e.Created}, nil
+}
+
+// validKey is nats.go's rule for a KV key: letters, digits and -/_=.
+// in dot-separated tokens, none empty.
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' || strings.Contains(key, "..") {
+		return false
+	}
+	for _, c := range []byte(key) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-/_=.", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Again lets Latest ask the leader again after a read that failed. A pass
