@@ -13,6 +13,7 @@ import (
 
 	"github.com/narun/narun/applets/internal/names"
 	"github.com/narun/narun/applets/internal/spec"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // slowDeletes is JetStream whose key-value gets, puts and deletions are
@@ -152,7 +153,7 @@ func TestListingsAndPruneGiveEachOperationTheTimeout(t *testing.T) {
 	if err := e.pruneObject(ctx, bucket, b.object, time.Now().Add(24*time.Hour)); err != nil {
 		t.Errorf("prune %s: %v", b.object, err)
 	}
-	if n := h.subjects(objectMetaSubject(bucket, "") + ">"); n != 0 {
+	if n := h.subjects(store.ObjectMetaSubject(bucket, "") + ">"); n != 0 {
 		t.Errorf("%d objects left after the prune, want none (not even its deletion marker)", n)
 	}
 }

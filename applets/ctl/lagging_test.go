@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"testing"
@@ -35,36 +36,43 @@ func TestDeployReadsBackFromTheLeader(t *testing.T) {
 	}
 }
 
-// behindReplica makes a share of the direct gets of key in bucket answered
-// by a mirror of the bucket that does not hold key, and returns once one
-// was. The mirror answers only once it has mirrored a message, so it
-// mirrors one of a key of its own.
+// behindReplica makes a share of the direct gets of key in the KV bucket
+// answered by a replica that does not hold it (behindStream).
 func behindReplica(t *testing.T, js jetstream.JetStream, bucket, key string) {
+	t.Helper()
+	behindStream(t, js, "KV_"+bucket, "$KV."+bucket+".", key)
+}
+
+// behindStream makes a share of the direct gets of prefix+name in stream
+// answered by a mirror of it that does not hold that subject, and returns
+// once one was. The mirror answers only once it has mirrored a message, so
+// it mirrors one of a name of its own.
+func behindStream(t *testing.T, js jetstream.JetStream, stream, prefix, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bucket)
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const decoy = "behind-replica-decoy"
+	decoy := prefix + "behind-replica-decoy"
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:         "BEHIND_" + bucket,
-		Mirror:       &jetstream.StreamSource{Name: "KV_" + bucket, FilterSubject: "$KV." + bucket + "." + decoy},
+		Name:         "BEHIND_" + stream,
+		Mirror:       &jetstream.StreamSource{Name: stream, FilterSubject: decoy},
 		MirrorDirect: true,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, decoy, []byte("{}")); err != nil {
+	if _, err := js.Publish(ctx, decoy, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		_, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		_, err := s.GetLastMsgForSubject(ctx, prefix+name)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return
 		}
 		if err != nil {
-			t.Fatalf("no direct get of %s answered without it: %v", key, err)
+			t.Fatalf("no direct get of %s answered without it: %v", prefix+name, err)
 		}
 	}
 }
@@ -121,5 +129,27 @@ func TestSecretJustSetIsFound(t *testing.T) {
 		h.ok("", "--key-file", key, "deploy", p, "--binary", elfBinary(t))
 		h.ok("", "app", "delete", "app")
 		h.ok("", "secret", "delete", "db")
+	}
+}
+
+// A deploy right after a files put finds the file: the object's metadata
+// is read from the leader of narun-files. A replica behind answered
+// without it, and the deploy failed with "file conf does not exist".
+func TestFileJustPutIsFound(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	// files delete refuses a file a deploy pinned a moment ago otherwise.
+	h.pruneGrace("0s")
+	h.ok("", "files", "put", "other", h.file("other.toml", "x = 1\n"))
+	conf := h.file("conf.toml", "x = 1\n")
+	metaPrefix := "$O." + names.FilesBucket + ".M."
+	behindStream(t, h.js, "OBJ_"+names.FilesBucket, metaPrefix, base64.URLEncoding.EncodeToString([]byte("conf")))
+	p := h.file("app.toml", "name = \"app\"\nversion = \"1\"\nnodes = [\"n\"]\n[[files]]\nobject = \"conf\"\npath = \"etc/conf.toml\"\n")
+
+	for range 8 {
+		h.ok("", "files", "put", "conf", conf)
+		h.ok("", "deploy", p, "--binary", elfBinary(t))
+		h.ok("", "app", "delete", "app")
+		h.ok("", "files", "delete", "conf")
 	}
 }

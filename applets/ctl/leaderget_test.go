@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 	"github.com/narun/narun/applets/internal/testutil"
 	"github.com/narun/narun/embednats/natstest"
 )
@@ -106,7 +107,7 @@ func TestObjectMetaAsksAgainWhileTheGroupHasNoLeader(t *testing.T) {
 			return
 		}
 		answer, _ := json.Marshal(map[string]any{"message": map[string]any{
-			"subject": objectMetaSubject(names.BinariesBucket, object), "seq": 7, "data": meta, "time": time.Now(),
+			"subject": store.ObjectMetaSubject(names.BinariesBucket, object), "seq": 7, "data": meta, "time": time.Now(),
 		}})
 		m.Respond(answer)
 	}); err != nil {

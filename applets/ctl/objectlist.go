@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // objectInfos reads the metadata of every object of bucket but the
@@ -36,7 +37,7 @@ func (e *env) objectInfos(ctx context.Context, bucket string) ([]*jetstream.Obje
 	l, err := untilListed(octx, func(ctx context.Context) (listing, error) {
 		var l listing
 		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{objectMetaSubject(bucket, "") + ">"},
+			FilterSubjects: []string{store.ObjectMetaSubject(bucket, "") + ">"},
 			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 			// Deleted once read; this bounds it when the delete cannot
 			// reach the server.
@@ -98,7 +99,7 @@ func (e *unreadableMetaError) Unwrap() error { return e.err }
 // name is the object's name as its subject encodes it, or the subject
 // where that does not decode either.
 func (e *unreadableMetaError) name() string {
-	encoded := strings.TrimPrefix(e.subject, objectMetaSubject(e.bucket, ""))
+	encoded := strings.TrimPrefix(e.subject, store.ObjectMetaSubject(e.bucket, ""))
 	if name, err := base64.URLEncoding.DecodeString(encoded); err == nil {
 		return string(name)
 	}

@@ -78,7 +78,7 @@ func (e *env) orphanChunks(ctx context.Context, bucket string, thorough bool) (m
 	for subj, n := range info.State.Subjects {
 		if strings.HasPrefix(subj, chunkSubject(bucket, "")) {
 			chunks[subj] = n
-		} else if strings.HasPrefix(subj, objectMetaSubject(bucket, "")) {
+		} else if strings.HasPrefix(subj, store.ObjectMetaSubject(bucket, "")) {
 			metas = append(metas, subj)
 		}
 	}

@@ -75,7 +75,7 @@ func TestReclaimChunksSparesLiveAndFresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := nats.NewMsg(objectMetaSubject(bucket, marked.object))
+	msg := nats.NewMsg(store.ObjectMetaSubject(bucket, marked.object))
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	msg.Data = marker
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {

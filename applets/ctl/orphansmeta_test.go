@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/names"
+	"github.com/narun/narun/applets/internal/store"
 )
 
 // An object whose metadata does not read (written by another tool, or cut
@@ -25,7 +26,7 @@ func TestReclaimChunksNamesUnreadableMetadata(t *testing.T) {
 	ctx := context.Background()
 	bucket := names.BinariesBucket
 	orphan, _ := h.orphan(bucket, 2, 1000)
-	msg := nats.NewMsg(objectMetaSubject(bucket, "hello/1.0.0/broken"))
+	msg := nats.NewMsg(store.ObjectMetaSubject(bucket, "hello/1.0.0/broken"))
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	msg.Data = []byte("{not json")
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
@@ -57,7 +58,7 @@ func TestImageWithUnreadableMetadataIsListedAndDeleted(t *testing.T) {
 	good := h.build("1.0.0", 1)
 	h.upload(good)
 	const broken = "hello/1.0.0/broken"
-	msg := nats.NewMsg(objectMetaSubject(bucket, broken))
+	msg := nats.NewMsg(store.ObjectMetaSubject(bucket, broken))
 	msg.Data = []byte("{not json")
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestImageWithUnreadableMetadataIsListedAndDeleted(t *testing.T) {
 	if !strings.Contains(r.out, "deleted image "+broken) {
 		t.Errorf("image delete --force does not say it deleted %s:\n%s", broken, r.out)
 	}
-	if n := h.msgsOn(bucket, objectMetaSubject(bucket, broken)); n != 0 {
+	if n := h.msgsOn(bucket, store.ObjectMetaSubject(bucket, broken)); n != 0 {
 		t.Errorf("%d metadata messages of %s left", n, broken)
 	}
 	r = h.ok("", "image", "list")

@@ -56,14 +56,14 @@ func (js patientJS) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueCo
 
 func (js patientJS) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	obs, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) { return js.JetStream.ObjectStore(ctx, bucket) })
-	return wrapObjects(obs, err)
+	return wrapObjects(js.Conn(), bucket, obs, err)
 }
 
 func (js patientJS) CreateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	obs, err := untilAnswered(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) {
 		return js.JetStream.CreateObjectStore(ctx, cfg)
 	})
-	return wrapObjects(obs, err)
+	return wrapObjects(js.Conn(), cfg.Bucket, obs, err)
 }
 
 func wrapKV(nc *nats.Conn, kv jetstream.KeyValue, err error) (jetstream.KeyValue, error) {
@@ -73,11 +73,11 @@ func wrapKV(nc *nats.Conn, kv jetstream.KeyValue, err error) (jetstream.KeyValue
 	return patientKV{KeyValue: kv, nc: nc}, nil
 }
 
-func wrapObjects(obs jetstream.ObjectStore, err error) (jetstream.ObjectStore, error) {
+func wrapObjects(nc *nats.Conn, bucket string, obs jetstream.ObjectStore, err error) (jetstream.ObjectStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return patientObjects{obs}, nil
+	return patientObjects{ObjectStore: obs, nc: nc, bucket: bucket}, nil
 }
 
 func wrapStream(s jetstream.Stream, err error) (jetstream.Stream, error) {
@@ -202,11 +202,23 @@ type listed chan string
 func (l listed) Keys() <-chan string { return l }
 func (l listed) Stop() error         { return nil }
 
-type patientObjects struct{ jetstream.ObjectStore }
+// patientObjects is also an object store whose GetInfo the leader answers
+// (store.ObjectInfoFromLeader), as patientKV's Get: a files put or an
+// upload by the command before was missing otherwise.
+type patientObjects struct {
+	jetstream.ObjectStore
+	nc     *nats.Conn
+	bucket string
+}
 
+// GetInfo with options (deleted objects shown) is nats.go's: its options
+// are opaque.
 func (o patientObjects) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
 	return untilAnswered(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) {
-		return o.ObjectStore.GetInfo(ctx, name, opts...)
+		if len(opts) > 0 {
+			return o.ObjectStore.GetInfo(ctx, name, opts...)
+		}
+		return store.ObjectInfoFromLeader(ctx, o.nc, o.bucket, name)
 	})
 }
 

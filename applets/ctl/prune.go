@@ -212,7 +212,7 @@ func (e *env) objectMeta(ctx context.Context, bucket, name string) (*jetstream.R
 	var m *jetstream.RawStreamMsg
 	err := e.within(ctx, func(ctx context.Context) (err error) {
 		m, err = untilAnswered(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-			return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, objectMetaSubject(bucket, name))
+			return store.LastFromLeader(ctx, e.nc, "OBJ_"+bucket, store.ObjectMetaSubject(bucket, name))
 		})
 		return err
 	})
@@ -400,7 +400,7 @@ func (e *env) objectNames(ctx context.Context, bucket string) ([]string, time.Ti
 	}
 	var info *jetstream.StreamInfo
 	err = e.within(ctx, func(ctx context.Context) (err error) {
-		info, err = s.Info(ctx, jetstream.WithSubjectFilter(objectMetaSubject(bucket, "")+">"))
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(store.ObjectMetaSubject(bucket, "")+">"))
 		return err
 	})
 	if err != nil {
@@ -408,7 +408,7 @@ func (e *env) objectNames(ctx context.Context, bucket string) ([]string, time.Ti
 	}
 	var out []string
 	for subj := range info.State.Subjects {
-		enc, _ := strings.CutPrefix(subj, objectMetaSubject(bucket, ""))
+		enc, _ := strings.CutPrefix(subj, store.ObjectMetaSubject(bucket, ""))
 		name, err := base64.URLEncoding.DecodeString(enc)
 		if err != nil {
 			continue
@@ -436,7 +436,7 @@ func (e *env) purgeObjectMeta(ctx context.Context, bucket, name string, seq uint
 		return err
 	}
 	if err := e.within(ctx, func(ctx context.Context) error {
-		return s.Purge(ctx, jetstream.WithPurgeSubject(objectMetaSubject(bucket, name)), jetstream.WithPurgeSequence(seq+1))
+		return s.Purge(ctx, jetstream.WithPurgeSubject(store.ObjectMetaSubject(bucket, name)), jetstream.WithPurgeSequence(seq+1))
 	}); err != nil {
 		return fmt.Errorf("purge the deletion marker of %s: %w", name, err)
 	}
@@ -458,10 +458,4 @@ func (e *env) objectsNow(ctx context.Context, bucket string) (time.Time, error) 
 	}
 	// A server too old to say, as objectNames.
 	return e.serverNow(), nil
-}
-
-// objectMetaSubject is the subject of an object's metadata, as nats.go
-// names it; with name "", the prefix of them all.
-func objectMetaSubject(bucket, name string) string {
-	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
 }

@@ -89,7 +89,7 @@ func (h *harness) metaSequence(object string) uint64 {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(context.Background(), objectMetaSubject(names.BinariesBucket, object))
+	m, err := s.GetLastMsgForSubject(context.Background(), store.ObjectMetaSubject(names.BinariesBucket, object))
 	if err != nil {
 		h.t.Fatalf("metadata of %s: %v", object, err)
 	}
@@ -165,7 +165,7 @@ func TestPruneSparesBuildOfConcurrentDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetLastMsgForSubject(context.Background(), objectMetaSubject(names.BinariesBucket, left.object)); err == nil {
+	if _, err := s.GetLastMsgForSubject(context.Background(), store.ObjectMetaSubject(names.BinariesBucket, left.object)); err == nil {
 		t.Errorf("the metadata of pruned %s is still in the stream", left.object)
 	}
 	// Every other build is pinned by the spec or a kept revision.
@@ -323,7 +323,7 @@ func TestPruneFinishesDeletionCutShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := nats.NewMsg(objectMetaSubject(names.BinariesBucket, b.object))
+	msg := nats.NewMsg(store.ObjectMetaSubject(names.BinariesBucket, b.object))
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	msg.Data = marker
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {

@@ -191,7 +191,7 @@ func (e *env) sendObject(ctx context.Context, bucket, id string, meta jetstream.
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)
 	}
-	mm := nats.NewMsg(objectMetaSubject(bucket, meta.Name))
+	mm := nats.NewMsg(store.ObjectMetaSubject(bucket, meta.Name))
 	mm.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	mm.Data = b
 	octx, cancel := e.op(ctx)

@@ -2,9 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -67,4 +71,38 @@ type openObject struct {
 func (o *openObject) Close() error {
 	defer o.end()
 	return o.ObjectResult.Close()
+}
+
+// ObjectInfoFromLeader is ObjectStore.GetInfo answered by the leader of the
+// object store bucket (LastFromLeader). GetInfo reads the object's
+// metadata with a direct get, which a replica behind its leader, in a
+// cluster, answers without the object just put. A deleted object is
+// ErrObjectNotFound, as GetInfo has it.
+func ObjectInfoFromLeader(ctx context.Context, nc *nats.Conn, bucket, name string) (*jetstream.ObjectInfo, error) {
+	if name == "" {
+		return nil, jetstream.ErrNameRequired
+	}
+	m, err := LastFromLeader(ctx, nc, "OBJ_"+bucket, ObjectMetaSubject(bucket, name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("read the metadata of %s in %s: %w: %w", name, bucket, jetstream.ErrBadObjectMeta, err)
+	}
+	if info.Deleted {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	info.ModTime = m.Time
+	return &info, nil
+}
+
+// ObjectMetaSubject is the subject of the metadata of name in the object
+// store bucket, as nats.go writes it; with name "", the prefix of them
+// all.
+func ObjectMetaSubject(bucket, name string) string {
+	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
 }
