@@ -448,23 +448,23 @@ nats_key = "`+missing+`.key"
 		{"up: a route, the runner and a listener", []string{"up", "--config", upFile, "--data-dir", data, "--check"}, []string{
 			upFile + `:2: key "nats.listen" "` + clash + `" and ` + upFile + `:4: key "gateway.listen" "` + clash + `": two of narun's listeners on the same address`,
 			upFile + `:7: key "runner.heartbeat_interval": want at most 15s`,
-			upFile + `:9: route #1 (path "no-slash"): path "no-slash" must start with /`,
+			upFile + `:10: route #1 (path "no-slash"): path "no-slash" must start with /`,
 		}},
 		{"up start: a route, the runner and a listener", []string{"up", "--config", upFile, "--data-dir", data}, []string{
 			upFile + `:2: key "nats.listen" "` + clash + `" and ` + upFile + `:4: key "gateway.listen" "` + clash + `": two of narun's listeners on the same address`,
 			upFile + `:7: key "runner.heartbeat_interval": want at most 15s`,
-			upFile + `:9: route #1 (path "no-slash"): path "no-slash" must start with /`,
+			upFile + `:10: route #1 (path "no-slash"): path "no-slash" must start with /`,
 		}},
 		{"gw: a route and a listener", []string{"gw", "--config", gwFile, "--check"}, []string{
 			gwFile + `:3: key "gateway.admin_listen": "127.0.0.1": want host:port`,
-			gwFile + `:4: route #1 (path "/a/"): service "a b"`,
+			gwFile + `:6: route #1 (path "/a/"): service "a b"`,
 		}},
 		{"gw: two routes", []string{"gw", "--config", routesFile, "--check"}, []string{
-			routesFile + `:4: route #1 (path "/a/"): service "a b"`,
-			routesFile + `:7: route #2 (path "/b/"): match "regexp"`,
-			routesFile + `:11: route #3 (path "/c/"): service "_INBOX.c"`,
-			routesFile + `:11: route #3 (path "/c/"): method "GET,POST"`,
-			routesFile + `:11: route #3 (path "/c/"): timeout 2h0m0s`,
+			routesFile + `:6: route #1 (path "/a/"): service "a b"`,
+			routesFile + `:9: route #2 (path "/b/"): match "regexp"`,
+			routesFile + `:13: route #3 (path "/c/"): service "_INBOX.c"`,
+			routesFile + `:15: route #3 (path "/c/"): method "GET,POST"`,
+			routesFile + `:14: route #3 (path "/c/"): timeout 2h0m0s`,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -379,10 +379,17 @@ func (g *Gateway) rebuild(cfg config.Gateway, kv map[string][]config.Route) erro
 	var routes []*route
 	for i, rc := range cfg.Routes {
 		origin := fmt.Sprintf("%s route #%d (path %q)", src, i+1, rc.Path)
+		at := func(string) string { return origin }
 		if i < len(g.routeLines) {
 			origin = fmt.Sprintf("%s:%d: route #%d (path %q)", src, g.routeLines[i], i+1, rc.Path)
+			// The file is read again only for a route that has a
+			// problem; its header's line stands for a key it leaves out.
+			at = func(key string) string {
+				where := (config.File{Path: src}).Where(fmt.Sprintf("gateway.routes[%d].%s", i, key))
+				return fmt.Sprintf("%s: route #%d (path %q)", where, i+1, rc.Path)
+			}
 		}
-		r, err := compile(rc, origin, timeout, maxBody)
+		r, err := compileAt(rc, origin, at, timeout, maxBody)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -210,6 +210,12 @@ func (p *patternMatch) pick(method string) (r, refused *route, allow []string) {
 
 // compile validates one route and fills in the gateway defaults.
 func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBody int64) (*route, error) {
+	return compileAt(rc, origin, func(string) string { return origin }, defTimeout, defMaxBody)
+}
+
+// compileAt is compile with each problem placed by at, given the key at
+// fault ("timeout"), as a route of a file places it on that key's line.
+func compileAt(rc config.Route, origin string, at func(key string) string, defTimeout time.Duration, defMaxBody int64) (*route, error) {
 	r := &route{cfg: rc, origin: origin, timeout: rc.Timeout.D(), maxBody: int64(rc.MaxBody)}
 	if r.timeout == 0 {
 		r.timeout = defTimeout
@@ -221,13 +227,13 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	// Every problem of the route is named, not only its first, so that one
 	// --check or reload finds them all.
 	var problems []error
-	bad := func(format string, args ...any) {
-		problems = append(problems, fmt.Errorf("%s: "+format, append([]any{origin}, args...)...))
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%s: "+format, append([]any{at(key)}, args...)...))
 	}
 	if !strings.HasPrefix(rc.Path, "/") {
-		bad("path %q must start with /", rc.Path)
+		bad("path", "path %q must start with /", rc.Path)
 	} else if want := matchedPath(rc.Path); want != rc.Path {
-		bad("path %q matches no request: the gateway matches a request by its path decoded, with \".\" and \"..\" segments resolved and \"//\" as \"/\"; want %q", rc.Path, want)
+		bad("path", "path %q matches no request: the gateway matches a request by its path decoded, with \".\" and \"..\" segments resolved and \"//\" as \"/\"; want %q", rc.Path, want)
 	}
 	switch rc.Match {
 	case "", MatchPrefix:
@@ -235,28 +241,28 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	case MatchExact:
 		r.exact = true
 	default:
-		bad("match %q: want %q or %q", rc.Match, MatchPrefix, MatchExact)
+		bad("match", "match %q: want %q or %q", rc.Match, MatchPrefix, MatchExact)
 	}
 	switch {
 	// A route of the file has no default service, as an app's has its
 	// name: one left out is no subject to correct.
 	case rc.Service == "":
-		bad("no service: set service to the subject of the NATS Micro service that answers the route")
+		bad("service", "no service: set service to the subject of the NATS Micro service that answers the route")
 	case !validSubject(rc.Service):
-		bad("service %q: want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)", rc.Service)
+		bad("service", "service %q: want a literal NATS subject (no spaces, NUL, '*', '>' or empty token)", rc.Service)
 	// A request to one is sent with the gateway's own login: a route to
 	// "$JS.API.>" would give any HTTP client the JetStream API.
 	case consumer.IsReservedSubject(rc.Service):
-		bad("service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", rc.Service)
+		bad("service", "service %q: the $, _NARUN. and _INBOX. subjects are NATS's and narun's own, not a service's", rc.Service)
 	// An app spec's limit. A request's subject past the server's control
 	// line (4 KiB) made it close the gateway's connection, and end every
 	// request in flight on it.
 	case len(rc.Service) > maxService:
-		bad("service of %d characters: more than the maximum %d", len(rc.Service), maxService)
+		bad("service", "service of %d characters: more than the maximum %d", len(rc.Service), maxService)
 	}
 	host, wildcard, err := routeHost(rc.Host)
 	if err != nil {
-		bad("host %q: %v", rc.Host, err)
+		bad("host", "host %q: %v", rc.Host, err)
 	}
 	r.cfg.Host, r.host, r.wildcard = host, strings.TrimPrefix(host, "*"), wildcard
 	for _, m := range rc.Methods {
@@ -265,7 +271,7 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 		// quoted one, names none a request could have, and every
 		// request would get 405.
 		if !isToken(m) {
-			bad("method %q is not an HTTP method: list each method as a string of its own (methods = [\"GET\", \"POST\"])", m)
+			bad("methods", "method %q is not an HTTP method: list each method as a string of its own (methods = [\"GET\", \"POST\"])", m)
 			continue
 		}
 		r.methods = append(r.methods, m)
@@ -280,10 +286,10 @@ func compile(rc config.Route, origin string, defTimeout time.Duration, defMaxBod
 	// by hand: a typo (an extra zero) holds a request, its body and the
 	// service that answers it for hours.
 	if rc.Timeout.D() > spec.MaxTimeout {
-		bad("timeout %s: more than the maximum %s", rc.Timeout.D(), spec.MaxTimeout)
+		bad("timeout", "timeout %s: more than the maximum %s", rc.Timeout.D(), spec.MaxTimeout)
 	}
 	if rc.MaxBody > maxRouteBody {
-		bad("max_body %d: more than the maximum %d (1TiB)", rc.MaxBody, maxRouteBody)
+		bad("max_body", "max_body %d: more than the maximum %d (1TiB)", rc.MaxBody, maxRouteBody)
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)

@@ -569,7 +569,7 @@ func TestRoutePathAsMatched(t *testing.T) {
 		}
 	}
 
-	// The configuration file names the route's line.
+	// The configuration file names the line of the route's path.
 	nc := natstest.Connect(t, natstest.Start(t))
 	file := filepath.Join(t.TempDir(), "narun.toml")
 	writeFile(t, file, "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n\n[[gateway.routes]]\npath = \"/a//b\"\nservice = \"b\"\n")
@@ -577,7 +577,7 @@ func TestRoutePathAsMatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := why(file+`:5: route #2 (path "/a//b")`, "/a//b", "/a/b")
+	want := why(file+`:6: route #2 (path "/a//b")`, "/a//b", "/a/b")
 	if _, err := New(Options{Config: f.Gateway, Conn: nc, ConfigPath: file, ConfigContent: loaded(t, file)}); err == nil || err.Error() != want {
 		t.Errorf("configuration file: %v, want %s", err, want)
 	}

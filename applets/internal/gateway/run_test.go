@@ -672,8 +672,9 @@ func TestRestartOnlyNamesEveryKey(t *testing.T) {
 	}
 }
 
-// A bad route of the configuration file is named by its line, at start
-// and on reload, whether or not the routes before it are good.
+// A bad route of the configuration file is named by the line of the key
+// at fault, at start and on reload, whether or not the routes before it
+// are good.
 func TestRouteErrorsNameTheLine(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
@@ -681,7 +682,7 @@ func TestRouteErrorsNameTheLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "narun.toml")
 	good := "[gateway]\ntimeout = \"5s\"\n\n[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
 	bad := good + "\n[[gateway.routes]]\npath = \"b\"\nservice = \"b\"\n"
-	want := path + `:8: route #2 (path "b"): path "b" must start with /`
+	want := path + `:9: route #2 (path "b"): path "b" must start with /`
 	writeFile(t, path, bad)
 	f, _, err := readConfigFile(path)
 	if err != nil {
@@ -699,6 +700,12 @@ func TestRouteErrorsNameTheLine(t *testing.T) {
 	writeFile(t, path, bad)
 	if err := r.gw.Reload(); err == nil || err.Error() != "reload: "+want {
 		t.Errorf("reload: %v, want %s", err, want)
+	}
+	// A key left out is placed on the route's header.
+	writeFile(t, path, good+"\n[[gateway.routes]]\npath = \"/b\"\n")
+	want = path + `:8: route #2 (path "/b"): no service`
+	if err := r.gw.Reload(); err == nil || !strings.HasPrefix(err.Error(), "reload: "+want) {
+		t.Errorf("reload of a route without service: %v, want %s", err, want)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // A route value that an app spec refuses is refused in narun.toml too,
-// with the file, the route's line and the field named, and a narun-routes
+// with the file, the field's line and the field named, and a narun-routes
 // entry that holds it loses its app's routes only; the limit itself is
 // accepted by all three.
 func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
@@ -95,7 +95,8 @@ func TestRouteValuesRefusedAsSpecsRefuseThem(t *testing.T) {
 					route += "service = \"a\"\n"
 				}
 				err := startWithFile(t, nc, file, fileBase+route)
-				want := file + `:5: route #2 (path "/a"): ` + tc.want
+				// The line of the key at fault, not of the route's header.
+				want := file + `:7: route #2 (path "/a"): ` + tc.want
 				switch {
 				case value == tc.over && (err == nil || err.Error() != want):
 					t.Errorf("narun.toml with %s: %v, want %s", value, err, want)
