@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,8 +43,10 @@ import (
 // The request's context bounds the whole exchange, reading the response
 // body included; without a deadline, Timeout does. Headers travel as
 // given, except hop-by-hop ones and those of the protocol and of NATS
-// (Narun-, Nats-): copy X-Request-Id and Traceparent from the request you
-// serve, so that one id and one trace name the whole chain.
+// (Narun-, Nats-). A call whose context is, or derives from, that of a
+// request Serve handed the handler carries that request's X-Request-Id,
+// Traceparent and Tracestate on where it sets none itself, so that one id
+// and one trace name the whole chain.
 //
 // A Transport is safe for concurrent use; like net/http's, it is meant to
 // be made once and kept, not copied once used. Its replies come through
@@ -289,6 +292,9 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	for _, k := range strings.Split(strings.Join(req.Header.Values("Connection"), ","), ",") {
 		delete(h, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)))
 	}
+	if served := servedHeader(req.Context()); served != nil {
+		carryOn(h, served)
+	}
 	// As the gateway does: it tells a handler that the caller takes
 	// trailers, which this transport always does.
 	if te := strings.ToLower(strings.Join(req.Header.Values("Te"), ",")); strings.Contains(te, "trailers") {
@@ -331,6 +337,26 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	h.Set(HeaderBody, BodyStream)
 	x.knownLength = req.ContentLength > 0
 	return m, true, nil
+}
+
+// carryOn gives h, a call's header, the request id and trace of served,
+// the header of the request being served, where the call sets none of
+// its own. Tracestate goes with the Traceparent it belongs to.
+func carryOn(h nats.Header, served http.Header) {
+	if _, ok := h["X-Request-Id"]; !ok {
+		if v := served["X-Request-Id"]; len(v) > 0 {
+			h["X-Request-Id"] = v[:1:1]
+		}
+	}
+	if _, ok := h["Traceparent"]; ok {
+		return
+	}
+	if v := served["Traceparent"]; len(v) > 0 {
+		h["Traceparent"] = v[:1:1]
+		if s := served["Tracestate"]; len(s) > 0 {
+			h["Tracestate"] = slices.Clip(s)
+		}
+	}
 }
 
 // route hands each message of the exchange on: pulls to the body's pump,

@@ -503,3 +503,66 @@ func TestTransportConcurrentCalls(t *testing.T) {
 		}
 	}
 }
+
+// A handler that calls another service with its request's context passes
+// the request's id and trace on without copying them: one id and one trace
+// name the whole chain, as the gateway began it. Headers the call sets
+// itself win, and a call made outside any served request carries none.
+func TestTransportCarriesTheServedRequestsIDAndTrace(t *testing.T) {
+	srv := natstest.Start(t)
+	seen := func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s|%s|%s", r.Header.Get("X-Request-Id"), r.Header.Get("Traceparent"), r.Header.Get("Tracestate"))
+	}
+	serveOn := func(name string, h http.HandlerFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- consumer.Serve(ctx, natstest.Connect(t, srv), consumer.Config{Name: name}, h) }()
+		t.Cleanup(func() { cancel(); <-done })
+		waitServing(t, srv, name)
+	}
+	serveOn("inner", seen)
+	downstream := &http.Client{Transport: &consumer.Transport{Conn: natstest.Connect(t, srv)}}
+	serveOn("outer", func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://inner/", nil)
+		if v := r.URL.Query().Get("own"); v != "" {
+			req.Header.Set("X-Request-Id", v)
+		}
+		resp, err := downstream.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		io.Copy(w, resp.Body)
+	})
+	client := &http.Client{Transport: &consumer.Transport{Conn: natstest.Connect(t, srv)}}
+	const trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	call := func(url string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("X-Request-Id", "req-1")
+		req.Header.Set("Traceparent", trace)
+		req.Header.Set("Tracestate", "vendor=1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readAll(t, resp)
+	}
+	if got, want := call("http://outer/"), "req-1|"+trace+"|vendor=1"; got != want {
+		t.Errorf("the inner service saw %q, want %q", got, want)
+	}
+	if got, want := call("http://outer/?own=mine"), "mine|"+trace+"|vendor=1"; got != want {
+		t.Errorf("with its own id, the inner service saw %q, want %q", got, want)
+	}
+	if got := call("http://inner/"); got != "req-1|"+trace+"|vendor=1" {
+		t.Errorf("called directly, the inner service saw %q", got)
+	}
+	resp, err := downstream.Get("http://inner/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "||" {
+		t.Errorf("a call outside any served request carried %q", got)
+	}
+}

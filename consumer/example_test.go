@@ -156,7 +156,9 @@ func ExampleTransport() {
 	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
 
 	req, _ := http.NewRequest(http.MethodGet, "http://greeter/greet?name=Ada", nil)
-	// The id of the request being served, so that one id names the chain.
+	// A call made outside a served request names its own id; one made
+	// with a served request's context carries that request's on
+	// (ExampleConnect).
 	req.Header.Set("X-Request-Id", "r-1")
 	resp, err := client.Do(req)
 	// Until Serve has subscribed, nobody answers.
@@ -188,9 +190,10 @@ func ExampleConnect() {
 	defer nc.Close()
 	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
 	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The caller's deadline and cancellation reach the called service.
+		// The caller's deadline and cancellation reach the called
+		// service, and so do its request id and trace (X-Request-Id,
+		// Traceparent), carried on from r's context.
 		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://greeter/greet?name=Ada", nil)
-		req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
 		resp, err := client.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)

@@ -28,7 +28,8 @@ const defaultTimeout = 30 * time.Second
 
 // decodeRequest turns a request head into an *http.Request whose body is
 // the payload, followed by pulled chunks when the head says so.
-func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull func(context.Context) (*nats.Msg, error)) (*http.Request, context.CancelFunc, error) {
+// The request's context is served, filled in; nil takes a new one.
+func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull func(context.Context) (*nats.Msg, error), served *servedContext) (*http.Request, context.CancelFunc, error) {
 	h := m.Header
 	stream := h.Get(HeaderBody) == BodyStream
 	method := h.Get(HeaderMethod)
@@ -95,7 +96,7 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 	if hdr == nil {
 		hdr = http.Header{}
 	}
-	r := &http.Request{
+	r := http.Request{
 		Method:     method,
 		URL:        u,
 		Proto:      proto,
@@ -144,7 +145,35 @@ func decodeRequest(ctx context.Context, m *nats.Msg, arrived time.Time, pull fun
 		// HTTP/1 has no other way to send a body of unknown length.
 		r.TransferEncoding = []string{"chunked"}
 	}
-	return r.WithContext(ctx), cancel, nil
+	if served == nil {
+		served = new(servedContext)
+	}
+	served.Context, served.header = ctx, hdr
+	return r.WithContext(served), cancel, nil
+}
+
+// servedContext is the context of a request Serve hands a handler: it
+// holds the request's header, from which Transport carries the request's
+// id and trace on to the services the handler calls with it.
+type servedContext struct {
+	context.Context
+	header http.Header
+}
+
+type servedKey struct{}
+
+func (c *servedContext) Value(key any) any {
+	if key == (servedKey{}) {
+		return c.header
+	}
+	return c.Context.Value(key)
+}
+
+// servedHeader is the header of the request being served whose context
+// ctx is, or derives from; nil for none.
+func servedHeader(ctx context.Context) http.Header {
+	h, _ := ctx.Value(servedKey{}).(http.Header)
+	return h
 }
 
 // bytesBody is a whole body in memory: one allocation where
@@ -272,9 +301,10 @@ func (s *server) serve(j job) {
 			return s.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: reply, Header: nats.Header{HeaderFrame: {FramePull}}})
 		}
 	}
-	// Read before decodeRequest, which takes the request's headers from m.
-	window := windowOf(m.Header)
-	r, cancel, err := decodeRequest(s.base, m, j.arrived, pull)
+	// The window is read before decodeRequest, which takes the request's
+	// headers from m.
+	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), window: windowOf(m.Header)}
+	r, cancel, err := decodeRequest(s.base, m, j.arrived, pull, &w.served)
 	if err != nil {
 		s.respondError(reply, http.StatusBadRequest, err.Error())
 		s.record(time.Since(start), err.Error())
@@ -286,7 +316,7 @@ func (s *server) serve(j job) {
 		s.record(time.Since(start), "timed out waiting for a worker")
 		return
 	}
-	w := &responseWriter{s: s, reply: reply, hdr: make(http.Header), ctx: r.Context(), window: window, head: r.Method == http.MethodHead}
+	w.ctx, w.head = r.Context(), r.Method == http.MethodHead
 	w.chunk = w.frameSize()
 	w.live.sent(start)
 	s.mu.Lock()
@@ -356,7 +386,10 @@ type responseWriter struct {
 	s     *server
 	reply string
 	ctx   context.Context
-	hdr   http.Header
+	// served is the request's context, kept here to save an allocation
+	// per request.
+	served servedContext
+	hdr    http.Header
 	// sent is hdr as it was when the status was set: what goes out in
 	// the response head, as net/http's server ignores changes made
 	// after WriteHeader (except trailers).

@@ -39,7 +39,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return &nats.Msg{Header: nats.Header{HeaderFrame: {FrameEnd}}, Data: []byte("tail")}, nil
 		}
-		r, cancel, err := decodeRequest(context.Background(), &nats.Msg{Header: h, Data: data}, time.Now(), pull)
+		r, cancel, err := decodeRequest(context.Background(), &nats.Msg{Header: h, Data: data}, time.Now(), pull, nil)
 		if err != nil {
 			if !errors.Is(err, errBadRequest) {
 				t.Fatalf("error %v does not wrap errBadRequest", err)

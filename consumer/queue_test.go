@@ -180,7 +180,7 @@ func TestCancelDuringRegistrationReachesTheHandler(t *testing.T) {
 // it: one that waited its whole timeout in the queue is over.
 func TestTimeoutRunsFromArrival(t *testing.T) {
 	m := &nats.Msg{Header: nats.Header{HeaderTimeout: {"30000"}}}
-	r, cancel, err := decodeRequest(context.Background(), m, time.Now().Add(-time.Minute), nil)
+	r, cancel, err := decodeRequest(context.Background(), m, time.Now().Add(-time.Minute), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
