@@ -46,7 +46,9 @@ import (
 // (Narun-, Nats-). A call whose context is, or derives from, that of a
 // request Serve handed the handler carries that request's X-Request-Id,
 // Traceparent and Tracestate on where it sets none itself, so that one id
-// and one trace name the whole chain.
+// and one trace name the whole chain. A gRPC call (Content-Type
+// application/grpc) goes as HTTP/2, as the gateway sends one, so that a
+// gRPC handler serves it; its status is in the response's Trailer.
 //
 // A Transport is safe for concurrent use; like net/http's, it is meant to
 // be made once and kept, not copied once used. Its replies come through
@@ -318,6 +320,12 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 		host = req.URL.Host
 	}
 	h.Set(HeaderHost, host)
+	// gRPC is defined over HTTP/2 alone, and grpc-go's handler refuses a
+	// request of another version (505): a gRPC call goes as the gateway
+	// sends a gRPC client's.
+	if ct := req.Header.Get("Content-Type"); ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;") {
+		h.Set(HeaderProto, "HTTP/2.0")
+	}
 	if req.ContentLength > 0 {
 		h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
 	}

@@ -33,7 +33,8 @@ type grpcResult struct {
 // consumer.ListenAndServe and runs gRPC's interop cases against it with a
 // grpc-go client over h2c through a real gateway: unary calls, client,
 // server and bidirectional streams, metadata, status codes, cancellation,
-// deadlines; and checks the gateway's own errors arrive as gRPC statuses.
+// deadlines; checks the gateway's own errors arrive as gRPC statuses; and
+// calls the service with consumer.Transport, over NATS alone.
 func TestGRPCThroughGateway(t *testing.T) {
 	t.Parallel()
 	// The fixture is a module of its own (narun does not depend on gRPC);
@@ -102,6 +103,24 @@ func TestGRPCThroughGateway(t *testing.T) {
 	})
 	if r := status()["health"]; r.Code != "OK" || r.Status != "SERVING" {
 		t.Errorf("health check: %+v, want OK SERVING", r)
+	}
+
+	// Another app calls it over NATS with consumer.Transport, without
+	// the gateway: a gRPC call goes as HTTP/2, which grpc-go's handler
+	// requires, and its status comes in the trailers.
+	call := exec.Command(bin, "--transport")
+	call.Env = append(os.Environ(), "NARUN_NATS_URL="+e.srv.ClientURL())
+	viaTransport, err := call.Output()
+	if err != nil {
+		t.Fatalf("grpcsvc --transport: %v\n%s", err, viaTransport)
+	}
+	for _, want := range []string{
+		`{"call":"transport_health","code":"OK","status":"SERVING"}`,
+		`{"call":"transport_missing","code":"Unimplemented","message":"unknown method Missing for service grpc.health.v1.Health"}`,
+	} {
+		if !bytes.Contains(viaTransport, []byte(want+"\n")) {
+			t.Errorf("through consumer.Transport: %s, want %s", viaTransport, want)
+		}
 	}
 
 	out, err := exec.Command(bin, "--interop", addr).CombinedOutput()

@@ -4,30 +4,39 @@
 // (unary, client, server and bidirectional streams, metadata, status codes,
 // cancellation, deadlines) against the gateway at ADDR; with --status ADDR it
 // makes a health check and a call no route leads to, printing each outcome
-// as a JSON line.
+// as a JSON line. With --transport it makes a health check and a call of a
+// method the service lacks with consumer.Transport, over NATS without the
+// gateway (NARUN_NATS_URL), and prints them the same way.
 //
 // It is a module of its own so that narun itself does not depend on gRPC:
 // a gRPC service imports narun's consumer package as any other would.
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/narun/narun/consumer"
 )
@@ -35,8 +44,11 @@ import (
 func main() {
 	interopAddr := flag.String("interop", "", "run the interop cases against the gateway at host:port (h2c)")
 	statusAddr := flag.String("status", "", "check health and call an unrouted method through the gateway at host:port (h2c)")
+	transport := flag.Bool("transport", false, "check health and call a missing method with consumer.Transport over NATS")
 	flag.Parse()
 	switch {
+	case *transport:
+		checkTransport()
 	case *interopAddr != "":
 		runInterop(dial(*interopAddr))
 	case *statusAddr != "":
@@ -126,4 +138,53 @@ func checkStatus(conn *grpc.ClientConn) {
 	emit("health", err, resp.GetStatus().String())
 	err = conn.Invoke(ctx, "/narun.Missing/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 	emit("unrouted", err, "")
+}
+
+// checkTransport calls the service with consumer.Transport, as another
+// app would over NATS: the gRPC messages framed by hand, the status read
+// from the trailers.
+func checkTransport() {
+	nc, err := consumer.Connect()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc}, Timeout: 10 * time.Second}
+	out := json.NewEncoder(os.Stdout)
+	call := func(name, method string, req, resp proto.Message) {
+		r := result{Call: name}
+		defer func() { _ = out.Encode(r) }()
+		msg, err := proto.Marshal(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
+		hr, _ := http.NewRequest(http.MethodPost, "http://grpctest"+method, bytes.NewReader(append(body, msg...)))
+		hr.Header.Set("Content-Type", "application/grpc")
+		hr.Header.Set("Te", "trailers")
+		res, err := client.Do(hr)
+		if err != nil {
+			r.Code, r.Message = "transport", err.Error()
+			return
+		}
+		defer res.Body.Close()
+		got, err := io.ReadAll(res.Body)
+		if err != nil {
+			r.Code, r.Message = "read", err.Error()
+			return
+		}
+		n, err := strconv.Atoi(res.Trailer.Get("Grpc-Status"))
+		if err != nil {
+			r.Code, r.Message = "no status", fmt.Sprintf("HTTP %d, trailers %v, header %v", res.StatusCode, res.Trailer, res.Header)
+			return
+		}
+		r.Code, r.Message = codes.Code(n).String(), res.Trailer.Get("Grpc-Message")
+		if len(got) >= 5 && proto.Unmarshal(got[5:], resp) == nil {
+			if h, ok := resp.(*healthpb.HealthCheckResponse); ok {
+				r.Status = h.GetStatus().String()
+			}
+		}
+	}
+	call("transport_health", "/grpc.health.v1.Health/Check", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	call("transport_missing", "/grpc.health.v1.Health/Missing", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 }
