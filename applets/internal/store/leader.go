@@ -92,7 +92,7 @@ type Entry struct {
 	Value    []byte
 	Revision uint64
 	// Created is when the server stored the entry; zero for a key the
-	// leader holds no record of, and for an entry Latest kept as read.
+	// leader holds no record of.
 	Created time.Time
 	// Deleted is a delete or purge: the key holds no value.
 	Deleted bool
@@ -103,7 +103,7 @@ type Entry struct {
 // asks the leader no more; a leader that holds no record of the key has
 // answered, and Latest returns e.
 func (c *LeaderCheck) Latest(ctx context.Context, e jetstream.KeyValueEntry) Entry {
-	read := Entry{Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+	read := Entry{Value: e.Value(), Revision: e.Revision(), Created: e.Created(), Deleted: e.Operation() != jetstream.KeyValuePut}
 	if c.failed {
 		return read
 	}
