@@ -320,10 +320,9 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 		host = req.URL.Host
 	}
 	h.Set(HeaderHost, host)
-	// gRPC is defined over HTTP/2 alone, and grpc-go's handler refuses a
-	// request of another version (505): a gRPC call goes as the gateway
-	// sends a gRPC client's.
-	if ct := req.Header.Get("Content-Type"); ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;") {
+	// As the gateway sends a gRPC client's: grpc-go's handler answers one
+	// of another version 505.
+	if IsGRPC(req.Header.Get("Content-Type")) {
 		h.Set(HeaderProto, "HTTP/2.0")
 	}
 	if req.ContentLength > 0 {

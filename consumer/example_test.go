@@ -132,6 +132,19 @@ func ExampleCancelSubject() {
 	// Output: _NARUN.cancel.hello
 }
 
+// A client of its own tells a gRPC call by its content type, to send it as
+// HTTP/2 (Narun-Proto), as the gateway and Transport do.
+func ExampleIsGRPC() {
+	for _, ct := range []string{"application/grpc", "application/grpc+proto", "application/grpc-web", "application/json"} {
+		fmt.Println(ct, consumer.IsGRPC(ct))
+	}
+	// Output:
+	// application/grpc true
+	// application/grpc+proto true
+	// application/grpc-web false
+	// application/json false
+}
+
 // A tool that checks routes before it writes them refuses the subjects
 // that Serve refuses, as narun does.
 func ExampleIsReservedSubject() {

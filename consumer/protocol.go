@@ -98,6 +98,16 @@ func literalSubject(s string) bool {
 	return !strings.ContainsAny(s, " \t\r\n*>") && !strings.HasPrefix(s, ".") && !strings.HasSuffix(s, ".") && !strings.Contains(s, "..")
 }
 
+// IsGRPC reports whether a request's Content-Type is gRPC's
+// (application/grpc, application/grpc+proto, ...), which travels as
+// HTTP/2 whatever carried it: gRPC is defined over HTTP/2 alone, and
+// grpc-go's handler refuses another version. gRPC-Web
+// (application/grpc-web) is not: it is made for HTTP/1.1 too.
+func IsGRPC(contentType string) bool {
+	rest, ok := strings.CutPrefix(contentType, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
 // IsReserved reports whether an HTTP header name belongs to the protocol.
 func IsReserved(name string) bool {
 	return len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix)

@@ -104,7 +104,7 @@ func (e *env) deployedIn(ctx context.Context, kv jetstream.KeyValue) ([]deployed
 	}
 	var out []deployed
 	for _, k := range keys {
-		d, err := e.deployedApp(ctx, k)
+		d, err := e.deployedApp(ctx, kv, k)
 		if isNotFound(err) {
 			continue
 		}
@@ -124,7 +124,7 @@ func (e *env) namedApp(ctx context.Context, name string) (jetstream.KeyValue, de
 	if err != nil {
 		return nil, deployed{}, err
 	}
-	d, err := e.deployedApp(ctx, name)
+	d, err := e.deployedApp(ctx, kv, name)
 	if isNotFound(err) {
 		return kv, deployed{}, notFound("app %q is not deployed", name)
 	}
@@ -134,18 +134,17 @@ func (e *env) namedApp(ctx context.Context, name string) (jetstream.KeyValue, de
 	return kv, d, nil
 }
 
-func (e *env) deployedApp(ctx context.Context, name string) (deployed, error) {
-	entry, err := e.fromLeader(ctx, names.AppsBucket, name)
+func (e *env) deployedApp(ctx context.Context, kv jetstream.KeyValue, name string) (deployed, error) {
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	entry, err := kv.Get(octx, name)
 	if err != nil {
 		return deployed{}, err
 	}
-	if entry.Deleted {
-		return deployed{}, jetstream.ErrKeyNotFound
-	}
-	d := deployed{name: name, raw: entry.Value, revision: entry.Revision, created: entry.Created}
+	d := deployed{name: name, raw: entry.Value(), revision: entry.Revision(), created: entry.Created()}
 	// Read as nodes read it: a spec an earlier ctl stored runs, and pins
 	// its objects, whatever rules a deploy has gained since.
-	d.app, d.outdated, d.err = spec.ParseStored(names.AppsBucket+"/"+name, entry.Value)
+	d.app, d.outdated, d.err = spec.ParseStored(names.AppsBucket+"/"+name, entry.Value())
 	if d.err == nil {
 		// Nodes refuse a spec of another app: ctl neither shows nor
 		// builds on it as this one's.
@@ -738,11 +737,18 @@ func (e *env) nodesRunning(ctx context.Context, app string) ([]string, error) {
 
 // deployed reports whether narun-apps has a spec of app.
 func (e *env) deployed(ctx context.Context, app string) (bool, error) {
-	entry, err := e.fromLeader(ctx, names.AppsBucket, app)
+	kv, err := e.kv(ctx, names.AppsBucket)
 	if err != nil {
+		return false, err
+	}
+	octx, cancel := e.op(ctx)
+	defer cancel()
+	if _, err := kv.Get(octx, app); isNotFound(err) {
+		return false, nil
+	} else if err != nil {
 		return false, fmt.Errorf("read spec of %s: %w", app, err)
 	}
-	return !entry.Deleted, nil
+	return true, nil
 }
 
 // deletion is the revision of an app's deletion in narun-apps, and when

@@ -610,28 +610,6 @@ func (e *env) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 	return kv, majorityHint(e.nc, err)
 }
 
-// fromLeader reads key of the KV bucket as the bucket's leader has it,
-// sent again while unanswered. A KV Get is a direct get any replica
-// answers, and one behind its leader, in a cluster, answers with an
-// earlier revision or none: read right after a write, by this command or
-// the one before it, that took a deployed app for deleted, or failed a
-// write conditional on the revision read. A bucket that does not exist (a
-// dry run creates none) holds the key Deleted.
-func (e *env) fromLeader(ctx context.Context, bucket, key string) (store.Entry, error) {
-	var entry store.Entry
-	err := e.within(ctx, func(ctx context.Context) (err error) {
-		entry, err = untilAnswered(ctx, func(ctx context.Context) (store.Entry, error) {
-			return store.EntryFromLeader(ctx, e.nc, bucket, key)
-		})
-		return err
-	})
-	var api *jetstream.APIError
-	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound {
-		return store.Entry{Deleted: true}, nil
-	}
-	return entry, err
-}
-
 func (e *env) objects(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	ctx, cancel := e.op(ctx)
 	defer cancel()

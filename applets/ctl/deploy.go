@@ -787,11 +787,25 @@ func (c current) pinned(arch string) (spec.Binary, bool) {
 	return b, ok
 }
 
-// currentSpec reads the deployed spec of name (fromLeader): the revision
-// a deploy's write is conditional on, and, read again after its routes,
-// whether an app delete or another deploy came in between.
+// currentSpec reads the deployed spec of name: the revision a deploy's
+// write is conditional on, and, read again after its routes, whether an
+// app delete or another deploy came in between. It asks the leader of
+// narun-apps, as patientKV's Get does, but keeps the revision of a
+// deletion, which Get hides behind ErrKeyNotFound: a deploy over a
+// deletion writes conditionally on it. A bucket that does not exist (a
+// dry run creates none) holds no spec.
 func currentSpec(ctx context.Context, e *env, name string) (current, error) {
-	entry, err := e.fromLeader(ctx, names.AppsBucket, name)
+	var entry store.Entry
+	err := e.within(ctx, func(ctx context.Context) (err error) {
+		entry, err = untilAnswered(ctx, func(ctx context.Context) (store.Entry, error) {
+			return store.EntryFromLeader(ctx, e.nc, names.AppsBucket, name)
+		})
+		return err
+	})
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound {
+		return current{}, nil
+	}
 	if err != nil {
 		return current{}, fmt.Errorf("read deployed spec of %s: %w", name, err)
 	}

@@ -7,18 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/narun/narun/consumer"
 )
 
 // isGRPC tells a gRPC request by its content type. gRPC-Web
 // (application/grpc-web) may carry its status in the body, where no browser
 // sees HTTP trailers, and is not one (rpcOf).
 func isGRPC(contentType []string) bool {
-	if len(contentType) == 0 {
-		return false
-	}
-	ct := contentType[0]
-	rest, ok := strings.CutPrefix(ct, "application/grpc")
-	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+	return len(contentType) > 0 && consumer.IsGRPC(contentType[0])
 }
 
 // isConnectStream tells a streaming call of the Connect protocol
