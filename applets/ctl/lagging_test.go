@@ -153,3 +153,31 @@ func TestFileJustPutIsFound(t *testing.T) {
 		h.ok("", "files", "delete", "conf")
 	}
 }
+
+// A put that replaces an object purges the chunks of the one it replaces,
+// which it names by reading the object's metadata from the leader: a
+// replica behind answered without the object, and each put left the
+// replaced content in the stream until a later reclaim.
+func TestPutPurgesTheChunksItReplaces(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.ok("", "files", "put", "conf", h.file("conf.toml", "x = 0\n"))
+	behindStream(t, h.js, "OBJ_"+names.FilesBucket, "$O."+names.FilesBucket+".M.", base64.URLEncoding.EncodeToString([]byte("conf")))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, "OBJ_"+names.FilesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 8; i++ {
+		h.ok("", "files", "put", "conf", h.file("conf.toml", fmt.Sprintf("x = %d\n", i)))
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter("$O."+names.FilesBucket+".C.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(info.State.Subjects); n != 1 {
+			t.Fatalf("put %d: chunks of %d objects in the stream, want those of conf alone: %v", i, n, info.State.Subjects)
+		}
+	}
+}

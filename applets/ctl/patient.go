@@ -218,7 +218,7 @@ func (o patientObjects) GetInfo(ctx context.Context, name string, opts ...jetstr
 		if len(opts) > 0 {
 			return o.ObjectStore.GetInfo(ctx, name, opts...)
 		}
-		return store.ObjectInfoFromLeader(ctx, o.nc, o.bucket, name)
+		return store.ObjectInfoFromLeader(ctx, o.nc, o.bucket, name, false)
 	})
 }
 

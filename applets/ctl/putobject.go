@@ -55,13 +55,12 @@ func (e *env) putObject(ctx context.Context, bucket string, meta jetstream.Objec
 	if err != nil {
 		return nil, fmt.Errorf("open stream of %s: %w", bucket, err)
 	}
-	obs, err := e.js.ObjectStore(octx, bucket)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", bucket, err)
-	}
 	// The object it replaces, whose chunks are removed once the new
-	// metadata is stored.
-	old, err := obs.GetInfo(octx, meta.Name, jetstream.GetObjectInfoShowDeleted())
+	// metadata is stored. Read from the leader: a replica behind names
+	// older chunks, gone already, and the replaced ones stayed.
+	old, err := untilAnswered(octx, func(ctx context.Context) (*jetstream.ObjectInfo, error) {
+		return store.ObjectInfoFromLeader(ctx, e.nc, bucket, meta.Name, true)
+	})
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("read %s: %w", meta.Name, err)
 	}

@@ -77,8 +77,9 @@ func (o *openObject) Close() error {
 // object store bucket (LastFromLeader). GetInfo reads the object's
 // metadata with a direct get, which a replica behind its leader, in a
 // cluster, answers without the object just put. A deleted object is
-// ErrObjectNotFound, as GetInfo has it.
-func ObjectInfoFromLeader(ctx context.Context, nc *nats.Conn, bucket, name string) (*jetstream.ObjectInfo, error) {
+// ErrObjectNotFound, as GetInfo has it, unless showDeleted (nats.go's
+// GetObjectInfoShowDeleted).
+func ObjectInfoFromLeader(ctx context.Context, nc *nats.Conn, bucket, name string, showDeleted bool) (*jetstream.ObjectInfo, error) {
 	if name == "" {
 		return nil, jetstream.ErrNameRequired
 	}
@@ -93,7 +94,7 @@ func ObjectInfoFromLeader(ctx context.Context, nc *nats.Conn, bucket, name strin
 	if err := json.Unmarshal(m.Data, &info); err != nil {
 		return nil, fmt.Errorf("read the metadata of %s in %s: %w: %w", name, bucket, jetstream.ErrBadObjectMeta, err)
 	}
-	if info.Deleted {
+	if info.Deleted && !showDeleted {
 		return nil, jetstream.ErrObjectNotFound
 	}
 	info.ModTime = m.Time
