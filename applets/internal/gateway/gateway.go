@@ -196,6 +196,8 @@ type Gateway struct {
 	draining atomic.Bool
 	// listen is net.Listen; a test makes its listener fail.
 	listen func(network, address string) (net.Listener, error)
+	// quietLimit is quietBound; a test lowers it.
+	quietLimit int64
 }
 
 // New checks the configuration and subscribes the reply inbox; it does not
@@ -273,6 +275,7 @@ func configured(opts Options) (*Gateway, error) {
 	}
 	g.conns = newConnLimit(maxConns, g.log)
 	g.metrics.conns = g.conns
+	g.quietLimit = quietBound
 	bodyMemory := int64(opts.Config.MaxBodyMemory)
 	if bodyMemory == 0 {
 		bodyMemory = defaultBodyMemory()
@@ -962,6 +965,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			HTTP2: http2Limits(time.Duration(g.bodyIdle.Load())),
 		}
 		if name != "admin" {
+			ln = quietListener{Listener: ln, limit: g.quietLimit, closed: &g.conns.quiet}
 			s.ConnState = g.conns.track
 			s.ConnContext = withConn
 			// The gateway answers OPTIONS * itself, within its bounds

@@ -83,33 +83,10 @@ func readH2Settings(c net.Conn) (h2Settings, error) {
 // fill it and hold up the other requests of their connection.
 func TestHTTP2ConnectionWindowCoversEveryStream(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	pool := testutil.CertPair(t, certPath, keyPath, "h2")
-	cfg := gwConfig(config.Route{Path: "/", Service: "none"})
-	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
-	r := startRun(t, natstest.Connect(t, natstest.Start(t)), cfg, "")
-
-	for _, listener := range []struct {
-		name string
-		dial func() (net.Conn, error)
-	}{
-		{"h2c", func() (net.Conn, error) { return net.Dial("tcp", r.addrs["http"]) }},
-		{"h2 over TLS", func() (net.Conn, error) {
-			c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
-			if err == nil && c.ConnectionState().NegotiatedProtocol != "h2" {
-				c.Close()
-				return nil, fmt.Errorf("ALPN chose %q, not h2", c.ConnectionState().NegotiatedProtocol)
-			}
-			return c, err
-		}},
-	} {
+	_, listeners := h2Listeners(t, nil)
+	for _, listener := range listeners {
 		t.Run(listener.name, func(t *testing.T) {
-			c, err := listener.dial()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := listener.conn(t)
 			s, err := readH2Settings(c)
 			if err != nil {
 				t.Fatal(err)
@@ -119,6 +96,47 @@ func TestHTTP2ConnectionWindowCoversEveryStream(t *testing.T) {
 					s.connWindow, s.maxStreams, s.streamWindow, all)
 			}
 		})
+	}
+}
+
+// h2Listener dials one listener of a gateway in HTTP/2.
+type h2Listener struct {
+	name string
+	dial func() (net.Conn, error)
+}
+
+// conn dials l, closed at the end of the test.
+func (l h2Listener) conn(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := l.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// h2Listeners runs a gateway with plain and TLS listeners, prepared by
+// prepare when not nil, and returns it with a dialer of HTTP/2 to each:
+// h2c, and h2 chosen by ALPN over TLS.
+func h2Listeners(t *testing.T, prepare func(*Gateway)) (*running, []h2Listener) {
+	t.Helper()
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := testutil.CertPair(t, certPath, keyPath, "h2")
+	cfg := gwConfig(config.Route{Path: "/", Service: "none"})
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, natstest.Start(t))}, prepare)
+	return r, []h2Listener{
+		{"h2c", func() (net.Conn, error) { return net.Dial("tcp", r.addrs["http"]) }},
+		{"h2 over TLS", func() (net.Conn, error) {
+			c, err := tls.Dial("tcp", r.addrs["https"], &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+			if err == nil && c.ConnectionState().NegotiatedProtocol != "h2" {
+				c.Close()
+				return nil, fmt.Errorf("ALPN chose %q, not h2", c.ConnectionState().NegotiatedProtocol)
+			}
+			return c, err
+		}},
 	}
 }
 

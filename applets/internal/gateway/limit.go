@@ -50,6 +50,8 @@ type connLimit struct {
 	log       *slog.Logger
 	refused   atomic.Uint64
 	reclaimed [numReclaims]atomic.Uint64
+	// quiet counts the connections closed for quietBound.
+	quiet quietClosed
 	// now is time.Now; a test moves it on past headGrace.
 	now func() time.Time
 
@@ -100,7 +102,7 @@ func maxConnectionsFor(limit, ram int64) int {
 }
 
 func newConnLimit(n int, log *slog.Logger) *connLimit {
-	return &connLimit{max: n, log: log, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
+	return &connLimit{max: n, log: log, quiet: quietClosed{log: log}, now: time.Now, open: map[net.Conn]struct{}{}, idle: map[net.Conn]struct{}{},
 		ending: map[net.Conn]struct{}{}, maxEnding: max(n, minEnding), answered: map[net.Conn]struct{}{}, noHead: list.New(), noHeadAt: map[net.Conn]*list.Element{}}
 }
 

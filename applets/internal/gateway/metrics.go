@@ -174,6 +174,8 @@ func (m *metrics) write(w io.Writer) error {
 	b.WriteString("narun_gateway_connections " + strconv.Itoa(m.conns.count()) + "\n")
 	b.WriteString("# HELP narun_gateway_connections_refused_total New connections closed at once for max_connections, none being idle or without a request head past the grace.\n# TYPE narun_gateway_connections_refused_total counter\n")
 	b.WriteString("narun_gateway_connections_refused_total " + strconv.FormatUint(m.conns.refused.Load(), 10) + "\n")
+	b.WriteString("# HELP narun_gateway_connections_unanswered_total Connections closed because their client sent more than twice the HTTP/2 connection window (51 MiB) with nothing written to it: HTTP/2 frames that ask for no answer, such as empty CONTINUATION frames, sent without end.\n# TYPE narun_gateway_connections_unanswered_total counter\n")
+	b.WriteString("narun_gateway_connections_unanswered_total " + strconv.FormatUint(m.conns.quiet.count.Load(), 10) + "\n")
 	b.WriteString("# HELP narun_gateway_connections_reclaimed_total Connections closed to make room for a new one at max_connections, by reason: answered and waiting out its close, idle keep-alive, or no complete request head past the grace.\n# TYPE narun_gateway_connections_reclaimed_total counter\n")
 	for i, name := range reclaimNames {
 		b.WriteString(`narun_gateway_connections_reclaimed_total{reason="` + name + `"} ` + strconv.FormatUint(m.conns.reclaimed[i].Load(), 10) + "\n")

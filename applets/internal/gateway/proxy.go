@@ -79,6 +79,7 @@ var exchangePool = sync.Pool{New: func() any {
 }}
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	liftForHTTP1(r)
 	if r.RequestURI == "*" && r.Method == http.MethodOptions {
 		serverOptions(w, r)
 		return
