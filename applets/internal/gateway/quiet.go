@@ -81,9 +81,6 @@ func (c *quietConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// lift ends the bound for a connection that speaks HTTP/1.
-func (c *quietConn) lift() { c.quiet.Store(-1) }
-
 // liftForHTTP1 lifts the bound of the connection r came on, if r is an
 // HTTP/1 request.
 func liftForHTTP1(r *http.Request) {
@@ -95,7 +92,7 @@ func liftForHTTP1(r *http.Request) {
 		c = tc.NetConn()
 	}
 	if q, ok := c.(*quietConn); ok && q.quiet.Load() >= 0 {
-		q.lift()
+		q.quiet.Store(-1)
 	}
 }
 
