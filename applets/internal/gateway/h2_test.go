@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -121,11 +122,8 @@ func (l h2Listener) conn(t *testing.T) net.Conn {
 // h2c, and h2 chosen by ALPN over TLS.
 func h2Listeners(t *testing.T, prepare func(*Gateway)) (*running, []h2Listener) {
 	t.Helper()
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	pool := testutil.CertPair(t, certPath, keyPath, "h2")
 	cfg := gwConfig(config.Route{Path: "/", Service: "none"})
-	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	pool := withTLS(t, &cfg)
 	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, natstest.Start(t))}, prepare)
 	return r, []h2Listener{
 		{"h2c", func() (net.Conn, error) { return net.Dial("tcp", r.addrs["http"]) }},
@@ -138,6 +136,17 @@ func h2Listeners(t *testing.T, prepare func(*Gateway)) (*running, []h2Listener) 
 			return c, err
 		}},
 	}
+}
+
+// withTLS gives cfg a certificate pair made for the test, and returns the
+// pool that trusts it.
+func withTLS(t *testing.T, cfg *config.Gateway) *x509.CertPool {
+	t.Helper()
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := testutil.CertPair(t, certPath, keyPath, "gateway")
+	cfg.TLS = config.GatewayTLS{Cert: certPath, Key: keyPath}
+	return pool
 }
 
 // countingConn counts the bytes a client writes: with bodies of one

@@ -3,9 +3,11 @@ package gateway
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,14 +61,16 @@ func TestEndlessContinuationFramesCloseTheConnection(t *testing.T) {
 // What the bound closes is what a client sends while the gateway writes it
 // nothing: a body of many times the bound goes through, over HTTP/1.1
 // (where nothing is written before the response) as over HTTP/2 (where the
-// window updates for what the gateway read are).
+// window updates for what the gateway read are), in clear and over TLS.
 func TestBodiesLargerThanTheQuietBoundGoThrough(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	// Above a stream's window, which a client may fill before the
 	// gateway writes anything, as quietBound is above the connection's.
 	const limit = 2 * h2StreamWindow
-	r := startRunPrepared(t, Options{Config: gwConfig(config.Route{Path: "/", Service: "sum"}), Conn: natstest.Connect(t, srv)}, func(g *Gateway) { g.quietLimit = limit })
+	cfg := gwConfig(config.Route{Path: "/", Service: "sum"})
+	pool := withTLS(t, &cfg)
+	r := startRunPrepared(t, Options{Config: cfg, Conn: natstest.Connect(t, srv)}, func(g *Gateway) { g.quietLimit = limit })
 	serveOn(t, natstest.Connect(t, srv), consumerConfig("sum"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		if _, err := io.Copy(h, r.Body); err != nil {
@@ -75,17 +79,22 @@ func TestBodiesLargerThanTheQuietBoundGoThrough(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, hex.EncodeToString(h.Sum(nil)))
 	}))
-	h2c := &http.Transport{Protocols: new(http.Protocols)}
-	h2c.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(h2c.CloseIdleConnections)
+	transport := func(set func(*http.Protocols)) *http.Transport {
+		tr := &http.Transport{Protocols: new(http.Protocols), TLSClientConfig: &tls.Config{RootCAs: pool}}
+		set(tr.Protocols)
+		t.Cleanup(tr.CloseIdleConnections)
+		return tr
+	}
 	body := bytes.Repeat([]byte("0123456789abcdef"), 8*limit/16)
 	sum := sha256.Sum256(body)
 	for _, client := range []struct {
-		name string
-		c    *http.Client
+		name, url string
+		tr        *http.Transport
 	}{
-		{"HTTP/1.1", &http.Client{}},
-		{"h2c", &http.Client{Transport: h2c}},
+		{"HTTP/1.1", "http://" + r.addrs["http"], transport(func(p *http.Protocols) { p.SetHTTP1(true) })},
+		{"h2c", "http://" + r.addrs["http"], transport(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) })},
+		{"HTTP/1.1 over TLS", "https://" + r.addrs["https"], transport(func(p *http.Protocols) { p.SetHTTP1(true) })},
+		{"h2 over TLS", "https://" + r.addrs["https"], transport(func(p *http.Protocols) { p.SetHTTP2(true) })},
 	} {
 		for _, length := range []string{"known", "unknown"} {
 			t.Run(client.name+", length "+length, func(t *testing.T) {
@@ -93,11 +102,14 @@ func TestBodiesLargerThanTheQuietBoundGoThrough(t *testing.T) {
 				if length == "unknown" {
 					rd = io.MultiReader(rd)
 				}
-				resp, err := client.c.Post("http://"+r.addrs["http"]+"/", "application/octet-stream", rd)
+				resp, err := (&http.Client{Transport: client.tr}).Post(client.url+"/", "application/octet-stream", rd)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer resp.Body.Close()
+				if want := map[bool]int{false: 1, true: 2}[strings.HasPrefix(client.name, "h2")]; resp.ProtoMajor != want {
+					t.Fatalf("answered over HTTP/%d, want HTTP/%d", resp.ProtoMajor, want)
+				}
 				got, _ := io.ReadAll(resp.Body)
 				if resp.StatusCode != http.StatusOK || string(got) != hex.EncodeToString(sum[:]) {
 					t.Errorf("upload of %d KiB with a bound of %d KiB: %d %s", len(body)>>10, limit>>10, resp.StatusCode, got)
