@@ -177,6 +177,8 @@ func TestLeafBucketsQuietAboutReplicas(t *testing.T) {
 // for it rather than failing.
 func TestCreateRightAfterAnElection(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	testutil.Eventually(t, 10*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
+	// As long as WaitPlaceable's callers give it: a first election on a
+	// loaded machine took more than 10 s.
+	testutil.Eventually(t, 60*time.Second, "a JetStream leader", func() bool { return c.Leader() >= 0 })
 	openAll(t, connect(t, c.Server(c.Leader())), nil)
 }
