@@ -38,6 +38,11 @@ func TestKillEndsWhatInstancesForked(t *testing.T) {
 			// The instance's pid is the exec app's or the sandbox
 			// launcher's, and its child the forked one or the app.
 			pids := []int{in.PID, onlyChild(t, in.PID)}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("the instance's processes: %s; %s; its output: %q", procReport(pids[0]), procReport(pids[1]), tr.lines("forker"))
+				}
+			})
 			// Signalled earlier, the stubborn probe would end at once.
 			testutil.Eventually(t, 10*time.Second, "SIGTERM ignored", func() bool { return ignoresTERM(pids[1]) })
 			t.Cleanup(func() {
@@ -58,6 +63,27 @@ func TestKillEndsWhatInstancesForked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// procReport says what the test needs to know of pid when the instance did
+// not behave as expected: whether it still runs, what it runs, where it
+// waits, and its signal dispositions.
+func procReport(pid int) string {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return fmt.Sprintf("pid %d: %v", pid, err)
+	}
+	var fields []string
+	for l := range strings.Lines(string(status)) {
+		for _, name := range []string{"State:", "PPid:", "SigBlk:", "SigIgn:", "SigCgt:"} {
+			if v, ok := strings.CutPrefix(l, name); ok {
+				fields = append(fields, name+strings.TrimSpace(v))
+			}
+		}
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+	return fmt.Sprintf("pid %d %q waiting in %q: %s", pid, strings.ReplaceAll(string(cmdline), "\x00", " "), wchan, strings.Join(fields, " "))
 }
 
 // ignoresTERM says whether pid ignores SIGTERM (SigIgn of its status).
