@@ -227,7 +227,10 @@ func (c *Config) cgroupPath() string {
 	if c.Cgroup != "" {
 		return filepath.Clean(c.Cgroup)
 	}
-	return CgroupParent + "/" + c.hostname()
+	// Cleaned as Cgroup is: a hostname of "." would otherwise pass for a
+	// cgroup under CgroupParent while naming CgroupParent itself, which
+	// Start removes as a leftover, with every sandbox in it.
+	return filepath.Clean(CgroupParent + "/" + c.hostname())
 }
 
 func (c *Config) hostname() string {
@@ -323,6 +326,9 @@ func (c *Config) Validate() error {
 	}
 	cg := c.cgroupPath()
 	if filepath.IsAbs(cg) || !strings.HasPrefix(cg, CgroupParent+"/") || strings.Contains(cg, "..") {
+		if c.Cgroup == "" {
+			return bad("hostname %q makes the cgroup %q, which is not under %s/: set cgroup, or a hostname that names one", c.Hostname, cg, CgroupParent)
+		}
 		return bad("cgroup %q is not under %s/", c.Cgroup, CgroupParent)
 	}
 	return nil

@@ -3093,3 +3093,30 @@ func startErr(t *testing.T, cfg Config) error {
 	t.Cleanup(func() { l.Cleanup() })
 	return l.Start()
 }
+
+// TestHostnameNamingNoCgroupRefused: without Config.Cgroup the instance's
+// cgroup is CgroupParent/Hostname, and a hostname of "." or "./" made it
+// CgroupParent itself, which Start removes first as a leftover, killing
+// every sandbox of every runner on the machine, and the app's limits
+// then applied to all of them. Such a config is refused, naming the
+// hostname. Nothing is started: the test stops at the plan.
+func TestHostnameNamingNoCgroupRefused(t *testing.T) {
+	requireRoot(t)
+	for _, host := range []string{".", "./", "x/.."} {
+		cfg := testConfig(t, "hello")
+		cfg.Hostname = host
+		l, err := Command(context.Background(), cfg)
+		if err == nil {
+			for _, d := range l.plan.dirs() {
+				if filepath.Base(d) == CgroupParent {
+					t.Errorf("hostname %q: the instance's cgroup is %s, all of %s/, which Start would remove with every sandbox in it", host, d, CgroupParent)
+				}
+			}
+			l.closeAll()
+			continue
+		}
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "hostname") {
+			t.Errorf("hostname %q: want the config refused, naming the hostname, got %v", host, err)
+		}
+	}
+}
