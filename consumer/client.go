@@ -177,6 +177,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		broken:     make(chan struct{}),
 		done:       make(chan struct{}),
 		bodyFailed: make(chan error, 1),
+		alive:      make(chan time.Duration, 1),
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		x.body = req.Body
@@ -266,6 +267,11 @@ type call struct {
 	// silence is how long the service may stay quiet once it sent an
 	// alive frame; zero until then.
 	silence time.Duration
+	// alive holds the silence of the latest alive frame not yet taken.
+	// Alive frames do not go to msgs: a quiet service sends them for as
+	// long as the caller leaves its stream unread, and queued they would
+	// fill msgs and fail the exchange as a broken reply.
+	alive chan time.Duration
 }
 
 // hopHeaders are the headers of one connection, which a proxy does not
@@ -372,7 +378,23 @@ func carryOn(h nats.Header, served http.Header) {
 // allows.
 func (x *call) route(m *nats.Msg) {
 	q := x.msgs
-	if m.Header.Get(HeaderFrame) == FramePull {
+	switch m.Header.Get(HeaderFrame) {
+	case FrameAlive:
+		// One without a number is ignored, as the gateway does.
+		if ms, err := strconv.ParseInt(m.Header.Get(HeaderAliveTimeout), 10, 64); err == nil {
+			d := max(time.Duration(ms)*time.Millisecond, time.Second)
+			// Only the latest counts; route is the only sender.
+			select {
+			case <-x.alive:
+			default:
+			}
+			select {
+			case x.alive <- d:
+			default:
+			}
+		}
+		return
+	case FramePull:
 		if x.body == nil {
 			// Nothing to stream: the gateway is lenient so, and no
 			// pump runs.
@@ -472,13 +494,8 @@ func (x *call) next() (*nats.Msg, error) {
 			silent = timer.C
 		}
 		select {
+		case x.silence = <-x.alive:
 		case m := <-x.msgs:
-			if m.Header.Get(HeaderFrame) == FrameAlive {
-				if ms, err := strconv.ParseInt(m.Header.Get(HeaderAliveTimeout), 10, 64); err == nil {
-					x.silence = max(time.Duration(ms)*time.Millisecond, time.Second)
-				}
-				continue
-			}
 			return m, nil
 		case <-x.broken:
 			return nil, fmt.Errorf("%w: more messages than it may have in flight", ErrBrokenReply)

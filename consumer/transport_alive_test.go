@@ -1,0 +1,72 @@
+package consumer_test
+
+import (
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
+	"github.com/narun/narun/embednats/natstest"
+)
+
+// A caller that stops reading a stream for a while, with everything sent
+// so far read and acked, leaves the service quiet: it sends alive frames
+// for as long as that lasts, as the protocol lets it, and the caller must
+// still read the rest of the stream when it comes back.
+func TestTransportSurvivesAliveFramesWhileNotRead(t *testing.T) {
+	consumer.SetAliveEvery(t, 10*time.Millisecond)
+	release := make(chan struct{})
+	srv, nc, _ := start(t, consumer.Config{Name: "svc"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "last\n")
+	}))
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+
+	// Counts the alive frames on their way to the caller's inbox.
+	watch := natstest.Connect(t, srv)
+	var alive atomic.Int32
+	sub, err := watch.Subscribe(nats.InboxPrefix+">", func(m *nats.Msg) {
+		if m.Header.Get(consumer.HeaderFrame) == consumer.FrameAlive {
+			alive.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	client := &http.Client{Transport: &consumer.Transport{Conn: nc}}
+	ctx := t.Context()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/events", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	if n, err := resp.Body.Read(buf); err != nil || string(buf[:n]) != "first\n" {
+		t.Fatalf("first part %q, %v", buf[:n], err)
+	}
+	// The caller does other things while the service stays quiet.
+	waitFor(t, "100 alive frames", func() bool { return alive.Load() >= 100 })
+	releaseOnce.Do(func() { close(release) })
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "last\n" {
+		t.Fatalf("after the pause: %q, %v", rest, err)
+	}
+}
