@@ -468,7 +468,9 @@ func (w *responseWriter) interim(code int) {
 	h := make(nats.Header, len(w.hdr)+2)
 	for k, v := range w.hdr {
 		if inResponseHead(k) && k != "Content-Length" && k != "Transfer-Encoding" {
-			h[k] = v
+			if v, ok := sendable(v); ok {
+				h[k] = v
+			}
 		}
 	}
 	h[HeaderFrame] = []string{FrameInterim}
@@ -660,7 +662,9 @@ func (w *responseWriter) streamHead() *nats.Msg {
 		if !inResponseHead(k) && k != "Trailer" {
 			continue
 		}
-		h[k] = v
+		if v, ok := sendable(v); ok {
+			h[k] = v
+		}
 	}
 	suppress(h)
 	if w.status != http.StatusOK {
@@ -676,8 +680,10 @@ func (w *responseWriter) streamHead() *nats.Msg {
 func (w *responseWriter) finalHead() *nats.Msg {
 	w.typeHead()
 	h := w.sent
-	for k := range h {
-		if !inResponseHead(k) {
+	for k, v := range h {
+		if v, ok := sendable(v); ok && inResponseHead(k) {
+			h[k] = v
+		} else {
 			delete(h, k)
 		}
 	}
@@ -692,6 +698,38 @@ func (w *responseWriter) finalHead() *nats.Msg {
 		h[HeaderStatus] = []string{strconv.Itoa(w.status)}
 	}
 	return &nats.Msg{Subject: w.reply, Header: nats.Header(h)}
+}
+
+// sendable is vs without the values that hold a control character but
+// tab, CR and LF; false if it had values and none is left. The gateway
+// fails a whole reply for one such value (PROTOCOL.md §1), where net/http's
+// server sends the response (its HTTP/2 server drops the value, as here).
+// nats.go writes CR and LF as spaces, as net/http's HTTP/1 server does.
+func sendable(vs []string) ([]string, bool) {
+	for i, v := range vs {
+		if !hasControl(v) {
+			continue
+		}
+		// A copy: vs may be the handler's, which keeps it.
+		out := make([]string, i, len(vs)-1)
+		copy(out, vs[:i])
+		for _, v := range vs[i+1:] {
+			if !hasControl(v) {
+				out = append(out, v)
+			}
+		}
+		return out, len(out) > 0
+	}
+	return vs, true
+}
+
+func hasControl(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // suppress marks the headers that the handler set to nil as suppressed.
@@ -858,6 +896,9 @@ func (w *responseWriter) trailers() http.Header {
 		for name := range strings.SplitSeq(decl, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
 			if v, ok := w.hdr[name]; ok && validToken(name) && !notHTTP(name) {
+				if v, ok = sendable(v); !ok {
+					continue
+				}
 				if t == nil {
 					t = make(http.Header)
 				}
@@ -867,6 +908,10 @@ func (w *responseWriter) trailers() http.Header {
 	}
 	for k, v := range w.hdr {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validToken(name) && !notHTTP(name) {
+			v, ok := sendable(v)
+			if !ok {
+				continue
+			}
 			if t == nil {
 				t = make(http.Header)
 			}
