@@ -261,6 +261,11 @@ func (r *pullReader) Read(p []byte) (int, error) {
 		}
 		if err != nil {
 			r.err = fmt.Errorf("read request body: %w", err)
+			if errors.Is(err, nats.ErrNoResponders) {
+				// The gateway's inbox is gone (it restarted): the
+				// exchange is over, as a cancel would say.
+				r.end()
+			}
 			continue
 		}
 		switch m.Header.Get(HeaderFrame) {
@@ -316,7 +321,7 @@ func (s *server) serve(j job) {
 		s.record(time.Since(start), "timed out waiting for a worker")
 		return
 	}
-	w.ctx, w.head = r.Context(), r.Method == http.MethodHead
+	w.ctx, w.over, w.head = r.Context(), cancel, r.Method == http.MethodHead
 	w.chunk = w.frameSize()
 	w.live.sent(start)
 	s.mu.Lock()
@@ -386,6 +391,10 @@ type responseWriter struct {
 	s     *server
 	reply string
 	ctx   context.Context
+	// over ends ctx: an answer to a data frame other than an ack (a
+	// cancel, or no responders from a gateway gone) says the exchange is
+	// over, and no cancel may follow it.
+	over context.CancelFunc
 	// served is the request's context, kept here to save an allocation
 	// per request.
 	served servedContext
@@ -825,6 +834,7 @@ func (w *responseWriter) sendFrame(kind string, data []byte, trailers http.Heade
 			w.oldest = (w.oldest + 1) % ackWindow
 			if a.Header.Get(HeaderFrame) != FrameAck {
 				w.err = fmt.Errorf("send response: client went away")
+				w.over()
 			}
 		case <-w.ctx.Done():
 			w.err = fmt.Errorf("send response: %w", context.Cause(w.ctx))
