@@ -499,8 +499,9 @@ func cgroupMounts() ([]string, error) {
 // scope of a data dir that goes away (a test's, a moved one) is not left
 // behind for ever.
 func RemoveScope(scope string) error {
-	if scope == "" {
-		return fmt.Errorf("%w: empty cgroup scope would be all of %s", ErrInvalidConfig, CgroupParent)
+	// "." and "./" name all of CgroupParent as "" does.
+	if filepath.Clean(scope) == "." {
+		return fmt.Errorf("%w: cgroup scope %q would be all of %s", ErrInvalidConfig, scope, CgroupParent)
 	}
 	if err := CleanStaleUnder(scope); err != nil {
 		return err

@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 3 && os.Args[1] == "host-etc" {
 		hostEtcMain(os.Args[2], os.Args[3])
 	}
+	if len(os.Args) > 3 && os.Args[1] == "scratch-cgroups" {
+		scratchCgroupsMain(os.Args[2], os.Args[3])
+	}
 	var err error
 	base, err = os.MkdirTemp("", "narun-sandbox-")
 	if err == nil {
@@ -3119,4 +3122,84 @@ func TestHostnameNamingNoCgroupRefused(t *testing.T) {
 			t.Errorf("hostname %q: want the config refused, naming the hostname, got %v", host, err)
 		}
 	}
+}
+
+// TestRemoveScopeRefusesAllOfParent: RemoveScope refuses "", which would
+// be all of CgroupParent, and so must it "." and "./", which name the
+// same: they killed every instance of every runner on the machine. The
+// call runs in a mount namespace of its own where each hierarchy is a
+// scratch cgroup, so that it cannot reach the machine's CgroupParent.
+func TestRemoveScopeRefusesAllOfParent(t *testing.T) {
+	requireRoot(t)
+	mounts, err := cgroupMounts()
+	if err != nil || len(mounts) == 0 {
+		t.Skipf("no cgroup hierarchy: %v", err)
+	}
+	scratch := "narun-test-scratch-" + strconv.Itoa(os.Getpid())
+	other := filepath.Join(CgroupParent, "r-other", "app.1")
+	for _, m := range mounts {
+		if err := os.MkdirAll(filepath.Join(m, scratch, other), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for d := filepath.Join(m, scratch, other); d != m; d = filepath.Dir(d) {
+				if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+					t.Errorf("remove the test's cgroup: %v", err)
+				}
+			}
+		})
+	}
+	for _, scope := range []string{".", "./"} {
+		cmd := exec.Command("/proc/self/exe", "scratch-cgroups", scratch, scope)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("scratch-cgroups: %v\n%s", err, out)
+		}
+		for _, m := range mounts {
+			if _, err := os.Stat(filepath.Join(m, scratch, other)); err != nil {
+				t.Errorf("RemoveScope(%q) removed another runner's instance: %v (%s)", scope, err, strings.TrimSpace(string(out)))
+			}
+		}
+		if !strings.Contains(string(out), ErrInvalidConfig.Error()) {
+			t.Errorf("RemoveScope(%q): %s, want the scope refused", scope, out)
+		}
+	}
+}
+
+// scratchCgroupsMain binds the cgroup scratch of each hierarchy over the
+// hierarchy, in the mount namespace it was started in, and calls
+// RemoveScope(scope) there. It calls nothing unless every hierarchy shows
+// its scratch cgroup.
+func scratchCgroupsMain(scratch, scope string) {
+	fail := func(err error) {
+		fmt.Println("scratch-cgroups:", err)
+		os.Exit(1)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		fail(err)
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		fail(err)
+	}
+	for _, m := range mounts {
+		if err := unix.Mount(filepath.Join(m, scratch), m, "", unix.MS_BIND, ""); err != nil {
+			fail(err)
+		}
+	}
+	after, err := cgroupMounts()
+	if err != nil {
+		fail(err)
+	}
+	for _, m := range after {
+		if _, err := os.Stat(filepath.Join(m, CgroupParent, "r-other")); err != nil {
+			fail(fmt.Errorf("%s is not the scratch cgroup: %w", m, err))
+		}
+		if _, err := os.Stat(filepath.Join(m, scratch)); err == nil {
+			fail(fmt.Errorf("%s is still the machine's hierarchy", m))
+		}
+	}
+	fmt.Println("RemoveScope:", RemoveScope(scope))
+	os.Exit(0)
 }
