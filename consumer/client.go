@@ -377,6 +377,7 @@ func carryOn(h nats.Header, served http.Header) {
 // delivery: a full queue means the service sent more than the protocol
 // allows.
 func (x *call) route(m *nats.Msg) {
+	m.Header = asTheGatewayReads(m.Header)
 	q := x.msgs
 	switch m.Header.Get(HeaderFrame) {
 	case FrameAlive:
@@ -410,6 +411,35 @@ func (x *call) route(m *nats.Msg) {
 	default:
 		x.brokenOnce.Do(func() { close(x.broken) })
 	}
+}
+
+// asTheGatewayReads is h as the gateway reads a reply (PROTOCOL.md): a
+// responder in another language may spell the names in any case, and the
+// spaces and tabs around a value are not part of it. h itself when it
+// needs no change, as from this package's responders.
+func asTheGatewayReads(h nats.Header) nats.Header {
+	clean := true
+	for k, vs := range h {
+		if textproto.CanonicalMIMEHeaderKey(k) != k || slices.ContainsFunc(vs, padded) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return h
+	}
+	out := make(nats.Header, len(h))
+	for k, vs := range h {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		for _, v := range vs {
+			out[ck] = append(out[ck], strings.Trim(v, " \t"))
+		}
+	}
+	return out
+}
+
+func padded(v string) bool {
+	return v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t')
 }
 
 // pump answers the service's pulls with the request body, a chunk each.
