@@ -550,12 +550,15 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		if m, err = x.next(); err != nil {
 			return nil, err
 		}
-		if m.Header.Get(HeaderFrame) == "" {
+		f := m.Header.Get(HeaderFrame)
+		if f == "" {
 			break
 		}
-		if f := m.Header.Get(HeaderFrame); f != FrameInterim {
+		if f == FrameData || f == FrameEnd {
 			return nil, fmt.Errorf("%w: a %q frame before the response head", ErrBrokenReply, f)
 		}
+		// Interim responses are not relayed, and frame types this
+		// version does not know are ignored, as the gateway does.
 	}
 	resp := &http.Response{
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -730,9 +733,13 @@ func (b *streamBody) nextFrame() error {
 		}
 		b.x.finish(false)
 		return io.EOF
-	default:
+	case "":
 		b.x.finish(true)
-		return fmt.Errorf("%w: a %q frame in the response body", ErrBrokenReply, m.Header.Get(HeaderFrame))
+		return fmt.Errorf("%w: a second response head", ErrBrokenReply)
+	default:
+		// An interim frame after the head, or a frame type this version
+		// does not know: ignored, as the gateway does.
+		return nil
 	}
 }
 
