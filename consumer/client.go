@@ -614,7 +614,14 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 			resp.ContentLength = 0
 		}
 		resp.Body = http.NoBody
-		x.finish(streamed)
+		if streamed && req.Method != http.MethodHead {
+			// A streamed 204 or 304 is whole with its head, and the
+			// gateway leaves its exchange open until the end frame:
+			// cancelled, the handler would count it as failed.
+			go x.drainBodiless()
+		} else {
+			x.finish(streamed)
+		}
 	case !streamed:
 		resp.ContentLength = int64(len(m.Data))
 		resp.Header.Set("Content-Length", strconv.Itoa(len(m.Data)))
@@ -654,6 +661,32 @@ func hasProtocolHeader(h nats.Header) bool {
 		}
 	}
 	return false
+}
+
+// drainBodiless takes what a streamed response without a body sends after
+// its head, until its end frame, as the gateway does: a data frame is
+// acked and dropped.
+func (x *call) drainBodiless() {
+	for {
+		m, err := x.next()
+		if err != nil {
+			x.finish(true)
+			return
+		}
+		switch m.Header.Get(HeaderFrame) {
+		case FrameData:
+			if m.Reply != "" {
+				_ = x.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderFrame: {FrameAck}}})
+			}
+		case FrameEnd:
+			x.finish(false)
+			return
+		case "":
+			// A second head breaks the protocol.
+			x.finish(true)
+			return
+		}
+	}
 }
 
 // finish ends the exchange once: no more replies are taken, the pump
