@@ -95,7 +95,10 @@ type Config struct {
 	// Hidden are host files the app finds empty whatever it is granted:
 	// narun's configuration and keys, which a root app granted /etc, say,
 	// would read (NATS passwords, the secrets key), and with them log in
-	// as the runner or decrypt every app's secrets.
+	// as the runner or decrypt every app's secrets. A host process that
+	// replaces one by rename uncovers it; with Landlock the app still
+	// cannot open what takes its name, and in the directories on its way
+	// reaches only the entries there at its start (docs/SECURITY.md).
 	Hidden []string `json:"hidden,omitempty"`
 	// CgroupRoot overrides the detected cgroup v2 mount point, for tests
 	// on machines whose v2 hierarchy is not at /sys/fs/cgroup; empty detects.

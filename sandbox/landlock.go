@@ -128,19 +128,28 @@ func landlockPaths(cfg *Config) []Path {
 // landlockRules turns paths and ports into go-landlock rules for the
 // given ABI. A missing non-optional path is an error naming it. With g,
 // each rule is for the file g opened for its path (openGrants), else for
-// the path as it stands.
-func landlockRules(cfg *Config, kernelABI int, g grants) (landlock.Config, []landlock.Rule, error) {
+// the path as it stands. A granted directory above a file of hidden the
+// app could read is ruled entry by entry (splitGrant); the files it opens
+// for that are held until release is called, after Restrict.
+func landlockRules(cfg *Config, kernelABI int, g grants, hidden []hiddenPath) (_ landlock.Config, _ []landlock.Rule, release func(), err error) {
 	base := abiConfigs[min(kernelABI, maxABI)]
+	sp := newSplitter(cfg, hidden, base.HandledAccessFS)
+	defer func() {
+		if err != nil {
+			sp.release()
+		}
+	}()
 	var rules []landlock.Rule
 	own := landlockPaths(cfg)
 	for i, p := range append(own, cfg.Landlock.Paths...) {
 		path := p.Path
+		var f *os.File
 		var st os.FileInfo
 		var err error
 		if g == nil {
 			st, err = os.Stat(path)
-		} else if f, ok := g[filepath.Clean(path)]; ok {
-			path = fdPath(f)
+		} else if gf, ok := g[filepath.Clean(path)]; ok {
+			f, path = gf, fdPath(gf)
 			st, err = f.Stat()
 		} else {
 			err = &fs.PathError{Op: "stat", Path: path, Err: syscall.ENOENT}
@@ -149,31 +158,20 @@ func landlockRules(cfg *Config, kernelABI int, g grants) (landlock.Config, []lan
 			if p.Optional && errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
-			return base, nil, fmt.Errorf("path %s: %w", p.Path, err)
+			return base, nil, nil, fmt.Errorf("path %s: %w", p.Path, err)
 		}
-		var rights landlock.AccessFSSet
-		read, write, exec := rightsReadFile, rightsWriteFile, rightsExec
-		if st.IsDir() {
-			read, write = rightsReadDir, rightsWriteDir
-		}
-		if strings.Contains(p.Access, "r") {
-			rights |= landlock.AccessFSSet(read)
-		}
-		if strings.Contains(p.Access, "w") {
-			rights |= landlock.AccessFSSet(write)
-			if i >= len(own) {
-				// Connecting is how a client writes to a unix socket, so
-				// an operator granting "w" on a socket, or on the
-				// directory holding one, means the app to reach it. The
-				// sandbox's own paths and presets hold no socket an app
-				// needs: they keep ABI 9's refusal.
-				rights |= landlock.AccessFSSet(ll.AccessFSResolveUnix)
+		operator := i >= len(own)
+		if st.IsDir() && len(sp.onWay) > 0 {
+			split, ok, err := sp.splitGrant(f, p, operator)
+			if err != nil {
+				return base, nil, nil, fmt.Errorf("path %s: %w", p.Path, err)
+			}
+			if ok {
+				rules = append(rules, split...)
+				continue
 			}
 		}
-		if strings.Contains(p.Access, "x") {
-			rights |= landlock.AccessFSSet(exec)
-		}
-		rights &= base.HandledAccessFS
+		rights := grantRights(p.Access, st.IsDir(), operator) & base.HandledAccessFS
 		if rights == 0 {
 			continue
 		}
@@ -209,9 +207,38 @@ func landlockRules(cfg *Config, kernelABI int, g grants) (landlock.Config, []lan
 	}
 	c, err := landlock.NewConfig(handled...)
 	if err != nil {
-		return base, nil, err
+		return base, nil, nil, err
 	}
-	return *c, rules, nil
+	return *c, rules, sp.release, nil
+}
+
+// grantRights are the Landlock rights access ("r", "w", "x") gives on a
+// directory or on a file. operator says the grant is the config's own, not
+// one the sandbox adds.
+func grantRights(access string, dir, operator bool) landlock.AccessFSSet {
+	var rights landlock.AccessFSSet
+	read, write, exec := rightsReadFile, rightsWriteFile, rightsExec
+	if dir {
+		read, write = rightsReadDir, rightsWriteDir
+	}
+	if strings.Contains(access, "r") {
+		rights |= landlock.AccessFSSet(read)
+	}
+	if strings.Contains(access, "w") {
+		rights |= landlock.AccessFSSet(write)
+		if operator {
+			// Connecting is how a client writes to a unix socket, so
+			// an operator granting "w" on a socket, or on the
+			// directory holding one, means the app to reach it. The
+			// sandbox's own paths and presets hold no socket an app
+			// needs: they keep ABI 9's refusal.
+			rights |= landlock.AccessFSSet(ll.AccessFSResolveUnix)
+		}
+	}
+	if strings.Contains(access, "x") {
+		rights |= landlock.AccessFSSet(exec)
+	}
+	return rights
 }
 
 // restrictTCP says whether TCP bind and connect are confined: always

@@ -141,11 +141,12 @@ type launcher struct {
 	cfg      *Config
 	plan     *cgroupPlan
 	abi      int
-	cgroupFD int         // v2: the app is cloned straight into this cgroup
-	shm      bool        // /dev/shm is the sandbox's own tmpfs, for Landlock to allow
-	appV1    []*os.File  // v1: the app's cgroups' tasks files, for the forking thread to step in
-	homeV1   []*os.File  // v1: the launcher's own tasks files, to step back out
-	kept     []*keptFile // resolver files the app reads as copies
+	cgroupFD int          // v2: the app is cloned straight into this cgroup
+	shm      bool         // /dev/shm is the sandbox's own tmpfs, for Landlock to allow
+	appV1    []*os.File   // v1: the app's cgroups' tasks files, for the forking thread to step in
+	homeV1   []*os.File   // v1: the launcher's own tasks files, to step back out
+	kept     []*keptFile  // resolver files the app reads as copies
+	hidden   []hiddenPath // Config.Hidden as it was before hidePaths covered it
 	// resolverPoll makes the keeper poll: the runner's share of
 	// LauncherUID's inotify instances is taken.
 	resolverPoll bool
@@ -159,9 +160,11 @@ type launcher struct {
 // Landlock, and the seccomp filter last.
 func (l *launcher) setup() (string, error) {
 	cfg := l.cfg
-	if err := setupMounts(cfg); err != nil {
+	hidden, err := setupMounts(cfg)
+	if err != nil {
 		return "mount", err
 	}
+	l.hidden = hidden
 	if err := hideOtherCgroups(cfg, l.plan); err != nil {
 		return "mount", err
 	}
@@ -234,34 +237,36 @@ func (l *launcher) setup() (string, error) {
 
 // setupMounts gives the sandbox its own /proc, showing only its PID
 // namespace, and with the tmp preset the instance's tmp/ as /tmp.
-// Nothing propagates back to the host.
-func setupMounts(cfg *Config) error {
+// Nothing propagates back to the host. It returns the hidden files as
+// they were before their covers, for Landlock.
+func setupMounts(cfg *Config) ([]hiddenPath, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
+		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
 	const safe = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	if err := unix.Mount("proc", "/proc", "proc", safe, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
+		return nil, fmt.Errorf("mount /proc: %w", err)
 	}
 	if err := maskPaths(cfg); err != nil {
-		return err
+		return nil, err
 	}
 	if err := coverOwnerOnlyProc(cfg); err != nil {
-		return err
+		return nil, err
 	}
-	if err := hidePaths(cfg.Hidden); err != nil {
-		return err
+	hidden, err := hidePaths(cfg.Hidden)
+	if err != nil {
+		return nil, err
 	}
 	if hasPreset(cfg, PresetTmp) {
 		tmp := filepath.Join(cfg.Dir, "tmp")
 		if err := unix.Mount(tmp, "/tmp", "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("mount %s on /tmp: %w", tmp, err)
+			return nil, fmt.Errorf("mount %s on /tmp: %w", tmp, err)
 		}
 		if err := unix.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-			return fmt.Errorf("remount /tmp nosuid: %w", err)
+			return nil, fmt.Errorf("remount /tmp nosuid: %w", err)
 		}
 	}
-	return nil
+	return hidden, nil
 }
 
 // maskedPaths are the files and directories of /proc and /sys every app
@@ -317,21 +322,37 @@ func cover(path string, st *unix.Stat_t) error {
 
 // hidePaths covers each of paths, Config.Hidden, as maskPaths covers its
 // own, but whatever the grants: a file with an empty one, a directory with
-// an empty read-only tmpfs. One that does not exist is left alone.
-func hidePaths(paths []string) error {
+// an empty read-only tmpfs. One that does not exist is left alone. A host
+// process replacing one by rename detaches its cover, so it returns each
+// as it was, for Landlock to keep out of reach (splitter); a kernel
+// without Landlock has the covers alone.
+func hidePaths(paths []string) ([]hiddenPath, error) {
+	var hidden []hiddenPath
 	for _, path := range paths {
+		real, err := filepath.EvalSymlinks(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("hide %s: %w", path, err)
+		}
 		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil {
+		if err := unix.Lstat(real, &st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue
 			}
-			return fmt.Errorf("hide %s: %w", path, err)
+			return nil, fmt.Errorf("hide %s: %w", path, err)
 		}
-		if err := cover(path, &st); err != nil {
-			return fmt.Errorf("hide %s: %w", path, err)
+		h, err := lookHidden(real, &st)
+		if err != nil {
+			return nil, fmt.Errorf("hide %s: %w", path, err)
 		}
+		if err := cover(real, &st); err != nil {
+			return nil, fmt.Errorf("hide %s: %w", path, err)
+		}
+		hidden = append(hidden, h)
 	}
-	return nil
+	return hidden, nil
 }
 
 // hideOtherCgroups covers each cgroup v2 hierarchy with an empty tmpfs,
@@ -810,10 +831,11 @@ func (l *launcher) applyLandlock(g grants) error {
 		}
 		return nil
 	}
-	c, rules, err := landlockRules(l.cfg, abi, g)
+	c, rules, release, err := landlockRules(l.cfg, abi, g, l.hidden)
 	if err != nil {
 		return err
 	}
+	defer release()
 	if l.shm {
 		// Not among the grants: privateShm mounted it after they were opened.
 		rights := landlock.AccessFSSet(rightsReadDir|rightsWriteDir) & c.HandledAccessFS

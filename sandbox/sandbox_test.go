@@ -1960,10 +1960,11 @@ func TestLandlockRulesConfineUnixSocketsFromABI9(t *testing.T) {
 	}
 	resolveUnix := landlock.AccessFSSet(ll.AccessFSResolveUnix)
 	for abi, handled := range map[int]bool{7: false, 8: false, 9: true, 10: true} {
-		c, rules, err := landlockRules(&cfg, abi, nil)
+		c, rules, release, err := landlockRules(&cfg, abi, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		release()
 		if got := c.HandledAccessFS&resolveUnix != 0; got != handled {
 			t.Errorf("ABI %d: connecting to unix sockets handled: %v, want %v (%v)", abi, got, handled, c)
 		}
@@ -3202,4 +3203,91 @@ func scratchCgroupsMain(scratch, scope string) {
 	}
 	fmt.Println("RemoveScope:", RemoveScope(scope))
 	os.Exit(0)
+}
+
+// TestHiddenFileReplacedByRenameStaysHidden: a host process that replaces
+// a hidden file by rename (an editor's save, sed -i, narun's own atomic
+// writes) detaches the empty file covering it in every sandbox. A root
+// app granted a directory above it must still not read the new content,
+// and must still read the files beside it. Two hidden files under one
+// grant, at different depths, are both kept, and a link to one leads
+// nowhere, while a link to a file beside it still leads there.
+func TestHiddenFileReplacedByRenameStaysHidden(t *testing.T) {
+	requireRoot(t)
+	requireLandlock(t, 1)
+	dir := filepath.Join(base, "hidden-grant")
+	sub := filepath.Join(dir, "sub")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	secret, key, ok := filepath.Join(sub, "secret"), filepath.Join(dir, "key"), filepath.Join(sub, "ok")
+	for _, f := range []string{secret, key} {
+		if err := os.WriteFile(f, []byte("old-secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, ok, "ok-content")
+	symlink(t, "secret", filepath.Join(sub, "to-secret"))
+	symlink(t, "ok", filepath.Join(sub, "to-ok"))
+
+	cfg := testConfig(t)
+	asRoot(&cfg)
+	cfg.Binary = "/bin/sh"
+	cfg.Args = []string{"sh", "-c", `while read cmd; do
+		s= k= l= o= m=
+		read s < ` + secret + ` || s="${s:-DENIED}"
+		read k < ` + key + ` || k="${k:-DENIED}"
+		read l < ` + sub + `/to-secret || l="${l:-DENIED}"
+		read o < ` + ok + `
+		read m < ` + sub + `/to-ok
+		echo "seen:$s|$k|$l|$o|$m"
+	done
+	exit 0`}
+	cfg.Landlock.Presets = append(cfg.Landlock.Presets, PresetSharedLibs)
+	cfg.Landlock.Paths = []Path{{Path: dir, Access: "r"}}
+	cfg.Hidden = []string{secret, key}
+	s := startSandbox(t, cfg)
+	ask := func() string {
+		t.Helper()
+		if _, err := io.WriteString(s.stdin, "go\n"); err != nil {
+			t.Fatalf("app gone: %v", err)
+		}
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case l := <-s.lines:
+				if strings.HasPrefix(l, "seen:") {
+					return l
+				}
+			case <-deadline:
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				t.Fatalf("app never answered:\n%s", s.out.String())
+			}
+		}
+	}
+	before := ask()
+	if strings.Contains(before, "secret") || !strings.HasSuffix(before, "|ok-content|ok-content") {
+		t.Fatalf("before the rename the app saw %q, want the secret empty or denied and ok-content", before)
+	}
+
+	for _, f := range []string{secret, key} {
+		tmp := filepath.Join(filepath.Dir(f), ".new")
+		if err := os.WriteFile(tmp, []byte("new-secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rename detaches the cover before it returns: the next read is
+	// what the app will see from now on.
+	after := ask()
+	if strings.Contains(after, "secret") {
+		t.Fatalf("after the host replaced the hidden file by rename, the app read it: %q", after)
+	}
+	if !strings.HasSuffix(after, "|ok-content|ok-content") {
+		t.Fatalf("after the rename the app saw %q, want ok-content beside the hidden file", after)
+	}
 }
