@@ -1017,12 +1017,20 @@ func interim(w http.ResponseWriter, r *http.Request, send *sendBound, src nats.H
 	}
 	h := w.Header()
 	rid := h["X-Request-Id"]
+	// The gateway's Connection: close (a chunked request's, whose
+	// connection must not serve what follows its body) is for the final
+	// response, and must outlive the clearing below. A service's
+	// Connection header is never copied, so this one is the gateway's.
+	closing := h["Connection"]
 	copyReplyHeaders(h, src)
 	send.arm()
 	w.WriteHeader(code)
 	send.disarm()
 	clear(h)
 	h["X-Request-Id"] = rid
+	if closing != nil {
+		h["Connection"] = closing
+	}
 }
 
 // askForBody sends the 100 Continue that a client which sent Expect:

@@ -1124,3 +1124,76 @@ func TestAsteriskFormOnlyForOptions(t *testing.T) {
 	default:
 	}
 }
+
+// TestChunkedRequestClosesAfterInterim checks that a chunked HTTP/1.1
+// request still closes its connection after the response when the service
+// sent an interim response (103) first: the interim must not take away the
+// Connection: close that keeps what follows a chunked body that also had a
+// Content-Length from being served as a request of its own.
+func TestChunkedRequestClosesAfterInterim(t *testing.T) {
+	t.Parallel()
+	const smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	request := "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(len("0\r\n\r\n")+len(smuggled)) +
+		"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "hinted"}))
+	nc := natsConn(t, e)
+	paths := make(chan string, 2)
+	errs := make(chan error, 2)
+	if _, err := nc.Subscribe("hinted", func(m *nats.Msg) {
+		paths <- m.Header.Get("Narun-Path")
+		go func() {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"interim"}, "Narun-Status": {"103"}, "Link": {"</a.css>; rel=preload"}}})
+			if m.Header.Get("Narun-Body") == "stream" {
+				for {
+					chunk, err := nc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Narun-Frame": {"pull"}}}, 10*time.Second)
+					if err != nil {
+						errs <- fmt.Errorf("pull: %w", err)
+						return
+					}
+					if chunk.Header.Get("Narun-Frame") != "data" {
+						break
+					}
+				}
+			}
+			errs <- m.Respond([]byte("ok"))
+		}()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, e)
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	var all []byte
+	go func() {
+		var err error
+		all, err = io.ReadAll(c)
+		read <- err
+	}()
+	for {
+		select {
+		case p := <-paths:
+			if p != "/upload" {
+				t.Fatalf("the service got a request for %s, the rest of a chunked body: the connection stayed open after the response", p)
+			}
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		case err := <-read:
+			if err != nil {
+				t.Fatalf("reading the responses (the connection should close): %v", err)
+			}
+			if !bytes.Contains(all, []byte("\r\n\r\nok")) {
+				t.Errorf("responses %q, want the service's ok", all)
+			}
+			return
+		}
+	}
+}
