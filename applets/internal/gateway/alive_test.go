@@ -152,3 +152,37 @@ func TestKilledConsumerCutsItsStream(t *testing.T) {
 		t.Errorf("after the service died the stream gave %q more and %v, want it cut without more", rest, err)
 	}
 }
+
+// An alive frame's Narun-Alive-Timeout is read in any case, as every
+// protocol header of a reply is (docs/PROTOCOL.md): a responder whose
+// headers are lower case (a Python dict, say) must not have its frame
+// ignored, and a killed instance waited for until the route's timeout.
+func TestAliveTimeoutInAnyCase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "lower", Timeout: config.Duration(time.Hour)}))
+	nc := natsConn(t, e)
+	_, err := nc.Subscribe("lower", func(m *nats.Msg) {
+		_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"narun-frame": {"alive"}, "narun-alive-timeout": {"1000"}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.hs.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a service silent after a lower-case alive frame: %v, want a 502 saying it stopped answering", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "the service stopped answering") {
+		t.Errorf("a service silent after a lower-case alive frame: %d %q, want a 502 saying it stopped answering", resp.StatusCode, body)
+	}
+}

@@ -990,13 +990,24 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 const minAliveTimeout = time.Second
 
 // aliveTimeout reads an alive frame's HeaderAliveTimeout; one without a
-// number of milliseconds is ignored, as an unknown frame is.
+// number of milliseconds is ignored, as an unknown frame is. The name is
+// matched in any case and the value without the spaces after it, as
+// scanMeta reads the other protocol headers: a responder in another
+// language may lower-case it, and its frame, ignored, left a killed
+// instance waited for until the route's timeout.
 func aliveTimeout(h nats.Header) (time.Duration, bool) {
 	v := h[consumer.HeaderAliveTimeout]
+	if v == nil {
+		for k, vs := range h {
+			if strings.EqualFold(k, consumer.HeaderAliveTimeout) {
+				v = append(v, vs...)
+			}
+		}
+	}
 	if len(v) != 1 {
 		return 0, false
 	}
-	ms, err := strconv.ParseInt(v[0], 10, 64)
+	ms, err := strconv.ParseInt(trimOWS(v[0]), 10, 64)
 	if err != nil || ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
 		return 0, false
 	}
