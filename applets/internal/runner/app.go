@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -101,6 +102,12 @@ type instance struct {
 	mu         sync.Mutex
 	bridge     context.CancelFunc
 	bridgeDone chan struct{}
+	// service is the subject the bridge serves (bridgeService), which
+	// follows the app's current spec; bridgeSpec and bridgeID are what
+	// the running bridge was started with, to start it again on another.
+	service    string
+	bridgeSpec *spec.App
+	bridgeID   string
 	// healthySince is when the instance turned healthy, zero while it is
 	// not; servedBefore says it stayed so for its min_healthy before it
 	// stopped being so (noteHealth).
@@ -405,6 +412,9 @@ func (a *app) reconcile(ctx context.Context, sp *spec.App) {
 	a.mu.Unlock()
 	var extra []*instance
 	for _, in := range a.instanceList() {
+		// The route is the app's, whatever build an instance runs: the
+		// gateway sends its requests to the service sp names.
+		in.moveBridge(a.r, bridgeService(sp))
 		// stop_signal, stop_timeout and [restart] are not in the
 		// fingerprint: the instances keep running, and stop and restart
 		// as the spec now says. One that sp replaces (its fingerprint
@@ -700,7 +710,12 @@ func (a *app) waitHealthy(ctx context.Context, in *instance, sp *spec.App) (heal
 // the reason its first event gives for the start.
 func (a *app) start(ctx context.Context, sp *spec.App, slot int, fp, why string) *instance {
 	id := fmt.Sprintf("%d-%s", slot, randomHex(3))
-	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.r.logTimer, a.log)}
+	// The route is the current spec's, also for a revision that served
+	// started again (settle).
+	a.mu.Lock()
+	route := cmp.Or(a.current, sp)
+	a.mu.Unlock()
+	in := &instance{slot: slot, fp: fp, sp: sp, dir: filepath.Join(a.dir(), id), logs: newLogLimit(a.r.publishLog, a.r.logTimer, a.log), service: bridgeService(route)}
 	known := &microResponders{}
 	in.sup = supervisor.New(supervisor.Config{
 		Instance: state.Instance{App: a.name, Node: a.r.node, ID: id, Slot: slot, Version: sp.Version, Fingerprint: fp, Reason: why},

@@ -29,9 +29,18 @@ func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
 	if in.bridge != nil {
 		return
 	}
+	in.runBridge(r, sp, id, nil)
+}
+
+// runBridge starts the bridge on the subject in.service names; done of a
+// bridge it replaces, if any, is waited for before its own closes, so that
+// a stop still waits for the requests in flight of both. in.mu must be
+// held.
+func (in *instance) runBridge(r *Runner, sp *spec.App, id string, replaced <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	in.bridge, in.bridgeDone = cancel, done
+	in.bridgeSpec, in.bridgeID = sp, id
 
 	target := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(sp.HTTP.Port))}
 	cfg := consumer.Config{
@@ -39,16 +48,19 @@ func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
 		Version:     "0.0.0",
 		Description: "plain HTTP app " + sp.Name + " bridged by the narun runner",
 		Metadata:    map[string]string{"node": r.node, "app_version": sp.Version, instanceMetadata: id},
+		Subject:     in.service,
 	}
 	if semverRe.MatchString(sp.Version) {
 		cfg.Version = sp.Version
 	}
-	if len(sp.Routes) > 0 {
-		cfg.Subject = sp.Routes[0].Service
-	}
 	log := r.log.With("app", sp.Name)
 	go func() {
-		defer close(done)
+		defer func() {
+			if replaced != nil {
+				<-replaced
+			}
+			close(done)
+		}()
 		// Called here, not above: startBridge runs inside the
 		// supervisor's status update, which Dial would wait for.
 		proxy, tr := bridgeProxy(target, in.sup.Dial(), log.With("instance", id))
@@ -58,6 +70,36 @@ func (in *instance) startBridge(r *Runner, sp *spec.App, id string) {
 			log.Error("http bridge stopped", "err", err)
 		}
 	}()
+}
+
+// bridgeService is the subject the bridge of an app of spec sp serves:
+// that of its first route, to which the gateway sends the route's
+// requests; "" for the app's name.
+func bridgeService(sp *spec.App) string {
+	if len(sp.Routes) > 0 {
+		return sp.Routes[0].Service
+	}
+	return ""
+}
+
+// moveBridge has the bridge serve service from now on. [[routes]] is not
+// in the fingerprint: a spec that names another service for the route
+// restarts no instance, yet the gateway sends the route's requests to the
+// new subject at once, which a bridge left on the old one would never
+// answer. A bridge that runs is registered again on the new subject.
+func (in *instance) moveBridge(r *Runner, service string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.service == service {
+		return
+	}
+	in.service = service
+	if in.bridge == nil {
+		return
+	}
+	in.bridge()
+	replaced := in.bridgeDone
+	in.runBridge(r, in.bridgeSpec, in.bridgeID, replaced)
 }
 
 // bridgeProxy forwards to the app at target through dial. ReverseProxy

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narun/narun/applets/internal/config"
+	"github.com/narun/narun/applets/internal/state"
 	"github.com/narun/narun/applets/internal/testutil"
 )
 
@@ -52,5 +55,30 @@ func TestBridgeProxyLogsUnansweredRequests(t *testing.T) {
 	proxy.ServeHTTP(rec, req.WithContext(ctx))
 	if quiet.String() != "" {
 		t.Errorf("a request whose client left was logged:\n%s", quiet.String())
+	}
+}
+
+// TestHTTPBridgeFollowsRouteService moves an [http] app's route to another
+// service. [[routes]] is not in the fingerprint, so the instance keeps
+// running, and its bridge must serve the subject the route now names: the
+// gateway sends the route's requests there.
+func TestHTTPBridgeFollowsRouteService(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	tr := startRunner(t, c, nil)
+	gw := startGateway(t, c, config.Route{Path: "/hello/", Service: "plain-b"})
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	app := func(service string) string {
+		return fmt.Sprintf("args = [\"--http\", %q]\n[http]\nport = %s\n[[routes]]\npath = \"/hello/\"\nservice = %q\n", addr, port, service)
+	}
+	c.deploy(t, "plain", "1.0.0", helloBin, app("plain-a"))
+	before := tr.wait(t, "plain", "healthy", allIn(1, state.Healthy))[0]
+	c.deploy(t, "plain", "1.0.0", helloBin, app("plain-b"))
+	if body := postHello(t, gw, "moved"); !strings.Contains(body, "Hello, moved") {
+		t.Errorf("body %s", body)
+	}
+	if after := tr.of("plain"); len(after) != 1 || after[0].ID != before.ID || after[0].PID != before.PID {
+		t.Errorf("instances %+v, want %s still running as pid %d", after, before.ID, before.PID)
 	}
 }
