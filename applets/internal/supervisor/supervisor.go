@@ -709,7 +709,10 @@ func (s *Supervisor) runOnce(ctx context.Context, launch InstanceLaunch) (Exit, 
 		exited = true
 	case unhealthy = <-sick:
 		s.log.Warn("instance unhealthy, stopping it", "pid", pid, "reason", unhealthy)
-		s.set(state.Stopping, unhealthy)
+		// restart_after may come before [health] failures turned it
+		// unhealthy: a stop for failing its checks must not show it
+		// healthy for as long as the stop lasts.
+		s.update(func(i *state.Instance) { i.State, i.Reason, i.Healthy = state.Stopping, unhealthy, false })
 		sig, timeout := s.stopWith()
 		_, werr = s.terminate(pid, sig, timeout, signal, waited, p.WaitEmpty)
 	case <-ctx.Done():

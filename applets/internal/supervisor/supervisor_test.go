@@ -1435,3 +1435,38 @@ func waitProcState(t *testing.T, pid int, want byte) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStoppedAsUnhealthyIsNotHealthy stops an instance for its failed
+// checks before they reached [health] failures: the stop says why, and
+// the status it shows meanwhile (heartbeats, narun_runner_instance_healthy)
+// must not still call the instance healthy.
+func TestStoppedAsUnhealthyIsNotHealthy(t *testing.T) {
+	_, port, err := net.SplitHostPort(testutil.FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, rec := start(t, "listen:"+port, Config{
+		Policy: Policy{Initial: time.Millisecond},
+		Health: Health{
+			Check:        tcpCheck(port),
+			Interval:     10 * time.Millisecond,
+			Failures:     3,
+			RestartAfter: 1,
+			StartGrace:   time.Hour,
+		},
+	})
+	first := waitFor(t, s, "healthy", inState(state.Healthy))
+	if err := syscall.Kill(first.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, s, "healthy again in a new process", func(i state.Instance) bool {
+		return i.State == state.Healthy && i.PID != first.PID
+	})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, c := range rec.changes {
+		if c.State == state.Stopping && c.Healthy {
+			t.Errorf("stopping as unhealthy, yet healthy: %+v", c)
+		}
+	}
+}
