@@ -38,6 +38,15 @@ func TestKillEndsWhatInstancesForked(t *testing.T) {
 			// The instance's pid is the exec app's or the sandbox
 			// launcher's, and its child the forked one or the app.
 			pids := []int{in.PID, onlyChild(t, in.PID)}
+			// Registered before any wait that may fail the test: the
+			// stubborn process would outlive it, and the runner's stop
+			// would wait out the hour of stop_timeout. The report, after
+			// it, runs first.
+			t.Cleanup(func() {
+				for _, pid := range pids {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
 			t.Cleanup(func() {
 				if t.Failed() {
 					t.Logf("the instance's processes: %s; %s; its output: %q", procReport(pids[0]), procReport(pids[1]), tr.lines("forker"))
@@ -45,11 +54,6 @@ func TestKillEndsWhatInstancesForked(t *testing.T) {
 			})
 			// Signalled earlier, the stubborn probe would end at once.
 			testutil.Eventually(t, 10*time.Second, "SIGTERM ignored", func() bool { return ignoresTERM(pids[1]) })
-			t.Cleanup(func() {
-				for _, pid := range pids {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			})
 
 			go tr.stop()
 			tr.wait(t, "forker", "stopping", allIn(1, state.Stopping))
