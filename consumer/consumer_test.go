@@ -1406,39 +1406,50 @@ func TestNATSHeadersOfTheHandlerAreDropped(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	for _, path := range []string{"/whole", "/stream"} {
-		inbox := nc.NewInbox()
-		sub, err := nc.SubscribeSync(inbox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = nc.PublishMsg(&nats.Msg{Subject: "natshdr", Reply: inbox, Header: nats.Header{consumer.HeaderPath: {path}}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		kept := false
-		for {
-			m, err := sub.NextMsg(10 * time.Second)
-			if err != nil {
-				t.Fatalf("%s: waiting for the end of the response: %v", path, err)
-			}
-			if m.Reply != "" {
-				_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
-			}
+		for _, m := range responseMsgs(t, nc, "natshdr", path) {
 			for k, v := range m.Header {
 				if strings.HasPrefix(k, "Nats-") || (k == consumer.HeaderStatus && m.Header.Get(consumer.HeaderFrame) != "") {
 					t.Errorf("%s: %s: %q went out", path, k, v)
 				}
 			}
 			kept = kept || m.Header.Get("X-Kept") == "yes"
-			f := m.Header.Get(consumer.HeaderFrame)
-			if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
-				break
-			}
 		}
 		if !kept {
 			t.Errorf("%s: X-Kept did not go out", path)
 		}
-		_ = sub.Unsubscribe()
+	}
+}
+
+// responseMsgs sends a request for path to subject as the gateway does and
+// returns the messages of its response, head to end, each data frame
+// acked.
+func responseMsgs(t *testing.T, nc *nats.Conn, subject, path string) []*nats.Msg {
+	t.Helper()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	err = nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: nats.Header{consumer.HeaderPath: {path}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*nats.Msg
+	for {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: waiting for the end of the response: %v", path, err)
+		}
+		if m.Reply != "" {
+			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
+		}
+		msgs = append(msgs, m)
+		f := m.Header.Get(consumer.HeaderFrame)
+		if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
+			return msgs
+		}
 	}
 }
 

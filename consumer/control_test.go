@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/narun/narun/consumer"
 )
@@ -33,25 +30,9 @@ func TestControlCharacterInAHeaderValueIsDropped(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	for _, path := range []string{"/whole", "/stream"} {
-		inbox := nc.NewInbox()
-		sub, err := nc.SubscribeSync(inbox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = nc.PublishMsg(&nats.Msg{Subject: "ctl", Reply: inbox, Header: nats.Header{consumer.HeaderPath: {path}}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var body strings.Builder
 		var names []string
-		for {
-			m, err := sub.NextMsg(10 * time.Second)
-			if err != nil {
-				t.Fatalf("%s: waiting for the end of the response: %v", path, err)
-			}
-			if m.Reply != "" {
-				_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
-			}
+		for _, m := range responseMsgs(t, nc, "ctl", path) {
 			for k, vs := range m.Header {
 				for _, v := range vs {
 					if strings.ContainsFunc(v, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) {
@@ -61,19 +42,14 @@ func TestControlCharacterInAHeaderValueIsDropped(t *testing.T) {
 			}
 			names = append(names, m.Header.Values("X-Name")...)
 			body.Write(m.Data)
-			f := m.Header.Get(consumer.HeaderFrame)
-			if f == consumer.FrameEnd {
+			if m.Header.Get(consumer.HeaderFrame) == consumer.FrameEnd {
 				if got := m.Header.Get("X-Sum"); got != "1" {
 					t.Errorf("%s: trailer X-Sum %q, want 1", path, got)
 				}
-			}
-			if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
-				break
 			}
 		}
 		if body.String() != "ok" || strings.Join(names, ",") != "good" {
 			t.Errorf("%s: body %q, X-Name %q; want \"ok\" and the good value alone", path, body.String(), names)
 		}
-		_ = sub.Unsubscribe()
 	}
 }

@@ -1060,13 +1060,7 @@ func TestChunkedRequestLeavesNoSecondRequest(t *testing.T) {
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			c := dialRaw(t, e)
-			if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.WriteString(c, request); err != nil {
-				t.Fatal(err)
-			}
+			c := sendRaw(t, e, request)
 			all, err := io.ReadAll(c)
 			if err != nil {
 				t.Fatalf("reading the responses (the connection should close): %v", err)
@@ -1163,13 +1157,7 @@ func TestChunkedRequestClosesAfterInterim(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c := dialRaw(t, e)
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, request); err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, e, request)
 	read := make(chan error, 1)
 	var all []byte
 	go func() {

@@ -41,6 +41,20 @@ func dialRaw(t *testing.T, e *env) net.Conn {
 	return c
 }
 
+// sendRaw sends request, as it is, on a new connection whose reads and
+// writes fail after 10 s, and returns the connection to read the answer.
+func sendRaw(t *testing.T, e *env, request string) net.Conn {
+	t.Helper()
+	c := dialRaw(t, e)
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // rawExchange sends request, as it is, on a new connection and returns the
 // response with its body read whole.
 func rawExchange(t *testing.T, e *env, request string) (*http.Response, string) {

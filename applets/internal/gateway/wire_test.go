@@ -342,13 +342,7 @@ func TestReplyControlCharacters(t *testing.T) {
 	}()
 	for _, path := range []string{"/nul", "/soh", "/del", "/cr", "/name", "/stream", "/trailer", "/interim"} {
 		t.Run(path[1:], func(t *testing.T) {
-			c := dialRaw(t, e)
-			if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
+			c := sendRaw(t, e, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 			raw, err := io.ReadAll(c)
 			if err != nil {
 				t.Fatalf("read the response: %v", err)
