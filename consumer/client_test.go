@@ -278,6 +278,15 @@ func responder(t *testing.T, nc *nats.Conn, subject string, reply func(m *nats.M
 	}
 }
 
+// handWritten returns a connection to answer requests on, as a responder
+// written by hand in any language does, and a client whose Transport
+// calls it on a connection of its own.
+func handWritten(t *testing.T) (*nats.Conn, *http.Client) {
+	t.Helper()
+	srv := natstest.Start(t)
+	return natstest.Connect(t, srv), &http.Client{Transport: &consumer.Transport{Conn: natstest.Connect(t, srv)}}
+}
+
 func TestTransportErrors(t *testing.T) {
 	srv := natstest.Start(t)
 	svc := natstest.Connect(t, srv)
@@ -564,5 +573,71 @@ func TestTransportCarriesTheServedRequestsIDAndTrace(t *testing.T) {
 	}
 	if got := readAll(t, resp); got != "||" {
 		t.Errorf("a call outside any served request carried %q", got)
+	}
+}
+
+// A responder in another language may write the protocol's header names in
+// another case, and spaces after a value: the gateway reads them alike
+// (PROTOCOL.md: "accepts any case back", "spaces and tabs around a
+// header's value are not part of it"), and so must Transport, which
+// speaks the protocol as the gateway does.
+func TestTransportReadsRepliesAsTheGatewayDoes(t *testing.T) {
+	svc, client := handWritten(t)
+	responder(t, svc, "lower", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"narun-status": {"201 "}, "narun-body": {"stream"}, "content-type": {"text/plain"}}, Data: []byte("part1,")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"narun-frame": {"data "}}, Data: []byte("part2")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"narun-frame": {"end"}, "x-sum": {"2"}}})
+	})
+	responder(t, svc, "lowererr", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"nats-service-error-code": {"409"}, "nats-service-error": {"conflict"}}})
+	})
+
+	resp, err := client.Get("http://lower/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated || string(body) != "part1,part2" || resp.Trailer.Get("X-Sum") != "2" || resp.Header.Get("Content-Type") != "text/plain" {
+		t.Errorf("got %d %q (%v), trailers %v, header %v; want 201 \"part1,part2\", X-Sum 2 and text/plain", resp.StatusCode, body, err, resp.Trailer, resp.Header)
+	}
+
+	resp, err = client.Get("http://lowererr/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || string(body) != "conflict" {
+		t.Errorf("got %d %q, want 409 \"conflict\"", resp.StatusCode, body)
+	}
+}
+
+// The gateway ignores a frame type it does not know, before the head as
+// after it, so that later versions of the protocol can add frames without
+// breaking older peers (PROTOCOL.md §3), and drops an interim frame that
+// comes after the head. Transport, which reads replies as the gateway does,
+// must not fail such a response as a broken reply.
+func TestTransportIgnoresFramesItDoesNotKnow(t *testing.T) {
+	svc, client := handWritten(t)
+	frame := func(reply, kind string, data string) {
+		svc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{consumer.HeaderFrame: {kind}}, Data: []byte(data)})
+	}
+	responder(t, svc, "later", func(m *nats.Msg) {
+		frame(m.Reply, "future", "")
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("a")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameInterim}, consumer.HeaderStatus: {"103"}}})
+		frame(m.Reply, "future", "not body")
+		frame(m.Reply, consumer.FrameData, "b")
+		frame(m.Reply, consumer.FrameEnd, "c")
+	})
+	resp, err := client.Get("http://later/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "abc" {
+		t.Errorf("body %q, %v; want \"abc\"", body, err)
 	}
 }
