@@ -1282,35 +1282,14 @@ func TestChunkFollowsTheServersMaxPayload(t *testing.T) {
 // of the response and returns the length of its body.
 func streamedBody(t *testing.T, nc *nats.Conn, subject string) int {
 	t.Helper()
-	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	err = nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: nats.Header{consumer.HeaderTimeout: {"60000"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	body := 0
-	for {
-		m, err := sub.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Logf("waiting for the end of the response, %d bytes of body so far: %v", body, err)
-			return body
-		}
+	for _, m := range responseMsgs(t, nc, subject, nats.Header{consumer.HeaderTimeout: {"60000"}}) {
 		if code := m.Header.Get(consumer.HeaderServiceErrorCode); code != "" {
 			t.Fatalf("error %s: %s", code, m.Header.Get(consumer.HeaderServiceError))
 		}
 		body += len(m.Data)
-		if m.Reply != "" {
-			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})
-		}
-		f := m.Header.Get(consumer.HeaderFrame)
-		if f == consumer.FrameEnd || (f == "" && m.Header.Get(consumer.HeaderBody) != consumer.BodyStream) {
-			return body
-		}
 	}
+	return body
 }
 
 // TestFramesFollowAShrunkMaxPayload fails the service over, in the middle
@@ -1407,7 +1386,7 @@ func TestNATSHeadersOfTheHandlerAreDropped(t *testing.T) {
 	}))
 	for _, path := range []string{"/whole", "/stream"} {
 		kept := false
-		for _, m := range responseMsgs(t, nc, "natshdr", path) {
+		for _, m := range responseMsgs(t, nc, "natshdr", nats.Header{consumer.HeaderPath: {path}}) {
 			for k, v := range m.Header {
 				if strings.HasPrefix(k, "Nats-") || (k == consumer.HeaderStatus && m.Header.Get(consumer.HeaderFrame) != "") {
 					t.Errorf("%s: %s: %q went out", path, k, v)
@@ -1421,10 +1400,10 @@ func TestNATSHeadersOfTheHandlerAreDropped(t *testing.T) {
 	}
 }
 
-// responseMsgs sends a request for path to subject as the gateway does and
-// returns the messages of its response, head to end, each data frame
+// responseMsgs sends a request with head h to subject as the gateway does
+// and returns the messages of its response, head to end, each data frame
 // acked.
-func responseMsgs(t *testing.T, nc *nats.Conn, subject, path string) []*nats.Msg {
+func responseMsgs(t *testing.T, nc *nats.Conn, subject string, h nats.Header) []*nats.Msg {
 	t.Helper()
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -1432,15 +1411,14 @@ func responseMsgs(t *testing.T, nc *nats.Conn, subject, path string) []*nats.Msg
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	err = nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: nats.Header{consumer.HeaderPath: {path}}})
-	if err != nil {
+	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: h}); err != nil {
 		t.Fatal(err)
 	}
 	var msgs []*nats.Msg
 	for {
 		m, err := sub.NextMsg(10 * time.Second)
 		if err != nil {
-			t.Fatalf("%s: waiting for the end of the response: %v", path, err)
+			t.Fatalf("%s %s: waiting for the end of the response, %d message(s) of it so far: %v", subject, h.Get(consumer.HeaderPath), len(msgs), err)
 		}
 		if m.Reply != "" {
 			_ = nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameAck}}})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/narun/narun/consumer"
 )
 
@@ -32,7 +34,7 @@ func TestControlCharacterInAHeaderValueIsDropped(t *testing.T) {
 	for _, path := range []string{"/whole", "/stream"} {
 		var body strings.Builder
 		var names []string
-		for _, m := range responseMsgs(t, nc, "ctl", path) {
+		for _, m := range responseMsgs(t, nc, "ctl", nats.Header{consumer.HeaderPath: {path}}) {
 			for k, vs := range m.Header {
 				for _, v := range vs {
 					if strings.ContainsFunc(v, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) {
