@@ -277,7 +277,7 @@ func Check(cfg Config) error {
 	}
 	if len(problems) == 0 {
 		if _, err := server.NewServer(opts); err != nil {
-			problems = append(problems, fmt.Errorf("configure nats server: %w", err))
+			problems = append(problems, fmt.Errorf("configure nats server: %w", loginsHidden{err}))
 		}
 	}
 	return errors.Join(append(problems, checkClusterStore(cfg, opts))...)
@@ -385,7 +385,7 @@ func launch(opts *server.Options, logs *logAdapter, timeout time.Duration, readi
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("configure nats server: %w", err)
+		return nil, fmt.Errorf("configure nats server: %w", loginsHidden{err})
 	}
 	ns.SetLoggerV2(logs, opts.Debug, false, false)
 	go ns.Start()
@@ -876,7 +876,7 @@ func clusterOptions(cfg Config, opts *server.Options, certs *certKeeper) []error
 		// long as it runs: unlike a leaf URL's, it has no default.
 		if u.Port() == "" {
 			eg := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(u.Hostname(), "6222")}
-			refuse("nats.cluster.routes", fmt.Errorf("%q: no port: want nats-route://host:port, e.g. %s", u.Redacted(), eg.String()))
+			refuse("nats.cluster.routes", fmt.Errorf("%q: no port: want nats-route://host:port, e.g. %s", redacted(u), eg.String()))
 			continue
 		}
 		if u.User == nil && cfg.Cluster.User != "" {
@@ -917,7 +917,7 @@ func leafRemote(i int, r LeafRemote, local []string, certs *certKeeper) (*server
 		switch u.Scheme {
 		case "nats-leaf", "nats", "tls", "ws", "wss":
 		default:
-			errs = append(errs, &KeyError{Key: key + ".urls", Err: fmt.Errorf("%q: scheme %q, want nats-leaf, nats, tls, ws or wss", u.Redacted(), u.Scheme)})
+			errs = append(errs, &KeyError{Key: key + ".urls", Err: fmt.Errorf("%q: scheme %q, want nats-leaf, nats, tls, ws or wss", redacted(u), u.Scheme)})
 		}
 	}
 	if r.Credentials != "" {

@@ -1,6 +1,7 @@
 package embednats
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -100,3 +101,16 @@ func isHostPort(auth string) bool {
 	port := auth[i+1:]
 	return port != "" && strings.Trim(port, "0123456789") == ""
 }
+
+// redacted is u with its login masked. url.URL.Redacted masks a password
+// only, and leaves a user without one readable: a token, which
+// nats-server presents as a leaf remote's login.
+func redacted(u *url.URL) string { return RedactURLs(u.String()) }
+
+// loginsHidden is an error of nats-server whose text may quote URLs with
+// their logins: it hides passwords only (redactURLList), tokens not.
+type loginsHidden struct{ err error }
+
+func (e loginsHidden) Error() string { return RedactURLs(e.err.Error()) }
+
+func (e loginsHidden) Unwrap() error { return e.err }
