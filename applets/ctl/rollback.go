@@ -42,7 +42,14 @@ func appHistoryCommand(stdio cli.IO) *ucli.Command {
 			jsonFlag(),
 			&ucli.Uint64Flag{Name: flagRevision, Usage: "print the spec of this revision instead of the list"},
 		},
-		Action: appAction(stdio, appHistory),
+		Action: appAction(stdio, appHistory, func(c *ucli.Context, _ string) error {
+			// --revision prints the spec as stored, TOML to deploy as it
+			// is: a script asking for JSON must not be handed that.
+			if c.IsSet(flagRevision) && c.Bool(flagJSON) {
+				return usagef("--%s with --%s: --%s prints the spec as stored (TOML); drop --%s, or --%s for the list in JSON", flagJSON, flagRevision, flagRevision, flagJSON, flagRevision)
+			}
+			return nil
+		}),
 	}
 }
 
