@@ -151,7 +151,9 @@ func (e *env) printEvent(m *nats.Msg, asJSON bool) error {
 		return nil
 	}
 	if asJSON {
-		return json.NewEncoder(e.stdio.Stdout).Encode(ev)
+		// The runner leaves out what is unset (a pending instance's pid,
+		// reason, started): a script must not tell missing from empty.
+		return json.NewEncoder(e.stdio.Stdout).Encode(eventJSON{nodeInstanceJSON: instanceView(ev.Instance), Time: ev.Time})
 	}
 	line := []string{ev.Time.Local().Format("2006-01-02T15:04:05.000"), cli.Shown(ev.Node) + "/" + cli.Shown(ev.ID), cli.Shown(string(ev.State))}
 	if ev.Reason != "" && ev.Reason != string(ev.State) {
@@ -171,6 +173,13 @@ func (e *env) printEvent(m *nats.Msg, asJSON bool) error {
 	}
 	_, err := fmt.Fprintln(e.stdio.Stdout, strings.Join(line, " "))
 	return err
+}
+
+// eventJSON is an event as app events --json prints it: an instance as
+// node list --json prints one, and when it changed.
+type eventJSON struct {
+	nodeInstanceJSON
+	Time time.Time `json:"time"`
 }
 
 // clip is b cut to at most n bytes, for a message that quotes it.

@@ -126,6 +126,14 @@ type nodeInstanceJSON struct {
 	LandlockABI *int       `json:"landlock_abi"`
 }
 
+func instanceView(in state.Instance) nodeInstanceJSON {
+	iv := nodeInstanceJSON{Instance: in, PID: in.PID, Reason: in.Reason, Version: in.Version, Fingerprint: in.Fingerprint, ExitCode: in.ExitCode, LandlockABI: in.LandlockABI}
+	if !in.Started.IsZero() {
+		iv.Started = &in.Started
+	}
+	return iv
+}
+
 type duplicateJSON struct {
 	state.Duplicate
 	Host string `json:"host"`
@@ -158,11 +166,7 @@ func nodeView(n state.Node) nodeJSON {
 		v.SecretKeys = &secretKeysJSON{SecretKeys: *n.SecretKeys, IDs: nonNil(n.SecretKeys.IDs)}
 	}
 	for _, in := range n.Instances {
-		iv := nodeInstanceJSON{Instance: in, PID: in.PID, Reason: in.Reason, Version: in.Version, Fingerprint: in.Fingerprint, ExitCode: in.ExitCode, LandlockABI: in.LandlockABI}
-		if !in.Started.IsZero() {
-			iv.Started = &in.Started
-		}
-		v.Instances = append(v.Instances, iv)
+		v.Instances = append(v.Instances, instanceView(in))
 	}
 	for _, d := range n.Duplicates {
 		v.Duplicates = append(v.Duplicates, duplicateJSON{Duplicate: d, Host: d.Host, Boot: d.Boot})
