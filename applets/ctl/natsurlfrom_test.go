@@ -35,11 +35,16 @@ func eachURLSource(t *testing.T, addr string, check func(t *testing.T, r result,
 		name, file string
 		env, flag  string
 		from       string // PATH is the file
+		// emptyEnv sets NARUN_NATS_URL to "", as an env file or an
+		// export may leave it: that is no URL, as an empty
+		// NARUN_DATA_DIR is no data dir.
+		emptyEnv bool
 	}{
-		{"listen", "[nats]\nlisten = \"" + addr + "\"\n" + ctl, "", "", "[nats] listen in PATH"},
-		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH"},
-		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + addr, "", "NARUN_NATS_URL"},
-		{"flag", ctl, "nats://" + other, "nats://" + addr, "--nats-url"},
+		{"listen", "[nats]\nlisten = \"" + addr + "\"\n" + ctl, "", "", "[nats] listen in PATH", false},
+		{"key", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH", false},
+		{"key, environment empty", "[nats]\nlisten = \"" + other + "\"\n" + ctl + "nats_url = \"nats://" + addr + "\"\n", "", "", "[ctl] nats_url in PATH", true},
+		{"environment", ctl + "nats_url = \"nats://" + other + "\"\n", "nats://" + addr, "", "NARUN_NATS_URL", false},
+		{"flag", ctl, "nats://" + other, "nats://" + addr, "--nats-url", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &harness{t: t, dir: t.TempDir()}
@@ -48,7 +53,7 @@ func eachURLSource(t *testing.T, addr string, check func(t *testing.T, r result,
 				t.Fatal(err)
 			}
 			env := []string{asProcess + "=1", quickExit}
-			if tc.env != "" {
+			if tc.env != "" || tc.emptyEnv {
 				env = append(env, "NARUN_NATS_URL="+tc.env)
 			}
 			args := []string{"node", "list"}

@@ -455,13 +455,15 @@ func Load(c *ucli.Context, stdio IO) (config.File, *slog.Logger, error) {
 	for _, client := range []*config.Client{&cfg.Gateway.Client, &cfg.Runner.Client, &cfg.Ctl.Client} {
 		for flag, setting := range map[string]*string{FlagNATSURL: &client.NATSURL, FlagNATSCreds: &client.NATSCreds, FlagNATSNkey: &client.NATSNkey,
 			FlagNATSCA: &client.NATSCA, FlagNATSCert: &client.NATSCert, FlagNATSKey: &client.NATSKey} {
-			if c.IsSet(flag) {
+			// An empty URL is none: NARUN_NATS_URL set but empty (an env
+			// file, an export) must leave the file's, as config.Load does.
+			if c.IsSet(flag) && (flag != FlagNATSURL || c.String(flag) != "") {
 				*setting = c.String(flag)
 			}
 		}
 		// The flag reads NARUN_NATS_URL too: a value equal to it came
 		// from there, or says the same, and config.Load named it.
-		if c.IsSet(FlagNATSURL) && client.NATSURL != stdio.Env("NARUN_NATS_URL") {
+		if c.IsSet(FlagNATSURL) && c.String(FlagNATSURL) != "" && client.NATSURL != stdio.Env("NARUN_NATS_URL") {
 			client.NATSURLFrom = "--" + FlagNATSURL
 		}
 	}
