@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net/url"
 	"path"
 	"reflect"
 	"regexp"
@@ -745,6 +746,12 @@ func (a *App) validateHealth(v *validator) {
 	case HealthHTTP:
 		if !strings.HasPrefix(h.Path, "/") {
 			v.add("health.path", "want a path starting with '/', got %q", h.Path)
+		} else if _, err := url.Parse("http://127.0.0.1" + h.Path); err != nil {
+			// The runner makes the check's URL so: a path it cannot
+			// parse (a control character, a bad %-escape) fails every
+			// check, and the instance is never healthy. A deploy-time
+			// rule, as a stored spec with one ran (unhealthy) before.
+			v.deployRule("health.path", "want a path a URL can hold (no control characters, %%-escapes of two hex digits), got %q: %v", h.Path, errors.Unwrap(err))
 		}
 		fallthrough
 	case HealthTCP:

@@ -167,6 +167,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"negative max failures", base + "[restart]\nmax_failures = -3\n", "restart.max_failures", 5},
 		{"bad health type", base + "[health]\ntype = \"grpc\"\n", "health.type", 5},
 		{"http health without port", base + "[health]\ntype = \"http\"\n", "health.port", 4},
+		{"http health path with a control character", base + "[health]\ntype = \"http\"\nport = 80\npath = \"/a\\nb\"\n", "health.path", 7},
+		{"http health path with a bad escape", base + "[health]\ntype = \"http\"\nport = 80\npath = \"/ready%zz\"\n", "health.path", 7},
 		{"bad health port", base + "[health]\ntype = \"tcp\"\nport = 70000\n", "health.port", 6},
 		{"zero health failures", base + "[health]\nfailures = 0\n", "health.failures", 5},
 		{"negative restart after", base + "[health]\ntype = \"tcp\"\nport = 80\nrestart_after = -1\n", "health.restart_after", 7},
