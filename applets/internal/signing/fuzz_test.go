@@ -26,6 +26,7 @@ func FuzzSignVerify(f *testing.F) {
 	f.Add([]byte(`[{"path":"/"}]`), k.Sign([]byte("x\n")), uint16(0))
 	f.Add([]byte("a\n"+trailerPrefix+"narun-ed25519:AAAA sig\n"), []byte(trailerPrefix+k.Public()+" x"), uint16(1))
 	f.Add([]byte("\n\n"), []byte("body\n"+trailerPrefix+k.Public()+" \n"), uint16(9))
+	f.Add([]byte("x\n"), append(bytes.TrimSuffix(k.Sign([]byte("x\n")), []byte("\n")), "\r\n"...), uint16(2))
 	f.Fuzz(func(t *testing.T, value, other []byte, at uint16) {
 		v, err := NewVerifier("trusted_keys", []string{k.Public()})
 		if err != nil {
@@ -58,6 +59,11 @@ func FuzzSignVerify(f *testing.F) {
 		got, err := v.Verify(other)
 		if err == nil && !bytes.Equal(got, Strip(other)) {
 			t.Fatalf("Verify(%q) = %q, not the value without its trailer", other, got)
+		}
+		// Only what Sign writes verifies (its final newline aside), or
+		// byte strings that differ would pass as one signed value.
+		if resigned := k.Sign(got); err == nil && !bytes.Equal(other, resigned) && !bytes.Equal(other, resigned[:len(resigned)-1]) {
+			t.Fatalf("Verify accepted %q, which Sign writes as %q", other, resigned)
 		}
 		if pub, err := SignedBy(other); strings.ContainsFunc(pub, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			t.Fatalf("SignedBy(%q) = %q, %v: control characters of the value come back to be printed", other, pub, err)

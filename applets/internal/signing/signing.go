@@ -254,8 +254,14 @@ func (v *Verifier) Verify(value []byte) ([]byte, error) {
 	if !trusted {
 		return nil, fmt.Errorf("signed by %s, which this node does not trust (trusted_keys)", pub)
 	}
-	raw, err := b64.DecodeString(strings.TrimSpace(sig))
-	if err != nil || !ed25519.Verify(key, body, raw) {
+	// Only the text Sign writes is a signature: the decoder skips \r and
+	// \n and ignores the last character's unused bits, so decoding alone
+	// would let several byte strings verify as one signed value.
+	raw, err := b64.DecodeString(sig)
+	if err != nil || len(raw) != ed25519.SignatureSize || b64.EncodeToString(raw) != sig {
+		return nil, fmt.Errorf("signature of %s is not the base64 signature narun ctl writes (%d characters of the URL alphabet, nothing else on the line)", pub, b64.EncodedLen(ed25519.SignatureSize))
+	}
+	if !ed25519.Verify(key, body, raw) {
 		return nil, fmt.Errorf("signature of %s does not match the value: changed after it was signed", pub)
 	}
 	return body, nil

@@ -44,7 +44,7 @@ func TestSignAndVerify(t *testing.T) {
 		{"untrusted key", string(other.Sign(spec)), "does not trust"},
 		{"changed after signing", strings.Replace(string(signed), `"1"`, `"2"`, 1), "does not match"},
 		{"line added after the trailer", string(signed) + "user = \"root\"\n", "not signed"},
-		{"garbled signature", string(signed[:len(signed)-5]) + "!!!!\n", "does not match"},
+		{"garbled signature", string(signed[:len(signed)-5]) + "!!!!\n", "not the base64 signature"},
 	} {
 		if _, err := v.Verify([]byte(tc.value)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
@@ -129,5 +129,35 @@ func TestSignedByQuotesWhatIsNoKey(t *testing.T) {
 	pub, err := SignedBy([]byte("name = \"a\"\n" + trailerPrefix + "\x1b]0;owned\x07\x1b[2J sig\n"))
 	if err == nil || strings.ContainsAny(pub, "\x1b\x07") || !strings.Contains(pub, `\x1b`) {
 		t.Fatalf("SignedBy = %q, %v; want the text quoted and an error", pub, err)
+	}
+}
+
+// A signature's text is decoded strictly: the std decoder skips \r and
+// \n, and ignores the unused bits of the last character, so without that
+// several byte strings would verify as one signed value.
+func TestVerifyRefusesANonCanonicalSignature(t *testing.T) {
+	k := newKey(t)
+	v, err := NewVerifier("trusted_keys", []string{k.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := string(k.Sign([]byte("name = \"a\"\n")))
+	trailerAt := strings.LastIndex(signed, " ") + 1
+	body, sig := signed[:trailerAt], strings.TrimSuffix(signed[trailerAt:], "\n")
+	// An Ed25519 signature is 64 bytes, 86 characters of which the last
+	// carries 4 unused bits, which Sign leaves 0: setting one changes no
+	// byte.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	unusedBitSet := sig[:len(sig)-1] + string(alphabet[strings.IndexByte(alphabet, sig[len(sig)-1])|1])
+	for _, tc := range []struct{ name, value string }{
+		{"carriage return inside", body + sig[:10] + "\r" + sig[10:] + "\n"},
+		{"carriage return before the newline", body + sig + "\r\n"},
+		{"space after", body + sig + " \n"},
+		{"tab before", body + "\t" + sig + "\n"},
+		{"unused bits of the last character set", body + unusedBitSet + "\n"},
+	} {
+		if _, err := v.Verify([]byte(tc.value)); err == nil || !strings.Contains(err.Error(), "not the base64 signature") {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, "not the base64 signature")
+		}
 	}
 }
