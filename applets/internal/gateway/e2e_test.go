@@ -1539,3 +1539,37 @@ func TestBodyEndedByGatewayEndsContext(t *testing.T) {
 		t.Fatal("handler still reading 10 s after the client left")
 	}
 }
+
+// TestEmptyForwardedForIsAbsent checks that a client's X-Forwarded-For
+// with no address in it (empty, blanks alone, as some clients and proxies
+// send when they have none) is taken as no value: the service got
+// ", 127.0.0.1", whose empty first entry some parsers take for an address
+// and others refuse.
+func TestEmptyForwardedForIsAbsent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "xff"}))
+	e.hs = startH2C(t, e)
+	heads := answerAs(t, natsConn(t, e), "xff")
+	for _, c := range []struct {
+		name, request, want string
+	}{
+		{"empty", "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:\r\nConnection: close\r\n\r\n", "127.0.0.1"},
+		{"blanks", "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:  \t \r\nConnection: close\r\n\r\n", "127.0.0.1"},
+		{"empty line before an address", "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n", "203.0.113.7, 127.0.0.1"},
+		{"empty line after an address", "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For:\r\nConnection: close\r\n\r\n", "203.0.113.7, 127.0.0.1"},
+	} {
+		if resp, _ := rawExchange(t, e, c.request); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d, want 200", c.name, resp.StatusCode)
+		}
+		if got := (<-heads).Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: service got X-Forwarded-For %q, want %q", c.name, got, c.want)
+		}
+	}
+	// HTTP/2's field values are not read as HTTP/1's lines.
+	if got := h2Get(t, e, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/", "x-forwarded-for", " "); got != http.StatusOK {
+		t.Fatalf("HTTP/2 blank: status %d, want 200", got)
+	}
+	if got := (<-heads).Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Errorf("HTTP/2 blank: service got X-Forwarded-For %q, want %q", got, "127.0.0.1")
+	}
+}

@@ -341,11 +341,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 	ip, _, _ = strings.Cut(ip, "%")
 	// The client's value as copied above: one its Connection header names
 	// is for the gateway alone (RFC 9110 7.6.1), and goes no further.
-	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		ex.vals[1] = strings.Join(prior, ", ") + ", " + ip
-	} else {
-		ex.vals[1] = ip
-	}
+	ex.vals[1] = appendForwardedFor(h["X-Forwarded-For"], ip)
 	escaped := r.URL.EscapedPath()
 	if cleaned != r.URL.Path {
 		escaped = (&url.URL{Path: cleaned}).EscapedPath()
@@ -2042,4 +2038,29 @@ func levelOf(code int) slog.Level {
 		return slog.LevelWarn
 	}
 	return slog.LevelInfo
+}
+
+// appendForwardedFor is the client's X-Forwarded-For values with ip
+// appended. A value with no address in it (an empty header line, blanks)
+// is left out: ", 127.0.0.1" has an empty first entry, which some parsers
+// take for the client's address and others refuse.
+func appendForwardedFor(prior []string, ip string) string {
+	if len(prior) == 0 {
+		return ip
+	}
+	n := len(ip)
+	for _, v := range prior {
+		n += len(v) + len(", ")
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, v := range prior {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		b.WriteString(v)
+		b.WriteString(", ")
+	}
+	b.WriteString(ip)
+	return b.String()
 }
