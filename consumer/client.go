@@ -261,9 +261,9 @@ type call struct {
 	// read: the exchange fails with it, as net/http's Transport fails.
 	bodyFailed chan error
 	body       io.ReadCloser
-	// knownLength says that the body's length was given: it then travels
-	// in whole chunks, else in what each read gives.
-	knownLength bool
+	// length is the body's ContentLength, 0 when not given: it then
+	// travels in whole chunks, else in what each read gives.
+	length int64
 	// silence is how long the service may stay quiet once it sent an
 	// alive frame; zero until then.
 	silence time.Duration
@@ -341,15 +341,43 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	room := int64(chunkFor(x.nc.MaxPayload()) - headerSize(h))
 	if req.ContentLength > 0 && req.ContentLength <= room {
 		data := make([]byte, req.ContentLength)
-		if _, err := io.ReadFull(x.body, data); err != nil {
+		if err := readKnown(x.body, data, 0, req.ContentLength); err != nil {
 			return nil, false, fmt.Errorf("narun transport: read the request body: %w", err)
 		}
 		m.Data = data
 		return m, false, nil
 	}
 	h.Set(HeaderBody, BodyStream)
-	x.knownLength = req.ContentLength > 0
+	x.length = max(req.ContentLength, 0)
 	return m, true, nil
+}
+
+// readKnown fills p from a body of contentLength bytes, sent of which
+// came before p. A body that gives fewer bytes, or more once p reaches
+// its length, fails the request as it fails net/http's Transport: the
+// service must not take a body cut short, or one cut off, for the whole.
+// As net/http's, it reads what is past the length to say how long the
+// body was.
+func readKnown(body io.Reader, p []byte, sent, contentLength int64) error {
+	n, err := io.ReadFull(body, p)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return lengthMismatch(contentLength, sent+int64(n))
+	}
+	if err != nil || sent+int64(n) < contentLength {
+		return err
+	}
+	extra, err := io.Copy(io.Discard, body)
+	if err != nil {
+		return err
+	}
+	if extra > 0 {
+		return lengthMismatch(contentLength, contentLength+extra)
+	}
+	return nil
+}
+
+func lengthMismatch(contentLength, bodyLength int64) error {
+	return fmt.Errorf("ContentLength=%d with Body length %d", contentLength, bodyLength)
 }
 
 // carryOn gives h, a call's header, the request id and trace of served,
@@ -446,6 +474,7 @@ func padded(v string) bool {
 func (x *call) pump() {
 	buf := make([]byte, chunkFor(x.nc.MaxPayload()))
 	eof := false
+	var sent int64
 	for {
 		var pull *nats.Msg
 		select {
@@ -462,9 +491,11 @@ func (x *call) pump() {
 			chunk := buf[:min(len(buf), chunkFor(x.nc.MaxPayload()))]
 			var n int
 			var err error
-			if x.knownLength {
-				n, err = io.ReadFull(x.body, chunk)
-				if err == io.ErrUnexpectedEOF {
+			if x.length > 0 {
+				n = int(min(int64(len(chunk)), x.length-sent))
+				err = readKnown(x.body, chunk[:n], sent, x.length)
+				sent += int64(n)
+				if err == nil && sent == x.length {
 					err = io.EOF
 				}
 			} else {
