@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -409,9 +410,7 @@ func (x *call) route(m *nats.Msg) {
 	q := x.msgs
 	switch m.Header.Get(HeaderFrame) {
 	case FrameAlive:
-		// One without a number is ignored, as the gateway does.
-		if ms, err := strconv.ParseInt(m.Header.Get(HeaderAliveTimeout), 10, 64); err == nil {
-			d := max(time.Duration(ms)*time.Millisecond, time.Second)
+		if d, ok := aliveSilence(m.Header); ok {
 			// Only the latest counts; route is the only sender.
 			select {
 			case <-x.alive:
@@ -439,6 +438,22 @@ func (x *call) route(m *nats.Msg) {
 	default:
 		x.brokenOnce.Do(func() { close(x.broken) })
 	}
+}
+
+// aliveSilence is the silence an alive frame with header h allows, at
+// least a second, as the gateway reads it (PROTOCOL.md §4): a frame
+// without one number of milliseconds above 0 there is ignored, as an
+// unknown frame is.
+func aliveSilence(h nats.Header) (time.Duration, bool) {
+	v := h[HeaderAliveTimeout]
+	if len(v) != 1 {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+		return 0, false
+	}
+	return max(time.Duration(ms)*time.Millisecond, time.Second), true
 }
 
 // asTheGatewayReads is h as the gateway reads a reply (PROTOCOL.md): a

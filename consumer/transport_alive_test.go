@@ -1,6 +1,8 @@
 package consumer_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -68,5 +70,42 @@ func TestTransportSurvivesAliveFramesWhileNotRead(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || string(rest) != "last\n" {
 		t.Fatalf("after the pause: %q, %v", rest, err)
+	}
+}
+
+// An alive frame whose Narun-Alive-Timeout is not one number of
+// milliseconds above 0 is ignored, as the gateway ignores it
+// (PROTOCOL.md §4): the caller waits for the service until its own
+// deadline, rather than taking the service for gone after a second.
+func TestTransportIgnoresAliveFramesWithoutATimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		value []string
+	}{
+		{name: "zero", value: []string{"0"}},
+		{name: "negative", value: []string{"-5000"}},
+		{name: "past a Duration", value: []string{"9223372036854775807"}},
+		{name: "two values", value: []string{"1000", "1000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc, client := handWritten(t)
+			responder(t, svc, "svc", func(m *nats.Msg) {
+				_ = svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{
+					consumer.HeaderFrame:        {consumer.FrameAlive},
+					consumer.HeaderAliveTimeout: tc.value,
+				}})
+			})
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/", nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, consumer.ErrServiceGone) {
+				t.Errorf("call: %v, want the context's deadline", err)
+			}
+		})
 	}
 }
