@@ -168,10 +168,41 @@ type Server struct {
 	// set at its start from the space free then when none is configured:
 	// nats-server refuses a reload of its options that changes it.
 	storeLimit int64
-	// port is the client port chosen at the start (":0" picks one), which
-	// clients know: a restart after one that failed has no listener left
-	// to ask.
-	port int
+	// ports are those the listeners bound at the start (":0" picks one),
+	// which clients, leaf nodes and routes were told: every later start
+	// binds them again. A restart after one that failed has no listener
+	// left to ask.
+	ports boundPorts
+	// monitorPort is the monitoring port the running server was given,
+	// which a reload must give it again: nats-server refuses to reload a
+	// change of it and, unlike for its other listeners, keeps the -1 of
+	// ":0" in its options rather than the port bound.
+	monitorPort int
+}
+
+// boundPorts are the ports a server's listeners bound; 0 for one it has
+// not.
+type boundPorts struct{ client, cluster, leaf, monitor int }
+
+// boundPortsOf are the ports ns's listeners bound, all of which listen
+// once it accepts clients.
+func boundPortsOf(ns *server.Server) boundPorts {
+	var p boundPorts
+	if addr, ok := ns.Addr().(*net.TCPAddr); ok && addr != nil {
+		p.client = addr.Port
+	}
+	if addr := ns.ClusterAddr(); addr != nil {
+		p.cluster = addr.Port
+	}
+	if addr := ns.MonitorAddr(); addr != nil {
+		p.monitor = addr.Port
+	}
+	// nats-server writes the leaf port it bound back into its options,
+	// which only Varz exports.
+	if v, err := ns.Varz(nil); err == nil && v.LeafNode.Port > 0 {
+		p.leaf = v.LeafNode.Port
+	}
+	return p
 }
 
 // current is the server running now.
@@ -252,10 +283,8 @@ func Start(cfg Config) (*Server, error) {
 			cfg.Logger.Warn("server_name not recorded beside the JetStream store: a later start on it under another name will not be refused", "err", err)
 		}
 	}
-	s := &Server{ns: ns, cfg: cfg, internal: internal, internalHash: internalPassword(opts), lock: lock, logs: logs, certs: certs, storeLimit: opts.JetStreamMaxStore}
-	if addr, ok := ns.Addr().(*net.TCPAddr); ok && addr != nil {
-		s.port = addr.Port
-	}
+	s := &Server{ns: ns, cfg: cfg, internal: internal, internalHash: internalPassword(opts), lock: lock, logs: logs, certs: certs,
+		storeLimit: opts.JetStreamMaxStore, ports: boundPortsOf(ns), monitorPort: opts.HTTPPort}
 	certs.reload = s.reloadTLS
 	certs.start(cfg.Logger)
 	return s, nil
@@ -515,7 +544,7 @@ func FreeSpace(dataDir string) uint64 { return freeSpace(dataDir) }
 func (s *Server) WriteFailed() <-chan string { return s.logs.writeFailed }
 
 // Restart replaces the server by a new one with the same configuration
-// and port, which reopens the JetStream store. In-process connections
+// and ports, which reopens the JetStream store. In-process connections
 // reconnect to it by themselves, as TCP clients do; the data dir stays
 // locked throughout.
 func (s *Server) Restart() error {
@@ -538,16 +567,26 @@ func (s *Server) Restart() error {
 	if err != nil {
 		return fmt.Errorf("restart nats server: %w", err)
 	}
-	s.ns, s.storeLimit = ns, opts.JetStreamMaxStore
+	s.ns, s.storeLimit, s.monitorPort = ns, opts.JetStreamMaxStore, opts.HTTPPort
 	return nil
 }
 
 // keepRuntime gives opts what the running server chose at its start: the
-// client port of ":0", which clients know, and the in-process login,
-// which in-process connections present.
+// ports of its listeners of ":0", which clients, leaf nodes and routes
+// know, and the in-process login, which in-process connections present.
 func (s *Server) keepRuntime(opts *server.Options) {
-	if s.port != 0 {
-		opts.Port = s.port
+	for _, kept := range []struct {
+		port  *int
+		bound int
+	}{
+		{&opts.Port, s.ports.client},
+		{&opts.Cluster.Port, s.ports.cluster},
+		{&opts.LeafNode.Port, s.ports.leaf},
+		{&opts.HTTPPort, s.ports.monitor},
+	} {
+		if kept.bound != 0 {
+			*kept.port = kept.bound
+		}
 	}
 	if s.internal != nil {
 		for _, u := range opts.Users {
@@ -593,7 +632,7 @@ func (s *Server) reloadTLS() error {
 		return errors.Join(problems...)
 	}
 	s.keepRuntime(opts)
-	opts.JetStreamMaxStore = s.storeLimit
+	opts.JetStreamMaxStore, opts.HTTPPort = s.storeLimit, s.monitorPort
 	if err := s.ns.ReloadOptions(opts); err != nil {
 		return fmt.Errorf("reload nats server options: %w", err)
 	}
