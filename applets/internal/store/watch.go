@@ -33,7 +33,7 @@ const watchCreateWait = 2 * time.Second
 func Watch(ctx context.Context, nc *nats.Conn, bucket string) (jetstream.KeyWatcher, error) {
 	js, err := nc.JetStream(nats.MaxWait(watchCreateWait))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watch %s: %w", bucket, err)
 	}
 	w := &watcher{bucket: bucket, prefix: "$KV." + bucket + ".", updates: make(chan jetstream.KeyValueEntry, 256)}
 	// Entries wait for the count of initial ones, which the subscription
@@ -44,7 +44,7 @@ func Watch(ctx context.Context, nc *nats.Conn, bucket string) (jetstream.KeyWatc
 		nats.BindStream("KV_"+bucket), nats.OrderedConsumer(), nats.DeliverLastPerSubject(),
 		nats.IdleHeartbeat(WatchHeartbeat))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watch %s: %w", bucket, err)
 	}
 	sub.SetClosedHandler(func(string) {
 		w.mu.Lock()
@@ -57,7 +57,7 @@ func Watch(ctx context.Context, nc *nats.Conn, bucket string) (jetstream.KeyWatc
 	switch {
 	case err != nil:
 		_ = w.Stop()
-		return nil, err
+		return nil, fmt.Errorf("watch %s: %w", bucket, err)
 	case initial == 0:
 		w.listed = true
 		w.updates <- nil
@@ -75,7 +75,7 @@ func Watch(ctx context.Context, nc *nats.Conn, bucket string) (jetstream.KeyWatc
 func Keys(ctx context.Context, nc *nats.Conn, bucket string) ([]string, error) {
 	w, err := Watch(ctx, nc, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", bucket, err)
+		return nil, err
 	}
 	defer func() { _ = w.Stop() }()
 	var keys []string

@@ -189,3 +189,18 @@ func TestKeys(t *testing.T) {
 		t.Fatalf("listed again: %q, %v", keys, err)
 	}
 }
+
+// A watch that cannot start says of which bucket: a runner or gateway
+// logs it among others' errors.
+func TestWatchErrorNamesTheBucket(t *testing.T) {
+	t.Parallel()
+	_, nc, _ := newBucket(t, jetstream.KeyValueConfig{Bucket: "present"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := Watch(ctx, nc, "missing"); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("watch of a bucket that does not exist: %v, want an error naming it", err)
+	}
+	if _, err := Keys(ctx, nc, "missing"); err == nil || strings.Count(err.Error(), "missing") != 1 {
+		t.Errorf("listing of a bucket that does not exist: %v, want an error naming it once", err)
+	}
+}
