@@ -653,11 +653,13 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 	switch {
 	case noBody:
 		resp.ContentLength = -1
-		if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && req.Method == http.MethodHead {
-			resp.ContentLength = cl
-		}
 		if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 			resp.ContentLength = 0
+		} else if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+			// The length a GET would get, in the header too, as
+			// net/http's client leaves it in a HEAD response.
+			resp.ContentLength = cl
+			resp.Header.Set("Content-Length", strconv.FormatInt(cl, 10))
 		}
 		resp.Body = http.NoBody
 		if streamed && req.Method != http.MethodHead {
