@@ -165,16 +165,21 @@ func byName(name string) (Applet, bool) {
 // when narun is itself a link to a versioned binary (narun-1.2), as an
 // install that swaps versions by moving one link has it.
 func invokedName(argv0 string) string {
-	path := argv0
-	if !strings.Contains(path, "/") {
-		if p, err := exec.LookPath(path); err == nil {
-			path = p
-		}
-	}
 	name := filepath.Base(argv0)
 	applet := ""
 	if isApplet(name) {
 		applet = name
+	}
+	path := argv0
+	if !strings.Contains(path, "/") {
+		p, err := exec.LookPath(path)
+		if err != nil {
+			// A bare name is no path: read as one, it would be a link of
+			// that name in the working directory, an app's directory for
+			// the "narun exec-app" the runner starts.
+			return cmp.Or(applet, name)
+		}
+		path = p
 	}
 	for range 16 {
 		target, err := os.Readlink(path)
