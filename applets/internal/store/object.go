@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -36,6 +38,12 @@ func OpenObject(ctx context.Context, obs jetstream.ObjectStore, name string, rea
 		obj, err := obs.Get(attempt, name)
 		answered := unanswered.Stop()
 		if answered && err == nil {
+			if err := checkEmpty(obj); err != nil {
+				_ = obj.Close()
+				cancel()
+				end()
+				return nil, fmt.Errorf("open %s: %w", name, err)
+			}
 			return &openObject{ObjectResult: obj, end: func() { cancel(); end() }}, nil
 		}
 		if obj != nil {
@@ -60,6 +68,25 @@ func OpenObject(ctx context.Context, obs jetstream.ObjectStore, name string, rea
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// emptyDigest is the SHA-256 of no bytes.
+var emptyDigest = sha256.Sum256(nil)
+
+// checkEmpty refuses an object whose metadata says it is empty, unless its
+// digest is that of no bytes: nats.go reads such an object as no bytes
+// without checking its digest, as it checks every other one at the end of
+// the read, and metadata rewritten to say so would pass any object off as
+// verified.
+func checkEmpty(obj jetstream.ObjectResult) error {
+	info, err := obj.Info()
+	if err != nil || info.Size != 0 {
+		return err
+	}
+	if d, err := jetstream.DecodeObjectDigest(info.Digest); err != nil || !bytes.Equal(d, emptyDigest[:]) {
+		return fmt.Errorf("its metadata says it is empty, but its digest %q is not that of no bytes: %w", info.Digest, jetstream.ErrDigestMismatch)
+	}
+	return nil
 }
 
 // openObject ends its read's context when closed.

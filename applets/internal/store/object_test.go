@@ -2,14 +2,17 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/narun/narun/applets/internal/testutil"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // An opening JetStream leaves unanswered is sent again; one it answers
@@ -50,4 +53,63 @@ type countedGets struct {
 func (o *countedGets) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
 	o.gets++
 	return o.ObjectStore.Get(ctx, name, opts...)
+}
+
+// nats.go checks an object's content against its digest at the end of
+// the read, except for an object whose metadata says it is empty: that
+// one reads as no bytes, whatever its digest. Metadata changed to say so,
+// by a client that can write the bucket or a damaged store, must not
+// pass an object off as verified.
+func TestOpenObjectChecksTheDigestOfAnEmptyObject(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "bins"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"empty", "app"} {
+		if _, err := obs.PutString(ctx, name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := obs.PutString(ctx, "app", "the build"); err != nil {
+		t.Fatal(err)
+	}
+	info, err := obs.GetInfo(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Size, info.Chunks = 0, 0
+	meta, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(ObjectMetaSubject("bins", "app"))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Data = meta
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+
+	read := func(name string) (string, error) {
+		obj, err := OpenObject(ctx, obs, name, time.Minute)
+		if err != nil {
+			return "", err
+		}
+		defer obj.Close()
+		b, err := io.ReadAll(obj)
+		return string(b), err
+	}
+	if b, err := read("empty"); b != "" || err != nil {
+		t.Errorf("empty object: %q, %v", b, err)
+	}
+	if b, err := read("app"); !errors.Is(err, jetstream.ErrDigestMismatch) {
+		t.Errorf("object whose metadata says it is empty, with the digest of %q: %q, %v; want an error wrapping %v", "the build", b, err, jetstream.ErrDigestMismatch)
+	}
 }
