@@ -81,6 +81,16 @@ func Main(args []string, stdio cli.IO) int {
 		}
 		switch args[1] {
 		case "-h", "--help", "help":
+			if len(args) > 2 {
+				// narun help gw (ctl deploy) is narun gw (ctl deploy) --help.
+				a, ok := byName(args[2])
+				if !ok {
+					fmt.Fprintf(stdio.Stderr, "narun: unknown applet %q\n\n", args[2])
+					usage(stdio.Stderr)
+					return 2
+				}
+				return Main(append(append([]string{args[0], a.Name}, args[3:]...), "--help"), stdio)
+			}
 			usage(stdio.Stdout)
 			return 0
 		case "--version", "-version", "-v":

@@ -31,3 +31,27 @@ func TestBareArgv0IgnoresTheWorkingDirectory(t *testing.T) {
 		t.Fatalf("my-gw version beside a link my-gw -> narun-gw -> narun: %v, %q; want the version", err, out)
 	}
 }
+
+// narun help APPLET is the applet's help, as narun APPLET --help: the
+// list of applets instead left the name typed unanswered.
+func TestHelpOfAnApplet(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"narun", "help", "gw"}, 0, "narun gw [options]", ""},
+		{[]string{"narun", "--help", "up"}, 0, "narun up [options]", ""},
+		{[]string{"narun", "help", "narun-ctl"}, 0, "narun ctl", ""},
+		{[]string{"narun", "help", "version"}, 0, "usage: narun version [--json]", ""},
+		{[]string{"narun", "help", "bogus"}, 2, "", `unknown applet "bogus"`},
+	} {
+		t.Run(strings.Join(tc.args[1:], " "), func(t *testing.T) {
+			code, out, errs := run(tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errs, tc.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, %q", code, out, errs, tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
