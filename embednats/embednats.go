@@ -242,7 +242,7 @@ func Start(cfg Config) (*Server, error) {
 		unlockStore(lock)
 		return nil, err
 	}
-	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1)}
+	logs := &logAdapter{log: cfg.Logger, fatal: make(chan string, 1), writeFailed: make(chan string, 1), logins: loginNames(cfg)}
 	ns, err := launch(opts, logs, cfg.ReadyTimeout, cfg.Reading, cfg.Stop)
 	if err != nil {
 		logs.close()

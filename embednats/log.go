@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,8 @@ type logAdapter struct {
 	// limitFromFullDisk says the running server's storage limit was set
 	// from a disk with no room (launch).
 	limitFromFullDisk atomic.Bool
+	// logins are the user names the server knows (loginNames).
+	logins map[string]bool
 
 	mu     sync.Mutex
 	shapes map[shapeKey]*shapeCount // of the current window; nil between windows
@@ -158,7 +161,7 @@ func blankNumbers(s string) string {
 func (l *logAdapter) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, format, v...) }
 func (l *logAdapter) Warnf(format string, v ...any)   { l.emit(slog.LevelWarn, format, v...) }
 func (l *logAdapter) Errorf(format string, v ...any) {
-	msg := fmt.Sprintf(format, v...)
+	msg := l.hideUnknownUser(fmt.Sprintf(format, v...))
 	level := slog.LevelError
 	if aboutRemoteClient(msg) {
 		level = slog.LevelWarn
@@ -173,6 +176,38 @@ func (l *logAdapter) Errorf(format string, v ...any) {
 		default:
 		}
 	}
+}
+
+// refusedUser is how nats-server names the user of a login it refused
+// (client.authViolation), quoted with %q to the end of the line.
+const refusedUser = "authentication error - User "
+
+// hideUnknownUser hides the user name of a refused login in msg unless
+// the server knows it: a leaf remote's or route's URL with a user and no
+// password ("nats-leaf://TOKEN@hub") presents its token as that name. A
+// name the server knows stays, to say whose password was wrong.
+func (l *logAdapter) hideUnknownUser(msg string) string {
+	i := strings.Index(msg, refusedUser)
+	if i < 0 {
+		return msg
+	}
+	if name, err := strconv.Unquote(msg[i+len(refusedUser):]); err == nil && l.logins[name] {
+		return msg
+	}
+	return msg[:i+len(refusedUser)] + `"xxxxx"`
+}
+
+// loginNames are the user names a server of cfg knows: the operator's,
+// the routes' and the in-process one.
+func loginNames(cfg Config) map[string]bool {
+	names := map[string]bool{internalUser: true}
+	for _, u := range cfg.Users {
+		names[u.User] = true
+	}
+	if cfg.Cluster.User != "" {
+		names[cfg.Cluster.User] = true
+	}
+	return names
 }
 
 // aboutRemoteClient says msg is the server's about one client connection

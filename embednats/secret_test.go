@@ -1,10 +1,12 @@
 package embednats_test
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/narun/narun/embednats"
+	"github.com/narun/narun/embednats/natstest"
 )
 
 // A URL's user without a password is a token, which nats-server presents
@@ -46,4 +48,38 @@ func startErr(cfg embednats.Config) error {
 		s.Shutdown()
 	}
 	return err
+}
+
+// A leaf remote's URL with a user and no password presents its token as
+// the user name, which the hub logs when it refuses the login: a name the
+// hub does not know may be such a secret, and is hidden, while one it
+// knows, refused for a wrong password, stays named.
+func TestRefusedLeafLoginHidesAnUnknownName(t *testing.T) {
+	t.Parallel()
+	const token = "s3cr3t-token"
+	leafAddr := natstest.FreeAddr(t)
+	var logs syncBuffer
+	natstest.StartConfig(t, embednats.Config{JetStreamDomain: "hub", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Users:     []embednats.User{{User: "ops", Password: "s3cret"}},
+		Leafnodes: embednats.Leafnodes{Listen: leafAddr}})
+	for _, tc := range []struct {
+		name, login, want string
+	}{
+		{"a token", token, `authentication error - User \"xxxxx\"`},
+		{"a known user's wrong password", "ops:wrong", `authentication error - User \"ops\"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := strings.Count(logs.String(), "authentication error")
+			leaf := natstest.StartConfig(t, embednats.Config{JetStreamDomain: "edge",
+				Leafnodes: embednats.Leafnodes{Remotes: []embednats.LeafRemote{{URLs: []string{"nats-leaf://" + tc.login + "@" + leafAddr}}}}})
+			waitLogged(t, &logs, "authentication error", before)
+			leaf.Shutdown()
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("the refusal is not logged as %q:\n%s", tc.want, logs.String())
+			}
+		})
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Errorf("the hub's log shows the token:\n%s", logs.String())
+	}
 }
