@@ -652,14 +652,20 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 	streamed := m.Header.Get(HeaderBody) == BodyStream
 	switch {
 	case noBody:
-		resp.ContentLength = -1
 		if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 			resp.ContentLength = 0
-		} else if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+		} else {
 			// The length a GET would get, in the header too, as
-			// net/http's client leaves it in a HEAD response.
-			resp.ContentLength = cl
-			resp.Header.Set("Content-Length", strconv.FormatInt(cl, 10))
+			// net/http's client leaves it in a HEAD response. A payload
+			// the service sent all the same is the body GET would get,
+			// as the gateway reads it.
+			resp.ContentLength = replyLength(m.Header)
+			if !streamed && len(m.Data) > 0 {
+				resp.ContentLength = int64(len(m.Data))
+			}
+			if resp.ContentLength >= 0 {
+				resp.Header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+			}
 		}
 		resp.Body = http.NoBody
 		if streamed && req.Method != http.MethodHead {
@@ -676,10 +682,9 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		resp.Body = io.NopCloser(bytes.NewReader(m.Data))
 		x.finish(false)
 	default:
-		resp.ContentLength = -1
-		if cl, err := strconv.ParseInt(m.Header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
-			resp.ContentLength = cl
-			resp.Header.Set("Content-Length", strconv.FormatInt(cl, 10))
+		resp.ContentLength = replyLength(m.Header)
+		if resp.ContentLength >= 0 {
+			resp.Header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 		}
 		if resp.ContentLength >= 0 && int64(len(m.Data)) > resp.ContentLength {
 			return nil, fmt.Errorf("%w: a head with more body than the %d bytes it announced", ErrBrokenReply, resp.ContentLength)
@@ -687,6 +692,21 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		resp.Body = &streamBody{x: x, buf: m.Data, read: int64(len(m.Data)), resp: resp}
 	}
 	return resp, nil
+}
+
+// replyLength is the Content-Length of a reply's head, -1 for none: one
+// that is not one unsigned number the gateway drops, and sends the body
+// without a length.
+func replyLength(h nats.Header) int64 {
+	v := h["Content-Length"]
+	if len(v) != 1 {
+		return -1
+	}
+	cl, err := strconv.ParseUint(v[0], 10, 63)
+	if err != nil {
+		return -1
+	}
+	return int64(cl)
 }
 
 func statusText(code int) string {

@@ -6,6 +6,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/narun/narun/consumer"
 )
 
 // A HEAD response served by Serve and read through Transport tells the
@@ -52,6 +56,44 @@ func TestHeadLengthAsNetHTTP(t *testing.T) {
 			got.Body.Close()
 			if got.ContentLength != want.ContentLength || !slices.Equal(got.Header["Content-Length"], want.Header["Content-Length"]) {
 				t.Errorf("ContentLength %d, header %q; net/http gives %d, %q", got.ContentLength, got.Header["Content-Length"], want.ContentLength, want.Header["Content-Length"])
+			}
+		})
+	}
+}
+
+// Transport reads a reply's length as the gateway does: the answer to
+// HEAD that carries a payload has that payload's length, and a
+// Content-Length that is not one unsigned number says no length at all.
+func TestTransportReadsTheLengthAsTheGatewayDoes(t *testing.T) {
+	svc, client := handWritten(t)
+	for _, tc := range []struct {
+		subject, method string
+		reply           *nats.Msg
+		length          int64
+		body            string
+	}{
+		{subject: "payload", method: http.MethodHead, reply: &nats.Msg{Data: []byte("Hi")}, length: 2},
+		{subject: "payloadandlength", method: http.MethodHead, reply: &nats.Msg{Header: nats.Header{"Content-Length": {"7"}}, Data: []byte("Hi")}, length: 2},
+		{subject: "twolengths", method: http.MethodHead, reply: &nats.Msg{Header: nats.Header{"Content-Length": {"7", "8"}}}, length: -1},
+		{subject: "signed", method: http.MethodHead, reply: &nats.Msg{Header: nats.Header{"Content-Length": {"+7"}}}, length: -1},
+		{subject: "streamedtwolengths", method: http.MethodGet, reply: &nats.Msg{Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}, "Content-Length": {"5", "6"}}, Data: []byte("123456")}, length: -1, body: "123456"},
+	} {
+		t.Run(tc.subject, func(t *testing.T) {
+			responder(t, svc, tc.subject, func(m *nats.Msg) {
+				_ = svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: tc.reply.Header, Data: tc.reply.Data})
+				if tc.reply.Header.Get(consumer.HeaderBody) == consumer.BodyStream {
+					_ = svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}}})
+				}
+			})
+			req, _ := http.NewRequest(tc.method, "http://"+tc.subject+"/", nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ContentLength != tc.length || string(body) != tc.body || err != nil {
+				t.Errorf("ContentLength %d, body %q, %v; want %d, %q", resp.ContentLength, body, err, tc.length, tc.body)
 			}
 		})
 	}
