@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -111,5 +112,55 @@ func TestOpenObjectChecksTheDigestOfAnEmptyObject(t *testing.T) {
 	}
 	if b, err := read("app"); !errors.Is(err, jetstream.ErrDigestMismatch) {
 		t.Errorf("object whose metadata says it is empty, with the digest of %q: %q, %v; want an error wrapping %v", "the build", b, err, jetstream.ErrDigestMismatch)
+	}
+}
+
+// DigestHex gives the hex that specs pin only for a SHA-256 digest:
+// deploy pins what it gives for a file, and refuses an object that gives
+// "", so anything else would be pinned as a sha256 no content has.
+func TestDigestHexOnlyOfSHA256(t *testing.T) {
+	t.Parallel()
+	nc := natstest.Connect(t, natstest.Start(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "files"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put, err := obs.PutString(ctx, "conf", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := DigestHex(put), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"; got != want {
+		t.Fatalf("digest of %q: %s, want %s", "hello", got, want)
+	}
+	for _, digest := range []string{
+		"SHA-512=" + base64.URLEncoding.EncodeToString(make([]byte, 64)),
+		"SHA-256=" + base64.URLEncoding.EncodeToString([]byte("short")),
+		"XXXXXXXX" + put.Digest[len("SHA-256="):],
+	} {
+		info := *put
+		info.Digest = digest
+		meta, err := json.Marshal(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(ObjectMetaSubject("files", "conf"))
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		m.Data = meta
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := obs.GetInfo(ctx, "conf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := DigestHex(stored); got != "" {
+			t.Errorf("digest %q: %q, want \"\": not a SHA-256 one", stored.Digest, got)
+		}
 	}
 }

@@ -8,6 +8,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -436,14 +437,16 @@ func IsNotFound(err error) bool {
 }
 
 // DigestHex turns an object's "SHA-256=<base64url>" digest into the hex
-// that specs pin; "" if it is not one.
+// that specs pin; "" if it is not one. Any client that can write a bucket
+// writes the digest: another kind, or one of another length, would be
+// pinned as a sha256 that no content has.
 func DigestHex(info *jetstream.ObjectInfo) string {
-	const prefix = "SHA-256="
-	if len(info.Digest) <= len(prefix) {
+	enc, ok := strings.CutPrefix(info.Digest, "SHA-256=")
+	if !ok {
 		return ""
 	}
-	raw, err := base64.URLEncoding.DecodeString(info.Digest[len(prefix):])
-	if err != nil {
+	raw, err := base64.URLEncoding.DecodeString(enc)
+	if err != nil || len(raw) != sha256.Size {
 		return ""
 	}
 	return hex.EncodeToString(raw)
