@@ -285,6 +285,14 @@ func (b *bodySource) nextMessage() ([]byte, bool, error) {
 	return buf[:n+k], false, nil
 }
 
+// unread is how much of a body of known length is not read yet.
+func (b *bodySource) unread() int64 {
+	if b.eof || b.cl <= 0 {
+		return 0
+	}
+	return b.cl - b.read
+}
+
 // sent returns the small buffer once the head is published: NATS copied it.
 func (b *bodySource) sent() {
 	if b.small != nil {

@@ -48,7 +48,10 @@ type exchange struct {
 	// bounded the reads and writes of the exchange by the route's timeout
 	// (until then fail bounds those of its answer).
 	hasBody, bounded bool
-	lost             <-chan struct{}
+	// fullDuplex is set once an HTTP/1 request's body is read in full
+	// duplex, alongside the response (see closeIfBodyLeft).
+	fullDuplex bool
+	lost       <-chan struct{}
 	// body lives here rather than on the stack: a duplex exchange hands it
 	// to a goroutine, which would move it to the heap on every request.
 	body bodySource
@@ -68,7 +71,7 @@ func (ex *exchange) reset() {
 	ex.status, ex.in, ex.out = 0, 0, 0
 	ex.grpc, ex.lost, ex.timeout = false, nil, 0
 	ex.req = nil
-	ex.hasBody, ex.bounded = false, false
+	ex.hasBody, ex.bounded, ex.fullDuplex = false, false, false
 	ex.frames = rpcFrames{}
 }
 
@@ -541,6 +544,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		// (up to 256 KiB; the service's next pull fails), taking the
 		// body's lock to do so, which a stream's read in progress holds.
 		_ = http.NewResponseController(w).EnableFullDuplex()
+		ex.fullDuplex = true
 	}
 	if more {
 		ex.vals[10] = consumer.BodyStream
@@ -761,6 +765,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 				awaitContinue = false
 			}
 			conn := copyReplyHeaders(w.Header(), m.Header)
+			ex.closeIfBodyLeft(w)
 			if !bodyAllowed(status) {
 				// No body follows, whatever length the service gives (HTTP
 				// allows a 304 the length of GET's): net/http's HTTP/2
@@ -1516,6 +1521,21 @@ func closeUnread(w http.ResponseWriter, r *http.Request) {
 // to keep the connection (maxPostHandlerReadBytes).
 const maxDiscard = 256 << 10
 
+// closeIfBodyLeft says Connection: close in a final answer that goes out
+// with more than maxDiscard of an HTTP/1 body of known length unread, as
+// a service's refusal of an upload does (413, 401). Outside full duplex
+// net/http says it itself; in full duplex it says nothing, then closes
+// the connection after the answer all the same, unless the rest was read
+// meanwhile: a client that read a keep-alive answer sent its next request
+// on a connection about to close. A service that pulls the rest after its
+// head loses the connection's reuse, as one served by net/http without
+// full duplex does.
+func (ex *exchange) closeIfBodyLeft(w http.ResponseWriter) {
+	if ex.fullDuplex && ex.body.unread() > maxDiscard {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // fail writes an error response that names the request id, so a user can
 // quote it and an operator can find it in the logs.
 func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid string) {
@@ -1523,6 +1543,7 @@ func (g *Gateway) fail(w http.ResponseWriter, ex *exchange, code int, msg, rid s
 	if !ex.bounded {
 		bound(w, ex.hasBody)
 	}
+	ex.closeIfBodyLeft(w)
 	h := w.Header()
 	if ex.grpc {
 		writeGRPCStatus(h, code, msg+" (request id "+rid+")")

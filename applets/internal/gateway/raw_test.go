@@ -1185,3 +1185,46 @@ func TestChunkedRequestClosesAfterInterim(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyAnswerSaysClose sends the head of a large upload and part of
+// its body to a service that answers before pulling any more of it, as a
+// service does that refuses the upload (413, 401): the gateway does not
+// read the rest, and net/http closes the connection after the answer, so
+// the answer must say Connection: close, or a client that reads it takes
+// the connection for one it can send its next request on. A service that
+// reads the whole body keeps the connection.
+func TestEarlyAnswerSaysClose(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(
+		config.Route{Path: "/nats/", Service: "refuses"},
+		config.Route{Path: "/go/", Service: "refusesgo"},
+		config.Route{Path: "/reads/", Service: "reads"},
+	))
+	answerAs(t, natsConn(t, e), "refuses")
+	e.serve(t, "refusesgo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	e.serve(t, "reads", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	for _, c := range []struct {
+		path      string
+		length    int
+		sent      int
+		wantClose bool
+	}{
+		{"/nats/", 64 << 20, 2 << 20, true},
+		{"/go/", 64 << 20, 2 << 20, true},
+		{"/reads/", 4 << 20, 4 << 20, false},
+	} {
+		conn := sendRaw(t, e, "POST "+c.path+" HTTP/1.1\r\nHost: a\r\nContent-Length: "+strconv.Itoa(c.length)+"\r\n\r\n"+strings.Repeat("x", c.sent))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: reading the answer: %v", c.path, err)
+		}
+		resp.Body.Close()
+		if resp.Close != c.wantClose {
+			t.Errorf("%s: answer %d after %d bytes of %d has Connection %q, want close %v", c.path, resp.StatusCode, c.sent, c.length, resp.Header["Connection"], c.wantClose)
+		}
+	}
+}
