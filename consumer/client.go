@@ -160,6 +160,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	if err := checkCallSubject(subject); err != nil {
 		return nil, fmt.Errorf("narun transport: URL %q: %w", req.URL.Redacted(), err)
 	}
+	if req.Body == nil && req.ContentLength != 0 {
+		return nil, fmt.Errorf("narun transport: Request.ContentLength=%d with nil Body", req.ContentLength)
+	}
 	ctx, cancel := req.Context(), context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok {
 		timeout := t.Timeout
@@ -332,7 +335,7 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	if IsGRPC(req.Header.Get("Content-Type")) {
 		h.Set(HeaderProto, "HTTP/2.0")
 	}
-	if req.ContentLength > 0 {
+	if req.ContentLength > 0 && x.body != nil {
 		h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
 	}
 	m = &nats.Msg{Subject: x.subject, Header: h}

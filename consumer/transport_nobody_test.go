@@ -1,7 +1,9 @@
 package consumer_test
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,5 +51,33 @@ func TestTransportDoesNotCancelAStreamedNoContent(t *testing.T) {
 			break
 		}
 		t.Errorf("Transport cancelled the exchange of a streamed 204 (%s)", m.Data)
+	}
+}
+
+// A request whose ContentLength promises a body it does not have fails,
+// as with net/http's Transport, rather than tell the service of a body
+// that never comes; http.NoBody is a body of no bytes, whatever the
+// ContentLength says, as net/http sends it.
+func TestTransportContentLengthWithoutABody(t *testing.T) {
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d %q", r.ContentLength, r.Header.Values("Content-Length"))
+	}))
+	req, _ := http.NewRequest(http.MethodPost, "http://svc/", nil)
+	req.ContentLength = 5
+	resp, err := client.Do(req)
+	if err == nil {
+		t.Errorf("a ContentLength of 5 with a nil Body: %s, want an error", readAll(t, resp))
+	} else if !strings.Contains(err.Error(), "ContentLength=5 with nil Body") {
+		t.Errorf("a ContentLength of 5 with a nil Body: %v, want net/http's error", err)
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, "http://svc/", http.NoBody)
+	req.ContentLength = 5
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != `0 []` {
+		t.Errorf("http.NoBody with a ContentLength of 5: the handler saw %s, want 0 []", got)
 	}
 }
