@@ -303,15 +303,10 @@ func configured(opts Options) (*Gateway, error) {
 	g.mu.Unlock()
 	var tlsErr error
 	if tc := opts.Config.TLS; tc.Cert != "" || tc.Key != "" {
-		if tc.Cert == "" || tc.Key == "" {
-			// Only the file sets them: the line to fix is the one set.
-			set, missing := "gateway.tls.cert", "gateway.tls.key"
-			if tc.Cert == "" {
-				set, missing = missing, set
+		if tlsErr = halfTLSPair(g.opts.ConfigPath, tc); tlsErr == nil {
+			if key, err := g.loadCert(); err != nil {
+				tlsErr = placeKey(g.opts.ConfigPath, key, err)
 			}
-			tlsErr = placeKey(g.opts.ConfigPath, set, fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing))
-		} else if key, err := g.loadCert(); err != nil {
-			tlsErr = placeKey(g.opts.ConfigPath, key, err)
 		}
 	} else if tc.Listen != "" && (tc.Listen != config.Defaults().Gateway.TLS.Listen || g.opts.TLSListenChosen) {
 		// An address was chosen, by --tls-listen or as another than the
@@ -324,6 +319,20 @@ func configured(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// halfTLSPair is the error of a [gateway.tls] that sets one of cert and
+// key without the other, nil for one that sets both or neither. Only the
+// file sets them: the line to fix is the one set.
+func halfTLSPair(path string, tc config.GatewayTLS) error {
+	if (tc.Cert == "") == (tc.Key == "") {
+		return nil
+	}
+	set, missing := "gateway.tls.cert", "gateway.tls.key"
+	if tc.Cert == "" {
+		set, missing = missing, set
+	}
+	return placeKey(path, set, fmt.Errorf("set without %s: HTTPS needs both the certificate and its key", missing))
 }
 
 // chunkSize is how much body goes in one message: the server's
@@ -456,6 +465,12 @@ func (g *Gateway) Reload() error {
 		g.metrics.reloadErrors.Add(1)
 		return fmt.Errorf("reload: %w", err)
 	}
+	// Refused as at start: applied, half a pair left the next start to
+	// fail, or the certificate's next load to fail on a file named "".
+	if err := halfTLSPair(g.opts.ConfigPath, f.Gateway.TLS); err != nil {
+		g.metrics.reloadErrors.Add(1)
+		return fmt.Errorf("reload: %w", err)
+	}
 	// The sequences held below go to their file once the cache holds
 	// their entries, which it may not yet; its write takes g.mu, so it
 	// runs once that is released.
@@ -563,7 +578,8 @@ func placed(lines []int, routes []config.Route) []int {
 const RestartOnly = `The listeners (listen, admin_listen, tls.listen), shutdown_timeout,
 max_connections, max_body_memory, routes_cache, log_level, log_format, the NATS
 connection (nats_url, nats_creds, nats_nkey, nats_ca, nats_cert, nats_key) and
-turning HTTPS on or off (setting or clearing tls.cert) need a restart`
+turning HTTPS on or off (setting or clearing tls.cert and tls.key) need a
+restart`
 
 // restartOnly are the settings of a configuration file that a reload
 // cannot apply: listeners and logging are set up once, and the drain's
@@ -573,10 +589,13 @@ turning HTTPS on or off (setting or clearing tls.cert) need a restart`
 func (g *Gateway) restartOnly(f config.File) map[string]string {
 	gw := f.Gateway
 	keys := map[string]string{
-		"gateway.listen":           gw.Listen,
-		"gateway.admin_listen":     gw.AdminListen,
-		"gateway.tls.listen":       gw.TLS.Listen,
-		"gateway.tls.cert":         strconv.FormatBool(gw.TLS.Cert != ""), // HTTPS on or off; another certificate is reloaded
+		"gateway.listen":       gw.Listen,
+		"gateway.admin_listen": gw.AdminListen,
+		"gateway.tls.listen":   gw.TLS.Listen,
+		// HTTPS on or off, both named as both are set or cleared; other
+		// files are reloaded.
+		"gateway.tls.cert":         strconv.FormatBool(gw.TLS.Cert != ""),
+		"gateway.tls.key":          strconv.FormatBool(gw.TLS.Key != ""),
 		"gateway.shutdown_timeout": time.Duration(gw.ShutdownTimeout).String(),
 		"gateway.max_connections":  strconv.Itoa(int(gw.MaxConnections)),
 		"gateway.max_body_memory":  strconv.FormatInt(int64(gw.MaxBodyMemory), 10),

@@ -1553,8 +1553,48 @@ func TestReloadOfTLSOnOffWarns(t *testing.T) {
 				t.Fatal(err)
 			}
 			const want = `reload cannot apply it: the change takes effect at the next start" file=`
-			if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `keys=gateway.tls.cert`) {
+			if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `keys="gateway.tls.cert, gateway.tls.key"`) {
 				t.Errorf("reload that turns HTTPS %s does not say it needs a restart:\n%s", c.name, logs.String())
+			}
+		})
+	}
+}
+
+// A file that sets one of tls.cert and tls.key without the other stops
+// the gateway at start: a reload of it fails alike, naming the key set and
+// the one missing, rather than apply it and leave the next start to fail,
+// or the certificate's reload to fail on a file named "".
+func TestReloadOfHalfATLSPairFails(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testutil.CertPair(t, certPath, keyPath, "only")
+	routes := "[[gateway.routes]]\npath = \"/a\"\nservice = \"a\"\n"
+	withTLS := "[gateway.tls]\ncert = \"" + certPath + "\"\nkey = \"" + keyPath + "\"\n" + routes
+	certOnly := "[gateway.tls]\ncert = \"" + certPath + "\"\n" + routes
+	keyOnly := "[gateway.tls]\nkey = \"" + keyPath + "\"\n" + routes
+	for _, c := range []struct{ name, before, after, want string }{
+		{"key removed", withTLS, certOnly, `:2: key "gateway.tls.cert": set without gateway.tls.key`},
+		{"cert removed", withTLS, keyOnly, `:2: key "gateway.tls.key": set without gateway.tls.cert`},
+		{"cert alone added", routes, certOnly, `:2: key "gateway.tls.cert": set without gateway.tls.key`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "narun.toml")
+			writeFile(t, path, c.before)
+			f, _, err := readConfigFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := startRun(t, nc, f.Gateway, path)
+			writeFile(t, path, c.after)
+			err = r.gw.Reload()
+			if want := "reload: " + path + c.want; err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("reload: %v, want %s...", err, want)
+			}
+			if tc, was := r.gw.tlsFiles(), f.Gateway.TLS; tc.Cert != was.Cert || tc.Key != was.Key {
+				t.Errorf("after the failed reload the TLS files are %q and %q, want %q and %q as before", tc.Cert, tc.Key, was.Cert, was.Key)
 			}
 		})
 	}
