@@ -320,15 +320,19 @@ func (w *waiter) follows(in state.Instance) bool {
 	return known || len(w.seen[in.Node]) < maxInstancesPerNode
 }
 
-// errInterrupted ends a wait that ctl was asked to stop: it says nothing
-// of the rollout, which goes on.
-var errInterrupted = errors.New("interrupted")
+// errInterrupted ends a wait that ctl was asked to stop, and errLostNATS
+// one whose connection ctl gave up on (narun up restarted): neither says
+// anything of the rollout, which goes on.
+var (
+	errInterrupted = errors.New("interrupted")
+	errLostNATS    = errors.New("lost the connection to NATS")
+)
 
 // rolloutError is the error a command that waited for a rollout exits
 // with: ExitRollout, which tells a script that the rollout failed or is
-// not done, unless the wait was interrupted.
+// not done, unless the wait ended without learning that.
 func rolloutError(err error) error {
-	if errors.Is(err, errInterrupted) {
+	if errors.Is(err, errInterrupted) || errors.Is(err, errLostNATS) {
 		return err
 	}
 	return &cli.ExitError{Code: ExitRollout, Err: err}
@@ -461,7 +465,7 @@ func (w *waiter) wait(ctx context.Context, timeout time.Duration, verbose bool) 
 			if w.e.nc.IsClosed() {
 				// ctl gave up reconnecting: nothing more can be learnt,
 				// and "not done" at the timeout would not say why.
-				return r, fmt.Errorf("%s of %s not followed to its end: lost the connection to NATS: %w", w.what(), w.app.Name, cmp.Or(w.e.nc.LastError(), nats.ErrConnectionClosed))
+				return r, fmt.Errorf("%s of %s not followed to its end: %w: %w", w.what(), w.app.Name, errLostNATS, cmp.Or(w.e.nc.LastError(), nats.ErrConnectionClosed))
 			}
 			refresh()
 		case <-lagging:

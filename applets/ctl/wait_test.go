@@ -344,6 +344,8 @@ func TestWaitNeedsATimeout(t *testing.T) {
 
 // A wait whose server goes away says so as soon as ctl gives up on it,
 // instead of running out its --timeout and calling the rollout not done.
+// It exits 1, as NATS unreachable does: exit 4 would tell a script that the
+// rollout failed, and a restart of narun up says nothing of the rollout.
 func TestWaitLosesNATS(t *testing.T) {
 	t.Parallel()
 	h, done, seen := startWaitingDeploy(t)
@@ -361,7 +363,7 @@ func TestWaitLosesNATS(t *testing.T) {
 	})
 	h.srv.Shutdown()
 	r := <-done
-	if r.code == 0 || !strings.Contains(r.err, "lost the connection to NATS") {
+	if r.code != 1 || !strings.Contains(r.err, "lost the connection to NATS") {
 		t.Errorf("deploy --wait after the server went away: exit %d, %s", r.code, r.err)
 	}
 }
