@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,15 @@ type logAdapter struct {
 	shapes map[shapeKey]*shapeCount // of the current window; nil between windows
 	timer  *time.Timer              // ends the current window
 	closed bool                     // the server has shut down: no more windows
+	// ownName holds, by host, the last route the server refused for
+	// coming from a server of its own name (sameNameRefused).
+	ownName map[string]refusedRoute
+}
+
+// refusedRoute is a route refused: where it came from, and when.
+type refusedRoute struct {
+	addr string
+	at   time.Time
 }
 
 type shapeKey struct {
@@ -167,6 +177,7 @@ func (l *logAdapter) Errorf(format string, v ...any) {
 		level = slog.LevelWarn
 	}
 	l.emit(level, "%s", msg)
+	l.noteOwnName(msg, time.Now())
 	// The filestore's and raft's words for a write error they keep
 	// (fileStore.setWriteErr, raft.setWriteErrLocked).
 	if strings.Contains(msg, "Critical write error") ||
@@ -176,6 +187,54 @@ func (l *logAdapter) Errorf(format string, v ...any) {
 		default:
 		}
 	}
+}
+
+// ownNameRefused is how nats-server says that a route it accepted came
+// from a server of its own name (processRouteInfo), after the
+// connection's "ADDR - rid:N - "; it closes the route at once.
+const ownNameRefused = "Remote server has a duplicate name: "
+
+// noteOwnName keeps where a route refused in msg, a line of the server's
+// log, came from.
+func (l *logAdapter) noteOwnName(msg string, at time.Time) {
+	if !strings.Contains(msg, ownNameRefused) {
+		return
+	}
+	addr, _, ok := strings.Cut(msg, " - rid:")
+	if !ok {
+		return
+	}
+	// A member dials each route from a port of its own: one host's
+	// routes are one server's.
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ownName == nil {
+		l.ownName = map[string]refusedRoute{}
+	}
+	l.ownName[host] = refusedRoute{addr: addr, at: at}
+}
+
+// sameNameRefused gives the addresses of the routes the server refused
+// within RouteStaleAfter before now for coming from a server of its own
+// name. Such a route is closed as soon as its INFO arrives, so a look at
+// the routes connected seldom finds it, while its server goes on dialling
+// again about once a second.
+func (l *logAdapter) sameNameRefused(now time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var addrs []string
+	for host, r := range l.ownName {
+		if now.Sub(r.at) > RouteStaleAfter {
+			delete(l.ownName, host)
+			continue
+		}
+		addrs = append(addrs, r.addr)
+	}
+	return addrs
 }
 
 // refusedUser is how nats-server names the user of a login it refused

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -28,16 +29,19 @@ type NameClash struct {
 
 // NameClashes lists the server names that the routes connected now give
 // for more than one server, or for a server other than this one with this
-// one's name; nil when every name is its own.
+// one's name, the latter also when the server refused its route of late;
+// nil when every name is its own.
 func (s *Server) NameClashes() ([]NameClash, error) {
 	rz, err := s.current().Routez(nil)
 	if err != nil {
 		return nil, fmt.Errorf("list the routes: %w", err)
 	}
-	return nameClashes(rz), nil
+	return nameClashes(rz, s.logs.sameNameRefused(time.Now())), nil
 }
 
-func nameClashes(rz *server.Routez) []NameClash {
+// nameClashes finds the clashes in rz, and in refused, the addresses of
+// routes refused for coming from a server of rz's own name.
+func nameClashes(rz *server.Routez, refused []string) []NameClash {
 	type remote struct {
 		addr      string
 		solicited bool
@@ -57,6 +61,15 @@ func nameClashes(rz *server.Routez) []NameClash {
 		}
 		if have, ok := ids[r.RemoteID]; !ok || r.DidSolicit && !have.solicited {
 			ids[r.RemoteID] = remote{addr: net.JoinHostPort(r.IP, strconv.Itoa(r.Port)), solicited: r.DidSolicit}
+		}
+	}
+	if len(refused) > 0 {
+		if byName[rz.Name] == nil {
+			byName[rz.Name] = map[string]remote{}
+		}
+		for _, addr := range refused {
+			// Not a server id: the route was closed before it counted.
+			byName[rz.Name]["refused "+addr] = remote{addr: addr}
 		}
 	}
 	var clashes []NameClash
