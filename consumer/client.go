@@ -299,6 +299,13 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 		if !validToken(ck) {
 			return nil, false, fmt.Errorf("narun transport: header name %q is no HTTP token", k)
 		}
+		for _, v := range vs {
+			// nats.go would send a line break as a space: a value the
+			// caller did not give.
+			if hasControl(v) || strings.ContainsAny(v, "\r\n") {
+				return nil, false, fmt.Errorf("narun transport: invalid header field value for %q", k)
+			}
+		}
 		h[ck] = append(h[ck], vs...)
 	}
 	for _, k := range strings.Split(strings.Join(req.Header.Values("Connection"), ","), ",") {
@@ -315,6 +322,9 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
+	}
+	if !validToken(method) {
+		return nil, false, fmt.Errorf("narun transport: invalid method %q", method)
 	}
 	h.Set(HeaderMethod, method)
 	path := req.URL.EscapedPath()

@@ -641,3 +641,33 @@ func TestTransportIgnoresFramesItDoesNotKnow(t *testing.T) {
 		t.Errorf("body %q, %v; want \"abc\"", body, err)
 	}
 }
+
+// What net/http's Transport refuses to send, Transport refuses too, rather
+// than hand the service a request no HTTP client could make: a method
+// that is no token, a header value with a control character (nats.go
+// would send a line feed as a space, changing the value unseen).
+func TestTransportRefusesWhatNetHTTPRefuses(t *testing.T) {
+	client, _ := caller(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s with X-Value %q", r.Method, r.Header.Get("X-Value"))
+	}))
+	for _, tc := range []struct {
+		name, method, value, want string
+	}{
+		{name: "method with a space", method: "GE T", want: `invalid method "GE T"`},
+		{name: "line feed in a value", method: http.MethodGet, value: "a\nNarun-Path: /admin", want: `invalid header field value for "X-Value"`},
+		{name: "control character in a value", method: http.MethodGet, value: "a\x01b", want: `invalid header field value for "X-Value"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "http://svc/", nil)
+			req.Method = tc.method
+			req.Header.Set("X-Value", tc.value)
+			resp, err := client.Do(req)
+			if err == nil {
+				t.Fatalf("%s: %q, want an error with %q", resp.Status, readAll(t, resp), tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one with %q", err, tc.want)
+			}
+		})
+	}
+}
