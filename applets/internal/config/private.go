@@ -9,8 +9,10 @@ import (
 // may read: the configuration itself (it may hold NATS passwords) and
 // every key and credential file it names for narun's own use (its NATS
 // logins, TLS, secrets and signing), but not certificates, nor the app_
-// files the runner gives to apps. "" and repeats are left out; Load has
-// made every name absolute.
+// files the runner gives to apps. "" and repeats are left out. Each name
+// is absolute, as the sandbox hides only such: Load makes those the file
+// gives absolute, but not the file's own path as the search found it
+// (./narun.toml), nor a flag's relative one (--key-file secret.key).
 func (f *File) PrivateFiles() []string {
 	client := func(c *Client) []string { return []string{c.NATSCreds, c.NATSNkey, c.NATSKey} }
 	n := &f.NATS
@@ -29,6 +31,11 @@ func (f *File) PrivateFiles() []string {
 	for _, name := range files {
 		if name == "" {
 			continue
+		}
+		// Only a working directory gone makes Abs fail; the name is then
+		// left relative, and the sandbox refuses to start, naming it.
+		if abs, err := filepath.Abs(name); err == nil {
+			name = abs
 		}
 		if name = filepath.Clean(name); !slices.Contains(out, name) {
 			out = append(out, name)

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -36,5 +38,26 @@ func TestPrivateFilesSortEveryPath(t *testing.T) {
 		if got := slices.Contains(private, *p); got == public[p] {
 			t.Errorf("file %s: private %v, public %v: want exactly one", *p, got, public[p])
 		}
+	}
+}
+
+// The sandbox hides only absolute paths, and refuses a start with any
+// other: ./narun.toml, as the search finds it, and a flag's relative path
+// (--key-file secret.key) must reach it absolute, or every sandboxed app
+// of a narun up started beside its narun.toml fails.
+func TestPrivateFilesAreAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.WriteFile("narun.toml", []byte("[runner]\nmaster_key_file = \"secret.key\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load("", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Ctl.MasterKeyFile = "ctl.key" // as --key-file sets it
+	want := []string{filepath.Join(dir, "narun.toml"), filepath.Join(dir, "secret.key"), filepath.Join(dir, "ctl.key")}
+	if got := f.PrivateFiles(); !slices.Equal(got, want) {
+		t.Errorf("PrivateFiles = %q, want %q", got, want)
 	}
 }
