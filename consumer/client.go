@@ -421,7 +421,13 @@ func carryOn(h nats.Header, served http.Header) {
 func (x *call) route(m *nats.Msg) {
 	m.Header = asTheGatewayReads(m.Header)
 	q := x.msgs
-	switch m.Header.Get(HeaderFrame) {
+	frame := m.Header.Get(HeaderFrame)
+	if ambiguous(m.Header) != "" {
+		// For the reader of the response, which fails the exchange
+		// with it.
+		frame = ""
+	}
+	switch frame {
 	case FrameAlive:
 		if d, ok := aliveSilence(m.Header); ok {
 			// Only the latest counts; route is the only sender.
@@ -467,6 +473,23 @@ func aliveSilence(h nats.Header) (time.Duration, bool) {
 		return 0, false
 	}
 	return max(time.Duration(ms)*time.Millisecond, time.Second), true
+}
+
+// ambiguous names the protocol header of h that has two different values,
+// which the gateway takes for a broken reply (PROTOCOL.md §1), "" for
+// none.
+func ambiguous(h nats.Header) string {
+	for _, k := range [...]string{HeaderFrame, HeaderStatus, HeaderBody} {
+		first := ""
+		for _, v := range h[k] {
+			if first == "" {
+				first = v
+			} else if v != "" && v != first {
+				return k
+			}
+		}
+	}
+	return ""
 }
 
 // asTheGatewayReads is h as the gateway reads a reply (PROTOCOL.md): a
@@ -585,6 +608,9 @@ func (x *call) next() (*nats.Msg, error) {
 		select {
 		case x.silence = <-x.alive:
 		case m := <-x.msgs:
+			if k := ambiguous(m.Header); k != "" {
+				return nil, fmt.Errorf("%w: %s with two different values", ErrBrokenReply, k)
+			}
 			return m, nil
 		case <-x.broken:
 			return nil, fmt.Errorf("%w: more messages than it may have in flight", ErrBrokenReply)

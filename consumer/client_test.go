@@ -306,6 +306,14 @@ func TestTransportErrors(t *testing.T) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}, "Content-Length": {"10"}}, Data: []byte("12345")})
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}}})
 	})
+	// The gateway takes a protocol header with two different values for
+	// a broken reply (PROTOCOL.md §1), under one spelling or two.
+	responder(t, svc, "twostatuses", answer(nats.Header{consumer.HeaderStatus: {"200"}, "narun-status": {"404"}}, ""))
+	responder(t, svc, "samestatus", answer(nats.Header{consumer.HeaderStatus: {"404", "404"}}, "gone"))
+	responder(t, svc, "twoframes", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameData, consumer.FrameEnd}}})
+	})
 	responder(t, svc, "failed", func(m *nats.Msg) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}, consumer.HeaderServiceErrorCode: {"500"}, consumer.HeaderServiceError: {"disk full"}}})
@@ -327,6 +335,9 @@ func TestTransportErrors(t *testing.T) {
 		{url: "http://dies/", err: consumer.ErrServiceGone},
 		{url: "http://short/", status: 200, err: consumer.ErrBrokenReply, text: "5 bytes, 10 announced"},
 		{url: "http://failed/", status: 200, err: io.ErrUnexpectedEOF, text: "disk full"},
+		{url: "http://twostatuses/", err: consumer.ErrBrokenReply, text: "Narun-Status with two different values"},
+		{url: "http://samestatus/", status: 404, body: "gone"},
+		{url: "http://twoframes/", status: 200, err: consumer.ErrBrokenReply, text: "Narun-Frame with two different values"},
 		{url: "http://$JS.API.INFO/", text: "subject of NATS or narun"},
 		{url: "http://_INBOX.abc/", text: "subject of NATS or narun"},
 		{url: "http:///path", text: "no host"},
