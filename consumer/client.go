@@ -299,12 +299,10 @@ func (x *call) requestHead(req *http.Request) (m *nats.Msg, stream bool, err err
 		if !validToken(ck) {
 			return nil, false, fmt.Errorf("narun transport: header name %q is no HTTP token", k)
 		}
-		for _, v := range vs {
-			// nats.go would send a line break as a space: a value the
-			// caller did not give.
-			if hasControl(v) || strings.ContainsAny(v, "\r\n") {
-				return nil, false, fmt.Errorf("narun transport: invalid header field value for %q", k)
-			}
+		// nats.go would send a line break as a space: a value the
+		// caller did not give.
+		if slices.ContainsFunc(vs, badFieldValue) {
+			return nil, false, fmt.Errorf("narun transport: invalid header field value for %q", k)
 		}
 		h[ck] = append(h[ck], vs...)
 	}
@@ -473,6 +471,24 @@ func aliveSilence(h nats.Header) (time.Duration, bool) {
 		return 0, false
 	}
 	return max(time.Duration(ms)*time.Millisecond, time.Second), true
+}
+
+// badFieldValue reports whether a header value has a control character
+// other than tab, which HTTP forbids (RFC 9110 5.5).
+func badFieldValue(v string) bool {
+	return hasControl(v) || strings.ContainsAny(v, "\r\n")
+}
+
+// controlField names a header of h whose name or value has a control
+// character, which the gateway takes for a broken reply (PROTOCOL.md §1),
+// "" for none.
+func controlField(h nats.Header) string {
+	for k, vs := range h {
+		if strings.ContainsFunc(k, func(c rune) bool { return c < ' ' || c == 0x7f }) || slices.ContainsFunc(vs, badFieldValue) {
+			return k
+		}
+	}
+	return ""
 }
 
 // ambiguous names the protocol header of h that has two different values,
@@ -672,6 +688,9 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		resp.StatusCode = code
 	}
 	resp.Status = statusText(resp.StatusCode)
+	if k := controlField(m.Header); k != "" {
+		return nil, fmt.Errorf("%w: header %q has a control character", ErrBrokenReply, k)
+	}
 	for k, vs := range m.Header {
 		if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] && k != "Status" && k != "Description" {
 			resp.Header[textproto.CanonicalMIMEHeaderKey(k)] = append(resp.Header[textproto.CanonicalMIMEHeaderKey(k)], vs...)
@@ -855,6 +874,10 @@ func (b *streamBody) nextFrame() error {
 		if m.Header.Get(HeaderServiceErrorCode) != "" || m.Header.Get(HeaderServiceError) != "" {
 			b.x.finish(false)
 			return fmt.Errorf("narun transport: the service failed after its response began: %s (%w)", m.Header.Get(HeaderServiceError), io.ErrUnexpectedEOF)
+		}
+		if k := controlField(m.Header); k != "" {
+			b.x.finish(true)
+			return fmt.Errorf("%w: trailer %q has a control character (%w)", ErrBrokenReply, k, io.ErrUnexpectedEOF)
 		}
 		if err := b.take(m.Data); err != nil {
 			return err

@@ -314,6 +314,13 @@ func TestTransportErrors(t *testing.T) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameData, consumer.FrameEnd}}})
 	})
+	// HTTP forbids control characters in a field (RFC 9110 5.5), and
+	// nats.go sends all but CR and LF as they are.
+	responder(t, svc, "controlhead", answer(nats.Header{"X-Bad": {"a\x01b"}}, "hi"))
+	responder(t, svc, "controltrailer", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}, "X-Sum": {"a\x00"}}})
+	})
 	responder(t, svc, "failed", func(m *nats.Msg) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}, consumer.HeaderServiceErrorCode: {"500"}, consumer.HeaderServiceError: {"disk full"}}})
@@ -335,6 +342,8 @@ func TestTransportErrors(t *testing.T) {
 		{url: "http://dies/", err: consumer.ErrServiceGone},
 		{url: "http://short/", status: 200, err: consumer.ErrBrokenReply, text: "5 bytes, 10 announced"},
 		{url: "http://failed/", status: 200, err: io.ErrUnexpectedEOF, text: "disk full"},
+		{url: "http://controlhead/", err: consumer.ErrBrokenReply, text: `header "X-Bad" has a control character`},
+		{url: "http://controltrailer/", status: 200, err: consumer.ErrBrokenReply, text: `trailer "X-Sum" has a control character`},
 		{url: "http://twostatuses/", err: consumer.ErrBrokenReply, text: "Narun-Status with two different values"},
 		{url: "http://samestatus/", status: 404, body: "gone"},
 		{url: "http://twoframes/", status: 200, err: consumer.ErrBrokenReply, text: "Narun-Frame with two different values"},
