@@ -1169,6 +1169,19 @@ func (s *Server) LeafAddr() string {
 	return net.JoinHostPort(v.LeafNode.Host, strconv.Itoa(v.LeafNode.Port))
 }
 
+// ClusterAddr is the address the server listens on for routes ("" for
+// none), with the port it bound.
+func (s *Server) ClusterAddr() string {
+	if s.cfg.Cluster.Listen == "" {
+		return ""
+	}
+	v, err := s.current().Varz(nil)
+	if err != nil || v.Cluster.Port <= 0 {
+		return ""
+	}
+	return net.JoinHostPort(v.Cluster.Host, strconv.Itoa(v.Cluster.Port))
+}
+
 // LocalHost is the host a client on this machine dials to reach a server
 // listening on host: host itself, or 127.0.0.1 for an unspecified one (no
 // host, 0.0.0.0, ::). The server listens with Go's net.Listen("tcp"),

@@ -187,3 +187,32 @@ func waitNamedU1(t *testing.T, out fmt.Stringer) {
 		return strings.Contains(s, "give each member its own [nats] server_name") && strings.Contains(s, `server_name=u1`)
 	})
 }
+
+// A member's cluster port is, like a hub's leaf port, an address the
+// operator needs (for the other members' routes, for a firewall, and it
+// is as powerful as the client port): the banner names it with the rest.
+func TestUpBannerNamesClusterPort(t *testing.T) {
+	t.Parallel()
+	key, err := signing.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, clusterAddrs, _ := firstMemberConfig(t)
+	member, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With trusted_keys narun up serves without waiting for the other
+	// members, which this test never starts.
+	trust := fmt.Sprintf("[runner]\ntrusted_keys = [%q]\n[gateway]\ntrusted_keys = [%q]\n", key.Public(), key.Public())
+	if err := os.WriteFile(config, append(member, trust...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	testutil.Eventually(t, 30*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
+	if want := "  cluster  " + clusterAddrs[0] + " (routes of cluster narun join here)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("startup output lacks %q:\n%s", want, out.String())
+	}
+	stopUp(t, cmd, out, 20*time.Second)
+}

@@ -232,18 +232,21 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		if natsURL == "" {
 			natsURL = "off (in-process only)"
 		}
-		leafAddr := srv.LeafAddr()
+		leafAddr, clusterAddr := srv.LeafAddr(), srv.ClusterAddr()
 		serving := func() {
 			if strings.EqualFold(cfg.LogFormat, "json") {
 				// Every line JSON: a service manager mixes stdout into the
 				// same journal as the log.
 				log.Info("narun up", "data_dir", cfg.DataDir, "nats", natsURL, "gateway", orOff(bound["http"]),
-					"gateway_https", orOff(bound["https"]), "gateway_admin", orOff(bound["admin"]), "runner_admin", orOff(runnerAdmin), "nats_leaf", orOff(leafAddr))
+					"gateway_https", orOff(bound["https"]), "gateway_admin", orOff(bound["admin"]), "runner_admin", orOff(runnerAdmin), "nats_leaf", orOff(leafAddr), "nats_cluster", orOff(clusterAddr))
 			} else {
 				fmt.Fprintf(stdio.Stdout, "narun up: data in %s\n", cfg.DataDir)
 				fmt.Fprintf(stdio.Stdout, "  nats     %s\n", natsURL)
 				if leafAddr != "" {
 					fmt.Fprintf(stdio.Stdout, "  leaf     %s (leaf nodes join here)\n", leafAddr)
+				}
+				if clusterAddr != "" {
+					fmt.Fprintf(stdio.Stdout, "  cluster  %s (routes of cluster %s join here)\n", clusterAddr, ec.Cluster.Name)
 				}
 				https := ""
 				if bound["https"] != "" {
