@@ -182,6 +182,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		done:       make(chan struct{}),
 		bodyFailed: make(chan error, 1),
 		alive:      make(chan time.Duration, 1),
+		heard:      make(chan struct{}, 1),
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		x.body = req.Body
@@ -276,6 +277,17 @@ type call struct {
 	// long as the caller leaves its stream unread, and queued they would
 	// fill msgs and fail the exchange as a broken reply.
 	alive chan time.Duration
+	// heard says that a pull came, or was answered: the service is not
+	// silent while it pulls its request body, as the gateway hears it.
+	heard chan struct{}
+}
+
+// hear tells the reader of the response that the service was heard from.
+func (x *call) hear() {
+	select {
+	case x.heard <- struct{}{}:
+	default:
+	}
 }
 
 // hopHeaders are the headers of one connection, which a proxy does not
@@ -440,6 +452,7 @@ func (x *call) route(m *nats.Msg) {
 		}
 		return
 	case FramePull:
+		x.hear()
 		if x.body == nil {
 			// Nothing to stream: the gateway is lenient so, and no
 			// pump runs.
@@ -584,6 +597,9 @@ func (x *call) pump() {
 		if err := x.nc.PublishMsg(answer); err != nil {
 			return
 		}
+		// The answer may have waited for the caller's body, a wait that
+		// is no silence of the service's.
+		x.hear()
 	}
 }
 
@@ -623,6 +639,7 @@ func (x *call) next() (*nats.Msg, error) {
 		}
 		select {
 		case x.silence = <-x.alive:
+		case <-x.heard:
 		case m := <-x.msgs:
 			if k := ambiguous(m.Header); k != "" {
 				return nil, fmt.Errorf("%w: %s with two different values", ErrBrokenReply, k)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,4 +109,42 @@ func TestTransportIgnoresAliveFramesWithoutATimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oneByteAtATime is a request body that never ends, a byte per read.
+type oneByteAtATime struct{}
+
+func (oneByteAtATime) Read(p []byte) (int, error) {
+	p[0] = 'x'
+	return 1, nil
+}
+
+// A pull is a message of the exchange as much as a response frame: after
+// an alive frame, a service that pulls its request body for longer than
+// the silence it allowed, without a pause as long, is not gone, as the
+// gateway hears it (PROTOCOL.md §4).
+func TestTransportHearsThePullsAfterAnAliveFrame(t *testing.T) {
+	const allowed = 2 * time.Second
+	svc, client := handWritten(t)
+	responder(t, svc, "svc", func(m *nats.Msg) {
+		_ = svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{
+			consumer.HeaderFrame:        {consumer.FrameAlive},
+			consumer.HeaderAliveTimeout: {strconv.FormatInt(allowed.Milliseconds(), 10)},
+		}})
+		pulled := 0
+		for start := time.Now(); time.Since(start) < allowed*3/2; pulled++ {
+			chunk, err := svc.RequestMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FramePull}}}, 5*time.Second)
+			if err != nil || chunk.Header.Get(consumer.HeaderFrame) != consumer.FrameData {
+				return
+			}
+		}
+		_ = svc.PublishMsg(&nats.Msg{Subject: m.Reply, Data: []byte(strconv.Itoa(pulled) + " bytes")})
+	})
+	req, _ := http.NewRequest(http.MethodPost, "http://svc/", oneByteAtATime{})
+	req.ContentLength = -1
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("call: %v, want the service's answer", err)
+	}
+	resp.Body.Close()
 }
