@@ -705,6 +705,9 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		resp.StatusCode = code
 	}
 	resp.Status = statusText(resp.StatusCode)
+	if b := m.Header.Get(HeaderBody); b != "" && b != BodyStream {
+		return nil, fmt.Errorf("%w: %s %q", ErrBrokenReply, HeaderBody, b)
+	}
 	if k := controlField(m.Header); k != "" {
 		return nil, fmt.Errorf("%w: header %q has a control character", ErrBrokenReply, k)
 	}
