@@ -39,7 +39,8 @@ import (
 // instance serves the subject, the context's error at its deadline, and
 // ErrBrokenReply for a reply that breaks the protocol. A service's NATS
 // Micro error (a handler's panic, say) is a response, with the error's code
-// as status when it is one of 400-599, else 502, and its text as body.
+// as status when it is one of 400-599, else 502, and its text as body
+// (without one, error code "409", as the gateway names it).
 //
 // The request's context bounds the whole exchange, reading the response
 // body included; without a deadline, Timeout does. Headers travel as
@@ -686,6 +687,10 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 	if code := m.Header.Get(HeaderServiceErrorCode); code != "" || m.Header.Get(HeaderServiceError) != "" {
 		resp.StatusCode = microStatus(code)
 		text := m.Header.Get(HeaderServiceError)
+		if text == "" {
+			// As the gateway names the error: an empty body says nothing.
+			text = "error code " + strconv.Quote(code)
+		}
 		resp.Header.Set("Content-Type", "text/plain; charset=utf-8")
 		resp.ContentLength = int64(len(text))
 		resp.Body = io.NopCloser(strings.NewReader(text))

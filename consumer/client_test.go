@@ -321,6 +321,7 @@ func TestTransportErrors(t *testing.T) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderFrame: {consumer.FrameEnd}, "X-Sum": {"a\x00"}}})
 	})
+	responder(t, svc, "microcode", answer(nats.Header{consumer.HeaderServiceErrorCode: {"409"}}, ""))
 	responder(t, svc, "unknownbody", answer(nats.Header{consumer.HeaderBody: {"chunked"}}, "Hi"))
 	responder(t, svc, "failed", func(m *nats.Msg) {
 		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{consumer.HeaderBody: {consumer.BodyStream}}, Data: []byte("part")})
@@ -345,6 +346,7 @@ func TestTransportErrors(t *testing.T) {
 		{url: "http://failed/", status: 200, err: io.ErrUnexpectedEOF, text: "disk full"},
 		{url: "http://controlhead/", err: consumer.ErrBrokenReply, text: `header "X-Bad" has a control character`},
 		{url: "http://controltrailer/", status: 200, err: consumer.ErrBrokenReply, text: `trailer "X-Sum" has a control character`},
+		{url: "http://microcode/", status: 409, body: `error code "409"`},
 		{url: "http://unknownbody/", err: consumer.ErrBrokenReply, text: `Narun-Body "chunked"`},
 		{url: "http://twostatuses/", err: consumer.ErrBrokenReply, text: "Narun-Status with two different values"},
 		{url: "http://samestatus/", status: 404, body: "gone"},
