@@ -412,20 +412,25 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	stopOut := make(chan struct{})
 	go r.out.run(stopOut)
-	var wg sync.WaitGroup
-	wg.Go(func() { r.heartbeats(ctx) })
-	wg.Go(func() { r.sync(ctx) })
+	// Heartbeats go on while the apps stop, each within its stop_timeout,
+	// so that app status shows them stopping rather than the state they
+	// had before the stop, and stop once they have.
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBeats()
+	var beats, syncing sync.WaitGroup
+	beats.Go(func() { r.heartbeats(beatCtx) })
+	syncing.Go(func() { r.sync(ctx) })
 	r.awaitListing(ctx)
 	r.awaitingSpecs.Store(false)
 	r.poke()
 	<-ctx.Done()
 
-	// The apps stop before the heartbeat and sync goroutines are waited
-	// for: one of those may be in a NATS request that waits out its
-	// timeout (the last members of a cluster to stop have no JetStream
-	// majority), and a stop must not wait for it. An app the sync starts
-	// meanwhile gets the cancelled context and stops at once; appsWG is
-	// waited for once no more can start.
+	// The apps stop before the sync goroutine is waited for: it may be in
+	// a NATS request that waits out its timeout (the last members of a
+	// cluster to stop have no JetStream majority), and a stop must not
+	// wait for it. An app the sync starts meanwhile gets the cancelled
+	// context and stops at once; appsWG is waited for once no more can
+	// start. The heartbeats' requests are cancelled once the apps stopped.
 	r.log.Info("stopping all instances")
 	// systemd kills narun, and the apps with it, once TimeoutStopSec is
 	// over: an app whose stop_timeout is longer asks for its time.
@@ -435,8 +440,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	stopApps()
-	wg.Wait()
+	syncing.Wait()
 	r.appsWG.Wait()
+	stopBeats()
+	beats.Wait()
 	// The apps' last events and lines go out, unless NATS does not take
 	// them in time: a stop must not wait for it.
 	close(stopOut)
