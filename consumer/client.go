@@ -505,6 +505,20 @@ func controlField(h nats.Header) string {
 	return ""
 }
 
+// connectionNames reports whether the values of a reply's Connection
+// header name k: a header of one connection, which the gateway does not
+// pass on (RFC 9110 7.6.1).
+func connectionNames(connection []string, k string) bool {
+	for _, c := range connection {
+		for f := range strings.SplitSeq(c, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ambiguous names the protocol header of h that has two different values,
 // which the gateway takes for a broken reply (PROTOCOL.md §1), "" for
 // none.
@@ -716,8 +730,9 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 	if k := controlField(m.Header); k != "" {
 		return nil, fmt.Errorf("%w: header %q has a control character", ErrBrokenReply, k)
 	}
+	conn := m.Header["Connection"]
 	for k, vs := range m.Header {
-		if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] && k != "Status" && k != "Description" {
+		if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] && !connectionNames(conn, k) && k != "Status" && k != "Description" {
 			resp.Header[textproto.CanonicalMIMEHeaderKey(k)] = append(resp.Header[textproto.CanonicalMIMEHeaderKey(k)], vs...)
 		}
 	}
@@ -772,7 +787,7 @@ func (x *call) response(req *http.Request) (*http.Response, error) {
 		if resp.ContentLength >= 0 && int64(len(m.Data)) > resp.ContentLength {
 			return nil, fmt.Errorf("%w: a head with more body than the %d bytes it announced", ErrBrokenReply, resp.ContentLength)
 		}
-		resp.Body = &streamBody{x: x, buf: m.Data, read: int64(len(m.Data)), resp: resp}
+		resp.Body = &streamBody{x: x, buf: m.Data, read: int64(len(m.Data)), resp: resp, headConn: conn}
 	}
 	return resp, nil
 }
@@ -862,10 +877,13 @@ func (x *call) finish(cancelService bool) {
 type streamBody struct {
 	x    *call
 	resp *http.Response
-	buf  []byte
-	read int64
-	err  error
-	mu   sync.Mutex
+	// headConn is the head's Connection header: the trailers it names
+	// are dropped too, as the gateway drops them.
+	headConn []string
+	buf      []byte
+	read     int64
+	err      error
+	mu       sync.Mutex
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -912,7 +930,7 @@ func (b *streamBody) nextFrame() error {
 			return fmt.Errorf("%w: a body of %d bytes, %d announced (%w)", ErrBrokenReply, b.read, b.resp.ContentLength, io.ErrUnexpectedEOF)
 		}
 		for k, vs := range m.Header {
-			if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] {
+			if !notHTTP(k) && !hopHeaders[textproto.CanonicalMIMEHeaderKey(k)] && !connectionNames(m.Header["Connection"], k) && !connectionNames(b.headConn, k) {
 				if b.resp.Trailer == nil {
 					b.resp.Trailer = make(http.Header)
 				}

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -693,5 +695,42 @@ func TestTransportRefusesWhatNetHTTPRefuses(t *testing.T) {
 				t.Errorf("error %v, want one with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The headers a reply's Connection header names are of one connection,
+// which the gateway does not pass on (PROTOCOL.md §1, §3): nor does
+// Transport, in the head or in the trailers of the end frame, where the
+// head's Connection counts too.
+func TestTransportDropsTheHeadersConnectionNames(t *testing.T) {
+	svc, client := handWritten(t)
+	responder(t, svc, "svc", func(m *nats.Msg) {
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{
+			consumer.HeaderBody: {consumer.BodyStream},
+			"Connection":        {"X-Hop, x-lane"},
+			"X-Hop":             {"1"},
+			"X-Lane":            {"1"},
+			"X-Kept":            {"1"},
+		}, Data: []byte("body")})
+		svc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{
+			consumer.HeaderFrame: {consumer.FrameEnd},
+			"Connection":         {"X-Local"},
+			"X-Local":            {"t"},
+			"X-Hop":              {"t"},
+			"X-Sum":              {"ok"},
+		}})
+	})
+	resp, err := client.Get("http://svc/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != "body" {
+		t.Errorf("body %q", body)
+	}
+	if got := slices.Sorted(maps.Keys(resp.Header)); !slices.Equal(got, []string{"X-Kept"}) {
+		t.Errorf("header %v, want X-Kept alone", got)
+	}
+	if got := slices.Sorted(maps.Keys(resp.Trailer)); !slices.Equal(got, []string{"X-Sum"}) {
+		t.Errorf("trailers %v, want X-Sum alone", got)
 	}
 }
