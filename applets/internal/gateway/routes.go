@@ -664,11 +664,17 @@ func (t *table) match(host, path, method string) (r, refused *route, allow []str
 	return nil, nil, nil
 }
 
-// requestHost is the host a request was sent to, lower case, without port.
-func requestHost(hostport string) string {
+// requestHost is the host a request was sent to, lower case, without port;
+// not ok when the port is not a number, which net/http lets through.
+func requestHost(hostport string) (host string, ok bool) {
 	h := hostport
-	if host, _, err := net.SplitHostPort(hostport); err == nil {
-		h = host
+	if name, port, err := net.SplitHostPort(hostport); err == nil {
+		for i := 0; i < len(port); i++ {
+			if port[i] < '0' || port[i] > '9' {
+				return "", false
+			}
+		}
+		h = name
 	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
+	return strings.ToLower(strings.TrimSuffix(h, ".")), true
 }
