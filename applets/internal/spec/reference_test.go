@@ -173,6 +173,8 @@ func TestReferenceBounds(t *testing.T) {
 		{"health.restart_after", "`1..1000`", "[health]\ntype = \"tcp\"\nport = 8080\nrestart_after = 1001", true, 7},
 		{"health.restart_after", "`1..1000`", "[health]\nrestart_after = -1", true, 5},
 		{"health.port", "`type = \"http\"` and `\"tcp\"`", "[health]\ntype = \"tcp\"\nport = 65536", true, 6},
+		{"health.port", "a deploy refuses one out of range", "[health]\ntype = \"none\"\nport = 65536", true, 6},
+		{"health.port", "a deploy refuses one out of range", "[health]\ntype = \"micro\"\nport = -1", true, 6},
 		{"http.port", "(1–65535)", "[http]\nport = 65536", true, 5},
 		{"http.port", "(1–65535)", "[http]\nport = 0", true, 5},
 		{"routes.timeout", "At most `1h`", "[[routes]]\npath = \"/a\"\ntimeout = \"61m\"", true, 6},
@@ -203,5 +205,15 @@ func TestReferenceBounds(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A port out of range under a check that uses none came after specs were
+// stored: one stored with it runs on, told what a redeploy must fix.
+func TestUnusedHealthPortOutOfRangeRunsOn(t *testing.T) {
+	src := "name = \"app\"\nversion = \"1\"\nnodes = [\"node-1\"]\n[health]\ntype = \"none\"\nport = 65536\n"
+	_, outdated, err := spec.ParseStored("app.toml", []byte(src))
+	if err != nil || outdated == nil || !strings.Contains(outdated.Error(), `app.toml:6: key "health.port"`) {
+		t.Errorf("stored spec: err %v, outdated %v; want it run, with health.port outdated", err, outdated)
 	}
 }

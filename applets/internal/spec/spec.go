@@ -764,6 +764,11 @@ func (a *App) validateHealth(v *validator) {
 	default:
 		v.add("health.type", "want \"micro\", \"http\", \"tcp\" or \"none\", got %q", h.Type)
 	}
+	if (h.Type == HealthMicro || h.Type == HealthNone) && (h.Port < 0 || h.Port > 65535) {
+		// Such a check uses no port, but no port is out of range: a
+		// typo, which a spec stored before this rule carried and ran.
+		v.deployRule("health.port", "want a port 1..65535, got %d (type %q uses none: leave the key out)", h.Port, h.Type)
+	}
 	v.maxDur("health.interval", h.Interval, MaxTimeout)
 	v.maxDur("health.timeout", h.Timeout, MaxTimeout)
 	v.positiveDur("health.start_grace", h.StartGrace, MaxTimeout, "every start would be reported unhealthy before the app could listen")
