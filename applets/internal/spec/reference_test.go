@@ -182,6 +182,8 @@ func TestReferenceBounds(t *testing.T) {
 		{"routes.max_body", "at most `1TiB`", "[[routes]]\npath = \"/a\"\nmax_body = -1", true, 6},
 		{"sandbox.user", "`0`..`4294967294`", "mode = \"sandbox\"\n[sandbox]\nuser = \"4294967295\"", true, 6},
 		{"sandbox", "is an error", "[sandbox]\nuser = \"nobody\"", true, 4},
+		// An empty one too: it reads as "sandbox it with the defaults".
+		{"sandbox", "is an error", "[sandbox]", true, 4},
 	} {
 		t.Run(tc.key+"/"+strings.ReplaceAll(tc.value, "\n", ";"), func(t *testing.T) {
 			row, ok := rows[tc.key]
@@ -215,5 +217,15 @@ func TestUnusedHealthPortOutOfRangeRunsOn(t *testing.T) {
 	_, outdated, err := spec.ParseStored("app.toml", []byte(src))
 	if err != nil || outdated == nil || !strings.Contains(outdated.Error(), `app.toml:6: key "health.port"`) {
 		t.Errorf("stored spec: err %v, outdated %v; want it run, with health.port outdated", err, outdated)
+	}
+}
+
+// An empty [sandbox] with mode = "exec" came after specs were stored: one
+// stored with it runs on, told what a redeploy must fix.
+func TestEmptySandboxTableWithExecRunsOn(t *testing.T) {
+	src := "name = \"app\"\nversion = \"1\"\nnodes = [\"node-1\"]\n[sandbox]\n"
+	_, outdated, err := spec.ParseStored("app.toml", []byte(src))
+	if err != nil || outdated == nil || !strings.Contains(outdated.Error(), `app.toml:4: key "sandbox"`) {
+		t.Errorf("stored spec: err %v, outdated %v; want it run, with sandbox outdated", err, outdated)
 	}
 }

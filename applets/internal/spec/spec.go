@@ -317,6 +317,11 @@ func parse(file string, data []byte, stored bool) (*App, []*FieldError, error) {
 	if md.IsDefined("health", "port") && a.Health.Port == 0 {
 		v.deployRule("health.port", "want a port 1..65535, got 0: leave the key out for [http] port")
 	}
+	// An empty [sandbox] reads as "sandboxed with the defaults", which
+	// mode = "exec" would ignore in silence; a stored one ran so.
+	if md.IsDefined("sandbox") && isZero(a.Sandbox) && a.Mode == ModeExec {
+		v.against("mode").deployRule("sandbox", "[sandbox] needs mode = \"sandbox\", an empty table too: set mode = \"sandbox\" to run the app in a sandbox with the defaults, or remove the table")
+	}
 	// The decoder left these maps empty: a stored spec ran that way, so
 	// it only warns there.
 	for _, m := range config.MistypedTables(data, &a) {
