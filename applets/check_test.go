@@ -99,7 +99,7 @@ service = "b"
 		{"runner admin listen host", []string{"runner", "--config", badRunnerHost}, 1, badRunnerHost + `:2: key "runner.admin_listen": "1.2.3.256:9101": want host:port or :port: host "1.2.3.256" is neither`},
 		{"up tiny store", []string{"up", "--config", tinyStore}, 1, tinyStore + `:2: key "nats.jetstream.max_store": want at least 8 MiB`},
 		{"nats listen host", []string{"nats", "--config", badNATSHost}, 1, badNATSHost + `:2: key "nats.listen": "1.2.3.4.5:4222": host "1.2.3.4.5" is neither an IP address nor a host name`},
-		{"nats listen host flag", []string{"nats", "--config", good, "--listen", "1.2.3.4.5:4222"}, 1, `"1.2.3.4.5:4222": host "1.2.3.4.5" is neither`},
+		{"nats listen host flag", []string{"nats", "--config", good, "--listen", "1.2.3.4.5:4222"}, 2, `--listen: "1.2.3.4.5:4222": host "1.2.3.4.5" is neither`},
 		{"up nats listen host", []string{"up", "--config", badNATSHost}, 1, badNATSHost + `:2: key "nats.listen": "1.2.3.4.5:4222": host "1.2.3.4.5" is neither`},
 		{"up cluster listen host", []string{"up", "--config", badClusterHost}, 1, badClusterHost + `:5: key "nats.cluster.listen": "a b:6222": host "a b" is neither`},
 		{"up leaf listen host", []string{"up", "--config", badLeafHost}, 1, badLeafHost + `:2: key "nats.leafnodes.listen": "1.2.3.256:7422": host "1.2.3.256" is neither`},

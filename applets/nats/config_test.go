@@ -65,7 +65,11 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{"domain with a space", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[nats.jetstream]\ndomain = \"shop 17\"\n", nil,
 			file + `:5: key "nats.jetstream.domain": "shop 17": want a NATS subject token`, ""},
 		{"leaf remote from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"nats-leaf://127.0.0.1:7422\"]\n", []string{"--leaf-remote", "http://hub:7422"},
-			`nats.leafnodes.remotes[1].urls: "http://hub:7422": scheme "http"`, file},
+			`--leaf-remote: "http://hub:7422": scheme "http"`, file},
+		{"empty leaf remote from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--leaf-remote", ""},
+			`--leaf-remote: invalid url ""`, file},
+		{"empty route from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"c\"\nlisten = \"127.0.0.1:-1\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n", []string{"--routes", ""},
+			`--routes: invalid url ""`, file},
 		{"listen from the file", "[nats]\nlisten = \"bogus\"\n", nil,
 			file + `:2: key "nats.listen": "bogus": want host:port`, ""},
 		{"ipv6 listen without brackets", "[nats]\nlisten = \"::1:4222\"\n", nil,
@@ -83,11 +87,11 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{"leaf remote tls cert without key", "[nats]\nlisten = \"127.0.0.1:-1\"\n\n[[nats.leafnodes.remotes]]\nurls = [\"tls://127.0.0.1:7422\"]\n\n[nats.leafnodes.remotes.tls]  # to the hub\ncert = \"/nonexistent/leaf.pem\"\n", nil,
 			file + `:8: key "nats.leafnodes.remotes[0].tls.cert": set, but key is empty`, ""},
 		{"listen from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\n", []string{"--listen", "bogus"},
-			`nats.listen: "bogus": want host:port`, file},
+			`--listen: "bogus": want host:port`, file},
 		{"server_name from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"edge-1\"\n", []string{"--server-name", "edge 1"},
-			`nats.server_name: "edge 1": must not contain spaces`, file},
+			`--server-name: "edge 1": must not contain spaces`, file},
 		{"cluster name from a flag", "[nats]\nlisten = \"127.0.0.1:-1\"\nserver_name = \"a\"\n\n[nats.cluster]\nname = \"narun\"\nlisten = \"127.0.0.1:-1\"\nroutes = [\"nats-route://127.0.0.1:6222\"]\n", []string{"--cluster-name", "a b"},
-			`nats.cluster.name: "a b": must not contain spaces`, file},
+			`--cluster-name: "a b": must not contain spaces`, file},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := os.WriteFile(file, []byte(tt.body), 0o600); err != nil {
@@ -101,6 +105,14 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 			}
 			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
 				t.Errorf("error = %v, places in the file a value a flag gave", err)
+			}
+			// A wrong flag is a usage error, as README says.
+			wantCode := 1
+			if tt.args != nil {
+				wantCode = 2
+			}
+			if cli.ExitCode(err) != wantCode {
+				t.Errorf("exit code %d, want %d", cli.ExitCode(err), wantCode)
 			}
 		})
 	}
@@ -128,7 +140,7 @@ func TestRenamedMemberNamesTheLine(t *testing.T) {
 		want, notWant string
 	}{
 		{nil, file + `:3: key "nats.server_name": "edge-2", but the data dir`, ""},
-		{[]string{"--server-name", "edge-3"}, `nats.server_name: "edge-3", but the data dir`, file},
+		{[]string{"--server-name", "edge-3"}, `--server-name: "edge-3", but the data dir`, file},
 	} {
 		stdio := cli.IO{Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
 		args := append([]string{"nats", "--check", "--config", file, "--data-dir", dataDir}, tt.args...)

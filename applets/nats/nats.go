@@ -56,16 +56,16 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		}
 		ec.Logger = log
 		ec.Stop = ctx.Done()
-		fromFlag := map[string]bool{
-			"nats.listen":         c.IsSet("listen"),
-			"nats.server_name":    c.IsSet("server-name"),
-			"nats.cluster.name":   c.IsSet("cluster-name"),
-			"nats.http_listen":    c.IsSet("http-listen"),
-			"nats.cluster.listen": c.IsSet("cluster-listen"),
-			"nats.cluster.routes": c.IsSet("routes"),
-			flagRemote:            c.IsSet("leaf-remote"),
-			flagRemote + ".urls":  c.IsSet("leaf-remote"),
-		}
+		fromFlag := cli.GivenFlags(c, map[string]string{
+			"nats.listen":         "listen",
+			"nats.server_name":    "server-name",
+			"nats.cluster.name":   "cluster-name",
+			"nats.http_listen":    "http-listen",
+			"nats.cluster.listen": "cluster-listen",
+			"nats.cluster.routes": "routes",
+			flagRemote:            "leaf-remote",
+			flagRemote + ".urls":  "leaf-remote",
+		})
 		// The server's check writes nothing and binds nothing (it reads
 		// the store, the certificates and credentials), so a start runs it
 		// too before it makes the data dir: it names the [nats] table's

@@ -80,7 +80,7 @@ func Main(ctx context.Context, stdio cli.IO, args []string) error {
 		// runs it too before it makes the data dir: it names the [nats]
 		// table's problems with the rest, not once the rest passed.
 		ec := cli.EmbedConfig(cfg)
-		natsFlags := map[string]bool{"nats.listen": c.IsSet("nats-listen")}
+		natsFlags := cli.GivenFlags(c, map[string]string{"nats.listen": "nats-listen"})
 		if err := embednats.Check(ec); err != nil {
 			problems = append(problems, cli.PlaceNATSError(cfg, err, natsFlags))
 		}

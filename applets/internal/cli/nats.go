@@ -3,7 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
+
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/narun/narun/applets/internal/config"
 	"github.com/narun/narun/applets/internal/names"
@@ -60,13 +63,16 @@ func peerTLS(t config.PeerTLS) embednats.TLS {
 // PlaceNATSError names the file and line of the [nats] key behind an error
 // of the embedded server's configuration (embednats.KeyError), as the
 // decoder names a wrong type, and of each of the errors joined in it, as
-// embednats.Check names every problem; fromFlag reports the keys a flag
-// set, which the file does not hold.
-func PlaceNATSError(cfg config.File, err error, fromFlag map[string]bool) error {
+// embednats.Check names every problem. flags maps each key a flag of the
+// command line set, which the file does not hold, to that flag
+// (GivenFlags): its error names the flag and is a usage error, as a wrong
+// flag is elsewhere, unless the server could not listen (a port another
+// process holds), which the same command line may do another time.
+func PlaceNATSError(cfg config.File, err error, flags map[string]string) error {
 	if parts := config.Joined(err); parts != nil {
 		placed := make([]error, len(parts))
 		for i, part := range parts {
-			placed[i] = PlaceNATSError(cfg, part, fromFlag)
+			placed[i] = PlaceNATSError(cfg, part, flags)
 		}
 		return errors.Join(placed...)
 	}
@@ -74,9 +80,29 @@ func PlaceNATSError(cfg config.File, err error, fromFlag map[string]bool) error 
 	if !errors.As(err, &ke) {
 		return err
 	}
+	if flag := flags[ke.Key]; flag != "" {
+		named := fmt.Errorf("--%s: %w", flag, config.PortNeedsRoot(ke.Key, ke.Err))
+		var listen *net.OpError
+		if errors.As(ke.Err, &listen) {
+			return named
+		}
+		return Usage(named)
+	}
 	where := cfg.Where(ke.Key)
-	if fromFlag[ke.Key] || where == "" || where == cfg.Path {
+	if where == "" || where == cfg.Path {
 		return config.PortNeedsRoot(ke.Key, err)
 	}
 	return fmt.Errorf("%s: key %q: %w", where, ke.Key, config.PortNeedsRoot(ke.Key, ke.Err))
+}
+
+// GivenFlags is the part of keys (a configuration key to the flag that
+// may set it) whose flag the command line gives, for PlaceNATSError.
+func GivenFlags(c *ucli.Context, keys map[string]string) map[string]string {
+	given := map[string]string{}
+	for key, flag := range keys {
+		if c.IsSet(flag) {
+			given[key] = flag
+		}
+	}
+	return given
 }

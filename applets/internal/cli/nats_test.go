@@ -3,6 +3,7 @@ package cli_test
 import (
 	"crypto/x509"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -188,6 +189,45 @@ func TestClientOverTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := cli.NATSOptions("tls", tc.client); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("NATSOptions = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A [nats] value a flag gave is named by the flag, and refused as a usage
+// error (exit 2); a port another process holds is named by the flag too,
+// but is no wrong flag (exit 1): the same command line may start later.
+func TestPlaceNATSErrorNamesTheFlag(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	cfg := loadConfig(t, "[nats]\nlisten = \"127.0.0.1:-1\"\n")
+	for _, tt := range []struct {
+		name, listen string
+		start        func(embednats.Config) error
+		want         string
+		code         int
+	}{
+		{"malformed", "bogus", embednats.Check, `--nats-listen: "bogus": want host:port`, 2},
+		{"port in use", held.Addr().String(), func(ec embednats.Config) error {
+			s, err := embednats.Start(ec)
+			if err == nil {
+				s.Shutdown()
+			}
+			return err
+		}, "--nats-listen: listen on " + held.Addr().String(), 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ec := cli.EmbedConfig(cfg)
+			ec.Listen, ec.DataDir = tt.listen, t.TempDir()
+			err := cli.PlaceNATSError(cfg, tt.start(ec), map[string]string{"nats.listen": "nats-listen"})
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want it to start with %s", err, tt.want)
+			}
+			if cli.ExitCode(err) != tt.code {
+				t.Errorf("exit code %d, want %d", cli.ExitCode(err), tt.code)
 			}
 		})
 	}
