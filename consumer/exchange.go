@@ -340,7 +340,14 @@ func (s *server) serve(j job) {
 	// Deferred, and the text set before run, for a handler that calls
 	// runtime.Goexit: run then never returns.
 	errText := errGoexit
+	// The body as decoded: a handler may set r.Body to a wrapper of it.
+	body := r.Body
 	defer func() {
+		// As net/http's server closes it once the handler returned: a
+		// goroutine the handler left reading it fails with
+		// http.ErrBodyReadAfterClose. Before the context ends, so that
+		// one that waits for the end reads a closed body.
+		_ = body.Close()
 		cancel()
 		s.mu.Lock()
 		delete(s.inflight, reply)
