@@ -385,6 +385,34 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// A duration or size written well but too large for narun to hold is
+// named as too large, not as one written wrong.
+func TestTooLargeSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"duration", "[gateway]\ntimeout = \"10000000h\"\n", `:2: key "gateway.timeout": invalid duration "10000000h": more than the largest, 2562047h47m16.854775807s`},
+		{"duration of several units", "[ctl]\ntimeout = \"2562047h48m\"\n", `:2: key "ctl.timeout": invalid duration "2562047h48m": more than the largest, 2562047h47m16.854775807s`},
+		{"negative duration", "[ctl]\ntimeout = \"-10000000h\"\n", `:2: key "ctl.timeout": invalid duration "-10000000h": must not be negative`},
+		{"duration of a dot", "[ctl]\ntimeout = \".s\"\n", `:2: key "ctl.timeout": invalid duration ".s": want e.g. "500ms", "30s", "5m"`},
+		{"duration without a unit", "[ctl]\ntimeout = \"30\"\n", `:2: key "ctl.timeout": invalid duration "30": want e.g. "500ms", "30s", "5m"`},
+		{"size", "[gateway]\nmax_body = \"99999999999TiB\"\n", `:2: key "gateway.max_body": invalid size "99999999999TiB": more than the largest, 4194304TiB`},
+		{"size in bytes", "[gateway]\nmax_body = \"99999999999999999999\"\n", `:2: key "gateway.max_body": invalid size "99999999999999999999": more than the largest, 4194304TiB`},
+		{"size not whole", "[gateway]\nmax_body = \"1.5GiB\"\n", `:2: key "gateway.max_body": invalid size "1.5GiB": want a whole number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, tc.body)
+			_, err := config.Load(p, noEnv)
+			if err == nil {
+				t.Fatal("loaded a bad config")
+			}
+			if want := p + tc.want; err.Error() != want {
+				t.Errorf("error\n %s\nwant\n %s", err, want)
+			}
+		})
+	}
+}
+
 // tomlPaths lists every key path a struct type accepts, as "a.b.c".
 func tomlPaths(t reflect.Type, prefix string) []string {
 	var paths []string

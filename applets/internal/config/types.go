@@ -3,9 +3,11 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +19,14 @@ type Duration time.Duration
 // UnmarshalText parses a Go duration string.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
-	if err != nil {
+	switch {
+	// ParseDuration says the same of a duration past its range as of one
+	// written wrong: "10000000h" is written right.
+	case err != nil && durationRe.Match(b) && b[0] == '-':
+		return fmt.Errorf("invalid duration %q: must not be negative", b)
+	case err != nil && durationRe.Match(b):
+		return fmt.Errorf("invalid duration %q: more than the largest, %s", b, time.Duration(math.MaxInt64))
+	case err != nil:
 		return fmt.Errorf("invalid duration %q: want e.g. \"500ms\", \"30s\", \"5m\"", b)
 	}
 	if v < 0 {
@@ -43,6 +52,9 @@ func (d *Duration) UnmarshalTOML(v any) error {
 	return fmt.Errorf("want a duration such as \"30s\", got %s", TOMLKind(v))
 }
 
+// durationRe is the syntax of time.ParseDuration.
+var durationRe = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 // MarshalText writes the duration back in Go syntax.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
@@ -62,6 +74,10 @@ var sizeUnits = []struct {
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
 }
 
+// maxSize is the largest size ParseSize reads: two of them add up
+// within int64.
+const maxSize = 1 << 62
+
 // ParseSize reads a byte count such as "64MiB" or "1048576".
 func ParseSize(s string) (Size, error) {
 	t := strings.TrimSpace(s)
@@ -73,7 +89,10 @@ func ParseSize(s string) (Size, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(t, "-") || err == nil && n > maxSize/mult {
+		return 0, fmt.Errorf("invalid size %q: more than the largest, %dTiB", s, maxSize>>40)
+	}
+	if err != nil || n < 0 {
 		return 0, fmt.Errorf("invalid size %q: want a whole number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
 	}
 	return Size(n * mult), nil
