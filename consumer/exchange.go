@@ -441,6 +441,10 @@ type responseWriter struct {
 	// -1 for none, and written what it wrote of the body since.
 	declared int64
 	written  int64
+	// overran is set by the first write past declared: net/http's server
+	// refuses every write from then on, so the body stays short and the
+	// response is aborted, rather than end whole with later writes.
+	overran bool
 }
 
 func (w *responseWriter) Header() http.Header { return w.hdr }
@@ -530,7 +534,8 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.bodyAllowed() {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+	if w.overran || w.declared >= 0 && w.written+int64(len(p)) > w.declared {
+		w.overran = true
 		return 0, http.ErrContentLength
 	}
 	w.written += int64(len(p))
