@@ -1573,3 +1573,35 @@ func TestEmptyForwardedForIsAbsent(t *testing.T) {
 		t.Errorf("HTTP/2 blank: service got X-Forwarded-For %q, want %q", got, "127.0.0.1")
 	}
 }
+
+// A header name with underscores is another header than its dashed twin
+// to net/http, but not to a responder that maps names onto CGI-style
+// variables, as WSGI, Rack and PHP name them: X_Forwarded_Host and
+// X-Forwarded-Host are both HTTP_X_FORWARDED_HOST, the client's and the
+// gateway's, and which wins depends on their order. A twin of a header the
+// gateway sets or keeps from the service never reaches it, as nginx and
+// gunicorn drop such headers; other underscored names pass.
+func TestUnderscoredTwinsDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, gwConfig(config.Route{Path: "/", Service: "rec"}))
+	seenBy := answerAs(t, natsConn(t, e), "rec")
+	twins := []string{"X_Forwarded_Host", "x_forwarded_for", "X-Forwarded_Proto", "X_Forwarded_Prefix",
+		"X_Real_Ip", "X_Request_Id", "Narun_Method", "Narun_Path", "Nats_Trace_Dest", "Proxy_Authorization",
+		"Content_Length", "Transfer_Encoding"}
+	req := "GET / HTTP/1.1\r\nHost: a.example.com\r\nX_Custom: kept\r\nConnection: close\r\n"
+	for _, k := range twins {
+		req += k + ": evil\r\n"
+	}
+	if resp, body := rawExchange(t, e, req+"\r\n"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d (%s), want 200", resp.StatusCode, body)
+	}
+	h := (<-seenBy).Header
+	for k, v := range h {
+		if slices.Contains(v, "evil") {
+			t.Errorf("the client's %s reached the service", k)
+		}
+	}
+	if got := h.Get("X_custom"); got != "kept" {
+		t.Errorf("X_Custom = %q, want kept: only the twins of the gateway's headers are dropped", got)
+	}
+}

@@ -329,6 +329,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request, ex *exchange, rt
 		if consumer.IsReserved(k) || isNATSHeader(k) || isHopByHop(k) || k == "Trailer" || k == "Host" || isEdgeHeader(k) || (len(skip) > 0 && listed(skip, k)) {
 			continue
 		}
+		if strings.IndexByte(k, '_') >= 0 && isGuardedTwin(k) {
+			continue
+		}
 		h[k] = v
 	}
 	// TE is hop-by-hop, but its "trailers" says the client takes trailers,
@@ -1830,6 +1833,20 @@ func isEdgeHeader(k string) bool {
 		return true
 	}
 	return false
+}
+
+// isGuardedTwin reports whether k, a name with underscores, read with
+// dashes is one of the headers the gateway sets or keeps from the service.
+// To net/http they are two headers, but a responder that maps names onto
+// CGI-style variables, as WSGI, Rack and PHP name them, takes
+// X_Forwarded_Host and X-Forwarded-Host alike for HTTP_X_FORWARDED_HOST,
+// and may read the client's for the gateway's; nginx and gunicorn drop
+// such names. Others with underscores pass: no header of the gateway's
+// can be mistaken for them.
+func isGuardedTwin(k string) bool {
+	d := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	return consumer.IsReserved(d) || isNATSHeader(d) || isHopByHop(d) || isEdgeHeader(d) ||
+		strings.HasPrefix(d, "X-Forwarded-") || d == "X-Request-Id" || d == "Content-Length"
 }
 
 func isHopByHop(k string) bool {
