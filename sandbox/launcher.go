@@ -168,6 +168,9 @@ func (l *launcher) setup() (string, error) {
 	if err := hideOtherCgroups(cfg, l.plan); err != nil {
 		return "mount", err
 	}
+	if err := refuseKernelGrants(cfg); err != nil {
+		return "mount", err
+	}
 	// Through the sandbox's /proc, before it is made read-only.
 	if err := noExecMemfds(); err != nil {
 		return "privileges", err
@@ -438,6 +441,56 @@ func hideOtherCgroups(cfg *Config, plan *cgroupPlan) error {
 	}
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, own, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("bind the app's cgroup %s: %w", own, err)
+	}
+	return nil
+}
+
+// kernelFileSystems are the kernel's interfaces mounted as file systems
+// (cgroups apart: refuseCgroupGrants), whose files set the host's kernel,
+// devices and memory management for every namespace, guarded by their
+// modes alone: root's to write.
+var kernelFileSystems = map[string]bool{
+	"proc": true, "sysfs": true, "debugfs": true, "tracefs": true, "securityfs": true,
+	"configfs": true, "bpf": true, "pstore": true, "efivarfs": true, "binfmt_misc": true,
+	"fusectl": true,
+}
+
+// refuseKernelGrants refuses, to an app running as root, a grant with "w"
+// at, above or in a mount of a kernel file system: a writable grant is a
+// writable mount, and uid 0 passes the modes of the host's settings there
+// without a capability (kernel.core_pattern names a program the kernel
+// runs as root on the host, sysfs removes devices or suspends the
+// machine). Other uids keep such grants: the modes keep them out but for
+// what the host gave them (a device attribute udev made their group's).
+func refuseKernelGrants(cfg *Config) error {
+	if cfg.UID != 0 {
+		return nil
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mount table: %w", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, pf := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(pf) < 1 || !kernelFileSystems[pf[0]] {
+			continue
+		}
+		point := unescapeMountPath(f[4])
+		for _, p := range cfg.Landlock.Paths {
+			if !strings.Contains(p.Access, "w") {
+				continue
+			}
+			path := filepath.Clean(p.Path)
+			if real, err := filepath.EvalSymlinks(path); err == nil {
+				path = real
+			}
+			_, holds := within(point, []string{path})
+			_, in := within(path, []string{point})
+			if holds || in {
+				return fmt.Errorf("path %s: mode %q lets the app, running as root, write to the kernel's %s file system at %s, the host's kernel settings and devices (kernel.core_pattern names a program the kernel runs as root): grant it without \"w\", or run the app as a user or group the file's mode lets write it", p.Path, p.Access, pf[0], point)
+			}
+		}
 	}
 	return nil
 }

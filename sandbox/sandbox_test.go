@@ -3291,3 +3291,45 @@ func TestHiddenFileReplacedByRenameStaysHidden(t *testing.T) {
 		t.Fatalf("after the rename the app saw %q, want ok-content beside the hidden file", after)
 	}
 }
+
+// TestKernelSettingsGrantRefused: a grant with "w" at, above or in a file
+// system of the kernel's own (proc, sysfs and those mounted in it) makes
+// it a writable mount, where the app, running as root, passes the modes
+// of the host's kernel settings: kernel.core_pattern names a program the
+// kernel runs as root on the host at the next crash, and sysfs holds
+// the host's devices and memory management. The app only opens the file
+// for writing: a write would change the host.
+func TestKernelSettingsGrantRefused(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct{ grant, setting string }{
+		{"/proc", "/proc/sys/kernel/core_pattern"},
+		{"/proc/sys", "/proc/sys/kernel/core_pattern"},
+		{"/proc/sys/kernel/core_pattern", "/proc/sys/kernel/core_pattern"},
+		{"/sys/kernel", "/sys/kernel/mm/ksm/run"},
+		{"/sys/power/state", "/sys/power/state"},
+	} {
+		t.Run(strings.ReplaceAll(strings.TrimPrefix(tc.grant, "/"), "/", "-"), func(t *testing.T) {
+			if _, err := os.Stat(tc.setting); err != nil {
+				t.Skip(err)
+			}
+			cfg := testConfig(t, "open-for-write", tc.setting)
+			asRoot(&cfg)
+			cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: tc.grant, Access: "rw"})
+			reason := setupRefusal(t, cfg)
+			if want := "path " + tc.grant + ": "; !strings.Contains(reason, want) || !strings.Contains(reason, "kernel") {
+				t.Fatalf("reason %q, want it to name %q and the kernel's file system", reason, want)
+			}
+			// Read, or written by an app that is not root, whom the
+			// settings' modes keep out, it is the grant it was.
+			cfg.Landlock.Paths[len(cfg.Landlock.Paths)-1].Access = "r"
+			if out, err := runSandbox(t, cfg); exitCode(err) != 10 {
+				t.Fatalf("granted r: %v\n%s", err, out)
+			}
+			cfg = testConfig(t, "open-for-write", tc.setting)
+			cfg.Landlock.Paths = append(cfg.Landlock.Paths, Path{Path: tc.grant, Access: "rw"})
+			if out, err := runSandbox(t, cfg); exitCode(err) != 10 {
+				t.Fatalf("granted rw to uid %d: %v\n%s", nobody, err, out)
+			}
+		})
+	}
+}

@@ -327,6 +327,15 @@ func main() {
 			})
 		}
 		fmt.Printf("buffered %d\n", total)
+	case "open-for-write":
+		// Opens ARG for writing and writes nothing: the open alone is
+		// the kernel's permission check, and a write would change a
+		// setting of the host.
+		fd, err := unix.Open(arg, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		verdict(err)
 	case "tiocsti":
 		// Types a character into the terminal on stdin, as if its user
 		// had: it works on the terminal that controls the caller's
