@@ -526,6 +526,11 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if len(p) == 0 {
+		// As net/http's server takes it, whatever the status or the
+		// length: no byte breaks a rule.
+		return 0, nil
+	}
 	if w.err != nil {
 		return 0, w.err
 	}
