@@ -46,6 +46,13 @@ func TestLargeWriteIsNotBufferedWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// The server must have the subscription before the writer, on another
+	// connection, sends to it: otherwise it answers the first data frame's
+	// ack inbox with "no responders", which the writer takes for a gateway
+	// gone.
+	if err := gw.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	const chunk = 64 << 10
