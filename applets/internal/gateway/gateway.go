@@ -983,7 +983,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			// cannot reach a server's HTTP/2 configuration.
 			HTTP2: http2Limits(time.Duration(g.bodyIdle.Load())),
 		}
-		if name != "admin" {
+		if name == "admin" {
+			s.WriteTimeout = adminWriteTime
+		} else {
 			ln = quietListener{Listener: ln, limit: g.quietLimit, closed: &g.conns.quiet}
 			s.ConnState = g.conns.track
 			s.ConnContext = withConn
@@ -1172,6 +1174,12 @@ func (s serverLog) Write(p []byte) (int, error) {
 	s.log.Log(context.Background(), level, msg)
 	return len(p), nil
 }
+
+// adminWriteTime bounds the writing of each admin answer. The admin
+// listener, on every interface by default, has no max_connections: a client
+// that asked for /metrics again and again and read none of it held its
+// connection for ever. Prometheus gives up on a scrape after 10 s too.
+const adminWriteTime = 10 * time.Second
 
 func (g *Gateway) adminHandler() http.Handler {
 	m := http.NewServeMux()
