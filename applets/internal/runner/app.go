@@ -185,6 +185,14 @@ func (a *app) specs() []*spec.App {
 	return l
 }
 
+// runsHere tells whether the app's current spec wants a replica on this
+// node, or an instance of it still runs here.
+func (a *app) runsHere() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return (a.current != nil && a.current.ReplicasOn(a.r.node, a.r.labels) > 0) || len(a.insts) > 0
+}
+
 // digests are the binaries the app still needs.
 func (a *app) digests() []string {
 	var d []string
@@ -241,8 +249,9 @@ func (a *app) run(ctx context.Context) {
 			// Before the stop, which may take the instances' stop_timeout:
 			// a runner that dies meanwhile and starts without NATS would
 			// run the deleted app again from its cached spec.
-			a.uncache()
-			a.stop(a.instanceList())
+			uncached := a.uncache()
+			ran := a.instanceList()
+			a.stop(ran)
 			if err := removeTree(a.dir(), a.log); err != nil {
 				a.log.Warn("remove app directory", "err", err)
 			}
@@ -251,7 +260,13 @@ func (a *app) run(ctx context.Context) {
 			a.mu.Unlock()
 			a.pruneLinks()
 			if a.r.forget(a) {
-				a.log.Info("app deleted")
+				// Every node reads every app's spec: only those that ran
+				// it, or kept it to start, have a deletion to tell of.
+				if uncached || len(ran) > 0 {
+					a.log.Info("app deleted")
+				} else {
+					a.log.Debug("app deleted; it ran nothing here")
+				}
 				a.r.collect()
 				return
 			}
@@ -281,7 +296,15 @@ func (a *app) run(ctx context.Context) {
 			a.warned = raw
 			a.log.Warn("stored spec breaks rules narun ctl deploy now enforces; deploying it again is refused until they are fixed", "revision", rev, "problems", outdated.Error())
 		}
-		a.cache(raw, seq)
+		if sp.ReplicasOn(a.r.node, a.r.labels) > 0 {
+			a.cache(raw, seq)
+		} else {
+			// A spec that starts nothing here is none to start from when
+			// NATS is away, and the one cached before it, which did,
+			// must not start either.
+			a.uncache()
+			a.accept(raw, seq)
+		}
 		a.reconcile(ctx, sp)
 	}
 }
@@ -343,16 +366,19 @@ func (a *app) retryCache() {
 	a.accept(raw, seq)
 }
 
-// uncache removes the cached spec of a deleted app, with any retry due.
-func (a *app) uncache() {
+// uncache removes the app's cached spec, with any retry due; true if
+// there was one.
+func (a *app) uncache() bool {
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
 	a.mu.Lock()
 	a.uncached, a.uncachedSeq = nil, 0
 	a.mu.Unlock()
-	if err := os.Remove(a.specPath()); err != nil && !os.IsNotExist(err) {
+	err := os.Remove(a.specPath())
+	if err != nil && !os.IsNotExist(err) {
 		a.log.Warn("remove cached spec", "err", err)
 	}
+	return err == nil
 }
 
 // parse reads a spec of app name as narun-apps stores it, after checking

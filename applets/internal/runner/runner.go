@@ -937,7 +937,12 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 		case recordDeleted:
 			r.remove(a.name, rev)
 		case recordNone:
-			r.lost(a.name, a.refused())
+			// Every node reads every app's spec: one whose spec starts
+			// nothing here, and that runs nothing here, has nothing to
+			// run from its cache either.
+			if refused := a.refused(); refused != nil || a.runsHere() {
+				r.lost(a.name, refused)
+			}
 		}
 	}
 	entries, err := os.ReadDir(r.specsDir())
@@ -988,8 +993,14 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 		}
 		// Started from a spec that does not parse, it would say that it
 		// runs from it, then that it refused it.
-		if _, _, _, err := r.parse(name, raw); err != nil {
+		sp, _, _, err := r.parse(name, raw)
+		if err != nil {
 			r.lost(name, err)
+			continue
+		}
+		if sp.ReplicasOn(r.node, r.labels) == 0 {
+			// Cached by an earlier release, which cached the specs that
+			// select other nodes too: nothing of it runs here.
 			continue
 		}
 		r.lost(name, nil)
@@ -1113,21 +1124,31 @@ func (r *Runner) awaitListing(ctx context.Context) {
 			why, attrs = "narun-apps not read in time", []any{"waited", startListingWait}
 		}
 	}
-	cached := r.cachedSpecs()
-	if len(cached) == 0 {
-		// A fresh data dir: saying apps start from the cache would have
-		// an operator look for apps that never come.
-		r.log.Warn(why+"; no app specs cached, so no app starts until narun-apps is read", attrs...)
-		return
-	}
-	r.log.Warn(why+"; starting apps from the cached specs", append(attrs, "apps", len(cached))...)
-	for _, name := range cached {
+	var starts []string
+	raws := map[string][]byte{}
+	for _, name := range r.cachedSpecs() {
 		raw, err := os.ReadFile(filepath.Join(r.specsDir(), name+".toml"))
 		if err != nil {
 			r.log.Warn("read cached spec", "app", name, "err", err)
 			continue
 		}
-		r.applyCached(name, raw)
+		// An earlier release cached the specs of every app, those that
+		// select other nodes too. One that does not read is started all
+		// the same, for its app to say what is wrong with it.
+		if sp, _, _, err := r.parse(name, raw); err == nil && sp.ReplicasOn(r.node, r.labels) == 0 {
+			continue
+		}
+		starts, raws[name] = append(starts, name), raw
+	}
+	if len(starts) == 0 {
+		// A fresh data dir: saying apps start from the cache would have
+		// an operator look for apps that never come.
+		r.log.Warn(why+"; no app specs cached for this node, so no app starts until narun-apps is read", attrs...)
+		return
+	}
+	r.log.Warn(why+"; starting apps from the cached specs", append(attrs, "apps", len(starts))...)
+	for _, name := range starts {
+		r.applyCached(name, raws[name])
 	}
 }
 
