@@ -638,6 +638,8 @@ func (a *App) validateSandbox(v *validator) {
 		// its cgroups elsewhere too); said here, the deploy fails instead.
 		if strings.Contains(p.Mode, "w") && pathOverlaps(path.Clean(p.Path), cgroupDir) {
 			v.deployRule(key, "mode %q of %s lets the app write to the cgroups in %s, where an app running as root could leave its cgroup or raise its limits: grant it without \"w\", or a path outside %s", p.Mode, p.Path, cgroupDir, cgroupDir)
+		} else if dir := kernelDir(path.Clean(p.Path)); strings.Contains(p.Mode, "w") && dir != "" && rootID(s.User) {
+			v.deployRule(key, "mode %q of %s lets the app, running as root, write to the kernel's settings in %s (kernel.core_pattern names a program the kernel runs as root on the host): grant it without \"w\", or run the app as another user", p.Mode, p.Path, dir)
 		}
 	}
 	if s.User != "" && (!userRe.MatchString(s.User) || len(s.User) > 32) {
@@ -661,6 +663,19 @@ func (a *App) validateSandbox(v *validator) {
 
 // cgroupDir is where Linux distributions mount the cgroup hierarchies.
 const cgroupDir = "/sys/fs/cgroup"
+
+// kernelDir is where the kernel's settings are mounted, /proc or /sys,
+// when p is at, above or in one of them, else "". The sandbox refuses a
+// root app's "w" there at every start, on the file systems it finds
+// mounted; said here, the deploy fails instead.
+func kernelDir(p string) string {
+	for _, dir := range []string{"/proc", "/sys"} {
+		if pathOverlaps(p, dir) {
+			return dir
+		}
+	}
+	return ""
+}
 
 // pathOverlaps says whether one of the clean absolute paths a and b is
 // the other or holds it.
