@@ -231,6 +231,13 @@ func (a *app) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			a.stop(a.instanceList())
+			// Only an app delete removed it otherwise: each stop of the
+			// runner left an empty directory per app, which nothing
+			// starts from. One that still holds an instance's directory
+			// (a mount that could not be detached) stays, as that does.
+			if err := os.Remove(a.dir()); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+				a.log.Warn("remove app directory", "err", err)
+			}
 			// The runner would remove the links of every app once all
 			// stopped, one app after the other: with a thousand apps that
 			// took half a second of the stop (docs/PERFORMANCE.md, "Many
