@@ -187,12 +187,7 @@ func markGroups(cmds []*ucli.Command, parent string) {
 // going on after a help text and exit 0. --help still shows the help.
 func needCommand(path string) ucli.ActionFunc {
 	return func(c *ucli.Context) error {
-		var names []string
-		for _, sub := range c.Command.Subcommands {
-			if !sub.Hidden && sub.Name != "help" {
-				names = append(names, sub.Name)
-			}
-		}
+		names := commandNames(c.Command.Subcommands)
 		where := ""
 		if path != "" {
 			where = " after " + path
@@ -200,8 +195,33 @@ func needCommand(path string) ucli.ActionFunc {
 		if c.NArg() == 0 {
 			return usagef("missing command%s: want one of %s (--help says more)", where, strings.Join(names, ", "))
 		}
-		return usagef("unknown command %q%s: want one of %s (--help says more)", c.Args().First(), where, strings.Join(names, ", "))
+		word := c.Args().First()
+		guess := didYouMean(word, names, "--help says more")
+		if path != "" && suggestion(word, names) == "" {
+			// A command of ctl itself typed after a group: app logs, or
+			// app logz.
+			top := commandNames(c.App.Commands)
+			meant := word
+			if !slices.Contains(top, word) {
+				meant = suggestion(word, top)
+			}
+			if meant != "" {
+				guess = fmt.Sprintf(" (did you mean %q? if not: --help says more)", "narun ctl "+meant)
+			}
+		}
+		return usagef("unknown command %q%s: want one of %s%s", word, where, strings.Join(names, ", "), guess)
 	}
+}
+
+// commandNames lists the names of cmds that --help shows.
+func commandNames(cmds []*ucli.Command) []string {
+	var names []string
+	for _, c := range cmds {
+		if !c.Hidden && c.Name != "help" {
+			names = append(names, c.Name)
+		}
+	}
+	return names
 }
 
 // invalidFlagValue is how the flag package, under urfave/cli, reports a
