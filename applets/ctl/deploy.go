@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -351,6 +352,9 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 	}
 	app, err := spec.Parse(file, src)
 	if err != nil {
+		if swapped := swappedArgs(file, src, c.StringSlice("binary")); swapped != nil {
+			return nil, swapped
+		}
 		return nil, fmt.Errorf("invalid spec, nothing deployed:\n%w", err)
 	}
 	bins, err := inspectBinaries(c.StringSlice("binary"), app)
@@ -378,6 +382,41 @@ func (e *env) readDeployment(c *ucli.Context) (*deployment, error) {
 		res.UID, res.Group = &uid, app.Sandbox.Group
 	}
 	return &deployment{file: file, src: src, app: app, bins: bins, key: key, res: res, force: c.Bool(flagForce)}, nil
+}
+
+// swappedArgs is the usage error of a deploy whose spec file, src, is
+// not a spec because it and a --binary were given the wrong way round, a
+// common slip: its parse error (no TOML, larger than a spec) would not
+// say so. nil when nothing looks swapped.
+func swappedArgs(file string, src []byte, binaries []string) error {
+	executable := bytes.HasPrefix(src, []byte(elf.ELFMAG))
+	for _, p := range binaries {
+		if !isSpec(p) {
+			continue
+		}
+		if executable {
+			return usagef("%s is an executable and --binary %s a spec: the two look swapped (narun ctl deploy %s --binary %s)", file, p, p, file)
+		}
+		return usagef("--binary %s is a spec, and %s is not: the two look swapped (narun ctl deploy %s --binary %s)", p, file, p, file)
+	}
+	if executable {
+		return usagef("%s is an executable, not a spec (narun ctl deploy SPEC --binary %s)", file, file)
+	}
+	return nil
+}
+
+// isSpec says whether p is a regular file that holds a valid spec. Only a
+// regular file is read: a FIFO would be consumed, or block.
+func isSpec(p string) bool {
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() > spec.MaxSize {
+		return false
+	}
+	src, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	_, err = spec.Parse(p, src)
+	return err == nil
 }
 
 // inspectBinaries inspects each of paths, one binary per arch.
