@@ -137,12 +137,14 @@ func (a *app) setSpec(raw []byte, rev uint64) {
 	a.poke()
 }
 
-// refused is why the app's spec was not applied while no earlier one
-// was, which leaves it nothing to run; nil otherwise.
-func (a *app) refused() error {
+// cacheRefused is why the app's cached spec was not applied while no
+// earlier one was, which leaves it nothing to run; nil otherwise. A spec
+// refused as narun-apps holds it (revision above 0) is not the cache's:
+// nothing of it was cached, on any node.
+func (a *app) cacheRefused() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.current != nil || a.specErr == "" {
+	if a.current != nil || a.specErr == "" || a.rev != 0 {
 		return nil
 	}
 	return errors.New(a.specErr)

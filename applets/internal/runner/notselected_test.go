@@ -158,3 +158,33 @@ func TestAppLostByStoreNotClaimedWhereNotRun(t *testing.T) {
 		}
 	}
 }
+
+// A spec refused as narun-apps stored it (here: stored under another
+// app's name) left nothing running and nothing cached: once the store
+// loses its entries, the node does not say that a cached spec of it is
+// damaged, which every node of the cluster would say, naming a file it
+// does not have.
+func TestStoreRefusedSpecNotCalledDamagedCache(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	junk := storedSpec(t, "hello", "1.0.0", c.upload(t, "hello", "1.0.0", helloBin), fileDigest(t, helloBin), "")
+	if _, err := c.apps.Put(context.Background(), "junk", junk); err != nil {
+		t.Fatal(err)
+	}
+	c.deploy(t, "probe", "1.0.0", probeBin, "")
+	tr := startRunner(t, c, func(o *Options) { o.Config.ResyncInterval = config.Duration(50 * time.Millisecond) })
+	tr.wait(t, "probe", "healthy", allIn(1, state.Healthy))
+	testutil.Eventually(t, 30*time.Second, "junk refused", func() bool {
+		return strings.Contains(tr.logs.String(), `msg="spec not applied; instances left as they are" node=n1 app=junk`)
+	})
+	c.recreateApps(t)
+	// Both apps are judged in one pass, junk first.
+	testutil.Eventually(t, 30*time.Second, "probe said to run from its cached spec", func() bool {
+		return strings.Contains(tr.logs.String(), `it runs from its cached spec. Deploy it again to store it, or delete it with narun ctl app delete" node=n1 app=probe`)
+	})
+	for l := range strings.Lines(tr.logs.String()) {
+		if strings.Contains(l, "cached spec is damaged") && strings.Contains(l, "app=junk") {
+			t.Errorf("a spec refused from narun-apps is said to be a damaged cached spec: %s", l)
+		}
+	}
+}

@@ -938,9 +938,10 @@ func (r *Runner) removeExcept(ctx context.Context, keep map[string]bool) {
 			r.remove(a.name, rev)
 		case recordNone:
 			// Every node reads every app's spec: one whose spec starts
-			// nothing here, and that runs nothing here, has nothing to
-			// run from its cache either.
-			if refused := a.refused(); refused != nil || a.runsHere() {
+			// nothing here, and that runs nothing here, or was refused
+			// as narun-apps held it, has nothing to run from its cache
+			// either.
+			if refused := a.cacheRefused(); refused != nil || a.runsHere() {
 				r.lost(a.name, refused)
 			}
 		}
