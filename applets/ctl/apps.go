@@ -467,6 +467,8 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		}
 		return notDeployed
 	}
+	rows := len(s.Instances) + len(s.Missing) + len(s.Refused) + len(s.Starting)
+	scaledToZero := !s.Deleted && s.Error == "" && s.Replicas == 0
 	switch {
 	case s.Deleted && s.Updated == nil:
 		fmt.Fprintf(e.out(), "%s: not deployed (%s has no record of it), but nodes run instances of it from a cached spec: narun ctl app delete %s stops them\n\n", s.Name, names.AppsBucket, s.Name)
@@ -474,11 +476,20 @@ func appStatus(ctx context.Context, c *ucli.Context, e *env, name string) error 
 		fmt.Fprintf(e.out(), "%s: deleted (revision %d, %s ago); nodes still report these instances, which they stop:\n\n", s.Name, s.Revision, ago(*s.Updated, now))
 	case s.Error != "":
 		fmt.Fprintf(e.out(), "%s: stored spec is invalid: %s\n", s.Name, s.Error)
+	case scaledToZero:
+		// "0/0 ready" over an empty table would read as instances lost.
+		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: scaled to 0 (replicas = 0): no instances wanted\n", s.Name, s.Version, s.Mode, s.Revision, ago(*s.Updated, now), signature(s))
+		if rows > 0 {
+			fmt.Fprintln(e.out())
+		}
 	default:
 		fmt.Fprintf(e.out(), "%s %s (%s), revision %d, updated %s ago, %s: %d/%d ready\n\n", s.Name, s.Version, s.Mode, s.Revision, ago(*s.Updated, now), signature(s), s.Ready, s.Desired)
 	}
 	if s.Outdated != "" {
 		e.warnf("the stored spec of %s breaks rules added to deploy since it was stored; deploying it again is refused until this is fixed:\n%s", s.Name, s.Outdated)
+	}
+	if scaledToZero && rows == 0 {
+		return nil
 	}
 	t := e.table("NODE", "INSTANCE", "STATE", "PID", "RESTARTS", "VERSION", "UPTIME", "REASON")
 	for _, in := range s.Instances {
