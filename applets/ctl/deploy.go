@@ -211,8 +211,17 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 		return err
 	}
 	defer e.close()
+	// Interrupted (Ctrl-C, SIGTERM) before the spec is stored, a step
+	// fails with only "context canceled", which does not tell the
+	// operator that nothing is deployed.
+	unstored := func(err error) error {
+		if ctx.Err() == nil {
+			return err
+		}
+		return fmt.Errorf("deploy of %s stopped (%w) before its spec was stored: nothing deployed", d.app.Name, errInterrupted)
+	}
 	if err := e.plan(ctx, d); err != nil {
-		return err
+		return unstored(err)
 	}
 	// What uploads cut short left counts against the stores' limits, and
 	// would fail this upload on a store they filled.
@@ -220,11 +229,11 @@ func runDeploy(ctx context.Context, c *ucli.Context, e *env) error {
 	e.reclaimChunks(ctx, names.FilesBucket, false)
 	for i := range d.bins {
 		if err := e.upload(ctx, d.obs, &d.bins[i]); err != nil {
-			return err
+			return unstored(err)
 		}
 	}
 	if err := e.stampPins(ctx, d); err != nil {
-		return err
+		return unstored(err)
 	}
 	if len(d.bins) > 0 {
 		// An upload over a slow link takes minutes: judged by the
