@@ -63,17 +63,7 @@ func (o *countedGets) Get(ctx context.Context, name string, opts ...jetstream.Ge
 // pass an object off as verified.
 func TestOpenObjectChecksTheDigestOfAnEmptyObject(t *testing.T) {
 	t.Parallel()
-	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "bins"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, js, obs := newObjectStore(t, "bins")
 	for _, name := range []string{"empty", "app"} {
 		if _, err := obs.PutString(ctx, name, ""); err != nil {
 			t.Fatal(err)
@@ -87,16 +77,7 @@ func TestOpenObjectChecksTheDigestOfAnEmptyObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	info.Size, info.Chunks = 0, 0
-	meta, err := json.Marshal(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(ObjectMetaSubject("bins", "app"))
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	m.Data = meta
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	replaceObjectMeta(t, ctx, js, "bins", info)
 
 	read := func(name string) (string, error) {
 		obj, err := OpenObject(ctx, obs, name, time.Minute)
@@ -120,17 +101,7 @@ func TestOpenObjectChecksTheDigestOfAnEmptyObject(t *testing.T) {
 // "", so anything else would be pinned as a sha256 no content has.
 func TestDigestHexOnlyOfSHA256(t *testing.T) {
 	t.Parallel()
-	nc := natstest.Connect(t, natstest.Start(t))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "files"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, js, obs := newObjectStore(t, "files")
 	put, err := obs.PutString(ctx, "conf", "hello")
 	if err != nil {
 		t.Fatal(err)
@@ -145,16 +116,7 @@ func TestDigestHexOnlyOfSHA256(t *testing.T) {
 	} {
 		info := *put
 		info.Digest = digest
-		meta, err := json.Marshal(info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(ObjectMetaSubject("files", "conf"))
-		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-		m.Data = meta
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		replaceObjectMeta(t, ctx, js, "files", &info)
 		stored, err := obs.GetInfo(ctx, "conf")
 		if err != nil {
 			t.Fatal(err)
@@ -162,5 +124,35 @@ func TestDigestHexOnlyOfSHA256(t *testing.T) {
 		if got := DigestHex(stored); got != "" {
 			t.Errorf("digest %q: %q, want \"\": not a SHA-256 one", stored.Digest, got)
 		}
+	}
+}
+
+// newObjectStore creates the object store bucket on a server of its own,
+// with a context that ends 30 s on or with the test.
+func newObjectStore(t *testing.T, bucket string) (context.Context, jetstream.JetStream, jetstream.ObjectStore) {
+	t.Helper()
+	js := connect(t, natstest.Start(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, js, obs
+}
+
+// replaceObjectMeta stores info as the only metadata of its object, as a
+// client that can write the bucket, or a damaged store, could.
+func replaceObjectMeta(t *testing.T, ctx context.Context, js jetstream.JetStream, bucket string, info *jetstream.ObjectInfo) {
+	t.Helper()
+	meta, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(ObjectMetaSubject(bucket, info.Name))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Data = meta
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
 	}
 }
