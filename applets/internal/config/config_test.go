@@ -28,6 +28,20 @@ func writeConfig(t *testing.T, body string) string {
 
 func noEnv(string) string { return "" }
 
+// loadFailsWith loads a config file of body and wants the error to be
+// its path followed by want.
+func loadFailsWith(t *testing.T, body, want string) {
+	t.Helper()
+	p := writeConfig(t, body)
+	_, err := config.Load(p, noEnv)
+	if err == nil {
+		t.Fatal("loaded a bad config")
+	}
+	if want := p + want; err.Error() != want {
+		t.Errorf("error\n %s\nwant\n %s", err, want)
+	}
+}
+
 const example = "../../../testdata/narun.toml"
 
 // exampleWithExamples is testdata/narun.toml with its example settings,
@@ -181,16 +195,7 @@ func TestTypeErrorsSayWhatTheKeyWants(t *testing.T) {
 		{"cluster routes", "[nats.cluster]\nroutes = \"nats-route://h:6222\"\n", `:2: key "nats.cluster.routes": want a list of strings, got a string`},
 		{"float for a string", "[runner]\nnode_id = 1.5\n", `:2: key "runner.node_id": want a string, got a float`},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := writeConfig(t, tc.body)
-			_, err := config.Load(p, noEnv)
-			if err == nil {
-				t.Fatal("loaded a bad config")
-			}
-			if want := p + tc.want; err.Error() != want {
-				t.Errorf("error\n %s\nwant\n %s", err, want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { loadFailsWith(t, tc.body, tc.want) })
 	}
 }
 
@@ -400,16 +405,7 @@ func TestTooLargeSaysSo(t *testing.T) {
 		{"size in bytes", "[gateway]\nmax_body = \"99999999999999999999\"\n", `:2: key "gateway.max_body": invalid size "99999999999999999999": more than the largest, 4194304TiB`},
 		{"size not whole", "[gateway]\nmax_body = \"1.5GiB\"\n", `:2: key "gateway.max_body": invalid size "1.5GiB": want a whole number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)`},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := writeConfig(t, tc.body)
-			_, err := config.Load(p, noEnv)
-			if err == nil {
-				t.Fatal("loaded a bad config")
-			}
-			if want := p + tc.want; err.Error() != want {
-				t.Errorf("error\n %s\nwant\n %s", err, want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { loadFailsWith(t, tc.body, tc.want) })
 	}
 }
 
