@@ -143,11 +143,23 @@ routes = ["%s"]
 // its routes for as long as it runs finds the duplicate.
 func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
 	t.Parallel()
+	config := u2BesideSharedU1(t)
+	trustAKey(t, config)
+	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
+		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
+	waitNamedU1(t, out)
+	stopUp(t, cmd, out, 20*time.Second)
+}
+
+// trustAKey adds to the member configuration at config a fresh key as
+// the trusted_keys of [runner] and [gateway], as docs/CLUSTER.md has
+// every member set.
+func trustAKey(t *testing.T, config string) {
+	t.Helper()
 	key, err := signing.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := u2BesideSharedU1(t)
 	member, err := os.ReadFile(config)
 	if err != nil {
 		t.Fatal(err)
@@ -156,10 +168,6 @@ func TestUpNamesDuplicateServerNameWithTrustedKeys(t *testing.T) {
 	if err := os.WriteFile(config, append(member, trust...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u2", "--nats-listen", testutil.FreeAddr(t),
-		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
-	waitNamedU1(t, out)
-	stopUp(t, cmd, out, 20*time.Second)
 }
 
 // u2BesideSharedU1 starts two cluster members that share the server_name
@@ -193,21 +201,10 @@ func waitNamedU1(t *testing.T, out fmt.Stringer) {
 // is as powerful as the client port): the banner names it with the rest.
 func TestUpBannerNamesClusterPort(t *testing.T) {
 	t.Parallel()
-	key, err := signing.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
 	config, clusterAddrs, _ := firstMemberConfig(t)
-	member, err := os.ReadFile(config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// With trusted_keys narun up serves without waiting for the other
 	// members, which this test never starts.
-	trust := fmt.Sprintf("[runner]\ntrusted_keys = [%q]\n[gateway]\ntrusted_keys = [%q]\n", key.Public(), key.Public())
-	if err := os.WriteFile(config, append(member, trust...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	trustAKey(t, config)
 	cmd, out := startUp(t, t.TempDir(), "--config", config, "--node-id", "u1", "--nats-listen", testutil.FreeAddr(t),
 		"--listen", "", "--admin-listen", "", "--runner-admin-listen", "")
 	testutil.Eventually(t, 30*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "  runner   admin") })
