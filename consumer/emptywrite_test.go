@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 )
 
@@ -37,14 +36,8 @@ func TestEmptyWriteSucceedsAsNetHTTP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			errs := make(chan error, 1)
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { errs <- tc.h(w) })
-			hs := httptest.NewServer(h)
-			defer hs.Close()
-			client, _ := caller(t, h)
 			results := map[string]error{}
-			for name, get := range map[string]func() (*http.Response, error){
-				"net/http": func() (*http.Response, error) { return hs.Client().Get(hs.URL) },
-				"narun":    func() (*http.Response, error) { return client.Get("http://svc/") },
-			} {
+			for name, get := range getsOfBoth(t, h) {
 				resp, err := get()
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)

@@ -21,13 +21,7 @@ func TestWritePastContentLengthBreaksTheResponse(t *testing.T) {
 		_, err := io.WriteString(w, "abc")
 		writeErrs <- err
 	})
-	hs := httptest.NewServer(h)
-	defer hs.Close()
-	client, _ := caller(t, h)
-	for name, get := range map[string]func() (*http.Response, error){
-		"net/http": func() (*http.Response, error) { return hs.Client().Get(hs.URL) },
-		"narun":    func() (*http.Response, error) { return client.Get("http://svc/") },
-	} {
+	for name, get := range getsOfBoth(t, h) {
 		resp, err := get()
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -40,5 +34,19 @@ func TestWritePastContentLengthBreaksTheResponse(t *testing.T) {
 		if readErr == nil {
 			t.Errorf("%s: the client read the body %q whole", name, body)
 		}
+	}
+}
+
+// getsOfBoth serves h on net/http's server and behind narun until the
+// test ends, and gives a GET of each by the server's name, for a test
+// that wants narun to answer as net/http does.
+func getsOfBoth(t *testing.T, h http.Handler) map[string]func() (*http.Response, error) {
+	t.Helper()
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	client, _ := caller(t, h)
+	return map[string]func() (*http.Response, error){
+		"net/http": func() (*http.Response, error) { return hs.Client().Get(hs.URL) },
+		"narun":    func() (*http.Response, error) { return client.Get("http://svc/") },
 	}
 }
