@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -77,24 +76,7 @@ func TestCachedSpecNotSelectingNodeNotCounted(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "specs", "hello.toml"), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &testutil.LogBuffer{}
-	r, err := New(Options{
-		Config:     config.Runner{NodeID: otherNode, HeartbeatInterval: config.Duration(100 * time.Millisecond)},
-		DataDir:    dir,
-		Conn:       nc,
-		AppNATSURL: nc.ConnectedUrl(),
-		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	logs := runWithoutJetStream(t, nc, otherNode, dir)
 	testutil.Eventually(t, 20*time.Second, "a warning that narun-apps was not read", func() bool {
 		return strings.Contains(logs.String(), "narun-apps not read in time")
 	})
