@@ -725,6 +725,13 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// ClosedConnectionsKept is how many closed client connections the server
+// keeps, with their subscriptions, for its monitoring's
+// /connz?state=closed. nats-server keeps 10000 by default, about 10 MB
+// (more than the idle heap of narun up) once every narun ctl call and app
+// restart has added one; the latest hundred tell an operator who went.
+const ClosedConnectionsKept = 100
+
 // serverOptions turns cfg into the server's options. It returns every
 // problem it finds, not only the first, so that one --check names them
 // all; a check that needs a value refused is not made. The options come
@@ -743,6 +750,7 @@ func serverOptions(cfg Config, certs *certKeeper) (*server.Options, *User, []err
 		JetStreamDomain:    cfg.JetStreamDomain,
 		SyncInterval:       cfg.JetStreamSyncInterval,
 		MaxPayload:         1 << 20,
+		MaxClosedClients:   ClosedConnectionsKept,
 		NoSigs:             true,
 		NoLog:              cfg.Logger == nil,
 		// The server formats its debug lines only when told to: a logger
